@@ -1,0 +1,374 @@
+//! Byte layout and codecs of every file seglog writes, without any I/O.
+//!
+//! `segment-format.md` is the specification; the constants here are tested
+//! against the numbers written there (`tests/format_spec.rs`). All integers
+//! are little-endian.
+
+/// Version of the on-disk format written by this build. Readers accept
+/// exactly the versions listed in [`SUPPORTED_VERSIONS`].
+pub const FORMAT_VERSION: u16 = 1;
+/// Versions this build can read.
+pub const SUPPORTED_VERSIONS: &[u16] = &[1];
+
+/// Magic at the start of a segment's `.log` file.
+pub const LOG_MAGIC: [u8; 8] = *b"SGLGLOG\0";
+/// Magic at the start of a segment's `.index` file.
+pub const INDEX_MAGIC: [u8; 8] = *b"SGLGIDX\0";
+/// Magic at the start of the committed-offsets journal.
+pub const OFFSETS_MAGIC: [u8; 8] = *b"SGLGOFS\0";
+
+// File header: magic, version, flags, base offset, CRC of the bytes before it.
+pub const HEADER_MAGIC_POS: usize = 0;
+pub const HEADER_VERSION_POS: usize = HEADER_MAGIC_POS + 8;
+pub const HEADER_FLAGS_POS: usize = HEADER_VERSION_POS + 2;
+pub const HEADER_BASE_OFFSET_POS: usize = HEADER_FLAGS_POS + 2;
+pub const HEADER_CRC_POS: usize = HEADER_BASE_OFFSET_POS + 8;
+/// Size of the header that starts every file.
+pub const FILE_HEADER_SIZE: usize = HEADER_CRC_POS + 4;
+
+// Record frame: length, CRC, offset, then `length` bytes of payload.
+pub const RECORD_LENGTH_POS: usize = 0;
+pub const RECORD_CRC_POS: usize = RECORD_LENGTH_POS + 4;
+pub const RECORD_OFFSET_POS: usize = RECORD_CRC_POS + 4;
+/// Size of the frame header before each record's payload.
+pub const RECORD_HEADER_SIZE: usize = RECORD_OFFSET_POS + 8;
+
+/// Largest message payload. Maelstrom sends small integers; 1 MiB leaves room
+/// for real JSON documents while keeping one record far below a segment, and
+/// makes a garbage length field (a torn tail) fail fast instead of making
+/// recovery look past the end of the file.
+pub const MESSAGE_BYTES_MAX: usize = 1 << 20;
+
+// Index entry: offset relative to the segment's base offset, file position.
+pub const INDEX_RELATIVE_OFFSET_POS: usize = 0;
+pub const INDEX_POSITION_POS: usize = INDEX_RELATIVE_OFFSET_POS + 4;
+/// Size of one sparse-index entry.
+pub const INDEX_ENTRY_SIZE: usize = INDEX_POSITION_POS + 4;
+
+/// Which kind of file a header belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Log,
+    Index,
+    Offsets,
+}
+
+impl FileKind {
+    /// The magic number that starts a file of this kind.
+    pub fn magic(self) -> [u8; 8] {
+        match self {
+            FileKind::Log => LOG_MAGIC,
+            FileKind::Index => INDEX_MAGIC,
+            FileKind::Offsets => OFFSETS_MAGIC,
+        }
+    }
+
+    /// Identifies a file by its magic number.
+    pub fn from_magic(magic: &[u8]) -> Option<FileKind> {
+        [FileKind::Log, FileKind::Index, FileKind::Offsets]
+            .into_iter()
+            .find(|kind| kind.magic() == magic)
+    }
+}
+
+/// The decoded header of a `.log`, `.index` or offsets file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    pub kind: FileKind,
+    pub version: u16,
+    /// First offset of the segment (`.log`, `.index`); 0 for the offsets journal.
+    pub base_offset: u64,
+}
+
+/// Why a header or record does not decode; the caller adds file and position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the structure needs: a torn write or a short file.
+    Truncated { needed: usize, available: usize },
+    /// Every byte is zero: space that was allocated but never written.
+    Zeroed,
+    BadMagic { found: [u8; 8] },
+    UnsupportedVersion { found: u16 },
+    BadFlags { found: u16 },
+    ChecksumMismatch { expected: u32, got: u32 },
+    /// A record length field larger than [`MESSAGE_BYTES_MAX`].
+    LengthTooLarge { length: u32 },
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Truncated { needed, available } => {
+                write!(f, "torn: needs {needed} bytes, {available} present")
+            }
+            DecodeError::Zeroed => write!(f, "zero-filled bytes, never written"),
+            DecodeError::BadMagic { found } => write!(f, "unknown magic {found:02x?}"),
+            DecodeError::UnsupportedVersion { found } => {
+                write!(f, "unsupported format version {found}")
+            }
+            DecodeError::BadFlags { found } => write!(f, "unknown flags {found:#06x}"),
+            DecodeError::ChecksumMismatch { expected, got } => {
+                write!(f, "CRC mismatch: stored {expected:#010x}, computed {got:#010x}")
+            }
+            DecodeError::LengthTooLarge { length } => write!(
+                f,
+                "record length {length} exceeds the maximum of {MESSAGE_BYTES_MAX}"
+            ),
+        }
+    }
+}
+
+fn u16_at(bytes: &[u8], pos: usize) -> u16 {
+    let mut raw = [0u8; 2];
+    raw.copy_from_slice(&bytes[pos..pos + 2]);
+    u16::from_le_bytes(raw)
+}
+
+fn u32_at(bytes: &[u8], pos: usize) -> u32 {
+    let mut raw = [0u8; 4];
+    raw.copy_from_slice(&bytes[pos..pos + 4]);
+    u32::from_le_bytes(raw)
+}
+
+fn u64_at(bytes: &[u8], pos: usize) -> u64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&bytes[pos..pos + 8]);
+    u64::from_le_bytes(raw)
+}
+
+/// Encodes a file header.
+pub fn encode_header(header: &FileHeader) -> [u8; FILE_HEADER_SIZE] {
+    let mut out = [0u8; FILE_HEADER_SIZE];
+    out[HEADER_MAGIC_POS..HEADER_VERSION_POS].copy_from_slice(&header.kind.magic());
+    out[HEADER_VERSION_POS..HEADER_FLAGS_POS].copy_from_slice(&header.version.to_le_bytes());
+    // Flags are reserved: version 1 writes zero and rejects anything else.
+    out[HEADER_BASE_OFFSET_POS..HEADER_CRC_POS].copy_from_slice(&header.base_offset.to_le_bytes());
+    let crc = crc32fast::hash(&out[..HEADER_CRC_POS]);
+    out[HEADER_CRC_POS..FILE_HEADER_SIZE].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes and checks a file header from the start of `bytes`.
+pub fn decode_header(bytes: &[u8]) -> Result<FileHeader, DecodeError> {
+    if bytes.len() < FILE_HEADER_SIZE {
+        return Err(DecodeError::Truncated {
+            needed: FILE_HEADER_SIZE,
+            available: bytes.len(),
+        });
+    }
+    let bytes = &bytes[..FILE_HEADER_SIZE];
+    if bytes.iter().all(|&b| b == 0) {
+        return Err(DecodeError::Zeroed);
+    }
+    let mut magic = [0u8; 8];
+    magic.copy_from_slice(&bytes[HEADER_MAGIC_POS..HEADER_VERSION_POS]);
+    let kind = FileKind::from_magic(&magic).ok_or(DecodeError::BadMagic { found: magic })?;
+    let expected = u32_at(bytes, HEADER_CRC_POS);
+    let got = crc32fast::hash(&bytes[..HEADER_CRC_POS]);
+    if expected != got {
+        return Err(DecodeError::ChecksumMismatch { expected, got });
+    }
+    let version = u16_at(bytes, HEADER_VERSION_POS);
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(DecodeError::UnsupportedVersion { found: version });
+    }
+    let flags = u16_at(bytes, HEADER_FLAGS_POS);
+    if flags != 0 {
+        return Err(DecodeError::BadFlags { found: flags });
+    }
+    Ok(FileHeader {
+        kind,
+        version,
+        base_offset: u64_at(bytes, HEADER_BASE_OFFSET_POS),
+    })
+}
+
+/// Total bytes a record with a payload of `payload_len` bytes occupies.
+pub fn record_size(payload_len: usize) -> usize {
+    RECORD_HEADER_SIZE + payload_len
+}
+
+/// CRC-32/IEEE over the length field, the offset field and the payload: the
+/// CRC field itself is the only part of a record it does not cover.
+fn record_crc(length: u32, offset: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&length.to_le_bytes());
+    hasher.update(&offset.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Appends the frame of one record to `out`.
+///
+/// The caller has checked `payload.len() <= MESSAGE_BYTES_MAX`; a longer
+/// payload is a bug in the caller.
+pub fn encode_record(out: &mut Vec<u8>, offset: u64, payload: &[u8]) {
+    assert!(payload.len() <= MESSAGE_BYTES_MAX, "payload over the limit");
+    let length = payload.len() as u32;
+    out.reserve(record_size(payload.len()));
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(&record_crc(length, offset, payload).to_le_bytes());
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// One record decoded in place from a byte slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub offset: u64,
+    pub crc: u32,
+    pub payload: &'a [u8],
+}
+
+impl Record<'_> {
+    /// Bytes the record occupies on disk, frame included.
+    pub fn size(&self) -> usize {
+        record_size(self.payload.len())
+    }
+}
+
+/// Decodes the record that starts at the beginning of `bytes` and verifies its CRC.
+///
+/// The offset is returned, not checked: whether it is the expected one is the
+/// caller's business (a log wants consecutive offsets; the offsets journal
+/// stores committed offsets in that field).
+pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
+    if bytes.len() < RECORD_HEADER_SIZE {
+        return Err(DecodeError::Truncated {
+            needed: RECORD_HEADER_SIZE,
+            available: bytes.len(),
+        });
+    }
+    let length = u32_at(bytes, RECORD_LENGTH_POS);
+    let crc = u32_at(bytes, RECORD_CRC_POS);
+    let offset = u64_at(bytes, RECORD_OFFSET_POS);
+    if length as usize > MESSAGE_BYTES_MAX {
+        return Err(DecodeError::LengthTooLarge { length });
+    }
+    let end = RECORD_HEADER_SIZE + length as usize;
+    if bytes.len() < end {
+        return Err(DecodeError::Truncated {
+            needed: end,
+            available: bytes.len(),
+        });
+    }
+    let payload = &bytes[RECORD_HEADER_SIZE..end];
+    let got = record_crc(length, offset, payload);
+    if got != crc {
+        if crc == 0 && offset == 0 && length == 0 {
+            return Err(DecodeError::Zeroed);
+        }
+        return Err(DecodeError::ChecksumMismatch { expected: crc, got });
+    }
+    Ok(Record {
+        offset,
+        crc,
+        payload,
+    })
+}
+
+/// One entry of a segment's sparse index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Offset of the record minus the segment's base offset.
+    pub relative_offset: u32,
+    /// Position of the record's frame in the `.log` file.
+    pub position: u32,
+}
+
+/// Encodes one index entry.
+pub fn encode_index_entry(entry: IndexEntry) -> [u8; INDEX_ENTRY_SIZE] {
+    let mut out = [0u8; INDEX_ENTRY_SIZE];
+    out[INDEX_RELATIVE_OFFSET_POS..INDEX_POSITION_POS]
+        .copy_from_slice(&entry.relative_offset.to_le_bytes());
+    out[INDEX_POSITION_POS..INDEX_ENTRY_SIZE].copy_from_slice(&entry.position.to_le_bytes());
+    out
+}
+
+/// Decodes the index entries that follow an index file's header. A trailing
+/// partial entry is reported as `Truncated`.
+pub fn decode_index_entries(bytes: &[u8]) -> Result<Vec<IndexEntry>, DecodeError> {
+    if bytes.len() % INDEX_ENTRY_SIZE != 0 {
+        return Err(DecodeError::Truncated {
+            needed: bytes.len().next_multiple_of(INDEX_ENTRY_SIZE),
+            available: bytes.len(),
+        });
+    }
+    Ok(bytes
+        .chunks_exact(INDEX_ENTRY_SIZE)
+        .map(|raw| IndexEntry {
+            relative_offset: u32_at(raw, INDEX_RELATIVE_OFFSET_POS),
+            position: u32_at(raw, INDEX_POSITION_POS),
+        })
+        .collect())
+}
+
+/// File name of the `.log` file of the segment starting at `base_offset`
+/// (Kafka-style: 20 decimal digits, so names sort by offset).
+pub fn log_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+/// File name of the `.index` file of the segment starting at `base_offset`.
+pub fn index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.index")
+}
+
+/// Parses a segment file name back to its base offset and whether it is the
+/// `.log` (true) or the `.index` (false).
+pub fn parse_segment_file_name(name: &str) -> Option<(u64, bool)> {
+    let (stem, is_log) = if let Some(stem) = name.strip_suffix(".log") {
+        (stem, true)
+    } else {
+        (name.strip_suffix(".index")?, false)
+    };
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, is_log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips() {
+        let header = FileHeader {
+            kind: FileKind::Index,
+            version: FORMAT_VERSION,
+            base_offset: 12345,
+        };
+        assert_eq!(decode_header(&encode_header(&header)), Ok(header));
+    }
+
+    #[test]
+    fn record_round_trips_and_rejects_any_flipped_bit() {
+        let mut bytes = Vec::new();
+        encode_record(&mut bytes, 42, b"{\"a\":1}");
+        let record = decode_record(&bytes).expect("fresh record decodes");
+        assert_eq!((record.offset, record.payload), (42, &b"{\"a\":1}"[..]));
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_record(&flipped).is_err(), "bit {bit} flip accepted");
+        }
+    }
+
+    #[test]
+    fn zero_filled_record_is_never_valid() {
+        assert_eq!(decode_record(&[0u8; 64]), Err(DecodeError::Zeroed));
+        assert_eq!(decode_header(&[0u8; 64]), Err(DecodeError::Zeroed));
+    }
+
+    #[test]
+    fn segment_file_names_parse_back() {
+        assert_eq!(parse_segment_file_name(&log_file_name(7)), Some((7, true)));
+        assert_eq!(
+            parse_segment_file_name(&index_file_name(u64::MAX)),
+            Some((u64::MAX, false))
+        );
+        assert_eq!(parse_segment_file_name("7.log"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000000a.log"), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! Small file-system helpers that make metadata changes durable.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// fsyncs a directory, making the creation, removal or renaming of its
+/// entries durable (a new file can vanish after a crash otherwise: KAFKA-3968).
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Replaces `path` with `bytes` so that a crash at any point leaves either
+/// the old file or the new one: write a temporary file, fsync it, rename it
+/// over `path`, fsync the directory.
+pub fn rewrite_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
+    let mut tmp_name = path
+        .file_name()
+        .ok_or_else(|| Error::Config(format!("{} has no file name", path.display())))?
+        .to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename over", path, e))?;
+    sync_dir(dir)
+}

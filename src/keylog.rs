@@ -1,0 +1,159 @@
+//! One key's log: its sealed segments, its active segment, rolling between them.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::{self, FILE_HEADER_SIZE};
+use crate::recovery::{self, Mode};
+use crate::segment::{ReadEnd, Segment};
+
+/// The log of one key, open for appends and reads.
+pub struct KeyLog {
+    /// The key's directory under `logs/`.
+    dir: PathBuf,
+    /// Base offsets of the sealed segments, ascending.
+    sealed: Vec<u64>,
+    /// The sealed segment read last, kept mapped: consecutive polls of one
+    /// key usually continue in the same segment.
+    sealed_cache: Option<Segment>,
+    /// The segment appends go to; `None` until the key's first append.
+    active: Option<Segment>,
+    /// Size at which the active segment is sealed and a new one started.
+    segment_bytes: u64,
+    /// A segment file was created since the last sync: the directory entry
+    /// must be fsynced before any record in it is acknowledged.
+    dir_dirty: bool,
+}
+
+impl KeyLog {
+    /// Opens the key directory `dir` (which exists), recovering its active segment.
+    pub fn open(dir: PathBuf, mode: Mode, segment_bytes: u64) -> Result<KeyLog> {
+        let recovered = recovery::recover_key(&dir, mode)?;
+        Ok(KeyLog {
+            dir,
+            sealed: recovered.sealed,
+            sealed_cache: None,
+            active: recovered.active,
+            segment_bytes,
+            dir_dirty: false,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Offset after the last durable record: the log's visible length.
+    pub fn durable_next_offset(&self) -> u64 {
+        self.active.as_ref().map_or(0, Segment::durable_next_offset)
+    }
+
+    /// True when some appended record is not durable yet.
+    pub fn has_pending(&self) -> bool {
+        self.active.as_ref().is_some_and(Segment::has_pending)
+    }
+
+    /// Appends a record (buffered; durable after the next sync) and returns
+    /// its offset. Seals the active segment first if the record would take
+    /// it past the size limit; sealing fdatasyncs the old segment, and an
+    /// error there is a failed sync.
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64> {
+        let record_size = format::record_size(payload.len()) as u64;
+        let roll_at = match &self.active {
+            None => Some(0),
+            Some(active) => {
+                let has_records = active.end_position() > FILE_HEADER_SIZE as u64;
+                let too_big = active.end_position() + record_size > self.segment_bytes;
+                (has_records && too_big).then(|| active.next_offset().unwrap_or_default())
+            }
+        };
+        if let Some(base) = roll_at {
+            if let Some(mut old) = self.active.take() {
+                if let Err(e) = old.seal() {
+                    self.active = Some(old);
+                    return Err(e);
+                }
+                self.sealed.push(old.base_offset());
+            }
+            self.active = Some(Segment::create(&self.dir, base)?);
+            self.dir_dirty = true;
+        }
+        let active = self.active.as_mut().expect("active segment exists after roll");
+        // Flush before appending, so that an error means this record was not
+        // taken: the caller can answer with a definite error.
+        if active.buffer_full() {
+            active.flush()?;
+        }
+        Ok(active.append(payload))
+    }
+
+    /// Writes buffered records to the file.
+    pub fn flush(&mut self) -> Result<()> {
+        self.active.as_mut().map_or(Ok(()), Segment::flush)
+    }
+
+    /// What a sync must cover for this key: the active file and the point it
+    /// makes durable, and whether the directory needs an fsync too.
+    pub fn take_sync_target(&mut self) -> Option<(std::sync::Arc<std::fs::File>, u64, u64, bool)> {
+        let (file, position, next) = self.active.as_ref()?.sync_target()?;
+        let dir_dirty = std::mem::take(&mut self.dir_dirty);
+        Some((file, position, next, dir_dirty))
+    }
+
+    /// Publishes records up to `position` / `next_offset` after a sync.
+    pub fn mark_durable(&mut self, position: u64, next_offset: u64) {
+        if let Some(active) = self.active.as_mut() {
+            active.mark_durable(position, next_offset);
+        }
+    }
+
+    /// Delivers durable records from offset `from` on to `visit` until it
+    /// returns false or the log ends. A corrupt record ends the read with an
+    /// error; records before it have been delivered.
+    pub fn read(&mut self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
+        let end = self.durable_next_offset();
+        if from >= end {
+            return Ok(());
+        }
+        let mut from = from;
+        // Index of the sealed segment holding `from`, or `sealed.len()` for the active one.
+        let mut i = self.sealed.partition_point(|&base| base <= from).saturating_sub(1);
+        if self.active.as_ref().is_some_and(|a| a.base_offset() <= from) {
+            i = self.sealed.len();
+        }
+        while i < self.sealed.len() {
+            let base = self.sealed[i];
+            let next_base = self
+                .sealed
+                .get(i + 1)
+                .copied()
+                .or_else(|| self.active.as_ref().map(Segment::base_offset))
+                .unwrap_or(u64::MAX);
+            if self.sealed_cache.as_ref().map(Segment::base_offset) != Some(base) {
+                self.sealed_cache = Some(Segment::open_sealed(&self.dir, base)?);
+            }
+            let segment = self.sealed_cache.as_mut().expect("sealed segment just opened");
+            match segment.read(from, visit)? {
+                ReadEnd::Stopped => return Ok(()),
+                ReadEnd::Exhausted { next_offset } if next_offset == next_base => {
+                    from = next_offset;
+                }
+                ReadEnd::Exhausted { next_offset } => {
+                    return Err(Error::corrupt(
+                        segment.log_path(),
+                        segment.end_position(),
+                        format!(
+                            "sealed segment ends before offset {next_offset}, \
+                             but the next segment starts at {next_base}"
+                        ),
+                    ));
+                }
+            }
+            i += 1;
+        }
+        if let Some(active) = self.active.as_mut() {
+            active.read(from, visit)?;
+        }
+        Ok(())
+    }
+}

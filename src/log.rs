@@ -1,0 +1,40 @@
+//! Logging to stderr: quiet by default (warnings only), more with `-v` or
+//! the `SEGLOG_LOG` environment variable. stdout is kept for the protocol.
+
+use std::fmt::Arguments;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// 0: warnings, 1: also lifecycle and syncs, 2: also every request.
+static LEVEL: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the level from the `-v` count, raised by `SEGLOG_LOG` (a number).
+pub fn init(verbose: u8) {
+    let from_env = std::env::var("SEGLOG_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .unwrap_or(0);
+    LEVEL.store(verbose.max(from_env), Ordering::Relaxed);
+}
+
+fn enabled(level: u8) -> bool {
+    LEVEL.load(Ordering::Relaxed) >= level
+}
+
+/// Something an operator should see.
+pub fn warn(args: Arguments<'_>) {
+    eprintln!("seglog: warning: {args}");
+}
+
+/// Lifecycle events: store opened, syncs, shutdown.
+pub fn info(args: Arguments<'_>) {
+    if enabled(1) {
+        eprintln!("seglog: {args}");
+    }
+}
+
+/// Every request and error reply.
+pub fn debug(args: Arguments<'_>) {
+    if enabled(2) {
+        eprintln!("seglog: {args}");
+    }
+}

@@ -1,0 +1,53 @@
+//! The `seglog` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A persistent segmented log server for Maelstrom's kafka workload.
+///
+/// With no subcommand, seglog runs a Maelstrom node: JSON messages on
+/// stdin/stdout, logs on stderr.
+#[derive(Parser)]
+#[command(name = "seglog", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    node: seglog::node::NodeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dump and verify segment files offline, without changing them.
+    Inspect(seglog::inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Inspect(args)) => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let result = seglog::inspect::run(&args, &mut out)
+                .and_then(|ok| std::io::Write::flush(&mut out).map(|()| ok));
+            match result {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                // `seglog inspect ... | head`: the reader left, nothing is wrong.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("seglog inspect: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        None => match seglog::node::run(&cli.node) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("seglog: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}

@@ -1,0 +1,62 @@
+//! Read-only memory maps of segment files: the only `unsafe` code in seglog.
+//!
+//! Reads go through maps so that a poll copies a record once, from the page
+//! cache into the reply. A map is sound only while the bytes it covers stay
+//! in the file and do not change; the invariants below are what make that
+//! true, and every code path that truncates or rewrites a file honours them.
+
+use std::fs::File;
+use std::io;
+use std::ops::Deref;
+
+/// A read-only map of the first `len` bytes of a file.
+pub struct MappedFile {
+    /// `None` for an empty range: `mmap(2)` rejects a length of zero.
+    map: Option<memmap2::Mmap>,
+}
+
+impl MappedFile {
+    /// Maps `[0, len)` of `file`. The caller has checked that the file is at
+    /// least `len` bytes long.
+    pub fn map(file: &File, len: usize) -> io::Result<MappedFile> {
+        if len == 0 {
+            return Ok(MappedFile { map: None });
+        }
+        // SAFETY: a `memmap2::Mmap` hands out `&[u8]` over the file's pages, so
+        // the bytes in `[0, len)` must stay present and unchanged for as long
+        // as the map lives. seglog guarantees that for its own process:
+        // 1. Files are append-only: writes go to positions at or past the
+        //    file's length at the time of writing, and a map never covers more
+        //    than the length the file had when it was mapped (the caller maps
+        //    at most the current length), so no write touches mapped bytes.
+        // 2. Nothing truncates a mapped file. Recovery truncates a torn tail
+        //    before the segment is mapped, and the one other truncation (undoing
+        //    a partial append after a failed write) drops the segment's map
+        //    first. The active segment is remapped, never extended in place,
+        //    when its durable end grows past its map.
+        // 3. Other processes are kept off the directory by the `LOCK` file;
+        //    `seglog inspect` opens files read-only. An outside process that
+        //    truncates a segment under a running node is outside this
+        //    contract (it would raise SIGBUS, as for any mmap reader).
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
+        Ok(MappedFile { map: Some(map) })
+    }
+
+    /// Number of bytes mapped.
+    pub fn len(&self) -> usize {
+        self.map.as_ref().map_or(0, |map| map.len())
+    }
+
+    /// True when nothing is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Deref for MappedFile {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}

@@ -1,0 +1,257 @@
+//! Committed offsets: a small CRC'd journal of `(key, offset)` entries.
+//!
+//! Each commit appends one entry (the record frame of `format.rs`, with the
+//! key as payload and the committed offset in the offset field), fdatasynced
+//! by the same sync point as the log appends it travels with. A torn last
+//! entry is cut on open, so a crash at any byte leaves the old state or the
+//! new one. When the journal has grown well past what it describes, it is
+//! compacted: rewritten with one entry per key to a temporary file, fsynced
+//! and renamed over the old one.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::{self, DecodeError, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind};
+use crate::fsutil;
+
+/// File name of the journal inside the data directory.
+pub const OFFSETS_FILE_NAME: &str = "offsets.journal";
+
+/// The journal is compacted once it is larger than this and more than
+/// [`COMPACT_RATIO`] times the size of one entry per key. 4 MiB is about
+/// 100,000 commits of short keys: compaction is rare, and replaying the
+/// journal on open stays a few milliseconds.
+pub const COMPACT_BYTES_MIN: u64 = 4 << 20;
+/// See [`COMPACT_BYTES_MIN`].
+pub const COMPACT_RATIO: u64 = 4;
+
+/// Committed offsets, durable and pending.
+pub struct CommittedOffsets {
+    path: PathBuf,
+    file: Arc<File>,
+    /// Bytes written to the file.
+    file_len: u64,
+    /// Encoded entries not yet written.
+    buffer: Vec<u8>,
+    /// Offsets whose entries are durable: the only ones readers see.
+    durable: HashMap<String, u64>,
+    /// Offsets committed since the last sync point took them.
+    pending: HashMap<String, u64>,
+    /// Offsets taken by a sync in progress, published when it completes.
+    syncing: HashMap<String, u64>,
+}
+
+/// Decodes a journal: the entries up to the first invalid byte, and where
+/// and why decoding stopped, if before the end. Used by open and by `inspect`.
+pub fn decode_journal(bytes: &[u8]) -> std::result::Result<JournalScan<'_>, DecodeError> {
+    let header = format::decode_header(bytes)?;
+    if header.kind != FileKind::Offsets {
+        return Err(DecodeError::BadMagic {
+            found: header.kind.magic(),
+        });
+    }
+    let mut entries = Vec::new();
+    let mut position = FILE_HEADER_SIZE;
+    while position < bytes.len() {
+        match format::decode_record(&bytes[position..]) {
+            Ok(record) => {
+                entries.push((record.payload, record.offset, position as u64));
+                position += record.size();
+            }
+            Err(error) => {
+                return Ok(JournalScan {
+                    entries,
+                    end_position: position as u64,
+                    stop: Some(error),
+                });
+            }
+        }
+    }
+    Ok(JournalScan {
+        entries,
+        end_position: position as u64,
+        stop: None,
+    })
+}
+
+/// What [`decode_journal`] found.
+pub struct JournalScan<'a> {
+    /// `(key bytes, committed offset, position)` in file order.
+    pub entries: Vec<(&'a [u8], u64, u64)>,
+    /// Position after the last valid entry.
+    pub end_position: u64,
+    /// Why decoding stopped before the end of the file, if it did.
+    pub stop: Option<DecodeError>,
+}
+
+fn encode_entry(out: &mut Vec<u8>, key: &str, offset: u64) {
+    format::encode_record(out, offset, key.as_bytes());
+}
+
+fn journal_bytes(offsets: &HashMap<String, u64>) -> Vec<u8> {
+    let mut bytes = format::encode_header(&FileHeader {
+        kind: FileKind::Offsets,
+        version: FORMAT_VERSION,
+        base_offset: 0,
+    })
+    .to_vec();
+    let mut keys: Vec<_> = offsets.iter().collect();
+    keys.sort();
+    for (key, &offset) in keys {
+        encode_entry(&mut bytes, key, offset);
+    }
+    bytes
+}
+
+impl CommittedOffsets {
+    /// Opens the journal in `dir`, creating it if it does not exist, and cuts
+    /// a torn tail. An unreadable header or a hole before valid entries is
+    /// corruption: the store refuses to open rather than forget commits.
+    pub fn open(dir: &Path) -> Result<CommittedOffsets> {
+        let path = dir.join(OFFSETS_FILE_NAME);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fsutil::rewrite_atomic(&path, &journal_bytes(&HashMap::new()))?;
+                std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?
+            }
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        let scan = decode_journal(&bytes).map_err(|e| Error::corrupt(&path, 0, e.to_string()))?;
+        let mut durable = HashMap::new();
+        for (key, offset, position) in &scan.entries {
+            let key = std::str::from_utf8(key).map_err(|_| {
+                Error::corrupt(&path, *position, "key is not UTF-8")
+            })?;
+            let slot = durable.entry(key.to_string()).or_insert(*offset);
+            *slot = (*slot).max(*offset);
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        if let Some(stop) = &scan.stop {
+            let tail = &bytes[scan.end_position as usize..];
+            if !tail.iter().all(|&b| b == 0)
+                && let Some(valid_at) = (scan.end_position as usize + 1..bytes.len())
+                    .find(|&p| format::decode_record(&bytes[p..]).is_ok())
+            {
+                return Err(Error::corrupt(
+                    &path,
+                    scan.end_position,
+                    format!("{stop}, but a valid entry follows at position {valid_at}"),
+                ));
+            }
+            eprintln!(
+                "seglog: {}: cutting a torn tail of {} bytes at position {} ({stop})",
+                path.display(),
+                tail.len(),
+                scan.end_position
+            );
+            file.set_len(scan.end_position)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::io("truncate", &path, e))?;
+        }
+        Ok(CommittedOffsets {
+            path,
+            file: Arc::new(file),
+            file_len: scan.end_position,
+            buffer: Vec::new(),
+            durable,
+            pending: HashMap::new(),
+            syncing: HashMap::new(),
+        })
+    }
+
+    /// The durable committed offset of `key`.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.durable.get(key).copied()
+    }
+
+    /// Number of keys with a durable committed offset.
+    pub fn len(&self) -> usize {
+        self.durable.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.durable.is_empty()
+    }
+
+    /// Records a commit; durable after the next sync. A commit at or below
+    /// the offset already committed changes nothing (offsets only move
+    /// forward).
+    pub fn commit(&mut self, key: &str, offset: u64) {
+        let known = [&self.pending, &self.syncing, &self.durable]
+            .iter()
+            .filter_map(|map| map.get(key).copied())
+            .max();
+        if known.is_some_and(|known| known >= offset) {
+            return;
+        }
+        self.pending.insert(key.to_string(), offset);
+        encode_entry(&mut self.buffer, key, offset);
+    }
+
+    /// True when commits are waiting for a sync.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes pending entries (compacting first if the journal is due) and
+    /// returns the file to fdatasync. The pending commits become durable
+    /// when [`CommittedOffsets::complete_sync`] is called after that sync.
+    pub fn prepare_sync(&mut self) -> Result<Option<Arc<File>>> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let live_bytes = (self.durable.len() + self.pending.len()) as u64 * 32;
+        if self.file_len > COMPACT_BYTES_MIN && self.file_len > COMPACT_RATIO * live_bytes {
+            self.compact()?;
+        } else {
+            self.file
+                .write_all_at(&self.buffer, self.file_len)
+                .map_err(|e| Error::io("write", &self.path, e))?;
+            self.file_len += self.buffer.len() as u64;
+        }
+        self.buffer.clear();
+        for (key, offset) in self.pending.drain() {
+            let slot = self.syncing.entry(key).or_insert(offset);
+            *slot = (*slot).max(offset);
+        }
+        Ok(Some(Arc::clone(&self.file)))
+    }
+
+    /// Publishes the commits taken by the last [`CommittedOffsets::prepare_sync`].
+    pub fn complete_sync(&mut self) {
+        for (key, offset) in self.syncing.drain() {
+            let slot = self.durable.entry(key).or_insert(offset);
+            *slot = (*slot).max(offset);
+        }
+    }
+
+    /// Rewrites the journal with one entry per key, pending commits included.
+    fn compact(&mut self) -> Result<()> {
+        let mut all = self.durable.clone();
+        for map in [&self.syncing, &self.pending] {
+            for (key, &offset) in map {
+                let slot = all.entry(key.clone()).or_insert(offset);
+                *slot = (*slot).max(offset);
+            }
+        }
+        let bytes = journal_bytes(&all);
+        fsutil::rewrite_atomic(&self.path, &bytes)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| Error::io("open", &self.path, e))?;
+        self.file = Arc::new(file);
+        self.file_len = bytes.len() as u64;
+        Ok(())
+    }
+}

@@ -1,0 +1,574 @@
+//! One segment: a `.log` file of records and its sparse `.index`.
+//!
+//! A segment is either *sealed* (complete, durable, read-only) or the *active*
+//! segment of its key, which takes appends. Appends are buffered in memory
+//! and written to the file by [`Segment::flush`]; they become visible to
+//! readers only when [`Segment::mark_durable`] is called after a sync.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    self, DecodeError, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, IndexEntry,
+};
+use crate::index::{self, INDEX_INTERVAL_BYTES, SparseIndex};
+use crate::mmap::MappedFile;
+
+/// Largest segment accepted by the configuration: index positions are `u32`.
+pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
+
+/// Pending bytes of one segment held in memory before they are written to
+/// the file. Large enough that a burst of small appends costs one `write`,
+/// small enough that thousands of keys with pending data stay cheap.
+pub const WRITE_BUFFER_BYTES_MAX: usize = 64 * 1024;
+
+/// Where a scan of records stopped before the end of the bytes it was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanStop {
+    /// The bytes at `position` do not decode as a record.
+    Invalid {
+        position: u64,
+        error: DecodeError,
+    },
+    /// A valid record at `position` carries `found` where `expected` was due.
+    OffsetGap {
+        position: u64,
+        expected: u64,
+        found: u64,
+    },
+}
+
+impl ScanStop {
+    pub fn position(&self) -> u64 {
+        match self {
+            ScanStop::Invalid { position, .. } | ScanStop::OffsetGap { position, .. } => *position,
+        }
+    }
+}
+
+impl std::fmt::Display for ScanStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanStop::Invalid { error, .. } => write!(f, "{error}"),
+            ScanStop::OffsetGap {
+                expected, found, ..
+            } => write!(f, "offset {found} where {expected} was expected"),
+        }
+    }
+}
+
+/// What a scan over a segment's records found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// Position after the last valid record.
+    pub end_position: u64,
+    /// Offset the next record would have.
+    pub next_offset: u64,
+    /// The index the valid records call for.
+    pub index: SparseIndex,
+    /// Why the scan ended before the end of the bytes, if it did.
+    pub stop: Option<ScanStop>,
+}
+
+/// Whether a record at `position` gets an index entry, given the position of
+/// the last entry (or of the first record, which needs none). The writer and
+/// every rebuild use this one rule, so a rebuilt index equals the written one.
+pub fn needs_index_entry(position: u64, last_indexed_position: u64) -> bool {
+    position >= last_indexed_position + INDEX_INTERVAL_BYTES
+}
+
+/// Scans the records of a segment starting at `base_offset`, from the first
+/// record after the header to the first byte that is not a valid record with
+/// the next consecutive offset. `bytes` is the whole file.
+pub fn scan_records(bytes: &[u8], base_offset: u64) -> Scan {
+    let header_end = FILE_HEADER_SIZE as u64;
+    scan_records_from(bytes, base_offset, header_end, base_offset, SparseIndex::default())
+}
+
+/// Like [`scan_records`], but starts at a known record boundary `position`
+/// holding `next_offset`, extending `index`, whose last entry is at or before
+/// `position`.
+pub fn scan_records_from(
+    bytes: &[u8],
+    base_offset: u64,
+    mut position: u64,
+    mut next_offset: u64,
+    mut index: SparseIndex,
+) -> Scan {
+    let mut last_indexed = index
+        .entries()
+        .last()
+        .map_or(FILE_HEADER_SIZE as u64, |entry| u64::from(entry.position));
+    let len = bytes.len() as u64;
+    while position < len {
+        let record = match format::decode_record(&bytes[position as usize..]) {
+            Ok(record) => record,
+            Err(error) => {
+                return Scan {
+                    end_position: position,
+                    next_offset,
+                    index,
+                    stop: Some(ScanStop::Invalid { position, error }),
+                };
+            }
+        };
+        if record.offset != next_offset {
+            return Scan {
+                end_position: position,
+                next_offset,
+                index,
+                stop: Some(ScanStop::OffsetGap {
+                    position,
+                    expected: next_offset,
+                    found: record.offset,
+                }),
+            };
+        }
+        if needs_index_entry(position, last_indexed) {
+            index.push(IndexEntry {
+                relative_offset: (next_offset - base_offset) as u32,
+                position: position as u32,
+            });
+            last_indexed = position;
+        }
+        position += record.size() as u64;
+        next_offset += 1;
+    }
+    Scan {
+        end_position: position,
+        next_offset,
+        index,
+        stop: None,
+    }
+}
+
+/// Looks for a valid record with an offset at or after `expected` anywhere
+/// after `from`: evidence that the damage at `from` is a hole in the middle of
+/// the log rather than a torn tail. Returns its position.
+pub fn find_record_after(bytes: &[u8], from: u64, expected: u64) -> Option<u64> {
+    let start = from as usize + 1;
+    let last = bytes.len().checked_sub(format::RECORD_HEADER_SIZE)?;
+    (start..=last).find(|&position| {
+        let Ok(record) = format::decode_record(&bytes[position..]) else {
+            return false;
+        };
+        // A record after a hole of n bytes has an offset between `expected`
+        // and `expected + n / RECORD_HEADER_SIZE`; anything else is chance.
+        let span = (position as u64 - from) / format::RECORD_HEADER_SIZE as u64;
+        record.offset >= expected && record.offset <= expected + span
+    })
+    .map(|position| position as u64)
+}
+
+/// Why a sealed or active segment stopped delivering records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// The visitor asked to stop.
+    Stopped,
+    /// Every readable record was delivered; the next one would have this offset.
+    Exhausted { next_offset: u64 },
+}
+
+/// The write side of the active segment.
+struct Writer {
+    /// The file appends go to; shared with sync plans, which fdatasync it
+    /// outside the store's lock.
+    file: Arc<File>,
+    /// Encoded records not yet written to the file.
+    buffer: Vec<u8>,
+    /// Encoded index entries not yet written to the index file.
+    index_buffer: Vec<u8>,
+    /// Bytes already written to the file.
+    file_len: u64,
+    /// Position after the last appended record, buffered ones included.
+    end_position: u64,
+    /// Offset the next append gets.
+    next_offset: u64,
+    /// Position of the last index entry (or of the first record).
+    last_indexed: u64,
+}
+
+/// One segment of one key's log.
+pub struct Segment {
+    /// First offset of the segment; also its file name.
+    base_offset: u64,
+    log_path: PathBuf,
+    index_path: PathBuf,
+    /// Read-only map of the file's bytes, at least up to `durable_position`.
+    map: MappedFile,
+    /// The sparse index: trusted for the active segment (we built it), checked
+    /// record by record for sealed ones (read from disk).
+    index: SparseIndex,
+    /// Whether `index` came from disk and its entries need checking on use.
+    index_unverified: bool,
+    /// Position after the last durable record: readers see nothing past it.
+    durable_position: u64,
+    /// Offset after the last durable record.
+    durable_next_offset: u64,
+    /// Present while the segment is active.
+    writer: Option<Writer>,
+}
+
+impl Segment {
+    /// Opens a sealed segment for reading. Its index is loaded, or rebuilt if
+    /// it cannot be used.
+    pub fn open_sealed(dir: &Path, base_offset: u64) -> Result<Segment> {
+        let log_path = dir.join(format::log_file_name(base_offset));
+        let index_path = dir.join(format::index_file_name(base_offset));
+        let file = File::open(&log_path).map_err(|e| Error::io("open", &log_path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &log_path, e))?
+            .len();
+        let map = MappedFile::map(&file, len as usize).map_err(|e| Error::io("map", &log_path, e))?;
+        check_header(&map, &log_path, base_offset)?;
+        let mut segment = Segment {
+            base_offset,
+            log_path,
+            index_path,
+            map,
+            index: SparseIndex::default(),
+            index_unverified: true,
+            durable_position: len,
+            durable_next_offset: u64::MAX,
+            writer: None,
+        };
+        match SparseIndex::load(&segment.index_path, base_offset, len) {
+            Ok(index) => segment.index = index,
+            Err(why) => segment.rebuild_index(&why)?,
+        }
+        Ok(segment)
+    }
+
+    /// Creates a new, empty active segment starting at `base_offset`. Its
+    /// header is buffered like a record and written by the next flush.
+    pub fn create(dir: &Path, base_offset: u64) -> Result<Segment> {
+        let log_path = dir.join(format::log_file_name(base_offset));
+        let index_path = dir.join(format::index_file_name(base_offset));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&log_path)
+            .map_err(|e| Error::io("create", &log_path, e))?;
+        let header = format::encode_header(&FileHeader {
+            kind: FileKind::Log,
+            version: FORMAT_VERSION,
+            base_offset,
+        });
+        let mut index_file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&index_path)
+            .map_err(|e| Error::io("create", &index_path, e))?;
+        std::io::Write::write_all(&mut index_file, &index::index_header(base_offset))
+            .map_err(|e| Error::io("write", &index_path, e))?;
+        let header_end = FILE_HEADER_SIZE as u64;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            index_path,
+            map: MappedFile::map(&file, 0).map_err(|e| Error::io("map", dir, e))?,
+            index: SparseIndex::default(),
+            index_unverified: false,
+            durable_position: header_end,
+            durable_next_offset: base_offset,
+            writer: Some(Writer {
+                file: Arc::new(file),
+                buffer: header.to_vec(),
+                index_buffer: Vec::new(),
+                file_len: 0,
+                end_position: header_end,
+                next_offset: base_offset,
+                last_indexed: header_end,
+            }),
+        })
+    }
+
+    /// Opens an existing file as the active segment whose valid records end
+    /// at `end_position` with `next_offset` next. Recovery has already cut
+    /// the file to that length and settled the index.
+    pub fn open_active(
+        dir: &Path,
+        base_offset: u64,
+        end_position: u64,
+        next_offset: u64,
+        index: SparseIndex,
+    ) -> Result<Segment> {
+        let log_path = dir.join(format::log_file_name(base_offset));
+        let index_path = dir.join(format::index_file_name(base_offset));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&log_path)
+            .map_err(|e| Error::io("open", &log_path, e))?;
+        let map =
+            MappedFile::map(&file, end_position as usize).map_err(|e| Error::io("map", &log_path, e))?;
+        let last_indexed = index
+            .entries()
+            .last()
+            .map_or(FILE_HEADER_SIZE as u64, |entry| u64::from(entry.position));
+        Ok(Segment {
+            base_offset,
+            log_path,
+            index_path,
+            map,
+            index,
+            index_unverified: false,
+            durable_position: end_position,
+            durable_next_offset: next_offset,
+            writer: Some(Writer {
+                file: Arc::new(file),
+                buffer: Vec::new(),
+                index_buffer: Vec::new(),
+                file_len: end_position,
+                end_position,
+                next_offset,
+                last_indexed,
+            }),
+        })
+    }
+
+    pub fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Size the file will have once everything appended is written.
+    pub fn end_position(&self) -> u64 {
+        self.writer
+            .as_ref()
+            .map_or(self.durable_position, |w| w.end_position)
+    }
+
+    /// Offset the next append gets (active segments only).
+    pub fn next_offset(&self) -> Option<u64> {
+        self.writer.as_ref().map(|w| w.next_offset)
+    }
+
+    /// Offset after the last record readers may see (active segments only;
+    /// a sealed segment's end is the next segment's base offset).
+    pub fn durable_next_offset(&self) -> u64 {
+        self.durable_next_offset
+    }
+
+    /// Appends one record to the buffer and returns its offset.
+    pub fn append(&mut self, payload: &[u8]) -> u64 {
+        let writer = self.writer.as_mut().expect("append to a sealed segment");
+        let offset = writer.next_offset;
+        let position = writer.end_position;
+        if needs_index_entry(position, writer.last_indexed) {
+            let entry = IndexEntry {
+                relative_offset: (offset - self.base_offset) as u32,
+                position: position as u32,
+            };
+            self.index.push(entry);
+            writer
+                .index_buffer
+                .extend_from_slice(&format::encode_index_entry(entry));
+            writer.last_indexed = position;
+        }
+        format::encode_record(&mut writer.buffer, offset, payload);
+        writer.end_position += format::record_size(payload.len()) as u64;
+        writer.next_offset += 1;
+        offset
+    }
+
+    /// True when the buffer has grown past [`WRITE_BUFFER_BYTES_MAX`].
+    pub fn buffer_full(&self) -> bool {
+        self.writer
+            .as_ref()
+            .is_some_and(|w| w.buffer.len() >= WRITE_BUFFER_BYTES_MAX)
+    }
+
+    /// Writes buffered records and index entries to their files (no sync).
+    ///
+    /// If the log write fails (a full disk), the bytes of this flush are cut
+    /// off again so the file ends at a record boundary, and the buffer is
+    /// kept for a later try; the error is returned.
+    pub fn flush(&mut self) -> Result<()> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        if !writer.buffer.is_empty() {
+            if let Err(e) = writer.file.write_all_at(&writer.buffer, writer.file_len) {
+                // Drop the map first: nothing may truncate a mapped file (see mmap.rs).
+                self.map = MappedFile::map(&writer.file, 0)
+                    .map_err(|e| Error::io("unmap", &self.log_path, e))?;
+                if let Err(cut) = writer.file.set_len(writer.file_len) {
+                    // The file may now end in a partial record that a later
+                    // write would not fully cover: stop writing altogether.
+                    eprintln!(
+                        "seglog: cannot cut a failed write from {}: {cut}",
+                        self.log_path.display()
+                    );
+                    return Err(Error::Poisoned);
+                }
+                return Err(Error::io("write", &self.log_path, e));
+            }
+            writer.file_len += writer.buffer.len() as u64;
+            writer.buffer.clear();
+        }
+        if !writer.index_buffer.is_empty() {
+            // The index is a cache: if this write fails the index is short,
+            // which recovery repairs, so the error is not the append's.
+            if let Err(e) = index::append_to_file(&self.index_path, &writer.index_buffer) {
+                eprintln!("seglog: index write failed, it will be rebuilt: {e}");
+            }
+            writer.index_buffer.clear();
+        }
+        Ok(())
+    }
+
+    /// The file to fdatasync, and the point that becomes durable when it is.
+    /// The caller has flushed first.
+    pub fn sync_target(&self) -> Option<(Arc<File>, u64, u64)> {
+        let writer = self.writer.as_ref()?;
+        debug_assert!(writer.buffer.is_empty(), "sync target of an unflushed segment");
+        Some((Arc::clone(&writer.file), writer.file_len, writer.next_offset))
+    }
+
+    /// True when appended records are not durable yet.
+    pub fn has_pending(&self) -> bool {
+        self.writer
+            .as_ref()
+            .is_some_and(|w| w.end_position > self.durable_position)
+    }
+
+    /// Makes records up to `position` / `next_offset` visible to readers,
+    /// after a sync covered them.
+    pub fn mark_durable(&mut self, position: u64, next_offset: u64) {
+        if position > self.durable_position {
+            self.durable_position = position;
+            self.durable_next_offset = next_offset;
+        }
+    }
+
+    /// Flushes and fdatasyncs the file and turns the segment into a sealed
+    /// one: a segment is sealed only once all of it is durable, so recovery
+    /// never needs to scan sealed segments.
+    pub fn seal(&mut self) -> Result<()> {
+        self.flush()?;
+        if let Some(writer) = self.writer.as_ref() {
+            writer
+                .file
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &self.log_path, e))?;
+            let (position, next) = (writer.file_len, writer.next_offset);
+            self.mark_durable(position, next);
+        }
+        self.writer = None;
+        Ok(())
+    }
+
+    /// Delivers the durable records with offset `from` and later to `visit`,
+    /// which returns false to stop. Verifies each record's CRC and offset.
+    pub fn read(
+        &mut self,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<ReadEnd> {
+        self.ensure_mapped()?;
+        let limit = self.durable_position.min(self.map.len() as u64);
+        let (mut position, mut expected) = self.start_point(from, limit)?;
+        while position < limit {
+            let bytes = &self.map[position as usize..limit as usize];
+            let record = format::decode_record(bytes)
+                .map_err(|e| Error::corrupt(&self.log_path, position, e.to_string()))?;
+            if record.offset != expected {
+                return Err(Error::corrupt(
+                    &self.log_path,
+                    position,
+                    format!("offset {} where {expected} was expected", record.offset),
+                ));
+            }
+            if expected >= from && !visit(expected, record.payload) {
+                return Ok(ReadEnd::Stopped);
+            }
+            position += record.size() as u64;
+            expected += 1;
+        }
+        Ok(ReadEnd::Exhausted {
+            next_offset: expected,
+        })
+    }
+
+    /// Remaps the active segment when its durable end has grown past the map.
+    fn ensure_mapped(&mut self) -> Result<()> {
+        if (self.map.len() as u64) < self.durable_position
+            && let Some(writer) = self.writer.as_ref()
+        {
+            self.map = MappedFile::map(&writer.file, writer.file_len as usize)
+                .map_err(|e| Error::io("map", &self.log_path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The position and offset to start scanning at to reach `from`.
+    fn start_point(&mut self, from: u64, limit: u64) -> Result<(u64, u64)> {
+        let header_end = FILE_HEADER_SIZE as u64;
+        let relative = from.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
+        let Some(entry) = self.index.lookup(relative) else {
+            return Ok((header_end, self.base_offset));
+        };
+        let position = u64::from(entry.position);
+        let offset = self.base_offset + u64::from(entry.relative_offset);
+        if !self.index_unverified {
+            return Ok((position, offset));
+        }
+        let agrees = position < limit
+            && format::decode_record(&self.map[position as usize..limit as usize])
+                .is_ok_and(|record| record.offset == offset);
+        if agrees {
+            return Ok((position, offset));
+        }
+        self.rebuild_index(&format!(
+            "entry for offset {offset} points at position {position}, which does not hold it"
+        ))?;
+        Ok(self.index.lookup(relative).map_or((header_end, self.base_offset), |entry| {
+            (
+                u64::from(entry.position),
+                self.base_offset + u64::from(entry.relative_offset),
+            )
+        }))
+    }
+
+    /// Rebuilds a sealed segment's index from its log and rewrites the file.
+    fn rebuild_index(&mut self, why: &str) -> Result<()> {
+        eprintln!(
+            "seglog: rebuilding {} ({why})",
+            self.index_path.display()
+        );
+        let scan = scan_records(&self.map, self.base_offset);
+        scan.index.write_file(&self.index_path, self.base_offset)?;
+        self.index = scan.index;
+        self.index_unverified = false;
+        Ok(())
+    }
+}
+
+/// Checks the header of a mapped `.log` file.
+pub fn check_header(bytes: &[u8], path: &Path, base_offset: u64) -> Result<()> {
+    let header = format::decode_header(bytes).map_err(|e| Error::corrupt(path, 0, e.to_string()))?;
+    if header.kind != FileKind::Log {
+        return Err(Error::corrupt(path, 0, format!("not a log file ({:?})", header.kind)));
+    }
+    if header.base_offset != base_offset {
+        return Err(Error::corrupt(
+            path,
+            format::HEADER_BASE_OFFSET_POS as u64,
+            format!(
+                "base offset {} does not match the file name's {base_offset}",
+                header.base_offset
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,486 @@
+//! The store of all keys: one data directory, its lock, the open key logs,
+//! the committed offsets, and the sync points that make appends durable.
+//!
+//! ```text
+//! DATA/
+//!   LOCK              held with File::try_lock while a store is open
+//!   CLEAN             present only between a clean close and the next open
+//!   offsets.journal   committed offsets (offsets.rs)
+//!   logs/<name>/      one directory per key (keyname.rs)
+//!     00000000000000000000.log    segments (segment.rs)
+//!     00000000000000000000.index
+//! ```
+//!
+//! Durability works in three steps so that a sync never blocks readers:
+//! appends and commits are buffered under the caller's lock;
+//! [`Store::prepare_sync`] writes the buffers to the files and returns a
+//! [`SyncPlan`]; the plan's [`SyncPlan::execute`] runs the fdatasyncs without
+//! any lock; [`Store::complete_sync`] publishes what the plan covered.
+//! Readers only ever see published (durable) records and commits.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::MESSAGE_BYTES_MAX;
+use crate::fsutil;
+use crate::keylog::KeyLog;
+use crate::keyname::{self, KEY_BYTES_MAX, KEY_FILE_NAME};
+use crate::offsets::CommittedOffsets;
+use crate::recovery::Mode;
+use crate::segment::SEGMENT_BYTES_LIMIT;
+
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+/// Name of the clean-shutdown marker in the data directory.
+pub const CLEAN_FILE_NAME: &str = "CLEAN";
+/// Directory holding one subdirectory per key.
+pub const LOGS_DIR_NAME: &str = "logs";
+
+/// Default segment size. Segments are not preallocated, so a key with a
+/// short log costs one small file whatever this is; the size bounds how much
+/// of a key's log an unclean restart re-checks (a few milliseconds at 8 MiB).
+pub const SEGMENT_BYTES_DEFAULT: u64 = 8 << 20;
+
+/// Default number of key logs kept open. Each holds one file descriptor (its
+/// active segment) and up to two maps, so 128 keys stay well inside a
+/// 256-descriptor limit; keys are reopened on demand, least recently used
+/// first out.
+pub const OPEN_KEYS_DEFAULT: usize = 128;
+
+/// Collision counters tried for hashed key names before giving up. A 64-bit
+/// hash colliding even once is unlikely; this bounds a lookup all the same.
+const HASH_COLLISIONS_MAX: u32 = 64;
+
+/// How a store is set up.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreConfig {
+    /// Size at which a segment is sealed and a new one started.
+    pub segment_bytes: u64,
+    /// Key logs kept open at once (keys with unsynced appends stay open
+    /// beyond this until their sync completes).
+    pub open_keys_max: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            open_keys_max: OPEN_KEYS_DEFAULT,
+        }
+    }
+}
+
+/// An open key log and when it was last used, for eviction.
+struct OpenKey {
+    log: KeyLog,
+    last_used: u64,
+}
+
+/// All keys of one data directory.
+pub struct Store {
+    dir: PathBuf,
+    logs_dir: PathBuf,
+    config: StoreConfig,
+    /// Held for the store's lifetime: the lock is released when it closes.
+    _lock: File,
+    /// Whether the last run ended with a clean close.
+    opened_clean: bool,
+    /// Key logs currently open.
+    open: HashMap<String, OpenKey>,
+    /// Counter standing in for time in the least-recently-used order.
+    clock: u64,
+    offsets: CommittedOffsets,
+    /// Set when a sync failed: the page cache state is unknown, so every
+    /// later write is refused until the store is reopened.
+    poisoned: bool,
+    /// `logs/` gained a key directory since the last sync.
+    logs_dir_dirty: bool,
+}
+
+/// What one sync point covers: files to fdatasync and directories to fsync,
+/// taken under the store's lock and executed without it.
+pub struct SyncPlan {
+    files: Vec<(Arc<File>, String)>,
+    dirs: BTreeSet<PathBuf>,
+    /// Per key, the point that becomes durable.
+    keys: Vec<(String, u64, u64)>,
+    offsets: bool,
+}
+
+impl SyncPlan {
+    /// True when there is nothing to sync.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dirs.is_empty()
+    }
+
+    /// Number of appended-to keys the plan covers.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// fdatasyncs every file and fsyncs every directory of the plan.
+    pub fn execute(&self) -> Result<()> {
+        for (file, name) in &self.files {
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", Path::new(name), e))?;
+        }
+        for dir in &self.dirs {
+            fsutil::sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, taking its lock.
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Store> {
+        let minimum = (crate::format::FILE_HEADER_SIZE + crate::format::RECORD_HEADER_SIZE) as u64;
+        if config.segment_bytes < minimum || config.segment_bytes > SEGMENT_BYTES_LIMIT {
+            return Err(Error::Config(format!(
+                "segment size {} is outside {minimum}..={SEGMENT_BYTES_LIMIT}",
+                config.segment_bytes
+            )));
+        }
+        if config.open_keys_max == 0 {
+            return Err(Error::Config("at least one key must be kept open".into()));
+        }
+        fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        let lock_path = dir.join(LOCK_FILE_NAME);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+        let logs_dir = dir.join(LOGS_DIR_NAME);
+        if !logs_dir.is_dir() {
+            fs::create_dir_all(&logs_dir).map_err(|e| Error::io("create", &logs_dir, e))?;
+            fsutil::sync_dir(dir)?;
+        }
+        let clean_path = dir.join(CLEAN_FILE_NAME);
+        let opened_clean = clean_path.exists();
+        if opened_clean {
+            // Gone before the first write, so a crash from now on is seen as unclean.
+            fs::remove_file(&clean_path).map_err(|e| Error::io("remove", &clean_path, e))?;
+            fsutil::sync_dir(dir)?;
+        }
+        let offsets = CommittedOffsets::open(dir)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            logs_dir,
+            config,
+            _lock: lock,
+            opened_clean,
+            open: HashMap::new(),
+            clock: 0,
+            offsets,
+            poisoned: false,
+            logs_dir_dirty: false,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the previous run closed the store cleanly.
+    pub fn opened_clean(&self) -> bool {
+        self.opened_clean
+    }
+
+    /// Whether a failed sync has poisoned the store.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Appends `payload` to `key`'s log and returns its offset. The record is
+    /// durable, and visible to readers, once a sync point has covered it.
+    pub fn append(&mut self, key: &str, payload: &[u8]) -> Result<u64> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        check_key(key)?;
+        if payload.is_empty() || payload.len() > MESSAGE_BYTES_MAX {
+            return Err(Error::BadMessageSize {
+                len: payload.len(),
+                max: MESSAGE_BYTES_MAX,
+            });
+        }
+        let log = self.key_log(key, true)?.expect("created on demand");
+        let result = log.append(payload);
+        if let Err(e) = &result {
+            self.poison(e);
+        }
+        result
+    }
+
+    /// Delivers the durable records of `key` from offset `from` on to `visit`,
+    /// which returns false to stop. A key with no log delivers nothing.
+    pub fn read(
+        &mut self,
+        key: &str,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<()> {
+        check_key(key)?;
+        match self.key_log(key, false)? {
+            Some(log) => log.read(from, visit),
+            None => Ok(()),
+        }
+    }
+
+    /// The offset after the last durable record of `key` (0 for no log).
+    pub fn durable_next_offset(&mut self, key: &str) -> Result<u64> {
+        check_key(key)?;
+        Ok(self
+            .key_log(key, false)?
+            .map_or(0, |log| log.durable_next_offset()))
+    }
+
+    /// Records that `key` is processed up to `offset`; durable after the next
+    /// sync point. Offsets only move forward.
+    pub fn commit(&mut self, key: &str, offset: u64) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        check_key(key)?;
+        self.offsets.commit(key, offset);
+        Ok(())
+    }
+
+    /// The durable committed offset of `key`.
+    pub fn committed(&self, key: &str) -> Option<u64> {
+        self.offsets.get(key)
+    }
+
+    /// Number of keys with a durable committed offset.
+    pub fn committed_count(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Writes every buffer to its file and returns what must be synced to
+    /// make all appends and commits so far durable.
+    pub fn prepare_sync(&mut self) -> Result<SyncPlan> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let result = self.collect_sync_plan();
+        if let Err(e) = &result {
+            self.poison(e);
+        }
+        result
+    }
+
+    fn collect_sync_plan(&mut self) -> Result<SyncPlan> {
+        let mut plan = SyncPlan {
+            files: Vec::new(),
+            dirs: BTreeSet::new(),
+            keys: Vec::new(),
+            offsets: false,
+        };
+        for (key, open) in &mut self.open {
+            if !open.log.has_pending() {
+                continue;
+            }
+            open.log.flush()?;
+            if let Some((file, position, next, dir_dirty)) = open.log.take_sync_target() {
+                plan.files.push((file, open.log.dir().display().to_string()));
+                plan.keys.push((key.clone(), position, next));
+                if dir_dirty {
+                    plan.dirs.insert(open.log.dir().to_path_buf());
+                }
+            }
+        }
+        if std::mem::take(&mut self.logs_dir_dirty) {
+            plan.dirs.insert(self.logs_dir.clone());
+        }
+        if let Some(file) = self.offsets.prepare_sync()? {
+            plan.files
+                .push((file, crate::offsets::OFFSETS_FILE_NAME.to_string()));
+            plan.offsets = true;
+        }
+        Ok(plan)
+    }
+
+    /// Publishes what `plan` covered if its execution succeeded; poisons the
+    /// store if it failed.
+    pub fn complete_sync(&mut self, plan: SyncPlan, executed: Result<()>) -> Result<()> {
+        if let Err(e) = executed {
+            self.poison(&e);
+            return Err(e);
+        }
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        for (key, position, next) in plan.keys {
+            if let Some(open) = self.open.get_mut(&key) {
+                open.log.mark_durable(position, next);
+            }
+        }
+        if plan.offsets {
+            self.offsets.complete_sync();
+        }
+        self.evict();
+        Ok(())
+    }
+
+    /// One whole sync point: prepare, execute, complete.
+    pub fn sync(&mut self) -> Result<()> {
+        let plan = self.prepare_sync()?;
+        let executed = plan.execute();
+        self.complete_sync(plan, executed)
+    }
+
+    /// Syncs everything and marks the shutdown clean, so the next open skips
+    /// the full check of active segments.
+    pub fn close(mut self) -> Result<()> {
+        self.sync()?;
+        let clean_path = self.dir.join(CLEAN_FILE_NAME);
+        let mut file = File::create(&clean_path).map_err(|e| Error::io("create", &clean_path, e))?;
+        file.write_all(b"seglog closed cleanly\n")
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write", &clean_path, e))?;
+        fsutil::sync_dir(&self.dir)
+    }
+
+    fn poison(&mut self, error: &Error) {
+        if !self.poisoned {
+            eprintln!("seglog: store poisoned, refusing writes until reopened: {error}");
+        }
+        self.poisoned = true;
+    }
+
+    /// The open log of `key`, opening (and with `create`, creating) it.
+    fn key_log(&mut self, key: &str, create: bool) -> Result<Option<&mut KeyLog>> {
+        self.clock += 1;
+        let now = self.clock;
+        if !self.open.contains_key(key) {
+            let Some(dir) = self.key_dir(key, create)? else {
+                return Ok(None);
+            };
+            // The first open of a key after an unclean stop checks its whole
+            // active segment; keys reopened later by this process are
+            // closed cleanly (evicted only once durable) but are checked the
+            // same way, which costs at most one segment.
+            let mode = if self.opened_clean {
+                Mode::Clean
+            } else {
+                Mode::Unclean
+            };
+            let log = KeyLog::open(dir, mode, self.config.segment_bytes)?;
+            self.open.insert(
+                key.to_string(),
+                OpenKey {
+                    log,
+                    last_used: now,
+                },
+            );
+            self.evict();
+        }
+        let open = self.open.get_mut(key).expect("opened above");
+        open.last_used = now;
+        Ok(Some(&mut open.log))
+    }
+
+    /// Closes least recently used keys beyond the limit. Keys with appends
+    /// that are not durable yet stay open: their durable point must be
+    /// published by the sync that covers them.
+    fn evict(&mut self) {
+        while self.open.len() > self.config.open_keys_max {
+            let victim = self
+                .open
+                .iter()
+                .filter(|(_, open)| !open.log.has_pending())
+                .min_by_key(|(_, open)| open.last_used)
+                .map(|(key, _)| key.clone());
+            match victim {
+                Some(key) => {
+                    self.open.remove(&key);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The directory of `key`'s log, creating it with `create`.
+    fn key_dir(&mut self, key: &str, create: bool) -> Result<Option<PathBuf>> {
+        if let Some(name) = keyname::escaped_name(key) {
+            let dir = self.logs_dir.join(name);
+            if dir.is_dir() {
+                return Ok(Some(dir));
+            }
+            if !create {
+                return Ok(None);
+            }
+            fs::create_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
+            self.logs_dir_dirty = true;
+            return Ok(Some(dir));
+        }
+        for n in 0..HASH_COLLISIONS_MAX {
+            let dir = self.logs_dir.join(keyname::hashed_name(key, n));
+            let key_file = dir.join(KEY_FILE_NAME);
+            match fs::read(&key_file) {
+                Ok(stored) if stored == key.as_bytes() => return Ok(Some(dir)),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !create {
+                        return Ok(None);
+                    }
+                    self.create_hashed_dir(&dir, key)?;
+                    return Ok(Some(dir));
+                }
+                Err(e) => return Err(Error::io("read", &key_file, e)),
+            }
+        }
+        Err(Error::Config(format!(
+            "more than {HASH_COLLISIONS_MAX} keys share the hash of a {}-byte key",
+            key.len()
+        )))
+    }
+
+    /// Creates an `h.` key directory whole: built under a temporary name with
+    /// its durable `KEY` file, then renamed into place, so a directory with a
+    /// hashed name always names its key.
+    fn create_hashed_dir(&mut self, dir: &Path, key: &str) -> Result<()> {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("hashed names are ASCII");
+        let tmp = self.logs_dir.join(format!("tmp.{name}"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+        }
+        fs::create_dir(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        let key_file = tmp.join(KEY_FILE_NAME);
+        let mut file = File::create(&key_file).map_err(|e| Error::io("create", &key_file, e))?;
+        file.write_all(key.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write", &key_file, e))?;
+        fsutil::sync_dir(&tmp)?;
+        fs::rename(&tmp, dir).map_err(|e| Error::io("rename to", dir, e))?;
+        self.logs_dir_dirty = true;
+        Ok(())
+    }
+}
+
+/// Rejects keys longer than [`KEY_BYTES_MAX`].
+fn check_key(key: &str) -> Result<()> {
+    if key.len() > KEY_BYTES_MAX {
+        return Err(Error::KeyTooLong {
+            len: key.len(),
+            max: KEY_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
