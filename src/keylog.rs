@@ -23,13 +23,23 @@ pub struct KeyLog {
     /// A segment file was created since the last sync: the directory entry
     /// must be fsynced before any record in it is acknowledged.
     dir_dirty: bool,
+    /// Offset after the last record a completed sync point covered: readers
+    /// see nothing at or past it. Sealing fdatasyncs a segment's data, but
+    /// its records stay invisible until the sync point that also makes the
+    /// directory entries durable.
+    visible_end: u64,
 }
 
 impl KeyLog {
     /// Opens the key directory `dir` (which exists), recovering its active segment.
     pub fn open(dir: PathBuf, mode: Mode, segment_bytes: u64) -> Result<KeyLog> {
         let recovered = recovery::recover_key(&dir, mode)?;
+        let visible_end = recovered
+            .active
+            .as_ref()
+            .map_or(0, |active| active.next_offset().unwrap_or_default());
         Ok(KeyLog {
+            visible_end,
             dir,
             sealed: recovered.sealed,
             sealed_cache: None,
@@ -45,12 +55,15 @@ impl KeyLog {
 
     /// Offset after the last durable record: the log's visible length.
     pub fn durable_next_offset(&self) -> u64 {
-        self.active.as_ref().map_or(0, Segment::durable_next_offset)
+        self.visible_end
     }
 
     /// True when some appended record is not durable yet.
     pub fn has_pending(&self) -> bool {
-        self.active.as_ref().is_some_and(Segment::has_pending)
+        self.active
+            .as_ref()
+            .and_then(Segment::next_offset)
+            .is_some_and(|next| next > self.visible_end)
     }
 
     /// Appends a record (buffered; durable after the next sync) and returns
@@ -103,18 +116,20 @@ impl KeyLog {
     /// Publishes records up to `position` / `next_offset` after a sync.
     pub fn mark_durable(&mut self, position: u64, next_offset: u64) {
         if let Some(active) = self.active.as_mut() {
-            active.mark_durable(position, next_offset);
+            active.mark_durable(position);
         }
+        self.visible_end = self.visible_end.max(next_offset);
     }
 
     /// Delivers durable records from offset `from` on to `visit` until it
     /// returns false or the log ends. A corrupt record ends the read with an
     /// error; records before it have been delivered.
     pub fn read(&mut self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
-        let end = self.durable_next_offset();
+        let end = self.visible_end;
         if from >= end {
             return Ok(());
         }
+        let visit = &mut |offset: u64, payload: &[u8]| offset < end && visit(offset, payload);
         let mut from = from;
         // Index of the sealed segment holding `from`, or `sealed.len()` for the active one.
         let mut i = self.sealed.partition_point(|&base| base <= from).saturating_sub(1);

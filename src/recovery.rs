@@ -70,7 +70,7 @@ pub const DECISION_TABLE: &[Rule] = &[
     },
     Rule {
         state: "an invalid record in a sealed segment, found when read",
-        action: "serve the records before it; a read that starts at or after it gets a Corrupt error",
+        action: "serve the records before it; a read that reaches it stops there with a Corrupt error",
     },
 ];
 

@@ -206,8 +206,6 @@ pub struct Segment {
     index_unverified: bool,
     /// Position after the last durable record: readers see nothing past it.
     durable_position: u64,
-    /// Offset after the last durable record.
-    durable_next_offset: u64,
     /// Present while the segment is active.
     writer: Option<Writer>,
 }
@@ -233,7 +231,6 @@ impl Segment {
             index: SparseIndex::default(),
             index_unverified: true,
             durable_position: len,
-            durable_next_offset: u64::MAX,
             writer: None,
         };
         match SparseIndex::load(&segment.index_path, base_offset, len) {
@@ -276,7 +273,6 @@ impl Segment {
             index: SparseIndex::default(),
             index_unverified: false,
             durable_position: header_end,
-            durable_next_offset: base_offset,
             writer: Some(Writer {
                 file: Arc::new(file),
                 buffer: header.to_vec(),
@@ -320,7 +316,6 @@ impl Segment {
             index,
             index_unverified: false,
             durable_position: end_position,
-            durable_next_offset: next_offset,
             writer: Some(Writer {
                 file: Arc::new(file),
                 buffer: Vec::new(),
@@ -351,12 +346,6 @@ impl Segment {
     /// Offset the next append gets (active segments only).
     pub fn next_offset(&self) -> Option<u64> {
         self.writer.as_ref().map(|w| w.next_offset)
-    }
-
-    /// Offset after the last record readers may see (active segments only;
-    /// a sealed segment's end is the next segment's base offset).
-    pub fn durable_next_offset(&self) -> u64 {
-        self.durable_next_offset
     }
 
     /// Appends one record to the buffer and returns its offset.
@@ -435,20 +424,10 @@ impl Segment {
         Some((Arc::clone(&writer.file), writer.file_len, writer.next_offset))
     }
 
-    /// True when appended records are not durable yet.
-    pub fn has_pending(&self) -> bool {
-        self.writer
-            .as_ref()
-            .is_some_and(|w| w.end_position > self.durable_position)
-    }
-
-    /// Makes records up to `position` / `next_offset` visible to readers,
-    /// after a sync covered them.
-    pub fn mark_durable(&mut self, position: u64, next_offset: u64) {
-        if position > self.durable_position {
-            self.durable_position = position;
-            self.durable_next_offset = next_offset;
-        }
+    /// Lets readers of this segment go up to `position`, after a sync
+    /// covered the bytes before it.
+    pub fn mark_durable(&mut self, position: u64) {
+        self.durable_position = self.durable_position.max(position);
     }
 
     /// Flushes and fdatasyncs the file and turns the segment into a sealed
@@ -461,8 +440,8 @@ impl Segment {
                 .file
                 .sync_data()
                 .map_err(|e| Error::io("fdatasync", &self.log_path, e))?;
-            let (position, next) = (writer.file_len, writer.next_offset);
-            self.mark_durable(position, next);
+            let position = writer.file_len;
+            self.mark_durable(position);
         }
         self.writer = None;
         Ok(())
@@ -478,7 +457,16 @@ impl Segment {
         self.ensure_mapped()?;
         let limit = self.durable_position.min(self.map.len() as u64);
         let (mut position, mut expected) = self.start_point(from, limit)?;
+        let mut last_indexed = position;
         while position < limit {
+            if expected < from && self.index_unverified && needs_index_entry(position, last_indexed) {
+                // The scan toward `from` passed a record the index should
+                // have an entry for: the index is short or wrong.
+                self.rebuild_index(&format!("no entry for the record at position {position}"))?;
+                (position, expected) = self.start_point(from, limit)?;
+                last_indexed = position;
+                continue;
+            }
             let bytes = &self.map[position as usize..limit as usize];
             let record = format::decode_record(bytes)
                 .map_err(|e| Error::corrupt(&self.log_path, position, e.to_string()))?;

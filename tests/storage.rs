@@ -1,0 +1,14 @@
+//! Storage engine tests: one binary, a module per area (ripgrep style).
+
+#[path = "storage/common.rs"]
+mod common;
+#[path = "storage/crash.rs"]
+mod crash;
+#[path = "storage/damage.rs"]
+mod damage;
+#[path = "storage/keys.rs"]
+mod keys;
+#[path = "storage/model.rs"]
+mod model;
+#[path = "storage/spec.rs"]
+mod spec;

@@ -1,0 +1,81 @@
+//! The code's constants and bytes against `segment-format.md`.
+
+use seglog::format::*;
+use seglog::index::INDEX_INTERVAL_BYTES;
+use seglog::keyname::{KEY_BYTES_MAX, NAME_BYTES_MAX};
+
+fn spec() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/segment-format.md"))
+        .expect("segment-format.md is readable")
+}
+
+fn assert_spec_says(spec: &str, text: &str) {
+    assert!(spec.contains(text), "segment-format.md should say: {text}");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn constants_match_the_spec() {
+    let spec = spec();
+    assert_spec_says(&spec, &format!("Header size: **{FILE_HEADER_SIZE} bytes**"));
+    assert_spec_says(&spec, &format!("Record header size: **{RECORD_HEADER_SIZE} bytes**"));
+    assert_spec_says(&spec, &format!("Entry size: **{INDEX_ENTRY_SIZE} bytes**"));
+    assert_spec_says(&spec, &format!("**{INDEX_INTERVAL_BYTES} bytes** (`INDEX_INTERVAL_BYTES`)"));
+    assert_spec_says(&spec, &format!("This document describes version `{FORMAT_VERSION}`"));
+    assert_spec_says(&spec, "1 to 1,048,576 (`MESSAGE_BYTES_MAX`");
+    assert_eq!(MESSAGE_BYTES_MAX, 1_048_576);
+    assert_spec_says(&spec, &format!("up to {KEY_BYTES_MAX} bytes, `KEY_BYTES_MAX`"));
+    assert_spec_says(&spec, &format!("most {NAME_BYTES_MAX} bytes (`NAME_BYTES_MAX`)"));
+    assert_eq!(seglog::store::SEGMENT_BYTES_DEFAULT, 8 << 20);
+    assert_spec_says(&spec, "(8 MiB by default, `SEGMENT_BYTES_DEFAULT`");
+    assert_eq!(seglog::offsets::COMPACT_BYTES_MIN, 4 << 20);
+    assert_spec_says(&spec, "past 4 MiB (`COMPACT_BYTES_MIN`) and past 4 times (`COMPACT_RATIO`)");
+    assert_eq!(seglog::offsets::COMPACT_RATIO, 4);
+    for (name, magic) in [("log", LOG_MAGIC), ("index", INDEX_MAGIC), ("journal", OFFSETS_MAGIC)] {
+        assert_spec_says(&spec, &format!("({})", hex(&magic)));
+        let text = std::str::from_utf8(&magic[..7]).expect("ascii magic");
+        assert_spec_says(&spec, &format!("`{text}\\0`"));
+        let _ = name;
+    }
+    let zero_crc = crc32fast::hash(&[0u8; 12]);
+    assert_spec_says(&spec, &format!("twelve zero bytes is `0x{zero_crc:08X}`"));
+    // The header field positions in the diagram.
+    assert_eq!(
+        (HEADER_VERSION_POS, HEADER_FLAGS_POS, HEADER_BASE_OFFSET_POS, HEADER_CRC_POS),
+        (8, 10, 12, 20)
+    );
+    assert_spec_says(&spec, " 0        8     10     12                20      24");
+    assert_eq!((RECORD_CRC_POS, RECORD_OFFSET_POS), (4, 8));
+    assert_spec_says(&spec, " 0        4        8                 16");
+}
+
+#[test]
+fn record_bytes_match_the_spec_example() {
+    let mut bytes = Vec::new();
+    encode_record(&mut bytes, 5, b"42");
+    let spec = spec();
+    assert_spec_says(&spec, &format!("`{}`", hex(&bytes)));
+    let header = encode_header(&FileHeader {
+        kind: FileKind::Log,
+        version: 1,
+        base_offset: 0,
+    });
+    assert_spec_says(&spec, &format!("`{}`", hex(&header)));
+}
+
+#[test]
+fn decision_table_is_the_one_in_the_spec() {
+    let spec = spec();
+    for rule in seglog::recovery::DECISION_TABLE {
+        assert_spec_says(&spec, &format!("| {} | {} |", rule.state, rule.action));
+    }
+}
+
+#[test]
+fn crc_is_crc32_ieee() {
+    // The check value of CRC-32/IEEE (zlib's crc32) for "123456789".
+    assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+}
