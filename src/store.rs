@@ -23,6 +23,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
 
 use crate::error::{Error, Result};
 use crate::format::MESSAGE_BYTES_MAX;
@@ -50,6 +52,16 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 8 << 20;
 /// 256-descriptor limit; keys are reopened on demand, least recently used
 /// first out.
 pub const OPEN_KEYS_DEFAULT: usize = 128;
+
+/// Threads that issue the fdatasyncs of one sync point. fdatasync mostly
+/// waits on the device, so a few in flight at once overlap their waits
+/// (measured here: 64 files in 2.9 ms from many threads against 4.4 ms
+/// one after another); more threads only add start-up cost.
+const SYNC_THREADS: usize = 4;
+
+/// Below this many files and directories a sync point runs on the calling
+/// thread: starting threads would cost more than it saves.
+const PARALLEL_SYNC_MIN: usize = 8;
 
 /// Collision counters tried for hashed key names before giving up. A 64-bit
 /// hash colliding even once is unlikely; this bounds a lookup all the same.
@@ -122,16 +134,42 @@ impl SyncPlan {
         self.keys.len()
     }
 
-    /// fdatasyncs every file and fsyncs every directory of the plan.
+    /// fdatasyncs every file and fsyncs every directory of the plan. Many
+    /// syncs are issued from a few threads at once, so the device and the
+    /// file system's journal can serve them together.
     pub fn execute(&self) -> Result<()> {
-        for (file, name) in &self.files {
-            file.sync_data()
-                .map_err(|e| Error::io("fdatasync", Path::new(name), e))?;
+        let count = self.files.len() + self.dirs.len();
+        let dirs: Vec<&PathBuf> = self.dirs.iter().collect();
+        let sync_one = |i: usize| -> Result<()> {
+            match self.files.get(i) {
+                Some((file, name)) => file
+                    .sync_data()
+                    .map_err(|e| Error::io("fdatasync", Path::new(name), e)),
+                None => fsutil::sync_dir(dirs[i - self.files.len()]),
+            }
+        };
+        if count < PARALLEL_SYNC_MIN {
+            return (0..count).try_for_each(sync_one);
         }
-        for dir in &self.dirs {
-            fsutil::sync_dir(dir)?;
-        }
-        Ok(())
+        let next = AtomicUsize::new(0);
+        let worker = || -> Result<()> {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok(());
+                }
+                sync_one(i)?;
+            }
+        };
+        thread::scope(|scope| {
+            let helpers: Vec<_> = (1..SYNC_THREADS).map(|_| scope.spawn(worker)).collect();
+            let mut result = worker();
+            for helper in helpers {
+                let helped = helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                result = result.and(helped);
+            }
+            result
+        })
     }
 }
 
@@ -197,6 +235,12 @@ impl Store {
     /// Whether the previous run closed the store cleanly.
     pub fn opened_clean(&self) -> bool {
         self.opened_clean
+    }
+
+    /// Number of key logs open now (bounded by `open_keys_max`, plus keys
+    /// whose appends await a sync).
+    pub fn open_key_count(&self) -> usize {
+        self.open.len()
     }
 
     /// Whether a failed sync has poisoned the store.
@@ -331,7 +375,7 @@ impl Store {
         if plan.offsets {
             self.offsets.complete_sync();
         }
-        self.evict();
+        self.evict_to(self.config.open_keys_max);
         Ok(())
     }
 
@@ -379,6 +423,16 @@ impl Store {
                 Mode::Unclean
             };
             let log = KeyLog::open(dir, mode, self.config.segment_bytes)?;
+            // Make room first, so the key being opened is never the one evicted.
+            self.evict_to(self.config.open_keys_max - 1);
+            if self.open.len() >= self.config.open_keys_max {
+                // Every open key awaits a sync: run one now, which bounds
+                // open files even when one sync point would cover more keys
+                // than may be open. Readers may see these records before
+                // their writers are answered; they are durable by then.
+                self.sync()?;
+                self.evict_to(self.config.open_keys_max - 1);
+            }
             self.open.insert(
                 key.to_string(),
                 OpenKey {
@@ -386,7 +440,6 @@ impl Store {
                     last_used: now,
                 },
             );
-            self.evict();
         }
         let open = self.open.get_mut(key).expect("opened above");
         open.last_used = now;
@@ -396,8 +449,8 @@ impl Store {
     /// Closes least recently used keys beyond the limit. Keys with appends
     /// that are not durable yet stay open: their durable point must be
     /// published by the sync that covers them.
-    fn evict(&mut self) {
-        while self.open.len() > self.config.open_keys_max {
+    fn evict_to(&mut self, open_keys_max: usize) {
+        while self.open.len() > open_keys_max {
             let victim = self
                 .open
                 .iter()

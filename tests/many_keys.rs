@@ -1,0 +1,98 @@
+//! 100,000 keys in one store under a 256-descriptor limit: files and maps
+//! are opened on demand and closed least recently used first.
+//!
+//! Its own test binary, because the descriptor limit applies to the whole
+//! process.
+
+use seglog::{Store, StoreConfig};
+use tempfile::TempDir;
+
+/// Keys written; `SEGLOG_MANY_KEYS` overrides it for a quicker local run.
+const KEYS_DEFAULT: usize = 100_000;
+/// The lowered open-file limit.
+const FILE_LIMIT: u64 = 256;
+/// Keys appended between sync points.
+const KEYS_PER_SYNC: usize = 2_000;
+
+fn lower_file_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: FILE_LIMIT,
+        rlim_max: FILE_LIMIT,
+    };
+    // SAFETY: setrlimit reads the struct we pass and has no other effect on memory.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Guards against: one open file (or map) per key, which runs out of
+/// descriptors long before 100,000 keys; and memory growing with every key
+/// ever touched.
+#[test]
+fn hundred_thousand_keys_under_a_low_file_limit() {
+    let keys: usize = std::env::var("SEGLOG_MANY_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(KEYS_DEFAULT);
+    lower_file_limit();
+    let dir = TempDir::new().expect("tempdir");
+    let config = StoreConfig::default();
+    let key = |i: usize| format!("key-{i}");
+    let started = std::time::Instant::now();
+    {
+        let mut store = Store::open(dir.path(), config).expect("open");
+        let mut rss_after_first_batch = 0;
+        for i in 0..keys {
+            assert_eq!(store.append(&key(i), format!("{i}").as_bytes()).expect("append"), 0);
+            if i % KEYS_PER_SYNC == KEYS_PER_SYNC - 1 {
+                store.sync().expect("sync");
+                assert!(
+                    store.open_key_count() <= config.open_keys_max,
+                    "{} keys open after a sync",
+                    store.open_key_count()
+                );
+                if rss_after_first_batch == 0 {
+                    rss_after_first_batch = rss_kib();
+                }
+            }
+            if i % 997 == 0 {
+                store.commit(&key(i), 0).expect("commit");
+            }
+        }
+        store.sync().expect("sync");
+        eprintln!(
+            "wrote {keys} keys in {:?}; RSS {} KiB after the first {KEYS_PER_SYNC}, {} KiB at the end",
+            started.elapsed(),
+            rss_after_first_batch,
+            rss_kib()
+        );
+    }
+    let started = std::time::Instant::now();
+    let mut store = Store::open(dir.path(), config).expect("reopen");
+    for i in (0..keys).rev() {
+        let mut seen = Vec::new();
+        store
+            .read(&key(i), 0, &mut |offset, payload| {
+                seen.push((offset, payload.to_vec()));
+                true
+            })
+            .expect("read");
+        assert_eq!(seen, vec![(0, format!("{i}").into_bytes())]);
+        assert!(store.open_key_count() <= config.open_keys_max);
+    }
+    for i in (0..keys).step_by(997) {
+        assert_eq!(store.committed(&key(i)), Some(0));
+    }
+    eprintln!("read {keys} keys back in {:?}", started.elapsed());
+}
