@@ -84,15 +84,29 @@ pub struct FileHeader {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecodeError {
     /// Fewer bytes than the structure needs: a torn write or a short file.
-    Truncated { needed: usize, available: usize },
+    Truncated {
+        needed: usize,
+        available: usize,
+    },
     /// Every byte is zero: space that was allocated but never written.
     Zeroed,
-    BadMagic { found: [u8; 8] },
-    UnsupportedVersion { found: u16 },
-    BadFlags { found: u16 },
-    ChecksumMismatch { expected: u32, got: u32 },
+    BadMagic {
+        found: [u8; 8],
+    },
+    UnsupportedVersion {
+        found: u16,
+    },
+    BadFlags {
+        found: u16,
+    },
+    ChecksumMismatch {
+        expected: u32,
+        got: u32,
+    },
     /// A record length field larger than [`MESSAGE_BYTES_MAX`].
-    LengthTooLarge { length: u32 },
+    LengthTooLarge {
+        length: u32,
+    },
 }
 
 impl std::fmt::Display for DecodeError {
@@ -108,7 +122,10 @@ impl std::fmt::Display for DecodeError {
             }
             DecodeError::BadFlags { found } => write!(f, "unknown flags {found:#06x}"),
             DecodeError::ChecksumMismatch { expected, got } => {
-                write!(f, "CRC mismatch: stored {expected:#010x}, computed {got:#010x}")
+                write!(
+                    f,
+                    "CRC mismatch: stored {expected:#010x}, computed {got:#010x}"
+                )
             }
             DecodeError::LengthTooLarge { length } => write!(
                 f,
@@ -288,7 +305,7 @@ pub fn encode_index_entry(entry: IndexEntry) -> [u8; INDEX_ENTRY_SIZE] {
 /// Decodes the index entries that follow an index file's header. A trailing
 /// partial entry is reported as `Truncated`.
 pub fn decode_index_entries(bytes: &[u8]) -> Result<Vec<IndexEntry>, DecodeError> {
-    if bytes.len() % INDEX_ENTRY_SIZE != 0 {
+    if !bytes.len().is_multiple_of(INDEX_ENTRY_SIZE) {
         return Err(DecodeError::Truncated {
             needed: bytes.len().next_multiple_of(INDEX_ENTRY_SIZE),
             available: bytes.len(),

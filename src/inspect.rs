@@ -19,18 +19,18 @@
 //! from a torn tail, and says where and why decoding stopped or resumed.
 //!
 //! # Layout
-//! - [`target`]: what PATH is, and the stores, keys and files under it.
-//! - [`problem`]: a problem found: kind, file, position, sentence.
-//! - [`header`]: checking the header that starts every file.
-//! - [`log_file`]: one `.log` file decoded frame by frame, past damage.
-//! - [`index_file`]: one `.index` file, checked against its log.
-//! - [`segment_check`]: one segment's log and index read and checked together.
-//! - [`key_dir`]: one key's directory: its key, its segments.
-//! - [`journal`]: the committed-offsets journal.
-//! - [`inspector`]: the walk over a target, in the order output is written.
-//! - [`output`]: text for people and JSON lines for scripts.
-//! - [`table`]: aligned columns.
-//! - [`show`]: keys and messages made to fit on one line.
+//! - `target`: what PATH is, and the stores, keys and files under it.
+//! - `problem`: a problem found: kind, file, position, sentence.
+//! - `header`: checking the header that starts every file.
+//! - `log_file`: one `.log` file decoded frame by frame, past damage.
+//! - `index_file`: one `.index` file, checked against its log.
+//! - `segment_check`: one segment's log and index read and checked together.
+//! - `key_dir`: one key's directory: its key, its segments.
+//! - `journal`: the committed-offsets journal.
+//! - `inspector`: the walk over a target, in the order output is written.
+//! - `output`: text for people and JSON lines for scripts.
+//! - `table`: aligned columns.
+//! - `show`: keys and messages made to fit on one line.
 
 mod header;
 mod index_file;

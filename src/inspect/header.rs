@@ -13,8 +13,6 @@ use super::problem::{Problem, ProblemKind};
 /// What the header of a file says, and what can be done with the rest.
 #[derive(Clone, Debug)]
 pub struct HeaderCheck {
-    /// The header, when it decodes.
-    pub header: Option<FileHeader>,
     /// Whether the bytes after the header can be decoded with this build's
     /// layout. False when the file is shorter than a header, is another kind
     /// of file, or is of a version this build does not know; true for a
@@ -44,7 +42,8 @@ pub fn check(bytes: &[u8], path: &Path, kind: FileKind, name_base: Option<u64>) 
             0,
             format!(
                 "the file is {available} bytes, shorter than the {FILE_HEADER_SIZE}-byte header: \
-                 created but never synced"
+                 created and not written yet (a running node writes it with the first records), \
+                 or left so by a crash"
             ),
             false,
         ),
@@ -58,14 +57,13 @@ pub fn check(bytes: &[u8], path: &Path, kind: FileKind, name_base: Option<u64>) 
         DecodeError::BadMagic { found } => (
             0,
             format!(
-                "unknown magic \"{}\" where a {} file starts with \"{}\"{}",
+                "unknown magic \"{}\", where {} file starts with \"{}\"{}",
                 found.escape_ascii(),
-                kind_name(kind),
+                with_article(kind),
                 kind.magic().escape_ascii(),
-                if layout_known {
-                    "; decoding the rest as version 1 anyway"
-                } else {
-                    ": not a seglog file, or damaged beyond decoding"
+                match raw_version {
+                    Some(v) if layout_known => format!("; decoding the rest as version {v} anyway"),
+                    _ => ": not a seglog file, or damaged beyond decoding".to_string(),
                 }
             ),
             layout_known,
@@ -92,19 +90,22 @@ pub fn check(bytes: &[u8], path: &Path, kind: FileKind, name_base: Option<u64>) 
                      the file is not decoded",
                     versions()
                 ),
-                None => format!("header CRC mismatch: stored {expected:#010x}, computed {got:#010x}"),
+                None => {
+                    format!("header CRC mismatch: stored {expected:#010x}, computed {got:#010x}")
+                }
             },
             layout_known,
         ),
         DecodeError::BadFlags { found } => (
             HEADER_FLAGS_POS as u64,
-            format!("unknown header flags {found:#06x} (version 1 writes 0); decoding the rest anyway"),
+            format!(
+                "unknown header flags {found:#06x} (version 1 writes 0); decoding the rest anyway"
+            ),
             true,
         ),
         DecodeError::LengthTooLarge { .. } => (0, format!("header: {error}"), false),
     };
     HeaderCheck {
-        header: None,
         body_decodable,
         base_offset: fallback_base,
         problem: Some(Problem::at(
@@ -117,10 +118,14 @@ pub fn check(bytes: &[u8], path: &Path, kind: FileKind, name_base: Option<u64>) 
 }
 
 /// The checks left once a header decodes: its kind and its base offset.
-fn check_decoded(header: FileHeader, path: &Path, kind: FileKind, name_base: Option<u64>) -> HeaderCheck {
+fn check_decoded(
+    header: FileHeader,
+    path: &Path,
+    kind: FileKind,
+    name_base: Option<u64>,
+) -> HeaderCheck {
     if header.kind != kind {
         return HeaderCheck {
-            header: Some(header),
             body_decodable: false,
             base_offset: header.base_offset,
             problem: Some(Problem::at(
@@ -149,22 +154,13 @@ fn check_decoded(header: FileHeader, path: &Path, kind: FileKind, name_base: Opt
             )
         });
     HeaderCheck {
-        header: Some(header),
         body_decodable: true,
         base_offset: header.base_offset,
         problem,
     }
 }
 
-/// How a kind of file is called in messages.
-pub fn kind_name(kind: FileKind) -> &'static str {
-    match kind {
-        FileKind::Log => ".log",
-        FileKind::Index => ".index",
-        FileKind::Offsets => "offsets journal",
-    }
-}
-
+/// A kind of file with its article, for messages.
 fn with_article(kind: FileKind) -> &'static str {
     match kind {
         FileKind::Log => "a .log",
@@ -181,15 +177,21 @@ fn versions() -> String {
 
 /// A little-endian `u16` at `pos`, if the bytes reach that far.
 pub fn read_u16(bytes: &[u8], pos: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(bytes.get(pos..pos + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        bytes.get(pos..pos + 2)?.try_into().ok()?,
+    ))
 }
 
 /// A little-endian `u32` at `pos`, if the bytes reach that far.
 pub fn read_u32(bytes: &[u8], pos: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(pos..pos + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        bytes.get(pos..pos + 4)?.try_into().ok()?,
+    ))
 }
 
 /// A little-endian `u64` at `pos`, if the bytes reach that far.
 pub fn read_u64(bytes: &[u8], pos: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(pos..pos + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        bytes.get(pos..pos + 8)?.try_into().ok()?,
+    ))
 }

@@ -122,7 +122,9 @@ impl ProblemKind {
 /// One problem: what, in which file, at which byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
+    /// What kind of problem, for scripts and the status column.
     pub kind: ProblemKind,
+    /// The file it is in, as reached from PATH.
     pub file: PathBuf,
     /// Byte position in `file`; `None` when the problem is the file as a
     /// whole (a missing index, a missing segment).
@@ -133,7 +135,12 @@ pub struct Problem {
 
 impl Problem {
     /// A problem at byte `position` of `file`.
-    pub fn at(kind: ProblemKind, file: &Path, position: u64, message: impl Into<String>) -> Problem {
+    pub fn at(
+        kind: ProblemKind,
+        file: &Path,
+        position: u64,
+        message: impl Into<String>,
+    ) -> Problem {
         Problem {
             kind,
             file: file.to_path_buf(),
@@ -171,7 +178,9 @@ impl fmt::Display for Problem {
 /// directory the inspector skipped. Notes never fail `--verify`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
+    /// The file or directory it is about.
     pub file: PathBuf,
+    /// A sentence saying what it is.
     pub message: String,
 }
 
@@ -194,6 +203,7 @@ impl fmt::Display for Note {
 /// [`PROBLEMS_PER_FILE_MAX`] and counting the rest.
 #[derive(Debug, Default)]
 pub struct FileProblems {
+    /// The first problems, listed.
     listed: Vec<Problem>,
     /// Problems found beyond the limit, and the kind of the first of them.
     unlisted: Option<(usize, ProblemKind)>,
