@@ -1,0 +1,334 @@
+//! End-to-end node benchmark over the real binary's stdin and stdout: pipelined durable sends,
+//! pipelined polls, open-loop sends at a steady rate, and recovery time. Figures are printed, not
+//! asserted.
+//!
+//! Run with `cargo bench --bench node`. `SEGLOG_BENCH_SECS` sets the length of each timed phase
+//! (default 10 s); `SEGLOG_BENCH_DIR` the parent of the data directory (default `target/`, the
+//! disk the tests use); `SEGLOG_BIN` another binary than the one cargo built.
+
+#[allow(
+    dead_code,
+    reason = "shared with the workload tests; the bench uses the node and connection"
+)]
+#[path = "../tests/workload/mod.rs"]
+mod workload;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use workload::connection::{Connection, ProtocolErrors, Reply, lock};
+use workload::node::{self, NodeConfig, NodeProcess};
+
+/// Requests kept in flight by the closed-loop phases (the pipelining depth).
+const IN_FLIGHT: usize = 64;
+
+/// Keys written by the send phases and read by the poll phase.
+const KEYS: usize = 1000;
+
+/// Message size: `msg` is a JSON string of this many characters.
+const MESSAGE_BYTES: usize = 100;
+
+/// The open-loop phase's request rate, Maelstrom's `--rate` for the Fly.io challenges.
+const PACED_RATE_PER_SEC: u32 = 1000;
+
+/// Default length of each timed phase; the poll phase runs half of it.
+const PHASE_SECS_DEFAULT: u64 = 10;
+
+/// A reply later than this means the node is stuck; the bench stops instead of hanging.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Outstanding requests the open-loop phase tolerates before calling the node saturated.
+const PACED_BACKLOG_MAX: usize = 10_000;
+
+/// Client name on every bench request.
+const SRC: &str = "c1";
+
+/// Fixed, so runs write the same keys in the same order.
+const SEED: u64 = 0x5e6_1065;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("node bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let phase = Duration::from_secs(env_u64("SEGLOG_BENCH_SECS", PHASE_SECS_DEFAULT)?);
+    let binary = node::binary_path();
+    if !binary.exists() {
+        return Err(format!(
+            "no binary at {}; build it with `cargo build --release` or set SEGLOG_BIN",
+            binary.display()
+        ));
+    }
+    let parent = bench_parent_dir();
+    std::fs::create_dir_all(&parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("seglog-bench-node-")
+        .tempdir_in(&parent)
+        .map_err(|e| format!("create a data directory in {}: {e}", parent.display()))?;
+    let config = NodeConfig {
+        binary: binary.clone(),
+        data_dir: dir.path().join("data"),
+        log_path: dir.path().join("node.log"),
+    };
+    std::fs::create_dir(&config.data_dir)
+        .map_err(|e| format!("create {}: {e}", config.data_dir.display()))?;
+    println!(
+        "node bench: binary {}, data {}, {KEYS} keys, {MESSAGE_BYTES}-byte messages",
+        binary.display(),
+        config.data_dir.display()
+    );
+    let protocol_errors = ProtocolErrors::default();
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let node = NodeProcess::start(&config, protocol_errors.clone())?;
+    let connection = node.connection();
+
+    let mut sequence = 0_u64;
+    let sends = closed_loop(&connection, phase, "send_ok", || {
+        sequence += 1;
+        send_body(&mut rng, sequence)
+    })?;
+    sends.print(
+        &format!("sends, {IN_FLIGHT} in flight"),
+        "acked durable sends",
+    );
+
+    let polls = closed_loop(&connection, phase / 2, "poll_ok", || {
+        let key = rng.gen_range(0..KEYS);
+        json!({"type": "poll", "offsets": {key_name(key): 0}})
+    })?;
+    polls.print(
+        &format!("polls from offset 0 of one key, {IN_FLIGHT} in flight"),
+        "polls",
+    );
+
+    let paced = open_loop(&connection, phase, || {
+        sequence += 1;
+        send_body(&mut rng, sequence)
+    })?;
+    paced.print(
+        &format!("sends at a steady {PACED_RATE_PER_SEC}/s, open loop, latency from schedule"),
+        "acked durable sends",
+    );
+
+    node.shutdown()?;
+    let records = sends.ok + paced.ok;
+    let started = Instant::now();
+    let node = NodeProcess::start(&config, protocol_errors.clone())?;
+    println!(
+        "recovery: restart over {records} records to init_ok in {:.1} ms",
+        millis(started.elapsed())
+    );
+    node.shutdown()?;
+
+    let errors = lock(&protocol_errors);
+    if !errors.is_empty() {
+        return Err(format!(
+            "protocol errors: {:?}",
+            &errors[..errors.len().min(5)]
+        ));
+    }
+    Ok(())
+}
+
+fn env_u64(name: &str, default: u64) -> Result<u64, String> {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|e| format!("{name}={text:?} is not a number: {e}")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn bench_parent_dir() -> PathBuf {
+    std::env::var_os("SEGLOG_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn key_name(index: usize) -> String {
+    format!("k{index}")
+}
+
+fn send_body(rng: &mut StdRng, sequence: u64) -> Value {
+    let key = rng.gen_range(0..KEYS);
+    let msg = format!("{sequence:0>MESSAGE_BYTES$}");
+    json!({"type": "send", "key": key_name(key), "msg": msg})
+}
+
+/// Latencies and counts of one phase.
+struct Stats {
+    /// Requests acknowledged with the expected reply type.
+    ok: usize,
+    /// Requests answered with an error.
+    errors: usize,
+    /// From the first request to the last reply.
+    elapsed: Duration,
+    /// Sorted latencies of acknowledged requests.
+    latencies: Vec<Duration>,
+}
+
+impl Stats {
+    fn new(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Self {
+        latencies.sort_unstable();
+        Stats {
+            ok: latencies.len(),
+            errors,
+            elapsed,
+            latencies,
+        }
+    }
+
+    fn percentile(&self, fraction: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = (fraction * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+
+    fn print(&self, phase: &str, unit: &str) {
+        let per_sec = self.ok as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        println!(
+            "{phase}: {per_sec:.0} {unit}/s ({} in {:.1} s, {} errors); latency p50 {:.2} ms, \
+             p99 {:.2} ms, p999 {:.2} ms, max {:.2} ms",
+            self.ok,
+            self.elapsed.as_secs_f64(),
+            self.errors,
+            millis(self.percentile(0.50)),
+            millis(self.percentile(0.99)),
+            millis(self.percentile(0.999)),
+            millis(self.latencies.last().copied().unwrap_or_default()),
+        );
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Waits for the next reply, failing if the node goes quiet or dies.
+fn next_reply(replies: &Receiver<Reply>) -> Result<Reply, String> {
+    match replies.recv_timeout(REPLY_TIMEOUT) {
+        Ok(reply) => Ok(reply),
+        Err(RecvTimeoutError::Timeout) => Err(format!("no reply within {REPLY_TIMEOUT:?}")),
+        Err(RecvTimeoutError::Disconnected) => Err("node exited".to_owned()),
+    }
+}
+
+/// Keeps [`IN_FLIGHT`] requests outstanding for `duration`, then drains; latency runs from
+/// writing a request to reading its reply.
+fn closed_loop(
+    connection: &Connection,
+    duration: Duration,
+    expected: &str,
+    mut next_body: impl FnMut() -> Value,
+) -> Result<Stats, String> {
+    let (sender, replies) = mpsc::channel();
+    let mut sent_at: HashMap<u64, Instant> = HashMap::with_capacity(IN_FLIGHT);
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let start = Instant::now();
+    let deadline = start + duration;
+    for _ in 0..IN_FLIGHT {
+        let now = Instant::now();
+        let msg_id = submit(connection, next_body(), &sender)?;
+        sent_at.insert(msg_id, now);
+    }
+    while !sent_at.is_empty() {
+        let reply = next_reply(&replies)?;
+        let Some(at) = sent_at.remove(&reply.in_reply_to) else {
+            continue;
+        };
+        if reply.body["type"] == expected {
+            latencies.push(reply.received_at.saturating_duration_since(at));
+        } else {
+            errors += 1;
+        }
+        if Instant::now() < deadline {
+            let now = Instant::now();
+            let msg_id = submit(connection, next_body(), &sender)?;
+            sent_at.insert(msg_id, now);
+        }
+    }
+    Ok(Stats::new(latencies, errors, start.elapsed()))
+}
+
+/// Issues requests on a fixed schedule of [`PACED_RATE_PER_SEC`] regardless of replies, so a slow
+/// reply cannot slow the load; latency runs from the scheduled time, which counts queueing delay
+/// that a closed loop would hide.
+fn open_loop(
+    connection: &Connection,
+    duration: Duration,
+    mut next_body: impl FnMut() -> Value,
+) -> Result<Stats, String> {
+    let interval = Duration::from_secs(1) / PACED_RATE_PER_SEC;
+    let total = duration.as_nanos() / interval.as_nanos();
+    let (sender, replies) = mpsc::channel();
+    let mut scheduled_at: HashMap<u64, Instant> = HashMap::new();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let start = Instant::now();
+    let mut issued: u128 = 0;
+    let mut next_due = start;
+    while issued < total || !scheduled_at.is_empty() {
+        let now = Instant::now();
+        while issued < total && next_due <= now {
+            let msg_id = submit(connection, next_body(), &sender)?;
+            scheduled_at.insert(msg_id, next_due);
+            issued += 1;
+            next_due += interval;
+        }
+        if scheduled_at.len() > PACED_BACKLOG_MAX {
+            return Err(format!(
+                "node saturated: {} requests outstanding at {PACED_RATE_PER_SEC}/s",
+                scheduled_at.len()
+            ));
+        }
+        let wait = if issued < total {
+            next_due.saturating_duration_since(Instant::now())
+        } else {
+            REPLY_TIMEOUT
+        };
+        let reply = match replies.recv_timeout(wait) {
+            Ok(reply) => reply,
+            Err(RecvTimeoutError::Timeout) if issued < total => continue,
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(format!("no reply within {REPLY_TIMEOUT:?}"));
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err("node exited".to_owned()),
+        };
+        let Some(at) = scheduled_at.remove(&reply.in_reply_to) else {
+            continue;
+        };
+        if reply.body["type"] == "send_ok" {
+            latencies.push(reply.received_at.saturating_duration_since(at));
+        } else {
+            errors += 1;
+        }
+    }
+    Ok(Stats::new(latencies, errors, start.elapsed()))
+}
+
+fn submit(
+    connection: &Connection,
+    body: Value,
+    sender: &mpsc::Sender<Reply>,
+) -> Result<u64, String> {
+    connection
+        .submit(SRC, body, sender.clone())
+        .map_err(|e| format!("request not sent: {e:?}"))
+}

@@ -1,0 +1,173 @@
+//! What a run produced: counts for the summary line, the anomalies, and the artifacts a failed
+//! run leaves behind.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::checker::{Anomaly, count_by_kind};
+use super::history::{
+    self, FinalRead, OpKind, Operation, Outcome, OutcomeClass, Request, Response,
+};
+
+/// Anomalies and protocol errors spelled out in a failure message; the rest are in the kept files.
+const LISTED_MAX: usize = 20;
+
+pub struct Report {
+    /// The run's name from its config.
+    pub name: String,
+    /// The seed to replay the run with.
+    pub seed: u64,
+    /// Wall time of the whole run, final phase included.
+    pub elapsed: Duration,
+    /// Every operation, final reads included.
+    pub history: Vec<Operation>,
+    /// Empty when the run failed before the final read.
+    pub final_read: FinalRead,
+    /// The final listing of committed offsets.
+    pub committed: BTreeMap<String, u64>,
+    /// What the checker found; empty in a valid run.
+    pub anomalies: Vec<Anomaly>,
+    /// Lines on the node's stdout that broke the protocol outright.
+    pub protocol_errors: Vec<String>,
+    /// Why the harness could not finish the run (a restart failed, the node exited non-zero, ...).
+    pub failure: Option<String>,
+    /// Node processes that came up (answered init), counting the first.
+    pub starts: u32,
+    /// SIGKILLs sent, counting the final one and those that cut a restart short.
+    pub kills: u32,
+    /// Where the run directory was kept, if it was.
+    pub artifacts: Option<PathBuf>,
+}
+
+impl Report {
+    pub fn is_valid(&self) -> bool {
+        self.failure.is_none() && self.anomalies.is_empty() && self.protocol_errors.is_empty()
+    }
+
+    /// Operations of `kind` that ended in `class`.
+    pub fn count(&self, kind: OpKind, class: OutcomeClass) -> usize {
+        self.history
+            .iter()
+            .filter(|op| op.request.kind() == kind && op.outcome.class() == class)
+            .count()
+    }
+
+    /// Sends the node acknowledged.
+    pub fn acked_sends(&self) -> usize {
+        self.history
+            .iter()
+            .filter(|op| {
+                matches!(
+                    (&op.request, &op.outcome),
+                    (
+                        Request::Send { .. },
+                        Outcome::Ok {
+                            response: Response::Send { .. }
+                        }
+                    )
+                )
+            })
+            .count()
+    }
+
+    /// Records in the final read, over all keys.
+    pub fn final_records(&self) -> usize {
+        self.final_read.logs.values().map(Vec::len).sum()
+    }
+
+    /// The one-line summary tests print.
+    pub fn summary(&self) -> String {
+        let total = |class| {
+            OpKind::ALL
+                .iter()
+                .map(|&kind| self.count(kind, class))
+                .sum::<usize>()
+        };
+        let mut line = format!(
+            "workload {}: {:.1}s seed={} ops={} ok={} fail={} unknown={} |",
+            self.name,
+            self.elapsed.as_secs_f64(),
+            self.seed,
+            self.history.len(),
+            total(OutcomeClass::Ok),
+            total(OutcomeClass::Fail),
+            total(OutcomeClass::Unknown),
+        );
+        for kind in OpKind::ALL {
+            let _ = write!(
+                line,
+                " {} {}/{}/{}",
+                kind.name(),
+                self.count(kind, OutcomeClass::Ok),
+                self.count(kind, OutcomeClass::Fail),
+                self.count(kind, OutcomeClass::Unknown),
+            );
+        }
+        let _ = write!(
+            line,
+            " | keys={} acked-sends={} final-records={} | starts={} kills={} | anomalies={}",
+            self.final_read.logs.len(),
+            self.acked_sends(),
+            self.final_records(),
+            self.starts,
+            self.kills,
+            self.anomalies.len(),
+        );
+        for (kind, count) in count_by_kind(&self.anomalies) {
+            let _ = write!(line, " {}={count}", kind.name());
+        }
+        let _ = write!(line, " protocol-errors={}", self.protocol_errors.len());
+        if let Some(failure) = &self.failure {
+            let _ = write!(line, " | FAILED: {failure}");
+        }
+        line
+    }
+
+    /// Everything a failing assertion should show: the summary, the first anomalies and protocol
+    /// errors, and where the artifacts are.
+    pub fn details(&self) -> String {
+        let mut text = self.summary();
+        for anomaly in self.anomalies.iter().take(LISTED_MAX) {
+            let _ = write!(text, "\n  {anomaly}");
+        }
+        for error in self.protocol_errors.iter().take(LISTED_MAX) {
+            let _ = write!(text, "\n  protocol: {error}");
+        }
+        match &self.artifacts {
+            Some(path) => {
+                let _ = write!(
+                    text,
+                    "\n  run directory kept at {} (history.jsonl, final-read.json, node.log, data/)",
+                    path.display()
+                );
+            }
+            None => text.push_str("\n  run directory not kept"),
+        }
+        text
+    }
+
+    /// Writes the history, final read and report next to the node's data and log.
+    pub fn write_artifacts(&self, dir: &Path) -> Result<(), String> {
+        history::write_json_lines(&self.history, &dir.join("history.jsonl"))?;
+        let final_read = serde_json::json!({
+            "logs": self.final_read.logs,
+            "committed": self.committed,
+        });
+        let path = dir.join("final-read.json");
+        fs::write(&path, final_read.to_string())
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
+        let mut report = self.details();
+        for anomaly in self.anomalies.iter().skip(LISTED_MAX) {
+            let _ = write!(report, "\n  {anomaly}");
+        }
+        for error in self.protocol_errors.iter().skip(LISTED_MAX) {
+            let _ = write!(report, "\n  protocol: {error}");
+        }
+        report.push('\n');
+        let path = dir.join("report.txt");
+        fs::write(&path, report).map_err(|e| format!("write {}: {e}", path.display()))
+    }
+}
