@@ -16,14 +16,26 @@ const SEGMENT_BYTES: u64 = 300;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { key: usize, len: usize },
-    Read { key: usize, from: u64 },
-    Commit { key: usize, offset: u64 },
+    Append {
+        key: usize,
+        len: usize,
+    },
+    Read {
+        key: usize,
+        from: u64,
+    },
+    Commit {
+        key: usize,
+        offset: u64,
+    },
     Sync,
     CloseAndReopen,
     /// Drop the store without a final sync, then cut the active segment of
     /// one key somewhere after its durable records.
-    Crash { key: usize, cut: u16 },
+    Crash {
+        key: usize,
+        cut: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -175,7 +187,10 @@ fn key_dir_of(data: &std::path::Path, key: &str) -> Option<std::path::PathBuf> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // 48 cases in CI; PROPTEST_CASES=2000 for a longer local run.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+    ))]
 
     /// Guards against: any divergence between the store and the simple
     /// model of a durable log, across rolls, reopens and torn tails.
