@@ -65,7 +65,11 @@ impl fmt::Display for Error {
                 file,
                 position,
                 what,
-            } => write!(f, "corrupt {} at position {position}: {what}", file.display()),
+            } => write!(
+                f,
+                "corrupt {} at position {position}: {what}",
+                file.display()
+            ),
             Error::Poisoned => write!(
                 f,
                 "store is poisoned by an earlier failed sync; reopen it to continue"

@@ -39,9 +39,12 @@ impl SparseIndex {
 
     /// Adds an entry past every existing one.
     pub fn push(&mut self, entry: IndexEntry) {
-        debug_assert!(self.entries.last().is_none_or(|last| last.relative_offset
-            < entry.relative_offset
-            && last.position < entry.position));
+        debug_assert!(
+            self.entries
+                .last()
+                .is_none_or(|last| last.relative_offset < entry.relative_offset
+                    && last.position < entry.position)
+        );
         self.entries.push(entry);
     }
 
@@ -96,7 +99,8 @@ impl SparseIndex {
     /// the new one. No fsync: the index is a cache rebuilt from the log.
     pub fn write_file(&self, path: &Path, base_offset: u64) -> Result<()> {
         let tmp = path.with_extension("index.tmp");
-        let mut bytes = Vec::with_capacity(FILE_HEADER_SIZE + self.entries.len() * INDEX_ENTRY_SIZE);
+        let mut bytes =
+            Vec::with_capacity(FILE_HEADER_SIZE + self.entries.len() * INDEX_ENTRY_SIZE);
         bytes.extend_from_slice(&index_header(base_offset));
         for entry in &self.entries {
             bytes.extend_from_slice(&format::encode_index_entry(*entry));

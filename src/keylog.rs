@@ -91,7 +91,10 @@ impl KeyLog {
             self.active = Some(Segment::create(&self.dir, base)?);
             self.dir_dirty = true;
         }
-        let active = self.active.as_mut().expect("active segment exists after roll");
+        let active = self
+            .active
+            .as_mut()
+            .expect("active segment exists after roll");
         // Flush before appending, so that an error means this record was not
         // taken: the caller can answer with a definite error.
         if active.buffer_full() {
@@ -132,8 +135,15 @@ impl KeyLog {
         let visit = &mut |offset: u64, payload: &[u8]| offset < end && visit(offset, payload);
         let mut from = from;
         // Index of the sealed segment holding `from`, or `sealed.len()` for the active one.
-        let mut i = self.sealed.partition_point(|&base| base <= from).saturating_sub(1);
-        if self.active.as_ref().is_some_and(|a| a.base_offset() <= from) {
+        let mut i = self
+            .sealed
+            .partition_point(|&base| base <= from)
+            .saturating_sub(1);
+        if self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.base_offset() <= from)
+        {
             i = self.sealed.len();
         }
         while i < self.sealed.len() {
@@ -147,7 +157,10 @@ impl KeyLog {
             if self.sealed_cache.as_ref().map(Segment::base_offset) != Some(base) {
                 self.sealed_cache = Some(Segment::open_sealed(&self.dir, base)?);
             }
-            let segment = self.sealed_cache.as_mut().expect("sealed segment just opened");
+            let segment = self
+                .sealed_cache
+                .as_mut()
+                .expect("sealed segment just opened");
             match segment.read(from, visit)? {
                 ReadEnd::Stopped => return Ok(()),
                 ReadEnd::Exhausted { next_offset } if next_offset == next_base => {

@@ -119,7 +119,16 @@ mod tests {
 
     #[test]
     fn escaped_names_round_trip_and_stay_one_component() {
-        for key in ["", ".", "..", "../../etc/passwd", "a/b", "NUL", "k\u{0}", "é%41"] {
+        for key in [
+            "",
+            ".",
+            "..",
+            "../../etc/passwd",
+            "a/b",
+            "NUL",
+            "k\u{0}",
+            "é%41",
+        ] {
             let name = escaped_name(key).expect("short key");
             assert!(!name.contains('/') && !name.contains('\0'), "{name}");
             assert!(name != "." && name != "..");

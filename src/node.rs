@@ -78,7 +78,9 @@ struct Shared {
 /// Locks a mutex, going on if a thread panicked while holding it: the data it
 /// guards is only ever changed through methods that leave it consistent.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Writes one reply line to stdout. Lines are written whole under stdout's
@@ -92,7 +94,10 @@ fn reply(to: &ReplyTo, body: &ReplyBody<'_>) {
 }
 
 fn reply_error(to: &ReplyTo, code: u32, text: &str) {
-    log::debug(format_args!("error {code} to {} msg {}: {text}", to.src, to.msg_id));
+    log::debug(format_args!(
+        "error {code} to {} msg {}: {text}",
+        to.src, to.msg_id
+    ));
     reply(
         to,
         &ReplyBody::Error {
@@ -128,7 +133,9 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         let (to, request) = match protocol::parse_line(&line) {
             Ok(parsed) => parsed,
             Err(ParseError::Unanswerable(why)) => {
-                log::warn(format_args!("ignored a line that cannot be answered: {why}"));
+                log::warn(format_args!(
+                    "ignored a line that cannot be answered: {why}"
+                ));
                 continue;
             }
             Err(ParseError::Rejected { to, code, text }) => {
@@ -150,7 +157,11 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
                 }
                 Err(e) => {
                     log::warn(format_args!("init failed: {e}"));
-                    reply_error(&to, code::TEMPORARILY_UNAVAILABLE, &format!("init failed: {e}"));
+                    reply_error(
+                        &to,
+                        code::TEMPORARILY_UNAVAILABLE,
+                        &format!("init failed: {e}"),
+                    );
                 }
             },
             (Some((id, ..)), Request::Init { node_id }) => {
@@ -185,7 +196,9 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
             .store
             .into_inner()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        store.close().map_err(|e| format!("closing the store: {e}"))?;
+        store
+            .close()
+            .map_err(|e| format!("closing the store: {e}"))?;
         log::info(format_args!("closed cleanly"));
     }
     Ok(())
@@ -215,7 +228,11 @@ fn start(args: &NodeArgs, node_id: &str) -> Result<(Arc<Shared>, thread::JoinHan
     log::info(format_args!(
         "store open at {} ({} shutdown, {} committed keys)",
         dir.display(),
-        if store.opened_clean() { "clean" } else { "unclean" },
+        if store.opened_clean() {
+            "clean"
+        } else {
+            "unclean"
+        },
         store.committed_count()
     ));
     let shared = Arc::new(Shared {
@@ -240,7 +257,10 @@ fn fresh_temp_dir() -> Result<PathBuf, String> {
         .map_or(0, |d| d.as_nanos());
     let dir = std::env::temp_dir().join(format!("seglog-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    eprintln!("seglog: no --data-dir given; keeping data in {}", dir.display());
+    eprintln!(
+        "seglog: no --data-dir given; keeping data in {}",
+        dir.display()
+    );
     Ok(dir)
 }
 
@@ -263,7 +283,11 @@ fn serve(shared: &Shared, to: ReplyTo, request: Request) {
             let mut store = lock(&shared.store);
             if store.is_poisoned() {
                 drop(store);
-                reply_error(&to, code::TEMPORARILY_UNAVAILABLE, &Error::Poisoned.to_string());
+                reply_error(
+                    &to,
+                    code::TEMPORARILY_UNAVAILABLE,
+                    &Error::Poisoned.to_string(),
+                );
                 return;
             }
             for (key, offset) in &offsets {
@@ -403,9 +427,7 @@ fn sync_loop(shared: &Shared) {
                         in_reply_to: to.msg_id,
                     },
                 ),
-                Err(e) => {
-                    reply_error(&to, code::CRASH, &format!("commit may not be durable: {e}"))
-                }
+                Err(e) => reply_error(&to, code::CRASH, &format!("commit may not be durable: {e}")),
             }
         }
         if closing {
@@ -485,10 +507,19 @@ mod tests {
     fn long_lines_are_skipped_and_the_next_is_read() {
         let mut input = io::Cursor::new(b"0123456789\nabc\nxyz".to_vec());
         let mut line = Vec::new();
-        assert!(matches!(read_line(&mut input, &mut line, 5), Ok(Line::TooLong { bytes: 10 })));
-        assert!(matches!(read_line(&mut input, &mut line, 5), Ok(Line::Complete)));
+        assert!(matches!(
+            read_line(&mut input, &mut line, 5),
+            Ok(Line::TooLong { bytes: 10 })
+        ));
+        assert!(matches!(
+            read_line(&mut input, &mut line, 5),
+            Ok(Line::Complete)
+        ));
         assert_eq!(line, b"abc");
-        assert!(matches!(read_line(&mut input, &mut line, 5), Ok(Line::Complete)));
+        assert!(matches!(
+            read_line(&mut input, &mut line, 5),
+            Ok(Line::Complete)
+        ));
         assert_eq!(line, b"xyz");
         assert!(matches!(read_line(&mut input, &mut line, 5), Ok(Line::End)));
     }

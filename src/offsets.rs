@@ -124,9 +124,8 @@ impl CommittedOffsets {
         let scan = decode_journal(&bytes).map_err(|e| Error::corrupt(&path, 0, e.to_string()))?;
         let mut durable = HashMap::new();
         for (key, offset, position) in &scan.entries {
-            let key = std::str::from_utf8(key).map_err(|_| {
-                Error::corrupt(&path, *position, "key is not UTF-8")
-            })?;
+            let key = std::str::from_utf8(key)
+                .map_err(|_| Error::corrupt(&path, *position, "key is not UTF-8"))?;
             let slot = durable.entry(key.to_string()).or_insert(*offset);
             *slot = (*slot).max(*offset);
         }

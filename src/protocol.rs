@@ -284,13 +284,34 @@ mod tests {
     #[test]
     fn bad_requests_are_rejected_with_the_right_code() {
         let cases = [
-            (r#"{"src":"c1","body":{"msg_id":1}}"#, code::MALFORMED_REQUEST),
-            (r#"{"src":"c1","body":{"type":"nope","msg_id":1}}"#, code::NOT_SUPPORTED),
-            (r#"{"src":"c1","body":{"type":"send","msg_id":1,"key":5,"msg":1}}"#, code::MALFORMED_REQUEST),
-            (r#"{"src":"c1","body":{"type":"send","msg_id":1,"key":"k"}}"#, code::MALFORMED_REQUEST),
-            (r#"{"src":"c1","body":{"type":"poll","msg_id":1,"offsets":{"k":"x"}}}"#, code::MALFORMED_REQUEST),
-            (r#"{"src":"c1","body":{"type":"commit_offsets","msg_id":1,"offsets":{"k":-1}}}"#, code::MALFORMED_REQUEST),
-            (r#"{"src":"c1","body":{"type":"list_committed_offsets","msg_id":1,"keys":[1]}}"#, code::MALFORMED_REQUEST),
+            (
+                r#"{"src":"c1","body":{"msg_id":1}}"#,
+                code::MALFORMED_REQUEST,
+            ),
+            (
+                r#"{"src":"c1","body":{"type":"nope","msg_id":1}}"#,
+                code::NOT_SUPPORTED,
+            ),
+            (
+                r#"{"src":"c1","body":{"type":"send","msg_id":1,"key":5,"msg":1}}"#,
+                code::MALFORMED_REQUEST,
+            ),
+            (
+                r#"{"src":"c1","body":{"type":"send","msg_id":1,"key":"k"}}"#,
+                code::MALFORMED_REQUEST,
+            ),
+            (
+                r#"{"src":"c1","body":{"type":"poll","msg_id":1,"offsets":{"k":"x"}}}"#,
+                code::MALFORMED_REQUEST,
+            ),
+            (
+                r#"{"src":"c1","body":{"type":"commit_offsets","msg_id":1,"offsets":{"k":-1}}}"#,
+                code::MALFORMED_REQUEST,
+            ),
+            (
+                r#"{"src":"c1","body":{"type":"list_committed_offsets","msg_id":1,"keys":[1]}}"#,
+                code::MALFORMED_REQUEST,
+            ),
         ];
         for (line, expected) in cases {
             match parse(line) {
@@ -303,7 +324,10 @@ mod tests {
     #[test]
     fn unidentifiable_lines_are_unanswerable() {
         for line in ["", "{", "[1]", r#"{"body":{"type":"send"}}"#] {
-            assert!(matches!(parse(line), Err(ParseError::Unanswerable(_))), "{line}");
+            assert!(
+                matches!(parse(line), Err(ParseError::Unanswerable(_))),
+                "{line}"
+            );
         }
     }
 
@@ -314,10 +338,13 @@ mod tests {
             dest: "n0".into(),
             msg_id: 9,
         };
-        let line = encode_reply(&to, &ReplyBody::SendOk {
-            in_reply_to: 9,
-            offset: 4,
-        });
+        let line = encode_reply(
+            &to,
+            &ReplyBody::SendOk {
+                in_reply_to: 9,
+                offset: 4,
+            },
+        );
         assert_eq!(
             String::from_utf8(line).expect("utf-8"),
             "{\"src\":\"n0\",\"dest\":\"c1\",\"body\":{\"type\":\"send_ok\",\"in_reply_to\":9,\"offset\":4}}\n"

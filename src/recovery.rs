@@ -139,7 +139,8 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
         if !index_matches {
             scan.index.write_file(&index_path, base)?;
         }
-        let active = Segment::open_active(dir, base, scan.end_position, scan.next_offset, scan.index)?;
+        let active =
+            Segment::open_active(dir, base, scan.end_position, scan.next_offset, scan.index)?;
         return Ok(Recovered {
             sealed,
             active: Some(active),
@@ -163,16 +164,16 @@ fn scan_active(bytes: &[u8], dir: &Path, base: u64, mode: Mode) -> (Scan, bool) 
     if mode == Mode::Clean
         && let Ok(index) = &on_disk
     {
-        let start = index.entries().last().map_or(
-            Some((FILE_HEADER_SIZE as u64, base)),
-            |entry| {
+        let start = index
+            .entries()
+            .last()
+            .map_or(Some((FILE_HEADER_SIZE as u64, base)), |entry| {
                 let position = u64::from(entry.position);
                 let offset = base + u64::from(entry.relative_offset);
                 format::decode_record(&bytes[position as usize..])
                     .is_ok_and(|record| record.offset == offset)
                     .then_some((position, offset))
-            },
-        );
+            });
         if let Some((position, offset)) = start {
             let scan = segment::scan_records_from(bytes, base, position, offset, index.clone());
             if scan.stop.is_none() {

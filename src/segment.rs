@@ -29,10 +29,7 @@ pub const WRITE_BUFFER_BYTES_MAX: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScanStop {
     /// The bytes at `position` do not decode as a record.
-    Invalid {
-        position: u64,
-        error: DecodeError,
-    },
+    Invalid { position: u64, error: DecodeError },
     /// A valid record at `position` carries `found` where `expected` was due.
     OffsetGap {
         position: u64,
@@ -85,7 +82,13 @@ pub fn needs_index_entry(position: u64, last_indexed_position: u64) -> bool {
 /// the next consecutive offset. `bytes` is the whole file.
 pub fn scan_records(bytes: &[u8], base_offset: u64) -> Scan {
     let header_end = FILE_HEADER_SIZE as u64;
-    scan_records_from(bytes, base_offset, header_end, base_offset, SparseIndex::default())
+    scan_records_from(
+        bytes,
+        base_offset,
+        header_end,
+        base_offset,
+        SparseIndex::default(),
+    )
 }
 
 /// Like [`scan_records`], but starts at a known record boundary `position`
@@ -151,16 +154,17 @@ pub fn scan_records_from(
 pub fn find_record_after(bytes: &[u8], from: u64, expected: u64) -> Option<u64> {
     let start = from as usize + 1;
     let last = bytes.len().checked_sub(format::RECORD_HEADER_SIZE)?;
-    (start..=last).find(|&position| {
-        let Ok(record) = format::decode_record(&bytes[position..]) else {
-            return false;
-        };
-        // A record after a hole of n bytes has an offset between `expected`
-        // and `expected + n / RECORD_HEADER_SIZE`; anything else is chance.
-        let span = (position as u64 - from) / format::RECORD_HEADER_SIZE as u64;
-        record.offset >= expected && record.offset <= expected + span
-    })
-    .map(|position| position as u64)
+    (start..=last)
+        .find(|&position| {
+            let Ok(record) = format::decode_record(&bytes[position..]) else {
+                return false;
+            };
+            // A record after a hole of n bytes has an offset between `expected`
+            // and `expected + n / RECORD_HEADER_SIZE`; anything else is chance.
+            let span = (position as u64 - from) / format::RECORD_HEADER_SIZE as u64;
+            record.offset >= expected && record.offset <= expected + span
+        })
+        .map(|position| position as u64)
 }
 
 /// Why a sealed or active segment stopped delivering records.
@@ -221,7 +225,8 @@ impl Segment {
             .metadata()
             .map_err(|e| Error::io("stat", &log_path, e))?
             .len();
-        let map = MappedFile::map(&file, len as usize).map_err(|e| Error::io("map", &log_path, e))?;
+        let map =
+            MappedFile::map(&file, len as usize).map_err(|e| Error::io("map", &log_path, e))?;
         check_header(&map, &log_path, base_offset)?;
         let mut segment = Segment {
             base_offset,
@@ -302,8 +307,8 @@ impl Segment {
             .write(true)
             .open(&log_path)
             .map_err(|e| Error::io("open", &log_path, e))?;
-        let map =
-            MappedFile::map(&file, end_position as usize).map_err(|e| Error::io("map", &log_path, e))?;
+        let map = MappedFile::map(&file, end_position as usize)
+            .map_err(|e| Error::io("map", &log_path, e))?;
         let last_indexed = index
             .entries()
             .last()
@@ -420,8 +425,15 @@ impl Segment {
     /// The caller has flushed first.
     pub fn sync_target(&self) -> Option<(Arc<File>, u64, u64)> {
         let writer = self.writer.as_ref()?;
-        debug_assert!(writer.buffer.is_empty(), "sync target of an unflushed segment");
-        Some((Arc::clone(&writer.file), writer.file_len, writer.next_offset))
+        debug_assert!(
+            writer.buffer.is_empty(),
+            "sync target of an unflushed segment"
+        );
+        Some((
+            Arc::clone(&writer.file),
+            writer.file_len,
+            writer.next_offset,
+        ))
     }
 
     /// Lets readers of this segment go up to `position`, after a sync
@@ -459,7 +471,8 @@ impl Segment {
         let (mut position, mut expected) = self.start_point(from, limit)?;
         let mut last_indexed = position;
         while position < limit {
-            if expected < from && self.index_unverified && needs_index_entry(position, last_indexed) {
+            if expected < from && self.index_unverified && needs_index_entry(position, last_indexed)
+            {
                 // The scan toward `from` passed a record the index should
                 // have an entry for: the index is short or wrong.
                 self.rebuild_index(&format!("no entry for the record at position {position}"))?;
@@ -502,7 +515,9 @@ impl Segment {
     /// The position and offset to start scanning at to reach `from`.
     fn start_point(&mut self, from: u64, limit: u64) -> Result<(u64, u64)> {
         let header_end = FILE_HEADER_SIZE as u64;
-        let relative = from.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
+        let relative = from
+            .saturating_sub(self.base_offset)
+            .min(u64::from(u32::MAX)) as u32;
         let Some(entry) = self.index.lookup(relative) else {
             return Ok((header_end, self.base_offset));
         };
@@ -520,20 +535,20 @@ impl Segment {
         self.rebuild_index(&format!(
             "entry for offset {offset} points at position {position}, which does not hold it"
         ))?;
-        Ok(self.index.lookup(relative).map_or((header_end, self.base_offset), |entry| {
-            (
-                u64::from(entry.position),
-                self.base_offset + u64::from(entry.relative_offset),
-            )
-        }))
+        Ok(self
+            .index
+            .lookup(relative)
+            .map_or((header_end, self.base_offset), |entry| {
+                (
+                    u64::from(entry.position),
+                    self.base_offset + u64::from(entry.relative_offset),
+                )
+            }))
     }
 
     /// Rebuilds a sealed segment's index from its log and rewrites the file.
     fn rebuild_index(&mut self, why: &str) -> Result<()> {
-        eprintln!(
-            "seglog: rebuilding {} ({why})",
-            self.index_path.display()
-        );
+        eprintln!("seglog: rebuilding {} ({why})", self.index_path.display());
         let scan = scan_records(&self.map, self.base_offset);
         scan.index.write_file(&self.index_path, self.base_offset)?;
         self.index = scan.index;
@@ -544,9 +559,14 @@ impl Segment {
 
 /// Checks the header of a mapped `.log` file.
 pub fn check_header(bytes: &[u8], path: &Path, base_offset: u64) -> Result<()> {
-    let header = format::decode_header(bytes).map_err(|e| Error::corrupt(path, 0, e.to_string()))?;
+    let header =
+        format::decode_header(bytes).map_err(|e| Error::corrupt(path, 0, e.to_string()))?;
     if header.kind != FileKind::Log {
-        return Err(Error::corrupt(path, 0, format!("not a log file ({:?})", header.kind)));
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!("not a log file ({:?})", header.kind),
+        ));
     }
     if header.base_offset != base_offset {
         return Err(Error::corrupt(

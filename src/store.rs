@@ -165,7 +165,9 @@ impl SyncPlan {
             let helpers: Vec<_> = (1..SYNC_THREADS).map(|_| scope.spawn(worker)).collect();
             let mut result = worker();
             for helper in helpers {
-                let helped = helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                let helped = helper
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 result = result.and(helped);
             }
             result
@@ -339,7 +341,8 @@ impl Store {
             }
             open.log.flush()?;
             if let Some((file, position, next, dir_dirty)) = open.log.take_sync_target() {
-                plan.files.push((file, open.log.dir().display().to_string()));
+                plan.files
+                    .push((file, open.log.dir().display().to_string()));
                 plan.keys.push((key.clone(), position, next));
                 if dir_dirty {
                     plan.dirs.insert(open.log.dir().to_path_buf());
@@ -391,7 +394,8 @@ impl Store {
     pub fn close(mut self) -> Result<()> {
         self.sync()?;
         let clean_path = self.dir.join(CLEAN_FILE_NAME);
-        let mut file = File::create(&clean_path).map_err(|e| Error::io("create", &clean_path, e))?;
+        let mut file =
+            File::create(&clean_path).map_err(|e| Error::io("create", &clean_path, e))?;
         file.write_all(b"seglog closed cleanly\n")
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io("write", &clean_path, e))?;

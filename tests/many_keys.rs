@@ -54,7 +54,12 @@ fn hundred_thousand_keys_under_a_low_file_limit() {
         let mut store = Store::open(dir.path(), config).expect("open");
         let mut rss_after_first_batch = 0;
         for i in 0..keys {
-            assert_eq!(store.append(&key(i), format!("{i}").as_bytes()).expect("append"), 0);
+            assert_eq!(
+                store
+                    .append(&key(i), format!("{i}").as_bytes())
+                    .expect("append"),
+                0
+            );
             if i % KEYS_PER_SYNC == KEYS_PER_SYNC - 1 {
                 store.sync().expect("sync");
                 assert!(

@@ -15,7 +15,11 @@ pub fn small_segments(segment_bytes: u64) -> StoreConfig {
 
 /// Every durable record of `key` from `from` on, or the error that stopped the read
 /// together with what came before it.
-pub fn read_all(store: &mut Store, key: &str, from: u64) -> (Vec<(u64, Vec<u8>)>, Option<seglog::Error>) {
+pub fn read_all(
+    store: &mut Store,
+    key: &str,
+    from: u64,
+) -> (Vec<(u64, Vec<u8>)>, Option<seglog::Error>) {
     let mut out = Vec::new();
     let result = store.read(key, from, &mut |offset, payload| {
         out.push((offset, payload.to_vec()));

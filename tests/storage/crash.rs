@@ -41,15 +41,26 @@ fn cut_active_segment_at_every_byte_keeps_the_valid_prefix() {
         let records = read_ok(&mut store, KEY);
         assert_eq!(records.len() as u64, survivors, "cut at {cut}");
         for (i, (offset, payload)) in records.iter().enumerate() {
-            assert_eq!((*offset, payload), (i as u64, &message(i as u64)), "cut at {cut}");
+            assert_eq!(
+                (*offset, payload),
+                (i as u64, &message(i as u64)),
+                "cut at {cut}"
+            );
         }
-        assert_eq!(store.append(KEY, b"\"next\"").expect("append"), survivors, "cut at {cut}");
+        assert_eq!(
+            store.append(KEY, b"\"next\"").expect("append"),
+            survivors,
+            "cut at {cut}"
+        );
         store.sync().expect("sync");
         drop(store);
         let mut store = Store::open(copy.path(), Default::default()).expect("reopen again");
         let records = read_ok(&mut store, KEY);
         assert_eq!(records.len() as u64, survivors + 1, "cut at {cut}");
-        assert_eq!(records.last().map(|r| r.1.as_slice()), Some(&b"\"next\""[..]));
+        assert_eq!(
+            records.last().map(|r| r.1.as_slice()),
+            Some(&b"\"next\""[..])
+        );
     }
 }
 
@@ -85,7 +96,12 @@ fn cut_offsets_journal_at_every_byte_keeps_the_earlier_commits() {
             .entries
             .iter()
             .enumerate()
-            .filter(|(i, _)| scan.entries.get(i + 1).map_or(bytes.len() as u64, |next| next.2) <= cut)
+            .filter(|(i, _)| {
+                scan.entries
+                    .get(i + 1)
+                    .map_or(bytes.len() as u64, |next| next.2)
+                    <= cut
+            })
             .count();
         let mut expected = std::collections::HashMap::new();
         for (key, offset) in &commits[..whole] {
@@ -93,7 +109,11 @@ fn cut_offsets_journal_at_every_byte_keeps_the_earlier_commits() {
         }
         let mut store = Store::open(copy.path(), Default::default()).expect("reopen");
         for key in ["key-0", "key-1", "key-2"] {
-            assert_eq!(store.committed(key), expected.get(key).copied(), "cut at {cut}, {key}");
+            assert_eq!(
+                store.committed(key),
+                expected.get(key).copied(),
+                "cut at {cut}, {key}"
+            );
         }
         store.commit("key-0", 1000).expect("commit after recovery");
         store.sync().expect("sync");

@@ -39,7 +39,11 @@ fn expect_messages(store: &mut Store, count: u64) {
 #[test]
 fn garbage_after_the_tail_is_cut() {
     let dir = TempDir::new().expect("tempdir");
-    fill(&mut Store::open(dir.path(), Default::default()).expect("open"), KEY, 10);
+    fill(
+        &mut Store::open(dir.path(), Default::default()).expect("open"),
+        KEY,
+        10,
+    );
     let log = segment_logs(&key_dir(dir.path(), KEY)).remove(0);
     let valid_len = fs::metadata(&log).expect("stat").len();
     append_bytes(&log, b"\xff\x13garbage that is not a record at all\x01\x02");
@@ -54,7 +58,11 @@ fn garbage_after_the_tail_is_cut() {
 #[test]
 fn zero_filled_tail_is_not_mistaken_for_records() {
     let dir = TempDir::new().expect("tempdir");
-    fill(&mut Store::open(dir.path(), Default::default()).expect("open"), KEY, 10);
+    fill(
+        &mut Store::open(dir.path(), Default::default()).expect("open"),
+        KEY,
+        10,
+    );
     let log = segment_logs(&key_dir(dir.path(), KEY)).remove(0);
     let valid_len = fs::metadata(&log).expect("stat").len();
     append_bytes(&log, &[0u8; 8192]);
@@ -69,7 +77,11 @@ fn zero_filled_tail_is_not_mistaken_for_records() {
 #[test]
 fn flipped_bit_in_the_tail_cuts_only_the_last_record() {
     let dir = TempDir::new().expect("tempdir");
-    fill(&mut Store::open(dir.path(), Default::default()).expect("open"), KEY, 10);
+    fill(
+        &mut Store::open(dir.path(), Default::default()).expect("open"),
+        KEY,
+        10,
+    );
     let log = segment_logs(&key_dir(dir.path(), KEY)).remove(0);
     let bounds = record_bounds(&log);
     flip_bit(&log, bounds[9] + 20);
@@ -97,11 +109,18 @@ fn flipped_bit_in_the_middle_of_the_active_segment_refuses_the_key() {
         Some(Error::Corrupt { position, .. }) => assert_eq!(position, bounds[4]),
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    assert!(matches!(store.append(KEY, b"x"), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        store.append(KEY, b"x"),
+        Err(Error::Corrupt { .. })
+    ));
     let mut damaged = before;
     damaged[bounds[4] as usize + 18] ^= 0x10;
     assert_eq!(fs::read(&log).expect("read"), damaged, "nothing was cut");
-    assert_eq!(read_ok(&mut store, "other").len(), 3, "other keys unaffected");
+    assert_eq!(
+        read_ok(&mut store, "other").len(),
+        3,
+        "other keys unaffected"
+    );
 }
 
 /// Guards against: a corrupt record in a sealed segment being served, or the
@@ -109,7 +128,11 @@ fn flipped_bit_in_the_middle_of_the_active_segment_refuses_the_key() {
 #[test]
 fn flipped_bit_in_a_sealed_segment_serves_the_prefix_and_reports_the_rest() {
     let dir = TempDir::new().expect("tempdir");
-    fill(&mut Store::open(dir.path(), small_segments(SMALL)).expect("open"), KEY, 40);
+    fill(
+        &mut Store::open(dir.path(), small_segments(SMALL)).expect("open"),
+        KEY,
+        40,
+    );
     let logs = segment_logs(&key_dir(dir.path(), KEY));
     assert!(logs.len() >= 3);
     let sealed = &logs[1];
@@ -122,7 +145,11 @@ fn flipped_bit_in_a_sealed_segment_serves_the_prefix_and_reports_the_rest() {
     flip_bit(sealed, bounds[2] + 17);
     let mut store = Store::open(dir.path(), small_segments(SMALL)).expect("reopen");
     let (records, error) = read_all(&mut store, KEY, 0);
-    assert_eq!(records.len() as u64, base + 2, "records before the damage are served");
+    assert_eq!(
+        records.len() as u64,
+        base + 2,
+        "records before the damage are served"
+    );
     match error {
         Some(Error::Corrupt { file, position, .. }) => {
             assert_eq!((file, position), (sealed.clone(), bounds[2]));
@@ -177,7 +204,13 @@ fn damage_index(path: &Path, how: &str) {
     }
 }
 
-const INDEX_DAMAGE: &[&str] = &["deleted", "truncated", "header only", "garbage", "wrong positions"];
+const INDEX_DAMAGE: &[&str] = &[
+    "deleted",
+    "truncated",
+    "header only",
+    "garbage",
+    "wrong positions",
+];
 
 /// Guards against: a missing index panicking on open (commitlog, Redpanda
 /// #10118) and a wrong index being trusted over the log.
@@ -228,7 +261,12 @@ fn damaged_indexes_are_rebuilt_from_the_log() {
                 .zip([&originals[0], originals.last().expect("active")])
             {
                 let rebuilt = fs::read(log.with_extension("index")).expect("rebuilt index");
-                assert_eq!(&rebuilt, original, "{how}, clean {clean}: {}", log.display());
+                assert_eq!(
+                    &rebuilt,
+                    original,
+                    "{how}, clean {clean}: {}",
+                    log.display()
+                );
             }
             assert_eq!(store.append(KEY, b"1").expect("append"), COUNT);
         }

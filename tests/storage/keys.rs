@@ -10,9 +10,25 @@ use crate::common::*;
 
 fn hostile_keys() -> Vec<String> {
     let mut keys: Vec<String> = [
-        "", ".", "..", "../../etc/passwd", "a/b", "/abs", "NUL", "k\u{0}", "CON.txt",
-        "%2F", "k.x", "h.0000000000000000.0", "tmp.x", "LOCK", "offsets.journal", " ", "\n",
-        "é", "日本語",
+        "",
+        ".",
+        "..",
+        "../../etc/passwd",
+        "a/b",
+        "/abs",
+        "NUL",
+        "k\u{0}",
+        "CON.txt",
+        "%2F",
+        "k.x",
+        "h.0000000000000000.0",
+        "tmp.x",
+        "LOCK",
+        "offsets.journal",
+        " ",
+        "\n",
+        "é",
+        "日本語",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -28,8 +44,18 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
     for entry in fs::read_dir(dir).expect("read dir") {
         let entry = entry.expect("entry");
         let path = entry.path();
-        assert!(path.starts_with(root), "{} outside {}", path.display(), root.display());
-        out.push(path.strip_prefix(root).expect("prefix").display().to_string());
+        assert!(
+            path.starts_with(root),
+            "{} outside {}",
+            path.display(),
+            root.display()
+        );
+        out.push(
+            path.strip_prefix(root)
+                .expect("prefix")
+                .display()
+                .to_string(),
+        );
         if entry.file_type().expect("type").is_dir() {
             walk(root, &path, out);
         }
@@ -47,7 +73,9 @@ fn hostile_key_names_are_stored_apart_and_inside_the_data_directory() {
         let mut store = Store::open(&data, Default::default()).expect("open");
         for (i, key) in keys.iter().enumerate() {
             for n in 0..=i as u64 {
-                store.append(key, format!("[{i},{n}]").as_bytes()).expect("append");
+                store
+                    .append(key, format!("[{i},{n}]").as_bytes())
+                    .expect("append");
             }
             store.commit(key, i as u64).expect("commit");
         }
@@ -65,11 +93,18 @@ fn hostile_key_names_are_stored_apart_and_inside_the_data_directory() {
     let mut paths = Vec::new();
     walk(&data, &data, &mut paths);
     let siblings: Vec<_> = fs::read_dir(parent.path()).expect("read").collect();
-    assert_eq!(siblings.len(), 1, "nothing written beside the data directory");
+    assert_eq!(
+        siblings.len(),
+        1,
+        "nothing written beside the data directory"
+    );
     let key_dirs = fs::read_dir(data.join("logs")).expect("logs").count();
     assert_eq!(key_dirs, keys.len(), "one directory per key");
     let too_long = "x".repeat(seglog::keyname::KEY_BYTES_MAX + 1);
-    assert!(matches!(store.append(&too_long, b"1"), Err(Error::KeyTooLong { .. })));
+    assert!(matches!(
+        store.append(&too_long, b"1"),
+        Err(Error::KeyTooLong { .. })
+    ));
 }
 
 /// Guards against: two processes writing one directory (the second would
@@ -92,9 +127,15 @@ fn a_second_store_on_the_same_directory_is_refused() {
 fn message_sizes_are_checked() {
     let dir = TempDir::new().expect("tempdir");
     let mut store = Store::open(dir.path(), Default::default()).expect("open");
-    assert!(matches!(store.append("k", b""), Err(Error::BadMessageSize { .. })));
+    assert!(matches!(
+        store.append("k", b""),
+        Err(Error::BadMessageSize { .. })
+    ));
     let huge = vec![b'1'; seglog::format::MESSAGE_BYTES_MAX + 1];
-    assert!(matches!(store.append("k", &huge), Err(Error::BadMessageSize { .. })));
+    assert!(matches!(
+        store.append("k", &huge),
+        Err(Error::BadMessageSize { .. })
+    ));
     let largest = vec![b'1'; seglog::format::MESSAGE_BYTES_MAX];
     assert_eq!(store.append("k", &largest).expect("largest message"), 0);
     store.sync().expect("sync");

@@ -14,27 +14,53 @@ fn assert_spec_says(spec: &str, text: &str) {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[test]
 fn constants_match_the_spec() {
     let spec = spec();
     assert_spec_says(&spec, &format!("Header size: **{FILE_HEADER_SIZE} bytes**"));
-    assert_spec_says(&spec, &format!("Record header size: **{RECORD_HEADER_SIZE} bytes**"));
+    assert_spec_says(
+        &spec,
+        &format!("Record header size: **{RECORD_HEADER_SIZE} bytes**"),
+    );
     assert_spec_says(&spec, &format!("Entry size: **{INDEX_ENTRY_SIZE} bytes**"));
-    assert_spec_says(&spec, &format!("**{INDEX_INTERVAL_BYTES} bytes** (`INDEX_INTERVAL_BYTES`)"));
-    assert_spec_says(&spec, &format!("This document describes version `{FORMAT_VERSION}`"));
+    assert_spec_says(
+        &spec,
+        &format!("**{INDEX_INTERVAL_BYTES} bytes** (`INDEX_INTERVAL_BYTES`)"),
+    );
+    assert_spec_says(
+        &spec,
+        &format!("This document describes version `{FORMAT_VERSION}`"),
+    );
     assert_spec_says(&spec, "1 to 1,048,576 (`MESSAGE_BYTES_MAX`");
     assert_eq!(MESSAGE_BYTES_MAX, 1_048_576);
-    assert_spec_says(&spec, &format!("up to {KEY_BYTES_MAX} bytes, `KEY_BYTES_MAX`"));
-    assert_spec_says(&spec, &format!("most {NAME_BYTES_MAX} bytes (`NAME_BYTES_MAX`)"));
+    assert_spec_says(
+        &spec,
+        &format!("up to {KEY_BYTES_MAX} bytes, `KEY_BYTES_MAX`"),
+    );
+    assert_spec_says(
+        &spec,
+        &format!("most {NAME_BYTES_MAX} bytes (`NAME_BYTES_MAX`)"),
+    );
     assert_eq!(seglog::store::SEGMENT_BYTES_DEFAULT, 8 << 20);
     assert_spec_says(&spec, "(8 MiB by default, `SEGMENT_BYTES_DEFAULT`");
     assert_eq!(seglog::offsets::COMPACT_BYTES_MIN, 4 << 20);
-    assert_spec_says(&spec, "past 4 MiB (`COMPACT_BYTES_MIN`) and past 4 times (`COMPACT_RATIO`)");
+    assert_spec_says(
+        &spec,
+        "past 4 MiB (`COMPACT_BYTES_MIN`) and past 4 times (`COMPACT_RATIO`)",
+    );
     assert_eq!(seglog::offsets::COMPACT_RATIO, 4);
-    for (name, magic) in [("log", LOG_MAGIC), ("index", INDEX_MAGIC), ("journal", OFFSETS_MAGIC)] {
+    for (name, magic) in [
+        ("log", LOG_MAGIC),
+        ("index", INDEX_MAGIC),
+        ("journal", OFFSETS_MAGIC),
+    ] {
         assert_spec_says(&spec, &format!("({})", hex(&magic)));
         let text = std::str::from_utf8(&magic[..7]).expect("ascii magic");
         assert_spec_says(&spec, &format!("`{text}\\0`"));
@@ -44,7 +70,12 @@ fn constants_match_the_spec() {
     assert_spec_says(&spec, &format!("twelve zero bytes is `0x{zero_crc:08X}`"));
     // The header field positions in the diagram.
     assert_eq!(
-        (HEADER_VERSION_POS, HEADER_FLAGS_POS, HEADER_BASE_OFFSET_POS, HEADER_CRC_POS),
+        (
+            HEADER_VERSION_POS,
+            HEADER_FLAGS_POS,
+            HEADER_BASE_OFFSET_POS,
+            HEADER_CRC_POS
+        ),
         (8, 10, 12, 20)
     );
     assert_spec_says(&spec, " 0        8     10     12                20      24");
