@@ -195,14 +195,13 @@ fn reopen_bench(root: &Path) {
     {
         let mut store = Store::open(&dir, StoreConfig::default()).expect("open");
         let payloads: Vec<Vec<u8>> = (0..per_key).map(payload).collect();
-        // Round-robin over keys, syncing every 10,000 records, as a busy node would.
-        for (round, payload) in payloads.iter().enumerate() {
-            for key in 0..keys {
-                store
-                    .append(&format!("key-{key}"), payload)
-                    .expect("append");
+        // Key after key, a sync point every 10 keys (10,000 records).
+        for key in 0..keys {
+            let name = format!("key-{key}");
+            for payload in &payloads {
+                store.append(&name, payload).expect("append");
             }
-            if round % 10 == 9 {
+            if key % 10 == 9 {
                 store.sync().expect("sync");
             }
         }

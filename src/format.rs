@@ -205,13 +205,13 @@ pub fn record_size(payload_len: usize) -> usize {
     RECORD_HEADER_SIZE + payload_len
 }
 
-/// CRC-32/IEEE over the length field, the offset field and the payload: the
-/// CRC field itself is the only part of a record it does not cover.
-fn record_crc(length: u32, offset: u64, payload: &[u8]) -> u32 {
+/// CRC-32/IEEE of a record frame: over the length field and everything after
+/// the CRC field (offset and payload), so the CRC field itself is the only
+/// part of a record it does not cover. `frame` is the whole record.
+fn record_crc(frame: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&length.to_le_bytes());
-    hasher.update(&offset.to_le_bytes());
-    hasher.update(payload);
+    hasher.update(&frame[RECORD_LENGTH_POS..RECORD_CRC_POS]);
+    hasher.update(&frame[RECORD_OFFSET_POS..]);
     hasher.finalize()
 }
 
@@ -221,12 +221,14 @@ fn record_crc(length: u32, offset: u64, payload: &[u8]) -> u32 {
 /// payload is a bug in the caller.
 pub fn encode_record(out: &mut Vec<u8>, offset: u64, payload: &[u8]) {
     assert!(payload.len() <= MESSAGE_BYTES_MAX, "payload over the limit");
-    let length = payload.len() as u32;
+    let start = out.len();
     out.reserve(record_size(payload.len()));
-    out.extend_from_slice(&length.to_le_bytes());
-    out.extend_from_slice(&record_crc(length, offset, payload).to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&offset.to_le_bytes());
     out.extend_from_slice(payload);
+    let crc = record_crc(&out[start..]);
+    out[start + RECORD_CRC_POS..start + RECORD_OFFSET_POS].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// One record decoded in place from a byte slice.
@@ -270,7 +272,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
         });
     }
     let payload = &bytes[RECORD_HEADER_SIZE..end];
-    let got = record_crc(length, offset, payload);
+    let got = record_crc(&bytes[..end]);
     if got != crc {
         if crc == 0 && offset == 0 && length == 0 {
             return Err(DecodeError::Zeroed);

@@ -55,12 +55,36 @@ pub fn escaped_name(key: &str) -> Option<String> {
 /// 64-bit FNV-1a: small, stable across builds and platforms, and good enough
 /// to spread keys; collisions are resolved by the counter, not assumed away.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut hasher = FnvHasher::default();
+    std::hash::Hasher::write(&mut hasher, bytes);
+    std::hash::Hasher::finish(&hasher)
+}
+
+/// FNV-1a as a `Hasher`, for the store's map of open keys: it hashes a short
+/// key in a few nanoseconds where SipHash takes tens, and that map is looked
+/// up on every append. It does not resist chosen collisions, which is
+/// acceptable there: the map never holds more than
+/// [`crate::store::OPEN_KEYS_MAX`] keys, so collisions cost a bounded scan.
+#[derive(Clone, Copy)]
+pub struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
     }
-    hash
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The `h.` name for a long key with collision counter `n`.

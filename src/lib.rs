@@ -10,6 +10,7 @@
 //! - [`keylog`]: one key's log: sealed segments, the active one, rolling.
 //! - [`offsets`]: the committed-offsets journal.
 //! - [`store`]: all keys of a data directory, its lock, and the sync points.
+//! - [`syncpool`]: threads that issue the fdatasyncs of a sync point together.
 //! - [`fsutil`]: durable directory and atomic-rewrite helpers.
 //! - [`error`]: the error type.
 //! - [`protocol`]: Maelstrom message types, request parsing and reply encoding.
@@ -32,6 +33,7 @@ pub mod protocol;
 pub mod recovery;
 pub mod segment;
 pub mod store;
+pub mod syncpool;
 
 pub use error::{Error, Result};
 pub use store::{Store, StoreConfig, SyncPlan};

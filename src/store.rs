@@ -19,21 +19,21 @@
 //! Readers only ever see published (durable) records and commits.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 
 use crate::error::{Error, Result};
 use crate::format::MESSAGE_BYTES_MAX;
 use crate::fsutil;
 use crate::keylog::KeyLog;
-use crate::keyname::{self, KEY_BYTES_MAX, KEY_FILE_NAME};
+use crate::keyname::{self, FnvHasher, KEY_BYTES_MAX, KEY_FILE_NAME};
 use crate::offsets::CommittedOffsets;
 use crate::recovery::Mode;
 use crate::segment::SEGMENT_BYTES_LIMIT;
+use crate::syncpool::{SyncJob, SyncPool};
 
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -47,21 +47,34 @@ pub const LOGS_DIR_NAME: &str = "logs";
 /// of a key's log an unclean restart re-checks (a few milliseconds at 8 MiB).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 8 << 20;
 
-/// Default number of key logs kept open. Each holds one file descriptor (its
-/// active segment) and up to two maps, so 128 keys stay well inside a
-/// 256-descriptor limit; keys are reopened on demand, least recently used
-/// first out.
-pub const OPEN_KEYS_DEFAULT: usize = 128;
+/// File descriptors left for everything but open key logs: stdio, the lock,
+/// the journal, directories and index files opened for a moment, and the
+/// caller's own files.
+pub const RESERVED_FILES: u64 = 64;
 
-/// Threads that issue the fdatasyncs of one sync point. fdatasync mostly
-/// waits on the device, so a few in flight at once overlap their waits
-/// (measured here: 64 files in 2.9 ms from many threads against 4.4 ms
-/// one after another); more threads only add start-up cost.
-const SYNC_THREADS: usize = 4;
+/// Most key logs kept open, whatever the descriptor limit. Each open key
+/// holds one descriptor (its active segment), up to two maps and, while it
+/// has unsynced appends, a write buffer; 4,096 keeps that far below the
+/// kernel's default map count limit (65,530) and a few MiB of memory.
+pub const OPEN_KEYS_MAX: usize = 4096;
+
+/// Fewest key logs kept open by default, for very low descriptor limits.
+pub const OPEN_KEYS_MIN: usize = 16;
+
+/// The default number of key logs kept open: as many as this process's
+/// open-file limit leaves room for, between [`OPEN_KEYS_MIN`] and
+/// [`OPEN_KEYS_MAX`]. Keys beyond it are reopened on demand, least recently
+/// used first out.
+pub fn default_open_keys() -> usize {
+    let room = open_file_limit().saturating_sub(RESERVED_FILES);
+    usize::try_from(room)
+        .unwrap_or(OPEN_KEYS_MAX)
+        .clamp(OPEN_KEYS_MIN, OPEN_KEYS_MAX)
+}
 
 /// Below this many files and directories a sync point runs on the calling
-/// thread: starting threads would cost more than it saves.
-const PARALLEL_SYNC_MIN: usize = 8;
+/// thread: handing them to the pool would cost more than it saves.
+const PARALLEL_SYNC_MIN: usize = 4;
 
 /// Collision counters tried for hashed key names before giving up. A 64-bit
 /// hash colliding even once is unlikely; this bounds a lookup all the same.
@@ -81,7 +94,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
-            open_keys_max: OPEN_KEYS_DEFAULT,
+            open_keys_max: default_open_keys(),
         }
     }
 }
@@ -102,7 +115,7 @@ pub struct Store {
     /// Whether the last run ended with a clean close.
     opened_clean: bool,
     /// Key logs currently open.
-    open: HashMap<String, OpenKey>,
+    open: HashMap<String, OpenKey, BuildHasherDefault<FnvHasher>>,
     /// Counter standing in for time in the least-recently-used order.
     clock: u64,
     offsets: CommittedOffsets,
@@ -111,11 +124,15 @@ pub struct Store {
     poisoned: bool,
     /// `logs/` gained a key directory since the last sync.
     logs_dir_dirty: bool,
+    /// Threads that run the fdatasyncs of large sync points.
+    sync_pool: Arc<SyncPool>,
 }
 
 /// What one sync point covers: files to fdatasync and directories to fsync,
 /// taken under the store's lock and executed without it.
 pub struct SyncPlan {
+    /// The store's pool of sync threads.
+    pool: Arc<SyncPool>,
     files: Vec<(Arc<File>, String)>,
     dirs: BTreeSet<PathBuf>,
     /// Per key, the point that becomes durable.
@@ -134,45 +151,32 @@ impl SyncPlan {
         self.keys.len()
     }
 
-    /// fdatasyncs every file and fsyncs every directory of the plan. Many
-    /// syncs are issued from a few threads at once, so the device and the
-    /// file system's journal can serve them together.
+    /// fdatasyncs every file and fsyncs every directory of the plan, many
+    /// at once when there are many (see `syncpool.rs`).
     pub fn execute(&self) -> Result<()> {
         let count = self.files.len() + self.dirs.len();
-        let dirs: Vec<&PathBuf> = self.dirs.iter().collect();
-        let sync_one = |i: usize| -> Result<()> {
-            match self.files.get(i) {
-                Some((file, name)) => file
-                    .sync_data()
-                    .map_err(|e| Error::io("fdatasync", Path::new(name), e)),
-                None => fsutil::sync_dir(dirs[i - self.files.len()]),
-            }
-        };
         if count < PARALLEL_SYNC_MIN {
-            return (0..count).try_for_each(sync_one);
+            for (file, name) in &self.files {
+                sync_file(file, name)?;
+            }
+            return self.dirs.iter().try_for_each(|dir| fsutil::sync_dir(dir));
         }
-        let next = AtomicUsize::new(0);
-        let worker = || -> Result<()> {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count {
-                    return Ok(());
-                }
-                sync_one(i)?;
-            }
-        };
-        thread::scope(|scope| {
-            let helpers: Vec<_> = (1..SYNC_THREADS).map(|_| scope.spawn(worker)).collect();
-            let mut result = worker();
-            for helper in helpers {
-                let helped = helper
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                result = result.and(helped);
-            }
-            result
-        })
+        let mut jobs: Vec<SyncJob> = Vec::with_capacity(count);
+        for (file, name) in &self.files {
+            let (file, name) = (Arc::clone(file), name.clone());
+            jobs.push(Box::new(move || sync_file(&file, &name)));
+        }
+        for dir in &self.dirs {
+            let dir = dir.clone();
+            jobs.push(Box::new(move || fsutil::sync_dir(&dir)));
+        }
+        self.pool.run_all(jobs)
     }
+}
+
+fn sync_file(file: &File, name: &str) -> Result<()> {
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", Path::new(name), e))
 }
 
 impl Store {
@@ -221,11 +225,12 @@ impl Store {
             config,
             _lock: lock,
             opened_clean,
-            open: HashMap::new(),
+            open: HashMap::default(),
             clock: 0,
             offsets,
             poisoned: false,
             logs_dir_dirty: false,
+            sync_pool: Arc::default(),
         })
     }
 
@@ -330,6 +335,7 @@ impl Store {
 
     fn collect_sync_plan(&mut self) -> Result<SyncPlan> {
         let mut plan = SyncPlan {
+            pool: Arc::clone(&self.sync_pool),
             files: Vec::new(),
             dirs: BTreeSet::new(),
             keys: Vec::new(),
@@ -529,6 +535,24 @@ impl Store {
         self.logs_dir_dirty = true;
         Ok(())
     }
+}
+
+/// The soft limit on open files of this process, read from
+/// `/proc/self/limits` (no `unsafe` needed); 256 where it cannot be read.
+fn open_file_limit() -> u64 {
+    const FALLBACK: u64 = 256;
+    let Ok(limits) = fs::read_to_string("/proc/self/limits") else {
+        return FALLBACK;
+    };
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| match soft {
+            "unlimited" => Some(u64::MAX),
+            number => number.parse().ok(),
+        })
+        .unwrap_or(FALLBACK)
 }
 
 /// Rejects keys longer than [`KEY_BYTES_MAX`].
