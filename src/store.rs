@@ -19,8 +19,8 @@
 //! Readers only ever see published (durable) records and commits.
 
 use std::collections::{BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
 use std::fs::{self, File, OpenOptions};
+use std::hash::BuildHasherDefault;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
