@@ -23,10 +23,13 @@ const SYNC_THREAD_STACK_BYTES: usize = 64 * 1024;
 /// One sync to run: returns its result.
 pub type SyncJob = Box<dyn FnOnce() -> Result<()> + Send>;
 
+/// A job and the channel its result goes back on.
+type Task = (SyncJob, Sender<Result<()>>);
+
 /// The pool. Threads start on first use and end when the pool is dropped.
 pub struct SyncPool {
     /// Where jobs go, with the channel each job's result goes back on.
-    jobs: Mutex<Option<Sender<(SyncJob, Sender<Result<()>>)>>>,
+    jobs: Mutex<Option<Sender<Task>>>,
 }
 
 impl Default for SyncPool {
@@ -68,8 +71,8 @@ impl SyncPool {
     }
 }
 
-fn start_threads() -> Result<Sender<(SyncJob, Sender<Result<()>>)>> {
-    let (tx, rx) = mpsc::channel::<(SyncJob, Sender<Result<()>>)>();
+fn start_threads() -> Result<Sender<Task>> {
+    let (tx, rx) = mpsc::channel::<Task>();
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..SYNC_THREADS {
         let rx = Arc::clone(&rx);
@@ -85,7 +88,7 @@ fn start_threads() -> Result<Sender<(SyncJob, Sender<Result<()>>)>> {
     Ok(tx)
 }
 
-fn worker(jobs: &Mutex<Receiver<(SyncJob, Sender<Result<()>>)>>) {
+fn worker(jobs: &Mutex<Receiver<Task>>) {
     loop {
         let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok((job, done)) = next else {

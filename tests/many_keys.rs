@@ -49,7 +49,11 @@ fn hundred_thousand_keys_under_a_low_file_limit() {
     let dir = TempDir::new().expect("tempdir");
     // The default is derived from the (now lowered) descriptor limit.
     let config = StoreConfig::default();
-    assert!(config.open_keys_max < FILE_LIMIT as usize, "{}", config.open_keys_max);
+    assert!(
+        config.open_keys_max < FILE_LIMIT as usize,
+        "{}",
+        config.open_keys_max
+    );
     let key = |i: usize| format!("key-{i}");
     let started = std::time::Instant::now();
     {
