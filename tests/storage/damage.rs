@@ -34,10 +34,9 @@ fn expect_messages(store: &mut Store, count: u64) {
     assert_eq!(records, expected);
 }
 
-/// Guards against: garbage after the last record being read as records, or
-/// making the key unreadable (commitlog's CorruptLog on every read).
-#[test]
-fn garbage_after_the_tail_is_cut() {
+/// Writes ten records, appends `tail` to the active segment, reopens, and
+/// checks that the records survive, the tail is cut, and appends go on.
+fn assert_tail_is_cut(tail: &[u8]) {
     let dir = TempDir::new().expect("tempdir");
     fill(
         &mut Store::open(dir.path(), Default::default()).expect("open"),
@@ -46,30 +45,25 @@ fn garbage_after_the_tail_is_cut() {
     );
     let log = segment_logs(&key_dir(dir.path(), KEY)).remove(0);
     let valid_len = fs::metadata(&log).expect("stat").len();
-    append_bytes(&log, b"\xff\x13garbage that is not a record at all\x01\x02");
+    append_bytes(&log, tail);
     let mut store = Store::open(dir.path(), Default::default()).expect("reopen");
     expect_messages(&mut store, 10);
     assert_eq!(fs::metadata(&log).expect("stat").len(), valid_len);
     assert_eq!(store.append(KEY, b"10").expect("append"), 10);
 }
 
+/// Guards against: garbage after the last record being read as records, or
+/// making the key unreadable (commitlog's CorruptLog on every read).
+#[test]
+fn garbage_after_the_tail_is_cut() {
+    assert_tail_is_cut(b"\xff\x13garbage that is not a record at all\x01\x02");
+}
+
 /// Guards against: preallocated zeros decoding as records (Redpanda #4113,
 /// Iggy's resurrected tails).
 #[test]
 fn zero_filled_tail_is_not_mistaken_for_records() {
-    let dir = TempDir::new().expect("tempdir");
-    fill(
-        &mut Store::open(dir.path(), Default::default()).expect("open"),
-        KEY,
-        10,
-    );
-    let log = segment_logs(&key_dir(dir.path(), KEY)).remove(0);
-    let valid_len = fs::metadata(&log).expect("stat").len();
-    append_bytes(&log, &[0u8; 8192]);
-    let mut store = Store::open(dir.path(), Default::default()).expect("reopen");
-    expect_messages(&mut store, 10);
-    assert_eq!(fs::metadata(&log).expect("stat").len(), valid_len);
-    assert_eq!(store.append(KEY, b"10").expect("append"), 10);
+    assert_tail_is_cut(&[0u8; 8192]);
 }
 
 /// Guards against: a flipped bit in the last record being served, or taking
