@@ -49,12 +49,6 @@ impl Error {
             what: what.into(),
         }
     }
-
-    /// True when the error says the disk is full, so callers can report it
-    /// as "temporarily unavailable" rather than as a crash.
-    pub fn is_storage_full(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
-    }
 }
 
 impl fmt::Display for Error {

@@ -1,7 +1,7 @@
 //! Byte layout and codecs of every file seglog writes, without any I/O.
 //!
 //! `segment-format.md` is the specification; the constants here are tested
-//! against the numbers written there (`tests/format_spec.rs`). All integers
+//! against the numbers written there (`tests/storage/spec.rs`). All integers
 //! are little-endian.
 
 /// Version of the on-disk format written by this build. Readers accept
@@ -107,6 +107,8 @@ pub enum DecodeError {
     LengthTooLarge {
         length: u32,
     },
+    /// A log record with no payload: a message is never empty.
+    EmptyPayload,
 }
 
 impl std::fmt::Display for DecodeError {
@@ -127,6 +129,7 @@ impl std::fmt::Display for DecodeError {
                     "CRC mismatch: stored {expected:#010x}, computed {got:#010x}"
                 )
             }
+            DecodeError::EmptyPayload => write!(f, "empty record: a message is never empty"),
             DecodeError::LengthTooLarge { length } => write!(
                 f,
                 "record length {length} exceeds the maximum of {MESSAGE_BYTES_MAX}"
@@ -284,6 +287,17 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
         crc,
         payload,
     })
+}
+
+/// Decodes a record of a `.log` file: [`decode_record`], and the payload
+/// must not be empty (messages are JSON text, never empty; the offsets
+/// journal, whose keys may be empty, uses [`decode_record`]).
+pub fn decode_log_record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
+    let record = decode_record(bytes)?;
+    if record.payload.is_empty() {
+        return Err(DecodeError::EmptyPayload);
+    }
+    Ok(record)
 }
 
 /// One entry of a segment's sparse index.

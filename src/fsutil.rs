@@ -14,6 +14,34 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
+/// Flushes every dirty page and inode of the file system holding `dir`
+/// (`syncfs`), and reports writeback errors it finds.
+pub fn sync_file_system(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| rustix::fs::syncfs(&d).map_err(std::io::Error::from))
+        .map_err(|e| Error::io("syncfs", dir, e))
+}
+
+/// Creates `dir` and any missing parents, and fsyncs the parent of each
+/// directory it created, so the new directories survive a power loss.
+pub fn create_dir_all_durably(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut next = Some(dir);
+    while let Some(path) = next.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(path);
+        next = path.parent();
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    for created in missing {
+        let parent = match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `bytes` so that a crash at any point leaves either
 /// the old file or the new one: write a temporary file, fsync it, rename it
 /// over `path`, fsync the directory.

@@ -1,11 +1,29 @@
 //! One key's log: its sealed segments, its active segment, rolling between them.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::{self, FILE_HEADER_SIZE};
 use crate::recovery::{self, Mode};
 use crate::segment::{ReadEnd, Segment};
+
+/// What one key needs from a sync point.
+pub struct SyncTarget {
+    /// The active segment's file, to fdatasync.
+    pub file: Arc<File>,
+    /// Its path, for error messages.
+    pub log_path: PathBuf,
+    /// Its base offset: a roll after the plan was made must not be credited.
+    pub base_offset: u64,
+    /// Bytes of the file the fdatasync covers.
+    pub position: u64,
+    /// Offset after the last record it covers.
+    pub next_offset: u64,
+    /// The key directory to fsync, and the creation count that covers.
+    pub dir: Option<(PathBuf, u64)>,
+}
 
 /// The log of one key, open for appends and reads.
 pub struct KeyLog {
@@ -20,9 +38,13 @@ pub struct KeyLog {
     active: Option<Segment>,
     /// Size at which the active segment is sealed and a new one started.
     segment_bytes: u64,
-    /// A segment file was created since the last sync: the directory entry
-    /// must be fsynced before any record in it is acknowledged.
-    dir_dirty: bool,
+    /// Segment files created in `dir`, counted. Their directory entries must
+    /// be fsynced before any record in them is acknowledged.
+    dir_changes: u64,
+    /// How many of `dir_changes` a completed sync point covered. Counting,
+    /// not a flag taken by the first plan, lets a second plan that runs while
+    /// the first is in flight fsync the directory too.
+    dir_synced: u64,
     /// Offset after the last record a completed sync point covered: readers
     /// see nothing at or past it. Sealing fdatasyncs a segment's data, but
     /// its records stay invisible until the sync point that also makes the
@@ -45,7 +67,8 @@ impl KeyLog {
             sealed_cache: None,
             active: recovered.active,
             segment_bytes,
-            dir_dirty: false,
+            dir_changes: 0,
+            dir_synced: 0,
         })
     }
 
@@ -89,7 +112,7 @@ impl KeyLog {
                 self.sealed.push(old.base_offset());
             }
             self.active = Some(Segment::create(&self.dir, base)?);
-            self.dir_dirty = true;
+            self.dir_changes += 1;
         }
         let active = self
             .active
@@ -108,20 +131,31 @@ impl KeyLog {
         self.active.as_mut().map_or(Ok(()), Segment::flush)
     }
 
-    /// What a sync must cover for this key: the active file and the point it
-    /// makes durable, and whether the directory needs an fsync too.
-    pub fn take_sync_target(&mut self) -> Option<(std::sync::Arc<std::fs::File>, u64, u64, bool)> {
-        let (file, position, next) = self.active.as_ref()?.sync_target()?;
-        let dir_dirty = std::mem::take(&mut self.dir_dirty);
-        Some((file, position, next, dir_dirty))
+    /// What a sync point must cover for this key (the caller has flushed).
+    pub fn sync_target(&self) -> Option<SyncTarget> {
+        let active = self.active.as_ref()?;
+        let (file, position, next_offset) = active.sync_target()?;
+        Some(SyncTarget {
+            file,
+            log_path: active.log_path().to_path_buf(),
+            base_offset: active.base_offset(),
+            position,
+            next_offset,
+            dir: (self.dir_changes > self.dir_synced).then(|| (self.dir.clone(), self.dir_changes)),
+        })
     }
 
-    /// Publishes records up to `position` / `next_offset` after a sync.
-    pub fn mark_durable(&mut self, position: u64, next_offset: u64) {
-        if let Some(active) = self.active.as_mut() {
-            active.mark_durable(position);
+    /// Publishes what `target` covered, after its sync point completed.
+    pub fn mark_synced(&mut self, target: &SyncTarget) {
+        if let Some(active) = self.active.as_mut()
+            && active.base_offset() == target.base_offset
+        {
+            active.mark_durable(target.position);
         }
-        self.visible_end = self.visible_end.max(next_offset);
+        self.visible_end = self.visible_end.max(target.next_offset);
+        if let Some((_, changes)) = target.dir {
+            self.dir_synced = self.dir_synced.max(changes);
+        }
     }
 
     /// Delivers durable records from offset `from` on to `visit` until it

@@ -29,17 +29,23 @@ impl MappedFile {
         //    file's length at the time of writing, and a map never covers more
         //    than the length the file had when it was mapped (the caller maps
         //    at most the current length), so no write touches mapped bytes.
-        // 2. Nothing truncates a mapped file. Recovery truncates a torn tail
-        //    before the segment is mapped, and the one other truncation (undoing
-        //    a partial append after a failed write) drops the segment's map
-        //    first. The active segment is remapped, never extended in place,
-        //    when its durable end grows past its map.
+        // 2. Nothing truncates a mapped file. Recovery maps the active
+        //    segment to scan it, drops that map, and only then cuts a torn
+        //    tail; the one other truncation (undoing a partial append after a
+        //    failed write) drops the segment's map first. The active segment
+        //    is remapped, never extended in place, when its durable end grows
+        //    past its map.
         // 3. Other processes are kept off the directory by the `LOCK` file;
         //    `seglog inspect` opens files read-only. An outside process that
         //    truncates a segment under a running node is outside this
         //    contract (it would raise SIGBUS, as for any mmap reader).
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
         Ok(MappedFile { map: Some(map) })
+    }
+
+    /// A map of nothing, for a file with no bytes to read yet.
+    pub fn empty() -> MappedFile {
+        MappedFile { map: None }
     }
 
     /// Number of bytes mapped.

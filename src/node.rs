@@ -256,7 +256,7 @@ fn fresh_temp_dir() -> Result<PathBuf, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let dir = std::env::temp_dir().join(format!("seglog-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    crate::fsutil::create_dir_all_durably(&dir).map_err(|e| e.to_string())?;
     eprintln!(
         "seglog: no --data-dir given; keeping data in {}",
         dir.display()

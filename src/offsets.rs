@@ -22,12 +22,15 @@ use crate::fsutil;
 pub const OFFSETS_FILE_NAME: &str = "offsets.journal";
 
 /// The journal is compacted once it is larger than this and more than
-/// [`COMPACT_RATIO`] times the size of one entry per key. 4 MiB is about
+/// [`COMPACT_RATIO`] times the size it would have with one entry per key. 4 MiB is about
 /// 100,000 commits of short keys: compaction is rare, and replaying the
 /// journal on open stays a few milliseconds.
 pub const COMPACT_BYTES_MIN: u64 = 4 << 20;
 /// See [`COMPACT_BYTES_MIN`].
 pub const COMPACT_RATIO: u64 = 4;
+
+/// Commits taken by one sync point: key to committed offset.
+pub type Commits = HashMap<String, u64>;
 
 /// Committed offsets, durable and pending.
 pub struct CommittedOffsets {
@@ -41,8 +44,12 @@ pub struct CommittedOffsets {
     durable: HashMap<String, u64>,
     /// Offsets committed since the last sync point took them.
     pending: HashMap<String, u64>,
-    /// Offsets taken by a sync in progress, published when it completes.
-    syncing: HashMap<String, u64>,
+    /// Offsets written to the journal but not durable yet: taken by a sync
+    /// point still in flight. A compaction must keep them.
+    unpublished: HashMap<String, u64>,
+    /// Size the journal would have with one entry per key: what compaction
+    /// compares the file against. Never below the true figure.
+    live_bytes: u64,
 }
 
 /// Decodes a journal: the entries up to the first invalid byte, and where
@@ -88,6 +95,21 @@ pub struct JournalScan<'a> {
     pub stop: Option<DecodeError>,
 }
 
+/// Bytes one entry for `key` takes.
+fn entry_bytes(key: &str) -> u64 {
+    format::record_size(key.len()) as u64
+}
+
+/// Folds `offset` into `map[key]`, keeping the larger.
+fn raise(map: &mut HashMap<String, u64>, key: &str, offset: u64) {
+    match map.get_mut(key) {
+        Some(slot) => *slot = (*slot).max(offset),
+        None => {
+            map.insert(key.to_string(), offset);
+        }
+    }
+}
+
 fn encode_entry(out: &mut Vec<u8>, key: &str, offset: u64) {
     format::encode_record(out, offset, key.as_bytes());
 }
@@ -126,8 +148,7 @@ impl CommittedOffsets {
         for (key, offset, position) in &scan.entries {
             let key = std::str::from_utf8(key)
                 .map_err(|_| Error::corrupt(&path, *position, "key is not UTF-8"))?;
-            let slot = durable.entry(key.to_string()).or_insert(*offset);
-            *slot = (*slot).max(*offset);
+            raise(&mut durable, key, *offset);
         }
         let file = OpenOptions::new()
             .read(true)
@@ -156,6 +177,11 @@ impl CommittedOffsets {
                 .and_then(|()| file.sync_all())
                 .map_err(|e| Error::io("truncate", &path, e))?;
         }
+        // Entries a killed process wrote but never synced are made durable
+        // by the caller (Store::open syncs the file system after an unclean
+        // stop) before these offsets are served.
+        let live_bytes =
+            FILE_HEADER_SIZE as u64 + durable.keys().map(|k| entry_bytes(k)).sum::<u64>();
         Ok(CommittedOffsets {
             path,
             file: Arc::new(file),
@@ -163,7 +189,8 @@ impl CommittedOffsets {
             buffer: Vec::new(),
             durable,
             pending: HashMap::new(),
-            syncing: HashMap::new(),
+            unpublished: HashMap::new(),
+            live_bytes,
         })
     }
 
@@ -181,16 +208,24 @@ impl CommittedOffsets {
         self.durable.is_empty()
     }
 
+    /// The journal's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Records a commit; durable after the next sync. A commit at or below
     /// the offset already committed changes nothing (offsets only move
     /// forward).
     pub fn commit(&mut self, key: &str, offset: u64) {
-        let known = [&self.pending, &self.syncing, &self.durable]
+        let known = [&self.pending, &self.durable]
             .iter()
             .filter_map(|map| map.get(key).copied())
             .max();
         if known.is_some_and(|known| known >= offset) {
             return;
+        }
+        if known.is_none() && !self.unpublished.contains_key(key) {
+            self.live_bytes += entry_bytes(key);
         }
         self.pending.insert(key.to_string(), offset);
         encode_entry(&mut self.buffer, key, offset);
@@ -202,14 +237,14 @@ impl CommittedOffsets {
     }
 
     /// Writes pending entries (compacting first if the journal is due) and
-    /// returns the file to fdatasync. The pending commits become durable
-    /// when [`CommittedOffsets::complete_sync`] is called after that sync.
-    pub fn prepare_sync(&mut self) -> Result<Option<Arc<File>>> {
+    /// returns the file to fdatasync with the commits that sync covers; pass
+    /// them to [`CommittedOffsets::complete_sync`] once it succeeded.
+    pub fn prepare_sync(&mut self) -> Result<Option<(Arc<File>, Commits)>> {
         if self.pending.is_empty() {
             return Ok(None);
         }
-        let live_bytes = (self.durable.len() + self.pending.len()) as u64 * 32;
-        if self.file_len > COMPACT_BYTES_MIN && self.file_len > COMPACT_RATIO * live_bytes {
+        let due = self.file_len > COMPACT_BYTES_MIN.max(COMPACT_RATIO * self.live_bytes);
+        if due {
             self.compact()?;
         } else {
             self.file
@@ -218,31 +253,33 @@ impl CommittedOffsets {
             self.file_len += self.buffer.len() as u64;
         }
         self.buffer.clear();
-        for (key, offset) in self.pending.drain() {
-            let slot = self.syncing.entry(key).or_insert(offset);
-            *slot = (*slot).max(offset);
+        let commits = std::mem::take(&mut self.pending);
+        for (key, &offset) in &commits {
+            raise(&mut self.unpublished, key, offset);
         }
-        Ok(Some(Arc::clone(&self.file)))
+        Ok(Some((Arc::clone(&self.file), commits)))
     }
 
-    /// Publishes the commits taken by the last [`CommittedOffsets::prepare_sync`].
-    pub fn complete_sync(&mut self) {
-        for (key, offset) in self.syncing.drain() {
-            let slot = self.durable.entry(key).or_insert(offset);
-            *slot = (*slot).max(offset);
+    /// Publishes the commits a completed sync point covered.
+    pub fn complete_sync(&mut self, commits: Commits) {
+        for (key, offset) in commits {
+            raise(&mut self.durable, &key, offset);
+            if self.unpublished.get(&key).is_some_and(|&o| o <= offset) {
+                self.unpublished.remove(&key);
+            }
         }
     }
 
     /// Rewrites the journal with one entry per key, pending commits included.
     fn compact(&mut self) -> Result<()> {
         let mut all = self.durable.clone();
-        for map in [&self.syncing, &self.pending] {
+        for map in [&self.unpublished, &self.pending] {
             for (key, &offset) in map {
-                let slot = all.entry(key.clone()).or_insert(offset);
-                *slot = (*slot).max(offset);
+                raise(&mut all, key, offset);
             }
         }
         let bytes = journal_bytes(&all);
+        self.live_bytes = bytes.len() as u64;
         fsutil::rewrite_atomic(&self.path, &bytes)?;
         let file = OpenOptions::new()
             .read(true)

@@ -41,11 +41,11 @@ pub const DECISION_TABLE: &[Rule] = &[
         action: "empty log; the first append creates segment 0",
     },
     Rule {
-        state: "last .log shorter than its header, or its header all zero",
+        state: "last .log shorter than its header, or its header all zero with no valid record after it",
         action: "torn creation: delete it and its .index; the previous segment is active again",
     },
     Rule {
-        state: "last .log header with bad magic, CRC, version, flags or base offset",
+        state: "last .log header with bad magic, CRC, version, flags or base offset, or zeroed before valid records",
         action: "refuse the key with a Corrupt error naming file and position",
     },
     Rule {
@@ -118,7 +118,10 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
         let map =
             MappedFile::map(&file, len as usize).map_err(|e| Error::io("map", &log_path, e))?;
         match format::decode_header(&map) {
-            Err(DecodeError::Truncated { .. } | DecodeError::Zeroed) => {
+            Err(DecodeError::Truncated { .. } | DecodeError::Zeroed)
+                if segment::find_record_after(&map, FILE_HEADER_SIZE as u64 - 1, base)
+                    .is_none() =>
+            {
                 drop(map);
                 eprintln!(
                     "seglog: removing {} ({len} bytes): created but never synced",
@@ -129,18 +132,27 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
             }
             Err(_) | Ok(_) => segment::check_header(&map, &log_path, base)?,
         }
-        let (scan, index_matches) = scan_active(&map, dir, base, mode);
+        let (scan, index_trust) = scan_active(&map, dir, base, mode);
         let cut_bytes = settle_tail(&map, &log_path, &scan)?;
         drop(map);
         if cut_bytes > 0 {
             cut(&file, &log_path, scan.end_position)?;
         }
-        let index_path = dir.join(format::index_file_name(base));
-        if !index_matches {
-            scan.index.write_file(&index_path, base)?;
+        if index_trust == IndexTrust::Rebuilt {
+            let index_path = dir.join(format::index_file_name(base));
+            if let Err(e) = scan.index.write_file(&index_path, base) {
+                // A cache that cannot be written costs speed, not data.
+                eprintln!("seglog: cannot rewrite {}: {e}", index_path.display());
+            }
         }
-        let active =
-            Segment::open_active(dir, base, scan.end_position, scan.next_offset, scan.index)?;
+        let active = Segment::open_active(
+            dir,
+            base,
+            scan.end_position,
+            scan.next_offset,
+            scan.index,
+            index_trust == IndexTrust::Unchecked,
+        )?;
         return Ok(Recovered {
             sealed,
             active: Some(active),
@@ -154,11 +166,22 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
     })
 }
 
+/// How far the active segment's index can be trusted after recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IndexTrust {
+    /// Rebuilt by the scan: it must be written to disk, and is exact.
+    Rebuilt,
+    /// The file on disk equals what a full scan found.
+    Verified,
+    /// Loaded from disk after a clean close; only its last entry was
+    /// checked, so the others are checked when used.
+    Unchecked,
+}
+
 /// Scans the active segment. In clean mode the scan starts at the last index
 /// entry if that entry points at the record it names; otherwise, and in
-/// unclean mode, at the first record. Returns the scan and whether the index
-/// file on disk already says what the scan found.
-fn scan_active(bytes: &[u8], dir: &Path, base: u64, mode: Mode) -> (Scan, bool) {
+/// unclean mode, at the first record.
+fn scan_active(bytes: &[u8], dir: &Path, base: u64, mode: Mode) -> (Scan, IndexTrust) {
     let index_path = dir.join(format::index_file_name(base));
     let on_disk = SparseIndex::load(&index_path, base, bytes.len() as u64);
     if mode == Mode::Clean
@@ -170,21 +193,29 @@ fn scan_active(bytes: &[u8], dir: &Path, base: u64, mode: Mode) -> (Scan, bool) 
             .map_or(Some((FILE_HEADER_SIZE as u64, base)), |entry| {
                 let position = u64::from(entry.position);
                 let offset = base + u64::from(entry.relative_offset);
-                format::decode_record(&bytes[position as usize..])
+                format::decode_log_record(&bytes[position as usize..])
                     .is_ok_and(|record| record.offset == offset)
                     .then_some((position, offset))
             });
         if let Some((position, offset)) = start {
             let scan = segment::scan_records_from(bytes, base, position, offset, index.clone());
             if scan.stop.is_none() {
-                let matches = scan.index == *index;
-                return (scan, matches);
+                let trust = if scan.index == *index {
+                    IndexTrust::Unchecked
+                } else {
+                    IndexTrust::Rebuilt
+                };
+                return (scan, trust);
             }
         }
     }
     let scan = segment::scan_records(bytes, base);
-    let matches = on_disk.is_ok_and(|index| index == scan.index);
-    (scan, matches)
+    let trust = if on_disk.is_ok_and(|index| index == scan.index) {
+        IndexTrust::Verified
+    } else {
+        IndexTrust::Rebuilt
+    };
+    (scan, trust)
 }
 
 /// Decides what to do with the bytes after the last valid record: returns how

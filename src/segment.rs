@@ -107,7 +107,7 @@ pub fn scan_records_from(
         .map_or(FILE_HEADER_SIZE as u64, |entry| u64::from(entry.position));
     let len = bytes.len() as u64;
     while position < len {
-        let record = match format::decode_record(&bytes[position as usize..]) {
+        let record = match format::decode_log_record(&bytes[position as usize..]) {
             Ok(record) => record,
             Err(error) => {
                 return Scan {
@@ -156,7 +156,7 @@ pub fn find_record_after(bytes: &[u8], from: u64, expected: u64) -> Option<u64> 
     let last = bytes.len().checked_sub(format::RECORD_HEADER_SIZE)?;
     (start..=last)
         .find(|&position| {
-            let Ok(record) = format::decode_record(&bytes[position..]) else {
+            let Ok(record) = format::decode_log_record(&bytes[position..]) else {
                 return false;
             };
             // A record after a hole of n bytes has an offset between `expected`
@@ -274,7 +274,7 @@ impl Segment {
             base_offset,
             log_path,
             index_path,
-            map: MappedFile::map(&file, 0).map_err(|e| Error::io("map", dir, e))?,
+            map: MappedFile::empty(),
             index: SparseIndex::default(),
             index_unverified: false,
             durable_position: header_end,
@@ -299,6 +299,7 @@ impl Segment {
         end_position: u64,
         next_offset: u64,
         index: SparseIndex,
+        index_unverified: bool,
     ) -> Result<Segment> {
         let log_path = dir.join(format::log_file_name(base_offset));
         let index_path = dir.join(format::index_file_name(base_offset));
@@ -319,7 +320,7 @@ impl Segment {
             index_path,
             map,
             index,
-            index_unverified: false,
+            index_unverified,
             durable_position: end_position,
             writer: Some(Writer {
                 file: Arc::new(file),
@@ -394,8 +395,7 @@ impl Segment {
         if !writer.buffer.is_empty() {
             if let Err(e) = writer.file.write_all_at(&writer.buffer, writer.file_len) {
                 // Drop the map first: nothing may truncate a mapped file (see mmap.rs).
-                self.map = MappedFile::map(&writer.file, 0)
-                    .map_err(|e| Error::io("unmap", &self.log_path, e))?;
+                self.map = MappedFile::empty();
                 if let Err(cut) = writer.file.set_len(writer.file_len) {
                     // The file may now end in a partial record that a later
                     // write would not fully cover: stop writing altogether.
@@ -421,8 +421,8 @@ impl Segment {
         Ok(())
     }
 
-    /// The file to fdatasync, and the point that becomes durable when it is.
-    /// The caller has flushed first.
+    /// The file to fdatasync, and the position that becomes durable when it
+    /// is, with the offset after it. The caller has flushed first.
     pub fn sync_target(&self) -> Option<(Arc<File>, u64, u64)> {
         let writer = self.writer.as_ref()?;
         debug_assert!(
@@ -481,7 +481,7 @@ impl Segment {
                 continue;
             }
             let bytes = &self.map[position as usize..limit as usize];
-            let record = format::decode_record(bytes)
+            let record = format::decode_log_record(bytes)
                 .map_err(|e| Error::corrupt(&self.log_path, position, e.to_string()))?;
             if record.offset != expected {
                 return Err(Error::corrupt(
@@ -527,7 +527,7 @@ impl Segment {
             return Ok((position, offset));
         }
         let agrees = position < limit
-            && format::decode_record(&self.map[position as usize..limit as usize])
+            && format::decode_log_record(&self.map[position as usize..limit as usize])
                 .is_ok_and(|record| record.offset == offset);
         if agrees {
             return Ok((position, offset));
@@ -546,12 +546,34 @@ impl Segment {
             }))
     }
 
-    /// Rebuilds a sealed segment's index from its log and rewrites the file.
+    /// Rebuilds the index from the log and rewrites the index file. For the
+    /// active segment the scan covers what was written to the file, and the
+    /// entries of records still in the write buffer (which this process
+    /// made) are kept.
     fn rebuild_index(&mut self, why: &str) -> Result<()> {
         eprintln!("seglog: rebuilding {} ({why})", self.index_path.display());
+        let file_len = self.writer.as_ref().map(|w| w.file_len);
+        if let (Some(len), Some(writer)) = (file_len, self.writer.as_ref())
+            && (self.map.len() as u64) < len
+        {
+            self.map = MappedFile::map(&writer.file, len as usize)
+                .map_err(|e| Error::io("map", &self.log_path, e))?;
+        }
         let scan = scan_records(&self.map, self.base_offset);
-        scan.index.write_file(&self.index_path, self.base_offset)?;
-        self.index = scan.index;
+        if let Err(e) = scan.index.write_file(&self.index_path, self.base_offset) {
+            // A cache that cannot be written costs speed, not data.
+            eprintln!("seglog: cannot rewrite {}: {e}", self.index_path.display());
+        }
+        let mut entries = scan.index.entries().to_vec();
+        if let Some(len) = file_len {
+            entries.extend(
+                self.index
+                    .entries()
+                    .iter()
+                    .filter(|entry| u64::from(entry.position) >= len),
+            );
+        }
+        self.index = SparseIndex::from_entries(entries);
         self.index_unverified = false;
         Ok(())
     }

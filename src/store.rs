@@ -28,7 +28,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::format::MESSAGE_BYTES_MAX;
 use crate::fsutil;
-use crate::keylog::KeyLog;
+use crate::keylog::{KeyLog, SyncTarget};
 use crate::keyname::{self, FnvHasher, KEY_BYTES_MAX, KEY_FILE_NAME};
 use crate::offsets::CommittedOffsets;
 use crate::recovery::Mode;
@@ -122,8 +122,10 @@ pub struct Store {
     /// Set when a sync failed: the page cache state is unknown, so every
     /// later write is refused until the store is reopened.
     poisoned: bool,
-    /// `logs/` gained a key directory since the last sync.
-    logs_dir_dirty: bool,
+    /// Key directories created in `logs/`, counted (see `KeyLog::dir_changes`).
+    logs_dir_changes: u64,
+    /// How many of `logs_dir_changes` a completed sync point covered.
+    logs_dir_synced: u64,
     /// Threads that run the fdatasyncs of large sync points.
     sync_pool: Arc<SyncPool>,
 }
@@ -135,15 +137,23 @@ pub struct SyncPlan {
     pool: Arc<SyncPool>,
     files: Vec<(Arc<File>, String)>,
     dirs: BTreeSet<PathBuf>,
-    /// Per key, the point that becomes durable.
-    keys: Vec<(String, u64, u64)>,
-    offsets: bool,
+    /// Per key, what becomes durable.
+    keys: Vec<(String, SyncTarget)>,
+    /// The creation count of `logs/` the plan covers.
+    logs_dir_changes: u64,
+    /// The commits the plan makes durable.
+    offsets: Option<HashMap<String, u64>>,
 }
 
 impl SyncPlan {
     /// True when there is nothing to sync.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty() && self.dirs.is_empty()
+    }
+
+    /// The directories the plan fsyncs.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(PathBuf::as_path)
     }
 
     /// Number of appended-to keys the plan covers.
@@ -192,7 +202,7 @@ impl Store {
         if config.open_keys_max == 0 {
             return Err(Error::Config("at least one key must be kept open".into()));
         }
-        fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        fsutil::create_dir_all_durably(dir)?;
         let lock_path = dir.join(LOCK_FILE_NAME);
         let lock = OpenOptions::new()
             .read(true)
@@ -217,6 +227,12 @@ impl Store {
             // Gone before the first write, so a crash from now on is seen as unclean.
             fs::remove_file(&clean_path).map_err(|e| Error::io("remove", &clean_path, e))?;
             fsutil::sync_dir(dir)?;
+        } else {
+            // A kill -9 leaves written but unsynced records, commits and
+            // directory entries in the page cache, where recovery would find
+            // them valid and serve them. One syncfs makes all of them durable
+            // before anything is read: cheaper than a sync per key.
+            fsutil::sync_file_system(dir)?;
         }
         let offsets = CommittedOffsets::open(dir)?;
         Ok(Store {
@@ -229,7 +245,8 @@ impl Store {
             clock: 0,
             offsets,
             poisoned: false,
-            logs_dir_dirty: false,
+            logs_dir_changes: 0,
+            logs_dir_synced: 0,
             sync_pool: Arc::default(),
         })
     }
@@ -339,29 +356,32 @@ impl Store {
             files: Vec::new(),
             dirs: BTreeSet::new(),
             keys: Vec::new(),
-            offsets: false,
+            logs_dir_changes: self.logs_dir_changes,
+            offsets: None,
         };
         for (key, open) in &mut self.open {
             if !open.log.has_pending() {
                 continue;
             }
             open.log.flush()?;
-            if let Some((file, position, next, dir_dirty)) = open.log.take_sync_target() {
-                plan.files
-                    .push((file, open.log.dir().display().to_string()));
-                plan.keys.push((key.clone(), position, next));
-                if dir_dirty {
-                    plan.dirs.insert(open.log.dir().to_path_buf());
+            if let Some(target) = open.log.sync_target() {
+                plan.files.push((
+                    Arc::clone(&target.file),
+                    target.log_path.display().to_string(),
+                ));
+                if let Some((dir, _)) = &target.dir {
+                    plan.dirs.insert(dir.clone());
                 }
+                plan.keys.push((key.clone(), target));
             }
         }
-        if std::mem::take(&mut self.logs_dir_dirty) {
+        if self.logs_dir_changes > self.logs_dir_synced {
             plan.dirs.insert(self.logs_dir.clone());
         }
-        if let Some(file) = self.offsets.prepare_sync()? {
+        if let Some((file, commits)) = self.offsets.prepare_sync()? {
             plan.files
-                .push((file, crate::offsets::OFFSETS_FILE_NAME.to_string()));
-            plan.offsets = true;
+                .push((file, self.offsets.path().display().to_string()));
+            plan.offsets = Some(commits);
         }
         Ok(plan)
     }
@@ -376,13 +396,14 @@ impl Store {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
-        for (key, position, next) in plan.keys {
-            if let Some(open) = self.open.get_mut(&key) {
-                open.log.mark_durable(position, next);
+        for (key, target) in &plan.keys {
+            if let Some(open) = self.open.get_mut(key) {
+                open.log.mark_synced(target);
             }
         }
-        if plan.offsets {
-            self.offsets.complete_sync();
+        self.logs_dir_synced = self.logs_dir_synced.max(plan.logs_dir_changes);
+        if let Some(commits) = plan.offsets {
+            self.offsets.complete_sync(commits);
         }
         self.evict_to(self.config.open_keys_max);
         Ok(())
@@ -439,7 +460,9 @@ impl Store {
                 // Every open key awaits a sync: run one now, which bounds
                 // open files even when one sync point would cover more keys
                 // than may be open. Readers may see these records before
-                // their writers are answered; they are durable by then.
+                // their writers are answered; they are durable by then: this
+                // plan fsyncs every directory whose creation no completed
+                // plan has covered, including those of a plan in flight.
                 self.sync()?;
                 self.evict_to(self.config.open_keys_max - 1);
             }
@@ -487,7 +510,7 @@ impl Store {
                 return Ok(None);
             }
             fs::create_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
-            self.logs_dir_dirty = true;
+            self.logs_dir_changes += 1;
             return Ok(Some(dir));
         }
         for n in 0..HASH_COLLISIONS_MAX {
@@ -532,7 +555,7 @@ impl Store {
             .map_err(|e| Error::io("write", &key_file, e))?;
         fsutil::sync_dir(&tmp)?;
         fs::rename(&tmp, dir).map_err(|e| Error::io("rename to", dir, e))?;
-        self.logs_dir_dirty = true;
+        self.logs_dir_changes += 1;
         Ok(())
     }
 }

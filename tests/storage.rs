@@ -10,5 +10,7 @@ mod damage;
 mod keys;
 #[path = "storage/model.rs"]
 mod model;
+#[path = "storage/review.rs"]
+mod review;
 #[path = "storage/spec.rs"]
 mod spec;

@@ -103,7 +103,9 @@ pub fn check(bytes: &[u8], path: &Path, kind: FileKind, name_base: Option<u64>) 
             ),
             true,
         ),
-        DecodeError::LengthTooLarge { .. } => (0, format!("header: {error}"), false),
+        DecodeError::LengthTooLarge { .. } | DecodeError::EmptyPayload => {
+            (0, format!("header: {error}"), false)
+        }
     };
     HeaderCheck {
         body_decodable,

@@ -315,7 +315,7 @@ pub fn agreement(log: &LogFile, entry: IndexEntry) -> Agreement {
     let offset = log
         .base_offset()
         .saturating_add(u64::from(entry.relative_offset));
-    match format::decode_record(bytes) {
+    match format::decode_log_record(bytes) {
         Err(error) => Agreement::NoRecord(error),
         Ok(record) if record.offset != offset => Agreement::WrongOffset {
             found: record.offset,

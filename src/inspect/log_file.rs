@@ -272,7 +272,7 @@ impl<'a> Iterator for Frames<'a> {
         }
         let position = self.position;
         let expected = self.expected;
-        match format::decode_record(rest) {
+        match format::decode_log_record(rest) {
             Ok(record) => {
                 self.position += record.size() as u64;
                 // Follow the log's own numbering after a gap, so that one
@@ -298,7 +298,7 @@ impl<'a> Iterator for Frames<'a> {
                         self.expected = self
                             .bytes
                             .get(next as usize..)
-                            .and_then(|bytes| format::decode_record(bytes).ok())
+                            .and_then(|bytes| format::decode_log_record(bytes).ok())
                             .map_or(expected, |record| record.offset);
                         next
                     }

@@ -1,0 +1,158 @@
+//! Regression tests for bugs found in review, each named after the bug.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+
+use seglog::{Error, Store, StoreConfig};
+use tempfile::TempDir;
+
+use crate::common::*;
+
+/// A second sync plan made while the first is in flight must fsync the
+/// directories the first one covers: the first must not take them away, or
+/// the second could publish records whose directory entries are not durable.
+#[test]
+fn plan_made_while_another_is_in_flight_still_fsyncs_new_directories() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    store.append("a", b"1").expect("append");
+    let first = store.prepare_sync().expect("first plan");
+    let key_dir = key_dir(dir.path(), "a");
+    let logs = dir.path().join("logs");
+    let first_dirs: Vec<_> = first.dirs().map(|d| d.to_path_buf()).collect();
+    assert_eq!(first_dirs, vec![logs.clone(), key_dir.clone()]);
+    store.append("a", b"2").expect("append");
+    let second = store.prepare_sync().expect("second plan");
+    let second_dirs: Vec<_> = second.dirs().map(|d| d.to_path_buf()).collect();
+    assert_eq!(second_dirs, vec![logs, key_dir], "still unsynced");
+    let executed = second.execute();
+    store
+        .complete_sync(second, executed)
+        .expect("second completes");
+    let executed = first.execute();
+    store
+        .complete_sync(first, executed)
+        .expect("first completes");
+    store.append("a", b"3").expect("append");
+    let third = store.prepare_sync().expect("third plan");
+    assert_eq!(third.dirs().count(), 0, "covered by a completed plan");
+}
+
+/// Completing one plan must publish only the commits it covered, not those
+/// of a later plan that has not run.
+#[test]
+fn completing_one_plan_does_not_publish_a_later_plans_commits() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    store.commit("a", 1).expect("commit");
+    let first = store.prepare_sync().expect("first plan");
+    store.commit("a", 7).expect("commit");
+    let second = store.prepare_sync().expect("second plan");
+    let executed = first.execute();
+    store
+        .complete_sync(first, executed)
+        .expect("first completes");
+    assert_eq!(store.committed("a"), Some(1));
+    let executed = second.execute();
+    store
+        .complete_sync(second, executed)
+        .expect("second completes");
+    assert_eq!(store.committed("a"), Some(7));
+}
+
+/// A zeroed header on the last segment, with valid records after it, is
+/// damage, not a torn creation: deleting the file would lose acknowledged
+/// records and hand their offsets out again.
+#[test]
+fn zeroed_header_before_valid_records_refuses_the_key_instead_of_deleting() {
+    let dir = TempDir::new().expect("tempdir");
+    fill(
+        &mut Store::open(dir.path(), small_segments(256)).expect("open"),
+        "k",
+        20,
+    );
+    let last = segment_logs(&key_dir(dir.path(), "k"))
+        .pop()
+        .expect("segments");
+    let file = OpenOptions::new().write(true).open(&last).expect("open");
+    file.write_all_at(&[0u8; seglog::format::FILE_HEADER_SIZE], 0)
+        .expect("zero the header");
+    let mut store = Store::open(dir.path(), small_segments(256)).expect("reopen");
+    assert!(matches!(
+        read_all(&mut store, "k", 0).1,
+        Some(Error::Corrupt { .. })
+    ));
+    assert!(matches!(
+        store.append("k", b"x"),
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(last.exists(), "the damaged segment is kept for an operator");
+}
+
+/// After a clean close only the last index entry of the active segment is
+/// checked on open; an earlier wrong entry must be caught when used and the
+/// index rebuilt, not trusted.
+#[test]
+fn wrong_early_index_entry_after_clean_close_is_caught_when_used() {
+    const COUNT: u64 = 400;
+    let payload = |i: u64| format!("{{\"i\":{i},\"pad\":\"{}\"}}", "p".repeat(80)).into_bytes();
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let mut store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        for i in 0..COUNT {
+            store.append("k", &payload(i)).expect("append");
+        }
+        store.close().expect("close");
+    }
+    let index = segment_logs(&key_dir(dir.path(), "k"))
+        .remove(0)
+        .with_extension("index");
+    let original = fs::read(&index).expect("index");
+    let entries = (original.len() - seglog::format::FILE_HEADER_SIZE) / 8;
+    assert!(entries >= 3, "{entries} entries");
+    // Move the first entry one record on, keeping the index ordered.
+    let mut damaged = original.clone();
+    let at = seglog::format::FILE_HEADER_SIZE;
+    let relative = u32::from_le_bytes(damaged[at..at + 4].try_into().expect("4 bytes"));
+    let position = u32::from_le_bytes(damaged[at + 4..at + 8].try_into().expect("4 bytes"));
+    let record = seglog::format::record_size(payload(u64::from(relative)).len()) as u32;
+    damaged[at..at + 4].copy_from_slice(&(relative - 1).to_le_bytes());
+    damaged[at + 4..at + 8].copy_from_slice(&(position + record).to_le_bytes());
+    fs::write(&index, damaged).expect("write");
+    let mut store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    for from in [u64::from(relative), u64::from(relative) + 1, COUNT - 1] {
+        let (records, error) = read_all(&mut store, "k", from);
+        assert!(error.is_none(), "read from {from}: {error:?}");
+        assert_eq!(records.first().map(|r| r.0), Some(from));
+        assert_eq!(records.first().map(|r| r.1.clone()), Some(payload(from)));
+    }
+    assert_eq!(fs::read(&index).expect("index"), original, "rebuilt");
+}
+
+/// Compaction is due when the journal is several times what one entry per
+/// key needs; with long keys a fixed per-key estimate made every sync
+/// rewrite the journal.
+#[test]
+fn journal_of_long_keys_is_not_compacted_on_every_sync() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    let key = |i: usize| format!("{i:04}{}", "k".repeat(3996));
+    for i in 0..1200 {
+        store.commit(&key(i), 1).expect("commit");
+    }
+    store.sync().expect("sync");
+    let journal = dir.path().join(seglog::offsets::OFFSETS_FILE_NAME);
+    let mut len = fs::metadata(&journal).expect("stat").len();
+    assert!(len > seglog::offsets::COMPACT_BYTES_MIN);
+    for round in 0..10u64 {
+        store.commit(&key(0), 2 + round).expect("commit");
+        store.sync().expect("sync");
+        let now = fs::metadata(&journal).expect("stat").len();
+        assert_eq!(now, len + 4016, "round {round}: appended, not rewritten");
+        len = now;
+    }
+    drop(store);
+    let store = Store::open(dir.path(), Default::default()).expect("reopen");
+    assert_eq!(store.committed(&key(0)), Some(11));
+    assert_eq!(store.committed(&key(1199)), Some(1));
+}
