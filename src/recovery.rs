@@ -134,10 +134,15 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
         }
         let (scan, index_trust) = scan_active(&map, dir, base, mode);
         let cut_bytes = settle_tail(&map, &log_path, &scan)?;
-        drop(map);
-        if cut_bytes > 0 {
+        // The scan's map serves reads unless the file is cut, which must not
+        // happen under a map (mmap.rs).
+        let map = if cut_bytes > 0 {
+            drop(map);
             cut(&file, &log_path, scan.end_position)?;
-        }
+            None
+        } else {
+            Some(map)
+        };
         if index_trust == IndexTrust::Rebuilt {
             let index_path = dir.join(format::index_file_name(base));
             if let Err(e) = scan.index.write_file(&index_path, base) {
@@ -148,6 +153,8 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
         let active = Segment::open_active(
             dir,
             base,
+            file,
+            map,
             scan.end_position,
             scan.next_offset,
             scan.index,

@@ -290,12 +290,19 @@ impl Segment {
         })
     }
 
-    /// Opens an existing file as the active segment whose valid records end
-    /// at `end_position` with `next_offset` next. Recovery has already cut
-    /// the file to that length and settled the index.
+    /// Takes an existing, open file as the active segment whose valid
+    /// records end at `end_position` with `next_offset` next. Recovery has
+    /// already cut the file to that length and settled the index; `map`, if
+    /// recovery's own map is still valid, is reused.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "recovery hands over everything it found"
+    )]
     pub fn open_active(
         dir: &Path,
         base_offset: u64,
+        file: File,
+        map: Option<MappedFile>,
         end_position: u64,
         next_offset: u64,
         index: SparseIndex,
@@ -303,13 +310,11 @@ impl Segment {
     ) -> Result<Segment> {
         let log_path = dir.join(format::log_file_name(base_offset));
         let index_path = dir.join(format::index_file_name(base_offset));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .map_err(|e| Error::io("open", &log_path, e))?;
-        let map = MappedFile::map(&file, end_position as usize)
-            .map_err(|e| Error::io("map", &log_path, e))?;
+        let map = match map {
+            Some(map) => map,
+            None => MappedFile::map(&file, end_position as usize)
+                .map_err(|e| Error::io("map", &log_path, e))?,
+        };
         let last_indexed = index
             .entries()
             .last()
