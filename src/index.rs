@@ -56,12 +56,6 @@ impl SparseIndex {
         after.checked_sub(1).map(|i| self.entries[i])
     }
 
-    /// Drops entries at or past `position` (after the log was cut there).
-    pub fn truncate_at_position(&mut self, position: u64) {
-        self.entries
-            .retain(|entry| u64::from(entry.position) < position);
-    }
-
     /// Reads the index file of the segment starting at `base_offset` whose log
     /// is `log_len` bytes long. Returns why it cannot be used, if it cannot:
     /// the caller then rebuilds it.

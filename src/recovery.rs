@@ -80,8 +80,6 @@ pub struct Recovered {
     pub sealed: Vec<u64>,
     /// The active segment, if the key has any segment.
     pub active: Option<Segment>,
-    /// Bytes cut from the active segment's tail.
-    pub cut_bytes: u64,
 }
 
 /// The segment base offsets present in a key directory, ascending.
@@ -163,13 +161,11 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
         return Ok(Recovered {
             sealed,
             active: Some(active),
-            cut_bytes,
         });
     }
     Ok(Recovered {
         sealed,
         active: None,
-        cut_bytes: 0,
     })
 }
 

@@ -146,11 +146,6 @@ pub struct SyncPlan {
 }
 
 impl SyncPlan {
-    /// True when there is nothing to sync.
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.dirs.is_empty()
-    }
-
     /// The directories the plan fsyncs.
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.dirs.iter().map(PathBuf::as_path)
