@@ -193,12 +193,8 @@ fn scan_active(bytes: &[u8], dir: &Path, base: u64, mode: Mode) -> (Scan, IndexT
         let start = index
             .entries()
             .last()
-            .map_or(Some((FILE_HEADER_SIZE as u64, base)), |entry| {
-                let position = u64::from(entry.position);
-                let offset = base + u64::from(entry.relative_offset);
-                format::decode_log_record(&bytes[position as usize..])
-                    .is_ok_and(|record| record.offset == offset)
-                    .then_some((position, offset))
+            .map_or(Some((FILE_HEADER_SIZE as u64, base)), |&entry| {
+                segment::checked_entry_start(bytes, base, entry)
             });
         if let Some((position, offset)) = start {
             let scan = segment::scan_records_from(bytes, base, position, offset, index.clone());

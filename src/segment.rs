@@ -167,6 +167,27 @@ pub fn find_record_after(bytes: &[u8], from: u64, expected: u64) -> Option<u64> 
         .map(|position| position as u64)
 }
 
+/// The position and offset of the record an index entry names.
+fn entry_start(base_offset: u64, entry: IndexEntry) -> (u64, u64) {
+    (
+        u64::from(entry.position),
+        base_offset + u64::from(entry.relative_offset),
+    )
+}
+
+/// The position and offset of the record `entry` names, if `bytes` (a
+/// segment's `.log` from its first byte) holds a valid record with that
+/// offset at that position: how an index entry read from disk is checked.
+pub fn checked_entry_start(
+    bytes: &[u8],
+    base_offset: u64,
+    entry: IndexEntry,
+) -> Option<(u64, u64)> {
+    let (position, offset) = entry_start(base_offset, entry);
+    let record = format::decode_log_record(bytes.get(position as usize..)?).ok()?;
+    (record.offset == offset).then_some((position, offset))
+}
+
 /// Why a sealed or active segment stopped delivering records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadEnd {
@@ -526,17 +547,15 @@ impl Segment {
         let Some(entry) = self.index.lookup(relative) else {
             return Ok((header_end, self.base_offset));
         };
-        let position = u64::from(entry.position);
-        let offset = self.base_offset + u64::from(entry.relative_offset);
         if !self.index_unverified {
-            return Ok((position, offset));
+            return Ok(entry_start(self.base_offset, entry));
         }
-        let agrees = position < limit
-            && format::decode_log_record(&self.map[position as usize..limit as usize])
-                .is_ok_and(|record| record.offset == offset);
-        if agrees {
-            return Ok((position, offset));
+        if let Some(start) =
+            checked_entry_start(&self.map[..limit as usize], self.base_offset, entry)
+        {
+            return Ok(start);
         }
+        let (position, offset) = entry_start(self.base_offset, entry);
         self.rebuild_index(&format!(
             "entry for offset {offset} points at position {position}, which does not hold it"
         ))?;
@@ -544,10 +563,7 @@ impl Segment {
             .index
             .lookup(relative)
             .map_or((header_end, self.base_offset), |entry| {
-                (
-                    u64::from(entry.position),
-                    self.base_offset + u64::from(entry.relative_offset),
-                )
+                entry_start(self.base_offset, entry)
             }))
     }
 
