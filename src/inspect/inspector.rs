@@ -424,41 +424,30 @@ fn chain_problem(
         return None;
     }
     let log = files.log.as_deref()?;
-    let position = HEADER_BASE_OFFSET_POS as u64;
-    Some(if first {
-        Problem::at(
+    let (kind, text) = if first {
+        (
             ProblemKind::MissingSegments,
-            log,
-            position,
             format!(
                 "the log starts at offset {base}, not 0: the segments holding offsets 0 to {} are missing",
                 base - 1
             ),
         )
-    } else if base > due {
-        Problem::at(
-            ProblemKind::SegmentGap,
-            log,
-            position,
-            format!(
-                "offsets not consecutive across segments: the previous segment ends at offset {}, \
-                 this one starts at {base}, so offsets {due} to {} are missing",
-                due - 1,
-                base - 1
-            ),
-        )
     } else {
-        Problem::at(
+        let consequence = if base > due {
+            format!("so offsets {due} to {} are missing", base - 1)
+        } else {
+            "which that segment already holds".to_string()
+        };
+        (
             ProblemKind::SegmentGap,
-            log,
-            position,
             format!(
                 "offsets not consecutive across segments: the previous segment ends at offset {}, \
-                 this one starts at {base}, which that segment already holds",
+                 this one starts at {base}, {consequence}",
                 due - 1
             ),
         )
-    })
+    };
+    Some(Problem::at(kind, log, HEADER_BASE_OFFSET_POS as u64, text))
 }
 
 /// The base offset of the last `.log` in `dir`.
