@@ -2,7 +2,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use seglog::{Error, Store};
 use tempfile::TempDir;
@@ -34,9 +34,9 @@ fn expect_messages(store: &mut Store, count: u64) {
     assert_eq!(records, expected);
 }
 
-/// Writes ten records, appends `tail` to the active segment, reopens, and
-/// checks that the records survive, the tail is cut, and appends go on.
-fn assert_tail_is_cut(tail: &[u8]) {
+/// A store holding records 0 to 9 of `KEY`, closed uncleanly, and the path
+/// of its one segment's `.log`.
+fn ten_records() -> (TempDir, PathBuf) {
     let dir = TempDir::new().expect("tempdir");
     fill(
         &mut Store::open(dir.path(), Default::default()).expect("open"),
@@ -44,6 +44,13 @@ fn assert_tail_is_cut(tail: &[u8]) {
         10,
     );
     let log = segment_logs(&key_dir(dir.path(), KEY)).remove(0);
+    (dir, log)
+}
+
+/// Writes ten records, appends `tail` to the active segment, reopens, and
+/// checks that the records survive, the tail is cut, and appends go on.
+fn assert_tail_is_cut(tail: &[u8]) {
+    let (dir, log) = ten_records();
     let valid_len = fs::metadata(&log).expect("stat").len();
     append_bytes(&log, tail);
     let mut store = Store::open(dir.path(), Default::default()).expect("reopen");
@@ -70,13 +77,7 @@ fn zero_filled_tail_is_not_mistaken_for_records() {
 /// the records before it down with it.
 #[test]
 fn flipped_bit_in_the_tail_cuts_only_the_last_record() {
-    let dir = TempDir::new().expect("tempdir");
-    fill(
-        &mut Store::open(dir.path(), Default::default()).expect("open"),
-        KEY,
-        10,
-    );
-    let log = segment_logs(&key_dir(dir.path(), KEY)).remove(0);
+    let (dir, log) = ten_records();
     let bounds = record_bounds(&log);
     flip_bit(&log, bounds[9] + 20);
     let mut store = Store::open(dir.path(), Default::default()).expect("reopen");
