@@ -22,8 +22,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use contents::Step;
-use seglog::format::{self, FILE_HEADER_SIZE};
-use seglog::store::{CLEAN_FILE_NAME, LOCK_FILE_NAME, LOGS_DIR_NAME};
+use seglog::storage::format::{self, FILE_HEADER_SIZE};
+use seglog::storage::store::{CLEAN_FILE_NAME, LOCK_FILE_NAME, LOGS_DIR_NAME};
 use seglog::{Store, StoreConfig};
 
 /// The bit flipped in `sample-v1-flipped`: the lowest, which turns one digit
@@ -95,7 +95,7 @@ fn write_store(dir: &Path) -> Result<()> {
 
 /// The directory of the long log's key in the store `dir`.
 fn clean_key_dir(dir: &Path) -> Result<PathBuf> {
-    let name = seglog::keyname::escaped_name(contents::KEY_LONG_LOG).ok_or("short key")?;
+    let name = seglog::storage::keyname::escaped_name(contents::KEY_LONG_LOG).ok_or("short key")?;
     Ok(dir.join(LOGS_DIR_NAME).join(name))
 }
 

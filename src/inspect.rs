@@ -1,7 +1,7 @@
 //! The offline segment inspector: `seglog inspect PATH`.
 //!
 //! It decodes a data directory, one store, one key's log or one file with the
-//! codecs of [`crate::format`], prints what it found for people (aligned
+//! codecs of [`crate::storage::format`], prints what it found for people (aligned
 //! columns) or for scripts (`--json`, one object per line), and with
 //! `--verify` lists every problem with its file and byte position and makes
 //! the exit status say whether there was any.

@@ -1,39 +1,19 @@
 //! seglog: a persistent segmented log for Maelstrom's kafka workload.
 //!
 //! # Layout
-//! - [`format`]: byte layout and codecs of every file, no I/O (spec: `segment-format.md`).
-//! - [`keyname`]: keys to directory names, injective and confined to the data directory.
-//! - [`mmap`]: the read-only memory maps, the only `unsafe` code.
-//! - [`index`]: the sparse offset index of one segment, a cache rebuilt from the log.
-//! - [`segment`]: one segment, its `.log` and `.index`; scanning records.
-//! - [`recovery`]: the recovery decision table, applied when a key is opened.
-//! - [`keylog`]: one key's log: sealed segments, the active one, rolling.
-//! - [`offsets`]: the committed-offsets journal.
-//! - [`store`]: all keys of a data directory, its lock, and the sync points.
-//! - [`syncpool`]: threads that issue the fdatasyncs of a sync point together.
-//! - [`fsutil`]: durable directory and atomic-rewrite helpers.
-//! - [`error`]: the error type.
-//! - [`protocol`]: Maelstrom message types, request parsing and reply encoding.
-//! - [`node`]: the Maelstrom node: stdin/stdout loop, group commit, replies.
-//! - [`log`]: stderr logging, quiet by default.
-//! - [`inspect`]: the offline inspector behind `seglog inspect`.
+//! Three layers, each a folder; a layer calls only the ones listed before it.
+//! - [`storage`]: the engine. Segment files, the sparse index, recovery, committed
+//!   offsets and sync points; it knows nothing of any protocol or cluster.
+//! - [`node`]: the Maelstrom front end: the protocol, the event loop, group commit
+//!   replies, and the cluster (owners, forwarding, replication).
+//! - [`inspect`]: the offline inspector behind `seglog inspect`; reads files, never
+//!   the engine's open state.
+//! - [`log`]: stderr logging, quiet by default, shared by all of them.
 
-pub mod error;
-pub mod format;
-pub mod fsutil;
-pub mod index;
 pub mod inspect;
-pub mod keylog;
-pub mod keyname;
 pub mod log;
-pub mod mmap;
 pub mod node;
-pub mod offsets;
-pub mod protocol;
-pub mod recovery;
-pub mod segment;
-pub mod store;
-pub mod syncpool;
+pub mod storage;
 
-pub use error::{Error, Result};
-pub use store::{Store, StoreConfig, SyncPlan};
+pub use storage::error::{Error, Result};
+pub use storage::store::{Store, StoreConfig, SyncPlan};

@@ -13,8 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use seglog::format::{self, FILE_HEADER_SIZE, FileHeader, FileKind};
-use seglog::keyname;
+use seglog::storage::format::{self, FILE_HEADER_SIZE, FileHeader, FileKind};
+use seglog::storage::keyname;
 use seglog::{Store, StoreConfig};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -954,7 +954,7 @@ fn torn_offsets_journal_tail_is_reported() {
     let (tmp, store) = fresh();
     let path = store.join("offsets.journal");
     let bytes = fs::read(&path).expect("read");
-    let scan = seglog::offsets::decode_journal(&bytes).expect("journal");
+    let scan = seglog::storage::offsets::decode_journal(&bytes).expect("journal");
     let (_, _, last) = *scan.entries.last().expect("entries");
     fs::write(&path, &bytes[..bytes.len() - 3]).expect("write");
     let message = assert_one(

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::format::{
+use crate::storage::format::{
     self, DecodeError, FILE_HEADER_SIZE, FileHeader, FileKind, HEADER_BASE_OFFSET_POS,
     HEADER_CRC_POS, HEADER_FLAGS_POS, HEADER_VERSION_POS, SUPPORTED_VERSIONS,
 };

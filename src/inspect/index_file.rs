@@ -8,8 +8,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, DecodeError, FILE_HEADER_SIZE, FileKind, INDEX_ENTRY_SIZE, IndexEntry};
-use crate::segment::Scan;
+use crate::storage::format::{
+    self, DecodeError, FILE_HEADER_SIZE, FileKind, INDEX_ENTRY_SIZE, IndexEntry,
+};
+use crate::storage::segment::Scan;
 
 use super::header::{self, HeaderCheck};
 use super::log_file::LogFile;

@@ -8,8 +8,8 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, HEADER_BASE_OFFSET_POS};
-use crate::store::CLEAN_FILE_NAME;
+use crate::storage::format::{self, HEADER_BASE_OFFSET_POS};
+use crate::storage::store::CLEAN_FILE_NAME;
 
 use super::InspectArgs;
 use super::header::read_u64;

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, FileKind};
-use crate::offsets;
+use crate::storage::format::{self, FileKind};
+use crate::storage::offsets;
 
 use super::header;
 use super::problem::{FileProblems, Problem, ProblemKind};

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::format;
-use crate::keyname::{self, DecodedName, KEY_FILE_NAME};
+use crate::storage::format;
+use crate::storage::keyname::{self, DecodedName, KEY_FILE_NAME};
 
 use super::problem::{Note, Problem, ProblemKind};
 use super::segment_check::SegmentFiles;

@@ -7,11 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::format::{
+use crate::storage::format::{
     self, DecodeError, FILE_HEADER_SIZE, FileKind, MESSAGE_BYTES_MAX, RECORD_CRC_POS,
     RECORD_HEADER_SIZE, RECORD_LENGTH_POS, RECORD_OFFSET_POS, Record,
 };
-use crate::segment::{self, Scan};
+use crate::storage::segment::{self, Scan};
 
 use super::header::{self, HeaderCheck, read_u32, read_u64};
 use super::problem::{FileProblems, Problem, ProblemKind};

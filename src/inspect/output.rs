@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::format::{self, IndexEntry};
+use crate::storage::format::{self, IndexEntry};
 
 use super::index_file::{self, Agreement, IndexState, agreement, entries_phrase};
 use super::journal::Journal;

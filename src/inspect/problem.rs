@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::format::DecodeError;
+use crate::storage::format::DecodeError;
 
 /// Problems listed per file before the rest are summed up in one line: a
 /// garbage index can disagree with its log at every entry, and a thousand

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::segment::Scan;
+use crate::storage::segment::Scan;
 
 use super::index_file::IndexFile;
 use super::log_file::{LogFile, LogSummary};

@@ -5,10 +5,10 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, FileKind};
-use crate::keyname::KEY_FILE_NAME;
-use crate::offsets::OFFSETS_FILE_NAME;
-use crate::store::LOGS_DIR_NAME;
+use crate::storage::format::{self, FileKind};
+use crate::storage::keyname::KEY_FILE_NAME;
+use crate::storage::offsets::OFFSETS_FILE_NAME;
+use crate::storage::store::LOGS_DIR_NAME;
 
 use super::key_dir::is_key_dir_name;
 

@@ -52,15 +52,15 @@ pub fn fill(store: &mut Store, key: &str, count: u64) {
 /// The directory of a short key's log.
 pub fn key_dir(data: &Path, key: &str) -> PathBuf {
     data.join("logs")
-        .join(seglog::keyname::escaped_name(key).expect("short key"))
+        .join(seglog::storage::keyname::escaped_name(key).expect("short key"))
 }
 
 /// The segment files of a key, `.log` paths ascending.
 pub fn segment_logs(dir: &Path) -> Vec<PathBuf> {
-    seglog::recovery::list_segments(dir)
+    seglog::storage::recovery::list_segments(dir)
         .expect("list segments")
         .into_iter()
-        .map(|base| dir.join(seglog::format::log_file_name(base)))
+        .map(|base| dir.join(seglog::storage::format::log_file_name(base)))
         .collect()
 }
 
@@ -81,10 +81,11 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// Positions where each record of a `.log` file starts, and the file's end.
 pub fn record_bounds(log: &Path) -> Vec<u64> {
     let bytes = fs::read(log).expect("read log");
-    let mut position = seglog::format::FILE_HEADER_SIZE;
+    let mut position = seglog::storage::format::FILE_HEADER_SIZE;
     let mut bounds = vec![position as u64];
     while position < bytes.len() {
-        let record = seglog::format::decode_record(&bytes[position..]).expect("valid record");
+        let record =
+            seglog::storage::format::decode_record(&bytes[position..]).expect("valid record");
         position += record.size();
         bounds.push(position as u64);
     }

@@ -77,16 +77,20 @@ fn cut_offsets_journal_at_every_byte_keeps_the_earlier_commits() {
             store.sync().expect("sync");
         }
     }
-    let journal = pristine.path().join(seglog::offsets::OFFSETS_FILE_NAME);
+    let journal = pristine
+        .path()
+        .join(seglog::storage::offsets::OFFSETS_FILE_NAME);
     let bytes = fs::read(&journal).expect("read journal");
     // Entry boundaries, from the same decoder the store uses.
-    let scan = seglog::offsets::decode_journal(&bytes).expect("journal decodes");
+    let scan = seglog::storage::offsets::decode_journal(&bytes).expect("journal decodes");
     assert_eq!(scan.entries.len(), commits.len());
     let first_cut = scan.entries[commits.len() - 3].2;
     for cut in first_cut..bytes.len() as u64 {
         let copy = TempDir::new().expect("tempdir");
         copy_dir(pristine.path(), copy.path());
-        let copied = copy.path().join(seglog::offsets::OFFSETS_FILE_NAME);
+        let copied = copy
+            .path()
+            .join(seglog::storage::offsets::OFFSETS_FILE_NAME);
         OpenOptions::new()
             .write(true)
             .open(&copied)
@@ -158,7 +162,7 @@ fn torn_segment_creation_is_removed() {
     assert!(logs.len() > 2, "small segments roll");
     let next_base: u64 = 20;
     for torn in [&b""[..], &[0u8; 10][..], &[0u8; 24][..], &b"SGLGL"[..]] {
-        let path = kdir.join(seglog::format::log_file_name(next_base));
+        let path = kdir.join(seglog::storage::format::log_file_name(next_base));
         fs::write(&path, torn).expect("write torn segment");
         let mut store = Store::open(dir.path(), small_segments(256)).expect("reopen");
         assert_eq!(read_ok(&mut store, KEY).len(), 20);

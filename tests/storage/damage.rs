@@ -173,7 +173,7 @@ fn damage_index(path: &Path, how: &str) {
                 .expect("truncate index");
         }
         "header only" => {
-            let len = seglog::format::FILE_HEADER_SIZE as u64;
+            let len = seglog::storage::format::FILE_HEADER_SIZE as u64;
             OpenOptions::new()
                 .write(true)
                 .open(path)
@@ -188,7 +188,7 @@ fn damage_index(path: &Path, how: &str) {
         "wrong positions" => {
             // A well-formed index whose entries point into the middle of records.
             let mut bytes = fs::read(path).expect("read");
-            let header = seglog::format::FILE_HEADER_SIZE;
+            let header = seglog::storage::format::FILE_HEADER_SIZE;
             for entry in bytes[header..].chunks_exact_mut(8) {
                 let position = u32::from_le_bytes(entry[4..8].try_into().expect("4 bytes"));
                 entry[4..8].copy_from_slice(&(position + 3).to_le_bytes());

@@ -100,7 +100,7 @@ fn hostile_key_names_are_stored_apart_and_inside_the_data_directory() {
     );
     let key_dirs = fs::read_dir(data.join("logs")).expect("logs").count();
     assert_eq!(key_dirs, keys.len(), "one directory per key");
-    let too_long = "x".repeat(seglog::keyname::KEY_BYTES_MAX + 1);
+    let too_long = "x".repeat(seglog::storage::keyname::KEY_BYTES_MAX + 1);
     assert!(matches!(
         store.append(&too_long, b"1"),
         Err(Error::KeyTooLong { .. })
@@ -131,12 +131,12 @@ fn message_sizes_are_checked() {
         store.append("k", b""),
         Err(Error::BadMessageSize { .. })
     ));
-    let huge = vec![b'1'; seglog::format::MESSAGE_BYTES_MAX + 1];
+    let huge = vec![b'1'; seglog::storage::format::MESSAGE_BYTES_MAX + 1];
     assert!(matches!(
         store.append("k", &huge),
         Err(Error::BadMessageSize { .. })
     ));
-    let largest = vec![b'1'; seglog::format::MESSAGE_BYTES_MAX];
+    let largest = vec![b'1'; seglog::storage::format::MESSAGE_BYTES_MAX];
     assert_eq!(store.append("k", &largest).expect("largest message"), 0);
     store.sync().expect("sync");
     assert_eq!(read_ok(&mut store, "k")[0].1.len(), largest.len());

@@ -75,7 +75,7 @@ fn zeroed_header_before_valid_records_refuses_the_key_instead_of_deleting() {
         .pop()
         .expect("segments");
     let file = OpenOptions::new().write(true).open(&last).expect("open");
-    file.write_all_at(&[0u8; seglog::format::FILE_HEADER_SIZE], 0)
+    file.write_all_at(&[0u8; seglog::storage::format::FILE_HEADER_SIZE], 0)
         .expect("zero the header");
     let mut store = Store::open(dir.path(), small_segments(256)).expect("reopen");
     assert!(matches!(
@@ -108,14 +108,14 @@ fn wrong_early_index_entry_after_clean_close_is_caught_when_used() {
         .remove(0)
         .with_extension("index");
     let original = fs::read(&index).expect("index");
-    let entries = (original.len() - seglog::format::FILE_HEADER_SIZE) / 8;
+    let entries = (original.len() - seglog::storage::format::FILE_HEADER_SIZE) / 8;
     assert!(entries >= 3, "{entries} entries");
     // Move the first entry one record on, keeping the index ordered.
     let mut damaged = original.clone();
-    let at = seglog::format::FILE_HEADER_SIZE;
+    let at = seglog::storage::format::FILE_HEADER_SIZE;
     let relative = u32::from_le_bytes(damaged[at..at + 4].try_into().expect("4 bytes"));
     let position = u32::from_le_bytes(damaged[at + 4..at + 8].try_into().expect("4 bytes"));
-    let record = seglog::format::record_size(payload(u64::from(relative)).len()) as u32;
+    let record = seglog::storage::format::record_size(payload(u64::from(relative)).len()) as u32;
     damaged[at..at + 4].copy_from_slice(&(relative - 1).to_le_bytes());
     damaged[at + 4..at + 8].copy_from_slice(&(position + record).to_le_bytes());
     fs::write(&index, damaged).expect("write");
@@ -141,9 +141,9 @@ fn journal_of_long_keys_is_not_compacted_on_every_sync() {
         store.commit(&key(i), 1).expect("commit");
     }
     store.sync().expect("sync");
-    let journal = dir.path().join(seglog::offsets::OFFSETS_FILE_NAME);
+    let journal = dir.path().join(seglog::storage::offsets::OFFSETS_FILE_NAME);
     let mut len = fs::metadata(&journal).expect("stat").len();
-    assert!(len > seglog::offsets::COMPACT_BYTES_MIN);
+    assert!(len > seglog::storage::offsets::COMPACT_BYTES_MIN);
     for round in 0..10u64 {
         store.commit(&key(0), 2 + round).expect("commit");
         store.sync().expect("sync");

@@ -1,8 +1,8 @@
 //! The code's constants and bytes against `segment-format.md`.
 
-use seglog::format::*;
-use seglog::index::INDEX_INTERVAL_BYTES;
-use seglog::keyname::{KEY_BYTES_MAX, NAME_BYTES_MAX};
+use seglog::storage::format::*;
+use seglog::storage::index::INDEX_INTERVAL_BYTES;
+use seglog::storage::keyname::{KEY_BYTES_MAX, NAME_BYTES_MAX};
 
 fn spec() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/segment-format.md"))
@@ -48,14 +48,14 @@ fn constants_match_the_spec() {
         &spec,
         &format!("most {NAME_BYTES_MAX} bytes (`NAME_BYTES_MAX`)"),
     );
-    assert_eq!(seglog::store::SEGMENT_BYTES_DEFAULT, 8 << 20);
+    assert_eq!(seglog::storage::store::SEGMENT_BYTES_DEFAULT, 8 << 20);
     assert_spec_says(&spec, "(8 MiB by default, `SEGMENT_BYTES_DEFAULT`");
-    assert_eq!(seglog::offsets::COMPACT_BYTES_MIN, 4 << 20);
+    assert_eq!(seglog::storage::offsets::COMPACT_BYTES_MIN, 4 << 20);
     assert_spec_says(
         &spec,
         "past 4 MiB (`COMPACT_BYTES_MIN`) and past 4 times (`COMPACT_RATIO`)",
     );
-    assert_eq!(seglog::offsets::COMPACT_RATIO, 4);
+    assert_eq!(seglog::storage::offsets::COMPACT_RATIO, 4);
     for (name, magic) in [
         ("log", LOG_MAGIC),
         ("index", INDEX_MAGIC),
@@ -100,7 +100,7 @@ fn record_bytes_match_the_spec_example() {
 #[test]
 fn decision_table_is_the_one_in_the_spec() {
     let spec = spec();
-    for rule in seglog::recovery::DECISION_TABLE {
+    for rule in seglog::storage::recovery::DECISION_TABLE {
         assert_spec_says(&spec, &format!("| {} | {} |", rule.state, rule.action));
     }
 }

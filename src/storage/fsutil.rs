@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::storage::error::{Error, Result};
 
 /// fsyncs a directory, making the creation, removal or renaming of its
 /// entries durable (a new file can vanish after a crash otherwise: KAFKA-3968).

@@ -9,8 +9,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::format::{
+use crate::storage::error::{Error, Result};
+use crate::storage::format::{
     self, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, INDEX_ENTRY_SIZE, IndexEntry,
 };
 

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::format::MESSAGE_BYTES_MAX;
-use crate::keyname::KEY_BYTES_MAX;
+use crate::storage::format::MESSAGE_BYTES_MAX;
+use crate::storage::keyname::KEY_BYTES_MAX;
 
 /// Maelstrom error codes used by the node (see `maelstrom.md`).
 pub mod code {

@@ -10,6 +10,8 @@
 //! during a sync wait for the next one. Replies therefore go out in any
 //! order, matched by `in_reply_to`.
 
+pub mod protocol;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, Write};
@@ -19,13 +21,13 @@ use std::thread;
 
 use serde_json::value::RawValue;
 
-use crate::error::Error;
 use crate::log;
-use crate::protocol::{self, ParseError, ReplyBody, ReplyTo, Request, code};
-use crate::store::{SEGMENT_BYTES_DEFAULT, Store, StoreConfig};
+use crate::storage::error::Error;
+use crate::storage::store::{SEGMENT_BYTES_DEFAULT, Store, StoreConfig};
+use protocol::{ParseError, ReplyBody, ReplyTo, Request, code};
 
 /// Longest request line read. A send of the largest message
-/// ([`crate::format::MESSAGE_BYTES_MAX`]) with JSON escaping fits with room to
+/// ([`crate::storage::format::MESSAGE_BYTES_MAX`]) with JSON escaping fits with room to
 /// spare; a longer line is skipped without being held in memory.
 pub const LINE_BYTES_MAX: usize = 4 << 20;
 
@@ -256,7 +258,7 @@ fn fresh_temp_dir() -> Result<PathBuf, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let dir = std::env::temp_dir().join(format!("seglog-{}-{nanos}", std::process::id()));
-    crate::fsutil::create_dir_all_durably(&dir).map_err(|e| e.to_string())?;
+    crate::storage::fsutil::create_dir_all_durably(&dir).map_err(|e| e.to_string())?;
     eprintln!(
         "seglog: no --data-dir given; keeping data in {}",
         dir.display()

@@ -25,15 +25,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::format::MESSAGE_BYTES_MAX;
-use crate::fsutil;
-use crate::keylog::{KeyLog, SyncTarget};
-use crate::keyname::{self, FnvHasher, KEY_BYTES_MAX, KEY_FILE_NAME};
-use crate::offsets::CommittedOffsets;
-use crate::recovery::Mode;
-use crate::segment::SEGMENT_BYTES_LIMIT;
-use crate::syncpool::{SyncJob, SyncPool};
+use crate::storage::error::{Error, Result};
+use crate::storage::format::MESSAGE_BYTES_MAX;
+use crate::storage::fsutil;
+use crate::storage::keylog::{KeyLog, SyncTarget};
+use crate::storage::keyname::{self, FnvHasher, KEY_BYTES_MAX, KEY_FILE_NAME};
+use crate::storage::offsets::CommittedOffsets;
+use crate::storage::recovery::Mode;
+use crate::storage::segment::SEGMENT_BYTES_LIMIT;
+use crate::storage::syncpool::{SyncJob, SyncPool};
 
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -187,7 +187,8 @@ fn sync_file(file: &File, name: &str) -> Result<()> {
 impl Store {
     /// Opens (creating if needed) the store in `dir`, taking its lock.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store> {
-        let minimum = (crate::format::FILE_HEADER_SIZE + crate::format::RECORD_HEADER_SIZE) as u64;
+        let minimum = (crate::storage::format::FILE_HEADER_SIZE
+            + crate::storage::format::RECORD_HEADER_SIZE) as u64;
         if config.segment_bytes < minimum || config.segment_bytes > SEGMENT_BYTES_LIMIT {
             return Err(Error::Config(format!(
                 "segment size {} is outside {minimum}..={SEGMENT_BYTES_LIMIT}",

@@ -10,12 +10,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::format::{
+use crate::storage::error::{Error, Result};
+use crate::storage::format::{
     self, DecodeError, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, IndexEntry,
 };
-use crate::index::{self, INDEX_INTERVAL_BYTES, SparseIndex};
-use crate::mmap::MappedFile;
+use crate::storage::index::{self, INDEX_INTERVAL_BYTES, SparseIndex};
+use crate::storage::mmap::MappedFile;
 
 /// Largest segment accepted by the configuration: index positions are `u32`.
 pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;

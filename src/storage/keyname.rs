@@ -64,7 +64,7 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 /// key in a few nanoseconds where SipHash takes tens, and that map is looked
 /// up on every append. It does not resist chosen collisions, which is
 /// acceptable there: the map never holds more than
-/// [`crate::store::OPEN_KEYS_MAX`] keys, so collisions cost a bounded scan.
+/// [`crate::storage::store::OPEN_KEYS_MAX`] keys, so collisions cost a bounded scan.
 #[derive(Clone, Copy)]
 pub struct FnvHasher(u64);
 

@@ -14,9 +14,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::format::{self, DecodeError, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind};
-use crate::fsutil;
+use crate::storage::error::{Error, Result};
+use crate::storage::format::{
+    self, DecodeError, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind,
+};
+use crate::storage::fsutil;
 
 /// File name of the journal inside the data directory.
 pub const OFFSETS_FILE_NAME: &str = "offsets.journal";

@@ -11,11 +11,11 @@
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::format::{self, DecodeError, FILE_HEADER_SIZE};
-use crate::index::SparseIndex;
-use crate::mmap::MappedFile;
-use crate::segment::{self, Scan, ScanStop, Segment};
+use crate::storage::error::{Error, Result};
+use crate::storage::format::{self, DecodeError, FILE_HEADER_SIZE};
+use crate::storage::index::SparseIndex;
+use crate::storage::mmap::MappedFile;
+use crate::storage::segment::{self, Scan, ScanStop, Segment};
 
 /// How much of the active segment recovery must check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,5 +269,5 @@ fn remove_segment(dir: &Path, base: u64) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("remove", &index_path, e)),
     }
-    crate::fsutil::sync_dir(dir)
+    crate::storage::fsutil::sync_dir(dir)
 }

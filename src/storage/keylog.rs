@@ -4,10 +4,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::format::{self, FILE_HEADER_SIZE};
-use crate::recovery::{self, Mode};
-use crate::segment::{ReadEnd, Segment};
+use crate::storage::error::{Error, Result};
+use crate::storage::format::{self, FILE_HEADER_SIZE};
+use crate::storage::recovery::{self, Mode};
+use crate::storage::segment::{ReadEnd, Segment};
 
 /// What one key needs from a sync point.
 pub struct SyncTarget {

@@ -21,9 +21,9 @@ pub enum Error {
     Poisoned,
     /// Another process holds the lock on the data directory.
     Locked { path: PathBuf },
-    /// A key is longer than [`crate::keyname::KEY_BYTES_MAX`].
+    /// A key is longer than [`crate::storage::keyname::KEY_BYTES_MAX`].
     KeyTooLong { len: usize, max: usize },
-    /// A message is empty or longer than [`crate::format::MESSAGE_BYTES_MAX`].
+    /// A message is empty or longer than [`crate::storage::format::MESSAGE_BYTES_MAX`].
     BadMessageSize { len: usize, max: usize },
     /// The store was configured with values it cannot work with.
     Config(String),

@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use crate::error::{Error, Result};
+use crate::storage::error::{Error, Result};
 
 /// Threads in the pool (see the module comment for the measurements).
 pub const SYNC_THREADS: usize = 32;

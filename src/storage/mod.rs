@@ -1,0 +1,30 @@
+//! The storage engine: a data directory of per-key segment logs and the
+//! committed offsets, made durable by sync points. It knows nothing of
+//! Maelstrom or of other nodes; the front ends call [`store::Store`].
+//!
+//! # Layout
+//! - [`format`]: byte layout and codecs of every file, no I/O (spec: `segment-format.md`).
+//! - [`keyname`]: keys to directory names, injective and confined to the data directory.
+//! - [`mmap`]: the read-only memory maps, the only `unsafe` code.
+//! - [`index`]: the sparse offset index of one segment, a cache rebuilt from the log.
+//! - [`segment`]: one segment, its `.log` and `.index`; scanning records.
+//! - [`recovery`]: the recovery decision table, applied when a key is opened.
+//! - [`keylog`]: one key's log: sealed segments, the active one, rolling.
+//! - [`offsets`]: the committed-offsets journal.
+//! - [`store`]: all keys of a data directory, its lock, and the sync points.
+//! - [`syncpool`]: threads that issue the fdatasyncs of a sync point together.
+//! - [`fsutil`]: durable directory and atomic-rewrite helpers.
+//! - [`error`]: the error type.
+
+pub mod error;
+pub mod format;
+pub mod fsutil;
+pub mod index;
+pub mod keylog;
+pub mod keyname;
+pub mod mmap;
+pub mod offsets;
+pub mod recovery;
+pub mod segment;
+pub mod store;
+pub mod syncpool;
