@@ -10,6 +10,8 @@ mod damage;
 mod keys;
 #[path = "storage/model.rs"]
 mod model;
+#[path = "storage/replica.rs"]
+mod replica;
 #[path = "storage/review.rs"]
 mod review;
 #[path = "storage/spec.rs"]

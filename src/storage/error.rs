@@ -25,6 +25,8 @@ pub enum Error {
     KeyTooLong { len: usize, max: usize },
     /// A message is empty or longer than [`crate::storage::format::MESSAGE_BYTES_MAX`].
     BadMessageSize { len: usize, max: usize },
+    /// An append at an explicit offset that is not the log's next one.
+    NotNextOffset { expected: u64, got: u64 },
     /// The store was configured with values it cannot work with.
     Config(String),
 }
@@ -79,6 +81,10 @@ impl fmt::Display for Error {
             Error::BadMessageSize { len, max } => {
                 write!(f, "message is {len} bytes; it must be 1 to {max} bytes")
             }
+            Error::NotNextOffset { expected, got } => write!(
+                f,
+                "append at offset {got}, but the log's next offset is {expected}"
+            ),
             Error::Config(what) => write!(f, "bad configuration: {what}"),
         }
     }

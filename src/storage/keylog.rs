@@ -81,6 +81,14 @@ impl KeyLog {
         self.visible_end
     }
 
+    /// Offset the next append gets: past every appended record, durable or not.
+    pub fn next_offset(&self) -> u64 {
+        self.active
+            .as_ref()
+            .and_then(Segment::next_offset)
+            .unwrap_or(self.visible_end)
+    }
+
     /// True when some appended record is not durable yet.
     pub fn has_pending(&self) -> bool {
         self.active

@@ -201,6 +201,13 @@ impl CommittedOffsets {
         self.durable.get(key).copied()
     }
 
+    /// Every durable committed offset.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.durable
+            .iter()
+            .map(|(key, &offset)| (key.as_str(), offset))
+    }
+
     /// Number of keys with a durable committed offset.
     pub fn len(&self) -> usize {
         self.durable.len()

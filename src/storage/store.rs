@@ -289,6 +289,58 @@ impl Store {
         result
     }
 
+    /// Appends `payload` to `key`'s log at exactly `offset`, which must be the
+    /// offset the next append would get ([`Store::next_offset`]): how a
+    /// replica copies a log whose offsets another store assigned. Durable and
+    /// visible after a sync point, like [`Store::append`].
+    pub fn append_at(&mut self, key: &str, offset: u64, payload: &[u8]) -> Result<()> {
+        let next = self.next_offset(key)?;
+        if offset != next {
+            return Err(Error::NotNextOffset {
+                expected: next,
+                got: offset,
+            });
+        }
+        let appended = self.append(key, payload)?;
+        debug_assert_eq!(appended, offset, "append took the next offset");
+        Ok(())
+    }
+
+    /// The offset the next append to `key` gets: one past every record
+    /// appended so far, durable or not (0 for no log).
+    pub fn next_offset(&mut self, key: &str) -> Result<u64> {
+        check_key(key)?;
+        Ok(self.key_log(key, false)?.map_or(0, |log| log.next_offset()))
+    }
+
+    /// Every key that has a log in this store, in no particular order. Reads
+    /// the `logs/` directory (and the `KEY` file of each hashed name), so it
+    /// costs one directory listing: for start-up, not for every request.
+    pub fn keys(&self) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let entries =
+            fs::read_dir(&self.logs_dir).map_err(|e| Error::io("list", &self.logs_dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &self.logs_dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match keyname::decode_name(name) {
+                Some(keyname::DecodedName::Key(key)) => keys.push(key),
+                Some(keyname::DecodedName::Hashed) => {
+                    let key_file = entry.path().join(KEY_FILE_NAME);
+                    let bytes = fs::read(&key_file).map_err(|e| Error::io("read", &key_file, e))?;
+                    let key = String::from_utf8(bytes)
+                        .map_err(|_| Error::corrupt(&key_file, 0, "key is not UTF-8"))?;
+                    keys.push(key);
+                }
+                // Temporary directories of a hashed key being created, and
+                // anything seglog did not write.
+                None => {}
+            }
+        }
+        Ok(keys)
+    }
+
     /// Delivers the durable records of `key` from offset `from` on to `visit`,
     /// which returns false to stop. A key with no log delivers nothing.
     pub fn read(
@@ -326,6 +378,11 @@ impl Store {
     /// The durable committed offset of `key`.
     pub fn committed(&self, key: &str) -> Option<u64> {
         self.offsets.get(key)
+    }
+
+    /// Every durable committed offset, in no particular order.
+    pub fn committed_offsets(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.offsets.iter()
     }
 
     /// Number of keys with a durable committed offset.
