@@ -249,7 +249,7 @@ fn bad_input_gets_errors_and_the_node_keeps_serving() {
     ] {
         node.write_line(line);
     }
-    let over_long = vec![b'x'; seglog::node::LINE_BYTES_MAX + 10];
+    let over_long = vec![b'x'; seglog::node::lines::LINE_BYTES_MAX + 10];
     node.write_line(&over_long);
     node.assert_silent();
     good(&mut node, n);

@@ -1,45 +1,49 @@
-//! The Maelstrom node: reads requests from stdin, serves them from the store,
-//! and writes replies to stdout, acknowledging writes only once durable.
+//! The Maelstrom node: one event loop over three inputs (request lines,
+//! finished sync points, and a timer), serving clients from the store,
+//! acknowledging writes only once durable, and working with the other
+//! nodes of the cluster as one log (`cluster.md`).
 //!
-//! Two threads share the store. The main thread parses each line and serves
-//! it at once: a poll or a list reads durable state and is answered
-//! immediately; a send or a commit is buffered in the store and handed to
-//! the syncer. The syncer runs group commit: it takes every write waiting,
-//! makes them durable with one sync point (fdatasyncs run without the store
-//! lock, so polls go on meanwhile), then answers them; writes that arrive
-//! during a sync wait for the next one. Replies therefore go out in any
-//! order, matched by `in_reply_to`.
+//! # Layout
+//! - [`lines`]: the byte streams: request lines in, message lines out.
+//! - [`protocol`]: Maelstrom's envelope, client requests and replies.
+//! - [`peer`]: node-to-node messages.
+//! - [`owner`]: the cluster's nodes and which one owns a key.
+//! - [`syncer`]: group commit on its own thread.
+//! - [`forward`]: sends for keys another node owns, coalesced per owner.
+//! - [`replicate`]: records and commits pushed to every peer, and applied there.
+//! - [`server`]: the initialised node, tying them together.
+//!
+//! The loop runs on one tokio task; the syncer is a thread, since
+//! fdatasync blocks. [`serve`] takes its input and output as parameters, so
+//! tests can run nodes in-process; [`run`] is what `main` calls with stdin
+//! and stdout.
 
+pub mod forward;
+pub mod lines;
+pub mod owner;
+pub mod peer;
 pub mod protocol;
+pub mod replicate;
+pub mod server;
+pub mod syncer;
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
+use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
+use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio::sync::mpsc;
 
 use crate::log;
-use crate::storage::error::Error;
-use crate::storage::store::{SEGMENT_BYTES_DEFAULT, Store, StoreConfig};
-use protocol::{ParseError, ReplyBody, ReplyTo, Request, code};
+use crate::storage::store::{SEGMENT_BYTES_DEFAULT, StoreConfig};
+use lines::{INPUT_LINES_MAX, Input, Outbox};
+use owner::Cluster;
+use protocol::{Incoming, ParseError, ReplyBody, ReplyTo, Request, code};
+use server::Server;
 
-/// Longest request line read. A send of the largest message
-/// ([`crate::storage::format::MESSAGE_BYTES_MAX`]) with JSON escaping fits with room to
-/// spare; a longer line is skipped without being held in memory.
-pub const LINE_BYTES_MAX: usize = 4 << 20;
-
-/// Records returned per key by one poll. The workload writes at most 16 per
-/// key, so this never cuts its final catch-up read short, and it bounds the
-/// work one poll of a long log can ask for.
-pub const POLL_RECORDS_PER_KEY_MAX: usize = 1024;
-
-/// Message bytes in one poll reply. 1 MiB lets the final read fetch hundreds
-/// of short keys per round trip while keeping a reply line a size that a
-/// JSON parser on the other end handles quickly.
-pub const POLL_REPLY_BYTES_MAX: usize = 1 << 20;
+/// How often the loop looks at its timers: forward timeouts and the start
+/// of replication rounds. Much finer than any of them, coarse enough to
+/// cost nothing when idle.
+pub const TICK: Duration = Duration::from_millis(5);
 
 /// Options of the node (the default command).
 #[derive(clap::Args, Debug, Clone)]
@@ -58,196 +62,210 @@ pub struct NodeArgs {
     pub verbose: u8,
 }
 
-/// Writes that wait for the next sync point.
-#[derive(Default)]
-struct Waiting {
-    /// Sends appended to the store, with the offset each got.
-    sends: Vec<(ReplyTo, u64)>,
-    /// Commits recorded in the store.
-    commits: Vec<ReplyTo>,
-    /// Set at end of input: the syncer drains what is waiting and exits.
-    closing: bool,
+/// Runs the node on stdin and stdout until stdin ends; then syncs, marks a
+/// clean shutdown and returns.
+pub fn run(args: &NodeArgs) -> Result<(), String> {
+    log::init(args.verbose);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    let result = runtime.block_on(serve(
+        tokio::io::BufReader::new(tokio::io::stdin()),
+        tokio::io::stdout(),
+        args.clone(),
+    ));
+    // The stdin reader may be blocked in a read that only the process's end
+    // interrupts: do not wait for it.
+    runtime.shutdown_background();
+    result
 }
 
-/// State shared by the main thread and the syncer.
-struct Shared {
-    store: Mutex<Store>,
-    waiting: Mutex<Waiting>,
-    /// Signalled when a write is added to `waiting` or the node closes.
-    wake: Condvar,
+/// Runs the node over `input` and `output` until the input ends.
+pub async fn serve<R, W>(input: R, output: W, args: NodeArgs) -> Result<(), String>
+where
+    R: AsyncBufRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (out, out_rx) = Outbox::new();
+    let writer = tokio::spawn(lines::write_lines(output, out_rx));
+    let (in_tx, mut in_rx) = mpsc::channel(INPUT_LINES_MAX);
+    tokio::spawn(lines::read_lines(input, in_tx));
+    // Made at init, with the syncer.
+    let mut synced_rx: Option<SyncedReceiver> = None;
+    let mut server: Option<Server> = None;
+    let mut input_open = true;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            item = in_rx.recv(), if input_open => match item {
+                Some(Input::Line(line)) => {
+                    handle_line(&line, &mut server, &mut synced_rx, &args, &out);
+                }
+                Some(Input::TooLong { bytes }) => log::warn(format_args!(
+                    "skipped an input line of {bytes} bytes, over the limit of {}",
+                    lines::LINE_BYTES_MAX
+                )),
+                None => {
+                    input_open = false;
+                    match &server {
+                        // The syncer drains what waits; the loop ends when
+                        // its channel closes.
+                        Some(server) => server.close_syncer(),
+                        None => break,
+                    }
+                }
+            },
+            synced = recv_synced(&mut synced_rx), if server.is_some() => match (synced, &mut server) {
+                (Some(synced), Some(server)) => server.on_synced(synced, Instant::now()),
+                _ => break,
+            },
+            _ = tick.tick(), if input_open && server.is_some() => {
+                if let Some(server) = &mut server {
+                    server.on_tick(Instant::now());
+                }
+            }
+        }
+    }
+    let result = match server {
+        Some(server) => server.shut_down(),
+        None => Ok(()),
+    };
+    if result.is_ok() {
+        log::info(format_args!("closed cleanly"));
+    }
+    drop(out);
+    match writer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::warn(format_args!("writing output: {e}")),
+        Err(e) => log::warn(format_args!("the output writer failed: {e}")),
+    }
+    result
 }
 
-/// Locks a mutex, going on if a thread panicked while holding it: the data it
-/// guards is only ever changed through methods that leave it consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+type SyncedReceiver = mpsc::UnboundedReceiver<syncer::Synced<server::Pending>>;
 
-/// Writes one reply line to stdout. Lines are written whole under stdout's
-/// lock, so replies from the two threads never interleave.
-fn reply(to: &ReplyTo, body: &ReplyBody<'_>) {
-    let line = protocol::encode_reply(to, body);
-    let mut out = io::stdout().lock();
-    if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
-        log::warn(format_args!("cannot write a reply to stdout: {e}"));
+/// The next batch from the syncer; never ready before there is a syncer.
+async fn recv_synced(
+    synced_rx: &mut Option<SyncedReceiver>,
+) -> Option<syncer::Synced<server::Pending>> {
+    match synced_rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
-fn reply_error(to: &ReplyTo, code: u32, text: &str) {
-    log::debug(format_args!(
-        "error {code} to {} msg {}: {text}",
-        to.src, to.msg_id
-    ));
-    reply(
-        to,
-        &ReplyBody::Error {
-            in_reply_to: to.msg_id,
-            code,
-            text,
-        },
-    );
-}
-
-/// Runs the node until stdin ends; then syncs, marks a clean shutdown and returns.
-pub fn run(args: &NodeArgs) -> Result<(), String> {
-    log::init(args.verbose);
-    let stdin = io::stdin();
-    let mut input = stdin.lock();
-    let mut line = Vec::new();
-    let mut node: Option<(String, Arc<Shared>, thread::JoinHandle<()>)> = None;
-    loop {
-        match read_line(&mut input, &mut line, LINE_BYTES_MAX) {
-            Ok(Line::Complete) => {}
-            Ok(Line::TooLong { bytes }) => {
-                log::warn(format_args!(
-                    "skipped a request line of {bytes} bytes, over the limit of {LINE_BYTES_MAX}"
-                ));
-                continue;
+/// Decodes one line and serves it.
+fn handle_line(
+    line: &[u8],
+    server: &mut Option<Server>,
+    synced_rx: &mut Option<SyncedReceiver>,
+    args: &NodeArgs,
+    out: &Outbox,
+) {
+    let now = Instant::now();
+    let (to, request) = match protocol::parse_line(line) {
+        Ok(Incoming::Request { to, request }) => (to, request),
+        Ok(Incoming::Reply {
+            src,
+            in_reply_to,
+            reply,
+        }) => {
+            match server {
+                Some(server) => server.on_reply(&src, in_reply_to, reply, now),
+                None => log::warn(format_args!(
+                    "ignored a reply from {src} before init: {reply:?}"
+                )),
             }
-            Ok(Line::End) => break,
-            Err(e) => return Err(format!("reading stdin: {e}")),
+            return;
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+        Err(ParseError::Unanswerable(why)) => {
+            log::warn(format_args!(
+                "ignored a line that cannot be answered: {why}"
+            ));
+            return;
         }
-        let (to, request) = match protocol::parse_line(&line) {
-            Ok(parsed) => parsed,
-            Err(ParseError::Unanswerable(why)) => {
-                log::warn(format_args!(
-                    "ignored a line that cannot be answered: {why}"
-                ));
-                continue;
-            }
-            Err(ParseError::Rejected { to, code, text }) => {
-                reply_error(&to, code, &text);
-                continue;
-            }
-        };
-        log::debug(format_args!("{} msg {}: {request:?}", to.src, to.msg_id));
-        match (&node, request) {
-            (None, Request::Init { node_id }) => match start(args, &node_id) {
-                Ok((shared, syncer)) => {
-                    node = Some((node_id, shared, syncer));
-                    reply(
-                        &to,
-                        &ReplyBody::InitOk {
-                            in_reply_to: to.msg_id,
-                        },
-                    );
+        Err(ParseError::Rejected { to, code, text }) => {
+            reply_error(out, &to, code, &text);
+            return;
+        }
+    };
+    log::debug(format_args!("{} msg {}: {request:?}", to.src, to.msg_id));
+    match (server.as_mut(), request) {
+        (None, Request::Init { node_id, node_ids }) => {
+            let (synced_tx, rx) = mpsc::unbounded_channel();
+            match start(args, &node_id, &node_ids, out, synced_tx) {
+                Ok(started) => {
+                    *server = Some(started);
+                    *synced_rx = Some(rx);
+                    reply_init_ok(out, &to);
                 }
                 Err(e) => {
                     log::warn(format_args!("init failed: {e}"));
                     reply_error(
+                        out,
                         &to,
                         code::TEMPORARILY_UNAVAILABLE,
                         &format!("init failed: {e}"),
                     );
                 }
-            },
-            (Some((id, ..)), Request::Init { node_id }) => {
-                if *id == node_id {
-                    reply(
-                        &to,
-                        &ReplyBody::InitOk {
-                            in_reply_to: to.msg_id,
-                        },
-                    );
-                } else {
-                    reply_error(
-                        &to,
-                        code::MALFORMED_REQUEST,
-                        &format!("already initialised as {id}"),
-                    );
-                }
             }
-            (None, _) => reply_error(&to, code::TEMPORARILY_UNAVAILABLE, "not initialised yet"),
-            (Some((_, shared, _)), request) => serve(shared, to, request),
         }
+        (Some(running), Request::Init { node_id, node_ids }) => {
+            let same = Cluster::new(&node_id, &node_ids).is_ok_and(|c| {
+                c.me() == running.cluster().me() && c.ids() == running.cluster().ids()
+            });
+            if same {
+                reply_init_ok(out, &to);
+            } else {
+                reply_error(
+                    out,
+                    &to,
+                    code::MALFORMED_REQUEST,
+                    &format!(
+                        "already initialised as {} of {:?}",
+                        running.cluster().me(),
+                        running.cluster().ids()
+                    ),
+                );
+            }
+        }
+        (None, _) => reply_error(
+            out,
+            &to,
+            code::TEMPORARILY_UNAVAILABLE,
+            "not initialised yet",
+        ),
+        (Some(running), request) => running.handle(to, request, now),
     }
-    if let Some((_, shared, syncer)) = node {
-        lock(&shared.waiting).closing = true;
-        shared.wake.notify_one();
-        syncer
-            .join()
-            .map_err(|_| "the syncer thread panicked".to_string())?;
-        let shared = Arc::try_unwrap(shared)
-            .map_err(|_| "the store is still shared after the syncer ended".to_string())?;
-        let store = shared
-            .store
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        store
-            .close()
-            .map_err(|e| format!("closing the store: {e}"))?;
-        log::info(format_args!("closed cleanly"));
-    }
-    Ok(())
 }
 
-/// Opens the store for `node_id` and starts the syncer.
-fn start(args: &NodeArgs, node_id: &str) -> Result<(Arc<Shared>, thread::JoinHandle<()>), String> {
-    let valid_id = !node_id.is_empty()
-        && node_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !valid_id {
-        return Err(format!(
-            "node id {node_id:?} is not a safe directory name ([A-Za-z0-9_-]+)"
-        ));
-    }
+/// Opens the store for `node_id` and starts serving.
+fn start(
+    args: &NodeArgs,
+    node_id: &str,
+    node_ids: &[String],
+    out: &Outbox,
+    synced_tx: mpsc::UnboundedSender<syncer::Synced<server::Pending>>,
+) -> Result<Server, String> {
+    // Maelstrom always names this node among node_ids; a test that starts a
+    // lone node may leave the list empty.
+    let node_ids = if node_ids.is_empty() {
+        vec![node_id.to_string()]
+    } else {
+        node_ids.to_vec()
+    };
+    let cluster = Cluster::new(node_id, &node_ids)?;
     let root = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => fresh_temp_dir()?,
     };
-    let dir = root.join(node_id);
     let config = StoreConfig {
         segment_bytes: args.segment_bytes,
         ..StoreConfig::default()
     };
-    let store = Store::open(&dir, config).map_err(|e| e.to_string())?;
-    log::info(format_args!(
-        "store open at {} ({} shutdown, {} committed keys)",
-        dir.display(),
-        if store.opened_clean() {
-            "clean"
-        } else {
-            "unclean"
-        },
-        store.committed_count()
-    ));
-    let shared = Arc::new(Shared {
-        store: Mutex::new(store),
-        waiting: Mutex::new(Waiting::default()),
-        wake: Condvar::new(),
-    });
-    let syncer_shared = Arc::clone(&shared);
-    let syncer = thread::Builder::new()
-        .name("syncer".into())
-        .spawn(move || sync_loop(&syncer_shared))
-        .map_err(|e| format!("cannot start the syncer thread: {e}"))?;
-    Ok((shared, syncer))
+    Server::start(cluster, &root.join(node_id), config, out.clone(), synced_tx)
 }
 
 /// A new directory under the system temp dir, unique to this process:
@@ -259,246 +277,35 @@ fn fresh_temp_dir() -> Result<PathBuf, String> {
         .map_or(0, |d| d.as_nanos());
     let dir = std::env::temp_dir().join(format!("seglog-{}-{nanos}", std::process::id()));
     crate::storage::fsutil::create_dir_all_durably(&dir).map_err(|e| e.to_string())?;
-    eprintln!(
-        "seglog: no --data-dir given; keeping data in {}",
+    log::warn(format_args!(
+        "no --data-dir given; keeping data in {}",
         dir.display()
-    );
+    ));
     Ok(dir)
 }
 
-/// Serves one request after init.
-fn serve(shared: &Shared, to: ReplyTo, request: Request) {
-    match request {
-        Request::Init { .. } => unreachable!("init is handled by the caller"),
-        Request::Send { key, msg } => {
-            let appended = lock(&shared.store).append(&key, &msg);
-            match appended {
-                Ok(offset) => {
-                    lock(&shared.waiting).sends.push((to, offset));
-                    shared.wake.notify_one();
-                }
-                // The record was not taken: a definite error is the truth.
-                Err(e) => reply_error(&to, write_error_code(&e), &e.to_string()),
-            }
-        }
-        Request::CommitOffsets { offsets } => {
-            let mut store = lock(&shared.store);
-            if store.is_poisoned() {
-                drop(store);
-                reply_error(
-                    &to,
-                    code::TEMPORARILY_UNAVAILABLE,
-                    &Error::Poisoned.to_string(),
-                );
-                return;
-            }
-            for (key, offset) in &offsets {
-                // Keys were checked by the parser and the store is not
-                // poisoned: commit cannot fail half-way.
-                if let Err(e) = store.commit(key, *offset) {
-                    unreachable!("commit of a checked key failed: {e}");
-                }
-            }
-            drop(store);
-            lock(&shared.waiting).commits.push(to);
-            shared.wake.notify_one();
-        }
-        Request::Poll { offsets } => {
-            let msgs = poll(&mut lock(&shared.store), &offsets);
-            match serde_json::from_str::<&RawValue>(&msgs) {
-                Ok(msgs) => reply(
-                    &to,
-                    &ReplyBody::PollOk {
-                        in_reply_to: to.msg_id,
-                        msgs,
-                    },
-                ),
-                Err(e) => {
-                    log::warn(format_args!("a stored message is not JSON: {e}"));
-                    reply_error(&to, code::CRASH, "a stored message is not JSON");
-                }
-            }
-        }
-        Request::ListCommittedOffsets { keys } => {
-            let store = lock(&shared.store);
-            let offsets: BTreeMap<&str, u64> = keys
-                .iter()
-                .filter_map(|key| Some((key.as_str(), store.committed(key)?)))
-                .collect();
-            drop(store);
-            reply(
-                &to,
-                &ReplyBody::ListCommittedOffsetsOk {
-                    in_reply_to: to.msg_id,
-                    offsets,
-                },
-            );
-        }
-    }
-}
-
-/// The error code for a write the store refused before taking it.
-fn write_error_code(error: &Error) -> u32 {
-    match error {
-        Error::KeyTooLong { .. } | Error::BadMessageSize { .. } => code::MALFORMED_REQUEST,
-        _ => code::TEMPORARILY_UNAVAILABLE,
-    }
-}
-
-/// Reads the durable records each key has at or after its offset, within
-/// the poll limits, and returns the `msgs` object as JSON text. Keys with no
-/// records are left out (an empty list breaks Maelstrom's checker).
-fn poll(store: &mut Store, offsets: &[(String, u64)]) -> String {
-    let mut msgs = String::from("{");
-    let mut budget = POLL_REPLY_BYTES_MAX;
-    for (key, from) in offsets {
-        if budget == 0 {
-            break;
-        }
-        let mut records = String::new();
-        let mut count = 0;
-        let result = store.read(key, *from, &mut |offset, payload| {
-            let Ok(text) = std::str::from_utf8(payload) else {
-                return false;
-            };
-            // Always take one record, so a poll of one huge message progresses.
-            if count > 0 && text.len() > budget {
-                budget = 0;
-                return false;
-            }
-            budget = budget.saturating_sub(text.len());
-            if count > 0 {
-                records.push(',');
-            }
-            let _ = write!(records, "[{offset},{text}]");
-            count += 1;
-            count < POLL_RECORDS_PER_KEY_MAX && budget > 0
-        });
-        if let Err(e) = result {
-            log::warn(format_args!("poll of key {key:?} stopped: {e}"));
-        }
-        if count > 0 {
-            if msgs.len() > 1 {
-                msgs.push(',');
-            }
-            msgs.push_str(&serde_json::to_string(key).expect("strings serialize"));
-            msgs.push_str(":[");
-            msgs.push_str(&records);
-            msgs.push(']');
-        }
-    }
-    msgs.push('}');
-    msgs
-}
-
-/// The syncer: group commit until the node closes.
-fn sync_loop(shared: &Shared) {
-    loop {
-        let batch = {
-            let mut waiting = lock(&shared.waiting);
-            while waiting.sends.is_empty() && waiting.commits.is_empty() && !waiting.closing {
-                waiting = shared
-                    .wake
-                    .wait(waiting)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-            if waiting.sends.is_empty() && waiting.commits.is_empty() {
-                return;
-            }
-            std::mem::take(&mut *waiting)
-        };
-        let closing = batch.closing;
-        let result = sync_point(shared);
-        for (to, offset) in batch.sends {
-            match &result {
-                Ok(()) => reply(
-                    &to,
-                    &ReplyBody::SendOk {
-                        in_reply_to: to.msg_id,
-                        offset,
-                    },
-                ),
-                Err(e) => reply_error(&to, code::CRASH, &format!("send may not be durable: {e}")),
-            }
-        }
-        for to in batch.commits {
-            match &result {
-                Ok(()) => reply(
-                    &to,
-                    &ReplyBody::CommitOffsetsOk {
-                        in_reply_to: to.msg_id,
-                    },
-                ),
-                Err(e) => reply_error(&to, code::CRASH, &format!("commit may not be durable: {e}")),
-            }
-        }
-        if closing {
-            lock(&shared.waiting).closing = true;
-        }
-    }
-}
-
-/// One sync point: write buffers under the lock, fdatasync without it,
-/// publish under it again.
-fn sync_point(shared: &Shared) -> Result<(), Error> {
-    let plan = lock(&shared.store).prepare_sync()?;
-    let started = std::time::Instant::now();
-    let executed = plan.execute();
-    log::info(format_args!(
-        "sync of {} keys took {:?}",
-        plan.key_count(),
-        started.elapsed()
+fn reply_init_ok(out: &Outbox, to: &ReplyTo) {
+    out.send(protocol::encode_reply(
+        to,
+        &ReplyBody::InitOk {
+            in_reply_to: to.msg_id,
+        },
     ));
-    lock(&shared.store).complete_sync(plan, executed)
 }
 
-/// How reading one line ended.
-enum Line {
-    Complete,
-    TooLong { bytes: usize },
-    End,
-}
-
-/// Reads one line (without its newline) into `line`, holding at most `max`
-/// bytes: the rest of a longer line is read and dropped.
-fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
-    line.clear();
-    let mut total = 0;
-    loop {
-        let chunk = match input.fill_buf() {
-            Ok(chunk) => chunk,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            return Ok(if total == 0 {
-                Line::End
-            } else if total > max {
-                Line::TooLong { bytes: total }
-            } else {
-                Line::Complete
-            });
-        }
-        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(i) => (&chunk[..i], i + 1),
-            None => (chunk, chunk.len()),
-        };
-        total += part.len();
-        if total <= max {
-            line.extend_from_slice(part);
-        } else {
-            line.clear();
-        }
-        let found_newline = done > part.len();
-        input.consume(done);
-        if found_newline {
-            return Ok(if total > max {
-                Line::TooLong { bytes: total }
-            } else {
-                Line::Complete
-            });
-        }
-    }
+fn reply_error(out: &Outbox, to: &ReplyTo, code: u32, text: &str) {
+    log::debug(format_args!(
+        "error {code} to {} msg {}: {text}",
+        to.src, to.msg_id
+    ));
+    out.send(protocol::encode_reply(
+        to,
+        &ReplyBody::Error {
+            in_reply_to: to.msg_id,
+            code,
+            text,
+        },
+    ));
 }
 
 #[cfg(test)]
@@ -506,36 +313,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn long_lines_are_skipped_and_the_next_is_read() {
-        let mut input = io::Cursor::new(b"0123456789\nabc\nxyz".to_vec());
-        let mut line = Vec::new();
-        assert!(matches!(
-            read_line(&mut input, &mut line, 5),
-            Ok(Line::TooLong { bytes: 10 })
-        ));
-        assert!(matches!(
-            read_line(&mut input, &mut line, 5),
-            Ok(Line::Complete)
-        ));
-        assert_eq!(line, b"abc");
-        assert!(matches!(
-            read_line(&mut input, &mut line, 5),
-            Ok(Line::Complete)
-        ));
-        assert_eq!(line, b"xyz");
-        assert!(matches!(read_line(&mut input, &mut line, 5), Ok(Line::End)));
-    }
-
-    #[test]
-    fn data_dir_path_is_unused_until_init() {
-        // The node id becomes one path component; anything else is refused.
+    fn node_ids_must_be_safe_directory_names() {
         let args = NodeArgs {
             data_dir: Some(PathBuf::from("/nonexistent")),
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             verbose: 0,
         };
+        let (out, _rx) = Outbox::new();
         for bad in ["", "..", "a/b", "n0\0"] {
-            assert!(start(&args, bad).is_err(), "{bad:?}");
+            let (tx, _) = mpsc::unbounded_channel();
+            assert!(
+                start(&args, bad, &[bad.to_string()], &out, tx).is_err(),
+                "{bad:?}"
+            );
         }
     }
 }

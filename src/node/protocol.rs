@@ -1,6 +1,7 @@
-//! Maelstrom protocol types: the envelope, the requests seglog understands,
-//! and the replies it writes. Parsing checks every field so that a bad
-//! request is answered with an error and never half-applied.
+//! Maelstrom's envelope and the client side of the kafka workload: the
+//! requests seglog understands, and the replies it writes. Parsing checks
+//! every field so that a bad request is answered with an error and never
+//! half-applied. Node-to-node bodies are parsed and built in `peer.rs`.
 
 use std::collections::BTreeMap;
 
@@ -8,20 +9,28 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::peer::{self, PeerReply, PeerRequest};
 use crate::storage::format::MESSAGE_BYTES_MAX;
 use crate::storage::keyname::KEY_BYTES_MAX;
 
 /// Maelstrom error codes used by the node (see `maelstrom.md`).
 pub mod code {
+    /// Indefinite: the request timed out; it may or may not have taken effect.
+    pub const TIMEOUT: u32 = 0;
     /// Indefinite: the request may or may not have taken effect.
     pub const CRASH: u32 = 13;
     /// Definite: the request type is unknown.
     pub const NOT_SUPPORTED: u32 = 10;
     /// Definite: the node cannot serve the request now (not initialised,
-    /// store poisoned, disk full); nothing was changed.
+    /// store poisoned, disk full, owner unreachable); nothing was changed.
     pub const TEMPORARILY_UNAVAILABLE: u32 = 11;
     /// Definite: the request is malformed; nothing was changed.
     pub const MALFORMED_REQUEST: u32 = 12;
+
+    /// Whether an error with this code promises the request had no effect.
+    pub fn is_definite(code: u32) -> bool {
+        !matches!(code, TIMEOUT | CRASH) && code < 1000
+    }
 }
 
 /// Keys one poll, commit or list request may name. The workload keeps about
@@ -34,6 +43,8 @@ pub const REQUEST_KEYS_MAX: usize = 100_000;
 pub enum Request {
     Init {
         node_id: String,
+        /// Every node of the cluster, this one included, as Maelstrom sent them.
+        node_ids: Vec<String>,
     },
     Send {
         key: String,
@@ -49,6 +60,8 @@ pub enum Request {
     ListCommittedOffsets {
         keys: Vec<String>,
     },
+    /// A request from another node of the cluster.
+    Peer(PeerRequest),
 }
 
 /// Who a request came from, so it can be answered.
@@ -61,10 +74,24 @@ pub struct ReplyTo {
     pub msg_id: u64,
 }
 
-/// Why a line could not be turned into a [`Request`].
+/// One line of input, decoded.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    /// A request to answer: from a client, or from a peer node.
+    Request { to: ReplyTo, request: Request },
+    /// A peer's reply to a request this node sent.
+    Reply {
+        src: String,
+        in_reply_to: u64,
+        reply: PeerReply,
+    },
+}
+
+/// Why a line could not be turned into an [`Incoming`].
 #[derive(Debug, PartialEq)]
 pub enum ParseError {
-    /// Not even the sender and `msg_id` could be read: nobody to answer.
+    /// Not even the sender and `msg_id` could be read, or a reply could not
+    /// be understood: nobody to answer.
     Unanswerable(String),
     /// The request is identified but wrong: answer with this code and text.
     Rejected {
@@ -74,8 +101,10 @@ pub enum ParseError {
     },
 }
 
-/// Parses one line of stdin.
-pub fn parse_line(line: &[u8]) -> Result<(ReplyTo, Request), ParseError> {
+pub type Object = serde_json::Map<String, Value>;
+
+/// Parses one line of input.
+pub fn parse_line(line: &[u8]) -> Result<Incoming, ParseError> {
     let value: Value = serde_json::from_slice(line)
         .map_err(|e| ParseError::Unanswerable(format!("not JSON: {e}")))?;
     let envelope = value
@@ -84,10 +113,27 @@ pub fn parse_line(line: &[u8]) -> Result<(ReplyTo, Request), ParseError> {
     let src = envelope.get("src").and_then(Value::as_str);
     let dest = envelope.get("dest").and_then(Value::as_str);
     let body = envelope.get("body").and_then(Value::as_object);
-    let msg_id = body.and_then(|b| b.get("msg_id")).and_then(Value::as_u64);
-    let (Some(src), Some(body), Some(msg_id)) = (src, body, msg_id) else {
+    let (Some(src), Some(body)) = (src, body) else {
         return Err(ParseError::Unanswerable(
-            "no src, body or msg_id: cannot tell whom to answer".into(),
+            "no src or body: cannot tell who sent it".into(),
+        ));
+    };
+    if let Some(in_reply_to) = body.get("in_reply_to") {
+        let in_reply_to = in_reply_to
+            .as_u64()
+            .ok_or_else(|| ParseError::Unanswerable("in_reply_to is not a number".into()))?;
+        let reply = peer::parse_reply(body).map_err(|why| {
+            ParseError::Unanswerable(format!("reply from {src} to {in_reply_to}: {why}"))
+        })?;
+        return Ok(Incoming::Reply {
+            src: src.to_string(),
+            in_reply_to,
+            reply,
+        });
+    }
+    let Some(msg_id) = body.get("msg_id").and_then(Value::as_u64) else {
+        return Err(ParseError::Unanswerable(
+            "no msg_id: cannot tell what to answer".into(),
         ));
     };
     let to = ReplyTo {
@@ -107,92 +153,111 @@ pub fn parse_line(line: &[u8]) -> Result<(ReplyTo, Request), ParseError> {
     let request = match kind {
         "init" => Request::Init {
             node_id: string_field(body, "node_id").map_err(malformed)?,
+            node_ids: string_list_field(body, "node_ids").map_err(malformed)?,
         },
-        "send" => {
-            let key = key_field(body, "key").map_err(malformed)?;
-            let msg = body
-                .get("msg")
-                .ok_or_else(|| malformed("send has no `msg`".into()))?;
-            let msg = serde_json::to_vec(msg).map_err(|e| malformed(format!("msg: {e}")))?;
-            if msg.len() > MESSAGE_BYTES_MAX {
-                return Err(malformed(format!(
-                    "msg is {} bytes of JSON, more than the maximum of {MESSAGE_BYTES_MAX}",
-                    msg.len()
-                )));
-            }
-            Request::Send { key, msg }
-        }
+        "send" => Request::Send {
+            key: key_field(body, "key").map_err(malformed)?,
+            msg: message_field(body, "msg").map_err(malformed)?,
+        },
         "poll" => Request::Poll {
-            // A negative offset asks for the first existing offset at or after it: 0.
-            offsets: offsets_field(body, |n| Some(n.as_i64()?.max(0) as u64)).map_err(malformed)?,
+            offsets: offsets_field(body).map_err(malformed)?,
         },
         "commit_offsets" => Request::CommitOffsets {
-            offsets: offsets_field(body, Value::as_u64).map_err(malformed)?,
+            offsets: offsets_field(body).map_err(malformed)?,
         },
         "list_committed_offsets" => {
-            let keys = body
-                .get("keys")
-                .and_then(Value::as_array)
-                .ok_or_else(|| malformed("`keys` must be an array of strings".into()))?;
-            if keys.len() > REQUEST_KEYS_MAX {
-                return Err(malformed(format!(
-                    "{} keys, more than the maximum of {REQUEST_KEYS_MAX}",
-                    keys.len()
-                )));
+            let keys = string_list_field(body, "keys").map_err(malformed)?;
+            for key in &keys {
+                check_key(key).map_err(malformed)?;
             }
-            let keys = keys
-                .iter()
-                .map(|key| match key.as_str() {
-                    Some(key) => check_key(key),
-                    None => Err("`keys` must be an array of strings".into()),
-                })
-                .collect::<Result<_, _>>()
-                .map_err(malformed)?;
             Request::ListCommittedOffsets { keys }
         }
-        other => {
-            return Err(reject(
-                code::NOT_SUPPORTED,
-                format!("unknown request type {other:?}"),
-            ));
-        }
+        other => match peer::parse_request(other, body) {
+            Some(parsed) => Request::Peer(parsed.map_err(malformed)?),
+            None => {
+                return Err(reject(
+                    code::NOT_SUPPORTED,
+                    format!("unknown request type {other:?}"),
+                ));
+            }
+        },
     };
-    Ok((to, request))
+    Ok(Incoming::Request { to, request })
 }
 
-type Object = serde_json::Map<String, Value>;
-
-fn string_field(body: &Object, name: &str) -> Result<String, String> {
+pub fn string_field(body: &Object, name: &str) -> Result<String, String> {
     body.get(name)
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| format!("`{name}` must be a string"))
 }
 
-fn check_key(key: &str) -> Result<String, String> {
+pub fn u64_field(body: &Object, name: &str) -> Result<u64, String> {
+    body.get(name)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("`{name}` must be a non-negative integer"))
+}
+
+/// An array of at most [`REQUEST_KEYS_MAX`] strings.
+fn string_list_field(body: &Object, name: &str) -> Result<Vec<String>, String> {
+    let list = body
+        .get(name)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("`{name}` must be an array of strings"))?;
+    if list.len() > REQUEST_KEYS_MAX {
+        return Err(format!(
+            "{} entries in `{name}`, more than the maximum of {REQUEST_KEYS_MAX}",
+            list.len()
+        ));
+    }
+    list.iter()
+        .map(|item| {
+            item.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("`{name}` must be an array of strings"))
+        })
+        .collect()
+}
+
+pub fn check_key(key: &str) -> Result<(), String> {
     if key.len() > KEY_BYTES_MAX {
         return Err(format!(
             "key is {} bytes, more than the maximum of {KEY_BYTES_MAX}",
             key.len()
         ));
     }
-    Ok(key.to_string())
+    Ok(())
 }
 
 fn key_field(body: &Object, name: &str) -> Result<String, String> {
-    check_key(&string_field(body, name)?)
+    let key = string_field(body, name)?;
+    check_key(&key)?;
+    Ok(key)
 }
 
-/// Reads an `offsets` object of key to offset, converting each offset with
-/// `offset` (which returns `None` for a value it does not accept).
-fn offsets_field(
-    body: &Object,
-    offset: impl Fn(&Value) -> Option<u64>,
-) -> Result<Vec<(String, u64)>, String> {
-    let map = body
-        .get("offsets")
+/// A message as compact JSON text, within [`MESSAGE_BYTES_MAX`].
+pub fn message_text(msg: &Value) -> Result<Vec<u8>, String> {
+    let text = serde_json::to_vec(msg).map_err(|e| format!("msg: {e}"))?;
+    if text.len() > MESSAGE_BYTES_MAX {
+        return Err(format!(
+            "msg is {} bytes of JSON, more than the maximum of {MESSAGE_BYTES_MAX}",
+            text.len()
+        ));
+    }
+    Ok(text)
+}
+
+fn message_field(body: &Object, name: &str) -> Result<Vec<u8>, String> {
+    message_text(body.get(name).ok_or_else(|| format!("no `{name}`"))?)
+}
+
+/// Reads an object of key to offset (a non-negative integer), with at most
+/// [`REQUEST_KEYS_MAX`] keys. A negative offset is refused: no log has one,
+/// and reading it as 0 would hide a client's bug.
+pub fn key_offsets(value: Option<&Value>, name: &str) -> Result<Vec<(String, u64)>, String> {
+    let map = value
         .and_then(Value::as_object)
-        .ok_or("`offsets` must be an object of key to offset")?;
+        .ok_or_else(|| format!("`{name}` must be an object of key to offset"))?;
     if map.len() > REQUEST_KEYS_MAX {
         return Err(format!(
             "{} keys, more than the maximum of {REQUEST_KEYS_MAX}",
@@ -201,12 +266,17 @@ fn offsets_field(
     }
     map.iter()
         .map(|(key, value)| {
-            let key = check_key(key)?;
-            let value = offset(value)
+            check_key(key)?;
+            let value = value
+                .as_u64()
                 .ok_or_else(|| format!("offset of {key:?} must be a non-negative integer"))?;
-            Ok((key, value))
+            Ok((key.clone(), value))
         })
         .collect()
+}
+
+fn offsets_field(body: &Object) -> Result<Vec<(String, u64)>, String> {
+    key_offsets(body.get("offsets"), "offsets")
 }
 
 /// The body of a reply.
@@ -232,6 +302,17 @@ pub enum ReplyBody<'a> {
         in_reply_to: u64,
         offsets: BTreeMap<&'a str, u64>,
     },
+    /// A peer's forwarded sends, answered in order.
+    ForwardOk {
+        in_reply_to: u64,
+        results: &'a [peer::ForwardResult],
+    },
+    /// What a replica holds durably now, for the keys a replicate named.
+    ReplicateOk {
+        in_reply_to: u64,
+        boot: u64,
+        ends: BTreeMap<&'a str, u64>,
+    },
     Error {
         in_reply_to: u64,
         code: u32,
@@ -240,43 +321,65 @@ pub enum ReplyBody<'a> {
 }
 
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct Envelope<'a, B> {
     src: &'a str,
     dest: &'a str,
-    body: &'a ReplyBody<'a>,
+    body: B,
+}
+
+/// Encodes a message from `src` to `dest` as one line of JSON, newline included.
+pub fn encode<B: Serialize>(src: &str, dest: &str, body: B) -> Vec<u8> {
+    let envelope = Envelope { src, dest, body };
+    let mut line = serde_json::to_vec(&envelope).expect("messages always serialize");
+    line.push(b'\n');
+    line
 }
 
 /// Encodes a reply to `to` as one line of JSON, newline included.
 pub fn encode_reply(to: &ReplyTo, body: &ReplyBody<'_>) -> Vec<u8> {
-    let envelope = Envelope {
-        src: &to.dest,
-        dest: &to.src,
-        body,
-    };
-    let mut line = serde_json::to_vec(&envelope).expect("replies always serialize");
-    line.push(b'\n');
-    line
+    encode(&to.dest, &to.src, body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<(ReplyTo, Request), ParseError> {
+    fn parse(text: &str) -> Result<Incoming, ParseError> {
         parse_line(text.as_bytes())
+    }
+
+    fn request(text: &str) -> (ReplyTo, Request) {
+        match parse(text) {
+            Ok(Incoming::Request { to, request }) => (to, request),
+            other => panic!("{text}: {other:?}"),
+        }
     }
 
     #[test]
     fn send_keeps_the_message_as_json_text() {
-        let (to, request) =
-            parse(r#"{"src":"c1","dest":"n0","body":{"type":"send","msg_id":3,"key":"k","msg":{"a": [1, 2]}}}"#)
-                .expect("valid send");
+        let (to, request) = request(
+            r#"{"src":"c1","dest":"n0","body":{"type":"send","msg_id":3,"key":"k","msg":{"a": [1, 2]}}}"#,
+        );
         assert_eq!(to.msg_id, 3);
         assert_eq!(
             request,
             Request::Send {
                 key: "k".into(),
                 msg: br#"{"a":[1,2]}"#.to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn init_carries_every_node_id() {
+        let (_, request) = request(
+            r#"{"src":"c0","dest":"n1","body":{"type":"init","msg_id":1,"node_id":"n1","node_ids":["n0","n1"]}}"#,
+        );
+        assert_eq!(
+            request,
+            Request::Init {
+                node_id: "n1".into(),
+                node_ids: vec!["n0".into(), "n1".into()]
             }
         );
     }
@@ -293,6 +396,10 @@ mod tests {
                 code::NOT_SUPPORTED,
             ),
             (
+                r#"{"src":"c1","body":{"type":"init","msg_id":1,"node_id":"n0"}}"#,
+                code::MALFORMED_REQUEST,
+            ),
+            (
                 r#"{"src":"c1","body":{"type":"send","msg_id":1,"key":5,"msg":1}}"#,
                 code::MALFORMED_REQUEST,
             ),
@@ -305,11 +412,19 @@ mod tests {
                 code::MALFORMED_REQUEST,
             ),
             (
+                r#"{"src":"c1","body":{"type":"poll","msg_id":1,"offsets":{"k":-1}}}"#,
+                code::MALFORMED_REQUEST,
+            ),
+            (
                 r#"{"src":"c1","body":{"type":"commit_offsets","msg_id":1,"offsets":{"k":-1}}}"#,
                 code::MALFORMED_REQUEST,
             ),
             (
                 r#"{"src":"c1","body":{"type":"list_committed_offsets","msg_id":1,"keys":[1]}}"#,
+                code::MALFORMED_REQUEST,
+            ),
+            (
+                r#"{"src":"n1","body":{"type":"forward","msg_id":1,"sends":[["k"]]}}"#,
                 code::MALFORMED_REQUEST,
             ),
         ];
@@ -323,7 +438,15 @@ mod tests {
 
     #[test]
     fn unidentifiable_lines_are_unanswerable() {
-        for line in ["", "{", "[1]", r#"{"body":{"type":"send"}}"#] {
+        for line in [
+            "",
+            "{",
+            "[1]",
+            r#"{"body":{"type":"send"}}"#,
+            r#"{"src":"c1","body":{"type":"send"}}"#,
+            r#"{"src":"n1","body":{"type":"forward_ok","in_reply_to":-4}}"#,
+            r#"{"src":"n1","body":{"type":"what_ok","in_reply_to":4}}"#,
+        ] {
             assert!(
                 matches!(parse(line), Err(ParseError::Unanswerable(_))),
                 "{line}"
@@ -349,5 +472,15 @@ mod tests {
             String::from_utf8(line).expect("utf-8"),
             "{\"src\":\"n0\",\"dest\":\"c1\",\"body\":{\"type\":\"send_ok\",\"in_reply_to\":9,\"offset\":4}}\n"
         );
+    }
+
+    #[test]
+    fn definite_codes_are_those_maelstrom_names() {
+        for definite in [1, 10, 11, 12, 14, 20, 21, 22, 30] {
+            assert!(code::is_definite(definite), "{definite}");
+        }
+        for indefinite in [0, 13, 1000, 5000] {
+            assert!(!code::is_definite(indefinite), "{indefinite}");
+        }
     }
 }

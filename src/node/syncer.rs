@@ -1,0 +1,156 @@
+//! Group commit: a thread that makes buffered writes durable in sync points
+//! and reports each batch back to the event loop.
+//!
+//! The event loop appends to the store and then queues what must be
+//! answered once the append is durable. The syncer takes everything queued,
+//! runs one sync point (buffers written under the store lock, fdatasyncs
+//! without it, published under it again) and sends the batch back with the
+//! outcome. Everything queued before the take was appended before the sync
+//! point was prepared, so the sync point covers it; writes that arrive during
+//! a sync wait for the next one.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::log;
+use crate::storage::error::Error;
+use crate::storage::store::Store;
+
+/// Writes that may wait for a sync point at once. A sync point takes a few
+/// milliseconds, and Maelstrom's rate is about 1,000 requests a second, so
+/// the queue normally holds tens; 65,536 leaves room for bursts and bounds
+/// what a stalled disk makes the node hold. Past it, writes are refused with
+/// a definite error before they are applied.
+pub const WAITING_MAX: usize = 65_536;
+
+/// Locks a mutex, going on if a thread panicked while holding it: the data it
+/// guards is only ever changed through methods that leave it consistent.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A batch of writes and whether the sync point that covered them succeeded.
+pub struct Synced<T> {
+    pub items: Vec<T>,
+    /// `Err` holds why the sync point failed: the writes may or may not be durable.
+    pub result: Result<(), String>,
+}
+
+/// Writes that wait for the next sync point.
+struct Waiting<T> {
+    items: Vec<T>,
+    /// Set at end of input: the syncer drains what is waiting and exits.
+    closing: bool,
+}
+
+struct Shared<T> {
+    waiting: Mutex<Waiting<T>>,
+    /// Signalled when a write is queued or the node closes.
+    wake: Condvar,
+}
+
+/// The handle the event loop keeps.
+pub struct Syncer<T> {
+    shared: Arc<Shared<T>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// A write refused because [`WAITING_MAX`] writes already wait.
+#[derive(Debug)]
+pub struct QueueFull;
+
+impl<T: Send + 'static> Syncer<T> {
+    /// Starts the syncer thread over `store`; batches go back on `done`.
+    pub fn start(
+        store: Arc<Mutex<Store>>,
+        done: UnboundedSender<Synced<T>>,
+    ) -> Result<Syncer<T>, String> {
+        let shared = Arc::new(Shared {
+            waiting: Mutex::new(Waiting {
+                items: Vec::new(),
+                closing: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let thread = thread::Builder::new()
+            .name("syncer".into())
+            .spawn(move || sync_loop(&thread_shared, &store, &done))
+            .map_err(|e| format!("cannot start the syncer thread: {e}"))?;
+        Ok(Syncer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether another write may be queued; check before applying it, so a
+    /// refused write changes nothing.
+    pub fn has_room(&self) -> bool {
+        lock(&self.shared.waiting).items.len() < WAITING_MAX
+    }
+
+    /// Queues a write the store has applied, to be reported once durable.
+    pub fn push(&self, item: T) {
+        lock(&self.shared.waiting).items.push(item);
+        self.shared.wake.notify_one();
+    }
+
+    /// Asks the thread to drain what is waiting and exit; its last batch
+    /// arrives on `done`, then the channel closes.
+    pub fn close(&self) {
+        lock(&self.shared.waiting).closing = true;
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits for the thread to end (after [`Syncer::close`]).
+    pub fn join(mut self) -> Result<(), String> {
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| "the syncer thread panicked".to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn sync_loop<T>(shared: &Shared<T>, store: &Mutex<Store>, done: &UnboundedSender<Synced<T>>) {
+    loop {
+        let items = {
+            let mut waiting = lock(&shared.waiting);
+            while waiting.items.is_empty() && !waiting.closing {
+                waiting = shared
+                    .wake
+                    .wait(waiting)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if waiting.items.is_empty() {
+                return;
+            }
+            std::mem::take(&mut waiting.items)
+        };
+        let result = sync_point(store).map_err(|e| e.to_string());
+        if done.send(Synced { items, result }).is_err() {
+            // The event loop is gone: nobody is left to answer.
+            return;
+        }
+    }
+}
+
+/// One sync point: write buffers under the lock, fdatasync without it,
+/// publish under it again.
+fn sync_point(store: &Mutex<Store>) -> Result<(), Error> {
+    let plan = lock(store).prepare_sync()?;
+    let started = Instant::now();
+    let executed = plan.execute();
+    log::info(format_args!(
+        "sync of {} keys took {:?}",
+        plan.key_count(),
+        started.elapsed()
+    ));
+    lock(store).complete_sync(plan, executed)
+}
