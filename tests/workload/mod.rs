@@ -1,6 +1,7 @@
 //! A Maelstrom-style kafka workload against real `seglog` processes, with SIGKILL restarts, and
-//! the checker that judges its history. Shared by the integration tests, the soak test and the
-//! node benchmark, each of which uses part of it.
+//! the checker that judges its history, plus the router that will join several nodes. Shared by
+//! the integration tests, the cluster tests, the soak test and the node benchmark, each of which
+//! uses part of it.
 //!
 //! # Layout
 //! - `history`: operations, outcomes and the final reads, as the checker sees them.
@@ -8,6 +9,8 @@
 //! - `checker`: the pure function from history and final reads to anomalies.
 //! - `connection`: the multiplexer over one process's stdin and stdout, routing its lines.
 //! - `traffic`: message counts for msgs-per-op, as Maelstrom counts them.
+//! - `router`: the network between a cluster's nodes: delay, loss, partitions.
+//! - `partition`: which nodes can reach which, and the shapes partitions take.
 //! - `node`: one node process: start and init, SIGKILL, clean shutdown.
 //! - `supervisor`: the nodes across restarts, as clients and the nemesis share them.
 //! - `recorder`: performs an operation and appends it to the history.
@@ -29,9 +32,11 @@ pub mod history;
 pub mod keys;
 pub mod nemesis;
 pub mod node;
+pub mod partition;
 pub mod protocol;
 pub mod recorder;
 pub mod report;
+pub mod router;
 pub mod seed;
 pub mod supervisor;
 pub mod timeline;
