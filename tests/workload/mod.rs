@@ -1,7 +1,7 @@
-//! A Maelstrom-style kafka workload against real `seglog` processes, with SIGKILL restarts, and
-//! the checker that judges its history, plus the router that will join several nodes. Shared by
-//! the integration tests, the cluster tests, the soak test and the node benchmark, each of which
-//! uses part of it.
+//! A Maelstrom-style kafka workload against real `seglog` processes, one node or a cluster of
+//! them joined by a router, with SIGKILL restarts and network partitions, and the checker that
+//! judges its history. Shared by the integration tests, the cluster tests, the soak test and the
+//! node benchmark, each of which uses part of it.
 //!
 //! # Layout
 //! - `history`: operations, outcomes and the final reads, as the checker sees them.
@@ -17,14 +17,17 @@
 //! - `keys`: the rotating keys and unique values clients send.
 //! - `client`: one Maelstrom-like kafka client, pinned to one node.
 //! - `nemesis`: SIGKILLs and restarts one node or all of them at random moments.
+//! - `partition_nemesis`: partitions the network and heals it, a few cycles.
 //! - `timeline`: what the nemesis did and when, for a failed run's report.
 //! - `final_read`: reads every key back: once for a lone node, until caught up for a cluster.
 //! - `report`: summary line, failure details, kept artifacts.
-//! - `harness`: one lone-node run from start to verdict, and the workload phase.
+//! - `harness`: one lone-node run from start to verdict, and the workload phase both kinds share.
+//! - `cluster`: one cluster run from start to verdict.
 //! - `seed`: the run's seed from `SEGLOG_SEED`.
 
 pub mod checker;
 pub mod client;
+pub mod cluster;
 pub mod connection;
 pub mod final_read;
 pub mod harness;
@@ -33,6 +36,7 @@ pub mod keys;
 pub mod nemesis;
 pub mod node;
 pub mod partition;
+pub mod partition_nemesis;
 pub mod protocol;
 pub mod recorder;
 pub mod report;
