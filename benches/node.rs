@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use workload::connection::{Connection, ProtocolErrors, Reply, lock};
+use workload::connection::{Connection, Reply, Wiring, lock};
 use workload::node::{self, NodeConfig, NodeProcess};
 
 /// Requests kept in flight by the closed-loop phases (the pipelining depth).
@@ -78,11 +78,11 @@ fn run() -> Result<(), String> {
         .prefix("seglog-bench-node-")
         .tempdir_in(&parent)
         .map_err(|e| format!("create a data directory in {}: {e}", parent.display()))?;
-    let config = NodeConfig {
-        binary: binary.clone(),
-        data_dir: dir.path().join("data"),
-        log_path: dir.path().join("node.log"),
-    };
+    let config = NodeConfig::lone(
+        binary.clone(),
+        dir.path().join("data"),
+        dir.path().join("node.log"),
+    );
     std::fs::create_dir(&config.data_dir)
         .map_err(|e| format!("create {}: {e}", config.data_dir.display()))?;
     println!(
@@ -90,9 +90,9 @@ fn run() -> Result<(), String> {
         binary.display(),
         config.data_dir.display()
     );
-    let protocol_errors = ProtocolErrors::default();
+    let wiring = Wiring::default();
     let mut rng = StdRng::seed_from_u64(SEED);
-    let node = NodeProcess::start(&config, protocol_errors.clone())?;
+    let node = NodeProcess::start(&config, &wiring)?;
     let connection = node.connection();
 
     let mut sequence = 0_u64;
@@ -126,14 +126,14 @@ fn run() -> Result<(), String> {
     node.shutdown()?;
     let records = sends.ok + paced.ok;
     let started = Instant::now();
-    let node = NodeProcess::start(&config, protocol_errors.clone())?;
+    let node = NodeProcess::start(&config, &wiring)?;
     println!(
         "recovery: restart over {records} records to init_ok in {:.1} ms",
         millis(started.elapsed())
     );
     node.shutdown()?;
 
-    let errors = lock(&protocol_errors);
+    let errors = lock(&wiring.protocol_errors);
     if !errors.is_empty() {
         return Err(format!(
             "protocol errors: {:?}",

@@ -1,14 +1,21 @@
-//! The checker: a pure function from a history and a final read to the anomalies found.
+//! The checker: a pure function from a history and the final reads to the anomalies found.
 //!
 //! It follows the anomalies Jepsen's kafka checker fails a Maelstrom run for, specialised to our
 //! log, whose offsets are dense (0, 1, 2, ... with no holes). Density is what makes "an offset
 //! known to exist" simple: every offset at or below the highest one observed for a key (in an
-//! acknowledged send, a poll, or the final read) exists.
+//! acknowledged send, a poll, or a final read) exists.
+//!
+//! A cluster must behave as one log, so its history is checked exactly like a lone node's, with
+//! everything every node returned gathered together: two nodes returning different messages at
+//! one offset are `inconsistent-offsets`. Two things differ. Each node's final read must hold
+//! every record known to exist (`not-replicated` names the node that lacks one), which is
+//! stricter than Jepsen, which is content if any process saw it; and listings of committed
+//! offsets may lag during the run (see [`CommitRule`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
-use super::history::{FinalRead, Operation, Outcome, Record, Request, Response};
+use super::history::{FinalRead, NodeRead, Operation, Outcome, Record, Request, Response};
 
 /// Every kind of anomaly the checker reports, one per distinct way the node can be wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,6 +32,7 @@ pub enum AnomalyKind {
     PollSkip,
     Lost,
     PolledMissing,
+    NotReplicated,
     CommitRegression,
 }
 
@@ -43,6 +51,7 @@ impl AnomalyKind {
             AnomalyKind::PollSkip => "poll-skip",
             AnomalyKind::Lost => "lost",
             AnomalyKind::PolledMissing => "polled-missing",
+            AnomalyKind::NotReplicated => "not-replicated",
             AnomalyKind::CommitRegression => "commit-regression",
         }
     }
@@ -127,6 +136,15 @@ pub enum Anomaly {
         offset: u64,
         poll_op: usize,
     },
+    /// A record known to exist (acknowledged by send `op`, or returned by poll `op`) that some
+    /// node's final read has and `node`'s final read lacks: that node never caught up.
+    NotReplicated {
+        node: String,
+        key: String,
+        value: u64,
+        offset: u64,
+        op: usize,
+    },
     /// A committed offset listed below one acknowledged before the listing began.
     CommitRegression {
         key: String,
@@ -151,6 +169,7 @@ impl Anomaly {
             Anomaly::PollSkip { .. } => AnomalyKind::PollSkip,
             Anomaly::Lost { .. } => AnomalyKind::Lost,
             Anomaly::PolledMissing { .. } => AnomalyKind::PolledMissing,
+            Anomaly::NotReplicated { .. } => AnomalyKind::NotReplicated,
             Anomaly::CommitRegression { .. } => AnomalyKind::CommitRegression,
         }
     }
@@ -171,30 +190,125 @@ pub fn count_by_kind(anomalies: &[Anomaly]) -> BTreeMap<AnomalyKind, usize> {
     counts
 }
 
+/// What a listing of committed offsets must show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitRule {
+    /// Every listing shows, per key, at least the highest commit acknowledged before it began:
+    /// a lone node answers from the one journal its commits went to.
+    Linearizable,
+    /// Only listings begun at or after `final_ns` must. A cluster may answer a listing from a
+    /// replica that has not yet heard of a commit made through another node; Jepsen's kafka
+    /// checker accepts that (it does not check listings: a stale offset only makes a client
+    /// read again what it already processed). Once the cluster has settled, every node must
+    /// list what was acknowledged.
+    Eventual {
+        /// When the final phase began, in history nanoseconds.
+        final_ns: u64,
+    },
+}
+
+/// The node name a lone node's final read is checked under.
+const LONE_NODE: &str = "n0";
+
 /// Checks `history` against `final_read` and returns every anomaly found, grouped by kind.
 pub fn check(history: &[Operation], final_read: &FinalRead) -> Vec<Anomaly> {
-    check_inner(history, Some(final_read))
+    check_inner(
+        history,
+        Some(&[(LONE_NODE, final_read)]),
+        CommitRule::Linearizable,
+    )
 }
 
 /// Checks a history that has no final read (the run broke off before it): every check except
 /// those that compare against the final read.
 pub fn check_without_final_read(history: &[Operation]) -> Vec<Anomaly> {
-    check_inner(history, None)
+    check_inner(history, None, CommitRule::Linearizable)
 }
 
-fn check_inner(history: &[Operation], final_read: Option<&FinalRead>) -> Vec<Anomaly> {
-    let observed = Observations::gather(history, final_read);
+/// Checks a cluster's history against every node's final reads (`None` if the run broke off
+/// before them).
+pub fn check_cluster(
+    history: &[Operation],
+    final_reads: Option<&[NodeRead]>,
+    commits: CommitRule,
+) -> Vec<Anomaly> {
+    let reads: Option<Vec<(&str, &FinalRead)>> = final_reads.map(|reads| {
+        reads
+            .iter()
+            .map(|read| (read.node.as_str(), &read.read))
+            .collect()
+    });
+    check_inner(history, reads.as_deref(), commits)
+}
+
+/// One final read and the node it came from.
+type Read<'a> = (&'a str, &'a FinalRead);
+
+fn check_inner(
+    history: &[Operation],
+    final_reads: Option<&[Read<'_>]>,
+    commits: CommitRule,
+) -> Vec<Anomaly> {
+    let observed = Observations::gather(history, final_reads.unwrap_or_default());
     let mut anomalies = Vec::new();
     check_malformed(history, &mut anomalies);
     check_offsets(&observed, &mut anomalies);
     check_values(history, &observed, &mut anomalies);
     check_send_order(history, &mut anomalies);
     check_polls(history, &observed, &mut anomalies);
-    if let Some(final_read) = final_read {
-        check_final_read(history, final_read, &mut anomalies);
+    if let Some(final_reads) = final_reads {
+        check_final_reads(history, final_reads, &mut anomalies);
     }
-    check_commits(history, &mut anomalies);
+    check_commits(history, commits, &mut anomalies);
     anomalies
+}
+
+/// The highest offset observed per key, in acknowledged sends and successful polls: what a
+/// final read must reach, as Jepsen's final polls wait to catch up to it.
+pub fn known_offsets(history: &[Operation]) -> BTreeMap<String, u64> {
+    Observations::gather(history, &[])
+        .keys
+        .iter()
+        .filter_map(|(key, observations)| Some((key.clone(), observations.max_offset()?)))
+        .collect()
+}
+
+/// Per node, the acknowledged sends missing from any of its final reads: zero everywhere once
+/// the cluster has converged.
+pub fn missing_acknowledged(history: &[Operation], reads: &[NodeRead]) -> BTreeMap<String, usize> {
+    let acknowledged: Vec<(&str, u64)> = history
+        .iter()
+        .filter_map(|op| match (&op.request, ok_response(op)) {
+            (Request::Send { key, value }, Some(Response::Send { .. })) => {
+                Some((key.as_str(), *value))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut missing: BTreeMap<&str, BTreeSet<(&str, u64)>> = BTreeMap::new();
+    for read in reads {
+        let values = values_by_key(&read.read);
+        let node_missing = missing.entry(read.node.as_str()).or_default();
+        for &(key, value) in &acknowledged {
+            if !values
+                .get(key)
+                .is_some_and(|values| values.contains(&value))
+            {
+                node_missing.insert((key, value));
+            }
+        }
+    }
+    missing
+        .into_iter()
+        .map(|(node, values)| (node.to_owned(), values.len()))
+        .collect()
+}
+
+fn values_by_key(read: &FinalRead) -> BTreeMap<&str, BTreeSet<u64>> {
+    read.logs
+        .iter()
+        .map(|(key, records)| (key.as_str(), records.iter().map(|&(_, v)| v).collect()))
+        .collect()
 }
 
 /// Where one value was seen: from an acknowledged send, or read (by a poll or the final read).
@@ -226,7 +340,7 @@ struct Observations {
 }
 
 impl Observations {
-    fn gather(history: &[Operation], final_read: Option<&FinalRead>) -> Self {
+    fn gather(history: &[Operation], final_reads: &[Read<'_>]) -> Self {
         let mut keys: BTreeMap<String, KeyObservations> = BTreeMap::new();
         for op in history {
             match (&op.request, ok_response(op)) {
@@ -245,7 +359,7 @@ impl Observations {
                 _ => {}
             }
         }
-        for (key, records) in final_read.iter().flat_map(|read| &read.logs) {
+        for (key, records) in final_reads.iter().flat_map(|(_, read)| &read.logs) {
             let observations = keys.entry(key.clone()).or_default();
             for &record in records {
                 observations.add(record);
@@ -431,52 +545,96 @@ fn check_polls(history: &[Operation], observed: &Observations, anomalies: &mut V
     }
 }
 
-/// Everything acknowledged or read during the run must still be there after the last restart.
-fn check_final_read(history: &[Operation], final_read: &FinalRead, anomalies: &mut Vec<Anomaly>) {
-    let final_values: BTreeMap<&str, BTreeSet<u64>> = final_read
-        .logs
-        .iter()
-        .map(|(key, records)| (key.as_str(), records.iter().map(|&(_, v)| v).collect()))
-        .collect();
-    let in_final = |key: &str, value: u64| {
-        final_values
-            .get(key)
-            .is_some_and(|values| values.contains(&value))
-    };
-    let mut reported: BTreeSet<(&str, u64)> = BTreeSet::new();
+/// Everything acknowledged or read during the run must still be there after the last restart, in
+/// every node's final read. Missing from all of them, it is `lost` (or `polled-missing`); missing
+/// from some, `not-replicated` on each node that lacks it.
+fn check_final_reads(history: &[Operation], reads: &[Read<'_>], anomalies: &mut Vec<Anomaly>) {
+    let reads = FinalValues::new(reads);
+    let mut not_replicated: BTreeSet<(&str, &str, u64)> = BTreeSet::new();
+    let mut polled_missing: BTreeSet<(&str, u64)> = BTreeSet::new();
+    let mut lost = Vec::new();
     for op in history {
-        match (&op.request, ok_response(op)) {
-            (Request::Send { key, value }, Some(Response::Send { offset }))
-                if !in_final(key, *value) =>
-            {
-                anomalies.push(Anomaly::Lost {
-                    key: key.clone(),
-                    value: *value,
-                    offset: *offset,
-                    send_op: op.index,
-                });
+        let records: Vec<(&str, u64, u64, bool)> = match (&op.request, ok_response(op)) {
+            (Request::Send { key, value }, Some(Response::Send { offset })) => {
+                vec![(key.as_str(), *offset, *value, true)]
             }
-            (Request::Poll { .. }, Some(Response::Poll { msgs })) => {
-                for (key, records) in msgs {
-                    for &(offset, value) in records {
-                        if !in_final(key, value) && reported.insert((key.as_str(), value)) {
-                            anomalies.push(Anomaly::PolledMissing {
-                                key: key.clone(),
-                                value,
-                                offset,
-                                poll_op: op.index,
-                            });
-                        }
+            (Request::Poll { .. }, Some(Response::Poll { msgs })) => msgs
+                .iter()
+                .flat_map(|(key, records)| {
+                    records
+                        .iter()
+                        .map(move |&(offset, value)| (key.as_str(), offset, value, false))
+                })
+                .collect(),
+            _ => continue,
+        };
+        for (key, offset, value, acknowledged) in records {
+            let lacking = reads.lacking(key, value);
+            if lacking.len() < reads.nodes.len() {
+                for node in lacking {
+                    if not_replicated.insert((node, key, value)) {
+                        anomalies.push(Anomaly::NotReplicated {
+                            node: node.to_owned(),
+                            key: key.to_owned(),
+                            value,
+                            offset,
+                            op: op.index,
+                        });
                     }
                 }
+            } else if acknowledged {
+                lost.push(Anomaly::Lost {
+                    key: key.to_owned(),
+                    value,
+                    offset,
+                    send_op: op.index,
+                });
+            } else if polled_missing.insert((key, value)) {
+                lost.push(Anomaly::PolledMissing {
+                    key: key.to_owned(),
+                    value,
+                    offset,
+                    poll_op: op.index,
+                });
             }
-            _ => {}
         }
+    }
+    anomalies.extend(lost);
+}
+
+/// The values of every final read, by node and key.
+struct FinalValues<'a> {
+    /// One entry per read; a node with several readers appears several times.
+    nodes: Vec<(&'a str, BTreeMap<&'a str, BTreeSet<u64>>)>,
+}
+
+impl<'a> FinalValues<'a> {
+    fn new(reads: &[Read<'a>]) -> Self {
+        FinalValues {
+            nodes: reads
+                .iter()
+                .map(|(node, read)| (*node, values_by_key(read)))
+                .collect(),
+        }
+    }
+
+    /// The node of every read that lacks `value` under `key`, once per read.
+    fn lacking(&self, key: &str, value: u64) -> Vec<&'a str> {
+        self.nodes
+            .iter()
+            .filter(|(_, values)| {
+                !values
+                    .get(key)
+                    .is_some_and(|values| values.contains(&value))
+            })
+            .map(|(node, _)| *node)
+            .collect()
     }
 }
 
-/// A listing must show, per key, at least the highest commit acknowledged before it began.
-fn check_commits(history: &[Operation], anomalies: &mut Vec<Anomaly>) {
+/// A listing must show, per key, at least the highest commit acknowledged before it began; under
+/// [`CommitRule::Eventual`], only listings of the final phase are held to it.
+fn check_commits(history: &[Operation], rule: CommitRule, anomalies: &mut Vec<Anomaly>) {
     let mut commits: Vec<(u64, &BTreeMap<String, u64>)> = history
         .iter()
         .filter_map(|op| match (&op.request, ok_response(op)) {
@@ -492,6 +650,10 @@ fn check_commits(history: &[Operation], anomalies: &mut Vec<Anomaly>) {
         .filter_map(|op| match (&op.request, ok_response(op)) {
             (Request::List { keys }, Some(Response::List { offsets })) => Some((op, keys, offsets)),
             _ => None,
+        })
+        .filter(|(op, _, _)| match rule {
+            CommitRule::Linearizable => true,
+            CommitRule::Eventual { final_ns } => op.invoke_ns >= final_ns,
         })
         .collect();
     lists.sort_by_key(|(op, _, _)| op.invoke_ns);

@@ -4,8 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::workload::checker::{Anomaly, AnomalyKind, check};
-use crate::workload::history::{FinalRead, Operation, Outcome, Record, Request, Response};
+use crate::workload::checker::{
+    Anomaly, AnomalyKind, CommitRule, check, check_cluster, known_offsets, missing_acknowledged,
+};
+use crate::workload::history::{
+    FinalRead, NodeRead, Operation, Outcome, Record, Request, Response,
+};
 
 /// Builds a history one operation at a time. By default operations are sequential: each is
 /// invoked after the previous one completed.
@@ -92,6 +96,20 @@ impl History {
 
     fn check(&self, final_read: &FinalRead) -> Vec<Anomaly> {
         check(&self.operations, final_read)
+    }
+
+    fn check_cluster(&self, reads: &[NodeRead], commits: CommitRule) -> Vec<Anomaly> {
+        check_cluster(&self.operations, Some(reads), commits)
+    }
+}
+
+/// `node`'s final read of `logs`.
+fn node_read(node: &str, logs: &[(&str, &[Record])]) -> NodeRead {
+    NodeRead {
+        node: node.to_owned(),
+        process: 0,
+        read: final_read(logs),
+        committed: BTreeMap::new(),
     }
 }
 
@@ -463,5 +481,136 @@ fn without_a_final_read_only_the_final_read_checks_are_skipped() {
             asked: 1,
             first: 0
         }]
+    );
+}
+
+#[test]
+fn cluster_whose_nodes_all_hold_the_log_reports_nothing() {
+    let mut history = History::default();
+    history.send_ok("k0", 0, 0);
+    history.send_ok("k0", 1, 1);
+    // A lagging replica may return a prefix during the run.
+    history.poll_ok("k0", 0, &[(0, 0)]);
+    let log: &[Record] = &[(0, 0), (1, 1)];
+    let reads = [
+        node_read("n0", &[("k0", log)]),
+        node_read("n1", &[("k0", log)]),
+    ];
+    assert_eq!(
+        history.check_cluster(&reads, CommitRule::Linearizable),
+        vec![]
+    );
+    let missing = missing_acknowledged(&history.operations, &reads);
+    assert_eq!(
+        missing,
+        BTreeMap::from([("n0".to_owned(), 0), ("n1".to_owned(), 0)])
+    );
+}
+
+#[test]
+fn reports_not_replicated_on_the_node_that_lacks_a_record() {
+    let mut history = History::default();
+    let sent = history.send_ok("k0", 0, 0);
+    history.send_ok("k0", 1, 1);
+    let reads = [
+        node_read("n0", &[("k0", &[(0, 0), (1, 1)])]),
+        node_read("n1", &[("k0", &[(1, 1)])]),
+        // A node's second reader lacking it too is still one anomaly for that node.
+        node_read("n1", &[]),
+    ];
+    let anomalies = history.check_cluster(&reads, CommitRule::Linearizable);
+    assert_reports(
+        &anomalies,
+        &Anomaly::NotReplicated {
+            node: "n1".to_owned(),
+            key: "k0".to_owned(),
+            value: 0,
+            offset: 0,
+            op: sent,
+        },
+    );
+    assert_eq!(kinds(&anomalies), vec![AnomalyKind::NotReplicated]);
+    assert_eq!(anomalies.len(), 2, "{anomalies:#?}");
+    let missing = missing_acknowledged(&history.operations, &reads);
+    assert_eq!(
+        missing,
+        BTreeMap::from([("n0".to_owned(), 0), ("n1".to_owned(), 2)])
+    );
+}
+
+#[test]
+fn record_missing_from_every_node_is_lost_not_unreplicated() {
+    let mut history = History::default();
+    history.send_ok("k0", 0, 0);
+    let lost = history.send_ok("k0", 1, 1);
+    let log: &[Record] = &[(0, 0)];
+    let reads = [
+        node_read("n0", &[("k0", log)]),
+        node_read("n1", &[("k0", log)]),
+    ];
+    assert_eq!(
+        history.check_cluster(&reads, CommitRule::Linearizable),
+        vec![Anomaly::Lost {
+            key: "k0".to_owned(),
+            value: 1,
+            offset: 1,
+            send_op: lost
+        }]
+    );
+}
+
+/// Two nodes each keeping their own log (today's binary run as a cluster) disagree at offset 0.
+#[test]
+fn reports_inconsistent_offsets_between_nodes() {
+    let mut history = History::default();
+    history.send_ok("k0", 0, 0);
+    history.send_ok("k0", 1, 0);
+    let reads = [
+        node_read("n0", &[("k0", &[(0, 0)])]),
+        node_read("n1", &[("k0", &[(0, 1)])]),
+    ];
+    let anomalies = history.check_cluster(&reads, CommitRule::Linearizable);
+    assert_reports(
+        &anomalies,
+        &Anomaly::InconsistentOffsets {
+            key: "k0".to_owned(),
+            offset: 0,
+            values: vec![0, 1],
+        },
+    );
+    assert!(kinds(&anomalies).contains(&AnomalyKind::NotReplicated));
+}
+
+#[test]
+fn eventual_commits_check_only_final_listings() {
+    let mut history = History::default();
+    history.commit_ok("k0", 5);
+    // A replica that has not heard of the commit yet: accepted during the run.
+    history.list_ok("k0", Some(3));
+    let final_ns = history.clock + 1;
+    let stale = history.list_ok("k0", None);
+    let anomalies = history.check_cluster(&[], CommitRule::Eventual { final_ns });
+    assert_eq!(
+        anomalies,
+        vec![Anomaly::CommitRegression {
+            key: "k0".to_owned(),
+            list_op: stale,
+            acked: 5,
+            listed: None
+        }]
+    );
+}
+
+#[test]
+fn known_offsets_are_the_highest_acknowledged_or_polled() {
+    let mut history = History::default();
+    history.send_ok("k0", 0, 0);
+    history.send_unknown("k0", 1);
+    history.poll_ok("k0", 0, &[(0, 0), (1, 1)]);
+    history.send_ok("k1", 2, 4);
+    history.send_fail("k2", 3);
+    assert_eq!(
+        known_offsets(&history.operations),
+        BTreeMap::from([("k0".to_owned(), 1), ("k1".to_owned(), 4)])
     );
 }

@@ -1,4 +1,4 @@
-//! One workload client, behaving like a Maelstrom kafka client pinned to our single node.
+//! One workload client, behaving like a Maelstrom kafka client pinned to one node.
 //!
 //! It sends unique values to the rotating keys, polls the keys it is assigned from its own
 //! positions and commits what each poll returned, and now and then takes a new assignment,
@@ -38,8 +38,10 @@ const ASSIGN_CANDIDATES: usize = 2 * super::keys::ACTIVE_KEYS;
 pub struct ClientContext {
     /// Where sends get their key and unique value.
     pub keys: Arc<KeyPool>,
-    /// The node, waited for while it is down.
+    /// The nodes, this client's waited for while it is down.
     pub supervisor: Arc<Supervisor>,
+    /// The node this client talks to, for the whole run, as a Maelstrom process is pinned to one.
+    pub node: usize,
     /// The history every operation is appended to.
     pub recorder: Arc<Recorder>,
     /// Minimum time between this client's steps, so the run's rate is bounded; `None` runs the
@@ -78,7 +80,7 @@ impl Client {
                 thread::sleep(next_step_at - now);
                 next_step_at += interval;
             }
-            if self.context.supervisor.wait_up().is_none() {
+            if self.context.supervisor.wait_up(self.context.node).is_none() {
                 return;
             }
             self.step();
@@ -98,7 +100,7 @@ impl Client {
 
     /// Performs one request against the node if it is up; `None` if it was not sent.
     fn perform(&self, request: Request) -> Option<Outcome> {
-        let connection = self.context.supervisor.wait_up()?;
+        let connection = self.context.supervisor.wait_up(self.context.node)?;
         self.context
             .recorder
             .perform(&connection, self.process, request, REQUEST_TIMEOUT)

@@ -1,14 +1,15 @@
 //! The multiplexer: many concurrent requests over one node process's stdin and stdout.
 //!
 //! A node has a single stdin and stdout, but Maelstrom pipelines requests from many clients over
-//! them. Writers share stdin behind a mutex (one whole line per write); one reader thread owns
-//! stdout and routes each reply by `in_reply_to` to the channel its request registered. When the
-//! process dies the reader sees EOF and drops every waiting channel, so callers learn at once
-//! that their requests' fate is unknown instead of waiting for a timeout.
+//! them. Writers share stdin behind a mutex (one whole line per write): clients, and in a cluster
+//! the router delivering other nodes' messages. One reader thread owns stdout and routes each
+//! line by its `dest`: a reply to a client goes, by `in_reply_to`, to the channel its request
+//! registered; anything else goes to the run's [`Network`] (the router), or is a protocol error
+//! for a lone node. When the process dies the reader sees EOF and drops every waiting channel, so
+//! callers learn at once that their requests' fate is unknown instead of waiting for a timeout.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{ChildStdin, ChildStdout};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,12 +18,42 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::traffic::Traffic;
+
 /// The longest stdout line accepted. A final-read poll of a long log is the largest reply; this
 /// is far above it, and a line beyond it means the node is not speaking the protocol.
 const REPLY_LINE_BYTES_MAX: u64 = 64 << 20;
 
-/// Protocol violations seen by reader threads, shared by every connection of a run.
+/// Protocol violations seen by reader threads and the router, shared by every connection of a run.
 pub type ProtocolErrors = Arc<Mutex<Vec<String>>>;
+
+/// Where a node's lines to anything but a client go: the router of a cluster run.
+pub trait Network: Send + Sync {
+    /// Node `src` wrote `line` (one whole JSON message) to `dest`, which is not a client.
+    fn forward(&self, src: &str, dest: &str, line: &[u8]);
+    /// Lines to `node_id` go to `connection` from now on: its process was just started.
+    fn attach(&self, node_id: &str, connection: &Arc<Connection>);
+    /// `connection`'s process is about to end: lines to `node_id` are lost until the next
+    /// attach. Does nothing if another connection was attached since.
+    fn detach(&self, node_id: &str, connection: &Arc<Connection>);
+}
+
+/// What every connection of a run shares.
+#[derive(Clone, Default)]
+pub struct Wiring {
+    /// Every protocol violation of the run; any one makes the run invalid.
+    pub protocol_errors: ProtocolErrors,
+    /// Message counts for msgs-per-op.
+    pub traffic: Arc<Traffic>,
+    /// The router between nodes; `None` for a lone node, which must message clients only.
+    pub network: Option<Arc<dyn Network>>,
+}
+
+/// Whether `id` names a client. Maelstrom's clients are `c1`, `c2`, ...; nodes are `n0`, ...;
+/// services have names like `lin-kv`.
+pub fn is_client(id: &str) -> bool {
+    id.starts_with('c')
+}
 
 /// A reply as the reader thread received it.
 #[derive(Debug)]
@@ -48,10 +79,17 @@ pub enum CallError {
     Timeout,
 }
 
+/// A request awaiting its reply.
+struct Pending {
+    /// The client that sent it: the only valid `dest` of its reply.
+    src: String,
+    reply_to: Sender<Reply>,
+}
+
 /// Requests awaiting replies, and whether the reader is gone.
 struct Waiting {
-    /// Reply channel per outstanding `msg_id`.
-    channels: HashMap<u64, Sender<Reply>>,
+    /// The request per outstanding `msg_id`.
+    channels: HashMap<u64, Pending>,
     /// Requests given up on (timed out, or the write failed): a late reply to one is expected,
     /// any other reply without a channel is a duplicate or was never asked for.
     abandoned: HashSet<u64>,
@@ -63,33 +101,34 @@ struct Waiting {
 pub struct Connection {
     /// The node's id (`n0`), used as `dest` of every request.
     node_id: String,
-    /// `None` once closed, which is how a node is asked to shut down.
-    stdin: Mutex<Option<ChildStdin>>,
+    /// `None` once closed, which is how a node is asked to shut down. Boxed so a test can put an
+    /// in-process stand-in for a node behind a connection.
+    stdin: Mutex<Option<Box<dyn Write + Send>>>,
     waiting: Mutex<Waiting>,
     /// The next `msg_id`; ids are unique per connection, so replies cannot be misrouted.
     next_msg_id: AtomicU64,
-    protocol_errors: ProtocolErrors,
+    wiring: Wiring,
 }
 
 impl Connection {
-    /// Wraps a freshly started process's pipes and starts the reader thread, which ends when
-    /// stdout closes.
+    /// Wraps a freshly started node's stdin and stdout and starts the reader thread, which ends
+    /// when stdout closes.
     pub fn start(
         node_id: &str,
-        stdin: ChildStdin,
-        stdout: ChildStdout,
-        protocol_errors: ProtocolErrors,
+        stdin: impl Write + Send + 'static,
+        stdout: impl Read + Send + 'static,
+        wiring: Wiring,
     ) -> Result<(Arc<Connection>, ReaderHandle), String> {
         let connection = Arc::new(Connection {
             node_id: node_id.to_owned(),
-            stdin: Mutex::new(Some(stdin)),
+            stdin: Mutex::new(Some(Box::new(stdin))),
             waiting: Mutex::new(Waiting {
                 channels: HashMap::new(),
                 abandoned: HashSet::new(),
                 closed: false,
             }),
             next_msg_id: AtomicU64::new(1),
-            protocol_errors,
+            wiring,
         });
         let reader = Arc::clone(&connection);
         let (done_sender, done) = mpsc::channel::<()>();
@@ -98,7 +137,7 @@ impl Connection {
             .spawn(move || {
                 // Dropped when the thread ends, which is what `ReaderHandle::wait_exit` waits for.
                 let _done = done_sender;
-                reader.read_replies(stdout);
+                reader.read_lines(stdout);
             })
             .map_err(|e| format!("spawn reader thread: {e}"))?;
         Ok((connection, ReaderHandle { thread, done }))
@@ -123,18 +162,36 @@ impl Connection {
                 return Err(CallError::NotSent);
             }
             // Registered before writing, so even an instant reply finds its channel.
-            waiting.channels.insert(msg_id, reply_to);
+            let pending = Pending {
+                src: src.to_owned(),
+                reply_to,
+            };
+            waiting.channels.insert(msg_id, pending);
         }
-        let written = match lock(&self.stdin).as_mut() {
-            None => Err(CallError::NotSent),
-            Some(stdin) => stdin
-                .write_all(line.as_bytes())
-                .map_err(|e| CallError::WriteFailed(e.to_string())),
-        };
-        if written.is_err() {
-            self.abandon(msg_id);
+        let written = self.write_line(line.as_bytes());
+        match written {
+            Ok(()) => self.wiring.traffic.count_client(),
+            Err(_) => {
+                self.abandon(msg_id);
+            }
         }
         written.map(|()| msg_id)
+    }
+
+    /// Writes a message another node sent to this one; the router's way in.
+    pub fn deliver(&self, line: &[u8]) -> Result<(), CallError> {
+        self.write_line(line)
+    }
+
+    /// Writes one whole line under the stdin lock, so concurrent writers never interleave.
+    fn write_line(&self, line: &[u8]) -> Result<(), CallError> {
+        match lock(&self.stdin).as_mut() {
+            None => Err(CallError::NotSent),
+            Some(stdin) => stdin
+                .write_all(line)
+                .and_then(|()| stdin.flush())
+                .map_err(|e| CallError::WriteFailed(e.to_string())),
+        }
     }
 
     /// Sends a request and waits up to `timeout` for its reply.
@@ -170,8 +227,8 @@ impl Connection {
         lock(&self.stdin).take();
     }
 
-    /// Reads stdout line by line until EOF, routing replies; runs on the reader thread.
-    fn read_replies(&self, stdout: ChildStdout) {
+    /// Reads stdout line by line until EOF, routing each line; runs on the reader thread.
+    fn read_lines(&self, stdout: impl Read) {
         let mut stdout = BufReader::new(stdout);
         let mut line = Vec::new();
         loop {
@@ -216,6 +273,34 @@ impl Connection {
         if message["src"].as_str() != Some(self.node_id.as_str()) {
             self.protocol_error(format!("message not from {}: {message}", self.node_id));
         }
+        let Some(dest) = message["dest"].as_str() else {
+            self.protocol_error(format!("message without a string dest: {message}"));
+            return;
+        };
+        if is_client(dest) {
+            self.wiring.traffic.count_client();
+            self.route_reply(dest, &message, received_at);
+        } else {
+            self.wiring.traffic.count_server();
+            self.route_to_peer(dest, &message, line);
+        }
+    }
+
+    /// A message to another node goes to the router, unchanged.
+    fn route_to_peer(&self, dest: &str, message: &Value, line: &[u8]) {
+        if !message["body"]["type"].is_string() {
+            self.protocol_error(format!("message without a string body.type: {message}"));
+            return;
+        }
+        match &self.wiring.network {
+            Some(network) => network.forward(&self.node_id, dest, line),
+            None => self.protocol_error(format!(
+                "message to {dest}, but a lone node may only answer clients: {message}"
+            )),
+        }
+    }
+
+    fn route_reply(&self, dest: &str, message: &Value, received_at: Instant) {
         let Some(in_reply_to) = message["body"]["in_reply_to"].as_u64() else {
             self.protocol_error(format!("message without in_reply_to: {message}"));
             return;
@@ -229,15 +314,22 @@ impl Connection {
             }
             channel
         };
-        let Some(channel) = channel else {
+        let Some(pending) = channel else {
             self.protocol_error(format!(
                 "reply to a msg_id never sent or already answered: {message}"
             ));
             return;
         };
+        if pending.src != dest {
+            // Still delivered: the protocol error fails the run, and the caller need not time out.
+            self.protocol_error(format!(
+                "reply to {}'s request sent to {dest}: {message}",
+                pending.src
+            ));
+        }
         let body = message["body"].clone();
         // The caller may have stopped waiting in the meantime; that is fine.
-        let _ = channel.send(Reply {
+        let _ = pending.reply_to.send(Reply {
             in_reply_to,
             body,
             received_at,
@@ -245,7 +337,12 @@ impl Connection {
     }
 
     fn protocol_error(&self, error: String) {
-        lock(&self.protocol_errors).push(format!("{}: {error}", self.node_id));
+        lock(&self.wiring.protocol_errors).push(format!("{}: {error}", self.node_id));
+    }
+
+    /// The node this connection talks to.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 }
 

@@ -1,5 +1,6 @@
-//! One workload run from start to verdict: start the node, run clients and the nemesis, restart
-//! the node once more, read everything back, shut it down, and check the history.
+//! One workload run against a lone node from start to verdict: start the node, run clients and
+//! the nemesis, restart the node once more, read everything back, shut it down, and check the
+//! history. `cluster` does the same for several nodes behind a router.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,22 +14,26 @@ use rand::rngs::StdRng;
 
 use super::checker;
 use super::client::{Client, ClientContext};
-use super::connection::{ProtocolErrors, lock};
+use super::connection::{Wiring, lock};
 use super::final_read;
-use super::history::FinalRead;
+use super::history::{FINAL_READER_PROCESS, FinalRead, NodeRead};
 use super::keys::KeyPool;
-use super::nemesis;
-use super::node::{self, NodeConfig};
+use super::nemesis::{self, Victims};
+use super::node::{self, NODE_ID, NodeConfig};
 use super::recorder::Recorder;
 use super::report::Report;
 use super::seed;
 use super::supervisor::Supervisor;
+use super::timeline::Timeline;
 
 /// Set to keep the run directory even when the run is valid.
 pub const KEEP_VAR: &str = "SEGLOG_KEEP";
 
 /// Maelstrom's `--rate` in the Fly.io challenges: operations per second over all clients.
 pub const MAELSTROM_RATE: u32 = 1000;
+
+/// The lone node's index in the supervisor.
+const NODE: usize = 0;
 
 /// How the node process that served the workload ends before the final read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,15 +96,21 @@ pub fn run(config: &Config) -> Report {
         .prefix(&format!("seglog-{}-", config.name))
         .tempdir()
         .expect("create a run directory under the temp dir");
-    let mut report = execute(config, dir.path());
+    let report = execute(config, dir.path());
+    keep_if_needed(report, dir)
+}
+
+/// Keeps the run directory, with the artifacts written into it, if the run is not valid or
+/// `SEGLOG_KEEP` is set; otherwise it is deleted when `dir` drops.
+pub fn keep_if_needed(mut report: Report, dir: tempfile::TempDir) -> Report {
     if !report.is_valid() || std::env::var_os(KEEP_VAR).is_some() {
         let path = dir.keep();
         if let Err(e) = report.write_artifacts(&path) {
-            eprintln!("workload {}: could not write artifacts: {e}", config.name);
+            eprintln!("workload {}: could not write artifacts: {e}", report.name);
         }
         eprintln!(
             "workload {}: run directory kept at {}",
-            config.name,
+            report.name,
             path.display()
         );
         report.artifacts = Some(path);
@@ -109,14 +120,22 @@ pub fn run(config: &Config) -> Report {
 
 fn execute(config: &Config, dir: &Path) -> Report {
     let start = Instant::now();
-    let protocol_errors = ProtocolErrors::default();
+    let wiring = Wiring::default();
     let recorder = Arc::new(Recorder::new(start));
     let keys = Arc::new(KeyPool::new());
+    let timeline = Arc::new(Timeline::new(start));
     let mut phases = Phases::default();
-    let supervisor = start_node(config, dir, &protocol_errors);
+    let supervisor = start_node(config, dir, &wiring);
     let (starts, kills) = match &supervisor {
         Ok(supervisor) => {
-            if let Err(e) = run_phases(config, supervisor, &recorder, &keys, start, &mut phases) {
+            let run = Run {
+                supervisor,
+                recorder: &recorder,
+                keys: &keys,
+                timeline: &timeline,
+                start,
+            };
+            if let Err(e) = run_phases(config, &run, &mut phases) {
                 phases.failure = Some(e);
             }
             (supervisor.starts(), supervisor.kills())
@@ -139,14 +158,26 @@ fn execute(config: &Config, dir: &Path) -> Report {
             .is_none()
             .then(|| "no final read".to_owned())
     });
-    let protocol_errors = lock(&protocol_errors).clone();
+    let protocol_errors = lock(&wiring.protocol_errors).clone();
+    let final_reads = match phases.final_read {
+        Some(read) => vec![NodeRead {
+            node: NODE_ID.to_owned(),
+            process: FINAL_READER_PROCESS,
+            read,
+            committed: phases.committed,
+        }],
+        None => Vec::new(),
+    };
     Report {
         name: config.name.clone(),
         seed: config.seed,
         elapsed: start.elapsed(),
         history,
-        final_read: phases.final_read.unwrap_or_default(),
-        committed: phases.committed,
+        nodes: 1,
+        final_reads,
+        traffic: wiring.traffic.snapshot(),
+        network: None,
+        timeline: timeline.events(),
         anomalies,
         protocol_errors,
         failure,
@@ -167,80 +198,118 @@ struct Phases {
     failure: Option<String>,
 }
 
-fn start_node(
-    config: &Config,
-    dir: &Path,
-    protocol_errors: &ProtocolErrors,
-) -> Result<Arc<Supervisor>, String> {
+fn start_node(config: &Config, dir: &Path, wiring: &Wiring) -> Result<Arc<Supervisor>, String> {
     let data_dir = dir.join("data");
     fs::create_dir(&data_dir).map_err(|e| format!("create {}: {e}", data_dir.display()))?;
-    let node_config = NodeConfig {
-        binary: config.binary.clone(),
-        data_dir,
-        log_path: dir.join("node.log"),
-    };
-    Supervisor::start(node_config, Arc::clone(protocol_errors))
+    let node_config = NodeConfig::lone(config.binary.clone(), data_dir, dir.join("node.log"));
+    Supervisor::start(vec![node_config], wiring.clone())
 }
 
-fn run_phases(
-    config: &Config,
-    supervisor: &Arc<Supervisor>,
-    recorder: &Arc<Recorder>,
-    keys: &Arc<KeyPool>,
-    start: Instant,
-    phases: &mut Phases,
-) -> Result<(), String> {
-    run_workload(config, supervisor, recorder, keys, start)?;
+/// What the phases of one run share.
+pub struct Run<'a> {
+    pub supervisor: &'a Arc<Supervisor>,
+    pub recorder: &'a Arc<Recorder>,
+    pub keys: &'a Arc<KeyPool>,
+    pub timeline: &'a Arc<Timeline>,
+    /// Time zero of the history.
+    pub start: Instant,
+}
+
+fn run_phases(config: &Config, run: &Run<'_>, phases: &mut Phases) -> Result<(), String> {
+    let Run {
+        supervisor,
+        recorder,
+        keys,
+        start,
+        ..
+    } = *run;
+    let load = Load {
+        duration: config.duration,
+        clients: config.clients,
+        rate: config.rate,
+    };
+    let mut master = StdRng::seed_from_u64(config.seed);
+    let nemesis = {
+        let supervisor = Arc::clone(supervisor);
+        let timeline = Arc::clone(run.timeline);
+        let (duration, kills) = (config.duration, config.kills);
+        move |rng| {
+            nemesis::run(
+                &supervisor,
+                rng,
+                start,
+                duration,
+                kills,
+                Victims::One,
+                &timeline,
+            );
+        }
+    };
+    run_workload(load, run, &mut master, nemesis)?;
     match config.ending {
-        Ending::Kill => supervisor.kill()?,
-        Ending::Shutdown => supervisor.shutdown()?,
+        Ending::Kill => supervisor.kill(NODE)?,
+        Ending::Shutdown => supervisor.shutdown(NODE)?,
     }
-    supervisor.restart()?;
-    let connection = supervisor.connection()?;
+    supervisor.restart(NODE)?;
+    let connection = supervisor.connection(NODE)?;
     let all_keys = keys.all();
     phases.final_read = Some(final_read::read_all(&connection, recorder, &all_keys)?);
-    phases.committed = final_read::list_all(&connection, recorder, &all_keys)?;
-    supervisor.shutdown()
+    phases.committed =
+        final_read::list_all(&connection, recorder, FINAL_READER_PROCESS, &all_keys)?;
+    supervisor.shutdown(NODE)
 }
 
-/// Runs the clients and the nemesis for the configured duration.
-fn run_workload(
-    config: &Config,
-    supervisor: &Arc<Supervisor>,
-    recorder: &Arc<Recorder>,
-    keys: &Arc<KeyPool>,
-    start: Instant,
+/// The workload phase's shape.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    /// Length of the phase.
+    pub duration: Duration,
+    /// Concurrent clients, each one thread with its own positions.
+    pub clients: u32,
+    /// Operations per second over all clients; `None` runs clients flat out.
+    pub rate: Option<u32>,
+}
+
+/// Runs `load.clients` clients, client `i` pinned to node `i mod N` as Maelstrom pins its
+/// processes, and the nemesis, from `start` for `load.duration`; then ends the workload and
+/// waits for every thread. Each client and the nemesis get their own generator from `master`.
+pub fn run_workload(
+    load: Load,
+    run: &Run<'_>,
+    master: &mut StdRng,
+    nemesis: impl FnOnce(StdRng) + Send + 'static,
 ) -> Result<(), String> {
-    let mut master = StdRng::seed_from_u64(config.seed);
-    let step_interval = config
+    let Run {
+        supervisor,
+        recorder,
+        keys,
+        start,
+        ..
+    } = *run;
+    let step_interval = load
         .rate
-        .map(|rate| Duration::from_secs(u64::from(config.clients)) / rate.max(1));
-    let mut clients = Vec::new();
-    for process in 0..config.clients {
+        .map(|rate| Duration::from_secs(u64::from(load.clients)) / rate.max(1));
+    let mut threads = Vec::new();
+    for process in 0..load.clients {
         let client = Client::new(
             process,
-            seed::fork(&mut master),
+            seed::fork(master),
             ClientContext {
                 keys: Arc::clone(keys),
                 supervisor: Arc::clone(supervisor),
+                node: node_of(process, supervisor.node_count()),
                 recorder: Arc::clone(recorder),
                 step_interval,
             },
         );
-        clients.push(spawn(format!("client-{process}"), move || client.run())?);
+        threads.push(spawn(format!("client-{process}"), move || client.run())?);
     }
-    let nemesis = {
-        let supervisor = Arc::clone(supervisor);
-        let rng = seed::fork(&mut master);
-        let (duration, kills) = (config.duration, config.kills);
-        spawn("nemesis".to_owned(), move || {
-            nemesis::run(&supervisor, rng, start, duration, kills)
-        })?
-    };
-    supervisor.wait_until(start + config.duration);
+    let rng = seed::fork(master);
+    threads.push(spawn("nemesis".to_owned(), move || nemesis(rng))?);
+    supervisor.wait_until(start + load.duration);
     supervisor.end_workload();
     let mut panicked = Vec::new();
-    for (name, handle) in clients.into_iter().chain([nemesis]) {
+    for (name, handle) in threads {
         if handle.join().is_err() {
             panicked.push(name);
         }
@@ -254,7 +323,12 @@ fn run_workload(
     }
 }
 
-fn spawn(
+/// The node client `process` is pinned to.
+pub fn node_of(process: u32, nodes: usize) -> usize {
+    usize::try_from(process).expect("process fits in usize") % nodes
+}
+
+pub fn spawn(
     name: String,
     body: impl FnOnce() + Send + 'static,
 ) -> Result<(String, JoinHandle<()>), String> {

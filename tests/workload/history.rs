@@ -144,6 +144,20 @@ pub struct FinalRead {
     pub logs: BTreeMap<String, Vec<Record>>,
 }
 
+/// One reader's final read through one node, and that node's final listing of committed offsets.
+/// A one-node run has one; a cluster run has one per client, each through the client's node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRead {
+    /// The node that answered (`n0`, ...).
+    pub node: String,
+    /// The reader's process in the history.
+    pub process: u32,
+    /// What the node returned for every key.
+    pub read: FinalRead,
+    /// The committed offsets the node listed after the read.
+    pub committed: BTreeMap<String, u64>,
+}
+
 /// Writes the history as JSON lines, one operation per line, for a failed run's post-mortem.
 pub fn write_json_lines(history: &[Operation], path: &Path) -> Result<(), String> {
     let file = File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;

@@ -65,6 +65,11 @@ impl Recorder {
         Some(outcome)
     }
 
+    /// Now, in history nanoseconds.
+    pub fn now_ns(&self) -> u64 {
+        self.nanos(Instant::now())
+    }
+
     /// The history so far.
     pub fn history(&self) -> Vec<Operation> {
         lock(&self.operations).clone()

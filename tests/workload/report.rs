@@ -7,10 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::checker::{Anomaly, count_by_kind};
-use super::history::{
-    self, FinalRead, OpKind, Operation, Outcome, OutcomeClass, Request, Response,
-};
+use super::checker::{self, Anomaly, count_by_kind};
+use super::history::{self, NodeRead, OpKind, Operation, Outcome, OutcomeClass, Request, Response};
+use super::traffic::{NetworkCounts, TrafficCounts};
 
 /// Anomalies and protocol errors spelled out in a failure message; the rest are in the kept files.
 const LISTED_MAX: usize = 20;
@@ -24,10 +23,17 @@ pub struct Report {
     pub elapsed: Duration,
     /// Every operation, final reads included.
     pub history: Vec<Operation>,
-    /// Empty when the run failed before the final read.
-    pub final_read: FinalRead,
-    /// The final listing of committed offsets.
-    pub committed: BTreeMap<String, u64>,
+    /// Nodes in the run; a cluster's summary has per-node figures.
+    pub nodes: usize,
+    /// One per final reader (one for a lone node, one per client of a cluster); empty when the
+    /// run failed before the final phase.
+    pub final_reads: Vec<NodeRead>,
+    /// Messages between clients and nodes and between nodes, for msgs-per-op.
+    pub traffic: TrafficCounts,
+    /// What the router did with node-to-node messages; `None` without a router.
+    pub network: Option<NetworkCounts>,
+    /// What the nemesis did and when.
+    pub timeline: Vec<String>,
     /// What the checker found; empty in a valid run.
     pub anomalies: Vec<Anomaly>,
     /// Lines on the node's stdout that broke the protocol outright.
@@ -73,9 +79,27 @@ impl Report {
             .count()
     }
 
-    /// Records in the final read, over all keys.
+    /// Records in the fullest final read, over all keys.
     pub fn final_records(&self) -> usize {
-        self.final_read.logs.values().map(Vec::len).sum()
+        self.final_reads
+            .iter()
+            .map(|read| read.read.logs.values().map(Vec::len).sum())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Keys any final read returned.
+    pub fn final_keys(&self) -> usize {
+        self.final_reads
+            .iter()
+            .flat_map(|read| read.read.logs.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    }
+
+    /// Per node, the acknowledged sends its final reads lack.
+    pub fn missing_per_node(&self) -> BTreeMap<String, usize> {
+        checker::missing_acknowledged(&self.history, &self.final_reads)
     }
 
     /// The one-line summary tests print.
@@ -108,10 +132,39 @@ impl Report {
         }
         let _ = write!(
             line,
-            " | keys={} acked-sends={} final-records={} | starts={} kills={} | anomalies={}",
-            self.final_read.logs.len(),
+            " | keys={} acked-sends={} final-records={}",
+            self.final_keys(),
             self.acked_sends(),
             self.final_records(),
+        );
+        if self.nodes > 1 {
+            line.push_str(" missing-acked:");
+            for (node, missing) in self.missing_per_node() {
+                let _ = write!(line, " {node}={missing}");
+            }
+        }
+        let ops = self.history.len();
+        let _ = write!(
+            line,
+            " | msgs-per-op all={:.2} servers={:.2}",
+            self.traffic.all_per_op(ops),
+            self.traffic.servers_per_op(ops),
+        );
+        if let Some(net) = &self.network {
+            let _ = write!(
+                line,
+                " | net sent={} delivered={} lost={} partitioned={} undeliverable={} partitions={}",
+                net.sent,
+                net.delivered,
+                net.lost,
+                net.partitioned,
+                net.undeliverable,
+                net.partitions,
+            );
+        }
+        let _ = write!(
+            line,
+            " | starts={} kills={} | anomalies={}",
             self.starts,
             self.kills,
             self.anomalies.len(),
@@ -140,7 +193,8 @@ impl Report {
             Some(path) => {
                 let _ = write!(
                     text,
-                    "\n  run directory kept at {} (history.jsonl, final-read.json, node.log, data/)",
+                    "\n  run directory kept at {} (report.txt, history.jsonl, final-reads.json, \
+                     node logs *.log, data/)",
                     path.display()
                 );
             }
@@ -149,22 +203,23 @@ impl Report {
         text
     }
 
-    /// Writes the history, final read and report next to the node's data and log.
+    /// Writes the history, final reads and report next to the nodes' data and logs.
     pub fn write_artifacts(&self, dir: &Path) -> Result<(), String> {
         history::write_json_lines(&self.history, &dir.join("history.jsonl"))?;
-        let final_read = serde_json::json!({
-            "logs": self.final_read.logs,
-            "committed": self.committed,
-        });
-        let path = dir.join("final-read.json");
-        fs::write(&path, final_read.to_string())
-            .map_err(|e| format!("write {}: {e}", path.display()))?;
+        let path = dir.join("final-reads.json");
+        let final_reads = serde_json::to_string(&self.final_reads)
+            .map_err(|e| format!("encode final reads: {e}"))?;
+        fs::write(&path, final_reads).map_err(|e| format!("write {}: {e}", path.display()))?;
         let mut report = self.details();
         for anomaly in self.anomalies.iter().skip(LISTED_MAX) {
             let _ = write!(report, "\n  {anomaly}");
         }
         for error in self.protocol_errors.iter().skip(LISTED_MAX) {
             let _ = write!(report, "\n  protocol: {error}");
+        }
+        report.push_str("\nnemesis timeline:");
+        for event in &self.timeline {
+            let _ = write!(report, "\n  {event}");
         }
         report.push('\n');
         let path = dir.join("report.txt");

@@ -1,67 +1,74 @@
-//! The node as clients and the nemesis share it: up, down between a kill and a restart, or
-//! failed, plus the flag that ends the workload.
+//! The nodes of a run as clients and the nemesis share them: each up, or down between a kill and
+//! a restart; the run failed or not; plus the flag that ends the workload.
 //!
-//! Clients block in [`Supervisor::wait_up`] while the node is down, which is how they "wait and
-//! retry" across restarts without polling.
+//! Nodes are numbered `0..N` (node `i` has id `n{i}`); a one-node run uses node 0. Clients block
+//! in [`Supervisor::wait_up`] while their node is down, which is how they "wait and retry" across
+//! restarts without polling.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::connection::{Connection, ProtocolErrors, lock};
+use super::connection::{Connection, Wiring, lock};
 use super::node::{NodeConfig, NodeProcess};
 
 struct State {
-    /// The running node; `None` between a kill and the restart.
-    node: Option<NodeProcess>,
+    /// The running process per node; `None` between a kill and the restart.
+    nodes: Vec<Option<NodeProcess>>,
     /// Set when the workload phase ends: clients stop issuing operations.
     workload_over: bool,
-    /// The first error that made the node unusable (a failed restart, a bad exit).
+    /// The first error that made a node unusable (a failed restart, a bad exit).
     failure: Option<String>,
-    /// Processes that came up (answered init), counting the first.
+    /// Processes that came up (answered init), counting the first of each node.
     starts: u32,
     /// SIGKILLs sent, including those that cut a restart short.
     kills: u32,
 }
 
-/// Owns the node process across restarts.
+/// Owns every node process of a run across restarts.
 pub struct Supervisor {
-    /// How every process of the run is started: same binary, same data directory.
-    config: NodeConfig,
+    /// How each node's processes are started: same binary, same data directory, same init.
+    configs: Vec<NodeConfig>,
     /// Handed to each process's connection.
-    protocol_errors: ProtocolErrors,
+    wiring: Wiring,
     state: Mutex<State>,
     /// Signalled whenever `state` changes, to wake clients in `wait_up`.
     changed: Condvar,
 }
 
 impl Supervisor {
-    /// Starts the first node process.
-    pub fn start(config: NodeConfig, protocol_errors: ProtocolErrors) -> Result<Arc<Self>, String> {
-        let node = NodeProcess::start(&config, Arc::clone(&protocol_errors))?;
+    /// Starts one process per config, all at once, and waits for every init_ok.
+    pub fn start(configs: Vec<NodeConfig>, wiring: Wiring) -> Result<Arc<Self>, String> {
+        let processes = start_all(&configs.iter().collect::<Vec<_>>(), &wiring)?;
+        let starts = u32::try_from(processes.len()).expect("node count fits in u32");
         Ok(Arc::new(Supervisor {
-            config,
-            protocol_errors,
+            configs,
+            wiring,
             state: Mutex::new(State {
-                node: Some(node),
+                nodes: processes.into_iter().map(Some).collect(),
                 workload_over: false,
                 failure: None,
-                starts: 1,
+                starts,
                 kills: 0,
             }),
             changed: Condvar::new(),
         }))
     }
 
-    /// Blocks while the node is down; `None` once the workload is over or the node failed.
-    pub fn wait_up(&self) -> Option<Arc<Connection>> {
+    /// How many nodes the run has.
+    pub fn node_count(&self) -> usize {
+        self.configs.len()
+    }
+
+    /// Blocks while `node` is down; `None` once the workload is over or the run failed.
+    pub fn wait_up(&self, node: usize) -> Option<Arc<Connection>> {
         let mut state = lock(&self.state);
         loop {
             if state.workload_over || state.failure.is_some() {
                 return None;
             }
-            if let Some(node) = &state.node {
-                return Some(node.connection());
+            if let Some(process) = &state.nodes[node] {
+                return Some(process.connection());
             }
             state = self
                 .changed
@@ -70,61 +77,112 @@ impl Supervisor {
         }
     }
 
-    /// The current connection without waiting, for the final phase.
-    pub fn connection(&self) -> Result<Arc<Connection>, String> {
-        lock(&self.state)
-            .node
+    /// `node`'s current connection without waiting, for the final phase.
+    pub fn connection(&self, node: usize) -> Result<Arc<Connection>, String> {
+        lock(&self.state).nodes[node]
             .as_ref()
             .map(NodeProcess::connection)
-            .ok_or_else(|| "node is not running".to_owned())
+            .ok_or_else(|| format!("{} is not running", self.configs[node].node_id))
     }
 
-    /// SIGKILLs the node. Clients holding its connection see their requests end as unknown, and
-    /// new operations wait for [`Supervisor::restart`].
-    pub fn kill(&self) -> Result<(), String> {
-        let node = {
+    /// SIGKILLs `node`. Clients holding its connection see their requests end as unknown, and
+    /// new operations on it wait for [`Supervisor::restart`].
+    pub fn kill(&self, node: usize) -> Result<(), String> {
+        let process = {
             let mut state = lock(&self.state);
             state.kills += 1;
-            state.node.take()
+            state.nodes[node].take()
         };
-        match node {
-            Some(node) => node.kill().inspect_err(|e| self.fail(e.clone())),
-            None => Err("kill: node is not running".to_owned()),
+        match process {
+            Some(process) => process.kill().inspect_err(|e| self.fail(e.clone())),
+            None => Err(format!(
+                "kill: {} is not running",
+                self.configs[node].node_id
+            )),
         }
     }
 
-    /// Starts a new process on the same data directory and waits for init_ok.
-    pub fn restart(&self) -> Result<(), String> {
-        let node = NodeProcess::start(&self.config, Arc::clone(&self.protocol_errors))
-            .map_err(|e| format!("restart: {e}"))
-            .inspect_err(|e| self.fail(e.clone()))?;
-        let mut state = lock(&self.state);
-        state.starts += 1;
-        state.node = Some(node);
-        self.changed.notify_all();
+    /// SIGKILLs every node that is running.
+    pub fn kill_all(&self) -> Result<(), String> {
+        for node in 0..self.node_count() {
+            if lock(&self.state).nodes[node].is_some() {
+                self.kill(node)?;
+            }
+        }
         Ok(())
     }
 
-    /// Starts a process on the data directory and SIGKILLs it `after` this long, before or
-    /// during its recovery; the node stays down. Recovery must survive being cut short.
-    pub fn kill_during_start(&self, after: Duration) -> Result<(), String> {
-        let node = NodeProcess::spawn_initialising(&self.config, Arc::clone(&self.protocol_errors))
+    /// Starts a new process for `node` on its data directory and waits for init_ok.
+    pub fn restart(&self, node: usize) -> Result<(), String> {
+        let process = NodeProcess::start(&self.configs[node], &self.wiring)
+            .map_err(|e| format!("restart: {e}"))
+            .inspect_err(|e| self.fail(e.clone()))?;
+        self.install(vec![(node, process)]);
+        Ok(())
+    }
+
+    /// Restarts every node that is down, all at once, as a whole cluster coming back.
+    pub fn restart_all(&self) -> Result<(), String> {
+        let down: Vec<usize> = {
+            let state = lock(&self.state);
+            (0..self.node_count())
+                .filter(|&node| state.nodes[node].is_none())
+                .collect()
+        };
+        let configs: Vec<&NodeConfig> = down.iter().map(|&node| &self.configs[node]).collect();
+        let processes = start_all(&configs, &self.wiring)
+            .map_err(|e| format!("restart: {e}"))
+            .inspect_err(|e| self.fail(e.clone()))?;
+        self.install(down.into_iter().zip(processes).collect());
+        Ok(())
+    }
+
+    fn install(&self, processes: Vec<(usize, NodeProcess)>) {
+        let mut state = lock(&self.state);
+        for (node, process) in processes {
+            state.starts += 1;
+            state.nodes[node] = Some(process);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Starts a process for `node` and SIGKILLs it `after` this long, before or during its
+    /// recovery; the node stays down. Recovery must survive being cut short.
+    pub fn kill_during_start(&self, node: usize, after: Duration) -> Result<(), String> {
+        let process = NodeProcess::spawn(&self.configs[node], &self.wiring)
             .inspect_err(|e| self.fail(e.clone()))?;
         thread::sleep(after);
         lock(&self.state).kills += 1;
-        node.kill().inspect_err(|e| self.fail(e.clone()))
+        process.kill().inspect_err(|e| self.fail(e.clone()))
     }
 
-    /// Closes stdin and waits for the node to exit 0.
-    pub fn shutdown(&self) -> Result<(), String> {
-        let node = lock(&self.state).node.take();
-        match node {
-            Some(node) => node.shutdown().inspect_err(|e| self.fail(e.clone())),
-            None => Err("shutdown: node is not running".to_owned()),
+    /// Closes `node`'s stdin and waits for it to exit 0.
+    pub fn shutdown(&self, node: usize) -> Result<(), String> {
+        let process = lock(&self.state).nodes[node].take();
+        match process {
+            Some(process) => process.shutdown().inspect_err(|e| self.fail(e.clone())),
+            None => Err(format!(
+                "shutdown: {} is not running",
+                self.configs[node].node_id
+            )),
         }
     }
 
-    /// Blocks until `deadline`, or until the node fails if that comes first.
+    /// Shuts every running node down, one after another; the first error is returned after
+    /// all were asked.
+    pub fn shutdown_all(&self) -> Result<(), String> {
+        let mut first_error = None;
+        for node in 0..self.node_count() {
+            if lock(&self.state).nodes[node].is_some()
+                && let Err(e) = self.shutdown(node)
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Blocks until `deadline`, or until the run fails if that comes first.
     pub fn wait_until(&self, deadline: Instant) {
         let mut state = lock(&self.state);
         while state.failure.is_none() {
@@ -166,4 +224,17 @@ impl Supervisor {
     pub fn kills(&self) -> u32 {
         lock(&self.state).kills
     }
+}
+
+/// Spawns every node, then waits for each init_ok: the nodes recover and initialise
+/// concurrently, and a peer's first messages may reach a node still in recovery.
+fn start_all(configs: &[&NodeConfig], wiring: &Wiring) -> Result<Vec<NodeProcess>, String> {
+    let mut processes = configs
+        .iter()
+        .map(|config| NodeProcess::spawn(config, wiring))
+        .collect::<Result<Vec<_>, _>>()?;
+    for process in &mut processes {
+        process.await_init()?;
+    }
+    Ok(processes)
 }

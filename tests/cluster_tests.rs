@@ -1,0 +1,219 @@
+//! The cluster scenarios of issue 8: N real `seglog` processes joined by the router, the kafka
+//! workload with clients pinned to nodes, a nemesis, and a final phase in which every node must
+//! return every acknowledged send. Print the summaries with `--nocapture`.
+//!
+//! The three-node scenarios pass only against a replicating cluster build: a node that keeps its
+//! own log and ignores its peers gives `inconsistent-offsets` and `not-replicated`. The one-node
+//! runs pass against any build and prove the router and the cluster harness sound.
+//!
+//! `SEGLOG_CLUSTER_SECS` sets the workload length of every scenario (faults keep their rate, so a
+//! longer run has more of them) and `SEGLOG_CLUSTER_NODES` the node count of the multi-node
+//! ones; with `SEGLOG_SEED`, `SEGLOG_KEEP` and `SEGLOG_BIN` they make a soak of one scenario:
+//! `SEGLOG_CLUSTER_SECS=300 cargo test --release --test cluster_tests partitions -- --nocapture`.
+
+#[allow(
+    dead_code,
+    reason = "shared with the lone-node tests, the soak test and the node bench"
+)]
+mod workload;
+
+// Not declared in `workload/mod.rs`, so only this test binary runs these unit tests.
+#[path = "workload/partition_tests.rs"]
+mod partition_tests;
+#[path = "workload/router_tests.rs"]
+mod router_tests;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use workload::cluster::{self, ClusterConfig, Faults};
+use workload::connection::lock;
+use workload::history::{OpKind, OutcomeClass};
+use workload::report::Report;
+use workload::router::NetworkConfig;
+
+/// Nodes in the multi-node scenarios: the smallest cluster with a majority and a minority.
+const NODES_DEFAULT: usize = 3;
+
+/// Workload lengths, each long enough for a few faults and a couple of hundred keys at
+/// Maelstrom's rate; together with the final phases the binary stays under three minutes.
+const ONE_NODE_RUN: Duration = Duration::from_secs(6);
+const CLEAN_RUN: Duration = Duration::from_secs(10);
+const PARTITION_RUN: Duration = Duration::from_secs(15);
+const KILL_ONE_RUN: Duration = Duration::from_secs(12);
+const KILL_ALL_RUN: Duration = Duration::from_secs(12);
+
+/// One partition-and-heal cycle per this much run: partitioned for half of it (see
+/// `partition_nemesis`), long enough that requests time out and replicas fall behind.
+const PARTITION_CYCLE: Duration = Duration::from_secs(5);
+
+/// One kill of a single node per this much run.
+const KILL_ONE_EVERY: Duration = Duration::from_secs(3);
+
+/// One kill of the whole cluster per this much run (plus the one before the final phase).
+const KILL_ALL_EVERY: Duration = Duration::from_secs(6);
+
+/// Message delay under partitions: a range, so messages overtake each other, as in Maelstrom
+/// runs with `--latency 20`.
+const PARTITION_DELAY_MAX: Duration = Duration::from_millis(20);
+
+/// Loss under partitions: besides whole links going down, one message in a hundred vanishes on
+/// a healthy link, so a replica sees gaps that no partition explains.
+const PARTITION_LOSS: f64 = 0.01;
+
+/// Delay while nodes are killed: small, but a range, so restarts meet reordered messages.
+const KILL_DELAY_MAX: Duration = Duration::from_millis(5);
+
+/// Two clusters at once on CI's two cores would starve each other; scenarios run one at a time.
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|text| {
+        text.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={text:?} is not a number: {e}"))
+    })
+}
+
+/// The scenario's length, or `SEGLOG_CLUSTER_SECS`.
+fn duration(default: Duration) -> Duration {
+    env_u64("SEGLOG_CLUSTER_SECS").map_or(default, Duration::from_secs)
+}
+
+/// The multi-node scenarios' node count, or `SEGLOG_CLUSTER_NODES`.
+fn nodes() -> usize {
+    env_u64("SEGLOG_CLUSTER_NODES").map_or(NODES_DEFAULT, |nodes| {
+        usize::try_from(nodes).expect("SEGLOG_CLUSTER_NODES fits in usize")
+    })
+}
+
+/// How many times `every` fits in `duration`, at least once.
+fn times(duration: Duration, every: Duration) -> u32 {
+    u32::try_from(duration.as_millis() / every.as_millis())
+        .expect("fault count fits in u32")
+        .max(1)
+}
+
+fn run(config: &ClusterConfig) -> Report {
+    let _one_at_a_time = lock(&ONE_CLUSTER_AT_A_TIME);
+    let report = cluster::run(config);
+    eprintln!("{}", report.summary());
+    report
+}
+
+/// Valid, every kind of operation succeeded at least once (Maelstrom's `stats` checker fails a
+/// run otherwise), and every node returned every acknowledged send.
+fn assert_valid(report: &Report) {
+    assert!(report.is_valid(), "{}", report.details());
+    for kind in OpKind::ALL {
+        assert!(
+            report.count(kind, OutcomeClass::Ok) > 0,
+            "no {} succeeded\n{}",
+            kind.name(),
+            report.details()
+        );
+    }
+    for (node, missing) in report.missing_per_node() {
+        assert_eq!(
+            missing,
+            0,
+            "{node} lacks acknowledged sends\n{}",
+            report.details()
+        );
+    }
+}
+
+/// A lone node behind the router is a valid one-node cluster: the harness itself (pinning,
+/// catch-up reads, the cluster checker, message counts) finds nothing wrong with a correct node.
+#[test]
+fn one_node_through_the_router_is_valid() {
+    let report = run(&ClusterConfig::new("one-node", 1, duration(ONE_NODE_RUN)));
+    assert_valid(&report);
+    assert_eq!(report.traffic.server_msgs, 0, "{}", report.details());
+}
+
+/// Kill and restart a lone node behind the router: the cluster harness's restart path (re-init
+/// with the same id and node ids, reattaching to the router) loses nothing.
+#[test]
+fn one_node_with_kill_restarts_through_the_router_is_valid() {
+    let run_for = duration(ONE_NODE_RUN);
+    let kills = times(run_for, KILL_ONE_EVERY);
+    let config = ClusterConfig {
+        faults: Faults::KillOne { kills },
+        ..ClusterConfig::new("one-node-kill", 1, run_for)
+    };
+    let report = run(&config);
+    assert_valid(&report);
+    assert!(report.kills >= kills, "{}", report.details());
+}
+
+/// Scenario 1: a healthy cluster behaves as one log. Passes once the cluster is built.
+#[test]
+fn cluster_without_faults_is_valid() {
+    let report = run(&ClusterConfig::new("clean", nodes(), duration(CLEAN_RUN)));
+    assert_valid(&report);
+}
+
+/// Scenario 2: partitions that heal (isolate one, majority/minority, random splits) on a
+/// network with delays and some loss: availability may suffer, correctness must not, and every
+/// node catches up once healed. Passes once the cluster is built.
+#[test]
+fn cluster_with_healing_partitions_is_valid() {
+    let run_for = duration(PARTITION_RUN);
+    let cycles = times(run_for, PARTITION_CYCLE);
+    let config = ClusterConfig {
+        network: NetworkConfig {
+            delay_min: Duration::ZERO,
+            delay_max: PARTITION_DELAY_MAX,
+            loss: PARTITION_LOSS,
+        },
+        faults: Faults::Partitions { cycles },
+        ..ClusterConfig::new("partitions", nodes(), run_for)
+    };
+    let report = run(&config);
+    assert_valid(&report);
+    if config.nodes > 1 {
+        let partitions = report.network.map_or(0, |net| net.partitions);
+        assert_eq!(partitions, u64::from(cycles), "{}", report.details());
+    }
+}
+
+/// Scenario 3: `kill -9` of one node at a time, restarted on the same data directory with the
+/// same init: nothing acknowledged is lost and the restarted node catches up. Passes once the
+/// cluster is built.
+#[test]
+fn cluster_with_one_node_killed_and_restarted_is_valid() {
+    let run_for = duration(KILL_ONE_RUN);
+    let kills = times(run_for, KILL_ONE_EVERY);
+    let config = ClusterConfig {
+        network: NetworkConfig {
+            delay_max: KILL_DELAY_MAX,
+            ..NetworkConfig::PERFECT
+        },
+        faults: Faults::KillOne { kills },
+        ..ClusterConfig::new("kill-one", nodes(), run_for)
+    };
+    let report = run(&config);
+    assert_valid(&report);
+    assert!(report.kills >= kills, "{}", report.details());
+}
+
+/// Scenario 4: every node killed at once and restarted, during the run and once more before the
+/// final reads: the disks alone hold every acknowledged send. Passes once the cluster is built.
+#[test]
+fn cluster_with_all_nodes_killed_and_restarted_is_valid() {
+    let run_for = duration(KILL_ALL_RUN);
+    let kills = times(run_for, KILL_ALL_EVERY);
+    let config = ClusterConfig {
+        network: NetworkConfig {
+            delay_max: KILL_DELAY_MAX,
+            ..NetworkConfig::PERFECT
+        },
+        faults: Faults::KillAll { kills },
+        ..ClusterConfig::new("kill-all", nodes(), run_for)
+    };
+    let report = run(&config);
+    assert_valid(&report);
+    let nodes = u32::try_from(config.nodes).expect("node count fits in u32");
+    assert!(report.kills >= (kills + 1) * nodes, "{}", report.details());
+}
