@@ -30,10 +30,14 @@ const PIPE_BYTES: usize = 4 << 20;
 struct Network {
     /// Directed pairs (src, dest) whose messages are dropped.
     cut: HashSet<(String, String)>,
+    /// Directed pairs whose messages wait here until released.
+    held: HashMap<(String, String), Vec<Vec<u8>>>,
     /// Node-to-node messages delivered, by body type.
     delivered: BTreeMap<String, usize>,
     /// Node-to-node messages dropped by a cut.
     dropped: usize,
+    /// The msg_id of every node-to-node request, by sender, in order.
+    request_ids: HashMap<String, Vec<u64>>,
 }
 
 /// A running node: where to write its input, and its task.
@@ -135,8 +139,16 @@ impl TestCluster {
                     let kind = message["body"]["type"].as_str().unwrap_or("?").to_string();
                     {
                         let mut net = lock(&network);
-                        if net.cut.contains(&(src_id.clone(), dest.clone())) {
+                        if let Some(id) = message["body"]["msg_id"].as_u64() {
+                            net.request_ids.entry(src_id.clone()).or_default().push(id);
+                        }
+                        let pair = (src_id.clone(), dest.clone());
+                        if net.cut.contains(&pair) {
                             net.dropped += 1;
+                            continue;
+                        }
+                        if let Some(held) = net.held.get_mut(&pair) {
+                            held.push(line.into_bytes());
                             continue;
                         }
                         *net.delivered.entry(kind).or_default() += 1;
@@ -233,6 +245,49 @@ impl TestCluster {
         let mut net = lock(&self.network);
         net.cut.insert((a.into(), b.into()));
         net.cut.insert((b.into(), a.into()));
+    }
+
+    /// Holds messages from `src` to `dest` until [`TestCluster::release`].
+    fn hold(&self, src: &str, dest: &str) {
+        lock(&self.network)
+            .held
+            .entry((src.into(), dest.into()))
+            .or_default();
+    }
+
+    /// Delivers what was held from `src` to `dest`, and stops holding.
+    fn release(&self, src: &str, dest: &str) {
+        let held = lock(&self.network)
+            .held
+            .remove(&(src.to_string(), dest.to_string()))
+            .unwrap_or_default();
+        let target = lock(&self.inputs).get(dest).cloned().expect("dest is up");
+        for mut line in held {
+            line.push(b'\n');
+            target.send(line).expect("dest input open");
+        }
+    }
+
+    /// Waits until `count` `forward_ok`s from `src` to `dest` are held.
+    async fn await_held_forward_oks(&self, src: &str, dest: &str, count: usize) {
+        let pair = (src.to_string(), dest.to_string());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let held = lock(&self.network).held.get(&pair).map_or(0, |lines| {
+                lines
+                    .iter()
+                    .filter(|l| String::from_utf8_lossy(l).contains("\"forward_ok\""))
+                    .count()
+            });
+            if held >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{held} forward_ok held, not {count}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn heal(&self) {
@@ -450,4 +505,42 @@ async fn node_to_node_requests_from_clients_are_refused() {
     assert_eq!(error_code(&reply), Some(10), "{reply}");
     let polled = c.read_all("n0", "k").await;
     assert!(polled.is_empty(), "{polled:?}");
+}
+
+/// Regression: message ids restarted at 1 with each process, so a peer's
+/// late answer to a forward of the previous process could be taken for the
+/// answer to the new process's forward with the same id, and its clients
+/// told offsets of other messages.
+#[tokio::test]
+async fn regression_a_late_reply_to_a_previous_process_is_not_taken() {
+    let mut c = TestCluster::start(2).await;
+    let key = c.keys_of("n1", 1).remove(0);
+    c.hold("n1", "n0");
+    let lost = c.request("n0", json!({"type": "send", "key": key, "msg": 100}));
+    c.await_held_forward_oks("n1", "n0", 1).await;
+    c.stop("n0").await;
+    drop(lost);
+    let old_ids = lock(&c.network)
+        .request_ids
+        .remove("n0")
+        .unwrap_or_default();
+    c.boot("n0").await;
+    let fresh = c.request("n0", json!({"type": "send", "key": key, "msg": 200}));
+    // Both answers wait for the new n0, the stale one first.
+    c.await_held_forward_oks("n1", "n0", 2).await;
+    let new_ids = lock(&c.network)
+        .request_ids
+        .get("n0")
+        .cloned()
+        .unwrap_or_default();
+    let (old_max, new_min) = (old_ids.iter().max(), new_ids.iter().min());
+    assert!(
+        new_min > old_max,
+        "the new process reuses ids: old up to {old_max:?}, new from {new_min:?}"
+    );
+    c.release("n1", "n0");
+    let reply = timeout(WAIT, fresh).await.expect("reply").expect("channel");
+    assert_eq!(offset(&reply), 1, "the second send is at offset 1: {reply}");
+    let log = c.read_all("n1", &key).await;
+    assert_eq!(log, vec![(0, json!(100)), (1, json!(200))]);
 }

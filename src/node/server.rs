@@ -93,7 +93,10 @@ pub struct Server {
     out: Outbox,
     forwarder: Forwarder,
     replicator: Replicator,
-    /// The id of the last request this node sent to a peer.
+    /// The id of the last request this node sent to a peer. It starts at
+    /// the time of start-up in microseconds, so a restarted node never
+    /// reuses an id of its previous process: a peer's late reply to the old
+    /// process cannot be taken for a reply to the new one.
     last_msg_id: u64,
     /// Forwards seen per peer, to drop repeats.
     forwards_seen: HashMap<String, RecentIds>,
@@ -141,7 +144,7 @@ impl Server {
             out,
             forwarder: Forwarder::default(),
             replicator,
-            last_msg_id: 0,
+            last_msg_id: first_msg_id(),
             forwards_seen: HashMap::new(),
         })
     }
@@ -549,6 +552,16 @@ fn write_error_code(error: &Error) -> u32 {
         Error::KeyTooLong { .. } | Error::BadMessageSize { .. } => code::MALFORMED_REQUEST,
         _ => code::TEMPORARILY_UNAVAILABLE,
     }
+}
+
+/// Where this process's peer message ids start: microseconds since the
+/// epoch. The ids of the previous process of this node stayed below it
+/// unless it sent more than one message per microsecond of its life; and it
+/// stays below 2^53 (exact in every JSON parser) until the year 2255.
+fn first_msg_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// A number that differs between two starts of this process (time and pid).
