@@ -909,7 +909,7 @@ fn unknown_version_in_a_log_is_reported_and_nothing_decoded() {
     let mut bytes = fs::read(store.join(&file)).expect("read");
     let header = format::encode_header(&FileHeader {
         kind: FileKind::Log,
-        version: 2,
+        version: 3,
         base_offset: 0,
     });
     bytes[..FILE_HEADER_SIZE].copy_from_slice(&header);
@@ -921,7 +921,7 @@ fn unknown_version_in_a_log_is_reported_and_nothing_decoded() {
         &file,
         Some(format::HEADER_VERSION_POS as u64),
     );
-    assert!(message.contains("format version 2"), "{message}");
+    assert!(message.contains("format version 3"), "{message}");
     assert_eq!(found.len(), 1, "{found:#?}");
 }
 

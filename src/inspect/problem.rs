@@ -106,9 +106,9 @@ impl ProblemKind {
             DecodeError::UnsupportedVersion { .. } => ProblemKind::UnsupportedVersion,
             DecodeError::BadFlags { .. } => ProblemKind::BadFlags,
             DecodeError::ChecksumMismatch { .. } => ProblemKind::HeaderCrcMismatch,
-            DecodeError::LengthTooLarge { .. } | DecodeError::EmptyPayload => {
-                ProblemKind::BadRecord
-            }
+            DecodeError::LengthTooLarge { .. }
+            | DecodeError::EmptyPayload
+            | DecodeError::BadBatch { .. } => ProblemKind::BadRecord,
         }
     }
 

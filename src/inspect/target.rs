@@ -30,6 +30,8 @@ pub enum Target {
     IndexFile(PathBuf),
     /// One committed-offsets journal.
     Journal(PathBuf),
+    /// One write-ahead journal file.
+    WalFile(PathBuf),
 }
 
 /// Where a store keeps its parts.
@@ -125,6 +127,14 @@ fn resolve_file(path: &Path) -> io::Result<Target> {
         Some(FileKind::Log) => Ok(Target::LogFile(path.to_path_buf())),
         Some(FileKind::Index) => Ok(Target::IndexFile(path.to_path_buf())),
         Some(FileKind::Offsets) => Ok(Target::Journal(path.to_path_buf())),
+        Some(FileKind::Journal) => Ok(Target::WalFile(path.to_path_buf())),
+        Some(FileKind::Checkpoint) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: a checkpoint file; inspect the store directory it is in",
+                path.display()
+            ),
+        )),
         None => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
