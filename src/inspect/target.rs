@@ -112,6 +112,9 @@ fn resolve_file(path: &Path) -> io::Result<Target> {
     if name == OFFSETS_FILE_NAME {
         return Ok(Target::Journal(path.to_path_buf()));
     }
+    if crate::storage::journal::parse_file_name(name).is_some() {
+        return Ok(Target::WalFile(path.to_path_buf()));
+    }
     if let Some((_, is_log)) = format::parse_segment_file_name(name) {
         return Ok(if is_log {
             Target::LogFile(path.to_path_buf())
