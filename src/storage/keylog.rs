@@ -45,6 +45,8 @@ pub struct Touched {
     pub files: Vec<PathBuf>,
     /// Whether a segment file was created (the key directory gained an entry).
     pub created: bool,
+    /// Bytes of records written.
+    pub bytes: u64,
 }
 
 /// The log of one key, open for appends and reads.
@@ -268,6 +270,7 @@ impl KeyLog {
             }
             let active = self.active.as_mut().expect("active segment after a roll");
             active.append_frame(offset, &self.pending[start..stop]);
+            touched.bytes += size;
             offset += 1;
         }
         if let Some(active) = self.active.as_mut()

@@ -200,6 +200,11 @@ pub struct Store {
     mentioned: HashSet<String>,
     /// Segment files written since the last checkpoint, which it syncs.
     dirty_files: HashSet<PathBuf>,
+    /// Bytes of records written to segments since the last checkpoint:
+    /// recovery may scan them all (a key the journal mentions is checked
+    /// from its first journaled offset), so they start a checkpoint at the
+    /// same size as the journal does.
+    dirty_bytes: u64,
     /// Directories that gained entries since they were last fsynced, with
     /// the generation of the last change (a direct sync point that fsyncs
     /// one forgets it only if nothing changed since).
@@ -434,6 +439,7 @@ impl Store {
             recovered,
             mentioned,
             dirty_files: HashSet::new(),
+            dirty_bytes: 0,
             dirty_dirs: HashMap::new(),
             dir_generation: 0,
             in_flight: 0,
@@ -740,6 +746,7 @@ impl Store {
         let live = self.older_journal_bytes + self.journal.len();
         let has_batches = self.oldest_batch_at.is_some() || !self.older_journals.is_empty();
         (has_batches && live >= self.config.checkpoint_bytes)
+            || self.dirty_bytes >= self.config.checkpoint_bytes
             || self.dirty_files.len() >= CHECKPOINT_FILES_MAX
             || self
                 .oldest_batch_at
@@ -796,6 +803,7 @@ impl Store {
     }
 
     fn job(&mut self, stale: Vec<PathBuf>) -> Job {
+        self.dirty_bytes = 0;
         let mut files: Vec<PathBuf> = self.dirty_files.drain().collect();
         files.sort();
         let mut dirs: Vec<PathBuf> = self.dirty_dirs.drain().map(|(dir, _)| dir).collect();
@@ -950,6 +958,7 @@ impl Store {
     /// checkpoint syncs.
     fn note_touched(&mut self, key_dir: &Path, touched: Touched) {
         self.dirty_files.extend(touched.files);
+        self.dirty_bytes += touched.bytes;
         if touched.created {
             self.mark_dir_dirty(key_dir.to_path_buf());
         }
@@ -1006,7 +1015,7 @@ impl Store {
             self.note_touched(&dir, touched);
             // Make room first, so the key being opened is never the one evicted.
             self.evict_to(self.config.open_keys_max - 1);
-            if self.open.len() >= self.config.open_keys_max && self.in_flight == 0 {
+            if self.open.len() >= self.config.open_keys_max {
                 // Every open key awaits a sync: run one now, which bounds
                 // open files even when one sync point would cover more keys
                 // than may be open.
