@@ -2,6 +2,10 @@
 //! pipelined polls, open-loop sends at a steady rate, and recovery time. Figures are printed, not
 //! asserted.
 //!
+//! The whole run is made twice: durable, then with fdatasync, fsync and syncfs turned into
+//! no-ops by an `LD_PRELOAD` shim the bench compiles with `cc`, and the ratio of the two send rates
+//! is printed (how close the node is to its own CPU limit).
+//!
 //! Run with `cargo bench --bench node`. `SEGLOG_BENCH_SECS` sets the length of each timed phase
 //! (default 10 s); `SEGLOG_BENCH_DIR` the parent of the data directory (default `target/`, the
 //! disk the tests use); `SEGLOG_BIN` another binary than the one cargo built.
@@ -74,12 +78,79 @@ fn run() -> Result<(), String> {
     }
     let parent = bench_parent_dir();
     std::fs::create_dir_all(&parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    println!("== durable: every acknowledgement waits for fdatasync ==");
+    let durable = bench_node(&binary, &parent, phase)?;
+    let shim_dir = tempfile::Builder::new()
+        .prefix("seglog-bench-nosync-")
+        .tempdir_in(&parent)
+        .map_err(|e| format!("create a directory in {}: {e}", parent.display()))?;
+    let shim = match build_no_sync_shim(shim_dir.path()) {
+        Ok(shim) => shim,
+        Err(e) => {
+            println!("no-sync comparison skipped: {e}");
+            return Ok(());
+        }
+    };
+    println!(
+        "== no-sync: fdatasync, fsync and syncfs are no-ops (LD_PRELOAD {}) ==",
+        shim.display()
+    );
+    // SAFETY (of the environment): the first node and its reader threads are
+    // gone; nothing else reads the environment while it changes. Only the
+    // node started next inherits it.
+    unsafe { std::env::set_var("LD_PRELOAD", &shim) };
+    let no_sync = bench_node(&binary, &parent, phase);
+    unsafe { std::env::remove_var("LD_PRELOAD") };
+    let no_sync = no_sync?;
+    println!(
+        "durable / no-sync, sends {IN_FLIGHT} in flight: {:.2} ({:.0} / {:.0} acked sends/s); \
+         p99 {:.2} ms / {:.2} ms",
+        durable.rate() / no_sync.rate().max(f64::MIN_POSITIVE),
+        durable.rate(),
+        no_sync.rate(),
+        millis(durable.percentile(0.99)),
+        millis(no_sync.percentile(0.99)),
+    );
+    Ok(())
+}
+
+/// Builds a shared library whose `fdatasync`, `fsync` and `syncfs` return
+/// success at once, with the system C compiler. Bench-only: it measures
+/// how fast the node is when the disk costs nothing.
+fn build_no_sync_shim(dir: &std::path::Path) -> Result<PathBuf, String> {
+    let source = dir.join("nosync.c");
+    let library = dir.join("libnosync.so");
+    std::fs::write(
+        &source,
+        "int fdatasync(int fd) { (void)fd; return 0; }\n\
+         int fsync(int fd) { (void)fd; return 0; }\n\
+         int syncfs(int fd) { (void)fd; return 0; }\n",
+    )
+    .map_err(|e| format!("write {}: {e}", source.display()))?;
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .map_err(|e| format!("run cc: {e}"))?;
+    if !status.success() {
+        return Err(format!("cc exited with {status}"));
+    }
+    Ok(library)
+}
+
+/// One run of every phase against a fresh node; returns the pipelined sends.
+fn bench_node(
+    binary: &std::path::Path,
+    parent: &std::path::Path,
+    phase: Duration,
+) -> Result<Stats, String> {
     let dir = tempfile::Builder::new()
         .prefix("seglog-bench-node-")
-        .tempdir_in(&parent)
+        .tempdir_in(parent)
         .map_err(|e| format!("create a data directory in {}: {e}", parent.display()))?;
     let config = NodeConfig::lone(
-        binary.clone(),
+        binary.to_path_buf(),
         dir.path().join("data"),
         dir.path().join("node.log"),
     );
@@ -140,7 +211,8 @@ fn run() -> Result<(), String> {
             &errors[..errors.len().min(5)]
         ));
     }
-    Ok(())
+    drop(errors);
+    Ok(sends)
 }
 
 fn env_u64(name: &str, default: u64) -> Result<u64, String> {
@@ -190,6 +262,10 @@ impl Stats {
             elapsed,
             latencies,
         }
+    }
+
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 
     fn percentile(&self, fraction: f64) -> Duration {

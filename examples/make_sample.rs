@@ -1,14 +1,19 @@
-//! Writes the format-v1 sample in `data/` with seglog's own code:
+//! Writes the format-v2 samples in `data/` with seglog's own code:
 //!
 //! ```text
 //! cargo run --example make_sample -- data/
 //! ```
 //!
-//! makes `sample-v1/` (a store closed cleanly), `sample-v1-torn/` (a copy
-//! whose active segment ends in half a record, as after a crash mid-append)
-//! and `sample-v1-flipped/` (a copy with one bit flipped in a sealed
-//! segment). The sample is written once and committed: every later build
-//! must still read it (`tests/inspect.rs`). So this refuses to overwrite it.
+//! makes `sample-v2/` (a store stopped by a crash after a checkpoint: its
+//! write-ahead journal holds the second round of records and commits, not
+//! yet checkpointed) and `sample-v2-replay/` (a copy whose segments are as
+//! they were at the checkpoint, as a power loss that kept only synced data
+//! would leave them: everything after it is only in the journal, and a key
+//! created after it has no directory). The samples are written once and
+//! committed: every later build must still read them (`tests/inspect.rs`),
+//! so this refuses to overwrite them. The format-v1 samples beside them were
+//! written by the version 1 generator (this file's history) and cannot be
+//! made again by a version 2 build.
 
 #[expect(
     dead_code,
@@ -20,18 +25,11 @@ mod contents;
 use std::error::Error;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use contents::Step;
-use seglog::storage::format::{self, FILE_HEADER_SIZE};
-use seglog::storage::store::{CLEAN_FILE_NAME, LOCK_FILE_NAME, LOGS_DIR_NAME};
+use seglog::storage::store::{LOCK_FILE_NAME, LOGS_DIR_NAME};
 use seglog::{Store, StoreConfig};
-
-/// The bit flipped in `sample-v1-flipped`: the lowest, which turns one digit
-/// of an order number into another, a change only the CRC can see.
-const FLIPPED_BIT: u8 = 0x01;
-
-/// Length of `{"order":`, after which an order message's number starts.
-const ORDER_NUMBER_POS: usize = 9;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -41,42 +39,41 @@ fn main() -> Result<()> {
             .nth(1)
             .unwrap_or_else(|| "data".to_string()),
     );
-    let clean = root.join("sample-v1");
-    let torn = root.join("sample-v1-torn");
-    let flipped = root.join("sample-v1-flipped");
-    for dir in [&clean, &torn, &flipped] {
+    let journaled = root.join("sample-v2");
+    let replay = root.join("sample-v2-replay");
+    for dir in [&journaled, &replay] {
         if dir.exists() {
             return Err(format!(
-                "{} exists: the committed sample is written once, by format version 1; \
+                "{} exists: the committed sample is written once, by format version 2; \
                  delete it first only if you mean to replace it",
                 dir.display()
             )
             .into());
         }
     }
-    write_store(&clean)?;
-    fs::remove_file(clean.join(LOCK_FILE_NAME))?;
-    copy_dir(&clean, &torn)?;
-    copy_dir(&clean, &flipped)?;
-    let long_log = clean_key_dir(&torn)?;
-    // A crash leaves no CLEAN marker.
-    fs::remove_file(torn.join(CLEAN_FILE_NAME))?;
-    tear_last_record(&last_segment(&long_log)?)?;
-    let long_log = clean_key_dir(&flipped)?;
-    flip_middle_record(&first_segment(&long_log)?)?;
-    println!(
-        "wrote {}, {} and {}",
-        clean.display(),
-        torn.display(),
-        flipped.display()
-    );
+    let at_checkpoint = root.join("sample-v2-at-checkpoint.tmp");
+    write_store(&journaled, &at_checkpoint)?;
+    fs::remove_file(journaled.join(LOCK_FILE_NAME))?;
+    copy_dir(&journaled, &replay)?;
+    fs::remove_dir_all(replay.join(LOGS_DIR_NAME))?;
+    copy_dir(
+        &at_checkpoint.join(LOGS_DIR_NAME),
+        &replay.join(LOGS_DIR_NAME),
+    )?;
+    fs::remove_dir_all(&at_checkpoint)?;
+    println!("wrote {} and {}", journaled.display(), replay.display());
     Ok(())
 }
 
-/// Writes the sample store with seglog's own code and closes it cleanly.
-fn write_store(dir: &Path) -> Result<()> {
+/// Writes the sample store with seglog's own code, copies it to
+/// `at_checkpoint` right after its checkpoint, and drops it without a clean
+/// close: the state a crash leaves.
+fn write_store(dir: &Path, at_checkpoint: &Path) -> Result<()> {
     let config = StoreConfig {
         segment_bytes: contents::SEGMENT_BYTES,
+        // Only the steps' checkpoint: the bytes depend on nothing else.
+        checkpoint_bytes: u64::MAX,
+        checkpoint_age: Duration::from_secs(u64::from(u32::MAX)),
         ..StoreConfig::default()
     };
     let mut store = Store::open(dir, config)?;
@@ -87,80 +84,13 @@ fn write_store(dir: &Path) -> Result<()> {
             }
             Step::Commit(key, offset) => store.commit(key, offset)?,
             Step::Sync => store.sync()?,
+            Step::Checkpoint => {
+                store.checkpoint()?;
+                copy_dir(dir, at_checkpoint)?;
+            }
         }
     }
-    store.close()?;
-    Ok(())
-}
-
-/// The directory of the long log's key in the store `dir`.
-fn clean_key_dir(dir: &Path) -> Result<PathBuf> {
-    let name = seglog::storage::keyname::escaped_name(contents::KEY_LONG_LOG).ok_or("short key")?;
-    Ok(dir.join(LOGS_DIR_NAME).join(name))
-}
-
-/// The `.log` files of a key directory, by base offset.
-fn segments(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut logs: Vec<PathBuf> = fs::read_dir(dir)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
-    logs.retain(|path| path.extension().is_some_and(|ext| ext == "log"));
-    logs.sort();
-    Ok(logs)
-}
-
-fn first_segment(dir: &Path) -> Result<PathBuf> {
-    segments(dir)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| "no segment".into())
-}
-
-fn last_segment(dir: &Path) -> Result<PathBuf> {
-    segments(dir)?.pop().ok_or_else(|| "no segment".into())
-}
-
-/// Positions and sizes of the records of a log file.
-fn records(bytes: &[u8]) -> Result<Vec<(usize, usize)>> {
-    let mut position = FILE_HEADER_SIZE;
-    let mut found = Vec::new();
-    while position < bytes.len() {
-        let record = format::decode_record(&bytes[position..])
-            .map_err(|e| format!("position {position}: {e}"))?;
-        found.push((position, record.size()));
-        position += record.size();
-    }
-    Ok(found)
-}
-
-/// Cuts the file in the middle of its last record.
-fn tear_last_record(log: &Path) -> Result<()> {
-    let bytes = fs::read(log)?;
-    let &(position, size) = records(&bytes)?.last().ok_or("empty segment")?;
-    let len = position + size / 2;
-    fs::write(log, &bytes[..len])?;
-    println!(
-        "{}: cut to {len} bytes, in the middle of the record at position {position} ({size} bytes)",
-        log.display()
-    );
-    Ok(())
-}
-
-/// Flips one bit of the order number of the record in the middle of the file.
-fn flip_middle_record(log: &Path) -> Result<()> {
-    let mut bytes = fs::read(log)?;
-    let middle = bytes.len() / 2;
-    let &(position, _) = records(&bytes)?
-        .iter()
-        .find(|(position, size)| position + size > middle)
-        .ok_or("no record in the middle")?;
-    let flipped = position + format::RECORD_HEADER_SIZE + ORDER_NUMBER_POS;
-    bytes[flipped] ^= FLIPPED_BIT;
-    fs::write(log, &bytes)?;
-    println!(
-        "{}: flipped bit {FLIPPED_BIT:#04x} at position {flipped}, in the record at position {position}",
-        log.display()
-    );
+    drop(store);
     Ok(())
 }
 

@@ -27,6 +27,7 @@
 //! - `segment_check`: one segment's log and index read and checked together.
 //! - `key_dir`: one key's directory: its key, its segments.
 //! - `journal`: the committed-offsets journal.
+//! - `wal`: the write-ahead journal (version 2): checkpoint, files, batches.
 //! - `inspector`: the walk over a target, in the order output is written.
 //! - `output`: text for people and JSON lines for scripts.
 //! - `table`: aligned columns.
@@ -44,6 +45,7 @@ mod segment_check;
 mod show;
 mod table;
 mod target;
+mod wal;
 
 use std::io::{self, Write};
 use std::path::PathBuf;

@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //! Three layers, each a folder; a layer calls only the ones listed before it.
-//! - [`storage`]: the engine. Segment files, the sparse index, recovery, committed
-//!   offsets and sync points; it knows nothing of any protocol or cluster.
+//! - [`storage`]: the engine. Segment files, the sparse index, the write-ahead
+//!   journal, checkpoints, recovery, committed offsets and sync points; it
+//!   knows nothing of any protocol or cluster.
 //! - [`node`]: the Maelstrom front end: the protocol, the event loop, group commit
 //!   replies, and the cluster (owners, forwarding, replication).
 //! - [`inspect`]: the offline inspector behind `seglog inspect`; reads files, never

@@ -6,6 +6,8 @@ mod common;
 mod crash;
 #[path = "storage/damage.rs"]
 mod damage;
+#[path = "storage/journal.rs"]
+mod journal;
 #[path = "storage/keys.rs"]
 mod keys;
 #[path = "storage/model.rs"]

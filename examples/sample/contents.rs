@@ -1,5 +1,5 @@
-//! What the format-v1 sample in `data/` holds: its keys, messages and
-//! commits. Shared by the generator (`examples/make_sample.rs`) and the test
+//! What the samples in `data/` hold: their keys, messages and commits
+//! (the same in the format-v1 and format-v2 samples). Shared by the generator (`examples/make_sample.rs`) and the test
 //! that reads the committed sample back (`tests/inspect.rs`), so the test
 //! compares the bytes on disk with what the generator meant to write.
 
@@ -34,9 +34,13 @@ pub enum Step {
     Append(&'static str, String),
     Commit(&'static str, u64),
     Sync,
+    /// A checkpoint (format version 2; the version 1 generator had none):
+    /// what follows is only in the write-ahead journal until the next.
+    Checkpoint,
 }
 
-/// Every step: two rounds of appends, each made durable and followed by commits.
+/// Every step: two rounds of appends, each made durable and followed by
+/// commits, with a checkpoint between them.
 pub fn steps() -> Vec<Step> {
     let mut steps = Vec::new();
     let append = |steps: &mut Vec<Step>, key, message: &str| {
@@ -54,6 +58,7 @@ pub fn steps() -> Vec<Step> {
     steps.push(Step::Commit(KEY_SLASH, 1));
     steps.push(Step::Commit(KEY_LONG_LOG, 50));
     steps.push(Step::Sync);
+    steps.push(Step::Checkpoint);
     for i in 100..LONG_LOG_MESSAGES {
         append(&mut steps, KEY_LONG_LOG, &order(i));
     }

@@ -103,9 +103,9 @@ pub fn check(bytes: &[u8], path: &Path, kind: FileKind, name_base: Option<u64>) 
             ),
             true,
         ),
-        DecodeError::LengthTooLarge { .. } | DecodeError::EmptyPayload => {
-            (0, format!("header: {error}"), false)
-        }
+        DecodeError::LengthTooLarge { .. }
+        | DecodeError::EmptyPayload
+        | DecodeError::BadBatch { .. } => (0, format!("header: {error}"), false),
     };
     HeaderCheck {
         body_decodable,
@@ -168,6 +168,8 @@ fn with_article(kind: FileKind) -> &'static str {
         FileKind::Log => "a .log",
         FileKind::Index => "an .index",
         FileKind::Offsets => "an offsets journal",
+        FileKind::Journal => "a write-ahead journal file",
+        FileKind::Checkpoint => "a checkpoint",
     }
 }
 

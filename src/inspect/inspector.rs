@@ -19,6 +19,7 @@ use super::output::{Limit, Output, SegmentRow, TableRow, Totals};
 use super::problem::{Note, Problem, ProblemKind};
 use super::segment_check::{LoadedSegment, SegmentFiles, SegmentReport};
 use super::target::{StoreLayout, Target, with_path};
+use super::wal;
 
 /// Prefix of the directory in which the store builds a hashed key's
 /// directory before renaming it into place (`Store::create_hashed_dir`).
@@ -102,6 +103,7 @@ impl<'a> Inspector<'a> {
                 let journal = Journal::read(path);
                 self.journal(&journal)
             }
+            Target::WalFile(path) => self.wal_files(std::slice::from_ref(path), None),
         }
     }
 
@@ -136,6 +138,7 @@ impl<'a> Inspector<'a> {
             }
             self.journal(&journal)?;
         }
+        self.store_journal(&layout.dir)?;
         Ok(())
     }
 
@@ -464,4 +467,43 @@ fn last_log_base(dir: &Path) -> Option<u64> {
         .filter(|(_, is_log)| *is_log)
         .map(|(base, _)| base)
         .max()
+}
+
+impl Inspector<'_> {
+    /// Checks and lists the write-ahead journal of the store in `store_dir`
+    /// (nothing for a version 1 store, which has none).
+    fn store_journal(&mut self, store_dir: &Path) -> io::Result<()> {
+        let Some(report) = wal::read_store(store_dir) else {
+            return Ok(());
+        };
+        self.wal_report(report)
+    }
+
+    /// One journal file given as PATH, checked on its own.
+    fn wal_files(&mut self, paths: &[PathBuf], first_live: Option<u64>) -> io::Result<()> {
+        let mut report = wal::WalReport {
+            first_live,
+            ..wal::WalReport::default()
+        };
+        let mut expected = None;
+        for path in paths {
+            report.files.push(wal::read_file(path, true, &mut expected));
+        }
+        self.wal_report(report)
+    }
+
+    fn wal_report(&mut self, report: wal::WalReport) -> io::Result<()> {
+        for file in &report.files {
+            self.totals.journal_files += 1;
+            self.totals.journal_batches += file.batches.len();
+            self.problems.extend(file.problems.iter().cloned());
+        }
+        self.problems.extend(report.problems.iter().cloned());
+        self.notes.extend(report.notes.iter().cloned());
+        let listing = self.listing(false);
+        if listing.overview || listing.records {
+            self.out.journal_files(&report, listing.records)?;
+        }
+        Ok(())
+    }
 }

@@ -17,6 +17,7 @@ use super::problem::{Note, Problem, ProblemKind};
 use super::segment_check::{LoadedSegment, SegmentReport};
 use super::show;
 use super::table::{Align, Columns, Table, digits};
+use super::wal::{EntrySummary, WalReport};
 
 /// Width of the CRC column: `0x` and eight hex digits.
 const CRC_WIDTH: usize = 10;
@@ -63,6 +64,10 @@ pub struct Totals {
     pub index_entries: usize,
     /// Committed-offsets journals read.
     pub journals: usize,
+    /// Write-ahead journal files read.
+    pub journal_files: usize,
+    /// Batches in them.
+    pub journal_batches: usize,
 }
 
 /// The writer of the report, in one of the two formats.
@@ -137,6 +142,24 @@ enum Line<'a> {
         file: String,
         key: &'a str,
         offset: u64,
+    },
+    JournalFile {
+        file: String,
+        seq: Option<u64>,
+        bytes: Option<u64>,
+        live: bool,
+        batches: usize,
+        records: u64,
+        commits: u64,
+        valid: bool,
+        problems: Vec<ProblemKind>,
+    },
+    JournalBatch {
+        file: String,
+        batch: u64,
+        position: u64,
+        size: u64,
+        entries: Vec<String>,
     },
     Problem {
         kind: ProblemKind,
@@ -622,6 +645,120 @@ impl<'w> Output<'w> {
         table.write(self.out)
     }
 
+    /// The write-ahead journal: one line per file, and with `records` every
+    /// batch and its entries.
+    pub fn journal_files(&mut self, report: &WalReport, records: bool) -> io::Result<()> {
+        if self.json {
+            for file in &report.files {
+                self.json_line(&Line::JournalFile {
+                    file: path_string(&file.path),
+                    seq: file.seq,
+                    bytes: file.bytes,
+                    live: !file.stale,
+                    batches: file.batches.len(),
+                    records: file.records,
+                    commits: file.commits,
+                    valid: file.problems.is_empty(),
+                    problems: file.problems.iter().map(|p| p.kind).collect(),
+                })?;
+                if records {
+                    for batch in &file.batches {
+                        self.json_line(&Line::JournalBatch {
+                            file: path_string(&file.path),
+                            batch: batch.number,
+                            position: batch.position,
+                            size: batch.size,
+                            entries: batch.entries.iter().map(|e| self.entry_text(e)).collect(),
+                        })?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        self.section()?;
+        match report.first_live {
+            Some(seq) => writeln!(
+                self.out,
+                "write-ahead journal (the checkpoint keeps files from {seq} on)"
+            )?,
+            None => writeln!(self.out, "write-ahead journal (no readable checkpoint)")?,
+        }
+        let mut table = Table::new(&[
+            ("file", Align::Left),
+            ("batches", Align::Right),
+            ("records", Align::Right),
+            ("commits", Align::Right),
+            ("bytes", Align::Right),
+            ("status", Align::Left),
+        ]);
+        for file in &report.files {
+            let status = if file.stale {
+                "stale: covered by the checkpoint".to_string()
+            } else if let Some(problem) = file.problems.first() {
+                match problem.position {
+                    Some(position) => format!("invalid: {} at {position}", problem.kind.label()),
+                    None => format!("invalid: {}", problem.kind.label()),
+                }
+            } else {
+                "live: valid".to_string()
+            };
+            table.push(vec![
+                file_name(&file.path),
+                file.batches.len().to_string(),
+                file.records.to_string(),
+                file.commits.to_string(),
+                file.bytes
+                    .map_or_else(|| "?".to_string(), |bytes| bytes.to_string()),
+                status,
+            ]);
+        }
+        table.write(self.out)?;
+        if !records {
+            return Ok(());
+        }
+        for file in &report.files {
+            if file.batches.is_empty() {
+                continue;
+            }
+            self.section()?;
+            writeln!(self.out, "batches of {}", file_name(&file.path))?;
+            let mut batches = Table::new(&[
+                ("batch", Align::Right),
+                ("position", Align::Right),
+                ("size", Align::Right),
+                ("entries", Align::Left),
+            ]);
+            for batch in &file.batches {
+                let entries: Vec<String> =
+                    batch.entries.iter().map(|e| self.entry_text(e)).collect();
+                batches.push(vec![
+                    batch.number.to_string(),
+                    batch.position.to_string(),
+                    batch.size.to_string(),
+                    entries.join("; "),
+                ]);
+            }
+            batches.write(self.out)?;
+        }
+        Ok(())
+    }
+
+    fn entry_text(&self, entry: &EntrySummary) -> String {
+        match entry {
+            EntrySummary::Records { key, first, count } => {
+                let last = first + u64::from(*count) - 1;
+                format!("records {} {first}..{last}", show::key(key, self.full))
+            }
+            EntrySummary::Commit { key, offset } => {
+                format!("commit {} {offset}", show::key(key, self.full))
+            }
+            EntrySummary::Direct { key, from } => {
+                format!("direct {} from {from}", show::key(key, self.full))
+            }
+            EntrySummary::NextFile { seq } => format!("next file {seq}"),
+        }
+    }
+
     /// Every problem and note, each with its file and position.
     pub fn findings(&mut self, problems: &[Problem], notes: &[Note]) -> io::Result<()> {
         if self.json {
@@ -680,6 +817,12 @@ impl<'w> Output<'w> {
                 totals.journals as u64,
                 "offsets journal",
                 "offsets journals",
+            ),
+            (totals.journal_files as u64, "journal file", "journal files"),
+            (
+                totals.journal_batches as u64,
+                "journal batch",
+                "journal batches",
             ),
         ] {
             if count > 0 {

@@ -62,6 +62,9 @@ pub enum ProblemKind {
     IndexShort,
     /// An index whose entries agree with the log but are not the ones it calls for.
     IndexDiffers,
+    /// A live write-ahead journal file that is missing (deleted), or one
+    /// that lacks the marker naming the file after it.
+    JournalMissing,
     /// A key that cannot be known: a missing or wrong `KEY` file, or a
     /// journal entry whose key is not UTF-8.
     BadKey,
@@ -94,6 +97,7 @@ impl ProblemKind {
             ProblemKind::IndexShort => "index short",
             ProblemKind::IndexDiffers => "index differs",
             ProblemKind::BadKey => "bad key",
+            ProblemKind::JournalMissing => "journal file missing",
         }
     }
 
@@ -106,9 +110,9 @@ impl ProblemKind {
             DecodeError::UnsupportedVersion { .. } => ProblemKind::UnsupportedVersion,
             DecodeError::BadFlags { .. } => ProblemKind::BadFlags,
             DecodeError::ChecksumMismatch { .. } => ProblemKind::HeaderCrcMismatch,
-            DecodeError::LengthTooLarge { .. } | DecodeError::EmptyPayload => {
-                ProblemKind::BadRecord
-            }
+            DecodeError::LengthTooLarge { .. }
+            | DecodeError::EmptyPayload
+            | DecodeError::BadBatch { .. } => ProblemKind::BadRecord,
         }
     }
 

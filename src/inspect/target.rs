@@ -30,6 +30,8 @@ pub enum Target {
     IndexFile(PathBuf),
     /// One committed-offsets journal.
     Journal(PathBuf),
+    /// One write-ahead journal file.
+    WalFile(PathBuf),
 }
 
 /// Where a store keeps its parts.
@@ -110,6 +112,9 @@ fn resolve_file(path: &Path) -> io::Result<Target> {
     if name == OFFSETS_FILE_NAME {
         return Ok(Target::Journal(path.to_path_buf()));
     }
+    if crate::storage::journal::parse_file_name(name).is_some() {
+        return Ok(Target::WalFile(path.to_path_buf()));
+    }
     if let Some((_, is_log)) = format::parse_segment_file_name(name) {
         return Ok(if is_log {
             Target::LogFile(path.to_path_buf())
@@ -125,6 +130,14 @@ fn resolve_file(path: &Path) -> io::Result<Target> {
         Some(FileKind::Log) => Ok(Target::LogFile(path.to_path_buf())),
         Some(FileKind::Index) => Ok(Target::IndexFile(path.to_path_buf())),
         Some(FileKind::Offsets) => Ok(Target::Journal(path.to_path_buf())),
+        Some(FileKind::Journal) => Ok(Target::WalFile(path.to_path_buf())),
+        Some(FileKind::Checkpoint) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: a checkpoint file; inspect the store directory it is in",
+                path.display()
+            ),
+        )),
         None => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(

@@ -1,4 +1,22 @@
-//! One key's log: its sealed segments, its active segment, rolling between them.
+//! One key's log: its sealed segments, its active segment, rolling between
+//! them, and the records appended but not yet durable.
+//!
+//! An append encodes the record's frame into `pending` and nothing else. A
+//! sync point then makes the pending frames durable one of two ways
+//! (`store.rs` chooses):
+//!
+//! * **journal**: the frames are copied into the store's write-ahead journal
+//!   batch; once that batch is durable, [`KeyLog::write_out`] writes them to
+//!   the segments (rolling as needed, without fsync) and publishes them. A
+//!   segment never holds a journaled record whose batch is not durable.
+//! * **direct**: when the sync point touches only this key, the frames are
+//!   written to the active segment at once ([`KeyLog::write_direct`]) and the
+//!   segment is fdatasynced, as before the journal existed; published when
+//!   that sync completes.
+//!
+//! Offsets, in order: `visible_end <= written_end <= next_offset` and
+//! `visible_end <= journaled_end <= next_offset`. Readers see offsets below
+//! `visible_end`; `pending` holds the frames of `[visible_end, next_offset)`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -6,23 +24,29 @@ use std::sync::Arc;
 
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{self, FILE_HEADER_SIZE};
-use crate::storage::recovery::{self, Mode};
+use crate::storage::recovery::{self, JournalEntry, Mode};
 use crate::storage::segment::{ReadEnd, Segment};
 
-/// What one key needs from a sync point.
-pub struct SyncTarget {
-    /// The active segment's file, to fdatasync.
+/// What a direct sync point must fdatasync for one key.
+pub struct DirectTarget {
+    /// The active segment's file.
     pub file: Arc<File>,
     /// Its path, for error messages.
     pub log_path: PathBuf,
-    /// Its base offset: a roll after the plan was made must not be credited.
-    pub base_offset: u64,
-    /// Bytes of the file the fdatasync covers.
-    pub position: u64,
-    /// Offset after the last record it covers.
-    pub next_offset: u64,
-    /// The key directory to fsync, and the creation count that covers.
-    pub dir: Option<(PathBuf, u64)>,
+    /// Offset after the last record the sync covers.
+    pub end: u64,
+}
+
+/// Segment files a write to the key's segments touched, for the store's
+/// list of what the next checkpoint must sync.
+#[derive(Default)]
+pub struct Touched {
+    /// `.log` files written to.
+    pub files: Vec<PathBuf>,
+    /// Whether a segment file was created (the key directory gained an entry).
+    pub created: bool,
+    /// Bytes of records written.
+    pub bytes: u64,
 }
 
 /// The log of one key, open for appends and reads.
@@ -34,42 +58,72 @@ pub struct KeyLog {
     /// The sealed segment read last, kept mapped: consecutive polls of one
     /// key usually continue in the same segment.
     sealed_cache: Option<Segment>,
-    /// The segment appends go to; `None` until the key's first append.
+    /// The segment appends go to; `None` until the key's first write-out.
     active: Option<Segment>,
     /// Size at which the active segment is sealed and a new one started.
     segment_bytes: u64,
-    /// Segment files created in `dir`, counted. Their directory entries must
-    /// be fsynced before any record in them is acknowledged.
-    dir_changes: u64,
-    /// How many of `dir_changes` a completed sync point covered. Counting,
-    /// not a flag taken by the first plan, lets a second plan that runs while
-    /// the first is in flight fsync the directory too.
-    dir_synced: u64,
-    /// Offset after the last record a completed sync point covered: readers
-    /// see nothing at or past it. Sealing fdatasyncs a segment's data, but
-    /// its records stay invisible until the sync point that also makes the
-    /// directory entries durable.
+    /// Frames of the records `[visible_end, next_offset)`, back to back.
+    pending: Vec<u8>,
+    /// Where each frame of `pending` starts.
+    frame_starts: Vec<usize>,
+    /// Offset the next append gets.
+    next_offset: u64,
+    /// Offset after the last record written to a segment file.
+    written_end: u64,
+    /// Offset after the last record copied into a journal batch.
+    journaled_end: u64,
+    /// Offset after the last durable record: readers see nothing at or
+    /// past it.
     visible_end: u64,
 }
 
 impl KeyLog {
-    /// Opens the key directory `dir` (which exists), recovering its active segment.
-    pub fn open(dir: PathBuf, mode: Mode, segment_bytes: u64) -> Result<KeyLog> {
-        let recovered = recovery::recover_key(&dir, mode)?;
-        let visible_end = recovered
+    /// Opens the key directory `dir` (which exists), recovering its segments:
+    /// by the decision table's rules for `mode` when the live journal does
+    /// not mention the key, else against the journal's `entries` for it,
+    /// replaying those the segments lack. Returns the log and what the
+    /// replay touched.
+    pub fn open(
+        dir: PathBuf,
+        mode: Mode,
+        segment_bytes: u64,
+        entries: &[JournalEntry<'_>],
+    ) -> Result<(KeyLog, Touched)> {
+        let (recovered, replay) = if entries.is_empty() {
+            (recovery::recover_key(&dir, mode)?, Vec::new())
+        } else {
+            let journaled = recovery::recover_journaled_key(&dir, entries)?;
+            (journaled.recovered, journaled.replay)
+        };
+        let end = recovered
             .active
             .as_ref()
             .map_or(0, |active| active.next_offset().unwrap_or_default());
-        Ok(KeyLog {
-            visible_end,
+        let mut log = KeyLog {
+            visible_end: end,
+            written_end: end,
+            journaled_end: end,
+            next_offset: end,
             dir,
             sealed: recovered.sealed,
             sealed_cache: None,
             active: recovered.active,
             segment_bytes,
-            dir_changes: 0,
-            dir_synced: 0,
-        })
+            pending: Vec::new(),
+            frame_starts: Vec::new(),
+        };
+        let mut touched = Touched::default();
+        if !replay.is_empty() {
+            for (offset, frame) in &replay {
+                assert_eq!(*offset, log.next_offset, "recovery replays in order");
+                log.push_frame(frame);
+            }
+            let end = log.next_offset;
+            log.journaled_end = end;
+            touched = log.write_out(end)?;
+            log.publish(end);
+        }
+        Ok((log, touched))
     }
 
     pub fn dir(&self) -> &Path {
@@ -83,86 +137,175 @@ impl KeyLog {
 
     /// Offset the next append gets: past every appended record, durable or not.
     pub fn next_offset(&self) -> u64 {
-        self.active
-            .as_ref()
-            .and_then(Segment::next_offset)
-            .unwrap_or(self.visible_end)
+        self.next_offset
     }
 
     /// True when some appended record is not durable yet.
     pub fn has_pending(&self) -> bool {
-        self.active
-            .as_ref()
-            .and_then(Segment::next_offset)
-            .is_some_and(|next| next > self.visible_end)
+        self.next_offset > self.visible_end
     }
 
-    /// Appends a record (buffered; durable after the next sync) and returns
-    /// its offset. Seals the active segment first if the record would take
-    /// it past the size limit; sealing fdatasyncs the old segment, and an
-    /// error there is a failed sync.
-    pub fn append(&mut self, payload: &[u8]) -> Result<u64> {
-        let record_size = format::record_size(payload.len()) as u64;
-        let roll_at = match &self.active {
-            None => Some(0),
+    /// True when some appended record is in no journal batch and in no
+    /// direct sync point: the next sync point must cover this key.
+    pub fn has_unclaimed(&self) -> bool {
+        self.next_offset > self.journaled_end.max(self.written_end)
+    }
+
+    /// Bytes of frames held in memory until they are durable.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Appends a record (held in memory; durable after the next sync point)
+    /// and returns its offset.
+    pub fn append(&mut self, payload: &[u8]) -> u64 {
+        let offset = self.next_offset;
+        self.frame_starts.push(self.pending.len());
+        format::encode_record(&mut self.pending, offset, payload);
+        self.next_offset += 1;
+        offset
+    }
+
+    fn push_frame(&mut self, frame: &[u8]) {
+        self.frame_starts.push(self.pending.len());
+        self.pending.extend_from_slice(frame);
+        self.next_offset += 1;
+    }
+
+    /// The frames of offsets `[from, to)`, which are pending.
+    fn frames(&self, from: u64, to: u64) -> &[u8] {
+        let index = |offset: u64| (offset - self.visible_end) as usize;
+        let start = self
+            .frame_starts
+            .get(index(from))
+            .copied()
+            .unwrap_or(self.pending.len());
+        let end = self
+            .frame_starts
+            .get(index(to))
+            .copied()
+            .unwrap_or(self.pending.len());
+        &self.pending[start..end]
+    }
+
+    /// The records a journal batch must carry for this key, from the first
+    /// one no earlier batch holds (re-journaling those a direct sync point
+    /// still in flight wrote, so this batch alone makes them durable), and
+    /// marks them journaled. Returns the first offset and the frames.
+    pub fn claim_for_journal(&mut self) -> (u64, &[u8]) {
+        let from = self.journaled_end.max(self.visible_end);
+        let to = self.next_offset;
+        self.journaled_end = to;
+        (from, self.frames(from, to))
+    }
+
+    /// Whether writing every unclaimed record now would need a new segment
+    /// file (a first segment, or a roll): a direct sync point cannot cover
+    /// that, since the new file's directory entry would need a sync too.
+    pub fn write_needs_new_segment(&self) -> bool {
+        let bytes = self.frames(self.written_end, self.next_offset).len() as u64;
+        match &self.active {
+            None => true,
             Some(active) => {
                 let has_records = active.end_position() > FILE_HEADER_SIZE as u64;
-                let too_big = active.end_position() + record_size > self.segment_bytes;
-                (has_records && too_big).then(|| active.next_offset().unwrap_or_default())
+                has_records && active.end_position() + bytes > self.segment_bytes
             }
-        };
-        if let Some(base) = roll_at {
-            if let Some(mut old) = self.active.take() {
-                if let Err(e) = old.seal() {
-                    self.active = Some(old);
-                    return Err(e);
+        }
+    }
+
+    /// Writes every record not yet written to the active segment, for a
+    /// direct sync point (the caller checked `write_needs_new_segment`), and
+    /// returns what to fdatasync.
+    pub fn write_direct(&mut self) -> Result<(DirectTarget, Touched)> {
+        let end = self.next_offset;
+        let touched = self.write_out(end)?;
+        let active = self.active.as_ref().expect("written to the active segment");
+        let (file, _, _) = active.sync_target().expect("active segments have a writer");
+        Ok((
+            DirectTarget {
+                file,
+                log_path: active.log_path().to_path_buf(),
+                end,
+            },
+            touched,
+        ))
+    }
+
+    /// Writes the records `[written_end, end)` to the segments, sealing the
+    /// active segment and starting a new one whenever a record would take it
+    /// past the segment size (a segment holding one record larger than that
+    /// is allowed). Nothing is synced here.
+    pub fn write_out(&mut self, end: u64) -> Result<Touched> {
+        let mut touched = Touched::default();
+        let mut offset = self.written_end;
+        while offset < end {
+            let frame_index = (offset - self.visible_end) as usize;
+            let start = self.frame_starts[frame_index];
+            let stop = self
+                .frame_starts
+                .get(frame_index + 1)
+                .copied()
+                .unwrap_or(self.pending.len());
+            let size = (stop - start) as u64;
+            let roll = match &self.active {
+                None => true,
+                Some(active) => {
+                    let has_records = active.end_position() > FILE_HEADER_SIZE as u64;
+                    has_records && active.end_position() + size > self.segment_bytes
                 }
-                self.sealed.push(old.base_offset());
+            };
+            if roll {
+                if let Some(mut old) = self.active.take() {
+                    let sealed = old.seal();
+                    let path = old.log_path().to_path_buf();
+                    if let Err(e) = sealed {
+                        self.active = Some(old);
+                        return Err(e);
+                    }
+                    touched.files.push(path);
+                    self.sealed.push(old.base_offset());
+                }
+                self.active = Some(Segment::create(&self.dir, offset)?);
+                touched.created = true;
             }
-            self.active = Some(Segment::create(&self.dir, base)?);
-            self.dir_changes += 1;
+            let active = self.active.as_mut().expect("active segment after a roll");
+            active.append_frame(offset, &self.pending[start..stop]);
+            touched.bytes += size;
+            offset += 1;
         }
-        let active = self
-            .active
-            .as_mut()
-            .expect("active segment exists after roll");
-        // Flush before appending, so that an error means this record was not
-        // taken: the caller can answer with a definite error.
-        if active.buffer_full() {
-            active.flush()?;
-        }
-        Ok(active.append(payload))
-    }
-
-    /// Writes buffered records to the file.
-    pub fn flush(&mut self) -> Result<()> {
-        self.active.as_mut().map_or(Ok(()), Segment::flush)
-    }
-
-    /// What a sync point must cover for this key (the caller has flushed).
-    pub fn sync_target(&self) -> Option<SyncTarget> {
-        let active = self.active.as_ref()?;
-        let (file, position, next_offset) = active.sync_target()?;
-        Some(SyncTarget {
-            file,
-            log_path: active.log_path().to_path_buf(),
-            base_offset: active.base_offset(),
-            position,
-            next_offset,
-            dir: (self.dir_changes > self.dir_synced).then(|| (self.dir.clone(), self.dir_changes)),
-        })
-    }
-
-    /// Publishes what `target` covered, after its sync point completed.
-    pub fn mark_synced(&mut self, target: &SyncTarget) {
         if let Some(active) = self.active.as_mut()
-            && active.base_offset() == target.base_offset
+            && offset > self.written_end
         {
-            active.mark_durable(target.position);
+            active.flush()?;
+            touched.files.push(active.log_path().to_path_buf());
         }
-        self.visible_end = self.visible_end.max(target.next_offset);
-        if let Some((_, changes)) = target.dir {
-            self.dir_synced = self.dir_synced.max(changes);
+        self.written_end = self.written_end.max(offset);
+        Ok(touched)
+    }
+
+    /// Publishes the records before `end`, which are durable and written:
+    /// readers see them from now on and their frames leave memory.
+    pub fn publish(&mut self, end: u64) {
+        debug_assert!(end <= self.written_end, "published before written");
+        if end <= self.visible_end {
+            return;
+        }
+        let count = (end - self.visible_end) as usize;
+        let bytes = self
+            .frame_starts
+            .get(count)
+            .copied()
+            .unwrap_or(self.pending.len());
+        self.pending.drain(..bytes);
+        self.frame_starts.drain(..count);
+        for start in &mut self.frame_starts {
+            *start -= bytes;
+        }
+        self.visible_end = end;
+        self.journaled_end = self.journaled_end.max(end);
+        if let Some(active) = self.active.as_mut() {
+            let written = active.file_len();
+            active.mark_durable(written);
         }
     }
 

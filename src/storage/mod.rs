@@ -10,16 +10,22 @@
 //! - [`segment`]: one segment, its `.log` and `.index`; scanning records.
 //! - [`recovery`]: the recovery decision table, applied when a key is opened.
 //! - [`keylog`]: one key's log: sealed segments, the active one, rolling.
-//! - [`offsets`]: the committed-offsets journal.
-//! - [`store`]: all keys of a data directory, its lock, and the sync points.
+//! - [`offsets`]: the committed offsets up to the last checkpoint.
+//! - [`journal`]: the store-wide write-ahead journal: batches, reader, writer.
+//! - [`journal_recovery`]: the journal's files at open: live ones, torn tails, per-key index.
+//! - [`checkpoint`]: syncing segments so that journal files can be deleted.
+//! - [`store`]: all keys of a data directory, its lock, sync points and checkpoints.
 //! - [`syncpool`]: threads that issue the fdatasyncs of a sync point together.
 //! - [`fsutil`]: durable directory and atomic-rewrite helpers.
 //! - [`error`]: the error type.
 
+pub mod checkpoint;
 pub mod error;
 pub mod format;
 pub mod fsutil;
 pub mod index;
+pub mod journal;
+pub mod journal_recovery;
 pub mod keylog;
 pub mod keyname;
 pub mod mmap;

@@ -1,12 +1,14 @@
-//! Committed offsets: a small CRC'd journal of `(key, offset)` entries.
+//! Committed offsets: a small CRC'd file of `(key, offset)` entries,
+//! `offsets.journal`, holding every commit up to the last checkpoint.
 //!
-//! Each commit appends one entry (the record frame of `format.rs`, with the
-//! key as payload and the committed offset in the offset field), fdatasynced
-//! by the same sync point as the log appends it travels with. A torn last
-//! entry is cut on open, so a crash at any byte leaves the old state or the
-//! new one. When the journal has grown well past what it describes, it is
-//! compacted: rewritten with one entry per key to a temporary file, fsynced
-//! and renamed over the old one.
+//! A commit is made durable by the write-ahead journal batch of its sync
+//! point (`journal.rs`); a checkpoint then appends one entry per changed key
+//! here (the record frame of `format.rs`, with the key as payload and the
+//! committed offset in the offset field) and fdatasyncs the file before the
+//! journal files holding those commits are deleted. A torn last entry is cut
+//! on open. When the file has grown well past what it describes, the
+//! checkpoint compacts it instead: one entry per key written to a temporary
+//! file, fsynced and renamed over the old one.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -40,18 +42,52 @@ pub struct CommittedOffsets {
     file: Arc<File>,
     /// Bytes written to the file.
     file_len: u64,
-    /// Encoded entries not yet written.
-    buffer: Vec<u8>,
-    /// Offsets whose entries are durable: the only ones readers see.
+    /// Offsets whose commits are durable (in this file or in the
+    /// write-ahead journal): the only ones readers see.
     durable: HashMap<String, u64>,
     /// Offsets committed since the last sync point took them.
     pending: HashMap<String, u64>,
-    /// Offsets written to the journal but not durable yet: taken by a sync
-    /// point still in flight. A compaction must keep them.
-    unpublished: HashMap<String, u64>,
-    /// Size the journal would have with one entry per key: what compaction
+    /// Durable commits that are in the write-ahead journal but not yet in
+    /// this file: the next checkpoint writes them here before it deletes
+    /// the journal files holding them.
+    uncheckpointed: HashMap<String, u64>,
+    /// Size the file would have with one entry per key: what compaction
     /// compares the file against. Never below the true figure.
     live_bytes: u64,
+}
+
+/// What a checkpoint writes to the offsets file, prepared under the store's
+/// lock and written by the checkpoint without it.
+pub enum OffsetsWrite {
+    /// Append these entries at `position` and fdatasync.
+    Append {
+        file: Arc<File>,
+        path: PathBuf,
+        position: u64,
+        bytes: Vec<u8>,
+    },
+    /// Replace the file with these bytes (one entry per key), atomically.
+    Rewrite { path: PathBuf, bytes: Vec<u8> },
+}
+
+impl OffsetsWrite {
+    /// Performs the write and makes it durable.
+    pub fn run(&self) -> Result<()> {
+        match self {
+            OffsetsWrite::Append {
+                file,
+                path,
+                position,
+                bytes,
+            } => {
+                file.write_all_at(bytes, *position)
+                    .map_err(|e| Error::io("write", path, e))?;
+                file.sync_data()
+                    .map_err(|e| Error::io("fdatasync", path, e))
+            }
+            OffsetsWrite::Rewrite { path, bytes } => fsutil::rewrite_atomic(path, bytes),
+        }
+    }
 }
 
 /// Decodes a journal: the entries up to the first invalid byte, and where
@@ -116,7 +152,8 @@ fn encode_entry(out: &mut Vec<u8>, key: &str, offset: u64) {
     format::encode_record(out, offset, key.as_bytes());
 }
 
-fn journal_bytes(offsets: &HashMap<String, u64>) -> Vec<u8> {
+/// The whole file for `offsets`: a header and one entry per key.
+pub fn journal_bytes(offsets: &HashMap<String, u64>) -> Vec<u8> {
     let mut bytes = format::encode_header(&FileHeader {
         kind: FileKind::Offsets,
         version: FORMAT_VERSION,
@@ -132,9 +169,11 @@ fn journal_bytes(offsets: &HashMap<String, u64>) -> Vec<u8> {
 }
 
 impl CommittedOffsets {
-    /// Opens the journal in `dir`, creating it if it does not exist, and cuts
-    /// a torn tail. An unreadable header or a hole before valid entries is
-    /// corruption: the store refuses to open rather than forget commits.
+    /// Opens the file in `dir`, creating it if it does not exist, and cuts a
+    /// torn tail (left by a checkpoint interrupted while appending: the
+    /// write-ahead journal still holds those commits). An unreadable header
+    /// or a hole before valid entries is corruption: the store refuses to
+    /// open rather than forget commits.
     pub fn open(dir: &Path) -> Result<CommittedOffsets> {
         let path = dir.join(OFFSETS_FILE_NAME);
         let bytes = match std::fs::read(&path) {
@@ -169,29 +208,25 @@ impl CommittedOffsets {
                     format!("{stop}, but a valid entry follows at position {valid_at}"),
                 ));
             }
-            eprintln!(
-                "seglog: {}: cutting a torn tail of {} bytes at position {} ({stop})",
+            crate::log::warn(format_args!(
+                "{}: cutting a torn tail of {} bytes at position {} ({stop})",
                 path.display(),
                 tail.len(),
                 scan.end_position
-            );
+            ));
             file.set_len(scan.end_position)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| Error::io("truncate", &path, e))?;
         }
-        // Entries a killed process wrote but never synced are made durable
-        // by the caller (Store::open syncs the file system after an unclean
-        // stop) before these offsets are served.
         let live_bytes =
             FILE_HEADER_SIZE as u64 + durable.keys().map(|k| entry_bytes(k)).sum::<u64>();
         Ok(CommittedOffsets {
             path,
             file: Arc::new(file),
             file_len: scan.end_position,
-            buffer: Vec::new(),
             durable,
             pending: HashMap::new(),
-            unpublished: HashMap::new(),
+            uncheckpointed: HashMap::new(),
             live_bytes,
         })
     }
@@ -217,7 +252,7 @@ impl CommittedOffsets {
         self.durable.is_empty()
     }
 
-    /// The journal's path.
+    /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -233,11 +268,7 @@ impl CommittedOffsets {
         if known.is_some_and(|known| known >= offset) {
             return;
         }
-        if known.is_none() && !self.unpublished.contains_key(key) {
-            self.live_bytes += entry_bytes(key);
-        }
         self.pending.insert(key.to_string(), offset);
-        encode_entry(&mut self.buffer, key, offset);
     }
 
     /// True when commits are waiting for a sync.
@@ -245,58 +276,76 @@ impl CommittedOffsets {
         !self.pending.is_empty()
     }
 
-    /// Writes pending entries (compacting first if the journal is due) and
-    /// returns the file to fdatasync with the commits that sync covers; pass
-    /// them to [`CommittedOffsets::complete_sync`] once it succeeded.
-    pub fn prepare_sync(&mut self) -> Result<Option<(Arc<File>, Commits)>> {
-        if self.pending.is_empty() {
-            return Ok(None);
-        }
-        let due = self.file_len > COMPACT_BYTES_MIN.max(COMPACT_RATIO * self.live_bytes);
-        if due {
-            self.compact()?;
-        } else {
-            self.file
-                .write_all_at(&self.buffer, self.file_len)
-                .map_err(|e| Error::io("write", &self.path, e))?;
-            self.file_len += self.buffer.len() as u64;
-        }
-        self.buffer.clear();
-        let commits = std::mem::take(&mut self.pending);
-        for (key, &offset) in &commits {
-            raise(&mut self.unpublished, key, offset);
-        }
-        Ok(Some((Arc::clone(&self.file), commits)))
+    /// Takes the commits not yet in any journal batch; pass them to
+    /// [`CommittedOffsets::complete`] once the batch holding them is durable.
+    pub fn take_pending(&mut self) -> Commits {
+        std::mem::take(&mut self.pending)
     }
 
-    /// Publishes the commits a completed sync point covered.
-    pub fn complete_sync(&mut self, commits: Commits) {
+    /// Publishes commits whose journal batch is durable.
+    pub fn complete(&mut self, commits: Commits) {
         for (key, offset) in commits {
-            raise(&mut self.durable, &key, offset);
-            if self.unpublished.get(&key).is_some_and(|&o| o <= offset) {
-                self.unpublished.remove(&key);
-            }
+            self.recovered(&key, offset);
         }
     }
 
-    /// Rewrites the journal with one entry per key, pending commits included.
-    fn compact(&mut self) -> Result<()> {
-        let mut all = self.durable.clone();
-        for map in [&self.unpublished, &self.pending] {
-            for (key, &offset) in map {
-                raise(&mut all, key, offset);
+    /// A durable commit found in the write-ahead journal (at open, or
+    /// published by a sync point).
+    pub fn recovered(&mut self, key: &str, offset: u64) {
+        if !self.durable.contains_key(key) {
+            self.live_bytes += entry_bytes(key);
+        }
+        raise(&mut self.durable, key, offset);
+        raise(&mut self.uncheckpointed, key, offset);
+    }
+
+    /// What a checkpoint must write so that this file holds every durable
+    /// commit: the entries not in it yet, or the whole file compacted when it
+    /// has grown well past what it describes. `None` when it is up to date.
+    /// The caller runs it, then calls [`CommittedOffsets::checkpointed`].
+    pub fn checkpoint_write(&mut self, convert: bool) -> Option<OffsetsWrite> {
+        if self.uncheckpointed.is_empty() && !convert {
+            return None;
+        }
+        let mut entries = Vec::new();
+        let mut keys: Vec<_> = self.uncheckpointed.iter().collect();
+        keys.sort();
+        for (key, &offset) in keys {
+            encode_entry(&mut entries, key, offset);
+        }
+        let grown = self.file_len + entries.len() as u64;
+        let due = grown > COMPACT_BYTES_MIN.max(COMPACT_RATIO * self.live_bytes);
+        self.uncheckpointed.clear();
+        if due || convert {
+            let bytes = journal_bytes(&self.durable);
+            self.live_bytes = bytes.len() as u64;
+            return Some(OffsetsWrite::Rewrite {
+                path: self.path.clone(),
+                bytes,
+            });
+        }
+        Some(OffsetsWrite::Append {
+            file: Arc::clone(&self.file),
+            path: self.path.clone(),
+            position: self.file_len,
+            bytes: entries,
+        })
+    }
+
+    /// Takes note of a checkpoint's write once it succeeded.
+    pub fn checkpointed(&mut self, write: &OffsetsWrite) -> Result<()> {
+        match write {
+            OffsetsWrite::Append { bytes, .. } => self.file_len += bytes.len() as u64,
+            OffsetsWrite::Rewrite { bytes, .. } => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&self.path)
+                    .map_err(|e| Error::io("open", &self.path, e))?;
+                self.file = Arc::new(file);
+                self.file_len = bytes.len() as u64;
             }
         }
-        let bytes = journal_bytes(&all);
-        self.live_bytes = bytes.len() as u64;
-        fsutil::rewrite_atomic(&self.path, &bytes)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| Error::io("open", &self.path, e))?;
-        self.file = Arc::new(file);
-        self.file_len = bytes.len() as u64;
         Ok(())
     }
 }

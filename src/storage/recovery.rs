@@ -1,19 +1,26 @@
 //! Recovery of one key's log when it is opened: the decision table of
-//! `segment-format.md`, applied to what is on disk.
+//! `segment-format.md`, applied to what is on disk. (The journal's own rows
+//! are applied when the store opens, in `journal_recovery.rs`.)
 //!
-//! Only the active (last) segment can have been cut short by a crash: a
-//! segment is sealed only after all of it was fdatasynced. So recovery reads
-//! the key directory's listing and the active segment, never the sealed ones.
-//! After a clean shutdown it checks only the records past the last index
-//! entry; after an unclean one it checks every record of the active segment,
-//! which the segment size limit bounds.
+//! A key the live journal does not mention was synced whole by the last
+//! checkpoint: recovery reads its directory listing and its active segment,
+//! never the sealed ones, and checks the records past the last index entry
+//! (all of the active segment for a version 1 store after a crash).
+//!
+//! A key the journal mentions ([`recover_journaled_key`]) may have anything
+//! a crash left from its first journaled offset on, in sealed segments too:
+//! those segments are scanned whole and compared with the journal, which
+//! wins where they differ.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::log;
 use crate::storage::error::{Error, Result};
-use crate::storage::format::{self, DecodeError, FILE_HEADER_SIZE};
+use crate::storage::format::{self, DecodeError, FILE_HEADER_SIZE, FileKind};
 use crate::storage::index::SparseIndex;
+use crate::storage::journal;
 use crate::storage::mmap::MappedFile;
 use crate::storage::segment::{self, Scan, ScanStop, Segment};
 
@@ -72,6 +79,78 @@ pub const DECISION_TABLE: &[Rule] = &[
         state: "an invalid record in a sealed segment, found when read",
         action: "serve the records before it; a read that reaches it stops there with a Corrupt error",
     },
+    Rule {
+        state: "checkpoint.tmp present",
+        action: "a checkpoint interrupted before its rename: delete it; the previous checkpoint stands",
+    },
+    Rule {
+        state: "checkpoint missing or damaged, journal directory present",
+        action: "replay every journal file present (files a checkpoint covered replay idempotently)",
+    },
+    Rule {
+        state: "journal files numbered below the one the checkpoint names",
+        action: "covered by it (a checkpoint interrupted after its rename): delete them",
+    },
+    Rule {
+        state: "the journal file the checkpoint names is missing, or one between it and the last, or one a next-file marker names",
+        action: "a live journal file was deleted: refuse to open with a Corrupt error naming it",
+    },
+    Rule {
+        state: "last journal file empty after a file that lacks its next-file marker",
+        action: "a rotation interrupted before its marker: delete the empty file; the journal continues in the one before",
+    },
+    Rule {
+        state: "journal: only zero bytes after the last whole batch",
+        action: "zero-filled tail: cut the file after the last whole batch (truncate, fsync)",
+    },
+    Rule {
+        state: "journal: an invalid batch after which no valid batch follows, in the last file",
+        action: "torn tail: cut the file at the invalid batch (truncate, fsync); its records and commits were never acknowledged",
+    },
+    Rule {
+        state: "journal: an invalid batch followed by a valid one, in a file before the last, or batch numbers not consecutive",
+        action: "a hole, not a torn tail: refuse to open with a Corrupt error naming file and position",
+    },
+    Rule {
+        state: "after an unclean stop, the live journal files",
+        action: "fdatasync each before anything is served (a killed process may have left batches written but not synced)",
+    },
+    Rule {
+        state: "a key the live journal does not mention",
+        action: "its segments were synced by the last checkpoint: recover it as after a clean close",
+    },
+    Rule {
+        state: "journaled records the key's segments hold, with the same CRCs (segment ahead or equal)",
+        action: "nothing to write; replay is idempotent",
+    },
+    Rule {
+        state: "journaled records past the segments' valid records (segment behind: writes lost, torn, zeroed or a hole after the key's first journaled offset)",
+        action: "cut the segments after their last valid record, delete later segment files, and write the journal's records",
+    },
+    Rule {
+        state: "a journaled record whose CRC differs from the segment's record at its offset",
+        action: "cut the segment there and write the journal's records (the journal was durable first)",
+    },
+    Rule {
+        state: "journaled records for a key with no directory, or no segment holding them",
+        action: "create the directory and segments and write the journal's records",
+    },
+    Rule {
+        state: "the key's segments end before its first journaled offset, or journaled records that do not follow on from them",
+        action: "records a checkpoint synced are missing: refuse the key with a Corrupt error",
+    },
+    Rule {
+        state: "segment records past everything the journal holds for a key it mentions (a direct sync point's)",
+        action: "keep them under the segment tail rules above and fdatasync their files before serving them",
+    },
+    Rule {
+        state: "commits in the live journal",
+        action: "the committed offset of a key is the largest of offsets.journal's and the journal's",
+    },
+    Rule {
+        state: "a key the journal holds records for is never opened before the next checkpoint",
+        action: "the checkpoint recovers it first; if it cannot, checkpoints stop and the journal keeps its records",
+    },
 ];
 
 /// What recovery found in one key directory.
@@ -121,10 +200,10 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
                     .is_none() =>
             {
                 drop(map);
-                eprintln!(
-                    "seglog: removing {} ({len} bytes): created but never synced",
+                crate::log::warn(format_args!(
+                    "removing {} ({len} bytes): created but never synced",
                     log_path.display()
-                );
+                ));
                 remove_segment(dir, base)?;
                 continue;
             }
@@ -145,7 +224,7 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
             let index_path = dir.join(format::index_file_name(base));
             if let Err(e) = scan.index.write_file(&index_path, base) {
                 // A cache that cannot be written costs speed, not data.
-                eprintln!("seglog: cannot rewrite {}: {e}", index_path.display());
+                crate::log::warn(format_args!("cannot rewrite {}: {e}", index_path.display()));
             }
         }
         let active = Segment::open_active(
@@ -226,11 +305,11 @@ fn settle_tail(bytes: &[u8], path: &Path, scan: &Scan) -> Result<u64> {
     let tail = &bytes[scan.end_position as usize..];
     let tail_len = tail.len() as u64;
     if tail.iter().all(|&b| b == 0) {
-        eprintln!(
-            "seglog: {}: cutting a zero-filled tail of {tail_len} bytes at position {}",
+        crate::log::warn(format_args!(
+            "{}: cutting a zero-filled tail of {tail_len} bytes at position {}",
             path.display(),
             scan.end_position
-        );
+        ));
         return Ok(tail_len);
     }
     if let ScanStop::OffsetGap { .. } = stop {
@@ -243,11 +322,11 @@ fn settle_tail(bytes: &[u8], path: &Path, scan: &Scan) -> Result<u64> {
             format!("{stop}, but a valid record follows at position {valid_at}: not a torn tail"),
         ));
     }
-    eprintln!(
-        "seglog: {}: cutting a torn tail of {tail_len} bytes at position {} ({stop})",
+    crate::log::warn(format_args!(
+        "{}: cutting a torn tail of {tail_len} bytes at position {} ({stop})",
         path.display(),
         scan.end_position
-    );
+    ));
     Ok(tail_len)
 }
 
@@ -270,4 +349,339 @@ fn remove_segment(dir: &Path, base: u64) -> Result<()> {
         Err(e) => return Err(Error::io("remove", &index_path, e)),
     }
     crate::storage::fsutil::sync_dir(dir)
+}
+
+/// What the live journal says about one key, in journal order.
+#[derive(Clone, Copy, Debug)]
+pub enum JournalEntry<'a> {
+    /// Records from offset `first`, their frames as in a `.log`.
+    Records { first: u64, frames: &'a [u8] },
+    /// A direct sync point may have written records from `from` on into the
+    /// key's segments without journaling them.
+    Direct { from: u64 },
+}
+
+impl JournalEntry<'_> {
+    fn first(&self) -> u64 {
+        match self {
+            JournalEntry::Records { first, .. } => *first,
+            JournalEntry::Direct { from } => *from,
+        }
+    }
+}
+
+/// What recovery of a key the journal mentions found.
+pub struct Journaled<'a> {
+    /// The segments, the active one cut where the journal takes over.
+    pub recovered: Recovered,
+    /// Records to write to the segments, in offset order from the active
+    /// segment's end: the journal's records the segments lack.
+    pub replay: Vec<(u64, &'a [u8])>,
+}
+
+/// One record of the segments recovery checked: where it is and its CRC.
+struct Found {
+    /// Index into the key's segment list.
+    segment: usize,
+    position: u64,
+    crc: u32,
+}
+
+/// Recovers a key that the live journal mentions (the "journal" rows of the
+/// decision table). Everything before the key's first journaled offset `j0`
+/// was synced by a checkpoint; from `j0` on the segments may hold anything a
+/// crash left of writes never synced, and the journal is the authority.
+///
+/// The segments from the one holding `j0` on are scanned whole (sealed ones
+/// too: they are sealed without a sync since the journal exists), giving the
+/// chain of valid records with consecutive offsets. Where the journal has a
+/// record the chain lacks or holds with another CRC, the segments are cut
+/// and the journal's records replayed from there. Records past everything
+/// the journal holds were written by a direct sync point: they are kept if
+/// the usual tail rules allow, and their files fdatasynced before anything
+/// is served. A chain that ends before `j0`, or journal records that do not
+/// follow on from the chain, mean records that were durable are missing: the
+/// key is refused.
+pub fn recover_journaled_key<'a>(
+    dir: &Path,
+    entries: &[JournalEntry<'a>],
+) -> Result<Journaled<'a>> {
+    let j0 = entries
+        .iter()
+        .map(JournalEntry::first)
+        .min()
+        .expect("the journal mentions the key");
+    // The journal's records by offset; a record journaled twice (again by a
+    // batch made while a direct sync point was in flight) is the same frame.
+    let mut journaled: BTreeMap<u64, &'a [u8]> = BTreeMap::new();
+    for entry in entries {
+        if let JournalEntry::Records { first, frames } = entry {
+            for (offset, frame) in journal::frames(*first, frames) {
+                journaled.entry(offset).or_insert(frame);
+            }
+        }
+    }
+    let bases = list_segments(dir)?;
+    let start = bases.partition_point(|&base| base <= j0).saturating_sub(1);
+    let chain_base = match bases.get(start) {
+        Some(&base) if base <= j0 => base,
+        _ => 0,
+    };
+    // Scan the segments from `start` on while they chain.
+    let mut found: Vec<Found> = Vec::new();
+    let mut next = chain_base;
+    // Where the chain stopped before the end of the segments, if it did:
+    // segment index, position, why, and whether valid records follow.
+    let mut stop: Option<(usize, u64, String, bool)> = None;
+    for (i, &base) in bases.iter().enumerate().skip(start) {
+        if base != next {
+            let why = format!("segment starts at offset {base}, {next} was due");
+            stop = Some((i, 0, why, true));
+            break;
+        }
+        let log_path = dir.join(format::log_file_name(base));
+        let bytes = std::fs::read(&log_path).map_err(|e| Error::io("read", &log_path, e))?;
+        if let Err(error) = format::decode_header(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(
+                |header| match header.base_offset == base && header.kind == FileKind::Log {
+                    true => Ok(()),
+                    false => Err("header names another file".to_string()),
+                },
+            )
+        {
+            let follows = segment::find_record_after(&bytes, FILE_HEADER_SIZE as u64 - 1, base)
+                .is_some()
+                || i + 1 < bases.len();
+            stop = Some((i, 0, error, follows));
+            break;
+        }
+        let mut position = FILE_HEADER_SIZE as u64;
+        while (position as usize) < bytes.len() {
+            let record = match format::decode_log_record(&bytes[position as usize..]) {
+                Ok(record) if record.offset == next => record,
+                Ok(record) => {
+                    let why = format!("offset {} where {next} was expected", record.offset);
+                    stop = Some((i, position, why, true));
+                    break;
+                }
+                Err(error) => {
+                    let zeros = bytes[position as usize..].iter().all(|&b| b == 0);
+                    let follows = !zeros
+                        && (segment::find_record_after(&bytes, position, next).is_some()
+                            || i + 1 < bases.len());
+                    stop = Some((i, position, error.to_string(), follows));
+                    break;
+                }
+            };
+            found.push(Found {
+                segment: i,
+                position,
+                crc: record.crc,
+            });
+            position += record.size() as u64;
+            next += 1;
+        }
+        if stop.is_some() {
+            break;
+        }
+    }
+    let chain_end = next;
+    // Keep the chain up to the first record the journal holds differently.
+    let mut keep_end = chain_end;
+    for (i, record) in found.iter().enumerate() {
+        let offset = chain_base + i as u64;
+        if let Some(frame) = journaled.get(&offset) {
+            let crc = format::decode_record(frame).map(|r| r.crc).ok();
+            if crc != Some(record.crc) {
+                log::warn(format_args!(
+                    "{}: record {offset} differs from the journal's: replaying from the journal",
+                    dir.display()
+                ));
+                keep_end = offset;
+                break;
+            }
+        }
+    }
+    if keep_end < j0 {
+        let (file, position) = stop_place(dir, &bases, stop.as_ref());
+        return Err(Error::corrupt(
+            &file,
+            position,
+            format!(
+                "the segments end at offset {keep_end}, before offset {j0}, the first the \
+                 journal holds for this key: records synced by a checkpoint are missing"
+            ),
+        ));
+    }
+    let mut reach = keep_end;
+    while journaled.contains_key(&reach) {
+        reach += 1;
+    }
+    if let Some((&last, _)) = journaled.iter().next_back()
+        && last >= reach
+    {
+        let (file, position) = stop_place(dir, &bases, stop.as_ref());
+        return Err(Error::corrupt(
+            &file,
+            position,
+            format!(
+                "the journal holds offset {last} for this key, but neither it nor the \
+                 segments hold offset {reach}"
+            ),
+        ));
+    }
+    // Invalid bytes after the chain that no journal record replaces: the
+    // tail rules of a segment written without the journal.
+    if let Some((_, _, why, follows)) = &stop
+        && keep_end == chain_end
+        && reach == chain_end
+        && *follows
+    {
+        let (file, position) = stop_place(dir, &bases, stop.as_ref());
+        return Err(Error::corrupt(
+            &file,
+            position,
+            format!("{why}, and valid records follow: not a torn tail"),
+        ));
+    }
+    // Where the kept records end: (segment index, position).
+    let cut_at = match found.get((keep_end - chain_base) as usize) {
+        Some(record) => Some((record.segment, record.position)),
+        None => stop.as_ref().map(|(i, position, _, _)| (*i, *position)),
+    };
+    let mut removed_any = false;
+    let mut active_index = bases.len().checked_sub(1);
+    if let Some((i, position)) = cut_at {
+        // Segments after the cut hold only records the journal replays (or
+        // torn bytes): remove them, newest first.
+        for &base in bases[i + 1..].iter().rev() {
+            remove_segment_files(dir, base)?;
+            removed_any = true;
+        }
+        if position < FILE_HEADER_SIZE as u64 {
+            remove_segment_files(dir, bases[i])?;
+            removed_any = true;
+            active_index = i.checked_sub(1);
+        } else {
+            let log_path = dir.join(format::log_file_name(bases[i]));
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&log_path)
+                .map_err(|e| Error::io("open", &log_path, e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io("stat", &log_path, e))?
+                .len();
+            if len > position {
+                log::warn(format_args!(
+                    "{}: cutting {} bytes at position {position}; the journal holds what follows",
+                    log_path.display(),
+                    len - position
+                ));
+                cut(&file, &log_path, position)?;
+            }
+            active_index = Some(i);
+        }
+    }
+    if removed_any {
+        crate::storage::fsutil::sync_dir(dir)?;
+    }
+    // Records kept that the journal does not hold (a direct sync point's):
+    // possibly written and never synced, so sync them before serving them.
+    let unjournaled = (j0..keep_end).any(|offset| !journaled.contains_key(&offset));
+    if unjournaled && let Some(last) = active_index {
+        for &base in &bases[start.min(last)..=last] {
+            let log_path = dir.join(format::log_file_name(base));
+            File::open(&log_path)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| Error::io("fdatasync", &log_path, e))?;
+        }
+    }
+    let replay = (keep_end..reach)
+        .map(|offset| (offset, journaled[&offset]))
+        .collect();
+    let Some(last) = active_index else {
+        return Ok(Journaled {
+            recovered: Recovered {
+                sealed: Vec::new(),
+                active: None,
+            },
+            replay,
+        });
+    };
+    let base = bases[last];
+    let log_path = dir.join(format::log_file_name(base));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&log_path)
+        .map_err(|e| Error::io("open", &log_path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", &log_path, e))?
+        .len();
+    let map = MappedFile::map(&file, len as usize).map_err(|e| Error::io("map", &log_path, e))?;
+    let scan = segment::scan_records(&map, base);
+    if scan.stop.is_some() || scan.end_position != len {
+        return Err(Error::corrupt(
+            &log_path,
+            scan.end_position,
+            "the active segment does not end at a record boundary after recovery",
+        ));
+    }
+    let index_path = dir.join(format::index_file_name(base));
+    if SparseIndex::load(&index_path, base, len).ok().as_ref() != Some(&scan.index)
+        && let Err(e) = scan.index.write_file(&index_path, base)
+    {
+        log::warn(format_args!("cannot rewrite {}: {e}", index_path.display()));
+    }
+    let active = Segment::open_active(
+        dir,
+        base,
+        file,
+        Some(map),
+        scan.end_position,
+        scan.next_offset,
+        scan.index,
+        false,
+    )?;
+    Ok(Journaled {
+        recovered: Recovered {
+            sealed: bases[..last].to_vec(),
+            active: Some(active),
+        },
+        replay,
+    })
+}
+
+/// The file and position an error about the chain's end names.
+fn stop_place(
+    dir: &Path,
+    bases: &[u64],
+    stop: Option<&(usize, u64, String, bool)>,
+) -> (PathBuf, u64) {
+    match stop {
+        Some((i, position, _, _)) => (dir.join(format::log_file_name(bases[*i])), *position),
+        None => match bases.last() {
+            Some(&base) => (dir.join(format::log_file_name(base)), 0),
+            None => (dir.to_path_buf(), 0),
+        },
+    }
+}
+
+/// Removes a segment's `.log` and `.index` (no directory sync; the caller
+/// syncs once).
+fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
+    for path in [
+        dir.join(format::log_file_name(base)),
+        dir.join(format::index_file_name(base)),
+    ] {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &path, e)),
+        }
+    }
+    Ok(())
 }

@@ -1,9 +1,10 @@
 //! One segment: a `.log` file of records and its sparse `.index`.
 //!
-//! A segment is either *sealed* (complete, durable, read-only) or the *active*
-//! segment of its key, which takes appends. Appends are buffered in memory
-//! and written to the file by [`Segment::flush`]; they become visible to
-//! readers only when [`Segment::mark_durable`] is called after a sync.
+//! A segment is either *sealed* (complete, read-only) or the *active*
+//! segment of its key, which takes appends. Record frames are buffered in
+//! memory and written to the file by [`Segment::flush`]; they become visible
+//! to readers only when [`Segment::mark_durable`] is called, once they are
+//! durable (in the write-ahead journal, or synced in this file).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -19,11 +20,6 @@ use crate::storage::mmap::MappedFile;
 
 /// Largest segment accepted by the configuration: index positions are `u32`.
 pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
-
-/// Pending bytes of one segment held in memory before they are written to
-/// the file. Large enough that a burst of small appends costs one `write`,
-/// small enough that thousands of keys with pending data stay cheap.
-pub const WRITE_BUFFER_BYTES_MAX: usize = 64 * 1024;
 
 /// Where a scan of records stopped before the end of the bytes it was given.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -380,10 +376,11 @@ impl Segment {
         self.writer.as_ref().map(|w| w.next_offset)
     }
 
-    /// Appends one record to the buffer and returns its offset.
-    pub fn append(&mut self, payload: &[u8]) -> u64 {
+    /// Appends one encoded record frame (as `format::encode_record` makes it,
+    /// holding `offset`, the segment's next) to the write buffer.
+    pub fn append_frame(&mut self, offset: u64, frame: &[u8]) {
         let writer = self.writer.as_mut().expect("append to a sealed segment");
-        let offset = writer.next_offset;
+        assert_eq!(offset, writer.next_offset, "frames are appended in order");
         let position = writer.end_position;
         if needs_index_entry(position, writer.last_indexed) {
             let entry = IndexEntry {
@@ -396,17 +393,9 @@ impl Segment {
                 .extend_from_slice(&format::encode_index_entry(entry));
             writer.last_indexed = position;
         }
-        format::encode_record(&mut writer.buffer, offset, payload);
-        writer.end_position += format::record_size(payload.len()) as u64;
+        writer.buffer.extend_from_slice(frame);
+        writer.end_position += frame.len() as u64;
         writer.next_offset += 1;
-        offset
-    }
-
-    /// True when the buffer has grown past [`WRITE_BUFFER_BYTES_MAX`].
-    pub fn buffer_full(&self) -> bool {
-        self.writer
-            .as_ref()
-            .is_some_and(|w| w.buffer.len() >= WRITE_BUFFER_BYTES_MAX)
     }
 
     /// Writes buffered records and index entries to their files (no sync).
@@ -425,10 +414,10 @@ impl Segment {
                 if let Err(cut) = writer.file.set_len(writer.file_len) {
                     // The file may now end in a partial record that a later
                     // write would not fully cover: stop writing altogether.
-                    eprintln!(
-                        "seglog: cannot cut a failed write from {}: {cut}",
+                    crate::log::warn(format_args!(
+                        "cannot cut a failed write from {}: {cut}",
                         self.log_path.display()
-                    );
+                    ));
                     return Err(Error::Poisoned);
                 }
                 return Err(Error::io("write", &self.log_path, e));
@@ -440,7 +429,7 @@ impl Segment {
             // The index is a cache: if this write fails the index is short,
             // which recovery repairs, so the error is not the append's.
             if let Err(e) = index::append_to_file(&self.index_path, &writer.index_buffer) {
-                eprintln!("seglog: index write failed, it will be rebuilt: {e}");
+                crate::log::warn(format_args!("index write failed, it will be rebuilt: {e}"));
             }
             writer.index_buffer.clear();
         }
@@ -468,21 +457,26 @@ impl Segment {
         self.durable_position = self.durable_position.max(position);
     }
 
-    /// Flushes and fdatasyncs the file and turns the segment into a sealed
-    /// one: a segment is sealed only once all of it is durable, so recovery
-    /// never needs to scan sealed segments.
+    /// Flushes the file and turns the segment into a sealed one, read-only
+    /// from now on. No fdatasync: every record in it is durable in the
+    /// write-ahead journal, and the next checkpoint syncs the file before the
+    /// journal lets go of them.
     pub fn seal(&mut self) -> Result<()> {
         self.flush()?;
         if let Some(writer) = self.writer.as_ref() {
-            writer
-                .file
-                .sync_data()
-                .map_err(|e| Error::io("fdatasync", &self.log_path, e))?;
             let position = writer.file_len;
             self.mark_durable(position);
         }
         self.writer = None;
         Ok(())
+    }
+
+    /// Position after the last byte written to the file (active segments),
+    /// or the file's length (sealed ones).
+    pub fn file_len(&self) -> u64 {
+        self.writer
+            .as_ref()
+            .map_or(self.durable_position, |w| w.file_len)
     }
 
     /// Delivers the durable records with offset `from` and later to `visit`,
@@ -572,7 +566,10 @@ impl Segment {
     /// entries of records still in the write buffer (which this process
     /// made) are kept.
     fn rebuild_index(&mut self, why: &str) -> Result<()> {
-        eprintln!("seglog: rebuilding {} ({why})", self.index_path.display());
+        crate::log::info(format_args!(
+            "rebuilding {} ({why})",
+            self.index_path.display()
+        ));
         let file_len = self.writer.as_ref().map(|w| w.file_len);
         if let (Some(len), Some(writer)) = (file_len, self.writer.as_ref())
             && (self.map.len() as u64) < len
@@ -583,7 +580,10 @@ impl Segment {
         let scan = scan_records(&self.map, self.base_offset);
         if let Err(e) = scan.index.write_file(&self.index_path, self.base_offset) {
             // A cache that cannot be written costs speed, not data.
-            eprintln!("seglog: cannot rewrite {}: {e}", self.index_path.display());
+            crate::log::warn(format_args!(
+                "cannot rewrite {}: {e}",
+                self.index_path.display()
+            ));
         }
         let mut entries = scan.index.entries().to_vec();
         if let Some(len) = file_len {

@@ -1,36 +1,61 @@
 //! The store of all keys: one data directory, its lock, the open key logs,
-//! the committed offsets, and the sync points that make appends durable.
+//! the committed offsets, the write-ahead journal, and the sync points and
+//! checkpoints that make appends durable.
 //!
 //! ```text
 //! DATA/
 //!   LOCK              held with File::try_lock while a store is open
 //!   CLEAN             present only between a clean close and the next open
-//!   offsets.journal   committed offsets (offsets.rs)
+//!   checkpoint        the first journal file still needed (checkpoint.rs)
+//!   offsets.journal   committed offsets up to the last checkpoint (offsets.rs)
+//!   journal/          the write-ahead journal (journal.rs)
+//!     00000000000000000007.wal
 //!   logs/<name>/      one directory per key (keyname.rs)
 //!     00000000000000000000.log    segments (segment.rs)
 //!     00000000000000000000.index
 //! ```
 //!
 //! Durability works in three steps so that a sync never blocks readers:
-//! appends and commits are buffered under the caller's lock;
-//! [`Store::prepare_sync`] writes the buffers to the files and returns a
-//! [`SyncPlan`]; the plan's [`SyncPlan::execute`] runs the fdatasyncs without
-//! any lock; [`Store::complete_sync`] publishes what the plan covered.
-//! Readers only ever see published (durable) records and commits.
+//! appends and commits are held in memory under the caller's lock;
+//! [`Store::prepare_sync`] writes them to a file and returns a [`SyncPlan`];
+//! the plan's [`SyncPlan::execute`] runs the fsyncs without any lock;
+//! [`Store::complete_sync`] publishes what the plan covered. Readers only
+//! ever see published (durable) records and commits.
+//!
+//! A sync point is one of two kinds:
+//! * **journal** (the usual one): every record and commit it covers goes
+//!   into one batch of the journal, made durable with one fdatasync of the
+//!   journal file however many keys it touches; the records are written to
+//!   their segments once it is, and the segments are synced by the next
+//!   checkpoint.
+//! * **direct**: a sync point that covers one key's records and nothing
+//!   else, when they fit in that key's active segment, writes them there and
+//!   fdatasyncs that file, as seglog did before the journal: one write and
+//!   one fdatasync, where the journal would write every byte twice. The
+//!   journal only gets a note (once per key between checkpoints) that the
+//!   key's segment may hold records it does not.
+//!
+//! A checkpoint (checkpoint.rs) rides on a sync point that starts when no
+//! other is in flight, and is done before that sync point completes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::hash::BuildHasherDefault;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::log;
+use crate::storage::checkpoint::{self, CHECKPOINT_FILES_MAX, Job};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::MESSAGE_BYTES_MAX;
 use crate::storage::fsutil;
-use crate::storage::keylog::{KeyLog, SyncTarget};
+use crate::storage::journal::{JOURNAL_DIR_NAME, JournalWriter};
+use crate::storage::journal_recovery::{self, RecoveredJournal};
+use crate::storage::keylog::{KeyLog, Touched};
 use crate::storage::keyname::{self, FnvHasher, KEY_BYTES_MAX, KEY_FILE_NAME};
-use crate::storage::offsets::CommittedOffsets;
+use crate::storage::offsets::{Commits, CommittedOffsets, OFFSETS_FILE_NAME};
 use crate::storage::recovery::Mode;
 use crate::storage::segment::SEGMENT_BYTES_LIMIT;
 use crate::storage::syncpool::{SyncJob, SyncPool};
@@ -44,22 +69,30 @@ pub const LOGS_DIR_NAME: &str = "logs";
 
 /// Default segment size. Segments are not preallocated, so a key with a
 /// short log costs one small file whatever this is; the size bounds how much
-/// of a key's log an unclean restart re-checks (a few milliseconds at 8 MiB).
+/// of a key's log recovery re-checks (a few milliseconds at 8 MiB).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 8 << 20;
 
 /// File descriptors left for everything but open key logs: stdio, the lock,
-/// the journal, directories and index files opened for a moment, and the
-/// caller's own files.
+/// the journal, directories, index files opened for a moment, the files a
+/// checkpoint opens to fdatasync (at most `syncpool::SYNC_THREADS` at once)
+/// and the caller's own files.
 pub const RESERVED_FILES: u64 = 64;
 
 /// Most key logs kept open, whatever the descriptor limit. Each open key
 /// holds one descriptor (its active segment), up to two maps and, while it
-/// has unsynced appends, a write buffer; 4,096 keeps that far below the
-/// kernel's default map count limit (65,530) and a few MiB of memory.
+/// has records not yet durable, their frames; 4,096 keeps that far below
+/// the kernel's default map count limit (65,530) and a few MiB of memory.
 pub const OPEN_KEYS_MAX: usize = 4096;
 
 /// Fewest key logs kept open by default, for very low descriptor limits.
 pub const OPEN_KEYS_MIN: usize = 16;
+
+/// Bytes of records held in memory, over all keys, before an append runs a
+/// sync point itself. Records wait in memory until their sync point (they
+/// may not reach a segment before their journal batch is durable); a sync
+/// point normally comes long before this, which only bounds the memory a
+/// caller that never syncs can make the store hold.
+pub const PENDING_BYTES_MAX: usize = 64 << 20;
 
 /// The default number of key logs kept open: as many as this process's
 /// open-file limit leaves room for, between [`OPEN_KEYS_MIN`] and
@@ -70,6 +103,16 @@ pub fn default_open_keys() -> usize {
     usize::try_from(room)
         .unwrap_or(OPEN_KEYS_MAX)
         .clamp(OPEN_KEYS_MIN, OPEN_KEYS_MAX)
+}
+
+/// The default checkpoint size: [`checkpoint::CHECKPOINT_BYTES_DEFAULT`],
+/// or the number in the `SEGLOG_CHECKPOINT_BYTES` environment variable (for
+/// tests that want frequent checkpoints in the node binary).
+pub fn default_checkpoint_bytes() -> u64 {
+    std::env::var(checkpoint::CHECKPOINT_BYTES_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(checkpoint::CHECKPOINT_BYTES_DEFAULT)
 }
 
 /// Below this many files and directories a sync point runs on the calling
@@ -85,9 +128,15 @@ const HASH_COLLISIONS_MAX: u32 = 64;
 pub struct StoreConfig {
     /// Size at which a segment is sealed and a new one started.
     pub segment_bytes: u64,
-    /// Key logs kept open at once (keys with unsynced appends stay open
-    /// beyond this until their sync completes).
+    /// Key logs kept open at once (keys with records not yet durable stay
+    /// open beyond this until their sync completes).
     pub open_keys_max: usize,
+    /// Live journal size at which a checkpoint starts: bounds recovery time
+    /// and the disk the journal takes.
+    pub checkpoint_bytes: u64,
+    /// Age of the oldest uncheckpointed journal batch at which a checkpoint
+    /// starts.
+    pub checkpoint_age: Duration,
 }
 
 impl Default for StoreConfig {
@@ -95,6 +144,8 @@ impl Default for StoreConfig {
         StoreConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             open_keys_max: default_open_keys(),
+            checkpoint_bytes: default_checkpoint_bytes(),
+            checkpoint_age: checkpoint::CHECKPOINT_AGE_DEFAULT,
         }
     }
 }
@@ -109,11 +160,16 @@ struct OpenKey {
 pub struct Store {
     dir: PathBuf,
     logs_dir: PathBuf,
+    journal_dir: PathBuf,
     config: StoreConfig,
     /// Held for the store's lifetime: the lock is released when it closes.
     _lock: File,
     /// Whether the last run ended with a clean close.
     opened_clean: bool,
+    /// Whether this run recovers a version 1 store left by a crash: keys the
+    /// journal does not mention get the full check of their active segment,
+    /// as version 1 recovery did.
+    legacy_unclean: bool,
     /// Key logs currently open.
     open: HashMap<String, OpenKey, BuildHasherDefault<FnvHasher>>,
     /// Counter standing in for time in the least-recently-used order.
@@ -122,12 +178,49 @@ pub struct Store {
     /// Set when a sync failed: the page cache state is unknown, so every
     /// later write is refused until the store is reopened.
     poisoned: bool,
-    /// Key directories created in `logs/`, counted (see `KeyLog::dir_changes`).
-    logs_dir_changes: u64,
-    /// How many of `logs_dir_changes` a completed sync point covered.
-    logs_dir_synced: u64,
-    /// Threads that run the fdatasyncs of large sync points.
+    /// Threads that run the fdatasyncs of large sync points and checkpoints.
     sync_pool: Arc<SyncPool>,
+    /// The journal file batches go to.
+    journal: JournalWriter,
+    /// Bytes of `journal` known durable: a plan syncs the file when more
+    /// was written (its own batch, or one of a plan still in flight).
+    journal_synced: u64,
+    /// Live journal files before the current one, deleted by the next
+    /// checkpoint.
+    older_journals: Vec<PathBuf>,
+    /// Bytes of the live journal files, current one included.
+    older_journal_bytes: u64,
+    /// When the first batch since the last checkpoint was written.
+    oldest_batch_at: Option<Instant>,
+    /// What the live journal held at open and is not yet applied to the
+    /// keys' segments.
+    recovered: RecoveredJournal,
+    /// Keys some live journal file mentions: a direct sync point writes a
+    /// note for any other key first, so recovery knows to check it.
+    mentioned: HashSet<String>,
+    /// Segment files written since the last checkpoint, which it syncs.
+    dirty_files: HashSet<PathBuf>,
+    /// Bytes of records written to segments since the last checkpoint:
+    /// recovery may scan them all (a key the journal mentions is checked
+    /// from its first journaled offset), so they start a checkpoint at the
+    /// same size as the journal does.
+    dirty_bytes: u64,
+    /// Directories that gained entries since they were last fsynced, with
+    /// the generation of the last change (a direct sync point that fsyncs
+    /// one forgets it only if nothing changed since).
+    dirty_dirs: HashMap<PathBuf, u64>,
+    /// Counter for `dirty_dirs` generations.
+    dir_generation: u64,
+    /// Sync plans prepared and not yet completed.
+    in_flight: usize,
+    /// Bytes of records held in memory over all keys.
+    pending_bytes: usize,
+    /// Set while a checkpoint is being prepared, so the sync points it may
+    /// run itself do not start another.
+    checkpointing: bool,
+    /// Why checkpoints are off for this run, if a key the journal holds
+    /// records for could not be recovered: the journal must keep them.
+    checkpoint_blocked: Option<String>,
 }
 
 /// What one sync point covers: files to fdatasync and directories to fsync,
@@ -137,12 +230,19 @@ pub struct SyncPlan {
     pool: Arc<SyncPool>,
     files: Vec<(Arc<File>, String)>,
     dirs: BTreeSet<PathBuf>,
-    /// Per key, what becomes durable.
-    keys: Vec<(String, SyncTarget)>,
-    /// The creation count of `logs/` the plan covers.
-    logs_dir_changes: u64,
+    /// Per key, the offset after the last record that becomes durable.
+    keys: Vec<(String, u64)>,
+    /// A direct sync point: the records are written already.
+    direct: bool,
+    /// Directories fsynced with their generations, for `dirty_dirs`.
+    dir_generations: Vec<(PathBuf, u64)>,
+    /// Bytes of the journal file the plan makes durable.
+    journal_len: u64,
     /// The commits the plan makes durable.
-    offsets: Option<HashMap<String, u64>>,
+    commits: Option<Commits>,
+    /// A checkpoint to run after the fsyncs, and how many of its steps (all
+    /// unless a test stops it part way, see `Store::checkpoint_interrupted`).
+    checkpoint: Option<(Job, Option<usize>)>,
 }
 
 impl SyncPlan {
@@ -151,14 +251,38 @@ impl SyncPlan {
         self.dirs.iter().map(PathBuf::as_path)
     }
 
+    /// The files the plan fdatasyncs, by path.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().map(|(_, name)| name.as_str())
+    }
+
     /// Number of appended-to keys the plan covers.
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
 
+    /// Whether this is a direct sync point (one key, its segment synced).
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Whether a checkpoint rides on this sync point.
+    pub fn has_checkpoint(&self) -> bool {
+        self.checkpoint.is_some()
+    }
+
     /// fdatasyncs every file and fsyncs every directory of the plan, many
-    /// at once when there are many (see `syncpool.rs`).
+    /// at once when there are many (see `syncpool.rs`), then takes the
+    /// checkpoint's steps if one rides on it.
     pub fn execute(&self) -> Result<()> {
+        self.sync()?;
+        if let Some((job, steps)) = &self.checkpoint {
+            job.run(*steps)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
         let count = self.files.len() + self.dirs.len();
         if count < PARALLEL_SYNC_MIN {
             for (file, name) in &self.files {
@@ -185,7 +309,8 @@ fn sync_file(file: &File, name: &str) -> Result<()> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`, taking its lock.
+    /// Opens (creating if needed) the store in `dir`, taking its lock, and
+    /// recovers its journal (keys are recovered when first used).
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store> {
         let minimum = (crate::storage::format::FILE_HEADER_SIZE
             + crate::storage::format::RECORD_HEADER_SIZE) as u64;
@@ -213,6 +338,12 @@ impl Store {
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
         }
         let logs_dir = dir.join(LOGS_DIR_NAME);
+        let journal_dir = dir.join(JOURNAL_DIR_NAME);
+        // A store with neither a checkpoint nor a journal directory was
+        // written by format version 1 (or is new).
+        let version_1 = !dir.join(checkpoint::CHECKPOINT_FILE_NAME).exists()
+            && !journal_dir.exists()
+            && (logs_dir.exists() || dir.join(OFFSETS_FILE_NAME).exists());
         if !logs_dir.is_dir() {
             fs::create_dir_all(&logs_dir).map_err(|e| Error::io("create", &logs_dir, e))?;
             fsutil::sync_dir(dir)?;
@@ -223,27 +354,98 @@ impl Store {
             // Gone before the first write, so a crash from now on is seen as unclean.
             fs::remove_file(&clean_path).map_err(|e| Error::io("remove", &clean_path, e))?;
             fsutil::sync_dir(dir)?;
-        } else {
-            // A kill -9 leaves written but unsynced records, commits and
-            // directory entries in the page cache, where recovery would find
-            // them valid and serve them. One syncfs makes all of them durable
-            // before anything is read: cheaper than a sync per key.
+        }
+        let legacy_unclean = version_1 && !opened_clean;
+        if legacy_unclean {
+            // Version 1 wrote records to segments before syncing them: after
+            // a kill -9 the page cache holds written, unsynced records,
+            // commits and directory entries anywhere, where recovery would
+            // find them valid and serve them. One syncfs makes all of them
+            // durable before anything is read. Version 2 needs no such thing
+            // (the journal says what may be unsynced).
+            log::warn(format_args!(
+                "{}: a format version 1 store stopped uncleanly: syncing its file system",
+                dir.display()
+            ));
             fsutil::sync_file_system(dir)?;
         }
-        let offsets = CommittedOffsets::open(dir)?;
+        let mut offsets = CommittedOffsets::open(dir)?;
+        let (journal, recovered) = if journal_dir.exists() {
+            let recovered = journal_recovery::recover(dir, &journal_dir, !opened_clean)?;
+            let journal = JournalWriter::open(
+                &journal_dir,
+                recovered.last_seq,
+                recovered.last_len,
+                recovered.next_batch,
+            )?;
+            (journal, recovered)
+        } else {
+            // A new store, or a version 1 one: convert it. The offsets file
+            // is rewritten with a version 2 header first, so that a version
+            // 1 build refuses the directory rather than ignore the journal.
+            if version_1 && let Some(write) = offsets.checkpoint_write(true) {
+                write.run()?;
+                offsets.checkpointed(&write)?;
+            }
+            fs::create_dir(&journal_dir).map_err(|e| Error::io("create", &journal_dir, e))?;
+            fsutil::sync_dir(dir)?;
+            let journal = JournalWriter::create(&journal_dir, 0, 0)?;
+            checkpoint::write(dir, 0)?;
+            (journal, RecoveredJournal::default())
+        };
+        for (key, offset) in &recovered.commits {
+            offsets.recovered(key, *offset);
+        }
+        let older_journals: Vec<PathBuf> = recovered
+            .paths
+            .iter()
+            .take(recovered.paths.len().saturating_sub(1))
+            .cloned()
+            .collect();
+        let older_journal_bytes = recovered
+            .files
+            .iter()
+            .take(recovered.files.len().saturating_sub(1))
+            .map(|bytes| bytes.len() as u64)
+            .sum();
+        let mentioned: HashSet<String> = recovered.keys.keys().cloned().collect();
+        let journal_synced = journal.len();
+        let oldest_batch_at = recovered.has_batches.then(Instant::now);
+        log::info(format_args!(
+            "{}: journal file {} recovered, {} keys to replay, {} commits",
+            dir.display(),
+            journal.seq(),
+            recovered.keys.len(),
+            recovered.commits.len()
+        ));
         Ok(Store {
             dir: dir.to_path_buf(),
             logs_dir,
+            journal_dir,
             config,
             _lock: lock,
             opened_clean,
+            legacy_unclean,
             open: HashMap::default(),
             clock: 0,
             offsets,
             poisoned: false,
-            logs_dir_changes: 0,
-            logs_dir_synced: 0,
             sync_pool: Arc::default(),
+            journal,
+            journal_synced,
+            older_journals,
+            older_journal_bytes,
+            oldest_batch_at,
+            recovered,
+            mentioned,
+            dirty_files: HashSet::new(),
+            dirty_bytes: 0,
+            dirty_dirs: HashMap::new(),
+            dir_generation: 0,
+            in_flight: 0,
+            pending_bytes: 0,
+            checkpointing: false,
+            checkpoint_blocked: None,
         })
     }
 
@@ -268,6 +470,12 @@ impl Store {
         self.poisoned
     }
 
+    /// Sequence number of the journal file batches go to now: one more for
+    /// every checkpoint since the store was created.
+    pub fn journal_seq(&self) -> u64 {
+        self.journal.seq()
+    }
+
     /// Appends `payload` to `key`'s log and returns its offset. The record is
     /// durable, and visible to readers, once a sync point has covered it.
     pub fn append(&mut self, key: &str, payload: &[u8]) -> Result<u64> {
@@ -281,12 +489,17 @@ impl Store {
                 max: MESSAGE_BYTES_MAX,
             });
         }
-        let log = self.key_log(key, true)?.expect("created on demand");
-        let result = log.append(payload);
-        if let Err(e) = &result {
-            self.poison(e);
+        if self.pending_bytes > PENDING_BYTES_MAX {
+            // Bounds the memory records wait in; taken before this record,
+            // so an error means it was not appended.
+            self.sync()?;
         }
-        result
+        let log = self.key_log(key, true)?.expect("created on demand");
+        let before = log.pending_bytes();
+        let offset = log.append(payload);
+        let grown = log.pending_bytes() - before;
+        self.pending_bytes += grown;
+        Ok(offset)
     }
 
     /// Appends `payload` to `key`'s log at exactly `offset`, which must be the
@@ -316,6 +529,7 @@ impl Store {
     /// Every key that has a log in this store, in no particular order. Reads
     /// the `logs/` directory (and the `KEY` file of each hashed name), so it
     /// costs one directory listing: for start-up, not for every request.
+    /// Keys whose records are so far only in the journal are included.
     pub fn keys(&self) -> Result<Vec<String>> {
         let mut keys = Vec::new();
         let entries =
@@ -338,6 +552,15 @@ impl Store {
                 None => {}
             }
         }
+        let listed: HashSet<&String> = keys.iter().collect();
+        let missing: Vec<String> = self
+            .recovered
+            .keys
+            .keys()
+            .filter(|key| !listed.contains(key))
+            .cloned()
+            .collect();
+        keys.extend(missing);
         Ok(keys)
     }
 
@@ -390,58 +613,230 @@ impl Store {
         self.offsets.len()
     }
 
-    /// Writes every buffer to its file and returns what must be synced to
-    /// make all appends and commits so far durable.
+    /// Writes what is held in memory to a file and returns what must be
+    /// synced to make all appends and commits so far durable. Every plan must
+    /// be passed to [`Store::complete_sync`]: a checkpoint waits for every
+    /// plan in flight.
     pub fn prepare_sync(&mut self) -> Result<SyncPlan> {
+        self.prepare(false, None)
+    }
+
+    fn prepare(&mut self, force_checkpoint: bool, steps: Option<usize>) -> Result<SyncPlan> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
-        let result = self.collect_sync_plan();
+        let result = self.collect_sync_plan(force_checkpoint, steps);
         if let Err(e) = &result {
             self.poison(e);
+        }
+        if result.is_ok() {
+            self.in_flight += 1;
         }
         result
     }
 
-    fn collect_sync_plan(&mut self) -> Result<SyncPlan> {
-        let mut plan = SyncPlan {
+    fn empty_plan(&self) -> SyncPlan {
+        SyncPlan {
             pool: Arc::clone(&self.sync_pool),
             files: Vec::new(),
             dirs: BTreeSet::new(),
             keys: Vec::new(),
-            logs_dir_changes: self.logs_dir_changes,
-            offsets: None,
-        };
-        for (key, open) in &mut self.open {
-            if !open.log.has_pending() {
-                continue;
+            direct: false,
+            dir_generations: Vec::new(),
+            journal_len: self.journal_synced,
+            commits: None,
+            checkpoint: None,
+        }
+    }
+
+    fn collect_sync_plan(
+        &mut self,
+        force_checkpoint: bool,
+        steps: Option<usize>,
+    ) -> Result<SyncPlan> {
+        let mut plan = self.empty_plan();
+        if self.in_flight == 0
+            && !self.checkpointing
+            && self.checkpoint_blocked.is_none()
+            && (force_checkpoint || self.checkpoint_due())
+            && let Some(job) = self.start_checkpoint(&mut plan, steps)?
+        {
+            plan.checkpoint = Some((job, steps));
+            if steps.is_some_and(|s| s < 2) {
+                return Ok(plan);
             }
-            open.log.flush()?;
-            if let Some(target) = open.log.sync_target() {
-                plan.files.push((
-                    Arc::clone(&target.file),
-                    target.log_path.display().to_string(),
-                ));
-                if let Some((dir, _)) = &target.dir {
-                    plan.dirs.insert(dir.clone());
-                }
-                plan.keys.push((key.clone(), target));
-            }
         }
-        if self.logs_dir_changes > self.logs_dir_synced {
-            plan.dirs.insert(self.logs_dir.clone());
+        let unclaimed: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, open)| open.log.has_unclaimed())
+            .map(|(key, _)| key.clone())
+            .collect();
+        if unclaimed.len() == 1
+            && self.in_flight == 0
+            && plan.checkpoint.is_none()
+            && !self.offsets.has_pending()
+            && !self.open[&unclaimed[0]].log.write_needs_new_segment()
+        {
+            let key = unclaimed.into_iter().next().expect("one key");
+            return self.direct_plan(plan, key);
         }
-        if let Some((file, commits)) = self.offsets.prepare_sync()? {
-            plan.files
-                .push((file, self.offsets.path().display().to_string()));
-            plan.offsets = Some(commits);
+        let mut builder = self.journal.builder();
+        for key in &unclaimed {
+            let open = self.open.get_mut(key).expect("listed above");
+            let (first, frames) = open.log.claim_for_journal();
+            builder.add_records(key, first, frames);
+            plan.keys.push((key.clone(), open.log.next_offset()));
+            self.mentioned.insert(key.clone());
         }
+        let commits = self.offsets.take_pending();
+        let mut sorted: Vec<(&String, &u64)> = commits.iter().collect();
+        sorted.sort();
+        for (key, offset) in sorted {
+            builder.add_commit(key, *offset);
+        }
+        if !commits.is_empty() {
+            plan.commits = Some(commits);
+        }
+        if !builder.is_empty() {
+            self.journal.append(builder)?;
+            self.oldest_batch_at.get_or_insert_with(Instant::now);
+        }
+        if self.journal.len() > self.journal_synced {
+            plan.files.push((
+                Arc::clone(self.journal.file()),
+                self.journal.path().display().to_string(),
+            ));
+        }
+        plan.journal_len = self.journal.len();
         Ok(plan)
+    }
+
+    /// A direct sync point for `key`: its records written to its active
+    /// segment now, that file (and any directory whose new entries it
+    /// needs) synced by the plan.
+    fn direct_plan(&mut self, mut plan: SyncPlan, key: String) -> Result<SyncPlan> {
+        let open = self.open.get_mut(&key).expect("an open key");
+        if !self.mentioned.contains(&key) {
+            // Written (not synced) before the segment is: a crash that
+            // keeps the segment's bytes keeps this note, so recovery checks
+            // and syncs the key.
+            let mut builder = self.journal.builder();
+            builder.add_direct(&key, open.log.durable_next_offset());
+            self.journal.append(builder)?;
+            self.mentioned.insert(key.clone());
+        }
+        let (target, touched) = open.log.write_direct()?;
+        let key_dir = open.log.dir().to_path_buf();
+        self.note_touched(&key_dir, touched);
+        plan.files
+            .push((target.file, target.log_path.display().to_string()));
+        for dir in [&key_dir, &self.logs_dir] {
+            if let Some(&generation) = self.dirty_dirs.get(dir) {
+                plan.dirs.insert(dir.clone());
+                plan.dir_generations.push((dir.clone(), generation));
+            }
+        }
+        plan.keys.push((key, target.end));
+        plan.direct = true;
+        Ok(plan)
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        let live = self.older_journal_bytes + self.journal.len();
+        let has_batches = self.oldest_batch_at.is_some() || !self.older_journals.is_empty();
+        (has_batches && live >= self.config.checkpoint_bytes)
+            || self.dirty_bytes >= self.config.checkpoint_bytes
+            || self.dirty_files.len() >= CHECKPOINT_FILES_MAX
+            || self
+                .oldest_batch_at
+                .is_some_and(|at| at.elapsed() >= self.config.checkpoint_age)
+    }
+
+    /// Prepares a checkpoint under the lock (no plan is in flight): applies
+    /// what the recovered journal still holds for unopened keys, rotates the
+    /// journal, and takes the lists of what to sync. `steps` stops part way
+    /// (a test's crash point): the rotation's two steps count first.
+    fn start_checkpoint(
+        &mut self,
+        plan: &mut SyncPlan,
+        steps: Option<usize>,
+    ) -> Result<Option<Job>> {
+        self.checkpointing = true;
+        let replayed = self.replay_recovered();
+        self.checkpointing = false;
+        if let Err(why) = replayed {
+            log::warn(format_args!(
+                "checkpoints are off until the store is reopened: {why}"
+            ));
+            self.checkpoint_blocked = Some(why);
+            return Ok(None);
+        }
+        if steps == Some(0) {
+            return Ok(None);
+        }
+        let old_seq = self.journal.seq();
+        // The marker written next to the old file takes one batch number.
+        let new = JournalWriter::create(
+            &self.journal_dir,
+            old_seq + 1,
+            self.journal.next_batch() + 1,
+        )?;
+        if steps == Some(1) {
+            return Ok(Some(self.job(Vec::new())));
+        }
+        let mut marker = self.journal.builder();
+        marker.add_next_file(old_seq + 1);
+        self.journal.append(marker)?;
+        plan.files.push((
+            Arc::clone(self.journal.file()),
+            self.journal.path().display().to_string(),
+        ));
+        let old = std::mem::replace(&mut self.journal, new);
+        self.older_journals.push(old.path().to_path_buf());
+        self.older_journal_bytes += old.len();
+        self.journal_synced = self.journal.len();
+        self.mentioned.clear();
+        self.oldest_batch_at = None;
+        let stale = self.older_journals.clone();
+        Ok(Some(self.job(stale)))
+    }
+
+    fn job(&mut self, stale: Vec<PathBuf>) -> Job {
+        self.dirty_bytes = 0;
+        let mut files: Vec<PathBuf> = self.dirty_files.drain().collect();
+        files.sort();
+        let mut dirs: Vec<PathBuf> = self.dirty_dirs.drain().map(|(dir, _)| dir).collect();
+        dirs.sort();
+        Job {
+            files,
+            dirs,
+            offsets: self.offsets.checkpoint_write(false),
+            data_dir: self.dir.clone(),
+            first_live: self.journal.seq(),
+            stale,
+            pool: Arc::clone(&self.sync_pool),
+        }
+    }
+
+    /// Recovers every key the recovered journal still holds records for,
+    /// so the checkpoint that deletes those files finds them in segments.
+    fn replay_recovered(&mut self) -> std::result::Result<(), String> {
+        let keys: Vec<String> = self.recovered.keys.keys().cloned().collect();
+        for key in keys {
+            if let Err(e) = self.key_log(&key, true) {
+                return Err(format!("key {key:?} cannot be recovered: {e}"));
+            }
+            self.evict_to(self.config.open_keys_max);
+        }
+        self.recovered.files.clear();
+        Ok(())
     }
 
     /// Publishes what `plan` covered if its execution succeeded; poisons the
     /// store if it failed.
     pub fn complete_sync(&mut self, plan: SyncPlan, executed: Result<()>) -> Result<()> {
+        self.in_flight = self.in_flight.saturating_sub(1);
         if let Err(e) = executed {
             self.poison(&e);
             return Err(e);
@@ -449,16 +844,53 @@ impl Store {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
-        for (key, target) in &plan.keys {
-            if let Some(open) = self.open.get_mut(key) {
-                open.log.mark_synced(target);
-            }
-        }
-        self.logs_dir_synced = self.logs_dir_synced.max(plan.logs_dir_changes);
-        if let Some(commits) = plan.offsets {
-            self.offsets.complete_sync(commits);
+        let result = self.publish(plan);
+        if let Err(e) = &result {
+            self.poison(e);
         }
         self.evict_to(self.config.open_keys_max);
+        result
+    }
+
+    fn publish(&mut self, plan: SyncPlan) -> Result<()> {
+        for (key, end) in &plan.keys {
+            let Some(open) = self.open.get_mut(key) else {
+                continue;
+            };
+            let before = open.log.pending_bytes();
+            if !plan.direct {
+                let touched = open.log.write_out(*end)?;
+                let dir = open.log.dir().to_path_buf();
+                open.log.publish(*end);
+                let freed = before - self.open[key].log.pending_bytes();
+                self.pending_bytes -= freed;
+                self.note_touched(&dir, touched);
+            } else {
+                open.log.publish(*end);
+                self.pending_bytes -= before - open.log.pending_bytes();
+            }
+        }
+        for (dir, generation) in &plan.dir_generations {
+            if self.dirty_dirs.get(dir) == Some(generation) {
+                self.dirty_dirs.remove(dir);
+            }
+        }
+        self.journal_synced = self.journal_synced.max(plan.journal_len);
+        if let Some(commits) = plan.commits {
+            self.offsets.complete(commits);
+        }
+        if let Some((job, _)) = &plan.checkpoint {
+            if let Some(write) = &job.offsets {
+                self.offsets.checkpointed(write)?;
+            }
+            self.older_journals.clear();
+            self.older_journal_bytes = 0;
+            log::info(format_args!(
+                "checkpoint: journal files before {} deleted, {} segment files synced",
+                job.first_live,
+                job.files.len()
+            ));
+        }
         Ok(())
     }
 
@@ -469,10 +901,41 @@ impl Store {
         self.complete_sync(plan, executed)
     }
 
-    /// Syncs everything and marks the shutdown clean, so the next open skips
-    /// the full check of active segments.
+    /// One sync point with a checkpoint riding on it, whatever the journal's
+    /// size: the segments then hold everything durably and the journal only
+    /// what comes next. Fails if another sync point is in flight.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        if self.in_flight > 0 {
+            return Err(Error::Config(
+                "a checkpoint waits for the sync points in flight".into(),
+            ));
+        }
+        let plan = self.prepare(true, None)?;
+        let executed = plan.execute();
+        self.complete_sync(plan, executed)
+    }
+
+    /// For crash tests: starts a checkpoint and stops after `steps` of its
+    /// steps (the rotation's two, then those of `checkpoint::Job::run`),
+    /// leaving the store as a crash there would, fit only to be dropped.
+    #[doc(hidden)]
+    pub fn checkpoint_interrupted(&mut self, steps: usize) -> Result<()> {
+        let plan = self.prepare(true, Some(steps))?;
+        let journal_steps = steps.saturating_sub(2);
+        plan.sync()?;
+        if let Some((job, _)) = &plan.checkpoint {
+            job.run(Some(journal_steps))?;
+        }
+        self.poisoned = true;
+        Ok(())
+    }
+
+    /// Syncs everything, checkpoints and marks the shutdown clean, so the
+    /// next open has no journal to replay and skips the full check of
+    /// active segments.
     pub fn close(mut self) -> Result<()> {
         self.sync()?;
+        self.checkpoint()?;
         let clean_path = self.dir.join(CLEAN_FILE_NAME);
         let mut file =
             File::create(&clean_path).map_err(|e| Error::io("create", &clean_path, e))?;
@@ -484,38 +947,78 @@ impl Store {
 
     fn poison(&mut self, error: &Error) {
         if !self.poisoned {
-            eprintln!("seglog: store poisoned, refusing writes until reopened: {error}");
+            log::warn(format_args!(
+                "store poisoned, refusing writes until reopened: {error}"
+            ));
         }
         self.poisoned = true;
     }
 
-    /// The open log of `key`, opening (and with `create`, creating) it.
+    /// Adds what a write to a key's segments touched to what the next
+    /// checkpoint syncs.
+    fn note_touched(&mut self, key_dir: &Path, touched: Touched) {
+        self.dirty_files.extend(touched.files);
+        self.dirty_bytes += touched.bytes;
+        if touched.created {
+            self.mark_dir_dirty(key_dir.to_path_buf());
+        }
+    }
+
+    fn mark_dir_dirty(&mut self, dir: PathBuf) {
+        self.dir_generation += 1;
+        self.dirty_dirs.insert(dir, self.dir_generation);
+    }
+
+    /// The open log of `key`, opening (and with `create`, creating) it. A
+    /// key the recovered journal holds records for is recovered against
+    /// them first, its directory created if a crash lost it.
     fn key_log(&mut self, key: &str, create: bool) -> Result<Option<&mut KeyLog>> {
         self.clock += 1;
         let now = self.clock;
         if !self.open.contains_key(key) {
-            let Some(dir) = self.key_dir(key, create)? else {
-                return Ok(None);
+            let taken = self.recovered.take(key);
+            let create = create || taken.is_some();
+            let dir = match self.key_dir(key, create) {
+                Ok(Some(dir)) => dir,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    if let Some((_, entries)) = taken {
+                        self.recovered.put_back(key, entries);
+                    }
+                    return Err(e);
+                }
             };
-            // The first open of a key after an unclean stop checks its whole
-            // active segment; keys reopened later by this process are
-            // closed cleanly (evicted only once durable) but are checked the
-            // same way, which costs at most one segment.
-            let mode = if self.opened_clean {
-                Mode::Clean
-            } else {
+            // Keys the journal does not mention were synced whole by the
+            // last checkpoint (or closed cleanly): the quick check. A
+            // version 1 store after a crash gets the full one.
+            let mode = if self.legacy_unclean {
                 Mode::Unclean
+            } else {
+                Mode::Clean
             };
-            let log = KeyLog::open(dir, mode, self.config.segment_bytes)?;
+            let opened = match &taken {
+                Some((files, at)) => {
+                    let entries = journal_recovery::entries(files, at);
+                    KeyLog::open(dir.clone(), mode, self.config.segment_bytes, &entries)
+                }
+                None => KeyLog::open(dir.clone(), mode, self.config.segment_bytes, &[]),
+            };
+            let (log, touched) = match opened {
+                Ok(opened) => opened,
+                Err(e) => {
+                    if let Some((_, entries)) = taken {
+                        self.recovered.put_back(key, entries);
+                    }
+                    return Err(e);
+                }
+            };
+            self.note_touched(&dir, touched);
             // Make room first, so the key being opened is never the one evicted.
             self.evict_to(self.config.open_keys_max - 1);
             if self.open.len() >= self.config.open_keys_max {
                 // Every open key awaits a sync: run one now, which bounds
                 // open files even when one sync point would cover more keys
-                // than may be open. Readers may see these records before
-                // their writers are answered; they are durable by then: this
-                // plan fsyncs every directory whose creation no completed
-                // plan has covered, including those of a plan in flight.
+                // than may be open.
                 self.sync()?;
                 self.evict_to(self.config.open_keys_max - 1);
             }
@@ -532,9 +1035,8 @@ impl Store {
         Ok(Some(&mut open.log))
     }
 
-    /// Closes least recently used keys beyond the limit. Keys with appends
-    /// that are not durable yet stay open: their durable point must be
-    /// published by the sync that covers them.
+    /// Closes least recently used keys beyond the limit. Keys with records
+    /// that are not durable yet stay open: their sync must publish them.
     fn evict_to(&mut self, open_keys_max: usize) {
         while self.open.len() > open_keys_max {
             let victim = self
@@ -563,7 +1065,7 @@ impl Store {
                 return Ok(None);
             }
             fs::create_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
-            self.logs_dir_changes += 1;
+            self.mark_dir_dirty(self.logs_dir.clone());
             return Ok(Some(dir));
         }
         for n in 0..HASH_COLLISIONS_MAX {
@@ -608,7 +1110,7 @@ impl Store {
             .map_err(|e| Error::io("write", &key_file, e))?;
         fsutil::sync_dir(&tmp)?;
         fs::rename(&tmp, dir).map_err(|e| Error::io("rename to", dir, e))?;
-        self.logs_dir_changes += 1;
+        self.mark_dir_dirty(self.logs_dir.clone());
         Ok(())
     }
 }

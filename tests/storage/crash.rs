@@ -14,17 +14,26 @@ const RECORDS: u64 = 12;
 const TAIL_RECORDS: usize = 4;
 
 /// Guards against: a torn last record making the whole log unreadable
-/// (commitlog), or recovery resuming at the wrong offset after a cut.
+/// (commitlog), or recovery resuming at the wrong offset after a cut. The
+/// records cut here were written by a direct sync point that never synced
+/// (the only writes that reach a segment before they are durable).
 #[test]
 fn cut_active_segment_at_every_byte_keeps_the_valid_prefix() {
     let pristine = TempDir::new().expect("tempdir");
     {
         let mut store = Store::open(pristine.path(), Default::default()).expect("open");
-        fill(&mut store, KEY, RECORDS);
-        // Dropped without close: the reopen below takes the unclean path.
+        fill(&mut store, KEY, RECORDS - TAIL_RECORDS as u64);
+        store.checkpoint().expect("checkpoint");
+        for i in RECORDS - TAIL_RECORDS as u64..RECORDS {
+            store.append(KEY, &message(i)).expect("append");
+        }
+        let plan = store.prepare_sync().expect("prepare");
+        assert!(plan.is_direct(), "one key, no commits: a direct sync point");
+        // Dropped before the fdatasync: a crash in the middle of the sync point.
     }
     let log = segment_logs(&key_dir(pristine.path(), KEY)).remove(0);
     let bounds = record_bounds(&log);
+    assert_eq!(bounds.len() as u64, RECORDS + 1);
     let first_cut = bounds[bounds.len() - 1 - TAIL_RECORDS];
     let end = *bounds.last().expect("bounds");
     for cut in first_cut..end {
@@ -37,55 +46,105 @@ fn cut_active_segment_at_every_byte_keeps_the_valid_prefix() {
             .and_then(|f| f.set_len(cut))
             .expect("cut");
         let survivors = bounds.iter().filter(|&&b| b <= cut).count() as u64 - 1;
-        let mut store = Store::open(copy.path(), Default::default()).expect("reopen");
-        let records = read_ok(&mut store, KEY);
-        assert_eq!(records.len() as u64, survivors, "cut at {cut}");
-        for (i, (offset, payload)) in records.iter().enumerate() {
-            assert_eq!(
-                (*offset, payload),
-                (i as u64, &message(i as u64)),
-                "cut at {cut}"
-            );
-        }
-        assert_eq!(
-            store.append(KEY, b"\"next\"").expect("append"),
-            survivors,
-            "cut at {cut}"
-        );
-        store.sync().expect("sync");
-        drop(store);
-        let mut store = Store::open(copy.path(), Default::default()).expect("reopen again");
-        let records = read_ok(&mut store, KEY);
-        assert_eq!(records.len() as u64, survivors + 1, "cut at {cut}");
-        assert_eq!(
-            records.last().map(|r| r.1.as_slice()),
-            Some(&b"\"next\""[..])
-        );
+        assert_survivors(copy.path(), survivors, cut);
     }
 }
 
-/// Guards against: a crash during a commit leaving a journal that loses
-/// earlier commits or cannot be opened.
+/// Guards against: a crash that tears the segment's unsynced tail losing
+/// records whose journal batch was durable. Every cut of the records the
+/// journal holds is repaired from it.
 #[test]
-fn cut_offsets_journal_at_every_byte_keeps_the_earlier_commits() {
+fn cut_journaled_segment_at_every_byte_is_repaired_from_the_journal() {
     let pristine = TempDir::new().expect("tempdir");
-    let commits: Vec<(String, u64)> = (0..8).map(|i| (format!("key-{}", i % 3), i * 10)).collect();
     {
         let mut store = Store::open(pristine.path(), Default::default()).expect("open");
-        for (key, offset) in &commits {
+        fill(&mut store, KEY, RECORDS);
+        // Dropped without close: the reopen below takes the unclean path.
+    }
+    let log = segment_logs(&key_dir(pristine.path(), KEY)).remove(0);
+    let bounds = record_bounds(&log);
+    let end = *bounds.last().expect("bounds");
+    for cut in (0..end).step_by(7).chain(end - 20..end) {
+        let copy = TempDir::new().expect("tempdir");
+        copy_dir(pristine.path(), copy.path());
+        let copied_log = segment_logs(&key_dir(copy.path(), KEY)).remove(0);
+        OpenOptions::new()
+            .write(true)
+            .open(&copied_log)
+            .and_then(|f| f.set_len(cut))
+            .expect("cut");
+        assert_survivors(copy.path(), RECORDS, cut);
+    }
+}
+
+/// Reopens the store in `dir`, expects exactly the first `survivors` test
+/// messages of `KEY`, appends one more, and expects it after another reopen.
+fn assert_survivors(dir: &std::path::Path, survivors: u64, cut: u64) {
+    let mut store = Store::open(dir, Default::default()).expect("reopen");
+    let records = read_ok(&mut store, KEY);
+    assert_eq!(records.len() as u64, survivors, "cut at {cut}");
+    for (i, (offset, payload)) in records.iter().enumerate() {
+        assert_eq!(
+            (*offset, payload),
+            (i as u64, &message(i as u64)),
+            "cut at {cut}"
+        );
+    }
+    assert_eq!(
+        store.append(KEY, b"\"next\"").expect("append"),
+        survivors,
+        "cut at {cut}"
+    );
+    store.sync().expect("sync");
+    drop(store);
+    let mut store = Store::open(dir, Default::default()).expect("reopen again");
+    let records = read_ok(&mut store, KEY);
+    assert_eq!(records.len() as u64, survivors + 1, "cut at {cut}");
+    assert_eq!(
+        records.last().map(|r| r.1.as_slice()),
+        Some(&b"\"next\""[..])
+    );
+}
+
+/// Guards against: a checkpoint interrupted while it appends to the
+/// offsets file leaving commits lost or the store unable to open. The
+/// journal still holds every commit the torn entries carried.
+#[test]
+fn cut_offsets_journal_at_every_byte_keeps_every_commit() {
+    let pristine = TempDir::new().expect("tempdir");
+    let commits: Vec<(String, u64)> = (0..8).map(|i| (format!("key-{}", i % 3), i * 10)).collect();
+    let offsets_path = pristine
+        .path()
+        .join(seglog::storage::offsets::OFFSETS_FILE_NAME);
+    let before;
+    {
+        let mut store = Store::open(pristine.path(), Default::default()).expect("open");
+        for (key, offset) in &commits[..2] {
+            store.commit(key, *offset).expect("commit");
+        }
+        store.sync().expect("sync");
+        store.checkpoint().expect("checkpoint");
+        before = fs::metadata(&offsets_path).expect("stat").len();
+        for (key, offset) in &commits[2..] {
             store.commit(key, *offset).expect("commit");
             store.sync().expect("sync");
         }
+        // The rotation's two steps, then segments, directories, offsets:
+        // the checkpoint stops with the offsets written, no checkpoint file.
+        store
+            .checkpoint_interrupted(5)
+            .expect("interrupted checkpoint");
     }
-    let journal = pristine
-        .path()
-        .join(seglog::storage::offsets::OFFSETS_FILE_NAME);
-    let bytes = fs::read(&journal).expect("read journal");
-    // Entry boundaries, from the same decoder the store uses.
-    let scan = seglog::storage::offsets::decode_journal(&bytes).expect("journal decodes");
-    assert_eq!(scan.entries.len(), commits.len());
-    let first_cut = scan.entries[commits.len() - 3].2;
-    for cut in first_cut..bytes.len() as u64 {
+    let bytes = fs::read(&offsets_path).expect("read offsets");
+    assert!(
+        bytes.len() as u64 > before,
+        "the checkpoint appended entries"
+    );
+    let mut expected = std::collections::HashMap::new();
+    for (key, offset) in &commits {
+        expected.insert(key.clone(), *offset);
+    }
+    for cut in before..bytes.len() as u64 {
         let copy = TempDir::new().expect("tempdir");
         copy_dir(pristine.path(), copy.path());
         let copied = copy
@@ -96,21 +155,6 @@ fn cut_offsets_journal_at_every_byte_keeps_the_earlier_commits() {
             .open(&copied)
             .and_then(|f| f.set_len(cut))
             .expect("cut");
-        let whole = scan
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| {
-                scan.entries
-                    .get(i + 1)
-                    .map_or(bytes.len() as u64, |next| next.2)
-                    <= cut
-            })
-            .count();
-        let mut expected = std::collections::HashMap::new();
-        for (key, offset) in &commits[..whole] {
-            expected.insert(key.clone(), *offset);
-        }
         let mut store = Store::open(copy.path(), Default::default()).expect("reopen");
         for key in ["key-0", "key-1", "key-2"] {
             assert_eq!(
@@ -121,9 +165,11 @@ fn cut_offsets_journal_at_every_byte_keeps_the_earlier_commits() {
         }
         store.commit("key-0", 1000).expect("commit after recovery");
         store.sync().expect("sync");
+        store.checkpoint().expect("checkpoint after recovery");
         drop(store);
         let store = Store::open(copy.path(), Default::default()).expect("reopen again");
         assert_eq!(store.committed("key-0"), Some(1000), "cut at {cut}");
+        assert_eq!(store.committed("key-1"), expected.get("key-1").copied());
     }
 }
 

@@ -34,15 +34,15 @@ fn expect_messages(store: &mut Store, count: u64) {
     assert_eq!(records, expected);
 }
 
-/// A store holding records 0 to 9 of `KEY`, closed uncleanly, and the path
-/// of its one segment's `.log`.
+/// A store holding records 0 to 9 of `KEY`, checkpointed (so the segment
+/// is their only copy: the journal no longer holds them) and closed
+/// uncleanly, and the path of its one segment's `.log`.
 fn ten_records() -> (TempDir, PathBuf) {
     let dir = TempDir::new().expect("tempdir");
-    fill(
-        &mut Store::open(dir.path(), Default::default()).expect("open"),
-        KEY,
-        10,
-    );
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    fill(&mut store, KEY, 10);
+    store.checkpoint().expect("checkpoint");
+    drop(store);
     let log = segment_logs(&key_dir(dir.path(), KEY)).remove(0);
     (dir, log)
 }
@@ -94,6 +94,7 @@ fn flipped_bit_in_the_middle_of_the_active_segment_refuses_the_key() {
         let mut store = Store::open(dir.path(), Default::default()).expect("open");
         fill(&mut store, KEY, 10);
         fill(&mut store, "other", 3);
+        store.checkpoint().expect("checkpoint");
     }
     let log = segment_logs(&key_dir(dir.path(), KEY)).remove(0);
     let bounds = record_bounds(&log);
@@ -123,11 +124,10 @@ fn flipped_bit_in_the_middle_of_the_active_segment_refuses_the_key() {
 #[test]
 fn flipped_bit_in_a_sealed_segment_serves_the_prefix_and_reports_the_rest() {
     let dir = TempDir::new().expect("tempdir");
-    fill(
-        &mut Store::open(dir.path(), small_segments(SMALL)).expect("open"),
-        KEY,
-        40,
-    );
+    let mut store = Store::open(dir.path(), small_segments(SMALL)).expect("open");
+    fill(&mut store, KEY, 40);
+    store.checkpoint().expect("checkpoint");
+    drop(store);
     let logs = segment_logs(&key_dir(dir.path(), KEY));
     assert!(logs.len() >= 3);
     let sealed = &logs[1];

@@ -36,6 +36,15 @@ enum Op {
         key: usize,
         cut: u16,
     },
+    /// A checkpoint, whole.
+    Checkpoint,
+    /// A checkpoint stopped after `steps` of its steps, then a crash.
+    CheckpointCrash {
+        steps: u8,
+    },
+    /// A sync point prepared (its batch or direct write made) and never
+    /// executed, then a crash.
+    MidSyncCrash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -46,6 +55,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Sync),
         1 => Just(Op::CloseAndReopen),
         1 => (0..KEYS.len(), any::<u16>()).prop_map(|(key, cut)| Op::Crash { key, cut }),
+        1 => Just(Op::Checkpoint),
+        1 => (0..12u8).prop_map(|steps| Op::CheckpointCrash { steps }),
+        1 => Just(Op::MidSyncCrash),
     ]
 }
 
@@ -144,32 +156,29 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }
                     }
                 }
-                let mut reopened = open(dir.path());
-                // Each key now holds its durable records plus some prefix of
-                // its pending ones; the model adopts whatever survived.
-                for (k, name) in KEYS.iter().enumerate() {
-                    let records = read_ok(&mut reopened, name);
-                    let durable = model.durable.entry(k).or_default();
-                    let pending = model.pending.remove(&k).unwrap_or_default();
-                    prop_assert!(records.len() >= durable.len(), "durable record lost");
-                    prop_assert!(records.len() <= durable.len() + pending.len());
-                    let mut expected = durable.clone();
-                    expected.extend(pending);
-                    for (i, (offset, msg)) in records.iter().enumerate() {
-                        prop_assert_eq!(*offset, i as u64);
-                        prop_assert_eq!(msg, &expected[i]);
-                    }
-                    durable.truncate(0);
-                    durable.extend(records.into_iter().map(|r| r.1));
-                    let committed = reopened.committed(name);
-                    let floor = model.committed.get(&k).copied();
-                    prop_assert!(committed >= floor, "durable commit lost");
-                    if let Some(c) = committed {
-                        model.committed.insert(k, c);
-                    }
-                }
-                model.pending_commits.clear();
-                store = Some(reopened);
+                store = Some(reopen_after_crash(dir.path(), &mut model)?);
+            }
+            Op::Checkpoint => {
+                store
+                    .as_mut()
+                    .expect("store")
+                    .checkpoint()
+                    .expect("checkpoint");
+                sync_model(&mut model);
+            }
+            Op::CheckpointCrash { steps } => {
+                let mut s = store.take().expect("store");
+                s.checkpoint_interrupted(usize::from(steps))
+                    .expect("interrupted checkpoint");
+                drop(s);
+                store = Some(reopen_after_crash(dir.path(), &mut model)?);
+            }
+            Op::MidSyncCrash => {
+                let mut s = store.take().expect("store");
+                let plan = s.prepare_sync().expect("prepare");
+                drop(plan);
+                drop(s);
+                store = Some(reopen_after_crash(dir.path(), &mut model)?);
             }
         }
         let s = store.as_mut().expect("store open");
@@ -178,6 +187,48 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
+}
+
+/// The model's durable records and commits all survive a crash; of the
+/// pending ones, each key keeps a prefix, which the model adopts.
+fn reopen_after_crash(dir: &std::path::Path, model: &mut Model) -> Result<Store, TestCaseError> {
+    let mut reopened = open(dir);
+    // Each key now holds its durable records plus some prefix of
+    // its pending ones; the model adopts whatever survived.
+    for (k, name) in KEYS.iter().enumerate() {
+        let records = read_ok(&mut reopened, name);
+        let durable = model.durable.entry(k).or_default();
+        let pending = model.pending.remove(&k).unwrap_or_default();
+        prop_assert!(records.len() >= durable.len(), "durable record lost");
+        prop_assert!(records.len() <= durable.len() + pending.len());
+        let mut expected = durable.clone();
+        expected.extend(pending);
+        for (i, (offset, msg)) in records.iter().enumerate() {
+            prop_assert_eq!(*offset, i as u64);
+            prop_assert_eq!(msg, &expected[i]);
+        }
+        durable.truncate(0);
+        durable.extend(records.into_iter().map(|r| r.1));
+        let committed = reopened.committed(name);
+        let floor = model.committed.get(&k).copied();
+        prop_assert!(committed >= floor, "durable commit lost");
+        if let Some(c) = committed {
+            model.committed.insert(k, c);
+        }
+    }
+    model.pending_commits.clear();
+    Ok(reopened)
+}
+
+/// The model after a completed sync point: everything pending is durable.
+fn sync_model(model: &mut Model) {
+    for (key, pending) in model.pending.drain() {
+        model.durable.entry(key).or_default().extend(pending);
+    }
+    for (key, offset) in model.pending_commits.drain() {
+        let slot = model.committed.entry(key).or_insert(offset);
+        *slot = (*slot).max(offset);
+    }
 }
 
 /// Resolves a short key's directory if it exists.

@@ -4,38 +4,91 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 
 use seglog::{Error, Store, StoreConfig};
+
 use tempfile::TempDir;
 
 use crate::common::*;
 
-/// A second sync plan made while the first is in flight must fsync the
-/// directories the first one covers: the first must not take them away, or
-/// the second could publish records whose directory entries are not durable.
+/// A second sync plan made while the first is in flight must fdatasync the
+/// journal file the first wrote to: completing the second publishes its own
+/// records, which must not be durable only if the first's sync succeeds.
+/// (Before the journal, the same rule held for new directories.)
 #[test]
-fn plan_made_while_another_is_in_flight_still_fsyncs_new_directories() {
+fn plan_made_while_another_is_in_flight_still_fsyncs_the_journal() {
     let dir = TempDir::new().expect("tempdir");
     let mut store = Store::open(dir.path(), Default::default()).expect("open");
     store.append("a", b"1").expect("append");
     let first = store.prepare_sync().expect("first plan");
-    let key_dir = key_dir(dir.path(), "a");
-    let logs = dir.path().join("logs");
-    let first_dirs: Vec<_> = first.dirs().map(|d| d.to_path_buf()).collect();
-    assert_eq!(first_dirs, vec![logs.clone(), key_dir.clone()]);
-    store.append("a", b"2").expect("append");
+    assert!(
+        !first.is_direct(),
+        "a new key's first records go through the journal"
+    );
+    assert_eq!(
+        first.dirs().count(),
+        0,
+        "the journal stands in for directory syncs"
+    );
+    let journal_files: Vec<String> = first.files().map(str::to_string).collect();
+    assert_eq!(journal_files.len(), 1);
+    assert!(journal_files[0].ends_with(".wal"), "{journal_files:?}");
+    store.append("b", b"2").expect("append");
     let second = store.prepare_sync().expect("second plan");
-    let second_dirs: Vec<_> = second.dirs().map(|d| d.to_path_buf()).collect();
-    assert_eq!(second_dirs, vec![logs, key_dir], "still unsynced");
+    let second_files: Vec<String> = second.files().map(str::to_string).collect();
+    assert_eq!(second_files, journal_files, "still unsynced");
     let executed = second.execute();
     store
         .complete_sync(second, executed)
         .expect("second completes");
+    assert_eq!(read_ok(&mut store, "b").len(), 1);
+    assert_eq!(
+        read_ok(&mut store, "a").len(),
+        0,
+        "the first plan publishes its own"
+    );
     let executed = first.execute();
     store
         .complete_sync(first, executed)
         .expect("first completes");
-    store.append("a", b"3").expect("append");
+    assert_eq!(read_ok(&mut store, "a").len(), 1);
     let third = store.prepare_sync().expect("third plan");
-    assert_eq!(third.dirs().count(), 0, "covered by a completed plan");
+    assert_eq!(third.files().count(), 0, "nothing left unsynced");
+    let executed = third.execute();
+    store
+        .complete_sync(third, executed)
+        .expect("third completes");
+}
+
+/// A direct sync point (one key, nothing else) fsyncs the directory
+/// entries its key's files still need, once: the records are not in the
+/// journal, so a segment whose entry vanished would lose them.
+#[test]
+fn direct_sync_point_fsyncs_the_directories_its_key_needs_once() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    store.append("a", b"1").expect("append");
+    store
+        .sync()
+        .expect("first sync: a new segment, through the journal");
+    store.append("a", b"2").expect("append");
+    let plan = store.prepare_sync().expect("direct plan");
+    assert!(plan.is_direct());
+    let dirs: Vec<_> = plan.dirs().map(|d| d.to_path_buf()).collect();
+    assert_eq!(
+        dirs,
+        vec![dir.path().join("logs"), key_dir(dir.path(), "a")]
+    );
+    let files: Vec<String> = plan.files().map(str::to_string).collect();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].ends_with(".log"), "{files:?}");
+    let executed = plan.execute();
+    store.complete_sync(plan, executed).expect("complete");
+    store.append("a", b"3").expect("append");
+    let plan = store.prepare_sync().expect("direct plan");
+    assert!(plan.is_direct());
+    assert_eq!(plan.dirs().count(), 0, "synced by the plan before");
+    let executed = plan.execute();
+    store.complete_sync(plan, executed).expect("complete");
+    assert_eq!(read_ok(&mut store, "a").len(), 3);
 }
 
 /// Completing one plan must publish only the commits it covered, not those
@@ -66,11 +119,11 @@ fn completing_one_plan_does_not_publish_a_later_plans_commits() {
 #[test]
 fn zeroed_header_before_valid_records_refuses_the_key_instead_of_deleting() {
     let dir = TempDir::new().expect("tempdir");
-    fill(
-        &mut Store::open(dir.path(), small_segments(256)).expect("open"),
-        "k",
-        20,
-    );
+    let mut store = Store::open(dir.path(), small_segments(256)).expect("open");
+    fill(&mut store, "k", 20);
+    // The segments are the records' only copy once a checkpoint has run.
+    store.checkpoint().expect("checkpoint");
+    drop(store);
     let last = segment_logs(&key_dir(dir.path(), "k"))
         .pop()
         .expect("segments");
@@ -129,9 +182,9 @@ fn wrong_early_index_entry_after_clean_close_is_caught_when_used() {
     assert_eq!(fs::read(&index).expect("index"), original, "rebuilt");
 }
 
-/// Compaction is due when the journal is several times what one entry per
-/// key needs; with long keys a fixed per-key estimate made every sync
-/// rewrite the journal.
+/// Compaction is due when the offsets file is several times what one entry
+/// per key needs; with long keys a fixed per-key estimate made every
+/// checkpoint rewrite the file.
 #[test]
 fn journal_of_long_keys_is_not_compacted_on_every_sync() {
     let dir = TempDir::new().expect("tempdir");
@@ -141,12 +194,14 @@ fn journal_of_long_keys_is_not_compacted_on_every_sync() {
         store.commit(&key(i), 1).expect("commit");
     }
     store.sync().expect("sync");
+    store.checkpoint().expect("checkpoint");
     let journal = dir.path().join(seglog::storage::offsets::OFFSETS_FILE_NAME);
     let mut len = fs::metadata(&journal).expect("stat").len();
     assert!(len > seglog::storage::offsets::COMPACT_BYTES_MIN);
     for round in 0..10u64 {
         store.commit(&key(0), 2 + round).expect("commit");
         store.sync().expect("sync");
+        store.checkpoint().expect("checkpoint");
         let now = fs::metadata(&journal).expect("stat").len();
         assert_eq!(now, len + 4016, "round {round}: appended, not rewritten");
         len = now;

@@ -110,3 +110,45 @@ fn crc_is_crc32_ieee() {
     // The check value of CRC-32/IEEE (zlib's crc32) for "123456789".
     assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
 }
+
+#[test]
+fn journal_and_checkpoint_constants_match_the_spec() {
+    use seglog::storage::checkpoint::{CHECKPOINT_BYTES_DEFAULT, CHECKPOINT_FILES_MAX};
+    use seglog::storage::journal::{BATCH_BYTES_MAX, BATCH_HEADER_SIZE, ENTRY_HEADER_SIZE};
+    let spec = spec();
+    assert_spec_says(
+        &spec,
+        &format!("Batch header size: **{BATCH_HEADER_SIZE} bytes**"),
+    );
+    assert_spec_says(
+        &spec,
+        &format!("Entry header size: **{ENTRY_HEADER_SIZE} bytes**"),
+    );
+    assert_eq!(BATCH_BYTES_MAX, 16 << 20);
+    assert_spec_says(&spec, "16,777,216 (`BATCH_BYTES_MAX`, 16 MiB)");
+    assert_eq!(CHECKPOINT_BYTES_DEFAULT, 64 << 20);
+    assert_spec_says(&spec, "64 MiB (`CHECKPOINT_BYTES_DEFAULT`");
+    assert_spec_says(
+        &spec,
+        &format!("{CHECKPOINT_FILES_MAX} (`CHECKPOINT_FILES_MAX`)"),
+    );
+    for magic in [JOURNAL_MAGIC, CHECKPOINT_MAGIC] {
+        assert_spec_says(&spec, &format!("({})", hex(&magic)));
+    }
+    let zero_crc = crc32fast::hash(&[0u8; 20]);
+    assert_spec_says(&spec, &format!("twenty zero bytes is `0x{zero_crc:08X}`"));
+    // The examples: a journal file's header, a batch, a checkpoint.
+    let journal_header = seglog::storage::journal::file_header(7);
+    assert_spec_says(&spec, &format!("`{}`", hex(&journal_header)));
+    let mut builder = seglog::storage::journal::BatchBuilder::new(0);
+    builder.add_commit("k", 5);
+    let (batch, _) = builder.finish();
+    assert_spec_says(&spec, &format!("`{}`", hex(&batch)));
+    let checkpoint = seglog::storage::checkpoint::encode(7);
+    assert_spec_says(&spec, &format!("`{}`", hex(&checkpoint)));
+    assert_spec_says(&spec, "5 minutes");
+    assert_eq!(
+        seglog::storage::checkpoint::CHECKPOINT_AGE_DEFAULT,
+        std::time::Duration::from_secs(300)
+    );
+}

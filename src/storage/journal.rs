@@ -1,0 +1,716 @@
+//! The store-wide write-ahead journal (format version 2).
+//!
+//! A journal sync point writes every record and commit it covers as one
+//! *batch* at the end of the current journal file and makes it durable with
+//! one fdatasync of that file, however many keys it touches. Records reach
+//! their keys' segments only after that (see `keylog.rs`), and segments are
+//! synced later by a checkpoint (`checkpoint.rs`), after which the journal
+//! files it covers are deleted.
+//!
+//! ```text
+//! DATA/journal/00000000000000000007.wal   header (kind Journal, base offset = 7), batches
+//! ```
+//!
+//! A batch is a 24-byte header and entries; every entry has a 20-byte header,
+//! the key bytes and, for records, the records' frames exactly as they are in
+//! a `.log`. The layout is specified in `segment-format.md`; this file holds
+//! the codec (no I/O), the reader used by recovery and the inspector, and the
+//! writer.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::storage::error::{Error, Result};
+use crate::storage::format::{
+    self, DecodeError, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, u16_at, u32_at,
+    u64_at,
+};
+use crate::storage::fsutil;
+use crate::storage::keyname::KEY_BYTES_MAX;
+
+/// Directory of the journal files inside the data directory.
+pub const JOURNAL_DIR_NAME: &str = "journal";
+
+/// Extension of a journal file.
+const JOURNAL_EXTENSION: &str = ".wal";
+
+// Batch header: length of the entries, CRC, batch number, entry count, reserved.
+pub const BATCH_LENGTH_POS: usize = 0;
+pub const BATCH_CRC_POS: usize = BATCH_LENGTH_POS + 4;
+pub const BATCH_NUMBER_POS: usize = BATCH_CRC_POS + 4;
+pub const BATCH_COUNT_POS: usize = BATCH_NUMBER_POS + 8;
+pub const BATCH_RESERVED_POS: usize = BATCH_COUNT_POS + 4;
+/// Size of the header before each batch's entries.
+pub const BATCH_HEADER_SIZE: usize = BATCH_RESERVED_POS + 4;
+
+// Entry header: kind, reserved, key length, record count, offset, data length.
+pub const ENTRY_KIND_POS: usize = 0;
+pub const ENTRY_RESERVED_POS: usize = ENTRY_KIND_POS + 1;
+pub const ENTRY_KEY_LENGTH_POS: usize = ENTRY_RESERVED_POS + 1;
+pub const ENTRY_COUNT_POS: usize = ENTRY_KEY_LENGTH_POS + 2;
+pub const ENTRY_OFFSET_POS: usize = ENTRY_COUNT_POS + 4;
+pub const ENTRY_DATA_LENGTH_POS: usize = ENTRY_OFFSET_POS + 8;
+/// Size of the header before each entry's key and data.
+pub const ENTRY_HEADER_SIZE: usize = ENTRY_DATA_LENGTH_POS + 4;
+
+/// Largest batch, header excluded. Big enough for any one entry (a
+/// record of `MESSAGE_BYTES_MAX` and a key of `KEY_BYTES_MAX`) many times
+/// over, so a sync point is one batch unless it carries more than 16 MiB;
+/// small enough that a garbage length in a torn tail fails fast instead of
+/// sending recovery to look far past the end of the file.
+pub const BATCH_BYTES_MAX: usize = 16 << 20;
+
+/// Entry kinds (the first byte of an entry).
+const KIND_RECORDS: u8 = 1;
+const KIND_COMMIT: u8 = 2;
+const KIND_DIRECT: u8 = 3;
+const KIND_NEXT_FILE: u8 = 4;
+
+/// One entry of a batch, decoded in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// Records of `key` from offset `first`: `count` frames, byte for byte
+    /// what its segment holds.
+    Records {
+        key: &'a str,
+        first: u64,
+        count: u32,
+        frames: &'a [u8],
+    },
+    /// `key` is committed up to `offset`.
+    Commit { key: &'a str, offset: u64 },
+    /// A direct sync point may have written records of `key` from offset
+    /// `from` on into its segment without journaling them: recovery checks
+    /// that key's segments and syncs what it keeps.
+    Direct { key: &'a str, from: u64 },
+    /// This file is complete; the journal continues in file `seq`.
+    NextFile { seq: u64 },
+}
+
+impl Entry<'_> {
+    /// The key the entry is about, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Entry::Records { key, .. } | Entry::Commit { key, .. } | Entry::Direct { key, .. } => {
+                Some(key)
+            }
+            Entry::NextFile { .. } => None,
+        }
+    }
+}
+
+/// One batch decoded in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch<'a> {
+    /// Consecutive across the journal's files: the next batch has this plus one.
+    pub number: u64,
+    /// The entries, in the order written.
+    pub entries: Vec<Entry<'a>>,
+    /// Bytes the batch occupies, header included.
+    pub size: usize,
+}
+
+/// Name of the journal file with sequence number `seq`.
+pub fn file_name(seq: u64) -> String {
+    format!("{seq:020}{JOURNAL_EXTENSION}")
+}
+
+/// The sequence number of a journal file's name.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(JOURNAL_EXTENSION)?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// The header of journal file `seq`.
+pub fn file_header(seq: u64) -> [u8; FILE_HEADER_SIZE] {
+    format::encode_header(&FileHeader {
+        kind: FileKind::Journal,
+        version: FORMAT_VERSION,
+        base_offset: seq,
+    })
+}
+
+/// Builds the batches of one sync point. Starts a new batch whenever the
+/// next entry would take the current one past [`BATCH_BYTES_MAX`], so a
+/// sync point of any size is written as whole batches.
+pub struct BatchBuilder {
+    /// Every batch built so far, back to back.
+    out: Vec<u8>,
+    /// Where the batch being built starts in `out`.
+    start: usize,
+    /// Entries in the batch being built.
+    count: u32,
+    /// Number of the batch being built.
+    number: u64,
+}
+
+impl BatchBuilder {
+    /// A builder whose first batch gets number `first_number`.
+    pub fn new(first_number: u64) -> BatchBuilder {
+        let mut builder = BatchBuilder {
+            out: Vec::new(),
+            start: 0,
+            count: 0,
+            number: first_number,
+        };
+        builder.open_batch();
+        builder
+    }
+
+    fn open_batch(&mut self) {
+        self.start = self.out.len();
+        self.count = 0;
+        self.out.extend_from_slice(&[0; BATCH_HEADER_SIZE]);
+    }
+
+    fn close_batch(&mut self) {
+        let start = self.start;
+        let length = (self.out.len() - start - BATCH_HEADER_SIZE) as u32;
+        let header = &mut self.out[start..start + BATCH_HEADER_SIZE];
+        header[BATCH_LENGTH_POS..BATCH_CRC_POS].copy_from_slice(&length.to_le_bytes());
+        header[BATCH_NUMBER_POS..BATCH_COUNT_POS].copy_from_slice(&self.number.to_le_bytes());
+        header[BATCH_COUNT_POS..BATCH_RESERVED_POS].copy_from_slice(&self.count.to_le_bytes());
+        let crc = batch_crc(&self.out[start..]);
+        self.out[start + BATCH_CRC_POS..start + BATCH_NUMBER_POS]
+            .copy_from_slice(&crc.to_le_bytes());
+        self.number += 1;
+    }
+
+    /// Makes room for an entry of `size` bytes.
+    fn room_for(&mut self, size: usize) {
+        let used = self.out.len() - self.start - BATCH_HEADER_SIZE;
+        if self.count > 0 && used + size > BATCH_BYTES_MAX {
+            self.close_batch();
+            self.open_batch();
+        }
+    }
+
+    fn entry_header(&mut self, kind: u8, key: &str, count: u32, offset: u64, data_len: usize) {
+        assert!(key.len() <= KEY_BYTES_MAX, "key over the limit");
+        self.room_for(ENTRY_HEADER_SIZE + key.len() + data_len);
+        self.out.push(kind);
+        self.out.push(0);
+        self.out
+            .extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.out.extend_from_slice(&count.to_le_bytes());
+        self.out.extend_from_slice(&offset.to_le_bytes());
+        self.out.extend_from_slice(&(data_len as u32).to_le_bytes());
+        self.out.extend_from_slice(key.as_bytes());
+        self.count += 1;
+    }
+
+    /// Adds the records of `key` whose frames (as in a `.log`) are `frames`,
+    /// the first with offset `first`. Split into several entries when they
+    /// do not fit in one batch.
+    pub fn add_records(&mut self, key: &str, first: u64, frames: &[u8]) {
+        let room = BATCH_BYTES_MAX - ENTRY_HEADER_SIZE - key.len();
+        let mut rest = frames;
+        let mut offset = first;
+        while !rest.is_empty() {
+            // As many whole frames as fit; at least one, which always fits.
+            let mut take = 0;
+            let mut count = 0u32;
+            while take < rest.len() {
+                let size = frame_size(&rest[take..]);
+                if take > 0 && take + size > room {
+                    break;
+                }
+                take += size;
+                count += 1;
+            }
+            self.entry_header(KIND_RECORDS, key, count, offset, take);
+            self.out.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            offset += u64::from(count);
+        }
+    }
+
+    /// Adds a commit of `key` up to `offset`.
+    pub fn add_commit(&mut self, key: &str, offset: u64) {
+        self.entry_header(KIND_COMMIT, key, 0, offset, 0);
+    }
+
+    /// Adds the note that records of `key` from `from` on may be written to
+    /// its segment directly, without being journaled.
+    pub fn add_direct(&mut self, key: &str, from: u64) {
+        self.entry_header(KIND_DIRECT, key, 0, from, 0);
+    }
+
+    /// Adds the marker that the journal continues in file `seq`.
+    pub fn add_next_file(&mut self, seq: u64) {
+        self.entry_header(KIND_NEXT_FILE, "", 0, seq, 0);
+    }
+
+    /// True when no entry was added.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0 && self.start == 0
+    }
+
+    /// The batches' bytes (none if no entry was added) and the number the
+    /// next batch gets.
+    pub fn finish(mut self) -> (Vec<u8>, u64) {
+        if self.count > 0 {
+            self.close_batch();
+        } else {
+            self.out.truncate(self.start);
+        }
+        (self.out, self.number)
+    }
+}
+
+/// Size of the record frame at the start of `bytes`, which the caller made.
+fn frame_size(bytes: &[u8]) -> usize {
+    format::record_size(u32_at(bytes, format::RECORD_LENGTH_POS) as usize)
+}
+
+/// CRC-32/IEEE of a batch: the length field and everything after the CRC
+/// field, header and entries, as for a record frame.
+fn batch_crc(batch: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&batch[BATCH_LENGTH_POS..BATCH_CRC_POS]);
+    hasher.update(&batch[BATCH_NUMBER_POS..]);
+    hasher.finalize()
+}
+
+fn bad(why: impl Into<String>) -> DecodeError {
+    DecodeError::BadBatch { why: why.into() }
+}
+
+/// Decodes and checks the batch at the start of `bytes`: its CRC, then
+/// every entry (kind, key, and for records every frame's CRC and offset).
+pub fn decode_batch(bytes: &[u8]) -> std::result::Result<Batch<'_>, DecodeError> {
+    if bytes.len() < BATCH_HEADER_SIZE {
+        return Err(DecodeError::Truncated {
+            needed: BATCH_HEADER_SIZE,
+            available: bytes.len(),
+        });
+    }
+    let length = u32_at(bytes, BATCH_LENGTH_POS) as usize;
+    let stored = u32_at(bytes, BATCH_CRC_POS);
+    if length > BATCH_BYTES_MAX {
+        if bytes[..BATCH_HEADER_SIZE].iter().all(|&b| b == 0) {
+            return Err(DecodeError::Zeroed);
+        }
+        return Err(bad(format!(
+            "length {length} exceeds the maximum of {BATCH_BYTES_MAX}"
+        )));
+    }
+    let size = BATCH_HEADER_SIZE + length;
+    if bytes.len() < size {
+        return Err(DecodeError::Truncated {
+            needed: size,
+            available: bytes.len(),
+        });
+    }
+    let got = batch_crc(&bytes[..size]);
+    if got != stored {
+        if bytes[..BATCH_HEADER_SIZE].iter().all(|&b| b == 0) {
+            return Err(DecodeError::Zeroed);
+        }
+        return Err(DecodeError::ChecksumMismatch {
+            expected: stored,
+            got,
+        });
+    }
+    let number = u64_at(bytes, BATCH_NUMBER_POS);
+    let count = u32_at(bytes, BATCH_COUNT_POS);
+    if u32_at(bytes, BATCH_RESERVED_POS) != 0 {
+        return Err(bad("reserved header field is not zero"));
+    }
+    let mut entries = Vec::new();
+    let mut position = BATCH_HEADER_SIZE;
+    while position < size {
+        let (entry, entry_size) = decode_entry(&bytes[position..size])
+            .map_err(|why| bad(format!("entry at batch position {position}: {why}")))?;
+        entries.push(entry);
+        position += entry_size;
+    }
+    if entries.len() != count as usize {
+        return Err(bad(format!(
+            "header counts {count} entries, {} present",
+            entries.len()
+        )));
+    }
+    Ok(Batch {
+        number,
+        entries,
+        size,
+    })
+}
+
+fn decode_entry(bytes: &[u8]) -> std::result::Result<(Entry<'_>, usize), String> {
+    if bytes.len() < ENTRY_HEADER_SIZE {
+        return Err("shorter than an entry header".into());
+    }
+    let kind = bytes[ENTRY_KIND_POS];
+    if bytes[ENTRY_RESERVED_POS] != 0 {
+        return Err("reserved byte is not zero".into());
+    }
+    let key_len = usize::from(u16_at(bytes, ENTRY_KEY_LENGTH_POS));
+    let count = u32_at(bytes, ENTRY_COUNT_POS);
+    let offset = u64_at(bytes, ENTRY_OFFSET_POS);
+    let data_len = u32_at(bytes, ENTRY_DATA_LENGTH_POS) as usize;
+    if key_len > KEY_BYTES_MAX {
+        return Err(format!("key length {key_len} over {KEY_BYTES_MAX}"));
+    }
+    let size = ENTRY_HEADER_SIZE + key_len + data_len;
+    if bytes.len() < size {
+        return Err("runs past the end of its batch".into());
+    }
+    let key = std::str::from_utf8(&bytes[ENTRY_HEADER_SIZE..ENTRY_HEADER_SIZE + key_len])
+        .map_err(|_| "key is not UTF-8".to_string())?;
+    let data = &bytes[ENTRY_HEADER_SIZE + key_len..size];
+    fn no_data<'e>(
+        entry: Entry<'e>,
+        count: u32,
+        data: &[u8],
+    ) -> std::result::Result<Entry<'e>, String> {
+        if count != 0 || !data.is_empty() {
+            return Err("an entry that is not records carries records".into());
+        }
+        Ok(entry)
+    }
+    let entry = match kind {
+        KIND_RECORDS => {
+            check_frames(data, offset, count)?;
+            Entry::Records {
+                key,
+                first: offset,
+                count,
+                frames: data,
+            }
+        }
+        KIND_COMMIT => no_data(Entry::Commit { key, offset }, count, data)?,
+        KIND_DIRECT => no_data(Entry::Direct { key, from: offset }, count, data)?,
+        KIND_NEXT_FILE if key.is_empty() => no_data(Entry::NextFile { seq: offset }, count, data)?,
+        KIND_NEXT_FILE => return Err("next-file marker with a key".into()),
+        other => return Err(format!("unknown entry kind {other}")),
+    };
+    Ok((entry, size))
+}
+
+/// Checks that `frames` are `count` valid log records with consecutive
+/// offsets from `first`, and nothing else.
+fn check_frames(frames: &[u8], first: u64, count: u32) -> std::result::Result<(), String> {
+    if count == 0 {
+        return Err("a records entry with no records".into());
+    }
+    let mut position = 0;
+    for expected in first..first + u64::from(count) {
+        let record = format::decode_log_record(&frames[position..])
+            .map_err(|e| format!("record {expected}: {e}"))?;
+        if record.offset != expected {
+            return Err(format!(
+                "record offset {} where {expected} was expected",
+                record.offset
+            ));
+        }
+        position += record.size();
+    }
+    if position != frames.len() {
+        return Err(format!(
+            "{} bytes after its {count} records",
+            frames.len() - position
+        ));
+    }
+    Ok(())
+}
+
+/// Iterates over the `(offset, frame)` pairs of a records entry's frames.
+pub fn frames(first: u64, frames: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut position = 0;
+    let mut offset = first;
+    std::iter::from_fn(move || {
+        if position >= frames.len() {
+            return None;
+        }
+        let size = frame_size(&frames[position..]);
+        let frame = &frames[position..position + size];
+        position += size;
+        offset += 1;
+        Some((offset - 1, frame))
+    })
+}
+
+/// What a scan of one journal file found.
+#[derive(Debug)]
+pub struct FileScan<'a> {
+    /// The sequence number in the header.
+    pub seq: u64,
+    /// Valid batches with their positions, in file order.
+    pub batches: Vec<(u64, Batch<'a>)>,
+    /// Position after the last valid batch.
+    pub end_position: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub stop: Option<DecodeError>,
+}
+
+/// Decodes a journal file: its header, then batches up to the first one that
+/// does not decode. Batch numbers are not checked here (the caller knows
+/// what comes before this file).
+pub fn scan_file(bytes: &[u8]) -> std::result::Result<FileScan<'_>, DecodeError> {
+    let header = format::decode_header(bytes)?;
+    if header.kind != FileKind::Journal {
+        return Err(DecodeError::BadMagic {
+            found: header.kind.magic(),
+        });
+    }
+    let mut batches = Vec::new();
+    let mut position = FILE_HEADER_SIZE;
+    let mut stop = None;
+    while position < bytes.len() {
+        match decode_batch(&bytes[position..]) {
+            Ok(batch) => {
+                let size = batch.size;
+                batches.push((position as u64, batch));
+                position += size;
+            }
+            Err(error) => {
+                stop = Some(error);
+                break;
+            }
+        }
+    }
+    Ok(FileScan {
+        seq: header.base_offset,
+        batches,
+        end_position: position as u64,
+        stop,
+    })
+}
+
+/// Looks for a valid batch anywhere after `from`: evidence that the damage
+/// at `from` is a hole in the middle of the journal, not a torn tail.
+pub fn find_batch_after(bytes: &[u8], from: u64) -> Option<u64> {
+    let start = from as usize + 1;
+    let last = bytes.len().checked_sub(BATCH_HEADER_SIZE)?;
+    (start..=last)
+        .find(|&position| {
+            // The CRC is the expensive part: check the cheap fields first.
+            let length = u32_at(bytes, position + BATCH_LENGTH_POS) as usize;
+            length <= BATCH_BYTES_MAX
+                && position + BATCH_HEADER_SIZE + length <= bytes.len()
+                && decode_batch(&bytes[position..]).is_ok()
+        })
+        .map(|position| position as u64)
+}
+
+/// The journal files in `dir`, by sequence number, ascending.
+pub fn list_files(dir: &Path) -> Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(seqs),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        if let Some(seq) = entry.file_name().to_str().and_then(parse_file_name) {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// The journal file batches are appended to.
+pub struct JournalWriter {
+    /// The journal directory.
+    dir: PathBuf,
+    /// Sequence number of the file.
+    seq: u64,
+    /// Its path, for errors.
+    path: PathBuf,
+    /// The open file, shared with the sync plans that fdatasync it.
+    file: Arc<File>,
+    /// Bytes written to the file.
+    len: u64,
+    /// Number the next batch gets.
+    next_batch: u64,
+}
+
+impl JournalWriter {
+    /// Creates journal file `seq` holding only its header and makes it and
+    /// its directory entry durable before any batch is written to it, so a
+    /// durable batch is never in a file that can vanish.
+    pub fn create(dir: &Path, seq: u64, next_batch: u64) -> Result<JournalWriter> {
+        let path = dir.join(file_name(seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        let header = file_header(seq);
+        file.write_all_at(&header, 0)
+            .map_err(|e| Error::io("write", &path, e))?;
+        file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+        fsutil::sync_dir(dir)?;
+        Ok(JournalWriter {
+            dir: dir.to_path_buf(),
+            seq,
+            path,
+            file: Arc::new(file),
+            len: header.len() as u64,
+            next_batch,
+        })
+    }
+
+    /// Continues the existing journal file `seq`, whose valid batches end at
+    /// `len` (recovery has cut anything after).
+    pub fn open(dir: &Path, seq: u64, len: u64, next_batch: u64) -> Result<JournalWriter> {
+        let path = dir.join(file_name(seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        Ok(JournalWriter {
+            dir: dir.to_path_buf(),
+            seq,
+            path,
+            file: Arc::new(file),
+            len,
+            next_batch,
+        })
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Bytes written to the file, header included.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len <= FILE_HEADER_SIZE as u64
+    }
+
+    /// A builder for the next batches.
+    pub fn builder(&self) -> BatchBuilder {
+        BatchBuilder::new(self.next_batch)
+    }
+
+    /// Writes the batches a builder made at the end of the file (no sync).
+    /// On an error the store poisons: a failed write leaves the file's tail
+    /// in a state only recovery may judge.
+    pub fn append(&mut self, builder: BatchBuilder) -> Result<()> {
+        let (bytes, next_batch) = builder.finish();
+        self.file
+            .write_all_at(&bytes, self.len)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.len += bytes.len() as u64;
+        self.next_batch = next_batch;
+        Ok(())
+    }
+
+    /// Number the next batch gets.
+    pub fn next_batch(&self) -> u64 {
+        self.next_batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames_of(first: u64, payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, payload) in payloads.iter().enumerate() {
+            format::encode_record(&mut out, first + i as u64, payload);
+        }
+        out
+    }
+
+    #[test]
+    fn batch_round_trips_and_rejects_any_flipped_bit() {
+        let mut builder = BatchBuilder::new(7);
+        let frames = frames_of(3, &[b"1", b"\"two\""]);
+        builder.add_records("k/é", 3, &frames);
+        builder.add_commit("", 9);
+        builder.add_direct("d", 4);
+        builder.add_next_file(12);
+        let (bytes, next) = builder.finish();
+        assert_eq!(next, 8);
+        let batch = decode_batch(&bytes).expect("decodes");
+        assert_eq!(batch.number, 7);
+        assert_eq!(batch.size, bytes.len());
+        assert_eq!(
+            batch.entries,
+            vec![
+                Entry::Records {
+                    key: "k/é",
+                    first: 3,
+                    count: 2,
+                    frames: &frames
+                },
+                Entry::Commit { key: "", offset: 9 },
+                Entry::Direct { key: "d", from: 4 },
+                Entry::NextFile { seq: 12 },
+            ]
+        );
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_batch(&flipped).is_err(), "bit {bit} flip accepted");
+        }
+    }
+
+    #[test]
+    fn big_record_runs_split_into_several_batches_at_frame_boundaries() {
+        let payload = vec![b'7'; format::MESSAGE_BYTES_MAX];
+        let count = BATCH_BYTES_MAX / payload.len() + 3;
+        let mut frames = Vec::new();
+        for i in 0..count {
+            format::encode_record(&mut frames, i as u64, &payload);
+        }
+        let mut builder = BatchBuilder::new(0);
+        builder.add_records("k", 0, &frames);
+        let (bytes, next) = builder.finish();
+        assert_eq!(next, 2, "two batches");
+        let mut position = 0;
+        let mut seen = 0u64;
+        while position < bytes.len() {
+            let batch = decode_batch(&bytes[position..]).expect("batch");
+            for entry in &batch.entries {
+                let Entry::Records { first, count, .. } = entry else {
+                    panic!("records only");
+                };
+                assert_eq!(*first, seen);
+                seen += u64::from(*count);
+            }
+            position += batch.size;
+        }
+        assert_eq!(seen, count as u64);
+    }
+
+    #[test]
+    fn zero_filled_batch_is_never_valid() {
+        assert_eq!(decode_batch(&[0u8; 64]), Err(DecodeError::Zeroed));
+    }
+
+    #[test]
+    fn journal_file_names_parse_back() {
+        assert_eq!(parse_file_name(&file_name(42)), Some(42));
+        assert_eq!(parse_file_name("42.wal"), None);
+    }
+}

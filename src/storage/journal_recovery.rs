@@ -1,0 +1,338 @@
+//! Recovery of the write-ahead journal when a store opens: which journal
+//! files are live, cutting a torn tail, and an index of what the live
+//! journal holds for each key, applied when the key is first opened
+//! (`store.rs`, lazily) or before the next checkpoint deletes the files.
+//!
+//! The live files are read whole: their size is bounded by the checkpoint
+//! size, and reopen cost is meant to be proportional to them.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::log;
+use crate::storage::checkpoint::{self, Found};
+use crate::storage::error::{Error, Result};
+use crate::storage::journal::{self, Entry};
+use crate::storage::recovery::JournalEntry;
+
+/// Where one entry about a key is in the recovered files.
+#[derive(Clone, Copy, Debug)]
+pub enum EntryAt {
+    /// Records: file index, byte range of the frames, first offset.
+    Records {
+        file: usize,
+        start: usize,
+        end: usize,
+        first: u64,
+    },
+    /// A direct sync point's note.
+    Direct { from: u64 },
+}
+
+/// A key's entries taken out of the index, with the bytes they point into.
+pub type Taken = (Vec<Arc<Vec<u8>>>, Vec<EntryAt>);
+
+/// What the live journal held when the store opened.
+#[derive(Default)]
+pub struct RecoveredJournal {
+    /// The bytes of each live file, as recovered.
+    pub files: Vec<Arc<Vec<u8>>>,
+    /// Per key, its entries in journal order, until the key is recovered.
+    pub keys: HashMap<String, Vec<EntryAt>>,
+    /// Every commit in the live journal, in order.
+    pub commits: Vec<(String, u64)>,
+    /// Paths of the live files, by sequence number.
+    pub paths: Vec<PathBuf>,
+    /// Sequence number of the last live file (the one appends continue in).
+    pub last_seq: u64,
+    /// Its length after recovery.
+    pub last_len: u64,
+    /// Number the next batch gets.
+    pub next_batch: u64,
+    /// Whether any live file holds a batch.
+    pub has_batches: bool,
+}
+
+impl RecoveredJournal {
+    /// The entries of `key`, taken out of the index, as the slices recovery
+    /// of the key wants, with the file bytes they borrow from.
+    pub fn take(&mut self, key: &str) -> Option<Taken> {
+        let entries = self.keys.remove(key)?;
+        Some((self.files.clone(), entries))
+    }
+
+    /// Puts back the entries of a key whose recovery failed, so they stay
+    /// live (and block checkpoints) until it succeeds.
+    pub fn put_back(&mut self, key: &str, entries: Vec<EntryAt>) {
+        self.keys.insert(key.to_string(), entries);
+    }
+}
+
+/// The entries of a key as slices of the recovered files.
+pub fn entries<'a>(files: &'a [Arc<Vec<u8>>], at: &[EntryAt]) -> Vec<JournalEntry<'a>> {
+    at.iter()
+        .map(|entry| match *entry {
+            EntryAt::Records {
+                file,
+                start,
+                end,
+                first,
+            } => JournalEntry::Records {
+                first,
+                frames: &files[file][start..end],
+            },
+            EntryAt::Direct { from } => JournalEntry::Direct { from },
+        })
+        .collect()
+}
+
+/// Opens the journal of the data directory `data_dir` (version 2): applies
+/// the journal rows of the decision table to its files, and when the stop
+/// was `unclean` fdatasyncs every live file, since a killed process may have
+/// left batches written but not synced that the store is about to serve.
+pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<RecoveredJournal> {
+    let tmp = data_dir.join(checkpoint::CHECKPOINT_TMP_NAME);
+    if tmp.exists() {
+        log::warn(format_args!(
+            "removing {}: a checkpoint interrupted before its rename; the previous one stands",
+            tmp.display()
+        ));
+        fs::remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+    }
+    let checkpoint_path = data_dir.join(checkpoint::CHECKPOINT_FILE_NAME);
+    let seqs = journal::list_files(journal_dir)?;
+    let first_live = match checkpoint::read(data_dir)? {
+        Found::FirstLive(seq) => seq,
+        found => {
+            let why = match found {
+                Found::Damaged(why) => format!("damaged ({why})"),
+                _ => "missing".to_string(),
+            };
+            log::warn(format_args!(
+                "{} is {why}: replaying every journal file present",
+                checkpoint_path.display()
+            ));
+            seqs.first().copied().unwrap_or(0)
+        }
+    };
+    for &seq in seqs.iter().filter(|&&seq| seq < first_live) {
+        let path = journal_dir.join(journal::file_name(seq));
+        log::info(format_args!(
+            "removing {}: covered by the checkpoint",
+            path.display()
+        ));
+        fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+    }
+    let live: Vec<u64> = seqs.into_iter().filter(|&seq| seq >= first_live).collect();
+    let first_path = journal_dir.join(journal::file_name(first_live));
+    if live.first() != Some(&first_live) {
+        return Err(Error::corrupt(
+            &first_path,
+            0,
+            "missing: the checkpoint names this journal file, and acknowledged records \
+             and commits may be only in it",
+        ));
+    }
+    for (i, &seq) in live.iter().enumerate() {
+        let due = first_live + i as u64;
+        if seq != due {
+            return Err(Error::corrupt(
+                &journal_dir.join(journal::file_name(due)),
+                0,
+                format!("missing: journal files {} and {seq} exist", due - 1),
+            ));
+        }
+    }
+    let mut live = live;
+    drop_interrupted_rotation(journal_dir, &mut live)?;
+    let mut recovered = RecoveredJournal::default();
+    let mut expected_batch: Option<u64> = None;
+    let count = live.len();
+    for (i, &seq) in live.iter().enumerate() {
+        let path = journal_dir.join(journal::file_name(seq));
+        let mut bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let scan =
+            journal::scan_file(&bytes).map_err(|e| Error::corrupt(&path, 0, e.to_string()))?;
+        if scan.seq != seq {
+            return Err(Error::corrupt(
+                &path,
+                crate::storage::format::HEADER_BASE_OFFSET_POS as u64,
+                format!("header names journal file {}", scan.seq),
+            ));
+        }
+        let last_file = i + 1 == count;
+        let end = scan.end_position;
+        if let Some(stop) = &scan.stop {
+            let tail = &bytes[end as usize..];
+            let zeros = tail.iter().all(|&b| b == 0);
+            let valid_after = if zeros {
+                None
+            } else {
+                journal::find_batch_after(&bytes, end)
+            };
+            if let Some(at) = valid_after {
+                return Err(Error::corrupt(
+                    &path,
+                    end,
+                    format!("{stop}, but a valid batch follows at position {at}: not a torn tail"),
+                ));
+            }
+            if !last_file {
+                return Err(Error::corrupt(
+                    &path,
+                    end,
+                    format!("{stop}, and later journal files exist: not a torn tail"),
+                ));
+            }
+            log::warn(format_args!(
+                "{}: cutting a {} tail of {} bytes at position {end} ({stop})",
+                path.display(),
+                if zeros { "zero-filled" } else { "torn" },
+                tail.len()
+            ));
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io("open", &path, e))?;
+            file.set_len(end)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::io("truncate", &path, e))?;
+        }
+        let mut next_file = None;
+        let file_index = recovered.files.len();
+        for (position, batch) in &scan.batches {
+            if let Some(due) = expected_batch
+                && batch.number != due
+            {
+                return Err(Error::corrupt(
+                    &path,
+                    *position,
+                    format!("batch {} where {due} was due", batch.number),
+                ));
+            }
+            if next_file.is_some() {
+                return Err(Error::corrupt(
+                    &path,
+                    *position,
+                    "a batch after the marker that ends the file",
+                ));
+            }
+            expected_batch = Some(batch.number + 1);
+            recovered.has_batches = true;
+            let mut data = *position as usize + journal::BATCH_HEADER_SIZE;
+            for entry in &batch.entries {
+                let header_and_key = journal::ENTRY_HEADER_SIZE + entry.key().map_or(0, str::len);
+                match entry {
+                    Entry::Records {
+                        key, first, frames, ..
+                    } => {
+                        let start = data + header_and_key;
+                        recovered.keys.entry((*key).to_string()).or_default().push(
+                            EntryAt::Records {
+                                file: file_index,
+                                start,
+                                end: start + frames.len(),
+                                first: *first,
+                            },
+                        );
+                        data = start + frames.len();
+                    }
+                    Entry::Commit { key, offset } => {
+                        recovered.commits.push(((*key).to_string(), *offset));
+                        data += header_and_key;
+                    }
+                    Entry::Direct { key, from } => {
+                        recovered
+                            .keys
+                            .entry((*key).to_string())
+                            .or_default()
+                            .push(EntryAt::Direct { from: *from });
+                        data += header_and_key;
+                    }
+                    Entry::NextFile { seq } => {
+                        next_file = Some(*seq);
+                        data += header_and_key;
+                    }
+                }
+            }
+        }
+        match next_file {
+            Some(next) if next != seq + 1 => {
+                return Err(Error::corrupt(
+                    &path,
+                    end,
+                    format!(
+                        "ends with a marker naming journal file {next}, not {}",
+                        seq + 1
+                    ),
+                ));
+            }
+            Some(next) if last_file => {
+                return Err(Error::corrupt(
+                    &journal_dir.join(journal::file_name(next)),
+                    0,
+                    "missing: the journal file before it names it as its successor, and \
+                     acknowledged records and commits may be only in it",
+                ));
+            }
+            None if !last_file => {
+                return Err(Error::corrupt(
+                    &path,
+                    end,
+                    "no marker naming the next journal file, yet later files exist",
+                ));
+            }
+            _ => {}
+        }
+        if unclean {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| Error::io("fdatasync", &path, e))?;
+        }
+        bytes.truncate(end as usize);
+        recovered.files.push(Arc::new(bytes));
+        recovered.paths.push(path);
+        recovered.last_seq = seq;
+        recovered.last_len = end;
+    }
+    recovered.next_batch = expected_batch.unwrap_or(0);
+    Ok(recovered)
+}
+
+/// A rotation creates the next journal file (synced) before it writes the
+/// marker that ends the current one. A crash between the two leaves a last
+/// file with no batch after a file with no marker: nothing was written to
+/// the new file, so it is removed and the journal continues in the old one.
+fn drop_interrupted_rotation(journal_dir: &Path, live: &mut Vec<u64>) -> Result<()> {
+    while let [.., previous, last] = live[..] {
+        let last_path = journal_dir.join(journal::file_name(last));
+        let bytes = fs::read(&last_path).map_err(|e| Error::io("read", &last_path, e))?;
+        let empty = journal::scan_file(&bytes)
+            .is_ok_and(|scan| scan.batches.is_empty() && scan.stop.is_none());
+        if !empty {
+            return Ok(());
+        }
+        let previous_path = journal_dir.join(journal::file_name(previous));
+        let bytes = fs::read(&previous_path).map_err(|e| Error::io("read", &previous_path, e))?;
+        let marked = journal::scan_file(&bytes).is_ok_and(|scan| {
+            scan.batches.last().is_some_and(|(_, batch)| {
+                matches!(batch.entries.last(), Some(Entry::NextFile { .. }))
+            })
+        });
+        if marked {
+            return Ok(());
+        }
+        log::warn(format_args!(
+            "removing {}: created by a rotation interrupted before it was used",
+            last_path.display()
+        ));
+        fs::remove_file(&last_path).map_err(|e| Error::io("remove", &last_path, e))?;
+        crate::storage::fsutil::sync_dir(journal_dir)?;
+        live.pop();
+    }
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! The write-ahead journal after crashes and damage: cut at every byte of
+//! its last batches, garbage, zeros and flipped bits, deleted files,
+//! half-written checkpoints, and segments ahead of, behind or missing from
+//! what it holds.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use seglog::storage::journal;
+use seglog::{Error, Store};
+use tempfile::TempDir;
+
+use crate::common::*;
+
+/// The key whose records the journal holds past a checkpoint.
+const KEY: &str = "j";
+/// A key first written after the checkpoint: only the journal knows it.
+const NEW_KEY: &str = "new";
+/// A key only committed.
+const COMMITTED: &str = "c";
+/// Records of `KEY` before the checkpoint.
+const BEFORE: u64 = 5;
+/// Sync points after the checkpoint, each one journal batch.
+const BATCHES: u64 = 4;
+/// Records of `KEY` per batch.
+const PER_BATCH: u64 = 2;
+
+/// The live journal file of the store in `dir` (the only one).
+fn live_journal(dir: &Path) -> PathBuf {
+    let journal_dir = dir.join(journal::JOURNAL_DIR_NAME);
+    let seqs = journal::list_files(&journal_dir).expect("list journal");
+    assert_eq!(seqs.len(), 1, "{seqs:?}");
+    journal_dir.join(journal::file_name(seqs[0]))
+}
+
+/// Positions where each batch of a journal file starts, and its end.
+fn batch_bounds(path: &Path) -> Vec<u64> {
+    let bytes = fs::read(path).expect("read journal");
+    let scan = journal::scan_file(&bytes).expect("journal decodes");
+    assert!(scan.stop.is_none());
+    let mut bounds: Vec<u64> = scan.batches.iter().map(|(p, _)| *p).collect();
+    bounds.push(scan.end_position);
+    bounds
+}
+
+/// A store with `BEFORE` records of `KEY` checkpointed, then `BATCHES`
+/// journal sync points each adding `PER_BATCH` records of `KEY`, one of
+/// `NEW_KEY` and a commit of `COMMITTED`; dropped uncleanly. Returns it and
+/// a copy of its `logs/` taken at the checkpoint: the segments as a power
+/// loss could leave them, every write since lost.
+fn journaled_store() -> (TempDir, TempDir) {
+    let dir = TempDir::new().expect("tempdir");
+    let at_checkpoint = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    fill(&mut store, KEY, BEFORE);
+    store.checkpoint().expect("checkpoint");
+    copy_dir(&dir.path().join("logs"), at_checkpoint.path());
+    for batch in 0..BATCHES {
+        for i in 0..PER_BATCH {
+            let offset = BEFORE + batch * PER_BATCH + i;
+            store.append(KEY, &message(offset)).expect("append");
+        }
+        store.append(NEW_KEY, &message(batch)).expect("append");
+        store.commit(COMMITTED, batch * 10).expect("commit");
+        let plan = store.prepare_sync().expect("prepare");
+        assert!(!plan.is_direct());
+        let executed = plan.execute();
+        store.complete_sync(plan, executed).expect("complete");
+    }
+    (dir, at_checkpoint)
+}
+
+/// A copy of `pristine`, with `logs/` replaced by `segments` if given.
+fn copy_of(pristine: &Path, segments: Option<&Path>) -> TempDir {
+    let copy = TempDir::new().expect("tempdir");
+    copy_dir(pristine, copy.path());
+    if let Some(segments) = segments {
+        fs::remove_dir_all(copy.path().join("logs")).expect("remove logs");
+        copy_dir(segments, &copy.path().join("logs"));
+    }
+    copy
+}
+
+fn cut_file(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(len))
+        .expect("cut");
+}
+
+/// Expects the store in `dir` to hold the first `batches` journal batches:
+/// the records and commit they carry, nothing after.
+fn assert_batches(dir: &Path, batches: u64, what: &str) {
+    assert_records_and_commits(dir, batches, batches, what);
+}
+
+/// Expects the records of the first `batches` batches and the commit of
+/// the first `commit_batches`.
+fn assert_records_and_commits(dir: &Path, batches: u64, commit_batches: u64, what: &str) {
+    let mut store = Store::open(dir, Default::default()).expect("reopen");
+    let records = read_ok(&mut store, KEY);
+    let expected: Vec<_> = (0..BEFORE + batches * PER_BATCH)
+        .map(|i| (i, message(i)))
+        .collect();
+    assert_eq!(records, expected, "{what}");
+    let new: Vec<_> = (0..batches).map(|i| (i, message(i))).collect();
+    assert_eq!(read_ok(&mut store, NEW_KEY), new, "{what}");
+    let commit = commit_batches.checked_sub(1).map(|b| b * 10);
+    assert_eq!(store.committed(COMMITTED), commit, "{what}");
+    // Appends go on after what survived, and survive a reopen.
+    let next = BEFORE + batches * PER_BATCH;
+    assert_eq!(
+        store.append(KEY, b"\"more\"").expect("append"),
+        next,
+        "{what}"
+    );
+    store.sync().expect("sync");
+    store.checkpoint().expect("checkpoint");
+    drop(store);
+    let mut store = Store::open(dir, Default::default()).expect("reopen again");
+    assert_eq!(read_ok(&mut store, KEY).len() as u64, next + 1, "{what}");
+}
+
+/// Guards against: a torn journal batch losing the batches before it, or
+/// being replayed in part. With the segments as a power loss leaves them
+/// (every write since the checkpoint lost), a cut at any byte of the last
+/// batches keeps exactly the whole batches before it.
+#[test]
+fn cut_journal_at_every_byte_keeps_the_whole_batches() {
+    let (pristine, at_checkpoint) = journaled_store();
+    let wal = live_journal(pristine.path());
+    let bounds = batch_bounds(&wal);
+    let end = *bounds.last().expect("bounds");
+    let first_cut = bounds[bounds.len() - 3];
+    for cut in first_cut..end {
+        let copy = copy_of(pristine.path(), Some(at_checkpoint.path()));
+        cut_file(&live_journal(copy.path()), cut);
+        let whole = bounds.iter().filter(|&&b| b <= cut).count() as u64 - 1;
+        // The first batch after the checkpoint's rotation is its own
+        // (empty of records here): count only the test's batches.
+        let batches = whole.saturating_sub(bounds.len() as u64 - 1 - BATCHES);
+        assert_batches(copy.path(), batches, &format!("cut at {cut}"));
+    }
+}
+
+/// Guards against: a journal cut short of what the segments hold (the
+/// segments' writes survived, the journal's last batch did not) losing the
+/// segments' records: they are kept (and synced). The last batch's commit
+/// was only in the journal: it goes, as an unacknowledged commit may.
+#[test]
+fn segments_ahead_of_a_cut_journal_are_kept() {
+    let (pristine, _) = journaled_store();
+    let wal = live_journal(pristine.path());
+    let bounds = batch_bounds(&wal);
+    for cut in [bounds[bounds.len() - 2], bounds[bounds.len() - 2] + 5] {
+        let copy = copy_of(pristine.path(), None);
+        cut_file(&live_journal(copy.path()), cut);
+        let what = format!("cut at {cut}");
+        assert_records_and_commits(copy.path(), BATCHES, BATCHES - 1, &what);
+    }
+}
+
+/// Guards against: garbage or preallocated zeros after the last batch
+/// being read as batches or making the store unopenable; and a flipped bit
+/// in the last batch being replayed.
+#[test]
+fn garbage_zeros_and_a_flipped_last_batch_are_cut() {
+    let (pristine, at_checkpoint) = journaled_store();
+    for tail in [
+        &b"\x13\x00\x00\x00garbage, not a batch"[..],
+        &[0u8; 8192][..],
+    ] {
+        let copy = copy_of(pristine.path(), Some(at_checkpoint.path()));
+        let wal = live_journal(copy.path());
+        let len = fs::metadata(&wal).expect("stat").len();
+        OpenOptions::new()
+            .append(true)
+            .open(&wal)
+            .and_then(|mut f| f.write_all(tail))
+            .expect("append");
+        assert_batches(copy.path(), BATCHES, "tail after the last batch");
+        let reopened = Store::open(copy.path(), Default::default()).expect("reopen");
+        drop(reopened);
+        assert!(fs::metadata(&wal).map_or(true, |m| m.len() >= len));
+    }
+    let copy = copy_of(pristine.path(), Some(at_checkpoint.path()));
+    let wal = live_journal(copy.path());
+    let bounds = batch_bounds(&wal);
+    flip_bit(&wal, bounds[bounds.len() - 2] + 30);
+    assert_batches(copy.path(), BATCHES - 1, "flipped bit in the last batch");
+}
+
+/// Guards against: damage in the middle of the journal being taken for a
+/// torn tail, which would drop acknowledged batches after it.
+#[test]
+fn flipped_bit_in_a_middle_batch_refuses_to_open() {
+    let (pristine, _) = journaled_store();
+    let copy = copy_of(pristine.path(), None);
+    let wal = live_journal(copy.path());
+    let bounds = batch_bounds(&wal);
+    let damaged = bounds[bounds.len() - 3];
+    flip_bit(&wal, damaged + 30);
+    match Store::open(copy.path(), Default::default()) {
+        Err(Error::Corrupt { file, position, .. }) => {
+            assert_eq!((file, position), (wal, damaged));
+        }
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(_) => panic!("opened over a hole in the journal"),
+    }
+}
+
+/// Guards against: a deleted live journal file going unnoticed (its
+/// acknowledged records and commits would be lost without a word), and a
+/// stale one (covered by a checkpoint) being trouble.
+#[test]
+fn deleted_journal_file_refused_before_a_checkpoint_harmless_after() {
+    let (pristine, _) = journaled_store();
+    let copy = copy_of(pristine.path(), None);
+    let wal = live_journal(copy.path());
+    fs::remove_file(&wal).expect("delete");
+    match Store::open(copy.path(), Default::default()) {
+        Err(Error::Corrupt { file, .. }) => assert_eq!(file, wal),
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(_) => panic!("opened without its live journal"),
+    }
+    // A checkpoint that stopped just before deleting the old journal file
+    // leaves it stale: deleting it, or leaving it, loses nothing.
+    for delete_stale in [false, true] {
+        let copy = copy_of(pristine.path(), None);
+        let old = live_journal(copy.path());
+        let mut store = Store::open(copy.path(), Default::default()).expect("open");
+        // Two rotation steps and six job steps: all but the deletion.
+        store
+            .checkpoint_interrupted(8)
+            .expect("interrupted checkpoint");
+        drop(store);
+        assert!(old.exists(), "the stale file is left");
+        if delete_stale {
+            fs::remove_file(&old).expect("delete stale");
+        }
+        assert_batches(
+            copy.path(),
+            BATCHES,
+            &format!("stale deleted: {delete_stale}"),
+        );
+        assert!(!old.exists(), "the stale file is gone after the reopen");
+    }
+}
+
+/// Guards against: a half-written checkpoint (only ever `checkpoint.tmp`)
+/// or a damaged one making the store unopenable or losing records.
+#[test]
+fn half_written_or_damaged_checkpoint_loses_nothing() {
+    let (pristine, _) = journaled_store();
+    let copy = copy_of(pristine.path(), None);
+    fs::write(copy.path().join("checkpoint.tmp"), b"SGLGCK").expect("write tmp");
+    assert_batches(copy.path(), BATCHES, "checkpoint.tmp left");
+    assert!(!copy.path().join("checkpoint.tmp").exists());
+    let copy = copy_of(pristine.path(), None);
+    fs::write(copy.path().join("checkpoint"), b"garbage").expect("damage");
+    assert_batches(copy.path(), BATCHES, "damaged checkpoint");
+}
+
+/// Guards against: a segment behind the journal (records the last
+/// checkpoint synced are gone, and the journal starts after them) being
+/// served with a gap or silently extended.
+#[test]
+fn segment_behind_the_journal_refuses_the_key() {
+    let (pristine, _) = journaled_store();
+    let copy = copy_of(pristine.path(), None);
+    let log = segment_logs(&key_dir(copy.path(), KEY)).remove(0);
+    let bounds = record_bounds(&log);
+    cut_file(&log, bounds[2]);
+    let mut store = Store::open(copy.path(), Default::default()).expect("open");
+    assert!(matches!(
+        read_all(&mut store, KEY, 0).1,
+        Some(Error::Corrupt { .. })
+    ));
+    assert!(matches!(
+        store.append(KEY, b"1"),
+        Err(Error::Corrupt { .. })
+    ));
+    assert_eq!(read_ok(&mut store, NEW_KEY).len() as u64, BATCHES);
+    // The journal keeps the key's records: no checkpoint may drop them.
+    let seq = store.journal_seq();
+    store.checkpoint().expect("the sync point runs");
+    assert_eq!(store.journal_seq(), seq, "no rotation, no deletion");
+    drop(store);
+    assert_eq!(
+        live_journal(copy.path()),
+        live_journal(pristine.path())
+            .file_name()
+            .map(|n| copy.path().join("journal").join(n))
+            .expect("name")
+    );
+}
+
+/// Guards against: a power loss that lost a page in the middle of the
+/// segment's unsynced records (later pages kept) being refused as a hole:
+/// the journal holds those records, so they are replayed.
+#[test]
+fn hole_in_journaled_records_is_repaired_from_the_journal() {
+    let (pristine, _) = journaled_store();
+    let copy = copy_of(pristine.path(), None);
+    let log = segment_logs(&key_dir(copy.path(), KEY)).remove(0);
+    let bounds = record_bounds(&log);
+    let mut bytes = fs::read(&log).expect("read");
+    let (from, to) = (bounds[BEFORE as usize + 1], bounds[BEFORE as usize + 3]);
+    bytes[from as usize..to as usize].fill(0);
+    fs::write(&log, bytes).expect("write");
+    assert_batches(copy.path(), BATCHES, "hole in journaled records");
+}
+
+/// Guards against: a key whose directory a power loss took (created after
+/// the last checkpoint, never fsynced) losing its journaled records.
+#[test]
+fn key_directory_missing_is_rebuilt_from_the_journal() {
+    let (pristine, _) = journaled_store();
+    let copy = copy_of(pristine.path(), None);
+    fs::remove_dir_all(key_dir(copy.path(), NEW_KEY)).expect("remove");
+    let store = Store::open(copy.path(), Default::default()).expect("open");
+    let mut keys = store.keys().expect("keys");
+    keys.sort();
+    assert_eq!(keys, vec![KEY.to_string(), NEW_KEY.to_string()]);
+    drop(store);
+    assert_batches(copy.path(), BATCHES, "key directory missing");
+}
+
+/// Guards against: a checkpoint deleting journal files whose records a
+/// lazily opened key has not yet had replayed into its segments.
+#[test]
+fn checkpoint_replays_unopened_keys_before_deleting_the_journal() {
+    let (pristine, at_checkpoint) = journaled_store();
+    let copy = copy_of(pristine.path(), Some(at_checkpoint.path()));
+    let mut store = Store::open(copy.path(), Default::default()).expect("open");
+    store.append("other", b"1").expect("append");
+    store.sync().expect("sync");
+    store.checkpoint().expect("checkpoint");
+    drop(store);
+    let old = journal::list_files(&copy.path().join(journal::JOURNAL_DIR_NAME)).expect("list");
+    assert_eq!(old.len(), 1, "the old journal files are gone: {old:?}");
+    assert_batches(copy.path(), BATCHES, "after a checkpoint that replayed");
+}
+
+fn flip_bit(path: &Path, position: u64) {
+    let mut bytes = fs::read(path).expect("read");
+    bytes[position as usize] ^= 0x10;
+    fs::write(path, bytes).expect("write");
+}
