@@ -1,15 +1,16 @@
-//! The node's two byte streams: request lines in, message lines out.
+//! Lines in and out: cutting the input stream into request lines, and
+//! collecting reply lines until the event loop writes them.
 //!
-//! Both run as tasks at the edge of the event loop so that the loop itself
-//! never blocks on a pipe. Input lines longer than [`LINE_BYTES_MAX`] are
-//! skipped without being held in memory. Output goes through a bounded queue:
-//! when the reader of our output stalls past [`OUTPUT_LINES_MAX`] lines,
-//! further lines are dropped, which the protocol tolerates (a dropped reply is
-//! a timeout, indefinite, for the client; a dropped node-to-node message is
-//! what a partition does anyway).
+//! The event loop does its own reading and writing (see `mod.rs`): a pipe
+//! costs its wake-ups more than its bytes, so one read hands over every
+//! whole line it got, and everything the loop wrote while serving them goes
+//! out in one write. Input lines longer than [`LINE_BYTES_MAX`] are skipped
+//! without being held in memory. Output is bounded by [`OUTPUT_BYTES_MAX`]:
+//! when the reader of our output stalls, further lines are dropped, which
+//! the protocol tolerates (a dropped reply is a timeout, indefinite, for the
+//! client; a dropped node-to-node message is what a partition does anyway).
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use crate::log;
 
@@ -18,15 +19,16 @@ use crate::log;
 /// room to spare, and so does the largest `replicate` (1 MiB of records).
 pub const LINE_BYTES_MAX: usize = 4 << 20;
 
-/// Input lines read ahead of the event loop. Enough to keep the loop busy
-/// while a line is parsed; reading stops (and the pipe fills) beyond it.
-pub const INPUT_LINES_MAX: usize = 1024;
+/// Bytes asked for by one read of the input: many request lines at once
+/// when a client pipelines, and a small fixed buffer.
+pub const READ_BYTES: usize = 256 * 1024;
 
-/// Output lines queued for the writer. Maelstrom reads our output as fast
-/// as we write it; the bound only matters when it stops reading.
-pub const OUTPUT_LINES_MAX: usize = 65_536;
+/// Output bytes not yet handed to the writer. Maelstrom reads our output as
+/// fast as we write it; the bound only matters when it stops reading, and
+/// 64 MiB is minutes of replies at any rate seen.
+pub const OUTPUT_BYTES_MAX: usize = 64 << 20;
 
-/// What the reader hands the event loop.
+/// What the input holds, line by line.
 #[derive(Debug, PartialEq)]
 pub enum Input {
     Line(Vec<u8>),
@@ -36,165 +38,135 @@ pub enum Input {
     },
 }
 
-/// How reading one line ended.
-#[derive(Debug, PartialEq)]
-enum Read {
-    Complete,
-    TooLong { bytes: usize },
-    End,
+/// Cuts a byte stream into lines, skipping blank ones and dropping the
+/// bytes of over-long ones as they come.
+#[derive(Default)]
+pub struct Splitter {
+    /// The line so far (empty while skipping an over-long one).
+    partial: Vec<u8>,
+    /// Bytes of the line so far, including dropped ones.
+    length: usize,
 }
 
-/// Reads one line (without its newline) into `line`, holding at most `max`
-/// bytes: the rest of a longer line is read and dropped.
-async fn read_line<R: AsyncBufRead + Unpin>(
-    input: &mut R,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Read> {
-    line.clear();
-    let mut total = 0;
-    loop {
-        let chunk = match input.fill_buf().await {
-            Ok(chunk) => chunk,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            return Ok(if total == 0 {
-                Read::End
-            } else if total > max {
-                Read::TooLong { bytes: total }
+impl Splitter {
+    /// Consumes `chunk`, appending every line it completes to `out`.
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<Input>) {
+        while !chunk.is_empty() {
+            let (part, rest, ends) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (&chunk[..i], &chunk[i + 1..], true),
+                None => (chunk, &[][..], false),
+            };
+            self.length += part.len();
+            if self.length <= LINE_BYTES_MAX {
+                self.partial.extend_from_slice(part);
             } else {
-                Read::Complete
-            });
-        }
-        let (part, used) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(i) => (&chunk[..i], i + 1),
-            None => (chunk, chunk.len()),
-        };
-        total += part.len();
-        if total <= max {
-            line.extend_from_slice(part);
-        } else {
-            line.clear();
-        }
-        let found_newline = used > part.len();
-        input.consume(used);
-        if found_newline {
-            return Ok(if total > max {
-                Read::TooLong { bytes: total }
-            } else {
-                Read::Complete
-            });
-        }
-    }
-}
-
-/// Reads lines from `input` into `lines` until the input ends, fails, or the
-/// event loop stops listening. Blank lines are skipped.
-pub async fn read_lines<R: AsyncBufRead + Unpin>(mut input: R, lines: mpsc::Sender<Input>) {
-    let mut line = Vec::new();
-    loop {
-        let item = match read_line(&mut input, &mut line, LINE_BYTES_MAX).await {
-            Ok(Read::Complete) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(Read::Complete) => Input::Line(std::mem::take(&mut line)),
-            Ok(Read::TooLong { bytes }) => Input::TooLong { bytes },
-            Ok(Read::End) => return,
-            Err(e) => {
-                log::warn(format_args!("reading input: {e}"));
-                return;
+                self.partial = Vec::new();
             }
-        };
-        if lines.send(item).await.is_err() {
-            return;
+            if ends {
+                self.finish(out);
+            }
+            chunk = rest;
         }
+    }
+
+    /// Ends the line in progress (at a newline or at the end of input).
+    pub fn finish(&mut self, out: &mut Vec<Input>) {
+        if self.length > LINE_BYTES_MAX {
+            out.push(Input::TooLong { bytes: self.length });
+        } else if !self.partial.iter().all(u8::is_ascii_whitespace) {
+            out.push(Input::Line(std::mem::take(&mut self.partial)));
+        }
+        self.partial.clear();
+        self.length = 0;
     }
 }
 
-/// Where the event loop puts lines to write.
-#[derive(Clone)]
+/// Where the node puts lines to write; the event loop takes them all at
+/// once with [`Outbox::take`] and writes them.
+#[derive(Clone, Default)]
 pub struct Outbox {
-    lines: mpsc::Sender<Vec<u8>>,
+    pending: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Outbox {
-    /// A new outbox and the receiving end for [`write_lines`].
-    pub fn new() -> (Outbox, mpsc::Receiver<Vec<u8>>) {
-        let (tx, rx) = mpsc::channel(OUTPUT_LINES_MAX);
-        (Outbox { lines: tx }, rx)
-    }
-
-    /// Queues one line (newline included) for the writer.
+    /// Adds one line (newline included), dropping it when
+    /// [`OUTPUT_BYTES_MAX`] bytes already wait.
     pub fn send(&self, line: Vec<u8>) {
-        match self.lines.try_send(line) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => log::warn(format_args!(
-                "output queue full ({OUTPUT_LINES_MAX} lines): dropped a message"
-            )),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                log::warn(format_args!("output closed: dropped a message"));
-            }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() + line.len() > OUTPUT_BYTES_MAX {
+            drop(pending);
+            log::warn(format_args!(
+                "{OUTPUT_BYTES_MAX} output bytes wait to be written: dropped a message"
+            ));
+            return;
+        }
+        if pending.is_empty() {
+            *pending = line;
+        } else {
+            pending.extend_from_slice(&line);
         }
     }
-}
 
-/// Writes queued lines to `output`, flushing whenever the queue runs dry,
-/// until every [`Outbox`] is gone. Returns the first write error.
-pub async fn write_lines<W: AsyncWrite + Unpin>(
-    mut output: W,
-    mut lines: mpsc::Receiver<Vec<u8>>,
-) -> std::io::Result<()> {
-    while let Some(line) = lines.recv().await {
-        output.write_all(&line).await?;
-        while let Ok(line) = lines.try_recv() {
-            output.write_all(&line).await?;
-        }
-        output.flush().await?;
+    /// Everything written since the last take.
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
-    output.flush().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn long_lines_are_skipped_and_the_next_is_read() {
-        let mut input = &b"0123456789\nabc\nxyz"[..];
-        let mut line = Vec::new();
+    fn split(chunks: &[&[u8]]) -> Vec<Input> {
+        let mut splitter = Splitter::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            splitter.feed(chunk, &mut out);
+        }
+        splitter.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn lines_split_across_chunks_and_blank_ones_are_skipped() {
         assert_eq!(
-            read_line(&mut input, &mut line, 5).await.expect("read"),
-            Read::TooLong { bytes: 10 }
-        );
-        assert_eq!(
-            read_line(&mut input, &mut line, 5).await.expect("read"),
-            Read::Complete
-        );
-        assert_eq!(line, b"abc");
-        assert_eq!(
-            read_line(&mut input, &mut line, 5).await.expect("read"),
-            Read::Complete
-        );
-        assert_eq!(line, b"xyz");
-        assert_eq!(
-            read_line(&mut input, &mut line, 5).await.expect("read"),
-            Read::End
+            split(&[b"ab", b"c\n\n  \nx", b"yz\n", b"last"]),
+            vec![
+                Input::Line(b"abc".to_vec()),
+                Input::Line(b"xyz".to_vec()),
+                Input::Line(b"last".to_vec())
+            ]
         );
     }
 
-    #[tokio::test]
-    async fn the_reader_skips_blank_lines_and_reports_long_ones() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let input = format!("a\n\n  \n{}\nb", "x".repeat(LINE_BYTES_MAX + 1));
-        read_lines(input.as_bytes(), tx).await;
-        assert_eq!(rx.recv().await, Some(Input::Line(b"a".to_vec())));
+    #[test]
+    fn long_lines_are_skipped_and_the_next_is_read() {
+        let long = vec![b'x'; LINE_BYTES_MAX + 1];
+        let (a, b) = long.split_at(LINE_BYTES_MAX / 2);
         assert_eq!(
-            rx.recv().await,
-            Some(Input::TooLong {
-                bytes: LINE_BYTES_MAX + 1
-            })
+            split(&[a, b, b"\nok\n"]),
+            vec![
+                Input::TooLong {
+                    bytes: LINE_BYTES_MAX + 1
+                },
+                Input::Line(b"ok".to_vec())
+            ]
         );
-        assert_eq!(rx.recv().await, Some(Input::Line(b"b".to_vec())));
-        assert_eq!(rx.recv().await, None);
+    }
+
+    #[test]
+    fn output_is_taken_whole_and_bounded_while_nobody_takes_it() {
+        let out = Outbox::default();
+        out.send(b"one\n".to_vec());
+        out.send(b"two\n".to_vec());
+        assert_eq!(out.take(), b"one\ntwo\n");
+        assert!(out.take().is_empty());
+        let half = vec![b'x'; OUTPUT_BYTES_MAX / 2];
+        out.send(half.clone());
+        out.send(half.clone());
+        out.send(b"dropped\n".to_vec());
+        assert_eq!(out.take().len(), OUTPUT_BYTES_MAX);
+        out.send(b"taken again\n".to_vec());
+        assert_eq!(out.take(), b"taken again\n");
     }
 }

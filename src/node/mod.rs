@@ -4,9 +4,11 @@
 //! nodes of the cluster as one log (`cluster.md`).
 //!
 //! # Layout
-//! - [`lines`]: the byte streams: request lines in, message lines out.
+//! - [`lines`]: request lines cut from the input, reply lines collected for output.
+//! - [`stdio`]: stdin and stdout as non-blocking pipes on the loop's thread.
 //! - [`protocol`]: Maelstrom's envelope, client requests and replies.
 //! - [`peer`]: node-to-node messages.
+//! - [`poll`]: poll replies built straight from the mapped records.
 //! - [`owner`]: the cluster's nodes and which one owns a key.
 //! - [`syncer`]: group commit on its own thread.
 //! - [`forward`]: sends for keys another node owns, coalesced per owner.
@@ -22,20 +24,22 @@ pub mod forward;
 pub mod lines;
 pub mod owner;
 pub mod peer;
+pub mod poll;
 pub mod protocol;
 pub mod replicate;
 pub mod server;
+pub mod stdio;
 pub mod syncer;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::log;
 use crate::storage::store::{SEGMENT_BYTES_DEFAULT, StoreConfig};
-use lines::{INPUT_LINES_MAX, Input, Outbox};
+use lines::{Input, Outbox, Splitter};
 use owner::Cluster;
 use protocol::{Incoming, ParseError, ReplyBody, ReplyTo, Request, code};
 use server::Server;
@@ -67,59 +71,105 @@ pub struct NodeArgs {
 pub fn run(args: &NodeArgs) -> Result<(), String> {
     log::init(args.verbose);
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
         .enable_time()
         .build()
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
-    let result = runtime.block_on(serve(
-        tokio::io::BufReader::new(tokio::io::stdin()),
-        tokio::io::stdout(),
-        args.clone(),
-    ));
-    // The stdin reader may be blocked in a read that only the process's end
-    // interrupts: do not wait for it.
+    let result = runtime.block_on(async {
+        // Pipes, as Maelstrom gives them, are read and written on this
+        // thread; anything else goes through tokio's thread pool.
+        let (input, output) = (stdio::stdin(), stdio::stdout());
+        serve(input, output, args.clone()).await
+    });
+    // A fallback stdin reader may be blocked in a read that only the
+    // process's end interrupts: do not wait for it.
     runtime.shutdown_background();
     result
 }
 
-/// Runs the node over `input` and `output` until the input ends.
-pub async fn serve<R, W>(input: R, output: W, args: NodeArgs) -> Result<(), String>
+/// Runs the node over `input` and `output` until the input ends and every
+/// write it acknowledged is answered: the event loop over input, finished
+/// sync points, output and the timer. [`run`] calls it with stdin and
+/// stdout; tests call it with in-memory pipes.
+pub async fn serve<R, W>(mut input: R, mut output: W, args: NodeArgs) -> Result<(), String>
 where
-    R: AsyncBufRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
-    let (out, out_rx) = Outbox::new();
-    let writer = tokio::spawn(lines::write_lines(output, out_rx));
-    let (in_tx, mut in_rx) = mpsc::channel(INPUT_LINES_MAX);
-    tokio::spawn(lines::read_lines(input, in_tx));
+    let out = Outbox::default();
+    let mut splitter = Splitter::default();
+    let mut read_buf = vec![0u8; lines::READ_BYTES];
+    let mut lines = Vec::new();
+    // Output being written, and how much of it is out.
+    let mut writing: Vec<u8> = Vec::new();
+    let mut written = 0;
+    let mut output_open = true;
     // Made at init, with the syncer.
     let mut synced_rx: Option<SyncedReceiver> = None;
     let mut server: Option<Server> = None;
     let mut input_open = true;
+    // Set once the syncer has drained and the store is closed.
+    let mut shutdown_result: Option<Result<(), String>> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if written == writing.len() {
+            writing = out.take();
+            written = 0;
+        }
+        if !input_open && server.is_none() && written == writing.len() {
+            break;
+        }
         tokio::select! {
-            item = in_rx.recv(), if input_open => match item {
-                Some(Input::Line(line)) => {
-                    handle_line(&line, &mut server, &mut synced_rx, &args, &out);
+            read = input.read(&mut read_buf), if input_open => {
+                match read {
+                    Ok(0) | Err(_) => {
+                        if let Err(e) = read {
+                            log::warn(format_args!("reading input: {e}"));
+                        }
+                        splitter.finish(&mut lines);
+                        input_open = false;
+                    }
+                    Ok(n) => splitter.feed(&read_buf[..n], &mut lines),
                 }
-                Some(Input::TooLong { bytes }) => log::warn(format_args!(
-                    "skipped an input line of {bytes} bytes, over the limit of {}",
-                    lines::LINE_BYTES_MAX
-                )),
-                None => {
-                    input_open = false;
-                    match &server {
-                        // The syncer drains what waits; the loop ends when
-                        // its channel closes.
-                        Some(server) => server.close_syncer(),
-                        None => break,
+                for item in lines.drain(..) {
+                    match item {
+                        Input::Line(line) => {
+                            handle_line(&line, &mut server, &mut synced_rx, &args, &out);
+                        }
+                        Input::TooLong { bytes } => log::warn(format_args!(
+                            "skipped an input line of {bytes} bytes, over the limit of {}",
+                            lines::LINE_BYTES_MAX
+                        )),
+                    }
+                }
+                if !input_open && let Some(server) = &server {
+                    // The syncer drains what waits; the loop ends when its
+                    // channel closes.
+                    server.close_syncer();
+                }
+            },
+            result = output.write(&writing[written..]), if output_open && written < writing.len() => {
+                match result {
+                    Ok(n) if n > 0 => written += n,
+                    Ok(_) | Err(_) => {
+                        log::warn(format_args!("output closed: {result:?}; replies are dropped"));
+                        output_open = false;
                     }
                 }
             },
             synced = recv_synced(&mut synced_rx), if server.is_some() => match (synced, &mut server) {
-                (Some(synced), Some(server)) => server.on_synced(synced, Instant::now()),
-                _ => break,
+                (Some(synced), Some(running)) => running.on_synced(synced, Instant::now()),
+                _ => {
+                    // The syncer is done: close the store, then write what is left.
+                    if let Some(done) = server.take() {
+                        let closed = done.shut_down();
+                        if closed.is_ok() {
+                            log::info(format_args!("closed cleanly"));
+                        }
+                        shutdown_result = Some(closed);
+                    }
+                }
             },
             _ = tick.tick(), if input_open && server.is_some() => {
                 if let Some(server) = &mut server {
@@ -127,21 +177,15 @@ where
                 }
             }
         }
+        if !output_open {
+            // Nobody reads us: keep what is written from piling up.
+            out.take();
+            writing.clear();
+            written = 0;
+        }
     }
-    let result = match server {
-        Some(server) => server.shut_down(),
-        None => Ok(()),
-    };
-    if result.is_ok() {
-        log::info(format_args!("closed cleanly"));
-    }
-    drop(out);
-    match writer.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => log::warn(format_args!("writing output: {e}")),
-        Err(e) => log::warn(format_args!("the output writer failed: {e}")),
-    }
-    result
+    let _ = output.flush().await;
+    shutdown_result.unwrap_or(Ok(()))
 }
 
 type SyncedReceiver = mpsc::UnboundedReceiver<syncer::Synced<server::Pending>>;
@@ -319,7 +363,7 @@ mod tests {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             verbose: 0,
         };
-        let (out, _rx) = Outbox::new();
+        let out = Outbox::default();
         for bad in ["", "..", "a/b", "n0\0"] {
             let (tx, _) = mpsc::unbounded_channel();
             assert!(

@@ -4,33 +4,22 @@
 //! the store is shared, with the syncer thread.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde_json::value::RawValue;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::forward::{Answer, Forwarder};
 use super::lines::Outbox;
 use super::owner::Cluster;
 use super::peer::{ForwardResult, PeerReply, PeerRequest, Replicate};
+use super::poll;
 use super::protocol::{self, ReplyBody, ReplyTo, Request, code};
 use super::replicate::{self, Replicator, ReplyOutcome};
 use super::syncer::{Synced, Syncer, lock};
 use crate::log;
 use crate::storage::error::Error;
 use crate::storage::store::{Store, StoreConfig};
-
-/// Records returned per key by one poll. The workload writes at most 16 per
-/// key, so this never cuts its final catch-up read short, and it bounds the
-/// work one poll of a long log can ask for.
-pub const POLL_RECORDS_PER_KEY_MAX: usize = 1024;
-
-/// Message bytes in one poll reply. 1 MiB lets the final read fetch hundreds
-/// of short keys per round trip while keeping a reply line a size that a
-/// JSON parser on the other end handles quickly.
-pub const POLL_REPLY_BYTES_MAX: usize = 1 << 20;
 
 /// Forward message ids remembered per peer, to drop a forward that arrives
 /// twice: a forward is never resent, so only a duplicating network could
@@ -527,20 +516,8 @@ impl Server {
     }
 
     fn poll(&self, to: &ReplyTo, offsets: &[(String, u64)]) {
-        let msgs = poll(&mut lock(&self.store), offsets);
-        match serde_json::from_str::<&RawValue>(&msgs) {
-            Ok(msgs) => self.reply(
-                to,
-                &ReplyBody::PollOk {
-                    in_reply_to: to.msg_id,
-                    msgs,
-                },
-            ),
-            Err(e) => {
-                log::warn(format_args!("a stored message is not JSON: {e}"));
-                self.reply_error(to, code::CRASH, "a stored message is not JSON");
-            }
-        }
+        let line = poll::poll_reply(&mut lock(&self.store), to, offsets);
+        self.out.send(line);
     }
 }
 
@@ -570,50 +547,4 @@ fn boot_id() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ u64::from(std::process::id()).rotate_left(48)
-}
-
-/// Reads the durable records each key has at or after its offset, within
-/// the poll limits, and returns the `msgs` object as JSON text. Keys with no
-/// records are left out (an empty list breaks Maelstrom's checker).
-fn poll(store: &mut Store, offsets: &[(String, u64)]) -> String {
-    let mut msgs = String::from("{");
-    let mut budget = POLL_REPLY_BYTES_MAX;
-    for (key, from) in offsets {
-        if budget == 0 {
-            break;
-        }
-        let mut records = String::new();
-        let mut count = 0;
-        let result = store.read(key, *from, &mut |offset, payload| {
-            let Ok(text) = std::str::from_utf8(payload) else {
-                return false;
-            };
-            // Always take one record, so a poll of one huge message progresses.
-            if count > 0 && text.len() > budget {
-                budget = 0;
-                return false;
-            }
-            budget = budget.saturating_sub(text.len());
-            if count > 0 {
-                records.push(',');
-            }
-            let _ = write!(records, "[{offset},{text}]");
-            count += 1;
-            count < POLL_RECORDS_PER_KEY_MAX && budget > 0
-        });
-        if let Err(e) = result {
-            log::warn(format_args!("poll of key {key:?} stopped: {e}"));
-        }
-        if count > 0 {
-            if msgs.len() > 1 {
-                msgs.push(',');
-            }
-            msgs.push_str(&serde_json::to_string(key).expect("strings serialize"));
-            msgs.push_str(":[");
-            msgs.push_str(&records);
-            msgs.push(']');
-        }
-    }
-    msgs.push('}');
-    msgs
 }

@@ -46,6 +46,10 @@ struct Waiting<T> {
     items: Vec<T>,
     /// Set at end of input: the syncer drains what is waiting and exits.
     closing: bool,
+    /// Whether the syncer thread sleeps on the condition variable. Only then
+    /// does a push wake it: while it runs a sync point, it takes the next
+    /// batch when done, and a wake-up per write would cost a system call each.
+    asleep: bool,
 }
 
 struct Shared<T> {
@@ -74,6 +78,7 @@ impl<T: Send + 'static> Syncer<T> {
             waiting: Mutex::new(Waiting {
                 items: Vec::new(),
                 closing: false,
+                asleep: false,
             }),
             wake: Condvar::new(),
         });
@@ -96,8 +101,13 @@ impl<T: Send + 'static> Syncer<T> {
 
     /// Queues a write the store has applied, to be reported once durable.
     pub fn push(&self, item: T) {
-        lock(&self.shared.waiting).items.push(item);
-        self.shared.wake.notify_one();
+        let mut waiting = lock(&self.shared.waiting);
+        waiting.items.push(item);
+        if waiting.asleep {
+            waiting.asleep = false;
+            drop(waiting);
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Asks the thread to drain what is waiting and exit; its last batch
@@ -123,11 +133,13 @@ fn sync_loop<T>(shared: &Shared<T>, store: &Mutex<Store>, done: &UnboundedSender
         let items = {
             let mut waiting = lock(&shared.waiting);
             while waiting.items.is_empty() && !waiting.closing {
+                waiting.asleep = true;
                 waiting = shared
                     .wake
                     .wait(waiting)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
+            waiting.asleep = false;
             if waiting.items.is_empty() {
                 return;
             }
