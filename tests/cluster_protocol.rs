@@ -452,7 +452,11 @@ async fn a_cut_off_owner_costs_availability_not_correctness_and_catches_up() {
     let reply = c.send("n0", &isolated_key, 4).await;
     let last = offset(&reply);
     let owners_log = c.read_all("n2", &isolated_key).await;
-    assert_eq!(owners_log.len() as u64, last + 1);
+    assert_eq!(
+        owners_log.len() as u64,
+        last + 1,
+        "read your acknowledged writes"
+    );
     for id in ["n0", "n1"] {
         c.await_log(id, &isolated_key, &owners_log).await;
     }

@@ -121,6 +121,36 @@ where
             break;
         }
         tokio::select! {
+            // Answers first, then writing them, then timers, then new
+            // requests: a busy input must not starve the others.
+            biased;
+            synced = recv_synced(&mut synced_rx), if server.is_some() => match (synced, &mut server) {
+                (Some(synced), Some(running)) => running.on_synced(synced, Instant::now()),
+                _ => {
+                    // The syncer is done: close the store, then write what is left.
+                    if let Some(done) = server.take() {
+                        let closed = done.shut_down();
+                        if closed.is_ok() {
+                            log::info(format_args!("closed cleanly"));
+                        }
+                        shutdown_result = Some(closed);
+                    }
+                }
+            },
+            result = output.write(&writing[written..]), if output_open && written < writing.len() => {
+                match result {
+                    Ok(n) if n > 0 => written += n,
+                    Ok(_) | Err(_) => {
+                        log::warn(format_args!("output closed: {result:?}; replies are dropped"));
+                        output_open = false;
+                    }
+                }
+            },
+            _ = tick.tick(), if input_open && server.is_some() => {
+                if let Some(server) = &mut server {
+                    server.on_tick(Instant::now());
+                }
+            },
             read = input.read(&mut read_buf), if input_open => {
                 match read {
                     Ok(0) | Err(_) => {
@@ -149,33 +179,6 @@ where
                     server.close_syncer();
                 }
             },
-            result = output.write(&writing[written..]), if output_open && written < writing.len() => {
-                match result {
-                    Ok(n) if n > 0 => written += n,
-                    Ok(_) | Err(_) => {
-                        log::warn(format_args!("output closed: {result:?}; replies are dropped"));
-                        output_open = false;
-                    }
-                }
-            },
-            synced = recv_synced(&mut synced_rx), if server.is_some() => match (synced, &mut server) {
-                (Some(synced), Some(running)) => running.on_synced(synced, Instant::now()),
-                _ => {
-                    // The syncer is done: close the store, then write what is left.
-                    if let Some(done) = server.take() {
-                        let closed = done.shut_down();
-                        if closed.is_ok() {
-                            log::info(format_args!("closed cleanly"));
-                        }
-                        shutdown_result = Some(closed);
-                    }
-                }
-            },
-            _ = tick.tick(), if input_open && server.is_some() => {
-                if let Some(server) = &mut server {
-                    server.on_tick(Instant::now());
-                }
-            }
         }
         if !output_open {
             // Nobody reads us: keep what is written from piling up.

@@ -207,11 +207,12 @@ impl Server {
         }
     }
 
-    /// Answers the writes a sync point covered, and schedules the records it
-    /// made durable for replication.
+    /// Answers the writes a sync point made durable, and schedules their
+    /// records for replication.
     pub fn on_synced(&mut self, synced: Synced<Pending>, now: Instant) {
-        let failed = synced.result.as_ref().err();
-        for item in synced.items {
+        let Synced { items, result } = synced;
+        let failed = result.as_ref().err();
+        for item in items {
             match item {
                 Pending::Send { to, key, offset } => match failed {
                     None => {

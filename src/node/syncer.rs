@@ -16,7 +16,6 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::log;
-use crate::storage::error::Error;
 use crate::storage::store::Store;
 
 /// Writes that may wait for a sync point at once. A sync point takes a few
@@ -34,13 +33,13 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A batch of writes and whether the sync point that covered them succeeded.
+/// A batch of writes and whether the sync point that covered them made
+/// them durable. Readers see them by the time this arrives.
 pub struct Synced<T> {
     pub items: Vec<T>,
     /// `Err` holds why the sync point failed: the writes may or may not be durable.
     pub result: Result<(), String>,
 }
-
 /// Writes that wait for the next sync point.
 struct Waiting<T> {
     items: Vec<T>,
@@ -145,24 +144,36 @@ fn sync_loop<T>(shared: &Shared<T>, store: &Mutex<Store>, done: &UnboundedSender
             }
             std::mem::take(&mut waiting.items)
         };
-        let result = sync_point(store).map_err(|e| e.to_string());
+        let mut plan = match lock(store).prepare_sync() {
+            Ok(plan) => plan,
+            Err(e) => {
+                let result = Err(e.to_string());
+                if done.send(Synced { items, result }).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let executed = plan.execute();
+        let took = started.elapsed();
+        // Durable: readable and acknowledged now; the segment writes that
+        // publish the records follow, without holding up the answers.
+        if executed.is_ok() {
+            lock(store).confirm_sync(&mut plan);
+        }
+        let result = executed.as_ref().map(|_| ()).map_err(|e| e.to_string());
         if done.send(Synced { items, result }).is_err() {
             // The event loop is gone: nobody is left to answer.
             return;
         }
+        let keys = plan.key_count();
+        if let Err(e) = lock(store).complete_sync(plan, executed) {
+            log::warn(format_args!("publishing a sync point failed: {e}"));
+        }
+        log::info(format_args!(
+            "sync of {keys} keys: durable after {took:?}, published after {:?}",
+            started.elapsed()
+        ));
     }
-}
-
-/// One sync point: write buffers under the lock, fdatasync without it,
-/// publish under it again.
-fn sync_point(store: &Mutex<Store>) -> Result<(), Error> {
-    let plan = lock(store).prepare_sync()?;
-    let started = Instant::now();
-    let executed = plan.execute();
-    log::info(format_args!(
-        "sync of {} keys took {:?}",
-        plan.key_count(),
-        started.elapsed()
-    ));
-    lock(store).complete_sync(plan, executed)
 }

@@ -14,9 +14,13 @@
 //!   segment is fdatasynced, as before the journal existed; published when
 //!   that sync completes.
 //!
-//! Offsets, in order: `visible_end <= written_end <= next_offset` and
-//! `visible_end <= journaled_end <= next_offset`. Readers see offsets below
-//! `visible_end`; `pending` holds the frames of `[visible_end, next_offset)`.
+//! Offsets, in order: `visible_end <= written_end <= next_offset`,
+//! `visible_end <= journaled_end <= next_offset` and `visible_end <=
+//! durable_end <= next_offset`. `pending` holds the frames of
+//! `[visible_end, next_offset)`. Readers see offsets below `durable_end`:
+//! those below `visible_end` from the segments, the rest (durable, not yet
+//! written out) from `pending`, so a record is readable as soon as the sync
+//! point that made it durable is confirmed, before its segment write.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -72,9 +76,12 @@ pub struct KeyLog {
     written_end: u64,
     /// Offset after the last record copied into a journal batch.
     journaled_end: u64,
+    /// Offset after the last record written to the segments and published:
+    /// where `pending` starts.
+    visible_end: u64,
     /// Offset after the last durable record: readers see nothing at or
     /// past it.
-    visible_end: u64,
+    durable_end: u64,
 }
 
 impl KeyLog {
@@ -101,6 +108,7 @@ impl KeyLog {
             .map_or(0, |active| active.next_offset().unwrap_or_default());
         let mut log = KeyLog {
             visible_end: end,
+            durable_end: end,
             written_end: end,
             journaled_end: end,
             next_offset: end,
@@ -132,7 +140,20 @@ impl KeyLog {
 
     /// Offset after the last durable record: the log's visible length.
     pub fn durable_next_offset(&self) -> u64 {
+        self.durable_end
+    }
+
+    /// Offset after the last record written to the segments and published.
+    pub fn published_end(&self) -> u64 {
         self.visible_end
+    }
+
+    /// Records before `end` are durable (their sync point's fdatasync is
+    /// done): readers see them from now on, from memory until they are
+    /// written out and published.
+    pub fn confirm(&mut self, end: u64) {
+        debug_assert!(end <= self.next_offset, "confirmed past the last append");
+        self.durable_end = self.durable_end.max(end.min(self.next_offset));
     }
 
     /// Offset the next append gets: past every appended record, durable or not.
@@ -302,6 +323,7 @@ impl KeyLog {
             *start -= bytes;
         }
         self.visible_end = end;
+        self.durable_end = self.durable_end.max(end);
         self.journaled_end = self.journaled_end.max(end);
         if let Some(active) = self.active.as_mut() {
             let written = active.file_len();
@@ -313,6 +335,44 @@ impl KeyLog {
     /// returns false or the log ends. A corrupt record ends the read with an
     /// error; records before it have been delivered.
     pub fn read(&mut self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
+        if from >= self.durable_end {
+            return Ok(());
+        }
+        let mut go_on = true;
+        if from < self.visible_end {
+            let visit = &mut |offset: u64, payload: &[u8]| {
+                go_on = visit(offset, payload);
+                go_on
+            };
+            self.read_segments(from, visit)?;
+            if !go_on {
+                return Ok(());
+            }
+        }
+        // Durable records not yet written out: from their frames in memory,
+        // which this process encoded.
+        for offset in from.max(self.visible_end)..self.durable_end {
+            let frame = self.frames(offset, offset + 1);
+            let record = format::decode_log_record(frame).map_err(|e| {
+                Error::corrupt(
+                    &self.dir,
+                    offset,
+                    format!("a pending record in memory: {e}"),
+                )
+            })?;
+            if !visit(offset, record.payload) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`KeyLog::read`] of what the segments hold (offsets below `visible_end`).
+    fn read_segments(
+        &mut self,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<()> {
         let end = self.visible_end;
         if from >= end {
             return Ok(());

@@ -722,7 +722,7 @@ impl Store {
             // keeps the segment's bytes keeps this note, so recovery checks
             // and syncs the key.
             let mut builder = self.journal.builder();
-            builder.add_direct(&key, open.log.durable_next_offset());
+            builder.add_direct(&key, open.log.published_end());
             self.journal.append(builder)?;
             self.mentioned.insert(key.clone());
         }
@@ -833,6 +833,23 @@ impl Store {
         Ok(())
     }
 
+    /// Makes what `plan` covered readable once its execution succeeded,
+    /// before it is written out and published: records are served from
+    /// memory until then, and commits are durable. Call it between
+    /// [`SyncPlan::execute`] and [`Store::complete_sync`], so
+    /// acknowledgements need not wait for the segment writes; a plan that
+    /// failed to execute is not confirmed.
+    pub fn confirm_sync(&mut self, plan: &mut SyncPlan) {
+        for (key, end) in &plan.keys {
+            if let Some(open) = self.open.get_mut(key) {
+                open.log.confirm(*end);
+            }
+        }
+        if let Some(commits) = plan.commits.take() {
+            self.offsets.complete(commits);
+        }
+    }
+
     /// Publishes what `plan` covered if its execution succeeded; poisons the
     /// store if it failed.
     pub fn complete_sync(&mut self, plan: SyncPlan, executed: Result<()>) -> Result<()> {
@@ -844,6 +861,8 @@ impl Store {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
+        let mut plan = plan;
+        self.confirm_sync(&mut plan);
         let result = self.publish(plan);
         if let Err(e) = &result {
             self.poison(e);

@@ -4,7 +4,7 @@
 use seglog::{Error, Store};
 use tempfile::TempDir;
 
-use crate::common::{message, read_ok, small_segments};
+use crate::common::{self, message, read_ok, small_segments};
 
 #[test]
 fn append_at_takes_only_the_next_offset_and_survives_reopen() {
@@ -57,4 +57,45 @@ fn keys_lists_every_key_with_a_log_short_long_and_odd() {
     assert_eq!(keys, expected);
     let committed: Vec<_> = store.committed_offsets().collect();
     assert_eq!(committed, vec![("only-committed", 3)]);
+}
+
+/// Records a sync point made durable are readable once it is confirmed,
+/// before the segment writes that publish them: acknowledgements and
+/// reads go out without waiting for those writes.
+#[test]
+fn confirmed_records_are_readable_before_they_are_published() {
+    let tmp = TempDir::new().expect("tempdir");
+    let mut store = Store::open(tmp.path(), small_segments(256)).expect("open");
+    for i in 0..5 {
+        store.append("k", &message(i)).expect("append");
+    }
+    store.append("other", b"1").expect("append");
+    store.commit("k", 2).expect("commit");
+    let mut plan = store.prepare_sync().expect("prepare");
+    let executed = plan.execute();
+    assert!(executed.is_ok());
+    assert!(
+        read_ok(&mut store, "k").is_empty(),
+        "nothing before confirmation"
+    );
+    assert_eq!(store.committed("k"), None);
+    store.confirm_sync(&mut plan);
+    assert_eq!(store.durable_next_offset("k").expect("end"), 5);
+    let confirmed = read_ok(&mut store, "k");
+    assert_eq!(confirmed.len(), 5);
+    assert_eq!(confirmed[3], (3, message(3)));
+    assert_eq!(store.committed("k"), Some(2));
+    // Appends after the plan are not readable; reads from the middle work.
+    store.append("k", &message(5)).expect("append");
+    let (tail, error) = common::read_all(&mut store, "k", 3);
+    assert!(error.is_none());
+    assert_eq!(tail.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![3, 4]);
+    store.complete_sync(plan, executed).expect("complete");
+    assert_eq!(read_ok(&mut store, "k"), confirmed);
+    store.sync().expect("sync");
+    store.close().expect("close");
+    let mut store = Store::open(tmp.path(), small_segments(256)).expect("reopen");
+    let all = read_ok(&mut store, "k");
+    assert_eq!(all.len(), 6);
+    assert_eq!(store.committed("k"), Some(2));
 }
