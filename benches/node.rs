@@ -51,6 +51,11 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outstanding requests the open-loop phase tolerates before calling the node saturated.
 const PACED_BACKLOG_MAX: usize = 10_000;
 
+/// The node's limit on message bytes in one poll reply
+/// (`seglog::node::poll::POLL_REPLY_BYTES_MAX`): a reply well under it was
+/// not cut short, so the keys it left out are read to their end.
+const POLL_REPLY_BYTES: usize = 1 << 20;
+
 /// Client name on every bench request.
 const SRC: &str = "c1";
 
@@ -185,6 +190,8 @@ fn bench_node(
         "polls",
     );
 
+    catch_up_read(&connection)?;
+
     let paced = open_loop(&connection, phase, || {
         sequence += 1;
         send_body(&mut rng, sequence)
@@ -213,6 +220,62 @@ fn bench_node(
     }
     drop(errors);
     Ok(sends)
+}
+
+/// Maelstrom's final read: one client polls every key from offset 0, all
+/// keys in each request, until every key is read to its end; prints records
+/// per second.
+fn catch_up_read(connection: &Connection) -> Result<(), String> {
+    let mut positions: HashMap<String, u64> = (0..KEYS).map(|k| (key_name(k), 0)).collect();
+    let started = Instant::now();
+    let mut records = 0_u64;
+    let mut polls = 0_u64;
+    // From each request to the moment its reply line was read: the node's
+    // part (and the pipes'), without the client's decoding of the reply.
+    let mut node_time = Duration::ZERO;
+    while !positions.is_empty() {
+        let offsets: serde_json::Map<String, Value> = positions
+            .iter()
+            .map(|(key, &from)| (key.clone(), json!(from)))
+            .collect();
+        let asked = Instant::now();
+        let reply = connection
+            .call(
+                SRC,
+                json!({"type": "poll", "offsets": offsets}),
+                REPLY_TIMEOUT,
+            )
+            .map_err(|e| format!("catch-up poll failed: {e:?}"))?;
+        node_time += reply.received_at.saturating_duration_since(asked);
+        polls += 1;
+        let msgs = reply.body["msgs"]
+            .as_object()
+            .ok_or_else(|| format!("not a poll_ok: {}", reply.body))?;
+        // A key the reply leaves out has nothing more, unless the reply was
+        // cut by its size limit before reaching it: keys it did return stay.
+        let returned: std::collections::HashSet<&String> = msgs.keys().collect();
+        for (key, list) in msgs {
+            let list = list.as_array().ok_or("msgs entries are lists")?;
+            records += list.len() as u64;
+            if let Some(last) = list.last().and_then(|r| r[0].as_u64()) {
+                positions.insert(key.clone(), last + 1);
+            }
+        }
+        let reply_bytes: usize = msgs.values().map(|v| v.to_string().len()).sum();
+        if reply_bytes < POLL_REPLY_BYTES / 2 {
+            positions.retain(|key, _| returned.contains(key));
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "catch-up read from offset 0 over {KEYS} keys, one client: {:.0} records/s \
+         ({records} records in {polls} polls, {:.0} ms; {:.0} records/s counting only \
+         the time until each reply was read, not the client's decoding)",
+        records as f64 / elapsed.as_secs_f64(),
+        millis(elapsed),
+        records as f64 / node_time.as_secs_f64(),
+    );
+    Ok(())
 }
 
 fn env_u64(name: &str, default: u64) -> Result<u64, String> {
