@@ -6,6 +6,8 @@ mod common;
 mod crash;
 #[path = "storage/damage.rs"]
 mod damage;
+#[path = "storage/fuzz_finds.rs"]
+mod fuzz_finds;
 #[path = "storage/journal.rs"]
 mod journal;
 #[path = "storage/keys.rs"]

@@ -400,8 +400,13 @@ fn check_frames(frames: &[u8], first: u64, count: u32) -> std::result::Result<()
     if count == 0 {
         return Err("a records entry with no records".into());
     }
+    let Some(end) = first.checked_add(u64::from(count)) else {
+        return Err(format!(
+            "{count} records from offset {first} pass the largest offset"
+        ));
+    };
     let mut position = 0;
-    for expected in first..first + u64::from(count) {
+    for expected in first..end {
         let record = format::decode_log_record(&frames[position..])
             .map_err(|e| format!("record {expected}: {e}"))?;
         if record.offset != expected {
@@ -421,19 +426,22 @@ fn check_frames(frames: &[u8], first: u64, count: u32) -> std::result::Result<()
     Ok(())
 }
 
-/// Iterates over the `(offset, frame)` pairs of a records entry's frames.
+/// Iterates over the `(offset, frame)` pairs of a records entry's frames
+/// (which [`decode_batch`] checked); stops at anything that is not a whole
+/// frame rather than trusting it.
 pub fn frames(first: u64, frames: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
     let mut position = 0;
-    let mut offset = first;
+    let mut offset = Some(first);
     std::iter::from_fn(move || {
-        if position >= frames.len() {
+        let rest = frames.get(position..)?;
+        if rest.len() < format::RECORD_HEADER_SIZE {
             return None;
         }
-        let size = frame_size(&frames[position..]);
-        let frame = &frames[position..position + size];
-        position += size;
-        offset += 1;
-        Some((offset - 1, frame))
+        let frame = rest.get(..frame_size(rest))?;
+        let this = offset?;
+        position += frame.len();
+        offset = this.checked_add(1);
+        Some((this, frame))
     })
 }
 
