@@ -155,13 +155,14 @@ fn sync_loop<T>(shared: &Shared<T>, store: &Mutex<Store>, done: &UnboundedSender
             }
         };
         let started = Instant::now();
-        let executed = plan.execute();
+        // Durable: readable and acknowledged now, unless the store refuses
+        // (a sync that failed meanwhile poisons it: then nothing is
+        // acknowledged); the segment writes that publish the records
+        // follow, without holding up the answers.
+        let executed = plan
+            .execute()
+            .and_then(|()| lock(store).confirm_sync(&mut plan));
         let took = started.elapsed();
-        // Durable: readable and acknowledged now; the segment writes that
-        // publish the records follow, without holding up the answers.
-        if executed.is_ok() {
-            lock(store).confirm_sync(&mut plan);
-        }
         let result = executed.as_ref().map(|_| ()).map_err(|e| e.to_string());
         if done.send(Synced { items, result }).is_err() {
             // The event loop is gone: nobody is left to answer.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::log;
 use crate::storage::checkpoint::{self, Found};
 use crate::storage::error::{Error, Result};
+use crate::storage::format::FILE_HEADER_SIZE;
 use crate::storage::journal::{self, Entry};
 use crate::storage::recovery::JournalEntry;
 
@@ -303,17 +304,45 @@ pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<Rec
     Ok(recovered)
 }
 
+/// Whether a journal file's bytes hold no batch at all: a header alone, a
+/// header cut short or zero-filled (a crash while the file was created), or
+/// bytes in which no batch decodes.
+fn holds_no_batch(bytes: &[u8]) -> bool {
+    match journal::scan_file(bytes) {
+        Ok(scan) => {
+            scan.batches.is_empty()
+                && (scan.stop.is_none()
+                    || journal::find_batch_after(bytes, scan.end_position).is_none())
+        }
+        Err(_) => journal::find_batch_after(bytes, FILE_HEADER_SIZE as u64 - 1).is_none(),
+    }
+}
+
+/// Whether any file in `journal_dir` holds a batch: a store whose
+/// `checkpoint` is missing and whose journal holds none was being created
+/// (or converted from version 1) when it stopped, `store.rs` decides.
+pub fn any_batch(journal_dir: &Path) -> Result<bool> {
+    for seq in journal::list_files(journal_dir)? {
+        let path = journal_dir.join(journal::file_name(seq));
+        let bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        if !holds_no_batch(&bytes) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// A rotation creates the next journal file (synced) before it writes the
-/// marker that ends the current one. A crash between the two leaves a last
-/// file with no batch after a file with no marker: nothing was written to
-/// the new file, so it is removed and the journal continues in the old one.
+/// marker that ends the current one, and fdatasyncs the marker before the
+/// new file gets a batch. A crash between the two leaves a last file with
+/// no batch (perhaps not even a whole header) after a file with no marker:
+/// nothing was written to the new file, so it is removed and the journal
+/// continues in the old one.
 fn drop_interrupted_rotation(journal_dir: &Path, live: &mut Vec<u64>) -> Result<()> {
     while let [.., previous, last] = live[..] {
         let last_path = journal_dir.join(journal::file_name(last));
         let bytes = fs::read(&last_path).map_err(|e| Error::io("read", &last_path, e))?;
-        let empty = journal::scan_file(&bytes)
-            .is_ok_and(|scan| scan.batches.is_empty() && scan.stop.is_none());
-        if !empty {
+        if !holds_no_batch(&bytes) {
             return Ok(());
         }
         let previous_path = journal_dir.join(journal::file_name(previous));

@@ -49,6 +49,12 @@ pub struct Touched {
     pub files: Vec<PathBuf>,
     /// Whether a segment file was created (the key directory gained an entry).
     pub created: bool,
+    /// Whether a segment was sealed, or recovery found sealed segments the
+    /// crashed run may not have synced: until the next checkpoint syncs
+    /// them, the key gets no direct sync point (which syncs only the active
+    /// segment, while recovery trusts sealed ones only up to their first
+    /// invalid record).
+    pub sealed: bool,
     /// Bytes of records written.
     pub bytes: u64,
 }
@@ -96,10 +102,17 @@ impl KeyLog {
         segment_bytes: u64,
         entries: &[JournalEntry<'_>],
     ) -> Result<(KeyLog, Touched)> {
+        let mut touched = Touched::default();
         let (recovered, replay) = if entries.is_empty() {
             (recovery::recover_key(&dir, mode)?, Vec::new())
         } else {
             let journaled = recovery::recover_journaled_key(&dir, entries)?;
+            // The crashed run may have written these files, and the key's
+            // directory entries, without syncing them: even where they
+            // match the journal, the checkpoint that deletes it syncs them.
+            touched.sealed = journaled.unsynced.len() > 1;
+            touched.files = journaled.unsynced;
+            touched.created = true;
             (journaled.recovered, journaled.replay)
         };
         let end = recovered
@@ -120,7 +133,6 @@ impl KeyLog {
             pending: Vec::new(),
             frame_starts: Vec::new(),
         };
-        let mut touched = Touched::default();
         if !replay.is_empty() {
             for (offset, frame) in &replay {
                 assert_eq!(*offset, log.next_offset, "recovery replays in order");
@@ -128,7 +140,11 @@ impl KeyLog {
             }
             let end = log.next_offset;
             log.journaled_end = end;
-            touched = log.write_out(end)?;
+            let written = log.write_out(end)?;
+            touched.files.extend(written.files);
+            touched.created |= written.created;
+            touched.sealed |= written.sealed;
+            touched.bytes += written.bytes;
             log.publish(end);
         }
         Ok((log, touched))
@@ -284,6 +300,7 @@ impl KeyLog {
                         return Err(e);
                     }
                     touched.files.push(path);
+                    touched.sealed = true;
                     self.sealed.push(old.base_offset());
                 }
                 self.active = Some(Segment::create(&self.dir, offset)?);

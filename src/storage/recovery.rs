@@ -84,7 +84,11 @@ pub const DECISION_TABLE: &[Rule] = &[
         action: "a checkpoint interrupted before its rename: delete it; the previous checkpoint stands",
     },
     Rule {
-        state: "checkpoint missing or damaged, journal directory present",
+        state: "checkpoint missing, journal directory present, no journal file holding a batch",
+        action: "store creation or version 1 conversion interrupted (the checkpoint is written last): remove journal/ and create or convert the store again",
+    },
+    Rule {
+        state: "checkpoint damaged, or missing while a journal file holds a batch",
         action: "replay every journal file present (files a checkpoint covered replay idempotently)",
     },
     Rule {
@@ -96,8 +100,8 @@ pub const DECISION_TABLE: &[Rule] = &[
         action: "a live journal file was deleted: refuse to open with a Corrupt error naming it",
     },
     Rule {
-        state: "last journal file empty after a file that lacks its next-file marker",
-        action: "a rotation interrupted before its marker: delete the empty file; the journal continues in the one before",
+        state: "last journal file holding no batch (header only, cut short, zero-filled) after a file that lacks its next-file marker",
+        action: "a rotation interrupted before its marker: delete that file; the journal continues in the one before",
     },
     Rule {
         state: "journal: only zero bytes after the last whole batch",
@@ -141,7 +145,11 @@ pub const DECISION_TABLE: &[Rule] = &[
     },
     Rule {
         state: "segment records past everything the journal holds for a key it mentions (a direct sync point's)",
-        action: "keep them under the segment tail rules above and fdatasync their files before serving them",
+        action: "keep them under the segment tail rules above and fdatasync their files and directories before serving them",
+    },
+    Rule {
+        state: "any key the live journal mentions, once recovered",
+        action: "the next checkpoint syncs its segment files from the first journaled offset on, its directory and logs/, and it gets no direct sync point before then (the crashed run may have left them unsynced)",
     },
     Rule {
         state: "commits in the live journal",
@@ -377,6 +385,10 @@ pub struct Journaled<'a> {
     /// Records to write to the segments, in offset order from the active
     /// segment's end: the journal's records the segments lack.
     pub replay: Vec<(u64, &'a [u8])>,
+    /// The `.log` files kept from the one holding the key's first
+    /// journaled offset on: written since the last checkpoint, perhaps
+    /// never synced.
+    pub unsynced: Vec<PathBuf>,
 }
 
 /// One record of the segments recovery checked: where it is and its CRC.
@@ -589,13 +601,25 @@ pub fn recover_journaled_key<'a>(
     }
     // Records kept that the journal does not hold (a direct sync point's):
     // possibly written and never synced, so sync them before serving them.
+    let unsynced: Vec<PathBuf> = match active_index {
+        Some(last) => bases[start.min(last)..=last]
+            .iter()
+            .map(|&base| dir.join(format::log_file_name(base)))
+            .collect(),
+        None => Vec::new(),
+    };
     let unjournaled = (j0..keep_end).any(|offset| !journaled.contains_key(&offset));
-    if unjournaled && let Some(last) = active_index {
-        for &base in &bases[start.min(last)..=last] {
-            let log_path = dir.join(format::log_file_name(base));
-            File::open(&log_path)
+    if unjournaled && !unsynced.is_empty() {
+        for log_path in &unsynced {
+            File::open(log_path)
                 .and_then(|f| f.sync_data())
-                .map_err(|e| Error::io("fdatasync", &log_path, e))?;
+                .map_err(|e| Error::io("fdatasync", log_path, e))?;
+        }
+        // Their directory entries too: served from now on, and no journal
+        // entry would bring them back.
+        crate::storage::fsutil::sync_dir(dir)?;
+        if let Some(logs_dir) = dir.parent() {
+            crate::storage::fsutil::sync_dir(logs_dir)?;
         }
     }
     let replay = (keep_end..reach)
@@ -608,6 +632,7 @@ pub fn recover_journaled_key<'a>(
                 active: None,
             },
             replay,
+            unsynced,
         });
     };
     let base = bases[last];
@@ -652,6 +677,7 @@ pub fn recover_journaled_key<'a>(
             active: Some(active),
         },
         replay,
+        unsynced,
     })
 }
 

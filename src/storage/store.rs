@@ -200,6 +200,9 @@ pub struct Store {
     mentioned: HashSet<String>,
     /// Segment files written since the last checkpoint, which it syncs.
     dirty_files: HashSet<PathBuf>,
+    /// Key directories with a sealed segment the last checkpoint did not
+    /// sync: no direct sync point for those keys until the next one.
+    dirty_sealed: HashSet<PathBuf>,
     /// Bytes of records written to segments since the last checkpoint:
     /// recovery may scan them all (a key the journal mentions is checked
     /// from its first journaled offset), so they start a checkpoint at the
@@ -271,6 +274,16 @@ impl SyncPlan {
         self.checkpoint.is_some()
     }
 
+    /// The segment files and directories the checkpoint riding on this
+    /// sync point syncs (none without one): for tests of what it covers.
+    #[doc(hidden)]
+    pub fn checkpoint_syncs(&self) -> (&[PathBuf], &[PathBuf]) {
+        match &self.checkpoint {
+            Some((job, _)) => (&job.files, &job.dirs),
+            None => (&[], &[]),
+        }
+    }
+
     /// fdatasyncs every file and fsyncs every directory of the plan, many
     /// at once when there are many (see `syncpool.rs`), then takes the
     /// checkpoint's steps if one rides on it.
@@ -339,9 +352,23 @@ impl Store {
         }
         let logs_dir = dir.join(LOGS_DIR_NAME);
         let journal_dir = dir.join(JOURNAL_DIR_NAME);
+        // The checkpoint is written last when a store is created or
+        // converted from version 1: without one, a journal that holds no
+        // batch is what an interrupted creation left (a store that ever
+        // took a write has a checkpoint), and it is made again.
+        let has_checkpoint = dir.join(checkpoint::CHECKPOINT_FILE_NAME).exists();
+        if !has_checkpoint && journal_dir.exists() && !journal_recovery::any_batch(&journal_dir)? {
+            log::warn(format_args!(
+                "{}: no checkpoint and no journal batch: store creation was interrupted, \
+                 creating the journal again",
+                dir.display()
+            ));
+            fs::remove_dir_all(&journal_dir).map_err(|e| Error::io("remove", &journal_dir, e))?;
+            fsutil::sync_dir(dir)?;
+        }
         // A store with neither a checkpoint nor a journal directory was
         // written by format version 1 (or is new).
-        let version_1 = !dir.join(checkpoint::CHECKPOINT_FILE_NAME).exists()
+        let version_1 = !has_checkpoint
             && !journal_dir.exists()
             && (logs_dir.exists() || dir.join(OFFSETS_FILE_NAME).exists());
         if !logs_dir.is_dir() {
@@ -439,6 +466,7 @@ impl Store {
             recovered,
             mentioned,
             dirty_files: HashSet::new(),
+            dirty_sealed: HashSet::new(),
             dirty_bytes: 0,
             dirty_dirs: HashMap::new(),
             dir_generation: 0,
@@ -659,7 +687,7 @@ impl Store {
             && !self.checkpointing
             && self.checkpoint_blocked.is_none()
             && (force_checkpoint || self.checkpoint_due())
-            && let Some(job) = self.start_checkpoint(&mut plan, steps)?
+            && let Some(job) = self.start_checkpoint(steps)?
         {
             plan.checkpoint = Some((job, steps));
             if steps.is_some_and(|s| s < 2) {
@@ -677,6 +705,9 @@ impl Store {
             && plan.checkpoint.is_none()
             && !self.offsets.has_pending()
             && !self.open[&unclaimed[0]].log.write_needs_new_segment()
+            && !self
+                .dirty_sealed
+                .contains(self.open[&unclaimed[0]].log.dir())
         {
             let key = unclaimed.into_iter().next().expect("one key");
             return self.direct_plan(plan, key);
@@ -724,6 +755,7 @@ impl Store {
             let mut builder = self.journal.builder();
             builder.add_direct(&key, open.log.published_end());
             self.journal.append(builder)?;
+            self.oldest_batch_at.get_or_insert_with(Instant::now);
             self.mentioned.insert(key.clone());
         }
         let (target, touched) = open.log.write_direct()?;
@@ -757,11 +789,7 @@ impl Store {
     /// what the recovered journal still holds for unopened keys, rotates the
     /// journal, and takes the lists of what to sync. `steps` stops part way
     /// (a test's crash point): the rotation's two steps count first.
-    fn start_checkpoint(
-        &mut self,
-        plan: &mut SyncPlan,
-        steps: Option<usize>,
-    ) -> Result<Option<Job>> {
+    fn start_checkpoint(&mut self, steps: Option<usize>) -> Result<Option<Job>> {
         self.checkpointing = true;
         let replayed = self.replay_recovered();
         self.checkpointing = false;
@@ -788,10 +816,13 @@ impl Store {
         let mut marker = self.journal.builder();
         marker.add_next_file(old_seq + 1);
         self.journal.append(marker)?;
-        plan.files.push((
-            Arc::clone(self.journal.file()),
-            self.journal.path().display().to_string(),
-        ));
+        // Durable before any batch goes to the new file: recovery refuses a
+        // journal whose later file holds batches when the earlier one has
+        // no marker naming it. One fdatasync per checkpoint, under the lock.
+        self.journal
+            .file()
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", self.journal.path(), e))?;
         let old = std::mem::replace(&mut self.journal, new);
         self.older_journals.push(old.path().to_path_buf());
         self.older_journal_bytes += old.len();
@@ -804,6 +835,7 @@ impl Store {
 
     fn job(&mut self, stale: Vec<PathBuf>) -> Job {
         self.dirty_bytes = 0;
+        self.dirty_sealed.clear();
         let mut files: Vec<PathBuf> = self.dirty_files.drain().collect();
         files.sort();
         let mut dirs: Vec<PathBuf> = self.dirty_dirs.drain().map(|(dir, _)| dir).collect();
@@ -839,7 +871,14 @@ impl Store {
     /// [`SyncPlan::execute`] and [`Store::complete_sync`], so
     /// acknowledgements need not wait for the segment writes; a plan that
     /// failed to execute is not confirmed.
-    pub fn confirm_sync(&mut self, plan: &mut SyncPlan) {
+    ///
+    /// Refused with [`Error::Poisoned`] once any sync of this store failed:
+    /// a failed fdatasync may have dropped dirty pages that a later one then
+    /// reports clean, so no plan's success can be trusted after it.
+    pub fn confirm_sync(&mut self, plan: &mut SyncPlan) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
         for (key, end) in &plan.keys {
             if let Some(open) = self.open.get_mut(key) {
                 open.log.confirm(*end);
@@ -848,6 +887,7 @@ impl Store {
         if let Some(commits) = plan.commits.take() {
             self.offsets.complete(commits);
         }
+        Ok(())
     }
 
     /// Publishes what `plan` covered if its execution succeeded; poisons the
@@ -862,7 +902,7 @@ impl Store {
             return Err(Error::Poisoned);
         }
         let mut plan = plan;
-        self.confirm_sync(&mut plan);
+        self.confirm_sync(&mut plan)?;
         let result = self.publish(plan);
         if let Err(e) = &result {
             self.poison(e);
@@ -934,6 +974,14 @@ impl Store {
         self.complete_sync(plan, executed)
     }
 
+    /// A sync point with a checkpoint riding on it, prepared only, for
+    /// tests that look at what it covers before executing it (complete it
+    /// like any plan).
+    #[doc(hidden)]
+    pub fn prepare_checkpoint(&mut self) -> Result<SyncPlan> {
+        self.prepare(true, None)
+    }
+
     /// For crash tests: starts a checkpoint and stops after `steps` of its
     /// steps (the rotation's two, then those of `checkpoint::Job::run`),
     /// leaving the store as a crash there would, fit only to be dropped.
@@ -955,6 +1003,15 @@ impl Store {
     pub fn close(mut self) -> Result<()> {
         self.sync()?;
         self.checkpoint()?;
+        if let Some(why) = &self.checkpoint_blocked {
+            // The journal still holds records no segment has: the next open
+            // must treat it as after a crash.
+            log::warn(format_args!(
+                "{}: closed without the clean mark, no checkpoint could run: {why}",
+                self.dir.display()
+            ));
+            return Ok(());
+        }
         let clean_path = self.dir.join(CLEAN_FILE_NAME);
         let mut file =
             File::create(&clean_path).map_err(|e| Error::io("create", &clean_path, e))?;
@@ -980,6 +1037,9 @@ impl Store {
         self.dirty_bytes += touched.bytes;
         if touched.created {
             self.mark_dir_dirty(key_dir.to_path_buf());
+        }
+        if touched.sealed {
+            self.dirty_sealed.insert(key_dir.to_path_buf());
         }
     }
 
@@ -1032,6 +1092,11 @@ impl Store {
                 }
             };
             self.note_touched(&dir, touched);
+            if taken.is_some() {
+                // The key's own directory entry may be as unsynced as its
+                // files (`KeyLog::open` reports those).
+                self.mark_dir_dirty(self.logs_dir.clone());
+            }
             // Make room first, so the key being opened is never the one evicted.
             self.evict_to(self.config.open_keys_max - 1);
             if self.open.len() >= self.config.open_keys_max {

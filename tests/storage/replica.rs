@@ -79,7 +79,7 @@ fn confirmed_records_are_readable_before_they_are_published() {
         "nothing before confirmation"
     );
     assert_eq!(store.committed("k"), None);
-    store.confirm_sync(&mut plan);
+    store.confirm_sync(&mut plan).expect("confirm");
     assert_eq!(store.durable_next_offset("k").expect("end"), 5);
     let confirmed = read_ok(&mut store, "k");
     assert_eq!(confirmed.len(), 5);

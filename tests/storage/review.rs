@@ -3,6 +3,7 @@
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 
+use seglog::storage::journal;
 use seglog::{Error, Store, StoreConfig};
 
 use tempfile::TempDir;
@@ -210,4 +211,172 @@ fn journal_of_long_keys_is_not_compacted_on_every_sync() {
     let store = Store::open(dir.path(), Default::default()).expect("reopen");
     assert_eq!(store.committed(&key(0)), Some(11));
     assert_eq!(store.committed(&key(1199)), Some(1));
+}
+
+/// After a crash, a key whose segments already match the journal has
+/// nothing replayed, yet the crashed run may never have synced those
+/// segments, nor the key's directory entries: the checkpoint that deletes
+/// the journal must sync them, or a power loss after it loses acknowledged
+/// records that nothing can bring back.
+#[test]
+fn checkpoint_after_a_crash_syncs_segments_that_already_matched_the_journal() {
+    let dir = TempDir::new().expect("tempdir");
+    let config = small_segments(256);
+    let mut store = Store::open(dir.path(), config).expect("open");
+    fill(&mut store, "k", 20);
+    let logs = segment_logs(&key_dir(dir.path(), "k"));
+    assert!(logs.len() > 2, "several segments: {logs:?}");
+    drop(store); // kill -9: the segments are written, not synced
+    let mut store = Store::open(dir.path(), config).expect("reopen");
+    assert_eq!(read_ok(&mut store, "k").len(), 20, "nothing to replay");
+    let plan = store.prepare_checkpoint().expect("checkpoint plan");
+    let (files, dirs) = plan.checkpoint_syncs();
+    for log in &logs {
+        assert!(files.contains(log), "{log:?} not in {files:?}");
+    }
+    for needed in [key_dir(dir.path(), "k"), dir.path().join("logs")] {
+        assert!(dirs.contains(&needed), "{needed:?} not in {dirs:?}");
+    }
+    let executed = plan.execute();
+    store.complete_sync(plan, executed).expect("checkpoint");
+    assert_eq!(read_ok(&mut store, "k").len(), 20);
+}
+
+/// A direct sync point fdatasyncs only the key's active segment. While a
+/// segment sealed since the last checkpoint is unsynced, a power loss can
+/// cut it short, and recovery then replays the journal from there and
+/// deletes the later segments, direct records and all: so there is no
+/// direct sync point for such a key until a checkpoint syncs it.
+#[test]
+fn no_direct_sync_point_while_a_sealed_segment_awaits_the_checkpoint() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), small_segments(256)).expect("open");
+    fill(&mut store, "k", 10);
+    assert!(segment_logs(&key_dir(dir.path(), "k")).len() > 1, "sealed");
+    store.append("k", &message(10)).expect("append");
+    let plan = store.prepare_sync().expect("plan");
+    assert!(!plan.is_direct(), "a sealed segment is not synced yet");
+    let executed = plan.execute();
+    store.complete_sync(plan, executed).expect("complete");
+    store.checkpoint().expect("checkpoint");
+    store.append("k", b"1").expect("append");
+    let plan = store.prepare_sync().expect("plan");
+    assert!(
+        plan.is_direct(),
+        "the checkpoint synced the sealed segments"
+    );
+    let executed = plan.execute();
+    store.complete_sync(plan, executed).expect("complete");
+    // After a crash, recovery cannot tell which sealed segments the run
+    // synced: no direct sync point until the next checkpoint either.
+    fill_more(&mut store, "k", 12);
+    drop(store);
+    let mut store = Store::open(dir.path(), small_segments(256)).expect("reopen");
+    assert_eq!(read_ok(&mut store, "k").len(), 12 + 12);
+    store.append("k", b"2").expect("append");
+    let plan = store.prepare_sync().expect("plan");
+    assert!(
+        !plan.is_direct(),
+        "recovered sealed segments are not synced"
+    );
+    let executed = plan.execute();
+    store.complete_sync(plan, executed).expect("complete");
+}
+
+/// Appends `count` more messages to `key` through one sync point.
+fn fill_more(store: &mut Store, key: &str, count: u64) {
+    for i in 0..count {
+        store.append(key, &message(i)).expect("append");
+    }
+    store.sync().expect("sync");
+}
+
+/// A crash while a rotation creates the next journal file can leave it
+/// empty, shorter than its header or zero-filled, next to a file with no
+/// marker naming it: no batch was ever written to it, so the store opens
+/// with every record of the file before.
+#[test]
+fn rotation_interrupted_while_creating_the_file_opens() {
+    for (what, damage) in [
+        ("empty", None),
+        ("short", Some(10)),
+        ("zero-filled", Some(0)),
+    ] {
+        let dir = TempDir::new().expect("tempdir");
+        let mut store = Store::open(dir.path(), Default::default()).expect("open");
+        store.append("a", b"1").expect("append");
+        store.append("b", b"2").expect("append");
+        store.sync().expect("sync");
+        store
+            .checkpoint_interrupted(1)
+            .expect("create the next file only");
+        drop(store);
+        let journal_dir = dir.path().join(journal::JOURNAL_DIR_NAME);
+        let seqs = journal::list_files(&journal_dir).expect("list");
+        assert_eq!(seqs.len(), 2, "{what}: {seqs:?}");
+        let new = journal_dir.join(journal::file_name(seqs[1]));
+        match damage {
+            None => fs::write(&new, b"").expect("empty"),
+            Some(0) => fs::write(&new, [0u8; 24]).expect("zeros"),
+            Some(len) => {
+                let bytes = fs::read(&new).expect("read");
+                fs::write(&new, &bytes[..len]).expect("short");
+            }
+        }
+        let mut store =
+            Store::open(dir.path(), Default::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(read_ok(&mut store, "a"), vec![(0, b"1".to_vec())], "{what}");
+        assert_eq!(read_ok(&mut store, "b"), vec![(0, b"2".to_vec())], "{what}");
+        assert!(!new.exists(), "{what}: the unused file is removed");
+        store.append("a", b"3").expect("append");
+        store.sync().expect("sync");
+        store.close().expect("close");
+        let mut store = Store::open(dir.path(), Default::default()).expect("reopen");
+        assert_eq!(read_ok(&mut store, "a").len(), 2, "{what}");
+    }
+}
+
+/// A crash while a store is created leaves `journal/` without a
+/// checkpoint, perhaps without file 0 or with file 0 torn: the store is
+/// created again instead of refusing to open.
+#[test]
+fn store_creation_interrupted_is_created_again() {
+    for file_0 in [None, Some(&b""[..]), Some(&[0u8; 24][..])] {
+        let dir = TempDir::new().expect("tempdir");
+        let journal_dir = dir.path().join(journal::JOURNAL_DIR_NAME);
+        fs::create_dir_all(&journal_dir).expect("journal dir");
+        if let Some(bytes) = file_0 {
+            fs::write(journal_dir.join(journal::file_name(0)), bytes).expect("file 0");
+        }
+        let mut store = Store::open(dir.path(), Default::default())
+            .unwrap_or_else(|e| panic!("{file_0:?}: {e}"));
+        store.append("a", b"1").expect("append");
+        store.sync().expect("sync");
+        drop(store);
+        let mut store = Store::open(dir.path(), Default::default()).expect("reopen");
+        assert_eq!(read_ok(&mut store, "a"), vec![(0, b"1".to_vec())]);
+    }
+}
+
+/// Once a sync point failed (the store is poisoned), no plan may be
+/// confirmed: the failed fdatasync may have dropped pages a later one
+/// reports clean. The syncer acknowledges only what `confirm_sync` accepts.
+#[test]
+fn poisoned_store_confirms_no_plan() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    store.append("a", b"1").expect("append");
+    store.append("b", b"1").expect("append");
+    let mut plan = store.prepare_sync().expect("plan");
+    plan.execute().expect("execute");
+    // Stands in for a sync point of another thread failing meanwhile: the
+    // interrupted checkpoint leaves the store poisoned.
+    store.checkpoint_interrupted(0).expect("poison");
+    assert!(store.is_poisoned());
+    assert!(matches!(
+        store.confirm_sync(&mut plan),
+        Err(Error::Poisoned)
+    ));
+    assert!(read_ok(&mut store, "a").is_empty(), "never shown");
+    assert!(store.complete_sync(plan, Ok(())).is_err());
 }
