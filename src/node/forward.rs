@@ -124,12 +124,15 @@ impl Forwarder {
             let mut batch = Vec::new();
             let mut bytes = 0;
             while let Some(next) = queue.queued.front() {
+                // As written on the line: a key's JSON escapes can make it
+                // six times its length.
+                let size = next.msg.len() + peer::quoted_len(&next.key);
                 let full = batch.len() >= FORWARD_SENDS_MAX
-                    || (!batch.is_empty() && bytes + next.msg.len() > FORWARD_BYTES_MAX);
+                    || (!batch.is_empty() && bytes + size > FORWARD_BYTES_MAX);
                 if full {
                     break;
                 }
-                bytes += next.msg.len() + next.key.len();
+                bytes += size;
                 batch.extend(queue.queued.pop_front());
             }
             let id = msg_id();

@@ -195,6 +195,19 @@ fn quoted(text: &str) -> String {
     serde_json::to_string(text).expect("strings serialize")
 }
 
+/// The length of `text` as a JSON string, quotes included (what
+/// [`quoted`] makes of it), without building it.
+pub fn quoted_len(text: &str) -> usize {
+    2 + text
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum::<usize>()
+}
+
 /// Builds the line of a `forward` from `src` to `dest`; each message is
 /// already compact JSON text.
 pub fn encode_forward<'a>(
@@ -295,6 +308,20 @@ impl ReplicateBuilder {
 mod tests {
     use super::*;
     use crate::node::protocol::{Incoming, Request, parse_line};
+
+    #[test]
+    fn quoted_len_is_the_length_of_the_json_string() {
+        for text in [
+            "",
+            "a",
+            "b\"/\\",
+            "\u{1}\n\t\u{1f}\u{7f}",
+            "é€😀",
+            &"\u{2}".repeat(100),
+        ] {
+            assert_eq!(quoted_len(text), quoted(text).len(), "{text:?}");
+        }
+    }
 
     #[test]
     fn a_forward_round_trips() {

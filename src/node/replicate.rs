@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::owner::Cluster;
 use super::peer::{PeerReply, ReplicateBuilder};
+use super::protocol::REQUEST_KEYS_MAX;
 use crate::log;
 use crate::storage::store::Store;
 
@@ -53,6 +54,12 @@ pub const ROUND_BYTES_MAX: usize = 1 << 20;
 /// Keys one round may name. Probes after a restart cost a few dozen bytes
 /// each; 4,096 keeps such a round well within [`ROUND_BYTES_MAX`].
 pub const ROUND_KEYS_MAX: usize = 4096;
+
+/// Commits one round may carry. The receiver refuses a round whose
+/// commits name more than [`REQUEST_KEYS_MAX`] keys (its limit on any key
+/// map), and 1 MiB of short keys is more than that: without this bound a
+/// peer that missed many commits would refuse every round for ever.
+pub const ROUND_COMMITS_MAX: usize = REQUEST_KEYS_MAX / 2;
 
 /// A round sent and not yet answered.
 struct Round {
@@ -306,7 +313,7 @@ fn build_round(link: &mut PeerLink, store: &mut Store) -> (ReplicateBuilder, Vec
     }
     let mut commits = Vec::new();
     for (key, &offset) in &link.commits {
-        if builder.len() >= ROUND_BYTES_MAX {
+        if builder.len() >= ROUND_BYTES_MAX || commits.len() >= ROUND_COMMITS_MAX {
             break;
         }
         builder.add_commit(key, offset);
@@ -351,12 +358,19 @@ pub struct Applied {
     pub changed: bool,
 }
 
-/// Applies a round from `owner` to the store of a replica: each run strictly
-/// in offset order (only the part past what the replica has; a run that
-/// starts past its end leaves a gap, so it is not applied, and the answer
-/// tells the owner where to resend from), then the commits. Runs for keys
-/// `owner` does not own are ignored: offsets of a key come from its owner
-/// only. Stops at the first store error, which it returns with what it did.
+/// Applies a round from `owner` to the store of a replica: the commits
+/// first, then each run strictly in offset order (only the part past what
+/// the replica has; a run that starts past its end leaves a gap, so it is
+/// not applied, and the answer tells the owner where to resend from). Runs
+/// for keys `owner` does not own are ignored: offsets of a key come from its
+/// owner only.
+///
+/// A key the store refuses (a full disk, a directory it cannot create) is
+/// logged and skipped, so one bad key holds up neither the others nor the
+/// commits: the answer's ends tell the owner where each key stands, and it
+/// resends. The owner forgets the round's commits when the answer is
+/// `replicate_ok`, so a commit the store refuses makes the result an error
+/// (the answer must then be one too).
 pub fn apply_round(
     store: &mut Store,
     cluster: &Cluster,
@@ -367,6 +381,17 @@ pub fn apply_round(
         keys: Vec::with_capacity(round.logs.len()),
         changed: false,
     };
+    let mut result = Ok(());
+    for (key, offset) in &round.commits {
+        if store.committed(key).is_some_and(|known| known >= *offset) {
+            continue;
+        }
+        if let Err(e) = store.commit(key, *offset) {
+            result = Err(e);
+            break;
+        }
+        applied.changed = true;
+    }
     for run in &round.logs {
         applied.keys.push(run.key.clone());
         if cluster.owner(&run.key) != owner {
@@ -380,30 +405,31 @@ pub fn apply_round(
         if run.msgs.is_empty() {
             continue;
         }
-        let next = match store.next_offset(&run.key) {
-            Ok(next) => next,
-            Err(e) => return (applied, Err(e)),
-        };
-        let Some(skip) = next.checked_sub(run.from) else {
-            continue; // A gap: the answer reports `next`.
-        };
-        for (offset, msg) in (next..).zip(run.msgs.iter().skip(skip as usize)) {
-            if let Err(e) = store.append_at(&run.key, offset, msg) {
-                return (applied, Err(e));
-            }
-            applied.changed = true;
+        if let Err(e) = apply_run(store, run, &mut applied.changed) {
+            log::warn(format_args!(
+                "cannot apply records of key {:?} from {owner}: {e}",
+                run.key
+            ));
         }
     }
-    for (key, offset) in &round.commits {
-        if store.committed(key).is_some_and(|known| known >= *offset) {
-            continue;
-        }
-        if let Err(e) = store.commit(key, *offset) {
-            return (applied, Err(e));
-        }
-        applied.changed = true;
+    (applied, result)
+}
+
+/// Appends the part of `run` past the replica's end, if it follows on.
+fn apply_run(
+    store: &mut Store,
+    run: &super::peer::LogRun,
+    changed: &mut bool,
+) -> Result<(), crate::Error> {
+    let next = store.next_offset(&run.key)?;
+    let Some(skip) = next.checked_sub(run.from) else {
+        return Ok(()); // A gap: the answer reports `next`.
+    };
+    for (offset, msg) in (next..).zip(run.msgs.iter().skip(skip as usize)) {
+        store.append_at(&run.key, offset, msg)?;
+        *changed = true;
     }
-    (applied, Ok(()))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -609,5 +635,56 @@ mod tests {
         assert_eq!(store.committed("c"), Some(3), "commits never go back");
         let (applied, _) = apply_round(&mut store, &c, "n0", &again);
         assert!(!applied.changed, "a repeat changes nothing");
+    }
+
+    /// One key the replica's store refuses (here a file stands where its
+    /// directory goes) holds up neither the commits nor the keys after it.
+    #[test]
+    fn a_key_the_replica_cannot_store_holds_up_nothing_else() {
+        let c = cluster("n1");
+        let mut theirs = owned_by(&c, "n0", 3);
+        theirs.sort();
+        let (dir, mut store) = store();
+        let blocker = dir.path().join("logs").join(format!("k.{}", theirs[1]));
+        std::fs::write(&blocker, b"not a directory").expect("blocker");
+        let run = |key: &str| LogRun {
+            key: key.to_string(),
+            from: 0,
+            msgs: vec![b"1".to_vec()],
+        };
+        let round = Replicate {
+            boot: 1,
+            logs: theirs.iter().map(|key| run(key)).collect(),
+            commits: vec![("c".into(), 3)],
+        };
+        let (applied, result) = apply_round(&mut store, &c, "n0", &round);
+        result.expect("the commits were applied, so the answer is replicate_ok");
+        assert!(applied.changed);
+        store.sync().expect("sync");
+        assert_eq!(store.committed("c"), Some(3));
+        assert_eq!(store.durable_next_offset(&theirs[0]).expect("end"), 1);
+        assert_eq!(store.durable_next_offset(&theirs[1]).expect("end"), 0);
+        assert!(store.append(&theirs[1], b"1").is_err(), "still refused");
+        assert_eq!(store.durable_next_offset(&theirs[2]).expect("end"), 1);
+    }
+
+    /// However many commits a peer missed, a round carries no more than the
+    /// receiver accepts; the rest follow in later rounds.
+    #[test]
+    fn a_round_carries_no_more_commits_than_the_receiver_accepts() {
+        let c = cluster("n0");
+        let (_dir, mut store) = store();
+        let committed: Vec<(String, u64)> = (0..ROUND_COMMITS_MAX + 10)
+            .map(|i| (format!("{i}"), 1))
+            .collect();
+        let mut r = Replicator::new(&c, 1, [], &committed);
+        let mut next_id = ids();
+        let t0 = Instant::now();
+        let lines = r.pump("n0", t0, &mut store, &mut next_id);
+        let first = round_in(&lines[0]);
+        assert_eq!(first.commits.len(), ROUND_COMMITS_MAX);
+        r.on_reply("n1", 1, &ok(&[], 7));
+        let lines = r.pump("n0", t0 + REPLICATE_INTERVAL, &mut store, &mut next_id);
+        assert_eq!(round_in(&lines[0]).commits.len(), 10, "the rest");
     }
 }

@@ -48,7 +48,13 @@ pub enum Pending {
         results: Vec<ForwardResult>,
     },
     /// An owner's replication round, applied here.
-    Replicated { to: ReplyTo, keys: Vec<String> },
+    /// `refused` is why its commits could not be applied: then the answer
+    /// is an error, so that the owner keeps them and sends them again.
+    Replicated {
+        to: ReplyTo,
+        keys: Vec<String>,
+        refused: Option<(u32, String)>,
+    },
 }
 
 /// Message ids recently seen from one peer.
@@ -273,8 +279,11 @@ impl Server {
                         },
                     );
                 }
-                Pending::Replicated { to, keys } => match failed {
-                    None => self.reply_replicated(&to, &keys),
+                Pending::Replicated { to, keys, refused } => match failed {
+                    None => match refused {
+                        None => self.reply_replicated(&to, &keys),
+                        Some((code, text)) => self.reply_error(&to, code, &text),
+                    },
                     Some(e) => self.reply_error(
                         &to,
                         code::CRASH,
@@ -456,11 +465,14 @@ impl Server {
             log::warn(format_args!("applying a round from {}: {e}", to.src));
         }
         if applied.changed {
-            // Whatever was applied before an error is answered once durable;
-            // the owner resends the rest from the ends it gets.
+            // What was applied is answered once durable (an error answer
+            // too: it must not overtake the data it leaves out); the owner
+            // resends the rest from the ends it gets.
+            let refused = result.err().map(|e| (write_error_code(&e), e.to_string()));
             self.syncer.push(Pending::Replicated {
                 to,
                 keys: applied.keys,
+                refused,
             });
         } else if let Err(e) = result {
             self.reply_error(&to, write_error_code(&e), &e.to_string());

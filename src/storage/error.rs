@@ -29,6 +29,9 @@ pub enum Error {
     NotNextOffset { expected: u64, got: u64 },
     /// The store was configured with values it cannot work with.
     Config(String),
+    /// The call cannot run while the store is in this state (for example a
+    /// checkpoint while sync points are in flight); nothing was changed.
+    Busy(String),
 }
 
 /// Shorthand used throughout the crate.
@@ -86,6 +89,7 @@ impl fmt::Display for Error {
                 "append at offset {got}, but the log's next offset is {expected}"
             ),
             Error::Config(what) => write!(f, "bad configuration: {what}"),
+            Error::Busy(what) => write!(f, "store busy: {what}"),
         }
     }
 }

@@ -46,12 +46,16 @@ pub fn create_dir_all_durably(dir: &Path) -> Result<()> {
 /// the old file or the new one: write a temporary file, fsync it, rename it
 /// over `path`, fsync the directory.
 pub fn rewrite_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let invalid = |what: &str| {
+        let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+        Error::io("rewrite", path, source)
+    };
     let dir = path
         .parent()
-        .ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
+        .ok_or_else(|| invalid("no parent directory"))?;
     let mut tmp_name = path
         .file_name()
-        .ok_or_else(|| Error::Config(format!("{} has no file name", path.display())))?
+        .ok_or_else(|| invalid("no file name"))?
         .to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);

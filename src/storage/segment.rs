@@ -413,12 +413,13 @@ impl Segment {
                 self.map = MappedFile::empty();
                 if let Err(cut) = writer.file.set_len(writer.file_len) {
                     // The file may now end in a partial record that a later
-                    // write would not fully cover: stop writing altogether.
+                    // write would not fully cover: the store poisons on any
+                    // flush error, and recovery cuts the partial record.
                     crate::log::warn(format_args!(
-                        "cannot cut a failed write from {}: {cut}",
+                        "write to {} failed ({e}), and so did cutting it off again",
                         self.log_path.display()
                     ));
-                    return Err(Error::Poisoned);
+                    return Err(Error::io("cut a failed write from", &self.log_path, cut));
                 }
                 return Err(Error::io("write", &self.log_path, e));
             }

@@ -965,7 +965,7 @@ impl Store {
     /// what comes next. Fails if another sync point is in flight.
     pub fn checkpoint(&mut self) -> Result<()> {
         if self.in_flight > 0 {
-            return Err(Error::Config(
+            return Err(Error::Busy(
                 "a checkpoint waits for the sync points in flight".into(),
             ));
         }
@@ -1168,10 +1168,15 @@ impl Store {
                 Err(e) => return Err(Error::io("read", &key_file, e)),
             }
         }
-        Err(Error::Config(format!(
-            "more than {HASH_COLLISIONS_MAX} keys share the hash of a {}-byte key",
-            key.len()
-        )))
+        Err(Error::corrupt(
+            &self.logs_dir,
+            0,
+            format!(
+                "more than {HASH_COLLISIONS_MAX} key directories share the hash of a {}-byte \
+                 key: their KEY files are damaged",
+                key.len()
+            ),
+        ))
     }
 
     /// Creates an `h.` key directory whole: built under a temporary name with

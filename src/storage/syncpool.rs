@@ -62,9 +62,13 @@ impl SyncPool {
         }
         let mut result = Ok(());
         for _ in 0..count {
-            let outcome = done_rx
-                .recv()
-                .map_err(|_| Error::Config("a sync thread ended without answering".into()))?;
+            // A sync thread ends without answering only if its job
+            // panicked: whether that file is durable is unknown, as after
+            // a failed fdatasync, and the caller poisons the store.
+            let outcome = done_rx.recv().map_err(|_| Error::Io {
+                context: "sync pool".into(),
+                source: std::io::Error::other("a sync thread ended without answering"),
+            })?;
             result = result.and(outcome);
         }
         result
@@ -114,14 +118,14 @@ mod tests {
                 Box::new(move || {
                     ran.fetch_add(1, Ordering::SeqCst);
                     if i == 50 {
-                        Err(Error::Config("job 50 failed".into()))
+                        Err(Error::Busy("job 50 failed".into()))
                     } else {
                         Ok(())
                     }
                 }) as SyncJob
             })
             .collect();
-        assert!(matches!(pool.run_all(jobs), Err(Error::Config(_))));
+        assert!(matches!(pool.run_all(jobs), Err(Error::Busy(_))));
         assert_eq!(ran.load(Ordering::SeqCst), 100);
         assert!(pool.run_all(Vec::new()).is_ok());
     }
