@@ -1,142 +1,15 @@
 //! The real binary over stdin/stdout: every RPC, bad input, out-of-order
 //! replies, restarts after `kill -9`.
 
-use std::io::{BufRead, BufReader, Write};
+mod node_process;
+
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-/// How long a test waits for one reply before failing.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a test waits to be sure no reply comes.
-const SILENCE: Duration = Duration::from_millis(300);
-
-/// A running node and the lines it writes.
-struct Node {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-    next_id: u64,
-}
-
-impl Node {
-    fn start(args: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_seglog"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start seglog");
-        let stdout = lines(child.stdout.take().expect("stdout"));
-        let stderr = lines(child.stderr.take().expect("stderr"));
-        Node {
-            stdin: child.stdin.take(),
-            child,
-            stdout,
-            stderr,
-            next_id: 1,
-        }
-    }
-
-    /// Starts a node on `dir` and initialises it as `n0`.
-    fn init(dir: &Path) -> Node {
-        let mut node = Node::start(&["--data-dir", dir.to_str().expect("utf-8 path")]);
-        let reply = node.call(json!({"type": "init", "node_id": "n0", "node_ids": ["n0"]}));
-        assert_eq!(reply["body"]["type"], "init_ok", "{reply}");
-        node
-    }
-
-    fn write_line(&mut self, line: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(line).expect("write to node");
-        stdin.write_all(b"\n").expect("write to node");
-        stdin.flush().expect("flush");
-    }
-
-    /// Sends a request body and returns its msg_id, without waiting.
-    fn request(&mut self, mut body: Value) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        body["msg_id"] = json!(id);
-        let line = json!({"src": "c1", "dest": "n0", "body": body}).to_string();
-        self.write_line(line.as_bytes());
-        id
-    }
-
-    /// The next line on stdout, parsed; every stdout line must be a message.
-    fn reply(&mut self) -> Value {
-        let line = self
-            .stdout
-            .recv_timeout(REPLY_TIMEOUT)
-            .expect("a reply within the timeout");
-        let reply: Value = serde_json::from_str(&line).expect("stdout carries JSON only");
-        assert_eq!(
-            (reply["src"].as_str(), reply["dest"].as_str()),
-            (Some("n0"), Some("c1"))
-        );
-        reply
-    }
-
-    /// Sends a request and waits for its reply (which must be the next line).
-    fn call(&mut self, body: Value) -> Value {
-        let id = self.request(body);
-        let reply = self.reply();
-        assert_eq!(reply["body"]["in_reply_to"], json!(id), "{reply}");
-        reply
-    }
-
-    fn assert_silent(&mut self) {
-        if let Ok(line) = self.stdout.recv_timeout(SILENCE) {
-            panic!("unexpected output: {line}");
-        }
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-
-    /// Closes stdin and waits for the node to exit; returns its exit code.
-    fn close(mut self) -> Option<i32> {
-        drop(self.stdin.take());
-        self.child.wait().expect("wait").code()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn error_code(reply: &Value) -> Option<u64> {
-    (reply["body"]["type"] == "error").then(|| reply["body"]["code"].as_u64())?
-}
+use node_process::{Node, error_code};
 
 #[test]
 fn every_rpc_works_and_replies_carry_only_schema_fields() {

@@ -1,0 +1,285 @@
+//! Disk faults injected under the real binary: an `LD_PRELOAD` shim (built
+//! here with `cc`) makes `fdatasync` fail with EIO once, or every write to a
+//! regular file fail with ENOSPC while a flag file exists. The node must
+//! acknowledge nothing it could lose, keep answering (polls included), and
+//! lose nothing acknowledged when it is restarted without the fault.
+
+mod node_process;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use node_process::{Node, error_code};
+
+/// Maelstrom's error codes the node uses for writes (`maelstrom.md`).
+const CRASH: u64 = 13;
+const TEMPORARILY_UNAVAILABLE: u64 = 11;
+
+/// The shim. `SEGLOG_FAULTS` names a directory: while `enospc` exists in it,
+/// `write`, `pwrite64` and `pwritev64` on regular files fail with ENOSPC;
+/// when `fdatasync-eio` exists, the next `fdatasync` removes it and fails
+/// with EIO (later ones succeed again, as they do on Linux after a lost
+/// writeback: the store must not trust them).
+const SHIM: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static int flag(const char *name, int consume) {
+    const char *dir = getenv("SEGLOG_FAULTS");
+    if (!dir) return 0;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (consume) return unlink(path) == 0;
+    return access(path, F_OK) == 0;
+}
+
+static int full(int fd) {
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flag("enospc", 0);
+}
+
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    if (flag("fdatasync-eio", 1)) { errno = EIO; return -1; }
+    return real(fd);
+}
+
+ssize_t write(int fd, const void *buf, size_t n) {
+    static ssize_t (*real)(int, const void *, size_t);
+    if (!real) real = (ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+    if (full(fd)) { errno = ENOSPC; return -1; }
+    return real(fd, buf, n);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off_t at) {
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (!real) real = (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite64");
+    if (full(fd)) { errno = ENOSPC; return -1; }
+    return real(fd, buf, n, at);
+}
+
+ssize_t pwritev64(int fd, const struct iovec *iov, int count, off_t at) {
+    static ssize_t (*real)(int, const struct iovec *, int, off_t);
+    if (!real) real = (ssize_t (*)(int, const struct iovec *, int, off_t))dlsym(RTLD_NEXT, "pwritev64");
+    if (full(fd)) { errno = ENOSPC; return -1; }
+    return real(fd, iov, count, at);
+}
+"#;
+
+/// Builds the shim into `dir` and returns its path.
+fn build_shim(dir: &Path) -> PathBuf {
+    let source = dir.join("faults.c");
+    let library = dir.join("faults.so");
+    std::fs::write(&source, SHIM).expect("write shim source");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("run cc (the fault tests need a C compiler)");
+    assert!(status.success(), "cc failed");
+    library
+}
+
+/// A node on `data` with the shim loaded, faults controlled from `faults`.
+fn faulty_node(data: &Path, faults: &Path, shim: &Path) -> Node {
+    Node::init_with_env(
+        data,
+        [
+            ("LD_PRELOAD", shim.as_os_str()),
+            ("SEGLOG_FAULTS", faults.as_os_str()),
+        ],
+    )
+}
+
+/// What a test sent and how each send was answered.
+#[derive(Default)]
+struct Sends {
+    /// Acknowledged: key, offset, value.
+    acked: Vec<(String, u64, u64)>,
+    /// Values whose send got an error that may have taken effect (crash).
+    indefinite: Vec<u64>,
+    /// Errors by code.
+    errors: BTreeMap<u64, usize>,
+}
+
+impl Sends {
+    fn send(&mut self, node: &mut Node, key: &str, value: u64) -> Value {
+        let reply = node.call(json!({"type": "send", "key": key, "msg": value}));
+        match error_code(&reply) {
+            None => {
+                let offset = reply["body"]["offset"].as_u64().expect("send_ok");
+                self.acked.push((key.to_string(), offset, value));
+            }
+            Some(code) => {
+                assert!(
+                    code == CRASH || code == TEMPORARILY_UNAVAILABLE,
+                    "a write fault is answered 13 (may have happened) or 11 (did not): {reply}"
+                );
+                if code == CRASH {
+                    self.indefinite.push(value);
+                }
+                *self.errors.entry(code).or_default() += 1;
+            }
+        }
+        reply
+    }
+}
+
+/// The records of `key` a node serves from offset 0, as (offset, value).
+fn poll_all(node: &mut Node, key: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    loop {
+        let from = out.len() as u64;
+        let reply = node.call(json!({"type": "poll", "offsets": {key: from}}));
+        assert_eq!(
+            reply["body"]["type"], "poll_ok",
+            "polls keep working: {reply}"
+        );
+        let Some(msgs) = reply["body"]["msgs"][key].as_array() else {
+            return out;
+        };
+        if msgs.is_empty() {
+            return out;
+        }
+        for pair in msgs {
+            let offset = pair[0].as_u64().expect("offset");
+            assert_eq!(offset, out.len() as u64, "contiguous offsets");
+            out.push((offset, pair[1].as_u64().expect("value")));
+        }
+    }
+}
+
+/// Every acknowledged send is served at its offset, and every record
+/// served was sent (acknowledged, or answered with an indefinite error).
+fn check_log(node: &mut Node, key: &str, sends: &Sends) {
+    let served = poll_all(node, key);
+    for (k, offset, value) in &sends.acked {
+        if k == key {
+            assert_eq!(
+                served.get(*offset as usize),
+                Some(&(*offset, *value)),
+                "acknowledged send of {value} at {offset} is served"
+            );
+        }
+    }
+    for (_, value) in &served {
+        let known = sends.acked.iter().any(|a| a.0 == key && a.2 == *value)
+            || sends.indefinite.contains(value);
+        assert!(known, "{value} was never sent, or was refused definitely");
+    }
+}
+
+/// A failed fdatasync poisons the store: the writes it covered get an
+/// indefinite error, nothing is acknowledged after it even though later
+/// fdatasyncs succeed, polls keep working, and a restart recovers every
+/// acknowledged write.
+#[test]
+fn failed_fdatasync_acknowledges_nothing_after_it_and_restart_recovers() {
+    let tmp = TempDir::new().expect("tempdir");
+    let (data, faults) = (tmp.path().join("data"), tmp.path().join("faults"));
+    std::fs::create_dir_all(&faults).expect("faults dir");
+    let shim = build_shim(tmp.path());
+    let mut node = faulty_node(&data, &faults, &shim);
+    let mut sends = Sends::default();
+    for value in 0..10 {
+        sends.send(&mut node, "k", value);
+    }
+    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": 3}}));
+    assert_eq!(commit["body"]["type"], "commit_offsets_ok", "{commit}");
+    assert_eq!(sends.acked.len(), 10, "no fault yet");
+    std::fs::write(faults.join("fdatasync-eio"), b"").expect("arm the fault");
+    let failed = sends.send(&mut node, "k", 10);
+    assert_eq!(error_code(&failed), Some(CRASH), "{failed}");
+    assert!(!faults.join("fdatasync-eio").exists(), "the fault fired");
+    for value in 11..20 {
+        let reply = sends.send(&mut node, "k", value);
+        assert!(
+            error_code(&reply).is_some(),
+            "acknowledged after a failed fdatasync: {reply}"
+        );
+    }
+    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": 9}}));
+    assert!(error_code(&commit).is_some(), "{commit}");
+    check_log(&mut node, "k", &sends);
+    let listed = node.call(json!({"type": "list_committed_offsets", "keys": ["k"]}));
+    assert_eq!(listed["body"]["offsets"], json!({"k": 3}), "{listed}");
+    node.kill9();
+
+    let mut node = Node::init(&data);
+    check_log(&mut node, "k", &sends);
+    let listed = node.call(json!({"type": "list_committed_offsets", "keys": ["k"]}));
+    assert_eq!(listed["body"]["offsets"]["k"], json!(3), "{listed}");
+    let after = sends.send(&mut node, "k", 100);
+    assert_eq!(
+        error_code(&after),
+        None,
+        "writes again after reopening: {after}"
+    );
+    check_log(&mut node, "k", &sends);
+}
+
+/// A full disk (ENOSPC on every write) gets errors, never an
+/// acknowledgement; polls keep working; the store refuses writes until it
+/// is reopened, even once there is space again (`segment-format.md`,
+/// "Durability and visibility"), and a restart loses nothing acknowledged.
+#[test]
+fn full_disk_acknowledges_nothing_and_restart_recovers() {
+    let tmp = TempDir::new().expect("tempdir");
+    let (data, faults) = (tmp.path().join("data"), tmp.path().join("faults"));
+    std::fs::create_dir_all(&faults).expect("faults dir");
+    let shim = build_shim(tmp.path());
+    let mut node = faulty_node(&data, &faults, &shim);
+    let mut sends = Sends::default();
+    for value in 0..10 {
+        sends.send(&mut node, &format!("k{}", value % 2), value);
+    }
+    assert_eq!(sends.acked.len(), 10, "no fault yet");
+    std::fs::write(faults.join("enospc"), b"").expect("fill the disk");
+    for value in 10..20 {
+        let reply = sends.send(&mut node, &format!("k{}", value % 2), value);
+        assert!(
+            error_code(&reply).is_some(),
+            "acknowledged on a full disk: {reply}"
+        );
+    }
+    for key in ["k0", "k1"] {
+        check_log(&mut node, key, &sends);
+    }
+    std::fs::remove_file(faults.join("enospc")).expect("free space");
+    let reply = sends.send(&mut node, "k0", 20);
+    assert_eq!(
+        error_code(&reply),
+        Some(TEMPORARILY_UNAVAILABLE),
+        "refused, definitely, until reopened: {reply}"
+    );
+    node.kill9();
+
+    let mut node = Node::init(&data);
+    for key in ["k0", "k1"] {
+        check_log(&mut node, key, &sends);
+    }
+    let after = sends.send(&mut node, "k1", 100);
+    assert_eq!(
+        error_code(&after),
+        None,
+        "writes again after reopening: {after}"
+    );
+    for key in ["k0", "k1"] {
+        check_log(&mut node, key, &sends);
+    }
+}
