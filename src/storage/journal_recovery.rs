@@ -118,6 +118,13 @@ pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<Rec
             seqs.first().copied().unwrap_or(0)
         }
     };
+    if seqs.iter().any(|&seq| seq < first_live) {
+        // The checkpoint naming `first_live` may be a rename the crashed
+        // run never fsynced: make it durable before deleting what it
+        // covers, or a power loss could bring back a checkpoint naming a
+        // deleted file.
+        crate::storage::fsutil::sync_dir(data_dir)?;
+    }
     for &seq in seqs.iter().filter(|&&seq| seq < first_live) {
         let path = journal_dir.join(journal::file_name(seq));
         log::info(format_args!(

@@ -51,9 +51,8 @@ pub struct Touched {
     pub created: bool,
     /// Whether a segment was sealed, or recovery found sealed segments the
     /// crashed run may not have synced: until the next checkpoint syncs
-    /// them, the key gets no direct sync point (which syncs only the active
-    /// segment, while recovery trusts sealed ones only up to their first
-    /// invalid record).
+    /// them, a direct sync point for the key syncs them too (recovery
+    /// trusts a sealed segment only up to its first invalid record).
     pub sealed: bool,
     /// Bytes of records written.
     pub bytes: u64,

@@ -149,7 +149,7 @@ pub const DECISION_TABLE: &[Rule] = &[
     },
     Rule {
         state: "any key the live journal mentions, once recovered",
-        action: "the next checkpoint syncs its segment files from the first journaled offset on, its directory and logs/, and it gets no direct sync point before then (the crashed run may have left them unsynced)",
+        action: "the next checkpoint syncs its segment files from the first journaled offset on, its directory and logs/, and a direct sync point for it before then syncs those files too (the crashed run may have left them unsynced)",
     },
     Rule {
         state: "commits in the live journal",

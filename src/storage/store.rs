@@ -44,6 +44,7 @@ use std::hash::BuildHasherDefault;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::log;
@@ -200,9 +201,16 @@ pub struct Store {
     mentioned: HashSet<String>,
     /// Segment files written since the last checkpoint, which it syncs.
     dirty_files: HashSet<PathBuf>,
-    /// Key directories with a sealed segment the last checkpoint did not
-    /// sync: no direct sync point for those keys until the next one.
-    dirty_sealed: HashSet<PathBuf>,
+    /// Per key directory with a segment sealed since the last checkpoint
+    /// (or found by recovery since), the `.log` files written since then,
+    /// with the generation of the last change: a direct sync point for the
+    /// key fdatasyncs them too, since it syncs the active segment only and
+    /// recovery trusts a sealed one only up to its first invalid record.
+    dirty_sealed: HashMap<PathBuf, (HashSet<PathBuf>, u64)>,
+    /// Set by the first sync of any plan that fails, at once, by the thread
+    /// that ran it: no plan is confirmed after that, even one whose own
+    /// fdatasync succeeded (it may report pages the failed one dropped).
+    sync_failed: Arc<AtomicBool>,
     /// Bytes of records written to segments since the last checkpoint:
     /// recovery may scan them all (a key the journal mentions is checked
     /// from its first journaled offset), so they start a checkpoint at the
@@ -239,6 +247,11 @@ pub struct SyncPlan {
     direct: bool,
     /// Directories fsynced with their generations, for `dirty_dirs`.
     dir_generations: Vec<(PathBuf, u64)>,
+    /// A direct plan's key directory and the generation of its sealed
+    /// files it syncs, for `dirty_sealed`.
+    sealed_generation: Option<(PathBuf, u64)>,
+    /// The store's flag for a failed sync.
+    sync_failed: Arc<AtomicBool>,
     /// Bytes of the journal file the plan makes durable.
     journal_len: u64,
     /// The commits the plan makes durable.
@@ -288,11 +301,17 @@ impl SyncPlan {
     /// at once when there are many (see `syncpool.rs`), then takes the
     /// checkpoint's steps if one rides on it.
     pub fn execute(&self) -> Result<()> {
-        self.sync()?;
-        if let Some((job, steps)) = &self.checkpoint {
-            job.run(*steps)?;
+        if self.sync_failed.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
         }
-        Ok(())
+        let result = self.sync().and_then(|()| match &self.checkpoint {
+            Some((job, steps)) => job.run(*steps).map(|_| ()),
+            None => Ok(()),
+        });
+        if result.is_err() {
+            self.sync_failed.store(true, Ordering::SeqCst);
+        }
+        result
     }
 
     fn sync(&self) -> Result<()> {
@@ -466,7 +485,8 @@ impl Store {
             recovered,
             mentioned,
             dirty_files: HashSet::new(),
-            dirty_sealed: HashSet::new(),
+            dirty_sealed: HashMap::new(),
+            sync_failed: Arc::default(),
             dirty_bytes: 0,
             dirty_dirs: HashMap::new(),
             dir_generation: 0,
@@ -650,6 +670,9 @@ impl Store {
     }
 
     fn prepare(&mut self, force_checkpoint: bool, steps: Option<usize>) -> Result<SyncPlan> {
+        if self.sync_failed.load(Ordering::SeqCst) {
+            self.poison(&Error::Poisoned);
+        }
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -671,6 +694,8 @@ impl Store {
             keys: Vec::new(),
             direct: false,
             dir_generations: Vec::new(),
+            sealed_generation: None,
+            sync_failed: Arc::clone(&self.sync_failed),
             journal_len: self.journal_synced,
             commits: None,
             checkpoint: None,
@@ -705,9 +730,6 @@ impl Store {
             && plan.checkpoint.is_none()
             && !self.offsets.has_pending()
             && !self.open[&unclaimed[0]].log.write_needs_new_segment()
-            && !self
-                .dirty_sealed
-                .contains(self.open[&unclaimed[0]].log.dir())
         {
             let key = unclaimed.into_iter().next().expect("one key");
             return self.direct_plan(plan, key);
@@ -761,6 +783,14 @@ impl Store {
         let (target, touched) = open.log.write_direct()?;
         let key_dir = open.log.dir().to_path_buf();
         self.note_touched(&key_dir, touched);
+        if let Some((sealed, generation)) = self.dirty_sealed.get(&key_dir) {
+            for path in sealed.iter().filter(|path| **path != target.log_path) {
+                let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+                plan.files
+                    .push((Arc::new(file), path.display().to_string()));
+            }
+            plan.sealed_generation = Some((key_dir.clone(), *generation));
+        }
         plan.files
             .push((target.file, target.log_path.display().to_string()));
         for dir in [&key_dir, &self.logs_dir] {
@@ -876,6 +906,9 @@ impl Store {
     /// a failed fdatasync may have dropped dirty pages that a later one then
     /// reports clean, so no plan's success can be trusted after it.
     pub fn confirm_sync(&mut self, plan: &mut SyncPlan) -> Result<()> {
+        if self.sync_failed.load(Ordering::SeqCst) {
+            self.poison(&Error::Poisoned);
+        }
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -933,6 +966,14 @@ impl Store {
             if self.dirty_dirs.get(dir) == Some(generation) {
                 self.dirty_dirs.remove(dir);
             }
+        }
+        if let Some((dir, generation)) = &plan.sealed_generation
+            && self
+                .dirty_sealed
+                .get(dir)
+                .is_some_and(|(_, g)| g == generation)
+        {
+            self.dirty_sealed.remove(dir);
         }
         self.journal_synced = self.journal_synced.max(plan.journal_len);
         if let Some(commits) = plan.commits {
@@ -1033,13 +1074,20 @@ impl Store {
     /// Adds what a write to a key's segments touched to what the next
     /// checkpoint syncs.
     fn note_touched(&mut self, key_dir: &Path, touched: Touched) {
-        self.dirty_files.extend(touched.files);
+        self.dirty_files.extend(touched.files.iter().cloned());
         self.dirty_bytes += touched.bytes;
         if touched.created {
             self.mark_dir_dirty(key_dir.to_path_buf());
         }
-        if touched.sealed {
-            self.dirty_sealed.insert(key_dir.to_path_buf());
+        let sealed = touched.sealed || self.dirty_sealed.contains_key(key_dir);
+        if sealed {
+            self.dir_generation += 1;
+            let entry = self
+                .dirty_sealed
+                .entry(key_dir.to_path_buf())
+                .or_insert_with(|| (HashSet::new(), 0));
+            entry.0.extend(touched.files.iter().cloned());
+            entry.1 = self.dir_generation;
         }
     }
 

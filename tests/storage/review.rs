@@ -242,43 +242,43 @@ fn checkpoint_after_a_crash_syncs_segments_that_already_matched_the_journal() {
     assert_eq!(read_ok(&mut store, "k").len(), 20);
 }
 
-/// A direct sync point fdatasyncs only the key's active segment. While a
-/// segment sealed since the last checkpoint is unsynced, a power loss can
-/// cut it short, and recovery then replays the journal from there and
-/// deletes the later segments, direct records and all: so there is no
-/// direct sync point for such a key until a checkpoint syncs it.
+/// A direct sync point fdatasyncs the key's active segment. While a segment
+/// sealed since the last checkpoint is unsynced, a power loss can cut it
+/// short, and recovery then replays the journal from there and deletes the
+/// later segments, direct records and all: so a direct sync point for such
+/// a key fdatasyncs those segments too (once), and after a crash, the
+/// segments recovery found.
 #[test]
-fn no_direct_sync_point_while_a_sealed_segment_awaits_the_checkpoint() {
+fn direct_sync_point_also_syncs_segments_sealed_since_the_checkpoint() {
     let dir = TempDir::new().expect("tempdir");
     let mut store = Store::open(dir.path(), small_segments(256)).expect("open");
     fill(&mut store, "k", 10);
-    assert!(segment_logs(&key_dir(dir.path(), "k")).len() > 1, "sealed");
+    let logs = segment_logs(&key_dir(dir.path(), "k"));
+    assert!(logs.len() > 1, "sealed");
+    let log_names: Vec<String> = logs.iter().map(|p| p.display().to_string()).collect();
     store.append("k", &message(10)).expect("append");
     let plan = store.prepare_sync().expect("plan");
-    assert!(!plan.is_direct(), "a sealed segment is not synced yet");
+    assert!(plan.is_direct());
+    let mut files: Vec<String> = plan.files().map(str::to_string).collect();
+    files.sort();
+    assert_eq!(files, log_names, "the sealed segments too");
     let executed = plan.execute();
     store.complete_sync(plan, executed).expect("complete");
-    store.checkpoint().expect("checkpoint");
-    store.append("k", b"1").expect("append");
+    store.append("k", &message(11)).expect("append");
     let plan = store.prepare_sync().expect("plan");
-    assert!(
-        plan.is_direct(),
-        "the checkpoint synced the sealed segments"
-    );
+    assert!(plan.is_direct());
+    assert_eq!(plan.files().count(), 1, "synced once is enough");
     let executed = plan.execute();
     store.complete_sync(plan, executed).expect("complete");
-    // After a crash, recovery cannot tell which sealed segments the run
-    // synced: no direct sync point until the next checkpoint either.
+    // After a crash, recovery cannot tell which segments the run synced.
     fill_more(&mut store, "k", 12);
     drop(store);
     let mut store = Store::open(dir.path(), small_segments(256)).expect("reopen");
     assert_eq!(read_ok(&mut store, "k").len(), 12 + 12);
     store.append("k", b"2").expect("append");
     let plan = store.prepare_sync().expect("plan");
-    assert!(
-        !plan.is_direct(),
-        "recovered sealed segments are not synced"
-    );
+    assert!(plan.is_direct());
+    assert!(plan.files().count() > 1, "recovered segments are synced");
     let executed = plan.execute();
     store.complete_sync(plan, executed).expect("complete");
 }
@@ -379,4 +379,37 @@ fn poisoned_store_confirms_no_plan() {
     ));
     assert!(read_ok(&mut store, "a").is_empty(), "never shown");
     assert!(store.complete_sync(plan, Ok(())).is_err());
+}
+
+/// Two plans in flight share the journal file; when the first one's sync
+/// fails, the second's may succeed on pages the failure dropped. It must
+/// not be confirmed, even before the first plan is completed (the node's
+/// syncer confirms without waiting for other plans).
+#[test]
+fn no_plan_is_confirmed_once_another_plans_sync_failed() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    store.append("a", b"1").expect("append");
+    store.sync().expect("sync");
+    store.append("a", b"2").expect("append");
+    let first = store.prepare_sync().expect("first plan");
+    assert!(
+        first.dirs().count() > 0,
+        "it fsyncs the key's new directory"
+    );
+    store.append("b", b"3").expect("append");
+    let mut second = store.prepare_sync().expect("second plan");
+    // The first plan's directory fsync fails: the directory is not there.
+    let key_dir = key_dir(dir.path(), "a");
+    let moved = key_dir.with_extension("moved");
+    fs::rename(&key_dir, &moved).expect("move");
+    let failed = first.execute();
+    fs::rename(&moved, &key_dir).expect("move back");
+    assert!(failed.is_err(), "the first plan failed");
+    assert!(second.execute().is_err(), "a later execute refuses too");
+    assert!(matches!(
+        store.confirm_sync(&mut second),
+        Err(Error::Poisoned)
+    ));
+    assert!(read_ok(&mut store, "b").is_empty(), "never shown");
 }
