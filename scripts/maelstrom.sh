@@ -16,6 +16,13 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 maelstrom=${MAELSTROM:-$(realpath "$repo/../shared/maelstrom/maelstrom")}
 bin=${SEGLOG_BIN:-$repo/target/release/seglog}
+for tool in gnuplot dot java; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        # Without gnuplot and graphviz every run ends ":valid? :unknown".
+        echo "maelstrom.sh: $tool is missing (apt-get install -y gnuplot-nox graphviz; Java 17)" >&2
+        exit 1
+    fi
+done
 if [ ! -x "$bin" ]; then
     (cd "$repo" && cargo build --release --locked)
 fi
