@@ -95,15 +95,21 @@ fn build_shim(dir: &Path) -> PathBuf {
     library
 }
 
-/// A node on `data` with the shim loaded, faults controlled from `faults`.
-fn faulty_node(data: &Path, faults: &Path, shim: &Path) -> Node {
-    Node::init_with_env(
-        data,
+/// A node with the shim loaded on a new data directory, and the directory
+/// its faults are controlled from: (its temporary root, data, faults, node).
+fn start_faulty() -> (TempDir, PathBuf, PathBuf, Node) {
+    let tmp = TempDir::new().expect("tempdir");
+    let (data, faults) = (tmp.path().join("data"), tmp.path().join("faults"));
+    std::fs::create_dir_all(&faults).expect("faults dir");
+    let shim = build_shim(tmp.path());
+    let node = Node::init_with_env(
+        &data,
         [
             ("LD_PRELOAD", shim.as_os_str()),
             ("SEGLOG_FAULTS", faults.as_os_str()),
         ],
-    )
+    );
+    (tmp, data, faults, node)
 }
 
 /// What a test sent and how each send was answered.
@@ -190,11 +196,7 @@ fn check_log(node: &mut Node, key: &str, sends: &Sends) {
 /// acknowledged write.
 #[test]
 fn failed_fdatasync_acknowledges_nothing_after_it_and_restart_recovers() {
-    let tmp = TempDir::new().expect("tempdir");
-    let (data, faults) = (tmp.path().join("data"), tmp.path().join("faults"));
-    std::fs::create_dir_all(&faults).expect("faults dir");
-    let shim = build_shim(tmp.path());
-    let mut node = faulty_node(&data, &faults, &shim);
+    let (_tmp, data, faults, mut node) = start_faulty();
     let mut sends = Sends::default();
     for value in 0..10 {
         sends.send(&mut node, "k", value);
@@ -239,11 +241,7 @@ fn failed_fdatasync_acknowledges_nothing_after_it_and_restart_recovers() {
 /// "Durability and visibility"), and a restart loses nothing acknowledged.
 #[test]
 fn full_disk_acknowledges_nothing_and_restart_recovers() {
-    let tmp = TempDir::new().expect("tempdir");
-    let (data, faults) = (tmp.path().join("data"), tmp.path().join("faults"));
-    std::fs::create_dir_all(&faults).expect("faults dir");
-    let shim = build_shim(tmp.path());
-    let mut node = faulty_node(&data, &faults, &shim);
+    let (_tmp, data, faults, mut node) = start_faulty();
     let mut sends = Sends::default();
     for value in 0..10 {
         sends.send(&mut node, &format!("k{}", value % 2), value);

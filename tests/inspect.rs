@@ -355,14 +355,9 @@ checked 1 store, 1 key, 3 segments, 260 records, 2 index entries, 1 offsets jour
     assert_eq!((run.code, run.stdout.as_str()), (0, expected));
 }
 
-/// Any later change of the format must keep reading version 1, or fail here.
-#[test]
-fn the_engine_still_reads_the_v1_sample() {
-    let tmp = TempDir::new().expect("temporary directory");
-    let dir = tmp.path().join("sample-v1");
-    copy_dir(&repo().join("data/sample-v1"), &dir);
-    let mut store = Store::open(&dir, StoreConfig::default()).expect("the v1 sample opens");
-    assert!(store.opened_clean(), "the sample was closed cleanly");
+/// Asserts `store` holds the samples' logs record for record and their
+/// commits; `what` names the store in failures.
+fn assert_holds_the_sample(store: &mut Store, what: &str) {
     for (key, messages) in sample::expected_logs() {
         let mut read = Vec::new();
         store
@@ -372,15 +367,30 @@ fn the_engine_still_reads_the_v1_sample() {
             })
             .expect("read the whole log");
         let expected: Vec<(u64, String)> = (0..).zip(messages).collect();
-        assert_eq!(read, expected, "key {key}");
+        assert_eq!(read, expected, "{what}: key {key}");
         assert_eq!(
             store.durable_next_offset(key).expect("length"),
             expected.len() as u64
         );
     }
     for (key, offset) in sample::expected_commits() {
-        assert_eq!(store.committed(key), Some(offset), "commit of {key}");
+        assert_eq!(
+            store.committed(key),
+            Some(offset),
+            "{what}: commit of {key}"
+        );
     }
+}
+
+/// Any later change of the format must keep reading version 1, or fail here.
+#[test]
+fn the_engine_still_reads_the_v1_sample() {
+    let tmp = TempDir::new().expect("temporary directory");
+    let dir = tmp.path().join("sample-v1");
+    copy_dir(&repo().join("data/sample-v1"), &dir);
+    let mut store = Store::open(&dir, StoreConfig::default()).expect("the v1 sample opens");
+    assert!(store.opened_clean(), "the sample was closed cleanly");
+    assert_holds_the_sample(&mut store, "sample-v1");
     assert_eq!(store.committed(sample::KEY_HASHED), None);
 }
 
@@ -401,20 +411,7 @@ fn an_interrupted_conversion_of_the_v1_sample_converts_again() {
         }
         let mut store =
             Store::open(&dir, StoreConfig::default()).unwrap_or_else(|e| panic!("{file_0:?}: {e}"));
-        for (key, messages) in sample::expected_logs() {
-            let mut read = Vec::new();
-            store
-                .read(key, 0, &mut |offset, payload| {
-                    read.push((offset, String::from_utf8(payload.to_vec()).expect("UTF-8")));
-                    true
-                })
-                .expect("read the whole log");
-            let expected: Vec<(u64, String)> = (0..).zip(messages).collect();
-            assert_eq!(read, expected, "{file_0:?}: key {key}");
-        }
-        for (key, offset) in sample::expected_commits() {
-            assert_eq!(store.committed(key), Some(offset), "commit of {key}");
-        }
+        assert_holds_the_sample(&mut store, &format!("{file_0:?}"));
         store.close().expect("close");
         assert!(dir.join("checkpoint").exists(), "converted");
     }
@@ -432,24 +429,7 @@ fn the_engine_reads_the_v2_samples_replaying_their_journal() {
         copy_dir(&repo().join("data").join(name), &dir);
         let mut store = Store::open(&dir, StoreConfig::default()).expect("the v2 sample opens");
         assert!(!store.opened_clean(), "{name} was left by a crash");
-        for (key, messages) in sample::expected_logs() {
-            let mut read = Vec::new();
-            store
-                .read(key, 0, &mut |offset, payload| {
-                    read.push((offset, String::from_utf8(payload.to_vec()).expect("UTF-8")));
-                    true
-                })
-                .expect("read the whole log");
-            let expected: Vec<(u64, String)> = (0..).zip(messages).collect();
-            assert_eq!(read, expected, "{name}: key {key}");
-        }
-        for (key, offset) in sample::expected_commits() {
-            assert_eq!(
-                store.committed(key),
-                Some(offset),
-                "{name}: commit of {key}"
-            );
-        }
+        assert_holds_the_sample(&mut store, name);
         store.close().expect("close");
         let run = inspect(tmp.path(), &[name, "--verify"]);
         assert_eq!(run.code, 0, "{}", run.stdout);

@@ -22,8 +22,7 @@
 //! 6. fsync the data directory;
 //! 7. delete the journal files below the one named, one by one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,15 +197,7 @@ impl Job {
             return Ok(false);
         }
         let tmp = self.data_dir.join(CHECKPOINT_TMP_NAME);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        file.write_all(&encode(self.first_live))
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io("write", &tmp, e))?;
+        fsutil::write_whole(&tmp, &encode(self.first_live), true)?;
         if !step(&mut budget) {
             return Ok(false);
         }

@@ -59,15 +59,23 @@ pub fn rewrite_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
+    write_whole(&tmp, bytes, true)?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename over", path, e))?;
+    sync_dir(dir)
+}
+
+/// Creates (or truncates) `path` holding `bytes`, fsynced with `sync`.
+pub fn write_whole(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&tmp)
-        .map_err(|e| Error::io("create", &tmp, e))?;
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
     file.write_all(bytes)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("rename over", path, e))?;
-    sync_dir(dir)
+        .map_err(|e| Error::io("write", path, e))?;
+    if sync {
+        file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+    }
+    Ok(())
 }

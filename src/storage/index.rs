@@ -99,14 +99,7 @@ impl SparseIndex {
         for entry in &self.entries {
             bytes.extend_from_slice(&format::encode_index_entry(*entry));
         }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        file.write_all(&bytes)
-            .map_err(|e| Error::io("write", &tmp, e))?;
+        crate::storage::fsutil::write_whole(&tmp, &bytes, false)?;
         fs::rename(&tmp, path).map_err(|e| Error::io("rename over", path, e))
     }
 }

@@ -191,17 +191,7 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
     let mut sealed = list_segments(dir)?;
     while let Some(base) = sealed.pop() {
         let log_path = dir.join(format::log_file_name(base));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .map_err(|e| Error::io("open", &log_path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", &log_path, e))?
-            .len();
-        let map =
-            MappedFile::map(&file, len as usize).map_err(|e| Error::io("map", &log_path, e))?;
+        let (file, len, map) = open_mapped(&log_path)?;
         match format::decode_header(&map) {
             Err(DecodeError::Truncated { .. } | DecodeError::Zeroed)
                 if segment::find_record_after(&map, FILE_HEADER_SIZE as u64 - 1, base)
@@ -344,6 +334,22 @@ fn cut(file: &File, path: &Path, len: u64) -> Result<()> {
     file.set_len(len)
         .map_err(|e| Error::io("truncate", path, e))?;
     file.sync_all().map_err(|e| Error::io("fsync", path, e))
+}
+
+/// Opens a segment file for reading and writing, with its length and a map
+/// of all of it.
+fn open_mapped(log_path: &Path) -> Result<(File, u64, MappedFile)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(log_path)
+        .map_err(|e| Error::io("open", log_path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", log_path, e))?
+        .len();
+    let map = MappedFile::map(&file, len as usize).map_err(|e| Error::io("map", log_path, e))?;
+    Ok((file, len, map))
 }
 
 /// Removes a segment that was created but never synced.
@@ -637,16 +643,7 @@ pub fn recover_journaled_key<'a>(
     };
     let base = bases[last];
     let log_path = dir.join(format::log_file_name(base));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&log_path)
-        .map_err(|e| Error::io("open", &log_path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", &log_path, e))?
-        .len();
-    let map = MappedFile::map(&file, len as usize).map_err(|e| Error::io("map", &log_path, e))?;
+    let (file, len, map) = open_mapped(&log_path)?;
     let scan = segment::scan_records(&map, base);
     if scan.stop.is_some() || scan.end_position != len {
         return Err(Error::corrupt(
