@@ -413,3 +413,33 @@ fn no_plan_is_confirmed_once_another_plans_sync_failed() {
     ));
     assert!(read_ok(&mut store, "b").is_empty(), "never shown");
 }
+
+/// A version 2 store whose checkpoint file was deleted after a checkpoint
+/// left its journal without a batch looks like an interrupted creation: it
+/// is converted again, and keeps every record and commit (found in review
+/// of the creation fix).
+#[test]
+fn store_without_checkpoint_and_no_journal_batch_keeps_its_data() {
+    for clean in [true, false] {
+        let dir = TempDir::new().expect("tempdir");
+        let mut store = Store::open(dir.path(), small_segments(256)).expect("open");
+        fill(&mut store, "k", 30);
+        store.commit("k", 7).expect("commit");
+        store.sync().expect("sync");
+        if clean {
+            store.close().expect("close");
+        } else {
+            store.checkpoint().expect("checkpoint");
+            drop(store);
+        }
+        fs::remove_file(dir.path().join("checkpoint")).expect("remove the checkpoint");
+        let mut store = Store::open(dir.path(), small_segments(256)).expect("reopen");
+        assert_eq!(read_ok(&mut store, "k").len(), 30, "clean={clean}");
+        assert_eq!(store.committed("k"), Some(7));
+        store.append("k", b"1").expect("append");
+        store.sync().expect("sync");
+        drop(store);
+        let mut store = Store::open(dir.path(), small_segments(256)).expect("reopen");
+        assert_eq!(read_ok(&mut store, "k").len(), 31, "clean={clean}");
+    }
+}
