@@ -354,16 +354,8 @@ impl KeyLog {
         if from >= self.durable_end {
             return Ok(());
         }
-        let mut go_on = true;
-        if from < self.visible_end {
-            let visit = &mut |offset: u64, payload: &[u8]| {
-                go_on = visit(offset, payload);
-                go_on
-            };
-            self.read_segments(from, visit)?;
-            if !go_on {
-                return Ok(());
-            }
+        if from < self.visible_end && self.read_segments(from, visit)? == ReadEnd::Stopped {
+            return Ok(());
         }
         // Durable records not yet written out: from their frames in memory,
         // which this process encoded.
@@ -384,16 +376,17 @@ impl KeyLog {
     }
 
     /// [`KeyLog::read`] of what the segments hold (offsets below `visible_end`).
+    /// Delivers records `[from, visible_end)` from the segments; `Stopped`
+    /// if the visitor asked to stop.
     fn read_segments(
         &mut self,
         from: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
-    ) -> Result<()> {
+    ) -> Result<ReadEnd> {
         let end = self.visible_end;
         if from >= end {
-            return Ok(());
+            return Ok(ReadEnd::ReachedEnd);
         }
-        let visit = &mut |offset: u64, payload: &[u8]| offset < end && visit(offset, payload);
         let mut from = from;
         // Index of the sealed segment holding `from`, or `sealed.len()` for the active one.
         let mut i = self
@@ -422,8 +415,8 @@ impl KeyLog {
                 .sealed_cache
                 .as_mut()
                 .expect("sealed segment just opened");
-            match segment.read(from, visit)? {
-                ReadEnd::Stopped => return Ok(()),
+            match segment.read(from, end, visit)? {
+                end @ (ReadEnd::Stopped | ReadEnd::ReachedEnd) => return Ok(end),
                 ReadEnd::Exhausted { next_offset } if next_offset == next_base => {
                     from = next_offset;
                 }
@@ -440,9 +433,9 @@ impl KeyLog {
             }
             i += 1;
         }
-        if let Some(active) = self.active.as_mut() {
-            active.read(from, visit)?;
+        match self.active.as_mut() {
+            Some(active) => active.read(from, end, visit),
+            None => Ok(ReadEnd::ReachedEnd),
         }
-        Ok(())
     }
 }

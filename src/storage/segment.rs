@@ -189,6 +189,8 @@ pub fn checked_entry_start(
 pub enum ReadEnd {
     /// The visitor asked to stop.
     Stopped,
+    /// The next record is at the `end` the caller gave.
+    ReachedEnd,
     /// Every readable record was delivered; the next one would have this offset.
     Exhausted { next_offset: u64 },
 }
@@ -480,11 +482,13 @@ impl Segment {
             .map_or(self.durable_position, |w| w.file_len)
     }
 
-    /// Delivers the durable records with offset `from` and later to `visit`,
-    /// which returns false to stop. Verifies each record's CRC and offset.
+    /// Delivers the durable records with offsets from `from` up to `end` to
+    /// `visit`, which returns false to stop. Verifies each record's CRC and
+    /// offset.
     pub fn read(
         &mut self,
         from: u64,
+        end: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<ReadEnd> {
         self.ensure_mapped()?;
@@ -510,6 +514,9 @@ impl Segment {
                     position,
                     format!("offset {} where {expected} was expected", record.offset),
                 ));
+            }
+            if expected >= end {
+                return Ok(ReadEnd::ReachedEnd);
             }
             if expected >= from && !visit(expected, record.payload) {
                 return Ok(ReadEnd::Stopped);
