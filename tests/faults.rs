@@ -21,9 +21,10 @@ const TEMPORARILY_UNAVAILABLE: u64 = 11;
 
 /// The shim. `SEGLOG_FAULTS` names a directory: while `enospc` exists in it,
 /// `write`, `pwrite64` and `pwritev64` on regular files fail with ENOSPC;
-/// when `fdatasync-eio` exists, the next `fdatasync` removes it and fails
-/// with EIO (later ones succeed again, as they do on Linux after a lost
-/// writeback: the store must not trust them).
+/// while `short` exists, they write at most 7 bytes a call (a short write,
+/// which the caller must continue); when `fdatasync-eio` exists, the next
+/// `fdatasync` removes it and fails with EIO (later ones succeed again, as
+/// they do on Linux after a lost writeback: the store must not trust them).
 const SHIM: &str = r#"
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -45,9 +46,15 @@ static int flag(const char *name, int consume) {
     return access(path, F_OK) == 0;
 }
 
-static int full(int fd) {
+static int regular(int fd) {
     struct stat st;
-    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flag("enospc", 0);
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int full(int fd) { return regular(fd) && flag("enospc", 0); }
+
+static size_t shorten(int fd, size_t n) {
+    return n > 7 && regular(fd) && flag("short", 0) ? 7 : n;
 }
 
 int fdatasync(int fd) {
@@ -61,20 +68,22 @@ ssize_t write(int fd, const void *buf, size_t n) {
     static ssize_t (*real)(int, const void *, size_t);
     if (!real) real = (ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
     if (full(fd)) { errno = ENOSPC; return -1; }
-    return real(fd, buf, n);
+    return real(fd, buf, shorten(fd, n));
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t n, off_t at) {
     static ssize_t (*real)(int, const void *, size_t, off_t);
     if (!real) real = (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite64");
     if (full(fd)) { errno = ENOSPC; return -1; }
-    return real(fd, buf, n, at);
+    return real(fd, buf, shorten(fd, n), at);
 }
 
 ssize_t pwritev64(int fd, const struct iovec *iov, int count, off_t at) {
     static ssize_t (*real)(int, const struct iovec *, int, off_t);
     if (!real) real = (ssize_t (*)(int, const struct iovec *, int, off_t))dlsym(RTLD_NEXT, "pwritev64");
     if (full(fd)) { errno = ENOSPC; return -1; }
+    if (count > 0 && iov[0].iov_len > 7 && regular(fd) && flag("short", 0))
+        return real(fd, iov, 1, at) > 0 ? 7 : -1;
     return real(fd, iov, count, at);
 }
 "#;
@@ -280,4 +289,32 @@ fn full_disk_acknowledges_nothing_and_restart_recovers() {
     for key in ["k0", "k1"] {
         check_log(&mut node, key, &sends);
     }
+}
+
+/// Short writes (at most 7 bytes per call) on every file are continued, not
+/// taken for the whole: the node works as usual and a restart reads back
+/// exactly what was acknowledged.
+#[test]
+fn short_writes_are_continued() {
+    let (_tmp, data, faults, mut node) = start_faulty();
+    std::fs::write(faults.join("short"), b"").expect("arm short writes");
+    let mut sends = Sends::default();
+    for value in 0..30 {
+        let reply = sends.send(&mut node, &format!("k{}", value % 3), value);
+        assert_eq!(error_code(&reply), None, "{reply}");
+    }
+    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k0": 5}}));
+    assert_eq!(commit["body"]["type"], "commit_offsets_ok", "{commit}");
+    for key in ["k0", "k1", "k2"] {
+        check_log(&mut node, key, &sends);
+        assert_eq!(poll_all(&mut node, key).len(), 10, "{key}");
+    }
+    node.kill9();
+    let mut node = Node::init(&data);
+    for key in ["k0", "k1", "k2"] {
+        check_log(&mut node, key, &sends);
+        assert_eq!(poll_all(&mut node, key).len(), 10, "{key}");
+    }
+    let listed = node.call(json!({"type": "list_committed_offsets", "keys": ["k0"]}));
+    assert_eq!(listed["body"]["offsets"]["k0"], json!(5), "{listed}");
 }
