@@ -23,7 +23,8 @@ pub struct Node {
     stdin: Option<ChildStdin>,
     stdout: Receiver<String>,
     stderr: Receiver<String>,
-    next_id: u64,
+    /// The msg_id the next request gets.
+    pub next_id: u64,
 }
 
 impl Node {

@@ -1,0 +1,592 @@
+//! Simulated power loss under the real binary.
+//!
+//! A node runs a workload of sends and commits over a few keys, with small
+//! segments (rolls) and a checkpoint every few KiB of journal (rotations,
+//! checkpoints), under `tests/powerloss/iolog.c`, an `LD_PRELOAD` library
+//! that records in order every file operation under the data directory
+//! (creations, writes with their bytes, truncations, fdatasync and fsync of
+//! files and directories, renames, unlinks) and every write to stdout (the
+//! acknowledgements).
+//!
+//! Replaying that log gives, at every point of the run, what a power loss
+//! could leave on disk: for each file, its content at its last fdatasync
+//! plus any subset of the later writes, cut at 4 KiB pages; for each
+//! directory, its entries at its last fsync plus any subset of the later
+//! creations, renames and removals. The test crashes the run after every
+//! recorded operation, builds such images (nothing unsynced kept,
+//! everything kept, and random subsets), opens the store on each in process
+//! and checks: the store opens, every send acknowledged before the crash is
+//! read back at its offset with its message, reads stop at no CRC or
+//! offset error, and every acknowledged commit is listed.
+
+mod node_process;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use node_process::Node;
+use seglog::{Store, StoreConfig};
+
+/// Page size at which unsynced writes survive or not.
+const PAGE: u64 = 4096;
+/// Random images per crash point, besides "nothing unsynced kept" and
+/// "everything kept".
+const RANDOM_IMAGES: usize = 2;
+/// Keys of the workload.
+const KEYS: usize = 4;
+/// Rounds of the workload: each pipelines one send per key and a commit.
+const ROUNDS: u64 = 60;
+
+/// Builds the recorder library into `dir`.
+fn build_recorder(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/powerloss/iolog.c");
+    let library = dir.join("iolog.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .args(["-ldl", "-lpthread"])
+        .status()
+        .expect("run cc (the power-loss test needs a C compiler)");
+    assert!(status.success(), "cc failed");
+    library
+}
+
+/// One recorded operation.
+#[derive(Clone, Debug)]
+enum Op {
+    Create { path: String, ino: u64 },
+    Trunc { ino: u64, len: u64 },
+    Write { ino: u64, at: u64, bytes: Vec<u8> },
+    Sync { ino: u64 },
+    DirSync { path: String },
+    Rename { from: String, to: String },
+    Unlink { path: String },
+    Mkdir { path: String },
+    Rmdir { path: String },
+    SyncAll,
+    Out { bytes: Vec<u8> },
+}
+
+fn parse_log(bytes: &[u8]) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut at = 0;
+    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    while at < bytes.len() {
+        let kind = bytes[at];
+        let a = u64_at(bytes, at + 1);
+        let b = u64_at(bytes, at + 9);
+        let n1 = u32_at(bytes, at + 17) as usize;
+        let s1 = bytes[at + 21..at + 21 + n1].to_vec();
+        let at2 = at + 21 + n1;
+        let n2 = u32_at(bytes, at2) as usize;
+        let s2 = bytes[at2 + 4..at2 + 4 + n2].to_vec();
+        at = at2 + 4 + n2;
+        let text = |s: Vec<u8>| String::from_utf8(s).expect("UTF-8 path");
+        ops.push(match kind {
+            1 => Op::Create {
+                path: text(s1),
+                ino: a,
+            },
+            2 => Op::Trunc { ino: a, len: b },
+            3 => Op::Write {
+                ino: a,
+                at: b,
+                bytes: s1,
+            },
+            4 => Op::Sync { ino: a },
+            5 => Op::DirSync { path: text(s1) },
+            6 => Op::Rename {
+                from: text(s1),
+                to: text(s2),
+            },
+            7 => Op::Unlink { path: text(s1) },
+            8 => Op::Mkdir { path: text(s1) },
+            9 => Op::Rmdir { path: text(s1) },
+            10 => Op::SyncAll,
+            11 => Op::Out { bytes: s1 },
+            other => panic!("unknown record kind {other}"),
+        });
+    }
+    ops
+}
+
+/// `op` for a failure message, without the bytes it carries.
+fn describe(op: &Op) -> String {
+    match op {
+        Op::Write { ino, at, bytes } => {
+            format!("write of {} bytes at {at} to inode {ino}", bytes.len())
+        }
+        Op::Out { bytes } => format!("{} bytes to stdout", bytes.len()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A directory entry: a file (by inode) or a directory (by id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    File(u64),
+    Dir(usize),
+}
+
+#[derive(Clone, Debug)]
+enum DirOp {
+    Add(String, Entry),
+    Remove(String),
+}
+
+#[derive(Clone, Debug, Default)]
+struct DirState {
+    live: BTreeMap<String, Entry>,
+    durable: BTreeMap<String, Entry>,
+    pending: Vec<DirOp>,
+}
+
+#[derive(Clone, Debug)]
+enum FileOp {
+    Write(u64, Vec<u8>),
+    Trunc(u64),
+}
+
+#[derive(Clone, Debug, Default)]
+struct FileState {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+    pending: Vec<FileOp>,
+}
+
+fn apply_file_op(content: &mut Vec<u8>, op: &FileOp) {
+    match op {
+        FileOp::Write(at, bytes) => {
+            let at = *at as usize;
+            if content.len() < at + bytes.len() {
+                content.resize(at + bytes.len(), 0);
+            }
+            content[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        FileOp::Trunc(len) => content.resize(*len as usize, 0),
+    }
+}
+
+/// The file system as the recorded operations left it: live and durable.
+struct Model {
+    root: String,
+    dirs: Vec<DirState>,
+    files: HashMap<u64, FileState>,
+}
+
+impl Model {
+    fn new(root: &str) -> Model {
+        Model {
+            root: root.to_string(),
+            dirs: vec![DirState::default()],
+            files: HashMap::new(),
+        }
+    }
+
+    /// The directory holding `path` and the entry's name, on the live tree.
+    fn parent(&self, path: &str) -> (usize, String) {
+        let rest = path
+            .strip_prefix(&self.root)
+            .unwrap_or_else(|| panic!("{path} is outside the root"));
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        let (name, dirs) = parts.split_last().expect("a path below the root");
+        let mut dir = 0;
+        for part in dirs {
+            dir = match self.dirs[dir].live.get(*part) {
+                Some(Entry::Dir(id)) => *id,
+                other => panic!("{path}: {part} is {other:?}, not a directory"),
+            };
+        }
+        (dir, (*name).to_string())
+    }
+
+    fn dir_of(&self, path: &str) -> usize {
+        if path.trim_end_matches('/') == self.root.trim_end_matches('/') {
+            return 0;
+        }
+        let (parent, name) = self.parent(path);
+        match self.dirs[parent].live.get(&name) {
+            Some(Entry::Dir(id)) => *id,
+            other => panic!("{path} is {other:?}, not a directory"),
+        }
+    }
+
+    fn link(&mut self, path: &str, entry: Entry) {
+        let (dir, name) = self.parent(path);
+        self.dirs[dir].live.insert(name.clone(), entry);
+        self.dirs[dir].pending.push(DirOp::Add(name, entry));
+    }
+
+    fn unlink(&mut self, path: &str) -> Entry {
+        let (dir, name) = self.parent(path);
+        let entry = self.dirs[dir]
+            .live
+            .remove(&name)
+            .unwrap_or_else(|| panic!("{path} is not there"));
+        self.dirs[dir].pending.push(DirOp::Remove(name));
+        entry
+    }
+
+    fn file(&mut self, ino: u64) -> &mut FileState {
+        self.files.entry(ino).or_default()
+    }
+
+    fn file_op(&mut self, ino: u64, op: FileOp) {
+        let file = self.file(ino);
+        apply_file_op(&mut file.live, &op);
+        file.pending.push(op);
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Create { path, ino } => {
+                *self.file(*ino) = FileState::default();
+                self.link(path, Entry::File(*ino));
+            }
+            Op::Trunc { ino, len } => self.file_op(*ino, FileOp::Trunc(*len)),
+            Op::Write { ino, at, bytes } => self.file_op(*ino, FileOp::Write(*at, bytes.clone())),
+            Op::Sync { ino } => {
+                let file = self.file(*ino);
+                file.durable = file.live.clone();
+                file.pending.clear();
+            }
+            Op::DirSync { path } => {
+                let id = self.dir_of(path);
+                let dir = &mut self.dirs[id];
+                dir.durable = dir.live.clone();
+                dir.pending.clear();
+            }
+            Op::Rename { from, to } => {
+                let entry = self.unlink(from);
+                let (dir, name) = self.parent(to);
+                self.dirs[dir].live.insert(name.clone(), entry);
+                self.dirs[dir].pending.push(DirOp::Add(name, entry));
+            }
+            Op::Unlink { path } | Op::Rmdir { path } => {
+                self.unlink(path);
+            }
+            Op::Mkdir { path } => {
+                self.dirs.push(DirState::default());
+                let id = self.dirs.len() - 1;
+                self.link(path, Entry::Dir(id));
+            }
+            Op::SyncAll => {
+                for dir in &mut self.dirs {
+                    dir.durable = dir.live.clone();
+                    dir.pending.clear();
+                }
+                for file in self.files.values_mut() {
+                    file.durable = file.live.clone();
+                    file.pending.clear();
+                }
+            }
+            Op::Out { .. } => {}
+        }
+    }
+
+    /// Writes what a power loss now could leave under `target`: `keep`
+    /// decides, for each unsynced change in order, whether it survived.
+    fn image(&self, target: &Path, keep: &mut dyn FnMut() -> bool) {
+        let mut contents: HashMap<u64, Vec<u8>> = HashMap::new();
+        self.image_dir(0, target, keep, &mut contents);
+    }
+
+    fn image_dir(
+        &self,
+        id: usize,
+        target: &Path,
+        keep: &mut dyn FnMut() -> bool,
+        contents: &mut HashMap<u64, Vec<u8>>,
+    ) {
+        std::fs::create_dir_all(target).expect("image directory");
+        let dir = &self.dirs[id];
+        let mut entries = dir.durable.clone();
+        for op in &dir.pending {
+            if keep() {
+                match op {
+                    DirOp::Add(name, entry) => {
+                        entries.insert(name.clone(), *entry);
+                    }
+                    DirOp::Remove(name) => {
+                        entries.remove(name);
+                    }
+                }
+            }
+        }
+        for (name, entry) in entries {
+            let path = target.join(&name);
+            match entry {
+                Entry::Dir(child) => self.image_dir(child, &path, keep, contents),
+                Entry::File(ino) => {
+                    let bytes = contents
+                        .entry(ino)
+                        .or_insert_with(|| self.file_image(ino, keep))
+                        .clone();
+                    std::fs::write(&path, bytes).expect("image file");
+                }
+            }
+        }
+    }
+
+    fn file_image(&self, ino: u64, keep: &mut dyn FnMut() -> bool) -> Vec<u8> {
+        let Some(file) = self.files.get(&ino) else {
+            return Vec::new();
+        };
+        let mut content = file.durable.clone();
+        for op in &file.pending {
+            match op {
+                FileOp::Write(at, bytes) => {
+                    // Each 4 KiB page the write touches survives or not.
+                    let end = at + bytes.len() as u64;
+                    let mut start = *at;
+                    while start < end {
+                        let stop = ((start / PAGE) + 1) * PAGE;
+                        let stop = stop.min(end);
+                        if keep() {
+                            let piece = &bytes[(start - at) as usize..(stop - at) as usize];
+                            apply_file_op(&mut content, &FileOp::Write(start, piece.to_vec()));
+                        }
+                        start = stop;
+                    }
+                }
+                FileOp::Trunc(_) => {
+                    if keep() {
+                        apply_file_op(&mut content, op);
+                    }
+                }
+            }
+        }
+        content
+    }
+}
+
+/// xorshift64*: enough randomness for choosing subsets, reproducible by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn bool(&mut self) -> bool {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 63 == 1
+    }
+}
+
+/// What the node acknowledged, from its stdout as recorded.
+#[derive(Clone, Default)]
+struct Acked {
+    /// Key, offset, message.
+    sends: Vec<(String, u64, Value)>,
+    /// Key to the largest committed offset acknowledged.
+    commits: BTreeMap<String, u64>,
+}
+
+/// Requests by msg_id: (type, body).
+type Requests = HashMap<u64, Value>;
+
+fn take_acks(out: &[u8], requests: &Requests, acked: &mut Acked, partial: &mut Vec<u8>) {
+    partial.extend_from_slice(out);
+    while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = partial.drain(..=end).collect();
+        let reply: Value = serde_json::from_slice(&line).expect("stdout carries JSON");
+        let body = &reply["body"];
+        let Some(request) = body["in_reply_to"]
+            .as_u64()
+            .and_then(|id| requests.get(&id))
+        else {
+            continue;
+        };
+        match body["type"].as_str() {
+            Some("send_ok") => acked.sends.push((
+                request["key"].as_str().expect("key").to_string(),
+                body["offset"].as_u64().expect("offset"),
+                request["msg"].clone(),
+            )),
+            Some("commit_offsets_ok") => {
+                for (key, offset) in request["offsets"].as_object().expect("offsets") {
+                    let offset = offset.as_u64().expect("offset");
+                    let slot = acked.commits.entry(key.clone()).or_insert(offset);
+                    *slot = (*slot).max(offset);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Opens the store in `data` and checks it holds everything `acked` says;
+/// the error says what is wrong.
+fn check_image(data: &Path, acked: &Acked) -> Result<(), String> {
+    let config = StoreConfig {
+        segment_bytes: SEGMENT_BYTES,
+        ..StoreConfig::default()
+    };
+    let mut store = Store::open(data, config).map_err(|e| format!("does not open: {e}"))?;
+    for (key, offset, msg) in &acked.sends {
+        let mut found = None;
+        store
+            .read(key, *offset, &mut |at, payload| {
+                found = Some((at, payload.to_vec()));
+                false
+            })
+            .map_err(|e| format!("reading {key} at {offset}: {e}"))?;
+        let expected = msg.to_string().into_bytes();
+        if found.as_ref() != Some(&(*offset, expected)) {
+            return Err(format!(
+                "acknowledged send of {msg} to {key} at offset {offset} reads back as {:?}",
+                found.map(|(at, bytes)| (at, String::from_utf8_lossy(&bytes).into_owned()))
+            ));
+        }
+    }
+    for key in (0..KEYS).map(|k| format!("k{k}")) {
+        let mut next = 0;
+        store
+            .read(&key, 0, &mut |at, _| {
+                next = at + 1;
+                true
+            })
+            .map_err(|e| format!("reading {key} from 0 stopped at {next}: {e}"))?;
+    }
+    for (key, offset) in &acked.commits {
+        if store.committed(key).is_none_or(|c| c < *offset) {
+            return Err(format!(
+                "acknowledged commit of {key} at {offset}, listed {:?}",
+                store.committed(key)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Segment size of the run: a few records each, so keys roll often.
+const SEGMENT_BYTES: u64 = 1024;
+
+#[test]
+fn power_loss_after_any_operation_keeps_everything_acknowledged() {
+    let tmp = TempDir::new().expect("tempdir");
+    let library = build_recorder(tmp.path());
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).expect("root");
+    let root = root.canonicalize().expect("absolute root");
+    let log = tmp.path().join("io.log");
+    let root_text = root.to_str().expect("UTF-8 root").to_string();
+    let segment_bytes = SEGMENT_BYTES.to_string();
+    let start = |first_id: u64| {
+        let mut node = Node::start_with_env(
+            &["--data-dir", &root_text, "--segment-bytes", &segment_bytes],
+            [
+                ("LD_PRELOAD", library.as_os_str()),
+                ("SEGLOG_IOLOG", log.as_os_str()),
+                ("SEGLOG_IOLOG_ROOT", root.as_os_str()),
+                // A checkpoint every few KiB of journal: rotations and
+                // checkpoints all through the run.
+                ("SEGLOG_CHECKPOINT_BYTES", std::ffi::OsStr::new("3000")),
+            ],
+        );
+        // Both processes answer into one log: their msg_ids must differ.
+        node.next_id = first_id;
+        let init = node.call(json!({"type": "init", "node_id": "n0", "node_ids": ["n0"]}));
+        assert_eq!(init["body"]["type"], "init_ok", "{init}");
+        node
+    };
+    let mut node = start(1);
+    let mut requests = Requests::new();
+    let mut value = 0u64;
+    for round in 0..ROUNDS {
+        if round == ROUNDS / 2 {
+            // kill -9 keeps what the page cache holds, which the model's
+            // live state is: the second process recovers from it (and its
+            // first checkpoint must sync what recovery kept).
+            node.kill9();
+            node = start(1_000_000);
+        }
+        let mut ids = Vec::new();
+        for k in 0..KEYS {
+            // One key gets most sends, alone now and then (direct sync points).
+            if round % 5 == 0 && k > 0 {
+                continue;
+            }
+            value += 1;
+            let body = json!({"type": "send", "key": format!("k{k}"), "msg": {"v": value, "pad": "x".repeat((value % 90) as usize)}});
+            ids.push((node.request(body.clone()), body));
+        }
+        if round % 3 == 0 {
+            let body =
+                json!({"type": "commit_offsets", "offsets": {"k0": round / 2, "k1": round / 3}});
+            ids.push((node.request(body.clone()), body));
+        }
+        for _ in 0..ids.len() {
+            let reply = node.reply();
+            assert_ne!(reply["body"]["type"], "error", "{reply}");
+        }
+        for (id, body) in ids {
+            requests.insert(id, body);
+        }
+    }
+    node.kill9();
+
+    let ops = parse_log(&std::fs::read(&log).expect("the log"));
+    let mut model = Model::new(&root_text);
+    let mut acked = Acked::default();
+    let mut partial = Vec::new();
+    let data = |image: &Path| image.join("n0");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let syncs = ops
+        .iter()
+        .filter(|op| matches!(op, Op::Sync { .. } | Op::DirSync { .. }))
+        .count();
+    assert!(syncs > 50, "the recorder saw the node's syncs ({syncs})");
+    for (i, op) in ops.iter().enumerate() {
+        model.apply(op);
+        if let Op::Out { bytes } = op {
+            take_acks(bytes, &requests, &mut acked, &mut partial);
+        }
+        // A crash right after operation i.
+        for image_kind in 0..2 + RANDOM_IMAGES {
+            let image = tmp.path().join("image");
+            let _ = std::fs::remove_dir_all(&image);
+            match image_kind {
+                0 => model.image(&image, &mut || false),
+                1 => model.image(&image, &mut || true),
+                _ => {
+                    seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut rng = Rng(seed | 1);
+                    model.image(&image, &mut || rng.bool());
+                }
+            }
+            checked += 1;
+            if let Err(why) = check_image(&data(&image), &acked) {
+                failures.push(format!(
+                    "after operation {i} ({}), image {image_kind}: {why}",
+                    describe(op)
+                ));
+                if failures.len() >= 5 {
+                    break;
+                }
+            }
+        }
+        if failures.len() >= 5 {
+            break;
+        }
+    }
+    eprintln!(
+        "power loss: {} operations recorded, {syncs} syncs, {checked} crash images checked, \
+         {} sends and {} keys' commits acknowledged in all",
+        ops.len(),
+        acked.sends.len(),
+        acked.commits.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        acked.sends.len() as u64 >= ROUNDS,
+        "the acknowledgements were recorded"
+    );
+}
