@@ -34,12 +34,21 @@ use seglog::{Store, StoreConfig};
 /// Page size at which unsynced writes survive or not.
 const PAGE: u64 = 4096;
 /// Random images per crash point, besides "nothing unsynced kept" and
-/// "everything kept".
+/// "everything kept" (`SEGLOG_POWERLOSS_IMAGES` overrides it).
 const RANDOM_IMAGES: usize = 2;
 /// Keys of the workload.
 const KEYS: usize = 4;
-/// Rounds of the workload: each pipelines one send per key and a commit.
+/// Rounds of the workload: each pipelines one send per key and a commit
+/// (`SEGLOG_POWERLOSS_ROUNDS` overrides it).
 const ROUNDS: u64 = 60;
+
+/// A count from the environment variable `var`, or `default`.
+fn setting(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// Builds the recorder library into `dir`.
 fn build_recorder(dir: &Path) -> PathBuf {
@@ -495,11 +504,13 @@ fn power_loss_after_any_operation_keeps_everything_acknowledged() {
         assert_eq!(init["body"]["type"], "init_ok", "{init}");
         node
     };
+    let rounds = setting("SEGLOG_POWERLOSS_ROUNDS", ROUNDS);
+    let random_images = setting("SEGLOG_POWERLOSS_IMAGES", RANDOM_IMAGES as u64) as usize;
     let mut node = start(1);
     let mut requests = Requests::new();
     let mut value = 0u64;
-    for round in 0..ROUNDS {
-        if round == ROUNDS / 2 {
+    for round in 0..rounds {
+        if round == rounds / 2 {
             // kill -9 keeps what the page cache holds, which the model's
             // live state is: the second process recovers from it (and its
             // first checkpoint must sync what recovery kept).
@@ -550,7 +561,7 @@ fn power_loss_after_any_operation_keeps_everything_acknowledged() {
             take_acks(bytes, &requests, &mut acked, &mut partial);
         }
         // A crash right after operation i.
-        for image_kind in 0..2 + RANDOM_IMAGES {
+        for image_kind in 0..2 + random_images {
             let image = tmp.path().join("image");
             let _ = std::fs::remove_dir_all(&image);
             match image_kind {
@@ -586,7 +597,7 @@ fn power_loss_after_any_operation_keeps_everything_acknowledged() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(
-        acked.sends.len() as u64 >= ROUNDS,
+        acked.sends.len() as u64 >= rounds,
         "the acknowledgements were recorded"
     );
 }
