@@ -198,6 +198,42 @@ impl Model {
         }
     }
 
+    /// The file system under `root` (path text `root_text`) as it is now,
+    /// all of it durable: the disk a power loss left.
+    fn from_disk(root_text: &str, root: &Path) -> Model {
+        let mut model = Model::new(root_text);
+        model.load_dir(0, root);
+        model
+    }
+
+    fn load_dir(&mut self, id: usize, path: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        for entry in std::fs::read_dir(path).expect("list") {
+            let entry = entry.expect("entry");
+            let name = entry.file_name().into_string().expect("UTF-8 name");
+            let meta = entry.metadata().expect("metadata");
+            let node = if meta.is_dir() {
+                self.dirs.push(DirState::default());
+                let child = self.dirs.len() - 1;
+                self.load_dir(child, &entry.path());
+                Entry::Dir(child)
+            } else {
+                let content = std::fs::read(entry.path()).expect("read");
+                self.files.insert(
+                    meta.ino(),
+                    FileState {
+                        live: content.clone(),
+                        durable: content,
+                        pending: Vec::new(),
+                    },
+                );
+                Entry::File(meta.ino())
+            };
+            self.dirs[id].live.insert(name.clone(), node);
+            self.dirs[id].durable.insert(name, node);
+        }
+    }
+
     /// The directory holding `path` and the entry's name, on the live tree.
     fn parent(&self, path: &str) -> (usize, String) {
         let rest = path
@@ -476,128 +512,260 @@ fn check_image(data: &Path, acked: &Acked) -> Result<(), String> {
 /// Segment size of the run: a few records each, so keys roll often.
 const SEGMENT_BYTES: u64 = 1024;
 
-#[test]
-fn power_loss_after_any_operation_keeps_everything_acknowledged() {
-    let tmp = TempDir::new().expect("tempdir");
-    let library = build_recorder(tmp.path());
-    let root = tmp.path().join("root");
-    std::fs::create_dir_all(&root).expect("root");
-    let root = root.canonicalize().expect("absolute root");
-    let log = tmp.path().join("io.log");
-    let root_text = root.to_str().expect("UTF-8 root").to_string();
-    let segment_bytes = SEGMENT_BYTES.to_string();
-    let start = |first_id: u64| {
+/// A node run under the recorder, and what it needs to start again.
+struct Recorded {
+    tmp: TempDir,
+    library: PathBuf,
+    root: PathBuf,
+    root_text: String,
+    log: PathBuf,
+    requests: Requests,
+    /// Messages sent so far (each send's message is unique).
+    value: u64,
+}
+
+impl Recorded {
+    fn new() -> Recorded {
+        let tmp = TempDir::new().expect("tempdir");
+        let library = build_recorder(tmp.path());
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).expect("root");
+        let root = root.canonicalize().expect("absolute root");
+        let log = tmp.path().join("io.log");
+        let root_text = root.to_str().expect("UTF-8 root").to_string();
+        Recorded {
+            tmp,
+            library,
+            root,
+            root_text,
+            log,
+            requests: Requests::new(),
+            value: 0,
+        }
+    }
+
+    /// Starts a node whose requests' msg_ids start at `first_id` (every
+    /// process answers into one log: their ids must differ).
+    fn start(&self, first_id: u64) -> Node {
+        let segment_bytes = SEGMENT_BYTES.to_string();
         let mut node = Node::start_with_env(
-            &["--data-dir", &root_text, "--segment-bytes", &segment_bytes],
+            &[
+                "--data-dir",
+                &self.root_text,
+                "--segment-bytes",
+                &segment_bytes,
+            ],
             [
-                ("LD_PRELOAD", library.as_os_str()),
-                ("SEGLOG_IOLOG", log.as_os_str()),
-                ("SEGLOG_IOLOG_ROOT", root.as_os_str()),
+                ("LD_PRELOAD", self.library.as_os_str()),
+                ("SEGLOG_IOLOG", self.log.as_os_str()),
+                ("SEGLOG_IOLOG_ROOT", self.root.as_os_str()),
                 // A checkpoint every few KiB of journal: rotations and
                 // checkpoints all through the run.
                 ("SEGLOG_CHECKPOINT_BYTES", std::ffi::OsStr::new("3000")),
             ],
         );
-        // Both processes answer into one log: their msg_ids must differ.
         node.next_id = first_id;
         let init = node.call(json!({"type": "init", "node_id": "n0", "node_ids": ["n0"]}));
         assert_eq!(init["body"]["type"], "init_ok", "{init}");
         node
-    };
-    let rounds = setting("SEGLOG_POWERLOSS_ROUNDS", ROUNDS);
-    let random_images = setting("SEGLOG_POWERLOSS_IMAGES", RANDOM_IMAGES as u64) as usize;
-    let mut node = start(1);
-    let mut requests = Requests::new();
-    let mut value = 0u64;
-    for round in 0..rounds {
-        if round == rounds / 2 {
-            // kill -9 keeps what the page cache holds, which the model's
-            // live state is: the second process recovers from it (and its
-            // first checkpoint must sync what recovery kept).
-            node.kill9();
-            node = start(1_000_000);
-        }
-        let mut ids = Vec::new();
-        for k in 0..KEYS {
-            // One key gets most sends, alone now and then (direct sync points).
-            if round % 5 == 0 && k > 0 {
-                continue;
-            }
-            value += 1;
-            let body = json!({"type": "send", "key": format!("k{k}"), "msg": {"v": value, "pad": "x".repeat((value % 90) as usize)}});
-            ids.push((node.request(body.clone()), body));
-        }
-        if round % 3 == 0 {
-            let body =
-                json!({"type": "commit_offsets", "offsets": {"k0": round / 2, "k1": round / 3}});
-            ids.push((node.request(body.clone()), body));
-        }
-        for _ in 0..ids.len() {
-            let reply = node.reply();
-            assert_ne!(reply["body"]["type"], "error", "{reply}");
-        }
-        for (id, body) in ids {
-            requests.insert(id, body);
-        }
     }
-    node.kill9();
 
-    let ops = parse_log(&std::fs::read(&log).expect("the log"));
-    let mut model = Model::new(&root_text);
-    let mut acked = Acked::default();
-    let mut partial = Vec::new();
-    let data = |image: &Path| image.join("n0");
-    let mut checked = 0;
-    let mut failures = Vec::new();
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let syncs = ops
-        .iter()
-        .filter(|op| matches!(op, Op::Sync { .. } | Op::DirSync { .. }))
-        .count();
-    assert!(syncs > 50, "the recorder saw the node's syncs ({syncs})");
-    for (i, op) in ops.iter().enumerate() {
-        model.apply(op);
-        if let Op::Out { bytes } = op {
-            take_acks(bytes, &requests, &mut acked, &mut partial);
-        }
-        // A crash right after operation i.
-        for image_kind in 0..2 + random_images {
-            let image = tmp.path().join("image");
-            let _ = std::fs::remove_dir_all(&image);
-            match image_kind {
-                0 => model.image(&image, &mut || false),
-                1 => model.image(&image, &mut || true),
-                _ => {
-                    seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let mut rng = Rng(seed | 1);
-                    model.image(&image, &mut || rng.bool());
+    /// Runs rounds `rounds` of the workload on `node`: in each, one send
+    /// per key (one key alone every fifth round: direct sync points) and
+    /// now and then a commit, pipelined, all answered before the next.
+    fn run(&mut self, node: &mut Node, rounds: std::ops::Range<u64>) {
+        for round in rounds {
+            let mut ids = Vec::new();
+            for k in 0..KEYS {
+                if round % 5 == 0 && k > 0 {
+                    continue;
                 }
+                self.value += 1;
+                let value = self.value;
+                let pad = "x".repeat((value % 90) as usize);
+                let body = json!({"type": "send", "key": format!("k{k}"), "msg": {"v": value, "pad": pad}});
+                ids.push((node.request(body.clone()), body));
             }
-            checked += 1;
-            if let Err(why) = check_image(&data(&image), &acked) {
-                failures.push(format!(
-                    "after operation {i} ({}), image {image_kind}: {why}",
-                    describe(op)
-                ));
-                if failures.len() >= 5 {
-                    break;
-                }
+            if round % 3 == 0 {
+                let offsets = json!({"k0": round / 2, "k1": round / 3});
+                let body = json!({"type": "commit_offsets", "offsets": offsets});
+                ids.push((node.request(body.clone()), body));
             }
-        }
-        if failures.len() >= 5 {
-            break;
+            for _ in 0..ids.len() {
+                let reply = node.reply();
+                assert_ne!(reply["body"]["type"], "error", "{reply}");
+            }
+            self.requests.extend(ids);
         }
     }
-    eprintln!(
-        "power loss: {} operations recorded, {syncs} syncs, {checked} crash images checked, \
-         {} sends and {} keys' commits acknowledged in all",
-        ops.len(),
-        acked.sends.len(),
-        acked.commits.len()
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    /// Kills `node` with SIGKILL once the recorder has logged every
+    /// acknowledgement the test read: it logs a write to stdout after the
+    /// write returns, so a kill right after the last reply could lose its
+    /// record. The answer to one more request, written after those records,
+    /// shows they are in the log.
+    fn kill(&self, node: Node) {
+        let mut node = node;
+        let reply = node.call(json!({"type": "list_committed_offsets", "keys": []}));
+        assert_eq!(
+            reply["body"]["type"], "list_committed_offsets_ok",
+            "{reply}"
+        );
+        node.kill9();
+    }
+
+    fn ops(&self) -> Vec<Op> {
+        parse_log(&std::fs::read(&self.log).expect("the log"))
+    }
+}
+
+/// What checking the crash points of a stretch of the log found.
+#[derive(Default)]
+struct Checked {
+    acked: Acked,
+    /// Bytes of stdout not yet ending in a newline.
+    partial: Vec<u8>,
+    images: usize,
+    failures: Vec<String>,
+    seed: u64,
+}
+
+impl Checked {
+    /// Applies `ops` to `model`, and after each checks `2 + random` images
+    /// of what a power loss could leave (under `scratch`).
+    fn check(
+        &mut self,
+        model: &mut Model,
+        ops: &[Op],
+        requests: &Requests,
+        random: usize,
+        scratch: &Path,
+    ) {
+        for (i, op) in ops.iter().enumerate() {
+            model.apply(op);
+            if let Op::Out { bytes } = op {
+                take_acks(bytes, requests, &mut self.acked, &mut self.partial);
+            }
+            for image_kind in 0..2 + random {
+                let image = scratch.join("image");
+                let _ = std::fs::remove_dir_all(&image);
+                match image_kind {
+                    0 => model.image(&image, &mut || false),
+                    1 => model.image(&image, &mut || true),
+                    _ => {
+                        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                        let mut rng = Rng(self.seed | 1);
+                        model.image(&image, &mut || rng.bool());
+                    }
+                }
+                self.images += 1;
+                if let Err(why) = check_image(&image.join("n0"), &self.acked) {
+                    self.failures.push(format!(
+                        "after operation {i} ({}), image {image_kind}: {why}",
+                        describe(op)
+                    ));
+                    if self.failures.len() >= 5 {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn assert_passed(&self, what: &str, ops: usize, requests: &Requests) {
+        eprintln!(
+            "power loss ({what}): {ops} operations recorded, {} crash images checked, \
+             {} sends and {} keys' commits acknowledged in all",
+            self.images,
+            self.acked.sends.len(),
+            self.acked.commits.len()
+        );
+        assert!(self.failures.is_empty(), "{}", self.failures.join("\n"));
+        let sends = requests.values().filter(|r| r["type"] == "send").count();
+        assert_eq!(
+            self.acked.sends.len(),
+            sends,
+            "every send was acknowledged, and the recorder logged it"
+        );
+    }
+}
+
+fn syncs(ops: &[Op]) -> usize {
+    ops.iter()
+        .filter(|op| matches!(op, Op::Sync { .. } | Op::DirSync { .. }))
+        .count()
+}
+
+/// A power loss after any operation of a run with rolls, checkpoints and a
+/// `kill -9` restart half way (which keeps the page cache: the second
+/// process recovers from the live state, and its first checkpoint must
+/// sync what recovery kept).
+#[test]
+fn power_loss_after_any_operation_keeps_everything_acknowledged() {
+    let rounds = setting("SEGLOG_POWERLOSS_ROUNDS", ROUNDS);
+    let random = setting("SEGLOG_POWERLOSS_IMAGES", RANDOM_IMAGES as u64) as usize;
+    let mut run = Recorded::new();
+    let mut node = run.start(1);
+    run.run(&mut node, 0..rounds / 2);
+    run.kill(node);
+    let mut node = run.start(1_000_000);
+    run.run(&mut node, rounds / 2..rounds);
+    run.kill(node);
+    let ops = run.ops();
+    assert!(syncs(&ops) > 50, "the recorder saw the node's syncs");
+    let mut checked = Checked::default();
+    let mut model = Model::new(&run.root_text);
+    checked.check(&mut model, &ops, &run.requests, random, run.tmp.path());
+    checked.assert_passed("kill -9 half way", ops.len(), &run.requests);
+}
+
+/// A power loss half way, then recovery from what it left, then a power
+/// loss after any operation of the second run (recovery included): what
+/// was acknowledged before the first is still there after the second.
+#[test]
+fn power_loss_during_recovery_from_a_power_loss_keeps_everything_acknowledged() {
+    let rounds = setting("SEGLOG_POWERLOSS_ROUNDS", ROUNDS);
+    let random = setting("SEGLOG_POWERLOSS_IMAGES", RANDOM_IMAGES as u64) as usize;
+    let mut run = Recorded::new();
+    let mut node = run.start(1);
+    run.run(&mut node, 0..rounds / 2);
+    run.kill(node);
+    let first = run.ops();
+    let mut checked = Checked::default();
+    let mut model = Model::new(&run.root_text);
+    checked.check(&mut model, &first, &run.requests, random, run.tmp.path());
+    // The first power loss: a random image of the end of the first run
+    // becomes the disk the second run starts on.
+    let restart = run.tmp.path().join("restart");
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    model.image(&restart, &mut || rng.bool());
+    let data = run.root.join("n0");
+    std::fs::remove_dir_all(&data).expect("remove the data directory");
+    copy_tree(&restart.join("n0"), &data);
+    let mut model = Model::from_disk(&run.root_text, &run.root);
+    let mut node = run.start(1_000_000);
+    run.run(&mut node, rounds / 2..rounds);
+    run.kill(node);
+    let ops = run.ops();
+    let second = &ops[first.len()..];
     assert!(
-        acked.sends.len() as u64 >= rounds,
-        "the acknowledgements were recorded"
+        syncs(second) > 20,
+        "the recorder saw the second run's syncs"
     );
+    checked.check(&mut model, second, &run.requests, random, run.tmp.path());
+    checked.assert_passed("power loss half way", ops.len(), &run.requests);
+}
+
+/// Copies the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create");
+    for entry in std::fs::read_dir(from).expect("list") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }
