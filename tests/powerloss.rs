@@ -136,7 +136,8 @@ fn describe(op: &Op) -> String {
     }
 }
 
-/// A directory entry: a file (by inode) or a directory (by id).
+/// A directory entry: a file or a directory, by the model's id (files get
+/// a new id at each creation: the file system reuses inode numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Entry {
     File(u64),
@@ -186,7 +187,11 @@ fn apply_file_op(content: &mut Vec<u8>, op: &FileOp) {
 struct Model {
     root: String,
     dirs: Vec<DirState>,
+    /// Files by model id.
     files: HashMap<u64, FileState>,
+    /// The model id of the file each inode number now stands for.
+    inodes: HashMap<u64, u64>,
+    next_file: u64,
 }
 
 impl Model {
@@ -195,6 +200,8 @@ impl Model {
             root: root.to_string(),
             dirs: vec![DirState::default()],
             files: HashMap::new(),
+            inodes: HashMap::new(),
+            next_file: 0,
         }
     }
 
@@ -219,15 +226,16 @@ impl Model {
                 Entry::Dir(child)
             } else {
                 let content = std::fs::read(entry.path()).expect("read");
+                let id = self.new_file(meta.ino());
                 self.files.insert(
-                    meta.ino(),
+                    id,
                     FileState {
                         live: content.clone(),
                         durable: content,
                         pending: Vec::new(),
                     },
                 );
-                Entry::File(meta.ino())
+                Entry::File(id)
             };
             self.dirs[id].live.insert(name.clone(), node);
             self.dirs[id].durable.insert(name, node);
@@ -278,8 +286,21 @@ impl Model {
         entry
     }
 
+    /// A new file with inode number `ino`: a new model id.
+    fn new_file(&mut self, ino: u64) -> u64 {
+        self.next_file += 1;
+        self.inodes.insert(ino, self.next_file);
+        self.next_file
+    }
+
+    /// The file inode `ino` stands for; every file written or synced was
+    /// created in the model (or found on disk), or the recorder missed it.
     fn file(&mut self, ino: u64) -> &mut FileState {
-        self.files.entry(ino).or_default()
+        let id = *self
+            .inodes
+            .get(&ino)
+            .unwrap_or_else(|| panic!("inode {ino} was never created: the recorder missed it"));
+        self.files.get_mut(&id).expect("a known file")
     }
 
     fn file_op(&mut self, ino: u64, op: FileOp) {
@@ -291,8 +312,9 @@ impl Model {
     fn apply(&mut self, op: &Op) {
         match op {
             Op::Create { path, ino } => {
-                *self.file(*ino) = FileState::default();
-                self.link(path, Entry::File(*ino));
+                let id = self.new_file(*ino);
+                self.files.insert(id, FileState::default());
+                self.link(path, Entry::File(id));
             }
             Op::Trunc { ino, len } => self.file_op(*ino, FileOp::Trunc(*len)),
             Op::Write { ino, at, bytes } => self.file_op(*ino, FileOp::Write(*at, bytes.clone())),
@@ -335,6 +357,33 @@ impl Model {
         }
     }
 
+    /// Panics unless the live tree is what is on disk under `root` now
+    /// (names and contents): the recorder missed nothing.
+    fn assert_live_is(&self, root: &Path) {
+        self.assert_dir_is(0, root);
+    }
+
+    fn assert_dir_is(&self, id: usize, path: &Path) {
+        let mut on_disk: Vec<String> = std::fs::read_dir(path)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("UTF-8"))
+            .collect();
+        on_disk.sort();
+        let modelled: Vec<String> = self.dirs[id].live.keys().cloned().collect();
+        assert_eq!(modelled, on_disk, "entries of {}", path.display());
+        for (name, entry) in &self.dirs[id].live {
+            let child = path.join(name);
+            match entry {
+                Entry::Dir(dir) => self.assert_dir_is(*dir, &child),
+                Entry::File(file) => assert!(
+                    self.files[file].live == std::fs::read(&child).expect("read"),
+                    "content of {}",
+                    child.display()
+                ),
+            }
+        }
+    }
+
     /// Writes what a power loss now could leave under `target`: `keep`
     /// decides, for each unsynced change in order, whether it survived.
     fn image(&self, target: &Path, keep: &mut dyn FnMut() -> bool) {
@@ -368,10 +417,10 @@ impl Model {
             let path = target.join(&name);
             match entry {
                 Entry::Dir(child) => self.image_dir(child, &path, keep, contents),
-                Entry::File(ino) => {
+                Entry::File(id) => {
                     let bytes = contents
-                        .entry(ino)
-                        .or_insert_with(|| self.file_image(ino, keep))
+                        .entry(id)
+                        .or_insert_with(|| self.file_image(id, keep))
                         .clone();
                     std::fs::write(&path, bytes).expect("image file");
                 }
@@ -379,10 +428,8 @@ impl Model {
         }
     }
 
-    fn file_image(&self, ino: u64, keep: &mut dyn FnMut() -> bool) -> Vec<u8> {
-        let Some(file) = self.files.get(&ino) else {
-            return Vec::new();
-        };
+    fn file_image(&self, id: u64, keep: &mut dyn FnMut() -> bool) -> Vec<u8> {
+        let file = &self.files[&id];
         let mut content = file.durable.clone();
         for op in &file.pending {
             match op {
@@ -599,18 +646,19 @@ impl Recorded {
         }
     }
 
-    /// Kills `node` with SIGKILL once the recorder has logged every
-    /// acknowledgement the test read: it logs a write to stdout after the
-    /// write returns, so a kill right after the last reply could lose its
-    /// record. The answer to one more request, written after those records,
-    /// shows they are in the log.
-    fn kill(&self, node: Node) {
+    /// Kills `node` with SIGKILL once it is idle, so that the log holds
+    /// every operation it made (the recorder logs each after it returns:
+    /// a kill in between would lose the record). The fence is a commit:
+    /// its sync point runs after the last one's segment writes (one sync
+    /// point at a time), and with nothing else to write, nothing follows
+    /// its answer but memory updates.
+    fn kill(&mut self, node: Node) {
         let mut node = node;
-        let reply = node.call(json!({"type": "list_committed_offsets", "keys": []}));
-        assert_eq!(
-            reply["body"]["type"], "list_committed_offsets_ok",
-            "{reply}"
-        );
+        let body = json!({"type": "commit_offsets", "offsets": {"fence": self.value}});
+        let id = node.request(body.clone());
+        let reply = node.reply();
+        assert_eq!(reply["body"]["type"], "commit_offsets_ok", "{reply}");
+        self.requests.insert(id, body);
         node.kill9();
     }
 
@@ -682,6 +730,10 @@ impl Checked {
         );
         assert!(self.failures.is_empty(), "{}", self.failures.join("\n"));
         let sends = requests.values().filter(|r| r["type"] == "send").count();
+        assert!(
+            self.acked.commits.contains_key("fence"),
+            "commits were recorded as acknowledged"
+        );
         assert_eq!(
             self.acked.sends.len(),
             sends,
@@ -708,6 +760,9 @@ fn power_loss_after_any_operation_keeps_everything_acknowledged() {
     let mut node = run.start(1);
     run.run(&mut node, 0..rounds / 2);
     run.kill(node);
+    let first = run.ops().len();
+    let half_way = run.tmp.path().join("half-way");
+    copy_tree(&run.root, &half_way);
     let mut node = run.start(1_000_000);
     run.run(&mut node, rounds / 2..rounds);
     run.kill(node);
@@ -715,7 +770,26 @@ fn power_loss_after_any_operation_keeps_everything_acknowledged() {
     assert!(syncs(&ops) > 50, "the recorder saw the node's syncs");
     let mut checked = Checked::default();
     let mut model = Model::new(&run.root_text);
-    checked.check(&mut model, &ops, &run.requests, random, run.tmp.path());
+    checked.check(
+        &mut model,
+        &ops[..first],
+        &run.requests,
+        random,
+        run.tmp.path(),
+    );
+    if checked.failures.is_empty() {
+        model.assert_live_is(&half_way);
+    }
+    checked.check(
+        &mut model,
+        &ops[first..],
+        &run.requests,
+        random,
+        run.tmp.path(),
+    );
+    if checked.failures.is_empty() {
+        model.assert_live_is(&run.root);
+    }
     checked.assert_passed("kill -9 half way", ops.len(), &run.requests);
 }
 
@@ -734,6 +808,9 @@ fn power_loss_during_recovery_from_a_power_loss_keeps_everything_acknowledged() 
     let mut checked = Checked::default();
     let mut model = Model::new(&run.root_text);
     checked.check(&mut model, &first, &run.requests, random, run.tmp.path());
+    if checked.failures.is_empty() {
+        model.assert_live_is(&run.root);
+    }
     // The first power loss: a random image of the end of the first run
     // becomes the disk the second run starts on.
     let restart = run.tmp.path().join("restart");
@@ -753,6 +830,9 @@ fn power_loss_during_recovery_from_a_power_loss_keeps_everything_acknowledged() 
         "the recorder saw the second run's syncs"
     );
     checked.check(&mut model, second, &run.requests, random, run.tmp.path());
+    if checked.failures.is_empty() {
+        model.assert_live_is(&run.root);
+    }
     checked.assert_passed("power loss half way", ops.len(), &run.requests);
 }
 

@@ -55,7 +55,6 @@ static pthread_mutex_t lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static int log_fd = -1;
 static char root[PATH_MAX];
 static size_t root_len;
-static int ready;
 static dev_t out_dev;
 static ino_t out_ino;
 static int out_known;
@@ -90,21 +89,35 @@ static void put(const void *p, size_t n) {
     }
 }
 
+/* Writes one record with one write(2) to the O_APPEND log, so a process
+ * killed while recording leaves no partial record. */
 static void record(uint8_t kind, uint64_t a, uint64_t b, const void *s1, uint32_t n1,
                    const void *s2, uint32_t n2) {
     if (log_fd < 0) return;
-    put(&kind, 1);
-    put(&a, 8);
-    put(&b, 8);
-    put(&n1, 4);
-    if (n1) put(s1, n1);
-    put(&n2, 4);
-    if (n2) put(s2, n2);
+    size_t size = 1 + 8 + 8 + 4 + n1 + 4 + n2;
+    char *buf = malloc(size);
+    if (!buf) abort();
+    char *p = buf;
+    memcpy(p, &kind, 1); p += 1;
+    memcpy(p, &a, 8); p += 8;
+    memcpy(p, &b, 8); p += 8;
+    memcpy(p, &n1, 4); p += 4;
+    if (n1) { memcpy(p, s1, n1); p += n1; }
+    memcpy(p, &n2, 4); p += 4;
+    if (n2) { memcpy(p, s2, n2); p += n2; }
+    put(buf, size);
+    free(buf);
 }
 
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void init(void);
+
 static void setup(void) {
-    if (ready) return;
-    ready = 1;
+    pthread_once(&once, init);
+}
+
+static void init(void) {
     const char *path = getenv("SEGLOG_IOLOG");
     const char *r = getenv("SEGLOG_IOLOG_ROOT");
     if (!path || !r) return;
