@@ -9,10 +9,11 @@
 //! acknowledgements).
 //!
 //! Replaying that log gives, at every point of the run, what a power loss
-//! could leave on disk: for each file, its content at its last fdatasync
-//! plus any subset of the later writes, cut at 4 KiB pages; for each
-//! directory, its entries at its last fsync plus any subset of the later
-//! creations, renames and removals. The test crashes the run after every
+//! could leave on disk: for each file, every 4 KiB page as it was at some
+//! moment since the file's last fdatasync (pages independently: the kernel
+//! writes back whole pages, as they are when it does), and its size as of
+//! some moment too; for each directory, its entries at its last fsync plus
+//! any subset of the later creations, renames and removals. The test crashes the run after every
 //! recorded operation, builds such images (nothing unsynced kept,
 //! everything kept, and random subsets), opens the store on each in process
 //! and checks: the store opens, every send acknowledged before the crash is
@@ -428,30 +429,42 @@ impl Model {
         }
     }
 
+    /// What a power loss could leave of file `id`. The kernel writes a
+    /// page back as it is at that moment, so each 4 KiB page holds its
+    /// content after some prefix of the unsynced operations that touched
+    /// it (at least its synced content), pages independently of each
+    /// other; the size, metadata, after some prefix of all of them.
     fn file_image(&self, id: u64, keep: &mut dyn FnMut() -> bool) -> Vec<u8> {
         let file = &self.files[&id];
-        let mut content = file.durable.clone();
+        // versions[k]: the content after the first k unsynced operations.
+        let mut versions = vec![file.durable.clone()];
         for op in &file.pending {
-            match op {
-                FileOp::Write(at, bytes) => {
-                    // Each 4 KiB page the write touches survives or not.
-                    let end = at + bytes.len() as u64;
-                    let mut start = *at;
-                    while start < end {
-                        let stop = ((start / PAGE) + 1) * PAGE;
-                        let stop = stop.min(end);
-                        if keep() {
-                            let piece = &bytes[(start - at) as usize..(stop - at) as usize];
-                            apply_file_op(&mut content, &FileOp::Write(start, piece.to_vec()));
-                        }
-                        start = stop;
-                    }
-                }
-                FileOp::Trunc(_) => {
-                    if keep() {
-                        apply_file_op(&mut content, op);
-                    }
-                }
+            let mut next = versions.last().expect("the synced content").clone();
+            apply_file_op(&mut next, op);
+            versions.push(next);
+        }
+        let cut = |touching: &[usize], keep: &mut dyn FnMut() -> bool| {
+            let kept = touching.iter().filter(|_| keep()).count();
+            kept.checked_sub(1).map_or(0, |i| touching[i] + 1)
+        };
+        let all: Vec<usize> = (0..file.pending.len()).collect();
+        let size = versions[cut(&all, keep)].len() as u64;
+        let mut content = Vec::with_capacity(size as usize);
+        for page in 0..size.div_ceil(PAGE) {
+            let (start, end) = (page * PAGE, ((page + 1) * PAGE).min(size));
+            let touching: Vec<usize> = file
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, op)| match op {
+                    FileOp::Write(at, bytes) => *at < end && at + bytes.len() as u64 > start,
+                    FileOp::Trunc(len) => *len < end,
+                })
+                .map(|(i, _)| i)
+                .collect();
+            let version = &versions[cut(&touching, keep)];
+            for position in start..end {
+                content.push(version.get(position as usize).copied().unwrap_or(0));
             }
         }
         content
