@@ -582,6 +582,8 @@ struct Recorded {
     requests: Requests,
     /// Messages sent so far (each send's message is unique).
     value: u64,
+    /// Keys the workload sends to (the first `keys` of k0, k1, ...).
+    keys: usize,
 }
 
 impl Recorded {
@@ -601,6 +603,7 @@ impl Recorded {
             log,
             requests: Requests::new(),
             value: 0,
+            keys: KEYS,
         }
     }
 
@@ -636,7 +639,7 @@ impl Recorded {
     fn run(&mut self, node: &mut Node, rounds: std::ops::Range<u64>) {
         for round in rounds {
             let mut ids = Vec::new();
-            for k in 0..KEYS {
+            for k in 0..self.keys {
                 if round % 5 == 0 && k > 0 {
                     continue;
                 }
@@ -707,7 +710,14 @@ impl Checked {
             if let Op::Out { bytes } = op {
                 take_acks(bytes, requests, &mut self.acked, &mut self.partial);
             }
-            for image_kind in 0..2 + random {
+            // After five failures the rest is only replayed, for the
+            // checks that follow.
+            let images = if self.failures.len() < 5 {
+                2 + random
+            } else {
+                0
+            };
+            for image_kind in 0..images {
                 let image = scratch.join("image");
                 let _ = std::fs::remove_dir_all(&image);
                 match image_kind {
@@ -726,7 +736,7 @@ impl Checked {
                         describe(op)
                     ));
                     if self.failures.len() >= 5 {
-                        return;
+                        break;
                     }
                 }
             }
@@ -776,6 +786,9 @@ fn power_loss_after_any_operation_keeps_everything_acknowledged() {
     let first = run.ops().len();
     let half_way = run.tmp.path().join("half-way");
     copy_tree(&run.root, &half_way);
+    // The second run leaves k2 and k3 alone: their segments the first run
+    // wrote are synced by nothing but the checkpoint (recovery's duty).
+    run.keys = 2;
     let mut node = run.start(1_000_000);
     run.run(&mut node, rounds / 2..rounds);
     run.kill(node);
@@ -833,6 +846,9 @@ fn power_loss_during_recovery_from_a_power_loss_keeps_everything_acknowledged() 
     std::fs::remove_dir_all(&data).expect("remove the data directory");
     copy_tree(&restart.join("n0"), &data);
     let mut model = Model::from_disk(&run.root_text, &run.root);
+    // The second run leaves k2 and k3 alone: their segments the first run
+    // wrote are synced by nothing but the checkpoint (recovery's duty).
+    run.keys = 2;
     let mut node = run.start(1_000_000);
     run.run(&mut node, rounds / 2..rounds);
     run.kill(node);
