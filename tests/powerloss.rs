@@ -804,51 +804,69 @@ fn syncs(ops: &[Op]) -> usize {
         .count()
 }
 
+impl Recorded {
+    /// The first half of the workload's rounds, in a first process, killed.
+    fn first_half(&mut self, rounds: u64) {
+        let mut node = self.start(1);
+        self.run(&mut node, 0..rounds / 2);
+        self.kill(node);
+    }
+
+    /// The second half in a second process, killed. It leaves k2 and k3
+    /// alone: the segments the first run wrote for them are synced by
+    /// nothing but the checkpoint (recovery's duty).
+    fn second_half(&mut self, rounds: u64) {
+        self.keys = 2;
+        let mut node = self.start(1_000_000);
+        self.run(&mut node, rounds / 2..rounds);
+        self.kill(node);
+    }
+}
+
+impl Checked {
+    /// [`Checked::check`], then, if nothing failed, that the model's live
+    /// tree is the disk `disk` as the run left it.
+    fn check_then_compare(
+        &mut self,
+        model: &mut Model,
+        ops: &[Op],
+        run: &Recorded,
+        random: usize,
+        disk: &Path,
+    ) {
+        self.check(model, ops, &run.requests, random, run.tmp.path());
+        if self.failures.is_empty() {
+            model.assert_live_is(disk);
+        }
+    }
+}
+
+/// The workload's rounds and random images per crash point.
+fn sizes() -> (u64, usize) {
+    let rounds = setting("SEGLOG_POWERLOSS_ROUNDS", ROUNDS);
+    let random = setting("SEGLOG_POWERLOSS_IMAGES", RANDOM_IMAGES as u64) as usize;
+    (rounds, random)
+}
+
 /// A power loss after any operation of a run with rolls, checkpoints and a
 /// `kill -9` restart half way (which keeps the page cache: the second
 /// process recovers from the live state, and its first checkpoint must
 /// sync what recovery kept).
 #[test]
 fn power_loss_after_any_operation_keeps_everything_acknowledged() {
-    let rounds = setting("SEGLOG_POWERLOSS_ROUNDS", ROUNDS);
-    let random = setting("SEGLOG_POWERLOSS_IMAGES", RANDOM_IMAGES as u64) as usize;
+    let (rounds, random) = sizes();
     let mut run = Recorded::new();
-    let mut node = run.start(1);
-    run.run(&mut node, 0..rounds / 2);
-    run.kill(node);
+    run.first_half(rounds);
     let first = run.ops().len();
     let half_way = run.tmp.path().join("half-way");
     copy_tree(&run.root, &half_way);
-    // The second run leaves k2 and k3 alone: their segments the first run
-    // wrote are synced by nothing but the checkpoint (recovery's duty).
-    run.keys = 2;
-    let mut node = run.start(1_000_000);
-    run.run(&mut node, rounds / 2..rounds);
-    run.kill(node);
+    run.second_half(rounds);
     let ops = run.ops();
     assert!(syncs(&ops) > 50, "the recorder saw the node's syncs");
     let mut checked = Checked::default();
     let mut model = Model::new(&run.root_text);
-    checked.check(
-        &mut model,
-        &ops[..first],
-        &run.requests,
-        random,
-        run.tmp.path(),
-    );
-    if checked.failures.is_empty() {
-        model.assert_live_is(&half_way);
-    }
-    checked.check(
-        &mut model,
-        &ops[first..],
-        &run.requests,
-        random,
-        run.tmp.path(),
-    );
-    if checked.failures.is_empty() {
-        model.assert_live_is(&run.root);
-    }
+    checked.check_then_compare(&mut model, &ops[..first], &run, random, &half_way);
+    checked.check_then_compare(&mut model, &ops[first..], &run, random, &run.root);
     checked.assert_passed("kill -9 half way", ops.len(), &run.requests);
 }
 
@@ -857,19 +875,13 @@ fn power_loss_after_any_operation_keeps_everything_acknowledged() {
 /// was acknowledged before the first is still there after the second.
 #[test]
 fn power_loss_during_recovery_from_a_power_loss_keeps_everything_acknowledged() {
-    let rounds = setting("SEGLOG_POWERLOSS_ROUNDS", ROUNDS);
-    let random = setting("SEGLOG_POWERLOSS_IMAGES", RANDOM_IMAGES as u64) as usize;
+    let (rounds, random) = sizes();
     let mut run = Recorded::new();
-    let mut node = run.start(1);
-    run.run(&mut node, 0..rounds / 2);
-    run.kill(node);
+    run.first_half(rounds);
     let first = run.ops();
     let mut checked = Checked::default();
     let mut model = Model::new(&run.root_text);
-    checked.check(&mut model, &first, &run.requests, random, run.tmp.path());
-    if checked.failures.is_empty() {
-        model.assert_live_is(&run.root);
-    }
+    checked.check_then_compare(&mut model, &first, &run, random, &run.root);
     // The first power loss: a random image of the end of the first run
     // becomes the disk the second run starts on.
     let restart = run.tmp.path().join("restart");
@@ -879,22 +891,14 @@ fn power_loss_during_recovery_from_a_power_loss_keeps_everything_acknowledged() 
     std::fs::remove_dir_all(&data).expect("remove the data directory");
     copy_tree(&restart.join("n0"), &data);
     let mut model = Model::from_disk(&run.root_text, &run.root);
-    // The second run leaves k2 and k3 alone: their segments the first run
-    // wrote are synced by nothing but the checkpoint (recovery's duty).
-    run.keys = 2;
-    let mut node = run.start(1_000_000);
-    run.run(&mut node, rounds / 2..rounds);
-    run.kill(node);
+    run.second_half(rounds);
     let ops = run.ops();
     let second = &ops[first.len()..];
     assert!(
         syncs(second) > 20,
         "the recorder saw the second run's syncs"
     );
-    checked.check(&mut model, second, &run.requests, random, run.tmp.path());
-    if checked.failures.is_empty() {
-        model.assert_live_is(&run.root);
-    }
+    checked.check_then_compare(&mut model, second, &run, random, &run.root);
     checked.assert_passed("power loss half way", ops.len(), &run.requests);
 }
 
