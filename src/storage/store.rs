@@ -1074,13 +1074,13 @@ impl Store {
     /// Adds what a write to a key's segments touched to what the next
     /// checkpoint syncs.
     fn note_touched(&mut self, key_dir: &Path, touched: Touched) {
-        self.dirty_files.extend(touched.files.iter().cloned());
         self.dirty_bytes += touched.bytes;
         if touched.created {
             self.mark_dir_dirty(key_dir.to_path_buf());
         }
-        let sealed = touched.sealed || self.dirty_sealed.contains_key(key_dir);
-        if sealed {
+        // Only keys with a sealed segment awaiting the checkpoint need the
+        // paths twice; the usual publish moves them.
+        if touched.sealed || self.dirty_sealed.contains_key(key_dir) {
             self.dir_generation += 1;
             let entry = self
                 .dirty_sealed
@@ -1089,6 +1089,7 @@ impl Store {
             entry.0.extend(touched.files.iter().cloned());
             entry.1 = self.dir_generation;
         }
+        self.dirty_files.extend(touched.files);
     }
 
     fn mark_dir_dirty(&mut self, dir: PathBuf) {
