@@ -756,6 +756,10 @@ impl<'w> Output<'w> {
                 format!("direct {} from {from}", show::key(key, self.full))
             }
             EntrySummary::NextFile { seq } => format!("next file {seq}"),
+            EntrySummary::LogStart { key, offset } => {
+                format!("log start {} {offset}", show::key(key, self.full))
+            }
+            EntrySummary::Removed { key } => format!("removed {}", show::key(key, self.full)),
         }
     }
 

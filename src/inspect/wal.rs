@@ -1,4 +1,4 @@
-//! The write-ahead journal of a store (format version 2): its checkpoint,
+//! The write-ahead journal of a store (format versions 2 and 3): its checkpoint,
 //! its files and their batches, checked with the decoders the store
 //! recovers them with ([`journal::scan_file`]) and the same rules, without
 //! changing anything. Rendering is `output.rs`'s.
@@ -18,6 +18,8 @@ pub enum EntrySummary {
     Commit { key: String, offset: u64 },
     Direct { key: String, from: u64 },
     NextFile { seq: u64 },
+    LogStart { key: String, offset: u64 },
+    Removed { key: String },
 }
 
 /// One valid batch.
@@ -221,6 +223,13 @@ pub fn read_file(path: &Path, last: bool, expected_batch: &mut Option<u64>) -> W
                     from: *from,
                 },
                 Entry::NextFile { seq } => EntrySummary::NextFile { seq: *seq },
+                Entry::LogStart { key, offset } => EntrySummary::LogStart {
+                    key: (*key).to_string(),
+                    offset: *offset,
+                },
+                Entry::Removed { key } => EntrySummary::Removed {
+                    key: (*key).to_string(),
+                },
             });
         }
         marker = matches!(batch.entries.last(), Some(Entry::NextFile { .. }));

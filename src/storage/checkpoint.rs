@@ -168,9 +168,13 @@ impl Job {
             .map(|path| {
                 let path = path.clone();
                 Box::new(move || {
-                    File::open(&path)
-                        .and_then(|file| file.sync_data())
-                        .map_err(|e| Error::io("fdatasync", &path, e))
+                    match File::open(&path).and_then(|file| file.sync_data()) {
+                        // Deleted since by retention or a key's removal (only
+                        // seglog deletes segments), which made the deletion
+                        // durable in the journal first: nothing to sync.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                        result => result.map_err(|e| Error::io("fdatasync", &path, e)),
+                    }
                 }) as SyncJob
             })
             .collect();
@@ -183,7 +187,14 @@ impl Job {
             .iter()
             .map(|dir| {
                 let dir = dir.clone();
-                Box::new(move || fsutil::sync_dir(&dir)) as SyncJob
+                Box::new(move || {
+                    match File::open(&dir).and_then(|d| d.sync_all()) {
+                        // A key directory removed since: its removal fsynced
+                        // logs/ itself.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                        result => result.map_err(|e| Error::io("fsync directory", &dir, e)),
+                    }
+                }) as SyncJob
             })
             .collect();
         self.pool.run_all(jobs)?;

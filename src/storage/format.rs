@@ -6,11 +6,19 @@
 
 /// Version of the on-disk format written by this build. Readers accept
 /// exactly the versions listed in [`SUPPORTED_VERSIONS`].
-pub const FORMAT_VERSION: u16 = 2;
+///
+/// Version 3 added the journal's log-start and removed entry kinds: a
+/// version 2 build would take a batch holding one for a torn tail and cut
+/// it (then replay records retention deleted, and drop segments holding
+/// acknowledged records after them), so every file version 3 creates says
+/// 3 and version 2 builds refuse them.
+pub const FORMAT_VERSION: u16 = 3;
 /// Versions this build can read. Version 1 files (no journal) differ from
 /// version 2 ones only in the header's version field; a version 1 store is
-/// converted when it is opened (see `segment-format.md`).
-pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2];
+/// converted when it is opened, and a version 2 one continues in a new
+/// journal file of version 3 (see `segment-format.md`). Segment, index,
+/// offsets and checkpoint layouts are the same in all three.
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2, 3];
 
 /// Magic at the start of a segment's `.log` file.
 pub const LOG_MAGIC: [u8; 8] = *b"SGLGLOG\0";

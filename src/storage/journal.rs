@@ -1,4 +1,4 @@
-//! The store-wide write-ahead journal (format version 2).
+//! The store-wide write-ahead journal (format versions 2 and 3).
 //!
 //! A journal sync point writes every record and commit it covers as one
 //! *batch* at the end of the current journal file and makes it durable with
@@ -67,6 +67,8 @@ const KIND_RECORDS: u8 = 1;
 const KIND_COMMIT: u8 = 2;
 const KIND_DIRECT: u8 = 3;
 const KIND_NEXT_FILE: u8 = 4;
+const KIND_LOG_START: u8 = 5;
+const KIND_REMOVED: u8 = 6;
 
 /// One entry of a batch, decoded in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,15 +89,25 @@ pub enum Entry<'a> {
     Direct { key: &'a str, from: u64 },
     /// This file is complete; the journal continues in file `seq`.
     NextFile { seq: u64 },
+    /// `key`'s log starts at `offset`: its segments below it are deleted
+    /// (retention), and records below it are gone. Durable before any of
+    /// those files is deleted (format version 3).
+    LogStart { key: &'a str, offset: u64 },
+    /// `key`'s log is removed: every earlier entry about it is void, and
+    /// its directory is deleted. Durable before the directory is touched
+    /// (format version 3).
+    Removed { key: &'a str },
 }
 
 impl Entry<'_> {
     /// The key the entry is about, if any.
     pub fn key(&self) -> Option<&str> {
         match self {
-            Entry::Records { key, .. } | Entry::Commit { key, .. } | Entry::Direct { key, .. } => {
-                Some(key)
-            }
+            Entry::Records { key, .. }
+            | Entry::Commit { key, .. }
+            | Entry::Direct { key, .. }
+            | Entry::LogStart { key, .. }
+            | Entry::Removed { key } => Some(key),
             Entry::NextFile { .. } => None,
         }
     }
@@ -239,6 +251,16 @@ impl BatchBuilder {
     /// its segment directly, without being journaled.
     pub fn add_direct(&mut self, key: &str, from: u64) {
         self.entry_header(KIND_DIRECT, key, 0, from, 0);
+    }
+
+    /// Adds the note that `key`'s log now starts at `offset`.
+    pub fn add_log_start(&mut self, key: &str, offset: u64) {
+        self.entry_header(KIND_LOG_START, key, 0, offset, 0);
+    }
+
+    /// Adds the note that `key`'s log is removed.
+    pub fn add_removed(&mut self, key: &str) {
+        self.entry_header(KIND_REMOVED, key, 0, 0, 0);
     }
 
     /// Adds the marker that the journal continues in file `seq`.
@@ -389,6 +411,9 @@ fn decode_entry(bytes: &[u8]) -> std::result::Result<(Entry<'_>, usize), String>
         KIND_DIRECT => no_data(Entry::Direct { key, from: offset }, count, data)?,
         KIND_NEXT_FILE if key.is_empty() => no_data(Entry::NextFile { seq: offset }, count, data)?,
         KIND_NEXT_FILE => return Err("next-file marker with a key".into()),
+        KIND_LOG_START => no_data(Entry::LogStart { key, offset }, count, data)?,
+        KIND_REMOVED if offset == 0 => no_data(Entry::Removed { key }, count, data)?,
+        KIND_REMOVED => return Err("removed entry with an offset".into()),
         other => return Err(format!("unknown entry kind {other}")),
     };
     Ok((entry, size))
@@ -656,6 +681,8 @@ mod tests {
         builder.add_records("k/é", 3, &frames);
         builder.add_commit("", 9);
         builder.add_direct("d", 4);
+        builder.add_log_start("l", 4096);
+        builder.add_removed("r");
         builder.add_next_file(12);
         let (bytes, next) = builder.finish();
         assert_eq!(next, 8);
@@ -673,6 +700,11 @@ mod tests {
                 },
                 Entry::Commit { key: "", offset: 9 },
                 Entry::Direct { key: "d", from: 4 },
+                Entry::LogStart {
+                    key: "l",
+                    offset: 4096
+                },
+                Entry::Removed { key: "r" },
                 Entry::NextFile { seq: 12 },
             ]
         );

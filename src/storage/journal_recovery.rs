@@ -30,6 +30,11 @@ pub enum EntryAt {
     },
     /// A direct sync point's note.
     Direct { from: u64 },
+    /// The key's log starts at `offset` (retention deleted what was below).
+    LogStart { offset: u64 },
+    /// The key's log was removed; always the first entry of a key's list,
+    /// since it voids every earlier one.
+    Removed,
 }
 
 /// A key's entries taken out of the index, with the bytes they point into.
@@ -54,6 +59,12 @@ pub struct RecoveredJournal {
     pub next_batch: u64,
     /// Whether any live file holds a batch.
     pub has_batches: bool,
+    /// Whether any live file holds a removed entry: the store then finishes
+    /// the removals when it opens.
+    pub has_removals: bool,
+    /// The format version in the header of the last live file: a file of
+    /// an older version must not get entries it cannot read.
+    pub last_version: u16,
 }
 
 impl RecoveredJournal {
@@ -71,25 +82,83 @@ impl RecoveredJournal {
     }
 }
 
-/// The entries of a key as slices of the recovered files.
-pub fn entries<'a>(files: &'a [Arc<Vec<u8>>], at: &[EntryAt]) -> Vec<JournalEntry<'a>> {
-    at.iter()
-        .map(|entry| match *entry {
+/// What the live journal says about one key, ready for its recovery.
+pub struct KeyEntries<'a> {
+    /// The largest log start the journal names for the key (0 if none):
+    /// segments below it are deleted before anything else is recovered.
+    pub log_start: u64,
+    /// The records and direct notes at or past `log_start`, in journal
+    /// order: records below it were deleted by retention and are neither
+    /// replayed nor checked (a records entry that straddles it is cut).
+    pub entries: Vec<JournalEntry<'a>>,
+}
+
+impl KeyEntries<'_> {
+    /// Whether the journal holds records of the key (its directory is
+    /// created for them if a crash lost it).
+    pub fn has_records(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| matches!(entry, JournalEntry::Records { .. }))
+    }
+}
+
+/// The entries of a key as slices of the recovered files, with everything
+/// below its log start left out. A removed marker (the first entry, when
+/// present) says nothing here: the store handled it when it opened.
+pub fn entries<'a>(files: &'a [Arc<Vec<u8>>], at: &[EntryAt]) -> KeyEntries<'a> {
+    let log_start = at
+        .iter()
+        .filter_map(|entry| match entry {
+            EntryAt::LogStart { offset } => Some(*offset),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let mut entries = Vec::new();
+    for entry in at {
+        match *entry {
             EntryAt::Records {
                 file,
                 start,
                 end,
                 first,
-            } => JournalEntry::Records {
-                first,
-                frames: &files[file][start..end],
-            },
-            EntryAt::Direct { from } => JournalEntry::Direct { from },
-        })
-        .collect()
+            } => {
+                let mut frames = &files[file][start..end];
+                let mut first = first;
+                // Skip whole frames below the log start (the entry was
+                // checked when the journal was read, so frames are whole).
+                for (offset, frame) in journal::frames(first, frames) {
+                    if offset >= log_start {
+                        break;
+                    }
+                    frames = &frames[frame.len()..];
+                    first = offset + 1;
+                }
+                if !frames.is_empty() {
+                    entries.push(JournalEntry::Records { first, frames });
+                }
+            }
+            EntryAt::Direct { from } => entries.push(JournalEntry::Direct {
+                from: from.max(log_start),
+            }),
+            EntryAt::LogStart { .. } | EntryAt::Removed => {}
+        }
+    }
+    KeyEntries { log_start, entries }
 }
 
-/// Opens the journal of the data directory `data_dir` (version 2): applies
+/// Whether a key's entries end its log (a removed marker with no records
+/// after it): the directory at the key's name, if any, is the removed
+/// log's, and no later one was written.
+pub fn removed_only(at: &[EntryAt]) -> bool {
+    matches!(at.first(), Some(EntryAt::Removed))
+        && !at
+            .iter()
+            .any(|entry| matches!(entry, EntryAt::Records { .. } | EntryAt::Direct { .. }))
+}
+
+/// Opens the journal of the data directory `data_dir` (versions 2 and 3): applies
 /// the journal rows of the decision table to its files, and when the stop
 /// was `unclean` fdatasyncs every live file, since a killed process may have
 /// left batches written but not synced that the store is about to serve.
@@ -263,6 +332,22 @@ pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<Rec
                         next_file = Some(*seq);
                         data += header_and_key;
                     }
+                    Entry::LogStart { key, offset } => {
+                        recovered
+                            .keys
+                            .entry((*key).to_string())
+                            .or_default()
+                            .push(EntryAt::LogStart { offset: *offset });
+                        data += header_and_key;
+                    }
+                    Entry::Removed { key } => {
+                        // Everything before it is about a log that is gone.
+                        let list = recovered.keys.entry((*key).to_string()).or_default();
+                        list.clear();
+                        list.push(EntryAt::Removed);
+                        recovered.has_removals = true;
+                        data += header_and_key;
+                    }
                 }
             }
         }
@@ -302,6 +387,9 @@ pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<Rec
                 .map_err(|e| Error::io("fdatasync", &path, e))?;
         }
         bytes.truncate(end as usize);
+        recovered.last_version = crate::storage::format::decode_header(&bytes)
+            .map(|header| header.version)
+            .unwrap_or_default();
         recovered.files.push(Arc::new(bytes));
         recovered.paths.push(path);
         recovered.last_seq = seq;

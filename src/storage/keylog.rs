@@ -87,6 +87,19 @@ pub struct KeyLog {
     /// Offset after the last durable record: readers see nothing at or
     /// past it.
     durable_end: u64,
+    /// The first offset the log still has: the first segment's base offset
+    /// once retention deleted segments before it (0 for a log never
+    /// truncated). Reads from below it start here; offsets never change.
+    log_start: u64,
+}
+
+/// One segment as [`KeyLog::segments`] lists it.
+pub struct SegmentFacts {
+    pub base: u64,
+    /// Offset after its last record.
+    pub end: u64,
+    pub log_path: PathBuf,
+    pub sealed: bool,
 }
 
 impl KeyLog {
@@ -95,17 +108,22 @@ impl KeyLog {
     /// not mention the key, else against the journal's `entries` for it,
     /// replaying those the segments lack. Returns the log and what the
     /// replay touched.
+    ///
+    /// `log_start` is the log start the journal names (0 if none): the
+    /// caller deleted the segments below it, and a log with no segment left
+    /// continues from it.
     pub fn open(
         dir: PathBuf,
         mode: Mode,
         segment_bytes: u64,
         entries: &[JournalEntry<'_>],
+        log_start: u64,
     ) -> Result<(KeyLog, Touched)> {
         let mut touched = Touched::default();
         let (recovered, replay) = if entries.is_empty() {
             (recovery::recover_key(&dir, mode)?, Vec::new())
         } else {
-            let journaled = recovery::recover_journaled_key(&dir, entries)?;
+            let journaled = recovery::recover_journaled_key(&dir, entries, log_start)?;
             // The crashed run may have written these files, and the key's
             // directory entries, without syncing them: even where they
             // match the journal, the checkpoint that deletes it syncs them.
@@ -114,11 +132,18 @@ impl KeyLog {
             touched.created = true;
             (journaled.recovered, journaled.replay)
         };
+        let first = recovered
+            .sealed
+            .first()
+            .copied()
+            .or_else(|| recovered.active.as_ref().map(Segment::base_offset));
+        let log_start = first.unwrap_or(log_start);
         let end = recovered
             .active
             .as_ref()
-            .map_or(0, |active| active.next_offset().unwrap_or_default());
+            .map_or(log_start, |active| active.next_offset().unwrap_or_default());
         let mut log = KeyLog {
+            log_start,
             visible_end: end,
             durable_end: end,
             written_end: end,
@@ -151,6 +176,88 @@ impl KeyLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The first offset the log still has.
+    pub fn log_start(&self) -> u64 {
+        self.log_start
+    }
+
+    /// The segments, oldest first, the active one last. The active
+    /// segment's end is the log's durable end: records made durable may be
+    /// in memory on their way to it.
+    pub fn segments(&self) -> Vec<SegmentFacts> {
+        let mut out = Vec::with_capacity(self.sealed.len() + 1);
+        let active_base = self.active.as_ref().map(Segment::base_offset);
+        for (i, &base) in self.sealed.iter().enumerate() {
+            let end = self
+                .sealed
+                .get(i + 1)
+                .copied()
+                .or(active_base)
+                .unwrap_or(base);
+            out.push(SegmentFacts {
+                base,
+                end,
+                log_path: self.dir.join(format::log_file_name(base)),
+                sealed: true,
+            });
+        }
+        if let Some(active) = &self.active {
+            out.push(SegmentFacts {
+                base: active.base_offset(),
+                end: self.durable_end.max(active.base_offset()),
+                log_path: active.log_path().to_path_buf(),
+                sealed: false,
+            });
+        }
+        out
+    }
+
+    /// Deletes the sealed segments whose records are all below `before`,
+    /// oldest first (never the active one), and returns the `.log` paths
+    /// deleted. The caller made the new log start durable first (a
+    /// log-start journal entry), so a crash part way leaves files recovery
+    /// deletes again. Each segment's `.index` goes before its `.log`; the
+    /// directory is not synced here (the next checkpoint syncs it).
+    ///
+    /// On an error the log start covers the segments deleted so far and the
+    /// rest are still listed; the caller poisons the store, and recovery
+    /// finishes the deletion.
+    pub fn truncate_front(&mut self, before: u64) -> Result<Vec<PathBuf>> {
+        let active_base = self.active.as_ref().map(Segment::base_offset);
+        let mut deleted = Vec::new();
+        while let Some(&base) = self.sealed.first() {
+            let end = self.sealed.get(1).copied().or(active_base);
+            if end.is_none_or(|end| end > before) {
+                break;
+            }
+            if self.sealed_cache.as_ref().map(Segment::base_offset) == Some(base) {
+                self.sealed_cache = None;
+            }
+            recovery::remove_segment_files(&self.dir, base)?;
+            self.sealed.remove(0);
+            self.log_start = self.sealed.first().copied().or(active_base).unwrap_or(base);
+            deleted.push(self.dir.join(format::log_file_name(base)));
+        }
+        Ok(deleted)
+    }
+
+    /// The first offset the log would keep after `truncate_front(before)`.
+    pub fn start_after_truncation(&self, before: u64) -> u64 {
+        let active_base = self.active.as_ref().map(Segment::base_offset);
+        let mut start = self.log_start;
+        for (i, &base) in self.sealed.iter().enumerate() {
+            let end = self.sealed.get(i + 1).copied().or(active_base);
+            match end {
+                Some(end) if end <= before => start = end,
+                _ => {
+                    start = start.max(base);
+                    break;
+                }
+            }
+        }
+        start
     }
 
     /// Offset after the last durable record: the log's visible length.
@@ -350,7 +457,9 @@ impl KeyLog {
     /// Delivers durable records from offset `from` on to `visit` until it
     /// returns false or the log ends. A corrupt record ends the read with an
     /// error; records before it have been delivered.
+    /// A read from below the log start starts at the log start.
     pub fn read(&mut self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
+        let from = from.max(self.log_start);
         if from >= self.durable_end {
             return Ok(());
         }

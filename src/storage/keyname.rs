@@ -87,6 +87,18 @@ impl std::hash::Hasher for FnvHasher {
     }
 }
 
+/// Prefix a key directory is renamed under while [`crate::storage::store::Store::remove_key`]
+/// deletes it: the rename takes the key's name away in one step, and a crash
+/// while the contents are deleted leaves an `rm.` directory that no key
+/// lookup finds and that recovery deletes. Never the start of a key
+/// directory's name (those start `k.` or `h.`).
+pub const REMOVED_PREFIX: &str = "rm.";
+
+/// The name a key directory called `dir_name` has while it is deleted.
+pub fn removed_name(dir_name: &str) -> String {
+    format!("{REMOVED_PREFIX}{dir_name}")
+}
+
 /// The `h.` name for a long key with collision counter `n`.
 pub fn hashed_name(key: &str, n: u32) -> String {
     format!("{HASHED_PREFIX}{:016x}.{n}", fnv1a64(key.as_bytes()))

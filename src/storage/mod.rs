@@ -14,6 +14,7 @@
 //! - [`journal`]: the store-wide write-ahead journal: batches, reader, writer.
 //! - [`journal_recovery`]: the journal's files at open: live ones, torn tails, per-key index.
 //! - [`checkpoint`]: syncing segments so that journal files can be deleted.
+//! - [`retention`]: which oldest segments a size or age limit lets go.
 //! - [`store`]: all keys of a data directory, its lock, sync points and checkpoints.
 //! - [`syncpool`]: threads that issue the fdatasyncs of a sync point together.
 //! - [`fsutil`]: durable directory and atomic-rewrite helpers.
@@ -31,6 +32,7 @@ pub mod keyname;
 pub mod mmap;
 pub mod offsets;
 pub mod recovery;
+pub mod retention;
 pub mod segment;
 pub mod store;
 pub mod syncpool;

@@ -156,6 +156,26 @@ pub const DECISION_TABLE: &[Rule] = &[
         action: "the committed offset of a key is the largest of offsets.journal's and the journal's",
     },
     Rule {
+        state: "a log-start entry in the live journal, segments of the key below it still present (retention interrupted, or a deletion a power loss undid)",
+        action: "delete them, oldest first, and fsync the key directory before anything else; journal records below the log start are neither replayed nor checked",
+    },
+    Rule {
+        state: "a removed entry in the live journal with no records of the key after it",
+        action: "the key's directory (or what a crash left of it) is the removed log's: rename it to rm.<name>, delete it, fsync logs/; the key has no log",
+    },
+    Rule {
+        state: "a removed entry followed by records of the key",
+        action: "entries before the removal are void; the directory at the key's name is the new log's (the removal was durable before it was created): recover it against the later entries",
+    },
+    Rule {
+        state: "rm.<name> directories in logs/ while the live journal holds a removed entry",
+        action: "a removal interrupted while deleting: delete them",
+    },
+    Rule {
+        state: "the first segment of a key starts past offset 0, nothing in the live journal about it",
+        action: "retention deleted the segments before it and a checkpoint made that durable: the log starts there",
+    },
+    Rule {
         state: "a key the journal holds records for is never opened before the next checkpoint",
         action: "the checkpoint recovers it first; if it cannot, checkpoints stop and the journal keeps its records",
     },
@@ -420,9 +440,13 @@ struct Found {
 /// is served. A chain that ends before `j0`, or journal records that do not
 /// follow on from the chain, mean records that were durable are missing: the
 /// key is refused.
+///
+/// `log_start` is the key's first offset (0 unless retention deleted
+/// segments): with no segment holding `j0`, the chain starts there.
 pub fn recover_journaled_key<'a>(
     dir: &Path,
     entries: &[JournalEntry<'a>],
+    log_start: u64,
 ) -> Result<Journaled<'a>> {
     let j0 = entries
         .iter()
@@ -443,7 +467,7 @@ pub fn recover_journaled_key<'a>(
     let start = bases.partition_point(|&base| base <= j0).saturating_sub(1);
     let chain_base = match bases.get(start) {
         Some(&base) if base <= j0 => base,
-        _ => 0,
+        _ => log_start.min(j0),
     };
     // Scan the segments from `start` on while they chain.
     let mut found: Vec<Found> = Vec::new();
@@ -693,12 +717,53 @@ fn stop_place(
     }
 }
 
-/// Removes a segment's `.log` and `.index` (no directory sync; the caller
-/// syncs once).
-fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
+/// Deletes the segments of the key directory `dir` whose base offset is
+/// below `log_start`, oldest first, and fsyncs the directory if it deleted
+/// any: a log-start entry in the journal says retention deleted them (or was
+/// about to), so what a crash or a power loss left of them, whole or not, is
+/// never served. Stray `.index` files below it go too. Returns how many
+/// segments it deleted.
+pub fn remove_below(dir: &Path, log_start: u64) -> Result<usize> {
+    if log_start == 0 {
+        return Ok(0);
+    }
+    let mut below = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        if let Some((base, _)) = entry
+            .file_name()
+            .to_str()
+            .and_then(format::parse_segment_file_name)
+            && base < log_start
+        {
+            below.push(base);
+        }
+    }
+    below.sort_unstable();
+    below.dedup();
+    for &base in &below {
+        remove_segment_files(dir, base)?;
+    }
+    if !below.is_empty() {
+        log::warn(format_args!(
+            "{}: deleted {} segment(s) below the log start {log_start}, \
+             which retention deleted before a crash",
+            dir.display(),
+            below.len()
+        ));
+        crate::storage::fsutil::sync_dir(dir)?;
+    }
+    Ok(below.len())
+}
+
+/// Removes a segment's `.index`, then its `.log` (no directory sync; the
+/// caller syncs once). The index goes first so that a crash between the two
+/// never leaves an index without its log (the log alone is a segment whose
+/// index is rebuilt, or deleted again by recovery).
+pub fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
     for path in [
-        dir.join(format::log_file_name(base)),
         dir.join(format::index_file_name(base)),
+        dir.join(format::log_file_name(base)),
     ] {
         match fs::remove_file(&path) {
             Ok(()) => {}

@@ -50,14 +50,15 @@ use std::time::{Duration, Instant};
 use crate::log;
 use crate::storage::checkpoint::{self, CHECKPOINT_FILES_MAX, Job};
 use crate::storage::error::{Error, Result};
-use crate::storage::format::MESSAGE_BYTES_MAX;
+use crate::storage::format::{FORMAT_VERSION, MESSAGE_BYTES_MAX};
 use crate::storage::fsutil;
-use crate::storage::journal::{JOURNAL_DIR_NAME, JournalWriter};
+use crate::storage::journal::{BatchBuilder, JOURNAL_DIR_NAME, JournalWriter};
 use crate::storage::journal_recovery::{self, RecoveredJournal};
 use crate::storage::keylog::{KeyLog, Touched};
 use crate::storage::keyname::{self, FnvHasher, KEY_BYTES_MAX, KEY_FILE_NAME};
 use crate::storage::offsets::{Commits, CommittedOffsets, OFFSETS_FILE_NAME};
-use crate::storage::recovery::Mode;
+use crate::storage::recovery::{self, Mode};
+pub use crate::storage::retention::{Retention, SegmentInfo};
 use crate::storage::segment::SEGMENT_BYTES_LIMIT;
 use crate::storage::syncpool::{SyncJob, SyncPool};
 
@@ -416,15 +417,16 @@ impl Store {
             fsutil::sync_file_system(dir)?;
         }
         let mut offsets = CommittedOffsets::open(dir)?;
-        let (journal, recovered) = if journal_dir.exists() {
+        let (journal, recovered, journal_version) = if journal_dir.exists() {
             let recovered = journal_recovery::recover(dir, &journal_dir, !opened_clean)?;
+            let version = recovered.last_version;
             let journal = JournalWriter::open(
                 &journal_dir,
                 recovered.last_seq,
                 recovered.last_len,
                 recovered.next_batch,
             )?;
-            (journal, recovered)
+            (journal, recovered, version)
         } else {
             // A new store, or a version 1 one: convert it. The offsets file
             // is rewritten with a version 2 header first, so that a version
@@ -437,7 +439,7 @@ impl Store {
             fsutil::sync_dir(dir)?;
             let journal = JournalWriter::create(&journal_dir, 0, 0)?;
             checkpoint::write(dir, 0)?;
-            (journal, RecoveredJournal::default())
+            (journal, RecoveredJournal::default(), FORMAT_VERSION)
         };
         for (key, offset) in &recovered.commits {
             offsets.recovered(key, *offset);
@@ -464,7 +466,7 @@ impl Store {
             recovered.keys.len(),
             recovered.commits.len()
         ));
-        Ok(Store {
+        let mut store = Store {
             dir: dir.to_path_buf(),
             logs_dir,
             journal_dir,
@@ -494,7 +496,118 @@ impl Store {
             pending_bytes: 0,
             checkpointing: false,
             checkpoint_blocked: None,
-        })
+        };
+        if journal_version < FORMAT_VERSION {
+            store.upgrade_journal(journal_version)?;
+        }
+        store.finish_removals()?;
+        Ok(store)
+    }
+
+    /// Continues a journal whose current file an older format version
+    /// created in a new file of this version: rotates as a checkpoint does
+    /// (the new file made durable, then the old one's next-file marker),
+    /// without the checkpoint; the next checkpoint deletes both old files.
+    /// A build of the older version then refuses the journal instead of
+    /// taking a batch with an entry kind it does not know for a torn tail.
+    fn upgrade_journal(&mut self, version: u16) -> Result<()> {
+        let old_seq = self.journal.seq();
+        log::info(format_args!(
+            "{}: journal file {old_seq} has format version {version}: continuing in file {} \
+             of version {FORMAT_VERSION}",
+            self.dir.display(),
+            old_seq + 1
+        ));
+        let new = JournalWriter::create(
+            &self.journal_dir,
+            old_seq + 1,
+            self.journal.next_batch() + 1,
+        )?;
+        let mut marker = self.journal.builder();
+        marker.add_next_file(old_seq + 1);
+        self.journal.append(marker)?;
+        self.journal
+            .file()
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", self.journal.path(), e))?;
+        let old = std::mem::replace(&mut self.journal, new);
+        self.older_journals.push(old.path().to_path_buf());
+        self.older_journal_bytes += old.len();
+        self.journal_synced = self.journal.len();
+        self.oldest_batch_at.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Finishes the key removals the live journal holds (`remove_key`
+    /// durable, then a crash): deletes every `rm.` directory (a removal
+    /// interrupted while deleting), and the directory of every key whose
+    /// removal no later record follows (the removal may not have reached
+    /// it); for the others, the directory at the key's name is the new log's
+    /// (the removal was durable before it was created) and the entries
+    /// after the removal recover it.
+    fn finish_removals(&mut self) -> Result<()> {
+        if !self.recovered.has_removals {
+            return Ok(());
+        }
+        let entries =
+            fs::read_dir(&self.logs_dir).map_err(|e| Error::io("list", &self.logs_dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &self.logs_dir, e))?;
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(keyname::REMOVED_PREFIX))
+            {
+                let path = entry.path();
+                log::warn(format_args!(
+                    "removing {}: a key removal interrupted while deleting",
+                    path.display()
+                ));
+                fs::remove_dir_all(&path).map_err(|e| Error::io("remove", &path, e))?;
+            }
+        }
+        let removed: Vec<String> = self
+            .recovered
+            .keys
+            .iter()
+            .filter(|(_, at)| matches!(at.first(), Some(journal_recovery::EntryAt::Removed)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in removed {
+            let at = self.recovered.keys.remove(&key).unwrap_or_default();
+            if journal_recovery::removed_only(&at) {
+                if let Some(dir) = self.key_dir(&key, false)? {
+                    log::warn(format_args!(
+                        "{}: finishing the removal of key {key:?}",
+                        dir.display()
+                    ));
+                    self.delete_key_dir(&dir)?;
+                }
+            } else {
+                self.recovered.keys.insert(key, at[1..].to_vec());
+            }
+        }
+        fsutil::sync_dir(&self.logs_dir)
+    }
+
+    /// Deletes a key's directory so that a crash at any point leaves it
+    /// whole at its name, or gone from it: renamed to `rm.<name>`, logs/
+    /// fsynced (so nothing in it is deleted while a power loss could still
+    /// bring the old name back), deleted, and logs/ fsynced again (so no
+    /// `rm.` directory outlives the journal entry that explains it).
+    fn delete_key_dir(&mut self, dir: &Path) -> Result<()> {
+        let name = dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .expect("key directory names are UTF-8");
+        let grave = self.logs_dir.join(keyname::removed_name(name));
+        if grave.exists() {
+            fs::remove_dir_all(&grave).map_err(|e| Error::io("remove", &grave, e))?;
+        }
+        fs::rename(dir, &grave).map_err(|e| Error::io("rename to", &grave, e))?;
+        fsutil::sync_dir(&self.logs_dir)?;
+        fs::remove_dir_all(&grave).map_err(|e| Error::io("remove", &grave, e))?;
+        fsutil::sync_dir(&self.logs_dir)
     }
 
     /// The data directory.
@@ -604,9 +717,14 @@ impl Store {
         let missing: Vec<String> = self
             .recovered
             .keys
-            .keys()
-            .filter(|key| !listed.contains(key))
-            .cloned()
+            .iter()
+            .filter(|(key, at)| {
+                !listed.contains(key)
+                    && at
+                        .iter()
+                        .any(|entry| matches!(entry, journal_recovery::EntryAt::Records { .. }))
+            })
+            .map(|(key, _)| key.clone())
             .collect();
         keys.extend(missing);
         Ok(keys)
@@ -633,6 +751,217 @@ impl Store {
         Ok(self
             .key_log(key, false)?
             .map_or(0, |log| log.durable_next_offset()))
+    }
+
+    /// First offset the key still has (0 for a key with no log or never
+    /// truncated). Reads from below it deliver from it on.
+    pub fn log_start(&mut self, key: &str) -> Result<u64> {
+        check_key(key)?;
+        Ok(self.key_log(key, false)?.map_or(0, |log| log.log_start()))
+    }
+
+    /// The key's segments, oldest first, the active one last (empty for no
+    /// log). Sizes and times are read from the files now.
+    pub fn segments(&mut self, key: &str) -> Result<Vec<SegmentInfo>> {
+        check_key(key)?;
+        let Some(log) = self.key_log(key, false)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for facts in log.segments() {
+            let path = &facts.log_path;
+            let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+            let modified = meta
+                .modified()
+                .map_err(|e| Error::io("read the modification time of", path, e))?;
+            out.push(SegmentInfo {
+                base: facts.base,
+                end: facts.end,
+                bytes: meta.len(),
+                modified,
+                sealed: facts.sealed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes the key's sealed segments whose records are all below
+    /// `before` (oldest first, never the active one); returns the new log
+    /// start. Offsets never change: a read from below the log start
+    /// delivers from it on.
+    ///
+    /// The new log start is durable when this returns: a log-start entry
+    /// goes into the journal and is fdatasynced before any file is deleted,
+    /// so a crash while deleting leaves files that recovery deletes again
+    /// (with the journal records of the deleted range, which it neither
+    /// replays nor checks). The deletions themselves are made durable by
+    /// the next checkpoint, which fsyncs the key directory before it
+    /// deletes the journal file holding the entry. A failure while deleting
+    /// poisons the store (reopening finishes the deletion).
+    pub fn truncate_front(&mut self, key: &str, before: u64) -> Result<u64> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        check_key(key)?;
+        let Some(log) = self.key_log(key, false)? else {
+            return Ok(0);
+        };
+        let start = log.log_start();
+        let new_start = log.start_after_truncation(before);
+        if new_start <= start {
+            return Ok(start);
+        }
+        self.write_durable(|batch| batch.add_log_start(key, new_start))?;
+        let log = &mut self.open.get_mut(key).expect("opened above").log;
+        let dir = log.dir().to_path_buf();
+        let deleted = match log.truncate_front(before) {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                self.poison(&e);
+                return Err(e);
+            }
+        };
+        let start = log.log_start();
+        debug_assert_eq!(start, new_start, "deleted what was planned");
+        log::info(format_args!(
+            "{}: {} segment(s) deleted, the log starts at offset {start}",
+            dir.display(),
+            deleted.len()
+        ));
+        self.forget_files(&dir, &deleted);
+        self.mark_dir_dirty(dir);
+        Ok(start)
+    }
+
+    /// Applies `retention` to the key at time `now`: sealed segments
+    /// entirely past the limits are deleted, oldest first, never the active
+    /// one, as [`Store::truncate_front`] deletes them (durable likewise).
+    /// Size rule (as Kafka's): delete the oldest sealed segment while the
+    /// log's total bytes (its `.log` files) minus that segment's bytes is
+    /// still at least the limit. Age rule: delete the oldest sealed segment
+    /// while its last modification is older than `now - age`. Records carry
+    /// no timestamp: a segment's age is its `.log` file's modification time,
+    /// the time of its last append (recovery rewriting a segment makes it
+    /// look younger, never older). Returns the new log start.
+    pub fn enforce_retention(
+        &mut self,
+        key: &str,
+        retention: Retention,
+        now: std::time::SystemTime,
+    ) -> Result<u64> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let segments = self.segments(key)?;
+        match crate::storage::retention::retention_before(&segments, retention, now) {
+            Some(before) => self.truncate_front(key, before),
+            None => self.log_start(key),
+        }
+    }
+
+    /// Removes the key's log entirely (all segments, its directory). After
+    /// it the key has no log: reads deliver nothing, `next_offset` is 0, and
+    /// a new append starts a new log at 0. Committed offsets are a separate
+    /// namespace and stay.
+    ///
+    /// Durable when it returns: a removed entry is fdatasynced in the
+    /// journal first (recovery then voids the key's earlier entries and
+    /// finishes the removal), then the directory is renamed to `rm.<name>`,
+    /// logs/ fsynced, the directory deleted and logs/ fsynced again. A crash
+    /// leaves the key whole (the entry was not durable) or gone.
+    ///
+    /// Refused with [`Error::Busy`] while the key has records no sync point
+    /// has made durable and published (appended, or in a sync point in
+    /// flight): remove it after they are, or they would be acknowledged for
+    /// a log that is gone. A failure after the entry is durable poisons the
+    /// store (reopening finishes the removal). A key with no log is left
+    /// alone and nothing is written.
+    pub fn remove_key(&mut self, key: &str) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        check_key(key)?;
+        if self
+            .open
+            .get(key)
+            .is_some_and(|open| open.log.has_pending())
+        {
+            return Err(Error::Busy(format!(
+                "key {key:?} has records awaiting a sync point; remove it once they are durable"
+            )));
+        }
+        let dir = self.key_dir(key, false)?;
+        if dir.is_none() && !self.open.contains_key(key) && !self.recovered.keys.contains_key(key) {
+            return Ok(());
+        }
+        self.write_durable(|batch| batch.add_removed(key))?;
+        self.open.remove(key);
+        self.recovered.keys.remove(key);
+        // The next records of the key go through the journal (a direct sync
+        // point needs a segment), which mentions it again.
+        self.mentioned.remove(key);
+        if let Some(dir) = dir {
+            self.forget_dir(&dir);
+            if let Err(e) = self.delete_key_dir(&dir) {
+                self.poison(&e);
+                return Err(e);
+            }
+            log::info(format_args!("{}: key {key:?} removed", dir.display()));
+        }
+        Ok(())
+    }
+
+    /// Appends one batch that `build` fills to the journal and fdatasyncs
+    /// the file at once, under the lock: for the log-start and removed
+    /// entries, which must be durable before any file is deleted. It also
+    /// makes durable every batch written before it. A failure poisons the
+    /// store, as a failed sync point does.
+    fn write_durable(&mut self, build: impl FnOnce(&mut BatchBuilder)) -> Result<()> {
+        if self.sync_failed.load(Ordering::SeqCst) {
+            self.poison(&Error::Poisoned);
+        }
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let mut builder = self.journal.builder();
+        build(&mut builder);
+        let written = self.journal.append(builder).and_then(|()| {
+            self.journal
+                .file()
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", self.journal.path(), e))
+        });
+        if let Err(e) = written {
+            self.sync_failed.store(true, Ordering::SeqCst);
+            self.poison(&e);
+            return Err(e);
+        }
+        self.journal_synced = self.journal_synced.max(self.journal.len());
+        self.oldest_batch_at.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Drops deleted segment files from what the next checkpoint and direct
+    /// sync points sync.
+    fn forget_files(&mut self, key_dir: &Path, deleted: &[PathBuf]) {
+        for path in deleted {
+            self.dirty_files.remove(path);
+        }
+        if let Some((sealed, _)) = self.dirty_sealed.get_mut(key_dir) {
+            for path in deleted {
+                sealed.remove(path);
+            }
+            if sealed.is_empty() {
+                self.dirty_sealed.remove(key_dir);
+            }
+        }
+    }
+
+    /// Drops a removed key directory from everything that would sync it.
+    fn forget_dir(&mut self, key_dir: &Path) {
+        self.dirty_files.retain(|path| !path.starts_with(key_dir));
+        self.dirty_sealed.remove(key_dir);
+        self.dirty_dirs.remove(key_dir);
     }
 
     /// Records that `key` is processed up to `offset`; durable after the next
@@ -886,7 +1215,9 @@ impl Store {
     fn replay_recovered(&mut self) -> std::result::Result<(), String> {
         let keys: Vec<String> = self.recovered.keys.keys().cloned().collect();
         for key in keys {
-            if let Err(e) = self.key_log(&key, true) {
+            // Creates the directory only for keys the journal holds records
+            // for (`key_log` decides).
+            if let Err(e) = self.key_log(&key, false) {
                 return Err(format!("key {key:?} cannot be recovered: {e}"));
             }
             self.evict_to(self.config.open_keys_max);
@@ -1105,7 +1436,12 @@ impl Store {
         let now = self.clock;
         if !self.open.contains_key(key) {
             let taken = self.recovered.take(key);
-            let create = create || taken.is_some();
+            // A key whose records are in the journal has a log even if a
+            // crash lost its directory.
+            let create = create
+                || taken
+                    .as_ref()
+                    .is_some_and(|(files, at)| journal_recovery::entries(files, at).has_records());
             let dir = match self.key_dir(key, create) {
                 Ok(Some(dir)) => dir,
                 Ok(None) => return Ok(None),
@@ -1126,10 +1462,20 @@ impl Store {
             };
             let opened = match &taken {
                 Some((files, at)) => {
-                    let entries = journal_recovery::entries(files, at);
-                    KeyLog::open(dir.clone(), mode, self.config.segment_bytes, &entries)
+                    let found = journal_recovery::entries(files, at);
+                    // Segments below a journaled log start go first: what a
+                    // crash left of them is never served or checked.
+                    recovery::remove_below(&dir, found.log_start).and_then(|_| {
+                        KeyLog::open(
+                            dir.clone(),
+                            mode,
+                            self.config.segment_bytes,
+                            &found.entries,
+                            found.log_start,
+                        )
+                    })
                 }
-                None => KeyLog::open(dir.clone(), mode, self.config.segment_bytes, &[]),
+                None => KeyLog::open(dir.clone(), mode, self.config.segment_bytes, &[], 0),
             };
             let (log, touched) = match opened {
                 Ok(opened) => opened,

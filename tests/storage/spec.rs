@@ -152,3 +152,32 @@ fn journal_and_checkpoint_constants_match_the_spec() {
         std::time::Duration::from_secs(300)
     );
 }
+
+/// The version 3 entry kinds (retention's log start, a key's removal): their
+/// byte examples and kind numbers are the spec's.
+#[test]
+fn log_start_and_removed_entries_match_the_spec() {
+    use seglog::storage::journal::{BatchBuilder, ENTRY_KIND_POS, Entry, decode_batch};
+    let spec = spec();
+    assert_eq!(FORMAT_VERSION, 3);
+    assert_eq!(SUPPORTED_VERSIONS, &[1, 2, 3]);
+    assert_spec_says(&spec, "4 next file, 5 log\n  start, 6 removed");
+    let mut builder = BatchBuilder::new(3);
+    builder.add_log_start("k", 4096);
+    let (log_start, _) = builder.finish();
+    assert_spec_says(&spec, &format!("`{}`", hex(&log_start)));
+    let entry = &log_start[seglog::storage::journal::BATCH_HEADER_SIZE..];
+    assert_eq!(entry[ENTRY_KIND_POS], 5);
+    let mut builder = BatchBuilder::new(4);
+    builder.add_removed("k");
+    let (removed, _) = builder.finish();
+    assert_spec_says(&spec, &format!("`{}`", hex(&removed)));
+    let entry = &removed[seglog::storage::journal::BATCH_HEADER_SIZE..];
+    assert_eq!(entry[ENTRY_KIND_POS], 6);
+    assert_eq!(
+        decode_batch(&removed).expect("decodes").entries,
+        vec![Entry::Removed { key: "k" }]
+    );
+    assert_spec_says(&spec, "## Retention and removal");
+    assert_spec_says(&spec, &seglog::storage::keyname::removed_name("<name>"));
+}
