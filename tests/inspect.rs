@@ -894,15 +894,42 @@ fn offsets_not_consecutive_across_segments() {
         message.contains("offsets 119 to 234 are missing"),
         "{message}"
     );
-    // Without the first segment, the log does not start at 0.
+}
+
+/// A log whose first segment starts past 0 is what retention leaves: the
+/// inspector names its log start and reports no problem (it used to call
+/// it missing segments). A gap after the first segment is still a problem.
+#[test]
+fn a_truncated_log_is_explained_not_reported() {
+    let (tmp, store) = fresh();
     fs::remove_file(store.join(segment_file("orders", 0, true))).expect("remove");
-    let message = assert_one(
-        &problems(tmp.path()),
-        "missing_segments",
-        &file,
-        Some(format::HEADER_BASE_OFFSET_POS as u64),
+    fs::remove_file(store.join(segment_file("orders", 0, false))).expect("remove");
+    let run = inspect(tmp.path(), &[STORE, "--verify"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let run = inspect(tmp.path(), &[STORE]);
+    assert!(
+        run.stdout
+            .contains("log start 119: the key's first segment starts there"),
+        "{}",
+        run.stdout
     );
-    assert!(message.contains("starts at offset 235, not 0"), "{message}");
+    let run = inspect(tmp.path(), &[STORE, "--json"]);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|line| line.contains("\"base_offset\":235") && line.contains("\"log_start\":119")),
+        "{}",
+        run.stdout
+    );
+    // A removal interrupted while deleting leaves an rm. directory: explained.
+    fs::create_dir(store.join("logs/rm.k.gone")).expect("rm. dir");
+    let run = inspect(tmp.path(), &[STORE]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("a removed key's directory"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

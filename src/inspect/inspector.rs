@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::storage::format::{self, HEADER_BASE_OFFSET_POS};
+use crate::storage::keyname;
 use crate::storage::store::CLEAN_FILE_NAME;
 
 use super::InspectArgs;
@@ -166,6 +167,12 @@ impl<'a> Inspector<'a> {
             let name = entry.file_name().to_string_lossy().into_owned();
             if path.is_dir() && is_key_dir_name(&name) {
                 dirs.push(path);
+            } else if name.starts_with(keyname::REMOVED_PREFIX) {
+                self.notes.push(Note::new(
+                    &path,
+                    "a removed key's directory, left by a removal interrupted while deleting \
+                     it (the store deletes it when it opens)",
+                ));
             } else if name.starts_with(KEY_TMP_PREFIX) {
                 self.notes.push(Note::new(
                     &path,
@@ -204,12 +211,26 @@ impl<'a> Inspector<'a> {
         self.problems.extend(dir.problems.iter().cloned());
         self.notes.extend(dir.notes.iter().cloned());
         let mut reports = Vec::with_capacity(dir.segments.len());
-        // The base offset the next segment must have, when known.
-        let mut due = Some(0);
-        for (i, files) in dir.segments.iter().enumerate() {
+        // The base offset the next segment must have, when known. The first
+        // may start past 0: retention deletes the oldest segments, and the
+        // log then starts at the first one left (not missing segments).
+        let log_start = dir.segments.first().map_or(0, |files| files.base_offset);
+        if chain && log_start > 0 {
+            let first = dir.segments.first().and_then(|files| files.log.as_deref());
+            self.notes.push(Note::new(
+                first.unwrap_or(&dir.dir),
+                format!(
+                    "log start {log_start}: the key's first segment starts there; retention \
+                     deleted the segments before it (offsets are never renumbered, reads from \
+                     below it start at it)"
+                ),
+            ));
+        }
+        let mut due = Some(log_start);
+        for files in &dir.segments {
             let mut report = LoadedSegment::load(files).check();
             if chain && report.decodable {
-                if let Some(problem) = chain_problem(files, &report, due, i == 0) {
+                if let Some(problem) = chain_problem(files, &report, due) {
                     report.problems.push(problem);
                 }
                 due = Some(report.summary.next_offset);
@@ -260,6 +281,11 @@ impl<'a> Inspector<'a> {
                 .collect();
             for (files, report) in selected.iter().take(self.limit.max) {
                 rows.push(TableRow::Segment(SegmentRow {
+                    log_start: key
+                        .dir
+                        .segments
+                        .first()
+                        .map_or(0, |files| files.base_offset),
                     key: &key.dir.key,
                     key_dir: &key.dir.dir,
                     log: files.log.as_deref(),
@@ -414,12 +440,12 @@ enum Item {
 }
 
 /// The problem with a segment's base offset, given the base offset `due`
-/// after the previous segment (0 for the `first`), if there is one.
+/// after the previous segment (the first segment's own base for the first:
+/// a log may start past 0 after retention), if there is one.
 fn chain_problem(
     files: &SegmentFiles,
     report: &SegmentReport,
     due: Option<u64>,
-    first: bool,
 ) -> Option<Problem> {
     let due = due?;
     let base = report.base_offset;
@@ -427,30 +453,22 @@ fn chain_problem(
         return None;
     }
     let log = files.log.as_deref()?;
-    let (kind, text) = if first {
-        (
-            ProblemKind::MissingSegments,
-            format!(
-                "the log starts at offset {base}, not 0: the segments holding offsets 0 to {} are missing",
-                base - 1
-            ),
-        )
+    let consequence = if base > due {
+        format!("so offsets {due} to {} are missing", base - 1)
     } else {
-        let consequence = if base > due {
-            format!("so offsets {due} to {} are missing", base - 1)
-        } else {
-            "which that segment already holds".to_string()
-        };
-        (
-            ProblemKind::SegmentGap,
-            format!(
-                "offsets not consecutive across segments: the previous segment ends at offset {}, \
-                 this one starts at {base}, {consequence}",
-                due - 1
-            ),
-        )
+        "which that segment already holds".to_string()
     };
-    Some(Problem::at(kind, log, HEADER_BASE_OFFSET_POS as u64, text))
+    let text = format!(
+        "offsets not consecutive across segments: the previous segment ends at offset {}, \
+         this one starts at {base}, {consequence}",
+        due - 1
+    );
+    Some(Problem::at(
+        ProblemKind::SegmentGap,
+        log,
+        HEADER_BASE_OFFSET_POS as u64,
+        text,
+    ))
 }
 
 /// The base offset of the last `.log` in `dir`.

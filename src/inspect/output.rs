@@ -32,6 +32,9 @@ pub struct SegmentRow<'a> {
     pub log: Option<&'a Path>,
     /// What checking the segment found.
     pub report: &'a SegmentReport,
+    /// The key's log start: its first segment's base offset (past 0 once
+    /// retention deleted the segments before it).
+    pub log_start: u64,
 }
 
 /// Rows of the segment table: segments, and lines standing for those left out.
@@ -97,6 +100,7 @@ enum Line<'a> {
         key_dir: String,
         file: Option<String>,
         base_offset: u64,
+        log_start: u64,
         first_offset: Option<u64>,
         last_offset: Option<u64>,
         records: u64,
@@ -267,6 +271,7 @@ impl<'w> Output<'w> {
                         key_dir: path_string(row.key_dir),
                         file: row.log.map(path_string),
                         base_offset: report.base_offset,
+                        log_start: row.log_start,
                         first_offset: report.summary.first_offset,
                         last_offset: report.summary.last_offset,
                         records: report.summary.records,

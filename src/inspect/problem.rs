@@ -48,8 +48,6 @@ pub enum ProblemKind {
     OffsetGap,
     /// A segment whose base offset is not the previous segment's last offset + 1.
     SegmentGap,
-    /// A log whose first segment does not start at offset 0.
-    MissingSegments,
     /// No `.index` beside a `.log`.
     IndexMissing,
     /// An `.index` ending in part of an entry.
@@ -89,7 +87,6 @@ impl ProblemKind {
             ProblemKind::BadRecord => "bad record",
             ProblemKind::OffsetGap => "offsets not consecutive",
             ProblemKind::SegmentGap => "gap between segments",
-            ProblemKind::MissingSegments => "missing segments",
             ProblemKind::IndexMissing => "index missing",
             ProblemKind::IndexPartialEntry => "index ends mid-entry",
             ProblemKind::IndexUnordered => "index out of order",
