@@ -617,3 +617,24 @@ fn a_version_2_store_continues_in_a_version_3_journal() {
     assert_eq!(store.next_offset(&victim).expect("next"), 0);
     store.close().expect("close");
 }
+
+/// Only a log-start entry alone leaves a lost key directory uncreated: a
+/// key whose only journal entry is a direct note, whose directory vanished,
+/// is still refused as records a checkpoint synced gone missing (not taken
+/// for a key with no log).
+#[test]
+fn a_lost_directory_with_a_direct_note_is_still_refused() {
+    let tmp = TempDir::new().expect("tmp");
+    let dir = tmp.path().join("a");
+    let mut store = open(&dir);
+    fill(&mut store, KEY, 0, 3);
+    store.checkpoint().expect("checkpoint");
+    fill(&mut store, KEY, 3, 4);
+    drop(store);
+    fs::remove_dir_all(key_dir(&dir, KEY)).expect("lose the directory");
+    let mut store = open(&dir);
+    match store.read(KEY, 0, &mut |_, _| true) {
+        Err(Error::Corrupt { what, .. }) => assert!(what.contains("missing"), "{what}"),
+        other => panic!("expected a corrupt key, got {other:?}"),
+    }
+}

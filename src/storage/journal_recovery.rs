@@ -93,16 +93,6 @@ pub struct KeyEntries<'a> {
     pub entries: Vec<JournalEntry<'a>>,
 }
 
-impl KeyEntries<'_> {
-    /// Whether the journal holds records of the key (its directory is
-    /// created for them if a crash lost it).
-    pub fn has_records(&self) -> bool {
-        self.entries
-            .iter()
-            .any(|entry| matches!(entry, JournalEntry::Records { .. }))
-    }
-}
-
 /// The entries of a key as slices of the recovered files, with everything
 /// below its log start left out. A removed marker (the first entry, when
 /// present) says nothing here: the store handled it when it opened.

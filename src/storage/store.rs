@@ -936,6 +936,12 @@ impl Store {
             self.poison(&e);
             return Err(e);
         }
+        // A plan's fdatasync of the same file that failed meanwhile may have
+        // taken the error for pages this one then reported clean.
+        if self.sync_failed.load(Ordering::SeqCst) {
+            self.poison(&Error::Poisoned);
+            return Err(Error::Poisoned);
+        }
         self.journal_synced = self.journal_synced.max(self.journal.len());
         self.oldest_batch_at.get_or_insert_with(Instant::now);
         Ok(())
@@ -1436,12 +1442,14 @@ impl Store {
         let now = self.clock;
         if !self.open.contains_key(key) {
             let taken = self.recovered.take(key);
-            // A key whose records are in the journal has a log even if a
-            // crash lost its directory.
+            // A key the journal holds records or a direct note for has a
+            // log even if a crash lost its directory (recovery then replays
+            // it, or refuses what cannot be); a log-start entry alone does
+            // not make one.
             let create = create
-                || taken
-                    .as_ref()
-                    .is_some_and(|(files, at)| journal_recovery::entries(files, at).has_records());
+                || taken.as_ref().is_some_and(|(files, at)| {
+                    !journal_recovery::entries(files, at).entries.is_empty()
+                });
             let dir = match self.key_dir(key, create) {
                 Ok(Some(dir)) => dir,
                 Ok(None) => return Ok(None),
