@@ -216,7 +216,7 @@ impl Server {
     /// Answers the writes a sync point made durable, and schedules their
     /// records for replication.
     pub fn on_synced(&mut self, synced: Synced<Pending>, now: Instant) {
-        let Synced { items, result } = synced;
+        let Synced { items, result, .. } = synced;
         let failed = result.as_ref().err();
         for item in items {
             match item {

@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -39,6 +39,9 @@ pub struct Synced<T> {
     pub items: Vec<T>,
     /// `Err` holds why the sync point failed: the writes may or may not be durable.
     pub result: Result<(), String>,
+    /// How long the sync point took to make them durable (zero when it
+    /// could not be prepared): for metrics.
+    pub took: Duration,
 }
 /// Writes that wait for the next sync point.
 struct Waiting<T> {
@@ -148,7 +151,15 @@ fn sync_loop<T>(shared: &Shared<T>, store: &Mutex<Store>, done: &UnboundedSender
             Ok(plan) => plan,
             Err(e) => {
                 let result = Err(e.to_string());
-                if done.send(Synced { items, result }).is_err() {
+                let took = Duration::ZERO;
+                if done
+                    .send(Synced {
+                        items,
+                        result,
+                        took,
+                    })
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -164,7 +175,14 @@ fn sync_loop<T>(shared: &Shared<T>, store: &Mutex<Store>, done: &UnboundedSender
             .and_then(|()| lock(store).confirm_sync(&mut plan));
         let took = started.elapsed();
         let result = executed.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        if done.send(Synced { items, result }).is_err() {
+        if done
+            .send(Synced {
+                items,
+                result,
+                took,
+            })
+            .is_err()
+        {
             // The event loop is gone: nobody is left to answer.
             return;
         }
