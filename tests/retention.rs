@@ -638,3 +638,36 @@ fn a_lost_directory_with_a_direct_note_is_still_refused() {
         other => panic!("expected a corrupt key, got {other:?}"),
     }
 }
+
+/// `Store::shut_down`, the close of a store others still reference (the
+/// HTTP server's): marked clean, and every later write refused, since one
+/// would follow the clean mark.
+#[test]
+fn a_shut_down_store_is_clean_and_refuses_every_write() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut store = open(dir.path());
+    fill(&mut store, KEY, 0, 30);
+    store.commit(KEY, 3).expect("commit");
+    store.shut_down().expect("shut down");
+    assert!(dir.path().join("CLEAN").exists());
+    let refused = |result: Result<(), Error>| {
+        assert!(matches!(result, Err(Error::Busy(_))), "{result:?}");
+    };
+    refused(store.append(KEY, b"1").map(drop));
+    refused(store.commit(KEY, 4));
+    refused(store.truncate_front(KEY, 20).map(drop));
+    refused(
+        store
+            .enforce_retention(KEY, Retention::default(), SystemTime::now())
+            .map(drop),
+    );
+    refused(store.remove_key(KEY));
+    refused(store.shut_down());
+    // Reads still work.
+    assert_log(&mut store, KEY, 0, 30);
+    drop(store);
+    let mut store = open(dir.path());
+    assert!(store.opened_clean());
+    assert_log(&mut store, KEY, 0, 30);
+    assert_eq!(store.committed(KEY), Some(3));
+}

@@ -233,6 +233,9 @@ pub struct Store {
     /// Why checkpoints are off for this run, if a key the journal holds
     /// records for could not be recovered: the journal must keep them.
     checkpoint_blocked: Option<String>,
+    /// Set by [`Store::shut_down`]: the store is marked clean and takes no
+    /// more writes.
+    closed: bool,
 }
 
 /// What one sync point covers: files to fdatasync and directories to fsync,
@@ -496,6 +499,7 @@ impl Store {
             pending_bytes: 0,
             checkpointing: false,
             checkpoint_blocked: None,
+            closed: false,
         };
         if journal_version < FORMAT_VERSION {
             store.upgrade_journal(journal_version)?;
@@ -640,6 +644,7 @@ impl Store {
     /// Appends `payload` to `key`'s log and returns its offset. The record is
     /// durable, and visible to readers, once a sync point has covered it.
     pub fn append(&mut self, key: &str, payload: &[u8]) -> Result<u64> {
+        self.check_open()?;
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -799,6 +804,7 @@ impl Store {
     /// deletes the journal file holding the entry. A failure while deleting
     /// poisons the store (reopening finishes the deletion).
     pub fn truncate_front(&mut self, key: &str, before: u64) -> Result<u64> {
+        self.check_open()?;
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -849,6 +855,7 @@ impl Store {
         retention: Retention,
         now: std::time::SystemTime,
     ) -> Result<u64> {
+        self.check_open()?;
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -877,6 +884,7 @@ impl Store {
     /// store (reopening finishes the removal). A key with no log is left
     /// alone and nothing is written.
     pub fn remove_key(&mut self, key: &str) -> Result<()> {
+        self.check_open()?;
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -973,6 +981,7 @@ impl Store {
     /// Records that `key` is processed up to `offset`; durable after the next
     /// sync point. Offsets only move forward.
     pub fn commit(&mut self, key: &str, offset: u64) -> Result<()> {
+        self.check_open()?;
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -1379,8 +1388,18 @@ impl Store {
     /// next open has no journal to replay and skips the full check of
     /// active segments.
     pub fn close(mut self) -> Result<()> {
+        self.shut_down()
+    }
+
+    /// [`Store::close`] for a store others may still reference: syncs,
+    /// checkpoints and marks the clean shutdown, after which every write is
+    /// refused with [`Error::Busy`] (anything written after the mark would
+    /// be missed by the next open's clean-start checks).
+    pub fn shut_down(&mut self) -> Result<()> {
+        self.check_open()?;
         self.sync()?;
         self.checkpoint()?;
+        self.closed = true;
         if let Some(why) = &self.checkpoint_blocked {
             // The journal still holds records no segment has: the next open
             // must treat it as after a crash.
@@ -1397,6 +1416,14 @@ impl Store {
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io("write", &clean_path, e))?;
         fsutil::sync_dir(&self.dir)
+    }
+
+    /// Refuses a write once [`Store::shut_down`] has run.
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Busy("the store is closed".into()));
+        }
+        Ok(())
     }
 
     fn poison(&mut self, error: &Error) {
