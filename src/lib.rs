@@ -7,10 +7,13 @@
 //!   knows nothing of any protocol or cluster.
 //! - [`node`]: the Maelstrom front end: the protocol, the event loop, group commit
 //!   replies, and the cluster (owners, forwarding, replication).
+//! - [`http`]: `seglog serve`, topics and consumer groups over HTTP on the
+//!   same engine; it shares the node's group commit ([`node::syncer`]).
 //! - [`inspect`]: the offline inspector behind `seglog inspect`; reads files, never
 //!   the engine's open state.
 //! - [`log`]: stderr logging, quiet by default, shared by all of them.
 
+pub mod http;
 pub mod inspect;
 pub mod log;
 pub mod node;

@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Dump and verify segment files offline, without changing them.
     Inspect(seglog::inspect::InspectArgs),
+    /// Serve topics, produce, fetch and consumer group offsets over HTTP.
+    Serve(seglog::http::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Serve(args)) => match seglog::http::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("seglog serve: {e}");
+                ExitCode::from(1)
+            }
+        },
         None => match seglog::node::run(&cli.node) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
