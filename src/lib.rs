@@ -1,7 +1,7 @@
 //! seglog: a persistent segmented log for Maelstrom's kafka workload.
 //!
 //! # Layout
-//! Three layers, each a folder; a layer calls only the ones listed before it.
+//! Four layers, each a folder; a layer calls only the ones listed before it.
 //! - [`storage`]: the engine. Segment files, the sparse index, the write-ahead
 //!   journal, checkpoints, recovery, committed offsets and sync points; it
 //!   knows nothing of any protocol or cluster.

@@ -946,3 +946,100 @@ fn deleting_a_topic_being_written_removes_every_partition_log() {
         .collect();
     assert!(left.is_empty(), "partition logs left: {left:?}");
 }
+
+/// Random bodies and paths, well-formed JSON of the wrong shape as often as
+/// garbage (none of them a valid request): every reply is a 4xx JSON error
+/// whose code matches its status, and the state afterwards is exactly as
+/// before.
+#[test]
+fn random_bad_requests_get_errors_and_change_nothing() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), &["--max-request-bytes", "65536"]);
+    server.create_topic("t", 2);
+    server.produce("t", 1, &[json!("kept")]);
+    let before = (
+        server.get("/topics"),
+        server.get("/topics/t"),
+        server.get("/groups/g/offsets"),
+    );
+    let mut rng = StdRng::seed_from_u64(12);
+    let pieces = [
+        json!(null),
+        json!(-1),
+        json!(1.5),
+        json!(u64::MAX),
+        json!(""),
+        json!("t"),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!([{"value": 1, "partition": -1}]),
+        json!(1e300),
+        json!({"value": 1, "partition": 99}),
+        json!("x".repeat(70_000)),
+    ];
+    let fields = [
+        "records",
+        "offsets",
+        "name",
+        "partitions",
+        "topic",
+        "partition",
+        "offset",
+        "value",
+        "key",
+        "retention_ms",
+    ];
+    for round in 0..400 {
+        let body = match rng.gen_range(0..4) {
+            0 => (0..rng.gen_range(0..40))
+                .map(|_| rng.r#gen::<u8>() as char)
+                .collect::<String>(),
+            1 => pieces[rng.gen_range(0..pieces.len())].to_string(),
+            _ => {
+                let mut object = serde_json::Map::new();
+                for _ in 0..rng.gen_range(1..4) {
+                    let field = fields[rng.gen_range(0..fields.len())];
+                    let value = pieces[rng.gen_range(0..pieces.len())].clone();
+                    let value = if rng.gen_bool(0.5) {
+                        json!([{ field: value }])
+                    } else {
+                        value
+                    };
+                    object.insert(field.to_string(), value);
+                }
+                Value::Object(object).to_string()
+            }
+        };
+        let path = [
+            "/topics",
+            "/topics/t",
+            "/topics/t/partitions/0",
+            "/topics/t/partitions/-1",
+            "/topics/t/partitions/2",
+            "/topics/nope",
+            "/groups/g/offsets",
+            "/groups//offsets",
+        ][rng.gen_range(0..8)];
+        let (status, text) = server.request_text("POST", path, Some(&body));
+        let reply: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("round {round}: POST {path} {body:.80}: not JSON ({e}): {text}")
+        });
+        assert!(
+            (400..500).contains(&status)
+                && reply["error_code"]
+                    .as_u64()
+                    .is_some_and(|c| c / 100 == u64::from(status)),
+            "round {round}: POST {path} {body:.200} -> {status} {reply}"
+        );
+    }
+    let after = (
+        server.get("/topics"),
+        server.get("/topics/t"),
+        server.get("/groups/g/offsets"),
+    );
+    assert_eq!(before, after);
+}

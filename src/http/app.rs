@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::catalog::Catalog;
 use super::error::{ApiError, code};
@@ -49,28 +49,37 @@ pub struct App {
 }
 
 impl App {
-    /// The state, and the channel the syncer reports sync points on (for
-    /// [`App::dispatch`]).
+    /// The state, with the group commit running.
     pub fn new(
         store: Arc<Mutex<Store>>,
         catalog: Catalog,
         limits: Limits,
         default_retention: Retention,
-    ) -> Result<(App, mpsc::UnboundedReceiver<Synced<Waiter>>), String> {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let syncer = Syncer::start(Arc::clone(&store), done_tx)?;
-        let app = App {
-            store,
+    ) -> Result<Arc<App>, String> {
+        let app = Arc::new(App {
+            store: Arc::clone(&store),
             catalog: RwLock::new(catalog),
-            syncer: Mutex::new(Some(syncer)),
+            syncer: Mutex::new(None),
             published: watch::Sender::new(0),
             shutdown: watch::Sender::new(false),
             metrics: Metrics::default(),
             limits,
             default_retention,
             next_partition: AtomicU32::new(0),
-        };
-        Ok((app, done_rx))
+        });
+        // The syncer thread answers each batch's waiters itself: a hop
+        // through a task of the runtime would cost every write a wake-up.
+        // It holds the state weakly, so the state's last owner drops it.
+        let weak = Arc::downgrade(&app);
+        let syncer = Syncer::start_with(store, move |synced| match weak.upgrade() {
+            Some(app) => {
+                app.on_synced(synced);
+                true
+            }
+            None => false,
+        })?;
+        *lock(&app.syncer) = Some(syncer);
+        Ok(app)
     }
 
     pub fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
@@ -152,29 +161,26 @@ impl App {
         }
     }
 
-    /// Answers the waiters of each finished sync point and wakes long polls,
-    /// until the syncer ends.
-    pub async fn dispatch(app: Arc<App>, mut done: mpsc::UnboundedReceiver<Synced<Waiter>>) {
-        while let Some(synced) = done.recv().await {
-            match &synced.result {
-                Ok(()) => {
-                    app.metrics.sync_points.fetch_add(1, Ordering::Relaxed);
-                    app.metrics.sync_latency.observe(synced.took);
-                }
-                Err(_) => {
-                    app.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
-                }
+    /// Answers the waiters of a finished sync point and wakes long polls.
+    fn on_synced(&self, synced: Synced<Waiter>) {
+        match &synced.result {
+            Ok(()) => {
+                self.metrics.sync_points.fetch_add(1, Ordering::Relaxed);
+                self.metrics.sync_latency.observe(synced.took);
             }
-            for waiter in synced.items {
-                // A waiter whose request was dropped (client gone) is fine.
-                let _ = waiter.send(synced.result.clone());
+            Err(_) => {
+                self.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
             }
-            app.published.send_modify(|n| *n += 1);
         }
+        for waiter in synced.items {
+            // A waiter whose request was dropped (client gone) is fine.
+            let _ = waiter.send(synced.result.clone());
+        }
+        self.published.send_modify(|n| *n += 1);
     }
 
-    /// Stops the group commit: what waits is synced and answered, then
-    /// [`App::dispatch`] ends.
+    /// Stops the group commit: what waits is synced and answered, then the
+    /// thread ends.
     pub fn close_syncer(&self) {
         if let Some(syncer) = lock(&self.syncer).as_ref() {
             syncer.close();

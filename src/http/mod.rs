@@ -158,9 +158,7 @@ async fn serve(args: &ServeArgs, dir: &Path) -> Result<(), String> {
         bytes: args.retention_bytes,
         age: args.retention_ms.map(Duration::from_millis),
     };
-    let (app, done) = App::new(store, catalog, limits, default_retention)?;
-    let app = Arc::new(app);
-    let dispatcher = tokio::spawn(App::dispatch(Arc::clone(&app), done));
+    let app = App::new(store, catalog, limits, default_retention)?;
     let retention = tokio::spawn(retention_loop(
         Arc::clone(&app),
         Duration::from_millis(args.retention_check_ms),
@@ -198,15 +196,21 @@ async fn serve(args: &ServeArgs, dir: &Path) -> Result<(), String> {
     retention.abort();
     let _ = retention.await;
     app.close_syncer();
-    if tokio::time::timeout(SHUTDOWN_GRACE, dispatcher)
-        .await
-        .is_err()
-    {
-        return Err(
-            "the last sync point did not finish in time; the store is not marked clean".into(),
-        );
+    let joining = Arc::clone(&app);
+    let joined = tokio::time::timeout(
+        SHUTDOWN_GRACE,
+        tokio::task::spawn_blocking(move || joining.join_syncer()),
+    )
+    .await;
+    match joined {
+        Ok(Ok(result)) => result?,
+        Ok(Err(e)) => return Err(format!("joining the group commit thread: {e}")),
+        Err(_) => {
+            return Err(
+                "the last sync point did not finish in time; the store is not marked clean".into(),
+            );
+        }
     }
-    app.join_syncer()?;
     // Connection tasks may still hold the state for a moment after the
     // server returns; the store refuses writes once shut down.
     app.store()

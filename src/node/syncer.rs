@@ -76,6 +76,17 @@ impl<T: Send + 'static> Syncer<T> {
         store: Arc<Mutex<Store>>,
         done: UnboundedSender<Synced<T>>,
     ) -> Result<Syncer<T>, String> {
+        Syncer::start_with(store, move |synced| done.send(synced).is_ok())
+    }
+
+    /// Starts the syncer thread over `store`; it hands each batch to
+    /// `report`, on its own thread, which returns false once nobody is left
+    /// to answer (the thread then ends). `report` must be quick: the next
+    /// sync point waits for it.
+    pub fn start_with(
+        store: Arc<Mutex<Store>>,
+        report: impl FnMut(Synced<T>) -> bool + Send + 'static,
+    ) -> Result<Syncer<T>, String> {
         let shared = Arc::new(Shared {
             waiting: Mutex::new(Waiting {
                 items: Vec::new(),
@@ -87,7 +98,7 @@ impl<T: Send + 'static> Syncer<T> {
         let thread_shared = Arc::clone(&shared);
         let thread = thread::Builder::new()
             .name("syncer".into())
-            .spawn(move || sync_loop(&thread_shared, &store, &done))
+            .spawn(move || sync_loop(&thread_shared, &store, report))
             .map_err(|e| format!("cannot start the syncer thread: {e}"))?;
         Ok(Syncer {
             shared,
@@ -130,7 +141,11 @@ impl<T: Send + 'static> Syncer<T> {
     }
 }
 
-fn sync_loop<T>(shared: &Shared<T>, store: &Mutex<Store>, done: &UnboundedSender<Synced<T>>) {
+fn sync_loop<T>(
+    shared: &Shared<T>,
+    store: &Mutex<Store>,
+    mut report: impl FnMut(Synced<T>) -> bool,
+) {
     loop {
         let items = {
             let mut waiting = lock(&shared.waiting);
@@ -152,14 +167,11 @@ fn sync_loop<T>(shared: &Shared<T>, store: &Mutex<Store>, done: &UnboundedSender
             Err(e) => {
                 let result = Err(e.to_string());
                 let took = Duration::ZERO;
-                if done
-                    .send(Synced {
-                        items,
-                        result,
-                        took,
-                    })
-                    .is_err()
-                {
+                if !report(Synced {
+                    items,
+                    result,
+                    took,
+                }) {
                     return;
                 }
                 continue;
@@ -175,14 +187,11 @@ fn sync_loop<T>(shared: &Shared<T>, store: &Mutex<Store>, done: &UnboundedSender
             .and_then(|()| lock(store).confirm_sync(&mut plan));
         let took = started.elapsed();
         let result = executed.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        if done
-            .send(Synced {
-                items,
-                result,
-                took,
-            })
-            .is_err()
-        {
+        if !report(Synced {
+            items,
+            result,
+            took,
+        }) {
             // The event loop is gone: nobody is left to answer.
             return;
         }
