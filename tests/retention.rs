@@ -671,3 +671,100 @@ fn a_shut_down_store_is_clean_and_refuses_every_write() {
     assert_log(&mut store, KEY, 0, 30);
     assert_eq!(store.committed(KEY), Some(3));
 }
+
+fn offsets_all(store: &mut Store, key: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    store
+        .read(key, 0, &mut |o, _| {
+            out.push(o);
+            true
+        })
+        .expect("read");
+    out
+}
+
+/// Review find (helper-12): at open, a key whose only journal entry was a
+/// log start counted as mentioned, so a direct sync point skipped its note;
+/// the next open recovered the key without checking the segment, served a
+/// record never synced, and after a power loss refused the key, with
+/// acknowledged records behind it.
+#[test]
+fn a_key_the_journal_names_only_by_a_log_start_still_gets_its_direct_note() {
+    let tmp = TempDir::new().expect("ok");
+    let dir = tmp.path().join("a");
+    // Run 1: 60 records in many segments, checkpointed (all synced), then a truncation; crash.
+    let mut store = open(&dir);
+    for i in 0..60 {
+        store.append(KEY, &message(i)).expect("ok");
+    }
+    store.sync().expect("ok");
+    store.checkpoint().expect("ok");
+    let segs = store.segments(KEY).expect("ok");
+    let active = segs.last().expect("ok").base;
+    let start = store.truncate_front(KEY, segs[2].base).expect("ok");
+    assert_eq!(start, segs[2].base);
+    drop(store); // crash (kill -9: page cache survives)
+    let active_log = key_dir(&dir, KEY).join(seglog::storage::format::log_file_name(active));
+    let len_synced = fs::metadata(&active_log).expect("ok").len();
+
+    // Run 2: one record of KEY, a direct sync point, killed after the segment write, before its fdatasync.
+    let mut store = open(&dir);
+    let journal_before: u64 = fs::read_dir(dir.join("journal"))
+        .expect("ok")
+        .map(|e| e.expect("ok").metadata().expect("ok").len())
+        .sum();
+    assert_eq!(store.append(KEY, &message(60)).expect("ok"), 60);
+    let plan = store.prepare_sync().expect("ok");
+    assert!(plan.is_direct(), "a direct sync point");
+    let journal_after: u64 = fs::read_dir(dir.join("journal"))
+        .expect("ok")
+        .map(|e| e.expect("ok").metadata().expect("ok").len())
+        .sum();
+    assert!(
+        journal_after > journal_before,
+        "the direct sync point wrote its note first: {journal_before}/{journal_after}"
+    );
+    std::mem::forget(plan);
+    drop(store); // kill -9 before the fdatasync
+    assert!(
+        fs::metadata(&active_log).expect("ok").len() > len_synced,
+        "record 60 is in the page cache"
+    );
+
+    // Run 3: recovery serves record 60 (never acknowledged, never synced);
+    // then two acknowledged records through the journal (two keys in one sync point).
+    let mut store = open(&dir);
+    assert_eq!(offsets_all(&mut store, KEY).last(), Some(&60));
+    // Recovery kept record 60 (past the journal, a direct sync point's)
+    // and fdatasynced it before serving it: from here a power loss keeps it.
+    let len_recovered = fs::metadata(&active_log).expect("ok").len();
+    assert_eq!(store.append(KEY, &message(61)).expect("ok"), 61);
+    assert_eq!(store.append(KEY, &message(62)).expect("ok"), 62);
+    store.append("other", b"1").expect("ok");
+    let plan = store.prepare_sync().expect("ok");
+    assert!(!plan.is_direct());
+    let executed = plan.execute();
+    store.complete_sync(plan, executed).expect("ok"); // 61 and 62 acknowledged
+    drop(store); // crash
+
+    // Power loss: what went to the segment after recovery's fdatasync
+    // (records 61 and 62, which the journal holds) is lost.
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(&active_log)
+        .expect("ok");
+    f.set_len(len_recovered).expect("ok");
+    drop(f);
+
+    // Run 4: records 61 and 62 were acknowledged.
+    let mut store = match Store::open(&dir, config()) {
+        Ok(s) => s,
+        Err(e) => panic!("open after power loss: {e}"),
+    };
+    let after = offsets_all(&mut store, KEY);
+    assert_eq!(
+        after,
+        (start..63).collect::<Vec<u64>>(),
+        "lost acknowledged records"
+    );
+}

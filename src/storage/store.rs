@@ -459,7 +459,20 @@ impl Store {
             .take(recovered.files.len().saturating_sub(1))
             .map(|bytes| bytes.len() as u64)
             .sum();
-        let mentioned: HashSet<String> = recovered.keys.keys().cloned().collect();
+        // The keys whose recovery will check them against the journal: a
+        // key whose entries are only a log start (or records all below it)
+        // is recovered as if the journal did not mention it, so a direct
+        // sync point for it must write its note first.
+        let mentioned: HashSet<String> = recovered
+            .keys
+            .iter()
+            .filter(|(_, at)| {
+                !journal_recovery::entries(&recovered.files, at)
+                    .entries
+                    .is_empty()
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
         let journal_synced = journal.len();
         let oldest_batch_at = recovered.has_batches.then(Instant::now);
         log::info(format_args!(
