@@ -443,13 +443,10 @@ async fn paced(addr: SocketAddr, phase: Duration, value: &str) -> Result<Measure
                 let due = started + Duration::from_micros(n * 1_000_000 / PACED_RATE_PER_SEC);
                 tokio::time::sleep_until(due.into()).await;
                 // tokio's timer wakes up to a millisecond late (its
-                // resolution): that is the client's delay, not the
-                // server's, unless the client fell further behind (a
-                // server stall holding up the requests due after it).
-                let late = match due.elapsed() {
-                    late if late < TIMER_RESOLUTION => late,
-                    _ => Duration::ZERO,
-                };
+                // resolution): that much is the client's delay, not the
+                // server's; anything later (the client fell behind because
+                // the server stalled) counts.
+                let late = due.elapsed().min(TIMER_RESOLUTION);
                 let path = format!(
                     "/topics/bench/partitions/{}",
                     (c + n as usize) % PARTITIONS as usize

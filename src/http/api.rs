@@ -258,7 +258,7 @@ fn catalog_error(error: CatalogError) -> ApiError {
         CatalogError::Io(message) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             code::STORAGE,
-            format!("cannot write the topic catalog, nothing changed: {message}"),
+            format!("cannot write the topic catalog: {message}"),
         ),
     }
 }
@@ -712,6 +712,13 @@ impl Chunk {
         } = self;
         app.store()
             .read(&key, *next, &mut |at, payload| {
+                if budget.sent_any && at != *next {
+                    // Retention deleted the next records between two
+                    // chunks: end the reply rather than skip them; the
+                    // next fetch starts at the new log start.
+                    stop = Stop::End;
+                    return false;
+                }
                 if budget.records == 0 || (budget.sent_any && payload.len() > budget.bytes) {
                     stop = Stop::Budget;
                     return false;

@@ -247,11 +247,7 @@ impl Catalog {
         };
         self.topics.insert(topic.name.clone(), topic.clone());
         self.next_id += 1;
-        if let Err(e) = self.save() {
-            self.topics.remove(&topic.name);
-            self.next_id -= 1;
-            return Err(e);
-        }
+        self.save()?;
         Ok(topic)
     }
 
@@ -262,10 +258,7 @@ impl Catalog {
             .topics
             .remove(name)
             .ok_or_else(|| CatalogError::NotFound(name.to_string()))?;
-        if let Err(e) = self.save() {
-            self.topics.insert(topic.name.clone(), topic);
-            return Err(e);
-        }
+        self.save()?;
         Ok(topic)
     }
 
@@ -280,16 +273,40 @@ impl Catalog {
         }
     }
 
-    fn save(&self) -> Result<(), CatalogError> {
+    /// Writes the catalog as it is in memory. On failure the file may hold
+    /// the old catalog or the new one (the rename may have happened before
+    /// the directory fsync failed): the catalog in memory is read back from
+    /// the file, so that it never differs from what the next start reads,
+    /// and the error says the change may or may not have happened.
+    fn save(&mut self) -> Result<(), CatalogError> {
+        let Err(e) = self.write() else {
+            return Ok(());
+        };
+        match Catalog::open(self.path.parent().unwrap_or(Path::new("."))) {
+            Ok(on_disk) => {
+                self.next_id = on_disk.next_id;
+                self.topics = on_disk.topics;
+                Err(CatalogError::Io(format!(
+                    "{e}; the catalog now holds what its file holds, with or without the change"
+                )))
+            }
+            Err(reread) => Err(CatalogError::Io(format!(
+                "{e}; and the file cannot be read back ({reread}): \
+                 the change may or may not survive a restart"
+            ))),
+        }
+    }
+
+    fn write(&self) -> Result<(), String> {
         let file = CatalogFile {
             version: CATALOG_VERSION,
             next_id: self.next_id,
             topics: self.topics.values().cloned().collect(),
         };
         let mut bytes = serde_json::to_vec_pretty(&file)
-            .map_err(|e| CatalogError::Io(format!("cannot encode the catalog: {e}")))?;
+            .map_err(|e| format!("cannot encode the catalog: {e}"))?;
         bytes.push(b'\n');
-        fsutil::rewrite_atomic(&self.path, &bytes).map_err(|e| CatalogError::Io(e.to_string()))
+        fsutil::rewrite_atomic(&self.path, &bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -356,6 +373,29 @@ mod tests {
         std::fs::write(dir.path().join(CATALOG_FILE_NAME), b"{\"version\":1,").expect("write");
         let error = Catalog::open(dir.path()).err().expect("refused");
         assert!(error.contains("not a topic catalog"), "{error}");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_catalog_as_its_file_holds_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut catalog = Catalog::open(dir.path()).expect("empty catalog");
+        let a = catalog.create(new_topic("a", 1), 1).expect("create a");
+        // The temporary file cannot be created: the write fails before the
+        // rename, so the file keeps the old catalog, and so does memory.
+        let tmp = dir.path().join(format!("{CATALOG_FILE_NAME}.tmp"));
+        std::fs::create_dir(&tmp).expect("block the temporary file");
+        assert!(matches!(
+            catalog.create(new_topic("b", 1), 2),
+            Err(CatalogError::Io(_))
+        ));
+        assert!(matches!(catalog.delete("a"), Err(CatalogError::Io(_))));
+        assert_eq!(catalog.get("a"), Some(&a));
+        assert_eq!(catalog.get("b"), None);
+        std::fs::remove_dir(&tmp).expect("unblock");
+        let b = catalog.create(new_topic("b", 1), 3).expect("create b");
+        assert_eq!(b.id, a.id + 1, "the failed create used no id");
+        let reopened = Catalog::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.topics().collect::<Vec<_>>(), vec![&a, &b]);
     }
 
     #[test]

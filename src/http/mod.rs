@@ -298,18 +298,23 @@ async fn retention_loop(app: Arc<App>, every: Duration) {
     }
 }
 
-/// One retention pass. The catalog's read lock is held for the pass, so a
-/// topic is not deleted under it; the store's lock only for one partition
-/// at a time, so writes go on between them.
+/// One retention pass over a snapshot of the topics. Each partition is
+/// done under the catalog's read lock and the store's lock, taken for it
+/// alone: the topic is checked to be still there (not deleted and created
+/// again meanwhile), and requests go on between partitions.
 fn enforce_retention(app: &App) {
-    let catalog = app.catalog();
+    let topics: Vec<Topic> = app.catalog().topics().cloned().collect();
     let now = SystemTime::now();
-    for topic in catalog.topics() {
-        let retention = retention_of(topic, app.default_retention);
+    for topic in topics {
+        let retention = retention_of(&topic, app.default_retention);
         if retention.bytes.is_none() && retention.age.is_none() {
             continue;
         }
         for partition in 0..topic.partitions {
+            let catalog = app.catalog();
+            if catalog.get(&topic.name).map(|t| t.id) != Some(topic.id) {
+                break;
+            }
             let key = topic.key(partition);
             let mut store = app.store();
             let before = match store.segments(&key) {
