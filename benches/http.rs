@@ -12,7 +12,9 @@
 //! directories (default `target/`, the disk the tests use),
 //! `SEGLOG_BENCH_ONLY` one phase (`produce`, `fetch` or `memory`), and
 //! `SEGLOG_BENCH_SERVER_PID_FILE` a file the produce and fetch phases write
-//! the server's pid to, for a profiler to attach.
+//! the server's pid to, for a profiler to attach, and
+//! `SEGLOG_BENCH_SERVER_LOG` a file for the server's stderr, and
+//! `SEGLOG_BENCH_SERVER_ARGS` more options for `seglog serve`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -257,6 +259,11 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
+            .args(
+                std::env::var("SEGLOG_BENCH_SERVER_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -280,7 +287,17 @@ impl Server {
             std::fs::write(path, child.id().to_string()).map_err(|e| e.to_string())?;
         }
         // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        // With SEGLOG_BENCH_SERVER_LOG set, they go to that file (with
+        // SEGLOG_LOG=1, the server logs each sync point).
+        let log = std::env::var_os("SEGLOG_BENCH_SERVER_LOG");
+        std::thread::spawn(move || {
+            let mut file = log.and_then(|path| std::fs::File::create(path).ok());
+            for line in lines.map_while(Result::ok) {
+                if let Some(file) = file.as_mut() {
+                    let _ = std::io::Write::write_all(file, format!("{line}\n").as_bytes());
+                }
+            }
+        });
         Ok(Server { child, addr })
     }
 
