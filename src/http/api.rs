@@ -588,6 +588,7 @@ async fn fetch(
             || *shutdown.borrow_and_update()
             || tokio::time::Instant::now() >= deadline;
         if !done {
+            let _waiting = Waiting::new(&app.metrics.fetches_waiting);
             tokio::select! {
                 changed = published.changed() => {
                     if changed.is_err() {
@@ -625,6 +626,23 @@ pub const FETCH_CHUNK_BYTES: usize = 1 << 20;
 
 /// Chunks read ahead of the connection (each [`FETCH_CHUNK_BYTES`]).
 const FETCH_CHUNKS_AHEAD: usize = 4;
+
+/// Counts a long poll while it waits (also when its client leaves and the
+/// request is dropped mid-wait).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a std::sync::atomic::AtomicU64) -> Waiting<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// What a fetch may still return.
 #[derive(Clone, Copy)]

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub sync_failures: AtomicU64,
     pub segments_deleted: AtomicU64,
     pub retention_passes: AtomicU64,
+    /// Long polls waiting for records now (a gauge).
+    pub fetches_waiting: AtomicU64,
     /// How long sync points took to make their writes durable.
     pub sync_latency: Histogram,
     /// From a produce request's arrival to its reply being ready.
@@ -200,6 +202,11 @@ impl Metrics {
                 "seglog_topics",
                 "Topics in the catalog.",
                 gauges.topics as u64,
+            ),
+            (
+                "seglog_fetches_waiting",
+                "Long polls waiting for records.",
+                self.fetches_waiting.load(Ordering::Relaxed),
             ),
             (
                 "seglog_store_poisoned",

@@ -207,6 +207,29 @@ impl Server {
         }
     }
 
+    /// The value of a metric without labels.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (status, text) = self.request_text("GET", "/metrics", None);
+        assert_eq!(status, 200);
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+    }
+
+    /// Waits until `count` long polls wait in the server.
+    pub fn wait_for_polls(&self, count: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.metric("seglog_fetches_waiting") != count {
+            assert!(
+                Instant::now() < deadline,
+                "the long polls never started waiting"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Whether a stderr line containing `text` has arrived within `PATIENCE`.
     pub fn wait_for_log(&self, text: &str) -> bool {
         if self.early.iter().any(|line| line.contains(text)) {
