@@ -768,3 +768,38 @@ fn a_key_the_journal_names_only_by_a_log_start_still_gets_its_direct_note() {
         "lost acknowledged records"
     );
 }
+
+/// Review find (helper-11, helper-12): a lookup of a long key stopped at the
+/// first free `h.<hash>.<n>`, so removing a key hid another key of the same
+/// hash stored after it, whose next append then started a new log at 0. A
+/// directory naming another key stands in for a real 64-bit collision.
+#[test]
+fn removing_a_hashed_key_does_not_hide_a_colliding_key_after_it() {
+    let dir = TempDir::new().expect("temp dir");
+    let key = format!("long-{}", "k".repeat(300));
+    let mut store = open(dir.path());
+    drop(store);
+    // Slot 0 of the key's hash holds another key (as a collision would).
+    let slot0 = dir
+        .path()
+        .join("logs")
+        .join(seglog::storage::keyname::hashed_name(&key, 0));
+    fs::create_dir_all(&slot0).expect("slot 0");
+    fs::write(slot0.join("KEY"), "another key that hashes the same").expect("KEY");
+    store = open(dir.path());
+    fill(&mut store, &key, 0, 5);
+    let slot1 = dir
+        .path()
+        .join("logs")
+        .join(seglog::storage::keyname::hashed_name(&key, 1));
+    assert!(slot1.is_dir(), "the key took slot 1");
+    // Checkpointed: the journal no longer names the key's records.
+    store.checkpoint().expect("checkpoint");
+    drop(store);
+    // The other key is removed: slot 0 is free again.
+    fs::remove_dir_all(&slot0).expect("remove slot 0");
+    let mut store = open(dir.path());
+    assert_log(&mut store, &key, 0, 5);
+    assert_eq!(store.append(&key, &message(5)).expect("append"), 5);
+    assert!(!slot0.exists(), "no new log started in the gap");
+}

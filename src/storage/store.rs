@@ -1595,6 +1595,11 @@ impl Store {
             self.mark_dir_dirty(self.logs_dir.clone());
             return Ok(Some(dir));
         }
+        // Every slot is looked at, not only up to the first free one: a
+        // removed key leaves a gap, and a colliding key after it must still
+        // be found (rather than started again in the gap). A miss costs
+        // HASH_COLLISIONS_MAX failed reads, for long keys only.
+        let mut free = None;
         for n in 0..HASH_COLLISIONS_MAX {
             let dir = self.logs_dir.join(keyname::hashed_name(key, n));
             let key_file = dir.join(KEY_FILE_NAME);
@@ -1602,14 +1607,17 @@ impl Store {
                 Ok(stored) if stored == key.as_bytes() => return Ok(Some(dir)),
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if !create {
-                        return Ok(None);
-                    }
-                    self.create_hashed_dir(&dir, key)?;
-                    return Ok(Some(dir));
+                    free.get_or_insert(dir);
                 }
                 Err(e) => return Err(Error::io("read", &key_file, e)),
             }
+        }
+        if let Some(dir) = free {
+            if !create {
+                return Ok(None);
+            }
+            self.create_hashed_dir(&dir, key)?;
+            return Ok(Some(dir));
         }
         Err(Error::corrupt(
             &self.logs_dir,
