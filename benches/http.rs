@@ -426,6 +426,14 @@ where
             Ok::<_, String>(latencies)
         }));
     }
+    gather(tasks, started).await
+}
+
+/// The latencies the tasks of a timed phase measured, and its length.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, String>>>,
+    started: Instant,
+) -> Result<Measured, String> {
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await.map_err(|e| e.to_string())??);
@@ -479,15 +487,7 @@ async fn paced(addr: SocketAddr, phase: Duration, value: &str) -> Result<Measure
             }
         }));
     }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.map_err(|e| e.to_string())??);
-    }
-    Ok(Measured {
-        requests: latencies.len() as u64,
-        elapsed: started.elapsed(),
-        latencies,
-    })
+    gather(tasks, started).await
 }
 
 struct Filled {

@@ -347,6 +347,15 @@ fn produce(server: &http_process::Server, value: u64) -> (u16, Value) {
     )
 }
 
+/// Asserts a 503 with this error code.
+fn assert_code(status: u16, body: &Value, code: u64) {
+    assert_eq!(
+        (status, body["error_code"].as_u64()),
+        (503, Some(code)),
+        "{body}"
+    );
+}
+
 fn fetched_values(server: &http_process::Server) -> Vec<Value> {
     server
         .fetch("t", 0, "offset=0&max_records=1000")
@@ -361,11 +370,7 @@ fn http_failed_fdatasync_is_a_503_and_nothing_after_it_is_acknowledged() {
     assert_eq!(produce(&server, 1).0, 200);
     std::fs::write(faults.join("fdatasync-eio"), b"").expect("arm the fault");
     let (status, body) = produce(&server, 2);
-    assert_eq!(
-        (status, body["error_code"].as_u64()),
-        (503, Some(50302)),
-        "{body}"
-    );
+    assert_code(status, &body, 50302);
     assert!(
         body["message"]
             .as_str()
@@ -376,19 +381,11 @@ fn http_failed_fdatasync_is_a_503_and_nothing_after_it_is_acknowledged() {
     // fdatasync works again; reads and health say so.
     for _ in 0..3 {
         let (status, body) = produce(&server, 3);
-        assert_eq!(
-            (status, body["error_code"].as_u64()),
-            (503, Some(50301)),
-            "{body}"
-        );
+        assert_code(status, &body, 50301);
     }
     let commit = json!({"offsets": [{"topic": "t", "partition": 0, "offset": 1}]});
     let (status, body) = server.post("/groups/g/offsets", commit);
-    assert_eq!(
-        (status, body["error_code"].as_u64()),
-        (503, Some(50301)),
-        "{body}"
-    );
+    assert_code(status, &body, 50301);
     assert_eq!(server.get("/health").0, 503);
     let (_, metrics) = server.request_text("GET", "/metrics", None);
     assert!(metrics.contains("seglog_store_poisoned 1\n"), "{metrics}");
@@ -414,28 +411,16 @@ fn http_full_disk_is_a_503_and_restart_loses_nothing_acknowledged() {
     assert_eq!(produce(&server, 1).0, 200);
     std::fs::write(faults.join("enospc"), b"").expect("fill the disk");
     let (status, body) = produce(&server, 2);
-    assert_eq!(
-        (status, body["error_code"].as_u64()),
-        (503, Some(50302)),
-        "{body}"
-    );
+    assert_code(status, &body, 50302);
     // A topic cannot be created either, and nothing changes.
     let (status, body) = server.post("/topics", json!({"name": "u", "partitions": 1}));
-    assert_eq!(
-        (status, body["error_code"].as_u64()),
-        (503, Some(50302)),
-        "{body}"
-    );
+    assert_code(status, &body, 50302);
     assert_eq!(server.get("/topics"), (200, json!(["t"])));
     std::fs::remove_file(faults.join("enospc")).expect("free the disk");
     // Space is back, but the store stays poisoned until a restart
     // (segment-format.md says why).
     let (status, body) = produce(&server, 3);
-    assert_eq!(
-        (status, body["error_code"].as_u64()),
-        (503, Some(50301)),
-        "{body}"
-    );
+    assert_code(status, &body, 50301);
     assert_eq!(fetched_values(&server).first(), Some(&json!(1)));
     server.kill();
     let server = http_process::Server::start(&data, &[]);

@@ -540,8 +540,20 @@ impl Store {
             old_seq + 1,
             self.journal.next_batch() + 1,
         )?;
+        self.switch_journal_file(new)?;
+        self.oldest_batch_at.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Ends the current journal file with a next-file marker naming `new`
+    /// (created and durable), fdatasyncs it, and continues in `new`; the
+    /// old file stays live until a checkpoint deletes it. The marker is
+    /// durable before any batch goes to the new file: recovery refuses a
+    /// journal whose later file holds batches when the earlier one has no
+    /// marker naming it.
+    fn switch_journal_file(&mut self, new: JournalWriter) -> Result<()> {
         let mut marker = self.journal.builder();
-        marker.add_next_file(old_seq + 1);
+        marker.add_next_file(new.seq());
         self.journal.append(marker)?;
         self.journal
             .file()
@@ -551,7 +563,6 @@ impl Store {
         self.older_journals.push(old.path().to_path_buf());
         self.older_journal_bytes += old.len();
         self.journal_synced = self.journal.len();
-        self.oldest_batch_at.get_or_insert_with(Instant::now);
         Ok(())
     }
 
@@ -1200,20 +1211,8 @@ impl Store {
         if steps == Some(1) {
             return Ok(Some(self.job(Vec::new())));
         }
-        let mut marker = self.journal.builder();
-        marker.add_next_file(old_seq + 1);
-        self.journal.append(marker)?;
-        // Durable before any batch goes to the new file: recovery refuses a
-        // journal whose later file holds batches when the earlier one has
-        // no marker naming it. One fdatasync per checkpoint, under the lock.
-        self.journal
-            .file()
-            .sync_data()
-            .map_err(|e| Error::io("fdatasync", self.journal.path(), e))?;
-        let old = std::mem::replace(&mut self.journal, new);
-        self.older_journals.push(old.path().to_path_buf());
-        self.older_journal_bytes += old.len();
-        self.journal_synced = self.journal.len();
+        // One fdatasync per checkpoint, under the lock.
+        self.switch_journal_file(new)?;
         self.mentioned.clear();
         self.oldest_batch_at = None;
         let stale = self.older_journals.clone();
