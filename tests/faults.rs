@@ -347,6 +347,20 @@ fn produce(server: &http_process::Server, value: u64) -> (u16, Value) {
     )
 }
 
+/// Kills the server and starts it again without the shim: value 1 was
+/// acknowledged and is there; value 2 got a 503 that may or may not have
+/// taken effect; nothing else was written.
+fn restart_without_faults(server: http_process::Server, data: &Path) -> http_process::Server {
+    server.kill();
+    let server = http_process::Server::start(data, &[]);
+    let seen = fetched_values(&server);
+    assert!(
+        seen == [json!(1)] || seen == [json!(1), json!(2)],
+        "{seen:?}"
+    );
+    server
+}
+
 /// Asserts a 503 with this error code.
 fn assert_code(status: u16, body: &Value, code: u64) {
     assert_eq!(
@@ -392,15 +406,9 @@ fn http_failed_fdatasync_is_a_503_and_nothing_after_it_is_acknowledged() {
     let seen = fetched_values(&server);
     assert_eq!(seen.first(), Some(&json!(1)));
     assert!(!seen.contains(&json!(3)), "{seen:?}");
-    server.kill();
     // Restarted without the fault: everything acknowledged is there; the
     // write that got the 503 may or may not be.
-    let server = http_process::Server::start(&data, &[]);
-    let seen = fetched_values(&server);
-    assert!(
-        seen == [json!(1)] || seen == [json!(1), json!(2)],
-        "{seen:?}"
-    );
+    let server = restart_without_faults(server, &data);
     assert_eq!(server.get("/health").0, 200);
     assert_eq!(produce(&server, 4).0, 200);
 }
@@ -422,13 +430,7 @@ fn http_full_disk_is_a_503_and_restart_loses_nothing_acknowledged() {
     let (status, body) = produce(&server, 3);
     assert_code(status, &body, 50301);
     assert_eq!(fetched_values(&server).first(), Some(&json!(1)));
-    server.kill();
-    let server = http_process::Server::start(&data, &[]);
-    let seen = fetched_values(&server);
-    assert!(
-        seen == [json!(1)] || seen == [json!(1), json!(2)],
-        "{seen:?}"
-    );
+    let server = restart_without_faults(server, &data);
     assert_eq!(server.get("/topics"), (200, json!(["t"])));
     assert_eq!(produce(&server, 4).0, 200);
 }

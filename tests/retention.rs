@@ -14,6 +14,15 @@ use seglog::storage::store::{Retention, SegmentInfo};
 use seglog::{Error, Store, StoreConfig};
 use tempfile::TempDir;
 
+#[allow(
+    dead_code,
+    reason = "shared with the storage tests; these use the directory helpers"
+)]
+#[path = "storage/common.rs"]
+mod common;
+
+use common::{copy_dir, key_dir};
+
 /// Small segments: a few records each, so 60 records span many.
 const SEGMENT_BYTES: u64 = 256;
 const KEY: &str = "orders";
@@ -67,9 +76,14 @@ fn assert_log(store: &mut Store, key: &str, start: u64, end: u64) {
     assert_eq!(store.next_offset(key).expect("next"), end, "next offset");
 }
 
-fn key_dir(data: &Path, key: &str) -> PathBuf {
-    data.join("logs")
-        .join(seglog::storage::keyname::escaped_name(key).expect("short key"))
+/// [`assert_log`], then a crash (the store dropped unclosed) and a reopen,
+/// then `assert_log` again; returns the reopened store.
+fn assert_log_across_crash(mut store: Store, dir: &Path, key: &str, start: u64, end: u64) -> Store {
+    assert_log(&mut store, key, start, end);
+    drop(store);
+    let mut store = open(dir);
+    assert_log(&mut store, key, start, end);
+    store
 }
 
 fn bases_on_disk(dir: &Path) -> Vec<u64> {
@@ -78,19 +92,6 @@ fn bases_on_disk(dir: &Path) -> Vec<u64> {
 
 fn log_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(seglog::storage::format::log_file_name(base))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("create copy");
-    for entry in fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).expect("copy file");
-        }
-    }
 }
 
 /// `pristine`'s files with `after`'s journal: a crash right after the
@@ -321,10 +322,7 @@ fn a_checkpoint_in_flight_skips_segments_deleted_since() {
     f.store
         .complete_sync(plan, executed)
         .expect("checkpoint completes");
-    assert_log(&mut f.store, KEY, start, 60);
-    drop(f.store);
-    let mut store = open(&f.dir.clone());
-    assert_log(&mut store, KEY, start, 60);
+    let mut store = assert_log_across_crash(f.store, &f.dir, KEY, start, 60);
     assert_eq!(store.next_offset("removed").expect("next"), 0);
 }
 
@@ -374,10 +372,7 @@ fn retention_by_size_keeps_at_least_the_limit() {
         f.store.enforce_retention(KEY, zero, now).expect("zero"),
         active
     );
-    assert_log(&mut f.store, KEY, active, 60);
-    drop(f.store);
-    let mut store = open(&f.dir.clone());
-    assert_log(&mut store, KEY, active, 60);
+    assert_log_across_crash(f.store, &f.dir, KEY, active, 60);
 }
 
 #[test]
@@ -430,10 +425,7 @@ fn retention_by_age_goes_by_the_segment_files_modification_time() {
             .expect("old"),
         active
     );
-    assert_log(&mut f.store, KEY, active, 60);
-    drop(f.store);
-    let mut store = open(&f.dir.clone());
-    assert_log(&mut store, KEY, active, 60);
+    assert_log_across_crash(f.store, &f.dir, KEY, active, 60);
 }
 
 #[test]
@@ -672,17 +664,6 @@ fn a_shut_down_store_is_clean_and_refuses_every_write() {
     assert_eq!(store.committed(KEY), Some(3));
 }
 
-fn offsets_all(store: &mut Store, key: &str) -> Vec<u64> {
-    let mut out = Vec::new();
-    store
-        .read(key, 0, &mut |o, _| {
-            out.push(o);
-            true
-        })
-        .expect("read");
-    out
-}
-
 /// Review find (helper-12): at open, a key whose only journal entry was a
 /// log start counted as mentioned, so a direct sync point skipped its note;
 /// the next open recovered the key without checking the segment, served a
@@ -734,7 +715,7 @@ fn a_key_the_journal_names_only_by_a_log_start_still_gets_its_direct_note() {
     // Run 3: recovery serves record 60 (never acknowledged, never synced);
     // then two acknowledged records through the journal (two keys in one sync point).
     let mut store = open(&dir);
-    assert_eq!(offsets_all(&mut store, KEY).last(), Some(&60));
+    assert_eq!(offsets_from(&mut store, KEY, 0).last(), Some(&60));
     // Recovery kept record 60 (past the journal, a direct sync point's)
     // and fdatasynced it before serving it: from here a power loss keeps it.
     let len_recovered = fs::metadata(&active_log).expect("ok").len();
@@ -761,7 +742,7 @@ fn a_key_the_journal_names_only_by_a_log_start_still_gets_its_direct_note() {
         Ok(s) => s,
         Err(e) => panic!("open after power loss: {e}"),
     };
-    let after = offsets_all(&mut store, KEY);
+    let after = offsets_from(&mut store, KEY, 0);
     assert_eq!(
         after,
         (start..63).collect::<Vec<u64>>(),
