@@ -327,9 +327,11 @@ fn start_faulty_server() -> (TempDir, PathBuf, PathBuf, http_process::Server) {
     let (data, faults) = (tmp.path().join("data"), tmp.path().join("faults"));
     std::fs::create_dir_all(&faults).expect("faults dir");
     let shim = build_shim(tmp.path());
+    // -v: the server logs each sync point once published, which the
+    // full-disk test waits for.
     let server = http_process::Server::start_with_env(
         &data,
-        &[],
+        &["-v"],
         [
             ("LD_PRELOAD", shim.as_os_str()),
             ("SEGLOG_FAULTS", faults.as_os_str()),
@@ -417,6 +419,14 @@ fn http_failed_fdatasync_is_a_503_and_nothing_after_it_is_acknowledged() {
 fn http_full_disk_is_a_503_and_restart_loses_nothing_acknowledged() {
     let (_tmp, data, faults, server) = start_faulty_server();
     assert_eq!(produce(&server, 1).0, 200);
+    // A journaled batch goes to its segment after its acknowledgement: the
+    // disk fills only once that is done, so that the next produce is the
+    // write that meets it (else that late segment write would, and poison
+    // the store first: a 50301, also right, but not this test's case).
+    assert!(
+        server.wait_for_log("published after"),
+        "the first sync point is published"
+    );
     std::fs::write(faults.join("enospc"), b"").expect("fill the disk");
     let (status, body) = produce(&server, 2);
     assert_code(status, &body, 50302);
