@@ -654,9 +654,10 @@ impl Store {
         self.open.len()
     }
 
-    /// Whether a failed sync has poisoned the store.
+    /// Whether writes are refused because a sync failed (poisoned, or a
+    /// sync point that failed has not yet reported back).
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.poisoned || self.sync_failed.load(Ordering::SeqCst)
     }
 
     /// Sequence number of the journal file batches go to now: one more for
@@ -669,9 +670,7 @@ impl Store {
     /// durable, and visible to readers, once a sync point has covered it.
     pub fn append(&mut self, key: &str, payload: &[u8]) -> Result<u64> {
         self.check_open()?;
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         check_key(key)?;
         if payload.is_empty() || payload.len() > MESSAGE_BYTES_MAX {
             return Err(Error::BadMessageSize {
@@ -829,9 +828,7 @@ impl Store {
     /// poisons the store (reopening finishes the deletion).
     pub fn truncate_front(&mut self, key: &str, before: u64) -> Result<u64> {
         self.check_open()?;
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         check_key(key)?;
         let Some(log) = self.key_log(key, false)? else {
             return Ok(0);
@@ -880,9 +877,7 @@ impl Store {
         now: std::time::SystemTime,
     ) -> Result<u64> {
         self.check_open()?;
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         let segments = self.segments(key)?;
         match crate::storage::retention::retention_before(&segments, retention, now) {
             Some(before) => self.truncate_front(key, before),
@@ -909,9 +904,7 @@ impl Store {
     /// alone and nothing is written.
     pub fn remove_key(&mut self, key: &str) -> Result<()> {
         self.check_open()?;
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         check_key(key)?;
         if self
             .open
@@ -949,12 +942,7 @@ impl Store {
     /// makes durable every batch written before it. A failure poisons the
     /// store, as a failed sync point does.
     fn write_durable(&mut self, build: impl FnOnce(&mut BatchBuilder)) -> Result<()> {
-        if self.sync_failed.load(Ordering::SeqCst) {
-            self.poison(&Error::Poisoned);
-        }
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         let mut builder = self.journal.builder();
         build(&mut builder);
         let written = self.journal.append(builder).and_then(|()| {
@@ -1006,9 +994,7 @@ impl Store {
     /// sync point. Offsets only move forward.
     pub fn commit(&mut self, key: &str, offset: u64) -> Result<()> {
         self.check_open()?;
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         check_key(key)?;
         self.offsets.commit(key, offset);
         Ok(())
@@ -1038,12 +1024,7 @@ impl Store {
     }
 
     fn prepare(&mut self, force_checkpoint: bool, steps: Option<usize>) -> Result<SyncPlan> {
-        if self.sync_failed.load(Ordering::SeqCst) {
-            self.poison(&Error::Poisoned);
-        }
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         let result = self.collect_sync_plan(force_checkpoint, steps);
         if let Err(e) = &result {
             self.poison(e);
@@ -1264,12 +1245,7 @@ impl Store {
     /// a failed fdatasync may have dropped dirty pages that a later one then
     /// reports clean, so no plan's success can be trusted after it.
     pub fn confirm_sync(&mut self, plan: &mut SyncPlan) -> Result<()> {
-        if self.sync_failed.load(Ordering::SeqCst) {
-            self.poison(&Error::Poisoned);
-        }
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.check_not_poisoned()?;
         for (key, end) in &plan.keys {
             if let Some(open) = self.open.get_mut(key) {
                 open.log.confirm(*end);
@@ -1434,6 +1410,20 @@ impl Store {
     fn check_open(&self) -> Result<()> {
         if self.closed {
             return Err(Error::Busy("the store is closed".into()));
+        }
+        Ok(())
+    }
+
+    /// Refuses a write once the store is poisoned, or once any sync failed
+    /// (the thread that ran it sets `sync_failed` at once, before the sync
+    /// point's outcome reaches the store): a write accepted then could only
+    /// ever get an error that may or may not have taken effect.
+    fn check_not_poisoned(&mut self) -> Result<()> {
+        if self.sync_failed.load(Ordering::SeqCst) {
+            self.poison(&Error::Poisoned);
+        }
+        if self.poisoned {
+            return Err(Error::Poisoned);
         }
         Ok(())
     }
