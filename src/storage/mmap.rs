@@ -9,10 +9,18 @@ use std::fs::File;
 use std::io;
 use std::ops::Deref;
 
-/// A read-only map of the first `len` bytes of a file.
+/// A read-only map of the first `len` bytes of a file: a memory map on the
+/// real file system, or a copy of the bytes from a simulated backend.
 pub struct MappedFile {
-    /// `None` for an empty range: `mmap(2)` rejects a length of zero.
-    map: Option<memmap2::Mmap>,
+    map: Inner,
+}
+
+enum Inner {
+    /// An empty range: `mmap(2)` rejects a length of zero.
+    Empty,
+    Map(memmap2::Mmap),
+    /// Bytes a simulated backend copied out of its image.
+    Copied(Box<[u8]>),
 }
 
 impl MappedFile {
@@ -20,7 +28,7 @@ impl MappedFile {
     /// least `len` bytes long.
     pub fn map(file: &File, len: usize) -> io::Result<MappedFile> {
         if len == 0 {
-            return Ok(MappedFile { map: None });
+            return Ok(MappedFile::empty());
         }
         // SAFETY: a `memmap2::Mmap` hands out `&[u8]` over the file's pages, so
         // the bytes in `[0, len)` must stay present and unchanged for as long
@@ -40,17 +48,26 @@ impl MappedFile {
         //    truncates a segment under a running node is outside this
         //    contract (it would raise SIGBUS, as for any mmap reader).
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
-        Ok(MappedFile { map: Some(map) })
+        Ok(MappedFile {
+            map: Inner::Map(map),
+        })
     }
 
     /// A map of nothing, for a file with no bytes to read yet.
     pub fn empty() -> MappedFile {
-        MappedFile { map: None }
+        MappedFile { map: Inner::Empty }
+    }
+
+    /// Bytes read into memory, for a backend that has no file to map.
+    pub fn copied(bytes: Vec<u8>) -> MappedFile {
+        MappedFile {
+            map: Inner::Copied(bytes.into_boxed_slice()),
+        }
     }
 
     /// Number of bytes mapped.
     pub fn len(&self) -> usize {
-        self.map.as_ref().map_or(0, |map| map.len())
+        self.deref().len()
     }
 
     /// True when nothing is mapped.
@@ -63,6 +80,10 @@ impl Deref for MappedFile {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        match &self.map {
+            Inner::Empty => &[],
+            Inner::Map(map) => map,
+            Inner::Copied(bytes) => bytes,
+        }
     }
 }

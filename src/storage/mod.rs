@@ -3,6 +3,7 @@
 //! Maelstrom or of other nodes; the front ends call [`store::Store`].
 //!
 //! # Layout
+//! - [`backend`]: every file operation, on the real file system or a simulated one.
 //! - [`format`]: byte layout and codecs of every file, no I/O (spec: `segment-format.md`).
 //! - [`keyname`]: keys to directory names, injective and confined to the data directory.
 //! - [`mmap`]: the read-only memory maps, the only `unsafe` code.
@@ -20,6 +21,7 @@
 //! - [`fsutil`]: durable directory and atomic-rewrite helpers.
 //! - [`error`]: the error type.
 
+pub mod backend;
 pub mod checkpoint;
 pub mod error;
 pub mod format;
