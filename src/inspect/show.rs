@@ -36,9 +36,21 @@ pub fn key(key: &str, full: bool) -> String {
 
 /// A message for a table cell: its text with control characters escaped,
 /// or hex when it is not UTF-8; shortened with its size said, unless `full`.
+/// A Kafka record payload is shown decoded, as the HTTP front end serves it
+/// (`{"kafka":1,"timestamp":..,"key":..,"value":..}`, base64 for bytes that
+/// are not JSON text).
 pub fn message(payload: &[u8], full: bool) -> String {
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return hex(payload, full);
+    let decoded;
+    let text = if crate::payload::is_kafka(payload) {
+        let mut json = b"{\"kafka\":1".to_vec();
+        crate::payload::push_http_fields(&mut json, payload);
+        decoded = String::from_utf8_lossy(&json).into_owned();
+        decoded.as_str()
+    } else {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return hex(payload, full);
+        };
+        text
     };
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
