@@ -49,21 +49,25 @@ type Close = String;
 /// Serves one connection until the client closes it or breaks the protocol.
 pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
     let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<tokio::task::JoinHandle<Option<BytesMut>>>(IN_FLIGHT_MAX);
+    let (tx, mut rx) =
+        mpsc::channel::<tokio::task::JoinHandle<Result<Option<BytesMut>, ()>>>(IN_FLIGHT_MAX);
     let write_task = tokio::spawn(async move {
         while let Some(handle) = rx.recv().await {
             let frame = match handle.await {
-                Ok(frame) => frame,
+                Ok(Ok(frame)) => frame,
+                // Logged where it happened; the client must not wait for
+                // a reply that will never come.
+                Ok(Err(())) => break,
                 Err(e) => {
                     log::warn(format_args!("kafka {peer}: a request's task failed: {e}"));
-                    return;
+                    break;
                 }
             };
             if let Some(frame) = frame
                 && let Err(e) = writer.write_all(&frame).await
             {
                 log::debug(format_args!("kafka {peer}: cannot send a reply: {e}"));
-                return;
+                break;
             }
         }
         let _ = writer.shutdown().await;
@@ -94,17 +98,21 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
                 Reply::Now(response) => Some(response),
                 Reply::Later(future) => future.await,
                 Reply::Nothing => None,
-            }?;
+            };
+            let Some(response) = response else {
+                return Ok(None);
+            };
             match encode(api_key, version, correlation_id, &response) {
-                Ok(frame) => Some(frame),
+                Ok(frame) => Ok(Some(frame)),
                 Err(e) => {
-                    // Our own reply does not encode: a bug, but the
-                    // client is better told by a closed connection later
-                    // than by a hang.
+                    // Our own reply does not encode: a bug, and the
+                    // client is better told by a closed connection than
+                    // by a hang.
                     log::warn(format_args!(
-                        "kafka {peer}: cannot encode a {api_key:?} v{version} reply: {e}"
+                        "kafka {peer}: cannot encode a {api_key:?} v{version} reply ({e}); \
+                         closing the connection"
                     ));
-                    None
+                    Err(())
                 }
             }
         });
@@ -198,8 +206,8 @@ fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<(ApiKey, i16, i32, R
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version),
         RequestKind::ListOffsets(r) => fetch::list_offsets(broker, r, version),
         RequestKind::FindCoordinator(r) => groups::find_coordinator(broker, r, version),
-        RequestKind::JoinGroup(r) => groups::join(broker, r, client),
-        RequestKind::SyncGroup(r) => groups::sync(broker, r),
+        RequestKind::JoinGroup(r) => groups::join(broker, r, client, version),
+        RequestKind::SyncGroup(r) => groups::sync(broker, r, version),
         RequestKind::Heartbeat(r) => groups::heartbeat(broker, r),
         RequestKind::LeaveGroup(r) => groups::leave(broker, r, version),
         RequestKind::OffsetCommit(r) => groups::offset_commit(broker, r),

@@ -56,7 +56,6 @@ struct Read {
 }
 
 pub fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply {
-    let _ = version;
     let app = Arc::clone(&broker.app);
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
@@ -124,7 +123,10 @@ pub fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply
             data.error_code = read.error;
             data.high_watermark = read.high_watermark;
             data.last_stable_offset = read.high_watermark;
-            data.log_start_offset = read.log_start;
+            // Version 4 lacks the field, and a set field must be encodable.
+            if version >= 5 {
+                data.log_start_offset = read.log_start;
+            }
             data.records = Some(encode_batch(&read.records));
             if let Some(topic) = topics.get_mut(w.topic) {
                 topic.partitions.push(data);

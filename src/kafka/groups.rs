@@ -219,18 +219,19 @@ pub fn find_coordinator(
     response.node_id = BrokerId(NODE_ID);
     response.host = StrBytes::from_string(broker.advertised.0.clone());
     response.port = broker.advertised.1;
-    // Version 4 and later list one coordinator per key; not served, but
-    // filled so that the reply is right whatever version encodes it.
-    let mut entry = CoordinatorEntry::default();
-    entry.key = request.key;
-    entry.node_id = BrokerId(NODE_ID);
-    entry.host = response.host.clone();
-    entry.port = response.port;
-    response.coordinators = vec![entry];
+    // Version 4 and later list one coordinator per key instead.
+    if version >= 4 {
+        let mut entry = CoordinatorEntry::default();
+        entry.key = request.key;
+        entry.node_id = BrokerId(NODE_ID);
+        entry.host = response.host.clone();
+        entry.port = response.port;
+        response.coordinators = vec![entry];
+    }
     Reply::Now(ResponseKind::FindCoordinator(response))
 }
 
-pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str) -> Reply {
+pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, version: i16) -> Reply {
     let group_id = request.group_id.0.as_str().to_string();
     let mut member_id = request.member_id.as_str().to_string();
     if let Err(code) = check_group(&group_id) {
@@ -310,7 +311,13 @@ pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str) -> Re
     log::debug(format_args!("kafka: {member_id} joins group '{group_id}'"));
     Reply::Later(Box::pin(async move {
         match rx.await {
-            Ok(response) => Some(ResponseKind::JoinGroup(response)),
+            Ok(mut response) => {
+                // Only version 7 and later carry the protocol type.
+                if version < 7 {
+                    response.protocol_type = None;
+                }
+                Some(ResponseKind::JoinGroup(response))
+            }
             // Dropped: the member was removed before the join completed.
             Err(_) => Some(error_join(
                 ResponseError::UnknownMemberId.code(),
@@ -331,7 +338,28 @@ fn sync_reply(code: i16, assignment: Bytes, group: Option<&Group>) -> ResponseKi
     ResponseKind::SyncGroup(response)
 }
 
-pub fn sync(broker: &Arc<Broker>, request: SyncGroupRequest) -> Reply {
+pub fn sync(broker: &Arc<Broker>, request: SyncGroupRequest, version: i16) -> Reply {
+    let reply = sync_inner(broker, request);
+    // Only version 5 and later carry the protocol type and name.
+    if version >= 5 {
+        return reply;
+    }
+    let strip = |response: ResponseKind| match response {
+        ResponseKind::SyncGroup(mut r) => {
+            r.protocol_type = None;
+            r.protocol_name = None;
+            ResponseKind::SyncGroup(r)
+        }
+        other => other,
+    };
+    match reply {
+        Reply::Now(r) => Reply::Now(strip(r)),
+        Reply::Later(f) => Reply::Later(Box::pin(async move { f.await.map(strip) })),
+        Reply::Nothing => Reply::Nothing,
+    }
+}
+
+fn sync_inner(broker: &Arc<Broker>, request: SyncGroupRequest) -> Reply {
     let group_id = request.group_id.0.as_str();
     let member_id = request.member_id.as_str().to_string();
     let mut groups = lock(&broker.groups.groups);

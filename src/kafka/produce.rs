@@ -115,7 +115,6 @@ fn payload(record: &Record, now: i64, record_bytes_max: usize) -> Result<Vec<u8>
 
 pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
     let app = &broker.app;
-    let _ = version;
     let acks = request.acks;
     let mut names = Vec::with_capacity(request.topic_data.len());
     let mut parts = Vec::new();
@@ -246,8 +245,13 @@ pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> R
                         out.error_code = p.error;
                         out.base_offset = if p.error == 0 { p.base_offset } else { -1 };
                         out.log_append_time_ms = -1;
-                        out.log_start_offset = p.log_start;
-                        out.error_message = p.message.clone().map(StrBytes::from_string);
+                        // Fields a version lacks keep their defaults.
+                        if version >= 5 {
+                            out.log_start_offset = p.log_start;
+                        }
+                        if version >= 8 {
+                            out.error_message = p.message.clone().map(StrBytes::from_string);
+                        }
                         out
                     })
                     .collect();

@@ -51,7 +51,7 @@ fn catalog_error(error: &CatalogError) -> (i16, String) {
     }
 }
 
-fn topic_metadata(topic: &Topic) -> MetadataResponseTopic {
+fn topic_metadata(topic: &Topic, version: i16) -> MetadataResponseTopic {
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(name(&topic.name));
     entry.partitions = (0..topic.partitions)
@@ -59,7 +59,7 @@ fn topic_metadata(topic: &Topic) -> MetadataResponseTopic {
             let mut partition = MetadataResponsePartition::default();
             partition.partition_index = p as i32;
             partition.leader_id = BrokerId(NODE_ID);
-            partition.leader_epoch = 0;
+            partition.leader_epoch = if version >= 7 { 0 } else { -1 };
             partition.replica_nodes = vec![BrokerId(NODE_ID)];
             partition.isr_nodes = vec![BrokerId(NODE_ID)];
             partition
@@ -85,8 +85,13 @@ pub fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i16) ->
         this.host = StrBytes::from_string(broker.advertised.0.clone());
         this.port = broker.advertised.1;
         response.brokers = vec![this];
-        response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
-        response.controller_id = BrokerId(NODE_ID);
+        // Fields a version lacks must keep their defaults to encode.
+        if version >= 2 {
+            response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
+        }
+        if version >= 1 {
+            response.controller_id = BrokerId(NODE_ID);
+        }
         response.topics = topics;
         Some(ResponseKind::Metadata(response))
     }))
@@ -109,7 +114,12 @@ fn metadata_topics(
         None => None,
     };
     let Some(wanted) = wanted else {
-        return broker.app.catalog().topics().map(topic_metadata).collect();
+        return broker
+            .app
+            .catalog()
+            .topics()
+            .map(|t| topic_metadata(t, version))
+            .collect();
     };
     // Before version 4 every Metadata request allowed creation.
     let may_create =
@@ -148,7 +158,7 @@ fn metadata_topics(
             None => Err(ResponseError::UnknownTopicOrPartition.code()),
         };
         out.push(match topic {
-            Ok(topic) => topic_metadata(&topic),
+            Ok(topic) => topic_metadata(&topic, version),
             Err(code) => {
                 let mut entry = MetadataResponseTopic::default();
                 entry.name = Some(name(&topic_name));
@@ -177,7 +187,15 @@ pub fn create(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) 
         .unwrap_or_default();
         let mut response = CreateTopicsResponse::default();
         response.topics = topics;
-        let _ = version;
+        for t in &mut response.topics {
+            if version < 1 {
+                t.error_message = None;
+            }
+            if version < 5 {
+                t.num_partitions = -1;
+                t.replication_factor = -1;
+            }
+        }
         Some(ResponseKind::CreateTopics(response))
     }))
 }
@@ -323,6 +341,11 @@ pub fn delete(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) 
                 }
             }
             responses.push(result);
+        }
+        if version < 5 {
+            for r in &mut responses {
+                r.error_message = None;
+            }
         }
         let mut response = DeleteTopicsResponse::default();
         response.responses = responses;

@@ -1,0 +1,235 @@
+"""Real Kafka clients against a running `seglog serve --kafka`.
+
+Run by tests/kafka.rs as `python3 clients.py SCENARIO BOOTSTRAP TOPIC`; prints
+one line `ok ...` and exits 0, or raises (exit 1) naming what was wrong.
+
+Scenarios:
+- confluent-groups / kafka-python-groups: a producer with acks=all sends
+  records with keys, headers and timestamps to a 3-partition topic; a
+  consumer with subscribe() in a group reads part of them and commits;
+  a second consumer of the same group starts from the committed offsets
+  and reads the rest. Every record comes back exactly once, in order per
+  partition, with key, value, headers and timestamp intact.
+- confluent-acked FILE COUNT: produces COUNT records one by one with
+  acks=all, appending each acknowledged (partition, offset, value) to FILE
+  as it is acknowledged, until killed or done (the kill -9 test).
+- confluent-read-all COUNT_FILE: reads the topic from the start and checks
+  every line of the file is there.
+"""
+
+import json
+import sys
+import time
+
+RECORDS = 300
+PARTITIONS = 3
+FIRST_PART = 120
+DEADLINE_S = 60
+
+
+def make_records(topic):
+    base_ts = 1_700_000_000_000
+    out = []
+    for i in range(RECORDS):
+        key = ("key-%d" % (i % 7)).encode()
+        value = bytes([i % 256, 0, 255]) + ("value %d" % i).encode()
+        headers = [("n", str(i).encode()), ("bin", b"\x00\x01\xff")]
+        if i % 5 == 0:
+            headers.append(("n", b"dup"))  # a repeated header name
+        out.append((key, value, headers, base_ts + i))
+    return out
+
+
+def check(consumed, produced, acked_offsets):
+    """consumed: list of (partition, offset, key, value, headers, ts)."""
+    by_value = {r[1]: r for r in produced}
+    seen = {}
+    last_offset = {}
+    for partition, offset, key, value, headers, ts in consumed:
+        if value in seen:
+            raise AssertionError("record %r consumed twice" % value)
+        seen[value] = True
+        if partition in last_offset and offset <= last_offset[partition]:
+            raise AssertionError("partition %d went from %d to %d" % (partition, last_offset[partition], offset))
+        last_offset[partition] = offset
+        want = by_value.get(value)
+        if want is None:
+            raise AssertionError("unknown record %r" % value)
+        wkey, _, wheaders, wts = want
+        if key != wkey or ts != wts:
+            raise AssertionError("record %r: key %r ts %r, want %r %r" % (value, key, ts, wkey, wts))
+        # Repeated header names collapse to the last value (a documented limit).
+        want_headers = {}
+        for name, hv in wheaders:
+            want_headers[name] = hv
+        got_headers = {name: hv for name, hv in headers}
+        if got_headers != want_headers:
+            raise AssertionError("record %r: headers %r, want %r" % (value, got_headers, want_headers))
+        if acked_offsets.get(value) != (partition, offset):
+            raise AssertionError("record %r at %r, acknowledged at %r" % (value, (partition, offset), acked_offsets.get(value)))
+    missing = [v for v in by_value if v not in seen]
+    if missing:
+        raise AssertionError("%d records never consumed, first %r" % (len(missing), missing[0]))
+
+
+def confluent_groups(bootstrap, topic):
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(10)
+    produced = make_records(topic)
+    acked = {}
+    errors = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for key, value, headers, ts in produced:
+        producer.produce(topic, value=value, key=key, headers=headers, timestamp=ts, on_delivery=on_delivery)
+    if producer.flush(30) != 0 or errors:
+        raise AssertionError("produce failed: %r" % errors[:3])
+
+    group = "g-" + topic
+    consumed = []
+
+    def consume(limit):
+        consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        })
+        consumer.subscribe([topic])
+        got = 0
+        deadline = time.time() + DEADLINE_S
+        while got < limit and time.time() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                raise AssertionError("consumer error: %s" % msg.error())
+            consumed.append((msg.partition(), msg.offset(), msg.key(), msg.value(),
+                             msg.headers() or [], msg.timestamp()[1]))
+            got += 1
+            consumer.commit(message=msg, asynchronous=False)
+        consumer.close()
+        return got
+
+    first = consume(FIRST_PART)
+    rest = consume(RECORDS - first)
+    check(consumed, produced, acked)
+    print("ok confluent-kafka %s (librdkafka %s): %d records, %d then %d after a restart of the consumer"
+          % (__import__("confluent_kafka").version(), __import__("confluent_kafka").libversion(),
+             len(consumed), first, rest))
+
+
+def kafka_python_groups(bootstrap, topic):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.structs import OffsetAndMetadata
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    admin.close()
+    produced = make_records(topic)
+    acked = {}
+    # kafka-python 3 turns idempotence on by default; seglog does not serve
+    # InitProducerId, so it is turned off (README, Limits).
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=False)
+    futures = []
+    for key, value, headers, ts in produced:
+        futures.append((value, producer.send(topic, value=value, key=key, headers=headers, timestamp_ms=ts)))
+    for value, future in futures:
+        meta = future.get(timeout=30)
+        acked[value] = (meta.partition, meta.offset)
+    producer.close()
+
+    group = "g-" + topic
+    consumed = []
+
+    def consume(limit):
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                 auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer.subscribe([topic])
+        got = 0
+        deadline = time.time() + DEADLINE_S
+        while got < limit and time.time() < deadline:
+            batches = consumer.poll(timeout_ms=500, max_records=1)
+            for tp, msgs in batches.items():
+                for msg in msgs:
+                    consumed.append((msg.partition, msg.offset, msg.key, msg.value,
+                                     list(msg.headers or []), msg.timestamp))
+                    got += 1
+                    consumer.commit({TopicPartition(topic, msg.partition): OffsetAndMetadata(msg.offset + 1, None, -1)})
+        consumer.close()
+        return got
+
+    first = consume(FIRST_PART)
+    rest = consume(RECORDS - first)
+    check(consumed, produced, acked)
+    print("ok kafka-python %s: %d records, %d then %d after a restart of the consumer"
+          % (__import__("kafka").__version__, len(consumed), first, rest))
+
+
+def confluent_acked(bootstrap, topic, path, count):
+    from confluent_kafka import Producer
+    out = open(path, "a")
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
+                         "message.timeout.ms": 5000})
+
+    def on_delivery(err, msg):
+        if err is None:
+            out.write(json.dumps([msg.partition(), msg.offset(), msg.value().decode()]) + "\n")
+            out.flush()
+
+    for i in range(count):
+        producer.produce(topic, value=("r%d" % i).encode(), on_delivery=on_delivery)
+        producer.poll(0)
+    producer.flush(10)
+    print("ok produced")
+
+
+def confluent_read_all(bootstrap, topic, path):
+    from confluent_kafka import Consumer, TopicPartition
+    acked = [json.loads(line) for line in open(path) if line.strip()]
+    want = {(p, o): v for p, o, v in acked}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    partitions = {p for p, _, _ in acked} or {0}
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    got = {}
+    deadline = time.time() + DEADLINE_S
+    while time.time() < deadline and not all(k in got for k in want):
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            continue
+        got[(msg.partition(), msg.offset())] = msg.value().decode()
+    consumer.close()
+    lost = [(k, v) for k, v in want.items() if got.get(k) != v]
+    if lost:
+        raise AssertionError("%d acknowledged records lost or changed, first %r (got %r)"
+                             % (len(lost), lost[0], got.get(lost[0][0])))
+    print("ok %d acknowledged records all read back" % len(want))
+
+
+def main():
+    scenario, bootstrap, topic = sys.argv[1:4]
+    if scenario == "confluent-groups":
+        confluent_groups(bootstrap, topic)
+    elif scenario == "kafka-python-groups":
+        kafka_python_groups(bootstrap, topic)
+    elif scenario == "confluent-acked":
+        confluent_acked(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
+    elif scenario == "confluent-read-all":
+        confluent_read_all(bootstrap, topic, sys.argv[4])
+    else:
+        raise SystemExit("unknown scenario " + scenario)
+
+
+if __name__ == "__main__":
+    main()
