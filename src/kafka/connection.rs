@@ -34,13 +34,19 @@ pub const IN_FLIGHT_MAX: usize = 64;
 
 /// What a handler gives back.
 pub enum Reply {
-    /// The reply, ready now.
-    Now(ResponseKind),
+    /// The reply, ready now (boxed: replies are large and few).
+    Now(Box<ResponseKind>),
     /// The reply once something happens (a sync point, new records, a
     /// rebalance); `None` for none at all (a produce with `acks=0`).
     Later(Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>),
     /// No reply (a produce with `acks=0`).
     Nothing,
+}
+
+impl Reply {
+    pub fn now(response: ResponseKind) -> Reply {
+        Reply::Now(Box::new(response))
+    }
 }
 
 /// Why a connection is closed.
@@ -95,7 +101,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
         };
         let task = tokio::spawn(async move {
             let response = match reply {
-                Reply::Now(response) => Some(response),
+                Reply::Now(response) => Some(*response),
                 Reply::Later(future) => future.await,
                 Reply::Nothing => None,
             };
@@ -179,7 +185,7 @@ fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<(ApiKey, i16, i32, R
                 api_key,
                 0,
                 correlation_id,
-                Reply::Now(ResponseKind::ApiVersions(reply)),
+                Reply::now(ResponseKind::ApiVersions(reply)),
             ));
         }
         return Err(format!(
@@ -197,7 +203,7 @@ fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<(ApiKey, i16, i32, R
     log::debug(format_args!("kafka: {client} {api_key:?} v{version}"));
     let reply = match request {
         RequestKind::ApiVersions(_) => {
-            Reply::Now(ResponseKind::ApiVersions(versions::api_versions(0)))
+            Reply::now(ResponseKind::ApiVersions(versions::api_versions(0)))
         }
         RequestKind::Metadata(r) => topics::metadata(broker, r, version),
         RequestKind::CreateTopics(r) => topics::create(broker, r, version),

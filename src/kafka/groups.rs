@@ -228,24 +228,24 @@ pub fn find_coordinator(
         entry.port = response.port;
         response.coordinators = vec![entry];
     }
-    Reply::Now(ResponseKind::FindCoordinator(response))
+    Reply::now(ResponseKind::FindCoordinator(response))
 }
 
 pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, version: i16) -> Reply {
     let group_id = request.group_id.0.as_str().to_string();
     let mut member_id = request.member_id.as_str().to_string();
     if let Err(code) = check_group(&group_id) {
-        return Reply::Now(error_join(code, &member_id));
+        return Reply::now(error_join(code, &member_id));
     }
     if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&request.session_timeout_ms) {
-        return Reply::Now(error_join(
+        return Reply::now(error_join(
             ResponseError::InvalidSessionTimeout.code(),
             &member_id,
         ));
     }
     let metadata_bytes: usize = request.protocols.iter().map(|p| p.metadata.len()).sum();
     if request.protocols.is_empty() || metadata_bytes > MEMBER_METADATA_BYTES_MAX {
-        return Reply::Now(error_join(
+        return Reply::now(error_join(
             ResponseError::InconsistentGroupProtocol.code(),
             &member_id,
         ));
@@ -255,7 +255,7 @@ pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, versi
     {
         let mut groups = lock(&broker.groups.groups);
         if !groups.contains_key(&group_id) && groups.len() >= GROUPS_MAX {
-            return Reply::Now(error_join(
+            return Reply::now(error_join(
                 ResponseError::CoordinatorNotAvailable.code(),
                 &member_id,
             ));
@@ -265,13 +265,13 @@ pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, versi
             let n = broker.groups.next_member.fetch_add(1, Ordering::Relaxed);
             member_id = format!("{client}-{n}");
         } else if !group.members.contains_key(&member_id) {
-            return Reply::Now(error_join(
+            return Reply::now(error_join(
                 ResponseError::UnknownMemberId.code(),
                 &member_id,
             ));
         }
         if !group.members.contains_key(&member_id) && group.members.len() >= MEMBERS_MAX {
-            return Reply::Now(error_join(
+            return Reply::now(error_join(
                 ResponseError::GroupMaxSizeReached.code(),
                 &member_id,
             ));
@@ -279,7 +279,7 @@ pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, versi
         if group.members.is_empty() {
             group.protocol_type = request.protocol_type.as_str().to_string();
         } else if group.protocol_type != request.protocol_type.as_str() {
-            return Reply::Now(error_join(
+            return Reply::now(error_join(
                 ResponseError::InconsistentGroupProtocol.code(),
                 &member_id,
             ));
@@ -353,7 +353,7 @@ pub fn sync(broker: &Arc<Broker>, request: SyncGroupRequest, version: i16) -> Re
         other => other,
     };
     match reply {
-        Reply::Now(r) => Reply::Now(strip(r)),
+        Reply::Now(r) => Reply::now(strip(*r)),
         Reply::Later(f) => Reply::Later(Box::pin(async move { f.await.map(strip) })),
         Reply::Nothing => Reply::Nothing,
     }
@@ -364,14 +364,14 @@ fn sync_inner(broker: &Arc<Broker>, request: SyncGroupRequest) -> Reply {
     let member_id = request.member_id.as_str().to_string();
     let mut groups = lock(&broker.groups.groups);
     let Some(group) = groups.get_mut(group_id) else {
-        return Reply::Now(sync_reply(
+        return Reply::now(sync_reply(
             ResponseError::UnknownMemberId.code(),
             Bytes::new(),
             None,
         ));
     };
     let Some(member) = group.members.get_mut(&member_id) else {
-        return Reply::Now(sync_reply(
+        return Reply::now(sync_reply(
             ResponseError::UnknownMemberId.code(),
             Bytes::new(),
             None,
@@ -380,26 +380,26 @@ fn sync_inner(broker: &Arc<Broker>, request: SyncGroupRequest) -> Reply {
     member.last_seen = Instant::now();
     let own_assignment = member.assignment.clone();
     if request.generation_id != group.generation {
-        return Reply::Now(sync_reply(
+        return Reply::now(sync_reply(
             ResponseError::IllegalGeneration.code(),
             Bytes::new(),
             None,
         ));
     }
     match group.state() {
-        State::Preparing | State::Empty => Reply::Now(sync_reply(
+        State::Preparing | State::Empty => Reply::now(sync_reply(
             ResponseError::RebalanceInProgress.code(),
             Bytes::new(),
             None,
         )),
-        State::Stable => Reply::Now(sync_reply(0, own_assignment, Some(group))),
+        State::Stable => Reply::now(sync_reply(0, own_assignment, Some(group))),
         State::Completing if group.leader.as_deref() == Some(member_id.as_str()) => {
             let oversized = request
                 .assignments
                 .iter()
                 .any(|a| a.assignment.len() > MEMBER_METADATA_BYTES_MAX);
             if oversized {
-                return Reply::Now(sync_reply(
+                return Reply::now(sync_reply(
                     ResponseError::InvalidRequest.code(),
                     Bytes::new(),
                     None,
@@ -429,7 +429,7 @@ fn sync_inner(broker: &Arc<Broker>, request: SyncGroupRequest) -> Reply {
                 group.generation,
                 group.members.len()
             ));
-            Reply::Now(sync_reply(0, assignment, Some(group)))
+            Reply::now(sync_reply(0, assignment, Some(group)))
         }
         State::Completing => {
             let (tx, rx) = oneshot::channel();
@@ -474,7 +474,7 @@ pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> Reply {
     };
     let mut response = HeartbeatResponse::default();
     response.error_code = code;
-    Reply::Now(ResponseKind::Heartbeat(response))
+    Reply::now(ResponseKind::Heartbeat(response))
 }
 
 pub fn leave(broker: &Arc<Broker>, request: LeaveGroupRequest, version: i16) -> Reply {
@@ -494,7 +494,7 @@ pub fn leave(broker: &Arc<Broker>, request: LeaveGroupRequest, version: i16) -> 
     let group = groups.get_mut(group_id);
     let Some(group) = group else {
         response.error_code = ResponseError::UnknownMemberId.code();
-        return Reply::Now(ResponseKind::LeaveGroup(response));
+        return Reply::now(ResponseKind::LeaveGroup(response));
     };
     let now = Instant::now();
     let mut codes = Vec::with_capacity(leaving.len());
@@ -531,7 +531,7 @@ pub fn leave(broker: &Arc<Broker>, request: LeaveGroupRequest, version: i16) -> 
             })
             .collect();
     }
-    Reply::Now(ResponseKind::LeaveGroup(response))
+    Reply::now(ResponseKind::LeaveGroup(response))
 }
 
 /// Drops members whose session expired and completes rebalances past
@@ -674,7 +674,7 @@ pub fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: 
     let mut response = OffsetFetchResponse::default();
     if let Err(code) = check_group(&group_id) {
         response.error_code = code;
-        return Reply::Now(ResponseKind::OffsetFetch(response));
+        return Reply::now(ResponseKind::OffsetFetch(response));
     }
     let catalog = app.catalog();
     let store = app.store();
@@ -725,7 +725,7 @@ pub fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: 
         }
         response.topics.push(out);
     }
-    Reply::Now(ResponseKind::OffsetFetch(response))
+    Reply::now(ResponseKind::OffsetFetch(response))
 }
 
 fn request_all(partitions: u32) -> Vec<i32> {
