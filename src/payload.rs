@@ -433,6 +433,30 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_example_is_what_the_code_writes() {
+        let spec = include_str!("../segment-format.md");
+        let hex = "01 01 05 00 00 00 00 00 00 00 01 00 00 00 6B FF FF FF FF \
+                   01 00 00 00 01 00 00 00 68 01 00 00 00 78";
+        assert!(spec.contains(hex), "segment-format.md lacks the example");
+        let mut payload = Vec::new();
+        encode_kafka(
+            &mut payload,
+            &KafkaRecord {
+                timestamp: 5,
+                key: Some(b"k"),
+                value: None,
+                headers: vec![(b"h", Some(b"x"))],
+            },
+        );
+        let written: Vec<String> = payload.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(written.join(" "), hex);
+        assert_eq!(
+            (KAFKA_RECORD_TAG, KAFKA_RECORD_VERSION, KAFKA_KEY_OFFSET),
+            (0x01, 1, 10)
+        );
+    }
+
+    #[test]
     fn base64_matches_rfc_4648_vectors() {
         for (plain, encoded) in [
             ("", ""),
