@@ -202,6 +202,20 @@ fn confluent_kafka_produces_and_a_group_resumes_from_its_commits() {
 }
 
 #[test]
+fn confluent_kafka_consumers_of_one_group_split_and_hand_over_partitions() {
+    if !have_python("confluent_kafka") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, bootstrap) = start(dir.path(), free_port());
+    let out = run(
+        Command::new("python3").args([CLIENTS, "confluent-rebalance", &bootstrap, "rb"]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+}
+
+#[test]
 fn kafka_python_produces_and_a_group_resumes_from_its_commits() {
     if !have_python("kafka") {
         return;

@@ -589,10 +589,14 @@ pub fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Repl
                 None => Some(ResponseError::UnknownMemberId.code()),
                 Some(member) => {
                     member.last_seen = Instant::now();
-                    if group.generation != request.generation_id_or_member_epoch {
-                        Some(ResponseError::IllegalGeneration.code())
-                    } else if group.state == Some(State::Preparing) {
+                    // As Kafka: commits of the current generation are taken
+                    // while a rebalance prepares (a consumer commits what it
+                    // read before giving its partitions up), refused while
+                    // the new assignment is handed out.
+                    if group.state == Some(State::Completing) {
                         Some(ResponseError::RebalanceInProgress.code())
+                    } else if group.generation != request.generation_id_or_member_epoch {
+                        Some(ResponseError::IllegalGeneration.code())
                     } else {
                         None
                     }

@@ -10,6 +10,10 @@ Scenarios:
   a second consumer of the same group starts from the committed offsets
   and reads the rest. Every record comes back exactly once, in order per
   partition, with key, value, headers and timestamp intact.
+- confluent-rebalance: two consumers of one group; the second joins while
+  the first reads, the partitions are split between them, the first leaves
+  and the second takes them all; every record is read, and read twice only
+  when its commit was refused because a rebalance had begun.
 - confluent-acked FILE COUNT: produces COUNT records one by one with
   acks=all, appending each acknowledged (partition, offset, value) to FILE
   as it is acknowledged, until killed or done (the kill -9 test).
@@ -176,6 +180,90 @@ def kafka_python_groups(bootstrap, topic):
           % (__import__("kafka").__version__, len(consumed), first, rest))
 
 
+def confluent_rebalance(bootstrap, topic):
+    import threading
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    partitions = 4
+    uncommitted = set()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(10)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(400):
+        producer.produce(topic, value=b"%d" % i, partition=i % partitions)
+    if producer.flush(30) != 0:
+        raise AssertionError("produce failed")
+    got = {}
+    lock = threading.Lock()
+    assignments = {"a": [], "b": []}
+    b_assigned = threading.Event()
+    a_left = threading.Event()
+    deadline = time.time() + DEADLINE_S
+
+    def consumer(name):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "rebalance-" + topic,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                      "heartbeat.interval.ms": 300})
+
+        def on_assign(_, ps):
+            assignments[name].append(sorted(p.partition for p in ps))
+            if name == "b" and ps:
+                b_assigned.set()
+
+        c.subscribe([topic], on_assign=on_assign)
+        return c
+
+    def poll_one(c, name):
+        m = c.poll(0.2)
+        if m is None:
+            return
+        if m.error():
+            raise AssertionError("consumer %s: %s" % (name, m.error()))
+        with lock:
+            got.setdefault(m.value(), []).append(name)
+        try:
+            c.commit(message=m, asynchronous=False)
+        except KafkaException as e:
+            # A commit during a rebalance is refused, as Kafka refuses it;
+            # the record may then be read again by its next owner.
+            if e.args[0].code() != KafkaError.REBALANCE_IN_PROGRESS:
+                raise
+            uncommitted.add(m.value())
+
+    a = consumer("a")
+    while len(got) < 50 and time.time() < deadline:
+        poll_one(a, "a")
+
+    def run_b():
+        b = consumer("b")
+        # On until every record is read and, a gone, b holds every partition.
+        while time.time() < deadline and (
+                len(got) < 400 or not a_left.is_set()
+                or assignments["b"][-1:] != [list(range(partitions))]):
+            poll_one(b, "b")
+        b.close()
+
+    thread = threading.Thread(target=run_b)
+    thread.start()
+    # a reads on until b has partitions of its own, then leaves.
+    while not b_assigned.is_set() and time.time() < deadline:
+        poll_one(a, "a")
+    a.close()
+    a_left.set()
+    thread.join()
+    twice = [v for v, names in got.items() if len(names) > 1 and v not in uncommitted]
+    if twice or len(got) != 400:
+        raise AssertionError("%d records read, %d twice (%r)" % (len(got), len(twice), twice[:3]))
+    if not b_assigned.is_set():
+        raise AssertionError("b never got partitions: %r" % assignments)
+    split = [x for x in assignments["b"] if x and len(x) < partitions]
+    if not split or assignments["b"][-1] != list(range(partitions)):
+        raise AssertionError("assignments did not split and move: %r" % assignments)
+    print("ok confluent-kafka rebalance: assignments %r, 400 records, %d read again after a commit refused by the rebalance"
+          % (assignments, sum(len(n) - 1 for n in got.values())))
+
+
 def confluent_acked(bootstrap, topic, path, count):
     from confluent_kafka import Producer
     out = open(path, "a")
@@ -223,6 +311,8 @@ def main():
         confluent_groups(bootstrap, topic)
     elif scenario == "kafka-python-groups":
         kafka_python_groups(bootstrap, topic)
+    elif scenario == "confluent-rebalance":
+        confluent_rebalance(bootstrap, topic)
     elif scenario == "confluent-acked":
         confluent_acked(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
     elif scenario == "confluent-read-all":
