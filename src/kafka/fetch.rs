@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -17,12 +16,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ResponseKind, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 use super::Broker;
+use super::batch::{self, BatchRecord};
 use super::connection::Reply;
 use crate::http::app::{App, FETCH_WAIT_MS_MAX};
 use crate::log;
@@ -51,7 +47,7 @@ struct Read {
     error: i16,
     high_watermark: i64,
     log_start: i64,
-    records: Vec<Record>,
+    records: Vec<BatchRecord>,
     bytes: usize,
 }
 
@@ -138,22 +134,10 @@ pub fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply
     }))
 }
 
-fn encode_batch(records: &[Record]) -> Bytes {
-    if records.is_empty() {
-        return Bytes::new();
-    }
+fn encode_batch(records: &[BatchRecord]) -> Bytes {
     let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    match RecordBatchEncoder::encode(&mut buf, records, &options) {
-        Ok(()) => buf.freeze(),
-        Err(e) => {
-            log::warn(format_args!("kafka: cannot encode a record batch: {e}"));
-            Bytes::new()
-        }
-    }
+    batch::encode(&mut buf, records);
+    buf.freeze()
 }
 
 fn read_all(app: &App, names: &[TopicName], wanted: &[Wanted], max_bytes: usize) -> Vec<Read> {
@@ -238,7 +222,7 @@ fn read_partition(app: &App, topic_name: &str, w: &Wanted, left: usize, sent_any
 }
 
 /// A stored record as Kafka has it.
-fn record(offset: u64, payload: &[u8]) -> Record {
+fn record(offset: u64, payload: &[u8]) -> BatchRecord {
     let fields = as_kafka(payload).unwrap_or_else(|e| {
         log::warn(format_args!(
             "kafka: the record at offset {offset} does not decode ({e}); served as its bytes"
@@ -250,27 +234,17 @@ fn record(offset: u64, payload: &[u8]) -> Record {
             headers: Vec::new(),
         }
     });
-    let mut headers = IndexMap::with_capacity(fields.headers.len());
-    for (name, value) in fields.headers {
-        headers.insert(
-            StrBytes::from_string(String::from_utf8_lossy(name).into_owned()),
-            value.map(Bytes::copy_from_slice),
-        );
-    }
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
+    let copy = |field: Option<&[u8]>| field.map(Bytes::copy_from_slice);
+    BatchRecord {
         offset: offset as i64,
-        sequence: -1,
         timestamp: fields.timestamp,
-        key: fields.key.map(Bytes::copy_from_slice),
-        value: fields.value.map(Bytes::copy_from_slice),
-        headers,
+        key: copy(fields.key),
+        value: copy(fields.value),
+        headers: fields
+            .headers
+            .iter()
+            .map(|(name, value)| (Bytes::copy_from_slice(name), copy(*value)))
+            .collect(),
     }
 }
 

@@ -10,6 +10,7 @@
 //! broker does with them.
 //!
 //! # Layout
+//! - [`batch`]: record batches (magic 2) in and out, headers kept exactly.
 //! - [`connection`]: frames in and out of one TCP connection, in order.
 //! - [`versions`]: the APIs and versions served, and ApiVersions.
 //! - [`topics`]: Metadata, CreateTopics, DeleteTopics.
@@ -18,6 +19,7 @@
 //! - [`groups`]: FindCoordinator, the consumer group protocol (JoinGroup,
 //!   SyncGroup, Heartbeat, LeaveGroup), OffsetCommit and OffsetFetch.
 
+pub mod batch;
 pub mod connection;
 pub mod fetch;
 pub mod groups;

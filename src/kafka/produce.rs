@@ -17,9 +17,9 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use super::Broker;
+use super::batch::{self, BatchRecord};
 use super::connection::Reply;
 use crate::http::api::now_ms;
 use crate::http::app::App;
@@ -55,18 +55,28 @@ fn payloads(
     records: Option<Bytes>,
     record_bytes_max: usize,
 ) -> Result<Vec<Vec<u8>>, (i16, String)> {
-    let mut bytes = records.unwrap_or_default();
+    let bytes = records.unwrap_or_default();
     let corrupt = ResponseError::CorruptMessage.code();
-    let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| {
-        (
-            corrupt,
-            format!("a record batch that does not decode: {e:#}"),
-        )
-    })?;
+    let batches = batch::decode(&bytes)
+        .map_err(|e| (corrupt, format!("a record batch that does not decode: {e}")))?;
     let now = now_ms() as i64;
     let mut out = Vec::new();
-    for set in sets {
-        for record in &set.records {
+    for batch in batches {
+        if batch.transactional || batch.control {
+            return Err((
+                ResponseError::InvalidRecord.code(),
+                "transactional and control batches are not supported".into(),
+            ));
+        }
+        if batch.producer_id >= 0 {
+            // Only InitProducerId hands out producer ids, and it is not
+            // served: a batch with one expects deduplication seglog lacks.
+            return Err((
+                ResponseError::InvalidRecord.code(),
+                "idempotent producers are not supported (InitProducerId is not served)".into(),
+            ));
+        }
+        for record in &batch.records {
             out.push(payload(record, now, record_bytes_max)?);
         }
     }
@@ -76,18 +86,11 @@ fn payloads(
     Ok(out)
 }
 
-fn payload(record: &Record, now: i64, record_bytes_max: usize) -> Result<Vec<u8>, (i16, String)> {
-    if record.transactional || record.control {
-        return Err((
-            ResponseError::InvalidRecord.code(),
-            "transactional and control batches are not supported".into(),
-        ));
-    }
-    let headers = record
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_bytes(), value.as_deref()))
-        .collect();
+fn payload(
+    record: &BatchRecord,
+    now: i64,
+    record_bytes_max: usize,
+) -> Result<Vec<u8>, (i16, String)> {
     let record = KafkaRecord {
         // A record without a timestamp gets the time it arrived.
         timestamp: if record.timestamp < 0 {
@@ -97,7 +100,11 @@ fn payload(record: &Record, now: i64, record_bytes_max: usize) -> Result<Vec<u8>
         },
         key: record.key.as_deref(),
         value: record.value.as_deref(),
-        headers,
+        headers: record
+            .headers
+            .iter()
+            .map(|(name, value)| (&name[..], value.as_deref()))
+            .collect(),
     };
     let size = crate::payload::kafka_encoded_len(&record);
     if size > record_bytes_max {
