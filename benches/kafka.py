@@ -78,7 +78,7 @@ def main():
         server, data, bootstrap = start_seglog(args.binary)
     try:
         print("confluent-kafka %s, librdkafka %s, broker %s (%s)" % (
-            confluent_kafka.version()[0], confluent_kafka.libversion()[0], bootstrap,
+            confluent_kafka.__version__, confluent_kafka.libversion()[0], bootstrap,
             "seglog " + os.path.abspath(args.binary) if server else "given"))
         topic = "bench-%d" % int(time.time())
         admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -126,6 +126,7 @@ def main():
             producer.flush(30)
             paced.append(time.perf_counter() - sent)
         paced.sort()
+        del producer, admin  # closes their connections before the server stops
         print("paced produce acks=all, one record at a time: %d records, latency p50 %.2f ms, "
               "p99 %.2f ms, max %.2f ms" % (args.paced, percentile(paced, 0.5) * 1e3,
                                             percentile(paced, 0.99) * 1e3, paced[-1] * 1e3))
