@@ -104,6 +104,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kafka_records_are_shown_decoded() {
+        let mut payload = Vec::new();
+        crate::payload::encode_kafka(
+            &mut payload,
+            &crate::payload::KafkaRecord {
+                timestamp: 7,
+                key: Some(b"\"k\""),
+                value: Some(b"\x00\xff"),
+                headers: vec![(b"h", None)],
+            },
+        );
+        assert_eq!(
+            message(&payload, true),
+            r#"{"kafka":1,"timestamp":7,"key":"k","value":null,"value_base64":"AP8=","headers":[{"key":"h","value_base64":null}]}"#
+        );
+        // Shortened like any other message, with the payload's size.
+        assert!(message(&payload, false).ends_with(&format!("({} bytes)", payload.len())));
+    }
+
+    #[test]
     fn plain_keys_stay_bare_and_odd_ones_are_quoted() {
         assert_eq!(key("a/b", false), "a/b");
         assert_eq!(key("ключ", false), "ключ");

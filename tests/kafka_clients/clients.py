@@ -9,7 +9,8 @@ Scenarios:
   consumer with subscribe() in a group reads part of them and commits;
   a second consumer of the same group starts from the committed offsets
   and reads the rest. Every record comes back exactly once, in order per
-  partition, with key, value, headers and timestamp intact.
+  partition, with key, value, headers and timestamp intact. Then (confluent)
+  offsets by timestamp, watermarks, and the topic's deletion.
 - confluent-rebalance: two consumers of one group; the second joins while
   the first reads, the partitions are split between them, the first leaves
   and the second takes them all; every record is read, and read twice only
@@ -126,8 +127,32 @@ def confluent_groups(bootstrap, topic):
     first = consume(FIRST_PART)
     rest = consume(RECORDS - first)
     check(consumed, produced, acked)
+
+    # ListOffsets by timestamp: the first record of each partition at or
+    # after a time, and none past the last.
+    from confluent_kafka import TopicPartition
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    at = produced[150][3]
+    found = probe.offsets_for_times([TopicPartition(topic, p, at) for p in range(PARTITIONS)], timeout=10)
+    for tp in found:
+        want = min((o for (p, o), ts in ((acked[r[1]], r[3]) for r in produced) if p == tp.partition and ts >= at),
+                   default=None)
+        if tp.error is not None or tp.offset != want:
+            raise AssertionError("offsets_for_times partition %d: %r, want %r" % (tp.partition, tp.offset, want))
+    after = probe.offsets_for_times([TopicPartition(topic, 0, produced[-1][3] + 1)], timeout=10)
+    if after[0].offset != -1:
+        raise AssertionError("offsets_for_times past the end: %r" % after[0].offset)
+    low, high = probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    if low != 0 or high != sum(1 for (p, _) in acked.values() if p == 0):
+        raise AssertionError("watermarks of partition 0: %r" % ((low, high),))
+    probe.close()
+
+    # DeleteTopics: the topic is gone from the metadata.
+    admin.delete_topics([topic])[topic].result(10)
+    if topic in admin.list_topics(timeout=10).topics:
+        raise AssertionError("topic still listed after its deletion")
     print("ok confluent-kafka %s (librdkafka %s): %d records, %d then %d after a restart of the consumer"
-          % (__import__("confluent_kafka").version(), __import__("confluent_kafka").libversion(),
+          % (__import__("confluent_kafka").__version__, __import__("confluent_kafka").libversion()[0],
              len(consumed), first, rest))
 
 
