@@ -262,6 +262,7 @@ pub fn push_http_fields(out: &mut Vec<u8>, payload: &[u8]) {
             out.extend_from_slice(b"\",\"error\":");
             let message = serde_json::to_string(&e.to_string()).unwrap_or_default();
             out.extend_from_slice(message.as_bytes());
+            out.push(b'}');
             return;
         }
     };
@@ -385,6 +386,24 @@ mod tests {
         payload.pop();
         payload[1] = 2;
         assert_eq!(decode_kafka(&payload), Err(PayloadError::Version(2)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_bytes_panic_the_decoders(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let mut tagged = vec![KAFKA_RECORD_TAG, KAFKA_RECORD_VERSION];
+            tagged.extend_from_slice(&bytes);
+            let _ = decode_kafka(&tagged);
+            let _ = as_kafka(&bytes);
+            let mut out = Vec::new();
+            push_http_fields(&mut out, &tagged);
+            let mut json = b"{\"offset\":0".to_vec();
+            json.extend_from_slice(&out);
+            let parsed = serde_json::from_slice::<serde_json::Value>(&json);
+            proptest::prop_assert!(parsed.is_ok(), "{}", String::from_utf8_lossy(&json));
+        }
     }
 
     #[test]

@@ -434,6 +434,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Client bytes never panic the decoder, whether garbage or a
+        /// valid batch with bytes overwritten (the CRC then fails, so the
+        /// mutation is also made after the CRC is fixed up).
+        #[test]
+        fn no_bytes_panic_the_decoder(
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            at in 0usize..400,
+            with in proptest::prelude::any::<u8>(),
+        ) {
+            let _ = decode(&Bytes::from(garbage));
+            let mut out = BytesMut::new();
+            encode(&mut out, &sample());
+            let mut bytes = out.to_vec();
+            let at = at % bytes.len();
+            bytes[at] = with;
+            let crc = crc32c::crc32c(&bytes[CRC_START..]);
+            bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+            let _ = decode(&Bytes::from(bytes));
+        }
+    }
+
     #[test]
     fn varints_round_trip_at_their_edges() {
         for value in [

@@ -38,6 +38,12 @@ use crate::log;
 /// The one broker's id: seglog serve is a single node.
 pub const NODE_ID: i32 = 0;
 
+/// Most client connections at once: each holds a task, buffers and up to
+/// `connection::IN_FLIGHT_MAX` requests; 1,024 is far more than the
+/// clients of one node need and keeps the server within a normal file
+/// descriptor limit beside the store's open logs.
+pub const CONNECTIONS_MAX: usize = 1024;
+
 /// Cluster id reported by Metadata.
 pub const CLUSTER_ID: &str = "seglog";
 
@@ -60,14 +66,25 @@ pub struct Broker {
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     let mut shutdown = broker.app.shutdown.subscribe();
     let sweeper = tokio::spawn(groups::sweep_loop(Arc::clone(&broker)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        log::warn(format_args!(
+                            "kafka: {peer} refused: {CONNECTIONS_MAX} connections are open"
+                        ));
+                        continue;
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         log::warn(format_args!("kafka: cannot set TCP_NODELAY: {e}"));
                     }
-                    tokio::spawn(connection::run(stream, peer, Arc::clone(&broker)));
+                    let broker = Arc::clone(&broker);
+                    tokio::spawn(async move {
+                        connection::run(stream, peer, broker).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // Out of descriptors, for example: wait a moment rather
