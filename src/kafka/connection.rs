@@ -32,6 +32,10 @@ use crate::log;
 /// ahead by default, kafka-python 5).
 pub const IN_FLIGHT_MAX: usize = 64;
 
+/// Bytes reserved for a request before its bytes arrive: most requests
+/// are smaller; a larger one grows its buffer as it comes.
+const FRAME_RESERVE_BYTES_MAX: usize = 64 << 10;
+
 /// What a handler gives back.
 pub enum Reply {
     /// The reply, ready now (boxed: replies are large and few).
@@ -149,11 +153,19 @@ async fn read_frame(
             "a request of {size} bytes, over the limit of {limit} (--max-request-bytes)"
         ));
     }
-    let mut frame = vec![0u8; size];
-    reader
-        .read_exact(&mut frame)
+    // The buffer grows with the bytes that arrive, so a size field alone
+    // (or a slow sender) does not reserve the whole limit.
+    let mut frame = Vec::with_capacity(size.min(FRAME_RESERVE_BYTES_MAX));
+    let read = reader
+        .take(size as u64)
+        .read_to_end(&mut frame)
         .await
-        .map_err(|e| format!("the client left in the middle of a {size}-byte request: {e}"))?;
+        .map_err(|e| format!("cannot read a {size}-byte request: {e}"))?;
+    if read != size {
+        return Err(format!(
+            "the client left in the middle of a {size}-byte request, after {read} bytes"
+        ));
+    }
     Ok(Some(Bytes::from(frame)))
 }
 

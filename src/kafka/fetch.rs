@@ -87,7 +87,8 @@ pub fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply
             .ok()?;
             let bytes: usize = reads.iter().map(|r| r.bytes).sum();
             let errors = reads.iter().any(|r| r.error != 0);
-            let done = bytes >= min_bytes.max(1)
+            // min_bytes 0 answers at once, as in Kafka.
+            let done = bytes >= min_bytes
                 || errors
                 || *shutdown.borrow_and_update()
                 || tokio::time::Instant::now() >= deadline;
