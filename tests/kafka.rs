@@ -30,8 +30,14 @@ fn free_port() -> u16 {
 
 /// Starts `seglog serve` with a Kafka listener; returns it and the bootstrap address.
 fn start(dir: &Path, port: u16) -> (Server, String) {
+    start_with(dir, port, &[])
+}
+
+fn start_with(dir: &Path, port: u16, extra: &[&str]) -> (Server, String) {
     let address = format!("127.0.0.1:{port}");
-    let server = Server::start(dir, &["--kafka", &address]);
+    let mut args = vec!["--kafka", address.as_str()];
+    args.extend_from_slice(extra);
+    let server = Server::start(dir, &args);
     assert!(
         server.wait_for_log("Kafka protocol on"),
         "no Kafka listener"
@@ -150,6 +156,23 @@ fn kcat_produces_consumes_and_lists_metadata() {
             "record {i}"
         );
     }
+    // acks=0 gets no reply, but its records go through a sync point all
+    // the same: a consumer waits for all ten (-c 10, no -e).
+    let lines = (0..10).map(|i| format!("fire {i}\n")).collect::<String>();
+    run(
+        Command::new("kcat").args(["-b", &bootstrap, "-P", "-t", "acks0", "-X", "acks=0"]),
+        Some(lines.as_bytes()),
+    );
+    let out = run(
+        Command::new("kcat").args([
+            "-b", &bootstrap, "-C", "-t", "acks0", "-c", "10", "-f", "%o %s\n",
+        ]),
+        None,
+    );
+    let want = (0..10)
+        .map(|i| format!("{i} fire {i}\n"))
+        .collect::<String>();
+    assert_eq!(out, want);
     let metadata = run(
         Command::new("kcat").args(["-b", &bootstrap, "-L", "-t", "kc"]),
         None,
@@ -210,6 +233,20 @@ fn confluent_kafka_consumers_of_one_group_split_and_hand_over_partitions() {
     let (_server, bootstrap) = start(dir.path(), free_port());
     let out = run(
         Command::new("python3").args([CLIENTS, "confluent-rebalance", &bootstrap, "rb"]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+}
+
+#[test]
+fn a_batch_with_a_record_over_the_limit_is_refused_whole() {
+    if !have_python("confluent_kafka") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, bootstrap) = start_with(dir.path(), free_port(), &["--max-record-bytes", "1000"]);
+    let out = run(
+        Command::new("python3").args([CLIENTS, "confluent-too-large", &bootstrap, "big"]),
         None,
     );
     assert!(out.starts_with("ok "), "{out}");

@@ -15,6 +15,10 @@ Scenarios:
   the first reads, the partitions are split between them, the first leaves
   and the second takes them all; every record is read, and read twice only
   when its commit was refused because a rebalance had begun.
+- confluent-too-large: against a server with --max-record-bytes 1000, one
+  batch of five small records and one of 2,000 bytes is refused whole
+  (MSG_SIZE_TOO_LARGE for all six, nothing appended); a small record after
+  it is taken at offset 0.
 - confluent-acked FILE COUNT: produces COUNT records one by one with
   acks=all, appending each acknowledged (partition, offset, value) to FILE
   as it is acknowledged, until killed or done (the kill -9 test).
@@ -288,6 +292,34 @@ def confluent_rebalance(bootstrap, topic):
           % (assignments, sum(len(n) - 1 for n in got.values())))
 
 
+def confluent_too_large(bootstrap, topic):
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(10)
+    results = []
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 200,
+                         "retries": 0})
+    for value in [b"small"] * 5 + [b"x" * 2000]:
+        producer.produce(topic, value=value, on_delivery=lambda e, m: results.append((e, m.offset())))
+    producer.flush(30)
+    codes = [e.code() if e else None for e, _ in results]
+    if codes != [KafkaError.MSG_SIZE_TOO_LARGE] * 6:
+        raise AssertionError("the batch's deliveries: %r" % codes)
+    results.clear()
+    producer.produce(topic, value=b"after", on_delivery=lambda e, m: results.append((e, m.offset())))
+    producer.flush(30)
+    if results != [(None, 0)]:
+        raise AssertionError("the record after the refused batch: %r" % results)
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    low, high = probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    probe.close()
+    if (low, high) != (0, 1):
+        raise AssertionError("watermarks %r" % ((low, high),))
+    print("ok a batch with an oversized record refused whole")
+
+
 def confluent_acked(bootstrap, topic, path, count):
     from confluent_kafka import Producer
     out = open(path, "a")
@@ -337,6 +369,8 @@ def main():
         kafka_python_groups(bootstrap, topic)
     elif scenario == "confluent-rebalance":
         confluent_rebalance(bootstrap, topic)
+    elif scenario == "confluent-too-large":
+        confluent_too_large(bootstrap, topic)
     elif scenario == "confluent-acked":
         confluent_acked(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
     elif scenario == "confluent-read-all":
