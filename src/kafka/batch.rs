@@ -456,6 +456,31 @@ mod tests {
         }
     }
 
+    /// A batch kafka-python 3.0.12's own encoder wrote (also a fuzz seed):
+    /// three records with a repeated header name and a null header value.
+    #[test]
+    fn a_batch_another_client_encoded_decodes() {
+        let bytes = Bytes::from_static(include_bytes!("../../fuzz/seeds/kafka/batch"));
+        let batches = decode(&bytes).expect("decodes");
+        let records = &batches[0].records;
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[2].offset, 2);
+        assert_eq!(records[2].timestamp, 1_700_000_000_002);
+        assert_eq!(records[2].key.as_deref(), Some(&b"k2"[..]));
+        assert_eq!(records[2].value.as_deref(), Some(&b"value 2"[..]));
+        assert_eq!(
+            records[2].headers,
+            vec![
+                (Bytes::from_static(b"h"), Some(Bytes::from_static(b"1"))),
+                (Bytes::from_static(b"h"), None)
+            ]
+        );
+        // And this encoder writes the same bytes for the same records.
+        let mut again = BytesMut::new();
+        encode(&mut again, records);
+        assert_eq!(again.freeze(), bytes);
+    }
+
     #[test]
     fn varints_round_trip_at_their_edges() {
         for value in [
