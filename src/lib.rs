@@ -16,10 +16,13 @@
 //! - [`inspect`]: the offline inspector behind `seglog inspect`; reads files, never
 //!   the engine's open state.
 //! - [`log`]: stderr logging, quiet by default, shared by all of them.
+//! - [`lazy_alloc`]: the binary's allocator, which maps huge allocations
+//!   lazily (a Kafka request announcing a huge array must not abort).
 
 pub mod http;
 pub mod inspect;
 pub mod kafka;
+pub mod lazy_alloc;
 pub mod log;
 pub mod node;
 pub mod payload;

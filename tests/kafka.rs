@@ -350,7 +350,16 @@ fn bad_frames_close_the_connection_and_the_server_serves_on() {
     let short = frame(&[0, 18]);
     // A Produce v3 header and then garbage where the body should be.
     let garbage = frame(&[0, 0, 0, 3, 0, 0, 0, 1, 0xff, 0xff, 0xde, 0xad]);
+    // A Produce v3 request whose array count asks kafka-protocol 0.18 for
+    // a 62 GB vector before anything is read (found by fuzzing): without
+    // the binary's lazy allocator (src/lazy_alloc.rs) the process aborts.
+    let huge_array = frame(&[
+        0x00, 0x00, 0x00, 0x03, 0xff, 0xf8, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0xff, 0xff, 0x09, 0x12, 0x00, 0x00, 0x00, 0x00, 0x3a, 0x00, 0x00, 0x01, 0xff, 0x00,
+        0x09, 0xff, 0xff, 0x12, 0x00, 0x00, 0x00, 0x3a, 0x00, 0x00, 0x01, 0xfe, 0x00,
+    ]);
     for (name, bytes) in [
+        ("an array count far past the frame", huge_array),
         ("oversized", oversized),
         ("negative size", negative),
         ("unknown API key", unknown_key),
