@@ -581,10 +581,10 @@ fn truncation_and_removal_in_one_journal_replay_in_order() {
 }
 
 /// A version 2 store (the sample) opens, continues its journal in a new
-/// version 3 file, and takes a truncation and a removal that survive a
-/// crash.
+/// file of the current version, and takes a truncation and a removal that
+/// survive a crash.
 #[test]
-fn a_version_2_store_continues_in_a_version_3_journal() {
+fn a_version_2_store_continues_in_a_current_version_journal() {
     let tmp = TempDir::new().expect("tmp");
     let dir = tmp.path().join("sample-v2");
     copy_dir(

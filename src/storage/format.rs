@@ -12,13 +12,17 @@
 /// it (then replay records retention deleted, and drop segments holding
 /// acknowledged records after them), so every file version 3 creates says
 /// 3 and version 2 builds refuse them.
-pub const FORMAT_VERSION: u16 = 3;
+///
+/// Version 4 lets a record's payload be a Kafka record (binary, tag byte
+/// 0x01) besides JSON text: a version 3 build would serve such a payload
+/// as JSON, so it must refuse a store that may hold one.
+pub const FORMAT_VERSION: u16 = 4;
 /// Versions this build can read. Version 1 files (no journal) differ from
 /// version 2 ones only in the header's version field; a version 1 store is
-/// converted when it is opened, and a version 2 one continues in a new
-/// journal file of version 3 (see `segment-format.md`). Segment, index,
-/// offsets and checkpoint layouts are the same in all three.
-pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2, 3];
+/// converted when it is opened, and a version 2 or 3 one continues in a
+/// new journal file of the current version (see `segment-format.md`).
+/// Segment, index, offsets and checkpoint layouts are the same in all four.
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2, 3, 4];
 
 /// Magic at the start of a segment's `.log` file.
 pub const LOG_MAGIC: [u8; 8] = *b"SGLGLOG\0";

@@ -159,8 +159,8 @@ fn journal_and_checkpoint_constants_match_the_spec() {
 fn log_start_and_removed_entries_match_the_spec() {
     use seglog::storage::journal::{BatchBuilder, ENTRY_KIND_POS, Entry, decode_batch};
     let spec = spec();
-    assert_eq!(FORMAT_VERSION, 3);
-    assert_eq!(SUPPORTED_VERSIONS, &[1, 2, 3]);
+    assert_eq!(FORMAT_VERSION, 4);
+    assert_eq!(SUPPORTED_VERSIONS, &[1, 2, 3, 4]);
     assert_spec_says(&spec, "4 next file, 5 log\n  start, 6 removed");
     let mut builder = BatchBuilder::new(3);
     builder.add_log_start("k", 4096);
