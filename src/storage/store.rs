@@ -691,26 +691,41 @@ impl Store {
     /// Appends `payload` to `key`'s log and returns its offset. The record is
     /// durable, and visible to readers, once a sync point has covered it.
     pub fn append(&mut self, key: &str, payload: &[u8]) -> Result<u64> {
+        self.append_all(key, &[payload])
+    }
+
+    /// Appends every one of `payloads` to `key`'s log, at consecutive
+    /// offsets, and returns the first (the next offset if there are none).
+    /// All or none: every check, and the sync that bounds the memory
+    /// records wait in, comes before the first record is appended, so an
+    /// error means none was. Durable and visible like [`Store::append`].
+    pub fn append_all(&mut self, key: &str, payloads: &[&[u8]]) -> Result<u64> {
         self.check_open()?;
         self.check_not_poisoned()?;
         check_key(key)?;
-        if payload.is_empty() || payload.len() > MESSAGE_BYTES_MAX {
+        if let Some(bad) = payloads
+            .iter()
+            .find(|payload| payload.is_empty() || payload.len() > MESSAGE_BYTES_MAX)
+        {
             return Err(Error::BadMessageSize {
-                len: payload.len(),
+                len: bad.len(),
                 max: MESSAGE_BYTES_MAX,
             });
         }
         if self.pending_bytes > PENDING_BYTES_MAX {
-            // Bounds the memory records wait in; taken before this record,
-            // so an error means it was not appended.
+            // Bounds the memory records wait in (by at most one call's
+            // records past it).
             self.sync()?;
         }
         let log = self.key_log(key, true)?.expect("created on demand");
+        let first = log.next_offset();
         let before = log.pending_bytes();
-        let offset = log.append(payload);
+        for payload in payloads {
+            log.append(payload);
+        }
         let grown = log.pending_bytes() - before;
         self.pending_bytes += grown;
-        Ok(offset)
+        Ok(first)
     }
 
     /// Appends `payload` to `key`'s log at exactly `offset`, which must be the

@@ -141,3 +141,34 @@ fn message_sizes_are_checked() {
     store.sync().expect("sync");
     assert_eq!(read_ok(&mut store, "k")[0].1.len(), largest.len());
 }
+
+/// `append_all` appends a key's records all or none: one record too large
+/// anywhere in the list, or an empty one, and none of them is appended.
+#[test]
+fn append_all_appends_every_record_or_none() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    assert_eq!(store.append_all("k", &[b"1", b"2"]).expect("append"), 0);
+    let huge = vec![b'7'; seglog::storage::format::MESSAGE_BYTES_MAX + 1];
+    let with_huge: [&[u8]; 3] = [b"3", &huge, b"4"];
+    let with_empty: [&[u8]; 2] = [b"3", b""];
+    for bad in [&with_huge[..], &with_empty[..]] {
+        let refused = store.append_all("k", bad);
+        assert!(
+            matches!(refused, Err(Error::BadMessageSize { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(store.next_offset("k").expect("next"), 2, "nothing appended");
+    }
+    assert_eq!(store.append_all("k", &[]).expect("nothing to append"), 2);
+    assert_eq!(store.append_all("k", &[b"3", b"4"]).expect("append"), 2);
+    store.sync().expect("sync");
+    let mut read = Vec::new();
+    store
+        .read("k", 0, &mut |_, payload| {
+            read.push(payload.to_vec());
+            true
+        })
+        .expect("read");
+    assert_eq!(read, [b"1", b"2", b"3", b"4"].map(|p| p.to_vec()));
+}
