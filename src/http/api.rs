@@ -480,27 +480,48 @@ async fn produce_records(
         }
         let mut store = app.store();
         app.check_writable(&store)?;
-        let mut produced = Vec::with_capacity(encoded.len());
-        for (i, (partition, payload)) in encoded.iter().enumerate() {
-            match store.append(&topic.key(*partition), payload) {
-                Ok(offset) => produced.push(Produced {
-                    partition: *partition,
-                    offset,
-                }),
-                Err(e) if i == 0 => return Err(ApiError::from_store(&e)),
+        // Each partition's records are appended all or none
+        // (`Store::append_all`), in the order of their first record.
+        let mut partitions: Vec<(u32, Vec<usize>)> = Vec::new();
+        for (i, (partition, _)) in encoded.iter().enumerate() {
+            match partitions.iter_mut().find(|(p, _)| p == partition) {
+                Some((_, indexes)) => indexes.push(i),
+                None => partitions.push((*partition, vec![i])),
+            }
+        }
+        let mut offsets = vec![0u64; encoded.len()];
+        for (done, (partition, indexes)) in partitions.iter().enumerate() {
+            let payloads: Vec<&[u8]> = indexes.iter().map(|&i| encoded[i].1.as_slice()).collect();
+            match store.append_all(&topic.key(*partition), &payloads) {
+                Ok(first) => {
+                    for (j, &i) in indexes.iter().enumerate() {
+                        offsets[i] = first + j as u64;
+                    }
+                }
+                Err(e) if done == 0 => return Err(ApiError::from_store(&e)),
                 Err(e) => {
-                    // Records before this one are appended and will be
-                    // made durable by the next sync point.
+                    // The partitions before this one are appended and will
+                    // be made durable by the next sync point; none of this
+                    // one's records is.
                     let mut error = ApiError::from_store(&e);
                     error.message = format!(
-                        "{}; the first {i} of the {} records were appended and may become durable",
+                        "{}; the records of the first {done} of the {} partitions were appended \
+                         and may become durable, none of partition {partition}'s",
                         error.message,
-                        encoded.len()
+                        partitions.len()
                     );
                     return Err(error);
                 }
             }
         }
+        let produced: Vec<Produced> = encoded
+            .iter()
+            .zip(offsets)
+            .map(|((partition, _), offset)| Produced {
+                partition: *partition,
+                offset,
+            })
+            .collect();
         let bytes: usize = encoded.iter().map(|(_, p)| p.len()).sum();
         app.metrics
             .records_appended

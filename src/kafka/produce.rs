@@ -184,26 +184,19 @@ pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> R
                 continue;
             }
             let key = part.key.as_deref().unwrap_or_default();
-            for (i, payload) in part.payloads.iter().enumerate() {
-                match store.append(key, payload) {
-                    Ok(offset) => {
-                        if i == 0 {
-                            part.base_offset = offset as i64;
-                        }
-                        appended.0 += 1;
-                        appended.1 += payload.len() as u64;
-                    }
-                    Err(e) => {
-                        // The store takes no writes after this (it is
-                        // poisoned or out of space); what was appended
-                        // may still become durable.
-                        part.error = ResponseError::KafkaStorageError.code();
-                        part.message = Some(format!(
-                            "{e}; {i} of the batch's {} records were appended and may become durable",
-                            part.payloads.len()
-                        ));
-                        break;
-                    }
+            let payloads: Vec<&[u8]> = part.payloads.iter().map(Vec::as_slice).collect();
+            // All or none: a partition's records are never left half
+            // appended, so a client's retry cannot duplicate some of them.
+            match store.append_all(key, &payloads) {
+                Ok(offset) => {
+                    part.base_offset = offset as i64;
+                    appended.0 += payloads.len() as u64;
+                    appended.1 += payloads.iter().map(|p| p.len() as u64).sum::<u64>();
+                }
+                Err(e) => {
+                    part.error = ResponseError::KafkaStorageError.code();
+                    part.message =
+                        Some(format!("{e}; none of the partition's records was appended"));
                 }
             }
             part.log_start = store.log_start(key).map_or(-1, |s| s as i64);
