@@ -1301,10 +1301,10 @@ mod tests {
             None,
             "its creation was not synced either"
         );
-        let outcomes: BTreeSet<(Option<Vec<u8>>, Option<Vec<u8>>)> = (0..SEEDS)
+        let outcomes: BTreeSet<[Option<Vec<u8>>; 2]> = (0..SEEDS)
             .map(|s| {
                 let image = fs.power_loss(Keep::Random(s));
-                (read(&image, "/d/a"), read(&image, "/d/a.tmp"))
+                [read(&image, "/d/a"), read(&image, "/d/a.tmp")]
             })
             .collect();
         // Both the creation and the rename kept, only the creation, or
@@ -1312,9 +1312,9 @@ mod tests {
         assert_eq!(
             outcomes,
             BTreeSet::from([
-                (Some(b"old".to_vec()), None),
-                (Some(b"old".to_vec()), Some(b"new!".to_vec())),
-                (Some(b"new!".to_vec()), None),
+                [Some(b"old".to_vec()), None],
+                [Some(b"old".to_vec()), Some(b"new!".to_vec())],
+                [Some(b"new!".to_vec()), None],
             ])
         );
         fs.sync_dir(path("/d")).expect("sync /d");
