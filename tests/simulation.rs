@@ -1,0 +1,683 @@
+//! The real [`Store`] on a simulated disk ([`SimFs`]): power loss at every
+//! operation of a workload, a second power loss during recovery, and
+//! injected disk faults. Everything runs in this process, in memory, and is
+//! reproducible from the seeds printed on failure.
+//!
+//! What every check asserts, for each image a power loss may leave:
+//! * the store opens;
+//! * every acknowledged append (one a sync point returned `Ok` for) reads
+//!   back at its offset with its bytes, and every record read is the one
+//!   appended at that offset (never a wrong or unacknowledged-and-garbled
+//!   record);
+//! * reads from the log start deliver contiguous offsets up to the durable
+//!   end, with no CRC or offset error;
+//! * the log start is at least every acknowledged `truncate_front` and at
+//!   most the highest one attempted; a key removed with an acknowledged
+//!   `remove_key` holds only what was appended after it;
+//! * every acknowledged commit is listed, at that offset or a later one
+//!   committed;
+//! * one more append per key takes the next offset and survives another
+//!   power loss.
+//!
+//! `cargo test --release --test simulation -- --nocapture` prints how many
+//! crash points, images and seeds each test checked. Environment variables
+//! scale the runs up: `SEGLOG_SIM_SEEDS` (workloads crashed at every
+//! operation), `SEGLOG_SIM_IMAGES` (random images per crash point),
+//! `SEGLOG_SIM_RANDOM_SEEDS` (random workloads crashed at random points).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use seglog::storage::sim::{Keep, SimFs};
+use seglog::{Error, Store, StoreConfig};
+
+/// The data directory on the simulated disk.
+const DATA: &str = "/data";
+
+/// Segment size of the workloads: a few records each, so segments roll
+/// every few appends and sealed segments pile up for `truncate_front`.
+const SEGMENT_BYTES: u64 = 600;
+
+/// Journal size at which a checkpoint starts: a few sync points' worth, so
+/// checkpoints and journal rotations happen many times in one workload.
+const CHECKPOINT_BYTES: u64 = 2048;
+
+/// Key logs kept open: fewer than the workload's keys, so keys are evicted
+/// and reopened (their recovery runs again) in the middle of a run.
+const OPEN_KEYS: usize = 3;
+
+/// Steps (appends, commits, sync points, ...) of one workload before its
+/// clean close: enough for several rolls, checkpoints, a truncation and a
+/// removal, few enough that every operation can be crashed at within the
+/// CI budget (about 600 counted operations a workload).
+const WORKLOAD_STEPS: usize = 70;
+
+/// Largest payload of a workload record, in bytes: several records fit in
+/// one segment, and some records straddle a 4 KiB page of the journal.
+const PAYLOAD_BYTES_MAX: usize = 150;
+
+/// Workloads crashed at every operation, by default (`SEGLOG_SIM_SEEDS`).
+const EXHAUSTIVE_SEEDS_DEFAULT: u64 = 2;
+
+/// Random images per crash point, besides the durable-only and the
+/// keep-everything ones, by default (`SEGLOG_SIM_IMAGES`).
+const RANDOM_IMAGES_DEFAULT: u64 = 3;
+
+/// Random workloads crashed at random points, by default
+/// (`SEGLOG_SIM_RANDOM_SEEDS`).
+const RANDOM_SEEDS_DEFAULT: u64 = 150;
+
+/// Crash points per random workload.
+const RANDOM_CRASHES_PER_SEED: usize = 4;
+
+/// The keys of the workloads: plain ones, one that needs escaping, and one
+/// too long for an escaped name (a hashed directory with a `KEY` file,
+/// created through a temporary directory and a rename).
+fn workload_keys() -> Vec<String> {
+    vec![
+        "a".to_string(),
+        "b".to_string(),
+        "c/d e".to_string(),
+        "long-".repeat(45),
+    ]
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+fn config(fs: &Arc<SimFs>) -> StoreConfig {
+    StoreConfig {
+        segment_bytes: SEGMENT_BYTES,
+        checkpoint_bytes: CHECKPOINT_BYTES,
+        open_keys_max: OPEN_KEYS,
+        fs: Arc::clone(fs) as _,
+        ..StoreConfig::default()
+    }
+}
+
+fn open(fs: &Arc<SimFs>) -> seglog::Result<Store> {
+    Store::open(Path::new(DATA), config(fs))
+}
+
+/// What the workload did to one key, and what of it was acknowledged.
+#[derive(Clone, Debug, Default)]
+struct KeyModel {
+    /// Every record appended in the key's current life, at its offset.
+    appended: Vec<Vec<u8>>,
+    /// Offsets below this (and at or past the log start) were acknowledged.
+    acked_end: u64,
+    /// The highest log start `truncate_front` acknowledged.
+    start_acked: u64,
+    /// The highest log start a `truncate_front` may have made durable,
+    /// acknowledged or not.
+    start_max: u64,
+    /// The key's lives before each `remove_key` that failed: after a crash
+    /// the key is any one of them, whole, or the current one.
+    earlier_lives: Vec<KeyModel>,
+    /// Lives ended by `remove_key`, for payloads that tell lives apart.
+    generation: u32,
+}
+
+/// Committed offsets of one key.
+#[derive(Clone, Copy, Debug, Default)]
+struct CommitModel {
+    /// The highest acknowledged commit.
+    acked: Option<u64>,
+    /// The highest commit attempted.
+    max: u64,
+}
+
+/// The workload's view of the store.
+#[derive(Clone, Debug, Default)]
+struct Model {
+    keys: BTreeMap<String, KeyModel>,
+    commits: BTreeMap<String, CommitModel>,
+    /// Commits made since the last sync point was prepared.
+    commits_pending: BTreeMap<String, u64>,
+}
+
+/// What a sync point covers: taken just before it is prepared.
+struct Snapshot {
+    ends: Vec<(String, u64)>,
+    commits: BTreeMap<String, u64>,
+}
+
+impl Model {
+    fn new(keys: &[String]) -> Model {
+        Model {
+            keys: keys
+                .iter()
+                .map(|k| (k.clone(), KeyModel::default()))
+                .collect(),
+            ..Model::default()
+        }
+    }
+
+    fn snapshot(&mut self) -> Snapshot {
+        Snapshot {
+            ends: self
+                .keys
+                .iter()
+                .map(|(k, m)| (k.clone(), m.appended.len() as u64))
+                .collect(),
+            commits: std::mem::take(&mut self.commits_pending),
+        }
+    }
+
+    /// A sync point prepared at `snapshot` returned `Ok`.
+    fn acknowledge(&mut self, snapshot: Snapshot) {
+        for (key, end) in snapshot.ends {
+            let model = self.keys.get_mut(&key).expect("a workload key");
+            model.acked_end = model.acked_end.max(end);
+        }
+        for (key, offset) in snapshot.commits {
+            let commit = self.commits.entry(key).or_default();
+            commit.acked = commit.acked.max(Some(offset));
+        }
+    }
+}
+
+/// The payload of the record appended at `offset` of `key` in life
+/// `generation`: names all three, so a record read at the wrong offset, of
+/// another key or of an earlier life never matches, and carries filler so
+/// sizes vary.
+fn payload(key: &str, generation: u32, offset: u64, rng: &mut StdRng) -> Vec<u8> {
+    let mut bytes = format!("{}|g{generation}|o{offset}|", &key[..key.len().min(8)]).into_bytes();
+    let filler = rng.gen_range(1..=PAYLOAD_BYTES_MAX.saturating_sub(bytes.len()).max(1));
+    bytes.extend((0..filler).map(|_| rng.gen_range(b'a'..=b'z')));
+    bytes
+}
+
+/// Runs the workload of `seed` on `fs`: opens the store (creating it),
+/// takes `WORKLOAD_STEPS` random steps and closes it cleanly. Errors are
+/// part of the run (from a crash point or a fault): the workload goes on
+/// after them, and only sync points that returned `Ok` acknowledge
+/// anything. Returns what was acknowledged.
+fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
+    let keys = workload_keys();
+    let mut model = Model::new(&keys);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let Ok(mut store) = open(fs) else {
+        return model;
+    };
+    for _ in 0..WORKLOAD_STEPS {
+        let key = keys[rng.gen_range(0..keys.len())].clone();
+        match rng.gen_range(0..100) {
+            0..45 => {
+                for _ in 0..rng.gen_range(1..=3) {
+                    append(&mut store, &mut model, &key, &mut rng);
+                }
+            }
+            45..55 => {
+                let end = model.keys[&key].appended.len() as u64;
+                let offset = rng.gen_range(0..=end);
+                if store.commit(&key, offset).is_ok() {
+                    let commit = model.commits.entry(key.clone()).or_default();
+                    commit.max = commit.max.max(offset);
+                    let pending = model.commits_pending.entry(key).or_default();
+                    *pending = (*pending).max(offset);
+                }
+            }
+            55..75 => {
+                let snapshot = model.snapshot();
+                if traced("sync", store.sync()).is_ok() {
+                    model.acknowledge(snapshot);
+                }
+            }
+            75..85 => {
+                // A sync point with appends arriving while it runs: they
+                // are not covered by it.
+                let snapshot = model.snapshot();
+                match store.prepare_sync() {
+                    Ok(plan) => {
+                        append(&mut store, &mut model, &key, &mut rng);
+                        let executed = plan.execute();
+                        if traced("split sync", store.complete_sync(plan, executed)).is_ok() {
+                            model.acknowledge(snapshot);
+                        }
+                    }
+                    Err(_) => {
+                        // Nothing was acknowledged; the commits stay pending
+                        // for no later sync point can succeed after a
+                        // failed one (the store is poisoned).
+                    }
+                }
+            }
+            85..90 => {
+                let snapshot = model.snapshot();
+                if traced("checkpoint", store.checkpoint()).is_ok() {
+                    model.acknowledge(snapshot);
+                }
+            }
+            90..95 => {
+                let m = model.keys.get_mut(&key).expect("a workload key");
+                if m.acked_end > m.start_acked {
+                    let before = rng.gen_range(m.start_acked..=m.acked_end);
+                    m.start_max = m.start_max.max(before);
+                    if let Ok(start) = traced("truncate_front", store.truncate_front(&key, before))
+                    {
+                        m.start_acked = m.start_acked.max(start);
+                        assert!(
+                            start <= before,
+                            "truncate_front({before}) started the log at {start}"
+                        );
+                    }
+                }
+            }
+            _ => {
+                // A removal needs the key's records durable first.
+                let snapshot = model.snapshot();
+                if traced("sync", store.sync()).is_ok() {
+                    model.acknowledge(snapshot);
+                }
+                let m = model.keys.get_mut(&key).expect("a workload key");
+                match traced("remove_key", store.remove_key(&key)) {
+                    Ok(()) => {
+                        *m = KeyModel {
+                            generation: m.generation + 1,
+                            ..KeyModel::default()
+                        };
+                    }
+                    Err(Error::Busy(_)) => {}
+                    Err(_) => {
+                        let mut old = std::mem::take(m);
+                        let mut earlier_lives = std::mem::take(&mut old.earlier_lives);
+                        let generation = old.generation + 1;
+                        earlier_lives.push(old);
+                        *m = KeyModel {
+                            generation,
+                            earlier_lives,
+                            ..KeyModel::default()
+                        };
+                    }
+                }
+            }
+        }
+    }
+    let snapshot = model.snapshot();
+    if store.close().is_ok() {
+        model.acknowledge(snapshot);
+    }
+    model
+}
+
+fn append(store: &mut Store, model: &mut Model, key: &str, rng: &mut StdRng) {
+    let m = model.keys.get_mut(key).expect("a workload key");
+    let offset = m.appended.len() as u64;
+    let bytes = payload(key, m.generation, offset, rng);
+    let result = store.append(key, &bytes);
+    trace(format_args!("append {key:.8} {offset}: {result:?}"));
+    if let Ok(got) = result {
+        assert_eq!(
+            got, offset,
+            "append to {key:?} took offset {got}, expected {offset}"
+        );
+        m.appended.push(bytes);
+    }
+}
+
+/// Traces `result` of step `what`.
+fn traced<T: std::fmt::Debug>(what: &str, result: seglog::Result<T>) -> seglog::Result<T> {
+    trace(format_args!("{what}: {result:?}"));
+    result
+}
+
+/// Prints a workload's steps when `SEGLOG_SIM_TRACE` is set, to follow a
+/// failing seed.
+fn trace(what: std::fmt::Arguments) {
+    if std::env::var_os("SEGLOG_SIM_TRACE").is_some() {
+        eprintln!("{what}");
+    }
+}
+
+/// Every record of `key` from its log start, or the error that stopped the read.
+fn read_key(store: &mut Store, key: &str) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    store
+        .read(key, 0, &mut |offset, bytes| {
+            out.push((offset, bytes.to_vec()));
+            true
+        })
+        .map_err(|e| format!("read of {key:?} failed after {} records: {e}", out.len()))?;
+    Ok(out)
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            return Err(format!($($arg)*));
+        }
+    };
+}
+
+/// Checks the key's log against one life of it; `Ok` with the observed
+/// model (what the store now holds, all of it durable) if it matches.
+fn check_life(
+    key: &str,
+    m: &KeyModel,
+    start: u64,
+    next: u64,
+    records: &[(u64, Vec<u8>)],
+) -> Result<KeyModel, String> {
+    ensure!(
+        start >= m.start_acked && start <= m.start_max.max(m.start_acked),
+        "{key:?}: log start {start}, acknowledged {}, at most {} attempted",
+        m.start_acked,
+        m.start_max
+    );
+    let mut expected = start;
+    for (offset, bytes) in records {
+        ensure!(
+            *offset == expected,
+            "{key:?}: offset {offset} read where {expected} was next (log start {start})"
+        );
+        let appended = m.appended.get(*offset as usize);
+        ensure!(
+            appended == Some(bytes),
+            "{key:?}: offset {offset} holds {:?}, appended {:?}",
+            String::from_utf8_lossy(bytes),
+            appended.map(|b| String::from_utf8_lossy(b))
+        );
+        expected += 1;
+    }
+    ensure!(
+        next == expected,
+        "{key:?}: durable end {next}, but reads from the log start {start} ended at {expected}"
+    );
+    ensure!(
+        next >= m.acked_end || m.acked_end <= start,
+        "{key:?}: acknowledged up to offset {} but the log ends at {next} (start {start})",
+        m.acked_end
+    );
+    let mut appended = m.appended.clone();
+    appended.truncate(next as usize);
+    Ok(KeyModel {
+        appended,
+        acked_end: next,
+        start_acked: start,
+        start_max: start,
+        earlier_lives: Vec::new(),
+        generation: m.generation,
+    })
+}
+
+/// Checks everything the model requires of an open store; returns the
+/// observed model, which a later power loss must keep whole (everything the
+/// store serves after recovery is durable).
+fn verify(store: &mut Store, model: &Model) -> Result<Model, String> {
+    let mut observed = Model::default();
+    for (key, m) in &model.keys {
+        let start = store
+            .log_start(key)
+            .map_err(|e| format!("log_start({key:?}): {e}"))?;
+        let next = store
+            .durable_next_offset(key)
+            .map_err(|e| format!("durable_next_offset({key:?}): {e}"))?;
+        let appendable = store
+            .next_offset(key)
+            .map_err(|e| format!("next_offset({key:?}): {e}"))?;
+        ensure!(
+            appendable == next,
+            "{key:?}: next offset {appendable}, durable end {next}"
+        );
+        let records = read_key(store, key)?;
+        let mut life = check_life(key, m, start, next, &records);
+        // Or a removal that failed did not happen: an earlier life, whole.
+        for old in m.earlier_lives.iter().rev() {
+            if let Err(current) = &life {
+                life = check_life(key, old, start, next, &records).map_err(|before| {
+                    format!("{current}; nor a life before a removal that failed: {before}")
+                });
+            }
+        }
+        let life = life?;
+        observed.keys.insert(key.clone(), life);
+    }
+    for (key, commit) in &model.commits {
+        let got = store.committed(key);
+        if let Some(acked) = commit.acked {
+            ensure!(
+                got.is_some_and(|got| got >= acked),
+                "{key:?}: commit {acked} acknowledged, committed offset is {got:?}"
+            );
+        }
+        ensure!(
+            got.is_none_or(|got| got <= commit.max),
+            "{key:?}: committed offset {got:?}, but at most {} was committed",
+            commit.max
+        );
+        if let Some(got) = got {
+            observed.commits.insert(
+                key.clone(),
+                CommitModel {
+                    acked: Some(got),
+                    max: got,
+                },
+            );
+        }
+    }
+    let keys = store.keys().map_err(|e| format!("keys(): {e}"))?;
+    for key in keys {
+        ensure!(
+            model.keys.contains_key(&key),
+            "keys() lists {key:?}, never appended to"
+        );
+    }
+    Ok(observed)
+}
+
+/// Opens `fs` and verifies it against `model`.
+fn open_and_verify(fs: &Arc<SimFs>, model: &Model) -> Result<(Store, Model), String> {
+    let mut store = open(fs).map_err(|e| format!("open failed: {e}"))?;
+    let observed = verify(&mut store, model)?;
+    Ok((store, observed))
+}
+
+/// One more append per key on the recovered `store` takes the key's next
+/// offset, and survives a power loss that keeps only what is durable; the
+/// store then closes cleanly and opens clean.
+fn append_after_recovery(
+    fs: &Arc<SimFs>,
+    mut store: Store,
+    mut model: Model,
+) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(0);
+    for (key, m) in model.keys.iter_mut() {
+        let next = m.appended.len() as u64;
+        let bytes = payload(key, m.generation, next, &mut rng);
+        let got = store
+            .append(key, &bytes)
+            .map_err(|e| format!("append to {key:?} after recovery: {e}"))?;
+        ensure!(
+            got == next,
+            "{key:?}: append after recovery took offset {got}, expected {next}"
+        );
+        m.appended.push(bytes);
+        m.acked_end = next + 1;
+    }
+    store
+        .sync()
+        .map_err(|e| format!("sync after recovery: {e}"))?;
+    drop(store);
+    let image = fs.power_loss(Keep::Nothing);
+    let (store, observed) = open_and_verify(&image, &model)
+        .map_err(|e| format!("after the appends that followed recovery, a power loss: {e}"))?;
+    store.close().map_err(|e| format!("close: {e}"))?;
+    let image = image.power_loss(Keep::Nothing);
+    let (store, _) =
+        open_and_verify(&image, &observed).map_err(|e| format!("after a clean close: {e}"))?;
+    ensure!(
+        store.opened_clean(),
+        "a store closed cleanly opened as unclean"
+    );
+    Ok(())
+}
+
+/// What one checked image cost and found, for the printed counts.
+#[derive(Default)]
+struct Counts {
+    crash_points: u64,
+    images: u64,
+    recovery_crashes: u64,
+}
+
+/// Checks one power-loss image against `model`: it opens and verifies;
+/// then a copy of it is opened with a crash point inside recovery (the
+/// open and the first reads of every key, where keys are recovered), a
+/// power loss taken of that, and the result must verify too, and take one
+/// more append per key that survives another power loss.
+fn check_image(
+    image: &Arc<SimFs>,
+    model: &Model,
+    seed: u64,
+    counts: &mut Counts,
+) -> Result<(), String> {
+    let first = image.power_loss(Keep::Everything);
+    let (store, _) = open_and_verify(&first, model)?;
+    drop(store);
+    counts.images += 1;
+    let recovery_ops = first.ops();
+    let crash = StdRng::seed_from_u64(seed).gen_range(0..recovery_ops.max(1));
+    let second = image.power_loss(Keep::Everything);
+    second.crash_at(crash);
+    if let Ok(mut store) = open(&second) {
+        let _ = verify(&mut store, model);
+    }
+    let after = second.power_loss(Keep::Random(seed));
+    counts.recovery_crashes += 1;
+    let (store, observed) = open_and_verify(&after, model).map_err(|e| {
+        format!("after a second power loss at operation {crash} of {recovery_ops} of recovery: {e}")
+    })?;
+    append_after_recovery(&after, store, observed)
+}
+
+/// The images checked per crash: only what was durable, everything, and
+/// `random` seeded choices.
+fn images(random: u64, seed: u64) -> Vec<Keep> {
+    let mut keeps = vec![Keep::Nothing, Keep::Everything];
+    keeps.extend((0..random).map(|i| Keep::Random(seed.wrapping_mul(1_000_003).wrapping_add(i))));
+    keeps
+}
+
+/// Runs workload `seed` with a power loss at counted operation `crash`,
+/// and checks every image in `keeps`.
+fn crash_and_check(seed: u64, crash: u64, keeps: &[Keep], counts: &mut Counts) {
+    let fs = SimFs::new();
+    fs.crash_at(crash);
+    let model = run_workload(seed, &fs);
+    assert!(
+        fs.crashed(),
+        "seed {seed}: crash point {crash} was never reached"
+    );
+    counts.crash_points += 1;
+    for keep in keeps {
+        let image = fs.power_loss(*keep);
+        let check_seed = seed
+            ^ crash.rotate_left(20)
+            ^ match keep {
+                Keep::Random(s) => *s,
+                Keep::Nothing => 1,
+                Keep::Everything => 2,
+            };
+        if let Err(e) = check_image(&image, &model, check_seed, counts) {
+            panic!(
+                "workload seed {seed}, power loss at operation {crash}, image {keep:?}, \
+                 recovery check seed {check_seed}: {e}\nimage: {:#?}",
+                image.tree()
+            );
+        }
+    }
+}
+
+/// Counts the counted operations of workload `seed` run to its end, and
+/// checks the run is replayable (the same count twice) and its end state
+/// verifies.
+fn count_ops(seed: u64) -> u64 {
+    let fs = SimFs::new();
+    let model = run_workload(seed, &fs);
+    let ops = fs.ops();
+    let again = SimFs::new();
+    run_workload(seed, &again);
+    assert_eq!(
+        again.ops(),
+        ops,
+        "seed {seed}: two runs of one workload differ"
+    );
+    let mut counts = Counts::default();
+    if let Err(e) = check_image(&fs.power_loss(Keep::Nothing), &model, seed, &mut counts) {
+        panic!("workload seed {seed} without a crash: {e}");
+    }
+    ops
+}
+
+#[test]
+fn power_loss_at_every_operation() {
+    let started = Instant::now();
+    let seeds = env_u64("SEGLOG_SIM_SEEDS", EXHAUSTIVE_SEEDS_DEFAULT);
+    let random = env_u64("SEGLOG_SIM_IMAGES", RANDOM_IMAGES_DEFAULT);
+    let mut counts = Counts::default();
+    for seed in 0..seeds {
+        let ops = count_ops(seed);
+        let keeps = images(random, seed);
+        for crash in 0..ops {
+            crash_and_check(seed, crash, &keeps, &mut counts);
+        }
+    }
+    println!(
+        "power_loss_at_every_operation: {seeds} workload seeds, {} crash points, {} images \
+         ({random} random per crash point), {} second power losses in recovery, {:.1} s",
+        counts.crash_points,
+        counts.images,
+        counts.recovery_crashes,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn power_loss_at_random_operations_of_many_workloads() {
+    let started = Instant::now();
+    let seeds = env_u64("SEGLOG_SIM_RANDOM_SEEDS", RANDOM_SEEDS_DEFAULT);
+    let mut counts = Counts::default();
+    // Seeds apart from the exhaustive test's.
+    for seed in 1_000..1_000 + seeds {
+        let fs = SimFs::new();
+        run_workload(seed, &fs);
+        let ops = fs.ops();
+        let mut rng = StdRng::seed_from_u64(seed);
+        for _ in 0..RANDOM_CRASHES_PER_SEED {
+            let crash = rng.gen_range(0..ops);
+            crash_and_check(seed, crash, &images(1, seed ^ crash), &mut counts);
+        }
+    }
+    println!(
+        "power_loss_at_random_operations_of_many_workloads: {seeds} workload seeds, {} crash \
+         points, {} images, {} second power losses in recovery, {:.1} s",
+        counts.crash_points,
+        counts.images,
+        counts.recovery_crashes,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Reruns one crash point named by `SEGLOG_SIM_ONE=seed,crash` (with
+/// `SEGLOG_SIM_TRACE=1` to see the workload's steps); does nothing without it.
+#[test]
+fn one_crash_point() {
+    let Some(spec) = std::env::var("SEGLOG_SIM_ONE").ok() else {
+        return;
+    };
+    let (seed, crash) = spec.split_once(',').expect("SEGLOG_SIM_ONE=seed,crash");
+    let seed = seed.trim().parse().expect("a seed");
+    let crash = crash.trim().parse().expect("a crash point");
+    let random = env_u64("SEGLOG_SIM_IMAGES", RANDOM_IMAGES_DEFAULT);
+    crash_and_check(seed, crash, &images(random, seed), &mut Counts::default());
+}
