@@ -55,7 +55,7 @@ const OPEN_KEYS: usize = 3;
 /// clean close: enough for several rolls, checkpoints, a truncation and a
 /// removal, few enough that every operation can be crashed at within the
 /// CI budget (about 600 counted operations a workload).
-const WORKLOAD_STEPS: usize = 70;
+const WORKLOAD_STEPS: usize = 100;
 
 /// Largest payload of a workload record, in bytes: several records fit in
 /// one segment, and some records straddle a 4 KiB page of the journal.
@@ -143,6 +143,22 @@ struct Model {
     commits: BTreeMap<String, CommitModel>,
     /// Commits made since the last sync point was prepared.
     commits_pending: BTreeMap<String, u64>,
+    /// What the workload got done, to show it covers what it claims.
+    done: Done,
+}
+
+/// Steps of a workload that succeeded.
+#[derive(Clone, Copy, Debug, Default)]
+struct Done {
+    syncs: u64,
+    split_syncs: u64,
+    checkpoints: u64,
+    truncations: u64,
+    removals: u64,
+    /// Journal files the store went through (rotations by checkpoints).
+    journal_files: u64,
+    /// Whether the clean close succeeded.
+    closed: bool,
 }
 
 /// What a sync point covers: taken just before it is prepared.
@@ -231,6 +247,7 @@ fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
                 let snapshot = model.snapshot();
                 if traced("sync", store.sync()).is_ok() {
                     model.acknowledge(snapshot);
+                    model.done.syncs += 1;
                 }
             }
             75..85 => {
@@ -243,6 +260,7 @@ fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
                         let executed = plan.execute();
                         if traced("split sync", store.complete_sync(plan, executed)).is_ok() {
                             model.acknowledge(snapshot);
+                            model.done.split_syncs += 1;
                         }
                     }
                     Err(_) => {
@@ -256,15 +274,22 @@ fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
                 let snapshot = model.snapshot();
                 if traced("checkpoint", store.checkpoint()).is_ok() {
                     model.acknowledge(snapshot);
+                    model.done.checkpoints += 1;
                 }
             }
             90..95 => {
                 let m = model.keys.get_mut(&key).expect("a workload key");
                 if m.acked_end > m.start_acked {
-                    let before = rng.gen_range(m.start_acked..=m.acked_end);
+                    // Near the acknowledged end, so that whole sealed
+                    // segments fall below it.
+                    let low = m.start_acked.max(m.acked_end.saturating_sub(4));
+                    let before = rng.gen_range(low..=m.acked_end);
                     m.start_max = m.start_max.max(before);
                     if let Ok(start) = traced("truncate_front", store.truncate_front(&key, before))
                     {
+                        if start > m.start_acked {
+                            model.done.truncations += 1;
+                        }
                         m.start_acked = m.start_acked.max(start);
                         assert!(
                             start <= before,
@@ -282,6 +307,7 @@ fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
                 let m = model.keys.get_mut(&key).expect("a workload key");
                 match traced("remove_key", store.remove_key(&key)) {
                     Ok(()) => {
+                        model.done.removals += u64::from(!m.appended.is_empty());
                         *m = KeyModel {
                             generation: m.generation + 1,
                             ..KeyModel::default()
@@ -304,8 +330,10 @@ fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
         }
     }
     let snapshot = model.snapshot();
+    model.done.journal_files = store.journal_seq() + 1;
     if store.close().is_ok() {
         model.acknowledge(snapshot);
+        model.done.closed = true;
     }
     model
 }
@@ -608,10 +636,19 @@ fn crash_and_check(seed: u64, crash: u64, keeps: &[Keep], counts: &mut Counts) {
 /// Counts the counted operations of workload `seed` run to its end, and
 /// checks the run is replayable (the same count twice) and its end state
 /// verifies.
-fn count_ops(seed: u64) -> u64 {
+fn count_ops(seed: u64) -> (u64, Done) {
     let fs = SimFs::new();
     let model = run_workload(seed, &fs);
     let ops = fs.ops();
+    let segments = fs
+        .tree()
+        .iter()
+        .filter(|(path, _)| path.extension().is_some_and(|e| e == "log"))
+        .count();
+    println!(
+        "workload seed {seed}: {ops} counted operations, {segments} segment files at the end, {:?}",
+        model.done
+    );
     let again = SimFs::new();
     run_workload(seed, &again);
     assert_eq!(
@@ -623,7 +660,7 @@ fn count_ops(seed: u64) -> u64 {
     if let Err(e) = check_image(&fs.power_loss(Keep::Nothing), &model, seed, &mut counts) {
         panic!("workload seed {seed} without a crash: {e}");
     }
-    ops
+    (ops, model.done)
 }
 
 #[test]
@@ -632,13 +669,27 @@ fn power_loss_at_every_operation() {
     let seeds = env_u64("SEGLOG_SIM_SEEDS", EXHAUSTIVE_SEEDS_DEFAULT);
     let random = env_u64("SEGLOG_SIM_IMAGES", RANDOM_IMAGES_DEFAULT);
     let mut counts = Counts::default();
+    let mut covered = Done::default();
     for seed in 0..seeds {
-        let ops = count_ops(seed);
+        let (ops, done) = count_ops(seed);
+        covered.checkpoints += done.checkpoints;
+        covered.truncations += done.truncations;
+        covered.removals += done.removals;
+        covered.split_syncs += done.split_syncs;
+        assert!(done.closed, "seed {seed}: the clean close failed");
         let keeps = images(random, seed);
         for crash in 0..ops {
             crash_and_check(seed, crash, &keeps, &mut counts);
         }
     }
+    // The crash points covered every kind of step the test claims.
+    assert!(
+        covered.checkpoints > 0
+            && covered.truncations > 0
+            && covered.removals > 0
+            && covered.split_syncs > 0,
+        "the workloads did not cover every step: {covered:?}"
+    );
     println!(
         "power_loss_at_every_operation: {seeds} workload seeds, {} crash points, {} images \
          ({random} random per crash point), {} second power losses in recovery, {:.1} s",
