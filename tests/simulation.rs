@@ -36,6 +36,17 @@ use rand::{Rng, SeedableRng};
 use seglog::storage::sim::{Fault, FaultOp, Keep, SimFs};
 use seglog::{Error, Store, StoreConfig};
 
+/// Returns an error with the message unless the condition holds: the
+/// checks report failures as values, so the caller can name the seed, the
+/// crash point and the image.
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            return Err(format!($($arg)*));
+        }
+    };
+}
+
 /// The data directory on the simulated disk.
 const DATA: &str = "/data";
 
@@ -218,22 +229,22 @@ fn payload(key: &str, generation: u32, offset: u64, rng: &mut StdRng) -> Vec<u8>
 /// part of the run (from a crash point or a fault): the workload goes on
 /// after them, and only sync points that returned `Ok` acknowledge
 /// anything. Returns what was acknowledged.
-fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
+fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Result<Model, String> {
     let keys = workload_keys();
     let mut model = Model::new(&keys);
     let mut rng = StdRng::seed_from_u64(seed);
     let Ok(mut store) = open(fs) else {
-        return model;
+        return Ok(model);
     };
     for _ in 0..WORKLOAD_STEPS {
         let key = keys[rng.gen_range(0..keys.len())].clone();
         match rng.gen_range(0..100) {
-            0..45 => {
+            0..42 => {
                 for _ in 0..rng.gen_range(1..=3) {
-                    append(&mut store, &mut model, &key, &mut rng);
+                    append(&mut store, &mut model, &key, &mut rng)?;
                 }
             }
-            45..55 => {
+            42..50 => {
                 let end = model.keys[&key].appended.len() as u64;
                 let offset = rng.gen_range(0..=end);
                 if store.commit(&key, offset).is_ok() {
@@ -243,20 +254,20 @@ fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
                     *pending = (*pending).max(offset);
                 }
             }
-            55..75 => {
+            50..68 => {
                 let snapshot = model.snapshot();
                 if traced("sync", store.sync()).is_ok() {
                     model.acknowledge(snapshot);
                     model.done.syncs += 1;
                 }
             }
-            75..85 => {
+            68..78 => {
                 // A sync point with appends arriving while it runs: they
                 // are not covered by it.
                 let snapshot = model.snapshot();
                 match store.prepare_sync() {
                     Ok(plan) => {
-                        append(&mut store, &mut model, &key, &mut rng);
+                        append(&mut store, &mut model, &key, &mut rng)?;
                         let executed = plan.execute();
                         if traced("split sync", store.complete_sync(plan, executed)).is_ok() {
                             model.acknowledge(snapshot);
@@ -270,14 +281,14 @@ fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
                     }
                 }
             }
-            85..90 => {
+            78..83 => {
                 let snapshot = model.snapshot();
                 if traced("checkpoint", store.checkpoint()).is_ok() {
                     model.acknowledge(snapshot);
                     model.done.checkpoints += 1;
                 }
             }
-            90..95 => {
+            83..88 => {
                 let m = model.keys.get_mut(&key).expect("a workload key");
                 if m.acked_end > m.start_acked {
                     // Near the acknowledged end, so that whole sealed
@@ -291,13 +302,14 @@ fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
                             model.done.truncations += 1;
                         }
                         m.start_acked = m.start_acked.max(start);
-                        assert!(
+                        ensure!(
                             start <= before,
                             "truncate_front({before}) started the log at {start}"
                         );
                     }
                 }
             }
+            88..93 => read_step(&mut store, &mut model, &key)?,
             _ => {
                 // A removal needs the key's records durable first.
                 let snapshot = model.snapshot();
@@ -335,22 +347,69 @@ fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Model {
         model.acknowledge(snapshot);
         model.done.closed = true;
     }
-    model
+    Ok(model)
 }
 
-fn append(store: &mut Store, model: &mut Model, key: &str, rng: &mut StdRng) {
+/// Reads `key` on the live store: every record served must be the one
+/// appended at its offset, contiguous from the log start, and durable, so
+/// it counts as acknowledged from now on (a poll must never see what a
+/// power loss could take back: KAFKA-10101); likewise the committed offset.
+fn read_step(store: &mut Store, model: &mut Model, key: &str) -> Result<(), String> {
+    let m = model.keys.get_mut(key).expect("a workload key");
+    let start = store.log_start(key);
+    let records = read_key(store, key);
+    trace(format_args!(
+        "read {key:.8}: {:?}",
+        records.as_ref().map(|r| r.len())
+    ));
+    if let (Ok(start), Ok(records), true) = (start, records, m.earlier_lives.is_empty()) {
+        let mut expected = start;
+        for (offset, bytes) in &records {
+            ensure!(
+                *offset == expected,
+                "a read of {key:?} served offset {offset} where {expected} was next"
+            );
+            ensure!(
+                m.appended.get(*offset as usize) == Some(bytes),
+                "a read of {key:?} served a wrong record at offset {offset}"
+            );
+            expected += 1;
+        }
+        ensure!(
+            expected >= m.acked_end || m.acked_end <= start,
+            "a read of {key:?} ended at {expected}, before the acknowledged {}",
+            m.acked_end
+        );
+        m.acked_end = m.acked_end.max(expected);
+    }
+    if let Some(committed) = store.committed(key) {
+        let commit = model.commits.entry(key.to_string()).or_default();
+        ensure!(
+            committed <= commit.max,
+            "{key:?} shows committed offset {committed}, at most {} was committed",
+            commit.max
+        );
+        commit.acked = commit.acked.max(Some(committed));
+    }
+    Ok(())
+}
+
+/// Appends the next record of `key`; an error from the store is part of
+/// the run, an offset other than the next one is a failure.
+fn append(store: &mut Store, model: &mut Model, key: &str, rng: &mut StdRng) -> Result<(), String> {
     let m = model.keys.get_mut(key).expect("a workload key");
     let offset = m.appended.len() as u64;
     let bytes = payload(key, m.generation, offset, rng);
     let result = store.append(key, &bytes);
     trace(format_args!("append {key:.8} {offset}: {result:?}"));
     if let Ok(got) = result {
-        assert_eq!(
-            got, offset,
+        ensure!(
+            got == offset,
             "append to {key:?} took offset {got}, expected {offset}"
         );
         m.appended.push(bytes);
     }
+    Ok(())
 }
 
 /// Traces `result` of step `what`.
@@ -377,14 +436,6 @@ fn read_key(store: &mut Store, key: &str) -> Result<Vec<(u64, Vec<u8>)>, String>
         })
         .map_err(|e| format!("read of {key:?} failed after {} records: {e}", out.len()))?;
     Ok(out)
-}
-
-macro_rules! ensure {
-    ($cond:expr, $($arg:tt)*) => {
-        if !$cond {
-            return Err(format!($($arg)*));
-        }
-    };
 }
 
 /// Checks the key's log against one life of it; `Ok` with the observed
@@ -608,7 +659,9 @@ fn images(random: u64, seed: u64) -> Vec<Keep> {
 fn crash_and_check(seed: u64, crash: u64, keeps: &[Keep], counts: &mut Counts) {
     let fs = SimFs::new();
     fs.crash_at(crash);
-    let model = run_workload(seed, &fs);
+    let model = run_workload(seed, &fs).unwrap_or_else(|e| {
+        panic!("workload seed {seed}, power loss at operation {crash}, during the run: {e}")
+    });
     assert!(
         fs.crashed(),
         "seed {seed}: crash point {crash} was never reached"
@@ -638,7 +691,7 @@ fn crash_and_check(seed: u64, crash: u64, keeps: &[Keep], counts: &mut Counts) {
 /// verifies.
 fn count_ops(seed: u64) -> (u64, Done) {
     let fs = SimFs::new();
-    let model = run_workload(seed, &fs);
+    let model = run_workload(seed, &fs).unwrap_or_else(|e| panic!("workload seed {seed}: {e}"));
     let ops = fs.ops();
     let segments = fs
         .tree()
@@ -650,7 +703,7 @@ fn count_ops(seed: u64) -> (u64, Done) {
         model.done
     );
     let again = SimFs::new();
-    run_workload(seed, &again);
+    run_workload(seed, &again).unwrap_or_else(|e| panic!("workload seed {seed}: {e}"));
     assert_eq!(
         again.ops(),
         ops,
@@ -708,7 +761,7 @@ fn power_loss_at_random_operations_of_many_workloads() {
     // Seeds apart from the exhaustive test's.
     for seed in 1_000..1_000 + seeds {
         let fs = SimFs::new();
-        run_workload(seed, &fs);
+        run_workload(seed, &fs).unwrap_or_else(|e| panic!("workload seed {seed}: {e}"));
         let ops = fs.ops();
         let mut rng = StdRng::seed_from_u64(seed);
         for _ in 0..RANDOM_CRASHES_PER_SEED {
@@ -759,7 +812,7 @@ fn acknowledged_store(keys: usize, seed: u64) -> (Arc<SimFs>, Store, Model, StdR
     let mut store = open(&fs).expect("open a new store");
     for round in 0..RECORDS_BEFORE_FAULT {
         for key in &keys {
-            append(&mut store, &mut model, key, &mut rng);
+            append(&mut store, &mut model, key, &mut rng).expect("offsets in order");
         }
         if round % 4 == 3 {
             let snapshot = model.snapshot();
@@ -861,7 +914,7 @@ fn eio_from_fdatasync_poisons_the_store_and_a_reopen_recovers() {
         fs.fail(Fault::new(FaultOp::SyncData));
         let snapshot = model.snapshot();
         for key in model.keys.keys().cloned().collect::<Vec<_>>() {
-            append(&mut store, &mut model, &key, &mut rng);
+            append(&mut store, &mut model, &key, &mut rng).expect("offsets in order");
         }
         let plan = store
             .prepare_sync()
@@ -869,7 +922,7 @@ fn eio_from_fdatasync_poisons_the_store_and_a_reopen_recovers() {
         assert_eq!(plan.is_direct(), keys == 1);
         // An append while the sync point is in flight.
         let late = model.keys.keys().next().cloned().expect("a key");
-        append(&mut store, &mut model, &late, &mut rng);
+        append(&mut store, &mut model, &late, &mut rng).expect("offsets in order");
         let executed = plan.execute();
         let error = executed.as_ref().expect_err("the injected EIO");
         assert_eq!(errno_of(error), Some(libc::EIO), "{error}");
@@ -907,7 +960,7 @@ fn eio_from_a_directory_fsync_poisons_the_store() {
     let mut failed = None;
     for _ in 0..RECORDS_BEFORE_FAULT * 4 {
         for key in model.keys.keys().cloned().collect::<Vec<_>>() {
-            append(&mut store, &mut model, &key, &mut rng);
+            append(&mut store, &mut model, &key, &mut rng).expect("offsets in order");
         }
         let snapshot = model.snapshot();
         match store.sync() {
@@ -938,7 +991,7 @@ fn enospc_on_a_write_fails_the_request_and_loses_nothing_acknowledged() {
                 .path_contains(path),
         );
         for key in model.keys.keys().cloned().collect::<Vec<_>>() {
-            append(&mut store, &mut model, &key, &mut rng);
+            append(&mut store, &mut model, &key, &mut rng).expect("offsets in order");
         }
         let snapshot = model.snapshot();
         let error = store.sync().expect_err("the disk is full");
@@ -985,7 +1038,7 @@ fn a_torn_write_then_a_power_loss_loses_nothing_acknowledged() {
         for _ in 0..RECORDS_BEFORE_FAULT {
             for key in model.keys.keys().cloned().collect::<Vec<_>>() {
                 for _ in 0..per_round {
-                    append(&mut store, &mut model, &key, &mut rng);
+                    append(&mut store, &mut model, &key, &mut rng).expect("offsets in order");
                 }
             }
             let snapshot = model.snapshot();
@@ -1023,7 +1076,7 @@ fn read_faults_fail_the_request_never_serve_a_wrong_record_nor_lose_data() {
     let (fs, mut store, mut model, mut rng) = acknowledged_store(3, 5);
     for _ in 0..3 {
         for key in model.keys.keys().cloned().collect::<Vec<_>>() {
-            append(&mut store, &mut model, &key, &mut rng);
+            append(&mut store, &mut model, &key, &mut rng).expect("offsets in order");
         }
         let snapshot = model.snapshot();
         store.sync().expect("sync");
