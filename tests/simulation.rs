@@ -325,7 +325,10 @@ fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Result<Model, String> {
                             ..KeyModel::default()
                         };
                     }
-                    Err(Error::Busy(_)) => {}
+                    // Refused before anything was written, or failed
+                    // before the removal entry was durable: a failure
+                    // after it poisons the store (`Store::remove_key`).
+                    Err(_) if !store.is_poisoned() => {}
                     Err(_) => {
                         let mut old = std::mem::take(m);
                         let mut earlier_lives = std::mem::take(&mut old.earlier_lives);
@@ -1082,49 +1085,62 @@ fn read_faults_fail_the_request_never_serve_a_wrong_record_nor_lose_data() {
         store.sync().expect("sync");
         model.acknowledge(snapshot);
     }
-    drop(store);
     let crashed = fs.power_loss(Keep::Nothing);
+    drop(store);
+    // And the same store closed cleanly, whose open skips recovery: its
+    // journal holds no batch, so an open that misread the checkpoint file
+    // as missing would take it for an interrupted creation.
+    let clean = {
+        let image = fs.power_loss(Keep::Nothing);
+        open(&image).expect("open").close().expect("close");
+        image
+    };
     let mut tried = 0;
     let mut failed_requests = 0;
-    for op in [
-        FaultOp::Read,
-        FaultOp::Map,
-        FaultOp::List,
-        FaultOp::Stat,
-        FaultOp::Len,
-        FaultOp::Open,
-    ] {
-        for persist in [false, true] {
-            for after in 0..READ_FAULT_POINTS_MAX {
-                let disk = crashed.power_loss(Keep::Everything);
-                let mut fault = Fault::new(op).after(after);
-                if persist {
-                    fault = fault.persist();
-                }
-                disk.fail(fault);
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    read_under_fault(&disk, &model)
-                }));
-                let failed = match outcome {
-                    Ok(Ok(failed)) => failed,
-                    Ok(Err(e)) => panic!("{op:?} failing after {after} (persist {persist}): {e}"),
-                    Err(_) => panic!("{op:?} failing after {after} (persist {persist}) panicked"),
-                };
-                if disk.faults_fired() == 0 {
-                    break;
-                }
-                tried += 1;
-                failed_requests += failed;
-                // Nothing the fault did made the store lose data: the same
-                // disk, healed, recovers everything.
-                disk.heal();
-                let image = disk.power_loss(Keep::Nothing);
-                let mut counts = Counts::default();
-                if let Err(e) = check_image(&image, &model, after, &mut counts) {
-                    panic!(
-                        "after {op:?} failed after {after} (persist {persist}), reopening the \
-                         healed disk: {e}"
-                    );
+    for (start, disk_before) in [("crashed", &crashed), ("closed", &clean)] {
+        for op in [
+            FaultOp::Read,
+            FaultOp::Map,
+            FaultOp::List,
+            FaultOp::Stat,
+            FaultOp::Len,
+            FaultOp::Open,
+        ] {
+            for persist in [false, true] {
+                for after in 0..READ_FAULT_POINTS_MAX {
+                    let disk = disk_before.power_loss(Keep::Everything);
+                    let mut fault = Fault::new(op).after(after);
+                    if persist {
+                        fault = fault.persist();
+                    }
+                    disk.fail(fault);
+                    // A read that succeeds must serve every acknowledged record;
+                    // not checked under stat faults, where the engine answers
+                    // a read with no records (`engine_bug_a_read_serves_nothing_*`).
+                    let complete = op != FaultOp::Stat;
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        read_under_fault(&disk, &model, complete)
+                    }));
+                    let what =
+                        format!("{start} store, {op:?} failing after {after} (persist {persist})");
+                    let failed = match outcome {
+                        Ok(Ok(failed)) => failed,
+                        Ok(Err(e)) => panic!("{what}: {e}"),
+                        Err(_) => panic!("{what} panicked"),
+                    };
+                    if disk.faults_fired() == 0 {
+                        break;
+                    }
+                    tried += 1;
+                    failed_requests += failed;
+                    // Nothing the fault did made the store lose data: the same
+                    // disk, healed, recovers everything.
+                    disk.heal();
+                    let image = disk.power_loss(Keep::Nothing);
+                    let mut counts = Counts::default();
+                    if let Err(e) = check_image(&image, &model, after, &mut counts) {
+                        panic!("{what}, then reopening the healed disk: {e}");
+                    }
                 }
             }
         }
@@ -1136,9 +1152,10 @@ fn read_faults_fail_the_request_never_serve_a_wrong_record_nor_lose_data() {
 }
 
 /// Opens the store on `disk` and reads every key, while a read fault is
-/// armed: a request may fail, but whatever is served must be right.
+/// armed: a request may fail, but whatever is served must be right, and
+/// (if `complete`) a read that succeeds serves every acknowledged record.
 /// Returns how many requests failed.
-fn read_under_fault(disk: &Arc<SimFs>, model: &Model) -> Result<u64, String> {
+fn read_under_fault(disk: &Arc<SimFs>, model: &Model, complete: bool) -> Result<u64, String> {
     let mut store = match open(disk) {
         Ok(store) => store,
         Err(_) => return Ok(1),
@@ -1153,6 +1170,13 @@ fn read_under_fault(disk: &Arc<SimFs>, model: &Model) -> Result<u64, String> {
             });
             if result.is_err() {
                 failed += 1;
+            } else if complete {
+                let served_end = records.last().map_or(0, |(offset, _)| offset + 1);
+                ensure!(
+                    served_end >= m.acked_end,
+                    "{key:?}: a read succeeded with records up to {served_end}, {} acknowledged",
+                    m.acked_end
+                );
             }
             let mut expected = records.first().map_or(0, |(offset, _)| *offset);
             for (offset, bytes) in &records {
@@ -1169,4 +1193,124 @@ fn read_under_fault(disk: &Arc<SimFs>, model: &Model) -> Result<u64, String> {
         }
     }
     Ok(failed)
+}
+
+/// Countdowns tried per operation kind and errno in the fault sweep,
+/// spread evenly over the workload's calls of that kind: enough to hit
+/// every phase of the workload (creation, sync points, rolls, checkpoints,
+/// truncations, removals, close) within a few seconds.
+const FAULT_SWEEP_POINTS: u64 = 24;
+
+#[test]
+fn a_fault_at_any_operation_of_a_workload_loses_nothing_acknowledged() {
+    let started = Instant::now();
+    let seed = 7;
+    let reference = SimFs::new();
+    run_workload(seed, &reference).unwrap_or_else(|e| panic!("workload seed {seed}: {e}"));
+    let ops = [
+        (FaultOp::Create, libc::ENOSPC),
+        (FaultOp::Write, libc::ENOSPC),
+        (FaultOp::Write, libc::EIO),
+        (FaultOp::SetLen, libc::EIO),
+        (FaultOp::SyncData, libc::EIO),
+        (FaultOp::SyncAll, libc::EIO),
+        (FaultOp::SyncDir, libc::EIO),
+        (FaultOp::Rename, libc::EIO),
+        (FaultOp::Remove, libc::EIO),
+        (FaultOp::CreateDir, libc::ENOSPC),
+        (FaultOp::Lock, libc::EIO),
+        // Not `FaultOp::Stat`: the engine takes a failed stat of a key
+        // directory for a missing one (see the ignored tests
+        // `engine_bug_*_stat_*`); with it, this sweep fails at once.
+        (FaultOp::Read, libc::EIO),
+        (FaultOp::Map, libc::EIO),
+        (FaultOp::List, libc::EIO),
+        (FaultOp::Len, libc::EIO),
+        (FaultOp::Open, libc::EIO),
+    ];
+    let (mut runs, mut images_checked) = (0, 0);
+    for (op, errno) in ops {
+        let calls = reference.count(op);
+        let stride = (calls / FAULT_SWEEP_POINTS).max(1);
+        for persist in [false, true] {
+            for after in (0..calls).step_by(stride as usize) {
+                let fs = SimFs::new();
+                let mut fault = Fault::new(op).after(after).errno(errno);
+                if persist {
+                    fault = fault.persist();
+                }
+                fs.fail(fault.clone());
+                let what = format!("workload seed {seed}, {fault:?}");
+                let model = run_workload(seed, &fs).unwrap_or_else(|e| panic!("{what}: {e}"));
+                if fs.faults_fired() == 0 {
+                    continue;
+                }
+                runs += 1;
+                fs.heal();
+                for keep in images(1, after) {
+                    let image = fs.power_loss(keep);
+                    let mut counts = Counts::default();
+                    if let Err(e) = check_image(&image, &model, after, &mut counts) {
+                        panic!("{what}, image {keep:?}: {e}\nimage: {:#?}", image.tree());
+                    }
+                    images_checked += counts.images;
+                }
+            }
+        }
+    }
+    println!(
+        "fault sweep: {runs} runs of workload seed {seed}, each with one operation failing (or \
+         failing from then on), {images_checked} images recovered everything acknowledged, \
+         {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A store with the records `one`, `two` in key `k`, durable, reopened so
+/// that the key is not open (its directory is looked up again).
+fn reopened_store_with_key_k() -> (Arc<SimFs>, Store) {
+    let fs = SimFs::new();
+    let mut store = open(&fs).expect("open");
+    for bytes in [b"one", b"two"] {
+        store.append("k", bytes).expect("append");
+    }
+    store.sync().expect("sync");
+    store.close().expect("close");
+    let store = open(&fs).expect("reopen");
+    (fs, store)
+}
+
+/// ENGINE BUG, found by the fault sweep (`FaultOp::Stat`, workload seed
+/// 7, after 16): `Store::key_dir` takes any failed stat of an escaped key's
+/// directory for a missing directory (`stat(..).is_ok_and(..)`), so
+/// `remove_key` returns `Ok` and removes nothing: the key's records are
+/// served again and appends continue at its old offsets. The removal
+/// must fail instead (or happen).
+#[test]
+#[ignore = "engine bug: remove_key returns Ok and removes nothing when the stat of the key's directory fails"]
+fn engine_bug_remove_key_is_acknowledged_when_the_stat_of_its_directory_fails() {
+    let (fs, mut store) = reopened_store_with_key_k();
+    fs.fail(Fault::new(FaultOp::Stat).path_contains("/logs/k.k"));
+    let removed = store.remove_key("k");
+    assert_eq!(fs.faults_fired(), 1);
+    if removed.is_ok() {
+        let records = read_key(&mut store, "k").expect("read");
+        assert!(records.is_empty(), "removed, yet it serves {records:?}");
+        assert_eq!(store.next_offset("k").expect("next offset"), 0);
+    }
+}
+
+/// ENGINE BUG, the same cause on the read path: a poll of a key whose
+/// directory cannot be stat'ed (EIO) answers "no records" instead of an
+/// error, though the key has two durable records.
+#[test]
+#[ignore = "engine bug: a read answers no records instead of an error when the stat of the key's directory fails"]
+fn engine_bug_a_read_serves_nothing_when_the_stat_of_its_directory_fails() {
+    let (fs, mut store) = reopened_store_with_key_k();
+    fs.fail(Fault::new(FaultOp::Stat).path_contains("/logs/k.k"));
+    let read = read_key(&mut store, "k");
+    assert_eq!(fs.faults_fired(), 1);
+    if let Ok(records) = read {
+        assert_eq!(records.len(), 2, "the key has two durable records");
+    }
 }

@@ -96,8 +96,8 @@ pub enum Keep {
     Random(u64),
 }
 
-/// The operations a [`Fault`] can target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The operations a [`Fault`] can target (and [`SimFs::count`] counts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultOp {
     /// `open` of an existing file ([`OpenMode::Read`] or [`OpenMode::Write`]).
     Open,
@@ -329,6 +329,8 @@ struct State {
     fired: u64,
     /// Inodes of the files locked with `try_lock`.
     locked: BTreeSet<u64>,
+    /// Calls of each kind of operation so far.
+    calls: BTreeMap<FaultOp, u64>,
 }
 
 fn errno(code: i32) -> io::Error {
@@ -590,12 +592,14 @@ impl State {
             faults: Vec::new(),
             fired: 0,
             locked: BTreeSet::new(),
+            calls: BTreeMap::new(),
         }
     }
 
     /// Counts the operation if it is counted, and decides whether it fails:
     /// at or past the crash point, or by an armed fault.
     fn gate(&mut self, op: FaultOp, path: &Path) -> Gate {
+        *self.calls.entry(op).or_default() += 1;
         if op.counted() {
             let number = self.ops;
             self.ops += 1;
@@ -909,6 +913,12 @@ impl SimFs {
     /// Disarms every fault, persistent ones included.
     pub fn heal(&self) {
         self.lock().faults.clear();
+    }
+
+    /// How many times `op` was called so far (failed calls included): to
+    /// size a sweep of fault countdowns over a run.
+    pub fn count(&self, op: FaultOp) -> u64 {
+        self.lock().calls.get(&op).copied().unwrap_or(0)
     }
 
     /// How many operations an armed fault has failed so far.
@@ -1452,6 +1462,7 @@ mod tests {
         assert!(fs.create_dir(path("/e")).is_err());
         assert!(fs.remove_dir_all(path("/d")).is_err());
         assert_eq!(fs.ops(), 8);
+        assert_eq!((fs.count(FaultOp::Write), fs.count(FaultOp::Open)), (1, 1));
         assert_eq!(file.len().expect("reads work"), 0);
         assert_eq!(read(&fs, "/d/a"), Some(Vec::new()));
         assert!(fs.exists(path("/d/a")));
