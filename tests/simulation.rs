@@ -105,18 +105,72 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn config(fs: &Arc<SimFs>) -> StoreConfig {
-    StoreConfig {
-        segment_bytes: SEGMENT_BYTES,
-        checkpoint_bytes: CHECKPOINT_BYTES,
-        open_keys_max: OPEN_KEYS,
-        fs: Arc::clone(fs) as _,
-        ..StoreConfig::default()
+/// The store settings a workload runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shape {
+    segment_bytes: u64,
+    checkpoint_bytes: u64,
+    open_keys: usize,
+}
+
+/// The settings of the exhaustive and fault tests (see the constants).
+const SHAPE: Shape = Shape {
+    segment_bytes: SEGMENT_BYTES,
+    checkpoint_bytes: CHECKPOINT_BYTES,
+    open_keys: OPEN_KEYS,
+};
+
+impl Default for Shape {
+    fn default() -> Shape {
+        SHAPE
     }
 }
 
+impl Shape {
+    /// Settings drawn from `seed` for the random workloads: segments from
+    /// one record to many, checkpoints from every sync point to none in a
+    /// run, and from one key kept open to all of them.
+    fn random(seed: u64) -> Shape {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        Shape {
+            segment_bytes: [64, 200, SEGMENT_BYTES, 4096, 1 << 20][rng.gen_range(0..5)],
+            checkpoint_bytes: [256, CHECKPOINT_BYTES, 16 << 10, 64 << 20][rng.gen_range(0..4)],
+            open_keys: [1, OPEN_KEYS, 16][rng.gen_range(0..3)],
+        }
+    }
+
+    fn config(&self, fs: &Arc<SimFs>) -> StoreConfig {
+        StoreConfig {
+            segment_bytes: self.segment_bytes,
+            checkpoint_bytes: self.checkpoint_bytes,
+            open_keys_max: self.open_keys,
+            fs: Arc::clone(fs) as _,
+            ..StoreConfig::default()
+        }
+    }
+}
+
+/// The first seed of the random workloads, apart from the exhaustive
+/// test's seeds.
+const RANDOM_SEED_BASE: u64 = 1_000;
+
+/// The settings workload `seed` runs with: random ones for the random
+/// workloads' seeds.
+fn shape_for(seed: u64) -> Shape {
+    if seed >= RANDOM_SEED_BASE {
+        Shape::random(seed)
+    } else {
+        SHAPE
+    }
+}
+
+/// Opens the store of `fs` with the default settings.
 fn open(fs: &Arc<SimFs>) -> seglog::Result<Store> {
-    Store::open(Path::new(DATA), config(fs))
+    open_shaped(fs, &SHAPE)
+}
+
+fn open_shaped(fs: &Arc<SimFs>, shape: &Shape) -> seglog::Result<Store> {
+    Store::open(Path::new(DATA), shape.config(fs))
 }
 
 /// What the workload did to one key, and what of it was acknowledged.
@@ -154,6 +208,8 @@ struct Model {
     commits: BTreeMap<String, CommitModel>,
     /// Commits made since the last sync point was prepared.
     commits_pending: BTreeMap<String, u64>,
+    /// The settings the store runs with.
+    shape: Shape,
     /// What the workload got done, to show it covers what it claims.
     done: Done,
 }
@@ -230,10 +286,16 @@ fn payload(key: &str, generation: u32, offset: u64, rng: &mut StdRng) -> Vec<u8>
 /// after them, and only sync points that returned `Ok` acknowledge
 /// anything. Returns what was acknowledged.
 fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Result<Model, String> {
+    run_workload_shaped(seed, fs, SHAPE)
+}
+
+/// [`run_workload`] with the store settings `shape`.
+fn run_workload_shaped(seed: u64, fs: &Arc<SimFs>, shape: Shape) -> Result<Model, String> {
     let keys = workload_keys();
     let mut model = Model::new(&keys);
+    model.shape = shape;
     let mut rng = StdRng::seed_from_u64(seed);
-    let Ok(mut store) = open(fs) else {
+    let Ok(mut store) = open_shaped(fs, &shape) else {
         return Ok(model);
     };
     for _ in 0..WORKLOAD_STEPS {
@@ -503,7 +565,10 @@ fn verify(store: &mut Store, model: &Model) -> Result<Model, String> {
 /// next append takes the durable end) or on one a fault left with appends
 /// that never became durable.
 fn verify_store(store: &mut Store, model: &Model, fresh: bool) -> Result<Model, String> {
-    let mut observed = Model::default();
+    let mut observed = Model {
+        shape: model.shape,
+        ..Model::default()
+    };
     for (key, m) in &model.keys {
         let start = store
             .log_start(key)
@@ -566,7 +631,7 @@ fn verify_store(store: &mut Store, model: &Model, fresh: bool) -> Result<Model, 
 
 /// Opens `fs` and verifies it against `model`.
 fn open_and_verify(fs: &Arc<SimFs>, model: &Model) -> Result<(Store, Model), String> {
-    let mut store = open(fs).map_err(|e| format!("open failed: {e}"))?;
+    let mut store = open_shaped(fs, &model.shape).map_err(|e| format!("open failed: {e}"))?;
     let observed = verify(&mut store, model)?;
     Ok((store, observed))
 }
@@ -638,7 +703,7 @@ fn check_image(
     let crash = StdRng::seed_from_u64(seed).gen_range(0..recovery_ops.max(1));
     let second = image.power_loss(Keep::Everything);
     second.crash_at(crash);
-    if let Ok(mut store) = open(&second) {
+    if let Ok(mut store) = open_shaped(&second, &model.shape) {
         let _ = verify(&mut store, model);
     }
     let after = second.power_loss(Keep::Random(seed));
@@ -659,10 +724,10 @@ fn images(random: u64, seed: u64) -> Vec<Keep> {
 
 /// Runs workload `seed` with a power loss at counted operation `crash`,
 /// and checks every image in `keeps`.
-fn crash_and_check(seed: u64, crash: u64, keeps: &[Keep], counts: &mut Counts) {
+fn crash_and_check(seed: u64, shape: Shape, crash: u64, keeps: &[Keep], counts: &mut Counts) {
     let fs = SimFs::new();
     fs.crash_at(crash);
-    let model = run_workload(seed, &fs).unwrap_or_else(|e| {
+    let model = run_workload_shaped(seed, &fs, shape).unwrap_or_else(|e| {
         panic!("workload seed {seed}, power loss at operation {crash}, during the run: {e}")
     });
     assert!(
@@ -681,7 +746,7 @@ fn crash_and_check(seed: u64, crash: u64, keeps: &[Keep], counts: &mut Counts) {
             };
         if let Err(e) = check_image(&image, &model, check_seed, counts) {
             panic!(
-                "workload seed {seed}, power loss at operation {crash}, image {keep:?}, \
+                "workload seed {seed} ({shape:?}), power loss at operation {crash}, image {keep:?}, \
                  recovery check seed {check_seed}: {e}\nimage: {:#?}",
                 image.tree()
             );
@@ -735,7 +800,7 @@ fn power_loss_at_every_operation() {
         assert!(done.closed, "seed {seed}: the clean close failed");
         let keeps = images(random, seed);
         for crash in 0..ops {
-            crash_and_check(seed, crash, &keeps, &mut counts);
+            crash_and_check(seed, SHAPE, crash, &keeps, &mut counts);
         }
     }
     // The crash points covered every kind of step the test claims.
@@ -761,15 +826,16 @@ fn power_loss_at_random_operations_of_many_workloads() {
     let started = Instant::now();
     let seeds = env_u64("SEGLOG_SIM_RANDOM_SEEDS", RANDOM_SEEDS_DEFAULT);
     let mut counts = Counts::default();
-    // Seeds apart from the exhaustive test's.
-    for seed in 1_000..1_000 + seeds {
+    for seed in RANDOM_SEED_BASE..RANDOM_SEED_BASE + seeds {
         let fs = SimFs::new();
-        run_workload(seed, &fs).unwrap_or_else(|e| panic!("workload seed {seed}: {e}"));
+        let shape = shape_for(seed);
+        run_workload_shaped(seed, &fs, shape)
+            .unwrap_or_else(|e| panic!("workload seed {seed} ({shape:?}): {e}"));
         let ops = fs.ops();
         let mut rng = StdRng::seed_from_u64(seed);
         for _ in 0..RANDOM_CRASHES_PER_SEED {
             let crash = rng.gen_range(0..ops);
-            crash_and_check(seed, crash, &images(1, seed ^ crash), &mut counts);
+            crash_and_check(seed, shape, crash, &images(1, seed ^ crash), &mut counts);
         }
     }
     println!(
@@ -793,7 +859,13 @@ fn one_crash_point() {
     let seed = seed.trim().parse().expect("a seed");
     let crash = crash.trim().parse().expect("a crash point");
     let random = env_u64("SEGLOG_SIM_IMAGES", RANDOM_IMAGES_DEFAULT);
-    crash_and_check(seed, crash, &images(random, seed), &mut Counts::default());
+    crash_and_check(
+        seed,
+        shape_for(seed),
+        crash,
+        &images(random, seed),
+        &mut Counts::default(),
+    );
 }
 
 /// Random images checked after each injected fault, besides the
