@@ -92,7 +92,10 @@ pub enum Keep {
     /// Everything written: what `kill -9` leaves in the page cache.
     Everything,
     /// For each file page, file size and directory operation not yet
-    /// durable, a choice drawn from this seed.
+    /// durable, a choice drawn from this seed. The seed also sets how far
+    /// the choices lean to the latest state (`seed % 3`: rarely, half the
+    /// time, mostly), so a few consecutive seeds cover images close to
+    /// the durable state, close to the live one, and in between.
     Random(u64),
 }
 
@@ -366,12 +369,26 @@ fn push_bounded<T: PartialEq>(list: &mut Vec<T>, item: T, max: usize) {
 
 /// A small deterministic generator (SplitMix64): images must be
 /// reproducible from a seed, and the library has no `rand`.
-struct Rng(u64);
+struct Rng {
+    state: u64,
+    /// In eighths, how often a choice leans to the latest state: the
+    /// seed picks 1, 4 or 7, so that among the images of several seeds are
+    /// some that keep almost nothing unsynced and some that keep almost
+    /// everything but one operation, which an even coin rarely draws.
+    lean: u64,
+}
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng {
+            state: seed,
+            lean: [1, 4, 7][(seed % 3) as usize],
+        }
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
@@ -381,8 +398,19 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
 
-    fn coin(&mut self) -> bool {
-        self.next() & 1 == 1
+    /// Whether to keep an operation not yet durable.
+    fn keep(&mut self) -> bool {
+        self.next() % 8 < self.lean
+    }
+
+    /// One of `n` states in order of time: the latest as often as the
+    /// seed leans, else any.
+    fn pick(&mut self, n: usize) -> usize {
+        if self.keep() {
+            n.saturating_sub(1)
+        } else {
+            self.below(n)
+        }
     }
 }
 
@@ -495,7 +523,7 @@ impl FileNode {
             Keep::Nothing => self.durable_lens[0],
             Keep::Random(_) => {
                 let choices = self.durable_lens.len() + self.lens_since.len();
-                let pick = rng.below(choices);
+                let pick = rng.pick(choices);
                 match self.durable_lens.get(pick) {
                     Some(len) => *len,
                     None => self.lens_since[pick - self.durable_lens.len()],
@@ -508,7 +536,7 @@ impl FileNode {
             let later = self.history.get(&index).map_or(&[][..], Vec::as_slice);
             let durable_count = durable.map_or(1, Vec::len);
             let pick = match keep {
-                Keep::Random(_) => rng.below(durable_count + later.len()),
+                Keep::Random(_) => rng.pick(durable_count + later.len()),
                 _ => 0,
             };
             let page = if pick < durable_count {
@@ -538,7 +566,7 @@ impl DirNode {
             return entries;
         }
         for op in &self.pending {
-            if !rng.coin() {
+            if !rng.keep() {
                 continue;
             }
             match op {
@@ -876,7 +904,7 @@ impl SimFs {
     /// faults and no locks, and its operation count starts at 0.
     pub fn power_loss(&self, keep: Keep) -> Arc<SimFs> {
         let state = self.lock();
-        let mut rng = Rng(match keep {
+        let mut rng = Rng::new(match keep {
             Keep::Random(seed) => seed,
             Keep::Nothing | Keep::Everything => 0,
         });
