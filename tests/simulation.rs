@@ -16,14 +16,25 @@
 //!   `remove_key` holds only what was appended after it;
 //! * every acknowledged commit is listed, at that offset or a later one
 //!   committed;
+//! * every record and committed offset a read served before the power
+//!   loss is still there (no phantom reads);
 //! * one more append per key takes the next offset and survives another
-//!   power loss.
+//!   power loss, and the store then closes cleanly and opens clean.
+//!
+//! The fault tests add what the live store must do under each fault (an
+//! error for the request, poisoned or not, reads served) and check the
+//! images a power loss leaves afterwards the same way.
 //!
 //! `cargo test --release --test simulation -- --nocapture` prints how many
 //! crash points, images and seeds each test checked. Environment variables
 //! scale the runs up: `SEGLOG_SIM_SEEDS` (workloads crashed at every
 //! operation), `SEGLOG_SIM_IMAGES` (random images per crash point),
 //! `SEGLOG_SIM_RANDOM_SEEDS` (random workloads crashed at random points).
+//! `SEGLOG_SIM_ONE=seed,crash SEGLOG_SIM_TRACE=1` reruns one crash point
+//! and prints its workload's steps.
+//!
+//! The two `engine_bug_*` tests are ignored: each pins an engine bug this
+//! file found, and fails until it is fixed (`--include-ignored`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -65,15 +76,17 @@ const OPEN_KEYS: usize = 3;
 /// Steps (appends, commits, sync points, ...) of one workload before its
 /// clean close: enough for several rolls, checkpoints, a truncation and a
 /// removal, few enough that every operation can be crashed at within the
-/// CI budget (about 600 counted operations a workload).
+/// CI budget (about 420 counted operations a workload, 2 s each to crash
+/// at every one with 5 images).
 const WORKLOAD_STEPS: usize = 100;
 
 /// Largest payload of a workload record, in bytes: several records fit in
 /// one segment, and some records straddle a 4 KiB page of the journal.
 const PAYLOAD_BYTES_MAX: usize = 150;
 
-/// Workloads crashed at every operation, by default (`SEGLOG_SIM_SEEDS`).
-const EXHAUSTIVE_SEEDS_DEFAULT: u64 = 2;
+/// Workloads crashed at every operation, by default (`SEGLOG_SIM_SEEDS`):
+/// about 10 s in release; the whole file stays near 20 s.
+const EXHAUSTIVE_SEEDS_DEFAULT: u64 = 4;
 
 /// Random images per crash point, besides the durable-only and the
 /// keep-everything ones, by default (`SEGLOG_SIM_IMAGES`).
@@ -81,7 +94,7 @@ const RANDOM_IMAGES_DEFAULT: u64 = 3;
 
 /// Random workloads crashed at random points, by default
 /// (`SEGLOG_SIM_RANDOM_SEEDS`).
-const RANDOM_SEEDS_DEFAULT: u64 = 150;
+const RANDOM_SEEDS_DEFAULT: u64 = 400;
 
 /// Crash points per random workload.
 const RANDOM_CRASHES_PER_SEED: usize = 4;
