@@ -49,7 +49,8 @@ fn workload_with_kills_during_checkpoints_loses_nothing() {
     assert!(report.acked_sends() > 0, "{}", report.details());
     let kept = report.artifacts.clone().expect("kept with SEGLOG_KEEP");
     let store = kept.join("data").join(workload::node::NODE_ID);
-    let found = seglog::storage::checkpoint::read(&store).expect("read the checkpoint");
+    let found = seglog::storage::checkpoint::read(&seglog::storage::backend::RealFs, &store)
+        .expect("read the checkpoint");
     let seglog::storage::checkpoint::Found::FirstLive(seq) = found else {
         panic!("no checkpoint in {}: {found:?}", store.display());
     };

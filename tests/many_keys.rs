@@ -57,7 +57,7 @@ fn hundred_thousand_keys_under_a_low_file_limit() {
     let key = |i: usize| format!("key-{i}");
     let started = std::time::Instant::now();
     {
-        let mut store = Store::open(dir.path(), config).expect("open");
+        let mut store = Store::open(dir.path(), config.clone()).expect("open");
         let mut rss_after_first_batch = 0;
         for i in 0..keys {
             assert_eq!(
@@ -90,7 +90,7 @@ fn hundred_thousand_keys_under_a_low_file_limit() {
         );
     }
     let started = std::time::Instant::now();
-    let mut store = Store::open(dir.path(), config).expect("reopen");
+    let mut store = Store::open(dir.path(), config.clone()).expect("reopen");
     for i in (0..keys).rev() {
         let mut seen = Vec::new();
         store

@@ -534,7 +534,7 @@ fn check_image(data: &Path, acked: &Acked) -> Result<(), String> {
         segment_bytes: SEGMENT_BYTES,
         ..StoreConfig::default()
     };
-    let mut store = Store::open(data, config).map_err(|e| format!("does not open: {e}"))?;
+    let mut store = Store::open(data, config.clone()).map_err(|e| format!("does not open: {e}"))?;
     check_store(&mut store, acked)?;
     // What recovery left must take appends at the next offsets and keep
     // everything across a crash of its own (kill -9: the page cache stays).
@@ -548,8 +548,15 @@ fn check_image(data: &Path, acked: &Acked) -> Result<(), String> {
     store
         .sync()
         .map_err(|e| format!("syncing after recovery: {e}"))?;
+    // A kill -9 keeps every written byte: a copy of the files is what the
+    // next process would find. The copy, not the directory itself, is
+    // reopened: a child that another test is spawning right now may still
+    // share this store's lock (until its exec closes it), and would make
+    // the reopen fail with "locked" for no fault of the store's.
+    let again = data.with_extension("reopened");
+    copy_tree(data, &again).map_err(|e| format!("copying the store: {e}"))?;
     drop(store);
-    let mut store = Store::open(data, config).map_err(|e| format!("does not reopen: {e}"))?;
+    let mut store = Store::open(&again, config).map_err(|e| format!("does not reopen: {e}"))?;
     check_store(&mut store, acked).map_err(|e| format!("after one more append and reopen: {e}"))?;
     for (key, end) in ends {
         let next = store
@@ -559,6 +566,24 @@ fn check_image(data: &Path, acked: &Acked) -> Result<(), String> {
             return Err(format!(
                 "{key}: an append after recovery took offset {end}, but the log now ends at {next}"
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `to` with a copy of the directory tree `from`.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to)?;
+    }
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
         }
     }
     Ok(())
@@ -861,7 +886,7 @@ fn power_loss_after_any_operation_keeps_everything_acknowledged() {
     run.first_half(rounds);
     let first = run.ops().len();
     let half_way = run.tmp.path().join("half-way");
-    copy_tree(&run.root, &half_way);
+    copy_tree(&run.root, &half_way).expect("copy the data directory");
     run.second_half(rounds);
     let ops = run.ops();
     assert!(syncs(&ops) > 50, "the recorder saw the node's syncs");
@@ -891,7 +916,7 @@ fn power_loss_during_recovery_from_a_power_loss_keeps_everything_acknowledged() 
     model.image(&restart, &mut || rng.bool());
     let data = run.root.join("n0");
     std::fs::remove_dir_all(&data).expect("remove the data directory");
-    copy_tree(&restart.join("n0"), &data);
+    copy_tree(&restart.join("n0"), &data).expect("copy the image");
     let mut model = Model::from_disk(&run.root_text, &run.root);
     run.second_half(rounds);
     let ops = run.ops();
@@ -902,18 +927,4 @@ fn power_loss_during_recovery_from_a_power_loss_keeps_everything_acknowledged() 
     );
     checked.check_then_compare(&mut model, second, &run, random, &run.root);
     checked.assert_passed("power loss half way", ops.len(), &run.requests);
-}
-
-/// Copies the directory tree `from` to `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create");
-    for entry in std::fs::read_dir(from).expect("list") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }

@@ -87,7 +87,7 @@ fn assert_log_across_crash(mut store: Store, dir: &Path, key: &str, start: u64, 
 }
 
 fn bases_on_disk(dir: &Path) -> Vec<u64> {
-    seglog::storage::recovery::list_segments(dir).expect("list")
+    seglog::storage::recovery::list_segments(&seglog::storage::backend::RealFs, dir).expect("list")
 }
 
 fn log_path(dir: &Path, base: u64) -> PathBuf {
@@ -591,7 +591,11 @@ fn a_version_2_store_continues_in_a_version_3_journal() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample-v2"),
         &dir,
     );
-    let before = seglog::storage::journal::list_files(&dir.join("journal")).expect("list");
+    let before = seglog::storage::journal::list_files(
+        &seglog::storage::backend::RealFs,
+        &dir.join("journal"),
+    )
+    .expect("list");
     let mut store = Store::open(&dir, StoreConfig::default()).expect("open");
     let seq = store.journal_seq();
     assert_eq!(Some(&(seq - 1)), before.last(), "one new journal file");

@@ -306,7 +306,8 @@ impl Catalog {
         let mut bytes = serde_json::to_vec_pretty(&file)
             .map_err(|e| format!("cannot encode the catalog: {e}"))?;
         bytes.push(b'\n');
-        fsutil::rewrite_atomic(&self.path, &bytes).map_err(|e| e.to_string())
+        fsutil::rewrite_atomic(&crate::storage::backend::RealFs, &self.path, &bytes)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -127,7 +127,7 @@ fn data_dir(given: Option<&Path>) -> Result<PathBuf, String> {
             dir
         }
     };
-    crate::storage::fsutil::create_dir_all_durably(&dir)
+    crate::storage::fsutil::create_dir_all_durably(&crate::storage::backend::RealFs, &dir)
         .map_err(|e| format!("cannot create the data directory: {e}"))?;
     Ok(dir)
 }

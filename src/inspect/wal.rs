@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::storage::backend::RealFs;
 use crate::storage::checkpoint::{self, Found};
 use crate::storage::format::DecodeError;
 use crate::storage::journal::{self, Entry};
@@ -65,7 +66,7 @@ pub fn read_store(store_dir: &Path) -> Option<WalReport> {
     }
     let mut report = WalReport::default();
     let checkpoint_path = store_dir.join(checkpoint::CHECKPOINT_FILE_NAME);
-    match checkpoint::read(store_dir) {
+    match checkpoint::read(&RealFs, store_dir) {
         Ok(Found::FirstLive(seq)) => report.first_live = Some(seq),
         Ok(Found::Missing) => report.notes.push(Note::new(
             &checkpoint_path,
@@ -90,7 +91,7 @@ pub fn read_store(store_dir: &Path) -> Option<WalReport> {
             "a checkpoint interrupted before its rename; the store deletes it",
         ));
     }
-    let seqs = match journal::list_files(&journal_dir) {
+    let seqs = match journal::list_files(&RealFs, &journal_dir) {
         Ok(seqs) => seqs,
         Err(e) => {
             report.problems.push(Problem::of_file(

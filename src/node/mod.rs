@@ -323,7 +323,8 @@ fn fresh_temp_dir() -> Result<PathBuf, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let dir = std::env::temp_dir().join(format!("seglog-{}-{nanos}", std::process::id()));
-    crate::storage::fsutil::create_dir_all_durably(&dir).map_err(|e| e.to_string())?;
+    crate::storage::fsutil::create_dir_all_durably(&crate::storage::backend::RealFs, &dir)
+        .map_err(|e| e.to_string())?;
     log::warn(format_args!(
         "no --data-dir given; keeping data in {}",
         dir.display()

@@ -65,8 +65,8 @@ pub trait FileIo: Send + Sync {
     fn sync_data(&self) -> io::Result<()>;
     /// fsync: as [`FileIo::sync_data`], and every other attribute too.
     fn sync_all(&self) -> io::Result<()>;
-    /// Current length.
-    fn len(&self) -> io::Result<u64>;
+    /// Current length in bytes.
+    fn size(&self) -> io::Result<u64>;
     /// The first `len` bytes for reading, which the caller promises not to
     /// change while the returned value lives (see `mmap.rs`).
     fn map(&self, len: usize) -> io::Result<MappedFile>;
@@ -149,7 +149,7 @@ impl FileIo for RealFile {
         self.0.sync_all()
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
 

@@ -22,11 +22,11 @@
 //! 6. fsync the data directory;
 //! 7. delete the journal files below the one named, one by one.
 
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::storage::backend::{Backend, Fs, OpenMode};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{self, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind};
 use crate::storage::fsutil;
@@ -91,9 +91,9 @@ pub fn encode(first_live: u64) -> [u8; FILE_HEADER_SIZE] {
 }
 
 /// Reads the checkpoint of the data directory `dir`.
-pub fn read(dir: &Path) -> Result<Found> {
+pub fn read(fs: &dyn Backend, dir: &Path) -> Result<Found> {
     let path = dir.join(CHECKPOINT_FILE_NAME);
-    let bytes = match fs::read(&path) {
+    let bytes = match fs.read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
         Err(e) => return Err(Error::io("read", &path, e)),
@@ -118,8 +118,8 @@ pub fn decode(bytes: &[u8]) -> Found {
 
 /// Writes the checkpoint naming `first_live` atomically, all steps at once
 /// (used when a store is created or converted).
-pub fn write(dir: &Path, first_live: u64) -> Result<()> {
-    fsutil::rewrite_atomic(&dir.join(CHECKPOINT_FILE_NAME), &encode(first_live))
+pub fn write(fs: &dyn Backend, dir: &Path, first_live: u64) -> Result<()> {
+    fsutil::rewrite_atomic(fs, &dir.join(CHECKPOINT_FILE_NAME), &encode(first_live))
 }
 
 /// One checkpoint's work, prepared under the store's lock.
@@ -138,6 +138,8 @@ pub struct Job {
     pub stale: Vec<PathBuf>,
     /// Threads for the many fdatasyncs of step 1.
     pub pool: Arc<SyncPool>,
+    /// The store's backend.
+    pub fs: Fs,
 }
 
 impl Job {
@@ -156,7 +158,7 @@ impl Job {
             return Ok(false);
         }
         if self.files.len() >= CHECKPOINT_SYNCFS_FILES_MIN {
-            fsutil::sync_file_system(&self.data_dir)?;
+            fsutil::sync_file_system(&*self.fs, &self.data_dir)?;
         }
         let per_file = if self.files.len() >= CHECKPOINT_SYNCFS_FILES_MIN {
             &[][..]
@@ -167,8 +169,12 @@ impl Job {
             .iter()
             .map(|path| {
                 let path = path.clone();
+                let fs = Arc::clone(&self.fs);
                 Box::new(move || {
-                    match File::open(&path).and_then(|file| file.sync_data()) {
+                    match fs
+                        .open(&path, OpenMode::Read)
+                        .and_then(|file| file.sync_data())
+                    {
                         // Deleted since by retention or a key's removal (only
                         // seglog deletes segments), which made the deletion
                         // durable in the journal first: nothing to sync.
@@ -187,8 +193,9 @@ impl Job {
             .iter()
             .map(|dir| {
                 let dir = dir.clone();
+                let fs = Arc::clone(&self.fs);
                 Box::new(move || {
-                    match File::open(&dir).and_then(|d| d.sync_all()) {
+                    match fs.sync_dir(&dir) {
                         // A key directory removed since: its removal fsynced
                         // logs/ itself.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -202,27 +209,29 @@ impl Job {
             return Ok(false);
         }
         if let Some(offsets) = &self.offsets {
-            offsets.run()?;
+            offsets.run(&*self.fs)?;
         }
         if !step(&mut budget) {
             return Ok(false);
         }
         let tmp = self.data_dir.join(CHECKPOINT_TMP_NAME);
-        fsutil::write_whole(&tmp, &encode(self.first_live), true)?;
+        fsutil::write_whole(&*self.fs, &tmp, &encode(self.first_live), true)?;
         if !step(&mut budget) {
             return Ok(false);
         }
         let path = self.data_dir.join(CHECKPOINT_FILE_NAME);
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename over", &path, e))?;
+        self.fs
+            .rename(&tmp, &path)
+            .map_err(|e| Error::io("rename over", &path, e))?;
         if !step(&mut budget) {
             return Ok(false);
         }
-        fsutil::sync_dir(&self.data_dir)?;
+        fsutil::sync_dir(&*self.fs, &self.data_dir)?;
         for stale in &self.stale {
             if !step(&mut budget) {
                 return Ok(false);
             }
-            match fs::remove_file(stale) {
+            match self.fs.remove_file(stale) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("remove", stale, e)),

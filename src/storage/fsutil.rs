@@ -1,43 +1,55 @@
-//! Small file-system helpers that make metadata changes durable.
+//! Small file-system helpers that make metadata changes durable, over the
+//! store's [`Backend`].
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 
+use crate::storage::backend::{Backend, OpenMode};
 use crate::storage::error::{Error, Result};
 
 /// fsyncs a directory, making the creation, removal or renaming of its
 /// entries durable (a new file can vanish after a crash otherwise: KAFKA-3968).
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+pub fn sync_dir(fs: &dyn Backend, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// Flushes every dirty page and inode of the file system holding `dir`
 /// (`syncfs`), and reports writeback errors it finds.
-pub fn sync_file_system(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| rustix::fs::syncfs(&d).map_err(std::io::Error::from))
+pub fn sync_file_system(fs: &dyn Backend, dir: &Path) -> Result<()> {
+    fs.sync_file_system(dir)
         .map_err(|e| Error::io("syncfs", dir, e))
+}
+
+/// fdatasyncs the file at `path`.
+pub fn sync_file(fs: &dyn Backend, path: &Path) -> Result<()> {
+    fs.open(path, OpenMode::Read)
+        .and_then(|file| file.sync_data())
+        .map_err(|e| Error::io("fdatasync", path, e))
 }
 
 /// Creates `dir` and any missing parents, and fsyncs the parent of each
 /// directory it created, so the new directories survive a power loss.
-pub fn create_dir_all_durably(dir: &Path) -> Result<()> {
+pub fn create_dir_all_durably(fs: &dyn Backend, dir: &Path) -> Result<()> {
     let mut missing = Vec::new();
     let mut next = Some(dir);
-    while let Some(path) = next.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+    while let Some(path) = next.filter(|p| !p.as_os_str().is_empty() && !fs.exists(p)) {
         missing.push(path);
         next = path.parent();
     }
-    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    for created in missing.iter().rev() {
+        match fs.create_dir(created) {
+            Ok(()) => {}
+            // Another process made it in the meantime: as good.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create", created, e)),
+        }
+    }
     for created in missing {
         let parent = match created.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        sync_dir(parent)?;
+        sync_dir(fs, parent)?;
     }
     Ok(())
 }
@@ -45,7 +57,7 @@ pub fn create_dir_all_durably(dir: &Path) -> Result<()> {
 /// Replaces `path` with `bytes` so that a crash at any point leaves either
 /// the old file or the new one: write a temporary file, fsync it, rename it
 /// over `path`, fsync the directory.
-pub fn rewrite_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn rewrite_atomic(fs: &dyn Backend, path: &Path, bytes: &[u8]) -> Result<()> {
     let invalid = |what: &str| {
         let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
         Error::io("rewrite", path, source)
@@ -59,20 +71,18 @@ pub fn rewrite_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    write_whole(&tmp, bytes, true)?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("rename over", path, e))?;
-    sync_dir(dir)
+    write_whole(fs, &tmp, bytes, true)?;
+    fs.rename(&tmp, path)
+        .map_err(|e| Error::io("rename over", path, e))?;
+    sync_dir(fs, dir)
 }
 
 /// Creates (or truncates) `path` holding `bytes`, fsynced with `sync`.
-pub fn write_whole(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
+pub fn write_whole(fs: &dyn Backend, path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+    let file = fs
+        .open(path, OpenMode::Truncate)
         .map_err(|e| Error::io("create", path, e))?;
-    file.write_all(bytes)
+    file.write_all_at(bytes, 0)
         .map_err(|e| Error::io("write", path, e))?;
     if sync {
         file.sync_all().map_err(|e| Error::io("fsync", path, e))?;

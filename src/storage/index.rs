@@ -5,10 +5,9 @@
 //! index that is missing, short, unordered, points past the log or disagrees
 //! with it is rebuilt from the log.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 
+use crate::storage::backend::{Backend, OpenMode};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{
     self, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, INDEX_ENTRY_SIZE, IndexEntry,
@@ -59,8 +58,13 @@ impl SparseIndex {
     /// Reads the index file of the segment starting at `base_offset` whose log
     /// is `log_len` bytes long. Returns why it cannot be used, if it cannot:
     /// the caller then rebuilds it.
-    pub fn load(path: &Path, base_offset: u64, log_len: u64) -> Result<SparseIndex, String> {
-        let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    pub fn load(
+        fs: &dyn Backend,
+        path: &Path,
+        base_offset: u64,
+        log_len: u64,
+    ) -> Result<SparseIndex, String> {
+        let bytes = fs.read(path).map_err(|e| format!("cannot read: {e}"))?;
         let header = format::decode_header(&bytes).map_err(|e| format!("header: {e}"))?;
         if header.kind != FileKind::Index {
             return Err(format!("header: not an index file ({:?})", header.kind));
@@ -91,7 +95,7 @@ impl SparseIndex {
     /// Replaces the index file with these entries: written to a temporary
     /// file and renamed over the old one, so a crash leaves the old index or
     /// the new one. No fsync: the index is a cache rebuilt from the log.
-    pub fn write_file(&self, path: &Path, base_offset: u64) -> Result<()> {
+    pub fn write_file(&self, fs: &dyn Backend, path: &Path, base_offset: u64) -> Result<()> {
         let tmp = path.with_extension("index.tmp");
         let mut bytes =
             Vec::with_capacity(FILE_HEADER_SIZE + self.entries.len() * INDEX_ENTRY_SIZE);
@@ -99,8 +103,9 @@ impl SparseIndex {
         for entry in &self.entries {
             bytes.extend_from_slice(&format::encode_index_entry(*entry));
         }
-        crate::storage::fsutil::write_whole(&tmp, &bytes, false)?;
-        fs::rename(&tmp, path).map_err(|e| Error::io("rename over", path, e))
+        crate::storage::fsutil::write_whole(fs, &tmp, &bytes, false)?;
+        fs.rename(&tmp, path)
+            .map_err(|e| Error::io("rename over", path, e))
     }
 }
 
@@ -114,12 +119,12 @@ pub fn index_header(base_offset: u64) -> [u8; FILE_HEADER_SIZE] {
 }
 
 /// Appends raw entry bytes to an index file (the active segment's new entries).
-pub fn append_to_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file: File = OpenOptions::new()
-        .append(true)
-        .open(path)
+pub fn append_to_file(fs: &dyn Backend, path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = fs
+        .open(path, OpenMode::Write)
         .map_err(|e| Error::io("open", path, e))?;
-    file.write_all(bytes)
+    file.size()
+        .and_then(|end| file.write_all_at(bytes, end))
         .map_err(|e| Error::io("append to", path, e))
 }
 

@@ -17,11 +17,10 @@
 //! the codec (no I/O), the reader used by recovery and the inspector, and the
 //! writer.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::storage::backend::{Backend, FileIo, OpenMode};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{
     self, DecodeError, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, u16_at, u32_at,
@@ -534,16 +533,15 @@ pub fn find_batch_after(bytes: &[u8], from: u64) -> Option<u64> {
 }
 
 /// The journal files in `dir`, by sequence number, ascending.
-pub fn list_files(dir: &Path) -> Result<Vec<u64>> {
+pub fn list_files(fs: &dyn Backend, dir: &Path) -> Result<Vec<u64>> {
     let mut seqs = Vec::new();
-    let entries = match fs::read_dir(dir) {
+    let entries = match fs.list(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(seqs),
         Err(e) => return Err(Error::io("list", dir, e)),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
-        if let Some(seq) = entry.file_name().to_str().and_then(parse_file_name) {
+        if let Some(seq) = entry.name.to_str().and_then(parse_file_name) {
             seqs.push(seq);
         }
     }
@@ -560,7 +558,7 @@ pub struct JournalWriter {
     /// Its path, for errors.
     path: PathBuf,
     /// The open file, shared with the sync plans that fdatasync it.
-    file: Arc<File>,
+    file: Arc<dyn FileIo>,
     /// Bytes written to the file.
     len: u64,
     /// Number the next batch gets.
@@ -571,24 +569,26 @@ impl JournalWriter {
     /// Creates journal file `seq` holding only its header and makes it and
     /// its directory entry durable before any batch is written to it, so a
     /// durable batch is never in a file that can vanish.
-    pub fn create(dir: &Path, seq: u64, next_batch: u64) -> Result<JournalWriter> {
+    pub fn create(
+        fs: &dyn Backend,
+        dir: &Path,
+        seq: u64,
+        next_batch: u64,
+    ) -> Result<JournalWriter> {
         let path = dir.join(file_name(seq));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = fs
+            .open(&path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", &path, e))?;
         let header = file_header(seq);
         file.write_all_at(&header, 0)
             .map_err(|e| Error::io("write", &path, e))?;
         file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
-        fsutil::sync_dir(dir)?;
+        fsutil::sync_dir(fs, dir)?;
         Ok(JournalWriter {
             dir: dir.to_path_buf(),
             seq,
             path,
-            file: Arc::new(file),
+            file,
             len: header.len() as u64,
             next_batch,
         })
@@ -596,18 +596,22 @@ impl JournalWriter {
 
     /// Continues the existing journal file `seq`, whose valid batches end at
     /// `len` (recovery has cut anything after).
-    pub fn open(dir: &Path, seq: u64, len: u64, next_batch: u64) -> Result<JournalWriter> {
+    pub fn open(
+        fs: &dyn Backend,
+        dir: &Path,
+        seq: u64,
+        len: u64,
+        next_batch: u64,
+    ) -> Result<JournalWriter> {
         let path = dir.join(file_name(seq));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = fs
+            .open(&path, OpenMode::Write)
             .map_err(|e| Error::io("open", &path, e))?;
         Ok(JournalWriter {
             dir: dir.to_path_buf(),
             seq,
             path,
-            file: Arc::new(file),
+            file,
             len,
             next_batch,
         })
@@ -625,7 +629,7 @@ impl JournalWriter {
         &self.dir
     }
 
-    pub fn file(&self) -> &Arc<File> {
+    pub fn file(&self) -> &Arc<dyn FileIo> {
         &self.file
     }
 

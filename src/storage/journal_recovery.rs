@@ -7,11 +7,11 @@
 //! size, and reopen cost is meant to be proportional to them.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::log;
+use crate::storage::backend::{Backend, OpenMode};
 use crate::storage::checkpoint::{self, Found};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::FILE_HEADER_SIZE;
@@ -152,18 +152,24 @@ pub fn removed_only(at: &[EntryAt]) -> bool {
 /// the journal rows of the decision table to its files, and when the stop
 /// was `unclean` fdatasyncs every live file, since a killed process may have
 /// left batches written but not synced that the store is about to serve.
-pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<RecoveredJournal> {
+pub fn recover(
+    fs: &dyn Backend,
+    data_dir: &Path,
+    journal_dir: &Path,
+    unclean: bool,
+) -> Result<RecoveredJournal> {
     let tmp = data_dir.join(checkpoint::CHECKPOINT_TMP_NAME);
-    if tmp.exists() {
+    if fs.exists(&tmp) {
         log::warn(format_args!(
             "removing {}: a checkpoint interrupted before its rename; the previous one stands",
             tmp.display()
         ));
-        fs::remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+        fs.remove_file(&tmp)
+            .map_err(|e| Error::io("remove", &tmp, e))?;
     }
     let checkpoint_path = data_dir.join(checkpoint::CHECKPOINT_FILE_NAME);
-    let seqs = journal::list_files(journal_dir)?;
-    let first_live = match checkpoint::read(data_dir)? {
+    let seqs = journal::list_files(fs, journal_dir)?;
+    let first_live = match checkpoint::read(fs, data_dir)? {
         Found::FirstLive(seq) => seq,
         found => {
             let why = match found {
@@ -182,7 +188,7 @@ pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<Rec
         // run never fsynced: make it durable before deleting what it
         // covers, or a power loss could bring back a checkpoint naming a
         // deleted file.
-        crate::storage::fsutil::sync_dir(data_dir)?;
+        crate::storage::fsutil::sync_dir(fs, data_dir)?;
     }
     for &seq in seqs.iter().filter(|&&seq| seq < first_live) {
         let path = journal_dir.join(journal::file_name(seq));
@@ -190,7 +196,8 @@ pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<Rec
             "removing {}: covered by the checkpoint",
             path.display()
         ));
-        fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        fs.remove_file(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
     }
     let live: Vec<u64> = seqs.into_iter().filter(|&seq| seq >= first_live).collect();
     let first_path = journal_dir.join(journal::file_name(first_live));
@@ -213,13 +220,13 @@ pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<Rec
         }
     }
     let mut live = live;
-    drop_interrupted_rotation(journal_dir, &mut live)?;
+    drop_interrupted_rotation(fs, journal_dir, &mut live)?;
     let mut recovered = RecoveredJournal::default();
     let mut expected_batch: Option<u64> = None;
     let count = live.len();
     for (i, &seq) in live.iter().enumerate() {
         let path = journal_dir.join(journal::file_name(seq));
-        let mut bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let mut bytes = fs.read(&path).map_err(|e| Error::io("read", &path, e))?;
         let scan =
             journal::scan_file(&bytes).map_err(|e| Error::corrupt(&path, 0, e.to_string()))?;
         if scan.seq != seq {
@@ -259,9 +266,8 @@ pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<Rec
                 if zeros { "zero-filled" } else { "torn" },
                 tail.len()
             ));
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
+            let file = fs
+                .open(&path, OpenMode::Write)
                 .map_err(|e| Error::io("open", &path, e))?;
             file.set_len(end)
                 .and_then(|()| file.sync_all())
@@ -370,9 +376,7 @@ pub fn recover(data_dir: &Path, journal_dir: &Path, unclean: bool) -> Result<Rec
             _ => {}
         }
         if unclean {
-            OpenOptions::new()
-                .write(true)
-                .open(&path)
+            fs.open(&path, OpenMode::Read)
                 .and_then(|f| f.sync_data())
                 .map_err(|e| Error::io("fdatasync", &path, e))?;
         }
@@ -406,10 +410,10 @@ fn holds_no_batch(bytes: &[u8]) -> bool {
 /// Whether any file in `journal_dir` holds a batch: a store whose
 /// `checkpoint` is missing and whose journal holds none was being created
 /// (or converted from version 1) when it stopped, `store.rs` decides.
-pub fn any_batch(journal_dir: &Path) -> Result<bool> {
-    for seq in journal::list_files(journal_dir)? {
+pub fn any_batch(fs: &dyn Backend, journal_dir: &Path) -> Result<bool> {
+    for seq in journal::list_files(fs, journal_dir)? {
         let path = journal_dir.join(journal::file_name(seq));
-        let bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let bytes = fs.read(&path).map_err(|e| Error::io("read", &path, e))?;
         if !holds_no_batch(&bytes) {
             return Ok(true);
         }
@@ -423,15 +427,23 @@ pub fn any_batch(journal_dir: &Path) -> Result<bool> {
 /// no batch (perhaps not even a whole header) after a file with no marker:
 /// nothing was written to the new file, so it is removed and the journal
 /// continues in the old one.
-fn drop_interrupted_rotation(journal_dir: &Path, live: &mut Vec<u64>) -> Result<()> {
+fn drop_interrupted_rotation(
+    fs: &dyn Backend,
+    journal_dir: &Path,
+    live: &mut Vec<u64>,
+) -> Result<()> {
     while let [.., previous, last] = live[..] {
         let last_path = journal_dir.join(journal::file_name(last));
-        let bytes = fs::read(&last_path).map_err(|e| Error::io("read", &last_path, e))?;
+        let bytes = fs
+            .read(&last_path)
+            .map_err(|e| Error::io("read", &last_path, e))?;
         if !holds_no_batch(&bytes) {
             return Ok(());
         }
         let previous_path = journal_dir.join(journal::file_name(previous));
-        let bytes = fs::read(&previous_path).map_err(|e| Error::io("read", &previous_path, e))?;
+        let bytes = fs
+            .read(&previous_path)
+            .map_err(|e| Error::io("read", &previous_path, e))?;
         let marked = journal::scan_file(&bytes).is_ok_and(|scan| {
             scan.batches.last().is_some_and(|(_, batch)| {
                 matches!(batch.entries.last(), Some(Entry::NextFile { .. }))
@@ -444,8 +456,9 @@ fn drop_interrupted_rotation(journal_dir: &Path, live: &mut Vec<u64>) -> Result<
             "removing {}: created by a rotation interrupted before it was used",
             last_path.display()
         ));
-        fs::remove_file(&last_path).map_err(|e| Error::io("remove", &last_path, e))?;
-        crate::storage::fsutil::sync_dir(journal_dir)?;
+        fs.remove_file(&last_path)
+            .map_err(|e| Error::io("remove", &last_path, e))?;
+        crate::storage::fsutil::sync_dir(fs, journal_dir)?;
         live.pop();
     }
     Ok(())

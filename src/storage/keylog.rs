@@ -22,10 +22,10 @@
 //! written out) from `pending`, so a record is readable as soon as the sync
 //! point that made it durable is confirmed, before its segment write.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::storage::backend::{FileIo, Fs};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{self, FILE_HEADER_SIZE};
 use crate::storage::recovery::{self, JournalEntry, Mode};
@@ -34,7 +34,7 @@ use crate::storage::segment::{ReadEnd, Segment};
 /// What a direct sync point must fdatasync for one key.
 pub struct DirectTarget {
     /// The active segment's file.
-    pub file: Arc<File>,
+    pub file: Arc<dyn FileIo>,
     /// Its path, for error messages.
     pub log_path: PathBuf,
     /// Offset after the last record the sync covers.
@@ -60,6 +60,8 @@ pub struct Touched {
 
 /// The log of one key, open for appends and reads.
 pub struct KeyLog {
+    /// The store's backend.
+    fs: Fs,
     /// The key's directory under `logs/`.
     dir: PathBuf,
     /// Base offsets of the sealed segments, ascending.
@@ -113,6 +115,7 @@ impl KeyLog {
     /// caller deleted the segments below it, and a log with no segment left
     /// continues from it.
     pub fn open(
+        fs: Fs,
         dir: PathBuf,
         mode: Mode,
         segment_bytes: u64,
@@ -121,9 +124,9 @@ impl KeyLog {
     ) -> Result<(KeyLog, Touched)> {
         let mut touched = Touched::default();
         let (recovered, replay) = if entries.is_empty() {
-            (recovery::recover_key(&dir, mode)?, Vec::new())
+            (recovery::recover_key(&fs, &dir, mode)?, Vec::new())
         } else {
-            let journaled = recovery::recover_journaled_key(&dir, entries, log_start)?;
+            let journaled = recovery::recover_journaled_key(&fs, &dir, entries, log_start)?;
             // The crashed run may have written these files, and the key's
             // directory entries, without syncing them: even where they
             // match the journal, the checkpoint that deletes it syncs them.
@@ -143,6 +146,7 @@ impl KeyLog {
             .as_ref()
             .map_or(log_start, |active| active.next_offset().unwrap_or_default());
         let mut log = KeyLog {
+            fs,
             log_start,
             visible_end: end,
             durable_end: end,
@@ -235,7 +239,7 @@ impl KeyLog {
             if self.sealed_cache.as_ref().map(Segment::base_offset) == Some(base) {
                 self.sealed_cache = None;
             }
-            recovery::remove_segment_files(&self.dir, base)?;
+            recovery::remove_segment_files(&*self.fs, &self.dir, base)?;
             self.sealed.remove(0);
             self.log_start = self.sealed.first().copied().or(active_base).unwrap_or(base);
             deleted.push(self.dir.join(format::log_file_name(base)));
@@ -409,7 +413,7 @@ impl KeyLog {
                     touched.sealed = true;
                     self.sealed.push(old.base_offset());
                 }
-                self.active = Some(Segment::create(&self.dir, offset)?);
+                self.active = Some(Segment::create(Arc::clone(&self.fs), &self.dir, offset)?);
                 touched.created = true;
             }
             let active = self.active.as_mut().expect("active segment after a roll");
@@ -518,7 +522,8 @@ impl KeyLog {
                 .or_else(|| self.active.as_ref().map(Segment::base_offset))
                 .unwrap_or(u64::MAX);
             if self.sealed_cache.as_ref().map(Segment::base_offset) != Some(base) {
-                self.sealed_cache = Some(Segment::open_sealed(&self.dir, base)?);
+                self.sealed_cache =
+                    Some(Segment::open_sealed(Arc::clone(&self.fs), &self.dir, base)?);
             }
             let segment = self
                 .sealed_cache

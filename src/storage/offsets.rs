@@ -11,11 +11,10 @@
 //! file, fsynced and renamed over the old one.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::storage::backend::{Backend, FileIo, Fs, OpenMode};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{
     self, DecodeError, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind,
@@ -38,8 +37,9 @@ pub type Commits = HashMap<String, u64>;
 
 /// Committed offsets, durable and pending.
 pub struct CommittedOffsets {
+    fs: Fs,
     path: PathBuf,
-    file: Arc<File>,
+    file: Arc<dyn FileIo>,
     /// Bytes written to the file.
     file_len: u64,
     /// Offsets whose commits are durable (in this file or in the
@@ -61,7 +61,7 @@ pub struct CommittedOffsets {
 pub enum OffsetsWrite {
     /// Append these entries at `position` and fdatasync.
     Append {
-        file: Arc<File>,
+        file: Arc<dyn FileIo>,
         path: PathBuf,
         position: u64,
         bytes: Vec<u8>,
@@ -72,7 +72,7 @@ pub enum OffsetsWrite {
 
 impl OffsetsWrite {
     /// Performs the write and makes it durable.
-    pub fn run(&self) -> Result<()> {
+    pub fn run(&self, fs: &dyn Backend) -> Result<()> {
         match self {
             OffsetsWrite::Append {
                 file,
@@ -85,7 +85,7 @@ impl OffsetsWrite {
                 file.sync_data()
                     .map_err(|e| Error::io("fdatasync", path, e))
             }
-            OffsetsWrite::Rewrite { path, bytes } => fsutil::rewrite_atomic(path, bytes),
+            OffsetsWrite::Rewrite { path, bytes } => fsutil::rewrite_atomic(fs, path, bytes),
         }
     }
 }
@@ -174,13 +174,13 @@ impl CommittedOffsets {
     /// write-ahead journal still holds those commits). An unreadable header
     /// or a hole before valid entries is corruption: the store refuses to
     /// open rather than forget commits.
-    pub fn open(dir: &Path) -> Result<CommittedOffsets> {
+    pub fn open(fs: Fs, dir: &Path) -> Result<CommittedOffsets> {
         let path = dir.join(OFFSETS_FILE_NAME);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match fs.read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fsutil::rewrite_atomic(&path, &journal_bytes(&HashMap::new()))?;
-                std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?
+                fsutil::rewrite_atomic(&*fs, &path, &journal_bytes(&HashMap::new()))?;
+                fs.read(&path).map_err(|e| Error::io("read", &path, e))?
             }
             Err(e) => return Err(Error::io("read", &path, e)),
         };
@@ -191,10 +191,8 @@ impl CommittedOffsets {
                 .map_err(|_| Error::corrupt(&path, *position, "key is not UTF-8"))?;
             raise(&mut durable, key, *offset);
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = fs
+            .open(&path, OpenMode::Write)
             .map_err(|e| Error::io("open", &path, e))?;
         if let Some(stop) = &scan.stop {
             let tail = &bytes[scan.end_position as usize..];
@@ -221,8 +219,9 @@ impl CommittedOffsets {
         let live_bytes =
             FILE_HEADER_SIZE as u64 + durable.keys().map(|k| entry_bytes(k)).sum::<u64>();
         Ok(CommittedOffsets {
+            fs,
             path,
-            file: Arc::new(file),
+            file,
             file_len: scan.end_position,
             durable,
             pending: HashMap::new(),
@@ -337,12 +336,10 @@ impl CommittedOffsets {
         match write {
             OffsetsWrite::Append { bytes, .. } => self.file_len += bytes.len() as u64,
             OffsetsWrite::Rewrite { bytes, .. } => {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&self.path)
+                self.file = self
+                    .fs
+                    .open(&self.path, OpenMode::Write)
                     .map_err(|e| Error::io("open", &self.path, e))?;
-                self.file = Arc::new(file);
                 self.file_len = bytes.len() as u64;
             }
         }

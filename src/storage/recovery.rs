@@ -13,10 +13,11 @@
 //! wins where they differ.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::log;
+use crate::storage::backend::{Backend, FileIo, Fs, OpenMode};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{self, DecodeError, FILE_HEADER_SIZE, FileKind};
 use crate::storage::index::SparseIndex;
@@ -190,12 +191,11 @@ pub struct Recovered {
 }
 
 /// The segment base offsets present in a key directory, ascending.
-pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+pub fn list_segments(fs: &dyn Backend, dir: &Path) -> Result<Vec<u64>> {
     let mut bases = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+    for entry in fs.list(dir).map_err(|e| Error::io("list", dir, e))? {
         if let Some((base, true)) = entry
-            .file_name()
+            .name
             .to_str()
             .and_then(format::parse_segment_file_name)
         {
@@ -207,11 +207,11 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 }
 
 /// Recovers the key directory `dir` following the decision table.
-pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
-    let mut sealed = list_segments(dir)?;
+pub fn recover_key(fs: &Fs, dir: &Path, mode: Mode) -> Result<Recovered> {
+    let mut sealed = list_segments(&**fs, dir)?;
     while let Some(base) = sealed.pop() {
         let log_path = dir.join(format::log_file_name(base));
-        let (file, len, map) = open_mapped(&log_path)?;
+        let (file, len, map) = open_mapped(&**fs, &log_path)?;
         match format::decode_header(&map) {
             Err(DecodeError::Truncated { .. } | DecodeError::Zeroed)
                 if segment::find_record_after(&map, FILE_HEADER_SIZE as u64 - 1, base)
@@ -222,30 +222,31 @@ pub fn recover_key(dir: &Path, mode: Mode) -> Result<Recovered> {
                     "removing {} ({len} bytes): created but never synced",
                     log_path.display()
                 ));
-                remove_segment(dir, base)?;
+                remove_segment(&**fs, dir, base)?;
                 continue;
             }
             Err(_) | Ok(_) => segment::check_header(&map, &log_path, base)?,
         }
-        let (scan, index_trust) = scan_active(&map, dir, base, mode);
+        let (scan, index_trust) = scan_active(&**fs, &map, dir, base, mode);
         let cut_bytes = settle_tail(&map, &log_path, &scan)?;
         // The scan's map serves reads unless the file is cut, which must not
         // happen under a map (mmap.rs).
         let map = if cut_bytes > 0 {
             drop(map);
-            cut(&file, &log_path, scan.end_position)?;
+            cut(&*file, &log_path, scan.end_position)?;
             None
         } else {
             Some(map)
         };
         if index_trust == IndexTrust::Rebuilt {
             let index_path = dir.join(format::index_file_name(base));
-            if let Err(e) = scan.index.write_file(&index_path, base) {
+            if let Err(e) = scan.index.write_file(&**fs, &index_path, base) {
                 // A cache that cannot be written costs speed, not data.
                 crate::log::warn(format_args!("cannot rewrite {}: {e}", index_path.display()));
             }
         }
         let active = Segment::open_active(
+            Arc::clone(fs),
             dir,
             base,
             file,
@@ -281,9 +282,15 @@ enum IndexTrust {
 /// Scans the active segment. In clean mode the scan starts at the last index
 /// entry if that entry points at the record it names; otherwise, and in
 /// unclean mode, at the first record.
-fn scan_active(bytes: &[u8], dir: &Path, base: u64, mode: Mode) -> (Scan, IndexTrust) {
+fn scan_active(
+    fs: &dyn Backend,
+    bytes: &[u8],
+    dir: &Path,
+    base: u64,
+    mode: Mode,
+) -> (Scan, IndexTrust) {
     let index_path = dir.join(format::index_file_name(base));
-    let on_disk = SparseIndex::load(&index_path, base, bytes.len() as u64);
+    let on_disk = SparseIndex::load(fs, &index_path, base, bytes.len() as u64);
     if mode == Mode::Clean
         && let Ok(index) = &on_disk
     {
@@ -350,7 +357,7 @@ fn settle_tail(bytes: &[u8], path: &Path, scan: &Scan) -> Result<u64> {
 
 /// Truncates the active segment to `len` and makes the cut durable, so a
 /// later crash cannot bring the torn bytes back behind new records.
-fn cut(file: &File, path: &Path, len: u64) -> Result<()> {
+fn cut(file: &dyn FileIo, path: &Path, len: u64) -> Result<()> {
     file.set_len(len)
         .map_err(|e| Error::io("truncate", path, e))?;
     file.sync_all().map_err(|e| Error::io("fsync", path, e))
@@ -358,31 +365,29 @@ fn cut(file: &File, path: &Path, len: u64) -> Result<()> {
 
 /// Opens a segment file for reading and writing, with its length and a map
 /// of all of it.
-fn open_mapped(log_path: &Path) -> Result<(File, u64, MappedFile)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(log_path)
+fn open_mapped(fs: &dyn Backend, log_path: &Path) -> Result<(Arc<dyn FileIo>, u64, MappedFile)> {
+    let file = fs
+        .open(log_path, OpenMode::Write)
         .map_err(|e| Error::io("open", log_path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", log_path, e))?
-        .len();
-    let map = MappedFile::map(&file, len as usize).map_err(|e| Error::io("map", log_path, e))?;
+    let len = file.size().map_err(|e| Error::io("stat", log_path, e))?;
+    let map = file
+        .map(len as usize)
+        .map_err(|e| Error::io("map", log_path, e))?;
     Ok((file, len, map))
 }
 
 /// Removes a segment that was created but never synced.
-fn remove_segment(dir: &Path, base: u64) -> Result<()> {
+fn remove_segment(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
     let log_path = dir.join(format::log_file_name(base));
-    fs::remove_file(&log_path).map_err(|e| Error::io("remove", &log_path, e))?;
+    fs.remove_file(&log_path)
+        .map_err(|e| Error::io("remove", &log_path, e))?;
     let index_path = dir.join(format::index_file_name(base));
-    match fs::remove_file(&index_path) {
+    match fs.remove_file(&index_path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("remove", &index_path, e)),
     }
-    crate::storage::fsutil::sync_dir(dir)
+    crate::storage::fsutil::sync_dir(fs, dir)
 }
 
 /// What the live journal says about one key, in journal order.
@@ -444,6 +449,7 @@ struct Found {
 /// `log_start` is the key's first offset (0 unless retention deleted
 /// segments): with no segment holding `j0`, the chain starts there.
 pub fn recover_journaled_key<'a>(
+    fs: &Fs,
     dir: &Path,
     entries: &[JournalEntry<'a>],
     log_start: u64,
@@ -463,7 +469,7 @@ pub fn recover_journaled_key<'a>(
             }
         }
     }
-    let bases = list_segments(dir)?;
+    let bases = list_segments(&**fs, dir)?;
     let start = bases.partition_point(|&base| base <= j0).saturating_sub(1);
     let chain_base = match bases.get(start) {
         Some(&base) if base <= j0 => base,
@@ -482,7 +488,9 @@ pub fn recover_journaled_key<'a>(
             break;
         }
         let log_path = dir.join(format::log_file_name(base));
-        let bytes = std::fs::read(&log_path).map_err(|e| Error::io("read", &log_path, e))?;
+        let bytes = fs
+            .read(&log_path)
+            .map_err(|e| Error::io("read", &log_path, e))?;
         if let Err(error) = format::decode_header(&bytes)
             .map_err(|e| e.to_string())
             .and_then(
@@ -598,36 +606,32 @@ pub fn recover_journaled_key<'a>(
         // Segments after the cut hold only records the journal replays (or
         // torn bytes): remove them, newest first.
         for &base in bases[i + 1..].iter().rev() {
-            remove_segment_files(dir, base)?;
+            remove_segment_files(&**fs, dir, base)?;
             removed_any = true;
         }
         if position < FILE_HEADER_SIZE as u64 {
-            remove_segment_files(dir, bases[i])?;
+            remove_segment_files(&**fs, dir, bases[i])?;
             removed_any = true;
             active_index = i.checked_sub(1);
         } else {
             let log_path = dir.join(format::log_file_name(bases[i]));
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&log_path)
+            let file = fs
+                .open(&log_path, OpenMode::Write)
                 .map_err(|e| Error::io("open", &log_path, e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| Error::io("stat", &log_path, e))?
-                .len();
+            let len = file.size().map_err(|e| Error::io("stat", &log_path, e))?;
             if len > position {
                 log::warn(format_args!(
                     "{}: cutting {} bytes at position {position}; the journal holds what follows",
                     log_path.display(),
                     len - position
                 ));
-                cut(&file, &log_path, position)?;
+                cut(&*file, &log_path, position)?;
             }
             active_index = Some(i);
         }
     }
     if removed_any {
-        crate::storage::fsutil::sync_dir(dir)?;
+        crate::storage::fsutil::sync_dir(&**fs, dir)?;
     }
     // Records kept that the journal does not hold (a direct sync point's):
     // possibly written and never synced, so sync them before serving them.
@@ -641,15 +645,13 @@ pub fn recover_journaled_key<'a>(
     let unjournaled = (j0..keep_end).any(|offset| !journaled.contains_key(&offset));
     if unjournaled && !unsynced.is_empty() {
         for log_path in &unsynced {
-            File::open(log_path)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| Error::io("fdatasync", log_path, e))?;
+            crate::storage::fsutil::sync_file(&**fs, log_path)?;
         }
         // Their directory entries too: served from now on, and no journal
         // entry would bring them back.
-        crate::storage::fsutil::sync_dir(dir)?;
+        crate::storage::fsutil::sync_dir(&**fs, dir)?;
         if let Some(logs_dir) = dir.parent() {
-            crate::storage::fsutil::sync_dir(logs_dir)?;
+            crate::storage::fsutil::sync_dir(&**fs, logs_dir)?;
         }
     }
     let replay = (keep_end..reach)
@@ -667,7 +669,7 @@ pub fn recover_journaled_key<'a>(
     };
     let base = bases[last];
     let log_path = dir.join(format::log_file_name(base));
-    let (file, len, map) = open_mapped(&log_path)?;
+    let (file, len, map) = open_mapped(&**fs, &log_path)?;
     let scan = segment::scan_records(&map, base);
     if scan.stop.is_some() || scan.end_position != len {
         return Err(Error::corrupt(
@@ -677,12 +679,16 @@ pub fn recover_journaled_key<'a>(
         ));
     }
     let index_path = dir.join(format::index_file_name(base));
-    if SparseIndex::load(&index_path, base, len).ok().as_ref() != Some(&scan.index)
-        && let Err(e) = scan.index.write_file(&index_path, base)
+    if SparseIndex::load(&**fs, &index_path, base, len)
+        .ok()
+        .as_ref()
+        != Some(&scan.index)
+        && let Err(e) = scan.index.write_file(&**fs, &index_path, base)
     {
         log::warn(format_args!("cannot rewrite {}: {e}", index_path.display()));
     }
     let active = Segment::open_active(
+        Arc::clone(fs),
         dir,
         base,
         file,
@@ -723,15 +729,14 @@ fn stop_place(
 /// about to), so what a crash or a power loss left of them, whole or not, is
 /// never served. Stray `.index` files below it go too. Returns how many
 /// segments it deleted.
-pub fn remove_below(dir: &Path, log_start: u64) -> Result<usize> {
+pub fn remove_below(fs: &dyn Backend, dir: &Path, log_start: u64) -> Result<usize> {
     if log_start == 0 {
         return Ok(0);
     }
     let mut below = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+    for entry in fs.list(dir).map_err(|e| Error::io("list", dir, e))? {
         if let Some((base, _)) = entry
-            .file_name()
+            .name
             .to_str()
             .and_then(format::parse_segment_file_name)
             && base < log_start
@@ -742,7 +747,7 @@ pub fn remove_below(dir: &Path, log_start: u64) -> Result<usize> {
     below.sort_unstable();
     below.dedup();
     for &base in &below {
-        remove_segment_files(dir, base)?;
+        remove_segment_files(fs, dir, base)?;
     }
     if !below.is_empty() {
         log::warn(format_args!(
@@ -751,7 +756,7 @@ pub fn remove_below(dir: &Path, log_start: u64) -> Result<usize> {
             dir.display(),
             below.len()
         ));
-        crate::storage::fsutil::sync_dir(dir)?;
+        crate::storage::fsutil::sync_dir(fs, dir)?;
     }
     Ok(below.len())
 }
@@ -760,12 +765,12 @@ pub fn remove_below(dir: &Path, log_start: u64) -> Result<usize> {
 /// caller syncs once). The index goes first so that a crash between the two
 /// never leaves an index without its log (the log alone is a segment whose
 /// index is rebuilt, or deleted again by recovery).
-pub fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
+pub fn remove_segment_files(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
     for path in [
         dir.join(format::index_file_name(base)),
         dir.join(format::log_file_name(base)),
     ] {
-        match fs::remove_file(&path) {
+        match fs.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", &path, e)),

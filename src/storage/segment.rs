@@ -6,11 +6,10 @@
 //! to readers only when [`Segment::mark_durable`] is called, once they are
 //! durable (in the write-ahead journal, or synced in this file).
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::storage::backend::{FileIo, Fs, OpenMode};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{
     self, DecodeError, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, IndexEntry,
@@ -199,7 +198,7 @@ pub enum ReadEnd {
 struct Writer {
     /// The file appends go to; shared with sync plans, which fdatasync it
     /// outside the store's lock.
-    file: Arc<File>,
+    file: Arc<dyn FileIo>,
     /// Encoded records not yet written to the file.
     buffer: Vec<u8>,
     /// Encoded index entries not yet written to the index file.
@@ -216,6 +215,8 @@ struct Writer {
 
 /// One segment of one key's log.
 pub struct Segment {
+    /// The store's backend.
+    fs: Fs,
     /// First offset of the segment; also its file name.
     base_offset: u64,
     log_path: PathBuf,
@@ -236,18 +237,19 @@ pub struct Segment {
 impl Segment {
     /// Opens a sealed segment for reading. Its index is loaded, or rebuilt if
     /// it cannot be used.
-    pub fn open_sealed(dir: &Path, base_offset: u64) -> Result<Segment> {
+    pub fn open_sealed(fs: Fs, dir: &Path, base_offset: u64) -> Result<Segment> {
         let log_path = dir.join(format::log_file_name(base_offset));
         let index_path = dir.join(format::index_file_name(base_offset));
-        let file = File::open(&log_path).map_err(|e| Error::io("open", &log_path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", &log_path, e))?
-            .len();
-        let map =
-            MappedFile::map(&file, len as usize).map_err(|e| Error::io("map", &log_path, e))?;
+        let file = fs
+            .open(&log_path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &log_path, e))?;
+        let len = file.size().map_err(|e| Error::io("stat", &log_path, e))?;
+        let map = file
+            .map(len as usize)
+            .map_err(|e| Error::io("map", &log_path, e))?;
         check_header(&map, &log_path, base_offset)?;
         let mut segment = Segment {
+            fs,
             base_offset,
             log_path,
             index_path,
@@ -257,7 +259,7 @@ impl Segment {
             durable_position: len,
             writer: None,
         };
-        match SparseIndex::load(&segment.index_path, base_offset, len) {
+        match SparseIndex::load(&*segment.fs, &segment.index_path, base_offset, len) {
             Ok(index) => segment.index = index,
             Err(why) => segment.rebuild_index(&why)?,
         }
@@ -266,30 +268,26 @@ impl Segment {
 
     /// Creates a new, empty active segment starting at `base_offset`. Its
     /// header is buffered like a record and written by the next flush.
-    pub fn create(dir: &Path, base_offset: u64) -> Result<Segment> {
+    pub fn create(fs: Fs, dir: &Path, base_offset: u64) -> Result<Segment> {
         let log_path = dir.join(format::log_file_name(base_offset));
         let index_path = dir.join(format::index_file_name(base_offset));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&log_path)
+        let file = fs
+            .open(&log_path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", &log_path, e))?;
         let header = format::encode_header(&FileHeader {
             kind: FileKind::Log,
             version: FORMAT_VERSION,
             base_offset,
         });
-        let mut index_file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&index_path)
-            .map_err(|e| Error::io("create", &index_path, e))?;
-        std::io::Write::write_all(&mut index_file, &index::index_header(base_offset))
-            .map_err(|e| Error::io("write", &index_path, e))?;
+        crate::storage::fsutil::write_whole(
+            &*fs,
+            &index_path,
+            &index::index_header(base_offset),
+            false,
+        )?;
         let header_end = FILE_HEADER_SIZE as u64;
         Ok(Segment {
+            fs,
             base_offset,
             log_path,
             index_path,
@@ -298,7 +296,7 @@ impl Segment {
             index_unverified: false,
             durable_position: header_end,
             writer: Some(Writer {
-                file: Arc::new(file),
+                file,
                 buffer: header.to_vec(),
                 index_buffer: Vec::new(),
                 file_len: 0,
@@ -318,9 +316,10 @@ impl Segment {
         reason = "recovery hands over everything it found"
     )]
     pub fn open_active(
+        fs: Fs,
         dir: &Path,
         base_offset: u64,
-        file: File,
+        file: Arc<dyn FileIo>,
         map: Option<MappedFile>,
         end_position: u64,
         next_offset: u64,
@@ -331,7 +330,8 @@ impl Segment {
         let index_path = dir.join(format::index_file_name(base_offset));
         let map = match map {
             Some(map) => map,
-            None => MappedFile::map(&file, end_position as usize)
+            None => file
+                .map(end_position as usize)
                 .map_err(|e| Error::io("map", &log_path, e))?,
         };
         let last_indexed = index
@@ -339,6 +339,7 @@ impl Segment {
             .last()
             .map_or(FILE_HEADER_SIZE as u64, |entry| u64::from(entry.position));
         Ok(Segment {
+            fs,
             base_offset,
             log_path,
             index_path,
@@ -347,7 +348,7 @@ impl Segment {
             index_unverified,
             durable_position: end_position,
             writer: Some(Writer {
-                file: Arc::new(file),
+                file,
                 buffer: Vec::new(),
                 index_buffer: Vec::new(),
                 file_len: end_position,
@@ -431,7 +432,8 @@ impl Segment {
         if !writer.index_buffer.is_empty() {
             // The index is a cache: if this write fails the index is short,
             // which recovery repairs, so the error is not the append's.
-            if let Err(e) = index::append_to_file(&self.index_path, &writer.index_buffer) {
+            if let Err(e) = index::append_to_file(&*self.fs, &self.index_path, &writer.index_buffer)
+            {
                 crate::log::warn(format_args!("index write failed, it will be rebuilt: {e}"));
             }
             writer.index_buffer.clear();
@@ -441,7 +443,7 @@ impl Segment {
 
     /// The file to fdatasync, and the position that becomes durable when it
     /// is, with the offset after it. The caller has flushed first.
-    pub fn sync_target(&self) -> Option<(Arc<File>, u64, u64)> {
+    pub fn sync_target(&self) -> Option<(Arc<dyn FileIo>, u64, u64)> {
         let writer = self.writer.as_ref()?;
         debug_assert!(
             writer.buffer.is_empty(),
@@ -534,7 +536,9 @@ impl Segment {
         if (self.map.len() as u64) < self.durable_position
             && let Some(writer) = self.writer.as_ref()
         {
-            self.map = MappedFile::map(&writer.file, writer.file_len as usize)
+            self.map = writer
+                .file
+                .map(writer.file_len as usize)
                 .map_err(|e| Error::io("map", &self.log_path, e))?;
         }
         Ok(())
@@ -582,11 +586,16 @@ impl Segment {
         if let (Some(len), Some(writer)) = (file_len, self.writer.as_ref())
             && (self.map.len() as u64) < len
         {
-            self.map = MappedFile::map(&writer.file, len as usize)
+            self.map = writer
+                .file
+                .map(len as usize)
                 .map_err(|e| Error::io("map", &self.log_path, e))?;
         }
         let scan = scan_records(&self.map, self.base_offset);
-        if let Err(e) = scan.index.write_file(&self.index_path, self.base_offset) {
+        if let Err(e) = scan
+            .index
+            .write_file(&*self.fs, &self.index_path, self.base_offset)
+        {
             // A cache that cannot be written costs speed, not data.
             crate::log::warn(format_args!(
                 "cannot rewrite {}: {e}",

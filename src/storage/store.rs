@@ -39,15 +39,14 @@
 //! other is in flight, and is done before that sync point completes.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
 use std::hash::BuildHasherDefault;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::log;
+use crate::storage::backend::{FileIo, Fs, LockGuard, OpenMode, RealFs};
 use crate::storage::checkpoint::{self, CHECKPOINT_FILES_MAX, Job};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{FORMAT_VERSION, MESSAGE_BYTES_MAX};
@@ -126,7 +125,7 @@ const PARALLEL_SYNC_MIN: usize = 4;
 const HASH_COLLISIONS_MAX: u32 = 64;
 
 /// How a store is set up.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StoreConfig {
     /// Size at which a segment is sealed and a new one started.
     pub segment_bytes: u64,
@@ -139,11 +138,15 @@ pub struct StoreConfig {
     /// Age of the oldest uncheckpointed journal batch at which a checkpoint
     /// starts.
     pub checkpoint_age: Duration,
+    /// The file system the store lives on: the real one, or a simulated
+    /// disk in tests.
+    pub fs: Fs,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            fs: RealFs::shared(),
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             open_keys_max: default_open_keys(),
             checkpoint_bytes: default_checkpoint_bytes(),
@@ -160,12 +163,14 @@ struct OpenKey {
 
 /// All keys of one data directory.
 pub struct Store {
+    /// The file system, shared with every part that touches files.
+    fs: Fs,
     dir: PathBuf,
     logs_dir: PathBuf,
     journal_dir: PathBuf,
     config: StoreConfig,
     /// Held for the store's lifetime: the lock is released when it closes.
-    _lock: File,
+    _lock: Box<dyn LockGuard>,
     /// Whether the last run ended with a clean close.
     opened_clean: bool,
     /// Whether this run recovers a version 1 store left by a crash: keys the
@@ -241,9 +246,11 @@ pub struct Store {
 /// What one sync point covers: files to fdatasync and directories to fsync,
 /// taken under the store's lock and executed without it.
 pub struct SyncPlan {
+    /// The store's backend.
+    fs: Fs,
     /// The store's pool of sync threads.
     pool: Arc<SyncPool>,
-    files: Vec<(Arc<File>, String)>,
+    files: Vec<(Arc<dyn FileIo>, String)>,
     dirs: BTreeSet<PathBuf>,
     /// Per key, the offset after the last record that becomes durable.
     keys: Vec<(String, u64)>,
@@ -324,7 +331,10 @@ impl SyncPlan {
             for (file, name) in &self.files {
                 sync_file(file, name)?;
             }
-            return self.dirs.iter().try_for_each(|dir| fsutil::sync_dir(dir));
+            return self
+                .dirs
+                .iter()
+                .try_for_each(|dir| fsutil::sync_dir(&*self.fs, dir));
         }
         let mut jobs: Vec<SyncJob> = Vec::with_capacity(count);
         for (file, name) in &self.files {
@@ -333,13 +343,14 @@ impl SyncPlan {
         }
         for dir in &self.dirs {
             let dir = dir.clone();
-            jobs.push(Box::new(move || fsutil::sync_dir(&dir)));
+            let fs = Arc::clone(&self.fs);
+            jobs.push(Box::new(move || fsutil::sync_dir(&*fs, &dir)));
         }
         self.pool.run_all(jobs)
     }
 }
 
-fn sync_file(file: &File, name: &str) -> Result<()> {
+fn sync_file(file: &Arc<dyn FileIo>, name: &str) -> Result<()> {
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", Path::new(name), e))
 }
@@ -359,51 +370,51 @@ impl Store {
         if config.open_keys_max == 0 {
             return Err(Error::Config("at least one key must be kept open".into()));
         }
-        fsutil::create_dir_all_durably(dir)?;
+        let fs = Arc::clone(&config.fs);
+        fsutil::create_dir_all_durably(&*fs, dir)?;
         let lock_path = dir.join(LOCK_FILE_NAME);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
-        }
+        let lock = match fs.try_lock(&lock_path) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Err(Error::Locked { path: lock_path }),
+            Err(e) => return Err(Error::io("lock", &lock_path, e)),
+        };
         let logs_dir = dir.join(LOGS_DIR_NAME);
         let journal_dir = dir.join(JOURNAL_DIR_NAME);
         // The checkpoint is written last when a store is created or
         // converted from version 1: without one, a journal that holds no
         // batch is what an interrupted creation left (a store that ever
         // took a write has a checkpoint), and it is made again.
-        let has_checkpoint = dir.join(checkpoint::CHECKPOINT_FILE_NAME).exists();
-        if !has_checkpoint && journal_dir.exists() && !journal_recovery::any_batch(&journal_dir)? {
+        let has_checkpoint = fs.exists(&dir.join(checkpoint::CHECKPOINT_FILE_NAME));
+        if !has_checkpoint
+            && fs.exists(&journal_dir)
+            && !journal_recovery::any_batch(&*fs, &journal_dir)?
+        {
             log::warn(format_args!(
                 "{}: no checkpoint and no journal batch: store creation was interrupted, \
                  creating the journal again",
                 dir.display()
             ));
-            fs::remove_dir_all(&journal_dir).map_err(|e| Error::io("remove", &journal_dir, e))?;
-            fsutil::sync_dir(dir)?;
+            fs.remove_dir_all(&journal_dir)
+                .map_err(|e| Error::io("remove", &journal_dir, e))?;
+            fsutil::sync_dir(&*fs, dir)?;
         }
         // A store with neither a checkpoint nor a journal directory was
         // written by format version 1 (or is new).
         let version_1 = !has_checkpoint
-            && !journal_dir.exists()
-            && (logs_dir.exists() || dir.join(OFFSETS_FILE_NAME).exists());
-        if !logs_dir.is_dir() {
-            fs::create_dir_all(&logs_dir).map_err(|e| Error::io("create", &logs_dir, e))?;
-            fsutil::sync_dir(dir)?;
+            && !fs.exists(&journal_dir)
+            && (fs.exists(&logs_dir) || fs.exists(&dir.join(OFFSETS_FILE_NAME)));
+        if !fs.stat(&logs_dir).is_ok_and(|stat| stat.is_dir) {
+            fs.create_dir(&logs_dir)
+                .map_err(|e| Error::io("create", &logs_dir, e))?;
+            fsutil::sync_dir(&*fs, dir)?;
         }
         let clean_path = dir.join(CLEAN_FILE_NAME);
-        let opened_clean = clean_path.exists();
+        let opened_clean = fs.exists(&clean_path);
         if opened_clean {
             // Gone before the first write, so a crash from now on is seen as unclean.
-            fs::remove_file(&clean_path).map_err(|e| Error::io("remove", &clean_path, e))?;
-            fsutil::sync_dir(dir)?;
+            fs.remove_file(&clean_path)
+                .map_err(|e| Error::io("remove", &clean_path, e))?;
+            fsutil::sync_dir(&*fs, dir)?;
         }
         let legacy_unclean = version_1 && !opened_clean;
         if legacy_unclean {
@@ -417,13 +428,14 @@ impl Store {
                 "{}: a format version 1 store stopped uncleanly: syncing its file system",
                 dir.display()
             ));
-            fsutil::sync_file_system(dir)?;
+            fsutil::sync_file_system(&*fs, dir)?;
         }
-        let mut offsets = CommittedOffsets::open(dir)?;
-        let (journal, recovered, journal_version) = if journal_dir.exists() {
-            let recovered = journal_recovery::recover(dir, &journal_dir, !opened_clean)?;
+        let mut offsets = CommittedOffsets::open(Arc::clone(&fs), dir)?;
+        let (journal, recovered, journal_version) = if fs.exists(&journal_dir) {
+            let recovered = journal_recovery::recover(&*fs, dir, &journal_dir, !opened_clean)?;
             let version = recovered.last_version;
             let journal = JournalWriter::open(
+                &*fs,
                 &journal_dir,
                 recovered.last_seq,
                 recovered.last_len,
@@ -435,13 +447,14 @@ impl Store {
             // is rewritten with a version 2 header first, so that a version
             // 1 build refuses the directory rather than ignore the journal.
             if version_1 && let Some(write) = offsets.checkpoint_write(true) {
-                write.run()?;
+                write.run(&*fs)?;
                 offsets.checkpointed(&write)?;
             }
-            fs::create_dir(&journal_dir).map_err(|e| Error::io("create", &journal_dir, e))?;
-            fsutil::sync_dir(dir)?;
-            let journal = JournalWriter::create(&journal_dir, 0, 0)?;
-            checkpoint::write(dir, 0)?;
+            fs.create_dir(&journal_dir)
+                .map_err(|e| Error::io("create", &journal_dir, e))?;
+            fsutil::sync_dir(&*fs, dir)?;
+            let journal = JournalWriter::create(&*fs, &journal_dir, 0, 0)?;
+            checkpoint::write(&*fs, dir, 0)?;
             (journal, RecoveredJournal::default(), FORMAT_VERSION)
         };
         for (key, offset) in &recovered.commits {
@@ -482,7 +495,9 @@ impl Store {
             recovered.keys.len(),
             recovered.commits.len()
         ));
+        let sync_pool = Arc::new(SyncPool::new(fs.parallel_syncs()));
         let mut store = Store {
+            fs,
             dir: dir.to_path_buf(),
             logs_dir,
             journal_dir,
@@ -494,7 +509,7 @@ impl Store {
             clock: 0,
             offsets,
             poisoned: false,
-            sync_pool: Arc::default(),
+            sync_pool,
             journal,
             journal_synced,
             older_journals,
@@ -536,6 +551,7 @@ impl Store {
             old_seq + 1
         ));
         let new = JournalWriter::create(
+            &*self.fs,
             &self.journal_dir,
             old_seq + 1,
             self.journal.next_batch() + 1,
@@ -577,21 +593,24 @@ impl Store {
         if !self.recovered.has_removals {
             return Ok(());
         }
-        let entries =
-            fs::read_dir(&self.logs_dir).map_err(|e| Error::io("list", &self.logs_dir, e))?;
+        let entries = self
+            .fs
+            .list(&self.logs_dir)
+            .map_err(|e| Error::io("list", &self.logs_dir, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &self.logs_dir, e))?;
             if entry
-                .file_name()
+                .name
                 .to_str()
                 .is_some_and(|name| name.starts_with(keyname::REMOVED_PREFIX))
             {
-                let path = entry.path();
+                let path = self.logs_dir.join(&entry.name);
                 log::warn(format_args!(
                     "removing {}: a key removal interrupted while deleting",
                     path.display()
                 ));
-                fs::remove_dir_all(&path).map_err(|e| Error::io("remove", &path, e))?;
+                self.fs
+                    .remove_dir_all(&path)
+                    .map_err(|e| Error::io("remove", &path, e))?;
             }
         }
         let removed: Vec<String> = self
@@ -615,7 +634,7 @@ impl Store {
                 self.recovered.keys.insert(key, at[1..].to_vec());
             }
         }
-        fsutil::sync_dir(&self.logs_dir)
+        fsutil::sync_dir(&*self.fs, &self.logs_dir)
     }
 
     /// Deletes a key's directory so that a crash at any point leaves it
@@ -629,13 +648,17 @@ impl Store {
             .and_then(|name| name.to_str())
             .expect("key directory names are UTF-8");
         let grave = self.logs_dir.join(keyname::removed_name(name));
-        if grave.exists() {
-            fs::remove_dir_all(&grave).map_err(|e| Error::io("remove", &grave, e))?;
+        let fs = &*self.fs;
+        if fs.exists(&grave) {
+            fs.remove_dir_all(&grave)
+                .map_err(|e| Error::io("remove", &grave, e))?;
         }
-        fs::rename(dir, &grave).map_err(|e| Error::io("rename to", &grave, e))?;
-        fsutil::sync_dir(&self.logs_dir)?;
-        fs::remove_dir_all(&grave).map_err(|e| Error::io("remove", &grave, e))?;
-        fsutil::sync_dir(&self.logs_dir)
+        fs.rename(dir, &grave)
+            .map_err(|e| Error::io("rename to", &grave, e))?;
+        fsutil::sync_dir(fs, &self.logs_dir)?;
+        fs.remove_dir_all(&grave)
+            .map_err(|e| Error::io("remove", &grave, e))?;
+        fsutil::sync_dir(fs, &self.logs_dir)
     }
 
     /// The data directory.
@@ -721,17 +744,22 @@ impl Store {
     /// Keys whose records are so far only in the journal are included.
     pub fn keys(&self) -> Result<Vec<String>> {
         let mut keys = Vec::new();
-        let entries =
-            fs::read_dir(&self.logs_dir).map_err(|e| Error::io("list", &self.logs_dir, e))?;
+        let entries = self
+            .fs
+            .list(&self.logs_dir)
+            .map_err(|e| Error::io("list", &self.logs_dir, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &self.logs_dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+            let Some(name) = entry.name.to_str() else {
+                continue;
+            };
             match keyname::decode_name(name) {
                 Some(keyname::DecodedName::Key(key)) => keys.push(key),
                 Some(keyname::DecodedName::Hashed) => {
-                    let key_file = entry.path().join(KEY_FILE_NAME);
-                    let bytes = fs::read(&key_file).map_err(|e| Error::io("read", &key_file, e))?;
+                    let key_file = self.logs_dir.join(name).join(KEY_FILE_NAME);
+                    let bytes = self
+                        .fs
+                        .read(&key_file)
+                        .map_err(|e| Error::io("read", &key_file, e))?;
                     let key = String::from_utf8(bytes)
                         .map_err(|_| Error::corrupt(&key_file, 0, "key is not UTF-8"))?;
                     keys.push(key);
@@ -798,14 +826,15 @@ impl Store {
         let mut out = Vec::new();
         for facts in log.segments() {
             let path = &facts.log_path;
-            let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
-            let modified = meta
-                .modified()
-                .map_err(|e| Error::io("read the modification time of", path, e))?;
+            let meta = self.fs.stat(path).map_err(|e| Error::io("stat", path, e))?;
+            let modified = meta.modified.ok_or_else(|| {
+                let source = std::io::Error::other("the file system keeps none");
+                Error::io("read the modification time of", path, source)
+            })?;
             out.push(SegmentInfo {
                 base: facts.base,
                 end: facts.end,
-                bytes: meta.len(),
+                bytes: meta.len,
                 modified,
                 sealed: facts.sealed,
             });
@@ -1037,6 +1066,7 @@ impl Store {
 
     fn empty_plan(&self) -> SyncPlan {
         SyncPlan {
+            fs: Arc::clone(&self.fs),
             pool: Arc::clone(&self.sync_pool),
             files: Vec::new(),
             dirs: BTreeSet::new(),
@@ -1134,9 +1164,11 @@ impl Store {
         self.note_touched(&key_dir, touched);
         if let Some((sealed, generation)) = self.dirty_sealed.get(&key_dir) {
             for path in sealed.iter().filter(|path| **path != target.log_path) {
-                let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-                plan.files
-                    .push((Arc::new(file), path.display().to_string()));
+                let file = self
+                    .fs
+                    .open(path, OpenMode::Read)
+                    .map_err(|e| Error::io("open", path, e))?;
+                plan.files.push((file, path.display().to_string()));
             }
             plan.sealed_generation = Some((key_dir.clone(), *generation));
         }
@@ -1185,6 +1217,7 @@ impl Store {
         let old_seq = self.journal.seq();
         // The marker written next to the old file takes one batch number.
         let new = JournalWriter::create(
+            &*self.fs,
             &self.journal_dir,
             old_seq + 1,
             self.journal.next_batch() + 1,
@@ -1215,6 +1248,7 @@ impl Store {
             first_live: self.journal.seq(),
             stale,
             pool: Arc::clone(&self.sync_pool),
+            fs: Arc::clone(&self.fs),
         }
     }
 
@@ -1398,12 +1432,8 @@ impl Store {
             return Ok(());
         }
         let clean_path = self.dir.join(CLEAN_FILE_NAME);
-        let mut file =
-            File::create(&clean_path).map_err(|e| Error::io("create", &clean_path, e))?;
-        file.write_all(b"seglog closed cleanly\n")
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io("write", &clean_path, e))?;
-        fsutil::sync_dir(&self.dir)
+        fsutil::write_whole(&*self.fs, &clean_path, b"seglog closed cleanly\n", true)?;
+        fsutil::sync_dir(&*self.fs, &self.dir)
     }
 
     /// Refuses a write once [`Store::shut_down`] has run.
@@ -1502,8 +1532,9 @@ impl Store {
                     let found = journal_recovery::entries(files, at);
                     // Segments below a journaled log start go first: what a
                     // crash left of them is never served or checked.
-                    recovery::remove_below(&dir, found.log_start).and_then(|_| {
+                    recovery::remove_below(&*self.fs, &dir, found.log_start).and_then(|_| {
                         KeyLog::open(
+                            Arc::clone(&self.fs),
                             dir.clone(),
                             mode,
                             self.config.segment_bytes,
@@ -1512,7 +1543,14 @@ impl Store {
                         )
                     })
                 }
-                None => KeyLog::open(dir.clone(), mode, self.config.segment_bytes, &[], 0),
+                None => KeyLog::open(
+                    Arc::clone(&self.fs),
+                    dir.clone(),
+                    mode,
+                    self.config.segment_bytes,
+                    &[],
+                    0,
+                ),
             };
             let (log, touched) = match opened {
                 Ok(opened) => opened,
@@ -1574,13 +1612,15 @@ impl Store {
     fn key_dir(&mut self, key: &str, create: bool) -> Result<Option<PathBuf>> {
         if let Some(name) = keyname::escaped_name(key) {
             let dir = self.logs_dir.join(name);
-            if dir.is_dir() {
+            if self.fs.stat(&dir).is_ok_and(|stat| stat.is_dir) {
                 return Ok(Some(dir));
             }
             if !create {
                 return Ok(None);
             }
-            fs::create_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
+            self.fs
+                .create_dir(&dir)
+                .map_err(|e| Error::io("create", &dir, e))?;
             self.mark_dir_dirty(self.logs_dir.clone());
             return Ok(Some(dir));
         }
@@ -1592,7 +1632,7 @@ impl Store {
         for n in 0..HASH_COLLISIONS_MAX {
             let dir = self.logs_dir.join(keyname::hashed_name(key, n));
             let key_file = dir.join(KEY_FILE_NAME);
-            match fs::read(&key_file) {
+            match self.fs.read(&key_file) {
                 Ok(stored) if stored == key.as_bytes() => return Ok(Some(dir)),
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -1628,17 +1668,18 @@ impl Store {
             .and_then(|n| n.to_str())
             .expect("hashed names are ASCII");
         let tmp = self.logs_dir.join(format!("tmp.{name}"));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+        let fs = &*self.fs;
+        if fs.exists(&tmp) {
+            fs.remove_dir_all(&tmp)
+                .map_err(|e| Error::io("remove", &tmp, e))?;
         }
-        fs::create_dir(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        fs.create_dir(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
         let key_file = tmp.join(KEY_FILE_NAME);
-        let mut file = File::create(&key_file).map_err(|e| Error::io("create", &key_file, e))?;
-        file.write_all(key.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io("write", &key_file, e))?;
-        fsutil::sync_dir(&tmp)?;
-        fs::rename(&tmp, dir).map_err(|e| Error::io("rename to", dir, e))?;
+        fsutil::write_whole(fs, &key_file, key.as_bytes(), true)?;
+        fsutil::sync_dir(fs, &tmp)?;
+        fs.rename(&tmp, dir)
+            .map_err(|e| Error::io("rename to", dir, e))?;
         self.mark_dir_dirty(self.logs_dir.clone());
         Ok(())
     }
@@ -1648,7 +1689,7 @@ impl Store {
 /// `/proc/self/limits` (no `unsafe` needed); 256 where it cannot be read.
 fn open_file_limit() -> u64 {
     const FALLBACK: u64 = 256;
-    let Ok(limits) = fs::read_to_string("/proc/self/limits") else {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
         return FALLBACK;
     };
     limits

@@ -30,20 +30,37 @@ type Task = (SyncJob, Sender<Result<()>>);
 pub struct SyncPool {
     /// Where jobs go, with the channel each job's result goes back on.
     jobs: Mutex<Option<Sender<Task>>>,
+    /// False when the backend wants its syncs on the calling thread, in
+    /// order (`Backend::parallel_syncs`).
+    parallel: bool,
 }
 
 impl Default for SyncPool {
     fn default() -> Self {
-        SyncPool {
-            jobs: Mutex::new(None),
-        }
+        SyncPool::new(true)
     }
 }
 
 impl SyncPool {
+    /// A pool that runs jobs on its threads, or, unless `parallel`, one
+    /// after another on the caller's.
+    pub fn new(parallel: bool) -> SyncPool {
+        SyncPool {
+            jobs: Mutex::new(None),
+            parallel,
+        }
+    }
+
     /// Runs every job, at most [`SYNC_THREADS`] at once, and returns the
     /// first error (after all jobs have finished: none is left running).
     pub fn run_all(&self, jobs: Vec<SyncJob>) -> Result<()> {
+        if !self.parallel {
+            let mut result = Ok(());
+            for job in jobs {
+                result = result.and(job());
+            }
+            return result;
+        }
         let count = jobs.len();
         let (done_tx, done_rx) = mpsc::channel();
         {

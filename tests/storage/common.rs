@@ -57,7 +57,7 @@ pub fn key_dir(data: &Path, key: &str) -> PathBuf {
 
 /// The segment files of a key, `.log` paths ascending.
 pub fn segment_logs(dir: &Path) -> Vec<PathBuf> {
-    seglog::storage::recovery::list_segments(dir)
+    seglog::storage::recovery::list_segments(&seglog::storage::backend::RealFs, dir)
         .expect("list segments")
         .into_iter()
         .map(|base| dir.join(seglog::storage::format::log_file_name(base)))

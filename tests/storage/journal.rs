@@ -29,7 +29,8 @@ const PER_BATCH: u64 = 2;
 /// The live journal file of the store in `dir` (the only one).
 fn live_journal(dir: &Path) -> PathBuf {
     let journal_dir = dir.join(journal::JOURNAL_DIR_NAME);
-    let seqs = journal::list_files(&journal_dir).expect("list journal");
+    let seqs =
+        journal::list_files(&seglog::storage::backend::RealFs, &journal_dir).expect("list journal");
     assert_eq!(seqs.len(), 1, "{seqs:?}");
     journal_dir.join(journal::file_name(seqs[0]))
 }
@@ -339,7 +340,11 @@ fn checkpoint_replays_unopened_keys_before_deleting_the_journal() {
     store.sync().expect("sync");
     store.checkpoint().expect("checkpoint");
     drop(store);
-    let old = journal::list_files(&copy.path().join(journal::JOURNAL_DIR_NAME)).expect("list");
+    let old = journal::list_files(
+        &seglog::storage::backend::RealFs,
+        &copy.path().join(journal::JOURNAL_DIR_NAME),
+    )
+    .expect("list");
     assert_eq!(old.len(), 1, "the old journal files are gone: {old:?}");
     assert_batches(copy.path(), BATCHES, "after a checkpoint that replayed");
 }

@@ -222,7 +222,7 @@ fn journal_of_long_keys_is_not_compacted_on_every_sync() {
 fn checkpoint_after_a_crash_syncs_segments_that_already_matched_the_journal() {
     let dir = TempDir::new().expect("tempdir");
     let config = small_segments(256);
-    let mut store = Store::open(dir.path(), config).expect("open");
+    let mut store = Store::open(dir.path(), config.clone()).expect("open");
     fill(&mut store, "k", 20);
     let logs = segment_logs(&key_dir(dir.path(), "k"));
     assert!(logs.len() > 2, "several segments: {logs:?}");
@@ -312,7 +312,8 @@ fn rotation_interrupted_while_creating_the_file_opens() {
             .expect("create the next file only");
         drop(store);
         let journal_dir = dir.path().join(journal::JOURNAL_DIR_NAME);
-        let seqs = journal::list_files(&journal_dir).expect("list");
+        let seqs =
+            journal::list_files(&seglog::storage::backend::RealFs, &journal_dir).expect("list");
         assert_eq!(seqs.len(), 2, "{what}: {seqs:?}");
         let new = journal_dir.join(journal::file_name(seqs[1]));
         match damage {

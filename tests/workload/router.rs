@@ -222,7 +222,7 @@ impl Router {
     }
 
     pub fn counts(&self) -> NetworkCounts {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let load = |counter: &AtomicU64| counter.load(Ordering::SeqCst);
         NetworkCounts {
             sent: load(&self.counters.sent),
             delivered: load(&self.counters.delivered),
@@ -313,14 +313,15 @@ impl Router {
             self.counters.partitioned.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // Counted before the line is written: the node may act on it (and
+        // its effects reach a test) before this thread runs again.
+        self.counters.delivered.fetch_add(1, Ordering::SeqCst);
         let delivered =
             connection.is_some_and(|connection| connection.deliver(&message.line).is_ok());
-        let counter = if delivered {
-            &self.counters.delivered
-        } else {
-            &self.counters.undeliverable
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if !delivered {
+            self.counters.delivered.fetch_sub(1, Ordering::SeqCst);
+            self.counters.undeliverable.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
