@@ -1188,7 +1188,7 @@ fn read_faults_fail_the_request_never_serve_a_wrong_record_nor_lose_data() {
             FaultOp::Map,
             FaultOp::List,
             FaultOp::Stat,
-            FaultOp::Len,
+            FaultOp::Size,
             FaultOp::Open,
         ] {
             for persist in [false, true] {
@@ -1231,7 +1231,7 @@ fn read_faults_fail_the_request_never_serve_a_wrong_record_nor_lose_data() {
         }
     }
     println!(
-        "read faults: {tried} fault points over read, map, list, stat, len and open; \
+        "read faults: {tried} fault points over read, map, list, stat, size and open; \
          {failed_requests} requests failed, none served a wrong record, none lost data"
     );
 }
@@ -1263,8 +1263,8 @@ fn read_under_fault(disk: &Arc<SimFs>, model: &Model, complete: bool) -> Result<
                     m.acked_end
                 );
             }
-            let mut expected = records.first().map_or(0, |(offset, _)| *offset);
-            for (offset, bytes) in &records {
+            let first = records.first().map_or(0, |(offset, _)| *offset);
+            for (expected, (offset, bytes)) in (first..).zip(&records) {
                 ensure!(
                     *offset == expected,
                     "{key:?}: offset {offset} read, {expected} expected"
@@ -1273,7 +1273,6 @@ fn read_under_fault(disk: &Arc<SimFs>, model: &Model, complete: bool) -> Result<
                     m.appended.get(*offset as usize) == Some(bytes),
                     "{key:?}: a wrong record at offset {offset}"
                 );
-                expected += 1;
             }
         }
     }
@@ -1330,7 +1329,7 @@ fn sweep_faults(seed: u64, shape: Shape) -> (u64, u64) {
         (FaultOp::Read, libc::EIO),
         (FaultOp::Map, libc::EIO),
         (FaultOp::List, libc::EIO),
-        (FaultOp::Len, libc::EIO),
+        (FaultOp::Size, libc::EIO),
         (FaultOp::Open, libc::EIO),
     ];
     let (mut runs, mut images_checked) = (0, 0);

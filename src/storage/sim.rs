@@ -114,8 +114,8 @@ pub enum FaultOp {
     SyncData,
     /// [`FileIo::sync_all`].
     SyncAll,
-    /// [`FileIo::len`].
-    Len,
+    /// [`FileIo::size`].
+    Size,
     /// [`FileIo::map`].
     Map,
     /// [`Backend::read`].
@@ -146,7 +146,7 @@ impl FaultOp {
         !matches!(
             self,
             FaultOp::Open
-                | FaultOp::Len
+                | FaultOp::Size
                 | FaultOp::Map
                 | FaultOp::Read
                 | FaultOp::Stat
@@ -1033,9 +1033,9 @@ impl FileIo for SimFile {
         self.sync(FaultOp::SyncAll)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         let mut state = lock(&self.state);
-        state.check(FaultOp::Len, &self.path)?;
+        state.check(FaultOp::Size, &self.path)?;
         Ok(state.file_mut(self.ino).live.len() as u64)
     }
 
@@ -1491,7 +1491,7 @@ mod tests {
         assert!(fs.remove_dir_all(path("/d")).is_err());
         assert_eq!(fs.ops(), 8);
         assert_eq!((fs.count(FaultOp::Write), fs.count(FaultOp::Open)), (1, 1));
-        assert_eq!(file.len().expect("reads work"), 0);
+        assert_eq!(file.size().expect("reads work"), 0);
         assert_eq!(read(&fs, "/d/a"), Some(Vec::new()));
         assert!(fs.exists(path("/d/a")));
         let tree = fs.power_loss(Keep::Everything).tree();
