@@ -23,7 +23,18 @@
 //!
 //! The fault tests add what the live store must do under each fault (an
 //! error for the request, poisoned or not, reads served) and check the
-//! images a power loss leaves afterwards the same way.
+//! images a power loss leaves afterwards the same way. What the store does
+//! today, as asserted:
+//!
+//! | fault | the request | afterwards |
+//! |---|---|---|
+//! | EIO from an fdatasync (journal or direct sync point) | the sync point in flight fails with the EIO | poisoned: appends, commits, syncs, checkpoints, truncations and removals refused; reads serve exactly what was acknowledged |
+//! | EIO from a directory fsync | the sync point fails | poisoned, reads as above |
+//! | ENOSPC on a write to the journal | the sync point fails with ENOSPC | poisoned, and still poisoned once the disk has room again (until reopened) |
+//! | ENOSPC or a torn write to a segment after its journal batch was durable | the sync point fails | poisoned; the batch's records stay served, and are durable |
+//! | a torn write (EIO after half the bytes) | the sync point fails | poisoned; every image recovers what was acknowledged and served |
+//! | EIO on read, map, list, size or open | that request fails (the open, or one read) | nothing lost: the healed disk recovers everything |
+//! | EIO on stat | see the ignored `engine_bug_*` tests | nothing lost, but wrong answers |
 //!
 //! `cargo test --release --test simulation -- --nocapture` prints how many
 //! crash points, images and seeds each test checked. Environment variables
