@@ -28,8 +28,10 @@
 //!   independently of the other pages and of the size (bytes past the
 //!   durable end read as zeros where the page's data did not reach the
 //!   disk). [`Keep`] says which image: only what is durable, everything
-//!   written, or a seeded random choice.
-//! * **Lost writeback.** An `sync_data` or `sync_all` that fails (an
+//!   written, or a seeded random choice. (At most [`PAGE_VERSIONS_MAX`]
+//!   versions of a page and [`SIZES_MAX`] sizes are remembered between
+//!   syncs: fewer choices, never an impossible one.)
+//! * **Lost writeback.** A `sync_data` or `sync_all` that fails (an
 //!   injected fault) leaves every page written since the last sync
 //!   undetermined for good, as Linux does when writeback fails: the pages
 //!   are marked clean, so a later successful sync does not write them. Only
@@ -47,7 +49,8 @@
 //! * **Faults.** [`SimFs::fail`] arms a [`Fault`]: the matching operation
 //!   after `after` matching ones fails with the given errno (once, or every
 //!   time until [`SimFs::heal`]); a torn write leaves the first half of its
-//!   bytes written. A failed operation changes nothing otherwise.
+//!   bytes written. A failed operation changes nothing else (a failed sync
+//!   loses its writeback, as above).
 //!
 //! Syncs run on the calling thread ([`Backend::parallel_syncs`] is false),
 //! so a run of the engine performs its operations in one order, and a crash
