@@ -918,6 +918,21 @@ impl SimFs {
         })
     }
 
+    /// The disk as the next process finds it after this one died without a
+    /// power loss (`kill -9`): everything written is there, and only what
+    /// was durable is durable, so a later [`SimFs::power_loss`] may still
+    /// drop the rest. The crash point, faults, locks and counters are
+    /// cleared.
+    pub fn restart(&self) -> Arc<SimFs> {
+        let state = self.lock();
+        let mut next = State::new();
+        next.nodes = state.nodes.clone();
+        next.next_ino = state.next_ino;
+        Arc::new(SimFs {
+            state: Arc::new(Mutex::new(next)),
+        })
+    }
+
     /// Makes counted operation number `n` (from 0, see the module comment)
     /// and every later one fail without effect, as if the power went out
     /// just before it. `n` at or below [`SimFs::ops`] crashes at the next one.
@@ -1547,6 +1562,24 @@ mod tests {
         assert!(file.map(2).is_err());
         assert_eq!(&*file.map(2).expect("once"), b"01");
         assert!(file.map(100).is_err(), "no map past the end");
+    }
+
+    #[test]
+    fn a_restart_keeps_what_was_written_and_what_was_durable_apart() {
+        let fs = SimFs::new();
+        let file = durable_file(&fs, "a", b"old");
+        file.write_all_at(b"new", 0).expect("write");
+        fs.crash_at(fs.ops());
+        let _held = fs.try_lock(path("/LOCK"));
+        let restarted = fs.restart();
+        assert!(restarted.try_lock(path("/LOCK")).expect("lock").is_some());
+        assert_eq!(read(&restarted, "/d/a"), Some(b"new".to_vec()));
+        restarted.create_dir(path("/e")).expect("no crash point");
+        assert_eq!(
+            read(&restarted.power_loss(Keep::Nothing), "/d/a"),
+            Some(b"old".to_vec())
+        );
+        assert!(!restarted.power_loss(Keep::Nothing).exists(path("/e")));
     }
 
     #[test]
