@@ -1,8 +1,34 @@
 //! The I/O backend: every file operation durability depends on goes through
 //! [`Backend`] and [`FileIo`], so that a test can put a simulated disk under
-//! the real engine (`sim::SimFs`, which keeps what is durable apart from what
-//! is only written, drops what a power loss may drop, and fails any
-//! operation on a countdown).
+//! the real engine (one that keeps what is durable apart from what is only
+//! written, drops what a power loss may drop, and fails any operation on a
+//! countdown).
+//!
+//! # Contract
+//! An implementation behaves as Linux's ext4 does for the engine's calls;
+//! a simulated one must keep these rules, or the engine takes branches it
+//! would not take on a real disk:
+//! - **Error kinds carry meaning.** `NotFound` is returned exactly when
+//!   nothing is at the path (the engine takes it for absence: a file
+//!   already deleted, no journal yet); `AlreadyExists` exactly from
+//!   [`Backend::create_dir`] and [`OpenMode::CreateNew`] on an existing
+//!   name. An injected fault must use neither kind (EIO and ENOSPC are the
+//!   faults of a disk).
+//! - **What a sync makes durable.** A file's bytes and its length become
+//!   durable through that file's [`FileIo::sync_data`] or
+//!   [`FileIo::sync_all`] (through any handle of it). Creating a name
+//!   ([`OpenMode::CreateNew`], [`OpenMode::Truncate`] of a missing file,
+//!   [`Backend::create_dir`]), [`Backend::rename`], [`Backend::remove_file`]
+//!   and [`Backend::remove_dir_all`] become durable only through
+//!   [`Backend::sync_dir`] of the directory holding the name; a file's sync
+//!   does not make its name durable, and a directory's sync does not make
+//!   its own name in its parent durable. [`Backend::sync_file_system`] makes
+//!   everything durable. What a power loss may keep of the rest is the model
+//!   in `segment-format.md` ("Assumptions about the file system").
+//! - **A failed sync decides nothing.** After a failed `sync_data`,
+//!   `sync_all` or `sync_dir`, what it covered may or may not be durable,
+//!   and may stay undetermined even after a later sync succeeds (Linux can
+//!   drop the dirty pages and mark them clean): the store poisons.
 //!
 //! The store chooses its backend at open ([`crate::storage::store::StoreConfig`]
 //! carries it) and hands it to every part that touches files; nothing else
@@ -30,9 +56,11 @@ pub enum OpenMode {
     Read,
     /// An existing file, for reading, writing, cutting and syncing.
     Write,
-    /// A new file, for writing; fails if the name exists.
+    /// A new file, for reading and writing; `AlreadyExists` if the name
+    /// exists.
     CreateNew,
-    /// A file created if missing and cut to nothing if not, for writing.
+    /// A file created if missing and cut to nothing if not, for reading and
+    /// writing.
     Truncate,
 }
 
@@ -67,8 +95,10 @@ pub trait FileIo: Send + Sync {
     fn sync_all(&self) -> io::Result<()>;
     /// Current length in bytes.
     fn size(&self) -> io::Result<u64>;
-    /// The first `len` bytes for reading, which the caller promises not to
-    /// change while the returned value lives (see `mmap.rs`).
+    /// The first `len` bytes as written (not only what is durable), for
+    /// reading; `len` is at most [`FileIo::size`]. The caller promises not
+    /// to write, cut or extend those bytes while the returned value lives
+    /// (see `mmap.rs`), so a copy taken now reads the same as a live map.
     fn map(&self, len: usize) -> io::Result<MappedFile>;
 }
 
@@ -87,9 +117,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn create_dir(&self, path: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Removes a directory and everything in it.
+    /// Removes a directory and everything in it, entry by entry: not
+    /// atomic, so a failure or a power loss can leave any part of the
+    /// tree. Symbolic links are removed, not followed.
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
-    /// Renames `from` to `to`, replacing `to` if it is a file.
+    /// Renames the file or directory `from` to `to` (in the same directory,
+    /// as the engine does), replacing `to` if it is a file or an empty
+    /// directory. Atomic: after a crash exactly one of the two names holds
+    /// it, the new one once the directory is synced.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// fsync of a directory: the creations, removals and renames of its
     /// entries so far are durable.
@@ -110,9 +145,26 @@ pub trait Backend: Send + Sync + fmt::Debug {
         true
     }
 
-    /// Whether anything is at `path`.
-    fn exists(&self, path: &Path) -> bool {
-        self.stat(path).is_ok()
+    /// Whether anything is at `path`: `Ok(false)` only when nothing is
+    /// (`NotFound`). Any other failure to look is an error, never taken
+    /// for absence: a store that took an unreadable checkpoint for a
+    /// missing one would start its journal again.
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        match self.stat(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a directory is at `path`, with the errors of
+    /// [`Backend::exists`].
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        match self.stat(path) {
+            Ok(stat) => Ok(stat.is_dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -196,9 +248,16 @@ impl Backend for RealFs {
         let mut entries = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
+            let is_dir = match entry.file_type() {
+                Ok(kind) => kind.is_dir(),
+                // Gone since the listing read it: not an entry any more,
+                // and not a reason to report the directory as missing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             entries.push(DirEntry {
                 name: entry.file_name(),
-                is_dir: entry.file_type()?.is_dir(),
+                is_dir,
             });
         }
         Ok(entries)

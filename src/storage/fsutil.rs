@@ -27,20 +27,34 @@ pub fn sync_file(fs: &dyn Backend, path: &Path) -> Result<()> {
         .map_err(|e| Error::io("fdatasync", path, e))
 }
 
+/// Whether anything is at `path` (see [`Backend::exists`]).
+pub fn exists(fs: &dyn Backend, path: &Path) -> Result<bool> {
+    fs.exists(path).map_err(|e| Error::io("stat", path, e))
+}
+
+/// Whether a directory is at `path` (see [`Backend::is_dir`]).
+pub fn is_dir(fs: &dyn Backend, path: &Path) -> Result<bool> {
+    fs.is_dir(path).map_err(|e| Error::io("stat", path, e))
+}
+
 /// Creates `dir` and any missing parents, and fsyncs the parent of each
 /// directory it created, so the new directories survive a power loss.
 pub fn create_dir_all_durably(fs: &dyn Backend, dir: &Path) -> Result<()> {
     let mut missing = Vec::new();
     let mut next = Some(dir);
-    while let Some(path) = next.filter(|p| !p.as_os_str().is_empty() && !fs.exists(p)) {
+    while let Some(path) = next.filter(|p| !p.as_os_str().is_empty()) {
+        if exists(fs, path)? {
+            break;
+        }
         missing.push(path);
         next = path.parent();
     }
     for created in missing.iter().rev() {
         match fs.create_dir(created) {
             Ok(()) => {}
-            // Another process made it in the meantime: as good.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // Another process made it in the meantime: as good, if it is
+            // a directory.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_dir(fs, created)? => {}
             Err(e) => return Err(Error::io("create", created, e)),
         }
     }

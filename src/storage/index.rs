@@ -118,7 +118,8 @@ pub fn index_header(base_offset: u64) -> [u8; FILE_HEADER_SIZE] {
     })
 }
 
-/// Appends raw entry bytes to an index file (the active segment's new entries).
+/// Appends raw entry bytes to an index file (the active segment's new entries),
+/// at the end its size says: the segment is the file's only writer.
 pub fn append_to_file(fs: &dyn Backend, path: &Path, bytes: &[u8]) -> Result<()> {
     let file = fs
         .open(path, OpenMode::Write)

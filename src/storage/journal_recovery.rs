@@ -159,7 +159,7 @@ pub fn recover(
     unclean: bool,
 ) -> Result<RecoveredJournal> {
     let tmp = data_dir.join(checkpoint::CHECKPOINT_TMP_NAME);
-    if fs.exists(&tmp) {
+    if crate::storage::fsutil::exists(fs, &tmp)? {
         log::warn(format_args!(
             "removing {}: a checkpoint interrupted before its rename; the previous one stands",
             tmp.display()

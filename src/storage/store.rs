@@ -384,11 +384,9 @@ impl Store {
         // converted from version 1: without one, a journal that holds no
         // batch is what an interrupted creation left (a store that ever
         // took a write has a checkpoint), and it is made again.
-        let has_checkpoint = fs.exists(&dir.join(checkpoint::CHECKPOINT_FILE_NAME));
-        if !has_checkpoint
-            && fs.exists(&journal_dir)
-            && !journal_recovery::any_batch(&*fs, &journal_dir)?
-        {
+        let has_checkpoint = fsutil::exists(&*fs, &dir.join(checkpoint::CHECKPOINT_FILE_NAME))?;
+        let has_journal = fsutil::exists(&*fs, &journal_dir)?;
+        if !has_checkpoint && has_journal && !journal_recovery::any_batch(&*fs, &journal_dir)? {
             log::warn(format_args!(
                 "{}: no checkpoint and no journal batch: store creation was interrupted, \
                  creating the journal again",
@@ -401,15 +399,16 @@ impl Store {
         // A store with neither a checkpoint nor a journal directory was
         // written by format version 1 (or is new).
         let version_1 = !has_checkpoint
-            && !fs.exists(&journal_dir)
-            && (fs.exists(&logs_dir) || fs.exists(&dir.join(OFFSETS_FILE_NAME)));
-        if !fs.stat(&logs_dir).is_ok_and(|stat| stat.is_dir) {
+            && !fsutil::exists(&*fs, &journal_dir)?
+            && (fsutil::exists(&*fs, &logs_dir)?
+                || fsutil::exists(&*fs, &dir.join(OFFSETS_FILE_NAME))?);
+        if !fsutil::is_dir(&*fs, &logs_dir)? {
             fs.create_dir(&logs_dir)
                 .map_err(|e| Error::io("create", &logs_dir, e))?;
             fsutil::sync_dir(&*fs, dir)?;
         }
         let clean_path = dir.join(CLEAN_FILE_NAME);
-        let opened_clean = fs.exists(&clean_path);
+        let opened_clean = fsutil::exists(&*fs, &clean_path)?;
         if opened_clean {
             // Gone before the first write, so a crash from now on is seen as unclean.
             fs.remove_file(&clean_path)
@@ -431,7 +430,7 @@ impl Store {
             fsutil::sync_file_system(&*fs, dir)?;
         }
         let mut offsets = CommittedOffsets::open(Arc::clone(&fs), dir)?;
-        let (journal, recovered, journal_version) = if fs.exists(&journal_dir) {
+        let (journal, recovered, journal_version) = if fsutil::exists(&*fs, &journal_dir)? {
             let recovered = journal_recovery::recover(&*fs, dir, &journal_dir, !opened_clean)?;
             let version = recovered.last_version;
             let journal = JournalWriter::open(
@@ -649,7 +648,7 @@ impl Store {
             .expect("key directory names are UTF-8");
         let grave = self.logs_dir.join(keyname::removed_name(name));
         let fs = &*self.fs;
-        if fs.exists(&grave) {
+        if fsutil::exists(fs, &grave)? {
             fs.remove_dir_all(&grave)
                 .map_err(|e| Error::io("remove", &grave, e))?;
         }
@@ -1612,7 +1611,7 @@ impl Store {
     fn key_dir(&mut self, key: &str, create: bool) -> Result<Option<PathBuf>> {
         if let Some(name) = keyname::escaped_name(key) {
             let dir = self.logs_dir.join(name);
-            if self.fs.stat(&dir).is_ok_and(|stat| stat.is_dir) {
+            if fsutil::is_dir(&*self.fs, &dir)? {
                 return Ok(Some(dir));
             }
             if !create {
@@ -1669,7 +1668,7 @@ impl Store {
             .expect("hashed names are ASCII");
         let tmp = self.logs_dir.join(format!("tmp.{name}"));
         let fs = &*self.fs;
-        if fs.exists(&tmp) {
+        if fsutil::exists(fs, &tmp)? {
             fs.remove_dir_all(&tmp)
                 .map_err(|e| Error::io("remove", &tmp, e))?;
         }
