@@ -36,7 +36,7 @@
 //! | ENOSPC or a torn write to a segment after its journal batch was durable | the sync point fails | poisoned; the batch's records stay served, and are durable |
 //! | a torn write (EIO after half the bytes) | the sync point fails | poisoned; every image recovers what was acknowledged and served |
 //! | EIO on read, map, list, size or open | that request fails (the open, or one read) | nothing lost: the healed disk recovers everything |
-//! | EIO on stat | see the ignored `engine_bug_*` tests | nothing lost, but wrong answers |
+//! | EIO on stat | that request or that open fails | nothing lost (three wrong answers before 9ec7146) |
 //!
 //! `cargo test --release --test simulation -- --nocapture` prints how many
 //! crash points, images and seeds each test checked. Environment variables
@@ -49,8 +49,10 @@
 //! `SEGLOG_SIM_ONE=seed,crash SEGLOG_SIM_TRACE=1` reruns one crash point
 //! and prints its workload's steps.
 //!
-//! The five `engine_bug_*` tests are ignored: each pins an engine bug this
-//! file found, and fails until it is fixed (`--include-ignored`).
+//! The two `engine_bug_*` tests are ignored: each pins an engine bug this
+//! file found, and fails until it is fixed (`--include-ignored`). Three
+//! more it found are fixed; their tests are now regression tests, named
+//! after what a failed stat must not do.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -1253,12 +1255,8 @@ fn read_faults_fail_the_request_never_serve_a_wrong_record_nor_lose_data() {
                         fault = fault.persist();
                     }
                     disk.fail(fault);
-                    // A read that succeeds must serve every acknowledged record;
-                    // not checked under stat faults, where the engine answers
-                    // a read with no records (`engine_bug_a_read_serves_nothing_*`).
-                    let complete = op != FaultOp::Stat;
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        read_under_fault(&disk, &model, complete)
+                        read_under_fault(&disk, &model)
                     }));
                     let what =
                         format!("{start} store, {op:?} failing after {after} (persist {persist})");
@@ -1291,10 +1289,10 @@ fn read_faults_fail_the_request_never_serve_a_wrong_record_nor_lose_data() {
 }
 
 /// Opens the store on `disk` and reads every key, while a read fault is
-/// armed: a request may fail, but whatever is served must be right, and
-/// (if `complete`) a read that succeeds serves every acknowledged record.
-/// Returns how many requests failed.
-fn read_under_fault(disk: &Arc<SimFs>, model: &Model, complete: bool) -> Result<u64, String> {
+/// armed: a request may fail, but whatever is served must be right, and a
+/// read that succeeds serves every acknowledged record (a failed stat once
+/// made one serve none). Returns how many requests failed.
+fn read_under_fault(disk: &Arc<SimFs>, model: &Model) -> Result<u64, String> {
     let mut store = match open(disk) {
         Ok(store) => store,
         Err(_) => return Ok(1),
@@ -1309,7 +1307,7 @@ fn read_under_fault(disk: &Arc<SimFs>, model: &Model, complete: bool) -> Result<
             });
             if result.is_err() {
                 failed += 1;
-            } else if complete {
+            } else {
                 let served_end = records.last().map_or(0, |(offset, _)| offset + 1);
                 ensure!(
                     served_end >= m.acked_end,
@@ -1377,12 +1375,10 @@ fn sweep_faults(seed: u64, shape: Shape) -> (u64, u64) {
         (FaultOp::Remove, libc::EIO),
         (FaultOp::CreateDir, libc::ENOSPC),
         (FaultOp::Lock, libc::EIO),
-        // Not `FaultOp::Stat`: the engine takes a failed stat of a key
-        // directory for a missing one (see the ignored tests
-        // `engine_bug_*_stat_*`); with it, this sweep fails at once.
         (FaultOp::Read, libc::EIO),
         (FaultOp::Map, libc::EIO),
         (FaultOp::List, libc::EIO),
+        (FaultOp::Stat, libc::EIO),
         (FaultOp::Size, libc::EIO),
         (FaultOp::Open, libc::EIO),
     ];
@@ -1440,15 +1436,13 @@ fn reopened_store_with_key_k() -> (Arc<SimFs>, Store) {
     (fs, store)
 }
 
-/// ENGINE BUG, found by the fault sweep (`FaultOp::Stat`, workload seed
-/// 7, after 16): `Store::key_dir` takes any failed stat of an escaped key's
-/// directory for a missing directory (`stat(..).is_ok_and(..)`), so
-/// `remove_key` returns `Ok` and removes nothing: the key's records are
-/// served again and appends continue at its old offsets. The removal
-/// must fail instead (or happen).
+/// Regression (found by the fault sweep, `FaultOp::Stat`, workload seed 7,
+/// after 16; fixed in 9ec7146): `Store::key_dir` took any failed stat of a
+/// key's directory for a missing directory, so `remove_key` returned `Ok`
+/// and removed nothing: the key's records were served again and appends
+/// continued at its old offsets. The removal must fail instead (or happen).
 #[test]
-#[ignore = "engine bug: remove_key returns Ok and removes nothing when the stat of the key's directory fails"]
-fn engine_bug_remove_key_is_acknowledged_when_the_stat_of_its_directory_fails() {
+fn remove_key_is_not_acknowledged_when_the_stat_of_its_directory_fails() {
     let (fs, mut store) = reopened_store_with_key_k();
     fs.fail(Fault::new(FaultOp::Stat).path_contains("/logs/k.k"));
     let removed = store.remove_key("k");
@@ -1460,12 +1454,11 @@ fn engine_bug_remove_key_is_acknowledged_when_the_stat_of_its_directory_fails() 
     }
 }
 
-/// ENGINE BUG, the same cause on the read path: a poll of a key whose
-/// directory cannot be stat'ed (EIO) answers "no records" instead of an
-/// error, though the key has two durable records.
+/// Regression (the same cause, fixed in 9ec7146): a poll of a key whose
+/// directory could not be stat'ed (EIO) answered "no records" instead of
+/// an error, though the key has two durable records.
 #[test]
-#[ignore = "engine bug: a read answers no records instead of an error when the stat of the key's directory fails"]
-fn engine_bug_a_read_serves_nothing_when_the_stat_of_its_directory_fails() {
+fn a_read_fails_rather_than_serve_nothing_when_the_stat_of_its_directory_fails() {
     let (fs, mut store) = reopened_store_with_key_k();
     fs.fail(Fault::new(FaultOp::Stat).path_contains("/logs/k.k"));
     let read = read_key(&mut store, "k");
@@ -1475,18 +1468,14 @@ fn engine_bug_a_read_serves_nothing_when_the_stat_of_its_directory_fails() {
     }
 }
 
-/// ENGINE BUG, the same cause at open (found while reading what the stat
-/// faults of the read-fault test did): `Store::open` asks
-/// `exists(checkpoint)`, which is false on EIO, and a cleanly closed
-/// store's journal holds no batch, so the open takes the store for an
-/// interrupted creation: it deletes the journal directory and starts the
-/// journal again at file 0 (no acknowledged data is lost in this state,
-/// since a journal without a batch holds nothing the segments lack, but
-/// the store acted on a read error as on a fact). The open must fail, or
-/// leave the journal alone.
+/// Regression (the same cause at open, fixed in 9ec7146): `Store::open`
+/// asked `exists(checkpoint)`, which was false on EIO, and a cleanly
+/// closed store's journal holds no batch, so the open took the store for
+/// an interrupted creation: it deleted the journal directory and started
+/// the journal again at file 0. The open must fail, or leave the journal
+/// alone.
 #[test]
-#[ignore = "engine bug: a failed stat of the checkpoint file makes open delete and recreate the journal"]
-fn engine_bug_a_failed_stat_of_the_checkpoint_makes_open_recreate_the_journal() {
+fn a_failed_stat_of_the_checkpoint_does_not_make_open_recreate_the_journal() {
     let (fs, store) = reopened_store_with_key_k();
     let seq = store.journal_seq();
     store.close().expect("close");

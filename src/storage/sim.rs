@@ -1276,7 +1276,7 @@ mod tests {
 
     /// `/d/name` holding `bytes`, synced and its directory synced.
     fn durable_file(fs: &SimFs, name: &str, bytes: &[u8]) -> Arc<dyn FileIo> {
-        if !fs.exists(path("/d")) {
+        if !fs.exists(path("/d")).expect("stat") {
             fs.create_dir(path("/d")).expect("create /d");
             fs.sync_dir(path("/")).expect("sync /");
         }
@@ -1467,16 +1467,20 @@ mod tests {
         durable_file(&fs, "a", b"a");
         durable_file(&fs, "b", b"b");
         fs.remove_dir_all(path("/d")).expect("remove");
-        assert!(!fs.exists(path("/d")));
+        assert!(!fs.exists(path("/d")).expect("stat"));
         assert_eq!(
             read(&fs.power_loss(Keep::Nothing), "/d/a"),
             Some(b"a".to_vec())
         );
-        assert!(!fs.power_loss(Keep::Everything).exists(path("/d")));
+        assert!(
+            !fs.power_loss(Keep::Everything)
+                .exists(path("/d"))
+                .expect("stat")
+        );
         let outcomes: BTreeSet<(bool, bool, bool)> = (0..SEEDS)
             .map(|s| {
                 let image = fs.power_loss(Keep::Random(s));
-                let present = |p: &str| image.exists(path(p));
+                let present = |p: &str| image.exists(path(p)).expect("stat");
                 (present("/d"), present("/d/a"), present("/d/b"))
             })
             .collect();
@@ -1484,7 +1488,11 @@ mod tests {
         assert!(outcomes.contains(&(true, false, true)), "{outcomes:?}");
         assert!(outcomes.contains(&(true, true, true)), "{outcomes:?}");
         fs.sync_dir(path("/")).expect("sync /");
-        assert!(!fs.power_loss(Keep::Nothing).exists(path("/d")));
+        assert!(
+            !fs.power_loss(Keep::Nothing)
+                .exists(path("/d"))
+                .expect("stat")
+        );
     }
 
     #[test]
@@ -1511,7 +1519,7 @@ mod tests {
         assert_eq!((fs.count(FaultOp::Write), fs.count(FaultOp::Open)), (1, 1));
         assert_eq!(file.size().expect("reads work"), 0);
         assert_eq!(read(&fs, "/d/a"), Some(Vec::new()));
-        assert!(fs.exists(path("/d/a")));
+        assert!(fs.exists(path("/d/a")).expect("stat"));
         let tree = fs.power_loss(Keep::Everything).tree();
         assert_eq!(
             tree,
@@ -1579,7 +1587,12 @@ mod tests {
             read(&restarted.power_loss(Keep::Nothing), "/d/a"),
             Some(b"old".to_vec())
         );
-        assert!(!restarted.power_loss(Keep::Nothing).exists(path("/e")));
+        assert!(
+            !restarted
+                .power_loss(Keep::Nothing)
+                .exists(path("/e"))
+                .expect("stat")
+        );
     }
 
     #[test]
