@@ -1363,27 +1363,29 @@ fn sweep_faults(seed: u64, shape: Shape) -> (u64, u64) {
     let reference = SimFs::new();
     run_workload_shaped(seed, &reference, shape)
         .unwrap_or_else(|e| panic!("workload seed {seed}: {e}"));
-    let ops = [
-        (FaultOp::Create, libc::ENOSPC),
-        (FaultOp::Write, libc::ENOSPC),
-        (FaultOp::Write, libc::EIO),
-        (FaultOp::SetLen, libc::EIO),
-        (FaultOp::SyncData, libc::EIO),
-        (FaultOp::SyncAll, libc::EIO),
-        (FaultOp::SyncDir, libc::EIO),
-        (FaultOp::Rename, libc::EIO),
-        (FaultOp::Remove, libc::EIO),
-        (FaultOp::CreateDir, libc::ENOSPC),
-        (FaultOp::Lock, libc::EIO),
-        (FaultOp::Read, libc::EIO),
-        (FaultOp::Map, libc::EIO),
-        (FaultOp::List, libc::EIO),
-        (FaultOp::Stat, libc::EIO),
-        (FaultOp::Size, libc::EIO),
-        (FaultOp::Open, libc::EIO),
+    // Each kind of fault: the operation, its errno, and whether it tears
+    // (a write leaving half its bytes, a tree removal half its unlinks).
+    let faults = [
+        (FaultOp::Create, libc::ENOSPC, false),
+        (FaultOp::Write, libc::ENOSPC, false),
+        (FaultOp::Write, libc::EIO, true),
+        (FaultOp::SetLen, libc::EIO, false),
+        (FaultOp::SyncData, libc::EIO, false),
+        (FaultOp::SyncAll, libc::EIO, false),
+        (FaultOp::SyncDir, libc::EIO, false),
+        (FaultOp::Rename, libc::EIO, false),
+        (FaultOp::Remove, libc::EIO, true),
+        (FaultOp::CreateDir, libc::ENOSPC, false),
+        (FaultOp::Lock, libc::EIO, false),
+        (FaultOp::Read, libc::EIO, false),
+        (FaultOp::Map, libc::EIO, false),
+        (FaultOp::List, libc::EIO, false),
+        (FaultOp::Stat, libc::EIO, false),
+        (FaultOp::Size, libc::EIO, false),
+        (FaultOp::Open, libc::EIO, false),
     ];
     let (mut runs, mut images_checked) = (0, 0);
-    for (op, errno) in ops {
+    for (op, errno, torn) in faults {
         let calls = reference.count(op);
         let stride = (calls / FAULT_SWEEP_POINTS).max(1);
         for persist in [false, true] {
@@ -1392,6 +1394,9 @@ fn sweep_faults(seed: u64, shape: Shape) -> (u64, u64) {
                 let mut fault = Fault::new(op).after(after).errno(errno);
                 if persist {
                     fault = fault.persist();
+                }
+                if torn {
+                    fault = fault.torn();
                 }
                 fs.fail(fault.clone());
                 let what = format!("workload seed {seed} ({shape:?}), {fault:?}");

@@ -49,7 +49,8 @@
 //! * **Faults.** [`SimFs::fail`] arms a [`Fault`]: the matching operation
 //!   after `after` matching ones fails with the given errno (once, or every
 //!   time until [`SimFs::heal`]); a torn write leaves the first half of its
-//!   bytes written. A failed operation changes nothing else (a failed sync
+//!   bytes written, a torn `remove_dir_all` the first half of its unlinks
+//!   done. A failed operation changes nothing else (a failed sync
 //!   loses its writeback, as above).
 //!
 //! Syncs run on the calling thread ([`Backend::parallel_syncs`] is false),
@@ -181,7 +182,8 @@ pub struct Fault {
     /// Every later matching operation fails too, until [`SimFs::heal`].
     pub persist: bool,
     /// A failing write leaves the first half of its bytes written (a short
-    /// write followed by an error).
+    /// write followed by an error); a failing `remove_dir_all` the first
+    /// half of its unlinks done (it removes entry by entry).
     pub torn: bool,
     /// Only operations on a path containing this string match.
     pub path: Option<String>,
@@ -218,7 +220,8 @@ impl Fault {
         self
     }
 
-    /// A failing write leaves the first half of its bytes written.
+    /// A failing write leaves the first half of its bytes written, a
+    /// failing `remove_dir_all` the first half of its unlinks done.
     pub fn torn(mut self) -> Fault {
         self.torn = true;
         self
@@ -660,7 +663,7 @@ impl State {
             self.faults.remove(index)
         };
         let error = errno(fault.errno);
-        if fault.torn && op == FaultOp::Write {
+        if fault.torn && matches!(op, FaultOp::Write | FaultOp::Remove) {
             Gate::Torn(error)
         } else {
             Gate::Fail(error)
@@ -753,14 +756,15 @@ impl State {
     }
 
     /// Unlinks everything below directory `ino`, deepest first.
-    fn unlink_below(&mut self, ino: u64) {
-        let entries: Vec<(OsString, u64)> = match self.node(ino) {
-            Node::Dir(dir) => dir.live.iter().map(|(n, i)| (n.clone(), *i)).collect(),
-            Node::File(_) => return,
+    /// The entries below directory `ino` as `(directory, name)`, deepest
+    /// first: the order `remove_dir_all` unlinks them in.
+    fn entries_below(&self, ino: u64, out: &mut Vec<(u64, OsString)>) {
+        let Node::Dir(dir) = self.node(ino) else {
+            return;
         };
-        for (name, child) in entries {
-            self.unlink_below(child);
-            self.unlink(ino, &name);
+        for (name, child) in &dir.live {
+            self.entries_below(*child, out);
+            out.push((ino, name.clone()));
         }
     }
 
@@ -1166,16 +1170,33 @@ impl Backend for SimFs {
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.check(FaultOp::Remove, path)?;
+        let gate = state.gate(FaultOp::Remove, path);
+        if let Gate::Crash(e) | Gate::Fail(e) = gate {
+            return Err(e);
+        }
         let ino = state.lookup(path)?;
         state.dir(ino)?;
         if ino == ROOT {
             return Err(errno(libc::EBUSY));
         }
         let (parent, name) = state.parent(path)?;
-        state.unlink_below(ino);
-        state.unlink(parent, &name);
-        Ok(())
+        let mut entries = Vec::new();
+        state.entries_below(ino, &mut entries);
+        entries.push((parent, name));
+        let failure = match gate {
+            Gate::Go => None,
+            Gate::Crash(e) | Gate::Fail(e) => return Err(e),
+            // Entry by entry, as the real one: a failure part way leaves
+            // the first half of the tree removed.
+            Gate::Torn(e) => {
+                entries.truncate(entries.len() / 2);
+                Some(e)
+            }
+        };
+        for (dir, name) in entries {
+            state.unlink(dir, &name);
+        }
+        failure.map_or(Ok(()), Err)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -1592,6 +1613,24 @@ mod tests {
                 .power_loss(Keep::Nothing)
                 .exists(path("/e"))
                 .expect("stat")
+        );
+    }
+
+    #[test]
+    fn a_torn_remove_dir_all_leaves_part_of_the_tree() {
+        let fs = SimFs::new();
+        for name in ["a", "b", "c"] {
+            durable_file(&fs, name, name.as_bytes());
+        }
+        fs.fail(Fault::new(FaultOp::Remove).torn());
+        assert!(fs.remove_dir_all(path("/d")).is_err());
+        // Four unlinks (three files, then the directory): two done.
+        assert_eq!(
+            fs.tree(),
+            vec![
+                (PathBuf::from("/d"), None),
+                (PathBuf::from("/d/c"), Some(1))
+            ]
         );
     }
 
