@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 seconds=${1:-10}
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s none -O
-for target in segment journal offsets protocol; do
+for target in segment journal offsets protocol kafka; do
     mkdir -p "corpus/$target"
     out=$(cargo fuzz run -s none -O "$target" "corpus/$target" "seeds/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=10 2>&1) || {

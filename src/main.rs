@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Huge allocations are lazy mappings (see the module for why: a Kafka
+/// request must not be able to abort the process).
+#[global_allocator]
+static ALLOCATOR: seglog::lazy_alloc::LazyHuge = seglog::lazy_alloc::LazyHuge;
+
 /// A persistent segmented log server for Maelstrom's kafka workload.
 ///
 /// With no subcommand, seglog runs a Maelstrom node: JSON messages on

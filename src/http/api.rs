@@ -102,7 +102,7 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -352,7 +352,7 @@ const REMOVAL_ATTEMPTS: usize = 5;
 /// Removes a deleted topic's partition log, waiting for a sync point while
 /// records appended to it are still in flight (the store refuses to remove
 /// a log with records not yet durable).
-async fn remove_partition(app: &Arc<App>, key: String) {
+pub async fn remove_partition(app: &Arc<App>, key: String) {
     for _ in 0..REMOVAL_ATTEMPTS {
         let mut published = app.published.subscribe();
         published.borrow_and_update();
@@ -833,7 +833,7 @@ pub const GROUP_NAME_BYTES_MAX: usize = 249;
 /// The store key of a group's committed offset for one partition. The
 /// group name is quoted as a JSON string, so no two (group, partition)
 /// pairs share a key whatever the name holds.
-fn offset_key(group: &str, topic: &Topic, partition: u32) -> String {
+pub fn offset_key(group: &str, topic: &Topic, partition: u32) -> String {
     let quoted = serde_json::to_string(group).unwrap_or_default();
     format!("group {quoted} {}", topic.key(partition))
 }

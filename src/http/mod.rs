@@ -78,6 +78,19 @@ pub struct ServeArgs {
     /// fsyncs and large reads run on threads of their own besides.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+    /// Also serve the Kafka wire protocol on ADDR (for example
+    /// 127.0.0.1:9092); port 0 picks a free port (logged on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub kafka: Option<SocketAddr>,
+    /// HOST:PORT that Kafka clients are told to connect to (default: the
+    /// --kafka address, with 127.0.0.1 for an unspecified IP).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_advertise: Option<String>,
+    /// Partitions of a topic that a Kafka client's Metadata request creates
+    /// on first use, as Kafka's auto.create.topics.enable does; 0 turns
+    /// that off.
+    #[arg(long, value_name = "N", default_value_t = crate::kafka::topics::PARTITIONS_DEFAULT)]
+    pub kafka_auto_create_partitions: u32,
     /// More logs on stderr (-v: lifecycle and syncs, -vv: every error reply).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -176,6 +189,11 @@ async fn serve(args: &ServeArgs, dir: &Path) -> Result<(), String> {
         dir.display()
     );
 
+    let kafka = match args.kafka {
+        Some(address) => Some(start_kafka(args, address, &app).await?),
+        None => None,
+    };
+
     // Replies go out whole, at once: Nagle's algorithm would hold a reply's
     // tail back waiting for the client's delayed ACK.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -195,6 +213,11 @@ async fn serve(args: &ServeArgs, dir: &Path) -> Result<(), String> {
 
     retention.abort();
     let _ = retention.await;
+    if let Some(kafka) = kafka {
+        // The listener stops on the shutdown signal; connections finish
+        // what waits on the syncer, closed below.
+        let _ = kafka.await;
+    }
     app.close_syncer();
     let joining = Arc::clone(&app);
     let joined = tokio::time::timeout(
@@ -218,6 +241,40 @@ async fn serve(args: &ServeArgs, dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("closing the store: {e}"))?;
     eprintln!("seglog: closed cleanly");
     served
+}
+
+/// Binds the Kafka listener and serves it in a task of its own.
+async fn start_kafka(
+    args: &ServeArgs,
+    address: SocketAddr,
+    app: &Arc<App>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address} for Kafka: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the Kafka listening address: {e}"))?;
+    let advertised = crate::kafka::advertised(args.kafka_advertise.as_deref(), bound)?;
+    let partitions = args.kafka_auto_create_partitions;
+    if partitions > catalog::PARTITIONS_MAX {
+        return Err(format!(
+            "--kafka-auto-create-partitions is at most {}",
+            catalog::PARTITIONS_MAX
+        ));
+    }
+    // Always printed, like the HTTP address.
+    eprintln!(
+        "seglog: Kafka protocol on {bound}, advertised as {}:{}",
+        advertised.0, advertised.1
+    );
+    let broker = Arc::new(crate::kafka::Broker {
+        app: Arc::clone(app),
+        advertised,
+        groups: crate::kafka::groups::Coordinator::default(),
+        auto_create_partitions: partitions,
+    });
+    Ok(tokio::spawn(crate::kafka::serve(listener, broker)))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

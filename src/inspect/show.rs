@@ -36,9 +36,21 @@ pub fn key(key: &str, full: bool) -> String {
 
 /// A message for a table cell: its text with control characters escaped,
 /// or hex when it is not UTF-8; shortened with its size said, unless `full`.
+/// A Kafka record payload is shown decoded, as the HTTP front end serves it
+/// (`{"kafka":1,"timestamp":..,"key":..,"value":..}`, base64 for bytes that
+/// are not JSON text).
 pub fn message(payload: &[u8], full: bool) -> String {
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return hex(payload, full);
+    let decoded;
+    let text = if crate::payload::is_kafka(payload) {
+        let mut json = b"{\"kafka\":1".to_vec();
+        crate::payload::push_http_fields(&mut json, payload);
+        decoded = String::from_utf8_lossy(&json).into_owned();
+        decoded.as_str()
+    } else {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return hex(payload, full);
+        };
+        text
     };
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
@@ -90,6 +102,26 @@ fn shorten(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_records_are_shown_decoded() {
+        let mut payload = Vec::new();
+        crate::payload::encode_kafka(
+            &mut payload,
+            &crate::payload::KafkaRecord {
+                timestamp: 7,
+                key: Some(b"\"k\""),
+                value: Some(b"\x00\xff"),
+                headers: vec![(b"h", None)],
+            },
+        );
+        assert_eq!(
+            message(&payload, true),
+            r#"{"kafka":1,"timestamp":7,"key":"k","value":null,"value_base64":"AP8=","headers":[{"key":"h","value_base64":null}]}"#
+        );
+        // Shortened like any other message, with the payload's size.
+        assert!(message(&payload, false).ends_with(&format!("({} bytes)", payload.len())));
+    }
 
     #[test]
     fn plain_keys_stay_bare_and_odd_ones_are_quoted() {

@@ -20,13 +20,6 @@ pub fn sync_file_system(fs: &dyn Backend, dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("syncfs", dir, e))
 }
 
-/// fdatasyncs the file at `path`.
-pub fn sync_file(fs: &dyn Backend, path: &Path) -> Result<()> {
-    fs.open(path, OpenMode::Read)
-        .and_then(|file| file.sync_data())
-        .map_err(|e| Error::io("fdatasync", path, e))
-}
-
 /// Whether anything is at `path` (see [`Backend::exists`]).
 pub fn exists(fs: &dyn Backend, path: &Path) -> Result<bool> {
     fs.exists(path).map_err(|e| Error::io("stat", path, e))
@@ -35,6 +28,34 @@ pub fn exists(fs: &dyn Backend, path: &Path) -> Result<bool> {
 /// Whether a directory is at `path` (see [`Backend::is_dir`]).
 pub fn is_dir(fs: &dyn Backend, path: &Path) -> Result<bool> {
     fs.is_dir(path).map_err(|e| Error::io("stat", path, e))
+}
+
+/// Writes `bytes`, which the file at `path` holds from its first byte
+/// (read from the page cache), over themselves and fdatasyncs the file.
+///
+/// Recovery does this, instead of a bare fdatasync, for what it trusts
+/// without proof that it is durable: after a failed fdatasync Linux may
+/// mark pages it could not write clean while keeping them cached, so a
+/// process restarted without a reboot reads them as written, and a later
+/// fdatasync, finding nothing dirty, writes nothing. Writing the same
+/// bytes dirties every page again, so the sync covers them (or fails).
+pub fn rewrite_and_sync(fs: &dyn Backend, path: &Path, bytes: &[u8]) -> Result<()> {
+    rewrite_in_place(fs, path, bytes, true)
+}
+
+/// [`rewrite_and_sync`] without the sync, for bytes a later sync (a
+/// checkpoint's) covers before anything relies on them.
+pub fn rewrite_in_place(fs: &dyn Backend, path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+    let file = fs
+        .open(path, OpenMode::Write)
+        .map_err(|e| Error::io("open", path, e))?;
+    file.write_all_at(bytes, 0)
+        .map_err(|e| Error::io("rewrite", path, e))?;
+    if sync {
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", path, e))?;
+    }
+    Ok(())
 }
 
 /// Creates `dir` and any missing parents, and fsyncs the parent of each

@@ -150,8 +150,10 @@ pub fn removed_only(at: &[EntryAt]) -> bool {
 
 /// Opens the journal of the data directory `data_dir` (versions 2 and 3): applies
 /// the journal rows of the decision table to its files, and when the stop
-/// was `unclean` fdatasyncs every live file, since a killed process may have
-/// left batches written but not synced that the store is about to serve.
+/// was `unclean` rewrites and fdatasyncs every live file
+/// ([`crate::storage::fsutil::rewrite_and_sync`]), since a killed process
+/// may have left batches written but not synced (or whose writeback failed)
+/// that the store is about to serve.
 pub fn recover(
     fs: &dyn Backend,
     data_dir: &Path,
@@ -376,9 +378,7 @@ pub fn recover(
             _ => {}
         }
         if unclean {
-            fs.open(&path, OpenMode::Read)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| Error::io("fdatasync", &path, e))?;
+            crate::storage::fsutil::rewrite_and_sync(fs, &path, &bytes[..end as usize])?;
         }
         bytes.truncate(end as usize);
         recovered.last_version = crate::storage::format::decode_header(&bytes)

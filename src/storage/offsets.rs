@@ -173,8 +173,12 @@ impl CommittedOffsets {
     /// torn tail (left by a checkpoint interrupted while appending: the
     /// write-ahead journal still holds those commits). An unreadable header
     /// or a hole before valid entries is corruption: the store refuses to
-    /// open rather than forget commits.
-    pub fn open(fs: Fs, dir: &Path) -> Result<CommittedOffsets> {
+    /// open rather than forget commits. After an `unclean` stop the valid
+    /// entries are rewritten and synced: a checkpoint whose write of them
+    /// failed may have left pages that read as written but never reach the
+    /// disk (`fsutil::rewrite_and_sync`), and later appends would sync only
+    /// their own pages, leaving a hole for a power loss to open.
+    pub fn open(fs: Fs, dir: &Path, unclean: bool) -> Result<CommittedOffsets> {
         let path = dir.join(OFFSETS_FILE_NAME);
         let bytes = match fs.read(&path) {
             Ok(bytes) => bytes,
@@ -215,6 +219,9 @@ impl CommittedOffsets {
             file.set_len(scan.end_position)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| Error::io("truncate", &path, e))?;
+        }
+        if unclean {
+            fsutil::rewrite_and_sync(&*fs, &path, &bytes[..scan.end_position as usize])?;
         }
         let live_bytes =
             FILE_HEADER_SIZE as u64 + durable.keys().map(|k| entry_bytes(k)).sum::<u64>();

@@ -633,8 +633,13 @@ pub fn recover_journaled_key<'a>(
     if removed_any {
         crate::storage::fsutil::sync_dir(&**fs, dir)?;
     }
-    // Records kept that the journal does not hold (a direct sync point's):
-    // possibly written and never synced, so sync them before serving them.
+    // The segments from the key's first journaled offset on were written
+    // by the crashed run and may not be durable; their writeback may even
+    // have failed, leaving clean pages a bare fdatasync would not write
+    // (`fsutil::rewrite_and_sync`). They are rewritten, so that a sync
+    // covers them: at once when they hold records the journal does not (a
+    // direct sync point's), served from now on; otherwise by the checkpoint
+    // that deletes the journal, which syncs every file in `unsynced`.
     let unsynced: Vec<PathBuf> = match active_index {
         Some(last) => bases[start.min(last)..=last]
             .iter()
@@ -643,10 +648,13 @@ pub fn recover_journaled_key<'a>(
         None => Vec::new(),
     };
     let unjournaled = (j0..keep_end).any(|offset| !journaled.contains_key(&offset));
+    for log_path in &unsynced {
+        let bytes = fs
+            .read(log_path)
+            .map_err(|e| Error::io("read", log_path, e))?;
+        crate::storage::fsutil::rewrite_in_place(&**fs, log_path, &bytes, unjournaled)?;
+    }
     if unjournaled && !unsynced.is_empty() {
-        for log_path in &unsynced {
-            crate::storage::fsutil::sync_file(&**fs, log_path)?;
-        }
         // Their directory entries too: served from now on, and no journal
         // entry would bring them back.
         crate::storage::fsutil::sync_dir(&**fs, dir)?;

@@ -429,7 +429,7 @@ impl Store {
             ));
             fsutil::sync_file_system(&*fs, dir)?;
         }
-        let mut offsets = CommittedOffsets::open(Arc::clone(&fs), dir)?;
+        let mut offsets = CommittedOffsets::open(Arc::clone(&fs), dir, !opened_clean)?;
         let (journal, recovered, journal_version) = if fsutil::exists(&*fs, &journal_dir)? {
             let recovered = journal_recovery::recover(&*fs, dir, &journal_dir, !opened_clean)?;
             let version = recovered.last_version;

@@ -1,0 +1,269 @@
+//! One client connection: size-prefixed frames in, replies out in the
+//! order of the requests, as Kafka promises.
+//!
+//! Requests are taken in order and each one's immediate part runs before
+//! the next is read (so a producer's pipelined batches are appended in the
+//! order sent); the part that waits (a sync point, a long poll, a
+//! rebalance) runs in a task of its own, so that pipelined produce
+//! requests share sync points. A writer task sends the replies in order.
+//!
+//! A frame over the size limit, a frame that does not decode, an unknown
+//! API key or an unserved version (other than ApiVersions) close the
+//! connection with a log line, as Kafka does; nothing of such a request
+//! was applied.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::{Broker, fetch, groups, produce, topics, versions};
+use crate::log;
+
+/// Requests of one connection whose replies may wait at once: bounds the
+/// memory one client can hold (librdkafka sends up to 5 produce requests
+/// ahead by default, kafka-python 5).
+pub const IN_FLIGHT_MAX: usize = 64;
+
+/// Bytes reserved for a request before its bytes arrive: most requests
+/// are smaller; a larger one grows its buffer as it comes.
+const FRAME_RESERVE_BYTES_MAX: usize = 64 << 10;
+
+/// What a handler gives back.
+pub enum Reply {
+    /// The reply, ready now (boxed: replies are large and few).
+    Now(Box<ResponseKind>),
+    /// The reply once something happens (a sync point, new records, a
+    /// rebalance); `None` for none at all (a produce with `acks=0`).
+    Later(Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>),
+    /// No reply (a produce with `acks=0`).
+    Nothing,
+}
+
+impl Reply {
+    pub fn now(response: ResponseKind) -> Reply {
+        Reply::Now(Box::new(response))
+    }
+}
+
+/// Why a connection is closed.
+type Close = String;
+
+/// Serves one connection until the client closes it or breaks the protocol.
+pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) =
+        mpsc::channel::<tokio::task::JoinHandle<Result<Option<BytesMut>, ()>>>(IN_FLIGHT_MAX);
+    let write_task = tokio::spawn(async move {
+        while let Some(handle) = rx.recv().await {
+            let frame = match handle.await {
+                Ok(Ok(frame)) => frame,
+                // Logged where it happened; the client must not wait for
+                // a reply that will never come.
+                Ok(Err(())) => break,
+                Err(e) => {
+                    log::warn(format_args!("kafka {peer}: a request's task failed: {e}"));
+                    break;
+                }
+            };
+            if let Some(frame) = frame
+                && let Err(e) = writer.write_all(&frame).await
+            {
+                log::debug(format_args!("kafka {peer}: cannot send a reply: {e}"));
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let limit = broker.app.limits.request_bytes;
+    loop {
+        let frame = match read_frame(&mut reader, limit).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(reason) => {
+                log::warn(format_args!(
+                    "kafka {peer}: {reason}; closing the connection"
+                ));
+                break;
+            }
+        };
+        let (api_key, version, correlation_id, reply) = match handle(&broker, frame) {
+            Ok(handled) => handled,
+            Err(reason) => {
+                log::warn(format_args!(
+                    "kafka {peer}: {reason}; closing the connection"
+                ));
+                break;
+            }
+        };
+        let task = tokio::spawn(async move {
+            let response = match reply {
+                Reply::Now(response) => Some(*response),
+                Reply::Later(future) => future.await,
+                Reply::Nothing => None,
+            };
+            let Some(response) = response else {
+                return Ok(None);
+            };
+            match encode(api_key, version, correlation_id, &response) {
+                Ok(frame) => Ok(Some(frame)),
+                Err(e) => {
+                    // Our own reply does not encode: a bug, and the
+                    // client is better told by a closed connection than
+                    // by a hang.
+                    log::warn(format_args!(
+                        "kafka {peer}: cannot encode a {api_key:?} v{version} reply ({e}); \
+                         closing the connection"
+                    ));
+                    Err(())
+                }
+            }
+        });
+        if tx.send(task).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = write_task.await;
+}
+
+/// Reads one frame: `None` when the client closed the connection between
+/// frames; an error for an oversized frame or one cut short.
+async fn read_frame(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    limit: usize,
+) -> Result<Option<Bytes>, Close> {
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("cannot read a request: {e}")),
+    }
+    let size = i32::from_be_bytes(size);
+    let size = usize::try_from(size).map_err(|_| format!("a request of size {size}"))?;
+    if size > limit {
+        return Err(format!(
+            "a request of {size} bytes, over the limit of {limit} (--max-request-bytes)"
+        ));
+    }
+    // The buffer grows with the bytes that arrive, so a size field alone
+    // (or a slow sender) does not reserve the whole limit.
+    let mut frame = Vec::with_capacity(size.min(FRAME_RESERVE_BYTES_MAX));
+    let read = reader
+        .take(size as u64)
+        .read_to_end(&mut frame)
+        .await
+        .map_err(|e| format!("cannot read a {size}-byte request: {e}"))?;
+    if read != size {
+        return Err(format!(
+            "the client left in the middle of a {size}-byte request, after {read} bytes"
+        ));
+    }
+    Ok(Some(Bytes::from(frame)))
+}
+
+/// Bytes before a request's header fields that every version has: API key,
+/// API version and correlation id.
+const FIXED_HEADER_BYTES: usize = 8;
+
+/// Decodes a request and runs its immediate part.
+fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<(ApiKey, i16, i32, Reply), Close> {
+    let fixed = frame.get(..FIXED_HEADER_BYTES).ok_or_else(|| {
+        format!(
+            "a request of {} bytes, shorter than a request header",
+            frame.len()
+        )
+    })?;
+    let key = i16::from_be_bytes([fixed[0], fixed[1]]);
+    let version = i16::from_be_bytes([fixed[2], fixed[3]]);
+    let correlation_id = i32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+    let api_key =
+        ApiKey::try_from(key).map_err(|()| format!("a request with unknown API key {key}"))?;
+    if !versions::is_served(api_key, version) {
+        if api_key == ApiKey::ApiVersions {
+            // Kafka's rule: an ApiVersions request of a version the broker
+            // does not know is answered in version 0 with the error, so the
+            // client can read the versions served and retry.
+            let reply =
+                versions::api_versions(kafka_protocol::ResponseError::UnsupportedVersion.code());
+            return Ok((
+                api_key,
+                0,
+                correlation_id,
+                Reply::now(ResponseKind::ApiVersions(reply)),
+            ));
+        }
+        return Err(format!(
+            "a {api_key:?} request of version {version}, which this broker does not serve \
+             (ApiVersions lists what it does)"
+        ));
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| {
+            format!("a {api_key:?} v{version} request header that does not decode: {e}")
+        })?;
+    let request = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| format!("a {api_key:?} v{version} request that does not decode: {e:#}"))?;
+    let client = header.client_id.as_ref().map_or("", |c| c.as_str());
+    log::debug(format_args!("kafka: {client} {api_key:?} v{version}"));
+    let reply = match request {
+        RequestKind::ApiVersions(_) => {
+            Reply::now(ResponseKind::ApiVersions(versions::api_versions(0)))
+        }
+        RequestKind::Metadata(r) => topics::metadata(broker, r, version),
+        RequestKind::CreateTopics(r) => topics::create(broker, r, version),
+        RequestKind::DeleteTopics(r) => topics::delete(broker, r, version),
+        RequestKind::Produce(r) => produce::produce(broker, r, version),
+        RequestKind::Fetch(r) => fetch::fetch(broker, r, version),
+        RequestKind::ListOffsets(r) => fetch::list_offsets(broker, r, version),
+        RequestKind::FindCoordinator(r) => groups::find_coordinator(broker, r, version),
+        RequestKind::JoinGroup(r) => groups::join(broker, r, client, version),
+        RequestKind::SyncGroup(r) => groups::sync(broker, r, version),
+        RequestKind::Heartbeat(r) => groups::heartbeat(broker, r),
+        RequestKind::LeaveGroup(r) => groups::leave(broker, r, version),
+        RequestKind::OffsetCommit(r) => groups::offset_commit(broker, r),
+        RequestKind::OffsetFetch(r) => groups::offset_fetch(broker, r, version),
+        other => {
+            return Err(format!(
+                "a {api_key:?} request, which is not served: {:?}",
+                std::mem::discriminant(&other)
+            ));
+        }
+    };
+    Ok((api_key, version, correlation_id, reply))
+}
+
+/// A reply frame: size, header, body.
+fn encode(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> Result<BytesMut, String> {
+    let mut frame = BytesMut::with_capacity(64);
+    frame.extend_from_slice(&[0; 4]);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    // ApiVersions replies always have header version 0, so that a client
+    // can read one whatever version it asked with.
+    let header_version = if api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        api_key.response_header_version(version)
+    };
+    header
+        .encode(&mut frame, header_version)
+        .map_err(|e| e.to_string())?;
+    response
+        .encode(&mut frame, version)
+        .map_err(|e| e.to_string())?;
+    let size = i32::try_from(frame.len() - 4).map_err(|_| "a reply over 2 GiB".to_string())?;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(frame)
+}

@@ -1,0 +1,357 @@
+//! Fetch, with long polls, and ListOffsets.
+//!
+//! A fetch returns durable records only (the high watermark is the store's
+//! durable end), as one record batch (format v2, uncompressed) per
+//! partition. Records the HTTP front end wrote go out with the JSON text of
+//! their key and value as bytes (`crate::payload::as_kafka`).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ResponseKind, TopicName,
+};
+
+use super::Broker;
+use super::batch::{self, BatchRecord};
+use super::connection::Reply;
+use crate::http::app::{App, FETCH_WAIT_MS_MAX};
+use crate::log;
+use crate::payload::as_kafka;
+
+/// Most bytes of records one fetch returns over all its partitions,
+/// whatever the client asks: bounds a reply's memory (librdkafka asks for
+/// 50 MiB by default, `fetch.max.bytes`).
+pub const FETCH_BYTES_MAX: usize = 64 << 20;
+
+/// Records ListOffsets reads under one hold of the store's lock while it
+/// looks for a timestamp, so a scan of a long partition lets writes in.
+pub const TIMESTAMP_SCAN_RECORDS: usize = 4096;
+
+/// One partition to read.
+#[derive(Clone)]
+struct Wanted {
+    topic: usize,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+}
+
+/// What was read of one partition.
+struct Read {
+    error: i16,
+    high_watermark: i64,
+    log_start: i64,
+    records: Vec<BatchRecord>,
+    bytes: usize,
+}
+
+pub fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply {
+    let app = Arc::clone(&broker.app);
+    let wait_ms = u64::try_from(request.max_wait_ms)
+        .unwrap_or(0)
+        .min(FETCH_WAIT_MS_MAX);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(request.max_bytes)
+        .unwrap_or(FETCH_BYTES_MAX)
+        .min(FETCH_BYTES_MAX);
+    let mut names: Vec<TopicName> = Vec::new();
+    let mut wanted = Vec::new();
+    for (t, topic) in request.topics.into_iter().enumerate() {
+        names.push(topic.topic);
+        for p in topic.partitions {
+            wanted.push(Wanted {
+                topic: t,
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+            });
+        }
+    }
+    Reply::Later(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+        let mut published = app.published.subscribe();
+        let mut shutdown = app.shutdown.subscribe();
+        let reads = loop {
+            published.borrow_and_update();
+            let (worker, names_now, wanted_now) = (Arc::clone(&app), names.clone(), wanted.clone());
+            let reads = tokio::task::spawn_blocking(move || {
+                read_all(&worker, &names_now, &wanted_now, max_bytes)
+            })
+            .await
+            .ok()?;
+            let bytes: usize = reads.iter().map(|r| r.bytes).sum();
+            let errors = reads.iter().any(|r| r.error != 0);
+            // min_bytes 0 answers at once, as in Kafka.
+            let done = bytes >= min_bytes
+                || errors
+                || *shutdown.borrow_and_update()
+                || tokio::time::Instant::now() >= deadline;
+            if done {
+                break reads;
+            }
+            tokio::select! {
+                _ = published.changed() => {}
+                _ = shutdown.changed() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        };
+        let mut count = 0;
+        let mut payload_bytes = 0;
+        let mut response = FetchResponse::default();
+        let mut topics: Vec<FetchableTopicResponse> = names
+            .into_iter()
+            .map(|name| {
+                let mut topic = FetchableTopicResponse::default();
+                topic.topic = name;
+                topic
+            })
+            .collect();
+        for (w, read) in wanted.iter().zip(reads) {
+            count += read.records.len();
+            payload_bytes += read.bytes;
+            let mut data = PartitionData::default();
+            data.partition_index = w.partition;
+            data.error_code = read.error;
+            data.high_watermark = read.high_watermark;
+            data.last_stable_offset = read.high_watermark;
+            // Version 4 lacks the field, and a set field must be encodable.
+            if version >= 5 {
+                data.log_start_offset = read.log_start;
+            }
+            data.records = Some(encode_batch(&read.records));
+            if let Some(topic) = topics.get_mut(w.topic) {
+                topic.partitions.push(data);
+            }
+        }
+        app.metrics.count_fetched(count, payload_bytes);
+        response.responses = topics;
+        Some(ResponseKind::Fetch(response))
+    }))
+}
+
+fn encode_batch(records: &[BatchRecord]) -> Bytes {
+    let mut buf = BytesMut::new();
+    batch::encode(&mut buf, records);
+    buf.freeze()
+}
+
+fn read_all(app: &App, names: &[TopicName], wanted: &[Wanted], max_bytes: usize) -> Vec<Read> {
+    let mut left = max_bytes;
+    let mut sent_any = false;
+    wanted
+        .iter()
+        .map(|w| {
+            let name = names.get(w.topic).map_or("", |n| n.0.as_str());
+            let read = read_partition(app, name, w, left, sent_any);
+            left = left.saturating_sub(read.bytes);
+            sent_any |= !read.records.is_empty();
+            read
+        })
+        .collect()
+}
+
+/// Reads one partition from `w.offset`, within its budget and what is
+/// left of the request's; the first record of the whole reply always
+/// comes, so a fetch makes progress past a large record (KIP-74).
+fn read_partition(app: &App, topic_name: &str, w: &Wanted, left: usize, sent_any: bool) -> Read {
+    let mut read = Read {
+        error: 0,
+        high_watermark: -1,
+        log_start: -1,
+        records: Vec::new(),
+        bytes: 0,
+    };
+    let key = match app.catalog().get(topic_name) {
+        Some(topic) if w.partition >= 0 && (w.partition as u32) < topic.partitions => {
+            topic.key(w.partition as u32)
+        }
+        _ => {
+            read.error = ResponseError::UnknownTopicOrPartition.code();
+            return read;
+        }
+    };
+    let mut store = app.store();
+    let (start, end) = match (store.log_start(&key), store.durable_next_offset(&key)) {
+        (Ok(start), Ok(end)) => (start, end),
+        (Err(e), _) | (_, Err(e)) => {
+            log::warn(format_args!("kafka: cannot read {key}: {e}"));
+            read.error = ResponseError::KafkaStorageError.code();
+            return read;
+        }
+    };
+    read.log_start = start as i64;
+    read.high_watermark = end as i64;
+    let Ok(from) = u64::try_from(w.offset) else {
+        read.error = ResponseError::OffsetOutOfRange.code();
+        return read;
+    };
+    if from < start || from > end {
+        read.error = ResponseError::OffsetOutOfRange.code();
+        return read;
+    }
+    let budget = w.max_bytes.min(left);
+    let mut next = from;
+    let records = &mut read.records;
+    let bytes = &mut read.bytes;
+    let result = store.read(&key, from, &mut |at, payload| {
+        if at != next {
+            // Retention removed records between two reads: stop at the gap.
+            return false;
+        }
+        let first = !sent_any && records.is_empty();
+        if !first && *bytes + payload.len() > budget {
+            return false;
+        }
+        records.push(record(at, payload));
+        *bytes += payload.len();
+        next = at + 1;
+        true
+    });
+    if let Err(e) = result {
+        log::warn(format_args!("kafka: cannot read {key}: {e}"));
+        read.error = ResponseError::KafkaStorageError.code();
+        read.records.clear();
+        read.bytes = 0;
+    }
+    read
+}
+
+/// A stored record as Kafka has it.
+fn record(offset: u64, payload: &[u8]) -> BatchRecord {
+    let fields = as_kafka(payload).unwrap_or_else(|e| {
+        log::warn(format_args!(
+            "kafka: the record at offset {offset} does not decode ({e}); served as its bytes"
+        ));
+        crate::payload::KafkaRecord {
+            timestamp: -1,
+            key: None,
+            value: Some(payload),
+            headers: Vec::new(),
+        }
+    });
+    let copy = |field: Option<&[u8]>| field.map(Bytes::copy_from_slice);
+    BatchRecord {
+        offset: offset as i64,
+        timestamp: fields.timestamp,
+        key: copy(fields.key),
+        value: copy(fields.value),
+        headers: fields
+            .headers
+            .iter()
+            .map(|(name, value)| (Bytes::copy_from_slice(name), copy(*value)))
+            .collect(),
+    }
+}
+
+/// Kafka's special timestamps of ListOffsets.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> Reply {
+    let _ = version;
+    let app = Arc::clone(&broker.app);
+    Reply::Later(Box::pin(async move {
+        let topics = tokio::task::spawn_blocking(move || {
+            request
+                .topics
+                .into_iter()
+                .map(|topic| {
+                    let mut out = ListOffsetsTopicResponse::default();
+                    let name = topic.name.0.as_str().to_string();
+                    out.name = topic.name;
+                    out.partitions = topic
+                        .partitions
+                        .into_iter()
+                        .map(|p| list_one(&app, &name, p.partition_index, p.timestamp))
+                        .collect();
+                    out
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .ok()?;
+        let mut response = ListOffsetsResponse::default();
+        response.topics = topics;
+        Some(ResponseKind::ListOffsets(response))
+    }))
+}
+
+fn list_one(
+    app: &App,
+    topic_name: &str,
+    partition: i32,
+    timestamp: i64,
+) -> ListOffsetsPartitionResponse {
+    let mut out = ListOffsetsPartitionResponse::default();
+    out.partition_index = partition;
+    out.timestamp = -1;
+    out.offset = -1;
+    let key = match app.catalog().get(topic_name) {
+        Some(topic) if partition >= 0 && (partition as u32) < topic.partitions => {
+            topic.key(partition as u32)
+        }
+        _ => {
+            out.error_code = ResponseError::UnknownTopicOrPartition.code();
+            return out;
+        }
+    };
+    let storage = |e: crate::storage::error::Error| {
+        log::warn(format_args!("kafka: ListOffsets of {key}: {e}"));
+        ResponseError::KafkaStorageError.code()
+    };
+    let found = match timestamp {
+        EARLIEST => app
+            .store()
+            .log_start(&key)
+            .map(|o| Some((o, -1)))
+            .map_err(storage),
+        LATEST => app
+            .store()
+            .durable_next_offset(&key)
+            .map(|o| Some((o, -1)))
+            .map_err(storage),
+        t if t >= 0 => first_at_or_after(app, &key, t).map_err(storage),
+        _ => Err(ResponseError::UnsupportedVersion.code()),
+    };
+    match found {
+        Ok(Some((offset, ts))) => {
+            out.offset = offset as i64;
+            out.timestamp = ts;
+        }
+        Ok(None) => {}
+        Err(code) => out.error_code = code,
+    }
+    out
+}
+
+/// The first record whose timestamp is at or after `t` and its timestamp,
+/// by a scan from the log start in chunks (timestamps are the clients'
+/// and need not grow with offsets, so there is no index to search).
+fn first_at_or_after(app: &App, key: &str, t: i64) -> crate::Result<Option<(u64, i64)>> {
+    let mut from = app.store().log_start(key)?;
+    loop {
+        let mut seen = 0;
+        let mut found = None;
+        let mut next = from;
+        app.store().read(key, from, &mut |at, payload| {
+            let ts = as_kafka(payload).map_or(-1, |r| r.timestamp);
+            if ts >= t {
+                found = Some((at, ts));
+                return false;
+            }
+            seen += 1;
+            next = at + 1;
+            seen < TIMESTAMP_SCAN_RECORDS
+        })?;
+        if found.is_some() || seen < TIMESTAMP_SCAN_RECORDS {
+            return Ok(found);
+        }
+        from = next;
+    }
+}

@@ -1,0 +1,737 @@
+//! Consumer groups: FindCoordinator (this broker), the classic group
+//! protocol that `subscribe()` uses (JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup), and OffsetCommit / OffsetFetch on the store's committed
+//! offsets, the same ones the HTTP front end's group routes use.
+//!
+//! Membership lives in memory: a restart of seglog makes every member join
+//! again (their heartbeats get UNKNOWN_MEMBER_ID), while committed offsets
+//! are durable. A rebalance follows Kafka's: a join or a leave moves the
+//! group to *preparing*; members learn it from their heartbeat and join
+//! again; once every member has joined (or the rebalance timeout dropped
+//! the ones that did not) all joins are answered, the leader with every
+//! member's subscription; the leader's SyncGroup hands out the assignment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
+
+use super::connection::Reply;
+use super::{Broker, NODE_ID};
+use crate::http::api::{GROUP_NAME_BYTES_MAX, offset_key};
+use crate::http::app::App;
+use crate::log;
+use crate::node::syncer::lock;
+
+/// Most consumer groups with members at once: each holds its members'
+/// subscriptions in memory.
+pub const GROUPS_MAX: usize = 10_000;
+/// Most members of one group: bounds a JoinGroup reply to the leader.
+pub const MEMBERS_MAX: usize = 1_000;
+/// Longest member subscription or assignment kept, in bytes (a list of
+/// topic names and partitions; Kafka bounds them only by the request size).
+pub const MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;
+/// How often expired members and overdue rebalances are looked for.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// Bounds of a member's session timeout (Kafka's group.min/max.session.timeout.ms).
+pub const SESSION_TIMEOUT_MS_MIN: i32 = 1_000;
+pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Empty,
+    /// Waiting for every member to join.
+    Preparing,
+    /// Joins answered; waiting for the leader's assignment.
+    Completing,
+    Stable,
+}
+
+struct Member {
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_seen: Instant,
+    /// Joined in the rebalance under way.
+    joined: bool,
+}
+
+type JoinResult = JoinGroupResponse;
+
+#[derive(Default)]
+struct Group {
+    state: Option<State>,
+    generation: i32,
+    protocol_type: String,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    joins: Vec<(String, oneshot::Sender<JoinResult>)>,
+    syncs: Vec<(String, oneshot::Sender<(i16, Bytes)>)>,
+    rebalance_deadline: Option<Instant>,
+}
+
+impl Group {
+    fn state(&self) -> State {
+        self.state.unwrap_or(State::Empty)
+    }
+
+    /// Starts a rebalance: pending syncs are told to join again.
+    fn prepare(&mut self, now: Instant) {
+        if self.state() == State::Preparing {
+            return;
+        }
+        self.state = Some(State::Preparing);
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        self.rebalance_deadline = Some(now + timeout);
+        for member in self.members.values_mut() {
+            member.joined = false;
+        }
+        for (_, tx) in self.syncs.drain(..) {
+            let _ = tx.send((ResponseError::RebalanceInProgress.code(), Bytes::new()));
+        }
+    }
+
+    /// Answers the joins once every member has joined, or `force`d at the
+    /// rebalance deadline (members that did not join are dropped).
+    fn try_complete(&mut self, force: bool) {
+        if self.state() != State::Preparing {
+            return;
+        }
+        if !force && self.members.values().any(|m| !m.joined) {
+            return;
+        }
+        self.members.retain(|_, m| m.joined);
+        if self.members.is_empty() {
+            self.state = Some(State::Empty);
+            self.leader = None;
+            self.joins.clear();
+            return;
+        }
+        // The first protocol of the leader's that every member has.
+        let leader = match &self.leader {
+            Some(l) if self.members.contains_key(l) => l.clone(),
+            _ => self.members.keys().next().cloned().unwrap_or_default(),
+        };
+        let protocol = self.members.get(&leader).and_then(|m| {
+            m.protocols
+                .iter()
+                .map(|(name, _)| name)
+                .find(|name| {
+                    self.members
+                        .values()
+                        .all(|o| o.protocols.iter().any(|(n, _)| n == *name))
+                })
+                .cloned()
+        });
+        self.generation += 1;
+        self.leader = Some(leader.clone());
+        self.protocol = protocol.clone();
+        self.state = Some(State::Completing);
+        self.rebalance_deadline = None;
+        let protocol_name = protocol.unwrap_or_default();
+        let members: Vec<JoinGroupResponseMember> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let mut entry = JoinGroupResponseMember::default();
+                entry.member_id = StrBytes::from_string(id.clone());
+                entry.metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol_name)
+                    .map(|(_, meta)| meta.clone())
+                    .unwrap_or_default();
+                entry
+            })
+            .collect();
+        for (id, tx) in self.joins.drain(..) {
+            let mut response = JoinGroupResponse::default();
+            response.generation_id = self.generation;
+            response.protocol_type = Some(StrBytes::from_string(self.protocol_type.clone()));
+            response.protocol_name = Some(StrBytes::from_string(protocol_name.clone()));
+            response.leader = StrBytes::from_string(leader.clone());
+            response.member_id = StrBytes::from_string(id.clone());
+            if id == leader {
+                response.members = members.clone();
+            }
+            let _ = tx.send(response);
+        }
+    }
+}
+
+/// Every group's membership.
+#[derive(Default)]
+pub struct Coordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    next_member: AtomicU64,
+}
+
+fn error_join(code: i16, member_id: &str) -> ResponseKind {
+    let mut response = JoinGroupResponse::default();
+    response.error_code = code;
+    response.generation_id = -1;
+    response.member_id = StrBytes::from_string(member_id.to_string());
+    ResponseKind::JoinGroup(response)
+}
+
+fn check_group(group: &str) -> Result<(), i16> {
+    if group.is_empty() || group.len() > GROUP_NAME_BYTES_MAX || group.chars().any(char::is_control)
+    {
+        return Err(ResponseError::InvalidGroupId.code());
+    }
+    Ok(())
+}
+
+pub fn find_coordinator(
+    broker: &Arc<Broker>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> Reply {
+    let _ = version;
+    let mut response = FindCoordinatorResponse::default();
+    response.node_id = BrokerId(NODE_ID);
+    response.host = StrBytes::from_string(broker.advertised.0.clone());
+    response.port = broker.advertised.1;
+    // Version 4 and later list one coordinator per key instead.
+    if version >= 4 {
+        let mut entry = CoordinatorEntry::default();
+        entry.key = request.key;
+        entry.node_id = BrokerId(NODE_ID);
+        entry.host = response.host.clone();
+        entry.port = response.port;
+        response.coordinators = vec![entry];
+    }
+    Reply::now(ResponseKind::FindCoordinator(response))
+}
+
+pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, version: i16) -> Reply {
+    let group_id = request.group_id.0.as_str().to_string();
+    let mut member_id = request.member_id.as_str().to_string();
+    if let Err(code) = check_group(&group_id) {
+        return Reply::now(error_join(code, &member_id));
+    }
+    if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&request.session_timeout_ms) {
+        return Reply::now(error_join(
+            ResponseError::InvalidSessionTimeout.code(),
+            &member_id,
+        ));
+    }
+    let metadata_bytes: usize = request.protocols.iter().map(|p| p.metadata.len()).sum();
+    if request.protocols.is_empty() || metadata_bytes > MEMBER_METADATA_BYTES_MAX {
+        return Reply::now(error_join(
+            ResponseError::InconsistentGroupProtocol.code(),
+            &member_id,
+        ));
+    }
+    let now = Instant::now();
+    let (tx, rx) = oneshot::channel();
+    {
+        let mut groups = lock(&broker.groups.groups);
+        if !groups.contains_key(&group_id) && groups.len() >= GROUPS_MAX {
+            return Reply::now(error_join(
+                ResponseError::CoordinatorNotAvailable.code(),
+                &member_id,
+            ));
+        }
+        let group = groups.entry(group_id.clone()).or_default();
+        if member_id.is_empty() {
+            let n = broker.groups.next_member.fetch_add(1, Ordering::Relaxed);
+            member_id = format!("{client}-{n}");
+        } else if !group.members.contains_key(&member_id) {
+            return Reply::now(error_join(
+                ResponseError::UnknownMemberId.code(),
+                &member_id,
+            ));
+        }
+        if !group.members.contains_key(&member_id) && group.members.len() >= MEMBERS_MAX {
+            return Reply::now(error_join(
+                ResponseError::GroupMaxSizeReached.code(),
+                &member_id,
+            ));
+        }
+        if group.members.is_empty() {
+            group.protocol_type = request.protocol_type.as_str().to_string();
+        } else if group.protocol_type != request.protocol_type.as_str() {
+            return Reply::now(error_join(
+                ResponseError::InconsistentGroupProtocol.code(),
+                &member_id,
+            ));
+        }
+        let rebalance_ms = u64::try_from(request.rebalance_timeout_ms)
+            .unwrap_or(u64::try_from(request.session_timeout_ms).unwrap_or(0));
+        let member = Member {
+            session_timeout: Duration::from_millis(request.session_timeout_ms as u64),
+            rebalance_timeout: Duration::from_millis(rebalance_ms),
+            protocols: request
+                .protocols
+                .into_iter()
+                .map(|p| (p.name.as_str().to_string(), p.metadata))
+                .collect(),
+            assignment: Bytes::new(),
+            last_seen: now,
+            joined: true,
+        };
+        group.members.insert(member_id.clone(), member);
+        group.prepare(now);
+        if let Some(m) = group.members.get_mut(&member_id) {
+            m.joined = true;
+        }
+        // A member that joins again replaces its earlier, unanswered join.
+        group.joins.retain(|(id, _)| *id != member_id);
+        group.joins.push((member_id.clone(), tx));
+        group.try_complete(false);
+    }
+    log::debug(format_args!("kafka: {member_id} joins group '{group_id}'"));
+    Reply::Later(Box::pin(async move {
+        match rx.await {
+            Ok(mut response) => {
+                // Only version 7 and later carry the protocol type.
+                if version < 7 {
+                    response.protocol_type = None;
+                }
+                Some(ResponseKind::JoinGroup(response))
+            }
+            // Dropped: the member was removed before the join completed.
+            Err(_) => Some(error_join(
+                ResponseError::UnknownMemberId.code(),
+                &member_id,
+            )),
+        }
+    }))
+}
+
+fn sync_reply(code: i16, assignment: Bytes, group: Option<&Group>) -> ResponseKind {
+    let mut response = SyncGroupResponse::default();
+    response.error_code = code;
+    response.assignment = assignment;
+    if let Some(group) = group {
+        response.protocol_type = Some(StrBytes::from_string(group.protocol_type.clone()));
+        response.protocol_name = group.protocol.clone().map(StrBytes::from_string);
+    }
+    ResponseKind::SyncGroup(response)
+}
+
+pub fn sync(broker: &Arc<Broker>, request: SyncGroupRequest, version: i16) -> Reply {
+    let reply = sync_inner(broker, request);
+    // Only version 5 and later carry the protocol type and name.
+    if version >= 5 {
+        return reply;
+    }
+    let strip = |response: ResponseKind| match response {
+        ResponseKind::SyncGroup(mut r) => {
+            r.protocol_type = None;
+            r.protocol_name = None;
+            ResponseKind::SyncGroup(r)
+        }
+        other => other,
+    };
+    match reply {
+        Reply::Now(r) => Reply::now(strip(*r)),
+        Reply::Later(f) => Reply::Later(Box::pin(async move { f.await.map(strip) })),
+        Reply::Nothing => Reply::Nothing,
+    }
+}
+
+fn sync_inner(broker: &Arc<Broker>, request: SyncGroupRequest) -> Reply {
+    let group_id = request.group_id.0.as_str();
+    let member_id = request.member_id.as_str().to_string();
+    let mut groups = lock(&broker.groups.groups);
+    let Some(group) = groups.get_mut(group_id) else {
+        return Reply::now(sync_reply(
+            ResponseError::UnknownMemberId.code(),
+            Bytes::new(),
+            None,
+        ));
+    };
+    let Some(member) = group.members.get_mut(&member_id) else {
+        return Reply::now(sync_reply(
+            ResponseError::UnknownMemberId.code(),
+            Bytes::new(),
+            None,
+        ));
+    };
+    member.last_seen = Instant::now();
+    let own_assignment = member.assignment.clone();
+    if request.generation_id != group.generation {
+        return Reply::now(sync_reply(
+            ResponseError::IllegalGeneration.code(),
+            Bytes::new(),
+            None,
+        ));
+    }
+    match group.state() {
+        State::Preparing | State::Empty => Reply::now(sync_reply(
+            ResponseError::RebalanceInProgress.code(),
+            Bytes::new(),
+            None,
+        )),
+        State::Stable => Reply::now(sync_reply(0, own_assignment, Some(group))),
+        State::Completing if group.leader.as_deref() == Some(member_id.as_str()) => {
+            let oversized = request
+                .assignments
+                .iter()
+                .any(|a| a.assignment.len() > MEMBER_METADATA_BYTES_MAX);
+            if oversized {
+                return Reply::now(sync_reply(
+                    ResponseError::InvalidRequest.code(),
+                    Bytes::new(),
+                    None,
+                ));
+            }
+            for a in request.assignments {
+                if let Some(m) = group.members.get_mut(a.member_id.as_str()) {
+                    m.assignment = a.assignment;
+                }
+            }
+            group.state = Some(State::Stable);
+            for (id, tx) in group.syncs.drain(..) {
+                let assignment = group
+                    .members
+                    .get(&id)
+                    .map(|m| m.assignment.clone())
+                    .unwrap_or_default();
+                let _ = tx.send((0, assignment));
+            }
+            let assignment = group
+                .members
+                .get(&member_id)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default();
+            log::debug(format_args!(
+                "kafka: group '{group_id}' is stable at generation {} with {} members",
+                group.generation,
+                group.members.len()
+            ));
+            Reply::now(sync_reply(0, assignment, Some(group)))
+        }
+        State::Completing => {
+            let (tx, rx) = oneshot::channel();
+            group.syncs.retain(|(id, _)| *id != member_id);
+            group.syncs.push((member_id, tx));
+            let (protocol_type, protocol) = (group.protocol_type.clone(), group.protocol.clone());
+            Reply::Later(Box::pin(async move {
+                let (code, assignment) = rx
+                    .await
+                    .unwrap_or((ResponseError::RebalanceInProgress.code(), Bytes::new()));
+                let mut response = SyncGroupResponse::default();
+                response.error_code = code;
+                response.assignment = assignment;
+                response.protocol_type = Some(StrBytes::from_string(protocol_type));
+                response.protocol_name = protocol.map(StrBytes::from_string);
+                Some(ResponseKind::SyncGroup(response))
+            }))
+        }
+    }
+}
+
+pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> Reply {
+    let mut groups = lock(&broker.groups.groups);
+    let code = match groups.get_mut(request.group_id.0.as_str()) {
+        None => ResponseError::UnknownMemberId.code(),
+        Some(group) => {
+            let (state, generation) = (group.state(), group.generation);
+            match group.members.get_mut(request.member_id.as_str()) {
+                None => ResponseError::UnknownMemberId.code(),
+                Some(member) => {
+                    member.last_seen = Instant::now();
+                    if state == State::Preparing {
+                        ResponseError::RebalanceInProgress.code()
+                    } else if request.generation_id != generation {
+                        ResponseError::IllegalGeneration.code()
+                    } else {
+                        0
+                    }
+                }
+            }
+        }
+    };
+    let mut response = HeartbeatResponse::default();
+    response.error_code = code;
+    Reply::now(ResponseKind::Heartbeat(response))
+}
+
+pub fn leave(broker: &Arc<Broker>, request: LeaveGroupRequest, version: i16) -> Reply {
+    // Up to version 2 one member leaves; from 3 a list.
+    let leaving: Vec<String> = if version < 3 {
+        vec![request.member_id.as_str().to_string()]
+    } else {
+        request
+            .members
+            .iter()
+            .map(|m| m.member_id.as_str().to_string())
+            .collect()
+    };
+    let mut groups = lock(&broker.groups.groups);
+    let mut response = LeaveGroupResponse::default();
+    let group_id = request.group_id.0.as_str();
+    let group = groups.get_mut(group_id);
+    let Some(group) = group else {
+        response.error_code = ResponseError::UnknownMemberId.code();
+        return Reply::now(ResponseKind::LeaveGroup(response));
+    };
+    let now = Instant::now();
+    let mut codes = Vec::with_capacity(leaving.len());
+    for id in &leaving {
+        let code = if group.members.remove(id).is_some() {
+            log::debug(format_args!("kafka: {id} leaves group '{group_id}'"));
+            group.joins.retain(|(j, _)| j != id);
+            0
+        } else {
+            ResponseError::UnknownMemberId.code()
+        };
+        codes.push(code);
+    }
+    if codes.contains(&0) {
+        if group.members.is_empty() {
+            group.state = Some(State::Empty);
+            group.leader = None;
+        } else {
+            group.prepare(now);
+            group.try_complete(false);
+        }
+    }
+    if version < 3 {
+        response.error_code = codes.first().copied().unwrap_or(0);
+    } else {
+        response.members = leaving
+            .into_iter()
+            .zip(codes)
+            .map(|(id, code)| {
+                let mut m = MemberResponse::default();
+                m.member_id = StrBytes::from_string(id);
+                m.error_code = code;
+                m
+            })
+            .collect();
+    }
+    Reply::now(ResponseKind::LeaveGroup(response))
+}
+
+/// Drops members whose session expired and completes rebalances past
+/// their deadline, every [`SWEEP_EVERY`].
+pub async fn sweep_loop(broker: Arc<Broker>) {
+    let mut timer = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        timer.tick().await;
+        let now = Instant::now();
+        let mut groups = lock(&broker.groups.groups);
+        for (name, group) in groups.iter_mut() {
+            let before = group.members.len();
+            // A member waiting in a join is alive while it waits.
+            let waiting: Vec<String> = group.joins.iter().map(|(id, _)| id.clone()).collect();
+            group.members.retain(|id, m| {
+                waiting.contains(id) || now.duration_since(m.last_seen) < m.session_timeout
+            });
+            let expired = before - group.members.len();
+            if expired > 0 {
+                log::info(format_args!(
+                    "kafka: {expired} members of group '{name}' missed their session timeout"
+                ));
+                if group.members.is_empty() {
+                    group.state = Some(State::Empty);
+                    group.leader = None;
+                } else {
+                    group.prepare(now);
+                }
+            }
+            let overdue = group.rebalance_deadline.is_some_and(|d| now >= d);
+            group.try_complete(overdue);
+        }
+        groups.retain(|_, g| !g.members.is_empty() || g.generation > 0);
+    }
+}
+
+fn name_of(topic: &TopicName) -> &str {
+    topic.0.as_str()
+}
+
+/// Commits offsets to the store, durable before the reply. A commit that
+/// names a generation must come from a current member; a generation of -1
+/// (a consumer that assigns partitions itself) is always taken.
+pub fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Reply {
+    let app = &broker.app;
+    let group_id = request.group_id.0.as_str().to_string();
+    let group_code = check_group(&group_id).err().or_else(|| {
+        if request.generation_id_or_member_epoch < 0 {
+            return None;
+        }
+        let mut groups = lock(&broker.groups.groups);
+        match groups.get_mut(&group_id) {
+            None => Some(ResponseError::IllegalGeneration.code()),
+            Some(group) => match group.members.get_mut(request.member_id.as_str()) {
+                None => Some(ResponseError::UnknownMemberId.code()),
+                Some(member) => {
+                    member.last_seen = Instant::now();
+                    // As Kafka: commits of the current generation are taken
+                    // while a rebalance prepares (a consumer commits what it
+                    // read before giving its partitions up), refused while
+                    // the new assignment is handed out.
+                    if group.state == Some(State::Completing) {
+                        Some(ResponseError::RebalanceInProgress.code())
+                    } else if group.generation != request.generation_id_or_member_epoch {
+                        Some(ResponseError::IllegalGeneration.code())
+                    } else {
+                        None
+                    }
+                }
+            },
+        }
+    });
+    let mut topics = Vec::with_capacity(request.topics.len());
+    let mut synced = None;
+    {
+        let catalog = app.catalog();
+        let mut store = app.store();
+        let writable = app.check_writable(&store);
+        for topic in request.topics {
+            let mut out = OffsetCommitResponseTopic::default();
+            let found = catalog.get(name_of(&topic.name)).cloned();
+            out.name = topic.name;
+            for p in topic.partitions {
+                let mut entry = OffsetCommitResponsePartition::default();
+                entry.partition_index = p.partition_index;
+                entry.error_code = match (&group_code, &found, &writable) {
+                    (Some(code), _, _) => *code,
+                    (None, None, _) => ResponseError::UnknownTopicOrPartition.code(),
+                    (None, Some(t), _)
+                        if p.partition_index < 0 || p.partition_index as u32 >= t.partitions =>
+                    {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    }
+                    (None, Some(_), _) if p.committed_offset < 0 => {
+                        ResponseError::InvalidCommitOffsetSize.code()
+                    }
+                    (None, Some(_), Err(e)) => super::produce::refusal_code(e),
+                    (None, Some(t), Ok(())) => {
+                        let key = offset_key(&group_id, t, p.partition_index as u32);
+                        match store.commit(&key, p.committed_offset as u64) {
+                            Ok(()) => 0,
+                            Err(e) => {
+                                log::warn(format_args!("kafka: cannot commit {key}: {e}"));
+                                ResponseError::KafkaStorageError.code()
+                            }
+                        }
+                    }
+                };
+                if entry.error_code == 0 {
+                    app.metrics
+                        .offsets_committed
+                        .fetch_add(1, Ordering::Relaxed);
+                    synced.get_or_insert_with(|| app.wait_for_sync());
+                }
+                out.partitions.push(entry);
+            }
+            topics.push(out);
+        }
+    }
+    Reply::Later(Box::pin(async move {
+        if let Some(synced) = synced
+            && App::durable(synced).await.is_err()
+        {
+            for topic in &mut topics {
+                for p in &mut topic.partitions {
+                    if p.error_code == 0 {
+                        p.error_code = ResponseError::KafkaStorageError.code();
+                    }
+                }
+            }
+        }
+        let mut response = OffsetCommitResponse::default();
+        response.topics = topics;
+        Some(ResponseKind::OffsetCommit(response))
+    }))
+}
+
+/// The group's committed offsets (-1 for none), of the partitions asked
+/// for, or of every topic when the list is null (version 2 and later).
+pub fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -> Reply {
+    let _ = version;
+    let app = &broker.app;
+    let group_id = request.group_id.0.as_str().to_string();
+    let mut response = OffsetFetchResponse::default();
+    if let Err(code) = check_group(&group_id) {
+        response.error_code = code;
+        return Reply::now(ResponseKind::OffsetFetch(response));
+    }
+    let catalog = app.catalog();
+    let store = app.store();
+    let entry = |index: i32, offset: Option<u64>, code: i16| {
+        let mut p = OffsetFetchResponsePartition::default();
+        p.partition_index = index;
+        p.committed_offset = offset.map_or(-1, |o| o as i64);
+        p.committed_leader_epoch = -1;
+        p.metadata = Some(StrBytes::from_static_str(""));
+        p.error_code = code;
+        p
+    };
+    let wanted: Vec<(String, Option<Vec<i32>>)> = match request.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| (t.name.0.as_str().to_string(), Some(t.partition_indexes)))
+            .collect(),
+        None => catalog.topics().map(|t| (t.name.clone(), None)).collect(),
+    };
+    for (name, partitions) in wanted {
+        let mut out = OffsetFetchResponseTopic::default();
+        out.name = TopicName(StrBytes::from_string(name.clone()));
+        match catalog.get(&name) {
+            None => {
+                for index in partitions.unwrap_or_default() {
+                    out.partitions.push(entry(
+                        index,
+                        None,
+                        ResponseError::UnknownTopicOrPartition.code(),
+                    ));
+                }
+            }
+            Some(topic) => {
+                let all = request_all(topic.partitions);
+                for index in partitions.unwrap_or(all) {
+                    if index < 0 || index as u32 >= topic.partitions {
+                        out.partitions.push(entry(
+                            index,
+                            None,
+                            ResponseError::UnknownTopicOrPartition.code(),
+                        ));
+                        continue;
+                    }
+                    let committed = store.committed(&offset_key(&group_id, topic, index as u32));
+                    out.partitions.push(entry(index, committed, 0));
+                }
+            }
+        }
+        response.topics.push(out);
+    }
+    Reply::now(ResponseKind::OffsetFetch(response))
+}
+
+fn request_all(partitions: u32) -> Vec<i32> {
+    (0..partitions as i32).collect()
+}

@@ -1,0 +1,125 @@
+//! The Kafka wire protocol, beside the HTTP API in `seglog serve
+//! --kafka ADDR`: the clients people already use with Kafka (kcat,
+//! librdkafka and its bindings, kafka-python) produce to and consume from
+//! seglog. It shares the HTTP server's [`App`]: the same store, topic
+//! catalog, consumer group offsets and group commit, so a record produced
+//! through one front end is fetched through the other.
+//!
+//! Messages are encoded and decoded by the `kafka-protocol` crate,
+//! generated from Kafka's own message schemas; this module decides what the
+//! broker does with them.
+//!
+//! # Layout
+//! - [`batch`]: record batches (magic 2) in and out, headers kept exactly.
+//! - [`connection`]: frames in and out of one TCP connection, in order.
+//! - [`versions`]: the APIs and versions served, and ApiVersions.
+//! - [`topics`]: Metadata, CreateTopics, DeleteTopics.
+//! - [`produce`]: Produce, answered once the records are durable.
+//! - [`fetch`]: Fetch with long polls, and ListOffsets.
+//! - [`groups`]: FindCoordinator, the consumer group protocol (JoinGroup,
+//!   SyncGroup, Heartbeat, LeaveGroup), OffsetCommit and OffsetFetch.
+
+pub mod batch;
+pub mod connection;
+pub mod fetch;
+pub mod groups;
+pub mod produce;
+pub mod topics;
+pub mod versions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::http::app::App;
+use crate::log;
+
+/// The one broker's id: seglog serve is a single node.
+pub const NODE_ID: i32 = 0;
+
+/// Most client connections at once: each holds a task, buffers and up to
+/// `connection::IN_FLIGHT_MAX` requests; 1,024 is far more than the
+/// clients of one node need and keeps the server within a normal file
+/// descriptor limit beside the store's open logs.
+pub const CONNECTIONS_MAX: usize = 1024;
+
+/// Cluster id reported by Metadata.
+pub const CLUSTER_ID: &str = "seglog";
+
+/// What the Kafka handlers share: the HTTP server's state, the address
+/// clients are told to connect to, and the consumer groups' membership.
+pub struct Broker {
+    /// The store, catalog, group commit and limits, shared with HTTP.
+    pub app: Arc<App>,
+    /// Host and port that Metadata and FindCoordinator give out.
+    pub advertised: (String, i32),
+    /// Members, generations and assignments of the consumer groups
+    /// (in memory: a restart makes every consumer join again).
+    pub groups: groups::Coordinator,
+    /// Partitions of a topic a Metadata request creates on first use (0:
+    /// such requests get UNKNOWN_TOPIC_OR_PARTITION instead).
+    pub auto_create_partitions: u32,
+}
+
+/// Accepts connections until the app's shutdown signal, one task each.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    let mut shutdown = broker.app.shutdown.subscribe();
+    let sweeper = tokio::spawn(groups::sweep_loop(Arc::clone(&broker)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        log::warn(format_args!(
+                            "kafka: {peer} refused: {CONNECTIONS_MAX} connections are open"
+                        ));
+                        continue;
+                    };
+                    if let Err(e) = stream.set_nodelay(true) {
+                        log::warn(format_args!("kafka: cannot set TCP_NODELAY: {e}"));
+                    }
+                    let broker = Arc::clone(&broker);
+                    tokio::spawn(async move {
+                        connection::run(stream, peer, broker).await;
+                        drop(slot);
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors, for example: wait a moment rather
+                    // than spin.
+                    log::warn(format_args!("kafka: accept failed: {e}"));
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    sweeper.abort();
+}
+
+/// The address to advertise: the one given, else the listener's own (an
+/// unspecified IP such as 0.0.0.0 becomes 127.0.0.1, which clients on
+/// this machine can reach).
+pub fn advertised(given: Option<&str>, bound: SocketAddr) -> Result<(String, i32), String> {
+    match given {
+        Some(text) => {
+            let (host, port) = text
+                .rsplit_once(':')
+                .ok_or_else(|| format!("--kafka-advertise is HOST:PORT, not {text:?}"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("--kafka-advertise has a bad port: {text:?}"))?;
+            Ok((host.to_string(), i32::from(port)))
+        }
+        None => {
+            let ip = if bound.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                bound.ip().to_string()
+            };
+            Ok((ip, i32::from(bound.port())))
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Produce: record batches (format v2, any compression the codec has) to
+//! partitions, answered once durable.
+//!
+//! Every batch of a request is decoded and checked before anything is
+//! appended, so a corrupt batch, a record over the size limit or a
+//! transactional batch fails its partition whole. The appends of a request
+//! happen under one hold of the store's lock; the reply waits for the sync
+//! point that covers them, for `acks=1` as for `acks=-1` (one node: its
+//! disk is every replica). `acks=0` gets no reply, as in Kafka, but the
+//! records still go through the same sync point.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Broker;
+use super::batch::{self, BatchRecord};
+use super::connection::Reply;
+use crate::http::api::now_ms;
+use crate::http::app::App;
+use crate::http::error::{ApiError, code};
+use crate::payload::{KafkaRecord, encode_kafka};
+
+/// One partition's part of a request, checked.
+struct Part {
+    topic: usize,
+    partition: i32,
+    /// The store key, when the partition exists and its records decoded.
+    key: Option<String>,
+    payloads: Vec<Vec<u8>>,
+    error: i16,
+    message: Option<String>,
+    base_offset: i64,
+    log_start: i64,
+}
+
+/// The Kafka error code for a write the app refused before applying it.
+pub fn refusal_code(error: &ApiError) -> i16 {
+    match error.code {
+        // Retriable: the client tries again shortly or elsewhere.
+        code::OVERLOADED => ResponseError::RequestTimedOut.code(),
+        code::SHUTTING_DOWN => ResponseError::NotLeaderOrFollower.code(),
+        _ => ResponseError::KafkaStorageError.code(),
+    }
+}
+
+/// Decodes one partition's batches into payloads, or an error code and
+/// message for the whole partition.
+fn payloads(
+    records: Option<Bytes>,
+    record_bytes_max: usize,
+) -> Result<Vec<Vec<u8>>, (i16, String)> {
+    let bytes = records.unwrap_or_default();
+    let corrupt = ResponseError::CorruptMessage.code();
+    let batches = batch::decode(&bytes)
+        .map_err(|e| (corrupt, format!("a record batch that does not decode: {e}")))?;
+    let now = now_ms() as i64;
+    let mut out = Vec::new();
+    for batch in batches {
+        if batch.transactional || batch.control {
+            return Err((
+                ResponseError::InvalidRecord.code(),
+                "transactional and control batches are not supported".into(),
+            ));
+        }
+        if batch.producer_id >= 0 {
+            // Only InitProducerId hands out producer ids, and it is not
+            // served: a batch with one expects deduplication seglog lacks.
+            return Err((
+                ResponseError::InvalidRecord.code(),
+                "idempotent producers are not supported (InitProducerId is not served)".into(),
+            ));
+        }
+        for record in &batch.records {
+            out.push(payload(record, now, record_bytes_max)?);
+        }
+    }
+    if out.is_empty() {
+        return Err((corrupt, "a produce request without records".into()));
+    }
+    Ok(out)
+}
+
+fn payload(
+    record: &BatchRecord,
+    now: i64,
+    record_bytes_max: usize,
+) -> Result<Vec<u8>, (i16, String)> {
+    let record = KafkaRecord {
+        // A record without a timestamp gets the time it arrived.
+        timestamp: if record.timestamp < 0 {
+            now
+        } else {
+            record.timestamp
+        },
+        key: record.key.as_deref(),
+        value: record.value.as_deref(),
+        headers: record
+            .headers
+            .iter()
+            .map(|(name, value)| (&name[..], value.as_deref()))
+            .collect(),
+    };
+    let size = crate::payload::kafka_encoded_len(&record);
+    if size > record_bytes_max {
+        return Err((
+            ResponseError::MessageTooLarge.code(),
+            format!(
+                "a record of {size} bytes stored, over the limit of {record_bytes_max} (--max-record-bytes)"
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(size);
+    encode_kafka(&mut out, &record);
+    Ok(out)
+}
+
+pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
+    let app = &broker.app;
+    let acks = request.acks;
+    let mut names = Vec::with_capacity(request.topic_data.len());
+    let mut parts = Vec::new();
+    for (t, topic_data) in request.topic_data.into_iter().enumerate() {
+        names.push(topic_data.name.clone());
+        for data in topic_data.partition_data {
+            let mut part = Part {
+                topic: t,
+                partition: data.index,
+                key: None,
+                payloads: Vec::new(),
+                error: 0,
+                message: None,
+                base_offset: -1,
+                log_start: -1,
+            };
+            if request.transactional_id.is_some() {
+                part.error = ResponseError::TransactionalIdAuthorizationFailed.code();
+                part.message = Some("seglog does not support transactions".into());
+            } else {
+                match payloads(data.records, app.limits.record_bytes) {
+                    Ok(payloads) => part.payloads = payloads,
+                    Err((code, message)) => {
+                        part.error = code;
+                        part.message = Some(message);
+                    }
+                }
+            }
+            parts.push(part);
+        }
+    }
+
+    // Applied under the catalog's read lock (a topic deleted meanwhile
+    // cannot get records after its logs were removed) and the store's.
+    let mut synced = None;
+    {
+        let catalog = app.catalog();
+        for part in parts.iter_mut().filter(|p| p.error == 0) {
+            let name = names[part.topic].0.as_str();
+            match catalog.get(name) {
+                Some(topic)
+                    if (0..topic.partitions as i64).contains(&i64::from(part.partition)) =>
+                {
+                    part.key = Some(topic.key(part.partition as u32));
+                }
+                _ => {
+                    part.error = ResponseError::UnknownTopicOrPartition.code();
+                    part.message =
+                        Some(format!("no partition {} of topic '{name}'", part.partition));
+                }
+            }
+        }
+        let mut store = app.store();
+        let writable = app.check_writable(&store);
+        let mut appended = (0u64, 0u64);
+        for part in parts.iter_mut().filter(|p| p.error == 0) {
+            if let Err(e) = &writable {
+                part.error = refusal_code(e);
+                part.message = Some(e.message.clone());
+                continue;
+            }
+            let key = part.key.as_deref().unwrap_or_default();
+            for (i, payload) in part.payloads.iter().enumerate() {
+                match store.append(key, payload) {
+                    Ok(offset) => {
+                        if i == 0 {
+                            part.base_offset = offset as i64;
+                        }
+                        appended.0 += 1;
+                        appended.1 += payload.len() as u64;
+                    }
+                    Err(e) => {
+                        // The store takes no writes after this (it is
+                        // poisoned or out of space); what was appended
+                        // may still become durable.
+                        part.error = ResponseError::KafkaStorageError.code();
+                        part.message = Some(format!(
+                            "{e}; {i} of the batch's {} records were appended and may become durable",
+                            part.payloads.len()
+                        ));
+                        break;
+                    }
+                }
+            }
+            part.log_start = store.log_start(key).map_or(-1, |s| s as i64);
+        }
+        if appended.0 > 0 {
+            app.metrics
+                .records_appended
+                .fetch_add(appended.0, Ordering::Relaxed);
+            app.metrics
+                .bytes_appended
+                .fetch_add(appended.1, Ordering::Relaxed);
+            // Pushed even for acks=0: a sync point happens only for a waiter.
+            synced = Some(app.wait_for_sync());
+        }
+    }
+    if acks == 0 {
+        return Reply::Nothing;
+    }
+    let started = std::time::Instant::now();
+    let app = Arc::clone(app);
+    Reply::Later(Box::pin(async move {
+        if let Some(synced) = synced {
+            match App::durable(synced).await {
+                Ok(()) => app.metrics.produce_latency.observe(started.elapsed()),
+                Err(e) => {
+                    for part in parts.iter_mut().filter(|p| p.error == 0) {
+                        part.error = ResponseError::KafkaStorageError.code();
+                        part.message = Some(e.message.clone());
+                    }
+                }
+            }
+        }
+        let mut response = ProduceResponse::default();
+        response.responses = names
+            .into_iter()
+            .enumerate()
+            .map(|(t, name)| {
+                let mut topic = TopicProduceResponse::default();
+                topic.name = name;
+                topic.partition_responses = parts
+                    .iter()
+                    .filter(|p| p.topic == t)
+                    .map(|p| {
+                        let mut out = PartitionProduceResponse::default();
+                        out.index = p.partition;
+                        out.error_code = p.error;
+                        out.base_offset = if p.error == 0 { p.base_offset } else { -1 };
+                        out.log_append_time_ms = -1;
+                        // Fields a version lacks keep their defaults.
+                        if version >= 5 {
+                            out.log_start_offset = p.log_start;
+                        }
+                        if version >= 8 {
+                            out.error_message = p.message.clone().map(StrBytes::from_string);
+                        }
+                        out
+                    })
+                    .collect();
+                topic
+            })
+            .collect();
+        Some(ResponseKind::Produce(response))
+    }))
+}

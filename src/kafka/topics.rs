@@ -1,0 +1,354 @@
+//! Metadata, CreateTopics and DeleteTopics, on the HTTP server's topic
+//! catalog: a topic made through either front end is the same topic.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    MetadataRequest, MetadataResponse, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::connection::Reply;
+use super::{Broker, CLUSTER_ID, NODE_ID};
+use crate::http::api::{now_ms, remove_partition};
+use crate::http::catalog::{CatalogError, NewTopic, Topic};
+use crate::log;
+
+/// Partitions of a topic created by a client that names no count (-1) or
+/// by a Metadata request for a missing topic: Kafka's `num.partitions`
+/// default.
+pub const PARTITIONS_DEFAULT: u32 = 1;
+
+fn name(text: &str) -> TopicName {
+    TopicName(StrBytes::from_string(text.to_string()))
+}
+
+/// The Kafka error code and message of a catalog error.
+fn catalog_error(error: &CatalogError) -> (i16, String) {
+    match error {
+        CatalogError::Exists(name) => (
+            ResponseError::TopicAlreadyExists.code(),
+            format!("topic '{name}' already exists"),
+        ),
+        CatalogError::NotFound(name) => (
+            ResponseError::UnknownTopicOrPartition.code(),
+            format!("no topic '{name}'"),
+        ),
+        CatalogError::Invalid(message) if message.contains("partitions") => {
+            (ResponseError::InvalidPartitions.code(), message.clone())
+        }
+        CatalogError::Invalid(message) => {
+            (ResponseError::InvalidTopicException.code(), message.clone())
+        }
+        CatalogError::Io(message) => (ResponseError::KafkaStorageError.code(), message.clone()),
+    }
+}
+
+fn topic_metadata(topic: &Topic, version: i16) -> MetadataResponseTopic {
+    let mut entry = MetadataResponseTopic::default();
+    entry.name = Some(name(&topic.name));
+    entry.partitions = (0..topic.partitions)
+        .map(|p| {
+            let mut partition = MetadataResponsePartition::default();
+            partition.partition_index = p as i32;
+            partition.leader_id = BrokerId(NODE_ID);
+            partition.leader_epoch = if version >= 7 { 0 } else { -1 };
+            partition.replica_nodes = vec![BrokerId(NODE_ID)];
+            partition.isr_nodes = vec![BrokerId(NODE_ID)];
+            partition
+        })
+        .collect();
+    entry
+}
+
+/// This broker, every topic asked for (or all), and missing topics
+/// created when the client allows it and `--kafka-auto-create-partitions`
+/// is not 0. A creation writes the catalog, so it runs off the event loop.
+pub fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> Reply {
+    let broker = Arc::clone(broker);
+    Reply::Later(Box::pin(async move {
+        let worker = Arc::clone(&broker);
+        let topics =
+            tokio::task::spawn_blocking(move || metadata_topics(&worker, request, version))
+                .await
+                .unwrap_or_default();
+        let mut response = MetadataResponse::default();
+        let mut this = MetadataResponseBroker::default();
+        this.node_id = BrokerId(NODE_ID);
+        this.host = StrBytes::from_string(broker.advertised.0.clone());
+        this.port = broker.advertised.1;
+        response.brokers = vec![this];
+        // Fields a version lacks must keep their defaults to encode.
+        if version >= 2 {
+            response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
+        }
+        if version >= 1 {
+            response.controller_id = BrokerId(NODE_ID);
+        }
+        response.topics = topics;
+        Some(ResponseKind::Metadata(response))
+    }))
+}
+
+fn metadata_topics(
+    broker: &Broker,
+    request: MetadataRequest,
+    version: i16,
+) -> Vec<MetadataResponseTopic> {
+    let wanted: Option<Vec<String>> = match request.topics {
+        // Version 0 has no null: an empty list means every topic.
+        Some(topics) if version == 0 && topics.is_empty() => None,
+        Some(topics) => Some(
+            topics
+                .into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.as_str().to_string()))
+                .collect(),
+        ),
+        None => None,
+    };
+    let Some(wanted) = wanted else {
+        return broker
+            .app
+            .catalog()
+            .topics()
+            .map(|t| topic_metadata(t, version))
+            .collect();
+    };
+    // Before version 4 every Metadata request allowed creation.
+    let may_create =
+        (version < 4 || request.allow_auto_topic_creation) && broker.auto_create_partitions > 0;
+    let mut out = Vec::with_capacity(wanted.len());
+    for topic_name in wanted {
+        let found = broker.app.catalog().get(&topic_name).cloned();
+        let topic = match found {
+            Some(topic) => Ok(topic),
+            None if may_create => {
+                let new = NewTopic {
+                    name: topic_name.clone(),
+                    partitions: broker.auto_create_partitions,
+                    retention_ms: None,
+                    retention_bytes: None,
+                };
+                let created = broker.app.catalog_mut().create(new, now_ms());
+                match created {
+                    Ok(topic) => {
+                        log::info(format_args!(
+                            "kafka: created topic '{}' on first use ({} partitions)",
+                            topic.name, topic.partitions
+                        ));
+                        Ok(topic)
+                    }
+                    // Another request created it meanwhile.
+                    Err(CatalogError::Exists(_)) => broker
+                        .app
+                        .catalog()
+                        .get(&topic_name)
+                        .cloned()
+                        .ok_or(ResponseError::UnknownTopicOrPartition.code()),
+                    Err(e) => Err(catalog_error(&e).0),
+                }
+            }
+            None => Err(ResponseError::UnknownTopicOrPartition.code()),
+        };
+        out.push(match topic {
+            Ok(topic) => topic_metadata(&topic, version),
+            Err(code) => {
+                let mut entry = MetadataResponseTopic::default();
+                entry.name = Some(name(&topic_name));
+                entry.error_code = code;
+                entry
+            }
+        });
+    }
+    out
+}
+
+/// Creates topics: partitions as asked (-1: [`PARTITIONS_DEFAULT`]),
+/// replication factor -1 or 1 (one node), no manual assignment, and of the
+/// configs only `retention.ms` and `retention.bytes`, which seglog has.
+pub fn create(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> Reply {
+    let broker = Arc::clone(broker);
+    Reply::Later(Box::pin(async move {
+        let topics = tokio::task::spawn_blocking(move || {
+            request
+                .topics
+                .into_iter()
+                .map(|topic| create_one(&broker, topic, request.validate_only))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut response = CreateTopicsResponse::default();
+        response.topics = topics;
+        for t in &mut response.topics {
+            if version < 1 {
+                t.error_message = None;
+            }
+            if version < 5 {
+                t.num_partitions = -1;
+                t.replication_factor = -1;
+            }
+        }
+        Some(ResponseKind::CreateTopics(response))
+    }))
+}
+
+fn create_one(
+    broker: &Broker,
+    topic: kafka_protocol::messages::create_topics_request::CreatableTopic,
+    validate_only: bool,
+) -> CreatableTopicResult {
+    let mut result = CreatableTopicResult::default();
+    result.name = topic.name.clone();
+    let topic_name = topic.name.0.as_str().to_string();
+    let fail = |mut result: CreatableTopicResult, code: i16, message: String| {
+        log::debug(format_args!(
+            "kafka: CreateTopics '{topic_name}': {message}"
+        ));
+        result.error_code = code;
+        result.error_message = Some(StrBytes::from_string(message));
+        result
+    };
+    if !matches!(topic.replication_factor, -1 | 1) {
+        let message = format!(
+            "replication factor {}: seglog serve is one node, so 1 (or -1)",
+            topic.replication_factor
+        );
+        return fail(
+            result,
+            ResponseError::InvalidReplicationFactor.code(),
+            message,
+        );
+    }
+    if !topic.assignments.is_empty() {
+        let message = "manual replica assignment: seglog serve is one node".to_string();
+        return fail(
+            result,
+            ResponseError::InvalidReplicaAssignment.code(),
+            message,
+        );
+    }
+    let partitions = match topic.num_partitions {
+        -1 => PARTITIONS_DEFAULT,
+        n => match u32::try_from(n) {
+            Ok(n) => n,
+            Err(_) => {
+                let message = format!("{n} partitions");
+                return fail(result, ResponseError::InvalidPartitions.code(), message);
+            }
+        },
+    };
+    let mut retention_ms = None;
+    let mut retention_bytes = None;
+    for config in &topic.configs {
+        let value = config.value.as_ref().map(|v| v.as_str());
+        let parsed = value.and_then(|v| v.parse::<i64>().ok());
+        let slot = match config.name.as_str() {
+            "retention.ms" => &mut retention_ms,
+            "retention.bytes" => &mut retention_bytes,
+            other => {
+                let message = format!(
+                    "config '{other}' is not one seglog has (it has retention.ms and retention.bytes)"
+                );
+                return fail(result, ResponseError::InvalidConfig.code(), message);
+            }
+        };
+        match parsed {
+            // -1 is Kafka's "no limit".
+            Some(-1) => *slot = None,
+            Some(n) if n >= 0 => *slot = Some(n as u64),
+            _ => {
+                let message = format!(
+                    "config '{}' = {value:?} is not a number of at least -1",
+                    config.name.as_str()
+                );
+                return fail(result, ResponseError::InvalidConfig.code(), message);
+            }
+        }
+    }
+    let new = NewTopic {
+        name: topic_name.clone(),
+        partitions,
+        retention_ms,
+        retention_bytes,
+    };
+    if validate_only {
+        if let Err(e) = crate::http::catalog::check_name(&topic_name) {
+            return fail(result, ResponseError::InvalidTopicException.code(), e);
+        }
+        if broker.app.catalog().get(&topic_name).is_some() {
+            let (code, message) = catalog_error(&CatalogError::Exists(topic_name.clone()));
+            return fail(result, code, message);
+        }
+        result.num_partitions = partitions as i32;
+        result.replication_factor = 1;
+        return result;
+    }
+    let created = broker.app.catalog_mut().create(new, now_ms());
+    match created {
+        Ok(topic) => {
+            log::info(format_args!(
+                "kafka: created topic '{}' (id {}, {} partitions)",
+                topic.name, topic.id, topic.partitions
+            ));
+            result.num_partitions = topic.partitions as i32;
+            result.replication_factor = 1;
+            result
+        }
+        Err(e) => {
+            let (code, message) = catalog_error(&e);
+            fail(result, code, message)
+        }
+    }
+}
+
+/// Deletes topics by name (the catalog first, durably, then the
+/// partitions' logs, as the HTTP front end does).
+pub fn delete(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> Reply {
+    let broker = Arc::clone(broker);
+    Reply::Later(Box::pin(async move {
+        let _ = version;
+        let mut responses = Vec::with_capacity(request.topic_names.len());
+        for topic_name in request.topic_names {
+            let text = topic_name.0.as_str().to_string();
+            let app = Arc::clone(&broker.app);
+            let deleted = tokio::task::spawn_blocking(move || app.catalog_mut().delete(&text))
+                .await
+                .unwrap_or_else(|e| Err(CatalogError::Io(e.to_string())));
+            let mut result = DeletableTopicResult::default();
+            result.name = Some(topic_name);
+            match deleted {
+                Ok(topic) => {
+                    for partition in 0..topic.partitions {
+                        remove_partition(&broker.app, topic.key(partition)).await;
+                    }
+                    log::info(format_args!(
+                        "kafka: deleted topic '{}' (id {})",
+                        topic.name, topic.id
+                    ));
+                }
+                Err(e) => {
+                    let (code, message) = catalog_error(&e);
+                    result.error_code = code;
+                    result.error_message = Some(StrBytes::from_string(message));
+                }
+            }
+            responses.push(result);
+        }
+        if version < 5 {
+            for r in &mut responses {
+                r.error_message = None;
+            }
+        }
+        let mut response = DeleteTopicsResponse::default();
+        response.responses = responses;
+        Some(ResponseKind::DeleteTopics(response))
+    }))
+}

@@ -1,0 +1,398 @@
+//! `seglog serve --kafka` through real Kafka clients: kcat (librdkafka),
+//! confluent-kafka (librdkafka) and kafka-python, run as processes against
+//! the real binary on free local ports; and raw frames for bad input.
+//!
+//! The clients are installed by `.ci/run` (kcat from Debian, the Python
+//! packages from PyPI, pinned there). When one is missing the test fails if
+//! `CI` is set, and otherwise prints why it is skipped.
+
+mod http_process;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http_process::{PATIENCE, Server};
+
+const CLIENTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/kafka_clients/clients.py"
+);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts `seglog serve` with a Kafka listener; returns it and the bootstrap address.
+fn start(dir: &Path, port: u16) -> (Server, String) {
+    start_with(dir, port, &[])
+}
+
+fn start_with(dir: &Path, port: u16, extra: &[&str]) -> (Server, String) {
+    let address = format!("127.0.0.1:{port}");
+    let mut args = vec!["--kafka", address.as_str()];
+    args.extend_from_slice(extra);
+    let server = Server::start(dir, &args);
+    assert!(
+        server.wait_for_log("Kafka protocol on"),
+        "no Kafka listener"
+    );
+    (server, address)
+}
+
+/// Whether `program --version`-like `probe` runs; else fails under CI or
+/// prints why the test is skipped.
+fn have(what: &str, probe: &mut Command) -> bool {
+    let ok = probe
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing, and CI is set: .ci/run installs it"
+        );
+        eprintln!("SKIPPED: {what} is not installed (.ci/run installs it)");
+    }
+    ok
+}
+
+fn have_kcat() -> bool {
+    have("kcat", Command::new("kcat").arg("-V"))
+}
+
+fn have_python(module: &str) -> bool {
+    have(
+        &format!("the Python module {module}"),
+        Command::new("python3").args(["-c", &format!("import {module}")]),
+    )
+}
+
+/// Runs a command with a deadline; returns its stdout, or panics with its stderr.
+fn run(command: &mut Command, input: Option<&[u8]>) -> String {
+    let mut child = command
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write to the client");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{command:?} failed: {stderr}");
+    eprintln!("{stderr}");
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+#[test]
+fn kcat_produces_consumes_and_lists_metadata() {
+    if !have_kcat() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, bootstrap) = start(dir.path(), free_port());
+    // A topic created on first use, with keys and a header.
+    let lines = (0..50)
+        .map(|i| format!("k{}:value {i}\n", i % 3))
+        .collect::<String>();
+    run(
+        Command::new("kcat").args([
+            "-b",
+            &bootstrap,
+            "-P",
+            "-t",
+            "kc",
+            "-K:",
+            "-H",
+            "source=kcat",
+            "-X",
+            "acks=all",
+        ]),
+        Some(lines.as_bytes()),
+    );
+    let out = run(
+        Command::new("kcat").args([
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            "kc",
+            "-e",
+            "-f",
+            "%p %o %k %s %h\\n",
+        ]),
+        None,
+    );
+    let got: Vec<&str> = out.lines().collect();
+    assert_eq!(got.len(), 50, "{out}");
+    for (i, line) in got.iter().enumerate() {
+        assert_eq!(
+            *line,
+            format!("0 {i} k{} value {i} source=kcat", i % 3),
+            "record {i}"
+        );
+    }
+    // acks=0 gets no reply, but its records go through a sync point all
+    // the same: a consumer waits for all ten (-c 10, no -e).
+    let lines = (0..10).map(|i| format!("fire {i}\n")).collect::<String>();
+    run(
+        Command::new("kcat").args(["-b", &bootstrap, "-P", "-t", "acks0", "-X", "acks=0"]),
+        Some(lines.as_bytes()),
+    );
+    let out = run(
+        Command::new("kcat").args([
+            "-b", &bootstrap, "-C", "-t", "acks0", "-c", "10", "-f", "%o %s\n",
+        ]),
+        None,
+    );
+    let want = (0..10)
+        .map(|i| format!("{i} fire {i}\n"))
+        .collect::<String>();
+    assert_eq!(out, want);
+    let metadata = run(
+        Command::new("kcat").args(["-b", &bootstrap, "-L", "-t", "kc"]),
+        None,
+    );
+    assert!(metadata.contains("1 brokers:"), "{metadata}");
+    assert!(
+        metadata.contains("topic \"kc\" with 1 partitions"),
+        "{metadata}"
+    );
+    // The HTTP front end serves the same records, bytes as base64 beside
+    // JSON null (the values are not JSON text).
+    let records = server.fetch("kc", 0, "offset=0&max_records=1");
+    assert_eq!(records[0]["value_base64"], "dmFsdWUgMA==", "{records:?}");
+    assert_eq!(records[0]["headers"][0]["key"], "source");
+    // And kcat reads what HTTP produced: its JSON key and value as bytes.
+    server.create_topic("from-http", 1);
+    let (status, body) = server.post(
+        "/topics/from-http",
+        serde_json::json!({"records": [{"key": "bob", "value": {"n": 1}, "timestamp": 1234}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let out = run(
+        Command::new("kcat").args([
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            "from-http",
+            "-e",
+            "-f",
+            "%k|%s|%T\\n",
+        ]),
+        None,
+    );
+    assert_eq!(out, "\"bob\"|{\"n\":1}|1234\n");
+}
+
+#[test]
+fn confluent_kafka_produces_and_a_group_resumes_from_its_commits() {
+    if !have_python("confluent_kafka") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, bootstrap) = start(dir.path(), free_port());
+    let out = run(
+        Command::new("python3").args([CLIENTS, "confluent-groups", &bootstrap, "cg"]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+}
+
+#[test]
+fn confluent_kafka_consumers_of_one_group_split_and_hand_over_partitions() {
+    if !have_python("confluent_kafka") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, bootstrap) = start(dir.path(), free_port());
+    let out = run(
+        Command::new("python3").args([CLIENTS, "confluent-rebalance", &bootstrap, "rb"]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+}
+
+#[test]
+fn a_batch_with_a_record_over_the_limit_is_refused_whole() {
+    if !have_python("confluent_kafka") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, bootstrap) = start_with(dir.path(), free_port(), &["--max-record-bytes", "1000"]);
+    let out = run(
+        Command::new("python3").args([CLIENTS, "confluent-too-large", &bootstrap, "big"]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+}
+
+#[test]
+fn kafka_python_produces_and_a_group_resumes_from_its_commits() {
+    if !have_python("kafka") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, bootstrap) = start(dir.path(), free_port());
+    let out = run(
+        Command::new("python3").args([CLIENTS, "kafka-python-groups", &bootstrap, "kp"]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+}
+
+#[test]
+fn every_acknowledged_record_survives_kill_9() {
+    if !have_python("confluent_kafka") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let acked = dir.path().join("acked.jsonl");
+    let port = free_port();
+    let (server, bootstrap) = start(&data, port);
+    server.create_topic("crash", 1);
+    // The producer runs while the server is killed under it: it writes each
+    // acknowledgement to the file as it arrives.
+    let mut producer = Command::new("python3")
+        .args([CLIENTS, "confluent-acked", &bootstrap, "crash"])
+        .arg(&acked)
+        .arg("100000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the producer");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::fs::read_to_string(&acked).map_or(0, |t| t.lines().count()) < 500 {
+        assert!(std::time::Instant::now() < deadline, "no acknowledgements");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.kill();
+    let _ = producer.kill();
+    let _ = producer.wait();
+    let count = std::fs::read_to_string(&acked)
+        .expect("acks")
+        .lines()
+        .count();
+    let (_server, bootstrap) = start(&data, port);
+    let out = run(
+        Command::new("python3")
+            .args([CLIENTS, "confluent-read-all", &bootstrap, "crash"])
+            .arg(&acked),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+    eprintln!("{count} acknowledged before kill -9: {out}");
+}
+
+/// A request frame: size, then the bytes.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// An ApiVersions v0 request (header v1: key, version, correlation id, client id).
+fn api_versions(correlation_id: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&18i16.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&correlation_id.to_be_bytes());
+    body.extend_from_slice(&(-1i16).to_be_bytes());
+    frame(&body)
+}
+
+/// Sends `bytes`; returns what the server sent back before closing (or
+/// before a reply to a following ApiVersions, when `probe` is set).
+fn exchange(address: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream.write_all(bytes).expect("send");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn bad_frames_close_the_connection_and_the_server_serves_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, address) = start(dir.path(), free_port());
+    // Each closes the connection with nothing sent back.
+    let oversized = (17i32 << 20).to_be_bytes().to_vec();
+    let negative = (-5i32).to_be_bytes().to_vec();
+    let unknown_key = frame(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff]);
+    let unserved_version = frame(&[0, 0, 0x7f, 0, 0, 0, 0, 1, 0xff, 0xff]);
+    let short = frame(&[0, 18]);
+    // A Produce v3 header and then garbage where the body should be.
+    let garbage = frame(&[0, 0, 0, 3, 0, 0, 0, 1, 0xff, 0xff, 0xde, 0xad]);
+    // A Produce v3 request whose array count asks kafka-protocol 0.18 for
+    // a 62 GB vector before anything is read (found by fuzzing): without
+    // the binary's lazy allocator (src/lazy_alloc.rs) the process aborts.
+    let huge_array = frame(&[
+        0x00, 0x00, 0x00, 0x03, 0xff, 0xf8, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0xff, 0xff, 0x09, 0x12, 0x00, 0x00, 0x00, 0x00, 0x3a, 0x00, 0x00, 0x01, 0xff, 0x00,
+        0x09, 0xff, 0xff, 0x12, 0x00, 0x00, 0x00, 0x3a, 0x00, 0x00, 0x01, 0xfe, 0x00,
+    ]);
+    for (name, bytes) in [
+        ("an array count far past the frame", huge_array),
+        ("oversized", oversized),
+        ("negative size", negative),
+        ("unknown API key", unknown_key),
+        ("unserved version", unserved_version),
+        ("shorter than a header", short),
+        ("a body that does not decode", garbage),
+    ] {
+        let reply = exchange(&address, &bytes);
+        assert!(reply.is_empty(), "{name}: {reply:?}");
+    }
+    // A client that leaves in the middle of a request.
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream.write_all(&100i32.to_be_bytes()).expect("size");
+    stream.write_all(&[0, 18, 0]).expect("part of it");
+    drop(stream);
+    assert!(server.wait_for_log("left in the middle"));
+    // ApiVersions of an unknown version gets UNSUPPORTED_VERSION (35) in v0.
+    let mut too_new = api_versions(9);
+    too_new[7] = 99;
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream.write_all(&too_new).expect("send");
+    let mut head = [0u8; 10];
+    stream.read_exact(&mut head).expect("reply");
+    assert_eq!(&head[4..8], &9i32.to_be_bytes(), "correlation id");
+    assert_eq!(&head[8..10], &35i16.to_be_bytes(), "UNSUPPORTED_VERSION");
+    // And the server still answers a good request.
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream.write_all(&api_versions(7)).expect("send");
+    let mut head = [0u8; 10];
+    stream.read_exact(&mut head).expect("reply");
+    assert_eq!(&head[4..8], &7i32.to_be_bytes());
+    assert_eq!(&head[8..10], &0i16.to_be_bytes());
+    assert_eq!(server.get("/health").0, 200);
+}

@@ -1,0 +1,383 @@
+"""Real Kafka clients against a running `seglog serve --kafka`.
+
+Run by tests/kafka.rs as `python3 clients.py SCENARIO BOOTSTRAP TOPIC`; prints
+one line `ok ...` and exits 0, or raises (exit 1) naming what was wrong.
+
+Scenarios:
+- confluent-groups / kafka-python-groups: a producer with acks=all sends
+  records with keys, headers and timestamps to a 3-partition topic; a
+  consumer with subscribe() in a group reads part of them and commits;
+  a second consumer of the same group starts from the committed offsets
+  and reads the rest. Every record comes back exactly once, in order per
+  partition, with key, value, headers and timestamp intact. Then (confluent)
+  offsets by timestamp, watermarks, and the topic's deletion.
+- confluent-rebalance: two consumers of one group; the second joins while
+  the first reads, the partitions are split between them, the first leaves
+  and the second takes them all; every record is read, and read twice only
+  when its commit was refused because a rebalance had begun.
+- confluent-too-large: against a server with --max-record-bytes 1000, one
+  batch of five small records and one of 2,000 bytes is refused whole
+  (MSG_SIZE_TOO_LARGE for all six, nothing appended); a small record after
+  it is taken at offset 0.
+- confluent-acked FILE COUNT: produces COUNT records one by one with
+  acks=all, appending each acknowledged (partition, offset, value) to FILE
+  as it is acknowledged, until killed or done (the kill -9 test).
+- confluent-read-all COUNT_FILE: reads the topic from the start and checks
+  every line of the file is there.
+"""
+
+import json
+import sys
+import time
+
+RECORDS = 300
+PARTITIONS = 3
+FIRST_PART = 120
+DEADLINE_S = 60
+
+
+def make_records(topic, null_headers):
+    base_ts = 1_700_000_000_000
+    out = []
+    for i in range(RECORDS):
+        key = ("key-%d" % (i % 7)).encode()
+        value = bytes([i % 256, 0, 255]) + ("value %d" % i).encode()
+        headers = [("n", str(i).encode()), ("bin", b"\x00\x01\xff")]
+        if i % 5 == 0:
+            headers.append(("n", b"dup"))  # a repeated name, kept as sent
+        if null_headers and i % 7 == 0:
+            headers.append(("null", None))  # kafka-python cannot send one
+        out.append((key, value, headers, base_ts + i))
+    return out
+
+
+def check(consumed, produced, acked_offsets):
+    """consumed: list of (partition, offset, key, value, headers, ts)."""
+    by_value = {r[1]: r for r in produced}
+    seen = {}
+    last_offset = {}
+    for partition, offset, key, value, headers, ts in consumed:
+        if value in seen:
+            raise AssertionError("record %r consumed twice" % value)
+        seen[value] = True
+        if partition in last_offset and offset <= last_offset[partition]:
+            raise AssertionError("partition %d went from %d to %d" % (partition, last_offset[partition], offset))
+        last_offset[partition] = offset
+        want = by_value.get(value)
+        if want is None:
+            raise AssertionError("unknown record %r" % value)
+        wkey, _, wheaders, wts = want
+        if key != wkey or ts != wts:
+            raise AssertionError("record %r: key %r ts %r, want %r %r" % (value, key, ts, wkey, wts))
+        # Headers in order, a repeated name repeated.
+        got_headers = [(name, hv) for name, hv in headers]
+        if got_headers != list(wheaders):
+            raise AssertionError("record %r: headers %r, want %r" % (value, got_headers, wheaders))
+        if acked_offsets.get(value) != (partition, offset):
+            raise AssertionError("record %r at %r, acknowledged at %r" % (value, (partition, offset), acked_offsets.get(value)))
+    missing = [v for v in by_value if v not in seen]
+    if missing:
+        raise AssertionError("%d records never consumed, first %r" % (len(missing), missing[0]))
+
+
+def confluent_groups(bootstrap, topic):
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(10)
+    produced = make_records(topic, null_headers=True)
+    acked = {}
+    errors = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for key, value, headers, ts in produced:
+        producer.produce(topic, value=value, key=key, headers=headers, timestamp=ts, on_delivery=on_delivery)
+    if producer.flush(30) != 0 or errors:
+        raise AssertionError("produce failed: %r" % errors[:3])
+
+    group = "g-" + topic
+    consumed = []
+
+    def consume(limit):
+        consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        })
+        consumer.subscribe([topic])
+        got = 0
+        deadline = time.time() + DEADLINE_S
+        while got < limit and time.time() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                raise AssertionError("consumer error: %s" % msg.error())
+            consumed.append((msg.partition(), msg.offset(), msg.key(), msg.value(),
+                             msg.headers() or [], msg.timestamp()[1]))
+            got += 1
+            consumer.commit(message=msg, asynchronous=False)
+        consumer.close()
+        return got
+
+    first = consume(FIRST_PART)
+    rest = consume(RECORDS - first)
+    check(consumed, produced, acked)
+
+    # ListOffsets by timestamp: the first record of each partition at or
+    # after a time, and none past the last.
+    from confluent_kafka import TopicPartition
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    at = produced[150][3]
+    found = probe.offsets_for_times([TopicPartition(topic, p, at) for p in range(PARTITIONS)], timeout=10)
+    for tp in found:
+        want = min((o for (p, o), ts in ((acked[r[1]], r[3]) for r in produced) if p == tp.partition and ts >= at),
+                   default=None)
+        if tp.error is not None or tp.offset != want:
+            raise AssertionError("offsets_for_times partition %d: %r, want %r" % (tp.partition, tp.offset, want))
+    after = probe.offsets_for_times([TopicPartition(topic, 0, produced[-1][3] + 1)], timeout=10)
+    if after[0].offset != -1:
+        raise AssertionError("offsets_for_times past the end: %r" % after[0].offset)
+    low, high = probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    if low != 0 or high != sum(1 for (p, _) in acked.values() if p == 0):
+        raise AssertionError("watermarks of partition 0: %r" % ((low, high),))
+    probe.close()
+
+    # DeleteTopics: the topic is gone from the metadata.
+    admin.delete_topics([topic])[topic].result(10)
+    if topic in admin.list_topics(timeout=10).topics:
+        raise AssertionError("topic still listed after its deletion")
+    print("ok confluent-kafka %s (librdkafka %s): %d records, %d then %d after a restart of the consumer"
+          % (__import__("confluent_kafka").__version__, __import__("confluent_kafka").libversion()[0],
+             len(consumed), first, rest))
+
+
+def kafka_python_groups(bootstrap, topic):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.structs import OffsetAndMetadata
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    admin.close()
+    produced = make_records(topic, null_headers=False)
+    acked = {}
+    # kafka-python 3 turns idempotence on by default; seglog does not serve
+    # InitProducerId, so it is turned off (README, Limits).
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=False)
+    futures = []
+    for key, value, headers, ts in produced:
+        futures.append((value, producer.send(topic, value=value, key=key, headers=headers, timestamp_ms=ts)))
+    for value, future in futures:
+        meta = future.get(timeout=30)
+        acked[value] = (meta.partition, meta.offset)
+    producer.close()
+
+    group = "g-" + topic
+    consumed = []
+
+    def consume(limit):
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                 auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer.subscribe([topic])
+        got = 0
+        deadline = time.time() + DEADLINE_S
+        while got < limit and time.time() < deadline:
+            batches = consumer.poll(timeout_ms=500, max_records=1)
+            for tp, msgs in batches.items():
+                for msg in msgs:
+                    consumed.append((msg.partition, msg.offset, msg.key, msg.value,
+                                     list(msg.headers or []), msg.timestamp))
+                    got += 1
+                    consumer.commit({TopicPartition(topic, msg.partition): OffsetAndMetadata(msg.offset + 1, None, -1)})
+        consumer.close()
+        return got
+
+    first = consume(FIRST_PART)
+    rest = consume(RECORDS - first)
+    check(consumed, produced, acked)
+    print("ok kafka-python %s: %d records, %d then %d after a restart of the consumer"
+          % (__import__("kafka").__version__, len(consumed), first, rest))
+
+
+def confluent_rebalance(bootstrap, topic):
+    import threading
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    partitions = 4
+    uncommitted = set()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(10)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(400):
+        producer.produce(topic, value=b"%d" % i, partition=i % partitions)
+    if producer.flush(30) != 0:
+        raise AssertionError("produce failed")
+    got = {}
+    lock = threading.Lock()
+    assignments = {"a": [], "b": []}
+    b_assigned = threading.Event()
+    a_left = threading.Event()
+    deadline = time.time() + DEADLINE_S
+
+    def consumer(name):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "rebalance-" + topic,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                      "heartbeat.interval.ms": 300})
+
+        def on_assign(_, ps):
+            assignments[name].append(sorted(p.partition for p in ps))
+            if name == "b" and ps:
+                b_assigned.set()
+
+        c.subscribe([topic], on_assign=on_assign)
+        return c
+
+    def poll_one(c, name):
+        m = c.poll(0.2)
+        if m is None:
+            return
+        if m.error():
+            raise AssertionError("consumer %s: %s" % (name, m.error()))
+        with lock:
+            got.setdefault(m.value(), []).append(name)
+        try:
+            c.commit(message=m, asynchronous=False)
+        except KafkaException as e:
+            # A commit during a rebalance is refused, as Kafka refuses it;
+            # the record may then be read again by its next owner.
+            if e.args[0].code() != KafkaError.REBALANCE_IN_PROGRESS:
+                raise
+            uncommitted.add(m.value())
+
+    a = consumer("a")
+    while len(got) < 50 and time.time() < deadline:
+        poll_one(a, "a")
+
+    def run_b():
+        b = consumer("b")
+        # On until every record is read and, a gone, b holds every partition.
+        while time.time() < deadline and (
+                len(got) < 400 or not a_left.is_set()
+                or assignments["b"][-1:] != [list(range(partitions))]):
+            poll_one(b, "b")
+        b.close()
+
+    thread = threading.Thread(target=run_b)
+    thread.start()
+    # a reads on until b has partitions of its own, then leaves.
+    while not b_assigned.is_set() and time.time() < deadline:
+        poll_one(a, "a")
+    a.close()
+    a_left.set()
+    thread.join()
+    twice = [v for v, names in got.items() if len(names) > 1 and v not in uncommitted]
+    if twice or len(got) != 400:
+        raise AssertionError("%d records read, %d twice (%r)" % (len(got), len(twice), twice[:3]))
+    if not b_assigned.is_set():
+        raise AssertionError("b never got partitions: %r" % assignments)
+    split = [x for x in assignments["b"] if x and len(x) < partitions]
+    if not split or assignments["b"][-1] != list(range(partitions)):
+        raise AssertionError("assignments did not split and move: %r" % assignments)
+    print("ok confluent-kafka rebalance: assignments %r, 400 records, %d read again after a commit refused by the rebalance"
+          % (assignments, sum(len(n) - 1 for n in got.values())))
+
+
+def confluent_too_large(bootstrap, topic):
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(10)
+    results = []
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 200,
+                         "retries": 0})
+    for value in [b"small"] * 5 + [b"x" * 2000]:
+        producer.produce(topic, value=value, on_delivery=lambda e, m: results.append((e, m.offset())))
+    producer.flush(30)
+    codes = [e.code() if e else None for e, _ in results]
+    if codes != [KafkaError.MSG_SIZE_TOO_LARGE] * 6:
+        raise AssertionError("the batch's deliveries: %r" % codes)
+    results.clear()
+    producer.produce(topic, value=b"after", on_delivery=lambda e, m: results.append((e, m.offset())))
+    producer.flush(30)
+    if results != [(None, 0)]:
+        raise AssertionError("the record after the refused batch: %r" % results)
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    low, high = probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    probe.close()
+    if (low, high) != (0, 1):
+        raise AssertionError("watermarks %r" % ((low, high),))
+    print("ok a batch with an oversized record refused whole")
+
+
+def confluent_acked(bootstrap, topic, path, count):
+    from confluent_kafka import Producer
+    out = open(path, "a")
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
+                         "message.timeout.ms": 5000})
+
+    def on_delivery(err, msg):
+        if err is None:
+            out.write(json.dumps([msg.partition(), msg.offset(), msg.value().decode()]) + "\n")
+            out.flush()
+
+    for i in range(count):
+        producer.produce(topic, value=("r%d" % i).encode(), on_delivery=on_delivery)
+        producer.poll(0)
+    producer.flush(10)
+    print("ok produced")
+
+
+def confluent_read_all(bootstrap, topic, path):
+    from confluent_kafka import Consumer, TopicPartition
+    acked = [json.loads(line) for line in open(path) if line.strip()]
+    want = {(p, o): v for p, o, v in acked}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    partitions = {p for p, _, _ in acked} or {0}
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    got = {}
+    deadline = time.time() + DEADLINE_S
+    while time.time() < deadline and not all(k in got for k in want):
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            continue
+        got[(msg.partition(), msg.offset())] = msg.value().decode()
+    consumer.close()
+    lost = [(k, v) for k, v in want.items() if got.get(k) != v]
+    if lost:
+        raise AssertionError("%d acknowledged records lost or changed, first %r (got %r)"
+                             % (len(lost), lost[0], got.get(lost[0][0])))
+    print("ok %d acknowledged records all read back" % len(want))
+
+
+def main():
+    scenario, bootstrap, topic = sys.argv[1:4]
+    if scenario == "confluent-groups":
+        confluent_groups(bootstrap, topic)
+    elif scenario == "kafka-python-groups":
+        kafka_python_groups(bootstrap, topic)
+    elif scenario == "confluent-rebalance":
+        confluent_rebalance(bootstrap, topic)
+    elif scenario == "confluent-too-large":
+        confluent_too_large(bootstrap, topic)
+    elif scenario == "confluent-acked":
+        confluent_acked(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
+    elif scenario == "confluent-read-all":
+        confluent_read_all(bootstrap, topic, sys.argv[4])
+    else:
+        raise SystemExit("unknown scenario " + scenario)
+
+
+if __name__ == "__main__":
+    main()
