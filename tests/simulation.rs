@@ -30,7 +30,7 @@
 //!
 //! | fault | the request | afterwards |
 //! |---|---|---|
-//! | EIO from an fdatasync (journal or direct sync point) | the sync point in flight fails with the EIO | poisoned: appends, commits, syncs, checkpoints, truncations and removals refused; reads serve exactly what was acknowledged; every power-loss image recovers it, but a restart without a reboot serves records whose writeback was lost (`engine_bug_a_restart_after_a_failed_*`) |
+//! | EIO from an fdatasync (journal or direct sync point) | the sync point in flight fails with the EIO | poisoned: appends, commits, syncs, checkpoints, truncations and removals refused; reads serve exactly what was acknowledged; every power-loss image recovers it, and so does a restart without a reboot (before 309db7d it served records whose writeback was lost) |
 //! | EIO from a directory fsync | the sync point fails | poisoned, reads as above |
 //! | ENOSPC on a write to the journal | the sync point fails with ENOSPC | poisoned, and still poisoned once the disk has room again (until reopened) |
 //! | ENOSPC or a torn write to a segment after its journal batch was durable | the sync point fails | poisoned; the batch's records stay served, and are durable |
@@ -49,10 +49,8 @@
 //! `SEGLOG_SIM_ONE=seed,crash SEGLOG_SIM_TRACE=1` reruns one crash point
 //! and prints its workload's steps.
 //!
-//! The two `engine_bug_*` tests are ignored: each pins an engine bug this
-//! file found, and fails until it is fixed (`--include-ignored`). Three
-//! more it found are fixed; their tests are now regression tests, named
-//! after what a failed stat must not do.
+//! The five engine bugs this file found are fixed; each has a regression
+//! test below, named after what the store must not do.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -1407,10 +1405,7 @@ fn sweep_faults(seed: u64, shape: Shape) -> (u64, u64) {
                 }
                 runs += 1;
                 fs.heal();
-                // Not after a failed sync: a restart then serves pages whose
-                // writeback was lost (`engine_bug_a_restart_after_a_failed_*`).
-                let sync_failed = matches!(op, FaultOp::SyncData | FaultOp::SyncAll);
-                if !sync_failed && let Err(e) = check_restart(&fs, &model, after) {
+                if let Err(e) = check_restart(&fs, &model, after) {
                     panic!("{what}: {e}");
                 }
                 for keep in images(1, after) {
@@ -1550,19 +1545,16 @@ fn a_second_power_loss_at_every_operation_of_recovery() {
     );
 }
 
-/// ENGINE BUG, found by the fault sweep's restart check (workload seed 7,
-/// `Fault { op: SyncData, after: 6 }`, then `kill -9` and a power loss):
-/// after an fdatasync fails, Linux marks the unwritten pages clean but
-/// keeps them in the page cache, so a restart without a reboot reads them
-/// as written. Recovery then validates them and fdatasyncs the file, which
-/// succeeds without writing them (they are not dirty), and serves them: a
-/// power loss afterwards takes back a record a poll was shown (its offset
-/// is then given to another record). Recovery after an unclean stop would
-/// have to rewrite the tail it trusts (dirtying the pages again) before
-/// syncing it, or refuse to trust page cache contents after a failed sync.
+/// Regression (found by the fault sweep's restart check, workload seed 7,
+/// `Fault { op: SyncData, after: 6 }`, then `kill -9` and a power loss;
+/// fixed in 309db7d): after an fdatasync fails, Linux marks the unwritten
+/// pages clean but keeps them in the page cache, so a restart without a
+/// reboot reads them as written. Recovery validated them and fdatasynced
+/// the file, which succeeded without writing them (they were not dirty),
+/// and served them: a power loss afterwards took back a record a poll was
+/// shown (its offset then given to another record).
 #[test]
-#[ignore = "engine bug: after a failed fdatasync, a restart without a reboot serves records whose writeback was lost"]
-fn engine_bug_a_restart_after_a_failed_fdatasync_serves_records_a_power_loss_takes_back() {
+fn a_restart_after_a_failed_fdatasync_serves_only_what_a_power_loss_keeps() {
     for keys in [&["a"][..], &["a", "b"][..]] {
         let fs = SimFs::new();
         let mut store = open(&fs).expect("open");
@@ -1595,16 +1587,15 @@ fn engine_bug_a_restart_after_a_failed_fdatasync_serves_records_a_power_loss_tak
     }
 }
 
-/// ENGINE BUG, the same cause with acknowledged data: a journal batch
-/// spanning pages whose writeback failed is served after the restart, the
-/// next batches are acknowledged after it, and a power loss then leaves
-/// zeros where the lost pages were, before valid batches: the store
-/// refuses to open ("zero-filled bytes, never written, but a valid batch
-/// follows"), and cutting the journal there would lose acknowledged
-/// records.
+/// Regression (the same cause with acknowledged data, fixed in 309db7d): a
+/// journal batch spanning pages whose writeback failed was served after
+/// the restart, the next batches were acknowledged after it, and a power
+/// loss then left zeros where the lost pages were, before valid batches:
+/// the store refused to open ("zero-filled bytes, never written, but a
+/// valid batch follows"), and cutting the journal there would have lost
+/// acknowledged records.
 #[test]
-#[ignore = "engine bug: after a failed fdatasync and a restart, acknowledged batches end up behind a hole a power loss opens"]
-fn engine_bug_acknowledged_batches_behind_a_lost_writeback_after_a_restart() {
+fn acknowledged_batches_after_a_restart_never_sit_behind_a_lost_writeback() {
     let shape = Shape {
         checkpoint_bytes: 64 << 20,
         segment_bytes: 1 << 20,
