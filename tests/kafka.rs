@@ -396,3 +396,182 @@ fn bad_frames_close_the_connection_and_the_server_serves_on() {
     assert_eq!(&head[8..10], &0i16.to_be_bytes());
     assert_eq!(server.get("/health").0, 200);
 }
+
+/// The pid of the `seglog serve` whose command line names `dir`, found in
+/// /proc (the server's handle keeps its child private).
+fn server_pid(dir: &Path) -> u32 {
+    let wanted = dir.as_os_str().as_encoded_bytes();
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let entry = entry.expect("a /proc entry");
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|&b| b == 0).any(|arg| arg == wanted) {
+            return pid;
+        }
+    }
+    panic!("no process serves {}", dir.display());
+}
+
+/// A process's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// One request frame encoded by kafka-protocol: header v1 (or v2 for
+/// flexible versions), then the body.
+fn request<R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::Request>(
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Vec<u8> {
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut out = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("tests/kafka.rs")))
+        .encode(&mut out, R::header_version(version))
+        .expect("header encodes");
+    body.encode(&mut out, version).expect("body encodes");
+    frame(&out)
+}
+
+/// Reads one reply frame; returns its body after the correlation id
+/// (header v0), checking that id.
+fn reply(stream: &mut TcpStream, correlation_id: i32) -> bytes::Bytes {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("a reply");
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).expect("the reply's body");
+    assert_eq!(body[..4], correlation_id.to_be_bytes(), "correlation id");
+    bytes::Bytes::from(body).slice(4..)
+}
+
+/// A record batch (magic 2) of `count` records whose records field is
+/// `records` as given, compressed with `codec` (attributes bits 0-2).
+fn raw_batch(codec: i16, count: i32, records: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    b.extend_from_slice(&0i32.to_be_bytes()); // length, below
+    b.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&0u32.to_be_bytes()); // CRC, below
+    b.extend_from_slice(&codec.to_be_bytes());
+    b.extend_from_slice(&(count - 1).to_be_bytes()); // last offset delta
+    b.extend_from_slice(&0i64.to_be_bytes()); // base timestamp
+    b.extend_from_slice(&0i64.to_be_bytes()); // max timestamp
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&count.to_be_bytes());
+    b.extend_from_slice(records);
+    let length = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&length.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// A Produce v3 request (acks=-1) of `records` to partition 0 of `topic`.
+fn produce_request(topic: &'static str, correlation_id: i32, records: Vec<u8>) -> Vec<u8> {
+    use kafka_protocol::messages::ProduceRequest;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::protocol::StrBytes;
+    let partition = PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(bytes::Bytes::from(records)));
+    let topic = TopicProduceData::default()
+        .with_name(StrBytes::from_static_str(topic).into())
+        .with_partition_data(vec![partition]);
+    let body = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![topic]);
+    request(3, correlation_id, &body)
+}
+
+/// The error code of partition 0 of the first topic of a Produce v3 reply.
+fn produce_error(body: bytes::Bytes) -> i16 {
+    use kafka_protocol::messages::ProduceResponse;
+    use kafka_protocol::protocol::Decodable;
+    let response = ProduceResponse::decode(&mut body.clone(), 3).expect("a Produce reply");
+    response.responses[0].partition_responses[0].error_code
+}
+
+/// One uncompressed record (offset delta `i`) holding `value`.
+fn raw_record(i: i64, value: &[u8]) -> Vec<u8> {
+    let zigzag = |out: &mut Vec<u8>, v: i64| {
+        let mut raw = ((v << 1) ^ (v >> 63)) as u64;
+        while raw >= 0x80 {
+            out.push((raw as u8 & 0x7f) | 0x80);
+            raw >>= 7;
+        }
+        out.push(raw as u8);
+    };
+    let mut body = vec![0u8]; // attributes
+    zigzag(&mut body, 0); // timestamp delta
+    zigzag(&mut body, i); // offset delta
+    zigzag(&mut body, -1); // null key
+    zigzag(&mut body, value.len() as i64);
+    body.extend_from_slice(value);
+    zigzag(&mut body, 0); // no headers
+    let mut out = Vec::new();
+    zigzag(&mut out, body.len() as i64);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Regression: a 200 KiB gzip batch of 200 MiB of zeros was inflated
+/// whole into memory (kafka-protocol's decompressor has no bound) before
+/// any record was looked at. It is refused with MESSAGE_TOO_LARGE once it
+/// passes --max-request-bytes (16 MiB), nothing of it is appended, the
+/// server's peak memory stays far below the bomb, and it serves on.
+#[test]
+fn a_gzip_bomb_is_refused_without_inflating_it() {
+    use flate2::write::GzEncoder;
+    const BOMB_BYTES: usize = 200 << 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, address) = start(dir.path(), free_port());
+    server.create_topic("bomb", 1);
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..BOMB_BYTES >> 20 {
+        gz.write_all(&zeros).expect("compress");
+    }
+    let bomb = gz.finish().expect("compress");
+    eprintln!("{BOMB_BYTES} bytes of zeros gzip to {} bytes", bomb.len());
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream
+        .write_all(&produce_request("bomb", 1, raw_batch(1, 1, &bomb)))
+        .expect("send");
+    const MESSAGE_TOO_LARGE: i16 = 10;
+    assert_eq!(produce_error(reply(&mut stream, 1)), MESSAGE_TOO_LARGE);
+    let peak_kib = peak_rss_kib(server_pid(dir.path()));
+    eprintln!("peak RSS after the bomb: {peak_kib} KiB");
+    assert!(
+        peak_kib < (BOMB_BYTES as u64 >> 10) / 4,
+        "peak RSS {peak_kib} KiB for a {BOMB_BYTES}-byte bomb"
+    );
+    // Gzip records within the limit are taken, on the same connection.
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw_record(0, b"small")).expect("compress");
+    let small = gz.finish().expect("compress");
+    stream
+        .write_all(&produce_request("bomb", 2, raw_batch(1, 1, &small)))
+        .expect("send");
+    assert_eq!(produce_error(reply(&mut stream, 2)), 0);
+    let records = server.fetch("bomb", 0, "offset=0");
+    assert_eq!(records.len(), 1, "{records:?}");
+}

@@ -3,8 +3,10 @@
 //! Written here rather than taken from kafka-protocol's
 //! `RecordBatchDecoder`/`RecordBatchEncoder`: their `Record` keeps headers
 //! in a map, so two headers of one name (which Kafka allows, and tracing
-//! libraries use) would collapse into one. Everything else comes from the
-//! crate: the messages around the batches and the decompression codecs.
+//! libraries use) would collapse into one. The crate's decompressors are
+//! not used either: they inflate a batch into memory without a bound, so a
+//! small gzip batch of zeros could take gigabytes. Here every codec reads
+//! through a reader that stops at the caller's byte budget.
 //!
 //! Layout (big-endian; Kafka's "Record Batch" documentation):
 //!
@@ -23,8 +25,9 @@
 //! length and value, header count (varint), and per header a name length
 //! and name, a value length (-1 null) and value. Varints are zigzag LEB128.
 
+use std::io::Read;
+
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 
 /// Bytes of a batch before its records.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -113,10 +116,53 @@ impl Reader<'_> {
     }
 }
 
-/// Decodes every batch of a partition's `records` field. Any flaw (a bad
-/// CRC, a magic other than 2, a length or count that does not add up, a
-/// codec error) fails the whole field.
-pub fn decode(bytes: &Bytes) -> Result<Vec<Batch>, String> {
+/// Why a partition's `records` field is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A flaw: a bad CRC, a magic other than 2, a length or count that does
+    /// not add up, a codec error.
+    Corrupt(String),
+    /// The compressed records inflate past the byte budget given.
+    TooLarge { budget_bytes: usize },
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Corrupt(reason) => f.write_str(reason),
+            DecodeError::TooLarge { budget_bytes } => write!(
+                f,
+                "compressed records that inflate past {budget_bytes} bytes \
+                 (--max-request-bytes, for all of a request's batches)"
+            ),
+        }
+    }
+}
+
+impl From<String> for DecodeError {
+    fn from(reason: String) -> DecodeError {
+        DecodeError::Corrupt(reason)
+    }
+}
+
+/// The inflation budget of [`decode`], for callers without a request's
+/// limit (the fuzzer, tests): 64 MiB is four times the default
+/// `--max-request-bytes` and far below what would strain a test machine.
+pub const DECODE_INFLATED_BYTES_MAX: usize = 64 << 20;
+
+/// [`decode_within`] with a budget of [`DECODE_INFLATED_BYTES_MAX`].
+pub fn decode(bytes: &Bytes) -> Result<Vec<Batch>, DecodeError> {
+    decode_within(bytes, &mut DECODE_INFLATED_BYTES_MAX.clone())
+}
+
+/// Decodes every batch of a partition's `records` field. Any flaw fails
+/// the whole field. Compressed records may inflate to at most
+/// `*inflated_bytes_left` bytes in all, which is lowered by what they take
+/// (the caller passes one budget for all of a request's batches).
+pub fn decode_within(
+    bytes: &Bytes,
+    inflated_bytes_left: &mut usize,
+) -> Result<Vec<Batch>, DecodeError> {
     let mut batches = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
@@ -132,13 +178,13 @@ pub fn decode(bytes: &Bytes) -> Result<Vec<Batch>, String> {
             .filter(|&end| end <= bytes.len() && end >= at + BATCH_HEADER_BYTES)
             .ok_or_else(|| format!("a batch length of {length} at byte {at}"))?;
         let batch = bytes.slice(at..end);
-        batches.push(decode_one(&batch)?);
+        batches.push(decode_one(&batch, inflated_bytes_left)?);
         at = end;
     }
     Ok(batches)
 }
 
-fn decode_one(batch: &Bytes) -> Result<Batch, String> {
+fn decode_one(batch: &Bytes, inflated_bytes_left: &mut usize) -> Result<Batch, DecodeError> {
     let mut r = Reader {
         bytes: batch,
         position: 0,
@@ -148,16 +194,16 @@ fn decode_one(batch: &Bytes) -> Result<Batch, String> {
     let _epoch = r.array::<4>("leader epoch")?;
     let magic = r.array::<1>("magic")?[0];
     if magic != 2 {
-        return Err(format!(
+        return Err(DecodeError::Corrupt(format!(
             "a batch of magic {magic}; only 2 (Kafka 0.11 and later) is taken"
-        ));
+        )));
     }
     let crc = u32::from_be_bytes(r.array("CRC")?);
     let actual = crc32c::crc32c(&batch[CRC_START..]);
     if crc != actual {
-        return Err(format!(
+        return Err(DecodeError::Corrupt(format!(
             "a batch whose CRC-32C is {crc:#010x}, not {actual:#010x}"
-        ));
+        )));
     }
     let attributes = i16::from_be_bytes(r.array("attributes")?);
     let _last_delta = r.array::<4>("last offset delta")?;
@@ -167,31 +213,25 @@ fn decode_one(batch: &Bytes) -> Result<Batch, String> {
     let _producer_epoch = r.array::<2>("producer epoch")?;
     let _base_sequence = r.array::<4>("base sequence")?;
     let count = i32::from_be_bytes(r.array("record count")?);
-    let mut compressed = batch.slice(BATCH_HEADER_BYTES..);
-    let keep = |b: &mut Bytes| Ok(b.clone());
+    let compressed = batch.slice(BATCH_HEADER_BYTES..);
     let records = match attributes & COMPRESSION_MASK {
-        0 => Ok(compressed),
-        1 => Gzip::decompress(&mut compressed, keep),
-        2 => Snappy::decompress(&mut compressed, keep),
-        3 => Lz4::decompress(&mut compressed, keep),
-        4 => Zstd::decompress(&mut compressed, keep),
-        other => {
-            return Err(format!(
-                "compression codec {other}, which Kafka does not have"
-            ));
+        0 => compressed,
+        codec => {
+            let records = inflate(codec, &compressed, *inflated_bytes_left)?;
+            *inflated_bytes_left -= records.len();
+            records
         }
-    }
-    .map_err(|e| format!("the batch does not decompress: {e:#}"))?;
+    };
     // Each record takes at least 7 bytes: a count past that is refused
     // before anything is allocated for it.
     let count = usize::try_from(count)
         .ok()
         .filter(|&c| c <= records.len() / 7 + 1)
         .ok_or_else(|| {
-            format!(
+            DecodeError::Corrupt(format!(
                 "a record count of {count} for {} bytes of records",
                 records.len()
-            )
+            ))
         })?;
     let mut r = Reader {
         bytes: &records,
@@ -215,14 +255,14 @@ fn decode_one(batch: &Bytes) -> Result<Batch, String> {
         for _ in 0..header_count {
             let name = r
                 .nullable("header name")?
-                .ok_or_else(|| "a null header name".to_string())?;
+                .ok_or_else(|| DecodeError::Corrupt("a null header name".into()))?;
             headers.push((name, r.nullable("header value")?));
         }
         if i64::try_from(r.position - start) != Ok(length) {
-            return Err(format!(
+            return Err(DecodeError::Corrupt(format!(
                 "a record of length {length} whose fields take {}",
                 r.position - start
-            ));
+            )));
         }
         out.push(BatchRecord {
             offset: base_offset.wrapping_add(offset_delta),
@@ -233,10 +273,10 @@ fn decode_one(batch: &Bytes) -> Result<Batch, String> {
         });
     }
     if r.position != records.len() {
-        return Err(format!(
+        return Err(DecodeError::Corrupt(format!(
             "{} bytes after the batch's {count} records",
             records.len() - r.position
-        ));
+        )));
     }
     Ok(Batch {
         transactional: attributes & TRANSACTIONAL != 0,
@@ -244,6 +284,91 @@ fn decode_one(batch: &Bytes) -> Result<Batch, String> {
         producer_id,
         records: out,
     })
+}
+
+/// The xerial framing (snappy-java's stream format) that Kafka's Java
+/// clients write around snappy blocks; without it the bytes are one raw
+/// snappy block.
+const SNAPPY_XERIAL_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+
+/// Decompresses a batch's records with Kafka codec `codec` (1 gzip, 2
+/// snappy, 3 lz4 frame, 4 zstd), refusing them once they pass
+/// `budget_bytes`: nothing past the budget (plus one read's worth) is
+/// ever allocated.
+fn inflate(codec: i16, compressed: &[u8], budget_bytes: usize) -> Result<Bytes, DecodeError> {
+    let corrupt = |e: std::io::Error| {
+        DecodeError::Corrupt(format!(
+            "the batch does not decompress (codec {codec}): {e}"
+        ))
+    };
+    let too_large = DecodeError::TooLarge { budget_bytes };
+    if codec == 2 {
+        return inflate_snappy(compressed, budget_bytes);
+    }
+    let reader: Box<dyn Read + '_> = match codec {
+        1 => Box::new(flate2::read::GzDecoder::new(compressed)),
+        3 => Box::new(lz4::Decoder::new(compressed).map_err(corrupt)?),
+        4 => Box::new(zstd::stream::read::Decoder::new(compressed).map_err(corrupt)?),
+        other => {
+            return Err(DecodeError::Corrupt(format!(
+                "compression codec {other}, which Kafka does not have"
+            )));
+        }
+    };
+    // One byte past the budget tells a stream that fits exactly from one
+    // that does not.
+    let mut out = Vec::new();
+    reader
+        .take((budget_bytes as u64).saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(corrupt)?;
+    if out.len() > budget_bytes {
+        return Err(too_large);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Snappy, raw or in xerial blocks; each block's stated length is checked
+/// against what is left of the budget before room is made for it.
+fn inflate_snappy(compressed: &[u8], budget_bytes: usize) -> Result<Bytes, DecodeError> {
+    let corrupt = |e: snap::Error| {
+        DecodeError::Corrupt(format!("the batch does not decompress (snappy): {e}"))
+    };
+    let too_large = DecodeError::TooLarge { budget_bytes };
+    let Some(mut rest) = compressed.strip_prefix(&SNAPPY_XERIAL_MAGIC[..]) else {
+        let length = snap::raw::decompress_len(compressed).map_err(corrupt)?;
+        if length > budget_bytes {
+            return Err(too_large);
+        }
+        let mut out = vec![0; length];
+        let written = snap::raw::Decoder::new()
+            .decompress(compressed, &mut out)
+            .map_err(corrupt)?;
+        out.truncate(written);
+        return Ok(Bytes::from(out));
+    };
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (size, after) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| DecodeError::Corrupt("a snappy block cut in its length".into()))?;
+        let size = u32::from_be_bytes(*size) as usize;
+        let block = after.get(..size).ok_or_else(|| {
+            DecodeError::Corrupt(format!("a snappy block of {size} bytes cut short"))
+        })?;
+        rest = &after[size..];
+        let length = snap::raw::decompress_len(block).map_err(corrupt)?;
+        if length > budget_bytes - out.len() {
+            return Err(too_large);
+        }
+        let start = out.len();
+        out.resize(start + length, 0);
+        let written = snap::raw::Decoder::new()
+            .decompress(block, &mut out[start..])
+            .map_err(corrupt)?;
+        out.truncate(start + written);
+    }
+    Ok(Bytes::from(out))
 }
 
 fn put_zigzag(out: &mut BytesMut, value: i64) {
@@ -412,6 +537,57 @@ mod tests {
                 vec![(Bytes::from_static(b"a"), Some(Bytes::from_static(b"b")))]
             );
         }
+    }
+
+    /// Regression (decompression bomb): every codec stops at the budget;
+    /// a stream that fits it exactly inflates whole.
+    #[test]
+    fn every_codec_stops_at_the_inflation_budget() {
+        use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+        let plain = vec![0u8; 1 << 20];
+        for codec in 1..=4i16 {
+            let mut compressed = BytesMut::new();
+            match codec {
+                1 => Gzip::compress(&mut compressed, |b: &mut BytesMut| {
+                    b.extend_from_slice(&plain);
+                    Ok(())
+                }),
+                2 => Snappy::compress(&mut compressed, |b: &mut BytesMut| {
+                    b.extend_from_slice(&plain);
+                    Ok(())
+                }),
+                3 => Lz4::compress(&mut compressed, |b: &mut BytesMut| {
+                    b.extend_from_slice(&plain);
+                    Ok(())
+                }),
+                _ => Zstd::compress(&mut compressed, |b: &mut BytesMut| {
+                    b.extend_from_slice(&plain);
+                    Ok(())
+                }),
+            }
+            .expect("compresses");
+            assert_eq!(
+                inflate(codec, &compressed, plain.len() - 1),
+                Err(DecodeError::TooLarge {
+                    budget_bytes: plain.len() - 1
+                }),
+                "codec {codec}"
+            );
+            let whole = inflate(codec, &compressed, plain.len()).expect("fits");
+            assert_eq!(whole.len(), plain.len(), "codec {codec}");
+        }
+        // Raw snappy (no xerial framing) states its length up front.
+        let raw = snap::raw::Encoder::new()
+            .compress_vec(&plain)
+            .expect("compresses");
+        assert!(matches!(
+            inflate(2, &raw, 1000),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        assert_eq!(
+            inflate(2, &raw, plain.len()).expect("fits").len(),
+            plain.len()
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
@@ -50,15 +50,26 @@ pub fn refusal_code(error: &ApiError) -> i16 {
 }
 
 /// Decodes one partition's batches into payloads, or an error code and
-/// message for the whole partition.
+/// message for the whole partition. Compressed records inflate to at most
+/// `*inflated_bytes_left` bytes, a budget shared by the request's
+/// partitions.
 fn payloads(
     records: Option<Bytes>,
     record_bytes_max: usize,
+    inflated_bytes_left: &mut usize,
 ) -> Result<Vec<Vec<u8>>, (i16, String)> {
     let bytes = records.unwrap_or_default();
     let corrupt = ResponseError::CorruptMessage.code();
-    let batches = batch::decode(&bytes)
-        .map_err(|e| (corrupt, format!("a record batch that does not decode: {e}")))?;
+    let batches = batch::decode_within(&bytes, inflated_bytes_left).map_err(|e| match e {
+        // Kafka's answer to a batch over its size limit.
+        batch::DecodeError::TooLarge { .. } => (
+            ResponseError::MessageTooLarge.code(),
+            format!("a record batch refused: {e}"),
+        ),
+        batch::DecodeError::Corrupt(_) => {
+            (corrupt, format!("a record batch that does not decode: {e}"))
+        }
+    })?;
     let now = now_ms() as i64;
     let mut out = Vec::new();
     for batch in batches {
@@ -120,39 +131,25 @@ fn payload(
     Ok(out)
 }
 
+/// Runs `work` (decoding and decompressing a request's batches, which may
+/// take a while) where it does not stall the other connections' tasks: on
+/// a multi-threaded runtime the worker hands its other tasks off first. It
+/// still runs before the connection reads its next request, which keeps a
+/// producer's pipelined batches in order.
+fn off_reactor<T>(work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
     let app = &broker.app;
     let acks = request.acks;
-    let mut names = Vec::with_capacity(request.topic_data.len());
-    let mut parts = Vec::new();
-    for (t, topic_data) in request.topic_data.into_iter().enumerate() {
-        names.push(topic_data.name.clone());
-        for data in topic_data.partition_data {
-            let mut part = Part {
-                topic: t,
-                partition: data.index,
-                key: None,
-                payloads: Vec::new(),
-                error: 0,
-                message: None,
-                base_offset: -1,
-                log_start: -1,
-            };
-            if request.transactional_id.is_some() {
-                part.error = ResponseError::TransactionalIdAuthorizationFailed.code();
-                part.message = Some("seglog does not support transactions".into());
-            } else {
-                match payloads(data.records, app.limits.record_bytes) {
-                    Ok(payloads) => part.payloads = payloads,
-                    Err((code, message)) => {
-                        part.error = code;
-                        part.message = Some(message);
-                    }
-                }
-            }
-            parts.push(part);
-        }
-    }
+    let (names, mut parts) = off_reactor(|| decode_parts(app, request));
 
     // Applied under the catalog's read lock (a topic deleted meanwhile
     // cannot get records after its logs were removed) and the store's.
@@ -260,4 +257,47 @@ pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> R
             .collect();
         Some(ResponseKind::Produce(response))
     }))
+}
+
+/// Decodes and checks every partition's records of a request. The
+/// records of a request inflate to at most `--max-request-bytes` in all:
+/// what the same records would be allowed to take uncompressed, and a
+/// bound on the memory a small compressed batch can claim.
+fn decode_parts(app: &App, request: ProduceRequest) -> (Vec<TopicName>, Vec<Part>) {
+    let mut inflated_bytes_left = app.limits.request_bytes;
+    let mut names = Vec::with_capacity(request.topic_data.len());
+    let mut parts = Vec::new();
+    for (t, topic_data) in request.topic_data.into_iter().enumerate() {
+        names.push(topic_data.name.clone());
+        for data in topic_data.partition_data {
+            let mut part = Part {
+                topic: t,
+                partition: data.index,
+                key: None,
+                payloads: Vec::new(),
+                error: 0,
+                message: None,
+                base_offset: -1,
+                log_start: -1,
+            };
+            if request.transactional_id.is_some() {
+                part.error = ResponseError::TransactionalIdAuthorizationFailed.code();
+                part.message = Some("seglog does not support transactions".into());
+            } else {
+                match payloads(
+                    data.records,
+                    app.limits.record_bytes,
+                    &mut inflated_bytes_left,
+                ) {
+                    Ok(payloads) => part.payloads = payloads,
+                    Err((code, message)) => {
+                        part.error = code;
+                        part.message = Some(message);
+                    }
+                }
+            }
+            parts.push(part);
+        }
+    }
+    (names, parts)
 }
