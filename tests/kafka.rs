@@ -575,3 +575,78 @@ fn a_gzip_bomb_is_refused_without_inflating_it() {
     let records = server.fetch("bomb", 0, "offset=0");
     assert_eq!(records.len(), 1, "{records:?}");
 }
+
+/// A Fetch v4 request of partition 0 of `topic` from offset 0, answered at
+/// once, of up to 64 MiB.
+fn fetch_request(topic: &'static str, correlation_id: i32) -> Vec<u8> {
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::protocol::StrBytes;
+    let partition = FetchPartition::default()
+        .with_partition(0)
+        .with_fetch_offset(0)
+        .with_partition_max_bytes(64 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(StrBytes::from_static_str(topic).into())
+        .with_partitions(vec![partition]);
+    let body = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(64 << 20)
+        .with_topics(vec![topic]);
+    request(4, correlation_id, &body)
+}
+
+/// Regression: each pipelined request's reply waited in memory for the
+/// writer, whatever its size, so 64 fetches of 16 MB from a client that
+/// does not read held 1 GB (2.35 GB with 64 MiB replies). A connection's
+/// fetches now reserve their reply's bytes before they read, out of
+/// `REPLY_BYTES_MAX` (64 MiB), given back once each reply is sent.
+#[test]
+fn pipelined_fetches_of_a_client_that_does_not_read_hold_one_reply() {
+    const RECORDS: usize = 16;
+    const VALUE_BYTES: usize = 1_000_000;
+    const FETCHES: i32 = 64;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, address) = start(dir.path(), free_port());
+    server.create_topic("wide", 1);
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    for i in 0..RECORDS {
+        let value = vec![b'a' + i as u8; VALUE_BYTES];
+        let batch = raw_batch(0, 1, &raw_record(0, &value));
+        stream
+            .write_all(&produce_request("wide", i as i32, batch))
+            .expect("send");
+        assert_eq!(produce_error(reply(&mut stream, i as i32)), 0);
+    }
+    let pid = server_pid(dir.path());
+    let before_kib = peak_rss_kib(pid);
+    let fetches: Vec<u8> = (0..FETCHES)
+        .flat_map(|i| fetch_request("wide", 1000 + i))
+        .collect();
+    stream.write_all(&fetches).expect("send the fetches");
+    // The first fetch has read its records; without a bound the others
+    // read theirs at the same time, each into a reply that waits.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while server.metric("seglog_records_fetched_total") < RECORDS as u64 {
+        assert!(std::time::Instant::now() < deadline, "no fetch was served");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for i in 0..FETCHES {
+        let body = reply(&mut stream, 1000 + i);
+        assert!(
+            body.len() > RECORDS * VALUE_BYTES,
+            "fetch {i}: {} bytes",
+            body.len()
+        );
+    }
+    let after_kib = peak_rss_kib(pid);
+    let grown_mib = (after_kib.saturating_sub(before_kib)) >> 10;
+    eprintln!(
+        "peak RSS {before_kib} KiB before the fetches, {after_kib} KiB after: +{grown_mib} MiB"
+    );
+    // One 16 MB reply (two while one is written and the next encoded),
+    // the records read for it, and slack; far from the 64 replies' 1 GB.
+    assert!(grown_mib < 160, "peak RSS grew by {grown_mib} MiB");
+}

@@ -22,7 +22,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::{Broker, fetch, groups, produce, topics, versions};
 use crate::log;
@@ -31,6 +31,15 @@ use crate::log;
 /// memory one client can hold (librdkafka sends up to 5 produce requests
 /// ahead by default, kafka-python 5).
 pub const IN_FLIGHT_MAX: usize = 64;
+
+/// Bytes of fetch replies one connection may hold at once: one fetch of
+/// the largest size served ([`fetch::FETCH_BYTES_MAX`]). Each fetch
+/// reserves what its reply may take before it reads, and the writer gives
+/// it back once the reply is sent, so a client that pipelines fetches and
+/// does not read holds one reply, not [`IN_FLIGHT_MAX`]. Clients send one
+/// fetch per broker at a time (librdkafka, kafka-python), so they never
+/// wait for it.
+pub const REPLY_BYTES_MAX: usize = fetch::FETCH_BYTES_MAX;
 
 /// Bytes reserved for a request before its bytes arrive: most requests
 /// are smaller; a larger one grows its buffer as it comes.
@@ -56,13 +65,21 @@ impl Reply {
 /// Why a connection is closed.
 type Close = String;
 
+/// A request's task, and the part of the connection's reply budget its
+/// reply holds until it is written.
+type Pending = (
+    tokio::task::JoinHandle<Result<Option<BytesMut>, ()>>,
+    Option<OwnedSemaphorePermit>,
+);
+
 /// Serves one connection until the client closes it or breaks the protocol.
 pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
     let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut rx) =
-        mpsc::channel::<tokio::task::JoinHandle<Result<Option<BytesMut>, ()>>>(IN_FLIGHT_MAX);
+    let (tx, mut rx) = mpsc::channel::<Pending>(IN_FLIGHT_MAX);
+    let reply_budget = Arc::new(Semaphore::new(REPLY_BYTES_MAX));
     let write_task = tokio::spawn(async move {
-        while let Some(handle) = rx.recv().await {
+        // `_reserved` is given back to the budget once the reply is sent.
+        while let Some((handle, _reserved)) = rx.recv().await {
             let frame = match handle.await {
                 Ok(Ok(frame)) => frame,
                 // Logged where it happened; the client must not wait for
@@ -94,7 +111,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
                 break;
             }
         };
-        let (api_key, version, correlation_id, reply) = match handle(&broker, frame) {
+        let (api_key, version, correlation_id, reply, reply_bytes) = match handle(&broker, frame) {
             Ok(handled) => handled,
             Err(reason) => {
                 log::warn(format_args!(
@@ -102,6 +119,20 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
                 ));
                 break;
             }
+        };
+        // Reserved in request order, before the request's work starts (a
+        // fetch reads when its task first runs): a later request can never
+        // hold what an earlier one waits for, and while the budget is
+        // spent no further request is read.
+        let reserved = if reply_bytes > 0 {
+            let permits = u32::try_from(reply_bytes.min(REPLY_BYTES_MAX))
+                .expect("REPLY_BYTES_MAX fits a u32");
+            match Arc::clone(&reply_budget).acquire_many_owned(permits).await {
+                Ok(permit) => Some(permit),
+                Err(_) => break, // never closed
+            }
+        } else {
+            None
         };
         let task = tokio::spawn(async move {
             let response = match reply {
@@ -126,7 +157,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
                 }
             }
         });
-        if tx.send(task).await.is_err() {
+        if tx.send((task, reserved)).await.is_err() {
             break;
         }
     }
@@ -173,8 +204,13 @@ async fn read_frame(
 /// API version and correlation id.
 const FIXED_HEADER_BYTES: usize = 8;
 
+/// What [`handle`] gives back: the API key, version and correlation id of
+/// the reply, the reply, and the bytes of the connection's reply budget
+/// it must hold before its work starts (0: none; small replies hold none).
+type Handled = (ApiKey, i16, i32, Reply, usize);
+
 /// Decodes a request and runs its immediate part.
-fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<(ApiKey, i16, i32, Reply), Close> {
+fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Handled, Close> {
     let fixed = frame.get(..FIXED_HEADER_BYTES).ok_or_else(|| {
         format!(
             "a request of {} bytes, shorter than a request header",
@@ -198,6 +234,7 @@ fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<(ApiKey, i16, i32, R
                 0,
                 correlation_id,
                 Reply::now(ResponseKind::ApiVersions(reply)),
+                0,
             ));
         }
         return Err(format!(
@@ -213,6 +250,7 @@ fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<(ApiKey, i16, i32, R
         .map_err(|e| format!("a {api_key:?} v{version} request that does not decode: {e:#}"))?;
     let client = header.client_id.as_ref().map_or("", |c| c.as_str());
     log::debug(format_args!("kafka: {client} {api_key:?} v{version}"));
+    let mut reply_bytes = 0;
     let reply = match request {
         RequestKind::ApiVersions(_) => {
             Reply::now(ResponseKind::ApiVersions(versions::api_versions(0)))
@@ -221,7 +259,10 @@ fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<(ApiKey, i16, i32, R
         RequestKind::CreateTopics(r) => topics::create(broker, r, version),
         RequestKind::DeleteTopics(r) => topics::delete(broker, r, version),
         RequestKind::Produce(r) => produce::produce(broker, r, version),
-        RequestKind::Fetch(r) => fetch::fetch(broker, r, version),
+        RequestKind::Fetch(r) => {
+            reply_bytes = fetch::reply_bytes_max(broker, &r);
+            fetch::fetch(broker, r, version)
+        }
         RequestKind::ListOffsets(r) => fetch::list_offsets(broker, r, version),
         RequestKind::FindCoordinator(r) => groups::find_coordinator(broker, r, version),
         RequestKind::JoinGroup(r) => groups::join(broker, r, client, version),
@@ -237,7 +278,7 @@ fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<(ApiKey, i16, i32, R
             ));
         }
     };
-    Ok((api_key, version, correlation_id, reply))
+    Ok((api_key, version, correlation_id, reply, reply_bytes))
 }
 
 /// A reply frame: size, header, body.

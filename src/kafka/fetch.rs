@@ -51,15 +51,28 @@ struct Read {
     bytes: usize,
 }
 
+/// Bytes of records a fetch returns at most over all its partitions.
+fn max_bytes(request: &FetchRequest) -> usize {
+    usize::try_from(request.max_bytes)
+        .unwrap_or(FETCH_BYTES_MAX)
+        .min(FETCH_BYTES_MAX)
+}
+
+/// Bytes of records a fetch's reply may hold: its `max_bytes`, or one
+/// record of the largest size when that is more (the first record always
+/// comes, KIP-74). The connection reserves this much before the fetch
+/// reads.
+pub fn reply_bytes_max(broker: &Broker, request: &FetchRequest) -> usize {
+    max_bytes(request).max(broker.app.limits.record_bytes)
+}
+
 pub fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply {
     let app = Arc::clone(&broker.app);
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
         .min(FETCH_WAIT_MS_MAX);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let max_bytes = usize::try_from(request.max_bytes)
-        .unwrap_or(FETCH_BYTES_MAX)
-        .min(FETCH_BYTES_MAX);
+    let max_bytes = max_bytes(&request);
     let mut names: Vec<TopicName> = Vec::new();
     let mut wanted = Vec::new();
     for (t, topic) in request.topics.into_iter().enumerate() {
