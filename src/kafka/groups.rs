@@ -43,8 +43,9 @@ use crate::http::app::App;
 use crate::log;
 use crate::node::syncer::lock;
 
-/// Most consumer groups with members at once: each holds its members'
-/// subscriptions in memory.
+/// Most consumer groups kept at once: each holds its members'
+/// subscriptions in memory. An empty group (no members) is kept for its
+/// generation but evicted when a new group needs its place.
 pub const GROUPS_MAX: usize = 10_000;
 /// Most members of one group: bounds a JoinGroup reply to the leader.
 pub const MEMBERS_MAX: usize = 1_000;
@@ -187,10 +188,56 @@ impl Group {
 }
 
 /// Every group's membership.
-#[derive(Default)]
 pub struct Coordinator {
+    /// Groups by name.
     groups: Mutex<HashMap<String, Group>>,
+    /// Numbers the member ids handed out.
     next_member: AtomicU64,
+    /// Most groups kept: [`GROUPS_MAX`], lowered by tests.
+    groups_max: usize,
+}
+
+impl Default for Coordinator {
+    fn default() -> Coordinator {
+        Coordinator::with_groups_max(GROUPS_MAX)
+    }
+}
+
+impl Coordinator {
+    /// A coordinator that keeps at most `groups_max` groups.
+    pub fn with_groups_max(groups_max: usize) -> Coordinator {
+        Coordinator {
+            groups: Mutex::new(HashMap::new()),
+            next_member: AtomicU64::new(0),
+            groups_max,
+        }
+    }
+}
+
+/// Whether `group_id` has or can get a place among `groups`, at most
+/// `groups_max` of them: a new group takes the place of an empty one (no
+/// members, no join waiting) when all are taken. Empty groups are kept
+/// otherwise only so that their generation goes on counting; a group that
+/// forms again after eviction starts at generation 1, and its old members'
+/// ids, unique to this process, are unknown to it.
+fn make_room(groups: &mut HashMap<String, Group>, group_id: &str, groups_max: usize) -> bool {
+    if groups.contains_key(group_id) || groups.len() < groups_max {
+        return true;
+    }
+    let empty = groups
+        .iter()
+        .find(|(_, g)| g.members.is_empty() && g.joins.is_empty())
+        .map(|(name, _)| name.clone());
+    match empty {
+        Some(name) => {
+            log::debug(format_args!(
+                "kafka: empty group '{name}' evicted for '{group_id}' ({groups_max} groups kept)"
+            ));
+            groups.remove(&name);
+            true
+        }
+        None => false,
+    }
 }
 
 fn error_join(code: i16, member_id: &str) -> ResponseKind {
@@ -254,7 +301,7 @@ pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, versi
     let (tx, rx) = oneshot::channel();
     {
         let mut groups = lock(&broker.groups.groups);
-        if !groups.contains_key(&group_id) && groups.len() >= GROUPS_MAX {
+        if !make_room(&mut groups, &group_id, broker.groups.groups_max) {
             return Reply::now(error_join(
                 ResponseError::CoordinatorNotAvailable.code(),
                 &member_id,
@@ -734,4 +781,101 @@ pub fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: 
 
 fn request_all(partitions: u32) -> Vec<i32> {
     (0..partitions as i32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::app::Limits;
+    use crate::storage::retention::Retention;
+    use kafka_protocol::messages::GroupId;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+
+    /// A broker on a fresh store whose coordinator keeps `groups_max` groups.
+    fn broker(dir: &std::path::Path, groups_max: usize) -> Arc<Broker> {
+        let store = crate::storage::store::Store::open(dir, Default::default()).expect("store");
+        let catalog = crate::http::catalog::Catalog::open(dir).expect("catalog");
+        let limits = Limits {
+            record_bytes: 1 << 20,
+            request_bytes: 16 << 20,
+        };
+        let retention = Retention {
+            bytes: None,
+            age: None,
+        };
+        let app = App::new(Arc::new(Mutex::new(store)), catalog, limits, retention).expect("app");
+        Arc::new(Broker {
+            app,
+            advertised: ("127.0.0.1".into(), 9092),
+            groups: Coordinator::with_groups_max(groups_max),
+            auto_create_partitions: 0,
+        })
+    }
+
+    fn reply(reply: Reply) -> ResponseKind {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        match reply {
+            Reply::Now(response) => *response,
+            Reply::Later(future) => runtime.block_on(future).expect("a reply"),
+            Reply::Nothing => panic!("no reply"),
+        }
+    }
+
+    /// A new member's join of `group` with `protocols`; returns the reply.
+    fn join_with(broker: &Arc<Broker>, group: &str, protocols: &[&str]) -> JoinGroupResponse {
+        let mut request = JoinGroupRequest::default();
+        request.group_id = GroupId(StrBytes::from_string(group.into()));
+        request.session_timeout_ms = 10_000;
+        request.rebalance_timeout_ms = 10_000;
+        request.protocol_type = StrBytes::from_static_str("consumer");
+        request.protocols = protocols
+            .iter()
+            .map(|name| {
+                let mut p = JoinGroupRequestProtocol::default();
+                p.name = StrBytes::from_string((*name).into());
+                p.metadata = Bytes::from_static(b"m");
+                p
+            })
+            .collect();
+        match reply(join(broker, request, "test", 5)) {
+            ResponseKind::JoinGroup(r) => r,
+            _ => panic!("not a JoinGroup reply"),
+        }
+    }
+
+    fn leave_group(broker: &Arc<Broker>, group: &str, member: &StrBytes) {
+        let mut request = LeaveGroupRequest::default();
+        request.group_id = GroupId(StrBytes::from_string(group.into()));
+        request.member_id = member.clone();
+        match reply(leave(broker, request, 0)) {
+            ResponseKind::LeaveGroup(r) => assert_eq!(r.error_code, 0),
+            _ => panic!("not a LeaveGroup reply"),
+        }
+    }
+
+    /// Regression: groups that had formed once (generation > 0) were kept
+    /// forever and counted against GROUPS_MAX, so after that many groups
+    /// had ever formed every new group got COORDINATOR_NOT_AVAILABLE until
+    /// a restart. Empty groups now give their place up.
+    #[test]
+    fn empty_groups_give_their_place_to_new_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let broker = broker(dir.path(), 2);
+        for group in ["a", "b"] {
+            let joined = join_with(&broker, group, &["range"]);
+            assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+            leave_group(&broker, group, &joined.member_id);
+        }
+        // Both places are held by empty groups of generation 1.
+        let c = join_with(&broker, "c", &["range"]);
+        assert_eq!((c.error_code, c.generation_id), (0, 1), "c");
+        let d = join_with(&broker, "d", &["range"]);
+        assert_eq!((d.error_code, d.generation_id), (0, 1), "d");
+        // Groups with members keep theirs: the limit still holds.
+        let e = join_with(&broker, "e", &["range"]);
+        assert_eq!(e.error_code, ResponseError::CoordinatorNotAvailable.code());
+    }
 }
