@@ -331,6 +331,21 @@ pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, versi
                 &member_id,
             ));
         }
+        // As Kafka: a member must share a protocol (an assignor) with every
+        // other member, or the group could agree on none.
+        let shared = request.protocols.iter().any(|p| {
+            group
+                .members
+                .iter()
+                .filter(|(id, _)| **id != member_id)
+                .all(|(_, m)| m.protocols.iter().any(|(n, _)| n == p.name.as_str()))
+        });
+        if !shared {
+            return Reply::now(error_join(
+                ResponseError::InconsistentGroupProtocol.code(),
+                &member_id,
+            ));
+        }
         let rebalance_ms = u64::try_from(request.rebalance_timeout_ms)
             .unwrap_or(u64::try_from(request.session_timeout_ms).unwrap_or(0));
         let member = Member {
@@ -812,20 +827,24 @@ mod tests {
         })
     }
 
+    /// The reply, which must be ready: polled once, so a join that would
+    /// wait for a rebalance fails the test instead of hanging it.
     fn reply(reply: Reply) -> ResponseKind {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
         match reply {
             Reply::Now(response) => *response,
-            Reply::Later(future) => runtime.block_on(future).expect("a reply"),
+            Reply::Later(mut future) => {
+                let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+                match future.as_mut().poll(&mut context) {
+                    std::task::Poll::Ready(response) => response.expect("a reply"),
+                    std::task::Poll::Pending => panic!("the reply waits"),
+                }
+            }
             Reply::Nothing => panic!("no reply"),
         }
     }
 
-    /// A new member's join of `group` with `protocols`; returns the reply.
-    fn join_with(broker: &Arc<Broker>, group: &str, protocols: &[&str]) -> JoinGroupResponse {
+    /// A new member's JoinGroup of `group` offering `protocols`.
+    fn join_request(group: &str, protocols: &[&str]) -> JoinGroupRequest {
         let mut request = JoinGroupRequest::default();
         request.group_id = GroupId(StrBytes::from_string(group.into()));
         request.session_timeout_ms = 10_000;
@@ -840,9 +859,28 @@ mod tests {
                 p
             })
             .collect();
+        request
+    }
+
+    /// A new member's join of `group` with `protocols`; returns the reply.
+    fn join_with(broker: &Arc<Broker>, group: &str, protocols: &[&str]) -> JoinGroupResponse {
+        let request = join_request(group, protocols);
         match reply(join(broker, request, "test", 5)) {
             ResponseKind::JoinGroup(r) => r,
             _ => panic!("not a JoinGroup reply"),
+        }
+    }
+
+    /// Whether a new member's join of `group` is taken and waits for the
+    /// rebalance it starts.
+    fn join_with_pending(broker: &Arc<Broker>, group: &str, protocols: &[&str]) -> bool {
+        let request = join_request(group, protocols);
+        match join(broker, request, "test", 5) {
+            Reply::Later(mut future) => {
+                let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+                future.as_mut().poll(&mut context).is_pending()
+            }
+            _ => false,
         }
     }
 
@@ -877,5 +915,32 @@ mod tests {
         // Groups with members keep theirs: the limit still holds.
         let e = join_with(&broker, "e", &["range"]);
         assert_eq!(e.error_code, ResponseError::CoordinatorNotAvailable.code());
+    }
+
+    /// Regression: a member that shared no protocol with the group was
+    /// taken, and the group then agreed on an empty protocol name. It is
+    /// refused with INCONSISTENT_GROUP_PROTOCOL, as Kafka refuses it, and
+    /// the group stays as it was.
+    #[test]
+    fn a_member_sharing_no_protocol_with_the_group_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let broker = broker(dir.path(), 10);
+        let first = join_with(&broker, "g", &["range", "cooperative-sticky"]);
+        assert_eq!((first.error_code, first.generation_id), (0, 1));
+        let other = join_with(&broker, "g", &["roundrobin"]);
+        assert_eq!(
+            other.error_code,
+            ResponseError::InconsistentGroupProtocol.code()
+        );
+        let groups = lock(&broker.groups.groups);
+        let group = groups.get("g").expect("the group");
+        assert_eq!((group.state(), group.members.len()), (State::Completing, 1));
+        drop(groups);
+        // One shared protocol is enough.
+        let sharing = join_with_pending(&broker, "g", &["roundrobin", "cooperative-sticky"]);
+        assert!(
+            sharing,
+            "a member sharing a protocol joins (and waits for the rebalance)"
+        );
     }
 }
