@@ -485,6 +485,16 @@ fn raw_batch(codec: i16, count: i32, records: &[u8]) -> Vec<u8> {
 
 /// A Produce v3 request (acks=-1) of `records` to partition 0 of `topic`.
 fn produce_request(topic: &'static str, correlation_id: i32, records: Vec<u8>) -> Vec<u8> {
+    produce_request_acks(topic, correlation_id, records, -1)
+}
+
+/// A Produce v3 request with `acks` of `records` to partition 0 of `topic`.
+fn produce_request_acks(
+    topic: &'static str,
+    correlation_id: i32,
+    records: Vec<u8>,
+    acks: i16,
+) -> Vec<u8> {
     use kafka_protocol::messages::ProduceRequest;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::protocol::StrBytes;
@@ -495,7 +505,7 @@ fn produce_request(topic: &'static str, correlation_id: i32, records: Vec<u8>) -
         .with_name(StrBytes::from_static_str(topic).into())
         .with_partition_data(vec![partition]);
     let body = ProduceRequest::default()
-        .with_acks(-1)
+        .with_acks(acks)
         .with_timeout_ms(10_000)
         .with_topic_data(vec![topic]);
     request(3, correlation_id, &body)
@@ -649,4 +659,35 @@ fn pipelined_fetches_of_a_client_that_does_not_read_hold_one_reply() {
     // One 16 MB reply (two while one is written and the next encoded),
     // the records read for it, and slack; far from the 64 replies' 1 GB.
     assert!(grown_mib < 160, "peak RSS grew by {grown_mib} MiB");
+}
+
+/// Regression: a Produce with acks other than 0, 1 or -1 was taken (and
+/// answered as acks=1). Kafka answers INVALID_REQUIRED_ACKS and appends
+/// nothing.
+#[test]
+fn a_produce_with_acks_other_than_0_1_or_minus_1_is_refused() {
+    const INVALID_REQUIRED_ACKS: i16 = 21;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, address) = start(dir.path(), free_port());
+    server.create_topic("acks", 1);
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    for (i, acks) in [2i16, -2, 5].into_iter().enumerate() {
+        let batch = raw_batch(0, 1, &raw_record(0, b"refused"));
+        stream
+            .write_all(&produce_request_acks("acks", i as i32, batch, acks))
+            .expect("send");
+        assert_eq!(
+            produce_error(reply(&mut stream, i as i32)),
+            INVALID_REQUIRED_ACKS,
+            "acks={acks}"
+        );
+    }
+    let batch = raw_batch(0, 1, &raw_record(0, b"taken"));
+    stream
+        .write_all(&produce_request_acks("acks", 9, batch, 1))
+        .expect("send");
+    assert_eq!(produce_error(reply(&mut stream, 9)), 0);
+    let records = server.fetch("acks", 0, "offset=0");
+    assert_eq!(records.len(), 1, "only the acks=1 record: {records:?}");
 }

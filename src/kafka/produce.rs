@@ -280,7 +280,10 @@ fn decode_parts(app: &App, request: ProduceRequest) -> (Vec<TopicName>, Vec<Part
                 base_offset: -1,
                 log_start: -1,
             };
-            if request.transactional_id.is_some() {
+            if !matches!(request.acks, 0 | 1 | -1) {
+                part.error = ResponseError::InvalidRequiredAcks.code();
+                part.message = Some(format!("acks is 0, 1 or -1, not {}", request.acks));
+            } else if request.transactional_id.is_some() {
                 part.error = ResponseError::TransactionalIdAuthorizationFailed.code();
                 part.message = Some("seglog does not support transactions".into());
             } else {
