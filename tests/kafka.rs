@@ -691,3 +691,48 @@ fn a_produce_with_acks_other_than_0_1_or_minus_1_is_refused() {
     let records = server.fetch("acks", 0, "offset=0");
     assert_eq!(records.len(), 1, "only the acks=1 record: {records:?}");
 }
+
+/// Regression: CreateTopics with validate_only accepted any partition
+/// count (0, or past the catalog's 4,096), and the real creation told a
+/// bad count from a bad name by searching the catalog's message for
+/// "partitions". The count is now checked first, for both, as
+/// INVALID_PARTITIONS; a bad name is INVALID_TOPIC_EXCEPTION.
+#[test]
+fn create_topics_refuses_a_bad_partition_count_even_when_only_validating() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    const INVALID_PARTITIONS: i16 = 37;
+    const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, address) = start(dir.path(), free_port());
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let cases = [
+        ("zero", 0, INVALID_PARTITIONS),
+        ("many", 5000, INVALID_PARTITIONS),
+        ("bad/partitions", 1, INVALID_TOPIC_EXCEPTION),
+        ("fine", 3, 0),
+    ];
+    let mut id = 0;
+    for validate_only in [true, false] {
+        for (name, partitions, code) in cases {
+            id += 1;
+            let topic = CreatableTopic::default()
+                .with_name(StrBytes::from_static_str(name).into())
+                .with_num_partitions(partitions)
+                .with_replication_factor(1);
+            let body = CreateTopicsRequest::default()
+                .with_topics(vec![topic])
+                .with_timeout_ms(10_000)
+                .with_validate_only(validate_only);
+            stream.write_all(&request(2, id, &body)).expect("send");
+            let response = CreateTopicsResponse::decode(&mut reply(&mut stream, id), 2)
+                .expect("a CreateTopics reply");
+            assert_eq!(
+                response.topics[0].error_code, code,
+                "{name} with {partitions} partitions, validate_only {validate_only}"
+            );
+        }
+    }
+}

@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::connection::Reply;
 use super::{Broker, CLUSTER_ID, NODE_ID};
 use crate::http::api::{now_ms, remove_partition};
-use crate::http::catalog::{CatalogError, NewTopic, Topic};
+use crate::http::catalog::{CatalogError, NewTopic, PARTITIONS_MAX, Topic};
 use crate::log;
 
 /// Partitions of a topic created by a client that names no count (-1) or
@@ -41,9 +41,8 @@ fn catalog_error(error: &CatalogError) -> (i16, String) {
             ResponseError::UnknownTopicOrPartition.code(),
             format!("no topic '{name}'"),
         ),
-        CatalogError::Invalid(message) if message.contains("partitions") => {
-            (ResponseError::InvalidPartitions.code(), message.clone())
-        }
+        // A bad partition count is refused before the catalog sees it
+        // (`partitions`), so what the catalog finds invalid is the topic.
         CatalogError::Invalid(message) => {
             (ResponseError::InvalidTopicException.code(), message.clone())
         }
@@ -238,9 +237,9 @@ fn create_one(
     let partitions = match topic.num_partitions {
         -1 => PARTITIONS_DEFAULT,
         n => match u32::try_from(n) {
-            Ok(n) => n,
-            Err(_) => {
-                let message = format!("{n} partitions");
+            Ok(n) if (1..=PARTITIONS_MAX).contains(&n) => n,
+            _ => {
+                let message = format!("a topic has 1 to {PARTITIONS_MAX} partitions, not {n}");
                 return fail(result, ResponseError::InvalidPartitions.code(), message);
             }
         },
