@@ -280,7 +280,7 @@ fn decode_parts(app: &App, request: ProduceRequest) -> (Vec<TopicName>, Vec<Part
                 base_offset: -1,
                 log_start: -1,
             };
-            if !matches!(request.acks, 0 | 1 | -1) {
+            if !(-1..=1).contains(&request.acks) {
                 part.error = ResponseError::InvalidRequiredAcks.code();
                 part.message = Some(format!("acks is 0, 1 or -1, not {}", request.acks));
             } else if request.transactional_id.is_some() {
