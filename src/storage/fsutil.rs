@@ -40,16 +40,24 @@ pub fn is_dir(fs: &dyn Backend, path: &Path) -> Result<bool> {
 /// fdatasync, finding nothing dirty, writes nothing. Writing the same
 /// bytes dirties every page again, so the sync covers them (or fails).
 pub fn rewrite_and_sync(fs: &dyn Backend, path: &Path, bytes: &[u8]) -> Result<()> {
-    rewrite_in_place(fs, path, bytes, true)
+    rewrite_in_place(fs, path, bytes, 0, true)
 }
 
-/// [`rewrite_and_sync`] without the sync, for bytes a later sync (a
-/// checkpoint's) covers before anything relies on them.
-pub fn rewrite_in_place(fs: &dyn Backend, path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+/// Like [`rewrite_and_sync`], for the bytes of `bytes` from position
+/// `from` on only, and without the sync unless `sync`: for bytes a later
+/// sync (a checkpoint's) covers before anything relies on them.
+pub fn rewrite_in_place(
+    fs: &dyn Backend,
+    path: &Path,
+    bytes: &[u8],
+    from: usize,
+    sync: bool,
+) -> Result<()> {
+    let from = from.min(bytes.len());
     let file = fs
         .open(path, OpenMode::Write)
         .map_err(|e| Error::io("open", path, e))?;
-    file.write_all_at(bytes, 0)
+    file.write_all_at(&bytes[from..], from as u64)
         .map_err(|e| Error::io("rewrite", path, e))?;
     if sync {
         file.sync_data()

@@ -37,6 +37,9 @@ impl MappedFile {
         //    file's length at the time of writing, and a map never covers more
         //    than the length the file had when it was mapped (the caller maps
         //    at most the current length), so no write touches mapped bytes.
+        //    The one exception, recovery writing a segment's bytes over
+        //    themselves (`fsutil::rewrite_in_place`), runs before the key's
+        //    log is opened, when no map of the file exists.
         // 2. Nothing truncates a mapped file. Recovery maps the active
         //    segment to scan it, drops that map, and only then cuts a torn
         //    tail; the one other truncation (undoing a partial append after a

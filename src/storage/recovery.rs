@@ -390,6 +390,10 @@ fn remove_segment(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
     crate::storage::fsutil::sync_dir(fs, dir)
 }
 
+/// Granularity of the page cache, at which a rewrite after a crash starts:
+/// a lost writeback loses whole pages.
+const REWRITE_PAGE_BYTES: u64 = 4096;
+
 /// What the live journal says about one key, in journal order.
 #[derive(Clone, Copy, Debug)]
 pub enum JournalEntry<'a> {
@@ -648,11 +652,34 @@ pub fn recover_journaled_key<'a>(
         None => Vec::new(),
     };
     let unjournaled = (j0..keep_end).any(|offset| !journaled.contains_key(&offset));
-    for log_path in &unsynced {
+    // The crashed run's writes start at record j0 (the checkpoint the live
+    // journal starts after synced everything before it), so the first file
+    // is rewritten from j0's page on: the work is bounded by what the
+    // journal and the direct sync points since that checkpoint wrote.
+    let j0_page = match j0
+        .checked_sub(chain_base)
+        .and_then(|i| usize::try_from(i).ok())
+        .map(|i| found.get(i))
+    {
+        Some(Some(record)) if record.segment == start => {
+            record.position - record.position % REWRITE_PAGE_BYTES
+        }
+        // The segments end just before j0: what the crashed run wrote
+        // after it was cut above, and the journal's records are written
+        // again below.
+        Some(None) => u64::MAX,
+        _ => 0,
+    };
+    for (n, log_path) in unsynced.iter().enumerate() {
         let bytes = fs
             .read(log_path)
             .map_err(|e| Error::io("read", log_path, e))?;
-        crate::storage::fsutil::rewrite_in_place(&**fs, log_path, &bytes, unjournaled)?;
+        let from = if n == 0 && start <= active_index.unwrap_or(0) {
+            usize::try_from(j0_page).unwrap_or(usize::MAX)
+        } else {
+            0
+        };
+        crate::storage::fsutil::rewrite_in_place(&**fs, log_path, &bytes, from, unjournaled)?;
     }
     if unjournaled && !unsynced.is_empty() {
         // Their directory entries too: served from now on, and no journal

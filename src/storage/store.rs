@@ -712,6 +712,9 @@ impl Store {
                 max: MESSAGE_BYTES_MAX,
             });
         }
+        if payloads.is_empty() {
+            return self.next_offset(key);
+        }
         if self.pending_bytes > PENDING_BYTES_MAX {
             // Bounds the memory records wait in (by at most one call's
             // records past it).
@@ -1172,6 +1175,15 @@ impl Store {
             self.journal.append(builder)?;
             self.oldest_batch_at.get_or_insert_with(Instant::now);
             self.mentioned.insert(key.clone());
+            // And synced with it (once per key between checkpoints): a
+            // note whose writeback failed unnoticed would let a restart
+            // without a reboot take the key for one the journal does not
+            // mention, and serve its records without rewriting them.
+            plan.files.push((
+                Arc::clone(self.journal.file()),
+                self.journal.path().display().to_string(),
+            ));
+            plan.journal_len = self.journal.len();
         }
         let (target, touched) = open.log.write_direct()?;
         let key_dir = open.log.dir().to_path_buf();
