@@ -304,3 +304,111 @@ fn decode_parts(app: &App, request: ProduceRequest) -> (Vec<TopicName>, Vec<Part
     }
     (names, parts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::app::Limits;
+    use crate::http::catalog::{Catalog, NewTopic};
+    use crate::storage::retention::Retention;
+    use crate::storage::sim::{Fault, FaultOp, SimFs};
+    use crate::storage::store::{PENDING_BYTES_MAX, Store, StoreConfig};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+
+    /// Regression: records were appended one by one with `Store::append`,
+    /// which runs a sync point first once the records waiting for one pass
+    /// PENDING_BYTES_MAX; when that sync failed in the middle of a batch,
+    /// the records before it stayed appended (and a client's retry would
+    /// duplicate them). With `Store::append_all` a partition's records are
+    /// all appended or none.
+    #[test]
+    fn a_failed_sync_in_the_middle_of_a_batch_leaves_none_or_all_of_it() {
+        const VALUE_BYTES: usize = 1_000_000;
+        const RECORDS: usize = 5;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fs = SimFs::new();
+        let config = StoreConfig {
+            fs: fs.clone(),
+            ..StoreConfig::default()
+        };
+        let store = Store::open(std::path::Path::new("/sim"), config).expect("store");
+        let mut catalog = Catalog::open(dir.path()).expect("catalog");
+        let topic = catalog
+            .create(
+                NewTopic {
+                    name: "t".into(),
+                    partitions: 1,
+                    retention_ms: None,
+                    retention_bytes: None,
+                },
+                0,
+            )
+            .expect("topic");
+        let limits = Limits {
+            record_bytes: 1 << 20,
+            request_bytes: 16 << 20,
+        };
+        let retention = Retention {
+            bytes: None,
+            age: None,
+        };
+        let app = App::new(
+            Arc::new(std::sync::Mutex::new(store)),
+            catalog,
+            limits,
+            retention,
+        )
+        .expect("app");
+        // Records waiting for a sync point on another key, a few short of
+        // the bound (64 MB of 64 MiB): the batch's records pass it part
+        // way, after its third record.
+        let filler = vec![b'f'; VALUE_BYTES];
+        let fillers = PENDING_BYTES_MAX / VALUE_BYTES - (RECORDS - 2);
+        assert!(
+            fillers * VALUE_BYTES < PENDING_BYTES_MAX
+                && (fillers + RECORDS - 1) * VALUE_BYTES > PENDING_BYTES_MAX
+        );
+        {
+            let mut store = app.store();
+            for _ in 0..fillers {
+                store.append("filler", &filler).expect("append");
+            }
+        }
+        // Every sync from now on fails.
+        fs.fail(Fault::new(FaultOp::SyncData).persist());
+        fs.fail(Fault::new(FaultOp::SyncAll).persist());
+        let records: Vec<BatchRecord> = (0..RECORDS as i64)
+            .map(|i| BatchRecord {
+                offset: i,
+                timestamp: 1,
+                key: None,
+                value: Some(Bytes::from(vec![b'v'; VALUE_BYTES])),
+                headers: Vec::new(),
+            })
+            .collect();
+        let mut encoded = bytes::BytesMut::new();
+        batch::encode(&mut encoded, &records);
+        let partition = PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(encoded.freeze()));
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partition_data(vec![partition]),
+            ]);
+        let broker = Arc::new(Broker {
+            app: Arc::clone(&app),
+            advertised: ("127.0.0.1".into(), 9092),
+            groups: Default::default(),
+            auto_create_partitions: 0,
+        });
+        let _reply = produce(&broker, request, 3);
+        let appended = app.store().next_offset(&topic.key(0)).expect("next offset");
+        assert!(
+            appended == 0 || appended == RECORDS as u64,
+            "{appended} of the batch's {RECORDS} records appended"
+        );
+    }
+}
