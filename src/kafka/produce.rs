@@ -182,8 +182,12 @@ pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> R
             }
             let key = part.key.as_deref().unwrap_or_default();
             let payloads: Vec<&[u8]> = part.payloads.iter().map(Vec::as_slice).collect();
-            // All or none: a partition's records are never left half
-            // appended, so a client's retry cannot duplicate some of them.
+            // All or none: an error here means none of the partition's
+            // records was appended. (A crash before the sync point is
+            // durable is another matter: like any unacknowledged write,
+            // the batch may then survive whole, in part or not at all, and
+            // a client's retry may duplicate what survived: at least once,
+            // as with Kafka without idempotence.)
             match store.append_all(key, &payloads) {
                 Ok(offset) => {
                     part.base_offset = offset as i64;
