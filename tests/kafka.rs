@@ -67,6 +67,22 @@ fn have_kcat() -> bool {
     have("kcat", Command::new("kcat").arg("-V"))
 }
 
+/// Runs `scenario` of the Python clients script (which needs `module`)
+/// against a fresh server started with `server_args`, on `topic`; it prints
+/// "ok ..." when every check of the scenario passed.
+fn python_scenario(module: &str, scenario: &str, topic: &str, server_args: &[&str]) {
+    if !have_python(module) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, bootstrap) = start_with(dir.path(), free_port(), server_args);
+    let out = run(
+        Command::new("python3").args([CLIENTS, scenario, &bootstrap, topic]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+}
+
 fn have_python(module: &str) -> bool {
     have(
         &format!("the Python module {module}"),
@@ -212,58 +228,27 @@ fn kcat_produces_consumes_and_lists_metadata() {
 
 #[test]
 fn confluent_kafka_produces_and_a_group_resumes_from_its_commits() {
-    if !have_python("confluent_kafka") {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, bootstrap) = start(dir.path(), free_port());
-    let out = run(
-        Command::new("python3").args([CLIENTS, "confluent-groups", &bootstrap, "cg"]),
-        None,
-    );
-    assert!(out.starts_with("ok "), "{out}");
+    python_scenario("confluent_kafka", "confluent-groups", "cg", &[]);
 }
 
 #[test]
 fn confluent_kafka_consumers_of_one_group_split_and_hand_over_partitions() {
-    if !have_python("confluent_kafka") {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, bootstrap) = start(dir.path(), free_port());
-    let out = run(
-        Command::new("python3").args([CLIENTS, "confluent-rebalance", &bootstrap, "rb"]),
-        None,
-    );
-    assert!(out.starts_with("ok "), "{out}");
+    python_scenario("confluent_kafka", "confluent-rebalance", "rb", &[]);
 }
 
 #[test]
 fn a_batch_with_a_record_over_the_limit_is_refused_whole() {
-    if !have_python("confluent_kafka") {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, bootstrap) = start_with(dir.path(), free_port(), &["--max-record-bytes", "1000"]);
-    let out = run(
-        Command::new("python3").args([CLIENTS, "confluent-too-large", &bootstrap, "big"]),
-        None,
+    python_scenario(
+        "confluent_kafka",
+        "confluent-too-large",
+        "big",
+        &["--max-record-bytes", "1000"],
     );
-    assert!(out.starts_with("ok "), "{out}");
 }
 
 #[test]
 fn kafka_python_produces_and_a_group_resumes_from_its_commits() {
-    if !have_python("kafka") {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, bootstrap) = start(dir.path(), free_port());
-    let out = run(
-        Command::new("python3").args([CLIENTS, "kafka-python-groups", &bootstrap, "kp"]),
-        None,
-    );
-    assert!(out.starts_with("ok "), "{out}");
+    python_scenario("kafka", "kafka-python-groups", "kp", &[]);
 }
 
 #[test]

@@ -801,8 +801,6 @@ fn request_all(partitions: u32) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::app::Limits;
-    use crate::storage::retention::Retention;
     use kafka_protocol::messages::GroupId;
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 
@@ -810,15 +808,7 @@ mod tests {
     fn broker(dir: &std::path::Path, groups_max: usize) -> Arc<Broker> {
         let store = crate::storage::store::Store::open(dir, Default::default()).expect("store");
         let catalog = crate::http::catalog::Catalog::open(dir).expect("catalog");
-        let limits = Limits {
-            record_bytes: 1 << 20,
-            request_bytes: 16 << 20,
-        };
-        let retention = Retention {
-            bytes: None,
-            age: None,
-        };
-        let app = App::new(Arc::new(Mutex::new(store)), catalog, limits, retention).expect("app");
+        let app = crate::kafka::test_app(store, catalog);
         Arc::new(Broker {
             app,
             advertised: ("127.0.0.1".into(), 9092),

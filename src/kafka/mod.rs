@@ -49,6 +49,30 @@ pub const CLUSTER_ID: &str = "seglog";
 
 /// What the Kafka handlers share: the HTTP server's state, the address
 /// clients are told to connect to, and the consumer groups' membership.
+/// The shared state of a server on `store` and `catalog`, with the
+/// default limits and no retention: for unit tests.
+#[cfg(test)]
+pub(crate) fn test_app(
+    store: crate::storage::store::Store,
+    catalog: crate::http::catalog::Catalog,
+) -> Arc<App> {
+    let limits = crate::http::app::Limits {
+        record_bytes: 1 << 20,
+        request_bytes: 16 << 20,
+    };
+    let retention = crate::storage::retention::Retention {
+        bytes: None,
+        age: None,
+    };
+    App::new(
+        Arc::new(std::sync::Mutex::new(store)),
+        catalog,
+        limits,
+        retention,
+    )
+    .expect("app")
+}
+
 pub struct Broker {
     /// The store, catalog, group commit and limits, shared with HTTP.
     pub app: Arc<App>,

@@ -312,9 +312,7 @@ fn decode_parts(app: &App, request: ProduceRequest) -> (Vec<TopicName>, Vec<Part
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::app::Limits;
     use crate::http::catalog::{Catalog, NewTopic};
-    use crate::storage::retention::Retention;
     use crate::storage::sim::{Fault, FaultOp, SimFs};
     use crate::storage::store::{PENDING_BYTES_MAX, Store, StoreConfig};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -348,21 +346,7 @@ mod tests {
                 0,
             )
             .expect("topic");
-        let limits = Limits {
-            record_bytes: 1 << 20,
-            request_bytes: 16 << 20,
-        };
-        let retention = Retention {
-            bytes: None,
-            age: None,
-        };
-        let app = App::new(
-            Arc::new(std::sync::Mutex::new(store)),
-            catalog,
-            limits,
-            retention,
-        )
-        .expect("app");
+        let app = crate::kafka::test_app(store, catalog);
         // Records waiting for a sync point on another key, a few short of
         // the bound (64 MB of 64 MiB): the batch's records pass it part
         // way, after its third record.
