@@ -1,31 +1,38 @@
-//! seglog: a persistent segmented log for Maelstrom's kafka workload.
+//! seglog: a persistent segmented log for Maelstrom's kafka workload, and a
+//! Kafka-compatible and HTTP log server on the same engine.
 //!
 //! # Layout
-//! Four layers, each a folder; a layer calls only the ones listed before it.
+//! Layers, each a folder; a layer calls only the ones listed before it
+//! (`ARCHITECTURE.md` has the map, and `tidy.rs` checks it).
 //! - [`storage`]: the engine. Segment files, the sparse index, the write-ahead
-//!   journal, checkpoints, recovery, committed offsets and sync points; it
-//!   knows nothing of any protocol or cluster.
-//! - [`node`]: the Maelstrom front end: the protocol, the event loop, group commit
-//!   replies, and the cluster (owners, forwarding, replication).
-//! - [`payload`]: what a stored record's bytes mean: JSON text, or a Kafka
-//!   record (binary key, value, headers and timestamp); both front ends read both.
-//! - [`http`]: `seglog serve`, topics and consumer groups over HTTP on the
-//!   same engine; it shares the node's group commit ([`node::syncer`]).
-//! - [`kafka`]: the Kafka wire protocol listener of `seglog serve`, on the
-//!   HTTP server's state: the same store, topics, group offsets and group commit.
+//!   journal, checkpoints, recovery, committed offsets, sync points and the
+//!   group commit; it knows nothing of any protocol or cluster.
+//! - [`node`]: the Maelstrom front end: the protocol, the event loop, and
+//!   the cluster (owners, forwarding, replication).
+//! - [`broker`]: what `seglog serve`'s front ends share: topics, consumer
+//!   group offsets, retention, metrics, record payloads, and one typed error.
+//! - [`http`]: topics, produce, fetch and group offsets over HTTP, on the broker.
+//! - [`kafka`]: the Kafka wire protocol, on the broker.
+//! - [`serve`]: `seglog serve`'s arguments, start, listeners and shutdown,
+//!   above both front ends.
 //! - [`inspect`]: the offline inspector behind `seglog inspect`; reads files, never
 //!   the engine's open state.
-//! - [`log`]: stderr logging, quiet by default, shared by all of them.
-//! - [`lazy_alloc`]: the binary's allocator, which maps huge allocations
-//!   lazily (a Kafka request announcing a huge array must not abort).
+//! - Leaf modules any layer may use: [`log`] (stderr logging), [`lock`]
+//!   (locks that survive a panicked holder), [`data_dir`] (where a process
+//!   keeps its data), [`lazy_alloc`] (the binary's allocator, which maps
+//!   huge allocations lazily: a Kafka request announcing a huge array must
+//!   not abort).
 
+pub mod broker;
+pub mod data_dir;
 pub mod http;
 pub mod inspect;
 pub mod kafka;
 pub mod lazy_alloc;
+pub mod lock;
 pub mod log;
 pub mod node;
-pub mod payload;
+pub mod serve;
 pub mod storage;
 
 pub use storage::error::{Error, Result};

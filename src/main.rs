@@ -27,7 +27,7 @@ enum Command {
     /// Dump and verify segment files offline, without changing them.
     Inspect(seglog::inspect::InspectArgs),
     /// Serve topics, produce, fetch and consumer group offsets over HTTP.
-    Serve(seglog::http::ServeArgs),
+    Serve(seglog::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Serve(args)) => match seglog::http::run(&args) {
+        Some(Command::Serve(args)) => match seglog::serve::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("seglog serve: {e}");

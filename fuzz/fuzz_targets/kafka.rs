@@ -15,7 +15,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use seglog::kafka::batch;
-use seglog::payload;
+use seglog::broker::payload;
 
 fuzz_target!(|data: &[u8]| {
     // Record batches, as in a Produce request's records field.

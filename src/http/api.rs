@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -14,16 +13,24 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::app::{App, FETCH_WAIT_MS_MAX};
-use super::catalog::{CatalogError, NewTopic, PARTITIONS_DEFAULT, Topic};
 use super::error::{ApiError, ErrorCode, code};
-use super::metrics::Gauges;
+use super::metrics::HttpMetrics;
 use super::records::{self, RecordIn};
+use crate::broker::catalog::{NewTopic, Topic};
+use crate::broker::groups::{check_group, offset_key};
+use crate::broker::metrics::Gauges;
+use crate::broker::time::now_ms;
+use crate::broker::{Broker, Error, FETCH_WAIT_MS_MAX, topics};
 use crate::log;
+
+/// Partitions of a topic created over HTTP without a count: the default of
+/// the HTTP service seglog's API grew from. (A Kafka client's topic gets
+/// Kafka's default, `kafka::topics::NUM_PARTITIONS_DEFAULT`.)
+pub const CREATE_PARTITIONS_DEFAULT: u32 = 100;
 
 /// Records a fetch returns when it names no `max_records` (Kafka's
 /// `max.poll.records` default).
@@ -37,11 +44,12 @@ pub const FETCH_BYTES_DEFAULT: usize = 1 << 20;
 /// is still returned when it is the first, so a fetch always makes progress.
 pub const FETCH_BYTES_MAX: usize = 64 << 20;
 
-type AppState = State<Arc<App>>;
+type AppState = State<Arc<Broker>>;
 
 /// Every route, with the metrics layer and JSON replies for unknown routes
 /// and methods.
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<Broker>) -> Router {
+    let http_metrics = Arc::new(HttpMetrics::default());
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -64,12 +72,13 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             app.limits.request_bytes,
         ))
-        .layer(middleware::from_fn_with_state(Arc::clone(&app), track))
+        .layer(Extension(Arc::clone(&http_metrics)))
+        .layer(middleware::from_fn_with_state(http_metrics, track))
         .with_state(app)
 }
 
 /// Counts each request by route and status, and each error by code.
-async fn track(State(app): AppState, request: Request, next: Next) -> Response {
+async fn track(State(metrics): State<Arc<HttpMetrics>>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = match *request.method() {
@@ -82,9 +91,9 @@ async fn track(State(app): AppState, request: Request, next: Next) -> Response {
     };
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    app.metrics.count_request(method, route, status);
+    metrics.count_request(method, route, status);
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
-        app.metrics.count_error(*code);
+        metrics.count_error(*code);
         log::debug(format_args!("{method} {route}: {status} ({code})"));
     }
     response
@@ -100,12 +109,6 @@ async fn method_not_allowed() -> ApiError {
         code::METHOD_NOT_ALLOWED,
         "the route does not take this method",
     )
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A path's parameters, or a 400 naming what is wrong.
@@ -138,22 +141,28 @@ fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
 }
 
 /// A topic of the catalog, or a 404.
-fn find_topic(app: &App, name: &str) -> Result<Topic, ApiError> {
+fn find_topic(app: &Broker, name: &str) -> Result<Topic, ApiError> {
     app.catalog()
         .get(name)
         .cloned()
-        .ok_or_else(|| ApiError::topic_not_found(name))
+        .ok_or_else(|| topic_not_found(name))
+}
+
+fn topic_not_found(name: &str) -> ApiError {
+    ApiError::from(Error::TopicNotFound {
+        topic: name.to_string(),
+    })
 }
 
 /// Checks a partition number against the topic.
 fn check_partition(topic: &Topic, partition: u64) -> Result<u32, ApiError> {
     match u32::try_from(partition) {
         Ok(p) if p < topic.partitions => Ok(p),
-        _ => Err(ApiError::partition_not_found(
-            &topic.name,
+        _ => Err(ApiError::from(Error::PartitionNotFound {
+            topic: topic.name.clone(),
             partition,
-            topic.partitions,
-        )),
+            partitions: topic.partitions,
+        })),
     }
 }
 
@@ -179,17 +188,20 @@ async fn health(State(app): AppState) -> Response {
     }
 }
 
-async fn metrics(State(app): AppState) -> Response {
+async fn metrics(State(app): AppState, Extension(http): Extension<Arc<HttpMetrics>>) -> Response {
     let topics = app.catalog().len();
     let (open_keys, poisoned) = {
         let store = app.store();
         (store.open_key_count(), store.is_poisoned())
     };
-    let text = app.metrics.render(&Gauges {
-        open_keys,
-        topics,
-        poisoned,
-    });
+    let text = http.render(
+        &app.metrics,
+        &Gauges {
+            open_keys,
+            topics,
+            poisoned,
+        },
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -226,41 +238,18 @@ async fn create_topic(
     let request: CreateTopic = parse(&bytes)?;
     let new = NewTopic {
         name: request.name,
-        partitions: request.partitions.unwrap_or(PARTITIONS_DEFAULT),
+        partitions: request.partitions.unwrap_or(CREATE_PARTITIONS_DEFAULT),
         retention_ms: request.retention_ms,
         retention_bytes: request.retention_bytes,
     };
     let worker = Arc::clone(&app);
-    let topic = blocking(move || {
-        worker
-            .catalog_mut()
-            .create(new, now_ms())
-            .map_err(catalog_error)
-    })
-    .await?;
+    let topic = blocking(move || topics::create(&worker, new).map_err(ApiError::from)).await?;
     log::info(format_args!(
         "created topic '{}' (id {}, {} partitions)",
         topic.name, topic.id, topic.partitions
     ));
     let described = describe(&app, topic).await?;
     Ok((StatusCode::CREATED, Json(described)).into_response())
-}
-
-fn catalog_error(error: CatalogError) -> ApiError {
-    match error {
-        CatalogError::Exists(name) => ApiError::new(
-            StatusCode::CONFLICT,
-            code::TOPIC_EXISTS,
-            format!("topic '{name}' already exists"),
-        ),
-        CatalogError::NotFound(name) => ApiError::topic_not_found(&name),
-        CatalogError::Invalid(message) => ApiError::invalid(message),
-        CatalogError::Io(message) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::STORAGE,
-            format!("cannot write the topic catalog: {message}"),
-        ),
-    }
 }
 
 #[derive(Serialize)]
@@ -281,27 +270,17 @@ struct TopicInfo {
 }
 
 /// A topic with the state of each partition.
-async fn describe(app: &Arc<App>, topic: Topic) -> Result<TopicInfo, ApiError> {
+async fn describe(app: &Arc<Broker>, topic: Topic) -> Result<TopicInfo, ApiError> {
     let app = Arc::clone(app);
     blocking(move || {
         let mut partitions = Vec::with_capacity(topic.partitions as usize);
         for partition in 0..topic.partitions {
-            let key = topic.key(partition);
-            let mut store = app.store();
-            let store_error = |e: crate::storage::error::Error| ApiError::from_store(&e);
-            let log_start_offset = store.log_start(&key).map_err(store_error)?;
-            let end_offset = store.durable_next_offset(&key).map_err(store_error)?;
-            let bytes = store
-                .segments(&key)
-                .map_err(store_error)?
-                .iter()
-                .map(|s| s.bytes)
-                .sum();
+            let state = app.partition_state(&topic.key(partition))?;
             partitions.push(PartitionInfo {
                 partition,
-                log_start_offset,
-                end_offset,
-                bytes,
+                log_start_offset: state.log_start,
+                end_offset: state.end,
+                bytes: state.bytes,
             });
         }
         Ok(TopicInfo {
@@ -328,60 +307,13 @@ async fn delete_topic(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let name = path(name)?;
-    let worker = Arc::clone(&app);
-    let topic = blocking(move || worker.catalog_mut().delete(&name).map_err(catalog_error)).await?;
-    // The catalog no longer has the topic, durably, and no request is
-    // appending to it (appends hold the catalog's read lock): its
-    // partitions' logs are garbage now. One that cannot be removed here is
-    // removed at the next start (mod.rs).
-    for partition in 0..topic.partitions {
-        remove_partition(&app, topic.key(partition)).await;
-    }
+    let topic = topics::delete(&app, name).await?;
     log::info(format_args!(
         "deleted topic '{}' (id {})",
         topic.name, topic.id
     ));
     Ok(StatusCode::NO_CONTENT)
 }
-
-/// Sync points a partition's removal waits for when records appended
-/// before its topic was deleted are not yet durable: each makes what was
-/// appended before it durable, so the second already must.
-const REMOVAL_ATTEMPTS: usize = 5;
-
-/// Removes a deleted topic's partition log, waiting for a sync point while
-/// records appended to it are still in flight (the store refuses to remove
-/// a log with records not yet durable).
-pub async fn remove_partition(app: &Arc<App>, key: String) {
-    for _ in 0..REMOVAL_ATTEMPTS {
-        let mut published = app.published.subscribe();
-        published.borrow_and_update();
-        let (worker, attempt) = (Arc::clone(app), key.clone());
-        let removed = blocking(move || Ok(worker.store().remove_key(&attempt))).await;
-        match removed {
-            Ok(Ok(())) => return,
-            Ok(Err(crate::storage::error::Error::Busy(_))) => {
-                let _ = tokio::time::timeout(REMOVAL_WAIT, published.changed()).await;
-            }
-            Ok(Err(e)) => {
-                log::warn(format_args!(
-                    "cannot remove {key} of a deleted topic (the next start removes it): {e}"
-                ));
-                return;
-            }
-            Err(e) => {
-                log::warn(format_args!("cannot remove {key}: {}", e.message));
-                return;
-            }
-        }
-    }
-    log::warn(format_args!(
-        "{key} of a deleted topic still has records in flight; the next start removes it"
-    ));
-}
-
-/// Longest wait for one sync point during a removal.
-const REMOVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 // ---- produce ----
 
@@ -423,7 +355,7 @@ async fn produce_to_partition(
 
 /// Appends a batch of records and answers once they are durable.
 async fn produce_records(
-    app: Arc<App>,
+    app: Arc<Broker>,
     topic_name: String,
     path_partition: Option<u64>,
     bytes: Result<Bytes, BytesRejection>,
@@ -441,7 +373,7 @@ async fn produce_records(
         let catalog = app.catalog();
         let topic = catalog
             .get(&topic_name)
-            .ok_or_else(|| ApiError::topic_not_found(&topic_name))?;
+            .ok_or_else(|| topic_not_found(&topic_name))?;
         let fixed = path_partition
             .map(|p| check_partition(topic, p))
             .transpose()?;
@@ -466,22 +398,17 @@ async fn produce_records(
             let payload =
                 records::encode(record.key, record.value, record.timestamp.unwrap_or(now));
             if payload.len() > app.limits.record_bytes {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    code::RECORD_TOO_LARGE,
-                    format!(
-                        "record {i} is {} bytes stored, over the limit of {} (--max-record-bytes)",
-                        payload.len(),
-                        app.limits.record_bytes
-                    ),
-                ));
+                return Err(ApiError::from(Error::TooLarge(format!(
+                    "record {i} is {} bytes stored, over the limit of {} (--max-record-bytes)",
+                    payload.len(),
+                    app.limits.record_bytes
+                ))));
             }
             encoded.push((partition, payload));
         }
-        let mut store = app.store();
-        app.check_writable(&store)?;
+        let mut writer = app.writer()?;
         // Each partition's records are appended all or none
-        // (`Store::append_all`), in the order of their first record.
+        // (`Writer::append_all`), in the order of their first record.
         let mut partitions: Vec<(u32, Vec<usize>)> = Vec::new();
         for (i, (partition, _)) in encoded.iter().enumerate() {
             match partitions.iter_mut().find(|(p, _)| p == partition) {
@@ -492,26 +419,29 @@ async fn produce_records(
         let mut offsets = vec![0u64; encoded.len()];
         for (done, (partition, indexes)) in partitions.iter().enumerate() {
             let payloads: Vec<&[u8]> = indexes.iter().map(|&i| encoded[i].1.as_slice()).collect();
-            match store.append_all(&topic.key(*partition), &payloads) {
+            match writer.append_all(&topic.key(*partition), &payloads) {
                 Ok(first) => {
                     for (j, &i) in indexes.iter().enumerate() {
                         offsets[i] = first + j as u64;
                     }
                 }
-                Err(e) if done == 0 => return Err(ApiError::from_store(&e)),
-                Err(e) => {
+                Err(e) if done == 0 => return Err(ApiError::from(e)),
+                Err(Error::Storage { source, .. }) => {
                     // The partitions before this one are appended and will
                     // be made durable by the next sync point; none of this
-                    // one's records is.
-                    let mut error = ApiError::from_store(&e);
-                    error.message = format!(
-                        "{}; the records of the first {done} of the {} partitions were appended \
-                         and may become durable, none of partition {partition}'s",
-                        error.message,
-                        partitions.len()
-                    );
-                    return Err(error);
+                    // one's records is. So the request may have been
+                    // written in part: a storage error that says so.
+                    return Err(ApiError::from(Error::Storage {
+                        context: format!(
+                            "the records of the first {done} of the {} partitions were \
+                             appended and may become durable, none of partition {partition}'s",
+                            partitions.len()
+                        ),
+                        source,
+                        written: crate::broker::Written::Maybe,
+                    }));
                 }
+                Err(e) => return Err(ApiError::from(e)),
             }
         }
         let produced: Vec<Produced> = encoded
@@ -522,16 +452,11 @@ async fn produce_records(
                 offset,
             })
             .collect();
-        let bytes: usize = encoded.iter().map(|(_, p)| p.len()).sum();
-        app.metrics
-            .records_appended
-            .fetch_add(encoded.len() as u64, Ordering::Relaxed);
-        app.metrics
-            .bytes_appended
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        (produced, app.wait_for_sync())
+        (produced, writer.finish())
     };
-    App::durable(synced).await?;
+    if let Some(durable) = synced {
+        durable.wait().await?;
+    }
     app.metrics.produce_latency.observe(started.elapsed());
     Ok(Json(ProduceReply { offsets: produced }).into_response())
 }
@@ -580,9 +505,7 @@ async fn fetch(
     }
     let topic = find_topic(&app, &topic_name)?;
     let partition = check_partition(&topic, partition)?;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
-    let mut published = app.published.subscribe();
-    let mut shutdown = app.shutdown.subscribe();
+    let mut poll = app.long_poll(std::time::Duration::from_millis(wait_ms));
     let budget = Budget {
         records: max_records,
         bytes: max_bytes,
@@ -591,7 +514,7 @@ async fn fetch(
     loop {
         // Marked seen before the read: a sync point that lands during it
         // wakes the wait below.
-        published.borrow_and_update();
+        poll.mark_seen();
         let worker = Arc::clone(&app);
         let (topic, offset) = (topic.clone(), query.offset);
         let mut budget = budget;
@@ -604,21 +527,9 @@ async fn fetch(
         })
         .await?;
         let (mut chunk, budget) = first;
-        let done = chunk.count > 0
-            || wait_ms == 0
-            || *shutdown.borrow_and_update()
-            || tokio::time::Instant::now() >= deadline;
+        let done = chunk.count > 0 || wait_ms == 0 || poll.is_over();
         if !done {
-            let _waiting = Waiting::new(&app.metrics.fetches_waiting);
-            tokio::select! {
-                changed = published.changed() => {
-                    if changed.is_err() {
-                        continue;
-                    }
-                }
-                _ = shutdown.changed() => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
+            poll.wait().await;
             continue;
         }
         app.metrics.count_fetched(chunk.count, chunk.payload_bytes);
@@ -647,23 +558,6 @@ pub const FETCH_CHUNK_BYTES: usize = 1 << 20;
 
 /// Chunks read ahead of the connection (each [`FETCH_CHUNK_BYTES`]).
 const FETCH_CHUNKS_AHEAD: usize = 4;
-
-/// Counts a long poll while it waits (also when its client leaves and the
-/// request is dropped mid-wait).
-struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
-
-impl<'a> Waiting<'a> {
-    fn new(gauge: &'a std::sync::atomic::AtomicU64) -> Waiting<'a> {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Waiting(gauge)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// What a fetch may still return.
 #[derive(Clone, Copy)]
@@ -712,11 +606,11 @@ impl Chunk {
     }
 
     /// A fetch from past the end is an error (at the end, it waits).
-    fn check_offset(&self, app: &App) -> Result<(), ApiError> {
+    fn check_offset(&self, app: &Broker) -> Result<(), ApiError> {
         let end = app
             .store()
             .durable_next_offset(&self.topic.key(self.partition))
-            .map_err(|e| ApiError::from_store(&e))?;
+            .map_err(Error::refused)?;
         if self.next > end {
             return Err(ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -732,7 +626,7 @@ impl Chunk {
 
     /// Appends records from `next` on to the body until the chunk is full,
     /// the budget is spent or the partition ends.
-    fn read(&mut self, app: &App, budget: &mut Budget) -> Result<(), ApiError> {
+    fn read(&mut self, app: &Broker, budget: &mut Budget) -> Result<(), ApiError> {
         let key = self.topic.key(self.partition);
         // Room for a full chunk and the JSON around its records, allocated
         // once (untouched pages of a large allocation cost nothing).
@@ -782,7 +676,7 @@ impl Chunk {
                 }
                 true
             })
-            .map_err(|e| ApiError::from_store(&e))?;
+            .map_err(Error::refused)?;
         self.stop = stop;
         Ok(())
     }
@@ -792,7 +686,7 @@ impl Chunk {
 /// ending it with `]`; stops early if the client is gone. An error after
 /// the reply started can only cut it short: the client sees invalid JSON.
 fn stream_chunks(
-    app: &App,
+    app: &Broker,
     mut chunk: Chunk,
     mut budget: Budget,
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
@@ -847,28 +741,6 @@ impl http_body::Body for ChunkBody {
 
 // ---- consumer group offsets ----
 
-/// Longest consumer group name, in bytes (Kafka's topic name limit, used
-/// here too: a group name is part of each of its offsets' keys).
-pub const GROUP_NAME_BYTES_MAX: usize = 249;
-
-/// The store key of a group's committed offset for one partition. The
-/// group name is quoted as a JSON string, so no two (group, partition)
-/// pairs share a key whatever the name holds.
-pub fn offset_key(group: &str, topic: &Topic, partition: u32) -> String {
-    let quoted = serde_json::to_string(group).unwrap_or_default();
-    format!("group {quoted} {}", topic.key(partition))
-}
-
-fn check_group(group: &str) -> Result<(), ApiError> {
-    if group.is_empty() || group.len() > GROUP_NAME_BYTES_MAX || group.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid(format!(
-            "a group name has 1 to {GROUP_NAME_BYTES_MAX} bytes and no control characters"
-        )));
-    }
-    Ok(())
-}
-
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct GroupOffset {
@@ -904,23 +776,19 @@ async fn commit_offsets(
         for entry in &request.offsets {
             let topic = catalog
                 .get(&entry.topic)
-                .ok_or_else(|| ApiError::topic_not_found(&entry.topic))?;
+                .ok_or_else(|| topic_not_found(&entry.topic))?;
             let partition = check_partition(topic, u64::from(entry.partition))?;
             keys.push((offset_key(&group, topic, partition), entry.offset));
         }
-        let mut store = app.store();
-        app.check_writable(&store)?;
+        let mut writer = app.writer()?;
         for (key, offset) in &keys {
-            store
-                .commit(key, *offset)
-                .map_err(|e| ApiError::from_store(&e))?;
+            writer.commit(key, *offset)?;
         }
-        app.metrics
-            .offsets_committed
-            .fetch_add(keys.len() as u64, Ordering::Relaxed);
-        (keys, app.wait_for_sync())
+        (keys, writer.finish())
     };
-    App::durable(synced).await?;
+    if let Some(durable) = synced {
+        durable.wait().await?;
+    }
     let store = app.store();
     let offsets: Vec<GroupOffset> = request
         .offsets
@@ -951,11 +819,7 @@ async fn list_offsets(
     }
     let catalog = app.catalog();
     let topics: Vec<&Topic> = match query.get("topic") {
-        Some(name) => vec![
-            catalog
-                .get(name)
-                .ok_or_else(|| ApiError::topic_not_found(name))?,
-        ],
+        Some(name) => vec![catalog.get(name).ok_or_else(|| topic_not_found(name))?],
         None => catalog.topics().collect(),
     };
     let store = app.store();

@@ -1,11 +1,12 @@
 //! Error replies: a status and a JSON body `{"error_code":N,"message":"..."}`,
 //! as the Kafka REST Proxy writes them. The code is the status times 100
 //! plus a number that tells errors of one status apart, and stays stable.
+//! The broker's errors become replies here, and only here.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::storage::error::Error as StoreError;
+use crate::broker::{Error, Written};
 
 /// An error reply.
 #[derive(Debug)]
@@ -62,56 +63,43 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code::INVALID, message)
     }
 
-    pub fn topic_not_found(topic: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            code::TOPIC_NOT_FOUND,
-            format!("topic '{topic}' not found"),
-        )
-    }
-
-    pub fn partition_not_found(topic: &str, partition: u64, partitions: u32) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            code::PARTITION_NOT_FOUND,
-            format!(
-                "topic '{topic}' has partitions 0 to {}, not {partition}",
-                partitions - 1
-            ),
-        )
-    }
-
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, message)
     }
-
-    /// A store error on a write that did not happen: the store refused it
-    /// before changing anything.
-    pub fn from_store(error: &StoreError) -> ApiError {
-        match error {
-            StoreError::Poisoned => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code::STORE_POISONED,
-                "a sync failed earlier, so the store takes no writes until seglog restarts",
-            ),
-            StoreError::Io { source, .. } if is_disk_full(source) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code::STORAGE,
-                format!("the disk is full: {error}"),
-            ),
-            _ => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code::STORAGE,
-                format!("storage error: {error}"),
-            ),
-        }
-    }
 }
 
-fn is_disk_full(error: &std::io::Error) -> bool {
-    error.kind() == std::io::ErrorKind::StorageFull
-        || error.raw_os_error() == Some(libc::ENOSPC)
-        || error.raw_os_error() == Some(libc::EDQUOT)
+impl From<Error> for ApiError {
+    /// The status and stable code of each broker error. Only
+    /// [`code::STORAGE`] may mean that the write happened: every other
+    /// error is of a request refused before anything was applied.
+    fn from(error: Error) -> ApiError {
+        let (status, code) = match &error {
+            Error::TopicNotFound { .. } => (StatusCode::NOT_FOUND, code::TOPIC_NOT_FOUND),
+            Error::PartitionNotFound { .. } => (StatusCode::NOT_FOUND, code::PARTITION_NOT_FOUND),
+            Error::TopicExists { .. } => (StatusCode::CONFLICT, code::TOPIC_EXISTS),
+            Error::Invalid(_) => (StatusCode::BAD_REQUEST, code::INVALID),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, code::RECORD_TOO_LARGE),
+            Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, code::OVERLOADED),
+            Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, code::SHUTTING_DOWN),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL),
+            Error::Storage { .. } if error.is_poisoned() => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code::STORE_POISONED,
+                    "a sync failed earlier, so the store takes no writes until seglog restarts",
+                );
+            }
+            Error::Storage { written, .. } => {
+                let message = match written {
+                    Written::Maybe => error.to_string(),
+                    Written::No if error.is_disk_full() => format!("the disk is full: {error}"),
+                    Written::No => format!("storage error: {error}"),
+                };
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::STORAGE, message);
+            }
+        };
+        ApiError::new(status, code, error.to_string())
+    }
 }
 
 impl IntoResponse for ApiError {

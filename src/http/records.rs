@@ -89,7 +89,7 @@ pub fn partition_for_key(key: &RawValue, partitions: u32) -> u32 {
 
 /// Appends one fetched record to `out` as a JSON object. `topic` is a valid
 /// topic name, which needs no escaping. A Kafka record payload goes out as
-/// [`crate::payload::push_http_fields`] has it; a payload that is not a JSON
+/// [`crate::broker::payload::push_http_fields`] has it; a payload that is not a JSON
 /// object of at least one member (nothing this front end writes) is served
 /// whole as the value.
 pub fn push_fetched(out: &mut Vec<u8>, topic: &str, partition: u32, offset: u64, payload: &[u8]) {
@@ -99,9 +99,9 @@ pub fn push_fetched(out: &mut Vec<u8>, topic: &str, partition: u32, offset: u64,
     out.extend_from_slice(partition.to_string().as_bytes());
     out.extend_from_slice(b",\"offset\":");
     out.extend_from_slice(offset.to_string().as_bytes());
-    if crate::payload::is_kafka(payload) {
+    if crate::broker::payload::is_kafka(payload) {
         // Written by the Kafka front end: binary fields, decoded.
-        crate::payload::push_http_fields(out, payload);
+        crate::broker::payload::push_http_fields(out, payload);
     } else if payload.len() > 2 && payload.starts_with(b"{\"") && payload.ends_with(b"}") {
         out.push(b',');
         out.extend_from_slice(&payload[1..]);

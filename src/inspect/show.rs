@@ -41,9 +41,9 @@ pub fn key(key: &str, full: bool) -> String {
 /// are not JSON text).
 pub fn message(payload: &[u8], full: bool) -> String {
     let decoded;
-    let text = if crate::payload::is_kafka(payload) {
+    let text = if crate::broker::payload::is_kafka(payload) {
         let mut json = b"{\"kafka\":1".to_vec();
-        crate::payload::push_http_fields(&mut json, payload);
+        crate::broker::payload::push_http_fields(&mut json, payload);
         decoded = String::from_utf8_lossy(&json).into_owned();
         decoded.as_str()
     } else {
@@ -106,9 +106,9 @@ mod tests {
     #[test]
     fn kafka_records_are_shown_decoded() {
         let mut payload = Vec::new();
-        crate::payload::encode_kafka(
+        crate::broker::payload::encode_kafka(
             &mut payload,
-            &crate::payload::KafkaRecord {
+            &crate::broker::payload::KafkaRecord {
                 timestamp: 7,
                 key: Some(b"\"k\""),
                 value: Some(b"\x00\xff"),

@@ -12,9 +12,7 @@
 //! connection with a log line, as Kafka does; nothing of such a request
 //! was applied.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -24,7 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::{Broker, fetch, groups, produce, topics, versions};
+use super::reply::Reply;
+use super::{Context, fetch, groups, produce, topics, versions};
 use crate::log;
 
 /// Requests of one connection whose replies may wait at once: bounds the
@@ -45,23 +44,6 @@ pub const REPLY_BYTES_MAX: usize = fetch::FETCH_BYTES_MAX;
 /// are smaller; a larger one grows its buffer as it comes.
 const FRAME_RESERVE_BYTES_MAX: usize = 64 << 10;
 
-/// What a handler gives back.
-pub enum Reply {
-    /// The reply, ready now (boxed: replies are large and few).
-    Now(Box<ResponseKind>),
-    /// The reply once something happens (a sync point, new records, a
-    /// rebalance); `None` for none at all (a produce with `acks=0`).
-    Later(Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>),
-    /// No reply (a produce with `acks=0`).
-    Nothing,
-}
-
-impl Reply {
-    pub fn now(response: ResponseKind) -> Reply {
-        Reply::Now(Box::new(response))
-    }
-}
-
 /// Why a connection is closed.
 type Close = String;
 
@@ -73,7 +55,7 @@ type Pending = (
 );
 
 /// Serves one connection until the client closes it or breaks the protocol.
-pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Pending>(IN_FLIGHT_MAX);
     let reply_budget = Arc::new(Semaphore::new(REPLY_BYTES_MAX));
@@ -99,7 +81,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
         }
         let _ = writer.shutdown().await;
     });
-    let limit = broker.app.limits.request_bytes;
+    let limit = ctx.broker.limits.request_bytes;
     loop {
         let frame = match read_frame(&mut reader, limit).await {
             Ok(Some(frame)) => frame,
@@ -111,7 +93,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
                 break;
             }
         };
-        let (api_key, version, correlation_id, reply, reply_bytes) = match handle(&broker, frame) {
+        let (api_key, version, correlation_id, reply, reply_bytes) = match handle(&ctx, frame) {
             Ok(handled) => handled,
             Err(reason) => {
                 log::warn(format_args!(
@@ -210,7 +192,7 @@ const FIXED_HEADER_BYTES: usize = 8;
 type Handled = (ApiKey, i16, i32, Reply, usize);
 
 /// Decodes a request and runs its immediate part.
-fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Handled, Close> {
+fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
     let fixed = frame.get(..FIXED_HEADER_BYTES).ok_or_else(|| {
         format!(
             "a request of {} bytes, shorter than a request header",
@@ -255,22 +237,22 @@ fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Handled, Close> {
         RequestKind::ApiVersions(_) => {
             Reply::now(ResponseKind::ApiVersions(versions::api_versions(0)))
         }
-        RequestKind::Metadata(r) => topics::metadata(broker, r, version),
-        RequestKind::CreateTopics(r) => topics::create(broker, r, version),
-        RequestKind::DeleteTopics(r) => topics::delete(broker, r, version),
-        RequestKind::Produce(r) => produce::produce(broker, r, version),
+        RequestKind::Metadata(r) => topics::metadata(ctx, r, version),
+        RequestKind::CreateTopics(r) => topics::create(ctx, r, version),
+        RequestKind::DeleteTopics(r) => topics::delete(ctx, r, version),
+        RequestKind::Produce(r) => produce::produce(ctx, r, version),
         RequestKind::Fetch(r) => {
-            reply_bytes = fetch::reply_bytes_max(broker, &r);
-            fetch::fetch(broker, r, version)
+            reply_bytes = fetch::reply_bytes_max(ctx, &r);
+            fetch::fetch(ctx, r, version)
         }
-        RequestKind::ListOffsets(r) => fetch::list_offsets(broker, r, version),
-        RequestKind::FindCoordinator(r) => groups::find_coordinator(broker, r, version),
-        RequestKind::JoinGroup(r) => groups::join(broker, r, client, version),
-        RequestKind::SyncGroup(r) => groups::sync(broker, r, version),
-        RequestKind::Heartbeat(r) => groups::heartbeat(broker, r),
-        RequestKind::LeaveGroup(r) => groups::leave(broker, r, version),
-        RequestKind::OffsetCommit(r) => groups::offset_commit(broker, r),
-        RequestKind::OffsetFetch(r) => groups::offset_fetch(broker, r, version),
+        RequestKind::ListOffsets(r) => fetch::list_offsets(ctx, r, version),
+        RequestKind::FindCoordinator(r) => groups::find_coordinator(ctx, r, version),
+        RequestKind::JoinGroup(r) => groups::join(ctx, r, client, version),
+        RequestKind::SyncGroup(r) => groups::sync(ctx, r, version),
+        RequestKind::Heartbeat(r) => groups::heartbeat(ctx, r),
+        RequestKind::LeaveGroup(r) => groups::leave(ctx, r, version),
+        RequestKind::OffsetCommit(r) => groups::offset_commit(ctx, r),
+        RequestKind::OffsetFetch(r) => groups::offset_fetch(ctx, r, version),
         other => {
             return Err(format!(
                 "a {api_key:?} request, which is not served: {:?}",

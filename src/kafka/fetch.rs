@@ -3,7 +3,7 @@
 //! A fetch returns durable records only (the high watermark is the store's
 //! durable end), as one record batch (format v2, uncompressed) per
 //! partition. Records the HTTP front end wrote go out with the JSON text of
-//! their key and value as bytes (`crate::payload::as_kafka`).
+//! their key and value as bytes (`crate::broker::payload::as_kafka`).
 
 use std::sync::Arc;
 
@@ -17,12 +17,12 @@ use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ResponseKind, TopicName,
 };
 
-use super::Broker;
+use super::Context;
 use super::batch::{self, BatchRecord};
-use super::connection::Reply;
-use crate::http::app::{App, FETCH_WAIT_MS_MAX};
+use super::reply::Reply;
+use crate::broker::payload::{KafkaRecord, as_kafka};
+use crate::broker::{Broker, FETCH_WAIT_MS_MAX};
 use crate::log;
-use crate::payload::as_kafka;
 
 /// Most bytes of records one fetch returns over all its partitions,
 /// whatever the client asks: bounds a reply's memory (librdkafka asks for
@@ -62,12 +62,12 @@ fn max_bytes(request: &FetchRequest) -> usize {
 /// record of the largest size when that is more (the first record always
 /// comes, KIP-74). The connection reserves this much before the fetch
 /// reads.
-pub fn reply_bytes_max(broker: &Broker, request: &FetchRequest) -> usize {
-    max_bytes(request).max(broker.app.limits.record_bytes)
+pub fn reply_bytes_max(ctx: &Context, request: &FetchRequest) -> usize {
+    max_bytes(request).max(ctx.broker.limits.record_bytes)
 }
 
-pub fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply {
-    let app = Arc::clone(&broker.app);
+pub fn fetch(ctx: &Arc<Context>, request: FetchRequest, version: i16) -> Reply {
+    let broker = Arc::clone(&ctx.broker);
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
         .min(FETCH_WAIT_MS_MAX);
@@ -87,12 +87,11 @@ pub fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply
         }
     }
     Reply::Later(Box::pin(async move {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
-        let mut published = app.published.subscribe();
-        let mut shutdown = app.shutdown.subscribe();
+        let mut poll = broker.long_poll(std::time::Duration::from_millis(wait_ms));
         let reads = loop {
-            published.borrow_and_update();
-            let (worker, names_now, wanted_now) = (Arc::clone(&app), names.clone(), wanted.clone());
+            poll.mark_seen();
+            let (worker, names_now, wanted_now) =
+                (Arc::clone(&broker), names.clone(), wanted.clone());
             let reads = tokio::task::spawn_blocking(move || {
                 read_all(&worker, &names_now, &wanted_now, max_bytes)
             })
@@ -101,18 +100,10 @@ pub fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply
             let bytes: usize = reads.iter().map(|r| r.bytes).sum();
             let errors = reads.iter().any(|r| r.error != 0);
             // min_bytes 0 answers at once, as in Kafka.
-            let done = bytes >= min_bytes
-                || errors
-                || *shutdown.borrow_and_update()
-                || tokio::time::Instant::now() >= deadline;
-            if done {
+            if bytes >= min_bytes || errors || poll.is_over() {
                 break reads;
             }
-            tokio::select! {
-                _ = published.changed() => {}
-                _ = shutdown.changed() => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
+            poll.wait().await;
         };
         let mut count = 0;
         let mut payload_bytes = 0;
@@ -142,7 +133,7 @@ pub fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply
                 topic.partitions.push(data);
             }
         }
-        app.metrics.count_fetched(count, payload_bytes);
+        broker.metrics.count_fetched(count, payload_bytes);
         response.responses = topics;
         Some(ResponseKind::Fetch(response))
     }))
@@ -154,14 +145,19 @@ fn encode_batch(records: &[BatchRecord]) -> Bytes {
     buf.freeze()
 }
 
-fn read_all(app: &App, names: &[TopicName], wanted: &[Wanted], max_bytes: usize) -> Vec<Read> {
+fn read_all(
+    broker: &Broker,
+    names: &[TopicName],
+    wanted: &[Wanted],
+    max_bytes: usize,
+) -> Vec<Read> {
     let mut left = max_bytes;
     let mut sent_any = false;
     wanted
         .iter()
         .map(|w| {
             let name = names.get(w.topic).map_or("", |n| n.0.as_str());
-            let read = read_partition(app, name, w, left, sent_any);
+            let read = read_partition(broker, name, w, left, sent_any);
             left = left.saturating_sub(read.bytes);
             sent_any |= !read.records.is_empty();
             read
@@ -172,7 +168,13 @@ fn read_all(app: &App, names: &[TopicName], wanted: &[Wanted], max_bytes: usize)
 /// Reads one partition from `w.offset`, within its budget and what is
 /// left of the request's; the first record of the whole reply always
 /// comes, so a fetch makes progress past a large record (KIP-74).
-fn read_partition(app: &App, topic_name: &str, w: &Wanted, left: usize, sent_any: bool) -> Read {
+fn read_partition(
+    broker: &Broker,
+    topic_name: &str,
+    w: &Wanted,
+    left: usize,
+    sent_any: bool,
+) -> Read {
     let mut read = Read {
         error: 0,
         high_watermark: -1,
@@ -180,7 +182,7 @@ fn read_partition(app: &App, topic_name: &str, w: &Wanted, left: usize, sent_any
         records: Vec::new(),
         bytes: 0,
     };
-    let key = match app.catalog().get(topic_name) {
+    let key = match broker.catalog().get(topic_name) {
         Some(topic) if w.partition >= 0 && (w.partition as u32) < topic.partitions => {
             topic.key(w.partition as u32)
         }
@@ -189,7 +191,7 @@ fn read_partition(app: &App, topic_name: &str, w: &Wanted, left: usize, sent_any
             return read;
         }
     };
-    let mut store = app.store();
+    let mut store = broker.store();
     let (start, end) = match (store.log_start(&key), store.durable_next_offset(&key)) {
         (Ok(start), Ok(end)) => (start, end),
         (Err(e), _) | (_, Err(e)) => {
@@ -241,7 +243,7 @@ fn record(offset: u64, payload: &[u8]) -> BatchRecord {
         log::warn(format_args!(
             "kafka: the record at offset {offset} does not decode ({e}); served as its bytes"
         ));
-        crate::payload::KafkaRecord {
+        KafkaRecord {
             timestamp: -1,
             key: None,
             value: Some(payload),
@@ -266,9 +268,9 @@ fn record(offset: u64, payload: &[u8]) -> BatchRecord {
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> Reply {
+pub fn list_offsets(ctx: &Arc<Context>, request: ListOffsetsRequest, version: i16) -> Reply {
     let _ = version;
-    let app = Arc::clone(&broker.app);
+    let broker = Arc::clone(&ctx.broker);
     Reply::Later(Box::pin(async move {
         let topics = tokio::task::spawn_blocking(move || {
             request
@@ -281,7 +283,7 @@ pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: 
                     out.partitions = topic
                         .partitions
                         .into_iter()
-                        .map(|p| list_one(&app, &name, p.partition_index, p.timestamp))
+                        .map(|p| list_one(&broker, &name, p.partition_index, p.timestamp))
                         .collect();
                     out
                 })
@@ -296,7 +298,7 @@ pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: 
 }
 
 fn list_one(
-    app: &App,
+    broker: &Broker,
     topic_name: &str,
     partition: i32,
     timestamp: i64,
@@ -305,7 +307,7 @@ fn list_one(
     out.partition_index = partition;
     out.timestamp = -1;
     out.offset = -1;
-    let key = match app.catalog().get(topic_name) {
+    let key = match broker.catalog().get(topic_name) {
         Some(topic) if partition >= 0 && (partition as u32) < topic.partitions => {
             topic.key(partition as u32)
         }
@@ -319,17 +321,17 @@ fn list_one(
         ResponseError::KafkaStorageError.code()
     };
     let found = match timestamp {
-        EARLIEST => app
+        EARLIEST => broker
             .store()
             .log_start(&key)
             .map(|o| Some((o, -1)))
             .map_err(storage),
-        LATEST => app
+        LATEST => broker
             .store()
             .durable_next_offset(&key)
             .map(|o| Some((o, -1)))
             .map_err(storage),
-        t if t >= 0 => first_at_or_after(app, &key, t).map_err(storage),
+        t if t >= 0 => first_at_or_after(broker, &key, t).map_err(storage),
         _ => Err(ResponseError::UnsupportedVersion.code()),
     };
     match found {
@@ -346,13 +348,13 @@ fn list_one(
 /// The first record whose timestamp is at or after `t` and its timestamp,
 /// by a scan from the log start in chunks (timestamps are the clients'
 /// and need not grow with offsets, so there is no index to search).
-fn first_at_or_after(app: &App, key: &str, t: i64) -> crate::Result<Option<(u64, i64)>> {
-    let mut from = app.store().log_start(key)?;
+fn first_at_or_after(broker: &Broker, key: &str, t: i64) -> crate::Result<Option<(u64, i64)>> {
+    let mut from = broker.store().log_start(key)?;
     loop {
         let mut seen = 0;
         let mut found = None;
         let mut next = from;
-        app.store().read(key, from, &mut |at, payload| {
+        broker.store().read(key, from, &mut |at, payload| {
             let ts = as_kafka(payload).map_or(-1, |r| r.timestamp);
             if ts >= t {
                 found = Some((at, ts));

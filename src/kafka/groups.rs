@@ -36,12 +36,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
 
-use super::connection::Reply;
-use super::{Broker, NODE_ID};
-use crate::http::api::{GROUP_NAME_BYTES_MAX, offset_key};
-use crate::http::app::App;
+use super::reply::Reply;
+use super::{Context, NODE_ID};
+use crate::broker::groups::offset_key;
+use crate::lock::lock;
 use crate::log;
-use crate::node::syncer::lock;
 
 /// Most consumer groups kept at once: each holds its members'
 /// subscriptions in memory. An empty group (no members) is kept for its
@@ -248,24 +247,21 @@ fn error_join(code: i16, member_id: &str) -> ResponseKind {
     ResponseKind::JoinGroup(response)
 }
 
+/// The broker's check of a group name, as Kafka answers a bad one.
 fn check_group(group: &str) -> Result<(), i16> {
-    if group.is_empty() || group.len() > GROUP_NAME_BYTES_MAX || group.chars().any(char::is_control)
-    {
-        return Err(ResponseError::InvalidGroupId.code());
-    }
-    Ok(())
+    crate::broker::groups::check_group(group).map_err(|_| ResponseError::InvalidGroupId.code())
 }
 
 pub fn find_coordinator(
-    broker: &Arc<Broker>,
+    ctx: &Arc<Context>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> Reply {
     let _ = version;
     let mut response = FindCoordinatorResponse::default();
     response.node_id = BrokerId(NODE_ID);
-    response.host = StrBytes::from_string(broker.advertised.0.clone());
-    response.port = broker.advertised.1;
+    response.host = StrBytes::from_string(ctx.advertised.0.clone());
+    response.port = ctx.advertised.1;
     // Version 4 and later list one coordinator per key instead.
     if version >= 4 {
         let mut entry = CoordinatorEntry::default();
@@ -278,7 +274,7 @@ pub fn find_coordinator(
     Reply::now(ResponseKind::FindCoordinator(response))
 }
 
-pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, version: i16) -> Reply {
+pub fn join(ctx: &Arc<Context>, request: JoinGroupRequest, client: &str, version: i16) -> Reply {
     let group_id = request.group_id.0.as_str().to_string();
     let mut member_id = request.member_id.as_str().to_string();
     if let Err(code) = check_group(&group_id) {
@@ -300,8 +296,8 @@ pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, versi
     let now = Instant::now();
     let (tx, rx) = oneshot::channel();
     {
-        let mut groups = lock(&broker.groups.groups);
-        if !make_room(&mut groups, &group_id, broker.groups.groups_max) {
+        let mut groups = lock(&ctx.groups.groups);
+        if !make_room(&mut groups, &group_id, ctx.groups.groups_max) {
             return Reply::now(error_join(
                 ResponseError::CoordinatorNotAvailable.code(),
                 &member_id,
@@ -309,7 +305,7 @@ pub fn join(broker: &Arc<Broker>, request: JoinGroupRequest, client: &str, versi
         }
         let group = groups.entry(group_id.clone()).or_default();
         if member_id.is_empty() {
-            let n = broker.groups.next_member.fetch_add(1, Ordering::Relaxed);
+            let n = ctx.groups.next_member.fetch_add(1, Ordering::Relaxed);
             member_id = format!("{client}-{n}");
         } else if !group.members.contains_key(&member_id) {
             return Reply::now(error_join(
@@ -400,8 +396,8 @@ fn sync_reply(code: i16, assignment: Bytes, group: Option<&Group>) -> ResponseKi
     ResponseKind::SyncGroup(response)
 }
 
-pub fn sync(broker: &Arc<Broker>, request: SyncGroupRequest, version: i16) -> Reply {
-    let reply = sync_inner(broker, request);
+pub fn sync(ctx: &Arc<Context>, request: SyncGroupRequest, version: i16) -> Reply {
+    let reply = sync_inner(ctx, request);
     // Only version 5 and later carry the protocol type and name.
     if version >= 5 {
         return reply;
@@ -421,10 +417,10 @@ pub fn sync(broker: &Arc<Broker>, request: SyncGroupRequest, version: i16) -> Re
     }
 }
 
-fn sync_inner(broker: &Arc<Broker>, request: SyncGroupRequest) -> Reply {
+fn sync_inner(ctx: &Arc<Context>, request: SyncGroupRequest) -> Reply {
     let group_id = request.group_id.0.as_str();
     let member_id = request.member_id.as_str().to_string();
-    let mut groups = lock(&broker.groups.groups);
+    let mut groups = lock(&ctx.groups.groups);
     let Some(group) = groups.get_mut(group_id) else {
         return Reply::now(sync_reply(
             ResponseError::UnknownMemberId.code(),
@@ -513,8 +509,8 @@ fn sync_inner(broker: &Arc<Broker>, request: SyncGroupRequest) -> Reply {
     }
 }
 
-pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> Reply {
-    let mut groups = lock(&broker.groups.groups);
+pub fn heartbeat(ctx: &Arc<Context>, request: HeartbeatRequest) -> Reply {
+    let mut groups = lock(&ctx.groups.groups);
     let code = match groups.get_mut(request.group_id.0.as_str()) {
         None => ResponseError::UnknownMemberId.code(),
         Some(group) => {
@@ -539,7 +535,7 @@ pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> Reply {
     Reply::now(ResponseKind::Heartbeat(response))
 }
 
-pub fn leave(broker: &Arc<Broker>, request: LeaveGroupRequest, version: i16) -> Reply {
+pub fn leave(ctx: &Arc<Context>, request: LeaveGroupRequest, version: i16) -> Reply {
     // Up to version 2 one member leaves; from 3 a list.
     let leaving: Vec<String> = if version < 3 {
         vec![request.member_id.as_str().to_string()]
@@ -550,7 +546,7 @@ pub fn leave(broker: &Arc<Broker>, request: LeaveGroupRequest, version: i16) -> 
             .map(|m| m.member_id.as_str().to_string())
             .collect()
     };
-    let mut groups = lock(&broker.groups.groups);
+    let mut groups = lock(&ctx.groups.groups);
     let mut response = LeaveGroupResponse::default();
     let group_id = request.group_id.0.as_str();
     let group = groups.get_mut(group_id);
@@ -598,12 +594,12 @@ pub fn leave(broker: &Arc<Broker>, request: LeaveGroupRequest, version: i16) -> 
 
 /// Drops members whose session expired and completes rebalances past
 /// their deadline, every [`SWEEP_EVERY`].
-pub async fn sweep_loop(broker: Arc<Broker>) {
+pub async fn sweep_loop(ctx: Arc<Context>) {
     let mut timer = tokio::time::interval(SWEEP_EVERY);
     loop {
         timer.tick().await;
         let now = Instant::now();
-        let mut groups = lock(&broker.groups.groups);
+        let mut groups = lock(&ctx.groups.groups);
         for (name, group) in groups.iter_mut() {
             let before = group.members.len();
             // A member waiting in a join is alive while it waits.
@@ -637,14 +633,14 @@ fn name_of(topic: &TopicName) -> &str {
 /// Commits offsets to the store, durable before the reply. A commit that
 /// names a generation must come from a current member; a generation of -1
 /// (a consumer that assigns partitions itself) is always taken.
-pub fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Reply {
-    let app = &broker.app;
+pub fn offset_commit(ctx: &Arc<Context>, request: OffsetCommitRequest) -> Reply {
+    let broker = &ctx.broker;
     let group_id = request.group_id.0.as_str().to_string();
     let group_code = check_group(&group_id).err().or_else(|| {
         if request.generation_id_or_member_epoch < 0 {
             return None;
         }
-        let mut groups = lock(&broker.groups.groups);
+        let mut groups = lock(&ctx.groups.groups);
         match groups.get_mut(&group_id) {
             None => Some(ResponseError::IllegalGeneration.code()),
             Some(group) => match group.members.get_mut(request.member_id.as_str()) {
@@ -667,11 +663,10 @@ pub fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Repl
         }
     });
     let mut topics = Vec::with_capacity(request.topics.len());
-    let mut synced = None;
+    let synced;
     {
-        let catalog = app.catalog();
-        let mut store = app.store();
-        let writable = app.check_writable(&store);
+        let catalog = broker.catalog();
+        let mut writer = broker.writer();
         for topic in request.topics {
             let mut out = OffsetCommitResponseTopic::default();
             let found = catalog.get(name_of(&topic.name)).cloned();
@@ -679,7 +674,7 @@ pub fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Repl
             for p in topic.partitions {
                 let mut entry = OffsetCommitResponsePartition::default();
                 entry.partition_index = p.partition_index;
-                entry.error_code = match (&group_code, &found, &writable) {
+                entry.error_code = match (&group_code, &found, &mut writer) {
                     (Some(code), _, _) => *code,
                     (None, None, _) => ResponseError::UnknownTopicOrPartition.code(),
                     (None, Some(t), _)
@@ -690,10 +685,10 @@ pub fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Repl
                     (None, Some(_), _) if p.committed_offset < 0 => {
                         ResponseError::InvalidCommitOffsetSize.code()
                     }
-                    (None, Some(_), Err(e)) => super::produce::refusal_code(e),
-                    (None, Some(t), Ok(())) => {
+                    (None, Some(_), Err(e)) => super::error::code(e),
+                    (None, Some(t), Ok(writer)) => {
                         let key = offset_key(&group_id, t, p.partition_index as u32);
-                        match store.commit(&key, p.committed_offset as u64) {
+                        match writer.commit(&key, p.committed_offset as u64) {
                             Ok(()) => 0,
                             Err(e) => {
                                 log::warn(format_args!("kafka: cannot commit {key}: {e}"));
@@ -702,20 +697,15 @@ pub fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Repl
                         }
                     }
                 };
-                if entry.error_code == 0 {
-                    app.metrics
-                        .offsets_committed
-                        .fetch_add(1, Ordering::Relaxed);
-                    synced.get_or_insert_with(|| app.wait_for_sync());
-                }
                 out.partitions.push(entry);
             }
             topics.push(out);
         }
+        synced = writer.ok().and_then(crate::broker::Writer::finish);
     }
     Reply::Later(Box::pin(async move {
         if let Some(synced) = synced
-            && App::durable(synced).await.is_err()
+            && synced.wait().await.is_err()
         {
             for topic in &mut topics {
                 for p in &mut topic.partitions {
@@ -733,17 +723,17 @@ pub fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Repl
 
 /// The group's committed offsets (-1 for none), of the partitions asked
 /// for, or of every topic when the list is null (version 2 and later).
-pub fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -> Reply {
+pub fn offset_fetch(ctx: &Arc<Context>, request: OffsetFetchRequest, version: i16) -> Reply {
     let _ = version;
-    let app = &broker.app;
+    let broker = &ctx.broker;
     let group_id = request.group_id.0.as_str().to_string();
     let mut response = OffsetFetchResponse::default();
     if let Err(code) = check_group(&group_id) {
         response.error_code = code;
         return Reply::now(ResponseKind::OffsetFetch(response));
     }
-    let catalog = app.catalog();
-    let store = app.store();
+    let catalog = broker.catalog();
+    let store = broker.store();
     let entry = |index: i32, offset: Option<u64>, code: i16| {
         let mut p = OffsetFetchResponsePartition::default();
         p.partition_index = index;
@@ -805,12 +795,11 @@ mod tests {
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 
     /// A broker on a fresh store whose coordinator keeps `groups_max` groups.
-    fn broker(dir: &std::path::Path, groups_max: usize) -> Arc<Broker> {
+    fn context(dir: &std::path::Path, groups_max: usize) -> Arc<Context> {
         let store = crate::storage::store::Store::open(dir, Default::default()).expect("store");
-        let catalog = crate::http::catalog::Catalog::open(dir).expect("catalog");
-        let app = crate::kafka::test_app(store, catalog);
-        Arc::new(Broker {
-            app,
+        let catalog = crate::broker::catalog::Catalog::open(dir).expect("catalog");
+        Arc::new(Context {
+            broker: crate::broker::test_broker(store, catalog),
             advertised: ("127.0.0.1".into(), 9092),
             groups: Coordinator::with_groups_max(groups_max),
             auto_create_partitions: 0,
@@ -853,9 +842,9 @@ mod tests {
     }
 
     /// A new member's join of `group` with `protocols`; returns the reply.
-    fn join_with(broker: &Arc<Broker>, group: &str, protocols: &[&str]) -> JoinGroupResponse {
+    fn join_with(ctx: &Arc<Context>, group: &str, protocols: &[&str]) -> JoinGroupResponse {
         let request = join_request(group, protocols);
-        match reply(join(broker, request, "test", 5)) {
+        match reply(join(ctx, request, "test", 5)) {
             ResponseKind::JoinGroup(r) => r,
             _ => panic!("not a JoinGroup reply"),
         }
@@ -863,9 +852,9 @@ mod tests {
 
     /// Whether a new member's join of `group` is taken and waits for the
     /// rebalance it starts.
-    fn join_with_pending(broker: &Arc<Broker>, group: &str, protocols: &[&str]) -> bool {
+    fn join_with_pending(ctx: &Arc<Context>, group: &str, protocols: &[&str]) -> bool {
         let request = join_request(group, protocols);
-        match join(broker, request, "test", 5) {
+        match join(ctx, request, "test", 5) {
             Reply::Later(mut future) => {
                 let mut context = std::task::Context::from_waker(std::task::Waker::noop());
                 future.as_mut().poll(&mut context).is_pending()
@@ -874,11 +863,11 @@ mod tests {
         }
     }
 
-    fn leave_group(broker: &Arc<Broker>, group: &str, member: &StrBytes) {
+    fn leave_group(ctx: &Arc<Context>, group: &str, member: &StrBytes) {
         let mut request = LeaveGroupRequest::default();
         request.group_id = GroupId(StrBytes::from_string(group.into()));
         request.member_id = member.clone();
-        match reply(leave(broker, request, 0)) {
+        match reply(leave(ctx, request, 0)) {
             ResponseKind::LeaveGroup(r) => assert_eq!(r.error_code, 0),
             _ => panic!("not a LeaveGroup reply"),
         }
@@ -891,19 +880,19 @@ mod tests {
     #[test]
     fn empty_groups_give_their_place_to_new_ones() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let broker = broker(dir.path(), 2);
+        let ctx = context(dir.path(), 2);
         for group in ["a", "b"] {
-            let joined = join_with(&broker, group, &["range"]);
+            let joined = join_with(&ctx, group, &["range"]);
             assert_eq!((joined.error_code, joined.generation_id), (0, 1));
-            leave_group(&broker, group, &joined.member_id);
+            leave_group(&ctx, group, &joined.member_id);
         }
         // Both places are held by empty groups of generation 1.
-        let c = join_with(&broker, "c", &["range"]);
+        let c = join_with(&ctx, "c", &["range"]);
         assert_eq!((c.error_code, c.generation_id), (0, 1), "c");
-        let d = join_with(&broker, "d", &["range"]);
+        let d = join_with(&ctx, "d", &["range"]);
         assert_eq!((d.error_code, d.generation_id), (0, 1), "d");
         // Groups with members keep theirs: the limit still holds.
-        let e = join_with(&broker, "e", &["range"]);
+        let e = join_with(&ctx, "e", &["range"]);
         assert_eq!(e.error_code, ResponseError::CoordinatorNotAvailable.code());
     }
 
@@ -914,20 +903,20 @@ mod tests {
     #[test]
     fn a_member_sharing_no_protocol_with_the_group_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let broker = broker(dir.path(), 10);
-        let first = join_with(&broker, "g", &["range", "cooperative-sticky"]);
+        let ctx = context(dir.path(), 10);
+        let first = join_with(&ctx, "g", &["range", "cooperative-sticky"]);
         assert_eq!((first.error_code, first.generation_id), (0, 1));
-        let other = join_with(&broker, "g", &["roundrobin"]);
+        let other = join_with(&ctx, "g", &["roundrobin"]);
         assert_eq!(
             other.error_code,
             ResponseError::InconsistentGroupProtocol.code()
         );
-        let groups = lock(&broker.groups.groups);
+        let groups = lock(&ctx.groups.groups);
         let group = groups.get("g").expect("the group");
         assert_eq!((group.state(), group.members.len()), (State::Completing, 1));
         drop(groups);
         // One shared protocol is enough.
-        let sharing = join_with_pending(&broker, "g", &["roundrobin", "cooperative-sticky"]);
+        let sharing = join_with_pending(&ctx, "g", &["roundrobin", "cooperative-sticky"]);
         assert!(
             sharing,
             "a member sharing a protocol joins (and waits for the rebalance)"

@@ -1,17 +1,22 @@
 //! The Kafka wire protocol, beside the HTTP API in `seglog serve
 //! --kafka ADDR`: the clients people already use with Kafka (kcat,
 //! librdkafka and its bindings, kafka-python) produce to and consume from
-//! seglog. It shares the HTTP server's [`App`]: the same store, topic
-//! catalog, consumer group offsets and group commit, so a record produced
-//! through one front end is fetched through the other.
+//! seglog. It works on the shared [`Broker`]: the same store, topic
+//! catalog, consumer group offsets and group commit as the HTTP front end,
+//! so a record produced through one is fetched through the other.
 //!
 //! Messages are encoded and decoded by the `kafka-protocol` crate,
 //! generated from Kafka's own message schemas; this module decides what the
-//! broker does with them.
+//! broker does with them. It imports [`crate::broker`] (and the leaf
+//! modules), never [`crate::http`]; it maps the broker's errors to Kafka
+//! error codes in [`error`], in one place.
 //!
 //! # Layout
 //! - [`batch`]: record batches (magic 2) in and out, headers kept exactly.
-//! - [`connection`]: frames in and out of one TCP connection, in order.
+//! - [`connection`]: frames in and out of one TCP connection, in order, and
+//!   the dispatch of each request to its handler.
+//! - [`reply`]: what a handler gives back: a reply now, later, or none.
+//! - [`error`]: the broker's errors as Kafka error codes.
 //! - [`versions`]: the APIs and versions served, and ApiVersions.
 //! - [`topics`]: Metadata, CreateTopics, DeleteTopics.
 //! - [`produce`]: Produce, answered once the records are durable.
@@ -21,9 +26,11 @@
 
 pub mod batch;
 pub mod connection;
+pub mod error;
 pub mod fetch;
 pub mod groups;
 pub mod produce;
+pub mod reply;
 pub mod topics;
 pub mod versions;
 
@@ -32,7 +39,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::http::app::App;
+use crate::broker::Broker;
 use crate::log;
 
 /// The one broker's id: seglog serve is a single node.
@@ -47,35 +54,11 @@ pub const CONNECTIONS_MAX: usize = 1024;
 /// Cluster id reported by Metadata.
 pub const CLUSTER_ID: &str = "seglog";
 
-/// What the Kafka handlers share: the HTTP server's state, the address
-/// clients are told to connect to, and the consumer groups' membership.
-/// The shared state of a server on `store` and `catalog`, with the
-/// default limits and no retention: for unit tests.
-#[cfg(test)]
-pub(crate) fn test_app(
-    store: crate::storage::store::Store,
-    catalog: crate::http::catalog::Catalog,
-) -> Arc<App> {
-    let limits = crate::http::app::Limits {
-        record_bytes: 1 << 20,
-        request_bytes: 16 << 20,
-    };
-    let retention = crate::storage::retention::Retention {
-        bytes: None,
-        age: None,
-    };
-    App::new(
-        Arc::new(std::sync::Mutex::new(store)),
-        catalog,
-        limits,
-        retention,
-    )
-    .expect("app")
-}
-
-pub struct Broker {
+/// What the Kafka handlers share: the broker, the address clients are
+/// told to connect to, and the consumer groups' membership.
+pub struct Context {
     /// The store, catalog, group commit and limits, shared with HTTP.
-    pub app: Arc<App>,
+    pub broker: Arc<Broker>,
     /// Host and port that Metadata and FindCoordinator give out.
     pub advertised: (String, i32),
     /// Members, generations and assignments of the consumer groups
@@ -86,10 +69,9 @@ pub struct Broker {
     pub auto_create_partitions: u32,
 }
 
-/// Accepts connections until the app's shutdown signal, one task each.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
-    let mut shutdown = broker.app.shutdown.subscribe();
-    let sweeper = tokio::spawn(groups::sweep_loop(Arc::clone(&broker)));
+/// Accepts connections until the broker's shutdown begins, one task each.
+pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
+    let sweeper = tokio::spawn(groups::sweep_loop(Arc::clone(&ctx)));
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         tokio::select! {
@@ -104,9 +86,9 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                     if let Err(e) = stream.set_nodelay(true) {
                         log::warn(format_args!("kafka: cannot set TCP_NODELAY: {e}"));
                     }
-                    let broker = Arc::clone(&broker);
+                    let ctx = Arc::clone(&ctx);
                     tokio::spawn(async move {
-                        connection::run(stream, peer, broker).await;
+                        connection::run(stream, peer, ctx).await;
                         drop(slot);
                     });
                 }
@@ -117,7 +99,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
-            _ = shutdown.changed() => break,
+            () = ctx.broker.shutting_down() => break,
         }
     }
     sweeper.abort();

@@ -10,7 +10,6 @@
 //! records still go through the same sync point.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -18,13 +17,13 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Broker;
+use super::Context;
 use super::batch::{self, BatchRecord};
-use super::connection::Reply;
-use crate::http::api::now_ms;
-use crate::http::app::App;
-use crate::http::error::{ApiError, code};
-use crate::payload::{KafkaRecord, encode_kafka};
+use super::error::code;
+use super::reply::Reply;
+use crate::broker::Broker;
+use crate::broker::payload::{KafkaRecord, encode_kafka, kafka_encoded_len};
+use crate::broker::time::now_ms;
 
 /// One partition's part of a request, checked.
 struct Part {
@@ -37,16 +36,6 @@ struct Part {
     message: Option<String>,
     base_offset: i64,
     log_start: i64,
-}
-
-/// The Kafka error code for a write the app refused before applying it.
-pub fn refusal_code(error: &ApiError) -> i16 {
-    match error.code {
-        // Retriable: the client tries again shortly or elsewhere.
-        code::OVERLOADED => ResponseError::RequestTimedOut.code(),
-        code::SHUTTING_DOWN => ResponseError::NotLeaderOrFollower.code(),
-        _ => ResponseError::KafkaStorageError.code(),
-    }
 }
 
 /// Decodes one partition's batches into payloads, or an error code and
@@ -117,7 +106,7 @@ fn payload(
             .map(|(name, value)| (&name[..], value.as_deref()))
             .collect(),
     };
-    let size = crate::payload::kafka_encoded_len(&record);
+    let size = kafka_encoded_len(&record);
     if size > record_bytes_max {
         return Err((
             ResponseError::MessageTooLarge.code(),
@@ -146,16 +135,16 @@ fn off_reactor<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
-    let app = &broker.app;
+pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Reply {
+    let broker = &ctx.broker;
     let acks = request.acks;
-    let (names, mut parts) = off_reactor(|| decode_parts(app, request));
+    let (names, mut parts) = off_reactor(|| decode_parts(broker, request));
 
     // Applied under the catalog's read lock (a topic deleted meanwhile
     // cannot get records after its logs were removed) and the store's.
-    let mut synced = None;
+    let synced;
     {
-        let catalog = app.catalog();
+        let catalog = broker.catalog();
         for part in parts.iter_mut().filter(|p| p.error == 0) {
             let name = names[part.topic].0.as_str();
             match catalog.get(name) {
@@ -171,15 +160,16 @@ pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> R
                 }
             }
         }
-        let mut store = app.store();
-        let writable = app.check_writable(&store);
-        let mut appended = (0u64, 0u64);
+        let mut writer = broker.writer();
         for part in parts.iter_mut().filter(|p| p.error == 0) {
-            if let Err(e) = &writable {
-                part.error = refusal_code(e);
-                part.message = Some(e.message.clone());
-                continue;
-            }
+            let writer = match &mut writer {
+                Ok(writer) => writer,
+                Err(e) => {
+                    part.error = code(e);
+                    part.message = Some(e.to_string());
+                    continue;
+                }
+            };
             let key = part.key.as_deref().unwrap_or_default();
             let payloads: Vec<&[u8]> = part.payloads.iter().map(Vec::as_slice).collect();
             // All or none: an error here means none of the partition's
@@ -188,44 +178,32 @@ pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> R
             // the batch may then survive whole, in part or not at all, and
             // a client's retry may duplicate what survived: at least once,
             // as with Kafka without idempotence.)
-            match store.append_all(key, &payloads) {
-                Ok(offset) => {
-                    part.base_offset = offset as i64;
-                    appended.0 += payloads.len() as u64;
-                    appended.1 += payloads.iter().map(|p| p.len() as u64).sum::<u64>();
-                }
+            match writer.append_all(key, &payloads) {
+                Ok(offset) => part.base_offset = offset as i64,
                 Err(e) => {
-                    part.error = ResponseError::KafkaStorageError.code();
+                    part.error = code(&e);
                     part.message =
                         Some(format!("{e}; none of the partition's records was appended"));
                 }
             }
-            part.log_start = store.log_start(key).map_or(-1, |s| s as i64);
+            part.log_start = writer.store().log_start(key).map_or(-1, |s| s as i64);
         }
-        if appended.0 > 0 {
-            app.metrics
-                .records_appended
-                .fetch_add(appended.0, Ordering::Relaxed);
-            app.metrics
-                .bytes_appended
-                .fetch_add(appended.1, Ordering::Relaxed);
-            // Pushed even for acks=0: a sync point happens only for a waiter.
-            synced = Some(app.wait_for_sync());
-        }
+        // Queued even for acks=0: a sync point happens only for a waiter.
+        synced = writer.ok().and_then(crate::broker::Writer::finish);
     }
     if acks == 0 {
         return Reply::Nothing;
     }
     let started = std::time::Instant::now();
-    let app = Arc::clone(app);
+    let broker = Arc::clone(broker);
     Reply::Later(Box::pin(async move {
         if let Some(synced) = synced {
-            match App::durable(synced).await {
-                Ok(()) => app.metrics.produce_latency.observe(started.elapsed()),
+            match synced.wait().await {
+                Ok(()) => broker.metrics.produce_latency.observe(started.elapsed()),
                 Err(e) => {
                     for part in parts.iter_mut().filter(|p| p.error == 0) {
-                        part.error = ResponseError::KafkaStorageError.code();
-                        part.message = Some(e.message.clone());
+                        part.error = code(&e);
+                        part.message = Some(e.to_string());
                     }
                 }
             }
@@ -267,8 +245,8 @@ pub fn produce(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> R
 /// records of a request inflate to at most `--max-request-bytes` in all:
 /// what the same records would be allowed to take uncompressed, and a
 /// bound on the memory a small compressed batch can claim.
-fn decode_parts(app: &App, request: ProduceRequest) -> (Vec<TopicName>, Vec<Part>) {
-    let mut inflated_bytes_left = app.limits.request_bytes;
+fn decode_parts(broker: &Broker, request: ProduceRequest) -> (Vec<TopicName>, Vec<Part>) {
+    let mut inflated_bytes_left = broker.limits.request_bytes;
     let mut names = Vec::with_capacity(request.topic_data.len());
     let mut parts = Vec::new();
     for (t, topic_data) in request.topic_data.into_iter().enumerate() {
@@ -293,7 +271,7 @@ fn decode_parts(app: &App, request: ProduceRequest) -> (Vec<TopicName>, Vec<Part
             } else {
                 match payloads(
                     data.records,
-                    app.limits.record_bytes,
+                    broker.limits.record_bytes,
                     &mut inflated_bytes_left,
                 ) {
                     Ok(payloads) => part.payloads = payloads,
@@ -312,7 +290,7 @@ fn decode_parts(app: &App, request: ProduceRequest) -> (Vec<TopicName>, Vec<Part
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::catalog::{Catalog, NewTopic};
+    use crate::broker::catalog::{Catalog, NewTopic};
     use crate::storage::sim::{Fault, FaultOp, SimFs};
     use crate::storage::store::{PENDING_BYTES_MAX, Store, StoreConfig};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -346,7 +324,7 @@ mod tests {
                 0,
             )
             .expect("topic");
-        let app = crate::kafka::test_app(store, catalog);
+        let broker = crate::broker::test_broker(store, catalog);
         // Records waiting for a sync point on another key, a few short of
         // the bound (64 MB of 64 MiB): the batch's records pass it part
         // way, after its third record.
@@ -357,7 +335,7 @@ mod tests {
                 && (fillers + RECORDS - 1) * VALUE_BYTES > PENDING_BYTES_MAX
         );
         {
-            let mut store = app.store();
+            let mut store = broker.store();
             for _ in 0..fillers {
                 store.append("filler", &filler).expect("append");
             }
@@ -386,14 +364,17 @@ mod tests {
                     .with_name(TopicName(StrBytes::from_static_str("t")))
                     .with_partition_data(vec![partition]),
             ]);
-        let broker = Arc::new(Broker {
-            app: Arc::clone(&app),
+        let ctx = Arc::new(Context {
+            broker: Arc::clone(&broker),
             advertised: ("127.0.0.1".into(), 9092),
             groups: Default::default(),
             auto_create_partitions: 0,
         });
-        let _reply = produce(&broker, request, 3);
-        let appended = app.store().next_offset(&topic.key(0)).expect("next offset");
+        let _reply = produce(&ctx, request, 3);
+        let appended = broker
+            .store()
+            .next_offset(&topic.key(0))
+            .expect("next offset");
         assert!(
             appended == 0 || appended == RECORDS as u64,
             "{appended} of the batch's {RECORDS} records appended"

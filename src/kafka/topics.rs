@@ -1,4 +1,4 @@
-//! Metadata, CreateTopics and DeleteTopics, on the HTTP server's topic
+//! Metadata, CreateTopics and DeleteTopics, on the broker's topic
 //! catalog: a topic made through either front end is the same topic.
 
 use std::sync::Arc;
@@ -15,39 +15,31 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::connection::Reply;
-use super::{Broker, CLUSTER_ID, NODE_ID};
-use crate::http::api::{now_ms, remove_partition};
-use crate::http::catalog::{CatalogError, NewTopic, PARTITIONS_MAX, Topic};
+use super::reply::Reply;
+use super::{CLUSTER_ID, Context, NODE_ID};
+use crate::broker::catalog::{NewTopic, PARTITIONS_MAX, Topic, check_name};
+use crate::broker::{Error, topics};
 use crate::log;
 
 /// Partitions of a topic created by a client that names no count (-1) or
 /// by a Metadata request for a missing topic: Kafka's `num.partitions`
-/// default.
-pub const PARTITIONS_DEFAULT: u32 = 1;
+/// default. (A topic created over HTTP without a count gets the HTTP API's
+/// own default, `http::api::CREATE_PARTITIONS_DEFAULT`.)
+pub const NUM_PARTITIONS_DEFAULT: u32 = 1;
 
 fn name(text: &str) -> TopicName {
     TopicName(StrBytes::from_string(text.to_string()))
 }
 
-/// The Kafka error code and message of a catalog error.
-fn catalog_error(error: &CatalogError) -> (i16, String) {
-    match error {
-        CatalogError::Exists(name) => (
-            ResponseError::TopicAlreadyExists.code(),
-            format!("topic '{name}' already exists"),
-        ),
-        CatalogError::NotFound(name) => (
-            ResponseError::UnknownTopicOrPartition.code(),
-            format!("no topic '{name}'"),
-        ),
+/// The Kafka error code and message of a failed change to the catalog.
+fn catalog_error(error: &Error) -> (i16, String) {
+    let code = match error {
         // A bad partition count is refused before the catalog sees it
-        // (`partitions`), so what the catalog finds invalid is the topic.
-        CatalogError::Invalid(message) => {
-            (ResponseError::InvalidTopicException.code(), message.clone())
-        }
-        CatalogError::Io(message) => (ResponseError::KafkaStorageError.code(), message.clone()),
-    }
+        // (`create_one`), so what the catalog finds invalid is the topic.
+        Error::Invalid(_) => ResponseError::InvalidTopicException.code(),
+        other => super::error::code(other),
+    };
+    (code, error.to_string())
 }
 
 fn topic_metadata(topic: &Topic, version: i16) -> MetadataResponseTopic {
@@ -70,10 +62,10 @@ fn topic_metadata(topic: &Topic, version: i16) -> MetadataResponseTopic {
 /// This broker, every topic asked for (or all), and missing topics
 /// created when the client allows it and `--kafka-auto-create-partitions`
 /// is not 0. A creation writes the catalog, so it runs off the event loop.
-pub fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> Reply {
-    let broker = Arc::clone(broker);
+pub fn metadata(ctx: &Arc<Context>, request: MetadataRequest, version: i16) -> Reply {
+    let ctx = Arc::clone(ctx);
     Reply::Later(Box::pin(async move {
-        let worker = Arc::clone(&broker);
+        let worker = Arc::clone(&ctx);
         let topics =
             tokio::task::spawn_blocking(move || metadata_topics(&worker, request, version))
                 .await
@@ -81,8 +73,8 @@ pub fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i16) ->
         let mut response = MetadataResponse::default();
         let mut this = MetadataResponseBroker::default();
         this.node_id = BrokerId(NODE_ID);
-        this.host = StrBytes::from_string(broker.advertised.0.clone());
-        this.port = broker.advertised.1;
+        this.host = StrBytes::from_string(ctx.advertised.0.clone());
+        this.port = ctx.advertised.1;
         response.brokers = vec![this];
         // Fields a version lacks must keep their defaults to encode.
         if version >= 2 {
@@ -97,7 +89,7 @@ pub fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i16) ->
 }
 
 fn metadata_topics(
-    broker: &Broker,
+    ctx: &Context,
     request: MetadataRequest,
     version: i16,
 ) -> Vec<MetadataResponseTopic> {
@@ -113,8 +105,8 @@ fn metadata_topics(
         None => None,
     };
     let Some(wanted) = wanted else {
-        return broker
-            .app
+        return ctx
+            .broker
             .catalog()
             .topics()
             .map(|t| topic_metadata(t, version))
@@ -122,20 +114,20 @@ fn metadata_topics(
     };
     // Before version 4 every Metadata request allowed creation.
     let may_create =
-        (version < 4 || request.allow_auto_topic_creation) && broker.auto_create_partitions > 0;
+        (version < 4 || request.allow_auto_topic_creation) && ctx.auto_create_partitions > 0;
     let mut out = Vec::with_capacity(wanted.len());
     for topic_name in wanted {
-        let found = broker.app.catalog().get(&topic_name).cloned();
+        let found = ctx.broker.catalog().get(&topic_name).cloned();
         let topic = match found {
             Some(topic) => Ok(topic),
             None if may_create => {
                 let new = NewTopic {
                     name: topic_name.clone(),
-                    partitions: broker.auto_create_partitions,
+                    partitions: ctx.auto_create_partitions,
                     retention_ms: None,
                     retention_bytes: None,
                 };
-                let created = broker.app.catalog_mut().create(new, now_ms());
+                let created = topics::create(&ctx.broker, new);
                 match created {
                     Ok(topic) => {
                         log::info(format_args!(
@@ -145,8 +137,8 @@ fn metadata_topics(
                         Ok(topic)
                     }
                     // Another request created it meanwhile.
-                    Err(CatalogError::Exists(_)) => broker
-                        .app
+                    Err(Error::TopicExists { .. }) => ctx
+                        .broker
                         .catalog()
                         .get(&topic_name)
                         .cloned()
@@ -169,17 +161,17 @@ fn metadata_topics(
     out
 }
 
-/// Creates topics: partitions as asked (-1: [`PARTITIONS_DEFAULT`]),
+/// Creates topics: partitions as asked (-1: [`NUM_PARTITIONS_DEFAULT`]),
 /// replication factor -1 or 1 (one node), no manual assignment, and of the
 /// configs only `retention.ms` and `retention.bytes`, which seglog has.
-pub fn create(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> Reply {
-    let broker = Arc::clone(broker);
+pub fn create(ctx: &Arc<Context>, request: CreateTopicsRequest, version: i16) -> Reply {
+    let ctx = Arc::clone(ctx);
     Reply::Later(Box::pin(async move {
         let topics = tokio::task::spawn_blocking(move || {
             request
                 .topics
                 .into_iter()
-                .map(|topic| create_one(&broker, topic, request.validate_only))
+                .map(|topic| create_one(&ctx, topic, request.validate_only))
                 .collect::<Vec<_>>()
         })
         .await
@@ -200,7 +192,7 @@ pub fn create(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) 
 }
 
 fn create_one(
-    broker: &Broker,
+    ctx: &Context,
     topic: kafka_protocol::messages::create_topics_request::CreatableTopic,
     validate_only: bool,
 ) -> CreatableTopicResult {
@@ -235,7 +227,7 @@ fn create_one(
         );
     }
     let partitions = match topic.num_partitions {
-        -1 => PARTITIONS_DEFAULT,
+        -1 => NUM_PARTITIONS_DEFAULT,
         n => match u32::try_from(n) {
             Ok(n) if (1..=PARTITIONS_MAX).contains(&n) => n,
             _ => {
@@ -279,18 +271,20 @@ fn create_one(
         retention_bytes,
     };
     if validate_only {
-        if let Err(e) = crate::http::catalog::check_name(&topic_name) {
+        if let Err(e) = check_name(&topic_name) {
             return fail(result, ResponseError::InvalidTopicException.code(), e);
         }
-        if broker.app.catalog().get(&topic_name).is_some() {
-            let (code, message) = catalog_error(&CatalogError::Exists(topic_name.clone()));
+        if ctx.broker.catalog().get(&topic_name).is_some() {
+            let (code, message) = catalog_error(&Error::TopicExists {
+                topic: topic_name.clone(),
+            });
             return fail(result, code, message);
         }
         result.num_partitions = partitions as i32;
         result.replication_factor = 1;
         return result;
     }
-    let created = broker.app.catalog_mut().create(new, now_ms());
+    let created = topics::create(&ctx.broker, new);
     match created {
         Ok(topic) => {
             log::info(format_args!(
@@ -310,24 +304,18 @@ fn create_one(
 
 /// Deletes topics by name (the catalog first, durably, then the
 /// partitions' logs, as the HTTP front end does).
-pub fn delete(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> Reply {
-    let broker = Arc::clone(broker);
+pub fn delete(ctx: &Arc<Context>, request: DeleteTopicsRequest, version: i16) -> Reply {
+    let ctx = Arc::clone(ctx);
     Reply::Later(Box::pin(async move {
         let _ = version;
         let mut responses = Vec::with_capacity(request.topic_names.len());
         for topic_name in request.topic_names {
             let text = topic_name.0.as_str().to_string();
-            let app = Arc::clone(&broker.app);
-            let deleted = tokio::task::spawn_blocking(move || app.catalog_mut().delete(&text))
-                .await
-                .unwrap_or_else(|e| Err(CatalogError::Io(e.to_string())));
+            let deleted = topics::delete(&ctx.broker, text).await;
             let mut result = DeletableTopicResult::default();
             result.name = Some(topic_name);
             match deleted {
                 Ok(topic) => {
-                    for partition in 0..topic.partitions {
-                        remove_partition(&broker.app, topic.key(partition)).await;
-                    }
                     log::info(format_args!(
                         "kafka: deleted topic '{}' (id {})",
                         topic.name, topic.id

@@ -10,13 +10,12 @@
 //! - [`peer`]: node-to-node messages.
 //! - [`poll`]: poll replies built straight from the mapped records.
 //! - [`owner`]: the cluster's nodes and which one owns a key.
-//! - [`syncer`]: group commit on its own thread.
 //! - [`forward`]: sends for keys another node owns, coalesced per owner.
 //! - [`replicate`]: records and commits pushed to every peer, and applied there.
 //! - [`server`]: the initialised node, tying them together.
 //!
-//! The loop runs on one tokio task; the syncer is a thread, since
-//! fdatasync blocks. [`serve`] takes its input and output as parameters, so
+//! The loop runs on one tokio task; the group commit
+//! ([`crate::storage::group_commit`]) is a thread, since fdatasync blocks. [`serve`] takes its input and output as parameters, so
 //! tests can run nodes in-process; [`run`] is what `main` calls with stdin
 //! and stdout.
 
@@ -29,7 +28,6 @@ pub mod protocol;
 pub mod replicate;
 pub mod server;
 pub mod stdio;
-pub mod syncer;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -38,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::log;
+use crate::storage::group_commit::Synced;
 use crate::storage::store::{SEGMENT_BYTES_DEFAULT, StoreConfig};
 use lines::{Input, Outbox, Splitter};
 use owner::Cluster;
@@ -54,7 +53,8 @@ pub const TICK: Duration = Duration::from_millis(5);
 pub struct NodeArgs {
     /// Keep data in DIR/<node_id>/; a restarted node with the same DIR
     /// recovers and carries on. Without it, each process uses a fresh
-    /// directory under the system temp dir and logs its path to stderr.
+    /// directory under the system temp dir and prints its path on stderr
+    /// (see `data_dir` for why).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Segment size in bytes at which a key's segment is sealed.
@@ -104,11 +104,11 @@ where
     let mut writing: Vec<u8> = Vec::new();
     let mut written = 0;
     let mut output_open = true;
-    // Made at init, with the syncer.
+    // Made at init, with the group commit.
     let mut synced_rx: Option<SyncedReceiver> = None;
     let mut server: Option<Server> = None;
     let mut input_open = true;
-    // Set once the syncer has drained and the store is closed.
+    // Set once the group commit has drained and the store is closed.
     let mut shutdown_result: Option<Result<(), String>> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -127,9 +127,9 @@ where
             synced = recv_synced(&mut synced_rx), if server.is_some() => match (synced, &mut server) {
                 (Some(synced), Some(running)) => running.on_synced(synced, Instant::now()),
                 _ => {
-                    // The syncer is done: close the store, then write what is left.
+                    // The group commit is done: close the store, then write what is left.
                     if let Some(done) = server.take() {
-                        let closed = done.shut_down();
+                        let closed = done.shut_down().map_err(|e| format!("closing the store: {e}"));
                         if closed.is_ok() {
                             log::info(format_args!("closed cleanly"));
                         }
@@ -174,9 +174,9 @@ where
                     }
                 }
                 if !input_open && let Some(server) = &server {
-                    // The syncer drains what waits; the loop ends when its
-                    // channel closes.
-                    server.close_syncer();
+                    // The group commit drains what waits; the loop ends
+                    // when its channel closes.
+                    server.close_group_commit();
                 }
             },
         }
@@ -191,12 +191,10 @@ where
     shutdown_result.unwrap_or(Ok(()))
 }
 
-type SyncedReceiver = mpsc::UnboundedReceiver<syncer::Synced<server::Pending>>;
+type SyncedReceiver = mpsc::UnboundedReceiver<Synced<server::Pending>>;
 
-/// The next batch from the syncer; never ready before there is a syncer.
-async fn recv_synced(
-    synced_rx: &mut Option<SyncedReceiver>,
-) -> Option<syncer::Synced<server::Pending>> {
+/// The next batch from the group commit; never ready before there is one.
+async fn recv_synced(synced_rx: &mut Option<SyncedReceiver>) -> Option<Synced<server::Pending>> {
     match synced_rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -294,7 +292,7 @@ fn start(
     node_id: &str,
     node_ids: &[String],
     out: &Outbox,
-    synced_tx: mpsc::UnboundedSender<syncer::Synced<server::Pending>>,
+    synced_tx: mpsc::UnboundedSender<Synced<server::Pending>>,
 ) -> Result<Server, String> {
     // Maelstrom always names this node among node_ids; a test that starts a
     // lone node may leave the list empty.
@@ -304,32 +302,17 @@ fn start(
         node_ids.to_vec()
     };
     let cluster = Cluster::new(node_id, &node_ids)?;
-    let root = match &args.data_dir {
-        Some(dir) => dir.clone(),
-        None => fresh_temp_dir()?,
-    };
+    let root = crate::data_dir::resolve(
+        args.data_dir.as_deref(),
+        crate::data_dir::Default::FreshTemp,
+    )
+    .map_err(|e| format!("cannot create the data directory: {e}"))?;
     let config = StoreConfig {
         segment_bytes: args.segment_bytes,
         ..StoreConfig::default()
     };
     Server::start(cluster, &root.join(node_id), config, out.clone(), synced_tx)
-}
-
-/// A new directory under the system temp dir, unique to this process:
-/// Maelstrom starts every node of every run in the same working directory,
-/// so a fixed default would mix runs.
-fn fresh_temp_dir() -> Result<PathBuf, String> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("seglog-{}-{nanos}", std::process::id()));
-    crate::storage::fsutil::create_dir_all_durably(&crate::storage::backend::RealFs, &dir)
-        .map_err(|e| e.to_string())?;
-    log::warn(format_args!(
-        "no --data-dir given; keeping data in {}",
-        dir.display()
-    ));
-    Ok(dir)
+        .map_err(|e| e.to_string())
 }
 
 fn reply_init_ok(out: &Outbox, to: &ReplyTo) {

@@ -1,7 +1,7 @@
 //! The node after `init`: serves each request, answers writes once they are
 //! durable, and drives forwarding and replication. Everything here runs on
 //! the event loop's one task, so none of it needs a lock of its own; only
-//! the store is shared, with the syncer thread.
+//! the store is shared, with the group commit thread.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -16,9 +16,10 @@ use super::peer::{ForwardResult, PeerReply, PeerRequest, Replicate};
 use super::poll;
 use super::protocol::{self, ReplyBody, ReplyTo, Request, code};
 use super::replicate::{self, Replicator, ReplyOutcome};
-use super::syncer::{Synced, Syncer, lock};
+use crate::lock::lock;
 use crate::log;
-use crate::storage::error::Error;
+use crate::storage::error::{Error, Result};
+use crate::storage::group_commit::{GroupCommit, Synced};
 use crate::storage::store::{Store, StoreConfig};
 
 /// Forward message ids remembered per peer, to drop a forward that arrives
@@ -84,7 +85,7 @@ impl RecentIds {
 pub struct Server {
     cluster: Cluster,
     store: Arc<Mutex<Store>>,
-    syncer: Syncer<Pending>,
+    group_commit: GroupCommit<Pending>,
     out: Outbox,
     forwarder: Forwarder,
     replicator: Replicator,
@@ -98,16 +99,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store in `dir` for `cluster` and starts the syncer, whose
-    /// batches come back on `synced`.
+    /// Opens the store in `dir` for `cluster` and starts the group commit,
+    /// whose batches come back on `synced`.
     pub fn start(
         cluster: Cluster,
         dir: &std::path::Path,
         config: StoreConfig,
         out: Outbox,
         synced: UnboundedSender<Synced<Pending>>,
-    ) -> Result<Server, String> {
-        let store = Store::open(dir, config).map_err(|e| e.to_string())?;
+    ) -> Result<Server> {
+        let store = Store::open(dir, config)?;
         log::info(format_args!(
             "store open at {} ({} shutdown, {} committed keys)",
             dir.display(),
@@ -119,7 +120,7 @@ impl Server {
             store.committed_count()
         ));
         let (owned, committed) = if cluster.peers().next().is_some() {
-            let keys = store.keys().map_err(|e| e.to_string())?;
+            let keys = store.keys()?;
             let owned: Vec<String> = keys.into_iter().filter(|k| cluster.owns(k)).collect();
             let committed: Vec<(String, u64)> = store
                 .committed_offsets()
@@ -131,11 +132,13 @@ impl Server {
         };
         let replicator = Replicator::new(&cluster, boot_id(), owned, &committed);
         let store = Arc::new(Mutex::new(store));
-        let syncer = Syncer::start(Arc::clone(&store), synced)?;
+        // The event loop answers each batch; once it is gone, nobody is.
+        let group_commit =
+            GroupCommit::start(Arc::clone(&store), move |batch| synced.send(batch).is_ok())?;
         Ok(Server {
             cluster,
             store,
-            syncer,
+            group_commit,
             out,
             forwarder: Forwarder::default(),
             replicator,
@@ -304,20 +307,28 @@ impl Server {
         self.pump_replication(now);
     }
 
-    /// Asks the syncer to drain and stop; its last batch still arrives.
-    pub fn close_syncer(&self) {
-        self.syncer.close();
+    /// Asks the group commit to drain and stop; its last batch still arrives.
+    pub fn close_group_commit(&self) {
+        self.group_commit.close();
     }
 
-    /// Joins the syncer and closes the store cleanly.
-    pub fn shut_down(self) -> Result<(), String> {
-        let Server { syncer, store, .. } = self;
-        syncer.join()?;
-        let store = Arc::try_unwrap(store)
-            .map_err(|_| "the store is still shared after the syncer ended".to_string())?
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        store.close().map_err(|e| format!("closing the store: {e}"))
+    /// Joins the group commit and closes the store cleanly.
+    pub fn shut_down(self) -> Result<()> {
+        let Server {
+            group_commit,
+            store,
+            ..
+        } = self;
+        group_commit.join()?;
+        // The thread has ended, so this is the store's last holder; should a
+        // bug have kept another, the store is shut down in place instead.
+        match Arc::try_unwrap(store) {
+            Ok(store) => store
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .close(),
+            Err(shared) => lock(&shared).shut_down(),
+        }
     }
 
     fn reply(&self, to: &ReplyTo, body: &ReplyBody<'_>) {
@@ -355,13 +366,13 @@ impl Server {
 
     /// Appends a send for a key this node owns.
     fn send_here(&mut self, to: ReplyTo, key: &str, msg: &[u8]) {
-        if !self.syncer.has_room() {
+        if !self.group_commit.has_room() {
             self.reply_error(&to, code::TEMPORARILY_UNAVAILABLE, WAITING_FULL);
             return;
         }
         let appended = lock(&self.store).append(key, msg);
         match appended {
-            Ok(offset) => self.syncer.push(Pending::Send {
+            Ok(offset) => self.group_commit.push(Pending::Send {
                 to,
                 key: key.to_string(),
                 offset,
@@ -372,7 +383,7 @@ impl Server {
     }
 
     fn commit(&mut self, to: ReplyTo, offsets: Vec<(String, u64)>) {
-        if !self.syncer.has_room() {
+        if !self.group_commit.has_room() {
             self.reply_error(&to, code::TEMPORARILY_UNAVAILABLE, WAITING_FULL);
             return;
         }
@@ -391,7 +402,7 @@ impl Server {
             }
         }
         drop(store);
-        self.syncer.push(Pending::Commit { to, offsets });
+        self.group_commit.push(Pending::Commit { to, offsets });
     }
 
     /// A peer forwards sends for keys this node owns: append them in order,
@@ -409,7 +420,7 @@ impl Server {
             ));
             return;
         }
-        if !self.syncer.has_room() {
+        if !self.group_commit.has_room() {
             self.reply_error(&to, code::TEMPORARILY_UNAVAILABLE, WAITING_FULL);
             return;
         }
@@ -449,13 +460,14 @@ impl Server {
                 },
             );
         } else {
-            self.syncer.push(Pending::Forwarded { to, keys, results });
+            self.group_commit
+                .push(Pending::Forwarded { to, keys, results });
         }
     }
 
     /// An owner's replication round: apply it, answer once durable.
     fn replicated(&mut self, to: ReplyTo, round: &Replicate) {
-        if !self.syncer.has_room() {
+        if !self.group_commit.has_room() {
             self.reply_error(&to, code::TEMPORARILY_UNAVAILABLE, WAITING_FULL);
             return;
         }
@@ -469,7 +481,7 @@ impl Server {
             // too: it must not overtake the data it leaves out); the owner
             // resends the rest from the ends it gets.
             let refused = result.err().map(|e| (write_error_code(&e), e.to_string()));
-            self.syncer.push(Pending::Replicated {
+            self.group_commit.push(Pending::Replicated {
                 to,
                 keys: applied.keys,
                 refused,

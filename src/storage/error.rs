@@ -32,6 +32,9 @@ pub enum Error {
     /// The call cannot run while the store is in this state (for example a
     /// checkpoint while sync points are in flight); nothing was changed.
     Busy(String),
+    /// A thread of the store's own (the group commit) panicked, which is a
+    /// bug: `what` says which; the writes it held were not answered.
+    Panicked { what: String },
 }
 
 /// Shorthand used throughout the crate.
@@ -90,6 +93,7 @@ impl fmt::Display for Error {
             ),
             Error::Config(what) => write!(f, "bad configuration: {what}"),
             Error::Busy(what) => write!(f, "store busy: {what}"),
+            Error::Panicked { what } => write!(f, "{what} panicked"),
         }
     }
 }

@@ -19,6 +19,8 @@
 //! - [`sim`]: a simulated disk for tests: power loss, crash points, injected faults.
 //! - [`store`]: all keys of a data directory, its lock, sync points and checkpoints.
 //! - [`syncpool`]: threads that issue the fdatasyncs of a sync point together.
+//! - [`group_commit`]: the thread that runs sync points for the writes
+//!   queued meanwhile and reports each batch back with its outcome.
 //! - [`fsutil`]: durable directory and atomic-rewrite helpers.
 //! - [`error`]: the error type.
 
@@ -27,6 +29,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod format;
 pub mod fsutil;
+pub mod group_commit;
 pub mod index;
 pub mod journal;
 pub mod journal_recovery;

@@ -1,44 +1,47 @@
-//! Group commit: a thread that makes buffered writes durable in sync points
-//! and reports each batch back to the event loop.
+//! Group commit: a thread that makes the store's buffered writes durable
+//! in sync points and reports each batch of writes back with the outcome.
 //!
-//! The event loop appends to the store and then queues what must be
-//! answered once the append is durable. The syncer takes everything queued,
-//! runs one sync point (buffers written under the store lock, fdatasyncs
-//! without it, published under it again) and sends the batch back with the
-//! outcome. Everything queued before the take was appended before the sync
-//! point was prepared, so the sync point covers it; writes that arrive during
-//! a sync wait for the next one.
+//! A front end appends to the store and then queues what must be answered
+//! once the append is durable (a reply to a client, a waiter). The thread
+//! takes everything queued, runs one sync point (buffers written under the
+//! store lock, fdatasyncs without it, published under it again) and hands
+//! the batch to the front end's `report` with the outcome. Everything
+//! queued before the take was appended before the sync point was prepared,
+//! so the sync point covers it; writes that arrive during a sync wait for
+//! the next one.
+//!
+//! The Maelstrom node and `seglog serve` (through [`crate::broker`]) use it
+//! the same way: [`GroupCommit::start`] with a `report` callback,
+//! [`GroupCommit::has_room`] before applying a write,
+//! [`GroupCommit::push`] after, [`GroupCommit::close`] and
+//! [`GroupCommit::join`] at shutdown.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
-
+use super::error::{Error, Result};
+use super::store::Store;
+use crate::lock::lock;
 use crate::log;
-use crate::storage::store::Store;
 
 /// Writes that may wait for a sync point at once. A sync point takes a few
 /// milliseconds, and Maelstrom's rate is about 1,000 requests a second, so
 /// the queue normally holds tens; 65,536 leaves room for bursts and bounds
-/// what a stalled disk makes the node hold. Past it, writes are refused with
-/// a definite error before they are applied.
+/// what a stalled disk makes a server hold. Past it, writes are refused
+/// with a definite error before they are applied.
 pub const WAITING_MAX: usize = 65_536;
 
-/// Locks a mutex, going on if a thread panicked while holding it: the data it
-/// guards is only ever changed through methods that leave it consistent.
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// The outcome of a sync point, shared by every write it covered: `Err`
+/// holds why it failed, and then the writes may or may not be durable.
+pub type Outcome = std::result::Result<(), Arc<Error>>;
 
 /// A batch of writes and whether the sync point that covered them made
 /// them durable. Readers see them by the time this arrives.
 pub struct Synced<T> {
     pub items: Vec<T>,
     /// `Err` holds why the sync point failed: the writes may or may not be durable.
-    pub result: Result<(), String>,
+    pub result: Outcome,
     /// How long the sync point took to make them durable (zero when it
     /// could not be prepared): for metrics.
     pub took: Duration,
@@ -60,33 +63,21 @@ struct Shared<T> {
     wake: Condvar,
 }
 
-/// The handle the event loop keeps.
-pub struct Syncer<T> {
+/// The handle a front end keeps.
+pub struct GroupCommit<T> {
     shared: Arc<Shared<T>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-/// A write refused because [`WAITING_MAX`] writes already wait.
-#[derive(Debug)]
-pub struct QueueFull;
-
-impl<T: Send + 'static> Syncer<T> {
-    /// Starts the syncer thread over `store`; batches go back on `done`.
+impl<T: Send + 'static> GroupCommit<T> {
+    /// Starts the thread over `store`; it hands each batch to `report`, on
+    /// its own thread, which returns false once nobody is left to answer
+    /// (the thread then ends). `report` must be quick: the next sync point
+    /// waits for it.
     pub fn start(
         store: Arc<Mutex<Store>>,
-        done: UnboundedSender<Synced<T>>,
-    ) -> Result<Syncer<T>, String> {
-        Syncer::start_with(store, move |synced| done.send(synced).is_ok())
-    }
-
-    /// Starts the syncer thread over `store`; it hands each batch to
-    /// `report`, on its own thread, which returns false once nobody is left
-    /// to answer (the thread then ends). `report` must be quick: the next
-    /// sync point waits for it.
-    pub fn start_with(
-        store: Arc<Mutex<Store>>,
         report: impl FnMut(Synced<T>) -> bool + Send + 'static,
-    ) -> Result<Syncer<T>, String> {
+    ) -> Result<GroupCommit<T>> {
         let shared = Arc::new(Shared {
             waiting: Mutex::new(Waiting {
                 items: Vec::new(),
@@ -97,10 +88,13 @@ impl<T: Send + 'static> Syncer<T> {
         });
         let thread_shared = Arc::clone(&shared);
         let thread = thread::Builder::new()
-            .name("syncer".into())
+            .name("group-commit".into())
             .spawn(move || sync_loop(&thread_shared, &store, report))
-            .map_err(|e| format!("cannot start the syncer thread: {e}"))?;
-        Ok(Syncer {
+            .map_err(|source| Error::Io {
+                context: "start the group commit thread".into(),
+                source,
+            })?;
+        Ok(GroupCommit {
             shared,
             thread: Some(thread),
         })
@@ -124,18 +118,18 @@ impl<T: Send + 'static> Syncer<T> {
     }
 
     /// Asks the thread to drain what is waiting and exit; its last batch
-    /// arrives on `done`, then the channel closes.
+    /// still goes to `report`.
     pub fn close(&self) {
         lock(&self.shared.waiting).closing = true;
         self.shared.wake.notify_one();
     }
 
-    /// Waits for the thread to end (after [`Syncer::close`]).
-    pub fn join(mut self) -> Result<(), String> {
+    /// Waits for the thread to end (after [`GroupCommit::close`]).
+    pub fn join(mut self) -> Result<()> {
         match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .map_err(|_| "the syncer thread panicked".to_string()),
+            Some(thread) => thread.join().map_err(|_| Error::Panicked {
+                what: "the group commit thread".into(),
+            }),
             None => Ok(()),
         }
     }
@@ -154,7 +148,7 @@ fn sync_loop<T>(
                 waiting = shared
                     .wake
                     .wait(waiting)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             waiting.asleep = false;
             if waiting.items.is_empty() {
@@ -165,7 +159,7 @@ fn sync_loop<T>(
         let mut plan = match lock(store).prepare_sync() {
             Ok(plan) => plan,
             Err(e) => {
-                let result = Err(e.to_string());
+                let result = Err(Arc::new(e));
                 let took = Duration::ZERO;
                 if !report(Synced {
                     items,
@@ -186,17 +180,33 @@ fn sync_loop<T>(
             .execute()
             .and_then(|()| lock(store).confirm_sync(&mut plan));
         let took = started.elapsed();
-        let result = executed.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        let keys = plan.key_count();
+        if let Err(e) = executed {
+            // The store is poisoned before anyone hears of the failure, so
+            // a write retried at once is refused rather than taken by a
+            // store whose page cache is in doubt.
+            let error = lock(store)
+                .complete_sync(plan, Err(e))
+                .err()
+                .unwrap_or(Error::Poisoned);
+            if !report(Synced {
+                items,
+                result: Err(Arc::new(error)),
+                took,
+            }) {
+                return;
+            }
+            continue;
+        }
         if !report(Synced {
             items,
-            result,
+            result: Ok(()),
             took,
         }) {
-            // The event loop is gone: nobody is left to answer.
+            // The front end is gone: nobody is left to answer.
             return;
         }
-        let keys = plan.key_count();
-        if let Err(e) = lock(store).complete_sync(plan, executed) {
+        if let Err(e) = lock(store).complete_sync(plan, Ok(())) {
             log::warn(format_args!("publishing a sync point failed: {e}"));
         }
         log::info(format_args!(

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::{Error, Result, Written};
 use crate::storage::fsutil;
 
 /// Name of the catalog file in the data directory.
@@ -24,9 +25,6 @@ pub const CATALOG_VERSION: u32 = 1;
 /// Longest topic name, in bytes: Kafka's limit, so that names move between
 /// the two unchanged.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
-
-/// Partitions of a topic created without a count (the original service's default).
-pub const PARTITIONS_DEFAULT: u32 = 100;
 
 /// Most partitions one topic may have. Each partition that holds records is
 /// a directory with at least two files and, while used, an open log; 4,096
@@ -80,7 +78,7 @@ pub fn parse_key(key: &str) -> Option<(&str, u64, u32)> {
 
 /// Checks a topic name: 1 to 249 bytes of ASCII letters, digits, `.`, `_`
 /// and `-`, and not `.` or `..` (Kafka's rule).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX {
         return Err(format!(
             "a topic name has 1 to {TOPIC_NAME_BYTES_MAX} bytes, not {}",
@@ -110,16 +108,6 @@ pub struct NewTopic {
     pub retention_bytes: Option<u64>,
 }
 
-/// Why a change to the catalog was refused or failed.
-#[derive(Debug)]
-pub enum CatalogError {
-    Exists(String),
-    NotFound(String),
-    Invalid(String),
-    /// The catalog file could not be written: nothing changed.
-    Io(String),
-}
-
 /// Whose a store key is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum KeyOwner {
@@ -142,6 +130,14 @@ struct CatalogFile {
     topics: Vec<Topic>,
 }
 
+/// Why the catalog's file was not written.
+enum Write {
+    /// The catalog did not encode (a bug); the file was not touched.
+    Encode(String),
+    /// Writing, syncing or renaming the file failed.
+    Storage(crate::storage::error::Error),
+}
+
 /// The topics, as on disk.
 pub struct Catalog {
     path: PathBuf,
@@ -153,7 +149,7 @@ impl Catalog {
     /// Reads the catalog of the data directory `dir`; a directory without
     /// one has no topics. A file that does not parse is an error, never an
     /// empty catalog: that would drop every topic.
-    pub fn open(dir: &Path) -> Result<Catalog, String> {
+    pub fn open(dir: &Path) -> std::result::Result<Catalog, String> {
         let path = dir.join(CATALOG_FILE_NAME);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -221,19 +217,19 @@ impl Catalog {
     }
 
     /// Creates a topic; durable when this returns.
-    pub fn create(&mut self, new: NewTopic, now_ms: u64) -> Result<Topic, CatalogError> {
-        check_name(&new.name).map_err(CatalogError::Invalid)?;
+    pub fn create(&mut self, new: NewTopic, now_ms: u64) -> Result<Topic> {
+        check_name(&new.name).map_err(Error::Invalid)?;
         if new.partitions == 0 || new.partitions > PARTITIONS_MAX {
-            return Err(CatalogError::Invalid(format!(
+            return Err(Error::Invalid(format!(
                 "a topic has 1 to {PARTITIONS_MAX} partitions, not {}",
                 new.partitions
             )));
         }
         if self.topics.contains_key(&new.name) {
-            return Err(CatalogError::Exists(new.name));
+            return Err(Error::TopicExists { topic: new.name });
         }
         if self.topics.len() >= TOPICS_MAX {
-            return Err(CatalogError::Invalid(format!(
+            return Err(Error::Invalid(format!(
                 "the server holds at most {TOPICS_MAX} topics"
             )));
         }
@@ -253,11 +249,13 @@ impl Catalog {
 
     /// Deletes a topic from the catalog; durable when this returns. Its
     /// partitions' logs are the caller's to remove.
-    pub fn delete(&mut self, name: &str) -> Result<Topic, CatalogError> {
+    pub fn delete(&mut self, name: &str) -> Result<Topic> {
         let topic = self
             .topics
             .remove(name)
-            .ok_or_else(|| CatalogError::NotFound(name.to_string()))?;
+            .ok_or_else(|| Error::TopicNotFound {
+                topic: name.to_string(),
+            })?;
         self.save()?;
         Ok(topic)
     }
@@ -278,36 +276,48 @@ impl Catalog {
     /// the directory fsync failed): the catalog in memory is read back from
     /// the file, so that it never differs from what the next start reads,
     /// and the error says the change may or may not have happened.
-    fn save(&mut self) -> Result<(), CatalogError> {
-        let Err(e) = self.write() else {
-            return Ok(());
+    fn save(&mut self) -> Result<()> {
+        let source = match self.write() {
+            Ok(()) => return Ok(()),
+            Err(Write::Storage(source)) => source,
+            Err(Write::Encode(e)) => {
+                return Err(Error::Internal(format!("cannot encode the catalog: {e}")));
+            }
         };
-        match Catalog::open(self.path.parent().unwrap_or(Path::new("."))) {
+        let context = match Catalog::open(self.path.parent().unwrap_or(Path::new("."))) {
             Ok(on_disk) => {
                 self.next_id = on_disk.next_id;
                 self.topics = on_disk.topics;
-                Err(CatalogError::Io(format!(
-                    "{e}; the catalog now holds what its file holds, with or without the change"
-                )))
+                "cannot write the topic catalog, which now holds what its file holds, \
+                 with or without the change"
+                    .to_string()
             }
-            Err(reread) => Err(CatalogError::Io(format!(
-                "{e}; and the file cannot be read back ({reread}): \
+            Err(reread) => format!(
+                "cannot write the topic catalog, and its file cannot be read back ({reread}): \
                  the change may or may not survive a restart"
-            ))),
-        }
+            ),
+        };
+        Err(Error::Storage {
+            context,
+            source: std::sync::Arc::new(source),
+            written: Written::Maybe,
+        })
     }
 
-    fn write(&self) -> Result<(), String> {
+    fn write(&self) -> std::result::Result<(), Write> {
         let file = CatalogFile {
             version: CATALOG_VERSION,
             next_id: self.next_id,
             topics: self.topics.values().cloned().collect(),
         };
-        let mut bytes = serde_json::to_vec_pretty(&file)
-            .map_err(|e| format!("cannot encode the catalog: {e}"))?;
+        let mut bytes = match serde_json::to_vec_pretty(&file) {
+            Ok(bytes) => bytes,
+            // Strings and numbers always encode: a bug, and nothing written.
+            Err(e) => return Err(Write::Encode(e.to_string())),
+        };
         bytes.push(b'\n');
         fsutil::rewrite_atomic(&crate::storage::backend::RealFs, &self.path, &bytes)
-            .map_err(|e| e.to_string())
+            .map_err(Write::Storage)
     }
 }
 
@@ -353,7 +363,7 @@ mod tests {
         let a = catalog.create(new_topic("a", 3), 1).expect("create a");
         assert!(matches!(
             catalog.create(new_topic("a", 1), 2),
-            Err(CatalogError::Exists(_))
+            Err(Error::TopicExists { .. })
         ));
         catalog.delete("a").expect("delete a");
         let again = catalog
@@ -387,9 +397,9 @@ mod tests {
         std::fs::create_dir(&tmp).expect("block the temporary file");
         assert!(matches!(
             catalog.create(new_topic("b", 1), 2),
-            Err(CatalogError::Io(_))
+            Err(Error::Storage { .. })
         ));
-        assert!(matches!(catalog.delete("a"), Err(CatalogError::Io(_))));
+        assert!(matches!(catalog.delete("a"), Err(Error::Storage { .. })));
         assert_eq!(catalog.get("a"), Some(&a));
         assert_eq!(catalog.get("b"), None);
         std::fs::remove_dir(&tmp).expect("unblock");
@@ -406,7 +416,7 @@ mod tests {
         for partitions in [0, PARTITIONS_MAX + 1] {
             assert!(matches!(
                 catalog.create(new_topic("a", partitions), 1),
-                Err(CatalogError::Invalid(_))
+                Err(Error::Invalid(_))
             ));
         }
         assert!(catalog.is_empty());

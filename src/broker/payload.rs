@@ -453,7 +453,7 @@ mod tests {
 
     #[test]
     fn the_spec_example_is_what_the_code_writes() {
-        let spec = include_str!("../segment-format.md");
+        let spec = include_str!("../../segment-format.md");
         let hex = "01 01 05 00 00 00 00 00 00 00 01 00 00 00 6B FF FF FF FF \
                    01 00 00 00 01 00 00 00 68 01 00 00 00 78";
         assert!(spec.contains(hex), "segment-format.md lacks the example");

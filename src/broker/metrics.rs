@@ -1,0 +1,205 @@
+//! Counters and histograms of what the broker did, whichever front end
+//! asked, written in the Prometheus text format (version 0.0.4) for the
+//! HTTP front end's `GET /metrics`, which adds its own per-route counts.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds: from a sync point on a
+/// fast disk (under a millisecond) to one stalled for seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A latency histogram.
+#[derive(Default)]
+pub struct Histogram {
+    /// Observations at or below each bound of [`LATENCY_BUCKETS`], not cumulative.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&bound| seconds <= bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Everything counted.
+#[derive(Default)]
+pub struct Metrics {
+    pub records_appended: AtomicU64,
+    pub bytes_appended: AtomicU64,
+    pub records_fetched: AtomicU64,
+    pub bytes_fetched: AtomicU64,
+    pub offsets_committed: AtomicU64,
+    pub sync_points: AtomicU64,
+    pub sync_failures: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub retention_passes: AtomicU64,
+    /// Long polls waiting for records now (a gauge).
+    pub fetches_waiting: AtomicU64,
+    /// How long sync points took to make their writes durable.
+    pub sync_latency: Histogram,
+    /// From a produce request's arrival to its reply being ready.
+    pub produce_latency: Histogram,
+}
+
+/// Gauges read when the metrics are served.
+pub struct Gauges {
+    pub open_keys: usize,
+    pub topics: usize,
+    pub poisoned: bool,
+}
+
+impl Metrics {
+    pub fn count_fetched(&self, records: usize, bytes: usize) {
+        self.records_fetched
+            .fetch_add(records as u64, Ordering::Relaxed);
+        self.bytes_fetched
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the counters and histograms.
+    pub fn render_counters(&self, out: &mut String) {
+        let counters = [
+            (
+                "seglog_records_appended_total",
+                "Records appended by produce requests.",
+                &self.records_appended,
+            ),
+            (
+                "seglog_bytes_appended_total",
+                "Bytes of record payloads appended.",
+                &self.bytes_appended,
+            ),
+            (
+                "seglog_records_fetched_total",
+                "Records served by fetch requests.",
+                &self.records_fetched,
+            ),
+            (
+                "seglog_bytes_fetched_total",
+                "Bytes of record payloads served.",
+                &self.bytes_fetched,
+            ),
+            (
+                "seglog_offsets_committed_total",
+                "Consumer group offsets committed.",
+                &self.offsets_committed,
+            ),
+            (
+                "seglog_sync_points_total",
+                "Sync points that made writes durable.",
+                &self.sync_points,
+            ),
+            (
+                "seglog_sync_failures_total",
+                "Sync points that failed.",
+                &self.sync_failures,
+            ),
+            (
+                "seglog_retention_passes_total",
+                "Retention passes over every topic finished.",
+                &self.retention_passes,
+            ),
+            (
+                "seglog_retention_segments_deleted_total",
+                "Segments deleted by retention.",
+                &self.segments_deleted,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let value = counter.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        self.sync_latency.render(
+            out,
+            "seglog_sync_point_seconds",
+            "Time sync points took to make their writes durable.",
+        );
+        self.produce_latency.render(
+            out,
+            "seglog_produce_seconds",
+            "Time from a produce request to its durable reply.",
+        );
+    }
+
+    /// Writes the gauges, read now.
+    pub fn render_gauges(&self, out: &mut String, gauges: &Gauges) {
+        let gauges = [
+            (
+                "seglog_open_keys",
+                "Partition logs open in the store.",
+                gauges.open_keys as u64,
+            ),
+            (
+                "seglog_topics",
+                "Topics in the catalog.",
+                gauges.topics as u64,
+            ),
+            (
+                "seglog_fetches_waiting",
+                "Long polls waiting for records.",
+                self.fetches_waiting.load(Ordering::Relaxed),
+            ),
+            (
+                "seglog_store_poisoned",
+                "1 when a failed sync made the store refuse writes.",
+                u64::from(gauges.poisoned),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_the_count() {
+        let histogram = Histogram::default();
+        for micros in [50, 300, 300, 4_000, 9_000_000] {
+            histogram.observe(Duration::from_micros(micros));
+        }
+        let mut out = String::new();
+        histogram.render(&mut out, "h", "help");
+        assert!(out.contains("h_bucket{le=\"0.0001\"} 1\n"), "{out}");
+        assert!(out.contains("h_bucket{le=\"0.0005\"} 3\n"), "{out}");
+        assert!(out.contains("h_bucket{le=\"0.005\"} 4\n"), "{out}");
+        assert!(out.contains("h_bucket{le=\"2.5\"} 4\n"), "{out}");
+        assert!(out.contains("h_bucket{le=\"+Inf\"} 5\n"), "{out}");
+        assert!(out.contains("h_count 5\n"), "{out}");
+        assert!(out.contains("h_sum 9.00465\n"), "{out}");
+    }
+}

@@ -1,0 +1,406 @@
+//! The broker core of `seglog serve`: everything the HTTP and Kafka front
+//! ends share, in terms of neither. It owns the store as topics of
+//! partitions, the topic catalog, consumer group offsets, retention, the
+//! group commit that answers a write once durable, the long polls' wake-ups
+//! and the metrics. A record produced through one front end is fetched
+//! through the other because both go through this state.
+//!
+//! It knows nothing of HTTP status codes or Kafka error codes: every
+//! failure is an [`Error`], which `http/` and `kafka/` each map to their own
+//! codes in one place. It imports only [`crate::storage`] and the leaf
+//! modules (`lock`, `log`).
+//!
+//! Locks are taken in one order, catalog then store, and never held across
+//! an `await`. A write holds the catalog's read lock while it appends, so a
+//! topic deleted meanwhile (under the write lock) cannot get records after
+//! its logs were removed.
+//!
+//! # Layout
+//! - [`error`]: the broker's error, with whether a failed write may have happened.
+//! - [`catalog`]: the topics, in a small durable file beside the store.
+//! - [`payload`]: what a stored record's bytes mean (JSON text or a Kafka record).
+//! - [`groups`]: consumer group offsets as committed offsets of the store.
+//! - [`topics`]: creating and deleting topics, a partition's state, tidying at start.
+//! - [`retention`]: deleting old segments by a topic's size and age limits.
+//! - [`metrics`]: counters and histograms of what the broker did.
+//! - [`time`]: the wall clock as Kafka and the HTTP API count it.
+//! - this file: [`Broker`], the shared state; [`Writer`], one write under
+//!   the store's lock; [`Durable`], waiting for its sync point; [`LongPoll`],
+//!   waiting for new records.
+
+pub mod catalog;
+pub mod error;
+pub mod groups;
+pub mod metrics;
+pub mod payload;
+pub mod retention;
+pub mod time;
+pub mod topics;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::lock::lock;
+use crate::storage::group_commit::{GroupCommit, Outcome, Synced};
+use crate::storage::store::{Retention, Store};
+use catalog::Catalog;
+pub use error::{Error, Result, Written};
+use metrics::Metrics;
+
+/// Told the outcome of the sync point that covers a write.
+type Waiter = oneshot::Sender<Outcome>;
+
+/// How long a long poll may wait at most, in milliseconds: a proxy or a
+/// client usually gives up on an idle request after 30 to 60 seconds.
+pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
+
+/// Delay before a graceful shutdown gives up on requests still running
+/// (long polls end at once; produce requests wait for one sync point).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Limits of requests, set by the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest stored record (its payload: timestamp, key and value).
+    pub record_bytes: usize,
+    /// Largest request (an HTTP body, a Kafka frame), and the most a
+    /// request's compressed records may inflate to.
+    pub request_bytes: usize,
+}
+
+/// The state every request of either front end gets.
+pub struct Broker {
+    /// The partitions' logs and the committed offsets.
+    store: Arc<Mutex<Store>>,
+    /// The topics; read by every request, written by creations and deletions.
+    catalog: RwLock<Catalog>,
+    /// The sync points' thread; `None` once shut down.
+    group_commit: Mutex<Option<GroupCommit<Waiter>>>,
+    /// Counts finished sync points: a long poll waits for it to change.
+    published: watch::Sender<u64>,
+    /// Set when the server starts shutting down: long polls return at
+    /// once and new writes are refused.
+    shutdown: watch::Sender<bool>,
+    /// What the broker did, for `/metrics`.
+    pub metrics: Metrics,
+    /// Request limits from the command line.
+    pub limits: Limits,
+    /// Retention of topics that set none of their own.
+    pub default_retention: Retention,
+    /// Where the next request's records without key or partition go.
+    next_partition: AtomicU32,
+}
+
+impl Broker {
+    /// The state, with the group commit running.
+    pub fn new(
+        store: Store,
+        catalog: Catalog,
+        limits: Limits,
+        default_retention: Retention,
+    ) -> Result<Arc<Broker>> {
+        let store = Arc::new(Mutex::new(store));
+        let broker = Arc::new(Broker {
+            store: Arc::clone(&store),
+            catalog: RwLock::new(catalog),
+            group_commit: Mutex::new(None),
+            published: watch::Sender::new(0),
+            shutdown: watch::Sender::new(false),
+            metrics: Metrics::default(),
+            limits,
+            default_retention,
+            next_partition: AtomicU32::new(0),
+        });
+        // The group commit thread answers each batch's waiters itself: a
+        // hop through a task of the runtime would cost every write a
+        // wake-up. It holds the state weakly, so the state's last owner
+        // drops it.
+        let weak = Arc::downgrade(&broker);
+        let group_commit = GroupCommit::start(store, move |synced| match weak.upgrade() {
+            Some(broker) => {
+                broker.on_synced(synced);
+                true
+            }
+            None => false,
+        })
+        .map_err(|e| Error::Storage {
+            context: "cannot start the group commit".into(),
+            source: Arc::new(e),
+            written: Written::No,
+        })?;
+        *lock(&broker.group_commit) = Some(group_commit);
+        Ok(broker)
+    }
+
+    pub fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+        crate::lock::read(&self.catalog)
+    }
+
+    pub fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
+        crate::lock::write(&self.catalog)
+    }
+
+    /// The store, for reads; writes go through [`Broker::writer`].
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    /// A partition for a request's records that name neither a key nor a
+    /// partition: successive requests take successive partitions.
+    pub fn next_partition(&self, partitions: u32) -> u32 {
+        self.next_partition.fetch_add(1, Ordering::Relaxed) % partitions.max(1)
+    }
+
+    /// Starts a write: takes the store's lock and refuses the write before
+    /// anything is applied if the server is shutting down, the store is
+    /// poisoned, or too many writes wait for a sync point already. Hold
+    /// the catalog's read lock across it when the write goes to a topic.
+    pub fn writer(&self) -> Result<Writer<'_>> {
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        let store = self.store();
+        if store.is_poisoned() {
+            return Err(Error::refused(crate::storage::error::Error::Poisoned));
+        }
+        let room = lock(&self.group_commit)
+            .as_ref()
+            .is_some_and(GroupCommit::has_room);
+        if !room {
+            return Err(Error::Overloaded);
+        }
+        Ok(Writer {
+            broker: self,
+            store,
+            records: 0,
+            bytes: 0,
+            commits: 0,
+        })
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Begins the shutdown: long polls return at once, new writes are refused.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn shutting_down(&self) {
+        let mut shutdown = self.shutdown.subscribe();
+        // The sender lives as long as the broker, which outlives this call.
+        let _ = shutdown.wait_for(|&stopping| stopping).await;
+    }
+
+    /// A long poll that ends `wait` from now, at shutdown, or when woken by
+    /// a sync point.
+    pub fn long_poll(&self, wait: Duration) -> LongPoll<'_> {
+        LongPoll {
+            published: self.published.subscribe(),
+            shutdown: self.shutdown.subscribe(),
+            deadline: tokio::time::Instant::now() + wait,
+            waiting: &self.metrics.fetches_waiting,
+        }
+    }
+
+    /// Answers the waiters of a finished sync point and wakes long polls.
+    fn on_synced(&self, synced: Synced<Waiter>) {
+        match &synced.result {
+            Ok(()) => {
+                self.metrics.sync_points.fetch_add(1, Ordering::Relaxed);
+                self.metrics.sync_latency.observe(synced.took);
+            }
+            Err(_) => {
+                self.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for waiter in synced.items {
+            // A waiter whose request was dropped (client gone) is fine.
+            let _ = waiter.send(synced.result.clone());
+        }
+        self.published.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that changes with every finished sync point, seen as of
+    /// now: what a removal that waits for records in flight watches.
+    pub fn sync_points(&self) -> watch::Receiver<u64> {
+        let mut published = self.published.subscribe();
+        published.borrow_and_update();
+        published
+    }
+
+    /// Stops the group commit: what waits is synced and answered, then the
+    /// thread ends.
+    pub fn close_group_commit(&self) {
+        if let Some(group_commit) = lock(&self.group_commit).as_ref() {
+            group_commit.close();
+        }
+    }
+
+    /// Waits for the group commit thread to end, after
+    /// [`Broker::close_group_commit`].
+    pub fn join_group_commit(&self) -> Result<()> {
+        // Taken out first: the thread's last sync point needs the store,
+        // whose holders may wait for this lock.
+        let group_commit = lock(&self.group_commit).take();
+        match group_commit {
+            Some(group_commit) => group_commit.join().map_err(|e| Error::Storage {
+                context: "the group commit did not end cleanly".into(),
+                source: Arc::new(e),
+                written: Written::Maybe,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One write, under the store's lock: appends and commits, then
+/// [`Writer::finish`] queues a waiter for the sync point that makes them
+/// durable. Dropped without `finish`, what it applied becomes durable with
+/// the next sync point, unanswered.
+pub struct Writer<'a> {
+    broker: &'a Broker,
+    store: MutexGuard<'a, Store>,
+    /// Records and payload bytes appended, and offsets committed, for the
+    /// metrics.
+    records: u64,
+    bytes: u64,
+    commits: u64,
+}
+
+impl Writer<'_> {
+    /// Appends a partition's records, all or none: an error means none of
+    /// them was appended. Returns the first one's offset.
+    pub fn append_all(&mut self, key: &str, payloads: &[&[u8]]) -> Result<u64> {
+        let first = self
+            .store
+            .append_all(key, payloads)
+            .map_err(Error::refused)?;
+        self.records += payloads.len() as u64;
+        self.bytes += payloads.iter().map(|p| p.len() as u64).sum::<u64>();
+        Ok(first)
+    }
+
+    /// Commits a consumer group offset (see [`groups`]).
+    pub fn commit(&mut self, key: &str, offset: u64) -> Result<()> {
+        self.store.commit(key, offset).map_err(Error::refused)?;
+        self.commits += 1;
+        Ok(())
+    }
+
+    /// The store, for the reads a write's reply needs.
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Ends the write: counts it and, if it applied anything, queues a
+    /// waiter for the sync point that covers it (for a Kafka `acks=0`
+    /// produce too: a sync point happens only for a waiter).
+    pub fn finish(self) -> Option<Durable> {
+        let metrics = &self.broker.metrics;
+        metrics
+            .records_appended
+            .fetch_add(self.records, Ordering::Relaxed);
+        metrics
+            .bytes_appended
+            .fetch_add(self.bytes, Ordering::Relaxed);
+        metrics
+            .offsets_committed
+            .fetch_add(self.commits, Ordering::Relaxed);
+        if self.records == 0 && self.commits == 0 {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        // Without a group commit (shut down: `writer` refuses writes
+        // first), the sender is dropped and the waiter gets an error.
+        if let Some(group_commit) = lock(&self.broker.group_commit).as_ref() {
+            group_commit.push(tx);
+        }
+        Some(Durable(rx))
+    }
+}
+
+/// The outcome of the sync point that covers a write.
+pub struct Durable(oneshot::Receiver<Outcome>);
+
+impl Durable {
+    /// Waits until the write is durable, or its sync point failed.
+    pub async fn wait(self) -> Result<()> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::sync_failed(e)),
+            Err(_) => Err(Error::Internal(
+                "the group commit thread ended before answering".into(),
+            )),
+        }
+    }
+}
+
+/// Waiting for records: a long poll reads, and if it found too little,
+/// waits for the next sync point (which publishes new records), the
+/// shutdown, or its deadline, and reads again.
+pub struct LongPoll<'a> {
+    published: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    deadline: tokio::time::Instant,
+    /// The gauge of long polls waiting now.
+    waiting: &'a AtomicU64,
+}
+
+impl LongPoll<'_> {
+    /// Marks every sync point so far as seen: call before each read, so a
+    /// sync point that lands during the read ends the next wait at once.
+    pub fn mark_seen(&mut self) {
+        self.published.borrow_and_update();
+    }
+
+    /// Whether the poll is over whatever it read: its deadline passed or
+    /// the server is shutting down.
+    pub fn is_over(&mut self) -> bool {
+        *self.shutdown.borrow_and_update() || tokio::time::Instant::now() >= self.deadline
+    }
+
+    /// Waits for a sync point after the last [`LongPoll::mark_seen`], the
+    /// shutdown or the deadline.
+    pub async fn wait(&mut self) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        // Counted down however the wait ends, also when the request is
+        // dropped mid-wait because its client left.
+        let _counted = Counted(self.waiting);
+        tokio::select! {
+            _ = self.published.changed() => {}
+            _ = self.shutdown.changed() => {}
+            () = tokio::time::sleep_until(self.deadline) => {}
+        }
+    }
+}
+
+/// Takes one off a gauge when dropped.
+struct Counted<'a>(&'a AtomicU64);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The shared state of a server on `store` and `catalog`, with the
+/// default limits and no retention: for unit tests of either front end.
+#[cfg(test)]
+pub(crate) fn test_broker(store: Store, catalog: Catalog) -> Arc<Broker> {
+    let limits = Limits {
+        record_bytes: 1 << 20,
+        request_bytes: 16 << 20,
+    };
+    let retention = Retention {
+        bytes: None,
+        age: None,
+    };
+    Broker::new(store, catalog, limits, retention).expect("broker")
+}

@@ -1,0 +1,24 @@
+//! The broker's errors as Kafka error codes, in one place. A handler that
+//! needs a different code in its context (a catalog refusal in
+//! CreateTopics is about the topic) says so where it maps.
+
+use kafka_protocol::ResponseError;
+
+use crate::broker::Error;
+
+/// The Kafka error code of a broker error.
+pub fn code(error: &Error) -> i16 {
+    match error {
+        Error::TopicNotFound { .. } | Error::PartitionNotFound { .. } => {
+            ResponseError::UnknownTopicOrPartition.code()
+        }
+        Error::TopicExists { .. } => ResponseError::TopicAlreadyExists.code(),
+        Error::Invalid(_) => ResponseError::InvalidRequest.code(),
+        Error::TooLarge(_) => ResponseError::MessageTooLarge.code(),
+        // Retriable: the client tries again shortly, or elsewhere.
+        Error::Overloaded => ResponseError::RequestTimedOut.code(),
+        Error::ShuttingDown => ResponseError::NotLeaderOrFollower.code(),
+        Error::Storage { .. } => ResponseError::KafkaStorageError.code(),
+        Error::Internal(_) => ResponseError::UnknownServerError.code(),
+    }
+}

@@ -1,0 +1,26 @@
+//! What a request's handler gives back to the connection that runs it.
+//! Its own module so that handlers and the connection both import it and
+//! neither imports the other's internals: the connection dispatches to the
+//! handlers, the handlers know only this type.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use kafka_protocol::messages::ResponseKind;
+
+/// A handler's outcome.
+pub enum Reply {
+    /// The reply, ready now (boxed: replies are large and few).
+    Now(Box<ResponseKind>),
+    /// The reply once something happens (a sync point, new records, a
+    /// rebalance); `None` for none at all (a produce with `acks=0`).
+    Later(Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>),
+    /// No reply (a produce with `acks=0`).
+    Nothing,
+}
+
+impl Reply {
+    pub fn now(response: ResponseKind) -> Reply {
+        Reply::Now(Box::new(response))
+    }
+}

@@ -1,0 +1,284 @@
+//! `seglog serve`: its arguments, its start, its listeners and its
+//! shutdown, above both front ends. It opens the store and the topic
+//! catalog, removes partition logs of deleted topics, builds the
+//! [`Broker`], runs retention on a timer, serves HTTP (and Kafka with
+//! `--kafka`) until Ctrl-C or SIGTERM, then finishes what is in flight,
+//! syncs and closes the store cleanly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::catalog::{Catalog, PARTITIONS_MAX};
+use crate::broker::{Broker, Limits, SHUTDOWN_GRACE, retention, topics};
+use crate::log;
+use crate::storage::format::MESSAGE_BYTES_MAX;
+use crate::storage::store::{Retention, SEGMENT_BYTES_DEFAULT, Store, StoreConfig};
+
+/// Default largest request body: room for a batch of many records, small
+/// enough that a few at once do not strain memory.
+pub const REQUEST_BYTES_DEFAULT: usize = 16 << 20;
+
+/// Default time between retention passes (Kafka's
+/// `log.retention.check.interval.ms` is five minutes; one is as cheap here,
+/// since a pass lists each partition's segments from memory).
+pub const RETENTION_CHECK_MS_DEFAULT: u64 = 60_000;
+
+/// Options of `seglog serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the address is
+    /// logged on stderr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Keep data in DIR. Without it: $XDG_DATA_HOME/seglog, else
+    /// ~/.local/share/seglog, else ./seglog-data; the choice is logged.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Segment size in bytes at which a partition's segment is sealed.
+    #[arg(long, value_name = "BYTES", default_value_t = SEGMENT_BYTES_DEFAULT)]
+    pub segment_bytes: u64,
+    /// Largest record, as stored (its timestamp, key and value as JSON).
+    #[arg(long, value_name = "BYTES", default_value_t = MESSAGE_BYTES_MAX)]
+    pub max_record_bytes: usize,
+    /// Largest request body.
+    #[arg(long, value_name = "BYTES", default_value_t = REQUEST_BYTES_DEFAULT)]
+    pub max_request_bytes: usize,
+    /// Delete a partition's sealed segments whose last write is older than
+    /// this, for topics that set no retention_ms of their own.
+    #[arg(long, value_name = "MS")]
+    pub retention_ms: Option<u64>,
+    /// Delete a partition's oldest sealed segments while it holds more than
+    /// this without them, for topics that set no retention_bytes of their own.
+    #[arg(long, value_name = "BYTES")]
+    pub retention_bytes: Option<u64>,
+    /// Time between retention passes.
+    #[arg(long, value_name = "MS", default_value_t = RETENTION_CHECK_MS_DEFAULT)]
+    pub retention_check_ms: u64,
+    /// Threads serving requests (default: one per core). Group commit,
+    /// fsyncs and large reads run on threads of their own besides.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// Also serve the Kafka wire protocol on ADDR (for example
+    /// 127.0.0.1:9092); port 0 picks a free port (logged on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub kafka: Option<SocketAddr>,
+    /// HOST:PORT that Kafka clients are told to connect to (default: the
+    /// --kafka address, with 127.0.0.1 for an unspecified IP).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_advertise: Option<String>,
+    /// Partitions of a topic that a Kafka client's Metadata request creates
+    /// on first use, as Kafka's auto.create.topics.enable does; 0 turns
+    /// that off.
+    #[arg(long, value_name = "N", default_value_t = crate::kafka::topics::NUM_PARTITIONS_DEFAULT)]
+    pub kafka_auto_create_partitions: u32,
+    /// More logs on stderr (-v: lifecycle and syncs, -vv: every error reply).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully.
+/// The error is the sentence `main` prints.
+pub fn run(args: &ServeArgs) -> Result<(), String> {
+    log::init(args.verbose);
+    check(args)?;
+    let dir = crate::data_dir::resolve(args.data_dir.as_deref(), crate::data_dir::Default::PerUser)
+        .map_err(|e| format!("cannot create the data directory: {e}"))?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    let runtime = runtime
+        .enable_all()
+        .thread_name("seglog-serve")
+        .build()
+        .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    runtime.block_on(serve(args, &dir, shutdown_signal()))
+}
+
+/// The arguments' values that clap's types do not rule out.
+fn check(args: &ServeArgs) -> Result<(), String> {
+    if args.max_record_bytes == 0 || args.max_record_bytes > MESSAGE_BYTES_MAX {
+        return Err(format!(
+            "--max-record-bytes is 1 to {MESSAGE_BYTES_MAX} (the store's record limit), not {}",
+            args.max_record_bytes
+        ));
+    }
+    if args.max_request_bytes == 0 {
+        return Err("--max-request-bytes must be positive".into());
+    }
+    if args.retention_check_ms == 0 {
+        return Err("--retention-check-ms must be positive".into());
+    }
+    if args.kafka.is_some() && args.kafka_auto_create_partitions > PARTITIONS_MAX {
+        return Err(format!(
+            "--kafka-auto-create-partitions is at most {PARTITIONS_MAX}"
+        ));
+    }
+    Ok(())
+}
+
+/// Serves the store in `dir` until `shutdown` resolves, then shuts down
+/// gracefully: no new connections, long polls answered at once, writes in
+/// flight synced and answered, the store marked clean.
+pub async fn serve(
+    args: &ServeArgs,
+    dir: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let broker = open(args, dir)?;
+    let retention = tokio::spawn(retention::run(
+        Arc::clone(&broker),
+        Duration::from_millis(args.retention_check_ms),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    // Always printed: a user (or a test that asked for port 0) needs it.
+    eprintln!(
+        "seglog: listening on http://{address}, data in {}",
+        dir.display()
+    );
+    let kafka = match args.kafka {
+        Some(address) => Some(start_kafka(args, address, &broker).await?),
+        None => None,
+    };
+
+    let stopping = Arc::clone(&broker);
+    let served = crate::http::serve(listener, Arc::clone(&broker), async move {
+        shutdown.await;
+        eprintln!("seglog: shutting down: finishing requests in flight");
+        // Long polls return at once; new writes are refused; the Kafka
+        // listener stops accepting.
+        stopping.begin_shutdown();
+    })
+    .await
+    .map_err(|e| format!("serving failed: {e}"));
+
+    retention.abort();
+    let _ = retention.await;
+    if let Some(kafka) = kafka {
+        // Its connections finish what waits on the group commit, closed below.
+        let _ = kafka.await;
+    }
+    close(&broker).await?;
+    eprintln!("seglog: closed cleanly");
+    served
+}
+
+/// Opens the store and the catalog, tidies the store, and builds the broker.
+fn open(args: &ServeArgs, dir: &Path) -> Result<Arc<Broker>, String> {
+    let config = StoreConfig {
+        segment_bytes: args.segment_bytes,
+        ..StoreConfig::default()
+    };
+    let mut store = Store::open(dir, config).map_err(|e| format!("cannot open the store: {e}"))?;
+    log::info(format_args!(
+        "opened {} ({})",
+        dir.display(),
+        if store.opened_clean() {
+            "clean"
+        } else {
+            "recovered"
+        }
+    ));
+    let catalog = Catalog::open(dir)?;
+    topics::remove_dead_keys(&mut store, &catalog);
+    let limits = Limits {
+        record_bytes: args.max_record_bytes,
+        request_bytes: args.max_request_bytes,
+    };
+    let default_retention = Retention {
+        bytes: args.retention_bytes,
+        age: args.retention_ms.map(Duration::from_millis),
+    };
+    Broker::new(store, catalog, limits, default_retention).map_err(|e| e.to_string())
+}
+
+/// Binds the Kafka listener and serves it in a task of its own, until the
+/// broker's shutdown begins.
+async fn start_kafka(
+    args: &ServeArgs,
+    address: SocketAddr,
+    broker: &Arc<Broker>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address} for Kafka: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the Kafka listening address: {e}"))?;
+    let advertised = crate::kafka::advertised(args.kafka_advertise.as_deref(), bound)?;
+    // Always printed, like the HTTP address.
+    eprintln!(
+        "seglog: Kafka protocol on {bound}, advertised as {}:{}",
+        advertised.0, advertised.1
+    );
+    let ctx = Arc::new(crate::kafka::Context {
+        broker: Arc::clone(broker),
+        advertised,
+        groups: crate::kafka::groups::Coordinator::default(),
+        auto_create_partitions: args.kafka_auto_create_partitions,
+    });
+    Ok(tokio::spawn(crate::kafka::serve(listener, ctx)))
+}
+
+/// Drains the group commit and closes the store, marked clean. Gives up
+/// after [`SHUTDOWN_GRACE`] if the last sync point does not finish (a
+/// stalled disk): the store is then left unmarked, recovered at the next
+/// start.
+async fn close(broker: &Arc<Broker>) -> Result<(), String> {
+    broker.close_group_commit();
+    let joining = Arc::clone(broker);
+    let joined = tokio::time::timeout(
+        SHUTDOWN_GRACE,
+        tokio::task::spawn_blocking(move || joining.join_group_commit()),
+    )
+    .await;
+    match joined {
+        Ok(Ok(result)) => result.map_err(|e| e.to_string())?,
+        Ok(Err(e)) => return Err(format!("joining the group commit thread: {e}")),
+        Err(_) => {
+            return Err(
+                "the last sync point did not finish in time; the store is not marked clean".into(),
+            );
+        }
+    }
+    // Connection tasks may still hold the broker for a moment after the
+    // listeners return; the store refuses writes once shut down.
+    broker
+        .store()
+        .shut_down()
+        .map_err(|e| format!("closing the store: {e}"))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(e) => {
+                log::warn(format_args!(
+                    "cannot watch for SIGTERM ({e}); Ctrl-C still works"
+                ));
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
