@@ -14,13 +14,13 @@ use crate::storage::store::CLEAN_FILE_NAME;
 
 use super::InspectArgs;
 use super::header::read_u64;
-use super::journal::Journal;
+use super::journal;
 use super::key_dir::{self, KeyDir, is_key_dir_name};
+use super::offsets::OffsetsFile;
 use super::output::{Limit, Output, SegmentRow, TableRow, Totals};
 use super::problem::{Note, Problem, ProblemKind};
 use super::segment_check::{LoadedSegment, SegmentFiles, SegmentReport};
 use super::target::{StoreLayout, Target, with_path};
-use super::wal;
 
 /// Prefix of the directory in which the store builds a hashed key's
 /// directory before renaming it into place (`Store::create_hashed_dir`).
@@ -100,11 +100,8 @@ impl<'a> Inspector<'a> {
             }
             Target::LogFile(path) => self.file(path, false),
             Target::IndexFile(path) => self.file(path, true),
-            Target::Journal(path) => {
-                let journal = Journal::read(path);
-                self.journal(&journal)
-            }
-            Target::WalFile(path) => self.wal_files(std::slice::from_ref(path), None),
+            Target::Offsets(path) => self.offsets(&OffsetsFile::read(path)),
+            Target::JournalFile(path) => self.journal_files(std::slice::from_ref(path), None),
         }
     }
 
@@ -123,21 +120,21 @@ impl<'a> Inspector<'a> {
         let listing = self.listing(false);
         if listing.overview {
             let clean = layout
-                .journal
+                .offsets
                 .is_some()
                 .then(|| layout.dir.join(CLEAN_FILE_NAME).exists());
             self.out.store(&layout.dir, clean, keys.len())?;
         }
         self.list_keys(&keys, listing)?;
-        if let Some(path) = &layout.journal {
-            let journal = Journal::read(path);
-            if journal.bytes.is_none() {
+        if let Some(path) = &layout.offsets {
+            let offsets = OffsetsFile::read(path);
+            if offsets.bytes.is_none() {
                 self.notes.push(Note::new(
                     path,
                     "missing: nothing was committed yet (the store creates it when it opens)",
                 ));
             }
-            self.journal(&journal)?;
+            self.offsets(&offsets)?;
         }
         self.store_journal(&layout.dir)?;
         Ok(())
@@ -420,13 +417,13 @@ impl<'a> Inspector<'a> {
         self.list_keys(&keys, self.listing(index_given))
     }
 
-    fn journal(&mut self, journal: &Journal) -> io::Result<()> {
-        if journal.bytes.is_some() {
-            self.totals.journals += 1;
+    fn offsets(&mut self, offsets: &OffsetsFile) -> io::Result<()> {
+        if offsets.bytes.is_some() {
+            self.totals.offsets_files += 1;
         }
-        self.problems.extend(journal.problems.iter().cloned());
+        self.problems.extend(offsets.problems.iter().cloned());
         if self.listing(false).overview {
-            self.out.committed(journal, self.args.key.as_deref())?;
+            self.out.committed(offsets, self.args.key.as_deref())?;
         }
         Ok(())
     }
@@ -491,26 +488,28 @@ impl Inspector<'_> {
     /// Checks and lists the write-ahead journal of the store in `store_dir`
     /// (nothing for a version 1 store, which has none).
     fn store_journal(&mut self, store_dir: &Path) -> io::Result<()> {
-        let Some(report) = wal::read_store(store_dir) else {
+        let Some(report) = journal::read_store(store_dir) else {
             return Ok(());
         };
-        self.wal_report(report)
+        self.journal_report(report)
     }
 
     /// One journal file given as PATH, checked on its own.
-    fn wal_files(&mut self, paths: &[PathBuf], first_live: Option<u64>) -> io::Result<()> {
-        let mut report = wal::WalReport {
+    fn journal_files(&mut self, paths: &[PathBuf], first_live: Option<u64>) -> io::Result<()> {
+        let mut report = journal::JournalReport {
             first_live,
-            ..wal::WalReport::default()
+            ..journal::JournalReport::default()
         };
         let mut expected = None;
         for path in paths {
-            report.files.push(wal::read_file(path, true, &mut expected));
+            report
+                .files
+                .push(journal::read_file(path, true, &mut expected));
         }
-        self.wal_report(report)
+        self.journal_report(report)
     }
 
-    fn wal_report(&mut self, report: wal::WalReport) -> io::Result<()> {
+    fn journal_report(&mut self, report: journal::JournalReport) -> io::Result<()> {
         for file in &report.files {
             self.totals.journal_files += 1;
             self.totals.journal_batches += file.batches.len();

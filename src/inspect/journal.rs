@@ -1,133 +1,295 @@
-//! The committed-offsets journal of a store, decoded with
-//! [`offsets::decode_journal`], the function the store opens it with.
+//! The write-ahead journal of a store (format versions 2 and 3): its checkpoint,
+//! its files and their batches, checked with the decoders the store
+//! recovers them with ([`journal::scan_file`]) and the same rules, without
+//! changing anything. Rendering is `output.rs`'s.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::storage::format::{self, FileKind};
-use crate::storage::offsets;
+use crate::storage::backend::RealFs;
+use crate::storage::checkpoint::{self, Found};
+use crate::storage::format::DecodeError;
+use crate::storage::journal::{self, Entry};
 
-use super::header;
-use super::problem::{FileProblems, Problem, ProblemKind};
+use super::problem::{FileProblems, Note, Problem, ProblemKind};
 
-/// What the journal says and what is wrong with it.
-pub struct Journal {
-    /// Where the journal is, or would be.
+/// One entry of a batch, as listed.
+#[derive(Clone, Debug)]
+pub enum EntrySummary {
+    Records { key: String, first: u64, count: u32 },
+    Commit { key: String, offset: u64 },
+    Direct { key: String, from: u64 },
+    NextFile { seq: u64 },
+    LogStart { key: String, offset: u64 },
+    Removed { key: String },
+}
+
+/// One valid batch.
+#[derive(Clone, Debug)]
+pub struct BatchSummary {
+    pub number: u64,
+    pub position: u64,
+    pub size: u64,
+    pub entries: Vec<EntrySummary>,
+}
+
+/// One journal file checked.
+#[derive(Debug)]
+pub struct WalFile {
     pub path: PathBuf,
-    /// Size of the file; `None` when it does not exist.
+    /// Sequence number from the name (or the header, for a renamed copy).
+    pub seq: Option<u64>,
+    /// Size of the file; `None` when it cannot be read.
     pub bytes: Option<u64>,
-    /// Valid entries, superseded ones included.
-    pub entries: usize,
-    /// The committed offset of each key: the largest of its entries, as the
-    /// store reads it (offsets only move forward).
-    pub committed: BTreeMap<String, u64>,
-    /// What is wrong with the file.
+    /// Whether the checkpoint covers it (the store deletes it when it opens).
+    pub stale: bool,
+    pub batches: Vec<BatchSummary>,
+    pub records: u64,
+    pub commits: u64,
     pub problems: Vec<Problem>,
 }
 
-impl Journal {
-    /// Reads and checks the journal at `path`.
-    pub fn read(path: &Path) -> Journal {
-        let mut journal = Journal {
-            path: path.to_path_buf(),
-            bytes: None,
-            entries: 0,
-            committed: BTreeMap::new(),
-            problems: Vec::new(),
-        };
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return journal,
-            Err(e) => {
-                journal.problems.push(Problem::of_file(
-                    ProblemKind::Unreadable,
-                    path,
-                    format!("cannot read: {e}"),
-                ));
-                return journal;
-            }
-        };
-        journal.bytes = Some(bytes.len() as u64);
-        let header = header::check(&bytes, path, FileKind::Offsets, None);
-        if let Some(problem) = header.problem {
-            let consequence = "; the store refuses to open until it is repaired";
-            journal.problems.push(Problem {
-                message: format!("does not parse: {}{consequence}", problem.message),
-                ..problem
-            });
-            return journal;
-        }
-        let scan = match offsets::decode_journal(&bytes) {
-            Ok(scan) => scan,
-            Err(error) => {
-                journal.problems.push(Problem::at(
-                    ProblemKind::of_header_error(&error),
-                    path,
-                    0,
-                    format!("does not parse: {error}"),
-                ));
-                return journal;
-            }
-        };
-        let mut problems = FileProblems::default();
-        for (key, offset, position) in &scan.entries {
-            journal.entries += 1;
-            match std::str::from_utf8(key) {
-                Ok(key) => {
-                    let slot = journal.committed.entry(key.to_string()).or_insert(*offset);
-                    *slot = (*slot).max(*offset);
-                }
-                Err(_) => problems.push(Problem::at(
-                    ProblemKind::BadKey,
-                    path,
-                    *position,
-                    "the entry's key is not UTF-8; the store refuses to open",
-                )),
-            }
-        }
-        if let Some(stop) = &scan.stop {
-            let end = scan.end_position;
-            let tail = bytes.get(end as usize..).unwrap_or_default();
-            let size = tail.len();
-            // The same test the store applies when it opens the journal.
-            let valid_after = (end as usize + 1..bytes.len()).find(|&p| {
-                bytes
-                    .get(p..)
-                    .is_some_and(|rest| format::decode_record(rest).is_ok())
-            });
-            let problem = if tail.iter().all(|&b| b == 0) {
-                Problem::at(
-                    ProblemKind::ZeroFilledTail,
-                    path,
-                    end,
-                    format!(
-                        "zero-filled tail: the last {size} bytes are zeros; the store cuts them when it opens"
-                    ),
-                )
-            } else if let Some(valid_at) = valid_after {
-                Problem::at(
-                    ProblemKind::of_record_error(stop),
-                    path,
-                    end,
-                    format!(
-                        "{stop}, but a valid entry follows at position {valid_at}: \
-                         the store refuses to open until it is repaired"
-                    ),
-                )
-            } else {
-                Problem::at(
-                    ProblemKind::TornTail,
-                    path,
-                    end,
-                    format!(
-                        "torn tail: the last {size} bytes are not a whole entry ({stop}); \
-                         the store cuts them when it opens"
-                    ),
-                )
-            };
-            problems.push(problem);
-        }
-        journal.problems = problems.into_vec();
-        journal
+/// What the inspector found of a store's journal.
+#[derive(Debug, Default)]
+pub struct JournalReport {
+    /// The first live file the checkpoint names, if it could be read.
+    pub first_live: Option<u64>,
+    pub files: Vec<WalFile>,
+    pub problems: Vec<Problem>,
+    pub notes: Vec<Note>,
+}
+
+/// Checks the journal of the store in `store_dir`, if it has one.
+pub fn read_store(store_dir: &Path) -> Option<JournalReport> {
+    let journal_dir = store_dir.join(journal::JOURNAL_DIR_NAME);
+    if !journal_dir.is_dir() {
+        return None;
     }
+    let mut report = JournalReport::default();
+    let checkpoint_path = store_dir.join(checkpoint::CHECKPOINT_FILE_NAME);
+    match checkpoint::read(&RealFs, store_dir) {
+        Ok(Found::FirstLive(seq)) => report.first_live = Some(seq),
+        Ok(Found::Missing) => report.notes.push(Note::new(
+            &checkpoint_path,
+            "missing: the store replays every journal file present",
+        )),
+        Ok(Found::Damaged(why)) => report.problems.push(Problem::at(
+            ProblemKind::HeaderCrcMismatch,
+            &checkpoint_path,
+            0,
+            format!("does not parse ({why}); the store replays every journal file present"),
+        )),
+        Err(e) => report.problems.push(Problem::of_file(
+            ProblemKind::Unreadable,
+            &checkpoint_path,
+            format!("cannot read: {e}"),
+        )),
+    }
+    let tmp = store_dir.join(checkpoint::CHECKPOINT_TMP_NAME);
+    if tmp.exists() {
+        report.notes.push(Note::new(
+            &tmp,
+            "a checkpoint interrupted before its rename; the store deletes it",
+        ));
+    }
+    let seqs = match journal::list_files(&RealFs, &journal_dir) {
+        Ok(seqs) => seqs,
+        Err(e) => {
+            report.problems.push(Problem::of_file(
+                ProblemKind::Unreadable,
+                &journal_dir,
+                format!("cannot list: {e}"),
+            ));
+            return Some(report);
+        }
+    };
+    let first_live = report
+        .first_live
+        .unwrap_or_else(|| seqs.first().copied().unwrap_or(0));
+    let live: Vec<u64> = seqs.iter().copied().filter(|&s| s >= first_live).collect();
+    if report.first_live.is_some() && live.first() != Some(&first_live) {
+        report.problems.push(Problem::of_file(
+            ProblemKind::JournalMissing,
+            &journal_dir.join(journal::file_name(first_live)),
+            "missing: the checkpoint names this journal file; the store refuses to open",
+        ));
+    }
+    for (i, &seq) in live.iter().enumerate() {
+        let due = first_live + i as u64;
+        if seq != due && live.first() == Some(&first_live) {
+            report.problems.push(Problem::of_file(
+                ProblemKind::JournalMissing,
+                &journal_dir.join(journal::file_name(due)),
+                "missing between live journal files; the store refuses to open",
+            ));
+            break;
+        }
+    }
+    let mut expected_batch = None;
+    for &seq in &seqs {
+        let path = journal_dir.join(journal::file_name(seq));
+        let last = live.last() == Some(&seq);
+        let mut file = read_file(&path, last, &mut expected_batch);
+        file.seq = Some(seq);
+        file.stale = seq < first_live;
+        if file.stale {
+            report.notes.push(Note::new(
+                &path,
+                "covered by the checkpoint; the store deletes it when it opens",
+            ));
+            file.problems.clear();
+        }
+        report.files.push(file);
+    }
+    Some(report)
+}
+
+/// Checks one journal file. `last` says whether it is the newest live one
+/// (where a torn tail is expected), `expected_batch` carries the batch
+/// numbering across files.
+pub fn read_file(path: &Path, last: bool, expected_batch: &mut Option<u64>) -> WalFile {
+    let mut file = WalFile {
+        path: path.to_path_buf(),
+        seq: None,
+        bytes: None,
+        stale: false,
+        batches: Vec::new(),
+        records: 0,
+        commits: 0,
+        problems: Vec::new(),
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            file.problems.push(Problem::of_file(
+                ProblemKind::Unreadable,
+                path,
+                format!("cannot read: {e}"),
+            ));
+            return file;
+        }
+    };
+    file.bytes = Some(bytes.len() as u64);
+    let scan = match journal::scan_file(&bytes) {
+        Ok(scan) => scan,
+        Err(error) => {
+            file.problems.push(Problem::at(
+                ProblemKind::of_header_error(&error),
+                path,
+                0,
+                format!("header does not parse: {error}; the store refuses to open"),
+            ));
+            return file;
+        }
+    };
+    file.seq = Some(scan.seq);
+    let mut problems = FileProblems::default();
+    let mut marker = false;
+    for (position, batch) in &scan.batches {
+        if let Some(due) = *expected_batch
+            && batch.number != due
+        {
+            problems.push(Problem::at(
+                ProblemKind::OffsetGap,
+                path,
+                *position,
+                format!(
+                    "batch {} where {due} was due; the store refuses to open",
+                    batch.number
+                ),
+            ));
+        }
+        *expected_batch = Some(batch.number + 1);
+        let mut entries = Vec::with_capacity(batch.entries.len());
+        for entry in &batch.entries {
+            entries.push(match entry {
+                Entry::Records {
+                    key, first, count, ..
+                } => {
+                    file.records += u64::from(*count);
+                    EntrySummary::Records {
+                        key: (*key).to_string(),
+                        first: *first,
+                        count: *count,
+                    }
+                }
+                Entry::Commit { key, offset } => {
+                    file.commits += 1;
+                    EntrySummary::Commit {
+                        key: (*key).to_string(),
+                        offset: *offset,
+                    }
+                }
+                Entry::Direct { key, from } => EntrySummary::Direct {
+                    key: (*key).to_string(),
+                    from: *from,
+                },
+                Entry::NextFile { seq } => EntrySummary::NextFile { seq: *seq },
+                Entry::LogStart { key, offset } => EntrySummary::LogStart {
+                    key: (*key).to_string(),
+                    offset: *offset,
+                },
+                Entry::Removed { key } => EntrySummary::Removed {
+                    key: (*key).to_string(),
+                },
+            });
+        }
+        marker = matches!(batch.entries.last(), Some(Entry::NextFile { .. }));
+        file.batches.push(BatchSummary {
+            number: batch.number,
+            position: *position,
+            size: batch.size as u64,
+            entries,
+        });
+    }
+    if let Some(stop) = &scan.stop {
+        problems.push(tail_problem(path, &bytes, scan.end_position, stop, last));
+    }
+    if !last && !marker && scan.stop.is_none() {
+        problems.push(Problem::of_file(
+            ProblemKind::JournalMissing,
+            path,
+            "no marker naming the next journal file, yet later files exist",
+        ));
+    }
+    file.problems = problems.into_vec();
+    file
+}
+
+/// The problem with the bytes after the last valid batch, judged as the
+/// store judges them when it opens.
+fn tail_problem(path: &Path, bytes: &[u8], end: u64, stop: &DecodeError, last: bool) -> Problem {
+    let tail = bytes.get(end as usize..).unwrap_or_default();
+    let size = tail.len();
+    if tail.iter().all(|&b| b == 0) {
+        return Problem::at(
+            ProblemKind::ZeroFilledTail,
+            path,
+            end,
+            format!(
+                "zero-filled tail: the last {size} bytes are zeros; the store cuts them when it opens"
+            ),
+        );
+    }
+    if let Some(valid_at) = journal::find_batch_after(bytes, end) {
+        return Problem::at(
+            ProblemKind::of_record_error(stop),
+            path,
+            end,
+            format!(
+                "{stop}, but a valid batch follows at position {valid_at}: \
+                 the store refuses to open until it is repaired"
+            ),
+        );
+    }
+    let consequence = if last {
+        "expected after a crash during a sync point: the store cuts it when it opens"
+    } else {
+        "and later journal files exist: the store refuses to open"
+    };
+    Problem::at(
+        ProblemKind::TornTail,
+        path,
+        end,
+        format!("torn tail: the last {size} bytes are not a whole batch ({stop}); {consequence}"),
+    )
 }

@@ -10,14 +10,14 @@ use serde::Serialize;
 use crate::storage::format::{self, IndexEntry};
 
 use super::index_file::{self, Agreement, IndexState, agreement, entries_phrase};
-use super::journal::Journal;
+use super::journal::{EntrySummary, JournalReport};
 use super::key_dir::KeyLabel;
 use super::log_file::Frame;
+use super::offsets::OffsetsFile;
 use super::problem::{Note, Problem, ProblemKind};
 use super::segment_check::{LoadedSegment, SegmentReport};
 use super::show;
 use super::table::{Align, Columns, Table, digits};
-use super::wal::{EntrySummary, WalReport};
 
 /// Width of the CRC column: `0x` and eight hex digits.
 const CRC_WIDTH: usize = 10;
@@ -65,8 +65,8 @@ pub struct Totals {
     pub records: u64,
     /// Entries in `.index` files.
     pub index_entries: usize,
-    /// Committed-offsets journals read.
-    pub journals: usize,
+    /// Committed offsets files read.
+    pub offsets_files: usize,
     /// Write-ahead journal files read.
     pub journal_files: usize,
     /// Batches in them.
@@ -605,8 +605,8 @@ impl<'w> Output<'w> {
     }
 
     /// The committed offsets of a store, of `only` key when given.
-    pub fn committed(&mut self, journal: &Journal, only: Option<&str>) -> io::Result<()> {
-        let selected: Vec<(&String, &u64)> = journal
+    pub fn committed(&mut self, offsets: &OffsetsFile, only: Option<&str>) -> io::Result<()> {
+        let selected: Vec<(&String, &u64)> = offsets
             .committed
             .iter()
             .filter(|(key, _)| only.is_none_or(|only| only == key.as_str()))
@@ -614,7 +614,7 @@ impl<'w> Output<'w> {
         if self.json {
             for (key, offset) in selected {
                 self.json_line(&Line::Committed {
-                    file: path_string(&journal.path),
+                    file: path_string(&offsets.path),
                     key,
                     offset: *offset,
                 })?;
@@ -622,14 +622,14 @@ impl<'w> Output<'w> {
             return Ok(());
         }
         self.section()?;
-        let name = file_name(&journal.path);
-        let Some(bytes) = journal.bytes else {
+        let name = file_name(&offsets.path);
+        let Some(bytes) = offsets.bytes else {
             return writeln!(
                 self.out,
                 "committed offsets: none ({name} does not exist yet; the store creates it when it opens)"
             );
         };
-        let entries = match journal.entries {
+        let entries = match offsets.entries {
             1 => "1 entry".to_string(),
             n => format!("{n} entries"),
         };
@@ -637,7 +637,7 @@ impl<'w> Output<'w> {
             self.out,
             "committed offsets ({name}: {entries}, {bytes} bytes)"
         )?;
-        if !journal.problems.is_empty() && journal.entries == 0 {
+        if !offsets.problems.is_empty() && offsets.entries == 0 {
             return writeln!(self.out, "  none readable (see the problems below)");
         }
         if selected.is_empty() {
@@ -652,7 +652,7 @@ impl<'w> Output<'w> {
 
     /// The write-ahead journal: one line per file, and with `records` every
     /// batch and its entries.
-    pub fn journal_files(&mut self, report: &WalReport, records: bool) -> io::Result<()> {
+    pub fn journal_files(&mut self, report: &JournalReport, records: bool) -> io::Result<()> {
         if self.json {
             for file in &report.files {
                 self.json_line(&Line::JournalFile {
@@ -823,7 +823,7 @@ impl<'w> Output<'w> {
             (totals.records, "record", "records"),
             (totals.index_entries as u64, "index entry", "index entries"),
             (
-                totals.journals as u64,
+                totals.offsets_files as u64,
                 "offsets journal",
                 "offsets journals",
             ),

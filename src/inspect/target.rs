@@ -28,10 +28,10 @@ pub enum Target {
     LogFile(PathBuf),
     /// One `.index` file.
     IndexFile(PathBuf),
-    /// One committed-offsets journal.
-    Journal(PathBuf),
+    /// One committed offsets file (`offsets.journal`).
+    Offsets(PathBuf),
     /// One write-ahead journal file.
-    WalFile(PathBuf),
+    JournalFile(PathBuf),
 }
 
 /// Where a store keeps its parts.
@@ -41,8 +41,8 @@ pub struct StoreLayout {
     pub dir: PathBuf,
     /// Its `logs/` directory, one subdirectory per key.
     pub logs_dir: PathBuf,
-    /// Its committed-offsets journal; `None` when PATH was a bare `logs/`.
-    pub journal: Option<PathBuf>,
+    /// Its committed offsets file; `None` when PATH was a bare `logs/`.
+    pub offsets: Option<PathBuf>,
 }
 
 impl StoreLayout {
@@ -50,7 +50,7 @@ impl StoreLayout {
         StoreLayout {
             dir: dir.to_path_buf(),
             logs_dir: dir.join(LOGS_DIR_NAME),
-            journal: Some(dir.join(OFFSETS_FILE_NAME)),
+            offsets: Some(dir.join(OFFSETS_FILE_NAME)),
         }
     }
 }
@@ -86,11 +86,11 @@ pub fn resolve(path: &Path) -> io::Result<Target> {
         return Ok(Target::DataDir(stores));
     }
     if holds_key_dirs {
-        // A bare logs/ directory: its keys, without the store's journal.
+        // A bare logs/ directory: its keys, without the store's offsets file.
         return Ok(Target::Store(StoreLayout {
             dir: path.to_path_buf(),
             logs_dir: path.to_path_buf(),
-            journal: None,
+            offsets: None,
         }));
     }
     Err(io::Error::new(
@@ -110,10 +110,10 @@ fn resolve_file(path: &Path) -> io::Result<Target> {
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     if name == OFFSETS_FILE_NAME {
-        return Ok(Target::Journal(path.to_path_buf()));
+        return Ok(Target::Offsets(path.to_path_buf()));
     }
     if crate::storage::journal::parse_file_name(name).is_some() {
-        return Ok(Target::WalFile(path.to_path_buf()));
+        return Ok(Target::JournalFile(path.to_path_buf()));
     }
     if let Some((_, is_log)) = format::parse_segment_file_name(name) {
         return Ok(if is_log {
@@ -129,8 +129,8 @@ fn resolve_file(path: &Path) -> io::Result<Target> {
     match FileKind::from_magic(&magic) {
         Some(FileKind::Log) => Ok(Target::LogFile(path.to_path_buf())),
         Some(FileKind::Index) => Ok(Target::IndexFile(path.to_path_buf())),
-        Some(FileKind::Offsets) => Ok(Target::Journal(path.to_path_buf())),
-        Some(FileKind::Journal) => Ok(Target::WalFile(path.to_path_buf())),
+        Some(FileKind::Offsets) => Ok(Target::Offsets(path.to_path_buf())),
+        Some(FileKind::Journal) => Ok(Target::JournalFile(path.to_path_buf())),
         Some(FileKind::Checkpoint) => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`lines`]: request lines cut from the input, reply lines collected for output.
 //! - [`stdio`]: stdin and stdout as non-blocking pipes on the loop's thread.
+//! - [`fields`]: fields of a message body, decoded and checked against their limits.
 //! - [`protocol`]: Maelstrom's envelope, client requests and replies.
 //! - [`peer`]: node-to-node messages.
 //! - [`poll`]: poll replies built straight from the mapped records.
@@ -19,6 +20,7 @@
 //! tests can run nodes in-process; [`run`] is what `main` calls with stdin
 //! and stdout.
 
+pub mod fields;
 pub mod forward;
 pub mod lines;
 pub mod owner;

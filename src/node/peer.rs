@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::protocol::{self, Object, REQUEST_KEYS_MAX};
+use super::fields::{self, Object, REQUEST_KEYS_MAX};
 
 /// Sends one `forward` may carry. Forwards are coalesced while one is in
 /// flight; at Maelstrom's rate a batch holds a handful, and this bounds the
@@ -107,8 +107,8 @@ fn parse_forward(body: &Object) -> Result<PeerRequest, String> {
         .iter()
         .map(|send| match send.as_array().map(Vec::as_slice) {
             Some([Value::String(key), msg]) => {
-                protocol::check_key(key)?;
-                Ok((key.clone(), protocol::message_text(msg)?))
+                fields::check_key(key)?;
+                Ok((key.clone(), fields::message_text(msg)?))
             }
             _ => Err("each send must be [key, msg]".to_string()),
         })
@@ -117,7 +117,7 @@ fn parse_forward(body: &Object) -> Result<PeerRequest, String> {
 }
 
 fn parse_replicate(body: &Object) -> Result<Replicate, String> {
-    let boot = protocol::u64_field(body, "boot")?;
+    let boot = fields::u64_field(body, "boot")?;
     let logs = body
         .get("logs")
         .and_then(Value::as_object)
@@ -131,7 +131,7 @@ fn parse_replicate(body: &Object) -> Result<Replicate, String> {
     let logs = logs
         .iter()
         .map(|(key, run)| {
-            protocol::check_key(key)?;
+            fields::check_key(key)?;
             let Some([from, Value::Array(msgs)]) = run.as_array().map(Vec::as_slice) else {
                 return Err(format!("run of {key:?} must be [from, [msg, ...]]"));
             };
@@ -140,7 +140,7 @@ fn parse_replicate(body: &Object) -> Result<Replicate, String> {
                 .ok_or_else(|| format!("run of {key:?} must start at a non-negative offset"))?;
             let msgs = msgs
                 .iter()
-                .map(protocol::message_text)
+                .map(fields::message_text)
                 .collect::<Result<_, _>>()?;
             Ok(LogRun {
                 key: key.clone(),
@@ -149,7 +149,7 @@ fn parse_replicate(body: &Object) -> Result<Replicate, String> {
             })
         })
         .collect::<Result<_, String>>()?;
-    let commits = protocol::key_offsets(body.get("commits"), "commits")?;
+    let commits = fields::key_offsets(body.get("commits"), "commits")?;
     Ok(Replicate {
         boot,
         logs,
@@ -171,8 +171,8 @@ pub fn parse_reply(body: &Object) -> Result<PeerReply, String> {
             Ok(PeerReply::ForwardOk { results })
         }
         "replicate_ok" => Ok(PeerReply::ReplicateOk {
-            boot: protocol::u64_field(body, "boot")?,
-            ends: protocol::key_offsets(body.get("ends"), "ends")?,
+            boot: fields::u64_field(body, "boot")?,
+            ends: fields::key_offsets(body.get("ends"), "ends")?,
         }),
         "error" => Ok(PeerReply::Error {
             code: body

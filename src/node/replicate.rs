@@ -24,9 +24,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::fields::REQUEST_KEYS_MAX;
 use super::owner::Cluster;
 use super::peer::{PeerReply, ReplicateBuilder};
-use super::protocol::REQUEST_KEYS_MAX;
 use crate::log;
 use crate::storage::store::Store;
 

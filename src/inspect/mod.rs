@@ -26,8 +26,8 @@
 //! - `index_file`: one `.index` file, checked against its log.
 //! - `segment_check`: one segment's log and index read and checked together.
 //! - `key_dir`: one key's directory: its key, its segments.
-//! - `journal`: the committed-offsets journal.
-//! - `wal`: the write-ahead journal (version 2): checkpoint, files, batches.
+//! - `offsets`: the committed offsets file (`offsets.journal`).
+//! - `journal`: the write-ahead journal (versions 2 and 3): checkpoint, files, batches.
 //! - `inspector`: the walk over a target, in the order output is written.
 //! - `output`: text for people and JSON lines for scripts.
 //! - `table`: aligned columns.
@@ -39,13 +39,13 @@ mod inspector;
 mod journal;
 mod key_dir;
 mod log_file;
+mod offsets;
 mod output;
 mod problem;
 mod segment_check;
 mod show;
 mod table;
 mod target;
-mod wal;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
