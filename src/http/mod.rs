@@ -8,15 +8,21 @@
 //! stable error codes in [`error`], in one place.
 //!
 //! # Layout
-//! - [`api`]: the routes.
+//! - [`api`]: the route table, the metrics layer, what every handler uses,
+//!   `/health` and `/metrics`.
+//! - [`topics`], [`produce`], [`fetch`], [`groups`]: the handlers of each resource.
 //! - [`records`]: records as this front end takes and serves them (JSON).
 //! - [`error`]: error replies, their stable codes, and the broker's errors mapped to them.
 //! - [`metrics`]: `GET /metrics`: the broker's counts and this front end's own.
 
 pub mod api;
 pub mod error;
+pub mod fetch;
+pub mod groups;
 pub mod metrics;
+pub mod produce;
 pub mod records;
+pub mod topics;
 
 use std::future::Future;
 use std::sync::Arc;

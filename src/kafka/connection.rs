@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::reply::Reply;
-use super::{Context, fetch, groups, produce, topics, versions};
+use super::{Context, fetch, groups, offsets, produce, topics, versions};
 use crate::log;
 
 /// Requests of one connection whose replies may wait at once: bounds the
@@ -251,8 +251,8 @@ fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
         RequestKind::SyncGroup(r) => groups::sync(ctx, r, version),
         RequestKind::Heartbeat(r) => groups::heartbeat(ctx, r),
         RequestKind::LeaveGroup(r) => groups::leave(ctx, r, version),
-        RequestKind::OffsetCommit(r) => groups::offset_commit(ctx, r),
-        RequestKind::OffsetFetch(r) => groups::offset_fetch(ctx, r, version),
+        RequestKind::OffsetCommit(r) => offsets::offset_commit(ctx, r),
+        RequestKind::OffsetFetch(r) => offsets::offset_fetch(ctx, r, version),
         other => {
             return Err(format!(
                 "a {api_key:?} request, which is not served: {:?}",

@@ -21,24 +21,16 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
-};
 use kafka_protocol::messages::{
     BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ResponseKind,
+    SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
 
 use super::reply::Reply;
 use super::{Context, NODE_ID};
-use crate::broker::groups::offset_key;
 use crate::lock::lock;
 use crate::log;
 
@@ -248,7 +240,7 @@ fn error_join(code: i16, member_id: &str) -> ResponseKind {
 }
 
 /// The broker's check of a group name, as Kafka answers a bad one.
-fn check_group(group: &str) -> Result<(), i16> {
+pub(super) fn check_group(group: &str) -> Result<(), i16> {
     crate::broker::groups::check_group(group).map_err(|_| ResponseError::InvalidGroupId.code())
 }
 
@@ -626,24 +618,19 @@ pub async fn sweep_loop(ctx: Arc<Context>) {
     }
 }
 
-fn name_of(topic: &TopicName) -> &str {
-    topic.0.as_str()
-}
-
-/// Commits offsets to the store, durable before the reply. A commit that
-/// names a generation must come from a current member; a generation of -1
-/// (a consumer that assigns partitions itself) is always taken.
-pub fn offset_commit(ctx: &Arc<Context>, request: OffsetCommitRequest) -> Reply {
-    let broker = &ctx.broker;
-    let group_id = request.group_id.0.as_str().to_string();
-    let group_code = check_group(&group_id).err().or_else(|| {
-        if request.generation_id_or_member_epoch < 0 {
+impl Coordinator {
+    /// Whether a commit naming `generation` and `member_id` of `group_id`
+    /// is taken: `None` if so, else the Kafka error code. A generation of
+    /// -1 (a consumer that assigns partitions itself) is always taken; any
+    /// other must be a current member's, which counts as a sign of life.
+    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Option<i16> {
+        if generation < 0 {
             return None;
         }
-        let mut groups = lock(&ctx.groups.groups);
-        match groups.get_mut(&group_id) {
+        let mut groups = lock(&self.groups);
+        match groups.get_mut(group_id) {
             None => Some(ResponseError::IllegalGeneration.code()),
-            Some(group) => match group.members.get_mut(request.member_id.as_str()) {
+            Some(group) => match group.members.get_mut(member_id) {
                 None => Some(ResponseError::UnknownMemberId.code()),
                 Some(member) => {
                     member.last_seen = Instant::now();
@@ -653,7 +640,7 @@ pub fn offset_commit(ctx: &Arc<Context>, request: OffsetCommitRequest) -> Reply 
                     // the new assignment is handed out.
                     if group.state == Some(State::Completing) {
                         Some(ResponseError::RebalanceInProgress.code())
-                    } else if group.generation != request.generation_id_or_member_epoch {
+                    } else if group.generation != generation {
                         Some(ResponseError::IllegalGeneration.code())
                     } else {
                         None
@@ -661,131 +648,7 @@ pub fn offset_commit(ctx: &Arc<Context>, request: OffsetCommitRequest) -> Reply 
                 }
             },
         }
-    });
-    let mut topics = Vec::with_capacity(request.topics.len());
-    let synced;
-    {
-        let catalog = broker.catalog();
-        let mut writer = broker.writer();
-        for topic in request.topics {
-            let mut out = OffsetCommitResponseTopic::default();
-            let found = catalog.get(name_of(&topic.name)).cloned();
-            out.name = topic.name;
-            for p in topic.partitions {
-                let mut entry = OffsetCommitResponsePartition::default();
-                entry.partition_index = p.partition_index;
-                entry.error_code = match (&group_code, &found, &mut writer) {
-                    (Some(code), _, _) => *code,
-                    (None, None, _) => ResponseError::UnknownTopicOrPartition.code(),
-                    (None, Some(t), _)
-                        if p.partition_index < 0 || p.partition_index as u32 >= t.partitions =>
-                    {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    }
-                    (None, Some(_), _) if p.committed_offset < 0 => {
-                        ResponseError::InvalidCommitOffsetSize.code()
-                    }
-                    (None, Some(_), Err(e)) => super::error::code(e),
-                    (None, Some(t), Ok(writer)) => {
-                        let key = offset_key(&group_id, t, p.partition_index as u32);
-                        match writer.commit(&key, p.committed_offset as u64) {
-                            Ok(()) => 0,
-                            Err(e) => {
-                                log::warn(format_args!("kafka: cannot commit {key}: {e}"));
-                                ResponseError::KafkaStorageError.code()
-                            }
-                        }
-                    }
-                };
-                out.partitions.push(entry);
-            }
-            topics.push(out);
-        }
-        synced = writer.ok().and_then(crate::broker::Writer::finish);
     }
-    Reply::Later(Box::pin(async move {
-        if let Some(synced) = synced
-            && synced.wait().await.is_err()
-        {
-            for topic in &mut topics {
-                for p in &mut topic.partitions {
-                    if p.error_code == 0 {
-                        p.error_code = ResponseError::KafkaStorageError.code();
-                    }
-                }
-            }
-        }
-        let mut response = OffsetCommitResponse::default();
-        response.topics = topics;
-        Some(ResponseKind::OffsetCommit(response))
-    }))
-}
-
-/// The group's committed offsets (-1 for none), of the partitions asked
-/// for, or of every topic when the list is null (version 2 and later).
-pub fn offset_fetch(ctx: &Arc<Context>, request: OffsetFetchRequest, version: i16) -> Reply {
-    let _ = version;
-    let broker = &ctx.broker;
-    let group_id = request.group_id.0.as_str().to_string();
-    let mut response = OffsetFetchResponse::default();
-    if let Err(code) = check_group(&group_id) {
-        response.error_code = code;
-        return Reply::now(ResponseKind::OffsetFetch(response));
-    }
-    let catalog = broker.catalog();
-    let store = broker.store();
-    let entry = |index: i32, offset: Option<u64>, code: i16| {
-        let mut p = OffsetFetchResponsePartition::default();
-        p.partition_index = index;
-        p.committed_offset = offset.map_or(-1, |o| o as i64);
-        p.committed_leader_epoch = -1;
-        p.metadata = Some(StrBytes::from_static_str(""));
-        p.error_code = code;
-        p
-    };
-    let wanted: Vec<(String, Option<Vec<i32>>)> = match request.topics {
-        Some(topics) => topics
-            .into_iter()
-            .map(|t| (t.name.0.as_str().to_string(), Some(t.partition_indexes)))
-            .collect(),
-        None => catalog.topics().map(|t| (t.name.clone(), None)).collect(),
-    };
-    for (name, partitions) in wanted {
-        let mut out = OffsetFetchResponseTopic::default();
-        out.name = TopicName(StrBytes::from_string(name.clone()));
-        match catalog.get(&name) {
-            None => {
-                for index in partitions.unwrap_or_default() {
-                    out.partitions.push(entry(
-                        index,
-                        None,
-                        ResponseError::UnknownTopicOrPartition.code(),
-                    ));
-                }
-            }
-            Some(topic) => {
-                let all = request_all(topic.partitions);
-                for index in partitions.unwrap_or(all) {
-                    if index < 0 || index as u32 >= topic.partitions {
-                        out.partitions.push(entry(
-                            index,
-                            None,
-                            ResponseError::UnknownTopicOrPartition.code(),
-                        ));
-                        continue;
-                    }
-                    let committed = store.committed(&offset_key(&group_id, topic, index as u32));
-                    out.partitions.push(entry(index, committed, 0));
-                }
-            }
-        }
-        response.topics.push(out);
-    }
-    Reply::now(ResponseKind::OffsetFetch(response))
-}
-
-fn request_all(partitions: u32) -> Vec<i32> {
-    (0..partitions as i32).collect()
 }
 
 #[cfg(test)]

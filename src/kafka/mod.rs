@@ -21,14 +21,16 @@
 //! - [`topics`]: Metadata, CreateTopics, DeleteTopics.
 //! - [`produce`]: Produce, answered once the records are durable.
 //! - [`fetch`]: Fetch with long polls, and ListOffsets.
-//! - [`groups`]: FindCoordinator, the consumer group protocol (JoinGroup,
-//!   SyncGroup, Heartbeat, LeaveGroup), OffsetCommit and OffsetFetch.
+//! - [`groups`]: FindCoordinator and the consumer group protocol (JoinGroup,
+//!   SyncGroup, Heartbeat, LeaveGroup), membership in memory.
+//! - [`offsets`]: OffsetCommit and OffsetFetch, on the broker's group offsets.
 
 pub mod batch;
 pub mod connection;
 pub mod error;
 pub mod fetch;
 pub mod groups;
+pub mod offsets;
 pub mod produce;
 pub mod reply;
 pub mod topics;

@@ -1,0 +1,112 @@
+//! Consumer group offsets: `POST /groups/{group}/offsets` (commit, forward
+//! only, durable before the reply) and `GET /groups/{group}/offsets`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+
+use super::api::{AppState, body, check_partition, parse, path, topic_not_found};
+use super::error::ApiError;
+use crate::broker::catalog::Topic;
+use crate::broker::groups::{check_group, offset_key};
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GroupOffset {
+    topic: String,
+    partition: u32,
+    offset: u64,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GroupOffsets {
+    offsets: Vec<GroupOffset>,
+}
+
+/// Commits offsets (each the next offset the group will read), forward
+/// only, and answers once durable with the committed offsets, which are
+/// the ones given unless a later commit was already higher.
+pub(super) async fn commit(
+    State(app): AppState,
+    group: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<GroupOffsets>, ApiError> {
+    let group = path(group)?;
+    check_group(&group)?;
+    let bytes = body(bytes, app.limits.request_bytes)?;
+    let request: GroupOffsets = parse(&bytes)?;
+    if request.offsets.is_empty() {
+        return Err(ApiError::invalid("a commit needs at least one offset"));
+    }
+    let (keys, synced) = {
+        let catalog = app.catalog();
+        let mut keys = Vec::with_capacity(request.offsets.len());
+        for entry in &request.offsets {
+            let topic = catalog
+                .get(&entry.topic)
+                .ok_or_else(|| topic_not_found(&entry.topic))?;
+            let partition = check_partition(topic, u64::from(entry.partition))?;
+            keys.push((offset_key(&group, topic, partition), entry.offset));
+        }
+        let mut writer = app.writer()?;
+        for (key, offset) in &keys {
+            writer.commit(key, *offset)?;
+        }
+        (keys, writer.finish())
+    };
+    if let Some(durable) = synced {
+        durable.wait().await?;
+    }
+    let store = app.store();
+    let offsets: Vec<GroupOffset> = request
+        .offsets
+        .into_iter()
+        .zip(&keys)
+        .map(|(entry, (key, offset))| GroupOffset {
+            offset: store.committed(key).unwrap_or(*offset),
+            ..entry
+        })
+        .collect();
+    Ok(Json(GroupOffsets { offsets }))
+}
+
+/// The group's committed offsets, of every topic or of `?topic=`.
+pub(super) async fn list(
+    State(app): AppState,
+    group: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<GroupOffsets>, ApiError> {
+    let group = path(group)?;
+    check_group(&group)?;
+    let Query(query) =
+        query.map_err(|e| ApiError::malformed(format!("bad query: {}", e.body_text())))?;
+    if let Some(unknown) = query.keys().find(|k| k.as_str() != "topic") {
+        return Err(ApiError::malformed(format!(
+            "unknown query parameter '{unknown}' (this route takes 'topic')"
+        )));
+    }
+    let catalog = app.catalog();
+    let topics: Vec<&Topic> = match query.get("topic") {
+        Some(name) => vec![catalog.get(name).ok_or_else(|| topic_not_found(name))?],
+        None => catalog.topics().collect(),
+    };
+    let store = app.store();
+    let mut offsets = Vec::new();
+    for topic in topics {
+        for partition in 0..topic.partitions {
+            if let Some(offset) = store.committed(&offset_key(&group, topic, partition)) {
+                offsets.push(GroupOffset {
+                    topic: topic.name.clone(),
+                    partition,
+                    offset,
+                });
+            }
+        }
+    }
+    Ok(Json(GroupOffsets { offsets }))
+}
