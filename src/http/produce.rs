@@ -128,8 +128,9 @@ pub(super) async fn produce_records(
                 }
                 Err(e) if done == 0 => return Err(ApiError::from(e)),
                 Err(Error::Storage { source, .. }) => {
-                    // The partitions before this one are appended and will
-                    // be made durable by the next sync point; none of this
+                    // The partitions before this one stay appended, and
+                    // become durable with whichever later sync point covers
+                    // them (none, if the store is poisoned); none of this
                     // one's records is. So the request may have been
                     // written in part: a storage error that says so.
                     return Err(ApiError::from(Error::Storage {

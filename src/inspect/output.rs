@@ -65,7 +65,9 @@ pub struct Totals {
     pub records: u64,
     /// Entries in `.index` files.
     pub index_entries: usize,
-    /// Committed offsets files read.
+    /// Committed offsets files read (named `journals` in the JSON summary,
+    /// as it always was).
+    #[serde(rename = "journals")]
     pub offsets_files: usize,
     /// Write-ahead journal files read.
     pub journal_files: usize,

@@ -18,7 +18,10 @@ pub fn code(error: &Error) -> i16 {
         // Retriable: the client tries again shortly, or elsewhere.
         Error::Overloaded => ResponseError::RequestTimedOut.code(),
         Error::ShuttingDown => ResponseError::NotLeaderOrFollower.code(),
-        Error::Storage { .. } => ResponseError::KafkaStorageError.code(),
-        Error::Internal(_) => ResponseError::UnknownServerError.code(),
+        // A failure of the server's own (a worker or the group commit
+        // thread ended) is answered as a storage error too: clients retry
+        // it, as they should a write whose outcome is unknown, where
+        // UNKNOWN_SERVER_ERROR would make them give up.
+        Error::Storage { .. } | Error::Internal(_) => ResponseError::KafkaStorageError.code(),
     }
 }

@@ -46,12 +46,13 @@ pub struct Synced<T> {
     /// could not be prepared): for metrics.
     pub took: Duration,
 }
+
 /// Writes that wait for the next sync point.
 struct Waiting<T> {
     items: Vec<T>,
-    /// Set at end of input: the syncer drains what is waiting and exits.
+    /// Set by [`GroupCommit::close`]: the thread drains what is waiting and exits.
     closing: bool,
-    /// Whether the syncer thread sleeps on the condition variable. Only then
+    /// Whether the thread sleeps on the condition variable. Only then
     /// does a push wake it: while it runs a sync point, it takes the next
     /// batch when done, and a wake-up per write would cost a system call each.
     asleep: bool,
@@ -59,7 +60,7 @@ struct Waiting<T> {
 
 struct Shared<T> {
     waiting: Mutex<Waiting<T>>,
-    /// Signalled when a write is queued or the node closes.
+    /// Signalled when a write is queued or the front end closes the group commit.
     wake: Condvar,
 }
 
@@ -182,6 +183,9 @@ fn sync_loop<T>(
         let took = started.elapsed();
         let keys = plan.key_count();
         if let Err(e) = executed {
+            // Logged here: the store logs only the first poisoning, which a
+            // write that took the lock first may have caused, naming no cause.
+            log::warn(format_args!("a sync point of {keys} keys failed: {e}"));
             // The store is poisoned before anyone hears of the failure, so
             // a write retried at once is refused rather than taken by a
             // store whose page cache is in doubt.
