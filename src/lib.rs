@@ -34,6 +34,8 @@ pub mod log;
 pub mod node;
 pub mod serve;
 pub mod storage;
+#[cfg(test)]
+mod tidy;
 
 pub use storage::error::{Error, Result};
 pub use storage::store::{Store, StoreConfig, SyncPlan};
