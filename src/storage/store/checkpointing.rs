@@ -53,6 +53,9 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a checkpoint is due: the live journal, or what was written to
+    /// segments since the last one, reached the checkpoint size, too many
+    /// segment files await a sync, or the oldest batch is too old.
     pub(super) fn checkpoint_due(&self) -> bool {
         let live = self.older_journal_bytes + self.journal.len();
         let has_batches = self.oldest_batch_at.is_some() || !self.older_journals.is_empty();
@@ -101,6 +104,8 @@ impl Store {
         Ok(Some(self.job(stale)))
     }
 
+    /// The checkpoint's lists of what to sync, taken (and cleared) now;
+    /// `stale` are the journal files it deletes.
     fn job(&mut self, stale: Vec<PathBuf>) -> Job {
         self.dirty_bytes = 0;
         self.dirty_sealed.clear();

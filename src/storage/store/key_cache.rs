@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::storage::error::{Error, Result};
 use crate::storage::fsutil;
-use crate::storage::journal_recovery;
+use crate::storage::journal_recovery::{self, Taken};
 use crate::storage::keylog::KeyLog;
 use crate::storage::keyname::{self, KEY_FILE_NAME};
 use crate::storage::recovery::{self, Mode};
@@ -34,82 +34,10 @@ impl Store {
         self.clock += 1;
         let now = self.clock;
         if !self.open.contains_key(key) {
-            let taken = self.recovered.take(key);
-            // A key the journal holds records or a direct note for has a
-            // log even if a crash lost its directory (recovery then replays
-            // it, or refuses what cannot be); a log-start entry alone does
-            // not make one.
-            let create = create
-                || taken.as_ref().is_some_and(|(files, at)| {
-                    !journal_recovery::entries(files, at).entries.is_empty()
-                });
-            let dir = match self.key_dir(key, create) {
-                Ok(Some(dir)) => dir,
-                Ok(None) => return Ok(None),
-                Err(e) => {
-                    if let Some((_, entries)) = taken {
-                        self.recovered.put_back(key, entries);
-                    }
-                    return Err(e);
-                }
+            let Some(log) = self.open_key_log(key, create)? else {
+                return Ok(None);
             };
-            // Keys the journal does not mention were synced whole by the
-            // last checkpoint (or closed cleanly): the quick check. A
-            // version 1 store after a crash gets the full one.
-            let mode = if self.legacy_unclean {
-                Mode::Unclean
-            } else {
-                Mode::Clean
-            };
-            let opened = match &taken {
-                Some((files, at)) => {
-                    let found = journal_recovery::entries(files, at);
-                    // Segments below a journaled log start go first: what a
-                    // crash left of them is never served or checked.
-                    recovery::remove_below(&*self.fs, &dir, found.log_start).and_then(|_| {
-                        KeyLog::open(
-                            Arc::clone(&self.fs),
-                            dir.clone(),
-                            mode,
-                            self.config.segment_bytes,
-                            &found.entries,
-                            found.log_start,
-                        )
-                    })
-                }
-                None => KeyLog::open(
-                    Arc::clone(&self.fs),
-                    dir.clone(),
-                    mode,
-                    self.config.segment_bytes,
-                    &[],
-                    0,
-                ),
-            };
-            let (log, touched) = match opened {
-                Ok(opened) => opened,
-                Err(e) => {
-                    if let Some((_, entries)) = taken {
-                        self.recovered.put_back(key, entries);
-                    }
-                    return Err(e);
-                }
-            };
-            self.note_touched(&dir, touched);
-            if taken.is_some() {
-                // The key's own directory entry may be as unsynced as its
-                // files (`KeyLog::open` reports those).
-                self.mark_dir_dirty(self.logs_dir.clone());
-            }
-            // Make room first, so the key being opened is never the one evicted.
-            self.evict_to(self.config.open_keys_max - 1);
-            if self.open.len() >= self.config.open_keys_max {
-                // Every open key awaits a sync: run one now, which bounds
-                // open files even when one sync point would cover more keys
-                // than may be open.
-                self.sync()?;
-                self.evict_to(self.config.open_keys_max - 1);
-            }
+            self.make_room()?;
             self.open.insert(
                 key.to_string(),
                 OpenKey {
@@ -121,6 +49,97 @@ impl Store {
         let open = self.open.get_mut(key).expect("opened above");
         open.last_used = now;
         Ok(Some(&mut open.log))
+    }
+
+    /// Opens `key`'s log, which is not open, with what the recovered
+    /// journal holds for it. Those entries are taken out of the recovered
+    /// journal, and put back if the key cannot be opened, so they stay live
+    /// (and block checkpoints) until it can.
+    fn open_key_log(&mut self, key: &str, create: bool) -> Result<Option<KeyLog>> {
+        let taken = self.recovered.take(key);
+        // A key the journal holds records or a direct note for has a log
+        // even if a crash lost its directory (recovery then replays it, or
+        // refuses what cannot be); a log-start entry alone does not make one.
+        let create = create
+            || taken.as_ref().is_some_and(|(files, at)| {
+                !journal_recovery::entries(files, at).entries.is_empty()
+            });
+        let opened = self.recover_key_log(key, create, taken.as_ref());
+        if opened.is_err()
+            && let Some((_, entries)) = taken
+        {
+            self.recovered.put_back(key, entries);
+        }
+        opened
+    }
+
+    /// Finds `key`'s directory (creating it with `create`) and opens the
+    /// log in it, recovering it against `taken`, the journal's entries for
+    /// it, if there are any; notes what recovery wrote for the next
+    /// checkpoint.
+    fn recover_key_log(
+        &mut self,
+        key: &str,
+        create: bool,
+        taken: Option<&Taken>,
+    ) -> Result<Option<KeyLog>> {
+        let Some(dir) = self.key_dir(key, create)? else {
+            return Ok(None);
+        };
+        // Keys the journal does not mention were synced whole by the last
+        // checkpoint (or closed cleanly): the quick check. A version 1
+        // store after a crash gets the full one.
+        let mode = if self.legacy_unclean {
+            Mode::Unclean
+        } else {
+            Mode::Clean
+        };
+        let segment_bytes = self.config.segment_bytes;
+        let (log, touched) = match taken {
+            Some((files, at)) => {
+                let found = journal_recovery::entries(files, at);
+                // Segments below a journaled log start go first: what a
+                // crash left of them is never served or checked.
+                recovery::remove_below(&*self.fs, &dir, found.log_start)?;
+                KeyLog::open(
+                    Arc::clone(&self.fs),
+                    dir.clone(),
+                    mode,
+                    segment_bytes,
+                    &found.entries,
+                    found.log_start,
+                )?
+            }
+            None => KeyLog::open(
+                Arc::clone(&self.fs),
+                dir.clone(),
+                mode,
+                segment_bytes,
+                &[],
+                0,
+            )?,
+        };
+        self.note_touched(&dir, touched);
+        if taken.is_some() {
+            // The key's own directory entry may be as unsynced as its
+            // files (`KeyLog::open` reports those).
+            self.mark_dir_dirty(self.logs_dir.clone());
+        }
+        Ok(Some(log))
+    }
+
+    /// Makes room for one more open key. Room is made before the key is
+    /// inserted, so the key being opened is never the one evicted.
+    fn make_room(&mut self) -> Result<()> {
+        self.evict_to(self.config.open_keys_max - 1);
+        if self.open.len() >= self.config.open_keys_max {
+            // Every open key awaits a sync: run one now, which bounds open
+            // files even when one sync point would cover more keys than
+            // may be open.
+            self.sync()?;
+            self.evict_to(self.config.open_keys_max - 1);
+        }
+        Ok(())
     }
 
     /// Closes least recently used keys beyond the limit. Keys with records
@@ -144,20 +163,31 @@ impl Store {
 
     /// The directory of `key`'s log, creating it with `create`.
     pub(super) fn key_dir(&mut self, key: &str, create: bool) -> Result<Option<PathBuf>> {
-        if let Some(name) = keyname::escaped_name(key) {
-            let dir = self.logs_dir.join(name);
-            if fsutil::is_dir(&*self.fs, &dir)? {
-                return Ok(Some(dir));
-            }
-            if !create {
-                return Ok(None);
-            }
-            self.fs
-                .create_dir(&dir)
-                .map_err(|e| Error::io("create", &dir, e))?;
-            self.mark_dir_dirty(self.logs_dir.clone());
+        match keyname::escaped_name(key) {
+            Some(name) => self.escaped_key_dir(name, create),
+            None => self.hashed_key_dir(key, create),
+        }
+    }
+
+    /// The `k.` directory named `name`, creating it with `create`.
+    fn escaped_key_dir(&mut self, name: String, create: bool) -> Result<Option<PathBuf>> {
+        let dir = self.logs_dir.join(name);
+        if fsutil::is_dir(&*self.fs, &dir)? {
             return Ok(Some(dir));
         }
+        if !create {
+            return Ok(None);
+        }
+        self.fs
+            .create_dir(&dir)
+            .map_err(|e| Error::io("create", &dir, e))?;
+        self.mark_dir_dirty(self.logs_dir.clone());
+        Ok(Some(dir))
+    }
+
+    /// The `h.` directory whose `KEY` file holds `key`, or with `create` a
+    /// new one in the first free slot.
+    fn hashed_key_dir(&mut self, key: &str, create: bool) -> Result<Option<PathBuf>> {
         // Every slot is looked at, not only up to the first free one: a
         // removed key leaves a gap, and a colliding key after it must still
         // be found (rather than started again in the gap). A miss costs

@@ -303,6 +303,8 @@ impl Store {
         Ok(())
     }
 
+    /// Refuses every later write until the store is reopened (logging why,
+    /// once).
     fn poison(&mut self, error: &Error) {
         if !self.poisoned {
             log::warn(format_args!(

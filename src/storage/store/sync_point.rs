@@ -110,6 +110,7 @@ impl SyncPlan {
         result
     }
 
+    /// The plan's fsyncs alone, without the checkpoint's steps.
     pub(super) fn sync(&self) -> Result<()> {
         let count = self.files.len() + self.dirs.len();
         if count < PARALLEL_SYNC_MIN {
@@ -135,6 +136,7 @@ impl SyncPlan {
     }
 }
 
+/// fdatasyncs one file of a plan, naming it in the error.
 fn sync_file(file: &Arc<dyn FileIo>, name: &str) -> Result<()> {
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", Path::new(name), e))
@@ -149,6 +151,8 @@ impl Store {
         self.prepare(false, None)
     }
 
+    /// [`Store::prepare_sync`], with a checkpoint forced (or stopped after
+    /// `steps`, a crash test's point); a failure poisons the store.
     pub(super) fn prepare(
         &mut self,
         force_checkpoint: bool,
@@ -165,6 +169,7 @@ impl Store {
         result
     }
 
+    /// A plan that syncs nothing yet.
     fn empty_plan(&self) -> SyncPlan {
         SyncPlan {
             fs: Arc::clone(&self.fs),
@@ -182,6 +187,9 @@ impl Store {
         }
     }
 
+    /// What the next sync point covers: a checkpoint first if one is due,
+    /// then a direct sync point when one key's records are all there is
+    /// and they fit its active segment, or else a journal batch.
     fn collect_sync_plan(
         &mut self,
         force_checkpoint: bool,
@@ -214,8 +222,15 @@ impl Store {
             let key = unclaimed.into_iter().next().expect("one key");
             return self.direct_plan(plan, key);
         }
+        self.journal_plan(plan, &unclaimed)
+    }
+
+    /// A journal sync point: the records of the `unclaimed` keys and every
+    /// pending commit in one batch, the journal file synced by the plan
+    /// (also when only an earlier plan's batch is not yet durable).
+    fn journal_plan(&mut self, mut plan: SyncPlan, unclaimed: &[String]) -> Result<SyncPlan> {
         let mut builder = self.journal.builder();
-        for key in &unclaimed {
+        for key in unclaimed {
             let open = self.open.get_mut(key).expect("listed above");
             let (first, frames) = open.log.claim_for_journal();
             builder.add_records(key, first, frames);
@@ -339,6 +354,9 @@ impl Store {
         result
     }
 
+    /// Writes a journal plan's records to their segments (a direct plan's are
+    /// there already) and publishes them, forgets the directories and sealed
+    /// files the plan synced, and takes in a checkpoint's results.
     fn publish(&mut self, plan: SyncPlan) -> Result<()> {
         for (key, end) in &plan.keys {
             let Some(open) = self.open.get_mut(key) else {
@@ -417,6 +435,8 @@ impl Store {
         self.dirty_files.extend(touched.files);
     }
 
+    /// Adds a directory to what the next checkpoint fsyncs, with a new
+    /// generation (see `dirty_dirs`).
     pub(super) fn mark_dir_dirty(&mut self, dir: PathBuf) {
         self.dir_generation += 1;
         self.dirty_dirs.insert(dir, self.dir_generation);
