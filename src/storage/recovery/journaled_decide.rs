@@ -170,26 +170,14 @@ impl Decision<'_> {
     }
 }
 
-/// The decision table's journal rows, applied to what [`observe`] found in
+/// The decision table's journal rows, applied to what `observe` found in
 /// the key directory `dir` and what the journal holds for the key. Pure:
 /// `dir` only names files.
 pub fn decide<'a>(dir: &Path, journal: &JournalView<'a>, chain: &Chain) -> Decision<'a> {
-    let Chain {
-        bases,
-        start,
-        chain_base,
-        found,
-        stop,
-    } = chain;
-    let (j0, chain_base, start) = (journal.j0, *chain_base, *start);
-    let chain_end = chain_base + found.len() as u64;
+    let j0 = journal.j0;
+    let chain_end = chain.chain_base + chain.found.len() as u64;
     // Keep the chain up to the first record the journal holds differently.
-    let differs = found.iter().enumerate().find_map(|(i, record)| {
-        let offset = chain_base + i as u64;
-        let frame = journal.records.get(&offset)?;
-        let crc = format::decode_record(frame).map(|r| r.crc).ok();
-        (crc != Some(record.crc)).then_some(offset)
-    });
+    let differs = first_difference(journal, chain);
     let keep_end = differs.unwrap_or(chain_end);
     // How far the journal's records carry on from there.
     let mut reach = keep_end;
@@ -199,65 +187,31 @@ pub fn decide<'a>(dir: &Path, journal: &JournalView<'a>, chain: &Chain) -> Decis
     if let Some(refusal) = refusal(dir, journal, chain, keep_end, reach) {
         return refusal;
     }
-    // Which row the cut (if any) follows: a journal record that differs,
-    // journal records past the kept ones, or else the segment tail rules.
-    let cut_row = match (differs, stop) {
+    // Which row a cut follows: a journal record that differs, journal
+    // records past the kept ones, or else the segment tail rules.
+    let cut_row = match (differs, &chain.stop) {
         (Some(_), _) => Row::CrcDiffers,
         _ if reach > keep_end => Row::SegmentBehind,
-        (
-            None,
-            Some(ChainStop {
-                tail: Tail::Zeros, ..
-            }),
-        ) => Row::ZeroTail,
-        (None, Some(ChainStop { position: 0, .. })) => Row::TornCreation,
+        (_, Some(stop)) if stop.tail == Tail::Zeros => Row::ZeroTail,
+        (_, Some(stop)) if stop.position == 0 => Row::TornCreation,
         _ => Row::TornTail,
     };
-    // Where the kept records end: (segment index, position).
-    let cut_at = match found.get((keep_end - chain_base) as usize) {
-        Some(record) => Some((record.segment, record.position)),
-        None => stop.as_ref().map(|stop| (stop.segment, stop.position)),
-    };
-    let mut steps = Vec::new();
-    let mut active_index = bases.len().checked_sub(1);
-    if let Some((i, position)) = cut_at {
-        // Segments after the cut hold only records the journal replays (or
-        // torn bytes): remove them, newest first.
-        for &base in bases[i + 1..].iter().rev() {
-            steps.push(Step::new(cut_row, Command::RemoveSegment { base }));
-        }
-        if position < FILE_HEADER_SIZE as u64 {
-            steps.push(Step::new(
-                cut_row,
-                Command::RemoveSegment { base: bases[i] },
-            ));
-            active_index = i.checked_sub(1);
-        } else {
-            let base = bases[i];
-            steps.push(Step::new(cut_row, Command::CutSegment { base, position }));
-            active_index = Some(i);
-        }
-    }
-    if steps
-        .iter()
-        .any(|step| matches!(step.command, Command::RemoveSegment { .. }))
-    {
-        steps.push(Step::new(cut_row, Command::SyncKeyDir));
-    }
+    let (mut steps, active_index) = cut_steps(chain, keep_end, cut_row);
     // Records from j0 on the journal lacks were written by a direct sync
     // point: served from now on, so synced now.
     let unjournaled = (j0..keep_end).any(|offset| !journal.records.contains_key(&offset));
+    let bases = &chain.bases;
     let unsynced: Vec<u64> = match active_index {
-        Some(last) => bases[start.min(last)..=last].to_vec(),
+        Some(last) => bases[chain.start.min(last)..=last].to_vec(),
         None => Vec::new(),
     };
     rewrite_unsynced(&mut steps, chain, j0, active_index, &unsynced, unjournaled);
-    let case = match (differs, stop) {
+    let case = match differs {
         _ if bases.is_empty() => Row::NoSegment,
-        (Some(_), _) => Row::CrcDiffers,
-        _ if reach > keep_end => Row::SegmentBehind,
-        _ if unjournaled => Row::DirectRecords,
-        _ => Row::SegmentAhead,
+        Some(_) => Row::CrcDiffers,
+        None if reach > keep_end => Row::SegmentBehind,
+        None if unjournaled => Row::DirectRecords,
+        None => Row::SegmentAhead,
     };
     Decision {
         case,
@@ -269,6 +223,56 @@ pub fn decide<'a>(dir: &Path, journal: &JournalView<'a>, chain: &Chain) -> Decis
             .collect(),
         unsynced,
     }
+}
+
+/// The offset of the first record of the chain that the journal holds with
+/// another CRC, if there is one: the journal was durable first, so it wins.
+fn first_difference(journal: &JournalView<'_>, chain: &Chain) -> Option<u64> {
+    chain.found.iter().enumerate().find_map(|(i, record)| {
+        let offset = chain.chain_base + i as u64;
+        let frame = journal.records.get(&offset)?;
+        let crc = format::decode_record(frame).map(|r| r.crc).ok();
+        (crc != Some(record.crc)).then_some(offset)
+    })
+}
+
+/// The steps that cut the segments after the records kept (those below
+/// `keep_end`), by the row `row`, and the index of the segment that is
+/// active afterwards (`None` when none is left).
+fn cut_steps(chain: &Chain, keep_end: u64, row: Row) -> (Vec<Step<Command>>, Option<usize>) {
+    let bases = &chain.bases;
+    // Where the kept records end: (segment index, position).
+    let cut_at = match chain.found.get((keep_end - chain.chain_base) as usize) {
+        Some(record) => Some((record.segment, record.position)),
+        None => chain
+            .stop
+            .as_ref()
+            .map(|stop| (stop.segment, stop.position)),
+    };
+    let mut steps = Vec::new();
+    let Some((i, position)) = cut_at else {
+        return (steps, bases.len().checked_sub(1));
+    };
+    // Segments after the cut hold only records the journal replays (or
+    // torn bytes): remove them, newest first.
+    for &base in bases[i + 1..].iter().rev() {
+        steps.push(Step::new(row, Command::RemoveSegment { base }));
+    }
+    let active_index = if position < FILE_HEADER_SIZE as u64 {
+        steps.push(Step::new(row, Command::RemoveSegment { base: bases[i] }));
+        i.checked_sub(1)
+    } else {
+        let base = bases[i];
+        steps.push(Step::new(row, Command::CutSegment { base, position }));
+        Some(i)
+    };
+    if steps
+        .iter()
+        .any(|step| matches!(step.command, Command::RemoveSegment { .. }))
+    {
+        steps.push(Step::new(row, Command::SyncKeyDir));
+    }
+    (steps, active_index)
 }
 
 /// The refusals of the table's journal rows, checked before anything is
