@@ -16,7 +16,9 @@
 //! - [`journal_recovery`]: the journal's files at open: live ones, torn tails, per-key index.
 //! - [`checkpoint`]: syncing segments so that journal files can be deleted.
 //! - [`retention`]: which oldest segments a size or age limit lets go.
-//! - [`sim`]: a simulated disk for tests: power loss, crash points, injected faults.
+//! - `sim`: a simulated disk for tests: power loss, crash points, injected faults.
+//!   Compiled for the crate's unit tests and with the `sim` feature only (the
+//!   integration tests turn it on), never into a release build.
 //! - [`store`]: all keys of a data directory, its lock, sync points and checkpoints.
 //! - [`syncpool`]: threads that issue the fdatasyncs of a sync point together.
 //! - [`fsutil`]: durable directory and atomic-rewrite helpers.
@@ -37,6 +39,7 @@ pub mod offsets;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod store;
 pub mod syncpool;
