@@ -6,7 +6,8 @@
 //! - [`backend`]: every file operation, on the real file system or a simulated one.
 //! - [`format`]: byte layout and codecs of every file, no I/O (spec: `segment-format.md`).
 //! - [`keyname`]: keys to directory names, injective and confined to the data directory.
-//! - [`mmap`]: the read-only memory maps, the only `unsafe` code.
+//! - [`mmap`]: the read-only memory maps, the engine's only `unsafe` code (the
+//!   crate's other `unsafe` is the binary's allocator, `src/lazy_alloc.rs`).
 //! - [`index`]: the sparse offset index of one segment, a cache rebuilt from the log.
 //! - [`segment`]: one segment, its `.log` and `.index`; scanning records.
 //! - [`recovery`]: the recovery decision table, applied when a key is opened.
