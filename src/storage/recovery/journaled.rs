@@ -209,7 +209,7 @@ fn stop_at(segment: usize, position: u64, why: String, tail: Tail) -> ChainStop 
     }
 }
 
-/// Runs the commands of a [`Decision`] in the key directory `dir`, in
+/// Runs the commands of a decision in the key directory `dir`, in
 /// order; a refusal stops them with its error.
 pub fn apply(fs: &dyn Backend, dir: &Path, steps: &[Step<Command>]) -> Result<()> {
     for step in steps {

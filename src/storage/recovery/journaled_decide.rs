@@ -102,7 +102,7 @@ pub struct ChainStop {
     pub tail: Tail,
 }
 
-/// What [`observe`] found in a key's segments: [`decide`]'s input.
+/// What `journaled::observe` found in a key's segments: [`decide`]'s input.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chain {
     /// Base offsets of the key's segments, ascending.

@@ -1,6 +1,6 @@
 //! Recovery of one key's log when it is opened: the decision table of
 //! `segment-format.md`, applied to what is on disk. (The journal's own rows
-//! are applied when the store opens, in `journal_recovery.rs`.)
+//! are applied when the store opens, in `journal_recovery/`.)
 //!
 //! A key the live journal does not mention was synced whole by the last
 //! checkpoint: recovery reads its directory listing and its active segment,

@@ -1,8 +1,8 @@
 //! The recovery decision table: every state a crash (or damage) can leave
 //! on disk and the action recovery takes for it, as text that
 //! `tests/storage/spec.rs` checks against `segment-format.md`, and as
-//! [`Row`], the names the decide steps (`journaled.rs`,
-//! `journal_recovery.rs`) give each command they prescribe, so a test can
+//! [`Row`], the names the decide steps (`journaled_decide.rs`,
+//! `journal_recovery/decide.rs`) give each command they prescribe, so a test can
 //! say which row a decision followed.
 
 use std::path::PathBuf;
