@@ -35,8 +35,9 @@
 //!   journal only gets a note (once per key between checkpoints) that the
 //!   key's segment may hold records it does not.
 //!
-//! A checkpoint (checkpoint.rs) rides on a sync point that starts when no
-//! other is in flight, and is done before that sync point completes.
+//! A checkpoint (`storage/checkpoint.rs`, started by `checkpointing.rs`)
+//! rides on a sync point that starts when no other is in flight, and is
+//! done before that sync point completes.
 //!
 //! # Layout
 //! - `mod.rs` (this file): the [`Store`] itself, its configuration and
