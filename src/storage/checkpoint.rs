@@ -3,7 +3,7 @@
 //!
 //! A checkpoint starts when the live journal passes [`CHECKPOINT_BYTES_DEFAULT`]
 //! (configurable), when it is older than [`CHECKPOINT_AGE_DEFAULT`], or when
-//! [`CHECKPOINT_FILES_MAX`] segment files await a sync. `store.rs` first
+//! [`CHECKPOINT_FILES_MAX`] segment files await a sync. `store/checkpointing.rs` first
 //! rotates the journal: it creates the next journal file (synced, with its
 //! directory entry) and ends the current one with a next-file marker. Every
 //! batch in the old files has been written to the segments by then (a

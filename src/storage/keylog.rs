@@ -3,7 +3,7 @@
 //!
 //! An append encodes the record's frame into `pending` and nothing else. A
 //! sync point then makes the pending frames durable one of two ways
-//! (`store.rs` chooses):
+//! (`store/sync_point.rs` chooses):
 //!
 //! * **journal**: the frames are copied into the store's write-ahead journal
 //!   batch; once that batch is durable, [`KeyLog::write_out`] writes them to

@@ -1,4 +1,6 @@
-//! Read-only memory maps of segment files: the only `unsafe` code in seglog.
+//! Read-only memory maps of segment files: the storage engine's only
+//! `unsafe` code. (The crate's one other `unsafe` module is the binary's
+//! allocator, `src/lazy_alloc.rs`, with its own `SAFETY` contract.)
 //!
 //! Reads go through maps so that a poll copies a record once, from the page
 //! cache into the reply. A map is sound only while the bytes it covers stay

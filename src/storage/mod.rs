@@ -4,20 +4,27 @@
 //!
 //! # Layout
 //! - [`backend`]: every file operation, on the real file system or a simulated one.
-//! - [`format`]: byte layout and codecs of every file, no I/O (spec: `segment-format.md`).
+//! - [`format`](mod@format): byte layout and codecs of every file, no I/O (spec:
+//!   `segment-format.md`).
 //! - [`keyname`]: keys to directory names, injective and confined to the data directory.
-//! - [`mmap`]: the read-only memory maps, the only `unsafe` code.
+//! - [`mmap`]: the read-only memory maps, the engine's only `unsafe` code (the
+//!   crate's other `unsafe` is the binary's allocator, `src/lazy_alloc.rs`).
 //! - [`index`]: the sparse offset index of one segment, a cache rebuilt from the log.
 //! - [`segment`]: one segment, its `.log` and `.index`; scanning records.
-//! - [`recovery`]: the recovery decision table, applied when a key is opened.
+//! - [`recovery`]: the recovery decision table, applied when a key is opened:
+//!   a key the journal mentions is observed, decided (pure) and applied.
 //! - [`keylog`]: one key's log: sealed segments, the active one, rolling.
 //! - [`offsets`]: the committed offsets up to the last checkpoint.
 //! - [`journal`]: the store-wide write-ahead journal: batches, reader, writer.
-//! - [`journal_recovery`]: the journal's files at open: live ones, torn tails, per-key index.
+//! - [`journal_recovery`]: the journal's files at open: live ones, torn tails, per-key
+//!   index; decided (pure), then applied.
 //! - [`checkpoint`]: syncing segments so that journal files can be deleted.
 //! - [`retention`]: which oldest segments a size or age limit lets go.
-//! - [`sim`]: a simulated disk for tests: power loss, crash points, injected faults.
-//! - [`store`]: all keys of a data directory, its lock, sync points and checkpoints.
+//! - `sim`: a simulated disk for tests: power loss, crash points, injected faults.
+//!   Compiled for the crate's unit tests and with the `sim` feature only (the
+//!   integration tests turn it on), never into a release build.
+//! - [`store`]: all keys of a data directory, its lock, sync points and checkpoints
+//!   (a folder, one file per idea).
 //! - [`syncpool`]: threads that issue the fdatasyncs of a sync point together.
 //! - [`group_commit`]: the thread that runs sync points for the writes
 //!   queued meanwhile and reports each batch back with its outcome.
@@ -40,6 +47,7 @@ pub mod offsets;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod store;
 pub mod syncpool;

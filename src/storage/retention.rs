@@ -1,5 +1,5 @@
 //! Retention: which of a key's oldest segments a size or age limit lets go.
-//! The deciding is here, without I/O; `store.rs` makes the new log start
+//! The deciding is here, without I/O; `store/removal.rs` makes the new log start
 //! durable and deletes the files (`segment-format.md`, "Retention and
 //! removal").
 //!

@@ -1,0 +1,209 @@
+//! Appends, reads and commits: what a front end does to a key's log
+//! between sync points. Appends and commits wait in memory until a sync
+//! point makes them durable (`sync_point.rs`); reads see only what one has.
+
+use crate::storage::error::{Error, Result};
+use crate::storage::format::MESSAGE_BYTES_MAX;
+use crate::storage::journal_recovery;
+use crate::storage::keyname::{self, KEY_FILE_NAME};
+use std::collections::HashSet;
+
+use super::{PENDING_BYTES_MAX, SegmentInfo, Store, check_key};
+
+impl Store {
+    /// Appends `payload` to `key`'s log and returns its offset. The record is
+    /// durable, and visible to readers, once a sync point has covered it.
+    pub fn append(&mut self, key: &str, payload: &[u8]) -> Result<u64> {
+        self.append_all(key, &[payload])
+    }
+
+    /// Appends every one of `payloads` to `key`'s log, at consecutive
+    /// offsets, and returns the first (the next offset if there are none).
+    /// All or none: every check, and the sync that bounds the memory
+    /// records wait in, comes before the first record is appended, so an
+    /// error means none was. Durable and visible like [`Store::append`].
+    pub fn append_all(&mut self, key: &str, payloads: &[&[u8]]) -> Result<u64> {
+        self.check_open()?;
+        self.check_not_poisoned()?;
+        check_key(key)?;
+        if let Some(bad) = payloads
+            .iter()
+            .find(|payload| payload.is_empty() || payload.len() > MESSAGE_BYTES_MAX)
+        {
+            return Err(Error::BadMessageSize {
+                len: bad.len(),
+                max: MESSAGE_BYTES_MAX,
+            });
+        }
+        if payloads.is_empty() {
+            return self.next_offset(key);
+        }
+        if self.pending_bytes > PENDING_BYTES_MAX {
+            // Bounds the memory records wait in (by at most one call's
+            // records past it).
+            self.sync()?;
+        }
+        let log = self.key_log(key, true)?.expect("created on demand");
+        let first = log.next_offset();
+        let before = log.pending_bytes();
+        for payload in payloads {
+            log.append(payload);
+        }
+        let grown = log.pending_bytes() - before;
+        self.pending_bytes += grown;
+        Ok(first)
+    }
+
+    /// Appends `payload` to `key`'s log at exactly `offset`, which must be the
+    /// offset the next append would get ([`Store::next_offset`]): how a
+    /// replica copies a log whose offsets another store assigned. Durable and
+    /// visible after a sync point, like [`Store::append`].
+    pub fn append_at(&mut self, key: &str, offset: u64, payload: &[u8]) -> Result<()> {
+        let next = self.next_offset(key)?;
+        if offset != next {
+            return Err(Error::NotNextOffset {
+                expected: next,
+                got: offset,
+            });
+        }
+        let appended = self.append(key, payload)?;
+        debug_assert_eq!(appended, offset, "append took the next offset");
+        Ok(())
+    }
+
+    /// The offset the next append to `key` gets: one past every record
+    /// appended so far, durable or not (0 for no log).
+    pub fn next_offset(&mut self, key: &str) -> Result<u64> {
+        check_key(key)?;
+        Ok(self.key_log(key, false)?.map_or(0, |log| log.next_offset()))
+    }
+
+    /// Every key that has a log in this store, in no particular order. Reads
+    /// the `logs/` directory (and the `KEY` file of each hashed name), so it
+    /// costs one directory listing: for start-up, not for every request.
+    /// Keys whose records are so far only in the journal are included.
+    pub fn keys(&self) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let entries = self
+            .fs
+            .list(&self.logs_dir)
+            .map_err(|e| Error::io("list", &self.logs_dir, e))?;
+        for entry in entries {
+            let Some(name) = entry.name.to_str() else {
+                continue;
+            };
+            match keyname::decode_name(name) {
+                Some(keyname::DecodedName::Key(key)) => keys.push(key),
+                Some(keyname::DecodedName::Hashed) => {
+                    let key_file = self.logs_dir.join(name).join(KEY_FILE_NAME);
+                    let bytes = self
+                        .fs
+                        .read(&key_file)
+                        .map_err(|e| Error::io("read", &key_file, e))?;
+                    let key = String::from_utf8(bytes)
+                        .map_err(|_| Error::corrupt(&key_file, 0, "key is not UTF-8"))?;
+                    keys.push(key);
+                }
+                // Temporary directories of a hashed key being created, and
+                // anything seglog did not write.
+                None => {}
+            }
+        }
+        let listed: HashSet<&String> = keys.iter().collect();
+        let missing: Vec<String> = self
+            .recovered
+            .keys
+            .iter()
+            .filter(|(key, at)| {
+                !listed.contains(key)
+                    && at
+                        .iter()
+                        .any(|entry| matches!(entry, journal_recovery::EntryAt::Records { .. }))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.extend(missing);
+        Ok(keys)
+    }
+
+    /// Delivers the durable records of `key` from offset `from` on to `visit`,
+    /// which returns false to stop. A key with no log delivers nothing.
+    pub fn read(
+        &mut self,
+        key: &str,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<()> {
+        check_key(key)?;
+        match self.key_log(key, false)? {
+            Some(log) => log.read(from, visit),
+            None => Ok(()),
+        }
+    }
+
+    /// The offset after the last durable record of `key` (0 for no log).
+    pub fn durable_next_offset(&mut self, key: &str) -> Result<u64> {
+        check_key(key)?;
+        Ok(self
+            .key_log(key, false)?
+            .map_or(0, |log| log.durable_next_offset()))
+    }
+
+    /// First offset the key still has (0 for a key with no log or never
+    /// truncated). Reads from below it deliver from it on.
+    pub fn log_start(&mut self, key: &str) -> Result<u64> {
+        check_key(key)?;
+        Ok(self.key_log(key, false)?.map_or(0, |log| log.log_start()))
+    }
+
+    /// The key's segments, oldest first, the active one last (empty for no
+    /// log). Sizes and times are read from the files now.
+    pub fn segments(&mut self, key: &str) -> Result<Vec<SegmentInfo>> {
+        check_key(key)?;
+        let Some(log) = self.key_log(key, false)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for facts in log.segments() {
+            let path = &facts.log_path;
+            let meta = self.fs.stat(path).map_err(|e| Error::io("stat", path, e))?;
+            let modified = meta.modified.ok_or_else(|| {
+                let source = std::io::Error::other("the file system keeps none");
+                Error::io("read the modification time of", path, source)
+            })?;
+            out.push(SegmentInfo {
+                base: facts.base,
+                end: facts.end,
+                bytes: meta.len,
+                modified,
+                sealed: facts.sealed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records that `key` is processed up to `offset`; durable after the next
+    /// sync point. Offsets only move forward.
+    pub fn commit(&mut self, key: &str, offset: u64) -> Result<()> {
+        self.check_open()?;
+        self.check_not_poisoned()?;
+        check_key(key)?;
+        self.offsets.commit(key, offset);
+        Ok(())
+    }
+
+    /// The durable committed offset of `key`.
+    pub fn committed(&self, key: &str) -> Option<u64> {
+        self.offsets.get(key)
+    }
+
+    /// Every durable committed offset, in no particular order.
+    pub fn committed_offsets(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.offsets.iter()
+    }
+
+    /// Number of keys with a durable committed offset.
+    pub fn committed_count(&self) -> usize {
+        self.offsets.len()
+    }
+}
