@@ -22,7 +22,7 @@ use crate::workload::router::NetworkConfig;
 const NODES_DEFAULT: usize = 3;
 
 /// Workload lengths in the long tier, each long enough for a few faults and a couple of hundred
-/// keys at Maelstrom's rate; together with the final phases the scenarios stay under two minutes.
+/// keys at Maelstrom's rate; with the final phases the six scenarios take about 75 s.
 const ONE_NODE_RUN_LONG: Duration = Duration::from_secs(6);
 const CLEAN_RUN_LONG: Duration = Duration::from_secs(10);
 const PARTITION_RUN_LONG: Duration = Duration::from_secs(15);
