@@ -2,7 +2,7 @@
 # Installs what the tests and scripts/maelstrom.sh need besides the Rust
 # toolchain, on a fresh Debian or Ubuntu machine: kcat (tests/serve/kafka.rs),
 # a C compiler and the C library headers (the LD_PRELOAD shims of
-# tests/storage/faults.rs and tests/storage/powerloss.rs), the Python Kafka
+# tests/durability/faults.rs and powerloss.rs), the Python Kafka
 # clients pinned in tests/kafka_clients/requirements.txt, and gnuplot and
 # graphviz, without which every Maelstrom run ends ":valid? :unknown".
 # (Maelstrom's Java 17 is not installed here.)

@@ -30,7 +30,7 @@ use tempfile::TempDir;
 
 use seglog::{Store, StoreConfig};
 
-use crate::support::dirs::copy_tree;
+use crate::support::dirs::{copy_tree, scratch_dir};
 use crate::support::node_process::Node;
 use crate::support::{tier, tools};
 
@@ -51,7 +51,7 @@ const ROUNDS_LONG: u64 = 60;
 
 /// Builds the recorder library into `dir`.
 fn build_recorder(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/storage/iolog.c");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/durability/iolog.c");
     tools::build_shim(&source, &dir.join("iolog.so"), &["-ldl", "-lpthread"])
 }
 
@@ -602,6 +602,11 @@ const SEGMENT_BYTES: u64 = 1024;
 /// A node run under the recorder, and what it needs to start again.
 struct Recorded {
     tmp: TempDir,
+    /// Where the crash images are built and checked: in memory where the
+    /// machine allows (`dirs::scratch_dir`). Each image is opened, synced
+    /// and thrown away; on a disk shared with other work, those syncs took
+    /// most of this test's time.
+    scratch: TempDir,
     library: PathBuf,
     root: PathBuf,
     root_text: String,
@@ -624,6 +629,7 @@ impl Recorded {
         let root_text = root.to_str().expect("UTF-8 root").to_string();
         Recorded {
             tmp,
+            scratch: scratch_dir(),
             library,
             root,
             root_text,
@@ -830,7 +836,7 @@ impl Checked {
         random: usize,
         disk: &Path,
     ) {
-        self.check(model, ops, &run.requests, random, run.tmp.path());
+        self.check(model, ops, &run.requests, random, run.scratch.path());
         if self.failures.is_empty() {
             model.assert_live_is(disk);
         }

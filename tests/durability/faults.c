@@ -1,4 +1,4 @@
-/* The disk-fault shim of tests/storage/faults.rs, which says what each
+/* The disk-fault shim of tests/durability/faults.rs, which says what each
  * flag file does; loaded into the seglog binary with LD_PRELOAD. */
 #define _GNU_SOURCE
 #include <dlfcn.h>

@@ -25,7 +25,7 @@ const TEMPORARILY_UNAVAILABLE: u64 = 11;
 /// continue); when `fdatasync-eio` exists, the next `fdatasync` removes it
 /// and fails with EIO (later ones succeed again, as they do on Linux after
 /// a lost writeback: the store must not trust them).
-const SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/storage/faults.c");
+const SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/durability/faults.c");
 
 /// Builds the shim into `dir` and returns its path.
 fn build_shim(dir: &Path) -> PathBuf {
