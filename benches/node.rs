@@ -14,7 +14,7 @@
     dead_code,
     reason = "shared with the workload tests; the bench uses the node and connection"
 )]
-#[path = "../tests/workload/mod.rs"]
+#[path = "../tests/support/workload/mod.rs"]
 mod workload;
 
 use std::collections::HashMap;

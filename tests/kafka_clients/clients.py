@@ -1,6 +1,6 @@
 """Real Kafka clients against a running `seglog serve --kafka`.
 
-Run by tests/kafka.rs as `python3 clients.py SCENARIO BOOTSTRAP TOPIC`; prints
+Run by tests/serve/kafka.rs as `python3 clients.py SCENARIO BOOTSTRAP TOPIC`; prints
 one line `ok ...` and exits 0, or raises (exit 1) naming what was wrong.
 
 Scenarios:

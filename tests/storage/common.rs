@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use seglog::{Store, StoreConfig};
 
+pub use crate::support::dirs::copy_dir;
+
 /// A store config with small segments, so a few records span several.
 pub fn small_segments(segment_bytes: u64) -> StoreConfig {
     StoreConfig {
@@ -62,20 +64,6 @@ pub fn segment_logs(dir: &Path) -> Vec<PathBuf> {
         .into_iter()
         .map(|base| dir.join(seglog::storage::format::log_file_name(base)))
         .collect()
-}
-
-/// Copies a directory tree (the pristine state a test damages copies of).
-pub fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("create copy");
-    for entry in fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).expect("copy file");
-        }
-    }
 }
 
 /// Positions where each record of a `.log` file starts, and the file's end.

@@ -110,6 +110,7 @@ impl ClusterConfig {
 /// read, every node's log and data, and prints where.
 pub fn run(config: &ClusterConfig) -> Report {
     assert!(config.nodes > 0, "a cluster needs a node");
+    let _alone = harness::one_run_at_a_time();
     eprintln!(
         "workload {}: {} nodes, {:?}, seed {} (replay with {}={}), binary {}",
         config.name,
@@ -125,7 +126,7 @@ pub fn run(config: &ClusterConfig) -> Report {
         .tempdir()
         .expect("create a run directory under the temp dir");
     let report = execute(config, dir.path());
-    harness::keep_if_needed(report, dir)
+    harness::keep_if_needed(report, dir, false)
 }
 
 fn execute(config: &ClusterConfig, dir: &Path) -> Report {
@@ -234,6 +235,7 @@ fn start_nodes(
             log_path: dir.join(format!("{id}.log")),
             node_id: id.clone(),
             node_ids: node_ids.to_vec(),
+            env: Vec::new(),
         })
         .collect();
     Supervisor::start(configs, wiring.clone())

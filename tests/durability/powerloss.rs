@@ -2,7 +2,7 @@
 //!
 //! A node runs a workload of sends and commits over a few keys, with small
 //! segments (rolls) and a checkpoint every few KiB of journal (rotations,
-//! checkpoints), under `tests/powerloss/iolog.c`, an `LD_PRELOAD` library
+//! checkpoints), under `iolog.c` (beside this file), an `LD_PRELOAD` library
 //! that records in order every file operation under the data directory
 //! (creations, writes with their bytes, truncations, fdatasync and fsync of
 //! files and directories, renames, unlinks) and every write to stdout (the
@@ -22,50 +22,37 @@
 //! more append per key takes the next offset and all of it survives a
 //! reopen.
 
-mod node_process;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use node_process::Node;
 use seglog::{Store, StoreConfig};
+
+use crate::support::dirs::{copy_tree, scratch_dir};
+use crate::support::node_process::Node;
+use crate::support::{tier, tools};
 
 /// Page size at which unsynced writes survive or not.
 const PAGE: u64 = 4096;
 /// Random images per crash point, besides "nothing unsynced kept" and
-/// "everything kept" (`SEGLOG_POWERLOSS_IMAGES` overrides it).
-const RANDOM_IMAGES: usize = 2;
+/// "everything kept": by default, and in the long tier
+/// (`SEGLOG_POWERLOSS_IMAGES` overrides both).
+const RANDOM_IMAGES_SHORT: u64 = 1;
+const RANDOM_IMAGES_LONG: u64 = 2;
 /// Keys of the workload.
 const KEYS: usize = 4;
-/// Rounds of the workload: each pipelines one send per key and a commit
-/// (`SEGLOG_POWERLOSS_ROUNDS` overrides it).
-const ROUNDS: u64 = 60;
-
-/// A count from the environment variable `var`, or `default`.
-fn setting(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+/// Rounds of the workload, each pipelining one send per key and a commit:
+/// by default, and in the long tier (`SEGLOG_POWERLOSS_ROUNDS` overrides
+/// both).
+const ROUNDS_SHORT: u64 = 40;
+const ROUNDS_LONG: u64 = 60;
 
 /// Builds the recorder library into `dir`.
 fn build_recorder(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/powerloss/iolog.c");
-    let library = dir.join("iolog.so");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .args(["-ldl", "-lpthread"])
-        .status()
-        .expect("run cc (the power-loss test needs a C compiler)");
-    assert!(status.success(), "cc failed");
-    library
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/durability/iolog.c");
+    tools::build_shim(&source, &dir.join("iolog.so"), &["-ldl", "-lpthread"])
 }
 
 /// One recorded operation.
@@ -571,24 +558,6 @@ fn check_image(data: &Path, acked: &Acked) -> Result<(), String> {
     Ok(())
 }
 
-/// Replaces `to` with a copy of the directory tree `from`.
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    if to.exists() {
-        std::fs::remove_dir_all(to)?;
-    }
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), target)?;
-        }
-    }
-    Ok(())
-}
-
 /// Checks `store` holds what `acked` says, and reads cleanly from offset 0.
 fn check_store(store: &mut Store, acked: &Acked) -> Result<(), String> {
     for (key, offset, msg) in &acked.sends {
@@ -633,6 +602,11 @@ const SEGMENT_BYTES: u64 = 1024;
 /// A node run under the recorder, and what it needs to start again.
 struct Recorded {
     tmp: TempDir,
+    /// Where the crash images are built and checked: in memory where the
+    /// machine allows (`dirs::scratch_dir`). Each image is opened, synced
+    /// and thrown away; on a disk shared with other work, those syncs took
+    /// most of this test's time.
+    scratch: TempDir,
     library: PathBuf,
     root: PathBuf,
     root_text: String,
@@ -655,6 +629,7 @@ impl Recorded {
         let root_text = root.to_str().expect("UTF-8 root").to_string();
         Recorded {
             tmp,
+            scratch: scratch_dir(),
             library,
             root,
             root_text,
@@ -861,7 +836,7 @@ impl Checked {
         random: usize,
         disk: &Path,
     ) {
-        self.check(model, ops, &run.requests, random, run.tmp.path());
+        self.check(model, ops, &run.requests, random, run.scratch.path());
         if self.failures.is_empty() {
             model.assert_live_is(disk);
         }
@@ -870,8 +845,13 @@ impl Checked {
 
 /// The workload's rounds and random images per crash point.
 fn sizes() -> (u64, usize) {
-    let rounds = setting("SEGLOG_POWERLOSS_ROUNDS", ROUNDS);
-    let random = setting("SEGLOG_POWERLOSS_IMAGES", RANDOM_IMAGES as u64) as usize;
+    let rounds = tier::sized("SEGLOG_POWERLOSS_ROUNDS", ROUNDS_SHORT, ROUNDS_LONG);
+    let random = tier::sized(
+        "SEGLOG_POWERLOSS_IMAGES",
+        RANDOM_IMAGES_SHORT,
+        RANDOM_IMAGES_LONG,
+    );
+    let random = usize::try_from(random).expect("SEGLOG_POWERLOSS_IMAGES fits in usize");
     (rounds, random)
 }
 

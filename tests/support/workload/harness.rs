@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,15 @@ pub const MAELSTROM_RATE: u32 = 1000;
 /// The lone node's index in the supervisor.
 const NODE: usize = 0;
 
+/// Held by every run, lone node or cluster: two runs at once on CI's two cores would starve each
+/// other's nodes and clients.
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Waits until no other run of this process is running; the run goes on while the guard lives.
+pub fn one_run_at_a_time() -> MutexGuard<'static, ()> {
+    lock(&ONE_RUN_AT_A_TIME)
+}
+
 /// How the node process that served the workload ends before the final read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -62,6 +71,10 @@ pub struct Config {
     pub seed: u64,
     /// The `seglog` binary under test.
     pub binary: PathBuf,
+    /// Environment variables the node gets besides the test's own.
+    pub node_env: Vec<(String, String)>,
+    /// Keeps the run directory even when the run is valid, as `SEGLOG_KEEP` does.
+    pub keep: bool,
 }
 
 impl Config {
@@ -76,6 +89,8 @@ impl Config {
             rate: Some(MAELSTROM_RATE),
             seed: seed::from_env(),
             binary: node::binary_path(),
+            node_env: Vec::new(),
+            keep: false,
         }
     }
 }
@@ -84,6 +99,7 @@ impl Config {
 /// any run with `SEGLOG_KEEP` set) keeps its directory with the history, final read, node log
 /// and data, and prints where.
 pub fn run(config: &Config) -> Report {
+    let _alone = one_run_at_a_time();
     eprintln!(
         "workload {}: seed {} (replay with {}={}), binary {}",
         config.name,
@@ -97,13 +113,13 @@ pub fn run(config: &Config) -> Report {
         .tempdir()
         .expect("create a run directory under the temp dir");
     let report = execute(config, dir.path());
-    keep_if_needed(report, dir)
+    keep_if_needed(report, dir, config.keep)
 }
 
-/// Keeps the run directory, with the artifacts written into it, if the run is not valid or
-/// `SEGLOG_KEEP` is set; otherwise it is deleted when `dir` drops.
-pub fn keep_if_needed(mut report: Report, dir: tempfile::TempDir) -> Report {
-    if !report.is_valid() || std::env::var_os(KEEP_VAR).is_some() {
+/// Keeps the run directory, with the artifacts written into it, if the run is not valid, `keep`
+/// is true or `SEGLOG_KEEP` is set; otherwise it is deleted when `dir` drops.
+pub fn keep_if_needed(mut report: Report, dir: tempfile::TempDir, keep: bool) -> Report {
+    if !report.is_valid() || keep || std::env::var_os(KEEP_VAR).is_some() {
         let path = dir.keep();
         if let Err(e) = report.write_artifacts(&path) {
             eprintln!("workload {}: could not write artifacts: {e}", report.name);
@@ -201,7 +217,10 @@ struct Phases {
 fn start_node(config: &Config, dir: &Path, wiring: &Wiring) -> Result<Arc<Supervisor>, String> {
     let data_dir = dir.join("data");
     fs::create_dir(&data_dir).map_err(|e| format!("create {}: {e}", data_dir.display()))?;
-    let node_config = NodeConfig::lone(config.binary.clone(), data_dir, dir.join("node.log"));
+    let node_config = NodeConfig {
+        env: config.node_env.clone(),
+        ..NodeConfig::lone(config.binary.clone(), data_dir, dir.join("node.log"))
+    };
     Supervisor::start(vec![node_config], wiring.clone())
 }
 

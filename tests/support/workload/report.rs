@@ -53,6 +53,19 @@ impl Report {
         self.failure.is_none() && self.anomalies.is_empty() && self.protocol_errors.is_empty()
     }
 
+    /// Fails the test unless every kind of operation succeeded at least once (Maelstrom's
+    /// `stats` checker fails a run otherwise).
+    pub fn assert_every_kind_succeeded(&self) {
+        for kind in OpKind::ALL {
+            assert!(
+                self.count(kind, OutcomeClass::Ok) > 0,
+                "no {} succeeded\n{}",
+                kind.name(),
+                self.details()
+            );
+        }
+    }
+
     /// Operations of `kind` that ended in `class`.
     pub fn count(&self, kind: OpKind, class: OutcomeClass) -> usize {
         self.history

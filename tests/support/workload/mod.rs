@@ -1,7 +1,7 @@
 //! A Maelstrom-style kafka workload against real `seglog` processes, one node or a cluster of
 //! them joined by a router, with SIGKILL restarts and network partitions, and the checker that
-//! judges its history. Shared by the integration tests, the cluster tests, the soak test and the
-//! node benchmark, each of which uses part of it.
+//! judges its history. Used by the node test binary (`tests/node.rs`, which also holds this
+//! harness's unit tests) and by the node benchmark, each of which uses part of it.
 //!
 //! # Layout
 //! - `history`: operations, outcomes and the final reads, as the checker sees them.

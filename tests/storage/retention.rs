@@ -14,14 +14,7 @@ use seglog::storage::store::{Retention, SegmentInfo};
 use seglog::{Error, Store, StoreConfig};
 use tempfile::TempDir;
 
-#[allow(
-    dead_code,
-    reason = "shared with the storage tests; these use the directory helpers"
-)]
-#[path = "storage/common.rs"]
-mod common;
-
-use common::{copy_dir, key_dir};
+use crate::common::{copy_dir, key_dir};
 
 /// Small segments: a few records each, so 60 records span many.
 const SEGMENT_BYTES: u64 = 256;

@@ -4,8 +4,8 @@
  * loss keeps: file creation, writes (with their bytes), truncation,
  * fdatasync/fsync of files and directories, renames, unlinks, mkdir and
  * rmdir; and every write to the process's standard output (its
- * acknowledgements). tests/powerloss.rs replays the log to build the disk
- * images a power loss at any point could leave.
+ * acknowledgements). tests/durability/powerloss.rs replays the log to
+ * build the disk images a power loss at any point could leave.
  *
  * SEGLOG_IOLOG      the log file to write
  * SEGLOG_IOLOG_ROOT the absolute directory whose files are recorded

@@ -2,11 +2,10 @@
 //! confluent-kafka (librdkafka) and kafka-python, run as processes against
 //! the real binary on free local ports; and raw frames for bad input.
 //!
-//! The clients are installed by `.ci/run` (kcat from Debian, the Python
-//! packages from PyPI, pinned there). When one is missing the test fails if
-//! `CI` is set, and otherwise prints why it is skipped.
-
-mod http_process;
+//! The clients are installed by `scripts/test-setup.sh` (kcat from Debian,
+//! the Python packages pinned in `tests/kafka_clients/requirements.txt`).
+//! When one is missing the test that needs it fails, naming the command that
+//! installs it.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,7 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use http_process::{PATIENCE, Server};
+use crate::support::serve_process::{PATIENCE, Server};
+use crate::support::tools;
 
 const CLIENTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -45,35 +45,11 @@ fn start_with(dir: &Path, port: u16, extra: &[&str]) -> (Server, String) {
     (server, address)
 }
 
-/// Whether `program --version`-like `probe` runs; else fails under CI or
-/// prints why the test is skipped.
-fn have(what: &str, probe: &mut Command) -> bool {
-    let ok = probe
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{what} is missing, and CI is set: .ci/run installs it"
-        );
-        eprintln!("SKIPPED: {what} is not installed (.ci/run installs it)");
-    }
-    ok
-}
-
-fn have_kcat() -> bool {
-    have("kcat", Command::new("kcat").arg("-V"))
-}
-
 /// Runs `scenario` of the Python clients script (which needs `module`)
 /// against a fresh server started with `server_args`, on `topic`; it prints
 /// "ok ..." when every check of the scenario passed.
 fn python_scenario(module: &str, scenario: &str, topic: &str, server_args: &[&str]) {
-    if !have_python(module) {
-        return;
-    }
+    tools::require_python_module(module);
     let dir = tempfile::tempdir().expect("temp dir");
     let (_server, bootstrap) = start_with(dir.path(), free_port(), server_args);
     let out = run(
@@ -81,13 +57,6 @@ fn python_scenario(module: &str, scenario: &str, topic: &str, server_args: &[&st
         None,
     );
     assert!(out.starts_with("ok "), "{out}");
-}
-
-fn have_python(module: &str) -> bool {
-    have(
-        &format!("the Python module {module}"),
-        Command::new("python3").args(["-c", &format!("import {module}")]),
-    )
 }
 
 /// Runs a command with a deadline; returns its stdout, or panics with its stderr.
@@ -126,9 +95,7 @@ fn run(command: &mut Command, input: Option<&[u8]>) -> String {
 
 #[test]
 fn kcat_produces_consumes_and_lists_metadata() {
-    if !have_kcat() {
-        return;
-    }
+    tools::require_kcat();
     let dir = tempfile::tempdir().expect("temp dir");
     let (server, bootstrap) = start(dir.path(), free_port());
     // A topic created on first use, with keys and a header.
@@ -253,9 +220,7 @@ fn kafka_python_produces_and_a_group_resumes_from_its_commits() {
 
 #[test]
 fn every_acknowledged_record_survives_kill_9() {
-    if !have_python("confluent_kafka") {
-        return;
-    }
+    tools::require_python_module("confluent_kafka");
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let acked = dir.path().join("acked.jsonl");

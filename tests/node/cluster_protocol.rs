@@ -17,6 +17,8 @@ use tokio::time::{Instant, timeout};
 
 use seglog::node::{NodeArgs, serve};
 
+use crate::support::dirs::copy_dir;
+
 /// How long a test waits for a reply or for replication before failing.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -60,6 +62,8 @@ struct TestCluster {
     /// Replies to the client, by msg_id.
     waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
     next_msg_id: u64,
+    /// How many times each node has been started.
+    boots: HashMap<String, u32>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,6 +81,7 @@ impl TestCluster {
             network: Arc::default(),
             waiting: Arc::default(),
             next_msg_id: 0,
+            boots: HashMap::new(),
         };
         for id in &ids {
             cluster.boot(id).await;
@@ -84,16 +89,32 @@ impl TestCluster {
         cluster
     }
 
-    fn data_dir(&self) -> PathBuf {
-        self.root.path().to_path_buf()
+    /// The data directory of start number `boot` (the node keeps its files
+    /// in `<data dir>/<id>/`).
+    fn data_dir(&self, boot: u32) -> PathBuf {
+        self.root.path().join(format!("boot-{boot}"))
     }
 
-    /// Starts node `id` (again) on its data directory and initialises it.
+    /// Starts node `id` and initialises it; started again, on a copy of the
+    /// files it left. Not on the files themselves: a process another test of
+    /// this binary is starting holds a copy of this process's descriptors
+    /// until its exec, the stopped node's directory lock among them.
     async fn boot(&mut self, id: &str) {
+        let boot = *self
+            .boots
+            .entry(id.to_string())
+            .and_modify(|boots| *boots += 1)
+            .or_insert(0);
+        if boot > 0 {
+            copy_dir(
+                &self.data_dir(boot - 1).join(id),
+                &self.data_dir(boot).join(id),
+            );
+        }
         let (node_in, mut test_in) = tokio::io::duplex(PIPE_BYTES);
         let (node_out, test_out) = tokio::io::duplex(PIPE_BYTES);
         let args = NodeArgs {
-            data_dir: Some(self.data_dir()),
+            data_dir: Some(self.data_dir(boot)),
             segment_bytes: 4096,
             verbose: 0,
         };

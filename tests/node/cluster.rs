@@ -9,39 +9,33 @@
 //! `SEGLOG_CLUSTER_SECS` sets the workload length of every scenario (faults keep their rate, so a
 //! longer run has more of them) and `SEGLOG_CLUSTER_NODES` the node count of the multi-node
 //! ones; with `SEGLOG_SEED`, `SEGLOG_KEEP` and `SEGLOG_BIN` they make a soak of one scenario:
-//! `SEGLOG_CLUSTER_SECS=300 cargo test --release --test cluster_tests partitions -- --nocapture`.
+//! `SEGLOG_CLUSTER_SECS=300 cargo test --release --test node cluster::cluster_with_healing -- --nocapture`.
 
-#[allow(
-    dead_code,
-    reason = "shared with the lone-node tests, the soak test and the node bench"
-)]
-mod workload;
-
-// Not declared in `workload/mod.rs`, so only this test binary runs these unit tests.
-#[path = "workload/partition_tests.rs"]
-mod partition_tests;
-#[path = "workload/router_tests.rs"]
-mod router_tests;
-
-use std::sync::Mutex;
 use std::time::Duration;
 
-use workload::cluster::{self, ClusterConfig, Faults};
-use workload::connection::lock;
-use workload::history::{OpKind, OutcomeClass};
-use workload::report::Report;
-use workload::router::NetworkConfig;
+use crate::support::tier;
+use crate::workload::cluster::{self, ClusterConfig, Faults};
+use crate::workload::report::Report;
+use crate::workload::router::NetworkConfig;
 
 /// Nodes in the multi-node scenarios: the smallest cluster with a majority and a minority.
 const NODES_DEFAULT: usize = 3;
 
-/// Workload lengths, each long enough for a few faults and a couple of hundred keys at
-/// Maelstrom's rate; together with the final phases the binary stays under three minutes.
-const ONE_NODE_RUN: Duration = Duration::from_secs(6);
-const CLEAN_RUN: Duration = Duration::from_secs(10);
-const PARTITION_RUN: Duration = Duration::from_secs(15);
-const KILL_ONE_RUN: Duration = Duration::from_secs(12);
-const KILL_ALL_RUN: Duration = Duration::from_secs(12);
+/// Workload lengths in the long tier, each long enough for a few faults and a couple of hundred
+/// keys at Maelstrom's rate; with the final phases the six scenarios take about 75 s.
+const ONE_NODE_RUN_LONG: Duration = Duration::from_secs(6);
+const CLEAN_RUN_LONG: Duration = Duration::from_secs(10);
+const PARTITION_RUN_LONG: Duration = Duration::from_secs(15);
+const KILL_ONE_RUN_LONG: Duration = Duration::from_secs(12);
+const KILL_ALL_RUN_LONG: Duration = Duration::from_secs(12);
+
+/// Workload lengths by default: every scenario, with fewer faults (two partitions, two kills of
+/// one node, one kill of all before the final one) and fewer keys.
+const ONE_NODE_RUN_SHORT: Duration = Duration::from_secs(3);
+const CLEAN_RUN_SHORT: Duration = Duration::from_secs(4);
+const PARTITION_RUN_SHORT: Duration = Duration::from_secs(10);
+const KILL_ONE_RUN_SHORT: Duration = Duration::from_secs(6);
+const KILL_ALL_RUN_SHORT: Duration = Duration::from_secs(6);
 
 /// One partition-and-heal cycle per this much run: partitioned for half of it (see
 /// `partition_nemesis`), long enough that requests time out and replicas fall behind.
@@ -64,25 +58,15 @@ const PARTITION_LOSS: f64 = 0.01;
 /// Delay while nodes are killed: small, but a range, so restarts meet reordered messages.
 const KILL_DELAY_MAX: Duration = Duration::from_millis(5);
 
-/// Two clusters at once on CI's two cores would starve each other; scenarios run one at a time.
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|text| {
-        text.trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={text:?} is not a number: {e}"))
-    })
-}
-
-/// The scenario's length, or `SEGLOG_CLUSTER_SECS`.
-fn duration(default: Duration) -> Duration {
-    env_u64("SEGLOG_CLUSTER_SECS").map_or(default, Duration::from_secs)
+/// The scenario's length in this tier, or `SEGLOG_CLUSTER_SECS`.
+fn duration(short: Duration, long: Duration) -> Duration {
+    tier::env_u64("SEGLOG_CLUSTER_SECS")
+        .map_or_else(|| tier::pick(short, long), Duration::from_secs)
 }
 
 /// The multi-node scenarios' node count, or `SEGLOG_CLUSTER_NODES`.
 fn nodes() -> usize {
-    env_u64("SEGLOG_CLUSTER_NODES").map_or(NODES_DEFAULT, |nodes| {
+    tier::env_u64("SEGLOG_CLUSTER_NODES").map_or(NODES_DEFAULT, |nodes| {
         usize::try_from(nodes).expect("SEGLOG_CLUSTER_NODES fits in usize")
     })
 }
@@ -95,7 +79,6 @@ fn times(duration: Duration, every: Duration) -> u32 {
 }
 
 fn run(config: &ClusterConfig) -> Report {
-    let _one_at_a_time = lock(&ONE_CLUSTER_AT_A_TIME);
     let report = cluster::run(config);
     eprintln!("{}", report.summary());
     report
@@ -105,14 +88,7 @@ fn run(config: &ClusterConfig) -> Report {
 /// run otherwise), and every node returned every acknowledged send.
 fn assert_valid(report: &Report) {
     assert!(report.is_valid(), "{}", report.details());
-    for kind in OpKind::ALL {
-        assert!(
-            report.count(kind, OutcomeClass::Ok) > 0,
-            "no {} succeeded\n{}",
-            kind.name(),
-            report.details()
-        );
-    }
+    report.assert_every_kind_succeeded();
     for (node, missing) in report.missing_per_node() {
         assert_eq!(
             missing,
@@ -127,7 +103,11 @@ fn assert_valid(report: &Report) {
 /// catch-up reads, the cluster checker, message counts) finds nothing wrong with a correct node.
 #[test]
 fn one_node_through_the_router_is_valid() {
-    let report = run(&ClusterConfig::new("one-node", 1, duration(ONE_NODE_RUN)));
+    let report = run(&ClusterConfig::new(
+        "one-node",
+        1,
+        duration(ONE_NODE_RUN_SHORT, ONE_NODE_RUN_LONG),
+    ));
     assert_valid(&report);
     assert_eq!(report.traffic.server_msgs, 0, "{}", report.details());
 }
@@ -136,7 +116,7 @@ fn one_node_through_the_router_is_valid() {
 /// with the same id and node ids, reattaching to the router) loses nothing.
 #[test]
 fn one_node_with_kill_restarts_through_the_router_is_valid() {
-    let run_for = duration(ONE_NODE_RUN);
+    let run_for = duration(ONE_NODE_RUN_SHORT, ONE_NODE_RUN_LONG);
     let kills = times(run_for, KILL_ONE_EVERY);
     let config = ClusterConfig {
         faults: Faults::KillOne { kills },
@@ -150,7 +130,11 @@ fn one_node_with_kill_restarts_through_the_router_is_valid() {
 /// Scenario 1: a healthy cluster behaves as one log. Passes once the cluster is built.
 #[test]
 fn cluster_without_faults_is_valid() {
-    let report = run(&ClusterConfig::new("clean", nodes(), duration(CLEAN_RUN)));
+    let report = run(&ClusterConfig::new(
+        "clean",
+        nodes(),
+        duration(CLEAN_RUN_SHORT, CLEAN_RUN_LONG),
+    ));
     assert_valid(&report);
 }
 
@@ -159,7 +143,7 @@ fn cluster_without_faults_is_valid() {
 /// node catches up once healed. Passes once the cluster is built.
 #[test]
 fn cluster_with_healing_partitions_is_valid() {
-    let run_for = duration(PARTITION_RUN);
+    let run_for = duration(PARTITION_RUN_SHORT, PARTITION_RUN_LONG);
     let cycles = times(run_for, PARTITION_CYCLE);
     let config = ClusterConfig {
         network: NetworkConfig {
@@ -183,7 +167,7 @@ fn cluster_with_healing_partitions_is_valid() {
 /// cluster is built.
 #[test]
 fn cluster_with_one_node_killed_and_restarted_is_valid() {
-    let run_for = duration(KILL_ONE_RUN);
+    let run_for = duration(KILL_ONE_RUN_SHORT, KILL_ONE_RUN_LONG);
     let kills = times(run_for, KILL_ONE_EVERY);
     let config = ClusterConfig {
         network: NetworkConfig {
@@ -202,7 +186,7 @@ fn cluster_with_one_node_killed_and_restarted_is_valid() {
 /// final reads: the disks alone hold every acknowledged send. Passes once the cluster is built.
 #[test]
 fn cluster_with_all_nodes_killed_and_restarted_is_valid() {
-    let run_for = duration(KILL_ALL_RUN);
+    let run_for = duration(KILL_ALL_RUN_SHORT, KILL_ALL_RUN_LONG);
     let kills = times(run_for, KILL_ALL_EVERY);
     let config = ClusterConfig {
         network: NetworkConfig {

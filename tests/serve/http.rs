@@ -2,8 +2,6 @@
 //! HTTP client (ureq): every route, every error reply, durability across
 //! `kill -9`, long polls, graceful shutdown and retention.
 
-mod http_process;
-
 use std::path::Path;
 use std::process::Command;
 use std::thread;
@@ -11,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use http_process::{PATIENCE, Server};
+use crate::support::serve_process::{PATIENCE, Server};
 
 fn values(records: &[Value]) -> Vec<Value> {
     records.iter().map(|r| r["value"].clone()).collect()

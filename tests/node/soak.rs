@@ -1,19 +1,14 @@
 //! The long soak: many SIGKILL restarts over minutes, ignored by default.
 //!
-//! Run with `cargo test --release --test soak -- --ignored --nocapture`. Tune it with
+//! Run with `cargo test --release --test node soak -- --ignored --nocapture`. Tune it with
 //! `SEGLOG_SOAK_SECS` (workload length), `SEGLOG_SOAK_CLIENTS`, `SEGLOG_SOAK_KILL_EVERY_SECS`
 //! (mean time between kills), `SEGLOG_SOAK_RATE` (operations per second, 0 for flat out) and
 //! `SEGLOG_SEED` (replay a run's choices).
 
-#[allow(
-    dead_code,
-    reason = "shared with the CI tests and the node bench, each using a part"
-)]
-mod workload;
-
 use std::time::Duration;
 
-use workload::harness::{self, Config, Ending, MAELSTROM_RATE};
+use crate::support::tier;
+use crate::workload::harness::{self, Config, Ending, MAELSTROM_RATE};
 
 /// Five minutes: thousands of keys and about a hundred kills.
 const SOAK_SECS_DEFAULT: u64 = 300;
@@ -25,13 +20,7 @@ const CLIENTS_DEFAULT: u64 = 8;
 const KILL_EVERY_SECS_DEFAULT: u64 = 3;
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={text:?} is not a number: {e}")),
-        Err(_) => default,
-    }
+    tier::env_u64(name).unwrap_or(default)
 }
 
 #[test]

@@ -50,6 +50,9 @@ pub struct NodeConfig {
     pub node_id: String,
     /// Every node of the cluster, this one included, sent in init: the same list on every start.
     pub node_ids: Vec<String>,
+    /// Environment variables the process gets besides the test's own, such as a checkpoint size
+    /// for a run that needs checkpoints all the time.
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeConfig {
@@ -61,6 +64,7 @@ impl NodeConfig {
             log_path,
             node_id: NODE_ID.to_owned(),
             node_ids: vec![NODE_ID.to_owned()],
+            env: Vec::new(),
         }
     }
 }
@@ -95,6 +99,7 @@ impl NodeProcess {
         let mut child = Command::new(&config.binary)
             .arg("--data-dir")
             .arg(&config.data_dir)
+            .envs(config.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -1,25 +1,26 @@
 //! SIGKILL restarts through the Maelstrom-style workload while checkpoints
 //! run all the time: a checkpoint every few kilobytes of journal, so kills
 //! land before, during and after checkpoints and in the middle of
-//! rotations. Its own test binary, because the checkpoint size reaches the
-//! node through its environment.
-
-#[allow(
-    dead_code,
-    reason = "shared with the CI tests and the node bench, each using a part"
-)]
-mod workload;
+//! rotations. The checkpoint size reaches the node through its environment.
 
 use std::time::Duration;
 
-use workload::harness::{self, Config, Ending, KEEP_VAR};
+use crate::support::tier;
+use crate::workload::harness::{self, Config, Ending};
+use crate::workload::node::NODE_ID;
 
 /// A checkpoint every 16 KiB of journal: about one a second at Maelstrom's rate.
 const CHECKPOINT_BYTES: &str = "16384";
-const RUN: Duration = Duration::from_secs(15);
 const CLIENTS: u32 = 4;
-const KILLS_PLANNED: u32 = 8;
-const KILLS_MIN: u32 = 5;
+/// The run's length and kills, by default and in the long tier: one kill
+/// per slot of the run, and at least `KILLS_MIN` of them, leaving room for
+/// a late one skipped at the end of the run.
+const RUN_SHORT: Duration = Duration::from_secs(7);
+const KILLS_PLANNED_SHORT: u32 = 4;
+const KILLS_MIN_SHORT: u32 = 3;
+const RUN_LONG: Duration = Duration::from_secs(15);
+const KILLS_PLANNED_LONG: u32 = 8;
+const KILLS_MIN_LONG: u32 = 5;
 /// Checkpoints the run must have made (each one rotates the journal to the
 /// next file number), so the kills had checkpoints to interrupt.
 const CHECKPOINTS_MIN: u64 = 5;
@@ -28,27 +29,24 @@ const CHECKPOINTS_MIN: u64 = 5;
 /// send and commit survives, and no anomaly appears.
 #[test]
 fn workload_with_kills_during_checkpoints_loses_nothing() {
-    // SAFETY (of the environment): this binary's only test sets these before
-    // it starts any thread of its own or any child; the nodes inherit them.
-    unsafe {
-        std::env::set_var(
-            seglog::storage::checkpoint::CHECKPOINT_BYTES_VAR,
-            CHECKPOINT_BYTES,
-        );
-        std::env::set_var(KEEP_VAR, "1");
-    }
+    let kills_min = tier::pick(KILLS_MIN_SHORT, KILLS_MIN_LONG);
     let config = Config {
-        kills: KILLS_PLANNED,
+        kills: tier::pick(KILLS_PLANNED_SHORT, KILLS_PLANNED_LONG),
         ending: Ending::Kill,
-        ..Config::new("checkpoint-kill", RUN, CLIENTS)
+        node_env: vec![(
+            seglog::storage::checkpoint::CHECKPOINT_BYTES_VAR.to_owned(),
+            CHECKPOINT_BYTES.to_owned(),
+        )],
+        keep: true,
+        ..Config::new("checkpoint-kill", tier::pick(RUN_SHORT, RUN_LONG), CLIENTS)
     };
     let report = harness::run(&config);
     eprintln!("{}", report.summary());
     assert!(report.is_valid(), "{}", report.details());
-    assert!(report.kills >= KILLS_MIN, "only {} kills", report.kills);
+    assert!(report.kills >= kills_min, "only {} kills", report.kills);
     assert!(report.acked_sends() > 0, "{}", report.details());
-    let kept = report.artifacts.clone().expect("kept with SEGLOG_KEEP");
-    let store = kept.join("data").join(workload::node::NODE_ID);
+    let kept = report.artifacts.clone().expect("kept with `keep`");
+    let store = kept.join("data").join(NODE_ID);
     let found = seglog::storage::checkpoint::read(&seglog::storage::backend::RealFs, &store)
         .expect("read the checkpoint");
     let seglog::storage::checkpoint::Found::FirstLive(seq) = found else {

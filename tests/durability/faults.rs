@@ -4,105 +4,32 @@
 //! acknowledge nothing it could lose, keep answering (polls included), and
 //! lose nothing acknowledged when it is restarted without the fault.
 
-mod http_process;
-mod node_process;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use node_process::{Node, error_code};
+use crate::support::node_process::{Node, error_code};
+use crate::support::serve_process::Server;
+use crate::support::tools;
 
 /// Maelstrom's error codes the node uses for writes (`maelstrom.md`).
 const CRASH: u64 = 13;
 const TEMPORARILY_UNAVAILABLE: u64 = 11;
 
-/// The shim. `SEGLOG_FAULTS` names a directory: while `enospc` exists in it,
-/// `write`, `pwrite64` and `pwritev64` on regular files fail with ENOSPC;
-/// while `short` exists, they write at most 7 bytes a call (a short write,
-/// which the caller must continue); when `fdatasync-eio` exists, the next
-/// `fdatasync` removes it and fails with EIO (later ones succeed again, as
-/// they do on Linux after a lost writeback: the store must not trust them).
-const SHIM: &str = r#"
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <limits.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/uio.h>
-#include <unistd.h>
-
-static int flag(const char *name, int consume) {
-    const char *dir = getenv("SEGLOG_FAULTS");
-    if (!dir) return 0;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (consume) return unlink(path) == 0;
-    return access(path, F_OK) == 0;
-}
-
-static int regular(int fd) {
-    struct stat st;
-    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int full(int fd) { return regular(fd) && flag("enospc", 0); }
-
-static size_t shorten(int fd, size_t n) {
-    return n > 7 && regular(fd) && flag("short", 0) ? 7 : n;
-}
-
-int fdatasync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    if (flag("fdatasync-eio", 1)) { errno = EIO; return -1; }
-    return real(fd);
-}
-
-ssize_t write(int fd, const void *buf, size_t n) {
-    static ssize_t (*real)(int, const void *, size_t);
-    if (!real) real = (ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
-    if (full(fd)) { errno = ENOSPC; return -1; }
-    return real(fd, buf, shorten(fd, n));
-}
-
-ssize_t pwrite64(int fd, const void *buf, size_t n, off_t at) {
-    static ssize_t (*real)(int, const void *, size_t, off_t);
-    if (!real) real = (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite64");
-    if (full(fd)) { errno = ENOSPC; return -1; }
-    return real(fd, buf, shorten(fd, n), at);
-}
-
-ssize_t pwritev64(int fd, const struct iovec *iov, int count, off_t at) {
-    static ssize_t (*real)(int, const struct iovec *, int, off_t);
-    if (!real) real = (ssize_t (*)(int, const struct iovec *, int, off_t))dlsym(RTLD_NEXT, "pwritev64");
-    if (full(fd)) { errno = ENOSPC; return -1; }
-    if (count > 0 && iov[0].iov_len > 7 && regular(fd) && flag("short", 0))
-        return real(fd, iov, 1, at) > 0 ? 7 : -1;
-    return real(fd, iov, count, at);
-}
-"#;
+/// The shim's source, `faults.c` beside this file. `SEGLOG_FAULTS` names a
+/// directory: while `enospc` exists in it, `write`, `pwrite64` and
+/// `pwritev64` on regular files fail with ENOSPC; while `short` exists,
+/// they write at most 7 bytes a call (a short write, which the caller must
+/// continue); when `fdatasync-eio` exists, the next `fdatasync` removes it
+/// and fails with EIO (later ones succeed again, as they do on Linux after
+/// a lost writeback: the store must not trust them).
+const SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/durability/faults.c");
 
 /// Builds the shim into `dir` and returns its path.
 fn build_shim(dir: &Path) -> PathBuf {
-    let source = dir.join("faults.c");
-    let library = dir.join("faults.so");
-    std::fs::write(&source, SHIM).expect("write shim source");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("run cc (the fault tests need a C compiler)");
-    assert!(status.success(), "cc failed");
-    library
+    tools::build_shim(Path::new(SHIM), &dir.join("faults.so"), &["-ldl"])
 }
 
 /// A node with the shim loaded on a new data directory, and the directory
@@ -322,14 +249,14 @@ fn short_writes_are_continued() {
 
 /// `seglog serve` with the shim, on a new data directory with topic `t`
 /// (one partition): (temporary root, data, faults, server).
-fn start_faulty_server() -> (TempDir, PathBuf, PathBuf, http_process::Server) {
+fn start_faulty_server() -> (TempDir, PathBuf, PathBuf, Server) {
     let tmp = TempDir::new().expect("tempdir");
     let (data, faults) = (tmp.path().join("data"), tmp.path().join("faults"));
     std::fs::create_dir_all(&faults).expect("faults dir");
     let shim = build_shim(tmp.path());
     // -v: the server logs each sync point once published, which the
     // full-disk test waits for.
-    let server = http_process::Server::start_with_env(
+    let server = Server::start_with_env(
         &data,
         &["-v"],
         [
@@ -342,7 +269,7 @@ fn start_faulty_server() -> (TempDir, PathBuf, PathBuf, http_process::Server) {
 }
 
 /// One produce of `value` to partition 0 of `t`: its status and body.
-fn produce(server: &http_process::Server, value: u64) -> (u16, Value) {
+fn produce(server: &Server, value: u64) -> (u16, Value) {
     server.post(
         "/topics/t/partitions/0",
         json!({"records": [{"value": value}]}),
@@ -352,9 +279,9 @@ fn produce(server: &http_process::Server, value: u64) -> (u16, Value) {
 /// Kills the server and starts it again without the shim: value 1 was
 /// acknowledged and is there; value 2 got a 503 that may or may not have
 /// taken effect; nothing else was written.
-fn restart_without_faults(server: http_process::Server, data: &Path) -> http_process::Server {
+fn restart_without_faults(server: Server, data: &Path) -> Server {
     server.kill();
-    let server = http_process::Server::start(data, &[]);
+    let server = Server::start(data, &[]);
     let seen = fetched_values(&server);
     assert!(
         seen == [json!(1)] || seen == [json!(1), json!(2)],
@@ -372,7 +299,7 @@ fn assert_code(status: u16, body: &Value, code: u64) {
     );
 }
 
-fn fetched_values(server: &http_process::Server) -> Vec<Value> {
+fn fetched_values(server: &Server) -> Vec<Value> {
     server
         .fetch("t", 0, "offset=0&max_records=1000")
         .iter()

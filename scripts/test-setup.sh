@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what the tests and scripts/maelstrom.sh need besides the Rust
+# toolchain, on a fresh Debian or Ubuntu machine: kcat (tests/serve/kafka.rs),
+# a C compiler and the C library headers (the LD_PRELOAD shims of
+# tests/durability/faults.rs and powerloss.rs), the Python Kafka
+# clients pinned in tests/kafka_clients/requirements.txt, and gnuplot and
+# graphviz, without which every Maelstrom run ends ":valid? :unknown".
+# (Maelstrom's Java 17 is not installed here.)
+#
+# Installs only what is missing and prints nothing when everything is there,
+# so it is safe to run before every test run (scripts/test.sh does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+requirements=tests/kafka_clients/requirements.txt
+
+# apt-get as root, or through sudo.
+apt() {
+    if [ "$(id -u)" -eq 0 ]; then
+        env DEBIAN_FRONTEND=noninteractive apt-get "$@"
+    else
+        sudo env DEBIAN_FRONTEND=noninteractive apt-get "$@"
+    fi
+}
+
+packages=()
+command -v kcat >/dev/null 2>&1 || packages+=(kcat)
+command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
+command -v gnuplot >/dev/null 2>&1 || packages+=(gnuplot-nox)
+command -v dot >/dev/null 2>&1 || packages+=(graphviz)
+python3 -m pip --version >/dev/null 2>&1 || packages+=(python3 python3-pip)
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "test-setup: installing ${packages[*]}" >&2
+    apt update -qq
+    apt install -y -qq "${packages[@]}" >/dev/null
+fi
+
+# Whether every client pinned in the requirements is installed at its
+# version (read from the installed packages: no network).
+pinned_clients_installed() {
+    python3 - "$requirements" <<'PY' 2>/dev/null
+import importlib.metadata
+import sys
+
+for line in open(sys.argv[1]):
+    requirement = line.split("#")[0].strip()
+    if requirement:
+        name, version = requirement.split("==")
+        if importlib.metadata.version(name) != version:
+            sys.exit(1)
+PY
+}
+if ! pinned_clients_installed; then
+    echo "test-setup: installing the Python Kafka clients of $requirements" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        -r "$requirements"
+fi

@@ -1,0 +1,77 @@
+//! The programs the tests run besides seglog: `cc` for the `LD_PRELOAD`
+//! shims, kcat and the Python Kafka clients. A missing one fails the test
+//! that needs it, naming the command that installs it; none is ever
+//! skipped. `scripts/test-setup.sh` installs all of them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The script that installs everything the tests need.
+pub const SETUP: &str = "scripts/test-setup.sh";
+
+/// The command that installs the pinned Python Kafka clients.
+pub const PIP_INSTALL: &str = "python3 -m pip install -r tests/kafka_clients/requirements.txt";
+
+/// Fails the test unless `probe` runs and succeeds: `what` is missing, and
+/// `install` installs it.
+pub fn require(what: &str, probe: &mut Command, install: &str) {
+    let ran = probe
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(ran, "{}", missing(what, install));
+}
+
+/// kcat, which the Kafka tests run as a client.
+pub fn require_kcat() {
+    require(
+        "kcat",
+        Command::new("kcat").arg("-V"),
+        "apt-get install -y kcat",
+    );
+}
+
+/// The Python module `module` of one of the pinned Kafka clients.
+pub fn require_python_module(module: &str) {
+    require(
+        &format!("the Python module {module}"),
+        Command::new("python3").args(["-c", &format!("import {module}")]),
+        PIP_INSTALL,
+    );
+}
+
+/// Builds the C file `source` into the shared library `library` for
+/// `LD_PRELOAD`, linking `libs` (such as `-ldl`); fails the test, naming the
+/// package to install, if there is no C compiler or it fails.
+pub fn build_shim(source: &Path, library: &Path, libs: &[&str]) -> PathBuf {
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(library)
+        .arg(source)
+        .args(libs)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} ({e})",
+                missing("cc (a C compiler)", "apt-get install -y gcc libc6-dev")
+            )
+        });
+    assert!(
+        status.success(),
+        "cc failed on {} ({status}); {}",
+        source.display(),
+        missing(
+            "a working cc with the C library headers",
+            "apt-get install -y gcc libc6-dev"
+        )
+    );
+    library.to_path_buf()
+}
+
+fn missing(what: &str, install: &str) -> String {
+    format!(
+        "{what} is missing: install it with `{install}`, or run `{SETUP}`, which installs \
+         everything the tests need"
+    )
+}
