@@ -59,7 +59,7 @@ pub const CHECKPOINT_FILES_MAX: usize = 4096;
 /// Above this many segment files, step 1 is one `syncfs` of the data
 /// directory's file system instead of an fdatasync per file: each
 /// fdatasync pays its own file system journal commit, and thousands of them
-/// (a store of many short keys: `tests/many_keys.rs`) take seconds where
+/// (a store of many short keys: `tests/durability/many_keys.rs`) take seconds where
 /// one syncfs flushes everything with a few commits. It also flushes other
 /// dirty files on that file system, which costs time, not correctness.
 pub const CHECKPOINT_SYNCFS_FILES_MIN: usize = 512;
