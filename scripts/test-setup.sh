@@ -52,6 +52,19 @@ PY
 }
 if ! pinned_clients_installed; then
     echo "test-setup: installing the Python Kafka clients of $requirements" >&2
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-        -r "$requirements"
+    pip_install() {
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+            "$@" -r "$requirements"
+    }
+    # A distribution's own Python refuses installs outside a virtualenv
+    # (PEP 668, "externally-managed-environment"); these pinned test
+    # clients go beside its packages then, as on a throwaway test machine.
+    if ! pip_install 2>/tmp/seglog-pip.err; then
+        if grep -q externally-managed /tmp/seglog-pip.err; then
+            pip_install --break-system-packages
+        else
+            cat /tmp/seglog-pip.err >&2
+            exit 1
+        fi
+    fi
 fi

@@ -7,5 +7,14 @@
 # without it each runs a shorter version (tests/support/tier.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Checked here too, so a mistyped tier fails even a run whose tests do not
+# read it.
+case "${SEGLOG_TEST_TIER:-short}" in
+    short | long | "") ;;
+    *)
+        echo "test.sh: SEGLOG_TEST_TIER=$SEGLOG_TEST_TIER: the tiers are short (the default) and long" >&2
+        exit 2
+        ;;
+esac
 scripts/test-setup.sh
 exec cargo test --release "$@"

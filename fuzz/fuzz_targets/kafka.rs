@@ -9,7 +9,7 @@
 //! Produce frame asks for 62 GB (found by this target; kafka-protocol-rs
 //! pull requests 152, 161 and 200 fix it, unreleased). The seglog binary
 //! survives it through its allocator (`src/lazy_alloc.rs`, pinned by
-//! tests/kafka.rs); under libFuzzer it would abort every run.
+//! tests/serve/kafka.rs); under libFuzzer it would abort every run.
 #![no_main]
 
 use bytes::Bytes;

@@ -42,9 +42,10 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Guards against: one open file (or map) per key, which runs out of
-/// descriptors long before 10,000 keys; and memory growing with every key
-/// ever touched.
+/// Guards against one open file (or map) per key, which runs out of
+/// descriptors long before 10,000 keys. (The process's peak RSS is printed
+/// for a person to read, not asserted: no bound on it would be honest on
+/// every machine.)
 #[test]
 fn many_keys_read_back_under_a_low_file_limit() {
     own_process::run(

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
+use seglog::lock::lock;
 use seglog::node::{NodeArgs, serve};
 
 use crate::support::dirs::copy_dir;
@@ -64,10 +65,6 @@ struct TestCluster {
     next_msg_id: u64,
     /// How many times each node has been started.
     boots: HashMap<String, u32>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl TestCluster {

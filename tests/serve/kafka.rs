@@ -8,7 +8,7 @@
 //! installs it.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -21,27 +21,27 @@ const CLIENTS: &str = concat!(
     "/tests/kafka_clients/clients.py"
 );
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// Starts `seglog serve` with a Kafka listener on a port the server picks
+/// (port 0: a port picked here and freed could be taken by another test's
+/// server before this one binds it); returns it and the bootstrap address.
+fn start(dir: &Path) -> (Server, String) {
+    start_with(dir, &[])
 }
 
-/// Starts `seglog serve` with a Kafka listener; returns it and the bootstrap address.
-fn start(dir: &Path, port: u16) -> (Server, String) {
-    start_with(dir, port, &[])
-}
-
-fn start_with(dir: &Path, port: u16, extra: &[&str]) -> (Server, String) {
-    let address = format!("127.0.0.1:{port}");
-    let mut args = vec!["--kafka", address.as_str()];
+fn start_with(dir: &Path, extra: &[&str]) -> (Server, String) {
+    let mut args = vec!["--kafka", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let server = Server::start(dir, &args);
-    assert!(
-        server.wait_for_log("Kafka protocol on"),
-        "no Kafka listener"
-    );
+    // "seglog: Kafka protocol on 127.0.0.1:P, advertised as 127.0.0.1:P"
+    let line = server
+        .log_line("Kafka protocol on")
+        .expect("no Kafka listener");
+    let address = line
+        .rsplit("advertised as ")
+        .next()
+        .expect("the advertised address")
+        .trim()
+        .to_string();
     (server, address)
 }
 
@@ -51,7 +51,7 @@ fn start_with(dir: &Path, port: u16, extra: &[&str]) -> (Server, String) {
 fn python_scenario(module: &str, scenario: &str, topic: &str, server_args: &[&str]) {
     tools::require_python_module(module);
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, bootstrap) = start_with(dir.path(), free_port(), server_args);
+    let (_server, bootstrap) = start_with(dir.path(), server_args);
     let out = run(
         Command::new("python3").args([CLIENTS, scenario, &bootstrap, topic]),
         None,
@@ -97,7 +97,7 @@ fn run(command: &mut Command, input: Option<&[u8]>) -> String {
 fn kcat_produces_consumes_and_lists_metadata() {
     tools::require_kcat();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (server, bootstrap) = start(dir.path(), free_port());
+    let (server, bootstrap) = start(dir.path());
     // A topic created on first use, with keys and a header.
     let lines = (0..50)
         .map(|i| format!("k{}:value {i}\n", i % 3))
@@ -224,8 +224,7 @@ fn every_acknowledged_record_survives_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let acked = dir.path().join("acked.jsonl");
-    let port = free_port();
-    let (server, bootstrap) = start(&data, port);
+    let (server, bootstrap) = start(&data);
     server.create_topic("crash", 1);
     // The producer runs while the server is killed under it: it writes each
     // acknowledgement to the file as it arrives.
@@ -249,7 +248,7 @@ fn every_acknowledged_record_survives_kill_9() {
         .expect("acks")
         .lines()
         .count();
-    let (_server, bootstrap) = start(&data, port);
+    let (_server, bootstrap) = start(&data);
     let out = run(
         Command::new("python3")
             .args([CLIENTS, "confluent-read-all", &bootstrap, "crash"])
@@ -291,7 +290,7 @@ fn exchange(address: &str, bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn bad_frames_close_the_connection_and_the_server_serves_on() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (server, address) = start(dir.path(), free_port());
+    let (server, address) = start(dir.path());
     // Each closes the connection with nothing sent back.
     let oversized = (17i32 << 20).to_be_bytes().to_vec();
     let negative = (-5i32).to_be_bytes().to_vec();
@@ -502,7 +501,7 @@ fn a_gzip_bomb_is_refused_without_inflating_it() {
     use flate2::write::GzEncoder;
     const BOMB_BYTES: usize = 200 << 20;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (server, address) = start(dir.path(), free_port());
+    let (server, address) = start(dir.path());
     server.create_topic("bomb", 1);
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::best());
     let zeros = vec![0u8; 1 << 20];
@@ -568,7 +567,7 @@ fn pipelined_fetches_of_a_client_that_does_not_read_hold_one_reply() {
     const VALUE_BYTES: usize = 1_000_000;
     const FETCHES: i32 = 64;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (server, address) = start(dir.path(), free_port());
+    let (server, address) = start(dir.path());
     server.create_topic("wide", 1);
     let mut stream = TcpStream::connect(&address).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
@@ -618,7 +617,7 @@ fn pipelined_fetches_of_a_client_that_does_not_read_hold_one_reply() {
 fn a_produce_with_acks_other_than_0_1_or_minus_1_is_refused() {
     const INVALID_REQUIRED_ACKS: i16 = 21;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (server, address) = start(dir.path(), free_port());
+    let (server, address) = start(dir.path());
     server.create_topic("acks", 1);
     let mut stream = TcpStream::connect(&address).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
@@ -655,7 +654,7 @@ fn create_topics_refuses_a_bad_partition_count_even_when_only_validating() {
     const INVALID_PARTITIONS: i16 = 37;
     const INVALID_TOPIC_EXCEPTION: i16 = 17;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, address) = start(dir.path(), free_port());
+    let (_server, address) = start(dir.path());
     let mut stream = TcpStream::connect(&address).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
     let cases = [

@@ -232,18 +232,24 @@ impl Server {
 
     /// Whether a stderr line containing `text` has arrived within `PATIENCE`.
     pub fn wait_for_log(&self, text: &str) -> bool {
-        if self.early.iter().any(|line| line.contains(text)) {
-            return true;
+        self.log_line(text).is_some()
+    }
+
+    /// The first line of stderr that holds `text`, waiting for it at most
+    /// [`PATIENCE`].
+    pub fn log_line(&self, text: &str) -> Option<String> {
+        if let Some(line) = self.early.iter().find(|line| line.contains(text)) {
+            return Some(line.clone());
         }
         let deadline = Instant::now() + PATIENCE;
         let stderr = self.stderr.lock().expect("stderr lock");
         while let Ok(line) = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
             if line.contains(text) {
-                return true;
+                return Some(line);
             }
         }
-        false
+        None
     }
 }
 

@@ -5,9 +5,10 @@
 //! smaller (fewer keys, shorter workloads, fewer crash points and kills), so
 //! that `cargo test --release` is quick on a laptop. `SEGLOG_TEST_TIER=long`
 //! runs each at its full size; CI (`.ci/run`) runs that. A scenario's own
-//! variable (`SEGLOG_MANY_KEYS`, `PROPTEST_CASES`, `SEGLOG_POWERLOSS_*`,
-//! `SEGLOG_SIM_*`, `SEGLOG_CLUSTER_SECS`, ...) still sets its size, over
-//! either tier. What each scenario runs in each tier is in the README
+//! variable (`SEGLOG_MANY_KEYS`, `SEGLOG_POWERLOSS_*`, `SEGLOG_SIM_*`,
+//! `SEGLOG_CLUSTER_SECS`, ...) still sets its size, over either tier. The
+//! property tests take `PROPTEST_CASES` and are the same in both tiers
+//! (they take about two seconds). What each scenario runs in each tier is in the README
 //! ("Set up and test on a fresh machine") and beside its constants.
 
 /// The variable that picks the tier.

@@ -71,7 +71,7 @@ pub struct LiveFiles {
 /// file says, which files are live; the ones a checkpoint covered are
 /// deleted (after the data directory is fsynced), and a live one missing
 /// refuses the store.
-pub fn decide_live_files(journal_dir: &Path, seqs: &[u64], found: &Found) -> LiveFiles {
+pub(crate) fn decide_live_files(journal_dir: &Path, seqs: &[u64], found: &Found) -> LiveFiles {
     let mut steps = Vec::new();
     let first_live = match found {
         Found::FirstLive(seq) => *seq,
@@ -152,7 +152,7 @@ pub struct FileDecision {
 /// what its batches hold to `recovered` (as the file after those already
 /// in it): the decisions about batch numbers and markers need what came
 /// before.
-pub fn decide_file(
+pub(crate) fn decide_file(
     journal_dir: &Path,
     seq: u64,
     bytes: &[u8],

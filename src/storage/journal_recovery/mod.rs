@@ -31,7 +31,8 @@ pub mod decide;
 #[cfg(test)]
 mod decide_tests;
 
-pub use decide::{Command, FileDecision, LiveFiles, decide_file, decide_live_files};
+pub use decide::{Command, FileDecision, LiveFiles};
+pub(crate) use decide::{decide_file, decide_live_files};
 use decide::{ends_with_marker, holds_no_batch};
 
 /// Where one entry about a key is in the recovered files.

@@ -29,7 +29,7 @@ use crate::storage::segment::{self, Segment};
 use super::journaled_decide::{
     Chain, ChainStop, Command, Found, JournalEntry, JournalView, Tail, decide,
 };
-use super::table::Step;
+use super::table::{Row, Step};
 use super::{Recovered, cut, list_segments, open_mapped, remove_segment_files};
 
 /// What recovery of a key the journal mentions found.
@@ -92,7 +92,7 @@ pub fn recover_journaled_key<'a>(
 
 /// Lists the key's segments and scans them from the one holding `j0` on
 /// while their records chain.
-pub fn observe(fs: &dyn Backend, dir: &Path, j0: u64, log_start: u64) -> Result<Chain> {
+pub(crate) fn observe(fs: &dyn Backend, dir: &Path, j0: u64, log_start: u64) -> Result<Chain> {
     let bases = list_segments(fs, dir)?;
     scan_chain(bases, j0, log_start, |base| {
         let log_path = dir.join(format::log_file_name(base));
@@ -105,7 +105,7 @@ pub fn observe(fs: &dyn Backend, dir: &Path, j0: u64, log_start: u64) -> Result<
 /// `j0` on, reading each segment's bytes with `read` (by base offset) only
 /// if the chain reaches it: the observation without the disk, which tests
 /// feed with bytes.
-pub fn scan_chain(
+pub(crate) fn scan_chain(
     bases: Vec<u64>,
     j0: u64,
     log_start: u64,
@@ -147,7 +147,7 @@ pub fn scan_chain(
 /// expects next; `more` when later segments exist), adding its valid
 /// records to `found`. Returns the offset after the last one, and where
 /// the chain stopped if it did before the end of the file.
-pub fn scan_segment(
+pub(crate) fn scan_segment(
     bytes: &[u8],
     i: usize,
     base: u64,
@@ -178,11 +178,15 @@ pub fn scan_segment(
                 return (next, Some(stop_at(i, position, why, Tail::Hole)));
             }
             Err(error) => {
+                // Zeros are a tail only in the last segment: before a later
+                // one they are damage with valid records after it, a hole
+                // (which the journal repairs where it holds the records,
+                // and which is refused where it does not).
                 let zeros = bytes[position as usize..].iter().all(|&b| b == 0);
-                let tail = if zeros {
-                    Tail::Zeros
-                } else if segment::find_record_after(bytes, position, next).is_some() || more {
+                let tail = if more || segment::find_record_after(bytes, position, next).is_some() {
                     Tail::Hole
+                } else if zeros {
+                    Tail::Zeros
                 } else {
                     Tail::Torn
                 };
@@ -211,7 +215,7 @@ fn stop_at(segment: usize, position: u64, why: String, tail: Tail) -> ChainStop 
 
 /// Runs the commands of a decision in the key directory `dir`, in
 /// order; a refusal stops them with its error.
-pub fn apply(fs: &dyn Backend, dir: &Path, steps: &[Step<Command>]) -> Result<()> {
+pub(crate) fn apply(fs: &dyn Backend, dir: &Path, steps: &[Step<Command>]) -> Result<()> {
     for step in steps {
         match &step.command {
             Command::RemoveSegment { base } => remove_segment_files(fs, dir, *base)?,
@@ -222,12 +226,17 @@ pub fn apply(fs: &dyn Backend, dir: &Path, steps: &[Step<Command>]) -> Result<()
                     .map_err(|e| Error::io("open", &log_path, e))?;
                 let len = file.size().map_err(|e| Error::io("stat", &log_path, e))?;
                 if len > *position {
+                    let why = match step.row {
+                        Some(Row::ZeroTail) => "a zero-filled tail",
+                        Some(Row::TornTail) => "a torn tail",
+                        Some(Row::TornCreation) => "a torn creation",
+                        Some(Row::CrcDiffers) => "records the journal holds otherwise",
+                        _ => "records the journal holds in full",
+                    };
                     log::warn(format_args!(
-                        "{}: cutting {} bytes at position {position} ({:?}); the journal holds \
-                         what follows",
+                        "{}: cutting {} bytes at position {position}: {why}",
                         log_path.display(),
                         len - position,
-                        step.row
                     ));
                     cut(&*file, &log_path, *position)?;
                 }

@@ -80,7 +80,8 @@ pub struct Found {
 /// What follows the place where the chain of valid records stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tail {
-    /// Only zero bytes to the end of the file, and no later segment.
+    /// Only zero bytes to the end of the file, and no later segment
+    /// (zeros before a later segment are a [`Tail::Hole`]).
     Zeros,
     /// Invalid bytes with no valid record after them, and no later
     /// segment: torn.
@@ -173,7 +174,7 @@ impl Decision<'_> {
 /// The decision table's journal rows, applied to what `observe` found in
 /// the key directory `dir` and what the journal holds for the key. Pure:
 /// `dir` only names files.
-pub fn decide<'a>(dir: &Path, journal: &JournalView<'a>, chain: &Chain) -> Decision<'a> {
+pub(crate) fn decide<'a>(dir: &Path, journal: &JournalView<'a>, chain: &Chain) -> Decision<'a> {
     let j0 = journal.j0;
     let chain_end = chain.chain_base + chain.found.len() as u64;
     // Keep the chain up to the first record the journal holds differently.

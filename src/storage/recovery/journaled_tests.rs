@@ -104,7 +104,7 @@ fn refusal<'d>(decision: &'d Decision<'_>) -> (Option<Row>, &'d Refusal) {
 }
 
 #[test]
-fn segment_ahead_or_equal_writes_nothing() {
+fn segment_ahead_or_equal_replays_nothing() {
     let frames = journal_frames(3..5, SEGMENT_PAYLOAD);
     let journal = JournalView::new(&[records(3, &frames)]);
     let chain = observe(&[(0, segment(0, 5))], 3, 0);
@@ -298,6 +298,43 @@ fn a_zero_filled_tail_after_direct_records_is_cut() {
     assert_eq!(decision.steps[0], Step::new(Row::ZeroTail, cut));
 }
 
+/// Regression: zeros after a sealed segment's last record were taken for
+/// a zero-filled tail even with a later segment after them, so recovery
+/// cut them and deleted the later segment, whose records a direct sync
+/// point had acknowledged. Zeros before a later segment are a hole.
+#[test]
+fn zeros_in_a_sealed_segment_before_direct_records_refuse_the_key() {
+    let journal = JournalView::new(&[JournalEntry::Direct { from: 2 }]);
+    let mut sealed = segment(0, 4);
+    sealed.extend([0; 64]);
+    let chain = observe(&[(0, sealed), (4, segment(4, 9))], 2, 0);
+    let decision = decide(Path::new(DIR), &journal, &chain);
+    let (row, refusal) = refusal(&decision);
+    assert_eq!(row, Some(Row::Hole));
+    assert_eq!(refusal.position, position(4));
+    assert!(
+        !decision
+            .steps
+            .iter()
+            .any(|step| matches!(step.command, Command::RemoveSegment { .. })),
+        "{:?}",
+        decision.steps
+    );
+}
+
+/// The same zeros, when the journal holds the records after them, are
+/// repaired from the journal as any segment behind it is.
+#[test]
+fn zeros_in_a_sealed_segment_before_journaled_records_are_replayed() {
+    let frames = journal_frames(2..9, SEGMENT_PAYLOAD);
+    let journal = JournalView::new(&[records(2, &frames)]);
+    let mut sealed = segment(0, 4);
+    sealed.extend([0; 64]);
+    let chain = observe(&[(0, sealed), (4, segment(4, 9))], 2, 0);
+    let decision = decide(Path::new(DIR), &journal, &chain);
+    assert_eq!(replayed(&decision), (4..9).collect::<Vec<u64>>());
+}
+
 #[test]
 fn a_last_segment_created_but_never_written_is_deleted() {
     let frames = journal_frames(3..5, SEGMENT_PAYLOAD);
@@ -391,6 +428,8 @@ fn a_segment_scan_tells_zeros_a_torn_tail_and_a_hole_apart() {
     let mut hole = torn_tail.clone();
     hole.extend(frame(4, SEGMENT_PAYLOAD));
     assert_eq!(scan(&hole, false), (3, 3, Some((position(3), Tail::Hole))));
+    // Zeros before a later segment are not a tail either.
+    assert_eq!(scan(&zeros, true), (3, 3, Some((position(3), Tail::Hole))));
     // A header that names another segment stops the chain at position 0.
     assert_eq!(scan(&segment(7, 9), false).2.map(|(p, _)| p), Some(0));
 }

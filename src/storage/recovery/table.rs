@@ -35,8 +35,8 @@ pub const DECISION_TABLE: &[Rule] = &[
         action: "nothing to cut",
     },
     Rule {
-        state: "only zero bytes after the last valid record",
-        action: "zero-filled tail: cut the file after the last valid record",
+        state: "only zero bytes after the last valid record of the last .log",
+        action: "zero-filled tail: cut the file after the last valid record (zeros in a segment with a later one after it are damage followed by valid records: a hole)",
     },
     Rule {
         state: "an invalid record after which no valid record follows",

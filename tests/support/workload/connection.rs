@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -370,10 +370,7 @@ impl ReaderHandle {
     }
 }
 
-/// Locks a mutex, going on if another thread panicked while holding it: every value guarded here
-/// stays consistent between statements, and the panic itself fails the test.
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// Locks a mutex, going on if another thread panicked while holding it
+/// (seglog's own helper): every value guarded here stays consistent between
+/// statements, and the panic itself fails the test.
+pub use seglog::lock::lock;
