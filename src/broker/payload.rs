@@ -9,7 +9,7 @@
 //!   end: a timestamp, a key and a value of any bytes (each nullable) and
 //!   headers, kept exactly.
 //!
-//! Both front ends read both: [`Decoded`] gives any payload as a Kafka
+//! Both front ends read both: [`as_kafka`] gives any payload as a Kafka
 //! record, [`push_http_fields`] any payload as the HTTP front end's JSON.
 
 use serde::Deserialize;

@@ -196,7 +196,7 @@ fn quoted(text: &str) -> String {
 }
 
 /// The length of `text` as a JSON string, quotes included (what
-/// [`quoted`] makes of it), without building it.
+/// `quoted` makes of it), without building it.
 pub fn quoted_len(text: &str) -> usize {
     2 + text
         .chars()

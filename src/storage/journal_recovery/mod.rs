@@ -174,8 +174,8 @@ pub fn removed_only(at: &[EntryAt]) -> bool {
 ///
 /// Each stage reads what it needs, asks a decide function (no I/O) for
 /// the [`Command`]s its rows prescribe, and applies them, in this order: a
-/// leftover `checkpoint.tmp`; which files are live ([`decide_live_files`]);
-/// an interrupted rotation; then each live file in turn ([`decide_file`]).
+/// leftover `checkpoint.tmp`; which files are live (`decide_live_files`);
+/// an interrupted rotation; then each live file in turn (`decide_file`).
 pub fn recover(
     fs: &dyn Backend,
     data_dir: &Path,

@@ -4,15 +4,15 @@
 //! a crash left of writes never synced, and the journal is the authority.
 //!
 //! It runs in three steps, as openraft's engine and runtime do:
-//! 1. *observe* ([`observe`], here): list the key's segments and scan those
+//! 1. *observe* (`observe`, here): list the key's segments and scan those
 //!    from the one holding `j0` on while their records chain, into a
 //!    [`Chain`] of plain data (where each valid record is, its CRC, where
 //!    and why the chain stopped);
-//! 2. *decide* ([`decide`], in `journaled_decide.rs`): from the chain and
+//! 2. *decide* (`decide`, in `journaled_decide.rs`): from the chain and
 //!    the journal's records, the [`Command`]s the table prescribes, each
 //!    with its row: remove or cut segments, rewrite and sync what the
 //!    crashed run left unsynced, or refuse the key; and what to replay;
-//! 3. *apply* ([`apply`], here): run the commands through the [`Backend`],
+//! 3. *apply* (`apply`, here): run the commands through the [`Backend`],
 //!    then open the active segment that is left.
 
 use std::path::{Path, PathBuf};

@@ -36,7 +36,7 @@ impl JournalEntry<'_> {
     }
 }
 
-/// The journal's side of one key, as [`decide`] reads it.
+/// The journal's side of one key, as `decide` reads it.
 #[derive(Clone, Debug, Default)]
 pub struct JournalView<'a> {
     /// The key's first journaled offset: of its first records, or the first
@@ -103,7 +103,7 @@ pub struct ChainStop {
     pub tail: Tail,
 }
 
-/// What `journaled::observe` found in a key's segments: [`decide`]'s input.
+/// What `journaled::observe` found in a key's segments: `decide`'s input.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chain {
     /// Base offsets of the key's segments, ascending.
@@ -120,7 +120,7 @@ pub struct Chain {
     pub stop: Option<ChainStop>,
 }
 
-/// What recovering a key does, as [`decide`] prescribes it.
+/// What recovering a key does, as `decide` prescribes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Delete a segment's `.index`, then its `.log` (no directory fsync).
@@ -139,7 +139,7 @@ pub enum Command {
     Refuse(Refusal),
 }
 
-/// What [`decide`] prescribes for a key.
+/// What `decide` prescribes for a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision<'a> {
     /// The row the key's state matched.
