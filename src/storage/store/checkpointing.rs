@@ -85,14 +85,7 @@ impl Store {
         if steps == Some(0) {
             return Ok(None);
         }
-        let old_seq = self.journal.seq();
-        // The marker written next to the old file takes one batch number.
-        let new = JournalWriter::create(
-            &*self.fs,
-            &self.journal_dir,
-            old_seq + 1,
-            self.journal.next_batch() + 1,
-        )?;
+        let new = self.create_next_journal_file()?;
         if steps == Some(1) {
             return Ok(Some(self.job(Vec::new())));
         }
@@ -139,6 +132,18 @@ impl Store {
         }
         self.recovered.files.clear();
         Ok(())
+    }
+
+    /// Creates the journal file after the current one, its first batch
+    /// numbered after the marker that the switch writes next to the old
+    /// file (the marker takes one batch number).
+    pub(super) fn create_next_journal_file(&self) -> Result<JournalWriter> {
+        JournalWriter::create(
+            &*self.fs,
+            &self.journal_dir,
+            self.journal.seq() + 1,
+            self.journal.next_batch() + 1,
+        )
     }
 
     /// Ends the current journal file with a next-file marker naming `new`

@@ -138,12 +138,7 @@ impl Store {
             self.dir.display(),
             old_seq + 1
         ));
-        let new = JournalWriter::create(
-            &*self.fs,
-            &self.journal_dir,
-            old_seq + 1,
-            self.journal.next_batch() + 1,
-        )?;
+        let new = self.create_next_journal_file()?;
         self.switch_journal_file(new)?;
         self.oldest_batch_at.get_or_insert_with(Instant::now);
         Ok(())
