@@ -32,6 +32,7 @@ pub mod lazy_alloc;
 pub mod lock;
 pub mod log;
 pub mod node;
+pub mod raft;
 pub mod serve;
 pub mod storage;
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! The Maelstrom node: one event loop over three inputs (request lines,
-//! finished sync points, and a timer), serving clients from the store,
-//! acknowledging writes only once durable, and working with the other
-//! nodes of the cluster as one log (`cluster.md`).
+//! The Maelstrom node: one event loop over its inputs (request lines, the
+//! Raft groups' events, and a timer), serving writes through the groups
+//! ([`crate::raft`]) and reads from the store, so that the nodes of a
+//! cluster act as one replicated log (`cluster.md`).
 //!
 //! # Layout
 //! - [`lines`]: request lines cut from the input, reply lines collected for output.
@@ -10,24 +10,22 @@
 //! - [`protocol`]: Maelstrom's envelope, client requests and replies.
 //! - [`peer`]: node-to-node messages.
 //! - [`poll`]: poll replies built straight from the mapped records.
-//! - [`owner`]: the cluster's nodes and which one owns a key.
-//! - [`forward`]: sends for keys another node owns, coalesced per owner.
-//! - [`replicate`]: records and commits pushed to every peer, and applied there.
-//! - [`server`]: the initialised node, tying them together.
+//! - [`members`]: the cluster's nodes, and each one's id in the groups.
+//! - [`server`]: the initialised node: client requests routed to their
+//!   groups' leaders, answers once applied here, the groups' traffic.
 //!
-//! The loop runs on one tokio task; the group commit
-//! ([`crate::storage::group_commit`]) is a thread, since fdatasync blocks. [`serve`] takes its input and output as parameters, so
-//! tests can run nodes in-process; [`run`] is what `main` calls with stdin
-//! and stdout.
+//! The loop and the groups' tasks run on one thread; the group commit
+//! ([`crate::storage::group_commit`]) is a thread of its own, since
+//! fdatasync blocks. [`serve`] takes its input and output as parameters,
+//! so tests can run nodes in-process; [`run`] is what `main` calls with
+//! stdin and stdout.
 
 pub mod fields;
-pub mod forward;
 pub mod lines;
-pub mod owner;
+pub mod members;
 pub mod peer;
 pub mod poll;
 pub mod protocol;
-pub mod replicate;
 pub mod server;
 pub mod stdio;
 
@@ -38,17 +36,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::log;
-use crate::storage::group_commit::Synced;
 use crate::storage::store::{SEGMENT_BYTES_DEFAULT, StoreConfig};
 use lines::{Input, Outbox, Splitter};
-use owner::Cluster;
+use members::Cluster;
 use protocol::{Incoming, ParseError, ReplyBody, ReplyTo, Request, code};
 use server::Server;
 
-/// How often the loop looks at its timers: forward timeouts and the start
-/// of replication rounds. Much finer than any of them, coarse enough to
-/// cost nothing when idle.
-pub const TICK: Duration = Duration::from_millis(5);
+/// How often the loop routes waiting writes and sends the groups' traffic:
+/// every message to a peer carries what accumulated over one tick, so the
+/// tick trades a little latency (far below an election timeout) for far
+/// fewer messages.
+pub const TICK: Duration = Duration::from_millis(10);
 
 /// Options of the node (the default command).
 #[derive(clap::Args, Debug, Clone)]
@@ -62,6 +60,11 @@ pub struct NodeArgs {
     /// Segment size in bytes at which a key's segment is sealed.
     #[arg(long, value_name = "BYTES", default_value_t = SEGMENT_BYTES_DEFAULT)]
     pub segment_bytes: u64,
+    /// Raft groups the keys are spread over (default: one per node, so
+    /// that every node leads one when all are up). Every node of a cluster
+    /// must be started with the same number.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=crate::raft::groups::GROUPS_MAX as i64))]
+    pub groups: Option<u32>,
     /// More logs on stderr (-v: each recovery and sync, -vv: every request).
     /// The SEGLOG_LOG environment variable (1 or 2) does the same.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -90,8 +93,8 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
 }
 
 /// Runs the node over `input` and `output` until the input ends and every
-/// write it acknowledged is answered: the event loop over input, finished
-/// sync points, output and the timer. [`run`] calls it with stdin and
+/// write it acknowledged is answered: the event loop over input, the
+/// groups' events, output and the timer. [`run`] calls it with stdin and
 /// stdout; tests call it with in-memory pipes.
 pub async fn serve<R, W>(mut input: R, mut output: W, args: NodeArgs) -> Result<(), String>
 where
@@ -106,11 +109,19 @@ where
     let mut writing: Vec<u8> = Vec::new();
     let mut written = 0;
     let mut output_open = true;
-    // Made at init, with the group commit.
-    let mut synced_rx: Option<SyncedReceiver> = None;
-    let mut server: Option<Server> = None;
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let (life_tx, mut life_rx) = mpsc::unbounded_channel();
+    let mut node = Node {
+        server: None,
+        starting: None,
+        stopping: false,
+        args,
+        out: out.clone(),
+        events: events_tx,
+        life: life_tx,
+    };
     let mut input_open = true;
-    // Set once the group commit has drained and the store is closed.
+    // Set once the groups have stopped and the store is closed.
     let mut shutdown_result: Option<Result<(), String>> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,24 +130,30 @@ where
             writing = out.take();
             written = 0;
         }
-        if !input_open && server.is_none() && written == writing.len() {
+        let idle = node.server.is_none() && node.starting.is_none();
+        if !input_open && idle && written == writing.len() {
             break;
         }
         tokio::select! {
-            // Answers first, then writing them, then timers, then new
-            // requests: a busy input must not starve the others.
+            // Start-up and shutdown first, then the groups' events, then
+            // writing, then timers, then new requests: a busy input must
+            // not starve the others.
             biased;
-            synced = recv_synced(&mut synced_rx), if server.is_some() => match (synced, &mut server) {
-                (Some(synced), Some(running)) => running.on_synced(synced, Instant::now()),
-                _ => {
-                    // The group commit is done: close the store, then write what is left.
-                    if let Some(done) = server.take() {
+            Some(life) = life_rx.recv() => match life {
+                Life::Started(started) => node.started(started),
+                Life::Stopped => {
+                    if let Some(done) = node.server.take() {
                         let closed = done.shut_down().map_err(|e| format!("closing the store: {e}"));
                         if closed.is_ok() {
                             log::info(format_args!("closed cleanly"));
                         }
                         shutdown_result = Some(closed);
                     }
+                }
+            },
+            Some(event) = events_rx.recv() => {
+                if let Some(server) = &mut node.server {
+                    server.on_event(event);
                 }
             },
             result = output.write(&writing[written..]), if output_open && written < writing.len() => {
@@ -148,8 +165,8 @@ where
                     }
                 }
             },
-            _ = tick.tick(), if input_open && server.is_some() => {
-                if let Some(server) = &mut server {
+            _ = tick.tick(), if node.server.is_some() && !node.stopping => {
+                if let Some(server) = &mut node.server {
                     server.on_tick(Instant::now());
                 }
             },
@@ -166,19 +183,15 @@ where
                 }
                 for item in lines.drain(..) {
                     match item {
-                        Input::Line(line) => {
-                            handle_line(&line, &mut server, &mut synced_rx, &args, &out);
-                        }
+                        Input::Line(line) => node.handle_line(&line),
                         Input::TooLong { bytes } => log::warn(format_args!(
                             "skipped an input line of {bytes} bytes, over the limit of {}",
                             lines::LINE_BYTES_MAX
                         )),
                     }
                 }
-                if !input_open && let Some(server) = &server {
-                    // The group commit drains what waits; the loop ends
-                    // when its channel closes.
-                    server.close_group_commit();
+                if !input_open {
+                    node.stop();
                 }
             },
         }
@@ -193,128 +206,182 @@ where
     shutdown_result.unwrap_or(Ok(()))
 }
 
-type SyncedReceiver = mpsc::UnboundedReceiver<Synced<server::Pending>>;
-
-/// The next batch from the group commit; never ready before there is one.
-async fn recv_synced(synced_rx: &mut Option<SyncedReceiver>) -> Option<Synced<server::Pending>> {
-    match synced_rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
+/// A node's start and stop, reported to the loop.
+enum Life {
+    /// The server `init` started, and whom to answer.
+    Started(Box<(Result<Server, String>, ReplyTo)>),
+    /// The groups have stopped: the store can close.
+    Stopped,
 }
 
-/// Decodes one line and serves it.
-fn handle_line(
-    line: &[u8],
-    server: &mut Option<Server>,
-    synced_rx: &mut Option<SyncedReceiver>,
-    args: &NodeArgs,
-    out: &Outbox,
-) {
-    let now = Instant::now();
-    let (to, request) = match protocol::parse_line(line) {
-        Ok(Incoming::Request { to, request }) => (to, request),
-        Ok(Incoming::Reply {
-            src,
-            in_reply_to,
-            reply,
-        }) => {
-            match server {
-                Some(server) => server.on_reply(&src, in_reply_to, reply, now),
-                None => log::warn(format_args!(
-                    "ignored a reply from {src} before init: {reply:?}"
-                )),
-            }
-            return;
-        }
-        Err(ParseError::Unanswerable(why)) => {
-            log::warn(format_args!(
-                "ignored a line that cannot be answered: {why}"
-            ));
-            return;
-        }
-        Err(ParseError::Rejected { to, code, text }) => {
-            reply_error(out, &to, code, &text);
-            return;
-        }
-    };
-    log::debug(format_args!("{} msg {}: {request:?}", to.src, to.msg_id));
-    match (server.as_mut(), request) {
-        (None, Request::Init { node_id, node_ids }) => {
-            let (synced_tx, rx) = mpsc::unbounded_channel();
-            match start(args, &node_id, &node_ids, out, synced_tx) {
-                Ok(started) => {
-                    *server = Some(started);
-                    *synced_rx = Some(rx);
-                    reply_init_ok(out, &to);
+/// What the loop keeps: the server once started, and what starting and
+/// stopping it need.
+struct Node {
+    server: Option<Server>,
+    /// The `init` being served while the server starts.
+    starting: Option<(String, Vec<String>)>,
+    /// Set once the input ended: the groups are stopping.
+    stopping: bool,
+    args: NodeArgs,
+    out: Outbox,
+    events: mpsc::UnboundedSender<server::Event>,
+    life: mpsc::UnboundedSender<Life>,
+}
+
+impl Node {
+    /// Decodes one line and serves it.
+    fn handle_line(&mut self, line: &[u8]) {
+        let now = Instant::now();
+        let out = self.out.clone();
+        let (to, request) = match protocol::parse_line(line) {
+            Ok(Incoming::Request { to, request }) => (to, request),
+            Ok(Incoming::Reply {
+                src,
+                in_reply_to,
+                reply,
+            }) => {
+                match &mut self.server {
+                    Some(server) => server.on_reply(&src, in_reply_to, reply, now),
+                    None => log::warn(format_args!(
+                        "ignored a reply from {src} before init: {reply:?}"
+                    )),
                 }
-                Err(e) => {
-                    log::warn(format_args!("init failed: {e}"));
+                return;
+            }
+            Err(ParseError::Unanswerable(why)) => {
+                log::warn(format_args!(
+                    "ignored a line that cannot be answered: {why}"
+                ));
+                return;
+            }
+            Err(ParseError::Rejected { to, code, text }) => {
+                reply_error(&out, &to, code, &text);
+                return;
+            }
+        };
+        log::debug(format_args!("{} msg {}: {request:?}", to.src, to.msg_id));
+        match (self.server.as_mut(), request) {
+            (None, Request::Init { node_id, node_ids }) if self.starting.is_none() => {
+                self.start(to, node_id, node_ids);
+            }
+            (None, Request::Init { .. }) => reply_error(
+                &out,
+                &to,
+                code::TEMPORARILY_UNAVAILABLE,
+                "already starting from an earlier init",
+            ),
+            (Some(running), Request::Init { node_id, node_ids }) => {
+                let same = Cluster::new(&node_id, &node_ids).is_ok_and(|c| {
+                    c.me() == running.cluster().me() && c.ids() == running.cluster().ids()
+                });
+                if same {
+                    reply_init_ok(&out, &to);
+                } else {
                     reply_error(
-                        out,
+                        &out,
                         &to,
-                        code::TEMPORARILY_UNAVAILABLE,
-                        &format!("init failed: {e}"),
+                        code::MALFORMED_REQUEST,
+                        &format!(
+                            "already initialised as {} of {:?}",
+                            running.cluster().me(),
+                            running.cluster().ids()
+                        ),
                     );
                 }
             }
+            (None, _) => reply_error(
+                &out,
+                &to,
+                code::TEMPORARILY_UNAVAILABLE,
+                "not initialised yet",
+            ),
+            (Some(running), request) => running.handle(to, request, now),
         }
-        (Some(running), Request::Init { node_id, node_ids }) => {
-            let same = Cluster::new(&node_id, &node_ids).is_ok_and(|c| {
-                c.me() == running.cluster().me() && c.ids() == running.cluster().ids()
-            });
-            if same {
-                reply_init_ok(out, &to);
-            } else {
+    }
+
+    /// Starts the server for `init` in a task; the loop gets it back.
+    fn start(&mut self, to: ReplyTo, node_id: String, node_ids: Vec<String>) {
+        // Maelstrom always names this node among node_ids; a test that
+        // starts a lone node may leave the list empty.
+        let node_ids = if node_ids.is_empty() {
+            vec![node_id.clone()]
+        } else {
+            node_ids
+        };
+        let cluster = match Cluster::new(&node_id, &node_ids) {
+            Ok(cluster) => cluster,
+            Err(e) => {
+                reply_error(&self.out, &to, code::MALFORMED_REQUEST, &format!("init: {e}"));
+                return;
+            }
+        };
+        let root = match crate::data_dir::resolve(
+            self.args.data_dir.as_deref(),
+            crate::data_dir::Default::FreshTemp,
+        ) {
+            Ok(root) => root,
+            Err(e) => {
+                let text = format!("init failed: cannot create the data directory: {e}");
+                log::warn(format_args!("{text}"));
+                reply_error(&self.out, &to, code::TEMPORARILY_UNAVAILABLE, &text);
+                return;
+            }
+        };
+        let config = StoreConfig {
+            segment_bytes: self.args.segment_bytes,
+            ..StoreConfig::default()
+        };
+        let groups = self.args.groups.unwrap_or(node_ids.len() as u32);
+        self.starting = Some((node_id.clone(), node_ids));
+        let (out, events, life) = (self.out.clone(), self.events.clone(), self.life.clone());
+        tokio::spawn(async move {
+            let dir = root.join(&node_id);
+            let started = Server::start(cluster, &dir, config, groups, out, events).await;
+            let _ = life.send(Life::Started(Box::new((started, to))));
+        });
+    }
+
+    fn started(&mut self, started: Box<(Result<Server, String>, ReplyTo)>) {
+        self.starting = None;
+        let (started, to) = *started;
+        match started {
+            Ok(server) => {
+                self.server = Some(server);
+                reply_init_ok(&self.out, &to);
+                if self.stopping {
+                    self.stopping = false;
+                    self.stop();
+                }
+            }
+            Err(e) => {
+                log::warn(format_args!("init failed: {e}"));
                 reply_error(
-                    out,
+                    &self.out,
                     &to,
-                    code::MALFORMED_REQUEST,
-                    &format!(
-                        "already initialised as {} of {:?}",
-                        running.cluster().me(),
-                        running.cluster().ids()
-                    ),
+                    code::TEMPORARILY_UNAVAILABLE,
+                    &format!("init failed: {e}"),
                 );
             }
         }
-        (None, _) => reply_error(
-            out,
-            &to,
-            code::TEMPORARILY_UNAVAILABLE,
-            "not initialised yet",
-        ),
-        (Some(running), request) => running.handle(to, request, now),
     }
-}
 
-/// Opens the store for `node_id` and starts serving.
-fn start(
-    args: &NodeArgs,
-    node_id: &str,
-    node_ids: &[String],
-    out: &Outbox,
-    synced_tx: mpsc::UnboundedSender<Synced<server::Pending>>,
-) -> Result<Server, String> {
-    // Maelstrom always names this node among node_ids; a test that starts a
-    // lone node may leave the list empty.
-    let node_ids = if node_ids.is_empty() {
-        vec![node_id.to_string()]
-    } else {
-        node_ids.to_vec()
-    };
-    let cluster = Cluster::new(node_id, &node_ids)?;
-    let root = crate::data_dir::resolve(
-        args.data_dir.as_deref(),
-        crate::data_dir::Default::FreshTemp,
-    )
-    .map_err(|e| format!("cannot create the data directory: {e}"))?;
-    let config = StoreConfig {
-        segment_bytes: args.segment_bytes,
-        ..StoreConfig::default()
-    };
-    Server::start(cluster, &root.join(node_id), config, out.clone(), synced_tx)
-        .map_err(|e| e.to_string())
+    /// The input ended: stop the groups; the store closes once they have.
+    fn stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        let Some(server) = &self.server else {
+            // Still starting: stopped once started.
+            return;
+        };
+        let groups = server.groups();
+        let life = self.life.clone();
+        tokio::spawn(async move {
+            Server::stop_groups(groups).await;
+            let _ = life.send(Life::Stopped);
+        });
+    }
 }
 
 fn reply_init_ok(out: &Outbox, to: &ReplyTo) {
@@ -345,20 +412,27 @@ fn reply_error(out: &Outbox, to: &ReplyTo, code: u32, text: &str) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn node_ids_must_be_safe_directory_names() {
+    /// Runs the loop over `input`, returning what it wrote.
+    async fn run_lines(input: &str) -> String {
         let args = NodeArgs {
-            data_dir: Some(PathBuf::from("/nonexistent")),
+            data_dir: Some(std::env::temp_dir().join("seglog-node-unit")),
             segment_bytes: SEGMENT_BYTES_DEFAULT,
+            groups: None,
             verbose: 0,
         };
-        let out = Outbox::default();
-        for bad in ["", "..", "a/b", "n0\0"] {
-            let (tx, _) = mpsc::unbounded_channel();
-            assert!(
-                start(&args, bad, &[bad.to_string()], &out, tx).is_err(),
-                "{bad:?}"
+        let mut output = Vec::new();
+        let _ = serve(input.as_bytes(), &mut output, args).await;
+        String::from_utf8(output).expect("text")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn node_ids_must_be_safe_directory_names() {
+        for bad in ["", "..", "a/b"] {
+            let line = format!(
+                "{{\"src\":\"c0\",\"dest\":\"n0\",\"body\":{{\"type\":\"init\",\"msg_id\":1,\"node_id\":{bad:?},\"node_ids\":[{bad:?}]}}}}\n"
             );
+            let out = run_lines(&line).await;
+            assert!(out.contains("\"code\":12"), "{bad:?}: {out}");
         }
     }
 }

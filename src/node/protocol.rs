@@ -202,17 +202,6 @@ pub enum ReplyBody<'a> {
         in_reply_to: u64,
         offsets: BTreeMap<&'a str, u64>,
     },
-    /// A peer's forwarded sends, answered in order.
-    ForwardOk {
-        in_reply_to: u64,
-        results: &'a [peer::ForwardResult],
-    },
-    /// What a replica holds durably now, for the keys a replicate named.
-    ReplicateOk {
-        in_reply_to: u64,
-        boot: u64,
-        ends: BTreeMap<&'a str, u64>,
-    },
     Error {
         in_reply_to: u64,
         code: u32,

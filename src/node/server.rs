@@ -1,73 +1,128 @@
-//! The node after `init`: serves each request, answers writes once they are
-//! durable, and drives forwarding and replication. Everything here runs on
-//! the event loop's one task, so none of it needs a lock of its own; only
-//! the store is shared, with the group commit thread.
+//! The node after `init`: serves each client request through the Raft
+//! groups (`cluster.md`), and drives their traffic between nodes.
+//!
+//! A send or commit becomes a *part*: one operation for one group. Each
+//! tick, parts go where their group's leader is: proposed here as one
+//! entry per group when this node leads it, else forwarded in one message
+//! per leader, as one entry per group under a proposal id this node picks.
+//! A part is answered once its proposal is applied *here*, so a client
+//! that polls this node next sees what it wrote; the results come from
+//! this node's own state machine, which records every proposal it applies.
+//!
+//! Errors say whether the write may have happened. A part whose proposal
+//! was never appended anywhere (no leader, or the leader says it is not
+//! one) is routed again until its deadline, then refused with a definite
+//! error; a part whose proposal may still commit is answered only by its
+//! outcome or, at the deadline, by an indefinite error.
+//!
+//! Everything here runs on the event loop's task; proposals run in tasks
+//! of their own and report back as [`Event`]s.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::forward::{Answer, Forwarder};
 use super::lines::Outbox;
-use super::owner::Cluster;
-use super::peer::{ForwardResult, PeerReply, PeerRequest, Replicate};
+use super::members::Cluster;
+use super::peer::{BatchBody, ForwardBatch, ForwardOutcome, PeerReply, PeerRequest};
 use super::poll;
 use super::protocol::{self, ReplyBody, ReplyTo, Request, code};
-use super::replicate::{self, Replicator, ReplyOutcome};
 use crate::lock::lock;
 use crate::log;
-use crate::storage::error::{Error, Result};
-use crate::storage::group_commit::{GroupCommit, Synced};
+use crate::raft::durability::OwnGroupCommit;
+use crate::raft::groups::{Groups, ProposeError, TIMING_DEFAULT};
+use crate::raft::log::RESERVED_KEY_PREFIX;
+use crate::raft::transport::{self, Batch};
+use crate::raft::types::{NodeId, Op, OpResult, Proposal, ProposalId};
+use crate::storage::error::Result;
 use crate::storage::store::{Store, StoreConfig};
 
+/// How long a client's write may take before it is answered with an
+/// error: Maelstrom's clients give up after 5 s, and an answer that comes
+/// later counts for nothing.
+pub const CLIENT_DEADLINE: Duration = Duration::from_millis(4000);
+
+/// How long a node waits, after it starts, for a group it should not
+/// initialize (another node leads it first) to get a leader before it
+/// initializes the group itself: the first leader may never have started.
+pub const INIT_FALLBACK: Duration = Duration::from_secs(3);
+
 /// Forward message ids remembered per peer, to drop a forward that arrives
-/// twice: a forward is never resent, so only a duplicating network could
-/// deliver one twice, and a duplicate that got past this window would be
-/// appended twice. 4,096 forwards is seconds of traffic at any rate seen.
+/// twice (only a duplicating network delivers one twice; a duplicate past
+/// this window would be proposed twice).
 pub const FORWARD_IDS_REMEMBERED: usize = 4096;
 
-/// A write applied to the store, answered once a sync point covers it.
-pub enum Pending {
-    /// A client's send to a key this node owns.
-    Send {
-        to: ReplyTo,
-        key: String,
-        offset: u64,
+/// Parts waiting for a leader, for a proposal or a forward at once: what a
+/// stalled cluster makes a node hold. Past it, writes are refused at once
+/// with a definite error.
+pub const PARTS_WAITING_MAX: usize = 65_536;
+
+/// What a task of the groups reports to the event loop.
+pub enum Event {
+    /// A proposal of this node's clients' parts finished.
+    Proposed {
+        id: ProposalId,
+        result: std::result::Result<(u64, Vec<OpResult>), ProposeError>,
     },
-    /// A client's commit.
-    Commit {
-        to: ReplyTo,
-        offsets: Vec<(String, u64)>,
-    },
-    /// A peer's forward: `results` holds an offset for each send appended
-    /// and a definite error for each refused one.
-    Forwarded {
-        to: ReplyTo,
-        keys: Vec<String>,
-        results: Vec<ForwardResult>,
-    },
-    /// An owner's replication round, applied here.
-    /// `refused` is why its commits could not be applied: then the answer
-    /// is an error, so that the owner keeps them and sends them again.
-    Replicated {
-        to: ReplyTo,
-        keys: Vec<String>,
-        refused: Option<(u32, String)>,
+    /// A group's state changed here (an entry applied, a new leader): parts
+    /// waiting for it may be answered.
+    Progress,
+    /// A batch a peer forwarded was proposed here.
+    ProposedForPeer {
+        peer: NodeId,
+        id: ProposalId,
+        outcome: ForwardOutcome,
     },
 }
 
-/// Message ids recently seen from one peer.
+/// One operation of a client request, for one group.
+struct Part {
+    /// The client request it belongs to.
+    token: u64,
+    group: u32,
+    op: Op,
+    deadline: Instant,
+    /// Whether a proposal holding it may have been committed: then it is
+    /// never proposed again (a send would be appended twice), only waited
+    /// for.
+    maybe: bool,
+}
+
+/// A client request waiting for its parts.
+enum ClientOp {
+    Send {
+        to: ReplyTo,
+    },
+    Commit {
+        to: ReplyTo,
+        left: usize,
+        /// The first failure, and whether any part may have been applied.
+        failed: Option<String>,
+        maybe: bool,
+    },
+}
+
+/// A proposal in flight, here or at a leader, and its parts.
+struct Awaiting {
+    group: u32,
+    parts: Vec<Part>,
+    /// Proposed here (else forwarded).
+    local: bool,
+}
+
+/// Proposal ids recently forwarded here, so that one forwarded twice is
+/// proposed once.
 #[derive(Default)]
 struct RecentIds {
-    set: HashSet<u64>,
-    order: VecDeque<u64>,
+    set: HashSet<ProposalId>,
+    order: VecDeque<ProposalId>,
 }
 
 impl RecentIds {
     /// Remembers `id`; false if it was already remembered.
-    fn insert(&mut self, id: u64) -> bool {
+    fn insert(&mut self, id: ProposalId) -> bool {
         if !self.set.insert(id) {
             return false;
         }
@@ -85,70 +140,129 @@ impl RecentIds {
 pub struct Server {
     cluster: Cluster,
     store: Arc<Mutex<Store>>,
-    group_commit: GroupCommit<Pending>,
+    group_commit: Arc<OwnGroupCommit>,
+    groups: Arc<Groups>,
     out: Outbox,
-    forwarder: Forwarder,
-    replicator: Replicator,
-    /// The id of the last request this node sent to a peer. It starts at
-    /// the time of start-up in microseconds, so a restarted node never
-    /// reuses an id of its previous process: a peer's late reply to the old
-    /// process cannot be taken for a reply to the new one.
+    events: UnboundedSender<Event>,
+    started: Instant,
+    /// The id of the last message this node sent to a peer: starts at the
+    /// time of start-up in microseconds, so a restarted node never reuses
+    /// one of its previous process.
     last_msg_id: u64,
-    /// Forwards seen per peer, to drop repeats.
-    forwards_seen: HashMap<String, RecentIds>,
+    next_token: u64,
+    ops: HashMap<u64, ClientOp>,
+    /// Parts whose group has no leader known yet (or must be routed again).
+    unrouted: Vec<Part>,
+    /// Proposals in flight, by id.
+    awaiting: HashMap<ProposalId, Awaiting>,
+    /// What waits to go to each peer with the next batch: forwards, and
+    /// the outcomes of the peer's forwards (the groups' RPCs wait in their
+    /// transport).
+    outgoing: BTreeMap<NodeId, PeerRequest>,
+    /// Proposals forwarded here lately.
+    forwards_seen: RecentIds,
+    /// Groups whose initialization was started here.
+    initialized: HashSet<u32>,
+    /// Counts for the periodic log line (debugging aid).
+    stats: [u64; 6],
+    stats_at: Instant,
 }
 
 impl Server {
-    /// Opens the store in `dir` for `cluster` and starts the group commit,
-    /// whose batches come back on `synced`.
-    pub fn start(
+    /// Opens the store in `dir`, starts the groups, and initializes the
+    /// groups this node leads first if the store is new.
+    pub async fn start(
         cluster: Cluster,
         dir: &std::path::Path,
         config: StoreConfig,
+        groups: u32,
         out: Outbox,
-        synced: UnboundedSender<Synced<Pending>>,
-    ) -> Result<Server> {
-        let store = Store::open(dir, config)?;
+        events: UnboundedSender<Event>,
+    ) -> std::result::Result<Server, String> {
+        let store = Store::open(dir, config).map_err(|e| e.to_string())?;
         log::info(format_args!(
-            "store open at {} ({} shutdown, {} committed keys)",
+            "store open at {} ({} shutdown)",
             dir.display(),
-            if store.opened_clean() {
-                "clean"
-            } else {
-                "unclean"
-            },
-            store.committed_count()
+            if store.opened_clean() { "clean" } else { "unclean" },
         ));
-        let (owned, committed) = if cluster.peers().next().is_some() {
-            let keys = store.keys()?;
-            let owned: Vec<String> = keys.into_iter().filter(|k| cluster.owns(k)).collect();
-            let committed: Vec<(String, u64)> = store
-                .committed_offsets()
-                .map(|(key, offset)| (key.to_string(), offset))
-                .collect();
-            (owned, committed)
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        let replicator = Replicator::new(&cluster, boot_id(), owned, &committed);
         let store = Arc::new(Mutex::new(store));
-        // The event loop answers each batch; once it is gone, nobody is.
         let group_commit =
-            GroupCommit::start(Arc::clone(&store), move |batch| synced.send(batch).is_ok())?;
-        Ok(Server {
+            Arc::new(OwnGroupCommit::start(Arc::clone(&store)).map_err(|e| e.to_string())?);
+        let groups = Groups::start(
+            cluster.my_index(),
+            cluster.ids().to_vec(),
+            groups,
+            Arc::clone(&store),
+            group_commit.clone(),
+            TIMING_DEFAULT,
+        )
+        .await?;
+        let mut server = Server {
             cluster,
             store,
             group_commit,
+            groups: Arc::new(groups),
             out,
-            forwarder: Forwarder::default(),
-            replicator,
+            events,
+            started: Instant::now(),
             last_msg_id: first_msg_id(),
-            forwards_seen: HashMap::new(),
-        })
+            next_token: 0,
+            ops: HashMap::new(),
+            unrouted: Vec::new(),
+            awaiting: HashMap::new(),
+            outgoing: BTreeMap::new(),
+            forwards_seen: RecentIds::default(),
+            initialized: HashSet::new(),
+            stats: [0; 6],
+            stats_at: Instant::now(),
+        };
+        // Each group's progress wakes the loop, so that a part is answered
+        // as soon as its entry is applied here, not at the next tick.
+        for g in 0..server.groups.count() {
+            if let Some(raft) = server.groups.raft(g) {
+                let mut metrics = raft.metrics();
+                let events = server.events.clone();
+                tokio::spawn(async move {
+                    let mut applied = None;
+                    while metrics.changed().await.is_ok() {
+                        let now = metrics.borrow_and_update().last_applied;
+                        if now != applied {
+                            applied = now;
+                            if events.send(Event::Progress).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        let fresh = (0..server.groups.count()).all(|g| !server.groups.has_state(g));
+        if fresh {
+            let me = server.groups.me();
+            for g in 0..server.groups.count() {
+                if server.groups.preferred_leader(g) == me {
+                    server.initialize(g);
+                }
+            }
+        }
+        Ok(server)
     }
 
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    /// Initializes group `g` in a task of its own.
+    fn initialize(&mut self, g: u32) {
+        if !self.initialized.insert(g) {
+            return;
+        }
+        let groups = Arc::clone(&self.groups);
+        tokio::spawn(async move {
+            if let Err(e) = groups.initialize(g).await {
+                log::info(format_args!("initializing group {g}: {e}"));
+            }
+        });
     }
 
     /// Serves one request (not `init`, which the event loop handles).
@@ -156,18 +270,21 @@ impl Server {
         match request {
             Request::Init { .. } => unreachable!("init is handled by the event loop"),
             Request::Send { key, msg } => {
-                if self.cluster.owns(&key) {
-                    self.send_here(to, &key, &msg);
-                } else {
-                    let owner = self.cluster.owner(&key).to_string();
-                    match self.forwarder.enqueue(&owner, to, key, msg, now) {
-                        Ok(()) => self.pump_forwards(now),
-                        Err(answer) => self.answer_send(answer),
-                    }
-                }
+                self.stats[5] += 1;
+                self.send(to, key, msg, now);
+                // At once, not at the next tick: a write's latency is a few
+                // ticks, and every tick saved is throughput.
+                self.route(now);
             }
-            Request::Poll { offsets } => self.poll(&to, &offsets),
-            Request::CommitOffsets { offsets } => self.commit(to, offsets),
+            Request::Poll { offsets } => {
+                let line = poll::poll_reply(&mut lock(&self.store), &to, &offsets);
+                self.out.send(line);
+            }
+            Request::CommitOffsets { offsets } => {
+                self.stats[5] += 1;
+                self.commit(to, offsets, now);
+                self.route(now);
+            }
             Request::ListCommittedOffsets { keys } => {
                 let store = lock(&self.store);
                 let offsets: BTreeMap<&str, u64> = keys
@@ -189,146 +306,489 @@ impl Server {
                 code::NOT_SUPPORTED,
                 "node-to-node requests are taken from other nodes of the cluster only",
             ),
-            Request::Peer(PeerRequest::Forward { sends }) => self.forwarded(to, sends),
-            Request::Peer(PeerRequest::Replicate(round)) => self.replicated(to, &round),
+            Request::Peer(request) => self.on_peer(&to.src, request),
         }
     }
 
-    /// A peer's reply to a forward or a replication round of ours.
-    pub fn on_reply(&mut self, src: &str, in_reply_to: u64, reply: PeerReply, now: Instant) {
-        if let Some(answers) = self.forwarder.on_reply(src, in_reply_to, &reply) {
-            for answer in answers {
-                self.answer_send(answer);
-            }
-            self.pump_forwards(now);
+    fn reserved(&self, to: &ReplyTo, key: &str) -> bool {
+        if key.starts_with(RESERVED_KEY_PREFIX) {
+            self.reply_error(
+                to,
+                code::MALFORMED_REQUEST,
+                &format!("keys starting with {RESERVED_KEY_PREFIX:?} are the cluster's own"),
+            );
+            return true;
+        }
+        false
+    }
+
+    fn room(&self, to: &ReplyTo, parts: usize) -> bool {
+        let waiting = self.unrouted.len()
+            + self.awaiting.values().map(|a| a.parts.len()).sum::<usize>();
+        if waiting + parts > PARTS_WAITING_MAX {
+            self.reply_error(
+                to,
+                code::TEMPORARILY_UNAVAILABLE,
+                "too many writes are waiting for the cluster",
+            );
+            return false;
+        }
+        true
+    }
+
+    fn send(&mut self, to: ReplyTo, key: String, msg: Vec<u8>, now: Instant) {
+        if self.reserved(&to, &key) || !self.room(&to, 1) {
             return;
         }
-        match self.replicator.on_reply(src, in_reply_to, &reply) {
-            ReplyOutcome::Taken => {}
-            ReplyOutcome::PeerRestarted => {
-                let store = lock(&self.store);
-                self.replicator
-                    .resend_commits(src, store.committed_offsets());
-            }
-            ReplyOutcome::NotOurs => log::debug(format_args!(
-                "ignored a late or unknown reply from {src} to {in_reply_to}: {reply:?}"
-            )),
+        // The parser made the message compact JSON text.
+        let msg = String::from_utf8_lossy(&msg).into_owned();
+        let token = self.token();
+        let group = self.groups.group_of(&key);
+        self.ops.insert(token, ClientOp::Send { to });
+        self.unrouted.push(Part {
+            token,
+            group,
+            op: Op::Send { key, msg },
+            deadline: now + CLIENT_DEADLINE,
+            maybe: false,
+        });
+    }
+
+    fn commit(&mut self, to: ReplyTo, offsets: Vec<(String, u64)>, now: Instant) {
+        if offsets.iter().any(|(key, _)| self.reserved(&to, key)) || !self.room(&to, offsets.len()) {
+            return;
+        }
+        if offsets.is_empty() {
+            self.reply(&to, &ReplyBody::CommitOffsetsOk { in_reply_to: to.msg_id });
+            return;
+        }
+        let token = self.token();
+        self.ops.insert(token, ClientOp::Commit {
+            to,
+            left: offsets.len(),
+            failed: None,
+            maybe: false,
+        });
+        for (key, offset) in offsets {
+            let group = self.groups.group_of(&key);
+            self.unrouted.push(Part {
+                token,
+                group,
+                op: Op::Commit { key, offset },
+                deadline: now + CLIENT_DEADLINE,
+                maybe: false,
+            });
         }
     }
 
-    /// Answers the writes a sync point made durable, and schedules their
-    /// records for replication.
-    pub fn on_synced(&mut self, synced: Synced<Pending>, now: Instant) {
-        let Synced { items, result, .. } = synced;
-        let failed = result.as_ref().err();
-        for item in items {
-            match item {
-                Pending::Send { to, key, offset } => match failed {
-                    None => {
-                        self.replicator.records_durable(&key);
-                        self.reply(
-                            &to,
-                            &ReplyBody::SendOk {
-                                in_reply_to: to.msg_id,
-                                offset,
-                            },
-                        );
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn next_msg_id(&mut self) -> u64 {
+        self.last_msg_id += 1;
+        self.last_msg_id
+    }
+
+    /// A peer's batch: answers to this node's Raft calls, calls to this
+    /// node's groups (each served in a task; their answers go out with a
+    /// later batch), forwards to propose, outcomes of this node's forwards.
+    fn on_peer(&mut self, src: &str, request: PeerRequest) {
+        let Some(peer) = self.cluster.index_of(src) else {
+            return;
+        };
+        let PeerRequest {
+            raft,
+            forwards,
+            outcomes,
+        } = request;
+        self.on_raft(peer, raft);
+        for batch in forwards {
+            self.forwarded(peer, batch);
+        }
+        for (id, outcome) in outcomes {
+            self.on_outcome(id, outcome);
+        }
+        // What the batch committed may have been applied here by now.
+        self.check_awaiting(Instant::now());
+    }
+
+    fn on_raft(&mut self, peer: NodeId, batch: Batch) {
+        let transport = Arc::clone(&self.groups.transport);
+        transport.deliver(peer, batch.answers);
+        for call in batch.calls {
+            let groups = Arc::clone(&self.groups);
+            let transport = Arc::clone(&transport);
+            tokio::spawn(async move {
+                let reply = match groups.raft(call.group) {
+                    Some(raft) => transport::serve(raft, call.rpc).await,
+                    None => transport::Reply::Unavailable(format!("no group {}", call.group)),
+                };
+                transport.answer(peer, call.id, reply);
+            });
+        }
+    }
+
+    /// A peer forwards a batch for a group it thinks this node leads.
+    fn forwarded(&mut self, peer: NodeId, batch: ForwardBatch) {
+        if !self.forwards_seen.insert(batch.id) {
+            log::warn(format_args!(
+                "proposal {}:{} forwarded twice: dropped the repeat",
+                batch.id.node, batch.id.seq
+            ));
+            return;
+        }
+        let leader = self.groups.leader(batch.group);
+        if leader != Some(self.groups.me()) {
+            self.outgoing
+                .entry(peer)
+                .or_default()
+                .outcomes
+                .push((batch.id, ForwardOutcome::NotLeader { leader }));
+            return;
+        }
+        let groups = Arc::clone(&self.groups);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let id = batch.id;
+            let proposal = Proposal {
+                id,
+                ops: batch.ops,
+            };
+            let outcome = match groups.propose(batch.group, proposal).await {
+                Ok((index, results)) => ForwardOutcome::Applied { index, results },
+                Err(ProposeError::NotLeader(leader)) => ForwardOutcome::NotLeader { leader },
+                Err(ProposeError::Unknown(why)) => ForwardOutcome::Unknown { why },
+            };
+            let _ = events.send(Event::ProposedForPeer { peer, id, outcome });
+        });
+    }
+
+    /// What became of one of this node's forwards.
+    fn on_outcome(&mut self, id: ProposalId, outcome: ForwardOutcome) {
+        match outcome {
+            // Answered once applied here too (`on_tick`).
+            ForwardOutcome::Applied { .. } => {}
+            ForwardOutcome::NotLeader { .. } => self.route_again(id),
+            ForwardOutcome::Unknown { why } => {
+                log::info(format_args!("forwarded proposal {}:{}: {why}", id.node, id.seq));
+                self.mark_maybe(id);
+            }
+        }
+    }
+
+    /// A task of the groups finished.
+    pub fn on_event(&mut self, event: Event) {
+        self.on_event_only(event);
+        self.check_awaiting(Instant::now());
+    }
+
+    fn on_event_only(&mut self, event: Event) {
+        match event {
+            Event::Progress => {}
+            Event::Proposed { id, result } => match result {
+                Ok((_, results)) => {
+                    if let Some(awaiting) = self.awaiting.remove(&id) {
+                        self.complete(awaiting.parts, &results);
                     }
-                    Some(e) => {
-                        self.reply_error(&to, code::CRASH, &format!("send may not be durable: {e}"))
-                    }
-                },
-                Pending::Commit { to, offsets } => match failed {
-                    None => {
-                        self.replicator.commits_durable(&offsets);
-                        self.reply(
-                            &to,
-                            &ReplyBody::CommitOffsetsOk {
-                                in_reply_to: to.msg_id,
-                            },
-                        );
-                    }
-                    Some(e) => self.reply_error(
-                        &to,
-                        code::CRASH,
-                        &format!("commit may not be durable: {e}"),
-                    ),
-                },
-                Pending::Forwarded {
-                    to,
-                    keys,
-                    mut results,
-                } => {
-                    match failed {
-                        None => keys
-                            .iter()
-                            .for_each(|key| self.replicator.records_durable(key)),
-                        Some(e) => {
-                            for result in &mut results {
-                                if let ForwardResult::Offset(_) = result {
-                                    *result = ForwardResult::Error {
-                                        code: code::CRASH,
-                                        text: format!("send may not be durable: {e}"),
-                                    };
-                                }
-                            }
-                        }
-                    }
-                    self.reply(
-                        &to,
-                        &ReplyBody::ForwardOk {
-                            in_reply_to: to.msg_id,
-                            results: &results,
-                        },
-                    );
                 }
-                Pending::Replicated { to, keys, refused } => match failed {
-                    None => match refused {
-                        None => self.reply_replicated(&to, &keys),
-                        Some((code, text)) => self.reply_error(&to, code, &text),
-                    },
-                    Some(e) => self.reply_error(
-                        &to,
-                        code::CRASH,
-                        &format!("replicated records may not be durable: {e}"),
-                    ),
-                },
+                Err(ProposeError::NotLeader(_)) => self.route_again(id),
+                Err(ProposeError::Unknown(why)) => {
+                    log::info(format_args!("proposal {}:{}: {why}", id.node, id.seq));
+                    self.mark_maybe(id);
+                }
+            },
+            Event::ProposedForPeer { peer, id, outcome } => {
+                self.outgoing
+                    .entry(peer)
+                    .or_default()
+                    .outcomes
+                    .push((id, outcome));
             }
         }
-        self.pump_replication(now);
     }
 
-    /// Timeouts, and replication rounds that fell due.
-    pub fn on_tick(&mut self, now: Instant) {
-        for answer in self.forwarder.expire(now) {
-            self.answer_send(answer);
+    /// A peer's reply to a message of ours: only a refusal of a whole
+    /// batch, which a peer sends when it is not started yet; what the batch
+    /// carried is given up on like a lost message.
+    pub fn on_reply(&mut self, src: &str, in_reply_to: u64, reply: PeerReply, _now: Instant) {
+        log::debug(format_args!(
+            "{src} refused message {in_reply_to}: {reply:?}"
+        ));
+    }
+
+    /// A proposal that was certainly not appended: its parts go to the
+    /// group's leader again, unless this node's state machine has applied
+    /// it after all.
+    fn route_again(&mut self, id: ProposalId) {
+        let Some(awaiting) = self.awaiting.remove(&id) else {
+            return;
+        };
+        if let Some((_, results)) = self.groups.outcome(awaiting.group, id) {
+            self.complete(awaiting.parts, &results);
+            return;
         }
-        self.pump_forwards(now);
-        self.pump_replication(now);
+        self.unrouted.extend(awaiting.parts);
     }
 
-    /// Asks the group commit to drain and stop; its last batch still arrives.
-    pub fn close_group_commit(&self) {
-        self.group_commit.close();
+    /// A proposal that may have been committed: its parts wait for its
+    /// outcome and are never proposed again.
+    fn mark_maybe(&mut self, id: ProposalId) {
+        if let Some(awaiting) = self.awaiting.get_mut(&id) {
+            for part in &mut awaiting.parts {
+                part.maybe = true;
+            }
+        }
     }
 
-    /// Joins the group commit and closes the store cleanly.
+    /// Routing, proposals and forwards, answers that are due, and one
+    /// batch to each peer with everything for it.
+    pub fn on_tick(&mut self, now: Instant) {
+        if now.duration_since(self.stats_at) >= Duration::from_secs(5) {
+            log::info(format_args!(
+                "stats: batches {} calls {} empty-appends {} answers {} fwd+outcomes {} client-writes {}",
+                self.stats[0], self.stats[1], self.stats[2], self.stats[3], self.stats[4], self.stats[5]
+            ));
+            self.stats = [0; 6];
+            self.stats_at = now;
+        }
+        self.initialize_orphans(now);
+        self.groups.heartbeat_idle(now);
+        self.check_awaiting(now);
+        self.route(now);
+        self.flush();
+    }
+
+    /// Groups still without a leader long after the start are initialized
+    /// here too (the node that should have may never have started).
+    fn initialize_orphans(&mut self, now: Instant) {
+        if now.duration_since(self.started) < INIT_FALLBACK {
+            return;
+        }
+        for g in 0..self.groups.count() {
+            if self.groups.leader(g).is_none() && !self.groups.has_state(g) {
+                self.initialize(g);
+            }
+        }
+    }
+
+    /// Answers the parts whose proposals this node has applied, and fails
+    /// those past their deadline.
+    fn check_awaiting(&mut self, now: Instant) {
+        let mut applied = Vec::new();
+        let mut expired = Vec::new();
+        for (id, awaiting) in &self.awaiting {
+            if let Some((_, results)) = self.groups.outcome(awaiting.group, *id) {
+                applied.push((*id, results));
+            } else if awaiting.parts.iter().all(|p| now >= p.deadline) {
+                expired.push(*id);
+            }
+        }
+        for (id, results) in applied {
+            if let Some(awaiting) = self.awaiting.remove(&id) {
+                self.complete(awaiting.parts, &results);
+            }
+        }
+        for id in expired {
+            if let Some(awaiting) = self.awaiting.remove(&id) {
+                // A proposal made here that never reached the log cannot
+                // commit: definite. A forwarded one may have.
+                let appended = !awaiting.local || self.groups.was_appended(awaiting.group, id);
+                for mut part in awaiting.parts {
+                    part.maybe |= appended;
+                    self.fail(part, "no outcome in time");
+                }
+            }
+        }
+    }
+
+    /// Sends each waiting part to its group's leader.
+    fn route(&mut self, now: Instant) {
+        let me = self.groups.me();
+        let mut local: BTreeMap<u32, Vec<Part>> = BTreeMap::new();
+        let mut forward: BTreeMap<NodeId, BTreeMap<u32, Vec<Part>>> = BTreeMap::new();
+        for part in std::mem::take(&mut self.unrouted) {
+            if now >= part.deadline {
+                self.fail(part, "no leader of its group could take it in time");
+                continue;
+            }
+            match self.groups.leader(part.group) {
+                Some(leader) if leader == me => local.entry(part.group).or_default().push(part),
+                Some(leader) => forward
+                    .entry(leader)
+                    .or_default()
+                    .entry(part.group)
+                    .or_default()
+                    .push(part),
+                None => self.unrouted.push(part),
+            }
+        }
+        for (group, parts) in local {
+            let id = self.groups.next_proposal_id();
+            let proposal = Proposal {
+                id,
+                ops: parts.iter().map(|p| p.op.clone()).collect(),
+            };
+            self.awaiting.insert(id, Awaiting {
+                group,
+                parts,
+                local: true,
+            });
+            let groups = Arc::clone(&self.groups);
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let result = groups.propose(group, proposal).await;
+                let _ = events.send(Event::Proposed { id, result });
+            });
+        }
+        for (leader, by_group) in forward {
+            for (group, parts) in by_group {
+                let id = self.groups.next_proposal_id();
+                let batch = ForwardBatch {
+                    group,
+                    id,
+                    ops: parts.iter().map(|p| p.op.clone()).collect(),
+                };
+                self.outgoing.entry(leader).or_default().forwards.push(batch);
+                self.awaiting.insert(id, Awaiting {
+                    group,
+                    parts,
+                    local: false,
+                });
+            }
+        }
+    }
+
+    /// Sends one batch to each peer that has anything waiting: the groups'
+    /// RPCs and answers, forwards, and outcomes of the peer's forwards.
+    fn flush(&mut self) {
+        for (peer, raft) in self.groups.transport.take_batches() {
+            self.outgoing.entry(peer).or_default().raft = raft;
+        }
+        let me = self.cluster.me().to_string();
+        for (peer, request) in std::mem::take(&mut self.outgoing) {
+            if request.is_empty() {
+                continue;
+            }
+            let Some(dest) = self.cluster.name_of(peer).map(str::to_string) else {
+                continue;
+            };
+            self.stats[0] += 1;
+            self.stats[1] += request.raft.calls.len() as u64;
+            self.stats[2] += request
+                .raft
+                .calls
+                .iter()
+                .filter(|c| matches!(&c.rpc, transport::Rpc::Append(a) if a.entries.is_empty()))
+                .count() as u64;
+            self.stats[3] += request.raft.answers.len() as u64;
+            self.stats[4] += request.forwards.len() as u64 + request.outcomes.len() as u64;
+            let msg_id = self.next_msg_id();
+            self.out.send(protocol::encode(
+                &me,
+                &dest,
+                BatchBody {
+                    kind: "batch",
+                    msg_id,
+                    request: &request,
+                },
+            ));
+        }
+    }
+
+    /// Answers the parts of an applied proposal with its results, in order.
+    fn complete(&mut self, parts: Vec<Part>, results: &[OpResult]) {
+        for (part, result) in parts.into_iter().zip(results) {
+            match (self.ops.remove(&part.token), result) {
+                (Some(ClientOp::Send { to }), OpResult::Offset(offset)) => self.reply(
+                    &to,
+                    &ReplyBody::SendOk {
+                        in_reply_to: to.msg_id,
+                        offset: *offset,
+                    },
+                ),
+                (Some(ClientOp::Commit { to, left, failed, maybe }), _) => {
+                    self.commit_part_done(part.token, to, left, failed, maybe || part.maybe);
+                }
+                (Some(other), result) => {
+                    log::warn(format_args!("a part got the result {result:?} of another kind"));
+                    self.ops.insert(part.token, other);
+                }
+                (None, _) => {}
+            }
+        }
+    }
+
+    /// Fails a part: definite unless its proposal may have been applied.
+    fn fail(&mut self, part: Part, why: &str) {
+        let Some(op) = self.ops.remove(&part.token) else {
+            return;
+        };
+        let text = format!("group {}: {why}", part.group);
+        match op {
+            ClientOp::Send { to } => {
+                let code = if part.maybe {
+                    code::TIMEOUT
+                } else {
+                    code::TEMPORARILY_UNAVAILABLE
+                };
+                self.reply_error(&to, code, &text);
+            }
+            ClientOp::Commit { to, left, failed, maybe } => {
+                let failed = failed.or(Some(text));
+                self.commit_part_done(part.token, to, left, failed, maybe || part.maybe);
+            }
+        }
+    }
+
+    /// One part of a commit is done; the commit is answered with its last.
+    fn commit_part_done(&mut self, token: u64, to: ReplyTo, left: usize, failed: Option<String>, maybe: bool) {
+        if left > 1 {
+            self.ops.insert(token, ClientOp::Commit {
+                to,
+                left: left - 1,
+                failed,
+                maybe,
+            });
+            return;
+        }
+        match failed {
+            None => self.reply(&to, &ReplyBody::CommitOffsetsOk { in_reply_to: to.msg_id }),
+            Some(text) => {
+                let code = if maybe {
+                    code::TIMEOUT
+                } else {
+                    code::TEMPORARILY_UNAVAILABLE
+                };
+                self.reply_error(&to, code, &text);
+            }
+        }
+    }
+
+    /// Stops the groups; then the store can close.
+    pub async fn stop_groups(groups: Arc<Groups>) {
+        groups.shutdown().await;
+    }
+
+    /// The groups, for stopping them.
+    pub fn groups(&self) -> Arc<Groups> {
+        Arc::clone(&self.groups)
+    }
+
+    /// Closes the store cleanly (after the groups stopped).
     pub fn shut_down(self) -> Result<()> {
         let Server {
             group_commit,
             store,
+            groups,
             ..
         } = self;
-        group_commit.join()?;
-        // The thread has ended, so this is the store's last holder; should a
-        // bug have kept another, the store is shut down in place instead.
-        match Arc::try_unwrap(store) {
-            Ok(store) => store
-                .into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .close(),
-            Err(shared) => lock(&shared).shut_down(),
-        }
+        drop(groups);
+        drop(group_commit);
+        // The groups' tasks may hold the store a moment longer: shut it
+        // down in place.
+        lock(&store).shut_down()
     }
 
     fn reply(&self, to: &ReplyTo, body: &ReplyBody<'_>) {
@@ -349,211 +809,6 @@ impl Server {
             },
         );
     }
-
-    /// Answers a client's send from a forward's outcome.
-    fn answer_send(&self, (to, result): Answer) {
-        match result {
-            ForwardResult::Offset(offset) => self.reply(
-                &to,
-                &ReplyBody::SendOk {
-                    in_reply_to: to.msg_id,
-                    offset,
-                },
-            ),
-            ForwardResult::Error { code, text } => self.reply_error(&to, code, &text),
-        }
-    }
-
-    /// Appends a send for a key this node owns.
-    fn send_here(&mut self, to: ReplyTo, key: &str, msg: &[u8]) {
-        if !self.group_commit.has_room() {
-            self.reply_error(&to, code::TEMPORARILY_UNAVAILABLE, WAITING_FULL);
-            return;
-        }
-        let appended = lock(&self.store).append(key, msg);
-        match appended {
-            Ok(offset) => self.group_commit.push(Pending::Send {
-                to,
-                key: key.to_string(),
-                offset,
-            }),
-            // The record was not taken: a definite error is the truth.
-            Err(e) => self.reply_error(&to, write_error_code(&e), &e.to_string()),
-        }
-    }
-
-    fn commit(&mut self, to: ReplyTo, offsets: Vec<(String, u64)>) {
-        if !self.group_commit.has_room() {
-            self.reply_error(&to, code::TEMPORARILY_UNAVAILABLE, WAITING_FULL);
-            return;
-        }
-        let mut store = lock(&self.store);
-        if store.is_poisoned() {
-            drop(store);
-            let text = Error::Poisoned.to_string();
-            self.reply_error(&to, code::TEMPORARILY_UNAVAILABLE, &text);
-            return;
-        }
-        for (key, offset) in &offsets {
-            // Keys were checked by the parser and the store is not
-            // poisoned: commit cannot fail half-way.
-            if let Err(e) = store.commit(key, *offset) {
-                unreachable!("commit of a checked key failed: {e}");
-            }
-        }
-        drop(store);
-        self.group_commit.push(Pending::Commit { to, offsets });
-    }
-
-    /// A peer forwards sends for keys this node owns: append them in order,
-    /// answer once durable.
-    fn forwarded(&mut self, to: ReplyTo, sends: Vec<(String, Vec<u8>)>) {
-        if !self
-            .forwards_seen
-            .entry(to.src.clone())
-            .or_default()
-            .insert(to.msg_id)
-        {
-            log::warn(format_args!(
-                "forward {} from {} arrived twice: dropped the repeat",
-                to.msg_id, to.src
-            ));
-            return;
-        }
-        if !self.group_commit.has_room() {
-            self.reply_error(&to, code::TEMPORARILY_UNAVAILABLE, WAITING_FULL);
-            return;
-        }
-        let mut keys = Vec::new();
-        let mut results = Vec::with_capacity(sends.len());
-        let mut store = lock(&self.store);
-        for (key, msg) in sends {
-            if !self.cluster.owns(&key) {
-                results.push(ForwardResult::Error {
-                    code: code::TEMPORARILY_UNAVAILABLE,
-                    text: format!(
-                        "{} does not own key {key:?}; {} does",
-                        self.cluster.me(),
-                        self.cluster.owner(&key)
-                    ),
-                });
-                continue;
-            }
-            match store.append(&key, &msg) {
-                Ok(offset) => {
-                    results.push(ForwardResult::Offset(offset));
-                    keys.push(key);
-                }
-                Err(e) => results.push(ForwardResult::Error {
-                    code: write_error_code(&e),
-                    text: e.to_string(),
-                }),
-            }
-        }
-        drop(store);
-        if keys.is_empty() {
-            self.reply(
-                &to,
-                &ReplyBody::ForwardOk {
-                    in_reply_to: to.msg_id,
-                    results: &results,
-                },
-            );
-        } else {
-            self.group_commit
-                .push(Pending::Forwarded { to, keys, results });
-        }
-    }
-
-    /// An owner's replication round: apply it, answer once durable.
-    fn replicated(&mut self, to: ReplyTo, round: &Replicate) {
-        if !self.group_commit.has_room() {
-            self.reply_error(&to, code::TEMPORARILY_UNAVAILABLE, WAITING_FULL);
-            return;
-        }
-        let (applied, result) =
-            replicate::apply_round(&mut lock(&self.store), &self.cluster, &to.src, round);
-        if let Err(e) = &result {
-            log::warn(format_args!("applying a round from {}: {e}", to.src));
-        }
-        if applied.changed {
-            // What was applied is answered once durable (an error answer
-            // too: it must not overtake the data it leaves out); the owner
-            // resends the rest from the ends it gets.
-            let refused = result.err().map(|e| (write_error_code(&e), e.to_string()));
-            self.group_commit.push(Pending::Replicated {
-                to,
-                keys: applied.keys,
-                refused,
-            });
-        } else if let Err(e) = result {
-            self.reply_error(&to, write_error_code(&e), &e.to_string());
-        } else {
-            self.reply_replicated(&to, &applied.keys);
-        }
-    }
-
-    /// Answers a round with the durable end of every key it named.
-    fn reply_replicated(&self, to: &ReplyTo, keys: &[String]) {
-        let mut store = lock(&self.store);
-        let ends: BTreeMap<&str, u64> = keys
-            .iter()
-            .filter_map(|key| Some((key.as_str(), store.durable_next_offset(key).ok()?)))
-            .collect();
-        drop(store);
-        self.reply(
-            to,
-            &ReplyBody::ReplicateOk {
-                in_reply_to: to.msg_id,
-                boot: self.replicator.boot(),
-                ends,
-            },
-        );
-    }
-
-    fn pump_forwards(&mut self, now: Instant) {
-        let me = self.cluster.me().to_string();
-        let mut last = self.last_msg_id;
-        let lines = self.forwarder.pump(&me, now, &mut || {
-            last += 1;
-            last
-        });
-        self.last_msg_id = last;
-        for line in lines {
-            self.out.send(line);
-        }
-    }
-
-    fn pump_replication(&mut self, now: Instant) {
-        let me = self.cluster.me().to_string();
-        let mut last = self.last_msg_id;
-        let lines = {
-            let mut store = lock(&self.store);
-            self.replicator.pump(&me, now, &mut store, &mut || {
-                last += 1;
-                last
-            })
-        };
-        self.last_msg_id = last;
-        for line in lines {
-            self.out.send(line);
-        }
-    }
-
-    fn poll(&self, to: &ReplyTo, offsets: &[(String, u64)]) {
-        let line = poll::poll_reply(&mut lock(&self.store), to, offsets);
-        self.out.send(line);
-    }
-}
-
-const WAITING_FULL: &str = "too many writes are waiting for the disk";
-
-/// The error code for a write the store refused before taking it.
-fn write_error_code(error: &Error) -> u32 {
-    match error {
-        Error::KeyTooLong { .. } | Error::BadMessageSize { .. } => code::MALFORMED_REQUEST,
-        _ => code::TEMPORARILY_UNAVAILABLE,
-    }
 }
 
 /// Where this process's peer message ids start: microseconds since the
@@ -564,12 +819,4 @@ fn first_msg_id() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// A number that differs between two starts of this process (time and pid).
-fn boot_id() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ u64::from(std::process::id()).rotate_left(48)
 }

@@ -1,18 +1,10 @@
-//! Who owns a key: the one node that assigns its offsets.
-//!
-//! Every node gets the same `node_ids` in `init`, so every node computes the
-//! same owner without talking to the others: the node ids are sorted, and a
-//! key belongs to the one at position `fnv1a64(key) % count`. FNV-1a is
-//! fixed by its definition (unlike Rust's `DefaultHasher`, which is seeded
-//! per process), so the owner of a key never changes across restarts or
-//! builds. Ownership does not move when a node is unreachable: its keys
-//! cannot take sends until it is back (the README's "Limits").
+//! The nodes of the cluster, from `init`: every node gets the same
+//! `node_ids`, sorted here, and a node's place in that order is its id in
+//! the Raft groups. Membership is fixed by `init` (see `cluster.md`).
 
-use crate::storage::keyname::fnv1a64;
-
-/// Nodes in one cluster. Every node replicates to every other one, so the
-/// work per write grows with the count; 64 is far past Maelstrom's runs
-/// (at most a handful) and bounds what an `init` can ask for.
+/// Nodes in one cluster. Every node replicates every group, so the work per
+/// write grows with the count; 64 is far past Maelstrom's runs (at most a
+/// handful) and bounds what an `init` can ask for.
 pub const NODES_MAX: usize = 64;
 
 /// The nodes of the cluster and this node's place among them.
@@ -20,7 +12,7 @@ pub const NODES_MAX: usize = 64;
 pub struct Cluster {
     /// This node's id.
     me: String,
-    /// Every node id, sorted: the order ownership is computed over.
+    /// Every node id, sorted: a node's index is its id in the Raft groups.
     ids: Vec<String>,
 }
 
@@ -70,16 +62,19 @@ impl Cluster {
         &self.me
     }
 
-    /// The node that assigns offsets for `key`.
-    pub fn owner(&self, key: &str) -> &str {
-        let count = self.ids.len() as u64;
-        let at = fnv1a64(key.as_bytes()) % count;
-        &self.ids[at as usize]
+    /// The Raft id of node `id`: its index in the sorted ids.
+    pub fn index_of(&self, id: &str) -> Option<u64> {
+        self.ids.iter().position(|known| known == id).map(|i| i as u64)
     }
 
-    /// Whether this node owns `key`.
-    pub fn owns(&self, key: &str) -> bool {
-        self.owner(key) == self.me
+    /// This node's Raft id.
+    pub fn my_index(&self) -> u64 {
+        self.index_of(&self.me).unwrap_or(0)
+    }
+
+    /// The name of the node with Raft id `index`.
+    pub fn name_of(&self, index: u64) -> Option<&str> {
+        self.ids.get(index as usize).map(String::as_str)
     }
 
     /// Every other node, in id order.
@@ -110,33 +105,15 @@ mod tests {
     }
 
     #[test]
-    fn every_node_computes_the_same_owner_whatever_the_order_of_ids() {
+    fn every_node_gives_every_node_the_same_raft_id_whatever_the_order() {
         let a = Cluster::new("n0", &ids(&["n0", "n1", "n2"])).expect("valid");
         let b = Cluster::new("n2", &ids(&["n2", "n0", "n1"])).expect("valid");
-        for i in 0..1000 {
-            let key = format!("key-{i}");
-            assert_eq!(a.owner(&key), b.owner(&key));
+        for name in ["n0", "n1", "n2"] {
+            assert_eq!(a.index_of(name), b.index_of(name));
         }
-    }
-
-    #[test]
-    fn ownership_is_pinned_to_fnv1a_so_it_survives_rebuilds() {
-        // fnv1a64("0") = 0xaf63ad4c86019caf, which is odd: n1 of two nodes.
-        let cluster = Cluster::new("n0", &ids(&["n0", "n1"])).expect("valid");
-        assert_eq!(fnv1a64(b"0"), 0xaf63_ad4c_8601_9caf);
-        assert_eq!(cluster.owner("0"), "n1");
-        assert!(!cluster.owns("0"));
-    }
-
-    #[test]
-    fn keys_spread_over_every_node() {
-        let cluster = Cluster::new("n0", &ids(&["n0", "n1", "n2", "n3", "n4"])).expect("valid");
-        let mut counts = std::collections::BTreeMap::new();
-        for i in 0..5000 {
-            *counts.entry(cluster.owner(&i.to_string())).or_insert(0) += 1;
-        }
-        assert_eq!(counts.len(), 5);
-        assert!(counts.values().all(|&n| n > 800), "{counts:?}");
+        assert_eq!((a.my_index(), b.my_index()), (0, 2));
+        assert_eq!(b.name_of(1), Some("n1"));
+        assert_eq!(b.index_of("c1"), None);
     }
 
     #[test]

@@ -1,0 +1,68 @@
+//! How the Raft storage learns that what it wrote is durable: it asks for
+//! the outcome of the next sync point of the store's group commit, which
+//! covers everything appended before the request. One sync point (one
+//! fdatasync of the journal) makes every group's entries, votes and
+//! applied state durable at once.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::storage::error::{Error, Result};
+use crate::storage::group_commit::{GroupCommit, Outcome, Synced};
+use crate::storage::store::Store;
+
+/// A callback run with the outcome of a sync point.
+pub type Done = Box<dyn FnOnce(Outcome) + Send>;
+
+/// Where durability comes from: the front end's group commit.
+pub trait Durability: Send + Sync + 'static {
+    /// Calls `done` with the outcome of a sync point that covers every
+    /// write applied to the store before this call. `done` must be quick:
+    /// it may run on the group commit's thread.
+    fn after_sync(&self, done: Done);
+}
+
+/// Waits for a sync point that covers everything written so far.
+pub async fn synced(durability: &dyn Durability) -> Outcome {
+    let (tx, rx) = oneshot::channel();
+    durability.after_sync(Box::new(move |outcome| {
+        let _ = tx.send(outcome);
+    }));
+    match rx.await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Arc::new(Error::Panicked {
+            what: "the group commit, which dropped a waiter,".into(),
+        })),
+    }
+}
+
+/// A group commit of its own whose batches are callbacks, run on its
+/// thread: what the storage tests and openraft's suite use.
+pub struct OwnGroupCommit(GroupCommit<Done>);
+
+impl OwnGroupCommit {
+    /// Starts a group commit over `store`.
+    pub fn start(store: Arc<Mutex<Store>>) -> Result<OwnGroupCommit> {
+        let group_commit = GroupCommit::start(store, |synced: Synced<Done>| {
+            for done in synced.items {
+                done(synced.result.clone());
+            }
+            true
+        })?;
+        Ok(OwnGroupCommit(group_commit))
+    }
+}
+
+impl Durability for OwnGroupCommit {
+    fn after_sync(&self, done: Done) {
+        self.0.push(done);
+    }
+}
+
+impl Drop for OwnGroupCommit {
+    fn drop(&mut self) {
+        // The thread drains what waits and ends; nobody joins it.
+        self.0.close();
+    }
+}

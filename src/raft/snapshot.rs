@@ -1,0 +1,171 @@
+//! A group's snapshot: the records and committed offsets of its keys, and
+//! which keys are its. A key belongs to the group its name hashes to
+//! (FNV-1a, 64 bits, modulo the number of groups): fixed by the key alone,
+//! so every node agrees without asking.
+//!
+//! The encoding is JSON: `{"keys":[{"key":K,"start":S,"msgs":[M,...]}],
+//! "commits":[[K,O],...]}`, each message the JSON text the store holds.
+
+use serde::{Deserialize, Serialize};
+
+use super::log::RESERVED_KEY_PREFIX;
+use crate::storage::error::{Error, Result};
+use crate::storage::keyname::fnv1a64;
+use crate::storage::store::Store;
+
+/// The group a client key belongs to, of `groups`.
+pub fn group_of(key: &str, groups: u32) -> u32 {
+    (fnv1a64(key.as_bytes()) % u64::from(groups.max(1))) as u32
+}
+
+/// Whether `key` is one the Raft groups keep for themselves.
+pub fn is_reserved(key: &str) -> bool {
+    key.starts_with(RESERVED_KEY_PREFIX)
+}
+
+/// One key's records in a snapshot.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct KeyRecords {
+    pub key: String,
+    /// The offset of the first message.
+    pub start: u64,
+    /// The messages from `start` on, as the store holds them.
+    pub msgs: Vec<String>,
+    /// Where the messages end: the key's next offset when planned.
+    #[serde(skip)]
+    end: u64,
+}
+
+/// What a snapshot holds.
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotData {
+    pub keys: Vec<KeyRecords>,
+    pub commits: Vec<(String, u64)>,
+}
+
+impl SnapshotData {
+    /// The group's keys and where each ends now, appends not yet durable
+    /// included: the records a snapshot of the state as of now holds, to be
+    /// read by [`SnapshotData::read`] once they are durable.
+    pub fn plan(store: &mut Store, group: u32, groups: u32) -> Result<SnapshotData> {
+        let mut keys = Vec::new();
+        for key in store.keys()? {
+            if is_reserved(&key) || group_of(&key, groups) != group {
+                continue;
+            }
+            let start = store.log_start(&key)?;
+            let end = store.next_offset(&key)?;
+            keys.push(KeyRecords {
+                key,
+                start,
+                msgs: Vec::new(),
+                end,
+            });
+        }
+        Ok(SnapshotData {
+            keys,
+            commits: Vec::new(),
+        })
+    }
+
+    /// Reads the planned records, which must all be durable by now, and the
+    /// group's committed offsets.
+    pub fn read(&mut self, store: &mut Store) -> Result<()> {
+        for key in &mut self.keys {
+            let (start, end) = (key.start, key.end);
+            let msgs = &mut key.msgs;
+            let mut failure = None;
+            store.read(&key.key, start, &mut |offset, payload| {
+                if offset >= end {
+                    return false;
+                }
+                match std::str::from_utf8(payload) {
+                    Ok(text) => msgs.push(text.to_string()),
+                    Err(e) => {
+                        failure = Some(format!("offset {offset} is not text: {e}"));
+                        return false;
+                    }
+                }
+                true
+            })?;
+            if let Some(why) = failure {
+                return Err(Error::Config(format!("{}: {why}", key.key)));
+            }
+            if start + msgs.len() as u64 != end {
+                return Err(Error::Busy(format!(
+                    "{} holds {} durable records from {start}, not up to {end}",
+                    key.key,
+                    msgs.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the committed offsets of the group's keys.
+    pub fn read_commits(&mut self, store: &Store, group: u32, groups: u32) {
+        self.commits = store
+            .committed_offsets()
+            .filter(|(key, _)| !is_reserved(key) && group_of(key, groups) == group)
+            .map(|(key, offset)| (key.to_string(), offset))
+            .collect();
+        self.commits.sort();
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Strings and numbers always encode.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> std::result::Result<SnapshotData, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("a snapshot that does not decode: {e}"))
+    }
+
+    /// Brings the group's keys in `store` up to the snapshot: each key gets
+    /// the records it lacks (its log is a prefix of the snapshot's, since
+    /// both come from applying one log in order), and the committed
+    /// offsets. A key holding more than the snapshot, or one the snapshot
+    /// lacks that holds records, is an inconsistency: refused.
+    pub fn install(&self, store: &mut Store, group: u32, groups: u32) -> std::result::Result<(), String> {
+        let fail = |e: Error| e.to_string();
+        let mut named = std::collections::HashSet::new();
+        for key in &self.keys {
+            if is_reserved(&key.key) || group_of(&key.key, groups) != group {
+                return Err(format!("the snapshot of group {group} holds key {:?} of another", key.key));
+            }
+            named.insert(key.key.as_str());
+            let next = store.next_offset(&key.key).map_err(fail)?;
+            let end = key.start + key.msgs.len() as u64;
+            if next > end {
+                return Err(format!(
+                    "{} holds records up to {next} here, past the snapshot's {end}",
+                    key.key
+                ));
+            }
+            if next < key.start {
+                return Err(format!(
+                    "{} ends at {next} here, before the snapshot's first record {}",
+                    key.key, key.start
+                ));
+            }
+            for (i, msg) in key.msgs.iter().enumerate().skip((next - key.start) as usize) {
+                store
+                    .append_at(&key.key, key.start + i as u64, msg.as_bytes())
+                    .map_err(fail)?;
+            }
+        }
+        for key in store.keys().map_err(fail)? {
+            if !is_reserved(&key)
+                && group_of(&key, groups) == group
+                && !named.contains(key.as_str())
+                && store.next_offset(&key).map_err(fail)? > 0
+            {
+                return Err(format!("{key} holds records the snapshot of group {group} lacks"));
+            }
+        }
+        for (key, offset) in &self.commits {
+            store.commit(key, *offset).map_err(fail)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! openraft's state machine for one group: the key logs themselves.
+//! Applying an entry appends its sends to their keys (the offsets follow
+//! from the order of the log, identically on every replica) and records its
+//! commits; the applied state is a record of the group's log key appended
+//! under the same hold of the store's lock, so one sync point makes the
+//! operations and "applied up to here" durable together, or neither.
+//! After a crash the state machine is as of its last durable applied
+//! record, and openraft applies the entries after it again from the log.
+//!
+//! A snapshot is the group's keys' records and committed offsets up to
+//! the last applied entry (`snapshot.rs`); it is built once everything
+//! applied is durable, so the log entries it lets openraft purge are
+//! never needed again. Installing one appends to each key the records it
+//! lacks: a replica's key logs are always a prefix of a newer state's.
+
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+
+use super::log::Record;
+use super::log_store::Group;
+use super::snapshot::{SnapshotData, group_of, is_reserved};
+use super::types::{Applied, Entry, LogId, Op, OpResult, StorageError, StoredMembership, TypeConfig};
+use crate::lock::lock;
+
+/// Snapshots built by this process: part of a snapshot's id, which must
+/// tell two snapshots of the same entry apart.
+static SNAPSHOTS_BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A snapshot kept in memory: what openraft sends to a follower that is
+/// too far behind.
+#[derive(Clone)]
+struct Current {
+    meta: SnapshotMeta<u64, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The state machine of one group (cheap to clone: the snapshot builder is
+/// a clone).
+#[derive(Clone)]
+pub struct StateMachine {
+    pub group: Arc<Group>,
+    /// How many groups the cluster has: a key is in this group when it
+    /// hashes to it.
+    pub groups: u32,
+    current: Arc<Mutex<Option<Current>>>,
+}
+
+fn apply_error(log_id: LogId, what: String) -> StorageError {
+    StorageIOError::apply(log_id, AnyError::error(what)).into()
+}
+
+fn sm_error(what: String) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::error(what)).into()
+}
+
+impl StateMachine {
+    pub fn new(group: Arc<Group>, groups: u32) -> StateMachine {
+        StateMachine {
+            group,
+            groups,
+            current: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The snapshot of everything applied so far.
+    async fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let group = &self.group;
+        // What the state machine holds now: its applied entry, and each
+        // key's end (appends not yet durable included).
+        let (last, membership, mut data) = {
+            let log = lock(&group.log);
+            let mut store = lock(&group.store);
+            let data = SnapshotData::plan(&mut store, group.group, self.groups)
+                .map_err(|e| sm_error(e.to_string()))?;
+            (log.applied, log.membership.clone(), data)
+        };
+        // Once durable, those records can be read, and the log entries the
+        // snapshot covers can be purged without losing anything on a crash.
+        group.synced().await.map_err(sm_error)?;
+        {
+            let mut store = lock(&group.store);
+            data.read(&mut store).map_err(|e| sm_error(e.to_string()))?;
+            data.read_commits(&store, group.group, self.groups);
+        }
+        let bytes = data.encode();
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id: format!(
+                "{}-{}-{}",
+                group.group,
+                last.map_or(0, |l| l.index),
+                SNAPSHOTS_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+        };
+        *lock(&self.current) = Some(Current {
+            meta: meta.clone(),
+            data: bytes.clone(),
+        });
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(std::io::Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.build().await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let log = lock(&self.group.log);
+        Ok((log.applied, log.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let group = &self.group;
+        let mut log = lock(&group.log);
+        let mut store = lock(&group.store);
+        let mut replies = Vec::new();
+        for entry in entries {
+            let mut applied = Applied::default();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(proposal) => {
+                    let id = proposal.id;
+                    for op in proposal.ops {
+                        let result = match op {
+                            Op::Send { key, msg } => {
+                                if is_reserved(&key) {
+                                    return Err(apply_error(entry.log_id, format!("a send to the reserved key {key:?}")));
+                                }
+                                store
+                                    .append(&key, msg.as_bytes())
+                                    .map(OpResult::Offset)
+                                    .map_err(|e| apply_error(entry.log_id, format!("appending to {key}: {e}")))?
+                            }
+                            Op::Commit { key, offset } => {
+                                if is_reserved(&key) {
+                                    return Err(apply_error(entry.log_id, format!("a commit of the reserved key {key:?}")));
+                                }
+                                store
+                                    .commit(&key, offset)
+                                    .map(|()| OpResult::Committed)
+                                    .map_err(|e| apply_error(entry.log_id, format!("committing {key}: {e}")))?
+                            }
+                        };
+                        applied.results.push(result);
+                    }
+                    lock(&group.proposals).applied(id, entry.log_id.index, applied.results.clone());
+                }
+                EntryPayload::Membership(membership) => {
+                    log.membership = StoredMembership::new(Some(entry.log_id), membership);
+                }
+            }
+            log.applied = Some(entry.log_id);
+            replies.push(applied);
+        }
+        if !replies.is_empty() {
+            let record = Record::Applied {
+                last: log.applied,
+                membership: log.membership.clone(),
+            };
+            let at = group
+                .append(&mut store, &[record])
+                .map_err(sm_error)?;
+            log.applied_offset = Some(at);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(std::io::Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<std::io::Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let data = SnapshotData::decode(&bytes).map_err(sm_error)?;
+        {
+            let group = &self.group;
+            let mut log = lock(&group.log);
+            let mut store = lock(&group.store);
+            data.install(&mut store, group.group, self.groups)
+                .map_err(sm_error)?;
+            log.applied = meta.last_log_id;
+            log.membership = meta.last_membership.clone();
+            let record = Record::Applied {
+                last: log.applied,
+                membership: log.membership.clone(),
+            };
+            let at = group.append(&mut store, &[record]).map_err(sm_error)?;
+            log.applied_offset = Some(at);
+        }
+        *lock(&self.current) = Some(Current {
+            meta: meta.clone(),
+            data: bytes,
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(lock(&self.current).clone().map(|current| Snapshot {
+            meta: current.meta,
+            snapshot: Box::new(std::io::Cursor::new(current.data)),
+        }))
+    }
+}
+
+/// Whether `key` belongs to group `group` of `groups`.
+pub fn in_group(key: &str, group: u32, groups: u32) -> bool {
+    !is_reserved(key) && group_of(key, groups) == group
+}

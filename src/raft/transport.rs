@@ -1,0 +1,304 @@
+//! The Raft groups' network: RPCs of every group bound for one peer wait
+//! in that peer's batch, and the front end sends each batch as one message
+//! when it flushes (every tick), with the answers to that peer's calls in
+//! the same message. One message per peer per tick however many groups
+//! talk: what multi-Raft systems do to keep traffic proportional to nodes,
+//! not groups, and what keeps Maelstrom's msgs-per-op low.
+//!
+//! A call is answered by its id; a call whose answer does not come within
+//! openraft's deadline for it fails as a timeout, and its late answer is
+//! dropped. The wire format is the front end's: batches are plain serde
+//! data.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::types::{NodeId, TypeConfig};
+use crate::lock::lock;
+
+/// Calls waiting for an answer at once, over all peers and groups: each
+/// group has at most a few RPCs in flight per peer (one replication
+/// stream, votes, a snapshot chunk), so this bounds a misbehaving peer's
+/// cost and is far above any real need.
+pub const CALLS_WAITING_MAX: usize = 65_536;
+
+/// A request of one group to its Raft instance on a peer.
+#[derive(Serialize, Deserialize, Debug)]
+pub enum Rpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// What the peer's Raft instance answered.
+#[derive(Serialize, Deserialize, Debug)]
+pub enum Reply {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// The peer could not hand the call to a Raft instance (not started
+    /// yet, no such group, shutting down).
+    Unavailable(String),
+}
+
+/// One call in a batch.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Call {
+    pub group: u32,
+    pub id: u64,
+    pub rpc: Rpc,
+}
+
+/// One answer in a batch.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Answer {
+    pub id: u64,
+    pub reply: Reply,
+}
+
+/// What one message to a peer carries.
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub struct Batch {
+    pub calls: Vec<Call>,
+    pub answers: Vec<Answer>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty() && self.answers.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    /// What waits to go to each peer.
+    outgoing: BTreeMap<NodeId, Batch>,
+    /// Calls sent and not answered: their peer and who waits.
+    waiting: HashMap<u64, (NodeId, oneshot::Sender<Reply>)>,
+    /// When each group last sent AppendEntries to each peer: a leader
+    /// whose replication keeps a follower busy needs no heartbeat to it.
+    last_append: HashMap<(u32, NodeId), Instant>,
+}
+
+/// The node's end of the groups' network.
+pub struct Transport {
+    me: NodeId,
+    inner: Mutex<Inner>,
+}
+
+impl Transport {
+    pub fn new(me: NodeId) -> Arc<Transport> {
+        Arc::new(Transport {
+            me,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    /// Queues a call; the receiver gets its answer (or is dropped when the
+    /// call is given up).
+    fn call(&self, target: NodeId, group: u32, rpc: Rpc) -> Result<(u64, oneshot::Receiver<Reply>), String> {
+        let mut inner = lock(&self.inner);
+        if inner.waiting.len() >= CALLS_WAITING_MAX {
+            return Err(format!("{CALLS_WAITING_MAX} calls wait for answers"));
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        if matches!(rpc, Rpc::Append(_)) {
+            inner.last_append.insert((group, target), Instant::now());
+        }
+        let (tx, rx) = oneshot::channel();
+        inner.waiting.insert(id, (target, tx));
+        inner
+            .outgoing
+            .entry(target)
+            .or_default()
+            .calls
+            .push(Call { group, id, rpc });
+        Ok((id, rx))
+    }
+
+    /// Forgets a call given up on.
+    fn forget(&self, id: u64) {
+        lock(&self.inner).waiting.remove(&id);
+    }
+
+    /// Queues the answer to a peer's call.
+    pub fn answer(&self, peer: NodeId, id: u64, reply: Reply) {
+        lock(&self.inner)
+            .outgoing
+            .entry(peer)
+            .or_default()
+            .answers
+            .push(Answer { id, reply });
+    }
+
+    /// Hands answers from `peer` to the calls that wait for them; answers
+    /// to calls given up on, or from the wrong peer, are dropped.
+    pub fn deliver(&self, peer: NodeId, answers: Vec<Answer>) {
+        let mut inner = lock(&self.inner);
+        for answer in answers {
+            match inner.waiting.remove(&answer.id) {
+                Some((target, tx)) if target == peer => {
+                    let _ = tx.send(answer.reply);
+                }
+                Some(other) => {
+                    inner.waiting.insert(answer.id, other);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Takes every batch waiting to go out, one per peer.
+    pub fn take_batches(&self) -> Vec<(NodeId, Batch)> {
+        std::mem::take(&mut lock(&self.inner).outgoing)
+            .into_iter()
+            .filter(|(_, batch)| !batch.is_empty())
+            .collect()
+    }
+
+    /// When group `group` last sent AppendEntries to `peer`.
+    pub fn last_append(&self, group: u32, peer: NodeId) -> Option<Instant> {
+        lock(&self.inner).last_append.get(&(group, peer)).copied()
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+}
+
+/// Hands a peer's call to this node's Raft instance of its group.
+pub async fn serve(raft: &Raft<TypeConfig>, rpc: Rpc) -> Reply {
+    match rpc {
+        Rpc::Append(request) => Reply::Append(raft.append_entries(request).await),
+        Rpc::Vote(request) => Reply::Vote(raft.vote(request).await),
+        Rpc::Snapshot(request) => Reply::Snapshot(raft.install_snapshot(request).await),
+    }
+}
+
+/// The network openraft gives one group: clients to each peer.
+#[derive(Clone)]
+pub struct Network {
+    pub group: u32,
+    pub transport: Arc<Transport>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Client;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Client {
+        Client {
+            group: self.group,
+            target,
+            transport: Arc::clone(&self.transport),
+        }
+    }
+}
+
+/// One group's client to one peer.
+pub struct Client {
+    group: u32,
+    target: NodeId,
+    transport: Arc<Transport>,
+}
+
+/// Why a call got no answer, as openraft wants it.
+enum NoAnswer {
+    Unreachable(String),
+    Timeout(Duration),
+}
+
+impl Client {
+    async fn send(&self, rpc: Rpc, ttl: Duration) -> Result<Reply, NoAnswer> {
+        let (id, rx) = self
+            .transport
+            .call(self.target, self.group, rpc)
+            .map_err(NoAnswer::Unreachable)?;
+        match tokio::time::timeout(ttl, rx).await {
+            Ok(Ok(Reply::Unavailable(why))) => Err(NoAnswer::Unreachable(why)),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(NoAnswer::Unreachable("the call was dropped".into())),
+            Err(_) => {
+                self.transport.forget(id);
+                Err(NoAnswer::Timeout(ttl))
+            }
+        }
+    }
+
+    fn rpc_error<E: std::error::Error>(&self, action: RPCTypes, why: NoAnswer) -> RPCError<NodeId, BasicNode, E> {
+        match why {
+            NoAnswer::Unreachable(why) => RPCError::Unreachable(Unreachable::new(&AnyError::error(why))),
+            NoAnswer::Timeout(timeout) => RPCError::Timeout(Timeout {
+                action,
+                id: self.transport.me,
+                target: self.target,
+                timeout,
+            }),
+        }
+    }
+
+    fn mismatch<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+        RPCError::Network(NetworkError::new(&AnyError::error(
+            "the peer answered a call with a reply of another kind",
+        )))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Client {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.send(Rpc::Append(rpc), option.hard_ttl()).await {
+            Ok(Reply::Append(Ok(response))) => Ok(response),
+            Ok(Reply::Append(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(self.mismatch()),
+            Err(why) => Err(self.rpc_error(RPCTypes::AppendEntries, why)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self.send(Rpc::Snapshot(rpc), option.hard_ttl()).await {
+            Ok(Reply::Snapshot(Ok(response))) => Ok(response),
+            Ok(Reply::Snapshot(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(self.mismatch()),
+            Err(why) => Err(self.rpc_error(RPCTypes::InstallSnapshot, why)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.send(Rpc::Vote(rpc), option.hard_ttl()).await {
+            Ok(Reply::Vote(Ok(response))) => Ok(response),
+            Ok(Reply::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(self.mismatch()),
+            Err(why) => Err(self.rpc_error(RPCTypes::Vote, why)),
+        }
+    }
+}
