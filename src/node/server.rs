@@ -34,7 +34,7 @@ use crate::log;
 use crate::raft::durability::OwnGroupCommit;
 use crate::raft::groups::{Groups, ProposeError, TIMING_DEFAULT};
 use crate::raft::log::RESERVED_KEY_PREFIX;
-use crate::raft::transport::{self, Batch};
+use crate::raft::transport::Batch;
 use crate::raft::types::{NodeId, Op, OpResult, Proposal, ProposalId};
 use crate::storage::error::Result;
 use crate::storage::store::{Store, StoreConfig};
@@ -43,11 +43,6 @@ use crate::storage::store::{Store, StoreConfig};
 /// error: Maelstrom's clients give up after 5 s, and an answer that comes
 /// later counts for nothing.
 pub const CLIENT_DEADLINE: Duration = Duration::from_millis(4000);
-
-/// How long a node waits, after it starts, for a group it should not
-/// initialize (another node leads it first) to get a leader before it
-/// initializes the group itself: the first leader may never have started.
-pub const INIT_FALLBACK: Duration = Duration::from_secs(3);
 
 /// Forward message ids remembered per peer, to drop a forward that arrives
 /// twice (only a duplicating network delivers one twice; a duplicate past
@@ -144,7 +139,6 @@ pub struct Server {
     groups: Arc<Groups>,
     out: Outbox,
     events: UnboundedSender<Event>,
-    started: Instant,
     /// The id of the last message this node sent to a peer: starts at the
     /// time of start-up in microseconds, so a restarted node never reuses
     /// one of its previous process.
@@ -161,11 +155,6 @@ pub struct Server {
     outgoing: BTreeMap<NodeId, PeerRequest>,
     /// Proposals forwarded here lately.
     forwards_seen: RecentIds,
-    /// Groups whose initialization was started here.
-    initialized: HashSet<u32>,
-    /// Counts for the periodic log line (debugging aid).
-    stats: [u64; 6],
-    stats_at: Instant,
 }
 
 impl Server {
@@ -197,14 +186,13 @@ impl Server {
             TIMING_DEFAULT,
         )
         .await?;
-        let mut server = Server {
+        let server = Server {
             cluster,
             store,
             group_commit,
             groups: Arc::new(groups),
             out,
             events,
-            started: Instant::now(),
             last_msg_id: first_msg_id(),
             next_token: 0,
             ops: HashMap::new(),
@@ -212,37 +200,20 @@ impl Server {
             awaiting: HashMap::new(),
             outgoing: BTreeMap::new(),
             forwards_seen: RecentIds::default(),
-            initialized: HashSet::new(),
-            stats: [0; 6],
-            stats_at: Instant::now(),
         };
-        // Each group's progress wakes the loop, so that a part is answered
-        // as soon as its entry is applied here, not at the next tick.
+        // Each group's outcomes wake the loop, so that a part is answered
+        // as soon as its entry's apply here is durable, not at the next tick.
         for g in 0..server.groups.count() {
-            if let Some(raft) = server.groups.raft(g) {
-                let mut metrics = raft.metrics();
+            if let Some(group) = server.groups.group_state(g) {
                 let events = server.events.clone();
                 tokio::spawn(async move {
-                    let mut applied = None;
-                    while metrics.changed().await.is_ok() {
-                        let now = metrics.borrow_and_update().last_applied;
-                        if now != applied {
-                            applied = now;
-                            if events.send(Event::Progress).is_err() {
-                                break;
-                            }
+                    loop {
+                        group.outcomes_ready.notified().await;
+                        if events.send(Event::Progress).is_err() {
+                            break;
                         }
                     }
                 });
-            }
-        }
-        let fresh = (0..server.groups.count()).all(|g| !server.groups.has_state(g));
-        if fresh {
-            let me = server.groups.me();
-            for g in 0..server.groups.count() {
-                if server.groups.preferred_leader(g) == me {
-                    server.initialize(g);
-                }
             }
         }
         Ok(server)
@@ -252,25 +223,11 @@ impl Server {
         &self.cluster
     }
 
-    /// Initializes group `g` in a task of its own.
-    fn initialize(&mut self, g: u32) {
-        if !self.initialized.insert(g) {
-            return;
-        }
-        let groups = Arc::clone(&self.groups);
-        tokio::spawn(async move {
-            if let Err(e) = groups.initialize(g).await {
-                log::info(format_args!("initializing group {g}: {e}"));
-            }
-        });
-    }
-
     /// Serves one request (not `init`, which the event loop handles).
     pub fn handle(&mut self, to: ReplyTo, request: Request, now: Instant) {
         match request {
             Request::Init { .. } => unreachable!("init is handled by the event loop"),
             Request::Send { key, msg } => {
-                self.stats[5] += 1;
                 self.send(to, key, msg, now);
                 // At once, not at the next tick: a write's latency is a few
                 // ticks, and every tick saved is throughput.
@@ -281,7 +238,6 @@ impl Server {
                 self.out.send(line);
             }
             Request::CommitOffsets { offsets } => {
-                self.stats[5] += 1;
                 self.commit(to, offsets, now);
                 self.route(now);
             }
@@ -289,7 +245,7 @@ impl Server {
                 let store = lock(&self.store);
                 let offsets: BTreeMap<&str, u64> = keys
                     .iter()
-                    .filter_map(|key| Some((key.as_str(), store.committed(key)?)))
+                    .filter_map(|key| Some((key.as_str(), store.committed_latest(key)?)))
                     .collect();
                 let line = protocol::encode_reply(
                     &to,
@@ -417,14 +373,14 @@ impl Server {
     fn on_raft(&mut self, peer: NodeId, batch: Batch) {
         let transport = Arc::clone(&self.groups.transport);
         transport.deliver(peer, batch.answers);
+        for note in batch.notes {
+            self.groups.on_note(peer, note);
+        }
         for call in batch.calls {
             let groups = Arc::clone(&self.groups);
             let transport = Arc::clone(&transport);
             tokio::spawn(async move {
-                let reply = match groups.raft(call.group) {
-                    Some(raft) => transport::serve(raft, call.rpc).await,
-                    None => transport::Reply::Unavailable(format!("no group {}", call.group)),
-                };
+                let reply = groups.serve(call.group, call.rpc).await;
                 transport.answer(peer, call.id, reply);
             });
         }
@@ -488,11 +444,8 @@ impl Server {
         match event {
             Event::Progress => {}
             Event::Proposed { id, result } => match result {
-                Ok((_, results)) => {
-                    if let Some(awaiting) = self.awaiting.remove(&id) {
-                        self.complete(awaiting.parts, &results);
-                    }
-                }
+                // Answered once its apply here is durable (`check_awaiting`).
+                Ok(_) => {}
                 Err(ProposeError::NotLeader(_)) => self.route_again(id),
                 Err(ProposeError::Unknown(why)) => {
                     log::info(format_args!("proposal {}:{}: {why}", id.node, id.seq));
@@ -545,32 +498,10 @@ impl Server {
     /// Routing, proposals and forwards, answers that are due, and one
     /// batch to each peer with everything for it.
     pub fn on_tick(&mut self, now: Instant) {
-        if now.duration_since(self.stats_at) >= Duration::from_secs(5) {
-            log::info(format_args!(
-                "stats: batches {} calls {} empty-appends {} answers {} fwd+outcomes {} client-writes {}",
-                self.stats[0], self.stats[1], self.stats[2], self.stats[3], self.stats[4], self.stats[5]
-            ));
-            self.stats = [0; 6];
-            self.stats_at = now;
-        }
-        self.initialize_orphans(now);
-        self.groups.heartbeat_idle(now);
+        self.groups.tick(now);
         self.check_awaiting(now);
         self.route(now);
         self.flush();
-    }
-
-    /// Groups still without a leader long after the start are initialized
-    /// here too (the node that should have may never have started).
-    fn initialize_orphans(&mut self, now: Instant) {
-        if now.duration_since(self.started) < INIT_FALLBACK {
-            return;
-        }
-        for g in 0..self.groups.count() {
-            if self.groups.leader(g).is_none() && !self.groups.has_state(g) {
-                self.initialize(g);
-            }
-        }
     }
 
     /// Answers the parts whose proposals this node has applied, and fails
@@ -674,16 +605,6 @@ impl Server {
             let Some(dest) = self.cluster.name_of(peer).map(str::to_string) else {
                 continue;
             };
-            self.stats[0] += 1;
-            self.stats[1] += request.raft.calls.len() as u64;
-            self.stats[2] += request
-                .raft
-                .calls
-                .iter()
-                .filter(|c| matches!(&c.rpc, transport::Rpc::Append(a) if a.entries.is_empty()))
-                .count() as u64;
-            self.stats[3] += request.raft.answers.len() as u64;
-            self.stats[4] += request.forwards.len() as u64 + request.outcomes.len() as u64;
             let msg_id = self.next_msg_id();
             self.out.send(protocol::encode(
                 &me,

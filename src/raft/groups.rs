@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
@@ -17,8 +18,9 @@ use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use super::durability::Durability;
 use super::log_store::{Group, LogStore};
 use super::snapshot::group_of;
+use super::standing::{ASK_EVERY_MS, Note, Standing};
 use super::state_machine::StateMachine;
-use super::transport::{Network, Transport};
+use super::transport::{self, Network, Reply, Rpc, Transport};
 use super::types::{NodeId, Proposal, ProposalId, TypeConfig};
 use crate::lock::lock;
 use crate::storage::store::Store;
@@ -80,7 +82,19 @@ pub struct Groups {
     timing: Timing,
     /// When each group last asked its Raft instance for a heartbeat.
     heartbeat_asked: Mutex<Vec<Option<std::time::Instant>>>,
+    /// Whether this node may vote in each group ([`super::standing`]),
+    /// and when it last asked its peers about it.
+    standing: Mutex<Vec<(Standing, Option<Instant>)>>,
+    /// Groups whose initialization was started here.
+    initialized: Mutex<BTreeSet<u32>>,
+    /// When the groups started.
+    started: Instant,
 }
+
+/// How long a node waits, after its group has no leader and it votes,
+/// before it initializes the group although another node should have
+/// (that node may never have started).
+pub const INIT_FALLBACK: Duration = Duration::from_secs(3);
 
 /// Why a proposal did not take effect, or may not have.
 #[derive(Debug)]
@@ -128,6 +142,7 @@ impl Groups {
         let transport = Transport::new(me);
         let mut rafts = Vec::new();
         let mut state = Vec::new();
+        let mut standing = Vec::new();
         for g in 0..count {
             let group = Group::open(g, Arc::clone(&store), Arc::clone(&durability))
                 .map_err(|e| format!("opening group {g}'s log: {e}"))?;
@@ -139,9 +154,18 @@ impl Groups {
                 group: g,
                 transport: Arc::clone(&transport),
             };
+            let has_state = {
+                let log = lock(&group.log);
+                log.vote.is_some() || log.last_log_id().is_some() || log.applied.is_some()
+            };
             let raft = Raft::new(me, Arc::clone(&config), network, log_store, state_machine)
                 .await
                 .map_err(|e| format!("starting group {g}: {e}"))?;
+            let group_standing = Standing::at_start(has_state);
+            if !group_standing.votes() {
+                raft.runtime_config().elect(false);
+            }
+            standing.push((group_standing, None));
             rafts.push(raft);
             state.push(group);
         }
@@ -157,6 +181,9 @@ impl Groups {
             next_proposal: Mutex::new(started_us),
             timing,
             heartbeat_asked: Mutex::new(vec![None; count as usize]),
+            standing: Mutex::new(standing),
+            initialized: Mutex::new(BTreeSet::new()),
+            started: Instant::now(),
         })
     }
 
@@ -189,6 +216,11 @@ impl Groups {
         u64::from(g) % self.nodes.len().max(1) as u64
     }
 
+    /// Group `g`'s state shared by its log and state machine.
+    pub fn group_state(&self, g: u32) -> Option<Arc<Group>> {
+        self.state.get(g as usize).cloned()
+    }
+
     /// The leader of group `g` as this node knows it.
     pub fn leader(&self, g: u32) -> Option<NodeId> {
         self.raft(g)?.metrics().borrow().current_leader
@@ -205,7 +237,7 @@ impl Groups {
 
     /// Whether group `g` has any state here: a vote, an entry, or an
     /// applied entry (a group never initialized here has none).
-    pub fn has_state(&self, g: u32) -> bool {
+    fn has_state(&self, g: u32) -> bool {
         self.state.get(g as usize).is_some_and(|group| {
             let log = lock(&group.log);
             log.vote.is_some() || log.last_log_id().is_some() || log.applied.is_some()
@@ -219,20 +251,6 @@ impl Groups {
             .enumerate()
             .map(|(id, name)| (id as u64, BasicNode::new(name)))
             .collect()
-    }
-
-    /// Initializes group `g` with every node as a voter, and asks for an
-    /// election here at once. Harmless where the group already has a log
-    /// (openraft refuses; every node would write the same first entry).
-    pub async fn initialize(&self, g: u32) -> Result<(), String> {
-        let raft = self.raft(g).ok_or_else(|| format!("no group {g}"))?;
-        match raft.initialize(self.members()).await {
-            Ok(()) => {}
-            Err(RaftError::APIError(e)) => return Err(format!("group {g}: {e}")),
-            Err(e) => return Err(format!("group {g}: {e}")),
-        }
-        let _ = raft.trigger().elect().await;
-        Ok(())
     }
 
     /// A new proposal id of this node.
@@ -294,12 +312,162 @@ impl Groups {
         (0..self.nodes.len() as u64).collect()
     }
 
+    /// Every other node's id.
+    fn peers(&self) -> BTreeSet<NodeId> {
+        (0..self.nodes.len() as u64).filter(|&id| id != self.me).collect()
+    }
+
+    /// Whether this node votes in group `g` ([`super::standing`]).
+    pub fn votes(&self, g: u32) -> bool {
+        lock(&self.standing)
+            .get(g as usize)
+            .is_some_and(|(standing, _)| standing.votes())
+    }
+
+    /// This node's last log id in group `g`.
+    fn last_log_id(&self, g: u32) -> Option<super::types::LogId> {
+        self.state
+            .get(g as usize)
+            .and_then(|group| lock(&group.log).last_log_id())
+    }
+
+    /// Hands a peer's call to this node's instance of its group. A vote
+    /// is refused while this node may not vote there: the candidate
+    /// counts it as a node it could not reach.
+    pub async fn serve(&self, g: u32, rpc: Rpc) -> Reply {
+        let Some(raft) = self.raft(g) else {
+            return Reply::Unavailable(format!("no group {g}"));
+        };
+        if matches!(rpc, Rpc::Vote(_)) && !self.votes(g) {
+            return Reply::Unavailable(format!("rejoining group {g}: votes nowhere yet"));
+        }
+        transport::serve(raft, rpc).await
+    }
+
+    /// A peer's note about standing.
+    pub fn on_note(&self, peer: NodeId, note: Note) {
+        match note {
+            Note::Probe { group } => {
+                let Some(pristine) = lock(&self.standing)
+                    .get(group as usize)
+                    .map(|(standing, _)| standing.pristine(self.last_log_id(group)))
+                else {
+                    return;
+                };
+                self.transport.note(peer, Note::Known { group, pristine });
+            }
+            Note::Known { group, pristine } => {
+                let peers = self.peers();
+                let now_votes = lock(&self.standing)
+                    .get_mut(group as usize)
+                    .is_some_and(|(standing, _)| standing.known(peer, pristine, &peers));
+                if now_votes {
+                    self.start_voting(group);
+                }
+            }
+            Note::Rejoin { group } => {
+                if self.leader(group) == Some(self.me)
+                    && let Some(upto) = self.last_log_id(group)
+                {
+                    crate::log::info(format_args!(
+                        "group {group}: node {peer} rejoins; it votes again once it holds entry {upto}"
+                    ));
+                    self.transport.note(peer, Note::Readmit { group, upto });
+                }
+            }
+            Note::Readmit { group, upto } => {
+                if let Some((standing, _)) = lock(&self.standing).get_mut(group as usize) {
+                    standing.readmit(upto);
+                }
+            }
+        }
+    }
+
+    /// Group `g` may now vote here: elections on, and initialized here if
+    /// this node leads it first and the group is new.
+    fn start_voting(&self, g: u32) {
+        crate::log::info(format_args!("group {g}: this node votes"));
+        if let Some(raft) = self.raft(g) {
+            raft.runtime_config().elect(true);
+        }
+        if self.preferred_leader(g) == self.me && !self.has_state(g) {
+            self.initialize_in_task(g);
+        }
+    }
+
+    /// Initializes group `g` in a task of its own, once per process.
+    fn initialize_in_task(&self, g: u32) {
+        if !lock(&self.initialized).insert(g) {
+            return;
+        }
+        let Some(raft) = self.raft(g).cloned() else {
+            return;
+        };
+        let members = self.members();
+        tokio::spawn(async move {
+            if let Err(e) = raft.initialize(members).await {
+                crate::log::info(format_args!("initializing group {g}: {e}"));
+            }
+            let _ = raft.trigger().elect().await;
+        });
+    }
+
+    /// What the groups do every tick: ask about standing, heartbeats where
+    /// replication is idle, and initialize groups still without a leader
+    /// long after the start.
+    pub fn tick(&self, now: Instant) {
+        self.ask_standing(now);
+        self.heartbeat_idle(now);
+        if now.duration_since(self.started) >= INIT_FALLBACK {
+            for g in 0..self.count() {
+                if self.votes(g) && self.leader(g).is_none() && !self.has_state(g) {
+                    self.initialize_in_task(g);
+                }
+            }
+        }
+    }
+
+    /// Probes and rejoin requests, every [`ASK_EVERY_MS`] per group; and a
+    /// rejoining group that caught up votes.
+    fn ask_standing(&self, now: Instant) {
+        let every = Duration::from_millis(ASK_EVERY_MS);
+        let peers = self.peers();
+        let mut voting = Vec::new();
+        let mut standing = lock(&self.standing);
+        for (g, (group_standing, asked)) in standing.iter_mut().enumerate() {
+            let g = g as u32;
+            let last = self.last_log_id(g);
+            if group_standing.sent_history(last) {
+                crate::log::info(format_args!("group {g}: a leader sent this node entries; it rejoins"));
+            }
+            if group_standing.settle(&peers) || group_standing.caught_up(last) {
+                voting.push(g);
+                continue;
+            }
+            if group_standing.votes() || asked.is_some_and(|at| now.duration_since(at) < every) {
+                continue;
+            }
+            *asked = Some(now);
+            let note = match group_standing {
+                Standing::Probing { .. } => Note::Probe { group: g },
+                _ => Note::Rejoin { group: g },
+            };
+            for &peer in &peers {
+                self.transport.note(peer, note.clone());
+            }
+        }
+        drop(standing);
+        for g in voting {
+            self.start_voting(g);
+        }
+    }
+
     /// Asks each group this node leads for a heartbeat where some
     /// follower has had no AppendEntries for a heartbeat interval (a
     /// follower hearing nothing for an election timeout starts an
     /// election). Call it every tick.
-    pub fn heartbeat_idle(&self, now: std::time::Instant) {
-        let interval = std::time::Duration::from_millis(self.timing.heartbeat_ms);
+    fn heartbeat_idle(&self, now: Instant) {
+        let interval = Duration::from_millis(self.timing.heartbeat_ms);
         let mut asked = lock(&self.heartbeat_asked);
         for (g, raft) in self.rafts.iter().enumerate() {
             if raft.metrics().borrow().current_leader != Some(self.me) {

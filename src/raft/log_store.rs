@@ -28,6 +28,9 @@ pub struct Group {
     pub durability: Arc<dyn Durability>,
     /// The log in memory. Locked before the store, never after it.
     pub log: Mutex<GroupLog>,
+    /// Woken when applied proposals' outcomes become known (their apply
+    /// is durable).
+    pub outcomes_ready: tokio::sync::Notify,
     /// What became of recent proposals: which were appended to this log,
     /// and which were applied with what results. How a proposer tells
     /// whether a proposal that failed may still take effect, and learns
@@ -97,6 +100,7 @@ impl Group {
             store,
             durability,
             log: Mutex::new(log),
+            outcomes_ready: tokio::sync::Notify::new(),
             proposals: Mutex::new(Proposals::default()),
         }))
     }

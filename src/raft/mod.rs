@@ -20,6 +20,8 @@
 //! - [`state_machine`]: openraft's state machine: the key logs.
 //! - [`snapshot`]: a group's keys' records, and which keys are a group's.
 //! - [`transport`]: every group's RPCs to a peer in one batch per message.
+//! - [`standing`]: whether this node may vote in a group (a node that lost
+//!   its disk may not until it caught up).
 //! - [`groups`]: a node's groups: which group a key is in, who leads it,
 //!   proposing to it.
 
@@ -28,6 +30,7 @@ pub mod groups;
 pub mod log;
 pub mod log_store;
 pub mod snapshot;
+pub mod standing;
 pub mod state_machine;
 pub mod transport;
 pub mod types;

@@ -129,6 +129,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut log = lock(&group.log);
         let mut store = lock(&group.store);
         let mut replies = Vec::new();
+        let mut outcomes = Vec::new();
         for entry in entries {
             let mut applied = Applied::default();
             match entry.payload {
@@ -158,7 +159,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         };
                         applied.results.push(result);
                     }
-                    lock(&group.proposals).applied(id, entry.log_id.index, applied.results.clone());
+                    outcomes.push((id, entry.log_id.index, applied.results.clone()));
                 }
                 EntryPayload::Membership(membership) => {
                     log.membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -176,6 +177,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .append(&mut store, &[record])
                 .map_err(sm_error)?;
             log.applied_offset = Some(at);
+        }
+        drop(store);
+        drop(log);
+        // A proposal's outcome is known once its apply is durable: a client
+        // answered with it then reads what it wrote after a crash too (a
+        // restarted node serves reads from its applied state at once).
+        if !outcomes.is_empty() {
+            let group = Arc::clone(&self.group);
+            self.group.durability.after_sync(Box::new(move |outcome| {
+                if outcome.is_ok() {
+                    let mut proposals = lock(&group.proposals);
+                    for (id, index, results) in outcomes {
+                        proposals.applied(id, index, results);
+                    }
+                    drop(proposals);
+                    group.outcomes_ready.notify_one();
+                }
+            }));
         }
         Ok(replies)
     }

@@ -26,6 +26,7 @@ use openraft::{AnyError, BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::standing::Note;
 use super::types::{NodeId, TypeConfig};
 use crate::lock::lock;
 
@@ -72,13 +73,18 @@ pub struct Answer {
 /// What one message to a peer carries.
 #[derive(Serialize, Deserialize, Debug, Default)]
 pub struct Batch {
+    #[serde(default)]
     pub calls: Vec<Call>,
+    #[serde(default)]
     pub answers: Vec<Answer>,
+    /// Where nodes stand in groups ([`super::standing`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<Note>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.calls.is_empty() && self.answers.is_empty()
+        self.calls.is_empty() && self.answers.is_empty() && self.notes.is_empty()
     }
 }
 
@@ -144,6 +150,16 @@ impl Transport {
             .or_default()
             .answers
             .push(Answer { id, reply });
+    }
+
+    /// Queues a note about standing for a peer.
+    pub fn note(&self, peer: NodeId, note: Note) {
+        lock(&self.inner)
+            .outgoing
+            .entry(peer)
+            .or_default()
+            .notes
+            .push(note);
     }
 
     /// Hands answers from `peer` to the calls that wait for them; answers

@@ -47,6 +47,10 @@ pub struct CommittedOffsets {
     durable: HashMap<String, u64>,
     /// Offsets committed since the last sync point took them.
     pending: HashMap<String, u64>,
+    /// The highest offset committed per key, durable or not: what a Raft
+    /// group's state machine serves, since its commits are durable in the
+    /// group's log before they are applied here.
+    latest: HashMap<String, u64>,
     /// Durable commits that are in the write-ahead journal but not yet in
     /// this file: the next checkpoint writes them here before it deletes
     /// the journal files holding them.
@@ -230,6 +234,7 @@ impl CommittedOffsets {
             path,
             file,
             file_len: scan.end_position,
+            latest: durable.clone(),
             durable,
             pending: HashMap::new(),
             uncheckpointed: HashMap::new(),
@@ -240,6 +245,11 @@ impl CommittedOffsets {
     /// The durable committed offset of `key`.
     pub fn get(&self, key: &str) -> Option<u64> {
         self.durable.get(key).copied()
+    }
+
+    /// The highest offset committed for `key`, durable or not yet.
+    pub fn latest(&self, key: &str) -> Option<u64> {
+        self.latest.get(key).copied()
     }
 
     /// Every durable committed offset.
@@ -275,6 +285,7 @@ impl CommittedOffsets {
             return;
         }
         self.pending.insert(key.to_string(), offset);
+        raise(&mut self.latest, key, offset);
     }
 
     /// True when commits are waiting for a sync.
@@ -303,6 +314,7 @@ impl CommittedOffsets {
         }
         raise(&mut self.durable, key, offset);
         raise(&mut self.uncheckpointed, key, offset);
+        raise(&mut self.latest, key, offset);
     }
 
     /// What a checkpoint must write so that this file holds every durable

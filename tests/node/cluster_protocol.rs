@@ -113,6 +113,7 @@ impl TestCluster {
         let args = NodeArgs {
             data_dir: Some(self.data_dir(boot)),
             segment_bytes: 4096,
+            groups: None,
             verbose: 0,
         };
         let task = tokio::spawn(serve(BufReader::new(node_in), node_out, args));

@@ -197,6 +197,13 @@ impl Store {
         self.offsets.get(key)
     }
 
+    /// The highest offset committed for `key`, durable or not yet: for a
+    /// caller whose commits are durable elsewhere first (a Raft group's
+    /// log).
+    pub fn committed_latest(&self, key: &str) -> Option<u64> {
+        self.offsets.latest(key)
+    }
+
     /// Every durable committed offset, in no particular order.
     pub fn committed_offsets(&self) -> impl Iterator<Item = (&str, u64)> {
         self.offsets.iter()
