@@ -56,6 +56,9 @@ pub enum Request {
     ListCommittedOffsets {
         keys: Vec<String>,
     },
+    /// seglog's own, not Maelstrom's: the Raft groups and the leader of
+    /// each as this node knows it (for tests and people; `cluster.md`).
+    Topology,
     /// A request from another node of the cluster.
     Peer(PeerRequest),
 }
@@ -166,6 +169,7 @@ pub fn parse_line(line: &[u8]) -> Result<Incoming, ParseError> {
             }
             Request::ListCommittedOffsets { keys }
         }
+        "topology" => Request::Topology,
         other => match peer::parse_request(other, body) {
             Some(parsed) => Request::Peer(parsed.map_err(malformed)?),
             None => {
@@ -201,6 +205,14 @@ pub enum ReplyBody<'a> {
     ListCommittedOffsetsOk {
         in_reply_to: u64,
         offsets: BTreeMap<&'a str, u64>,
+    },
+    TopologyOk {
+        in_reply_to: u64,
+        /// Group `g`'s leader at index `g`, `null` where none is known.
+        leaders: Vec<Option<&'a str>>,
+        /// Whether this node votes in each group (false while it rejoins
+        /// after losing its disk).
+        votes: Vec<bool>,
     },
     Error {
         in_reply_to: u64,

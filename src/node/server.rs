@@ -105,6 +105,9 @@ struct Awaiting {
     parts: Vec<Part>,
     /// Proposed here (else forwarded).
     local: bool,
+    /// The leader it went to, and the group's term here when it went.
+    leader: NodeId,
+    term: u64,
 }
 
 /// Proposal ids recently forwarded here, so that one forwarded twice is
@@ -256,6 +259,21 @@ impl Server {
                 );
                 drop(store);
                 self.out.send(line);
+            }
+            Request::Topology => {
+                let groups = &self.groups;
+                let leaders = (0..groups.count())
+                    .map(|g| groups.leader(g).and_then(|id| self.cluster.name_of(id)))
+                    .collect();
+                let votes = (0..groups.count()).map(|g| groups.votes(g)).collect();
+                self.reply(
+                    &to,
+                    &ReplyBody::TopologyOk {
+                        in_reply_to: to.msg_id,
+                        leaders,
+                        votes,
+                    },
+                );
             }
             Request::Peer(_) if !self.cluster.is_peer(&to.src) => self.reply_error(
                 &to,
@@ -512,7 +530,7 @@ impl Server {
         for (id, awaiting) in &self.awaiting {
             if let Some((_, results)) = self.groups.outcome(awaiting.group, *id) {
                 applied.push((*id, results));
-            } else if awaiting.parts.iter().all(|p| now >= p.deadline) {
+            } else if awaiting.parts.iter().all(|p| now >= p.deadline) || self.superseded(awaiting) {
                 expired.push(*id);
             }
         }
@@ -528,10 +546,23 @@ impl Server {
                 let appended = !awaiting.local || self.groups.was_appended(awaiting.group, id);
                 for mut part in awaiting.parts {
                     part.maybe |= appended;
-                    self.fail(part, "no outcome in time");
+                    self.fail(part, "no outcome in time, or its leader was replaced");
                 }
             }
         }
+    }
+
+    /// Whether a proposal went to a leader that has since been replaced,
+    /// and this node has applied an entry of a later term than the one
+    /// it went in: had it been committed, it would have been applied
+    /// before that entry. It is answered at once rather than at its
+    /// deadline, with an indefinite error since its outcome may still be
+    /// on its way, so that the client can go on (its next write goes to
+    /// the new leader).
+    fn superseded(&self, awaiting: &Awaiting) -> bool {
+        let g = awaiting.group;
+        self.groups.leader(g).is_some_and(|leader| leader != awaiting.leader)
+            && self.groups.applied_term(g) > awaiting.term
     }
 
     /// Sends each waiting part to its group's leader.
@@ -565,6 +596,8 @@ impl Server {
                 group,
                 parts,
                 local: true,
+                leader: me,
+                term: self.groups.term(group),
             });
             let groups = Arc::clone(&self.groups);
             let events = self.events.clone();
@@ -586,6 +619,8 @@ impl Server {
                     group,
                     parts,
                     local: false,
+                    leader,
+                    term: self.groups.term(group),
                 });
             }
         }

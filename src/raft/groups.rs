@@ -226,6 +226,22 @@ impl Groups {
         self.raft(g)?.metrics().borrow().current_leader
     }
 
+    /// Group `g`'s current term here.
+    pub fn term(&self, g: u32) -> u64 {
+        self.raft(g)
+            .map_or(0, |raft| raft.metrics().borrow().current_term)
+    }
+
+    /// The term of the last entry group `g` applied here.
+    pub fn applied_term(&self, g: u32) -> u64 {
+        self.raft(g).map_or(0, |raft| {
+            raft.metrics()
+                .borrow()
+                .last_applied
+                .map_or(0, |id| id.leader_id.term)
+        })
+    }
+
     /// The index of the last entry group `g` applied here.
     pub fn applied(&self, g: u32) -> Option<u64> {
         self.raft(g)?

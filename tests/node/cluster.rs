@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::support::tier;
 use crate::workload::cluster::{self, ClusterConfig, Faults};
+use crate::workload::leader_nemesis::{self, LEADER_DOWNTIME};
 use crate::workload::report::Report;
 use crate::workload::router::NetworkConfig;
 
@@ -54,6 +55,12 @@ const PARTITION_DELAY_MAX: Duration = Duration::from_millis(20);
 /// Loss under partitions: besides whole links going down, one message in a hundred vanishes on
 /// a healthy link, so a replica sees gaps that no partition explains.
 const PARTITION_LOSS: f64 = 0.01;
+
+/// After each leader comes back, time for the cluster to settle before the next kill.
+const LEADER_KILL_SETTLE: Duration = Duration::from_secs(2);
+
+/// One wipe per this much run: time for the wiped node to be caught up before the next.
+const WIPE_EVERY: Duration = Duration::from_secs(4);
 
 /// Delay while nodes are killed: small, but a range, so restarts meet reordered messages.
 const KILL_DELAY_MAX: Duration = Duration::from_millis(5);
@@ -200,4 +207,72 @@ fn cluster_with_all_nodes_killed_and_restarted_is_valid() {
     assert_valid(&report);
     let nodes = u32::try_from(config.nodes).expect("node count fits in u32");
     assert!(report.kills >= (kills + 1) * nodes, "{}", report.details());
+}
+
+/// Scenario 5: `kill -9` of each Raft group's leader in turn (one group per node, the default),
+/// each down for [`LEADER_DOWNTIME`], while clients write through every node: another node takes
+/// over each group, so sends to its keys succeed again while the old leader is still down. The
+/// gap from each kill to the first such success is printed; nothing acknowledged is lost.
+#[test]
+fn each_groups_leader_killed_in_turn_fails_over_and_loses_nothing() {
+    let nodes = nodes();
+    let groups = u32::try_from(nodes).expect("node count fits in u32");
+    let config = ClusterConfig {
+        network: NetworkConfig {
+            delay_max: KILL_DELAY_MAX,
+            ..NetworkConfig::PERFECT
+        },
+        faults: Faults::KillLeaders { groups },
+        ..ClusterConfig::new(
+            "kill-leaders",
+            nodes,
+            (LEADER_DOWNTIME + LEADER_KILL_SETTLE) * groups,
+        )
+    };
+    let report = run(&config);
+    assert_valid(&report);
+    assert_eq!(
+        report.leader_kills.len(),
+        groups as usize,
+        "{}",
+        report.details()
+    );
+    for (kill, gap) in leader_nemesis::failover_gaps(&report.history, &report.leader_kills, groups)
+    {
+        match gap {
+            Some(gap) => eprintln!(
+                "group {}: leader n{} killed; sends to its keys succeed again after {} ms",
+                kill.group,
+                kill.node,
+                gap.as_millis()
+            ),
+            None => panic!(
+                "group {}: no send to its keys succeeded while its old leader n{} was down\n{}",
+                kill.group,
+                kill.node,
+                report.details()
+            ),
+        }
+    }
+}
+
+/// Scenario 6: a node killed, its data directory deleted, and restarted empty, once per node:
+/// it rejoins as a follower that does not vote until it holds what its group had, so no
+/// acknowledged send is lost, no offset holds two messages on any node, and the wiped node
+/// serves every acknowledged send in the final reads.
+#[test]
+fn a_node_restarted_on_an_empty_directory_rejoins_and_loses_nothing() {
+    let nodes = nodes();
+    let wipes = u32::try_from(nodes).expect("node count fits in u32");
+    let config = ClusterConfig {
+        network: NetworkConfig {
+            delay_max: KILL_DELAY_MAX,
+            ..NetworkConfig::PERFECT
+        },
+        faults: Faults::Wipe { wipes },
+        ..ClusterConfig::new("wipe", nodes, WIPE_EVERY * wipes)
+    };
+    let report = run(&config);
+    assert_valid(&report);
+    assert!(report.kills >= wipes, "{}", report.details());
 }

@@ -28,6 +28,7 @@ use super::final_read::{self, CATCH_UP_LIMIT};
 use super::harness::{self, Load, MAELSTROM_RATE, Run, node_of};
 use super::history::NodeRead;
 use super::keys::KeyPool;
+use super::leader_nemesis::{self, LeaderKill};
 use super::nemesis::{self, Victims};
 use super::node::{self, NodeConfig};
 use super::partition_nemesis;
@@ -59,6 +60,11 @@ pub enum Faults {
     KillOne { kills: u32 },
     /// `kill -9` of every node at once, restarted together; once more before the final reads.
     KillAll { kills: u32 },
+    /// `kill -9` of the leader of each of the `groups` Raft groups in turn, each down a while
+    /// (see `leader_nemesis`); the report has the failover gaps.
+    KillLeaders { groups: u32 },
+    /// A node killed, its data directory deleted, and restarted empty, `wipes` times.
+    Wipe { wipes: u32 },
 }
 
 #[derive(Clone, Debug)]
@@ -145,6 +151,7 @@ fn execute(config: &ClusterConfig, dir: &Path) -> Report {
         protocol_errors.clone(),
     );
     let mut traffic = TrafficCounts::default();
+    let leader_kills: Arc<std::sync::Mutex<Vec<LeaderKill>>> = Arc::default();
     let (mut starts, mut kills, mut network) = (0, 0, None);
     match router {
         Ok(router) => {
@@ -162,7 +169,14 @@ fn execute(config: &ClusterConfig, dir: &Path) -> Report {
                         timeline: &timeline,
                         start,
                     };
-                    if let Err(e) = run_phases(config, &run, &router, &mut master, &mut phases) {
+                    if let Err(e) = run_phases(
+                        config,
+                        &run,
+                        &router,
+                        &mut master,
+                        &mut phases,
+                        &leader_kills,
+                    ) {
                         phases.failure.get_or_insert(e);
                     }
                     (starts, kills) = (supervisor.starts(), supervisor.kills());
@@ -204,6 +218,7 @@ fn execute(config: &ClusterConfig, dir: &Path) -> Report {
         failure,
         starts,
         kills,
+        leader_kills: lock(&leader_kills).clone(),
         artifacts: None,
     }
 }
@@ -247,6 +262,7 @@ fn run_phases(
     router: &Arc<Router>,
     master: &mut StdRng,
     phases: &mut Phases,
+    leader_kills: &Arc<std::sync::Mutex<Vec<LeaderKill>>>,
 ) -> Result<(), String> {
     let load = Load {
         duration: config.duration,
@@ -256,6 +272,8 @@ fn run_phases(
     let nemesis = {
         let (supervisor, router) = (Arc::clone(run.supervisor), Arc::clone(router));
         let timeline = Arc::clone(run.timeline);
+        let recorder = Arc::clone(run.recorder);
+        let leader_kills = Arc::clone(leader_kills);
         let (faults, start, duration) = (config.faults, run.start, config.duration);
         move |rng| match faults {
             Faults::None => {}
@@ -291,6 +309,20 @@ fn run_phases(
                     Victims::All,
                     &timeline,
                 );
+            }
+            Faults::KillLeaders { groups } => {
+                let kills = leader_nemesis::kill_leaders(
+                    &supervisor,
+                    &recorder,
+                    &timeline,
+                    start,
+                    duration,
+                    groups,
+                );
+                *lock(&leader_kills) = kills;
+            }
+            Faults::Wipe { wipes } => {
+                leader_nemesis::wipe(&supervisor, &timeline, start, duration, wipes);
             }
         }
     };

@@ -199,6 +199,7 @@ fn execute(config: &Config, dir: &Path) -> Report {
         failure,
         starts,
         kills,
+        leader_kills: Vec::new(),
         artifacts: None,
     }
 }

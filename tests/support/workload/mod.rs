@@ -33,6 +33,7 @@ pub mod final_read;
 pub mod harness;
 pub mod history;
 pub mod keys;
+pub mod leader_nemesis;
 pub mod nemesis;
 pub mod node;
 pub mod partition;

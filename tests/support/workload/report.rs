@@ -44,6 +44,8 @@ pub struct Report {
     pub starts: u32,
     /// SIGKILLs sent, counting the final one and those that cut a restart short.
     pub kills: u32,
+    /// The leaders killed by the leader nemesis, in order.
+    pub leader_kills: Vec<super::leader_nemesis::LeaderKill>,
     /// Where the run directory was kept, if it was.
     pub artifacts: Option<PathBuf>,
 }

@@ -1,0 +1,186 @@
+//! Nemeses that aim at the Raft groups: kill -9 of each group's leader in turn (the failover
+//! gap is measured from the history afterwards), and a node whose data directory is deleted
+//! before it restarts (it must rejoin as an empty follower and lose nothing acknowledged).
+//!
+//! Both learn who leads each group from a live node's `topology` reply, seglog's own request
+//! (`cluster.md`).
+
+use std::fs;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::history::{Operation, Outcome, Request};
+use super::recorder::Recorder;
+use super::supervisor::Supervisor;
+use super::timeline::Timeline;
+
+/// How long a killed leader stays down: longer than openraft's longest election timeout (1.6 s)
+/// plus a few rounds, so a send that succeeds while it is down proves another node took over
+/// its group rather than the old leader coming back.
+pub const LEADER_DOWNTIME: Duration = Duration::from_secs(4);
+
+/// How long a `topology` request may take before another node is asked.
+const TOPOLOGY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the nemesis waits, before a kill, for every group to have a leader.
+const LEADERS_WAIT: Duration = Duration::from_secs(10);
+
+/// One leader kill: the group whose leader died, which node that was, and when (history time).
+#[derive(Clone, Debug)]
+pub struct LeaderKill {
+    pub group: u32,
+    pub node: usize,
+    pub at_ns: u64,
+    /// When the node was back (history time).
+    pub back_ns: u64,
+}
+
+/// Each group's leader as a live node reports it, `None` where it knows none; `None` if no live
+/// node answered.
+pub fn leaders(supervisor: &Supervisor) -> Option<Vec<Option<usize>>> {
+    for node in 0..supervisor.node_count() {
+        let Ok(connection) = supervisor.connection(node) else {
+            continue;
+        };
+        let Ok(reply) = connection.call("c-nemesis", json!({"type": "topology"}), TOPOLOGY_TIMEOUT)
+        else {
+            continue;
+        };
+        let Some(leaders) = reply.body.get("leaders").and_then(Value::as_array) else {
+            continue;
+        };
+        return Some(
+            leaders
+                .iter()
+                .map(|leader| {
+                    leader
+                        .as_str()
+                        .and_then(|name| name.strip_prefix('n'))
+                        .and_then(|index| index.parse().ok())
+                })
+                .collect(),
+        );
+    }
+    None
+}
+
+/// Waits until a live node knows a leader for every group; the leaders, or `None` in time.
+fn settled_leaders(supervisor: &Supervisor) -> Option<Vec<usize>> {
+    let deadline = Instant::now() + LEADERS_WAIT;
+    while Instant::now() < deadline {
+        if let Some(leaders) = leaders(supervisor)
+            && let Some(all) = leaders.into_iter().collect::<Option<Vec<_>>>()
+        {
+            return Some(all);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Kills the leader of group 0, 1, ... in turn, one per slot of `duration`, each down for
+/// [`LEADER_DOWNTIME`]. Stops early when the workload ends or the run failed.
+pub fn kill_leaders(
+    supervisor: &Supervisor,
+    recorder: &Recorder,
+    timeline: &Timeline,
+    start: Instant,
+    duration: Duration,
+    groups: u32,
+) -> Vec<LeaderKill> {
+    let mut kills = Vec::new();
+    let slot = duration / groups.max(1);
+    for group in 0..groups {
+        thread::sleep((start + slot * group + slot / 8).saturating_duration_since(Instant::now()));
+        if supervisor.workload_over() || supervisor.failure().is_some() {
+            break;
+        }
+        let Some(leaders) = settled_leaders(supervisor) else {
+            supervisor.fail(format!("no leader for every group within {LEADERS_WAIT:?}"));
+            break;
+        };
+        let node = leaders[group as usize];
+        timeline.record(format_args!("kill n{node}, the leader of group {group}"));
+        let at_ns = recorder.now_ns();
+        if supervisor.kill(node).is_err() {
+            break;
+        }
+        thread::sleep(LEADER_DOWNTIME);
+        if supervisor.restart(node).is_err() {
+            break;
+        }
+        timeline.record(format_args!("n{node} restarted"));
+        kills.push(LeaderKill {
+            group,
+            node,
+            at_ns,
+            back_ns: recorder.now_ns(),
+        });
+    }
+    kills
+}
+
+/// `wipes` times, one per slot of `duration`: kills a node, deletes its data directory, and
+/// restarts it on the empty directory.
+pub fn wipe(
+    supervisor: &Supervisor,
+    timeline: &Timeline,
+    start: Instant,
+    duration: Duration,
+    wipes: u32,
+) {
+    let slot = duration / wipes.max(1);
+    for index in 0..wipes {
+        thread::sleep((start + slot * index + slot / 3).saturating_duration_since(Instant::now()));
+        if supervisor.workload_over() || supervisor.failure().is_some() {
+            return;
+        }
+        // A different node each time, the leader of some group among them.
+        let node = index as usize % supervisor.node_count();
+        timeline.record(format_args!("kill n{node} and delete its data directory"));
+        if supervisor.kill(node).is_err() {
+            return;
+        }
+        let dir = supervisor.data_dir(node);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            supervisor.fail(format!("deleting {}: {e}", dir.display()));
+            return;
+        }
+        if supervisor.restart(node).is_err() {
+            return;
+        }
+        timeline.record(format_args!("n{node} restarted on an empty directory"));
+    }
+}
+
+/// How long after each kill a send to the dead leader's group, invoked after the kill,
+/// first succeeded: `None` if none did before the old leader was back.
+pub fn failover_gaps(
+    history: &[Operation],
+    kills: &[LeaderKill],
+    groups: u32,
+) -> Vec<(LeaderKill, Option<Duration>)> {
+    kills
+        .iter()
+        .map(|kill| {
+            let first_ok = history
+                .iter()
+                .filter(|op| op.invoke_ns >= kill.at_ns && op.complete_ns < kill.back_ns)
+                .filter(|op| matches!(op.outcome, Outcome::Ok { .. }))
+                .filter(|op| match &op.request {
+                    Request::Send { key, .. } => {
+                        seglog::raft::snapshot::group_of(key, groups) == kill.group
+                    }
+                    _ => false,
+                })
+                .map(|op| op.complete_ns)
+                .min();
+            (
+                kill.clone(),
+                first_ok.map(|ns| Duration::from_nanos(ns - kill.at_ns)),
+            )
+        })
+        .collect()
+}
