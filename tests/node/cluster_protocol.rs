@@ -1,6 +1,7 @@
 //! Several nodes in one process, wired by an in-process router through
-//! `seglog::node::serve`: forwarding, replication, commits on any node,
-//! partitions and restarts, checked message by message. (The process-level
+//! `seglog::node::serve`: sends and commits through any node of the Raft
+//! groups, partitions, leaders cut off and restarted, checked request by
+//! request. (The process-level
 //! workload with a checker and kill -9 is in the cluster workload tests.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,6 +18,7 @@ use tokio::time::{Instant, timeout};
 
 use seglog::lock::lock;
 use seglog::node::{NodeArgs, serve};
+use seglog::raft::snapshot::group_of;
 
 use crate::support::dirs::copy_dir;
 
@@ -33,14 +35,10 @@ const PIPE_BYTES: usize = 4 << 20;
 struct Network {
     /// Directed pairs (src, dest) whose messages are dropped.
     cut: HashSet<(String, String)>,
-    /// Directed pairs whose messages wait here until released.
-    held: HashMap<(String, String), Vec<Vec<u8>>>,
     /// Node-to-node messages delivered, by body type.
     delivered: BTreeMap<String, usize>,
     /// Node-to-node messages dropped by a cut.
     dropped: usize,
-    /// The msg_id of every node-to-node request, by sender, in order.
-    request_ids: HashMap<String, Vec<u64>>,
 }
 
 /// A running node: where to write its input, and its task.
@@ -158,16 +156,9 @@ impl TestCluster {
                     let kind = message["body"]["type"].as_str().unwrap_or("?").to_string();
                     {
                         let mut net = lock(&network);
-                        if let Some(id) = message["body"]["msg_id"].as_u64() {
-                            net.request_ids.entry(src_id.clone()).or_default().push(id);
-                        }
                         let pair = (src_id.clone(), dest.clone());
                         if net.cut.contains(&pair) {
                             net.dropped += 1;
-                            continue;
-                        }
-                        if let Some(held) = net.held.get_mut(&pair) {
-                            held.push(line.into_bytes());
                             continue;
                         }
                         *net.delivered.entry(kind).or_default() += 1;
@@ -266,49 +257,6 @@ impl TestCluster {
         net.cut.insert((b.into(), a.into()));
     }
 
-    /// Holds messages from `src` to `dest` until [`TestCluster::release`].
-    fn hold(&self, src: &str, dest: &str) {
-        lock(&self.network)
-            .held
-            .entry((src.into(), dest.into()))
-            .or_default();
-    }
-
-    /// Delivers what was held from `src` to `dest`, and stops holding.
-    fn release(&self, src: &str, dest: &str) {
-        let held = lock(&self.network)
-            .held
-            .remove(&(src.to_string(), dest.to_string()))
-            .unwrap_or_default();
-        let target = lock(&self.inputs).get(dest).cloned().expect("dest is up");
-        for mut line in held {
-            line.push(b'\n');
-            target.send(line).expect("dest input open");
-        }
-    }
-
-    /// Waits until `count` `forward_ok`s from `src` to `dest` are held.
-    async fn await_held_forward_oks(&self, src: &str, dest: &str, count: usize) {
-        let pair = (src.to_string(), dest.to_string());
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let held = lock(&self.network).held.get(&pair).map_or(0, |lines| {
-                lines
-                    .iter()
-                    .filter(|l| String::from_utf8_lossy(l).contains("\"forward_ok\""))
-                    .count()
-            });
-            if held >= count {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{held} forward_ok held, not {count}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
     fn heal(&self) {
         lock(&self.network).cut.clear();
     }
@@ -333,19 +281,33 @@ impl TestCluster {
             .expect("clean shutdown");
     }
 
-    /// Owner of `key`, as the nodes compute it: FNV-1a over the sorted ids.
-    fn owner(&self, key: &str) -> String {
-        let hash = seglog::storage::keyname::fnv1a64(key.as_bytes());
-        let mut ids = self.ids.clone();
-        ids.sort();
-        ids[(hash % ids.len() as u64) as usize].clone()
+    /// Each group's leader as node `via` knows it, once it knows one for every group.
+    async fn leaders(&mut self, via: &str) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let reply = self.call(via, json!({"type": "topology"})).await;
+            assert_eq!(reply["type"], "topology_ok", "{reply}");
+            let leaders: Option<Vec<String>> = reply["leaders"]
+                .as_array()
+                .expect("leaders")
+                .iter()
+                .map(|leader| leader.as_str().map(str::to_string))
+                .collect();
+            if let Some(leaders) = leaders {
+                return leaders;
+            }
+            assert!(Instant::now() < deadline, "no leader for every group: {reply}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
-    /// Keys owned by `owner`.
-    fn keys_of(&self, owner: &str, count: usize) -> Vec<String> {
+    /// Keys whose group `leader` leads (every node starts a group it leads first).
+    async fn keys_led_by(&mut self, leader: &str, count: usize) -> Vec<String> {
+        let leaders = self.leaders(leader).await;
+        let groups = leaders.len() as u32;
         (0..)
             .map(|i| format!("k{i}"))
-            .filter(|k| self.owner(k) == owner)
+            .filter(|k| leaders[group_of(k, groups) as usize] == leader)
             .take(count)
             .collect()
     }
@@ -380,10 +342,10 @@ async fn sends_through_any_node_get_one_gapless_sequence_per_key_and_every_node_
             c.await_log(&id, key, log).await;
         }
     }
-    // Every node forwarded sends it does not own; nobody used lin-kv or seq-kv
-    // (the router would have had nowhere to deliver them).
-    assert!(c.delivered("forward") > 0);
-    assert!(c.delivered("replicate") > 0);
+    // The nodes talked in batches only; nobody used lin-kv or seq-kv (the
+    // router would have had nowhere to deliver them).
+    assert!(c.delivered("batch") > 0);
+    assert_eq!(lock(&c.network).delivered.len(), 1, "only batches");
 }
 
 #[tokio::test]
@@ -423,9 +385,9 @@ async fn commits_taken_by_any_node_reach_every_node_and_never_go_back() {
 }
 
 #[tokio::test]
-async fn a_burst_of_sends_for_one_owner_shares_few_forwards() {
+async fn a_burst_of_sends_through_a_follower_keeps_each_keys_offsets_gapless() {
     let mut c = TestCluster::start(2).await;
-    let keys = c.keys_of("n1", 10);
+    let keys = c.keys_led_by("n1", 10).await;
     let replies: Vec<_> = (0..200)
         .map(|i| {
             let key = keys[i % keys.len()].clone();
@@ -444,49 +406,49 @@ async fn a_burst_of_sends_for_one_owner_shares_few_forwards() {
         let want: Vec<u64> = (0..offsets.len() as u64).collect();
         assert_eq!(offsets, &want, "{key}: in request order, no gaps");
     }
-    // The first forward leaves alone; the rest were queued behind it.
-    let forwards = c.delivered("forward");
-    assert!(forwards <= 10, "{forwards} forwards for 200 sends");
+    // Forwards ride in the batches of ticks: far fewer messages than sends.
+    let batches = c.delivered("batch");
+    assert!(batches < 200, "{batches} batches for 200 sends");
 }
 
 #[tokio::test]
-async fn a_cut_off_owner_costs_availability_not_correctness_and_catches_up() {
+async fn a_cut_off_leader_costs_its_side_availability_and_the_majority_elects_another() {
     let mut c = TestCluster::start(3).await;
-    let isolated_key = c.keys_of("n2", 1).remove(0);
-    let reachable_key = c.keys_of("n0", 1).remove(0);
+    let isolated_key = c.keys_led_by("n2", 1).await.remove(0);
     assert_eq!(offset(&c.send("n0", &isolated_key, 1).await), 0);
     c.cut("n2", "n0");
     c.cut("n2", "n1");
-    // Sends for n2's key through n0 fail: never with an acknowledgement, and
-    // with a definite code only if the send was never forwarded.
-    let reply = c.send("n0", &isolated_key, 2).await;
-    let code = error_code(&reply).expect("an error while the owner is cut off");
+    // n2 cannot commit alone: a send through it fails, never with an
+    // acknowledgement.
+    let reply = c.send("n2", &isolated_key, 2).await;
+    let code = error_code(&reply).expect("an error from a leader cut off from its majority");
     assert!(code == 0 || code == 11, "{reply}");
-    // The rest of the cluster works, and n2 keeps serving its own keys.
-    assert_eq!(offset(&c.send("n1", &reachable_key, 10).await), 0);
-    assert_eq!(offset(&c.send("n2", &isolated_key, 3).await), 1);
+    // n0 and n1 elect a leader of n2's group and take its writes; a send
+    // that failed while they did so is tried again, as a client would.
+    let deadline = Instant::now() + WAIT;
+    let taken = loop {
+        let reply = c.send("n0", &isolated_key, 3).await;
+        if reply["type"] == "send_ok" {
+            break offset(&reply);
+        }
+        assert!(Instant::now() < deadline, "the majority never took the key back: {reply}");
+    };
+    assert!(taken >= 1, "after the record acknowledged before the cut");
     c.heal();
-    // After the partition n2 gets n0's records and n0 gets n2's, including
-    // the send that timed out, if n2 appended it: either way the logs agree.
-    let reply = c.send("n0", &isolated_key, 4).await;
-    let last = offset(&reply);
-    let owners_log = c.read_all("n2", &isolated_key).await;
-    assert_eq!(
-        owners_log.len() as u64,
-        last + 1,
-        "read your acknowledged writes"
-    );
-    for id in ["n0", "n1"] {
-        c.await_log(id, &isolated_key, &owners_log).await;
+    // After the partition every node holds the same log, n2's unacknowledged
+    // send at most once.
+    let log = c.read_all("n0", &isolated_key).await;
+    assert_eq!(log[0], (0, json!(1)));
+    for id in ["n1", "n2"] {
+        c.await_log(id, &isolated_key, &log).await;
     }
-    c.await_log("n2", &reachable_key, &[(0, json!(10))]).await;
     assert!(lock(&c.network).dropped > 0, "the cut dropped messages");
 }
 
 #[tokio::test]
-async fn a_restarted_owner_keeps_its_offsets_and_its_replicas_catch_up() {
+async fn a_restarted_leader_keeps_its_offsets_and_the_others_catch_up() {
     let mut c = TestCluster::start(3).await;
-    let key = c.keys_of("n1", 1).remove(0);
+    let key = c.keys_led_by("n1", 1).await.remove(0);
     let mut log = Vec::new();
     for i in 0..5 {
         log.push((offset(&c.send("n0", &key, i).await), json!(i)));
@@ -516,54 +478,12 @@ async fn a_restarted_owner_keeps_its_offsets_and_its_replicas_catch_up() {
 async fn node_to_node_requests_from_clients_are_refused() {
     let mut c = TestCluster::start(2).await;
     let reply = c
-        .call("n0", json!({"type": "forward", "sends": [["k", 1]]}))
-        .await;
-    assert_eq!(error_code(&reply), Some(10), "{reply}");
-    let reply = c
         .call(
             "n0",
-            json!({"type": "replicate", "boot": 1, "logs": {"k": [0, [1]]}, "commits": {}}),
+            json!({"type": "batch", "forwards": [{"group": 0, "id": {"node": 1, "seq": 1}, "ops": [{"Send": {"key": "k", "msg": "1"}}]}]}),
         )
         .await;
     assert_eq!(error_code(&reply), Some(10), "{reply}");
     let polled = c.read_all("n0", "k").await;
     assert!(polled.is_empty(), "{polled:?}");
-}
-
-/// Regression: message ids restarted at 1 with each process, so a peer's
-/// late answer to a forward of the previous process could be taken for the
-/// answer to the new process's forward with the same id, and its clients
-/// told offsets of other messages.
-#[tokio::test]
-async fn regression_a_late_reply_to_a_previous_process_is_not_taken() {
-    let mut c = TestCluster::start(2).await;
-    let key = c.keys_of("n1", 1).remove(0);
-    c.hold("n1", "n0");
-    let lost = c.request("n0", json!({"type": "send", "key": key, "msg": 100}));
-    c.await_held_forward_oks("n1", "n0", 1).await;
-    c.stop("n0").await;
-    drop(lost);
-    let old_ids = lock(&c.network)
-        .request_ids
-        .remove("n0")
-        .unwrap_or_default();
-    c.boot("n0").await;
-    let fresh = c.request("n0", json!({"type": "send", "key": key, "msg": 200}));
-    // Both answers wait for the new n0, the stale one first.
-    c.await_held_forward_oks("n1", "n0", 2).await;
-    let new_ids = lock(&c.network)
-        .request_ids
-        .get("n0")
-        .cloned()
-        .unwrap_or_default();
-    let (old_max, new_min) = (old_ids.iter().max(), new_ids.iter().min());
-    assert!(
-        new_min > old_max,
-        "the new process reuses ids: old up to {old_max:?}, new from {new_min:?}"
-    );
-    c.release("n1", "n0");
-    let reply = timeout(WAIT, fresh).await.expect("reply").expect("channel");
-    assert_eq!(offset(&reply), 1, "the second send is at offset 1: {reply}");
-    let log = c.read_all("n1", &key).await;
-    assert_eq!(log, vec![(0, json!(100)), (1, json!(200))]);
 }
