@@ -22,8 +22,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("data_dir", &["storage"]),
     // The engine knows nothing of protocols, clusters or topics.
     ("storage", &["log", "lock"]),
-    // The Maelstrom front end: the engine and the leaves.
-    ("node", &["storage", "log", "lock", "data_dir"]),
+    // Consensus: the Raft groups over the engine; no front end, no wire.
+    ("raft", &["storage", "log", "lock"]),
+    // The Maelstrom front end: the groups, the engine and the leaves.
+    ("node", &["raft", "storage", "log", "lock", "data_dir"]),
     // The broker core: the engine and the leaves, no front end.
     ("broker", &["storage", "log", "lock"]),
     // The two front ends of `seglog serve`: the broker, never each other.

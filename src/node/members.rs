@@ -64,7 +64,10 @@ impl Cluster {
 
     /// The Raft id of node `id`: its index in the sorted ids.
     pub fn index_of(&self, id: &str) -> Option<u64> {
-        self.ids.iter().position(|known| known == id).map(|i| i as u64)
+        self.ids
+            .iter()
+            .position(|known| known == id)
+            .map(|i| i as u64)
     }
 
     /// This node's Raft id.

@@ -311,7 +311,12 @@ impl Node {
         let cluster = match Cluster::new(&node_id, &node_ids) {
             Ok(cluster) => cluster,
             Err(e) => {
-                reply_error(&self.out, &to, code::MALFORMED_REQUEST, &format!("init: {e}"));
+                reply_error(
+                    &self.out,
+                    &to,
+                    code::MALFORMED_REQUEST,
+                    &format!("init: {e}"),
+                );
                 return;
             }
         };

@@ -93,8 +93,8 @@ pub fn parse_request(kind: &str, body: &Object) -> Option<Result<PeerRequest, St
     if kind != "batch" {
         return None;
     }
-    let request = PeerRequest::deserialize(&Value::Object(body.clone()))
-        .map_err(|e| format!("a batch: {e}"));
+    let request =
+        PeerRequest::deserialize(&Value::Object(body.clone())).map_err(|e| format!("a batch: {e}"));
     Some(request.and_then(|request| check(&request).map(|()| request)))
 }
 
@@ -120,7 +120,9 @@ fn check(request: &PeerRequest) -> Result<(), String> {
                     if msg.len() > crate::storage::format::MESSAGE_BYTES_MAX
                         || serde_json::from_str::<serde::de::IgnoredAny>(msg).is_err()
                     {
-                        return Err(format!("a forwarded message for {key:?} that is not JSON within the size limit"));
+                        return Err(format!(
+                            "a forwarded message for {key:?} that is not JSON within the size limit"
+                        ));
                     }
                 }
                 Op::Commit { key, .. } => super::fields::check_key(key)?,

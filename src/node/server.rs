@@ -175,7 +175,11 @@ impl Server {
         log::info(format_args!(
             "store open at {} ({} shutdown)",
             dir.display(),
-            if store.opened_clean() { "clean" } else { "unclean" },
+            if store.opened_clean() {
+                "clean"
+            } else {
+                "unclean"
+            },
         ));
         let store = Arc::new(Mutex::new(store));
         let group_commit =
@@ -297,8 +301,8 @@ impl Server {
     }
 
     fn room(&self, to: &ReplyTo, parts: usize) -> bool {
-        let waiting = self.unrouted.len()
-            + self.awaiting.values().map(|a| a.parts.len()).sum::<usize>();
+        let waiting =
+            self.unrouted.len() + self.awaiting.values().map(|a| a.parts.len()).sum::<usize>();
         if waiting + parts > PARTS_WAITING_MAX {
             self.reply_error(
                 to,
@@ -329,20 +333,29 @@ impl Server {
     }
 
     fn commit(&mut self, to: ReplyTo, offsets: Vec<(String, u64)>, now: Instant) {
-        if offsets.iter().any(|(key, _)| self.reserved(&to, key)) || !self.room(&to, offsets.len()) {
+        if offsets.iter().any(|(key, _)| self.reserved(&to, key)) || !self.room(&to, offsets.len())
+        {
             return;
         }
         if offsets.is_empty() {
-            self.reply(&to, &ReplyBody::CommitOffsetsOk { in_reply_to: to.msg_id });
+            self.reply(
+                &to,
+                &ReplyBody::CommitOffsetsOk {
+                    in_reply_to: to.msg_id,
+                },
+            );
             return;
         }
         let token = self.token();
-        self.ops.insert(token, ClientOp::Commit {
-            to,
-            left: offsets.len(),
-            failed: None,
-            maybe: false,
-        });
+        self.ops.insert(
+            token,
+            ClientOp::Commit {
+                to,
+                left: offsets.len(),
+                failed: None,
+                maybe: false,
+            },
+        );
         for (key, offset) in offsets {
             let group = self.groups.group_of(&key);
             self.unrouted.push(Part {
@@ -426,10 +439,7 @@ impl Server {
         let events = self.events.clone();
         tokio::spawn(async move {
             let id = batch.id;
-            let proposal = Proposal {
-                id,
-                ops: batch.ops,
-            };
+            let proposal = Proposal { id, ops: batch.ops };
             let outcome = match groups.propose(batch.group, proposal).await {
                 Ok((index, results)) => ForwardOutcome::Applied { index, results },
                 Err(ProposeError::NotLeader(leader)) => ForwardOutcome::NotLeader { leader },
@@ -446,7 +456,10 @@ impl Server {
             ForwardOutcome::Applied { .. } => {}
             ForwardOutcome::NotLeader { .. } => self.route_again(id),
             ForwardOutcome::Unknown { why } => {
-                log::info(format_args!("forwarded proposal {}:{}: {why}", id.node, id.seq));
+                log::info(format_args!(
+                    "forwarded proposal {}:{}: {why}",
+                    id.node, id.seq
+                ));
                 self.mark_maybe(id);
             }
         }
@@ -530,7 +543,8 @@ impl Server {
         for (id, awaiting) in &self.awaiting {
             if let Some((_, results)) = self.groups.outcome(awaiting.group, *id) {
                 applied.push((*id, results));
-            } else if awaiting.parts.iter().all(|p| now >= p.deadline) || self.superseded(awaiting) {
+            } else if awaiting.parts.iter().all(|p| now >= p.deadline) || self.superseded(awaiting)
+            {
                 expired.push(*id);
             }
         }
@@ -561,7 +575,9 @@ impl Server {
     /// the new leader).
     fn superseded(&self, awaiting: &Awaiting) -> bool {
         let g = awaiting.group;
-        self.groups.leader(g).is_some_and(|leader| leader != awaiting.leader)
+        self.groups
+            .leader(g)
+            .is_some_and(|leader| leader != awaiting.leader)
             && self.groups.applied_term(g) > awaiting.term
     }
 
@@ -592,13 +608,16 @@ impl Server {
                 id,
                 ops: parts.iter().map(|p| p.op.clone()).collect(),
             };
-            self.awaiting.insert(id, Awaiting {
-                group,
-                parts,
-                local: true,
-                leader: me,
-                term: self.groups.term(group),
-            });
+            self.awaiting.insert(
+                id,
+                Awaiting {
+                    group,
+                    parts,
+                    local: true,
+                    leader: me,
+                    term: self.groups.term(group),
+                },
+            );
             let groups = Arc::clone(&self.groups);
             let events = self.events.clone();
             tokio::spawn(async move {
@@ -614,14 +633,21 @@ impl Server {
                     id,
                     ops: parts.iter().map(|p| p.op.clone()).collect(),
                 };
-                self.outgoing.entry(leader).or_default().forwards.push(batch);
-                self.awaiting.insert(id, Awaiting {
-                    group,
-                    parts,
-                    local: false,
-                    leader,
-                    term: self.groups.term(group),
-                });
+                self.outgoing
+                    .entry(leader)
+                    .or_default()
+                    .forwards
+                    .push(batch);
+                self.awaiting.insert(
+                    id,
+                    Awaiting {
+                        group,
+                        parts,
+                        local: false,
+                        leader,
+                        term: self.groups.term(group),
+                    },
+                );
             }
         }
     }
@@ -664,11 +690,21 @@ impl Server {
                         offset: *offset,
                     },
                 ),
-                (Some(ClientOp::Commit { to, left, failed, maybe }), _) => {
+                (
+                    Some(ClientOp::Commit {
+                        to,
+                        left,
+                        failed,
+                        maybe,
+                    }),
+                    _,
+                ) => {
                     self.commit_part_done(part.token, to, left, failed, maybe || part.maybe);
                 }
                 (Some(other), result) => {
-                    log::warn(format_args!("a part got the result {result:?} of another kind"));
+                    log::warn(format_args!(
+                        "a part got the result {result:?} of another kind"
+                    ));
                     self.ops.insert(part.token, other);
                 }
                 (None, _) => {}
@@ -691,7 +727,12 @@ impl Server {
                 };
                 self.reply_error(&to, code, &text);
             }
-            ClientOp::Commit { to, left, failed, maybe } => {
+            ClientOp::Commit {
+                to,
+                left,
+                failed,
+                maybe,
+            } => {
                 let failed = failed.or(Some(text));
                 self.commit_part_done(part.token, to, left, failed, maybe || part.maybe);
             }
@@ -699,18 +740,33 @@ impl Server {
     }
 
     /// One part of a commit is done; the commit is answered with its last.
-    fn commit_part_done(&mut self, token: u64, to: ReplyTo, left: usize, failed: Option<String>, maybe: bool) {
+    fn commit_part_done(
+        &mut self,
+        token: u64,
+        to: ReplyTo,
+        left: usize,
+        failed: Option<String>,
+        maybe: bool,
+    ) {
         if left > 1 {
-            self.ops.insert(token, ClientOp::Commit {
-                to,
-                left: left - 1,
-                failed,
-                maybe,
-            });
+            self.ops.insert(
+                token,
+                ClientOp::Commit {
+                    to,
+                    left: left - 1,
+                    failed,
+                    maybe,
+                },
+            );
             return;
         }
         match failed {
-            None => self.reply(&to, &ReplyBody::CommitOffsetsOk { in_reply_to: to.msg_id }),
+            None => self.reply(
+                &to,
+                &ReplyBody::CommitOffsetsOk {
+                    in_reply_to: to.msg_id,
+                },
+            ),
             Some(text) => {
                 let code = if maybe {
                     code::TIMEOUT

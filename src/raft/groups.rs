@@ -41,8 +41,8 @@ pub struct Timing {
     pub election_max_ms: u64,
 }
 
-/// The defaults: heartbeats every 100 ms, elections after 500 to 1,000 ms
-/// of silence. An election timeout is many round trips of Maelstrom's
+/// The defaults: heartbeats every 200 ms (to idle followers only),
+/// elections after 800 to 1,600 ms of silence. An election timeout is many round trips of Maelstrom's
 /// network even with `--latency 20` (tens of milliseconds each way, with
 /// tails), so a slow message does not depose a live leader; and short
 /// enough that a dead leader's keys take writes again within about a
@@ -119,7 +119,9 @@ impl Groups {
         timing: Timing,
     ) -> Result<Groups, String> {
         if count == 0 || count > GROUPS_MAX {
-            return Err(format!("a cluster has 1 to {GROUPS_MAX} groups, not {count}"));
+            return Err(format!(
+                "a cluster has 1 to {GROUPS_MAX} groups, not {count}"
+            ));
         }
         let config = Config {
             cluster_name: "seglog".into(),
@@ -303,9 +305,13 @@ impl Groups {
                 }
             }
             Err(RaftError::APIError(e)) => Err(ProposeError::Unknown(format!("group {g}: {e}"))),
-            Err(RaftError::Fatal(e)) if !self.was_appended(g, id) => Err(ProposeError::NotLeader(None))
-                .inspect_err(|_| crate::log::warn(format_args!("group {g} failed: {e}"))),
-            Err(RaftError::Fatal(e)) => Err(ProposeError::Unknown(format!("group {g} failed: {e}"))),
+            Err(RaftError::Fatal(e)) if !self.was_appended(g, id) => {
+                Err(ProposeError::NotLeader(None))
+                    .inspect_err(|_| crate::log::warn(format_args!("group {g} failed: {e}")))
+            }
+            Err(RaftError::Fatal(e)) => {
+                Err(ProposeError::Unknown(format!("group {g} failed: {e}")))
+            }
         }
     }
 
@@ -330,7 +336,9 @@ impl Groups {
 
     /// Every other node's id.
     fn peers(&self) -> BTreeSet<NodeId> {
-        (0..self.nodes.len() as u64).filter(|&id| id != self.me).collect()
+        (0..self.nodes.len() as u64)
+            .filter(|&id| id != self.me)
+            .collect()
     }
 
     /// Whether this node votes in group `g` ([`super::standing`]).
@@ -454,7 +462,9 @@ impl Groups {
             let g = g as u32;
             let last = self.last_log_id(g);
             if group_standing.sent_history(last) {
-                crate::log::info(format_args!("group {g}: a leader sent this node entries; it rejoins"));
+                crate::log::info(format_args!(
+                    "group {g}: a leader sent this node entries; it rejoins"
+                ));
             }
             if group_standing.settle(&peers) || group_standing.caught_up(last) {
                 voting.push(g);

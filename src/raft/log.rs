@@ -41,8 +41,12 @@ pub fn log_key(group: u32) -> String {
 #[derive(Serialize, Deserialize)]
 pub enum Record {
     Entry(Entry),
-    Truncate { since: u64 },
-    Purge { upto: LogId },
+    Truncate {
+        since: u64,
+    },
+    Purge {
+        upto: LogId,
+    },
     Vote(Vote),
     Applied {
         last: Option<LogId>,

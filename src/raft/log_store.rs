@@ -187,7 +187,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(lock(&self.group.log).vote.map(|(_, vote)| vote))
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -203,7 +207,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             let records: Vec<Record> = entries.iter().cloned().map(Record::Entry).collect();
             let mut store = lock(&self.group.store);
-            let first = self.group.append(&mut store, &records).map_err(write_error)?;
+            let first = self
+                .group
+                .append(&mut store, &records)
+                .map_err(write_error)?;
             let mut proposals = lock(&self.group.proposals);
             for entry in &entries {
                 if let openraft::EntryPayload::Normal(proposal) = &entry.payload {
@@ -228,9 +235,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut log = lock(&self.group.log);
             let mut store = lock(&self.group.store);
             self.group
-                .append(&mut store, &[Record::Truncate {
-                    since: log_id.index,
-                }])
+                .append(
+                    &mut store,
+                    &[Record::Truncate {
+                        since: log_id.index,
+                    }],
+                )
                 .map_err(write_error)?;
             log.truncate(log_id.index);
         }
@@ -266,7 +276,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     last: log.applied,
                     membership: log.membership.clone(),
                 };
-                let at = self.group.append(&mut store, &[record]).map_err(write_error)?;
+                let at = self
+                    .group
+                    .append(&mut store, &[record])
+                    .map_err(write_error)?;
                 log.applied_offset = Some(at);
             }
             keep_from
@@ -281,4 +294,3 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 }
-

@@ -126,12 +126,20 @@ impl SnapshotData {
     /// both come from applying one log in order), and the committed
     /// offsets. A key holding more than the snapshot, or one the snapshot
     /// lacks that holds records, is an inconsistency: refused.
-    pub fn install(&self, store: &mut Store, group: u32, groups: u32) -> std::result::Result<(), String> {
+    pub fn install(
+        &self,
+        store: &mut Store,
+        group: u32,
+        groups: u32,
+    ) -> std::result::Result<(), String> {
         let fail = |e: Error| e.to_string();
         let mut named = std::collections::HashSet::new();
         for key in &self.keys {
             if is_reserved(&key.key) || group_of(&key.key, groups) != group {
-                return Err(format!("the snapshot of group {group} holds key {:?} of another", key.key));
+                return Err(format!(
+                    "the snapshot of group {group} holds key {:?} of another",
+                    key.key
+                ));
             }
             named.insert(key.key.as_str());
             let next = store.next_offset(&key.key).map_err(fail)?;
@@ -148,7 +156,12 @@ impl SnapshotData {
                     key.key, key.start
                 ));
             }
-            for (i, msg) in key.msgs.iter().enumerate().skip((next - key.start) as usize) {
+            for (i, msg) in key
+                .msgs
+                .iter()
+                .enumerate()
+                .skip((next - key.start) as usize)
+            {
                 store
                     .append_at(&key.key, key.start + i as u64, msg.as_bytes())
                     .map_err(fail)?;
@@ -160,7 +173,9 @@ impl SnapshotData {
                 && !named.contains(key.as_str())
                 && store.next_offset(&key).map_err(fail)? > 0
             {
-                return Err(format!("{key} holds records the snapshot of group {group} lacks"));
+                return Err(format!(
+                    "{key} holds records the snapshot of group {group} lacks"
+                ));
             }
         }
         for (key, offset) in &self.commits {

@@ -131,7 +131,9 @@ impl Standing {
     /// Votes once the log reaches what the leader asked; true if it now does.
     pub fn caught_up(&mut self, last: Option<LogId>) -> bool {
         if let Standing::Rejoining { upto: Some(upto) } = self
-            && last.is_some_and(|last| last.leader_id.term >= upto.leader_id.term && last.index >= upto.index)
+            && last.is_some_and(|last| {
+                last.leader_id.term >= upto.leader_id.term && last.index >= upto.index
+            })
         {
             *self = Standing::Voting;
             return true;
@@ -178,7 +180,10 @@ mod tests {
         let all = peers(&[1, 2]);
         let mut standing = Standing::at_start(false);
         assert!(!standing.known(1, true, &all));
-        assert!(!standing.known(1, true, &all), "the same peer twice is one answer");
+        assert!(
+            !standing.known(1, true, &all),
+            "the same peer twice is one answer"
+        );
         assert!(!standing.votes());
         assert!(standing.known(2, true, &all));
         assert!(standing.votes());
@@ -191,8 +196,14 @@ mod tests {
         standing.known(1, true, &all);
         assert!(!standing.known(2, false, &all));
         assert_eq!(standing, Standing::Rejoining { upto: None });
-        assert!(!standing.known(1, true, &all), "a rejoining node stays rejoining");
-        assert!(!standing.caught_up(Some(log_id(9, 9))), "no leader has answered yet");
+        assert!(
+            !standing.known(1, true, &all),
+            "a rejoining node stays rejoining"
+        );
+        assert!(
+            !standing.caught_up(Some(log_id(9, 9))),
+            "no leader has answered yet"
+        );
     }
 
     #[test]
@@ -200,10 +211,18 @@ mod tests {
         let mut standing = Standing::Rejoining { upto: None };
         standing.readmit(log_id(3, 40));
         standing.readmit(log_id(3, 30));
-        assert_eq!(standing, Standing::Rejoining { upto: Some(log_id(3, 40)) });
+        assert_eq!(
+            standing,
+            Standing::Rejoining {
+                upto: Some(log_id(3, 40))
+            }
+        );
         assert!(!standing.caught_up(None));
         assert!(!standing.caught_up(Some(log_id(3, 39))));
-        assert!(!standing.caught_up(Some(log_id(2, 45))), "an older term's entry is not the leader's");
+        assert!(
+            !standing.caught_up(Some(log_id(2, 45))),
+            "an older term's entry is not the leader's"
+        );
         assert!(standing.caught_up(Some(log_id(4, 40))));
         assert!(standing.votes());
     }

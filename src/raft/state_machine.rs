@@ -21,7 +21,9 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use super::log::Record;
 use super::log_store::Group;
 use super::snapshot::{SnapshotData, group_of, is_reserved};
-use super::types::{Applied, Entry, LogId, Op, OpResult, StorageError, StoredMembership, TypeConfig};
+use super::types::{
+    Applied, Entry, LogId, Op, OpResult, StorageError, StoredMembership, TypeConfig,
+};
 use crate::lock::lock;
 
 /// Snapshots built by this process: part of a snapshot's id, which must
@@ -140,21 +142,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let result = match op {
                             Op::Send { key, msg } => {
                                 if is_reserved(&key) {
-                                    return Err(apply_error(entry.log_id, format!("a send to the reserved key {key:?}")));
+                                    return Err(apply_error(
+                                        entry.log_id,
+                                        format!("a send to the reserved key {key:?}"),
+                                    ));
                                 }
                                 store
                                     .append(&key, msg.as_bytes())
                                     .map(OpResult::Offset)
-                                    .map_err(|e| apply_error(entry.log_id, format!("appending to {key}: {e}")))?
+                                    .map_err(|e| {
+                                        apply_error(
+                                            entry.log_id,
+                                            format!("appending to {key}: {e}"),
+                                        )
+                                    })?
                             }
                             Op::Commit { key, offset } => {
                                 if is_reserved(&key) {
-                                    return Err(apply_error(entry.log_id, format!("a commit of the reserved key {key:?}")));
+                                    return Err(apply_error(
+                                        entry.log_id,
+                                        format!("a commit of the reserved key {key:?}"),
+                                    ));
                                 }
                                 store
                                     .commit(&key, offset)
                                     .map(|()| OpResult::Committed)
-                                    .map_err(|e| apply_error(entry.log_id, format!("committing {key}: {e}")))?
+                                    .map_err(|e| {
+                                        apply_error(entry.log_id, format!("committing {key}: {e}"))
+                                    })?
                             }
                         };
                         applied.results.push(result);
@@ -173,9 +188,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 last: log.applied,
                 membership: log.membership.clone(),
             };
-            let at = group
-                .append(&mut store, &[record])
-                .map_err(sm_error)?;
+            let at = group.append(&mut store, &[record]).map_err(sm_error)?;
             log.applied_offset = Some(at);
         }
         drop(store);
@@ -203,7 +216,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError> {
         Ok(Box::new(std::io::Cursor::new(Vec::new())))
     }
 

@@ -116,7 +116,12 @@ impl Transport {
 
     /// Queues a call; the receiver gets its answer (or is dropped when the
     /// call is given up).
-    fn call(&self, target: NodeId, group: u32, rpc: Rpc) -> Result<(u64, oneshot::Receiver<Reply>), String> {
+    fn call(
+        &self,
+        target: NodeId,
+        group: u32,
+        rpc: Rpc,
+    ) -> Result<(u64, oneshot::Receiver<Reply>), String> {
         let mut inner = lock(&self.inner);
         if inner.waiting.len() >= CALLS_WAITING_MAX {
             return Err(format!("{CALLS_WAITING_MAX} calls wait for answers"));
@@ -256,9 +261,15 @@ impl Client {
         }
     }
 
-    fn rpc_error<E: std::error::Error>(&self, action: RPCTypes, why: NoAnswer) -> RPCError<NodeId, BasicNode, E> {
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        action: RPCTypes,
+        why: NoAnswer,
+    ) -> RPCError<NodeId, BasicNode, E> {
         match why {
-            NoAnswer::Unreachable(why) => RPCError::Unreachable(Unreachable::new(&AnyError::error(why))),
+            NoAnswer::Unreachable(why) => {
+                RPCError::Unreachable(Unreachable::new(&AnyError::error(why)))
+            }
             NoAnswer::Timeout(timeout) => RPCError::Timeout(Timeout {
                 action,
                 id: self.transport.me,
@@ -283,7 +294,9 @@ impl RaftNetwork<TypeConfig> for Client {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         match self.send(Rpc::Append(rpc), option.hard_ttl()).await {
             Ok(Reply::Append(Ok(response))) => Ok(response),
-            Ok(Reply::Append(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(Reply::Append(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             Ok(_) => Err(self.mismatch()),
             Err(why) => Err(self.rpc_error(RPCTypes::AppendEntries, why)),
         }
@@ -299,7 +312,9 @@ impl RaftNetwork<TypeConfig> for Client {
     > {
         match self.send(Rpc::Snapshot(rpc), option.hard_ttl()).await {
             Ok(Reply::Snapshot(Ok(response))) => Ok(response),
-            Ok(Reply::Snapshot(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(Reply::Snapshot(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             Ok(_) => Err(self.mismatch()),
             Err(why) => Err(self.rpc_error(RPCTypes::InstallSnapshot, why)),
         }

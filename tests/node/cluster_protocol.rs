@@ -296,7 +296,10 @@ impl TestCluster {
             if let Some(leaders) = leaders {
                 return leaders;
             }
-            assert!(Instant::now() < deadline, "no leader for every group: {reply}");
+            assert!(
+                Instant::now() < deadline,
+                "no leader for every group: {reply}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -431,7 +434,10 @@ async fn a_cut_off_leader_costs_its_side_availability_and_the_majority_elects_an
         if reply["type"] == "send_ok" {
             break offset(&reply);
         }
-        assert!(Instant::now() < deadline, "the majority never took the key back: {reply}");
+        assert!(
+            Instant::now() < deadline,
+            "the majority never took the key back: {reply}"
+        );
     };
     assert!(taken >= 1, "after the record acknowledged before the cut");
     c.heal();

@@ -79,7 +79,9 @@ impl Supervisor {
 
     /// Where `node` keeps its files: `--data-dir`'s `<node_id>/`.
     pub fn data_dir(&self, node: usize) -> std::path::PathBuf {
-        self.configs[node].data_dir.join(&self.configs[node].node_id)
+        self.configs[node]
+            .data_dir
+            .join(&self.configs[node].node_id)
     }
 
     /// `node`'s current connection without waiting, for the final phase.
