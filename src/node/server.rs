@@ -54,6 +54,13 @@ pub const FORWARD_IDS_REMEMBERED: usize = 4096;
 /// with a definite error.
 pub const PARTS_WAITING_MAX: usize = 65_536;
 
+/// How long a leader may be silent before this node stops forwarding
+/// writes to it: three heartbeat intervals (a leader sends every follower
+/// something at least once per interval, see `cluster.md`), so a slow
+/// message or two do not count, and well under the election timeout that
+/// replaces a leader really gone.
+pub const LEADER_SILENCE: Duration = Duration::from_millis(3 * TIMING_DEFAULT.heartbeat_ms);
+
 /// What a task of the groups reports to the event loop.
 pub enum Event {
     /// A proposal of this node's clients' parts finished.
@@ -158,6 +165,8 @@ pub struct Server {
     outgoing: BTreeMap<NodeId, PeerRequest>,
     /// Proposals forwarded here lately.
     forwards_seen: RecentIds,
+    /// When each peer's last batch arrived.
+    heard: HashMap<NodeId, Instant>,
 }
 
 impl Server {
@@ -207,6 +216,7 @@ impl Server {
             awaiting: HashMap::new(),
             outgoing: BTreeMap::new(),
             forwards_seen: RecentIds::default(),
+            heard: HashMap::new(),
         };
         // Each group's outcomes wake the loop, so that a part is answered
         // as soon as its entry's apply here is durable, not at the next tick.
@@ -385,6 +395,7 @@ impl Server {
         let Some(peer) = self.cluster.index_of(src) else {
             return;
         };
+        self.heard.insert(peer, Instant::now());
         let PeerRequest {
             raft,
             forwards,
@@ -581,6 +592,17 @@ impl Server {
             && self.groups.applied_term(g) > awaiting.term
     }
 
+    /// Whether `peer` has sent nothing for [`LEADER_SILENCE`]: a leader
+    /// sends every follower something at least every heartbeat interval,
+    /// so one this silent is dead or cut off. Writes for its groups wait
+    /// here for a new leader rather than go where they would be lost (and
+    /// answered with an indefinite error).
+    fn silent(&self, peer: NodeId, now: Instant) -> bool {
+        self.heard
+            .get(&peer)
+            .is_none_or(|at| now.duration_since(*at) >= LEADER_SILENCE)
+    }
+
     /// Sends each waiting part to its group's leader.
     fn route(&mut self, now: Instant) {
         let me = self.groups.me();
@@ -593,6 +615,7 @@ impl Server {
             }
             match self.groups.leader(part.group) {
                 Some(leader) if leader == me => local.entry(part.group).or_default().push(part),
+                Some(leader) if self.silent(leader, now) => self.unrouted.push(part),
                 Some(leader) => forward
                     .entry(leader)
                     .or_default()
