@@ -115,6 +115,10 @@ struct Awaiting {
     /// The leader it went to, and the group's term here when it went.
     leader: NodeId,
     term: u64,
+    /// A local proposal's `client_write` has returned. Until it has, the
+    /// proposal may be appended at any moment (openraft's core may be busy
+    /// with a sync), so it is never failed with a definite error.
+    returned: bool,
 }
 
 /// Proposal ids recently forwarded here, so that one forwarded twice is
@@ -438,7 +442,7 @@ impl Server {
             return;
         }
         let leader = self.groups.leader(batch.group);
-        if leader != Some(self.groups.me()) {
+        if leader != Some(self.groups.me()) || !self.hears_majority(Instant::now()) {
             self.outgoing
                 .entry(peer)
                 .or_default()
@@ -487,7 +491,11 @@ impl Server {
             Event::Progress => {}
             Event::Proposed { id, result } => match result {
                 // Answered once its apply here is durable (`check_awaiting`).
-                Ok(_) => {}
+                Ok(_) => {
+                    if let Some(awaiting) = self.awaiting.get_mut(&id) {
+                        awaiting.returned = true;
+                    }
+                }
                 Err(ProposeError::NotLeader(_)) => self.route_again(id),
                 Err(ProposeError::Unknown(why)) => {
                     log::info(format_args!("proposal {}:{}: {why}", id.node, id.seq));
@@ -566,9 +574,12 @@ impl Server {
         }
         for id in expired {
             if let Some(awaiting) = self.awaiting.remove(&id) {
-                // A proposal made here that never reached the log cannot
-                // commit: definite. A forwarded one may have.
-                let appended = !awaiting.local || self.groups.was_appended(awaiting.group, id);
+                // A proposal made here whose `client_write` returned
+                // without appending it cannot commit: definite. One still
+                // on its way to the log, or forwarded, may.
+                let appended = !awaiting.local
+                    || !awaiting.returned
+                    || self.groups.was_appended(awaiting.group, id);
                 for mut part in awaiting.parts {
                     part.maybe |= appended;
                     self.fail(part, "no outcome in time, or its leader was replaced");
@@ -603,6 +614,21 @@ impl Server {
             .is_none_or(|at| now.duration_since(*at) >= LEADER_SILENCE)
     }
 
+    /// Whether this node has heard from a majority of the cluster (itself
+    /// included) within [`LEADER_SILENCE`]. openraft 0.9 keeps a leader
+    /// cut off from its majority a leader (it has no check-quorum), so
+    /// such a leader proposes nothing: its writes would wait for a commit
+    /// that cannot come, and be answered with an indefinite error. They
+    /// wait unproposed instead, and fail with a definite one if the
+    /// partition outlasts their deadline.
+    fn hears_majority(&self, now: Instant) -> bool {
+        let nodes = self.cluster.ids().len();
+        let heard = (0..nodes as NodeId)
+            .filter(|&peer| peer != self.groups.me() && !self.silent(peer, now))
+            .count();
+        2 * (heard + 1) > nodes
+    }
+
     /// Sends each waiting part to its group's leader.
     fn route(&mut self, now: Instant) {
         let me = self.groups.me();
@@ -614,6 +640,9 @@ impl Server {
                 continue;
             }
             match self.groups.leader(part.group) {
+                Some(leader) if leader == me && !self.hears_majority(now) => {
+                    self.unrouted.push(part)
+                }
                 Some(leader) if leader == me => local.entry(part.group).or_default().push(part),
                 Some(leader) if self.silent(leader, now) => self.unrouted.push(part),
                 Some(leader) => forward
@@ -639,6 +668,7 @@ impl Server {
                     local: true,
                     leader: me,
                     term: self.groups.term(group),
+                    returned: false,
                 },
             );
             let groups = Arc::clone(&self.groups);
@@ -669,6 +699,7 @@ impl Server {
                         local: false,
                         leader,
                         term: self.groups.term(group),
+                        returned: false,
                     },
                 );
             }

@@ -18,7 +18,7 @@ use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use super::durability::Durability;
 use super::log_store::{Group, LogStore};
 use super::snapshot::group_of;
-use super::standing::{ASK_EVERY_MS, Note, Standing};
+use super::standing::{ASK_EVERY_MS, Note, PROBE_AFTER_MS, Standing};
 use super::state_machine::StateMachine;
 use super::transport::{self, Network, Reply, Rpc, Transport};
 use super::types::{NodeId, Proposal, ProposalId, TypeConfig};
@@ -41,16 +41,19 @@ pub struct Timing {
     pub election_max_ms: u64,
 }
 
-/// The defaults: heartbeats every 200 ms (to idle followers only),
-/// elections after 800 to 1,600 ms of silence. An election timeout is many round trips of Maelstrom's
-/// network even with `--latency 20` (tens of milliseconds each way, with
-/// tails), so a slow message does not depose a live leader; and short
-/// enough that a dead leader's keys take writes again within about a
-/// second and a half.
+/// The defaults: heartbeats every 100 ms (to idle followers only),
+/// elections after 250 to 500 ms of silence. openraft adds a leader lease
+/// of the longest election timeout: a follower that heard from its leader
+/// starts an election only after 750 to 1,000 ms of silence, and voters
+/// refuse candidates for as long as their own lease runs, so a dead
+/// leader's groups take writes again about a second after it died (the
+/// failover test measures it). That is still dozens of Maelstrom's round
+/// trips with `--latency 20` (20 ms each way on average), so a slow
+/// message does not depose a live leader.
 pub const TIMING_DEFAULT: Timing = Timing {
-    heartbeat_ms: 200,
-    election_min_ms: 800,
-    election_max_ms: 1600,
+    heartbeat_ms: 100,
+    election_min_ms: 250,
+    election_max_ms: 500,
 };
 
 /// Entries a group applies between snapshots: a snapshot lets it purge
@@ -156,14 +159,24 @@ impl Groups {
                 group: g,
                 transport: Arc::clone(&transport),
             };
-            let has_state = {
+            let (has_state, rejoining) = {
                 let log = lock(&group.log);
-                log.vote.is_some() || log.last_log_id().is_some() || log.applied.is_some()
+                let has_state =
+                    log.vote.is_some() || log.last_log_id().is_some() || log.applied.is_some();
+                (has_state, log.rejoining.is_some())
             };
+            let group_standing = Standing::at_start(has_state && !rejoining);
+            if !has_state && !rejoining {
+                // Durable before the group writes anything: a restart finds
+                // it, and probes again, whatever the group wrote meanwhile.
+                group
+                    .save_standing(false)
+                    .await
+                    .map_err(|e| format!("group {g}: {e}"))?;
+            }
             let raft = Raft::new(me, Arc::clone(&config), network, log_store, state_machine)
                 .await
                 .map_err(|e| format!("starting group {g}: {e}"))?;
-            let group_standing = Standing::at_start(has_state);
             if !group_standing.votes() {
                 raft.runtime_config().elect(false);
             }
@@ -365,6 +378,20 @@ impl Groups {
         if matches!(rpc, Rpc::Vote(_)) && !self.votes(g) {
             return Reply::Unavailable(format!("rejoining group {g}: votes nowhere yet"));
         }
+        let leader_term = match &rpc {
+            Rpc::Append(request) => Some(request.vote.leader_id().term),
+            Rpc::Snapshot(request) => Some(request.vote.leader_id().term),
+            Rpc::Vote(_) => None,
+        };
+        if let Some(term) = leader_term
+            && !lock(&self.standing)
+                .get(g as usize)
+                .is_some_and(|(standing, _)| standing.follows(term))
+        {
+            return Reply::Unavailable(format!(
+                "rejoining group {g}: follows no leader of term {term} yet"
+            ));
+        }
         transport::serve(raft, rpc).await
     }
 
@@ -378,15 +405,27 @@ impl Groups {
                 else {
                     return;
                 };
-                self.transport.note(peer, Note::Known { group, pristine });
+                let term = self.state.get(group as usize).map_or(0, |state| {
+                    lock(&state.log)
+                        .vote
+                        .map_or(0, |(_, vote)| vote.leader_id().term)
+                });
+                self.transport.note(
+                    peer,
+                    Note::Known {
+                        group,
+                        pristine,
+                        term,
+                    },
+                );
             }
-            Note::Known { group, pristine } => {
-                let peers = self.peers();
-                let now_votes = lock(&self.standing)
-                    .get_mut(group as usize)
-                    .is_some_and(|(standing, _)| standing.known(peer, pristine, &peers));
-                if now_votes {
-                    self.start_voting(group);
+            Note::Known {
+                group,
+                pristine,
+                term,
+            } => {
+                if let Some((standing, _)) = lock(&self.standing).get_mut(group as usize) {
+                    standing.known(peer, pristine, term);
                 }
             }
             Note::Rejoin { group } => {
@@ -407,16 +446,32 @@ impl Groups {
         }
     }
 
-    /// Group `g` may now vote here: elections on, and initialized here if
-    /// this node leads it first and the group is new.
-    fn start_voting(&self, g: u32) {
-        crate::log::info(format_args!("group {g}: this node votes"));
-        if let Some(raft) = self.raft(g) {
-            raft.runtime_config().elect(true);
-        }
-        if self.preferred_leader(g) == self.me && !self.has_state(g) {
-            self.initialize_in_task(g);
-        }
+    /// Group `g` may now vote here: the switch is made durable (with the
+    /// log it caught up on), then elections go on, and the group is
+    /// initialized here if this node leads it first and it is new.
+    fn admit(self: &Arc<Self>, g: u32) {
+        let groups = Arc::clone(self);
+        tokio::spawn(async move {
+            let Some(group) = groups.group_state(g) else {
+                return;
+            };
+            if let Err(e) = group.save_standing(true).await {
+                crate::log::warn(format_args!(
+                    "group {g}: recording that this node votes: {e}"
+                ));
+                return;
+            }
+            if let Some((standing, _)) = lock(&groups.standing).get_mut(g as usize) {
+                standing.admitted();
+            }
+            crate::log::info(format_args!("group {g}: this node votes"));
+            if let Some(raft) = groups.raft(g) {
+                raft.runtime_config().elect(true);
+            }
+            if groups.preferred_leader(g) == groups.me && !groups.has_state(g) {
+                groups.initialize_in_task(g);
+            }
+        });
     }
 
     /// Initializes group `g` in a task of its own, once per process.
@@ -439,7 +494,7 @@ impl Groups {
     /// What the groups do every tick: ask about standing, heartbeats where
     /// replication is idle, and initialize groups still without a leader
     /// long after the start.
-    pub fn tick(&self, now: Instant) {
+    pub fn tick(self: &Arc<Self>, now: Instant) {
         self.ask_standing(now);
         self.heartbeat_idle(now);
         if now.duration_since(self.started) >= INIT_FALLBACK {
@@ -451,40 +506,44 @@ impl Groups {
         }
     }
 
-    /// Probes and rejoin requests, every [`ASK_EVERY_MS`] per group; and a
-    /// rejoining group that caught up votes.
-    fn ask_standing(&self, now: Instant) {
+    /// Probes and rejoin requests, every [`ASK_EVERY_MS`] per group (probes
+    /// only from [`PROBE_AFTER_MS`] after the start); and what their
+    /// answers allow.
+    fn ask_standing(self: &Arc<Self>, now: Instant) {
         let every = Duration::from_millis(ASK_EVERY_MS);
+        let probing_allowed =
+            now.duration_since(self.started) >= Duration::from_millis(PROBE_AFTER_MS);
         let peers = self.peers();
-        let mut voting = Vec::new();
+        let nodes = self.nodes.len();
+        let mut admitted = Vec::new();
         let mut standing = lock(&self.standing);
         for (g, (group_standing, asked)) in standing.iter_mut().enumerate() {
             let g = g as u32;
+            if group_standing.votes() || *group_standing == Standing::Admitting {
+                continue;
+            }
             let last = self.last_log_id(g);
-            if group_standing.sent_history(last) {
-                crate::log::info(format_args!(
-                    "group {g}: a leader sent this node entries; it rejoins"
-                ));
-            }
-            if group_standing.settle(&peers) || group_standing.caught_up(last) {
-                voting.push(g);
+            group_standing.sent_history(last);
+            if group_standing.settle(&peers, nodes) || group_standing.caught_up(last) {
+                admitted.push(g);
                 continue;
             }
-            if group_standing.votes() || asked.is_some_and(|at| now.duration_since(at) < every) {
+            if asked.is_some_and(|at| now.duration_since(at) < every) {
                 continue;
             }
-            *asked = Some(now);
             let note = match group_standing {
-                Standing::Probing { .. } => Note::Probe { group: g },
-                _ => Note::Rejoin { group: g },
+                Standing::Probing { .. } if probing_allowed => Note::Probe { group: g },
+                Standing::Rejoining { .. } => Note::Rejoin { group: g },
+                _ => continue,
             };
+            *asked = Some(now);
             for &peer in &peers {
                 self.transport.note(peer, note.clone());
             }
         }
         drop(standing);
-        for g in voting {
-            self.start_voting(g);
+        for g in admitted {
+            self.admit(g);
         }
     }
 

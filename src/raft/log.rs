@@ -13,6 +13,8 @@
 //! - `Applied`: the state machine's last applied entry and membership,
 //!   appended with the operations it applied under one hold of the store's
 //!   lock, so one sync point makes both durable or neither.
+//! - `Standing`: whether this node may vote in the group
+//!   ([`super::standing`]).
 //!
 //! Records are JSON text. Purging also deletes the key's sealed segments
 //! below the first entry kept ([`crate::storage::store::Store::truncate_front`]),
@@ -52,6 +54,11 @@ pub enum Record {
         last: Option<LogId>,
         membership: StoredMembership,
     },
+    /// Whether this node votes in the group ([`super::standing`]): `false`
+    /// when it starts without the group's state, `true` once it may.
+    Standing {
+        votes: bool,
+    },
 }
 
 impl Record {
@@ -77,6 +84,9 @@ pub struct GroupLog {
     pub applied: Option<LogId>,
     pub membership: StoredMembership,
     pub applied_offset: Option<u64>,
+    /// The offset of a `Standing { votes: false }` record not yet followed
+    /// by one that says it votes: this node was rejoining.
+    pub rejoining: Option<u64>,
 }
 
 impl GroupLog {
@@ -131,6 +141,7 @@ impl GroupLog {
                 self.membership = membership;
                 self.applied_offset = Some(offset);
             }
+            Record::Standing { votes } => self.rejoining = (!votes).then_some(offset),
         }
         Ok(())
     }

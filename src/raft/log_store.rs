@@ -105,6 +105,18 @@ impl Group {
         }))
     }
 
+    /// Makes this node's standing in the group durable: appends the record
+    /// and waits for a sync point to cover it (and everything before it).
+    pub async fn save_standing(&self, votes: bool) -> Result<(), String> {
+        {
+            let mut log = lock(&self.log);
+            let mut store = lock(&self.store);
+            let at = self.append(&mut store, &[Record::Standing { votes }])?;
+            log.rejoining = (!votes).then_some(at);
+        }
+        self.synced().await.map_err(|e| e.to_string())
+    }
+
     /// Appends records to the group's key; returns the first one's offset.
     pub fn append(&self, store: &mut Store, records: &[Record]) -> Result<u64, String> {
         let payloads: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
@@ -270,6 +282,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .append(&mut store, &[Record::Vote(vote)])
                     .map_err(write_error)?;
                 log.vote = Some((at, vote));
+            }
+            if log.rejoining.is_some_and(|offset| offset < keep_from) {
+                let at = self
+                    .group
+                    .append(&mut store, &[Record::Standing { votes: false }])
+                    .map_err(write_error)?;
+                log.rejoining = Some(at);
             }
             if log.applied_offset.is_some_and(|offset| offset < keep_from) {
                 let record = Record::Applied {

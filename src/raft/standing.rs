@@ -10,24 +10,35 @@
 //! node that has no state for a group does not vote or stand for election
 //! there until it knows it may:
 //!
+//! 0. It first waits out an election timeout ([`PROBE_AFTER_MS`]): an
+//!    election that counted a vote it cast before it lost its disk is over
+//!    by then, won or expired.
 //! 1. **Probing.** It asks every peer whether the group has anything past
 //!    its first entry (the membership every node writes when it
-//!    initializes the group). If every peer says no, nothing was ever
-//!    committed beyond that entry, so nothing can be lost: the cluster is
-//!    new, and the node votes ([`Standing::Voting`]). If any peer says yes,
-//!    the group has a history this node may have been part of: it is
-//!    rejoining. Until every peer has answered, it waits.
+//!    initializes the group), and its current term. If every peer says no,
+//!    nothing was ever committed beyond that entry, so nothing can be
+//!    lost: the cluster is new, and the node votes. If any peer says yes,
+//!    the group has a history this node may have been part of; once enough
+//!    peers answered that every majority it could have been part of has a
+//!    member among them ([`sample_size`]), the highest term they report is
+//!    its *floor*, and it is rejoining. It accepts nothing from a leader
+//!    while probing.
 //! 2. **Rejoining.** It asks the peers to readmit it; the group's leader
-//!    answers with its last log id at that moment. The node follows as
-//!    any follower does (its acknowledgements are of what it durably holds,
-//!    so they count as anyone's) and starts to vote once its own log
-//!    reaches that id: by then it holds every entry that was committed
-//!    before it asked, the ones it had acknowledged before it lost them
-//!    among them.
+//!    answers with its last log id at that moment. The node follows any
+//!    leader of a term at or above its floor (a leader of an older term
+//!    may be one that a majority, this node among it, has deposed: its
+//!    acknowledgements must not help such a leader commit), and starts to
+//!    vote once its own log reaches that id, durably: by then it holds
+//!    every entry committed before it asked, the ones it had acknowledged
+//!    before it lost them among them.
 //!
-//! A node whose group state is on disk votes from the start.
+//! The standing is durable: a node that starts probing writes a marker in
+//! the group's log key, and only the switch to voting clears it, so a node
+//! killed while it rejoins rejoins again after its restart, however much
+//! it had caught up. A node whose group state is on disk and unmarked votes
+//! from the start.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,27 +50,54 @@ use super::types::{LogId, NodeId};
 /// soon, and rare enough to cost nothing next to the groups' traffic.
 pub const ASK_EVERY_MS: u64 = 300;
 
+/// How long after its start a node without a group's state waits before
+/// it probes: twice the longest election timeout (`TIMING_DEFAULT`), so
+/// that an election still counting a vote it cast before it lost its disk
+/// has ended, won or expired, before it learns the terms of its peers.
+pub const PROBE_AFTER_MS: u64 = 1_000;
+
+/// How many other nodes of `nodes` must answer a probe for the highest
+/// term among them to be at least that of any majority this node voted or
+/// acknowledged in: every majority has `nodes / 2` members besides this
+/// node, so a sample of more than the other `nodes - 1 - nodes / 2` meets
+/// it.
+pub fn sample_size(nodes: usize) -> usize {
+    (nodes - nodes / 2).min(nodes.saturating_sub(1))
+}
+
 /// Where this node stands in one group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Standing {
     /// Votes and may be elected.
     Voting,
-    /// Has no state for the group; asking every peer whether the group
-    /// has a history. Holds the peers that said it has none.
-    Probing { pristine: BTreeSet<NodeId> },
-    /// The group has a history and this node holds none of it (or part):
-    /// follows without voting until its log reaches `upto`, the leader's
-    /// last log id when it answered.
-    Rejoining { upto: Option<LogId> },
+    /// Has no state for the group (or was rejoining when it stopped);
+    /// asking every peer whether the group has a history. Holds each
+    /// answer: whether the group is new there, and the peer's term; and
+    /// whether a leader has sent this node entries past the first.
+    Probing {
+        answers: BTreeMap<NodeId, (bool, u64)>,
+        history: bool,
+    },
+    /// The group has a history: follows leaders of a term at or above
+    /// `floor`, and votes once its log reaches `upto`, the leader's last
+    /// log id when it answered.
+    Rejoining { floor: u64, upto: Option<LogId> },
+    /// May vote: the marker that says so is being made durable.
+    Admitting,
 }
 
 /// What nodes tell each other about their standing, in their batches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Note {
-    /// Does the group have anything past its first entry on your side?
+    /// Does the group have anything past its first entry on your side, and
+    /// what is your term?
     Probe { group: u32 },
     /// The answer to a probe.
-    Known { group: u32, pristine: bool },
+    Known {
+        group: u32,
+        pristine: bool,
+        term: u64,
+    },
     /// I lost my state for the group: tell me how far to catch up.
     Rejoin { group: u32 },
     /// The leader's answer to a rejoin: its last log id.
@@ -67,14 +105,15 @@ pub enum Note {
 }
 
 impl Standing {
-    /// The standing a group starts with, from whether this node has any
-    /// state for it.
-    pub fn at_start(has_state: bool) -> Standing {
-        if has_state {
+    /// The standing a group starts with: voting if this node has state for
+    /// it and was not rejoining when it stopped.
+    pub fn at_start(votes: bool) -> Standing {
+        if votes {
             Standing::Voting
         } else {
             Standing::Probing {
-                pristine: BTreeSet::new(),
+                answers: BTreeMap::new(),
+                history: false,
             }
         }
     }
@@ -83,44 +122,56 @@ impl Standing {
         *self == Standing::Voting
     }
 
-    /// A peer's answer to a probe; true if this node now votes.
-    pub fn known(&mut self, peer: NodeId, pristine: bool, peers: &BTreeSet<NodeId>) -> bool {
-        let Standing::Probing { pristine: said } = self else {
-            return false;
-        };
-        if !pristine {
-            *self = Standing::Rejoining { upto: None };
-            return false;
+    /// A peer's answer to a probe.
+    pub fn known(&mut self, peer: NodeId, pristine: bool, term: u64) {
+        if let Standing::Probing { answers, .. } = self {
+            answers.insert(peer, (pristine, term));
         }
-        said.insert(peer);
-        self.settle(peers)
-    }
-
-    /// Votes if every peer said the group is new; true if it now does.
-    pub fn settle(&mut self, peers: &BTreeSet<NodeId>) -> bool {
-        if let Standing::Probing { pristine } = self
-            && peers.is_subset(pristine)
-        {
-            *self = Standing::Voting;
-            return true;
-        }
-        false
     }
 
     /// A probing node that was sent entries past the first has learnt that
-    /// the group has a history: it rejoins. True if it now does.
-    pub fn sent_history(&mut self, last: Option<LogId>) -> bool {
-        if matches!(self, Standing::Probing { .. }) && last.is_some_and(|last| last.index > 0) {
-            *self = Standing::Rejoining { upto: None };
+    /// the group has a history.
+    pub fn sent_history(&mut self, last: Option<LogId>) {
+        if let Standing::Probing { history, .. } = self
+            && last.is_some_and(|last| last.index > 0)
+        {
+            *history = true;
+        }
+    }
+
+    /// Decides what the probes' answers allow: true if this node may now
+    /// vote (every peer says the group is new), in which case the caller
+    /// makes that durable and calls [`Standing::admitted`]. Rejoins once a
+    /// history is known and a sample of `nodes` answered.
+    pub fn settle(&mut self, peers: &BTreeSet<NodeId>, nodes: usize) -> bool {
+        let Standing::Probing { answers, history } = self else {
+            return false;
+        };
+        // A lone node has nobody whose entries it could outvote.
+        let new = peers.is_empty()
+            || !*history
+                && peers
+                    .iter()
+                    .all(|peer| answers.get(peer).is_some_and(|(pristine, _)| *pristine));
+        if new {
+            *self = Standing::Admitting;
             return true;
+        }
+        let history = *history || answers.values().any(|(pristine, _)| !pristine);
+        if history && answers.len() >= sample_size(nodes) {
+            let floor = answers.values().map(|(_, term)| *term).max().unwrap_or(0);
+            *self = Standing::Rejoining { floor, upto: None };
         }
         false
     }
 
     /// The leader's answer to a rejoin: the later of what it asks and what
-    /// was asked before.
+    /// was asked before. An answer from a leader of a term below the floor
+    /// is ignored.
     pub fn readmit(&mut self, upto: LogId) {
-        if let Standing::Rejoining { upto: known } = self {
+        if let Standing::Rejoining { floor, upto: known } = self
+            && upto.leader_id.term >= *floor
+        {
             *known = Some(match known.take() {
                 Some(before) if before > upto => before,
                 _ => upto,
@@ -128,24 +179,47 @@ impl Standing {
         }
     }
 
-    /// Votes once the log reaches what the leader asked; true if it now does.
+    /// Whether the log reached what the leader asked: then the caller makes
+    /// the switch to voting durable (it syncs the log with it) and calls
+    /// [`Standing::admitted`].
     pub fn caught_up(&mut self, last: Option<LogId>) -> bool {
-        if let Standing::Rejoining { upto: Some(upto) } = self
-            && last.is_some_and(|last| {
-                last.leader_id.term >= upto.leader_id.term && last.index >= upto.index
-            })
+        if let Standing::Rejoining {
+            upto: Some(upto), ..
+        } = self
+            && last.is_some_and(|last| last >= *upto)
         {
-            *self = Standing::Voting;
+            *self = Standing::Admitting;
             return true;
         }
         false
+    }
+
+    /// The switch to voting is durable.
+    pub fn admitted(&mut self) {
+        if *self == Standing::Admitting {
+            *self = Standing::Voting;
+        }
+    }
+
+    /// Whether this node takes AppendEntries or a snapshot from a leader of
+    /// `term`: not while probing (its floor is unknown), and only from at
+    /// or above the floor while rejoining.
+    pub fn follows(&self, term: u64) -> bool {
+        match self {
+            Standing::Probing { .. } => false,
+            Standing::Rejoining { floor, .. } => term >= *floor,
+            Standing::Voting | Standing::Admitting => true,
+        }
     }
 
     /// What this node answers a peer's probe, given its last log id.
     pub fn pristine(&self, last: Option<LogId>) -> bool {
         match self {
             Standing::Rejoining { .. } => false,
-            Standing::Probing { .. } | Standing::Voting => last.is_none_or(|last| last.index == 0),
+            Standing::Probing { history, .. } => {
+                !history && last.is_none_or(|last| last.index == 0)
+            }
+            Standing::Voting | Standing::Admitting => last.is_none_or(|last| last.index == 0),
         }
     }
 }
@@ -169,36 +243,46 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_node_votes_at_once() {
+    fn a_lone_node_may_vote_at_once() {
         let mut standing = Standing::at_start(false);
-        assert!(standing.settle(&peers(&[])));
+        assert!(standing.settle(&peers(&[]), 1));
+        assert!(!standing.votes(), "not before the switch is durable");
+        standing.admitted();
         assert!(standing.votes());
     }
 
     #[test]
     fn votes_only_when_every_peer_says_the_group_is_new() {
-        let all = peers(&[1, 2]);
+        let all = peers(&[1, 2, 3, 4]);
         let mut standing = Standing::at_start(false);
-        assert!(!standing.known(1, true, &all));
-        assert!(
-            !standing.known(1, true, &all),
-            "the same peer twice is one answer"
-        );
-        assert!(!standing.votes());
-        assert!(standing.known(2, true, &all));
-        assert!(standing.votes());
+        for peer in [1, 2, 3] {
+            standing.known(peer, true, 0);
+            assert!(!standing.settle(&all, 5));
+        }
+        standing.known(4, true, 2);
+        assert!(standing.settle(&all, 5));
+        assert_eq!(standing, Standing::Admitting);
     }
 
     #[test]
-    fn one_peer_with_a_history_makes_it_rejoin_whatever_the_others_say() {
-        let all = peers(&[1, 2]);
+    fn a_history_makes_it_rejoin_once_a_sample_answered_with_the_highest_term_as_floor() {
+        let all = peers(&[1, 2, 3, 4]);
         let mut standing = Standing::at_start(false);
-        standing.known(1, true, &all);
-        assert!(!standing.known(2, false, &all));
-        assert_eq!(standing, Standing::Rejoining { upto: None });
+        standing.known(1, false, 7);
+        standing.known(2, true, 9);
+        assert!(!standing.settle(&all, 5));
         assert!(
-            !standing.known(1, true, &all),
-            "a rejoining node stays rejoining"
+            matches!(standing, Standing::Probing { .. }),
+            "2 of 4 peers meet not every majority"
+        );
+        standing.known(3, true, 4);
+        assert!(!standing.settle(&all, 5));
+        assert_eq!(
+            standing,
+            Standing::Rejoining {
+                floor: 9,
+                upto: None
+            }
         );
         assert!(
             !standing.caught_up(Some(log_id(9, 9))),
@@ -207,13 +291,50 @@ mod tests {
     }
 
     #[test]
-    fn a_rejoining_node_votes_once_its_log_reaches_the_leaders() {
-        let mut standing = Standing::Rejoining { upto: None };
+    fn entries_from_a_leader_are_a_history_too() {
+        let all = peers(&[1, 2]);
+        let mut standing = Standing::at_start(false);
+        standing.sent_history(Some(log_id(0, 0)));
+        standing.known(1, true, 0);
+        standing.known(2, true, 0);
+        let mut copy = standing.clone();
+        assert!(copy.settle(&all, 3), "only the first entry is no history");
+        standing.sent_history(Some(log_id(3, 1)));
+        assert!(!standing.pristine(None));
+        assert!(!standing.settle(&all, 3));
+        assert_eq!(
+            standing,
+            Standing::Rejoining {
+                floor: 0,
+                upto: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_rejoining_node_follows_leaders_from_its_floor_and_votes_once_its_log_reaches_the_leaders()
+    {
+        let mut standing = Standing::Rejoining {
+            floor: 3,
+            upto: None,
+        };
+        assert!(!standing.follows(2), "a leader the majority deposed");
+        assert!(standing.follows(3));
+        standing.readmit(log_id(2, 90));
+        assert_eq!(
+            standing,
+            Standing::Rejoining {
+                floor: 3,
+                upto: None
+            },
+            "below the floor"
+        );
         standing.readmit(log_id(3, 40));
         standing.readmit(log_id(3, 30));
         assert_eq!(
             standing,
             Standing::Rejoining {
+                floor: 3,
                 upto: Some(log_id(3, 40))
             }
         );
@@ -224,7 +345,15 @@ mod tests {
             "an older term's entry is not the leader's"
         );
         assert!(standing.caught_up(Some(log_id(4, 40))));
+        assert_eq!(standing, Standing::Admitting);
+        standing.admitted();
         assert!(standing.votes());
+    }
+
+    #[test]
+    fn a_probing_node_follows_nobody() {
+        assert!(!Standing::at_start(false).follows(100));
+        assert!(Standing::Voting.follows(0));
     }
 
     #[test]
@@ -233,15 +362,21 @@ mod tests {
         assert!(Standing::Voting.pristine(None));
         assert!(Standing::Voting.pristine(Some(log_id(0, 0))));
         assert!(!Standing::Voting.pristine(Some(log_id(1, 1))));
-        assert!(!Standing::Rejoining { upto: None }.pristine(None));
+        assert!(
+            !Standing::Rejoining {
+                floor: 0,
+                upto: None
+            }
+            .pristine(None)
+        );
         assert!(!Standing::at_start(false).pristine(Some(log_id(1, 1))));
     }
 
     #[test]
-    fn a_probing_node_sent_a_history_rejoins() {
-        let mut standing = Standing::at_start(false);
-        assert!(!standing.sent_history(Some(log_id(0, 0))));
-        assert!(standing.sent_history(Some(log_id(1, 1))));
-        assert_eq!(standing, Standing::Rejoining { upto: None });
+    fn samples_meet_every_majority() {
+        assert_eq!(sample_size(1), 0);
+        assert_eq!(sample_size(2), 1);
+        assert_eq!(sample_size(3), 2);
+        assert_eq!(sample_size(5), 3);
     }
 }

@@ -238,6 +238,19 @@ pub struct Client {
     transport: Arc<Transport>,
 }
 
+/// Forgets a call when dropped, so that a call openraft gave up on does
+/// not wait for an answer forever (answered calls are already forgotten).
+struct Forget<'a> {
+    transport: &'a Transport,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.transport.forget(self.id);
+    }
+}
+
 /// Why a call got no answer, as openraft wants it.
 enum NoAnswer {
     Unreachable(String),
@@ -250,14 +263,17 @@ impl Client {
             .transport
             .call(self.target, self.group, rpc)
             .map_err(NoAnswer::Unreachable)?;
+        // However this call ends (answered, timed out, or dropped by
+        // openraft when a replication stream stops), it stops waiting.
+        let _forget = Forget {
+            transport: &self.transport,
+            id,
+        };
         match tokio::time::timeout(ttl, rx).await {
             Ok(Ok(Reply::Unavailable(why))) => Err(NoAnswer::Unreachable(why)),
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(NoAnswer::Unreachable("the call was dropped".into())),
-            Err(_) => {
-                self.transport.forget(id);
-                Err(NoAnswer::Timeout(ttl))
-            }
+            Err(_) => Err(NoAnswer::Timeout(ttl)),
         }
     }
 
