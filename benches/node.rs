@@ -6,6 +6,10 @@
 //! no-ops by an `LD_PRELOAD` shim the bench compiles with `cc`, and the ratio of the two send rates
 //! is printed (how close the node is to its own CPU limit).
 //!
+//! Then a cluster of [`CLUSTER_NODES`] durable nodes joined by the test router (no delay) takes
+//! the same pipelined sends through one node, each acknowledged once committed on a majority and
+//! applied there, and the rate is printed beside the single node's.
+//!
 //! Run with `cargo bench --bench node`. `SEGLOG_BENCH_SECS` sets the length of each timed phase
 //! (default 10 s); `SEGLOG_BENCH_DIR` the parent of the data directory (default `target/`, the
 //! disk the tests use); `SEGLOG_BIN` another binary than the one cargo built.
@@ -20,6 +24,7 @@ mod workload;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -27,8 +32,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use workload::connection::{Connection, Reply, Wiring, lock};
+use workload::connection::{Connection, Network, ProtocolErrors, Reply, Wiring, lock};
 use workload::node::{self, NodeConfig, NodeProcess};
+use workload::router::{NetworkConfig, Router};
+use workload::supervisor::Supervisor;
 
 /// Requests kept in flight by the closed-loop phases (the pipelining depth).
 const IN_FLIGHT: usize = 64;
@@ -55,6 +62,9 @@ const PACED_BACKLOG_MAX: usize = 10_000;
 /// (`seglog::node::poll::POLL_REPLY_BYTES_MAX`): a reply well under it was
 /// not cut short, so the keys it left out are read to their end.
 const POLL_REPLY_BYTES: usize = 1 << 20;
+
+/// Nodes of the cluster phase: the smallest cluster with a majority and a minority.
+const CLUSTER_NODES: usize = 3;
 
 /// Client name on every bench request.
 const SRC: &str = "c1";
@@ -107,6 +117,17 @@ fn run() -> Result<(), String> {
     let no_sync = bench_node(&binary, &parent, phase);
     unsafe { std::env::remove_var("LD_PRELOAD") };
     let no_sync = no_sync?;
+    println!("== {CLUSTER_NODES} durable nodes through the router ==");
+    let cluster = bench_cluster(&binary, &parent, phase)?;
+    println!(
+        "{CLUSTER_NODES}-node cluster / one node, durable sends {IN_FLIGHT} in flight through one \
+         node: {:.2} ({:.0} / {:.0} acked sends/s); p99 {:.2} ms / {:.2} ms",
+        cluster.rate() / durable.rate().max(f64::MIN_POSITIVE),
+        cluster.rate(),
+        durable.rate(),
+        millis(cluster.percentile(0.99)),
+        millis(durable.percentile(0.99)),
+    );
     println!(
         "durable / no-sync, sends {IN_FLIGHT} in flight: {:.2} ({:.0} / {:.0} acked sends/s); \
          p99 {:.2} ms / {:.2} ms",
@@ -220,6 +241,90 @@ fn bench_node(
     }
     drop(errors);
     Ok(sends)
+}
+
+/// Pipelined durable sends through node 0 of a cluster of [`CLUSTER_NODES`] nodes joined by the
+/// router, after every group has a leader.
+fn bench_cluster(
+    binary: &std::path::Path,
+    parent: &std::path::Path,
+    phase: Duration,
+) -> Result<Stats, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("seglog-bench-cluster-")
+        .tempdir_in(parent)
+        .map_err(|e| format!("create a data directory in {}: {e}", parent.display()))?;
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir(&data_dir).map_err(|e| format!("create {}: {e}", data_dir.display()))?;
+    let node_ids: Vec<String> = (0..CLUSTER_NODES).map(node::node_id).collect();
+    let protocol_errors = ProtocolErrors::default();
+    let router = Router::start(
+        node_ids.clone(),
+        NetworkConfig::PERFECT,
+        StdRng::seed_from_u64(SEED),
+        protocol_errors.clone(),
+    )?;
+    let wiring = Wiring {
+        protocol_errors: protocol_errors.clone(),
+        traffic: Arc::default(),
+        network: Some(Arc::clone(&router) as Arc<dyn Network>),
+    };
+    let configs = node_ids
+        .iter()
+        .map(|id| NodeConfig {
+            binary: binary.to_path_buf(),
+            data_dir: data_dir.clone(),
+            log_path: dir.path().join(format!("{id}.log")),
+            node_id: id.clone(),
+            node_ids: node_ids.clone(),
+            env: Vec::new(),
+        })
+        .collect();
+    let supervisor = Supervisor::start(configs, wiring)?;
+    let connection = supervisor.connection(0)?;
+    wait_for_leaders(&connection)?;
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut sequence = 0_u64;
+    let sends = closed_loop(&connection, phase, "send_ok", || {
+        sequence += 1;
+        send_body(&mut rng, sequence)
+    })?;
+    sends.print(
+        &format!("sends through n0 of {CLUSTER_NODES}, {IN_FLIGHT} in flight"),
+        "acked durable sends",
+    );
+    supervisor.shutdown_all()?;
+    router.stop();
+    let errors = lock(&protocol_errors);
+    if !errors.is_empty() {
+        return Err(format!(
+            "protocol errors: {:?}",
+            &errors[..errors.len().min(5)]
+        ));
+    }
+    drop(errors);
+    Ok(sends)
+}
+
+/// Waits until `connection`'s node knows a leader for every group.
+fn wait_for_leaders(connection: &Connection) -> Result<(), String> {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while Instant::now() < deadline {
+        let reply = connection
+            .call(SRC, json!({"type": "topology"}), REPLY_TIMEOUT)
+            .map_err(|e| format!("topology: {e:?}"))?;
+        let leaders = reply.body["leaders"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !leaders.is_empty() && leaders.iter().all(Value::is_string) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "no leader for every group within {REPLY_TIMEOUT:?}"
+    ))
 }
 
 /// Maelstrom's final read: one client polls every key from offset 0, all

@@ -66,12 +66,21 @@ pub fn key_field(body: &Object, name: &str) -> Result<String, String> {
     Ok(key)
 }
 
-/// A message as compact JSON text, within [`MESSAGE_BYTES_MAX`].
+/// The largest message a send may carry, as compact JSON text: a send
+/// travels inside a Raft log entry, itself one record of the store (at
+/// most [`MESSAGE_BYTES_MAX`]) in which the message is a JSON string, so
+/// escaped (at worst twice as long) among the entry's other fields.
+/// A sixteenth of the record limit (64 KiB) keeps a proposal of one such
+/// send within `server::PROPOSAL_BYTES_MAX`, and an AppendEntries of
+/// `ENTRIES_PER_APPEND_MAX` entries within a node's line limit.
+pub const SEND_MSG_BYTES_MAX: usize = MESSAGE_BYTES_MAX / 16;
+
+/// A message as compact JSON text, within [`SEND_MSG_BYTES_MAX`].
 pub fn message_text(msg: &Value) -> Result<Vec<u8>, String> {
     let text = serde_json::to_vec(msg).map_err(|e| format!("msg: {e}"))?;
-    if text.len() > MESSAGE_BYTES_MAX {
+    if text.len() > SEND_MSG_BYTES_MAX {
         return Err(format!(
-            "msg is {} bytes of JSON, more than the maximum of {MESSAGE_BYTES_MAX}",
+            "msg is {} bytes of JSON, more than the maximum of {SEND_MSG_BYTES_MAX}",
             text.len()
         ));
     }

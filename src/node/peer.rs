@@ -52,6 +52,56 @@ impl PeerRequest {
     }
 }
 
+impl PeerRequest {
+    /// When its line of `bytes` is over `target`, the request cut in two
+    /// halves (each of its lists halved) to send as two messages; `None`
+    /// when it fits or holds one item only.
+    pub fn split_if_over(&self, bytes: usize, target: usize) -> Option<(PeerRequest, PeerRequest)> {
+        let items = self.raft.calls.len()
+            + self.raft.answers.len()
+            + self.raft.notes.len()
+            + self.forwards.len()
+            + self.outcomes.len();
+        if bytes <= target || items < 2 {
+            return None;
+        }
+        // The request is rebuilt from its serialized form: openraft's
+        // messages cannot be cloned.
+        let value = serde_json::to_value(self).ok()?;
+        let (mut first, mut second) = (value.clone(), value);
+        // The first half takes the first `items / 2` items, list by list.
+        let mut left = items / 2;
+        for path in [
+            &["raft", "calls"][..],
+            &["raft", "answers"],
+            &["raft", "notes"],
+            &["forwards"],
+            &["outcomes"],
+        ] {
+            let (Some(a), Some(b)) = (list_at(&mut first, path), list_at(&mut second, path)) else {
+                continue;
+            };
+            let taken = a.len().min(left);
+            a.truncate(taken);
+            b.drain(..taken);
+            left -= taken;
+        }
+        Some((
+            PeerRequest::deserialize(first).ok()?,
+            PeerRequest::deserialize(second).ok()?,
+        ))
+    }
+}
+
+/// The list at `path` in a request's JSON form.
+fn list_at<'a>(value: &'a mut Value, path: &[&str]) -> Option<&'a mut Vec<Value>> {
+    let mut at = value;
+    for name in path {
+        at = at.get_mut(*name)?;
+    }
+    at.as_array_mut()
+}
+
 impl PartialEq for PeerRequest {
     /// Equal when they say the same: by their wire form (the openraft
     /// messages a batch holds have no equality of their own).
@@ -117,7 +167,7 @@ fn check(request: &PeerRequest) -> Result<(), String> {
             match op {
                 Op::Send { key, msg } => {
                     super::fields::check_key(key)?;
-                    if msg.len() > crate::storage::format::MESSAGE_BYTES_MAX
+                    if msg.len() > super::fields::SEND_MSG_BYTES_MAX
                         || serde_json::from_str::<serde::de::IgnoredAny>(msg).is_err()
                     {
                         return Err(format!(
@@ -163,4 +213,49 @@ pub struct BatchBody<'a> {
     pub msg_id: u64,
     #[serde(flatten)]
     pub request: &'a PeerRequest,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::standing::Note;
+
+    fn request(notes: usize, outcomes: usize) -> PeerRequest {
+        let mut request = PeerRequest::default();
+        request.raft.notes = (0..notes as u32)
+            .map(|group| Note::Probe { group })
+            .collect();
+        request.outcomes = (0..outcomes as u64)
+            .map(|seq| {
+                (
+                    ProposalId { node: 1, seq },
+                    ForwardOutcome::NotLeader { leader: None },
+                )
+            })
+            .collect();
+        request
+    }
+
+    #[test]
+    fn a_request_over_the_target_splits_into_halves_that_hold_every_item_once() {
+        let whole = request(3, 2);
+        assert!(whole.split_if_over(10, 100).is_none(), "under the target");
+        let (first, second) = whole.split_if_over(200, 100).expect("split");
+        assert_eq!(first.raft.notes.len() + first.outcomes.len(), 2);
+        assert_eq!(second.raft.notes.len() + second.outcomes.len(), 3);
+        let mut notes = first.raft.notes.clone();
+        notes.extend(second.raft.notes.clone());
+        assert_eq!(notes, whole.raft.notes);
+        let mut outcomes = first.outcomes.clone();
+        outcomes.extend(second.outcomes.clone());
+        assert_eq!(outcomes, whole.outcomes);
+    }
+
+    #[test]
+    fn single_items_of_different_lists_split_too_and_one_item_does_not() {
+        let (first, second) = request(1, 1).split_if_over(200, 100).expect("split");
+        assert_eq!((first.raft.notes.len(), first.outcomes.len()), (1, 0));
+        assert_eq!((second.raft.notes.len(), second.outcomes.len()), (0, 1));
+        assert!(request(1, 0).split_if_over(200, 100).is_none());
+    }
 }

@@ -61,6 +61,18 @@ pub const PARTS_WAITING_MAX: usize = 65_536;
 /// replaces a leader really gone.
 pub const LEADER_SILENCE: Duration = Duration::from_millis(3 * TIMING_DEFAULT.heartbeat_ms);
 
+/// The most a proposal's operations may weigh, estimated as their keys and
+/// messages twice over (JSON escaping at worst doubles a string) plus
+/// fields: its entry is one record of the store (at most 1 MiB) and up to
+/// 16 entries travel in one AppendEntries. A tick's writes for a group
+/// that weigh more become several proposals.
+pub const PROPOSAL_BYTES_MAX: usize = 128 << 10;
+
+/// The size a peer message is kept under when it can be split: well below
+/// a node's 4 MiB line limit, which only a single oversized call (an
+/// AppendEntries of 16 entries of the largest size) may come near.
+pub const BATCH_BYTES_TARGET: usize = 1 << 20;
+
 /// What a task of the groups reports to the event loop.
 pub enum Event {
     /// A proposal of this node's clients' parts finished.
@@ -654,7 +666,10 @@ impl Server {
                 None => self.unrouted.push(part),
             }
         }
-        for (group, parts) in local {
+        for (group, parts) in local
+            .into_iter()
+            .flat_map(|(group, parts)| sized(parts).into_iter().map(move |parts| (group, parts)))
+        {
             let id = self.groups.next_proposal_id();
             let proposal = Proposal {
                 id,
@@ -679,7 +694,9 @@ impl Server {
             });
         }
         for (leader, by_group) in forward {
-            for (group, parts) in by_group {
+            for (group, parts) in by_group.into_iter().flat_map(|(group, parts)| {
+                sized(parts).into_iter().map(move |parts| (group, parts))
+            }) {
                 let id = self.groups.next_proposal_id();
                 let batch = ForwardBatch {
                     group,
@@ -720,16 +737,26 @@ impl Server {
             let Some(dest) = self.cluster.name_of(peer).map(str::to_string) else {
                 continue;
             };
-            let msg_id = self.next_msg_id();
-            self.out.send(protocol::encode(
-                &me,
-                &dest,
-                BatchBody {
-                    kind: "batch",
-                    msg_id,
-                    request: &request,
-                },
-            ));
+            let mut waiting = vec![request];
+            while let Some(request) = waiting.pop() {
+                let msg_id = self.next_msg_id();
+                let line = protocol::encode(
+                    &me,
+                    &dest,
+                    BatchBody {
+                        kind: "batch",
+                        msg_id,
+                        request: &request,
+                    },
+                );
+                match request.split_if_over(line.len(), BATCH_BYTES_TARGET) {
+                    Some((first, second)) => {
+                        waiting.push(second);
+                        waiting.push(first);
+                    }
+                    None => self.out.send(line),
+                }
+            }
         }
     }
 
@@ -877,6 +904,34 @@ impl Server {
     }
 }
 
+/// The estimated weight of an operation in a proposal's entry.
+fn op_bytes(op: &Op) -> usize {
+    const FIELDS: usize = 64;
+    match op {
+        Op::Send { key, msg } => 2 * (key.len() + msg.len()) + FIELDS,
+        Op::Commit { key, .. } => 2 * key.len() + FIELDS,
+    }
+}
+
+/// Parts cut into proposals of at most [`PROPOSAL_BYTES_MAX`] each (a part
+/// heavier than that alone in its own), in order.
+fn sized(parts: Vec<Part>) -> Vec<Vec<Part>> {
+    let mut out: Vec<Vec<Part>> = Vec::new();
+    let mut weight = 0;
+    for part in parts {
+        let bytes = op_bytes(&part.op);
+        match out.last_mut() {
+            Some(last) if weight + bytes <= PROPOSAL_BYTES_MAX => last.push(part),
+            _ => {
+                out.push(vec![part]);
+                weight = 0;
+            }
+        }
+        weight += bytes;
+    }
+    out
+}
+
 /// Where this process's peer message ids start: microseconds since the
 /// epoch. The ids of the previous process of this node stayed below it
 /// unless it sent more than one message per microsecond of its life; and it
@@ -885,4 +940,42 @@ fn first_msg_id() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(token: u64, msg_bytes: usize) -> Part {
+        Part {
+            token,
+            group: 0,
+            op: Op::Send {
+                key: "k".into(),
+                msg: "m".repeat(msg_bytes),
+            },
+            deadline: Instant::now(),
+            maybe: false,
+        }
+    }
+
+    #[test]
+    fn a_ticks_parts_become_proposals_within_the_weight_limit_in_order() {
+        let small = PROPOSAL_BYTES_MAX / 8;
+        let parts: Vec<Part> = (0..20).map(|token| part(token, small)).collect();
+        let proposals = sized(parts);
+        assert!(proposals.len() > 1);
+        for proposal in &proposals {
+            assert!(proposal.iter().map(|p| op_bytes(&p.op)).sum::<usize>() <= PROPOSAL_BYTES_MAX);
+        }
+        let tokens: Vec<u64> = proposals.iter().flatten().map(|p| p.token).collect();
+        assert_eq!(tokens, (0..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_part_heavier_than_the_limit_is_a_proposal_of_its_own() {
+        let proposals = sized(vec![part(0, 1), part(1, PROPOSAL_BYTES_MAX), part(2, 1)]);
+        let sizes: Vec<usize> = proposals.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 1, 1]);
+    }
 }

@@ -64,10 +64,12 @@ pub const SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
 /// catches up from the log rather than by a snapshot.
 pub const LOG_KEPT_BELOW_SNAPSHOT: u64 = 1_000;
 
-/// Entries one AppendEntries carries at most: with proposals of up to a
-/// forward batch each, this keeps a message to a peer well within a
-/// node's line limit.
-pub const ENTRIES_PER_APPEND_MAX: u64 = 64;
+/// Entries one AppendEntries carries at most: with proposals of at most
+/// about 130 KiB each (the Maelstrom node's `PROPOSAL_BYTES_MAX`, or one
+/// send of the largest size), one call stays near 2 MiB, within a node's
+/// 4 MiB line limit; a follower catching up takes 16 entries (usually a
+/// tick's writes each) per round trip.
+pub const ENTRIES_PER_APPEND_MAX: u64 = 16;
 
 /// Bytes of a snapshot one InstallSnapshot chunk carries.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 256 << 10;

@@ -15,14 +15,15 @@
 //!    by then, won or expired.
 //! 1. **Probing.** It asks every peer whether the group has anything past
 //!    its first entry (the membership every node writes when it
-//!    initializes the group), and its current term. If every peer says no,
-//!    nothing was ever committed beyond that entry, so nothing can be
-//!    lost: the cluster is new, and the node votes. If any peer says yes,
-//!    the group has a history this node may have been part of; once enough
-//!    peers answered that every majority it could have been part of has a
-//!    member among them ([`sample_size`]), the highest term they report is
-//!    its *floor*, and it is rejoining. It accepts nothing from a leader
-//!    while probing.
+//!    initializes the group), and its current term, until enough peers
+//!    answered that every majority it could have voted or acknowledged in
+//!    has a member among them ([`sample_size`]). If none of them says yes,
+//!    nothing was ever committed beyond that entry (a committed entry is on
+//!    a majority, and the others of that majority would say so), so
+//!    nothing can be lost: the cluster is new, and the node votes. If one
+//!    says yes, the group has a history this node may have been part of:
+//!    the highest term they report is its *floor*, and it is rejoining. It
+//!    accepts nothing from a leader while probing.
 //! 2. **Rejoining.** It asks the peers to readmit it; the group's leader
 //!    answers with its last log id at that moment. The node follows any
 //!    leader of a term at or above its floor (a leader of an older term
@@ -139,26 +140,23 @@ impl Standing {
         }
     }
 
-    /// Decides what the probes' answers allow: true if this node may now
-    /// vote (every peer says the group is new), in which case the caller
-    /// makes that durable and calls [`Standing::admitted`]. Rejoins once a
-    /// history is known and a sample of `nodes` answered.
+    /// Decides what the probes' answers allow, once a sample of the `nodes`
+    /// (see [`sample_size`]) answered: true if this node may now vote (none
+    /// knows a history of the group), in which case the caller makes that
+    /// durable and calls [`Standing::admitted`]; else it rejoins.
     pub fn settle(&mut self, peers: &BTreeSet<NodeId>, nodes: usize) -> bool {
         let Standing::Probing { answers, history } = self else {
             return false;
         };
-        // A lone node has nobody whose entries it could outvote.
-        let new = peers.is_empty()
-            || !*history
-                && peers
-                    .iter()
-                    .all(|peer| answers.get(peer).is_some_and(|(pristine, _)| *pristine));
-        if new {
+        // Enough answers meet every majority this node could have been part
+        // of: a history of the group shows in one of them.
+        let enough = answers.len() >= sample_size(nodes);
+        let history = *history || answers.values().any(|(pristine, _)| !pristine);
+        if !history && (enough || peers.is_empty()) {
             *self = Standing::Admitting;
             return true;
         }
-        let history = *history || answers.values().any(|(pristine, _)| !pristine);
-        if history && answers.len() >= sample_size(nodes) {
+        if history && enough {
             let floor = answers.values().map(|(_, term)| *term).max().unwrap_or(0);
             *self = Standing::Rejoining { floor, upto: None };
         }
@@ -252,16 +250,28 @@ mod tests {
     }
 
     #[test]
-    fn votes_only_when_every_peer_says_the_group_is_new() {
+    fn votes_when_a_sample_meeting_every_majority_says_the_group_is_new() {
         let all = peers(&[1, 2, 3, 4]);
         let mut standing = Standing::at_start(false);
-        for peer in [1, 2, 3] {
+        for peer in [1, 2] {
             standing.known(peer, true, 0);
-            assert!(!standing.settle(&all, 5));
+            assert!(
+                !standing.settle(&all, 5),
+                "2 of 4 peers meet not every majority"
+            );
         }
         standing.known(4, true, 2);
-        assert!(standing.settle(&all, 5));
+        assert!(
+            standing.settle(&all, 5),
+            "3 of 4 do: a node cut off does not matter"
+        );
         assert_eq!(standing, Standing::Admitting);
+        let mut three = Standing::at_start(false);
+        three.known(1, true, 0);
+        assert!(
+            !three.settle(&peers(&[1, 2]), 3),
+            "of 3 nodes, both others must answer"
+        );
     }
 
     #[test]

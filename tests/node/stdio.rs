@@ -1,6 +1,7 @@
 //! The real binary over stdin/stdout: every RPC, bad input, out-of-order
 //! replies, restarts after `kill -9`.
 
+use seglog::node::fields::SEND_MSG_BYTES_MAX;
 use std::path::Path;
 use std::process::Command;
 
@@ -95,6 +96,11 @@ fn bad_input_gets_errors_and_the_node_keeps_serving() {
         ),
         (
             json!({"type": "send", "key": "k", "msg": "m".repeat(1 << 20)}),
+            12,
+        ),
+        // Past what fits a Raft log entry with room to spare.
+        (
+            json!({"type": "send", "key": "k", "msg": "m".repeat(SEND_MSG_BYTES_MAX)}),
             12,
         ),
     ];
