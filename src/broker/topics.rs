@@ -1,7 +1,8 @@
-//! Creating and deleting topics, a partition's state, and tidying the
-//! store at start. A topic's deletion changes the catalog first, durably,
-//! then removes its partitions' logs; a crash in between leaves logs of a
-//! dead topic id, which [`remove_dead_keys`] removes at the next start.
+//! Creating and deleting topics, a partition's state, the search of a
+//! partition by timestamp, and tidying the store at start. A topic's
+//! deletion changes the catalog first, durably, then removes its
+//! partitions' logs; a crash in between leaves logs of a dead topic id,
+//! which [`remove_dead_keys`] removes at the next start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use super::Broker;
 use super::catalog::{Catalog, KeyOwner, NewTopic, Topic};
 use super::error::{Error, Result};
+use super::payload::as_kafka;
 use super::time::now_ms;
 use crate::log;
 use crate::storage::store::Store;
@@ -20,6 +22,10 @@ const REMOVAL_ATTEMPTS: usize = 5;
 
 /// Longest wait for one sync point during a removal.
 const REMOVAL_WAIT: Duration = Duration::from_secs(1);
+
+/// Records a search by timestamp reads under one hold of the store's lock,
+/// so a scan of a long partition lets writes in between.
+pub const TIMESTAMP_SCAN_RECORDS: usize = 4096;
 
 /// Creates a topic, durably (blocks on the catalog's file: call it off
 /// the event loop).
@@ -104,6 +110,40 @@ impl Broker {
             end,
             bytes,
         })
+    }
+}
+
+impl Broker {
+    /// The first record of the log behind `key` whose timestamp is at or
+    /// after `t` (milliseconds since the Unix epoch), with its timestamp;
+    /// `None` when there is none yet. Both front ends' searches by time
+    /// (Kafka's ListOffsets, the HTTP fetch's `timestamp`) use it.
+    ///
+    /// It scans from the log start, [`TIMESTAMP_SCAN_RECORDS`] at a time:
+    /// timestamps are the clients' and need not grow with offsets, and
+    /// there is no time index yet (issue 21 adds one), so a search costs a
+    /// read of the partition up to the record found.
+    pub fn first_at_or_after(&self, key: &str, t: i64) -> crate::Result<Option<(u64, i64)>> {
+        let mut from = self.store().log_start(key)?;
+        loop {
+            let mut seen = 0;
+            let mut found = None;
+            let mut next = from;
+            self.store().read(key, from, &mut |at, payload| {
+                let ts = as_kafka(payload).map_or(-1, |r| r.timestamp);
+                if ts >= t {
+                    found = Some((at, ts));
+                    return false;
+                }
+                seen += 1;
+                next = at + 1;
+                seen < TIMESTAMP_SCAN_RECORDS
+            })?;
+            if found.is_some() || seen < TIMESTAMP_SCAN_RECORDS {
+                return Ok(found);
+            }
+            from = next;
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub mod code {
     pub const NO_ROUTE: u32 = 40400;
     pub const TOPIC_NOT_FOUND: u32 = 40401;
     pub const PARTITION_NOT_FOUND: u32 = 40402;
+    /// No committed offset of the group (groups exist only through them).
+    pub const GROUP_NOT_FOUND: u32 = 40403;
     /// The route exists, not with this method.
     pub const METHOD_NOT_ALLOWED: u32 = 40501;
     pub const TOPIC_EXISTS: u32 = 40901;

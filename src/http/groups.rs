@@ -1,5 +1,8 @@
-//! Consumer group offsets: `POST /groups/{group}/offsets` (commit, forward
-//! only, durable before the reply) and `GET /groups/{group}/offsets`.
+//! Consumer groups: `GET /groups` (the groups with committed offsets),
+//! `GET /groups/{group}` (its offsets with each partition's end and the
+//! group's lag), and their offsets: `POST /groups/{group}/offsets`
+//! (commit, forward only, durable before the reply) and
+//! `GET /groups/{group}/offsets`.
 
 use std::collections::HashMap;
 
@@ -9,8 +12,12 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 
-use super::api::{AppState, body, check_partition, parse, path, topic_not_found};
-use super::error::ApiError;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+
+use super::api::{AppState, blocking, body, check_partition, parse, path, topic_not_found};
+use super::error::{ApiError, code};
 use crate::broker::catalog::Topic;
 use crate::broker::groups::{check_group, offset_key};
 
@@ -109,4 +116,89 @@ pub(super) async fn list(
         }
     }
     Ok(Json(GroupOffsets { offsets }))
+}
+
+/// `GET /groups`: the names of the groups that have committed offsets of
+/// topics that exist, sorted. (A group exists only through its commits.)
+pub(super) async fn list_groups(State(app): AppState) -> Result<Json<Vec<String>>, ApiError> {
+    blocking(move || {
+        let mut names: Vec<String> = app
+            .committed_offsets(None)
+            .into_iter()
+            .map(|c| c.group)
+            .collect();
+        names.dedup();
+        Ok(names)
+    })
+    .await
+    .map(Json)
+}
+
+/// One partition of a group's description.
+#[derive(Serialize)]
+pub(super) struct GroupPartition {
+    topic: String,
+    partition: u32,
+    /// The committed offset: the next one the group will read.
+    offset: u64,
+    log_start_offset: u64,
+    end_offset: u64,
+    /// Records after the committed offset: `end_offset - offset`, or 0
+    /// for a commit at or past the end.
+    lag: u64,
+}
+
+/// `GET /groups/{group}`'s reply.
+#[derive(Serialize)]
+pub(super) struct GroupInfo {
+    group: String,
+    /// The sum of the partitions' lags.
+    lag: u64,
+    partitions: Vec<GroupPartition>,
+}
+
+/// `GET /groups/{group}`: the group's committed offsets, each beside its
+/// partition's log start and end and the lag; 404 when the group has no
+/// committed offset of a topic that exists.
+pub(super) async fn describe(
+    State(app): AppState,
+    group: Result<Path<String>, PathRejection>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let group = path(group)?;
+    check_group(&group)?;
+    let worker = Arc::clone(&app);
+    blocking(move || {
+        let committed = worker.committed_offsets(Some(&group));
+        if committed.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                code::GROUP_NOT_FOUND,
+                format!("group '{group}' has no committed offsets (GET /groups lists the groups)"),
+            ));
+        }
+        let mut partitions = Vec::with_capacity(committed.len());
+        for c in committed {
+            // Listed from the catalog a moment ago; a topic deleted since
+            // drops out rather than failing the whole reply.
+            let Some(topic) = worker.catalog().get(&c.topic).cloned() else {
+                continue;
+            };
+            let state = worker.partition_state(&topic.key(c.partition))?;
+            partitions.push(GroupPartition {
+                lag: state.end.saturating_sub(c.offset),
+                topic: c.topic,
+                partition: c.partition,
+                offset: c.offset,
+                log_start_offset: state.log_start,
+                end_offset: state.end,
+            });
+        }
+        Ok(GroupInfo {
+            group,
+            lag: partitions.iter().map(|p| p.lag).sum(),
+            partitions,
+        })
+    })
+    .await
+    .map(Json)
 }
