@@ -2,7 +2,7 @@
 //! layer, JSON replies for unknown routes and methods, the extractors'
 //! errors as [`ApiError`]s, `GET /health` and `GET /metrics`. The handlers
 //! of each resource have a file of their own (`topics`, `produce`,
-//! `fetch`, `groups`). Every body in and out is JSON; a request is checked
+//! `fetch`, `groups`), and so does the console (`console`). Every body in and out is JSON; a request is checked
 //! whole before anything is applied, so a bad request changes nothing.
 
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::console::{self, Console};
 use super::error::{ApiError, ErrorCode, code};
 use super::metrics::HttpMetrics;
 use super::{fetch, groups, produce, topics};
@@ -30,8 +31,8 @@ use crate::log;
 pub(super) type AppState = State<Arc<Broker>>;
 
 /// Every route, with the metrics layer and JSON replies for unknown routes
-/// and methods.
-pub fn router(app: Arc<Broker>) -> Router {
+/// and methods, and the console's.
+pub fn router(app: Arc<Broker>, console: Console) -> Router {
     let http_metrics = Arc::new(HttpMetrics::default());
     Router::new()
         .route("/health", get(health))
@@ -51,10 +52,13 @@ pub fn router(app: Arc<Broker>) -> Router {
             "/topics/{topic}/partitions/{partition}/records",
             get(fetch::fetch),
         )
+        .route("/groups", get(groups::list_groups))
+        .route("/groups/{group}", get(groups::describe))
         .route(
             "/groups/{group}/offsets",
             get(groups::list).post(groups::commit),
         )
+        .merge(console::routes(console))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(
