@@ -4,7 +4,11 @@
 # a C compiler and the C library headers (the LD_PRELOAD shims of
 # tests/durability/faults.rs and powerloss.rs), the Python Kafka
 # clients pinned in tests/kafka_clients/requirements.txt, and gnuplot and
-# graphviz, without which every Maelstrom run ends ":valid? :unknown".
+# graphviz, without which every Maelstrom run ends ":valid? :unknown";
+# and for the console's browser test (tests/serve/console.rs) Debian's
+# Chromium, Node.js and npm, and the npm packages pinned in
+# tests/console/package-lock.json (playwright-core, which drives the
+# system's Chromium and never downloads a browser).
 # (Maelstrom's Java 17 is not installed here.)
 #
 # Installs only what is missing and prints nothing when everything is there,
@@ -29,6 +33,9 @@ command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 command -v gnuplot >/dev/null 2>&1 || packages+=(gnuplot-nox)
 command -v dot >/dev/null 2>&1 || packages+=(graphviz)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3 python3-pip)
+[ -x /usr/bin/chromium ] || packages+=(chromium chromium-driver)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 if [ ${#packages[@]} -gt 0 ]; then
     echo "test-setup: installing ${packages[*]}" >&2
     apt update -qq
@@ -67,4 +74,20 @@ if ! pinned_clients_installed; then
             exit 1
         fi
     fi
+fi
+
+# The console test's npm packages, exactly as locked; only when the
+# installed playwright-core is not the locked one (npm ci starts from a
+# clean node_modules).
+console=tests/console
+locked_packages_installed() {
+    node -e '
+        const lock = require("./package-lock.json").packages["node_modules/playwright-core"];
+        const installed = require("./node_modules/playwright-core/package.json");
+        process.exit(lock.version === installed.version ? 0 : 1);
+    ' 2>/dev/null
+}
+if ! (cd "$console" && locked_packages_installed); then
+    echo "test-setup: installing the npm packages of $console/package-lock.json" >&2
+    npm ci --prefix "$console" --no-audit --no-fund --loglevel=error >/dev/null
 fi

@@ -84,6 +84,14 @@ pub fn run(client: &Client, out: &Out, args: &ConsumeArgs) -> Outcome {
     for p in partitions {
         let state = &topic.partitions[p as usize];
         let next = match (args.offset, since) {
+            (Some(offset), _) if offset > state.end_offset => {
+                return Err(Failure::Usage(format!(
+                    "--offset {offset} is past the end of partition {p} of {}, which is {}; \
+                     `seglog topic describe {}` shows where each partition ends",
+                    topic.name, state.end_offset, topic.name
+                ))
+                .into());
+            }
             (Some(offset), _) => offset,
             (None, Some(ms)) => {
                 let found =
