@@ -57,6 +57,19 @@ impl TopicInfo {
     pub fn bytes(&self) -> u64 {
         self.partitions.iter().map(|p| p.bytes).sum()
     }
+
+    /// Checks partitions a command line names against the topic's.
+    pub fn check_partitions(&self, named: &[u32]) -> Result<()> {
+        let count = self.partitions.len() as u32;
+        match named.iter().find(|&&p| p >= count) {
+            Some(bad) => Err(Failure::Usage(format!(
+                "--partition {bad}: topic {} has partitions 0 to {}",
+                self.name,
+                count.saturating_sub(1)
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One partition of a group (`GET /groups/{group}`).
@@ -153,6 +166,16 @@ impl Client {
             "/topics/{}/partitions/{partition}/records?{query}",
             segment(topic)
         ))
+    }
+
+    /// The offset of a partition's first record at or after `ms` (since
+    /// the epoch), or `end` (its end, read before) when there is none.
+    pub fn offset_at(&self, topic: &str, partition: u32, ms: u64, end: u64) -> Result<u64> {
+        let found = self.fetch(topic, partition, &format!("timestamp={ms}&max_records=1"))?;
+        Ok(found
+            .first()
+            .and_then(|r| r["offset"].as_u64())
+            .unwrap_or(end))
     }
 
     /// Commits one group's offsets; returns the offsets now committed

@@ -65,12 +65,7 @@ struct Cursor {
 }
 
 pub fn run(client: &Client, out: &Out, args: &ConsumeArgs) -> Outcome {
-    let since = args
-        .time
-        .as_deref()
-        .map(when::parse)
-        .transpose()
-        .map_err(Failure::Usage)?;
+    let since = when::parse_option(args.time.as_deref())?;
     if args.max == Some(0) {
         return Err(Failure::Usage("--max is at least 1".into()).into());
     }
@@ -93,14 +88,7 @@ pub fn run(client: &Client, out: &Out, args: &ConsumeArgs) -> Outcome {
                 .into());
             }
             (Some(offset), _) => offset,
-            (None, Some(ms)) => {
-                let found =
-                    client.fetch(&topic.name, p, &format!("timestamp={ms}&max_records=1"))?;
-                found
-                    .first()
-                    .and_then(|r| r["offset"].as_u64())
-                    .unwrap_or(state.end_offset)
-            }
+            (None, Some(ms)) => client.offset_at(&topic.name, p, ms, state.end_offset)?,
             (None, None) if args.from_beginning => state.log_start_offset,
             (None, None) => committed.get(&p).copied().unwrap_or(state.log_start_offset),
         };
@@ -115,16 +103,9 @@ pub fn run(client: &Client, out: &Out, args: &ConsumeArgs) -> Outcome {
 
 /// The partitions to read: those named, checked, or all.
 fn chosen_partitions(topic: &TopicInfo, named: &[u32]) -> Result<Vec<u32>, Failure> {
-    let count = topic.partitions.len() as u32;
+    topic.check_partitions(named)?;
     if named.is_empty() {
-        return Ok((0..count).collect());
-    }
-    if let Some(bad) = named.iter().find(|&&p| p >= count) {
-        return Err(Failure::Usage(format!(
-            "--partition {bad}: topic {} has partitions 0 to {}",
-            topic.name,
-            count.saturating_sub(1)
-        )));
+        return Ok((0..topic.partitions.len() as u32).collect());
     }
     let mut chosen = named.to_vec();
     chosen.sort_unstable();

@@ -142,22 +142,9 @@ fn describe(client: &Client, out: &Out, name: &str) -> Outcome {
 }
 
 fn seek(client: &Client, out: &Out, args: &SeekArgs) -> Outcome {
-    let since = args
-        .to_time
-        .as_deref()
-        .map(when::parse)
-        .transpose()
-        .map_err(Failure::Usage)?;
+    let since = when::parse_option(args.to_time.as_deref())?;
     let topic = client.topic(&args.topic)?;
-    let count_partitions = topic.partitions.len() as u32;
-    if let Some(bad) = args.partition.iter().find(|&&p| p >= count_partitions) {
-        return Err(Failure::Usage(format!(
-            "--partition {bad}: topic {} has partitions 0 to {}",
-            topic.name,
-            count_partitions.saturating_sub(1)
-        ))
-        .into());
-    }
+    topic.check_partitions(&args.partition)?;
     let mut wanted = Vec::new();
     for state in &topic.partitions {
         if !args.partition.is_empty() && !args.partition.contains(&state.partition) {
@@ -170,15 +157,7 @@ fn seek(client: &Client, out: &Out, args: &SeekArgs) -> Outcome {
         } else if let Some(offset) = args.to_offset {
             offset
         } else if let Some(ms) = since {
-            let found = client.fetch(
-                &topic.name,
-                state.partition,
-                &format!("timestamp={ms}&max_records=1"),
-            )?;
-            found
-                .first()
-                .and_then(|r| r["offset"].as_u64())
-                .unwrap_or(state.end_offset)
+            client.offset_at(&topic.name, state.partition, ms, state.end_offset)?
         } else {
             return Err(Failure::Usage(
                 "say where to: --to-end, --to-beginning, --to-offset N or --to-time TIME".into(),

@@ -92,15 +92,8 @@ pub fn run(client: &Client, out: &Out, args: &ProduceArgs) -> Outcome {
     }
     // Checked before reading: a wrong name fails at once, not after stdin.
     let topic = client.topic(&args.topic)?;
-    if let Some(p) = args.partition
-        && p as usize >= topic.partitions.len()
-    {
-        return Err(Failure::Usage(format!(
-            "--partition {p}: topic {} has partitions 0 to {}",
-            topic.name,
-            topic.partitions.len().saturating_sub(1)
-        ))
-        .into());
+    if let Some(p) = args.partition {
+        topic.check_partitions(&[p])?;
     }
     let mut tally = Tally::default();
     let result = produce_lines(client, out, args, &mut tally);

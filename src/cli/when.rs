@@ -6,6 +6,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Parses an optional `--time` option, as a usage failure when it is wrong.
+pub fn parse_option(text: Option<&str>) -> Result<Option<u64>, super::Failure> {
+    text.map(parse).transpose().map_err(super::Failure::Usage)
+}
+
 /// Parses `text`, or says which forms are taken.
 pub fn parse(text: &str) -> Result<u64, String> {
     let text = text.trim();

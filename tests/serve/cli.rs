@@ -102,6 +102,16 @@ fn consumed(server: &Server, topic: &str, args: &[&str]) -> Vec<(u64, u64, Value
         .collect()
 }
 
+/// The sum of `field` over `value["partitions"]`.
+fn sum(value: &Value, field: &str) -> u64 {
+    value["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p[field].as_u64().expect("a number"))
+        .sum()
+}
+
 #[test]
 fn topics_are_created_listed_described_and_deleted() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -319,21 +329,8 @@ fn a_large_produce_is_batched_and_shows_progress() {
     let summary = run.json();
     assert_eq!(summary["records"], 25_000);
     assert_eq!(summary["batches"], 25, "batches of 1000 records");
-    let per_partition: u64 = summary["partitions"]
-        .as_array()
-        .expect("partitions")
-        .iter()
-        .map(|p| p["records"].as_u64().expect("records"))
-        .sum();
-    assert_eq!(per_partition, 25_000);
-    let described = server.get("/topics/big").1;
-    let total: u64 = described["partitions"]
-        .as_array()
-        .expect("partitions")
-        .iter()
-        .map(|p| p["end_offset"].as_u64().expect("end"))
-        .sum();
-    assert_eq!(total, 25_000);
+    assert_eq!(sum(&summary, "records"), 25_000);
+    assert_eq!(sum(&server.get("/topics/big").1, "end_offset"), 25_000);
     let read = seglog(&server, &["consume", "big", "--output", "json"]).ok();
     assert_eq!(read.stdout.lines().count(), 25_000);
 
