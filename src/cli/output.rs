@@ -1,6 +1,6 @@
 //! What the client commands print: tables or JSON on stdout, and the
 //! progress line of long work on stderr (on a terminal, or with
-//! `--progress`), redrawn at most every [`PROGRESS_EVERY`] and cleared
+//! `--progress`), redrawn at most every `PROGRESS_EVERY` and cleared
 //! when the work ends. Numbers, sizes and times are formatted for people
 //! here, once.
 
