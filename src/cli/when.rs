@@ -51,10 +51,17 @@ fn parse_ago(text: &str) -> Option<u64> {
     Some(now_ms().saturating_sub(number.checked_mul(unit_ms)?))
 }
 
-/// `YYYY-MM-DD[THH:MM:SS[.fff](Z|±HH:MM)]`.
+/// Latest year `--time` takes: RFC 3339 writes four digits, and the
+/// milliseconds of year 9999 fit an i64 many times over, so no arithmetic
+/// below can overflow.
+const YEAR_MAX: i64 = 9999;
+
+/// `YYYY-MM-DD[THH:MM:SS[.fff](Z|±HH:MM)]`, each field checked: a date
+/// that does not exist (2026-02-31), an hour past 23 or an offset past
+/// ±23:59 is refused, not rolled over.
 fn parse_rfc3339(text: &str) -> Option<u64> {
-    let number = |s: &str| -> Option<i64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+    let number = |s: &str, digits: std::ops::RangeInclusive<usize>| -> Option<i64> {
+        (digits.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
             .then(|| s.parse().ok())
             .flatten()
     };
@@ -64,14 +71,18 @@ fn parse_rfc3339(text: &str) -> Option<u64> {
     };
     let mut parts = date.split('-');
     let (year, month, day) = (
-        number(parts.next()?)?,
-        number(parts.next()?)?,
-        number(parts.next()?)?,
+        number(parts.next()?, 4..=4)?,
+        number(parts.next()?, 2..=2)?,
+        number(parts.next()?, 2..=2)?,
     );
-    if parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    if parts.next().is_some()
+        || !(1..=YEAR_MAX).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=days_in_month(year, month)).contains(&day)
+    {
         return None;
     }
-    let mut ms = days_from_civil(year, month, day) * 86_400_000;
+    let mut ms = days_from_civil(year, month, day).checked_mul(86_400_000)?;
     if let Some(rest) = rest {
         let (clock, offset_ms) = if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
             (clock, 0)
@@ -79,31 +90,48 @@ fn parse_rfc3339(text: &str) -> Option<u64> {
             let at = rest.rfind(['+', '-'])?;
             let (clock, offset) = rest.split_at(at);
             let sign = if offset.starts_with('-') { -1 } else { 1 };
-            let (hours, minutes) = offset[1..].split_once(':')?;
-            (
-                clock,
-                sign * (number(hours)? * 3_600_000 + number(minutes)? * 60_000),
-            )
+            let (hours, minutes) = offset.get(1..)?.split_once(':')?;
+            let (hours, minutes) = (number(hours, 2..=2)?, number(minutes, 2..=2)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            (clock, sign * (hours * 3_600_000 + minutes * 60_000))
         };
         let (whole, fraction) = clock.split_once('.').unwrap_or((clock, ""));
         let mut hms = whole.split(':');
         let (h, m, s) = (
-            number(hms.next()?)?,
-            number(hms.next()?)?,
-            number(hms.next()?)?,
+            number(hms.next()?, 2..=2)?,
+            number(hms.next()?, 2..=2)?,
+            number(hms.next()?, 2..=2)?,
         );
+        // 60: a leap second, as RFC 3339 allows.
         if hms.next().is_some() || h > 23 || m > 59 || s > 60 {
             return None;
         }
         let fraction_ms = if fraction.is_empty() {
             0
         } else {
+            if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
             let digits: String = fraction.chars().chain("000".chars()).take(3).collect();
-            number(&digits)?
+            number(&digits, 3..=3)?
         };
-        ms += h * 3_600_000 + m * 60_000 + s * 1000 + fraction_ms - offset_ms;
+        let in_day = h * 3_600_000 + m * 60_000 + s * 1000 + fraction_ms;
+        ms = ms.checked_add(in_day)?.checked_sub(offset_ms)?;
     }
     u64::try_from(ms).ok()
+}
+
+/// Days of a month of the proleptic Gregorian calendar.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar
@@ -173,10 +201,41 @@ mod tests {
             "-5x",
             "12:00",
             "2026-01-01T00:00:00",
+            // Dates that do not exist.
+            "2026-02-29",
+            "2026-02-31",
+            "2026-04-31",
+            "2026-00-10",
+            // Years past four digits, or before the epoch.
+            "99999-01-01",
+            "0000-01-01",
+            "1969-12-31T23:59:59Z",
+            "922337203685477-01-01",
+            // Offsets past ±23:59, fields of the wrong width.
+            "2026-01-01T00:00:00+24:00",
+            "2026-01-01T00:00:00-00:60",
+            "2026-01-01T00:00:00+99999999999999:00",
+            "2026-1-01",
+            "2026-01-01T0:00:00Z",
+            "2026-01-01T00:00:00.x5Z",
+            // A time ago that overflows.
+            "-99999999999999999999d",
+            "-9999999999999999d",
         ] {
             let e = parse(bad).expect_err(bad);
             assert!(e.contains("RFC 3339"), "{e}");
         }
+    }
+
+    #[test]
+    fn leap_days_and_the_extremes_parse() {
+        assert_eq!(parse("2024-02-29"), Ok(1_709_164_800_000));
+        assert_eq!(parse("2000-02-29"), Ok(951_782_400_000));
+        assert!(parse("1900-02-29").is_err(), "1900 is no leap year");
+        assert_eq!(parse("9999-12-31T23:59:59.999Z"), Ok(253_402_300_799_999));
+        assert_eq!(parse("1970-01-01T00:00:00+00:00"), Ok(0));
+        assert_eq!(parse("1970-01-01T23:59:00+23:59"), Ok(0));
+        assert_eq!(parse("2016-12-31T23:59:60Z"), Ok(1_483_228_800_000));
     }
 
     #[test]
