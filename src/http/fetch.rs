@@ -17,6 +17,7 @@ use super::api::{AppState, blocking, check_partition, find_topic, path};
 use super::error::{ApiError, code};
 use super::records::{self};
 use crate::broker::catalog::Topic;
+use crate::broker::topics::{TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch};
 use crate::broker::{Broker, Error, FETCH_WAIT_MS_MAX};
 use crate::log;
 
@@ -35,7 +36,7 @@ pub const FETCH_BYTES_MAX: usize = 64 << 20;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FetchParams {
-    /// Where to start; exactly one of `offset` and `timestamp` is given.
+    /// Where to start; with `timestamp`, where its search starts.
     #[serde(default)]
     offset: Option<u64>,
     /// Start at the first record whose timestamp (ms since the Unix epoch)
@@ -83,15 +84,12 @@ pub(super) async fn fetch(
     let partition = check_partition(&topic, partition)?;
     let offset = match (query.offset, query.timestamp) {
         (Some(offset), None) => offset,
-        (None, Some(timestamp)) => offset_at(&app, &topic, partition, timestamp).await?,
+        (from, Some(timestamp)) => {
+            offset_at(&app, &topic, partition, timestamp, from.unwrap_or(0)).await?
+        }
         (None, None) => {
             return Err(ApiError::malformed(
                 "a fetch needs the query parameter 'offset' or 'timestamp'",
-            ));
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::malformed(
-                "a fetch takes 'offset' or 'timestamp', not both",
             ));
         }
     };
@@ -140,14 +138,17 @@ pub(super) async fn fetch(
     }
 }
 
-/// The offset of the first record at or after `timestamp`, or the
-/// partition's durable end when there is none (a fetch from there waits
-/// for the next record, which is newer).
+/// The offset of the first record at or after `timestamp`, searching from
+/// `from`, or the partition's durable end when there is none (a fetch from
+/// there waits for the next record, which is newer). A search that reads
+/// [`TIMESTAMP_SEARCH_BYTES_MAX`] without finding one is a 422 whose
+/// `next_offset` is where to search on from (`&offset=`).
 async fn offset_at(
     app: &Arc<Broker>,
     topic: &Topic,
     partition: u32,
     timestamp: u64,
+    from: u64,
 ) -> Result<u64, ApiError> {
     let Ok(timestamp) = i64::try_from(timestamp) else {
         return Err(ApiError::invalid(format!(
@@ -158,14 +159,25 @@ async fn offset_at(
     let (worker, key) = (Arc::clone(app), topic.key(partition));
     blocking(move || {
         let found = worker
-            .first_at_or_after(&key, timestamp)
+            .first_at_or_after(&key, timestamp, from, TIMESTAMP_SEARCH_BYTES_MAX)
             .map_err(Error::refused)?;
         match found {
-            Some((offset, _)) => Ok(offset),
-            None => Ok(worker
+            TimeSearch::Found { offset, .. } => Ok(offset),
+            TimeSearch::None => Ok(worker
                 .store()
                 .durable_next_offset(&key)
                 .map_err(Error::refused)?),
+            TimeSearch::Stopped { next } => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code::SEARCH_STOPPED,
+                format!(
+                    "no record at or after timestamp {timestamp} from offset {from} to {next} \
+                     (a search by time reads at most {} MiB): search on with \
+                     timestamp={timestamp}&offset={next}",
+                    TIMESTAMP_SEARCH_BYTES_MAX >> 20
+                ),
+            )
+            .with_next_offset(next)),
         }
     })
     .await

@@ -12,8 +12,6 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
-
 use axum::http::StatusCode;
 
 use super::api::{AppState, blocking, body, check_partition, parse, path, topic_not_found};
@@ -118,17 +116,46 @@ pub(super) async fn list(
     Ok(Json(GroupOffsets { offsets }))
 }
 
-/// `GET /groups`: the names of the groups that have committed offsets of
-/// topics that exist, sorted. (A group exists only through its commits.)
-pub(super) async fn list_groups(State(app): AppState) -> Result<Json<Vec<String>>, ApiError> {
+/// One group as `GET /groups` lists it.
+#[derive(Serialize)]
+pub(super) struct GroupSummary {
+    group: String,
+    /// The topics the group has committed offsets in, sorted.
+    topics: Vec<String>,
+    /// The partitions of those topics, and how many have a commit.
+    partitions: usize,
+    committed_partitions: usize,
+    /// The sum of the partitions' lags (as `GET /groups/{group}` has it).
+    lag: u64,
+}
+
+/// `GET /groups`: each group that has committed offsets of topics that
+/// exist, sorted, with its topics, partitions and lag, computed in one
+/// pass over the commits ([`Broker::group_lags`](crate::broker::Broker::group_lags)):
+/// a list of many groups costs one read of each partition's offsets, not
+/// a description per group.
+pub(super) async fn list_groups(State(app): AppState) -> Result<Json<Vec<GroupSummary>>, ApiError> {
     blocking(move || {
-        let mut names: Vec<String> = app
-            .committed_offsets(None)
+        let lags = app.group_lags(None)?;
+        Ok(lags
             .into_iter()
-            .map(|c| c.group)
-            .collect();
-        names.dedup();
-        Ok(names)
+            .map(|g| {
+                let mut topics: Vec<String> =
+                    g.partitions.iter().map(|p| p.topic.clone()).collect();
+                topics.dedup();
+                GroupSummary {
+                    committed_partitions: g
+                        .partitions
+                        .iter()
+                        .filter(|p| p.committed.is_some())
+                        .count(),
+                    partitions: g.partitions.len(),
+                    topics,
+                    group: g.group,
+                    lag: g.lag,
+                }
+            })
+            .collect())
     })
     .await
     .map(Json)
@@ -139,12 +166,16 @@ pub(super) async fn list_groups(State(app): AppState) -> Result<Json<Vec<String>
 pub(super) struct GroupPartition {
     topic: String,
     partition: u32,
-    /// The committed offset: the next one the group will read.
-    offset: u64,
+    /// The committed offset: the next one the group will read; `null`
+    /// where the group has committed nothing in this partition of a topic
+    /// it reads.
+    offset: Option<u64>,
     log_start_offset: u64,
     end_offset: u64,
-    /// Records after the committed offset: `end_offset - offset`, or 0
-    /// for a commit at or past the end.
+    /// Records the group has still to read: `end_offset - offset` (0 for
+    /// a commit at or past the end); every record the partition holds
+    /// where it has no commit (a consumer of the group starts at the log
+    /// start there).
     lag: u64,
 }
 
@@ -157,46 +188,39 @@ pub(super) struct GroupInfo {
     partitions: Vec<GroupPartition>,
 }
 
-/// `GET /groups/{group}`: the group's committed offsets, each beside its
-/// partition's log start and end and the lag; 404 when the group has no
-/// committed offset of a topic that exists.
+/// `GET /groups/{group}`: every partition of the topics the group has
+/// committed in, each with its commit (if any) beside the partition's log
+/// start and end and the lag; 404 when the group has no committed offset
+/// of a topic that exists.
 pub(super) async fn describe(
     State(app): AppState,
     group: Result<Path<String>, PathRejection>,
 ) -> Result<Json<GroupInfo>, ApiError> {
     let group = path(group)?;
     check_group(&group)?;
-    let worker = Arc::clone(&app);
     blocking(move || {
-        let committed = worker.committed_offsets(Some(&group));
-        if committed.is_empty() {
+        let Some(lag) = app.group_lags(Some(&group))?.pop() else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 code::GROUP_NOT_FOUND,
                 format!("group '{group}' has no committed offsets (GET /groups lists the groups)"),
             ));
-        }
-        let mut partitions = Vec::with_capacity(committed.len());
-        for c in committed {
-            // Listed from the catalog a moment ago; a topic deleted since
-            // drops out rather than failing the whole reply.
-            let Some(topic) = worker.catalog().get(&c.topic).cloned() else {
-                continue;
-            };
-            let state = worker.partition_state(&topic.key(c.partition))?;
-            partitions.push(GroupPartition {
-                lag: state.end.saturating_sub(c.offset),
-                topic: c.topic,
-                partition: c.partition,
-                offset: c.offset,
-                log_start_offset: state.log_start,
-                end_offset: state.end,
-            });
-        }
+        };
         Ok(GroupInfo {
-            group,
-            lag: partitions.iter().map(|p| p.lag).sum(),
-            partitions,
+            group: lag.group,
+            lag: lag.lag,
+            partitions: lag
+                .partitions
+                .into_iter()
+                .map(|p| GroupPartition {
+                    topic: p.topic,
+                    partition: p.partition,
+                    offset: p.committed,
+                    log_start_offset: p.log_start,
+                    end_offset: p.end,
+                    lag: p.lag,
+                })
+                .collect(),
         })
     })
     .await

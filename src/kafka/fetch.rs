@@ -21,6 +21,7 @@ use super::Context;
 use super::batch::{self, BatchRecord};
 use super::reply::Reply;
 use crate::broker::payload::{KafkaRecord, as_kafka};
+use crate::broker::topics::{TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch};
 use crate::broker::{Broker, FETCH_WAIT_MS_MAX};
 use crate::log;
 
@@ -327,7 +328,21 @@ fn list_one(
             .durable_next_offset(&key)
             .map(|o| Some((o, -1)))
             .map_err(storage),
-        t if t >= 0 => broker.first_at_or_after(&key, t).map_err(storage),
+        t if t >= 0 => match broker.first_at_or_after(&key, t, 0, TIMESTAMP_SEARCH_BYTES_MAX) {
+            Ok(TimeSearch::Found { offset, timestamp }) => Ok(Some((offset, timestamp))),
+            Ok(TimeSearch::None) => Ok(None),
+            // ListOffsets has no way to say "go on from here": the search
+            // fails as one that took too long, after a bounded read.
+            Ok(TimeSearch::Stopped { next }) => {
+                log::warn(format_args!(
+                    "kafka: ListOffsets of {key} by time {t}: nothing found in the first \
+                     {} MiB (to offset {next}); refused until a time index exists",
+                    TIMESTAMP_SEARCH_BYTES_MAX >> 20
+                ));
+                Err(ResponseError::RequestTimedOut.code())
+            }
+            Err(e) => Err(storage(e)),
+        },
         _ => Err(ResponseError::UnsupportedVersion.code()),
     };
     match found {

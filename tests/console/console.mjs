@@ -210,7 +210,8 @@ async function groups(page) {
   const row = page.locator('[data-table="groups"] tbody tr', { hasText: group });
   await row.first().waitFor();
   const cells = (await row.first().locator("td").allTextContents()).map((c) => c.trim());
-  check(cells[0] === group && cells[3] === fmt(described.lag), `group row ${cells} vs lag ${described.lag}`);
+  check(cells[0] === group && cells[2] === fmt(described.partitions.length) && cells[3] === fmt(described.lag),
+    `group row ${cells} vs ${described.partitions.length} partitions, lag ${described.lag}`);
   await screenshot(page, "groups");
 
   step("one group: lag per partition, and its chart over time");
@@ -220,7 +221,8 @@ async function groups(page) {
   check(rows.length === described.partitions.length, `a row per committed partition: ${rows.length}`);
   for (const [i, p] of described.partitions.entries()) {
     const c = (await rows[i].locator("td").allTextContents()).map((x) => x.trim());
-    check(c[0] === p.topic && c[1] === String(p.partition) && c[2] === fmt(p.offset) && c[5] === fmt(p.lag),
+    const committed = p.offset === null ? "–" : fmt(p.offset);
+    check(c[0] === p.topic && c[1] === String(p.partition) && c[2] === committed && c[5] === fmt(p.lag),
       `group partition ${c} vs ${JSON.stringify(p)}`);
   }
   await waitPoints(page, "lag", 2);
@@ -252,6 +254,32 @@ async function writable(page) {
   await page.waitForFunction(() => location.hash === "#/topics");
   const names = await api("GET", "/topics");
   check(!names.includes("made-in-console"), `the topic was deleted: ${names}`);
+}
+
+// A page of another site (localhost is another site than 127.0.0.1) posts
+// to the writable console's server as a form could, without asking first
+// (text/plain, no-cors), and tries a DELETE: neither changes anything.
+async function crossSite(context) {
+  step("a page of another site cannot write (cross-site request forgery)");
+  const other = new URL(readonlyBase);
+  other.hostname = "localhost";
+  const page = await context.newPage();
+  try {
+    await page.goto(`${other.origin}/ui/`);
+    const statuses = await page.evaluate(async (target) => {
+      const forged = await fetch(`${target}/topics`, { method: "POST", mode: "no-cors",
+        headers: { "content-type": "text/plain" }, body: JSON.stringify({ name: "forged", partitions: 1 }) });
+      const deleted = await fetch(`${target}/topics/${encodeURIComponent("made-by-test")}`, { method: "DELETE" })
+        .then((r) => r.status, (e) => `refused: ${e.message}`);
+      return [forged.type, deleted];
+    }, base);
+    step(`  the browser's answers: ${statuses}`);
+  } finally {
+    await page.close();
+  }
+  const names = await api("GET", "/topics");
+  check(!names.includes("forged"), `a cross-site POST made a topic: ${names}`);
+  check(names.includes("made-by-test"), `a cross-site DELETE removed a topic: ${names}`);
 }
 
 async function readonly(page) {
@@ -294,6 +322,8 @@ async function main() {
     await recordsPage(page);
     await groups(page);
     await writable(page);
+    await api("POST", "/topics", { name: "made-by-test", partitions: 1 });
+    await crossSite(context);
     await readonly(page);
     const banner = await page.locator("#error:not([hidden])").count();
     check(banner === 0, `no error banner: ${await page.locator("#error").textContent()}`);

@@ -2,12 +2,17 @@
 // An error reply ({"error_code", "message"}) becomes an ApiError.
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, nextOffset = null) {
     super(message);
     this.status = status;
     this.code = code;
+    /** Where a search by time that stopped at its bound goes on (42201). */
+    this.nextOffset = nextOffset;
   }
 }
+
+/** The code of a search by time that read its bound of bytes. */
+export const SEARCH_STOPPED = 42201;
 
 async function request(method, path, body) {
   const init = { method, headers: {} };
@@ -32,7 +37,8 @@ async function request(method, path, body) {
   }
   if (!response.ok) {
     const message = parsed && parsed.message ? parsed.message : `${response.status} ${response.statusText}`;
-    throw new ApiError(response.status, parsed ? parsed.error_code : null, message);
+    throw new ApiError(response.status, parsed ? parsed.error_code : null, message,
+      parsed && Number.isInteger(parsed.next_offset) ? parsed.next_offset : null);
   }
   return parsed;
 }

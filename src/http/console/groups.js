@@ -1,7 +1,7 @@
 // Consumer groups: every group with its topics and total lag (GET /groups,
-// then GET /groups/G for each), and one group's committed offsets and lag
-// per partition, with a chart of each topic's lag over time, sampled while
-// the page is open.
+// one reply for them all), and one group's committed offsets and lag per
+// partition, with a chart of each topic's lag over time, sampled while the
+// page is open.
 
 import { getJson, groupPath } from "./api.js";
 import { LiveChart } from "./charts.js";
@@ -13,7 +13,7 @@ const REFRESH_EVERY_MS = 5000;
 /** How often a group's page samples its lag: the chart's resolution. */
 export const LAG_EVERY_MS = 2000;
 
-/** Groups described on the list page, as with topics. */
+/** Groups shown on the list page, as with topics. */
 export const GROUPS_SHOWN_MAX = 200;
 
 /** Topics a lag chart draws a line for; the table still lists every
@@ -27,21 +27,20 @@ export function renderList(main, params, ctx) {
   const updated = h("span", { class: "muted" });
   replace(main, h("h1", {}, "Consumer groups ", updated), list);
   return ctx.every(REFRESH_EVERY_MS, async () => {
-    const names = await getJson("/groups");
-    const shown = names.slice(0, GROUPS_SHOWN_MAX);
-    const groups = await Promise.all(shown.map((name) => getJson(groupPath(name)).catch(() => null)));
-    const rows = groups.filter((g) => g !== null).map((g) => [
+    const groups = await getJson("/groups");
+    const shown = groups.slice(0, GROUPS_SHOWN_MAX);
+    const rows = shown.map((g) => [
       link(g.group, "groups", g.group),
-      topicsOf(g).join(", "),
-      count(g.partitions.length),
+      g.topics.join(", "),
+      count(g.partitions),
       count(g.lag),
     ]);
     replace(list,
-      names.length === 0
+      groups.length === 0
         ? h("p", { class: "muted" }, "No consumer group has committed an offset yet.")
         : table([["Group"], ["Topics"], ["Partitions", "num"], ["Lag", "num"]], rows, { "data-table": "groups" }),
-      names.length > shown.length ? h("p", { class: "muted" }, `The first ${shown.length} of ${count(names.length)} groups.`) : null);
-    updated.textContent = `· ${count(names.length)}`;
+      groups.length > shown.length ? h("p", { class: "muted" }, `The first ${shown.length} of ${count(groups.length)} groups.`) : null);
+    updated.textContent = `· ${count(groups.length)}`;
   });
 }
 
@@ -70,7 +69,7 @@ export function renderGroup(main, params, ctx) {
       g.partitions.map((p) => [
         link(p.topic, "topics", p.topic),
         link(String(p.partition), "topics", p.topic, p.partition),
-        count(p.offset),
+        p.offset === null ? "–" : count(p.offset),
         count(p.log_start_offset),
         count(p.end_offset),
         count(p.lag),

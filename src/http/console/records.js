@@ -3,7 +3,7 @@
 // values and headers are shown as text: JSON pretty-printed, bytes that
 // are UTF-8 text as that text, other bytes as base64, each labelled.
 
-import { getJson, topicPath } from "./api.js";
+import { ApiError, SEARCH_STOPPED, getJson, topicPath } from "./api.js";
 import { count, h, link, replace, route, time } from "./dom.js";
 
 /** Records a page shows unless the address says otherwise. */
@@ -44,10 +44,11 @@ async function load(body, topic, partition, limit, params, ctx) {
   }
   const fromTime = params.time !== undefined && params.time !== "";
   const start = fromTime ? null : Math.max(state.log_start_offset, Number(params.offset) || 0);
-  const query = fromTime ? `timestamp=${encodeURIComponent(params.time)}` : `offset=${start}`;
   const records = start !== null && start >= state.end_offset
     ? []
-    : await getJson(`${topicPath(topic)}/partitions/${partition}/records?${query}&max_records=${limit}`);
+    : fromTime
+      ? await fromTimeSearch(topic, partition, params.time, limit)
+      : await getJson(`${topicPath(topic)}/partitions/${partition}/records?offset=${start}&max_records=${limit}`);
   const first = records.length > 0 ? records[0].offset : start;
   const last = records.length > 0 ? records[records.length - 1].offset : null;
   const go = (query) => { location.hash = pageRoute(topic, partition, { ...query, limit }); };
@@ -71,6 +72,22 @@ async function load(body, topic, partition, limit, params, ctx) {
         ? `Offsets ${count(first)} to ${count(last)} (${records.length} records)`
         : fromTime ? `No records at or after ${time(Number(params.time))}.` : "No records here."),
     h("ol", { class: "records" }, records.map(recordItem)));
+}
+
+/** A page from the first record at or after a time. The server searches a
+ * bounded number of bytes per request and says where it stopped; the search
+ * goes on from there, each request further into the partition. */
+async function fromTimeSearch(topic, partition, time, limit) {
+  let from = 0;
+  for (;;) {
+    const query = `timestamp=${encodeURIComponent(time)}&offset=${from}&max_records=${limit}`;
+    try {
+      return await getJson(`${topicPath(topic)}/partitions/${partition}/records?${query}`);
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.code !== SEARCH_STOPPED || !(e.nextOffset > from)) throw e;
+      from = e.nextOffset;
+    }
+  }
 }
 
 /** Where to start: an offset, or a date and time; and which partition. */
