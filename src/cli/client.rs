@@ -72,14 +72,27 @@ impl TopicInfo {
     }
 }
 
-/// One partition of a group (`GET /groups/{group}`).
+/// One partition of a group's topics (`GET /groups/{group}`).
 #[derive(Deserialize, Debug, Clone)]
 pub struct GroupPartition {
     pub topic: String,
     pub partition: u32,
-    pub offset: u64,
+    /// The committed offset; `None` where the group has committed nothing
+    /// (its lag is then every record the partition holds).
+    pub offset: Option<u64>,
     pub log_start_offset: u64,
     pub end_offset: u64,
+    pub lag: u64,
+}
+
+/// A group as `GET /groups` lists it.
+#[derive(Deserialize, Debug, Clone)]
+pub struct GroupSummary {
+    pub group: String,
+    pub topics: Vec<String>,
+    /// Partitions of those topics, and how many of them have a commit.
+    pub partitions: u64,
+    pub committed_partitions: u64,
     pub lag: u64,
 }
 
@@ -92,6 +105,7 @@ pub struct GroupInfo {
 }
 
 /// The client of one server.
+#[derive(Clone)]
 pub struct Client {
     /// The server's address without a trailing `/`.
     base: String,
@@ -99,18 +113,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the server at `server` (`http://HOST:PORT`).
-    pub fn new(server: &str) -> Result<Client> {
+    /// A client of the server at `server` (`http://HOST:PORT`);
+    /// `from_env` says it came from `SEGLOG_SERVER`, so an error names that.
+    pub fn new(server: &str, from_env: bool) -> Result<Client> {
         let base = server.trim_end_matches('/').to_string();
+        let given = if from_env {
+            format!("SEGLOG_SERVER={server} (from the environment)")
+        } else {
+            format!("--server {server}")
+        };
         if base.starts_with("https://") {
             return Err(Failure::Usage(format!(
-                "--server {server}: seglog serves plain HTTP, and this client speaks no TLS; \
+                "{given}: seglog serves plain HTTP, and this client speaks no TLS; \
                  use http://, or reach a remote server through an SSH tunnel"
             )));
         }
         if !base.starts_with("http://") {
             return Err(Failure::Usage(format!(
-                "--server {server}: give the server's address as http://HOST:PORT (its \
+                "{given}: give the server's address as http://HOST:PORT (its \
                  --listen address; the default is {})",
                 super::SERVER_DEFAULT
             )));
@@ -152,7 +172,7 @@ impl Client {
         self.get(&format!("/topics/{}", segment(name)))
     }
 
-    pub fn groups(&self) -> Result<Vec<String>> {
+    pub fn groups(&self) -> Result<Vec<GroupSummary>> {
         self.get("/groups")
     }
 
@@ -170,12 +190,28 @@ impl Client {
 
     /// The offset of a partition's first record at or after `ms` (since
     /// the epoch), or `end` (its end, read before) when there is none.
+    /// The server searches a bounded number of bytes per request and says
+    /// where it stopped; the search goes on from there, request after
+    /// request, each further into the partition, until it ends.
     pub fn offset_at(&self, topic: &str, partition: u32, ms: u64, end: u64) -> Result<u64> {
-        let found = self.fetch(topic, partition, &format!("timestamp={ms}&max_records=1"))?;
-        Ok(found
-            .first()
-            .and_then(|r| r["offset"].as_u64())
-            .unwrap_or(end))
+        let mut from = 0;
+        loop {
+            let query = format!("timestamp={ms}&offset={from}&max_records=1");
+            match self.fetch(topic, partition, &query) {
+                Ok(found) => {
+                    return Ok(found
+                        .first()
+                        .and_then(|r| r["offset"].as_u64())
+                        .unwrap_or(end));
+                }
+                Err(Failure::Refused {
+                    code: Some(code::SEARCH_STOPPED),
+                    next_offset: Some(next),
+                    ..
+                }) if next > from => from = next,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Commits one group's offsets; returns the offsets now committed
@@ -227,14 +263,18 @@ impl Client {
             ("DELETE", _) => self.agent.delete(&url).call(),
             _ => self.agent.get(&url).call(),
         };
-        let mut response = sent.map_err(|e| self.unreachable(&e))?;
+        // A read changes nothing, whatever became of it.
+        let write = method != "GET";
+        let mut response = sent.map_err(|e| self.unreachable(&e, write && maybe_applied(&e)))?;
         let status = response.status().as_u16();
+        // The request was carried out (or refused) by now: a reply lost
+        // while it is read may hide a write that happened.
         let text = response
             .body_mut()
             .with_config()
             .limit(REPLY_BYTES_MAX)
             .read_to_string()
-            .map_err(|e| self.unreachable(&e))?;
+            .map_err(|e| self.unreachable(&e, write))?;
         if (200..300).contains(&status) {
             Ok(text)
         } else {
@@ -243,16 +283,18 @@ impl Client {
     }
 
     fn parse<T: DeserializeOwned>(&self, path: &str, text: &str) -> Result<T> {
-        serde_json::from_str(text).map_err(|e| {
-            Failure::Unreachable(format!(
+        serde_json::from_str(text).map_err(|e| Failure::Unreachable {
+            message: format!(
                 "{}{path} answered something that is not the reply of a seglog server ({e}); \
                  is --server the address of `seglog serve`?",
                 self.base
-            ))
+            ),
+            // A 2xx status came with it: whatever it was, it happened.
+            maybe_applied: true,
         })
     }
 
-    fn unreachable(&self, e: &ureq::Error) -> Failure {
+    fn unreachable(&self, e: &ureq::Error, maybe_applied: bool) -> Failure {
         let why = match e {
             ureq::Error::ConnectionFailed | ureq::Error::Io(_) => {
                 format!("cannot connect to {} ({e})", self.base)
@@ -261,10 +303,33 @@ impl Client {
             ureq::Error::Timeout(_) => format!("{} did not answer in time ({e})", self.base),
             _ => format!("the request to {} failed: {e}", self.base),
         };
-        Failure::Unreachable(format!(
-            "{why}. Is `seglog serve` running there? Start one with `seglog serve`, or point \
+        let advice = if maybe_applied {
+            "The request went out, so the server may have carried it out before the \
+             connection failed."
+        } else {
+            "Is `seglog serve` running there? Start one with `seglog serve`, or point \
              --server (or SEGLOG_SERVER) at the address it listens on."
-        ))
+        };
+        Failure::Unreachable {
+            message: format!("{why}. {advice}"),
+            maybe_applied,
+        }
+    }
+}
+
+/// Whether a request that failed with `e` may have reached the server:
+/// only a failure to resolve or connect proves it did not.
+fn maybe_applied(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => false,
+        ureq::Error::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => false,
+        ureq::Error::Io(io) => !matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::AddrNotAvailable
+                | std::io::ErrorKind::NotFound
+        ),
+        _ => true,
     }
 }
 
@@ -272,7 +337,9 @@ impl Client {
 /// with what to do about it.
 fn refused(status: u16, text: &str) -> Failure {
     let reply: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    let code = reply["error_code"].as_u64();
+    let code = reply["error_code"]
+        .as_u64()
+        .and_then(|c| u32::try_from(c).ok());
     let message = reply["message"]
         .as_str()
         .map_or_else(|| format!("HTTP {status}: {}", text.trim()), str::to_string);
@@ -287,14 +354,20 @@ fn refused(status: u16, text: &str) -> Failure {
         }
         Some(41301) => "; the server's --max-record-bytes sets the limit",
         Some(41302) => "; the server's --max-request-bytes sets the limit",
+        Some(41501) => "; this client sends JSON: is --server the address of `seglog serve`?",
         Some(41601) => "; `seglog topic describe TOPIC` shows where each partition ends",
         Some(50301) => "; restart the server: it recovers from its disk and takes writes again",
         Some(50303) => "; the server is busy: try again shortly",
         Some(50304) => "; the server is shutting down: try again once it is back",
         _ => "",
     };
-    let code = code.map_or_else(String::new, |c| format!(", code {c}"));
-    Failure::Refused(format!("{message} (HTTP {status}{code}){hint}"))
+    let shown = code.map_or_else(String::new, |c| format!(", code {c}"));
+    Failure::Refused {
+        message: format!("{message} (HTTP {status}{shown}){hint}"),
+        status: Some(status),
+        code,
+        next_offset: reply["next_offset"].as_u64(),
+    }
 }
 
 /// A path segment, percent-encoded: group names may hold any character
@@ -313,13 +386,37 @@ pub fn segment(name: &str) -> String {
 
 /// Whether a failure is the server's "no such ..." (404) reply.
 pub fn is_not_found(failure: &Failure) -> bool {
-    matches!(failure, Failure::Refused(m) if m.contains("(HTTP 404"))
+    matches!(
+        failure,
+        Failure::Refused {
+            status: Some(404),
+            ..
+        }
+    )
 }
 
 /// Whether a failure is the server's "too many writes wait" reply, after
 /// which nothing changed and the request may be sent again.
 pub fn is_overloaded(failure: &Failure) -> bool {
-    matches!(failure, Failure::Refused(m) if m.contains("code 50303)"))
+    failure.code() == Some(code::OVERLOADED)
+}
+
+/// The server's stable error codes the client acts on (README, "Using the
+/// HTTP API").
+pub mod code {
+    /// A body or query parameter the route does not take.
+    pub const MALFORMED: u32 = 40001;
+    /// A value out of range.
+    pub const INVALID: u32 = 40002;
+    pub const PARTITION_NOT_FOUND: u32 = 40402;
+    pub const TOPIC_EXISTS: u32 = 40901;
+    pub const RECORD_TOO_LARGE: u32 = 41301;
+    pub const REQUEST_TOO_LARGE: u32 = 41302;
+    /// A search by time stopped at its bound; `next_offset` goes on.
+    pub const SEARCH_STOPPED: u32 = 42201;
+    /// A storage error: the write may have happened (the message says).
+    pub const STORAGE: u32 = 50302;
+    pub const OVERLOADED: u32 = 50303;
 }
 
 #[cfg(test)]
@@ -341,7 +438,12 @@ mod tests {
             "{text}"
         );
         assert!(is_not_found(&failure));
+        assert_eq!(failure.code(), Some(40401));
         assert_eq!(failure.exit_code(), 1);
+        assert!(is_overloaded(&refused(
+            503,
+            r#"{"error_code":50303,"message":"busy"}"#
+        )));
         let odd = refused(502, "bad gateway");
         assert_eq!(odd.to_string(), "HTTP 502: bad gateway (HTTP 502)");
     }

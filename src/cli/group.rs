@@ -6,8 +6,8 @@
 
 use serde_json::json;
 
-use super::client::{Client, GroupInfo, is_not_found};
-use super::output::{Out, count};
+use super::client::{Client, GroupInfo};
+use super::output::{Out, count, plural};
 use super::{Failure, Outcome, when};
 use crate::table::Align;
 
@@ -57,16 +57,19 @@ pub fn run(client: &Client, out: &Out, command: GroupCommand) -> Outcome {
 }
 
 fn list(client: &Client, out: &Out) -> Outcome {
-    let mut groups = Vec::new();
-    for name in client.groups()? {
-        match client.group(&name) {
-            Ok(group) => groups.push(group),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let groups = client.groups()?;
     if out.json() {
-        return out.print_json(&groups.iter().map(group_json).collect::<Vec<_>>());
+        return out.print_json(
+            &groups
+                .iter()
+                .map(|g| {
+                    json!({
+                        "group": g.group, "topics": g.topics, "partitions": g.partitions,
+                        "committed_partitions": g.committed_partitions, "lag": g.lag,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        );
     }
     if groups.is_empty() {
         return out.line("no consumer group has committed an offset yet");
@@ -76,17 +79,17 @@ fn list(client: &Client, out: &Out) -> Outcome {
             ("GROUP", Align::Left),
             ("TOPICS", Align::Left),
             ("PARTITIONS", Align::Right),
+            ("COMMITTED", Align::Right),
             ("LAG", Align::Right),
         ],
         groups
             .iter()
             .map(|g| {
-                let mut topics: Vec<&str> = g.partitions.iter().map(|p| p.topic.as_str()).collect();
-                topics.dedup();
                 vec![
                     g.group.clone(),
-                    topics.join(","),
-                    count(g.partitions.len() as u64),
+                    g.topics.join(","),
+                    count(g.partitions),
+                    count(g.committed_partitions),
                     count(g.lag),
                 ]
             })
@@ -111,9 +114,9 @@ fn describe(client: &Client, out: &Out, name: &str) -> Outcome {
         return out.print_json(&group_json(&group));
     }
     out.line(&format!(
-        "group {}: lag {} records",
+        "group {}: lag {} (a partition without a commit, \"-\", counts every record it holds)",
         group.group,
-        count(group.lag)
+        plural(group.lag, "record")
     ))?;
     out.print_table(
         &[
@@ -131,9 +134,9 @@ fn describe(client: &Client, out: &Out, name: &str) -> Outcome {
                 vec![
                     p.topic.clone(),
                     p.partition.to_string(),
-                    p.offset.to_string(),
-                    p.log_start_offset.to_string(),
-                    p.end_offset.to_string(),
+                    p.offset.map_or_else(|| "-".into(), count),
+                    count(p.log_start_offset),
+                    count(p.end_offset),
                     count(p.lag),
                 ]
             })
@@ -192,7 +195,7 @@ fn seek(client: &Client, out: &Out, args: &SeekArgs) -> Outcome {
                 .iter()
                 .zip(&committed)
                 .map(|((t, p, asked), (_, _, now))| {
-                    vec![t.clone(), p.to_string(), asked.to_string(), now.to_string()]
+                    vec![t.clone(), p.to_string(), count(*asked), count(*now)]
                 })
                 .collect(),
         )?;
@@ -200,7 +203,7 @@ fn seek(client: &Client, out: &Out, args: &SeekArgs) -> Outcome {
     if kept.is_empty() {
         return Ok(());
     }
-    Err(Failure::Refused(format!(
+    Err(Failure::refused(format!(
         "{}: seglog keeps the highest offset a group committed, so a seek moves a group forward \
          only. To read again from earlier, consume with `--offset N` or `--from-beginning` (with \
          or without --group), or use a new group name",

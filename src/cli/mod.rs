@@ -43,9 +43,14 @@ pub struct Connection {
     #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
     pub output: Format,
     /// Show the progress line of long work on stderr even when it is not
-    /// a terminal (it is shown on a terminal anyway).
+    /// a terminal (it is shown on a terminal anyway), and leave its final
+    /// state as a last line.
     #[arg(long, global = true)]
     pub progress: bool,
+    /// Whether `server` came from `SEGLOG_SERVER` (set by `main.rs` from
+    /// the parsed command line), so that an error can say so.
+    #[arg(skip)]
+    pub server_from_env: bool,
 }
 
 /// How results are printed.
@@ -61,21 +66,89 @@ pub enum Format {
 pub enum Failure {
     /// The server answered with an error (no such topic, a topic that
     /// exists, a record too large, a commit kept higher, ...): exit 1.
-    Refused(String),
+    /// `status` and `code` are the server's reply's, when it was one.
+    /// `next_offset` is where a search by time that stopped at its bound
+    /// goes on from (code 42201).
+    Refused {
+        message: String,
+        status: Option<u16>,
+        code: Option<u32>,
+        next_offset: Option<u64>,
+    },
     /// The command line or the input is wrong: exit 2 (as clap's own
     /// usage errors).
     Usage(String),
     /// The server could not be reached, or its reply was not understood:
-    /// exit 3.
-    Unreachable(String),
+    /// exit 3. `maybe_applied` says whether the request may have reached
+    /// the server and been carried out (a reply lost to a timeout or a
+    /// reset connection), which a write must not take for "nothing
+    /// happened".
+    /// A reply that never came to a write is exit 4, as [`Failure::MaybeApplied`].
+    Unreachable {
+        message: String,
+        maybe_applied: bool,
+    },
+    /// A write failed in a way that leaves unknown whether the server
+    /// carried it out, in whole or in part (its reply was lost, or it
+    /// answered a storage error that may have written): exit 4, so that
+    /// a script does not take it for "nothing happened" (1, 2, 3) and
+    /// send it again blindly, nor for success.
+    MaybeApplied(String),
 }
 
 impl Failure {
+    /// A refusal that is not a server's error reply (a seek kept lower, ...).
+    pub fn refused(message: impl Into<String>) -> Failure {
+        Failure::Refused {
+            message: message.into(),
+            status: None,
+            code: None,
+            next_offset: None,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
-            Failure::Refused(_) => 1,
+            Failure::Refused { .. } => 1,
             Failure::Usage(_) => 2,
-            Failure::Unreachable(_) => 3,
+            Failure::Unreachable {
+                maybe_applied: false,
+                ..
+            } => 3,
+            Failure::Unreachable {
+                maybe_applied: true,
+                ..
+            }
+            | Failure::MaybeApplied(_) => 4,
+        }
+    }
+
+    /// The server's stable error code, for a refusal it replied with.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            Failure::Refused { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// The same failure with `note` added to its message.
+    pub fn noted(mut self, note: &str) -> Failure {
+        self.message_mut().push_str(note);
+        self
+    }
+
+    /// The same failure with `prefix` before its message.
+    pub fn prefixed(mut self, prefix: &str) -> Failure {
+        self.message_mut().insert_str(0, prefix);
+        self
+    }
+
+    fn message_mut(&mut self) -> &mut String {
+        match self {
+            Failure::Refused { message, .. }
+            | Failure::Usage(message)
+            | Failure::Unreachable { message, .. }
+            | Failure::MaybeApplied(message) => message,
         }
     }
 }
@@ -83,7 +156,10 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Refused(m) | Failure::Usage(m) | Failure::Unreachable(m) => f.write_str(m),
+            Failure::Refused { message, .. }
+            | Failure::Usage(message)
+            | Failure::Unreachable { message, .. }
+            | Failure::MaybeApplied(message) => f.write_str(message),
         }
     }
 }
@@ -93,7 +169,10 @@ pub type Result<T, E = Failure> = std::result::Result<T, E>;
 /// A write to stdout failed: the reader left (`| head`), which ends the
 /// command quietly, or another error, which is a failure.
 pub fn stdout_failed(e: &std::io::Error) -> Failure {
-    Failure::Unreachable(format!("cannot write to stdout: {e}"))
+    Failure::Unreachable {
+        message: format!("cannot write to stdout: {e}"),
+        maybe_applied: false,
+    }
 }
 
 /// The client commands (`main.rs` parses them beside their [`Connection`]).
@@ -108,7 +187,7 @@ pub enum Command {
 /// Runs a client command against the server `connection` names, prints
 /// its failure if any, and returns its exit code.
 pub fn run(command: Command, connection: &Connection) -> ExitCode {
-    let client = match client::Client::new(&connection.server) {
+    let client = match client::Client::new(&connection.server, connection.server_from_env) {
         Ok(client) => client,
         Err(failure) => return report("seglog", &failure),
     };

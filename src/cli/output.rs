@@ -24,6 +24,9 @@ pub struct Out {
     pub format: Format,
     /// Whether the progress line is drawn.
     progress: bool,
+    /// Whether it was asked for (`--progress`): then its last state stays
+    /// as a final line, however short the work.
+    progress_asked: bool,
     /// Whether stderr is a terminal (the line is redrawn in place) or not
     /// (each update is a line of its own).
     terminal: bool,
@@ -35,6 +38,7 @@ impl Out {
         Out {
             format,
             progress: forced_progress || terminal,
+            progress_asked: forced_progress,
             terminal,
         }
     }
@@ -76,6 +80,7 @@ impl Out {
     pub fn progress(&self) -> Progress {
         Progress {
             enabled: self.progress,
+            asked: self.progress_asked,
             terminal: self.terminal,
             started: Instant::now(),
             drawn: None,
@@ -86,6 +91,8 @@ impl Out {
 /// The progress line of one piece of work.
 pub struct Progress {
     enabled: bool,
+    /// `--progress` was given: [`Progress::finish`] leaves a final line.
+    asked: bool,
     terminal: bool,
     started: Instant,
     /// When the line was last drawn; `None` before the first time.
@@ -116,8 +123,21 @@ impl Progress {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// Clears the line.
-    pub fn finish(&mut self) {
+    /// Ends the line: with `--progress`, `text` (the final state) stays
+    /// as a line of its own; else a line drawn in place is cleared.
+    pub fn finish(&mut self, text: impl FnOnce() -> String) {
+        let mut stderr = std::io::stderr().lock();
+        if self.asked {
+            let clear = if self.terminal { "\r\x1b[K" } else { "" };
+            let _ = writeln!(stderr, "{clear}{}", text());
+        } else {
+            self.clear();
+        }
+        self.drawn = None;
+    }
+
+    /// Clears a line drawn in place (the work ended early).
+    fn clear(&mut self) {
         if self.terminal && self.drawn.is_some() {
             let _ = write!(std::io::stderr().lock(), "\r\x1b[K");
         }
@@ -127,7 +147,7 @@ impl Progress {
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        self.finish();
+        self.clear();
     }
 }
 
@@ -144,7 +164,17 @@ pub fn count(n: u64) -> String {
     out
 }
 
-/// Bytes with a binary unit: "512 B", "19.7 KiB".
+/// A count and a noun, plural unless one: "1 batch", "2,000 records".
+pub fn plural(n: u64, noun: &str) -> String {
+    match (n, noun.as_bytes().last()) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(b's' | b'x' | b'h')) => format!("{} {noun}es", count(n)),
+        _ => format!("{} {noun}s", count(n)),
+    }
+}
+
+/// Bytes with a binary unit and one decimal, as the console shows them:
+/// "512 B", "19.7 KiB".
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
@@ -191,6 +221,10 @@ mod tests {
         assert_eq!(count(999), "999");
         assert_eq!(count(1000), "1,000");
         assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(plural(1, "batch"), "1 batch");
+        assert_eq!(plural(2, "batch"), "2 batches");
+        assert_eq!(plural(0, "record"), "0 records");
+        assert_eq!(plural(25_000, "record"), "25,000 records");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(20_173), "19.7 KiB");
         assert_eq!(millis(604_800_000), "7d");

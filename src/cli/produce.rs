@@ -1,8 +1,16 @@
 //! `seglog produce TOPIC`: lines of stdin as records, sent in batches, one
 //! batch at a time so that records keep their order, each acknowledged
 //! once durable. Prints how many records each partition took and at which
-//! offsets. A bad line stops the command before it: every record of an
-//! earlier line was produced, none of a later one.
+//! offsets.
+//!
+//! A bad line stops the command before it: every record of an earlier
+//! line was produced, none of a later one. That holds for the lines the
+//! server refuses too (a record over its size limit): the server checks a
+//! request whole and refuses it whole, so a refused batch is sent again in
+//! ever shorter prefixes until the one line it refuses is found, and every
+//! line before it is produced. Only a reply that never came (a timeout, a
+//! reset connection, a storage error that may have written) leaves a batch
+//! unknown, and the failure says which lines those are.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
@@ -11,8 +19,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::client::{Client, is_overloaded, segment};
-use super::output::{Out, count};
+use super::client::{Client, code, is_overloaded, segment};
+use super::output::{Out, count, plural};
 use super::{Done, Failure, Outcome};
 use crate::table::Align;
 
@@ -79,11 +87,20 @@ struct Tally {
     partitions: BTreeMap<u32, Took>,
 }
 
-/// A batch waiting to be sent, and the line its first record came from.
+/// A batch waiting to be sent, and the line each record came from.
+#[derive(Default)]
 struct Batch {
     records: Vec<Value>,
+    lines: Vec<u64>,
     bytes: usize,
-    first_line: u64,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.records.clear();
+        self.lines.clear();
+        self.bytes = 0;
+    }
 }
 
 pub fn run(client: &Client, out: &Out, args: &ProduceArgs) -> Outcome {
@@ -95,22 +112,34 @@ pub fn run(client: &Client, out: &Out, args: &ProduceArgs) -> Outcome {
     if let Some(p) = args.partition {
         topic.check_partitions(&[p])?;
     }
+    let partitions = topic.partitions.len() as u64;
     let mut tally = Tally::default();
-    let result = produce_lines(client, out, args, &mut tally);
-    // What was acknowledged is printed even when a later batch failed.
-    print(out, &args.topic, &tally)?;
-    result
+    let result = produce_lines(client, out, args, partitions, &mut tally);
+    // What was acknowledged is printed even when a later batch failed; a
+    // failure to print it (stdout closed) does not hide the failure.
+    let printed = print(out, &args.topic, &tally);
+    result.and(printed)
 }
 
-fn produce_lines(client: &Client, out: &Out, args: &ProduceArgs, tally: &mut Tally) -> Outcome {
+fn produce_lines(
+    client: &Client,
+    out: &Out,
+    args: &ProduceArgs,
+    partitions: u64,
+    tally: &mut Tally,
+) -> Outcome {
     let stdin = std::io::stdin().lock();
     let mut reader = std::io::BufReader::new(stdin);
     let mut progress = out.progress();
-    let mut batch = Batch {
-        records: Vec::new(),
-        bytes: 0,
-        first_line: 1,
+    let status = |tally: &Tally, number: u64, seconds: f64| {
+        format!(
+            "produced {} ({}/s), line {}",
+            plural(tally.records, "record"),
+            count((tally.records as f64 / seconds.max(0.001)) as u64),
+            count(number)
+        )
     };
+    let mut batch = Batch::default();
     let mut line = Vec::new();
     let mut number: u64 = 0;
     loop {
@@ -128,17 +157,15 @@ fn produce_lines(client: &Client, out: &Out, args: &ProduceArgs, tally: &mut Tal
                 tally.skipped += 1;
                 continue;
             }
-            Ok(text) => record_of(text, args, number),
+            Ok(text) => record_of(text, args, partitions, number),
             Err(e) => Err(e),
         };
         let record = match record {
             Ok(record) => record,
             Err(e) => {
                 // Every line before the bad one is produced, none after.
-                if !batch.records.is_empty() {
-                    send(client, &args.topic, &mut batch, tally)?;
-                }
-                return Err(stopped(e, number, tally).into());
+                send(client, &args.topic, &mut batch, tally)?;
+                return Err(e.noted(&nothing_from(number, tally)).into());
             }
         };
         let size = record.to_string().len() + 1;
@@ -146,24 +173,16 @@ fn produce_lines(client: &Client, out: &Out, args: &ProduceArgs, tally: &mut Tal
             && (batch.records.len() >= BATCH_RECORDS_MAX || batch.bytes + size > BATCH_BYTES_MAX)
         {
             send(client, &args.topic, &mut batch, tally)?;
-            batch.first_line = number;
         }
         batch.records.push(record);
+        batch.lines.push(number);
         batch.bytes += size;
-        let seconds = progress.seconds().max(0.001);
-        progress.update(|| {
-            format!(
-                "produced {} records ({}/s), line {}",
-                count(tally.records),
-                count((tally.records as f64 / seconds) as u64),
-                count(number)
-            )
-        });
+        let seconds = progress.seconds();
+        progress.update(|| status(tally, number, seconds));
     }
-    if !batch.records.is_empty() {
-        send(client, &args.topic, &mut batch, tally)?;
-    }
-    progress.finish();
+    send(client, &args.topic, &mut batch, tally)?;
+    let seconds = progress.seconds();
+    progress.finish(|| status(tally, number, seconds));
     Ok(())
 }
 
@@ -189,8 +208,13 @@ fn value_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-/// The record a line stands for.
-fn record_of(text: &str, args: &ProduceArgs, number: u64) -> Result<Value, Failure> {
+/// The record a line stands for; `partitions` is the topic's count.
+fn record_of(
+    text: &str,
+    args: &ProduceArgs,
+    partitions: u64,
+    number: u64,
+) -> Result<Value, Failure> {
     let mut record = match args.format {
         LineFormat::Value => json!({ "value": value_of(text) }),
         LineFormat::Keyed => {
@@ -208,12 +232,7 @@ fn record_of(text: &str, args: &ProduceArgs, number: u64) -> Result<Value, Failu
                     "line {number} is not JSON ({e}); --format record takes one object a line"
                 ))
             })?;
-            if !record.as_object().is_some_and(|r| r.contains_key("value")) {
-                return Err(Failure::Usage(format!(
-                    "line {number} is not a record: --format record takes objects with a \
-                     \"value\" (and optionally \"key\", \"partition\", \"timestamp\")"
-                )));
-            }
+            check_record(&record, args.partition, partitions, number)?;
             record
         }
     };
@@ -225,61 +244,190 @@ fn record_of(text: &str, args: &ProduceArgs, number: u64) -> Result<Value, Failu
     Ok(record)
 }
 
-/// A failure at line `number`, saying what was produced before it.
-fn stopped(failure: Failure, number: u64, tally: &Tally) -> Failure {
-    let note = format!(
-        "; nothing from line {number} on was produced ({} records before it were)",
-        count(tally.records)
-    );
+/// Checks a `--format record` line as the server would, so that a bad one
+/// stops the command as a bad line (exit 2) with its number: the fields
+/// the API takes, a partition of the topic, a timestamp of milliseconds
+/// since the epoch. (Its size is the server's to judge: see [`send`].)
+fn check_record(
+    record: &Value,
+    partition: Option<u32>,
+    partitions: u64,
+    number: u64,
+) -> Result<(), Failure> {
+    let bad = |why: String| {
+        Err(Failure::Usage(format!(
+            "line {number} is not a record the server takes: {why} (--format record takes \
+             objects with a \"value\" and optionally \"key\", \"partition\", \"timestamp\")"
+        )))
+    };
+    let Some(fields) = record.as_object() else {
+        return bad("it is not a JSON object".into());
+    };
+    if !fields.contains_key("value") {
+        return bad("it has no \"value\"".into());
+    }
+    for (name, value) in fields {
+        match name.as_str() {
+            "key" | "value" => {}
+            "partition" => match value.as_u64() {
+                Some(p)
+                    if p < partitions && partition.is_none_or(|given| u64::from(given) == p) => {}
+                Some(p) if p < partitions => {
+                    return bad(format!("it names partition {p}, not --partition's"));
+                }
+                _ => {
+                    return bad(format!(
+                        "\"partition\": {value} is not one of the topic's, 0 to {}",
+                        partitions.saturating_sub(1)
+                    ));
+                }
+            },
+            "timestamp" if value.is_u64() => {}
+            "timestamp" => {
+                return bad(format!(
+                    "\"timestamp\": {value} is not a count of milliseconds since the epoch"
+                ));
+            }
+            other => return bad(format!("the field {other:?} is unknown")),
+        }
+    }
+    Ok(())
+}
+
+/// What a failure at line `number` adds: nothing from it on was produced.
+fn nothing_from(number: u64, tally: &Tally) -> String {
+    format!(
+        "; nothing from line {number} on was produced ({} before it {})",
+        plural(tally.records, "record"),
+        if tally.records == 1 { "was" } else { "were" }
+    )
+}
+
+/// Whether the server refused a request for one of its records (and so
+/// refused it whole, before applying anything): a record too large, a
+/// field it does not take, a partition it does not have; or the request
+/// too large. A shorter batch may then go through.
+fn refuses_a_record(failure: &Failure) -> bool {
+    matches!(
+        failure.code(),
+        Some(
+            code::MALFORMED
+                | code::INVALID
+                | code::PARTITION_NOT_FOUND
+                | code::RECORD_TOO_LARGE
+                | code::REQUEST_TOO_LARGE
+        )
+    )
+}
+
+/// Whether a failed request may still have been carried out.
+fn maybe_applied(failure: &Failure) -> bool {
     match failure {
-        Failure::Refused(m) => Failure::Refused(m + &note),
-        Failure::Usage(m) => Failure::Usage(m + &note),
-        Failure::Unreachable(m) => Failure::Unreachable(m + &note),
+        Failure::Unreachable { maybe_applied, .. } => *maybe_applied,
+        _ => failure.code() == Some(code::STORAGE),
     }
 }
 
-/// Sends a batch (again while the server is too busy) and counts what it
-/// took.
+/// Sends a batch, in order, and counts what it took. When the server
+/// refuses it for one of its records, sends it again in prefixes, halving
+/// the one refused each time, until the first record it refuses is alone:
+/// every record before that one is then produced, in order, and the
+/// failure names its line. Sends a request again while the server says it
+/// is too busy (nothing of it was applied then).
 fn send(client: &Client, topic: &str, batch: &mut Batch, tally: &mut Tally) -> Result<(), Done> {
+    let path = format!("/topics/{}", segment(topic));
+    let mut start = 0;
+    while start < batch.records.len() {
+        let mut end = batch.records.len();
+        loop {
+            match post_with_retries(client, &path, &batch.records[start..end]) {
+                Ok(placed) => {
+                    tally.count(&placed);
+                    start = end;
+                    break;
+                }
+                Err(e) if refuses_a_record(&e) && end - start > 1 => {
+                    end = start + (end - start) / 2;
+                }
+                Err(e) if refuses_a_record(&e) => {
+                    let line = batch.lines[start];
+                    let e = e.prefixed(&format!("line {line} was refused: "));
+                    return Err(e.noted(&nothing_from(line, tally)).into());
+                }
+                Err(e) if maybe_applied(&e) => {
+                    let (first, last) = (batch.lines[start], batch.lines[end - 1]);
+                    let lines = if first == last {
+                        format!("line {first}")
+                    } else {
+                        format!("lines {first} to {last}")
+                    };
+                    return Err(Failure::MaybeApplied(format!(
+                        "{e}; {lines} may have been produced, in whole or in part (the server \
+                         did not confirm them): check with `seglog consume {topic}` before \
+                         sending them again. Acknowledged: {} before line {first}; nothing \
+                         after line {last} was sent",
+                        plural(tally.records, "record"),
+                    ))
+                    .into());
+                }
+                Err(e) => return Err(e.noted(&nothing_from(batch.lines[start], tally)).into()),
+            }
+        }
+    }
+    batch.clear();
+    Ok(())
+}
+
+/// Where the server put one record.
+#[derive(Deserialize)]
+struct Placed {
+    partition: u32,
+    offset: u64,
+}
+
+/// One produce request of `records`, sent again while the server is too
+/// busy.
+fn post_with_retries(
+    client: &Client,
+    path: &str,
+    records: &[Value],
+) -> Result<Vec<Placed>, Failure> {
     #[derive(Deserialize)]
     struct Offsets {
         offsets: Vec<Placed>,
     }
-    #[derive(Deserialize)]
-    struct Placed {
-        partition: u32,
-        offset: u64,
-    }
-    let body = json!({ "records": batch.records }).to_string();
-    let path = format!("/topics/{}", segment(topic));
+    let body = json!({ "records": records }).to_string();
     let mut wait = OVERLOADED_WAIT_FIRST;
     let mut tries = 0;
-    let reply: Offsets = loop {
-        match client.post(&path, body.as_bytes()) {
-            Ok(reply) => break reply,
+    loop {
+        match client.post::<Offsets>(path, body.as_bytes()) {
+            Ok(reply) => return Ok(reply.offsets),
             Err(e) if is_overloaded(&e) && tries < OVERLOADED_RETRIES => {
                 tries += 1;
                 std::thread::sleep(wait);
                 wait *= 2;
             }
-            Err(e) => return Err(stopped(e, batch.first_line, tally).into()),
+            Err(e) => return Err(e),
         }
-    };
-    for placed in &reply.offsets {
-        let took = tally.partitions.entry(placed.partition).or_insert(Took {
-            records: 0,
-            first: placed.offset,
-            last: placed.offset,
-        });
-        took.records += 1;
-        took.first = took.first.min(placed.offset);
-        took.last = took.last.max(placed.offset);
     }
-    tally.records += reply.offsets.len() as u64;
-    tally.batches += 1;
-    batch.records.clear();
-    batch.bytes = 0;
-    Ok(())
+}
+
+impl Tally {
+    /// Counts the records of one acknowledged request.
+    fn count(&mut self, placed: &[Placed]) {
+        for at in placed {
+            let took = self.partitions.entry(at.partition).or_insert(Took {
+                records: 0,
+                first: at.offset,
+                last: at.offset,
+            });
+            took.records += 1;
+            took.first = took.first.min(at.offset);
+            took.last = took.last.max(at.offset);
+        }
+        self.records += placed.len() as u64;
+        self.batches += 1;
+    }
 }
 
 fn print(out: &Out, topic: &str, tally: &Tally) -> Outcome {
@@ -295,14 +443,14 @@ fn print(out: &Out, topic: &str, tally: &Tally) -> Outcome {
         }));
     }
     let skipped = if tally.skipped > 0 {
-        format!(" ({} empty lines skipped)", count(tally.skipped))
+        format!(" ({} skipped)", plural(tally.skipped, "empty line"))
     } else {
         String::new()
     };
     out.line(&format!(
-        "produced {} records to {topic} in {} batches{skipped}",
-        count(tally.records),
-        count(tally.batches)
+        "produced {} to {topic} in {}{skipped}",
+        plural(tally.records, "record"),
+        plural(tally.batches, "batch")
     ))?;
     if tally.partitions.is_empty() {
         return Ok(());
@@ -320,7 +468,7 @@ fn print(out: &Out, topic: &str, tally: &Tally) -> Outcome {
                 vec![
                     p.to_string(),
                     count(t.records),
-                    format!("{}-{}", t.first, t.last),
+                    format!("{}-{}", count(t.first), count(t.last)),
                 ]
             })
             .collect(),

@@ -2,8 +2,8 @@
 
 use serde_json::{Value, json};
 
-use super::client::{Client, TopicInfo, is_not_found, segment};
-use super::output::{Out, bytes, count, millis, time};
+use super::client::{Client, TopicInfo, code, is_not_found, segment};
+use super::output::{Out, bytes, count, millis, plural, time};
 use super::{Failure, Outcome};
 use crate::table::Align;
 
@@ -63,7 +63,7 @@ pub fn run(client: &Client, out: &Out, command: TopicCommand) -> Outcome {
                 client.post("/topics", body.to_string().as_bytes());
             let (topic, made) = match created {
                 Ok(topic) => (topic, true),
-                Err(Failure::Refused(m)) if if_not_exists && m.contains("code 40901") => {
+                Err(e) if if_not_exists && e.code() == Some(code::TOPIC_EXISTS) => {
                     (client.topic(&name)?, false)
                 }
                 Err(e) => return Err(e.into()),
@@ -73,9 +73,9 @@ pub fn run(client: &Client, out: &Out, command: TopicCommand) -> Outcome {
             }
             let what = if made { "created" } else { "exists already:" };
             out.line(&format!(
-                "{what} topic {} with {} partitions",
+                "{what} topic {} with {}",
                 topic.name,
-                topic.partitions.len()
+                plural(topic.partitions.len() as u64, "partition")
             ))
         }
         TopicCommand::List => list(client, out),
@@ -117,17 +117,22 @@ fn topic_json(topic: &TopicInfo) -> Value {
     })
 }
 
+/// A topic's retention as the console shows it too: "server default",
+/// or each limit it sets ("7d old; size: server default").
 fn retention(topic: &TopicInfo) -> String {
     match (topic.retention_ms, topic.retention_bytes) {
         (None, None) => "server default".into(),
-        (ms, size) => [
-            ms.map(|ms| format!("{} old", millis(ms))),
-            size.map(|b| format!("{} per partition", bytes(b))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(", "),
+        (ms, size) => format!(
+            "{}; {}",
+            ms.map_or_else(
+                || "age: server default".into(),
+                |ms| format!("{} old", millis(ms))
+            ),
+            size.map_or_else(
+                || "size: server default".into(),
+                |b| format!("{} per partition", bytes(b))
+            ),
+        ),
     }
 }
 
@@ -176,10 +181,10 @@ fn describe(client: &Client, out: &Out, name: &str) -> Outcome {
         return out.print_json(&topic_json(&topic));
     }
     out.line(&format!(
-        "topic {}: {} partitions, {} records, {}; retention {}; created {}",
+        "topic {}: {}, {}, {}; retention {}; created {}",
         topic.name,
-        topic.partitions.len(),
-        count(topic.records()),
+        plural(topic.partitions.len() as u64, "partition"),
+        plural(topic.records(), "record"),
         bytes(topic.bytes()),
         retention(&topic),
         time(topic.created_ms)
@@ -198,8 +203,8 @@ fn describe(client: &Client, out: &Out, name: &str) -> Outcome {
             .map(|p| {
                 vec![
                     p.partition.to_string(),
-                    p.log_start_offset.to_string(),
-                    p.end_offset.to_string(),
+                    count(p.log_start_offset),
+                    count(p.end_offset),
                     count(p.end_offset.saturating_sub(p.log_start_offset)),
                     bytes(p.bytes),
                 ]

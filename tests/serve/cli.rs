@@ -2,7 +2,8 @@
 //! `group`), the real binary against a real `seglog serve`: round trips
 //! through produce and consume in every line format, consumer groups and
 //! seeks, `--output json` parsed, the progress line, and every error path
-//! with its exit code (1 refused, 2 usage or input, 3 unreachable).
+//! with its exit code (1 refused, 2 usage or input, 3 unreachable, 4 a
+//! write that may have happened).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -13,10 +14,10 @@ use serde_json::{Value, json};
 use crate::support::serve_process::{PATIENCE, Server};
 
 /// What one run of the client did.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
@@ -34,7 +35,7 @@ impl Run {
             .collect()
     }
 
-    fn ok(self) -> Run {
+    pub(crate) fn ok(self) -> Run {
         assert_eq!(self.code, 0, "{}\n{}", self.stdout, self.stderr);
         self
     }
@@ -74,7 +75,7 @@ fn client(base: &str, args: &[&str], stdin: &[u8]) -> Run {
     }
 }
 
-fn seglog(server: &Server, args: &[&str]) -> Run {
+pub(crate) fn seglog(server: &Server, args: &[&str]) -> Run {
     client(&server.base, args, b"")
 }
 
@@ -175,7 +176,7 @@ fn topics_are_created_listed_described_and_deleted() {
         ["TOPIC", "PARTITIONS", "RECORDS", "SIZE", "RETENTION"]
     );
     assert!(
-        lines[1].starts_with("logs ") && lines[1].ends_with("7d old, 1.0 MiB per partition"),
+        lines[1].starts_with("logs ") && lines[1].ends_with("7d old; 1.0 MiB per partition"),
         "{}",
         lines[1]
     );
@@ -240,7 +241,7 @@ fn produce_and_consume_round_trip_in_every_line_format() {
     .ok();
     assert!(
         run.stdout
-            .starts_with("produced 4 records to t in 1 batches (1 empty lines skipped)"),
+            .starts_with("produced 4 records to t in 1 batch (1 empty line skipped)"),
         "{}",
         run.stdout
     );
@@ -409,12 +410,16 @@ fn a_group_consumes_once_and_seeks_forward_only() {
             .lines()
             .nth(1)
             .map(|l| l.split_whitespace().collect::<Vec<_>>()),
-        Some(vec!["g", "t", "2", "0"])
+        Some(vec!["g", "t", "2", "2", "0"])
     );
+    // The list is one request's summary (GET /groups), not one per group.
     let listed = seglog(&server, &["group", "list", "--output", "json"])
         .ok()
         .json();
-    assert_eq!(listed[0]["group"], "g");
+    assert_eq!(
+        listed,
+        json!([{"group": "g", "topics": ["t"], "partitions": 2, "committed_partitions": 2, "lag": 0}])
+    );
 
     // A seek by time (forward for a group that has read nothing yet).
     let run = seglog(
@@ -482,13 +487,53 @@ fn a_group_consumes_once_and_seeks_forward_only() {
     seglog(&server, &["group", "describe", "nobody"]).fails(1, "`seglog group list`");
 }
 
+/// Record bytes are the producers': a key or value holding a terminal's
+/// escape sequences (set the window title, clear the screen) or a line
+/// break (forge a record's line) is printed escaped, as a JSON string, in
+/// the output for people; `--output json` gives it exactly.
+#[test]
+fn consume_escapes_control_characters_for_people_and_keeps_json_exact() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), &[]);
+    server.create_topic("t", 1);
+    let key = "k\u{1b}[2J";
+    let value = "v\u{1b}]0;owned\u{7}\n0@99 forged\u{9b}31m\u{202e}";
+    let (status, body) = server.post(
+        "/topics/t/partitions/0",
+        json!({"records": [{"key": key, "value": value}, {"value": {"nested": "\u{1b}[31m"}}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let run = seglog(&server, &["consume", "t"]).ok();
+    assert_eq!(
+        run.stdout,
+        "0@0 key=\"k\\u001b[2J\" \"v\\u001b]0;owned\\u0007\\n0@99 forged\\u009b31m\\u202e\"\n\
+         0@1 {\"nested\":\"\\u001b[31m\"}\n"
+    );
+    assert!(
+        !run.stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{:?}",
+        run.stdout
+    );
+    let exact = seglog(&server, &["consume", "t", "--output", "json"])
+        .ok()
+        .json_lines();
+    assert_eq!(exact[0]["key"], key);
+    assert_eq!(exact[0]["value"], value);
+    assert_eq!(exact[1]["value"], json!({"nested": "\u{1b}[31m"}));
+}
+
 #[test]
 fn follow_prints_records_as_they_come_and_a_closed_pipe_ends_quietly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(dir.path(), &[]);
     seglog(&server, &["topic", "create", "t", "-p", "2"]).ok();
     server.produce("t", 0, &[json!("old")]);
-    for (round, partitions) in [vec!["-p", "1"], vec![]].into_iter().enumerate() {
+    // Each round's follower waits on the server in long polls (fetches
+    // with wait_ms) before a record is produced: one for partition 1, then
+    // one per partition (a poll of the first round's killed follower may
+    // still be waiting out its time). A follower that slept between
+    // fetches instead would never be seen waiting there.
+    for (round, partitions, polls) in [(0, vec!["-p", "1"], 1), (1, vec![], 2)] {
         let mut args = vec!["consume", "t", "--follow"];
         args.extend(partitions);
         let mut child = Command::new(env!("CARGO_BIN_EXE_seglog"))
@@ -499,7 +544,14 @@ fn follow_prints_records_as_they_come_and_a_closed_pipe_ends_quietly() {
             .spawn()
             .expect("run seglog consume --follow");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        std::thread::sleep(Duration::from_millis(300));
+        let deadline = Instant::now() + PATIENCE;
+        while server.metric("seglog_fetches_waiting") < polls {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no long poll waits"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let fresh = format!("fresh-{round}");
         server.produce("t", 1, &[json!(fresh)]);
         let deadline = Instant::now() + PATIENCE;
@@ -583,9 +635,24 @@ fn every_error_says_what_to_do_and_exits_with_its_code() {
     // Refused by the server: 1, with its message and a hint.
     seglog_in(&server, &["produce", "nope"], "1\n")
         .fails(1, "`seglog topic create NAME` makes one");
-    // A batch holding a record over the limit is refused whole.
+    // A batch holding a record over the limit: the server refuses it whole,
+    // so the lines before that record are sent again without it and
+    // produced, and the failure names the line and what was produced.
     let big = format!("{}\n", "x".repeat(300));
-    seglog_in(&server, &["produce", "t"], &format!("ok\n{big}")).fails(1, "--max-record-bytes");
+    seglog_in(&server, &["produce", "t"], &format!("ok\n{big}more\n"))
+        .fails(1, "line 2 was refused: ")
+        .fails(1, "--max-record-bytes")
+        .fails(
+            1,
+            "nothing from line 2 on was produced (1 record before it was)",
+        );
+    assert_eq!(
+        consumed(&server, "t", &[])
+            .iter()
+            .map(|r| r.3.clone())
+            .collect::<Vec<_>>(),
+        vec![json!("ok")]
+    );
 
     // Bad command lines and input: 2. Lines before a bad one are produced,
     // none after it.
@@ -607,7 +674,7 @@ fn every_error_says_what_to_do_and_exits_with_its_code() {
     seglog(&server, &["consume", "t", "--time", "yesterday"]).fails(2, "RFC 3339");
     seglog(&server, &["consume", "t", "-p", "3"]).fails(2, "partitions 0 to 0");
     seglog(&server, &["consume", "t", "--offset", "5"])
-        .fails(2, "past the end of partition 0 of t, which is 3");
+        .fails(2, "past the end of partition 0 of t, which is 4");
     seglog(
         &server,
         &["consume", "t", "--offset", "1", "--from-beginning"],
@@ -617,7 +684,122 @@ fn every_error_says_what_to_do_and_exits_with_its_code() {
     let kept = consumed(&server, "t", &[]);
     assert_eq!(
         kept.iter().map(|r| r.3.clone()).collect::<Vec<_>>(),
-        vec![json!(1), json!(2), json!("fine")],
-        "the lines before each bad one, and nothing of the batch with a record too large"
+        vec![json!("ok"), json!(1), json!(2), json!("fine")],
+        "every line before each bad one, none of a bad one"
+    );
+}
+
+/// A stand-in for a server that fails a produce after it was sent: it
+/// answers `GET /topics/t` as seglog would (one partition), acknowledges
+/// the first produce request whole, and answers every later one with
+/// `later` (after reading it whole). Returns its address.
+fn failing_after_send(later: fn(&mut std::net::TcpStream)) -> String {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let (Ok(mut stream), posts) = (stream, posts.clone()) else {
+                return;
+            };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                loop {
+                    let mut head = Vec::new();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        head.push(line.to_ascii_lowercase());
+                        line.clear();
+                    }
+                    let Some(request) = head.first().cloned() else {
+                        return;
+                    };
+                    let length: usize = head
+                        .iter()
+                        .find_map(|h| h.strip_prefix("content-length:"))
+                        .map_or(0, |n| n.trim().parse().expect("length"));
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).expect("body");
+                    let reply = if request.starts_with("get /topics/t ") {
+                        json!({"name": "t", "created_ms": 0, "retention_ms": null,
+                            "retention_bytes": null, "partitions": [
+                            {"partition": 0, "log_start_offset": 0, "end_offset": 0, "bytes": 0}]})
+                    } else if request.starts_with("post /topics/t ") {
+                        if posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                            later(&mut stream);
+                            return;
+                        }
+                        let sent: Value = serde_json::from_slice(&body).expect("JSON body");
+                        let count = sent["records"].as_array().expect("records").len();
+                        json!({"offsets": (0..count)
+                            .map(|i| json!({"partition": 0, "offset": i}))
+                            .collect::<Vec<_>>()})
+                    } else {
+                        panic!("unexpected request {request}");
+                    };
+                    let text = reply.to_string();
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                }
+            });
+        }
+    });
+    base
+}
+
+/// A produce whose batch failed after it was sent says exactly what is
+/// known: the records acknowledged (printed too), the lines that may have
+/// been produced, that nothing after them was sent; and it exits 4, apart
+/// from every failure that changed nothing (1, 2, 3). Regression: the
+/// command once promised all or nothing per batch, and exited 3 for a
+/// write that may have happened.
+#[test]
+fn a_produce_whose_reply_is_lost_says_what_may_have_been_produced() {
+    // 1,500 lines: a batch of 1,000 acknowledged, then one of 500 whose
+    // connection is dropped after the request was read, or whose reply is
+    // a storage error that may have written.
+    let lines: String = (1..=1500).map(|i| format!("{i}\n")).collect();
+    let dropped: fn(&mut std::net::TcpStream) = |stream| {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    };
+    let storage_error: fn(&mut std::net::TcpStream) = |stream| {
+        let text = json!({"error_code": 50302, "message": "the sync point failed, so the write may or may not be durable"}).to_string();
+        let _ = write!(
+            stream,
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+            text.len()
+        );
+    };
+    for later in [dropped, storage_error] {
+        let base = failing_after_send(later);
+        let run = client(&base, &["produce", "t"], lines.as_bytes()).fails(
+            4,
+            "lines 1001 to 1500 may have been produced, in whole or in part",
+        );
+        assert!(
+            run.stderr.contains(
+                "Acknowledged: 1,000 records before line 1001; nothing after line 1500 was sent"
+            ),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stdout
+                .starts_with("produced 1,000 records to t in 1 batch"),
+            "{}",
+            run.stdout
+        );
+    }
+    // A connection refused is no write: exit 3, nothing may have happened.
+    let run = client("http://127.0.0.1:1", &["produce", "t"], b"1\n");
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("may have been produced"),
+        "{}",
+        run.stderr
     );
 }

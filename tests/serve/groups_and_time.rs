@@ -35,25 +35,43 @@ fn groups_are_listed_and_described_with_their_lag() {
         "a%20%22quoted%22%20group%2Fx",
         json!([{"topic": "orders", "partition": 0, "offset": 9}]),
     );
+    // The list is the summary of each group, in one reply: its topics,
+    // partitions (with and without a commit) and lag, as the description
+    // of each has them.
     assert_eq!(
         server.get("/groups"),
-        (200, json!(["a \"quoted\" group/x", "billing"]))
+        (
+            200,
+            json!([
+                {"group": "a \"quoted\" group/x", "topics": ["orders"], "partitions": 3,
+                 "committed_partitions": 1, "lag": 1},
+                {"group": "billing", "topics": ["clicks", "orders"], "partitions": 4,
+                 "committed_partitions": 3, "lag": 5},
+            ])
+        )
     );
     let (status, billing) = server.get("/groups/billing");
     assert_eq!(status, 200, "{billing}");
+    // Every partition of the topics it reads: one without a commit lags
+    // by every record it holds (orders 1 holds none).
     assert_eq!(
         billing,
         json!({"group": "billing", "lag": 5, "partitions": [
             {"topic": "clicks", "partition": 0, "offset": 0, "log_start_offset": 0, "end_offset": 2, "lag": 2},
             {"topic": "orders", "partition": 0, "offset": 1, "log_start_offset": 0, "end_offset": 4, "lag": 3},
+            {"topic": "orders", "partition": 1, "offset": null, "log_start_offset": 0, "end_offset": 0, "lag": 0},
             {"topic": "orders", "partition": 2, "offset": 1, "log_start_offset": 0, "end_offset": 1, "lag": 0},
         ]})
     );
-    // A commit past the end has no lag (not a negative one).
+    // A commit past the end has no lag (not a negative one); partition 2,
+    // without a commit, lags by its one record.
     let (status, quoted) = server.get("/groups/a%20%22quoted%22%20group%2Fx");
     assert_eq!(status, 200, "{quoted}");
-    assert_eq!(quoted["lag"], 0);
+    assert_eq!(quoted["lag"], 1);
     assert_eq!(quoted["partitions"][0]["offset"], 9);
+    assert_eq!(quoted["partitions"][0]["lag"], 0);
+    assert_eq!(quoted["partitions"][2]["offset"], json!(null));
+    assert_eq!(quoted["partitions"][2]["lag"], 1);
 
     // Unknown and bad names.
     server.assert_error("GET", "/groups/nobody", None, 404, 40403);
@@ -65,7 +83,7 @@ fn groups_are_listed_and_described_with_their_lag() {
     assert_eq!(status, 204);
     let (_, billing) = server.get("/groups/billing");
     assert_eq!(billing["lag"], 3);
-    assert_eq!(billing["partitions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(billing["partitions"].as_array().map(Vec::len), Some(3));
     commit(
         "only-clicks-gone",
         json!([{"topic": "orders", "partition": 1, "offset": 0}]),
@@ -110,14 +128,12 @@ fn a_fetch_from_a_time_starts_at_the_first_record_at_or_after_it() {
         vec![json!(1), json!(2)]
     );
 
+    // With an offset too, the search starts there.
+    assert_eq!(first("timestamp=1000&offset=2"), Some(2));
+    assert_eq!(first("timestamp=3001&offset=4"), Some(4));
+    assert_eq!(first("timestamp=1&offset=6"), None);
+
     server.assert_error("GET", "/topics/t/partitions/0/records", None, 400, 40001);
-    server.assert_error(
-        "GET",
-        "/topics/t/partitions/0/records?offset=0&timestamp=0",
-        None,
-        400,
-        40001,
-    );
     server.assert_error(
         "GET",
         "/topics/t/partitions/0/records?timestamp=-1",
@@ -146,6 +162,59 @@ fn a_fetch_from_a_time_starts_at_the_first_record_at_or_after_it() {
         404,
         40402,
     );
+}
+
+/// A search by time reads a bounded number of bytes per request (64 MiB,
+/// `TIMESTAMP_SEARCH_BYTES_MAX`): past it, the fetch is a 422 that says
+/// where to search on from, and searching on from there finds the record.
+/// `seglog consume --time` does that by itself.
+#[test]
+fn a_search_by_time_is_bounded_per_request_and_goes_on_where_it_stopped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), &[]);
+    server.create_topic("big", 1);
+    // 80 old records of about 1 MB (80 MB, past the bound), then a new one.
+    let value = "x".repeat(1_000_000);
+    for _ in 0..8 {
+        let records: Vec<_> = (0..10)
+            .map(|_| json!({"value": value, "timestamp": 1000}))
+            .collect();
+        let (status, body) = server.post("/topics/big/partitions/0", json!({"records": records}));
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = server.post(
+        "/topics/big/partitions/0",
+        json!({"records": [{"value": "new", "timestamp": 5000}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut from = 0;
+    let mut stops = 0;
+    let found = loop {
+        let path =
+            format!("/topics/big/partitions/0/records?timestamp=2000&offset={from}&max_records=1");
+        let (status, body) = server.get(&path);
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(
+            (status, &body["error_code"]),
+            (422, &json!(42201)),
+            "{body}"
+        );
+        let next = body["next_offset"].as_u64().expect("next_offset");
+        assert!(next > from && next < 80, "{body}");
+        // Between 64 and 65 records of about 1 MB read (64 MiB, a hold's
+        // 1 MiB more at most).
+        assert!((64..=70).contains(&(next - from)), "{body}");
+        stops += 1;
+        from = next;
+    };
+    assert_eq!(stops, 1);
+    assert_eq!(found[0]["offset"], 80);
+    assert_eq!(found[0]["value"], "new");
+
+    let run = crate::cli::seglog(&server, &["consume", "big", "--time", "2000", "-n", "1"]).ok();
+    assert_eq!(run.stdout, "0@80 new\n", "{}", run.stderr);
 }
 
 #[test]
