@@ -76,6 +76,22 @@ if ! pinned_clients_installed; then
     fi
 fi
 
+# Node.js 20 or later: playwright-core and the console test use what older
+# ones lack, and Debian before 13 (trixie) or Ubuntu before 24.04 ships an
+# older one. Checked whether it came from apt above or was there before.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+    if [ "$node_major" -eq 0 ]; then found="no working node"; else found="Node.js $(node --version)"; fi
+    cat >&2 <<EOF_NODE
+test-setup: the console test (tests/serve/console.rs) needs Node.js 20 or later, and found $found.
+  Install Node.js 20 or later, then run this again, for example:
+    - from NodeSource: curl -fsSL https://deb.nodesource.com/setup_22.x | sudo -E bash - && sudo apt-get install -y nodejs
+    - with nvm: nvm install 22 && nvm use 22
+    - on Debian 13 or Ubuntu 24.04 and later: sudo apt-get install nodejs npm
+EOF_NODE
+    exit 1
+fi
+
 # The console test's npm packages, exactly as locked; only when the
 # installed playwright-core is not the locked one (npm ci starts from a
 # clean node_modules).
