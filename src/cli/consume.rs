@@ -407,34 +407,34 @@ fn shown(json: &Value, base64: &Value) -> Option<String> {
         Value::Null => None,
         Value::String(s) => Some(safe_text(s.clone())),
         // serde_json escapes control characters in strings already.
-        other => Some(escape_unsafe(&other.to_string())),
+        other => Some(escape_hostile(&other.to_string())),
     }
 }
 
 /// Whether a character must not reach a terminal as it is: control
 /// characters but tab, and the Unicode line separators and direction
 /// overrides, which can make a line read as another.
-fn unsafe_char(c: char) -> bool {
+fn hostile_char(c: char) -> bool {
     (c.is_control() && c != '\t')
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Text as it is when it is safe to print, else as a quoted JSON string
-/// with every unsafe character escaped.
+/// with every hostile character escaped.
 fn safe_text(text: String) -> String {
-    if text.chars().any(unsafe_char) {
-        escape_unsafe(&serde_json::to_string(&text).unwrap_or_default())
+    if text.chars().any(hostile_char) {
+        escape_hostile(&serde_json::to_string(&text).unwrap_or_default())
     } else {
         text
     }
 }
 
-/// JSON text with the unsafe characters serde_json leaves as they are
+/// JSON text with the hostile characters serde_json leaves as they are
 /// written as `\uXXXX` escapes (which JSON strings take too).
-fn escape_unsafe(json: &str) -> String {
+fn escape_hostile(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        if unsafe_char(c) {
+        if hostile_char(c) {
             out.push_str(&format!("\\u{:04x}", u32::from(c)));
         } else {
             out.push(c);
