@@ -258,14 +258,16 @@ async function writable(page) {
 
 // A page of another site (localhost is another site than 127.0.0.1) posts
 // to the writable console's server as a form could, without asking first
-// (text/plain, no-cors), and tries a DELETE: neither changes anything.
+// (text/plain, no-cors), and tries a DELETE: neither changes anything. The
+// page is the read-only server's /health, a document without the console's
+// Content-Security-Policy (which would keep the page itself from sending).
 async function crossSite(context) {
   step("a page of another site cannot write (cross-site request forgery)");
   const other = new URL(readonlyBase);
   other.hostname = "localhost";
   const page = await context.newPage();
   try {
-    await page.goto(`${other.origin}/ui/`);
+    await page.goto(`${other.origin}/health`);
     const statuses = await page.evaluate(async (target) => {
       const forged = await fetch(`${target}/topics`, { method: "POST", mode: "no-cors",
         headers: { "content-type": "text/plain" }, body: JSON.stringify({ name: "forged", partitions: 1 }) });
