@@ -4,7 +4,11 @@
 # a C compiler and the C library headers (the LD_PRELOAD shims of
 # tests/durability/faults.rs and powerloss.rs), the Python Kafka
 # clients pinned in tests/kafka_clients/requirements.txt, and gnuplot and
-# graphviz, without which every Maelstrom run ends ":valid? :unknown".
+# graphviz, without which every Maelstrom run ends ":valid? :unknown";
+# and for the console's browser test (tests/serve/console.rs) Debian's
+# Chromium, Node.js and npm, and the npm packages pinned in
+# tests/console/package-lock.json (playwright-core, which drives the
+# system's Chromium and never downloads a browser).
 # (Maelstrom's Java 17 is not installed here.)
 #
 # Installs only what is missing and prints nothing when everything is there,
@@ -29,6 +33,9 @@ command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 command -v gnuplot >/dev/null 2>&1 || packages+=(gnuplot-nox)
 command -v dot >/dev/null 2>&1 || packages+=(graphviz)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3 python3-pip)
+[ -x /usr/bin/chromium ] || packages+=(chromium chromium-driver)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 if [ ${#packages[@]} -gt 0 ]; then
     echo "test-setup: installing ${packages[*]}" >&2
     apt update -qq
@@ -67,4 +74,36 @@ if ! pinned_clients_installed; then
             exit 1
         fi
     fi
+fi
+
+# Node.js 20 or later: playwright-core and the console test use what older
+# ones lack, and Debian before 13 (trixie) or Ubuntu before 24.04 ships an
+# older one. Checked whether it came from apt above or was there before.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+    if [ "$node_major" -eq 0 ]; then found="no working node"; else found="Node.js $(node --version)"; fi
+    cat >&2 <<EOF_NODE
+test-setup: the console test (tests/serve/console.rs) needs Node.js 20 or later, and found $found.
+  Install Node.js 20 or later, then run this again, for example:
+    - from NodeSource: curl -fsSL https://deb.nodesource.com/setup_22.x | sudo -E bash - && sudo apt-get install -y nodejs
+    - with nvm: nvm install 22 && nvm use 22
+    - on Debian 13 or Ubuntu 24.04 and later: sudo apt-get install nodejs npm
+EOF_NODE
+    exit 1
+fi
+
+# The console test's npm packages, exactly as locked; only when the
+# installed playwright-core is not the locked one (npm ci starts from a
+# clean node_modules).
+console=tests/console
+locked_packages_installed() {
+    node -e '
+        const lock = require("./package-lock.json").packages["node_modules/playwright-core"];
+        const installed = require("./node_modules/playwright-core/package.json");
+        process.exit(lock.version === installed.version ? 0 : 1);
+    ' 2>/dev/null
+}
+if ! (cd "$console" && locked_packages_installed); then
+    echo "test-setup: installing the npm packages of $console/package-lock.json" >&2
+    npm ci --prefix "$console" --no-audit --no-fund --loglevel=error >/dev/null
 fi

@@ -17,13 +17,16 @@
 //!   above both front ends.
 //! - [`inspect`]: the offline inspector behind `seglog inspect`; reads files, never
 //!   the engine's open state.
-//! - Leaf modules any layer may use: [`log`] (stderr logging), [`lock`]
+//! - [`cli`]: the command-line client (`seglog topic`, `produce`, `consume`,
+//!   `group`) of a running server's HTTP API; it imports no server module.
+//! - Leaf modules any layer may use: [`table`] (aligned columns), [`log`] (stderr logging), [`lock`]
 //!   (locks that survive a panicked holder), [`data_dir`] (where a process
 //!   keeps its data), [`lazy_alloc`] (the binary's allocator, which maps
 //!   huge allocations lazily: a Kafka request announcing a huge array must
 //!   not abort).
 
 pub mod broker;
+pub mod cli;
 pub mod data_dir;
 pub mod http;
 pub mod inspect;
@@ -35,6 +38,7 @@ pub mod node;
 pub mod raft;
 pub mod serve;
 pub mod storage;
+pub mod table;
 #[cfg(test)]
 mod tidy;
 

@@ -28,6 +28,34 @@ enum Command {
     Inspect(seglog::inspect::InspectArgs),
     /// Serve topics, produce, fetch and consumer group offsets over HTTP.
     Serve(seglog::serve::ServeArgs),
+    /// Create, list, describe and delete topics of a running server.
+    Topic {
+        #[command(subcommand)]
+        command: seglog::cli::topic::TopicCommand,
+        #[command(flatten)]
+        connection: seglog::cli::Connection,
+    },
+    /// Produce lines of stdin as records to a running server, in batches.
+    Produce {
+        #[command(flatten)]
+        args: seglog::cli::produce::ProduceArgs,
+        #[command(flatten)]
+        connection: seglog::cli::Connection,
+    },
+    /// Print a topic's records from a running server, to its end or as they come.
+    Consume {
+        #[command(flatten)]
+        args: seglog::cli::consume::ConsumeArgs,
+        #[command(flatten)]
+        connection: seglog::cli::Connection,
+    },
+    /// List and describe consumer groups of a running server, and move their offsets.
+    Group {
+        #[command(subcommand)]
+        command: seglog::cli::group::GroupCommand,
+        #[command(flatten)]
+        connection: seglog::cli::Connection,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +84,20 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Some(Command::Topic {
+            command,
+            connection,
+        }) => seglog::cli::run(seglog::cli::Command::Topic(command), &connection),
+        Some(Command::Produce { args, connection }) => {
+            seglog::cli::run(seglog::cli::Command::Produce(args), &connection)
+        }
+        Some(Command::Consume { args, connection }) => {
+            seglog::cli::run(seglog::cli::Command::Consume(args), &connection)
+        }
+        Some(Command::Group {
+            command,
+            connection,
+        }) => seglog::cli::run(seglog::cli::Command::Group(command), &connection),
         None => match seglog::node::run(&cli.node) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

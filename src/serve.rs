@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// that off.
     #[arg(long, value_name = "N", default_value_t = crate::kafka::topics::NUM_PARTITIONS_DEFAULT)]
     pub kafka_auto_create_partitions: u32,
+    /// Let the console (the web page at /ui) create and delete topics; it
+    /// is read-only without this. The HTTP API itself takes changes from
+    /// any client either way.
+    #[arg(long)]
+    pub console_writable: bool,
     /// More logs on stderr (-v: lifecycle and syncs, -vv: every error reply).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -141,7 +146,7 @@ pub async fn serve(
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     // Always printed: a user (or a test that asked for port 0) needs it.
     eprintln!(
-        "seglog: listening on http://{address}, data in {}",
+        "seglog: listening on http://{address}, data in {}; console at http://{address}/ui/",
         dir.display()
     );
     let kafka = match args.kafka {
@@ -150,7 +155,10 @@ pub async fn serve(
     };
 
     let stopping = Arc::clone(&broker);
-    let served = crate::http::serve(listener, Arc::clone(&broker), async move {
+    let console = crate::http::Console {
+        writable: args.console_writable,
+    };
+    let served = crate::http::serve(listener, Arc::clone(&broker), console, async move {
         shutdown.await;
         eprintln!("seglog: shutting down: finishing requests in flight");
         // Long polls return at once; new writes are refused; the Kafka

@@ -2,9 +2,15 @@
 //! partition, kept as a committed offset of the store under a key of its
 //! own, so it is durable by the same sync points as the records. Both front
 //! ends commit and read them here; the Kafka front end adds the group
-//! membership protocol on top (in memory, in `kafka/groups.rs`).
+//! membership protocol on top (in memory, in `kafka/groups.rs`). A group
+//! exists only through its commits: [`Broker::committed_offsets`] lists
+//! them by reading the keys back, and [`Broker::group_lags`] puts them
+//! beside each partition's end.
 
-use super::catalog::Topic;
+use std::collections::{BTreeMap, HashMap};
+
+use super::Broker;
+use super::catalog::{Topic, parse_key};
 use super::error::{Error, Result};
 
 /// Longest consumer group name, in bytes (Kafka's topic name limit, used
@@ -29,4 +35,187 @@ pub fn check_group(group: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Splits a key made by [`offset_key`] into the group name and the
+/// partition's store key; `None` for any other key.
+pub fn parse_offset_key(key: &str) -> Option<(String, &str)> {
+    let quoted = key.strip_prefix("group ")?;
+    let mut names = serde_json::Deserializer::from_str(quoted).into_iter::<String>();
+    let group = names.next()?.ok()?;
+    let partition_key = quoted.get(names.byte_offset()..)?.strip_prefix(' ')?;
+    Some((group, partition_key))
+}
+
+/// One committed offset of a consumer group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub group: String,
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset the group will read.
+    pub offset: u64,
+}
+
+/// One partition of a group's topics, beside the group's commit in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    /// The group's committed offset (the next it reads); `None` where the
+    /// group has committed nothing in this partition of a topic it reads.
+    pub committed: Option<u64>,
+    pub log_start: u64,
+    pub end: u64,
+    /// Records the group has still to read: `end - committed` (0 for a
+    /// commit at or past the end); for a partition without a commit, every
+    /// record it holds, since a consumer of the group starts at the log
+    /// start there (`seglog consume --group` does, as a Kafka client with
+    /// `auto.offset.reset=earliest`).
+    pub lag: u64,
+}
+
+/// A group's lag over every partition of the topics it has committed in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupLag {
+    pub group: String,
+    /// Sorted by topic and partition.
+    pub partitions: Vec<PartitionLag>,
+    /// The sum of the partitions' lags.
+    pub lag: u64,
+}
+
+impl Broker {
+    /// Every durable committed offset of every group, sorted by group,
+    /// topic and partition; `only` keeps one group's. Offsets of a topic
+    /// since deleted (they name its old id) are left out. Groups exist only
+    /// through their commits, whichever front end made them.
+    ///
+    /// The store's lock is held for one pass over its committed offsets
+    /// that copies the keys of groups (of `only`, by the key's prefix),
+    /// nothing more: the keys are parsed and checked against the catalog
+    /// after it is released.
+    pub fn committed_offsets(&self, only: Option<&str>) -> Vec<Committed> {
+        let prefix = match only {
+            Some(group) => format!(
+                "group {} ",
+                serde_json::to_string(group).unwrap_or_default()
+            ),
+            None => "group ".to_string(),
+        };
+        let copied: Vec<(String, u64)> = self
+            .store()
+            .committed_offsets()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .map(|(key, offset)| (key.to_string(), offset))
+            .collect();
+        let catalog = self.catalog();
+        let mut found: Vec<Committed> = copied
+            .iter()
+            .filter_map(|(key, offset)| {
+                let (group, partition_key) = parse_offset_key(key)?;
+                let (name, id, partition) = parse_key(partition_key)?;
+                let topic = catalog.get(name)?;
+                (topic.id == id && partition < topic.partitions).then(|| Committed {
+                    group,
+                    topic: name.to_string(),
+                    partition,
+                    offset: *offset,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            (&a.group, &a.topic, a.partition).cmp(&(&b.group, &b.topic, b.partition))
+        });
+        found
+    }
+
+    /// Each group's lag (of `only`, or of every group), in one pass over
+    /// the commits: every partition of each topic a group committed in,
+    /// with its commit if any, its log start and end. Each partition's
+    /// offsets are read once, under a hold of the store's lock of its own,
+    /// however many groups read it. Sorted by group.
+    pub fn group_lags(&self, only: Option<&str>) -> Result<Vec<GroupLag>> {
+        let mut groups: BTreeMap<String, BTreeMap<(String, u32), u64>> = BTreeMap::new();
+        for c in self.committed_offsets(only) {
+            groups
+                .entry(c.group)
+                .or_default()
+                .insert((c.topic, c.partition), c.offset);
+        }
+        let mut offsets: HashMap<(String, u32), (u64, u64)> = HashMap::new();
+        let mut lags = Vec::with_capacity(groups.len());
+        for (group, commits) in groups {
+            let mut topics: Vec<&str> = commits.keys().map(|(t, _)| t.as_str()).collect();
+            topics.dedup();
+            let mut partitions = Vec::new();
+            for name in topics {
+                // Listed from the catalog a moment ago; a topic deleted
+                // since drops out rather than failing the whole reply.
+                let Some(topic) = self.catalog().get(name).cloned() else {
+                    continue;
+                };
+                for partition in 0..topic.partitions {
+                    let at = (topic.name.clone(), partition);
+                    let (log_start, end) = match offsets.get(&at) {
+                        Some(known) => *known,
+                        None => {
+                            let read = self.partition_offsets(&topic.key(partition))?;
+                            offsets.insert(at.clone(), read);
+                            read
+                        }
+                    };
+                    let committed = commits.get(&at).copied();
+                    partitions.push(PartitionLag {
+                        lag: end.saturating_sub(committed.unwrap_or(log_start)),
+                        topic: at.0,
+                        partition,
+                        committed,
+                        log_start,
+                        end,
+                    });
+                }
+            }
+            lags.push(GroupLag {
+                lag: partitions.iter().map(|p| p.lag).sum(),
+                group,
+                partitions,
+            });
+        }
+        Ok(lags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str) -> Topic {
+        Topic {
+            name: name.into(),
+            id: 7,
+            partitions: 3,
+            retention_ms: None,
+            retention_bytes: None,
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_offset_key_parses_back_whatever_the_group_name_holds() {
+        for group in [
+            "billing",
+            "a \"quoted\" name",
+            "with spaces and ünïcode",
+            "g\\",
+        ] {
+            let key = offset_key(group, &topic("orders.v2-x"), 2);
+            let (parsed, partition_key) = parse_offset_key(&key).expect("parses");
+            assert_eq!(parsed, group);
+            assert_eq!(partition_key, "orders.v2-x.7-2");
+        }
+        assert_eq!(parse_offset_key("orders.7-2"), None);
+        assert_eq!(parse_offset_key("group \"unterminated"), None);
+        assert_eq!(parse_offset_key("group \"g\"orders.7-2"), None);
+    }
 }

@@ -244,6 +244,33 @@ pub fn as_kafka(payload: &[u8]) -> Result<KafkaRecord<'_>, PayloadError> {
     })
 }
 
+/// The HTTP front end's stored object starts so, its timestamp next
+/// (`http/records.rs` writes it first, always).
+const HTTP_TIMESTAMP_PREFIX: &[u8] = b"{\"timestamp\":";
+
+/// A payload's timestamp, read without decoding the rest of it (a search
+/// by time reads every record before the one it finds): a Kafka record's,
+/// or the one the HTTP front end's object starts with. `None` for a
+/// payload without one: a Kafka record whose timestamp is -1 (none, as
+/// Kafka has it), a Maelstrom message, anything else. It agrees with
+/// [`as_kafka`] on every payload a front end writes.
+pub fn timestamp_of(payload: &[u8]) -> Option<i64> {
+    if is_kafka(payload) {
+        if payload.get(1) != Some(&KAFKA_RECORD_VERSION) {
+            return None;
+        }
+        let bytes = payload.get(KAFKA_TIMESTAMP_OFFSET..KAFKA_KEY_OFFSET)?;
+        let timestamp = i64::from_le_bytes(bytes.try_into().ok()?);
+        return (timestamp >= 0).then_some(timestamp);
+    }
+    let rest = payload.strip_prefix(HTTP_TIMESTAMP_PREFIX)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if rest.get(digits) != Some(&b',') {
+        return None;
+    }
+    std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()
+}
+
 /// Appends, for the HTTP front end, the fields of a Kafka record payload
 /// after `"offset":N`: `,"timestamp":T,"key":K,"value":V` and, when it has
 /// headers, `,"headers":[{"key":NAME,"value_base64":B}]`. A key or value
@@ -357,6 +384,40 @@ mod tests {
                 (b"empty", None),
                 (b"", Some(b"")),
             ],
+        }
+    }
+
+    #[test]
+    fn a_timestamp_is_read_alone_as_the_whole_record_has_it() {
+        let mut kafka = Vec::new();
+        encode_kafka(&mut kafka, &sample());
+        let mut untimed = Vec::new();
+        encode_kafka(
+            &mut untimed,
+            &KafkaRecord {
+                timestamp: -1,
+                ..sample()
+            },
+        );
+        let http: &[u8] = br#"{"timestamp":1795860000000,"key":null,"value":{"a":1}}"#;
+        for (payload, want) in [
+            (kafka.as_slice(), Some(1_700_000_000_123)),
+            (untimed.as_slice(), None),
+            (http, Some(1_795_860_000_000)),
+            (br#"{"key":1,"value":2}"#.as_slice(), None),
+            (br#"{"timestamp":12"#.as_slice(), None),
+            (
+                br#"{"timestamp":99999999999999999999,"value":1}"#.as_slice(),
+                None,
+            ),
+            (b"\x01".as_slice(), None),
+            (b"".as_slice(), None),
+        ] {
+            assert_eq!(timestamp_of(payload), want, "{payload:?}");
+            let whole = as_kafka(payload).map_or(-1, |r| r.timestamp);
+            if (0..i64::MAX).contains(&whole) {
+                assert_eq!(timestamp_of(payload), Some(whole), "{payload:?}");
+            }
         }
     }
 

@@ -1,7 +1,8 @@
-//! Creating and deleting topics, a partition's state, and tidying the
-//! store at start. A topic's deletion changes the catalog first, durably,
-//! then removes its partitions' logs; a crash in between leaves logs of a
-//! dead topic id, which [`remove_dead_keys`] removes at the next start.
+//! Creating and deleting topics, a partition's state, the search of a
+//! partition by timestamp, and tidying the store at start. A topic's
+//! deletion changes the catalog first, durably, then removes its
+//! partitions' logs; a crash in between leaves logs of a dead topic id,
+//! which [`remove_dead_keys`] removes at the next start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use super::Broker;
 use super::catalog::{Catalog, KeyOwner, NewTopic, Topic};
 use super::error::{Error, Result};
+use super::payload::timestamp_of;
 use super::time::now_ms;
 use crate::log;
 use crate::storage::store::Store;
@@ -20,6 +22,19 @@ const REMOVAL_ATTEMPTS: usize = 5;
 
 /// Longest wait for one sync point during a removal.
 const REMOVAL_WAIT: Duration = Duration::from_secs(1);
+
+/// Records a search by timestamp reads under one hold of the store's lock,
+/// so a scan of a long partition lets writes in between: each costs a
+/// CRC check and a look at its first bytes, about a microsecond, so a
+/// hold of small records lasts a few milliseconds at most.
+pub const TIMESTAMP_SCAN_RECORDS: usize = 4096;
+
+/// Bytes of records a search by timestamp reads under one hold of the
+/// store's lock, whatever their count: the CRC check reads every byte,
+/// and a megabyte takes about as long as a fetch's chunk (the same
+/// bound, `http::fetch::FETCH_CHUNK_BYTES`), so large records do not make
+/// a hold longer than small ones. A hold reads at least one record.
+pub const TIMESTAMP_SCAN_BYTES: usize = 1 << 20;
 
 /// Creates a topic, durably (blocks on the catalog's file: call it off
 /// the event loop).
@@ -88,12 +103,20 @@ pub struct PartitionState {
 }
 
 impl Broker {
-    /// The state of the log behind `key`.
-    pub fn partition_state(&self, key: &str) -> Result<PartitionState> {
+    /// The log start and the durable end of the log behind `key`, without
+    /// its size (which costs a `stat` of each segment).
+    pub fn partition_offsets(&self, key: &str) -> Result<(u64, u64)> {
         let mut store = self.store();
         let log_start = store.log_start(key).map_err(Error::refused)?;
         let end = store.durable_next_offset(key).map_err(Error::refused)?;
-        let bytes = store
+        Ok((log_start, end))
+    }
+
+    /// The state of the log behind `key`.
+    pub fn partition_state(&self, key: &str) -> Result<PartitionState> {
+        let (log_start, end) = self.partition_offsets(key)?;
+        let bytes = self
+            .store()
             .segments(key)
             .map_err(Error::refused)?
             .iter()
@@ -104,6 +127,84 @@ impl Broker {
             end,
             bytes,
         })
+    }
+}
+
+/// Bytes of records one search by timestamp reads at most before it
+/// stops and says where it got to: as many as the largest fetch returns
+/// (`http::fetch::FETCH_BYTES_MAX`), so that a request by time costs no
+/// more than a request by offset can (a CRC check of every byte, some tens
+/// of milliseconds), however long the partition. A caller goes on from
+/// where it stopped with a request of its own. (A time index, issue 21,
+/// will make the search cheap.)
+pub const TIMESTAMP_SEARCH_BYTES_MAX: usize = 64 << 20;
+
+/// How a search by timestamp ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSearch {
+    /// The first record at or after the time, and its timestamp.
+    Found { offset: u64, timestamp: i64 },
+    /// No record at or after the time, up to the partition's end.
+    None,
+    /// The search read its bound of bytes without finding one, up to
+    /// (not including) `next`: search again from there.
+    Stopped { next: u64 },
+}
+
+impl Broker {
+    /// The first record of the log behind `key`, from offset `from` (the
+    /// log start if that is later), whose timestamp is at or after `t`
+    /// (milliseconds since the Unix epoch). Both front ends' searches by
+    /// time (Kafka's ListOffsets, the HTTP fetch's `timestamp`) use it,
+    /// with [`TIMESTAMP_SEARCH_BYTES_MAX`] as `bytes_max`.
+    ///
+    /// It scans, at most [`TIMESTAMP_SCAN_RECORDS`] or
+    /// [`TIMESTAMP_SCAN_BYTES`] under one hold of the store's lock,
+    /// reading only each record's timestamp ([`timestamp_of`]): timestamps
+    /// are the clients' and need not grow with offsets, and there is no
+    /// time index yet (issue 21 adds one). Past `bytes_max` bytes read it
+    /// stops ([`TimeSearch::Stopped`]); it always reads one hold's worth.
+    /// A record without a timestamp (a Kafka record sent without one)
+    /// never matches.
+    pub fn first_at_or_after(
+        &self,
+        key: &str,
+        t: i64,
+        from: u64,
+        bytes_max: usize,
+    ) -> crate::Result<TimeSearch> {
+        let mut from = from.max(self.store().log_start(key)?);
+        let mut scanned = 0;
+        loop {
+            let (mut records, mut bytes) = (0, 0);
+            let mut found = TimeSearch::None;
+            let mut chunk_full = false;
+            let mut next = from;
+            self.store().read(key, from, &mut |at, payload| {
+                if let Some(timestamp) = timestamp_of(payload)
+                    && timestamp >= t
+                {
+                    found = TimeSearch::Found {
+                        offset: at,
+                        timestamp,
+                    };
+                    return false;
+                }
+                next = at + 1;
+                records += 1;
+                bytes += payload.len();
+                chunk_full = records >= TIMESTAMP_SCAN_RECORDS || bytes >= TIMESTAMP_SCAN_BYTES;
+                !chunk_full
+            })?;
+            if found != TimeSearch::None || !chunk_full {
+                return Ok(found);
+            }
+            scanned += bytes;
+            if scanned >= bytes_max {
+                return Ok(TimeSearch::Stopped { next });
+            }
+            from = next;
+        }
     }
 }
 
@@ -128,5 +229,99 @@ pub fn remove_dead_keys(store: &mut Store, catalog: &Catalog) {
                 "key {key:?} is not a partition of any topic; left alone"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::catalog::Catalog;
+    use crate::broker::payload::{KafkaRecord, encode_kafka};
+    use crate::storage::store::StoreConfig;
+
+    /// A search by time reads at most its bound of bytes, then says where
+    /// it stopped, and a search from there goes on to the record; without
+    /// the bound it would read the whole partition in one request.
+    #[test]
+    fn a_search_by_time_stops_at_its_bound_and_goes_on_from_there() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("store"), StoreConfig::default()).expect("store");
+        let catalog = Catalog::open(dir.path()).expect("catalog");
+        let broker = crate::broker::test_broker(store, catalog);
+        // Records of 64 KiB, each older than the one searched for but the
+        // last: a hold of the lock reads 16 of them (TIMESTAMP_SCAN_BYTES).
+        const RECORDS: u64 = 100;
+        let value = vec![b'v'; 64 << 10];
+        {
+            let mut store = broker.store();
+            for i in 0..RECORDS {
+                let mut payload = Vec::new();
+                let timestamp = if i == RECORDS - 1 { 5_000 } else { 1_000 };
+                encode_kafka(
+                    &mut payload,
+                    &KafkaRecord {
+                        timestamp,
+                        key: None,
+                        value: Some(&value),
+                        headers: Vec::new(),
+                    },
+                );
+                store.append("t.1-0", &payload).expect("append");
+            }
+            // A search reads durable records only.
+            store.sync().expect("sync");
+        }
+        let bound = 4 * TIMESTAMP_SCAN_BYTES;
+        let mut from = 0;
+        let mut searches = 0;
+        let found = loop {
+            searches += 1;
+            match broker
+                .first_at_or_after("t.1-0", 2_000, from, bound)
+                .expect("search")
+            {
+                TimeSearch::Stopped { next } => {
+                    assert!(next > from, "a search makes progress");
+                    let read = (next - from) as usize * value.len();
+                    assert!(
+                        read >= bound && read <= bound + TIMESTAMP_SCAN_BYTES,
+                        "{read}"
+                    );
+                    from = next;
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(
+            found,
+            TimeSearch::Found {
+                offset: RECORDS - 1,
+                timestamp: 5_000
+            }
+        );
+        assert!(searches > 1, "the bound was never reached");
+        // Unbounded, one search finds it; past every record, none.
+        assert_eq!(
+            broker
+                .first_at_or_after("t.1-0", 2_000, 0, usize::MAX)
+                .expect("search"),
+            found
+        );
+        assert_eq!(
+            broker
+                .first_at_or_after("t.1-0", 9_000, 0, usize::MAX)
+                .expect("search"),
+            TimeSearch::None
+        );
+        // From an offset past the match, the match is not seen.
+        assert_eq!(
+            broker
+                .first_at_or_after("t.1-0", 1_000, 50, bound)
+                .expect("search"),
+            TimeSearch::Found {
+                offset: 50,
+                timestamp: 1_000
+            }
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! layer, JSON replies for unknown routes and methods, the extractors'
 //! errors as [`ApiError`]s, `GET /health` and `GET /metrics`. The handlers
 //! of each resource have a file of their own (`topics`, `produce`,
-//! `fetch`, `groups`). Every body in and out is JSON; a request is checked
+//! `fetch`, `groups`), and so does the console (`console`). Every body in and out is JSON; a request is checked
 //! whole before anything is applied, so a bad request changes nothing.
 
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::console::{self, Console};
 use super::error::{ApiError, ErrorCode, code};
 use super::metrics::HttpMetrics;
 use super::{fetch, groups, produce, topics};
@@ -30,8 +31,8 @@ use crate::log;
 pub(super) type AppState = State<Arc<Broker>>;
 
 /// Every route, with the metrics layer and JSON replies for unknown routes
-/// and methods.
-pub fn router(app: Arc<Broker>) -> Router {
+/// and methods, and the console's.
+pub fn router(app: Arc<Broker>, console: Console) -> Router {
     let http_metrics = Arc::new(HttpMetrics::default());
     Router::new()
         .route("/health", get(health))
@@ -51,10 +52,14 @@ pub fn router(app: Arc<Broker>) -> Router {
             "/topics/{topic}/partitions/{partition}/records",
             get(fetch::fetch),
         )
+        .route("/groups", get(groups::list_groups))
+        .route("/groups/{group}", get(groups::describe))
         .route(
             "/groups/{group}/offsets",
             get(groups::list).post(groups::commit),
         )
+        .route_layer(middleware::from_fn(guard_writes))
+        .merge(console::routes(console))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -63,6 +68,58 @@ pub fn router(app: Arc<Broker>) -> Router {
         .layer(Extension(Arc::clone(&http_metrics)))
         .layer(middleware::from_fn_with_state(http_metrics, track))
         .with_state(app)
+}
+
+/// Refuses a write that a page of another site may have sent, before
+/// its route sees it, since a browser sends such a request with the
+/// user's access to this server (cross-site request forgery, against a
+/// server on localhost or a private network as much as any):
+/// - a write (any method but GET, HEAD and OPTIONS) whose browser says it
+///   comes from another site (`Sec-Fetch-Site: cross-site`, which every
+///   current browser sends and a page cannot change): 403;
+/// - a POST (the routes that take a body) without `Content-Type:
+///   application/json`: 415. A page of another site can send a form or
+///   `text/plain` without asking, but not JSON: a browser asks the server
+///   first (a CORS preflight), and this one allows no other origin.
+///
+/// Only the API's routes are guarded (`route_layer`): an unknown route or
+/// method still gets its 404 or 405.
+async fn guard_writes(request: Request, next: Next) -> Response {
+    let method = request.method();
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if cross_site {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            code::CROSS_SITE,
+            "a write from a page of another site is refused (Sec-Fetch-Site: cross-site)",
+        )
+        .into_response();
+    }
+    if *method == Method::POST && !is_json(headers.get(header::CONTENT_TYPE)) {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::NOT_JSON,
+            "a write takes a JSON body: send it with 'Content-Type: application/json'",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a `Content-Type` is JSON: `application/json`, in any case,
+/// with or without parameters (`; charset=utf-8`).
+fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
 }
 
 /// Counts each request by route and status, and each error by code.
@@ -201,4 +258,23 @@ async fn metrics(State(app): AppState, Extension(http): Extension<Arc<HttpMetric
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_json_is_json() {
+        let is = |text: &str| is_json(Some(&header::HeaderValue::from_str(text).expect("value")));
+        assert!(is("application/json"));
+        assert!(is("Application/JSON; charset=utf-8"));
+        assert!(is(" application/json ;x=y"));
+        assert!(!is("text/plain"));
+        assert!(!is("application/x-www-form-urlencoded"));
+        assert!(!is("multipart/form-data; boundary=x"));
+        assert!(!is("application/jsonp"));
+        assert!(!is(""));
+        assert!(!is_json(None));
+    }
 }

@@ -14,6 +14,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: u32,
     pub message: String,
+    /// Where a search by time stopped ([`code::SEARCH_STOPPED`]): the
+    /// reply's `next_offset`, to search on from.
+    pub next_offset: Option<u64>,
 }
 
 /// The stable codes.
@@ -22,17 +25,27 @@ pub mod code {
     pub const MALFORMED: u32 = 40001;
     /// A field has a value out of its range.
     pub const INVALID: u32 = 40002;
+    /// A write sent by a page of another site (`Sec-Fetch-Site:
+    /// cross-site`): refused against cross-site request forgery.
+    pub const CROSS_SITE: u32 = 40301;
     /// No such route.
     pub const NO_ROUTE: u32 = 40400;
     pub const TOPIC_NOT_FOUND: u32 = 40401;
     pub const PARTITION_NOT_FOUND: u32 = 40402;
+    /// No committed offset of the group (groups exist only through them).
+    pub const GROUP_NOT_FOUND: u32 = 40403;
     /// The route exists, not with this method.
     pub const METHOD_NOT_ALLOWED: u32 = 40501;
     pub const TOPIC_EXISTS: u32 = 40901;
     pub const RECORD_TOO_LARGE: u32 = 41301;
     pub const REQUEST_TOO_LARGE: u32 = 41302;
+    /// A body without `Content-Type: application/json`.
+    pub const NOT_JSON: u32 = 41501;
     /// A fetch from past the end of the partition.
     pub const OFFSET_OUT_OF_RANGE: u32 = 41601;
+    /// A fetch by time whose search read its bound of bytes without
+    /// finding the record: the reply's `next_offset` says where to go on.
+    pub const SEARCH_STOPPED: u32 = 42201;
     /// A bug or an unexpected failure of the server itself.
     pub const INTERNAL: u32 = 50001;
     /// A sync failed earlier: writes are refused until a restart.
@@ -52,7 +65,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            next_offset: None,
         }
+    }
+
+    /// The same error, with where a search stopped.
+    pub fn with_next_offset(mut self, next: u64) -> ApiError {
+        self.next_offset = Some(next);
+        self
     }
 
     pub fn malformed(message: impl Into<String>) -> ApiError {
@@ -104,7 +124,10 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error_code": self.code, "message": self.message});
+        let mut body = serde_json::json!({"error_code": self.code, "message": self.message});
+        if let Some(next) = self.next_offset {
+            body["next_offset"] = next.into();
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         response.extensions_mut().insert(ErrorCode(self.code));
         response

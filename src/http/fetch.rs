@@ -1,7 +1,8 @@
 //! Fetch: `GET /topics/{topic}/partitions/{p}/records`, records of one
-//! partition from an offset as a JSON array, with long polls (`wait_ms`)
-//! and replies streamed chunk by chunk so that a large fetch holds the
-//! store's lock only briefly at a time.
+//! partition from an offset (or from the first record at or after a
+//! timestamp) as a JSON array, with long polls (`wait_ms`) and replies
+//! streamed chunk by chunk so that a large fetch holds the store's lock
+//! only briefly at a time.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use super::api::{AppState, blocking, check_partition, find_topic, path};
 use super::error::{ApiError, code};
 use super::records::{self};
 use crate::broker::catalog::Topic;
+use crate::broker::topics::{TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch};
 use crate::broker::{Broker, Error, FETCH_WAIT_MS_MAX};
 use crate::log;
 
@@ -34,7 +36,14 @@ pub const FETCH_BYTES_MAX: usize = 64 << 20;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FetchParams {
-    offset: u64,
+    /// Where to start; with `timestamp`, where its search starts.
+    #[serde(default)]
+    offset: Option<u64>,
+    /// Start at the first record whose timestamp (ms since the Unix epoch)
+    /// is at or after this, found by a scan (`Broker::first_at_or_after`);
+    /// at the partition's end when there is none.
+    #[serde(default)]
+    timestamp: Option<u64>,
     #[serde(default)]
     max_records: Option<usize>,
     #[serde(default)]
@@ -73,6 +82,17 @@ pub(super) async fn fetch(
     }
     let topic = find_topic(&app, &topic_name)?;
     let partition = check_partition(&topic, partition)?;
+    let offset = match (query.offset, query.timestamp) {
+        (Some(offset), None) => offset,
+        (from, Some(timestamp)) => {
+            offset_at(&app, &topic, partition, timestamp, from.unwrap_or(0)).await?
+        }
+        (None, None) => {
+            return Err(ApiError::malformed(
+                "a fetch needs the query parameter 'offset' or 'timestamp'",
+            ));
+        }
+    };
     let mut poll = app.long_poll(std::time::Duration::from_millis(wait_ms));
     let budget = Budget {
         records: max_records,
@@ -84,7 +104,7 @@ pub(super) async fn fetch(
         // wakes the wait below.
         poll.mark_seen();
         let worker = Arc::clone(&app);
-        let (topic, offset) = (topic.clone(), query.offset);
+        let topic = topic.clone();
         let mut budget = budget;
         let first = blocking(move || {
             let mut chunk = Chunk::new(&topic, partition, offset);
@@ -116,6 +136,51 @@ pub(super) async fn fetch(
         };
         return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
     }
+}
+
+/// The offset of the first record at or after `timestamp`, searching from
+/// `from`, or the partition's durable end when there is none (a fetch from
+/// there waits for the next record, which is newer). A search that reads
+/// [`TIMESTAMP_SEARCH_BYTES_MAX`] without finding one is a 422 whose
+/// `next_offset` is where to search on from (`&offset=`).
+async fn offset_at(
+    app: &Arc<Broker>,
+    topic: &Topic,
+    partition: u32,
+    timestamp: u64,
+    from: u64,
+) -> Result<u64, ApiError> {
+    let Ok(timestamp) = i64::try_from(timestamp) else {
+        return Err(ApiError::invalid(format!(
+            "timestamp is at most {}, not {timestamp}",
+            i64::MAX
+        )));
+    };
+    let (worker, key) = (Arc::clone(app), topic.key(partition));
+    blocking(move || {
+        let found = worker
+            .first_at_or_after(&key, timestamp, from, TIMESTAMP_SEARCH_BYTES_MAX)
+            .map_err(Error::refused)?;
+        match found {
+            TimeSearch::Found { offset, .. } => Ok(offset),
+            TimeSearch::None => Ok(worker
+                .store()
+                .durable_next_offset(&key)
+                .map_err(Error::refused)?),
+            TimeSearch::Stopped { next } => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code::SEARCH_STOPPED,
+                format!(
+                    "no record at or after timestamp {timestamp} from offset {from} to {next} \
+                     (a search by time reads at most {} MiB): search on with \
+                     timestamp={timestamp}&offset={next}",
+                    TIMESTAMP_SEARCH_BYTES_MAX >> 20
+                ),
+            )
+            .with_next_offset(next)),
+        }
+    })
+    .await
 }
 
 /// Bytes of records one chunk of a fetch reply holds: the store's lock is

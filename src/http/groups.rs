@@ -1,5 +1,8 @@
-//! Consumer group offsets: `POST /groups/{group}/offsets` (commit, forward
-//! only, durable before the reply) and `GET /groups/{group}/offsets`.
+//! Consumer groups: `GET /groups` (the groups with committed offsets),
+//! `GET /groups/{group}` (its offsets with each partition's end and the
+//! group's lag), and their offsets: `POST /groups/{group}/offsets`
+//! (commit, forward only, durable before the reply) and
+//! `GET /groups/{group}/offsets`.
 
 use std::collections::HashMap;
 
@@ -9,8 +12,10 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 
-use super::api::{AppState, body, check_partition, parse, path, topic_not_found};
-use super::error::ApiError;
+use axum::http::StatusCode;
+
+use super::api::{AppState, blocking, body, check_partition, parse, path, topic_not_found};
+use super::error::{ApiError, code};
 use crate::broker::catalog::Topic;
 use crate::broker::groups::{check_group, offset_key};
 
@@ -109,4 +114,115 @@ pub(super) async fn list(
         }
     }
     Ok(Json(GroupOffsets { offsets }))
+}
+
+/// One group as `GET /groups` lists it.
+#[derive(Serialize)]
+pub(super) struct GroupSummary {
+    group: String,
+    /// The topics the group has committed offsets in, sorted.
+    topics: Vec<String>,
+    /// The partitions of those topics, and how many have a commit.
+    partitions: usize,
+    committed_partitions: usize,
+    /// The sum of the partitions' lags (as `GET /groups/{group}` has it).
+    lag: u64,
+}
+
+/// `GET /groups`: each group that has committed offsets of topics that
+/// exist, sorted, with its topics, partitions and lag, computed in one
+/// pass over the commits ([`Broker::group_lags`](crate::broker::Broker::group_lags)):
+/// a list of many groups costs one read of each partition's offsets, not
+/// a description per group.
+pub(super) async fn list_groups(State(app): AppState) -> Result<Json<Vec<GroupSummary>>, ApiError> {
+    blocking(move || {
+        let lags = app.group_lags(None)?;
+        Ok(lags
+            .into_iter()
+            .map(|g| {
+                let mut topics: Vec<String> =
+                    g.partitions.iter().map(|p| p.topic.clone()).collect();
+                topics.dedup();
+                GroupSummary {
+                    committed_partitions: g
+                        .partitions
+                        .iter()
+                        .filter(|p| p.committed.is_some())
+                        .count(),
+                    partitions: g.partitions.len(),
+                    topics,
+                    group: g.group,
+                    lag: g.lag,
+                }
+            })
+            .collect())
+    })
+    .await
+    .map(Json)
+}
+
+/// One partition of a group's description.
+#[derive(Serialize)]
+pub(super) struct GroupPartition {
+    topic: String,
+    partition: u32,
+    /// The committed offset: the next one the group will read; `null`
+    /// where the group has committed nothing in this partition of a topic
+    /// it reads.
+    offset: Option<u64>,
+    log_start_offset: u64,
+    end_offset: u64,
+    /// Records the group has still to read: `end_offset - offset` (0 for
+    /// a commit at or past the end); every record the partition holds
+    /// where it has no commit (a consumer of the group starts at the log
+    /// start there).
+    lag: u64,
+}
+
+/// `GET /groups/{group}`'s reply.
+#[derive(Serialize)]
+pub(super) struct GroupInfo {
+    group: String,
+    /// The sum of the partitions' lags.
+    lag: u64,
+    partitions: Vec<GroupPartition>,
+}
+
+/// `GET /groups/{group}`: every partition of the topics the group has
+/// committed in, each with its commit (if any) beside the partition's log
+/// start and end and the lag; 404 when the group has no committed offset
+/// of a topic that exists.
+pub(super) async fn describe(
+    State(app): AppState,
+    group: Result<Path<String>, PathRejection>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let group = path(group)?;
+    check_group(&group)?;
+    blocking(move || {
+        let Some(lag) = app.group_lags(Some(&group))?.pop() else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                code::GROUP_NOT_FOUND,
+                format!("group '{group}' has no committed offsets (GET /groups lists the groups)"),
+            ));
+        };
+        Ok(GroupInfo {
+            group: lag.group,
+            lag: lag.lag,
+            partitions: lag
+                .partitions
+                .into_iter()
+                .map(|p| GroupPartition {
+                    topic: p.topic,
+                    partition: p.partition,
+                    offset: p.committed,
+                    log_start_offset: p.log_start,
+                    end_offset: p.end,
+                    lag: p.lag,
+                })
+                .collect(),
+        })
+    })
+    .await
+    .map(Json)
 }

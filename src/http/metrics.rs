@@ -1,10 +1,12 @@
 //! `GET /metrics`: the broker's counters, histograms and gauges, and the
 //! HTTP front end's own counts (requests by route and status, error
-//! replies by stable code), in the Prometheus text format (version 0.0.4).
+//! replies by stable code, the uptime), in the Prometheus text format
+//! (version 0.0.4).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use crate::broker::metrics::{Gauges, Metrics};
 use crate::lock::lock;
@@ -13,12 +15,23 @@ use crate::lock::lock;
 type ByStatus = BTreeMap<(u16, &'static str), u64>;
 
 /// What the HTTP front end counts itself.
-#[derive(Default)]
 pub struct HttpMetrics {
+    /// When the front end started: the server's uptime is counted from it.
+    started: Instant,
     /// Requests by route, then by status and method.
     requests: Mutex<BTreeMap<String, ByStatus>>,
     /// Error replies by stable code.
     errors: Mutex<BTreeMap<u32, u64>>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> HttpMetrics {
+        HttpMetrics {
+            started: Instant::now(),
+            requests: Mutex::default(),
+            errors: Mutex::default(),
+        }
+    }
 }
 
 impl HttpMetrics {
@@ -63,6 +76,13 @@ impl HttpMetrics {
             let _ = writeln!(out, "seglog_errors_total{{code=\"{code}\"}} {count}");
         }
         broker.render_gauges(&mut out, gauges);
+        let _ = writeln!(
+            out,
+            "# HELP seglog_uptime_seconds Time since the server started.\n\
+             # TYPE seglog_uptime_seconds gauge\n\
+             seglog_uptime_seconds {:.3}",
+            self.started.elapsed().as_secs_f64()
+        );
         out
     }
 }

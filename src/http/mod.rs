@@ -14,8 +14,10 @@
 //! - [`records`]: records as this front end takes and serves them (JSON).
 //! - [`error`]: error replies, their stable codes, and the broker's errors mapped to them.
 //! - [`metrics`]: `GET /metrics`: the broker's counts and this front end's own.
+//! - [`console`]: the web console at `/ui`, its files embedded in the binary.
 
 pub mod api;
+pub mod console;
 pub mod error;
 pub mod fetch;
 pub mod groups;
@@ -32,12 +34,16 @@ use tokio::net::TcpListener;
 use crate::broker::Broker;
 use crate::log;
 
-/// Serves the routes on `listener` until `shutdown` resolves, then finishes
+pub use console::Console;
+
+/// Serves the routes (and the console, as `console` says) on `listener`
+/// until `shutdown` resolves, then finishes
 /// the requests in flight (long polls end at once: the caller has begun the
 /// broker's shutdown by then) and returns.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
+    console: Console,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Replies go out whole, at once: Nagle's algorithm would hold a reply's
@@ -47,7 +53,7 @@ pub async fn serve(
             log::warn(format_args!("cannot set TCP_NODELAY: {e}"));
         }
     });
-    axum::serve(listener, api::router(broker))
+    axum::serve(listener, api::router(broker, console))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -30,7 +30,6 @@
 //! - `journal`: the write-ahead journal (versions 2 and 3): checkpoint, files, batches.
 //! - `inspector`: the walk over a target, in the order output is written.
 //! - `output`: text for people and JSON lines for scripts.
-//! - `table`: aligned columns.
 //! - `show`: keys and messages made to fit on one line.
 
 mod header;
@@ -44,7 +43,6 @@ mod output;
 mod problem;
 mod segment_check;
 mod show;
-mod table;
 mod target;
 
 use std::io::{self, Write};

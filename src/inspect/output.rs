@@ -17,7 +17,7 @@ use super::offsets::OffsetsFile;
 use super::problem::{Note, Problem, ProblemKind};
 use super::segment_check::{LoadedSegment, SegmentReport};
 use super::show;
-use super::table::{Align, Columns, Table, digits};
+use crate::table::{Align, Columns, Table, digits};
 
 /// Width of the CRC column: `0x` and eight hex digits.
 const CRC_WIDTH: usize = 10;

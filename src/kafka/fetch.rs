@@ -21,6 +21,7 @@ use super::Context;
 use super::batch::{self, BatchRecord};
 use super::reply::Reply;
 use crate::broker::payload::{KafkaRecord, as_kafka};
+use crate::broker::topics::{TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch};
 use crate::broker::{Broker, FETCH_WAIT_MS_MAX};
 use crate::log;
 
@@ -28,10 +29,6 @@ use crate::log;
 /// whatever the client asks: bounds a reply's memory (librdkafka asks for
 /// 50 MiB by default, `fetch.max.bytes`).
 pub const FETCH_BYTES_MAX: usize = 64 << 20;
-
-/// Records ListOffsets reads under one hold of the store's lock while it
-/// looks for a timestamp, so a scan of a long partition lets writes in.
-pub const TIMESTAMP_SCAN_RECORDS: usize = 4096;
 
 /// One partition to read.
 #[derive(Clone)]
@@ -331,7 +328,21 @@ fn list_one(
             .durable_next_offset(&key)
             .map(|o| Some((o, -1)))
             .map_err(storage),
-        t if t >= 0 => first_at_or_after(broker, &key, t).map_err(storage),
+        t if t >= 0 => match broker.first_at_or_after(&key, t, 0, TIMESTAMP_SEARCH_BYTES_MAX) {
+            Ok(TimeSearch::Found { offset, timestamp }) => Ok(Some((offset, timestamp))),
+            Ok(TimeSearch::None) => Ok(None),
+            // ListOffsets has no way to say "go on from here": the search
+            // fails as one that took too long, after a bounded read.
+            Ok(TimeSearch::Stopped { next }) => {
+                log::warn(format_args!(
+                    "kafka: ListOffsets of {key} by time {t}: nothing found in the first \
+                     {} MiB (to offset {next}); refused until a time index exists",
+                    TIMESTAMP_SEARCH_BYTES_MAX >> 20
+                ));
+                Err(ResponseError::RequestTimedOut.code())
+            }
+            Err(e) => Err(storage(e)),
+        },
         _ => Err(ResponseError::UnsupportedVersion.code()),
     };
     match found {
@@ -343,30 +354,4 @@ fn list_one(
         Err(code) => out.error_code = code,
     }
     out
-}
-
-/// The first record whose timestamp is at or after `t` and its timestamp,
-/// by a scan from the log start in chunks (timestamps are the clients'
-/// and need not grow with offsets, so there is no index to search).
-fn first_at_or_after(broker: &Broker, key: &str, t: i64) -> crate::Result<Option<(u64, i64)>> {
-    let mut from = broker.store().log_start(key)?;
-    loop {
-        let mut seen = 0;
-        let mut found = None;
-        let mut next = from;
-        broker.store().read(key, from, &mut |at, payload| {
-            let ts = as_kafka(payload).map_or(-1, |r| r.timestamp);
-            if ts >= t {
-                found = Some((at, ts));
-                return false;
-            }
-            seen += 1;
-            next = at + 1;
-            seen < TIMESTAMP_SCAN_RECORDS
-        })?;
-        if found.is_some() || seen < TIMESTAMP_SCAN_RECORDS {
-            return Ok(found);
-        }
-        from = next;
-    }
 }

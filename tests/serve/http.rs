@@ -15,6 +15,88 @@ fn values(records: &[Value]) -> Vec<Value> {
     records.iter().map(|r| r["value"].clone()).collect()
 }
 
+/// A page of another site can make a browser send a write to this server
+/// with the user's access (cross-site request forgery): a form or a
+/// no-cors fetch sends `text/plain` or a form without asking, and every
+/// current browser marks it `Sec-Fetch-Site: cross-site`. Both are
+/// refused before the route sees them, so nothing changes; the same
+/// writes as JSON, from the same site or from no browser, go through.
+#[test]
+fn writes_need_json_and_are_refused_from_another_site() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), &[]);
+    server.create_topic("kept", 1);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = |path: &str| format!("{}{path}", server.base);
+    let reply = |response: Result<ureq::http::Response<ureq::Body>, ureq::Error>| {
+        let mut response = response.expect("reply");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, body["error_code"].clone())
+    };
+    let topic = r#"{"name": "forged", "partitions": 1}"#;
+    let records = r#"{"records": [{"value": "forged"}]}"#;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        for (path, body) in [("/topics", topic), ("/topics/kept", records)] {
+            let mut request = agent.post(url(path));
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            assert_eq!(
+                reply(request.send(body)),
+                (415, json!(41501)),
+                "POST {path} as {content_type:?}"
+            );
+        }
+    }
+    for site in ["cross-site", "Cross-Site"] {
+        let post = agent
+            .post(url("/topics"))
+            .header("content-type", "application/json")
+            .header("sec-fetch-site", site)
+            .send(topic);
+        assert_eq!(reply(post), (403, json!(40301)), "{site}");
+        let delete = agent
+            .delete(url("/topics/kept"))
+            .header("sec-fetch-site", site)
+            .call();
+        assert_eq!(reply(delete), (403, json!(40301)), "{site}");
+    }
+    // Nothing changed.
+    assert_eq!(server.get("/topics"), (200, json!(["kept"])));
+    assert!(server.fetch("kept", 0, "offset=0").is_empty());
+    // Reads from anywhere, and writes from the console's own page (or
+    // from no browser), with a JSON content type and parameters.
+    let read = agent
+        .get(url("/topics"))
+        .header("sec-fetch-site", "cross-site")
+        .call();
+    assert_eq!(reply(read).0, 200);
+    let made = agent
+        .post(url("/topics"))
+        .header("content-type", "application/json; charset=utf-8")
+        .header("sec-fetch-site", "same-origin")
+        .send(r#"{"name": "made", "partitions": 1}"#);
+    assert_eq!(reply(made).0, 201);
+    // An unknown route or method keeps its own error.
+    assert_eq!(
+        reply(agent.post(url("/nope")).send("x")),
+        (404, json!(40400))
+    );
+    assert_eq!(
+        reply(agent.put(url("/topics")).send("x")),
+        (405, json!(40501))
+    );
+}
+
 #[test]
 fn topics_are_created_listed_described_and_deleted() {
     let dir = tempfile::tempdir().expect("temp dir");

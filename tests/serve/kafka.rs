@@ -28,7 +28,7 @@ fn start(dir: &Path) -> (Server, String) {
     start_with(dir, &[])
 }
 
-fn start_with(dir: &Path, extra: &[&str]) -> (Server, String) {
+pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> (Server, String) {
     let mut args = vec!["--kafka", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let server = Server::start(dir, &args);

@@ -1,5 +1,6 @@
 //! The programs the tests run besides seglog: `cc` for the `LD_PRELOAD`
-//! shims, kcat and the Python Kafka clients. A missing one fails the test
+//! shims, kcat and the Python Kafka clients, and for the console's test
+//! Debian's Chromium, Node.js and the pinned playwright-core. A missing one fails the test
 //! that needs it, naming the command that installs it; none is ever
 //! skipped. `scripts/test-setup.sh` installs all of them.
 
@@ -11,6 +12,13 @@ pub const SETUP: &str = "scripts/test-setup.sh";
 
 /// The command that installs the pinned Python Kafka clients.
 pub const PIP_INSTALL: &str = "python3 -m pip install -r tests/kafka_clients/requirements.txt";
+
+/// The browser the console's test drives: Debian's, never a downloaded one.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The command that installs the console test's npm packages, pinned in
+/// `tests/console/package-lock.json`.
+pub const CONSOLE_NPM_CI: &str = "npm ci --prefix tests/console";
 
 /// Fails the test unless `probe` runs and succeeds: `what` is missing, and
 /// `install` installs it.
@@ -38,6 +46,33 @@ pub fn require_python_module(module: &str) {
         &format!("the Python module {module}"),
         Command::new("python3").args(["-c", &format!("import {module}")]),
         PIP_INSTALL,
+    );
+}
+
+/// Debian's Chromium, Node.js and playwright-core, which the console's
+/// test runs; `console_dir` is `tests/console`.
+pub fn require_browser(console_dir: &Path) {
+    require(
+        "Chromium",
+        Command::new(CHROMIUM).arg("--version"),
+        "apt-get install -y chromium chromium-driver",
+    );
+    require(
+        "Node.js 20 or later",
+        Command::new("node").args([
+            "-e",
+            "process.exit(+process.versions.node.split('.')[0] >= 20 ? 0 : 1)",
+        ]),
+        "apt-get install -y nodejs npm",
+    );
+    let package = console_dir.join("node_modules/playwright-core/package.json");
+    assert!(
+        package.is_file(),
+        "{}",
+        missing(
+            "playwright-core (the console test's npm package)",
+            CONSOLE_NPM_CI
+        )
     );
 }
 

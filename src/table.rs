@@ -1,4 +1,6 @@
 //! Aligned columns for people: numbers to the right, words to the left.
+//! A leaf module: the inspector and the command-line client print their
+//! tables with it.
 
 use std::io::{self, Write};
 
@@ -11,7 +13,8 @@ pub enum Align {
 
 /// Spaces between two columns.
 const GAP: &str = "  ";
-/// Spaces before every row, so tables stand out under their headings.
+/// Spaces before every row by default, so tables stand out under the
+/// headings the inspector prints above them.
 const INDENT: &str = "  ";
 
 /// Columns with a heading each, widened to fit every cell they are shown.
@@ -22,6 +25,8 @@ pub struct Columns {
     aligns: Vec<Align>,
     /// Width of each column, in characters.
     widths: Vec<usize>,
+    /// Put before every row.
+    indent: &'static str,
 }
 
 impl Columns {
@@ -33,7 +38,14 @@ impl Columns {
                 .iter()
                 .map(|(heading, _)| heading.chars().count())
                 .collect(),
+            indent: INDENT,
         }
+    }
+
+    /// Rows start at the line's start, for a table printed alone.
+    pub fn unindented(mut self) -> Columns {
+        self.indent = "";
+        self
     }
 
     /// Widens the columns to fit `cells`.
@@ -57,7 +69,7 @@ impl Columns {
 
     /// Writes one row; the last column is not padded, and no line ends in spaces.
     pub fn write_row(&self, out: &mut dyn Write, cells: &[String]) -> io::Result<()> {
-        let mut line = String::from(INDENT);
+        let mut line = String::from(self.indent);
         let last = cells.len().saturating_sub(1);
         for (i, cell) in cells.iter().enumerate() {
             if i > 0 {
@@ -96,6 +108,12 @@ impl Table {
             columns: Columns::new(columns),
             rows: Vec::new(),
         }
+    }
+
+    /// Rows start at the line's start, for a table printed alone.
+    pub fn unindented(mut self) -> Table {
+        self.columns = self.columns.unindented();
+        self
     }
 
     pub fn push(&mut self, row: Vec<String>) {
