@@ -325,8 +325,12 @@ mod tests {
                 code::MALFORMED_REQUEST,
             ),
             (
-                r#"{"src":"n1","body":{"type":"forward","msg_id":1,"sends":[["k"]]}}"#,
+                r#"{"src":"n1","body":{"type":"batch","msg_id":1,"forwards":[{"group":0}]}}"#,
                 code::MALFORMED_REQUEST,
+            ),
+            (
+                r#"{"src":"n1","body":{"type":"forward","msg_id":1,"sends":[["k"]]}}"#,
+                code::NOT_SUPPORTED,
             ),
         ];
         for (line, expected) in cases {
