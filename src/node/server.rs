@@ -326,6 +326,20 @@ impl Server {
         false
     }
 
+    /// Refuses a write at once, with a definite error, once this node's
+    /// store is poisoned (a failed sync or write): its groups cannot append.
+    fn poisoned(&self, to: &ReplyTo) -> bool {
+        if lock(&self.store).is_poisoned() {
+            self.reply_error(
+                to,
+                code::TEMPORARILY_UNAVAILABLE,
+                "this node's store failed a write or sync; restart it to recover",
+            );
+            return true;
+        }
+        false
+    }
+
     fn room(&self, to: &ReplyTo, parts: usize) -> bool {
         let waiting =
             self.unrouted.len() + self.awaiting.values().map(|a| a.parts.len()).sum::<usize>();
@@ -341,7 +355,7 @@ impl Server {
     }
 
     fn send(&mut self, to: ReplyTo, key: String, msg: Vec<u8>, now: Instant) {
-        if self.reserved(&to, &key) || !self.room(&to, 1) {
+        if self.reserved(&to, &key) || !self.room(&to, 1) || self.poisoned(&to) {
             return;
         }
         // The parser made the message compact JSON text.
@@ -359,7 +373,9 @@ impl Server {
     }
 
     fn commit(&mut self, to: ReplyTo, offsets: Vec<(String, u64)>, now: Instant) {
-        if offsets.iter().any(|(key, _)| self.reserved(&to, key)) || !self.room(&to, offsets.len())
+        if offsets.iter().any(|(key, _)| self.reserved(&to, key))
+            || !self.room(&to, offsets.len())
+            || self.poisoned(&to)
         {
             return;
         }
@@ -470,7 +486,12 @@ impl Server {
             let outcome = match groups.propose(batch.group, proposal).await {
                 Ok((index, results)) => ForwardOutcome::Applied { index, results },
                 Err(ProposeError::NotLeader(leader)) => ForwardOutcome::NotLeader { leader },
-                Err(ProposeError::Unknown(why)) => ForwardOutcome::Unknown { why },
+                Err(ProposeError::Failed {
+                    appended: false, ..
+                }) => ForwardOutcome::NotLeader { leader: None },
+                Err(ProposeError::Unknown(why) | ProposeError::Failed { why, .. }) => {
+                    ForwardOutcome::Unknown { why }
+                }
             };
             let _ = events.send(Event::ProposedForPeer { peer, id, outcome });
         });
@@ -509,6 +530,17 @@ impl Server {
                     }
                 }
                 Err(ProposeError::NotLeader(_)) => self.route_again(id),
+                // The group is gone here: answer at once, indefinitely if
+                // the proposal was in its log (another node may commit it).
+                Err(ProposeError::Failed { appended, why }) => {
+                    log::warn(format_args!("proposal {}:{}: {why}", id.node, id.seq));
+                    if let Some(awaiting) = self.awaiting.remove(&id) {
+                        for mut part in awaiting.parts {
+                            part.maybe |= appended;
+                            self.fail_crashed(part, &why);
+                        }
+                    }
+                }
                 Err(ProposeError::Unknown(why)) => {
                     log::info(format_args!("proposal {}:{}: {why}", id.node, id.seq));
                     self.mark_maybe(id);
@@ -791,6 +823,20 @@ impl Server {
                 (None, _) => {}
             }
         }
+    }
+
+    /// Fails a part whose group stopped here: definite unless its proposal
+    /// may have been applied, then `crash` (13) rather than a timeout.
+    fn fail_crashed(&mut self, part: Part, why: &str) {
+        if let Some(ClientOp::Send { to }) = self.ops.get(&part.token)
+            && part.maybe
+        {
+            let to = to.clone();
+            self.ops.remove(&part.token);
+            self.reply_error(&to, code::CRASH, &format!("group {}: {why}", part.group));
+            return;
+        }
+        self.fail(part, why);
     }
 
     /// Fails a part: definite unless its proposal may have been applied.

@@ -108,9 +108,12 @@ pub enum ProposeError {
     /// any): nothing was appended.
     NotLeader(Option<NodeId>),
     /// Appended here, then lost its place (a new leader's log replaced
-    /// it), or the group failed after appending it: it may still be
-    /// committed by another leader.
+    /// it): it may still be committed by another leader.
     Unknown(String),
+    /// The group stopped here for good (its storage failed: a failed sync
+    /// poisons the store). `appended`: the proposal was in its log, so
+    /// another node may still commit it.
+    Failed { appended: bool, why: String },
 }
 
 impl Groups {
@@ -320,13 +323,10 @@ impl Groups {
                 }
             }
             Err(RaftError::APIError(e)) => Err(ProposeError::Unknown(format!("group {g}: {e}"))),
-            Err(RaftError::Fatal(e)) if !self.was_appended(g, id) => {
-                Err(ProposeError::NotLeader(None))
-                    .inspect_err(|_| crate::log::warn(format_args!("group {g} failed: {e}")))
-            }
-            Err(RaftError::Fatal(e)) => {
-                Err(ProposeError::Unknown(format!("group {g} failed: {e}")))
-            }
+            Err(RaftError::Fatal(e)) => Err(ProposeError::Failed {
+                appended: self.was_appended(g, id),
+                why: format!("group {g} stopped: {e}"),
+            }),
         }
     }
 
