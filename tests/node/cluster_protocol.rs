@@ -111,7 +111,8 @@ impl TestCluster {
         let args = NodeArgs {
             data_dir: Some(self.data_dir(boot)),
             segment_bytes: 4096,
-            groups: None,
+            // One group per node, so that each node leads one.
+            groups: Some(self.ids.len() as u32),
             verbose: 0,
         };
         let task = tokio::spawn(serve(BufReader::new(node_in), node_out, args));

@@ -60,9 +60,9 @@ pub enum Faults {
     KillOne { kills: u32 },
     /// `kill -9` of every node at once, restarted together; once more before the final reads.
     KillAll { kills: u32 },
-    /// `kill -9` of the leader of each of the `groups` Raft groups in turn, each down a while
+    /// `kill -9` of a Raft group's leader `kills` times, the groups in turn, each down a while
     /// (see `leader_nemesis`); the report has the failover gaps.
-    KillLeaders { groups: u32 },
+    KillLeaders { kills: u32 },
     /// A node killed, its data directory deleted, and restarted empty, `wipes` times.
     Wipe { wipes: u32 },
 }
@@ -310,14 +310,14 @@ fn run_phases(
                     &timeline,
                 );
             }
-            Faults::KillLeaders { groups } => {
+            Faults::KillLeaders { kills } => {
                 let kills = leader_nemesis::kill_leaders(
                     &supervisor,
                     &recorder,
                     &timeline,
                     start,
                     duration,
-                    groups,
+                    kills,
                 );
                 *lock(&leader_kills) = kills;
             }

@@ -27,10 +27,12 @@ const TOPOLOGY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the nemesis waits, before a kill, for every group to have a leader.
 const LEADERS_WAIT: Duration = Duration::from_secs(10);
 
-/// One leader kill: the group whose leader died, which node that was, and when (history time).
+/// One leader kill: the group whose leader died (of `groups`), which node that was, and when
+/// (history time).
 #[derive(Clone, Debug)]
 pub struct LeaderKill {
     pub group: u32,
+    pub groups: u32,
     pub node: usize,
     pub at_ns: u64,
     /// When the node was back (history time).
@@ -80,20 +82,21 @@ fn settled_leaders(supervisor: &Supervisor) -> Option<Vec<usize>> {
     None
 }
 
-/// Kills the leader of group 0, 1, ... in turn, one per slot of `duration`, each down for
-/// [`LEADER_DOWNTIME`]. Stops early when the workload ends or the run failed.
+/// `kills` times, one per slot of `duration`: kills the leader of group 0, 1, ... in turn (round
+/// the groups the nodes report), each down for [`LEADER_DOWNTIME`]. Stops early when the workload
+/// ends or the run failed.
 pub fn kill_leaders(
     supervisor: &Supervisor,
     recorder: &Recorder,
     timeline: &Timeline,
     start: Instant,
     duration: Duration,
-    groups: u32,
+    kills_wanted: u32,
 ) -> Vec<LeaderKill> {
     let mut kills = Vec::new();
-    let slot = duration / groups.max(1);
-    for group in 0..groups {
-        thread::sleep((start + slot * group + slot / 8).saturating_duration_since(Instant::now()));
+    let slot = duration / kills_wanted.max(1);
+    for index in 0..kills_wanted {
+        thread::sleep((start + slot * index + slot / 8).saturating_duration_since(Instant::now()));
         if supervisor.workload_over() || supervisor.failure().is_some() {
             break;
         }
@@ -101,6 +104,8 @@ pub fn kill_leaders(
             supervisor.fail(format!("no leader for every group within {LEADERS_WAIT:?}"));
             break;
         };
+        let groups = u32::try_from(leaders.len()).expect("group count fits in u32");
+        let group = index % groups.max(1);
         let node = leaders[group as usize];
         timeline.record(format_args!("kill n{node}, the leader of group {group}"));
         let at_ns = recorder.now_ns();
@@ -114,6 +119,7 @@ pub fn kill_leaders(
         timeline.record(format_args!("n{node} restarted"));
         kills.push(LeaderKill {
             group,
+            groups,
             node,
             at_ns,
             back_ns: recorder.now_ns(),
@@ -160,7 +166,6 @@ pub fn wipe(
 pub fn failover_gaps(
     history: &[Operation],
     kills: &[LeaderKill],
-    groups: u32,
 ) -> Vec<(LeaderKill, Option<Duration>)> {
     kills
         .iter()
@@ -171,7 +176,7 @@ pub fn failover_gaps(
                 .filter(|op| matches!(op.outcome, Outcome::Ok { .. }))
                 .filter(|op| match &op.request {
                     Request::Send { key, .. } => {
-                        seglog::raft::snapshot::group_of(key, groups) == kill.group
+                        seglog::raft::snapshot::group_of(key, kill.groups) == kill.group
                     }
                     _ => false,
                 })
