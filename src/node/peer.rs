@@ -148,6 +148,17 @@ pub fn parse_request(kind: &str, body: &Object) -> Option<Result<PeerRequest, St
     Some(request.and_then(|request| check(&request).map(|()| request)))
 }
 
+/// The estimated weight of an operation in a proposal's entry: its key and
+/// message twice over (JSON escaping at worst doubles a string) and its
+/// fields.
+pub fn op_bytes(op: &Op) -> usize {
+    const FIELDS: usize = 64;
+    match op {
+        Op::Send { key, msg } => 2 * (key.len() + msg.len()) + FIELDS,
+        Op::Commit { key, .. } => 2 * key.len() + FIELDS,
+    }
+}
+
 /// Checks a batch's forwards against the limits a client's requests have.
 fn check(request: &PeerRequest) -> Result<(), String> {
     if request.forwards.len() > FORWARD_BATCHES_MAX {
@@ -161,6 +172,15 @@ fn check(request: &PeerRequest) -> Result<(), String> {
             return Err(format!(
                 "a batch of {} operations, more than the maximum of {FORWARD_OPS_MAX}",
                 batch.ops.len()
+            ));
+        }
+        let weight: usize = batch.ops.iter().map(op_bytes).sum();
+        if batch.ops.len() > 1 && weight > super::server::PROPOSAL_BYTES_MAX {
+            // One entry of it might not fit a record of the store: a
+            // node forwards no more than one proposal's weight at once.
+            return Err(format!(
+                "a forwarded batch of {weight} bytes, more than a proposal's {}",
+                super::server::PROPOSAL_BYTES_MAX
             ));
         }
         for op in &batch.ops {
@@ -249,6 +269,26 @@ mod tests {
         let mut outcomes = first.outcomes.clone();
         outcomes.extend(second.outcomes.clone());
         assert_eq!(outcomes, whole.outcomes);
+    }
+
+    #[test]
+    fn a_forward_heavier_than_a_proposal_is_refused_but_one_large_send_is_not() {
+        let send = |bytes: usize| Op::Send {
+            key: "k".into(),
+            msg: format!("\"{}\"", "m".repeat(bytes)),
+        };
+        let forward = |ops: Vec<Op>| PeerRequest {
+            forwards: vec![ForwardBatch {
+                group: 0,
+                id: ProposalId { node: 1, seq: 1 },
+                ops,
+            }],
+            ..PeerRequest::default()
+        };
+        let big = crate::node::fields::SEND_MSG_BYTES_MAX - 2;
+        assert!(check(&forward(vec![send(big)])).is_ok());
+        assert!(check(&forward(vec![send(big), send(big)])).is_err());
+        assert!(check(&forward(vec![send(10), send(10)])).is_ok());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::lines::Outbox;
 use super::members::Cluster;
-use super::peer::{BatchBody, ForwardBatch, ForwardOutcome, PeerReply, PeerRequest};
+use super::peer::{BatchBody, ForwardBatch, ForwardOutcome, PeerReply, PeerRequest, op_bytes};
 use super::poll;
 use super::protocol::{self, ReplyBody, ReplyTo, Request, code};
 use crate::lock::lock;
@@ -947,15 +947,6 @@ impl Server {
                 text,
             },
         );
-    }
-}
-
-/// The estimated weight of an operation in a proposal's entry.
-fn op_bytes(op: &Op) -> usize {
-    const FIELDS: usize = 64;
-    match op {
-        Op::Send { key, msg } => 2 * (key.len() + msg.len()) + FIELDS,
-        Op::Commit { key, .. } => 2 * key.len() + FIELDS,
     }
 }
 

@@ -18,7 +18,7 @@ use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use super::durability::Durability;
 use super::log_store::{Group, LogStore};
 use super::snapshot::group_of;
-use super::standing::{ASK_EVERY_MS, Note, PROBE_AFTER_MS, Standing};
+use super::standing::{ASK_EVERY_MS, Note, PROBE_AFTER_MS, REJOIN_UNANSWERED_MS, Standing};
 use super::state_machine::StateMachine;
 use super::transport::{self, Network, Reply, Rpc, Transport};
 use super::types::{NodeId, Proposal, ProposalId, TypeConfig};
@@ -88,8 +88,9 @@ pub struct Groups {
     /// When each group last asked its Raft instance for a heartbeat.
     heartbeat_asked: Mutex<Vec<Option<std::time::Instant>>>,
     /// Whether this node may vote in each group ([`super::standing`]),
-    /// and when it last asked its peers about it.
-    standing: Mutex<Vec<(Standing, Option<Instant>)>>,
+    /// when it last asked its peers about it, and since when it has been
+    /// rejoining without an answer from a leader.
+    standing: Mutex<Vec<(Standing, Option<Instant>, Option<Instant>)>>,
     /// Groups whose initialization was started here.
     initialized: Mutex<BTreeSet<u32>>,
     /// When the groups started.
@@ -185,7 +186,7 @@ impl Groups {
             if !group_standing.votes() {
                 raft.runtime_config().elect(false);
             }
-            standing.push((group_standing, None));
+            standing.push((group_standing, None, None));
             rafts.push(raft);
             state.push(group);
         }
@@ -360,7 +361,7 @@ impl Groups {
     pub fn votes(&self, g: u32) -> bool {
         lock(&self.standing)
             .get(g as usize)
-            .is_some_and(|(standing, _)| standing.votes())
+            .is_some_and(|(standing, ..)| standing.votes())
     }
 
     /// This node's last log id in group `g`.
@@ -388,7 +389,7 @@ impl Groups {
         if let Some(term) = leader_term
             && !lock(&self.standing)
                 .get(g as usize)
-                .is_some_and(|(standing, _)| standing.follows(term))
+                .is_some_and(|(standing, ..)| standing.follows(term))
         {
             return Reply::Unavailable(format!(
                 "rejoining group {g}: follows no leader of term {term} yet"
@@ -403,7 +404,7 @@ impl Groups {
             Note::Probe { group } => {
                 let Some(pristine) = lock(&self.standing)
                     .get(group as usize)
-                    .map(|(standing, _)| standing.pristine(self.last_log_id(group)))
+                    .map(|(standing, ..)| standing.pristine(self.last_log_id(group)))
                 else {
                     return;
                 };
@@ -426,7 +427,12 @@ impl Groups {
                 pristine,
                 term,
             } => {
-                if let Some((standing, _)) = lock(&self.standing).get_mut(group as usize) {
+                // An answer this process cannot have asked for yet is stale
+                // (a probe of a previous process of this node).
+                if self.started.elapsed() < Duration::from_millis(PROBE_AFTER_MS) {
+                    return;
+                }
+                if let Some((standing, ..)) = lock(&self.standing).get_mut(group as usize) {
                     standing.known(peer, pristine, term);
                 }
             }
@@ -441,7 +447,7 @@ impl Groups {
                 }
             }
             Note::Readmit { group, upto } => {
-                if let Some((standing, _)) = lock(&self.standing).get_mut(group as usize) {
+                if let Some((standing, ..)) = lock(&self.standing).get_mut(group as usize) {
                     standing.readmit(upto);
                 }
             }
@@ -463,7 +469,7 @@ impl Groups {
                 ));
                 return;
             }
-            if let Some((standing, _)) = lock(&groups.standing).get_mut(g as usize) {
+            if let Some((standing, ..)) = lock(&groups.standing).get_mut(g as usize) {
                 standing.admitted();
             }
             crate::log::info(format_args!("group {g}: this node votes"));
@@ -519,10 +525,25 @@ impl Groups {
         let nodes = self.nodes.len();
         let mut admitted = Vec::new();
         let mut standing = lock(&self.standing);
-        for (g, (group_standing, asked)) in standing.iter_mut().enumerate() {
+        for (g, (group_standing, asked, unanswered)) in standing.iter_mut().enumerate() {
             let g = g as u32;
             if group_standing.votes() || *group_standing == Standing::Admitting {
                 continue;
+            }
+            // A floor that no leader reaches (it came from a peer that
+            // has since gone) would keep this node rejoining for good: it
+            // probes afresh instead; a new sample is as sound as the old.
+            if matches!(group_standing, Standing::Rejoining { upto: None, .. }) {
+                let since = *unanswered.get_or_insert(now);
+                if now.duration_since(since) >= Duration::from_millis(REJOIN_UNANSWERED_MS) {
+                    crate::log::info(format_args!(
+                        "group {g}: no leader readmitted this node; probing again"
+                    ));
+                    *group_standing = Standing::at_start(false);
+                    *unanswered = None;
+                }
+            } else {
+                *unanswered = None;
             }
             let last = self.last_log_id(g);
             group_standing.sent_history(last);

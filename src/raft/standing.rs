@@ -57,6 +57,11 @@ pub const ASK_EVERY_MS: u64 = 300;
 /// has ended, won or expired, before it learns the terms of its peers.
 pub const PROBE_AFTER_MS: u64 = 1_000;
 
+/// How long a rejoining node waits for a leader's answer before it probes
+/// afresh: ten rounds of asking. Its floor may have come from a peer that
+/// has gone since, with a term no live leader reaches.
+pub const REJOIN_UNANSWERED_MS: u64 = 10 * ASK_EVERY_MS;
+
 /// How many other nodes of `nodes` must answer a probe for the highest
 /// term among them to be at least that of any majority this node voted or
 /// acknowledged in: every majority has `nodes / 2` members besides this

@@ -108,9 +108,18 @@ pub struct Transport {
 
 impl Transport {
     pub fn new(me: NodeId) -> Arc<Transport> {
+        // Call ids start at the time in microseconds, so that a late answer
+        // to a call of this node's previous process is not taken for the
+        // answer to one of this process.
+        let next_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
         Arc::new(Transport {
             me,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                next_id,
+                ..Inner::default()
+            }),
         })
     }
 
