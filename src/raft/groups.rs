@@ -90,12 +90,16 @@ pub struct Groups {
     /// Whether this node may vote in each group ([`super::standing`]),
     /// when it last asked its peers about it, and since when it has been
     /// rejoining without an answer from a leader.
-    standing: Mutex<Vec<(Standing, Option<Instant>, Option<Instant>)>>,
+    standing: Mutex<Vec<GroupStanding>>,
     /// Groups whose initialization was started here.
     initialized: Mutex<BTreeSet<u32>>,
     /// When the groups started.
     started: Instant,
 }
+
+/// A group's standing here, when this node last asked its peers about it,
+/// and since when it has been rejoining without a leader's answer.
+type GroupStanding = (Standing, Option<Instant>, Option<Instant>);
 
 /// How long a node waits, after its group has no leader and it votes,
 /// before it initializes the group although another node should have
