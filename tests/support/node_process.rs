@@ -132,7 +132,16 @@ impl Node {
     /// Closes stdin and waits for the node to exit; returns its exit code.
     pub fn close(mut self) -> Option<i32> {
         drop(self.stdin.take());
-        self.child.wait().expect("wait").code()
+        let code = self.child.wait().expect("wait").code();
+        if code != Some(0) {
+            // What the node said about it, for the failing assertion's reader.
+            thread::sleep(std::time::Duration::from_millis(100));
+            eprintln!(
+                "node exited with {code:?}; its stderr:\n{}",
+                self.stderr_text()
+            );
+        }
+        code
     }
 }
 
