@@ -389,9 +389,10 @@ impl Node {
             return;
         };
         let groups = server.groups();
+        let group_commit = server.group_commit();
         let life = self.life.clone();
         tokio::spawn(async move {
-            Server::stop_groups(groups).await;
+            Server::stop_groups(groups, group_commit).await;
             let _ = life.send(Life::Stopped);
         });
     }

@@ -905,9 +905,25 @@ impl Server {
         }
     }
 
-    /// Stops the groups; then the store can close.
-    pub async fn stop_groups(groups: Arc<Groups>) {
+    /// Stops the groups, then waits for a sync point after everything they
+    /// wrote, so that none is in flight when the store closes.
+    pub async fn stop_groups(groups: Arc<Groups>, group_commit: Arc<OwnGroupCommit>) {
         groups.shutdown().await;
+        if let Err(e) = crate::raft::durability::synced(&*group_commit).await {
+            log::warn(format_args!(
+                "the last sync point before closing failed: {e}"
+            ));
+        }
+        // The thread finishes the sync point it reported (publishing it)
+        // before it ends.
+        if let Err(e) = tokio::task::spawn_blocking(move || group_commit.close_and_join()).await {
+            log::warn(format_args!("closing the group commit: {e}"));
+        }
+    }
+
+    /// The group commit, for the last sync point before closing.
+    pub fn group_commit(&self) -> Arc<OwnGroupCommit> {
+        Arc::clone(&self.group_commit)
     }
 
     /// The groups, for stopping them.

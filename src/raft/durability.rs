@@ -38,8 +38,9 @@ pub async fn synced(durability: &dyn Durability) -> Outcome {
 }
 
 /// A group commit of its own whose batches are callbacks, run on its
-/// thread: what the storage tests and openraft's suite use.
-pub struct OwnGroupCommit(GroupCommit<Done>);
+/// thread: what the node, the storage tests and openraft's suite use.
+/// `None` once closed.
+pub struct OwnGroupCommit(Mutex<Option<GroupCommit<Done>>>);
 
 impl OwnGroupCommit {
     /// Starts a group commit over `store`.
@@ -50,19 +51,37 @@ impl OwnGroupCommit {
             }
             true
         })?;
-        Ok(OwnGroupCommit(group_commit))
+        Ok(OwnGroupCommit(Mutex::new(Some(group_commit))))
+    }
+
+    /// Drains what waits, and waits for the thread to end: afterwards no
+    /// sync point is in flight, so the store can close. Later waiters are
+    /// told the group commit is closed.
+    pub fn close_and_join(&self) -> Result<()> {
+        let Some(group_commit) = crate::lock::lock(&self.0).take() else {
+            return Ok(());
+        };
+        group_commit.close();
+        group_commit.join()
     }
 }
 
 impl Durability for OwnGroupCommit {
     fn after_sync(&self, done: Done) {
-        self.0.push(done);
+        match &*crate::lock::lock(&self.0) {
+            Some(group_commit) => group_commit.push(done),
+            None => done(Err(Arc::new(Error::Busy(
+                "the group commit is closed".into(),
+            )))),
+        }
     }
 }
 
 impl Drop for OwnGroupCommit {
     fn drop(&mut self) {
         // The thread drains what waits and ends; nobody joins it.
-        self.0.close();
+        if let Some(group_commit) = &*crate::lock::lock(&self.0) {
+            group_commit.close();
+        }
     }
 }

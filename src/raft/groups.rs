@@ -95,6 +95,8 @@ pub struct Groups {
     initialized: Mutex<BTreeSet<u32>>,
     /// When the groups started.
     started: Instant,
+    /// Set by [`Groups::shutdown`]: no standing is written after it.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A group's standing here, when this node last asked its peers about it,
@@ -209,6 +211,7 @@ impl Groups {
             standing: Mutex::new(standing),
             initialized: Mutex::new(BTreeSet::new()),
             started: Instant::now(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -467,6 +470,9 @@ impl Groups {
             let Some(group) = groups.group_state(g) else {
                 return;
             };
+            if groups.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             if let Err(e) = group.save_standing(true).await {
                 crate::log::warn(format_args!(
                     "group {g}: recording that this node votes: {e}"
@@ -607,6 +613,8 @@ impl Groups {
 
     /// Stops every group.
     pub async fn shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         for raft in &self.rafts {
             let _ = raft.shutdown().await;
         }
