@@ -73,11 +73,22 @@ pub const PROPOSAL_BYTES_MAX: usize = 128 << 10;
 /// AppendEntries of 16 entries of the largest size) may come near.
 pub const BATCH_BYTES_TARGET: usize = 1 << 20;
 
+/// Proposals this node may have in a group's `client_write` at once.
+/// openraft 0.9 appends each client write to the log on its own, and its
+/// core waits for that append's sync point before it takes the next one,
+/// so a proposal per request would cost a sync point per request. Parts
+/// that arrive while this many are in flight wait, and go together as the
+/// next proposal: a group commit at the proposal level. Two keep the core
+/// busy (one appending while the one before it applies) with the largest
+/// batches.
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
+
 /// What a task of the groups reports to the event loop.
 pub enum Event {
     /// A proposal of this node's clients' parts finished.
     Proposed {
         id: ProposalId,
+        group: u32,
         result: std::result::Result<(u64, Vec<OpResult>), ProposeError>,
     },
     /// A group's state changed here (an entry applied, a new leader): parts
@@ -175,6 +186,9 @@ pub struct Server {
     unrouted: Vec<Part>,
     /// Proposals in flight, by id.
     awaiting: HashMap<ProposalId, Awaiting>,
+    /// Per group, this node's proposals whose `client_write` has not
+    /// returned ([`PROPOSALS_IN_FLIGHT_MAX`]).
+    proposing: HashMap<u32, usize>,
     /// What waits to go to each peer with the next batch: forwards, and
     /// the outcomes of the peer's forwards (the groups' RPCs wait in their
     /// transport).
@@ -230,6 +244,7 @@ impl Server {
             ops: HashMap::new(),
             unrouted: Vec::new(),
             awaiting: HashMap::new(),
+            proposing: HashMap::new(),
             outgoing: BTreeMap::new(),
             forwards_seen: RecentIds::default(),
             heard: HashMap::new(),
@@ -515,43 +530,63 @@ impl Server {
 
     /// A task of the groups finished.
     pub fn on_event(&mut self, event: Event) {
+        let proposed = matches!(event, Event::Proposed { .. });
         self.on_event_only(event);
-        self.check_awaiting(Instant::now());
+        let now = Instant::now();
+        self.check_awaiting(now);
+        if proposed {
+            // Room for the parts that waited for one in flight to return.
+            self.route(now);
+        }
     }
 
     fn on_event_only(&mut self, event: Event) {
         match event {
             Event::Progress => {}
-            Event::Proposed { id, result } => match result {
-                // Answered once its apply here is durable (`check_awaiting`).
-                Ok(_) => {
-                    if let Some(awaiting) = self.awaiting.get_mut(&id) {
-                        awaiting.returned = true;
-                    }
+            Event::Proposed { id, group, result } => {
+                if let Some(count) = self.proposing.get_mut(&group) {
+                    *count = count.saturating_sub(1);
                 }
-                Err(ProposeError::NotLeader(_)) => self.route_again(id),
-                // The group is gone here: answer at once, indefinitely if
-                // the proposal was in its log (another node may commit it).
-                Err(ProposeError::Failed { appended, why }) => {
-                    log::warn(format_args!("proposal {}:{}: {why}", id.node, id.seq));
-                    if let Some(awaiting) = self.awaiting.remove(&id) {
-                        for mut part in awaiting.parts {
-                            part.maybe |= appended;
-                            self.fail_crashed(part, &why);
-                        }
-                    }
-                }
-                Err(ProposeError::Unknown(why)) => {
-                    log::info(format_args!("proposal {}:{}: {why}", id.node, id.seq));
-                    self.mark_maybe(id);
-                }
-            },
+                self.on_proposed(id, result);
+            }
             Event::ProposedForPeer { peer, id, outcome } => {
                 self.outgoing
                     .entry(peer)
                     .or_default()
                     .outcomes
                     .push((id, outcome));
+            }
+        }
+    }
+
+    /// A local proposal's `client_write` returned.
+    fn on_proposed(
+        &mut self,
+        id: ProposalId,
+        result: std::result::Result<(u64, Vec<OpResult>), ProposeError>,
+    ) {
+        match result {
+            // Answered once its apply here is durable (`check_awaiting`).
+            Ok(_) => {
+                if let Some(awaiting) = self.awaiting.get_mut(&id) {
+                    awaiting.returned = true;
+                }
+            }
+            Err(ProposeError::NotLeader(_)) => self.route_again(id),
+            // The group is gone here: answer at once, indefinitely if
+            // the proposal was in its log (another node may commit it).
+            Err(ProposeError::Failed { appended, why }) => {
+                log::warn(format_args!("proposal {}:{}: {why}", id.node, id.seq));
+                if let Some(awaiting) = self.awaiting.remove(&id) {
+                    for mut part in awaiting.parts {
+                        part.maybe |= appended;
+                        self.fail_crashed(part, &why);
+                    }
+                }
+            }
+            Err(ProposeError::Unknown(why)) => {
+                log::info(format_args!("proposal {}:{}: {why}", id.node, id.seq));
+                self.mark_maybe(id);
             }
         }
     }
@@ -702,6 +737,13 @@ impl Server {
             .into_iter()
             .flat_map(|(group, parts)| sized(parts).into_iter().map(move |parts| (group, parts)))
         {
+            let proposing = self.proposing.entry(group).or_default();
+            if *proposing >= PROPOSALS_IN_FLIGHT_MAX {
+                // Proposed together once one in flight returns (`on_event`).
+                self.unrouted.extend(parts);
+                continue;
+            }
+            *proposing += 1;
             let id = self.groups.next_proposal_id();
             let proposal = Proposal {
                 id,
@@ -722,7 +764,7 @@ impl Server {
             let events = self.events.clone();
             tokio::spawn(async move {
                 let result = groups.propose(group, proposal).await;
-                let _ = events.send(Event::Proposed { id, result });
+                let _ = events.send(Event::Proposed { id, group, result });
             });
         }
         for (leader, by_group) in forward {

@@ -18,13 +18,21 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 
-use super::log::Record;
+use super::log::{GroupLog, Record};
 use super::log_store::Group;
 use super::snapshot::{SnapshotData, group_of, is_reserved};
 use super::types::{
-    Applied, Entry, LogId, Op, OpResult, StorageError, StoredMembership, TypeConfig,
+    Applied, Entry, LogId, Op, OpResult, ProposalId, StorageError, StoredMembership, TypeConfig,
 };
 use crate::lock::lock;
+use crate::storage::store::Store;
+
+/// Bytes of messages one apply writes before its `Applied` record, in one
+/// span of [`Store::together`]: what the store may hold in memory past its
+/// own bound, and open keys past theirs, until the next sync point. An
+/// entry weighs at most a proposal's limit (128 KiB), so a span ends a
+/// little past this; a follower catching up applies many spans.
+pub const APPLY_SPAN_BYTES: usize = 8 << 20;
 
 /// Snapshots built by this process: part of a snapshot's id, which must
 /// tell two snapshots of the same entry apart.
@@ -132,64 +140,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut store = lock(&group.store);
         let mut replies = Vec::new();
         let mut outcomes = Vec::new();
-        for entry in entries {
-            let mut applied = Applied::default();
-            match entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(proposal) => {
-                    let id = proposal.id;
-                    for op in proposal.ops {
-                        let result = match op {
-                            Op::Send { key, msg } => {
-                                if is_reserved(&key) {
-                                    return Err(apply_error(
-                                        entry.log_id,
-                                        format!("a send to the reserved key {key:?}"),
-                                    ));
-                                }
-                                store
-                                    .append(&key, msg.as_bytes())
-                                    .map(OpResult::Offset)
-                                    .map_err(|e| {
-                                        apply_error(
-                                            entry.log_id,
-                                            format!("appending to {key}: {e}"),
-                                        )
-                                    })?
-                            }
-                            Op::Commit { key, offset } => {
-                                if is_reserved(&key) {
-                                    return Err(apply_error(
-                                        entry.log_id,
-                                        format!("a commit of the reserved key {key:?}"),
-                                    ));
-                                }
-                                store
-                                    .commit(&key, offset)
-                                    .map(|()| OpResult::Committed)
-                                    .map_err(|e| {
-                                        apply_error(entry.log_id, format!("committing {key}: {e}"))
-                                    })?
-                            }
-                        };
-                        applied.results.push(result);
-                    }
-                    outcomes.push((id, entry.log_id.index, applied.results.clone()));
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            // One span of entries and the `Applied` record after them become
+            // durable together or not at all, so that a restart applies
+            // again exactly the entries whose records it lacks.
+            store.together(|store| -> Result<(), StorageError> {
+                let mut span_bytes = 0;
+                while span_bytes < APPLY_SPAN_BYTES
+                    && let Some(entry) = entries.next()
+                {
+                    let (applied, outcome, bytes) = apply_one(&mut log, store, entry)?;
+                    span_bytes += bytes;
+                    outcomes.extend(outcome);
+                    replies.push(applied);
                 }
-                EntryPayload::Membership(membership) => {
-                    log.membership = StoredMembership::new(Some(entry.log_id), membership);
-                }
-            }
-            log.applied = Some(entry.log_id);
-            replies.push(applied);
-        }
-        if !replies.is_empty() {
-            let record = Record::Applied {
-                last: log.applied,
-                membership: log.membership.clone(),
-            };
-            let at = group.append(&mut store, &[record]).map_err(sm_error)?;
-            log.applied_offset = Some(at);
+                let record = Record::Applied {
+                    last: log.applied,
+                    membership: log.membership.clone(),
+                };
+                let at = group.append(store, &[record]).map_err(sm_error)?;
+                log.applied_offset = Some(at);
+                Ok(())
+            })?;
         }
         drop(store);
         drop(log);
@@ -257,6 +230,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: Box::new(std::io::Cursor::new(current.data)),
         }))
     }
+}
+
+/// What one entry's apply returns: openraft's reply, the proposal's
+/// outcome to publish (none for entries that are not proposals), and the
+/// bytes of messages it appended.
+type AppliedEntry = (Applied, Option<(ProposalId, u64, Vec<OpResult>)>, usize);
+
+/// Applies one entry: its sends appended to their keys, its commits
+/// recorded, and `log`'s applied state moved to it (the caller writes the
+/// `Applied` record).
+fn apply_one(
+    log: &mut GroupLog,
+    store: &mut Store,
+    entry: Entry,
+) -> Result<AppliedEntry, StorageError> {
+    let mut applied = Applied::default();
+    let mut outcome = None;
+    let mut bytes = 0;
+    match entry.payload {
+        EntryPayload::Blank => {}
+        EntryPayload::Normal(proposal) => {
+            for op in proposal.ops {
+                let result = match op {
+                    Op::Send { key, msg } => {
+                        if is_reserved(&key) {
+                            return Err(apply_error(
+                                entry.log_id,
+                                format!("a send to the reserved key {key:?}"),
+                            ));
+                        }
+                        bytes += key.len() + msg.len();
+                        store
+                            .append(&key, msg.as_bytes())
+                            .map(OpResult::Offset)
+                            .map_err(|e| {
+                                apply_error(entry.log_id, format!("appending to {key}: {e}"))
+                            })?
+                    }
+                    Op::Commit { key, offset } => {
+                        if is_reserved(&key) {
+                            return Err(apply_error(
+                                entry.log_id,
+                                format!("a commit of the reserved key {key:?}"),
+                            ));
+                        }
+                        bytes += key.len();
+                        store
+                            .commit(&key, offset)
+                            .map(|()| OpResult::Committed)
+                            .map_err(|e| {
+                                apply_error(entry.log_id, format!("committing {key}: {e}"))
+                            })?
+                    }
+                };
+                applied.results.push(result);
+            }
+            outcome = Some((proposal.id, entry.log_id.index, applied.results.clone()));
+        }
+        EntryPayload::Membership(membership) => {
+            log.membership = StoredMembership::new(Some(entry.log_id), membership);
+        }
+    }
+    log.applied = Some(entry.log_id);
+    Ok((applied, outcome, bytes))
 }
 
 /// Whether `key` belongs to group `group` of `groups`.

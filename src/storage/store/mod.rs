@@ -242,6 +242,9 @@ pub struct Store {
     in_flight: usize,
     /// Bytes of records held in memory over all keys.
     pending_bytes: usize,
+    /// Set inside [`Store::together`]: appends run no sync point of their
+    /// own, so that what the span writes becomes durable in one.
+    together: bool,
     /// Set while a checkpoint is being prepared, so the sync points it may
     /// run itself do not start another.
     checkpointing: bool,

@@ -118,6 +118,7 @@ impl Store {
             dir_generation: 0,
             in_flight: 0,
             pending_bytes: 0,
+            together: false,
             checkpointing: false,
             checkpoint_blocked: None,
             closed: false,

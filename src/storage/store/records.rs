@@ -38,9 +38,9 @@ impl Store {
         if payloads.is_empty() {
             return self.next_offset(key);
         }
-        if self.pending_bytes > PENDING_BYTES_MAX {
+        if self.pending_bytes > PENDING_BYTES_MAX && !self.together {
             // Bounds the memory records wait in (by at most one call's
-            // records past it).
+            // records past it, or one span of `together`).
             self.sync()?;
         }
         let log = self.key_log(key, true)?.expect("created on demand");
@@ -52,6 +52,22 @@ impl Store {
         let grown = log.pending_bytes() - before;
         self.pending_bytes += grown;
         Ok(first)
+    }
+
+    /// Runs `span` so that everything it appends and commits becomes durable
+    /// in one sync point, or none of it: the store runs no sync point of its
+    /// own during the span (not to bound the memory pending records take,
+    /// [`PENDING_BYTES_MAX`], nor to close keys past the open-key limit),
+    /// and a sync point's journal batches are recovered all or none
+    /// (`segment-format.md`). How the Raft state machine makes an apply's
+    /// records and its `Applied` record one. The span's caller bounds what
+    /// it writes: memory and open keys exceed their limits by that much
+    /// until the next sync point.
+    pub fn together<R>(&mut self, span: impl FnOnce(&mut Store) -> R) -> R {
+        let outer = std::mem::replace(&mut self.together, true);
+        let result = span(self);
+        self.together = outer;
+        result
     }
 
     /// Appends `payload` to `key`'s log at exactly `offset`, which must be the
@@ -212,5 +228,73 @@ impl Store {
     /// Number of keys with a durable committed offset.
     pub fn committed_count(&self) -> usize {
         self.offsets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::storage::sim::SimFs;
+    use crate::storage::store::{PENDING_BYTES_MAX, Store, StoreConfig};
+
+    /// Appends more than [`PENDING_BYTES_MAX`] over two keys, inside
+    /// [`Store::together`] or not, and returns the durable end of the
+    /// first key once the appends are done: the store synced part of them
+    /// itself if it is not 0.
+    fn durable_after_appending_past_the_bound(together: bool) -> u64 {
+        const VALUE_BYTES: usize = 1 << 20;
+        let config = StoreConfig {
+            fs: SimFs::new(),
+            ..StoreConfig::default()
+        };
+        let mut store = Store::open(std::path::Path::new("/sim"), config).expect("store");
+        let value = vec![b'v'; VALUE_BYTES];
+        let records = PENDING_BYTES_MAX / VALUE_BYTES + 2;
+        let append = |store: &mut Store| {
+            for i in 0..records {
+                let key = if i % 2 == 0 { "a" } else { "b" };
+                store.append(key, &value).expect("append");
+            }
+        };
+        if together {
+            store.together(append);
+        } else {
+            append(&mut store);
+        }
+        store.durable_next_offset("a").expect("durable end")
+    }
+
+    #[test]
+    fn appends_past_the_pending_bound_sync_by_themselves_except_together() {
+        assert!(durable_after_appending_past_the_bound(false) > 0);
+        assert_eq!(durable_after_appending_past_the_bound(true), 0);
+    }
+
+    /// Appends one record to each of more keys than may be open, inside
+    /// [`Store::together`] or not, and returns the durable end of the first.
+    fn durable_after_opening_past_the_limit(together: bool) -> u64 {
+        const OPEN_KEYS: usize = 4;
+        let config = StoreConfig {
+            fs: SimFs::new(),
+            open_keys_max: OPEN_KEYS,
+            ..StoreConfig::default()
+        };
+        let mut store = Store::open(std::path::Path::new("/sim"), config).expect("store");
+        let append = |store: &mut Store| {
+            for i in 0..OPEN_KEYS + 2 {
+                store.append(&format!("k{i}"), b"v").expect("append");
+            }
+        };
+        if together {
+            store.together(append);
+        } else {
+            append(&mut store);
+        }
+        store.durable_next_offset("k0").expect("durable end")
+    }
+
+    #[test]
+    fn more_keys_than_may_be_open_sync_by_themselves_except_together() {
+        assert_eq!(durable_after_opening_past_the_limit(false), 1);
+        assert_eq!(durable_after_opening_past_the_limit(true), 0);
     }
 }
