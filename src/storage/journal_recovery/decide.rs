@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::storage::checkpoint::Found;
 use crate::storage::format::{self, FILE_HEADER_SIZE};
 use crate::storage::journal::{self, Entry};
+use crate::storage::offsets::Committed;
 use crate::storage::recovery::{Refusal, Row, Step};
 
 use super::{EntryAt, RecoveredJournal};
@@ -314,7 +315,14 @@ fn index_entry(
             );
             return end;
         }
-        Entry::Commit { key, offset } => recovered.commits.push(((*key).to_string(), *offset)),
+        Entry::Commit { key, offset, value } => recovered.commits.push((
+            (*key).to_string(),
+            Some(Committed {
+                offset: *offset,
+                value: value.to_vec(),
+            }),
+        )),
+        Entry::Uncommitted { key } => recovered.commits.push(((*key).to_string(), None)),
         Entry::Direct { key, from } => add(key, EntryAt::Direct { from: *from }),
         Entry::NextFile { .. } => {}
         Entry::LogStart { key, offset } => add(key, EntryAt::LogStart { offset: *offset }),

@@ -238,10 +238,13 @@ impl Store {
             self.mentioned.insert(key.clone());
         }
         let commits = self.offsets.take_pending();
-        let mut sorted: Vec<(&String, &u64)> = commits.iter().collect();
-        sorted.sort();
-        for (key, offset) in sorted {
-            builder.add_commit(key, *offset);
+        let mut sorted: Vec<_> = commits.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, (_, change)) in sorted {
+            match change {
+                Some(c) => builder.add_commit_value(key, c.offset, &c.value),
+                None => builder.add_uncommitted(key),
+            }
         }
         if !commits.is_empty() {
             plan.commits = Some(commits);
