@@ -1,6 +1,9 @@
 //! Consumer group offsets: the offset a group will read next in a
 //! partition, kept as a committed offset of the store under a key of its
-//! own, so it is durable by the same sync points as the records. Both front
+//! own, with the commit's metadata string as its value, so it is durable by
+//! the same sync points as the records. A commit stores the offset given,
+//! lower ones included, as Kafka does (a consumer that seeks back commits
+//! where it is); only the Maelstrom node keeps its offsets moving forward. Both front
 //! ends commit and read them here; the Kafka front end adds the group
 //! membership protocol on top (in memory, in `kafka/groups.rs`). A group
 //! exists only through its commits: [`Broker::committed_offsets`] lists
@@ -23,6 +26,21 @@ pub const GROUP_NAME_BYTES_MAX: usize = 249;
 pub fn offset_key(group: &str, topic: &Topic, partition: u32) -> String {
     let quoted = serde_json::to_string(group).unwrap_or_default();
     format!("group {quoted} {}", topic.key(partition))
+}
+
+/// Longest commit metadata string, in bytes: what the store keeps beside a
+/// commit, Kafka's default `offset.metadata.max.bytes`.
+pub const METADATA_BYTES_MAX: usize = crate::storage::offsets::COMMIT_VALUE_BYTES_MAX;
+
+/// Checks a commit's metadata string: at most [`METADATA_BYTES_MAX`] bytes.
+pub fn check_metadata(metadata: &str) -> Result<()> {
+    if metadata.len() > METADATA_BYTES_MAX {
+        return Err(Error::TooLarge(format!(
+            "commit metadata of {} bytes, over the limit of {METADATA_BYTES_MAX}",
+            metadata.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a group name: 1 to [`GROUP_NAME_BYTES_MAX`] bytes, no control

@@ -287,9 +287,18 @@ impl Writer<'_> {
         Ok(first)
     }
 
-    /// Commits a consumer group offset (see [`groups`]).
-    pub fn commit(&mut self, key: &str, offset: u64) -> Result<()> {
-        self.store.commit(key, offset).map_err(Error::refused)?;
+    /// Commits a consumer group offset as given, a lower one than before
+    /// included (Kafka's rule: a consumer that seeks back commits where it
+    /// is), with the commit's metadata string (see [`groups`]).
+    pub fn commit(&mut self, key: &str, offset: u64, metadata: &str) -> Result<()> {
+        groups::check_metadata(metadata)?;
+        let change = Some(crate::storage::offsets::Committed {
+            offset,
+            value: metadata.as_bytes().to_vec(),
+        });
+        self.store
+            .change_committed(key, change)
+            .map_err(Error::refused)?;
         self.commits += 1;
         Ok(())
     }

@@ -24,6 +24,13 @@ Scenarios:
   as it is acknowledged, until killed or done (the kill -9 test).
 - confluent-read-all COUNT_FILE: reads the topic from the start and checks
   every line of the file is there.
+- confluent-seek-commit: ten records in one partition; a consumer of a
+  group commits offset 8 with a metadata string, then seeks back and
+  commits offset 3 with another; the group's committed offset is 3 with the
+  second string, and a new consumer of the group starts at offset 3.
+- confluent-committed-check: (after a restart of the server) the group of
+  confluent-seek-commit still has offset 3 and its metadata string.
+- kafka-python-seek-commit: the same commits through kafka-python.
 """
 
 import json
@@ -361,6 +368,89 @@ def confluent_read_all(bootstrap, topic, path):
     print("ok %d acknowledged records all read back" % len(want))
 
 
+SEEK_GROUP = "seeker"
+SEEK_METADATA = "seeked back: re-read from 3"
+
+
+def committed_of(consumer, topic):
+    from confluent_kafka import TopicPartition
+    [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    return tp.offset, tp.metadata
+
+
+def confluent_seek_commit(bootstrap, topic):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(10):
+        producer.produce(topic, value=b"%d" % i, partition=0)
+    if producer.flush(30) != 0:
+        raise AssertionError("produce failed")
+    config = {"bootstrap.servers": bootstrap, "group.id": SEEK_GROUP,
+              "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    consumer = Consumer(config)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.commit(offsets=[TopicPartition(topic, 0, 8, metadata="read to 8")], asynchronous=False)
+    got = committed_of(consumer, topic)
+    if got != (8, "read to 8"):
+        raise AssertionError("committed %r, want (8, 'read to 8')" % (got,))
+    consumer.commit(offsets=[TopicPartition(topic, 0, 3, metadata=SEEK_METADATA)], asynchronous=False)
+    got = committed_of(consumer, topic)
+    if got != (3, SEEK_METADATA):
+        raise AssertionError("after the commit back: %r, want (3, %r)" % (got, SEEK_METADATA))
+    consumer.close()
+    fresh = Consumer(config)
+    fresh.subscribe([topic])
+    deadline = time.time() + DEADLINE_S
+    while time.time() < deadline:
+        m = fresh.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            raise AssertionError("consumer: %s" % m.error())
+        if m.offset() != 3 or m.value() != b"3":
+            raise AssertionError("the group resumed at %d (%r), want 3" % (m.offset(), m.value()))
+        break
+    else:
+        raise AssertionError("the group read nothing")
+    fresh.close()
+    print("ok confluent-kafka: committed 8, then 3 with its metadata; the group resumed at 3")
+
+
+def confluent_committed_check(bootstrap, topic):
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": SEEK_GROUP,
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0)])
+    got = committed_of(consumer, topic)
+    consumer.close()
+    if got != (3, SEEK_METADATA):
+        raise AssertionError("after the restart: %r, want (3, %r)" % (got, SEEK_METADATA))
+    print("ok the commit back to 3 and its metadata survived the restart")
+
+
+def kafka_python_seek_commit(bootstrap, topic):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    for i in range(10):
+        producer.send(topic, value=b"%d" % i, partition=0).get(timeout=30)
+    producer.close()
+    tp = TopicPartition(topic, 0)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id="kp-" + SEEK_GROUP,
+                             enable_auto_commit=False)
+    consumer.assign([tp])
+    for offset, metadata in [(8, "read to 8"), (3, SEEK_METADATA)]:
+        consumer.commit({tp: OffsetAndMetadata(offset, metadata, -1)})
+        got = consumer._coordinator.fetch_committed_offsets([tp])[tp]
+        if (got.offset, got.metadata) != (offset, metadata):
+            raise AssertionError("committed %r, want %r" % (got, (offset, metadata)))
+    consumer.close()
+    print("ok kafka-python: committed 8, then 3, each with its metadata")
+
+
 def main():
     scenario, bootstrap, topic = sys.argv[1:4]
     if scenario == "confluent-groups":
@@ -375,6 +465,12 @@ def main():
         confluent_acked(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
     elif scenario == "confluent-read-all":
         confluent_read_all(bootstrap, topic, sys.argv[4])
+    elif scenario == "confluent-seek-commit":
+        confluent_seek_commit(bootstrap, topic)
+    elif scenario == "confluent-committed-check":
+        confluent_committed_check(bootstrap, topic)
+    elif scenario == "kafka-python-seek-commit":
+        kafka_python_seek_commit(bootstrap, topic)
     else:
         raise SystemExit("unknown scenario " + scenario)
 

@@ -218,6 +218,34 @@ fn kafka_python_produces_and_a_group_resumes_from_its_commits() {
     python_scenario("kafka", "kafka-python-groups", "kp", &[]);
 }
 
+/// Offsets as Kafka has them: a group commits 8, seeks back and commits 3
+/// with a metadata string; 3 and the string are what it has, and they
+/// survive a restart (issue 21, item 3).
+#[test]
+fn a_commit_back_is_stored_with_its_metadata_and_survives_a_restart() {
+    tools::require_python_module("confluent_kafka");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, bootstrap) = start(dir.path());
+    server.create_topic("seek", 1);
+    let out = run(
+        Command::new("python3").args([CLIENTS, "confluent-seek-commit", &bootstrap, "seek"]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+    server.kill();
+    let (_server, bootstrap) = start(dir.path());
+    let out = run(
+        Command::new("python3").args([CLIENTS, "confluent-committed-check", &bootstrap, "seek"]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+}
+
+#[test]
+fn kafka_python_commits_back_with_metadata() {
+    python_scenario("kafka", "kafka-python-seek-commit", "kps", &[]);
+}
+
 #[test]
 fn every_acknowledged_record_survives_kill_9() {
     tools::require_python_module("confluent_kafka");
