@@ -8,7 +8,8 @@
 # and for the console's browser test (tests/serve/console.rs) Debian's
 # Chromium, Node.js and npm, and the npm packages pinned in
 # tests/console/package-lock.json (playwright-core, which drives the
-# system's Chromium and never downloads a browser).
+# system's Chromium and never downloads a browser); and kafkajs, pinned in
+# tests/kafka_clients/package-lock.json, for the idempotent producer test.
 # (Maelstrom's Java 17 is not installed here.)
 #
 # Installs only what is missing and prints nothing when everything is there,
@@ -90,6 +91,21 @@ test-setup: the console test (tests/serve/console.rs) needs Node.js 20 or later,
     - on Debian 13 or Ubuntu 24.04 and later: sudo apt-get install nodejs npm
 EOF_NODE
     exit 1
+fi
+
+# kafkajs for tests/serve/idempotence.rs, exactly as locked, when the
+# installed one is not the locked one.
+kafka_clients=tests/kafka_clients
+kafkajs_installed() {
+    node -e '
+        const lock = require("./package-lock.json").packages["node_modules/kafkajs"];
+        const installed = require("./node_modules/kafkajs/package.json");
+        process.exit(lock.version === installed.version ? 0 : 1);
+    ' 2>/dev/null
+}
+if ! (cd "$kafka_clients" && kafkajs_installed); then
+    echo "test-setup: installing the npm packages of $kafka_clients/package-lock.json" >&2
+    npm ci --prefix "$kafka_clients" --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 # The console test's npm packages, exactly as locked; only when the

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub records_fetched: AtomicU64,
     pub bytes_fetched: AtomicU64,
     pub offsets_committed: AtomicU64,
+    /// Batches of idempotent producers answered as duplicates (a retry of
+    /// a batch already appended), not appended again.
+    pub duplicate_batches: AtomicU64,
     pub sync_points: AtomicU64,
     pub sync_failures: AtomicU64,
     pub segments_deleted: AtomicU64,
@@ -108,6 +111,11 @@ impl Metrics {
                 "seglog_offsets_committed_total",
                 "Consumer group offsets committed.",
                 &self.offsets_committed,
+            ),
+            (
+                "seglog_kafka_duplicate_batches_total",
+                "Idempotent producers' retried batches answered without appending them again.",
+                &self.duplicate_batches,
             ),
             (
                 "seglog_sync_points_total",

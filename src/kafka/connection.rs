@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::reply::Reply;
-use super::{Context, fetch, groups, offsets, produce, topics, versions};
+use super::{Context, fetch, groups, offsets, produce, producers, topics, versions};
 use crate::log;
 
 /// Requests of one connection whose replies may wait at once: bounds the
@@ -241,6 +241,7 @@ fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
         RequestKind::CreateTopics(r) => topics::create(ctx, r, version),
         RequestKind::DeleteTopics(r) => topics::delete(ctx, r, version),
         RequestKind::Produce(r) => produce::produce(ctx, r, version),
+        RequestKind::InitProducerId(r) => producers::init_producer_id(ctx, r),
         RequestKind::Fetch(r) => {
             reply_bytes = fetch::reply_bytes_max(ctx, &r);
             fetch::fetch(ctx, r, version)

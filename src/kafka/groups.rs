@@ -244,13 +244,25 @@ pub(super) fn check_group(group: &str) -> Result<(), i16> {
     crate::broker::groups::check_group(group).map_err(|_| ResponseError::InvalidGroupId.code())
 }
 
+/// FindCoordinator's key type of a transactional id (0 is a group).
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
 pub fn find_coordinator(
     ctx: &Arc<Context>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> Reply {
-    let _ = version;
     let mut response = FindCoordinatorResponse::default();
+    if request.key_type == KEY_TYPE_TRANSACTION {
+        // No transactions: Kafka's answer to a transactional id the client
+        // may not use, which stops it with a clear error rather than a
+        // retry loop.
+        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        response.node_id = BrokerId(-1);
+        response.host = StrBytes::from_static_str("");
+        response.port = -1;
+        return Reply::now(ResponseKind::FindCoordinator(response));
+    }
     response.node_id = BrokerId(NODE_ID);
     response.host = StrBytes::from_string(ctx.advertised.0.clone());
     response.port = ctx.advertised.1;
@@ -666,6 +678,7 @@ mod tests {
             advertised: ("127.0.0.1".into(), 9092),
             groups: Coordinator::with_groups_max(groups_max),
             auto_create_partitions: 0,
+            producer_expiry: crate::broker::producers::EXPIRY_DEFAULT,
         })
     }
 

@@ -31,6 +31,14 @@ Scenarios:
 - confluent-committed-check: (after a restart of the server) the group of
   confluent-seek-commit still has offset 3 and its metadata string.
 - kafka-python-seek-commit: the same commits through kafka-python.
+- confluent-idempotent COUNT / kafka-python-idempotent COUNT: an idempotent
+  producer (confluent-kafka with enable.idempotence=true; kafka-python 3
+  with its defaults, which turn idempotence on) sends COUNT records, keyed,
+  to the topic (tests/serve/idempotence.rs runs it through a proxy that
+  drops produce replies, so batches are retried); every record must be
+  acknowledged. Then the topic is read back from the start and the line
+  says how many records were found twice (duplicates), never (losses), and
+  out of their order of production within a key (reordered).
 """
 
 import json
@@ -177,9 +185,8 @@ def kafka_python_groups(bootstrap, topic):
     admin.close()
     produced = make_records(topic, null_headers=False)
     acked = {}
-    # kafka-python 3 turns idempotence on by default; seglog does not serve
-    # InitProducerId, so it is turned off (README, Limits).
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=False)
+    # kafka-python 3's defaults: idempotence on.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     futures = []
     for key, value, headers, ts in produced:
         futures.append((value, producer.send(topic, value=value, key=key, headers=headers, timestamp_ms=ts)))
@@ -434,7 +441,7 @@ def kafka_python_seek_commit(bootstrap, topic):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for i in range(10):
         producer.send(topic, value=b"%d" % i, partition=0).get(timeout=30)
     producer.close()
@@ -449,6 +456,92 @@ def kafka_python_seek_commit(bootstrap, topic):
             raise AssertionError("committed %r, want %r" % (got, (offset, metadata)))
     consumer.close()
     print("ok kafka-python: committed 8, then 3, each with its metadata")
+
+
+def read_back(bootstrap, topic, count):
+    """Reads every partition of the topic to its end; returns the counts of
+    duplicates, losses and records of a key out of production order."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "read-back-" + topic,
+                         "enable.auto.commit": False})
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = sorted(metadata.topics[topic].partitions)
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    seen = {}
+    last_of_key = {}
+    reordered = 0
+    done = {p for p in partitions if ends[p] == 0}
+    deadline = time.time() + 3 * DEADLINE_S
+    while len(done) < len(partitions):
+        if time.time() > deadline:
+            raise AssertionError("reading back stopped short of %r" % ends)
+        m = consumer.poll(1.0)
+        if m is None:
+            continue
+        if m.error():
+            raise AssertionError("read back: %s" % m.error())
+        n = int(m.value())
+        seen[n] = seen.get(n, 0) + 1
+        key = m.key()
+        if key in last_of_key and last_of_key[key] > n:
+            reordered += 1
+        last_of_key[key] = n
+        if m.offset() + 1 >= ends[m.partition()]:
+            done.add(m.partition())
+    consumer.close()
+    duplicates = sum(c - 1 for c in seen.values())
+    losses = sum(1 for n in range(count) if n not in seen)
+    return duplicates, losses, reordered
+
+
+def confluent_idempotent(bootstrap, topic, count):
+    from confluent_kafka import Producer
+
+    failures = []
+    acked = [0]
+
+    def report(err, _msg):
+        if err is not None:
+            failures.append(err)
+        else:
+            acked[0] += 1
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "linger.ms": 0, "batch.num.messages": 50,
+                         "reconnect.backoff.ms": 10, "reconnect.backoff.max.ms": 200,
+                         "message.timeout.ms": 300000})
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, key=b"%d" % (i % 97), value=b"%d" % i, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(300) != 0 or failures:
+        raise AssertionError("%d not delivered, first error %r" % (count - acked[0], failures[:1]))
+    duplicates, losses, reordered = read_back(bootstrap, topic, count)
+    print("ok confluent-kafka idempotent: records %d acknowledged %d duplicates %d losses %d reordered %d"
+          % (count, acked[0], duplicates, losses, reordered))
+
+
+def kafka_python_idempotent(bootstrap, topic, count):
+    import kafka
+    from kafka import KafkaProducer
+
+    # The defaults of kafka-python 3: idempotence on (and so acks=all).
+    producer = KafkaProducer(bootstrap_servers=bootstrap, batch_size=512, reconnect_backoff_ms=10)
+    futures = [producer.send(topic, key=b"%d" % (i % 97), value=b"%d" % i) for i in range(count)]
+    producer.flush(300)
+    failures = [f.exception for f in futures if not f.succeeded()]
+    producer.close()
+    if failures:
+        raise AssertionError("%d not delivered, first error %r" % (len(failures), failures[0]))
+    duplicates, losses, reordered = read_back(bootstrap, topic, count)
+    print("ok kafka-python %s idempotent (its defaults): records %d acknowledged %d duplicates %d losses %d reordered %d"
+          % (kafka.__version__, count, count, duplicates, losses, reordered))
 
 
 def main():
@@ -471,6 +564,10 @@ def main():
         confluent_committed_check(bootstrap, topic)
     elif scenario == "kafka-python-seek-commit":
         kafka_python_seek_commit(bootstrap, topic)
+    elif scenario == "confluent-idempotent":
+        confluent_idempotent(bootstrap, topic, int(sys.argv[4]))
+    elif scenario == "kafka-python-idempotent":
+        kafka_python_idempotent(bootstrap, topic, int(sys.argv[4]))
     else:
         raise SystemExit("unknown scenario " + scenario)
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::support::serve_process::{PATIENCE, Server};
 use crate::support::tools;
 
-const CLIENTS: &str = concat!(
+pub(crate) const CLIENTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/kafka_clients/clients.py"
 );
@@ -29,6 +29,13 @@ fn start(dir: &Path) -> (Server, String) {
 }
 
 pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> (Server, String) {
+    let (server, advertised, _) = start_bound(dir, extra);
+    (server, advertised)
+}
+
+/// [`start_with`], returning the address the Kafka listener is bound to
+/// besides the one it advertises.
+pub(crate) fn start_bound(dir: &Path, extra: &[&str]) -> (Server, String, String) {
     let mut args = vec!["--kafka", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let server = Server::start(dir, &args);
@@ -36,13 +43,20 @@ pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> (Server, String) {
     let line = server
         .log_line("Kafka protocol on")
         .expect("no Kafka listener");
-    let address = line
+    let advertised = line
         .rsplit("advertised as ")
         .next()
         .expect("the advertised address")
         .trim()
         .to_string();
-    (server, address)
+    let bound = line
+        .split("Kafka protocol on ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("the bound address")
+        .trim()
+        .to_string();
+    (server, advertised, bound)
 }
 
 /// Runs `scenario` of the Python clients script (which needs `module`)
@@ -60,7 +74,7 @@ fn python_scenario(module: &str, scenario: &str, topic: &str, server_args: &[&st
 }
 
 /// Runs a command with a deadline; returns its stdout, or panics with its stderr.
-fn run(command: &mut Command, input: Option<&[u8]>) -> String {
+pub(crate) fn run(command: &mut Command, input: Option<&[u8]>) -> String {
     let mut child = command
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -288,7 +302,7 @@ fn every_acknowledged_record_survives_kill_9() {
 }
 
 /// A request frame: size, then the bytes.
-fn frame(body: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as i32).to_be_bytes().to_vec();
     out.extend_from_slice(body);
     out
@@ -405,7 +419,9 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 /// One request frame encoded by kafka-protocol: header v1 (or v2 for
 /// flexible versions), then the body.
-fn request<R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::Request>(
+pub(crate) fn request<
+    R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::Request,
+>(
     version: i16,
     correlation_id: i32,
     body: &R,
@@ -426,7 +442,7 @@ fn request<R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::Re
 
 /// Reads one reply frame; returns its body after the correlation id
 /// (header v0), checking that id.
-fn reply(stream: &mut TcpStream, correlation_id: i32) -> bytes::Bytes {
+pub(crate) fn reply(stream: &mut TcpStream, correlation_id: i32) -> bytes::Bytes {
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).expect("a reply");
     let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
@@ -437,7 +453,7 @@ fn reply(stream: &mut TcpStream, correlation_id: i32) -> bytes::Bytes {
 
 /// A record batch (magic 2) of `count` records whose records field is
 /// `records` as given, compressed with `codec` (attributes bits 0-2).
-fn raw_batch(codec: i16, count: i32, records: &[u8]) -> Vec<u8> {
+pub(crate) fn raw_batch(codec: i16, count: i32, records: &[u8]) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&0i64.to_be_bytes()); // base offset
     b.extend_from_slice(&0i32.to_be_bytes()); // length, below
@@ -497,7 +513,7 @@ fn produce_error(body: bytes::Bytes) -> i16 {
 }
 
 /// One uncompressed record (offset delta `i`) holding `value`.
-fn raw_record(i: i64, value: &[u8]) -> Vec<u8> {
+pub(crate) fn raw_record(i: i64, value: &[u8]) -> Vec<u8> {
     let zigzag = |out: &mut Vec<u8>, v: i64| {
         let mut raw = ((v << 1) ^ (v >> 63)) as u64;
         while raw >= 0x80 {
