@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::Broker;
 use super::catalog::{Topic, parse_key};
 use super::error::{Error, Result};
+use crate::storage::store::Store;
 
 /// Longest consumer group name, in bytes (Kafka's topic name limit, used
 /// here too: a group name is part of each of its offsets' keys).
@@ -103,6 +104,33 @@ pub struct GroupLag {
     pub lag: u64,
 }
 
+/// The prefix of every store key of `group`'s commits.
+fn group_prefix(group: &str) -> String {
+    format!(
+        "group {} ",
+        serde_json::to_string(group).unwrap_or_default()
+    )
+}
+
+/// Every store key of `group`'s durable commits, those of topics since
+/// deleted included (what deleting the group removes).
+pub fn group_keys(store: &Store, group: &str) -> Vec<String> {
+    let prefix = group_prefix(group);
+    store
+        .committed_offsets()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .map(|(key, _)| key.to_string())
+        .collect()
+}
+
+/// Every group with a durable commit (of a topic since deleted too).
+pub fn groups_with_commits(store: &Store) -> std::collections::BTreeSet<String> {
+    store
+        .committed_offsets()
+        .filter_map(|(key, _)| parse_offset_key(key).map(|(group, _)| group))
+        .collect()
+}
+
 impl Broker {
     /// Every durable committed offset of every group, sorted by group,
     /// topic and partition; `only` keeps one group's. Offsets of a topic
@@ -115,10 +143,7 @@ impl Broker {
     /// after it is released.
     pub fn committed_offsets(&self, only: Option<&str>) -> Vec<Committed> {
         let prefix = match only {
-            Some(group) => format!(
-                "group {} ",
-                serde_json::to_string(group).unwrap_or_default()
-            ),
+            Some(group) => group_prefix(group),
             None => "group ".to_string(),
         };
         let copied: Vec<(String, u64)> = self

@@ -21,7 +21,7 @@ use super::Context;
 use super::batch::{self, BatchRecord};
 use super::reply::Reply;
 use crate::broker::payload::{KafkaRecord, as_kafka};
-use crate::broker::topics::{TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch};
+use crate::broker::topics::{MaxTimestamp, TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch, log_start};
 use crate::broker::{Broker, FETCH_WAIT_MS_MAX};
 use crate::log;
 
@@ -189,7 +189,8 @@ fn read_partition(
         }
     };
     let mut store = broker.store();
-    let (start, end) = match (store.log_start(&key), store.durable_next_offset(&key)) {
+    let start = log_start(&mut store, &key);
+    let (start, end) = match (start, store.durable_next_offset(&key)) {
         (Ok(start), Ok(end)) => (start, end),
         (Err(e), _) | (_, Err(e)) => {
             log::warn(format_args!("kafka: cannot read {key}: {e}"));
@@ -264,6 +265,7 @@ fn record(offset: u64, payload: &[u8]) -> BatchRecord {
 /// Kafka's special timestamps of ListOffsets.
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
 
 pub fn list_offsets(ctx: &Arc<Context>, request: ListOffsetsRequest, version: i16) -> Reply {
     let _ = version;
@@ -318,9 +320,7 @@ fn list_one(
         ResponseError::KafkaStorageError.code()
     };
     let found = match timestamp {
-        EARLIEST => broker
-            .store()
-            .log_start(&key)
+        EARLIEST => log_start(&mut broker.store(), &key)
             .map(|o| Some((o, -1)))
             .map_err(storage),
         LATEST => broker
@@ -337,6 +337,19 @@ fn list_one(
                 log::warn(format_args!(
                     "kafka: ListOffsets of {key} by time {t}: nothing found in the first \
                      {} MiB (to offset {next}); refused until a time index exists",
+                    TIMESTAMP_SEARCH_BYTES_MAX >> 20
+                ));
+                Err(ResponseError::RequestTimedOut.code())
+            }
+            Err(e) => Err(storage(e)),
+        },
+        MAX_TIMESTAMP => match broker.max_timestamp(&key, TIMESTAMP_SEARCH_BYTES_MAX) {
+            Ok(MaxTimestamp::Found { offset, timestamp }) => Ok(Some((offset, timestamp))),
+            Ok(MaxTimestamp::None) => Ok(None),
+            Ok(MaxTimestamp::TooLong) => {
+                log::warn(format_args!(
+                    "kafka: ListOffsets of {key} by largest timestamp: the partition holds \
+                     over {} MiB; refused until a time index exists",
                     TIMESTAMP_SEARCH_BYTES_MAX >> 20
                 ));
                 Err(ResponseError::RequestTimedOut.code())

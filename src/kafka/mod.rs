@@ -26,7 +26,16 @@
 //! - [`groups`]: FindCoordinator and the consumer group protocol (JoinGroup,
 //!   SyncGroup, Heartbeat, LeaveGroup), membership in memory.
 //! - [`offsets`]: OffsetCommit and OffsetFetch, on the broker's group offsets.
+//! - [`admin`]: the admin APIs of topics and the cluster: DescribeConfigs,
+//!   AlterConfigs, IncrementalAlterConfigs, CreatePartitions, DeleteRecords,
+//!   DescribeCluster.
+//! - [`admin_groups`]: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//! - [`refusals`]: Kafka's error for a request of an API not served (the
+//!   transaction and ACL APIs, SaslHandshake), instead of a closed
+//!   connection.
 
+pub mod admin;
+pub mod admin_groups;
 pub mod batch;
 pub mod connection;
 pub mod error;
@@ -35,6 +44,7 @@ pub mod groups;
 pub mod offsets;
 pub mod produce;
 pub mod producers;
+pub mod refusals;
 pub mod reply;
 pub mod topics;
 pub mod versions;

@@ -32,6 +32,7 @@ use crate::broker::Broker;
 use crate::broker::payload::{KafkaRecord, encode_kafka, kafka_encoded_len};
 use crate::broker::producers::{self, ProducerState, Sequenced, Verdict};
 use crate::broker::time::now_ms;
+use crate::broker::topics::log_start;
 
 /// One partition's part of a request, checked.
 struct Part {
@@ -223,7 +224,7 @@ pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Rep
                         .metrics
                         .duplicate_batches
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    part.log_start = writer.store().log_start(key).map_or(-1, |s| s as i64);
+                    part.log_start = log_start(writer.store(), key).map_or(-1, |s| s as i64);
                     continue;
                 }
                 Some((_, _, Verdict::Fenced { current })) => {
@@ -271,7 +272,7 @@ pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Rep
                     part.message = Some(format!("{e}; the producer's state was not recorded"));
                 }
             }
-            part.log_start = writer.store().log_start(key).map_or(-1, |s| s as i64);
+            part.log_start = log_start(writer.store(), key).map_or(-1, |s| s as i64);
         }
         // Queued even for acks=0: a sync point happens only for a waiter.
         synced = writer.ok().and_then(crate::broker::Writer::finish);

@@ -39,6 +39,14 @@ Scenarios:
   acknowledged. Then the topic is read back from the start and the line
   says how many records were found twice (duplicates), never (losses), and
   out of their order of production within a key (reordered).
+- confluent-admin: confluent-kafka's AdminClient through every admin API:
+  DescribeConfigs, IncrementalAlterConfigs and AlterConfigs (a retention
+  set and reset; a read-only config and a bad value refused with
+  INVALID_CONFIG, changing nothing), CreatePartitions (and a lower count
+  refused), DeleteRecords (the log start moves, a consumer starts there),
+  ListOffsets by max timestamp, ListGroups, DescribeGroups, DeleteGroups
+  (refused while the group has a member), OffsetDelete through
+  kafka-python (refused while subscribed), DescribeCluster.
 """
 
 import json
@@ -544,6 +552,132 @@ def kafka_python_idempotent(bootstrap, topic, count):
           % (kafka.__version__, count, count, duplicates, losses, reordered))
 
 
+def expect_error(future, code, what):
+    from confluent_kafka import KafkaException
+    try:
+        future.result(10)
+    except KafkaException as e:
+        if e.args[0].code() != code:
+            raise AssertionError("%s: %r, want error %d" % (what, e.args[0], code))
+        return
+    raise AssertionError("%s: accepted, want error %d" % (what, code))
+
+
+def confluent_admin(bootstrap, topic):
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       NewPartitions, NewTopic, OffsetSpec, ResourceType)
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KpTopicPartition
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(10)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+
+    def described():
+        return admin.describe_configs([resource])[resource].result(10)
+
+    configs = described()
+    for name in ["retention.ms", "retention.bytes", "segment.bytes", "max.message.bytes", "cleanup.policy"]:
+        if name not in configs:
+            raise AssertionError("DescribeConfigs lacks %s: %r" % (name, sorted(configs)))
+    if not configs["segment.bytes"].is_read_only or configs["retention.ms"].is_read_only:
+        raise AssertionError("read-only flags: %r" % configs)
+    if configs["cleanup.policy"].value != "delete":
+        raise AssertionError("cleanup.policy %r" % configs["cleanup.policy"].value)
+
+    def incremental(name, value, op=AlterConfigOpType.SET):
+        entry = ConfigEntry(name, value, incremental_operation=op)
+        r = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+        return admin.incremental_alter_configs([r])[r]
+
+    incremental("retention.ms", "3600000").result(10)
+    if described()["retention.ms"].value != "3600000":
+        raise AssertionError("retention.ms not set: %r" % described()["retention.ms"])
+    expect_error(incremental("segment.bytes", "1000"), KafkaError.INVALID_CONFIG, "segment.bytes")
+    expect_error(incremental("retention.ms", "-5"), KafkaError.INVALID_CONFIG, "retention.ms=-5")
+    if described()["retention.ms"].value != "3600000":
+        raise AssertionError("a refused alteration changed retention.ms")
+    # AlterConfigs replaces the topic's own configs: retention.ms goes back.
+    legacy = ConfigResource(ResourceType.TOPIC, topic, set_config={"retention.bytes": "1000000"})
+    admin.alter_configs([legacy])[legacy].result(10)
+    after = described()
+    if after["retention.bytes"].value != "1000000" or after["retention.ms"].value != "-1":
+        raise AssertionError("after AlterConfigs: %r %r" % (after["retention.bytes"], after["retention.ms"]))
+
+    admin.create_partitions([NewPartitions(topic, 4)])[topic].result(10)
+    if len(admin.list_topics(topic, timeout=10).topics[topic].partitions) != 4:
+        raise AssertionError("CreatePartitions did not make 4 partitions")
+    expect_error(admin.create_partitions([NewPartitions(topic, 3)])[topic],
+                 KafkaError.INVALID_PARTITIONS, "fewer partitions")
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    base = 1_700_000_000_000
+    for i in range(10):
+        # The largest timestamp is record 6's.
+        producer.produce(topic, value=b"%d" % i, partition=0, timestamp=base + (10_000 if i == 6 else i))
+    if producer.flush(30) != 0:
+        raise AssertionError("produce failed")
+    tp = TopicPartition(topic, 0)
+    found = admin.list_offsets({tp: OffsetSpec.max_timestamp()})[tp].result(10)
+    if (found.offset, found.timestamp) != (6, base + 10_000):
+        raise AssertionError("max timestamp at %d (%d), want 6" % (found.offset, found.timestamp))
+    deleted = admin.delete_records([TopicPartition(topic, 0, 4)])
+    low = list(deleted.values())[0].result(10).low_watermark
+    if low != 4:
+        raise AssertionError("DeleteRecords low watermark %d, want 4" % low)
+    earliest = admin.list_offsets({tp: OffsetSpec.earliest()})[tp].result(10).offset
+    if earliest != 4:
+        raise AssertionError("earliest offset %d after DeleteRecords, want 4" % earliest)
+    expect_error(list(admin.delete_records([TopicPartition(topic, 0, 99)]).values())[0],
+                 KafkaError.OFFSET_OUT_OF_RANGE, "DeleteRecords past the end")
+
+    group = "admin-" + topic
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "client.id": "admin-test",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    deadline = time.time() + DEADLINE_S
+    first = None
+    while first is None and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            first = m
+    if first is None or first.offset() != 4:
+        raise AssertionError("the consumer began at %r, want the new log start 4" % (first and first.offset()))
+    consumer.commit(message=first, asynchronous=False)
+    listed = admin.list_consumer_groups().result(10)
+    states = {g.group_id: str(g.state) for g in listed.valid}
+    if "STABLE" not in states.get(group, ""):
+        raise AssertionError("ListGroups: %r" % states)
+    description = admin.describe_consumer_groups([group])[group].result(10)
+    if len(description.members) != 1 or description.members[0].client_id != "admin-test":
+        raise AssertionError("DescribeGroups: %r" % description)
+    expect_error(admin.delete_consumer_groups([group])[group], KafkaError.NON_EMPTY_GROUP, "delete an active group")
+    kp_admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    kp_tp = KpTopicPartition(topic, 0)
+    refused = kp_admin.delete_group_offsets(group, [kp_tp])
+    if refused.get(kp_tp) is None or "GroupSubscribedToTopic" not in repr(refused.get(kp_tp)):
+        raise AssertionError("OffsetDelete while subscribed: %r" % refused)
+    consumer.close()
+    done = kp_admin.delete_group_offsets(group, [kp_tp])
+    if done.get(kp_tp) is not None and "NoError" not in repr(done.get(kp_tp)):
+        raise AssertionError("OffsetDelete: %r" % done)
+    offsets = admin.list_consumer_group_offsets(
+        [__import__("confluent_kafka").ConsumerGroupTopicPartitions(group, [tp])])[group].result(10)
+    if offsets.topic_partitions[0].offset >= 0:
+        raise AssertionError("the commit survived OffsetDelete: %r" % offsets.topic_partitions)
+    kp_admin.close()
+    admin.delete_consumer_groups([group])[group].result(10)
+    described_group = admin.describe_consumer_groups([group])[group].result(10)
+    if "DEAD" not in str(described_group.state):
+        raise AssertionError("after DeleteGroups: %r" % described_group.state)
+
+    cluster = admin.describe_cluster().result(10)
+    if cluster.cluster_id != "seglog" or len(cluster.nodes) != 1 or cluster.controller.id != 0:
+        raise AssertionError("DescribeCluster: %r" % cluster)
+    print("ok confluent-kafka AdminClient: configs, partitions, records, max timestamp, groups, cluster")
+
+
 def main():
     scenario, bootstrap, topic = sys.argv[1:4]
     if scenario == "confluent-groups":
@@ -564,6 +698,8 @@ def main():
         confluent_committed_check(bootstrap, topic)
     elif scenario == "kafka-python-seek-commit":
         kafka_python_seek_commit(bootstrap, topic)
+    elif scenario == "confluent-admin":
+        confluent_admin(bootstrap, topic)
     elif scenario == "confluent-idempotent":
         confluent_idempotent(bootstrap, topic, int(sys.argv[4]))
     elif scenario == "kafka-python-idempotent":

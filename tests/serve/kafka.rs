@@ -729,3 +729,56 @@ fn create_topics_refuses_a_bad_partition_count_even_when_only_validating() {
         }
     }
 }
+
+/// confluent-kafka's AdminClient through every admin API served (and
+/// kafka-python's for OffsetDelete, which confluent-kafka lacks).
+#[test]
+fn the_admin_client_describes_alters_and_deletes() {
+    tools::require_python_module("kafka");
+    python_scenario("confluent_kafka", "confluent-admin", "adm", &[]);
+}
+
+/// Requests of APIs not served get Kafka's error where the protocol has
+/// one, and the connection stays open: a transaction API gets
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53), an ACL API SECURITY_DISABLED
+/// (54), SaslHandshake UNSUPPORTED_SASL_MECHANISM (33).
+#[test]
+fn unserved_apis_get_kafkas_error_not_a_closed_connection() {
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiVersionsResponse, DescribeAclsRequest,
+        DescribeAclsResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    };
+    use kafka_protocol::protocol::Decodable;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, address) = start(dir.path());
+    let mut s = TcpStream::connect(&address).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    s.write_all(&request(0, 1, &AddOffsetsToTxnRequest::default()))
+        .expect("send");
+    let txn = AddOffsetsToTxnResponse::decode(&mut reply(&mut s, 1), 0).expect("a reply");
+    assert_eq!(txn.error_code, 53);
+    s.write_all(&request(1, 2, &DescribeAclsRequest::default()))
+        .expect("send");
+    let acls = DescribeAclsResponse::decode(&mut reply(&mut s, 2), 1).expect("a reply");
+    assert_eq!(acls.error_code, 54);
+    s.write_all(&request(1, 3, &SaslHandshakeRequest::default()))
+        .expect("send");
+    let sasl = SaslHandshakeResponse::decode(&mut reply(&mut s, 3), 1).expect("a reply");
+    assert_eq!((sasl.error_code, sasl.mechanisms.len()), (33, 0));
+    // Still open, and ApiVersions does not list what was refused.
+    s.write_all(&api_versions(4)).expect("send");
+    let versions = ApiVersionsResponse::decode(&mut reply(&mut s, 4), 0).expect("a reply");
+    let listed: Vec<i16> = versions.api_keys.iter().map(|k| k.api_key).collect();
+    for refused in [25, 29, 17] {
+        assert!(
+            !listed.contains(&refused),
+            "API {refused} listed: {listed:?}"
+        );
+    }
+    for served in [22, 32, 33, 37, 44, 21, 60, 16, 15, 42, 47] {
+        assert!(
+            listed.contains(&served),
+            "API {served} not listed: {listed:?}"
+        );
+    }
+}
