@@ -99,6 +99,13 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The error for a topic the catalog does not hold.
+fn not_found(name: &str) -> Error {
+    Error::TopicNotFound {
+        topic: name.to_string(),
+    }
+}
+
 /// What to create.
 #[derive(Clone, Debug)]
 pub struct NewTopic {
@@ -252,9 +259,7 @@ impl Catalog {
     /// owner); durable when this returns. The new partitions' logs start
     /// empty with their first record.
     pub fn add_partitions(&mut self, name: &str, partitions: u32) -> Result<Topic> {
-        let topic = self.get(name).ok_or_else(|| Error::TopicNotFound {
-            topic: name.to_string(),
-        })?;
+        let topic = self.topics.get(name).ok_or_else(|| not_found(name))?;
         if partitions <= topic.partitions || partitions > PARTITIONS_MAX {
             return Err(Error::Invalid(format!(
                 "topic '{name}' has {} partitions: a new count is more than that and at most \
@@ -281,12 +286,7 @@ impl Catalog {
 
     /// Applies `edit` to a topic and saves the catalog.
     fn change(&mut self, name: &str, edit: impl FnOnce(&mut Topic)) -> Result<Topic> {
-        let topic = self
-            .topics
-            .get_mut(name)
-            .ok_or_else(|| Error::TopicNotFound {
-                topic: name.to_string(),
-            })?;
+        let topic = self.topics.get_mut(name).ok_or_else(|| not_found(name))?;
         edit(topic);
         let changed = topic.clone();
         self.save()?;
@@ -296,12 +296,7 @@ impl Catalog {
     /// Deletes a topic from the catalog; durable when this returns. Its
     /// partitions' logs are the caller's to remove.
     pub fn delete(&mut self, name: &str) -> Result<Topic> {
-        let topic = self
-            .topics
-            .remove(name)
-            .ok_or_else(|| Error::TopicNotFound {
-                topic: name.to_string(),
-            })?;
+        let topic = self.topics.remove(name).ok_or_else(|| not_found(name))?;
         self.save()?;
         Ok(topic)
     }

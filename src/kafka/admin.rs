@@ -328,6 +328,36 @@ fn altered_topic(ctx: &Context, resource_type: i8, name: &str) -> Result<Topic, 
     }
 }
 
+/// Checks one resource's alterations whole, starting from the topic's
+/// own retention (`incremental`, IncrementalAlterConfigs) or from none
+/// (AlterConfigs, whose configs replace the topic's), and applies them
+/// unless only validating.
+fn alter_resource<'a>(
+    ctx: &Context,
+    (resource_type, name): (i8, &str),
+    incremental: bool,
+    configs: impl Iterator<Item = (&'a str, i8, Option<&'a str>)>,
+    validate_only: bool,
+) -> Result<(), Refused> {
+    let topic = altered_topic(ctx, resource_type, name)?;
+    let mut retention = Retention {
+        ms: topic.retention_ms.filter(|_| incremental),
+        bytes: topic.retention_bytes.filter(|_| incremental),
+    };
+    for (config, operation, value) in configs {
+        alter_one(ctx, config, operation, value, &mut retention)?;
+    }
+    apply(ctx, name, retention, validate_only)
+}
+
+/// A response's error code and message for an alteration's outcome.
+fn error_of(outcome: Result<(), Refused>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err((error, message)) => (error, Some(StrBytes::from_string(message))),
+    }
+}
+
 /// IncrementalAlterConfigs: SET or DELETE a topic's retention.ms and
 /// retention.bytes.
 pub fn incremental_alter_configs(
@@ -337,30 +367,16 @@ pub fn incremental_alter_configs(
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
-        let name = resource.resource_name.as_str().to_string();
-        let outcome = altered_topic(ctx, resource.resource_type, &name).and_then(|topic| {
-            let mut retention = Retention {
-                ms: topic.retention_ms,
-                bytes: topic.retention_bytes,
-            };
-            for config in &resource.configs {
-                alter_one(
-                    ctx,
-                    config.name.as_str(),
-                    config.config_operation,
-                    config.value.as_ref().map(|v| v.as_str()),
-                    &mut retention,
-                )?;
-            }
-            apply(ctx, &name, retention, request.validate_only)
+        let configs = resource.configs.iter().map(|c| {
+            let value = c.value.as_ref().map(|v| v.as_str());
+            (c.name.as_str(), c.config_operation, value)
         });
+        let at = (resource.resource_type, resource.resource_name.as_str());
+        let outcome = alter_resource(ctx, at, true, configs, request.validate_only);
         let mut out = AlterConfigsResourceResponse::default();
+        (out.error_code, out.error_message) = error_of(outcome);
         out.resource_type = resource.resource_type;
         out.resource_name = resource.resource_name;
-        if let Err((error, message)) = outcome {
-            out.error_code = error;
-            out.error_message = Some(StrBytes::from_string(message));
-        }
         response.responses.push(out);
     }
     Reply::now(ResponseKind::IncrementalAlterConfigs(response))
@@ -372,30 +388,16 @@ pub fn alter_configs(ctx: &Arc<Context>, request: AlterConfigsRequest) -> Reply 
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
     let mut response = AlterConfigsResponse::default();
     for resource in request.resources {
-        let name = resource.resource_name.as_str().to_string();
-        let outcome = altered_topic(ctx, resource.resource_type, &name).and_then(|_| {
-            let mut retention = Retention {
-                ms: None,
-                bytes: None,
-            };
-            for config in &resource.configs {
-                alter_one(
-                    ctx,
-                    config.name.as_str(),
-                    OP_SET,
-                    config.value.as_ref().map(|v| v.as_str()),
-                    &mut retention,
-                )?;
-            }
-            apply(ctx, &name, retention, request.validate_only)
+        let configs = resource.configs.iter().map(|c| {
+            let value = c.value.as_ref().map(|v| v.as_str());
+            (c.name.as_str(), OP_SET, value)
         });
+        let at = (resource.resource_type, resource.resource_name.as_str());
+        let outcome = alter_resource(ctx, at, false, configs, request.validate_only);
         let mut out = AlterConfigsResourceResponse::default();
+        (out.error_code, out.error_message) = error_of(outcome);
         out.resource_type = resource.resource_type;
         out.resource_name = resource.resource_name;
-        if let Err((error, message)) = outcome {
-            out.error_code = error;
-            out.error_message = Some(StrBytes::from_string(message));
-        }
         response.responses.push(out);
     }
     Reply::now(ResponseKind::AlterConfigs(response))

@@ -25,6 +25,17 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+/// `count` results, each filled in by `fill`: one per item of a request.
+fn each<T: Default>(count: usize, mut fill: impl FnMut(&mut T)) -> Vec<T> {
+    (0..count)
+        .map(|_| {
+            let mut result = T::default();
+            fill(&mut result);
+            result
+        })
+        .collect()
+}
+
 /// The refusal of `request`, of version `version`, if Kafka's protocol
 /// has one; `None`: close the connection.
 pub fn refusal(request: RequestKind, version: i16) -> Option<ResponseKind> {
@@ -116,30 +127,19 @@ pub fn refusal(request: RequestKind, version: i16) -> Option<ResponseKind> {
         }
         RequestKind::CreateAcls(r) => {
             let mut response = CreateAclsResponse::default();
-            response.results = r
-                .creations
-                .iter()
-                .map(|_| {
-                    let mut result = AclCreationResult::default();
-                    result.error_code = no_acl;
-                    result.error_message = no_acl_message();
-                    result
-                })
-                .collect();
+            response.results = each(r.creations.len(), |result: &mut AclCreationResult| {
+                result.error_code = no_acl;
+                result.error_message = no_acl_message();
+            });
             ResponseKind::CreateAcls(response)
         }
         RequestKind::DeleteAcls(r) => {
             let mut response = DeleteAclsResponse::default();
-            response.filter_results = r
-                .filters
-                .iter()
-                .map(|_| {
-                    let mut result = DeleteAclsFilterResult::default();
+            response.filter_results =
+                each(r.filters.len(), |result: &mut DeleteAclsFilterResult| {
                     result.error_code = no_acl;
                     result.error_message = no_acl_message();
-                    result
-                })
-                .collect();
+                });
             ResponseKind::DeleteAcls(response)
         }
         RequestKind::SaslHandshake(_) => {

@@ -678,34 +678,32 @@ def confluent_admin(bootstrap, topic):
     print("ok confluent-kafka AdminClient: configs, partitions, records, max timestamp, groups, cluster")
 
 
+# Each scenario, and how it reads the arguments after BOOTSTRAP TOPIC.
+SCENARIOS = {
+    "confluent-groups": (confluent_groups, []),
+    "kafka-python-groups": (kafka_python_groups, []),
+    "confluent-rebalance": (confluent_rebalance, []),
+    "confluent-too-large": (confluent_too_large, []),
+    "confluent-acked": (confluent_acked, [str, int]),
+    "confluent-read-all": (confluent_read_all, [str]),
+    "confluent-seek-commit": (confluent_seek_commit, []),
+    "confluent-committed-check": (confluent_committed_check, []),
+    "kafka-python-seek-commit": (kafka_python_seek_commit, []),
+    "confluent-admin": (confluent_admin, []),
+    "confluent-idempotent": (confluent_idempotent, [int]),
+    "kafka-python-idempotent": (kafka_python_idempotent, [int]),
+}
+
+
 def main():
     scenario, bootstrap, topic = sys.argv[1:4]
-    if scenario == "confluent-groups":
-        confluent_groups(bootstrap, topic)
-    elif scenario == "kafka-python-groups":
-        kafka_python_groups(bootstrap, topic)
-    elif scenario == "confluent-rebalance":
-        confluent_rebalance(bootstrap, topic)
-    elif scenario == "confluent-too-large":
-        confluent_too_large(bootstrap, topic)
-    elif scenario == "confluent-acked":
-        confluent_acked(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
-    elif scenario == "confluent-read-all":
-        confluent_read_all(bootstrap, topic, sys.argv[4])
-    elif scenario == "confluent-seek-commit":
-        confluent_seek_commit(bootstrap, topic)
-    elif scenario == "confluent-committed-check":
-        confluent_committed_check(bootstrap, topic)
-    elif scenario == "kafka-python-seek-commit":
-        kafka_python_seek_commit(bootstrap, topic)
-    elif scenario == "confluent-admin":
-        confluent_admin(bootstrap, topic)
-    elif scenario == "confluent-idempotent":
-        confluent_idempotent(bootstrap, topic, int(sys.argv[4]))
-    elif scenario == "kafka-python-idempotent":
-        kafka_python_idempotent(bootstrap, topic, int(sys.argv[4]))
-    else:
+    if scenario not in SCENARIOS:
         raise SystemExit("unknown scenario " + scenario)
+    run, parsers = SCENARIOS[scenario]
+    extra = sys.argv[4:]
+    if len(extra) != len(parsers):
+        raise SystemExit("%s takes %d more arguments, not %d" % (scenario, len(parsers), len(extra)))
+    run(bootstrap, topic, *[parse(arg) for parse, arg in zip(parsers, extra)])
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ use seglog::storage::offsets::{COMMIT_VALUE_BYTES_MAX, Committed, OFFSETS_FILE_N
 use seglog::{Store, StoreConfig};
 use tempfile::TempDir;
 
-use crate::common::copy_dir;
+use crate::common::copy_sample;
 
 fn open(dir: &Path) -> Store {
     Store::open(dir, StoreConfig::default()).expect("open")
@@ -118,11 +118,7 @@ fn a_value_over_the_limit_is_refused() {
 #[test]
 fn an_older_offsets_file_is_rewritten_before_it_holds_values() {
     let tmp = TempDir::new().expect("tmp");
-    let dir = tmp.path().join("sample-v2");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample-v2"),
-        &dir,
-    );
+    let dir = copy_sample(tmp.path(), "sample-v2");
     let version = |dir: &Path| {
         let bytes = fs::read(dir.join(OFFSETS_FILE_NAME)).expect("read");
         seglog::storage::format::decode_header(&bytes)
