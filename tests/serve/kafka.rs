@@ -782,3 +782,42 @@ fn unserved_apis_get_kafkas_error_not_a_closed_connection() {
         );
     }
 }
+
+/// DeleteRecords inside a segment: the new log start holds for Kafka and
+/// HTTP reads alike, and survives kill -9 (it is a commit of the store).
+#[test]
+fn a_log_start_set_by_delete_records_holds_for_both_front_ends_after_kill_9() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, address) = start(dir.path());
+    server.create_topic("dr", 1);
+    let values: Vec<serde_json::Value> = (0..5).map(|i| serde_json::json!(i)).collect();
+    server.produce("dr", 0, &values);
+    let mut s = TcpStream::connect(&address).expect("connect");
+    let body = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(StrBytes::from_static_str("dr").into())
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(3),
+                ]),
+        ]);
+    s.write_all(&request(1, 1, &body)).expect("send");
+    let response = DeleteRecordsResponse::decode(&mut reply(&mut s, 1), 1).expect("a reply");
+    let p = &response.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 3));
+    let first_offset = |server: &Server| server.fetch("dr", 0, "offset=0")[0]["offset"].clone();
+    assert_eq!(first_offset(&server), 3);
+    server.kill();
+    let (server, _) = start(dir.path());
+    assert_eq!(first_offset(&server), 3, "after kill -9");
+    let (_, topic) = server.get("/topics/dr");
+    assert_eq!(topic["partitions"][0]["log_start_offset"], 3, "{topic}");
+}
