@@ -46,7 +46,8 @@ Scenarios:
   refused), DeleteRecords (the log start moves, a consumer starts there),
   ListOffsets by max timestamp, ListGroups, DescribeGroups, DeleteGroups
   (refused while the group has a member), OffsetDelete through
-  kafka-python (refused while subscribed), DescribeCluster.
+  kafka-python (refused while subscribed), DescribeCluster (kafka-python's;
+  librdkafka's describe_cluster reads Metadata).
 """
 
 import json
@@ -672,8 +673,15 @@ def confluent_admin(bootstrap, topic):
     if "DEAD" not in str(described_group.state):
         raise AssertionError("after DeleteGroups: %r" % described_group.state)
 
+    # librdkafka answers describe_cluster from Metadata; kafka-python sends
+    # DescribeCluster.
     cluster = admin.describe_cluster().result(10)
     if cluster.cluster_id != "seglog" or len(cluster.nodes) != 1 or cluster.controller.id != 0:
+        raise AssertionError("describe_cluster: %r" % cluster)
+    kp_admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    cluster = kp_admin.describe_cluster()
+    kp_admin.close()
+    if (cluster["cluster_id"], cluster["controller_id"], len(cluster["brokers"])) != ("seglog", 0, 1):
         raise AssertionError("DescribeCluster: %r" % cluster)
     print("ok confluent-kafka AdminClient: configs, partitions, records, max timestamp, groups, cluster")
 
