@@ -16,9 +16,11 @@
 //! The last change of a key wins, in journal order: a commit may move an
 //! offset back (a Kafka consumer that seeks), and a key's commit may be
 //! removed. [`CommittedOffsets::commit`] keeps the Maelstrom node's rule
-//! (offsets only move forward) by refusing a lower offset itself; files of
-//! format versions 1 to 4 hold only such commits, so reading them last
-//! entry wins gives what they always meant.
+//! (offsets only move forward) by refusing an offset not above the highest
+//! pending, in flight or durable. Files of format versions 1 to 4 meant the
+//! largest offset, and could hold a lower commit after a higher one: their
+//! entries (and journal commits of those versions) are read keeping the
+//! largest.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -95,6 +97,11 @@ pub struct CommittedOffsets {
     durable: HashMap<String, (u64, Change)>,
     /// Changes since the last sync point took them.
     pending: HashMap<String, (u64, Change)>,
+    /// Changes a sync point took and has not yet completed (it is
+    /// fdatasyncing without the store's lock), the latest per key: neither
+    /// pending nor durable meanwhile, yet a writer building on its own
+    /// change must see them ([`CommittedOffsets::latest`]).
+    in_flight: HashMap<String, (u64, Change)>,
     /// Durable changes that are in the write-ahead journal but not yet in
     /// this file: the next checkpoint writes them here before it deletes
     /// the journal files holding them.
@@ -328,7 +335,7 @@ impl CommittedOffsets {
             // Its CRC matched: not a torn write but a rule broken.
             return Err(Error::corrupt(&path, scan.end_position, stop.to_string()));
         }
-        let mut durable = HashMap::new();
+        let mut durable: HashMap<String, (u64, Change)> = HashMap::new();
         let mut next_change = 0;
         for entry in &scan.entries {
             let key = std::str::from_utf8(entry.key)
@@ -337,7 +344,15 @@ impl CommittedOffsets {
                 offset,
                 value: value.to_vec(),
             });
-            apply(&mut durable, key, next_change, change);
+            // Before version 5 the largest offset was the commit, and a
+            // lower one could follow a higher one (the node compared only
+            // against durable commits while a sync point was in flight).
+            let lower = scan.version < VALUE_FORMAT_VERSION
+                && matches!((&change, durable.get(key)),
+                    (Some(new), Some((_, Some(known)))) if known.offset >= new.offset);
+            if !lower {
+                apply(&mut durable, key, next_change, change);
+            }
             next_change += 1;
         }
         durable.retain(|_, (_, change)| change.is_some());
@@ -377,6 +392,7 @@ impl CommittedOffsets {
             file_version: scan.version,
             durable,
             pending: HashMap::new(),
+            in_flight: HashMap::new(),
             uncheckpointed: HashMap::new(),
             next_change,
             live_bytes: 0,
@@ -404,15 +420,26 @@ impl CommittedOffsets {
         self.durable.get(key).and_then(|(_, c)| c.as_ref())
     }
 
-    /// The commit of `key` as the next sync point will leave it: a pending
-    /// change if there is one, else the durable commit. For a writer that
-    /// builds on its own earlier, not yet durable, change (a producer's
-    /// state between two pipelined batches).
+    /// The commit of `key` as the sync points taken and to come will leave
+    /// it: a pending change if there is one, else one a sync point in
+    /// flight took, else the durable commit. For a writer that builds on
+    /// its own earlier, not yet durable, change (a producer's state between
+    /// two pipelined batches, the next producer id).
     pub fn latest(&self, key: &str) -> Option<&Committed> {
-        match self.pending.get(key) {
+        match self.pending.get(key).or_else(|| self.in_flight.get(key)) {
             Some((_, change)) => change.as_ref(),
             None => self.get_committed(key),
         }
+    }
+
+    /// The highest offset `key` has among its pending, in-flight and
+    /// durable commits: what the Maelstrom node's forward-only rule
+    /// compares against.
+    pub fn highest(&self, key: &str) -> Option<u64> {
+        [&self.pending, &self.in_flight, &self.durable]
+            .into_iter()
+            .filter_map(|map| map.get(key)?.1.as_ref().map(|c| c.offset))
+            .max()
     }
 
     /// Every durable committed offset.
@@ -442,10 +469,12 @@ impl CommittedOffsets {
     }
 
     /// Records a commit with the Maelstrom node's rule; durable after the
-    /// next sync. A commit at or below the offset already committed changes
-    /// nothing (offsets only move forward).
+    /// next sync. A commit at or below the highest offset committed, durable
+    /// or not (a higher one may be in a sync point in flight), changes
+    /// nothing: offsets only move forward, whatever order sync points
+    /// complete in.
     pub fn commit(&mut self, key: &str, offset: u64) {
-        if self.latest(key).is_some_and(|known| known.offset >= offset) {
+        if self.highest(key).is_some_and(|known| known >= offset) {
             return;
         }
         self.change(
@@ -473,20 +502,39 @@ impl CommittedOffsets {
 
     /// Takes the changes not yet in any journal batch; pass them to
     /// [`CommittedOffsets::complete`] once the batch holding them is durable.
+    /// Until then they stay visible to [`CommittedOffsets::latest`] as in
+    /// flight.
     pub fn take_pending(&mut self) -> Commits {
-        std::mem::take(&mut self.pending)
+        let taken = std::mem::take(&mut self.pending);
+        for (key, (number, change)) in &taken {
+            apply(&mut self.in_flight, key, *number, change.clone());
+        }
+        taken
     }
 
-    /// Publishes changes whose journal batch is durable.
+    /// Publishes changes whose journal batch is durable, and forgets them
+    /// as in flight (unless a later sync point took a later change).
     pub fn complete(&mut self, commits: Commits) {
         for (key, (number, change)) in commits {
+            if self.in_flight.get(&key).is_some_and(|(n, _)| *n <= number) {
+                self.in_flight.remove(&key);
+            }
             self.publish(&key, number, change);
         }
     }
 
     /// A durable change found in the write-ahead journal at open, in
-    /// journal order.
-    pub fn recovered(&mut self, key: &str, change: Change) {
+    /// journal order. A commit from a journal file of a version before 5
+    /// (`forward_only`) counts only when it is higher than the key's:
+    /// those versions took the largest offset, and could write a lower
+    /// commit after a higher one.
+    pub fn recovered(&mut self, key: &str, change: Change, forward_only: bool) {
+        if forward_only
+            && let (Some(new), Some(known)) = (&change, self.get(key))
+            && known >= new.offset
+        {
+            return;
+        }
         let number = self.next_change;
         self.next_change += 1;
         self.publish(key, number, change);
@@ -564,5 +612,93 @@ impl CommittedOffsets {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::backend::RealFs;
+
+    fn open(dir: &Path) -> CommittedOffsets {
+        CommittedOffsets::open(Arc::new(RealFs), dir, false).expect("open")
+    }
+
+    fn committed(offset: u64) -> Change {
+        Some(Committed {
+            offset,
+            value: Vec::new(),
+        })
+    }
+
+    /// A change a sync point took is still the latest while the sync point
+    /// fdatasyncs, and stops being in flight once completed.
+    #[test]
+    fn a_change_taken_by_a_sync_point_is_the_latest_until_durable() {
+        let tmp = tempfile::TempDir::new().expect("tmp");
+        let mut offsets = open(tmp.path());
+        offsets.change("k", committed(5));
+        let taken = offsets.take_pending();
+        assert_eq!(offsets.latest("k"), committed(5).as_ref());
+        assert_eq!(offsets.get("k"), None, "readers see durable commits only");
+        offsets.change("k", committed(6));
+        let later = offsets.take_pending();
+        offsets.complete(taken);
+        assert_eq!(
+            offsets.latest("k"),
+            committed(6).as_ref(),
+            "the later sync point's change is still in flight"
+        );
+        offsets.complete(later);
+        assert!(offsets.in_flight.is_empty());
+        assert_eq!(offsets.latest("k"), committed(6).as_ref());
+    }
+
+    /// The node's rule holds while a higher commit is in flight: the lower
+    /// one is refused, whatever order the sync points complete in.
+    #[test]
+    fn the_node_commit_is_refused_below_one_in_flight() {
+        let tmp = tempfile::TempDir::new().expect("tmp");
+        let mut offsets = open(tmp.path());
+        offsets.commit("k", 10);
+        let higher = offsets.take_pending();
+        offsets.commit("k", 5);
+        let lower = offsets.take_pending();
+        offsets.complete(lower);
+        offsets.complete(higher);
+        assert_eq!(offsets.get("k"), Some(10));
+    }
+
+    /// Entries of a version 4 file, and commits of a version 4 journal,
+    /// keep the largest offset: a lower commit could follow a higher one.
+    #[test]
+    fn commits_before_version_5_keep_the_largest_offset() {
+        let tmp = tempfile::TempDir::new().expect("tmp");
+        let mut bytes = format::encode_header(&FileHeader {
+            kind: FileKind::Offsets,
+            version: VALUE_FORMAT_VERSION - 1,
+            base_offset: 0,
+        })
+        .to_vec();
+        format::encode_record(&mut bytes, 10, b"k");
+        format::encode_record(&mut bytes, 5, b"k");
+        format::encode_record(&mut bytes, 3, b"j");
+        std::fs::write(tmp.path().join(OFFSETS_FILE_NAME), bytes).expect("write");
+        let mut offsets = open(tmp.path());
+        assert_eq!(offsets.get("k"), Some(10));
+        offsets.recovered("k", committed(7), true);
+        offsets.recovered("j", committed(4), true);
+        assert_eq!(
+            offsets.get("k"),
+            Some(10),
+            "a version 4 journal's lower commit"
+        );
+        assert_eq!(offsets.get("j"), Some(4));
+        offsets.recovered("k", committed(7), false);
+        assert_eq!(
+            offsets.get("k"),
+            Some(7),
+            "a version 5 journal's last commit"
+        );
     }
 }

@@ -101,6 +101,42 @@ fn an_older_plan_completed_late_does_not_undo_a_later_change() {
     assert_eq!(open(dir).committed("k"), Some(2), "as the journal says");
 }
 
+/// A change a sync point took is the latest while it fdatasyncs (the group
+/// commit releases the lock meanwhile): a writer building on it (the next
+/// producer id, a producer's state) must not see the older durable one.
+#[test]
+fn a_change_in_a_sync_point_in_flight_is_the_latest() {
+    let tmp = TempDir::new().expect("tmp");
+    let mut store = open(tmp.path());
+    store
+        .change_committed("k", committed(5, b"meta"))
+        .expect("commit");
+    let plan = store.prepare_sync().expect("prepare");
+    assert_eq!(store.committed_latest("k"), committed(5, b"meta").as_ref());
+    assert_eq!(store.committed("k"), None, "not durable yet");
+    let executed = plan.execute();
+    store.complete_sync(plan, executed).expect("complete");
+    assert_eq!(store.committed("k"), Some(5));
+}
+
+/// The node's rule holds against a higher commit in a sync point in
+/// flight: a lower commit meanwhile, synced first, changes nothing.
+#[test]
+fn the_node_commit_does_not_go_back_below_one_in_flight() {
+    let tmp = TempDir::new().expect("tmp");
+    let dir = tmp.path();
+    let mut store = open(dir);
+    store.commit("k", 10).expect("commit");
+    let older = store.prepare_sync().expect("prepare");
+    store.commit("k", 5).expect("commit");
+    store.sync().expect("the later sync point");
+    let executed = older.execute();
+    store.complete_sync(older, executed).expect("complete");
+    assert_eq!(store.committed("k"), Some(10));
+    drop(store);
+    assert_eq!(open(dir).committed("k"), Some(10), "as the journal says");
+}
+
 /// A value over the limit is refused, and nothing changes.
 #[test]
 fn a_value_over_the_limit_is_refused() {

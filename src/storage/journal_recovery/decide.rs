@@ -189,7 +189,10 @@ pub(crate) fn decide_file(
         }
     }
     let file_index = recovered.files.len();
-    let next_file = match index_batches(&path, &scan.batches, file_index, recovered) {
+    // Commits of a file before version 5 keep the largest offset.
+    let forward_only = format::decode_header(bytes)
+        .is_ok_and(|header| header.version < crate::storage::offsets::VALUE_FORMAT_VERSION);
+    let next_file = match index_batches(&path, &scan.batches, file_index, forward_only, recovered) {
         Ok(next_file) => next_file,
         Err(step) => return refused(step, &mut steps),
     };
@@ -252,6 +255,7 @@ fn index_batches(
     path: &Path,
     batches: &[(u64, journal::Batch<'_>)],
     file_index: usize,
+    forward_only: bool,
     recovered: &mut RecoveredJournal,
 ) -> std::result::Result<Option<u64>, Step<Command>> {
     let mut next_file = None;
@@ -279,7 +283,7 @@ fn index_batches(
             if let Entry::NextFile { seq } = entry {
                 next_file = Some(*seq);
             }
-            data = index_entry(entry, data, file_index, recovered);
+            data = index_entry(entry, data, file_index, forward_only, recovered);
         }
     }
     Ok(next_file)
@@ -291,6 +295,7 @@ fn index_entry(
     entry: &Entry<'_>,
     data: usize,
     file_index: usize,
+    forward_only: bool,
     recovered: &mut RecoveredJournal,
 ) -> usize {
     let header_and_key = journal::ENTRY_HEADER_SIZE + entry.key().map_or(0, str::len);
@@ -321,8 +326,13 @@ fn index_entry(
                 offset: *offset,
                 value: value.to_vec(),
             }),
+            forward_only,
         )),
-        Entry::Uncommitted { key } => recovered.commits.push(((*key).to_string(), None)),
+        Entry::Uncommitted { key } => {
+            recovered
+                .commits
+                .push(((*key).to_string(), None, forward_only));
+        }
         Entry::Direct { key, from } => add(key, EntryAt::Direct { from: *from }),
         Entry::NextFile { .. } => {}
         Entry::LogStart { key, offset } => add(key, EntryAt::LogStart { offset: *offset }),

@@ -158,7 +158,8 @@ fn a_whole_last_file_after_a_clean_stop_needs_nothing_and_is_indexed() {
             Some(crate::storage::offsets::Committed {
                 offset: 1,
                 value: Vec::new()
-            })
+            }),
+            false
         )]
     );
     assert!(recovered.has_batches);

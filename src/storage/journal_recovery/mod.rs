@@ -65,8 +65,10 @@ pub struct RecoveredJournal {
     pub files: Vec<Arc<Vec<u8>>>,
     /// Per key, its entries in journal order, until the key is recovered.
     pub keys: HashMap<String, Vec<EntryAt>>,
-    /// Every change of a commit in the live journal, in order.
-    pub commits: Vec<(String, Change)>,
+    /// Every change of a commit in the live journal, in order, each with
+    /// whether its file's version is before 5 (when the largest offset
+    /// was the commit, not the last).
+    pub commits: Vec<(String, Change, bool)>,
     /// Paths of the live files, by sequence number.
     pub paths: Vec<PathBuf>,
     /// Sequence number of the last live file (the one appends continue in).
