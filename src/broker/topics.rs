@@ -118,6 +118,38 @@ pub fn log_start(store: &mut Store, key: &str) -> crate::Result<u64> {
     Ok(segments.max(deleted))
 }
 
+/// What DeleteRecords does to a partition's log start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogStartChange {
+    /// Record this commit: `before` is past the latest log start.
+    Set(crate::storage::offsets::Committed),
+    /// The latest log start, durable or not (an earlier request's in a sync
+    /// point in flight, or the same request's naming the partition twice),
+    /// is at or past `before`: it stays.
+    Kept { start: u64, durable: bool },
+}
+
+/// Whether DeleteRecords up to `before` moves `key`'s log start, compared
+/// against the latest one, not only the durable one: a log start never
+/// goes back.
+pub fn new_log_start(store: &mut Store, key: &str, before: u64) -> crate::Result<LogStartChange> {
+    let segments = store.log_start(key)?;
+    let deleted_key = deleted_before_key(key);
+    let durable = store.committed(&deleted_key).unwrap_or(0);
+    let latest = store.committed_latest(&deleted_key).map_or(0, |c| c.offset);
+    let start = segments.max(latest);
+    if before <= start {
+        return Ok(LogStartChange::Kept {
+            start,
+            durable: segments.max(durable) >= start,
+        });
+    }
+    Ok(LogStartChange::Set(crate::storage::offsets::Committed {
+        offset: before,
+        value: Vec::new(),
+    }))
+}
+
 impl Broker {
     /// Kafka's DeleteRecords: the records of `key` below `before` are
     /// gone; `before` past the durable end is refused. Durable when the
@@ -133,17 +165,21 @@ impl Broker {
                 "offset {before} is past the partition's end, {end}"
             )));
         }
-        let start = log_start(store, key).map_err(Error::refused)?;
-        if before <= start {
-            return Ok((start, None));
+        match new_log_start(store, key, before).map_err(Error::refused)? {
+            LogStartChange::Set(change) => {
+                store.truncate_front(key, before).map_err(Error::refused)?;
+                writer.change(&deleted_before_key(key), Some(change))?;
+                Ok((before, writer.finish()))
+            }
+            LogStartChange::Kept { start, durable } => {
+                if !durable {
+                    // An earlier request's log start, not durable yet: the
+                    // reply waits for the sync point that covers it.
+                    writer.wait_for_earlier_writes();
+                }
+                Ok((start, writer.finish()))
+            }
         }
-        store.truncate_front(key, before).map_err(Error::refused)?;
-        let change = Some(crate::storage::offsets::Committed {
-            offset: before,
-            value: Vec::new(),
-        });
-        writer.change(&deleted_before_key(key), change)?;
-        Ok((before, writer.finish()))
     }
 
     /// The log start and the durable end of the log behind `key`, without
@@ -331,6 +367,46 @@ mod tests {
     use crate::broker::catalog::Catalog;
     use crate::broker::payload::{KafkaRecord, encode_kafka};
     use crate::storage::store::StoreConfig;
+
+    /// DeleteRecords' log start never goes back: a lower offset asked for
+    /// while a higher one is pending (the same request naming the
+    /// partition twice) or in a sync point in flight (the group commit
+    /// fdatasyncs without the lock) keeps the higher one, and says the
+    /// reply must wait until it is durable.
+    #[test]
+    fn a_log_start_not_yet_durable_is_never_moved_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = Store::open(dir.path(), StoreConfig::default()).expect("store");
+        let key = "t.1-0";
+        for _ in 0..20 {
+            store.append(key, b"{}").expect("append");
+        }
+        store.sync().expect("sync");
+        let deleted = deleted_before_key(key);
+        let LogStartChange::Set(change) = new_log_start(&mut store, key, 10).expect("start") else {
+            panic!("10 is past the log start");
+        };
+        store
+            .change_committed(&deleted, Some(change))
+            .expect("change");
+        let kept = LogStartChange::Kept {
+            start: 10,
+            durable: false,
+        };
+        assert_eq!(new_log_start(&mut store, key, 5).expect("pending"), kept);
+        let plan = store.prepare_sync().expect("prepare");
+        assert_eq!(new_log_start(&mut store, key, 5).expect("in flight"), kept);
+        let executed = plan.execute();
+        store.complete_sync(plan, executed).expect("complete");
+        assert_eq!(
+            new_log_start(&mut store, key, 5).expect("durable"),
+            LogStartChange::Kept {
+                start: 10,
+                durable: true
+            }
+        );
+        assert_eq!(log_start(&mut store, key).expect("log start"), 10);
+    }
 
     /// A search by time reads at most its bound of bytes, then says where
     /// it stopped, and a search from there goes on to the record; without
