@@ -275,15 +275,22 @@ pub fn next_producer_id(store: &Store) -> u64 {
 }
 
 /// The producer states to remove: those expired at `now_ms`, and beyond
-/// [`STATES_MAX`] the least recently used. Read from the durable commits.
+/// [`STATES_MAX`] the least recently used. Listed from the durable
+/// commits, each judged by its latest state: a producer whose batch is
+/// pending or in a sync point in flight has a fresh state that a removal
+/// would undo (the caller removes them under the same lock).
 pub fn to_expire(store: &Store, now_ms: u64, expiry: Duration) -> Vec<String> {
     let mut live: Vec<(u64, &str)> = Vec::new();
     let mut out = Vec::new();
-    for (key, committed) in store.committed_entries() {
+    for (key, _) in store.committed_entries() {
         if !is_state_key(key) {
             continue;
         }
-        match ProducerState::decode(&committed.value) {
+        let Some(latest) = store.committed_latest(key) else {
+            // Removed already, not yet durably.
+            continue;
+        };
+        match ProducerState::decode(&latest.value) {
             Some(s) if !s.expired(now_ms, expiry) => live.push((s.last_ms, key)),
             _ => out.push(key.to_string()),
         }
@@ -441,5 +448,124 @@ mod tests {
         assert!(state_of(&store, 2, "t.1-0", now, expiry).is_some());
         assert_eq!(to_expire(&store, now, expiry), vec![state_key(1, "t.1-0")]);
         assert_eq!(next_producer_id(&store), 3);
+    }
+
+    fn one_batch_state(epoch: i16, seq: i32, offset: u64, last_ms: u64) -> Committed {
+        state_commit(&ProducerState {
+            epoch,
+            last_ms,
+            batches: vec![BatchSeen {
+                first_seq: seq,
+                last_seq: seq,
+                base_offset: offset,
+            }],
+        })
+    }
+
+    /// InitProducerId's read-modify-write, as `kafka/producers.rs` does it.
+    fn hand_out_id(store: &mut Store) -> u64 {
+        let id = next_producer_id(store);
+        store
+            .change_committed(
+                PRODUCER_IDS_KEY,
+                Some(Committed {
+                    offset: id + 1,
+                    value: Vec::new(),
+                }),
+            )
+            .expect("commit");
+        id
+    }
+
+    /// An id whose change is in a sync point in flight (the group commit
+    /// fdatasyncs without the store's lock) is not handed out again.
+    #[test]
+    fn an_id_in_a_sync_point_in_flight_is_not_handed_out_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = Store::open(dir.path(), Default::default()).expect("store");
+        let first = hand_out_id(&mut store);
+        let plan = store.prepare_sync().expect("prepare");
+        let second = hand_out_id(&mut store);
+        assert_ne!(first, second);
+        let executed = plan.execute();
+        store.complete_sync(plan, executed).expect("complete");
+        store.sync().expect("sync");
+        assert_eq!(next_producer_id(&store), second + 1);
+    }
+
+    /// Produce's read-modify-write of a batch, as `kafka/produce.rs` does
+    /// it: the verdict, then the append and the state after it.
+    fn produce(store: &mut Store, batch: &Sequenced, now: u64) -> Verdict {
+        let key = "t.1-0";
+        let state = state_of(store, batch.producer_id, key, now, EXPIRY_DEFAULT);
+        let verdict = state.as_ref().map_or(Verdict::Append, |s| s.verdict(batch));
+        if verdict == Verdict::Append {
+            let offset = store.append(key, b"{}").expect("append");
+            let after = ProducerState::after(state.as_ref(), batch, offset, now);
+            store
+                .change_committed(
+                    &state_key(batch.producer_id, key),
+                    Some(state_commit(&after)),
+                )
+                .expect("commit");
+        }
+        verdict
+    }
+
+    /// A pipelined producer (five requests in flight): its second batch is
+    /// in a sync point in flight when the third arrives, which must be
+    /// judged against the second's state, not the durable first's.
+    #[test]
+    fn a_pipelined_batch_follows_one_in_a_sync_point_in_flight() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = Store::open(dir.path(), Default::default()).expect("store");
+        assert_eq!(produce(&mut store, &batch(0, 0, 1), 1), Verdict::Append);
+        store.sync().expect("sync");
+        assert_eq!(produce(&mut store, &batch(0, 1, 1), 1), Verdict::Append);
+        let plan = store.prepare_sync().expect("prepare");
+        assert_eq!(produce(&mut store, &batch(0, 2, 1), 1), Verdict::Append);
+        let second = store.prepare_sync().expect("prepare");
+        assert_eq!(produce(&mut store, &batch(0, 3, 1), 1), Verdict::Append);
+        assert_eq!(
+            produce(&mut store, &batch(0, 2, 1), 1),
+            Verdict::Duplicate { base_offset: 2 },
+            "a retry of the batch in flight"
+        );
+        for plan in [plan, second] {
+            let executed = plan.execute();
+            store.complete_sync(plan, executed).expect("complete");
+        }
+        store.sync().expect("sync");
+        let state = state_of(&store, 7, "t.1-0", 1, EXPIRY_DEFAULT).expect("state");
+        assert_eq!(state.batches.last().map(|b| b.last_seq), Some(3));
+    }
+
+    /// The expiry pass judges a state by its latest change: a producer
+    /// whose durable state expired but whose fresh batch is pending or in
+    /// a sync point in flight keeps its state.
+    #[test]
+    fn the_expiry_pass_spares_a_state_refreshed_but_not_yet_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = Store::open(dir.path(), Default::default()).expect("store");
+        let expiry = Duration::from_secs(10);
+        let (pending, in_flight) = (state_key(1, "t.1-0"), state_key(2, "t.1-0"));
+        for key in [&pending, &in_flight] {
+            store
+                .change_committed(key, Some(one_batch_state(0, 0, 0, 1_000)))
+                .expect("commit");
+        }
+        store.sync().expect("sync");
+        let now = 60_000;
+        assert_eq!(to_expire(&store, now, expiry).len(), 2, "both expired");
+        store
+            .change_committed(&in_flight, Some(one_batch_state(0, 1, 1, now)))
+            .expect("commit");
+        let plan = store.prepare_sync().expect("prepare");
+        store
+            .change_committed(&pending, Some(one_batch_state(0, 1, 2, now)))
+            .expect("commit");
+        assert_eq!(to_expire(&store, now, expiry), Vec::<String>::new());
+        let executed = plan.execute();
+        store.complete_sync(plan, executed).expect("complete");
     }
 }
