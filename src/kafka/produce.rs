@@ -228,6 +228,10 @@ pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Rep
                     continue;
                 }
                 Some((_, _, Verdict::Fenced { current })) => {
+                    broker
+                        .metrics
+                        .refused_sequences
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     part.error = ResponseError::InvalidProducerEpoch.code();
                     part.message = Some(format!(
                         "producer epoch older than {current}: a newer instance of this producer \
@@ -236,6 +240,10 @@ pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Rep
                     continue;
                 }
                 Some((batch, _, Verdict::OutOfOrder { expected })) => {
+                    broker
+                        .metrics
+                        .refused_sequences
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     part.error = ResponseError::OutOfOrderSequenceNumber.code();
                     part.message = Some(format!(
                         "sequence {} where {expected} was expected",

@@ -58,6 +58,7 @@ pub fn init_producer_id(ctx: &Arc<Context>, request: InitProducerIdRequest) -> R
         return error_reply(code(&e));
     }
     let durable = writer.finish();
+    let metrics_ctx = Arc::clone(ctx);
     Reply::Later(Box::pin(async move {
         let mut response = InitProducerIdResponse::default();
         let outcome = match durable {
@@ -66,6 +67,11 @@ pub fn init_producer_id(ctx: &Arc<Context>, request: InitProducerIdRequest) -> R
         };
         match outcome {
             Ok(()) => {
+                metrics_ctx
+                    .broker
+                    .metrics
+                    .producer_ids
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 response.producer_id = ProducerId(i64::try_from(id).unwrap_or(-1));
                 response.producer_epoch = 0;
             }

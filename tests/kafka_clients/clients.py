@@ -39,6 +39,11 @@ Scenarios:
   acknowledged. Then the topic is read back from the start and the line
   says how many records were found twice (duplicates), never (losses), and
   out of their order of production within a key (reordered).
+- confluent-pipelined COUNT: an idempotent confluent-kafka producer sends
+  COUNT records of one key, one record a batch, five requests in flight,
+  straight to the server; every record must be acknowledged, and the line
+  counts as above (tests/serve/idempotence.rs also checks that the server
+  refused no batch as out of order and handed out one producer id).
 - confluent-admin: confluent-kafka's AdminClient through every admin API:
   DescribeConfigs, IncrementalAlterConfigs and AlterConfigs (a retention
   set and reset; a read-only config and a bad value refused with
@@ -536,6 +541,40 @@ def confluent_idempotent(bootstrap, topic, count):
           % (count, acked[0], duplicates, losses, reordered))
 
 
+def confluent_pipelined(bootstrap, topic, count):
+    from confluent_kafka import Producer
+
+    failures = []
+    acked = [0]
+
+    def report(err, _msg):
+        if err is not None:
+            failures.append(err)
+        else:
+            acked[0] += 1
+
+    # One record a batch, one partition, five requests in flight (the
+    # clients' default and idempotence's limit): batches keep arriving
+    # while the one before is in a sync point.
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "max.in.flight.requests.per.connection": 5,
+                         "linger.ms": 0, "batch.num.messages": 1,
+                         "message.timeout.ms": 300000})
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, key=b"k", value=b"%d" % i, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(300) != 0 or failures:
+        raise AssertionError("%d not delivered, first error %r" % (count - acked[0], failures[:1]))
+    duplicates, losses, reordered = read_back(bootstrap, topic, count)
+    print("ok confluent-kafka pipelined: records %d acknowledged %d duplicates %d losses %d reordered %d"
+          % (count, acked[0], duplicates, losses, reordered))
+
+
 def kafka_python_idempotent(bootstrap, topic, count):
     import kafka
     from kafka import KafkaProducer
@@ -700,6 +739,7 @@ SCENARIOS = {
     "confluent-admin": (confluent_admin, []),
     "confluent-idempotent": (confluent_idempotent, [int]),
     "kafka-python-idempotent": (kafka_python_idempotent, [int]),
+    "confluent-pipelined": (confluent_pipelined, [int]),
 }
 
 

@@ -309,6 +309,38 @@ fn through_the_proxy(client: &[&str], topic: &str, count: u64) {
     assert!(answered > 0, "no retry reached the server as a duplicate");
 }
 
+/// A pipelined idempotent producer (confluent-kafka, five requests in
+/// flight, one record a batch) straight to the server: its batches arrive
+/// while the one before is in a sync point in flight, and each must be
+/// judged against that one's state. No batch is refused as out of order,
+/// so the producer never asks for a new id (librdkafka bumps its epoch
+/// with a new InitProducerId after such an error).
+#[test]
+fn a_pipelined_idempotent_producer_is_never_refused_out_of_order() {
+    tools::require_python_module("confluent_kafka");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, _, bound) = start_bound(dir.path(), &[]);
+    server.create_topic("pipe", 1);
+    let count = pick(3_000, 20_000);
+    let mut command = Command::new("python3");
+    command.args([
+        CLIENTS,
+        "confluent-pipelined",
+        &bound,
+        "pipe",
+        &count.to_string(),
+    ]);
+    let out = run(&mut command, None);
+    eprintln!("{out}");
+    assert!(
+        out.contains(&format!("records {count} acknowledged {count} "))
+            && out.contains(" duplicates 0 losses 0 reordered 0"),
+        "{out}"
+    );
+    assert_eq!(server.metric("seglog_kafka_refused_sequences_total"), 0);
+    assert_eq!(server.metric("seglog_kafka_producer_ids_total"), 1);
+}
+
 /// The goal: 100,000 records (10,000 in the default tier) through
 /// the proxy dropping 5% of produce replies, zero duplicates, zero losses.
 #[test]
