@@ -112,14 +112,15 @@ fn group_prefix(group: &str) -> String {
     )
 }
 
-/// Every store key of `group`'s durable commits, those of topics since
-/// deleted included (what deleting the group removes).
+/// Every store key of `group`'s commits, durable or not (pending, or in a
+/// sync point in flight), those of topics since deleted included: what
+/// deleting the group removes, so a commit just made does not outlive it.
 pub fn group_keys(store: &Store, group: &str) -> Vec<String> {
     let prefix = group_prefix(group);
     store
-        .committed_offsets()
-        .filter(|(key, _)| key.starts_with(&prefix))
-        .map(|(key, _)| key.to_string())
+        .committed_latest_keys()
+        .filter(|key| key.starts_with(&prefix))
+        .map(str::to_string)
         .collect()
 }
 
@@ -260,5 +261,39 @@ mod tests {
         assert_eq!(parse_offset_key("orders.7-2"), None);
         assert_eq!(parse_offset_key("group \"unterminated"), None);
         assert_eq!(parse_offset_key("group \"g\"orders.7-2"), None);
+    }
+
+    /// Deleting a group removes its commits not yet durable too: one
+    /// pending, one in a sync point in flight.
+    #[test]
+    fn a_groups_keys_include_commits_not_yet_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = Store::open(dir.path(), Default::default()).expect("store");
+        let (durable, in_flight, pending) = (
+            offset_key("g", &topic("a"), 0),
+            offset_key("g", &topic("a"), 1),
+            offset_key("g", &topic("a"), 2),
+        );
+        let commit = |offset| {
+            Some(crate::storage::offsets::Committed {
+                offset,
+                value: Vec::new(),
+            })
+        };
+        store.change_committed(&durable, commit(1)).expect("commit");
+        store.sync().expect("sync");
+        store
+            .change_committed(&in_flight, commit(2))
+            .expect("commit");
+        let plan = store.prepare_sync().expect("prepare");
+        store.change_committed(&pending, commit(3)).expect("commit");
+        store
+            .change_committed(&offset_key("other", &topic("a"), 0), commit(4))
+            .expect("commit");
+        let mut keys = group_keys(&store, "g");
+        keys.sort();
+        assert_eq!(keys, [durable, in_flight, pending]);
+        let executed = plan.execute();
+        store.complete_sync(plan, executed).expect("complete");
     }
 }

@@ -442,6 +442,17 @@ impl CommittedOffsets {
             .max()
     }
 
+    /// Every key whose latest commit ([`CommittedOffsets::latest`]) exists:
+    /// durable, in flight or pending. For a writer that removes commits by
+    /// a prefix, so that one not yet durable is removed too.
+    pub fn latest_keys(&self) -> impl Iterator<Item = &str> {
+        let mut keys: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for map in [&self.durable, &self.in_flight, &self.pending] {
+            keys.extend(map.keys().map(String::as_str));
+        }
+        keys.into_iter().filter(|key| self.latest(key).is_some())
+    }
+
     /// Every durable committed offset.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
         self.iter_committed().map(|(key, c)| (key, c.offset))
@@ -649,6 +660,11 @@ mod tests {
             committed(6).as_ref(),
             "the later sync point's change is still in flight"
         );
+        offsets.change("j", committed(1));
+        offsets.change("gone", None);
+        let mut keys: Vec<&str> = offsets.latest_keys().collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["j", "k"], "pending and in flight, removals left out");
         offsets.complete(later);
         assert!(offsets.in_flight.is_empty());
         assert_eq!(offsets.latest("k"), committed(6).as_ref());

@@ -230,6 +230,12 @@ impl Store {
         self.offsets.latest(key)
     }
 
+    /// Every key with a commit as the next sync point leaves it, durable or
+    /// not, in no particular order (for a writer removing commits).
+    pub fn committed_latest_keys(&self) -> impl Iterator<Item = &str> {
+        self.offsets.latest_keys()
+    }
+
     /// Every durable commit with its value, in no particular order.
     pub fn committed_entries(&self) -> impl Iterator<Item = (&str, &Committed)> {
         self.offsets.iter_committed()
