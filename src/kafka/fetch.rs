@@ -266,9 +266,11 @@ fn record(offset: u64, payload: &[u8]) -> BatchRecord {
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// The first ListOffsets version with [`MAX_TIMESTAMP`] (KIP-734): below
+/// it, -3 is no special timestamp and is refused as Kafka refuses it.
+const MAX_TIMESTAMP_VERSION: i16 = 7;
 
 pub fn list_offsets(ctx: &Arc<Context>, request: ListOffsetsRequest, version: i16) -> Reply {
-    let _ = version;
     let broker = Arc::clone(&ctx.broker);
     Reply::Later(Box::pin(async move {
         let topics = tokio::task::spawn_blocking(move || {
@@ -282,7 +284,7 @@ pub fn list_offsets(ctx: &Arc<Context>, request: ListOffsetsRequest, version: i1
                     out.partitions = topic
                         .partitions
                         .into_iter()
-                        .map(|p| list_one(&broker, &name, p.partition_index, p.timestamp))
+                        .map(|p| list_one(&broker, &name, p.partition_index, p.timestamp, version))
                         .collect();
                     out
                 })
@@ -301,11 +303,16 @@ fn list_one(
     topic_name: &str,
     partition: i32,
     timestamp: i64,
+    version: i16,
 ) -> ListOffsetsPartitionResponse {
     let mut out = ListOffsetsPartitionResponse::default();
     out.partition_index = partition;
     out.timestamp = -1;
     out.offset = -1;
+    if timestamp == MAX_TIMESTAMP && version < MAX_TIMESTAMP_VERSION {
+        out.error_code = ResponseError::UnsupportedVersion.code();
+        return out;
+    }
     let key = match broker.catalog().get(topic_name) {
         Some(topic) if partition >= 0 && (partition as u32) < topic.partitions => {
             topic.key(partition as u32)
@@ -367,4 +374,37 @@ fn list_one(
         Err(code) => out.error_code = code,
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::catalog::{Catalog, NewTopic};
+    use crate::storage::store::{Store, StoreConfig};
+
+    /// The largest-timestamp spec (-3) exists from ListOffsets version 7:
+    /// below it the request is refused, not answered as if it were v7.
+    #[test]
+    fn the_max_timestamp_spec_is_refused_below_version_7() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("store"), StoreConfig::default()).expect("store");
+        let mut catalog = Catalog::open(dir.path()).expect("catalog");
+        let topic = NewTopic {
+            name: "t".into(),
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        catalog.create(topic, 0).expect("topic");
+        let broker = crate::broker::test_broker(store, catalog);
+        let unsupported = ResponseError::UnsupportedVersion.code();
+        for version in 1..MAX_TIMESTAMP_VERSION {
+            let out = list_one(&broker, "t", 0, MAX_TIMESTAMP, version);
+            assert_eq!(out.error_code, unsupported, "version {version}");
+        }
+        let out = list_one(&broker, "t", 0, MAX_TIMESTAMP, MAX_TIMESTAMP_VERSION);
+        assert_eq!(out.error_code, 0);
+        let out = list_one(&broker, "t", 0, EARLIEST, 1);
+        assert_eq!((out.error_code, out.offset), (0, 0));
+    }
 }
