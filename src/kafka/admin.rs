@@ -403,6 +403,18 @@ pub fn alter_configs(ctx: &Arc<Context>, request: AlterConfigsRequest) -> Reply 
     Reply::now(ResponseKind::AlterConfigs(response))
 }
 
+/// Whether CreatePartitions' assignments (`given` of them, `None` when the
+/// request has none) name one per new partition, from `current` to
+/// `count`, as Kafka requires. A count not above the current one is
+/// refused by the catalog, whatever the assignments.
+fn assignments_fit(given: Option<usize>, current: u32, count: u32) -> bool {
+    match given {
+        None => true,
+        Some(_) if count <= current => true,
+        Some(given) => u64::try_from(given).is_ok_and(|g| g == u64::from(count - current)),
+    }
+}
+
 /// CreatePartitions: raises a topic's partition count (one node: every
 /// replica assignment given must be this broker alone).
 pub fn create_partitions(ctx: &Arc<Context>, request: CreatePartitionsRequest) -> Reply {
@@ -427,6 +439,22 @@ pub fn create_partitions(ctx: &Arc<Context>, request: CreatePartitionsRequest) -
                         ResponseError::UnknownTopicOrPartition.code(),
                         format!("no topic '{name}'"),
                     )),
+                    (Ok(count), Some(t))
+                        if !assignments_fit(
+                            topic.assignments.as_ref().map(Vec::len),
+                            t.partitions,
+                            count,
+                        ) =>
+                    {
+                        Err((
+                            ResponseError::InvalidReplicaAssignment.code(),
+                            format!(
+                                "{} assignments for {} new partitions",
+                                topic.assignments.as_ref().map_or(0, Vec::len),
+                                count.saturating_sub(t.partitions)
+                            ),
+                        ))
+                    }
                     (Ok(count), Some(t)) if count > t.partitions && request.validate_only => {
                         if count > crate::broker::catalog::PARTITIONS_MAX {
                             Err((
@@ -546,4 +574,24 @@ pub fn describe_cluster(ctx: &Arc<Context>, request: DescribeClusterRequest) -> 
     broker.port = ctx.advertised.1;
     response.brokers = vec![broker];
     Reply::now(ResponseKind::DescribeCluster(response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One assignment per new partition, or none at all; any other number
+    /// is refused (Kafka's INVALID_REPLICA_ASSIGNMENT), not ignored.
+    #[test]
+    fn create_partitions_wants_one_assignment_per_new_partition() {
+        assert!(assignments_fit(None, 3, 6));
+        assert!(assignments_fit(Some(3), 3, 6));
+        assert!(!assignments_fit(Some(1), 3, 6));
+        assert!(!assignments_fit(Some(4), 3, 6));
+        assert!(!assignments_fit(Some(0), 3, 6));
+        assert!(
+            assignments_fit(Some(2), 3, 3),
+            "the catalog refuses the count"
+        );
+    }
 }
