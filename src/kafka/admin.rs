@@ -31,7 +31,7 @@ use super::error::code;
 use super::reply::Reply;
 use super::{CLUSTER_ID, Context, NODE_ID};
 use crate::broker::Error;
-use crate::broker::catalog::Topic;
+use crate::broker::catalog::{Catalog, Topic};
 
 /// Resource types of the config APIs (Kafka's `ConfigResource.Type`).
 const RESOURCE_TOPIC: i8 = 2;
@@ -294,7 +294,7 @@ fn alter_one(
 
 /// Applies the checked retention to a topic unless only validating.
 fn apply(
-    ctx: &Context,
+    catalog: &mut Catalog,
     topic: &str,
     retention: Retention,
     validate_only: bool,
@@ -302,17 +302,16 @@ fn apply(
     if validate_only {
         return Ok(());
     }
-    ctx.broker
-        .catalog_mut()
+    catalog
         .set_retention(topic, retention.ms, retention.bytes)
         .map(|_| ())
         .map_err(|e| (code(&e), e.to_string()))
 }
 
 /// The topic a config alteration names, or why it is refused.
-fn altered_topic(ctx: &Context, resource_type: i8, name: &str) -> Result<Topic, Refused> {
+fn altered_topic(catalog: &Catalog, resource_type: i8, name: &str) -> Result<Topic, Refused> {
     match resource_type {
-        RESOURCE_TOPIC => ctx.broker.catalog().get(name).cloned().ok_or_else(|| {
+        RESOURCE_TOPIC => catalog.get(name).cloned().ok_or_else(|| {
             (
                 ResponseError::UnknownTopicOrPartition.code(),
                 format!("no topic '{name}'"),
@@ -331,7 +330,10 @@ fn altered_topic(ctx: &Context, resource_type: i8, name: &str) -> Result<Topic, 
 /// Checks one resource's alterations whole, starting from the topic's
 /// own retention (`incremental`, IncrementalAlterConfigs) or from none
 /// (AlterConfigs, whose configs replace the topic's), and applies them
-/// unless only validating.
+/// unless only validating. The catalog is held for writing from the read
+/// to the write: two requests altering one topic's configs at once (an
+/// incremental one builds on the other's) apply one after the other,
+/// neither undoing the other's change.
 fn alter_resource<'a>(
     ctx: &Context,
     (resource_type, name): (i8, &str),
@@ -339,7 +341,8 @@ fn alter_resource<'a>(
     configs: impl Iterator<Item = (&'a str, i8, Option<&'a str>)>,
     validate_only: bool,
 ) -> Result<(), Refused> {
-    let topic = altered_topic(ctx, resource_type, name)?;
+    let mut catalog = ctx.broker.catalog_mut();
+    let topic = altered_topic(&catalog, resource_type, name)?;
     let mut retention = Retention {
         ms: topic.retention_ms.filter(|_| incremental),
         bytes: topic.retention_bytes.filter(|_| incremental),
@@ -347,7 +350,7 @@ fn alter_resource<'a>(
     for (config, operation, value) in configs {
         alter_one(ctx, config, operation, value, &mut retention)?;
     }
-    apply(ctx, name, retention, validate_only)
+    apply(&mut catalog, name, retention, validate_only)
 }
 
 /// A response's error code and message for an alteration's outcome.
