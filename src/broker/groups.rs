@@ -263,6 +263,41 @@ mod tests {
         assert_eq!(parse_offset_key("group \"g\"orders.7-2"), None);
     }
 
+    /// An unchanged commit (offset and metadata as the latest, durable)
+    /// writes nothing and needs no sync point; new metadata or another
+    /// offset is a change.
+    #[test]
+    fn an_unchanged_commit_costs_no_sync_point() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("store"), Default::default()).expect("store");
+        let catalog = crate::broker::catalog::Catalog::open(dir.path()).expect("catalog");
+        let broker = crate::broker::test_broker(store, catalog);
+        let key = offset_key("g", &topic("a"), 0);
+        let commit = |offset, metadata| {
+            let mut writer = broker.writer().expect("writer");
+            writer.commit(&key, offset, metadata).expect("commit");
+            writer.finish()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let wait = |durable: Option<crate::broker::Durable>| {
+            runtime
+                .block_on(durable.expect("a change waits for a sync point").wait())
+                .expect("durable");
+        };
+        wait(commit(5, "m"));
+        let sync_points = broker.sync_points().borrow().to_owned();
+        assert!(commit(5, "m").is_none(), "unchanged: nothing to wait for");
+        assert_eq!(*broker.sync_points().borrow(), sync_points);
+        wait(commit(5, "other"));
+        wait(commit(4, "other"));
+        assert_eq!(
+            broker.store().committed_entry(&key).map(|c| c.offset),
+            Some(4)
+        );
+    }
+
     /// Deleting a group removes its commits not yet durable too: one
     /// pending, one in a sync point in flight.
     #[test]

@@ -301,8 +301,20 @@ impl Writer<'_> {
     /// Commits a consumer group offset as given, a lower one than before
     /// included (Kafka's rule: a consumer that seeks back commits where it
     /// is), with the commit's metadata string (see [`groups`]).
+    /// A commit equal to the latest one (a consumer's auto-commit while
+    /// idle) writes nothing: it costs no journal entry and no sync point,
+    /// and waits only for the earlier commit if that is not yet durable.
     pub fn commit(&mut self, key: &str, offset: u64, metadata: &str) -> Result<()> {
         groups::check_metadata(metadata)?;
+        let unchanged = |c: Option<&crate::storage::offsets::Committed>| {
+            c.is_some_and(|c| c.offset == offset && c.value == metadata.as_bytes())
+        };
+        if unchanged(self.store.committed_latest(key)) {
+            if !unchanged(self.store.committed_entry(key)) {
+                self.wait_anyway = true;
+            }
+            return Ok(());
+        }
         let change = Some(crate::storage::offsets::Committed {
             offset,
             value: metadata.as_bytes().to_vec(),
