@@ -337,6 +337,22 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// [`Writer::change`] of a commit describing the records of
+    /// `records_key` appended before it (a producer's state): journaled
+    /// right after them, in the same journal batch.
+    pub fn change_after(
+        &mut self,
+        key: &str,
+        change: crate::storage::offsets::Change,
+        records_key: &str,
+    ) -> Result<()> {
+        self.store
+            .change_committed_after(key, change, records_key)
+            .map_err(Error::refused)?;
+        self.changes += 1;
+        Ok(())
+    }
+
     /// Makes [`Writer::finish`] queue a waiter even if nothing was
     /// applied: the next sync point covers every write applied before this
     /// one, so its outcome is theirs too.

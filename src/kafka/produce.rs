@@ -272,7 +272,8 @@ pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Rep
                 let after =
                     ProducerState::after(state.as_ref(), batch, part.base_offset as u64, now_ms());
                 let state_key = producers::state_key(batch.producer_id, key);
-                if let Err(e) = writer.change(&state_key, Some(producers::state_commit(&after))) {
+                let state = Some(producers::state_commit(&after));
+                if let Err(e) = writer.change_after(&state_key, state, key) {
                     // Not expected (the append just passed the same
                     // checks); the records may become durable without
                     // their state, so a retry could append them again.

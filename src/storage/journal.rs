@@ -225,6 +225,20 @@ impl BatchBuilder {
         self.count += 1;
     }
 
+    /// Bytes an entry of `key` with `data` bytes takes.
+    pub fn entry_bytes(key: &str, data: usize) -> usize {
+        ENTRY_HEADER_SIZE + key.len() + data
+    }
+
+    /// Starts a new batch unless `size` bytes of entries fit in the current
+    /// one, or would not fit in any: entries that must stay together (a
+    /// key's records and the commits describing them) then share a batch.
+    pub fn keep_together(&mut self, size: usize) {
+        if size <= BATCH_BYTES_MAX {
+            self.room_for(size);
+        }
+    }
+
     /// Adds the records of `key` whose frames (as in a `.log`) are `frames`,
     /// the first with offset `first`. Split into several entries when they
     /// do not fit in one batch.

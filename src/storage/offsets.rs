@@ -97,6 +97,10 @@ pub struct CommittedOffsets {
     durable: HashMap<String, (u64, Change)>,
     /// Changes since the last sync point took them.
     pending: HashMap<String, (u64, Change)>,
+    /// Pending changes that describe records of another key (an idempotent
+    /// producer's state and its partition): the journal batch holding the
+    /// records' last entry holds them too, when they fit one batch.
+    attached: HashMap<String, String>,
     /// Changes a sync point took and has not yet completed (it is
     /// fdatasyncing without the store's lock), the latest per key: neither
     /// pending nor durable meanwhile, yet a writer building on its own
@@ -392,6 +396,7 @@ impl CommittedOffsets {
             file_version: scan.version,
             durable,
             pending: HashMap::new(),
+            attached: HashMap::new(),
             in_flight: HashMap::new(),
             uncheckpointed: HashMap::new(),
             next_change,
@@ -504,6 +509,22 @@ impl CommittedOffsets {
         let number = self.next_change;
         self.next_change += 1;
         self.pending.insert(key.to_string(), (number, change));
+        self.attached.remove(key);
+    }
+
+    /// [`CommittedOffsets::change`] of a commit that describes records of
+    /// `records_key` appended before it: the sync point writes it right
+    /// after them ([`CommittedOffsets::take_attached`]).
+    pub fn change_after(&mut self, key: &str, change: Change, records_key: &str) {
+        self.change(key, change);
+        self.attached
+            .insert(key.to_string(), records_key.to_string());
+    }
+
+    /// Takes, with [`CommittedOffsets::take_pending`], which of the taken
+    /// changes describe records of which key.
+    pub fn take_attached(&mut self) -> HashMap<String, String> {
+        std::mem::take(&mut self.attached)
     }
 
     /// True when commits are waiting for a sync.

@@ -137,6 +137,59 @@ fn the_node_commit_does_not_go_back_below_one_in_flight() {
     assert_eq!(open(dir).committed("k"), Some(10), "as the journal says");
 }
 
+/// A commit attached to a key's records (a producer's state) goes into the
+/// journal batch of their last entry, also when the sync point spans
+/// several batches: a crash that keeps the records keeps the state. Here
+/// three keys of 6 MiB each need two batches; without the attachment the
+/// state of the first would follow the third's records, in the second.
+#[test]
+fn a_state_shares_the_journal_batch_of_its_records() {
+    use seglog::storage::journal::{self, Entry};
+    let tmp = TempDir::new().expect("tmp");
+    let dir = tmp.path();
+    let mut store = open(dir);
+    let record = vec![b'r'; 1 << 20];
+    for key in ["a", "b", "c"] {
+        for _ in 0..6 {
+            store.append(key, &record).expect("append");
+        }
+    }
+    store
+        .change_committed_after("producer 1 a", committed(5, b"state"), "a")
+        .expect("state");
+    store
+        .change_committed("plain", committed(1, b""))
+        .expect("commit");
+    store.sync().expect("sync");
+    let mut batch_of = std::collections::HashMap::new();
+    let mut batches = 0;
+    for entry in fs::read_dir(dir.join(journal::JOURNAL_DIR_NAME)).expect("journal") {
+        let bytes = fs::read(entry.expect("entry").path()).expect("read");
+        let scan = journal::scan_file(&bytes).expect("scan");
+        for (_, batch) in &scan.batches {
+            batches += 1;
+            for entry in &batch.entries {
+                let name = match entry {
+                    Entry::Records { key, .. } => format!("records {key}"),
+                    Entry::Commit { key, .. } => format!("commit {key}"),
+                    _ => continue,
+                };
+                batch_of.insert(name, batch.number);
+            }
+        }
+    }
+    assert!(batches >= 2, "the sync point spans batches: {batch_of:?}");
+    assert_eq!(
+        batch_of["commit producer 1 a"], batch_of["records a"],
+        "{batch_of:?}"
+    );
+    drop(store);
+    assert_eq!(
+        open(dir).committed_entry("producer 1 a"),
+        committed(5, b"state").as_ref()
+    );
+}
+
 /// A value over the limit is refused, and nothing changes.
 #[test]
 fn a_value_over_the_limit_is_refused() {

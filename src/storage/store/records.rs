@@ -199,6 +199,29 @@ impl Store {
     /// key's commit. Durable after the next sync point, in the same journal
     /// batch as the records appended before it.
     pub fn change_committed(&mut self, key: &str, change: Change) -> Result<()> {
+        self.check_change(key, &change)?;
+        self.offsets.change(key, change);
+        Ok(())
+    }
+
+    /// [`Store::change_committed`] of a commit that describes the records
+    /// of `records_key` appended before it (an idempotent producer's
+    /// state): its journal entry goes right after theirs, in the same
+    /// journal batch unless the key's records of the sync point alone
+    /// exceed one (`journal::BATCH_BYTES_MAX`), so a crash keeps both or
+    /// neither.
+    pub fn change_committed_after(
+        &mut self,
+        key: &str,
+        change: Change,
+        records_key: &str,
+    ) -> Result<()> {
+        self.check_change(key, &change)?;
+        self.offsets.change_after(key, change, records_key);
+        Ok(())
+    }
+
+    fn check_change(&mut self, key: &str, change: &Change) -> Result<()> {
         self.check_open()?;
         self.check_not_poisoned()?;
         check_key(key)?;
@@ -210,7 +233,6 @@ impl Store {
                 max: COMMIT_VALUE_BYTES_MAX,
             });
         }
-        self.offsets.change(key, change);
         Ok(())
     }
 
