@@ -278,7 +278,7 @@ impl Server {
                 let store = lock(&self.store);
                 let offsets: BTreeMap<&str, u64> = keys
                     .iter()
-                    .filter_map(|key| Some((key.as_str(), store.committed_latest(key)?)))
+                    .filter_map(|key| Some((key.as_str(), store.committed_highest(key)?)))
                     .collect();
                 let line = protocol::encode_reply(
                     &to,
