@@ -232,14 +232,7 @@ fn bench_node(
     );
     node.shutdown()?;
 
-    let errors = lock(&wiring.protocol_errors);
-    if !errors.is_empty() {
-        return Err(format!(
-            "protocol errors: {:?}",
-            &errors[..errors.len().min(5)]
-        ));
-    }
-    drop(errors);
+    no_protocol_errors(&wiring.protocol_errors)?;
     Ok(sends)
 }
 
@@ -295,15 +288,20 @@ fn bench_cluster(
     );
     supervisor.shutdown_all()?;
     router.stop();
-    let errors = lock(&protocol_errors);
-    if !errors.is_empty() {
-        return Err(format!(
-            "protocol errors: {:?}",
-            &errors[..errors.len().min(5)]
-        ));
-    }
-    drop(errors);
+    no_protocol_errors(&protocol_errors)?;
     Ok(sends)
+}
+
+/// Fails with the first few protocol errors a run saw, if any.
+fn no_protocol_errors(protocol_errors: &ProtocolErrors) -> Result<(), String> {
+    let errors = lock(protocol_errors);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "protocol errors: {:?}",
+        &errors[..errors.len().min(5)]
+    ))
 }
 
 /// Waits until `connection`'s node knows a leader for every group.

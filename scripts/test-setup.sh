@@ -8,7 +8,8 @@
 # and for the console's browser test (tests/serve/console.rs) Debian's
 # Chromium, Node.js and npm, and the npm packages pinned in
 # tests/console/package-lock.json (playwright-core, which drives the
-# system's Chromium and never downloads a browser).
+# system's Chromium and never downloads a browser); and kafkajs, pinned in
+# tests/kafka_clients/package-lock.json, for the idempotent producer test.
 # (Maelstrom's Java 17 is not installed here.)
 #
 # Installs only what is missing and prints nothing when everything is there,
@@ -92,18 +93,21 @@ EOF_NODE
     exit 1
 fi
 
-# The console test's npm packages, exactly as locked; only when the
-# installed playwright-core is not the locked one (npm ci starts from a
-# clean node_modules).
-console=tests/console
-locked_packages_installed() {
-    node -e '
-        const lock = require("./package-lock.json").packages["node_modules/playwright-core"];
-        const installed = require("./node_modules/playwright-core/package.json");
+# The npm packages of DIR, exactly as its package-lock.json locks them;
+# only when the installed PACKAGE is not the locked one (npm ci starts
+# from a clean node_modules).
+npm_locked() {
+    local dir=$1 package=$2
+    if ! (cd "$dir" && node -e '
+        const name = process.argv[1];
+        const lock = require("./package-lock.json").packages["node_modules/" + name];
+        const installed = require("./node_modules/" + name + "/package.json");
         process.exit(lock.version === installed.version ? 0 : 1);
-    ' 2>/dev/null
+    ' "$package" 2>/dev/null); then
+        echo "test-setup: installing the npm packages of $dir/package-lock.json" >&2
+        npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+    fi
 }
-if ! (cd "$console" && locked_packages_installed); then
-    echo "test-setup: installing the npm packages of $console/package-lock.json" >&2
-    npm ci --prefix "$console" --no-audit --no-fund --loglevel=error >/dev/null
-fi
+# kafkajs for tests/serve/idempotence.rs; playwright-core for the console.
+npm_locked tests/kafka_clients kafkajs
+npm_locked tests/console playwright-core

@@ -20,6 +20,10 @@ use crate::storage::store::{Retention, SEGMENT_BYTES_DEFAULT, Store, StoreConfig
 /// enough that a few at once do not strain memory.
 pub const REQUEST_BYTES_DEFAULT: usize = 16 << 20;
 
+/// Default `--producer-expiry`, in milliseconds
+/// ([`crate::broker::producers::EXPIRY_DEFAULT`], 7 days).
+pub const PRODUCER_EXPIRY_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+
 /// Default time between retention passes (Kafka's
 /// `log.retention.check.interval.ms` is five minutes; one is as cheap here,
 /// since a pass lists each partition's segments from memory).
@@ -73,6 +77,11 @@ pub struct ServeArgs {
     /// that off.
     #[arg(long, value_name = "N", default_value_t = crate::kafka::topics::NUM_PARTITIONS_DEFAULT)]
     pub kafka_auto_create_partitions: u32,
+    /// How long an idempotent Kafka producer's state in a partition (its
+    /// last batches' sequence numbers) is kept after its last batch there:
+    /// a retry after longer is appended as new. Kafka's 7 days by default.
+    #[arg(long = "producer-expiry", value_name = "MS", default_value_t = PRODUCER_EXPIRY_MS_DEFAULT)]
+    pub producer_expiry_ms: u64,
     /// Let the console (the web page at /ui) create and delete topics; it
     /// is read-only without this. The HTTP API itself takes changes from
     /// any client either way.
@@ -232,6 +241,7 @@ async fn start_kafka(
         advertised,
         groups: crate::kafka::groups::Coordinator::default(),
         auto_create_partitions: args.kafka_auto_create_partitions,
+        producer_expiry: Duration::from_millis(args.producer_expiry_ms),
     });
     Ok(tokio::spawn(crate::kafka::serve(listener, ctx)))
 }

@@ -14,5 +14,7 @@ mod console;
 mod groups_and_time;
 #[path = "serve/http.rs"]
 mod http;
+#[path = "serve/idempotence.rs"]
+mod idempotence;
 #[path = "serve/kafka.rs"]
 mod kafka;

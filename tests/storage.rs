@@ -11,6 +11,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "storage/commits.rs"]
+mod commits;
 #[path = "storage/common.rs"]
 mod common;
 #[path = "storage/crash.rs"]

@@ -8,8 +8,9 @@ use seglog::storage::offsets;
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(scan) = offsets::decode_journal(bytes) {
         assert!(scan.end_position as usize <= bytes.len());
-        for (key, _, position) in &scan.entries {
-            assert!((*position as usize) + key.len() <= bytes.len());
+        for entry in &scan.entries {
+            let value = entry.commit.map_or(0, |(_, value)| value.len());
+            assert!((entry.position as usize) + entry.key.len() + value <= bytes.len());
         }
     }
 });

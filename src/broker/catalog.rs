@@ -99,6 +99,13 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The error for a topic the catalog does not hold.
+fn not_found(name: &str) -> Error {
+    Error::TopicNotFound {
+        topic: name.to_string(),
+    }
+}
+
 /// What to create.
 #[derive(Clone, Debug)]
 pub struct NewTopic {
@@ -247,15 +254,49 @@ impl Catalog {
         Ok(topic)
     }
 
+    /// Raises a topic's partition count to `partitions` (Kafka's
+    /// CreatePartitions: partitions are only ever added, so no key changes
+    /// owner); durable when this returns. The new partitions' logs start
+    /// empty with their first record.
+    pub fn add_partitions(&mut self, name: &str, partitions: u32) -> Result<Topic> {
+        let topic = self.topics.get(name).ok_or_else(|| not_found(name))?;
+        if partitions <= topic.partitions || partitions > PARTITIONS_MAX {
+            return Err(Error::Invalid(format!(
+                "topic '{name}' has {} partitions: a new count is more than that and at most \
+                 {PARTITIONS_MAX}, not {partitions}",
+                topic.partitions
+            )));
+        }
+        self.change(name, |t| t.partitions = partitions)
+    }
+
+    /// Sets a topic's own retention (`None`: the server's default);
+    /// durable when this returns.
+    pub fn set_retention(
+        &mut self,
+        name: &str,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<Topic> {
+        self.change(name, |t| {
+            t.retention_ms = retention_ms;
+            t.retention_bytes = retention_bytes;
+        })
+    }
+
+    /// Applies `edit` to a topic and saves the catalog.
+    fn change(&mut self, name: &str, edit: impl FnOnce(&mut Topic)) -> Result<Topic> {
+        let topic = self.topics.get_mut(name).ok_or_else(|| not_found(name))?;
+        edit(topic);
+        let changed = topic.clone();
+        self.save()?;
+        Ok(changed)
+    }
+
     /// Deletes a topic from the catalog; durable when this returns. Its
     /// partitions' logs are the caller's to remove.
     pub fn delete(&mut self, name: &str) -> Result<Topic> {
-        let topic = self
-            .topics
-            .remove(name)
-            .ok_or_else(|| Error::TopicNotFound {
-                topic: name.to_string(),
-            })?;
+        let topic = self.topics.remove(name).ok_or_else(|| not_found(name))?;
         self.save()?;
         Ok(topic)
     }

@@ -1,6 +1,9 @@
 //! Consumer group offsets: the offset a group will read next in a
 //! partition, kept as a committed offset of the store under a key of its
-//! own, so it is durable by the same sync points as the records. Both front
+//! own, with the commit's metadata string as its value, so it is durable by
+//! the same sync points as the records. A commit stores the offset given,
+//! lower ones included, as Kafka does (a consumer that seeks back commits
+//! where it is); only the Maelstrom node keeps its offsets moving forward. Both front
 //! ends commit and read them here; the Kafka front end adds the group
 //! membership protocol on top (in memory, in `kafka/groups.rs`). A group
 //! exists only through its commits: [`Broker::committed_offsets`] lists
@@ -12,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::Broker;
 use super::catalog::{Topic, parse_key};
 use super::error::{Error, Result};
+use crate::storage::store::Store;
 
 /// Longest consumer group name, in bytes (Kafka's topic name limit, used
 /// here too: a group name is part of each of its offsets' keys).
@@ -23,6 +27,21 @@ pub const GROUP_NAME_BYTES_MAX: usize = 249;
 pub fn offset_key(group: &str, topic: &Topic, partition: u32) -> String {
     let quoted = serde_json::to_string(group).unwrap_or_default();
     format!("group {quoted} {}", topic.key(partition))
+}
+
+/// Longest commit metadata string, in bytes: what the store keeps beside a
+/// commit, Kafka's default `offset.metadata.max.bytes`.
+pub const METADATA_BYTES_MAX: usize = crate::storage::offsets::COMMIT_VALUE_BYTES_MAX;
+
+/// Checks a commit's metadata string: at most [`METADATA_BYTES_MAX`] bytes.
+pub fn check_metadata(metadata: &str) -> Result<()> {
+    if metadata.len() > METADATA_BYTES_MAX {
+        return Err(Error::TooLarge(format!(
+            "commit metadata of {} bytes, over the limit of {METADATA_BYTES_MAX}",
+            metadata.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a group name: 1 to [`GROUP_NAME_BYTES_MAX`] bytes, no control
@@ -85,6 +104,34 @@ pub struct GroupLag {
     pub lag: u64,
 }
 
+/// The prefix of every store key of `group`'s commits.
+fn group_prefix(group: &str) -> String {
+    format!(
+        "group {} ",
+        serde_json::to_string(group).unwrap_or_default()
+    )
+}
+
+/// Every store key of `group`'s commits, durable or not (pending, or in a
+/// sync point in flight), those of topics since deleted included: what
+/// deleting the group removes, so a commit just made does not outlive it.
+pub fn group_keys(store: &Store, group: &str) -> Vec<String> {
+    let prefix = group_prefix(group);
+    store
+        .committed_latest_keys()
+        .filter(|key| key.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every group with a durable commit (of a topic since deleted too).
+pub fn groups_with_commits(store: &Store) -> std::collections::BTreeSet<String> {
+    store
+        .committed_offsets()
+        .filter_map(|(key, _)| parse_offset_key(key).map(|(group, _)| group))
+        .collect()
+}
+
 impl Broker {
     /// Every durable committed offset of every group, sorted by group,
     /// topic and partition; `only` keeps one group's. Offsets of a topic
@@ -97,10 +144,7 @@ impl Broker {
     /// after it is released.
     pub fn committed_offsets(&self, only: Option<&str>) -> Vec<Committed> {
         let prefix = match only {
-            Some(group) => format!(
-                "group {} ",
-                serde_json::to_string(group).unwrap_or_default()
-            ),
+            Some(group) => group_prefix(group),
             None => "group ".to_string(),
         };
         let copied: Vec<(String, u64)> = self
@@ -217,5 +261,74 @@ mod tests {
         assert_eq!(parse_offset_key("orders.7-2"), None);
         assert_eq!(parse_offset_key("group \"unterminated"), None);
         assert_eq!(parse_offset_key("group \"g\"orders.7-2"), None);
+    }
+
+    /// An unchanged commit (offset and metadata as the latest, durable)
+    /// writes nothing and needs no sync point; new metadata or another
+    /// offset is a change.
+    #[test]
+    fn an_unchanged_commit_costs_no_sync_point() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("store"), Default::default()).expect("store");
+        let catalog = crate::broker::catalog::Catalog::open(dir.path()).expect("catalog");
+        let broker = crate::broker::test_broker(store, catalog);
+        let key = offset_key("g", &topic("a"), 0);
+        let commit = |offset, metadata| {
+            let mut writer = broker.writer().expect("writer");
+            writer.commit(&key, offset, metadata).expect("commit");
+            writer.finish()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let wait = |durable: Option<crate::broker::Durable>| {
+            runtime
+                .block_on(durable.expect("a change waits for a sync point").wait())
+                .expect("durable");
+        };
+        wait(commit(5, "m"));
+        let sync_points = broker.sync_points().borrow().to_owned();
+        assert!(commit(5, "m").is_none(), "unchanged: nothing to wait for");
+        assert_eq!(*broker.sync_points().borrow(), sync_points);
+        wait(commit(5, "other"));
+        wait(commit(4, "other"));
+        assert_eq!(
+            broker.store().committed_entry(&key).map(|c| c.offset),
+            Some(4)
+        );
+    }
+
+    /// Deleting a group removes its commits not yet durable too: one
+    /// pending, one in a sync point in flight.
+    #[test]
+    fn a_groups_keys_include_commits_not_yet_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = Store::open(dir.path(), Default::default()).expect("store");
+        let (durable, in_flight, pending) = (
+            offset_key("g", &topic("a"), 0),
+            offset_key("g", &topic("a"), 1),
+            offset_key("g", &topic("a"), 2),
+        );
+        let commit = |offset| {
+            Some(crate::storage::offsets::Committed {
+                offset,
+                value: Vec::new(),
+            })
+        };
+        store.change_committed(&durable, commit(1)).expect("commit");
+        store.sync().expect("sync");
+        store
+            .change_committed(&in_flight, commit(2))
+            .expect("commit");
+        let plan = store.prepare_sync().expect("prepare");
+        store.change_committed(&pending, commit(3)).expect("commit");
+        store
+            .change_committed(&offset_key("other", &topic("a"), 0), commit(4))
+            .expect("commit");
+        let mut keys = group_keys(&store, "g");
+        keys.sort();
+        assert_eq!(keys, [durable, in_flight, pending]);
+        let executed = plan.execute();
+        store.complete_sync(plan, executed).expect("complete");
     }
 }

@@ -54,6 +54,14 @@ pub struct Metrics {
     pub records_fetched: AtomicU64,
     pub bytes_fetched: AtomicU64,
     pub offsets_committed: AtomicU64,
+    /// Batches of idempotent producers answered as duplicates (a retry of
+    /// a batch already appended), not appended again.
+    pub duplicate_batches: AtomicU64,
+    /// Batches of idempotent producers refused as out of order or fenced.
+    pub refused_sequences: AtomicU64,
+    /// Producer ids handed out by InitProducerId (a producer that bumps
+    /// its epoch after an error asks again).
+    pub producer_ids: AtomicU64,
     pub sync_points: AtomicU64,
     pub sync_failures: AtomicU64,
     pub segments_deleted: AtomicU64,
@@ -108,6 +116,21 @@ impl Metrics {
                 "seglog_offsets_committed_total",
                 "Consumer group offsets committed.",
                 &self.offsets_committed,
+            ),
+            (
+                "seglog_kafka_duplicate_batches_total",
+                "Idempotent producers' retried batches answered without appending them again.",
+                &self.duplicate_batches,
+            ),
+            (
+                "seglog_kafka_refused_sequences_total",
+                "Idempotent producers' batches refused as out of order or of a fenced epoch.",
+                &self.refused_sequences,
+            ),
+            (
+                "seglog_kafka_producer_ids_total",
+                "Producer ids handed out by InitProducerId.",
+                &self.producer_ids,
             ),
             (
                 "seglog_sync_points_total",

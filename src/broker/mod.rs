@@ -20,6 +20,8 @@
 //! - [`catalog`]: the topics, in a small durable file beside the store.
 //! - [`payload`]: what a stored record's bytes mean (JSON text or a Kafka record).
 //! - [`groups`]: consumer group offsets as committed offsets of the store.
+//! - [`producers`]: idempotent producers' ids and sequence numbers, as
+//!   committed offsets of the store too.
 //! - [`topics`]: creating and deleting topics, a partition's state, tidying at start.
 //! - [`retention`]: deleting old segments by a topic's size and age limits.
 //! - [`metrics`]: counters and histograms of what the broker did.
@@ -33,6 +35,7 @@ pub mod error;
 pub mod groups;
 pub mod metrics;
 pub mod payload;
+pub mod producers;
 pub mod retention;
 pub mod time;
 pub mod topics;
@@ -178,6 +181,8 @@ impl Broker {
             records: 0,
             bytes: 0,
             commits: 0,
+            changes: 0,
+            wait_anyway: false,
         })
     }
 
@@ -272,6 +277,12 @@ pub struct Writer<'a> {
     records: u64,
     bytes: u64,
     commits: u64,
+    /// Other commits changed (producer states and ids).
+    changes: u64,
+    /// Whether [`Writer::finish`] queues a waiter even if nothing was
+    /// applied: a reply that repeats an earlier write's (a producer's
+    /// retried batch) waits until that write is durable too.
+    wait_anyway: bool,
 }
 
 impl Writer<'_> {
@@ -287,11 +298,66 @@ impl Writer<'_> {
         Ok(first)
     }
 
-    /// Commits a consumer group offset (see [`groups`]).
-    pub fn commit(&mut self, key: &str, offset: u64) -> Result<()> {
-        self.store.commit(key, offset).map_err(Error::refused)?;
+    /// Commits a consumer group offset as given, a lower one than before
+    /// included (Kafka's rule: a consumer that seeks back commits where it
+    /// is), with the commit's metadata string (see [`groups`]).
+    /// A commit equal to the latest one (a consumer's auto-commit while
+    /// idle) writes nothing: it costs no journal entry and no sync point,
+    /// and waits only for the earlier commit if that is not yet durable.
+    pub fn commit(&mut self, key: &str, offset: u64, metadata: &str) -> Result<()> {
+        groups::check_metadata(metadata)?;
+        let unchanged = |c: Option<&crate::storage::offsets::Committed>| {
+            c.is_some_and(|c| c.offset == offset && c.value == metadata.as_bytes())
+        };
+        if unchanged(self.store.committed_latest(key)) {
+            if !unchanged(self.store.committed_entry(key)) {
+                self.wait_anyway = true;
+            }
+            return Ok(());
+        }
+        let change = Some(crate::storage::offsets::Committed {
+            offset,
+            value: metadata.as_bytes().to_vec(),
+        });
+        self.store
+            .change_committed(key, change)
+            .map_err(Error::refused)?;
         self.commits += 1;
         Ok(())
+    }
+
+    /// Changes a commit of the store that is not a consumer group's (a
+    /// producer's state, the next producer id), durable with the records
+    /// appended before it, in the same sync point.
+    pub fn change(&mut self, key: &str, change: crate::storage::offsets::Change) -> Result<()> {
+        self.store
+            .change_committed(key, change)
+            .map_err(Error::refused)?;
+        self.changes += 1;
+        Ok(())
+    }
+
+    /// [`Writer::change`] of a commit describing the records of
+    /// `records_key` appended before it (a producer's state): journaled
+    /// right after them, in the same journal batch.
+    pub fn change_after(
+        &mut self,
+        key: &str,
+        change: crate::storage::offsets::Change,
+        records_key: &str,
+    ) -> Result<()> {
+        self.store
+            .change_committed_after(key, change, records_key)
+            .map_err(Error::refused)?;
+        self.changes += 1;
+        Ok(())
+    }
+
+    /// Makes [`Writer::finish`] queue a waiter even if nothing was
+    /// applied: the next sync point covers every write applied before this
+    /// one, so its outcome is theirs too.
+    pub fn wait_for_earlier_writes(&mut self) {
+        self.wait_anyway = true;
     }
 
     /// The store, for the reads a write's reply needs.
@@ -313,7 +379,7 @@ impl Writer<'_> {
         metrics
             .offsets_committed
             .fetch_add(self.commits, Ordering::Relaxed);
-        if self.records == 0 && self.commits == 0 {
+        if self.records == 0 && self.commits == 0 && self.changes == 0 && !self.wait_anyway {
             return None;
         }
         let (tx, rx) = oneshot::channel();

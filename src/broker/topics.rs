@@ -102,12 +102,91 @@ pub struct PartitionState {
     pub bytes: u64,
 }
 
+/// The store key of the log start that Kafka's DeleteRecords set for the
+/// partition key `key`, kept as that key's committed offset.
+pub fn deleted_before_key(key: &str) -> String {
+    format!("log-start {key}")
+}
+
+/// A partition's log start: where its segments start (retention and
+/// DeleteRecords delete whole segments), or the later offset DeleteRecords
+/// asked for (Kafka's log start may fall inside a segment), once durable.
+/// Every read of either front end starts at or after it.
+pub fn log_start(store: &mut Store, key: &str) -> crate::Result<u64> {
+    let segments = store.log_start(key)?;
+    let deleted = store.committed(&deleted_before_key(key)).unwrap_or(0);
+    Ok(segments.max(deleted))
+}
+
+/// What DeleteRecords does to a partition's log start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogStartChange {
+    /// Record this commit: `before` is past the latest log start.
+    Set(crate::storage::offsets::Committed),
+    /// The latest log start, durable or not (an earlier request's in a sync
+    /// point in flight, or the same request's naming the partition twice),
+    /// is at or past `before`: it stays.
+    Kept { start: u64, durable: bool },
+}
+
+/// Whether DeleteRecords up to `before` moves `key`'s log start, compared
+/// against the latest one, not only the durable one: a log start never
+/// goes back.
+pub fn new_log_start(store: &mut Store, key: &str, before: u64) -> crate::Result<LogStartChange> {
+    let segments = store.log_start(key)?;
+    let deleted_key = deleted_before_key(key);
+    let durable = store.committed(&deleted_key).unwrap_or(0);
+    let latest = store.committed_latest(&deleted_key).map_or(0, |c| c.offset);
+    let start = segments.max(latest);
+    if before <= start {
+        return Ok(LogStartChange::Kept {
+            start,
+            durable: segments.max(durable) >= start,
+        });
+    }
+    Ok(LogStartChange::Set(crate::storage::offsets::Committed {
+        offset: before,
+        value: Vec::new(),
+    }))
+}
+
 impl Broker {
+    /// Kafka's DeleteRecords: the records of `key` below `before` are
+    /// gone; `before` past the durable end is refused. Durable when the
+    /// returned waiter resolves (its log start, a commit, with the next
+    /// sync point); the sealed segments wholly below it are deleted now.
+    /// Returns the new log start.
+    pub fn delete_records(&self, key: &str, before: u64) -> Result<(u64, Option<super::Durable>)> {
+        let mut writer = self.writer()?;
+        let store = writer.store();
+        let end = store.durable_next_offset(key).map_err(Error::refused)?;
+        if before > end {
+            return Err(Error::Invalid(format!(
+                "offset {before} is past the partition's end, {end}"
+            )));
+        }
+        match new_log_start(store, key, before).map_err(Error::refused)? {
+            LogStartChange::Set(change) => {
+                store.truncate_front(key, before).map_err(Error::refused)?;
+                writer.change(&deleted_before_key(key), Some(change))?;
+                Ok((before, writer.finish()))
+            }
+            LogStartChange::Kept { start, durable } => {
+                if !durable {
+                    // An earlier request's log start, not durable yet: the
+                    // reply waits for the sync point that covers it.
+                    writer.wait_for_earlier_writes();
+                }
+                Ok((start, writer.finish()))
+            }
+        }
+    }
+
     /// The log start and the durable end of the log behind `key`, without
     /// its size (which costs a `stat` of each segment).
     pub fn partition_offsets(&self, key: &str) -> Result<(u64, u64)> {
         let mut store = self.store();
-        let log_start = store.log_start(key).map_err(Error::refused)?;
+        let log_start = log_start(&mut store, key).map_err(Error::refused)?;
         let end = store.durable_next_offset(key).map_err(Error::refused)?;
         Ok((log_start, end))
     }
@@ -173,7 +252,7 @@ impl Broker {
         from: u64,
         bytes_max: usize,
     ) -> crate::Result<TimeSearch> {
-        let mut from = from.max(self.store().log_start(key)?);
+        let mut from = from.max(log_start(&mut self.store(), key)?);
         let mut scanned = 0;
         loop {
             let (mut records, mut bytes) = (0, 0);
@@ -202,6 +281,56 @@ impl Broker {
             scanned += bytes;
             if scanned >= bytes_max {
                 return Ok(TimeSearch::Stopped { next });
+            }
+            from = next;
+        }
+    }
+}
+
+/// How a search for the largest timestamp ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxTimestamp {
+    /// The first record with the largest timestamp, and that timestamp.
+    Found { offset: u64, timestamp: i64 },
+    /// No record with a timestamp.
+    None,
+    /// The partition holds more than the search may read.
+    TooLong,
+}
+
+impl Broker {
+    /// The first record of the log behind `key` with the largest timestamp
+    /// (Kafka's ListOffsets with MAX_TIMESTAMP): a scan of the whole log,
+    /// in holds of the store's lock as [`Broker::first_at_or_after`]'s,
+    /// given up past `bytes_max` bytes (there is no time index yet).
+    pub fn max_timestamp(&self, key: &str, bytes_max: usize) -> crate::Result<MaxTimestamp> {
+        let mut from = log_start(&mut self.store(), key)?;
+        let mut best: Option<(u64, i64)> = None;
+        let mut scanned = 0;
+        loop {
+            let (mut records, mut bytes) = (0, 0);
+            let mut next = from;
+            self.store().read(key, from, &mut |at, payload| {
+                if let Some(timestamp) = timestamp_of(payload)
+                    && best.is_none_or(|(_, t)| timestamp > t)
+                {
+                    best = Some((at, timestamp));
+                }
+                next = at + 1;
+                records += 1;
+                bytes += payload.len();
+                records < TIMESTAMP_SCAN_RECORDS && bytes < TIMESTAMP_SCAN_BYTES
+            })?;
+            let chunk_full = records >= TIMESTAMP_SCAN_RECORDS || bytes >= TIMESTAMP_SCAN_BYTES;
+            if !chunk_full {
+                return Ok(match best {
+                    Some((offset, timestamp)) => MaxTimestamp::Found { offset, timestamp },
+                    None => MaxTimestamp::None,
+                });
+            }
+            scanned += bytes;
+            if scanned >= bytes_max {
+                return Ok(MaxTimestamp::TooLong);
             }
             from = next;
         }
@@ -238,6 +367,46 @@ mod tests {
     use crate::broker::catalog::Catalog;
     use crate::broker::payload::{KafkaRecord, encode_kafka};
     use crate::storage::store::StoreConfig;
+
+    /// DeleteRecords' log start never goes back: a lower offset asked for
+    /// while a higher one is pending (the same request naming the
+    /// partition twice) or in a sync point in flight (the group commit
+    /// fdatasyncs without the lock) keeps the higher one, and says the
+    /// reply must wait until it is durable.
+    #[test]
+    fn a_log_start_not_yet_durable_is_never_moved_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = Store::open(dir.path(), StoreConfig::default()).expect("store");
+        let key = "t.1-0";
+        for _ in 0..20 {
+            store.append(key, b"{}").expect("append");
+        }
+        store.sync().expect("sync");
+        let deleted = deleted_before_key(key);
+        let LogStartChange::Set(change) = new_log_start(&mut store, key, 10).expect("start") else {
+            panic!("10 is past the log start");
+        };
+        store
+            .change_committed(&deleted, Some(change))
+            .expect("change");
+        let kept = LogStartChange::Kept {
+            start: 10,
+            durable: false,
+        };
+        assert_eq!(new_log_start(&mut store, key, 5).expect("pending"), kept);
+        let plan = store.prepare_sync().expect("prepare");
+        assert_eq!(new_log_start(&mut store, key, 5).expect("in flight"), kept);
+        let executed = plan.execute();
+        store.complete_sync(plan, executed).expect("complete");
+        assert_eq!(
+            new_log_start(&mut store, key, 5).expect("durable"),
+            LogStartChange::Kept {
+                start: 10,
+                durable: true
+            }
+        );
+        assert_eq!(log_start(&mut store, key).expect("log start"), 10);
+    }
 
     /// A search by time reads at most its bound of bytes, then says where
     /// it stopped, and a search from there goes on to the record; without

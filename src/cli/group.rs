@@ -1,8 +1,9 @@
 //! `seglog group list|describe|seek`: consumer groups, their committed
-//! offsets and lag, and moving a group's offsets. seglog keeps the highest
-//! offset ever committed (commits only move forward, over HTTP and Kafka
-//! alike), so a seek can move a group forward only; a seek backward is
-//! refused by the server's reply, and the command says so and what to do.
+//! offsets and lag, and moving a group's offsets. A commit stores the
+//! offset given, lower ones included (as Kafka does, over HTTP and Kafka
+//! alike), so a seek moves a group backward or forward; should the server
+//! answer with other offsets than asked (a seglog before version 5 of the
+//! data format kept the highest), the command says so and exits 1.
 
 use serde_json::json;
 
@@ -18,7 +19,7 @@ pub enum GroupCommand {
     List,
     /// Show a group's committed offset, end offset and lag per partition.
     Describe { group: String },
-    /// Commit new offsets for a group in one topic (forward only).
+    /// Commit new offsets for a group in one topic (backward or forward).
     Seek(SeekArgs),
 }
 
@@ -36,8 +37,7 @@ pub struct SeekArgs {
     /// To each partition's end: skip everything not yet read.
     #[arg(long, group = "to")]
     pub to_end: bool,
-    /// To each partition's log start (forward only: useful only for a
-    /// group behind the log start after retention).
+    /// To each partition's log start: read everything again.
     #[arg(long, group = "to")]
     pub to_beginning: bool,
     /// To this offset.
@@ -204,9 +204,9 @@ fn seek(client: &Client, out: &Out, args: &SeekArgs) -> Outcome {
         return Ok(());
     }
     Err(Failure::refused(format!(
-        "{}: seglog keeps the highest offset a group committed, so a seek moves a group forward \
-         only. To read again from earlier, consume with `--offset N` or `--from-beginning` (with \
-         or without --group), or use a new group name",
+        "{}: the server kept other offsets than asked (an older seglog keeps the highest offset \
+         a group committed). To read again from earlier, consume with `--offset N` or \
+         `--from-beginning` (with or without --group), or use a new group name",
         kept.join("; ")
     ))
     .into())

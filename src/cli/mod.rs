@@ -65,7 +65,7 @@ pub enum Format {
 #[derive(Debug)]
 pub enum Failure {
     /// The server answered with an error (no such topic, a topic that
-    /// exists, a record too large, a commit kept higher, ...): exit 1.
+    /// exists, a record too large, ...): exit 1.
     /// `status` and `code` are the server's reply's, when it was one.
     /// `next_offset` is where a search by time that stopped at its bound
     /// goes on from (code 42201).

@@ -276,7 +276,13 @@ impl Chunk {
             payload_bytes,
             ..
         } = self;
-        app.store()
+        let mut store = app.store();
+        // DeleteRecords may have set a log start inside a segment.
+        *next = (*next).max(
+            crate::broker::topics::log_start(&mut store, &key)
+                .map_err(|e| ApiError::from(crate::broker::Error::refused(e)))?,
+        );
+        store
             .read(&key, *next, &mut |at, payload| {
                 if budget.sent_any && at != *next {
                     // Retention deleted the next records between two

@@ -1,7 +1,8 @@
 //! Consumer groups: `GET /groups` (the groups with committed offsets),
 //! `GET /groups/{group}` (its offsets with each partition's end and the
 //! group's lag), and their offsets: `POST /groups/{group}/offsets`
-//! (commit, forward only, durable before the reply) and
+//! (commit the offsets given, lower ones included, with an optional
+//! metadata string, durable before the reply) and
 //! `GET /groups/{group}/offsets`.
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use axum::http::StatusCode;
 use super::api::{AppState, blocking, body, check_partition, parse, path, topic_not_found};
 use super::error::{ApiError, code};
 use crate::broker::catalog::Topic;
-use crate::broker::groups::{check_group, offset_key};
+use crate::broker::groups::{check_group, check_metadata, offset_key};
 
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +26,10 @@ pub(super) struct GroupOffset {
     topic: String,
     partition: u32,
     offset: u64,
+    /// The commit's metadata string (Kafka's), kept beside the offset;
+    /// left out of replies when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    metadata: String,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -33,9 +38,9 @@ pub(super) struct GroupOffsets {
     offsets: Vec<GroupOffset>,
 }
 
-/// Commits offsets (each the next offset the group will read), forward
-/// only, and answers once durable with the committed offsets, which are
-/// the ones given unless a later commit was already higher.
+/// Commits offsets (each the next offset the group will read) as given,
+/// lower ones than before included, and answers once durable with the
+/// committed offsets.
 pub(super) async fn commit(
     State(app): AppState,
     group: Result<Path<String>, PathRejection>,
@@ -48,7 +53,7 @@ pub(super) async fn commit(
     if request.offsets.is_empty() {
         return Err(ApiError::invalid("a commit needs at least one offset"));
     }
-    let (keys, synced) = {
+    let synced = {
         let catalog = app.catalog();
         let mut keys = Vec::with_capacity(request.offsets.len());
         for entry in &request.offsets {
@@ -56,28 +61,19 @@ pub(super) async fn commit(
                 .get(&entry.topic)
                 .ok_or_else(|| topic_not_found(&entry.topic))?;
             let partition = check_partition(topic, u64::from(entry.partition))?;
-            keys.push((offset_key(&group, topic, partition), entry.offset));
+            check_metadata(&entry.metadata)?;
+            keys.push(offset_key(&group, topic, partition));
         }
         let mut writer = app.writer()?;
-        for (key, offset) in &keys {
-            writer.commit(key, *offset)?;
+        for (key, entry) in keys.iter().zip(&request.offsets) {
+            writer.commit(key, entry.offset, &entry.metadata)?;
         }
-        (keys, writer.finish())
+        writer.finish()
     };
     if let Some(durable) = synced {
         durable.wait().await?;
     }
-    let store = app.store();
-    let offsets: Vec<GroupOffset> = request
-        .offsets
-        .into_iter()
-        .zip(&keys)
-        .map(|(entry, (key, offset))| GroupOffset {
-            offset: store.committed(key).unwrap_or(*offset),
-            ..entry
-        })
-        .collect();
-    Ok(Json(GroupOffsets { offsets }))
+    Ok(Json(request))
 }
 
 /// The group's committed offsets, of every topic or of `?topic=`.
@@ -104,11 +100,12 @@ pub(super) async fn list(
     let mut offsets = Vec::new();
     for topic in topics {
         for partition in 0..topic.partitions {
-            if let Some(offset) = store.committed(&offset_key(&group, topic, partition)) {
+            if let Some(c) = store.committed_entry(&offset_key(&group, topic, partition)) {
                 offsets.push(GroupOffset {
                     topic: topic.name.clone(),
                     partition,
-                    offset,
+                    offset: c.offset,
+                    metadata: String::from_utf8_lossy(&c.value).into_owned(),
                 });
             }
         }

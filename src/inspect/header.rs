@@ -105,7 +105,8 @@ pub fn check(bytes: &[u8], path: &Path, kind: FileKind, name_base: Option<u64>) 
         ),
         DecodeError::LengthTooLarge { .. }
         | DecodeError::EmptyPayload
-        | DecodeError::BadBatch { .. } => (0, format!("header: {error}"), false),
+        | DecodeError::BadBatch { .. }
+        | DecodeError::BadEntry { .. } => (0, format!("header: {error}"), false),
     };
     HeaderCheck {
         body_decodable,

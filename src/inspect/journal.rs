@@ -15,12 +15,33 @@ use super::problem::{FileProblems, Note, Problem, ProblemKind};
 /// One entry of a batch, as listed.
 #[derive(Clone, Debug)]
 pub enum EntrySummary {
-    Records { key: String, first: u64, count: u32 },
-    Commit { key: String, offset: u64 },
-    Direct { key: String, from: u64 },
-    NextFile { seq: u64 },
-    LogStart { key: String, offset: u64 },
-    Removed { key: String },
+    Records {
+        key: String,
+        first: u64,
+        count: u32,
+    },
+    Commit {
+        key: String,
+        offset: u64,
+        value_bytes: usize,
+    },
+    Uncommitted {
+        key: String,
+    },
+    Direct {
+        key: String,
+        from: u64,
+    },
+    NextFile {
+        seq: u64,
+    },
+    LogStart {
+        key: String,
+        offset: u64,
+    },
+    Removed {
+        key: String,
+    },
 }
 
 /// One valid batch.
@@ -212,11 +233,18 @@ pub fn read_file(path: &Path, last: bool, expected_batch: &mut Option<u64>) -> W
                         count: *count,
                     }
                 }
-                Entry::Commit { key, offset } => {
+                Entry::Commit { key, offset, value } => {
                     file.commits += 1;
                     EntrySummary::Commit {
                         key: (*key).to_string(),
                         offset: *offset,
+                        value_bytes: value.len(),
+                    }
+                }
+                Entry::Uncommitted { key } => {
+                    file.commits += 1;
+                    EntrySummary::Uncommitted {
+                        key: (*key).to_string(),
                     }
                 }
                 Entry::Direct { key, from } => EntrySummary::Direct {

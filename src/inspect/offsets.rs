@@ -19,8 +19,8 @@ pub struct OffsetsFile {
     pub bytes: Option<u64>,
     /// Valid entries, superseded ones included.
     pub entries: usize,
-    /// The committed offset of each key: the largest of its entries, as the
-    /// store reads it (offsets only move forward).
+    /// The committed offset of each key: its last entry, as the store
+    /// reads it (a key whose last entry is a removal is left out).
     pub committed: BTreeMap<String, u64>,
     /// What is wrong with the file.
     pub problems: Vec<Problem>,
@@ -71,13 +71,18 @@ impl OffsetsFile {
             }
         };
         let mut problems = FileProblems::default();
-        for (key, offset, position) in &scan.entries {
+        for entry in &scan.entries {
             journal.entries += 1;
-            match std::str::from_utf8(key) {
-                Ok(key) => {
-                    let slot = journal.committed.entry(key.to_string()).or_insert(*offset);
-                    *slot = (*slot).max(*offset);
-                }
+            let position = &entry.position;
+            match std::str::from_utf8(entry.key) {
+                Ok(key) => match entry.commit {
+                    Some((offset, _)) => {
+                        journal.committed.insert(key.to_string(), offset);
+                    }
+                    None => {
+                        journal.committed.remove(key);
+                    }
+                },
                 Err(_) => problems.push(Problem::at(
                     ProblemKind::BadKey,
                     path,

@@ -756,8 +756,21 @@ impl<'w> Output<'w> {
                 let last = first + u64::from(*count) - 1;
                 format!("records {} {first}..{last}", show::key(key, self.full))
             }
-            EntrySummary::Commit { key, offset } => {
-                format!("commit {} {offset}", show::key(key, self.full))
+            EntrySummary::Commit {
+                key,
+                offset,
+                value_bytes: 0,
+            } => format!("commit {} {offset}", show::key(key, self.full)),
+            EntrySummary::Commit {
+                key,
+                offset,
+                value_bytes,
+            } => format!(
+                "commit {} {offset} with a value of {value_bytes} bytes",
+                show::key(key, self.full)
+            ),
+            EntrySummary::Uncommitted { key } => {
+                format!("uncommitted {}", show::key(key, self.full))
             }
             EntrySummary::Direct { key, from } => {
                 format!("direct {} from {from}", show::key(key, self.full))

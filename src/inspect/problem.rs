@@ -109,7 +109,8 @@ impl ProblemKind {
             DecodeError::ChecksumMismatch { .. } => ProblemKind::HeaderCrcMismatch,
             DecodeError::LengthTooLarge { .. }
             | DecodeError::EmptyPayload
-            | DecodeError::BadBatch { .. } => ProblemKind::BadRecord,
+            | DecodeError::BadBatch { .. }
+            | DecodeError::BadEntry { .. } => ProblemKind::BadRecord,
         }
     }
 

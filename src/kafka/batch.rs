@@ -56,7 +56,11 @@ pub struct BatchRecord {
 pub struct Batch {
     pub transactional: bool,
     pub control: bool,
+    /// -1 unless the producer is idempotent.
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The first record's sequence number (-1 without a producer id).
+    pub base_sequence: i32,
     pub records: Vec<BatchRecord>,
 }
 
@@ -210,8 +214,8 @@ fn decode_one(batch: &Bytes, inflated_bytes_left: &mut usize) -> Result<Batch, D
     let base_timestamp = i64::from_be_bytes(r.array("base timestamp")?);
     let _max_timestamp = r.array::<8>("max timestamp")?;
     let producer_id = i64::from_be_bytes(r.array("producer id")?);
-    let _producer_epoch = r.array::<2>("producer epoch")?;
-    let _base_sequence = r.array::<4>("base sequence")?;
+    let producer_epoch = i16::from_be_bytes(r.array("producer epoch")?);
+    let base_sequence = i32::from_be_bytes(r.array("base sequence")?);
     let count = i32::from_be_bytes(r.array("record count")?);
     let compressed = batch.slice(BATCH_HEADER_BYTES..);
     let records = match attributes & COMPRESSION_MASK {
@@ -282,6 +286,8 @@ fn decode_one(batch: &Bytes, inflated_bytes_left: &mut usize) -> Result<Batch, D
         transactional: attributes & TRANSACTIONAL != 0,
         control: attributes & CONTROL != 0,
         producer_id,
+        producer_epoch,
+        base_sequence,
         records: out,
     })
 }

@@ -23,7 +23,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::reply::Reply;
-use super::{Context, fetch, groups, offsets, produce, topics, versions};
+use super::{
+    Context, admin, admin_groups, fetch, groups, offsets, produce, producers, refusals, topics,
+    versions,
+};
 use crate::log;
 
 /// Requests of one connection whose replies may wait at once: bounds the
@@ -219,6 +222,9 @@ fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
                 0,
             ));
         }
+        if let Some(refused) = refuse(api_key, version, correlation_id, &mut frame) {
+            return Ok(refused);
+        }
         return Err(format!(
             "a {api_key:?} request of version {version}, which this broker does not serve \
              (ApiVersions lists what it does)"
@@ -241,6 +247,7 @@ fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
         RequestKind::CreateTopics(r) => topics::create(ctx, r, version),
         RequestKind::DeleteTopics(r) => topics::delete(ctx, r, version),
         RequestKind::Produce(r) => produce::produce(ctx, r, version),
+        RequestKind::InitProducerId(r) => producers::init_producer_id(ctx, r),
         RequestKind::Fetch(r) => {
             reply_bytes = fetch::reply_bytes_max(ctx, &r);
             fetch::fetch(ctx, r, version)
@@ -253,6 +260,16 @@ fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
         RequestKind::LeaveGroup(r) => groups::leave(ctx, r, version),
         RequestKind::OffsetCommit(r) => offsets::offset_commit(ctx, r),
         RequestKind::OffsetFetch(r) => offsets::offset_fetch(ctx, r, version),
+        RequestKind::DescribeConfigs(r) => admin::describe_configs(ctx, r),
+        RequestKind::AlterConfigs(r) => admin::alter_configs(ctx, r),
+        RequestKind::IncrementalAlterConfigs(r) => admin::incremental_alter_configs(ctx, r),
+        RequestKind::CreatePartitions(r) => admin::create_partitions(ctx, r),
+        RequestKind::DeleteRecords(r) => admin::delete_records(ctx, r),
+        RequestKind::DescribeCluster(r) => admin::describe_cluster(ctx, r),
+        RequestKind::ListGroups(r) => admin_groups::list_groups(ctx, r),
+        RequestKind::DescribeGroups(r) => admin_groups::describe_groups(ctx, r),
+        RequestKind::DeleteGroups(r) => admin_groups::delete_groups(ctx, r),
+        RequestKind::OffsetDelete(r) => admin_groups::offset_delete(ctx, r),
         other => {
             return Err(format!(
                 "a {api_key:?} request, which is not served: {:?}",
@@ -261,6 +278,27 @@ fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
         }
     };
     Ok((api_key, version, correlation_id, reply, reply_bytes))
+}
+
+/// The refusal of a request of an API not served that Kafka's protocol
+/// has an error for (`refusals.rs`), if it decodes; `None`: close.
+fn refuse(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    frame: &mut Bytes,
+) -> Option<Handled> {
+    let codec = api_key.valid_versions();
+    if !(codec.min..=codec.max).contains(&version) {
+        return None;
+    }
+    RequestHeader::decode(frame, api_key.request_header_version(version)).ok()?;
+    let request = RequestKind::decode(api_key, frame, version).ok()?;
+    let response = refusals::refusal(request, version)?;
+    log::debug(format_args!(
+        "kafka: {api_key:?} v{version} refused: not served"
+    ));
+    Some((api_key, version, correlation_id, Reply::now(response), 0))
 }
 
 /// A reply frame: size, header, body.

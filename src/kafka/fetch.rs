@@ -21,7 +21,7 @@ use super::Context;
 use super::batch::{self, BatchRecord};
 use super::reply::Reply;
 use crate::broker::payload::{KafkaRecord, as_kafka};
-use crate::broker::topics::{TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch};
+use crate::broker::topics::{MaxTimestamp, TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch, log_start};
 use crate::broker::{Broker, FETCH_WAIT_MS_MAX};
 use crate::log;
 
@@ -189,7 +189,8 @@ fn read_partition(
         }
     };
     let mut store = broker.store();
-    let (start, end) = match (store.log_start(&key), store.durable_next_offset(&key)) {
+    let start = log_start(&mut store, &key);
+    let (start, end) = match (start, store.durable_next_offset(&key)) {
         (Ok(start), Ok(end)) => (start, end),
         (Err(e), _) | (_, Err(e)) => {
             log::warn(format_args!("kafka: cannot read {key}: {e}"));
@@ -264,9 +265,12 @@ fn record(offset: u64, payload: &[u8]) -> BatchRecord {
 /// Kafka's special timestamps of ListOffsets.
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+/// The first ListOffsets version with [`MAX_TIMESTAMP`] (KIP-734): below
+/// it, -3 is no special timestamp and is refused as Kafka refuses it.
+const MAX_TIMESTAMP_VERSION: i16 = 7;
 
 pub fn list_offsets(ctx: &Arc<Context>, request: ListOffsetsRequest, version: i16) -> Reply {
-    let _ = version;
     let broker = Arc::clone(&ctx.broker);
     Reply::Later(Box::pin(async move {
         let topics = tokio::task::spawn_blocking(move || {
@@ -280,7 +284,7 @@ pub fn list_offsets(ctx: &Arc<Context>, request: ListOffsetsRequest, version: i1
                     out.partitions = topic
                         .partitions
                         .into_iter()
-                        .map(|p| list_one(&broker, &name, p.partition_index, p.timestamp))
+                        .map(|p| list_one(&broker, &name, p.partition_index, p.timestamp, version))
                         .collect();
                     out
                 })
@@ -299,11 +303,16 @@ fn list_one(
     topic_name: &str,
     partition: i32,
     timestamp: i64,
+    version: i16,
 ) -> ListOffsetsPartitionResponse {
     let mut out = ListOffsetsPartitionResponse::default();
     out.partition_index = partition;
     out.timestamp = -1;
     out.offset = -1;
+    if timestamp == MAX_TIMESTAMP && version < MAX_TIMESTAMP_VERSION {
+        out.error_code = ResponseError::UnsupportedVersion.code();
+        return out;
+    }
     let key = match broker.catalog().get(topic_name) {
         Some(topic) if partition >= 0 && (partition as u32) < topic.partitions => {
             topic.key(partition as u32)
@@ -318,9 +327,7 @@ fn list_one(
         ResponseError::KafkaStorageError.code()
     };
     let found = match timestamp {
-        EARLIEST => broker
-            .store()
-            .log_start(&key)
+        EARLIEST => log_start(&mut broker.store(), &key)
             .map(|o| Some((o, -1)))
             .map_err(storage),
         LATEST => broker
@@ -343,6 +350,19 @@ fn list_one(
             }
             Err(e) => Err(storage(e)),
         },
+        MAX_TIMESTAMP => match broker.max_timestamp(&key, TIMESTAMP_SEARCH_BYTES_MAX) {
+            Ok(MaxTimestamp::Found { offset, timestamp }) => Ok(Some((offset, timestamp))),
+            Ok(MaxTimestamp::None) => Ok(None),
+            Ok(MaxTimestamp::TooLong) => {
+                log::warn(format_args!(
+                    "kafka: ListOffsets of {key} by largest timestamp: the partition holds \
+                     over {} MiB; refused until a time index exists",
+                    TIMESTAMP_SEARCH_BYTES_MAX >> 20
+                ));
+                Err(ResponseError::RequestTimedOut.code())
+            }
+            Err(e) => Err(storage(e)),
+        },
         _ => Err(ResponseError::UnsupportedVersion.code()),
     };
     match found {
@@ -354,4 +374,37 @@ fn list_one(
         Err(code) => out.error_code = code,
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::catalog::{Catalog, NewTopic};
+    use crate::storage::store::{Store, StoreConfig};
+
+    /// The largest-timestamp spec (-3) exists from ListOffsets version 7:
+    /// below it the request is refused, not answered as if it were v7.
+    #[test]
+    fn the_max_timestamp_spec_is_refused_below_version_7() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("store"), StoreConfig::default()).expect("store");
+        let mut catalog = Catalog::open(dir.path()).expect("catalog");
+        let topic = NewTopic {
+            name: "t".into(),
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        catalog.create(topic, 0).expect("topic");
+        let broker = crate::broker::test_broker(store, catalog);
+        let unsupported = ResponseError::UnsupportedVersion.code();
+        for version in 1..MAX_TIMESTAMP_VERSION {
+            let out = list_one(&broker, "t", 0, MAX_TIMESTAMP, version);
+            assert_eq!(out.error_code, unsupported, "version {version}");
+        }
+        let out = list_one(&broker, "t", 0, MAX_TIMESTAMP, MAX_TIMESTAMP_VERSION);
+        assert_eq!(out.error_code, 0);
+        let out = list_one(&broker, "t", 0, EARLIEST, 1);
+        assert_eq!((out.error_code, out.offset), (0, 0));
+    }
 }

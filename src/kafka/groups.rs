@@ -60,6 +60,8 @@ enum State {
 }
 
 struct Member {
+    /// The client id of its JoinGroup, for DescribeGroups.
+    client_id: String,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -178,6 +180,81 @@ impl Group {
     }
 }
 
+/// A group as DescribeGroups shows it.
+pub struct GroupView {
+    /// Kafka's name of its state: Empty, PreparingRebalance,
+    /// CompletingRebalance or Stable.
+    pub state: &'static str,
+    pub protocol_type: String,
+    /// The protocol (assignor) chosen, empty before one is.
+    pub protocol: String,
+    pub members: Vec<MemberView>,
+}
+
+/// A member as DescribeGroups shows it.
+pub struct MemberView {
+    pub member_id: String,
+    pub client_id: String,
+    /// Its subscription in the group's protocol.
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+impl GroupView {
+    fn of(group: &Group) -> GroupView {
+        let protocol = group.protocol.clone().unwrap_or_default();
+        GroupView {
+            state: match group.state() {
+                State::Empty => "Empty",
+                State::Preparing => "PreparingRebalance",
+                State::Completing => "CompletingRebalance",
+                State::Stable => "Stable",
+            },
+            protocol_type: group.protocol_type.clone(),
+            members: group
+                .members
+                .iter()
+                .map(|(id, m)| MemberView {
+                    member_id: id.clone(),
+                    client_id: m.client_id.clone(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(name, _)| *name == protocol)
+                        .or(m.protocols.first())
+                        .map(|(_, meta)| meta.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+            protocol,
+        }
+    }
+}
+
+/// The topics of a consumer protocol subscription (the metadata of a
+/// member of a group of protocol type "consumer": version, then an array
+/// of topic names); empty for anything that does not decode as one.
+pub fn subscribed_topics(metadata: &[u8]) -> Vec<String> {
+    fn parse(bytes: &[u8]) -> Option<Vec<String>> {
+        let count = i32::from_be_bytes(bytes.get(2..6)?.try_into().ok()?);
+        let mut position = 6;
+        let mut topics = Vec::new();
+        for _ in 0..count.max(0) {
+            let len = usize::try_from(i16::from_be_bytes(
+                bytes.get(position..position + 2)?.try_into().ok()?,
+            ))
+            .ok()?;
+            position += 2;
+            let name = bytes.get(position..position + len)?;
+            topics.push(String::from_utf8(name.to_vec()).ok()?);
+            position += len;
+        }
+        Some(topics)
+    }
+    parse(metadata).unwrap_or_default()
+}
+
 /// Every group's membership.
 pub struct Coordinator {
     /// Groups by name.
@@ -244,13 +321,25 @@ pub(super) fn check_group(group: &str) -> Result<(), i16> {
     crate::broker::groups::check_group(group).map_err(|_| ResponseError::InvalidGroupId.code())
 }
 
+/// FindCoordinator's key type of a transactional id (0 is a group).
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
 pub fn find_coordinator(
     ctx: &Arc<Context>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> Reply {
-    let _ = version;
     let mut response = FindCoordinatorResponse::default();
+    if request.key_type == KEY_TYPE_TRANSACTION {
+        // No transactions: Kafka's answer to a transactional id the client
+        // may not use, which stops it with a clear error rather than a
+        // retry loop.
+        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        response.node_id = BrokerId(-1);
+        response.host = StrBytes::from_static_str("");
+        response.port = -1;
+        return Reply::now(ResponseKind::FindCoordinator(response));
+    }
     response.node_id = BrokerId(NODE_ID);
     response.host = StrBytes::from_string(ctx.advertised.0.clone());
     response.port = ctx.advertised.1;
@@ -337,6 +426,7 @@ pub fn join(ctx: &Arc<Context>, request: JoinGroupRequest, client: &str, version
         let rebalance_ms = u64::try_from(request.rebalance_timeout_ms)
             .unwrap_or(u64::try_from(request.session_timeout_ms).unwrap_or(0));
         let member = Member {
+            client_id: client.to_string(),
             session_timeout: Duration::from_millis(request.session_timeout_ms as u64),
             rebalance_timeout: Duration::from_millis(rebalance_ms),
             protocols: request
@@ -623,6 +713,34 @@ impl Coordinator {
     /// is taken: `None` if so, else the Kafka error code. A generation of
     /// -1 (a consumer that assigns partitions itself) is always taken; any
     /// other must be a current member's, which counts as a sign of life.
+    /// What DescribeGroups and ListGroups show of a group with members (or
+    /// an empty one kept for its generation); `None` for a group unknown
+    /// to the coordinator.
+    pub fn view(&self, group_id: &str) -> Option<GroupView> {
+        lock(&self.groups).get(group_id).map(GroupView::of)
+    }
+
+    /// Every group the coordinator knows, by name.
+    pub fn views(&self) -> Vec<(String, GroupView)> {
+        lock(&self.groups)
+            .iter()
+            .map(|(name, group)| (name.clone(), GroupView::of(group)))
+            .collect()
+    }
+
+    /// Forgets a group without members (DeleteGroups); `false`, changing
+    /// nothing, when it has members or a join waits.
+    pub fn forget_if_empty(&self, group_id: &str) -> bool {
+        let mut groups = lock(&self.groups);
+        match groups.get(group_id) {
+            Some(group) if !group.members.is_empty() || !group.joins.is_empty() => false,
+            _ => {
+                groups.remove(group_id);
+                true
+            }
+        }
+    }
+
     pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Option<i16> {
         if generation < 0 {
             return None;
@@ -666,6 +784,7 @@ mod tests {
             advertised: ("127.0.0.1".into(), 9092),
             groups: Coordinator::with_groups_max(groups_max),
             auto_create_partitions: 0,
+            producer_expiry: crate::broker::producers::EXPIRY_DEFAULT,
         })
     }
 

@@ -19,12 +19,23 @@
 //! - [`error`]: the broker's errors as Kafka error codes.
 //! - [`versions`]: the APIs and versions served, and ApiVersions.
 //! - [`topics`]: Metadata, CreateTopics, DeleteTopics.
-//! - [`produce`]: Produce, answered once the records are durable.
+//! - [`produce`]: Produce, answered once the records are durable; an
+//!   idempotent producer's retried batch is answered, not appended again.
+//! - [`producers`]: InitProducerId, and the expiry of producers' states.
 //! - [`fetch`]: Fetch with long polls, and ListOffsets.
 //! - [`groups`]: FindCoordinator and the consumer group protocol (JoinGroup,
 //!   SyncGroup, Heartbeat, LeaveGroup), membership in memory.
 //! - [`offsets`]: OffsetCommit and OffsetFetch, on the broker's group offsets.
+//! - [`admin`]: the admin APIs of topics and the cluster: DescribeConfigs,
+//!   AlterConfigs, IncrementalAlterConfigs, CreatePartitions, DeleteRecords,
+//!   DescribeCluster.
+//! - [`admin_groups`]: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//! - [`refusals`]: Kafka's error for a request of an API not served (the
+//!   transaction and ACL APIs, SaslHandshake), instead of a closed
+//!   connection.
 
+pub mod admin;
+pub mod admin_groups;
 pub mod batch;
 pub mod connection;
 pub mod error;
@@ -32,6 +43,8 @@ pub mod fetch;
 pub mod groups;
 pub mod offsets;
 pub mod produce;
+pub mod producers;
+pub mod refusals;
 pub mod reply;
 pub mod topics;
 pub mod versions;
@@ -69,11 +82,15 @@ pub struct Context {
     /// Partitions of a topic a Metadata request creates on first use (0:
     /// such requests get UNKNOWN_TOPIC_OR_PARTITION instead).
     pub auto_create_partitions: u32,
+    /// How long an idempotent producer's state in a partition is kept
+    /// after its last batch there (`--producer-expiry`).
+    pub producer_expiry: std::time::Duration,
 }
 
 /// Accepts connections until the broker's shutdown begins, one task each.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
     let sweeper = tokio::spawn(groups::sweep_loop(Arc::clone(&ctx)));
+    let expiry = tokio::spawn(producers::expiry_loop(Arc::clone(&ctx)));
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         tokio::select! {
@@ -105,6 +122,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
         }
     }
     sweeper.abort();
+    expiry.abort();
 }
 
 /// The address to advertise: the one given, else the listener's own (an

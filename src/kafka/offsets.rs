@@ -21,11 +21,17 @@ use kafka_protocol::protocol::StrBytes;
 use super::Context;
 use super::groups::check_group;
 use super::reply::Reply;
-use crate::broker::groups::offset_key;
+use crate::broker::groups::{check_metadata, offset_key};
 use crate::log;
+use crate::storage::offsets::Committed;
 
 fn name_of(topic: &TopicName) -> &str {
     topic.0.as_str()
+}
+
+/// A commit's metadata string; null is stored as empty, as Kafka does.
+fn metadata_of(metadata: &Option<StrBytes>) -> &str {
+    metadata.as_ref().map_or("", |m| m.as_str())
 }
 
 /// Commits offsets to the store, durable before the reply. A commit that
@@ -64,10 +70,16 @@ pub fn offset_commit(ctx: &Arc<Context>, request: OffsetCommitRequest) -> Reply 
                     (None, Some(_), _) if p.committed_offset < 0 => {
                         ResponseError::InvalidCommitOffsetSize.code()
                     }
+                    (None, Some(_), _)
+                        if check_metadata(metadata_of(&p.committed_metadata)).is_err() =>
+                    {
+                        ResponseError::OffsetMetadataTooLarge.code()
+                    }
                     (None, Some(_), Err(e)) => super::error::code(e),
                     (None, Some(t), Ok(writer)) => {
                         let key = offset_key(&group_id, t, p.partition_index as u32);
-                        match writer.commit(&key, p.committed_offset as u64) {
+                        let metadata = metadata_of(&p.committed_metadata);
+                        match writer.commit(&key, p.committed_offset as u64, metadata) {
                             Ok(()) => 0,
                             Err(e) => {
                                 log::warn(format_args!("kafka: cannot commit {key}: {e}"));
@@ -113,12 +125,15 @@ pub fn offset_fetch(ctx: &Arc<Context>, request: OffsetFetchRequest, version: i1
     }
     let catalog = broker.catalog();
     let store = broker.store();
-    let entry = |index: i32, offset: Option<u64>, code: i16| {
+    let entry = |index: i32, committed: Option<&Committed>, code: i16| {
         let mut p = OffsetFetchResponsePartition::default();
         p.partition_index = index;
-        p.committed_offset = offset.map_or(-1, |o| o as i64);
+        p.committed_offset = committed.map_or(-1, |c| c.offset as i64);
         p.committed_leader_epoch = -1;
-        p.metadata = Some(StrBytes::from_static_str(""));
+        let metadata = committed.map_or_else(String::new, |c| {
+            String::from_utf8_lossy(&c.value).into_owned()
+        });
+        p.metadata = Some(StrBytes::from_string(metadata));
         p.error_code = code;
         p
     };
@@ -153,8 +168,9 @@ pub fn offset_fetch(ctx: &Arc<Context>, request: OffsetFetchRequest, version: i1
                         ));
                         continue;
                     }
-                    let committed = store.committed(&offset_key(&group_id, topic, index as u32));
-                    out.partitions.push(entry(index, committed, 0));
+                    let key = offset_key(&group_id, topic, index as u32);
+                    out.partitions
+                        .push(entry(index, store.committed_entry(&key), 0));
                 }
             }
         }

@@ -3,7 +3,14 @@
 //!
 //! Every batch of a request is decoded and checked before anything is
 //! appended, so a corrupt batch, a record over the size limit or a
-//! transactional batch fails its partition whole. The appends of a request
+//! transactional batch fails its partition whole. A batch of an idempotent
+//! producer (one with a producer id) is checked against the producer's
+//! state in its partition first (`broker::producers`): a retry of a batch
+//! appended before is answered with its offsets once they are durable, and
+//! appended again never; a gap gets OUT_OF_ORDER_SEQUENCE_NUMBER, an older
+//! epoch INVALID_PRODUCER_EPOCH (Kafka's answer to a fenced producer in
+//! Produce, at every version). The new state is committed with the records,
+//! in the same sync point. The appends of a request
 //! happen under one hold of the store's lock; the reply waits for the sync
 //! point that covers them, for `acks=1` as for `acks=-1` (one node: its
 //! disk is every replica). `acks=0` gets no reply, as in Kafka, but the
@@ -23,7 +30,9 @@ use super::error::code;
 use super::reply::Reply;
 use crate::broker::Broker;
 use crate::broker::payload::{KafkaRecord, encode_kafka, kafka_encoded_len};
+use crate::broker::producers::{self, ProducerState, Sequenced, Verdict};
 use crate::broker::time::now_ms;
+use crate::broker::topics::log_start;
 
 /// One partition's part of a request, checked.
 struct Part {
@@ -32,21 +41,28 @@ struct Part {
     /// The store key, when the partition exists and its records decoded.
     key: Option<String>,
     payloads: Vec<Vec<u8>>,
+    /// The batch's producer and sequence numbers, for an idempotent one.
+    sequenced: Option<Sequenced>,
     error: i16,
     message: Option<String>,
     base_offset: i64,
     log_start: i64,
 }
 
+/// A partition's records, decoded: their payloads, and the producer and
+/// sequence numbers of an idempotent producer's batch.
+type Decoded = (Vec<Vec<u8>>, Option<Sequenced>);
+
 /// Decodes one partition's batches into payloads, or an error code and
 /// message for the whole partition. Compressed records inflate to at most
 /// `*inflated_bytes_left` bytes, a budget shared by the request's
-/// partitions.
+/// partitions. An idempotent producer's records come as one batch (as
+/// every client sends them): its sequence numbers are the batch's.
 fn payloads(
     records: Option<Bytes>,
     record_bytes_max: usize,
     inflated_bytes_left: &mut usize,
-) -> Result<Vec<Vec<u8>>, (i16, String)> {
+) -> Result<Decoded, (i16, String)> {
     let bytes = records.unwrap_or_default();
     let corrupt = ResponseError::CorruptMessage.code();
     let batches = batch::decode_within(&bytes, inflated_bytes_left).map_err(|e| match e {
@@ -61,20 +77,34 @@ fn payloads(
     })?;
     let now = now_ms() as i64;
     let mut out = Vec::new();
+    let mut sequenced = None;
+    let batch_count = batches.len();
     for batch in batches {
         if batch.transactional || batch.control {
             return Err((
                 ResponseError::InvalidRecord.code(),
-                "transactional and control batches are not supported".into(),
+                "transactional and control batches are not supported (seglog serves no \
+                 transactions)"
+                    .into(),
             ));
         }
         if batch.producer_id >= 0 {
-            // Only InitProducerId hands out producer ids, and it is not
-            // served: a batch with one expects deduplication seglog lacks.
-            return Err((
-                ResponseError::InvalidRecord.code(),
-                "idempotent producers are not supported (InitProducerId is not served)".into(),
-            ));
+            if batch_count != 1 || batch.producer_epoch < 0 || batch.base_sequence < 0 {
+                return Err((
+                    ResponseError::InvalidRecord.code(),
+                    format!(
+                        "an idempotent producer's records come as one batch with an epoch and a \
+                         sequence number (here {batch_count} batches, epoch {}, sequence {})",
+                        batch.producer_epoch, batch.base_sequence
+                    ),
+                ));
+            }
+            sequenced = Some(Sequenced {
+                producer_id: batch.producer_id,
+                epoch: batch.producer_epoch,
+                first_seq: batch.base_sequence,
+                count: u32::try_from(batch.records.len()).unwrap_or(u32::MAX),
+            });
         }
         for record in &batch.records {
             out.push(payload(record, now, record_bytes_max)?);
@@ -83,7 +113,7 @@ fn payloads(
     if out.is_empty() {
         return Err((corrupt, "a produce request without records".into()));
     }
-    Ok(out)
+    Ok((out, sequenced))
 }
 
 fn payload(
@@ -171,6 +201,58 @@ pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Rep
                 }
             };
             let key = part.key.as_deref().unwrap_or_default();
+            let state = part.sequenced.map(|batch| {
+                let state = producers::state_of(
+                    writer.store(),
+                    batch.producer_id,
+                    key,
+                    now_ms(),
+                    ctx.producer_expiry,
+                );
+                let verdict = state
+                    .as_ref()
+                    .map_or(Verdict::Append, |s| s.verdict(&batch));
+                (batch, state, verdict)
+            });
+            match &state {
+                Some((_, _, Verdict::Duplicate { base_offset })) => {
+                    // Answered once the first attempt's records are
+                    // durable: the next sync point covers them.
+                    part.base_offset = *base_offset as i64;
+                    writer.wait_for_earlier_writes();
+                    broker
+                        .metrics
+                        .duplicate_batches
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    part.log_start = log_start(writer.store(), key).map_or(-1, |s| s as i64);
+                    continue;
+                }
+                Some((_, _, Verdict::Fenced { current })) => {
+                    broker
+                        .metrics
+                        .refused_sequences
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    part.error = ResponseError::InvalidProducerEpoch.code();
+                    part.message = Some(format!(
+                        "producer epoch older than {current}: a newer instance of this producer \
+                         took over"
+                    ));
+                    continue;
+                }
+                Some((batch, _, Verdict::OutOfOrder { expected })) => {
+                    broker
+                        .metrics
+                        .refused_sequences
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    part.error = ResponseError::OutOfOrderSequenceNumber.code();
+                    part.message = Some(format!(
+                        "sequence {} where {expected} was expected",
+                        batch.first_seq
+                    ));
+                    continue;
+                }
+                Some((_, _, Verdict::Append)) | None => {}
+            }
             let payloads: Vec<&[u8]> = part.payloads.iter().map(Vec::as_slice).collect();
             // All or none: an error here means none of the partition's
             // records was appended. (A crash before the sync point is
@@ -186,7 +268,20 @@ pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Rep
                         Some(format!("{e}; none of the partition's records was appended"));
                 }
             }
-            part.log_start = writer.store().log_start(key).map_or(-1, |s| s as i64);
+            if let (Some((batch, state, _)), 0) = (&state, part.error) {
+                let after =
+                    ProducerState::after(state.as_ref(), batch, part.base_offset as u64, now_ms());
+                let state_key = producers::state_key(batch.producer_id, key);
+                let state = Some(producers::state_commit(&after));
+                if let Err(e) = writer.change_after(&state_key, state, key) {
+                    // Not expected (the append just passed the same
+                    // checks); the records may become durable without
+                    // their state, so a retry could append them again.
+                    part.error = code(&e);
+                    part.message = Some(format!("{e}; the producer's state was not recorded"));
+                }
+            }
+            part.log_start = log_start(writer.store(), key).map_or(-1, |s| s as i64);
         }
         // Queued even for acks=0: a sync point happens only for a waiter.
         synced = writer.ok().and_then(crate::broker::Writer::finish);
@@ -257,6 +352,7 @@ fn decode_parts(broker: &Broker, request: ProduceRequest) -> (Vec<TopicName>, Ve
                 partition: data.index,
                 key: None,
                 payloads: Vec::new(),
+                sequenced: None,
                 error: 0,
                 message: None,
                 base_offset: -1,
@@ -274,7 +370,10 @@ fn decode_parts(broker: &Broker, request: ProduceRequest) -> (Vec<TopicName>, Ve
                     broker.limits.record_bytes,
                     &mut inflated_bytes_left,
                 ) {
-                    Ok(payloads) => part.payloads = payloads,
+                    Ok((payloads, sequenced)) => {
+                        part.payloads = payloads;
+                        part.sequenced = sequenced;
+                    }
                     Err((code, message)) => {
                         part.error = code;
                         part.message = Some(message);
@@ -369,6 +468,7 @@ mod tests {
             advertised: ("127.0.0.1".into(), 9092),
             groups: Default::default(),
             auto_create_partitions: 0,
+            producer_expiry: producers::EXPIRY_DEFAULT,
         });
         let _reply = produce(&ctx, request, 3);
         let appended = broker

@@ -3,8 +3,12 @@
 //! does not have: Produce and Fetch stop before topic ids replace names
 //! (v13), Metadata and OffsetCommit/OffsetFetch before the fields of the
 //! new consumer group protocol (KIP-848), FindCoordinator before batched
-//! keys (v4), DeleteTopics before topic ids (v6). A client picks the highest
-//! version both sides have, so older and newer clients both find one.
+//! keys (v4), DeleteTopics before topic ids (v6), DescribeCluster before
+//! fenced brokers (v2), InitProducerId before transactions version 2 (v5).
+//! A client picks the highest version both sides have, so older and newer
+//! clients both find one. ApiVersions lists exactly this table, and
+//! `connection.rs` dispatches exactly these; any other request is refused
+//! (`refusals.rs`) or closes the connection.
 
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
@@ -25,6 +29,17 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// Whether `version` of `key` is served.

@@ -293,7 +293,7 @@ impl Server {
                 let store = lock(&self.store);
                 let offsets: BTreeMap<&str, u64> = keys
                     .iter()
-                    .filter_map(|key| Some((key.as_str(), store.committed_latest(key)?)))
+                    .filter_map(|key| Some((key.as_str(), store.committed_highest(key)?)))
                     .collect();
                 let line = protocol::encode_reply(
                     &to,
@@ -376,12 +376,17 @@ impl Server {
         // The parser made the message compact JSON text.
         let msg = String::from_utf8_lossy(&msg).into_owned();
         let token = self.token();
-        let group = self.groups.group_of(&key);
         self.ops.insert(token, ClientOp::Send { to });
+        self.add_part(token, key.clone(), Op::Send { key, msg }, now);
+    }
+
+    /// Queues one operation of request `token` for its key's group.
+    fn add_part(&mut self, token: u64, key: String, op: Op, now: Instant) {
+        let group = self.groups.group_of(&key);
         self.unrouted.push(Part {
             token,
             group,
-            op: Op::Send { key, msg },
+            op,
             deadline: now + CLIENT_DEADLINE,
             maybe: false,
         });
@@ -414,14 +419,7 @@ impl Server {
             },
         );
         for (key, offset) in offsets {
-            let group = self.groups.group_of(&key);
-            self.unrouted.push(Part {
-                token,
-                group,
-                op: Op::Commit { key, offset },
-                deadline: now + CLIENT_DEADLINE,
-                maybe: false,
-            });
+            self.add_part(token, key.clone(), Op::Commit { key, offset }, now);
         }
     }
 

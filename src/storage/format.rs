@@ -16,13 +16,20 @@
 /// Version 4 lets a record's payload be a Kafka record (binary, tag byte
 /// 0x01) besides JSON text: a version 3 build would serve such a payload
 /// as JSON, so it must refuse a store that may hold one.
-pub const FORMAT_VERSION: u16 = 4;
+///
+/// Version 5 lets a commit carry a value (a Kafka consumer's metadata, a
+/// producer's state) and be removed: journal commits with data, the
+/// uncommitted entry kind, and offsets entries with flags, key and value. A
+/// version 4 build would take a batch holding one for a torn tail, or read
+/// an offsets entry's flags as its key.
+pub const FORMAT_VERSION: u16 = 5;
 /// Versions this build can read. Version 1 files (no journal) differ from
 /// version 2 ones only in the header's version field; a version 1 store is
 /// converted when it is opened, and a version 2 or 3 one continues in a
 /// new journal file of the current version (see `segment-format.md`).
-/// Segment, index, offsets and checkpoint layouts are the same in all four.
-pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2, 3, 4];
+/// Segment, index and checkpoint layouts are the same in all five; an
+/// offsets entry has a payload of flags, key and value from version 5.
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2, 3, 4, 5];
 
 /// Magic at the start of a segment's `.log` file.
 pub const LOG_MAGIC: [u8; 8] = *b"SGLGLOG\0";
@@ -145,6 +152,12 @@ pub enum DecodeError {
     BadBatch {
         why: String,
     },
+    /// An entry of the committed offsets file whose CRC matches but whose
+    /// fields break a rule of the format (unknown flags, a key length past
+    /// the entry): written by something other than seglog, or by a bug.
+    BadEntry {
+        why: String,
+    },
 }
 
 impl std::fmt::Display for DecodeError {
@@ -171,6 +184,7 @@ impl std::fmt::Display for DecodeError {
                 "record length {length} exceeds the maximum of {MESSAGE_BYTES_MAX}"
             ),
             DecodeError::BadBatch { why } => write!(f, "malformed journal batch: {why}"),
+            DecodeError::BadEntry { why } => write!(f, "malformed committed offset entry: {why}"),
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::storage::format::{
 };
 use crate::storage::fsutil;
 use crate::storage::keyname::KEY_BYTES_MAX;
+use crate::storage::offsets::COMMIT_VALUE_BYTES_MAX;
 
 /// Directory of the journal files inside the data directory.
 pub const JOURNAL_DIR_NAME: &str = "journal";
@@ -68,6 +69,7 @@ const KIND_DIRECT: u8 = 3;
 const KIND_NEXT_FILE: u8 = 4;
 const KIND_LOG_START: u8 = 5;
 const KIND_REMOVED: u8 = 6;
+const KIND_UNCOMMITTED: u8 = 7;
 
 /// One entry of a batch, decoded in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,8 +82,15 @@ pub enum Entry<'a> {
         count: u32,
         frames: &'a [u8],
     },
-    /// `key` is committed up to `offset`.
-    Commit { key: &'a str, offset: u64 },
+    /// `key` is committed up to `offset`, with `value` stored beside it
+    /// (empty before format version 5).
+    Commit {
+        key: &'a str,
+        offset: u64,
+        value: &'a [u8],
+    },
+    /// `key`'s commit is removed (format version 5).
+    Uncommitted { key: &'a str },
     /// A direct sync point may have written records of `key` from offset
     /// `from` on into its segment without journaling them: recovery checks
     /// that key's segments and syncs what it keeps.
@@ -106,7 +115,8 @@ impl Entry<'_> {
             | Entry::Commit { key, .. }
             | Entry::Direct { key, .. }
             | Entry::LogStart { key, .. }
-            | Entry::Removed { key } => Some(key),
+            | Entry::Removed { key }
+            | Entry::Uncommitted { key } => Some(key),
             Entry::NextFile { .. } => None,
         }
     }
@@ -215,6 +225,20 @@ impl BatchBuilder {
         self.count += 1;
     }
 
+    /// Bytes an entry of `key` with `data` bytes takes.
+    pub fn entry_bytes(key: &str, data: usize) -> usize {
+        ENTRY_HEADER_SIZE + key.len() + data
+    }
+
+    /// Starts a new batch unless `size` bytes of entries fit in the current
+    /// one, or would not fit in any: entries that must stay together (a
+    /// key's records and the commits describing them) then share a batch.
+    pub fn keep_together(&mut self, size: usize) {
+        if size <= BATCH_BYTES_MAX {
+            self.room_for(size);
+        }
+    }
+
     /// Adds the records of `key` whose frames (as in a `.log`) are `frames`,
     /// the first with offset `first`. Split into several entries when they
     /// do not fit in one batch.
@@ -241,9 +265,25 @@ impl BatchBuilder {
         }
     }
 
-    /// Adds a commit of `key` up to `offset`.
+    /// Adds a commit of `key` up to `offset`, with no value.
     pub fn add_commit(&mut self, key: &str, offset: u64) {
-        self.entry_header(KIND_COMMIT, key, 0, offset, 0);
+        self.add_commit_value(key, offset, &[]);
+    }
+
+    /// Adds a commit of `key` up to `offset` with `value` stored beside it
+    /// (at most `offsets::COMMIT_VALUE_BYTES_MAX` bytes).
+    pub fn add_commit_value(&mut self, key: &str, offset: u64, value: &[u8]) {
+        assert!(
+            value.len() <= COMMIT_VALUE_BYTES_MAX,
+            "value over the limit"
+        );
+        self.entry_header(KIND_COMMIT, key, 0, offset, value.len());
+        self.out.extend_from_slice(value);
+    }
+
+    /// Adds the removal of `key`'s commit.
+    pub fn add_uncommitted(&mut self, key: &str) {
+        self.entry_header(KIND_UNCOMMITTED, key, 0, 0, 0);
     }
 
     /// Adds the note that records of `key` from `from` on may be written to
@@ -406,7 +446,20 @@ fn decode_entry(bytes: &[u8]) -> std::result::Result<(Entry<'_>, usize), String>
                 frames: data,
             }
         }
-        KIND_COMMIT => no_data(Entry::Commit { key, offset }, count, data)?,
+        KIND_COMMIT if count != 0 => return Err("a commit with a record count".into()),
+        KIND_COMMIT if data.len() > COMMIT_VALUE_BYTES_MAX => {
+            return Err(format!(
+                "a commit value of {} bytes, over {COMMIT_VALUE_BYTES_MAX}",
+                data.len()
+            ));
+        }
+        KIND_COMMIT => Entry::Commit {
+            key,
+            offset,
+            value: data,
+        },
+        KIND_UNCOMMITTED if offset == 0 => no_data(Entry::Uncommitted { key }, count, data)?,
+        KIND_UNCOMMITTED => return Err("an uncommitted entry with an offset".into()),
         KIND_DIRECT => no_data(Entry::Direct { key, from: offset }, count, data)?,
         KIND_NEXT_FILE if key.is_empty() => no_data(Entry::NextFile { seq: offset }, count, data)?,
         KIND_NEXT_FILE => return Err("next-file marker with a key".into()),
@@ -684,6 +737,8 @@ mod tests {
         let frames = frames_of(3, &[b"1", b"\"two\""]);
         builder.add_records("k/é", 3, &frames);
         builder.add_commit("", 9);
+        builder.add_commit_value("v", 10, b"meta");
+        builder.add_uncommitted("u");
         builder.add_direct("d", 4);
         builder.add_log_start("l", 4096);
         builder.add_removed("r");
@@ -702,7 +757,17 @@ mod tests {
                     count: 2,
                     frames: &frames
                 },
-                Entry::Commit { key: "", offset: 9 },
+                Entry::Commit {
+                    key: "",
+                    offset: 9,
+                    value: b""
+                },
+                Entry::Commit {
+                    key: "v",
+                    offset: 10,
+                    value: b"meta"
+                },
+                Entry::Uncommitted { key: "u" },
                 Entry::Direct { key: "d", from: 4 },
                 Entry::LogStart {
                     key: "l",

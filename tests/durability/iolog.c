@@ -9,11 +9,21 @@
  *
  * SEGLOG_IOLOG      the log file to write
  * SEGLOG_IOLOG_ROOT the absolute directory whose files are recorded
+ * SEGLOG_IOLOG_KILL optional: a FIFO; a byte written to it kills the
+ *                   process with SIGKILL between two recorded calls
  *
  * Every recorded call runs under one lock, with its record written right
  * after it returns, so the log's order is an order the calls really took
  * effect in: a sync is logged after it returned, an acknowledgement after
  * it was written, so an acknowledgement that depends on a sync follows it.
+ *
+ * A SIGKILL from outside can land between a call and its record, leaving a
+ * change on disk that the log lacks. The kill through SEGLOG_IOLOG_KILL
+ * cannot: a thread of this library takes the lock and sends it, so the log
+ * holds every call the process made. A test needs it whenever the process
+ * may still write after its last answer (the node acknowledges a sync
+ * point once durable and writes the journaled records to their segments
+ * after: with the Raft groups, every write's apply leaves such a write).
  *
  * Record: u8 kind, u64 a, u64 b, u32 n1, n1 bytes, u32 n2, n2 bytes
  * (little endian; the meaning of each field is by kind, see below).
@@ -25,6 +35,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -113,6 +124,22 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void init(void);
 
+/* Waits for a byte on the kill FIFO, then kills the process while holding
+ * the lock: no recorded call is between its effect and its record. */
+static void *killer(void *arg) {
+    int fd = (int)(intptr_t)arg;
+    char byte;
+    for (;;) {
+        ssize_t r = syscall(SYS_read, fd, &byte, 1);
+        if (r == 1) break;
+        if (r < 0 && errno == EINTR) continue;
+        return NULL;
+    }
+    pthread_mutex_lock(&lock);
+    syscall(SYS_kill, getpid(), SIGKILL);
+    for (;;) pause();
+}
+
 static void setup(void) {
     pthread_once(&once, init);
 }
@@ -124,6 +151,15 @@ static void init(void) {
     strncpy(root, r, sizeof root - 1);
     root_len = strlen(root);
     log_fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const char *kill_path = getenv("SEGLOG_IOLOG_KILL");
+    if (kill_path) {
+        /* Read and write: the open does not wait for a writer, and the FIFO
+         * has a reader from now on, so the test's open does not wait either. */
+        int fd = (int)syscall(SYS_openat, AT_FDCWD, kill_path, O_RDWR | O_CLOEXEC);
+        pthread_t thread;
+        if (fd < 0 || pthread_create(&thread, NULL, killer, (void *)(intptr_t)fd) != 0) abort();
+        pthread_detach(thread);
+    }
     struct stat st;
     if (fstat(1, &st) == 0) {
         out_dev = st.st_dev;

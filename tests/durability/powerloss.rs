@@ -611,6 +611,8 @@ struct Recorded {
     root: PathBuf,
     root_text: String,
     log: PathBuf,
+    /// The recorder's kill FIFO (`SEGLOG_IOLOG_KILL`).
+    kill_fifo: PathBuf,
     requests: Requests,
     /// Messages sent so far (each send's message is unique).
     value: u64,
@@ -626,6 +628,12 @@ impl Recorded {
         std::fs::create_dir_all(&root).expect("root");
         let root = root.canonicalize().expect("absolute root");
         let log = tmp.path().join("io.log");
+        let kill_fifo = tmp.path().join("kill");
+        let fifo_path = std::ffi::CString::new(kill_fifo.as_os_str().as_encoded_bytes())
+            .expect("a path without NUL");
+        // SAFETY: a valid NUL-terminated path; mkfifo reads nothing else.
+        let made = unsafe { libc::mkfifo(fifo_path.as_ptr(), 0o600) };
+        assert_eq!(made, 0, "mkfifo: {}", std::io::Error::last_os_error());
         let root_text = root.to_str().expect("UTF-8 root").to_string();
         Recorded {
             tmp,
@@ -634,6 +642,7 @@ impl Recorded {
             root,
             root_text,
             log,
+            kill_fifo,
             requests: Requests::new(),
             value: 0,
             keys: KEYS,
@@ -655,6 +664,7 @@ impl Recorded {
                 ("LD_PRELOAD", self.library.as_os_str()),
                 ("SEGLOG_IOLOG", self.log.as_os_str()),
                 ("SEGLOG_IOLOG_ROOT", self.root.as_os_str()),
+                ("SEGLOG_IOLOG_KILL", self.kill_fifo.as_os_str()),
                 // A checkpoint every few KiB of journal: rotations and
                 // checkpoints all through the run.
                 ("SEGLOG_CHECKPOINT_BYTES", std::ffi::OsStr::new("3000")),
@@ -695,20 +705,34 @@ impl Recorded {
         }
     }
 
-    /// Kills `node` with SIGKILL once it is idle, so that the log holds
-    /// every operation it made (the recorder logs each after it returns:
-    /// a kill in between would lose the record). The fence is a commit:
-    /// its sync point runs after the last one's segment writes (one sync
-    /// point at a time), and with nothing else to write, nothing follows
-    /// its answer but memory updates.
+    /// Kills `node` with SIGKILL after a fence, a commit answered (so
+    /// every earlier request's writes are in the log). The kill goes
+    /// through the recorder, which sends it between two recorded
+    /// operations: the log then holds every operation the node made. A
+    /// kill from here could land between an operation and its record (the
+    /// recorder logs each after it returns), and the node still writes
+    /// after its last answer: a sync point is acknowledged once durable,
+    /// and its journaled records go to their segments after, which with
+    /// the Raft groups includes the fence's own applied record in the
+    /// group's log key (rolling it to a new segment now and then).
     fn kill(&mut self, node: Node) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let mut node = node;
         let body = json!({"type": "commit_offsets", "offsets": {"fence": self.value}});
         let id = node.request(body.clone());
         let reply = node.reply();
         assert_eq!(reply["body"]["type"], "commit_offsets_ok", "{reply}");
         self.requests.insert(id, body);
-        node.kill9();
+        // Non-blocking: with no node holding the FIFO open, this fails
+        // rather than waits.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.kill_fifo)
+            .and_then(|mut fifo| fifo.write_all(b"k"))
+            .expect("asking the recorder to kill the node");
+        node.wait_for_sigkill();
     }
 
     fn ops(&self) -> Vec<Op> {

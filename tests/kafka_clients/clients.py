@@ -24,6 +24,35 @@ Scenarios:
   as it is acknowledged, until killed or done (the kill -9 test).
 - confluent-read-all COUNT_FILE: reads the topic from the start and checks
   every line of the file is there.
+- confluent-seek-commit: ten records in one partition; a consumer of a
+  group commits offset 8 with a metadata string, then seeks back and
+  commits offset 3 with another; the group's committed offset is 3 with the
+  second string, and a new consumer of the group starts at offset 3.
+- confluent-committed-check: (after a restart of the server) the group of
+  confluent-seek-commit still has offset 3 and its metadata string.
+- kafka-python-seek-commit: the same commits through kafka-python.
+- confluent-idempotent COUNT / kafka-python-idempotent COUNT: an idempotent
+  producer (confluent-kafka with enable.idempotence=true; kafka-python 3
+  with its defaults, which turn idempotence on) sends COUNT records, keyed,
+  to the topic (tests/serve/idempotence.rs runs it through a proxy that
+  drops produce replies, so batches are retried); every record must be
+  acknowledged. Then the topic is read back from the start and the line
+  says how many records were found twice (duplicates), never (losses), and
+  out of their order of production within a key (reordered).
+- confluent-pipelined COUNT: an idempotent confluent-kafka producer sends
+  COUNT records of one key, one record a batch, five requests in flight,
+  straight to the server; every record must be acknowledged, and the line
+  counts as above (tests/serve/idempotence.rs also checks that the server
+  refused no batch as out of order and handed out one producer id).
+- confluent-admin: confluent-kafka's AdminClient through every admin API:
+  DescribeConfigs, IncrementalAlterConfigs and AlterConfigs (a retention
+  set and reset; a read-only config and a bad value refused with
+  INVALID_CONFIG, changing nothing), CreatePartitions (and a lower count
+  refused), DeleteRecords (the log start moves, a consumer starts there),
+  ListOffsets by max timestamp, ListGroups, DescribeGroups, DeleteGroups
+  (refused while the group has a member), OffsetDelete through
+  kafka-python (refused while subscribed), DescribeCluster (kafka-python's;
+  librdkafka's describe_cluster reads Metadata).
 """
 
 import json
@@ -170,9 +199,8 @@ def kafka_python_groups(bootstrap, topic):
     admin.close()
     produced = make_records(topic, null_headers=False)
     acked = {}
-    # kafka-python 3 turns idempotence on by default; seglog does not serve
-    # InitProducerId, so it is turned off (README, Limits).
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=False)
+    # kafka-python 3's defaults: idempotence on.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     futures = []
     for key, value, headers, ts in produced:
         futures.append((value, producer.send(topic, value=value, key=key, headers=headers, timestamp_ms=ts)))
@@ -361,22 +389,369 @@ def confluent_read_all(bootstrap, topic, path):
     print("ok %d acknowledged records all read back" % len(want))
 
 
+SEEK_GROUP = "seeker"
+SEEK_METADATA = "seeked back: re-read from 3"
+
+
+def committed_of(consumer, topic):
+    from confluent_kafka import TopicPartition
+    [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    return tp.offset, tp.metadata
+
+
+def confluent_seek_commit(bootstrap, topic):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(10):
+        producer.produce(topic, value=b"%d" % i, partition=0)
+    if producer.flush(30) != 0:
+        raise AssertionError("produce failed")
+    config = {"bootstrap.servers": bootstrap, "group.id": SEEK_GROUP,
+              "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    consumer = Consumer(config)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.commit(offsets=[TopicPartition(topic, 0, 8, metadata="read to 8")], asynchronous=False)
+    got = committed_of(consumer, topic)
+    if got != (8, "read to 8"):
+        raise AssertionError("committed %r, want (8, 'read to 8')" % (got,))
+    consumer.commit(offsets=[TopicPartition(topic, 0, 3, metadata=SEEK_METADATA)], asynchronous=False)
+    got = committed_of(consumer, topic)
+    if got != (3, SEEK_METADATA):
+        raise AssertionError("after the commit back: %r, want (3, %r)" % (got, SEEK_METADATA))
+    consumer.close()
+    fresh = Consumer(config)
+    fresh.subscribe([topic])
+    deadline = time.time() + DEADLINE_S
+    while time.time() < deadline:
+        m = fresh.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            raise AssertionError("consumer: %s" % m.error())
+        if m.offset() != 3 or m.value() != b"3":
+            raise AssertionError("the group resumed at %d (%r), want 3" % (m.offset(), m.value()))
+        break
+    else:
+        raise AssertionError("the group read nothing")
+    fresh.close()
+    print("ok confluent-kafka: committed 8, then 3 with its metadata; the group resumed at 3")
+
+
+def confluent_committed_check(bootstrap, topic):
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": SEEK_GROUP,
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0)])
+    got = committed_of(consumer, topic)
+    consumer.close()
+    if got != (3, SEEK_METADATA):
+        raise AssertionError("after the restart: %r, want (3, %r)" % (got, SEEK_METADATA))
+    print("ok the commit back to 3 and its metadata survived the restart")
+
+
+def kafka_python_seek_commit(bootstrap, topic):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(10):
+        producer.send(topic, value=b"%d" % i, partition=0).get(timeout=30)
+    producer.close()
+    tp = TopicPartition(topic, 0)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id="kp-" + SEEK_GROUP,
+                             enable_auto_commit=False)
+    consumer.assign([tp])
+    for offset, metadata in [(8, "read to 8"), (3, SEEK_METADATA)]:
+        consumer.commit({tp: OffsetAndMetadata(offset, metadata, -1)})
+        got = consumer._coordinator.fetch_committed_offsets([tp])[tp]
+        if (got.offset, got.metadata) != (offset, metadata):
+            raise AssertionError("committed %r, want %r" % (got, (offset, metadata)))
+    consumer.close()
+    print("ok kafka-python: committed 8, then 3, each with its metadata")
+
+
+def read_back(bootstrap, topic, count):
+    """Reads every partition of the topic to its end; returns the counts of
+    duplicates, losses and records of a key out of production order."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "read-back-" + topic,
+                         "enable.auto.commit": False})
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = sorted(metadata.topics[topic].partitions)
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    seen = {}
+    last_of_key = {}
+    reordered = 0
+    done = {p for p in partitions if ends[p] == 0}
+    deadline = time.time() + 3 * DEADLINE_S
+    while len(done) < len(partitions):
+        if time.time() > deadline:
+            raise AssertionError("reading back stopped short of %r" % ends)
+        m = consumer.poll(1.0)
+        if m is None:
+            continue
+        if m.error():
+            raise AssertionError("read back: %s" % m.error())
+        n = int(m.value())
+        seen[n] = seen.get(n, 0) + 1
+        key = m.key()
+        if key in last_of_key and last_of_key[key] > n:
+            reordered += 1
+        last_of_key[key] = n
+        if m.offset() + 1 >= ends[m.partition()]:
+            done.add(m.partition())
+    consumer.close()
+    duplicates = sum(c - 1 for c in seen.values())
+    losses = sum(1 for n in range(count) if n not in seen)
+    return duplicates, losses, reordered
+
+
+def confluent_idempotent(bootstrap, topic, count):
+    from confluent_kafka import Producer
+
+    failures = []
+    acked = [0]
+
+    def report(err, _msg):
+        if err is not None:
+            failures.append(err)
+        else:
+            acked[0] += 1
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "linger.ms": 0, "batch.num.messages": 50,
+                         "reconnect.backoff.ms": 10, "reconnect.backoff.max.ms": 200,
+                         "message.timeout.ms": 300000})
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, key=b"%d" % (i % 97), value=b"%d" % i, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(300) != 0 or failures:
+        raise AssertionError("%d not delivered, first error %r" % (count - acked[0], failures[:1]))
+    duplicates, losses, reordered = read_back(bootstrap, topic, count)
+    print("ok confluent-kafka idempotent: records %d acknowledged %d duplicates %d losses %d reordered %d"
+          % (count, acked[0], duplicates, losses, reordered))
+
+
+def confluent_pipelined(bootstrap, topic, count):
+    from confluent_kafka import Producer
+
+    failures = []
+    acked = [0]
+
+    def report(err, _msg):
+        if err is not None:
+            failures.append(err)
+        else:
+            acked[0] += 1
+
+    # One record a batch, one partition, five requests in flight (the
+    # clients' default and idempotence's limit): batches keep arriving
+    # while the one before is in a sync point.
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "max.in.flight.requests.per.connection": 5,
+                         "linger.ms": 0, "batch.num.messages": 1,
+                         "message.timeout.ms": 300000})
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, key=b"k", value=b"%d" % i, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(300) != 0 or failures:
+        raise AssertionError("%d not delivered, first error %r" % (count - acked[0], failures[:1]))
+    duplicates, losses, reordered = read_back(bootstrap, topic, count)
+    print("ok confluent-kafka pipelined: records %d acknowledged %d duplicates %d losses %d reordered %d"
+          % (count, acked[0], duplicates, losses, reordered))
+
+
+def kafka_python_idempotent(bootstrap, topic, count):
+    import kafka
+    from kafka import KafkaProducer
+
+    # The defaults of kafka-python 3: idempotence on (and so acks=all).
+    producer = KafkaProducer(bootstrap_servers=bootstrap, batch_size=512, reconnect_backoff_ms=10)
+    futures = [producer.send(topic, key=b"%d" % (i % 97), value=b"%d" % i) for i in range(count)]
+    producer.flush(300)
+    failures = [f.exception for f in futures if not f.succeeded()]
+    producer.close()
+    if failures:
+        raise AssertionError("%d not delivered, first error %r" % (len(failures), failures[0]))
+    duplicates, losses, reordered = read_back(bootstrap, topic, count)
+    print("ok kafka-python %s idempotent (its defaults): records %d acknowledged %d duplicates %d losses %d reordered %d"
+          % (kafka.__version__, count, count, duplicates, losses, reordered))
+
+
+def expect_error(future, code, what):
+    from confluent_kafka import KafkaException
+    try:
+        future.result(10)
+    except KafkaException as e:
+        if e.args[0].code() != code:
+            raise AssertionError("%s: %r, want error %d" % (what, e.args[0], code))
+        return
+    raise AssertionError("%s: accepted, want error %d" % (what, code))
+
+
+def confluent_admin(bootstrap, topic):
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       NewPartitions, NewTopic, OffsetSpec, ResourceType)
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KpTopicPartition
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(10)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+
+    def described():
+        return admin.describe_configs([resource])[resource].result(10)
+
+    configs = described()
+    for name in ["retention.ms", "retention.bytes", "segment.bytes", "max.message.bytes", "cleanup.policy"]:
+        if name not in configs:
+            raise AssertionError("DescribeConfigs lacks %s: %r" % (name, sorted(configs)))
+    if not configs["segment.bytes"].is_read_only or configs["retention.ms"].is_read_only:
+        raise AssertionError("read-only flags: %r" % configs)
+    if configs["cleanup.policy"].value != "delete":
+        raise AssertionError("cleanup.policy %r" % configs["cleanup.policy"].value)
+
+    def incremental(name, value, op=AlterConfigOpType.SET):
+        entry = ConfigEntry(name, value, incremental_operation=op)
+        r = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+        return admin.incremental_alter_configs([r])[r]
+
+    incremental("retention.ms", "3600000").result(10)
+    if described()["retention.ms"].value != "3600000":
+        raise AssertionError("retention.ms not set: %r" % described()["retention.ms"])
+    expect_error(incremental("segment.bytes", "1000"), KafkaError.INVALID_CONFIG, "segment.bytes")
+    expect_error(incremental("retention.ms", "-5"), KafkaError.INVALID_CONFIG, "retention.ms=-5")
+    if described()["retention.ms"].value != "3600000":
+        raise AssertionError("a refused alteration changed retention.ms")
+    # AlterConfigs replaces the topic's own configs: retention.ms goes back.
+    legacy = ConfigResource(ResourceType.TOPIC, topic, set_config={"retention.bytes": "1000000"})
+    admin.alter_configs([legacy])[legacy].result(10)
+    after = described()
+    if after["retention.bytes"].value != "1000000" or after["retention.ms"].value != "-1":
+        raise AssertionError("after AlterConfigs: %r %r" % (after["retention.bytes"], after["retention.ms"]))
+
+    admin.create_partitions([NewPartitions(topic, 4)])[topic].result(10)
+    if len(admin.list_topics(topic, timeout=10).topics[topic].partitions) != 4:
+        raise AssertionError("CreatePartitions did not make 4 partitions")
+    expect_error(admin.create_partitions([NewPartitions(topic, 3)])[topic],
+                 KafkaError.INVALID_PARTITIONS, "fewer partitions")
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    base = 1_700_000_000_000
+    for i in range(10):
+        # The largest timestamp is record 6's.
+        producer.produce(topic, value=b"%d" % i, partition=0, timestamp=base + (10_000 if i == 6 else i))
+    if producer.flush(30) != 0:
+        raise AssertionError("produce failed")
+    tp = TopicPartition(topic, 0)
+    found = admin.list_offsets({tp: OffsetSpec.max_timestamp()})[tp].result(10)
+    if (found.offset, found.timestamp) != (6, base + 10_000):
+        raise AssertionError("max timestamp at %d (%d), want 6" % (found.offset, found.timestamp))
+    deleted = admin.delete_records([TopicPartition(topic, 0, 4)])
+    low = list(deleted.values())[0].result(10).low_watermark
+    if low != 4:
+        raise AssertionError("DeleteRecords low watermark %d, want 4" % low)
+    earliest = admin.list_offsets({tp: OffsetSpec.earliest()})[tp].result(10).offset
+    if earliest != 4:
+        raise AssertionError("earliest offset %d after DeleteRecords, want 4" % earliest)
+    expect_error(list(admin.delete_records([TopicPartition(topic, 0, 99)]).values())[0],
+                 KafkaError.OFFSET_OUT_OF_RANGE, "DeleteRecords past the end")
+
+    group = "admin-" + topic
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "client.id": "admin-test",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    deadline = time.time() + DEADLINE_S
+    first = None
+    while first is None and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            first = m
+    if first is None or first.offset() != 4:
+        raise AssertionError("the consumer began at %r, want the new log start 4" % (first and first.offset()))
+    consumer.commit(message=first, asynchronous=False)
+    listed = admin.list_consumer_groups().result(10)
+    states = {g.group_id: str(g.state) for g in listed.valid}
+    if "STABLE" not in states.get(group, ""):
+        raise AssertionError("ListGroups: %r" % states)
+    description = admin.describe_consumer_groups([group])[group].result(10)
+    if len(description.members) != 1 or description.members[0].client_id != "admin-test":
+        raise AssertionError("DescribeGroups: %r" % description)
+    expect_error(admin.delete_consumer_groups([group])[group], KafkaError.NON_EMPTY_GROUP, "delete an active group")
+    kp_admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    kp_tp = KpTopicPartition(topic, 0)
+    refused = kp_admin.delete_group_offsets(group, [kp_tp])
+    if refused.get(kp_tp) is None or "GroupSubscribedToTopic" not in repr(refused.get(kp_tp)):
+        raise AssertionError("OffsetDelete while subscribed: %r" % refused)
+    consumer.close()
+    done = kp_admin.delete_group_offsets(group, [kp_tp])
+    if done.get(kp_tp) is not None and "NoError" not in repr(done.get(kp_tp)):
+        raise AssertionError("OffsetDelete: %r" % done)
+    offsets = admin.list_consumer_group_offsets(
+        [__import__("confluent_kafka").ConsumerGroupTopicPartitions(group, [tp])])[group].result(10)
+    if offsets.topic_partitions[0].offset >= 0:
+        raise AssertionError("the commit survived OffsetDelete: %r" % offsets.topic_partitions)
+    kp_admin.close()
+    admin.delete_consumer_groups([group])[group].result(10)
+    described_group = admin.describe_consumer_groups([group])[group].result(10)
+    if "DEAD" not in str(described_group.state):
+        raise AssertionError("after DeleteGroups: %r" % described_group.state)
+
+    # librdkafka answers describe_cluster from Metadata; kafka-python sends
+    # DescribeCluster.
+    cluster = admin.describe_cluster().result(10)
+    if cluster.cluster_id != "seglog" or len(cluster.nodes) != 1 or cluster.controller.id != 0:
+        raise AssertionError("describe_cluster: %r" % cluster)
+    kp_admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    cluster = kp_admin.describe_cluster()
+    kp_admin.close()
+    if (cluster["cluster_id"], cluster["controller_id"], len(cluster["brokers"])) != ("seglog", 0, 1):
+        raise AssertionError("DescribeCluster: %r" % cluster)
+    print("ok confluent-kafka AdminClient: configs, partitions, records, max timestamp, groups, cluster")
+
+
+# Each scenario, and how it reads the arguments after BOOTSTRAP TOPIC.
+SCENARIOS = {
+    "confluent-groups": (confluent_groups, []),
+    "kafka-python-groups": (kafka_python_groups, []),
+    "confluent-rebalance": (confluent_rebalance, []),
+    "confluent-too-large": (confluent_too_large, []),
+    "confluent-acked": (confluent_acked, [str, int]),
+    "confluent-read-all": (confluent_read_all, [str]),
+    "confluent-seek-commit": (confluent_seek_commit, []),
+    "confluent-committed-check": (confluent_committed_check, []),
+    "kafka-python-seek-commit": (kafka_python_seek_commit, []),
+    "confluent-admin": (confluent_admin, []),
+    "confluent-idempotent": (confluent_idempotent, [int]),
+    "kafka-python-idempotent": (kafka_python_idempotent, [int]),
+    "confluent-pipelined": (confluent_pipelined, [int]),
+}
+
+
 def main():
     scenario, bootstrap, topic = sys.argv[1:4]
-    if scenario == "confluent-groups":
-        confluent_groups(bootstrap, topic)
-    elif scenario == "kafka-python-groups":
-        kafka_python_groups(bootstrap, topic)
-    elif scenario == "confluent-rebalance":
-        confluent_rebalance(bootstrap, topic)
-    elif scenario == "confluent-too-large":
-        confluent_too_large(bootstrap, topic)
-    elif scenario == "confluent-acked":
-        confluent_acked(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
-    elif scenario == "confluent-read-all":
-        confluent_read_all(bootstrap, topic, sys.argv[4])
-    else:
+    if scenario not in SCENARIOS:
         raise SystemExit("unknown scenario " + scenario)
+    run, parsers = SCENARIOS[scenario]
+    extra = sys.argv[4:]
+    if len(extra) != len(parsers):
+        raise SystemExit("%s takes %d more arguments, not %d" % (scenario, len(parsers), len(extra)))
+    run(bootstrap, topic, *[parse(arg) for parse, arg in zip(parsers, extra)])
 
 
 if __name__ == "__main__":

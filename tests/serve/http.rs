@@ -409,7 +409,7 @@ fn the_record_limit_must_fit_the_store() {
 }
 
 #[test]
-fn consumer_group_offsets_move_forward_only_and_survive_restarts() {
+fn consumer_group_offsets_are_stored_as_given_and_survive_restarts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(dir.path(), &[]);
     server.create_topic("a", 2);
@@ -422,16 +422,20 @@ fn consumer_group_offsets_move_forward_only_and_survive_restarts() {
     commit(
         json!([{"topic": "a", "partition": 1, "offset": 10}, {"topic": "b", "partition": 0, "offset": 3}]),
     );
-    // Backwards: kept at 10, and the reply says so.
-    let reply = commit(json!([{"topic": "a", "partition": 1, "offset": 4}]));
-    assert_eq!(
-        reply,
-        json!({"offsets": [{"topic": "a", "partition": 1, "offset": 10}]})
-    );
+    // Backwards, with a metadata string: stored as given, as Kafka does.
+    let back = json!([{"topic": "a", "partition": 1, "offset": 4, "metadata": "re-read from 4"}]);
+    let reply = commit(back.clone());
+    assert_eq!(reply, json!({ "offsets": back }));
     let everything = json!({"offsets": [
-        {"topic": "a", "partition": 1, "offset": 10},
+        {"topic": "a", "partition": 1, "offset": 4, "metadata": "re-read from 4"},
         {"topic": "b", "partition": 0, "offset": 3},
     ]});
+    // Metadata over Kafka's 4096-byte limit is refused, and nothing changes.
+    let (status, body) = server.post(
+        "/groups/readers/offsets",
+        json!({"offsets": [{"topic": "b", "partition": 0, "offset": 9, "metadata": "m".repeat(4097)}]}),
+    );
+    assert_eq!(status, 413, "{body}");
     assert_eq!(
         server.get("/groups/readers/offsets"),
         (200, everything.clone())

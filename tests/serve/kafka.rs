@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::support::serve_process::{PATIENCE, Server};
 use crate::support::tools;
 
-const CLIENTS: &str = concat!(
+pub(crate) const CLIENTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/kafka_clients/clients.py"
 );
@@ -29,6 +29,13 @@ fn start(dir: &Path) -> (Server, String) {
 }
 
 pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> (Server, String) {
+    let (server, advertised, _) = start_bound(dir, extra);
+    (server, advertised)
+}
+
+/// [`start_with`], returning the address the Kafka listener is bound to
+/// besides the one it advertises.
+pub(crate) fn start_bound(dir: &Path, extra: &[&str]) -> (Server, String, String) {
     let mut args = vec!["--kafka", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let server = Server::start(dir, &args);
@@ -36,13 +43,20 @@ pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> (Server, String) {
     let line = server
         .log_line("Kafka protocol on")
         .expect("no Kafka listener");
-    let address = line
+    let advertised = line
         .rsplit("advertised as ")
         .next()
         .expect("the advertised address")
         .trim()
         .to_string();
-    (server, address)
+    let bound = line
+        .split("Kafka protocol on ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("the bound address")
+        .trim()
+        .to_string();
+    (server, advertised, bound)
 }
 
 /// Runs `scenario` of the Python clients script (which needs `module`)
@@ -60,7 +74,7 @@ fn python_scenario(module: &str, scenario: &str, topic: &str, server_args: &[&st
 }
 
 /// Runs a command with a deadline; returns its stdout, or panics with its stderr.
-fn run(command: &mut Command, input: Option<&[u8]>) -> String {
+pub(crate) fn run(command: &mut Command, input: Option<&[u8]>) -> String {
     let mut child = command
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -218,6 +232,34 @@ fn kafka_python_produces_and_a_group_resumes_from_its_commits() {
     python_scenario("kafka", "kafka-python-groups", "kp", &[]);
 }
 
+/// Offsets as Kafka has them: a group commits 8, seeks back and commits 3
+/// with a metadata string; 3 and the string are what it has, and they
+/// survive a restart (issue 21, item 3).
+#[test]
+fn a_commit_back_is_stored_with_its_metadata_and_survives_a_restart() {
+    tools::require_python_module("confluent_kafka");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, bootstrap) = start(dir.path());
+    server.create_topic("seek", 1);
+    let out = run(
+        Command::new("python3").args([CLIENTS, "confluent-seek-commit", &bootstrap, "seek"]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+    server.kill();
+    let (_server, bootstrap) = start(dir.path());
+    let out = run(
+        Command::new("python3").args([CLIENTS, "confluent-committed-check", &bootstrap, "seek"]),
+        None,
+    );
+    assert!(out.starts_with("ok "), "{out}");
+}
+
+#[test]
+fn kafka_python_commits_back_with_metadata() {
+    python_scenario("kafka", "kafka-python-seek-commit", "kps", &[]);
+}
+
 #[test]
 fn every_acknowledged_record_survives_kill_9() {
     tools::require_python_module("confluent_kafka");
@@ -260,7 +302,7 @@ fn every_acknowledged_record_survives_kill_9() {
 }
 
 /// A request frame: size, then the bytes.
-fn frame(body: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as i32).to_be_bytes().to_vec();
     out.extend_from_slice(body);
     out
@@ -377,7 +419,9 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 /// One request frame encoded by kafka-protocol: header v1 (or v2 for
 /// flexible versions), then the body.
-fn request<R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::Request>(
+pub(crate) fn request<
+    R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::Request,
+>(
     version: i16,
     correlation_id: i32,
     body: &R,
@@ -398,7 +442,7 @@ fn request<R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::Re
 
 /// Reads one reply frame; returns its body after the correlation id
 /// (header v0), checking that id.
-fn reply(stream: &mut TcpStream, correlation_id: i32) -> bytes::Bytes {
+pub(crate) fn reply(stream: &mut TcpStream, correlation_id: i32) -> bytes::Bytes {
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).expect("a reply");
     let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
@@ -409,7 +453,7 @@ fn reply(stream: &mut TcpStream, correlation_id: i32) -> bytes::Bytes {
 
 /// A record batch (magic 2) of `count` records whose records field is
 /// `records` as given, compressed with `codec` (attributes bits 0-2).
-fn raw_batch(codec: i16, count: i32, records: &[u8]) -> Vec<u8> {
+pub(crate) fn raw_batch(codec: i16, count: i32, records: &[u8]) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&0i64.to_be_bytes()); // base offset
     b.extend_from_slice(&0i32.to_be_bytes()); // length, below
@@ -469,7 +513,7 @@ fn produce_error(body: bytes::Bytes) -> i16 {
 }
 
 /// One uncompressed record (offset delta `i`) holding `value`.
-fn raw_record(i: i64, value: &[u8]) -> Vec<u8> {
+pub(crate) fn raw_record(i: i64, value: &[u8]) -> Vec<u8> {
     let zigzag = |out: &mut Vec<u8>, v: i64| {
         let mut raw = ((v << 1) ^ (v >> 63)) as u64;
         while raw >= 0x80 {
@@ -684,4 +728,96 @@ fn create_topics_refuses_a_bad_partition_count_even_when_only_validating() {
             );
         }
     }
+}
+
+/// confluent-kafka's AdminClient through every admin API served (and
+/// kafka-python's for OffsetDelete, which confluent-kafka lacks).
+#[test]
+fn the_admin_client_describes_alters_and_deletes() {
+    tools::require_python_module("kafka");
+    python_scenario("confluent_kafka", "confluent-admin", "adm", &[]);
+}
+
+/// Requests of APIs not served get Kafka's error where the protocol has
+/// one, and the connection stays open: a transaction API gets
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53), an ACL API SECURITY_DISABLED
+/// (54), SaslHandshake UNSUPPORTED_SASL_MECHANISM (33).
+#[test]
+fn unserved_apis_get_kafkas_error_not_a_closed_connection() {
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiVersionsResponse, DescribeAclsRequest,
+        DescribeAclsResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    };
+    use kafka_protocol::protocol::Decodable;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, address) = start(dir.path());
+    let mut s = TcpStream::connect(&address).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    s.write_all(&request(0, 1, &AddOffsetsToTxnRequest::default()))
+        .expect("send");
+    let txn = AddOffsetsToTxnResponse::decode(&mut reply(&mut s, 1), 0).expect("a reply");
+    assert_eq!(txn.error_code, 53);
+    s.write_all(&request(1, 2, &DescribeAclsRequest::default()))
+        .expect("send");
+    let acls = DescribeAclsResponse::decode(&mut reply(&mut s, 2), 1).expect("a reply");
+    assert_eq!(acls.error_code, 54);
+    s.write_all(&request(1, 3, &SaslHandshakeRequest::default()))
+        .expect("send");
+    let sasl = SaslHandshakeResponse::decode(&mut reply(&mut s, 3), 1).expect("a reply");
+    assert_eq!((sasl.error_code, sasl.mechanisms.len()), (33, 0));
+    // Still open, and ApiVersions does not list what was refused.
+    s.write_all(&api_versions(4)).expect("send");
+    let versions = ApiVersionsResponse::decode(&mut reply(&mut s, 4), 0).expect("a reply");
+    let listed: Vec<i16> = versions.api_keys.iter().map(|k| k.api_key).collect();
+    for refused in [25, 29, 17] {
+        assert!(
+            !listed.contains(&refused),
+            "API {refused} listed: {listed:?}"
+        );
+    }
+    for served in [22, 32, 33, 37, 44, 21, 60, 16, 15, 42, 47] {
+        assert!(
+            listed.contains(&served),
+            "API {served} not listed: {listed:?}"
+        );
+    }
+}
+
+/// DeleteRecords inside a segment: the new log start holds for Kafka and
+/// HTTP reads alike, and survives kill -9 (it is a commit of the store).
+#[test]
+fn a_log_start_set_by_delete_records_holds_for_both_front_ends_after_kill_9() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, address) = start(dir.path());
+    server.create_topic("dr", 1);
+    let values: Vec<serde_json::Value> = (0..5).map(|i| serde_json::json!(i)).collect();
+    server.produce("dr", 0, &values);
+    let mut s = TcpStream::connect(&address).expect("connect");
+    let body = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(StrBytes::from_static_str("dr").into())
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(3),
+                ]),
+        ]);
+    s.write_all(&request(1, 1, &body)).expect("send");
+    let response = DeleteRecordsResponse::decode(&mut reply(&mut s, 1), 1).expect("a reply");
+    let p = &response.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 3));
+    let first_offset = |server: &Server| server.fetch("dr", 0, "offset=0")[0]["offset"].clone();
+    assert_eq!(first_offset(&server), 3);
+    server.kill();
+    let (server, _) = start(dir.path());
+    assert_eq!(first_offset(&server), 3, "after kill -9");
+    let (_, topic) = server.get("/topics/dr");
+    assert_eq!(topic["partitions"][0]["log_start_offset"], 3, "{topic}");
 }

@@ -37,6 +37,18 @@ pub fn read_ok(store: &mut Store, key: &str) -> Vec<(u64, Vec<u8>)> {
     records
 }
 
+/// A copy of the golden sample `data/<name>` in `tmp`, to open and change.
+pub fn copy_sample(tmp: &Path, name: &str) -> PathBuf {
+    let dir = tmp.join(name);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data")
+            .join(name),
+        &dir,
+    );
+    dir
+}
+
 /// The message written as the `i`th record of a test key.
 pub fn message(i: u64) -> Vec<u8> {
     format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat((i % 7) as usize)).into_bytes()

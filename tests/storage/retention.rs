@@ -14,7 +14,7 @@ use seglog::storage::store::{Retention, SegmentInfo};
 use seglog::{Error, Store, StoreConfig};
 use tempfile::TempDir;
 
-use crate::common::{copy_dir, key_dir};
+use crate::common::{copy_dir, copy_sample, key_dir};
 
 /// Small segments: a few records each, so 60 records span many.
 const SEGMENT_BYTES: u64 = 256;
@@ -579,11 +579,7 @@ fn truncation_and_removal_in_one_journal_replay_in_order() {
 #[test]
 fn a_version_2_store_continues_in_a_current_version_journal() {
     let tmp = TempDir::new().expect("tmp");
-    let dir = tmp.path().join("sample-v2");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample-v2"),
-        &dir,
-    );
+    let dir = copy_sample(tmp.path(), "sample-v2");
     let before = seglog::storage::journal::list_files(
         &seglog::storage::backend::RealFs,
         &dir.join("journal"),

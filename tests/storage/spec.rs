@@ -159,8 +159,8 @@ fn journal_and_checkpoint_constants_match_the_spec() {
 fn log_start_and_removed_entries_match_the_spec() {
     use seglog::storage::journal::{BatchBuilder, ENTRY_KIND_POS, Entry, decode_batch};
     let spec = spec();
-    assert_eq!(FORMAT_VERSION, 4);
-    assert_eq!(SUPPORTED_VERSIONS, &[1, 2, 3, 4]);
+    assert_eq!(FORMAT_VERSION, 5);
+    assert_eq!(SUPPORTED_VERSIONS, &[1, 2, 3, 4, 5]);
     assert_spec_says(&spec, "4 next file, 5 log\n  start, 6 removed");
     let mut builder = BatchBuilder::new(3);
     builder.add_log_start("k", 4096);
@@ -180,4 +180,42 @@ fn log_start_and_removed_entries_match_the_spec() {
     );
     assert_spec_says(&spec, "## Retention and removal");
     assert_spec_says(&spec, &seglog::storage::keyname::removed_name("<name>"));
+}
+
+/// The version 5 commit values and removals: the uncommitted entry kind,
+/// the offsets entry layout and its examples are the spec's.
+#[test]
+fn commit_values_and_removals_match_the_spec() {
+    use seglog::storage::journal::{BatchBuilder, ENTRY_KIND_POS, Entry, decode_batch};
+    use seglog::storage::offsets::{
+        COMMIT_VALUE_BYTES_MAX, Committed, ENTRY_FLAG_REMOVED, ENTRY_KEY_POS, encode_entry,
+    };
+    let spec = spec();
+    assert_spec_says(&spec, "6 removed, 7 uncommitted");
+    assert_eq!(COMMIT_VALUE_BYTES_MAX, 4096);
+    assert_spec_says(&spec, "0 to 4096,\n  `COMMIT_VALUE_BYTES_MAX`");
+    assert_eq!((ENTRY_KEY_POS, ENTRY_FLAG_REMOVED), (3, 1));
+    assert_spec_says(&spec, " 0       1          3          3+k");
+    let mut set = Vec::new();
+    encode_entry(
+        &mut set,
+        "k",
+        &Some(Committed {
+            offset: 5,
+            value: b"meta".to_vec(),
+        }),
+    );
+    assert_spec_says(&spec, &format!("`{}`", hex(&set)));
+    let mut removed = Vec::new();
+    encode_entry(&mut removed, "k", &None);
+    assert_spec_says(&spec, &format!("`{}`", hex(&removed)));
+    let mut builder = BatchBuilder::new(0);
+    builder.add_uncommitted("k");
+    let (batch, _) = builder.finish();
+    let entry = &batch[seglog::storage::journal::BATCH_HEADER_SIZE..];
+    assert_eq!(entry[ENTRY_KIND_POS], 7);
+    assert_eq!(
+        decode_batch(&batch).expect("decodes").entries,
+        vec![Entry::Uncommitted { key: "k" }]
+    );
 }

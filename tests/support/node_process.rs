@@ -129,6 +129,18 @@ impl Node {
         self.child.wait().expect("reap");
     }
 
+    /// Waits for the node to die of a SIGKILL that something else sent
+    /// (the power-loss recorder's kill), and reaps it.
+    pub fn wait_for_sigkill(mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.wait().expect("reap");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "the node was to die of SIGKILL, but {status}"
+        );
+    }
+
     /// Closes stdin and waits for the node to exit; returns its exit code.
     pub fn close(mut self) -> Option<i32> {
         drop(self.stdin.take());

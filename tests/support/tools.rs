@@ -49,6 +49,26 @@ pub fn require_python_module(module: &str) {
     );
 }
 
+/// How to install the Kafka tests' npm packages, exactly as in
+/// `tests/kafka_clients/package-lock.json`.
+pub const KAFKA_NPM_CI: &str = "npm ci --prefix tests/kafka_clients";
+
+/// Node.js and the npm package `package` installed in `dir` (from its
+/// package-lock.json), which a Kafka test runs.
+pub fn require_node_package(dir: &Path, package: &str) {
+    require(
+        "Node.js",
+        Command::new("node").arg("--version"),
+        "apt-get install -y nodejs npm",
+    );
+    let manifest = dir.join("node_modules").join(package).join("package.json");
+    assert!(
+        manifest.is_file(),
+        "{}",
+        missing(&format!("the npm package {package}"), KAFKA_NPM_CI)
+    );
+}
+
 /// Debian's Chromium, Node.js and playwright-core, which the console's
 /// test runs; `console_dir` is `tests/console`.
 pub fn require_browser(console_dir: &Path) {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::storage::checkpoint::Found;
 use crate::storage::format::{self, FILE_HEADER_SIZE};
 use crate::storage::journal::{self, Entry};
+use crate::storage::offsets::Committed;
 use crate::storage::recovery::{Refusal, Row, Step};
 
 use super::{EntryAt, RecoveredJournal};
@@ -188,7 +189,10 @@ pub(crate) fn decide_file(
         }
     }
     let file_index = recovered.files.len();
-    let next_file = match index_batches(&path, &scan.batches, file_index, recovered) {
+    // Commits of a file before version 5 keep the largest offset.
+    let forward_only = format::decode_header(bytes)
+        .is_ok_and(|header| header.version < crate::storage::offsets::VALUE_FORMAT_VERSION);
+    let next_file = match index_batches(&path, &scan.batches, file_index, forward_only, recovered) {
         Ok(next_file) => next_file,
         Err(step) => return refused(step, &mut steps),
     };
@@ -251,6 +255,7 @@ fn index_batches(
     path: &Path,
     batches: &[(u64, journal::Batch<'_>)],
     file_index: usize,
+    forward_only: bool,
     recovered: &mut RecoveredJournal,
 ) -> std::result::Result<Option<u64>, Step<Command>> {
     let mut next_file = None;
@@ -278,7 +283,7 @@ fn index_batches(
             if let Entry::NextFile { seq } = entry {
                 next_file = Some(*seq);
             }
-            data = index_entry(entry, data, file_index, recovered);
+            data = index_entry(entry, data, file_index, forward_only, recovered);
         }
     }
     Ok(next_file)
@@ -290,6 +295,7 @@ fn index_entry(
     entry: &Entry<'_>,
     data: usize,
     file_index: usize,
+    forward_only: bool,
     recovered: &mut RecoveredJournal,
 ) -> usize {
     let header_and_key = journal::ENTRY_HEADER_SIZE + entry.key().map_or(0, str::len);
@@ -314,7 +320,19 @@ fn index_entry(
             );
             return end;
         }
-        Entry::Commit { key, offset } => recovered.commits.push(((*key).to_string(), *offset)),
+        Entry::Commit { key, offset, value } => recovered.commits.push((
+            (*key).to_string(),
+            Some(Committed {
+                offset: *offset,
+                value: value.to_vec(),
+            }),
+            forward_only,
+        )),
+        Entry::Uncommitted { key } => {
+            recovered
+                .commits
+                .push(((*key).to_string(), None, forward_only));
+        }
         Entry::Direct { key, from } => add(key, EntryAt::Direct { from: *from }),
         Entry::NextFile { .. } => {}
         Entry::LogStart { key, offset } => add(key, EntryAt::LogStart { offset: *offset }),

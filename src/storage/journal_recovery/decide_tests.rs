@@ -151,7 +151,17 @@ fn a_whole_last_file_after_a_clean_stop_needs_nothing_and_is_indexed() {
         "{:?}",
         recovered.keys["k"]
     );
-    assert_eq!(recovered.commits, [("k".to_string(), 1)]);
+    assert_eq!(
+        recovered.commits,
+        [(
+            "k".to_string(),
+            Some(crate::storage::offsets::Committed {
+                offset: 1,
+                value: Vec::new()
+            }),
+            false
+        )]
+    );
     assert!(recovered.has_batches);
     assert_eq!(recovered.next_batch, 2);
 }

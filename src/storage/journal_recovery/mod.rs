@@ -25,6 +25,7 @@ use crate::storage::error::{Error, Result};
 use crate::storage::format;
 use crate::storage::fsutil;
 use crate::storage::journal;
+use crate::storage::offsets::Change;
 use crate::storage::recovery::{JournalEntry, Row, Step};
 
 pub mod decide;
@@ -64,8 +65,10 @@ pub struct RecoveredJournal {
     pub files: Vec<Arc<Vec<u8>>>,
     /// Per key, its entries in journal order, until the key is recovered.
     pub keys: HashMap<String, Vec<EntryAt>>,
-    /// Every commit in the live journal, in order.
-    pub commits: Vec<(String, u64)>,
+    /// Every change of a commit in the live journal, in order, each with
+    /// whether its file's version is before 5 (when the largest offset
+    /// was the commit, not the last).
+    pub commits: Vec<(String, Change, bool)>,
     /// Paths of the live files, by sequence number.
     pub paths: Vec<PathBuf>,
     /// Sequence number of the last live file (the one appends continue in).

@@ -128,7 +128,7 @@ pub const DECISION_TABLE: &[Rule] = &[
     },
     Rule {
         state: "commits in the live journal",
-        action: "the committed offset of a key is the largest of offsets.journal's and the journal's",
+        action: "a key's commit is its last change: offsets.journal's last entry, then the journal's commit and uncommitted entries in order",
     },
     Rule {
         state: "a log-start entry in the live journal, segments of the key below it still present (retention interrupted, or a deletion a power loss undid)",

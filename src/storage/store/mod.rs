@@ -262,6 +262,11 @@ impl Store {
         &self.dir
     }
 
+    /// The size at which a segment is sealed (`StoreConfig::segment_bytes`).
+    pub fn segment_bytes(&self) -> u64 {
+        self.config.segment_bytes
+    }
+
     /// Whether the previous run closed the store cleanly.
     pub fn opened_clean(&self) -> bool {
         self.opened_clean

@@ -46,8 +46,8 @@ impl Store {
         let mut offsets = CommittedOffsets::open(Arc::clone(&fs), dir, !opened_clean)?;
         let (journal, recovered, journal_version) =
             open_journal(&*fs, dir, opened_clean, version_1, &mut offsets)?;
-        for (key, offset) in &recovered.commits {
-            offsets.recovered(key, *offset);
+        for (key, change, forward_only) in &recovered.commits {
+            offsets.recovered(key, change.clone(), *forward_only);
         }
         let opened = Opened {
             lock,

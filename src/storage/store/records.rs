@@ -6,6 +6,7 @@ use crate::storage::error::{Error, Result};
 use crate::storage::format::MESSAGE_BYTES_MAX;
 use crate::storage::journal_recovery;
 use crate::storage::keyname::{self, KEY_FILE_NAME};
+use crate::storage::offsets::{COMMIT_VALUE_BYTES_MAX, Change, Committed};
 use std::collections::HashSet;
 
 use super::{PENDING_BYTES_MAX, SegmentInfo, Store, check_key};
@@ -208,16 +209,81 @@ impl Store {
         Ok(())
     }
 
+    /// Records `key`'s commit as given, a lower offset than the last
+    /// included, with `value` stored beside it (Kafka's rule, where a
+    /// consumer that seeks back commits where it is); `None` removes the
+    /// key's commit. Durable after the next sync point, in the same journal
+    /// batch as the records appended before it.
+    pub fn change_committed(&mut self, key: &str, change: Change) -> Result<()> {
+        self.check_change(key, &change)?;
+        self.offsets.change(key, change);
+        Ok(())
+    }
+
+    /// [`Store::change_committed`] of a commit that describes the records
+    /// of `records_key` appended before it (an idempotent producer's
+    /// state): its journal entry goes right after theirs, in the same
+    /// journal batch unless the key's records of the sync point alone
+    /// exceed one (`journal::BATCH_BYTES_MAX`), so a crash keeps both or
+    /// neither.
+    pub fn change_committed_after(
+        &mut self,
+        key: &str,
+        change: Change,
+        records_key: &str,
+    ) -> Result<()> {
+        self.check_change(key, &change)?;
+        self.offsets.change_after(key, change, records_key);
+        Ok(())
+    }
+
+    fn check_change(&mut self, key: &str, change: &Change) -> Result<()> {
+        self.check_open()?;
+        self.check_not_poisoned()?;
+        check_key(key)?;
+        if let Some(c) = &change
+            && c.value.len() > COMMIT_VALUE_BYTES_MAX
+        {
+            return Err(Error::BadMessageSize {
+                len: c.value.len(),
+                max: COMMIT_VALUE_BYTES_MAX,
+            });
+        }
+        Ok(())
+    }
+
     /// The durable committed offset of `key`.
     pub fn committed(&self, key: &str) -> Option<u64> {
         self.offsets.get(key)
     }
 
-    /// The highest offset committed for `key`, durable or not yet: for a
-    /// caller whose commits are durable elsewhere first (a Raft group's
-    /// log).
-    pub fn committed_latest(&self, key: &str) -> Option<u64> {
+    /// The durable commit of `key`, with its value.
+    pub fn committed_entry(&self, key: &str) -> Option<&Committed> {
+        self.offsets.get_committed(key)
+    }
+
+    /// The commit of `key` as the next sync point leaves it: its latest
+    /// change, durable or not (for a writer building on its own change).
+    pub fn committed_latest(&self, key: &str) -> Option<&Committed> {
         self.offsets.latest(key)
+    }
+
+    /// The highest offset committed for `key`, durable or not yet: what a
+    /// Raft group's state machine serves, its commits being durable in the
+    /// group's log before they are applied here (and only ever forward).
+    pub fn committed_highest(&self, key: &str) -> Option<u64> {
+        self.offsets.highest(key)
+    }
+
+    /// Every key with a commit as the next sync point leaves it, durable or
+    /// not, in no particular order (for a writer removing commits).
+    pub fn committed_latest_keys(&self) -> impl Iterator<Item = &str> {
+        self.offsets.latest_keys()
+    }
+
+    /// Every durable commit with its value, in no particular order.
+    pub fn committed_entries(&self) -> impl Iterator<Item = (&str, &Committed)> {
+        self.offsets.iter_committed()
     }
 
     /// Every durable committed offset, in no particular order.

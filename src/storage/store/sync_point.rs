@@ -7,7 +7,7 @@
 //! publishes them. It also keeps the lists of what the next checkpoint
 //! syncs (segment files and directories written since the last one).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,8 +18,9 @@ use crate::storage::backend::{FileIo, Fs, OpenMode};
 use crate::storage::checkpoint::Job;
 use crate::storage::error::{Error, Result};
 use crate::storage::fsutil;
+use crate::storage::journal::BatchBuilder;
 use crate::storage::keylog::Touched;
-use crate::storage::offsets::Commits;
+use crate::storage::offsets::{Change, Commits};
 use crate::storage::syncpool::{SyncJob, SyncPool};
 
 use super::Store;
@@ -230,18 +231,49 @@ impl Store {
     /// (also when only an earlier plan's batch is not yet durable).
     fn journal_plan(&mut self, mut plan: SyncPlan, unclaimed: &[String]) -> Result<SyncPlan> {
         let mut builder = self.journal.builder();
+        let commits = self.offsets.take_pending();
+        // Commits describing a key's records (producers' states), by key,
+        // written right after those records in their batch.
+        let mut attached: HashMap<String, Vec<&str>> = HashMap::new();
+        for (commit_key, records_key) in self.offsets.take_attached() {
+            if let Some((key, _)) = commits.get_key_value(&commit_key) {
+                attached.entry(records_key).or_default().push(key.as_str());
+            }
+        }
+        let add_commit = |builder: &mut BatchBuilder, key: &str, change: &Change| match change {
+            Some(c) => builder.add_commit_value(key, c.offset, &c.value),
+            None => builder.add_uncommitted(key),
+        };
+        let commit_bytes = |key: &str, change: &Change| {
+            BatchBuilder::entry_bytes(key, change.as_ref().map_or(0, |c| c.value.len()))
+        };
+        let mut written: HashSet<&str> = HashSet::new();
         for key in unclaimed {
             let open = self.open.get_mut(key).expect("listed above");
             let (first, frames) = open.log.claim_for_journal();
+            let mut states = attached.remove(key).unwrap_or_default();
+            states.sort_unstable();
+            let together = BatchBuilder::entry_bytes(key, frames.len())
+                + states
+                    .iter()
+                    .map(|s| commit_bytes(s, &commits[*s].1))
+                    .sum::<usize>();
+            builder.keep_together(together);
             builder.add_records(key, first, frames);
+            for state in states {
+                add_commit(&mut builder, state, &commits[state].1);
+                written.insert(state);
+            }
             plan.keys.push((key.clone(), open.log.next_offset()));
             self.mentioned.insert(key.clone());
         }
-        let commits = self.offsets.take_pending();
-        let mut sorted: Vec<(&String, &u64)> = commits.iter().collect();
-        sorted.sort();
-        for (key, offset) in sorted {
-            builder.add_commit(key, *offset);
+        let mut sorted: Vec<_> = commits
+            .iter()
+            .filter(|(key, _)| !written.contains(key.as_str()))
+            .collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, (_, change)) in sorted {
+            add_commit(&mut builder, key, change);
         }
         if !commits.is_empty() {
             plan.commits = Some(commits);
