@@ -11,6 +11,7 @@ fuzz_target!(|bytes: &[u8]| {
     }
     if let Ok(scan) = journal::scan_file(bytes) {
         let _ = format!("{:?}", scan.stop);
+        assert!(scan.whole_sync_point_batches() <= scan.batches.len());
     }
     let _ = journal::find_batch_after(bytes, 0);
     for (_, frame) in journal::frames(0, bytes).take(1000) {

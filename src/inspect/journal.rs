@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::storage::backend::RealFs;
 use crate::storage::checkpoint::{self, Found};
 use crate::storage::format::DecodeError;
-use crate::storage::journal::{self, Entry};
+use crate::storage::journal::{self, Entry, FileScan};
 
 use super::problem::{FileProblems, Note, Problem, ProblemKind};
 
@@ -50,6 +50,8 @@ pub struct BatchSummary {
     pub number: u64,
     pub position: u64,
     pub size: u64,
+    /// More batches of its sync point follow (the continued flag).
+    pub continued: bool,
     pub entries: Vec<EntrySummary>,
 }
 
@@ -266,10 +268,14 @@ pub fn read_file(path: &Path, last: bool, expected_batch: &mut Option<u64>) -> W
             number: batch.number,
             position: *position,
             size: batch.size as u64,
+            continued: batch.continued,
             entries,
         });
     }
-    if let Some(stop) = &scan.stop {
+    let whole = scan.whole_sync_point_batches();
+    if whole < scan.batches.len() {
+        problems.push(unfinished_problem(path, &bytes, &scan, whole, last));
+    } else if let Some(stop) = &scan.stop {
         problems.push(tail_problem(path, &bytes, scan.end_position, stop, last));
     }
     if !last && !marker && scan.stop.is_none() {
@@ -319,5 +325,50 @@ fn tail_problem(path: &Path, bytes: &[u8], end: u64, stop: &DecodeError, last: b
         path,
         end,
         format!("torn tail: the last {size} bytes are not a whole batch ({stop}); {consequence}"),
+    )
+}
+
+/// The problem with valid batches at the end of a file that say their sync
+/// point goes on (from `scan.batches[whole]` on) when no batch ending it
+/// follows, judged as the store judges them when it opens: it drops the
+/// whole sync point with its torn or missing last batch.
+fn unfinished_problem(
+    path: &Path,
+    bytes: &[u8],
+    scan: &FileScan<'_>,
+    whole: usize,
+    last: bool,
+) -> Problem {
+    let end = scan.end_position;
+    if let Some(stop) = &scan.stop {
+        let tail = bytes.get(end as usize..).unwrap_or_default();
+        if !tail.iter().all(|&b| b == 0) && journal::find_batch_after(bytes, end).is_some() {
+            // A hole: reported as such, where the invalid batch is.
+            return tail_problem(path, bytes, end, stop, last);
+        }
+    }
+    let (position, first) = scan
+        .batches
+        .get(whole)
+        .map_or((end, 0), |(position, batch)| (*position, batch.number));
+    let final_number = scan.batches.last().map_or(first, |(_, batch)| batch.number);
+    let after = match &scan.stop {
+        Some(stop) => format!("the batch after them is not whole ({stop})"),
+        None => "the file ends after them".to_string(),
+    };
+    let consequence = if last {
+        "expected after a crash during a sync point: the store cuts the whole sync point when \
+         it opens, and keeps none of it"
+    } else {
+        "and later journal files exist: the store refuses to open"
+    };
+    Problem::at(
+        ProblemKind::TornTail,
+        path,
+        position,
+        format!(
+            "incomplete sync point: batches {first} to {final_number} say more of their sync \
+             point follows, and {after}; {consequence}"
+        ),
     )
 }

@@ -165,6 +165,7 @@ enum Line<'a> {
         batch: u64,
         position: u64,
         size: u64,
+        continued: bool,
         entries: Vec<String>,
     },
     Problem {
@@ -675,6 +676,7 @@ impl<'w> Output<'w> {
                             batch: batch.number,
                             position: batch.position,
                             size: batch.size,
+                            continued: batch.continued,
                             entries: batch.entries.iter().map(|e| self.entry_text(e)).collect(),
                         })?;
                     }
@@ -733,15 +735,19 @@ impl<'w> Output<'w> {
                 ("batch", Align::Right),
                 ("position", Align::Right),
                 ("size", Align::Right),
+                ("sync point", Align::Left),
                 ("entries", Align::Left),
             ]);
             for batch in &file.batches {
                 let entries: Vec<String> =
                     batch.entries.iter().map(|e| self.entry_text(e)).collect();
+                // The continued flag: the sync point goes on in the next batch.
+                let sync_point = if batch.continued { "continued" } else { "ends" };
                 batches.push(vec![
                     batch.number.to_string(),
                     batch.position.to_string(),
                     batch.size.to_string(),
+                    sync_point.to_string(),
                     entries.join("; "),
                 ]);
             }

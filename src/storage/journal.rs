@@ -13,7 +13,9 @@
 //!
 //! A batch is a 24-byte header and entries; every entry has a 20-byte header,
 //! the key bytes and, for records, the records' frames exactly as they are in
-//! a `.log`. The layout is specified in `segment-format.md`; this file holds
+//! a `.log`. A sync point over [`BATCH_BYTES_MAX`] is several batches, each
+//! but the last flagged [`BATCH_FLAG_CONTINUED`]: recovery keeps a sync
+//! point only whole. The layout is specified in `segment-format.md`; this file holds
 //! the codec (no I/O), the reader used by recovery and the inspector, and the
 //! writer.
 
@@ -36,14 +38,25 @@ pub const JOURNAL_DIR_NAME: &str = "journal";
 /// Extension of a journal file.
 const JOURNAL_EXTENSION: &str = ".wal";
 
-// Batch header: length of the entries, CRC, batch number, entry count, reserved.
+// Batch header: length of the entries, CRC, batch number, entry count, flags.
 pub const BATCH_LENGTH_POS: usize = 0;
 pub const BATCH_CRC_POS: usize = BATCH_LENGTH_POS + 4;
 pub const BATCH_NUMBER_POS: usize = BATCH_CRC_POS + 4;
 pub const BATCH_COUNT_POS: usize = BATCH_NUMBER_POS + 8;
-pub const BATCH_RESERVED_POS: usize = BATCH_COUNT_POS + 4;
+pub const BATCH_FLAGS_POS: usize = BATCH_COUNT_POS + 4;
 /// Size of the header before each batch's entries.
-pub const BATCH_HEADER_SIZE: usize = BATCH_RESERVED_POS + 4;
+pub const BATCH_HEADER_SIZE: usize = BATCH_FLAGS_POS + 4;
+
+/// Batch flag: the batch's sync point goes on in the next batch. Set on
+/// every batch of a sync point but its last, so that a batch without it
+/// ends its sync point. The field was reserved (always 0) before the flag
+/// existed: every batch of such a journal is a whole sync point, as it was
+/// written.
+pub const BATCH_FLAG_CONTINUED: u32 = 1;
+/// Every flag a batch may carry. Any other bit set is corruption, not
+/// something to ignore: a later version that gives a bit a meaning writes
+/// files of a later format version, which this build refuses.
+const BATCH_FLAGS_KNOWN: u32 = BATCH_FLAG_CONTINUED;
 
 // Entry header: kind, reserved, key length, record count, offset, data length.
 pub const ENTRY_KIND_POS: usize = 0;
@@ -131,6 +144,8 @@ pub struct Batch<'a> {
     pub entries: Vec<Entry<'a>>,
     /// Bytes the batch occupies, header included.
     pub size: usize,
+    /// More batches of its sync point follow ([`BATCH_FLAG_CONTINUED`]).
+    pub continued: bool,
 }
 
 /// Name of the journal file with sequence number `seq`.
@@ -158,7 +173,10 @@ pub fn file_header(seq: u64) -> [u8; FILE_HEADER_SIZE] {
 
 /// Builds the batches of one sync point. Starts a new batch whenever the
 /// next entry would take the current one past [`BATCH_BYTES_MAX`], so a
-/// sync point of any size is written as whole batches.
+/// sync point of any size is written as whole batches, every one but the
+/// last flagged [`BATCH_FLAG_CONTINUED`]. One builder's batches go to one
+/// journal file in one write ([`JournalWriter::append`]), so a sync point
+/// never spans two files.
 pub struct BatchBuilder {
     /// Every batch built so far, back to back.
     out: Vec<u8>,
@@ -168,6 +186,9 @@ pub struct BatchBuilder {
     count: u32,
     /// Number of the batch being built.
     number: u64,
+    /// A next-file marker was added: it ends its file, so nothing may
+    /// follow it (recovery refuses a batch after it).
+    ends_file: bool,
 }
 
 impl BatchBuilder {
@@ -178,6 +199,7 @@ impl BatchBuilder {
             start: 0,
             count: 0,
             number: first_number,
+            ends_file: false,
         };
         builder.open_batch();
         builder
@@ -189,13 +211,17 @@ impl BatchBuilder {
         self.out.extend_from_slice(&[0; BATCH_HEADER_SIZE]);
     }
 
-    fn close_batch(&mut self) {
+    /// Ends the batch being built; `continued` when more batches of the
+    /// sync point follow it.
+    fn close_batch(&mut self, continued: bool) {
         let start = self.start;
         let length = (self.out.len() - start - BATCH_HEADER_SIZE) as u32;
+        let flags = if continued { BATCH_FLAG_CONTINUED } else { 0 };
         let header = &mut self.out[start..start + BATCH_HEADER_SIZE];
         header[BATCH_LENGTH_POS..BATCH_CRC_POS].copy_from_slice(&length.to_le_bytes());
         header[BATCH_NUMBER_POS..BATCH_COUNT_POS].copy_from_slice(&self.number.to_le_bytes());
-        header[BATCH_COUNT_POS..BATCH_RESERVED_POS].copy_from_slice(&self.count.to_le_bytes());
+        header[BATCH_COUNT_POS..BATCH_FLAGS_POS].copy_from_slice(&self.count.to_le_bytes());
+        header[BATCH_FLAGS_POS..BATCH_HEADER_SIZE].copy_from_slice(&flags.to_le_bytes());
         let crc = batch_crc(&self.out[start..]);
         self.out[start + BATCH_CRC_POS..start + BATCH_NUMBER_POS]
             .copy_from_slice(&crc.to_le_bytes());
@@ -206,13 +232,24 @@ impl BatchBuilder {
     fn room_for(&mut self, size: usize) {
         let used = self.out.len() - self.start - BATCH_HEADER_SIZE;
         if self.count > 0 && used + size > BATCH_BYTES_MAX {
-            self.close_batch();
+            self.close_batch(true);
             self.open_batch();
         }
     }
 
+    /// Ends the batch being built as one its sync point goes on from, as
+    /// the size limit does: for tests of sync points of several batches
+    /// without 16 MiB of entries in each.
+    #[cfg(test)]
+    pub(crate) fn split_batch(&mut self) {
+        assert!(self.count > 0, "an empty batch is never written");
+        self.close_batch(true);
+        self.open_batch();
+    }
+
     fn entry_header(&mut self, kind: u8, key: &str, count: u32, offset: u64, data_len: usize) {
         assert!(key.len() <= KEY_BYTES_MAX, "key over the limit");
+        assert!(!self.ends_file, "an entry after the next-file marker");
         self.room_for(ENTRY_HEADER_SIZE + key.len() + data_len);
         self.out.push(kind);
         self.out.push(0);
@@ -305,6 +342,7 @@ impl BatchBuilder {
     /// Adds the marker that the journal continues in file `seq`.
     pub fn add_next_file(&mut self, seq: u64) {
         self.entry_header(KIND_NEXT_FILE, "", 0, seq, 0);
+        self.ends_file = true;
     }
 
     /// True when no entry was added.
@@ -313,10 +351,11 @@ impl BatchBuilder {
     }
 
     /// The batches' bytes (none if no entry was added) and the number the
-    /// next batch gets.
+    /// next batch gets. The last batch ends the sync point (no
+    /// [`BATCH_FLAG_CONTINUED`]).
     pub fn finish(mut self) -> (Vec<u8>, u64) {
         if self.count > 0 {
-            self.close_batch();
+            self.close_batch(false);
         } else {
             self.out.truncate(self.start);
         }
@@ -380,8 +419,9 @@ pub fn decode_batch(bytes: &[u8]) -> std::result::Result<Batch<'_>, DecodeError>
     }
     let number = u64_at(bytes, BATCH_NUMBER_POS);
     let count = u32_at(bytes, BATCH_COUNT_POS);
-    if u32_at(bytes, BATCH_RESERVED_POS) != 0 {
-        return Err(bad("reserved header field is not zero"));
+    let flags = u32_at(bytes, BATCH_FLAGS_POS);
+    if flags & !BATCH_FLAGS_KNOWN != 0 {
+        return Err(bad(format!("unknown flags {flags:#010x} in the header")));
     }
     let mut entries = Vec::new();
     let mut position = BATCH_HEADER_SIZE;
@@ -401,6 +441,7 @@ pub fn decode_batch(bytes: &[u8]) -> std::result::Result<Batch<'_>, DecodeError>
         number,
         entries,
         size,
+        continued: flags & BATCH_FLAG_CONTINUED != 0,
     })
 }
 
@@ -533,6 +574,18 @@ pub struct FileScan<'a> {
     pub end_position: u64,
     /// Why the scan stopped before the end of the file, if it did.
     pub stop: Option<DecodeError>,
+}
+
+impl FileScan<'_> {
+    /// How many of the valid batches make whole sync points: all up to the
+    /// last one without [`BATCH_FLAG_CONTINUED`]. The rest, all flagged,
+    /// are a sync point whose last batch is torn or missing.
+    pub fn whole_sync_point_batches(&self) -> usize {
+        self.batches
+            .iter()
+            .rposition(|(_, batch)| !batch.continued)
+            .map_or(0, |last| last + 1)
+    }
 }
 
 /// Decodes a journal file: its header, then batches up to the first one that
@@ -702,7 +755,10 @@ impl JournalWriter {
 
     /// Writes the batches a builder made at the end of the file (no sync).
     /// On an error the store poisons: a failed write leaves the file's tail
-    /// in a state only recovery may judge.
+    /// in a state only recovery may judge. All of a builder's batches go to
+    /// this one file: the rotation to a new file happens between appends
+    /// (`store/checkpointing.rs`), so a sync point never spans two files,
+    /// and recovery refuses a journal whose sync point would.
     pub fn append(&mut self, builder: BatchBuilder) -> Result<()> {
         let (bytes, next_batch) = builder.finish();
         self.file
@@ -800,6 +856,8 @@ mod tests {
         let mut seen = 0u64;
         while position < bytes.len() {
             let batch = decode_batch(&bytes[position..]).expect("batch");
+            // Every batch but the last says its sync point goes on.
+            assert_eq!(batch.continued, position + batch.size < bytes.len());
             for entry in &batch.entries {
                 let Entry::Records { first, count, .. } = entry else {
                     panic!("records only");
@@ -810,6 +868,63 @@ mod tests {
             position += batch.size;
         }
         assert_eq!(seen, count as u64);
+    }
+
+    /// The flags field as the previous version wrote it (reserved, 0) is a
+    /// batch that ends its sync point; the continued flag reads back; any
+    /// other bit is refused even under a matching CRC.
+    #[test]
+    fn batch_flags_decode_and_unknown_bits_are_refused() {
+        let mut builder = BatchBuilder::new(5);
+        builder.add_commit("k", 1);
+        let (mut bytes, _) = builder.finish();
+        assert_eq!(u32_at(&bytes, BATCH_FLAGS_POS), 0, "a single batch is 0");
+        assert!(!decode_batch(&bytes).expect("decodes").continued);
+        let with_flags = |bytes: &mut Vec<u8>, flags: u32| {
+            bytes[BATCH_FLAGS_POS..BATCH_HEADER_SIZE].copy_from_slice(&flags.to_le_bytes());
+            let crc = batch_crc(bytes);
+            bytes[BATCH_CRC_POS..BATCH_NUMBER_POS].copy_from_slice(&crc.to_le_bytes());
+        };
+        with_flags(&mut bytes, BATCH_FLAG_CONTINUED);
+        assert!(decode_batch(&bytes).expect("decodes").continued);
+        for unknown in [2, 0x8000_0000, BATCH_FLAG_CONTINUED | 4] {
+            with_flags(&mut bytes, unknown);
+            match decode_batch(&bytes) {
+                Err(DecodeError::BadBatch { why }) => {
+                    assert!(why.contains("unknown flags"), "{why}")
+                }
+                other => panic!("flags {unknown:#x}: expected a bad batch, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn split_batches_are_numbered_on_and_all_but_the_last_continued() {
+        let mut builder = BatchBuilder::new(9);
+        builder.add_commit("a", 1);
+        builder.split_batch();
+        builder.add_commit("b", 2);
+        builder.split_batch();
+        builder.add_commit("c", 3);
+        let (bytes, next) = builder.finish();
+        assert_eq!(next, 12);
+        let first = decode_batch(&bytes).expect("first");
+        let second = decode_batch(&bytes[first.size..]).expect("second");
+        let third = decode_batch(&bytes[first.size + second.size..]).expect("third");
+        assert_eq!((first.number, second.number, third.number), (9, 10, 11));
+        assert_eq!(
+            (first.continued, second.continued, third.continued),
+            (true, true, false)
+        );
+        assert_eq!(first.size + second.size + third.size, bytes.len());
+    }
+
+    #[test]
+    #[should_panic(expected = "an entry after the next-file marker")]
+    fn nothing_follows_a_next_file_marker_in_its_builder() {
+        let mut builder = BatchBuilder::new(0);
+        builder.add_next_file(3);
+        builder.add_commit("k", 1);
     }
 
     #[test]

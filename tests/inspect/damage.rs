@@ -365,3 +365,52 @@ fn missing_key_file_of_a_hashed_key_is_reported() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].kind, "bad_key");
 }
+
+/// A sync point over 16 MiB (several journal batches) torn in its last
+/// batch: its batches show the continued flag, and the whole ones are
+/// reported as an incomplete sync point where it starts, which the store
+/// cuts whole.
+#[test]
+fn torn_sync_point_of_several_batches_is_reported_where_it_starts() {
+    let tmp = tempfile::TempDir::new().expect("temporary directory");
+    let dir = tmp.path().join(STORE);
+    let mut store = seglog::Store::open(&dir, seglog::StoreConfig::default()).expect("open");
+    for key in ["a", "b"] {
+        store.append(key, b"1").expect("append");
+    }
+    store.sync().expect("sync");
+    let wal_name = "journal/00000000000000000000.wal";
+    let wal = dir.join(wal_name);
+    let group = fs::metadata(&wal).expect("stat").len();
+    let message = format!("\"{}\"", "x".repeat(512 << 10));
+    for _ in 0..20 {
+        for key in ["a", "b"] {
+            store.append(key, message.as_bytes()).expect("append");
+        }
+    }
+    // Written, never synced: the crash comes before the fdatasync returns.
+    let plan = store.prepare_sync().expect("prepare");
+    drop(plan);
+    drop(store);
+    let bytes = fs::read(&wal).expect("read");
+    let scan = seglog::storage::journal::scan_file(&bytes).expect("journal");
+    let (last, _) = *scan.batches.last().expect("batches");
+    fs::write(&wal, &bytes[..last as usize + 100]).expect("tear the last batch");
+    let found = problems(tmp.path());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let message = assert_one(&found, "torn_tail", wal_name, Some(group));
+    assert!(message.contains("incomplete sync point"), "{message}");
+    assert!(message.contains("keeps none of it"), "{message}");
+    let run = inspect(tmp.path(), &[&format!("{STORE}/{wal_name}"), "--records"]);
+    assert!(run.stdout.contains("sync point"), "{}", run.stdout);
+    assert!(run.stdout.contains("continued"), "{}", run.stdout);
+    let run = inspect(tmp.path(), &[STORE, "--json", "--records"]);
+    let flags: Vec<bool> = json_lines(&run)
+        .iter()
+        .filter(|line| line["type"] == "journal_batch")
+        .map(|line| line["continued"].as_bool().expect("continued"))
+        .collect();
+    // The first sync point's batch, then the whole batches of the torn one.
+    assert!(flags.len() >= 2, "{flags:?}");
+    assert!(!flags[0] && flags[1..].iter().all(|&c| c), "{flags:?}");
+}

@@ -354,3 +354,121 @@ fn flip_bit(path: &Path, position: u64) {
     bytes[position as usize] ^= 0x10;
     fs::write(path, bytes).expect("write");
 }
+
+/// The keys of the sync point over 16 MiB.
+const BIG_KEYS: [&str; 2] = ["big-a", "big-b"];
+/// Records of each of `BIG_KEYS` before it, in an earlier sync point.
+const SMALL: u64 = 3;
+/// Records of each key in it: two keys of this many 512 KiB records pass
+/// `BATCH_BYTES_MAX` (16 MiB), so it is written as two batches or more.
+const BIG_PER_KEY: u64 = 20;
+/// The key committed before it (at 1) and in it (at 7).
+const BIG_COMMITTED: &str = "big-c";
+
+/// A record of about 512 KiB: a JSON string.
+fn big_message(i: u64) -> Vec<u8> {
+    format!("\"{i}:{}\"", "x".repeat(512 << 10)).into_bytes()
+}
+
+/// A store whose `SMALL` records of each of `BIG_KEYS` and a commit are
+/// durable, and whose last journal sync point, prepared but never synced
+/// (the crash came before its fdatasync returned), holds `BIG_PER_KEY`
+/// records of each and a commit over several batches; nothing of it is in
+/// a segment. Returns it and where that sync point's batches start in the
+/// live journal file.
+fn store_with_a_sync_point_of_several_batches() -> (TempDir, Vec<u64>) {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    for key in BIG_KEYS {
+        for i in 0..SMALL {
+            assert_eq!(store.append(key, &message(i)).expect("append"), i);
+        }
+    }
+    store.commit(BIG_COMMITTED, 1).expect("commit");
+    store.sync().expect("sync");
+    let before = fs::metadata(live_journal(dir.path())).expect("stat").len();
+    for i in 0..BIG_PER_KEY {
+        for key in BIG_KEYS {
+            store.append(key, &big_message(i)).expect("append");
+        }
+    }
+    store.commit(BIG_COMMITTED, 7).expect("commit");
+    let plan = store.prepare_sync().expect("prepare");
+    assert!(!plan.is_direct());
+    // The crash: the batches are written, never synced nor published.
+    drop(plan);
+    drop(store);
+    let bytes = fs::read(live_journal(dir.path())).expect("read journal");
+    let scan = journal::scan_file(&bytes).expect("journal decodes");
+    assert!(scan.stop.is_none());
+    let group: Vec<_> = scan
+        .batches
+        .iter()
+        .filter(|(position, _)| *position >= before)
+        .collect();
+    assert!(group.len() >= 2, "{} batches", group.len());
+    let (last, rest) = group.split_last().expect("batches");
+    assert!(rest.iter().all(|(_, batch)| batch.continued));
+    assert!(!last.1.continued);
+    let starts = group.iter().map(|(position, _)| *position).collect();
+    (dir, starts)
+}
+
+/// Guards against: a sync point over 16 MiB (several journal batches) torn
+/// by a crash being recovered in part: the whole batches before its torn
+/// last one kept, so that one key gets records of the sync point while
+/// another, or the commit written under the same hold of the lock, does
+/// not (the Raft state machine's sends without their `Applied` record).
+/// Cut anywhere in or before its last batch, none of it is kept; the file
+/// is cut where it started, and later writes take the offsets after the
+/// records before it and survive a reopen.
+#[test]
+fn torn_sync_point_of_several_batches_keeps_none_of_it() {
+    let (pristine, starts) = store_with_a_sync_point_of_several_batches();
+    let wal = live_journal(pristine.path());
+    let end = fs::metadata(&wal).expect("stat").len();
+    let last = *starts.last().expect("starts");
+    let group = starts[0];
+    // Whole, it is kept whole.
+    let copy = copy_of(pristine.path(), None);
+    let mut store = Store::open(copy.path(), Default::default()).expect("open");
+    for key in BIG_KEYS {
+        let records = read_ok(&mut store, key);
+        assert_eq!(records.len() as u64, SMALL + BIG_PER_KEY, "{key}");
+        assert_eq!(records.last().map(|r| &r.1), Some(&big_message(19)));
+    }
+    assert_eq!(store.committed(BIG_COMMITTED), Some(7));
+    drop(store);
+    for cut in [last, last + 10, (last + end) / 2, end - 1] {
+        let what = format!("cut at {cut} (sync point from {group}, last batch at {last})");
+        let copy = copy_of(pristine.path(), None);
+        let wal = live_journal(copy.path());
+        cut_file(&wal, cut);
+        let mut store = Store::open(copy.path(), Default::default()).expect("reopen");
+        for key in BIG_KEYS {
+            let expected: Vec<_> = (0..SMALL).map(|i| (i, message(i))).collect();
+            assert_eq!(read_ok(&mut store, key), expected, "{what}: {key}");
+        }
+        assert_eq!(store.committed(BIG_COMMITTED), Some(1), "{what}");
+        assert_eq!(
+            fs::metadata(&wal).expect("stat").len(),
+            group,
+            "{what}: cut where the sync point starts"
+        );
+        // Later writes take the next offsets, in a sync point over both
+        // keys that a reopen after a crash keeps.
+        for key in BIG_KEYS {
+            assert_eq!(store.append(key, b"\"after\"").expect("append"), SMALL);
+        }
+        store.commit(BIG_COMMITTED, 2).expect("commit");
+        store.sync().expect("sync");
+        drop(store);
+        let mut store = Store::open(copy.path(), Default::default()).expect("reopen again");
+        for key in BIG_KEYS {
+            let mut expected: Vec<_> = (0..SMALL).map(|i| (i, message(i))).collect();
+            expected.push((SMALL, b"\"after\"".to_vec()));
+            assert_eq!(read_ok(&mut store, key), expected, "{what}: {key} after");
+        }
+        assert_eq!(store.committed(BIG_COMMITTED), Some(2), "{what}");
+    }
+}

@@ -148,11 +148,12 @@ pub struct FileDecision {
 
 /// The journal rows about one live file, `seq` in `journal_dir`, whose
 /// bytes are `bytes` (`last_file` when no later file is live): cut a
-/// zero-filled or torn tail of the last file, refuse a hole or damage no
-/// crash leaves, rewrite and sync the file after an `unclean` stop. Adds
-/// what its batches hold to `recovered` (as the file after those already
-/// in it): the decisions about batch numbers and markers need what came
-/// before.
+/// zero-filled or torn tail of the last file, with the whole batches of a
+/// sync point whose last batch is not whole; refuse a hole or damage no
+/// crash leaves, before anything is cut; rewrite and sync the file after an
+/// `unclean` stop. Adds what its kept batches hold to `recovered` (as the
+/// file after those already in it): the decisions about batch numbers and
+/// markers need what came before.
 pub(crate) fn decide_file(
     journal_dir: &Path,
     seq: u64,
@@ -162,42 +163,61 @@ pub(crate) fn decide_file(
     recovered: &mut RecoveredJournal,
 ) -> FileDecision {
     let path = journal_dir.join(journal::file_name(seq));
-    let refused = |step: Step<Command>, steps: &mut Vec<Step<Command>>| {
-        steps.push(step);
-        FileDecision {
-            steps: std::mem::take(steps),
-            end: 0,
-        }
+    let refused = |step: Step<Command>| FileDecision {
+        steps: vec![step],
+        end: 0,
     };
-    let mut steps = Vec::new();
     let scan = match journal::scan_file(bytes) {
         Ok(scan) => scan,
-        Err(e) => return refused(refuse(None, path, 0, e.to_string()), &mut steps),
+        Err(e) => return refused(refuse(None, path, 0, e.to_string())),
     };
     if scan.seq != seq {
         let why = format!("header names journal file {}", scan.seq);
         let position = format::HEADER_BASE_OFFSET_POS as u64;
-        return refused(refuse(None, path, position, why), &mut steps);
+        return refused(refuse(None, path, position, why));
     }
-    let end = scan.end_position;
-    if let Some(stop) = &scan.stop {
-        let step = tail_step(&path, seq, bytes, end, &stop.to_string(), last_file);
-        let refusing = matches!(step.command, Command::Refuse(_));
-        steps.push(step);
-        if refusing {
-            return FileDecision { steps, end };
-        }
-    }
+    // A sync point is kept whole or not at all: the valid batches after
+    // the last one that ends a sync point belong to one whose last batch
+    // is torn or missing, and go with it.
+    let kept = scan.whole_sync_point_batches();
+    let end = scan
+        .batches
+        .get(kept)
+        .map_or(scan.end_position, |(position, _)| *position);
     let file_index = recovered.files.len();
     // Commits of a file before version 5 keep the largest offset.
     let forward_only = format::decode_header(bytes)
         .is_ok_and(|header| header.version < crate::storage::offsets::VALUE_FORMAT_VERSION);
-    let next_file = match index_batches(&path, &scan.batches, file_index, forward_only, recovered) {
+    let next_file = match index_batches(
+        &path,
+        &scan.batches,
+        kept,
+        file_index,
+        forward_only,
+        recovered,
+    ) {
         Ok(next_file) => next_file,
-        Err(step) => return refused(step, &mut steps),
+        Err(step) => return refused(step),
     };
+    let mut steps = Vec::new();
+    let tail = Tail {
+        bytes,
+        cut: end,
+        end: scan.end_position,
+        stop: scan.stop.as_ref().map(ToString::to_string),
+    };
+    if let Some(step) = tail_step(&path, seq, &tail, last_file) {
+        if matches!(step.command, Command::Refuse(_)) {
+            return FileDecision {
+                steps: vec![step],
+                end,
+            };
+        }
+        steps.push(step);
+    }
     if let Some(step) = marker_refusal(journal_dir, &path, seq, end, next_file, last_file) {
-        return refused(step, &mut steps);
+        // Refused before anything is cut.
+        return refused(step);
     }
     if unclean {
         let command = Command::RewriteAndSync { seq, len: end };
@@ -206,83 +226,121 @@ pub(crate) fn decide_file(
     FileDecision { steps, end }
 }
 
-/// What to do with the bytes after the last whole batch of a journal file,
-/// from `end` on (`stop` says why the scan stopped there): cut them if they
-/// are zeros or a torn tail of the last file, else refuse.
-fn tail_step(
-    path: &Path,
-    seq: u64,
-    bytes: &[u8],
+/// The end of a journal file as its scan found it.
+struct Tail<'a> {
+    /// The file's bytes.
+    bytes: &'a [u8],
+    /// Where its whole sync points end: what the file is cut to.
+    cut: u64,
+    /// Where its valid batches end (`cut` or later: the batches between
+    /// are a sync point whose last batch is torn or missing).
     end: u64,
-    stop: &str,
-    last_file: bool,
-) -> Step<Command> {
-    let tail = &bytes[end as usize..];
-    let zeros = tail.iter().all(|&b| b == 0);
-    let valid_after = if zeros {
-        None
-    } else {
-        journal::find_batch_after(bytes, end)
+    /// Why the scan stopped at `end`, if the file goes on after it.
+    stop: Option<String>,
+}
+
+/// What to do with the bytes after the last whole sync point of a journal
+/// file: nothing if there are none; cut them if they are zeros, a torn
+/// tail, or the batches of a sync point whose last batch is torn or
+/// missing, in the last file; else refuse (a hole).
+fn tail_step(path: &Path, seq: u64, tail: &Tail<'_>, last_file: bool) -> Option<Step<Command>> {
+    let Tail {
+        bytes,
+        cut,
+        end,
+        ref stop,
+    } = *tail;
+    let incomplete = cut < end;
+    if stop.is_none() && !incomplete {
+        return None;
+    }
+    let rest = &bytes[end as usize..];
+    let zeros = rest.iter().all(|&b| b == 0);
+    // Where the damage is: the invalid batch, or the sync point that ends
+    // the file unfinished.
+    let at = if stop.is_some() { end } else { cut };
+    let what = match stop {
+        Some(stop) => stop.clone(),
+        None => format!("a sync point from position {cut} whose last batch is missing"),
     };
-    if let Some(at) = valid_after {
-        let why = format!("{stop}, but a valid batch follows at position {at}: not a torn tail");
-        return refuse(Some(Row::JournalHole), path.to_path_buf(), end, why);
+    if !zeros && let Some(valid) = journal::find_batch_after(bytes, end) {
+        let why = format!("{what}, but a valid batch follows at position {valid}: not a torn tail");
+        return Some(refuse(Some(Row::JournalHole), path.to_path_buf(), at, why));
     }
     if !last_file {
-        let why = format!("{stop}, and later journal files exist: not a torn tail");
-        return refuse(Some(Row::JournalHole), path.to_path_buf(), end, why);
+        let why = format!("{what}, and later journal files exist: not a torn tail");
+        return Some(refuse(Some(Row::JournalHole), path.to_path_buf(), at, why));
     }
-    let row = if zeros {
-        Row::JournalZeroTail
+    let (row, why) = if incomplete {
+        let last = match stop {
+            Some(stop) => format!("torn at position {end} ({stop})"),
+            None => "missing".to_string(),
+        };
+        let why =
+            format!("the batches from position {cut} are a sync point whose last batch is {last}");
+        (Row::JournalTornSyncPoint, why)
+    } else if zeros {
+        (Row::JournalZeroTail, what)
     } else {
-        Row::JournalTornTail
+        (Row::JournalTornTail, what)
     };
     let command = Command::CutFile {
         seq,
-        len: end,
-        tail_bytes: tail.len() as u64,
-        why: stop.to_string(),
+        len: cut,
+        tail_bytes: bytes.len() as u64 - cut,
+        why,
     };
-    Step::new(row, command)
+    Some(Step::new(row, command))
 }
 
-/// Adds the entries of a file's batches to `recovered`, the file being
-/// `recovered.files[file_index]` once kept; checks that batch numbers run
-/// on from the previous file's and that nothing follows a next-file marker.
-/// Returns the sequence number the marker names, if the file has one, or
-/// the refusal.
+/// Checks a file's valid batches and adds the entries of the first `kept`
+/// (its whole sync points) to `recovered`, the file being
+/// `recovered.files[file_index]` once kept: batch numbers run on from the
+/// previous file's, nothing follows a next-file marker, and a marker ends
+/// its sync point (one never spans two files). Returns the sequence number
+/// the marker names, if the file has one, or the refusal.
 fn index_batches(
     path: &Path,
     batches: &[(u64, journal::Batch<'_>)],
+    kept: usize,
     file_index: usize,
     forward_only: bool,
     recovered: &mut RecoveredJournal,
 ) -> std::result::Result<Option<u64>, Step<Command>> {
     let mut next_file = None;
-    for (position, batch) in batches {
-        if recovered.has_batches && batch.number != recovered.next_batch {
-            let why = format!(
-                "batch {} where {} was due",
-                batch.number, recovered.next_batch
-            );
-            return Err(refuse(
-                Some(Row::JournalHole),
-                path.to_path_buf(),
-                *position,
-                why,
-            ));
+    let mut due = recovered.has_batches.then_some(recovered.next_batch);
+    for (i, (position, batch)) in batches.iter().enumerate() {
+        let refusal =
+            |row: Option<Row>, why: String| refuse(row, path.to_path_buf(), *position, why);
+        if let Some(due) = due
+            && batch.number != due
+        {
+            let why = format!("batch {} where {due} was due", batch.number);
+            return Err(refusal(Some(Row::JournalHole), why));
         }
+        due = Some(batch.number + 1);
         if next_file.is_some() {
-            let why = "a batch after the marker that ends the file";
-            return Err(refuse(None, path.to_path_buf(), *position, why));
+            let why = "a batch after the marker that ends the file".to_string();
+            return Err(refusal(None, why));
+        }
+        let marker = batch.entries.iter().find_map(|entry| match entry {
+            Entry::NextFile { seq } => Some(*seq),
+            _ => None,
+        });
+        if marker.is_some() && batch.continued {
+            let why = "a next-file marker in a batch whose sync point goes on".to_string();
+            return Err(refusal(None, why));
+        }
+        if i >= kept {
+            // Part of a sync point whose last batch is torn or missing:
+            // checked, never indexed.
+            continue;
         }
         recovered.next_batch = batch.number + 1;
         recovered.has_batches = true;
+        next_file = marker;
         let mut data = *position as usize + journal::BATCH_HEADER_SIZE;
         for entry in &batch.entries {
-            if let Entry::NextFile { seq } = entry {
-                next_file = Some(*seq);
-            }
             data = index_entry(entry, data, file_index, forward_only, recovered);
         }
     }

@@ -379,3 +379,250 @@ fn an_interrupted_rotation_leaves_a_file_without_a_batch_after_one_without_a_mar
         &[batch(2, |b| b.add_commit("k", 1))]
     )));
 }
+
+/// One sync point of several batches numbered from `first`: each closure
+/// fills one batch, all but the last flagged continued, as a sync point
+/// over 16 MiB is written (`split_batch` stands for the size limit).
+fn sync_point(first: u64, batches: &[&dyn Fn(&mut BatchBuilder)]) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(first);
+    for (i, build) in batches.iter().enumerate() {
+        if i > 0 {
+            builder.split_batch();
+        }
+        build(&mut builder);
+    }
+    builder.finish().0
+}
+
+/// Journal file 7: batch 0 (a commit of `c`), then a sync point of three
+/// batches (1 and 2 flagged continued, 3 not): records of `a`, records of
+/// `b`, a commit of `a`. Returns the file and where batches 1 and 3 start.
+fn file_with_a_sync_point_of_three_batches() -> (Vec<u8>, usize, usize) {
+    let before = file(7, &[batch(0, |b| b.add_commit("c", 4))]);
+    let (a, b) = (frames(0, 3), frames(0, 2));
+    let group = sync_point(
+        1,
+        &[
+            &|builder: &mut BatchBuilder| builder.add_records("a", 0, &a),
+            &|builder: &mut BatchBuilder| builder.add_records("b", 0, &b),
+            &|builder: &mut BatchBuilder| builder.add_commit("a", 2),
+        ],
+    );
+    let first = journal::decode_batch(&group).expect("batch 1");
+    let second = journal::decode_batch(&group[first.size..]).expect("batch 2");
+    let last = before.len() + first.size + second.size;
+    let mut bytes = before.clone();
+    bytes.extend_from_slice(&group);
+    (bytes, before.len(), last)
+}
+
+/// Guards against: a sync point of several batches torn by a crash keeping
+/// the batches before its torn last one (records of one key kept, those
+/// of another and the commit lost: the sync point in part). Its last batch
+/// torn, cut short or missing, none of it is kept, and the file is cut
+/// where it starts, so the next sync point does not follow the orphans.
+#[test]
+fn a_sync_point_whose_last_batch_is_torn_keeps_none_of_its_batches() {
+    let (whole, group_at, last_at) = file_with_a_sync_point_of_three_batches();
+    let mut torn = whole.clone();
+    torn[last_at + 5] ^= 0xFF;
+    let cut_short = whole[..whole.len() - 3].to_vec();
+    let missing = whole[..last_at].to_vec();
+    let mut zeroed = whole.clone();
+    zeroed[last_at..].fill(0);
+    for (bytes, what) in [
+        (torn, "torn"),
+        (cut_short, "cut short"),
+        (missing, "missing"),
+        (zeroed, "zeroed"),
+    ] {
+        let mut recovered = RecoveredJournal::default();
+        let decision = decide_file(
+            Path::new(JOURNAL_DIR),
+            7,
+            &bytes,
+            true,
+            true,
+            &mut recovered,
+        );
+        let group = group_at as u64;
+        let tail = (bytes.len() - group_at) as u64;
+        match &decision.steps[..] {
+            [
+                Step {
+                    row: Some(Row::JournalTornSyncPoint),
+                    command:
+                        Command::CutFile {
+                            seq: 7,
+                            len,
+                            tail_bytes,
+                            ..
+                        },
+                },
+                Step {
+                    row: Some(Row::UncleanJournal),
+                    command:
+                        Command::RewriteAndSync {
+                            seq: 7,
+                            len: rewritten,
+                        },
+                },
+            ] => assert_eq!(
+                (*len, *tail_bytes, *rewritten),
+                (group, tail, group),
+                "{what}"
+            ),
+            steps => panic!("{what}: expected the sync point cut, got {steps:?}"),
+        }
+        assert_eq!(decision.end, group, "{what}");
+        assert!(recovered.keys.is_empty(), "{what}: {:?}", recovered.keys);
+        assert_eq!(recovered.commits, [("c".to_string(), 4)], "{what}");
+        assert_eq!(
+            recovered.next_batch, 1,
+            "{what}: numbers go on after batch 0"
+        );
+    }
+}
+
+/// The same sync point whole: all three batches are kept, as one.
+#[test]
+fn a_whole_sync_point_of_several_batches_is_kept() {
+    let (bytes, _, _) = file_with_a_sync_point_of_three_batches();
+    let mut recovered = RecoveredJournal::default();
+    let decision = decide_file(
+        Path::new(JOURNAL_DIR),
+        7,
+        &bytes,
+        true,
+        false,
+        &mut recovered,
+    );
+    assert!(decision.steps.is_empty(), "{:?}", decision.steps);
+    assert_eq!(decision.end, bytes.len() as u64);
+    assert!(matches!(
+        recovered.keys["a"][..],
+        [EntryAt::Records { first: 0, .. }]
+    ));
+    assert!(matches!(
+        recovered.keys["b"][..],
+        [EntryAt::Records { first: 0, .. }]
+    ));
+    assert_eq!(
+        recovered.commits,
+        [("c".to_string(), 4), ("a".to_string(), 2)]
+    );
+    assert_eq!(recovered.next_batch, 4);
+}
+
+/// Guards against: damage in the middle taken for a torn sync point. An
+/// unfinished sync point followed by a valid batch is a hole, refused
+/// before anything is cut: after a torn last batch, or directly, with the
+/// batch that would have ended it missing from the numbering.
+#[test]
+fn an_unfinished_sync_point_followed_by_a_whole_batch_is_a_hole() {
+    let (whole, group_at, last_at) = file_with_a_sync_point_of_three_batches();
+    let mut torn_then_whole = whole.clone();
+    torn_then_whole[last_at + 5] ^= 0xFF;
+    torn_then_whole.extend(batch(4, |b| b.add_commit("c", 5)));
+    let mut skipped = whole[..last_at].to_vec();
+    skipped.extend(batch(4, |b| b.add_commit("c", 5)));
+    for (bytes, position, why) in [
+        (torn_then_whole, last_at, "a valid batch follows"),
+        (skipped, last_at, "batch 4 where 3 was due"),
+    ] {
+        let decision = decide(7, &bytes, true, false);
+        let (row, refusal) = refusal(&decision.steps);
+        assert_eq!(row, Some(Row::JournalHole), "{why}");
+        assert_eq!(refusal.position, position as u64, "{why}");
+        assert!(refusal.why.contains(why), "{} lacks {why}", refusal.why);
+        assert_eq!(decision.steps.len(), 1, "nothing is cut before refusing");
+    }
+    // In a file before the last, an unfinished sync point is a hole too
+    // (one never spans two files).
+    let unfinished = whole[..last_at].to_vec();
+    let decision = decide(7, &unfinished, false, false);
+    let (row, refusal) = refusal(&decision.steps);
+    assert_eq!(row, Some(Row::JournalHole));
+    assert_eq!(refusal.position, group_at as u64);
+    assert!(
+        refusal.why.contains("later journal files exist"),
+        "{}",
+        refusal.why
+    );
+}
+
+/// Guards against: a sync point that spans two journal files being taken
+/// as whole. The writer never makes one (a builder's batches go to one
+/// file, and nothing follows its marker); a marker in a batch flagged
+/// continued would be one, and is refused as damage no crash leaves.
+#[test]
+fn a_next_file_marker_in_a_continued_batch_is_refused() {
+    let mut builder = BatchBuilder::new(0);
+    builder.add_next_file(8);
+    builder.split_batch();
+    let (marker, _) = builder.finish();
+    assert!(journal::decode_batch(&marker).expect("decodes").continued);
+    for last_file in [false, true] {
+        let decision = decide(7, &file(7, std::slice::from_ref(&marker)), last_file, false);
+        let (row, refusal) = refusal(&decision.steps);
+        assert_eq!(row, None);
+        assert!(
+            refusal
+                .why
+                .contains("marker in a batch whose sync point goes on"),
+            "{}",
+            refusal.why
+        );
+        assert_eq!(decision.steps.len(), 1, "nothing is cut before refusing");
+    }
+}
+
+/// A journal written before the flag existed (the field reserved, 0):
+/// every batch is a whole sync point, as it was. The bytes are the spec's
+/// examples (batches 3 and 4), which that version wrote; a torn tail after
+/// them cuts only the tail.
+#[test]
+fn a_journal_written_before_the_flag_reads_as_before() {
+    let hex = |text: &str| -> Vec<u8> {
+        text.split(' ')
+            .map(|byte| u8::from_str_radix(byte, 16).expect("hex"))
+            .collect()
+    };
+    let log_start = hex(
+        "15 00 00 00 00 D2 08 7F 03 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 05 00 01 00 \
+         00 00 00 00 00 10 00 00 00 00 00 00 00 00 00 00 6B",
+    );
+    let removed = hex(
+        "15 00 00 00 C0 D4 3C 3C 04 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 06 00 01 00 \
+         00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 6B",
+    );
+    for old in [&log_start, &removed] {
+        assert!(!journal::decode_batch(old).expect("decodes").continued);
+    }
+    let whole = file(7, &[log_start, removed]);
+    let mut bytes = whole.clone();
+    bytes.extend(torn_batch(5));
+    let mut recovered = RecoveredJournal::default();
+    let decision = decide_file(
+        Path::new(JOURNAL_DIR),
+        7,
+        &bytes,
+        true,
+        false,
+        &mut recovered,
+    );
+    let len = whole.len() as u64;
+    assert!(
+        matches!(
+            &decision.steps[..],
+            [Step {
+                row: Some(Row::JournalTornTail),
+                command: Command::CutFile { seq: 7, len: cut, .. },
+            }] if *cut == len
+        ),
+        "{:?}",
+        decision.steps
+    );
+    assert_eq!(recovered.next_batch, 5);
+    assert!(matches!(recovered.keys["k"][..], [EntryAt::Removed]));
+}

@@ -283,11 +283,12 @@ fn apply(fs: &dyn Backend, at: &Places<'_>, steps: &[Step<Command>]) -> Result<(
             } => {
                 let path = file(*seq);
                 let what = match step.row {
-                    Some(Row::JournalZeroTail) => "zero-filled",
-                    _ => "torn",
+                    Some(Row::JournalZeroTail) => "zero-filled tail",
+                    Some(Row::JournalTornSyncPoint) => "torn sync point",
+                    _ => "torn tail",
                 };
                 log::warn(format_args!(
-                    "{}: cutting a {what} tail of {tail_bytes} bytes at position {len} ({why})",
+                    "{}: cutting a {what} of {tail_bytes} bytes at position {len} ({why})",
                     path.display(),
                 ));
                 let handle = fs

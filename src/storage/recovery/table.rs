@@ -87,7 +87,11 @@ pub const DECISION_TABLE: &[Rule] = &[
         action: "torn tail: cut the file at the invalid batch (truncate, fsync); its records and commits were never acknowledged",
     },
     Rule {
-        state: "journal: an invalid batch followed by a valid one, in a file before the last, or batch numbers not consecutive",
+        state: "journal: whole batches flagged continued at the end of the last file, the batch that would end their sync point missing or invalid, no valid batch after it",
+        action: "torn sync point: cut the file at the sync point's first batch (truncate, fsync), so that none of it is kept and no later batch follows it; none of its records and commits were acknowledged",
+    },
+    Rule {
+        state: "journal: an invalid batch followed by a valid one, an invalid batch or a sync point left unfinished in a file before the last, or batch numbers not consecutive",
         action: "a hole, not a torn tail: refuse to open with a Corrupt error naming file and position",
     },
     Rule {
@@ -177,6 +181,7 @@ pub enum Row {
     RotationInterrupted,
     JournalZeroTail,
     JournalTornTail,
+    JournalTornSyncPoint,
     JournalHole,
     UncleanJournal,
     KeyNotMentioned,
@@ -198,7 +203,7 @@ pub enum Row {
 
 impl Row {
     /// Every row, in the table's order.
-    pub const ALL: [Row; 34] = [
+    pub const ALL: [Row; 35] = [
         Row::NoLogFile,
         Row::TornCreation,
         Row::BadHeader,
@@ -216,6 +221,7 @@ impl Row {
         Row::RotationInterrupted,
         Row::JournalZeroTail,
         Row::JournalTornTail,
+        Row::JournalTornSyncPoint,
         Row::JournalHole,
         Row::UncleanJournal,
         Row::KeyNotMentioned,
@@ -308,7 +314,11 @@ mod tests {
             (Row::JournalFileMissing, "is missing"),
             (Row::RotationInterrupted, "lacks its next-file marker"),
             (Row::JournalZeroTail, "journal: only zero bytes"),
-            (Row::JournalTornTail, "in the last file"),
+            (
+                Row::JournalTornTail,
+                "no valid batch follows, in the last file",
+            ),
+            (Row::JournalTornSyncPoint, "flagged continued"),
             (Row::JournalHole, "batch numbers not consecutive"),
             (Row::UncleanJournal, "after an unclean stop"),
             (Row::KeyNotMentioned, "does not mention"),
