@@ -145,24 +145,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // One span of entries and the `Applied` record after them become
             // durable together or not at all, so that a restart applies
             // again exactly the entries whose records it lacks.
-            store.together(|store| -> Result<(), StorageError> {
-                let mut span_bytes = 0;
-                while span_bytes < APPLY_SPAN_BYTES
-                    && let Some(entry) = entries.next()
-                {
-                    let (applied, outcome, bytes) = apply_one(&mut log, store, entry)?;
-                    span_bytes += bytes;
-                    outcomes.extend(outcome);
-                    replies.push(applied);
-                }
-                let record = Record::Applied {
-                    last: log.applied,
-                    membership: log.membership.clone(),
-                };
-                let at = group.append(store, &[record]).map_err(sm_error)?;
-                log.applied_offset = Some(at);
-                Ok(())
-            })?;
+            store
+                .together(|store| -> Result<(), Box<StorageError>> {
+                    let mut span_bytes = 0;
+                    while span_bytes < APPLY_SPAN_BYTES
+                        && let Some(entry) = entries.next()
+                    {
+                        let (applied, outcome, bytes) = apply_one(&mut log, store, entry)?;
+                        span_bytes += bytes;
+                        outcomes.extend(outcome);
+                        replies.push(applied);
+                    }
+                    let record = Record::Applied {
+                        last: log.applied,
+                        membership: log.membership.clone(),
+                    };
+                    let at = group
+                        .append(store, &[record])
+                        .map_err(|e| Box::new(sm_error(e)))?;
+                    log.applied_offset = Some(at);
+                    Ok(())
+                })
+                .map_err(|e| *e)?;
         }
         drop(store);
         drop(log);
@@ -244,7 +248,7 @@ fn apply_one(
     log: &mut GroupLog,
     store: &mut Store,
     entry: Entry,
-) -> Result<AppliedEntry, StorageError> {
+) -> Result<AppliedEntry, Box<StorageError>> {
     let mut applied = Applied::default();
     let mut outcome = None;
     let mut bytes = 0;
@@ -255,10 +259,10 @@ fn apply_one(
                 let result = match op {
                     Op::Send { key, msg } => {
                         if is_reserved(&key) {
-                            return Err(apply_error(
+                            return Err(Box::new(apply_error(
                                 entry.log_id,
                                 format!("a send to the reserved key {key:?}"),
-                            ));
+                            )));
                         }
                         bytes += key.len() + msg.len();
                         store
@@ -270,10 +274,10 @@ fn apply_one(
                     }
                     Op::Commit { key, offset } => {
                         if is_reserved(&key) {
-                            return Err(apply_error(
+                            return Err(Box::new(apply_error(
                                 entry.log_id,
                                 format!("a commit of the reserved key {key:?}"),
-                            ));
+                            )));
                         }
                         bytes += key.len();
                         store
