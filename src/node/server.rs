@@ -528,7 +528,10 @@ impl Server {
 
     /// A task of the groups finished.
     pub fn on_event(&mut self, event: Event) {
-        let proposed = matches!(event, Event::Proposed { .. });
+        // A proposal that returned applied frees a slot for the parts that
+        // wait; one refused is routed again at the next tick, not at once
+        // (this node may still believe it leads).
+        let proposed = matches!(event, Event::Proposed { result: Ok(_), .. });
         self.on_event_only(event);
         let now = Instant::now();
         self.check_awaiting(now);
@@ -713,7 +716,10 @@ impl Server {
         let mut forward: BTreeMap<NodeId, BTreeMap<u32, Vec<Part>>> = BTreeMap::new();
         for part in std::mem::take(&mut self.unrouted) {
             if now >= part.deadline {
-                self.fail(part, "no leader of its group could take it in time");
+                self.fail(
+                    part,
+                    "no leader of its group could take it in time (none known, or its proposals here still in flight)",
+                );
                 continue;
             }
             match self.groups.leader(part.group) {
@@ -761,7 +767,18 @@ impl Server {
             let groups = Arc::clone(&self.groups);
             let events = self.events.clone();
             tokio::spawn(async move {
-                let result = groups.propose(group, proposal).await;
+                // A client_write can wait for good: openraft answers it when
+                // its index is applied or truncated here, and a snapshot that
+                // skips past it does neither. Its slot must come back.
+                let result =
+                    match tokio::time::timeout(CLIENT_DEADLINE, groups.propose(group, proposal))
+                        .await
+                    {
+                        Ok(result) => result,
+                        Err(_) => Err(ProposeError::Unknown(format!(
+                            "no answer from group {group} within {CLIENT_DEADLINE:?}"
+                        ))),
+                    };
                 let _ = events.send(Event::Proposed { id, group, result });
             });
         }

@@ -167,6 +167,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Ok(())
                 })
                 .map_err(|e| *e)?;
+            // Between spans, the sync point the store's limits call for.
+            store.settle().map_err(|e| sm_error(e.to_string()))?;
         }
         drop(store);
         drop(log);
@@ -210,16 +212,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let group = &self.group;
             let mut log = lock(&group.log);
             let mut store = lock(&group.store);
-            data.install(&mut store, group.group, self.groups)
-                .map_err(sm_error)?;
+            // The snapshot's records and the `Applied` record that covers
+            // them become durable together (the snapshot is in memory
+            // already, so the span holds no more than it).
+            let at = store.together(|store| -> Result<u64, String> {
+                data.install(store, group.group, self.groups)?;
+                let record = Record::Applied {
+                    last: meta.last_log_id,
+                    membership: meta.last_membership.clone(),
+                };
+                group.append(store, &[record])
+            });
+            let at = at.map_err(sm_error)?;
             log.applied = meta.last_log_id;
             log.membership = meta.last_membership.clone();
-            let record = Record::Applied {
-                last: log.applied,
-                membership: log.membership.clone(),
-            };
-            let at = group.append(&mut store, &[record]).map_err(sm_error)?;
             log.applied_offset = Some(at);
+            store.settle().map_err(|e| sm_error(e.to_string()))?;
         }
         *lock(&self.current) = Some(Current {
             meta: meta.clone(),

@@ -61,14 +61,49 @@ impl Store {
     /// [`PENDING_BYTES_MAX`], nor to close keys past the open-key limit),
     /// and a sync point's journal batches are recovered all or none
     /// (`segment-format.md`). How the Raft state machine makes an apply's
-    /// records and its `Applied` record one. The span's caller bounds what
-    /// it writes: memory and open keys exceed their limits by that much
-    /// until the next sync point.
-    pub fn together<R>(&mut self, span: impl FnOnce(&mut Store) -> R) -> R {
+    /// records and its `Applied` record one.
+    ///
+    /// A span that fails (or panics) part way poisons the store: what it
+    /// wrote must not become durable without the rest, so no later sync
+    /// point may run. After a span, the store runs the sync point its
+    /// limits call for, if they were passed ([`Store::settle`]); the span's
+    /// caller bounds what one span writes.
+    pub fn together<T, E: std::fmt::Display>(
+        &mut self,
+        span: impl FnOnce(&mut Store) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let outer = std::mem::replace(&mut self.together, true);
-        let result = span(self);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| span(self)));
         self.together = outer;
-        result
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                self.poison(&Error::Config(format!(
+                    "writes meant to be durable together stopped part way: {e}"
+                )));
+                Err(e)
+            }
+            Err(panic) => {
+                self.poison(&Error::Panicked {
+                    what: "a span of writes meant to be durable together".into(),
+                });
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    /// Runs a sync point if what waits in memory, or the keys open, have
+    /// passed the store's limits: what an append would have done, for the
+    /// caller of [`Store::together`] to call between spans.
+    pub fn settle(&mut self) -> Result<()> {
+        if self.together {
+            return Ok(());
+        }
+        if self.pending_bytes > PENDING_BYTES_MAX || self.open.len() > self.config.open_keys_max {
+            self.sync()?;
+            self.evict_to(self.config.open_keys_max);
+        }
+        Ok(())
     }
 
     /// Appends `payload` to `key`'s log at exactly `offset`, which must be the
@@ -299,6 +334,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::storage::error::Result;
     use crate::storage::sim::SimFs;
     use crate::storage::store::{PENDING_BYTES_MAX, Store, StoreConfig};
 
@@ -315,16 +351,17 @@ mod tests {
         let mut store = Store::open(std::path::Path::new("/sim"), config).expect("store");
         let value = vec![b'v'; VALUE_BYTES];
         let records = PENDING_BYTES_MAX / VALUE_BYTES + 2;
-        let append = |store: &mut Store| {
+        let append = |store: &mut Store| -> Result<()> {
             for i in 0..records {
                 let key = if i % 2 == 0 { "a" } else { "b" };
-                store.append(key, &value).expect("append");
+                store.append(key, &value)?;
             }
+            Ok(())
         };
         if together {
-            store.together(append);
+            store.together(append).expect("appends");
         } else {
-            append(&mut store);
+            append(&mut store).expect("appends");
         }
         store.durable_next_offset("a").expect("durable end")
     }
@@ -345,15 +382,16 @@ mod tests {
             ..StoreConfig::default()
         };
         let mut store = Store::open(std::path::Path::new("/sim"), config).expect("store");
-        let append = |store: &mut Store| {
+        let append = |store: &mut Store| -> Result<()> {
             for i in 0..OPEN_KEYS + 2 {
-                store.append(&format!("k{i}"), b"v").expect("append");
+                store.append(&format!("k{i}"), b"v")?;
             }
+            Ok(())
         };
         if together {
-            store.together(append);
+            store.together(append).expect("appends");
         } else {
-            append(&mut store);
+            append(&mut store).expect("appends");
         }
         store.durable_next_offset("k0").expect("durable end")
     }
@@ -362,5 +400,39 @@ mod tests {
     fn more_keys_than_may_be_open_sync_by_themselves_except_together() {
         assert_eq!(durable_after_opening_past_the_limit(false), 1);
         assert_eq!(durable_after_opening_past_the_limit(true), 0);
+    }
+
+    #[test]
+    fn a_span_that_fails_part_way_poisons_the_store_and_settle_syncs_after_one() {
+        let config = StoreConfig {
+            fs: SimFs::new(),
+            ..StoreConfig::default()
+        };
+        let mut store = Store::open(std::path::Path::new("/sim"), config).expect("store");
+        // Past the pending bound inside a span: settle syncs after it.
+        let value = vec![b'v'; 1 << 20];
+        store
+            .together(|store| -> Result<()> {
+                for _ in 0..PENDING_BYTES_MAX / value.len() + 1 {
+                    store.append("a", &value)?;
+                }
+                Ok(())
+            })
+            .expect("appends");
+        assert_eq!(store.durable_next_offset("a").expect("end"), 0);
+        store.settle().expect("settle");
+        assert!(store.durable_next_offset("a").expect("end") > 0);
+        // A span that fails after writing: nothing of it may become durable.
+        let failed = store.together(|store| -> Result<()> {
+            store.append("b", b"half")?;
+            Err(crate::storage::error::Error::Config("stop".into()))
+        });
+        assert!(failed.is_err());
+        assert!(store.append("c", b"later").is_err(), "poisoned");
+        assert!(
+            store.sync().is_err(),
+            "no sync point runs after a torn span"
+        );
+        assert_eq!(store.durable_next_offset("b").expect("end"), 0);
     }
 }
