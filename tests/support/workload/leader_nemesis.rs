@@ -24,7 +24,8 @@ pub const LEADER_DOWNTIME: Duration = Duration::from_secs(4);
 /// How long a `topology` request may take before another node is asked.
 const TOPOLOGY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long the nemesis waits, before a kill, for every group to have a leader.
+/// How long the nemesis waits, before a kill, for every group to have a leader that every node
+/// votes under.
 const LEADERS_WAIT: Duration = Duration::from_secs(10);
 
 /// One leader kill: the group whose leader died (of `groups`), which node that was, and when
@@ -68,13 +69,48 @@ pub fn leaders(supervisor: &Supervisor) -> Option<Vec<Option<usize>>> {
     None
 }
 
-/// Waits until a live node knows a leader for every group; the leaders, or `None` in time.
+/// Whether every node votes in every group and knows the same leader for each: the leaders, else
+/// `None`. A node that has not yet learnt that it may vote (at a fresh start, it probes its peers
+/// first, `src/raft/standing.rs`) needs an answer from every other node of three, so with the
+/// leader killed before then, the two left could elect no one until it is back.
+fn formed_leaders(supervisor: &Supervisor) -> Option<Vec<usize>> {
+    let mut agreed: Option<Vec<Option<usize>>> = None;
+    for node in 0..supervisor.node_count() {
+        let reply = supervisor
+            .connection(node)
+            .ok()?
+            .call("c-nemesis", json!({"type": "topology"}), TOPOLOGY_TIMEOUT)
+            .ok()?;
+        let votes = reply.body.get("votes").and_then(Value::as_array)?;
+        if !votes.iter().all(|v| v.as_bool() == Some(true)) {
+            return None;
+        }
+        let leaders: Vec<Option<usize>> = reply
+            .body
+            .get("leaders")
+            .and_then(Value::as_array)?
+            .iter()
+            .map(|leader| {
+                leader
+                    .as_str()
+                    .and_then(|name| name.strip_prefix('n'))
+                    .and_then(|index| index.parse().ok())
+            })
+            .collect();
+        match &agreed {
+            Some(before) if *before != leaders => return None,
+            _ => agreed = Some(leaders),
+        }
+    }
+    agreed?.into_iter().collect()
+}
+
+/// Waits until every node votes in every group and all know the same leader for each (so that
+/// the others can elect a new one when that leader dies); the leaders, or `None` in time.
 fn settled_leaders(supervisor: &Supervisor) -> Option<Vec<usize>> {
     let deadline = Instant::now() + LEADERS_WAIT;
     while Instant::now() < deadline {
-        if let Some(leaders) = leaders(supervisor)
-            && let Some(all) = leaders.into_iter().collect::<Option<Vec<_>>>()
-        {
+        if let Some(all) = formed_leaders(supervisor) {
             return Some(all);
         }
         thread::sleep(Duration::from_millis(100));
