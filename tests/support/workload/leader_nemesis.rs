@@ -40,35 +40,6 @@ pub struct LeaderKill {
     pub back_ns: u64,
 }
 
-/// Each group's leader as a live node reports it, `None` where it knows none; `None` if no live
-/// node answered.
-pub fn leaders(supervisor: &Supervisor) -> Option<Vec<Option<usize>>> {
-    for node in 0..supervisor.node_count() {
-        let Ok(connection) = supervisor.connection(node) else {
-            continue;
-        };
-        let Ok(reply) = connection.call("c-nemesis", json!({"type": "topology"}), TOPOLOGY_TIMEOUT)
-        else {
-            continue;
-        };
-        let Some(leaders) = reply.body.get("leaders").and_then(Value::as_array) else {
-            continue;
-        };
-        return Some(
-            leaders
-                .iter()
-                .map(|leader| {
-                    leader
-                        .as_str()
-                        .and_then(|name| name.strip_prefix('n'))
-                        .and_then(|index| index.parse().ok())
-                })
-                .collect(),
-        );
-    }
-    None
-}
-
 /// Whether every node votes in every group and knows the same leader for each: the leaders, else
 /// `None`. A node that has not yet learnt that it may vote (at a fresh start, it probes its peers
 /// first, `src/raft/standing.rs`) needs an answer from every other node of three, so with the
