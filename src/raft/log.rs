@@ -146,6 +146,15 @@ impl GroupLog {
         Ok(())
     }
 
+    /// The `Applied` record of the state machine's applied entry and
+    /// membership as they are now.
+    pub fn applied_record(&self) -> Record {
+        Record::Applied {
+            last: self.applied,
+            membership: self.membership.clone(),
+        }
+    }
+
     /// Drops the entries from index `since` on.
     pub fn truncate(&mut self, since: u64) {
         while self

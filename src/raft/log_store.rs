@@ -291,10 +291,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 log.rejoining = Some(at);
             }
             if log.applied_offset.is_some_and(|offset| offset < keep_from) {
-                let record = Record::Applied {
-                    last: log.applied,
-                    membership: log.membership.clone(),
-                };
+                let record = log.applied_record();
                 let at = self
                     .group
                     .append(&mut store, &[record])

@@ -156,10 +156,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         outcomes.extend(outcome);
                         replies.push(applied);
                     }
-                    let record = Record::Applied {
-                        last: log.applied,
-                        membership: log.membership.clone(),
-                    };
+                    let record = log.applied_record();
                     let at = group
                         .append(store, &[record])
                         .map_err(|e| Box::new(sm_error(e)))?;
