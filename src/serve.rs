@@ -14,6 +14,7 @@ use crate::broker::catalog::{Catalog, PARTITIONS_MAX};
 use crate::broker::{Broker, Limits, SHUTDOWN_GRACE, retention, topics};
 use crate::log;
 use crate::storage::format::MESSAGE_BYTES_MAX;
+use crate::storage::space::Space;
 use crate::storage::store::{Retention, SEGMENT_BYTES_DEFAULT, Store, StoreConfig};
 
 /// Default largest request body: room for a batch of many records, small
@@ -87,6 +88,12 @@ pub struct ServeArgs {
     /// any client either way.
     #[arg(long)]
     pub console_writable: bool,
+    /// Refuse writes (HTTP 507, Kafka KAFKA_STORAGE_ERROR) while the data
+    /// directory's file system has fewer free bytes than this, and take
+    /// them again by themselves once space is back; reads go on (default:
+    /// 1 GiB or 5% of the file system, the larger; `src/storage/space.rs`).
+    #[arg(long, value_name = "BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// More logs on stderr (-v: lifecycle and syncs, -vv: every error reply).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -214,7 +221,9 @@ fn open(args: &ServeArgs, dir: &Path) -> Result<Arc<Broker>, String> {
         bytes: args.retention_bytes,
         age: args.retention_ms.map(Duration::from_millis),
     };
-    Broker::new(store, catalog, limits, default_retention).map_err(|e| e.to_string())
+    let space = Space::watch(dir, args.min_free_bytes)
+        .map_err(|e| format!("cannot read the free space of {}: {e}", dir.display()))?;
+    Broker::new(store, catalog, limits, default_retention, space).map_err(|e| e.to_string())
 }
 
 /// Binds the Kafka listener and serves it in a task of its own, until the

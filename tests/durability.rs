@@ -13,3 +13,5 @@ mod faults;
 mod many_keys;
 #[path = "durability/powerloss.rs"]
 mod powerloss;
+#[path = "durability/space.rs"]
+mod space;

@@ -39,6 +39,9 @@ pub enum Error {
     TooLarge(String),
     /// Too many writes wait for a sync point: try again shortly.
     Overloaded,
+    /// The disk is short of free space: writes are refused until space is
+    /// back (`storage/space.rs`); the message says how much is free.
+    NoSpace(String),
     /// The server is shutting down.
     ShuttingDown,
     /// The store or the catalog failed: `context` says at what, `source`
@@ -91,6 +94,9 @@ impl Error {
     /// Whether this is a storage failure because the disk (or the user's
     /// quota) is full.
     pub fn is_disk_full(&self) -> bool {
+        if matches!(self, Error::NoSpace(_)) {
+            return true;
+        }
         let Error::Storage { source, .. } = self else {
             return false;
         };
@@ -125,9 +131,10 @@ impl fmt::Display for Error {
                 partitions.saturating_sub(1)
             ),
             Error::TopicExists { topic } => write!(f, "topic '{topic}' already exists"),
-            Error::Invalid(message) | Error::TooLarge(message) | Error::Internal(message) => {
-                f.write_str(message)
-            }
+            Error::Invalid(message)
+            | Error::TooLarge(message)
+            | Error::NoSpace(message)
+            | Error::Internal(message) => f.write_str(message),
             Error::Overloaded => {
                 f.write_str("too many writes wait for the disk; try again shortly")
             }

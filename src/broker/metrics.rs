@@ -62,6 +62,8 @@ pub struct Metrics {
     /// Producer ids handed out by InitProducerId (a producer that bumps
     /// its epoch after an error asks again).
     pub producer_ids: AtomicU64,
+    /// Writes refused because the disk was short of free space.
+    pub writes_refused_no_space: AtomicU64,
     pub sync_points: AtomicU64,
     pub sync_failures: AtomicU64,
     pub segments_deleted: AtomicU64,
@@ -79,6 +81,8 @@ pub struct Gauges {
     pub open_keys: usize,
     pub topics: usize,
     pub poisoned: bool,
+    /// The disk's free space, as `storage::space` last estimated it.
+    pub space: crate::storage::space::Status,
 }
 
 impl Metrics {
@@ -143,6 +147,11 @@ impl Metrics {
                 &self.sync_failures,
             ),
             (
+                "seglog_writes_refused_no_space_total",
+                "Writes refused because the disk was short of free space (--min-free-bytes).",
+                &self.writes_refused_no_space,
+            ),
+            (
                 "seglog_retention_passes_total",
                 "Retention passes over every topic finished.",
                 &self.retention_passes,
@@ -194,6 +203,21 @@ impl Metrics {
                 "seglog_store_poisoned",
                 "1 when a failed sync made the store refuse writes.",
                 u64::from(gauges.poisoned),
+            ),
+            (
+                "seglog_disk_free_bytes",
+                "Free bytes on the data directory's file system.",
+                gauges.space.free_bytes,
+            ),
+            (
+                "seglog_disk_min_free_bytes",
+                "Free bytes below which writes are refused (--min-free-bytes).",
+                gauges.space.min_free_bytes,
+            ),
+            (
+                "seglog_writes_refused_for_space",
+                "1 while writes are refused because the disk is short of free space.",
+                u64::from(!gauges.space.admitting),
             ),
         ];
         for (name, help, value) in gauges {

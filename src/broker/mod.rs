@@ -48,6 +48,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::lock::lock;
 use crate::storage::group_commit::{GroupCommit, Outcome, Synced};
+use crate::storage::space::Space;
 use crate::storage::store::{Retention, Store};
 use catalog::Catalog;
 pub use error::{Error, Result, Written};
@@ -78,6 +79,9 @@ pub struct Limits {
 pub struct Broker {
     /// The partitions' logs and the committed offsets.
     store: Arc<Mutex<Store>>,
+    /// The free space of the store's file system: writes are refused
+    /// while it is short.
+    space: Arc<Space>,
     /// The topics; read by every request, written by creations and deletions.
     catalog: RwLock<Catalog>,
     /// The sync points' thread; `None` once shut down.
@@ -104,10 +108,12 @@ impl Broker {
         catalog: Catalog,
         limits: Limits,
         default_retention: Retention,
+        space: Arc<Space>,
     ) -> Result<Arc<Broker>> {
         let store = Arc::new(Mutex::new(store));
         let broker = Arc::new(Broker {
             store: Arc::clone(&store),
+            space,
             catalog: RwLock::new(catalog),
             group_commit: Mutex::new(None),
             published: watch::Sender::new(0),
@@ -151,6 +157,11 @@ impl Broker {
         lock(&self.store)
     }
 
+    /// The free space of the store's file system, and whether writes are taken.
+    pub fn space(&self) -> &Space {
+        &self.space
+    }
+
     /// A partition for a request's records that name neither a key nor a
     /// partition: successive requests take successive partitions.
     pub fn next_partition(&self, partitions: u32) -> u32 {
@@ -158,12 +169,19 @@ impl Broker {
     }
 
     /// Starts a write: takes the store's lock and refuses the write before
-    /// anything is applied if the server is shutting down, the store is
-    /// poisoned, or too many writes wait for a sync point already. Hold
+    /// anything is applied if the server is shutting down, the disk is
+    /// short of free space, the store is poisoned, or too many writes wait
+    /// for a sync point already. Hold
     /// the catalog's read lock across it when the write goes to a topic.
     pub fn writer(&self) -> Result<Writer<'_>> {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
+        }
+        if !self.space.admits() {
+            self.metrics
+                .writes_refused_no_space
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Error::NoSpace(self.space.refusal()));
         }
         let store = self.store();
         if store.is_poisoned() {
@@ -379,6 +397,7 @@ impl Writer<'_> {
         metrics
             .offsets_committed
             .fetch_add(self.commits, Ordering::Relaxed);
+        self.broker.space.written(self.bytes);
         if self.records == 0 && self.commits == 0 && self.changes == 0 && !self.wait_anyway {
             return None;
         }
@@ -468,5 +487,6 @@ pub(crate) fn test_broker(store: Store, catalog: Catalog) -> Arc<Broker> {
         bytes: None,
         age: None,
     };
-    Broker::new(store, catalog, limits, retention).expect("broker")
+    let space = Space::watch(&std::env::temp_dir(), Some(0)).expect("free space");
+    Broker::new(store, catalog, limits, retention, space).expect("broker")
 }

@@ -227,9 +227,17 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 async fn health(State(app): AppState) -> Response {
     let poisoned = app.store().is_poisoned();
+    let space = app.space().status();
     if poisoned {
         let body = json!({"status": "unavailable",
             "message": "a sync failed, so the store takes no writes until seglog restarts"});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    } else if !space.admitting {
+        // Reads are served; writes resume by themselves once space is back.
+        let body = json!({"status": "read_only",
+            "message": app.space().refusal(),
+            "free_bytes": space.free_bytes,
+            "min_free_bytes": space.min_free_bytes});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     } else {
         Json(json!({"status": "ok"})).into_response()
@@ -248,6 +256,7 @@ async fn metrics(State(app): AppState, Extension(http): Extension<Arc<HttpMetric
             open_keys,
             topics,
             poisoned,
+            space: app.space().status(),
         },
     );
     (

@@ -57,6 +57,9 @@ pub mod code {
     pub const OVERLOADED: u32 = 50303;
     /// The server is shutting down.
     pub const SHUTTING_DOWN: u32 = 50304;
+    /// Writes are refused until the disk has free space again
+    /// (`--min-free-bytes`); reads go on. Retry later.
+    pub const NO_SPACE: u32 = 50701;
 }
 
 impl ApiError {
@@ -100,6 +103,7 @@ impl From<Error> for ApiError {
             Error::Invalid(_) => (StatusCode::BAD_REQUEST, code::INVALID),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, code::RECORD_TOO_LARGE),
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, code::OVERLOADED),
+            Error::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, code::NO_SPACE),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, code::SHUTTING_DOWN),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL),
             Error::Storage { .. } if error.is_poisoned() => {

@@ -17,6 +17,9 @@ pub fn code(error: &Error) -> i16 {
         Error::TooLarge(_) => ResponseError::MessageTooLarge.code(),
         // Retriable: the client tries again shortly, or elsewhere.
         Error::Overloaded => ResponseError::RequestTimedOut.code(),
+        // Kafka's answer for a log directory it cannot write to: clients
+        // retry it, and the write resumes once space is back.
+        Error::NoSpace(_) => ResponseError::KafkaStorageError.code(),
         Error::ShuttingDown => ResponseError::NotLeaderOrFollower.code(),
         // A failure of the server's own (a worker or the group commit
         // thread ended) is answered as a storage error too: clients retry

@@ -73,6 +73,12 @@ pub struct NodeArgs {
     /// Every node of a cluster must be started with the same number.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=crate::raft::groups::GROUPS_MAX as i64))]
     pub groups: Option<u32>,
+    /// Refuse writes (error 11) while the data directory's file system has
+    /// fewer free bytes than this, and take them again by themselves once
+    /// space is back (default: 1 GiB or 5% of the file system, the larger;
+    /// see `src/storage/space.rs`).
+    #[arg(long, value_name = "BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// More logs on stderr (-v: each recovery and sync, -vv: every request).
     /// The SEGLOG_LOG environment variable (1 or 2) does the same.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -345,11 +351,12 @@ impl Node {
             ..StoreConfig::default()
         };
         let groups = self.args.groups.unwrap_or(GROUPS_DEFAULT);
+        let min_free = self.args.min_free_bytes;
         self.starting = Some((node_id.clone(), node_ids));
         let (out, events, life) = (self.out.clone(), self.events.clone(), self.life.clone());
         tokio::spawn(async move {
             let dir = root.join(&node_id);
-            let started = Server::start(cluster, &dir, config, groups, out, events).await;
+            let started = Server::start(cluster, &dir, config, groups, min_free, out, events).await;
             let _ = life.send(Life::Started(Box::new((started, to))));
         });
     }
@@ -432,6 +439,7 @@ mod tests {
             data_dir: Some(std::env::temp_dir().join("seglog-node-unit")),
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             groups: None,
+            min_free_bytes: None,
             verbose: 0,
         };
         let mut output = Vec::new();

@@ -128,6 +128,9 @@ pub enum ForwardOutcome {
     NotLeader { leader: Option<u64> },
     /// Appended, then its fate became unknown: it may still be committed.
     Unknown { why: String },
+    /// Not appended, and not to be tried elsewhere: the leader refuses
+    /// writes for now (its disk is short of free space).
+    Refused { why: String },
 }
 
 /// A peer's reply to a request of ours: peers answer nothing by reply

@@ -37,6 +37,7 @@ use crate::raft::log::RESERVED_KEY_PREFIX;
 use crate::raft::transport::Batch;
 use crate::raft::types::{NodeId, Op, OpResult, Proposal, ProposalId};
 use crate::storage::error::Result;
+use crate::storage::space::Space;
 use crate::storage::store::{Store, StoreConfig};
 
 /// How long a client's write may take before it is answered with an
@@ -172,6 +173,9 @@ impl RecentIds {
 pub struct Server {
     cluster: Cluster,
     store: Arc<Mutex<Store>>,
+    /// The free space of the store's file system: writes are refused
+    /// while it is short.
+    space: Arc<Space>,
     group_commit: Arc<OwnGroupCommit>,
     groups: Arc<Groups>,
     out: Outbox,
@@ -207,6 +211,7 @@ impl Server {
         dir: &std::path::Path,
         config: StoreConfig,
         groups: u32,
+        min_free: Option<u64>,
         out: Outbox,
         events: UnboundedSender<Event>,
     ) -> std::result::Result<Server, String> {
@@ -220,6 +225,8 @@ impl Server {
                 "unclean"
             },
         ));
+        let space = Space::watch(dir, min_free)
+            .map_err(|e| format!("cannot read the free space of {}: {e}", dir.display()))?;
         let store = Arc::new(Mutex::new(store));
         let group_commit =
             Arc::new(OwnGroupCommit::start(Arc::clone(&store)).map_err(|e| e.to_string())?);
@@ -235,6 +242,7 @@ impl Server {
         let server = Server {
             cluster,
             store,
+            space,
             group_commit,
             groups: Arc::new(groups),
             out,
@@ -355,6 +363,17 @@ impl Server {
         false
     }
 
+    /// Refuses a write at once, with a definite error, while the disk is
+    /// short of free space ([`Space`]); counts what a write taken will cost.
+    fn no_space(&self, to: &ReplyTo, bytes: usize) -> bool {
+        if !self.space.admits() {
+            self.reply_error(to, code::TEMPORARILY_UNAVAILABLE, &self.space.refusal());
+            return true;
+        }
+        self.space.written(bytes as u64);
+        false
+    }
+
     fn room(&self, to: &ReplyTo, parts: usize) -> bool {
         let waiting =
             self.unrouted.len() + self.awaiting.values().map(|a| a.parts.len()).sum::<usize>();
@@ -370,7 +389,11 @@ impl Server {
     }
 
     fn send(&mut self, to: ReplyTo, key: String, msg: Vec<u8>, now: Instant) {
-        if self.reserved(&to, &key) || !self.room(&to, 1) || self.poisoned(&to) {
+        if self.reserved(&to, &key)
+            || !self.room(&to, 1)
+            || self.poisoned(&to)
+            || self.no_space(&to, key.len() + msg.len())
+        {
             return;
         }
         // The parser made the message compact JSON text.
@@ -396,6 +419,7 @@ impl Server {
         if offsets.iter().any(|(key, _)| self.reserved(&to, key))
             || !self.room(&to, offsets.len())
             || self.poisoned(&to)
+            || self.no_space(&to, offsets.iter().map(|(key, _)| key.len() + 8).sum())
         {
             return;
         }
@@ -491,6 +515,17 @@ impl Server {
                 .push((batch.id, ForwardOutcome::NotLeader { leader }));
             return;
         }
+        if !self.space.admits() {
+            let why = self.space.refusal();
+            self.outgoing
+                .entry(peer)
+                .or_default()
+                .outcomes
+                .push((batch.id, ForwardOutcome::Refused { why }));
+            return;
+        }
+        let bytes = batch.ops.iter().map(op_bytes).sum::<usize>();
+        self.space.written(bytes as u64);
         let groups = Arc::clone(&self.groups);
         let events = self.events.clone();
         tokio::spawn(async move {
@@ -516,6 +551,13 @@ impl Server {
             // Answered once applied here too (`on_tick`).
             ForwardOutcome::Applied { .. } => {}
             ForwardOutcome::NotLeader { .. } => self.route_again(id),
+            ForwardOutcome::Refused { why } => {
+                if let Some(awaiting) = self.awaiting.remove(&id) {
+                    for part in awaiting.parts {
+                        self.fail(part, &format!("the leader refused it: {why}"));
+                    }
+                }
+            }
             ForwardOutcome::Unknown { why } => {
                 log::info(format_args!(
                     "forwarded proposal {}:{}: {why}",

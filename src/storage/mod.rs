@@ -25,6 +25,7 @@
 //!   integration tests turn it on), never into a release build.
 //! - [`store`]: all keys of a data directory, its lock, sync points and checkpoints
 //!   (a folder, one file per idea).
+//! - [`space`]: free-space admission: writes refused before the disk is full.
 //! - [`syncpool`]: threads that issue the fdatasyncs of a sync point together.
 //! - [`group_commit`]: the thread that runs sync points for the writes
 //!   queued meanwhile and reports each batch back with its outcome.
@@ -49,5 +50,6 @@ pub mod retention;
 pub mod segment;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod space;
 pub mod store;
 pub mod syncpool;

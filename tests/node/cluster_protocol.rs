@@ -113,6 +113,7 @@ impl TestCluster {
             segment_bytes: 4096,
             // One group per node, so that each node leads one.
             groups: Some(self.ids.len() as u32),
+            min_free_bytes: None,
             verbose: 0,
         };
         let task = tokio::spawn(serve(BufReader::new(node_in), node_out, args));

@@ -140,6 +140,7 @@ async fn run_case(bodies: Vec<Value>) -> Result<(), TestCaseError> {
         data_dir: Some(dir.path().to_path_buf()),
         segment_bytes: 4096,
         groups: None,
+        min_free_bytes: None,
         verbose: 0,
     };
     let node = tokio::spawn(serve(node_in, node_out, args));
