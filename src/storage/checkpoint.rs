@@ -11,8 +11,9 @@
 //! outside the store's lock, takes the steps below; a crash between any two
 //! leaves a state recovery handles (`segment-format.md`, "Checkpoint").
 //!
-//! 1. fdatasync every segment file written since the last checkpoint (one
-//!    `syncfs` instead when there are very many);
+//! 1. fdatasync every segment file written since the last checkpoint, each
+//!    on its own, so that a writeback error of any of them fails the
+//!    checkpoint (`segment-format.md`, "Checkpoint", says why not `syncfs`);
 //! 2. fsync every directory that gained an entry (new segments, new keys);
 //! 3. append the commits since the last checkpoint to `offsets.journal`, or
 //!    compact it, and make that durable;
@@ -55,14 +56,6 @@ pub const CHECKPOINT_AGE_DEFAULT: Duration = Duration::from_secs(300);
 /// this disk), and recovery after a crash replays at most the keys the live
 /// journal mentions before the first checkpoint: both stay bounded.
 pub const CHECKPOINT_FILES_MAX: usize = 4096;
-
-/// Above this many segment files, step 1 is one `syncfs` of the data
-/// directory's file system instead of an fdatasync per file: each
-/// fdatasync pays its own file system journal commit, and thousands of them
-/// (a store of many short keys: `tests/durability/many_keys.rs`) take seconds where
-/// one syncfs flushes everything with a few commits. It also flushes other
-/// dirty files on that file system, which costs time, not correctness.
-pub const CHECKPOINT_SYNCFS_FILES_MIN: usize = 512;
 
 /// Environment variable that overrides the default checkpoint size, for
 /// tests that want checkpoints during short runs of the node binary.
@@ -157,15 +150,8 @@ impl Job {
         if !step(&mut budget) {
             return Ok(false);
         }
-        if self.files.len() >= CHECKPOINT_SYNCFS_FILES_MIN {
-            fsutil::sync_file_system(&*self.fs, &self.data_dir)?;
-        }
-        let per_file = if self.files.len() >= CHECKPOINT_SYNCFS_FILES_MIN {
-            &[][..]
-        } else {
-            &self.files[..]
-        };
-        let jobs: Vec<SyncJob> = per_file
+        let jobs: Vec<SyncJob> = self
+            .files
             .iter()
             .map(|path| {
                 let path = path.clone();

@@ -657,3 +657,47 @@ fn acknowledged_batches_after_a_restart_never_sit_behind_a_lost_writeback() {
         );
     }
 }
+
+/// A checkpoint of more segment files than the 512 at which it used to
+/// call one `syncfs` instead of an fdatasync each (`syncfs` reports no
+/// writeback error before Linux 5.8, and through a new descriptor none
+/// that another caller saw first): an EIO from the fdatasync of one
+/// segment fails the checkpoint, which keeps the journal that holds the
+/// records, and poisons the store; every power-loss image recovers
+/// everything acknowledged. With the `syncfs` path the checkpoint
+/// succeeded and deleted that journal.
+#[test]
+fn eio_from_a_segments_fdatasync_fails_a_checkpoint_of_many_files() {
+    let keys: Vec<String> = (0..600).map(|n| format!("key-{n}")).collect();
+    // Every key open, and no checkpoint before the one under test, so that
+    // it has a file per key to sync.
+    let shape = Shape {
+        checkpoint_bytes: 1 << 30,
+        open_keys: keys.len() + 1,
+        ..SHAPE
+    };
+    let fs = SimFs::new();
+    let mut model = Model::new(&keys);
+    model.shape = shape;
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut store = open_shaped(&fs, &shape).expect("open a new store");
+    for key in &keys {
+        append(&mut store, &mut model, key, &mut rng).expect("offsets in order");
+    }
+    let snapshot = model.snapshot();
+    store.sync().expect("sync before the fault");
+    model.acknowledge(snapshot);
+    let fired = fs.faults_fired();
+    fs.fail(Fault::new(FaultOp::SyncData).path_contains(".log"));
+    let error = store.checkpoint().expect_err("the injected EIO");
+    assert_eq!(fs.faults_fired(), fired + 1, "{error}");
+    assert!(store.is_poisoned(), "{error}");
+    reads_show_acknowledged(&mut store, &model);
+    drop(store);
+    let counts = every_image_recovers(&fs, &model, "EIO from a segment's fdatasync");
+    println!(
+        "EIO from one of 600 segments' fdatasync in a checkpoint: failed, poisoned; {} images \
+         recovered everything acknowledged",
+        counts.images
+    );
+}
