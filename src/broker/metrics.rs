@@ -215,8 +215,8 @@ impl Metrics {
                 gauges.space.min_free_bytes,
             ),
             (
-                "seglog_writes_refused_for_space",
-                "1 while writes are refused because the disk is short of free space.",
+                "seglog_disk_space_short",
+                "1 while record writes are refused because the disk is short of free space.",
                 u64::from(!gauges.space.admitting),
             ),
         ];

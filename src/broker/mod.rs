@@ -168,20 +168,32 @@ impl Broker {
         self.next_partition.fetch_add(1, Ordering::Relaxed) % partitions.max(1)
     }
 
-    /// Starts a write: takes the store's lock and refuses the write before
-    /// anything is applied if the server is shutting down, the disk is
-    /// short of free space, the store is poisoned, or too many writes wait
-    /// for a sync point already. Hold
-    /// the catalog's read lock across it when the write goes to a topic.
-    pub fn writer(&self) -> Result<Writer<'_>> {
-        if self.is_shutting_down() {
-            return Err(Error::ShuttingDown);
-        }
-        if !self.space.admits() {
+    /// Starts a write that appends records (a produce): as
+    /// [`Broker::writer`], and refused while the disk is short of free
+    /// space (`storage/space.rs`). Other writes are a few bytes each
+    /// (offset commits, producer ids) or free space (DeleteRecords, a
+    /// group's deletion, producer expiry), and are taken.
+    pub fn records_writer(&self) -> Result<Writer<'_>> {
+        // Read before the store's lock is taken (it may call statvfs); a
+        // poisoned store's error comes first, as it does not heal by itself.
+        let admits = self.space.admits();
+        let writer = self.writer()?;
+        if !admits {
             self.metrics
                 .writes_refused_no_space
                 .fetch_add(1, Ordering::Relaxed);
             return Err(Error::NoSpace(self.space.refusal()));
+        }
+        Ok(writer)
+    }
+
+    /// Starts a write: takes the store's lock and refuses the write before
+    /// anything is applied if the server is shutting down, the store is
+    /// poisoned, or too many writes wait for a sync point already. Hold
+    /// the catalog's read lock across it when the write goes to a topic.
+    pub fn writer(&self) -> Result<Writer<'_>> {
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown);
         }
         let store = self.store();
         if store.is_poisoned() {

@@ -107,7 +107,7 @@ pub(super) async fn produce_records(
             }
             encoded.push((partition, payload));
         }
-        let mut writer = app.writer()?;
+        let mut writer = app.records_writer()?;
         // Each partition's records are appended all or none
         // (`Writer::append_all`), in the order of their first record.
         let mut partitions: Vec<(u32, Vec<usize>)> = Vec::new();

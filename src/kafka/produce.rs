@@ -190,7 +190,7 @@ pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Rep
                 }
             }
         }
-        let mut writer = broker.writer();
+        let mut writer = broker.records_writer();
         for part in parts.iter_mut().filter(|p| p.error == 0) {
             let writer = match &mut writer {
                 Ok(writer) => writer,

@@ -364,13 +364,16 @@ impl Server {
     }
 
     /// Refuses a write at once, with a definite error, while the disk is
-    /// short of free space ([`Space`]); counts what a write taken will cost.
+    /// short of free space ([`Space`]); counts what a write taken will cost:
+    /// its bytes go to disk twice as its Raft entry and twice again as
+    /// the records the entry's apply appends (each a journal batch, then a
+    /// segment), which [`Space::written`] counts as two.
     fn no_space(&self, to: &ReplyTo, bytes: usize) -> bool {
         if !self.space.admits() {
             self.reply_error(to, code::TEMPORARILY_UNAVAILABLE, &self.space.refusal());
             return true;
         }
-        self.space.written(bytes as u64);
+        self.space.written(2 * bytes as u64);
         false
     }
 
@@ -525,7 +528,7 @@ impl Server {
             return;
         }
         let bytes = batch.ops.iter().map(op_bytes).sum::<usize>();
-        self.space.written(bytes as u64);
+        self.space.written(2 * bytes as u64);
         let groups = Arc::clone(&self.groups);
         let events = self.events.clone();
         tokio::spawn(async move {
@@ -777,6 +780,14 @@ impl Server {
                     .or_default()
                     .push(part),
                 None => self.unrouted.push(part),
+            }
+        }
+        // Parts taken before the disk ran short wait here no longer: while
+        // it is short they are refused (never proposed, so definitely).
+        if !local.is_empty() && !self.space.admits() {
+            let why = self.space.refusal();
+            for part in std::mem::take(&mut local).into_values().flatten() {
+                self.fail(part, &why);
             }
         }
         for (group, parts) in local

@@ -98,10 +98,18 @@ fn read(dir: &Path) -> std::io::Result<(u64, u64)> {
     ))
 }
 
+/// The most of a file system the default floor takes, as a divisor: on a
+/// small file system (a few GiB, a test's tmpfs) 1 GiB would refuse most
+/// or all of it.
+pub const MIN_FREE_SHARE_MAX: u64 = 4;
+
 /// The default floor for a file system of `total` bytes: the larger of
-/// [`MIN_FREE_BYTES_LEAST`] and [`MIN_FREE_PERCENT`] of it.
+/// [`MIN_FREE_BYTES_LEAST`] and [`MIN_FREE_PERCENT`] of it, but at most a
+/// quarter of it ([`MIN_FREE_SHARE_MAX`]).
 pub fn default_min_free(total: u64) -> u64 {
-    MIN_FREE_BYTES_LEAST.max(total / 100 * MIN_FREE_PERCENT)
+    MIN_FREE_BYTES_LEAST
+        .max(total / 100 * MIN_FREE_PERCENT)
+        .min(total / MIN_FREE_SHARE_MAX)
 }
 
 impl Space {
@@ -172,8 +180,9 @@ impl Space {
     pub fn refusal(&self) -> String {
         let status = self.status();
         format!(
-            "the disk is nearly full: {} bytes free, below the floor of {} (--min-free-bytes); \
-             writes resume by themselves once {} bytes are free",
+            "the disk is nearly full: {} bytes free, under the floor of {} (--min-free-bytes) \
+             or not yet back above it by the margin; writes resume by themselves once {} bytes \
+             are free",
             status.free_bytes, status.min_free_bytes, self.resume_at
         )
     }
@@ -259,9 +268,10 @@ mod tests {
     }
 
     #[test]
-    fn the_default_floor_is_a_gibibyte_or_five_percent() {
+    fn the_default_floor_is_a_gibibyte_or_five_percent_at_most_a_quarter() {
         assert_eq!(default_min_free(4 << 30), 1 << 30);
         assert_eq!(default_min_free(1000 << 30), 50 << 30);
+        assert_eq!(default_min_free(2 << 30), 512 << 20);
     }
 
     #[test]

@@ -282,10 +282,13 @@ fn server_refuses_writes_before_the_disk_is_full_and_resumes_without_a_restart()
             (503, Some("read_only")),
             "{health}"
         );
-        assert_eq!(server.metric("seglog_writes_refused_for_space"), 1);
+        assert_eq!(server.metric("seglog_disk_space_short"), 1);
         assert!(server.metric("seglog_writes_refused_no_space_total") > cycle);
-        // Reads go on.
+        // Reads go on, and so do writes of a few bytes (a group's commit).
         assert_eq!(server.fetch("t", 0, "offset=0&max_records=1").len(), 1);
+        let commit = json!({"offsets": [{"topic": "t", "partition": 0, "offset": n}]});
+        let (status, body) = server.post("/groups/g/offsets", commit);
+        assert_eq!(status, 200, "a commit while records are refused: {body}");
         std::fs::remove_file(&filler).expect("free the space");
         let freed = Instant::now();
         loop {
