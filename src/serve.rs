@@ -318,16 +318,16 @@ async fn start_kafka(
     let advertised = crate::kafka::advertised(args.kafka_advertise.as_deref(), bound)?;
     // Always printed, like the HTTP address.
     eprintln!(
-        "seglog: Kafka protocol on {bound}, advertised as {}:{} ({})",
-        advertised.0,
-        advertised.1,
-        match (&security.kafka_tls, &security.http.auth) {
-            (None, None) => "PLAINTEXT",
-            (Some(_), None) => "SSL",
-            (None, Some(_)) => "SASL_PLAINTEXT",
-            (Some(_), Some(_)) => "SASL_SSL",
-        }
+        "seglog: Kafka protocol on {bound}, advertised as {}:{}",
+        advertised.0, advertised.1
     );
+    let protocol = match (&security.kafka_tls, &security.http.auth) {
+        (None, None) => "PLAINTEXT",
+        (Some(_), None) => "SSL",
+        (None, Some(_)) => "SASL_PLAINTEXT",
+        (Some(_), Some(_)) => "SASL_SSL",
+    };
+    eprintln!("seglog: Kafka clients connect with security.protocol={protocol}");
     let ctx = Arc::new(crate::kafka::Context {
         broker: Arc::clone(broker),
         advertised,

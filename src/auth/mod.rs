@@ -139,6 +139,16 @@ impl Authenticator {
     }
 }
 
+/// The bytes of the file at `path` if it holds at most `max_bytes`;
+/// `Ok(None)` if it holds more (a wrong path, most likely: a log or a disk
+/// image is not read whole into memory).
+fn read_at_most(path: &std::path::Path, max_bytes: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max_bytes + 1), &mut bytes)?;
+    Ok((bytes.len() as u64 <= max_bytes).then_some(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

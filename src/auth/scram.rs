@@ -313,8 +313,14 @@ impl Exchange {
                 "a SCRAM final message whose channel binding (c=) is not the GS2 header".into(),
             ));
         }
-        if nonce != Some(self.nonce.as_str()) {
-            return Err(Failed("a SCRAM final message with another nonce".into()));
+        // Kafka checks that the nonce ends with the exchange's, not that it
+        // is the same: librdkafka 2.0 (Debian's kcat) sends its own nonce
+        // again in front of it. The server's fresh part is still required,
+        // and the proof signs the message as sent.
+        if !nonce.is_some_and(|n| n.ends_with(&self.nonce)) {
+            return Err(Failed(
+                "a SCRAM final message without the nonce of this exchange".into(),
+            ));
         }
         let proof = BASE64
             .decode(proof)

@@ -88,19 +88,12 @@ impl Tls {
 }
 
 fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("{flag} {}: cannot open: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(file, PEM_FILE_BYTES_MAX + 1),
-        &mut bytes,
-    )
-    .map_err(|e| format!("{flag} {}: cannot read: {e}", path.display()))?;
-    if bytes.len() as u64 > PEM_FILE_BYTES_MAX {
-        return Err(format!(
-            "{flag} {}: over {PEM_FILE_BYTES_MAX} bytes, not a PEM file",
-            path.display()
-        ));
-    }
-    Ok(bytes)
+    super::read_at_most(path, PEM_FILE_BYTES_MAX)
+        .map_err(|e| format!("{flag} {}: cannot read: {e}", path.display()))?
+        .ok_or_else(|| {
+            format!(
+                "{flag} {}: over {PEM_FILE_BYTES_MAX} bytes, not a PEM file",
+                path.display()
+            )
+        })
 }

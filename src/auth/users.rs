@@ -182,20 +182,14 @@ impl Users {
     /// Reads the file at `path`; a missing file is an error (`serve`
     /// must not start open when its users file is gone).
     pub fn load(path: &Path) -> Result<Users, String> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| format!("cannot open the users file {}: {e}", path.display()))?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(file, FILE_BYTES_MAX + 1),
-            &mut bytes,
-        )
-        .map_err(|e| format!("cannot read the users file {}: {e}", path.display()))?;
-        if bytes.len() as u64 > FILE_BYTES_MAX {
-            return Err(format!(
-                "the users file {} is over {FILE_BYTES_MAX} bytes",
-                path.display()
-            ));
-        }
+        let bytes = super::read_at_most(path, FILE_BYTES_MAX)
+            .map_err(|e| format!("cannot open the users file {}: {e}", path.display()))?
+            .ok_or_else(|| {
+                format!(
+                    "the users file {} is over {FILE_BYTES_MAX} bytes",
+                    path.display()
+                )
+            })?;
         Users::decode(&bytes).map_err(|e| format!("the users file {}: {e}", path.display()))
     }
 

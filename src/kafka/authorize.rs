@@ -13,6 +13,7 @@
 //! are not restricted (JoinGroup, ListGroups, DeleteGroups, ...).
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_records_response::{
@@ -21,6 +22,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResourceResponse;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -61,27 +63,22 @@ pub fn guard(
     let denied = ResponseError::TopicAuthorizationFailed.code();
     match request {
         RequestKind::Produce(mut r) => {
-            let out = take(&mut r.topic_data, |t| write(&t.name));
-            let out: Vec<TopicProduceResponse> = out
-                .into_iter()
-                .map(|t| {
-                    let mut topic = TopicProduceResponse::default();
-                    topic.name = t.name;
-                    topic.partition_responses = t
-                        .partition_data
-                        .into_iter()
-                        .map(|p| {
-                            let mut part = PartitionProduceResponse::default();
-                            part.index = p.index;
-                            part.error_code = denied;
-                            part.base_offset = -1;
-                            part.log_start_offset = -1;
-                            part
-                        })
-                        .collect();
-                    topic
-                })
-                .collect();
+            let out = refused(
+                take(&mut r.topic_data, |t| write(&t.name)),
+                |t| (t.name, t.partition_data),
+                |p| {
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(denied)
+                        .with_base_offset(-1)
+                        .with_log_start_offset(-1)
+                },
+                |name, parts| {
+                    TopicProduceResponse::default()
+                        .with_name(name)
+                        .with_partition_responses(parts)
+                },
+            );
             then(RequestKind::Produce(r), out, |response, out| {
                 if let ResponseKind::Produce(response) = response {
                     response.responses.extend(out);
@@ -89,29 +86,24 @@ pub fn guard(
             })
         }
         RequestKind::Fetch(mut r) => {
-            let out = take(&mut r.topics, |t| read(&t.topic));
-            let out: Vec<FetchableTopicResponse> = out
-                .into_iter()
-                .map(|t| {
-                    let mut topic = FetchableTopicResponse::default();
-                    topic.topic = t.topic;
-                    topic.partitions = t
-                        .partitions
-                        .into_iter()
-                        .map(|p| {
-                            let mut part = PartitionData::default();
-                            part.partition_index = p.partition;
-                            part.error_code = denied;
-                            part.high_watermark = -1;
-                            part.last_stable_offset = -1;
-                            part.log_start_offset = -1;
-                            part.records = Some(bytes::Bytes::new());
-                            part
-                        })
-                        .collect();
-                    topic
-                })
-                .collect();
+            let out = refused(
+                take(&mut r.topics, |t| read(&t.topic)),
+                |t| (t.topic, t.partitions),
+                |p| {
+                    PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_error_code(denied)
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_records(Some(bytes::Bytes::new()))
+                },
+                |name, parts| {
+                    FetchableTopicResponse::default()
+                        .with_topic(name)
+                        .with_partitions(parts)
+                },
+            );
             then(RequestKind::Fetch(r), out, |response, out| {
                 if let ResponseKind::Fetch(response) = response {
                     response.responses.extend(out);
@@ -119,27 +111,22 @@ pub fn guard(
             })
         }
         RequestKind::ListOffsets(mut r) => {
-            let out = take(&mut r.topics, |t| read(&t.name));
-            let out: Vec<ListOffsetsTopicResponse> = out
-                .into_iter()
-                .map(|t| {
-                    let mut topic = ListOffsetsTopicResponse::default();
-                    topic.name = t.name;
-                    topic.partitions = t
-                        .partitions
-                        .into_iter()
-                        .map(|p| {
-                            let mut part = ListOffsetsPartitionResponse::default();
-                            part.partition_index = p.partition_index;
-                            part.error_code = denied;
-                            part.offset = -1;
-                            part.timestamp = -1;
-                            part
-                        })
-                        .collect();
-                    topic
-                })
-                .collect();
+            let out = refused(
+                take(&mut r.topics, |t| read(&t.name)),
+                |t| (t.name, t.partitions),
+                |p| {
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(denied)
+                        .with_offset(-1)
+                        .with_timestamp(-1)
+                },
+                |name, parts| {
+                    ListOffsetsTopicResponse::default()
+                        .with_name(name)
+                        .with_partitions(parts)
+                },
+            );
             then(RequestKind::ListOffsets(r), out, |response, out| {
                 if let ResponseKind::ListOffsets(response) = response {
                     response.topics.extend(out);
@@ -173,10 +160,11 @@ pub fn guard(
                 } else {
                     return true;
                 };
-                let mut topic = MetadataResponseTopic::default();
-                topic.name = Some(name.clone());
-                topic.error_code = code;
-                out.push(topic);
+                out.push(
+                    MetadataResponseTopic::default()
+                        .with_name(Some(name.clone()))
+                        .with_error_code(code),
+                );
                 false
             });
             drop(catalog);
@@ -187,16 +175,14 @@ pub fn guard(
             })
         }
         RequestKind::CreateTopics(mut r) => {
-            let out = take(&mut r.topics, |t| write(&t.name));
-            let out: Vec<CreatableTopicResult> = out
+            let out: Vec<_> = take(&mut r.topics, |t| write(&t.name))
                 .into_iter()
                 .map(|t| {
-                    let mut topic = CreatableTopicResult::default();
-                    topic.name = t.name;
-                    topic.error_code = denied;
-                    topic.num_partitions = -1;
-                    topic.replication_factor = -1;
-                    topic
+                    CreatableTopicResult::default()
+                        .with_name(t.name)
+                        .with_error_code(denied)
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
                 })
                 .collect();
             then(RequestKind::CreateTopics(r), out, |response, out| {
@@ -207,14 +193,12 @@ pub fn guard(
         }
         RequestKind::DeleteTopics(mut r) => {
             // Versions 1-5 (those served) name topics in `topic_names`.
-            let out = take(&mut r.topic_names, |name| write(name));
-            let out: Vec<DeletableTopicResult> = out
+            let out: Vec<_> = take(&mut r.topic_names, |name| write(name))
                 .into_iter()
                 .map(|name| {
-                    let mut topic = DeletableTopicResult::default();
-                    topic.name = Some(name);
-                    topic.error_code = denied;
-                    topic
+                    DeletableTopicResult::default()
+                        .with_name(Some(name))
+                        .with_error_code(denied)
                 })
                 .collect();
             then(RequestKind::DeleteTopics(r), out, |response, out| {
@@ -224,14 +208,12 @@ pub fn guard(
             })
         }
         RequestKind::CreatePartitions(mut r) => {
-            let out = take(&mut r.topics, |t| write(&t.name));
-            let out: Vec<CreatePartitionsTopicResult> = out
+            let out: Vec<_> = take(&mut r.topics, |t| write(&t.name))
                 .into_iter()
                 .map(|t| {
-                    let mut topic = CreatePartitionsTopicResult::default();
-                    topic.name = t.name;
-                    topic.error_code = denied;
-                    topic
+                    CreatePartitionsTopicResult::default()
+                        .with_name(t.name)
+                        .with_error_code(denied)
                 })
                 .collect();
             then(RequestKind::CreatePartitions(r), out, |response, out| {
@@ -241,26 +223,21 @@ pub fn guard(
             })
         }
         RequestKind::DeleteRecords(mut r) => {
-            let out = take(&mut r.topics, |t| write(&t.name));
-            let out: Vec<DeleteRecordsTopicResult> = out
-                .into_iter()
-                .map(|t| {
-                    let mut topic = DeleteRecordsTopicResult::default();
-                    topic.name = t.name;
-                    topic.partitions = t
-                        .partitions
-                        .into_iter()
-                        .map(|p| {
-                            let mut part = DeleteRecordsPartitionResult::default();
-                            part.partition_index = p.partition_index;
-                            part.error_code = denied;
-                            part.low_watermark = -1;
-                            part
-                        })
-                        .collect();
-                    topic
-                })
-                .collect();
+            let out = refused(
+                take(&mut r.topics, |t| write(&t.name)),
+                |t| (t.name, t.partitions),
+                |p| {
+                    DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(denied)
+                        .with_low_watermark(-1)
+                },
+                |name, parts| {
+                    DeleteRecordsTopicResult::default()
+                        .with_name(name)
+                        .with_partitions(parts)
+                },
+            );
             then(RequestKind::DeleteRecords(r), out, |response, out| {
                 if let ResponseKind::DeleteRecords(response) = response {
                     response.topics.extend(out);
@@ -268,25 +245,20 @@ pub fn guard(
             })
         }
         RequestKind::OffsetCommit(mut r) => {
-            let out = take(&mut r.topics, |t| read(&t.name));
-            let out: Vec<OffsetCommitResponseTopic> = out
-                .into_iter()
-                .map(|t| {
-                    let mut topic = OffsetCommitResponseTopic::default();
-                    topic.name = t.name;
-                    topic.partitions = t
-                        .partitions
-                        .into_iter()
-                        .map(|p| {
-                            let mut part = OffsetCommitResponsePartition::default();
-                            part.partition_index = p.partition_index;
-                            part.error_code = denied;
-                            part
-                        })
-                        .collect();
-                    topic
-                })
-                .collect();
+            let out = refused(
+                take(&mut r.topics, |t| read(&t.name)),
+                |t| (t.name, t.partitions),
+                |p| {
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(denied)
+                },
+                |name, parts| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(parts)
+                },
+            );
             then(RequestKind::OffsetCommit(r), out, |response, out| {
                 if let ResponseKind::OffsetCommit(response) = response {
                     response.topics.extend(out);
@@ -306,26 +278,21 @@ pub fn guard(
                 });
                 return (RequestKind::OffsetFetch(r), Some(filter));
             };
-            let out = take(topics, |t| read(&t.name));
-            let out: Vec<OffsetFetchResponseTopic> = out
-                .into_iter()
-                .map(|t| {
-                    let mut topic = OffsetFetchResponseTopic::default();
-                    topic.name = t.name;
-                    topic.partitions = t
-                        .partition_indexes
-                        .into_iter()
-                        .map(|index| {
-                            let mut part = OffsetFetchResponsePartition::default();
-                            part.partition_index = index;
-                            part.committed_offset = -1;
-                            part.error_code = denied;
-                            part
-                        })
-                        .collect();
-                    topic
-                })
-                .collect();
+            let out = refused(
+                take(topics, |t| read(&t.name)),
+                |t| (t.name, t.partition_indexes),
+                |index| {
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_committed_offset(-1)
+                        .with_error_code(denied)
+                },
+                |name, parts| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(parts)
+                },
+            );
             then(RequestKind::OffsetFetch(r), out, |response, out| {
                 if let ResponseKind::OffsetFetch(response) = response {
                     response.topics.extend(out);
@@ -333,25 +300,20 @@ pub fn guard(
             })
         }
         RequestKind::OffsetDelete(mut r) => {
-            let out = take(&mut r.topics, |t| read(&t.name));
-            let out: Vec<OffsetDeleteResponseTopic> = out
-                .into_iter()
-                .map(|t| {
-                    let mut topic = OffsetDeleteResponseTopic::default();
-                    topic.name = t.name;
-                    topic.partitions = t
-                        .partitions
-                        .into_iter()
-                        .map(|p| {
-                            let mut part = OffsetDeleteResponsePartition::default();
-                            part.partition_index = p.partition_index;
-                            part.error_code = denied;
-                            part
-                        })
-                        .collect();
-                    topic
-                })
-                .collect();
+            let out = refused(
+                take(&mut r.topics, |t| read(&t.name)),
+                |t| (t.name, t.partitions),
+                |p| {
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(denied)
+                },
+                |name, parts| {
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(parts)
+                },
+            );
             then(RequestKind::OffsetDelete(r), out, |response, out| {
                 if let ResponseKind::OffsetDelete(response) = response {
                     response.topics.extend(out);
@@ -359,19 +321,17 @@ pub fn guard(
             })
         }
         RequestKind::DescribeConfigs(mut r) => {
-            let out = take(&mut r.resources, |c| {
+            let out: Vec<_> = take(&mut r.resources, |c| {
                 c.resource_type != RESOURCE_TOPIC || access.may_read(c.resource_name.as_str())
-            });
-            let out: Vec<DescribeConfigsResult> = out
-                .into_iter()
-                .map(|c| {
-                    let mut result = DescribeConfigsResult::default();
-                    result.resource_type = c.resource_type;
-                    result.resource_name = c.resource_name;
-                    result.error_code = denied;
-                    result
-                })
-                .collect();
+            })
+            .into_iter()
+            .map(|c| {
+                DescribeConfigsResult::default()
+                    .with_resource_type(c.resource_type)
+                    .with_resource_name(c.resource_name)
+                    .with_error_code(denied)
+            })
+            .collect();
             then(RequestKind::DescribeConfigs(r), out, |response, out| {
                 if let ResponseKind::DescribeConfigs(response) = response {
                     response.results.extend(out);
@@ -379,19 +339,17 @@ pub fn guard(
             })
         }
         RequestKind::AlterConfigs(mut r) => {
-            let out = take(&mut r.resources, |c| {
+            let out: Vec<_> = take(&mut r.resources, |c| {
                 c.resource_type != RESOURCE_TOPIC || access.may_write(c.resource_name.as_str())
-            });
-            let out: Vec<_> = out
-                .into_iter()
-                .map(|c| {
-                    let mut result = kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default();
-                    result.resource_type = c.resource_type;
-                    result.resource_name = c.resource_name;
-                    result.error_code = denied;
-                    result
-                })
-                .collect();
+            })
+            .into_iter()
+            .map(|c| {
+                AlterConfigsResourceResponse::default()
+                    .with_resource_type(c.resource_type)
+                    .with_resource_name(c.resource_name)
+                    .with_error_code(denied)
+            })
+            .collect();
             then(RequestKind::AlterConfigs(r), out, |response, out| {
                 if let ResponseKind::AlterConfigs(response) = response {
                     response.responses.extend(out);
@@ -399,19 +357,17 @@ pub fn guard(
             })
         }
         RequestKind::IncrementalAlterConfigs(mut r) => {
-            let out = take(&mut r.resources, |c| {
+            let out: Vec<_> = take(&mut r.resources, |c| {
                 c.resource_type != RESOURCE_TOPIC || access.may_write(c.resource_name.as_str())
-            });
-            let out: Vec<_> = out
-                .into_iter()
-                .map(|c| {
-                    let mut result = kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-                    result.resource_type = c.resource_type;
-                    result.resource_name = c.resource_name;
-                    result.error_code = denied;
-                    result
-                })
-                .collect();
+            })
+            .into_iter()
+            .map(|c| {
+                IncrementalResourceResponse::default()
+                    .with_resource_type(c.resource_type)
+                    .with_resource_name(c.resource_name)
+                    .with_error_code(denied)
+            })
+            .collect();
             then(
                 RequestKind::IncrementalAlterConfigs(r),
                 out,
@@ -424,6 +380,24 @@ pub fn guard(
         }
         other => (other, None),
     }
+}
+
+/// The replies of refused topics: for each, `topic` of its name and the
+/// results `partition` makes of its partitions (`parts` splits a topic of
+/// the request into its name and partitions).
+fn refused<T, P, R, O>(
+    topics: Vec<T>,
+    parts: impl Fn(T) -> (TopicName, Vec<P>),
+    partition: impl Fn(P) -> R,
+    topic: impl Fn(TopicName, Vec<R>) -> O,
+) -> Vec<O> {
+    topics
+        .into_iter()
+        .map(|t| {
+            let (name, partitions) = parts(t);
+            topic(name, partitions.into_iter().map(&partition).collect())
+        })
+        .collect()
 }
 
 /// Takes the items `keep` refuses out of `items`, in order.

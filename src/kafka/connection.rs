@@ -119,6 +119,28 @@ where
                 break;
             }
         };
+        if session.carrier() == Some(sasl::Carrier::Raw) {
+            // After a SaslHandshake v0: the frame is a bare SASL token, and
+            // so is the answer.
+            let token = match session.raw_token(&ctx, frame).await {
+                Ok(token) => token,
+                Err(reason) => {
+                    log::warn(format_args!(
+                        "kafka {peer}: {reason}; closing the connection"
+                    ));
+                    break;
+                }
+            };
+            let mut out = BytesMut::with_capacity(4 + token.len());
+            let size = u32::try_from(token.len()).expect("a SASL token is a few hundred bytes");
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(&token);
+            let task = tokio::spawn(async move { Ok(Some(out)) });
+            if tx.send((task, None)).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let ((api_key, version, correlation_id, reply, reply_bytes), close) =
             match handle(&ctx, &mut session, frame).await {
                 Ok(handled) => handled,
@@ -303,7 +325,7 @@ async fn handle(
             return Ok((answer(ResponseKind::ApiVersions(reply)), None));
         }
         RequestKind::SaslHandshake(r) => {
-            let step = session.handshake(&r);
+            let step = session.handshake(&r, version);
             return Ok((answer(step.response), step.close));
         }
         RequestKind::SaslAuthenticate(r) => {

@@ -1,7 +1,9 @@
 //! SASL on a Kafka connection, when `serve --users` is given:
-//! SaslHandshake (v1) picks the mechanism, SaslAuthenticate (v0-v2)
-//! carries its messages: PLAIN (one message: authzid, name, password) or
-//! SCRAM-SHA-256/512 (two round trips, [`crate::auth::scram`]).
+//! SaslHandshake picks the mechanism; after a v1 handshake SaslAuthenticate
+//! (v0-v2) carries its messages, after a v0 handshake they come as bare
+//! size-prefixed frames (as Kafka before 1.0 had them): PLAIN (one
+//! message: authzid, name, password) or SCRAM-SHA-256/512 (two round
+//! trips, [`crate::auth::scram`]).
 //!
 //! Until the connection is authenticated it may send ApiVersions,
 //! SaslHandshake and SaslAuthenticate only; anything else closes it, as
@@ -11,11 +13,8 @@
 //! authentication SASL_AUTHENTICATION_FAILED with a message; both then
 //! close the connection, as Kafka does. No re-authentication (KIP-368):
 //! the session has no lifetime, and a second handshake closes.
-//!
-//! SaslHandshake v0, after which a client sends bare SASL tokens instead
-//! of SaslAuthenticate requests, is not served: Kafka 4.0 removed it
-//! (KIP-896), and every client that sees SaslAuthenticate in ApiVersions
-//! uses v1.
+//! After a v0 handshake a failed token closes the connection without a
+//! reply, as Kafka does (there is no frame for an error).
 
 use std::sync::Arc;
 
@@ -56,6 +55,16 @@ pub enum Picked {
     Scram(Mechanism),
 }
 
+/// How the SASL messages travel after the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    /// In SaslAuthenticate requests (SaslHandshake v1).
+    Authenticate,
+    /// As bare size-prefixed frames, without a request header (SaslHandshake
+    /// v0): a failure closes the connection without a reply.
+    Raw,
+}
+
 /// Where a connection stands.
 pub enum Session {
     /// No users configured: every request is served, as without SASL.
@@ -63,9 +72,9 @@ pub enum Session {
     /// Waiting for SaslHandshake.
     Handshake,
     /// Handshake done: waiting for the mechanism's first message.
-    Authenticate(Picked),
+    Authenticate(Picked, Carrier),
     /// SCRAM's first round trip done: waiting for the client's proof.
-    ScramFinal(Box<Exchange>),
+    ScramFinal(Box<Exchange>, Carrier),
     /// Authenticated as a user: every request is served, within its access.
     Authenticated(Access),
 }
@@ -100,18 +109,25 @@ impl Session {
         self.access().is_none()
     }
 
-    /// Takes a SaslHandshake.
-    pub fn handshake(&mut self, request: &SaslHandshakeRequest) -> Step {
+    /// How the next SASL message comes, if one is awaited.
+    pub fn carrier(&self) -> Option<Carrier> {
+        match self {
+            Session::Authenticate(_, carrier) | Session::ScramFinal(_, carrier) => Some(*carrier),
+            _ => None,
+        }
+    }
+
+    /// Takes a SaslHandshake of `version` (0: bare tokens follow).
+    pub fn handshake(&mut self, request: &SaslHandshakeRequest, version: i16) -> Step {
         let mut response = SaslHandshakeResponse::default();
         response.mechanisms = MECHANISMS
             .iter()
             .map(|m| StrBytes::from_static_str(m))
             .collect();
         if !matches!(self, Session::Handshake) {
+            response.error_code = ResponseError::IllegalSaslState.code();
             return close_with(
-                ResponseKind::SaslHandshake(
-                    response.with_error_code(ResponseError::IllegalSaslState.code()),
-                ),
+                ResponseKind::SaslHandshake(response),
                 "a second SaslHandshake (seglog does not re-authenticate)".into(),
             );
         }
@@ -129,7 +145,12 @@ impl Session {
                 }
             },
         };
-        *self = Session::Authenticate(picked);
+        let carrier = if version == 0 {
+            Carrier::Raw
+        } else {
+            Carrier::Authenticate
+        };
+        *self = Session::Authenticate(picked, carrier);
         Step {
             response: ResponseKind::SaslHandshake(response),
             close: None,
@@ -142,65 +163,88 @@ impl Session {
         ctx: &Arc<Context>,
         request: SaslAuthenticateRequest,
     ) -> Step {
+        if self.carrier() != Some(Carrier::Authenticate) {
+            let why = match self {
+                Session::Handshake => "a SaslAuthenticate before SaslHandshake",
+                Session::Authenticated(_) => {
+                    "a SaslAuthenticate after authenticating (seglog does not re-authenticate)"
+                }
+                _ => "a SaslAuthenticate after a SaslHandshake v0 (bare tokens expected)",
+            };
+            return close_with(
+                authenticate_response(ResponseError::IllegalSaslState.code(), None, Bytes::new()),
+                why.into(),
+            );
+        }
+        match self.take(ctx, request.auth_bytes).await {
+            Ok(reply) => Step {
+                response: authenticate_response(0, None, reply),
+                close: None,
+            },
+            Err(reason) => close_with(
+                authenticate_response(
+                    ResponseError::SaslAuthenticationFailed.code(),
+                    Some(reason.clone()),
+                    Bytes::new(),
+                ),
+                format!("SASL authentication failed: {reason}"),
+            ),
+        }
+    }
+
+    /// Takes a bare SASL token (after a SaslHandshake v0): the server's
+    /// token to send back as a bare frame, or why the connection closes.
+    pub async fn raw_token(&mut self, ctx: &Arc<Context>, token: Bytes) -> Result<Bytes, String> {
+        self.take(ctx, token)
+            .await
+            .map_err(|reason| format!("SASL authentication failed: {reason}"))
+    }
+
+    /// One message of the mechanism picked: the server's answer, and the
+    /// session moved on (authenticated once the last message checks out);
+    /// an error leaves the session waiting for a handshake that the closed
+    /// connection will never send.
+    async fn take(&mut self, ctx: &Arc<Context>, message: Bytes) -> Result<Bytes, String> {
         let Some(auth) = ctx.auth.as_ref().map(Arc::clone) else {
-            return failed("SASL is not enabled".into());
+            return Err("SASL is not enabled".into());
         };
-        let message = request.auth_bytes;
         if message.len() > SASL_MESSAGE_BYTES_MAX {
             *self = Session::Handshake;
-            return failed(format!(
+            return Err(format!(
                 "a SASL message of {} bytes, over the limit of {SASL_MESSAGE_BYTES_MAX}",
                 message.len()
             ));
         }
         match std::mem::replace(self, Session::Handshake) {
-            Session::Authenticate(Picked::Plain) => match plain(auth, message).await {
-                Ok(user) => {
-                    *self = Session::Authenticated(Access::User(user));
-                    succeeded(Bytes::new())
-                }
-                Err(reason) => failed(reason),
-            },
-            Session::Authenticate(Picked::Scram(mechanism)) => {
-                let first = Exchange::first(
+            Session::Authenticate(Picked::Plain, _) => {
+                let user = plain(auth, message).await?;
+                *self = Session::Authenticated(Access::User(user));
+                Ok(Bytes::new())
+            }
+            Session::Authenticate(Picked::Scram(mechanism), carrier) => {
+                let (exchange, reply) = Exchange::first(
                     mechanism,
                     &message,
                     |name| auth.credential(mechanism, name),
                     |name| auth.decoy(mechanism, name),
-                );
-                match first {
-                    Ok((exchange, reply)) => {
-                        *self = Session::ScramFinal(Box::new(exchange));
-                        succeeded(Bytes::from(reply))
-                    }
-                    Err(scram::Failed(reason)) => failed(reason),
-                }
+                )
+                .map_err(|scram::Failed(reason)| reason)?;
+                *self = Session::ScramFinal(Box::new(exchange), carrier);
+                Ok(Bytes::from(reply))
             }
-            Session::ScramFinal(exchange) => match exchange.last(&message) {
-                Ok((name, reply)) => match auth.user(&name) {
-                    Some(user) => {
-                        *self = Session::Authenticated(Access::User(Arc::clone(user)));
-                        succeeded(Bytes::from(reply))
-                    }
-                    None => failed(format!("user {name:?} is gone")),
-                },
-                Err(scram::Failed(reason)) => failed(reason),
-            },
-            Session::Handshake => close_with(
-                authenticate_response(ResponseError::IllegalSaslState.code(), None, Bytes::new()),
-                "a SaslAuthenticate before SaslHandshake".into(),
-            ),
+            Session::ScramFinal(exchange, _) => {
+                let (name, reply) = exchange
+                    .last(&message)
+                    .map_err(|scram::Failed(reason)| reason)?;
+                let user = auth
+                    .user(&name)
+                    .ok_or_else(|| format!("user {name:?} is gone"))?;
+                *self = Session::Authenticated(Access::User(Arc::clone(user)));
+                Ok(Bytes::from(reply))
+            }
             other => {
                 *self = other;
-                close_with(
-                    authenticate_response(
-                        ResponseError::IllegalSaslState.code(),
-                        None,
-                        Bytes::new(),
-                    ),
-                    "a SaslAuthenticate after authenticating (seglog does not re-authenticate)"
-                        .into(),
-                )
+                Err("no SASL message is expected now".into())
             }
         }
     }
@@ -247,25 +291,6 @@ fn authenticate_response(code: i16, message: Option<String>, bytes: Bytes) -> Re
     // No lifetime: the session lasts as long as the connection.
     response.session_lifetime_ms = 0;
     ResponseKind::SaslAuthenticate(response)
-}
-
-fn succeeded(bytes: Bytes) -> Step {
-    Step {
-        response: authenticate_response(0, None, bytes),
-        close: None,
-    }
-}
-
-/// SASL_AUTHENTICATION_FAILED with `reason`, then the connection closes.
-fn failed(reason: String) -> Step {
-    close_with(
-        authenticate_response(
-            ResponseError::SaslAuthenticationFailed.code(),
-            Some(reason.clone()),
-            Bytes::new(),
-        ),
-        format!("SASL authentication failed: {reason}"),
-    )
 }
 
 fn close_with(response: ResponseKind, reason: String) -> Step {

@@ -43,11 +43,11 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
 ];
 
 /// What is served besides [`SERVED`] when users are configured (`serve
-/// --users`): SASL. SaslHandshake v0 (bare SASL tokens after it) is not:
-/// Kafka 4.0 removed it (KIP-896), and clients use v1 when SaslAuthenticate
-/// is listed.
+/// --users`): SASL. SaslHandshake v0 too (bare SASL tokens after it, not
+/// SaslAuthenticate): librdkafka before 2.x looks for v0 in ApiVersions
+/// before it uses SASL at all (kcat 1.7 does), though it then sends v1.
 pub const SASL_SERVED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
