@@ -35,8 +35,8 @@
 //! - [`authorize`]: a user's topic prefixes on each request: the topics it
 //!   may not touch are taken out and answered TOPIC_AUTHORIZATION_FAILED.
 //! - [`refusals`]: Kafka's error for a request of an API not served (the
-//!   transaction and ACL APIs, SaslHandshake), instead of a closed
-//!   connection.
+//!   transaction and ACL APIs, SaslHandshake without `--users`), instead of
+//!   a closed connection.
 
 pub mod admin;
 pub mod admin_groups;
