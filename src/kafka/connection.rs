@@ -192,10 +192,12 @@ where
             break;
         }
         if let Some(reason) = close {
-            // The reply goes out first: the writer sends what it was given.
+            // The reply goes out first: the writer sends what it was given;
+            // the close waits a moment more, as Kafka's does.
             log::warn(format_args!(
                 "kafka {peer}: {reason}; closing the connection"
             ));
+            tokio::time::sleep(sasl::CLOSE_DELAY).await;
             break;
         }
     }

@@ -45,6 +45,13 @@ pub const UNAUTHENTICATED_REQUEST_BYTES_MAX: usize = 512 << 10;
 /// hold one of the connection slots.
 pub const AUTHENTICATE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a connection stays open after a SASL refusal was sent, before
+/// it closes: Kafka's `connection.failed.authentication.delay.ms` default.
+/// A client reads the refusal before it sees the connection go (a close
+/// right behind the reply lost it for kafka-python), and a client trying
+/// passwords gets one try per connection and per delay.
+pub const CLOSE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The mechanisms offered, in SaslHandshake's reply.
 pub const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
