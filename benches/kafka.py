@@ -6,6 +6,7 @@ figures; asserts nothing but that every record came back.
     python3 benches/kafka.py                      # starts target/release/seglog itself
     python3 benches/kafka.py --records 1000000    # longer
     python3 benches/kafka.py --bootstrap HOST:PORT   # another broker (Kafka, Redpanda, ...)
+    python3 benches/kafka.py --bootstrap HOST:PORT --tls-bootstrap HOST:PORT --ca CA.pem
 
 Measured:
 - produce: RECORDS records of VALUE_BYTES bytes to one 3-partition topic as fast as
@@ -16,6 +17,11 @@ Measured:
   next, for PACED records: the latency of one durable acks=all write;
 - consume: every record of the topic from offset 0 with assign() (fetch
   long polls, default fetch sizes); records/s and MB/s.
+- produce over TLS: the produce phase again, against a second seglog
+  started with --tls-cert/--tls-key (a self-signed certificate made with
+  the openssl command), through security.protocol=SSL; the plaintext and
+  TLS phases alternate ROUNDS times on fresh topics, and the best of each
+  is compared (the goal: TLS costs at most 25% of produce throughput).
 """
 
 import argparse
@@ -40,13 +46,13 @@ def percentile(sorted_values, p):
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
 
 
-def start_seglog(binary):
+def start_seglog(binary, extra=()):
     data = tempfile.mkdtemp(prefix="seglog-kafka-bench-")
     port = free_port()
     log = open(os.path.join(data, "server.log"), "w")
     server = subprocess.Popen(
         [binary, "serve", "--listen", "127.0.0.1:0", "--kafka", "127.0.0.1:%d" % port,
-         "--data-dir", os.path.join(data, "store")],
+         "--data-dir", os.path.join(data, "store"), *extra],
         stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 20
     while time.time() < deadline:
@@ -59,6 +65,63 @@ def start_seglog(binary):
     raise SystemExit("seglog did not start; see " + log.name)
 
 
+def self_signed(directory):
+    """A certificate and key for 127.0.0.1, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        raise SystemExit("the TLS phase needs the openssl command: apt-get install -y openssl")
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def produce_phase(bootstrap, security, records, value_bytes):
+    """Produces RECORDS records to a new 3-partition topic as fast as the
+    producer takes them; returns the topic, the producer, records/s, MB/s
+    and the sorted latencies."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = "bench-%d" % time.time_ns()
+    admin = AdminClient({"bootstrap.servers": bootstrap, **security})
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
+    value = b"x" * value_bytes
+    latencies = []
+    failures = []
+
+    def on_delivery(err, msg, sent):
+        if err is not None:
+            failures.append(err)
+        else:
+            latencies.append(time.perf_counter() - sent)
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                         "queue.buffering.max.messages": 1_000_000, **security})
+    # One record first, so that the connection and the topic's metadata
+    # are there before the clock starts.
+    producer.produce(topic, value=value)
+    producer.flush(30)
+    start = time.perf_counter()
+    for i in range(records):
+        sent = time.perf_counter()
+        while True:
+            try:
+                producer.produce(topic, value=value, key=b"%d" % (i % 1000),
+                                 on_delivery=lambda e, m, s=sent: on_delivery(e, m, s))
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(120)
+    took = time.perf_counter() - start
+    if failures or len(latencies) != records:
+        raise SystemExit("produce failed: %d delivered, errors %r" % (len(latencies), failures[:3]))
+    latencies.sort()
+    return topic, producer, records / took, records * value_bytes / took / 1e6, latencies, took
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap")
@@ -66,60 +129,36 @@ def main():
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--value-bytes", type=int, default=100)
     parser.add_argument("--paced", type=int, default=2_000)
+    parser.add_argument("--tls-bootstrap", help="the same broker's TLS listener (with --bootstrap)")
+    parser.add_argument("--ca", help="the CA certificate of --tls-bootstrap")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="plaintext and TLS produce phases, alternated")
     args = parser.parse_args()
 
     import confluent_kafka
-    from confluent_kafka import Consumer, Producer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka import Consumer, TopicPartition
 
-    server = data = None
+    server = data = tls_server = tls_data = None
     bootstrap = args.bootstrap
+    tls_bootstrap, ca = args.tls_bootstrap, args.ca
     if bootstrap is None:
         server, data, bootstrap = start_seglog(args.binary)
+        cert, key = self_signed(data)
+        tls_server, tls_data, tls_bootstrap = start_seglog(
+            args.binary, ["--tls-cert", cert, "--tls-key", key])
+        ca = cert
     try:
         print("confluent-kafka %s, librdkafka %s, broker %s (%s)" % (
             confluent_kafka.__version__, confluent_kafka.libversion()[0], bootstrap,
             "seglog " + os.path.abspath(args.binary) if server else "given"))
-        topic = "bench-%d" % int(time.time())
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
-
+        plain_rounds = []
+        topic, producer, rate, mbps, latencies, took = produce_phase(
+            bootstrap, {}, args.records, args.value_bytes)
+        plain_rounds.append(rate)
         value = b"x" * args.value_bytes
-        latencies = []
-        failures = []
-
-        def on_delivery(err, msg, sent):
-            if err is not None:
-                failures.append(err)
-            else:
-                latencies.append(time.perf_counter() - sent)
-
-        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                             "queue.buffering.max.messages": 1_000_000})
-        # One record first, so that the connection and the topic's metadata
-        # are there before the clock starts.
-        producer.produce(topic, value=value)
-        producer.flush(30)
-        start = time.perf_counter()
-        for i in range(args.records):
-            sent = time.perf_counter()
-            while True:
-                try:
-                    producer.produce(topic, value=value, key=b"%d" % (i % 1000),
-                                     on_delivery=lambda e, m, s=sent: on_delivery(e, m, s))
-                    break
-                except BufferError:
-                    producer.poll(0.01)
-            producer.poll(0)
-        producer.flush(120)
-        took = time.perf_counter() - start
-        if failures or len(latencies) != args.records:
-            raise SystemExit("produce failed: %d delivered, errors %r" % (len(latencies), failures[:3]))
-        latencies.sort()
         print("produce acks=all: %d records of %d B in %.2f s: %.0f records/s, %.1f MB/s; "
               "latency p50 %.1f ms, p99 %.1f ms, max %.1f ms" % (
-                  args.records, args.value_bytes, took, args.records / took,
-                  args.records * args.value_bytes / took / 1e6,
+                  args.records, args.value_bytes, took, rate, mbps,
                   percentile(latencies, 0.50) * 1e3, percentile(latencies, 0.99) * 1e3,
                   latencies[-1] * 1e3))
 
@@ -130,7 +169,7 @@ def main():
             producer.flush(30)
             paced.append(time.perf_counter() - sent)
         paced.sort()
-        del producer, admin  # closes their connections before the server stops
+        del producer  # closes its connections before the server stops
         print("paced produce acks=all, one record at a time: %d records, latency p50 %.2f ms, "
               "p99 %.2f ms, max %.2f ms" % (args.paced, percentile(paced, 0.5) * 1e3,
                                             percentile(paced, 0.99) * 1e3, paced[-1] * 1e3))
@@ -152,11 +191,36 @@ def main():
             raise SystemExit("consumed %d of %d" % (got, total))
         print("consume: %d records in %.2f s: %.0f records/s, %.1f MB/s" % (
             got, took, got / took, got * args.value_bytes / took / 1e6))
+
+        if tls_bootstrap is None:
+            return
+        tls = {"security.protocol": "SSL", "ssl.ca.location": ca}
+        tls_rounds = []
+        for round_ in range(args.rounds):
+            if round_ > 0:
+                _, producer, rate, _, _, _ = produce_phase(
+                    bootstrap, {}, args.records, args.value_bytes)
+                del producer
+                plain_rounds.append(rate)
+            _, producer, rate, mbps, latencies, took = produce_phase(
+                tls_bootstrap, tls, args.records, args.value_bytes)
+            del producer
+            tls_rounds.append(rate)
+            print("produce acks=all over TLS: %d records in %.2f s: %.0f records/s, %.1f MB/s; "
+                  "latency p50 %.1f ms, p99 %.1f ms" % (
+                      args.records, took, rate, mbps, percentile(latencies, 0.50) * 1e3,
+                      percentile(latencies, 0.99) * 1e3))
+        plain, secure = max(plain_rounds), max(tls_rounds)
+        print("produce throughput, best of %d rounds each: plaintext %.0f records/s, TLS %.0f "
+              "records/s: TLS/plaintext %.2f (goal: at least 0.75, TLS costing at most 25%%): %s" % (
+                  args.rounds, plain, secure, secure / plain,
+                  "met" if secure >= 0.75 * plain else "MISSED"))
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(30)
-            shutil.rmtree(data, ignore_errors=True)
+        for process, directory in ((server, data), (tls_server, tls_data)):
+            if process is not None:
+                process.terminate()
+                process.wait(30)
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

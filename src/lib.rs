@@ -9,6 +9,8 @@
 //!   group commit; it knows nothing of any protocol or cluster.
 //! - [`node`]: the Maelstrom front end: the protocol, the event loop, and
 //!   the cluster (owners, forwarding, replication).
+//! - [`auth`]: who may connect to `seglog serve` and what they may do: TLS,
+//!   the users file, SASL and basic auth's password checks, topic prefixes.
 //! - [`broker`]: what `seglog serve`'s front ends share: topics, consumer
 //!   group offsets, retention, metrics, record payloads, and one typed error.
 //! - [`http`]: topics, produce, fetch and group offsets over HTTP, on the broker.
@@ -25,6 +27,7 @@
 //!   huge allocations lazily: a Kafka request announcing a huge array must
 //!   not abort).
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod data_dir;

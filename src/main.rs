@@ -56,6 +56,8 @@ enum Command {
         #[command(flatten)]
         connection: seglog::cli::Connection,
     },
+    /// Add, remove and list the users of a users file (`serve --users`).
+    Users(seglog::auth::command::UsersArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +100,17 @@ fn main() -> ExitCode {
             command,
             connection,
         }) => seglog::cli::run(seglog::cli::Command::Group(command), &connection),
+        Some(Command::Users(args)) => {
+            let mut stdin = std::io::stdin().lock();
+            let mut stdout = std::io::stdout().lock();
+            match seglog::auth::command::run(args, &mut stdin, &mut stdout) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("seglog users: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         None => match seglog::node::run(&cli.node) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -3,13 +3,17 @@
 //! catalog, removes partition logs of deleted topics, builds the
 //! [`Broker`], runs retention on a timer, serves HTTP (and Kafka with
 //! `--kafka`) until Ctrl-C or SIGTERM, then finishes what is in flight,
-//! syncs and closes the store cleanly.
+//! syncs and closes the store cleanly. With `--tls-cert`/`--tls-key` both
+//! listeners speak TLS; with `--users` both ask for a user.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Authenticator;
+use crate::auth::tls::Tls;
+use crate::auth::users::Users;
 use crate::broker::catalog::{Catalog, PARTITIONS_MAX};
 use crate::broker::{Broker, Limits, SHUTDOWN_GRACE, retention, topics};
 use crate::log;
@@ -91,9 +95,23 @@ pub struct ServeArgs {
     /// Refuse writes (HTTP 507, Kafka KAFKA_STORAGE_ERROR) while the data
     /// directory's file system has fewer free bytes than this, and take
     /// them again by themselves once space is back; reads go on (default:
-    /// 1 GiB or 5% of the file system, the larger; `src/storage/space.rs`).
+    /// 1 GiB or 5% of the file system, the larger, at most a quarter of
+    /// it; 0 turns it off; `src/storage/space.rs`). Produce only: commits
+    /// and deletions go on.
     #[arg(long, value_name = "BYTES")]
     pub min_free_bytes: Option<u64>,
+    /// Serve TLS on both listeners with this certificate chain (PEM);
+    /// needs --tls-key.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Ask every client for a user of this users file (made with `seglog
+    /// users add`): SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) on Kafka,
+    /// basic auth on HTTP. Read at start; a change takes a restart.
+    #[arg(long, value_name = "PATH", env = "SEGLOG_USERS")]
+    pub users: Option<PathBuf>,
     /// More logs on stderr (-v: lifecycle and syncs, -vv: every error reply).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -148,6 +166,9 @@ pub async fn serve(
     dir: &Path,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    // Checked before the store opens: a bad certificate or users file is
+    // the operator's to fix, and says so at once.
+    let security = security(args)?;
     let broker = open(args, dir)?;
     let retention = tokio::spawn(retention::run(
         Arc::clone(&broker),
@@ -161,12 +182,17 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     // Always printed: a user (or a test that asked for port 0) needs it.
+    let scheme = if security.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     eprintln!(
-        "seglog: listening on http://{address}, data in {}; console at http://{address}/ui/",
+        "seglog: listening on {scheme}://{address}, data in {}; console at {scheme}://{address}/ui/",
         dir.display()
     );
     let kafka = match args.kafka {
-        Some(address) => Some(start_kafka(args, address, &broker).await?),
+        Some(address) => Some(start_kafka(args, address, &broker, &security).await?),
         None => None,
     };
 
@@ -174,13 +200,19 @@ pub async fn serve(
     let console = crate::http::Console {
         writable: args.console_writable,
     };
-    let served = crate::http::serve(listener, Arc::clone(&broker), console, async move {
-        shutdown.await;
-        eprintln!("seglog: shutting down: finishing requests in flight");
-        // Long polls return at once; new writes are refused; the Kafka
-        // listener stops accepting.
-        stopping.begin_shutdown();
-    })
+    let served = crate::http::serve(
+        listener,
+        Arc::clone(&broker),
+        console,
+        security.http,
+        async move {
+            shutdown.await;
+            eprintln!("seglog: shutting down: finishing requests in flight");
+            // Long polls return at once; new writes are refused; the Kafka
+            // listener stops accepting.
+            stopping.begin_shutdown();
+        },
+    )
     .await
     .map_err(|e| format!("serving failed: {e}"));
 
@@ -193,6 +225,60 @@ pub async fn serve(
     close(&broker).await?;
     eprintln!("seglog: closed cleanly");
     served
+}
+
+/// TLS and users for both front ends.
+struct Security {
+    http: crate::http::Security,
+    /// Kafka's TLS: the same certificate, without HTTP's ALPN.
+    kafka_tls: Option<Tls>,
+}
+
+/// Reads the certificate, key and users file the arguments name; each
+/// error names the file and what is wrong with it.
+fn security(args: &ServeArgs) -> Result<Security, String> {
+    let (http_tls, kafka_tls) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (
+            Some(Tls::load(cert, key, &[b"http/1.1"])?),
+            Some(Tls::load(cert, key, &[])?),
+        ),
+        (None, None) => (None, None),
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let auth = match &args.users {
+        Some(path) => {
+            let users = Users::load(path)?;
+            if users.is_empty() {
+                return Err(format!(
+                    "the users file {} has no users; add one with `seglog users add NAME \
+                     --users {}`",
+                    path.display(),
+                    path.display()
+                ));
+            }
+            if http_tls.is_none() {
+                log::warn(format_args!(
+                    "--users without --tls-cert: SASL/PLAIN and HTTP basic auth send \
+                     passwords in the clear"
+                ));
+            }
+            let auth = Authenticator::new(users)?;
+            eprintln!(
+                "seglog: {} users from {}: Kafka asks for SASL, HTTP for basic auth",
+                auth.user_count(),
+                path.display()
+            );
+            Some(Arc::new(auth))
+        }
+        None => None,
+    };
+    Ok(Security {
+        http: crate::http::Security {
+            tls: http_tls,
+            auth,
+        },
+        kafka_tls,
+    })
 }
 
 /// Opens the store and the catalog, tidies the store, and builds the broker.
@@ -232,6 +318,7 @@ async fn start_kafka(
     args: &ServeArgs,
     address: SocketAddr,
     broker: &Arc<Broker>,
+    security: &Security,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -245,12 +332,21 @@ async fn start_kafka(
         "seglog: Kafka protocol on {bound}, advertised as {}:{}",
         advertised.0, advertised.1
     );
+    let protocol = match (&security.kafka_tls, &security.http.auth) {
+        (None, None) => "PLAINTEXT",
+        (Some(_), None) => "SSL",
+        (None, Some(_)) => "SASL_PLAINTEXT",
+        (Some(_), Some(_)) => "SASL_SSL",
+    };
+    eprintln!("seglog: Kafka clients connect with security.protocol={protocol}");
     let ctx = Arc::new(crate::kafka::Context {
         broker: Arc::clone(broker),
         advertised,
         groups: crate::kafka::groups::Coordinator::default(),
         auto_create_partitions: args.kafka_auto_create_partitions,
         producer_expiry: Duration::from_millis(args.producer_expiry_ms),
+        auth: security.http.auth.clone(),
+        tls: security.kafka_tls.clone(),
     });
     Ok(tokio::spawn(crate::kafka::serve(listener, ctx)))
 }

@@ -27,16 +27,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("raft", &["storage", "log", "lock"]),
     // The Maelstrom front end: the groups, the engine and the leaves.
     ("node", &["raft", "storage", "log", "lock", "data_dir"]),
+    // Who may connect and what they may do: no front end, no broker.
+    ("auth", &["storage", "log", "lock", "table"]),
     // The broker core: the engine and the leaves, no front end.
     ("broker", &["storage", "log", "lock"]),
     // The two front ends of `seglog serve`: the broker, never each other.
-    ("http", &["broker", "storage", "log", "lock"]),
-    ("kafka", &["broker", "storage", "log", "lock"]),
+    ("http", &["broker", "auth", "storage", "log", "lock"]),
+    ("kafka", &["broker", "auth", "storage", "log", "lock"]),
     // Start-up of `seglog serve`, above both front ends.
     (
         "serve",
         &[
-            "http", "kafka", "broker", "storage", "log", "lock", "data_dir",
+            "http", "kafka", "broker", "auth", "storage", "log", "lock", "data_dir",
         ],
     ),
     // The offline inspector: the engine's codecs and the payload format.

@@ -18,3 +18,5 @@ mod http;
 mod idempotence;
 #[path = "serve/kafka.rs"]
 mod kafka;
+#[path = "serve/tls.rs"]
+mod tls;

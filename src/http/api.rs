@@ -21,7 +21,8 @@ use serde_json::json;
 use super::console::{self, Console};
 use super::error::{ApiError, ErrorCode, code};
 use super::metrics::HttpMetrics;
-use super::{fetch, groups, produce, topics};
+use super::{auth, fetch, groups, produce, topics};
+use crate::auth::Authenticator;
 use crate::broker::catalog::Topic;
 use crate::broker::metrics::Gauges;
 use crate::broker::{Broker, Error};
@@ -32,7 +33,7 @@ pub(super) type AppState = State<Arc<Broker>>;
 
 /// Every route, with the metrics layer and JSON replies for unknown routes
 /// and methods, and the console's.
-pub fn router(app: Arc<Broker>, console: Console) -> Router {
+pub fn router(app: Arc<Broker>, console: Console, auth: Option<Arc<Authenticator>>) -> Router {
     let http_metrics = Arc::new(HttpMetrics::default());
     Router::new()
         .route("/health", get(health))
@@ -59,12 +60,14 @@ pub fn router(app: Arc<Broker>, console: Console) -> Router {
             get(groups::list).post(groups::commit),
         )
         .route_layer(middleware::from_fn(guard_writes))
+        .route_layer(middleware::from_fn(auth::topic_in_path))
         .merge(console::routes(console))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(
             app.limits.request_bytes,
         ))
+        .layer(middleware::from_fn_with_state(auth, auth::authenticate))
         .layer(Extension(Arc::clone(&http_metrics)))
         .layer(middleware::from_fn_with_state(http_metrics, track))
         .with_state(app)

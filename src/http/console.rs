@@ -15,8 +15,10 @@
 //!
 //! The page is read-only unless the server was started with
 //! `--console-writable`, which shows forms to create and delete topics.
-//! That flag governs the page only: the HTTP API has no authentication,
-//! so anyone who reaches it can change topics with any client.
+//! That flag governs the page only: without `serve --users` the HTTP API
+//! has no authentication, so anyone who reaches it can change topics with
+//! any client. With it, the page is behind basic auth like every route
+//! (`auth.rs`), and its requests carry the user the browser logged in as.
 
 use axum::Json;
 use axum::Router;

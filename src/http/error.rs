@@ -25,9 +25,13 @@ pub mod code {
     pub const MALFORMED: u32 = 40001;
     /// A field has a value out of its range.
     pub const INVALID: u32 = 40002;
+    /// No user, or a wrong name or password, with `serve --users`.
+    pub const UNAUTHENTICATED: u32 = 40101;
     /// A write sent by a page of another site (`Sec-Fetch-Site:
     /// cross-site`): refused against cross-site request forgery.
     pub const CROSS_SITE: u32 = 40301;
+    /// A topic outside the user's read (or write) prefixes.
+    pub const TOPIC_FORBIDDEN: u32 = 40302;
     /// No such route.
     pub const NO_ROUTE: u32 = 40400;
     pub const TOPIC_NOT_FOUND: u32 = 40401;

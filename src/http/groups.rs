@@ -7,16 +7,18 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use axum::http::StatusCode;
 
 use super::api::{AppState, blocking, body, check_partition, parse, path, topic_not_found};
+use super::auth::forbidden;
 use super::error::{ApiError, code};
+use crate::auth::Access;
 use crate::broker::catalog::Topic;
 use crate::broker::groups::{check_group, check_metadata, offset_key};
 
@@ -43,6 +45,7 @@ pub(super) struct GroupOffsets {
 /// committed offsets.
 pub(super) async fn commit(
     State(app): AppState,
+    Extension(access): Extension<Access>,
     group: Result<Path<String>, PathRejection>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<GroupOffsets>, ApiError> {
@@ -52,6 +55,9 @@ pub(super) async fn commit(
     let request: GroupOffsets = parse(&bytes)?;
     if request.offsets.is_empty() {
         return Err(ApiError::invalid("a commit needs at least one offset"));
+    }
+    if let Some(entry) = request.offsets.iter().find(|e| !access.may_read(&e.topic)) {
+        return Err(forbidden(&entry.topic, false));
     }
     let synced = {
         let catalog = app.catalog();
@@ -79,6 +85,7 @@ pub(super) async fn commit(
 /// The group's committed offsets, of every topic or of `?topic=`.
 pub(super) async fn list(
     State(app): AppState,
+    Extension(access): Extension<Access>,
     group: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<GroupOffsets>, ApiError> {
@@ -93,8 +100,12 @@ pub(super) async fn list(
     }
     let catalog = app.catalog();
     let topics: Vec<&Topic> = match query.get("topic") {
+        Some(name) if !access.may_read(name) => return Err(forbidden(name, false)),
         Some(name) => vec![catalog.get(name).ok_or_else(|| topic_not_found(name))?],
-        None => catalog.topics().collect(),
+        None => catalog
+            .topics()
+            .filter(|t| access.may_read(&t.name))
+            .collect(),
     };
     let store = app.store();
     let mut offsets = Vec::new();
@@ -131,9 +142,18 @@ pub(super) struct GroupSummary {
 /// pass over the commits ([`Broker::group_lags`](crate::broker::Broker::group_lags)):
 /// a list of many groups costs one read of each partition's offsets, not
 /// a description per group.
-pub(super) async fn list_groups(State(app): AppState) -> Result<Json<Vec<GroupSummary>>, ApiError> {
+pub(super) async fn list_groups(
+    State(app): AppState,
+    Extension(access): Extension<Access>,
+) -> Result<Json<Vec<GroupSummary>>, ApiError> {
     blocking(move || {
-        let lags = app.group_lags(None)?;
+        let mut lags = app.group_lags(None)?;
+        // A user sees the groups' partitions of topics it may read only.
+        for g in &mut lags {
+            g.partitions.retain(|p| access.may_read(&p.topic));
+            g.lag = g.partitions.iter().map(|p| p.lag).sum();
+        }
+        lags.retain(|g| !g.partitions.is_empty());
         Ok(lags
             .into_iter()
             .map(|g| {
@@ -191,12 +211,19 @@ pub(super) struct GroupInfo {
 /// of a topic that exists.
 pub(super) async fn describe(
     State(app): AppState,
+    Extension(access): Extension<Access>,
     group: Result<Path<String>, PathRejection>,
 ) -> Result<Json<GroupInfo>, ApiError> {
     let group = path(group)?;
     check_group(&group)?;
     blocking(move || {
-        let Some(lag) = app.group_lags(Some(&group))?.pop() else {
+        let lag = app.group_lags(Some(&group))?.pop().map(|mut lag| {
+            // A user sees the partitions of topics it may read only.
+            lag.partitions.retain(|p| access.may_read(&p.topic));
+            lag.lag = lag.partitions.iter().map(|p| p.lag).sum();
+            lag
+        });
+        let Some(lag) = lag.filter(|lag| !lag.partitions.is_empty()) else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 code::GROUP_NOT_FOUND,

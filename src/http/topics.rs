@@ -3,16 +3,18 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::api::{AppState, blocking, body, find_topic, parse, path};
+use super::auth::forbidden;
 use super::error::ApiError;
+use crate::auth::Access;
 use crate::broker::catalog::{NewTopic, Topic};
 use crate::broker::{Broker, topics as broker_topics};
 use crate::log;
@@ -34,16 +36,30 @@ struct CreateTopic {
     retention_bytes: Option<u64>,
 }
 
-pub(super) async fn list(State(app): AppState) -> Json<Vec<String>> {
-    Json(app.catalog().topics().map(|t| t.name.clone()).collect())
+/// The topics, those the user may read or write only.
+pub(super) async fn list(
+    State(app): AppState,
+    Extension(access): Extension<Access>,
+) -> Json<Vec<String>> {
+    Json(
+        app.catalog()
+            .topics()
+            .filter(|t| access.may_see(&t.name))
+            .map(|t| t.name.clone())
+            .collect(),
+    )
 }
 
 pub(super) async fn create(
     State(app): AppState,
+    Extension(access): Extension<Access>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body(bytes, app.limits.request_bytes)?;
     let request: CreateTopic = parse(&bytes)?;
+    if !access.may_write(&request.name) {
+        return Err(forbidden(&request.name, true));
+    }
     let new = NewTopic {
         name: request.name,
         partitions: request.partitions.unwrap_or(CREATE_PARTITIONS_DEFAULT),

@@ -10,7 +10,9 @@
 //! A frame over the size limit, a frame that does not decode, an unknown
 //! API key or an unserved version (other than ApiVersions) close the
 //! connection with a log line, as Kafka does; nothing of such a request
-//! was applied.
+//! was applied. With `--users`, a connection authenticates first
+//! (`sasl.rs`), and each request is held to its user's topic prefixes
+//! (`authorize.rs`) before its handler sees it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,14 +20,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::reply::Reply;
+use super::sasl::{self, Session};
 use super::{
-    Context, admin, admin_groups, fetch, groups, offsets, produce, producers, refusals, topics,
-    versions,
+    Context, admin, admin_groups, authorize, fetch, groups, offsets, produce, producers, refusals,
+    topics, versions,
 };
 use crate::log;
 
@@ -57,9 +59,13 @@ type Pending = (
     Option<OwnedSemaphorePermit>,
 );
 
-/// Serves one connection until the client closes it or breaks the protocol.
-pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
-    let (mut reader, mut writer) = stream.into_split();
+/// Serves one connection (its two halves: plain TCP or TLS) until the
+/// client closes it or breaks the protocol.
+pub async fn run<R, W>(mut reader: R, mut writer: W, peer: SocketAddr, ctx: Arc<Context>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel::<Pending>(IN_FLIGHT_MAX);
     let reply_budget = Arc::new(Semaphore::new(REPLY_BYTES_MAX));
     let write_task = tokio::spawn(async move {
@@ -84,9 +90,26 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
         }
         let _ = writer.shutdown().await;
     });
-    let limit = ctx.broker.limits.request_bytes;
+    let mut session = Session::new(&ctx);
+    let authenticate_by = tokio::time::Instant::now() + sasl::AUTHENTICATE_WITHIN;
     loop {
-        let frame = match read_frame(&mut reader, limit).await {
+        let frame = if session.pending() {
+            let limit = ctx
+                .broker
+                .limits
+                .request_bytes
+                .min(sasl::UNAUTHENTICATED_REQUEST_BYTES_MAX);
+            match tokio::time::timeout_at(authenticate_by, read_frame(&mut reader, limit)).await {
+                Ok(read) => read,
+                Err(_) => Err(format!(
+                    "not authenticated within {} s",
+                    sasl::AUTHENTICATE_WITHIN.as_secs()
+                )),
+            }
+        } else {
+            read_frame(&mut reader, ctx.broker.limits.request_bytes).await
+        };
+        let frame = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(reason) => {
@@ -96,15 +119,38 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
                 break;
             }
         };
-        let (api_key, version, correlation_id, reply, reply_bytes) = match handle(&ctx, frame) {
-            Ok(handled) => handled,
-            Err(reason) => {
-                log::warn(format_args!(
-                    "kafka {peer}: {reason}; closing the connection"
-                ));
+        if session.carrier() == Some(sasl::Carrier::Raw) {
+            // After a SaslHandshake v0: the frame is a bare SASL token, and
+            // so is the answer.
+            let token = match session.raw_token(&ctx, frame).await {
+                Ok(token) => token,
+                Err(reason) => {
+                    log::warn(format_args!(
+                        "kafka {peer}: {reason}; closing the connection"
+                    ));
+                    break;
+                }
+            };
+            let mut out = BytesMut::with_capacity(4 + token.len());
+            let size = u32::try_from(token.len()).expect("a SASL token is a few hundred bytes");
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(&token);
+            let task = tokio::spawn(async move { Ok(Some(out)) });
+            if tx.send((task, None)).await.is_err() {
                 break;
             }
-        };
+            continue;
+        }
+        let ((api_key, version, correlation_id, reply, reply_bytes), close) =
+            match handle(&ctx, &mut session, frame).await {
+                Ok(handled) => handled,
+                Err(reason) => {
+                    log::warn(format_args!(
+                        "kafka {peer}: {reason}; closing the connection"
+                    ));
+                    break;
+                }
+            };
         // Reserved in request order, before the request's work starts (a
         // fetch reads when its task first runs): a later request can never
         // hold what an earlier one waits for, and while the budget is
@@ -143,6 +189,15 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
             }
         });
         if tx.send((task, reserved)).await.is_err() {
+            break;
+        }
+        if let Some(reason) = close {
+            // The reply goes out first: the writer sends what it was given;
+            // the close waits a moment more, as Kafka's does.
+            log::warn(format_args!(
+                "kafka {peer}: {reason}; closing the connection"
+            ));
+            tokio::time::sleep(sasl::CLOSE_DELAY).await;
             break;
         }
     }
@@ -194,8 +249,14 @@ const FIXED_HEADER_BYTES: usize = 8;
 /// it must hold before its work starts (0: none; small replies hold none).
 type Handled = (ApiKey, i16, i32, Reply, usize);
 
-/// Decodes a request and runs its immediate part.
-fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
+/// Decodes a request and runs its immediate part; the second value, when
+/// set, closes the connection once the reply is sent (a failed SASL
+/// authentication), and says why.
+async fn handle(
+    ctx: &Arc<Context>,
+    session: &mut Session,
+    mut frame: Bytes,
+) -> Result<(Handled, Option<Close>), Close> {
     let fixed = frame.get(..FIXED_HEADER_BYTES).ok_or_else(|| {
         format!(
             "a request of {} bytes, shorter than a request header",
@@ -207,23 +268,43 @@ fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
     let correlation_id = i32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
     let api_key =
         ApiKey::try_from(key).map_err(|()| format!("a request with unknown API key {key}"))?;
-    if !versions::is_served(api_key, version) {
+    if session.pending()
+        && !matches!(
+            api_key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        // Kafka's IllegalSaslStateException: "Unexpected Kafka request
+        // of type ... during SASL handshake", and the connection closes.
+        return Err(format!(
+            "a {api_key:?} request before SASL authentication (a client without SASL settings?)"
+        ));
+    }
+    let sasl = ctx.auth.is_some();
+    if !versions::is_served(api_key, version, sasl) {
         if api_key == ApiKey::ApiVersions {
             // Kafka's rule: an ApiVersions request of a version the broker
             // does not know is answered in version 0 with the error, so the
             // client can read the versions served and retry.
-            let reply =
-                versions::api_versions(kafka_protocol::ResponseError::UnsupportedVersion.code());
-            return Ok((
+            let reply = versions::api_versions(
+                kafka_protocol::ResponseError::UnsupportedVersion.code(),
+                sasl,
+            );
+            let handled = (
                 api_key,
                 0,
                 correlation_id,
                 Reply::now(ResponseKind::ApiVersions(reply)),
                 0,
-            ));
+            );
+            return Ok((handled, None));
         }
-        if let Some(refused) = refuse(api_key, version, correlation_id, &mut frame) {
-            return Ok(refused);
+        // With SASL served, a SaslHandshake of another version closes the
+        // connection rather than getting the refusal meant for no SASL.
+        if !(sasl && api_key == ApiKey::SaslHandshake)
+            && let Some(refused) = refuse(api_key, version, correlation_id, &mut frame)
+        {
+            return Ok((refused, None));
         }
         return Err(format!(
             "a {api_key:?} request of version {version}, which this broker does not serve \
@@ -238,11 +319,34 @@ fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
         .map_err(|e| format!("a {api_key:?} v{version} request that does not decode: {e:#}"))?;
     let client = header.client_id.as_ref().map_or("", |c| c.as_str());
     log::debug(format_args!("kafka: {client} {api_key:?} v{version}"));
+    let answer =
+        |response: ResponseKind| (api_key, version, correlation_id, Reply::now(response), 0);
+    let request = match request {
+        RequestKind::ApiVersions(_) => {
+            let reply = versions::api_versions(0, sasl);
+            return Ok((answer(ResponseKind::ApiVersions(reply)), None));
+        }
+        RequestKind::SaslHandshake(r) => {
+            let step = session.handshake(&r, version);
+            return Ok((answer(step.response), step.close));
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            let step = session.authenticate(ctx, r).await;
+            if step.close.is_none()
+                && let Some(user) = session.access().as_ref().and_then(|a| a.user())
+            {
+                log::info(format_args!("kafka: {client} authenticated as {user}"));
+            }
+            return Ok((answer(step.response), step.close));
+        }
+        other => other,
+    };
+    let Some(access) = session.access() else {
+        return Err(format!("a {api_key:?} request before SASL authentication"));
+    };
+    let (request, denied) = authorize::guard(ctx, &access, request);
     let mut reply_bytes = 0;
     let reply = match request {
-        RequestKind::ApiVersions(_) => {
-            Reply::now(ResponseKind::ApiVersions(versions::api_versions(0)))
-        }
         RequestKind::Metadata(r) => topics::metadata(ctx, r, version),
         RequestKind::CreateTopics(r) => topics::create(ctx, r, version),
         RequestKind::DeleteTopics(r) => topics::delete(ctx, r, version),
@@ -277,7 +381,11 @@ fn handle(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Handled, Close> {
             ));
         }
     };
-    Ok((api_key, version, correlation_id, reply, reply_bytes))
+    let reply = match denied {
+        Some(denied) => reply.map(denied),
+        None => reply,
+    };
+    Ok(((api_key, version, correlation_id, reply, reply_bytes), None))
 }
 
 /// The refusal of a request of an API not served that Kafka's protocol

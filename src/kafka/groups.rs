@@ -785,6 +785,8 @@ mod tests {
             groups: Coordinator::with_groups_max(groups_max),
             auto_create_partitions: 0,
             producer_expiry: crate::broker::producers::EXPIRY_DEFAULT,
+            auth: None,
+            tls: None,
         })
     }
 

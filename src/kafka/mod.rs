@@ -30,12 +30,17 @@
 //!   AlterConfigs, IncrementalAlterConfigs, CreatePartitions, DeleteRecords,
 //!   DescribeCluster.
 //! - [`admin_groups`]: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//! - [`sasl`]: SaslHandshake and SaslAuthenticate (PLAIN, SCRAM-SHA-256/512)
+//!   with `serve --users`; nothing else before them.
+//! - [`authorize`]: a user's topic prefixes on each request: the topics it
+//!   may not touch are taken out and answered TOPIC_AUTHORIZATION_FAILED.
 //! - [`refusals`]: Kafka's error for a request of an API not served (the
-//!   transaction and ACL APIs, SaslHandshake), instead of a closed
-//!   connection.
+//!   transaction and ACL APIs, SaslHandshake without `--users`), instead of
+//!   a closed connection.
 
 pub mod admin;
 pub mod admin_groups;
+pub mod authorize;
 pub mod batch;
 pub mod connection;
 pub mod error;
@@ -46,6 +51,7 @@ pub mod produce;
 pub mod producers;
 pub mod refusals;
 pub mod reply;
+pub mod sasl;
 pub mod topics;
 pub mod versions;
 
@@ -54,6 +60,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::auth::Authenticator;
+use crate::auth::tls::Tls;
 use crate::broker::Broker;
 use crate::log;
 
@@ -85,6 +93,11 @@ pub struct Context {
     /// How long an idempotent producer's state in a partition is kept
     /// after its last batch there (`--producer-expiry`).
     pub producer_expiry: std::time::Duration,
+    /// The users (`--users`): connections authenticate with SASL first.
+    /// `None`: no SASL, every connection may do everything.
+    pub auth: Option<Arc<Authenticator>>,
+    /// TLS on the listener (`--tls-cert`, `--tls-key`), or plain TCP.
+    pub tls: Option<Tls>,
 }
 
 /// Accepts connections until the broker's shutdown begins, one task each.
@@ -107,7 +120,19 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
                     }
                     let ctx = Arc::clone(&ctx);
                     tokio::spawn(async move {
-                        connection::run(stream, peer, ctx).await;
+                        match &ctx.tls {
+                            None => {
+                                let (reader, writer) = stream.into_split();
+                                connection::run(reader, writer, peer, Arc::clone(&ctx)).await;
+                            }
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(stream) => {
+                                    let (reader, writer) = tokio::io::split(stream);
+                                    connection::run(reader, writer, peer, Arc::clone(&ctx)).await;
+                                }
+                                Err(e) => log::warn(format_args!("kafka: {peer}: {e}")),
+                            },
+                        }
                         drop(slot);
                     });
                 }

@@ -469,6 +469,8 @@ mod tests {
             groups: Default::default(),
             auto_create_partitions: 0,
             producer_expiry: producers::EXPIRY_DEFAULT,
+            auth: None,
+            tls: None,
         });
         let _reply = produce(&ctx, request, 3);
         let appended = broker

@@ -5,9 +5,10 @@
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED (as InitProducerId does for a
 //! transactional id: seglog serves no transactions), the ACL APIs
 //! SECURITY_DISABLED (Kafka's answer without an authorizer), and
-//! SaslHandshake UNSUPPORTED_SASL_MECHANISM with no mechanism (the
-//! listener has no SASL). Any other unserved request closes the
-//! connection, as Kafka does.
+//! SaslHandshake UNSUPPORTED_SASL_MECHANISM with no mechanism (without
+//! `serve --users` the listener has no SASL; with it, `sasl.rs` serves
+//! SaslHandshake). Any other unserved request closes the connection, as
+//! Kafka does.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{

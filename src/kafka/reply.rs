@@ -24,3 +24,21 @@ impl Reply {
         Reply::Now(Box::new(response))
     }
 }
+
+impl Reply {
+    /// The same reply, changed by `change` once it is ready.
+    pub fn map(self, change: impl FnOnce(&mut ResponseKind) + Send + 'static) -> Reply {
+        match self {
+            Reply::Now(mut response) => {
+                change(&mut response);
+                Reply::Now(response)
+            }
+            Reply::Later(future) => Reply::Later(Box::pin(async move {
+                let mut response = future.await?;
+                change(&mut response);
+                Some(response)
+            })),
+            Reply::Nothing => Reply::Nothing,
+        }
+    }
+}

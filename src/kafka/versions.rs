@@ -13,7 +13,7 @@
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
 
-/// (API, lowest version, highest version) served.
+/// (API, lowest version, highest version) served, always.
 pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
@@ -42,21 +42,33 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
 ];
 
-/// Whether `version` of `key` is served.
-pub fn is_served(key: ApiKey, version: i16) -> bool {
-    SERVED
-        .iter()
-        .any(|&(k, min, max)| k == key && (min..=max).contains(&version))
+/// What is served besides [`SERVED`] when users are configured (`serve
+/// --users`): SASL. SaslHandshake v0 too (bare SASL tokens after it, not
+/// SaslAuthenticate): librdkafka before 2.x looks for v0 in ApiVersions
+/// before it uses SASL at all (kcat 1.7 does), though it then sends v1.
+pub const SASL_SERVED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+];
+
+/// Every API and version range served, with SASL's when `sasl`.
+fn served(sasl: bool) -> impl Iterator<Item = &'static (ApiKey, i16, i16)> {
+    let extra: &[_] = if sasl { SASL_SERVED } else { &[] };
+    SERVED.iter().chain(extra)
+}
+
+/// Whether `version` of `key` is served (with SASL's APIs when `sasl`).
+pub fn is_served(key: ApiKey, version: i16, sasl: bool) -> bool {
+    served(sasl).any(|&(k, min, max)| k == key && (min..=max).contains(&version))
 }
 
 /// The ApiVersions reply, with `error_code` (0, or UNSUPPORTED_VERSION when
 /// the client asked with a version this broker does not have: Kafka then
 /// answers in version 0 so that the client can read it and retry lower).
-pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
+pub fn api_versions(error_code: i16, sasl: bool) -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default();
     response.error_code = error_code;
-    response.api_keys = SERVED
-        .iter()
+    response.api_keys = served(sasl)
         .map(|&(key, min, max)| {
             let mut version = ApiVersion::default();
             version.api_key = key as i16;
@@ -74,7 +86,7 @@ mod tests {
 
     #[test]
     fn every_served_range_is_one_the_codec_has() {
-        for &(key, min, max) in SERVED {
+        for &(key, min, max) in served(true) {
             let codec = key.valid_versions();
             assert!(
                 min <= max && codec.min <= min && max <= codec.max,

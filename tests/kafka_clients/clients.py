@@ -53,6 +53,16 @@ Scenarios:
   (refused while the group has a member), OffsetDelete through
   kafka-python (refused while subscribed), DescribeCluster (kafka-python's;
   librdkafka's describe_cluster reads Metadata).
+- confluent-secure CONFIG / kafka-python-secure CONFIG: CONFIG is a JSON
+  object of the client's security settings (TLS, SASL mechanism, user and
+  password); a producer with acks=all sends 20 records, a consumer in a
+  group reads them all back, in order, with their values.
+- confluent-denied CONFIG / kafka-python-denied CONFIG: the same settings
+  with a wrong password: the client reports an authentication failure
+  (SASL_AUTHENTICATION_FAILED's message) and nothing is acknowledged.
+- confluent-forbidden CONFIG: a user whose write prefixes do not cover the
+  topic produces to it: every record is refused with
+  TOPIC_AUTHORIZATION_FAILED.
 """
 
 import json
@@ -725,6 +735,131 @@ def confluent_admin(bootstrap, topic):
     print("ok confluent-kafka AdminClient: configs, partitions, records, max timestamp, groups, cluster")
 
 
+SECURE_RECORDS = 20
+
+
+def confluent_secure(bootstrap, topic, config):
+    from confluent_kafka import Consumer, Producer
+
+    settings = json.loads(config)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", **settings})
+    acked = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            raise SystemExit("delivery failed: %s" % err)
+        acked.append(msg.offset())
+
+    for i in range(SECURE_RECORDS):
+        producer.produce(topic, value=b"secure %d" % i, on_delivery=on_delivery)
+    if producer.flush(DEADLINE_S) != 0 or len(acked) != SECURE_RECORDS:
+        raise SystemExit("only %d of %d records acknowledged" % (len(acked), SECURE_RECORDS))
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "secure-" + topic,
+                         "auto.offset.reset": "earliest", **settings})
+    consumer.subscribe([topic])
+    values = []
+    deadline = time.time() + DEADLINE_S
+    while len(values) < SECURE_RECORDS and time.time() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error():
+            raise SystemExit("consume failed: %s" % msg.error())
+        values.append(msg.value())
+    consumer.close()
+    expected = [b"secure %d" % i for i in range(SECURE_RECORDS)]
+    if values != expected:
+        raise SystemExit("read back %r, not %r" % (values, expected))
+    print("ok confluent-kafka %s: %d records produced and consumed"
+          % (settings.get("sasl.mechanisms", settings.get("security.protocol")), SECURE_RECORDS))
+
+
+def confluent_denied(bootstrap, topic, config):
+    from confluent_kafka import KafkaError, Producer
+
+    errors = []
+    settings = json.loads(config)
+    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 5000,
+                         "error_cb": errors.append, **settings})
+    failed = []
+    producer.produce(topic, value=b"must not land", on_delivery=lambda err, msg: failed.append(err))
+    producer.flush(DEADLINE_S)
+    if not failed or failed[0] is None:
+        raise SystemExit("a record was acknowledged with a wrong password")
+    auth = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+    if not auth or "Authentication failed" not in auth[0].str():
+        raise SystemExit("no authentication failure reported: %r" % [e.str() for e in errors])
+    print("ok confluent-kafka refused: %s" % auth[0].str())
+
+
+def confluent_forbidden(bootstrap, topic, config):
+    from confluent_kafka import KafkaError, Producer
+
+    settings = json.loads(config)
+    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 10000, **settings})
+    results = []
+    for i in range(3):
+        producer.produce(topic, value=b"forbidden %d" % i,
+                         on_delivery=lambda err, msg: results.append(err))
+    producer.flush(DEADLINE_S)
+    codes = [err.code() if err else None for err in results]
+    if codes != [KafkaError.TOPIC_AUTHORIZATION_FAILED] * 3:
+        raise SystemExit("expected TOPIC_AUTHORIZATION_FAILED for every record, got %r" % results)
+    print("ok confluent-kafka: TOPIC_AUTHORIZATION_FAILED for all 3 records")
+
+
+def kafka_python_secure(bootstrap, topic, config):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    settings = json.loads(config)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings)
+    for i in range(SECURE_RECORDS):
+        producer.send(topic, value=b"secure %d" % i).get(timeout=DEADLINE_S)
+    producer.close()
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="secure-" + topic,
+                             auto_offset_reset="earliest", consumer_timeout_ms=10000, **settings)
+    values = [msg.value for msg in consumer][:SECURE_RECORDS]
+    consumer.close()
+    expected = [b"secure %d" % i for i in range(SECURE_RECORDS)]
+    if values != expected:
+        raise SystemExit("read back %r, not %r" % (values, expected))
+    print("ok kafka-python %s: %d records produced and consumed"
+          % (settings.get("sasl_mechanism"), SECURE_RECORDS))
+
+
+def kafka_python_denied(bootstrap, topic, config):
+    import logging
+
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    # kafka-python logs the broker's refusal and keeps retrying until its
+    # bootstrap times out; the log says why.
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    collect = Collect()
+    logging.getLogger("kafka").addHandler(collect)
+    logging.getLogger("kafka").setLevel(logging.INFO)
+    settings = json.loads(config)
+    try:
+        producer = KafkaProducer(bootstrap_servers=bootstrap, max_block_ms=10000, **settings)
+        producer.send(topic, value=b"must not land").get(timeout=10)
+    except KafkaError as e:
+        refusals = [line for line in collect.lines if "Authentication failed" in line]
+        if not refusals:
+            raise SystemExit("failed (%r), but no authentication failure logged: %r"
+                             % (e, collect.lines[-5:]))
+        print("ok kafka-python refused: %s" % refusals[0])
+        return
+    raise SystemExit("a record was acknowledged with a wrong password")
+
+
 # Each scenario, and how it reads the arguments after BOOTSTRAP TOPIC.
 SCENARIOS = {
     "confluent-groups": (confluent_groups, []),
@@ -740,6 +875,11 @@ SCENARIOS = {
     "confluent-idempotent": (confluent_idempotent, [int]),
     "kafka-python-idempotent": (kafka_python_idempotent, [int]),
     "confluent-pipelined": (confluent_pipelined, [int]),
+    "confluent-secure": (confluent_secure, [str]),
+    "confluent-denied": (confluent_denied, [str]),
+    "confluent-forbidden": (confluent_forbidden, [str]),
+    "kafka-python-secure": (kafka_python_secure, [str]),
+    "kafka-python-denied": (kafka_python_denied, [str]),
 }
 
 

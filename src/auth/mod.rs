@@ -1,0 +1,181 @@
+//! Who may connect to `seglog serve`, and what they may do: TLS on both
+//! listeners, the users file, password checks for Kafka's SASL (PLAIN,
+//! SCRAM-SHA-256, SCRAM-SHA-512) and HTTP basic auth, and the topic
+//! prefixes each user may read or write. It knows nothing of either
+//! protocol's bytes: the front ends ask it questions and map its answers
+//! to their own errors.
+//!
+//! # Layout
+//! - [`tls`]: the certificate and key (PEM) as a rustls server config.
+//! - [`scram`]: SCRAM credentials and the server's side of an exchange.
+//! - [`users`]: the users file, read and written atomically.
+//! - [`access`]: what a user may do with a topic.
+//! - [`command`]: `seglog users add|remove|list`.
+//! - this file: [`Authenticator`], the users as `serve` holds them.
+
+pub mod access;
+pub mod command;
+pub mod scram;
+pub mod tls;
+pub mod users;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hmac::{KeyInit, Mac};
+use subtle::ConstantTimeEq;
+
+use scram::{Credential, Mechanism};
+use users::{User, Users};
+
+pub use access::Access;
+
+/// The users `serve` was started with, and what checking their passwords
+/// needs. Loaded once at start: a change to the file takes a restart.
+pub struct Authenticator {
+    users: HashMap<String, Arc<User>>,
+    /// A key drawn at start, never stored: it makes the decoy credentials
+    /// of unknown users, and the fingerprints of verified passwords.
+    secret: [u8; 32],
+    /// Per user, a fingerprint (HMAC under `secret`) of the last password
+    /// that matched: HTTP basic auth sends the password with every request,
+    /// and salting it again each time (4096 rounds of PBKDF2, about a
+    /// millisecond) would cost more than most requests. Bounded by the
+    /// number of users.
+    verified: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+impl Authenticator {
+    pub fn new(users: Users) -> Result<Authenticator, String> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| format!("cannot draw a random key: {e}"))?;
+        Ok(Authenticator {
+            users: users
+                .iter()
+                .map(|u| (u.name.clone(), Arc::new(u.clone())))
+                .collect(),
+            secret,
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn user(&self, name: &str) -> Option<&Arc<User>> {
+        self.users.get(name)
+    }
+
+    /// A user's SCRAM credential, for an exchange.
+    pub fn credential(&self, mechanism: Mechanism, name: &str) -> Option<Credential> {
+        self.users
+            .get(name)
+            .map(|u| u.credential(mechanism).clone())
+    }
+
+    /// The credential an exchange uses for a user that does not exist:
+    /// salt and keys derived from the name under [`Authenticator::secret`],
+    /// so the same name gets the same salt at every attempt and the
+    /// exchange looks like one of a real user until the proof fails.
+    pub fn decoy(&self, mechanism: Mechanism, name: &str) -> Credential {
+        let derive = |label: &[u8], bytes: usize| {
+            let mut out = Vec::new();
+            let mut counter = 0u8;
+            while out.len() < bytes {
+                out.extend(self.mac(&[label, &[counter], name.as_bytes()]));
+                counter += 1;
+            }
+            out.truncate(bytes);
+            out
+        };
+        let keys = mechanism.key_bytes();
+        Credential {
+            salt: derive(b"salt", scram::SALT_BYTES),
+            iterations: scram::ITERATIONS_MIN,
+            stored_key: derive(b"stored", keys),
+            server_key: derive(b"server", keys),
+        }
+    }
+
+    /// The user whose name and password these are (SASL/PLAIN, HTTP basic
+    /// auth), or `None`. An unknown user costs the same work as a wrong
+    /// password, so the time taken does not tell names apart.
+    pub fn check_password(&self, name: &str, password: &[u8]) -> Option<Arc<User>> {
+        let Some(user) = self.users.get(name) else {
+            let decoy = self.decoy(Mechanism::Sha256, name);
+            let _ = decoy.matches(Mechanism::Sha256, password);
+            return None;
+        };
+        if let Some(user) = self.remembered(name, password) {
+            return Some(user);
+        }
+        if !user.password_matches(password) {
+            return None;
+        }
+        let fingerprint = self.mac(&[name.as_bytes(), b"\0", password]);
+        crate::lock::lock(&self.verified).insert(name.to_string(), fingerprint);
+        Some(Arc::clone(user))
+    }
+
+    /// The user, if this is the last password that matched for it: a
+    /// check without salting the password again. `None` says nothing:
+    /// [`Authenticator::check_password`] decides.
+    pub fn remembered(&self, name: &str, password: &[u8]) -> Option<Arc<User>> {
+        let user = self.users.get(name)?;
+        let known = crate::lock::lock(&self.verified).get(name).copied()?;
+        let fingerprint = self.mac(&[name.as_bytes(), b"\0", password]);
+        bool::from(known.ct_eq(&fingerprint)).then(|| Arc::clone(user))
+    }
+
+    /// HMAC-SHA-256 under the secret of the parts, concatenated.
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret)
+            .expect("HMAC takes a key of any length");
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// The bytes of the file at `path` if it holds at most `max_bytes`;
+/// `Ok(None)` if it holds more (a wrong path, most likely: a log or a disk
+/// image is not read whole into memory).
+fn read_at_most(path: &std::path::Path, max_bytes: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max_bytes + 1), &mut bytes)?;
+    Ok((bytes.len() as u64 <= max_bytes).then_some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator() -> Authenticator {
+        let mut users = Users::default();
+        users
+            .put(User::new("alice", b"secret", vec![], vec![]).expect("user"))
+            .expect("put");
+        Authenticator::new(users).expect("authenticator")
+    }
+
+    #[test]
+    fn passwords_are_checked_again_after_a_match_is_remembered() {
+        let auth = authenticator();
+        assert!(auth.check_password("alice", b"secret").is_some());
+        assert!(auth.check_password("alice", b"secret").is_some());
+        assert!(auth.check_password("alice", b"secreT").is_none());
+        assert!(auth.check_password("bob", b"secret").is_none());
+    }
+
+    #[test]
+    fn a_decoy_is_the_same_for_a_name_and_differs_between_names() {
+        let auth = authenticator();
+        let one = auth.decoy(Mechanism::Sha512, "nobody");
+        assert_eq!(one, auth.decoy(Mechanism::Sha512, "nobody"));
+        assert_ne!(one.salt, auth.decoy(Mechanism::Sha512, "other").salt);
+        assert!(one.check(Mechanism::Sha512).is_ok());
+    }
+}
