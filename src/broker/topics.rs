@@ -214,8 +214,8 @@ impl Broker {
 /// (`http::fetch::FETCH_BYTES_MAX`), so that a request by time costs no
 /// more than a request by offset can (a CRC check of every byte, some tens
 /// of milliseconds), however long the partition. A caller goes on from
-/// where it stopped with a request of its own. (A time index, issue 21,
-/// will make the search cheap.)
+/// where it stopped with a request of its own. Only a search the time
+/// index cannot answer scans (see [`Broker::first_at_or_after`]).
 pub const TIMESTAMP_SEARCH_BYTES_MAX: usize = 64 << 20;
 
 /// How a search by timestamp ended.
@@ -237,14 +237,22 @@ impl Broker {
     /// time (Kafka's ListOffsets, the HTTP fetch's `timestamp`) use it,
     /// with [`TIMESTAMP_SEARCH_BYTES_MAX`] as `bytes_max`.
     ///
-    /// It scans, at most [`TIMESTAMP_SCAN_RECORDS`] or
+    /// The store's time index finds the first such record of the whole log
+    /// (`Store::find_time`: a binary search and a scan of about 4 KiB of
+    /// records). When that record is at or after `from`, it is the answer;
+    /// when no record matches, there is none. Only when it is before
+    /// `from` (a search that goes on from an offset, or a log start that
+    /// DeleteRecords set inside a segment) does the search scan from
+    /// `from`: timestamps are the clients' and need not grow with offsets,
+    /// and the index knows the first match, not the first past an offset.
+    /// With timestamps in order the scan stops at its first record.
+    ///
+    /// The scan reads at most [`TIMESTAMP_SCAN_RECORDS`] or
     /// [`TIMESTAMP_SCAN_BYTES`] under one hold of the store's lock,
-    /// reading only each record's timestamp ([`timestamp_of`]): timestamps
-    /// are the clients' and need not grow with offsets, and there is no
-    /// time index yet (issue 21 adds one). Past `bytes_max` bytes read it
-    /// stops ([`TimeSearch::Stopped`]); it always reads one hold's worth.
-    /// A record without a timestamp (a Kafka record sent without one)
-    /// never matches.
+    /// reading only each record's timestamp ([`timestamp_of`]). Past
+    /// `bytes_max` bytes read it stops ([`TimeSearch::Stopped`]); it always
+    /// reads one hold's worth. A record without a timestamp (a Kafka record
+    /// sent without one) never matches.
     pub fn first_at_or_after(
         &self,
         key: &str,
@@ -253,6 +261,13 @@ impl Broker {
         bytes_max: usize,
     ) -> crate::Result<TimeSearch> {
         let mut from = from.max(log_start(&mut self.store(), key)?);
+        match self.store().find_time(key, t)? {
+            None => return Ok(TimeSearch::None),
+            Some((offset, timestamp)) if offset >= from => {
+                return Ok(TimeSearch::Found { offset, timestamp });
+            }
+            Some(_) => {}
+        }
         let mut scanned = 0;
         loop {
             let (mut records, mut bytes) = (0, 0);

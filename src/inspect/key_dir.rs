@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::storage::format;
+use crate::storage::format::{self, SegmentFile};
 use crate::storage::keyname::{self, DecodedName, KEY_FILE_NAME};
 
 use super::problem::{Note, Problem, ProblemKind};
@@ -61,8 +61,11 @@ impl KeyDir {
                     let name = entry.file_name();
                     let name = name.to_str().unwrap_or_default();
                     match format::parse_segment_file_name(name) {
-                        Some((base, true)) => found.entry(base).or_default().0 = true,
-                        Some((base, false)) => found.entry(base).or_default().1 = true,
+                        Some((base, SegmentFile::Log)) => found.entry(base).or_default().0 = true,
+                        Some((base, SegmentFile::Index)) => found.entry(base).or_default().1 = true,
+                        // Read with its segment; one without a .log is
+                        // deleted with the segment's other files.
+                        Some((_, SegmentFile::TimeIndex)) => {}
                         None if name == KEY_FILE_NAME => {}
                         None if name.ends_with(INDEX_TMP_SUFFIX) => notes.push(Note::new(
                             &path,

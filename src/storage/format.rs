@@ -35,6 +35,8 @@ pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2, 3, 4, 5];
 pub const LOG_MAGIC: [u8; 8] = *b"SGLGLOG\0";
 /// Magic at the start of a segment's `.index` file.
 pub const INDEX_MAGIC: [u8; 8] = *b"SGLGIDX\0";
+/// Magic at the start of a segment's `.timeindex` file.
+pub const TIME_INDEX_MAGIC: [u8; 8] = *b"SGLGTIX\0";
 /// Magic at the start of the committed-offsets journal.
 pub const OFFSETS_MAGIC: [u8; 8] = *b"SGLGOFS\0";
 /// Magic at the start of a write-ahead journal file (version 2).
@@ -70,11 +72,22 @@ pub const INDEX_POSITION_POS: usize = INDEX_RELATIVE_OFFSET_POS + 4;
 /// Size of one sparse-index entry.
 pub const INDEX_ENTRY_SIZE: usize = INDEX_POSITION_POS + 4;
 
+// Time index entry: the largest timestamp among a chunk's records, then the
+// chunk's first record's offset relative to the segment's base offset.
+pub const TIME_ENTRY_TIMESTAMP_POS: usize = 0;
+pub const TIME_ENTRY_RELATIVE_OFFSET_POS: usize = TIME_ENTRY_TIMESTAMP_POS + 8;
+/// Size of one time-index entry.
+pub const TIME_INDEX_ENTRY_SIZE: usize = TIME_ENTRY_RELATIVE_OFFSET_POS + 4;
+/// The timestamp of a time-index entry whose chunk holds no record with a
+/// timestamp. Record timestamps are never negative.
+pub const NO_TIMESTAMP: i64 = -1;
+
 /// Which kind of file a header belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
     Log,
     Index,
+    TimeIndex,
     Offsets,
     Journal,
     Checkpoint,
@@ -86,6 +99,7 @@ impl FileKind {
         match self {
             FileKind::Log => LOG_MAGIC,
             FileKind::Index => INDEX_MAGIC,
+            FileKind::TimeIndex => TIME_INDEX_MAGIC,
             FileKind::Offsets => OFFSETS_MAGIC,
             FileKind::Journal => JOURNAL_MAGIC,
             FileKind::Checkpoint => CHECKPOINT_MAGIC,
@@ -97,6 +111,7 @@ impl FileKind {
         [
             FileKind::Log,
             FileKind::Index,
+            FileKind::TimeIndex,
             FileKind::Offsets,
             FileKind::Journal,
             FileKind::Checkpoint,
@@ -111,7 +126,7 @@ impl FileKind {
 pub struct FileHeader {
     pub kind: FileKind,
     pub version: u16,
-    /// First offset of the segment (`.log`, `.index`); 0 for the offsets
+    /// First offset of the segment (`.log`, `.index`, `.timeindex`); 0 for the offsets
     /// journal; the file's sequence number for a write-ahead journal file;
     /// the first live journal file's sequence number for the checkpoint.
     pub base_offset: u64,
@@ -387,6 +402,44 @@ pub fn decode_index_entries(bytes: &[u8]) -> Result<Vec<IndexEntry>, DecodeError
         .collect())
 }
 
+/// One entry of a segment's time index: the largest timestamp of one
+/// chunk's records (see `storage/timeindex.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeEntry {
+    /// Largest timestamp of the chunk's records, or [`NO_TIMESTAMP`].
+    pub timestamp: i64,
+    /// Offset of the chunk's first record minus the segment's base offset.
+    pub relative_offset: u32,
+}
+
+/// Encodes one time-index entry.
+pub fn encode_time_entry(entry: TimeEntry) -> [u8; TIME_INDEX_ENTRY_SIZE] {
+    let mut out = [0u8; TIME_INDEX_ENTRY_SIZE];
+    out[TIME_ENTRY_TIMESTAMP_POS..TIME_ENTRY_RELATIVE_OFFSET_POS]
+        .copy_from_slice(&entry.timestamp.to_le_bytes());
+    out[TIME_ENTRY_RELATIVE_OFFSET_POS..TIME_INDEX_ENTRY_SIZE]
+        .copy_from_slice(&entry.relative_offset.to_le_bytes());
+    out
+}
+
+/// Decodes the entries that follow a time index file's header. A trailing
+/// partial entry is reported as `Truncated`.
+pub fn decode_time_entries(bytes: &[u8]) -> Result<Vec<TimeEntry>, DecodeError> {
+    if !bytes.len().is_multiple_of(TIME_INDEX_ENTRY_SIZE) {
+        return Err(DecodeError::Truncated {
+            needed: bytes.len().next_multiple_of(TIME_INDEX_ENTRY_SIZE),
+            available: bytes.len(),
+        });
+    }
+    Ok(bytes
+        .chunks_exact(TIME_INDEX_ENTRY_SIZE)
+        .map(|raw| TimeEntry {
+            timestamp: u64_at(raw, TIME_ENTRY_TIMESTAMP_POS) as i64,
+            relative_offset: u32_at(raw, TIME_ENTRY_RELATIVE_OFFSET_POS),
+        })
+        .collect())
+}
+
 /// File name of the `.log` file of the segment starting at `base_offset`
 /// (Kafka-style: 20 decimal digits, so names sort by offset).
 pub fn log_file_name(base_offset: u64) -> String {
@@ -398,18 +451,33 @@ pub fn index_file_name(base_offset: u64) -> String {
     format!("{base_offset:020}.index")
 }
 
-/// Parses a segment file name back to its base offset and whether it is the
-/// `.log` (true) or the `.index` (false).
-pub fn parse_segment_file_name(name: &str) -> Option<(u64, bool)> {
-    let (stem, is_log) = if let Some(stem) = name.strip_suffix(".log") {
-        (stem, true)
+/// File name of the `.timeindex` file of the segment starting at `base_offset`.
+pub fn time_index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.timeindex")
+}
+
+/// The files of one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentFile {
+    Log,
+    Index,
+    TimeIndex,
+}
+
+/// Parses a segment file name back to its base offset and which of the
+/// segment's files it is.
+pub fn parse_segment_file_name(name: &str) -> Option<(u64, SegmentFile)> {
+    let (stem, file) = if let Some(stem) = name.strip_suffix(".log") {
+        (stem, SegmentFile::Log)
+    } else if let Some(stem) = name.strip_suffix(".timeindex") {
+        (stem, SegmentFile::TimeIndex)
     } else {
-        (name.strip_suffix(".index")?, false)
+        (name.strip_suffix(".index")?, SegmentFile::Index)
     };
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((stem.parse().ok()?, is_log))
+    Some((stem.parse().ok()?, file))
 }
 
 #[cfg(test)]
@@ -447,10 +515,17 @@ mod tests {
 
     #[test]
     fn segment_file_names_parse_back() {
-        assert_eq!(parse_segment_file_name(&log_file_name(7)), Some((7, true)));
+        assert_eq!(
+            parse_segment_file_name(&log_file_name(7)),
+            Some((7, SegmentFile::Log))
+        );
         assert_eq!(
             parse_segment_file_name(&index_file_name(u64::MAX)),
-            Some((u64::MAX, false))
+            Some((u64::MAX, SegmentFile::Index))
+        );
+        assert_eq!(
+            parse_segment_file_name(&time_index_file_name(3)),
+            Some((3, SegmentFile::TimeIndex))
         );
         assert_eq!(parse_segment_file_name("7.log"), None);
         assert_eq!(parse_segment_file_name("0000000000000000000a.log"), None);
