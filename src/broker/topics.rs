@@ -423,9 +423,11 @@ mod tests {
         assert_eq!(log_start(&mut store, key).expect("log start"), 10);
     }
 
-    /// A search by time reads at most its bound of bytes, then says where
-    /// it stopped, and a search from there goes on to the record; without
-    /// the bound it would read the whole partition in one request.
+    /// A search by time that the time index cannot answer (its first
+    /// match, record 0, is before the offset the search starts from) scans,
+    /// reads at most its bound of bytes, then says where it stopped, and a
+    /// search from there goes on to the record; without the bound it would
+    /// read the whole partition in one request.
     #[test]
     fn a_search_by_time_stops_at_its_bound_and_goes_on_from_there() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -433,14 +435,19 @@ mod tests {
         let catalog = Catalog::open(dir.path()).expect("catalog");
         let broker = crate::broker::test_broker(store, catalog);
         // Records of 64 KiB, each older than the one searched for but the
-        // last: a hold of the lock reads 16 of them (TIMESTAMP_SCAN_BYTES).
+        // first and the last: a hold of the lock reads 16 of them
+        // (TIMESTAMP_SCAN_BYTES).
         const RECORDS: u64 = 100;
         let value = vec![b'v'; 64 << 10];
         {
             let mut store = broker.store();
             for i in 0..RECORDS {
                 let mut payload = Vec::new();
-                let timestamp = if i == RECORDS - 1 { 5_000 } else { 1_000 };
+                let timestamp = if i == 0 || i == RECORDS - 1 {
+                    5_000
+                } else {
+                    1_000
+                };
                 encode_kafka(
                     &mut payload,
                     &KafkaRecord {
@@ -456,7 +463,7 @@ mod tests {
             store.sync().expect("sync");
         }
         let bound = 4 * TIMESTAMP_SCAN_BYTES;
-        let mut from = 0;
+        let mut from = 1;
         let mut searches = 0;
         let found = loop {
             searches += 1;
@@ -484,12 +491,22 @@ mod tests {
             }
         );
         assert!(searches > 1, "the bound was never reached");
-        // Unbounded, one search finds it; past every record, none.
+        // Unbounded, one search finds it; from the start, the index finds
+        // record 0 at once (a bound of nothing); past every record, none.
         assert_eq!(
             broker
-                .first_at_or_after("t.1-0", 2_000, 0, usize::MAX)
+                .first_at_or_after("t.1-0", 2_000, 1, usize::MAX)
                 .expect("search"),
             found
+        );
+        assert_eq!(
+            broker
+                .first_at_or_after("t.1-0", 2_000, 0, 0)
+                .expect("search"),
+            TimeSearch::Found {
+                offset: 0,
+                timestamp: 5_000
+            }
         );
         assert_eq!(
             broker

@@ -72,12 +72,16 @@ pub const INDEX_POSITION_POS: usize = INDEX_RELATIVE_OFFSET_POS + 4;
 /// Size of one sparse-index entry.
 pub const INDEX_ENTRY_SIZE: usize = INDEX_POSITION_POS + 4;
 
-// Time index entry: the largest timestamp among a chunk's records, then the
-// chunk's first record's offset relative to the segment's base offset.
+// Time index entry: the largest timestamp among a chunk's records, the
+// chunk's first record's offset relative to the segment's base offset, and
+// a CRC of both. Unlike an offset-index entry, which every use checks
+// against the record it names, an entry is trusted for the chunks a search
+// skips, so a flipped bit must not pass for a timestamp.
 pub const TIME_ENTRY_TIMESTAMP_POS: usize = 0;
 pub const TIME_ENTRY_RELATIVE_OFFSET_POS: usize = TIME_ENTRY_TIMESTAMP_POS + 8;
+pub const TIME_ENTRY_CRC_POS: usize = TIME_ENTRY_RELATIVE_OFFSET_POS + 4;
 /// Size of one time-index entry.
-pub const TIME_INDEX_ENTRY_SIZE: usize = TIME_ENTRY_RELATIVE_OFFSET_POS + 4;
+pub const TIME_INDEX_ENTRY_SIZE: usize = TIME_ENTRY_CRC_POS + 4;
 /// The timestamp of a time-index entry whose chunk holds no record with a
 /// timestamp. Record timestamps are never negative.
 pub const NO_TIMESTAMP: i64 = -1;
@@ -417,13 +421,16 @@ pub fn encode_time_entry(entry: TimeEntry) -> [u8; TIME_INDEX_ENTRY_SIZE] {
     let mut out = [0u8; TIME_INDEX_ENTRY_SIZE];
     out[TIME_ENTRY_TIMESTAMP_POS..TIME_ENTRY_RELATIVE_OFFSET_POS]
         .copy_from_slice(&entry.timestamp.to_le_bytes());
-    out[TIME_ENTRY_RELATIVE_OFFSET_POS..TIME_INDEX_ENTRY_SIZE]
+    out[TIME_ENTRY_RELATIVE_OFFSET_POS..TIME_ENTRY_CRC_POS]
         .copy_from_slice(&entry.relative_offset.to_le_bytes());
+    let crc = crc32fast::hash(&out[..TIME_ENTRY_CRC_POS]);
+    out[TIME_ENTRY_CRC_POS..TIME_INDEX_ENTRY_SIZE].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
 /// Decodes the entries that follow a time index file's header. A trailing
-/// partial entry is reported as `Truncated`.
+/// partial entry is reported as `Truncated`, an entry whose CRC does not
+/// match (zero-filled ones included) as `ChecksumMismatch`.
 pub fn decode_time_entries(bytes: &[u8]) -> Result<Vec<TimeEntry>, DecodeError> {
     if !bytes.len().is_multiple_of(TIME_INDEX_ENTRY_SIZE) {
         return Err(DecodeError::Truncated {
@@ -431,13 +438,24 @@ pub fn decode_time_entries(bytes: &[u8]) -> Result<Vec<TimeEntry>, DecodeError> 
             available: bytes.len(),
         });
     }
-    Ok(bytes
+    bytes
         .chunks_exact(TIME_INDEX_ENTRY_SIZE)
-        .map(|raw| TimeEntry {
-            timestamp: u64_at(raw, TIME_ENTRY_TIMESTAMP_POS) as i64,
-            relative_offset: u32_at(raw, TIME_ENTRY_RELATIVE_OFFSET_POS),
-        })
-        .collect())
+        .map(decode_time_entry)
+        .collect()
+}
+
+/// Decodes one time-index entry of [`TIME_INDEX_ENTRY_SIZE`] bytes and
+/// checks its CRC.
+pub fn decode_time_entry(raw: &[u8]) -> Result<TimeEntry, DecodeError> {
+    let expected = u32_at(raw, TIME_ENTRY_CRC_POS);
+    let got = crc32fast::hash(&raw[..TIME_ENTRY_CRC_POS]);
+    if expected != got {
+        return Err(DecodeError::ChecksumMismatch { expected, got });
+    }
+    Ok(TimeEntry {
+        timestamp: u64_at(raw, TIME_ENTRY_TIMESTAMP_POS) as i64,
+        relative_offset: u32_at(raw, TIME_ENTRY_RELATIVE_OFFSET_POS),
+    })
 }
 
 /// File name of the `.log` file of the segment starting at `base_offset`
@@ -492,6 +510,25 @@ mod tests {
             base_offset: 12345,
         };
         assert_eq!(decode_header(&encode_header(&header)), Ok(header));
+    }
+
+    #[test]
+    fn time_entry_round_trips_and_rejects_any_flipped_bit_or_zeros() {
+        let entry = TimeEntry {
+            timestamp: 1_795_860_000_123,
+            relative_offset: 4096,
+        };
+        let bytes = encode_time_entry(entry);
+        assert_eq!(decode_time_entries(&bytes), Ok(vec![entry]));
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes;
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode_time_entry(&flipped).is_err(),
+                "bit {bit} flip accepted"
+            );
+        }
+        assert!(decode_time_entry(&[0; TIME_INDEX_ENTRY_SIZE]).is_err());
     }
 
     #[test]

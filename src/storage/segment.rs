@@ -517,8 +517,7 @@ impl Segment {
         }
         if !writer.time_buffer.is_empty() {
             // A cache too, checked against the offset index when loaded.
-            if let Err(e) = index::append_to_file(&*self.fs, &self.time_path, &writer.time_buffer)
-            {
+            if let Err(e) = index::append_to_file(&*self.fs, &self.time_path, &writer.time_buffer) {
                 crate::log::warn(format_args!(
                     "time index write failed, it will be rebuilt: {e}"
                 ));
@@ -748,7 +747,13 @@ impl Segment {
         }
         let starts = self.chunk_starts();
         let buffered = self.writer.as_ref().map_or(&[][..], |w| &w.time_buffer[..]);
-        let loaded = TimeIndex::load(&*self.fs, &self.time_path, self.base_offset, &starts, buffered);
+        let loaded = TimeIndex::load(
+            &*self.fs,
+            &self.time_path,
+            self.base_offset,
+            &starts,
+            buffered,
+        );
         match loaded {
             Ok(times) => {
                 self.time_index = Some(times);
@@ -811,7 +816,13 @@ impl Segment {
             let Some((start, offset)) = self.chunk_start(chunk, limit)? else {
                 continue;
             };
-            let found = scan_chunk(&self.map[..limit as usize], &self.log_path, start, offset, t)?;
+            let found = scan_chunk(
+                &self.map[..limit as usize],
+                &self.log_path,
+                start,
+                offset,
+                t,
+            )?;
             let whole = found.ended_at_chunk_end || limit == self.file_len_if_sealed();
             match expected {
                 Some(expected) if whole && found.max != expected => {

@@ -200,7 +200,10 @@ mod tests {
         let entries = [entry(5, 0), entry(7, 12)];
         assert_eq!(check_entries(&entries, &[0, 12]), Ok(()));
         assert!(check_entries(&entries, &[0]).is_err(), "an extra entry");
-        assert!(check_entries(&entries, &[0, 12, 30]).is_err(), "a lost tail");
+        assert!(
+            check_entries(&entries, &[0, 12, 30]).is_err(),
+            "a lost tail"
+        );
         assert!(check_entries(&entries, &[0, 13]).is_err(), "misaligned");
         assert!(check_entries(&[entry(-2, 0)], &[0]).is_err(), "bad time");
     }
