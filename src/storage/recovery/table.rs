@@ -51,6 +51,14 @@ pub const DECISION_TABLE: &[Rule] = &[
         action: "rebuild the index from the log",
     },
     Rule {
+        state: ".timeindex missing, unreadable, not one entry per closed chunk, an entry with a bad CRC or naming another chunk, or disagreeing with the chunk a search scans",
+        action: "rebuild it and the .index from the log when a search by time first needs them (a directory from before the time index has none)",
+    },
+    Rule {
+        state: "a segment recovery cut or rewrote",
+        action: "delete its .timeindex, whose entries may describe records that are gone; an active segment's is rewritten from recovery's scan of the whole segment",
+    },
+    Rule {
         state: "an invalid record in a sealed segment, found when read",
         action: "serve the records before it; a read that reaches it stops there with a Corrupt error",
     },
