@@ -25,7 +25,7 @@ const SEGMENT: u64 = 64 * 1024;
 fn payload(t: Option<i64>, i: u64, rng: &mut StdRng) -> Vec<u8> {
     let pad = "p".repeat(rng.gen_range(10..200));
     match t {
-        Some(t) if i % 2 == 0 => {
+        Some(t) if i.is_multiple_of(2) => {
             let mut out = Vec::new();
             let value = format!("{i}{pad}");
             encode_kafka(
