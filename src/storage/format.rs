@@ -391,12 +391,7 @@ pub fn encode_index_entry(entry: IndexEntry) -> [u8; INDEX_ENTRY_SIZE] {
 /// Decodes the index entries that follow an index file's header. A trailing
 /// partial entry is reported as `Truncated`.
 pub fn decode_index_entries(bytes: &[u8]) -> Result<Vec<IndexEntry>, DecodeError> {
-    if !bytes.len().is_multiple_of(INDEX_ENTRY_SIZE) {
-        return Err(DecodeError::Truncated {
-            needed: bytes.len().next_multiple_of(INDEX_ENTRY_SIZE),
-            available: bytes.len(),
-        });
-    }
+    check_whole_entries(bytes, INDEX_ENTRY_SIZE)?;
     Ok(bytes
         .chunks_exact(INDEX_ENTRY_SIZE)
         .map(|raw| IndexEntry {
@@ -404,6 +399,17 @@ pub fn decode_index_entries(bytes: &[u8]) -> Result<Vec<IndexEntry>, DecodeError
             position: u32_at(raw, INDEX_POSITION_POS),
         })
         .collect())
+}
+
+/// `Truncated` unless `bytes` are whole entries of `entry_size` bytes.
+fn check_whole_entries(bytes: &[u8], entry_size: usize) -> Result<(), DecodeError> {
+    if bytes.len().is_multiple_of(entry_size) {
+        return Ok(());
+    }
+    Err(DecodeError::Truncated {
+        needed: bytes.len().next_multiple_of(entry_size),
+        available: bytes.len(),
+    })
 }
 
 /// One entry of a segment's time index: the largest timestamp of one
@@ -432,12 +438,7 @@ pub fn encode_time_entry(entry: TimeEntry) -> [u8; TIME_INDEX_ENTRY_SIZE] {
 /// partial entry is reported as `Truncated`, an entry whose CRC does not
 /// match (zero-filled ones included) as `ChecksumMismatch`.
 pub fn decode_time_entries(bytes: &[u8]) -> Result<Vec<TimeEntry>, DecodeError> {
-    if !bytes.len().is_multiple_of(TIME_INDEX_ENTRY_SIZE) {
-        return Err(DecodeError::Truncated {
-            needed: bytes.len().next_multiple_of(TIME_INDEX_ENTRY_SIZE),
-            available: bytes.len(),
-        });
-    }
+    check_whole_entries(bytes, TIME_INDEX_ENTRY_SIZE)?;
     bytes
         .chunks_exact(TIME_INDEX_ENTRY_SIZE)
         .map(decode_time_entry)

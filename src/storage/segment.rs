@@ -279,9 +279,7 @@ impl Segment {
     /// Opens a sealed segment for reading. Its index is loaded, or rebuilt if
     /// it cannot be used.
     pub fn open_sealed(fs: Fs, dir: &Path, base_offset: u64) -> Result<Segment> {
-        let log_path = dir.join(format::log_file_name(base_offset));
-        let index_path = dir.join(format::index_file_name(base_offset));
-        let time_path = dir.join(format::time_index_file_name(base_offset));
+        let (log_path, index_path, time_path) = segment_paths(dir, base_offset);
         let file = fs
             .open(&log_path, OpenMode::Read)
             .map_err(|e| Error::io("open", &log_path, e))?;
@@ -314,9 +312,7 @@ impl Segment {
     /// Creates a new, empty active segment starting at `base_offset`. Its
     /// header is buffered like a record and written by the next flush.
     pub fn create(fs: Fs, dir: &Path, base_offset: u64) -> Result<Segment> {
-        let log_path = dir.join(format::log_file_name(base_offset));
-        let index_path = dir.join(format::index_file_name(base_offset));
-        let time_path = dir.join(format::time_index_file_name(base_offset));
+        let (log_path, index_path, time_path) = segment_paths(dir, base_offset);
         let file = fs
             .open(&log_path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", &log_path, e))?;
@@ -325,18 +321,12 @@ impl Segment {
             version: FORMAT_VERSION,
             base_offset,
         });
-        crate::storage::fsutil::write_whole(
-            &*fs,
-            &index_path,
-            &index::index_header(base_offset),
-            false,
-        )?;
-        crate::storage::fsutil::write_whole(
-            &*fs,
-            &time_path,
-            &timeindex::time_index_header(base_offset),
-            false,
-        )?;
+        for (path, header) in [
+            (&index_path, index::index_header(base_offset)),
+            (&time_path, timeindex::time_index_header(base_offset)),
+        ] {
+            crate::storage::fsutil::write_whole(&*fs, path, &header, false)?;
+        }
         let header_end = FILE_HEADER_SIZE as u64;
         Ok(Segment {
             fs,
@@ -386,9 +376,7 @@ impl Segment {
         index_unverified: bool,
         open_chunk: Option<TimeEntry>,
     ) -> Result<Segment> {
-        let log_path = dir.join(format::log_file_name(base_offset));
-        let index_path = dir.join(format::index_file_name(base_offset));
-        let time_path = dir.join(format::time_index_file_name(base_offset));
+        let (log_path, index_path, time_path) = segment_paths(dir, base_offset);
         let map = match map {
             Some(map) => map,
             None => file
@@ -781,16 +769,7 @@ impl Segment {
     /// segment whose largest is earlier.
     pub fn max_timestamp(&mut self) -> Result<i64> {
         self.ensure_time_index()?;
-        let closed = self
-            .time_index
-            .as_ref()
-            .map_or(NO_TIMESTAMP, TimeIndex::max_timestamp);
-        let open = self
-            .writer
-            .as_ref()
-            .and_then(|w| w.open_chunk)
-            .map_or(NO_TIMESTAMP, |chunk| chunk.timestamp);
-        Ok(closed.max(open))
+        Ok(self.known_max_timestamp().unwrap_or(NO_TIMESTAMP))
     }
 
     /// The first durable record whose timestamp is at or after `t`, with
@@ -937,6 +916,16 @@ fn scan_chunk(bytes: &[u8], path: &Path, start: u64, offset: u64, t: i64) -> Res
         expected += 1;
     }
     Ok(scan)
+}
+
+/// The `.log`, `.index` and `.timeindex` paths of the segment starting at
+/// `base_offset` in the key directory `dir`.
+fn segment_paths(dir: &Path, base_offset: u64) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join(format::log_file_name(base_offset)),
+        dir.join(format::index_file_name(base_offset)),
+        dir.join(format::time_index_file_name(base_offset)),
+    )
 }
 
 /// Checks the header of a mapped `.log` file.

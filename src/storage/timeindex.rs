@@ -27,11 +27,11 @@
 use std::path::Path;
 
 use crate::storage::backend::Backend;
-use crate::storage::error::{Error, Result};
+use crate::storage::error::Result;
 use crate::storage::format::{
-    self, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, NO_TIMESTAMP,
-    TIME_INDEX_ENTRY_SIZE, TimeEntry,
+    self, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, NO_TIMESTAMP, TimeEntry,
 };
+use crate::storage::index::read_cache;
 
 /// The entries of one segment's time index, in memory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,17 +93,7 @@ impl TimeIndex {
         chunk_starts: &[u32],
         buffered: &[u8],
     ) -> Result<TimeIndex, String> {
-        let bytes = fs.read(path).map_err(|e| format!("cannot read: {e}"))?;
-        let header = format::decode_header(&bytes).map_err(|e| format!("header: {e}"))?;
-        if header.kind != FileKind::TimeIndex {
-            return Err(format!("header: not a time index file ({:?})", header.kind));
-        }
-        if header.base_offset != base_offset {
-            return Err(format!(
-                "header: base offset {} does not match the file name's {base_offset}",
-                header.base_offset
-            ));
-        }
+        let bytes = read_cache(fs, path, FileKind::TimeIndex, base_offset)?;
         let mut entries = format::decode_time_entries(&bytes[FILE_HEADER_SIZE..])
             .map_err(|e| format!("entries: {e}"))?;
         entries.extend(
@@ -118,16 +108,13 @@ impl TimeIndex {
     /// old index or the new one. No fsync: the index is a cache rebuilt from
     /// the log.
     pub fn write_file(&self, fs: &dyn Backend, path: &Path, base_offset: u64) -> Result<()> {
-        let tmp = path.with_extension("timeindex.tmp");
-        let mut bytes =
-            Vec::with_capacity(FILE_HEADER_SIZE + self.entries.len() * TIME_INDEX_ENTRY_SIZE);
-        bytes.extend_from_slice(&time_index_header(base_offset));
-        for entry in &self.entries {
-            bytes.extend_from_slice(&format::encode_time_entry(*entry));
-        }
-        crate::storage::fsutil::write_whole(fs, &tmp, &bytes, false)?;
-        fs.rename(&tmp, path)
-            .map_err(|e| Error::io("rename over", path, e))
+        crate::storage::fsutil::replace_cache(
+            fs,
+            path,
+            &path.with_extension("timeindex.tmp"),
+            &time_index_header(base_offset),
+            self.entries.iter().map(|e| format::encode_time_entry(*e)),
+        )
     }
 }
 

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use seglog::Store;
 use seglog::broker::payload::{KafkaRecord, encode_kafka};
 use seglog::storage::format::{FILE_HEADER_SIZE, TIME_INDEX_ENTRY_SIZE};
+use seglog::storage::timeindex::time_index_header;
 use tempfile::TempDir;
 
 use crate::common::{key_dir, segment_logs, small_segments};
@@ -215,14 +216,9 @@ fn damage(path: &Path, how: &str) {
             fs::write(path, bytes).expect("write");
         }
         "another segment's" => {
-            let other = path.with_file_name(format!("{:020}.timeindex", u64::MAX - 1));
-            fs::copy(path, &other).expect("copy");
-            fs::rename(&other, path).expect("rename");
+            // A whole, valid file whose header names another base offset.
             let mut bytes = fs::read(path).expect("read");
-            // Its header names another base offset (CRC kept right).
-            bytes[12..20].copy_from_slice(&7u64.to_le_bytes());
-            let crc = crc32fast::hash(&bytes[..20]);
-            bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+            bytes[..FILE_HEADER_SIZE].copy_from_slice(&time_index_header(7));
             fs::write(path, bytes).expect("write");
         }
         other => unreachable!("{other}"),

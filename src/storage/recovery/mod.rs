@@ -275,16 +275,8 @@ fn remove_segment(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
     let log_path = dir.join(format::log_file_name(base));
     fs.remove_file(&log_path)
         .map_err(|e| Error::io("remove", &log_path, e))?;
-    for path in [
-        dir.join(format::index_file_name(base)),
-        dir.join(format::time_index_file_name(base)),
-    ] {
-        match fs.remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", &path, e)),
-        }
-    }
+    remove_if_present(fs, &dir.join(format::index_file_name(base)))?;
+    remove_time_index(fs, dir, base)?;
     crate::storage::fsutil::sync_dir(fs, dir)
 }
 
@@ -332,27 +324,22 @@ pub fn remove_below(fs: &dyn Backend, dir: &Path, log_start: u64) -> Result<usiz
 /// is a segment whose indexes are rebuilt, or deleted again by recovery).
 pub fn remove_segment_files(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
     remove_time_index(fs, dir, base)?;
-    for path in [
-        dir.join(format::index_file_name(base)),
-        dir.join(format::log_file_name(base)),
-    ] {
-        match fs.remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", &path, e)),
-        }
-    }
-    Ok(())
+    remove_if_present(fs, &dir.join(format::index_file_name(base)))?;
+    remove_if_present(fs, &dir.join(format::log_file_name(base)))
 }
 
 /// Removes a segment's `.timeindex`, if it has one: after recovery cut or
 /// rewrote the segment's records, its entries may describe records that
 /// are gone, and a missing time index is rebuilt when first used.
 pub fn remove_time_index(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
-    let path = dir.join(format::time_index_file_name(base));
-    match fs.remove_file(&path) {
+    remove_if_present(fs, &dir.join(format::time_index_file_name(base)))
+}
+
+/// Removes a file; one already gone is fine.
+fn remove_if_present(fs: &dyn Backend, path: &Path) -> Result<()> {
+    match fs.remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove", &path, e)),
+        Err(e) => Err(Error::io("remove", path, e)),
     }
 }

@@ -180,6 +180,8 @@ pub enum Row {
     TornTail,
     Hole,
     BadIndex,
+    BadTimeIndex,
+    RecoveredTimeIndex,
     SealedInvalid,
     CheckpointTmp,
     CreationInterrupted,
@@ -211,7 +213,7 @@ pub enum Row {
 
 impl Row {
     /// Every row, in the table's order.
-    pub const ALL: [Row; 35] = [
+    pub const ALL: [Row; 37] = [
         Row::NoLogFile,
         Row::TornCreation,
         Row::BadHeader,
@@ -220,6 +222,8 @@ impl Row {
         Row::TornTail,
         Row::Hole,
         Row::BadIndex,
+        Row::BadTimeIndex,
+        Row::RecoveredTimeIndex,
         Row::SealedInvalid,
         Row::CheckpointTmp,
         Row::CreationInterrupted,
@@ -314,6 +318,8 @@ mod tests {
             (Row::TornTail, "no valid record follows"),
             (Row::Hole, "followed later by a valid record"),
             (Row::BadIndex, ".index missing"),
+            (Row::BadTimeIndex, ".timeindex missing"),
+            (Row::RecoveredTimeIndex, "recovery cut or rewrote"),
             (Row::SealedInvalid, "sealed segment, found when read"),
             (Row::CheckpointTmp, "checkpoint.tmp"),
             (Row::CreationInterrupted, "no journal file holding a batch"),
