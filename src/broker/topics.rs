@@ -260,8 +260,15 @@ impl Broker {
         from: u64,
         bytes_max: usize,
     ) -> crate::Result<TimeSearch> {
-        let mut from = from.max(log_start(&mut self.store(), key)?);
-        match self.store().find_time(key, t)? {
+        // One hold of the lock for both, so that a log start moved by
+        // DeleteRecords or retention in between cannot let an offset it
+        // just deleted through.
+        let (start, indexed) = {
+            let mut store = self.store();
+            (log_start(&mut store, key)?, store.find_time(key, t)?)
+        };
+        let mut from = from.max(start);
+        match indexed {
             None => return Ok(TimeSearch::None),
             Some((offset, timestamp)) if offset >= from => {
                 return Ok(TimeSearch::Found { offset, timestamp });

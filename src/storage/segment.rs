@@ -234,6 +234,12 @@ struct Writer {
     index_buffer: Vec<u8>,
     /// Encoded time-index entries not yet written to the time index file.
     time_buffer: Vec<u8>,
+    /// A write to the time index file failed (the file is missing, in a
+    /// directory an older build wrote, or the disk is full): later entries
+    /// are not written, and the file, short of entries, is rebuilt when a
+    /// search first needs it, which clears this. One warning, not one per
+    /// chunk.
+    time_file_failed: bool,
     /// The last chunk, still open: its first record and largest timestamp
     /// so far. `None` until the segment has a record.
     open_chunk: Option<TimeEntry>,
@@ -321,12 +327,24 @@ impl Segment {
             version: FORMAT_VERSION,
             base_offset,
         });
-        for (path, header) in [
-            (&index_path, index::index_header(base_offset)),
-            (&time_path, timeindex::time_index_header(base_offset)),
-        ] {
-            crate::storage::fsutil::write_whole(&*fs, path, &header, false)?;
-        }
+        crate::storage::fsutil::write_whole(
+            &*fs,
+            &index_path,
+            &index::index_header(base_offset),
+            false,
+        )?;
+        // A cache that cannot be written costs a rebuild, not the roll.
+        let time_header = timeindex::time_index_header(base_offset);
+        let time_file_failed =
+            match crate::storage::fsutil::write_whole(&*fs, &time_path, &time_header, false) {
+                Ok(()) => false,
+                Err(e) => {
+                    crate::log::warn(format_args!(
+                        "time index not created, it will be rebuilt: {e}"
+                    ));
+                    true
+                }
+            };
         let header_end = FILE_HEADER_SIZE as u64;
         Ok(Segment {
             fs,
@@ -345,6 +363,7 @@ impl Segment {
                 buffer: header.to_vec(),
                 index_buffer: Vec::new(),
                 time_buffer: Vec::new(),
+                time_file_failed,
                 open_chunk: None,
                 file_len: 0,
                 end_position: header_end,
@@ -387,6 +406,10 @@ impl Segment {
             .entries()
             .last()
             .map_or(FILE_HEADER_SIZE as u64, |entry| u64::from(entry.position));
+        // No time index file (a directory an older build wrote, or one
+        // deleted): appends would fail at every chunk; the first search
+        // by time builds it.
+        let time_file_failed = !fs.exists(&time_path).unwrap_or(false);
         Ok(Segment {
             fs,
             base_offset,
@@ -404,6 +427,7 @@ impl Segment {
                 buffer: Vec::new(),
                 index_buffer: Vec::new(),
                 time_buffer: Vec::new(),
+                time_file_failed,
                 open_chunk,
                 file_len: end_position,
                 end_position,
@@ -505,10 +529,14 @@ impl Segment {
         }
         if !writer.time_buffer.is_empty() {
             // A cache too, checked against the offset index when loaded.
-            if let Err(e) = index::append_to_file(&*self.fs, &self.time_path, &writer.time_buffer) {
+            if !writer.time_file_failed
+                && let Err(e) =
+                    index::append_to_file(&*self.fs, &self.time_path, &writer.time_buffer)
+            {
                 crate::log::warn(format_args!(
                     "time index write failed, it will be rebuilt: {e}"
                 ));
+                writer.time_file_failed = true;
             }
             writer.time_buffer.clear();
         }
@@ -677,15 +705,26 @@ impl Segment {
             None => scan.sealed_time_index(),
             Some(_) => TimeIndex::from_entries(scan.times.clone()),
         };
-        for written in [
-            scan.index
-                .write_file(&*self.fs, &self.index_path, self.base_offset),
-            times.write_file(&*self.fs, &self.time_path, self.base_offset),
+        let mut time_written = true;
+        for (written, time) in [
+            (
+                scan.index
+                    .write_file(&*self.fs, &self.index_path, self.base_offset),
+                false,
+            ),
+            (
+                times.write_file(&*self.fs, &self.time_path, self.base_offset),
+                true,
+            ),
         ] {
             if let Err(e) = written {
                 // A cache that cannot be written costs speed, not data.
                 crate::log::warn(format_args!("cannot rewrite an index: {e}"));
+                time_written &= !time;
             }
+        }
+        if let Some(writer) = self.writer.as_mut() {
+            writer.time_file_failed = !time_written;
         }
         let mut entries = scan.index.entries().to_vec();
         let mut time_entries = times.entries().to_vec();

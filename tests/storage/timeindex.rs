@@ -330,3 +330,35 @@ fn retention_deletes_time_indexes_with_their_segments() {
     let targets = targets(&times, &mut rng);
     check_all(&mut store, &kept, &targets, "after retention");
 }
+
+/// Guards against: an active segment reopened without its `.timeindex`
+/// (a directory an older build wrote) taking appends that the search then
+/// trusts a short file for, instead of building the index whole on the
+/// first search.
+#[test]
+fn appends_after_reopening_without_a_time_index_are_found() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let dir = TempDir::new().expect("tempdir");
+    let mut times;
+    {
+        let mut store = Store::open(dir.path(), small_segments(SEGMENT)).expect("open");
+        times = write(&mut store, 200, &mut rng);
+        store.close().expect("close");
+    }
+    let logs = segment_logs(&key_dir(dir.path(), KEY));
+    let active = logs.last().expect("a segment").with_extension("timeindex");
+    fs::remove_file(&active).expect("delete the active time index");
+    let mut store = Store::open(dir.path(), small_segments(SEGMENT)).expect("reopen");
+    // Several chunks, and a roll or more, before any search.
+    times.extend(write(&mut store, 2_000, &mut rng));
+    let targets = targets(&times, &mut rng);
+    check_all(
+        &mut store,
+        &times,
+        &targets,
+        "appended after reopening without it",
+    );
+    store.close().expect("close");
+    let mut store = Store::open(dir.path(), small_segments(SEGMENT)).expect("reopen");
+    check_all(&mut store, &times, &targets, "reopened once more");
+}
