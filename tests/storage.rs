@@ -1,6 +1,6 @@
 //! The storage engine in this process on a real disk: codecs and constants
 //! against the spec, cuts at every byte, garbage, flipped bits, damaged and
-//! missing files, hostile key names, the directory lock, a property test
+//! missing files, hostile key names, searches by time, the directory lock, a property test
 //! against a model, retention and key removal.
 //!
 //! Nothing here starts a process: a child holds a copy of this process's
@@ -35,3 +35,5 @@ mod retention;
 mod review;
 #[path = "storage/spec.rs"]
 mod spec;
+#[path = "storage/timeindex.rs"]
+mod timeindex;

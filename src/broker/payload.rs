@@ -1,7 +1,8 @@
 //! Record payloads: what the bytes a front end stores in a log mean.
 //!
-//! The store does not interpret payloads. Two encodings exist, told apart by
-//! the first byte (`segment-format.md`, "Record payloads"):
+//! The store reads nothing of a payload but its timestamp, for the time
+//! index (`storage/timestamp.rs`, re-exported here as [`timestamp_of`]). Two
+//! encodings exist, told apart by the first byte (`segment-format.md`, "Record payloads"):
 //! - **JSON text**, written by the Maelstrom node (a message) and the HTTP
 //!   front end (`{"timestamp":T,"key":K,"value":V}`). JSON text starts with
 //!   whitespace or a value's first character, never a byte below 0x09.
@@ -15,17 +16,11 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// First byte of a Kafka record payload. Below 0x09 (tab), so no JSON text
-/// starts with it.
-pub const KAFKA_RECORD_TAG: u8 = 0x01;
-/// The Kafka record encoding's own version, the payload's second byte.
-pub const KAFKA_RECORD_VERSION: u8 = 1;
-/// Bytes before the timestamp: the tag and the version.
-pub const KAFKA_PREFIX_BYTES: usize = 2;
-/// The timestamp, milliseconds since the Unix epoch, i64 little-endian.
-pub const KAFKA_TIMESTAMP_OFFSET: usize = KAFKA_PREFIX_BYTES;
-/// Where the key's length starts.
-pub const KAFKA_KEY_OFFSET: usize = KAFKA_TIMESTAMP_OFFSET + 8;
+pub use crate::storage::timestamp::{
+    KAFKA_KEY_OFFSET, KAFKA_PREFIX_BYTES, KAFKA_RECORD_TAG, KAFKA_RECORD_VERSION,
+    KAFKA_TIMESTAMP_OFFSET, timestamp_of,
+};
+
 /// The length field of a null key, value or header value.
 pub const NULL_LENGTH: u32 = u32::MAX;
 
@@ -242,33 +237,6 @@ pub fn as_kafka(payload: &[u8]) -> Result<KafkaRecord<'_>, PayloadError> {
         value: Some(payload),
         headers: Vec::new(),
     })
-}
-
-/// The HTTP front end's stored object starts so, its timestamp next
-/// (`http/records.rs` writes it first, always).
-const HTTP_TIMESTAMP_PREFIX: &[u8] = b"{\"timestamp\":";
-
-/// A payload's timestamp, read without decoding the rest of it (a search
-/// by time reads every record before the one it finds): a Kafka record's,
-/// or the one the HTTP front end's object starts with. `None` for a
-/// payload without one: a Kafka record whose timestamp is -1 (none, as
-/// Kafka has it), a Maelstrom message, anything else. It agrees with
-/// [`as_kafka`] on every payload a front end writes.
-pub fn timestamp_of(payload: &[u8]) -> Option<i64> {
-    if is_kafka(payload) {
-        if payload.get(1) != Some(&KAFKA_RECORD_VERSION) {
-            return None;
-        }
-        let bytes = payload.get(KAFKA_TIMESTAMP_OFFSET..KAFKA_KEY_OFFSET)?;
-        let timestamp = i64::from_le_bytes(bytes.try_into().ok()?);
-        return (timestamp >= 0).then_some(timestamp);
-    }
-    let rest = payload.strip_prefix(HTTP_TIMESTAMP_PREFIX)?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if rest.get(digits) != Some(&b',') {
-        return None;
-    }
-    std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()
 }
 
 /// Appends, for the HTTP front end, the fields of a Kafka record payload

@@ -214,8 +214,8 @@ impl Broker {
 /// (`http::fetch::FETCH_BYTES_MAX`), so that a request by time costs no
 /// more than a request by offset can (a CRC check of every byte, some tens
 /// of milliseconds), however long the partition. A caller goes on from
-/// where it stopped with a request of its own. (A time index, issue 21,
-/// will make the search cheap.)
+/// where it stopped with a request of its own. Only a search the time
+/// index cannot answer scans (see [`Broker::first_at_or_after`]).
 pub const TIMESTAMP_SEARCH_BYTES_MAX: usize = 64 << 20;
 
 /// How a search by timestamp ended.
@@ -237,14 +237,22 @@ impl Broker {
     /// time (Kafka's ListOffsets, the HTTP fetch's `timestamp`) use it,
     /// with [`TIMESTAMP_SEARCH_BYTES_MAX`] as `bytes_max`.
     ///
-    /// It scans, at most [`TIMESTAMP_SCAN_RECORDS`] or
+    /// The store's time index finds the first such record of the whole log
+    /// (`Store::find_time`: a binary search and a scan of about 4 KiB of
+    /// records). When that record is at or after `from`, it is the answer;
+    /// when no record matches, there is none. Only when it is before
+    /// `from` (a search that goes on from an offset, or a log start that
+    /// DeleteRecords set inside a segment) does the search scan from
+    /// `from`: timestamps are the clients' and need not grow with offsets,
+    /// and the index knows the first match, not the first past an offset.
+    /// With timestamps in order the scan stops at its first record.
+    ///
+    /// The scan reads at most [`TIMESTAMP_SCAN_RECORDS`] or
     /// [`TIMESTAMP_SCAN_BYTES`] under one hold of the store's lock,
-    /// reading only each record's timestamp ([`timestamp_of`]): timestamps
-    /// are the clients' and need not grow with offsets, and there is no
-    /// time index yet (issue 21 adds one). Past `bytes_max` bytes read it
-    /// stops ([`TimeSearch::Stopped`]); it always reads one hold's worth.
-    /// A record without a timestamp (a Kafka record sent without one)
-    /// never matches.
+    /// reading only each record's timestamp ([`timestamp_of`]). Past
+    /// `bytes_max` bytes read it stops ([`TimeSearch::Stopped`]); it always
+    /// reads one hold's worth. A record without a timestamp (a Kafka record
+    /// sent without one) never matches.
     pub fn first_at_or_after(
         &self,
         key: &str,
@@ -252,7 +260,21 @@ impl Broker {
         from: u64,
         bytes_max: usize,
     ) -> crate::Result<TimeSearch> {
-        let mut from = from.max(log_start(&mut self.store(), key)?);
+        // One hold of the lock for both, so that a log start moved by
+        // DeleteRecords or retention in between cannot let an offset it
+        // just deleted through.
+        let (start, indexed) = {
+            let mut store = self.store();
+            (log_start(&mut store, key)?, store.find_time(key, t)?)
+        };
+        let mut from = from.max(start);
+        match indexed {
+            None => return Ok(TimeSearch::None),
+            Some((offset, timestamp)) if offset >= from => {
+                return Ok(TimeSearch::Found { offset, timestamp });
+            }
+            Some(_) => {}
+        }
         let mut scanned = 0;
         loop {
             let (mut records, mut bytes) = (0, 0);
@@ -408,9 +430,11 @@ mod tests {
         assert_eq!(log_start(&mut store, key).expect("log start"), 10);
     }
 
-    /// A search by time reads at most its bound of bytes, then says where
-    /// it stopped, and a search from there goes on to the record; without
-    /// the bound it would read the whole partition in one request.
+    /// A search by time that the time index cannot answer (its first
+    /// match, record 0, is before the offset the search starts from) scans,
+    /// reads at most its bound of bytes, then says where it stopped, and a
+    /// search from there goes on to the record; without the bound it would
+    /// read the whole partition in one request.
     #[test]
     fn a_search_by_time_stops_at_its_bound_and_goes_on_from_there() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -418,14 +442,19 @@ mod tests {
         let catalog = Catalog::open(dir.path()).expect("catalog");
         let broker = crate::broker::test_broker(store, catalog);
         // Records of 64 KiB, each older than the one searched for but the
-        // last: a hold of the lock reads 16 of them (TIMESTAMP_SCAN_BYTES).
+        // first and the last: a hold of the lock reads 16 of them
+        // (TIMESTAMP_SCAN_BYTES).
         const RECORDS: u64 = 100;
         let value = vec![b'v'; 64 << 10];
         {
             let mut store = broker.store();
             for i in 0..RECORDS {
                 let mut payload = Vec::new();
-                let timestamp = if i == RECORDS - 1 { 5_000 } else { 1_000 };
+                let timestamp = if i == 0 || i == RECORDS - 1 {
+                    5_000
+                } else {
+                    1_000
+                };
                 encode_kafka(
                     &mut payload,
                     &KafkaRecord {
@@ -441,7 +470,7 @@ mod tests {
             store.sync().expect("sync");
         }
         let bound = 4 * TIMESTAMP_SCAN_BYTES;
-        let mut from = 0;
+        let mut from = 1;
         let mut searches = 0;
         let found = loop {
             searches += 1;
@@ -469,12 +498,22 @@ mod tests {
             }
         );
         assert!(searches > 1, "the bound was never reached");
-        // Unbounded, one search finds it; past every record, none.
+        // Unbounded, one search finds it; from the start, the index finds
+        // record 0 at once (a bound of nothing); past every record, none.
         assert_eq!(
             broker
-                .first_at_or_after("t.1-0", 2_000, 0, usize::MAX)
+                .first_at_or_after("t.1-0", 2_000, 1, usize::MAX)
                 .expect("search"),
             found
+        );
+        assert_eq!(
+            broker
+                .first_at_or_after("t.1-0", 2_000, 0, 0)
+                .expect("search"),
+            TimeSearch::Found {
+                offset: 0,
+                timestamp: 5_000
+            }
         );
         assert_eq!(
             broker

@@ -40,7 +40,7 @@ pub(super) struct FetchParams {
     #[serde(default)]
     offset: Option<u64>,
     /// Start at the first record whose timestamp (ms since the Unix epoch)
-    /// is at or after this, found by a scan (`Broker::first_at_or_after`);
+    /// is at or after this, found by the time index (`Broker::first_at_or_after`);
     /// at the partition's end when there is none.
     #[serde(default)]
     timestamp: Option<u64>,
@@ -140,7 +140,9 @@ pub(super) async fn fetch(
 
 /// The offset of the first record at or after `timestamp`, searching from
 /// `from`, or the partition's durable end when there is none (a fetch from
-/// there waits for the next record, which is newer). A search that reads
+/// there waits for the next record, which is newer). The time index
+/// answers it, unless the first match in the partition is before `from`;
+/// then it scans from `from`, and a scan that reads
 /// [`TIMESTAMP_SEARCH_BYTES_MAX`] without finding one is a 422 whose
 /// `next_offset` is where to search on from (`&offset=`).
 async fn offset_at(

@@ -168,6 +168,7 @@ fn with_article(kind: FileKind) -> &'static str {
     match kind {
         FileKind::Log => "a .log",
         FileKind::Index => "an .index",
+        FileKind::TimeIndex => "a .timeindex",
         FileKind::Offsets => "an offsets journal",
         FileKind::Journal => "a write-ahead journal file",
         FileKind::Checkpoint => "a checkpoint",

@@ -479,7 +479,7 @@ fn last_log_base(dir: &Path) -> Option<u64> {
                 .to_str()
                 .and_then(format::parse_segment_file_name)
         })
-        .filter(|(_, is_log)| *is_log)
+        .filter(|(_, file)| *file == format::SegmentFile::Log)
         .map(|(base, _)| base)
         .max()
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::storage::format;
+use crate::storage::format::{self, SegmentFile};
 use crate::storage::keyname::{self, DecodedName, KEY_FILE_NAME};
 
 use super::problem::{Note, Problem, ProblemKind};
@@ -52,8 +52,8 @@ impl KeyDir {
     pub fn open(dir: &Path) -> KeyDir {
         let (key, mut problems) = resolve_key(dir);
         let mut notes = Vec::new();
-        // Per base offset: whether a .log and an .index are present.
-        let mut found: BTreeMap<u64, (bool, bool)> = BTreeMap::new();
+        // Per base offset: whether a .log, an .index and a .timeindex are present.
+        let mut found: BTreeMap<u64, (bool, bool, bool)> = BTreeMap::new();
         match std::fs::read_dir(dir) {
             Ok(entries) => {
                 for entry in entries.flatten() {
@@ -61,8 +61,11 @@ impl KeyDir {
                     let name = entry.file_name();
                     let name = name.to_str().unwrap_or_default();
                     match format::parse_segment_file_name(name) {
-                        Some((base, true)) => found.entry(base).or_default().0 = true,
-                        Some((base, false)) => found.entry(base).or_default().1 = true,
+                        Some((base, SegmentFile::Log)) => found.entry(base).or_default().0 = true,
+                        Some((base, SegmentFile::Index)) => found.entry(base).or_default().1 = true,
+                        Some((base, SegmentFile::TimeIndex)) => {
+                            found.entry(base).or_default().2 = true;
+                        }
                         None if name == KEY_FILE_NAME => {}
                         None if name.ends_with(INDEX_TMP_SUFFIX) => notes.push(Note::new(
                             &path,
@@ -82,10 +85,10 @@ impl KeyDir {
         let last_log = found
             .iter()
             .rev()
-            .find(|(_, (log, _))| *log)
+            .find(|(_, (log, _, _))| *log)
             .map(|(&base, _)| base);
         let mut segments = Vec::new();
-        for (&base, &(log, _)) in &found {
+        for (&base, &(log, index, times)) in &found {
             if log {
                 segments.push(SegmentFiles {
                     base_offset: base,
@@ -94,6 +97,12 @@ impl KeyDir {
                     index: Some(dir.join(format::index_file_name(base))),
                     active: Some(base) == last_log,
                 });
+            } else if times && !index {
+                notes.push(Note::new(
+                    &dir.join(format::time_index_file_name(base)),
+                    "a time index without its .log, left by a build from before the time index \
+                     that deleted the segment; the engine ignores it",
+                ));
             } else {
                 notes.push(Note::new(
                     &dir.join(format::index_file_name(base)),

@@ -24,6 +24,7 @@
 //! - `header`: checking the header that starts every file.
 //! - `log_file`: one `.log` file decoded frame by frame, past damage.
 //! - `index_file`: one `.index` file, checked against its log.
+//! - `time_index_file`: one `.timeindex` file, checked against its log.
 //! - `segment_check`: one segment's log and index read and checked together.
 //! - `key_dir`: one key's directory: its key, its segments.
 //! - `offsets`: the committed offsets file (`offsets.journal`).
@@ -44,6 +45,7 @@ mod problem;
 mod segment_check;
 mod show;
 mod target;
+mod time_index_file;
 
 use std::io::{self, Write};
 use std::path::PathBuf;

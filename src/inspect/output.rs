@@ -109,6 +109,12 @@ enum Line<'a> {
         bytes: Option<u64>,
         active: bool,
         index_entries: usize,
+        /// `None` when the segment has no `.timeindex` (the engine builds
+        /// one when a search by time needs it).
+        time_index_entries: Option<usize>,
+        /// The smallest and largest timestamp (ms) its entries hold, each
+        /// its chunk's latest.
+        time_index_range: Option<(i64, i64)>,
         valid: bool,
         problems: Vec<ProblemKind>,
     },
@@ -281,6 +287,8 @@ impl<'w> Output<'w> {
                         bytes: report.log_bytes,
                         active: report.active,
                         index_entries: report.index_entries,
+                        time_index_entries: report.time_index.map(|t| t.entries),
+                        time_index_range: report.time_index.and_then(|t| t.range),
                         valid: report.problems.is_empty(),
                         problems: report.problems.iter().map(|p| p.kind).collect(),
                     })?;
@@ -292,7 +300,12 @@ impl<'w> Output<'w> {
             return Ok(());
         }
         self.section()?;
-        let mut table = Table::new(&[
+        // The time index column (entries: smallest..largest entry) only when
+        // a segment has a `.timeindex`: directories from before it have none.
+        let times = rows
+            .iter()
+            .any(|row| matches!(row, TableRow::Segment(row) if row.report.time_index.is_some()));
+        let mut columns = vec![
             ("key", Align::Left),
             ("base", Align::Right),
             ("last", Align::Right),
@@ -300,9 +313,21 @@ impl<'w> Output<'w> {
             ("bytes", Align::Right),
             ("segment", Align::Left),
             ("status", Align::Left),
-        ]);
+        ];
+        if times {
+            columns.insert(6, ("time index", Align::Left));
+        }
+        let mut table = Table::new(&columns);
         for row in rows {
-            let cells = match row {
+            let time_cell = match row {
+                TableRow::Segment(row) => row
+                    .report
+                    .time_index
+                    .map_or_else(|| "-".to_string(), |t| t.cell()),
+                TableRow::NoSegments { .. } => "-".to_string(),
+                TableRow::More { .. } => String::new(),
+            };
+            let mut cells = match row {
                 TableRow::Segment(row) => {
                     let report = row.report;
                     vec![
@@ -339,6 +364,9 @@ impl<'w> Output<'w> {
                     format!("{count} more segments not listed (--max {max})"),
                 ],
             };
+            if times {
+                cells.insert(6, time_cell);
+            }
             table.push(cells);
         }
         table.write(self.out)

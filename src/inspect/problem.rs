@@ -60,6 +60,9 @@ pub enum ProblemKind {
     IndexShort,
     /// An index whose entries agree with the log but are not the ones it calls for.
     IndexDiffers,
+    /// A `.timeindex` that does not decode (header, a partial entry, an
+    /// entry's CRC) or whose entries are not the ones its log calls for.
+    TimeIndexDiffers,
     /// A live write-ahead journal file that is missing (deleted), or one
     /// that lacks the marker naming the file after it.
     JournalMissing,
@@ -93,6 +96,7 @@ impl ProblemKind {
             ProblemKind::IndexMismatch => "index disagrees with log",
             ProblemKind::IndexShort => "index short",
             ProblemKind::IndexDiffers => "index differs",
+            ProblemKind::TimeIndexDiffers => "time index differs",
             ProblemKind::BadKey => "bad key",
             ProblemKind::JournalMissing => "journal file missing",
         }

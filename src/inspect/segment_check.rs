@@ -1,4 +1,4 @@
-//! One segment's `.log` and `.index`, read and checked together.
+//! One segment's `.log`, `.index` and `.timeindex`, read and checked together.
 
 use std::path::PathBuf;
 
@@ -7,6 +7,7 @@ use crate::storage::segment::Scan;
 use super::index_file::IndexFile;
 use super::log_file::{LogFile, LogSummary};
 use super::problem::Problem;
+use super::time_index_file::TimeIndexFile;
 
 /// The files of one segment, as found in a directory listing.
 #[derive(Clone, Debug)]
@@ -34,6 +35,8 @@ pub struct LoadedSegment<'a> {
     pub log: Option<Result<LogFile, Problem>>,
     /// The `.index`, when the segment has a path for one.
     pub index: Option<IndexFile>,
+    /// The `.timeindex` beside the `.log`, when the log's name is a segment's.
+    pub time_index: Option<TimeIndexFile>,
     /// The engine's scan of the log, when its records decode.
     pub scan: Option<Scan>,
 }
@@ -50,10 +53,16 @@ impl<'a> LoadedSegment<'a> {
             .index
             .as_ref()
             .map(|path| IndexFile::read(path, name_base));
+        let time_index = files
+            .log
+            .as_ref()
+            .filter(|_| files.named)
+            .map(|path| TimeIndexFile::read(&path.with_extension("timeindex"), name_base));
         LoadedSegment {
             files,
             log,
             index,
+            time_index,
             scan,
         }
     }
@@ -79,12 +88,24 @@ impl<'a> LoadedSegment<'a> {
         if let Some(index) = &self.index {
             problems.extend(index.check(log, self.scan.as_ref()));
         }
+        if let Some(times) = &self.time_index {
+            problems.extend(times.check(self.scan.as_ref(), self.files.active));
+        }
+        let time_index = self
+            .time_index
+            .as_ref()
+            .filter(|times| times.entries.is_some())
+            .map(|times| TimeIndexSummary {
+                entries: times.entry_count(),
+                range: times.range(),
+            });
         SegmentReport {
             base_offset: log.map_or(self.files.base_offset, LogFile::base_offset),
             active: self.files.active,
             log_bytes: log.map(|log| log.bytes.len() as u64),
             decodable: log.is_some_and(|log| log.header.body_decodable),
             index_entries: self.index.as_ref().map_or(0, |index| index.entries().len()),
+            time_index,
             summary,
             problems,
         }
@@ -106,8 +127,30 @@ pub struct SegmentReport {
     pub summary: LogSummary,
     /// Entries in the `.index` file.
     pub index_entries: usize,
+    /// The `.timeindex` file, when there is one.
+    pub time_index: Option<TimeIndexSummary>,
     /// Every problem of the segment's files, the chain checks of its key included.
     pub problems: Vec<Problem>,
+}
+
+/// What a segment's `.timeindex` holds.
+#[derive(Clone, Copy, Debug)]
+pub struct TimeIndexSummary {
+    /// Entries that decode (0 when the file does not).
+    pub entries: usize,
+    /// The smallest and largest timestamp its entries hold (each entry
+    /// holds its chunk's latest), if any holds one.
+    pub range: Option<(i64, i64)>,
+}
+
+impl TimeIndexSummary {
+    /// The table's cell: `entries: smallest..largest` entry time.
+    pub fn cell(&self) -> String {
+        match self.range {
+            Some((first, last)) => format!("{}: {first}..{last}", self.entries),
+            None => format!("{}: no times", self.entries),
+        }
+    }
 }
 
 impl LogSummary {

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::storage::format::{self, FileKind};
+use crate::storage::format::{self, FileKind, SegmentFile};
 use crate::storage::keyname::KEY_FILE_NAME;
 use crate::storage::offsets::OFFSETS_FILE_NAME;
 use crate::storage::store::LOGS_DIR_NAME;
@@ -115,11 +115,12 @@ fn resolve_file(path: &Path) -> io::Result<Target> {
     if crate::storage::journal::parse_file_name(name).is_some() {
         return Ok(Target::JournalFile(path.to_path_buf()));
     }
-    if let Some((_, is_log)) = format::parse_segment_file_name(name) {
-        return Ok(if is_log {
-            Target::LogFile(path.to_path_buf())
-        } else {
-            Target::IndexFile(path.to_path_buf())
+    if let Some((_, file)) = format::parse_segment_file_name(name) {
+        return Ok(match file {
+            SegmentFile::Log => Target::LogFile(path.to_path_buf()),
+            SegmentFile::Index => Target::IndexFile(path.to_path_buf()),
+            // Shown with its segment, which the .log stands for.
+            SegmentFile::TimeIndex => Target::LogFile(path.with_extension("log")),
         });
     }
     let mut magic = Vec::new();
@@ -129,6 +130,13 @@ fn resolve_file(path: &Path) -> io::Result<Target> {
     match FileKind::from_magic(&magic) {
         Some(FileKind::Log) => Ok(Target::LogFile(path.to_path_buf())),
         Some(FileKind::Index) => Ok(Target::IndexFile(path.to_path_buf())),
+        Some(FileKind::TimeIndex) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: a time index under another name; inspect its segment's .log",
+                path.display()
+            ),
+        )),
         Some(FileKind::Offsets) => Ok(Target::Offsets(path.to_path_buf())),
         Some(FileKind::Journal) => Ok(Target::JournalFile(path.to_path_buf())),
         Some(FileKind::Checkpoint) => Err(io::Error::new(

@@ -338,12 +338,15 @@ fn list_one(
         t if t >= 0 => match broker.first_at_or_after(&key, t, 0, TIMESTAMP_SEARCH_BYTES_MAX) {
             Ok(TimeSearch::Found { offset, timestamp }) => Ok(Some((offset, timestamp))),
             Ok(TimeSearch::None) => Ok(None),
-            // ListOffsets has no way to say "go on from here": the search
-            // fails as one that took too long, after a bounded read.
+            // The time index answers unless the first match is below a
+            // log start DeleteRecords set inside a segment and records
+            // after it are out of time order; then the search scans, and
+            // ListOffsets has no way to say "go on from here": it fails as
+            // one that took too long, after a bounded read.
             Ok(TimeSearch::Stopped { next }) => {
                 log::warn(format_args!(
                     "kafka: ListOffsets of {key} by time {t}: nothing found in the first \
-                     {} MiB (to offset {next}); refused until a time index exists",
+                     {} MiB after the log start (to offset {next})",
                     TIMESTAMP_SEARCH_BYTES_MAX >> 20
                 ));
                 Err(ResponseError::RequestTimedOut.code())

@@ -35,6 +35,8 @@ pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2, 3, 4, 5];
 pub const LOG_MAGIC: [u8; 8] = *b"SGLGLOG\0";
 /// Magic at the start of a segment's `.index` file.
 pub const INDEX_MAGIC: [u8; 8] = *b"SGLGIDX\0";
+/// Magic at the start of a segment's `.timeindex` file.
+pub const TIME_INDEX_MAGIC: [u8; 8] = *b"SGLGTIX\0";
 /// Magic at the start of the committed-offsets journal.
 pub const OFFSETS_MAGIC: [u8; 8] = *b"SGLGOFS\0";
 /// Magic at the start of a write-ahead journal file (version 2).
@@ -70,11 +72,26 @@ pub const INDEX_POSITION_POS: usize = INDEX_RELATIVE_OFFSET_POS + 4;
 /// Size of one sparse-index entry.
 pub const INDEX_ENTRY_SIZE: usize = INDEX_POSITION_POS + 4;
 
+// Time index entry: the largest timestamp among a chunk's records, the
+// chunk's first record's offset relative to the segment's base offset, and
+// a CRC of both. Unlike an offset-index entry, which every use checks
+// against the record it names, an entry is trusted for the chunks a search
+// skips, so a flipped bit must not pass for a timestamp.
+pub const TIME_ENTRY_TIMESTAMP_POS: usize = 0;
+pub const TIME_ENTRY_RELATIVE_OFFSET_POS: usize = TIME_ENTRY_TIMESTAMP_POS + 8;
+pub const TIME_ENTRY_CRC_POS: usize = TIME_ENTRY_RELATIVE_OFFSET_POS + 4;
+/// Size of one time-index entry.
+pub const TIME_INDEX_ENTRY_SIZE: usize = TIME_ENTRY_CRC_POS + 4;
+/// The timestamp of a time-index entry whose chunk holds no record with a
+/// timestamp. Record timestamps are never negative.
+pub const NO_TIMESTAMP: i64 = -1;
+
 /// Which kind of file a header belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
     Log,
     Index,
+    TimeIndex,
     Offsets,
     Journal,
     Checkpoint,
@@ -86,6 +103,7 @@ impl FileKind {
         match self {
             FileKind::Log => LOG_MAGIC,
             FileKind::Index => INDEX_MAGIC,
+            FileKind::TimeIndex => TIME_INDEX_MAGIC,
             FileKind::Offsets => OFFSETS_MAGIC,
             FileKind::Journal => JOURNAL_MAGIC,
             FileKind::Checkpoint => CHECKPOINT_MAGIC,
@@ -97,6 +115,7 @@ impl FileKind {
         [
             FileKind::Log,
             FileKind::Index,
+            FileKind::TimeIndex,
             FileKind::Offsets,
             FileKind::Journal,
             FileKind::Checkpoint,
@@ -111,7 +130,7 @@ impl FileKind {
 pub struct FileHeader {
     pub kind: FileKind,
     pub version: u16,
-    /// First offset of the segment (`.log`, `.index`); 0 for the offsets
+    /// First offset of the segment (`.log`, `.index`, `.timeindex`); 0 for the offsets
     /// journal; the file's sequence number for a write-ahead journal file;
     /// the first live journal file's sequence number for the checkpoint.
     pub base_offset: u64,
@@ -372,12 +391,7 @@ pub fn encode_index_entry(entry: IndexEntry) -> [u8; INDEX_ENTRY_SIZE] {
 /// Decodes the index entries that follow an index file's header. A trailing
 /// partial entry is reported as `Truncated`.
 pub fn decode_index_entries(bytes: &[u8]) -> Result<Vec<IndexEntry>, DecodeError> {
-    if !bytes.len().is_multiple_of(INDEX_ENTRY_SIZE) {
-        return Err(DecodeError::Truncated {
-            needed: bytes.len().next_multiple_of(INDEX_ENTRY_SIZE),
-            available: bytes.len(),
-        });
-    }
+    check_whole_entries(bytes, INDEX_ENTRY_SIZE)?;
     Ok(bytes
         .chunks_exact(INDEX_ENTRY_SIZE)
         .map(|raw| IndexEntry {
@@ -385,6 +399,64 @@ pub fn decode_index_entries(bytes: &[u8]) -> Result<Vec<IndexEntry>, DecodeError
             position: u32_at(raw, INDEX_POSITION_POS),
         })
         .collect())
+}
+
+/// `Truncated` unless `bytes` are whole entries of `entry_size` bytes.
+fn check_whole_entries(bytes: &[u8], entry_size: usize) -> Result<(), DecodeError> {
+    if bytes.len().is_multiple_of(entry_size) {
+        return Ok(());
+    }
+    Err(DecodeError::Truncated {
+        needed: bytes.len().next_multiple_of(entry_size),
+        available: bytes.len(),
+    })
+}
+
+/// One entry of a segment's time index: the largest timestamp of one
+/// chunk's records (see `storage/timeindex.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeEntry {
+    /// Largest timestamp of the chunk's records, or [`NO_TIMESTAMP`].
+    pub timestamp: i64,
+    /// Offset of the chunk's first record minus the segment's base offset.
+    pub relative_offset: u32,
+}
+
+/// Encodes one time-index entry.
+pub fn encode_time_entry(entry: TimeEntry) -> [u8; TIME_INDEX_ENTRY_SIZE] {
+    let mut out = [0u8; TIME_INDEX_ENTRY_SIZE];
+    out[TIME_ENTRY_TIMESTAMP_POS..TIME_ENTRY_RELATIVE_OFFSET_POS]
+        .copy_from_slice(&entry.timestamp.to_le_bytes());
+    out[TIME_ENTRY_RELATIVE_OFFSET_POS..TIME_ENTRY_CRC_POS]
+        .copy_from_slice(&entry.relative_offset.to_le_bytes());
+    let crc = crc32fast::hash(&out[..TIME_ENTRY_CRC_POS]);
+    out[TIME_ENTRY_CRC_POS..TIME_INDEX_ENTRY_SIZE].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes the entries that follow a time index file's header. A trailing
+/// partial entry is reported as `Truncated`, an entry whose CRC does not
+/// match (zero-filled ones included) as `ChecksumMismatch`.
+pub fn decode_time_entries(bytes: &[u8]) -> Result<Vec<TimeEntry>, DecodeError> {
+    check_whole_entries(bytes, TIME_INDEX_ENTRY_SIZE)?;
+    bytes
+        .chunks_exact(TIME_INDEX_ENTRY_SIZE)
+        .map(decode_time_entry)
+        .collect()
+}
+
+/// Decodes one time-index entry of [`TIME_INDEX_ENTRY_SIZE`] bytes and
+/// checks its CRC.
+pub fn decode_time_entry(raw: &[u8]) -> Result<TimeEntry, DecodeError> {
+    let expected = u32_at(raw, TIME_ENTRY_CRC_POS);
+    let got = crc32fast::hash(&raw[..TIME_ENTRY_CRC_POS]);
+    if expected != got {
+        return Err(DecodeError::ChecksumMismatch { expected, got });
+    }
+    Ok(TimeEntry {
+        timestamp: u64_at(raw, TIME_ENTRY_TIMESTAMP_POS) as i64,
+        relative_offset: u32_at(raw, TIME_ENTRY_RELATIVE_OFFSET_POS),
+    })
 }
 
 /// File name of the `.log` file of the segment starting at `base_offset`
@@ -398,18 +470,33 @@ pub fn index_file_name(base_offset: u64) -> String {
     format!("{base_offset:020}.index")
 }
 
-/// Parses a segment file name back to its base offset and whether it is the
-/// `.log` (true) or the `.index` (false).
-pub fn parse_segment_file_name(name: &str) -> Option<(u64, bool)> {
-    let (stem, is_log) = if let Some(stem) = name.strip_suffix(".log") {
-        (stem, true)
+/// File name of the `.timeindex` file of the segment starting at `base_offset`.
+pub fn time_index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.timeindex")
+}
+
+/// The files of one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentFile {
+    Log,
+    Index,
+    TimeIndex,
+}
+
+/// Parses a segment file name back to its base offset and which of the
+/// segment's files it is.
+pub fn parse_segment_file_name(name: &str) -> Option<(u64, SegmentFile)> {
+    let (stem, file) = if let Some(stem) = name.strip_suffix(".log") {
+        (stem, SegmentFile::Log)
+    } else if let Some(stem) = name.strip_suffix(".timeindex") {
+        (stem, SegmentFile::TimeIndex)
     } else {
-        (name.strip_suffix(".index")?, false)
+        (name.strip_suffix(".index")?, SegmentFile::Index)
     };
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((stem.parse().ok()?, is_log))
+    Some((stem.parse().ok()?, file))
 }
 
 #[cfg(test)]
@@ -424,6 +511,25 @@ mod tests {
             base_offset: 12345,
         };
         assert_eq!(decode_header(&encode_header(&header)), Ok(header));
+    }
+
+    #[test]
+    fn time_entry_round_trips_and_rejects_any_flipped_bit_or_zeros() {
+        let entry = TimeEntry {
+            timestamp: 1_795_860_000_123,
+            relative_offset: 4096,
+        };
+        let bytes = encode_time_entry(entry);
+        assert_eq!(decode_time_entries(&bytes), Ok(vec![entry]));
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes;
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode_time_entry(&flipped).is_err(),
+                "bit {bit} flip accepted"
+            );
+        }
+        assert!(decode_time_entry(&[0; TIME_INDEX_ENTRY_SIZE]).is_err());
     }
 
     #[test]
@@ -447,10 +553,17 @@ mod tests {
 
     #[test]
     fn segment_file_names_parse_back() {
-        assert_eq!(parse_segment_file_name(&log_file_name(7)), Some((7, true)));
+        assert_eq!(
+            parse_segment_file_name(&log_file_name(7)),
+            Some((7, SegmentFile::Log))
+        );
         assert_eq!(
             parse_segment_file_name(&index_file_name(u64::MAX)),
-            Some((u64::MAX, false))
+            Some((u64::MAX, SegmentFile::Index))
+        );
+        assert_eq!(
+            parse_segment_file_name(&time_index_file_name(3)),
+            Some((3, SegmentFile::TimeIndex))
         );
         assert_eq!(parse_segment_file_name("7.log"), None);
         assert_eq!(parse_segment_file_name("0000000000000000000a.log"), None);

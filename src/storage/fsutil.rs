@@ -132,3 +132,24 @@ pub fn write_whole(fs: &dyn Backend, path: &Path, bytes: &[u8], sync: bool) -> R
     }
     Ok(())
 }
+
+/// Replaces a cache file (an offset or time index) with a header and
+/// entries: written to `tmp` and renamed over `path`, so a crash leaves the
+/// old file or the new one. No fsync: a cache is rebuilt from the log it
+/// describes.
+pub fn replace_cache<const N: usize>(
+    fs: &dyn Backend,
+    path: &Path,
+    tmp: &Path,
+    header: &[u8],
+    entries: impl ExactSizeIterator<Item = [u8; N]>,
+) -> Result<()> {
+    let mut bytes = Vec::with_capacity(header.len() + entries.len() * N);
+    bytes.extend_from_slice(header);
+    for entry in entries {
+        bytes.extend_from_slice(&entry);
+    }
+    write_whole(fs, tmp, &bytes, false)?;
+    fs.rename(tmp, path)
+        .map_err(|e| Error::io("rename over", path, e))
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::storage::backend::{Backend, OpenMode};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{
-    self, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, INDEX_ENTRY_SIZE, IndexEntry,
+    self, FILE_HEADER_SIZE, FORMAT_VERSION, FileHeader, FileKind, IndexEntry,
 };
 
 /// Bytes of log between two index entries. One page: after the binary search
@@ -64,17 +64,7 @@ impl SparseIndex {
         base_offset: u64,
         log_len: u64,
     ) -> Result<SparseIndex, String> {
-        let bytes = fs.read(path).map_err(|e| format!("cannot read: {e}"))?;
-        let header = format::decode_header(&bytes).map_err(|e| format!("header: {e}"))?;
-        if header.kind != FileKind::Index {
-            return Err(format!("header: not an index file ({:?})", header.kind));
-        }
-        if header.base_offset != base_offset {
-            return Err(format!(
-                "header: base offset {} does not match the file name's {base_offset}",
-                header.base_offset
-            ));
-        }
+        let bytes = read_cache(fs, path, FileKind::Index, base_offset)?;
         let entries = format::decode_index_entries(&bytes[FILE_HEADER_SIZE..])
             .map_err(|e| format!("entries: {e}"))?;
         if !is_ordered(&entries) {
@@ -96,17 +86,37 @@ impl SparseIndex {
     /// file and renamed over the old one, so a crash leaves the old index or
     /// the new one. No fsync: the index is a cache rebuilt from the log.
     pub fn write_file(&self, fs: &dyn Backend, path: &Path, base_offset: u64) -> Result<()> {
-        let tmp = path.with_extension("index.tmp");
-        let mut bytes =
-            Vec::with_capacity(FILE_HEADER_SIZE + self.entries.len() * INDEX_ENTRY_SIZE);
-        bytes.extend_from_slice(&index_header(base_offset));
-        for entry in &self.entries {
-            bytes.extend_from_slice(&format::encode_index_entry(*entry));
-        }
-        crate::storage::fsutil::write_whole(fs, &tmp, &bytes, false)?;
-        fs.rename(&tmp, path)
-            .map_err(|e| Error::io("rename over", path, e))
+        crate::storage::fsutil::replace_cache(
+            fs,
+            path,
+            &path.with_extension("index.tmp"),
+            &index_header(base_offset),
+            self.entries.iter().map(|e| format::encode_index_entry(*e)),
+        )
     }
+}
+
+/// The bytes of a segment's cache file (`.index` or `.timeindex`) of
+/// `kind`, if its header is right for the segment starting at
+/// `base_offset`; else why not.
+pub fn read_cache(
+    fs: &dyn Backend,
+    path: &Path,
+    kind: FileKind,
+    base_offset: u64,
+) -> Result<Vec<u8>, String> {
+    let bytes = fs.read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let header = format::decode_header(&bytes).map_err(|e| format!("header: {e}"))?;
+    if header.kind != kind {
+        return Err(format!("header: a {:?} file, not {kind:?}", header.kind));
+    }
+    if header.base_offset != base_offset {
+        return Err(format!(
+            "header: base offset {} does not match the file name's {base_offset}",
+            header.base_offset
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The header of the index file of the segment starting at `base_offset`.

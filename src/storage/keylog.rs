@@ -66,6 +66,10 @@ pub struct KeyLog {
     dir: PathBuf,
     /// Base offsets of the sealed segments, ascending.
     sealed: Vec<u64>,
+    /// The largest timestamp of each sealed segment (beside `sealed`), once
+    /// a search by time has read it: a search skips the segments whose
+    /// largest is earlier than the time it looks for.
+    sealed_max: Vec<Option<i64>>,
     /// The sealed segment read last, kept mapped: consecutive polls of one
     /// key usually continue in the same segment.
     sealed_cache: Option<Segment>,
@@ -154,6 +158,7 @@ impl KeyLog {
             journaled_end: end,
             next_offset: end,
             dir,
+            sealed_max: vec![None; recovered.sealed.len()],
             sealed: recovered.sealed,
             sealed_cache: None,
             active: recovered.active,
@@ -241,6 +246,7 @@ impl KeyLog {
             }
             recovery::remove_segment_files(&*self.fs, &self.dir, base)?;
             self.sealed.remove(0);
+            self.sealed_max.remove(0);
             self.log_start = self.sealed.first().copied().or(active_base).unwrap_or(base);
             deleted.push(self.dir.join(format::log_file_name(base)));
         }
@@ -412,6 +418,7 @@ impl KeyLog {
                     touched.files.push(path);
                     touched.sealed = true;
                     self.sealed.push(old.base_offset());
+                    self.sealed_max.push(old.known_max_timestamp());
                 }
                 self.active = Some(Segment::create(Arc::clone(&self.fs), &self.dir, offset)?);
                 touched.created = true;
@@ -521,14 +528,7 @@ impl KeyLog {
                 .copied()
                 .or_else(|| self.active.as_ref().map(Segment::base_offset))
                 .unwrap_or(u64::MAX);
-            if self.sealed_cache.as_ref().map(Segment::base_offset) != Some(base) {
-                self.sealed_cache =
-                    Some(Segment::open_sealed(Arc::clone(&self.fs), &self.dir, base)?);
-            }
-            let segment = self
-                .sealed_cache
-                .as_mut()
-                .expect("sealed segment just opened");
+            let segment = self.sealed_segment(base)?;
             match segment.read(from, end, visit)? {
                 end @ (ReadEnd::Stopped | ReadEnd::ReachedEnd) => return Ok(end),
                 ReadEnd::Exhausted { next_offset } if next_offset == next_base => {
@@ -551,5 +551,80 @@ impl KeyLog {
             Some(active) => active.read(from, end, visit),
             None => Ok(ReadEnd::ReachedEnd),
         }
+    }
+
+    /// The sealed segment starting at `base`, opened into the cache of one.
+    fn sealed_segment(&mut self, base: u64) -> Result<&mut Segment> {
+        if self.sealed_cache.as_ref().map(Segment::base_offset) != Some(base) {
+            self.sealed_cache = Some(Segment::open_sealed(Arc::clone(&self.fs), &self.dir, base)?);
+        }
+        Ok(self
+            .sealed_cache
+            .as_mut()
+            .expect("sealed segment just opened"))
+    }
+
+    /// The first durable record whose timestamp is at or after `t`
+    /// (milliseconds since the Unix epoch), with that timestamp; `None`
+    /// when no durable record has one. A record without a timestamp never
+    /// matches.
+    ///
+    /// The first segment whose largest timestamp reaches `t` holds it
+    /// (every earlier one holds only earlier times), and its time index
+    /// finds it with a binary search and a scan of one chunk. The sealed
+    /// segments' largest timestamps are kept once read, so a search reads
+    /// one segment's indexes and a few KiB of its records. Durable records
+    /// not yet written to a segment are looked at in memory.
+    pub fn find_time(&mut self, t: i64) -> Result<Option<(u64, i64)>> {
+        let t = t.max(0);
+        for i in 0..self.sealed.len() {
+            let base = self.sealed[i];
+            let max = match self.sealed_max[i] {
+                Some(max) => max,
+                None => {
+                    let max = self.sealed_segment(base)?.max_timestamp()?;
+                    self.sealed_max[i] = Some(max);
+                    max
+                }
+            };
+            if max < t {
+                continue;
+            }
+            let segment = self.sealed_segment(base)?;
+            let found = segment.find_time(t)?;
+            // A rebuilt time index may say otherwise than the one read.
+            let known = segment.known_max_timestamp();
+            self.sealed_max[i] = known;
+            if let Some((offset, timestamp)) = found {
+                return Ok(self.visible(offset, timestamp, t));
+            }
+        }
+        if let Some(active) = self.active.as_mut()
+            && let Some((offset, timestamp)) = active.find_time(t)?
+        {
+            return Ok(self.visible(offset, timestamp, t));
+        }
+        Ok(self.find_time_pending(self.visible_end, t))
+    }
+
+    /// A record a segment found for time `t`, if readers may see it; else
+    /// the first after it among the durable records in memory (a segment
+    /// holds records only up to those).
+    fn visible(&self, offset: u64, timestamp: i64, t: i64) -> Option<(u64, i64)> {
+        if offset < self.visible_end {
+            return Some((offset, timestamp));
+        }
+        self.find_time_pending(self.visible_end, t)
+    }
+
+    /// [`KeyLog::find_time`] among the durable records from `from` on that
+    /// are not written out yet, in memory (a sync point's worth at most).
+    fn find_time_pending(&self, from: u64, t: i64) -> Option<(u64, i64)> {
+        (from.max(self.visible_end)..self.durable_end).find_map(|offset| {
+            let frame = self.frames(offset, offset + 1);
+            let payload = frame.get(format::RECORD_HEADER_SIZE..)?;
+            let timestamp = crate::storage::timestamp::timestamp_of(payload)?;
+            (timestamp >= t).then_some((offset, timestamp))
+        })
     }
 }

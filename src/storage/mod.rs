@@ -10,7 +10,9 @@
 //! - [`mmap`]: the read-only memory maps, the engine's only `unsafe` code (the
 //!   crate's other `unsafe` is the binary's allocator, `src/lazy_alloc.rs`).
 //! - [`index`]: the sparse offset index of one segment, a cache rebuilt from the log.
-//! - [`segment`]: one segment, its `.log` and `.index`; scanning records.
+//! - [`timestamp`]: a payload's timestamp, the one thing the store reads in one.
+//! - [`timeindex`]: the time index of one segment, a cache rebuilt from the log.
+//! - [`segment`]: one segment, its `.log`, `.index` and `.timeindex`; scanning records.
 //! - [`recovery`]: the recovery decision table, applied when a key is opened:
 //!   a key the journal mentions is observed, decided (pure) and applied.
 //! - [`keylog`]: one key's log: sealed segments, the active one, rolling.
@@ -53,3 +55,5 @@ pub mod sim;
 pub mod space;
 pub mod store;
 pub mod syncpool;
+pub mod timeindex;
+pub mod timestamp;

@@ -148,7 +148,8 @@ pub fn bases(store: &Path, key: &str) -> Vec<u64> {
         .expect("key directory")
         .filter_map(|entry| {
             let name = entry.expect("entry").file_name();
-            format::parse_segment_file_name(name.to_str()?).filter(|(_, log)| *log)
+            format::parse_segment_file_name(name.to_str()?)
+                .filter(|(_, file)| *file == format::SegmentFile::Log)
         })
         .map(|(base, _)| base)
         .collect();

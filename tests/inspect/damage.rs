@@ -277,7 +277,7 @@ fn unknown_magic_in_a_log_is_reported_and_the_records_still_decoded() {
     let run = inspect(tmp.path(), &[STORE, "--key", "orders"]);
     assert!(
         run.stdout.contains(
-            "  orders   119   234      116   4316  sealed   invalid: unknown magic at 0\n"
+            "  orders   119   234      116   4316  sealed   2: no times  invalid: unknown magic at 0\n"
         ),
         "{}",
         run.stdout
@@ -413,4 +413,86 @@ fn torn_sync_point_of_several_batches_is_reported_where_it_starts() {
     // The first sync point's batch, then the whole batches of the torn one.
     assert!(flags.len() >= 2, "{flags:?}");
     assert!(!flags[0] && flags[1..].iter().all(|&c| c), "{flags:?}");
+}
+
+/// Guards against: a time index that disagrees with its log passing
+/// `--verify`, and the segment table not saying what a time index holds.
+#[test]
+fn a_time_index_is_shown_and_checked_against_its_log() {
+    let tmp = tempfile::TempDir::new().expect("temporary directory");
+    let config = seglog::StoreConfig {
+        segment_bytes: 64 * 1024,
+        ..seglog::StoreConfig::default()
+    };
+    let mut store = seglog::Store::open(&tmp.path().join(STORE), config).expect("open");
+    for i in 0..2_000u64 {
+        let record = format!("{{\"timestamp\":{},\"key\":null,\"value\":{i}}}", 1_000 + i);
+        store.append("t", record.as_bytes()).expect("append");
+    }
+    store.close().expect("close");
+    assert_eq!(problems(tmp.path()), []);
+    let run = inspect(tmp.path(), &[STORE, "--key", "t"]);
+    let first = run
+        .stdout
+        .lines()
+        .find(|line| line.contains(" sealed "))
+        .expect("a sealed segment");
+    let path = tmp.path().join(STORE).join(time_file(0));
+    let original = fs::read(&path).expect("read");
+    let entries = format::decode_time_entries(&original[FILE_HEADER_SIZE..]).expect("entries");
+    assert!(entries.len() > 5, "{entries:?}");
+    // Each entry holds its chunk's latest time; the cell shows the range.
+    let last = 1_000
+        + first
+            .split_whitespace()
+            .nth(2)
+            .expect("last")
+            .parse::<i64>()
+            .expect("n");
+    assert!(
+        first.contains(&format!(
+            "  {}: {}..{last}  valid",
+            entries.len(),
+            entries[0].timestamp
+        )),
+        "{}",
+        run.stdout
+    );
+    let second = FILE_HEADER_SIZE + format::TIME_INDEX_ENTRY_SIZE;
+    // A flipped bit: the entry's CRC says so.
+    let mut flipped = original.clone();
+    flipped[second + 3] ^= 0x04;
+    fs::write(&path, &flipped).expect("write");
+    let message = assert_one(
+        &problems(tmp.path()),
+        "time_index_differs",
+        &time_file(0),
+        Some(second as u64),
+    );
+    assert!(message.contains("entry 1: CRC mismatch"), "{message}");
+    // A whole, valid entry with another time: the log says otherwise.
+    let mut wrong = original;
+    wrong[second..second + format::TIME_INDEX_ENTRY_SIZE].copy_from_slice(
+        &format::encode_time_entry(format::TimeEntry {
+            timestamp: 5,
+            relative_offset: format::decode_time_entry(
+                &flipped[second..second + format::TIME_INDEX_ENTRY_SIZE],
+            )
+            .map_or(0, |e| e.relative_offset),
+        }),
+    );
+    fs::write(&path, &wrong).expect("write");
+    let found = problems(tmp.path());
+    let message = assert_one(
+        &found,
+        "time_index_differs",
+        &time_file(0),
+        Some(second as u64),
+    );
+    assert!(message.contains("entry 1 says timestamp 5"), "{message}");
+}
+
+/// The path of segment `base`'s `.timeindex` of key `t`, relative to the store.
+fn time_file(base: u64) -> String {
+    format!("{}/{}", key_dir("t"), format::time_index_file_name(base))
 }

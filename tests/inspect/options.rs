@@ -196,7 +196,7 @@ fn a_single_log_or_index_file_can_be_inspected() {
     let run = inspect(tmp.path(), &[&format!("{STORE}/{}", key_dir("a/b"))]);
     assert!(
         run.stdout
-            .contains("\n  a/b     0     4        5    114  active   valid\n"),
+            .contains("\n  a/b     0     4        5    114  active   0: no times  valid\n"),
         "{}",
         run.stdout
     );

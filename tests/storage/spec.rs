@@ -32,6 +32,17 @@ fn constants_match_the_spec() {
     assert_spec_says(&spec, &format!("Entry size: **{INDEX_ENTRY_SIZE} bytes**"));
     assert_spec_says(
         &spec,
+        &format!("Entry size: **{TIME_INDEX_ENTRY_SIZE} bytes** (`TIME_INDEX_ENTRY_SIZE`)"),
+    );
+    assert_eq!(
+        (TIME_ENTRY_RELATIVE_OFFSET_POS, TIME_ENTRY_CRC_POS),
+        (8, 12)
+    );
+    assert_spec_says(&spec, " 0                 8        12       16");
+    assert_eq!(NO_TIMESTAMP, -1);
+    assert_spec_says(&spec, "or -1 (`NO_TIMESTAMP`)");
+    assert_spec_says(
+        &spec,
         &format!("**{INDEX_INTERVAL_BYTES} bytes** (`INDEX_INTERVAL_BYTES`)"),
     );
     assert_spec_says(
@@ -59,6 +70,7 @@ fn constants_match_the_spec() {
     for (name, magic) in [
         ("log", LOG_MAGIC),
         ("index", INDEX_MAGIC),
+        ("time index", TIME_INDEX_MAGIC),
         ("journal", OFFSETS_MAGIC),
     ] {
         assert_spec_says(&spec, &format!("({})", hex(&magic)));
@@ -95,6 +107,19 @@ fn record_bytes_match_the_spec_example() {
         base_offset: 0,
     });
     assert_spec_says(&spec, &format!("`{}`", hex(&header)));
+}
+
+#[test]
+fn time_index_bytes_match_the_spec_example() {
+    let spec = spec();
+    let entry = encode_time_entry(TimeEntry {
+        timestamp: 1_795_860_000_000,
+        relative_offset: 42,
+    });
+    assert_spec_says(&spec, &format!("`{}`", hex(&entry)));
+    let header = seglog::storage::timeindex::time_index_header(0);
+    assert_spec_says(&spec, &format!("`{}`", hex(&header)));
+    assert_eq!(FORMAT_VERSION, 5, "the example's header says version 5");
 }
 
 #[test]

@@ -30,7 +30,10 @@ use super::journaled_decide::{
     Chain, ChainStop, Command, Found, JournalEntry, JournalView, Tail, decide,
 };
 use super::table::{Row, Step};
-use super::{Recovered, cut, list_segments, open_mapped, remove_segment_files};
+use super::{
+    Recovered, cut, list_segments, open_mapped, remove_segment_files, remove_time_index,
+    settle_time_index,
+};
 
 /// What recovery of a key the journal mentions found.
 pub struct Journaled<'a> {
@@ -239,6 +242,7 @@ pub(crate) fn apply(fs: &dyn Backend, dir: &Path, steps: &[Step<Command>]) -> Re
                         len - position,
                     ));
                     cut(&*file, &log_path, *position)?;
+                    remove_time_index(fs, dir, *base)?;
                 }
             }
             Command::SyncKeyDir => fsutil::sync_dir(fs, dir)?,
@@ -249,6 +253,7 @@ pub(crate) fn apply(fs: &dyn Backend, dir: &Path, steps: &[Step<Command>]) -> Re
                     .map_err(|e| Error::io("read", &log_path, e))?;
                 let from = usize::try_from(*from).unwrap_or(usize::MAX);
                 fsutil::rewrite_in_place(fs, &log_path, &bytes, from, *sync)?;
+                remove_time_index(fs, dir, *base)?;
             }
             Command::SyncLogsDir => {
                 if let Some(logs_dir) = dir.parent() {
@@ -262,7 +267,7 @@ pub(crate) fn apply(fs: &dyn Backend, dir: &Path, steps: &[Step<Command>]) -> Re
 }
 
 /// Opens the active segment recovery left, which must end at a record
-/// boundary now, and rewrites its index if the one on disk disagrees.
+/// boundary now, and rewrites its indexes if those on disk disagree.
 fn open_active(fs: &Fs, dir: &Path, base: u64) -> Result<Segment> {
     let log_path = dir.join(format::log_file_name(base));
     let (file, len, map) = open_mapped(&**fs, &log_path)?;
@@ -283,6 +288,7 @@ fn open_active(fs: &Fs, dir: &Path, base: u64) -> Result<Segment> {
     {
         log::warn(format_args!("cannot rewrite {}: {e}", index_path.display()));
     }
+    settle_time_index(&**fs, dir, base, &scan);
     Segment::open_active(
         Arc::clone(fs),
         dir,
@@ -293,5 +299,6 @@ fn open_active(fs: &Fs, dir: &Path, base: u64) -> Result<Segment> {
         scan.next_offset,
         scan.index,
         false,
+        scan.open_chunk,
     )
 }

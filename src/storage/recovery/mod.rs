@@ -31,6 +31,7 @@ use crate::storage::format::{self, DecodeError, FILE_HEADER_SIZE};
 use crate::storage::index::SparseIndex;
 use crate::storage::mmap::MappedFile;
 use crate::storage::segment::{self, Scan, ScanStop, Segment};
+use crate::storage::timeindex::TimeIndex;
 
 pub mod journaled;
 pub mod journaled_decide;
@@ -64,7 +65,7 @@ pub struct Recovered {
 pub fn list_segments(fs: &dyn Backend, dir: &Path) -> Result<Vec<u64>> {
     let mut bases = Vec::new();
     for entry in fs.list(dir).map_err(|e| Error::io("list", dir, e))? {
-        if let Some((base, true)) = entry
+        if let Some((base, format::SegmentFile::Log)) = entry
             .name
             .to_str()
             .and_then(format::parse_segment_file_name)
@@ -115,6 +116,12 @@ pub fn recover_key(fs: &Fs, dir: &Path, mode: Mode) -> Result<Recovered> {
                 crate::log::warn(format_args!("cannot rewrite {}: {e}", index_path.display()));
             }
         }
+        if scan.times.len() == scan.index.entries().len() {
+            // The scan started at the first record (every entry closed a
+            // chunk it saw): it knows the whole time index, which a cut
+            // tail or a lost write may have left stale.
+            settle_time_index(&**fs, dir, base, &scan);
+        }
         let active = Segment::open_active(
             Arc::clone(fs),
             dir,
@@ -125,6 +132,7 @@ pub fn recover_key(fs: &Fs, dir: &Path, mode: Mode) -> Result<Recovered> {
             scan.next_offset,
             scan.index,
             index_trust == IndexTrust::Unchecked,
+            scan.open_chunk,
         )?;
         return Ok(Recovered {
             sealed,
@@ -191,6 +199,22 @@ fn scan_active(
     (scan, trust)
 }
 
+/// Rewrites the active segment's time index file unless it holds exactly
+/// the entries `scan` (of the whole segment) found for its closed chunks.
+pub(crate) fn settle_time_index(fs: &dyn Backend, dir: &Path, base: u64, scan: &Scan) {
+    let path = dir.join(format::time_index_file_name(base));
+    let starts: Vec<u32> = scan.times.iter().map(|e| e.relative_offset).collect();
+    let on_disk = TimeIndex::load(fs, &path, base, &starts, &[]);
+    if on_disk.is_ok_and(|times| times.entries() == scan.times.as_slice()) {
+        return;
+    }
+    let times = TimeIndex::from_entries(scan.times.clone());
+    if let Err(e) = times.write_file(fs, &path, base) {
+        // A cache that cannot be written costs speed, not data.
+        crate::log::warn(format_args!("cannot rewrite {}: {e}", path.display()));
+    }
+}
+
 /// Decides what to do with the bytes after the last valid record: returns how
 /// many to cut, or the Corrupt error when they are not a tail but a hole.
 fn settle_tail(bytes: &[u8], path: &Path, scan: &Scan) -> Result<u64> {
@@ -251,12 +275,8 @@ fn remove_segment(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
     let log_path = dir.join(format::log_file_name(base));
     fs.remove_file(&log_path)
         .map_err(|e| Error::io("remove", &log_path, e))?;
-    let index_path = dir.join(format::index_file_name(base));
-    match fs.remove_file(&index_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", &index_path, e)),
-    }
+    remove_if_present(fs, &dir.join(format::index_file_name(base)))?;
+    remove_time_index(fs, dir, base)?;
     crate::storage::fsutil::sync_dir(fs, dir)
 }
 
@@ -264,7 +284,7 @@ fn remove_segment(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
 /// below `log_start`, oldest first, and fsyncs the directory if it deleted
 /// any: a log-start entry in the journal says retention deleted them (or was
 /// about to), so what a crash or a power loss left of them, whole or not, is
-/// never served. Stray `.index` files below it go too. Returns how many
+/// never served. Stray `.index` and `.timeindex` files below it go too. Returns how many
 /// segments it deleted.
 pub fn remove_below(fs: &dyn Backend, dir: &Path, log_start: u64) -> Result<usize> {
     if log_start == 0 {
@@ -298,20 +318,28 @@ pub fn remove_below(fs: &dyn Backend, dir: &Path, log_start: u64) -> Result<usiz
     Ok(below.len())
 }
 
-/// Removes a segment's `.index`, then its `.log` (no directory sync; the
-/// caller syncs once). The index goes first so that a crash between the two
-/// never leaves an index without its log (the log alone is a segment whose
-/// index is rebuilt, or deleted again by recovery).
+/// Removes a segment's `.timeindex` and `.index`, then its `.log` (no
+/// directory sync; the caller syncs once). The indexes go first so that a
+/// crash between them never leaves an index without its log (the log alone
+/// is a segment whose indexes are rebuilt, or deleted again by recovery).
 pub fn remove_segment_files(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
-    for path in [
-        dir.join(format::index_file_name(base)),
-        dir.join(format::log_file_name(base)),
-    ] {
-        match fs.remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", &path, e)),
-        }
+    remove_time_index(fs, dir, base)?;
+    remove_if_present(fs, &dir.join(format::index_file_name(base)))?;
+    remove_if_present(fs, &dir.join(format::log_file_name(base)))
+}
+
+/// Removes a segment's `.timeindex`, if it has one: after recovery cut or
+/// rewrote the segment's records, its entries may describe records that
+/// are gone, and a missing time index is rebuilt when first used.
+pub fn remove_time_index(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
+    remove_if_present(fs, &dir.join(format::time_index_file_name(base)))
+}
+
+/// Removes a file; one already gone is fine.
+fn remove_if_present(fs: &dyn Backend, path: &Path) -> Result<()> {
+    match fs.remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
     }
-    Ok(())
 }

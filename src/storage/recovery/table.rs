@@ -51,6 +51,14 @@ pub const DECISION_TABLE: &[Rule] = &[
         action: "rebuild the index from the log",
     },
     Rule {
+        state: ".timeindex missing, unreadable, not one entry per closed chunk, an entry with a bad CRC or naming another chunk, or disagreeing with the chunk a search scans",
+        action: "rebuild it and the .index from the log when a search by time first needs them (a directory from before the time index has none)",
+    },
+    Rule {
+        state: "a segment recovery cut or rewrote",
+        action: "delete its .timeindex, whose entries may describe records that are gone; an active segment's is rewritten from recovery's scan of the whole segment",
+    },
+    Rule {
         state: "an invalid record in a sealed segment, found when read",
         action: "serve the records before it; a read that reaches it stops there with a Corrupt error",
     },
@@ -172,6 +180,8 @@ pub enum Row {
     TornTail,
     Hole,
     BadIndex,
+    BadTimeIndex,
+    RecoveredTimeIndex,
     SealedInvalid,
     CheckpointTmp,
     CreationInterrupted,
@@ -203,7 +213,7 @@ pub enum Row {
 
 impl Row {
     /// Every row, in the table's order.
-    pub const ALL: [Row; 35] = [
+    pub const ALL: [Row; 37] = [
         Row::NoLogFile,
         Row::TornCreation,
         Row::BadHeader,
@@ -212,6 +222,8 @@ impl Row {
         Row::TornTail,
         Row::Hole,
         Row::BadIndex,
+        Row::BadTimeIndex,
+        Row::RecoveredTimeIndex,
         Row::SealedInvalid,
         Row::CheckpointTmp,
         Row::CreationInterrupted,
@@ -306,6 +318,8 @@ mod tests {
             (Row::TornTail, "no valid record follows"),
             (Row::Hole, "followed later by a valid record"),
             (Row::BadIndex, ".index missing"),
+            (Row::BadTimeIndex, ".timeindex missing"),
+            (Row::RecoveredTimeIndex, "recovery cut or rewrote"),
             (Row::SealedInvalid, "sealed segment, found when read"),
             (Row::CheckpointTmp, "checkpoint.tmp"),
             (Row::CreationInterrupted, "no journal file holding a batch"),

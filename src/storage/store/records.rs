@@ -193,6 +193,20 @@ impl Store {
         }
     }
 
+    /// The first durable record of `key` whose timestamp is at or after `t`
+    /// (milliseconds since the Unix epoch; a payload's timestamp as
+    /// `storage::timestamp` reads it), with that timestamp; `None` when
+    /// there is none. Found with the segments' time indexes: a binary
+    /// search and a scan of one chunk of records, however long the log
+    /// (`KeyLog::find_time`).
+    pub fn find_time(&mut self, key: &str, t: i64) -> Result<Option<(u64, i64)>> {
+        check_key(key)?;
+        match self.key_log(key, false)? {
+            Some(log) => log.find_time(t),
+            None => Ok(None),
+        }
+    }
+
     /// The offset after the last durable record of `key` (0 for no log).
     pub fn durable_next_offset(&mut self, key: &str) -> Result<u64> {
         check_key(key)?;
