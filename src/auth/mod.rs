@@ -75,15 +75,22 @@ impl Authenticator {
     }
 
     /// The credential an exchange uses for a user that does not exist:
-    /// salt and keys derived from the name under [`Authenticator::secret`],
-    /// so the same name gets the same salt at every attempt and the
-    /// exchange looks like one of a real user until the proof fails.
+    /// salt and keys derived from the mechanism and the name under
+    /// [`Authenticator::secret`], so the same name gets the same salt at
+    /// every attempt, a different one per mechanism as a real user has, and
+    /// the exchange looks like one of a real user until the proof fails.
     pub fn decoy(&self, mechanism: Mechanism, name: &str) -> Credential {
         let derive = |label: &[u8], bytes: usize| {
             let mut out = Vec::new();
             let mut counter = 0u8;
             while out.len() < bytes {
-                out.extend(self.mac(&[label, &[counter], name.as_bytes()]));
+                out.extend(self.mac(&[
+                    label,
+                    &[counter],
+                    mechanism.name().as_bytes(),
+                    b"\0",
+                    name.as_bytes(),
+                ]));
                 counter += 1;
             }
             out.truncate(bytes);
@@ -177,5 +184,8 @@ mod tests {
         assert_eq!(one, auth.decoy(Mechanism::Sha512, "nobody"));
         assert_ne!(one.salt, auth.decoy(Mechanism::Sha512, "other").salt);
         assert!(one.check(Mechanism::Sha512).is_ok());
+        // A real user has a salt per mechanism: equal salts would tell an
+        // unknown name from a user.
+        assert_ne!(one.salt, auth.decoy(Mechanism::Sha256, "nobody").salt);
     }
 }

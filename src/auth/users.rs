@@ -254,8 +254,15 @@ impl Users {
             .to_os_string();
         tmp_name.push(".tmp");
         let tmp = dir.join(tmp_name);
+        // A stale temporary file (a crash, or planted) would keep its mode
+        // and could be a symlink: removed, then created anew.
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail("remove the stale temporary file of", &e)),
+        }
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp).map_err(|e| fail("create", &e))?;

@@ -168,11 +168,20 @@ pub fn guard(
                 false
             });
             drop(catalog);
-            then(RequestKind::Metadata(r), out, |response, out| {
+            // Always filtered too: in version 0 an empty list asks for every
+            // topic, also once the refused ones were taken out of it.
+            let access = access.clone();
+            let filter: Denied = Box::new(move |response| {
                 if let ResponseKind::Metadata(response) = response {
+                    response.topics.retain(|t| {
+                        t.name
+                            .as_ref()
+                            .is_some_and(|n| access.may_see(n.0.as_str()))
+                    });
                     response.topics.extend(out);
                 }
-            })
+            });
+            (RequestKind::Metadata(r), Some(filter))
         }
         RequestKind::CreateTopics(mut r) => {
             let out: Vec<_> = take(&mut r.topics, |t| write(&t.name))

@@ -128,6 +128,9 @@ where
                     log::warn(format_args!(
                         "kafka {peer}: {reason}; closing the connection"
                     ));
+                    // One try per connection and per delay, as after a
+                    // refused SaslAuthenticate.
+                    tokio::time::sleep(sasl::CLOSE_DELAY).await;
                     break;
                 }
             };

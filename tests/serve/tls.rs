@@ -16,8 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, SaslAuthenticateRequest,
-    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    TopicName, metadata_request::MetadataRequestTopic,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
@@ -715,4 +716,75 @@ fn curl_over_https_needs_a_right_password() {
     assert_ne!(out.code, Some(0), "plain HTTP served: {}", out.stdout);
     let (status, _) = curl(&setup, &server, &["-u", &admin_auth], "/topics");
     assert_eq!(status, 200);
+}
+
+/// A connection logged in as `user` with SASL/PLAIN (handshake v1).
+fn login_plain(address: &str, user: &str, password: &str) -> TcpStream {
+    let mut s = connect(address);
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    s.write_all(&request(1, 1, &handshake)).expect("send");
+    SaslHandshakeResponse::decode(&mut reply(&mut s, 1), 1).expect("a reply");
+    let token = format!("\0{user}\0{password}");
+    let login = SaslAuthenticateRequest::default().with_auth_bytes(token.into_bytes().into());
+    s.write_all(&request(1, 2, &login)).expect("send");
+    let answer = SaslAuthenticateResponse::decode(&mut reply(&mut s, 2), 1).expect("a reply");
+    assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+    s
+}
+
+/// The topics of a Metadata reply: (name, error code).
+fn metadata(
+    s: &mut TcpStream,
+    version: i16,
+    id: i32,
+    topics: Option<&[&str]>,
+) -> Vec<(String, i16)> {
+    let topics = topics.map(|names| {
+        names
+            .iter()
+            .map(|n| {
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
+            })
+            .collect()
+    });
+    let ask = MetadataRequest::default()
+        .with_topics(topics)
+        .with_allow_auto_topic_creation(true);
+    s.write_all(&request(version, id, &ask)).expect("send");
+    let answer = MetadataResponse::decode(&mut reply(s, id), version).expect("a reply");
+    answer
+        .topics
+        .iter()
+        .map(|t| {
+            let name = t.name.as_ref().map_or(String::new(), |n| n.0.to_string());
+            (name, t.error_code)
+        })
+        .collect()
+}
+
+/// Guards against: Metadata v0, where an empty list means every topic,
+/// showing a limited user the topics outside its prefixes, also when the
+/// list named only refused ones.
+#[test]
+fn metadata_v0_shows_a_limited_user_only_its_topics() {
+    let setup = Setup::new();
+    let (_server, address) = setup.start(false, true);
+    let mut admin = login_plain(&address, "admin", ADMIN_PASSWORD);
+    let created = metadata(&mut admin, 4, 3, Some(&["secret", "public.x"]));
+    assert_eq!(created.len(), 2, "{created:?}");
+    let mut limited = login_plain(&address, "limited", LIMITED_PASSWORD);
+    let every = metadata(&mut limited, 0, 3, Some(&[]));
+    assert_eq!(every, [("public.x".to_string(), 0)], "every topic, in v0");
+    // Its list emptied of the refused topic asks the handler for every
+    // topic: the reply shows those the user may see, and the refusal.
+    let refused = metadata(&mut limited, 0, 4, Some(&["secret"]));
+    assert_eq!(
+        refused,
+        [("public.x".to_string(), 0), ("secret".to_string(), 29)],
+        "a refused topic only, in v0"
+    );
+    let all = metadata(&mut limited, 4, 5, None);
+    assert_eq!(all, [("public.x".to_string(), 0)], "every topic, in v4");
 }
