@@ -34,5 +34,7 @@ mod protocol_tests;
 mod router_tests;
 #[path = "node/soak.rs"]
 mod soak;
+#[path = "node/soak_disk.rs"]
+mod soak_disk;
 #[path = "node/stdio.rs"]
 mod stdio;

@@ -1,7 +1,8 @@
 //! The long soak: many SIGKILL restarts over minutes, ignored by default.
 //!
-//! Run with `cargo test --release --test node soak -- --ignored --nocapture`. Tune it with
-//! `SEGLOG_SOAK_SECS` (workload length), `SEGLOG_SOAK_CLIENTS`, `SEGLOG_SOAK_KILL_EVERY_SECS`
+//! Run with
+//! `cargo test --release --test node soak_with_many_kill_restarts -- --ignored --nocapture`.
+//! Tune it with `SEGLOG_SOAK_SECS` (workload length), `SEGLOG_SOAK_CLIENTS`, `SEGLOG_SOAK_KILL_EVERY_SECS`
 //! (mean time between kills), `SEGLOG_SOAK_RATE` (operations per second, 0 for flat out) and
 //! `SEGLOG_SEED` (replay a run's choices).
 
