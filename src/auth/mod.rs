@@ -20,15 +20,31 @@ pub mod tls;
 pub mod users;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 use scram::{Credential, Mechanism};
 use users::{User, Users};
 
 pub use access::Access;
+
+/// Passwords salted again at once (PLAIN and HTTP basic auth; a SCRAM
+/// client salts its own). Each takes a core for about a millisecond, so a
+/// flood of wrong passwords, which no cache answers, costs at most this
+/// many cores: the rest wait their turn, and the log's own work goes on.
+/// A password that was checked before is answered from its fingerprint
+/// without waiting.
+pub const PASSWORD_CHECKS_AT_ONCE: usize = 2;
+
+/// How long a wrong HTTP password's 401 waits: Kafka's default
+/// `connection.failed.authentication.delay.ms`, which the Kafka listener
+/// applies too, so a guesser gets no faster answers over HTTP.
+pub const FAILED_PASSWORD_DELAY: Duration = Duration::from_millis(100);
 
 /// The users `serve` was started with, and what checking their passwords
 /// needs. Loaded once at start: a change to the file takes a restart.
@@ -43,6 +59,10 @@ pub struct Authenticator {
     /// millisecond) would cost more than most requests. Bounded by the
     /// number of users.
     verified: Mutex<HashMap<String, [u8; 32]>>,
+    /// [`PASSWORD_CHECKS_AT_ONCE`] permits to salt a password.
+    checks: Semaphore,
+    /// Checks that got a permit, ever: what the tests see the limit by.
+    admitted: AtomicUsize,
 }
 
 impl Authenticator {
@@ -56,6 +76,8 @@ impl Authenticator {
                 .collect(),
             secret,
             verified: Mutex::new(HashMap::new()),
+            checks: Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
+            admitted: AtomicUsize::new(0),
         })
     }
 
@@ -108,21 +130,40 @@ impl Authenticator {
     /// The user whose name and password these are (SASL/PLAIN, HTTP basic
     /// auth), or `None`. An unknown user costs the same work as a wrong
     /// password, so the time taken does not tell names apart.
+    /// Salts the password: call it off the reactor, as [`Authenticator::verify`] does.
     pub fn check_password(&self, name: &str, password: &[u8]) -> Option<Arc<User>> {
-        let Some(user) = self.users.get(name) else {
-            let decoy = self.decoy(Mechanism::Sha256, name);
-            let _ = decoy.matches(Mechanism::Sha256, password);
-            return None;
-        };
         if let Some(user) = self.remembered(name, password) {
             return Some(user);
         }
-        if !user.password_matches(password) {
-            return None;
-        }
+        let matched = match self.users.get(name) {
+            Some(user) => user.password_matches(password).then_some(user),
+            None => {
+                let decoy = self.decoy(Mechanism::Sha256, name);
+                let _ = decoy.matches(Mechanism::Sha256, password);
+                None
+            }
+        };
+        let user = matched?;
         let fingerprint = self.mac(&[name.as_bytes(), b"\0", password]);
         crate::lock::lock(&self.verified).insert(name.to_string(), fingerprint);
         Some(Arc::clone(user))
+    }
+
+    /// [`Authenticator::check_password`] off the reactor, with at most
+    /// [`PASSWORD_CHECKS_AT_ONCE`] salting at a time; a remembered
+    /// password is answered at once.
+    pub async fn verify(self: &Arc<Self>, name: String, password: Vec<u8>) -> Option<Arc<User>> {
+        if let Some(user) = self.remembered(&name, &password) {
+            return Some(user);
+        }
+        // The semaphore is never closed, so the permit always comes.
+        let _permit = self.checks.acquire().await.ok()?;
+        self.admitted.fetch_add(1, Ordering::SeqCst);
+        let auth = Arc::clone(self);
+        tokio::task::spawn_blocking(move || auth.check_password(&name, &password))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The user, if this is the last password that matched for it: a
@@ -175,6 +216,45 @@ mod tests {
         assert!(auth.check_password("alice", b"secret").is_some());
         assert!(auth.check_password("alice", b"secreT").is_none());
         assert!(auth.check_password("bob", b"secret").is_none());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_password_waits_for_a_permit_and_a_remembered_one_does_not() {
+        let auth = Arc::new(authenticator());
+        let permits = u32::try_from(PASSWORD_CHECKS_AT_ONCE).expect("a few");
+        let all = auth.checks.acquire_many(permits).await.expect("permits");
+        let waiting = tokio::spawn({
+            let auth = Arc::clone(&auth);
+            async move { auth.verify("alice".into(), b"wrong".to_vec()).await }
+        });
+        // One thread: each yield lets the check run until it waits.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            auth.admitted.load(Ordering::SeqCst),
+            0,
+            "salted without a permit"
+        );
+        drop(all);
+        assert!(waiting.await.expect("check").is_none());
+        assert_eq!(auth.admitted.load(Ordering::SeqCst), 1);
+        assert!(
+            auth.verify("alice".into(), b"secret".to_vec())
+                .await
+                .is_some()
+        );
+        let _all = auth.checks.acquire_many(permits).await.expect("permits");
+        assert!(
+            auth.verify("alice".into(), b"secret".to_vec())
+                .await
+                .is_some()
+        );
+        assert_eq!(
+            auth.admitted.load(Ordering::SeqCst),
+            2,
+            "a remembered one took a permit"
+        );
     }
 
     #[test]

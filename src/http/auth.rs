@@ -4,7 +4,10 @@
 //! Every route but `GET /health` asks for a user (the console's page and
 //! `/metrics` too): a request without `Authorization: Basic ...`, or with
 //! a wrong name or password, gets 401 with `WWW-Authenticate: Basic
-//! realm="seglog"`, so a browser asks for them. `/health` stays open: a
+//! realm="seglog"`, so a browser asks for them. A wrong password's 401
+//! comes [`FAILED_PASSWORD_DELAY`] late, and passwords are salted a few
+//! at a time ([`crate::auth::PASSWORD_CHECKS_AT_ONCE`]): guessing is slow
+//! and a flood of guesses cannot take every core. `/health` stays open: a
 //! load balancer or an orchestrator probes it without credentials, and it
 //! tells only whether the store takes writes.
 //!
@@ -25,7 +28,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::error::{ApiError, code};
-use crate::auth::{Access, Authenticator};
+use crate::auth::{Access, Authenticator, FAILED_PASSWORD_DELAY};
 
 /// Longest `Authorization` header taken: a name and a password within the
 /// users file's limits, in base64, fit in well under this.
@@ -52,17 +55,8 @@ pub(super) async fn authenticate(
     else {
         return unauthorized("this server asks for a user: send HTTP basic auth (curl -u NAME)");
     };
-    let user = match auth.remembered(&name, password.as_bytes()) {
-        Some(user) => Some(user),
-        // Salting the password again takes a millisecond: off the reactor.
-        None => {
-            tokio::task::spawn_blocking(move || auth.check_password(&name, password.as_bytes()))
-                .await
-                .ok()
-                .flatten()
-        }
-    };
-    let Some(user) = user else {
+    let Some(user) = auth.verify(name, password.into_bytes()).await else {
+        tokio::time::sleep(FAILED_PASSWORD_DELAY).await;
         return unauthorized("wrong user name or password");
     };
     request.extensions_mut().insert(Access::User(user));

@@ -258,7 +258,7 @@ impl Session {
 }
 
 /// A PLAIN message: `[authzid] NUL name NUL password`; the user, checked
-/// off the reactor (the password is salted again: a millisecond of work).
+/// by [`Authenticator::verify`] (off the reactor, a few at a time).
 async fn plain(
     auth: Arc<Authenticator>,
     message: Bytes,
@@ -279,15 +279,9 @@ async fn plain(
     if !authzid.is_empty() && authzid != name.as_bytes() {
         return Err("a SASL/PLAIN authorization id other than the user name".into());
     }
-    let password = password.to_vec();
-    let checked = tokio::task::spawn_blocking(move || auth.check_password(&name, &password)).await;
-    match checked {
-        Ok(Some(user)) => Ok(user),
-        Ok(None) => {
-            Err("Authentication failed: Invalid username or password (SASL mechanism PLAIN)".into())
-        }
-        Err(e) => Err(format!("checking the password failed: {e}")),
-    }
+    auth.verify(name, password.to_vec()).await.ok_or_else(|| {
+        "Authentication failed: Invalid username or password (SASL mechanism PLAIN)".into()
+    })
 }
 
 fn authenticate_response(code: i16, message: Option<String>, bytes: Bytes) -> ResponseKind {
