@@ -98,7 +98,9 @@ pub struct PartitionState {
     pub log_start: u64,
     /// The offset after the last durable record.
     pub end: u64,
-    /// Bytes of its segment files.
+    /// Bytes of its durable records, framing included, file headers not
+    /// ([`crate::Store::record_bytes`]): the same before and after a
+    /// checkpoint writes them out of the journal.
     pub bytes: u64,
 }
 
@@ -194,13 +196,7 @@ impl Broker {
     /// The state of the log behind `key`.
     pub fn partition_state(&self, key: &str) -> Result<PartitionState> {
         let (log_start, end) = self.partition_offsets(key)?;
-        let bytes = self
-            .store()
-            .segments(key)
-            .map_err(Error::refused)?
-            .iter()
-            .map(|s| s.bytes)
-            .sum();
+        let bytes = self.store().record_bytes(key).map_err(Error::refused)?;
         Ok(PartitionState {
             log_start,
             end,

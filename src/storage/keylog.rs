@@ -309,6 +309,16 @@ impl KeyLog {
         self.pending.len()
     }
 
+    /// Bytes of the frames that are durable (in the journal) but not yet
+    /// written to a segment: what a write-out moves into the files.
+    pub fn durable_unwritten_bytes(&self) -> u64 {
+        let from = self.written_end.max(self.visible_end);
+        if self.durable_end <= from {
+            return 0;
+        }
+        self.frames(from, self.durable_end).len() as u64
+    }
+
     /// Appends a record (held in memory; durable after the next sync point)
     /// and returns its offset.
     pub fn append(&mut self, payload: &[u8]) -> u64 {

@@ -472,3 +472,41 @@ fn torn_sync_point_of_several_batches_keeps_none_of_it() {
         assert_eq!(store.committed(BIG_COMMITTED), Some(2), "{what}");
     }
 }
+
+/// A partition's record bytes (what `GET /topics/{t}` shows) are the same
+/// once a sync point is confirmed, before its records are written out of
+/// the journal, as after: only records coming change them.
+#[test]
+fn record_bytes_do_not_change_when_records_are_written_out() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    assert_eq!(store.record_bytes(KEY).expect("bytes"), 0);
+    store.append(KEY, &message(0)).expect("append");
+    store.append(NEW_KEY, &message(0)).expect("append");
+    assert_eq!(
+        store.record_bytes(KEY).expect("bytes"),
+        0,
+        "not durable yet"
+    );
+    let mut plan = store.prepare_sync().expect("prepare");
+    assert!(!plan.is_direct());
+    let executed = plan.execute();
+    assert!(executed.is_ok());
+    store.confirm_sync(&mut plan).expect("confirm");
+    let confirmed = store.record_bytes(KEY).expect("bytes");
+    assert!(confirmed > message(0).len() as u64, "{confirmed}");
+    store.complete_sync(plan, executed).expect("complete");
+    assert_eq!(
+        store.record_bytes(KEY).expect("bytes"),
+        confirmed,
+        "written out"
+    );
+    store.checkpoint().expect("checkpoint");
+    drop(store);
+    let mut store = Store::open(dir.path(), Default::default()).expect("open");
+    assert_eq!(
+        store.record_bytes(KEY).expect("bytes"),
+        confirmed,
+        "reopened"
+    );
+}

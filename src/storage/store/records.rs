@@ -3,7 +3,7 @@
 //! point makes them durable (`sync_point.rs`); reads see only what one has.
 
 use crate::storage::error::{Error, Result};
-use crate::storage::format::MESSAGE_BYTES_MAX;
+use crate::storage::format::{FILE_HEADER_SIZE, MESSAGE_BYTES_MAX};
 use crate::storage::journal_recovery;
 use crate::storage::keyname::{self, KEY_FILE_NAME};
 use crate::storage::offsets::{COMMIT_VALUE_BYTES_MAX, Change, Committed};
@@ -246,6 +246,23 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Bytes of `key`'s durable records: its segment files without their
+    /// headers, and the records durable in the journal that are not yet
+    /// written out. Unlike the files' sizes it does not change when a
+    /// checkpoint writes records out, only when records come or go.
+    pub fn record_bytes(&mut self, key: &str) -> Result<u64> {
+        let in_files: u64 = self
+            .segments(key)?
+            .iter()
+            .map(|s| s.bytes.saturating_sub(FILE_HEADER_SIZE as u64))
+            .sum();
+        let held = match self.key_log(key, false)? {
+            Some(log) => log.durable_unwritten_bytes(),
+            None => 0,
+        };
+        Ok(in_files + held)
     }
 
     /// Records that `key` is processed up to `offset`; durable after the next
