@@ -1017,15 +1017,7 @@ fn scan_chunk(bytes: &[u8], path: &Path, start: u64, offset: u64, t: i64) -> Res
             scan.ended_at_chunk_end = true;
             break;
         }
-        let record = format::decode_log_record(&bytes[position as usize..])
-            .map_err(|e| Error::corrupt(path, position, e.to_string()))?;
-        if record.offset != expected {
-            return Err(Error::corrupt(
-                path,
-                position,
-                format!("offset {} where {expected} was expected", record.offset),
-            ));
-        }
+        let record = decode_at(bytes, position, bytes.len() as u64, expected, path)?;
         let timestamp = record_timestamp(record.payload);
         if scan.first.is_none() && timestamp != NO_TIMESTAMP && timestamp >= t {
             scan.first = Some((expected, timestamp));
