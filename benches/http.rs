@@ -4,17 +4,23 @@
 //! a steady 1,000 requests a second, fetch throughput of a large partition
 //! from offset 0, and the server's memory with 100 topics of 100
 //! partitions. Each figure is printed beside the goal of issue 12; nothing
-//! is asserted.
+//! is asserted. Then the produce of batches of 100 again, on a durable
+//! server and on one whose fdatasync, fsync and syncfs are no-ops (an
+//! `LD_PRELOAD` shim the bench compiles with `cc`), one after the other, and
+//! the ratio of their rates: what the flushes cost (issue 24's goal: ≥ 0.9).
 //!
 //! Run with `cargo bench --bench http`. `SEGLOG_BENCH_SECS` sets each timed
 //! phase (default 10 s), `SEGLOG_BENCH_FETCH_MB` the partition the fetch
 //! phase reads (default 1024 MiB), `SEGLOG_BENCH_DIR` the parent of the data
 //! directories (default `target/`, the disk the tests use),
-//! `SEGLOG_BENCH_ONLY` one phase (`produce`, `fetch` or `memory`), and
+//! `SEGLOG_BENCH_ONLY` one phase (`produce`, `paced`, `ratio`, `fetch` or
+//! `memory`),
 //! `SEGLOG_BENCH_SERVER_PID_FILE` a file the produce and fetch phases write
 //! the server's pid to, for a profiler to attach, and
 //! `SEGLOG_BENCH_SERVER_LOG` a file for the server's stderr, and
-//! `SEGLOG_BENCH_SERVER_ARGS` more options for `seglog serve`.
+//! `SEGLOG_BENCH_SERVER_ARGS` more options for `seglog serve`, and
+//! `SEGLOG_BENCH_METRICS` (any value) to print the servers' sync point and
+//! produce histograms after each run of the ratio phase.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -30,6 +36,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+#[path = "support/nosync.rs"]
+mod nosync;
 
 /// Connections of the closed-loop phases (the issue's 64).
 const CONNECTIONS: usize = 64;
@@ -95,6 +104,9 @@ async fn run(parent: &Path, phase: Duration, fetch_mb: u64) -> Result<(), String
     if wanted("produce") || wanted("paced") {
         produce_phases(parent, phase, &mut rows).await?;
     }
+    if wanted("ratio") {
+        ratio_phase(parent, phase, &mut rows).await?;
+    }
     if wanted("fetch") {
         fetch_phase(parent, fetch_mb, &mut rows).await?;
     }
@@ -140,15 +152,7 @@ async fn produce_phases(parent: &Path, phase: Duration, rows: &mut Rows) -> Resu
         (1usize, "≥ 30,000 requests/s"),
         (100, "≥ 300,000 records/s"),
     ] {
-        let body = produce_body(&value, batch);
-        let result = closed_loop(addr, phase, move |conn, i| {
-            let partition = (conn * 7 + i) % PARTITIONS as usize;
-            (
-                format!("/topics/bench/partitions/{partition}"),
-                body.clone(),
-            )
-        })
-        .await?;
+        let result = produce_closed_loop(addr, phase, &value, batch).await?;
         let (p50, p99) = percentiles(&result.latencies);
         let rate = result.requests as f64 / result.elapsed.as_secs_f64();
         let figure = if batch == 1 {
@@ -179,6 +183,57 @@ async fn produce_phases(parent: &Path, phase: Duration, rows: &mut Rows) -> Resu
         String::new(),
     ));
     server.stop()?;
+    Ok(())
+}
+
+/// Produce of batches of 100 records from [`CONNECTIONS`] connections on a
+/// fresh durable server, then on a fresh server whose flushes are no-ops,
+/// and the ratio of the two rates with the latencies of each.
+async fn ratio_phase(parent: &Path, phase: Duration, rows: &mut Rows) -> Result<(), String> {
+    const BATCH: usize = 100;
+    let shim_dir = tempfile::tempdir_in(parent).map_err(|e| e.to_string())?;
+    let shim = match nosync::build_no_sync_shim(shim_dir.path()) {
+        Ok(shim) => shim,
+        Err(e) => {
+            println!("durable / no-sync comparison skipped: {e}");
+            return Ok(());
+        }
+    };
+    let value = format!("\"{}\"", "x".repeat(VALUE_BYTES));
+    let mut measured = Vec::new();
+    for preload in [None, Some(shim.as_path())] {
+        let dir = tempfile::tempdir_in(parent).map_err(|e| e.to_string())?;
+        let server = Server::start_preloaded(dir.path(), &[], preload)?;
+        let addr = server.addr;
+        create_topic(addr, "bench", PARTITIONS).await?;
+        let result = produce_closed_loop(addr, phase, &value, BATCH).await?;
+        if std::env::var_os("SEGLOG_BENCH_METRICS").is_some() {
+            for name in ["seglog_sync_point_seconds", "seglog_produce_seconds"] {
+                println!("{}", metrics_line(addr, name).await?);
+            }
+        }
+        server.stop()?;
+        measured.push(result);
+    }
+    let rate = |m: &Measured| m.requests as f64 * BATCH as f64 / m.elapsed.as_secs_f64();
+    let (durable, no_sync) = (&measured[0], &measured[1]);
+    let (d50, d99) = percentiles(&durable.latencies);
+    let (n50, n99) = percentiles(&no_sync.latencies);
+    rows.push((
+        format!("produce, {BATCH} records/request, {CONNECTIONS} connections: durable / no-sync"),
+        format!(
+            "{:.2} ({} / {} records/s)",
+            rate(durable) / rate(no_sync).max(f64::MIN_POSITIVE),
+            thousands(rate(durable)),
+            thousands(rate(no_sync))
+        ),
+        "≥ 0.9".into(),
+    ));
+    rows.push((
+        "    latency p50 / p99, durable; no-sync".into(),
+        format!("{d50:.2} / {d99:.2} ms; {n50:.2} / {n99:.2} ms"),
+        String::new(),
+    ));
     Ok(())
 }
 
@@ -255,7 +310,20 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Result<Server, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_seglog"))
+        Server::start_preloaded(dir, extra, None)
+    }
+
+    /// [`Server::start`] with `preload` in the server's `LD_PRELOAD`.
+    fn start_preloaded(
+        dir: &Path,
+        extra: &[&str],
+        preload: Option<&Path>,
+    ) -> Result<Server, String> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_seglog"));
+        if let Some(preload) = preload {
+            command.env("LD_PRELOAD", preload);
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
@@ -396,6 +464,25 @@ struct Measured {
     requests: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
+}
+
+/// Produce requests of `batch` records of `value` to the partitions of
+/// `bench` in turn, from each of [`CONNECTIONS`] connections, for `phase`.
+async fn produce_closed_loop(
+    addr: SocketAddr,
+    phase: Duration,
+    value: &str,
+    batch: usize,
+) -> Result<Measured, String> {
+    let body = produce_body(value, batch);
+    closed_loop(addr, phase, move |conn, i| {
+        let partition = (conn * 7 + i) % PARTITIONS as usize;
+        (
+            format!("/topics/bench/partitions/{partition}"),
+            body.clone(),
+        )
+    })
+    .await
 }
 
 /// Each of [`CONNECTIONS`] connections sends requests one after another for `phase`.

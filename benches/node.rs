@@ -6,13 +6,19 @@
 //! no-ops by an `LD_PRELOAD` shim the bench compiles with `cc`, and the ratio of the two send rates
 //! is printed (how close the node is to its own CPU limit).
 //!
+//! After the pipelined sends, each run finds the rate they reached and sends open loop at
+//! [`LADDER_FRACTIONS`] of it (25%, 50% and 90%), printing p50 / p99 / p999 of the durable send
+//! latency at each: the tail a client sees below saturation (issue 24's goal: p99 ≤ 2 ms at 50%).
+//!
 //! Then a cluster of [`CLUSTER_NODES`] durable nodes joined by the test router (no delay) takes
 //! the same pipelined sends through one node, each acknowledged once committed on a majority and
 //! applied there, and the rate is printed beside the single node's.
 //!
 //! Run with `cargo bench --bench node`. `SEGLOG_BENCH_SECS` sets the length of each timed phase
 //! (default 10 s); `SEGLOG_BENCH_DIR` the parent of the data directory (default `target/`, the
-//! disk the tests use); `SEGLOG_BIN` another binary than the one cargo built.
+//! disk the tests use); `SEGLOG_BIN` another binary than the one cargo built;
+//! `SEGLOG_BENCH_ONLY=rates` runs only the pipelined sends and the rate ladder, durable and
+//! no-sync.
 
 #[allow(
     dead_code,
@@ -20,6 +26,9 @@
 )]
 #[path = "../tests/support/workload/mod.rs"]
 mod workload;
+
+#[path = "support/nosync.rs"]
+mod nosync;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -54,6 +63,9 @@ const PHASE_SECS_DEFAULT: u64 = 10;
 
 /// A reply later than this means the node is stuck; the bench stops instead of hanging.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Fractions of the pipelined send rate the rate ladder sends at, open loop.
+const LADDER_FRACTIONS: [f64; 3] = [0.25, 0.50, 0.90];
 
 /// Outstanding requests the open-loop phase tolerates before calling the node saturated.
 const PACED_BACKLOG_MAX: usize = 10_000;
@@ -93,13 +105,14 @@ fn run() -> Result<(), String> {
     }
     let parent = bench_parent_dir();
     std::fs::create_dir_all(&parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    disk_sync_floor(&parent)?;
     println!("== durable: every acknowledgement waits for fdatasync ==");
     let durable = bench_node(&binary, &parent, phase)?;
     let shim_dir = tempfile::Builder::new()
         .prefix("seglog-bench-nosync-")
         .tempdir_in(&parent)
         .map_err(|e| format!("create a directory in {}: {e}", parent.display()))?;
-    let shim = match build_no_sync_shim(shim_dir.path()) {
+    let shim = match nosync::build_no_sync_shim(shim_dir.path()) {
         Ok(shim) => shim,
         Err(e) => {
             println!("no-sync comparison skipped: {e}");
@@ -117,17 +130,19 @@ fn run() -> Result<(), String> {
     let no_sync = bench_node(&binary, &parent, phase);
     unsafe { std::env::remove_var("LD_PRELOAD") };
     let no_sync = no_sync?;
-    println!("== {CLUSTER_NODES} durable nodes through the router ==");
-    let cluster = bench_cluster(&binary, &parent, phase)?;
-    println!(
-        "{CLUSTER_NODES}-node cluster / one node, durable sends {IN_FLIGHT} in flight through one \
-         node: {:.2} ({:.0} / {:.0} acked sends/s); p99 {:.2} ms / {:.2} ms",
-        cluster.rate() / durable.rate().max(f64::MIN_POSITIVE),
-        cluster.rate(),
-        durable.rate(),
-        millis(cluster.percentile(0.99)),
-        millis(durable.percentile(0.99)),
-    );
+    if !only_rates() {
+        println!("== {CLUSTER_NODES} durable nodes through the router ==");
+        let cluster = bench_cluster(&binary, &parent, phase)?;
+        println!(
+            "{CLUSTER_NODES}-node cluster / one node, durable sends {IN_FLIGHT} in flight through \
+             one node: {:.2} ({:.0} / {:.0} acked sends/s); p99 {:.2} ms / {:.2} ms",
+            cluster.rate() / durable.rate().max(f64::MIN_POSITIVE),
+            cluster.rate(),
+            durable.rate(),
+            millis(cluster.percentile(0.99)),
+            millis(durable.percentile(0.99)),
+        );
+    }
     println!(
         "durable / no-sync, sends {IN_FLIGHT} in flight: {:.2} ({:.0} / {:.0} acked sends/s); \
          p99 {:.2} ms / {:.2} ms",
@@ -140,29 +155,35 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Builds a shared library whose `fdatasync`, `fsync` and `syncfs` return
-/// success at once, with the system C compiler. Bench-only: it measures
-/// how fast the node is when the disk costs nothing.
-fn build_no_sync_shim(dir: &std::path::Path) -> Result<PathBuf, String> {
-    let source = dir.join("nosync.c");
-    let library = dir.join("libnosync.so");
-    std::fs::write(
-        &source,
-        "int fdatasync(int fd) { (void)fd; return 0; }\n\
-         int fsync(int fd) { (void)fd; return 0; }\n\
-         int syncfs(int fd) { (void)fd; return 0; }\n",
-    )
-    .map_err(|e| format!("write {}: {e}", source.display()))?;
-    let status = std::process::Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .status()
-        .map_err(|e| format!("run cc: {e}"))?;
-    if !status.success() {
-        return Err(format!("cc exited with {status}"));
+/// Appends of [`FLOOR_WRITE_BYTES`] the disk floor measures, each followed by fdatasync.
+const FLOOR_SYNCS: usize = 200;
+
+/// Bytes of each append the disk floor measures: about one sync point of the rate ladder.
+const FLOOR_WRITE_BYTES: usize = 4096;
+
+/// Prints the latency of an append and fdatasync to a file in `parent`, done [`FLOOR_SYNCS`]
+/// times: no durable send can be acknowledged faster than its sync point's fdatasync, so this is
+/// the floor under the durable latencies that follow.
+fn disk_sync_floor(parent: &std::path::Path) -> Result<(), String> {
+    use std::io::Write as _;
+    let file = tempfile::NamedTempFile::new_in(parent)
+        .map_err(|e| format!("create a file in {}: {e}", parent.display()))?;
+    let block = vec![b'x'; FLOOR_WRITE_BYTES];
+    let mut latencies = Vec::with_capacity(FLOOR_SYNCS);
+    let started = Instant::now();
+    for _ in 0..FLOOR_SYNCS {
+        let at = Instant::now();
+        file.as_file()
+            .write_all(&block)
+            .and_then(|()| file.as_file().sync_data())
+            .map_err(|e| format!("write and fdatasync {}: {e}", file.path().display()))?;
+        latencies.push(at.elapsed());
     }
-    Ok(library)
+    Stats::new(latencies, 0, started.elapsed()).print(
+        &format!("disk floor: {FLOOR_WRITE_BYTES}-byte append + fdatasync, one at a time"),
+        "syncs",
+    );
+    Ok(())
 }
 
 /// One run of every phase against a fresh node; returns the pipelined sends.
@@ -202,6 +223,26 @@ fn bench_node(
         "acked durable sends",
     );
 
+    for fraction in LADDER_FRACTIONS {
+        let rate = sends.rate() * fraction;
+        let phase_name = format!(
+            "sends at {:.0}% of that ({rate:.0}/s), open loop, latency from schedule",
+            fraction * 100.0
+        );
+        match open_loop(&connection, phase, rate, || {
+            sequence += 1;
+            send_body(&mut rng, sequence)
+        }) {
+            Ok(stats) => stats.print(&phase_name, "acked durable sends"),
+            Err(e) => println!("{phase_name}: {e}"),
+        }
+    }
+    if only_rates() {
+        node.shutdown()?;
+        no_protocol_errors(&wiring.protocol_errors)?;
+        return Ok(sends);
+    }
+
     let polls = closed_loop(&connection, phase / 2, "poll_ok", || {
         let key = rng.gen_range(0..KEYS);
         json!({"type": "poll", "offsets": {key_name(key): 0}})
@@ -213,7 +254,7 @@ fn bench_node(
 
     catch_up_read(&connection)?;
 
-    let paced = open_loop(&connection, phase, || {
+    let paced = open_loop(&connection, phase, f64::from(PACED_RATE_PER_SEC), || {
         sequence += 1;
         send_body(&mut rng, sequence)
     })?;
@@ -391,6 +432,11 @@ fn env_u64(name: &str, default: u64) -> Result<u64, String> {
     }
 }
 
+/// `SEGLOG_BENCH_ONLY=rates`: only the pipelined sends and the rate ladder.
+fn only_rates() -> bool {
+    std::env::var("SEGLOG_BENCH_ONLY").as_deref() == Ok("rates")
+}
+
 fn bench_parent_dir() -> PathBuf {
     std::env::var_os("SEGLOG_BENCH_DIR")
         .map(PathBuf::from)
@@ -509,15 +555,16 @@ fn closed_loop(
     Ok(Stats::new(latencies, errors, start.elapsed()))
 }
 
-/// Issues requests on a fixed schedule of [`PACED_RATE_PER_SEC`] regardless of replies, so a slow
-/// reply cannot slow the load; latency runs from the scheduled time, which counts queueing delay
-/// that a closed loop would hide.
+/// Issues requests on a fixed schedule of `rate_per_sec` regardless of replies, so a slow reply
+/// cannot slow the load; latency runs from the scheduled time, which counts queueing delay that a
+/// closed loop would hide.
 fn open_loop(
     connection: &Connection,
     duration: Duration,
+    rate_per_sec: f64,
     mut next_body: impl FnMut() -> Value,
 ) -> Result<Stats, String> {
-    let interval = Duration::from_secs(1) / PACED_RATE_PER_SEC;
+    let interval = Duration::from_secs_f64(1.0 / rate_per_sec.max(1.0));
     let total = duration.as_nanos() / interval.as_nanos();
     let (sender, replies) = mpsc::channel();
     let mut scheduled_at: HashMap<u64, Instant> = HashMap::new();
@@ -536,7 +583,7 @@ fn open_loop(
         }
         if scheduled_at.len() > PACED_BACKLOG_MAX {
             return Err(format!(
-                "node saturated: {} requests outstanding at {PACED_RATE_PER_SEC}/s",
+                "node saturated: {} requests outstanding at {rate_per_sec:.0}/s",
                 scheduled_at.len()
             ));
         }

@@ -20,6 +20,7 @@ use crate::broker::catalog::Topic;
 use crate::broker::topics::{TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch};
 use crate::broker::{Broker, Error, FETCH_WAIT_MS_MAX};
 use crate::log;
+use crate::storage::keylog::read_by_views;
 
 /// Records a fetch returns when it names no `max_records` (Kafka's
 /// `max.poll.records` default).
@@ -185,10 +186,9 @@ async fn offset_at(
     .await
 }
 
-/// Bytes of records one chunk of a fetch reply holds: the store's lock is
-/// held while one is read, so a large fetch holds up writes by no more
-/// than a chunk's copy (about 100 µs), and the first chunk goes out while
-/// the next is read.
+/// Bytes of records one chunk of a fetch reply holds: the first chunk goes
+/// out while the next is read. The store's lock is held only while each
+/// chunk's view is taken (`Store::read_view`), not while it is copied.
 pub const FETCH_CHUNK_BYTES: usize = 1 << 20;
 
 /// Chunks read ahead of the connection (each [`FETCH_CHUNK_BYTES`]).
@@ -278,46 +278,47 @@ impl Chunk {
             payload_bytes,
             ..
         } = self;
-        let mut store = app.store();
         // DeleteRecords may have set a log start inside a segment.
         *next = (*next).max(
-            crate::broker::topics::log_start(&mut store, &key)
+            crate::broker::topics::log_start(&mut app.store(), &key)
                 .map_err(|e| ApiError::from(crate::broker::Error::refused(e)))?,
         );
-        store
-            .read(&key, *next, &mut |at, payload| {
-                if budget.sent_any && at != *next {
-                    // Retention deleted the next records between two
-                    // chunks: end the reply rather than skip them; the
-                    // next fetch starts at the new log start.
-                    stop = Stop::End;
-                    return false;
-                }
-                if budget.records == 0 || (budget.sent_any && payload.len() > budget.bytes) {
-                    stop = Stop::Budget;
-                    return false;
-                }
-                if body.len() - chunk_start >= FETCH_CHUNK_BYTES {
-                    stop = Stop::ChunkFull;
-                    return false;
-                }
-                if budget.sent_any {
-                    body.push(b',');
-                }
-                records::push_fetched(body, &topic.name, *partition, at, payload);
-                budget.records -= 1;
-                budget.bytes = budget.bytes.saturating_sub(payload.len());
-                budget.sent_any = true;
-                *next = at + 1;
-                *count += 1;
-                *payload_bytes += payload.len();
-                if budget.records == 0 {
-                    stop = Stop::Budget;
-                    return false;
-                }
-                true
-            })
-            .map_err(Error::refused)?;
+        // The lock is held only to take each view; records are decoded and
+        // copied into the body without it.
+        let mut take_view = |from| app.store().read_view(&key, from, FETCH_CHUNK_BYTES as u64);
+        read_by_views(*next, &mut take_view, &mut |at, payload| {
+            if budget.sent_any && at != *next {
+                // Retention deleted the next records between two
+                // chunks: end the reply rather than skip them; the
+                // next fetch starts at the new log start.
+                stop = Stop::End;
+                return false;
+            }
+            if budget.records == 0 || (budget.sent_any && payload.len() > budget.bytes) {
+                stop = Stop::Budget;
+                return false;
+            }
+            if body.len() - chunk_start >= FETCH_CHUNK_BYTES {
+                stop = Stop::ChunkFull;
+                return false;
+            }
+            if budget.sent_any {
+                body.push(b',');
+            }
+            records::push_fetched(body, &topic.name, *partition, at, payload);
+            budget.records -= 1;
+            budget.bytes = budget.bytes.saturating_sub(payload.len());
+            budget.sent_any = true;
+            *next = at + 1;
+            *count += 1;
+            *payload_bytes += payload.len();
+            if budget.records == 0 {
+                stop = Stop::Budget;
+                return false;
+            }
+            true
+        })
+        .map_err(Error::refused)?;
         self.stop = stop;
         Ok(())
     }

@@ -24,6 +24,7 @@ use crate::broker::payload::{KafkaRecord, as_kafka};
 use crate::broker::topics::{MaxTimestamp, TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch, log_start};
 use crate::broker::{Broker, FETCH_WAIT_MS_MAX};
 use crate::log;
+use crate::storage::keylog::read_by_views;
 
 /// Most bytes of records one fetch returns over all its partitions,
 /// whatever the client asks: bounds a reply's memory (librdkafka asks for
@@ -209,11 +210,21 @@ fn read_partition(
         return read;
     }
     let budget = w.max_bytes.min(left);
+    // The lock is held only to take each view of the records; they are
+    // decoded and copied without it. The first view comes from the same
+    // hold as the high watermark, and the read stops there.
+    let view_bytes = budget.max(1) as u64;
+    let mut first_view = Some(store.read_view(&key, from, view_bytes));
+    drop(store);
+    let mut take_view = |from| match first_view.take() {
+        Some(view) => view,
+        None => broker.store().read_view(&key, from, view_bytes),
+    };
     let mut next = from;
     let records = &mut read.records;
     let bytes = &mut read.bytes;
-    let result = store.read(&key, from, &mut |at, payload| {
-        if at != next {
+    let result = read_by_views(from, &mut take_view, &mut |at, payload| {
+        if at != next || at >= end {
             // Retention removed records between two reads: stop at the gap.
             return false;
         }

@@ -1,15 +1,21 @@
 //! Poll replies, built straight from the store's mapped bytes.
 //!
 //! Each record's message goes from the segment's map into the reply line,
-//! once: no intermediate strings, no re-parsing. The messages were valid
+//! once: no intermediate strings, no re-parsing. The store's lock is held
+//! only to take a view of each key's records (`Store::read_view`: the
+//! segments' maps and bounds); the records are decoded and the line built
+//! without it, so a large poll holds up no write. The messages were valid
 //! compact JSON when they were appended (the protocol parser wrote them),
 //! and every record is CRC-checked as it is read, so what is copied is
 //! what was written.
 
 use std::io::Write as _;
+use std::sync::Mutex;
 
 use super::protocol::ReplyTo;
+use crate::lock::lock;
 use crate::log;
+use crate::storage::keylog::read_by_views;
 use crate::storage::store::Store;
 
 /// Records returned per key by one poll. The workload writes at most 16 per
@@ -30,7 +36,7 @@ fn quoted(text: &str) -> String {
 /// The whole `poll_ok` line to `to` (newline included): for each key, the
 /// durable records at or after its offset, within the poll limits. Keys with
 /// no records are left out (an empty list breaks Maelstrom's checker).
-pub fn poll_reply(store: &mut Store, to: &ReplyTo, offsets: &[(String, u64)]) -> Vec<u8> {
+pub fn poll_reply(store: &Mutex<Store>, to: &ReplyTo, offsets: &[(String, u64)]) -> Vec<u8> {
     let mut line = format!(
         "{{\"src\":{},\"dest\":{},\"body\":{{\"type\":\"poll_ok\",\"in_reply_to\":{},\"msgs\":{{",
         quoted(&to.dest),
@@ -46,7 +52,8 @@ pub fn poll_reply(store: &mut Store, to: &ReplyTo, offsets: &[(String, u64)]) ->
         }
         let key_start = line.len();
         let mut count = 0;
-        let result = store.read(key, *from, &mut |offset, msg| {
+        let mut take_view = |from| lock(store).read_view(key, from, POLL_REPLY_BYTES_MAX as u64);
+        let result = read_by_views(*from, &mut take_view, &mut |offset, msg| {
             // Always take one record, so a poll of one huge message progresses.
             if count > 0 && msg.len() > budget {
                 budget = 0;
@@ -98,6 +105,7 @@ mod tests {
         }
         store.append("c", b"[1,\"x\"]").expect("append");
         store.sync().expect("sync");
+        let store = Mutex::new(store);
         let to = ReplyTo {
             src: "c1".into(),
             dest: "n0".into(),
@@ -109,7 +117,7 @@ mod tests {
             ("c".to_string(), 0),
             ("c".to_string(), 5),
         ];
-        let line = poll_reply(&mut store, &to, &offsets);
+        let line = poll_reply(&store, &to, &offsets);
         assert_eq!(line.last(), Some(&b'\n'));
         let reply: serde_json::Value = serde_json::from_slice(&line).expect("valid JSON");
         assert_eq!(
@@ -119,7 +127,7 @@ mod tests {
                 "msgs": {"a\"b": [[1, {"n": 1}], [2, {"n": 2}]], "c": [[0, [1, "x"]]]}
             }})
         );
-        let none = poll_reply(&mut store, &to, &[("empty".to_string(), 0)]);
+        let none = poll_reply(&store, &to, &[("empty".to_string(), 0)]);
         let reply: serde_json::Value = serde_json::from_slice(&none).expect("valid JSON");
         assert_eq!(reply["body"]["msgs"], serde_json::json!({}));
     }

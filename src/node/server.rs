@@ -290,7 +290,7 @@ impl Server {
                 self.route(now);
             }
             Request::Poll { offsets } => {
-                let line = poll::poll_reply(&mut lock(&self.store), &to, &offsets);
+                let line = poll::poll_reply(&self.store, &to, &offsets);
                 self.out.send(line);
             }
             Request::CommitOffsets { offsets } => {

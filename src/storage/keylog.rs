@@ -29,7 +29,142 @@ use crate::storage::backend::{FileIo, Fs};
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{self, FILE_HEADER_SIZE};
 use crate::storage::recovery::{self, JournalEntry, Mode};
-use crate::storage::segment::{ReadEnd, Segment};
+use crate::storage::segment::{ReadEnd, Segment, SegmentView};
+
+/// Bytes of records one view of [`KeyLog::read`] covers: a segment or two
+/// at the default segment size, so a read of a long log maps the segments
+/// it crosses a few at a time.
+pub const READ_VIEW_BYTES: u64 = 8 << 20;
+
+/// The durable records of a key's log from one offset on, as a reader
+/// decodes them without the log: views of the segments (which keep their
+/// maps alive, however the log changes meanwhile) and a copy of the
+/// durable records not yet in a segment. Taken under the store's lock by
+/// [`KeyLog::read_view`], read after letting it go: it shows the log as it
+/// was when taken.
+pub struct ReadView {
+    /// The key's directory, for errors.
+    dir: PathBuf,
+    /// Views of consecutive segments, oldest first.
+    parts: Vec<ViewPart>,
+    /// Offset after the last record the segments may deliver (what was
+    /// published when the view was taken).
+    end: u64,
+    /// Frames of durable records from `pending_from` on, back to back.
+    pending: Vec<u8>,
+    /// Offset of the first frame of `pending`.
+    pending_from: u64,
+    /// Whether the view reaches the log's durable end (else it stopped at
+    /// the byte limit it was taken with).
+    complete: bool,
+}
+
+/// Delivers durable records from offset `from` on to `visit` until it
+/// returns false or the log ends, from the views `take_view` gives (a view
+/// from a given offset): one view after another while they stop short of
+/// the log's end. How a reader reads without holding the store's lock
+/// while it decodes: `take_view` takes the lock, the view is read after.
+pub fn read_by_views(
+    from: u64,
+    take_view: &mut dyn FnMut(u64) -> Result<ReadView>,
+    visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+) -> Result<()> {
+    let mut from = from;
+    loop {
+        let view = take_view(from)?;
+        let mut next = None;
+        let mut stopped = false;
+        view.read(&mut |offset, payload| {
+            next = Some(offset + 1);
+            stopped = !visit(offset, payload);
+            !stopped
+        })?;
+        if stopped || view.is_complete() {
+            return Ok(());
+        }
+        match next {
+            Some(next) => from = next,
+            None => {
+                return Err(Error::corrupt(
+                    &view.dir,
+                    from,
+                    "a view of the log ends before its durable end and holds no record",
+                ));
+            }
+        }
+    }
+}
+
+/// One segment of a [`ReadView`].
+struct ViewPart {
+    segment: SegmentView,
+    /// Base offset of the segment after it, which its records must reach
+    /// (`None` for the active segment).
+    next_base: Option<u64>,
+}
+
+impl ReadView {
+    /// A view of no records (of a key with no log).
+    pub fn empty() -> ReadView {
+        ReadView {
+            dir: PathBuf::new(),
+            parts: Vec::new(),
+            end: 0,
+            pending: Vec::new(),
+            pending_from: 0,
+            complete: true,
+        }
+    }
+
+    /// Whether the view reaches the durable end of the log as it was when
+    /// taken: if not, a read that wants more takes another view from the
+    /// offset after the last record delivered.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Delivers the view's records to `visit` until it returns false or
+    /// the view ends. Each record's CRC and offset is checked; a corrupt
+    /// one ends the read with an error, after the records before it.
+    pub fn read(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
+        for part in &self.parts {
+            match part.segment.read(self.end, visit)? {
+                ReadEnd::Stopped => return Ok(()),
+                ReadEnd::ReachedEnd => break,
+                ReadEnd::Exhausted { next_offset } => match part.next_base {
+                    Some(base) if base != next_offset => {
+                        return Err(Error::corrupt(
+                            part.segment.log_path(),
+                            part.segment.end_position(),
+                            format!(
+                                "sealed segment ends before offset {next_offset}, \
+                                 but the next segment starts at {base}"
+                            ),
+                        ));
+                    }
+                    _ => {}
+                },
+            }
+        }
+        let mut rest = &self.pending[..];
+        let mut offset = self.pending_from;
+        while !rest.is_empty() {
+            let record = format::decode_log_record(rest).map_err(|e| {
+                Error::corrupt(
+                    &self.dir,
+                    offset,
+                    format!("a pending record in memory: {e}"),
+                )
+            })?;
+            if !visit(offset, record.payload) {
+                break;
+            }
+            rest = &rest[record.size()..];
+            offset += 1;
+        }
+        Ok(())
+    }
+}
 
 /// What a direct sync point must fdatasync for one key.
 pub struct DirectTarget {
@@ -479,88 +614,97 @@ impl KeyLog {
     /// returns false or the log ends. A corrupt record ends the read with an
     /// error; records before it have been delivered.
     /// A read from below the log start starts at the log start.
+    ///
+    /// Reads view by view ([`KeyLog::read_view`]) of [`READ_VIEW_BYTES`]
+    /// each, so a read of a long log holds the maps of a segment or two at
+    /// a time, not of every segment it crosses.
     pub fn read(&mut self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
-        let from = from.max(self.log_start);
-        if from >= self.durable_end {
-            return Ok(());
-        }
-        if from < self.visible_end && self.read_segments(from, visit)? == ReadEnd::Stopped {
-            return Ok(());
-        }
-        // Durable records not yet written out: from their frames in memory,
-        // which this process encoded.
-        for offset in from.max(self.visible_end)..self.durable_end {
-            let frame = self.frames(offset, offset + 1);
-            let record = format::decode_log_record(frame).map_err(|e| {
-                Error::corrupt(
-                    &self.dir,
-                    offset,
-                    format!("a pending record in memory: {e}"),
-                )
-            })?;
-            if !visit(offset, record.payload) {
-                break;
-            }
-        }
-        Ok(())
+        read_by_views(
+            from,
+            &mut |from| self.read_view(from, READ_VIEW_BYTES),
+            visit,
+        )
     }
 
-    /// [`KeyLog::read`] of what the segments hold (offsets below `visible_end`).
-    /// Delivers records `[from, visible_end)` from the segments; `Stopped`
-    /// if the visitor asked to stop.
-    fn read_segments(
-        &mut self,
-        from: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
-    ) -> Result<ReadEnd> {
-        let end = self.visible_end;
-        if from >= end {
-            return Ok(ReadEnd::ReachedEnd);
+    /// The durable records from offset `from` on, as a [`ReadView`] that a
+    /// reader decodes without this log (and without the store's lock):
+    /// views of the segments holding them, up to about `bytes_max` of
+    /// records (always at least the segment holding `from`), and a copy of
+    /// the durable records not yet written to a segment if the view reaches
+    /// them. A view from below the log start starts at the log start.
+    pub fn read_view(&mut self, from: u64, bytes_max: u64) -> Result<ReadView> {
+        let from = from.max(self.log_start);
+        let mut view = ReadView {
+            dir: self.dir.clone(),
+            parts: Vec::new(),
+            end: self.visible_end,
+            pending: Vec::new(),
+            pending_from: self.visible_end,
+            complete: true,
+        };
+        if from >= self.durable_end {
+            return Ok(view);
         }
-        let mut from = from;
-        // Index of the sealed segment holding `from`, or `sealed.len()` for the active one.
-        let mut i = self
-            .sealed
-            .partition_point(|&base| base <= from)
-            .saturating_sub(1);
-        if self
-            .active
-            .as_ref()
-            .is_some_and(|a| a.base_offset() <= from)
-        {
-            i = self.sealed.len();
-        }
-        while i < self.sealed.len() {
-            let base = self.sealed[i];
-            let next_base = self
+        let mut bytes = 0;
+        if from < self.visible_end {
+            // Index of the sealed segment holding `from`, or `sealed.len()` for the active one.
+            let mut i = self
                 .sealed
-                .get(i + 1)
-                .copied()
-                .or_else(|| self.active.as_ref().map(Segment::base_offset))
-                .unwrap_or(u64::MAX);
-            let segment = self.sealed_segment(base)?;
-            match segment.read(from, end, visit)? {
-                end @ (ReadEnd::Stopped | ReadEnd::ReachedEnd) => return Ok(end),
-                ReadEnd::Exhausted { next_offset } if next_offset == next_base => {
-                    from = next_offset;
+                .partition_point(|&base| base <= from)
+                .saturating_sub(1);
+            if self
+                .active
+                .as_ref()
+                .is_some_and(|a| a.base_offset() <= from)
+            {
+                i = self.sealed.len();
+            }
+            let mut at = from;
+            while i < self.sealed.len() {
+                let next_base = self
+                    .sealed
+                    .get(i + 1)
+                    .copied()
+                    .or_else(|| self.active.as_ref().map(Segment::base_offset))
+                    .unwrap_or(u64::MAX);
+                let segment = self.sealed_segment(self.sealed[i])?.view(at)?;
+                bytes += segment.bytes();
+                view.parts.push(ViewPart {
+                    segment,
+                    next_base: Some(next_base),
+                });
+                if bytes >= bytes_max {
+                    view.complete = false;
+                    return Ok(view);
                 }
-                ReadEnd::Exhausted { next_offset } => {
-                    return Err(Error::corrupt(
-                        segment.log_path(),
-                        segment.end_position(),
-                        format!(
-                            "sealed segment ends before offset {next_offset}, \
-                             but the next segment starts at {next_base}"
-                        ),
-                    ));
+                at = next_base;
+                i += 1;
+            }
+            if let Some(active) = self.active.as_mut() {
+                let segment = active.view(at)?;
+                bytes += segment.bytes();
+                view.parts.push(ViewPart {
+                    segment,
+                    next_base: None,
+                });
+                if bytes >= bytes_max && self.durable_end > self.visible_end {
+                    view.complete = false;
+                    return Ok(view);
                 }
             }
-            i += 1;
         }
-        match self.active.as_mut() {
-            Some(active) => active.read(from, end, visit),
-            None => Ok(ReadEnd::ReachedEnd),
+        // Durable records not yet written out: a copy of their frames, which
+        // this process encoded, at most a sync point's worth.
+        let first = from.max(self.visible_end);
+        let mut last = first;
+        while last < self.durable_end && (last == first || bytes < bytes_max) {
+            bytes += self.frames(last, last + 1).len() as u64;
+            last += 1;
         }
+        view.pending = self.frames(first, last).to_vec();
+        view.pending_from = first;
+        view.complete = last == self.durable_end;
+        Ok(view)
     }
 
     /// The sealed segment starting at `base`, opened into the cache of one.

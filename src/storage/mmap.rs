@@ -48,6 +48,16 @@ impl MappedFile {
         //    failed write) drops the segment's map first. The active segment
         //    is remapped, never extended in place, when its durable end grows
         //    past its map.
+        //    Readers hold maps too, outside the store's lock (a
+        //    `segment::SegmentView` shares its segment's map through an
+        //    `Arc`), so a map may outlive its segment's use of it: the
+        //    segment remaps, or drops its map before the cut of a failed
+        //    write, while a reader still reads the old one. That is sound
+        //    because every map covers at most the length the file had when
+        //    it was mapped, and that cut only removes bytes past it; a reader
+        //    reads no further than the durable position it took with the
+        //    map. Retention and key removal unlink files, which leaves a
+        //    mapped file's pages in place until the last map goes.
         // 3. Other processes are kept off the directory by the `LOCK` file;
         //    `seglog inspect` opens files read-only. An outside process that
         //    truncates a segment under a running node is outside this

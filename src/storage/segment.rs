@@ -223,6 +223,81 @@ pub enum ReadEnd {
     Exhausted { next_offset: u64 },
 }
 
+/// The durable records of one segment from one record on, over a map the
+/// view shares: what a reader decodes after letting go of the store's lock.
+/// The map stays valid while the view lives even if the segment is
+/// remapped, sealed, or deleted by retention or a key's removal (an
+/// unlinked file's pages stay mapped; see `mmap.rs` for why no byte it
+/// covers changes).
+pub struct SegmentView {
+    map: Arc<MappedFile>,
+    /// For errors.
+    log_path: PathBuf,
+    /// Where the first record of the view starts.
+    position: u64,
+    /// That record's offset.
+    offset: u64,
+    /// Position after the last durable record when the view was taken.
+    limit: u64,
+}
+
+impl SegmentView {
+    /// Bytes of records in the view.
+    pub fn bytes(&self) -> u64 {
+        self.limit - self.position
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Position after the view's last record.
+    pub fn end_position(&self) -> u64 {
+        self.limit
+    }
+
+    /// Delivers the view's records with offsets below `end` to `visit`,
+    /// which returns false to stop. Verifies each record's CRC and offset.
+    pub fn read(&self, end: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<ReadEnd> {
+        let (mut position, mut expected) = (self.position, self.offset);
+        while position < self.limit {
+            let record = decode_at(&self.map, position, self.limit, expected, &self.log_path)?;
+            if expected >= end {
+                return Ok(ReadEnd::ReachedEnd);
+            }
+            if !visit(expected, record.payload) {
+                return Ok(ReadEnd::Stopped);
+            }
+            position += record.size() as u64;
+            expected += 1;
+        }
+        Ok(ReadEnd::Exhausted {
+            next_offset: expected,
+        })
+    }
+}
+
+/// The record at `position` of a segment's bytes (which end at `limit`),
+/// which must have offset `expected`.
+fn decode_at<'a>(
+    bytes: &'a [u8],
+    position: u64,
+    limit: u64,
+    expected: u64,
+    log_path: &Path,
+) -> Result<format::Record<'a>> {
+    let record = format::decode_log_record(&bytes[position as usize..limit as usize])
+        .map_err(|e| Error::corrupt(log_path, position, e.to_string()))?;
+    if record.offset != expected {
+        return Err(Error::corrupt(
+            log_path,
+            position,
+            format!("offset {} where {expected} was expected", record.offset),
+        ));
+    }
+    Ok(record)
+}
+
 /// The write side of the active segment.
 struct Writer {
     /// The file appends go to; shared with sync plans, which fdatasync it
@@ -262,8 +337,10 @@ pub struct Segment {
     log_path: PathBuf,
     index_path: PathBuf,
     time_path: PathBuf,
-    /// Read-only map of the file's bytes, at least up to `durable_position`.
-    map: MappedFile,
+    /// Read-only map of the file's bytes, at least up to `durable_position`;
+    /// shared with the [`SegmentView`]s readers decode outside the store's
+    /// lock, which keep it alive after the segment replaces or drops it.
+    map: Arc<MappedFile>,
     /// The sparse index: trusted for the active segment (we built it), checked
     /// record by record for sealed ones (read from disk).
     index: SparseIndex,
@@ -300,7 +377,7 @@ impl Segment {
             log_path,
             index_path,
             time_path,
-            map,
+            map: Arc::new(map),
             index: SparseIndex::default(),
             index_unverified: true,
             time_index: None,
@@ -352,7 +429,7 @@ impl Segment {
             log_path,
             index_path,
             time_path,
-            map: MappedFile::empty(),
+            map: Arc::new(MappedFile::empty()),
             index: SparseIndex::default(),
             index_unverified: false,
             time_index: Some(TimeIndex::default()),
@@ -416,7 +493,7 @@ impl Segment {
             log_path,
             index_path,
             time_path,
-            map,
+            map: Arc::new(map),
             index,
             index_unverified,
             time_index: None,
@@ -501,8 +578,10 @@ impl Segment {
         };
         if !writer.buffer.is_empty() {
             if let Err(e) = writer.file.write_all_at(&writer.buffer, writer.file_len) {
-                // Drop the map first: nothing may truncate a mapped file (see mmap.rs).
-                self.map = MappedFile::empty();
+                // Drop the map first: nothing may truncate a mapped file (see
+                // mmap.rs). A reader's view may still hold it; it covers no
+                // byte past `file_len`, where the cut is.
+                self.map = Arc::new(MappedFile::empty());
                 if let Err(cut) = writer.file.set_len(writer.file_len) {
                     // The file may now end in a partial record that a later
                     // write would not fully cover: the store poisons on any
@@ -600,13 +679,21 @@ impl Segment {
         end: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<ReadEnd> {
+        self.view(from)?.read(end, visit)
+    }
+
+    /// The durable records from offset `from` on, as a [`SegmentView`] that
+    /// decodes them without this segment (and so without the store's lock).
+    /// Finds where `from` starts: an index lookup and a scan of at most one
+    /// index interval, checking the index on the way (and rebuilding it if
+    /// it is wrong), which needs the segment.
+    pub fn view(&mut self, from: u64) -> Result<SegmentView> {
         self.ensure_mapped()?;
         let limit = self.durable_position.min(self.map.len() as u64);
         let (mut position, mut expected) = self.start_point(from, limit)?;
         let mut last_indexed = position;
-        while position < limit {
-            if expected < from && self.index_unverified && needs_index_entry(position, last_indexed)
-            {
+        while position < limit && expected < from {
+            if self.index_unverified && needs_index_entry(position, last_indexed) {
                 // The scan toward `from` passed a record the index should
                 // have an entry for: the index is short or wrong.
                 self.rebuild_index(&format!("no entry for the record at position {position}"))?;
@@ -614,27 +701,16 @@ impl Segment {
                 last_indexed = position;
                 continue;
             }
-            let bytes = &self.map[position as usize..limit as usize];
-            let record = format::decode_log_record(bytes)
-                .map_err(|e| Error::corrupt(&self.log_path, position, e.to_string()))?;
-            if record.offset != expected {
-                return Err(Error::corrupt(
-                    &self.log_path,
-                    position,
-                    format!("offset {} where {expected} was expected", record.offset),
-                ));
-            }
-            if expected >= end {
-                return Ok(ReadEnd::ReachedEnd);
-            }
-            if expected >= from && !visit(expected, record.payload) {
-                return Ok(ReadEnd::Stopped);
-            }
+            let record = decode_at(&self.map, position, limit, expected, &self.log_path)?;
             position += record.size() as u64;
             expected += 1;
         }
-        Ok(ReadEnd::Exhausted {
-            next_offset: expected,
+        Ok(SegmentView {
+            map: Arc::clone(&self.map),
+            log_path: self.log_path.clone(),
+            position,
+            offset: expected,
+            limit,
         })
     }
 
@@ -643,10 +719,12 @@ impl Segment {
         if (self.map.len() as u64) < self.durable_position
             && let Some(writer) = self.writer.as_ref()
         {
-            self.map = writer
-                .file
-                .map(writer.file_len as usize)
-                .map_err(|e| Error::io("map", &self.log_path, e))?;
+            self.map = Arc::new(
+                writer
+                    .file
+                    .map(writer.file_len as usize)
+                    .map_err(|e| Error::io("map", &self.log_path, e))?,
+            );
         }
         Ok(())
     }
@@ -695,10 +773,12 @@ impl Segment {
         if let (Some(len), Some(writer)) = (file_len, self.writer.as_ref())
             && (self.map.len() as u64) < len
         {
-            self.map = writer
-                .file
-                .map(len as usize)
-                .map_err(|e| Error::io("map", &self.log_path, e))?;
+            self.map = Arc::new(
+                writer
+                    .file
+                    .map(len as usize)
+                    .map_err(|e| Error::io("map", &self.log_path, e))?,
+            );
         }
         let scan = scan_records(&self.map, self.base_offset);
         let times = match &self.writer {
@@ -937,15 +1017,7 @@ fn scan_chunk(bytes: &[u8], path: &Path, start: u64, offset: u64, t: i64) -> Res
             scan.ended_at_chunk_end = true;
             break;
         }
-        let record = format::decode_log_record(&bytes[position as usize..])
-            .map_err(|e| Error::corrupt(path, position, e.to_string()))?;
-        if record.offset != expected {
-            return Err(Error::corrupt(
-                path,
-                position,
-                format!("offset {} where {expected} was expected", record.offset),
-            ));
-        }
+        let record = decode_at(bytes, position, bytes.len() as u64, expected, path)?;
         let timestamp = record_timestamp(record.payload);
         if scan.first.is_none() && timestamp != NO_TIMESTAMP && timestamp >= t {
             scan.first = Some((expected, timestamp));

@@ -5,6 +5,7 @@
 use crate::storage::error::{Error, Result};
 use crate::storage::format::{FILE_HEADER_SIZE, MESSAGE_BYTES_MAX};
 use crate::storage::journal_recovery;
+use crate::storage::keylog::ReadView;
 use crate::storage::keyname::{self, KEY_FILE_NAME};
 use crate::storage::offsets::{COMMIT_VALUE_BYTES_MAX, Change, Committed};
 use std::collections::HashSet;
@@ -190,6 +191,22 @@ impl Store {
         match self.key_log(key, false)? {
             Some(log) => log.read(from, visit),
             None => Ok(()),
+        }
+    }
+
+    /// The durable records of `key` from offset `from` on, up to about
+    /// `bytes_max` of them (always the rest of the segment holding `from`),
+    /// as a [`ReadView`] to decode after letting go of the store's lock:
+    /// what a poll or fetch takes under the lock, so that decoding records
+    /// and building the reply hold up no writer. The view shows the log as
+    /// it is now and stays safe to read whatever happens to the log
+    /// meanwhile (appends, retention, removal): it holds the segments'
+    /// maps, not the files. A key with no log gives an empty view.
+    pub fn read_view(&mut self, key: &str, from: u64, bytes_max: u64) -> Result<ReadView> {
+        check_key(key)?;
+        match self.key_log(key, false)? {
+            Some(log) => log.read_view(from, bytes_max),
+            None => Ok(ReadView::empty()),
         }
     }
 
@@ -465,5 +482,105 @@ mod tests {
             "no sync point runs after a torn span"
         );
         assert_eq!(store.durable_next_offset("b").expect("end"), 0);
+    }
+
+    /// Payload of record `i` in the view tests.
+    fn payload(i: u64) -> Vec<u8> {
+        format!("record {i:04}").into_bytes()
+    }
+
+    /// Every record of `view`, checked against [`payload`].
+    fn read_all(view: &crate::storage::keylog::ReadView) -> Vec<u64> {
+        let mut offsets = Vec::new();
+        view.read(&mut |offset, bytes| {
+            assert_eq!(bytes, payload(offset), "record {offset}");
+            offsets.push(offset);
+            true
+        })
+        .expect("read the view");
+        offsets
+    }
+
+    /// A poll or fetch takes a view under the store's lock and reads it
+    /// after letting go: retention, a key's removal and later appends may
+    /// all come in between. The view must still deliver exactly what it
+    /// saw, from the maps it holds (real files, so the maps are real and
+    /// the files really unlinked), including the records that were durable
+    /// but not yet in a segment when it was taken.
+    #[test]
+    fn a_view_reads_what_it_saw_after_retention_removal_and_appends() {
+        const SEGMENT_BYTES: u64 = 1024;
+        const WRITTEN: u64 = 300;
+        const IN_MEMORY: u64 = 10;
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let config = StoreConfig {
+            segment_bytes: SEGMENT_BYTES,
+            ..StoreConfig::default()
+        };
+        let mut store = Store::open(dir.path(), config).expect("store");
+        for i in 0..WRITTEN {
+            store.append("k", &payload(i)).expect("append");
+        }
+        store.sync().expect("sync");
+        // Durable and readable, not yet written to a segment: the sync
+        // point is confirmed but not completed.
+        for i in WRITTEN..WRITTEN + IN_MEMORY {
+            store.append("k", &payload(i)).expect("append");
+        }
+        let mut plan = store.prepare_sync().expect("prepare");
+        plan.execute().expect("execute");
+        store.confirm_sync(&mut plan).expect("confirm");
+        let whole = store.read_view("k", 0, u64::MAX).expect("view");
+        let tail = store.read_view("k", 250, u64::MAX).expect("view");
+        let cut = store.read_view("k", 0, 1).expect("view");
+        assert!(
+            !cut.is_complete(),
+            "a one-byte view stops at its first segment"
+        );
+        store.complete_sync(plan, Ok(())).expect("complete");
+        // More records, remapping the active segment the views hold.
+        for i in WRITTEN + IN_MEMORY..WRITTEN + 2 * IN_MEMORY {
+            store.append("k", &payload(i)).expect("append");
+        }
+        store.sync().expect("sync");
+        // Retention deletes the sealed segments below 200, then the key goes.
+        assert!(store.truncate_front("k", 200).expect("truncate") > 0);
+        assert!(
+            store
+                .read_view("k", 0, u64::MAX)
+                .expect("view")
+                .is_complete()
+        );
+        store.remove_key("k").expect("remove");
+        let logs = dir.path().join(super::super::LOGS_DIR_NAME);
+        assert_eq!(
+            std::fs::read_dir(&logs).expect("logs").count(),
+            0,
+            "the key's files are gone"
+        );
+        let end = WRITTEN + IN_MEMORY;
+        assert_eq!(read_all(&whole), (0..end).collect::<Vec<_>>());
+        assert_eq!(read_all(&tail), (250..end).collect::<Vec<_>>());
+        let first = read_all(&cut);
+        assert!(!first.is_empty() && first.len() < end as usize);
+        assert_eq!(first, (0..first.len() as u64).collect::<Vec<_>>());
+        // And reading by views, as a poll does, reads the same as read.
+        let mut store = store;
+        for i in 0..WRITTEN {
+            store.append("j", &payload(i)).expect("append");
+        }
+        store.sync().expect("sync");
+        let mut by_views = Vec::new();
+        crate::storage::keylog::read_by_views(
+            5,
+            &mut |from| store.read_view("j", from, SEGMENT_BYTES / 2),
+            &mut |offset, bytes| {
+                assert_eq!(bytes, payload(offset));
+                by_views.push(offset);
+                true
+            },
+        )
+        .expect("read by views");
+        assert_eq!(by_views, (5..WRITTEN).collect::<Vec<_>>());
     }
 }
