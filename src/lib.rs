@@ -11,6 +11,8 @@
 //!   the cluster (owners, forwarding, replication).
 //! - [`auth`]: who may connect to `seglog serve` and what they may do: TLS,
 //!   the users file, SASL and basic auth's password checks, topic prefixes.
+//! - [`cluster`]: `seglog serve` as a cluster: the membership (`--peers`)
+//!   and the TCP peer links that carry the Raft groups' batches.
 //! - [`broker`]: what `seglog serve`'s front ends share: topics, consumer
 //!   group offsets, retention, metrics, record payloads, and one typed error.
 //! - [`http`]: topics, produce, fetch and group offsets over HTTP, on the broker.
@@ -30,6 +32,7 @@
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod data_dir;
 pub mod http;
 pub mod inspect;

@@ -112,6 +112,19 @@ pub struct ServeArgs {
     /// basic auth on HTTP. Read at start; a change takes a restart.
     #[arg(long, value_name = "PATH", env = "SEGLOG_USERS")]
     pub users: Option<PathBuf>,
+    /// This node's id in a cluster (with --peers). Hidden until cluster
+    /// mode is built: the arguments are checked, then refused.
+    #[arg(long, value_name = "N", hide = true, requires = "peers")]
+    pub node_id: Option<u64>,
+    /// Every node of the cluster, this one included: ID=HOST:PORT,...
+    /// (issue 20; hidden, and refused after its checks, until built).
+    #[arg(
+        long,
+        value_name = "ID=HOST:PORT,...",
+        hide = true,
+        requires = "node_id"
+    )]
+    pub peers: Option<String>,
     /// More logs on stderr (-v: lifecycle and syncs, -vv: every error reply).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -154,6 +167,16 @@ fn check(args: &ServeArgs) -> Result<(), String> {
         return Err(format!(
             "--kafka-auto-create-partitions is at most {PARTITIONS_MAX}"
         ));
+    }
+    if let (Some(me), Some(peers)) = (args.node_id, &args.peers) {
+        crate::cluster::peers::parse(me, peers)?;
+        // Refused rather than run as a single node that believes it is in
+        // a cluster: nothing is replicated yet (src/cluster/).
+        return Err(
+            "--peers: cluster mode is not built yet (issue 20): the list is valid, but \
+             seglog serve runs as a single node only; start it without --node-id and --peers"
+                .into(),
+        );
     }
     Ok(())
 }

@@ -27,6 +27,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("raft", &["storage", "log", "lock"]),
     // The Maelstrom front end: the groups, the engine and the leaves.
     ("node", &["raft", "storage", "log", "lock", "data_dir"]),
+    // The cluster of `seglog serve`: membership and peer links, carrying
+    // the groups' batches; no front end, no broker.
+    ("cluster", &["raft", "storage", "log", "lock"]),
     // Who may connect and what they may do: no front end, no broker.
     ("auth", &["storage", "log", "lock", "table"]),
     // The broker core: the engine and the leaves, no front end.
@@ -38,7 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "serve",
         &[
-            "http", "kafka", "broker", "auth", "storage", "log", "lock", "data_dir",
+            "http", "kafka", "broker", "auth", "cluster", "storage", "log", "lock", "data_dir",
         ],
     ),
     // The offline inspector: the engine's codecs and the payload format.

@@ -16,6 +16,9 @@
 //!   Only the node binary and the node bench use it, so it is not declared
 //!   here: they include it as `mod workload`, and the other binaries do not
 //!   compile it.
+//! - `proxy.rs`: a fault-injecting TCP proxy (cut, delay, resume) between
+//!   cluster nodes; the cluster binary includes it as `mod proxy`, as the
+//!   workload is included.
 #![allow(dead_code, reason = "each test binary uses its own part")]
 
 pub mod dirs;

@@ -1,0 +1,449 @@
+//! The peer link's frames, and their codec (no I/O here).
+//!
+//! Every frame is a length and a body; all integers are big-endian:
+//!
+//! ```text
+//! * 4 bytes: length, the body's bytes (1 to FRAME_BYTES_MAX)
+//! * 1 byte:  kind (1 Hello, 2 Refuse, 3 Batch, 4 Keepalive)
+//! * length - 1 bytes: payload
+//!     Hello      JSON {"protocol": "seglog-peer", "version": 1, "from": N,
+//!                      "nodes": {"1": "HOST:PORT", ...}}
+//!     Refuse     UTF-8 text: why the hello was refused (at most REFUSE_BYTES_MAX)
+//!     Batch      JSON of a `raft::transport::Batch`
+//!     Keepalive  empty
+//! ```
+//!
+//! A link starts with the dialing node's Hello; the other node answers with
+//! its own Hello, or with a Refuse and closes. Then only the dialing node
+//! sends: Batches, and a Keepalive when it has had nothing to send for a
+//! while. A frame that breaks any of this is a reason to close the
+//! connection; nothing a peer sends is trusted before it is checked.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::peers::Membership;
+use crate::raft::transport::Batch;
+use crate::raft::types::NodeId;
+
+/// Largest frame body: twice `seglog serve`'s default request limit (16
+/// MiB), so that one produce's entry fits a frame with the overhead of its
+/// encoding once partitions are replicated, and what a peer can make a
+/// node allocate per connection stays bounded. A batch over it is sent as
+/// several frames ([`split`]).
+pub const FRAME_BYTES_MAX: usize = 32 << 20;
+
+/// Bytes of a frame's length field.
+pub const LENGTH_BYTES: usize = 4;
+
+/// Longest refusal text: one sentence, and a misbehaving peer cannot make
+/// the refused side log much.
+pub const REFUSE_BYTES_MAX: usize = 1024;
+
+/// Longest hello: the membership of `NODES_MAX` nodes with host names of
+/// at most 253 bytes fits well within it.
+pub const HELLO_BYTES_MAX: usize = 16 << 10;
+
+/// The protocol name a hello carries: a stray client of another protocol
+/// is told apart from a peer of another version.
+pub const PROTOCOL: &str = "seglog-peer";
+
+/// The link protocol's version; a peer of another version is refused.
+pub const VERSION: u32 = 1;
+
+const KIND_HELLO: u8 = 1;
+const KIND_REFUSE: u8 = 2;
+const KIND_BATCH: u8 = 3;
+const KIND_KEEPALIVE: u8 = 4;
+
+/// Who a node is and which cluster it believes it is in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: String,
+    pub version: u32,
+    pub from: NodeId,
+    pub nodes: BTreeMap<NodeId, String>,
+}
+
+impl Hello {
+    /// This node's hello.
+    pub fn new(me: NodeId, membership: &Membership) -> Hello {
+        Hello {
+            protocol: PROTOCOL.into(),
+            version: VERSION,
+            from: me,
+            nodes: membership.nodes().clone(),
+        }
+    }
+
+    /// Whether node `me` of `membership` takes this hello, which should
+    /// come from `expected` when this node dialed it; the error is the
+    /// reason, for the log and the Refuse frame.
+    pub fn check(
+        &self,
+        me: NodeId,
+        membership: &Membership,
+        expected: Option<NodeId>,
+    ) -> Result<(), String> {
+        if self.protocol != PROTOCOL || self.version != VERSION {
+            return Err(format!(
+                "speaks {} version {}, not {PROTOCOL} version {VERSION}",
+                self.protocol, self.version
+            ));
+        }
+        if let Some(expected) = expected
+            && self.from != expected
+        {
+            return Err(format!(
+                "is node {}, not node {expected} whose address was dialed",
+                self.from
+            ));
+        }
+        if self.from == me {
+            return Err(format!("is node {me}, as this node is"));
+        }
+        if !membership.contains(self.from) {
+            return Err(format!(
+                "is node {}, which is not in this node's --peers ({membership})",
+                self.from
+            ));
+        }
+        if &self.nodes != membership.nodes() {
+            let theirs = Membership::new(self.nodes.clone())
+                .map_or_else(|e| format!("an invalid list: {e}"), |m| m.to_string());
+            return Err(format!(
+                "has --peers {theirs}, not this node's {membership}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One frame.
+#[derive(Debug)]
+pub enum Frame {
+    Hello(Hello),
+    Refuse(String),
+    Batch(Batch),
+    Keepalive,
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// A length of zero, or over [`FRAME_BYTES_MAX`].
+    Length(u64),
+    /// A kind byte no frame has.
+    Kind(u8),
+    /// The payload does not decode as its kind's.
+    Payload { kind: &'static str, why: String },
+    /// A frame to send is over [`FRAME_BYTES_MAX`] and cannot be split.
+    TooLarge(usize),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Length(length) => write!(
+                f,
+                "a frame length of {length} bytes (1 to {FRAME_BYTES_MAX})"
+            ),
+            FrameError::Kind(kind) => write!(f, "an unknown frame kind {kind}"),
+            FrameError::Payload { kind, why } => {
+                write!(f, "a {kind} frame that does not decode: {why}")
+            }
+            FrameError::TooLarge(bytes) => write!(
+                f,
+                "a frame of {bytes} bytes, over the {FRAME_BYTES_MAX}-byte limit"
+            ),
+        }
+    }
+}
+
+/// The body length a frame's length field announces, checked before
+/// anything is allocated for it.
+pub fn body_length(field: [u8; LENGTH_BYTES]) -> Result<usize, FrameError> {
+    let length = u32::from_be_bytes(field);
+    match usize::try_from(length) {
+        Ok(length) if (1..=FRAME_BYTES_MAX).contains(&length) => Ok(length),
+        _ => Err(FrameError::Length(u64::from(length))),
+    }
+}
+
+/// A frame's bytes, its length field included.
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
+    let (kind, payload) = match frame {
+        Frame::Hello(hello) => (KIND_HELLO, json(hello)?),
+        Frame::Refuse(why) => {
+            let mut end = why.len().min(REFUSE_BYTES_MAX);
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            (KIND_REFUSE, why.as_bytes()[..end].to_vec())
+        }
+        Frame::Batch(batch) => (KIND_BATCH, json(batch)?),
+        Frame::Keepalive => (KIND_KEEPALIVE, Vec::new()),
+    };
+    let body = payload.len() + 1;
+    if body > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge(body));
+    }
+    let length = u32::try_from(body).map_err(|_| FrameError::TooLarge(body))?;
+    let mut bytes = Vec::with_capacity(LENGTH_BYTES + body);
+    bytes.extend_from_slice(&length.to_be_bytes());
+    bytes.push(kind);
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    serde_json::to_vec(value).map_err(|e| FrameError::Payload {
+        kind: "outgoing",
+        why: e.to_string(),
+    })
+}
+
+/// Decodes a frame's body (its bytes after the length field).
+pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+    let Some((&kind, payload)) = body.split_first() else {
+        return Err(FrameError::Length(0));
+    };
+    let bad = |kind: &'static str, why: String| FrameError::Payload { kind, why };
+    match kind {
+        KIND_HELLO => {
+            if payload.len() > HELLO_BYTES_MAX {
+                return Err(bad("hello", format!("{} bytes", payload.len())));
+            }
+            serde_json::from_slice(payload)
+                .map(Frame::Hello)
+                .map_err(|e| bad("hello", e.to_string()))
+        }
+        KIND_REFUSE => {
+            if payload.len() > REFUSE_BYTES_MAX {
+                return Err(bad("refuse", format!("{} bytes", payload.len())));
+            }
+            std::str::from_utf8(payload)
+                .map(|why| Frame::Refuse(why.to_string()))
+                .map_err(|e| bad("refuse", e.to_string()))
+        }
+        KIND_BATCH => serde_json::from_slice(payload)
+            .map(Frame::Batch)
+            .map_err(|e| bad("batch", e.to_string())),
+        KIND_KEEPALIVE if payload.is_empty() => Ok(Frame::Keepalive),
+        KIND_KEEPALIVE => Err(bad("keepalive", format!("{} payload bytes", payload.len()))),
+        other => Err(FrameError::Kind(other)),
+    }
+}
+
+/// How many calls, answers and notes a batch holds.
+pub fn items(batch: &Batch) -> usize {
+    batch.calls.len() + batch.answers.len() + batch.notes.len()
+}
+
+/// A batch cut in two: the first half of its items (calls first, then
+/// answers, then notes), and the rest. Every item stays whole.
+pub fn split(mut batch: Batch) -> (Batch, Batch) {
+    let mut left = items(&batch) / 2;
+    let calls = left.min(batch.calls.len());
+    left -= calls;
+    let answers = left.min(batch.answers.len());
+    left -= answers;
+    let notes = left.min(batch.notes.len());
+    let first = Batch {
+        calls: batch.calls.drain(..calls).collect(),
+        answers: batch.answers.drain(..answers).collect(),
+        notes: batch.notes.drain(..notes).collect(),
+    };
+    (first, batch)
+}
+
+/// The frames that carry `batch`: one, or several when it is over
+/// [`FRAME_BYTES_MAX`] (cut in halves until each fits); and how many items
+/// were left out, each too large for a frame alone (logged; a call left
+/// out times out in openraft, which retries it).
+pub fn batch_frames(batch: Batch) -> (Vec<Vec<u8>>, usize) {
+    let mut frames = Vec::new();
+    let mut dropped = 0;
+    let mut waiting = vec![batch];
+    while let Some(batch) = waiting.pop() {
+        if items(&batch) == 0 {
+            continue;
+        }
+        let frame = Frame::Batch(batch);
+        match encode(&frame) {
+            Ok(bytes) => frames.push(bytes),
+            Err(error) => {
+                let Frame::Batch(batch) = frame else {
+                    unreachable!("the frame was built as a batch above")
+                };
+                if items(&batch) >= 2 {
+                    let (first, second) = split(batch);
+                    // Popped in order: the first half goes out first.
+                    waiting.push(second);
+                    waiting.push(first);
+                } else {
+                    crate::log::warn(format_args!("a batch item not sent: {error}"));
+                    dropped += 1;
+                }
+            }
+        }
+    }
+    (frames, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::standing::Note;
+
+    fn membership() -> Membership {
+        Membership::new([(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())])
+            .expect("a valid membership")
+    }
+
+    fn body(bytes: &[u8]) -> &[u8] {
+        let length = body_length(bytes[..LENGTH_BYTES].try_into().expect("four bytes"))
+            .expect("a valid length");
+        assert_eq!(length, bytes.len() - LENGTH_BYTES);
+        &bytes[LENGTH_BYTES..]
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let hello = Hello::new(2, &membership());
+        let Frame::Hello(back) = decode(body(
+            &encode(&Frame::Hello(hello.clone())).expect("a frame encodes"),
+        ))
+        .expect("a frame decodes") else {
+            panic!("not a hello")
+        };
+        assert_eq!(back, hello);
+        let batch = Batch {
+            notes: vec![Note::Probe { group: 7 }],
+            ..Batch::default()
+        };
+        let Frame::Batch(back) = decode(body(
+            &encode(&Frame::Batch(batch)).expect("a frame encodes"),
+        ))
+        .expect("a frame decodes") else {
+            panic!("not a batch")
+        };
+        assert_eq!(format!("{:?}", back.notes), "[Probe { group: 7 }]");
+        assert!(matches!(
+            decode(body(&encode(&Frame::Keepalive).expect("a frame encodes")))
+                .expect("a frame decodes"),
+            Frame::Keepalive
+        ));
+        let long = "é".repeat(REFUSE_BYTES_MAX);
+        let Frame::Refuse(why) = decode(body(
+            &encode(&Frame::Refuse(long)).expect("a frame encodes"),
+        ))
+        .expect("a frame decodes") else {
+            panic!("not a refusal")
+        };
+        assert!(why.len() <= REFUSE_BYTES_MAX && why.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn bad_lengths_and_bodies_are_errors() {
+        assert_eq!(body_length([0; 4]), Err(FrameError::Length(0)));
+        let over = u32::try_from(FRAME_BYTES_MAX + 1).expect("small");
+        assert_eq!(
+            body_length(over.to_be_bytes()),
+            Err(FrameError::Length(u64::from(over)))
+        );
+        assert_eq!(
+            body_length(u32::MAX.to_be_bytes()),
+            Err(FrameError::Length(u64::from(u32::MAX)))
+        );
+        assert!(matches!(decode(&[9]), Err(FrameError::Kind(9))));
+        assert!(matches!(
+            decode(&[KIND_BATCH, b'{', b'x']),
+            Err(FrameError::Payload { kind: "batch", .. })
+        ));
+        assert!(matches!(
+            decode(&[KIND_HELLO, b'[']),
+            Err(FrameError::Payload { kind: "hello", .. })
+        ));
+        assert!(matches!(
+            decode(&[KIND_REFUSE, 0xff]),
+            Err(FrameError::Payload { kind: "refuse", .. })
+        ));
+        assert!(matches!(
+            decode(&[KIND_KEEPALIVE, 0]),
+            Err(FrameError::Payload { .. })
+        ));
+    }
+
+    #[test]
+    fn a_hello_from_another_cluster_is_refused() {
+        let ours = membership();
+        let good = Hello::new(1, &ours);
+        assert_eq!(good.check(2, &ours, None), Ok(()));
+        assert_eq!(good.check(2, &ours, Some(1)), Ok(()));
+        let cases = [
+            (
+                Hello {
+                    version: 2,
+                    ..good.clone()
+                },
+                None,
+                "version 2",
+            ),
+            (
+                Hello {
+                    protocol: "http".into(),
+                    ..good.clone()
+                },
+                None,
+                "speaks http",
+            ),
+            (good.clone(), Some(3), "not node 3"),
+            (
+                Hello {
+                    from: 2,
+                    ..good.clone()
+                },
+                None,
+                "as this node is",
+            ),
+            (
+                Hello {
+                    from: 9,
+                    ..good.clone()
+                },
+                None,
+                "not in this node's --peers",
+            ),
+            (
+                Hello::new(
+                    1,
+                    &Membership::new([(1, "a:1".into()), (2, "b:2".into())])
+                        .expect("a valid membership"),
+                ),
+                None,
+                "has --peers 1=a:1,2=b:2, not this node's 1=a:1,2=b:2,3=c:3",
+            ),
+        ];
+        for (hello, expected, says) in cases {
+            let why = hello.check(2, &ours, expected).expect_err("refused");
+            assert!(why.contains(says), "{why:?} does not say {says:?}");
+        }
+    }
+
+    #[test]
+    fn a_split_keeps_every_item_in_order() {
+        let batch = Batch {
+            notes: (0..5).map(|group| Note::Probe { group }).collect(),
+            ..Batch::default()
+        };
+        let (first, second) = split(batch);
+        assert_eq!(
+            format!("{:?}", first.notes),
+            "[Probe { group: 0 }, Probe { group: 1 }]"
+        );
+        assert_eq!(second.notes.len(), 3);
+    }
+}

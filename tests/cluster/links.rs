@@ -1,0 +1,388 @@
+//! The peer links (`src/cluster/link.rs`) over real loopback sockets:
+//! nodes in this process, peers played by raw sockets, and links cut and
+//! slowed by the proxy. A test waits on events (a link up or down, a batch
+//! arriving, a connection closing), never for a time; `within` only turns
+//! a hang into a failure.
+
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::raft::VoteRequest;
+use seglog::cluster::frame::{self, FRAME_BYTES_MAX, Frame, HELLO_BYTES_MAX, Hello};
+use seglog::cluster::link::{Links, SendError};
+use seglog::cluster::peers::{Cluster, Membership};
+use seglog::raft::standing::Note;
+use seglog::raft::transport::{Answer, Batch, Call, Reply, Rpc};
+use seglog::raft::types::{NodeId, Vote};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::proxy::Proxy;
+
+/// How long a step may wait before the test calls it a hang: far beyond
+/// any step's real time (each is a few round trips on loopback, or one
+/// link's backoff of at most two seconds).
+const HANG: Duration = Duration::from_secs(60);
+
+async fn within<T>(what: &str, step: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(HANG, step).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: nothing after {HANG:?}"),
+    }
+}
+
+async fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a listener")
+}
+
+fn address(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .expect("a listener's address")
+        .to_string()
+}
+
+/// A batch with one of each item, told apart by `tag`.
+fn batch(tag: u32) -> Batch {
+    Batch {
+        calls: vec![Call {
+            group: tag,
+            id: u64::from(tag),
+            rpc: Rpc::Vote(VoteRequest::new(Vote::new(u64::from(tag), 1), None)),
+        }],
+        answers: vec![Answer {
+            id: u64::from(tag),
+            reply: Reply::Unavailable(format!("tag {tag}")),
+        }],
+        notes: vec![Note::Probe { group: tag }],
+    }
+}
+
+fn json(batch: &Batch) -> serde_json::Value {
+    serde_json::to_value(batch).expect("a batch serializes")
+}
+
+/// Starts node `me` of `membership` on `listener`.
+fn start(
+    listener: TcpListener,
+    me: NodeId,
+    membership: &Membership,
+) -> (Links, mpsc::Receiver<(NodeId, Batch)>) {
+    Links::start(
+        listener,
+        Cluster {
+            me,
+            membership: membership.clone(),
+        },
+    )
+}
+
+/// Reads one frame a node sent on a raw connection.
+async fn read_frame(stream: &mut TcpStream) -> Frame {
+    let mut field = [0u8; frame::LENGTH_BYTES];
+    stream
+        .read_exact(&mut field)
+        .await
+        .expect("a frame's length");
+    let length = frame::body_length(field).expect("a valid length");
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.expect("a frame's body");
+    frame::decode(&body).expect("a valid frame")
+}
+
+async fn write_frame(stream: &mut TcpStream, frame: &Frame) {
+    let bytes = frame::encode(frame).expect("encoding a frame");
+    stream.write_all(&bytes).await.expect("writing a frame");
+}
+
+/// Waits until the node closes `stream`; what it sent before closing.
+async fn closed_by_the_node(stream: &mut TcpStream) -> Vec<u8> {
+    let mut rest = Vec::new();
+    // A reset (the node closed with our bytes unread) is a close too.
+    let _ = within(
+        "the node closing the connection",
+        stream.read_to_end(&mut rest),
+    )
+    .await;
+    rest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_exchange_batches() {
+    let listeners = [listener().await, listener().await, listener().await];
+    let membership = Membership::new(
+        listeners
+            .iter()
+            .zip(1..)
+            .map(|(listener, id)| (id, address(listener))),
+    )
+    .expect("a valid membership");
+    let mut nodes: Vec<_> = listeners
+        .into_iter()
+        .zip(1..)
+        .map(|(listener, id)| start(listener, id, &membership))
+        .collect();
+    for (from, (links, _)) in (1..).zip(&nodes) {
+        for to in 1..=3 {
+            if to != from {
+                assert!(within("a link coming up", links.wait_until(to, true)).await);
+            }
+        }
+    }
+    for (from, (links, _)) in (1u32..).zip(&nodes) {
+        for to in 1..=3 {
+            if to != from {
+                links
+                    .send(u64::from(to), batch(from * 10 + to))
+                    .expect("the link is up");
+            }
+        }
+    }
+    for (to, (_, incoming)) in (1u32..).zip(&mut nodes) {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (from, batch) = within("a batch", incoming.recv())
+                .await
+                .expect("the links deliver");
+            got.push((from, json(&batch)));
+        }
+        got.sort_by_key(|(from, _)| *from);
+        let expected: Vec<_> = (1u32..=3)
+            .filter(|&from| from != to)
+            .map(|from| (u64::from(from), json(&batch(from * 10 + to))))
+            .collect();
+        assert_eq!(got, expected, "what node {to} received");
+    }
+    assert_eq!(nodes[0].0.send(9, batch(1)), Err(SendError::UnknownPeer(9)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_frame_limit_goes_in_several_frames() {
+    let (one, two) = (listener().await, listener().await);
+    let membership =
+        Membership::new([(1, address(&one)), (2, address(&two))]).expect("a valid membership");
+    let (links, _) = start(one, 1, &membership);
+    let (_two_links, mut incoming) = start(two, 2, &membership);
+    assert!(within("the link up", links.wait_until(2, true)).await);
+    // 40 answers of 1 MiB each (over one frame together), and one answer
+    // over a frame alone, which is left out and said so.
+    let mib = "x".repeat(1 << 20);
+    let mut answers: Vec<Answer> = (0..40)
+        .map(|id| Answer {
+            id,
+            reply: Reply::Unavailable(mib.clone()),
+        })
+        .collect();
+    answers.push(Answer {
+        id: 40,
+        reply: Reply::Unavailable("y".repeat(FRAME_BYTES_MAX + 1)),
+    });
+    let big = Batch {
+        answers,
+        ..Batch::default()
+    };
+    assert_eq!(
+        links.send(2, big),
+        Err(SendError::TooLarge {
+            peer: 2,
+            dropped: 1
+        })
+    );
+    let (mut ids, mut batches) = (Vec::new(), 0);
+    while ids.len() < 40 {
+        let (from, batch) = within("a part of the batch", incoming.recv())
+            .await
+            .expect("the links deliver");
+        assert_eq!(from, 1);
+        batches += 1;
+        for answer in batch.answers {
+            assert!(matches!(&answer.reply, Reply::Unavailable(text) if *text == mib));
+            ids.push(answer.id);
+        }
+    }
+    assert_eq!(ids, (0..40).collect::<Vec<u64>>(), "every item, in order");
+    assert!(batches >= 2, "sent in {batches} frame(s)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_garbage_and_oversized_frames_are_disconnected() {
+    let (one, two) = (listener().await, listener().await);
+    let node_address = one.local_addr().expect("a listener's address");
+    let membership =
+        Membership::new([(1, address(&one)), (2, address(&two))]).expect("a valid membership");
+    let (_links, mut incoming) = start(one, 1, &membership);
+    let connect = || async {
+        within("connecting", TcpStream::connect(node_address))
+            .await
+            .expect("connecting to the node")
+    };
+    let hello_from = |from, nodes: &Membership| Frame::Hello(Hello::new(from, nodes));
+
+    // Bytes of another protocol: "GET " read as a length is over 1 GB.
+    let mut stream = connect().await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("writing to the node");
+    assert!(closed_by_the_node(&mut stream).await.is_empty());
+
+    // A length over a hello's before the hello.
+    let mut stream = connect().await;
+    let length = u32::try_from(HELLO_BYTES_MAX + 2).expect("small");
+    stream
+        .write_all(&length.to_be_bytes())
+        .await
+        .expect("writing to the node");
+    stream.write_all(&[1]).await.expect("writing to the node");
+    assert!(closed_by_the_node(&mut stream).await.is_empty());
+
+    // A batch before any hello.
+    let mut stream = connect().await;
+    write_frame(&mut stream, &Frame::Batch(batch(1))).await;
+    assert!(closed_by_the_node(&mut stream).await.is_empty());
+
+    // Hellos the node must refuse, with the reason.
+    let other_cluster = Membership::new([(1, address(&two)), (2, "10.9.9.9:7000".into())])
+        .expect("a valid membership");
+    for (hello, says) in [
+        (hello_from(2, &other_cluster), "has --peers"),
+        (hello_from(1, &membership), "as this node is"),
+        (hello_from(7, &membership), "not in this node's --peers"),
+    ] {
+        let mut stream = connect().await;
+        write_frame(&mut stream, &hello).await;
+        let Frame::Refuse(why) = read_frame(&mut stream).await else {
+            panic!("a wrong hello was not refused ({says})")
+        };
+        assert!(why.contains(says), "{why:?} does not say {says:?}");
+        assert!(closed_by_the_node(&mut stream).await.is_empty());
+    }
+
+    // A right hello, then something a link must never carry.
+    let length_over = u32::try_from(FRAME_BYTES_MAX + 1)
+        .expect("small")
+        .to_be_bytes();
+    let second_hello = frame::encode(&hello_from(2, &membership)).expect("encoding a hello");
+    let bad_batch = [&[0, 0, 0, 3][..], &[3, b'{', b'x']].concat();
+    for bad in [&length_over[..], &second_hello, &bad_batch] {
+        let mut stream = connect().await;
+        write_frame(&mut stream, &hello_from(2, &membership)).await;
+        let Frame::Hello(theirs) = read_frame(&mut stream).await else {
+            panic!("a right hello was not answered with a hello")
+        };
+        assert_eq!(theirs, Hello::new(1, &membership));
+        stream.write_all(bad).await.expect("writing to the node");
+        assert!(closed_by_the_node(&mut stream).await.is_empty());
+    }
+
+    // None of them delivered anything: the first batch the node hands
+    // over is the one of a well-behaved peer, sent after them all.
+    let mut stream = connect().await;
+    write_frame(&mut stream, &hello_from(2, &membership)).await;
+    assert!(matches!(read_frame(&mut stream).await, Frame::Hello(_)));
+    write_frame(&mut stream, &Frame::Keepalive).await;
+    write_frame(&mut stream, &Frame::Batch(batch(99))).await;
+    let (from, got) = within("the good batch", incoming.recv())
+        .await
+        .expect("the links deliver");
+    assert_eq!((from, json(&got)), (2, json(&batch(99))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialed_peer_answering_as_another_node_is_refused() {
+    let (one, fake) = (listener().await, listener().await);
+    let membership =
+        Membership::new([(1, address(&one)), (2, address(&fake))]).expect("a valid membership");
+    let (links, _incoming) = start(one, 1, &membership);
+
+    // Node 1 dials "node 2"; the node at that address says it is node 3.
+    let (mut stream, _) = within("node 1 dialing", fake.accept())
+        .await
+        .expect("accepting node 1");
+    let Frame::Hello(hello) = read_frame(&mut stream).await else {
+        panic!("node 1 did not start with its hello")
+    };
+    assert_eq!(hello, Hello::new(1, &membership));
+    let mut impostor = Hello::new(2, &membership);
+    impostor.from = 3;
+    write_frame(&mut stream, &Frame::Hello(impostor)).await;
+    assert!(closed_by_the_node(&mut stream).await.is_empty());
+    assert!(!links.is_up(2));
+    assert_eq!(links.send(2, batch(1)), Err(SendError::Down(2)));
+
+    // It dials again; this time the right node answers.
+    let (mut stream, _) = within("node 1 dialing again", fake.accept())
+        .await
+        .expect("accepting node 1");
+    assert!(matches!(read_frame(&mut stream).await, Frame::Hello(_)));
+    assert!(!links.is_up(2), "up before the peer's hello");
+    write_frame(&mut stream, &Frame::Hello(Hello::new(2, &membership))).await;
+    assert!(within("the link up", links.wait_until(2, true)).await);
+    links.send(2, batch(5)).expect("the link is up");
+    let got = loop {
+        match within("node 1's batch", read_frame(&mut stream)).await {
+            Frame::Keepalive => {}
+            Frame::Batch(got) => break got,
+            other => panic!("node 1 sent {other:?} after the hello"),
+        }
+    };
+    assert_eq!(json(&got), json(&batch(5)));
+
+    // The peer goes away: the link is down, and sends fail at once.
+    drop(stream);
+    assert!(within("the link down", links.wait_until(2, false)).await);
+    assert_eq!(links.send(2, batch(6)), Err(SendError::Down(2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_cut_by_the_network_comes_back() {
+    let (one, two) = (listener().await, listener().await);
+    // Node 2's entry is the proxy: node 1 reaches node 2 through it.
+    let proxy = Proxy::start(two.local_addr().expect("a listener's address")).await;
+    let membership = Membership::new([(1, address(&one)), (2, proxy.address().to_string())])
+        .expect("a valid membership");
+    let (links, _) = start(one, 1, &membership);
+    let (two_links, mut incoming) = start(two, 2, &membership);
+    assert!(within("1 → 2 up", links.wait_until(2, true)).await);
+    assert!(within("2 → 1 up", two_links.wait_until(1, true)).await);
+    links.send(2, batch(1)).expect("the link is up");
+    assert_eq!(
+        within("a batch", incoming.recv())
+            .await
+            .expect("the links deliver")
+            .1
+            .notes
+            .len(),
+        1
+    );
+
+    proxy.cut();
+    assert!(within("1 → 2 down", links.wait_until(2, false)).await);
+    assert_eq!(links.send(2, batch(2)), Err(SendError::Down(2)));
+    // The direct link the other way is untouched.
+    assert!(two_links.is_up(1));
+
+    proxy.resume();
+    assert!(within("1 → 2 up again", links.wait_until(2, true)).await);
+    assert!(proxy.carried() >= 2, "reconnected through the proxy");
+    links.send(2, batch(3)).expect("the link is up");
+    let (from, got) = within("a batch after the cut", incoming.recv())
+        .await
+        .expect("the links deliver");
+    assert_eq!((from, json(&got)), (1, json(&batch(3))));
+
+    // A slow link still carries every batch, in order.
+    proxy.delay(Duration::from_millis(20));
+    for tag in 4..8 {
+        links.send(2, batch(tag)).expect("the link is up");
+    }
+    for tag in 4..8 {
+        let (_, got) = within("a delayed batch", incoming.recv())
+            .await
+            .expect("the links deliver");
+        assert_eq!(json(&got), json(&batch(tag)));
+    }
+}
