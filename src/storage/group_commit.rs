@@ -189,7 +189,10 @@ fn sync_loop<T>(
     mut healed: Option<HealReport>,
 ) {
     loop {
+        // Not once closing: the turn below then answers what waits (the
+        // store refuses the sync point) and the thread ends.
         if let Some(healed) = healed.as_mut()
+            && !lock(&shared.waiting).closing
             && lock(store).is_poisoned()
             && !heal(shared, store, &mut report, healed)
         {
@@ -361,4 +364,110 @@ fn answer_unhealed<T>(shared: &Shared<T>, report: &mut impl FnMut(Synced<T>) -> 
         result: Err(Arc::new(Error::Poisoned)),
         took: Duration::ZERO,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::storage::sim::{Fault, FaultOp, SimFs};
+    use crate::storage::store::StoreConfig;
+
+    /// A store on a simulated disk under a healing group commit.
+    struct Healing {
+        fs: Arc<SimFs>,
+        store: Arc<Mutex<Store>>,
+        group_commit: GroupCommit<u32>,
+        /// Each batch's items and whether its sync point succeeded.
+        synced: mpsc::Receiver<(Vec<u32>, bool)>,
+        /// Whether each heal attempt succeeded.
+        healed: mpsc::Receiver<bool>,
+    }
+
+    fn healing_group_commit() -> Healing {
+        let fs = SimFs::new();
+        let config = StoreConfig {
+            fs: fs.clone(),
+            ..StoreConfig::default()
+        };
+        let store = Arc::new(Mutex::new(
+            Store::open(Path::new("/data"), config).expect("open"),
+        ));
+        let (synced_tx, synced) = mpsc::channel();
+        let (healed_tx, healed) = mpsc::channel();
+        let group_commit = GroupCommit::start_healing(
+            Arc::clone(&store),
+            move |s: Synced<u32>| synced_tx.send((s.items, s.result.is_ok())).is_ok(),
+            Box::new(move |result| {
+                let _ = healed_tx.send(result.is_ok());
+            }),
+        )
+        .expect("start");
+        Healing {
+            fs,
+            store,
+            group_commit,
+            synced,
+            healed,
+        }
+    }
+
+    /// Appends a record and queues `item` for its sync point, as a front
+    /// end does (under the store's lock); false if the store refused it.
+    fn write(store: &Mutex<Store>, group_commit: &GroupCommit<u32>, item: u32) -> bool {
+        let mut store = lock(store);
+        if store.is_poisoned() {
+            return false;
+        }
+        store.append("k", b"record").expect("append");
+        group_commit.push(item);
+        true
+    }
+
+    #[test]
+    fn a_failed_sync_point_is_healed_in_place_and_writes_are_taken_again() {
+        let Healing {
+            fs,
+            store,
+            group_commit,
+            synced,
+            healed,
+        } = healing_group_commit();
+        assert!(write(&store, &group_commit, 1));
+        assert_eq!(synced.recv().expect("synced"), (vec![1], true));
+        fs.fail(Fault::new(FaultOp::SyncData).persist());
+        assert!(write(&store, &group_commit, 2));
+        assert_eq!(synced.recv().expect("synced"), (vec![2], false));
+        // Every reopen fails while the fault lasts (recovery syncs).
+        assert!(!healed.recv().expect("a heal attempt"));
+        assert!(!write(&store, &group_commit, 3), "refused while poisoned");
+        fs.heal();
+        while !healed.recv().expect("a heal attempt") {}
+        assert!(write(&store, &group_commit, 4), "taken again");
+        assert_eq!(synced.recv().expect("synced"), (vec![4], true));
+        group_commit.close();
+        group_commit.join().expect("join");
+    }
+
+    /// Regression: closing while the store was poisoned made the thread
+    /// start a heal, see the close, and start another, forever.
+    #[test]
+    fn closing_while_healing_ends_the_thread() {
+        let Healing {
+            fs,
+            store,
+            group_commit,
+            synced,
+            healed,
+        } = healing_group_commit();
+        fs.fail(Fault::new(FaultOp::SyncData).persist());
+        assert!(write(&store, &group_commit, 1));
+        assert_eq!(synced.recv().expect("synced"), (vec![1], false));
+        assert!(!healed.recv().expect("a heal attempt"));
+        group_commit.close();
+        group_commit.join().expect("join");
+        assert!(lock(&store).is_poisoned());
+    }
 }
