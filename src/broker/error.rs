@@ -74,7 +74,7 @@ impl Error {
     pub fn sync_failed(source: Arc<StorageError>) -> Error {
         Error::Storage {
             context: "the sync point failed, so the write may or may not be durable \
-                      (the store takes no writes until seglog restarts)"
+                      (the store takes no writes until seglog has reopened it, which it does by itself)"
                 .into(),
             source,
             written: Written::Maybe,

@@ -66,6 +66,10 @@ pub struct Metrics {
     pub writes_refused_no_space: AtomicU64,
     pub sync_points: AtomicU64,
     pub sync_failures: AtomicU64,
+    /// Times the store was reopened in place after a failed sync, and
+    /// reopens that failed (each followed by another after a backoff).
+    pub store_heals: AtomicU64,
+    pub store_heal_failures: AtomicU64,
     pub segments_deleted: AtomicU64,
     pub retention_passes: AtomicU64,
     /// Long polls waiting for records now (a gauge).
@@ -147,6 +151,16 @@ impl Metrics {
                 &self.sync_failures,
             ),
             (
+                "seglog_store_heals_total",
+                "Times the store was reopened in place after a failed sync, taking writes again.",
+                &self.store_heals,
+            ),
+            (
+                "seglog_store_heal_failures_total",
+                "Reopens after a failed sync that failed themselves (another follows after a backoff).",
+                &self.store_heal_failures,
+            ),
+            (
                 "seglog_writes_refused_no_space_total",
                 "Writes refused because the disk was short of free space (--min-free-bytes).",
                 &self.writes_refused_no_space,
@@ -202,6 +216,12 @@ impl Metrics {
             (
                 "seglog_store_poisoned",
                 "1 when a failed sync made the store refuse writes.",
+                u64::from(gauges.poisoned),
+            ),
+            (
+                "seglog_store_healing",
+                "1 while the store is being reopened in place after a failed sync \
+                 (writes refused, reads served).",
                 u64::from(gauges.poisoned),
             ),
             (

@@ -128,18 +128,35 @@ impl Broker {
         // wake-up. It holds the state weakly, so the state's last owner
         // drops it.
         let weak = Arc::downgrade(&broker);
-        let group_commit = GroupCommit::start(store, move |synced| match weak.upgrade() {
+        let healing = Arc::downgrade(&broker);
+        // After a failed sync point the thread reopens the store in place
+        // (`storage/group_commit.rs`). What the broker derives from the
+        // store is read from it on each request (high watermarks, producer
+        // states and ids, group offsets: all the store's records and
+        // commits), so nothing needs rebuilding, only counting; the
+        // catalog is a file of its own.
+        let healed: crate::storage::group_commit::HealReport = Box::new(move |result| {
+            if let Some(broker) = healing.upgrade() {
+                let counter = match result {
+                    Ok(()) => &broker.metrics.store_heals,
+                    Err(_) => &broker.metrics.store_heal_failures,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let report = move |synced| match weak.upgrade() {
             Some(broker) => {
                 broker.on_synced(synced);
                 true
             }
             None => false,
-        })
-        .map_err(|e| Error::Storage {
-            context: "cannot start the group commit".into(),
-            source: Arc::new(e),
-            written: Written::No,
-        })?;
+        };
+        let group_commit =
+            GroupCommit::start_healing(store, report, healed).map_err(|e| Error::Storage {
+                context: "cannot start the group commit".into(),
+                source: Arc::new(e),
+                written: Written::No,
+            })?;
         *lock(&broker.group_commit) = Some(group_commit);
         Ok(broker)
     }
@@ -189,7 +206,8 @@ impl Broker {
 
     /// Starts a write: takes the store's lock and refuses the write before
     /// anything is applied if the server is shutting down, the store is
-    /// poisoned, or too many writes wait for a sync point already. Hold
+    /// poisoned (a failed sync: the group commit is healing it, and the
+    /// refusal is one a client may retry), or too many writes wait for a sync point already. Hold
     /// the catalog's read lock across it when the write goes to a topic.
     pub fn writer(&self) -> Result<Writer<'_>> {
         if self.is_shutting_down() {

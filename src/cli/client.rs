@@ -356,7 +356,10 @@ fn refused(status: u16, text: &str) -> Failure {
         Some(41302) => "; the server's --max-request-bytes sets the limit",
         Some(41501) => "; this client sends JSON: is --server the address of `seglog serve`?",
         Some(41601) => "; `seglog topic describe TOPIC` shows where each partition ends",
-        Some(50301) => "; restart the server: it recovers from its disk and takes writes again",
+        Some(50301) => {
+            "; the server is reopening its store after a failed sync: try again shortly \
+             (`curl SERVER/health` says `healing` until it is done)"
+        }
         Some(50303) => "; the server is busy: try again shortly",
         Some(50304) => "; the server is shutting down: try again once it is back",
         _ => "",

@@ -232,8 +232,10 @@ async fn health(State(app): AppState) -> Response {
     let poisoned = app.store().is_poisoned();
     let space = app.space().status();
     if poisoned {
-        let body = json!({"status": "unavailable",
-            "message": "a sync failed, so the store takes no writes until seglog restarts"});
+        // The group commit reopens it in place (`storage/group_commit.rs`);
+        // reads are served meanwhile.
+        let body = json!({"status": "healing",
+            "message": "a sync failed: the store takes no writes while seglog reopens it"});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     } else if !space.admitting {
         // Reads are served; writes resume by themselves once space is back.

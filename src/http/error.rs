@@ -114,7 +114,8 @@ impl From<Error> for ApiError {
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     code::STORE_POISONED,
-                    "a sync failed earlier, so the store takes no writes until seglog restarts",
+                    "a sync failed, so the store takes no writes while seglog reopens it; \
+                     retry shortly (nothing of this request was written)",
                 );
             }
             Error::Storage { written, .. } => {

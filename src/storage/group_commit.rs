@@ -15,6 +15,15 @@
 //! [`GroupCommit::has_room`] before applying a write,
 //! [`GroupCommit::push`] after, [`GroupCommit::close`] and
 //! [`GroupCommit::join`] at shutdown.
+//!
+//! Started with [`GroupCommit::start_healing`], the thread also heals the
+//! store after a failed sync point: it waits [`HEAL_BACKOFF_FIRST`], then
+//! reopens the store in place ([`Store::reopen`]: recovery from the
+//! journal, as at a restart), doubling the wait up to [`HEAL_BACKOFF_MAX`]
+//! while reopening fails. Meanwhile the store is poisoned, so writes are
+//! refused before they are applied and reads go on. Every write queued
+//! before the reopen was applied to the run that failed and is answered
+//! with an error (it may or may not be durable), never with success.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -31,6 +40,24 @@ use crate::log;
 /// what a stalled disk makes a server hold. Past it, writes are refused
 /// with a definite error before they are applied.
 pub const WAITING_MAX: usize = 65_536;
+
+/// The wait after a failed sync point before the first reopen: long enough
+/// that a disk failing at once is not hammered with recoveries, short
+/// enough that writes resume well within the 2 s issue 24 asks once the
+/// condition cleared.
+pub const HEAL_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest wait between two reopens that failed (the wait doubles from
+/// [`HEAL_BACKOFF_FIRST`]): a second between attempts costs a failing disk
+/// one recovery's reads a second, and once the condition clears writes
+/// resume after at most this plus one recovery.
+pub const HEAL_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Told of each reopen of a healing group commit: `Ok` once the store takes
+/// writes again, `Err` with why an attempt failed (another follows). Called
+/// with the store's lock held, before any write reaches the reopened store,
+/// so it must not take that lock (nor one a writer holds while waiting for it).
+pub type HealReport = Box<dyn FnMut(&Result<()>) + Send>;
 
 /// The outcome of a sync point, shared by every write it covered: `Err`
 /// holds why it failed, and then the writes may or may not be durable.
@@ -79,6 +106,25 @@ impl<T: Send + 'static> GroupCommit<T> {
         store: Arc<Mutex<Store>>,
         report: impl FnMut(Synced<T>) -> bool + Send + 'static,
     ) -> Result<GroupCommit<T>> {
+        GroupCommit::spawn(store, report, None)
+    }
+
+    /// [`GroupCommit::start`], and the thread heals the store in place
+    /// after a failed sync point (see the module comment), telling
+    /// `healed` of each attempt.
+    pub fn start_healing(
+        store: Arc<Mutex<Store>>,
+        report: impl FnMut(Synced<T>) -> bool + Send + 'static,
+        healed: HealReport,
+    ) -> Result<GroupCommit<T>> {
+        GroupCommit::spawn(store, report, Some(healed))
+    }
+
+    fn spawn(
+        store: Arc<Mutex<Store>>,
+        report: impl FnMut(Synced<T>) -> bool + Send + 'static,
+        healed: Option<HealReport>,
+    ) -> Result<GroupCommit<T>> {
         let shared = Arc::new(Shared {
             waiting: Mutex::new(Waiting {
                 items: Vec::new(),
@@ -90,7 +136,7 @@ impl<T: Send + 'static> GroupCommit<T> {
         let thread_shared = Arc::clone(&shared);
         let thread = thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || sync_loop(&thread_shared, &store, report))
+            .spawn(move || sync_loop(&thread_shared, &store, report, healed))
             .map_err(|source| Error::Io {
                 context: "start the group commit thread".into(),
                 source,
@@ -140,20 +186,48 @@ fn sync_loop<T>(
     shared: &Shared<T>,
     store: &Mutex<Store>,
     mut report: impl FnMut(Synced<T>) -> bool,
+    mut healed: Option<HealReport>,
 ) {
     loop {
+        // Not once closing: the turn below then answers what waits (the
+        // store refuses the sync point) and the thread ends.
+        if let Some(healed) = healed.as_mut()
+            && !lock(&shared.waiting).closing
+            && lock(store).is_poisoned()
+            && !heal(shared, store, &mut report, healed)
+        {
+            return;
+        }
         let items = {
             let mut waiting = lock(&shared.waiting);
             while waiting.items.is_empty() && !waiting.closing {
                 waiting.asleep = true;
-                waiting = shared
+                if healed.is_none() {
+                    waiting = shared
+                        .wake
+                        .wait(waiting)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    continue;
+                }
+                // Healing: a write that failed outside a sync point (a
+                // removal's) poisons the store too, and no write comes to
+                // wake this thread then; look again now and then.
+                let (next, timeout) = shared
                     .wake
-                    .wait(waiting)
+                    .wait_timeout(waiting, HEAL_BACKOFF_MAX)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                waiting = next;
+                if timeout.timed_out() && waiting.items.is_empty() && !waiting.closing {
+                    break;
+                }
             }
             waiting.asleep = false;
             if waiting.items.is_empty() {
-                return;
+                if waiting.closing {
+                    return;
+                }
+                // Woken to look at the store (above).
+                continue;
             }
             std::mem::take(&mut waiting.items)
         };
@@ -210,6 +284,7 @@ fn sync_loop<T>(
             // The front end is gone: nobody is left to answer.
             return;
         }
+        // (A failure to publish poisons the store; the next turn heals it.)
         if let Err(e) = lock(store).complete_sync(plan, Ok(())) {
             log::warn(format_args!("publishing a sync point failed: {e}"));
         }
@@ -217,5 +292,182 @@ fn sync_loop<T>(
             "sync of {keys} keys: durable after {took:?}, published after {:?}",
             started.elapsed()
         ));
+    }
+}
+
+/// Reopens the poisoned store in place, waiting [`HEAL_BACKOFF_FIRST`]
+/// first and twice as long after each failed attempt, up to
+/// [`HEAL_BACKOFF_MAX`]; returns once it takes writes again (true), or
+/// false when the front end closed the group commit or is gone.
+///
+/// Writes are refused while the store is poisoned, so what waits was
+/// applied to the run that failed: answered with an error before each
+/// attempt, and once more under the store's lock right after the reopen
+/// (a write pushes its waiter under that lock, so none of the old run's
+/// can come later). None may be told it is durable by a sync point of the
+/// new run, which does not hold it.
+fn heal<T>(
+    shared: &Shared<T>,
+    store: &Mutex<Store>,
+    report: &mut impl FnMut(Synced<T>) -> bool,
+    healed: &mut HealReport,
+) -> bool {
+    let mut wait = HEAL_BACKOFF_FIRST;
+    loop {
+        if !answer_unhealed(shared, report) {
+            return false;
+        }
+        {
+            let waiting = lock(&shared.waiting);
+            let (waiting, _) = shared
+                .wake
+                .wait_timeout_while(waiting, wait, |w| !w.closing)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if waiting.closing {
+                // The loop drains what waits: its sync point is refused.
+                return true;
+            }
+        }
+        let started = Instant::now();
+        let mut guard = lock(store);
+        let result = guard.reopen();
+        healed(&result);
+        if result.is_ok() {
+            let answered = answer_unhealed(shared, report);
+            drop(guard);
+            log::warn(format_args!(
+                "store healed in place in {:?}: taking writes again",
+                started.elapsed()
+            ));
+            return answered;
+        }
+        drop(guard);
+        wait = (wait * 2).min(HEAL_BACKOFF_MAX);
+        if let Err(e) = &result {
+            log::warn(format_args!(
+                "reopening the poisoned store failed, trying again in {wait:?}: {e}"
+            ));
+        }
+    }
+}
+
+/// Answers every queued write with an error that says it may or may not be
+/// durable (it was applied to a run whose sync failed); false if the front
+/// end is gone.
+fn answer_unhealed<T>(shared: &Shared<T>, report: &mut impl FnMut(Synced<T>) -> bool) -> bool {
+    let items = std::mem::take(&mut lock(&shared.waiting).items);
+    if items.is_empty() {
+        return true;
+    }
+    report(Synced {
+        items,
+        result: Err(Arc::new(Error::Poisoned)),
+        took: Duration::ZERO,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::storage::sim::{Fault, FaultOp, SimFs};
+    use crate::storage::store::StoreConfig;
+
+    /// A store on a simulated disk under a healing group commit.
+    struct Healing {
+        fs: Arc<SimFs>,
+        store: Arc<Mutex<Store>>,
+        group_commit: GroupCommit<u32>,
+        /// Each batch's items and whether its sync point succeeded.
+        synced: mpsc::Receiver<(Vec<u32>, bool)>,
+        /// Whether each heal attempt succeeded.
+        healed: mpsc::Receiver<bool>,
+    }
+
+    fn healing_group_commit() -> Healing {
+        let fs = SimFs::new();
+        let config = StoreConfig {
+            fs: fs.clone(),
+            ..StoreConfig::default()
+        };
+        let store = Arc::new(Mutex::new(
+            Store::open(Path::new("/data"), config).expect("open"),
+        ));
+        let (synced_tx, synced) = mpsc::channel();
+        let (healed_tx, healed) = mpsc::channel();
+        let group_commit = GroupCommit::start_healing(
+            Arc::clone(&store),
+            move |s: Synced<u32>| synced_tx.send((s.items, s.result.is_ok())).is_ok(),
+            Box::new(move |result| {
+                let _ = healed_tx.send(result.is_ok());
+            }),
+        )
+        .expect("start");
+        Healing {
+            fs,
+            store,
+            group_commit,
+            synced,
+            healed,
+        }
+    }
+
+    /// Appends a record and queues `item` for its sync point, as a front
+    /// end does (under the store's lock); false if the store refused it.
+    fn write(store: &Mutex<Store>, group_commit: &GroupCommit<u32>, item: u32) -> bool {
+        let mut store = lock(store);
+        if store.is_poisoned() {
+            return false;
+        }
+        store.append("k", b"record").expect("append");
+        group_commit.push(item);
+        true
+    }
+
+    #[test]
+    fn a_failed_sync_point_is_healed_in_place_and_writes_are_taken_again() {
+        let Healing {
+            fs,
+            store,
+            group_commit,
+            synced,
+            healed,
+        } = healing_group_commit();
+        assert!(write(&store, &group_commit, 1));
+        assert_eq!(synced.recv().expect("synced"), (vec![1], true));
+        fs.fail(Fault::new(FaultOp::SyncData).persist());
+        assert!(write(&store, &group_commit, 2));
+        assert_eq!(synced.recv().expect("synced"), (vec![2], false));
+        // Every reopen fails while the fault lasts (recovery syncs).
+        assert!(!healed.recv().expect("a heal attempt"));
+        assert!(!write(&store, &group_commit, 3), "refused while poisoned");
+        fs.heal();
+        while !healed.recv().expect("a heal attempt") {}
+        assert!(write(&store, &group_commit, 4), "taken again");
+        assert_eq!(synced.recv().expect("synced"), (vec![4], true));
+        group_commit.close();
+        group_commit.join().expect("join");
+    }
+
+    /// Regression: closing while the store was poisoned made the thread
+    /// start a heal, see the close, and start another, forever.
+    #[test]
+    fn closing_while_healing_ends_the_thread() {
+        let Healing {
+            fs,
+            store,
+            group_commit,
+            synced,
+            healed,
+        } = healing_group_commit();
+        fs.fail(Fault::new(FaultOp::SyncData).persist());
+        assert!(write(&store, &group_commit, 1));
+        assert_eq!(synced.recv().expect("synced"), (vec![1], false));
+        assert!(!healed.recv().expect("a heal attempt"));
+        group_commit.close();
+        group_commit.join().expect("join");
+        assert!(lock(&store).is_poisoned());
     }
 }

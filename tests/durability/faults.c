@@ -34,7 +34,7 @@ static size_t shorten(int fd, size_t n) {
 int fdatasync(int fd) {
     static int (*real)(int);
     if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    if (flag("fdatasync-eio", 1)) { errno = EIO; return -1; }
+    if (flag("fdatasync-eio", 1) || flag("fdatasync-eio-all", 0)) { errno = EIO; return -1; }
     return real(fd);
 }
 

@@ -3,6 +3,9 @@
 //! regular file fail with ENOSPC while a flag file exists. The node must
 //! acknowledge nothing it could lose, keep answering (polls included), and
 //! lose nothing acknowledged when it is restarted without the fault.
+//! `seglog serve` heals in place: once the fault is gone it reopens its
+//! store by itself and takes writes again, in the same process, and a
+//! `kill -9` and restart after that still loses nothing acknowledged.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +27,8 @@ const TEMPORARILY_UNAVAILABLE: u64 = 11;
 /// they write at most 7 bytes a call (a short write, which the caller must
 /// continue); when `fdatasync-eio` exists, the next `fdatasync` removes it
 /// and fails with EIO (later ones succeed again, as they do on Linux after
-/// a lost writeback: the store must not trust them).
+/// a lost writeback: the store must not trust them); while
+/// `fdatasync-eio-all` exists, every `fdatasync` fails with EIO.
 const SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/durability/faults.c");
 
 /// Builds the shim into `dir` and returns its path.
@@ -276,18 +280,61 @@ fn produce(server: &Server, value: u64) -> (u16, Value) {
     )
 }
 
-/// Kills the server and starts it again without the shim: value 1 was
-/// acknowledged and is there; value 2 got a 503 that may or may not have
-/// taken effect; nothing else was written.
-fn restart_without_faults(server: Server, data: &Path) -> Server {
+/// Kills the server and starts it again without the shim: every value in
+/// `acked` is there in order, `refused` values (a definite error) are not,
+/// and nothing else is but the `maybe` ones.
+fn restart_without_faults(server: Server, data: &Path, sends: &HttpSends) -> Server {
     server.kill();
     let server = Server::start(data, &[]);
-    let seen = fetched_values(&server);
-    assert!(
-        seen == [json!(1)] || seen == [json!(1), json!(2)],
-        "{seen:?}"
-    );
+    sends.check(&fetched_values(&server));
     server
+}
+
+/// What an HTTP test produced and how each produce was answered.
+#[derive(Default)]
+struct HttpSends {
+    /// Acknowledged (200), in order.
+    acked: Vec<u64>,
+    /// Got a 503 that may have taken effect (50302).
+    maybe: Vec<u64>,
+    /// Got a definite refusal (50301 and the like): must never be read.
+    refused: Vec<u64>,
+}
+
+impl HttpSends {
+    /// Produces `value` and files it by the answer; returns the answer.
+    fn produce(&mut self, server: &Server, value: u64) -> (u16, Value) {
+        let (status, body) = produce(server, value);
+        match (status, body["error_code"].as_u64()) {
+            (200, _) => self.acked.push(value),
+            (503, Some(50302)) => self.maybe.push(value),
+            _ => self.refused.push(value),
+        }
+        (status, body)
+    }
+
+    /// Checks what a fetch of the whole partition read.
+    fn check(&self, seen: &[Value]) {
+        let seen: Vec<u64> = seen
+            .iter()
+            .map(|v| v.as_u64().unwrap_or_else(|| panic!("a value {v}")))
+            .collect();
+        let kept: Vec<u64> = seen
+            .iter()
+            .copied()
+            .filter(|v| self.acked.contains(v))
+            .collect();
+        assert_eq!(
+            kept, self.acked,
+            "acknowledged values lost or reordered: {seen:?}"
+        );
+        for value in &seen {
+            assert!(
+                self.acked.contains(value) || self.maybe.contains(value),
+                "{value} was read, but it was refused definitely or never sent: {seen:?}"
+            );
+        }
+    }
 }
 
 /// Asserts a 503 with this error code.
@@ -307,67 +354,156 @@ fn fetched_values(server: &Server) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn http_failed_fdatasync_is_a_503_and_nothing_after_it_is_acknowledged() {
-    let (_tmp, data, faults, server) = start_faulty_server();
-    assert_eq!(produce(&server, 1).0, 200);
-    std::fs::write(faults.join("fdatasync-eio"), b"").expect("arm the fault");
-    let (status, body) = produce(&server, 2);
+/// Produces `first`, `first + 1`, ... until one is acknowledged, in the
+/// same process as before (no restart); every refusal on the way must be
+/// the retriable one of a store being reopened. Returns how long it took.
+fn produce_until_healed(
+    server: &mut Server,
+    sends: &mut HttpSends,
+    first: u64,
+) -> (u64, std::time::Duration) {
+    let (pid, started) = (server.pid(), std::time::Instant::now());
+    let deadline = started + crate::support::serve_process::PATIENCE;
+    for value in first.. {
+        let (status, body) = sends.produce(server, value);
+        if status == 200 {
+            assert!(
+                server.is_running() && server.pid() == pid,
+                "healed by a restart"
+            );
+            return (value, started.elapsed());
+        }
+        assert_code(status, &body, 50301);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not heal in place: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    unreachable!("the values run out")
+}
+
+/// [`start_faulty_server`], value 1 produced and acknowledged, then the
+/// fault `flag` armed and value 2 produced: a 503 that may or may not
+/// have happened (50302).
+fn second_write_meets(flag: &str) -> (TempDir, PathBuf, PathBuf, Server, HttpSends) {
+    let (tmp, data, faults, server) = start_faulty_server();
+    let mut sends = HttpSends::default();
+    assert_eq!(sends.produce(&server, 1).0, 200);
+    // A journaled batch goes to its segment after its acknowledgement: the
+    // fault comes only once that is done, so that the next produce is the
+    // write that meets it (else that late segment write would, and poison
+    // the store first: a 50301, also right, but not these tests' case).
+    assert!(
+        server.wait_for_log("published after"),
+        "the first sync point is published"
+    );
+    std::fs::write(faults.join(flag), b"").expect("arm the fault");
+    let (status, body) = sends.produce(&server, 2);
     assert_code(status, &body, 50302);
     assert!(
         body["message"]
             .as_str()
-            .is_some_and(|m| m.contains("may or may not")),
+            .is_some_and(|m| m.contains("may or may not") || m.contains("disk is full")),
         "{body}"
     );
-    // Poisoned: later writes are refused before they are applied, though
-    // fdatasync works again; reads and health say so.
-    for _ in 0..3 {
-        let (status, body) = produce(&server, 3);
+    (tmp, data, faults, server, sends)
+}
+
+/// EIO from one fdatasync: the write it covered gets a 503 that may or may
+/// not have happened, the store is poisoned and heals in place (the same
+/// process takes writes again by itself), and a `kill -9` and restart
+/// afterwards reads back everything acknowledged, before and after.
+#[test]
+fn http_failed_fdatasync_heals_in_place_and_loses_nothing_acknowledged() {
+    let (_tmp, data, faults, mut server, mut sends) = second_write_meets("fdatasync-eio");
+    assert!(!faults.join("fdatasync-eio").exists(), "the fault fired");
+    let (value, took) = produce_until_healed(&mut server, &mut sends, 3);
+    eprintln!("one failed fdatasync: writes taken again in place after {took:?}");
+    assert_eq!(server.metric("seglog_store_heals_total"), 1);
+    assert_eq!(server.metric("seglog_store_healing"), 0);
+    assert_eq!(server.get("/health").0, 200);
+    assert_eq!(sends.produce(&server, value + 1).0, 200);
+    sends.check(&fetched_values(&server));
+    let server = restart_without_faults(server, &data, &sends);
+    assert_eq!(server.get("/health").0, 200);
+    assert_eq!(produce(&server, 1000).0, 200);
+}
+
+/// fdatasync failing until the fault is cleared: writes are refused
+/// definitely (50301, retriable) while every reopen fails, reads and
+/// `/health` ("healing") and `/metrics` say so, and once the fault is gone
+/// the same process takes writes again without a restart; a `kill -9` and
+/// restart afterwards loses nothing acknowledged and shows nothing refused.
+#[test]
+fn http_failing_fdatasync_refuses_writes_until_it_heals_in_place() {
+    let (_tmp, data, faults, mut server, mut sends) = second_write_meets("fdatasync-eio-all");
+    // Poisoned, and every reopen fails (recovery fdatasyncs the journal):
+    // later writes are refused before they are applied, as retriable.
+    for value in 3..6 {
+        let (status, body) = sends.produce(&server, value);
         assert_code(status, &body, 50301);
     }
     let commit = json!({"offsets": [{"topic": "t", "partition": 0, "offset": 1}]});
     let (status, body) = server.post("/groups/g/offsets", commit);
     assert_code(status, &body, 50301);
-    assert_eq!(server.get("/health").0, 503);
-    let (_, metrics) = server.request_text("GET", "/metrics", None);
-    assert!(metrics.contains("seglog_store_poisoned 1\n"), "{metrics}");
-    let seen = fetched_values(&server);
-    assert_eq!(seen.first(), Some(&json!(1)));
-    assert!(!seen.contains(&json!(3)), "{seen:?}");
-    // Restarted without the fault: everything acknowledged is there; the
-    // write that got the 503 may or may not be.
-    let server = restart_without_faults(server, &data);
+    let (status, health) = server.get("/health");
+    assert_eq!(
+        (status, &health["status"]),
+        (503, &json!("healing")),
+        "{health}"
+    );
+    assert_eq!(server.metric("seglog_store_healing"), 1);
+    assert_eq!(server.metric("seglog_store_heals_total"), 0);
+    // Reads go on: the acknowledged value is served.
+    assert_eq!(fetched_values(&server).first(), Some(&json!(1)));
+    sends.check(&fetched_values(&server));
+    assert!(
+        server.wait_for_log("reopening the poisoned store failed"),
+        "a reopen was tried and failed while the fault lasted"
+    );
+    std::fs::remove_file(faults.join("fdatasync-eio-all")).expect("clear the fault");
+    let (value, took) = produce_until_healed(&mut server, &mut sends, 6);
+    eprintln!("fdatasync failing, then cleared: writes taken again in place after {took:?}");
+    assert_eq!(server.metric("seglog_store_heals_total"), 1);
+    assert!(server.metric("seglog_store_heal_failures_total") >= 1);
     assert_eq!(server.get("/health").0, 200);
-    assert_eq!(produce(&server, 4).0, 200);
+    let commit = json!({"offsets": [{"topic": "t", "partition": 0, "offset": 1}]});
+    assert_eq!(server.post("/groups/g/offsets", commit).0, 200);
+    assert_eq!(sends.produce(&server, value + 1).0, 200);
+    sends.check(&fetched_values(&server));
+    let server = restart_without_faults(server, &data, &sends);
+    let (status, group) = server.get("/groups/g");
+    assert_eq!(
+        (status, &group["partitions"][0]["offset"]),
+        (200, &json!(1)),
+        "{group}"
+    );
+    assert_eq!(produce(&server, 1000).0, 200);
 }
 
+/// A full disk (ENOSPC on every write): the write that meets it gets a 503
+/// that may or may not have happened, later ones are refused; once space
+/// is back the same process reopens its store and takes writes again, and
+/// a `kill -9` and restart loses nothing acknowledged.
 #[test]
-fn http_full_disk_is_a_503_and_restart_loses_nothing_acknowledged() {
-    let (_tmp, data, faults, server) = start_faulty_server();
-    assert_eq!(produce(&server, 1).0, 200);
-    // A journaled batch goes to its segment after its acknowledgement: the
-    // disk fills only once that is done, so that the next produce is the
-    // write that meets it (else that late segment write would, and poison
-    // the store first: a 50301, also right, but not this test's case).
-    assert!(
-        server.wait_for_log("published after"),
-        "the first sync point is published"
-    );
-    std::fs::write(faults.join("enospc"), b"").expect("fill the disk");
-    let (status, body) = produce(&server, 2);
-    assert_code(status, &body, 50302);
+fn http_full_disk_is_a_503_and_heals_in_place_once_space_is_back() {
+    let (_tmp, data, faults, mut server, mut sends) = second_write_meets("enospc");
     // A topic cannot be created either, and nothing changes.
     let (status, body) = server.post("/topics", json!({"name": "u", "partitions": 1}));
     assert_code(status, &body, 50302);
     assert_eq!(server.get("/topics"), (200, json!(["t"])));
-    std::fs::remove_file(faults.join("enospc")).expect("free the disk");
-    // Space is back, but the store stays poisoned until a restart
-    // (segment-format.md says why).
-    let (status, body) = produce(&server, 3);
+    // Every reopen fails while the disk is full (recovery rewrites the
+    // journal): refused, retriably.
+    let (status, body) = sends.produce(&server, 3);
     assert_code(status, &body, 50301);
     assert_eq!(fetched_values(&server).first(), Some(&json!(1)));
-    let server = restart_without_faults(server, &data);
+    std::fs::remove_file(faults.join("enospc")).expect("free the disk");
+    let (value, took) = produce_until_healed(&mut server, &mut sends, 4);
+    eprintln!("full disk, then space back: writes taken again in place after {took:?}");
+    assert_eq!(sends.produce(&server, value + 1).0, 200);
+    sends.check(&fetched_values(&server));
+    let server = restart_without_faults(server, &data, &sends);
     assert_eq!(server.get("/topics"), (200, json!(["t"])));
-    assert_eq!(produce(&server, 4).0, 200);
+    assert_eq!(produce(&server, 1000).0, 200);
 }

@@ -561,6 +561,8 @@ fn sigterm_finishes_cleanly_and_health_and_metrics_answer() {
         "seglog_records_fetched_total 2\n",
         "seglog_topics 1\n",
         "seglog_store_poisoned 0\n",
+        "seglog_store_healing 0\n",
+        "seglog_store_heals_total 0\n",
         "seglog_http_requests_total{method=\"POST\",route=\"/topics/{topic}/partitions/{partition}\",status=\"200\"} 1\n",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");

@@ -204,6 +204,8 @@ pub struct Done {
     pub journal_files: u64,
     /// Whether the clean close succeeded.
     pub closed: bool,
+    /// Reopens in place after a fault (`run_workload_with`).
+    pub heals: u64,
 }
 
 /// What a sync point covers: taken just before it is prepared.
@@ -269,6 +271,22 @@ pub fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Result<Model, String> {
 
 /// [`run_workload`] with the store settings `shape`.
 pub fn run_workload_shaped(seed: u64, fs: &Arc<SimFs>, shape: Shape) -> Result<Model, String> {
+    run_workload_with(seed, fs, shape, false)
+}
+
+/// [`run_workload_shaped`]; with `heal`, a store a fault poisoned is healed
+/// in place before the next step, as `seglog serve` does: the fault is
+/// cleared ([`SimFs::heal`], the condition going away), the store reopened
+/// on the same disk without a restart ([`Store::reopen`]: the page cache
+/// keeps what a failed fdatasync left, pages that are not on the disk
+/// among them), checked against the model, and everything it then serves
+/// counts as acknowledged: a later power loss must keep it.
+pub fn run_workload_with(
+    seed: u64,
+    fs: &Arc<SimFs>,
+    shape: Shape,
+    heal: bool,
+) -> Result<Model, String> {
     let keys = workload_keys();
     let mut model = Model::new(&keys);
     model.shape = shape;
@@ -277,6 +295,25 @@ pub fn run_workload_shaped(seed: u64, fs: &Arc<SimFs>, shape: Shape) -> Result<M
         return Ok(model);
     };
     for _ in 0..WORKLOAD_STEPS {
+        if heal && store.is_poisoned() {
+            fs.heal();
+            traced("reopen", store.reopen()).map_err(|e| format!("reopen in place: {e}"))?;
+            let observed =
+                verify(&mut store, &model).map_err(|e| format!("healed in place: {e}"))?;
+            let done = Done {
+                heals: model.done.heals + 1,
+                ..model.done
+            };
+            model = Model {
+                shape,
+                done,
+                ..observed
+            };
+            // What the healed store serves must be on the disk already.
+            let image = fs.power_loss(Keep::Nothing);
+            open_and_verify(&image, &model)
+                .map_err(|e| format!("healed in place, then a power loss: {e}"))?;
+        }
         let key = keys[rng.gen_range(0..keys.len())].clone();
         match rng.gen_range(0..100) {
             0..42 => {

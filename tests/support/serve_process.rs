@@ -183,6 +183,17 @@ impl Server {
         );
     }
 
+    /// The server's process id: a test that expects it to heal without a
+    /// restart checks it is the same process throughout.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
     pub fn kill(mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");

@@ -166,6 +166,14 @@ pub const DECISION_TABLE: &[Rule] = &[
         state: "a key the journal holds records for is never opened before the next checkpoint",
         action: "the checkpoint recovers it first; if it cannot, checkpoints stop and the journal keeps its records",
     },
+    Rule {
+        state: "a store reopened in place after a failed sync (the same process and page cache: pages a failed fdatasync marked clean, on no disk, read as written)",
+        action: "recover as after an unclean stop, by the rows above: those pages are written over themselves and synced before they are served (live journal files, offsets.journal) or before the journal holding them is deleted (segments of keys it mentions); nothing is cut to a length the failed run remembered",
+    },
+    Rule {
+        state: "such pages evicted by the kernel before the reopen read them",
+        action: "recovery reads what the disk holds, as after a power loss: a torn tail is cut (nothing in it was acknowledged), a hole refused (the reopen fails and is tried again after a backoff)",
+    },
 ];
 
 /// A row of [`DECISION_TABLE`] by name, in the table's order:
@@ -209,11 +217,13 @@ pub enum Row {
     RemovalDirs,
     FirstSegmentPastZero,
     NeverOpened,
+    HealedInPlace,
+    EvictedBeforeHeal,
 }
 
 impl Row {
     /// Every row, in the table's order.
-    pub const ALL: [Row; 37] = [
+    pub const ALL: [Row; 39] = [
         Row::NoLogFile,
         Row::TornCreation,
         Row::BadHeader,
@@ -251,6 +261,8 @@ impl Row {
         Row::RemovalDirs,
         Row::FirstSegmentPastZero,
         Row::NeverOpened,
+        Row::HealedInPlace,
+        Row::EvictedBeforeHeal,
     ];
 
     /// The row's state and action as the table (and the spec) word them.
@@ -353,6 +365,8 @@ mod tests {
             (Row::RemovalDirs, "rm.<name> directories"),
             (Row::FirstSegmentPastZero, "starts past offset 0"),
             (Row::NeverOpened, "never opened"),
+            (Row::HealedInPlace, "reopened in place"),
+            (Row::EvictedBeforeHeal, "evicted by the kernel"),
         ];
         assert_eq!(words.len(), Row::ALL.len());
         for (row, word) in words {

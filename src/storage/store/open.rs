@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::log;
-use crate::storage::backend::{Backend, LockGuard};
+use crate::storage::backend::{Backend, Fs, LockGuard};
 use crate::storage::checkpoint;
 use crate::storage::error::{Error, Result};
 use crate::storage::format::FORMAT_VERSION;
@@ -37,44 +37,91 @@ impl Store {
         let fs = Arc::clone(&config.fs);
         fsutil::create_dir_all_durably(&*fs, dir)?;
         let lock = take_lock(&*fs, dir)?;
-        let version_1 = prepare_dirs(&*fs, dir)?;
-        let opened_clean = take_clean_mark(&*fs, dir)?;
-        let legacy_unclean = version_1 && !opened_clean;
-        if legacy_unclean {
-            sync_version_1(&*fs, dir)?;
+        Store::open_locked(dir, config, lock).map_err(|(e, _lock)| e)
+    }
+
+    /// Reopens a poisoned store in place, as a restart after `kill -9`
+    /// would, without giving up its lock: the journal is recovered as
+    /// after an unclean stop (every live journal file written over itself
+    /// and fdatasynced before anything is served, each key the journal
+    /// mentions checked and rewritten from it when first opened), and what
+    /// this run held in memory (records and commits not durable, open
+    /// keys, bookkeeping of what the next checkpoint must sync) is dropped.
+    /// On success the store takes writes again; on failure it is left as
+    /// it was, poisoned, its reads served as before, and may be reopened
+    /// again (`segment-format.md`, "Healing in place", says why this
+    /// cannot serve or checkpoint away a byte a lost writeback dropped).
+    ///
+    /// Refused while a sync plan is in flight: its thread could still
+    /// write to files the new run recovers.
+    pub fn reopen(&mut self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Busy("the store is closed".into()));
         }
-        let mut offsets = CommittedOffsets::open(Arc::clone(&fs), dir, !opened_clean)?;
-        let (journal, recovered, journal_version) =
-            open_journal(&*fs, dir, opened_clean, version_1, &mut offsets)?;
-        for (key, change, forward_only) in &recovered.commits {
-            offsets.recovered(key, change.clone(), *forward_only);
+        if self.in_flight > 0 {
+            return Err(Error::Busy(format!(
+                "{} sync points in flight; reopen once they complete",
+                self.in_flight
+            )));
         }
-        let opened = Opened {
-            lock,
-            opened_clean,
-            legacy_unclean,
-            offsets,
-            journal,
-            recovered,
+        let lock = std::mem::replace(&mut self._lock, Box::new(Released));
+        let (dir, config) = (self.dir.clone(), self.config.clone());
+        match Store::open_locked(&dir, config, lock) {
+            Ok(store) => {
+                // The old run's open files and maps close here, after the
+                // new run is in place; dropping them writes nothing.
+                *self = store;
+                log::info(format_args!(
+                    "{}: store reopened in place after a failed sync: taking writes again",
+                    dir.display()
+                ));
+                Ok(())
+            }
+            Err((e, lock)) => {
+                self._lock = lock;
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Store::open`] once the lock is held; on failure the lock is
+    /// handed back with the error, for [`Store::reopen`] to keep.
+    fn open_locked(
+        dir: &Path,
+        config: StoreConfig,
+        lock: Box<dyn LockGuard>,
+    ) -> std::result::Result<Store, (Error, Box<dyn LockGuard>)> {
+        let opened = match recover_files(&config.fs, dir) {
+            Ok(opened) => opened,
+            Err(e) => return Err((e, lock)),
         };
-        let mut store = Store::build(dir, config, opened);
-        if journal_version < FORMAT_VERSION {
-            store.upgrade_journal(journal_version)?;
+        let journal_version = opened.journal_version;
+        let mut store = Store::build(dir, config, lock, opened);
+        let finished = (|| {
+            if journal_version < FORMAT_VERSION {
+                store.upgrade_journal(journal_version)?;
+            }
+            store.finish_removals()
+        })();
+        match finished {
+            Ok(()) => Ok(store),
+            Err(e) => {
+                let lock = std::mem::replace(&mut store._lock, Box::new(Released));
+                Err((e, lock))
+            }
         }
-        store.finish_removals()?;
-        Ok(store)
     }
 
     /// The store around what the steps of [`Store::open`] found, with
     /// nothing in memory yet but the recovered journal's bookkeeping.
-    fn build(dir: &Path, config: StoreConfig, opened: Opened) -> Store {
+    fn build(dir: &Path, config: StoreConfig, lock: Box<dyn LockGuard>, opened: Opened) -> Store {
         let Opened {
-            lock,
             opened_clean,
             legacy_unclean,
             offsets,
             journal,
             recovered,
+            journal_version: _,
         } = opened;
         let fs = Arc::clone(&config.fs);
         let (older_journals, older_journal_bytes) = older_journals(&recovered);
@@ -233,8 +280,6 @@ impl Store {
 
 /// What the steps of [`Store::open`] opened, for [`Store::build`].
 struct Opened {
-    /// The data directory's lock, held for the store's lifetime.
-    lock: Box<dyn LockGuard>,
     /// Whether the last run ended with a clean close.
     opened_clean: bool,
     /// Whether this run recovers a version 1 store left by a crash.
@@ -245,6 +290,40 @@ struct Opened {
     journal: JournalWriter,
     /// What the live journal held.
     recovered: RecoveredJournal,
+    /// The format version of the journal file batches go to.
+    journal_version: u16,
+}
+
+/// A stand-in for the lock while [`Store::reopen`] hands the real one to
+/// the store it opens.
+struct Released;
+
+impl LockGuard for Released {}
+
+/// The steps of [`Store::open`] once the lock is held, up to the recovered
+/// journal: the directory layout, the `CLEAN` mark, the committed offsets
+/// and the journal, in this order.
+fn recover_files(fs: &Fs, dir: &Path) -> Result<Opened> {
+    let version_1 = prepare_dirs(&**fs, dir)?;
+    let opened_clean = take_clean_mark(&**fs, dir)?;
+    let legacy_unclean = version_1 && !opened_clean;
+    if legacy_unclean {
+        sync_version_1(&**fs, dir)?;
+    }
+    let mut offsets = CommittedOffsets::open(Arc::clone(fs), dir, !opened_clean)?;
+    let (journal, recovered, journal_version) =
+        open_journal(&**fs, dir, opened_clean, version_1, &mut offsets)?;
+    for (key, change, forward_only) in &recovered.commits {
+        offsets.recovered(key, change.clone(), *forward_only);
+    }
+    Ok(Opened {
+        opened_clean,
+        legacy_unclean,
+        offsets,
+        journal,
+        recovered,
+        journal_version,
+    })
 }
 
 /// Refuses a configuration no store can run with.
