@@ -41,9 +41,21 @@ pub use access::Access;
 /// without waiting.
 pub const PASSWORD_CHECKS_AT_ONCE: usize = 2;
 
+/// Checks waiting for a turn at most; one more is refused at once
+/// ([`ChecksBusy`]) rather than queued, so a flood cannot grow the line,
+/// and the connections and tasks waiting in it, without bound. At about
+/// a millisecond a check, the last in line waits some 30 ms.
+pub const PASSWORD_CHECKS_WAITING_MAX: usize = 64;
+
+/// The longest a check waits for its turn before it is refused
+/// ([`ChecksBusy`]): a client that has long given up should not be
+/// salted for, and a real one is better told to retry.
+pub const PASSWORD_CHECK_WAIT_MAX: Duration = Duration::from_secs(5);
+
 /// How long a wrong HTTP password's 401 waits: Kafka's default
 /// `connection.failed.authentication.delay.ms`, which the Kafka listener
-/// applies too, so a guesser gets no faster answers over HTTP.
+/// applies too. It slows one connection's guesses; guesses over many
+/// connections are bounded by [`PASSWORD_CHECKS_AT_ONCE`].
 pub const FAILED_PASSWORD_DELAY: Duration = Duration::from_millis(100);
 
 /// The users `serve` was started with, and what checking their passwords
@@ -59,16 +71,75 @@ pub struct Authenticator {
     /// millisecond) would cost more than most requests. Bounded by the
     /// number of users.
     verified: Mutex<HashMap<String, [u8; 32]>>,
-    /// [`PASSWORD_CHECKS_AT_ONCE`] permits to salt a password.
-    checks: Semaphore,
-    /// Checks that got a permit, ever: what the tests see the limit by.
-    admitted: AtomicUsize,
+    /// [`PASSWORD_CHECKS_AT_ONCE`] permits to salt a password, each held
+    /// by the blocking job that salts, so a check whose caller went away
+    /// still holds its permit until its salting ends.
+    checks: Arc<Semaphore>,
+    /// Checks waiting for a permit now (at most
+    /// [`PASSWORD_CHECKS_WAITING_MAX`]).
+    waiting: AtomicUsize,
+    /// Rounds of the decoy credential of an unknown user: the most any user
+    /// has, so an unknown name costs what a known one does.
+    decoy_iterations: u32,
+    /// Passwords being salted now, and the most ever at once: what the
+    /// tests see the limit by.
+    salting: Arc<AtomicUsize>,
+    salting_most: Arc<AtomicUsize>,
+}
+
+/// A password check refused because too many wait for a turn already
+/// ([`PASSWORD_CHECKS_WAITING_MAX`], [`PASSWORD_CHECK_WAIT_MAX`]): the
+/// client should retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChecksBusy;
+
+impl std::fmt::Display for ChecksBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "too many password checks at once; retry")
+    }
+}
+
+/// Counts a waiting check while it lives, so a check whose caller went
+/// away leaves the line.
+struct InLine<'a>(&'a AtomicUsize);
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a salting blocking job while it lives.
+struct Salting(Arc<AtomicUsize>);
+
+impl Salting {
+    fn start(now: &Arc<AtomicUsize>, most: &AtomicUsize) -> Salting {
+        let count = now.fetch_add(1, Ordering::SeqCst) + 1;
+        most.fetch_max(count, Ordering::SeqCst);
+        Salting(Arc::clone(now))
+    }
+}
+
+impl Drop for Salting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Authenticator {
     pub fn new(users: Users) -> Result<Authenticator, String> {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| format!("cannot draw a random key: {e}"))?;
+        let decoy_iterations = users
+            .iter()
+            .flat_map(|u| {
+                [
+                    u.credential(Mechanism::Sha256).iterations,
+                    u.credential(Mechanism::Sha512).iterations,
+                ]
+            })
+            .max()
+            .unwrap_or(scram::ITERATIONS_MIN);
         Ok(Authenticator {
             users: users
                 .iter()
@@ -76,8 +147,11 @@ impl Authenticator {
                 .collect(),
             secret,
             verified: Mutex::new(HashMap::new()),
-            checks: Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
-            admitted: AtomicUsize::new(0),
+            checks: Arc::new(Semaphore::new(PASSWORD_CHECKS_AT_ONCE)),
+            waiting: AtomicUsize::new(0),
+            decoy_iterations,
+            salting: Arc::default(),
+            salting_most: Arc::default(),
         })
     }
 
@@ -121,7 +195,7 @@ impl Authenticator {
         let keys = mechanism.key_bytes();
         Credential {
             salt: derive(b"salt", scram::SALT_BYTES),
-            iterations: scram::ITERATIONS_MIN,
+            iterations: self.decoy_iterations,
             stored_key: derive(b"stored", keys),
             server_key: derive(b"server", keys),
         }
@@ -129,9 +203,10 @@ impl Authenticator {
 
     /// The user whose name and password these are (SASL/PLAIN, HTTP basic
     /// auth), or `None`. An unknown user costs the same work as a wrong
-    /// password, so the time taken does not tell names apart.
-    /// Salts the password: call it off the reactor, as [`Authenticator::verify`] does.
-    pub fn check_password(&self, name: &str, password: &[u8]) -> Option<Arc<User>> {
+    /// password, so the time taken does not tell names apart. Salts the
+    /// password: only [`Authenticator::verify`] calls it, off the reactor
+    /// and a few at a time.
+    fn check_password(&self, name: &str, password: &[u8]) -> Option<Arc<User>> {
         if let Some(user) = self.remembered(name, password) {
             return Some(user);
         }
@@ -151,19 +226,44 @@ impl Authenticator {
 
     /// [`Authenticator::check_password`] off the reactor, with at most
     /// [`PASSWORD_CHECKS_AT_ONCE`] salting at a time; a remembered
-    /// password is answered at once.
-    pub async fn verify(self: &Arc<Self>, name: String, password: Vec<u8>) -> Option<Arc<User>> {
+    /// password is answered at once. Refused with [`ChecksBusy`] when the
+    /// line is full or the turn does not come within
+    /// [`PASSWORD_CHECK_WAIT_MAX`]. Safe to drop at any point: a waiting
+    /// check leaves the line, and a salting one keeps its permit until the
+    /// salting ends.
+    pub async fn verify(
+        self: &Arc<Self>,
+        name: String,
+        password: Vec<u8>,
+    ) -> Result<Option<Arc<User>>, ChecksBusy> {
         if let Some(user) = self.remembered(&name, &password) {
-            return Some(user);
+            return Ok(Some(user));
         }
-        // The semaphore is never closed, so the permit always comes.
-        let _permit = self.checks.acquire().await.ok()?;
-        self.admitted.fetch_add(1, Ordering::SeqCst);
+        let permit = {
+            let in_line = InLine(&self.waiting);
+            if self.waiting.fetch_add(1, Ordering::SeqCst) >= PASSWORD_CHECKS_WAITING_MAX {
+                return Err(ChecksBusy);
+            }
+            let turn = Arc::clone(&self.checks).acquire_owned();
+            let permit = tokio::time::timeout(PASSWORD_CHECK_WAIT_MAX, turn).await;
+            drop(in_line);
+            // The semaphore is never closed: only the wait can fail.
+            permit.map_err(|_| ChecksBusy)?.map_err(|_| ChecksBusy)?
+        };
         let auth = Arc::clone(self);
-        tokio::task::spawn_blocking(move || auth.check_password(&name, &password))
-            .await
-            .ok()
-            .flatten()
+        let checked = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _salting = Salting::start(&auth.salting, &auth.salting_most);
+            auth.check_password(&name, &password)
+        })
+        .await;
+        match checked {
+            Ok(user) => Ok(user),
+            Err(e) => {
+                crate::log::warn(format_args!("a password check failed: {e}"));
+                Ok(None)
+            }
+        }
     }
 
     /// The user, if this is the last password that matched for it: a
@@ -218,43 +318,91 @@ mod tests {
         assert!(auth.check_password("bob", b"secret").is_none());
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_password_waits_for_a_permit_and_a_remembered_one_does_not() {
+    /// Many checks at once, half of them dropped as soon as they might
+    /// be salting: never more than the limit salt at a time, and the
+    /// permits all come back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_more_than_the_limit_salt_at_once_even_when_callers_go_away() {
         let auth = Arc::new(authenticator());
-        let permits = u32::try_from(PASSWORD_CHECKS_AT_ONCE).expect("a few");
-        let all = auth.checks.acquire_many(permits).await.expect("permits");
-        let waiting = tokio::spawn({
-            let auth = Arc::clone(&auth);
-            async move { auth.verify("alice".into(), b"wrong".to_vec()).await }
-        });
-        // One thread: each yield lets the check run until it waits.
-        for _ in 0..10 {
+        let checks: Vec<_> = (0..24)
+            .map(|i| {
+                let auth = Arc::clone(&auth);
+                // Wrong passwords, each different: none is remembered.
+                tokio::spawn(async move { auth.verify("alice".into(), vec![b'x'; i + 1]).await })
+            })
+            .collect();
+        for (i, check) in checks.into_iter().enumerate() {
+            if i % 2 == 0 {
+                check.abort();
+            } else {
+                assert_eq!(check.await.expect("check"), Ok(None));
+            }
+        }
+        // The aborted ones may still be salting: wait for their permits.
+        let all = u32::try_from(PASSWORD_CHECKS_AT_ONCE).expect("a few");
+        let permits = auth.checks.acquire_many(all).await.expect("permits");
+        drop(permits);
+        let most = auth.salting_most.load(Ordering::SeqCst);
+        assert!(
+            (1..=PASSWORD_CHECKS_AT_ONCE).contains(&most),
+            "{most} salted at once"
+        );
+        assert_eq!(auth.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_line_is_refused_and_a_remembered_password_skips_it() {
+        let auth = Arc::new(authenticator());
+        let all = u32::try_from(PASSWORD_CHECKS_AT_ONCE).expect("a few");
+        let held = auth.checks.acquire_many(all).await.expect("permits");
+        let waiting: Vec<_> = (0..PASSWORD_CHECKS_WAITING_MAX)
+            .map(|_| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move { auth.verify("alice".into(), b"wrong".to_vec()).await })
+            })
+            .collect();
+        // One thread: each yield lets the checks run until they wait.
+        while auth.waiting.load(Ordering::SeqCst) < PASSWORD_CHECKS_WAITING_MAX {
             tokio::task::yield_now().await;
         }
         assert_eq!(
-            auth.admitted.load(Ordering::SeqCst),
+            auth.salting_most.load(Ordering::SeqCst),
             0,
             "salted without a permit"
         );
-        drop(all);
-        assert!(waiting.await.expect("check").is_none());
-        assert_eq!(auth.admitted.load(Ordering::SeqCst), 1);
-        assert!(
-            auth.verify("alice".into(), b"secret".to_vec())
-                .await
-                .is_some()
-        );
-        let _all = auth.checks.acquire_many(permits).await.expect("permits");
-        assert!(
-            auth.verify("alice".into(), b"secret".to_vec())
-                .await
-                .is_some()
-        );
         assert_eq!(
-            auth.admitted.load(Ordering::SeqCst),
-            2,
-            "a remembered one took a permit"
+            auth.verify("alice".into(), b"secret".to_vec()).await,
+            Err(ChecksBusy)
         );
+        drop(held);
+        for check in waiting {
+            assert_eq!(check.await.expect("check"), Ok(None));
+        }
+        assert!(
+            auth.verify("alice".into(), b"secret".to_vec())
+                .await
+                .expect("a turn")
+                .is_some()
+        );
+        let _held = auth.checks.acquire_many(all).await.expect("permits");
+        assert!(
+            auth.verify("alice".into(), b"secret".to_vec())
+                .await
+                .expect("no turn needed")
+                .is_some(),
+            "remembered"
+        );
+    }
+
+    #[test]
+    fn an_unknown_user_costs_the_rounds_of_the_costliest_user() {
+        let mut users = Users::default();
+        let mut user = User::new("alice", b"secret", vec![], vec![]).expect("user");
+        // Only the count matters to the decoy, not keys made with it.
+        user.scram_sha_512.iterations = 8192;
+        users.put(user).expect("put");
+        let auth = Authenticator::new(users).expect("authenticator");
+        assert_eq!(auth.decoy(Mechanism::Sha256, "nobody").iterations, 8192);
     }
 
     #[test]

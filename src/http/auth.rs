@@ -6,8 +6,9 @@
 //! a wrong name or password, gets 401 with `WWW-Authenticate: Basic
 //! realm="seglog"`, so a browser asks for them. A wrong password's 401
 //! comes [`FAILED_PASSWORD_DELAY`] late, and passwords are salted a few
-//! at a time ([`crate::auth::PASSWORD_CHECKS_AT_ONCE`]): guessing is slow
-//! and a flood of guesses cannot take every core. `/health` stays open: a
+//! at a time ([`crate::auth::PASSWORD_CHECKS_AT_ONCE`]), so a flood of
+//! guesses cannot take every core; when too many wait for their turn, a
+//! request is answered 503 with code 50303 (overloaded) at once. `/health` stays open: a
 //! load balancer or an orchestrator probes it without credentials, and it
 //! tells only whether the store takes writes.
 //!
@@ -55,9 +56,20 @@ pub(super) async fn authenticate(
     else {
         return unauthorized("this server asks for a user: send HTTP basic auth (curl -u NAME)");
     };
-    let Some(user) = auth.verify(name, password.into_bytes()).await else {
-        tokio::time::sleep(FAILED_PASSWORD_DELAY).await;
-        return unauthorized("wrong user name or password");
+    let user = match auth.verify(name, password.into_bytes()).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            tokio::time::sleep(FAILED_PASSWORD_DELAY).await;
+            return unauthorized("wrong user name or password");
+        }
+        Err(busy) => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::OVERLOADED,
+                busy.to_string(),
+            )
+            .into_response();
+        }
     };
     request.extensions_mut().insert(Access::User(user));
     next.run(request).await

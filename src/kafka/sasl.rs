@@ -279,9 +279,13 @@ async fn plain(
     if !authzid.is_empty() && authzid != name.as_bytes() {
         return Err("a SASL/PLAIN authorization id other than the user name".into());
     }
-    auth.verify(name, password.to_vec()).await.ok_or_else(|| {
-        "Authentication failed: Invalid username or password (SASL mechanism PLAIN)".into()
-    })
+    match auth.verify(name, password.to_vec()).await {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => {
+            Err("Authentication failed: Invalid username or password (SASL mechanism PLAIN)".into())
+        }
+        Err(busy) => Err(format!("Authentication failed: {busy}")),
+    }
 }
 
 fn authenticate_response(code: i16, message: Option<String>, bytes: Bytes) -> ResponseKind {
