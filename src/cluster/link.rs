@@ -495,8 +495,8 @@ impl Dialer {
         loop {
             match self.dial().await {
                 Ok(stream) => {
-                    backoff = BACKOFF_MIN;
                     last_failure.clear();
+                    let since = tokio::time::Instant::now();
                     self.up.send_replace(true);
                     log::info(format_args!(
                         "link to node {} at {} is up",
@@ -504,6 +504,12 @@ impl Dialer {
                     ));
                     let ended = self.carry(stream).await;
                     self.up.send_replace(false);
+                    // A link that stayed up a while starts its dials over
+                    // from the shortest wait; one that keeps failing right
+                    // after its hello backs off like a failed dial.
+                    if since.elapsed() >= IDLE_TIMEOUT {
+                        backoff = BACKOFF_MIN;
+                    }
                     self.drain();
                     match ended {
                         Ended::Stopped => return,
@@ -513,8 +519,10 @@ impl Dialer {
                         )),
                     }
                 }
+                // Peer-supplied text (a refusal, at most REFUSE_BYTES_MAX)
+                // escaped, so it cannot forge log lines.
                 Err(DialError::Refused(why)) => log::warn(format_args!(
-                    "link to node {} at {}: {why}",
+                    "link to node {} at {}: {why:?}",
                     self.peer, self.address
                 )),
                 // A peer that is down fails every dial the same way: said
@@ -531,7 +539,12 @@ impl Dialer {
             }
             // Frames queued by a send that raced the link going down.
             self.drain();
-            tokio::time::sleep(backoff).await;
+            // Between half the backoff and all of it, so peers that lost
+            // each other at once do not dial again in step.
+            // No randomness from the OS: no jitter, the plain backoff.
+            let jitter =
+                getrandom::u32().map_or(0.0, |draw| f64::from(draw) / f64::from(u32::MAX) * 0.5);
+            tokio::time::sleep(backoff.mul_f64(1.0 - jitter)).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
