@@ -88,9 +88,11 @@ impl Hello {
         expected: Option<NodeId>,
     ) -> Result<(), String> {
         if self.protocol != PROTOCOL || self.version != VERSION {
+            // Peer-supplied: escaped and cut short for the log.
+            let protocol: String = self.protocol.chars().take(64).collect();
             return Err(format!(
-                "speaks {} version {}, not {PROTOCOL} version {VERSION}",
-                self.protocol, self.version
+                "speaks {protocol:?} version {}, not {PROTOCOL} version {VERSION}",
+                self.version
             ));
         }
         if let Some(expected) = expected
@@ -105,16 +107,18 @@ impl Hello {
             return Err(format!("is node {me}, as this node is"));
         }
         if !membership.contains(self.from) {
+            // The membership is not echoed: the refusal goes to whoever
+            // connected, member or not.
             return Err(format!(
-                "is node {}, which is not in this node's --peers ({membership})",
+                "is node {}, which is not in this node's --peers",
                 self.from
             ));
         }
         if &self.nodes != membership.nodes() {
-            let theirs = Membership::new(self.nodes.clone())
-                .map_or_else(|e| format!("an invalid list: {e}"), |m| m.to_string());
             return Err(format!(
-                "has --peers {theirs}, not this node's {membership}"
+                "has --peers of {} nodes that differ from this node's {} (compare the nodes' --peers)",
+                self.nodes.len(),
+                membership.nodes().len()
             ));
         }
         Ok(())
@@ -259,38 +263,42 @@ pub fn split(mut batch: Batch) -> (Batch, Batch) {
     (first, batch)
 }
 
+/// Appends `more`'s items to `batch`'s, each kind in order.
+pub fn merge(batch: &mut Batch, more: Batch) {
+    batch.calls.extend(more.calls);
+    batch.answers.extend(more.answers);
+    batch.notes.extend(more.notes);
+}
+
 /// The frames that carry `batch`: one, or several when it is over
-/// [`FRAME_BYTES_MAX`] (cut in halves until each fits); and how many items
-/// were left out, each too large for a frame alone (logged; a call left
-/// out times out in openraft, which retries it).
-pub fn batch_frames(batch: Batch) -> (Vec<Vec<u8>>, usize) {
+/// [`FRAME_BYTES_MAX`] (cut in halves until each fits), each with the part
+/// of the batch it carries (so that a part that cannot be queued can be
+/// handed back); and the items left out, each too large for a frame alone.
+pub fn batch_frames(batch: Batch) -> (Vec<(Vec<u8>, Batch)>, Batch) {
     let mut frames = Vec::new();
-    let mut dropped = 0;
+    let mut left_out = Batch::default();
     let mut waiting = vec![batch];
     while let Some(batch) = waiting.pop() {
         if items(&batch) == 0 {
             continue;
         }
         let frame = Frame::Batch(batch);
-        match encode(&frame) {
-            Ok(bytes) => frames.push(bytes),
-            Err(error) => {
-                let Frame::Batch(batch) = frame else {
-                    unreachable!("the frame was built as a batch above")
-                };
-                if items(&batch) >= 2 {
-                    let (first, second) = split(batch);
-                    // Popped in order: the first half goes out first.
-                    waiting.push(second);
-                    waiting.push(first);
-                } else {
-                    crate::log::warn(format_args!("a batch item not sent: {error}"));
-                    dropped += 1;
-                }
+        let encoded = encode(&frame);
+        let Frame::Batch(batch) = frame else {
+            unreachable!("the frame was built as a batch above")
+        };
+        match encoded {
+            Ok(bytes) => frames.push((bytes, batch)),
+            Err(_) if items(&batch) >= 2 => {
+                let (first, second) = split(batch);
+                // Popped in order: the first half goes out first.
+                waiting.push(second);
+                waiting.push(first);
             }
+            Err(_) => merge(&mut left_out, batch),
         }
     }
-    (frames, dropped)
+    (frames, left_out)
 }
 
 #[cfg(test)]
@@ -398,7 +406,7 @@ mod tests {
                     ..good.clone()
                 },
                 None,
-                "speaks http",
+                "speaks \"http\"",
             ),
             (good.clone(), Some(3), "not node 3"),
             (
@@ -424,7 +432,7 @@ mod tests {
                         .expect("a valid membership"),
                 ),
                 None,
-                "has --peers 1=a:1,2=b:2, not this node's 1=a:1,2=b:2,3=c:3",
+                "has --peers of 2 nodes that differ from this node's 3",
             ),
         ];
         for (hello, expected, says) in cases {

@@ -19,27 +19,31 @@
 //! the return path) is disconnected and logged.
 //!
 //! Everything is bounded: frames and bytes queued for a peer (a send past
-//! them fails at once, [`SendError::Full`]), connections open at once,
-//! batches waiting for the node to take them (reading stops until it
-//! does), and every connect, read and write has a timeout. While a link is
+//! them fails at once, [`SendError::Full`], handing the batch back),
+//! connections before their hello ([`BEFORE_HELLO_CONNECTIONS_MAX`], the
+//! oldest closed to make room, each given [`HELLO_TIMEOUT`] for the whole
+//! hello) and after it (one per peer: a peer's new connection closes its
+//! old one), the bytes of batches received and not yet taken by the node
+//! ([`INCOMING_BYTES_MAX`], counted before a body is allocated), and every
+//! connect, read, write and hand-over has a timeout. While a link is
 //! down, sends to that peer fail at once ([`SendError::Down`]) and what was
 //! queued is dropped: the Raft groups' calls time out and openraft sends
 //! them again, so nothing waits on a dead link.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::timeout;
 
 use super::frame::{
     FRAME_BYTES_MAX, Frame, FrameError, HELLO_BYTES_MAX, Hello, LENGTH_BYTES, batch_frames,
-    body_length, decode, encode,
+    body_length, decode, encode, items, merge,
 };
 use super::peers::{Cluster, Membership, NODES_MAX};
 use crate::log;
@@ -50,13 +54,20 @@ use crate::raft::types::NodeId;
 /// less; a peer that is down should not hold the link's retries back.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How long each side waits for the other's hello once connected.
+/// How long each side waits for the other's whole hello once connected
+/// (one deadline over every byte of it, so a stranger that sends a length
+/// and stalls is closed as soon as one that sends nothing).
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long writing one frame may take: a peer that stops reading for
-/// this long (a full 32 MiB frame at under 7 MB/s) is taken for gone, so
-/// the link is dialed again rather than stuck.
+/// How long a write may make no progress: a peer that reads nothing of a
+/// [`WRITE_CHUNK_BYTES`] chunk for this long is taken for gone, so the
+/// link is dialed again rather than stuck. A slow but live link never
+/// hits it, however large the frame.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes written under one [`WRITE_TIMEOUT`]: a frame goes out in chunks
+/// of this size, so the timeout measures progress, not a frame's size.
+pub const WRITE_CHUNK_BYTES: usize = 64 << 10;
 
 /// How long a sending side stays silent before it sends a keepalive: a
 /// fraction of [`IDLE_TIMEOUT`], so a lost keepalive or two do not close a
@@ -94,37 +105,108 @@ pub const OUTGOING_BYTES_MAX: usize = 64 << 20;
 /// reading (TCP's flow control pushes back on the peers).
 pub const INCOMING_BATCHES_MAX: usize = 1024;
 
-/// Connections accepted and open at once: each peer keeps one, and a
-/// restarted peer's old one lasts until its idle timeout; the rest of the
-/// room is for strays, each closed within [`HELLO_TIMEOUT`].
-pub const INCOMING_CONNECTIONS_MAX: usize = 4 * NODES_MAX;
+/// How much memory a frame may take once decoded, per byte of its body:
+/// JSON is compact for the smallest items (an empty `Unavailable` answer
+/// is about 35 bytes of JSON and about six times that in memory, measured
+/// by helper-30's review), and the body itself is held while it decodes.
+pub const DECODE_FACTOR: usize = 8;
 
-/// Why a batch was not queued for a peer.
-#[derive(Debug, PartialEq, Eq)]
+/// Bytes that frames read from all peers may hold at once, counted as
+/// [`DECODE_FACTOR`] per body byte from before the body is allocated until
+/// the node takes the batch ([`Received::budget`]): one frame of
+/// [`FRAME_BYTES_MAX`] fits, and what peers (or anyone who got past the
+/// hello) can make a node hold stays bounded. A connection waits for room
+/// (at most [`DELIVER_TIMEOUT`]) before it reads on.
+pub const INCOMING_BYTES_MAX: usize = FRAME_BYTES_MAX * DECODE_FACTOR;
+
+/// How long a connection waits for the node to take its batch, or for
+/// room in [`INCOMING_BYTES_MAX`]: a node that takes nothing for this long
+/// is stuck or stopping; the connection closes and the peer dials again
+/// rather than hold a task and its bytes forever.
+pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Accepted connections that have not yet sent a valid hello: strays and
+/// peers in the middle of their hello. When a connection comes and all
+/// are taken, the oldest is closed: a stranger flooding connections cannot
+/// keep a peer from saying hello for longer than it takes a peer to say
+/// it (one round trip), and each is closed within [`HELLO_TIMEOUT`]
+/// anyway. Connections past their hello are apart from these: one per
+/// peer, the newest (a peer that dials again replaces its old one).
+pub const BEFORE_HELLO_CONNECTIONS_MAX: usize = 2 * NODES_MAX;
+
+/// A batch received from a peer, and the share of [`INCOMING_BYTES_MAX`]
+/// it holds until it is dropped.
+pub struct Received {
+    pub from: NodeId,
+    pub batch: Batch,
+    /// Released when dropped: keep it until the batch has been handed on.
+    pub budget: Budget,
+}
+
+/// A share of [`INCOMING_BYTES_MAX`], given back when dropped.
+pub struct Budget {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Why a batch, or part of it, was not queued for a peer. Each carries
+/// the items not queued, so the caller can answer their calls at once
+/// (openraft's `Unreachable`, or `PayloadTooLarge` for `TooLarge`) rather
+/// than let them time out.
+#[derive(Debug)]
 pub enum SendError {
-    /// The peer is not a member.
-    UnknownPeer(NodeId),
-    /// The link to the peer is down (being dialed again).
-    Down(NodeId),
-    /// The peer's queue is full: the link does not keep up.
-    Full(NodeId),
-    /// Items of the batch too large for a frame each were left out; the
-    /// rest was queued.
-    TooLarge { peer: NodeId, dropped: usize },
+    /// The peer is not a member; nothing was queued.
+    UnknownPeer { peer: NodeId, unsent: Batch },
+    /// The link to the peer is down (being dialed again); nothing was
+    /// queued.
+    Down { peer: NodeId, unsent: Batch },
+    /// The peer's queue has no room for the whole batch: the link does not
+    /// keep up. Nothing was queued (a batch is queued whole or not at all).
+    Full { peer: NodeId, unsent: Batch },
+    /// These items are each too large for a frame alone; the rest of the
+    /// batch was queued.
+    TooLarge { peer: NodeId, items: Batch },
+}
+
+impl SendError {
+    /// The peer the batch was for.
+    pub fn peer(&self) -> NodeId {
+        match self {
+            SendError::UnknownPeer { peer, .. }
+            | SendError::Down { peer, .. }
+            | SendError::Full { peer, .. }
+            | SendError::TooLarge { peer, .. } => *peer,
+        }
+    }
+
+    /// The items not queued.
+    pub fn unsent(&self) -> &Batch {
+        match self {
+            SendError::UnknownPeer { unsent, .. }
+            | SendError::Down { unsent, .. }
+            | SendError::Full { unsent, .. }
+            | SendError::TooLarge { items: unsent, .. } => unsent,
+        }
+    }
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = items(self.unsent());
         match self {
-            SendError::UnknownPeer(peer) => write!(f, "node {peer} is not a member"),
-            SendError::Down(peer) => write!(f, "the link to node {peer} is down"),
-            SendError::Full(peer) => write!(
+            SendError::UnknownPeer { peer, .. } => {
+                write!(f, "node {peer} is not a member ({count} items not sent)")
+            }
+            SendError::Down { peer, .. } => write!(
                 f,
-                "the link to node {peer} has {OUTGOING_FRAMES_MAX} frames or {OUTGOING_BYTES_MAX} bytes queued"
+                "the link to node {peer} is down ({count} items not sent)"
             ),
-            SendError::TooLarge { peer, dropped } => write!(
+            SendError::Full { peer, .. } => write!(
                 f,
-                "{dropped} items for node {peer} are each over {FRAME_BYTES_MAX} bytes and were left out"
+                "the link to node {peer} has no room within {OUTGOING_FRAMES_MAX} frames and {OUTGOING_BYTES_MAX} bytes ({count} items not sent)"
+            ),
+            SendError::TooLarge { peer, .. } => write!(
+                f,
+                "{count} items for node {peer} are each over {FRAME_BYTES_MAX} bytes and were left out"
             ),
         }
     }
@@ -152,10 +234,7 @@ impl Links {
     /// (normally bound to its own `--peers` entry) and dials every peer.
     /// Batches received come out of the returned receiver, with their
     /// sender's id. Must be called within a tokio runtime.
-    pub fn start(
-        listener: TcpListener,
-        cluster: Cluster,
-    ) -> (Links, mpsc::Receiver<(NodeId, Batch)>) {
+    pub fn start(listener: TcpListener, cluster: Cluster) -> (Links, mpsc::Receiver<Received>) {
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_BATCHES_MAX);
         let mut tasks = vec![tokio::spawn(accept(listener, cluster.clone(), incoming_tx))];
         let mut outgoing = BTreeMap::new();
@@ -201,29 +280,60 @@ impl Links {
     }
 
     /// Queues `batch` for `peer`, as one frame or several when it is over
-    /// [`FRAME_BYTES_MAX`]; fails at once when the link is down or full.
+    /// [`FRAME_BYTES_MAX`], whole or not at all; fails at once when the
+    /// link is down or has no room, handing back what was not queued.
     pub fn send(&self, peer: NodeId, batch: Batch) -> Result<(), SendError> {
         let Some(out) = self.outgoing.get(&peer) else {
-            return Err(SendError::UnknownPeer(peer));
+            return Err(SendError::UnknownPeer {
+                peer,
+                unsent: batch,
+            });
         };
         if !*out.up.borrow() {
-            return Err(SendError::Down(peer));
+            return Err(SendError::Down {
+                peer,
+                unsent: batch,
+            });
         }
-        let (frames, dropped) = batch_frames(batch);
-        for frame in frames {
-            let bytes = frame.len();
-            let before = out.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
-            if before + bytes > OUTGOING_BYTES_MAX {
-                out.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
-                return Err(SendError::Full(peer));
+        let (frames, too_large) = batch_frames(batch);
+        let all_back = |frames: Vec<(Vec<u8>, Batch)>, too_large: Batch| {
+            let mut unsent = Batch::default();
+            for (_, part) in frames {
+                merge(&mut unsent, part);
             }
-            if out.frames.try_send(frame).is_err() {
-                out.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
-                return Err(SendError::Full(peer));
-            }
+            merge(&mut unsent, too_large);
+            unsent
+        };
+        let bytes: usize = frames.iter().map(|(frame, _)| frame.len()).sum();
+        let before = out.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if before + bytes > OUTGOING_BYTES_MAX {
+            out.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            let unsent = all_back(frames, too_large);
+            return Err(SendError::Full { peer, unsent });
         }
-        if dropped > 0 {
-            return Err(SendError::TooLarge { peer, dropped });
+        let slots = match out.frames.try_reserve_many(frames.len()) {
+            Ok(slots) => slots,
+            Err(e) => {
+                out.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+                let unsent = all_back(frames, too_large);
+                return Err(match e {
+                    mpsc::error::TrySendError::Full(()) => SendError::Full { peer, unsent },
+                    mpsc::error::TrySendError::Closed(()) => SendError::Down { peer, unsent },
+                });
+            }
+        };
+        for (slot, (frame, _)) in slots.zip(frames) {
+            slot.send(frame);
+        }
+        if items(&too_large) > 0 {
+            log::warn(format_args!(
+                "{} items for node {peer} are each over {FRAME_BYTES_MAX} bytes: left out",
+                items(&too_large)
+            ));
+            return Err(SendError::TooLarge {
+                peer,
+                items: too_large,
+            });
         }
         Ok(())
     }
@@ -273,13 +383,11 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// Reads one frame of at most `body_max` bytes, waiting at most `idle` for
-/// it to start.
-async fn read_frame<R: AsyncRead + Unpin>(
+/// Reads a frame's length field, waiting at most `idle` for it.
+async fn read_length<R: AsyncRead + Unpin>(
     reader: &mut R,
     idle: Duration,
-    body_max: usize,
-) -> Result<Frame, ReadError> {
+) -> Result<usize, ReadError> {
     let mut field = [0u8; LENGTH_BYTES];
     match timeout(idle, reader.read_exact(&mut field)).await {
         Err(_) => return Err(ReadError::Timeout(idle)),
@@ -289,11 +397,15 @@ async fn read_frame<R: AsyncRead + Unpin>(
         Ok(Err(e)) => return Err(ReadError::Io(e)),
         Ok(Ok(_)) => {}
     }
-    let length = body_length(field).map_err(ReadError::Frame)?;
-    if length > body_max {
-        return Err(ReadError::Frame(FrameError::Length(length as u64)));
-    }
-    // Bounded by `body_max`, checked above before allocating.
+    body_length(field).map_err(ReadError::Frame)
+}
+
+/// Reads and decodes a frame's body of `length` bytes (at most
+/// [`FRAME_BYTES_MAX`], checked by [`body_length`]).
+async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    length: usize,
+) -> Result<Frame, ReadError> {
     let mut body = vec![0; length];
     match timeout(FRAME_READ_TIMEOUT, reader.read_exact(&mut body)).await {
         Err(_) => return Err(ReadError::Timeout(FRAME_READ_TIMEOUT)),
@@ -303,16 +415,37 @@ async fn read_frame<R: AsyncRead + Unpin>(
     decode(&body).map_err(ReadError::Frame)
 }
 
-/// Writes one encoded frame within [`WRITE_TIMEOUT`].
+/// Reads the other side's hello frame (or a refusal), all of it within
+/// [`HELLO_TIMEOUT`]; nothing over [`BEFORE_HELLO_BYTES_MAX`] is allocated.
+async fn read_hello<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Frame, ReadError> {
+    let read = async {
+        let length = read_length(reader, HELLO_TIMEOUT).await?;
+        if length > BEFORE_HELLO_BYTES_MAX {
+            return Err(ReadError::Frame(FrameError::Length(length as u64)));
+        }
+        read_body(reader, length).await
+    };
+    timeout(HELLO_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(ReadError::Timeout(HELLO_TIMEOUT)))
+}
+
+/// Writes one encoded frame, in chunks of [`WRITE_CHUNK_BYTES`] each
+/// within [`WRITE_TIMEOUT`].
 async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> Result<(), String> {
-    match timeout(WRITE_TIMEOUT, writer.write_all(frame)).await {
-        Err(_) => Err(format!(
-            "a frame was not written within {} ms",
-            WRITE_TIMEOUT.as_millis()
-        )),
-        Ok(Err(e)) => Err(format!("writing: {e}")),
-        Ok(Ok(())) => Ok(()),
+    for chunk in frame.chunks(WRITE_CHUNK_BYTES) {
+        match timeout(WRITE_TIMEOUT, writer.write_all(chunk)).await {
+            Err(_) => {
+                return Err(format!(
+                    "the peer read nothing for {} ms",
+                    WRITE_TIMEOUT.as_millis()
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("writing: {e}")),
+            Ok(Ok(())) => {}
+        }
     }
+    Ok(())
 }
 
 /// The largest frame before the hello is checked: a stranger cannot make
@@ -362,8 +495,8 @@ impl Dialer {
         loop {
             match self.dial().await {
                 Ok(stream) => {
-                    backoff = BACKOFF_MIN;
                     last_failure.clear();
+                    let since = tokio::time::Instant::now();
                     self.up.send_replace(true);
                     log::info(format_args!(
                         "link to node {} at {} is up",
@@ -371,6 +504,12 @@ impl Dialer {
                     ));
                     let ended = self.carry(stream).await;
                     self.up.send_replace(false);
+                    // A link that stayed up a while starts its dials over
+                    // from the shortest wait; one that keeps failing right
+                    // after its hello backs off like a failed dial.
+                    if since.elapsed() >= IDLE_TIMEOUT {
+                        backoff = BACKOFF_MIN;
+                    }
                     self.drain();
                     match ended {
                         Ended::Stopped => return,
@@ -380,8 +519,10 @@ impl Dialer {
                         )),
                     }
                 }
+                // Peer-supplied text (a refusal, at most REFUSE_BYTES_MAX)
+                // escaped, so it cannot forge log lines.
                 Err(DialError::Refused(why)) => log::warn(format_args!(
-                    "link to node {} at {}: {why}",
+                    "link to node {} at {}: {why:?}",
                     self.peer, self.address
                 )),
                 // A peer that is down fails every dial the same way: said
@@ -398,7 +539,12 @@ impl Dialer {
             }
             // Frames queued by a send that raced the link going down.
             self.drain();
-            tokio::time::sleep(backoff).await;
+            // Between half the backoff and all of it, so peers that lost
+            // each other at once do not dial again in step.
+            // No randomness from the OS: no jitter, the plain backoff.
+            let jitter =
+                getrandom::u32().map_or(0.0, |draw| f64::from(draw) / f64::from(u32::MAX) * 0.5);
+            tokio::time::sleep(backoff.mul_f64(1.0 - jitter)).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
@@ -419,8 +565,22 @@ impl Dialer {
         let _ = stream.set_nodelay(true);
         let hello = encode(&Frame::Hello(Hello::new(self.me, &self.membership)))
             .map_err(|e| failed(format!("encoding the hello: {e}")))?;
-        write_frame(&mut stream, &hello).await.map_err(failed)?;
-        match read_frame(&mut stream, HELLO_TIMEOUT, BEFORE_HELLO_BYTES_MAX).await {
+        // One deadline over the whole exchange: a peer that accepts and
+        // stalls mid-hello costs this link no more than one that is down.
+        let exchange = async {
+            write_frame(&mut stream, &hello).await?;
+            read_hello(&mut stream)
+                .await
+                .map_err(|e| format!("no hello back: {e}"))
+        };
+        let answer = match timeout(HELLO_TIMEOUT, exchange).await {
+            Err(_) => Err(format!(
+                "no hello back within {} ms",
+                HELLO_TIMEOUT.as_millis()
+            )),
+            Ok(answer) => answer,
+        };
+        match answer {
             Ok(Frame::Hello(theirs)) => theirs
                 .check(self.me, &self.membership, Some(self.peer))
                 .map(|()| stream)
@@ -430,7 +590,7 @@ impl Dialer {
                 "answered the hello with a {} frame",
                 kind_of(&other)
             ))),
-            Err(e) => Err(failed(format!("no hello back: {e}"))),
+            Err(why) => Err(failed(why)),
         }
     }
 
@@ -480,9 +640,76 @@ impl Dialer {
     }
 }
 
+/// The accepted connections, by where they stand.
+#[derive(Default)]
+struct Accepted {
+    /// Numbers the connections, so a task finds its own entry.
+    next: u64,
+    /// Connections before their hello, oldest first.
+    before_hello: VecDeque<(u64, AbortHandle)>,
+    /// Each peer's connection past its hello.
+    peers: BTreeMap<NodeId, (u64, AbortHandle)>,
+}
+
+type Shared = Arc<Mutex<Accepted>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Accepted> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A connection's place in [`Accepted`], given up when its task ends or
+/// is aborted.
+struct Place {
+    shared: Shared,
+    number: u64,
+}
+
+impl Place {
+    /// Moves this connection from the ones before their hello to `peer`'s,
+    /// closing the one `peer` had; false when it was closed meanwhile.
+    fn promote(&self, peer: NodeId) -> bool {
+        let replaced = {
+            let mut accepted = lock(&self.shared);
+            let Some(at) = accepted
+                .before_hello
+                .iter()
+                .position(|(number, _)| *number == self.number)
+            else {
+                return false;
+            };
+            let Some(entry) = accepted.before_hello.remove(at) else {
+                return false;
+            };
+            accepted.peers.insert(peer, entry)
+        };
+        if let Some((_, old)) = replaced {
+            // Its batches already handed on stay ahead of this one's; the
+            // rest are dropped, and openraft sends again what matters.
+            old.abort();
+            log::info(format_args!(
+                "node {peer} connected again: its previous connection is closed"
+            ));
+        }
+        true
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut accepted = lock(&self.shared);
+        accepted
+            .before_hello
+            .retain(|(number, _)| *number != self.number);
+        accepted
+            .peers
+            .retain(|_, (number, _)| *number != self.number);
+    }
+}
+
 /// Accepts peers' connections and reads each in a task of its own.
-async fn accept(listener: TcpListener, cluster: Cluster, incoming: mpsc::Sender<(NodeId, Batch)>) {
-    let permits = Arc::new(Semaphore::new(INCOMING_CONNECTIONS_MAX));
+async fn accept(listener: TcpListener, cluster: Cluster, incoming: mpsc::Sender<Received>) {
+    let budget = Arc::new(Semaphore::new(INCOMING_BYTES_MAX));
+    let shared = Shared::default();
     // Dropped with this task, which aborts every connection's task.
     let mut connections = JoinSet::new();
     loop {
@@ -496,23 +723,41 @@ async fn accept(listener: TcpListener, cluster: Cluster, incoming: mpsc::Sender<
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            log::warn(format_args!(
-                "closed a connection from {from}: {INCOMING_CONNECTIONS_MAX} peer connections are open"
-            ));
-            continue;
-        };
-        let (cluster, incoming) = (cluster.clone(), incoming.clone());
-        connections.spawn(async move {
-            let _permit = permit;
-            match receive(stream, &cluster, &incoming).await {
-                Ok(Some(peer)) => {
-                    log::info(format_args!("link from node {peer} ({from}) closed"));
+        let evicted = {
+            // Held while the task is spawned and listed, so the task
+            // cannot look for its entry before it is there.
+            let mut accepted = lock(&shared);
+            let evicted = if accepted.before_hello.len() >= BEFORE_HELLO_CONNECTIONS_MAX {
+                accepted.before_hello.pop_front()
+            } else {
+                None
+            };
+            let place = Place {
+                shared: Arc::clone(&shared),
+                number: accepted.next,
+            };
+            accepted.next += 1;
+            let (cluster, incoming, budget) =
+                (cluster.clone(), incoming.clone(), Arc::clone(&budget));
+            let number = place.number;
+            let task = connections.spawn(async move {
+                match receive(stream, &cluster, &incoming, &budget, &place).await {
+                    Ok(Some(peer)) => {
+                        log::info(format_args!("link from node {peer} ({from}) closed"));
+                    }
+                    Ok(None) => {}
+                    Err(why) => log::warn(format_args!("connection from {from} closed: {why}")),
                 }
-                Ok(None) => {}
-                Err(why) => log::warn(format_args!("connection from {from} closed: {why}")),
-            }
-        });
+            });
+            accepted.before_hello.push_back((number, task));
+            evicted
+        };
+        if let Some((_, oldest)) = evicted {
+            oldest.abort();
+            log::warn(format_args!(
+                "closed the oldest connection still without a hello: {BEFORE_HELLO_CONNECTIONS_MAX} are open"
+            ));
+        }
     }
 }
 
@@ -521,10 +766,12 @@ async fn accept(listener: TcpListener, cluster: Cluster, incoming: mpsc::Sender<
 async fn receive(
     mut stream: TcpStream,
     cluster: &Cluster,
-    incoming: &mpsc::Sender<(NodeId, Batch)>,
+    incoming: &mpsc::Sender<Received>,
+    budget: &Arc<Semaphore>,
+    place: &Place,
 ) -> Result<Option<NodeId>, String> {
     let _ = stream.set_nodelay(true);
-    let hello = match read_frame(&mut stream, HELLO_TIMEOUT, BEFORE_HELLO_BYTES_MAX).await {
+    let hello = match read_hello(&mut stream).await {
         Ok(Frame::Hello(hello)) => hello,
         Ok(other) => {
             return Err(format!(
@@ -538,21 +785,62 @@ async fn receive(
     if let Err(why) = hello.check(cluster.me, &cluster.membership, None) {
         let refusal = Frame::Refuse(format!("node {} refuses a peer that {why}", cluster.me));
         if let Ok(bytes) = encode(&refusal) {
-            let _ = write_frame(&mut stream, &bytes).await;
+            let _ = timeout(HELLO_TIMEOUT, write_frame(&mut stream, &bytes)).await;
         }
         return Err(format!("refused: the peer {why}"));
     }
     let peer = hello.from;
+    if !place.promote(peer) {
+        return Err(format!(
+            "node {peer}'s hello came after its connection was closed"
+        ));
+    }
     let ours = encode(&Frame::Hello(Hello::new(cluster.me, &cluster.membership)))
         .map_err(|e| format!("encoding the hello: {e}"))?;
     write_frame(&mut stream, &ours).await?;
     log::info(format_args!("link from node {peer} is up"));
     loop {
-        match read_frame(&mut stream, IDLE_TIMEOUT, FRAME_BYTES_MAX).await {
+        let length = match read_length(&mut stream, IDLE_TIMEOUT).await {
+            Ok(length) => length,
+            Err(ReadError::Closed) => return Ok(Some(peer)),
+            Err(e) => return Err(format!("node {peer}: {e}")),
+        };
+        // Taken before the body is allocated, given back when the node
+        // drops the batch. At most INCOMING_BYTES_MAX, so it fits.
+        let share = u32::try_from(length * DECODE_FACTOR)
+            .map_err(|_| format!("node {peer}: a frame of {length} bytes"))?;
+        let permit = match timeout(
+            DELIVER_TIMEOUT,
+            Arc::clone(budget).acquire_many_owned(share),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Ok(Some(peer)),
+            Err(_) => {
+                return Err(format!(
+                    "node {peer}: no room for a frame of {length} bytes for {} ms",
+                    DELIVER_TIMEOUT.as_millis()
+                ));
+            }
+        };
+        match read_body(&mut stream, length).await {
             Ok(Frame::Batch(batch)) => {
-                if incoming.send((peer, batch)).await.is_err() {
+                let received = Received {
+                    from: peer,
+                    batch,
+                    budget: Budget { _permit: permit },
+                };
+                match timeout(DELIVER_TIMEOUT, incoming.send(received)).await {
+                    Ok(Ok(())) => {}
                     // The node stopped taking batches: it is shutting down.
-                    return Ok(Some(peer));
+                    Ok(Err(_)) => return Ok(Some(peer)),
+                    Err(_) => {
+                        return Err(format!(
+                            "node {peer}: the node took no batch for {} ms",
+                            DELIVER_TIMEOUT.as_millis()
+                        ));
+                    }
                 }
             }
             Ok(Frame::Keepalive) => {}
@@ -562,7 +850,6 @@ async fn receive(
                     kind_of(&other)
                 ));
             }
-            Err(ReadError::Closed) => return Ok(Some(peer)),
             Err(e) => return Err(format!("node {peer}: {e}")),
         }
     }

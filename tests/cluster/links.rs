@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use openraft::raft::VoteRequest;
 use seglog::cluster::frame::{self, FRAME_BYTES_MAX, Frame, HELLO_BYTES_MAX, Hello};
-use seglog::cluster::link::{Links, SendError};
+use seglog::cluster::link::{
+    BEFORE_HELLO_CONNECTIONS_MAX, INCOMING_BATCHES_MAX, Links, Received, SendError,
+};
 use seglog::cluster::peers::{Cluster, Membership};
 use seglog::raft::standing::Note;
 use seglog::raft::transport::{Answer, Batch, Call, Reply, Rpc};
@@ -70,7 +72,7 @@ fn start(
     listener: TcpListener,
     me: NodeId,
     membership: &Membership,
-) -> (Links, mpsc::Receiver<(NodeId, Batch)>) {
+) -> (Links, mpsc::Receiver<Received>) {
     Links::start(
         listener,
         Cluster {
@@ -81,6 +83,27 @@ fn start(
 }
 
 /// Reads one frame a node sent on a raw connection.
+/// The next batch the node hands over, and who sent it (its share of
+/// the incoming budget given back).
+async fn next(what: &str, incoming: &mut mpsc::Receiver<Received>) -> (NodeId, Batch) {
+    let Received { from, batch, .. } = within(what, incoming.recv())
+        .await
+        .expect("the links deliver");
+    (from, batch)
+}
+
+/// What a refused send says: its kind, peer and the items handed back.
+fn refused(result: Result<(), SendError>) -> (&'static str, NodeId, serde_json::Value) {
+    let error = result.expect_err("the send is refused");
+    let kind = match &error {
+        SendError::UnknownPeer { .. } => "unknown",
+        SendError::Down { .. } => "down",
+        SendError::Full { .. } => "full",
+        SendError::TooLarge { .. } => "too large",
+    };
+    (kind, error.peer(), json(error.unsent()))
+}
+
 async fn read_frame(stream: &mut TcpStream) -> Frame {
     let mut field = [0u8; frame::LENGTH_BYTES];
     stream
@@ -144,9 +167,7 @@ async fn three_nodes_exchange_batches() {
     for (to, (_, incoming)) in (1u32..).zip(&mut nodes) {
         let mut got = Vec::new();
         for _ in 0..2 {
-            let (from, batch) = within("a batch", incoming.recv())
-                .await
-                .expect("the links deliver");
+            let (from, batch) = next("a batch", incoming).await;
             got.push((from, json(&batch)));
         }
         got.sort_by_key(|(from, _)| *from);
@@ -156,7 +177,10 @@ async fn three_nodes_exchange_batches() {
             .collect();
         assert_eq!(got, expected, "what node {to} received");
     }
-    assert_eq!(nodes[0].0.send(9, batch(1)), Err(SendError::UnknownPeer(9)));
+    assert_eq!(
+        refused(nodes[0].0.send(9, batch(1))),
+        ("unknown", 9, json(&batch(1)))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,18 +208,21 @@ async fn a_batch_over_the_frame_limit_goes_in_several_frames() {
         answers,
         ..Batch::default()
     };
+    let (kind, peer, items) = refused(links.send(2, big));
+    assert_eq!((kind, peer), ("too large", 2));
+    let items: Batch = serde_json::from_value(items).expect("a batch");
     assert_eq!(
-        links.send(2, big),
-        Err(SendError::TooLarge {
-            peer: 2,
-            dropped: 1
-        })
+        items
+            .answers
+            .iter()
+            .map(|answer| answer.id)
+            .collect::<Vec<_>>(),
+        [40],
+        "the item over a frame is handed back"
     );
     let (mut ids, mut batches) = (Vec::new(), 0);
     while ids.len() < 40 {
-        let (from, batch) = within("a part of the batch", incoming.recv())
-            .await
-            .expect("the links deliver");
+        let (from, batch) = next("a part of the batch", &mut incoming).await;
         assert_eq!(from, 1);
         batches += 1;
         for answer in batch.answers {
@@ -285,9 +312,7 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
     assert!(matches!(read_frame(&mut stream).await, Frame::Hello(_)));
     write_frame(&mut stream, &Frame::Keepalive).await;
     write_frame(&mut stream, &Frame::Batch(batch(99))).await;
-    let (from, got) = within("the good batch", incoming.recv())
-        .await
-        .expect("the links deliver");
+    let (from, got) = next("the good batch", &mut incoming).await;
     assert_eq!((from, json(&got)), (2, json(&batch(99))));
 }
 
@@ -311,7 +336,10 @@ async fn a_dialed_peer_answering_as_another_node_is_refused() {
     write_frame(&mut stream, &Frame::Hello(impostor)).await;
     assert!(closed_by_the_node(&mut stream).await.is_empty());
     assert!(!links.is_up(2));
-    assert_eq!(links.send(2, batch(1)), Err(SendError::Down(2)));
+    assert_eq!(
+        refused(links.send(2, batch(1))),
+        ("down", 2, json(&batch(1)))
+    );
 
     // It dials again; this time the right node answers.
     let (mut stream, _) = within("node 1 dialing again", fake.accept())
@@ -334,7 +362,10 @@ async fn a_dialed_peer_answering_as_another_node_is_refused() {
     // The peer goes away: the link is down, and sends fail at once.
     drop(stream);
     assert!(within("the link down", links.wait_until(2, false)).await);
-    assert_eq!(links.send(2, batch(6)), Err(SendError::Down(2)));
+    assert_eq!(
+        refused(links.send(2, batch(6))),
+        ("down", 2, json(&batch(6)))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,19 +380,14 @@ async fn a_link_cut_by_the_network_comes_back() {
     assert!(within("1 → 2 up", links.wait_until(2, true)).await);
     assert!(within("2 → 1 up", two_links.wait_until(1, true)).await);
     links.send(2, batch(1)).expect("the link is up");
-    assert_eq!(
-        within("a batch", incoming.recv())
-            .await
-            .expect("the links deliver")
-            .1
-            .notes
-            .len(),
-        1
-    );
+    assert_eq!(next("a batch", &mut incoming).await.1.notes.len(), 1);
 
     proxy.cut();
     assert!(within("1 → 2 down", links.wait_until(2, false)).await);
-    assert_eq!(links.send(2, batch(2)), Err(SendError::Down(2)));
+    assert_eq!(
+        refused(links.send(2, batch(2))),
+        ("down", 2, json(&batch(2)))
+    );
     // The direct link the other way is untouched.
     assert!(two_links.is_up(1));
 
@@ -369,9 +395,7 @@ async fn a_link_cut_by_the_network_comes_back() {
     assert!(within("1 → 2 up again", links.wait_until(2, true)).await);
     assert!(proxy.carried() >= 2, "reconnected through the proxy");
     links.send(2, batch(3)).expect("the link is up");
-    let (from, got) = within("a batch after the cut", incoming.recv())
-        .await
-        .expect("the links deliver");
+    let (from, got) = next("a batch after the cut", &mut incoming).await;
     assert_eq!((from, json(&got)), (1, json(&batch(3))));
 
     // A slow link still carries every batch, in order.
@@ -380,9 +404,98 @@ async fn a_link_cut_by_the_network_comes_back() {
         links.send(2, batch(tag)).expect("the link is up");
     }
     for tag in 4..8 {
-        let (_, got) = within("a delayed batch", incoming.recv())
-            .await
-            .expect("the links deliver");
+        let (_, got) = next("a delayed batch", &mut incoming).await;
         assert_eq!(json(&got), json(&batch(tag)));
     }
+}
+
+/// Review 30's first finding: strangers that send a length and stall
+/// used to hold every connection slot for the body's 32 s timeout, so a
+/// real peer was refused. Now the oldest of them is closed to make room,
+/// and each is closed within the hello's deadline anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_strangers_do_not_lock_a_peer_out() {
+    let (one, two) = (listener().await, listener().await);
+    let node_address = one.local_addr().expect("a listener's address");
+    let membership =
+        Membership::new([(1, address(&one)), (2, address(&two))]).expect("a valid membership");
+    let (_links, mut incoming) = start(one, 1, &membership);
+    let mut strays = Vec::new();
+    for _ in 0..BEFORE_HELLO_CONNECTIONS_MAX + 8 {
+        let mut stray = within("connecting", TcpStream::connect(node_address))
+            .await
+            .expect("connecting to the node");
+        stray
+            .write_all(&100u32.to_be_bytes())
+            .await
+            .expect("writing to the node");
+        strays.push(stray);
+    }
+    let mut peer = within("connecting", TcpStream::connect(node_address))
+        .await
+        .expect("connecting to the node");
+    write_frame(&mut peer, &Frame::Hello(Hello::new(2, &membership))).await;
+    assert!(matches!(
+        within("the node's hello", read_frame(&mut peer)).await,
+        Frame::Hello(_)
+    ));
+    write_frame(&mut peer, &Frame::Batch(batch(7))).await;
+    let (from, got) = next("the peer's batch", &mut incoming).await;
+    assert_eq!((from, json(&got)), (2, json(&batch(7))));
+    // Every stray is closed: the first ones to make room, the rest at
+    // the hello's deadline, though each sent a length.
+    for stray in &mut strays {
+        assert!(closed_by_the_node(stray).await.is_empty());
+    }
+}
+
+/// Review 30's third finding: a peer's old connection, blocked handing a
+/// batch to a node slow to take them, held its slot forever and its
+/// batches came out after the new connection's. Now a peer's new hello
+/// closes its old connection: nothing of the old one comes after the new
+/// one's first batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_newest_connection_replaces_its_old_one() {
+    let (one, two) = (listener().await, listener().await);
+    let node_address = one.local_addr().expect("a listener's address");
+    let membership =
+        Membership::new([(1, address(&one)), (2, address(&two))]).expect("a valid membership");
+    let (_links, mut incoming) = start(one, 1, &membership);
+    let connect_as_2 = || async {
+        let mut stream = within("connecting", TcpStream::connect(node_address))
+            .await
+            .expect("connecting to the node");
+        write_frame(&mut stream, &Frame::Hello(Hello::new(2, &membership))).await;
+        assert!(matches!(
+            within("the node's hello", read_frame(&mut stream)).await,
+            Frame::Hello(_)
+        ));
+        stream
+    };
+    // The old connection sends more than the node holds untaken.
+    let old_batches = u32::try_from(INCOMING_BATCHES_MAX + 3).expect("small");
+    let mut old = connect_as_2().await;
+    for tag in 0..old_batches {
+        write_frame(&mut old, &Frame::Batch(batch(tag))).await;
+    }
+    let mut new = connect_as_2().await;
+    closed_by_the_node(&mut old).await;
+    for tag in [100_000, 100_001] {
+        write_frame(&mut new, &Frame::Batch(batch(tag))).await;
+    }
+    let mut order = Vec::new();
+    while order.last() != Some(&100_001) {
+        let (from, got) = next("a batch", &mut incoming).await;
+        assert_eq!(from, 2);
+        order.push(got.calls[0].group);
+    }
+    let first_new = order
+        .iter()
+        .position(|&tag| tag >= 100_000)
+        .expect("the new connection's batches came");
+    assert_eq!(order[first_new..], [100_000, 100_001], "received {order:?}");
+    assert!(
+        order[..first_new].windows(2).all(|w| w[0] + 1 == w[1]),
+        "the old connection's batches in order"
+    );
 }

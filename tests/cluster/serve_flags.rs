@@ -2,25 +2,52 @@
 //! cluster mode is built, so no one runs a "cluster" that replicates
 //! nothing.
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `seglog serve` may take to refuse its flags before the test
+/// calls it a hang (it refuses before opening anything, in milliseconds):
+/// a refusal that broke would start a server that never exits.
+const HANG: Duration = Duration::from_secs(60);
 
 /// Runs `seglog serve` with `args` on a fresh directory; its exit success
-/// and stderr.
+/// and stderr. Killed, and the test failed, if it is still running after
+/// [`HANG`].
 fn serve(args: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let output = Command::new(env!("CARGO_BIN_EXE_seglog"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seglog"))
         .arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(dir.path())
         .args(args)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("running seglog serve");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut stderr = child.stderr.take().expect("a piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for seglog serve") {
+            break status;
+        }
+        if started.elapsed() > HANG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("seglog serve {args:?} still running after {HANG:?}: it started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().expect("reading stderr");
+    (status.success(), stderr)
 }
 
 #[test]
