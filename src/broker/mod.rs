@@ -135,7 +135,7 @@ impl Broker {
         // states and ids, group offsets: all the store's records and
         // commits), so nothing needs rebuilding, only counting; the
         // catalog is a file of its own.
-        let healed: crate::storage::group_commit::HealReport = Box::new(move |result| {
+        let healed: crate::storage::group_commit::HealReport = Box::new(move |result, _waited| {
             if let Some(broker) = healing.upgrade() {
                 let counter = match result {
                     Ok(()) => &broker.metrics.store_heals,

@@ -20,7 +20,11 @@
 //! store after a failed sync point: it waits [`HEAL_BACKOFF_FIRST`], then
 //! reopens the store in place ([`Store::reopen`]: recovery from the
 //! journal, as at a restart), doubling the wait up to [`HEAL_BACKOFF_MAX`]
-//! while reopening fails. Meanwhile the store is poisoned, so writes are
+//! after each attempt, failed or not, until the healed store has run
+//! [`HEAL_STEADY`] without a failed sync point: a fault the reopen does not
+//! meet (one segment's bad sector, an overwrite a full disk still takes)
+//! fails a sync point again soon after, and is then retried once a second,
+//! not ten times. Meanwhile the store is poisoned, so writes are
 //! refused before they are applied and reads go on. Every write queued
 //! before the reopen was applied to the run that failed and is answered
 //! with an error (it may or may not be durable), never with success.
@@ -53,11 +57,18 @@ pub const HEAL_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 /// resume after at most this plus one recovery.
 pub const HEAL_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// How long a healed store must run without a failed sync point before
+/// the next heal waits [`HEAL_BACKOFF_FIRST`] again: many times the longest
+/// wait, so a fault that returns at every few writes keeps its heals at
+/// [`HEAL_BACKOFF_MAX`] apart.
+pub const HEAL_STEADY: Duration = Duration::from_secs(10);
+
 /// Told of each reopen of a healing group commit: `Ok` once the store takes
-/// writes again, `Err` with why an attempt failed (another follows). Called
-/// with the store's lock held, before any write reaches the reopened store,
-/// so it must not take that lock (nor one a writer holds while waiting for it).
-pub type HealReport = Box<dyn FnMut(&Result<()>) + Send>;
+/// writes again, `Err` with why an attempt failed (another follows), and
+/// the wait that came before the attempt. Called with the store's lock
+/// held, before any write reaches the reopened store, so it must not take
+/// that lock (nor one a writer holds while waiting for it).
+pub type HealReport = Box<dyn FnMut(&Result<()>, Duration) + Send>;
 
 /// The outcome of a sync point, shared by every write it covered: `Err`
 /// holds why it failed, and then the writes may or may not be durable.
@@ -188,15 +199,21 @@ fn sync_loop<T>(
     mut report: impl FnMut(Synced<T>) -> bool,
     mut healed: Option<HealReport>,
 ) {
+    // The wait before the next reopen: grows with each, back to the first
+    // once a sync point succeeds HEAL_STEADY after the last heal.
+    let mut backoff = HEAL_BACKOFF_FIRST;
+    let mut last_heal: Option<Instant> = None;
     loop {
         // Not once closing: the turn below then answers what waits (the
         // store refuses the sync point) and the thread ends.
         if let Some(healed) = healed.as_mut()
             && !lock(&shared.waiting).closing
             && lock(store).is_poisoned()
-            && !heal(shared, store, &mut report, healed)
         {
-            return;
+            if !heal(shared, store, &mut report, healed, &mut backoff) {
+                return;
+            }
+            last_heal = Some(Instant::now());
         }
         let items = {
             let mut waiting = lock(&shared.waiting);
@@ -276,6 +293,9 @@ fn sync_loop<T>(
             }
             continue;
         }
+        if last_heal.is_none_or(|at| at.elapsed() >= HEAL_STEADY) {
+            backoff = HEAL_BACKOFF_FIRST;
+        }
         if !report(Synced {
             items,
             result: Ok(()),
@@ -295,10 +315,11 @@ fn sync_loop<T>(
     }
 }
 
-/// Reopens the poisoned store in place, waiting [`HEAL_BACKOFF_FIRST`]
-/// first and twice as long after each failed attempt, up to
-/// [`HEAL_BACKOFF_MAX`]; returns once it takes writes again (true), or
-/// false when the front end closed the group commit or is gone.
+/// Reopens the poisoned store in place, waiting `wait` first and twice as
+/// long after each attempt, up to [`HEAL_BACKOFF_MAX`] (the caller keeps
+/// `wait` across heals, and resets it once the store is steady); returns
+/// once it takes writes again (true), or false when the front end closed
+/// the group commit or is gone.
 ///
 /// Writes are refused while the store is poisoned, so what waits was
 /// applied to the run that failed: answered with an error before each
@@ -311,8 +332,8 @@ fn heal<T>(
     store: &Mutex<Store>,
     report: &mut impl FnMut(Synced<T>) -> bool,
     healed: &mut HealReport,
+    wait: &mut Duration,
 ) -> bool {
-    let mut wait = HEAL_BACKOFF_FIRST;
     loop {
         if !answer_unhealed(shared, report) {
             return false;
@@ -321,7 +342,7 @@ fn heal<T>(
             let waiting = lock(&shared.waiting);
             let (waiting, _) = shared
                 .wake
-                .wait_timeout_while(waiting, wait, |w| !w.closing)
+                .wait_timeout_while(waiting, *wait, |w| !w.closing)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if waiting.closing {
                 // The loop drains what waits: its sync point is refused.
@@ -331,7 +352,8 @@ fn heal<T>(
         let started = Instant::now();
         let mut guard = lock(store);
         let result = guard.reopen();
-        healed(&result);
+        healed(&result, *wait);
+        *wait = (*wait * 2).min(HEAL_BACKOFF_MAX);
         if result.is_ok() {
             let answered = answer_unhealed(shared, report);
             drop(guard);
@@ -342,7 +364,6 @@ fn heal<T>(
             return answered;
         }
         drop(guard);
-        wait = (wait * 2).min(HEAL_BACKOFF_MAX);
         if let Err(e) = &result {
             log::warn(format_args!(
                 "reopening the poisoned store failed, trying again in {wait:?}: {e}"
@@ -375,6 +396,23 @@ mod tests {
     use crate::storage::sim::{Fault, FaultOp, SimFs};
     use crate::storage::store::StoreConfig;
 
+    /// How long a test waits for the thread before it fails (rather than
+    /// hangs).
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    /// Closes the group commit and waits for its thread to end, failing
+    /// the test if it does not within [`PATIENCE`].
+    fn join_within(group_commit: GroupCommit<u32>) {
+        group_commit.close();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || tx.send(group_commit.join().is_ok()));
+        assert_eq!(
+            rx.recv_timeout(PATIENCE),
+            Ok(true),
+            "the thread did not end"
+        );
+    }
+
     /// A store on a simulated disk under a healing group commit.
     struct Healing {
         fs: Arc<SimFs>,
@@ -382,8 +420,8 @@ mod tests {
         group_commit: GroupCommit<u32>,
         /// Each batch's items and whether its sync point succeeded.
         synced: mpsc::Receiver<(Vec<u32>, bool)>,
-        /// Whether each heal attempt succeeded.
-        healed: mpsc::Receiver<bool>,
+        /// Whether each heal attempt succeeded, and the wait before it.
+        healed: mpsc::Receiver<(bool, Duration)>,
     }
 
     fn healing_group_commit() -> Healing {
@@ -400,8 +438,8 @@ mod tests {
         let group_commit = GroupCommit::start_healing(
             Arc::clone(&store),
             move |s: Synced<u32>| synced_tx.send((s.items, s.result.is_ok())).is_ok(),
-            Box::new(move |result| {
-                let _ = healed_tx.send(result.is_ok());
+            Box::new(move |result, waited| {
+                let _ = healed_tx.send((result.is_ok(), waited));
             }),
         )
         .expect("start");
@@ -436,19 +474,27 @@ mod tests {
             healed,
         } = healing_group_commit();
         assert!(write(&store, &group_commit, 1));
-        assert_eq!(synced.recv().expect("synced"), (vec![1], true));
+        assert_eq!(
+            synced.recv_timeout(PATIENCE).expect("synced"),
+            (vec![1], true)
+        );
         fs.fail(Fault::new(FaultOp::SyncData).persist());
         assert!(write(&store, &group_commit, 2));
-        assert_eq!(synced.recv().expect("synced"), (vec![2], false));
+        assert_eq!(
+            synced.recv_timeout(PATIENCE).expect("synced"),
+            (vec![2], false)
+        );
         // Every reopen fails while the fault lasts (recovery syncs).
-        assert!(!healed.recv().expect("a heal attempt"));
+        assert!(!healed.recv_timeout(PATIENCE).expect("a heal attempt").0);
         assert!(!write(&store, &group_commit, 3), "refused while poisoned");
         fs.heal();
-        while !healed.recv().expect("a heal attempt") {}
+        while !healed.recv_timeout(PATIENCE).expect("a heal attempt").0 {}
         assert!(write(&store, &group_commit, 4), "taken again");
-        assert_eq!(synced.recv().expect("synced"), (vec![4], true));
-        group_commit.close();
-        group_commit.join().expect("join");
+        assert_eq!(
+            synced.recv_timeout(PATIENCE).expect("synced"),
+            (vec![4], true)
+        );
+        join_within(group_commit);
     }
 
     /// Regression: closing while the store was poisoned made the thread
@@ -464,10 +510,59 @@ mod tests {
         } = healing_group_commit();
         fs.fail(Fault::new(FaultOp::SyncData).persist());
         assert!(write(&store, &group_commit, 1));
-        assert_eq!(synced.recv().expect("synced"), (vec![1], false));
-        assert!(!healed.recv().expect("a heal attempt"));
-        group_commit.close();
-        group_commit.join().expect("join");
+        assert_eq!(
+            synced.recv_timeout(PATIENCE).expect("synced"),
+            (vec![1], false)
+        );
+        assert!(!healed.recv_timeout(PATIENCE).expect("a heal attempt").0);
+        join_within(group_commit);
         assert!(lock(&store).is_poisoned());
+    }
+
+    /// A fault the reopen does not meet (here every fdatasync of a
+    /// segment, which recovery does not need when the journal holds the
+    /// records) fails the next sync point again at once: each heal then
+    /// waits twice as long as the last, up to the longest wait, although
+    /// sync points through the journal succeed in between.
+    #[test]
+    fn heals_that_do_not_last_back_off() {
+        let Healing {
+            fs,
+            store,
+            group_commit,
+            synced,
+            healed,
+        } = healing_group_commit();
+        fs.fail(
+            Fault::new(FaultOp::SyncData)
+                .path_contains("logs")
+                .persist(),
+        );
+        let mut waits = Vec::new();
+        let mut item = 0;
+        let mut key = 0;
+        while waits.len() < 5 {
+            // A new key's second record is a direct sync point of its
+            // segment, which fails; the first goes through the journal.
+            key += 1;
+            for _ in 0..2 {
+                item += 1;
+                let mut guard = lock(&store);
+                if guard.is_poisoned() {
+                    break;
+                }
+                guard.append(&format!("k{key}"), b"record").expect("append");
+                group_commit.push(item);
+                drop(guard);
+                synced.recv_timeout(PATIENCE).expect("synced");
+            }
+            let (ok, waited) = healed.recv_timeout(PATIENCE).expect("a heal");
+            assert!(ok, "the reopen meets no fault");
+            waits.push(waited);
+        }
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(waits, [ms(100), ms(200), ms(400), ms(800), ms(1000)]);
+        fs.heal();
+        join_within(group_commit);
     }
 }
