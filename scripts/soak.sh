@@ -11,7 +11,7 @@
 # Needs root (to mount the tmpfs). Tune with SEGLOG_SOAK_KILL_EVERY_SECS
 # (10), SEGLOG_SOAK_DISK_EVERY_SECS (60), SEGLOG_SOAK_SERVE_RATE (200
 # produce requests per second), SEGLOG_SOAK_DISK_BYTES (the tmpfs, 1G).
-# The full output is kept in soak-<date>.log in the current directory.
+# The full output is kept in target/soak-<date>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-3600}"
@@ -30,7 +30,8 @@ cargo test --release --test node --no-run
 disk="$(mktemp -d /tmp/seglog-soak-XXXXXX)"
 mount -t tmpfs -o "size=${SEGLOG_SOAK_DISK_BYTES:-1G}" tmpfs "$disk"
 trap 'umount -l "$disk"; rmdir "$disk"' EXIT
-log="soak-$(date -u +%Y%m%dT%H%M%SZ).log"
+mkdir -p target
+log="target/soak-$(date -u +%Y%m%dT%H%M%SZ).log"
 echo "soak.sh: ${secs} s on a tmpfs at $disk; output in $log" >&2
 status=0
 SEGLOG_SOAK_SECS="$secs" SEGLOG_SOAK_DISK="$disk" TMPDIR="$disk" \
