@@ -704,6 +704,9 @@ impl KeyLog {
     /// [`READ_VIEW_PARTS_MAX`] segments, and a copy of
     /// the durable records not yet written to a segment if the view reaches
     /// them. A view from below the log start starts at the log start.
+    /// A later segment that fails to open ends the view before it
+    /// (incomplete), so the records before it are read and the next view
+    /// meets the error.
     pub fn read_view(&mut self, from: u64, bytes_max: u64) -> Result<ReadView> {
         let from = from.max(self.log_start);
         let mut view = ReadView {
@@ -723,7 +726,17 @@ impl KeyLog {
             let mut at = from;
             while i < self.sealed.len() {
                 let next_base = self.next_base(i);
-                let segment = self.sealed_segment(self.sealed[i])?.view(at)?;
+                let segment = match self.sealed_segment(self.sealed[i]).and_then(|s| s.view(at)) {
+                    Ok(segment) => segment,
+                    // The records before a segment that fails to open are
+                    // delivered first: the next view, which starts at
+                    // this segment, meets the error.
+                    Err(_) if !view.parts.is_empty() => {
+                        view.complete = false;
+                        return Ok(view);
+                    }
+                    Err(e) => return Err(e),
+                };
                 bytes += segment.bytes();
                 view.parts.push(ViewPart {
                     segment,

@@ -638,4 +638,51 @@ mod tests {
             .expect("read");
         assert_eq!(all, (0..WRITTEN).collect::<Vec<_>>());
     }
+
+    /// A segment that fails to open hides none of the records before it:
+    /// a read by views delivers them, then meets the error.
+    #[test]
+    fn a_damaged_segment_fails_a_read_after_the_records_before_it() {
+        const SEGMENT_BYTES: u64 = 512;
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let config = StoreConfig {
+            segment_bytes: SEGMENT_BYTES,
+            ..StoreConfig::default()
+        };
+        let mut store = Store::open(dir.path(), config).expect("store");
+        for i in 0..100 {
+            store.append("k", &payload(i)).expect("append");
+        }
+        store.sync().expect("sync");
+        let segments = store.segments("k").expect("segments");
+        assert!(segments.len() > 3);
+        let second = segments[1].base;
+        let logs = dir.path().join(super::super::LOGS_DIR_NAME);
+        let key_dir = std::fs::read_dir(&logs)
+            .expect("logs")
+            .next()
+            .expect("the key's directory")
+            .expect("entry")
+            .path();
+        let path = key_dir.join(crate::storage::format::log_file_name(second));
+        let mut bytes = std::fs::read(&path).expect("segment");
+        bytes[..8].fill(0xff);
+        std::fs::write(&path, bytes).expect("damage the header");
+
+        let mut seen = Vec::new();
+        let result = crate::storage::keylog::read_by_views(
+            0,
+            &mut |from| store.read_view("k", from, u64::MAX),
+            &mut |offset, bytes| {
+                assert_eq!(bytes, payload(offset));
+                seen.push(offset);
+                true
+            },
+        );
+        assert_eq!(seen, (0..second).collect::<Vec<_>>());
+        assert!(
+            matches!(result, Err(crate::storage::error::Error::Corrupt { .. })),
+            "{result:?}"
+        );
+    }
 }
