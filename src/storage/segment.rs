@@ -670,18 +670,6 @@ impl Segment {
             .map_or(self.durable_position, |w| w.file_len)
     }
 
-    /// Delivers the durable records with offsets from `from` up to `end` to
-    /// `visit`, which returns false to stop. Verifies each record's CRC and
-    /// offset.
-    pub fn read(
-        &mut self,
-        from: u64,
-        end: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
-    ) -> Result<ReadEnd> {
-        self.view(from)?.read(end, visit)
-    }
-
     /// The durable records from offset `from` on, as a [`SegmentView`] that
     /// decodes them without this segment (and so without the store's lock).
     /// Finds where `from` starts: an index lookup and a scan of at most one
