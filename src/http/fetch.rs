@@ -278,14 +278,22 @@ impl Chunk {
             payload_bytes,
             ..
         } = self;
-        // DeleteRecords may have set a log start inside a segment.
+        // DeleteRecords may have set a log start inside a segment. The log
+        // start and the first view come from one hold of the lock, so no
+        // DeleteRecords or retention falls between them.
+        let mut store = app.store();
         *next = (*next).max(
-            crate::broker::topics::log_start(&mut app.store(), &key)
+            crate::broker::topics::log_start(&mut store, &key)
                 .map_err(|e| ApiError::from(crate::broker::Error::refused(e)))?,
         );
+        let mut first_view = Some(store.read_view(&key, *next, FETCH_CHUNK_BYTES as u64));
+        drop(store);
         // The lock is held only to take each view; records are decoded and
         // copied into the body without it.
-        let mut take_view = |from| app.store().read_view(&key, from, FETCH_CHUNK_BYTES as u64);
+        let mut take_view = |from| match first_view.take() {
+            Some(view) => view,
+            None => app.store().read_view(&key, from, FETCH_CHUNK_BYTES as u64),
+        };
         read_by_views(*next, &mut take_view, &mut |at, payload| {
             if budget.sent_any && at != *next {
                 // Retention deleted the next records between two

@@ -9,6 +9,7 @@
 //! and every record is CRC-checked as it is read, so what is copied is
 //! what was written.
 
+use std::cell::Cell;
 use std::io::Write as _;
 use std::sync::Mutex;
 
@@ -44,22 +45,24 @@ pub fn poll_reply(store: &Mutex<Store>, to: &ReplyTo, offsets: &[(String, u64)])
         to.msg_id
     )
     .into_bytes();
-    let mut budget = POLL_REPLY_BYTES_MAX;
+    // Shared by the visitor, which spends it, and `take_view`, which asks
+    // for views no larger than what is left of it.
+    let budget = Cell::new(POLL_REPLY_BYTES_MAX);
     let mut keys_written = 0;
     for (key, from) in offsets {
-        if budget == 0 {
+        if budget.get() == 0 {
             break;
         }
         let key_start = line.len();
         let mut count = 0;
-        let mut take_view = |from| lock(store).read_view(key, from, POLL_REPLY_BYTES_MAX as u64);
+        let mut take_view = |from| lock(store).read_view(key, from, budget.get() as u64);
         let result = read_by_views(*from, &mut take_view, &mut |offset, msg| {
             // Always take one record, so a poll of one huge message progresses.
-            if count > 0 && msg.len() > budget {
-                budget = 0;
+            if count > 0 && msg.len() > budget.get() {
+                budget.set(0);
                 return false;
             }
-            budget = budget.saturating_sub(msg.len());
+            budget.set(budget.get().saturating_sub(msg.len()));
             if count == 0 {
                 if keys_written > 0 {
                     line.push(b',');
@@ -73,7 +76,7 @@ pub fn poll_reply(store: &Mutex<Store>, to: &ReplyTo, offsets: &[(String, u64)])
             line.extend_from_slice(msg);
             line.push(b']');
             count += 1;
-            count < POLL_RECORDS_PER_KEY_MAX && budget > 0
+            count < POLL_RECORDS_PER_KEY_MAX && budget.get() > 0
         });
         if let Err(e) = result {
             log::warn(format_args!("poll of key {key:?} stopped: {e}"));

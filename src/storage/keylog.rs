@@ -31,10 +31,14 @@ use crate::storage::format::{self, FILE_HEADER_SIZE};
 use crate::storage::recovery::{self, JournalEntry, Mode};
 use crate::storage::segment::{ReadEnd, Segment, SegmentView};
 
-/// Bytes of records one view of [`KeyLog::read`] covers: a segment or two
-/// at the default segment size, so a read of a long log maps the segments
-/// it crosses a few at a time.
-pub const READ_VIEW_BYTES: u64 = 8 << 20;
+/// Segments one [`ReadView`] may hold at most, whatever its byte limit.
+/// A view opens each segment it covers up front, under the store's lock
+/// and through the cache of one sealed segment (an open and a map each):
+/// with small segments, a byte limit alone would let one view open
+/// hundreds of them for a reader that may want one record. Two or three
+/// segments cover a reply at the default segment size; a reader wanting
+/// more takes the next view.
+pub const READ_VIEW_PARTS_MAX: usize = 3;
 
 /// The durable records of a key's log from one offset on, as a reader
 /// decodes them without the log: views of the segments (which keep their
@@ -55,7 +59,7 @@ pub struct ReadView {
     /// Offset of the first frame of `pending`.
     pending_from: u64,
     /// Whether the view reaches the log's durable end (else it stopped at
-    /// the byte limit it was taken with).
+    /// the byte limit it was taken with or at [`READ_VIEW_PARTS_MAX`]).
     complete: bool,
 }
 
@@ -131,39 +135,54 @@ impl ReadView {
             match part.segment.read(self.end, visit)? {
                 ReadEnd::Stopped => return Ok(()),
                 ReadEnd::ReachedEnd => break,
-                ReadEnd::Exhausted { next_offset } => match part.next_base {
-                    Some(base) if base != next_offset => {
-                        return Err(Error::corrupt(
-                            part.segment.log_path(),
-                            part.segment.end_position(),
-                            format!(
-                                "sealed segment ends before offset {next_offset}, \
-                                 but the next segment starts at {base}"
-                            ),
-                        ));
+                ReadEnd::Exhausted { next_offset } => {
+                    if let Some(base) = part.next_base {
+                        check_next_base(&part.segment, next_offset, base)?;
                     }
-                    _ => {}
-                },
+                }
             }
         }
-        let mut rest = &self.pending[..];
-        let mut offset = self.pending_from;
-        while !rest.is_empty() {
-            let record = format::decode_log_record(rest).map_err(|e| {
-                Error::corrupt(
-                    &self.dir,
-                    offset,
-                    format!("a pending record in memory: {e}"),
-                )
-            })?;
-            if !visit(offset, record.payload) {
-                break;
-            }
-            rest = &rest[record.size()..];
-            offset += 1;
-        }
-        Ok(())
+        read_frames(&self.dir, self.pending_from, &self.pending, visit)
     }
+}
+
+/// Fails unless sealed `segment`, which ended before `next_offset`, is
+/// followed by the segment starting there (`next_base`).
+fn check_next_base(segment: &SegmentView, next_offset: u64, next_base: u64) -> Result<()> {
+    if next_offset == next_base {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        segment.log_path(),
+        segment.end_position(),
+        format!(
+            "sealed segment ends before offset {next_offset}, \
+             but the next segment starts at {next_base}"
+        ),
+    ))
+}
+
+/// Delivers the records whose frames are back to back in `frames`, the
+/// first with offset `first`, until `visit` returns false: durable records
+/// not yet written to a segment, which this process encoded.
+fn read_frames(
+    dir: &Path,
+    first: u64,
+    frames: &[u8],
+    visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+) -> Result<()> {
+    let mut rest = frames;
+    let mut offset = first;
+    while !rest.is_empty() {
+        let record = format::decode_log_record(rest)
+            .map_err(|e| Error::corrupt(dir, offset, format!("a pending record in memory: {e}")))?;
+        if !visit(offset, record.payload) {
+            break;
+        }
+        rest = &rest[record.size()..];
+        offset += 1;
+    }
+    Ok(())
 }
 
 /// What a direct sync point must fdatasync for one key.
@@ -615,23 +634,89 @@ impl KeyLog {
     /// error; records before it have been delivered.
     /// A read from below the log start starts at the log start.
     ///
-    /// Reads view by view ([`KeyLog::read_view`]) of [`READ_VIEW_BYTES`]
-    /// each, so a read of a long log holds the maps of a segment or two at
-    /// a time, not of every segment it crosses.
+    /// Reads in place, holding the log: opens the segments it crosses one
+    /// at a time (through the cache of one) and only as far as `visit`
+    /// wants, and decodes the durable records not yet written out where
+    /// they are. A reader that must not hold the store's lock while it
+    /// decodes takes [`KeyLog::read_view`]s instead.
     pub fn read(&mut self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
-        read_by_views(
-            from,
-            &mut |from| self.read_view(from, READ_VIEW_BYTES),
+        let from = from.max(self.log_start);
+        if from >= self.durable_end {
+            return Ok(());
+        }
+        if from < self.visible_end && self.read_segments(from, visit)? == ReadEnd::Stopped {
+            return Ok(());
+        }
+        let first = from.max(self.visible_end);
+        read_frames(
+            &self.dir,
+            first,
+            self.frames(first, self.durable_end),
             visit,
         )
+    }
+
+    /// [`KeyLog::read`] of the published records, segment by segment.
+    fn read_segments(
+        &mut self,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<ReadEnd> {
+        let end = self.visible_end;
+        let mut from = from;
+        let mut i = self.segment_holding(from);
+        while i < self.sealed.len() {
+            let next_base = self.next_base(i);
+            let segment = self.sealed_segment(self.sealed[i])?.view(from)?;
+            match segment.read(end, visit)? {
+                end @ (ReadEnd::Stopped | ReadEnd::ReachedEnd) => return Ok(end),
+                ReadEnd::Exhausted { next_offset } => {
+                    check_next_base(&segment, next_offset, next_base)?;
+                    from = next_offset;
+                }
+            }
+            i += 1;
+        }
+        match self.active.as_mut() {
+            Some(active) => active.view(from)?.read(end, visit),
+            None => Ok(ReadEnd::ReachedEnd),
+        }
+    }
+
+    /// Index of the sealed segment holding `from`, or `sealed.len()` for
+    /// the active one.
+    fn segment_holding(&self, from: u64) -> usize {
+        if self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.base_offset() <= from)
+        {
+            return self.sealed.len();
+        }
+        self.sealed
+            .partition_point(|&base| base <= from)
+            .saturating_sub(1)
+    }
+
+    /// Base offset of the segment after sealed segment `i`.
+    fn next_base(&self, i: usize) -> u64 {
+        self.sealed
+            .get(i + 1)
+            .copied()
+            .or_else(|| self.active.as_ref().map(Segment::base_offset))
+            .unwrap_or(u64::MAX)
     }
 
     /// The durable records from offset `from` on, as a [`ReadView`] that a
     /// reader decodes without this log (and without the store's lock):
     /// views of the segments holding them, up to about `bytes_max` of
-    /// records (always at least the segment holding `from`), and a copy of
+    /// records (always at least the segment holding `from`) in at most
+    /// [`READ_VIEW_PARTS_MAX`] segments, and a copy of
     /// the durable records not yet written to a segment if the view reaches
     /// them. A view from below the log start starts at the log start.
+    /// A later segment that fails to open ends the view before it
+    /// (incomplete), so the records before it are read and the next view
+    /// meets the error.
     pub fn read_view(&mut self, from: u64, bytes_max: u64) -> Result<ReadView> {
         let from = from.max(self.log_start);
         let mut view = ReadView {
@@ -647,33 +732,27 @@ impl KeyLog {
         }
         let mut bytes = 0;
         if from < self.visible_end {
-            // Index of the sealed segment holding `from`, or `sealed.len()` for the active one.
-            let mut i = self
-                .sealed
-                .partition_point(|&base| base <= from)
-                .saturating_sub(1);
-            if self
-                .active
-                .as_ref()
-                .is_some_and(|a| a.base_offset() <= from)
-            {
-                i = self.sealed.len();
-            }
+            let mut i = self.segment_holding(from);
             let mut at = from;
             while i < self.sealed.len() {
-                let next_base = self
-                    .sealed
-                    .get(i + 1)
-                    .copied()
-                    .or_else(|| self.active.as_ref().map(Segment::base_offset))
-                    .unwrap_or(u64::MAX);
-                let segment = self.sealed_segment(self.sealed[i])?.view(at)?;
+                let next_base = self.next_base(i);
+                let segment = match self.sealed_segment(self.sealed[i]).and_then(|s| s.view(at)) {
+                    Ok(segment) => segment,
+                    // The records before a segment that fails to open are
+                    // delivered first: the next view, which starts at
+                    // this segment, meets the error.
+                    Err(_) if !view.parts.is_empty() => {
+                        view.complete = false;
+                        return Ok(view);
+                    }
+                    Err(e) => return Err(e),
+                };
                 bytes += segment.bytes();
                 view.parts.push(ViewPart {
                     segment,
                     next_base: Some(next_base),
                 });
-                if bytes >= bytes_max {
+                if bytes >= bytes_max || view.parts.len() >= READ_VIEW_PARTS_MAX {
                     view.complete = false;
                     return Ok(view);
                 }
@@ -694,7 +773,7 @@ impl KeyLog {
             }
         }
         // Durable records not yet written out: a copy of their frames, which
-        // this process encoded, at most a sync point's worth.
+        // this process encoded, up to the byte limit (at least one record).
         let first = from.max(self.visible_end);
         let mut last = first;
         while last < self.durable_end && (last == first || bytes < bytes_max) {

@@ -42,10 +42,15 @@ impl MappedFile {
         //    The one exception, recovery writing a segment's bytes over
         //    themselves (`fsutil::rewrite_in_place`), runs before the key's
         //    log is opened, when no map of the file exists.
-        // 2. Nothing truncates a mapped file. Recovery maps the active
-        //    segment to scan it, drops that map, and only then cuts a torn
-        //    tail; the one other truncation (undoing a partial append after a
-        //    failed write) drops the segment's map first. The active segment
+        // 2. Nothing cuts a file below the end of any live map. Recovery
+        //    maps the active segment to scan it, drops that map, and only
+        //    then cuts a torn tail (recovery's rewrites run only on a key's
+        //    first open, before any map of it exists); the one other cut
+        //    (undoing a partial append after a failed write) may cut the
+        //    active file while a reader's view still maps it, but a view
+        //    reads at most min(durable_position, map.len()) <= the writer's
+        //    file_len at the cut, and that cut never goes below file_len,
+        //    which never decreases. The active segment
         //    is remapped, never extended in place, when its durable end grows
         //    past its map.
         //    Readers hold maps too, outside the store's lock (a
@@ -57,7 +62,9 @@ impl MappedFile {
         //    it was mapped, and that cut only removes bytes past it; a reader
         //    reads no further than the durable position it took with the
         //    map. Retention and key removal unlink files, which leaves a
-        //    mapped file's pages in place until the last map goes.
+        //    mapped file's pages in place until the last map goes. A view
+        //    may outlive the Store and its LOCK, though no caller keeps one
+        //    that long today.
         // 3. Other processes are kept off the directory by the `LOCK` file;
         //    `seglog inspect` opens files read-only. An outside process that
         //    truncates a segment under a running node is outside this

@@ -578,9 +578,9 @@ impl Segment {
         };
         if !writer.buffer.is_empty() {
             if let Err(e) = writer.file.write_all_at(&writer.buffer, writer.file_len) {
-                // Drop the map first: nothing may truncate a mapped file (see
-                // mmap.rs). A reader's view may still hold it; it covers no
-                // byte past `file_len`, where the cut is.
+                // Drop the map first: nothing may cut a file below the end of
+                // a live map (see mmap.rs). A reader's view may still hold it;
+                // it covers no byte past `file_len`, where the cut is.
                 self.map = Arc::new(MappedFile::empty());
                 if let Err(cut) = writer.file.set_len(writer.file_len) {
                     // The file may now end in a partial record that a later
@@ -668,18 +668,6 @@ impl Segment {
         self.writer
             .as_ref()
             .map_or(self.durable_position, |w| w.file_len)
-    }
-
-    /// Delivers the durable records with offsets from `from` up to `end` to
-    /// `visit`, which returns false to stop. Verifies each record's CRC and
-    /// offset.
-    pub fn read(
-        &mut self,
-        from: u64,
-        end: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
-    ) -> Result<ReadEnd> {
-        self.view(from)?.read(end, visit)
     }
 
     /// The durable records from offset `from` on, as a [`SegmentView`] that

@@ -545,12 +545,18 @@ mod tests {
         store.sync().expect("sync");
         // Retention deletes the sealed segments below 200, then the key goes.
         assert!(store.truncate_front("k", 200).expect("truncate") > 0);
-        assert!(
-            store
-                .read_view("k", 0, u64::MAX)
-                .expect("view")
-                .is_complete()
-        );
+        let mut first = None;
+        store
+            .read_view("k", 0, u64::MAX)
+            .expect("view")
+            .read(&mut |offset, _| {
+                first = Some(offset);
+                false
+            })
+            .expect("read");
+        let start = store.log_start("k").expect("log start");
+        assert!(start > 0 && start <= 200);
+        assert_eq!(first, Some(start), "a view from below the log start");
         store.remove_key("k").expect("remove");
         let logs = dir.path().join(super::super::LOGS_DIR_NAME);
         assert_eq!(
@@ -559,7 +565,12 @@ mod tests {
             "the key's files are gone"
         );
         let end = WRITTEN + IN_MEMORY;
-        assert_eq!(read_all(&whole), (0..end).collect::<Vec<_>>());
+        // `whole` stops at READ_VIEW_PARTS_MAX segments; `tail` reaches
+        // the records that were only in memory.
+        let prefix = read_all(&whole);
+        assert!(!whole.is_complete() && !prefix.is_empty());
+        assert_eq!(prefix, (0..prefix.len() as u64).collect::<Vec<_>>());
+        assert!(tail.is_complete());
         assert_eq!(read_all(&tail), (250..end).collect::<Vec<_>>());
         let first = read_all(&cut);
         assert!(!first.is_empty() && first.len() < end as usize);
@@ -582,5 +593,113 @@ mod tests {
         )
         .expect("read by views");
         assert_eq!(by_views, (5..WRITTEN).collect::<Vec<_>>());
+    }
+
+    /// A read opens segments only as far as its visitor reads: one that
+    /// stops after the first record opens one segment, however many
+    /// follow. A view opens what it covers up front, so it stops at
+    /// [`READ_VIEW_PARTS_MAX`] segments whatever its byte limit. Counted
+    /// as maps of segment files (opening a sealed segment maps it).
+    #[test]
+    fn reads_open_segments_only_as_far_as_they_go() {
+        use crate::storage::keylog::READ_VIEW_PARTS_MAX;
+        use crate::storage::sim::FaultOp;
+        const SEGMENT_BYTES: u64 = 512;
+        const WRITTEN: u64 = 400;
+        let fs = SimFs::new();
+        let config = StoreConfig {
+            fs: fs.clone(),
+            segment_bytes: SEGMENT_BYTES,
+            ..StoreConfig::default()
+        };
+        let mut store = Store::open(std::path::Path::new("/sim"), config).expect("store");
+        for i in 0..WRITTEN {
+            store.append("k", &payload(i)).expect("append");
+        }
+        store.sync().expect("sync");
+        let sealed = store.segments("k").expect("segments").len() - 1;
+        assert!(sealed > 2 * READ_VIEW_PARTS_MAX, "{sealed} sealed segments");
+
+        let maps = fs.count(FaultOp::Map);
+        let mut seen = Vec::new();
+        store
+            .read("k", 0, &mut |offset, bytes| {
+                assert_eq!(bytes, payload(offset));
+                seen.push(offset);
+                false
+            })
+            .expect("read");
+        assert_eq!(seen, [0]);
+        assert_eq!(fs.count(FaultOp::Map) - maps, 1, "segments opened");
+
+        let maps = fs.count(FaultOp::Map);
+        let view = store.read_view("k", 0, u64::MAX).expect("view");
+        assert!(!view.is_complete());
+        assert_eq!(
+            fs.count(FaultOp::Map) - maps,
+            READ_VIEW_PARTS_MAX as u64 - 1,
+            "segments opened (the first was open already)"
+        );
+        let read = read_all(&view);
+        assert_eq!(read, (0..read.len() as u64).collect::<Vec<_>>());
+        assert!(read.len() < WRITTEN as usize);
+
+        // A whole read still reads everything, a segment at a time.
+        let mut all = Vec::new();
+        store
+            .read("k", 0, &mut |offset, bytes| {
+                assert_eq!(bytes, payload(offset));
+                all.push(offset);
+                true
+            })
+            .expect("read");
+        assert_eq!(all, (0..WRITTEN).collect::<Vec<_>>());
+    }
+
+    /// A segment that fails to open hides none of the records before it:
+    /// a read by views delivers them, then meets the error.
+    #[test]
+    fn a_damaged_segment_fails_a_read_after_the_records_before_it() {
+        const SEGMENT_BYTES: u64 = 512;
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let config = StoreConfig {
+            segment_bytes: SEGMENT_BYTES,
+            ..StoreConfig::default()
+        };
+        let mut store = Store::open(dir.path(), config).expect("store");
+        for i in 0..100 {
+            store.append("k", &payload(i)).expect("append");
+        }
+        store.sync().expect("sync");
+        let segments = store.segments("k").expect("segments");
+        assert!(segments.len() > 3);
+        let second = segments[1].base;
+        let logs = dir.path().join(super::super::LOGS_DIR_NAME);
+        let key_dir = std::fs::read_dir(&logs)
+            .expect("logs")
+            .next()
+            .expect("the key's directory")
+            .expect("entry")
+            .path();
+        let path = key_dir.join(crate::storage::format::log_file_name(second));
+        let mut bytes = std::fs::read(&path).expect("segment");
+        bytes[..8].fill(0xff);
+        std::fs::write(&path, bytes).expect("damage the header");
+
+        let mut seen = Vec::new();
+        let result = crate::storage::keylog::read_by_views(
+            0,
+            &mut |from| store.read_view("k", from, u64::MAX),
+            &mut |offset, bytes| {
+                assert_eq!(bytes, payload(offset));
+                seen.push(offset);
+                true
+            },
+        );
+        assert_eq!(seen, (0..second).collect::<Vec<_>>());
+        assert!(
+            matches!(result, Err(crate::storage::error::Error::Corrupt { .. })),
+            "{result:?}"
+        );
     }
 }
