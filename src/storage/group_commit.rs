@@ -452,14 +452,24 @@ mod tests {
         }
     }
 
-    /// Appends a record and queues `item` for its sync point, as a front
-    /// end does (under the store's lock); false if the store refused it.
+    /// Appends a record to `k` and queues `item` for its sync point, as a
+    /// front end does (under the store's lock); false if the store refused it.
     fn write(store: &Mutex<Store>, group_commit: &GroupCommit<u32>, item: u32) -> bool {
+        write_key(store, group_commit, "k", item)
+    }
+
+    /// [`write`] to `key`.
+    fn write_key(
+        store: &Mutex<Store>,
+        group_commit: &GroupCommit<u32>,
+        key: &str,
+        item: u32,
+    ) -> bool {
         let mut store = lock(store);
         if store.is_poisoned() {
             return false;
         }
-        store.append("k", b"record").expect("append");
+        store.append(key, b"record").expect("append");
         group_commit.push(item);
         true
     }
@@ -547,13 +557,9 @@ mod tests {
             key += 1;
             for _ in 0..2 {
                 item += 1;
-                let mut guard = lock(&store);
-                if guard.is_poisoned() {
+                if !write_key(&store, &group_commit, &format!("k{key}"), item) {
                     break;
                 }
-                guard.append(&format!("k{key}"), b"record").expect("append");
-                group_commit.push(item);
-                drop(guard);
                 synced.recv_timeout(PATIENCE).expect("synced");
             }
             let (ok, waited) = healed.recv_timeout(PATIENCE).expect("a heal");
