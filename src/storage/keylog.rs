@@ -30,6 +30,7 @@ use crate::storage::error::{Error, Result};
 use crate::storage::format::{self, FILE_HEADER_SIZE};
 use crate::storage::recovery::{self, JournalEntry, Mode};
 use crate::storage::segment::{ReadEnd, Segment, SegmentView};
+use crate::storage::store::ViewTicket;
 
 /// Segments one [`ReadView`] may hold at most, whatever its byte limit.
 /// A view opens each segment it covers up front, under the store's lock
@@ -61,6 +62,9 @@ pub struct ReadView {
     /// Whether the view reaches the log's durable end (else it stopped at
     /// the byte limit it was taken with or at [`READ_VIEW_PARTS_MAX`]).
     complete: bool,
+    /// Tells the store's run that handed the view out that its maps are
+    /// still read (`store/views.rs`): a reopen in place waits for it.
+    _ticket: Option<ViewTicket>,
 }
 
 /// Delivers durable records from offset `from` on to `visit` until it
@@ -117,7 +121,14 @@ impl ReadView {
             pending: Vec::new(),
             pending_from: 0,
             complete: true,
+            _ticket: None,
         }
+    }
+
+    /// The view, holding `ticket` for as long as it lives.
+    pub(crate) fn held_by(mut self, ticket: ViewTicket) -> ReadView {
+        self._ticket = Some(ticket);
+        self
     }
 
     /// Whether the view reaches the durable end of the log as it was when
@@ -726,6 +737,7 @@ impl KeyLog {
             pending: Vec::new(),
             pending_from: self.visible_end,
             complete: true,
+            _ticket: None,
         };
         if from >= self.durable_end {
             return Ok(view);

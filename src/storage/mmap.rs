@@ -45,7 +45,10 @@ impl MappedFile {
         // 2. Nothing cuts a file below the end of any live map. Recovery
         //    maps the active segment to scan it, drops that map, and only
         //    then cuts a torn tail (recovery's rewrites run only on a key's
-        //    first open, before any map of it exists); the one other cut
+        //    first open, before any map of it exists in this run; a store
+        //    reopened in place after a failed sync first waits for every
+        //    view of the failed run to go, `store/views.rs`, since recovery
+        //    may cut below what they map); the one other cut
         //    (undoing a partial append after a failed write) may cut the
         //    active file while a reader's view still maps it, but a view
         //    reads at most min(durable_position, map.len()) <= the writer's

@@ -56,6 +56,8 @@
 //!   journal rotation, and the lists it takes.
 //! - `key_cache.rs`: the open key logs, least recently used out, and the
 //!   directory of each key (escaped or hashed names).
+//! - `views.rs`: the readers of one run, which a reopen in place waits for
+//!   before recovery may cut a file they map.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
@@ -81,9 +83,12 @@ mod open;
 mod records;
 mod removal;
 mod sync_point;
+mod views;
 
 use key_cache::OpenKey;
 pub use sync_point::SyncPlan;
+use views::ViewGate;
+pub use views::{VIEW_DRAIN_WAIT, ViewTicket};
 
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -254,6 +259,9 @@ pub struct Store {
     /// Set by [`Store::shut_down`]: the store is marked clean and takes no
     /// more writes.
     closed: bool,
+    /// The views of this run still read ([`Store::read_view`]), which a
+    /// reopen in place waits for (`views.rs`).
+    views: Arc<ViewGate>,
 }
 
 impl Store {

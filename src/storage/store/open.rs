@@ -26,7 +26,7 @@ use crate::storage::offsets::{CommittedOffsets, OFFSETS_FILE_NAME};
 use crate::storage::segment::SEGMENT_BYTES_LIMIT;
 use crate::storage::syncpool::SyncPool;
 
-use super::{CLEAN_FILE_NAME, LOCK_FILE_NAME, LOGS_DIR_NAME, Store, StoreConfig};
+use super::{CLEAN_FILE_NAME, LOCK_FILE_NAME, LOGS_DIR_NAME, Store, StoreConfig, VIEW_DRAIN_WAIT};
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`, taking its lock, and
@@ -64,6 +64,14 @@ impl Store {
                 self.in_flight
             )));
         }
+        // No reader of this run may still map a file that recovery cuts.
+        let live = self.views.close_and_drain(VIEW_DRAIN_WAIT);
+        if live > 0 {
+            return Err(Error::Busy(format!(
+                "{live} reads of the failed run still hold views of its files; \
+                 reopen once they end"
+            )));
+        }
         let lock = std::mem::replace(&mut self._lock, Box::new(Released));
         let (dir, config) = (self.dir.clone(), self.config.clone());
         match Store::open_locked(&dir, config, lock) {
@@ -79,6 +87,8 @@ impl Store {
             }
             Err((e, lock)) => {
                 self._lock = lock;
+                // This run goes on serving reads.
+                self.views.open();
                 Err(e)
             }
         }
@@ -169,6 +179,7 @@ impl Store {
             checkpointing: false,
             checkpoint_blocked: None,
             closed: false,
+            views: Arc::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::storage::keyname::{self, KEY_FILE_NAME};
 use crate::storage::offsets::{COMMIT_VALUE_BYTES_MAX, Change, Committed};
 use std::collections::HashSet;
 
-use super::{PENDING_BYTES_MAX, SegmentInfo, Store, check_key};
+use super::{PENDING_BYTES_MAX, SegmentInfo, Store, ViewGate, check_key};
 
 impl Store {
     /// Appends `payload` to `key`'s log and returns its offset. The record is
@@ -202,10 +202,14 @@ impl Store {
     /// it is now and stays safe to read whatever happens to the log
     /// meanwhile (appends, retention, removal): it holds the segments'
     /// maps, not the files. A key with no log gives an empty view.
+    ///
+    /// Refused with [`Error::Poisoned`] while a reopen in place waits for
+    /// the views already out (`views.rs`).
     pub fn read_view(&mut self, key: &str, from: u64, bytes_max: u64) -> Result<ReadView> {
         check_key(key)?;
+        let ticket = ViewGate::admit(&self.views).ok_or(Error::Poisoned)?;
         match self.key_log(key, false)? {
-            Some(log) => log.read_view(from, bytes_max),
+            Some(log) => Ok(log.read_view(from, bytes_max)?.held_by(ticket)),
             None => Ok(ReadView::empty()),
         }
     }
