@@ -37,6 +37,8 @@
 //!   are marked clean, so a later successful sync does not write them. Only
 //!   a page written again after the failure becomes durable at the next
 //!   successful sync. `sync_file_system` does not resolve them either.
+//!   [`SimFs::evict_lost_writeback`] drops those pages from the cache, as
+//!   memory pressure may: reads then see what the disk holds.
 //! * **Crash point.** Every operation that changes or syncs anything is
 //!   counted (see [`FaultOp::counted`]): `open` with
 //!   [`OpenMode::CreateNew`] or [`OpenMode::Truncate`], `write_all_at`,
@@ -522,6 +524,26 @@ impl FileNode {
         }
     }
 
+    /// The kernel drops the pages a failed sync left: each page whose
+    /// writeback failed and that was not written since is read back from
+    /// the disk, as it was at the last successful sync (the oldest of the
+    /// contents the disk may hold; none of the failed writes reached it).
+    /// The file's size stays (the kernel keeps it in memory).
+    fn evict_lost_writeback(&mut self) {
+        for (index, versions) in &mut self.unsure {
+            if self.history.contains_key(index) {
+                continue;
+            }
+            let page = versions[0].clone();
+            let start = *index as usize * PAGE_BYTES;
+            if start < self.live.len() {
+                let end = self.live.len().min(start + PAGE_BYTES);
+                self.live[start..end].copy_from_slice(&page[..end - start]);
+            }
+            *versions = vec![page];
+        }
+    }
+
     /// The bytes one image of the disk holds for this file.
     fn image(&self, keep: Keep, rng: &mut Rng) -> Vec<u8> {
         let len = match keep {
@@ -963,6 +985,20 @@ impl SimFs {
     /// Disarms every fault, persistent ones included.
     pub fn heal(&self) {
         self.lock().faults.clear();
+    }
+
+    /// Evicts from the page cache every page a failed sync left and
+    /// nothing wrote since, as memory pressure may: reads of those pages
+    /// then see what the disk holds, here the content of the file's last
+    /// successful sync (see "Lost writeback" above: the pages were marked
+    /// clean, so the kernel is free to drop them). What a recovery reads
+    /// after it is no longer what the process wrote.
+    pub fn evict_lost_writeback(&self) {
+        for node in self.lock().nodes.values_mut() {
+            if let Node::File(file) = node {
+                file.evict_lost_writeback();
+            }
+        }
     }
 
     /// How many times `op` was called so far (failed calls included): to
@@ -1480,6 +1516,34 @@ mod tests {
             read(&fs.power_loss(Keep::Nothing), "/d/a").expect("durable")[0],
             b'a'
         );
+    }
+
+    #[test]
+    fn eviction_after_a_failed_sync_reads_back_what_the_disk_holds() {
+        let fs = SimFs::new();
+        let file = durable_file(&fs, "a", &vec![b'a'; PAGE_BYTES]);
+        // Page 0 rewritten, page 1 new; page 2 is written after the failure.
+        file.write_all_at(&vec![b'b'; 2 * PAGE_BYTES], 0)
+            .expect("write");
+        fs.fail(Fault::new(FaultOp::SyncData));
+        file.sync_data().expect_err("the injected fault");
+        file.write_all_at(&vec![b'c'; PAGE_BYTES], 2 * PAGE_BYTES as u64)
+            .expect("write");
+        fs.evict_lost_writeback();
+        let live = read(&fs, "/d/a").expect("live");
+        assert_eq!(live.len(), 3 * PAGE_BYTES, "the size stays");
+        assert_eq!(&live[..PAGE_BYTES], vec![b'a'; PAGE_BYTES].as_slice());
+        assert_eq!(
+            &live[PAGE_BYTES..2 * PAGE_BYTES],
+            vec![0; PAGE_BYTES].as_slice(),
+            "a page that never reached the disk reads as zeros"
+        );
+        assert_eq!(&live[2 * PAGE_BYTES..], vec![b'c'; PAGE_BYTES].as_slice());
+        // The disk holds what was read back: every image agrees on it.
+        for keep in every_keep() {
+            let bytes = read(&fs.power_loss(keep), "/d/a").expect("durable");
+            assert_eq!(&bytes[..PAGE_BYTES], vec![b'a'; PAGE_BYTES].as_slice());
+        }
     }
 
     #[test]

@@ -427,7 +427,7 @@ fn a_fault_at_any_operation_of_a_workload_loses_nothing_acknowledged() {
     let seeds = tier::env_u64("SEGLOG_SIM_SWEEP_SEEDS").unwrap_or(1);
     let (mut runs, mut images_checked) = (0, 0);
     for seed in std::iter::once(7).chain(RANDOM_SEED_BASE..RANDOM_SEED_BASE + seeds - 1) {
-        let (r, i, _) = sweep_faults(seed, shape_for(seed), false);
+        let (r, i, _, _) = sweep_faults(seed, shape_for(seed), false);
         runs += r;
         images_checked += i;
     }
@@ -452,18 +452,25 @@ fn a_fault_at_any_operation_of_a_workload_loses_nothing_acknowledged() {
 fn a_fault_at_any_operation_heals_in_place_and_loses_nothing_acknowledged() {
     let started = Instant::now();
     let seeds = tier::env_u64("SEGLOG_SIM_SWEEP_SEEDS").unwrap_or(1);
-    let (mut runs, mut images_checked, mut heals) = (0, 0, 0);
+    let (mut runs, mut images_checked, mut heals, mut evicted) = (0, 0, 0, 0);
     for seed in std::iter::once(7).chain(RANDOM_SEED_BASE..RANDOM_SEED_BASE + seeds - 1) {
-        let (r, i, h) = sweep_faults(seed, shape_for(seed), true);
+        let (r, i, h, e) = sweep_faults(seed, shape_for(seed), true);
         runs += r;
         images_checked += i;
         heals += h;
+        evicted += e;
     }
-    // Most faults poison the store (reads' do not): the sweep healed.
+    // Most faults poison the store (reads' do not): the sweep healed, with
+    // and without the page cache dropping what the failed sync left.
     assert!(heals * 4 > runs, "{heals} heals in {runs} runs");
+    assert!(
+        evicted * 4 > heals && (heals - evicted) * 4 > heals,
+        "{evicted} of {heals} heals after an eviction"
+    );
     println!(
         "healing in place: {runs} runs of {seeds} workload seeds, each with one operation \
-         failing (or failing until cleared), {heals} heals in place, the workload going on; \
+         failing (or failing until cleared), {heals} heals in place ({evicted} after the page \
+         cache dropped what the failed sync left), the workload going on; \
          {images_checked} images after it recovered everything acknowledged, {:.1} s",
         started.elapsed().as_secs_f64()
     );
@@ -471,8 +478,8 @@ fn a_fault_at_any_operation_heals_in_place_and_loses_nothing_acknowledged() {
 
 /// Runs workload `seed` once per fault of the sweep, healing the store in
 /// place after it with `heal`; returns the runs in which the fault fired
-/// and the images checked.
-fn sweep_faults(seed: u64, shape: Shape, heal: bool) -> (u64, u64, u64) {
+/// and the images checked, the heals and those after an eviction.
+fn sweep_faults(seed: u64, shape: Shape, heal: bool) -> (u64, u64, u64, u64) {
     let reference = SimFs::new();
     run_workload_shaped(seed, &reference, shape)
         .unwrap_or_else(|e| panic!("workload seed {seed}: {e}"));
@@ -497,7 +504,7 @@ fn sweep_faults(seed: u64, shape: Shape, heal: bool) -> (u64, u64, u64) {
         (FaultOp::Size, libc::EIO, false),
         (FaultOp::Open, libc::EIO, false),
     ];
-    let (mut runs, mut images_checked, mut healed) = (0, 0, 0);
+    let (mut runs, mut images_checked, mut healed, mut evicted) = (0, 0, 0, 0);
     for (op, errno, torn) in faults {
         let calls = reference.count(op);
         // Healing sweeps every fdatasync and fsync: what a lost writeback
@@ -527,6 +534,7 @@ fn sweep_faults(seed: u64, shape: Shape, heal: bool) -> (u64, u64, u64) {
                 }
                 if heal {
                     healed += model.done.heals;
+                    evicted += model.done.evicted_heals;
                 }
                 runs += 1;
                 fs.heal();
@@ -544,7 +552,7 @@ fn sweep_faults(seed: u64, shape: Shape, heal: bool) -> (u64, u64, u64) {
             }
         }
     }
-    (runs, images_checked, healed)
+    (runs, images_checked, healed, evicted)
 }
 
 /// A store with the records `one`, `two` in key `k`, durable, reopened so
@@ -656,6 +664,82 @@ fn a_restart_after_a_failed_fdatasync_serves_only_what_a_power_loss_keeps() {
             );
         }
     }
+}
+
+/// A key's first sync point after a checkpoint whose fdatasync of the
+/// journal fails, and the kernel then drops the journal's pages: a restart
+/// without a reboot must not find the key's records in its segment (dirty
+/// in the page cache, on no disk) and serve them as durable. seglog once
+/// wrote such a sync point's records straight to the segment with a
+/// *direct* note in the journal, which the eviction took away.
+#[test]
+fn a_lost_journal_writeback_then_eviction_serves_nothing_a_power_loss_drops() {
+    for evict in [false, true] {
+        let fs = SimFs::new();
+        let mut store = open(&fs).expect("open");
+        // The key's segment exists, and a checkpoint since made the journal
+        // forget the key: its next sync point is its first after it.
+        store.append("a", b"acknowledged").expect("append");
+        store.sync().expect("sync");
+        store.checkpoint().expect("checkpoint");
+        fs.fail(Fault::new(FaultOp::SyncData).path_contains("journal"));
+        store.append("a", b"its fdatasync fails").expect("append");
+        assert!(store.sync().is_err());
+        drop(store);
+        if evict {
+            fs.evict_lost_writeback();
+        }
+        fs.heal();
+        let restarted = fs.restart();
+        let mut store = open(&restarted).expect("reopen after kill -9");
+        let served = read_key(&mut store, "a").expect("read");
+        drop(store);
+        let image = restarted.power_loss(Keep::Nothing);
+        let mut store = open(&image).expect("open after a power loss");
+        let kept = read_key(&mut store, "a").expect("read");
+        assert_eq!(kept, served, "evict {evict}: records served, then lost");
+    }
+}
+
+/// Retention's unlinks are in the directory cache only until a checkpoint
+/// fsyncs the key's directory; the journal's log-start entry covers them
+/// until then. A restart without a reboot lists no segment below the log
+/// start, so unless its recovery fsyncs the directory all the same, the
+/// next checkpoint deletes the journal and a power loss brings the
+/// segments back as the log's start.
+#[test]
+fn a_log_start_survives_a_restart_a_checkpoint_and_a_power_loss() {
+    let fs = SimFs::new();
+    let shape = Shape {
+        segment_bytes: 600,
+        ..LOST_WRITEBACK_SHAPE
+    };
+    let mut store = open_shaped(&fs, &shape).expect("open");
+    for i in 0..40 {
+        // Two keys: journal sync points.
+        store
+            .append("b", format!("record {i:03} of b").as_bytes())
+            .expect("append");
+        store.append("c", b"c").expect("append");
+        store.sync().expect("sync");
+    }
+    store.checkpoint().expect("checkpoint");
+    let start = store.truncate_front("b", 30).expect("truncate");
+    assert!(start > 0, "retention deleted a segment");
+    drop(store);
+    let restarted = fs.restart();
+    let mut store = open_shaped(&restarted, &shape).expect("reopen after kill -9");
+    assert_eq!(store.log_start("b").expect("log start"), start);
+    store
+        .close()
+        .expect("close: a checkpoint deletes the journal");
+    let image = restarted.power_loss(Keep::Nothing);
+    let mut store = open_shaped(&image, &shape).expect("open after a power loss");
+    assert_eq!(
+        store.log_start("b").expect("log start"),
+        start,
+        "acknowledged retention undone by a power loss"
+    );
 }
 
 /// The settings of the lost-writeback tests: large enough that no

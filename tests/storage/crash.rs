@@ -22,8 +22,13 @@ fn cut_active_segment_at_every_byte_keeps_the_valid_prefix() {
     let pristine = TempDir::new().expect("tempdir");
     {
         let mut store = Store::open(pristine.path(), Default::default()).expect("open");
-        fill(&mut store, KEY, RECORDS - TAIL_RECORDS as u64);
+        fill(&mut store, KEY, RECORDS - TAIL_RECORDS as u64 - 1);
         store.checkpoint().expect("checkpoint");
+        // The key's first sync point after the checkpoint is a journal one;
+        // only a key the journal mentions durably gets direct ones.
+        let mentioned = RECORDS - TAIL_RECORDS as u64 - 1;
+        store.append(KEY, &message(mentioned)).expect("append");
+        store.sync().expect("sync");
         for i in RECORDS - TAIL_RECORDS as u64..RECORDS {
             store.append(KEY, &message(i)).expect("append");
         }

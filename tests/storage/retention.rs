@@ -661,9 +661,11 @@ fn a_shut_down_store_is_clean_and_refuses_every_write() {
 /// log start counted as mentioned, so a direct sync point skipped its note;
 /// the next open recovered the key without checking the segment, served a
 /// record never synced, and after a power loss refused the key, with
-/// acknowledged records behind it.
+/// acknowledged records behind it. (A key's first sync point after a
+/// checkpoint is now a journal one, which mentions it: the log start alone
+/// must not count.)
 #[test]
-fn a_key_the_journal_names_only_by_a_log_start_still_gets_its_direct_note() {
+fn a_key_the_journal_names_only_by_a_log_start_is_checked_after_a_crash() {
     let tmp = TempDir::new().expect("ok");
     let dir = tmp.path().join("a");
     // Run 1: 60 records in many segments, checkpointed (all synced), then a truncation; crash.
@@ -681,7 +683,8 @@ fn a_key_the_journal_names_only_by_a_log_start_still_gets_its_direct_note() {
     let active_log = key_dir(&dir, KEY).join(seglog::storage::format::log_file_name(active));
     let len_synced = fs::metadata(&active_log).expect("ok").len();
 
-    // Run 2: one record of KEY, a direct sync point, killed after the segment write, before its fdatasync.
+    // Run 2: one record of KEY, its first sync point since the log start: a
+    // journal one, killed after the journal write, before its fdatasync.
     let mut store = open(&dir);
     let journal_before: u64 = fs::read_dir(dir.join("journal"))
         .expect("ok")
@@ -689,28 +692,32 @@ fn a_key_the_journal_names_only_by_a_log_start_still_gets_its_direct_note() {
         .sum();
     assert_eq!(store.append(KEY, &message(60)).expect("ok"), 60);
     let plan = store.prepare_sync().expect("ok");
-    assert!(plan.is_direct(), "a direct sync point");
+    assert!(
+        !plan.is_direct(),
+        "a journal sync point: the log start does not mention the key"
+    );
     let journal_after: u64 = fs::read_dir(dir.join("journal"))
         .expect("ok")
         .map(|e| e.expect("ok").metadata().expect("ok").len())
         .sum();
     assert!(
         journal_after > journal_before,
-        "the direct sync point wrote its note first: {journal_before}/{journal_after}"
+        "the sync point wrote its batch: {journal_before}/{journal_after}"
     );
     std::mem::forget(plan);
     drop(store); // kill -9 before the fdatasync
-    assert!(
-        fs::metadata(&active_log).expect("ok").len() > len_synced,
-        "record 60 is in the page cache"
+    assert_eq!(
+        fs::metadata(&active_log).expect("ok").len(),
+        len_synced,
+        "record 60 is in the journal only, in the page cache"
     );
 
     // Run 3: recovery serves record 60 (never acknowledged, never synced);
     // then two acknowledged records through the journal (two keys in one sync point).
     let mut store = open(&dir);
     assert_eq!(offsets_from(&mut store, KEY, 0).last(), Some(&60));
-    // Recovery kept record 60 (past the journal, a direct sync point's)
-    // and fdatasynced it before serving it: from here a power loss keeps it.
+    // Recovery wrote record 60 from the journal, which it rewrote and
+    // fdatasynced before serving it: from here a power loss keeps it.
     let len_recovered = fs::metadata(&active_log).expect("ok").len();
     assert_eq!(store.append(KEY, &message(61)).expect("ok"), 61);
     assert_eq!(store.append(KEY, &message(62)).expect("ok"), 62);

@@ -281,11 +281,18 @@ fn remove_segment(fs: &dyn Backend, dir: &Path, base: u64) -> Result<()> {
 }
 
 /// Deletes the segments of the key directory `dir` whose base offset is
-/// below `log_start`, oldest first, and fsyncs the directory if it deleted
-/// any: a log-start entry in the journal says retention deleted them (or was
-/// about to), so what a crash or a power loss left of them, whole or not, is
-/// never served. Stray `.index` and `.timeindex` files below it go too. Returns how many
-/// segments it deleted.
+/// below `log_start`, oldest first, and fsyncs the directory: a log-start
+/// entry in the journal says retention deleted them (or was about to), so
+/// what a crash or a power loss left of them, whole or not, is never
+/// served. Stray `.index` and `.timeindex` files below it go too. Returns
+/// how many segments it deleted.
+///
+/// The fsync runs also when nothing is left to delete: after a crash
+/// without a reboot (`kill -9`, or a store reopened in place) the crashed
+/// run's unlinks may be in the directory cache only, so the listing shows
+/// the segments gone while the disk still holds them. Once a checkpoint
+/// deletes the journal that holds the log start, a power loss would bring
+/// them back as the log's start.
 pub fn remove_below(fs: &dyn Backend, dir: &Path, log_start: u64) -> Result<usize> {
     if log_start == 0 {
         return Ok(0);
@@ -313,8 +320,8 @@ pub fn remove_below(fs: &dyn Backend, dir: &Path, log_start: u64) -> Result<usiz
             dir.display(),
             below.len()
         ));
-        crate::storage::fsutil::sync_dir(fs, dir)?;
     }
+    crate::storage::fsutil::sync_dir(fs, dir)?;
     Ok(below.len())
 }
 

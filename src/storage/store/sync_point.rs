@@ -294,28 +294,24 @@ impl Store {
 
     /// A direct sync point for `key`: its records written to its active
     /// segment now, that file (and any directory whose new entries it
-    /// needs) synced by the plan.
-    fn direct_plan(&mut self, mut plan: SyncPlan, key: String) -> Result<SyncPlan> {
-        let open = self.open.get_mut(&key).expect("an open key");
+    /// needs) synced by the plan. Only for a key a durable entry of the
+    /// live journal mentions already: the first sync point of a key after
+    /// a checkpoint is a journal one, which mentions it.
+    ///
+    /// Why the mention must be durable first: were it written with the
+    /// direct records (as seglog did until this rule), a failed fdatasync of
+    /// the journal could leave the mention on no disk, and once the kernel
+    /// drops those pages a recovery without a reboot (a restart, or a heal
+    /// in place) no longer sees it, takes the key for one last written
+    /// before a checkpoint whose fdatasyncs all succeeded, and serves the
+    /// direct records still dirty in the page cache, which a power loss
+    /// then takes back.
+    fn direct_plan(&mut self, plan: SyncPlan, key: String) -> Result<SyncPlan> {
         if !self.mentioned.contains(&key) {
-            // Written (not synced) before the segment is: a crash that
-            // keeps the segment's bytes keeps this note, so recovery checks
-            // and syncs the key.
-            let mut builder = self.journal.builder();
-            builder.add_direct(&key, open.log.published_end());
-            self.journal.append(builder)?;
-            self.oldest_batch_at.get_or_insert_with(Instant::now);
-            self.mentioned.insert(key.clone());
-            // And synced with it (once per key between checkpoints): a
-            // note whose writeback failed unnoticed would let a restart
-            // without a reboot take the key for one the journal does not
-            // mention, and serve its records without rewriting them.
-            plan.files.push((
-                Arc::clone(self.journal.file()),
-                self.journal.path().display().to_string(),
-            ));
-            plan.journal_len = self.journal.len();
+            return self.journal_plan(plan, &[key]);
         }
+        let mut plan = plan;
+        let open = self.open.get_mut(&key).expect("an open key");
         let (target, touched) = open.log.write_direct()?;
         let key_dir = open.log.dir().to_path_buf();
         self.note_touched(&key_dir, touched);
