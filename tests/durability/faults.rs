@@ -260,6 +260,30 @@ fn node_failing_fdatasync_refuses_writes_until_it_heals_in_place() {
     assert_eq!(listed["body"]["offsets"]["k"], json!(4), "{listed}");
 }
 
+/// Regression guard: the input ending while a heal is retrying (every
+/// reopen fails) calls the heal off and the node exits at once, reporting
+/// that it could not close its store cleanly, rather than waiting for a
+/// heal that cannot come.
+#[test]
+fn node_input_ending_during_a_heal_ends_the_node() {
+    let (_tmp, _data, faults, mut node) = start_faulty();
+    let mut sends = Sends::default();
+    sends.send(&mut node, "k", 0);
+    std::fs::write(faults.join("fdatasync-eio-all"), b"").expect("arm the fault");
+    let failed = sends.send(&mut node, "k", 1);
+    assert_eq!(error_code(&failed), Some(CRASH), "{failed}");
+    assert!(
+        node.wait_for_stderr("to heal the store in place failed"),
+        "a reopen was tried and failed"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(node.close()));
+    let code = rx
+        .recv_timeout(crate::support::serve_process::PATIENCE)
+        .expect("the node exits once its input ends");
+    assert_eq!(code, Some(1), "the store could not be closed cleanly");
+}
+
 /// A full disk (ENOSPC on every write) gets errors, never an
 /// acknowledgement; polls keep working; once there is space again the same
 /// process heals its store in place and takes writes, and a `kill -9` and
