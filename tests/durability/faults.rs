@@ -210,6 +210,19 @@ fn node_failed_fdatasync_heals_in_place_and_loses_nothing_acknowledged() {
     check_log(&mut node, "k", &sends);
 }
 
+/// Makes every fdatasync fail from now on; the send of `value` to `k` that
+/// meets it gets 13, and the node's first reopen is seen to fail (recovery
+/// syncs the journal).
+fn fail_every_fdatasync(node: &mut Node, faults: &Path, sends: &mut Sends, value: u64) {
+    std::fs::write(faults.join("fdatasync-eio-all"), b"").expect("arm the fault");
+    let failed = sends.send(node, "k", value);
+    assert_eq!(error_code(&failed), Some(CRASH), "{failed}");
+    assert!(
+        node.wait_for_stderr("to heal the store in place failed"),
+        "a reopen was tried and failed while the fault lasted"
+    );
+}
+
 /// fdatasync failing until the fault is cleared: every reopen fails
 /// (recovery syncs the journal), so writes and commits are refused with
 /// error 11 meanwhile, while polls and lists keep answering; once the fault
@@ -224,13 +237,7 @@ fn node_failing_fdatasync_refuses_writes_until_it_heals_in_place() {
     }
     let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": 2}}));
     assert_eq!(commit["body"]["type"], "commit_offsets_ok", "{commit}");
-    std::fs::write(faults.join("fdatasync-eio-all"), b"").expect("arm the fault");
-    let failed = sends.send(&mut node, "k", 5);
-    assert_eq!(error_code(&failed), Some(CRASH), "{failed}");
-    assert!(
-        node.wait_for_stderr("to heal the store in place failed"),
-        "a reopen was tried and failed while the fault lasted"
-    );
+    fail_every_fdatasync(&mut node, &faults, &mut sends, 5);
     for value in 6..9 {
         let reply = sends.send(&mut node, "k", value);
         assert_eq!(error_code(&reply), Some(TEMPORARILY_UNAVAILABLE), "{reply}");
@@ -269,13 +276,7 @@ fn node_input_ending_during_a_heal_ends_the_node() {
     let (_tmp, _data, faults, mut node) = start_faulty();
     let mut sends = Sends::default();
     sends.send(&mut node, "k", 0);
-    std::fs::write(faults.join("fdatasync-eio-all"), b"").expect("arm the fault");
-    let failed = sends.send(&mut node, "k", 1);
-    assert_eq!(error_code(&failed), Some(CRASH), "{failed}");
-    assert!(
-        node.wait_for_stderr("to heal the store in place failed"),
-        "a reopen was tried and failed"
-    );
+    fail_every_fdatasync(&mut node, &faults, &mut sends, 1);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(node.close()));
     let code = rx
