@@ -117,9 +117,10 @@ pub enum ProposeError {
     /// Appended here, then lost its place (a new leader's log replaced
     /// it): it may still be committed by another leader.
     Unknown(String),
-    /// The group stopped here for good (its storage failed: a failed sync
-    /// poisons the store). `appended`: the proposal was in its log, so
-    /// another node may still commit it.
+    /// The group stopped here (its storage failed: a failed sync poisons
+    /// the store, and the node then starts its groups again over the
+    /// store reopened in place). `appended`: the proposal was in its log,
+    /// so another node, or this one after the heal, may still commit it.
     Failed { appended: bool, why: String },
 }
 
