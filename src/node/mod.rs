@@ -129,6 +129,7 @@ where
         server: None,
         starting: None,
         stopping: false,
+        stop_started: false,
         args,
         out: out.clone(),
         events: events_tx,
@@ -169,6 +170,8 @@ where
                 if let Some(server) = &mut node.server {
                     server.on_event(event);
                 }
+                // A stop that waited for a heal to end goes on.
+                node.stop_if_due();
             },
             result = output.write(&writing[written..]), if output_open && written < writing.len() => {
                 match result {
@@ -236,6 +239,9 @@ struct Node {
     starting: Option<(String, Vec<String>)>,
     /// Set once the input ended: the groups are stopping.
     stopping: bool,
+    /// Set once the groups were told to stop (after a heal in progress
+    /// has ended).
+    stop_started: bool,
     args: NodeArgs,
     out: Outbox,
     events: mpsc::UnboundedSender<server::Event>,
@@ -368,10 +374,7 @@ impl Node {
             Ok(server) => {
                 self.server = Some(server);
                 reply_init_ok(&self.out, &to);
-                if self.stopping {
-                    self.stopping = false;
-                    self.stop();
-                }
+                self.stop_if_due();
             }
             Err(e) => {
                 log::warn(format_args!("init failed: {e}"));
@@ -391,10 +394,28 @@ impl Node {
             return;
         }
         self.stopping = true;
+        if let Some(server) = &self.server {
+            // A heal in place ends first (called off): it may be starting
+            // groups that must be stopped too.
+            server.cancel_heal();
+        }
+        self.stop_if_due();
+    }
+
+    /// Stops the groups once the input has ended, the server has started
+    /// and no heal is in progress; once.
+    fn stop_if_due(&mut self) {
+        if !self.stopping || self.stop_started {
+            return;
+        }
         let Some(server) = &self.server else {
             // Still starting: stopped once started.
             return;
         };
+        if server.is_healing() {
+            return;
+        }
+        self.stop_started = true;
         let groups = server.groups();
         let group_commit = server.group_commit();
         let life = self.life.clone();

@@ -15,6 +15,14 @@
 //! error; a part whose proposal may still commit is answered only by its
 //! outcome or, at the deadline, by an indefinite error.
 //!
+//! A failed write or sync poisons the store; the node then heals it in
+//! place ([`Server::on_tick`]): it stops every group, closes the group
+//! commit, reopens the store (recovery from the journal, as at a
+//! restart) with the group commit's backoff, and starts the groups again
+//! over it. Meanwhile writes are refused with a definite error and reads
+//! go on; parts waiting for a leader are refused, and proposals in flight
+//! are answered by their outcome or with an indefinite error.
+//!
 //! Everything here runs on the event loop's task; proposals run in tasks
 //! of their own and report back as [`Event`]s.
 
@@ -23,6 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::lines::Outbox;
 use super::members::Cluster;
@@ -34,9 +44,10 @@ use crate::log;
 use crate::raft::durability::OwnGroupCommit;
 use crate::raft::groups::{Groups, ProposeError, TIMING_DEFAULT};
 use crate::raft::log::RESERVED_KEY_PREFIX;
-use crate::raft::transport::Batch;
+use crate::raft::transport::{Batch, Reply};
 use crate::raft::types::{NodeId, Op, OpResult, Proposal, ProposalId};
 use crate::storage::error::Result;
+use crate::storage::group_commit::HealBackoff;
 use crate::storage::space::Space;
 use crate::storage::store::{Store, StoreConfig};
 
@@ -84,6 +95,10 @@ pub const BATCH_BYTES_TARGET: usize = 1 << 20;
 /// batches.
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
 
+/// Why a write is refused while the store heals.
+const HEALING: &str =
+    "this node's store failed a write or sync and is being reopened in place; retry shortly";
+
 /// What a task of the groups reports to the event loop.
 pub enum Event {
     /// A proposal of this node's clients' parts finished.
@@ -101,6 +116,18 @@ pub enum Event {
         id: ProposalId,
         outcome: ForwardOutcome,
     },
+    /// The heal in place ended: the groups started again over the
+    /// reopened store, and their group commit; `None` if it was called off
+    /// (the node is stopping), the store still poisoned.
+    Healed(Option<Box<(Groups, Arc<OwnGroupCommit>)>>),
+}
+
+/// A heal in place in progress.
+struct Healing {
+    /// When the poisoning was seen.
+    since: Instant,
+    /// Set to call the heal off.
+    cancel: watch::Sender<bool>,
 }
 
 /// One operation of a client request, for one group.
@@ -201,6 +228,13 @@ pub struct Server {
     forwards_seen: RecentIds,
     /// When each peer's last batch arrived.
     heard: HashMap<NodeId, Instant>,
+    /// Set while the store is healed in place.
+    healing: Option<Healing>,
+    /// The waits between reopens, kept across heals.
+    backoff: Arc<Mutex<HealBackoff>>,
+    /// The tasks that wake the loop on each group's outcomes, replaced
+    /// with the groups.
+    watchers: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -239,7 +273,7 @@ impl Server {
             TIMING_DEFAULT,
         )
         .await?;
-        let server = Server {
+        let mut server = Server {
             cluster,
             store,
             space,
@@ -256,23 +290,101 @@ impl Server {
             outgoing: BTreeMap::new(),
             forwards_seen: RecentIds::default(),
             heard: HashMap::new(),
+            healing: None,
+            backoff: Arc::default(),
+            watchers: Vec::new(),
         };
-        // Each group's outcomes wake the loop, so that a part is answered
-        // as soon as its entry's apply here is durable, not at the next tick.
-        for g in 0..server.groups.count() {
-            if let Some(group) = server.groups.group_state(g) {
-                let events = server.events.clone();
-                tokio::spawn(async move {
+        server.watch_outcomes();
+        Ok(server)
+    }
+
+    /// Each group's outcomes wake the loop, so that a part is answered as
+    /// soon as its entry's apply here is durable, not at the next tick.
+    fn watch_outcomes(&mut self) {
+        for watcher in self.watchers.drain(..) {
+            watcher.abort();
+        }
+        for g in 0..self.groups.count() {
+            if let Some(group) = self.groups.group_state(g) {
+                let events = self.events.clone();
+                self.watchers.push(tokio::spawn(async move {
                     loop {
                         group.outcomes_ready.notified().await;
                         if events.send(Event::Progress).is_err() {
                             break;
                         }
                     }
-                });
+                }));
             }
         }
-        Ok(server)
+    }
+
+    /// Whether the store is being healed in place.
+    pub fn is_healing(&self) -> bool {
+        self.healing.is_some()
+    }
+
+    /// Calls off a heal in progress (the node stops); false if none is.
+    /// The loop hears [`Event::Healed`] once it has ended.
+    pub fn cancel_heal(&self) -> bool {
+        match &self.healing {
+            Some(healing) => {
+                let _ = healing.cancel.send(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The store was found poisoned: stops the groups' storage at once,
+    /// then heals in a task (see [`heal_in_place`]).
+    fn start_heal(&mut self) {
+        log::warn(format_args!(
+            "the store is poisoned (a write or sync failed): stopping the Raft groups to reopen it in place"
+        ));
+        lock(&self.backoff).ran_until_now();
+        // Before anything else of the groups runs: nothing of this run may
+        // reach the store once it is reopened.
+        self.groups.retire();
+        let (cancel, cancelled) = watch::channel(false);
+        self.healing = Some(Healing {
+            since: Instant::now(),
+            cancel,
+        });
+        let task = HealTask {
+            store: Arc::clone(&self.store),
+            groups: Arc::clone(&self.groups),
+            group_commit: Arc::clone(&self.group_commit),
+            backoff: Arc::clone(&self.backoff),
+            cancelled,
+        };
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let healed = heal_in_place(task).await;
+            let _ = events.send(Event::Healed(healed.map(Box::new)));
+        });
+    }
+
+    /// The heal ended: the new groups take over, or, called off, the old
+    /// ones stay (stopped) for the node's shutdown.
+    fn healed(&mut self, healed: Option<Box<(Groups, Arc<OwnGroupCommit>)>>) {
+        let Some(healing) = self.healing.take() else {
+            return;
+        };
+        let Some(healed) = healed else {
+            log::warn(format_args!(
+                "the heal in place was called off: the node stops with its store poisoned"
+            ));
+            return;
+        };
+        let (groups, group_commit) = *healed;
+        self.groups = Arc::new(groups);
+        self.group_commit = group_commit;
+        self.watch_outcomes();
+        log::warn(format_args!(
+            "store healed in place {:?} after it was found poisoned: the groups are started again and take writes",
+            healing.since.elapsed()
+        ));
     }
 
     pub fn cluster(&self) -> &Cluster {
@@ -350,14 +462,12 @@ impl Server {
     }
 
     /// Refuses a write at once, with a definite error, once this node's
-    /// store is poisoned (a failed sync or write): its groups cannot append.
+    /// store is poisoned (a failed sync or write) and until it is healed
+    /// in place: its groups cannot append meanwhile. (The heal is checked
+    /// first: a reopen holds the store's lock.)
     fn poisoned(&self, to: &ReplyTo) -> bool {
-        if lock(&self.store).is_poisoned() {
-            self.reply_error(
-                to,
-                code::TEMPORARILY_UNAVAILABLE,
-                "this node's store failed a write or sync; restart it to recover",
-            );
+        if self.healing.is_some() || lock(&self.store).is_poisoned() {
+            self.reply_error(to, code::TEMPORARILY_UNAVAILABLE, HEALING);
             return true;
         }
         false
@@ -487,6 +597,14 @@ impl Server {
     fn on_raft(&mut self, peer: NodeId, batch: Batch) {
         let transport = Arc::clone(&self.groups.transport);
         transport.deliver(peer, batch.answers);
+        if self.healing.is_some() {
+            // The groups are stopped: the peer counts this node as one it
+            // could not reach, as while it restarts.
+            for call in batch.calls {
+                transport.answer(peer, call.id, Reply::Unavailable(HEALING.into()));
+            }
+            return;
+        }
         for note in batch.notes {
             self.groups.on_note(peer, note);
         }
@@ -510,6 +628,15 @@ impl Server {
             return;
         }
         let leader = self.groups.leader(batch.group);
+        if self.healing.is_some() {
+            // Not proposed: the peer routes it again, to the next leader.
+            self.outgoing
+                .entry(peer)
+                .or_default()
+                .outcomes
+                .push((batch.id, ForwardOutcome::NotLeader { leader: None }));
+            return;
+        }
         if leader != Some(self.groups.me()) || !self.hears_majority(Instant::now()) {
             self.outgoing
                 .entry(peer)
@@ -602,6 +729,7 @@ impl Server {
                     .outcomes
                     .push((id, outcome));
             }
+            Event::Healed(healed) => self.healed(healed),
         }
     }
 
@@ -673,7 +801,12 @@ impl Server {
     /// Routing, proposals and forwards, answers that are due, and one
     /// batch to each peer with everything for it.
     pub fn on_tick(&mut self, now: Instant) {
-        self.groups.tick(now);
+        if self.healing.is_none() && lock(&self.store).is_poisoned() {
+            self.start_heal();
+        }
+        if self.healing.is_none() {
+            self.groups.tick(now);
+        }
         self.check_awaiting(now);
         self.route(now);
         self.flush();
@@ -756,6 +889,14 @@ impl Server {
 
     /// Sends each waiting part to its group's leader.
     fn route(&mut self, now: Instant) {
+        if self.healing.is_some() {
+            // Never proposed, so refused definitely: the groups are
+            // stopped, and come back only after a reopen and an election.
+            for part in std::mem::take(&mut self.unrouted) {
+                self.fail(part, HEALING);
+            }
+            return;
+        }
         let me = self.groups.me();
         let mut local: BTreeMap<u32, Vec<Part>> = BTreeMap::new();
         let mut forward: BTreeMap<NodeId, BTreeMap<u32, Vec<Part>>> = BTreeMap::new();
@@ -1073,6 +1214,88 @@ impl Server {
                 text,
             },
         );
+    }
+}
+
+/// What a heal in place works on.
+struct HealTask {
+    store: Arc<Mutex<Store>>,
+    /// The groups of the poisoned run, retired.
+    groups: Arc<Groups>,
+    group_commit: Arc<OwnGroupCommit>,
+    backoff: Arc<Mutex<HealBackoff>>,
+    cancelled: watch::Receiver<bool>,
+}
+
+/// Heals the poisoned store in place: stops the groups (their storage is
+/// retired already), closes their group commit (what waits is answered
+/// with the poisoned store's error, and no sync point is in flight once
+/// its thread has ended), then reopens the store and starts a group
+/// commit and the groups over it, as at a restart, waiting as the shared
+/// [`HealBackoff`] says before each attempt. Returns the new groups and
+/// group commit, or `None` if called off.
+async fn heal_in_place(mut task: HealTask) -> Option<(Groups, Arc<OwnGroupCommit>)> {
+    task.groups.shutdown().await;
+    let group_commit = Arc::clone(&task.group_commit);
+    match tokio::task::spawn_blocking(move || group_commit.close_and_join()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::warn(format_args!("closing the poisoned run's group commit: {e}")),
+        Err(e) => log::warn(format_args!("closing the poisoned run's group commit: {e}")),
+    }
+    for attempt in 1.. {
+        let wait = lock(&task.backoff).wait();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = task.cancelled.wait_for(|cancelled| *cancelled) => return None,
+        }
+        log::warn(format_args!(
+            "reopening the poisoned store in place, attempt {attempt} (after waiting {wait:?})"
+        ));
+        let started = Instant::now();
+        let result = reopen_and_start(&task).await;
+        lock(&task.backoff).attempted();
+        match result {
+            Ok(healed) => {
+                lock(&task.backoff).healed();
+                log::warn(format_args!(
+                    "attempt {attempt}: the store is reopened and the groups started in {:?}",
+                    started.elapsed()
+                ));
+                return Some(healed);
+            }
+            Err(e) => log::warn(format_args!(
+                "attempt {attempt} to heal the store in place failed, trying again in {:?}: {e}",
+                lock(&task.backoff).wait()
+            )),
+        }
+    }
+    unreachable!("the attempts run out")
+}
+
+/// One attempt of [`heal_in_place`]: the reopen, then a group commit and
+/// the groups over the reopened store.
+async fn reopen_and_start(
+    task: &HealTask,
+) -> std::result::Result<(Groups, Arc<OwnGroupCommit>), String> {
+    let store = Arc::clone(&task.store);
+    tokio::task::spawn_blocking(move || lock(&store).reopen())
+        .await
+        .map_err(|e| format!("the reopen's thread: {e}"))?
+        .map_err(|e| format!("reopening: {e}"))?;
+    let group_commit = Arc::new(
+        OwnGroupCommit::start(Arc::clone(&task.store))
+            .map_err(|e| format!("starting the group commit: {e}"))?,
+    );
+    let durability: Arc<dyn crate::raft::durability::Durability> = group_commit.clone();
+    match Groups::start_after(&task.groups, Arc::clone(&task.store), durability).await {
+        Ok(groups) => Ok((groups, group_commit)),
+        Err(e) => {
+            // A store poisoned again while the groups started: the next
+            // attempt reopens it again, with no sync point in flight.
+            let closing = Arc::clone(&group_commit);
+            let _ = tokio::task::spawn_blocking(move || closing.close_and_join()).await;
+            Err(format!("starting the groups: {e}"))
+        }
     }
 }
 

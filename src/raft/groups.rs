@@ -16,7 +16,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 
 use super::durability::Durability;
-use super::log_store::{Group, LogStore};
+use super::log_store::{Group, LogStore, Proposals};
 use super::snapshot::group_of;
 use super::standing::{ASK_EVERY_MS, Note, PROBE_AFTER_MS, REJOIN_UNANSWERED_MS, Standing};
 use super::state_machine::StateMachine;
@@ -117,10 +117,23 @@ pub enum ProposeError {
     /// Appended here, then lost its place (a new leader's log replaced
     /// it): it may still be committed by another leader.
     Unknown(String),
-    /// The group stopped here for good (its storage failed: a failed sync
-    /// poisons the store). `appended`: the proposal was in its log, so
-    /// another node may still commit it.
+    /// The group stopped here (its storage failed: a failed sync poisons
+    /// the store, and the node then starts its groups again over the
+    /// store reopened in place). `appended`: the proposal was in its log,
+    /// so another node, or this one after the heal, may still commit it.
     Failed { appended: bool, why: String },
+}
+
+/// What a node's groups carry over when they are started again in the same
+/// process over a store reopened in place ([`Groups::start_after`]).
+struct Carried {
+    /// Each group's record of recent proposals: which were appended here
+    /// and the published outcomes (durable applies), so that a proposal in
+    /// flight across the restart is still told apart from one that cannot
+    /// have taken effect, and answered if it was applied.
+    proposals: Vec<Proposals>,
+    /// The last proposal sequence number used, so ids are never reused.
+    next_proposal: u64,
 }
 
 impl Groups {
@@ -132,6 +145,61 @@ impl Groups {
         store: Arc<Mutex<Store>>,
         durability: Arc<dyn Durability>,
         timing: Timing,
+    ) -> Result<Groups, String> {
+        Groups::start_carrying(me, nodes, count, store, durability, timing, None).await
+    }
+
+    /// Starts the groups of `previous` again, after [`Groups::retire`] and
+    /// [`Groups::shutdown`], on `store` reopened in place: each group's
+    /// log, vote and applied state come back from the store as at a
+    /// restart; what this node knows of its recent proposals is kept.
+    pub async fn start_after(
+        previous: &Groups,
+        store: Arc<Mutex<Store>>,
+        durability: Arc<dyn Durability>,
+    ) -> Result<Groups, String> {
+        let carried = Carried {
+            proposals: previous
+                .state
+                .iter()
+                .map(|group| lock(&group.proposals).clone())
+                .collect(),
+            next_proposal: *lock(&previous.next_proposal),
+        };
+        // Copied, not taken: a start that fails leaves them with
+        // `previous` for the next attempt.
+        Groups::start_carrying(
+            previous.me,
+            previous.nodes.clone(),
+            previous.count(),
+            store,
+            durability,
+            previous.timing,
+            Some(carried),
+        )
+        .await
+    }
+
+    /// Makes every group's storage refuse all further reads and writes,
+    /// before the groups are stopped to reopen the store in place: nothing
+    /// of this run may reach the reopened store (openraft may run a queued
+    /// apply after its shutdown).
+    pub fn retire(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for group in &self.state {
+            group.retire();
+        }
+    }
+
+    async fn start_carrying(
+        me: NodeId,
+        nodes: Vec<String>,
+        count: u32,
+        store: Arc<Mutex<Store>>,
+        durability: Arc<dyn Durability>,
+        timing: Timing,
+        mut carried: Option<Carried>,
     ) -> Result<Groups, String> {
         if count == 0 || count > GROUPS_MAX {
             return Err(format!(
@@ -160,16 +228,83 @@ impl Groups {
         let mut rafts = Vec::new();
         let mut state = Vec::new();
         let mut standing = Vec::new();
+        let started = Groups::start_each(
+            me,
+            count,
+            &store,
+            &durability,
+            &config,
+            &transport,
+            carried.as_mut(),
+            (&mut rafts, &mut state, &mut standing),
+        )
+        .await;
+        if let Err(e) = started {
+            // Those started stop again: none may run on without a node,
+            // nor write after a reopen that follows.
+            for group in &state {
+                group.retire();
+            }
+            for raft in &rafts {
+                let _ = raft.shutdown().await;
+            }
+            return Err(e);
+        }
+        let started_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let next_proposal = carried.map_or(started_us, |c| c.next_proposal.max(started_us));
+        Ok(Groups {
+            me,
+            nodes,
+            transport,
+            rafts,
+            state,
+            next_proposal: Mutex::new(next_proposal),
+            timing,
+            heartbeat_asked: Mutex::new(vec![None; count as usize]),
+            standing: Mutex::new(standing),
+            initialized: Mutex::new(BTreeSet::new()),
+            started: Instant::now(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Opens and starts each group, pushing each into `out` as it starts.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of one start, in one place"
+    )]
+    async fn start_each(
+        me: NodeId,
+        count: u32,
+        store: &Arc<Mutex<Store>>,
+        durability: &Arc<dyn Durability>,
+        config: &Arc<Config>,
+        transport: &Arc<Transport>,
+        mut carried: Option<&mut Carried>,
+        out: (
+            &mut Vec<Raft<TypeConfig>>,
+            &mut Vec<Arc<Group>>,
+            &mut Vec<GroupStanding>,
+        ),
+    ) -> Result<(), String> {
+        let (rafts, state, standing) = out;
         for g in 0..count {
-            let group = Group::open(g, Arc::clone(&store), Arc::clone(&durability))
+            let group = Group::open(g, Arc::clone(store), Arc::clone(durability))
                 .map_err(|e| format!("opening group {g}'s log: {e}"))?;
+            if let Some(carried) = carried.as_deref_mut()
+                && let Some(proposals) = carried.proposals.get_mut(g as usize)
+            {
+                *lock(&group.proposals) = std::mem::take(proposals);
+            }
             let log_store = LogStore {
                 group: Arc::clone(&group),
             };
             let state_machine = StateMachine::new(Arc::clone(&group), count);
             let network = Network {
                 group: g,
-                transport: Arc::clone(&transport),
+                transport: Arc::clone(transport),
             };
             let (has_state, rejoining) = {
                 let log = lock(&group.log);
@@ -186,7 +321,7 @@ impl Groups {
                     .await
                     .map_err(|e| format!("group {g}: {e}"))?;
             }
-            let raft = Raft::new(me, Arc::clone(&config), network, log_store, state_machine)
+            let raft = Raft::new(me, Arc::clone(config), network, log_store, state_machine)
                 .await
                 .map_err(|e| format!("starting group {g}: {e}"))?;
             if !group_standing.votes() {
@@ -196,23 +331,7 @@ impl Groups {
             rafts.push(raft);
             state.push(group);
         }
-        let started_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        Ok(Groups {
-            me,
-            nodes,
-            transport,
-            rafts,
-            state,
-            next_proposal: Mutex::new(started_us),
-            timing,
-            heartbeat_asked: Mutex::new(vec![None; count as usize]),
-            standing: Mutex::new(standing),
-            initialized: Mutex::new(BTreeSet::new()),
-            started: Instant::now(),
-            stopping: std::sync::atomic::AtomicBool::new(false),
-        })
+        Ok(())
     }
 
     pub fn me(&self) -> NodeId {

@@ -7,7 +7,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, RaftLogReader, StorageIOError};
@@ -36,6 +37,11 @@ pub struct Group {
     /// whether a proposal that failed may still take effect, and learns
     /// the outcome of one that does.
     pub proposals: Mutex<Proposals>,
+    /// Set once the node stopped the group to reopen a poisoned store in
+    /// place: openraft may still run a queued command of this instance
+    /// after its shutdown (its state machine worker drains its queue), and
+    /// nothing of the stopped run may reach the reopened store.
+    retired: AtomicBool,
 }
 
 /// Proposals remembered, per group: enough for every proposal a node has
@@ -43,7 +49,7 @@ pub struct Group {
 pub const PROPOSALS_REMEMBERED: usize = 65_536;
 
 /// Recent proposals of a group, by id.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Proposals {
     appended: std::collections::HashSet<ProposalId>,
     applied: std::collections::HashMap<ProposalId, (u64, Vec<OpResult>)>,
@@ -102,7 +108,30 @@ impl Group {
             log: Mutex::new(log),
             outcomes_ready: tokio::sync::Notify::new(),
             proposals: Mutex::new(Proposals::default()),
+            retired: AtomicBool::new(false),
         }))
+    }
+
+    /// The store, for this group's reads and writes; refused once the
+    /// group is retired.
+    pub fn store(&self) -> Result<MutexGuard<'_, Store>, String> {
+        let store = lock(&self.store);
+        // Checked under the store's lock, which a reopen holds: a command
+        // that passes this runs before the reopen, on the poisoned store,
+        // which refuses its writes.
+        if self.retired.load(Ordering::SeqCst) {
+            return Err(format!(
+                "group {} was stopped to reopen the store in place",
+                self.group
+            ));
+        }
+        Ok(store)
+    }
+
+    /// Stops this instance's storage for good: every later read or write
+    /// of it fails (see `retired`).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
     }
 
     /// Makes this node's standing in the group durable: appends the record
@@ -110,7 +139,7 @@ impl Group {
     pub async fn save_standing(&self, votes: bool) -> Result<(), String> {
         {
             let mut log = lock(&self.log);
-            let mut store = lock(&self.store);
+            let mut store = self.store()?;
             let at = self.append(&mut store, &[Record::Standing { votes }])?;
             log.rejoining = (!votes).then_some(at);
         }
@@ -182,7 +211,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         {
             let mut log = lock(&self.group.log);
-            let mut store = lock(&self.group.store);
+            let mut store = self
+                .group
+                .store()
+                .map_err(|e| StorageError::from(StorageIOError::write_vote(AnyError::error(e))))?;
             let offset = self
                 .group
                 .append(&mut store, &[Record::Vote(*vote)])
@@ -218,7 +250,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 log.truncate(first.log_id.index);
             }
             let records: Vec<Record> = entries.iter().cloned().map(Record::Entry).collect();
-            let mut store = lock(&self.group.store);
+            let mut store = self.group.store().map_err(write_error)?;
             let first = self
                 .group
                 .append(&mut store, &records)
@@ -245,7 +277,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         {
             let mut log = lock(&self.group.log);
-            let mut store = lock(&self.group.store);
+            let mut store = self.group.store().map_err(write_error)?;
             self.group
                 .append(
                     &mut store,
@@ -263,7 +295,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, upto: LogId) -> Result<(), StorageError> {
         let keep_from = {
             let mut log = lock(&self.group.log);
-            let mut store = lock(&self.group.store);
+            let mut store = self.group.store().map_err(write_error)?;
             let purge = self
                 .group
                 .append(&mut store, &[Record::Purge { upto }])
@@ -304,7 +336,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // held the old ones go: the deletion's own journal entry is synced
         // at once, records appended before it are not.
         self.group.synced().await.map_err(write_error)?;
-        lock(&self.group.store)
+        self.group
+            .store()
+            .map_err(write_error)?
             .truncate_front(&self.group.key, keep_from)
             .map_err(|e| write_error(format!("purging {}: {e}", self.group.key)))?;
         Ok(())

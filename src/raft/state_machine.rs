@@ -81,7 +81,7 @@ impl StateMachine {
         // key's end (appends not yet durable included).
         let (last, membership, mut data) = {
             let log = lock(&group.log);
-            let mut store = lock(&group.store);
+            let mut store = group.store().map_err(sm_error)?;
             let data = SnapshotData::plan(&mut store, group.group, self.groups)
                 .map_err(|e| sm_error(e.to_string()))?;
             (log.applied, log.membership.clone(), data)
@@ -90,7 +90,7 @@ impl StateMachine {
         // snapshot covers can be purged without losing anything on a crash.
         group.synced().await.map_err(sm_error)?;
         {
-            let mut store = lock(&group.store);
+            let mut store = group.store().map_err(sm_error)?;
             data.read(&mut store).map_err(|e| sm_error(e.to_string()))?;
             data.read_commits(&store, group.group, self.groups);
         }
@@ -137,7 +137,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let group = &self.group;
         let mut log = lock(&group.log);
-        let mut store = lock(&group.store);
+        let mut store = group.store().map_err(sm_error)?;
         let mut replies = Vec::new();
         let mut outcomes = Vec::new();
         let mut entries = entries.into_iter().peekable();
@@ -208,7 +208,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         {
             let group = &self.group;
             let mut log = lock(&group.log);
-            let mut store = lock(&group.store);
+            let mut store = group.store().map_err(sm_error)?;
             // The snapshot's records and the `Applied` record that covers
             // them become durable together (the snapshot is in memory
             // already, so the span holds no more than it).

@@ -63,6 +63,55 @@ pub const HEAL_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// [`HEAL_BACKOFF_MAX`] apart.
 pub const HEAL_STEADY: Duration = Duration::from_secs(10);
 
+/// The waits between reopens of a poisoned store, shared by the group
+/// commit's heal and the Maelstrom node's (which stops its Raft groups
+/// around the reopen): [`HEAL_BACKOFF_FIRST`] before the first, twice as
+/// long after each attempt up to [`HEAL_BACKOFF_MAX`], and back to the
+/// first only once the healed store has run [`HEAL_STEADY`].
+#[derive(Debug)]
+pub struct HealBackoff {
+    /// The wait before the next reopen.
+    wait: Duration,
+    /// When the last heal succeeded.
+    last_heal: Option<Instant>,
+}
+
+impl Default for HealBackoff {
+    fn default() -> HealBackoff {
+        HealBackoff {
+            wait: HEAL_BACKOFF_FIRST,
+            last_heal: None,
+        }
+    }
+}
+
+impl HealBackoff {
+    /// The wait before the next reopen.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// A reopen was tried (whatever came of it): the next waits twice as
+    /// long, up to [`HEAL_BACKOFF_MAX`].
+    pub fn attempted(&mut self) {
+        self.wait = (self.wait * 2).min(HEAL_BACKOFF_MAX);
+    }
+
+    /// A reopen succeeded: the store is healed as of now.
+    pub fn healed(&mut self) {
+        self.last_heal = Some(Instant::now());
+    }
+
+    /// The store has run without a failure until now (a sync point
+    /// succeeded, or a failure is first seen): if that is [`HEAL_STEADY`]
+    /// since the last heal, the next heal waits [`HEAL_BACKOFF_FIRST`] again.
+    pub fn ran_until_now(&mut self) {
+        if self.last_heal.is_none_or(|at| at.elapsed() >= HEAL_STEADY) {
+            self.wait = HEAL_BACKOFF_FIRST;
+        }
+    }
+}
+
 /// Told of each reopen of a healing group commit: `Ok` once the store takes
 /// writes again, `Err` with why an attempt failed (another follows), and
 /// the wait that came before the attempt. Called with the store's lock
@@ -201,8 +250,7 @@ fn sync_loop<T>(
 ) {
     // The wait before the next reopen: grows with each, back to the first
     // once a sync point succeeds HEAL_STEADY after the last heal.
-    let mut backoff = HEAL_BACKOFF_FIRST;
-    let mut last_heal: Option<Instant> = None;
+    let mut backoff = HealBackoff::default();
     loop {
         // Not once closing: the turn below then answers what waits (the
         // store refuses the sync point) and the thread ends.
@@ -213,7 +261,7 @@ fn sync_loop<T>(
             if !heal(shared, store, &mut report, healed, &mut backoff) {
                 return;
             }
-            last_heal = Some(Instant::now());
+            backoff.healed();
         }
         let items = {
             let mut waiting = lock(&shared.waiting);
@@ -293,9 +341,7 @@ fn sync_loop<T>(
             }
             continue;
         }
-        if last_heal.is_none_or(|at| at.elapsed() >= HEAL_STEADY) {
-            backoff = HEAL_BACKOFF_FIRST;
-        }
+        backoff.ran_until_now();
         if !report(Synced {
             items,
             result: Ok(()),
@@ -315,9 +361,8 @@ fn sync_loop<T>(
     }
 }
 
-/// Reopens the poisoned store in place, waiting `wait` first and twice as
-/// long after each attempt, up to [`HEAL_BACKOFF_MAX`] (the caller keeps
-/// `wait` across heals, and resets it once the store is steady); returns
+/// Reopens the poisoned store in place, waiting as `backoff` says before
+/// each attempt (the caller keeps it across heals); returns
 /// once it takes writes again (true), or false when the front end closed
 /// the group commit or is gone.
 ///
@@ -332,7 +377,7 @@ fn heal<T>(
     store: &Mutex<Store>,
     report: &mut impl FnMut(Synced<T>) -> bool,
     healed: &mut HealReport,
-    wait: &mut Duration,
+    backoff: &mut HealBackoff,
 ) -> bool {
     loop {
         if !answer_unhealed(shared, report) {
@@ -342,7 +387,7 @@ fn heal<T>(
             let waiting = lock(&shared.waiting);
             let (waiting, _) = shared
                 .wake
-                .wait_timeout_while(waiting, *wait, |w| !w.closing)
+                .wait_timeout_while(waiting, backoff.wait(), |w| !w.closing)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if waiting.closing {
                 // The loop drains what waits: its sync point is refused.
@@ -352,8 +397,8 @@ fn heal<T>(
         let started = Instant::now();
         let mut guard = lock(store);
         let result = guard.reopen();
-        healed(&result, *wait);
-        *wait = (*wait * 2).min(HEAL_BACKOFF_MAX);
+        healed(&result, backoff.wait());
+        backoff.attempted();
         if result.is_ok() {
             let answered = answer_unhealed(shared, report);
             drop(guard);
@@ -366,7 +411,8 @@ fn heal<T>(
         drop(guard);
         if let Err(e) = &result {
             log::warn(format_args!(
-                "reopening the poisoned store failed, trying again in {wait:?}: {e}"
+                "reopening the poisoned store failed, trying again in {:?}: {e}",
+                backoff.wait()
             ));
         }
     }

@@ -3,9 +3,10 @@
 //! regular file fail with ENOSPC while a flag file exists. The node must
 //! acknowledge nothing it could lose, keep answering (polls included), and
 //! lose nothing acknowledged when it is restarted without the fault.
-//! `seglog serve` heals in place: once the fault is gone it reopens its
-//! store by itself and takes writes again, in the same process, and a
-//! `kill -9` and restart after that still loses nothing acknowledged.
+//! The node and `seglog serve` heal in place: once the fault is gone each
+//! reopens its store by itself and takes writes again, in the same
+//! process, and a `kill -9` and restart after that still loses nothing
+//! acknowledged.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -131,12 +132,42 @@ fn check_log(node: &mut Node, key: &str, sends: &Sends) {
     }
 }
 
-/// A failed fdatasync poisons the store: the writes it covered get an
-/// indefinite error, nothing is acknowledged after it even though later
-/// fdatasyncs succeed, polls keep working, and a restart recovers every
-/// acknowledged write.
+/// Sends `first`, `first + 1`, ... to `key` until one is acknowledged, in
+/// the same process as before (no restart): the node heals its store in
+/// place. Every refusal on the way must be error 11 (definite) or, for a
+/// write taken just before the store was found poisoned, 13. Returns the
+/// acknowledged value and how long it took.
+fn send_until_healed(
+    node: &mut Node,
+    sends: &mut Sends,
+    key: &str,
+    first: u64,
+) -> (u64, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let deadline = started + crate::support::serve_process::PATIENCE;
+    for value in first.. {
+        let reply = sends.send(node, key, value);
+        if error_code(&reply).is_none() {
+            assert!(node.is_running(), "healed by a restart");
+            return (value, started.elapsed());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not heal in place: {reply}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    unreachable!("the values run out")
+}
+
+/// A failed fdatasync poisons the store: the write it covered gets an
+/// indefinite error (13), later writes error 11 (definite) while the node
+/// stops its Raft groups, reopens the store and starts them again, all in
+/// the same process; then writes are acknowledged again, and a `kill -9`
+/// and restart afterwards reads back every acknowledged write, before and
+/// after the heal, and no definitely refused one.
 #[test]
-fn failed_fdatasync_acknowledges_nothing_after_it_and_restart_recovers() {
+fn node_failed_fdatasync_heals_in_place_and_loses_nothing_acknowledged() {
     let (_tmp, data, faults, mut node) = start_faulty();
     let mut sends = Sends::default();
     for value in 0..10 {
@@ -149,39 +180,117 @@ fn failed_fdatasync_acknowledges_nothing_after_it_and_restart_recovers() {
     let failed = sends.send(&mut node, "k", 10);
     assert_eq!(error_code(&failed), Some(CRASH), "{failed}");
     assert!(!faults.join("fdatasync-eio").exists(), "the fault fired");
-    for value in 11..20 {
+    let refused = sends.send(&mut node, "k", 11);
+    assert_eq!(
+        error_code(&refused),
+        Some(TEMPORARILY_UNAVAILABLE),
+        "{refused}"
+    );
+    let (value, took) = send_until_healed(&mut node, &mut sends, "k", 12);
+    eprintln!("node, one failed fdatasync: writes acknowledged again in place after {took:?}");
+    assert!(
+        node.wait_for_stderr("store healed in place"),
+        "the node says it healed"
+    );
+    for value in value + 1..value + 5 {
         let reply = sends.send(&mut node, "k", value);
-        assert!(
-            error_code(&reply).is_some(),
-            "acknowledged after a failed fdatasync: {reply}"
-        );
+        assert_eq!(error_code(&reply), None, "{reply}");
     }
-    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": 9}}));
-    assert!(error_code(&commit).is_some(), "{commit}");
+    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": 5}}));
+    assert_eq!(commit["body"]["type"], "commit_offsets_ok", "{commit}");
     check_log(&mut node, "k", &sends);
-    let listed = node.call(json!({"type": "list_committed_offsets", "keys": ["k"]}));
-    assert_eq!(listed["body"]["offsets"], json!({"k": 3}), "{listed}");
     node.kill9();
 
     let mut node = Node::init(&data);
     check_log(&mut node, "k", &sends);
     let listed = node.call(json!({"type": "list_committed_offsets", "keys": ["k"]}));
-    assert_eq!(listed["body"]["offsets"]["k"], json!(3), "{listed}");
+    assert_eq!(listed["body"]["offsets"]["k"], json!(5), "{listed}");
     let after = sends.send(&mut node, "k", 100);
-    assert_eq!(
-        error_code(&after),
-        None,
-        "writes again after reopening: {after}"
-    );
+    assert_eq!(error_code(&after), None, "{after}");
     check_log(&mut node, "k", &sends);
 }
 
-/// A full disk (ENOSPC on every write) gets errors, never an
-/// acknowledgement; polls keep working; the store refuses writes until it
-/// is reopened, even once there is space again (`segment-format.md`,
-/// "Durability and visibility"), and a restart loses nothing acknowledged.
+/// Makes every fdatasync fail from now on; the send of `value` to `k` that
+/// meets it gets 13, and the node's first reopen is seen to fail (recovery
+/// syncs the journal).
+fn fail_every_fdatasync(node: &mut Node, faults: &Path, sends: &mut Sends, value: u64) {
+    std::fs::write(faults.join("fdatasync-eio-all"), b"").expect("arm the fault");
+    let failed = sends.send(node, "k", value);
+    assert_eq!(error_code(&failed), Some(CRASH), "{failed}");
+    assert!(
+        node.wait_for_stderr("to heal the store in place failed"),
+        "a reopen was tried and failed while the fault lasted"
+    );
+}
+
+/// fdatasync failing until the fault is cleared: every reopen fails
+/// (recovery syncs the journal), so writes and commits are refused with
+/// error 11 meanwhile, while polls and lists keep answering; once the fault
+/// is gone the same process heals and takes writes, and a `kill -9` and
+/// restart loses nothing acknowledged and shows nothing refused.
 #[test]
-fn full_disk_acknowledges_nothing_and_restart_recovers() {
+fn node_failing_fdatasync_refuses_writes_until_it_heals_in_place() {
+    let (_tmp, data, faults, mut node) = start_faulty();
+    let mut sends = Sends::default();
+    for value in 0..5 {
+        sends.send(&mut node, "k", value);
+    }
+    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": 2}}));
+    assert_eq!(commit["body"]["type"], "commit_offsets_ok", "{commit}");
+    fail_every_fdatasync(&mut node, &faults, &mut sends, 5);
+    for value in 6..9 {
+        let reply = sends.send(&mut node, "k", value);
+        assert_eq!(error_code(&reply), Some(TEMPORARILY_UNAVAILABLE), "{reply}");
+    }
+    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": 4}}));
+    assert_eq!(
+        error_code(&commit),
+        Some(TEMPORARILY_UNAVAILABLE),
+        "{commit}"
+    );
+    check_log(&mut node, "k", &sends);
+    let listed = node.call(json!({"type": "list_committed_offsets", "keys": ["k"]}));
+    assert_eq!(listed["body"]["offsets"], json!({"k": 2}), "{listed}");
+    std::fs::remove_file(faults.join("fdatasync-eio-all")).expect("clear the fault");
+    let (value, took) = send_until_healed(&mut node, &mut sends, "k", 9);
+    eprintln!("node, fdatasync failing, then cleared: writes acknowledged again after {took:?}");
+    let reply = sends.send(&mut node, "k", value + 1);
+    assert_eq!(error_code(&reply), None, "{reply}");
+    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": 4}}));
+    assert_eq!(commit["body"]["type"], "commit_offsets_ok", "{commit}");
+    check_log(&mut node, "k", &sends);
+    node.kill9();
+
+    let mut node = Node::init(&data);
+    check_log(&mut node, "k", &sends);
+    let listed = node.call(json!({"type": "list_committed_offsets", "keys": ["k"]}));
+    assert_eq!(listed["body"]["offsets"]["k"], json!(4), "{listed}");
+}
+
+/// Regression guard: the input ending while a heal is retrying (every
+/// reopen fails) calls the heal off and the node exits at once, reporting
+/// that it could not close its store cleanly, rather than waiting for a
+/// heal that cannot come.
+#[test]
+fn node_input_ending_during_a_heal_ends_the_node() {
+    let (_tmp, _data, faults, mut node) = start_faulty();
+    let mut sends = Sends::default();
+    sends.send(&mut node, "k", 0);
+    fail_every_fdatasync(&mut node, &faults, &mut sends, 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(node.close()));
+    let code = rx
+        .recv_timeout(crate::support::serve_process::PATIENCE)
+        .expect("the node exits once its input ends");
+    assert_eq!(code, Some(1), "the store could not be closed cleanly");
+}
+
+/// A full disk (ENOSPC on every write) gets errors, never an
+/// acknowledgement; polls keep working; once there is space again the same
+/// process heals its store in place and takes writes, and a `kill -9` and
+/// restart loses nothing acknowledged.
+#[test]
+fn full_disk_acknowledges_nothing_and_heals_in_place() {
     let (_tmp, data, faults, mut node) = start_faulty();
     let mut sends = Sends::default();
     for value in 0..10 {
@@ -200,12 +309,11 @@ fn full_disk_acknowledges_nothing_and_restart_recovers() {
         check_log(&mut node, key, &sends);
     }
     std::fs::remove_file(faults.join("enospc")).expect("free space");
-    let reply = sends.send(&mut node, "k0", 20);
-    assert_eq!(
-        error_code(&reply),
-        Some(TEMPORARILY_UNAVAILABLE),
-        "refused, definitely, until reopened: {reply}"
-    );
+    let (_, took) = send_until_healed(&mut node, &mut sends, "k0", 20);
+    eprintln!("node, full disk, then space back: writes acknowledged again after {took:?}");
+    for key in ["k0", "k1"] {
+        check_log(&mut node, key, &sends);
+    }
     node.kill9();
 
     let mut node = Node::init(&data);

@@ -13,8 +13,9 @@
 
 use std::time::Duration;
 
-use crate::support::tier;
+use crate::support::{tier, tools};
 use crate::workload::cluster::{self, ClusterConfig, Faults};
+use crate::workload::disk_nemesis::HEALED_EVENT;
 use crate::workload::leader_nemesis::{self, LEADER_DOWNTIME};
 use crate::workload::report::Report;
 use crate::workload::router::NetworkConfig;
@@ -30,6 +31,9 @@ const PARTITION_RUN_LONG: Duration = Duration::from_secs(15);
 const KILL_ONE_RUN_LONG: Duration = Duration::from_secs(12);
 const KILL_ALL_RUN_LONG: Duration = Duration::from_secs(12);
 
+/// The disk-fault scenario's length in the long tier: a fault every [`DISK_FAULT_EVERY`].
+const DISK_FAULT_RUN_LONG: Duration = Duration::from_secs(12);
+
 /// Workload lengths by default: every scenario, with fewer faults (two partitions, two kills of
 /// one node, one kill of all before the final one) and fewer keys.
 const ONE_NODE_RUN_SHORT: Duration = Duration::from_secs(3);
@@ -37,6 +41,14 @@ const CLEAN_RUN_SHORT: Duration = Duration::from_secs(4);
 const PARTITION_RUN_SHORT: Duration = Duration::from_secs(10);
 const KILL_ONE_RUN_SHORT: Duration = Duration::from_secs(6);
 const KILL_ALL_RUN_SHORT: Duration = Duration::from_secs(6);
+const DISK_FAULT_RUN_SHORT: Duration = Duration::from_secs(6);
+
+/// One failed fdatasync per this much run: time for the node to heal (a backoff of 100 ms to
+/// 1 s, a reopen, its groups' start) and for the cluster to settle before the next.
+const DISK_FAULT_EVERY: Duration = Duration::from_secs(3);
+
+/// The disk-fault shim's source, shared with the durability tests.
+const SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/durability/faults.c");
 
 /// One partition-and-heal cycle per this much run: partitioned for half of it (see
 /// `partition_nemesis`), long enough that requests time out and replicas fall behind.
@@ -274,4 +286,45 @@ fn a_node_restarted_on_an_empty_directory_rejoins_and_loses_nothing() {
     let report = run(&config);
     assert_valid(&report);
     assert!(report.kills >= wipes, "{}", report.details());
+}
+
+/// Scenario 7: the disk of n0 (the first leader of group 0) fails an fdatasync with EIO now and
+/// then, through the `LD_PRELOAD` shim of `tests/durability/faults.c`: each time n0's store is
+/// poisoned, and n0 heals it in place, in the same process, stopping and starting its groups
+/// over the reopened store while the others go on; the cluster stays valid, no node restarts,
+/// and every node (n0 included) returns every acknowledged send.
+#[test]
+fn a_node_whose_disk_fails_heals_in_place_and_the_cluster_stays_valid() {
+    let shim_dir = tempfile::tempdir().expect("a directory for the shim");
+    let shim = tools::build_shim(
+        std::path::Path::new(SHIM),
+        &shim_dir.path().join("faults.so"),
+        &["-ldl"],
+    );
+    let nodes = nodes();
+    let run_for = duration(DISK_FAULT_RUN_SHORT, DISK_FAULT_RUN_LONG);
+    let faults = times(run_for, DISK_FAULT_EVERY);
+    let config = ClusterConfig {
+        network: NetworkConfig {
+            delay_max: KILL_DELAY_MAX,
+            ..NetworkConfig::PERFECT
+        },
+        faults: Faults::DiskEio { node: 0, faults },
+        shim: Some(shim),
+        ..ClusterConfig::new("disk-eio", nodes, run_for)
+    };
+    let report = run(&config);
+    assert_valid(&report);
+    let heals = report
+        .timeline
+        .iter()
+        .filter(|event| event.ends_with(HEALED_EVENT))
+        .count();
+    assert_eq!(heals, faults as usize, "{}", report.details());
+    assert_eq!(
+        (report.starts, report.kills),
+        (u32::try_from(nodes).expect("node count fits in u32"), 0),
+        "healed without a restart\n{}",
+        report.details()
+    );
 }

@@ -124,6 +124,25 @@ impl Node {
         self.stderr.try_iter().collect::<Vec<_>>().join("\n")
     }
 
+    /// Whether the process is still running (not exited, not killed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to [`REPLY_TIMEOUT`] for a line of stderr that contains
+    /// `text`, reading past others; false if none came.
+    pub fn wait_for_stderr(&self, text: &str) -> bool {
+        let deadline = std::time::Instant::now() + REPLY_TIMEOUT;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");

@@ -24,6 +24,7 @@ use rand::rngs::StdRng;
 
 use super::checker::{self, CommitRule};
 use super::connection::{Network, ProtocolErrors, Wiring, lock};
+use super::disk_nemesis;
 use super::final_read::{self, CATCH_UP_LIMIT};
 use super::harness::{self, Load, MAELSTROM_RATE, Run, node_of};
 use super::history::NodeRead;
@@ -65,6 +66,9 @@ pub enum Faults {
     KillLeaders { kills: u32 },
     /// A node killed, its data directory deleted, and restarted empty, `wipes` times.
     Wipe { wipes: u32 },
+    /// Node `node`'s fdatasync fails with EIO `faults` times (see `disk_nemesis`); the run's
+    /// `shim` must be set.
+    DiskEio { node: usize, faults: u32 },
 }
 
 #[derive(Clone, Debug)]
@@ -86,6 +90,9 @@ pub struct ClusterConfig {
     pub seed: u64,
     /// The `seglog` binary under test.
     pub binary: PathBuf,
+    /// The disk-fault shim (`tests/durability/faults.c`, built) that [`Faults::DiskEio`]
+    /// loads into its node.
+    pub shim: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -102,6 +109,7 @@ impl ClusterConfig {
             faults: Faults::None,
             seed: seed::from_env(),
             binary: node::binary_path(),
+            shim: None,
         }
     }
 
@@ -171,6 +179,7 @@ fn execute(config: &ClusterConfig, dir: &Path) -> Report {
                     };
                     if let Err(e) = run_phases(
                         config,
+                        dir,
                         &run,
                         &router,
                         &mut master,
@@ -242,22 +251,52 @@ fn start_nodes(
 ) -> Result<Arc<Supervisor>, String> {
     let data_dir = dir.join("data");
     fs::create_dir(&data_dir).map_err(|e| format!("create {}: {e}", data_dir.display()))?;
+    let faulty = match config.faults {
+        Faults::DiskEio { node, .. } => {
+            let shim = config
+                .shim
+                .as_ref()
+                .ok_or("a run with disk faults needs the shim")?;
+            let flags = flags_dir(dir);
+            fs::create_dir(&flags).map_err(|e| format!("create {}: {e}", flags.display()))?;
+            let env = vec![
+                ("LD_PRELOAD".to_owned(), shim.display().to_string()),
+                ("SEGLOG_FAULTS".to_owned(), flags.display().to_string()),
+            ];
+            Some((node::node_id(node), env))
+        }
+        _ => None,
+    };
     let configs = node_ids
         .iter()
         .map(|id| NodeConfig {
             binary: config.binary.clone(),
             data_dir: data_dir.clone(),
-            log_path: dir.join(format!("{id}.log")),
+            log_path: log_path(dir, id),
             node_id: id.clone(),
             node_ids: node_ids.to_vec(),
-            env: Vec::new(),
+            env: match &faulty {
+                Some((faulty, env)) if faulty == id => env.clone(),
+                _ => Vec::new(),
+            },
         })
         .collect();
     Supervisor::start(configs, wiring.clone())
 }
 
+/// Where a node's stderr goes.
+fn log_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.log"))
+}
+
+/// The flag directory of the disk-fault shim.
+fn flags_dir(dir: &Path) -> PathBuf {
+    dir.join("faults")
+}
+
 fn run_phases(
     config: &ClusterConfig,
+    dir: &Path,
     run: &Run<'_>,
     router: &Arc<Router>,
     master: &mut StdRng,
@@ -275,6 +314,7 @@ fn run_phases(
         let recorder = Arc::clone(run.recorder);
         let leader_kills = Arc::clone(leader_kills);
         let (faults, start, duration) = (config.faults, run.start, config.duration);
+        let dir = dir.to_path_buf();
         move |rng| match faults {
             Faults::None => {}
             Faults::Partitions { cycles } => {
@@ -323,6 +363,18 @@ fn run_phases(
             }
             Faults::Wipe { wipes } => {
                 leader_nemesis::wipe(&supervisor, &timeline, start, duration, wipes);
+            }
+            Faults::DiskEio { node, faults } => {
+                disk_nemesis::run(
+                    &supervisor,
+                    &timeline,
+                    node,
+                    &flags_dir(&dir),
+                    &log_path(&dir, &node::node_id(node)),
+                    start,
+                    duration,
+                    faults,
+                );
             }
         }
     };

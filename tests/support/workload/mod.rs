@@ -18,6 +18,7 @@
 //! - `client`: one Maelstrom-like kafka client, pinned to one node.
 //! - `nemesis`: SIGKILLs and restarts one node or all of them at random moments.
 //! - `partition_nemesis`: partitions the network and heals it, a few cycles.
+//! - `disk_nemesis`: fails one node's fdatasync now and then; the node heals in place.
 //! - `timeline`: what the nemesis did and when, for a failed run's report.
 //! - `final_read`: reads every key back: once for a lone node, until caught up for a cluster.
 //! - `report`: summary line, failure details, kept artifacts.
@@ -29,6 +30,7 @@ pub mod checker;
 pub mod client;
 pub mod cluster;
 pub mod connection;
+pub mod disk_nemesis;
 pub mod final_read;
 pub mod harness;
 pub mod history;
