@@ -252,7 +252,7 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
     let body = payload.len() + 1;
     // Room for the tag a frame after the proofs carries.
     if body + TAG_BYTES > FRAME_BYTES_MAX {
-        return Err(FrameError::TooLarge(body));
+        return Err(FrameError::TooLarge(body + TAG_BYTES));
     }
     let length = u32::try_from(body).map_err(|_| FrameError::TooLarge(body))?;
     let mut bytes = Vec::with_capacity(LENGTH_BYTES + body + TAG_BYTES);

@@ -26,10 +26,10 @@
 //!
 //! Everything is bounded: frames and bytes queued for a peer (a send past
 //! them fails at once, [`SendError::Full`], handing the batch back),
-//! connections before their hello ([`BEFORE_HELLO_CONNECTIONS_MAX`], the
-//! oldest closed to make room, each given [`HELLO_TIMEOUT`] for the whole
-//! hello) and after it (one per peer: a peer's new connection closes its
-//! old one), the bytes of batches received and not yet taken by the node
+//! connections before their handshake is done
+//! ([`BEFORE_HELLO_CONNECTIONS_MAX`], the oldest closed to make room, each
+//! given [`HELLO_TIMEOUT`] for the whole handshake) and after it (one per
+//! peer: a peer's new, authenticated connection closes its old one), the bytes of batches received and not yet taken by the node
 //! ([`INCOMING_BYTES_MAX`], counted before a body is allocated), and every
 //! connect, read, write and hand-over has a timeout. While a link is
 //! down, sends to that peer fail at once ([`SendError::Down`]) and what was
@@ -133,13 +133,14 @@ pub const INCOMING_BYTES_MAX: usize = FRAME_BYTES_MAX * DECODE_FACTOR;
 /// rather than hold a task and its bytes forever.
 pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Accepted connections that have not yet sent a valid hello: strays and
-/// peers in the middle of their hello. When a connection comes and all
-/// are taken, the oldest is closed: a stranger flooding connections cannot
-/// keep a peer from saying hello for longer than it takes a peer to say
-/// it (one round trip), and each is closed within [`HELLO_TIMEOUT`]
-/// anyway. Connections past their hello are apart from these: one per
-/// peer, the newest (a peer that dials again replaces its old one).
+/// Accepted connections that have not yet proved the cluster secret:
+/// strays and peers in the middle of their handshake. When a connection
+/// comes and all are taken, the oldest is closed: a stranger flooding
+/// connections cannot keep a peer from its handshake for longer than the
+/// handshake takes (two round trips), and each is closed within
+/// [`HELLO_TIMEOUT`] anyway. Connections past their proof are apart from
+/// these: one per peer, the newest (a peer that dials again replaces its
+/// old one).
 pub const BEFORE_HELLO_CONNECTIONS_MAX: usize = 2 * NODES_MAX;
 
 /// A batch received from a peer, and the share of [`INCOMING_BYTES_MAX`]
@@ -225,7 +226,7 @@ struct Outgoing {
     frames: mpsc::Sender<Vec<u8>>,
     /// Bytes in `frames`, against [`OUTGOING_BYTES_MAX`].
     queued_bytes: Arc<AtomicUsize>,
-    /// Whether the link is up (hello exchanged, not failed since).
+    /// Whether the link is up (handshake done, not failed since).
     up: watch::Receiver<bool>,
 }
 
@@ -517,8 +518,8 @@ async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> Res
     Ok(())
 }
 
-/// The largest frame before the hello is checked: a stranger cannot make
-/// a node allocate more than a hello's worth.
+/// The largest frame of the handshake: a stranger cannot make a node
+/// allocate more than a hello's worth before it has proved the secret.
 const BEFORE_HELLO_BYTES_MAX: usize = HELLO_BYTES_MAX + 1;
 
 fn kind_of(frame: &Frame) -> &'static str {
@@ -761,9 +762,9 @@ impl Dialer {
 struct Accepted {
     /// Numbers the connections, so a task finds its own entry.
     next: u64,
-    /// Connections before their hello, oldest first.
+    /// Connections before their proof, oldest first.
     before_hello: VecDeque<(u64, AbortHandle)>,
-    /// Each peer's connection past its hello.
+    /// Each peer's connection past its proof.
     peers: BTreeMap<NodeId, (u64, AbortHandle)>,
 }
 
@@ -781,7 +782,7 @@ struct Place {
 }
 
 impl Place {
-    /// Moves this connection from the ones before their hello to `peer`'s,
+    /// Moves this connection from the ones before their proof to `peer`'s,
     /// closing the one `peer` had; false when it was closed meanwhile.
     fn promote(&self, peer: NodeId) -> bool {
         let replaced = {
