@@ -27,7 +27,7 @@ enum Command {
     /// Dump and verify segment files offline, without changing them.
     Inspect(seglog::inspect::InspectArgs),
     /// Serve topics, produce, fetch and consumer group offsets over HTTP.
-    Serve(seglog::serve::ServeArgs),
+    Serve(Box<seglog::serve::ServeArgs>),
     /// Create, list, describe and delete topics of a running server.
     Topic {
         #[command(subcommand)]

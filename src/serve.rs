@@ -122,9 +122,18 @@ pub struct ServeArgs {
         long,
         value_name = "ID=HOST:PORT,...",
         hide = true,
-        requires = "node_id"
+        requires_all = ["node_id", "cluster_id", "cluster_secret_file"]
     )]
     pub peers: Option<String>,
+    /// The cluster's id, the same on every node (with --peers): a node of
+    /// another cluster is refused even if it holds the same secret.
+    #[arg(long, value_name = "NAME", hide = true, requires = "peers")]
+    pub cluster_id: Option<String>,
+    /// A file (mode 0600) holding the secret every node of the cluster
+    /// proves it holds before its peers take anything from it (with
+    /// --peers; at least 32 random bytes).
+    #[arg(long, value_name = "PATH", hide = true, requires = "peers")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// More logs on stderr (-v: lifecycle and syncs, -vv: every error reply).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -168,8 +177,14 @@ fn check(args: &ServeArgs) -> Result<(), String> {
             "--kafka-auto-create-partitions is at most {PARTITIONS_MAX}"
         ));
     }
-    if let (Some(me), Some(peers)) = (args.node_id, &args.peers) {
-        crate::cluster::peers::parse(me, peers)?;
+    if let (Some(me), Some(peers), Some(id), Some(secret)) = (
+        args.node_id,
+        &args.peers,
+        &args.cluster_id,
+        &args.cluster_secret_file,
+    ) {
+        crate::cluster::peers::parse(id, me, peers)?;
+        crate::cluster::secret::Secret::read(secret)?;
         // Refused rather than run as a single node that believes it is in
         // a cluster: nothing is replicated yet (src/cluster/).
         return Err(

@@ -1,10 +1,13 @@
 //! `seglog serve` as a cluster (issue 20): the peer links between nodes,
-//! over real sockets, through a fault-injecting proxy; and the `--peers`
-//! flags of the real binary.
+//! over real sockets, through a fault-injecting proxy; their
+//! authentication against strangers, replays, reflections and forged
+//! frames; and the cluster flags of the real binary.
 
 #[path = "support/proxy.rs"]
 mod proxy;
 
+#[path = "cluster/auth.rs"]
+mod auth;
 #[path = "cluster/links.rs"]
 mod links;
 #[path = "cluster/serve_flags.rs"]

@@ -4,27 +4,36 @@
 //!
 //! ```text
 //! * 4 bytes: length, the body's bytes (1 to FRAME_BYTES_MAX)
-//! * 1 byte:  kind (1 Hello, 2 Refuse, 3 Batch, 4 Keepalive)
-//! * length - 1 bytes: payload
-//!     Hello      JSON {"protocol": "seglog-peer", "version": 1, "from": N,
-//!                      "nodes": {"1": "HOST:PORT", ...}}
+//! * 1 byte:  kind (1 Hello, 2 Refuse, 3 Batch, 4 Keepalive, 5 Proof)
+//! * payload
+//!     Hello      JSON {"protocol": "seglog-peer", "version": 2, "cluster": "ID",
+//!                      "from": N, "to": M, "nodes": {"1": "HOST:PORT", ...},
+//!                      "nonce": 64 hex digits}
 //!     Refuse     UTF-8 text: why the hello was refused (at most REFUSE_BYTES_MAX)
+//!     Proof      32 bytes: HMAC-SHA-256 (`handshake.rs`)
 //!     Batch      JSON of a `raft::transport::Batch`
 //!     Keepalive  empty
+//! * 32 bytes:  tag, on Batch and Keepalive only (every frame after the
+//!              proofs): HMAC-SHA-256 under the session key of the
+//!              frame's sequence number and its kind and payload
 //! ```
 //!
-//! A link starts with the dialing node's Hello; the other node answers with
-//! its own Hello, or with a Refuse and closes. Then only the dialing node
-//! sends: Batches, and a Keepalive when it has had nothing to send for a
-//! while. A frame that breaks any of this is a reason to close the
-//! connection; nothing a peer sends is trusted before it is checked.
+//! A link starts with the dialing node's Hello; the other node answers
+//! with its own Hello and its Proof, or with a Refuse and closes; the
+//! dialing node checks that proof and sends its own ([`super::handshake`]
+//! spells the exchange out). Then only the dialing node sends: Batches,
+//! and a Keepalive when it has had nothing to send for a while, each
+//! sealed with its tag. A frame that breaks any of this is a reason to
+//! close the connection; nothing a peer sends is trusted before it is
+//! checked, and nothing after the hello is decoded before its tag is.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::peers::Membership;
+use super::handshake::{TAG_BYTES, Tag, is_nonce};
+use super::peers::{Cluster, Membership};
 use crate::raft::transport::Batch;
 use crate::raft::types::NodeId;
 
@@ -51,48 +60,66 @@ pub const HELLO_BYTES_MAX: usize = 16 << 10;
 pub const PROTOCOL: &str = "seglog-peer";
 
 /// The link protocol's version; a peer of another version is refused.
-pub const VERSION: u32 = 1;
+/// Version 2 authenticates peers and frames (version 1 trusted a hello).
+pub const VERSION: u32 = 2;
 
 const KIND_HELLO: u8 = 1;
 const KIND_REFUSE: u8 = 2;
 const KIND_BATCH: u8 = 3;
 const KIND_KEEPALIVE: u8 = 4;
+const KIND_PROOF: u8 = 5;
 
-/// Who a node is and which cluster it believes it is in.
+/// Who a node is, which node it means to talk to, which cluster it
+/// believes it is in, and its nonce for this connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub protocol: String,
     pub version: u32,
+    /// The sender's `--cluster-id`.
+    pub cluster: String,
     pub from: NodeId,
+    /// The node it is for: the dialed node, or the one that dialed.
+    pub to: NodeId,
+    /// The sender's `--peers`: compared, and a difference logged.
     pub nodes: BTreeMap<NodeId, String>,
+    /// Fresh for each connection (hex of `handshake::NONCE_BYTES`): what
+    /// makes this exchange's proofs its own.
+    pub nonce: String,
 }
 
 impl Hello {
-    /// This node's hello.
-    pub fn new(me: NodeId, membership: &Membership) -> Hello {
+    /// Node `cluster.me`'s hello to node `to`, with `nonce`.
+    pub fn new(cluster: &Cluster, to: NodeId, nonce: String) -> Hello {
         Hello {
             protocol: PROTOCOL.into(),
             version: VERSION,
-            from: me,
-            nodes: membership.nodes().clone(),
+            cluster: cluster.id.clone(),
+            from: cluster.me,
+            to,
+            nodes: cluster.membership.nodes().clone(),
+            nonce,
         }
     }
 
-    /// Whether node `me` of `membership` takes this hello, which should
-    /// come from `expected` when this node dialed it; the error is the
-    /// reason, for the log and the Refuse frame.
-    pub fn check(
-        &self,
-        me: NodeId,
-        membership: &Membership,
-        expected: Option<NodeId>,
-    ) -> Result<(), String> {
+    /// Whether node `cluster.me` takes this hello, which should come from
+    /// `expected` when this node dialed it; the error is the reason, for
+    /// the log and the Refuse frame. Two nodes' `--peers` may differ, as
+    /// long as each lists the other ([`Hello::differences`] says how).
+    pub fn check(&self, cluster: &Cluster, expected: Option<NodeId>) -> Result<(), String> {
+        let me = cluster.me;
         if self.protocol != PROTOCOL || self.version != VERSION {
             // Peer-supplied: escaped and cut short for the log.
             let protocol: String = self.protocol.chars().take(64).collect();
             return Err(format!(
                 "speaks {protocol:?} version {}, not {PROTOCOL} version {VERSION}",
                 self.version
+            ));
+        }
+        if self.cluster != cluster.id {
+            let theirs: String = self.cluster.chars().take(64).collect();
+            return Err(format!(
+                "is of cluster {theirs:?}, not {:?} (compare the nodes' --cluster-id)",
+                cluster.id
             ));
         }
         if let Some(expected) = expected
@@ -106,7 +133,10 @@ impl Hello {
         if self.from == me {
             return Err(format!("is node {me}, as this node is"));
         }
-        if !membership.contains(self.from) {
+        if self.to != me {
+            return Err(format!("said hello to node {}, not to node {me}", self.to));
+        }
+        if !cluster.membership.contains(self.from) {
             // The membership is not echoed: the refusal goes to whoever
             // connected, member or not.
             return Err(format!(
@@ -114,14 +144,40 @@ impl Hello {
                 self.from
             ));
         }
-        if &self.nodes != membership.nodes() {
+        if !self.nodes.contains_key(&me) {
             return Err(format!(
-                "has --peers of {} nodes that differ from this node's {} (compare the nodes' --peers)",
-                self.nodes.len(),
-                membership.nodes().len()
+                "has --peers of {} nodes without node {me}",
+                self.nodes.len()
             ));
         }
+        if !is_nonce(&self.nonce) {
+            return Err("has no valid nonce".into());
+        }
         Ok(())
+    }
+
+    /// How the sender's `--peers` differ from `ours`, for the log once
+    /// the sender is authenticated; `None` when they are the same.
+    pub fn differences(&self, ours: &Membership) -> Option<String> {
+        let mut parts = Vec::new();
+        for (id, address) in ours.nodes() {
+            match self.nodes.get(id) {
+                None => parts.push(format!("lacks node {id}")),
+                Some(theirs) if theirs != address => {
+                    parts.push(format!("has node {id} at {theirs:?}, not {address}"));
+                }
+                Some(_) => {}
+            }
+        }
+        for (id, address) in &self.nodes {
+            if !ours.contains(*id) {
+                parts.push(format!(
+                    "has node {id} at {address:?}, which this node lacks"
+                ));
+            }
+        }
+        // At most NODES_MAX nodes and a hello of HELLO_BYTES_MAX: short.
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 }
 
@@ -130,6 +186,7 @@ impl Hello {
 pub enum Frame {
     Hello(Hello),
     Refuse(String),
+    Proof(Tag),
     Batch(Batch),
     Keepalive,
 }
@@ -176,7 +233,8 @@ pub fn body_length(field: [u8; LENGTH_BYTES]) -> Result<usize, FrameError> {
     }
 }
 
-/// A frame's bytes, its length field included.
+/// A frame's bytes, its length field included (and room for a tag,
+/// [`seal`]).
 pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
     let (kind, payload) = match frame {
         Frame::Hello(hello) => (KIND_HELLO, json(hello)?),
@@ -187,15 +245,17 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
             }
             (KIND_REFUSE, why.as_bytes()[..end].to_vec())
         }
+        Frame::Proof(proof) => (KIND_PROOF, proof.to_vec()),
         Frame::Batch(batch) => (KIND_BATCH, json(batch)?),
         Frame::Keepalive => (KIND_KEEPALIVE, Vec::new()),
     };
     let body = payload.len() + 1;
-    if body > FRAME_BYTES_MAX {
-        return Err(FrameError::TooLarge(body));
+    // Room for the tag a frame after the proofs carries.
+    if body + TAG_BYTES > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge(body + TAG_BYTES));
     }
     let length = u32::try_from(body).map_err(|_| FrameError::TooLarge(body))?;
-    let mut bytes = Vec::with_capacity(LENGTH_BYTES + body);
+    let mut bytes = Vec::with_capacity(LENGTH_BYTES + body + TAG_BYTES);
     bytes.extend_from_slice(&length.to_be_bytes());
     bytes.push(kind);
     bytes.extend_from_slice(&payload);
@@ -232,6 +292,9 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
                 .map(|why| Frame::Refuse(why.to_string()))
                 .map_err(|e| bad("refuse", e.to_string()))
         }
+        KIND_PROOF => Tag::try_from(payload)
+            .map(Frame::Proof)
+            .map_err(|_| bad("proof", format!("{} bytes, not {TAG_BYTES}", payload.len()))),
         KIND_BATCH => serde_json::from_slice(payload)
             .map(Frame::Batch)
             .map_err(|e| bad("batch", e.to_string())),
@@ -239,6 +302,15 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
         KIND_KEEPALIVE => Err(bad("keepalive", format!("{} payload bytes", payload.len()))),
         other => Err(FrameError::Kind(other)),
     }
+}
+
+/// Appends `tag` to an encoded frame (from [`encode`], whose limit left
+/// room for it) and counts it in the length field.
+pub fn seal(frame: &mut Vec<u8>, tag: &Tag) {
+    frame.extend_from_slice(tag);
+    let body = frame.len() - LENGTH_BYTES;
+    let length = u32::try_from(body).expect("encode leaves room for a tag within u32");
+    frame[..LENGTH_BYTES].copy_from_slice(&length.to_be_bytes());
 }
 
 /// How many calls, answers and notes a batch holds.
@@ -311,6 +383,18 @@ mod tests {
             .expect("a valid membership")
     }
 
+    fn node(me: NodeId, membership: &Membership) -> Cluster {
+        Cluster {
+            id: "test".into(),
+            me,
+            membership: membership.clone(),
+        }
+    }
+
+    fn hello(from: NodeId, to: NodeId) -> Hello {
+        Hello::new(&node(from, &membership()), to, "0a".repeat(32))
+    }
+
     fn body(bytes: &[u8]) -> &[u8] {
         let length = body_length(bytes[..LENGTH_BYTES].try_into().expect("four bytes"))
             .expect("a valid length");
@@ -320,7 +404,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let hello = Hello::new(2, &membership());
+        let hello = hello(2, 1);
         let Frame::Hello(back) = decode(body(
             &encode(&Frame::Hello(hello.clone())).expect("a frame encodes"),
         ))
@@ -344,6 +428,17 @@ mod tests {
                 .expect("a frame decodes"),
             Frame::Keepalive
         ));
+        assert!(matches!(
+            decode(body(&encode(&Frame::Proof([7; TAG_BYTES])).expect("a frame encodes")))
+                .expect("a frame decodes"),
+            Frame::Proof(proof) if proof == [7; TAG_BYTES]
+        ));
+        let mut sealed = encode(&Frame::Keepalive).expect("a frame encodes");
+        seal(&mut sealed, &[9; TAG_BYTES]);
+        assert_eq!(
+            body(&sealed),
+            [&[KIND_KEEPALIVE][..], &[9; TAG_BYTES]].concat()
+        );
         let long = "é".repeat(REFUSE_BYTES_MAX);
         let Frame::Refuse(why) = decode(body(
             &encode(&Frame::Refuse(long)).expect("a frame encodes"),
@@ -383,22 +478,27 @@ mod tests {
             decode(&[KIND_KEEPALIVE, 0]),
             Err(FrameError::Payload { .. })
         ));
+        assert!(matches!(
+            decode(&[KIND_PROOF, 1, 2]),
+            Err(FrameError::Payload { kind: "proof", .. })
+        ));
     }
 
     #[test]
-    fn a_hello_from_another_cluster_is_refused() {
+    fn a_hello_from_another_cluster_or_for_another_node_is_refused() {
         let ours = membership();
-        let good = Hello::new(1, &ours);
-        assert_eq!(good.check(2, &ours, None), Ok(()));
-        assert_eq!(good.check(2, &ours, Some(1)), Ok(()));
+        let me = node(2, &ours);
+        let good = hello(1, 2);
+        assert_eq!(good.check(&me, None), Ok(()));
+        assert_eq!(good.check(&me, Some(1)), Ok(()));
         let cases = [
             (
                 Hello {
-                    version: 2,
+                    version: 1,
                     ..good.clone()
                 },
                 None,
-                "version 2",
+                "version 1",
             ),
             (
                 Hello {
@@ -408,15 +508,17 @@ mod tests {
                 None,
                 "speaks \"http\"",
             ),
-            (good.clone(), Some(3), "not node 3"),
             (
                 Hello {
-                    from: 2,
+                    cluster: "staging".into(),
                     ..good.clone()
                 },
                 None,
-                "as this node is",
+                "is of cluster \"staging\", not \"test\"",
             ),
+            (good.clone(), Some(3), "not node 3"),
+            (hello(2, 2), None, "as this node is"),
+            (hello(1, 3), None, "said hello to node 3, not to node 2"),
             (
                 Hello {
                     from: 9,
@@ -427,18 +529,47 @@ mod tests {
             ),
             (
                 Hello::new(
-                    1,
-                    &Membership::new([(1, "a:1".into()), (2, "b:2".into())])
-                        .expect("a valid membership"),
+                    &node(
+                        1,
+                        &Membership::new([(1, "a:1".into()), (3, "c:3".into())])
+                            .expect("a valid membership"),
+                    ),
+                    2,
+                    "0a".repeat(32),
                 ),
                 None,
-                "has --peers of 2 nodes that differ from this node's 3",
+                "has --peers of 2 nodes without node 2",
+            ),
+            (
+                Hello {
+                    nonce: "00".into(),
+                    ..good.clone()
+                },
+                None,
+                "no valid nonce",
             ),
         ];
         for (hello, expected, says) in cases {
-            let why = hello.check(2, &ours, expected).expect_err("refused");
+            let why = hello.check(&me, expected).expect_err("refused");
             assert!(why.contains(says), "{why:?} does not say {says:?}");
         }
+    }
+
+    #[test]
+    fn different_peer_lists_that_list_each_other_are_taken_and_described() {
+        let ours = membership();
+        let theirs = Membership::new([(1, "a:1".into()), (2, "b:9".into()), (4, "d:4".into())])
+            .expect("a valid membership");
+        let hello = Hello::new(&node(1, &theirs), 2, "0a".repeat(32));
+        assert_eq!(hello.check(&node(2, &ours), Some(1)), Ok(()));
+        assert_eq!(
+            hello.differences(&ours).as_deref(),
+            Some(
+                "has node 2 at \"b:9\", not b:2; lacks node 3; has node 4 at \"d:4\", which \
+                 this node lacks"
+            )
+        );
+        assert_eq!(self::hello(1, 2).differences(&ours), None);
     }
 
     #[test]

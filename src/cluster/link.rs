@@ -7,23 +7,29 @@
 //! one B dialed. So a restarted node simply dials again, and no pair of
 //! connections ever needs telling apart.
 //!
-//! A connection starts with the dialing node's hello (its id and the whole
-//! membership, [`super::frame::Hello`]); the other node answers with its
-//! own, or refuses with the reason and closes. Both sides check the other:
-//! a node started with another `--peers`, or dialed at an address that
-//! another node answers, is refused and logged, never served. After the
-//! hello the dialing node sends batches, and a keepalive when it has had
-//! nothing to send for [`KEEPALIVE_EVERY`], so the other side can tell a
-//! silent peer from a dead link ([`IDLE_TIMEOUT`]). A peer that sends
-//! anything else (garbage, an oversized frame, a second hello, bytes on
-//! the return path) is disconnected and logged.
+//! A connection starts with the handshake ([`super::handshake`]): the
+//! dialing node's hello (cluster id, its id, the node it dialed, its
+//! membership, a fresh nonce, [`super::frame::Hello`]); the other node
+//! answers with its own hello and a proof that it holds the cluster
+//! secret, or refuses with the reason and closes; the dialing node checks
+//! that proof and sends its own. Both sides check the other: a node of
+//! another cluster or version, one that cannot prove the secret, or one
+//! dialed at an address that another node answers, is refused, logged with
+//! its address and counted ([`Links::failures`]), never served. Nothing a
+//! peer sends is handed on before both proofs. After them the dialing
+//! node sends batches, and a keepalive when it has had nothing to send for
+//! [`KEEPALIVE_EVERY`], so the other side can tell a silent peer from a
+//! dead link ([`IDLE_TIMEOUT`]); each carries a tag under the session's
+//! key and sequence number, checked before the frame is decoded. A peer
+//! that sends anything else (garbage, an oversized frame, a wrong tag, a
+//! second hello, bytes on the return path) is disconnected and logged.
 //!
 //! Everything is bounded: frames and bytes queued for a peer (a send past
 //! them fails at once, [`SendError::Full`], handing the batch back),
-//! connections before their hello ([`BEFORE_HELLO_CONNECTIONS_MAX`], the
-//! oldest closed to make room, each given [`HELLO_TIMEOUT`] for the whole
-//! hello) and after it (one per peer: a peer's new connection closes its
-//! old one), the bytes of batches received and not yet taken by the node
+//! connections before their handshake is done
+//! ([`BEFORE_HELLO_CONNECTIONS_MAX`], the oldest closed to make room, each
+//! given [`HELLO_TIMEOUT`] for the whole handshake) and after it (one per
+//! peer: a peer's new, authenticated connection closes its old one), the bytes of batches received and not yet taken by the node
 //! ([`INCOMING_BYTES_MAX`], counted before a body is allocated), and every
 //! connect, read, write and hand-over has a timeout. While a link is
 //! down, sends to that peer fail at once ([`SendError::Down`]) and what was
@@ -31,7 +37,7 @@
 //! them again, so nothing waits on a dead link.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -43,9 +49,11 @@ use tokio::time::timeout;
 
 use super::frame::{
     FRAME_BYTES_MAX, Frame, FrameError, HELLO_BYTES_MAX, Hello, LENGTH_BYTES, batch_frames,
-    body_length, decode, encode, items, merge,
+    body_length, decode, encode, items, merge, seal,
 };
-use super::peers::{Cluster, Membership, NODES_MAX};
+use super::handshake::{Role, Session, Transcript, nonce};
+use super::peers::{Cluster, NODES_MAX};
+use super::secret::Secret;
 use crate::log;
 use crate::raft::transport::Batch;
 use crate::raft::types::NodeId;
@@ -54,9 +62,9 @@ use crate::raft::types::NodeId;
 /// less; a peer that is down should not hold the link's retries back.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How long each side waits for the other's whole hello once connected
-/// (one deadline over every byte of it, so a stranger that sends a length
-/// and stalls is closed as soon as one that sends nothing).
+/// How long each side's whole handshake may take once connected (one
+/// deadline over every byte of the hellos and proofs, so a stranger that
+/// sends a length and stalls is closed as soon as one that sends nothing).
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a write may make no progress: a peer that reads nothing of a
@@ -125,13 +133,14 @@ pub const INCOMING_BYTES_MAX: usize = FRAME_BYTES_MAX * DECODE_FACTOR;
 /// rather than hold a task and its bytes forever.
 pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Accepted connections that have not yet sent a valid hello: strays and
-/// peers in the middle of their hello. When a connection comes and all
-/// are taken, the oldest is closed: a stranger flooding connections cannot
-/// keep a peer from saying hello for longer than it takes a peer to say
-/// it (one round trip), and each is closed within [`HELLO_TIMEOUT`]
-/// anyway. Connections past their hello are apart from these: one per
-/// peer, the newest (a peer that dials again replaces its old one).
+/// Accepted connections that have not yet proved the cluster secret:
+/// strays and peers in the middle of their handshake. When a connection
+/// comes and all are taken, the oldest is closed: a stranger flooding
+/// connections cannot keep a peer from its handshake for longer than the
+/// handshake takes (two round trips), and each is closed within
+/// [`HELLO_TIMEOUT`] anyway. Connections past their proof are apart from
+/// these: one per peer, the newest (a peer that dials again replaces its
+/// old one).
 pub const BEFORE_HELLO_CONNECTIONS_MAX: usize = 2 * NODES_MAX;
 
 /// A batch received from a peer, and the share of [`INCOMING_BYTES_MAX`]
@@ -217,13 +226,44 @@ struct Outgoing {
     frames: mpsc::Sender<Vec<u8>>,
     /// Bytes in `frames`, against [`OUTGOING_BYTES_MAX`].
     queued_bytes: Arc<AtomicUsize>,
-    /// Whether the link is up (hello exchanged, not failed since).
+    /// Whether the link is up (handshake done, not failed since).
     up: watch::Receiver<bool>,
+}
+
+/// What the links refused since they started, by kind: each refusal is
+/// also logged with the remote address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// Connections closed before a proof: garbage, a wrong frame, a hello
+    /// of another cluster, version or node, no hello in time.
+    pub hellos: u64,
+    /// Proofs that did not match: a peer without the cluster secret, or a
+    /// replayed or reflected exchange.
+    pub proofs: u64,
+    /// Frames after the proofs with a wrong tag (forged, replayed,
+    /// reordered), or that do not decode.
+    pub frames: u64,
+}
+
+/// [`Failures`], counted by every connection's task.
+#[derive(Default)]
+struct Counters {
+    hellos: AtomicU64,
+    proofs: AtomicU64,
+    frames: AtomicU64,
+}
+
+impl Counters {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// A node's links to its peers. Dropping it closes them all.
 pub struct Links {
     cluster: Cluster,
+    /// What the links refused, for [`Links::failures`].
+    counters: Arc<Counters>,
     outgoing: BTreeMap<NodeId, Outgoing>,
     /// The accepting task and each peer's dialing task.
     tasks: Vec<JoinHandle<()>>,
@@ -231,12 +271,27 @@ pub struct Links {
 
 impl Links {
     /// Starts node `cluster.me`'s links: accepts its peers on `listener`
-    /// (normally bound to its own `--peers` entry) and dials every peer.
-    /// Batches received come out of the returned receiver, with their
-    /// sender's id. Must be called within a tokio runtime.
-    pub fn start(listener: TcpListener, cluster: Cluster) -> (Links, mpsc::Receiver<Received>) {
+    /// (normally bound to its own `--peers` entry) and dials every peer;
+    /// every connection, either way, proves `secret` on both ends before
+    /// it carries anything. Batches received come out of the returned
+    /// receiver, with their sender's id. Must be called within a tokio
+    /// runtime.
+    pub fn start(
+        listener: TcpListener,
+        cluster: Cluster,
+        secret: Secret,
+    ) -> (Links, mpsc::Receiver<Received>) {
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_BATCHES_MAX);
-        let mut tasks = vec![tokio::spawn(accept(listener, cluster.clone(), incoming_tx))];
+        let counters = Arc::new(Counters::default());
+        let mut tasks = vec![tokio::spawn(accept(
+            listener,
+            Peer {
+                cluster: cluster.clone(),
+                secret: secret.clone(),
+                counters: Arc::clone(&counters),
+            },
+            incoming_tx,
+        ))];
         let mut outgoing = BTreeMap::new();
         for (&peer, address) in cluster.membership.nodes() {
             if peer == cluster.me {
@@ -246,8 +301,11 @@ impl Links {
             let (up_tx, up_rx) = watch::channel(false);
             let queued_bytes = Arc::new(AtomicUsize::new(0));
             let dialer = Dialer {
-                me: cluster.me,
-                membership: cluster.membership.clone(),
+                us: Peer {
+                    cluster: cluster.clone(),
+                    secret: secret.clone(),
+                    counters: Arc::clone(&counters),
+                },
                 peer,
                 address: address.clone(),
                 frames: frames_rx,
@@ -267,6 +325,7 @@ impl Links {
         (
             Links {
                 cluster,
+                counters,
                 outgoing,
                 tasks,
             },
@@ -277,6 +336,16 @@ impl Links {
     /// This node and its cluster.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    /// What the links refused since they started.
+    pub fn failures(&self) -> Failures {
+        let load = |counter: &AtomicU64| counter.load(Ordering::SeqCst);
+        Failures {
+            hellos: load(&self.counters.hellos),
+            proofs: load(&self.counters.proofs),
+            frames: load(&self.counters.frames),
+        }
     }
 
     /// Queues `batch` for `peer`, as one frame or several when it is over
@@ -400,34 +469,35 @@ async fn read_length<R: AsyncRead + Unpin>(
     body_length(field).map_err(ReadError::Frame)
 }
 
-/// Reads and decodes a frame's body of `length` bytes (at most
-/// [`FRAME_BYTES_MAX`], checked by [`body_length`]).
+/// Reads a frame's body of `length` bytes (at most [`FRAME_BYTES_MAX`],
+/// checked by [`body_length`]), not yet decoded.
 async fn read_body<R: AsyncRead + Unpin>(
     reader: &mut R,
     length: usize,
-) -> Result<Frame, ReadError> {
+) -> Result<Vec<u8>, ReadError> {
     let mut body = vec![0; length];
     match timeout(FRAME_READ_TIMEOUT, reader.read_exact(&mut body)).await {
         Err(_) => return Err(ReadError::Timeout(FRAME_READ_TIMEOUT)),
         Ok(Err(e)) => return Err(ReadError::Io(e)),
         Ok(Ok(_)) => {}
     }
-    decode(&body).map_err(ReadError::Frame)
+    Ok(body)
 }
 
-/// Reads the other side's hello frame (or a refusal), all of it within
-/// [`HELLO_TIMEOUT`]; nothing over [`BEFORE_HELLO_BYTES_MAX`] is allocated.
-async fn read_hello<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Frame, ReadError> {
-    let read = async {
-        let length = read_length(reader, HELLO_TIMEOUT).await?;
-        if length > BEFORE_HELLO_BYTES_MAX {
-            return Err(ReadError::Frame(FrameError::Length(length as u64)));
-        }
-        read_body(reader, length).await
-    };
-    timeout(HELLO_TIMEOUT, read)
-        .await
-        .unwrap_or(Err(ReadError::Timeout(HELLO_TIMEOUT)))
+/// Reads one frame of the handshake (a hello, a proof or a refusal): its
+/// body as sent, for the transcript, and the frame decoded; nothing over
+/// [`BEFORE_HELLO_BYTES_MAX`] is allocated. The caller bounds the whole
+/// handshake by [`HELLO_TIMEOUT`].
+async fn read_handshake_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<(Vec<u8>, Frame), ReadError> {
+    let length = read_length(reader, HELLO_TIMEOUT).await?;
+    if length > BEFORE_HELLO_BYTES_MAX {
+        return Err(ReadError::Frame(FrameError::Length(length as u64)));
+    }
+    let body = read_body(reader, length).await?;
+    let frame = decode(&body).map_err(ReadError::Frame)?;
+    Ok((body, frame))
 }
 
 /// Writes one encoded frame, in chunks of [`WRITE_CHUNK_BYTES`] each
@@ -448,23 +518,32 @@ async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> Res
     Ok(())
 }
 
-/// The largest frame before the hello is checked: a stranger cannot make
-/// a node allocate more than a hello's worth.
+/// The largest frame of the handshake: a stranger cannot make a node
+/// allocate more than a hello's worth before it has proved the secret.
 const BEFORE_HELLO_BYTES_MAX: usize = HELLO_BYTES_MAX + 1;
 
 fn kind_of(frame: &Frame) -> &'static str {
     match frame {
         Frame::Hello(_) => "hello",
         Frame::Refuse(_) => "refuse",
+        Frame::Proof(_) => "proof",
         Frame::Batch(_) => "batch",
         Frame::Keepalive => "keepalive",
     }
 }
 
+/// What every connection's task of a node needs: who the node is, the
+/// secret it proves, and where it counts what it refused.
+#[derive(Clone)]
+struct Peer {
+    cluster: Cluster,
+    secret: Secret,
+    counters: Arc<Counters>,
+}
+
 /// One peer's dialing side: keeps the link up and writes what is queued.
 struct Dialer {
-    me: NodeId,
-    membership: Membership,
+    us: Peer,
     peer: NodeId,
     address: String,
     frames: mpsc::Receiver<Vec<u8>>,
@@ -475,7 +554,8 @@ struct Dialer {
 /// Why a dial did not give a link.
 enum DialError {
     /// The peer refused this node's hello, or answered as another node
-    /// or cluster: a misconfiguration an operator must see.
+    /// or cluster, or without proving the secret: a misconfiguration (or
+    /// an impostor) an operator must see.
     Refused(String),
     /// Not reachable, closed, timed out: the peer may be down.
     Failed(String),
@@ -494,7 +574,7 @@ impl Dialer {
         let mut last_failure = String::new();
         loop {
             match self.dial().await {
-                Ok(stream) => {
+                Ok((stream, session)) => {
                     last_failure.clear();
                     let since = tokio::time::Instant::now();
                     self.up.send_replace(true);
@@ -502,7 +582,7 @@ impl Dialer {
                         "link to node {} at {} is up",
                         self.peer, self.address
                     ));
-                    let ended = self.carry(stream).await;
+                    let ended = self.carry(stream, session).await;
                     self.up.send_replace(false);
                     // A link that stayed up a while starts its dials over
                     // from the shortest wait; one that keeps failing right
@@ -549,8 +629,9 @@ impl Dialer {
         }
     }
 
-    /// Connects and exchanges hellos.
-    async fn dial(&self) -> Result<TcpStream, DialError> {
+    /// Connects and runs the dialing side of the handshake: the link's
+    /// stream and its session, once the peer has proved the secret.
+    async fn dial(&self) -> Result<(TcpStream, Session), DialError> {
         let failed = DialError::Failed;
         let mut stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address)).await {
             Err(_) => {
@@ -563,40 +644,77 @@ impl Dialer {
             Ok(Ok(stream)) => stream,
         };
         let _ = stream.set_nodelay(true);
-        let hello = encode(&Frame::Hello(Hello::new(self.me, &self.membership)))
-            .map_err(|e| failed(format!("encoding the hello: {e}")))?;
         // One deadline over the whole exchange: a peer that accepts and
-        // stalls mid-hello costs this link no more than one that is down.
-        let exchange = async {
-            write_frame(&mut stream, &hello).await?;
-            read_hello(&mut stream)
-                .await
-                .map_err(|e| format!("no hello back: {e}"))
+        // stalls mid-handshake costs this link no more than one that is
+        // down.
+        let (theirs, session) = match timeout(HELLO_TIMEOUT, self.handshake(&mut stream)).await {
+            Err(_) => {
+                return Err(failed(format!(
+                    "no hello and proof back within {} ms",
+                    HELLO_TIMEOUT.as_millis()
+                )));
+            }
+            Ok(done) => done?,
         };
-        let answer = match timeout(HELLO_TIMEOUT, exchange).await {
-            Err(_) => Err(format!(
-                "no hello back within {} ms",
-                HELLO_TIMEOUT.as_millis()
-            )),
-            Ok(answer) => answer,
-        };
-        match answer {
-            Ok(Frame::Hello(theirs)) => theirs
-                .check(self.me, &self.membership, Some(self.peer))
-                .map(|()| stream)
-                .map_err(|why| DialError::Refused(format!("the node there {why}"))),
-            Ok(Frame::Refuse(why)) => Err(DialError::Refused(format!("refused: {why}"))),
-            Ok(other) => Err(DialError::Refused(format!(
-                "answered the hello with a {} frame",
-                kind_of(&other)
-            ))),
-            Err(why) => Err(failed(why)),
+        if let Some(differences) = theirs.differences(&self.us.cluster.membership) {
+            log::warn(format_args!(
+                "node {}'s --peers differ from this node's: it {differences}",
+                self.peer
+            ));
         }
+        Ok((stream, session))
     }
 
-    /// Writes queued frames, and keepalives when idle, until the link
-    /// fails or the node drops its links.
-    async fn carry(&mut self, stream: TcpStream) -> Ended {
+    /// The dialing side's hello, the peer's hello and proof checked, this
+    /// side's proof: the peer's hello and the session.
+    async fn handshake(&self, stream: &mut TcpStream) -> Result<(Hello, Session), DialError> {
+        let (failed, refused) = (DialError::Failed, DialError::Refused);
+        let us = &self.us;
+        let nonce = nonce().map_err(failed)?;
+        let ours = encode(&Frame::Hello(Hello::new(&us.cluster, self.peer, nonce)))
+            .map_err(|e| failed(format!("encoding the hello: {e}")))?;
+        write_frame(stream, &ours).await.map_err(failed)?;
+        let answer = |e: ReadError| failed(format!("no hello and proof back: {e}"));
+        let unexpected = |frame: Frame| match frame {
+            Frame::Refuse(why) => refused(format!("refused: {why}")),
+            other => {
+                Counters::count(&us.counters.hellos);
+                refused(format!(
+                    "answered the hello with a {} frame",
+                    kind_of(&other)
+                ))
+            }
+        };
+        let (body, theirs) = match read_handshake_frame(stream).await.map_err(answer)? {
+            (body, Frame::Hello(theirs)) => (body, theirs),
+            (_, other) => return Err(unexpected(other)),
+        };
+        if let Err(why) = theirs.check(&us.cluster, Some(self.peer)) {
+            Counters::count(&us.counters.hellos);
+            return Err(refused(format!("the node there {why}")));
+        }
+        let proof = match read_handshake_frame(stream).await.map_err(answer)? {
+            (_, Frame::Proof(proof)) => proof,
+            (_, other) => return Err(unexpected(other)),
+        };
+        let transcript = Transcript::new(ours.get(LENGTH_BYTES..).unwrap_or_default(), &body);
+        if !transcript.verify(&us.secret, Role::Acceptor, &proof) {
+            Counters::count(&us.counters.proofs);
+            return Err(refused(
+                "the node there does not prove it holds the cluster secret (do both nodes' \
+                 --cluster-secret-file hold the same secret?)"
+                    .into(),
+            ));
+        }
+        let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Dialer)))
+            .map_err(|e| failed(format!("encoding the proof: {e}")))?;
+        write_frame(stream, &proof).await.map_err(failed)?;
+        Ok((theirs, transcript.session(&us.secret)))
+    }
+
+    /// Writes queued frames, and keepalives when idle, each sealed with
+    /// its tag, until the link fails or the node drops its links.
+    async fn carry(&mut self, stream: TcpStream, mut session: Session) -> Ended {
         let (mut reader, mut writer) = stream.into_split();
         let keepalive = match encode(&Frame::Keepalive) {
             Ok(bytes) => bytes,
@@ -604,22 +722,16 @@ impl Dialer {
         };
         let mut probe = [0u8; 1];
         loop {
-            tokio::select! {
+            let mut frame = tokio::select! {
                 frame = self.frames.recv() => {
                     let Some(frame) = frame else {
                         return Ended::Stopped;
                     };
                     self.queued_bytes.fetch_sub(frame.len(), Ordering::SeqCst);
-                    if let Err(why) = write_frame(&mut writer, &frame).await {
-                        return Ended::Lost(why);
-                    }
+                    frame
                 }
-                () = tokio::time::sleep(KEEPALIVE_EVERY) => {
-                    if let Err(why) = write_frame(&mut writer, &keepalive).await {
-                        return Ended::Lost(why);
-                    }
-                }
-                // Nothing comes back on a link after the hello: a read
+                () = tokio::time::sleep(KEEPALIVE_EVERY) => keepalive.clone(),
+                // Nothing comes back on a link after the handshake: a read
                 // ends only when the peer closes it or misbehaves.
                 read = reader.read(&mut probe) => {
                     return Ended::Lost(match read {
@@ -628,6 +740,11 @@ impl Dialer {
                         Err(e) => format!("reading: {e}"),
                     });
                 }
+            };
+            let tag = session.seal(frame.get(LENGTH_BYTES..).unwrap_or_default());
+            seal(&mut frame, &tag);
+            if let Err(why) = write_frame(&mut writer, &frame).await {
+                return Ended::Lost(why);
             }
         }
     }
@@ -645,9 +762,9 @@ impl Dialer {
 struct Accepted {
     /// Numbers the connections, so a task finds its own entry.
     next: u64,
-    /// Connections before their hello, oldest first.
+    /// Connections before their proof, oldest first.
     before_hello: VecDeque<(u64, AbortHandle)>,
-    /// Each peer's connection past its hello.
+    /// Each peer's connection past its proof.
     peers: BTreeMap<NodeId, (u64, AbortHandle)>,
 }
 
@@ -665,7 +782,7 @@ struct Place {
 }
 
 impl Place {
-    /// Moves this connection from the ones before their hello to `peer`'s,
+    /// Moves this connection from the ones before their proof to `peer`'s,
     /// closing the one `peer` had; false when it was closed meanwhile.
     fn promote(&self, peer: NodeId) -> bool {
         let replaced = {
@@ -707,7 +824,7 @@ impl Drop for Place {
 }
 
 /// Accepts peers' connections and reads each in a task of its own.
-async fn accept(listener: TcpListener, cluster: Cluster, incoming: mpsc::Sender<Received>) {
+async fn accept(listener: TcpListener, us: Peer, incoming: mpsc::Sender<Received>) {
     let budget = Arc::new(Semaphore::new(INCOMING_BYTES_MAX));
     let shared = Shared::default();
     // Dropped with this task, which aborts every connection's task.
@@ -737,11 +854,10 @@ async fn accept(listener: TcpListener, cluster: Cluster, incoming: mpsc::Sender<
                 number: accepted.next,
             };
             accepted.next += 1;
-            let (cluster, incoming, budget) =
-                (cluster.clone(), incoming.clone(), Arc::clone(&budget));
+            let (us, incoming, budget) = (us.clone(), incoming.clone(), Arc::clone(&budget));
             let number = place.number;
             let task = connections.spawn(async move {
-                match receive(stream, &cluster, &incoming, &budget, &place).await {
+                match receive(stream, &us, &incoming, &budget, &place).await {
                     Ok(Some(peer)) => {
                         log::info(format_args!("link from node {peer} ({from}) closed"));
                     }
@@ -761,43 +877,37 @@ async fn accept(listener: TcpListener, cluster: Cluster, incoming: mpsc::Sender<
     }
 }
 
-/// Reads one peer's connection: its hello, then its batches. Returns the
-/// peer's id when the link ended normally.
+/// Reads one peer's connection: its handshake, then its batches. Returns
+/// the peer's id when the link ended normally.
 async fn receive(
     mut stream: TcpStream,
-    cluster: &Cluster,
+    us: &Peer,
     incoming: &mpsc::Sender<Received>,
     budget: &Arc<Semaphore>,
     place: &Place,
 ) -> Result<Option<NodeId>, String> {
     let _ = stream.set_nodelay(true);
-    let hello = match read_hello(&mut stream).await {
-        Ok(Frame::Hello(hello)) => hello,
-        Ok(other) => {
+    // One deadline over the whole handshake, as for the dialing side.
+    let (peer, mut session) = match timeout(HELLO_TIMEOUT, accept_handshake(&mut stream, us)).await
+    {
+        Err(_) => {
+            Counters::count(&us.counters.hellos);
             return Err(format!(
-                "it sent a {} frame before a hello",
-                kind_of(&other)
+                "no hello and proof within {} ms",
+                HELLO_TIMEOUT.as_millis()
             ));
         }
-        Err(ReadError::Closed) => return Ok(None),
-        Err(e) => return Err(format!("before its hello: {e}")),
+        Ok(Ok(Some(authenticated))) => authenticated,
+        Ok(Ok(None)) => return Ok(None),
+        Ok(Err(why)) => return Err(why),
     };
-    if let Err(why) = hello.check(cluster.me, &cluster.membership, None) {
-        let refusal = Frame::Refuse(format!("node {} refuses a peer that {why}", cluster.me));
-        if let Ok(bytes) = encode(&refusal) {
-            let _ = timeout(HELLO_TIMEOUT, write_frame(&mut stream, &bytes)).await;
-        }
-        return Err(format!("refused: the peer {why}"));
-    }
-    let peer = hello.from;
+    // Only now, the peer proven: a stranger claiming its id cannot close
+    // its real connection.
     if !place.promote(peer) {
         return Err(format!(
-            "node {peer}'s hello came after its connection was closed"
+            "node {peer}'s proof came after its connection was closed"
         ));
     }
-    let ours = encode(&Frame::Hello(Hello::new(cluster.me, &cluster.membership)))
-        .map_err(|e| format!("encoding the hello: {e}"))?;
-    write_frame(&mut stream, &ours).await?;
     log::info(format_args!("link from node {peer} is up"));
     loop {
         let length = match read_length(&mut stream, IDLE_TIMEOUT).await {
@@ -824,8 +934,22 @@ async fn receive(
                 ));
             }
         };
-        match read_body(&mut stream, length).await {
-            Ok(Frame::Batch(batch)) => {
+        let sealed = read_body(&mut stream, length)
+            .await
+            .map_err(|e| format!("node {peer}: {e}"))?;
+        // The tag first: nothing unauthenticated is decoded.
+        let frame = session.open(&sealed).and_then(|body| {
+            decode(body).map_err(|e| format!("an authenticated frame that does not decode: {e}"))
+        });
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(why) => {
+                Counters::count(&us.counters.frames);
+                return Err(format!("node {peer}: {why}"));
+            }
+        };
+        match frame {
+            Frame::Batch(batch) => {
                 let received = Received {
                     from: peer,
                     batch,
@@ -843,14 +967,92 @@ async fn receive(
                     }
                 }
             }
-            Ok(Frame::Keepalive) => {}
-            Ok(other) => {
+            Frame::Keepalive => {}
+            other => {
+                Counters::count(&us.counters.frames);
                 return Err(format!(
-                    "node {peer} sent a {} frame after its hello",
+                    "node {peer} sent a {} frame after the handshake",
                     kind_of(&other)
                 ));
             }
-            Err(e) => return Err(format!("node {peer}: {e}")),
         }
+    }
+}
+
+/// The accepting side of the handshake: the peer's hello checked, this
+/// node's hello and proof, the peer's proof checked. The peer's id and the
+/// session; `None` when it closed before sending anything. A refusal is
+/// counted, and said to the peer when it is about its hello or proof.
+async fn accept_handshake(
+    stream: &mut TcpStream,
+    us: &Peer,
+) -> Result<Option<(NodeId, Session)>, String> {
+    let me = us.cluster.me;
+    let count = |counter: &AtomicU64, why: String| {
+        Counters::count(counter);
+        why
+    };
+    let (body, hello) = match read_handshake_frame(stream).await {
+        Ok((body, Frame::Hello(hello))) => (body, hello),
+        Ok((_, other)) => {
+            return Err(count(
+                &us.counters.hellos,
+                format!("it sent a {} frame before a hello", kind_of(&other)),
+            ));
+        }
+        Err(ReadError::Closed) => return Ok(None),
+        Err(e) => return Err(count(&us.counters.hellos, format!("before its hello: {e}"))),
+    };
+    if let Err(why) = hello.check(&us.cluster, None) {
+        refuse(stream, format!("node {me} refuses a peer that {why}")).await;
+        return Err(count(
+            &us.counters.hellos,
+            format!("refused: the peer {why}"),
+        ));
+    }
+    let peer = hello.from;
+    let ours = encode(&Frame::Hello(Hello::new(&us.cluster, peer, nonce()?)))
+        .map_err(|e| format!("encoding the hello: {e}"))?;
+    let transcript = Transcript::new(&body, ours.get(LENGTH_BYTES..).unwrap_or_default());
+    let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Acceptor)))
+        .map_err(|e| format!("encoding the proof: {e}"))?;
+    write_frame(stream, &[ours, proof].concat()).await?;
+    match read_handshake_frame(stream).await {
+        Ok((_, Frame::Proof(proof))) if transcript.verify(&us.secret, Role::Dialer, &proof) => {
+            Ok(Some((peer, transcript.session(&us.secret))))
+        }
+        Ok((_, Frame::Proof(_))) => {
+            refuse(
+                stream,
+                format!("node {me} refuses a peer that does not prove it holds the cluster secret"),
+            )
+            .await;
+            Err(count(
+                &us.counters.proofs,
+                format!(
+                    "refused: the peer, which said it is node {peer}, does not prove it holds \
+                     the cluster secret"
+                ),
+            ))
+        }
+        Ok((_, other)) => Err(count(
+            &us.counters.hellos,
+            format!(
+                "node {peer} (unproven) sent a {} frame instead of its proof",
+                kind_of(&other)
+            ),
+        )),
+        Err(e) => Err(count(
+            &us.counters.hellos,
+            format!("node {peer} (unproven), before its proof: {e}"),
+        )),
+    }
+}
+
+/// Tells the peer why it is refused, if it listens within
+/// [`HELLO_TIMEOUT`]; the connection closes either way.
+async fn refuse(stream: &mut TcpStream, why: String) {
+    if let Ok(bytes) = encode(&Frame::Refuse(why)) {
+        let _ = timeout(HELLO_TIMEOUT, write_frame(stream, &bytes)).await;
     }
 }

@@ -1,7 +1,9 @@
-//! A cluster's membership as the operator gives it: `--node-id N --peers
-//! 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`, every node listed, this one
-//! included. Every node must be given the same list: the peer links'
-//! hello compares it, and a node with another list is refused.
+//! A cluster's membership as the operator gives it: `--cluster-id NAME
+//! --node-id N --peers 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`, every node
+//! listed, this one included. The cluster id is what the peer links'
+//! hello checks; two nodes' lists may differ (a node being added or
+//! removed, one node at a time) as long as each lists the other, and a
+//! difference is logged.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -95,15 +97,42 @@ impl fmt::Display for Membership {
     }
 }
 
+/// Longest cluster id: a name an operator types and reads in logs.
+pub const CLUSTER_ID_BYTES_MAX: usize = 64;
+
 /// This node and its cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cluster {
+    /// The cluster's id (`--cluster-id`): a node of another cluster is
+    /// refused even if it holds the same secret.
+    pub id: String,
     pub me: NodeId,
     pub membership: Membership,
 }
 
-/// Parses `--node-id` and `--peers`; the error says what is wrong.
-pub fn parse(me: NodeId, peers: &str) -> Result<Cluster, String> {
+/// Checks a cluster id: 1 to [`CLUSTER_ID_BYTES_MAX`] ASCII letters,
+/// digits, `-`, `_` and `.`, so that it reads the same in every log and
+/// refusal, unescaped.
+pub fn check_cluster_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty()
+        && id.len() <= CLUSTER_ID_BYTES_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "--cluster-id {id:?}: 1 to {CLUSTER_ID_BYTES_MAX} ASCII letters, digits, '-', '_' \
+             and '.'"
+        ))
+    }
+}
+
+/// Parses `--cluster-id`, `--node-id` and `--peers`; the error says what
+/// is wrong.
+pub fn parse(id: &str, me: NodeId, peers: &str) -> Result<Cluster, String> {
+    check_cluster_id(id)?;
     let mut nodes = Vec::new();
     for entry in peers.split(',') {
         let entry = entry.trim();
@@ -121,7 +150,11 @@ pub fn parse(me: NodeId, peers: &str) -> Result<Cluster, String> {
             "--node-id {me} is not in --peers ({membership}): list every node, this one included"
         ));
     }
-    Ok(Cluster { me, membership })
+    Ok(Cluster {
+        id: id.to_string(),
+        me,
+        membership,
+    })
 }
 
 /// Checks that `address` is `HOST:PORT`: a host name, an IPv4 address or a
@@ -171,9 +204,13 @@ mod tests {
 
     #[test]
     fn a_valid_list_parses() {
-        let cluster = parse(2, "1=10.0.0.1:7000, 2=node-b.local:7000,3=[::1]:7001")
-            .expect("a valid membership");
-        assert_eq!(cluster.me, 2);
+        let cluster = parse(
+            "prod-1",
+            2,
+            "1=10.0.0.1:7000, 2=node-b.local:7000,3=[::1]:7001",
+        )
+        .expect("a valid membership");
+        assert_eq!((cluster.id.as_str(), cluster.me), ("prod-1", 2));
         assert_eq!(cluster.membership.len(), 3);
         assert_eq!(cluster.membership.address(3), Some("[::1]:7001"));
         assert_eq!(
@@ -200,7 +237,7 @@ mod tests {
             ("2147483648=a:1", 2_147_483_648, "32-bit"),
         ];
         for (peers, me, expected) in cases {
-            let error = parse(me, peers).expect_err("refused");
+            let error = parse("c", me, peers).expect_err("refused");
             assert!(
                 error.contains(expected),
                 "{peers:?} as node {me}: {error:?} does not say {expected:?}"
@@ -208,9 +245,14 @@ mod tests {
         }
         let many: Vec<String> = (0..=NODES_MAX).map(|i| format!("{i}=h{i}:7000")).collect();
         assert!(
-            parse(0, &many.join(","))
+            parse("c", 0, &many.join(","))
                 .expect_err("refused")
                 .contains("at most")
         );
+        for id in ["", "a b", "é", "x/y", &"c".repeat(CLUSTER_ID_BYTES_MAX + 1)] {
+            let error = parse(id, 1, "1=a:1").expect_err("refused");
+            assert!(error.contains("--cluster-id"), "{id:?}: {error:?}");
+        }
+        assert!(parse(&"c".repeat(CLUSTER_ID_BYTES_MAX), 1, "1=a:1").is_ok());
     }
 }

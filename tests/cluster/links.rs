@@ -1,18 +1,22 @@
 //! The peer links (`src/cluster/link.rs`) over real loopback sockets:
-//! nodes in this process, peers played by raw sockets, and links cut and
+//! nodes in this process, peers played by raw sockets (which hold the
+//! cluster secret and run the handshake themselves), and links cut and
 //! slowed by the proxy. A test waits on events (a link up or down, a batch
 //! arriving, a connection closing), never for a time; `within` only turns
-//! a hang into a failure.
+//! a hang into a failure. The handshake's refusals are in `auth.rs`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use openraft::raft::VoteRequest;
 use seglog::cluster::frame::{self, FRAME_BYTES_MAX, Frame, HELLO_BYTES_MAX, Hello};
+use seglog::cluster::handshake::{self, Role, Session, Transcript};
 use seglog::cluster::link::{
     BEFORE_HELLO_CONNECTIONS_MAX, INCOMING_BATCHES_MAX, Links, Received, SendError,
 };
 use seglog::cluster::peers::{Cluster, Membership};
+use seglog::cluster::secret::Secret;
 use seglog::raft::standing::Note;
 use seglog::raft::transport::{Answer, Batch, Call, Reply, Rpc};
 use seglog::raft::types::{NodeId, Vote};
@@ -27,20 +31,37 @@ use crate::proxy::Proxy;
 /// link's backoff of at most two seconds).
 const HANG: Duration = Duration::from_secs(60);
 
-async fn within<T>(what: &str, step: impl Future<Output = T>) -> T {
+/// The cluster id every node of these tests has.
+pub const CLUSTER_ID: &str = "links-test";
+
+/// The secret every node of these tests holds.
+pub fn secret() -> Secret {
+    Secret::new(b"the secret of the peer link tests: 32 bytes or more").expect("a valid secret")
+}
+
+/// Node `me` of `membership`, of [`CLUSTER_ID`].
+pub fn cluster(me: NodeId, membership: &Membership) -> Cluster {
+    Cluster {
+        id: CLUSTER_ID.into(),
+        me,
+        membership: membership.clone(),
+    }
+}
+
+pub async fn within<T>(what: &str, step: impl Future<Output = T>) -> T {
     match tokio::time::timeout(HANG, step).await {
         Ok(value) => value,
         Err(_) => panic!("{what}: nothing after {HANG:?}"),
     }
 }
 
-async fn listener() -> TcpListener {
+pub async fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding a listener")
 }
 
-fn address(listener: &TcpListener) -> String {
+pub fn address(listener: &TcpListener) -> String {
     listener
         .local_addr()
         .expect("a listener's address")
@@ -48,7 +69,7 @@ fn address(listener: &TcpListener) -> String {
 }
 
 /// A batch with one of each item, told apart by `tag`.
-fn batch(tag: u32) -> Batch {
+pub fn batch(tag: u32) -> Batch {
     Batch {
         calls: vec![Call {
             group: tag,
@@ -63,29 +84,22 @@ fn batch(tag: u32) -> Batch {
     }
 }
 
-fn json(batch: &Batch) -> serde_json::Value {
+pub fn json(batch: &Batch) -> serde_json::Value {
     serde_json::to_value(batch).expect("a batch serializes")
 }
 
-/// Starts node `me` of `membership` on `listener`.
-fn start(
+/// Starts node `me` of `membership` on `listener`, with the tests' secret.
+pub fn start(
     listener: TcpListener,
     me: NodeId,
     membership: &Membership,
 ) -> (Links, mpsc::Receiver<Received>) {
-    Links::start(
-        listener,
-        Cluster {
-            me,
-            membership: membership.clone(),
-        },
-    )
+    Links::start(listener, cluster(me, membership), secret())
 }
 
-/// Reads one frame a node sent on a raw connection.
 /// The next batch the node hands over, and who sent it (its share of
 /// the incoming budget given back).
-async fn next(what: &str, incoming: &mut mpsc::Receiver<Received>) -> (NodeId, Batch) {
+pub async fn next(what: &str, incoming: &mut mpsc::Receiver<Received>) -> (NodeId, Batch) {
     let Received { from, batch, .. } = within(what, incoming.recv())
         .await
         .expect("the links deliver");
@@ -104,25 +118,129 @@ fn refused(result: Result<(), SendError>) -> (&'static str, NodeId, serde_json::
     (kind, error.peer(), json(error.unsent()))
 }
 
-async fn read_frame(stream: &mut TcpStream) -> Frame {
+/// Reads one frame a node sent on a raw connection: its body as sent, and
+/// the frame.
+pub async fn read_raw(stream: &mut TcpStream) -> (Vec<u8>, Frame) {
+    let mut field = [0u8; frame::LENGTH_BYTES];
+    within("a frame's length", stream.read_exact(&mut field))
+        .await
+        .expect("a frame's length");
+    let length = frame::body_length(field).expect("a valid length");
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.expect("a frame's body");
+    let frame = frame::decode(&body).expect("a valid frame");
+    (body, frame)
+}
+
+/// Reads one unsealed frame (of the handshake) a node sent.
+pub async fn read_frame(stream: &mut TcpStream) -> Frame {
+    read_raw(stream).await.1
+}
+
+/// Writes `frame` unsealed; the bytes written.
+pub async fn write_frame(stream: &mut TcpStream, frame: &Frame) -> Vec<u8> {
+    let bytes = frame::encode(frame).expect("encoding a frame");
+    stream.write_all(&bytes).await.expect("writing a frame");
+    bytes
+}
+
+/// Writes `frame` sealed with the session's next tag; the bytes written.
+pub async fn write_sealed(stream: &mut TcpStream, session: &mut Session, frame: &Frame) -> Vec<u8> {
+    let mut bytes = frame::encode(frame).expect("encoding a frame");
+    let tag = session.seal(&bytes[frame::LENGTH_BYTES..]);
+    frame::seal(&mut bytes, &tag);
+    stream.write_all(&bytes).await.expect("writing a frame");
+    bytes
+}
+
+/// A hello of node `us.me` to node `to`, with a fresh nonce.
+pub fn hello(us: &Cluster, to: NodeId) -> Frame {
+    Frame::Hello(Hello::new(us, to, handshake::nonce().expect("a nonce")))
+}
+
+/// A raw peer's connection to a node, after the handshake.
+pub struct Authenticated {
+    pub stream: TcpStream,
+    pub session: Session,
+    /// Every byte the raw peer sent in the handshake, in order.
+    pub sent: Vec<u8>,
+    /// The node's hello.
+    pub theirs: Hello,
+}
+
+/// Connects to the node at `node` as node `us.me`, and runs the dialing
+/// side of the handshake with `secret`: the node's hello must be answered
+/// with a proof that holds, and this side's proof is sent.
+pub async fn dial_as(node: SocketAddr, us: &Cluster, to: NodeId, secret: &Secret) -> Authenticated {
+    let mut stream = within("connecting", TcpStream::connect(node))
+        .await
+        .expect("connecting to the node");
+    let mut sent = write_frame(&mut stream, &hello(us, to)).await;
+    let (body, theirs) = read_raw(&mut stream).await;
+    let Frame::Hello(theirs) = theirs else {
+        panic!("the node answered the hello with {theirs:?}")
+    };
+    let Frame::Proof(proof) = read_frame(&mut stream).await else {
+        panic!("the node sent no proof after its hello")
+    };
+    let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
+    assert!(
+        transcript.verify(secret, Role::Acceptor, &proof),
+        "the node's proof does not hold"
+    );
+    let ours = Frame::Proof(transcript.proof(secret, Role::Dialer));
+    sent.extend(write_frame(&mut stream, &ours).await);
+    Authenticated {
+        stream,
+        session: transcript.session(secret),
+        sent,
+        theirs,
+    }
+}
+
+/// Runs the accepting side of the handshake as node `us.me`, on a
+/// connection a node dialed: its hello read, this side's hello and proof
+/// sent, its proof checked. The session of the frames it sends next.
+pub async fn answer_as(stream: &mut TcpStream, us: &Cluster, secret: &Secret) -> Session {
+    let (body, theirs) = read_raw(stream).await;
+    let Frame::Hello(theirs) = theirs else {
+        panic!("the node started with {theirs:?}, not its hello")
+    };
+    let ours = write_frame(stream, &hello(us, theirs.from)).await;
+    let transcript = Transcript::new(&body, &ours[frame::LENGTH_BYTES..]);
+    write_frame(
+        stream,
+        &Frame::Proof(transcript.proof(secret, Role::Acceptor)),
+    )
+    .await;
+    let Frame::Proof(proof) = read_frame(stream).await else {
+        panic!("the node sent no proof")
+    };
+    assert!(
+        transcript.verify(secret, Role::Dialer, &proof),
+        "the node's proof does not hold"
+    );
+    transcript.session(secret)
+}
+
+/// Reads one sealed frame a node sent after the handshake, its tag checked.
+pub async fn read_sealed(stream: &mut TcpStream, session: &mut Session) -> Frame {
     let mut field = [0u8; frame::LENGTH_BYTES];
     stream
         .read_exact(&mut field)
         .await
         .expect("a frame's length");
     let length = frame::body_length(field).expect("a valid length");
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).await.expect("a frame's body");
-    frame::decode(&body).expect("a valid frame")
-}
-
-async fn write_frame(stream: &mut TcpStream, frame: &Frame) {
-    let bytes = frame::encode(frame).expect("encoding a frame");
-    stream.write_all(&bytes).await.expect("writing a frame");
+    let mut sealed = vec![0; length];
+    stream
+        .read_exact(&mut sealed)
+        .await
+        .expect("a frame's body");
+    frame::decode(session.open(&sealed).expect("a frame with a good tag")).expect("a valid frame")
 }
 
 /// Waits until the node closes `stream`; what it sent before closing.
-async fn closed_by_the_node(stream: &mut TcpStream) -> Vec<u8> {
+pub async fn closed_by_the_node(stream: &mut TcpStream) -> Vec<u8> {
     let mut rest = Vec::new();
     // A reset (the node closed with our bytes unread) is a close too.
     let _ = within(
@@ -240,13 +358,13 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
     let node_address = one.local_addr().expect("a listener's address");
     let membership =
         Membership::new([(1, address(&one)), (2, address(&two))]).expect("a valid membership");
-    let (_links, mut incoming) = start(one, 1, &membership);
+    let (links, mut incoming) = start(one, 1, &membership);
     let connect = || async {
         within("connecting", TcpStream::connect(node_address))
             .await
             .expect("connecting to the node")
     };
-    let hello_from = |from, nodes: &Membership| Frame::Hello(Hello::new(from, nodes));
+    let as_node = |me| cluster(me, &membership);
 
     // Bytes of another protocol: "GET " read as a length is over 1 GB.
     let mut stream = connect().await;
@@ -272,12 +390,25 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
     assert!(closed_by_the_node(&mut stream).await.is_empty());
 
     // Hellos the node must refuse, with the reason.
-    let other_cluster = Membership::new([(1, address(&two)), (2, "10.9.9.9:7000".into())])
+    let other_cluster = Membership::new([(2, address(&two)), (3, "10.9.9.9:7000".into())])
         .expect("a valid membership");
+    let mut stranger = as_node(2);
+    stranger.id = "another-cluster".into();
     for (hello, says) in [
-        (hello_from(2, &other_cluster), "has --peers"),
-        (hello_from(1, &membership), "as this node is"),
-        (hello_from(7, &membership), "not in this node's --peers"),
+        (
+            self::hello(&stranger, 1),
+            "is of cluster \"another-cluster\"",
+        ),
+        (self::hello(&as_node(2), 3), "said hello to node 3"),
+        (
+            self::hello(&cluster(2, &other_cluster), 1),
+            "without node 1",
+        ),
+        (self::hello(&as_node(1), 1), "as this node is"),
+        (
+            self::hello(&cluster(7, &membership), 1),
+            "not in this node's --peers",
+        ),
     ] {
         let mut stream = connect().await;
         write_frame(&mut stream, &hello).await;
@@ -288,30 +419,45 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
         assert!(closed_by_the_node(&mut stream).await.is_empty());
     }
 
-    // A right hello, then something a link must never carry.
+    // A right handshake, then something a link must never carry: an
+    // oversized length, a second hello, a batch that is not JSON (sealed),
+    // a good batch without its tag.
     let length_over = u32::try_from(FRAME_BYTES_MAX + 1)
         .expect("small")
         .to_be_bytes();
-    let second_hello = frame::encode(&hello_from(2, &membership)).expect("encoding a hello");
-    let bad_batch = [&[0, 0, 0, 3][..], &[3, b'{', b'x']].concat();
-    for bad in [&length_over[..], &second_hello, &bad_batch] {
-        let mut stream = connect().await;
-        write_frame(&mut stream, &hello_from(2, &membership)).await;
-        let Frame::Hello(theirs) = read_frame(&mut stream).await else {
-            panic!("a right hello was not answered with a hello")
-        };
-        assert_eq!(theirs, Hello::new(1, &membership));
-        stream.write_all(bad).await.expect("writing to the node");
-        assert!(closed_by_the_node(&mut stream).await.is_empty());
+    for bad in 0..4 {
+        let mut peer = dial_as(node_address, &as_node(2), 1, &secret()).await;
+        assert_eq!(peer.theirs.from, 1);
+        let stream = &mut peer.stream;
+        match bad {
+            0 => stream.write_all(&length_over).await.expect("writing"),
+            1 => {
+                write_sealed(stream, &mut peer.session, &hello(&as_node(2), 1)).await;
+            }
+            2 => {
+                let mut bytes = vec![0, 0, 0, 3, 3, b'{', b'x'];
+                let tag = peer.session.seal(&bytes[frame::LENGTH_BYTES..]);
+                frame::seal(&mut bytes, &tag);
+                stream.write_all(&bytes).await.expect("writing");
+            }
+            _ => {
+                write_frame(stream, &Frame::Batch(batch(2))).await;
+            }
+        }
+        assert!(closed_by_the_node(stream).await.is_empty());
     }
+    assert_eq!(links.failures().frames, 3, "{:?}", links.failures());
 
     // None of them delivered anything: the first batch the node hands
     // over is the one of a well-behaved peer, sent after them all.
-    let mut stream = connect().await;
-    write_frame(&mut stream, &hello_from(2, &membership)).await;
-    assert!(matches!(read_frame(&mut stream).await, Frame::Hello(_)));
-    write_frame(&mut stream, &Frame::Keepalive).await;
-    write_frame(&mut stream, &Frame::Batch(batch(99))).await;
+    let mut peer = dial_as(node_address, &as_node(2), 1, &secret()).await;
+    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Keepalive).await;
+    write_sealed(
+        &mut peer.stream,
+        &mut peer.session,
+        &Frame::Batch(batch(99)),
+    )
+    .await;
     let (from, got) = next("the good batch", &mut incoming).await;
     assert_eq!((from, json(&got)), (2, json(&batch(99))));
 }
@@ -330,12 +476,14 @@ async fn a_dialed_peer_answering_as_another_node_is_refused() {
     let Frame::Hello(hello) = read_frame(&mut stream).await else {
         panic!("node 1 did not start with its hello")
     };
-    assert_eq!(hello, Hello::new(1, &membership));
-    let mut impostor = Hello::new(2, &membership);
-    impostor.from = 3;
-    write_frame(&mut stream, &Frame::Hello(impostor)).await;
+    assert_eq!(
+        (hello.from, hello.to, hello.cluster.as_str()),
+        (1, 2, CLUSTER_ID)
+    );
+    write_frame(&mut stream, &self::hello(&cluster(3, &membership), 1)).await;
     assert!(closed_by_the_node(&mut stream).await.is_empty());
     assert!(!links.is_up(2));
+    assert_eq!(links.failures().hellos, 1);
     assert_eq!(
         refused(links.send(2, batch(1))),
         ("down", 2, json(&batch(1)))
@@ -345,16 +493,15 @@ async fn a_dialed_peer_answering_as_another_node_is_refused() {
     let (mut stream, _) = within("node 1 dialing again", fake.accept())
         .await
         .expect("accepting node 1");
-    assert!(matches!(read_frame(&mut stream).await, Frame::Hello(_)));
-    assert!(!links.is_up(2), "up before the peer's hello");
-    write_frame(&mut stream, &Frame::Hello(Hello::new(2, &membership))).await;
+    assert!(!links.is_up(2), "up before the peer's proof");
+    let mut session = answer_as(&mut stream, &cluster(2, &membership), &secret()).await;
     assert!(within("the link up", links.wait_until(2, true)).await);
     links.send(2, batch(5)).expect("the link is up");
     let got = loop {
-        match within("node 1's batch", read_frame(&mut stream)).await {
+        match within("node 1's batch", read_sealed(&mut stream, &mut session)).await {
             Frame::Keepalive => {}
             Frame::Batch(got) => break got,
-            other => panic!("node 1 sent {other:?} after the hello"),
+            other => panic!("node 1 sent {other:?} after the handshake"),
         }
     };
     assert_eq!(json(&got), json(&batch(5)));
@@ -431,15 +578,8 @@ async fn stalled_strangers_do_not_lock_a_peer_out() {
             .expect("writing to the node");
         strays.push(stray);
     }
-    let mut peer = within("connecting", TcpStream::connect(node_address))
-        .await
-        .expect("connecting to the node");
-    write_frame(&mut peer, &Frame::Hello(Hello::new(2, &membership))).await;
-    assert!(matches!(
-        within("the node's hello", read_frame(&mut peer)).await,
-        Frame::Hello(_)
-    ));
-    write_frame(&mut peer, &Frame::Batch(batch(7))).await;
+    let mut peer = dial_as(node_address, &cluster(2, &membership), 1, &secret()).await;
+    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(7))).await;
     let (from, got) = next("the peer's batch", &mut incoming).await;
     assert_eq!((from, json(&got)), (2, json(&batch(7))));
     // Every stray is closed: the first ones to make room, the rest at
@@ -461,27 +601,18 @@ async fn a_peers_newest_connection_replaces_its_old_one() {
     let membership =
         Membership::new([(1, address(&one)), (2, address(&two))]).expect("a valid membership");
     let (_links, mut incoming) = start(one, 1, &membership);
-    let connect_as_2 = || async {
-        let mut stream = within("connecting", TcpStream::connect(node_address))
-            .await
-            .expect("connecting to the node");
-        write_frame(&mut stream, &Frame::Hello(Hello::new(2, &membership))).await;
-        assert!(matches!(
-            within("the node's hello", read_frame(&mut stream)).await,
-            Frame::Hello(_)
-        ));
-        stream
-    };
+    let (two_of, key) = (cluster(2, &membership), secret());
+    let connect_as_2 = || dial_as(node_address, &two_of, 1, &key);
     // The old connection sends more than the node holds untaken.
     let old_batches = u32::try_from(INCOMING_BATCHES_MAX + 3).expect("small");
     let mut old = connect_as_2().await;
     for tag in 0..old_batches {
-        write_frame(&mut old, &Frame::Batch(batch(tag))).await;
+        write_sealed(&mut old.stream, &mut old.session, &Frame::Batch(batch(tag))).await;
     }
     let mut new = connect_as_2().await;
-    closed_by_the_node(&mut old).await;
+    closed_by_the_node(&mut old.stream).await;
     for tag in [100_000, 100_001] {
-        write_frame(&mut new, &Frame::Batch(batch(tag))).await;
+        write_sealed(&mut new.stream, &mut new.session, &Frame::Batch(batch(tag))).await;
     }
     let mut order = Vec::new();
     while order.last() != Some(&100_001) {

@@ -1,8 +1,11 @@
-//! `seglog serve --node-id N --peers ...`: checked, and refused until
-//! cluster mode is built, so no one runs a "cluster" that replicates
-//! nothing.
+//! `seglog serve --cluster-id NAME --cluster-secret-file PATH --node-id N
+//! --peers ...`: checked (the secret file's mode and length too), and
+//! refused until cluster mode is built, so no one runs a "cluster" that
+//! replicates nothing.
 
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,8 +53,31 @@ fn serve(args: &[&str]) -> (bool, String) {
     (status.success(), stderr)
 }
 
+/// A secret file of `bytes` with `mode`, in `dir`.
+fn secret_file(dir: &Path, bytes: &[u8], mode: u32) -> PathBuf {
+    let path = dir.join(format!("secret-{mode:o}-{}", bytes.len()));
+    std::fs::write(&path, bytes).expect("writing the secret file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        .expect("setting its mode");
+    path
+}
+
+/// A good secret: 44 characters of base64, as `head -c 32 /dev/urandom |
+/// base64` prints them, and its newline.
+const GOOD_SECRET: &[u8] = b"q0pTQhv1cX6m0o8m4nY2Qk3yZz9WbQe1lG7rS2aVdXU=\n";
+
+/// `args` after a cluster id and the secret file at `secret`.
+fn with_cluster<'a>(secret: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+    let secret = secret.to_str().expect("a UTF-8 temporary path");
+    let mut all = vec!["--cluster-id", "test", "--cluster-secret-file", secret];
+    all.extend_from_slice(args);
+    all
+}
+
 #[test]
 fn bad_peer_lists_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let secret = secret_file(dir.path(), GOOD_SECRET, 0o600);
     let cases: [(&[&str], &str); 4] = [
         (
             &[
@@ -78,7 +104,7 @@ fn bad_peer_lists_are_refused_with_the_reason() {
         (&["--peers", "1=127.0.0.1:7001"], "--node-id"),
     ];
     for (args, says) in cases {
-        let (ok, stderr) = serve(args);
+        let (ok, stderr) = serve(&with_cluster(&secret, args));
         assert!(!ok, "{args:?} started");
         assert!(
             stderr.contains(says),
@@ -87,17 +113,61 @@ fn bad_peer_lists_are_refused_with_the_reason() {
     }
 }
 
+const PEERS: [&str; 4] = [
+    "--node-id",
+    "2",
+    "--peers",
+    "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
+];
+
 #[test]
 fn a_valid_peer_list_is_refused_until_cluster_mode_is_built() {
-    let (ok, stderr) = serve(&[
-        "--node-id",
-        "2",
-        "--peers",
-        "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
-    ]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let secret = secret_file(dir.path(), GOOD_SECRET, 0o600);
+    let (ok, stderr) = serve(&with_cluster(&secret, &PEERS));
     assert!(!ok, "seglog serve started with --peers");
     assert!(
         stderr.contains("cluster mode is not built yet"),
+        "stderr: {stderr:?}"
+    );
+}
+
+#[test]
+fn a_secret_file_others_may_read_or_too_short_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let open = secret_file(dir.path(), GOOD_SECRET, 0o644);
+    let (ok, stderr) = serve(&with_cluster(&open, &PEERS));
+    assert!(!ok, "seglog serve started with a secret file of mode 0644");
+    assert!(
+        stderr.contains("permissions 0644 are too open") && stderr.contains("chmod 600"),
+        "stderr: {stderr:?}"
+    );
+    let short = secret_file(dir.path(), b"hunter2\n", 0o600);
+    let (ok, stderr) = serve(&with_cluster(&short, &PEERS));
+    assert!(!ok, "seglog serve started with a 7-byte secret");
+    assert!(
+        stderr.contains("has 7 bytes; it needs at least 32"),
+        "stderr: {stderr:?}"
+    );
+    // Without the secret file, or the cluster id: clap says which is
+    // missing.
+    let (ok, stderr) = serve(&[&["--cluster-id", "test"][..], &PEERS].concat());
+    assert!(
+        !ok && stderr.contains("--cluster-secret-file"),
+        "stderr: {stderr:?}"
+    );
+    let secret = secret_file(dir.path(), GOOD_SECRET, 0o600);
+    let path = secret.to_str().expect("a UTF-8 temporary path");
+    let (ok, stderr) = serve(&[&["--cluster-secret-file", path][..], &PEERS].concat());
+    assert!(!ok && stderr.contains("--cluster-id"), "stderr: {stderr:?}");
+    let (ok, stderr) = serve(
+        &with_cluster(&secret, &PEERS)
+            .iter()
+            .map(|a| if *a == "test" { "bad id" } else { a })
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        !ok && stderr.contains("--cluster-id \"bad id\""),
         "stderr: {stderr:?}"
     );
 }
@@ -114,7 +184,7 @@ fn the_cluster_flags_are_hidden_from_help() {
         "{help}"
     );
     assert!(
-        !help.contains("--peers") && !help.contains("--node-id"),
+        !help.contains("--peers") && !help.contains("--node-id") && !help.contains("--cluster"),
         "{help}"
     );
 }

@@ -1,0 +1,308 @@
+//! The peer links' authentication (`src/cluster/handshake.rs`, run by
+//! `link.rs`) over real loopback sockets: nodes in this process, and raw
+//! sockets that play a peer without the secret, replay what a real peer
+//! sent, reflect a node's own proof, or forge frames after the handshake.
+//! Each is refused, disconnected, counted, and delivers nothing.
+
+use std::time::Duration;
+
+use seglog::cluster::frame::{self, Frame, Hello};
+use seglog::cluster::handshake::{Role, Transcript};
+use seglog::cluster::link::Links;
+use seglog::cluster::peers::Membership;
+use seglog::cluster::secret::Secret;
+use seglog::raft::transport::Batch;
+use seglog::raft::types::NodeId;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::links::{
+    address, answer_as, batch, closed_by_the_node, cluster, dial_as, hello, json, listener, next,
+    read_frame, read_raw, secret, start, within, write_frame, write_sealed,
+};
+
+/// A secret that is not the tests' cluster secret.
+fn wrong_secret() -> Secret {
+    Secret::new(b"another secret altogether, also 32 bytes or more").expect("a valid secret")
+}
+
+/// Waits until `done` holds, looking again every few milliseconds: for a
+/// refusal between two nodes of this process, seen only in their
+/// counters. `within` turns a hang into a failure.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    within(what, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// The next batch a node hands over, as `(from, JSON)`.
+async fn next_json(
+    what: &str,
+    incoming: &mut mpsc::Receiver<seglog::cluster::link::Received>,
+) -> (NodeId, serde_json::Value) {
+    let (from, batch) = next(what, incoming).await;
+    (from, json(&batch))
+}
+
+fn from(node: NodeId, batch: &Batch) -> (NodeId, serde_json::Value) {
+    (node, json(batch))
+}
+
+/// Node 1 of a two-node cluster, started on a fresh port: its links, what
+/// it hands over, its address, and node 2's view of the cluster.
+async fn node_1() -> (
+    Links,
+    mpsc::Receiver<seglog::cluster::link::Received>,
+    std::net::SocketAddr,
+    Membership,
+) {
+    let (one, two) = (listener().await, listener().await);
+    let node = one.local_addr().expect("a listener's address");
+    let membership =
+        Membership::new([(1, address(&one)), (2, address(&two))]).expect("a valid membership");
+    let (links, incoming) = start(one, 1, &membership);
+    (links, incoming, node, membership)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_secret_connects_and_a_wrong_one_never_does() {
+    let (one, two, three) = (listener().await, listener().await, listener().await);
+    let (a1, a2, a3) = (address(&one), address(&two), address(&three));
+    // Node 2 lists node 3; node 1 does not: a difference that is logged,
+    // not fatal, since 1 and 2 list each other.
+    let of_1 = Membership::new([(1, a1.clone()), (2, a2.clone())]).expect("a valid membership");
+    let of_2 =
+        Membership::new([(1, a1), (2, a2.clone()), (3, a3.clone())]).expect("a valid membership");
+    let of_3 = Membership::new([(2, a2), (3, a3)]).expect("a valid membership");
+    let (links_1, mut incoming_1) = start(one, 1, &of_1);
+    let (links_2, mut incoming_2) = start(two, 2, &of_2);
+    // Node 3 holds another secret.
+    let (links_3, mut incoming_3) = Links::start(three, cluster(3, &of_3), wrong_secret());
+
+    assert!(within("1 → 2 up", links_1.wait_until(2, true)).await);
+    assert!(within("2 → 1 up", links_2.wait_until(1, true)).await);
+    links_1.send(2, batch(12)).expect("the link is up");
+    links_2.send(1, batch(21)).expect("the link is up");
+    assert_eq!(
+        next_json("1's batch", &mut incoming_2).await,
+        from(1, &batch(12))
+    );
+    assert_eq!(
+        next_json("2's batch", &mut incoming_1).await,
+        from(2, &batch(21))
+    );
+
+    // 2 and 3 each refuse the other's proof, dial after dial.
+    until("2 and 3 refusing each other's proofs", || {
+        links_2.failures().proofs >= 2 && links_3.failures().proofs >= 2
+    })
+    .await;
+    assert!(!links_2.is_up(3) && !links_3.is_up(2));
+    assert!(links_2.send(3, batch(23)).is_err());
+    assert!(links_3.send(2, batch(32)).is_err());
+    // Nothing of node 3 reached node 2: the next batch node 2 hands over
+    // is node 1's; and node 3 took nothing.
+    links_1.send(2, batch(13)).expect("the link is up");
+    assert_eq!(
+        next_json("1's next batch", &mut incoming_2).await,
+        from(1, &batch(13))
+    );
+    assert!(incoming_3.try_recv().is_err(), "node 3 took a batch");
+    assert_eq!(links_1.failures().proofs, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_the_secret_is_refused() {
+    let (links, mut incoming, node, membership) = node_1().await;
+    let mut stream = within("connecting", TcpStream::connect(node))
+        .await
+        .expect("connecting to the node");
+    let sent = write_frame(&mut stream, &hello(&cluster(2, &membership), 1)).await;
+    let (body, Frame::Hello(_)) = read_raw(&mut stream).await else {
+        panic!("no hello back")
+    };
+    let Frame::Proof(proof) = read_frame(&mut stream).await else {
+        panic!("no proof after the hello")
+    };
+    let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
+    // The node's proof does not hold under another secret ...
+    assert!(!transcript.verify(&wrong_secret(), Role::Acceptor, &proof));
+    assert!(transcript.verify(&secret(), Role::Acceptor, &proof));
+    // ... and a proof made with one is refused.
+    let ours = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
+    write_frame(&mut stream, &ours).await;
+    write_frame(&mut stream, &Frame::Batch(batch(1))).await;
+    let Frame::Refuse(why) = read_frame(&mut stream).await else {
+        panic!("a wrong proof was not refused")
+    };
+    assert!(
+        why.contains("does not prove it holds the cluster secret"),
+        "{why:?}"
+    );
+    closed_by_the_node(&mut stream).await;
+    assert_eq!(links.failures().proofs, 1);
+
+    let mut peer = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
+    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(2))).await;
+    assert_eq!(
+        next_json("the good batch", &mut incoming).await,
+        from(2, &batch(2))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_handshake_is_refused_and_delivers_nothing() {
+    let (links, mut incoming, node, membership) = node_1().await;
+    // A real exchange, recorded: the peer's hello, proof and one batch.
+    let mut peer = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
+    let sealed = write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(1))).await;
+    assert_eq!(
+        next_json("the recorded batch", &mut incoming).await,
+        from(2, &batch(1))
+    );
+    drop(peer.stream);
+
+    // Replayed byte for byte on a new connection: the node's nonce is
+    // new, so the recorded proof does not hold for it.
+    let mut stream = within("connecting", TcpStream::connect(node))
+        .await
+        .expect("connecting to the node");
+    stream
+        .write_all(&[peer.sent, sealed].concat())
+        .await
+        .expect("writing to the node");
+    closed_by_the_node(&mut stream).await;
+    assert_eq!(links.failures().proofs, 1);
+
+    let mut peer = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
+    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(2))).await;
+    assert_eq!(
+        next_json("the batch after the replay", &mut incoming).await,
+        from(2, &batch(2)),
+        "the replayed batch was delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reflected_proof_is_refused_on_either_side() {
+    // Accepting: a stranger sends the node's own proof back as its own.
+    let (links, _incoming, node, membership) = node_1().await;
+    let mut stream = within("connecting", TcpStream::connect(node))
+        .await
+        .expect("connecting to the node");
+    write_frame(&mut stream, &hello(&cluster(2, &membership), 1)).await;
+    assert!(matches!(read_frame(&mut stream).await, Frame::Hello(_)));
+    let Frame::Proof(proof) = read_frame(&mut stream).await else {
+        panic!("no proof after the hello")
+    };
+    write_frame(&mut stream, &Frame::Proof(proof)).await;
+    assert!(matches!(read_frame(&mut stream).await, Frame::Refuse(_)));
+    closed_by_the_node(&mut stream).await;
+    assert_eq!(links.failures().proofs, 1);
+
+    // Dialing: node 1 dials "node 2", a stranger at node 2's address. The
+    // stranger turns node 1's challenge back on node 1 (its nonce, in a
+    // hello of "node 2" to node 1), and answers node 1's dial with node
+    // 1's own accepting hello's nonce and proof.
+    let (one, fake) = (listener().await, listener().await);
+    let node = one.local_addr().expect("a listener's address");
+    let membership =
+        Membership::new([(1, address(&one)), (2, address(&fake))]).expect("a valid membership");
+    let (links, _incoming) = start(one, 1, &membership);
+    let (mut dialed, _) = within("node 1 dialing", fake.accept())
+        .await
+        .expect("accepting node 1");
+    let Frame::Hello(challenge) = read_frame(&mut dialed).await else {
+        panic!("node 1 did not start with its hello")
+    };
+    let mut back = within("connecting", TcpStream::connect(node))
+        .await
+        .expect("connecting to node 1");
+    let reflected = Hello {
+        nonce: challenge.nonce.clone(),
+        ..Hello::new(&cluster(2, &membership), 1, String::new())
+    };
+    write_frame(&mut back, &Frame::Hello(reflected)).await;
+    let Frame::Hello(answer) = read_frame(&mut back).await else {
+        panic!("node 1 did not answer the hello")
+    };
+    let Frame::Proof(proof) = read_frame(&mut back).await else {
+        panic!("no proof after the hello")
+    };
+    let forged = Hello {
+        nonce: answer.nonce,
+        ..Hello::new(&cluster(2, &membership), 1, String::new())
+    };
+    write_frame(&mut dialed, &Frame::Hello(forged)).await;
+    write_frame(&mut dialed, &Frame::Proof(proof)).await;
+    closed_by_the_node(&mut dialed).await;
+    assert_eq!(links.failures().proofs, 1);
+    assert!(!links.is_up(2));
+
+    // Node 1 dials again, and the right node 2 gets the link up.
+    let (mut dialed, _) = within("node 1 dialing again", fake.accept())
+        .await
+        .expect("accepting node 1");
+    answer_as(&mut dialed, &cluster(2, &membership), &secret()).await;
+    assert!(within("the link up", links.wait_until(2, true)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_reordered_or_replayed_frame_is_refused() {
+    let (links, mut incoming, node, membership) = node_1().await;
+    let two = cluster(2, &membership);
+
+    // A frame replayed on its own connection: its sequence number is past.
+    let mut peer = dial_as(node, &two, 1, &secret()).await;
+    let sealed = write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(1))).await;
+    assert_eq!(
+        next_json("the first batch", &mut incoming).await,
+        from(2, &batch(1))
+    );
+    peer.stream.write_all(&sealed).await.expect("writing");
+    closed_by_the_node(&mut peer.stream).await;
+    assert_eq!(links.failures().frames, 1);
+
+    // A frame on another connection than its own.
+    let mut peer = dial_as(node, &two, 1, &secret()).await;
+    peer.stream.write_all(&sealed).await.expect("writing");
+    closed_by_the_node(&mut peer.stream).await;
+    assert_eq!(links.failures().frames, 2);
+
+    // A frame changed by one bit, in its payload, then in its tag.
+    for at in [frame::LENGTH_BYTES + 3, sealed.len() - 1] {
+        let mut peer = dial_as(node, &two, 1, &secret()).await;
+        let mut bytes = frame::encode(&Frame::Batch(batch(3))).expect("encoding");
+        let tag = peer.session.seal(&bytes[frame::LENGTH_BYTES..]);
+        frame::seal(&mut bytes, &tag);
+        let at = at.min(bytes.len() - 1);
+        bytes[at] ^= 1;
+        peer.stream.write_all(&bytes).await.expect("writing");
+        closed_by_the_node(&mut peer.stream).await;
+    }
+    assert_eq!(links.failures().frames, 4);
+
+    // Frames out of order: the second sealed before the first is sent.
+    let mut peer = dial_as(node, &two, 1, &secret()).await;
+    let mut first = frame::encode(&Frame::Batch(batch(4))).expect("encoding");
+    let tag = peer.session.seal(&first[frame::LENGTH_BYTES..]);
+    frame::seal(&mut first, &tag);
+    let second = write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(5))).await;
+    assert!(!second.is_empty());
+    closed_by_the_node(&mut peer.stream).await;
+    assert_eq!(links.failures().frames, 5);
+
+    // None was delivered: the next batch is a good peer's.
+    let mut peer = dial_as(node, &two, 1, &secret()).await;
+    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(6))).await;
+    assert_eq!(
+        next_json("the good batch", &mut incoming).await,
+        from(2, &batch(6)),
+        "a refused frame was delivered"
+    );
+    assert_eq!(links.failures().proofs, 0);
+}
