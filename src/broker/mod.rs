@@ -192,7 +192,8 @@ impl Broker {
     /// group's deletion, producer expiry), and are taken.
     pub fn records_writer(&self) -> Result<Writer<'_>> {
         // Read before the store's lock is taken (it may call statvfs); a
-        // poisoned store's error comes first, as it does not heal by itself.
+        // poisoned store's error comes first: a client is told to wait for
+        // the heal in place, not for free space.
         let admits = self.space.admits();
         let writer = self.writer()?;
         if !admits {
