@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::console::{self, Console};
-use super::error::{ApiError, ErrorCode, code};
+use super::error::{ApiError, ErrorCode, code, refuse_unread};
 use super::metrics::HttpMetrics;
 use super::{auth, fetch, groups, produce, topics};
 use crate::auth::Authenticator;
@@ -96,23 +96,22 @@ async fn guard_writes(request: Request, next: Next) -> Response {
     let cross_site = headers
         .get("sec-fetch-site")
         .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-    if cross_site {
-        return ApiError::new(
+    let refusal = if cross_site {
+        ApiError::new(
             StatusCode::FORBIDDEN,
             code::CROSS_SITE,
             "a write from a page of another site is refused (Sec-Fetch-Site: cross-site)",
         )
-        .into_response();
-    }
-    if *method == Method::POST && !is_json(headers.get(header::CONTENT_TYPE)) {
-        return ApiError::new(
+    } else if *method == Method::POST && !is_json(headers.get(header::CONTENT_TYPE)) {
+        ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             code::NOT_JSON,
             "a write takes a JSON body: send it with 'Content-Type: application/json'",
         )
-        .into_response();
-    }
-    next.run(request).await
+    } else {
+        return next.run(request).await;
+    };
+    refuse_unread(request, refusal.into_response()).await
 }
 
 /// Whether a `Content-Type` is JSON: `application/json`, in any case,

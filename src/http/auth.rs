@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::error::{ApiError, code};
+use super::error::{ApiError, code, refuse_unread};
 use crate::auth::{Access, Authenticator, FAILED_PASSWORD_DELAY};
 
 /// Longest `Authorization` header taken: a name and a password within the
@@ -54,21 +54,23 @@ pub(super) async fn authenticate(
     }
     let Some((name, password)) = basic_credentials(request.headers().get(header::AUTHORIZATION))
     else {
-        return unauthorized("this server asks for a user: send HTTP basic auth (curl -u NAME)");
+        let refusal =
+            unauthorized("this server asks for a user: send HTTP basic auth (curl -u NAME)");
+        return refuse_unread(request, refusal).await;
     };
     let user = match auth.verify(name, password.into_bytes()).await {
         Ok(Some(user)) => user,
         Ok(None) => {
             tokio::time::sleep(FAILED_PASSWORD_DELAY).await;
-            return unauthorized("wrong user name or password");
+            return refuse_unread(request, unauthorized("wrong user name or password")).await;
         }
         Err(busy) => {
-            return ApiError::new(
+            let refusal = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 code::OVERLOADED,
                 busy.to_string(),
-            )
-            .into_response();
+            );
+            return refuse_unread(request, refusal.into_response()).await;
         }
     };
     request.extensions_mut().insert(Access::User(user));

@@ -3,7 +3,8 @@
 //! plus a number that tells errors of one status apart, and stays stable.
 //! The broker's errors become replies here, and only here.
 
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::broker::{Error, Written};
@@ -146,3 +147,29 @@ impl IntoResponse for ApiError {
 /// Set on error responses, for the metrics layer.
 #[derive(Clone, Copy, Debug)]
 pub struct ErrorCode(pub u32);
+
+/// Bytes of a refused request's body that [`refuse_unread`] reads and
+/// drops so that its connection can carry the client's next request: a
+/// JSON write is far smaller; past it, closing the connection is cheaper
+/// than reading what will be thrown away.
+pub const REFUSED_BODY_DRAIN_MAX: usize = 64 * 1024;
+
+/// `response`, for a request refused before its body was read (by the
+/// guards in front of the routes). The server cannot take the next request
+/// off a connection whose body it left unread, and closes it; a client
+/// that pools connections (ureq, browsers) would then send its next
+/// request into a closed socket. So the body is read and dropped, up to
+/// [`REFUSED_BODY_DRAIN_MAX`]; a larger one gets `Connection: close`, which
+/// tells the client not to reuse the connection.
+pub async fn refuse_unread(request: Request, response: Response) -> Response {
+    let drained = axum::body::to_bytes(request.into_body(), REFUSED_BODY_DRAIN_MAX)
+        .await
+        .is_ok();
+    let mut response = response;
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
