@@ -62,6 +62,8 @@ pub struct ReadView {
     /// Whether the view reaches the log's durable end (else it stopped at
     /// the byte limit it was taken with or at [`READ_VIEW_PARTS_MAX`]).
     complete: bool,
+    /// Keeps the key's log open while the view lives ([`KeyLog::has_views`]).
+    _log: Option<Arc<()>>,
     /// Tells the store's run that handed the view out that its maps are
     /// still read (`store/views.rs`): a reopen in place waits for it.
     _ticket: Option<ViewTicket>,
@@ -121,6 +123,7 @@ impl ReadView {
             pending: Vec::new(),
             pending_from: 0,
             complete: true,
+            _log: None,
             _ticket: None,
         }
     }
@@ -262,6 +265,11 @@ pub struct KeyLog {
     /// once retention deleted segments before it (0 for a log never
     /// truncated). Reads from below it start here; offsets never change.
     log_start: u64,
+    /// Held by every [`ReadView`] of this log: while one lives, the store
+    /// keeps the log open ([`KeyLog::has_views`]), since opening it again
+    /// runs its recovery, which may cut a segment below what the view maps
+    /// (a tail a lost writeback left, `mmap.rs`).
+    views: Arc<()>,
 }
 
 /// One segment as [`KeyLog::segments`] lists it.
@@ -330,6 +338,7 @@ impl KeyLog {
             segment_bytes,
             pending: Vec::new(),
             frame_starts: Vec::new(),
+            views: Arc::new(()),
         };
         if !replay.is_empty() {
             for (offset, frame) in &replay {
@@ -461,6 +470,12 @@ impl KeyLog {
     /// True when some appended record is not durable yet.
     pub fn has_pending(&self) -> bool {
         self.next_offset > self.visible_end
+    }
+
+    /// True while a [`ReadView`] of this log lives: the store must not
+    /// close the log and open it again (see `views`).
+    pub fn has_views(&self) -> bool {
+        Arc::strong_count(&self.views) > 1
     }
 
     /// True when some appended record is in no journal batch and in no
@@ -737,6 +752,7 @@ impl KeyLog {
             pending: Vec::new(),
             pending_from: self.visible_end,
             complete: true,
+            _log: Some(Arc::clone(&self.views)),
             _ticket: None,
         };
         if from >= self.durable_end {

@@ -48,7 +48,9 @@ impl MappedFile {
         //    first open, before any map of it exists in this run; a store
         //    reopened in place after a failed sync first waits for every
         //    view of the failed run to go, `store/views.rs`, since recovery
-        //    may cut below what they map); the one other cut
+        //    may cut below what they map; and a key a view maps is never
+        //    closed, so never opened and recovered again, while the view
+        //    lives, `KeyLog::has_views`); the one other cut
         //    (undoing a partial append after a failed write) may cut the
         //    active file while a reader's view still maps it, but a view
         //    reads at most min(durable_position, map.len()) <= the writer's

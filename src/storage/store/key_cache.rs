@@ -145,12 +145,17 @@ impl Store {
 
     /// Closes least recently used keys beyond the limit. Keys with records
     /// that are not durable yet stay open: their sync must publish them.
+    /// So do keys a reader's view maps: opened again, a key's recovery may
+    /// cut a segment (a tail lost writeback zeroed) below what the view maps.
     pub(super) fn evict_to(&mut self, open_keys_max: usize) {
         while self.open.len() > open_keys_max {
             let victim = self
                 .open
                 .iter()
-                .filter(|(_, open)| !open.log.has_pending())
+                // A log with records not yet durable keeps them; one a
+                // reader's view maps stays open, so that its recovery
+                // (which may cut a segment) does not run under the view.
+                .filter(|(_, open)| !open.log.has_pending() && !open.log.has_views())
                 .min_by_key(|(_, open)| open.last_used)
                 .map(|(key, _)| key.clone());
             match victim {

@@ -120,22 +120,9 @@ mod tests {
         let view = store.read_view("k", 0, u64::MAX).expect("view");
 
         store.poison(&Error::Poisoned);
-        let logs = dir
-            .path()
-            .join(super::super::LOGS_DIR_NAME)
-            .join(crate::storage::keyname::escaped_name("k").expect("a plain key"));
-        let segment = std::fs::read_dir(&logs)
-            .expect("key directory")
-            .map(|entry| entry.expect("entry").path())
-            .find(|path| path.extension().is_some_and(|e| e == "log"))
-            .expect("a segment");
+        let segment = segment_of(dir.path(), "k");
         let len = std::fs::metadata(&segment).expect("stat").len();
-        let evicted = vec![0u8; (len / 2) as usize];
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&segment)
-            .and_then(|file| file.write_all_at(&evicted, len - evicted.len() as u64))
-            .expect("zero the evicted half");
+        zero_second_half(&segment, len);
 
         let refused = store.reopen();
         assert!(
@@ -186,5 +173,62 @@ mod tests {
         assert_eq!(waiter.join().expect("waiter"), 0);
         gate.open();
         assert!(ViewGate::admit(&gate).is_some());
+    }
+
+    /// The same hazard inside one run (helper-38's probe): a key pushed out
+    /// of the open-key cache and opened again runs its recovery, which cuts
+    /// a tail that lost writeback zeroed, while a view taken before still
+    /// maps it. A key a view maps stays open instead.
+    #[test]
+    fn a_key_a_view_maps_stays_open_so_its_recovery_cannot_cut_under_the_view() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let config = StoreConfig {
+            open_keys_max: 1,
+            ..StoreConfig::default()
+        };
+        let mut store = Store::open(dir.path(), config).expect("open");
+        for i in 0..64 {
+            let payload = format!("record {i:04} {}", "x".repeat(200));
+            store.append("k", payload.as_bytes()).expect("append");
+        }
+        store.append("other", b"o").expect("append");
+        store.sync().expect("sync");
+        let view = store.read_view("k", 50, u64::MAX).expect("view");
+        let segment = segment_of(dir.path(), "k");
+        let len = std::fs::metadata(&segment).expect("stat").len();
+        zero_second_half(&segment, len);
+        // Reading `other` would push `k` out of the cache (one key open);
+        // reading `k` again would then recover it.
+        store.read_view("other", 0, u64::MAX).expect("read other");
+        let _ = store.read_view("k", 0, u64::MAX);
+        assert_eq!(
+            std::fs::metadata(&segment).expect("stat").len(),
+            len,
+            "k's segment was cut while a view maps it"
+        );
+        drop(view);
+    }
+
+    /// The one segment of `key` in the store at `dir`.
+    fn segment_of(dir: &std::path::Path, key: &str) -> std::path::PathBuf {
+        let logs = dir
+            .join(super::super::LOGS_DIR_NAME)
+            .join(crate::storage::keyname::escaped_name(key).expect("a plain key"));
+        std::fs::read_dir(&logs)
+            .expect("key directory")
+            .map(|entry| entry.expect("entry").path())
+            .find(|path| path.extension().is_some_and(|e| e == "log"))
+            .expect("a segment")
+    }
+
+    /// Zeroes the second half of a `len`-byte file: its pages as the disk
+    /// holds them once the kernel dropped pages whose writeback failed.
+    fn zero_second_half(path: &std::path::Path, len: u64) {
+        let evicted = vec![0u8; (len / 2) as usize];
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|file| file.write_all_at(&evicted, len - evicted.len() as u64))
+            .expect("zero the evicted half");
     }
 }
