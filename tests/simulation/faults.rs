@@ -515,7 +515,17 @@ fn sweep_faults(seed: u64, shape: Shape, heal: bool) -> (u64, u64, u64, u64) {
         } else {
             (calls / FAULT_SWEEP_POINTS).max(1)
         };
-        for persist in [false, true] {
+        // Healing, the long tier checks each fault point both with and
+        // without the page cache dropping what the failed sync left.
+        let parities: &[u64] = if heal {
+            tier::pick(&[1][..], &[0, 1][..])
+        } else {
+            &[1][..]
+        };
+        let worlds = [false, true]
+            .into_iter()
+            .flat_map(|persist| parities.iter().map(move |&parity| (persist, parity)));
+        for (persist, parity) in worlds {
             for after in (0..calls).step_by(stride as usize) {
                 let fs = SimFs::new();
                 let mut fault = Fault::new(op).after(after).errno(errno);
@@ -526,8 +536,10 @@ fn sweep_faults(seed: u64, shape: Shape, heal: bool) -> (u64, u64, u64, u64) {
                     fault = fault.torn();
                 }
                 fs.fail(fault.clone());
-                let what = format!("workload seed {seed} ({shape:?}), {fault:?}");
-                let model = run_workload_with(seed, &fs, shape, heal)
+                let what = format!(
+                    "workload seed {seed} ({shape:?}), {fault:?}, eviction parity {parity}"
+                );
+                let model = run_workload_with(seed, &fs, shape, heal.then_some(parity))
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 if fs.faults_fired() == 0 {
                     continue;

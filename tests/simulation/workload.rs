@@ -274,7 +274,7 @@ pub fn run_workload(seed: u64, fs: &Arc<SimFs>) -> Result<Model, String> {
 
 /// [`run_workload`] with the store settings `shape`.
 pub fn run_workload_shaped(seed: u64, fs: &Arc<SimFs>, shape: Shape) -> Result<Model, String> {
-    run_workload_with(seed, fs, shape, false)
+    run_workload_with(seed, fs, shape, None)
 }
 
 /// [`run_workload_shaped`]; with `heal`, a store a fault poisoned is healed
@@ -284,11 +284,16 @@ pub fn run_workload_shaped(seed: u64, fs: &Arc<SimFs>, shape: Shape) -> Result<M
 /// keeps what a failed fdatasync left, pages that are not on the disk
 /// among them), checked against the model, and everything it then serves
 /// counts as acknowledged: a later power loss must keep it.
+///
+/// `heal` is the parity of the operation count at which the page cache
+/// first drops what the failed sync left ([`SimFs::evict_lost_writeback`]):
+/// a sweep runs with one parity, evicting in about half its runs, or with
+/// both, each fault point then checked with and without eviction.
 pub fn run_workload_with(
     seed: u64,
     fs: &Arc<SimFs>,
     shape: Shape,
-    heal: bool,
+    heal: Option<u64>,
 ) -> Result<Model, String> {
     let keys = workload_keys();
     let mut model = Model::new(&keys);
@@ -298,13 +303,15 @@ pub fn run_workload_with(
         return Ok(model);
     };
     for _ in 0..WORKLOAD_STEPS {
-        if heal && store.is_poisoned() {
+        if let Some(parity) = heal
+            && store.is_poisoned()
+        {
             fs.heal();
             // In about half the runs of a sweep (by the operations done so
             // far, which differ from run to run), the kernel has meanwhile
             // dropped the pages a failed sync left: recovery reads what the
             // disk holds, and must cut and rewrite from the journal.
-            let evict = fs.ops() % 2 == 1;
+            let evict = fs.ops() % 2 == parity;
             if evict {
                 fs.evict_lost_writeback();
             }
