@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use seglog::cluster::frame::{self, Frame, Hello};
 use seglog::cluster::handshake::{Role, Transcript};
-use seglog::cluster::link::Links;
+use seglog::cluster::link::{FRAME_READ_TIMEOUT, HELLO_TIMEOUT, Links};
 use seglog::cluster::peers::Membership;
 use seglog::cluster::secret::Secret;
 use seglog::raft::transport::Batch;
@@ -25,6 +25,13 @@ use crate::links::{
 /// A secret that is not the tests' cluster secret.
 fn wrong_secret() -> Secret {
     Secret::new(b"another secret altogether, also 32 bytes or more").expect("a valid secret")
+}
+
+/// A raw connection to the node at `node`.
+async fn connect(node: std::net::SocketAddr) -> TcpStream {
+    within("connecting", TcpStream::connect(node))
+        .await
+        .expect("connecting to the node")
 }
 
 /// Waits until `done` holds, looking again every few milliseconds: for a
@@ -118,9 +125,7 @@ async fn the_right_secret_connects_and_a_wrong_one_never_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_the_secret_is_refused() {
     let (links, mut incoming, node, membership) = node_1().await;
-    let mut stream = within("connecting", TcpStream::connect(node))
-        .await
-        .expect("connecting to the node");
+    let mut stream = connect(node).await;
     let sent = write_frame(&mut stream, &hello(&cluster(2, &membership), 1)).await;
     let (body, Frame::Hello(_)) = read_raw(&mut stream).await else {
         panic!("no hello back")
@@ -168,9 +173,7 @@ async fn a_replayed_handshake_is_refused_and_delivers_nothing() {
 
     // Replayed byte for byte on a new connection: the node's nonce is
     // new, so the recorded proof does not hold for it.
-    let mut stream = within("connecting", TcpStream::connect(node))
-        .await
-        .expect("connecting to the node");
+    let mut stream = connect(node).await;
     stream
         .write_all(&[peer.sent, sealed].concat())
         .await
@@ -191,9 +194,7 @@ async fn a_replayed_handshake_is_refused_and_delivers_nothing() {
 async fn a_reflected_proof_is_refused_on_either_side() {
     // Accepting: a stranger sends the node's own proof back as its own.
     let (links, _incoming, node, membership) = node_1().await;
-    let mut stream = within("connecting", TcpStream::connect(node))
-        .await
-        .expect("connecting to the node");
+    let mut stream = connect(node).await;
     write_frame(&mut stream, &hello(&cluster(2, &membership), 1)).await;
     assert!(matches!(read_frame(&mut stream).await, Frame::Hello(_)));
     let Frame::Proof(proof) = read_frame(&mut stream).await else {
@@ -219,9 +220,7 @@ async fn a_reflected_proof_is_refused_on_either_side() {
     let Frame::Hello(challenge) = read_frame(&mut dialed).await else {
         panic!("node 1 did not start with its hello")
     };
-    let mut back = within("connecting", TcpStream::connect(node))
-        .await
-        .expect("connecting to node 1");
+    let mut back = connect(node).await;
     let reflected = Hello {
         nonce: challenge.nonce.clone(),
         ..Hello::new(&cluster(2, &membership), 1, String::new())
@@ -305,4 +304,62 @@ async fn a_forged_reordered_or_replayed_frame_is_refused() {
         "a refused frame was delivered"
     );
     assert_eq!(links.failures().proofs, 0);
+}
+
+/// A stranger that claims node 2's id and fails its proof leaves node 2's
+/// authenticated connection alone: a connection takes its peer's slot
+/// (closing the one it had) only after its proof has held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_claiming_a_peer_does_not_replace_it() {
+    let (links, mut incoming, node, membership) = node_1().await;
+    let mut real = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
+    write_sealed(&mut real.stream, &mut real.session, &Frame::Batch(batch(1))).await;
+    assert_eq!(
+        next_json("the real node 2's first batch", &mut incoming).await,
+        from(2, &batch(1))
+    );
+    let mut stranger = connect(node).await;
+    let sent = write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
+    let (body, _) = read_raw(&mut stranger).await;
+    let _ = read_raw(&mut stranger).await;
+    let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
+    let proof = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
+    write_frame(&mut stranger, &proof).await;
+    closed_by_the_node(&mut stranger).await;
+    assert_eq!(links.failures().proofs, 1);
+    // The real node 2's connection is still the one that delivers.
+    write_sealed(&mut real.stream, &mut real.session, &Frame::Batch(batch(2))).await;
+    assert_eq!(
+        next_json("the real node 2's second batch", &mut incoming).await,
+        from(2, &batch(2))
+    );
+}
+
+/// A stranger that sends a good hello, then stalls part-way through its
+/// proof frame, is closed by the handshake's one deadline
+/// ([`HELLO_TIMEOUT`]), not by the much longer wait for a frame's body
+/// ([`FRAME_READ_TIMEOUT`]) that a peer past its handshake gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_stalling_in_its_proof_is_closed_by_the_handshake_deadline() {
+    let (links, _incoming, node, membership) = node_1().await;
+    let mut stranger = connect(node).await;
+    write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
+    let _ = read_raw(&mut stranger).await;
+    let _ = read_raw(&mut stranger).await;
+    // A proof frame's length and kind and half its MAC, then nothing.
+    let proof = frame::encode(&Frame::Proof([0; 32])).expect("encoding a proof");
+    stranger
+        .write_all(&proof[..proof.len() / 2])
+        .await
+        .expect("writing to the node");
+    // Half the body's wait: eight times the handshake's deadline, and
+    // sure to run out first if the body's wait were what closed it.
+    let bound = FRAME_READ_TIMEOUT / 2;
+    let closed = tokio::time::timeout(bound, closed_by_the_node(&mut stranger)).await;
+    assert!(
+        closed.is_ok(),
+        "the stalled handshake was not closed within {bound:?} (its deadline is \
+         {HELLO_TIMEOUT:?})"
+    );
+    assert_eq!(links.failures().hellos, 1);
 }
