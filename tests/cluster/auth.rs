@@ -363,3 +363,45 @@ async fn a_stranger_stalling_in_its_proof_is_closed_by_the_handshake_deadline() 
     );
     assert_eq!(links.failures().hellos, 1);
 }
+
+/// A frame's length is not authenticated until its body and tag have
+/// come: a bare length of the largest frame, injected on node 2's link
+/// (or sent by a node 2 that then stalls), holds none of the node's
+/// receive budget, and node 3's batches keep being delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_length_does_not_stall_the_other_peers() {
+    let (one, two, three) = (listener().await, listener().await, listener().await);
+    let node = one.local_addr().expect("a listener's address");
+    let membership =
+        Membership::new([(1, address(&one)), (2, address(&two)), (3, address(&three))])
+            .expect("a valid membership");
+    let (links, mut incoming) = start(one, 1, &membership);
+    let mut two = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
+    let mut three = dial_as(node, &cluster(3, &membership), 1, &secret()).await;
+    // A batch of node 2's, and the bare length in the same write: once the
+    // batch is handed over, node 1's reader of node 2 goes straight on to
+    // the length, already there.
+    let mut bytes = frame::encode(&Frame::Batch(batch(2))).expect("encoding");
+    let tag = two.session.seal(&bytes[frame::LENGTH_BYTES..]);
+    frame::seal(&mut bytes, &tag);
+    let length = u32::try_from(frame::FRAME_BYTES_MAX).expect("a frame's length fits");
+    bytes.extend(length.to_be_bytes());
+    two.stream.write_all(&bytes).await.expect("writing");
+    assert_eq!(
+        next_json("node 2's batch", &mut incoming).await,
+        from(2, &batch(2))
+    );
+    for tag in [31, 32, 33] {
+        write_sealed(
+            &mut three.stream,
+            &mut three.session,
+            &Frame::Batch(batch(tag)),
+        )
+        .await;
+        assert_eq!(
+            next_json("node 3's batch", &mut incoming).await,
+            from(3, &batch(tag))
+        );
+    }
+    assert_eq!(links.failures().stalls, 0);
+}
