@@ -10,9 +10,11 @@
 //! A connection starts with the handshake ([`super::handshake`]): the
 //! dialing node's hello (cluster id, its id, the node it dialed, its
 //! membership, a fresh nonce, [`super::frame::Hello`]); the other node
-//! answers with its own hello and a proof that it holds the cluster
-//! secret, or refuses with the reason and closes; the dialing node checks
-//! that proof and sends its own. Both sides check the other: a node of
+//! answers with its own hello, or refuses ([`REFUSAL`], the reason only in
+//! its log) and closes; the dialing node proves it holds the cluster
+//! secret, then the other node checks that proof and proves it too (the
+//! dialer first, so a stranger gets no proof to test guesses against).
+//! Both sides check the other: a node of
 //! another cluster or version, one that cannot prove the secret, or one
 //! dialed at an address that another node answers, is refused, logged with
 //! its address and counted ([`Links::failures`]), never served. Nothing a
@@ -749,7 +751,7 @@ impl Dialer {
         let ours = encode(&Frame::Hello(Hello::new(&us.cluster, self.peer, nonce)))
             .map_err(|e| failed(format!("encoding the hello: {e}")))?;
         write_frame(stream, &ours).await.map_err(failed)?;
-        let answer = |e: ReadError| failed(format!("no hello and proof back: {e}"));
+        let answer = |e: ReadError| failed(format!("no hello or proof back: {e}"));
         let unexpected = |frame: Frame| match frame {
             Frame::Refuse(why) => refused(format!("refused: {why}")),
             other => {
@@ -768,11 +770,17 @@ impl Dialer {
             Counters::count(&us.counters.hellos);
             return Err(refused(format!("the node there {why}")));
         }
+        // This side proves first: the node dialed is the one at a
+        // configured address, and the acceptor proves nothing to anyone
+        // who has not proved the secret to it.
+        let transcript = Transcript::new(ours.get(LENGTH_BYTES..).unwrap_or_default(), &body);
+        let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Dialer)))
+            .map_err(|e| failed(format!("encoding the proof: {e}")))?;
+        write_frame(stream, &proof).await.map_err(failed)?;
         let proof = match read_handshake_frame(stream).await.map_err(answer)? {
             (_, Frame::Proof(proof)) => proof,
             (_, other) => return Err(unexpected(other)),
         };
-        let transcript = Transcript::new(ours.get(LENGTH_BYTES..).unwrap_or_default(), &body);
         if !transcript.verify(&us.secret, Role::Acceptor, &proof) {
             Counters::count(&us.counters.proofs);
             return Err(refused(
@@ -781,9 +789,6 @@ impl Dialer {
                     .into(),
             ));
         }
-        let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Dialer)))
-            .map_err(|e| failed(format!("encoding the proof: {e}")))?;
-        write_frame(stream, &proof).await.map_err(failed)?;
         Ok((theirs, transcript.session(&us.secret)))
     }
 
@@ -1058,7 +1063,6 @@ async fn accept_handshake(
     stream: &mut TcpStream,
     us: &Peer,
 ) -> Result<Option<(NodeId, Session)>, String> {
-    let me = us.cluster.me;
     let count = |counter: &AtomicU64, why: String| {
         Counters::count(counter);
         why
@@ -1075,7 +1079,7 @@ async fn accept_handshake(
         Err(e) => return Err(count(&us.counters.hellos, format!("before its hello: {e}"))),
     };
     if let Err(why) = hello.check(&us.cluster, None) {
-        refuse(stream, format!("node {me} refuses a peer that {why}")).await;
+        refuse(stream).await;
         return Err(count(
             &us.counters.hellos,
             format!("refused: the peer {why}"),
@@ -1085,19 +1089,18 @@ async fn accept_handshake(
     let ours = encode(&Frame::Hello(Hello::new(&us.cluster, peer, nonce()?)))
         .map_err(|e| format!("encoding the hello: {e}"))?;
     let transcript = Transcript::new(&body, ours.get(LENGTH_BYTES..).unwrap_or_default());
-    let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Acceptor)))
-        .map_err(|e| format!("encoding the proof: {e}"))?;
-    write_frame(stream, &[ours, proof].concat()).await?;
+    // The dialer proves first: a stranger gets no proof of this node's to
+    // test guesses of the secret against.
+    write_frame(stream, &ours).await?;
     match read_handshake_frame(stream).await {
         Ok((_, Frame::Proof(proof))) if transcript.verify(&us.secret, Role::Dialer, &proof) => {
+            let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Acceptor)))
+                .map_err(|e| format!("encoding the proof: {e}"))?;
+            write_frame(stream, &proof).await?;
             Ok(Some((peer, transcript.session(&us.secret))))
         }
         Ok((_, Frame::Proof(_))) => {
-            refuse(
-                stream,
-                format!("node {me} refuses a peer that does not prove it holds the cluster secret"),
-            )
-            .await;
+            refuse(stream).await;
             Err(count(
                 &us.counters.proofs,
                 format!(
@@ -1120,10 +1123,15 @@ async fn accept_handshake(
     }
 }
 
-/// Tells the peer why it is refused, if it listens within
-/// [`HELLO_TIMEOUT`]; the connection closes either way.
-async fn refuse(stream: &mut TcpStream, why: String) {
-    if let Ok(bytes) = encode(&Frame::Refuse(why)) {
+/// What an accepting node tells a peer it refuses: no more, since the
+/// peer has proved nothing (no cluster id, no node id, no membership);
+/// the reason is in the refusing node's log.
+pub const REFUSAL: &str = "refused (the reason is in the log of the node dialed)";
+
+/// Tells the peer it is refused, if it listens within [`HELLO_TIMEOUT`];
+/// the connection closes either way.
+async fn refuse(stream: &mut TcpStream) {
+    if let Ok(bytes) = encode(&Frame::Refuse(REFUSAL.into())) {
         let _ = timeout(HELLO_TIMEOUT, write_frame(stream, &bytes)).await;
     }
 }
