@@ -301,11 +301,12 @@ impl Links {
     ) -> (Links, mpsc::Receiver<Received>) {
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_BATCHES_MAX);
         let counters = Arc::new(Counters::default());
+        let secret = Arc::new(secret);
         let mut tasks = vec![tokio::spawn(accept(
             listener,
             Peer {
                 cluster: cluster.clone(),
-                secret: secret.clone(),
+                secret: Arc::clone(&secret),
                 counters: Arc::clone(&counters),
             },
             incoming_tx,
@@ -321,7 +322,7 @@ impl Links {
             let dialer = Dialer {
                 us: Peer {
                     cluster: cluster.clone(),
-                    secret: secret.clone(),
+                    secret: Arc::clone(&secret),
                     counters: Arc::clone(&counters),
                 },
                 peer,
@@ -614,7 +615,8 @@ fn kind_of(frame: &Frame) -> &'static str {
 #[derive(Clone)]
 struct Peer {
     cluster: Cluster,
-    secret: Secret,
+    /// Shared, not copied: one copy of the key, zeroed when dropped.
+    secret: Arc<Secret>,
     counters: Arc<Counters>,
 }
 
