@@ -102,7 +102,13 @@ impl Secret {
     pub fn read(path: &Path) -> Result<Secret, String> {
         use std::os::unix::fs::PermissionsExt;
         let shown = path.display();
-        let file = std::fs::File::open(path)
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking, so a FIFO or a device at the path cannot hang the
+        // start: the open returns, and the check below refuses it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
             .map_err(|e| format!("--cluster-secret-file {shown}: cannot open it: {e}"))?;
         // The open file's metadata, not the path's: what is checked is
         // what is read.
@@ -232,6 +238,15 @@ mod tests {
         let why = Secret::read(&dir.path().join("missing")).expect_err("refused");
         assert!(why.contains("cannot open it"), "{why:?}");
         let why = Secret::read(dir.path()).expect_err("refused");
+        assert!(why.contains("not a regular file"), "{why:?}");
+        // A FIFO with no writer: refused at once, not waited on.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("running mkfifo");
+        assert!(made.success());
+        let why = Secret::read(&fifo).expect_err("refused");
         assert!(why.contains("not a regular file"), "{why:?}");
     }
 }
