@@ -9,7 +9,8 @@
 //!     Hello      JSON {"protocol": "seglog-peer", "version": 2, "cluster": "ID",
 //!                      "from": N, "to": M, "nodes": {"1": "HOST:PORT", ...},
 //!                      "nonce": 64 hex digits}
-//!     Refuse     UTF-8 text: why the hello was refused (at most REFUSE_BYTES_MAX)
+//!     Refuse     UTF-8 text, terse: the reason is in the refusing node's log
+//!                (at most REFUSE_BYTES_MAX)
 //!     Proof      32 bytes: HMAC-SHA-256 (`handshake.rs`)
 //!     Batch      JSON of a `raft::transport::Batch`
 //!     Keepalive  empty
@@ -19,8 +20,9 @@
 //! ```
 //!
 //! A link starts with the dialing node's Hello; the other node answers
-//! with its own Hello and its Proof, or with a Refuse and closes; the
-//! dialing node checks that proof and sends its own ([`super::handshake`]
+//! with its own Hello, or with a Refuse and closes; the dialing node sends
+//! its Proof, and the other node checks it and sends its own, or refuses
+//! ([`super::handshake`]
 //! spells the exchange out). Then only the dialing node sends: Batches,
 //! and a Keepalive when it has had nothing to send for a while, each
 //! sealed with its tag. A frame that breaks any of this is a reason to

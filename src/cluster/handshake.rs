@@ -8,8 +8,8 @@
 //! ```text
 //! D → A  Hello  {cluster, version, from: D, to: A, nodes, nonce: nD}
 //! A → D  Hello  {cluster, version, from: A, to: D, nodes, nonce: nA}   (or Refuse, and close)
-//! A → D  Proof  HMAC(secret, "seglog-peer/2 acceptor" || T)
 //! D → A  Proof  HMAC(secret, "seglog-peer/2 dialer"   || T)            (or D closes)
+//! A → D  Proof  HMAC(secret, "seglog-peer/2 acceptor" || T)            (or Refuse, and close)
 //! D → A  frames, each body followed by
 //!        HMAC(session, seq || body),  session = HMAC(secret, "seglog-peer/2 session" || T)
 //!
@@ -26,7 +26,10 @@
 //! from answering a challenge with the other side's own proof (a
 //! reflection), and the ids in the hellos keep a proof made for one
 //! direction or pair of nodes from serving another. Proofs and frame tags
-//! are compared in constant time.
+//! are compared in constant time. The dialer proves first: the acceptor
+//! answers anyone who connects, and must not hand a stranger a proof to
+//! test guesses of the secret against; the dialer proves only to the node
+//! at an address it was configured with.
 //!
 //! After the proofs, every frame D sends carries a tag under a key that
 //! only this connection's two ends know, over a sequence number both ends

@@ -10,9 +10,11 @@
 //! A connection starts with the handshake ([`super::handshake`]): the
 //! dialing node's hello (cluster id, its id, the node it dialed, its
 //! membership, a fresh nonce, [`super::frame::Hello`]); the other node
-//! answers with its own hello and a proof that it holds the cluster
-//! secret, or refuses with the reason and closes; the dialing node checks
-//! that proof and sends its own. Both sides check the other: a node of
+//! answers with its own hello, or refuses ([`REFUSAL`], the reason only in
+//! its log) and closes; the dialing node proves it holds the cluster
+//! secret, then the other node checks that proof and proves it too (the
+//! dialer first, so a stranger gets no proof to test guesses against).
+//! Both sides check the other: a node of
 //! another cluster or version, one that cannot prove the secret, or one
 //! dialed at an address that another node answers, is refused, logged with
 //! its address and counted ([`Links::failures`]), never served. Nothing a
@@ -29,8 +31,9 @@
 //! connections before their handshake is done
 //! ([`BEFORE_HELLO_CONNECTIONS_MAX`], the oldest closed to make room, each
 //! given [`HELLO_TIMEOUT`] for the whole handshake) and after it (one per
-//! peer: a peer's new, authenticated connection closes its old one), the bytes of batches received and not yet taken by the node
-//! ([`INCOMING_BYTES_MAX`], counted before a body is allocated), and every
+//! peer: a peer's new, authenticated connection closes its old one), the
+//! bytes of batches received and not yet taken by the node
+//! ([`INCOMING_BYTES_MAX`], counted as a body arrives), and every
 //! connect, read, write and hand-over has a timeout. While a link is
 //! down, sends to that peer fail at once ([`SendError::Down`]) and what was
 //! queued is dropped: the Raft groups' calls time out and openraft sends
@@ -120,12 +123,23 @@ pub const INCOMING_BATCHES_MAX: usize = 1024;
 pub const DECODE_FACTOR: usize = 8;
 
 /// Bytes that frames read from all peers may hold at once, counted as
-/// [`DECODE_FACTOR`] per body byte from before the body is allocated until
-/// the node takes the batch ([`Received::budget`]): one frame of
-/// [`FRAME_BYTES_MAX`] fits, and what peers (or anyone who got past the
-/// hello) can make a node hold stays bounded. A connection waits for room
-/// (at most [`DELIVER_TIMEOUT`]) before it reads on.
+/// [`DECODE_FACTOR`] per body byte until the node takes the batch
+/// ([`Received::budget`]): one frame of [`FRAME_BYTES_MAX`] fits, and what
+/// peers can make a node hold stays bounded. A frame's length is not
+/// authenticated (its tag comes after its body), so the budget is taken
+/// as the body's bytes arrive, [`RECEIVE_CHUNK_BYTES`] at a time, never
+/// for bytes announced and not sent: a bare length, injected on one link
+/// or sent by a peer that stalls, holds nothing and keeps no other peer
+/// waiting. A connection waits for room (at most [`DELIVER_TIMEOUT`])
+/// before it reads on; one that waits longer is closed and counted
+/// ([`Failures::stalls`]).
 pub const INCOMING_BYTES_MAX: usize = FRAME_BYTES_MAX * DECODE_FACTOR;
+
+/// Bytes of a frame's body read, and their share of [`INCOMING_BYTES_MAX`]
+/// taken, at a time: small enough that what a connection holds follows
+/// what it was sent, large enough that a full frame takes only a few
+/// hundred steps.
+pub const RECEIVE_CHUNK_BYTES: usize = 128 << 10;
 
 /// How long a connection waits for the node to take its batch, or for
 /// room in [`INCOMING_BYTES_MAX`]: a node that takes nothing for this long
@@ -241,8 +255,11 @@ pub struct Failures {
     /// replayed or reflected exchange.
     pub proofs: u64,
     /// Frames after the proofs with a wrong tag (forged, replayed,
-    /// reordered), or that do not decode.
+    /// reordered), an impossible length, or that do not decode.
     pub frames: u64,
+    /// Connections closed after the proofs because the frames of all
+    /// peers left no room in [`INCOMING_BYTES_MAX`] for [`DELIVER_TIMEOUT`].
+    pub stalls: u64,
 }
 
 /// [`Failures`], counted by every connection's task.
@@ -251,6 +268,7 @@ struct Counters {
     hellos: AtomicU64,
     proofs: AtomicU64,
     frames: AtomicU64,
+    stalls: AtomicU64,
 }
 
 impl Counters {
@@ -283,11 +301,12 @@ impl Links {
     ) -> (Links, mpsc::Receiver<Received>) {
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_BATCHES_MAX);
         let counters = Arc::new(Counters::default());
+        let secret = Arc::new(secret);
         let mut tasks = vec![tokio::spawn(accept(
             listener,
             Peer {
                 cluster: cluster.clone(),
-                secret: secret.clone(),
+                secret: Arc::clone(&secret),
                 counters: Arc::clone(&counters),
             },
             incoming_tx,
@@ -303,7 +322,7 @@ impl Links {
             let dialer = Dialer {
                 us: Peer {
                     cluster: cluster.clone(),
-                    secret: secret.clone(),
+                    secret: Arc::clone(&secret),
                     counters: Arc::clone(&counters),
                 },
                 peer,
@@ -345,6 +364,7 @@ impl Links {
             hellos: load(&self.counters.hellos),
             proofs: load(&self.counters.proofs),
             frames: load(&self.counters.frames),
+            stalls: load(&self.counters.stalls),
         }
     }
 
@@ -484,6 +504,64 @@ async fn read_body<R: AsyncRead + Unpin>(
     Ok(body)
 }
 
+/// Why a frame's body was not read whole.
+enum BodyError {
+    /// The node dropped its links (the budget is closed).
+    Stopping,
+    /// No room in [`INCOMING_BYTES_MAX`] for the next chunk within
+    /// [`DELIVER_TIMEOUT`], `had` bytes of the body read.
+    NoRoom {
+        had: usize,
+    },
+    Read(ReadError),
+}
+
+/// Reads a frame's body of `length` bytes (checked by [`body_length`]) in
+/// chunks of [`RECEIVE_CHUNK_BYTES`], taking each chunk's share of
+/// `budget` ([`DECODE_FACTOR`] per byte) before reading it: the body and
+/// its share. The whole body within [`FRAME_READ_TIMEOUT`]; each wait for
+/// room within [`DELIVER_TIMEOUT`].
+async fn read_budgeted_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    length: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<(Vec<u8>, OwnedSemaphorePermit), BodyError> {
+    let deadline = tokio::time::Instant::now() + FRAME_READ_TIMEOUT;
+    let mut body = Vec::new();
+    // An empty share, which each chunk's joins.
+    let mut held = Arc::clone(budget)
+        .acquire_many_owned(0)
+        .await
+        .map_err(|_| BodyError::Stopping)?;
+    while body.len() < length {
+        let had = body.len();
+        let chunk = (length - had).min(RECEIVE_CHUNK_BYTES);
+        // At most RECEIVE_CHUNK_BYTES * DECODE_FACTOR: it fits.
+        let share = u32::try_from(chunk * DECODE_FACTOR).unwrap_or(u32::MAX);
+        let permit = match timeout(
+            DELIVER_TIMEOUT,
+            Arc::clone(budget).acquire_many_owned(share),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(BodyError::Stopping),
+            Err(_) => return Err(BodyError::NoRoom { had }),
+        };
+        held.merge(permit);
+        // Grown as it fills: never more memory than the bytes read (at
+        // most doubled by the vector's growth) and their share covers.
+        body.resize(had + chunk, 0);
+        let unread = body.get_mut(had..).unwrap_or_default();
+        match tokio::time::timeout_at(deadline, reader.read_exact(unread)).await {
+            Err(_) => return Err(BodyError::Read(ReadError::Timeout(FRAME_READ_TIMEOUT))),
+            Ok(Err(e)) => return Err(BodyError::Read(ReadError::Io(e))),
+            Ok(Ok(_)) => {}
+        }
+    }
+    Ok((body, held))
+}
+
 /// Reads one frame of the handshake (a hello, a proof or a refusal): its
 /// body as sent, for the transcript, and the frame decoded; nothing over
 /// [`BEFORE_HELLO_BYTES_MAX`] is allocated. The caller bounds the whole
@@ -537,7 +615,8 @@ fn kind_of(frame: &Frame) -> &'static str {
 #[derive(Clone)]
 struct Peer {
     cluster: Cluster,
-    secret: Secret,
+    /// Shared, not copied: one copy of the key, zeroed when dropped.
+    secret: Arc<Secret>,
     counters: Arc<Counters>,
 }
 
@@ -674,7 +753,7 @@ impl Dialer {
         let ours = encode(&Frame::Hello(Hello::new(&us.cluster, self.peer, nonce)))
             .map_err(|e| failed(format!("encoding the hello: {e}")))?;
         write_frame(stream, &ours).await.map_err(failed)?;
-        let answer = |e: ReadError| failed(format!("no hello and proof back: {e}"));
+        let answer = |e: ReadError| failed(format!("no hello or proof back: {e}"));
         let unexpected = |frame: Frame| match frame {
             Frame::Refuse(why) => refused(format!("refused: {why}")),
             other => {
@@ -693,11 +772,17 @@ impl Dialer {
             Counters::count(&us.counters.hellos);
             return Err(refused(format!("the node there {why}")));
         }
+        // This side proves first: the node dialed is the one at a
+        // configured address, and the acceptor proves nothing to anyone
+        // who has not proved the secret to it.
+        let transcript = Transcript::new(ours.get(LENGTH_BYTES..).unwrap_or_default(), &body);
+        let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Dialer)))
+            .map_err(|e| failed(format!("encoding the proof: {e}")))?;
+        write_frame(stream, &proof).await.map_err(failed)?;
         let proof = match read_handshake_frame(stream).await.map_err(answer)? {
             (_, Frame::Proof(proof)) => proof,
             (_, other) => return Err(unexpected(other)),
         };
-        let transcript = Transcript::new(ours.get(LENGTH_BYTES..).unwrap_or_default(), &body);
         if !transcript.verify(&us.secret, Role::Acceptor, &proof) {
             Counters::count(&us.counters.proofs);
             return Err(refused(
@@ -706,9 +791,6 @@ impl Dialer {
                     .into(),
             ));
         }
-        let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Dialer)))
-            .map_err(|e| failed(format!("encoding the proof: {e}")))?;
-        write_frame(stream, &proof).await.map_err(failed)?;
         Ok((theirs, transcript.session(&us.secret)))
     }
 
@@ -913,30 +995,26 @@ async fn receive(
         let length = match read_length(&mut stream, IDLE_TIMEOUT).await {
             Ok(length) => length,
             Err(ReadError::Closed) => return Ok(Some(peer)),
+            Err(e @ ReadError::Frame(_)) => {
+                Counters::count(&us.counters.frames);
+                return Err(format!("node {peer}: {e}"));
+            }
             Err(e) => return Err(format!("node {peer}: {e}")),
         };
-        // Taken before the body is allocated, given back when the node
-        // drops the batch. At most INCOMING_BYTES_MAX, so it fits.
-        let share = u32::try_from(length * DECODE_FACTOR)
-            .map_err(|_| format!("node {peer}: a frame of {length} bytes"))?;
-        let permit = match timeout(
-            DELIVER_TIMEOUT,
-            Arc::clone(budget).acquire_many_owned(share),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Ok(Some(peer)),
-            Err(_) => {
+        // Taken as the body arrives, given back when the node drops the
+        // batch (or this connection closes).
+        let (sealed, permit) = match read_budgeted_body(&mut stream, length, budget).await {
+            Ok(read) => read,
+            Err(BodyError::Stopping) => return Ok(Some(peer)),
+            Err(BodyError::NoRoom { had }) => {
+                Counters::count(&us.counters.stalls);
                 return Err(format!(
-                    "node {peer}: no room for a frame of {length} bytes for {} ms",
+                    "node {peer}: no room for more than {had} of a frame's {length} bytes for {} ms",
                     DELIVER_TIMEOUT.as_millis()
                 ));
             }
+            Err(BodyError::Read(e)) => return Err(format!("node {peer}: {e}")),
         };
-        let sealed = read_body(&mut stream, length)
-            .await
-            .map_err(|e| format!("node {peer}: {e}"))?;
         // The tag first: nothing unauthenticated is decoded.
         let frame = session.open(&sealed).and_then(|body| {
             decode(body).map_err(|e| format!("an authenticated frame that does not decode: {e}"))
@@ -987,7 +1065,6 @@ async fn accept_handshake(
     stream: &mut TcpStream,
     us: &Peer,
 ) -> Result<Option<(NodeId, Session)>, String> {
-    let me = us.cluster.me;
     let count = |counter: &AtomicU64, why: String| {
         Counters::count(counter);
         why
@@ -1004,7 +1081,7 @@ async fn accept_handshake(
         Err(e) => return Err(count(&us.counters.hellos, format!("before its hello: {e}"))),
     };
     if let Err(why) = hello.check(&us.cluster, None) {
-        refuse(stream, format!("node {me} refuses a peer that {why}")).await;
+        refuse(stream).await;
         return Err(count(
             &us.counters.hellos,
             format!("refused: the peer {why}"),
@@ -1014,19 +1091,18 @@ async fn accept_handshake(
     let ours = encode(&Frame::Hello(Hello::new(&us.cluster, peer, nonce()?)))
         .map_err(|e| format!("encoding the hello: {e}"))?;
     let transcript = Transcript::new(&body, ours.get(LENGTH_BYTES..).unwrap_or_default());
-    let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Acceptor)))
-        .map_err(|e| format!("encoding the proof: {e}"))?;
-    write_frame(stream, &[ours, proof].concat()).await?;
+    // The dialer proves first: a stranger gets no proof of this node's to
+    // test guesses of the secret against.
+    write_frame(stream, &ours).await?;
     match read_handshake_frame(stream).await {
         Ok((_, Frame::Proof(proof))) if transcript.verify(&us.secret, Role::Dialer, &proof) => {
+            let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Acceptor)))
+                .map_err(|e| format!("encoding the proof: {e}"))?;
+            write_frame(stream, &proof).await?;
             Ok(Some((peer, transcript.session(&us.secret))))
         }
         Ok((_, Frame::Proof(_))) => {
-            refuse(
-                stream,
-                format!("node {me} refuses a peer that does not prove it holds the cluster secret"),
-            )
-            .await;
+            refuse(stream).await;
             Err(count(
                 &us.counters.proofs,
                 format!(
@@ -1049,10 +1125,15 @@ async fn accept_handshake(
     }
 }
 
-/// Tells the peer why it is refused, if it listens within
-/// [`HELLO_TIMEOUT`]; the connection closes either way.
-async fn refuse(stream: &mut TcpStream, why: String) {
-    if let Ok(bytes) = encode(&Frame::Refuse(why)) {
+/// What an accepting node tells a peer it refuses: no more, since the
+/// peer has proved nothing (no cluster id, no node id, no membership);
+/// the reason is in the refusing node's log.
+pub const REFUSAL: &str = "refused (the reason is in the log of the node dialed)";
+
+/// Tells the peer it is refused, if it listens within [`HELLO_TIMEOUT`];
+/// the connection closes either way.
+async fn refuse(stream: &mut TcpStream) {
+    if let Ok(bytes) = encode(&Frame::Refuse(REFUSAL.into())) {
         let _ = timeout(HELLO_TIMEOUT, write_frame(stream, &bytes)).await;
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use seglog::cluster::frame::{self, Frame, Hello};
 use seglog::cluster::handshake::{Role, Transcript};
-use seglog::cluster::link::Links;
+use seglog::cluster::link::{FRAME_READ_TIMEOUT, HELLO_TIMEOUT, Links, REFUSAL};
 use seglog::cluster::peers::Membership;
 use seglog::cluster::secret::Secret;
 use seglog::raft::transport::Batch;
@@ -25,6 +25,13 @@ use crate::links::{
 /// A secret that is not the tests' cluster secret.
 fn wrong_secret() -> Secret {
     Secret::new(b"another secret altogether, also 32 bytes or more").expect("a valid secret")
+}
+
+/// A raw connection to the node at `node`.
+async fn connect(node: std::net::SocketAddr) -> TcpStream {
+    within("connecting", TcpStream::connect(node))
+        .await
+        .expect("connecting to the node")
 }
 
 /// Waits until `done` holds, looking again every few milliseconds: for a
@@ -118,32 +125,23 @@ async fn the_right_secret_connects_and_a_wrong_one_never_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_the_secret_is_refused() {
     let (links, mut incoming, node, membership) = node_1().await;
-    let mut stream = within("connecting", TcpStream::connect(node))
-        .await
-        .expect("connecting to the node");
+    let mut stream = connect(node).await;
     let sent = write_frame(&mut stream, &hello(&cluster(2, &membership), 1)).await;
     let (body, Frame::Hello(_)) = read_raw(&mut stream).await else {
         panic!("no hello back")
     };
-    let Frame::Proof(proof) = read_frame(&mut stream).await else {
-        panic!("no proof after the hello")
-    };
     let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
-    // The node's proof does not hold under another secret ...
-    assert!(!transcript.verify(&wrong_secret(), Role::Acceptor, &proof));
-    assert!(transcript.verify(&secret(), Role::Acceptor, &proof));
-    // ... and a proof made with one is refused.
+    // A proof made with another secret is refused, tersely, and the node
+    // sends no proof of its own to a peer that has not proved the secret:
+    // the refusal is the next and last thing it sends.
     let ours = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
     write_frame(&mut stream, &ours).await;
     write_frame(&mut stream, &Frame::Batch(batch(1))).await;
     let Frame::Refuse(why) = read_frame(&mut stream).await else {
         panic!("a wrong proof was not refused")
     };
-    assert!(
-        why.contains("does not prove it holds the cluster secret"),
-        "{why:?}"
-    );
-    closed_by_the_node(&mut stream).await;
+    assert_eq!(why, REFUSAL);
+    assert!(closed_by_the_node(&mut stream).await.is_empty());
     assert_eq!(links.failures().proofs, 1);
 
     let mut peer = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
@@ -168,9 +166,7 @@ async fn a_replayed_handshake_is_refused_and_delivers_nothing() {
 
     // Replayed byte for byte on a new connection: the node's nonce is
     // new, so the recorded proof does not hold for it.
-    let mut stream = within("connecting", TcpStream::connect(node))
-        .await
-        .expect("connecting to the node");
+    let mut stream = connect(node).await;
     stream
         .write_all(&[peer.sent, sealed].concat())
         .await
@@ -189,25 +185,10 @@ async fn a_replayed_handshake_is_refused_and_delivers_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reflected_proof_is_refused_on_either_side() {
-    // Accepting: a stranger sends the node's own proof back as its own.
-    let (links, _incoming, node, membership) = node_1().await;
-    let mut stream = within("connecting", TcpStream::connect(node))
-        .await
-        .expect("connecting to the node");
-    write_frame(&mut stream, &hello(&cluster(2, &membership), 1)).await;
-    assert!(matches!(read_frame(&mut stream).await, Frame::Hello(_)));
-    let Frame::Proof(proof) = read_frame(&mut stream).await else {
-        panic!("no proof after the hello")
-    };
-    write_frame(&mut stream, &Frame::Proof(proof)).await;
-    assert!(matches!(read_frame(&mut stream).await, Frame::Refuse(_)));
-    closed_by_the_node(&mut stream).await;
-    assert_eq!(links.failures().proofs, 1);
-
-    // Dialing: node 1 dials "node 2", a stranger at node 2's address. The
-    // stranger turns node 1's challenge back on node 1 (its nonce, in a
-    // hello of "node 2" to node 1), and answers node 1's dial with node
-    // 1's own accepting hello's nonce and proof.
+    // Node 1 dials "node 2", a stranger at node 2's address. The stranger
+    // dials node 1 back as node 2, with node 1's nonce in its hello, and
+    // answers node 1's dial with node 1's accepting nonce: then hands
+    // node 1's dialing proof back to node 1 on either connection.
     let (one, fake) = (listener().await, listener().await);
     let node = one.local_addr().expect("a listener's address");
     let membership =
@@ -219,9 +200,7 @@ async fn a_reflected_proof_is_refused_on_either_side() {
     let Frame::Hello(challenge) = read_frame(&mut dialed).await else {
         panic!("node 1 did not start with its hello")
     };
-    let mut back = within("connecting", TcpStream::connect(node))
-        .await
-        .expect("connecting to node 1");
+    let mut back = connect(node).await;
     let reflected = Hello {
         nonce: challenge.nonce.clone(),
         ..Hello::new(&cluster(2, &membership), 1, String::new())
@@ -230,17 +209,26 @@ async fn a_reflected_proof_is_refused_on_either_side() {
     let Frame::Hello(answer) = read_frame(&mut back).await else {
         panic!("node 1 did not answer the hello")
     };
-    let Frame::Proof(proof) = read_frame(&mut back).await else {
-        panic!("no proof after the hello")
-    };
     let forged = Hello {
         nonce: answer.nonce,
         ..Hello::new(&cluster(2, &membership), 1, String::new())
     };
     write_frame(&mut dialed, &Frame::Hello(forged)).await;
+    let Frame::Proof(proof) = read_frame(&mut dialed).await else {
+        panic!("node 1 did not prove itself to the node it dialed")
+    };
+    // As the dialer's proof on the connection back: refused.
+    write_frame(&mut back, &Frame::Proof(proof)).await;
+    let Frame::Refuse(why) = read_frame(&mut back).await else {
+        panic!("a reflected proof was not refused")
+    };
+    assert_eq!(why, REFUSAL);
+    closed_by_the_node(&mut back).await;
+    assert_eq!(links.failures().proofs, 1);
+    // As the acceptor's proof on node 1's own dial: refused.
     write_frame(&mut dialed, &Frame::Proof(proof)).await;
     closed_by_the_node(&mut dialed).await;
-    assert_eq!(links.failures().proofs, 1);
+    assert_eq!(links.failures().proofs, 2);
     assert!(!links.is_up(2));
 
     // Node 1 dials again, and the right node 2 gets the link up.
@@ -305,4 +293,102 @@ async fn a_forged_reordered_or_replayed_frame_is_refused() {
         "a refused frame was delivered"
     );
     assert_eq!(links.failures().proofs, 0);
+}
+
+/// A stranger that claims node 2's id and fails its proof leaves node 2's
+/// authenticated connection alone: a connection takes its peer's slot
+/// (closing the one it had) only after its proof has held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_claiming_a_peer_does_not_replace_it() {
+    let (links, mut incoming, node, membership) = node_1().await;
+    let mut real = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
+    write_sealed(&mut real.stream, &mut real.session, &Frame::Batch(batch(1))).await;
+    assert_eq!(
+        next_json("the real node 2's first batch", &mut incoming).await,
+        from(2, &batch(1))
+    );
+    let mut stranger = connect(node).await;
+    let sent = write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
+    let (body, _) = read_raw(&mut stranger).await;
+    let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
+    let proof = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
+    write_frame(&mut stranger, &proof).await;
+    closed_by_the_node(&mut stranger).await;
+    assert_eq!(links.failures().proofs, 1);
+    // The real node 2's connection is still the one that delivers.
+    write_sealed(&mut real.stream, &mut real.session, &Frame::Batch(batch(2))).await;
+    assert_eq!(
+        next_json("the real node 2's second batch", &mut incoming).await,
+        from(2, &batch(2))
+    );
+}
+
+/// A stranger that sends a good hello, then stalls part-way through its
+/// proof frame, is closed by the handshake's one deadline
+/// ([`HELLO_TIMEOUT`]), not by the much longer wait for a frame's body
+/// ([`FRAME_READ_TIMEOUT`]) that a peer past its handshake gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_stalling_in_its_proof_is_closed_by_the_handshake_deadline() {
+    let (links, _incoming, node, membership) = node_1().await;
+    let mut stranger = connect(node).await;
+    write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
+    let _ = read_raw(&mut stranger).await;
+    // A proof frame's length and kind and half its MAC, then nothing.
+    let proof = frame::encode(&Frame::Proof([0; 32])).expect("encoding a proof");
+    stranger
+        .write_all(&proof[..proof.len() / 2])
+        .await
+        .expect("writing to the node");
+    // Half the body's wait: eight times the handshake's deadline, and
+    // sure to run out first if the body's wait were what closed it.
+    let bound = FRAME_READ_TIMEOUT / 2;
+    let closed = tokio::time::timeout(bound, closed_by_the_node(&mut stranger)).await;
+    assert!(
+        closed.is_ok(),
+        "the stalled handshake was not closed within {bound:?} (its deadline is \
+         {HELLO_TIMEOUT:?})"
+    );
+    assert_eq!(links.failures().hellos, 1);
+}
+
+/// A frame's length is not authenticated until its body and tag have
+/// come: a bare length of the largest frame, injected on node 2's link
+/// (or sent by a node 2 that then stalls), holds none of the node's
+/// receive budget, and node 3's batches keep being delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_length_does_not_stall_the_other_peers() {
+    let (one, two, three) = (listener().await, listener().await, listener().await);
+    let node = one.local_addr().expect("a listener's address");
+    let membership =
+        Membership::new([(1, address(&one)), (2, address(&two)), (3, address(&three))])
+            .expect("a valid membership");
+    let (links, mut incoming) = start(one, 1, &membership);
+    let mut two = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
+    let mut three = dial_as(node, &cluster(3, &membership), 1, &secret()).await;
+    // A batch of node 2's, and the bare length in the same write: once the
+    // batch is handed over, node 1's reader of node 2 goes straight on to
+    // the length, already there.
+    let mut bytes = frame::encode(&Frame::Batch(batch(2))).expect("encoding");
+    let tag = two.session.seal(&bytes[frame::LENGTH_BYTES..]);
+    frame::seal(&mut bytes, &tag);
+    let length = u32::try_from(frame::FRAME_BYTES_MAX).expect("a frame's length fits");
+    bytes.extend(length.to_be_bytes());
+    two.stream.write_all(&bytes).await.expect("writing");
+    assert_eq!(
+        next_json("node 2's batch", &mut incoming).await,
+        from(2, &batch(2))
+    );
+    for tag in [31, 32, 33] {
+        write_sealed(
+            &mut three.stream,
+            &mut three.session,
+            &Frame::Batch(batch(tag)),
+        )
+        .await;
+        assert_eq!(
+            next_json("node 3's batch", &mut incoming).await,
+            from(3, &batch(tag))
+        );
+    }
+    assert_eq!(links.failures().stalls, 0);
 }

@@ -13,7 +13,7 @@ use openraft::raft::VoteRequest;
 use seglog::cluster::frame::{self, FRAME_BYTES_MAX, Frame, HELLO_BYTES_MAX, Hello};
 use seglog::cluster::handshake::{self, Role, Session, Transcript};
 use seglog::cluster::link::{
-    BEFORE_HELLO_CONNECTIONS_MAX, INCOMING_BATCHES_MAX, Links, Received, SendError,
+    BEFORE_HELLO_CONNECTIONS_MAX, INCOMING_BATCHES_MAX, Links, REFUSAL, Received, SendError,
 };
 use seglog::cluster::peers::{Cluster, Membership};
 use seglog::cluster::secret::Secret;
@@ -169,8 +169,8 @@ pub struct Authenticated {
 }
 
 /// Connects to the node at `node` as node `us.me`, and runs the dialing
-/// side of the handshake with `secret`: the node's hello must be answered
-/// with a proof that holds, and this side's proof is sent.
+/// side of the handshake with `secret`: the node's hello, this side's
+/// proof, and the node's proof, which must hold.
 pub async fn dial_as(node: SocketAddr, us: &Cluster, to: NodeId, secret: &Secret) -> Authenticated {
     let mut stream = within("connecting", TcpStream::connect(node))
         .await
@@ -180,16 +180,16 @@ pub async fn dial_as(node: SocketAddr, us: &Cluster, to: NodeId, secret: &Secret
     let Frame::Hello(theirs) = theirs else {
         panic!("the node answered the hello with {theirs:?}")
     };
-    let Frame::Proof(proof) = read_frame(&mut stream).await else {
-        panic!("the node sent no proof after its hello")
-    };
     let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
+    let ours = Frame::Proof(transcript.proof(secret, Role::Dialer));
+    sent.extend(write_frame(&mut stream, &ours).await);
+    let Frame::Proof(proof) = read_frame(&mut stream).await else {
+        panic!("the node sent no proof after this side's")
+    };
     assert!(
         transcript.verify(secret, Role::Acceptor, &proof),
         "the node's proof does not hold"
     );
-    let ours = Frame::Proof(transcript.proof(secret, Role::Dialer));
-    sent.extend(write_frame(&mut stream, &ours).await);
     Authenticated {
         stream,
         session: transcript.session(secret),
@@ -199,8 +199,9 @@ pub async fn dial_as(node: SocketAddr, us: &Cluster, to: NodeId, secret: &Secret
 }
 
 /// Runs the accepting side of the handshake as node `us.me`, on a
-/// connection a node dialed: its hello read, this side's hello and proof
-/// sent, its proof checked. The session of the frames it sends next.
+/// connection a node dialed: its hello read, this side's hello sent, its
+/// proof checked, this side's proof sent. The session of the frames it
+/// sends next.
 pub async fn answer_as(stream: &mut TcpStream, us: &Cluster, secret: &Secret) -> Session {
     let (body, theirs) = read_raw(stream).await;
     let Frame::Hello(theirs) = theirs else {
@@ -208,11 +209,6 @@ pub async fn answer_as(stream: &mut TcpStream, us: &Cluster, secret: &Secret) ->
     };
     let ours = write_frame(stream, &hello(us, theirs.from)).await;
     let transcript = Transcript::new(&body, &ours[frame::LENGTH_BYTES..]);
-    write_frame(
-        stream,
-        &Frame::Proof(transcript.proof(secret, Role::Acceptor)),
-    )
-    .await;
     let Frame::Proof(proof) = read_frame(stream).await else {
         panic!("the node sent no proof")
     };
@@ -220,6 +216,11 @@ pub async fn answer_as(stream: &mut TcpStream, us: &Cluster, secret: &Secret) ->
         transcript.verify(secret, Role::Dialer, &proof),
         "the node's proof does not hold"
     );
+    write_frame(
+        stream,
+        &Frame::Proof(transcript.proof(secret, Role::Acceptor)),
+    )
+    .await;
     transcript.session(secret)
 }
 
@@ -415,7 +416,9 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
         let Frame::Refuse(why) = read_frame(&mut stream).await else {
             panic!("a wrong hello was not refused ({says})")
         };
-        assert!(why.contains(says), "{why:?} does not say {says:?}");
+        // Terse: a peer that has proved nothing learns nothing (the
+        // reason, `says`, is in the node's log).
+        assert_eq!(why, REFUSAL, "refusing a peer that {says}");
         assert!(closed_by_the_node(&mut stream).await.is_empty());
     }
 
@@ -446,7 +449,8 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
         }
         assert!(closed_by_the_node(stream).await.is_empty());
     }
-    assert_eq!(links.failures().frames, 3, "{:?}", links.failures());
+    // Each of the four counted, the oversized length too.
+    assert_eq!(links.failures().frames, 4, "{:?}", links.failures());
 
     // None of them delivered anything: the first batch the node hands
     // over is the one of a well-behaved peer, sent after them all.
