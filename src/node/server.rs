@@ -1364,4 +1364,63 @@ mod tests {
         let sizes: Vec<usize> = proposals.iter().map(Vec::len).collect();
         assert_eq!(sizes, [1, 1, 1]);
     }
+
+    /// A vote saved through `group`'s log storage, as openraft would.
+    async fn save_vote(group: Arc<crate::raft::log_store::Group>) -> bool {
+        use openraft::storage::RaftLogStorage;
+        let mut log_store = crate::raft::log_store::LogStore { group };
+        log_store
+            .save_vote(&crate::raft::types::Vote::new(u64::MAX / 2, 0))
+            .await
+            .is_ok()
+    }
+
+    /// Nothing of a stopped run may reach the reopened store: the heal
+    /// retires the old groups' storage before its task can run the reopen
+    /// (the test's runtime has one thread, so the spawned heal has not run
+    /// when `start_heal` returns).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_heal_retires_the_old_groups_storage_before_the_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = Cluster::new("n0", &["n0".to_string()]).expect("cluster");
+        let (events, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        let mut server = Server::start(
+            cluster,
+            dir.path(),
+            StoreConfig::default(),
+            2,
+            None,
+            Outbox::default(),
+            events,
+        )
+        .await
+        .expect("server");
+        let old = Arc::clone(&server.groups);
+        for g in 0..old.count() {
+            let group = old.group_state(g).expect("group");
+            assert!(save_vote(group).await, "group {g} takes a vote before the heal");
+        }
+        server.start_heal();
+        for g in 0..old.count() {
+            let group = old.group_state(g).expect("group");
+            assert!(
+                !save_vote(group).await,
+                "group {g}'s old storage still writes once the heal started"
+            );
+        }
+        loop {
+            if let Event::Healed(healed) = heard.recv().await.expect("the server's events") {
+                assert!(healed.is_some(), "the heal was not called off");
+                server.healed(healed);
+                break;
+            }
+        }
+        assert!(!server.is_healing());
+        for g in 0..old.count() {
+            let old_group = old.group_state(g).expect("group");
+            assert!(!save_vote(old_group).await, "group {g}'s old storage writes after the heal");
+            let new_group = server.groups.group_state(g).expect("group");
+            assert!(save_vote(new_group).await, "group {g} takes a vote after the heal");
+        }
+    }
 }
