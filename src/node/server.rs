@@ -754,6 +754,12 @@ impl Server {
             Err(ProposeError::Failed { appended, why }) => {
                 log::warn(format_args!("proposal {}:{}: {why}", id.node, id.seq));
                 if let Some(awaiting) = self.awaiting.remove(&id) {
+                    // Applied here before the group stopped: answered by
+                    // its outcome, not a needless crash (13).
+                    if let Some((_, results)) = self.groups.outcome(awaiting.group, id) {
+                        self.complete(awaiting.parts, &results);
+                        return;
+                    }
                     for mut part in awaiting.parts {
                         part.maybe |= appended;
                         self.fail_crashed(part, &why);
