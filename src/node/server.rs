@@ -151,7 +151,9 @@ enum ClientOp {
     Commit {
         to: ReplyTo,
         left: usize,
-        /// The first failure, and whether any part may have been applied.
+        /// The first failure, and whether any part was or may have been
+        /// applied: then a failure is answered indefinitely, never with a
+        /// definite error, as the commit partly took effect.
         failed: Option<String>,
         maybe: bool,
     },
@@ -752,6 +754,12 @@ impl Server {
             Err(ProposeError::Failed { appended, why }) => {
                 log::warn(format_args!("proposal {}:{}: {why}", id.node, id.seq));
                 if let Some(awaiting) = self.awaiting.remove(&id) {
+                    // Applied here before the group stopped: answered by
+                    // its outcome, not a needless crash (13).
+                    if let Some((_, results)) = self.groups.outcome(awaiting.group, id) {
+                        self.complete(awaiting.parts, &results);
+                        return;
+                    }
                     for mut part in awaiting.parts {
                         part.maybe |= appended;
                         self.fail_crashed(part, &why);
@@ -1059,11 +1067,12 @@ impl Server {
                         to,
                         left,
                         failed,
-                        maybe,
+                        maybe: _,
                     }),
                     _,
                 ) => {
-                    self.commit_part_done(part.token, to, left, failed, maybe || part.maybe);
+                    // Applied: a later part's failure cannot be definite.
+                    self.commit_part_done(part.token, to, left, failed, true);
                 }
                 (Some(other), result) => {
                     log::warn(format_args!(
@@ -1363,5 +1372,127 @@ mod tests {
         let proposals = sized(vec![part(0, 1), part(1, PROPOSAL_BYTES_MAX), part(2, 1)]);
         let sizes: Vec<usize> = proposals.iter().map(Vec::len).collect();
         assert_eq!(sizes, [1, 1, 1]);
+    }
+
+    /// A one-node server on a fresh store in the returned directory, and
+    /// its output and events.
+    async fn one_node_server() -> (
+        tempfile::TempDir,
+        Server,
+        Outbox,
+        tokio::sync::mpsc::UnboundedReceiver<Event>,
+    ) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = Cluster::new("n0", &["n0".to_string()]).expect("cluster");
+        let (events, heard) = tokio::sync::mpsc::unbounded_channel();
+        let out = Outbox::default();
+        let server = Server::start(
+            cluster,
+            dir.path(),
+            StoreConfig::default(),
+            2,
+            None,
+            out.clone(),
+            events,
+        )
+        .await
+        .expect("server");
+        (dir, server, out, heard)
+    }
+
+    /// A commit of which one part was applied and another then failed
+    /// (never proposed: the heal refused it) took effect in part: it is
+    /// answered with the indefinite error, never a definite one.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_commit_partly_applied_is_never_failed_definitely() {
+        let (_dir, mut server, out, _heard) = one_node_server().await;
+        let to = ReplyTo {
+            src: "c1".into(),
+            dest: "n0".into(),
+            msg_id: 7,
+        };
+        let token = server.token();
+        server.ops.insert(
+            token,
+            ClientOp::Commit {
+                to,
+                left: 2,
+                failed: None,
+                maybe: false,
+            },
+        );
+        let commit = |key: &str| Part {
+            token,
+            group: 0,
+            op: Op::Commit {
+                key: key.into(),
+                offset: 1,
+            },
+            deadline: Instant::now(),
+            maybe: false,
+        };
+        server.complete(vec![commit("a")], &[OpResult::Committed]);
+        assert!(out.take().is_empty(), "answered before its last part");
+        server.fail(commit("b"), HEALING);
+        let reply: serde_json::Value =
+            serde_json::from_slice(&out.take()).expect("one reply, as JSON");
+        assert_eq!(reply["body"]["type"], "error", "{reply}");
+        assert_eq!(reply["body"]["code"], code::TIMEOUT, "{reply}");
+        assert_eq!(reply["body"]["in_reply_to"], 7, "{reply}");
+    }
+
+    /// A vote saved through `group`'s log storage, as openraft would.
+    async fn save_vote(group: Arc<crate::raft::log_store::Group>) -> bool {
+        use openraft::storage::RaftLogStorage;
+        let mut log_store = crate::raft::log_store::LogStore { group };
+        log_store
+            .save_vote(&crate::raft::types::Vote::new(u64::MAX / 2, 0))
+            .await
+            .is_ok()
+    }
+
+    /// Nothing of a stopped run may reach the reopened store: the heal
+    /// retires the old groups' storage before its task can run the reopen
+    /// (the test's runtime has one thread, so the spawned heal has not run
+    /// when `start_heal` returns).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_heal_retires_the_old_groups_storage_before_the_reopen() {
+        let (_dir, mut server, _out, mut heard) = one_node_server().await;
+        let old = Arc::clone(&server.groups);
+        for g in 0..old.count() {
+            let group = old.group_state(g).expect("group");
+            assert!(
+                save_vote(group).await,
+                "group {g} takes a vote before the heal"
+            );
+        }
+        server.start_heal();
+        for g in 0..old.count() {
+            let group = old.group_state(g).expect("group");
+            assert!(
+                !save_vote(group).await,
+                "group {g}'s old storage still writes once the heal started"
+            );
+        }
+        loop {
+            if let Event::Healed(healed) = heard.recv().await.expect("the server's events") {
+                assert!(healed.is_some(), "the heal was not called off");
+                server.healed(healed);
+                break;
+            }
+        }
+        assert!(!server.is_healing());
+        for g in 0..old.count() {
+            let old_group = old.group_state(g).expect("group");
+            assert!(
+                !save_vote(old_group).await,
+                "group {g}'s old storage writes after the heal"
+            );
+            let new_group = server.groups.group_state(g).expect("group");
+            assert!(
+                save_vote(new_group).await,
+                "group {g} takes a vote after the heal"
+            );
+        }
     }
 }

@@ -117,10 +117,12 @@ pub enum ProposeError {
     /// Appended here, then lost its place (a new leader's log replaced
     /// it): it may still be committed by another leader.
     Unknown(String),
-    /// The group stopped here (its storage failed: a failed sync poisons
-    /// the store, and the node then starts its groups again over the
-    /// store reopened in place). `appended`: the proposal was in its log,
-    /// so another node, or this one after the heal, may still commit it.
+    /// The group stopped here (its storage failed). If a failed write or
+    /// sync poisoned the store, the node starts its groups again over the
+    /// store reopened in place; a group that stopped otherwise stays
+    /// stopped until the node restarts. `appended`: the proposal was in
+    /// its log, so another node, or this one after a heal, may still
+    /// commit it.
     Failed { appended: bool, why: String },
 }
 
@@ -134,6 +136,9 @@ struct Carried {
     proposals: Vec<Proposals>,
     /// The last proposal sequence number used, so ids are never reused.
     next_proposal: u64,
+    /// The stopped groups' transport, whose call ids the new one goes on
+    /// after ([`Transport::new_after`]).
+    transport: Arc<Transport>,
 }
 
 impl Groups {
@@ -165,6 +170,7 @@ impl Groups {
                 .map(|group| lock(&group.proposals).clone())
                 .collect(),
             next_proposal: *lock(&previous.next_proposal),
+            transport: Arc::clone(&previous.transport),
         };
         // Copied, not taken: a start that fails leaves them with
         // `previous` for the next attempt.
@@ -224,7 +230,10 @@ impl Groups {
         .validate()
         .map_err(|e| format!("the Raft configuration: {e}"))?;
         let config = Arc::new(config);
-        let transport = Transport::new(me);
+        let transport = match &carried {
+            Some(carried) => Transport::new_after(&carried.transport),
+            None => Transport::new(me),
+        };
         let mut rafts = Vec::new();
         let mut state = Vec::new();
         let mut standing = Vec::new();
@@ -271,7 +280,7 @@ impl Groups {
     }
 
     /// Opens and starts each group, pushing each into `out` as it starts.
-    #[allow(
+    #[expect(
         clippy::too_many_arguments,
         reason = "the parts of one start, in one place"
     )]

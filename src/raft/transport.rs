@@ -108,12 +108,25 @@ pub struct Transport {
 
 impl Transport {
     pub fn new(me: NodeId) -> Arc<Transport> {
+        Transport::starting_at(me, 0)
+    }
+
+    /// The transport of groups started again in the same process (over a
+    /// store reopened in place): its call ids go on after `previous`'s,
+    /// so that a late answer to a call of the stopped groups is never
+    /// taken for the answer to a new call, even if the clock stepped back.
+    pub fn new_after(previous: &Transport) -> Arc<Transport> {
+        Transport::starting_at(previous.me, lock(&previous.inner).next_id)
+    }
+
+    fn starting_at(me: NodeId, after: u64) -> Arc<Transport> {
         // Call ids start at the time in microseconds, so that a late answer
         // to a call of this node's previous process is not taken for the
         // answer to one of this process.
-        let next_id = std::time::SystemTime::now()
+        let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+        let next_id = clock.max(after);
         Arc::new(Transport {
             me,
             inner: Mutex::new(Inner {
@@ -356,5 +369,45 @@ impl RaftNetwork<TypeConfig> for Client {
             Ok(_) => Err(self.mismatch()),
             Err(why) => Err(self.rpc_error(RPCTypes::Vote, why)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transport_started_again_never_reuses_a_call_id_of_the_previous() {
+        let previous = Transport::new(1);
+        // As if the clock stepped back after the previous run's calls.
+        lock(&previous.inner).next_id = u64::MAX / 4;
+        let (old_id, _old) = previous
+            .call(
+                2,
+                0,
+                Rpc::Vote(VoteRequest::new(openraft::Vote::new(1, 1), None)),
+            )
+            .expect("a call");
+        let next = Transport::new_after(&previous);
+        let (new_id, _new) = next
+            .call(
+                2,
+                0,
+                Rpc::Vote(VoteRequest::new(openraft::Vote::new(1, 1), None)),
+            )
+            .expect("a call");
+        assert!(
+            new_id > old_id,
+            "call id {new_id} of the new run is not after {old_id} of the old"
+        );
+        // The old run's late answer is not taken for the new call's.
+        next.deliver(
+            2,
+            vec![Answer {
+                id: old_id,
+                reply: Reply::Unavailable("late".into()),
+            }],
+        );
+        assert!(lock(&next.inner).waiting.contains_key(&new_id));
     }
 }

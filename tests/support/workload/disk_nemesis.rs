@@ -32,7 +32,7 @@ const LOOK_EVERY: Duration = Duration::from_millis(10);
 /// Fails `faults` fdatasyncs of node `node`, spread over `duration` from `start`, through the
 /// flag directory `flags`; waits for each heal in the node's log at `log`. A fault that does
 /// not fire, or a heal that does not come, fails the run.
-#[allow(
+#[expect(
     clippy::too_many_arguments,
     reason = "the nemesis's inputs, as its callers hold them"
 )]
