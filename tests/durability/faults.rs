@@ -196,15 +196,7 @@ fn node_failed_fdatasync_heals_in_place_and_loses_nothing_acknowledged() {
         let reply = sends.send(&mut node, "k", value);
         assert_eq!(error_code(&reply), None, "{reply}");
     }
-    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": 5}}));
-    assert_eq!(commit["body"]["type"], "commit_offsets_ok", "{commit}");
-    check_log(&mut node, "k", &sends);
-    node.kill9();
-
-    let mut node = Node::init(&data);
-    check_log(&mut node, "k", &sends);
-    let listed = node.call(json!({"type": "list_committed_offsets", "keys": ["k"]}));
-    assert_eq!(listed["body"]["offsets"]["k"], json!(5), "{listed}");
+    let mut node = commit_kill_and_restart(node, &data, &sends, 5);
     let after = sends.send(&mut node, "k", 100);
     assert_eq!(error_code(&after), None, "{after}");
     check_log(&mut node, "k", &sends);
@@ -256,15 +248,23 @@ fn node_failing_fdatasync_refuses_writes_until_it_heals_in_place() {
     eprintln!("node, fdatasync failing, then cleared: writes acknowledged again after {took:?}");
     let reply = sends.send(&mut node, "k", value + 1);
     assert_eq!(error_code(&reply), None, "{reply}");
-    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": 4}}));
+    commit_kill_and_restart(node, &data, &sends, 4);
+}
+
+/// The end of a healed node's test: commits `offset` of `k`, checks the
+/// log, then `kill -9` and a restart, after which every acknowledged send
+/// is at its offset and the commit stands; returns the restarted node.
+fn commit_kill_and_restart(mut node: Node, data: &Path, sends: &Sends, offset: u64) -> Node {
+    let commit = node.call(json!({"type": "commit_offsets", "offsets": {"k": offset}}));
     assert_eq!(commit["body"]["type"], "commit_offsets_ok", "{commit}");
-    check_log(&mut node, "k", &sends);
+    check_log(&mut node, "k", sends);
     node.kill9();
 
-    let mut node = Node::init(&data);
-    check_log(&mut node, "k", &sends);
+    let mut node = Node::init(data);
+    check_log(&mut node, "k", sends);
     let listed = node.call(json!({"type": "list_committed_offsets", "keys": ["k"]}));
-    assert_eq!(listed["body"]["offsets"]["k"], json!(4), "{listed}");
+    assert_eq!(listed["body"]["offsets"]["k"], json!(offset), "{listed}");
+    node
 }
 
 /// Regression guard: the input ending while a heal is retrying (every
