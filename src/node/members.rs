@@ -75,6 +75,11 @@ impl Cluster {
         self.index_of(&self.me).unwrap_or(0)
     }
 
+    /// Every node's name, by Raft id.
+    pub fn by_raft_id(&self) -> std::collections::BTreeMap<u64, String> {
+        (0u64..).zip(self.ids.iter().cloned()).collect()
+    }
+
     /// The name of the node with Raft id `index`.
     pub fn name_of(&self, index: u64) -> Option<&str> {
         self.ids.get(index as usize).map(String::as_str)

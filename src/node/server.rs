@@ -42,8 +42,9 @@ use super::protocol::{self, ReplyBody, ReplyTo, Request, code};
 use crate::lock::lock;
 use crate::log;
 use crate::raft::durability::OwnGroupCommit;
-use crate::raft::groups::{Groups, ProposeError, TIMING_DEFAULT};
+use crate::raft::groups::{GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
 use crate::raft::log::RESERVED_KEY_PREFIX;
+use crate::raft::snapshot::{Keys, group_of};
 use crate::raft::transport::{Batch, Reply};
 use crate::raft::types::{NodeId, Op, OpResult, Proposal, ProposalId};
 use crate::storage::error::Result;
@@ -198,6 +199,19 @@ impl RecentIds {
     }
 }
 
+/// The Maelstrom node's groups: `count` groups over which keys are hashed
+/// (`cluster.md`), each with every one of the `nodes` (ids `0..nodes`) a
+/// voter, group `g` led first by node `g % nodes`, so that leaders spread.
+fn hashed_groups(nodes: u64, count: u32) -> Vec<GroupSpec> {
+    (0..count)
+        .map(|g| GroupSpec {
+            group: g,
+            replicas: (0..nodes).map(|i| (u64::from(g) + i) % nodes).collect(),
+            keys: Keys::hashed(g, count),
+        })
+        .collect()
+}
+
 /// An initialised node.
 pub struct Server {
     cluster: Cluster,
@@ -207,6 +221,9 @@ pub struct Server {
     space: Arc<Space>,
     group_commit: Arc<OwnGroupCommit>,
     groups: Arc<Groups>,
+    /// How many groups the keys are spread over (`--groups`): a key's
+    /// group is its name's hash modulo this.
+    group_count: u32,
     out: Outbox,
     events: UnboundedSender<Event>,
     /// The id of the last message this node sent to a peer: starts at the
@@ -266,10 +283,11 @@ impl Server {
         let store = Arc::new(Mutex::new(store));
         let group_commit =
             Arc::new(OwnGroupCommit::start(Arc::clone(&store)).map_err(|e| e.to_string())?);
+        let group_count = groups;
         let groups = Groups::start(
             cluster.my_index(),
-            cluster.ids().to_vec(),
-            groups,
+            cluster.by_raft_id(),
+            hashed_groups(cluster.ids().len() as u64, group_count),
             Arc::clone(&store),
             group_commit.clone(),
             TIMING_DEFAULT,
@@ -281,6 +299,7 @@ impl Server {
             space,
             group_commit,
             groups: Arc::new(groups),
+            group_count,
             out,
             events,
             last_msg_id: first_msg_id(),
@@ -306,7 +325,7 @@ impl Server {
         for watcher in self.watchers.drain(..) {
             watcher.abort();
         }
-        for g in 0..self.groups.count() {
+        for g in self.groups.ids() {
             if let Some(group) = self.groups.group_state(g) {
                 let events = self.events.clone();
                 self.watchers.push(tokio::spawn(async move {
@@ -429,10 +448,10 @@ impl Server {
             }
             Request::Topology => {
                 let groups = &self.groups;
-                let leaders = (0..groups.count())
+                let leaders = (0..self.group_count)
                     .map(|g| groups.leader(g).and_then(|id| self.cluster.name_of(id)))
                     .collect();
-                let votes = (0..groups.count()).map(|g| groups.votes(g)).collect();
+                let votes = (0..self.group_count).map(|g| groups.votes(g)).collect();
                 self.reply(
                     &to,
                     &ReplyBody::TopologyOk {
@@ -520,7 +539,7 @@ impl Server {
 
     /// Queues one operation of request `token` for its key's group.
     fn add_part(&mut self, token: u64, key: String, op: Op, now: Instant) {
-        let group = self.groups.group_of(&key);
+        let group = group_of(&key, self.group_count);
         self.unrouted.push(Part {
             token,
             group,
@@ -614,7 +633,7 @@ impl Server {
             let groups = Arc::clone(&self.groups);
             let transport = Arc::clone(&transport);
             tokio::spawn(async move {
-                let reply = groups.serve(call.group, call.rpc).await;
+                let reply = groups.serve(peer, call.group, call.rpc).await;
                 transport.answer(peer, call.id, reply);
             });
         }
@@ -666,6 +685,8 @@ impl Server {
             let outcome = match groups.propose(batch.group, proposal).await {
                 Ok((index, results)) => ForwardOutcome::Applied { index, results },
                 Err(ProposeError::NotLeader(leader)) => ForwardOutcome::NotLeader { leader },
+                // Never appended: a definite refusal.
+                Err(ProposeError::NoGroup(why)) => ForwardOutcome::Refused { why },
                 Err(ProposeError::Failed {
                     appended: false, ..
                 }) => ForwardOutcome::NotLeader { leader: None },
@@ -749,6 +770,16 @@ impl Server {
                 }
             }
             Err(ProposeError::NotLeader(_)) => self.route_again(id),
+            // Never appended (the node's groups are all started before it
+            // serves, and never removed, so this is a bug guard).
+            Err(ProposeError::NoGroup(why)) => {
+                log::warn(format_args!("proposal {}:{}: {why}", id.node, id.seq));
+                if let Some(awaiting) = self.awaiting.remove(&id) {
+                    for part in awaiting.parts {
+                        self.fail(part, &why);
+                    }
+                }
+            }
             // The group is gone here: answer at once, indefinitely if
             // the proposal was in its log (another node may commit it).
             Err(ProposeError::Failed { appended, why }) => {
@@ -1459,7 +1490,7 @@ mod tests {
     async fn a_heal_retires_the_old_groups_storage_before_the_reopen() {
         let (_dir, mut server, _out, mut heard) = one_node_server().await;
         let old = Arc::clone(&server.groups);
-        for g in 0..old.count() {
+        for g in old.ids() {
             let group = old.group_state(g).expect("group");
             assert!(
                 save_vote(group).await,
@@ -1467,7 +1498,7 @@ mod tests {
             );
         }
         server.start_heal();
-        for g in 0..old.count() {
+        for g in old.ids() {
             let group = old.group_state(g).expect("group");
             assert!(
                 !save_vote(group).await,
@@ -1482,7 +1513,7 @@ mod tests {
             }
         }
         assert!(!server.is_healing());
-        for g in 0..old.count() {
+        for g in old.ids() {
             let old_group = old.group_state(g).expect("group");
             assert!(
                 !save_vote(old_group).await,

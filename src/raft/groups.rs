@@ -1,34 +1,55 @@
 //! The Raft groups of one node: one openraft instance per group, on one
-//! store and one transport, and what a front end asks of them: which
-//! group a key is in, who leads it, how far it has applied, and proposing
-//! operations to it.
+//! store and one transport, and what a front end asks of them: who leads a
+//! group, how far it has applied, proposing operations to it, and adding
+//! and removing groups while the node runs.
 //!
-//! Every node is a voter of every group (a cluster's groups replicate on
-//! all its nodes). Group `g` is first led by the node at index
-//! `g % nodes`, which initializes it at a fresh start, so that leaders
-//! spread over the nodes; openraft elects another when that one fails.
+//! Node ids are the front end's own (the Maelstrom node's index in
+//! `node_ids`, `seglog serve`'s `--node-id`): any `u64`, never taken for
+//! an index. Each group has its own replicas, its voters: some of the
+//! nodes, this one among them. The first replica leads the group first,
+//! initializing it at a fresh start, so that a front end spreads leaders by
+//! the order it gives; openraft elects another when that one fails. A node
+//! that is not a replica of a group runs nothing of it, answers none of
+//! its calls or notes, and takes none from a node that is not a replica.
+//!
+//! A group is added with its replicas and the client keys its state
+//! machine holds ([`Groups::add`]), and removed ([`Groups::remove`]):
+//! stopped, its traffic forgotten by the transport, and its storage
+//! deleted: its log key (log, vote, applied state and standing) and its
+//! keys with their committed offsets. A proposal, a call or a note for a
+//! group that does not run here (never added, still starting, being
+//! removed, removed) is refused with an error that says which.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 
-use super::durability::Durability;
+use super::durability::{Durability, synced};
+use super::log::{Record, log_key};
 use super::log_store::{Group, LogStore, Proposals};
-use super::snapshot::group_of;
+use super::snapshot::Keys;
 use super::standing::{ASK_EVERY_MS, Note, PROBE_AFTER_MS, REJOIN_UNANSWERED_MS, Standing};
 use super::state_machine::StateMachine;
 use super::transport::{self, Network, Reply, Rpc, Transport};
-use super::types::{NodeId, Proposal, ProposalId, TypeConfig};
-use crate::lock::lock;
+use super::types::{NodeId, OpResult, Proposal, ProposalId, TypeConfig};
+use crate::lock::{lock, read, write};
 use crate::storage::store::Store;
 
-/// Most groups a cluster may have: each is an openraft instance with its
-/// own tasks and timers on every node; 64 is far more than a cluster of a
-/// few nodes needs to spread its leaders.
+/// Most groups the Maelstrom node spreads its keys over (`--groups`): each
+/// is an openraft instance with its own tasks and timers on every node;
+/// 64 is far more than a cluster of a few nodes needs to spread its
+/// leaders.
 pub const GROUPS_MAX: u32 = 64;
+
+/// Most groups running on one node at once (`seglog serve`: one per
+/// partition it replicates, and the metadata group). Each is an openraft
+/// instance with its own tasks and timers; the design (issue 20) sizes
+/// this at a few thousand until idle groups are measured and quiesced.
+pub const GROUPS_RUNNING_MAX: usize = 4_096;
 
 /// Timing of the groups, in milliseconds.
 #[derive(Clone, Copy, Debug)]
@@ -74,29 +95,105 @@ pub const ENTRIES_PER_APPEND_MAX: u64 = 16;
 /// Bytes of a snapshot one InstallSnapshot chunk carries.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 256 << 10;
 
+/// A group as a front end asks for it.
+#[derive(Clone, Debug)]
+pub struct GroupSpec {
+    /// Its id, unique over the cluster's life: a removed group's late
+    /// traffic must never reach a group added after it.
+    pub group: u32,
+    /// Its voters, the first the node that leads it first. Every one is a
+    /// node of the cluster; this node is one of them.
+    pub replicas: Vec<NodeId>,
+    /// The client keys its state machine holds.
+    pub keys: Keys,
+}
+
 /// The groups of one node.
 pub struct Groups {
     me: NodeId,
-    /// Every node's name, by id.
-    nodes: Vec<String>,
+    /// Every node's name (what the groups' memberships show), by id.
+    nodes: BTreeMap<NodeId, String>,
     pub transport: Arc<Transport>,
-    rafts: Vec<Raft<TypeConfig>>,
-    state: Vec<Arc<Group>>,
+    store: Arc<Mutex<Store>>,
+    durability: Arc<dyn Durability>,
+    config: Arc<Config>,
+    timing: Timing,
+    /// The groups running here, by id. Taken before `changing`, never
+    /// held across an await.
+    running: RwLock<BTreeMap<u32, Arc<Running>>>,
+    /// Groups being added or removed: not running yet, or no longer, and
+    /// refused another change until this one ends.
+    changing: Mutex<BTreeMap<u32, Change>>,
+    /// What a heal in place carries over, by group: taken by each group's
+    /// start ([`Groups::start_after`]).
+    carried: Mutex<BTreeMap<u32, Proposals>>,
     /// The next proposal's sequence number.
     next_proposal: Mutex<u64>,
-    timing: Timing,
-    /// When each group last asked its Raft instance for a heartbeat.
-    heartbeat_asked: Mutex<Vec<Option<std::time::Instant>>>,
-    /// Whether this node may vote in each group ([`super::standing`]),
-    /// when it last asked its peers about it, and since when it has been
-    /// rejoining without an answer from a leader.
-    standing: Mutex<Vec<GroupStanding>>,
-    /// Groups whose initialization was started here.
-    initialized: Mutex<BTreeSet<u32>>,
-    /// When the groups started.
+    /// Set by [`Groups::shutdown`] and [`Groups::retire`]: no standing is
+    /// written after it, and no group is added.
+    stopping: AtomicBool,
+}
+
+/// A change to one group in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    Adding,
+    Removing,
+}
+
+/// One group running here.
+struct Running {
+    raft: Raft<TypeConfig>,
+    /// What its log store and state machine share.
+    state: Arc<Group>,
+    /// Its voters, the first the node that leads it first.
+    replicas: Vec<NodeId>,
+    /// The client keys its state machine holds.
+    keys: Keys,
+    /// Set when it is removed: its network calls nobody after it.
+    closed: Arc<AtomicBool>,
+    /// Whether this node may vote in it ([`super::standing`]), when it last
+    /// asked its peers about it, and since when it has been rejoining
+    /// without an answer from a leader.
+    standing: Mutex<GroupStanding>,
+    /// When it last asked its Raft instance for a heartbeat.
+    heartbeat_asked: Mutex<Option<Instant>>,
+    /// Whether its initialization was started here.
+    initialized: AtomicBool,
+    /// When it started here: probes wait for [`PROBE_AFTER_MS`] after it,
+    /// and the initialization fallback for [`INIT_FALLBACK`].
     started: Instant,
-    /// Set by [`Groups::shutdown`]: no standing is written after it.
-    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Running {
+    /// Whether `node` is one of the group's replicas.
+    fn has_replica(&self, node: NodeId) -> bool {
+        self.replicas.contains(&node)
+    }
+
+    /// The group's other replicas.
+    fn peers(&self, me: NodeId) -> BTreeSet<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|&id| id != me)
+            .collect()
+    }
+
+    /// Whether the group has any state here: a vote, an entry, or an
+    /// applied entry (a group never initialized here has none).
+    fn has_state(&self) -> bool {
+        let log = lock(&self.state.log);
+        log.vote.is_some() || log.last_log_id().is_some() || log.applied.is_some()
+    }
+
+    fn votes(&self) -> bool {
+        lock(&self.standing).0.votes()
+    }
+
+    fn last_log_id(&self) -> Option<super::types::LogId> {
+        lock(&self.state.log).last_log_id()
+    }
 }
 
 /// A group's standing here, when this node last asked its peers about it,
@@ -114,103 +211,44 @@ pub enum ProposeError {
     /// This node is not the group's leader (the leader it knows of, if
     /// any): nothing was appended.
     NotLeader(Option<NodeId>),
+    /// The group does not run here (never added, still starting, being
+    /// removed, or removed): nothing was appended. Says which.
+    NoGroup(String),
     /// Appended here, then lost its place (a new leader's log replaced
     /// it): it may still be committed by another leader.
     Unknown(String),
-    /// The group stopped here (its storage failed). If a failed write or
-    /// sync poisoned the store, the node starts its groups again over the
-    /// store reopened in place; a group that stopped otherwise stays
-    /// stopped until the node restarts. `appended`: the proposal was in
-    /// its log, so another node, or this one after a heal, may still
-    /// commit it.
+    /// The group stopped here (its storage failed, or it was removed while
+    /// the proposal waited). If a failed write or sync poisoned the store,
+    /// the node starts its groups again over the store reopened in place;
+    /// a group that stopped otherwise stays stopped until the node
+    /// restarts. `appended`: the proposal was in its log, so another node,
+    /// or this one after a heal, may still commit it.
     Failed { appended: bool, why: String },
 }
 
-/// What a node's groups carry over when they are started again in the same
-/// process over a store reopened in place ([`Groups::start_after`]).
-struct Carried {
-    /// Each group's record of recent proposals: which were appended here
-    /// and the published outcomes (durable applies), so that a proposal in
-    /// flight across the restart is still told apart from one that cannot
-    /// have taken effect, and answered if it was applied.
-    proposals: Vec<Proposals>,
-    /// The last proposal sequence number used, so ids are never reused.
-    next_proposal: u64,
-    /// The stopped groups' transport, whose call ids the new one goes on
-    /// after ([`Transport::new_after`]).
-    transport: Arc<Transport>,
-}
-
 impl Groups {
-    /// Starts `count` groups for node `me` of `nodes`, on `store`.
-    pub async fn start(
+    /// The groups of node `me` of `nodes` (names by id, `me` among them),
+    /// on `store`, with none running yet: [`Groups::add`] starts each.
+    pub fn new(
         me: NodeId,
-        nodes: Vec<String>,
-        count: u32,
+        nodes: BTreeMap<NodeId, String>,
         store: Arc<Mutex<Store>>,
         durability: Arc<dyn Durability>,
         timing: Timing,
     ) -> Result<Groups, String> {
-        Groups::start_carrying(me, nodes, count, store, durability, timing, None).await
+        Groups::new_carrying(me, nodes, store, durability, timing, Transport::new(me))
     }
 
-    /// Starts the groups of `previous` again, after [`Groups::retire`] and
-    /// [`Groups::shutdown`], on `store` reopened in place: each group's
-    /// log, vote and applied state come back from the store as at a
-    /// restart; what this node knows of its recent proposals is kept.
-    pub async fn start_after(
-        previous: &Groups,
-        store: Arc<Mutex<Store>>,
-        durability: Arc<dyn Durability>,
-    ) -> Result<Groups, String> {
-        let carried = Carried {
-            proposals: previous
-                .state
-                .iter()
-                .map(|group| lock(&group.proposals).clone())
-                .collect(),
-            next_proposal: *lock(&previous.next_proposal),
-            transport: Arc::clone(&previous.transport),
-        };
-        // Copied, not taken: a start that fails leaves them with
-        // `previous` for the next attempt.
-        Groups::start_carrying(
-            previous.me,
-            previous.nodes.clone(),
-            previous.count(),
-            store,
-            durability,
-            previous.timing,
-            Some(carried),
-        )
-        .await
-    }
-
-    /// Makes every group's storage refuse all further reads and writes,
-    /// before the groups are stopped to reopen the store in place: nothing
-    /// of this run may reach the reopened store (openraft may run a queued
-    /// apply after its shutdown).
-    pub fn retire(&self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        for group in &self.state {
-            group.retire();
-        }
-    }
-
-    async fn start_carrying(
+    fn new_carrying(
         me: NodeId,
-        nodes: Vec<String>,
-        count: u32,
+        nodes: BTreeMap<NodeId, String>,
         store: Arc<Mutex<Store>>,
         durability: Arc<dyn Durability>,
         timing: Timing,
-        mut carried: Option<Carried>,
+        transport: Arc<Transport>,
     ) -> Result<Groups, String> {
-        if count == 0 || count > GROUPS_MAX {
-            return Err(format!(
-                "a cluster has 1 to {GROUPS_MAX} groups, not {count}"
-            ));
+        if !nodes.contains_key(&me) {
+            return Err(format!("node {me} is not among the cluster's nodes"));
         }
         let config = Config {
             cluster_name: "seglog".into(),
@@ -229,117 +267,377 @@ impl Groups {
         }
         .validate()
         .map_err(|e| format!("the Raft configuration: {e}"))?;
-        let config = Arc::new(config);
-        let transport = match &carried {
-            Some(carried) => Transport::new_after(&carried.transport),
-            None => Transport::new(me),
-        };
-        let mut rafts = Vec::new();
-        let mut state = Vec::new();
-        let mut standing = Vec::new();
-        let started = Groups::start_each(
-            me,
-            count,
-            &store,
-            &durability,
-            &config,
-            &transport,
-            carried.as_mut(),
-            (&mut rafts, &mut state, &mut standing),
-        )
-        .await;
-        if let Err(e) = started {
-            // Those started stop again: none may run on without a node,
-            // nor write after a reopen that follows.
-            for group in &state {
-                group.retire();
-            }
-            for raft in &rafts {
-                let _ = raft.shutdown().await;
-            }
-            return Err(e);
-        }
         let started_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        let next_proposal = carried.map_or(started_us, |c| c.next_proposal.max(started_us));
         Ok(Groups {
             me,
             nodes,
             transport,
-            rafts,
-            state,
-            next_proposal: Mutex::new(next_proposal),
+            store,
+            durability,
+            config: Arc::new(config),
             timing,
-            heartbeat_asked: Mutex::new(vec![None; count as usize]),
-            standing: Mutex::new(standing),
-            initialized: Mutex::new(BTreeSet::new()),
-            started: Instant::now(),
-            stopping: std::sync::atomic::AtomicBool::new(false),
+            running: RwLock::new(BTreeMap::new()),
+            changing: Mutex::new(BTreeMap::new()),
+            carried: Mutex::new(BTreeMap::new()),
+            next_proposal: Mutex::new(started_us),
+            stopping: AtomicBool::new(false),
         })
     }
 
-    /// Opens and starts each group, pushing each into `out` as it starts.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the parts of one start, in one place"
-    )]
-    async fn start_each(
+    /// Starts node `me`'s groups `specs` of `nodes`, on `store`; if one
+    /// fails to start, those started stop again (none may run on without
+    /// a node, nor write after a reopen that follows).
+    pub async fn start(
         me: NodeId,
-        count: u32,
-        store: &Arc<Mutex<Store>>,
-        durability: &Arc<dyn Durability>,
-        config: &Arc<Config>,
-        transport: &Arc<Transport>,
-        mut carried: Option<&mut Carried>,
-        out: (
-            &mut Vec<Raft<TypeConfig>>,
-            &mut Vec<Arc<Group>>,
-            &mut Vec<GroupStanding>,
-        ),
-    ) -> Result<(), String> {
-        let (rafts, state, standing) = out;
-        for g in 0..count {
-            let group = Group::open(g, Arc::clone(store), Arc::clone(durability))
-                .map_err(|e| format!("opening group {g}'s log: {e}"))?;
-            if let Some(carried) = carried.as_deref_mut()
-                && let Some(proposals) = carried.proposals.get_mut(g as usize)
-            {
-                *lock(&group.proposals) = std::mem::take(proposals);
+        nodes: BTreeMap<NodeId, String>,
+        specs: Vec<GroupSpec>,
+        store: Arc<Mutex<Store>>,
+        durability: Arc<dyn Durability>,
+        timing: Timing,
+    ) -> Result<Groups, String> {
+        let groups = Groups::new(me, nodes, store, durability, timing)?;
+        groups.add_all(specs).await?;
+        Ok(groups)
+    }
+
+    /// Adds `specs` one after another; on a failure, stops those added.
+    async fn add_all(&self, specs: Vec<GroupSpec>) -> Result<(), String> {
+        for spec in specs {
+            if let Err(e) = self.add(spec).await {
+                self.retire();
+                self.shutdown().await;
+                return Err(e);
             }
-            let log_store = LogStore {
-                group: Arc::clone(&group),
-            };
-            let state_machine = StateMachine::new(Arc::clone(&group), count);
-            let network = Network {
-                group: g,
-                transport: Arc::clone(transport),
-            };
-            let (has_state, rejoining) = {
-                let log = lock(&group.log);
-                let has_state =
-                    log.vote.is_some() || log.last_log_id().is_some() || log.applied.is_some();
-                (has_state, log.rejoining.is_some())
-            };
-            let group_standing = Standing::at_start(has_state && !rejoining);
-            if !has_state && !rejoining {
-                // Durable before the group writes anything: a restart finds
-                // it, and probes again, whatever the group wrote meanwhile.
-                group
-                    .save_standing(false)
-                    .await
-                    .map_err(|e| format!("group {g}: {e}"))?;
-            }
-            let raft = Raft::new(me, Arc::clone(config), network, log_store, state_machine)
-                .await
-                .map_err(|e| format!("starting group {g}: {e}"))?;
-            if !group_standing.votes() {
-                raft.runtime_config().elect(false);
-            }
-            standing.push((group_standing, None, None));
-            rafts.push(raft);
-            state.push(group);
         }
+        Ok(())
+    }
+
+    /// Starts the groups of `previous` again, after [`Groups::retire`] and
+    /// [`Groups::shutdown`], on `store` reopened in place: each group's
+    /// log, vote and applied state come back from the store as at a
+    /// restart; what this node knows of its recent proposals is kept.
+    pub async fn start_after(
+        previous: &Groups,
+        store: Arc<Mutex<Store>>,
+        durability: Arc<dyn Durability>,
+    ) -> Result<Groups, String> {
+        let groups = Groups::new_carrying(
+            previous.me,
+            previous.nodes.clone(),
+            store,
+            durability,
+            previous.timing,
+            Transport::new_after(&previous.transport),
+        )?;
+        let running = read(&previous.running).clone();
+        {
+            let mut next = lock(&groups.next_proposal);
+            *next = (*next).max(*lock(&previous.next_proposal));
+        }
+        // Copied, not taken: a start that fails leaves them with
+        // `previous` for the next attempt.
+        *lock(&groups.carried) = running
+            .iter()
+            .map(|(&g, group)| (g, lock(&group.state.proposals).clone()))
+            .collect();
+        let specs = running
+            .iter()
+            .map(|(&g, group)| GroupSpec {
+                group: g,
+                replicas: group.replicas.clone(),
+                keys: group.keys.clone(),
+            })
+            .collect();
+        groups.add_all(specs).await?;
+        Ok(groups)
+    }
+
+    /// Makes every group's storage refuse all further reads and writes,
+    /// before the groups are stopped to reopen the store in place: nothing
+    /// of this run may reach the reopened store (openraft may run a queued
+    /// apply after its shutdown).
+    pub fn retire(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for group in read(&self.running).values() {
+            group.state.retire();
+        }
+    }
+
+    /// Checks a group's replicas: at least one, none twice, each a node of
+    /// the cluster, this node among them.
+    fn check_replicas(&self, g: u32, replicas: &[NodeId]) -> Result<(), String> {
+        if replicas.is_empty() {
+            return Err(format!("group {g} has no replicas"));
+        }
+        let unique: BTreeSet<NodeId> = replicas.iter().copied().collect();
+        if unique.len() != replicas.len() {
+            return Err(format!("group {g} names a replica twice: {replicas:?}"));
+        }
+        if let Some(unknown) = replicas.iter().find(|id| !self.nodes.contains_key(id)) {
+            return Err(format!(
+                "replica {unknown} of group {g} is not a node of the cluster"
+            ));
+        }
+        if !unique.contains(&self.me) {
+            return Err(format!(
+                "this node ({}) is not a replica of group {g} ({replicas:?}): it runs only its own groups",
+                self.me
+            ));
+        }
+        Ok(())
+    }
+
+    /// Why group `g` does not run here.
+    fn absent(&self, g: u32) -> String {
+        match lock(&self.changing).get(&g) {
+            Some(Change::Adding) => format!("group {g} is still starting here"),
+            Some(Change::Removing) => format!("group {g} is being removed here"),
+            None => format!("group {g} does not run here"),
+        }
+    }
+
+    /// Group `g` if it runs here.
+    fn running(&self, g: u32) -> Option<Arc<Running>> {
+        read(&self.running).get(&g).cloned()
+    }
+
+    /// Starts group `spec.group` here, on the log, vote and state its log
+    /// key holds (none if it is new here: then it probes its peers before
+    /// it votes, as after a lost disk; [`super::standing`]).
+    pub async fn add(&self, spec: GroupSpec) -> Result<(), String> {
+        let g = spec.group;
+        self.check_replicas(g, &spec.replicas)?;
+        {
+            let running = read(&self.running);
+            let mut changing = lock(&self.changing);
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(format!("group {g} not added: the groups are stopping"));
+            }
+            if running.contains_key(&g) {
+                return Err(format!("group {g} runs here already"));
+            }
+            match changing.get(&g) {
+                Some(Change::Adding) => return Err(format!("group {g} is being added already")),
+                Some(Change::Removing) => {
+                    return Err(format!(
+                        "group {g} is being removed here: add it once its removal ended"
+                    ));
+                }
+                None => {}
+            }
+            let adding = changing.values().filter(|c| **c == Change::Adding).count();
+            if running.len() + adding >= GROUPS_RUNNING_MAX {
+                return Err(format!(
+                    "group {g} not added: {GROUPS_RUNNING_MAX} groups run here already"
+                ));
+            }
+            changing.insert(g, Change::Adding);
+        }
+        let started = self.start_group(spec).await;
+        let mut running = write(&self.running);
+        lock(&self.changing).remove(&g);
+        let group = started?;
+        running.insert(g, group);
+        Ok(())
+    }
+
+    /// Opens group `spec.group`'s log and starts its Raft instance.
+    async fn start_group(&self, spec: GroupSpec) -> Result<Arc<Running>, String> {
+        let g = spec.group;
+        let group = Group::open(g, Arc::clone(&self.store), Arc::clone(&self.durability))
+            .map_err(|e| format!("opening group {g}'s log: {e}"))?;
+        if lock(&group.log).removed {
+            group.retire();
+            return Err(format!(
+                "group {g} was being removed here when the node stopped: its storage must be deleted (Groups::delete_stored), never started again"
+            ));
+        }
+        if let Some(proposals) = lock(&self.carried).remove(&g) {
+            *lock(&group.proposals) = proposals;
+        }
+        let started = self.start_raft(&spec, &group).await;
+        if started.is_err() {
+            // Nothing of an instance that did not start may write later.
+            group.retire();
+        }
+        let (raft, standing, closed) = started?;
+        Ok(Arc::new(Running {
+            raft,
+            state: group,
+            replicas: spec.replicas,
+            keys: spec.keys,
+            closed,
+            standing: Mutex::new((standing, None, None)),
+            heartbeat_asked: Mutex::new(None),
+            initialized: AtomicBool::new(false),
+            started: Instant::now(),
+        }))
+    }
+
+    /// Starts the Raft instance of `group`, and says whether it votes.
+    async fn start_raft(
+        &self,
+        spec: &GroupSpec,
+        group: &Arc<Group>,
+    ) -> Result<(Raft<TypeConfig>, Standing, Arc<AtomicBool>), String> {
+        let g = spec.group;
+        let log_store = LogStore {
+            group: Arc::clone(group),
+        };
+        let state_machine = StateMachine::new(Arc::clone(group), spec.keys.clone());
+        let closed = Arc::new(AtomicBool::new(false));
+        let network = Network {
+            group: g,
+            transport: Arc::clone(&self.transport),
+            closed: Arc::clone(&closed),
+        };
+        let (has_state, rejoining) = {
+            let log = lock(&group.log);
+            let has_state =
+                log.vote.is_some() || log.last_log_id().is_some() || log.applied.is_some();
+            (has_state, log.rejoining.is_some())
+        };
+        let standing = Standing::at_start(has_state && !rejoining);
+        if !has_state && !rejoining {
+            // Durable before the group writes anything: a restart finds
+            // it, and probes again, whatever the group wrote meanwhile.
+            group
+                .save_standing(false)
+                .await
+                .map_err(|e| format!("group {g}: {e}"))?;
+        }
+        let raft = Raft::new(
+            self.me,
+            Arc::clone(&self.config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| format!("starting group {g}: {e}"))?;
+        if !standing.votes() {
+            raft.runtime_config().elect(false);
+        }
+        Ok((raft, standing, closed))
+    }
+
+    /// Stops group `g` here and deletes its storage: its log key (log,
+    /// vote, applied state, standing) and the keys its state machine holds
+    /// with their committed offsets. From the moment it is called, the
+    /// group's proposals, calls and notes are refused; proposals waiting
+    /// in it fail ([`ProposeError::Failed`]), and the transport drops its
+    /// calls. A removal cut short by a crash leaves the log key marked, so
+    /// that the group is never started again on what is left; the front end
+    /// finishes it with [`Groups::delete_stored`].
+    pub async fn remove(&self, g: u32) -> Result<(), String> {
+        let group = {
+            let mut running = write(&self.running);
+            let mut changing = lock(&self.changing);
+            match changing.get(&g) {
+                Some(Change::Adding) => {
+                    return Err(format!(
+                        "group {g} is still starting here: remove it once its add returned"
+                    ));
+                }
+                Some(Change::Removing) => {
+                    return Err(format!("group {g} is being removed here already"));
+                }
+                None => {}
+            }
+            let Some(group) = running.remove(&g) else {
+                return Err(format!("group {g} does not run here"));
+            };
+            changing.insert(g, Change::Removing);
+            group
+        };
+        // Nothing of it writes once retired (checked under the store's
+        // lock), not even a command openraft runs after its shutdown; and
+        // its network calls nobody once closed.
+        group.state.retire();
+        group.closed.store(true, Ordering::SeqCst);
+        let _ = group.raft.shutdown().await;
+        self.transport.forget_group(g);
+        let deleted = self.delete_storage(g, &group.keys).await;
+        lock(&self.changing).remove(&g);
+        crate::log::info(format_args!("group {g}: removed from this node"));
+        deleted
+    }
+
+    /// Deletes the storage of group `g`, which does not run here: what a
+    /// removal cut short by a crash left (its log key is marked), or a
+    /// group that stopped replicating here while the node was down. `keys`
+    /// are the keys its state machine held.
+    pub async fn delete_stored(&self, g: u32, keys: &Keys) -> Result<(), String> {
+        {
+            let running = read(&self.running);
+            let mut changing = lock(&self.changing);
+            if running.contains_key(&g) {
+                return Err(format!("group {g} runs here: remove it instead"));
+            }
+            if changing.contains_key(&g) {
+                return Err(self.absent(g));
+            }
+            changing.insert(g, Change::Removing);
+        }
+        let deleted = self.delete_storage(g, keys).await;
+        lock(&self.changing).remove(&g);
+        deleted
+    }
+
+    /// Deletes group `g`'s storage, which nothing writes any more: first a
+    /// `Removed` record in its log key, durable before anything goes (so a
+    /// crash never leaves a log that claims state that is gone), then its
+    /// keys and their commits, and its log key last.
+    async fn delete_storage(&self, g: u32, keys: &Keys) -> Result<(), String> {
+        let log = log_key(g);
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            format!("removing group {g}'s storage: {what}: {e}")
+        };
+        lock(&self.store)
+            .append(&log, &Record::Removed.encode())
+            .map_err(|e| failed("marking its log removed", &e))?;
+        // The sync point that makes the mark durable publishes its records
+        // (and the group's last ones) only after telling its waiters, and a
+        // key is removed only once nothing of it waits to be published: the
+        // next sync point comes after that.
+        for _ in 0..2 {
+            synced(&*self.durability)
+                .await
+                .map_err(|e| failed("a sync point", &e))?;
+        }
+        {
+            let mut store = lock(&self.store);
+            let commits: Vec<String> = store
+                .committed_latest_keys()
+                .filter(|key| keys.holds(key))
+                .map(str::to_string)
+                .collect();
+            for key in commits {
+                store
+                    .change_committed(&key, None)
+                    .map_err(|e| failed(&format!("the commit of {key:?}"), &e))?;
+            }
+            let held: Vec<String> = store
+                .keys()
+                .map_err(|e| failed("listing the keys", &e))?
+                .into_iter()
+                .filter(|key| keys.holds(key))
+                .collect();
+            for key in held {
+                store
+                    .remove_key(&key)
+                    .map_err(|e| failed(&format!("key {key:?}"), &e))?;
+            }
+        }
+        // The commits' removal is durable before the mark goes.
+        synced(&*self.durability)
+            .await
+            .map_err(|e| failed("a sync point", &e))?;
+        lock(&self.store)
+            .remove_key(&log)
+            .map_err(|e| failed("its log key", &e))?;
         Ok(())
     }
 
@@ -348,50 +646,58 @@ impl Groups {
     }
 
     /// Every node's name, by id.
-    pub fn nodes(&self) -> &[String] {
+    pub fn nodes(&self) -> &BTreeMap<NodeId, String> {
         &self.nodes
     }
 
-    /// How many groups there are.
-    pub fn count(&self) -> u32 {
-        self.rafts.len() as u32
+    /// Every node's id.
+    pub fn node_ids(&self) -> BTreeSet<NodeId> {
+        self.nodes.keys().copied().collect()
     }
 
-    /// The group of a client key.
-    pub fn group_of(&self, key: &str) -> u32 {
-        group_of(key, self.count())
+    /// The groups running here, in order.
+    pub fn ids(&self) -> Vec<u32> {
+        read(&self.running).keys().copied().collect()
+    }
+
+    /// Group `g`'s replicas, the first the node that leads it first, if it
+    /// runs here.
+    pub fn replicas(&self, g: u32) -> Option<Vec<NodeId>> {
+        Some(self.running(g)?.replicas.clone())
     }
 
     /// Group `g`'s Raft instance.
-    pub fn raft(&self, g: u32) -> Option<&Raft<TypeConfig>> {
-        self.rafts.get(g as usize)
+    pub fn raft(&self, g: u32) -> Option<Raft<TypeConfig>> {
+        Some(self.running(g)?.raft.clone())
     }
 
     /// The node group `g` leads first.
-    pub fn preferred_leader(&self, g: u32) -> NodeId {
-        u64::from(g) % self.nodes.len().max(1) as u64
+    pub fn preferred_leader(&self, g: u32) -> Option<NodeId> {
+        self.running(g)?.replicas.first().copied()
     }
 
     /// Group `g`'s state shared by its log and state machine.
     pub fn group_state(&self, g: u32) -> Option<Arc<Group>> {
-        self.state.get(g as usize).cloned()
+        Some(Arc::clone(&self.running(g)?.state))
     }
 
     /// The leader of group `g` as this node knows it.
     pub fn leader(&self, g: u32) -> Option<NodeId> {
-        self.raft(g)?.metrics().borrow().current_leader
+        self.running(g)?.raft.metrics().borrow().current_leader
     }
 
     /// Group `g`'s current term here.
     pub fn term(&self, g: u32) -> u64 {
-        self.raft(g)
-            .map_or(0, |raft| raft.metrics().borrow().current_term)
+        self.running(g)
+            .map_or(0, |group| group.raft.metrics().borrow().current_term)
     }
 
     /// The term of the last entry group `g` applied here.
     pub fn applied_term(&self, g: u32) -> u64 {
-        self.raft(g).map_or(0, |raft| {
-            raft.metrics()
+        self.running(g).map_or(0, |group| {
+            group
+                .raft
+                .metrics()
                 .borrow()
                 .last_applied
                 .map_or(0, |id| id.leader_id.term)
@@ -400,29 +706,12 @@ impl Groups {
 
     /// The index of the last entry group `g` applied here.
     pub fn applied(&self, g: u32) -> Option<u64> {
-        self.raft(g)?
+        self.running(g)?
+            .raft
             .metrics()
             .borrow()
             .last_applied
             .map(|id| id.index)
-    }
-
-    /// Whether group `g` has any state here: a vote, an entry, or an
-    /// applied entry (a group never initialized here has none).
-    fn has_state(&self, g: u32) -> bool {
-        self.state.get(g as usize).is_some_and(|group| {
-            let log = lock(&group.log);
-            log.vote.is_some() || log.last_log_id().is_some() || log.applied.is_some()
-        })
-    }
-
-    /// The membership every group starts with: every node a voter.
-    fn members(&self) -> BTreeMap<NodeId, BasicNode> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .map(|(id, name)| (id as u64, BasicNode::new(name)))
-            .collect()
     }
 
     /// A new proposal id of this node.
@@ -442,15 +731,16 @@ impl Groups {
         &self,
         g: u32,
         proposal: Proposal,
-    ) -> Result<(u64, Vec<super::types::OpResult>), ProposeError> {
-        let Some(raft) = self.raft(g) else {
-            return Err(ProposeError::NotLeader(None));
+    ) -> Result<(u64, Vec<OpResult>), ProposeError> {
+        let Some(group) = self.running(g) else {
+            return Err(ProposeError::NoGroup(self.absent(g)));
         };
         let id = proposal.id;
-        match raft.client_write(proposal).await {
+        let appended = || lock(&group.state.proposals).was_appended(id);
+        match group.raft.client_write(proposal).await {
             Ok(response) => Ok((response.log_id.index, response.data.results)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                if self.was_appended(g, id) {
+                if appended() {
                     Err(ProposeError::Unknown(format!(
                         "the entry lost its place in group {g}'s log; another leader may commit it"
                     )))
@@ -459,8 +749,14 @@ impl Groups {
                 }
             }
             Err(RaftError::APIError(e)) => Err(ProposeError::Unknown(format!("group {g}: {e}"))),
+            Err(RaftError::Fatal(e)) if group.closed.load(Ordering::SeqCst) => {
+                Err(ProposeError::Failed {
+                    appended: appended(),
+                    why: format!("group {g} was removed here while the proposal waited ({e})"),
+                })
+            }
             Err(RaftError::Fatal(e)) => Err(ProposeError::Failed {
-                appended: self.was_appended(g, id),
+                appended: appended(),
                 why: format!("group {g} stopped: {e}"),
             }),
         }
@@ -468,52 +764,32 @@ impl Groups {
 
     /// Whether a proposal was appended to group `g`'s log here.
     pub fn was_appended(&self, g: u32, id: ProposalId) -> bool {
-        self.state
-            .get(g as usize)
-            .is_some_and(|group| lock(&group.proposals).was_appended(id))
+        self.running(g)
+            .is_some_and(|group| lock(&group.state.proposals).was_appended(id))
     }
 
     /// The entry index and results of a proposal applied here.
-    pub fn outcome(&self, g: u32, id: ProposalId) -> Option<(u64, Vec<super::types::OpResult>)> {
-        self.state
-            .get(g as usize)
-            .and_then(|group| lock(&group.proposals).outcome(id))
-    }
-
-    /// Every node's id.
-    pub fn node_ids(&self) -> BTreeSet<NodeId> {
-        (0..self.nodes.len() as u64).collect()
-    }
-
-    /// Every other node's id.
-    fn peers(&self) -> BTreeSet<NodeId> {
-        (0..self.nodes.len() as u64)
-            .filter(|&id| id != self.me)
-            .collect()
+    pub fn outcome(&self, g: u32, id: ProposalId) -> Option<(u64, Vec<OpResult>)> {
+        lock(&self.running(g)?.state.proposals).outcome(id)
     }
 
     /// Whether this node votes in group `g` ([`super::standing`]).
     pub fn votes(&self, g: u32) -> bool {
-        lock(&self.standing)
-            .get(g as usize)
-            .is_some_and(|(standing, ..)| standing.votes())
+        self.running(g).is_some_and(|group| group.votes())
     }
 
-    /// This node's last log id in group `g`.
-    fn last_log_id(&self, g: u32) -> Option<super::types::LogId> {
-        self.state
-            .get(g as usize)
-            .and_then(|group| lock(&group.log).last_log_id())
-    }
-
-    /// Hands a peer's call to this node's instance of its group. A vote
-    /// is refused while this node may not vote there: the candidate
-    /// counts it as a node it could not reach.
-    pub async fn serve(&self, g: u32, rpc: Rpc) -> Reply {
-        let Some(raft) = self.raft(g) else {
-            return Reply::Unavailable(format!("no group {g}"));
+    /// Hands `from`'s call to this node's instance of its group. Refused
+    /// (the caller counts this node as one it could not reach) when the
+    /// group does not run here, when `from` is not one of its replicas,
+    /// and a vote while this node may not vote there.
+    pub async fn serve(&self, from: NodeId, g: u32, rpc: Rpc) -> Reply {
+        let Some(group) = self.running(g) else {
+            return Reply::Unavailable(self.absent(g));
         };
-        if matches!(rpc, Rpc::Vote(_)) && !self.votes(g) {
+        if !group.has_replica(from) {
+            return Reply::Unavailable(format!("node {from} is not a replica of group {g}"));
+        }
+        if matches!(rpc, Rpc::Vote(_)) && !group.votes() {
             return Reply::Unavailable(format!("rejoining group {g}: votes nowhere yet"));
         }
         let leader_term = match &rpc {
@@ -522,70 +798,59 @@ impl Groups {
             Rpc::Vote(_) => None,
         };
         if let Some(term) = leader_term
-            && !lock(&self.standing)
-                .get(g as usize)
-                .is_some_and(|(standing, ..)| standing.follows(term))
+            && !lock(&group.standing).0.follows(term)
         {
             return Reply::Unavailable(format!(
                 "rejoining group {g}: follows no leader of term {term} yet"
             ));
         }
-        transport::serve(raft, rpc).await
+        transport::serve(&group.raft, rpc).await
     }
 
-    /// A peer's note about standing.
+    /// A peer's note about standing. Ignored for a group that does not run
+    /// here, and from a peer that is not one of its replicas.
     pub fn on_note(&self, peer: NodeId, note: Note) {
+        let g = note.group();
+        let Some(group) = self.running(g) else {
+            return;
+        };
+        if !group.has_replica(peer) {
+            return;
+        }
         match note {
-            Note::Probe { group } => {
-                let Some(pristine) = lock(&self.standing)
-                    .get(group as usize)
-                    .map(|(standing, ..)| standing.pristine(self.last_log_id(group)))
-                else {
-                    return;
-                };
-                let term = self.state.get(group as usize).map_or(0, |state| {
-                    lock(&state.log)
-                        .vote
-                        .map_or(0, |(_, vote)| vote.leader_id().term)
-                });
+            Note::Probe { group: _ } => {
+                let pristine = lock(&group.standing).0.pristine(group.last_log_id());
+                let term = lock(&group.state.log)
+                    .vote
+                    .map_or(0, |(_, vote)| vote.leader_id().term);
                 self.transport.note(
                     peer,
                     Note::Known {
-                        group,
+                        group: g,
                         pristine,
                         term,
                     },
                 );
             }
-            Note::Known {
-                group,
-                pristine,
-                term,
-            } => {
-                // An answer this process cannot have asked for yet is stale
+            Note::Known { pristine, term, .. } => {
+                // An answer this group cannot have asked for yet is stale
                 // (a probe of a previous process of this node).
-                if self.started.elapsed() < Duration::from_millis(PROBE_AFTER_MS) {
+                if group.started.elapsed() < Duration::from_millis(PROBE_AFTER_MS) {
                     return;
                 }
-                if let Some((standing, ..)) = lock(&self.standing).get_mut(group as usize) {
-                    standing.known(peer, pristine, term);
-                }
+                lock(&group.standing).0.known(peer, pristine, term);
             }
-            Note::Rejoin { group } => {
-                if self.leader(group) == Some(self.me)
-                    && let Some(upto) = self.last_log_id(group)
+            Note::Rejoin { .. } => {
+                if group.raft.metrics().borrow().current_leader == Some(self.me)
+                    && let Some(upto) = group.last_log_id()
                 {
                     crate::log::info(format_args!(
-                        "group {group}: node {peer} rejoins; it votes again once it holds entry {upto}"
+                        "group {g}: node {peer} rejoins; it votes again once it holds entry {upto}"
                     ));
-                    self.transport.note(peer, Note::Readmit { group, upto });
+                    self.transport.note(peer, Note::Readmit { group: g, upto });
                 }
             }
-            Note::Readmit { group, upto } => {
-                if let Some((standing, ..)) = lock(&self.standing).get_mut(group as usize) {
-                    standing.readmit(upto);
-                }
-            }
+            Note::Readmit { upto, .. } => lock(&group.standing).0.readmit(upto),
         }
     }
 
@@ -595,156 +860,157 @@ impl Groups {
     fn admit(self: &Arc<Self>, g: u32) {
         let groups = Arc::clone(self);
         tokio::spawn(async move {
-            let Some(group) = groups.group_state(g) else {
+            let Some(group) = groups.running(g) else {
                 return;
             };
-            if groups.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            if groups.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            if let Err(e) = group.save_standing(true).await {
+            if let Err(e) = group.state.save_standing(true).await {
                 crate::log::warn(format_args!(
                     "group {g}: recording that this node votes: {e}"
                 ));
                 return;
             }
-            if let Some((standing, ..)) = lock(&groups.standing).get_mut(g as usize) {
-                standing.admitted();
-            }
+            lock(&group.standing).0.admitted();
             crate::log::info(format_args!("group {g}: this node votes"));
-            if let Some(raft) = groups.raft(g) {
-                raft.runtime_config().elect(true);
+            group.raft.runtime_config().elect(true);
+            if group.replicas.first() == Some(&groups.me) && !group.has_state() {
+                initialize_in_task(g, &group, &groups.nodes);
             }
-            if groups.preferred_leader(g) == groups.me && !groups.has_state(g) {
-                groups.initialize_in_task(g);
-            }
-        });
-    }
-
-    /// Initializes group `g` in a task of its own, once per process.
-    fn initialize_in_task(&self, g: u32) {
-        if !lock(&self.initialized).insert(g) {
-            return;
-        }
-        let Some(raft) = self.raft(g).cloned() else {
-            return;
-        };
-        let members = self.members();
-        tokio::spawn(async move {
-            if let Err(e) = raft.initialize(members).await {
-                crate::log::info(format_args!("initializing group {g}: {e}"));
-            }
-            let _ = raft.trigger().elect().await;
         });
     }
 
     /// What the groups do every tick: ask about standing, heartbeats where
     /// replication is idle, and initialize groups still without a leader
-    /// long after the start.
+    /// long after they started.
     pub fn tick(self: &Arc<Self>, now: Instant) {
-        self.ask_standing(now);
-        self.heartbeat_idle(now);
-        if now.duration_since(self.started) >= INIT_FALLBACK {
-            for g in 0..self.count() {
-                if self.votes(g) && self.leader(g).is_none() && !self.has_state(g) {
-                    self.initialize_in_task(g);
-                }
+        let running: Vec<(u32, Arc<Running>)> = read(&self.running)
+            .iter()
+            .map(|(&g, group)| (g, Arc::clone(group)))
+            .collect();
+        for (g, group) in running {
+            self.ask_standing(g, &group, now);
+            self.heartbeat_idle(g, &group, now);
+            if now.duration_since(group.started) >= INIT_FALLBACK
+                && group.votes()
+                && group.raft.metrics().borrow().current_leader.is_none()
+                && !group.has_state()
+            {
+                initialize_in_task(g, &group, &self.nodes);
             }
         }
     }
 
-    /// Probes and rejoin requests, every [`ASK_EVERY_MS`] per group (probes
-    /// only from [`PROBE_AFTER_MS`] after the start); and what their
-    /// answers allow.
-    fn ask_standing(self: &Arc<Self>, now: Instant) {
+    /// Probes and rejoin requests of group `g` to its other replicas, every
+    /// [`ASK_EVERY_MS`] (probes only from [`PROBE_AFTER_MS`] after it
+    /// started); and what their answers allow.
+    fn ask_standing(self: &Arc<Self>, g: u32, group: &Running, now: Instant) {
         let every = Duration::from_millis(ASK_EVERY_MS);
         let probing_allowed =
-            now.duration_since(self.started) >= Duration::from_millis(PROBE_AFTER_MS);
-        let peers = self.peers();
-        let nodes = self.nodes.len();
-        let mut admitted = Vec::new();
-        let mut standing = lock(&self.standing);
-        for (g, (group_standing, asked, unanswered)) in standing.iter_mut().enumerate() {
-            let g = g as u32;
-            if group_standing.votes() || *group_standing == Standing::Admitting {
-                continue;
-            }
-            // A floor that no leader reaches (it came from a peer that
-            // has since gone) would keep this node rejoining for good: it
-            // probes afresh instead; a new sample is as sound as the old.
-            if matches!(group_standing, Standing::Rejoining { upto: None, .. }) {
-                let since = *unanswered.get_or_insert(now);
-                if now.duration_since(since) >= Duration::from_millis(REJOIN_UNANSWERED_MS) {
-                    crate::log::info(format_args!(
-                        "group {g}: no leader readmitted this node; probing again"
-                    ));
-                    *group_standing = Standing::at_start(false);
-                    *unanswered = None;
-                }
-            } else {
+            now.duration_since(group.started) >= Duration::from_millis(PROBE_AFTER_MS);
+        let peers = group.peers(self.me);
+        let last = group.last_log_id();
+        let mut standing = lock(&group.standing);
+        let (group_standing, asked, unanswered) = &mut *standing;
+        if group_standing.votes() || *group_standing == Standing::Admitting {
+            return;
+        }
+        // A floor that no leader reaches (it came from a peer that has
+        // since gone) would keep this node rejoining for good: it probes
+        // afresh instead; a new sample is as sound as the old.
+        if matches!(group_standing, Standing::Rejoining { upto: None, .. }) {
+            let since = *unanswered.get_or_insert(now);
+            if now.duration_since(since) >= Duration::from_millis(REJOIN_UNANSWERED_MS) {
+                crate::log::info(format_args!(
+                    "group {g}: no leader readmitted this node; probing again"
+                ));
+                *group_standing = Standing::at_start(false);
                 *unanswered = None;
             }
-            let last = self.last_log_id(g);
-            group_standing.sent_history(last);
-            if group_standing.settle(&peers, nodes) || group_standing.caught_up(last) {
-                admitted.push(g);
-                continue;
-            }
-            if asked.is_some_and(|at| now.duration_since(at) < every) {
-                continue;
-            }
-            let note = match group_standing {
-                Standing::Probing { .. } if probing_allowed => Note::Probe { group: g },
-                Standing::Rejoining { .. } => Note::Rejoin { group: g },
-                _ => continue,
-            };
-            *asked = Some(now);
-            for &peer in &peers {
-                self.transport.note(peer, note.clone());
-            }
+        } else {
+            *unanswered = None;
         }
-        drop(standing);
-        for g in admitted {
+        group_standing.sent_history(last);
+        if group_standing.settle(&peers, group.replicas.len()) || group_standing.caught_up(last) {
+            drop(standing);
             self.admit(g);
+            return;
+        }
+        if asked.is_some_and(|at| now.duration_since(at) < every) {
+            return;
+        }
+        let note = match group_standing {
+            Standing::Probing { .. } if probing_allowed => Note::Probe { group: g },
+            Standing::Rejoining { .. } => Note::Rejoin { group: g },
+            _ => return,
+        };
+        *asked = Some(now);
+        drop(standing);
+        for &peer in &peers {
+            self.transport.note(peer, note.clone());
         }
     }
 
-    /// Asks each group this node leads for a heartbeat where some
+    /// Asks group `g`, if this node leads it, for a heartbeat where some
     /// follower has had no AppendEntries for a heartbeat interval (a
     /// follower hearing nothing for an election timeout starts an
-    /// election). Call it every tick.
-    fn heartbeat_idle(&self, now: Instant) {
+    /// election). Called every tick.
+    fn heartbeat_idle(&self, g: u32, group: &Running, now: Instant) {
         let interval = Duration::from_millis(self.timing.heartbeat_ms);
-        let mut asked = lock(&self.heartbeat_asked);
-        for (g, raft) in self.rafts.iter().enumerate() {
-            if raft.metrics().borrow().current_leader != Some(self.me) {
-                continue;
-            }
-            if asked[g].is_some_and(|at| now.duration_since(at) < interval / 2) {
-                continue;
-            }
-            let idle = (0..self.nodes.len() as u64)
-                .filter(|&peer| peer != self.me)
-                .any(|peer| {
-                    self.transport
-                        .last_append(g as u32, peer)
-                        .is_none_or(|at| now.duration_since(at) >= interval)
-                });
-            if idle {
-                asked[g] = Some(now);
-                let raft = raft.clone();
-                tokio::spawn(async move {
-                    let _ = raft.trigger().heartbeat().await;
-                });
-            }
+        if group.raft.metrics().borrow().current_leader != Some(self.me) {
+            return;
+        }
+        let mut asked = lock(&group.heartbeat_asked);
+        if asked.is_some_and(|at| now.duration_since(at) < interval / 2) {
+            return;
+        }
+        let idle = group.peers(self.me).into_iter().any(|peer| {
+            self.transport
+                .last_append(g, peer)
+                .is_none_or(|at| now.duration_since(at) >= interval)
+        });
+        if idle {
+            *asked = Some(now);
+            let raft = group.raft.clone();
+            tokio::spawn(async move {
+                let _ = raft.trigger().heartbeat().await;
+            });
         }
     }
 
     /// Stops every group.
     pub async fn shutdown(&self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        for raft in &self.rafts {
+        self.stopping.store(true, Ordering::SeqCst);
+        let rafts: Vec<Raft<TypeConfig>> = read(&self.running)
+            .values()
+            .map(|group| group.raft.clone())
+            .collect();
+        for raft in rafts {
             let _ = raft.shutdown().await;
         }
     }
+}
+
+/// Initializes group `g` in a task of its own, once per process, with its
+/// replicas as voters.
+fn initialize_in_task(g: u32, group: &Running, nodes: &BTreeMap<NodeId, String>) {
+    if group.initialized.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let members: BTreeMap<NodeId, BasicNode> = group
+        .replicas
+        .iter()
+        .map(|id| {
+            let name = nodes.get(id).map_or("", String::as_str);
+            (*id, BasicNode::new(name))
+        })
+        .collect();
+    let raft = group.raft.clone();
+    tokio::spawn(async move {
+        if let Err(e) = raft.initialize(members).await {
+            crate::log::info(format_args!("initializing group {g}: {e}"));
+        }
+        let _ = raft.trigger().elect().await;
+    });
 }

@@ -15,6 +15,10 @@
 //!   lock, so one sync point makes both durable or neither.
 //! - `Standing`: whether this node may vote in the group
 //!   ([`super::standing`]).
+//! - `Removed`: the group is being removed from this node: its keys are
+//!   deleted once this record is durable, and this key last. A log that
+//!   holds it is never started again; removing the group again finishes
+//!   the deletion ([`super::groups::Groups::delete_stored`]).
 //!
 //! Records are JSON text. Purging also deletes the key's sealed segments
 //! below the first entry kept ([`crate::storage::store::Store::truncate_front`]),
@@ -39,6 +43,19 @@ pub fn log_key(group: u32) -> String {
     format!("{RESERVED_KEY_PREFIX}{group}")
 }
 
+/// The groups with a log key in `store`: those that ran on this node and
+/// were not removed whole (a removal cut short leaves its log key, marked
+/// `Removed`, until it is finished).
+pub fn stored_groups(store: &Store) -> Result<Vec<u32>> {
+    let mut groups: Vec<u32> = store
+        .keys()?
+        .iter()
+        .filter_map(|key| key.strip_prefix(RESERVED_KEY_PREFIX)?.parse().ok())
+        .collect();
+    groups.sort_unstable();
+    Ok(groups)
+}
+
 /// One record of a group's log key.
 #[derive(Serialize, Deserialize)]
 pub enum Record {
@@ -59,6 +76,8 @@ pub enum Record {
     Standing {
         votes: bool,
     },
+    /// The group is being removed from this node.
+    Removed,
 }
 
 impl Record {
@@ -87,6 +106,9 @@ pub struct GroupLog {
     /// The offset of a `Standing { votes: false }` record not yet followed
     /// by one that says it votes: this node was rejoining.
     pub rejoining: Option<u64>,
+    /// A `Removed` record was written: the group's storage is being
+    /// deleted here.
+    pub removed: bool,
 }
 
 impl GroupLog {
@@ -142,6 +164,7 @@ impl GroupLog {
                 self.applied_offset = Some(offset);
             }
             Record::Standing { votes } => self.rejoining = (!votes).then_some(offset),
+            Record::Removed => self.removed = true,
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! Consensus: the cluster's Raft groups, on openraft, over the store.
 //!
-//! Every key belongs to one of a fixed number of groups (its name hashed);
-//! each group is an openraft Raft instance on every node. A group's log,
+//! Each group is an openraft Raft instance on each of its replicas (in the
+//! Maelstrom node, every node, with keys hashed over a fixed number of
+//! groups); groups are added and removed while a node runs. A group's log,
 //! vote and applied state are records of one key of the store, made
 //! durable by the front end's group commit: one fdatasync per sync point
 //! covers every group's writes on the node. Its state machine is the key
@@ -22,8 +23,8 @@
 //! - [`transport`]: every group's RPCs to a peer in one batch per message.
 //! - [`standing`]: whether this node may vote in a group (a node that lost
 //!   its disk may not until it caught up).
-//! - [`groups`]: a node's groups: which group a key is in, who leads it,
-//!   proposing to it.
+//! - [`groups`]: a node's groups: adding and removing them, who leads
+//!   each, proposing to it.
 
 pub mod durability;
 pub mod groups;
@@ -35,5 +36,7 @@ pub mod state_machine;
 pub mod transport;
 pub mod types;
 
+#[cfg(test)]
+mod groups_tests;
 #[cfg(test)]
 mod suite_tests;

@@ -1,7 +1,8 @@
 //! A group's snapshot: the records and committed offsets of its keys, and
-//! which keys are its. A key belongs to the group its name hashes to
-//! (FNV-1a, 64 bits, modulo the number of groups): fixed by the key alone,
-//! so every node agrees without asking.
+//! which keys are its ([`Keys`]). In the Maelstrom node a key belongs to
+//! the group its name hashes to (FNV-1a, 64 bits, modulo the number of
+//! groups): fixed by the key alone, so every node agrees without asking.
+//! A group that holds other keys (a partition's) is given its own rule.
 //!
 //! The encoding is JSON: `{"keys":[{"key":K,"start":S,"msgs":[M,...]}],
 //! "commits":[[K,O],...]}`, each message the JSON text the store holds.
@@ -21,6 +22,37 @@ pub fn group_of(key: &str, groups: u32) -> u32 {
 /// Whether `key` is one the Raft groups keep for themselves.
 pub fn is_reserved(key: &str) -> bool {
     key.starts_with(RESERVED_KEY_PREFIX)
+}
+
+/// Which client keys a group's state machine holds: those its snapshots
+/// carry, an installed snapshot replaces, and removing the group deletes.
+/// A rule on the key's name alone, the same on every node, so that every
+/// replica agrees on a group's keys without asking. Never a reserved key.
+#[derive(Clone)]
+pub struct Keys(std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl Keys {
+    /// The keys that hash to `group` of `groups` (the Maelstrom node).
+    pub fn hashed(group: u32, groups: u32) -> Keys {
+        Keys::matching(move |key| group_of(key, groups) == group)
+    }
+
+    /// The keys `rule` accepts (a partition group: its partition's log
+    /// and the state kept beside it).
+    pub fn matching(rule: impl Fn(&str) -> bool + Send + Sync + 'static) -> Keys {
+        Keys(std::sync::Arc::new(rule))
+    }
+
+    /// Whether the group holds `key`.
+    pub fn holds(&self, key: &str) -> bool {
+        !is_reserved(key) && (self.0)(key)
+    }
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
 }
 
 /// One key's records in a snapshot.
@@ -47,10 +79,10 @@ impl SnapshotData {
     /// The group's keys and where each ends now, appends not yet durable
     /// included: the records a snapshot of the state as of now holds, to be
     /// read by [`SnapshotData::read`] once they are durable.
-    pub fn plan(store: &mut Store, group: u32, groups: u32) -> Result<SnapshotData> {
+    pub fn plan(store: &mut Store, held: &Keys) -> Result<SnapshotData> {
         let mut keys = Vec::new();
         for key in store.keys()? {
-            if is_reserved(&key) || group_of(&key, groups) != group {
+            if !held.holds(&key) {
                 continue;
             }
             let start = store.log_start(&key)?;
@@ -103,10 +135,10 @@ impl SnapshotData {
     }
 
     /// Adds the committed offsets of the group's keys.
-    pub fn read_commits(&mut self, store: &Store, group: u32, groups: u32) {
+    pub fn read_commits(&mut self, store: &Store, held: &Keys) {
         self.commits = store
             .committed_offsets()
-            .filter(|(key, _)| !is_reserved(key) && group_of(key, groups) == group)
+            .filter(|(key, _)| held.holds(key))
             .map(|(key, offset)| (key.to_string(), offset))
             .collect();
         self.commits.sort();
@@ -130,12 +162,12 @@ impl SnapshotData {
         &self,
         store: &mut Store,
         group: u32,
-        groups: u32,
+        held: &Keys,
     ) -> std::result::Result<(), String> {
         let fail = |e: Error| e.to_string();
         let mut named = std::collections::HashSet::new();
         for key in &self.keys {
-            if is_reserved(&key.key) || group_of(&key.key, groups) != group {
+            if !held.holds(&key.key) {
                 return Err(format!(
                     "the snapshot of group {group} holds key {:?} of another",
                     key.key
@@ -168,8 +200,7 @@ impl SnapshotData {
             }
         }
         for key in store.keys().map_err(fail)? {
-            if !is_reserved(&key)
-                && group_of(&key, groups) == group
+            if held.holds(&key)
                 && !named.contains(key.as_str())
                 && store.next_offset(&key).map_err(fail)? > 0
             {

@@ -110,6 +110,18 @@ pub enum Note {
     Readmit { group: u32, upto: LogId },
 }
 
+impl Note {
+    /// The group the note is about.
+    pub fn group(&self) -> u32 {
+        match self {
+            Note::Probe { group }
+            | Note::Known { group, .. }
+            | Note::Rejoin { group }
+            | Note::Readmit { group, .. } => *group,
+        }
+    }
+}
+
 impl Standing {
     /// The standing a group starts with: voting if this node has state for
     /// it and was not rejoining when it stopped.

@@ -20,7 +20,7 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 
 use super::log::{GroupLog, Record};
 use super::log_store::Group;
-use super::snapshot::{SnapshotData, group_of, is_reserved};
+use super::snapshot::{Keys, SnapshotData, is_reserved};
 use super::types::{
     Applied, Entry, LogId, Op, OpResult, ProposalId, StorageError, StoredMembership, TypeConfig,
 };
@@ -51,9 +51,8 @@ struct Current {
 #[derive(Clone)]
 pub struct StateMachine {
     pub group: Arc<Group>,
-    /// How many groups the cluster has: a key is in this group when it
-    /// hashes to it.
-    pub groups: u32,
+    /// The client keys this group holds.
+    pub keys: Keys,
     current: Arc<Mutex<Option<Current>>>,
 }
 
@@ -66,10 +65,10 @@ fn sm_error(what: String) -> StorageError {
 }
 
 impl StateMachine {
-    pub fn new(group: Arc<Group>, groups: u32) -> StateMachine {
+    pub fn new(group: Arc<Group>, keys: Keys) -> StateMachine {
         StateMachine {
             group,
-            groups,
+            keys,
             current: Arc::new(Mutex::new(None)),
         }
     }
@@ -82,8 +81,8 @@ impl StateMachine {
         let (last, membership, mut data) = {
             let log = lock(&group.log);
             let mut store = group.store().map_err(sm_error)?;
-            let data = SnapshotData::plan(&mut store, group.group, self.groups)
-                .map_err(|e| sm_error(e.to_string()))?;
+            let data =
+                SnapshotData::plan(&mut store, &self.keys).map_err(|e| sm_error(e.to_string()))?;
             (log.applied, log.membership.clone(), data)
         };
         // Once durable, those records can be read, and the log entries the
@@ -92,7 +91,7 @@ impl StateMachine {
         {
             let mut store = group.store().map_err(sm_error)?;
             data.read(&mut store).map_err(|e| sm_error(e.to_string()))?;
-            data.read_commits(&store, group.group, self.groups);
+            data.read_commits(&store, &self.keys);
         }
         let bytes = data.encode();
         let meta = SnapshotMeta {
@@ -213,7 +212,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // them become durable together (the snapshot is in memory
             // already, so the span holds no more than it).
             let at = store.together(|store| -> Result<u64, String> {
-                data.install(store, group.group, self.groups)?;
+                data.install(store, group.group, &self.keys)?;
                 let record = Record::Applied {
                     last: meta.last_log_id,
                     membership: meta.last_membership.clone(),
@@ -303,9 +302,4 @@ fn apply_one(
     }
     log.applied = Some(entry.log_id);
     Ok((applied, outcome, bytes))
-}
-
-/// Whether `key` belongs to group `group` of `groups`.
-pub fn in_group(key: &str, group: u32, groups: u32) -> bool {
-    !is_reserved(key) && group_of(key, groups) == group
 }

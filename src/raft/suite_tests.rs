@@ -7,6 +7,7 @@ use openraft::testing::{StoreBuilder, Suite};
 
 use super::durability::OwnGroupCommit;
 use super::log_store::{Group, LogStore};
+use super::snapshot::Keys;
 use super::state_machine::StateMachine;
 use super::types::{StorageError, TypeConfig};
 use crate::storage::store::{Store, StoreConfig};
@@ -25,7 +26,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let log_store = LogStore {
             group: Arc::clone(&group),
         };
-        let state_machine = StateMachine::new(group, 1);
+        let state_machine = StateMachine::new(group, Keys::hashed(0, 1));
         Ok((dir, log_store, state_machine))
     }
 }

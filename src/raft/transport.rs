@@ -11,6 +11,7 @@
 //! data.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,8 +94,8 @@ struct Inner {
     next_id: u64,
     /// What waits to go to each peer.
     outgoing: BTreeMap<NodeId, Batch>,
-    /// Calls sent and not answered: their peer and who waits.
-    waiting: HashMap<u64, (NodeId, oneshot::Sender<Reply>)>,
+    /// Calls sent and not answered: their peer, their group and who waits.
+    waiting: HashMap<u64, (NodeId, u32, oneshot::Sender<Reply>)>,
     /// When each group last sent AppendEntries to each peer: a leader
     /// whose replication keeps a follower busy needs no heartbeat to it.
     last_append: HashMap<(u32, NodeId), Instant>,
@@ -137,14 +138,20 @@ impl Transport {
     }
 
     /// Queues a call; the receiver gets its answer (or is dropped when the
-    /// call is given up).
+    /// call is given up). Refused once `closed` is set: checked under the
+    /// lock [`Transport::forget_group`] takes after setting it, so no call
+    /// of a removed group is queued after it was forgotten.
     fn call(
         &self,
         target: NodeId,
         group: u32,
         rpc: Rpc,
+        closed: &AtomicBool,
     ) -> Result<(u64, oneshot::Receiver<Reply>), String> {
         let mut inner = lock(&self.inner);
+        if closed.load(Ordering::SeqCst) {
+            return Err(format!("group {group} was removed here"));
+        }
         if inner.waiting.len() >= CALLS_WAITING_MAX {
             return Err(format!("{CALLS_WAITING_MAX} calls wait for answers"));
         }
@@ -154,7 +161,7 @@ impl Transport {
             inner.last_append.insert((group, target), Instant::now());
         }
         let (tx, rx) = oneshot::channel();
-        inner.waiting.insert(id, (target, tx));
+        inner.waiting.insert(id, (target, group, tx));
         inner
             .outgoing
             .entry(target)
@@ -195,7 +202,7 @@ impl Transport {
         let mut inner = lock(&self.inner);
         for answer in answers {
             match inner.waiting.remove(&answer.id) {
-                Some((target, tx)) if target == peer => {
+                Some((target, _, tx)) if target == peer => {
                     let _ = tx.send(answer.reply);
                 }
                 Some(other) => {
@@ -204,6 +211,33 @@ impl Transport {
                 None => {}
             }
         }
+    }
+
+    /// Forgets everything of group `group`, which stopped here for good (it
+    /// was removed, and its network's `closed` is set): its calls waiting to go out and its notes are dropped,
+    /// its calls waiting for answers end (a late answer is dropped like any
+    /// answer to a call given up on), and when it last sent to each peer is
+    /// forgotten. Answers to peers' calls of the group still go out: the
+    /// peers wait for them.
+    pub fn forget_group(&self, group: u32) {
+        let mut inner = lock(&self.inner);
+        inner.waiting.retain(|_, (_, g, _)| *g != group);
+        inner.last_append.retain(|(g, _), _| *g != group);
+        for batch in inner.outgoing.values_mut() {
+            batch.calls.retain(|call| call.group != group);
+            batch.notes.retain(|note| note.group() != group);
+        }
+    }
+
+    /// Whether anything of group `group` waits here: a call to go out or
+    /// for its answer, or a note to go out.
+    pub fn holds_group(&self, group: u32) -> bool {
+        let inner = lock(&self.inner);
+        inner.waiting.values().any(|(_, g, _)| *g == group)
+            || inner.outgoing.values().any(|batch| {
+                batch.calls.iter().any(|call| call.group == group)
+                    || batch.notes.iter().any(|note| note.group() == group)
+            })
     }
 
     /// Takes every batch waiting to go out, one per peer.
@@ -239,6 +273,8 @@ pub async fn serve(raft: &Raft<TypeConfig>, rpc: Rpc) -> Reply {
 pub struct Network {
     pub group: u32,
     pub transport: Arc<Transport>,
+    /// Set when the group is removed: its clients call nobody after it.
+    pub closed: Arc<AtomicBool>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -249,6 +285,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             group: self.group,
             target,
             transport: Arc::clone(&self.transport),
+            closed: Arc::clone(&self.closed),
         }
     }
 }
@@ -258,6 +295,7 @@ pub struct Client {
     group: u32,
     target: NodeId,
     transport: Arc<Transport>,
+    closed: Arc<AtomicBool>,
 }
 
 /// Forgets a call when dropped, so that a call openraft gave up on does
@@ -283,7 +321,7 @@ impl Client {
     async fn send(&self, rpc: Rpc, ttl: Duration) -> Result<Reply, NoAnswer> {
         let (id, rx) = self
             .transport
-            .call(self.target, self.group, rpc)
+            .call(self.target, self.group, rpc, &self.closed)
             .map_err(NoAnswer::Unreachable)?;
         // However this call ends (answered, timed out, or dropped by
         // openraft when a replication stream stops), it stops waiting.
@@ -386,6 +424,7 @@ mod tests {
                 2,
                 0,
                 Rpc::Vote(VoteRequest::new(openraft::Vote::new(1, 1), None)),
+                &AtomicBool::new(false),
             )
             .expect("a call");
         let next = Transport::new_after(&previous);
@@ -394,6 +433,7 @@ mod tests {
                 2,
                 0,
                 Rpc::Vote(VoteRequest::new(openraft::Vote::new(1, 1), None)),
+                &AtomicBool::new(false),
             )
             .expect("a call");
         assert!(

@@ -1,0 +1,459 @@
+//! Several nodes' groups in one process, each node on its own store in a
+//! temporary directory, joined by a router that carries every node's
+//! transport batches to their peers each tick, as a front end does: node
+//! ids that are not indexes, a group on some of the nodes only, and groups
+//! added and removed while the nodes run.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::raft::VoteRequest;
+
+use super::durability::{OwnGroupCommit, synced};
+use super::groups::{GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
+use super::log::{Record, log_key, stored_groups};
+use super::snapshot::Keys;
+use super::transport::{Reply, Rpc};
+use super::types::{NodeId, Op, OpResult, Proposal};
+use crate::lock::lock;
+use crate::storage::store::{Store, StoreConfig};
+
+/// How long a test waits for the groups to get somewhere (an election
+/// takes about two seconds from a fresh start: a second before a node
+/// without state probes, then the election) before it fails rather than
+/// hang. Generous for a loaded machine; no test passes by waiting.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// How often the router carries the batches, as the Maelstrom node ticks.
+const TICK: Duration = Duration::from_millis(10);
+
+/// One node: its store, group commit and groups.
+struct Node {
+    _dir: tempfile::TempDir,
+    store: Arc<Mutex<Store>>,
+    group_commit: Arc<OwnGroupCommit>,
+    groups: Arc<Groups>,
+}
+
+impl Node {
+    fn start(me: NodeId, names: &BTreeMap<NodeId, String>) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("store");
+        Node::on(dir, Arc::new(Mutex::new(store)), me, names)
+    }
+
+    fn on(
+        dir: tempfile::TempDir,
+        store: Arc<Mutex<Store>>,
+        me: NodeId,
+        names: &BTreeMap<NodeId, String>,
+    ) -> Node {
+        let group_commit = Arc::new(OwnGroupCommit::start(Arc::clone(&store)).expect("commit"));
+        let groups = Groups::new(
+            me,
+            names.clone(),
+            Arc::clone(&store),
+            group_commit.clone(),
+            TIMING_DEFAULT,
+        )
+        .expect("groups");
+        Node {
+            _dir: dir,
+            store,
+            group_commit,
+            groups: Arc::new(groups),
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        lock(&self.store).keys().expect("keys")
+    }
+
+    async fn stop(self) -> (tempfile::TempDir, Arc<Mutex<Store>>) {
+        self.groups.shutdown().await;
+        self.group_commit.close_and_join().expect("group commit");
+        (self._dir, self.store)
+    }
+}
+
+/// What the router carried: (from, to, group) of every call and note.
+type Carried = Arc<Mutex<Vec<(NodeId, NodeId, u32)>>>;
+
+/// Nodes and the router between them.
+struct Cluster {
+    nodes: BTreeMap<NodeId, Node>,
+    carried: Carried,
+    router: tokio::task::JoinHandle<()>,
+}
+
+impl Cluster {
+    fn start(ids: &[NodeId]) -> Cluster {
+        let names: BTreeMap<NodeId, String> =
+            ids.iter().map(|&id| (id, format!("node-{id}"))).collect();
+        let nodes: BTreeMap<NodeId, Node> = ids
+            .iter()
+            .map(|&id| (id, Node::start(id, &names)))
+            .collect();
+        let groups: BTreeMap<NodeId, Arc<Groups>> = nodes
+            .iter()
+            .map(|(&id, node)| (id, Arc::clone(&node.groups)))
+            .collect();
+        let carried = Carried::default();
+        let router = tokio::spawn(route(groups, Arc::clone(&carried)));
+        Cluster {
+            nodes,
+            carried,
+            router,
+        }
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[&id]
+    }
+
+    async fn add(&self, on: &[NodeId], spec: &GroupSpec) {
+        for id in on {
+            self.node(*id)
+                .groups
+                .add(spec.clone())
+                .await
+                .unwrap_or_else(|e| panic!("adding group {} on node {id}: {e}", spec.group));
+        }
+    }
+
+    /// Waits until every one of `replicas` knows the same leader of `g`.
+    async fn leader(&self, g: u32, replicas: &[NodeId]) -> NodeId {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let leaders: Vec<Option<NodeId>> = replicas
+                .iter()
+                .map(|id| self.node(*id).groups.leader(g))
+                .collect();
+            if let Some(Some(leader)) = leaders.first()
+                && leaders.iter().all(|l| *l == Some(*leader))
+            {
+                return *leader;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "group {g} has no leader all of {replicas:?} know: {leaders:?}"
+            );
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// Proposes `ops` to group `g` at its leader until one takes them;
+    /// waits until every replica applied the entry; returns the results.
+    async fn commit(&self, g: u32, replicas: &[NodeId], ops: Vec<Op>) -> Vec<OpResult> {
+        let deadline = Instant::now() + PATIENCE;
+        let (index, results) = loop {
+            let leader = self.node(self.leader(g, replicas).await);
+            let proposal = Proposal {
+                id: leader.groups.next_proposal_id(),
+                ops: ops.clone(),
+            };
+            match leader.groups.propose(g, proposal).await {
+                Ok(done) => break done,
+                Err(ProposeError::NotLeader(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(TICK).await;
+                }
+                Err(e) => panic!("proposing to group {g}: {e:?}"),
+            }
+        };
+        for id in replicas {
+            while self.node(*id).groups.applied(g) < Some(index) {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} did not apply entry {index} of group {g}"
+                );
+                tokio::time::sleep(TICK).await;
+            }
+        }
+        results
+    }
+
+    /// Whether the router carried a call or note of group `g` to or from
+    /// `node`.
+    fn carried_any(&self, g: u32, node: NodeId) -> bool {
+        lock(&self.carried)
+            .iter()
+            .any(|&(from, to, group)| group == g && (from == node || to == node))
+    }
+
+    async fn stop(self) {
+        self.router.abort();
+        for node in self.nodes.into_values() {
+            node.stop().await;
+        }
+    }
+}
+
+/// Every tick, each node's groups tick and its batches go to their peers:
+/// answers to the calls that wait for them, notes to the groups, calls to
+/// the groups in tasks whose replies go back in the next batch.
+async fn route(groups: BTreeMap<NodeId, Arc<Groups>>, carried: Carried) {
+    loop {
+        let now = Instant::now();
+        for (&from, node) in &groups {
+            node.tick(now);
+            for (to, batch) in node.transport.take_batches() {
+                let Some(peer) = groups.get(&to) else {
+                    continue;
+                };
+                {
+                    let mut carried = lock(&carried);
+                    carried.extend(batch.calls.iter().map(|call| (from, to, call.group)));
+                    carried.extend(batch.notes.iter().map(|note| (from, to, note.group())));
+                }
+                peer.transport.deliver(from, batch.answers);
+                for note in batch.notes {
+                    peer.on_note(from, note);
+                }
+                for call in batch.calls {
+                    let peer = Arc::clone(peer);
+                    tokio::spawn(async move {
+                        let reply = peer.serve(from, call.group, call.rpc).await;
+                        peer.transport.answer(from, call.id, reply);
+                    });
+                }
+            }
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+fn spec(group: u32, replicas: &[NodeId], prefix: &'static str) -> GroupSpec {
+    GroupSpec {
+        group,
+        replicas: replicas.to_vec(),
+        keys: Keys::matching(move |key| key.starts_with(prefix)),
+    }
+}
+
+fn send(key: &str, msg: &str) -> Op {
+    Op::Send {
+        key: key.into(),
+        msg: msg.into(),
+    }
+}
+
+fn vote() -> Rpc {
+    Rpc::Vote(VoteRequest::new(openraft::Vote::new(u64::MAX / 2, 1), None))
+}
+
+fn unavailable(reply: Reply) -> String {
+    match reply {
+        Reply::Unavailable(why) => why,
+        other => panic!("served: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_on_some_of_sparse_nodes_elects_and_commits_and_the_others_get_nothing() {
+    let cluster = Cluster::start(&[7, 42, 1000]);
+    // Group 5 on two of the three nodes, led first by 1000; group 9 on all.
+    let five = spec(5, &[1000, 42], "five.");
+    let nine = spec(9, &[7, 42, 1000], "nine.");
+    cluster.add(&[42, 1000], &five).await;
+    cluster.add(&[7, 42, 1000], &nine).await;
+    let refused = cluster.node(7).groups.add(five.clone()).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("not a replica")),
+        "{refused:?}"
+    );
+
+    let results = cluster
+        .commit(
+            5,
+            &[1000, 42],
+            vec![send("five.a", "1"), send("five.a", "2")],
+        )
+        .await;
+    assert_eq!(results, [OpResult::Offset(0), OpResult::Offset(1)]);
+    cluster
+        .commit(9, &[7, 42, 1000], vec![send("nine.a", "1")])
+        .await;
+    for id in [42, 1000] {
+        let node = cluster.node(id);
+        assert_eq!(
+            lock(&node.store).next_offset("five.a").expect("offset"),
+            2,
+            "node {id}"
+        );
+        let raft = node.groups.raft(5).expect("group 5");
+        let voters: Vec<NodeId> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        assert_eq!(voters, [42, 1000], "node {id}'s group 5");
+    }
+
+    // Node 7 has nothing of group 5, and refuses it clearly.
+    let seven = cluster.node(7);
+    assert_eq!(seven.groups.ids(), [9]);
+    let keys = seven.keys();
+    assert!(
+        !keys.iter().any(|k| k == "five.a" || *k == log_key(5)),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&log_key(9)), "{keys:?}");
+    assert!(
+        !cluster.carried_any(5, 7),
+        "group 5's traffic reached node 7"
+    );
+    let why = unavailable(seven.groups.serve(42, 5, vote()).await);
+    assert!(why.contains("does not run here"), "{why}");
+    let proposal = Proposal {
+        id: seven.groups.next_proposal_id(),
+        ops: vec![send("five.a", "3")],
+    };
+    match seven.groups.propose(5, proposal).await {
+        Err(ProposeError::NoGroup(why)) => assert!(why.contains("does not run here"), "{why}"),
+        other => panic!("proposed to a group not here: {other:?}"),
+    }
+    // Nor does a replica take group 5's calls from node 7.
+    let why = unavailable(cluster.node(42).groups.serve(7, 5, vote()).await);
+    assert!(why.contains("not a replica"), "{why}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_added_and_removed_while_the_nodes_run() {
+    let all = [3, 8, 21];
+    let cluster = Cluster::start(&all);
+    let one = spec(1, &[3, 8, 21], "one.");
+    cluster.add(&all, &one).await;
+    cluster
+        .commit(
+            1,
+            &all,
+            vec![
+                send("one.a", "1"),
+                Op::Commit {
+                    key: "one.a".into(),
+                    offset: 0,
+                },
+            ],
+        )
+        .await;
+
+    // Added while group 1 runs.
+    let two = spec(2, &[8, 21, 3], "two.");
+    cluster.add(&all, &two).await;
+    cluster.commit(2, &all, vec![send("two.a", "1")]).await;
+    let again = cluster.node(3).groups.add(two.clone()).await;
+    assert!(
+        again.as_ref().is_err_and(|e| e.contains("already")),
+        "{again:?}"
+    );
+    let stranger = cluster.node(3).groups.add(spec(6, &[3, 99], "six.")).await;
+    assert!(
+        stranger
+            .as_ref()
+            .is_err_and(|e| e.contains("not a node of the cluster")),
+        "{stranger:?}"
+    );
+
+    for id in all {
+        let node = cluster.node(id);
+        node.groups
+            .remove(1)
+            .await
+            .unwrap_or_else(|e| panic!("removing group 1 on node {id}: {e}"));
+    }
+    for id in all {
+        let node = cluster.node(id);
+        assert_eq!(node.groups.ids(), [2], "node {id}");
+        let keys = node.keys();
+        assert!(
+            !keys.iter().any(|k| k == "one.a" || *k == log_key(1)),
+            "node {id} kept {keys:?}"
+        );
+        {
+            let store = lock(&node.store);
+            assert_eq!(store.committed_highest("one.a"), None, "node {id}");
+            assert_eq!(stored_groups(&store).expect("groups"), [2], "node {id}");
+        }
+        assert!(
+            !node.groups.transport.holds_group(1),
+            "node {id}'s transport"
+        );
+        let proposal = Proposal {
+            id: node.groups.next_proposal_id(),
+            ops: vec![send("one.a", "2")],
+        };
+        match node.groups.propose(1, proposal).await {
+            Err(ProposeError::NoGroup(why)) => assert!(why.contains("does not run"), "{why}"),
+            other => panic!("node {id} proposed to a removed group: {other:?}"),
+        }
+        let why = unavailable(node.groups.serve(3, 1, vote()).await);
+        assert!(why.contains("does not run here"), "{why}");
+        let twice = node.groups.remove(1).await;
+        assert!(
+            twice.as_ref().is_err_and(|e| e.contains("does not run")),
+            "{twice:?}"
+        );
+    }
+    // The group left runs on.
+    let results = cluster.commit(2, &all, vec![send("two.a", "2")]).await;
+    assert_eq!(results, [OpResult::Offset(1)]);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_cut_short_is_never_started_again_and_is_finished() {
+    let names = BTreeMap::from([(5, "lone".to_string())]);
+    let node = Node::start(5, &names);
+    let four = spec(4, &[5], "four.");
+    node.groups.add(four.clone()).await.expect("added");
+    let ticks = tokio::spawn(route(
+        BTreeMap::from([(5, Arc::clone(&node.groups))]),
+        Carried::default(),
+    ));
+    let deadline = Instant::now() + PATIENCE;
+    let proposal = |groups: &Groups| Proposal {
+        id: groups.next_proposal_id(),
+        ops: vec![send("four.a", "1")],
+    };
+    loop {
+        match node.groups.propose(4, proposal(&node.groups)).await {
+            Ok(_) => break,
+            Err(ProposeError::NotLeader(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(TICK).await;
+            }
+            Err(e) => panic!("proposing: {e:?}"),
+        }
+    }
+    ticks.abort();
+    let (dir, store) = node.stop().await;
+    // As if the node died right after marking the group removed.
+    let commit = OwnGroupCommit::start(Arc::clone(&store)).expect("commit");
+    lock(&store)
+        .append(&log_key(4), &Record::Removed.encode())
+        .expect("marked");
+    synced(&commit).await.expect("durable");
+    commit.close_and_join().expect("closed");
+
+    let node = Node::on(dir, store, 5, &names);
+    let refused = node.groups.add(four.clone()).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("being removed")),
+        "{refused:?}"
+    );
+    assert!(node.groups.ids().is_empty());
+    assert_eq!(stored_groups(&lock(&node.store)).expect("groups"), [4]);
+    node.groups
+        .delete_stored(4, &four.keys)
+        .await
+        .expect("deleted");
+    assert_eq!(
+        stored_groups(&lock(&node.store)).expect("groups"),
+        Vec::<u32>::new()
+    );
+    assert!(node.keys().is_empty(), "{:?}", node.keys());
+    node.stop().await;
+}
