@@ -141,6 +141,19 @@ enum Change {
     Removing,
 }
 
+/// Refuses another change to group `g` while one is under way.
+fn unchanging(changing: &BTreeMap<u32, Change>, g: u32) -> Result<(), String> {
+    match changing.get(&g) {
+        Some(Change::Adding) => Err(format!(
+            "group {g} is still starting here: change it once its add returned"
+        )),
+        Some(Change::Removing) => Err(format!(
+            "group {g} is being removed here: change it once its removal ended"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// One group running here.
 struct Running {
     raft: Raft<TypeConfig>,
@@ -418,15 +431,7 @@ impl Groups {
             if running.contains_key(&g) {
                 return Err(format!("group {g} runs here already"));
             }
-            match changing.get(&g) {
-                Some(Change::Adding) => return Err(format!("group {g} is being added already")),
-                Some(Change::Removing) => {
-                    return Err(format!(
-                        "group {g} is being removed here: add it once its removal ended"
-                    ));
-                }
-                None => {}
-            }
+            unchanging(&changing, g)?;
             let adding = changing.values().filter(|c| **c == Change::Adding).count();
             if running.len() + adding >= GROUPS_RUNNING_MAX {
                 return Err(format!(
@@ -535,17 +540,7 @@ impl Groups {
         let group = {
             let mut running = write(&self.running);
             let mut changing = lock(&self.changing);
-            match changing.get(&g) {
-                Some(Change::Adding) => {
-                    return Err(format!(
-                        "group {g} is still starting here: remove it once its add returned"
-                    ));
-                }
-                Some(Change::Removing) => {
-                    return Err(format!("group {g} is being removed here already"));
-                }
-                None => {}
-            }
+            unchanging(&changing, g)?;
             let Some(group) = running.remove(&g) else {
                 return Err(format!("group {g} does not run here"));
             };
@@ -576,9 +571,7 @@ impl Groups {
             if running.contains_key(&g) {
                 return Err(format!("group {g} runs here: remove it instead"));
             }
-            if changing.contains_key(&g) {
-                return Err(self.absent(g));
-            }
+            unchanging(&changing, g)?;
             changing.insert(g, Change::Removing);
         }
         let deleted = self.delete_storage(g, keys).await;

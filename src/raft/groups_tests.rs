@@ -428,6 +428,11 @@ async fn a_removal_cut_short_is_never_started_again_and_is_finished() {
             Err(e) => panic!("proposing: {e:?}"),
         }
     }
+    let running = node.groups.delete_stored(4, &four.keys).await;
+    assert!(
+        running.as_ref().is_err_and(|e| e.contains("runs here")),
+        "{running:?}"
+    );
     ticks.abort();
     let (dir, store) = node.stop().await;
     // As if the node died right after marking the group removed.
@@ -456,4 +461,40 @@ async fn a_removal_cut_short_is_never_started_again_and_is_finished() {
     );
     assert!(node.keys().is_empty(), "{:?}", node.keys());
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_waiting_in_a_group_that_is_removed_fails_saying_so() {
+    let both = [11, 12];
+    let cluster = Cluster::start(&both);
+    let three = spec(3, &both, "three.");
+    cluster.add(&both, &three).await;
+    cluster.commit(3, &both, vec![send("three.a", "1")]).await;
+    let leader = cluster.leader(3, &both).await;
+    // Cut off: nothing the leader proposes now can commit.
+    cluster.router.abort();
+    let groups = Arc::clone(&cluster.node(leader).groups);
+    let proposal = Proposal {
+        id: groups.next_proposal_id(),
+        ops: vec![send("three.a", "2")],
+    };
+    let id = proposal.id;
+    let waiting = tokio::spawn({
+        let groups = Arc::clone(&groups);
+        async move { groups.propose(3, proposal).await }
+    });
+    let deadline = Instant::now() + PATIENCE;
+    while !groups.was_appended(3, id) {
+        assert!(Instant::now() < deadline, "the proposal was never appended");
+        tokio::time::sleep(TICK).await;
+    }
+    groups.remove(3).await.expect("removed");
+    match waiting.await.expect("the proposal's task") {
+        Err(ProposeError::Failed { appended, why }) => {
+            assert!(appended, "it was in the log");
+            assert!(why.contains("was removed"), "{why}");
+        }
+        other => panic!("a proposal in a removed group: {other:?}"),
+    }
+    cluster.stop().await;
 }
