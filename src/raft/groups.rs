@@ -124,6 +124,10 @@ pub struct Groups {
     /// Groups being added or removed: not running yet, or no longer, and
     /// refused another change until this one ends.
     changing: Mutex<BTreeMap<u32, Change>>,
+    /// The storage of groups being added, from its opening until the group
+    /// runs: [`Groups::retire`] retires it too, so that an instance started
+    /// while the groups stop never writes to a store reopened after them.
+    starting: Mutex<BTreeMap<u32, Arc<Group>>>,
     /// What a heal in place carries over, by group: taken by each group's
     /// start ([`Groups::start_after`]).
     carried: Mutex<BTreeMap<u32, Proposals>>,
@@ -293,6 +297,7 @@ impl Groups {
             timing,
             running: RwLock::new(BTreeMap::new()),
             changing: Mutex::new(BTreeMap::new()),
+            starting: Mutex::new(BTreeMap::new()),
             carried: Mutex::new(BTreeMap::new()),
             next_proposal: Mutex::new(started_us),
             stopping: AtomicBool::new(false),
@@ -376,6 +381,12 @@ impl Groups {
         for group in read(&self.running).values() {
             group.state.retire();
         }
+        // A group still starting is retired here, or sees `stopping` when
+        // it registers (under this lock) or when it would run (under the
+        // `running` lock, after it left this map): never missed.
+        for group in lock(&self.starting).values() {
+            group.retire();
+        }
     }
 
     /// Checks a group's replicas: at least one, none twice, each a node of
@@ -441,11 +452,26 @@ impl Groups {
             changing.insert(g, Change::Adding);
         }
         let started = self.start_group(spec).await;
-        let mut running = write(&self.running);
-        lock(&self.changing).remove(&g);
-        let group = started?;
-        running.insert(g, group);
-        Ok(())
+        let refused = {
+            let mut running = write(&self.running);
+            lock(&self.changing).remove(&g);
+            lock(&self.starting).remove(&g);
+            let group = started?;
+            // Checked again under the lock `retire` and `shutdown` walk
+            // the running groups under: stopped meanwhile, they never saw
+            // this one, which must not run on.
+            if !self.stopping.load(Ordering::SeqCst) {
+                running.insert(g, group);
+                return Ok(());
+            }
+            group
+        };
+        refused.state.retire();
+        refused.closed.store(true, Ordering::SeqCst);
+        let _ = refused.raft.shutdown().await;
+        Err(format!(
+            "group {g} not added: the groups stopped while it started"
+        ))
     }
 
     /// Opens group `spec.group`'s log and starts its Raft instance.
@@ -458,6 +484,14 @@ impl Groups {
             return Err(format!(
                 "group {g} was being removed here when the node stopped: its storage must be deleted (Groups::delete_stored), never started again"
             ));
+        }
+        {
+            let mut starting = lock(&self.starting);
+            if self.stopping.load(Ordering::SeqCst) {
+                group.retire();
+                return Err(format!("group {g} not added: the groups are stopping"));
+            }
+            starting.insert(g, Arc::clone(&group));
         }
         if let Some(proposals) = lock(&self.carried).remove(&g) {
             *lock(&group.proposals) = proposals;

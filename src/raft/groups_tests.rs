@@ -498,3 +498,41 @@ async fn a_proposal_waiting_in_a_group_that_is_removed_fails_saying_so() {
     }
     cluster.stop().await;
 }
+
+/// An add under way when the groups are retired and shut down (a heal)
+/// either ran before them, and was retired with them, or is refused: no
+/// group of it runs on, writing to a store reopened after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_racing_retire_and_shutdown_leaves_no_live_group() {
+    let names = BTreeMap::from([(5, "lone".to_string()), (6, "other".to_string())]);
+    let node = Node::start(5, &names);
+    let adding = tokio::spawn({
+        let groups = Arc::clone(&node.groups);
+        let seven = spec(7, &[5, 6], "seven.");
+        async move { groups.add(seven).await }
+    });
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match node.groups.serve(6, 7, vote()).await {
+            Reply::Unavailable(why) if why.contains("still starting") => break,
+            Reply::Unavailable(_) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(Instant::now() < deadline, "never saw the add under way");
+        tokio::task::yield_now().await;
+    }
+    node.groups.retire();
+    node.groups.shutdown().await;
+    let added = adding.await.expect("task");
+    assert!(
+        added.is_err()
+            || node
+                .groups
+                .group_state(7)
+                .is_some_and(|s| s.store().is_err()),
+        "an add racing retire left a live, unretired group: {added:?}"
+    );
+    if added.is_err() {
+        assert_eq!(node.groups.ids(), Vec::<u32>::new());
+    }
+}
