@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -574,6 +574,9 @@ impl Groups {
         let group = {
             let mut running = write(&self.running);
             let mut changing = lock(&self.changing);
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(format!("group {g} not removed: the groups are stopping"));
+            }
             unchanging(&changing, g)?;
             let Some(group) = running.remove(&g) else {
                 return Err(format!("group {g} does not run here"));
@@ -602,6 +605,11 @@ impl Groups {
         {
             let running = read(&self.running);
             let mut changing = lock(&self.changing);
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(format!(
+                    "group {g}'s storage not deleted: the groups are stopping"
+                ));
+            }
             if running.contains_key(&g) {
                 return Err(format!("group {g} runs here: remove it instead"));
             }
@@ -613,6 +621,18 @@ impl Groups {
         deleted
     }
 
+    /// The store, for a removal's writes; refused once the groups stop
+    /// (checked under the store's lock, which a reopen holds), so that a
+    /// removal on groups stopped for a heal never deletes storage under
+    /// the groups started after them.
+    fn store(&self) -> Result<MutexGuard<'_, Store>, String> {
+        let store = lock(&self.store);
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err("the groups stopped: their store may be reopened".to_string());
+        }
+        Ok(store)
+    }
+
     /// Deletes group `g`'s storage, which nothing writes any more: first a
     /// `Removed` record in its log key, durable before anything goes (so a
     /// crash never leaves a log that claims state that is gone), then its
@@ -622,7 +642,8 @@ impl Groups {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             format!("removing group {g}'s storage: {what}: {e}")
         };
-        lock(&self.store)
+        self.store()
+            .map_err(|e| failed("the store", &e))?
             .append(&log, &Record::Removed.encode())
             .map_err(|e| failed("marking its log removed", &e))?;
         // The sync point that makes the mark durable publishes its records
@@ -635,7 +656,7 @@ impl Groups {
                 .map_err(|e| failed("a sync point", &e))?;
         }
         {
-            let mut store = lock(&self.store);
+            let mut store = self.store().map_err(|e| failed("the store", &e))?;
             let commits: Vec<String> = store
                 .committed_latest_keys()
                 .filter(|key| keys.holds(key))
@@ -662,7 +683,8 @@ impl Groups {
         synced(&*self.durability)
             .await
             .map_err(|e| failed("a sync point", &e))?;
-        lock(&self.store)
+        self.store()
+            .map_err(|e| failed("the store", &e))?
             .remove_key(&log)
             .map_err(|e| failed("its log key", &e))?;
         Ok(())

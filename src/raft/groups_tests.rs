@@ -536,3 +536,38 @@ async fn an_add_racing_retire_and_shutdown_leaves_no_live_group() {
         assert_eq!(node.groups.ids(), Vec::<u32>::new());
     }
 }
+
+/// A removal on groups retired and shut down for a heal is refused: it
+/// must not delete storage under the groups started after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_on_groups_stopped_for_a_heal_is_refused() {
+    let names = BTreeMap::from([(5, "lone".to_string())]);
+    let node = Node::start(5, &names);
+    node.groups
+        .add(spec(4, &[5], "four."))
+        .await
+        .expect("added");
+    node.groups.retire();
+    node.groups.shutdown().await;
+    let after = Groups::start_after(
+        &node.groups,
+        Arc::clone(&node.store),
+        node.group_commit.clone(),
+    )
+    .await
+    .expect("started after");
+    assert_eq!(after.ids(), [4]);
+    let removed = node.groups.remove(4).await;
+    assert!(removed.is_err(), "removed on stopped groups: {removed:?}");
+    let deleted = node
+        .groups
+        .delete_stored(4, &spec(4, &[5], "four.").keys)
+        .await;
+    assert!(deleted.is_err(), "deleted on stopped groups: {deleted:?}");
+    let mut store = lock(&node.store);
+    let log = super::log::GroupLog::recover(&mut store, &log_key(4)).expect("group 4's log");
+    assert!(
+        !log.removed,
+        "group 4's log was marked removed under the new groups"
+    );
+}
