@@ -29,12 +29,12 @@
 //! before the reopen was applied to the run that failed and is answered
 //! with an error (it may or may not be durable), never with success.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::error::{Error, Result};
-use super::store::Store;
+use super::store::{Checkpoint, Store};
 use crate::lock::lock;
 use crate::log;
 
@@ -194,9 +194,17 @@ impl<T: Send + 'static> GroupCommit<T> {
             wake: Condvar::new(),
         });
         let thread_shared = Arc::clone(&shared);
+        let checkpoints = Checkpoints::start(&store)?;
         let thread = thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || sync_loop(&thread_shared, &store, report, healed))
+            .spawn(move || {
+                let mut checkpoints = checkpoints;
+                sync_loop(&thread_shared, &store, &mut checkpoints, report, healed);
+                // A checkpoint still running finishes before the group
+                // commit is joined: whoever reopens or shuts the store
+                // down next must not meet it.
+                checkpoints.stop();
+            })
             .map_err(|source| Error::Io {
                 context: "start the group commit thread".into(),
                 source,
@@ -242,9 +250,100 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 }
 
+/// The thread that runs the checkpoints the group commit detaches from
+/// its sync points (see `store/checkpointing.rs`): sync points go on while
+/// one runs. The store starts no other checkpoint until it is finished.
+struct Checkpoints {
+    store: Arc<Mutex<Store>>,
+    to_run: Option<mpsc::Sender<Checkpoint>>,
+    /// A message per checkpoint finished.
+    finished: mpsc::Receiver<()>,
+    /// Whether a checkpoint was handed over and not yet seen finished.
+    running: bool,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Checkpoints {
+    fn start(store: &Arc<Mutex<Store>>) -> Result<Checkpoints> {
+        let (to_run, checkpoints) = mpsc::channel::<Checkpoint>();
+        let (finished_tx, finished) = mpsc::channel();
+        let thread_store = Arc::clone(store);
+        let thread = thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                for checkpoint in checkpoints {
+                    run_checkpoint(&thread_store, checkpoint);
+                    if finished_tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| Error::Io {
+                context: "start the checkpoint thread".into(),
+                source,
+            })?;
+        Ok(Checkpoints {
+            store: Arc::clone(store),
+            to_run: Some(to_run),
+            finished,
+            running: false,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands `checkpoint` to the thread (or runs it here if the thread is
+    /// gone, which only a panic of it does).
+    fn run(&mut self, checkpoint: Checkpoint) {
+        self.wait();
+        let sent = match &self.to_run {
+            Some(to_run) => to_run.send(checkpoint).map_err(|e| e.0),
+            None => Err(checkpoint),
+        };
+        match sent {
+            Ok(()) => self.running = true,
+            Err(checkpoint) => run_checkpoint(&self.store, checkpoint),
+        }
+    }
+
+    /// Waits until the checkpoint handed over last has finished.
+    fn wait(&mut self) {
+        if std::mem::take(&mut self.running) && self.finished.recv().is_err() {
+            log::warn(format_args!("the checkpoint thread ended mid-checkpoint"));
+        }
+    }
+
+    /// Waits for the running checkpoint, then ends the thread.
+    fn stop(mut self) {
+        self.wait();
+        self.to_run = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::warn(format_args!("the checkpoint thread panicked"));
+        }
+    }
+}
+
+/// Runs a detached checkpoint and hands its outcome to the store.
+fn run_checkpoint(store: &Mutex<Store>, checkpoint: Checkpoint) {
+    let started = Instant::now();
+    let ran = checkpoint.run();
+    let files = checkpoint.file_count();
+    match lock(store).finish_checkpoint(checkpoint, ran) {
+        Ok(()) => log::info(format_args!(
+            "checkpoint of {files} segment files done in {:?}",
+            started.elapsed()
+        )),
+        Err(e) => log::warn(format_args!(
+            "a checkpoint of {files} segment files failed: {e}"
+        )),
+    }
+}
+
 fn sync_loop<T>(
     shared: &Shared<T>,
-    store: &Mutex<Store>,
+    store: &Arc<Mutex<Store>>,
+    checkpoints: &mut Checkpoints,
     mut report: impl FnMut(Synced<T>) -> bool,
     mut healed: Option<HealReport>,
 ) {
@@ -258,6 +357,8 @@ fn sync_loop<T>(
             && !lock(&shared.waiting).closing
             && lock(store).is_poisoned()
         {
+            // The store is not reopened under a running checkpoint.
+            checkpoints.wait();
             if !heal(shared, store, &mut report, healed, &mut backoff) {
                 return;
             }
@@ -296,8 +397,20 @@ fn sync_loop<T>(
             }
             std::mem::take(&mut waiting.items)
         };
-        let mut plan = match lock(store).prepare_sync() {
-            Ok(plan) => plan,
+        let prepared = {
+            let mut store = lock(store);
+            store.prepare_sync().map(|mut plan| {
+                let checkpoint = store.detach_checkpoint(&mut plan);
+                (plan, checkpoint)
+            })
+        };
+        let mut plan = match prepared {
+            Ok((plan, checkpoint)) => {
+                if let Some(checkpoint) = checkpoint {
+                    checkpoints.run(checkpoint);
+                }
+                plan
+            }
             Err(e) => {
                 let result = Err(Arc::new(e));
                 let took = Duration::ZERO;

@@ -85,6 +85,7 @@ mod removal;
 mod sync_point;
 mod views;
 
+pub use checkpointing::Checkpoint;
 use key_cache::OpenKey;
 pub use sync_point::SyncPlan;
 use views::ViewGate;
@@ -253,6 +254,11 @@ pub struct Store {
     /// Set while a checkpoint is being prepared, so the sync points it may
     /// run itself do not start another.
     checkpointing: bool,
+    /// Set while a checkpoint detached from its sync point runs on its own
+    /// thread ([`Store::detach_checkpoint`] until
+    /// [`Store::finish_checkpoint`]): no other checkpoint starts, and the
+    /// store is not reopened, meanwhile.
+    checkpoint_running: bool,
     /// Why checkpoints are off for this run, if a key the journal holds
     /// records for could not be recovered: the journal must keep them.
     checkpoint_blocked: Option<String>,

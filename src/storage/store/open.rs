@@ -52,8 +52,9 @@ impl Store {
     /// again (`segment-format.md`, "Healing in place", says why this
     /// cannot serve or checkpoint away a byte a lost writeback dropped).
     ///
-    /// Refused while a sync plan is in flight: its thread could still
-    /// write to files the new run recovers.
+    /// Refused while a sync plan is in flight, or a detached checkpoint
+    /// runs: its thread could still write to (or delete) files the new run
+    /// recovers.
     pub fn reopen(&mut self) -> Result<()> {
         if self.closed {
             return Err(Error::Busy("the store is closed".into()));
@@ -63,6 +64,13 @@ impl Store {
                 "{} sync points in flight; reopen once they complete",
                 self.in_flight
             )));
+        }
+        if self.checkpoint_running {
+            // Its thread could still delete journal files the new run
+            // recovers from.
+            return Err(Error::Busy(
+                "a checkpoint is running; reopen once it finishes".into(),
+            ));
         }
         // No reader of this run may still map a file that recovery cuts.
         let live = self.views.close_and_drain(VIEW_DRAIN_WAIT);
@@ -177,6 +185,7 @@ impl Store {
             pending_bytes: 0,
             together: false,
             checkpointing: false,
+            checkpoint_running: false,
             checkpoint_blocked: None,
             closed: false,
             views: Arc::default(),
