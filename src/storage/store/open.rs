@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::log;
@@ -83,7 +84,14 @@ impl Store {
         let lock = std::mem::replace(&mut self._lock, Box::new(Released));
         let (dir, config) = (self.dir.clone(), self.config.clone());
         match Store::open_locked(&dir, config, lock) {
-            Ok(store) => {
+            Ok(mut store) => {
+                // Handles to the flags follow the new run: no thread of the
+                // old one can set them any more (no plan is in flight, no
+                // checkpoint runs).
+                store.sync_failed = Arc::clone(&self.sync_failed);
+                store.poisoned_flag = Arc::clone(&self.poisoned_flag);
+                store.sync_failed.store(false, Ordering::SeqCst);
+                store.poisoned_flag.store(false, Ordering::SeqCst);
                 // The old run's open files and maps close here, after the
                 // new run is in place; dropping them writes nothing.
                 *self = store;
@@ -178,6 +186,7 @@ impl Store {
             dirty_files: HashSet::new(),
             dirty_sealed: HashMap::new(),
             sync_failed: Arc::default(),
+            poisoned_flag: Arc::default(),
             dirty_bytes: 0,
             dirty_dirs: HashMap::new(),
             dir_generation: 0,
