@@ -286,6 +286,10 @@ impl Broker {
                 self.metrics.sync_points.fetch_add(1, Ordering::Relaxed);
                 self.metrics.sync_latency.observe(synced.took);
             }
+            // Writes applied to a run whose sync failed, answered while it
+            // heals, or a sync point a failure elsewhere refused: that
+            // failure was counted where it happened.
+            Err(e) if matches!(**e, crate::storage::error::Error::Poisoned) => {}
             Err(_) => {
                 self.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
             }
