@@ -324,12 +324,22 @@ impl Checkpoints {
     }
 }
 
-/// Runs a detached checkpoint and hands its outcome to the store.
+/// Runs a detached checkpoint and hands its outcome to the store. A panic
+/// of ours in it is an outcome too: the store then counts the checkpoint
+/// finished (else it would refuse every reopen, and start no checkpoint,
+/// for good) and poisoned, so the heal recovers from the journal files the
+/// checkpoint kept.
 fn run_checkpoint(store: &Mutex<Store>, checkpoint: Checkpoint) {
     let started = Instant::now();
-    let ran = checkpoint.run();
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checkpoint.run()))
+        .unwrap_or_else(|_| {
+            Err(Error::Panicked {
+                what: "a checkpoint".into(),
+            })
+        });
     let files = checkpoint.file_count();
-    match lock(store).finish_checkpoint(checkpoint, ran) {
+    let finished = lock(store).finish_checkpoint(checkpoint, ran);
+    match finished {
         Ok(()) => log::info(format_args!(
             "checkpoint of {files} segment files done in {:?}",
             started.elapsed()
@@ -551,7 +561,10 @@ mod tests {
     use std::path::Path;
     use std::sync::mpsc;
 
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
+    use crate::storage::backend::{Backend, DirEntry, FileIo, LockGuard, OpenMode, Stat};
     use crate::storage::sim::{Fault, FaultOp, SimFs};
     use crate::storage::store::StoreConfig;
 
@@ -729,5 +742,152 @@ mod tests {
         assert_eq!(waits, [ms(100), ms(200), ms(400), ms(800), ms(1000)]);
         fs.heal();
         join_within(group_commit);
+    }
+
+    /// A backend whose rename onto `checkpoint` (step 5 of a checkpoint)
+    /// waits at a gate until the test opens it: a checkpoint held part way.
+    #[derive(Debug)]
+    struct Gated {
+        fs: Arc<SimFs>,
+        /// Whether the gate stops renames yet.
+        armed: AtomicBool,
+        /// (a rename waits at the gate, the test opened it)
+        gate: Mutex<(bool, bool)>,
+        changed: Condvar,
+    }
+
+    impl Gated {
+        fn open_gate(&self) {
+            lock(&self.gate).1 = true;
+            self.changed.notify_all();
+        }
+
+        fn wait_for_arrival(&self) {
+            let gate = lock(&self.gate);
+            let (gate, _) = self
+                .changed
+                .wait_timeout_while(gate, PATIENCE, |gate| !gate.0)
+                .expect("gate");
+            assert!(gate.0, "no checkpoint reached the gate");
+        }
+    }
+
+    impl Backend for Gated {
+        fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Arc<dyn FileIo>> {
+            self.fs.open(path, mode)
+        }
+        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+            self.fs.read(path)
+        }
+        fn stat(&self, path: &Path) -> std::io::Result<Stat> {
+            self.fs.stat(path)
+        }
+        fn list(&self, dir: &Path) -> std::io::Result<Vec<DirEntry>> {
+            self.fs.list(dir)
+        }
+        fn create_dir(&self, path: &Path) -> std::io::Result<()> {
+            self.fs.create_dir(path)
+        }
+        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+            self.fs.remove_file(path)
+        }
+        fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+            self.fs.remove_dir_all(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            if self.armed.load(Ordering::SeqCst)
+                && to.file_name().is_some_and(|name| name == "checkpoint")
+            {
+                let mut gate = lock(&self.gate);
+                gate.0 = true;
+                self.changed.notify_all();
+                let (gate, _) = self
+                    .changed
+                    .wait_timeout_while(gate, PATIENCE, |gate| !gate.1)
+                    .expect("gate");
+                assert!(gate.1, "the gate was never opened");
+            }
+            self.fs.rename(from, to)
+        }
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            self.fs.sync_dir(dir)
+        }
+        fn sync_file_system(&self, dir: &Path) -> std::io::Result<()> {
+            self.fs.sync_file_system(dir)
+        }
+        fn try_lock(&self, path: &Path) -> std::io::Result<Option<Box<dyn LockGuard>>> {
+            self.fs.try_lock(path)
+        }
+        fn parallel_syncs(&self) -> bool {
+            false
+        }
+    }
+
+    /// A checkpoint held part way (by the gate) does not hold up sync
+    /// points: writes are acknowledged meanwhile. A failed sync point then
+    /// poisons the store, and the heal reopens it only once the checkpoint
+    /// has finished. (Written from helper-43's review probe.)
+    #[test]
+    fn sync_points_go_on_beside_a_running_checkpoint_and_the_heal_waits_for_it() {
+        let sim = SimFs::new();
+        let gated = Arc::new(Gated {
+            fs: sim.clone(),
+            armed: AtomicBool::new(false),
+            gate: Mutex::new((false, false)),
+            changed: Condvar::new(),
+        });
+        let config = StoreConfig {
+            fs: gated.clone(),
+            checkpoint_bytes: 1,
+            ..StoreConfig::default()
+        };
+        let store = Arc::new(Mutex::new(
+            Store::open(Path::new("/data"), config).expect("open"),
+        ));
+        gated.armed.store(true, Ordering::SeqCst);
+        let (synced_tx, synced) = mpsc::channel();
+        let (healed_tx, healed) = mpsc::channel();
+        let released = Arc::new(AtomicBool::new(false));
+        let released_at_heal = Arc::clone(&released);
+        let group_commit = GroupCommit::start_healing(
+            Arc::clone(&store),
+            move |s: Synced<u32>| synced_tx.send((s.items, s.result.is_ok())).is_ok(),
+            Box::new(move |result, _| {
+                let _ = healed_tx.send((result.is_ok(), released_at_heal.load(Ordering::SeqCst)));
+            }),
+        )
+        .expect("start");
+        // The first sync point writes a batch; the second starts a
+        // checkpoint, which the gate holds at its rename.
+        for item in 1..=2 {
+            assert!(write(&store, &group_commit, item));
+            assert_eq!(synced.recv_timeout(PATIENCE), Ok((vec![item], true)));
+        }
+        gated.wait_for_arrival();
+        for item in 3..=5 {
+            assert!(write(&store, &group_commit, item));
+            assert_eq!(
+                synced.recv_timeout(PATIENCE),
+                Ok((vec![item], true)),
+                "sync point {item} beside the held checkpoint"
+            );
+        }
+        assert!(matches!(lock(&store).reopen(), Err(Error::Busy(_))));
+        sim.fail(Fault::new(FaultOp::SyncData).path_contains("journal"));
+        assert!(write(&store, &group_commit, 6));
+        assert_eq!(synced.recv_timeout(PATIENCE), Ok((vec![6], false)));
+        released.store(true, Ordering::SeqCst);
+        gated.open_gate();
+        assert_eq!(
+            healed.recv_timeout(PATIENCE),
+            Ok((true, true)),
+            "healed, and only after the checkpoint was let go"
+        );
+        assert!(write(&store, &group_commit, 7));
+        assert_eq!(synced.recv_timeout(PATIENCE), Ok((vec![7], true)));
+        join_within(group_commit);
+        // Records 1 to 5 and 7 acknowledged; 6 may or may not be there.
+        let end = lock(&store).durable_next_offset("k").expect("end");
+        assert!((6..=7).contains(&end), "durable end {end}");
     }
 }

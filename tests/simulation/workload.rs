@@ -202,6 +202,8 @@ pub struct Done {
     /// Of those, checkpoints detached from their sync point and finished
     /// some steps later, as the group commit runs them on their own thread.
     pub detached_checkpoints: u64,
+    /// Sync points acknowledged while a detached checkpoint had yet to run.
+    pub syncs_beside_checkpoint: u64,
     pub truncations: u64,
     pub removals: u64,
     /// Journal files the store went through (rotations by checkpoints).
@@ -363,11 +365,34 @@ pub fn run_workload_with(
                     *pending = (*pending).max(offset);
                 }
             }
-            50..68 => {
+            50..59 => {
                 let snapshot = model.snapshot();
                 if traced("sync", store.sync()).is_ok() {
                     model.acknowledge(snapshot);
                     model.done.syncs += 1;
+                    model.done.syncs_beside_checkpoint += u64::from(detached.is_some());
+                }
+            }
+            59..68 => {
+                // A sync point as the group commit runs it: a checkpoint due
+                // is detached from it, to finish some steps later.
+                let snapshot = model.snapshot();
+                let prepared = store.prepare_sync();
+                trace(format_args!(
+                    "group commit sync: {:?}",
+                    prepared.as_ref().err()
+                ));
+                if let Ok(mut plan) = prepared {
+                    if let Some(checkpoint) = store.detach_checkpoint(&mut plan) {
+                        ensure!(detached.is_none(), "a second checkpoint started");
+                        detached = Some(checkpoint);
+                    }
+                    let executed = plan.execute();
+                    if traced("group commit sync", store.complete_sync(plan, executed)).is_ok() {
+                        model.acknowledge(snapshot);
+                        model.done.syncs += 1;
+                        model.done.syncs_beside_checkpoint += u64::from(detached.is_some());
+                    }
                 }
             }
             68..78 => {
@@ -411,7 +436,7 @@ pub fn run_workload_with(
                     let executed = plan.execute();
                     if traced("detached sync", store.complete_sync(plan, executed)).is_ok() {
                         model.acknowledge(snapshot);
-                        model.done.split_syncs += 1;
+                        model.done.syncs += 1;
                     }
                 }
             }
