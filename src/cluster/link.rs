@@ -8,18 +8,20 @@
 //! connections ever needs telling apart.
 //!
 //! A connection starts with the handshake ([`super::handshake`]): the
-//! dialing node's hello (cluster id, its id, the node it dialed, its
-//! membership, a fresh nonce, [`super::frame::Hello`]); the other node
-//! answers with its own hello, or refuses ([`REFUSAL`], the reason only in
-//! its log) and closes; the dialing node proves it holds the cluster
-//! secret, then the other node checks that proof and proves it too (the
-//! dialer first, so a stranger gets no proof to test guesses against).
-//! Both sides check the other: a node of
-//! another cluster or version, one that cannot prove the secret, or one
-//! dialed at an address that another node answers, is refused, logged with
-//! its address and counted ([`Links::failures`]), never served. Nothing a
-//! peer sends is handed on before both proofs. After them the dialing
-//! node sends batches, and a keepalive when it has had nothing to send for
+//! dialing node's hello (cluster id, its id, the node it dialed, a digest
+//! of its `--peers`, a fresh nonce, [`super::frame::Hello`]); the other
+//! node answers with its own hello, or refuses ([`REFUSAL`], the reason
+//! only in its log) and closes; the dialing node proves it holds the
+//! cluster secret, then the other node checks that proof and proves it
+//! too (the dialer first, so a stranger gets no proof to test guesses
+//! against, and no address either). Both sides check the other: a node
+//! of another cluster or version, one that cannot prove the secret, or
+//! one dialed at an address that another node answers, is refused, logged
+//! with its address and counted ([`Links::failures`]), never served.
+//! Nothing a peer sends is handed on before both proofs. After them the
+//! dialing node sends its `--peers` when the digests differ (the other
+//! node logs how), then batches, and a keepalive when it has had nothing
+//! to send for
 //! [`KEEPALIVE_EVERY`], so the other side can tell a silent peer from a
 //! dead link ([`IDLE_TIMEOUT`]); each carries a tag under the session's
 //! key and sequence number, checked before the frame is decoded. A peer
@@ -29,9 +31,10 @@
 //! Everything is bounded: frames and bytes queued for a peer (a send past
 //! them fails at once, [`SendError::Full`], handing the batch back),
 //! connections before their handshake is done
-//! ([`BEFORE_HELLO_CONNECTIONS_MAX`], the oldest closed to make room, each
-//! given [`HELLO_TIMEOUT`] for the whole handshake) and after it (one per
-//! peer: a peer's new, authenticated connection closes its old one), the
+//! ([`BEFORE_PROOF_CONNECTIONS_MAX`], one of the source address with the
+//! most closed to make room, each given [`HELLO_TIMEOUT`] for the whole
+//! handshake) and after it (one per peer: a peer's new, authenticated
+//! connection closes its old one), the
 //! bytes of batches received and not yet taken by the node
 //! ([`INCOMING_BYTES_MAX`], counted as a body arrives), and every
 //! connect, read, write and hand-over has a timeout. While a link is
@@ -39,7 +42,8 @@
 //! queued is dropped: the Raft groups' calls time out and openraft sends
 //! them again, so nothing waits on a dead link.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -51,8 +55,8 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::timeout;
 
 use super::frame::{
-    FRAME_BYTES_MAX, Frame, FrameError, HELLO_BYTES_MAX, Hello, LENGTH_BYTES, batch_frames,
-    body_length, decode, encode, items, merge, seal,
+    FRAME_BYTES_MAX, Frame, FrameError, Hello, LENGTH_BYTES, batch_frames, body_length, decode,
+    decode_handshake, differences, encode, handshake_length, items, merge, seal,
 };
 use super::handshake::{Role, Session, Transcript, nonce};
 use super::peers::{Cluster, NODES_MAX};
@@ -148,14 +152,17 @@ pub const RECEIVE_CHUNK_BYTES: usize = 128 << 10;
 pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepted connections that have not yet proved the cluster secret:
-/// strays and peers in the middle of their handshake. When a connection
-/// comes and all are taken, the oldest is closed: a stranger flooding
-/// connections cannot keep a peer from its handshake for longer than the
-/// handshake takes (two round trips), and each is closed within
-/// [`HELLO_TIMEOUT`] anyway. Connections past their proof are apart from
-/// these: one per peer, the newest (a peer that dials again replaces its
-/// old one).
-pub const BEFORE_HELLO_CONNECTIONS_MAX: usize = 2 * NODES_MAX;
+/// strays and peers in the middle of their handshake; twice the most
+/// peers a node has, so every peer's dial fits with room to spare. When a
+/// connection comes and all are taken, one is closed at random among
+/// those of the source address that has the most: a stranger flooding
+/// connections from one address closes only its own, and strangers from
+/// many addresses close a peer's handshake (one connection of its
+/// address) only by the luck of the draw, never by simply being newer,
+/// as closing the oldest did. Each is closed within [`HELLO_TIMEOUT`]
+/// anyway. Connections past their proof are apart from these: one per
+/// peer, the newest (a peer that dials again replaces its old one).
+pub const BEFORE_PROOF_CONNECTIONS_MAX: usize = 2 * NODES_MAX;
 
 /// A batch received from a peer, and the share of [`INCOMING_BYTES_MAX`]
 /// it holds until it is dropped.
@@ -225,11 +232,13 @@ impl std::fmt::Display for SendError {
             ),
             SendError::Full { peer, .. } => write!(
                 f,
-                "the link to node {peer} has no room within {OUTGOING_FRAMES_MAX} frames and {OUTGOING_BYTES_MAX} bytes ({count} items not sent)"
+                "the link to node {peer} has no room within {OUTGOING_FRAMES_MAX} frames and \
+                 {OUTGOING_BYTES_MAX} bytes ({count} items not sent)"
             ),
             SendError::TooLarge { peer, .. } => write!(
                 f,
-                "{count} items for node {peer} are each over {FRAME_BYTES_MAX} bytes and were left out"
+                "{count} items for node {peer} are each over {FRAME_BYTES_MAX} bytes and were \
+                 left out"
             ),
         }
     }
@@ -249,13 +258,15 @@ struct Outgoing {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Failures {
     /// Connections closed before a proof: garbage, a wrong frame, a hello
-    /// of another cluster, version or node, no hello in time.
+    /// of another cluster, version or node, no hello and proof in time.
     pub hellos: u64,
     /// Proofs that did not match: a peer without the cluster secret, or a
     /// replayed or reflected exchange.
     pub proofs: u64,
     /// Frames after the proofs with a wrong tag (forged, replayed,
-    /// reordered), an impossible length, or that do not decode.
+    /// reordered), an impossible length, that do not decode, or out of
+    /// place (a second hello; a `--peers` list missing, not due, or not
+    /// the one the hello's digest was of).
     pub frames: u64,
     /// Connections closed after the proofs because the frames of all
     /// peers left no room in [`INCOMING_BYTES_MAX`] for [`DELIVER_TIMEOUT`].
@@ -472,11 +483,12 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// Reads a frame's length field, waiting at most `idle` for it.
-async fn read_length<R: AsyncRead + Unpin>(
+/// Reads a frame's length field, waiting at most `idle` for it; the
+/// caller checks the length against its limit.
+async fn read_length_field<R: AsyncRead + Unpin>(
     reader: &mut R,
     idle: Duration,
-) -> Result<usize, ReadError> {
+) -> Result<[u8; LENGTH_BYTES], ReadError> {
     let mut field = [0u8; LENGTH_BYTES];
     match timeout(idle, reader.read_exact(&mut field)).await {
         Err(_) => return Err(ReadError::Timeout(idle)),
@@ -486,7 +498,7 @@ async fn read_length<R: AsyncRead + Unpin>(
         Ok(Err(e)) => return Err(ReadError::Io(e)),
         Ok(Ok(_)) => {}
     }
-    body_length(field).map_err(ReadError::Frame)
+    Ok(field)
 }
 
 /// Reads a frame's body of `length` bytes (at most [`FRAME_BYTES_MAX`],
@@ -564,18 +576,23 @@ async fn read_budgeted_body<R: AsyncRead + Unpin>(
 
 /// Reads one frame of the handshake (a hello, a proof or a refusal): its
 /// body as sent, for the transcript, and the frame decoded; nothing over
-/// [`BEFORE_HELLO_BYTES_MAX`] is allocated. The caller bounds the whole
-/// handshake by [`HELLO_TIMEOUT`].
+/// [`super::frame::HANDSHAKE_BYTES_MAX`] is allocated, and a frame of
+/// another kind is refused by its kind byte, unparsed. The caller bounds
+/// the whole handshake by [`HELLO_TIMEOUT`].
 async fn read_handshake_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
 ) -> Result<(Vec<u8>, Frame), ReadError> {
-    let length = read_length(reader, HELLO_TIMEOUT).await?;
-    if length > BEFORE_HELLO_BYTES_MAX {
-        return Err(ReadError::Frame(FrameError::Length(length as u64)));
-    }
+    let field = read_length_field(reader, HELLO_TIMEOUT).await?;
+    let length = handshake_length(field).map_err(ReadError::Frame)?;
     let body = read_body(reader, length).await?;
-    let frame = decode(&body).map_err(ReadError::Frame)?;
+    let frame = decode_handshake(&body).map_err(ReadError::Frame)?;
     Ok((body, frame))
+}
+
+/// Seals an encoded frame with the session's next tag.
+fn seal_next(session: &mut Session, frame: &mut Vec<u8>) {
+    let tag = session.seal(frame.get(LENGTH_BYTES..).unwrap_or_default());
+    seal(frame, &tag);
 }
 
 /// Writes one encoded frame, in chunks of [`WRITE_CHUNK_BYTES`] each
@@ -594,20 +611,6 @@ async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> Res
         }
     }
     Ok(())
-}
-
-/// The largest frame of the handshake: a stranger cannot make a node
-/// allocate more than a hello's worth before it has proved the secret.
-const BEFORE_HELLO_BYTES_MAX: usize = HELLO_BYTES_MAX + 1;
-
-fn kind_of(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello(_) => "hello",
-        Frame::Refuse(_) => "refuse",
-        Frame::Proof(_) => "proof",
-        Frame::Batch(_) => "batch",
-        Frame::Keepalive => "keepalive",
-    }
 }
 
 /// What every connection's task of a node needs: who the node is, the
@@ -726,7 +729,8 @@ impl Dialer {
         // One deadline over the whole exchange: a peer that accepts and
         // stalls mid-handshake costs this link no more than one that is
         // down.
-        let (theirs, session) = match timeout(HELLO_TIMEOUT, self.handshake(&mut stream)).await {
+        let (theirs, mut session) = match timeout(HELLO_TIMEOUT, self.handshake(&mut stream)).await
+        {
             Err(_) => {
                 return Err(failed(format!(
                     "no hello and proof back within {} ms",
@@ -735,11 +739,20 @@ impl Dialer {
             }
             Ok(done) => done?,
         };
-        if let Some(differences) = theirs.differences(&self.us.cluster.membership) {
+        // Both sides tell from the digests whether the lists differ; then
+        // this node's list is the link's first frame, sealed, and the
+        // node there logs how they differ (and this node logs how, on
+        // that node's link to this one).
+        let ours = self.us.cluster.membership.nodes();
+        if theirs.members_differ(&self.us.cluster.membership) {
             log::warn(format_args!(
-                "node {}'s --peers differ from this node's: it {differences}",
+                "node {}'s --peers differ from this node's (the log of each says how)",
                 self.peer
             ));
+            let mut frame = encode(&Frame::Members(ours.clone()))
+                .map_err(|e| failed(format!("encoding this node's --peers: {e}")))?;
+            seal_next(&mut session, &mut frame);
+            write_frame(&mut stream, &frame).await.map_err(failed)?;
         }
         Ok((stream, session))
     }
@@ -758,10 +771,7 @@ impl Dialer {
             Frame::Refuse(why) => refused(format!("refused: {why}")),
             other => {
                 Counters::count(&us.counters.hellos);
-                refused(format!(
-                    "answered the hello with a {} frame",
-                    kind_of(&other)
-                ))
+                refused(format!("answered the hello with a {} frame", other.kind()))
             }
         };
         let (body, theirs) = match read_handshake_frame(stream).await.map_err(answer)? {
@@ -823,8 +833,7 @@ impl Dialer {
                     });
                 }
             };
-            let tag = session.seal(frame.get(LENGTH_BYTES..).unwrap_or_default());
-            seal(&mut frame, &tag);
+            seal_next(&mut session, &mut frame);
             if let Err(why) = write_frame(&mut writer, &frame).await {
                 return Ended::Lost(why);
             }
@@ -844,10 +853,35 @@ impl Dialer {
 struct Accepted {
     /// Numbers the connections, so a task finds its own entry.
     next: u64,
-    /// Connections before their proof, oldest first.
-    before_hello: VecDeque<(u64, AbortHandle)>,
+    /// Connections before their proof: number, source address, task.
+    before_proof: Vec<(u64, IpAddr, AbortHandle)>,
     /// Each peer's connection past its proof.
     peers: BTreeMap<NodeId, (u64, AbortHandle)>,
+}
+
+impl Accepted {
+    /// Takes out a connection before its proof to make room for one more
+    /// ([`BEFORE_PROOF_CONNECTIONS_MAX`]): one at random among those of
+    /// the source address with the most; `None` while there is room.
+    fn evict(&mut self) -> Option<(IpAddr, AbortHandle)> {
+        if self.before_proof.len() < BEFORE_PROOF_CONNECTIONS_MAX {
+            return None;
+        }
+        let mut counts: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for (_, source, _) in &self.before_proof {
+            *counts.entry(*source).or_default() += 1;
+        }
+        let most = counts.values().copied().max().unwrap_or_default();
+        let candidates: Vec<usize> = (0..self.before_proof.len())
+            .filter(|&at| counts.get(&self.before_proof[at].1) == Some(&most))
+            .collect();
+        // No randomness from the OS: the first candidate, still one of
+        // the busiest address's.
+        let draw = getrandom::u32().map_or(0, |draw| draw as usize);
+        let at = candidates.get(draw % candidates.len().max(1)).copied()?;
+        let (_, source, task) = self.before_proof.swap_remove(at);
+        Some((source, task))
+    }
 }
 
 type Shared = Arc<Mutex<Accepted>>;
@@ -870,16 +904,14 @@ impl Place {
         let replaced = {
             let mut accepted = lock(&self.shared);
             let Some(at) = accepted
-                .before_hello
+                .before_proof
                 .iter()
-                .position(|(number, _)| *number == self.number)
+                .position(|(number, _, _)| *number == self.number)
             else {
                 return false;
             };
-            let Some(entry) = accepted.before_hello.remove(at) else {
-                return false;
-            };
-            accepted.peers.insert(peer, entry)
+            let (number, _, task) = accepted.before_proof.swap_remove(at);
+            accepted.peers.insert(peer, (number, task))
         };
         if let Some((_, old)) = replaced {
             // Its batches already handed on stay ahead of this one's; the
@@ -897,8 +929,8 @@ impl Drop for Place {
     fn drop(&mut self) {
         let mut accepted = lock(&self.shared);
         accepted
-            .before_hello
-            .retain(|(number, _)| *number != self.number);
+            .before_proof
+            .retain(|(number, _, _)| *number != self.number);
         accepted
             .peers
             .retain(|_, (number, _)| *number != self.number);
@@ -926,11 +958,7 @@ async fn accept(listener: TcpListener, us: Peer, incoming: mpsc::Sender<Received
             // Held while the task is spawned and listed, so the task
             // cannot look for its entry before it is there.
             let mut accepted = lock(&shared);
-            let evicted = if accepted.before_hello.len() >= BEFORE_HELLO_CONNECTIONS_MAX {
-                accepted.before_hello.pop_front()
-            } else {
-                None
-            };
+            let evicted = accepted.evict();
             let place = Place {
                 shared: Arc::clone(&shared),
                 number: accepted.next,
@@ -947,13 +975,14 @@ async fn accept(listener: TcpListener, us: Peer, incoming: mpsc::Sender<Received
                     Err(why) => log::warn(format_args!("connection from {from} closed: {why}")),
                 }
             });
-            accepted.before_hello.push_back((number, task));
+            accepted.before_proof.push((number, from.ip(), task));
             evicted
         };
-        if let Some((_, oldest)) = evicted {
-            oldest.abort();
+        if let Some((source, task)) = evicted {
+            task.abort();
             log::warn(format_args!(
-                "closed the oldest connection still without a hello: {BEFORE_HELLO_CONNECTIONS_MAX} are open"
+                "closed a connection from {source} still without its proof: \
+                 {BEFORE_PROOF_CONNECTIONS_MAX} are open, the most of them from there"
             ));
         }
     }
@@ -970,7 +999,7 @@ async fn receive(
 ) -> Result<Option<NodeId>, String> {
     let _ = stream.set_nodelay(true);
     // One deadline over the whole handshake, as for the dialing side.
-    let (peer, mut session) = match timeout(HELLO_TIMEOUT, accept_handshake(&mut stream, us)).await
+    let (hello, mut session) = match timeout(HELLO_TIMEOUT, accept_handshake(&mut stream, us)).await
     {
         Err(_) => {
             Counters::count(&us.counters.hellos);
@@ -983,6 +1012,7 @@ async fn receive(
         Ok(Ok(None)) => return Ok(None),
         Ok(Err(why)) => return Err(why),
     };
+    let peer = hello.from;
     // Only now, the peer proven: a stranger claiming its id cannot close
     // its real connection.
     if !place.promote(peer) {
@@ -991,8 +1021,14 @@ async fn receive(
         ));
     }
     log::info(format_args!("link from node {peer} is up"));
+    // When the hellos' digests of the two --peers differ, the peer's list
+    // is its first frame.
+    let mut members_due = hello.members_differ(&us.cluster.membership);
     loop {
-        let length = match read_length(&mut stream, IDLE_TIMEOUT).await {
+        let length = read_length_field(&mut stream, IDLE_TIMEOUT)
+            .await
+            .and_then(|field| body_length(field).map_err(ReadError::Frame));
+        let length = match length {
             Ok(length) => length,
             Err(ReadError::Closed) => return Ok(Some(peer)),
             Err(e @ ReadError::Frame(_)) => {
@@ -1009,7 +1045,8 @@ async fn receive(
             Err(BodyError::NoRoom { had }) => {
                 Counters::count(&us.counters.stalls);
                 return Err(format!(
-                    "node {peer}: no room for more than {had} of a frame's {length} bytes for {} ms",
+                    "node {peer}: no room for more than {had} of a frame's {length} bytes for \
+                     {} ms",
                     DELIVER_TIMEOUT.as_millis()
                 ));
             }
@@ -1026,7 +1063,27 @@ async fn receive(
                 return Err(format!("node {peer}: {why}"));
             }
         };
+        if members_due != matches!(frame, Frame::Members(_)) {
+            Counters::count(&us.counters.frames);
+            return Err(format!(
+                "node {peer} sent a {} frame where its --peers {}",
+                frame.kind(),
+                if members_due { "were due" } else { "were not" }
+            ));
+        }
+        members_due = false;
         match frame {
+            Frame::Members(theirs) => {
+                if let Err(why) = hello.check_members(&theirs) {
+                    Counters::count(&us.counters.frames);
+                    return Err(format!("node {peer} {why}"));
+                }
+                // Peer-supplied addresses: escaped by `differences`.
+                let how = differences(&theirs, &us.cluster.membership).unwrap_or_default();
+                log::warn(format_args!(
+                    "node {peer}'s --peers differ from this node's: it {how}"
+                ));
+            }
             Frame::Batch(batch) => {
                 let received = Received {
                     from: peer,
@@ -1050,7 +1107,7 @@ async fn receive(
                 Counters::count(&us.counters.frames);
                 return Err(format!(
                     "node {peer} sent a {} frame after the handshake",
-                    kind_of(&other)
+                    other.kind()
                 ));
             }
         }
@@ -1058,13 +1115,14 @@ async fn receive(
 }
 
 /// The accepting side of the handshake: the peer's hello checked, this
-/// node's hello and proof, the peer's proof checked. The peer's id and the
-/// session; `None` when it closed before sending anything. A refusal is
-/// counted, and said to the peer when it is about its hello or proof.
+/// node's hello and proof, the peer's proof checked. The peer's hello and
+/// the session; `None` when it closed before sending anything. A refusal
+/// is counted, and said to the peer (tersely) when it is about its hello
+/// or proof.
 async fn accept_handshake(
     stream: &mut TcpStream,
     us: &Peer,
-) -> Result<Option<(NodeId, Session)>, String> {
+) -> Result<Option<(Hello, Session)>, String> {
     let count = |counter: &AtomicU64, why: String| {
         Counters::count(counter);
         why
@@ -1074,7 +1132,7 @@ async fn accept_handshake(
         Ok((_, other)) => {
             return Err(count(
                 &us.counters.hellos,
-                format!("it sent a {} frame before a hello", kind_of(&other)),
+                format!("it sent a {} frame before a hello", other.kind()),
             ));
         }
         Err(ReadError::Closed) => return Ok(None),
@@ -1099,7 +1157,7 @@ async fn accept_handshake(
             let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Acceptor)))
                 .map_err(|e| format!("encoding the proof: {e}"))?;
             write_frame(stream, &proof).await?;
-            Ok(Some((peer, transcript.session(&us.secret))))
+            Ok(Some((hello, transcript.session(&us.secret))))
         }
         Ok((_, Frame::Proof(_))) => {
             refuse(stream).await;
@@ -1115,7 +1173,7 @@ async fn accept_handshake(
             &us.counters.hellos,
             format!(
                 "node {peer} (unproven) sent a {} frame instead of its proof",
-                kind_of(&other)
+                other.kind()
             ),
         )),
         Err(e) => Err(count(
