@@ -20,7 +20,8 @@
 //!   frame after that is authenticated, without I/O.
 //! - [`frame`]: the peer link's frames and their codec, without I/O.
 //! - [`link`]: the peer links over tokio: dialing, the handshake,
-//!   keepalives, bounded queues, reconnecting.
+//!   keepalives, bounded queues, reconnecting (its outgoing and incoming
+//!   sides in `link/`).
 
 pub mod frame;
 pub mod handshake;
