@@ -7,7 +7,7 @@
 //! * 1 byte:  kind (1 Hello, 2 Refuse, 3 Batch, 4 Keepalive, 5 Proof,
 //!            6 Members)
 //! * payload
-//!     Hello      JSON {"protocol": "seglog-peer", "version": 2, "cluster": "ID",
+//!     Hello      JSON {"protocol": "seglog-peer", "version": 3, "cluster": "ID",
 //!                      "from": N, "to": M, "members": 64 hex digits,
 //!                      "nonce": 64 hex digits}   (at most HELLO_BYTES_MAX)
 //!     Refuse     UTF-8 text, terse: the reason is in the refusing node's log
@@ -81,9 +81,12 @@ pub const HANDSHAKE_BYTES_MAX: usize = 1 + if HELLO_BYTES_MAX > REFUSE_BYTES_MAX
 /// is told apart from a peer of another version.
 pub const PROTOCOL: &str = "seglog-peer";
 
-/// The link protocol's version; a peer of another version is refused.
-/// Version 2 authenticates peers and frames (version 1 trusted a hello).
-pub const VERSION: u32 = 2;
+/// The link protocol's version; a peer of another version is refused,
+/// told apart by the hello's `protocol` and `version` alone, read before
+/// anything else of it. Version 2 authenticated peers and frames (version
+/// 1 trusted a hello); version 3 no longer carries a digest of `--peers`
+/// in the hello (the dialer's list is always its first sealed frame).
+pub const VERSION: u32 = 3;
 
 const KIND_HELLO: u8 = 1;
 const KIND_REFUSE: u8 = 2;
@@ -275,6 +278,10 @@ pub enum FrameError {
     Payload { kind: &'static str, why: String },
     /// A frame to send is over [`FRAME_BYTES_MAX`] and cannot be split.
     TooLarge(usize),
+    /// A hello of another protocol or version (its `protocol`, cut short,
+    /// and its `version`): not decoded further, since another version's
+    /// hello may have other fields.
+    Version { protocol: String, version: u64 },
 }
 
 impl fmt::Display for FrameError {
@@ -296,6 +303,10 @@ impl fmt::Display for FrameError {
             FrameError::Payload { kind, why } => {
                 write!(f, "a {kind} frame that does not decode: {why}")
             }
+            FrameError::Version { protocol, version } => write!(
+                f,
+                "a hello of {protocol:?} version {version}, not {PROTOCOL} version {VERSION}"
+            ),
             FrameError::TooLarge(bytes) => write!(
                 f,
                 "a frame of {bytes} bytes, over the {FRAME_BYTES_MAX}-byte limit"
@@ -386,7 +397,20 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
     };
     let bad = |kind: &'static str, why: String| FrameError::Payload { kind, why };
     match kind {
-        KIND_HELLO => json_at_most("hello", payload, HELLO_BYTES_MAX).map(Frame::Hello),
+        KIND_HELLO => {
+            // The protocol and version first: another version's hello is
+            // refused as such, whatever its other fields.
+            let greeting: Greeting = json_at_most("hello", payload, HELLO_BYTES_MAX)?;
+            if greeting.protocol != PROTOCOL || greeting.version != u64::from(VERSION) {
+                // Peer-supplied: cut short for the log (escaped there).
+                let protocol = greeting.protocol.chars().take(64).collect();
+                return Err(FrameError::Version {
+                    protocol,
+                    version: greeting.version,
+                });
+            }
+            json_at_most("hello", payload, HELLO_BYTES_MAX).map(Frame::Hello)
+        }
         KIND_REFUSE => {
             if payload.len() > REFUSE_BYTES_MAX {
                 return Err(bad("refuse", format!("{} bytes", payload.len())));
@@ -406,6 +430,14 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
         KIND_KEEPALIVE => Err(bad("keepalive", format!("{} payload bytes", payload.len()))),
         other => Err(FrameError::Kind(other)),
     }
+}
+
+/// What every version's hello starts with: read before the rest, so that
+/// a peer of another version is told so, whatever else its hello holds.
+#[derive(Deserialize)]
+struct Greeting {
+    protocol: String,
+    version: u64,
 }
 
 /// A payload of JSON of at most `max` bytes, decoded as `kind`'s.
@@ -776,6 +808,53 @@ mod tests {
         };
         let bytes = encode(&Frame::Hello(biggest)).expect("a frame encodes");
         assert!(bytes.len() - LENGTH_BYTES - 1 <= HELLO_BYTES_MAX / 2);
+    }
+
+    /// A hello of another version or protocol is refused by those two
+    /// fields alone, before its other fields are decoded (an older
+    /// version's hello has others).
+    #[test]
+    fn a_hello_of_another_version_is_refused_as_such() {
+        let hello_body = |json: serde_json::Value| {
+            let mut body = vec![KIND_HELLO];
+            body.extend(serde_json::to_vec(&json).expect("JSON encodes"));
+            body
+        };
+        // Shaped as version 2 sent it: a digest, and no field this
+        // version wants in its place would matter.
+        let old = hello_body(serde_json::json!({
+            "protocol": PROTOCOL, "version": 2, "cluster": "test", "from": 2, "to": 1,
+            "members": "0a".repeat(32), "nonce": "0a".repeat(32),
+        }));
+        let why = decode_handshake(&old).expect_err("another version");
+        assert_eq!(
+            why,
+            FrameError::Version {
+                protocol: PROTOCOL.into(),
+                version: 2
+            }
+        );
+        assert!(
+            why.to_string()
+                .contains(&format!("version 2, not {PROTOCOL} version {VERSION}")),
+            "{why}"
+        );
+        // A hello of nothing but another protocol's name and version.
+        let stray = hello_body(serde_json::json!({"protocol": "http", "version": 1}));
+        assert_eq!(
+            decode_handshake(&stray).err(),
+            Some(FrameError::Version {
+                protocol: "http".into(),
+                version: 1
+            })
+        );
+        // This version with a field missing is a payload error, not a
+        // version's.
+        let missing = hello_body(serde_json::json!({"protocol": PROTOCOL, "version": VERSION}));
+        assert!(matches!(
+            decode_handshake(&missing),
+            Err(FrameError::Payload { kind: "hello", .. })
+        ));
     }
 
     #[test]

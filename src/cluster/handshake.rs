@@ -8,13 +8,13 @@
 //! ```text
 //! D → A  Hello  {cluster, version, from: D, to: A, members: mD, nonce: nD}
 //! A → D  Hello  {cluster, version, from: A, to: D, members: mA, nonce: nA}  (or Refuse, close)
-//! D → A  Proof  HMAC(secret, "seglog-peer/2 dialer"   || T)                (or D closes)
-//! A → D  Proof  HMAC(secret, "seglog-peer/2 acceptor" || T)                (or Refuse, close)
+//! D → A  Proof  HMAC(secret, "seglog-peer/3 dialer"   || T)                (or D closes)
+//! A → D  Proof  HMAC(secret, "seglog-peer/3 acceptor" || T)                (or Refuse, close)
 //! D → A  [Members {D's --peers}, when mD is not A's list's digest]
 //! D → A  frames, each body followed by
-//!        HMAC(session, seq || body),  session = HMAC(secret, "seglog-peer/2 session" || T)
+//!        HMAC(session, seq || body),  session = HMAC(secret, "seglog-peer/3 session" || T)
 //!
-//! T = SHA-256("seglog-peer/2 transcript" || len(HD) || HD || len(HA) || HA)
+//! T = SHA-256("seglog-peer/3 transcript" || len(HD) || HD || len(HA) || HA)
 //! ```
 //!
 //! where `HD` and `HA` are the two hello frames' bodies, byte for byte as
@@ -60,11 +60,11 @@ pub const TAG_BYTES: usize = 32;
 /// A proof, or a frame's tag.
 pub type Tag = [u8; TAG_BYTES];
 
-const TRANSCRIPT_LABEL: &[u8] = b"seglog-peer/2 transcript";
-const DIALER_LABEL: &[u8] = b"seglog-peer/2 dialer";
-const ACCEPTOR_LABEL: &[u8] = b"seglog-peer/2 acceptor";
-const SESSION_LABEL: &[u8] = b"seglog-peer/2 session";
-const MEMBERS_LABEL: &[u8] = b"seglog-peer/2 members";
+const TRANSCRIPT_LABEL: &[u8] = b"seglog-peer/3 transcript";
+const DIALER_LABEL: &[u8] = b"seglog-peer/3 dialer";
+const ACCEPTOR_LABEL: &[u8] = b"seglog-peer/3 acceptor";
+const SESSION_LABEL: &[u8] = b"seglog-peer/3 session";
+const MEMBERS_LABEL: &[u8] = b"seglog-peer/3 members";
 
 /// Which end of a connection makes a proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

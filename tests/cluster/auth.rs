@@ -17,9 +17,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::links::{
-    address, answer_as, batch, closed_by_the_node, cluster, connect, dial_as, dialed, hello, json,
-    listener, next, node_1_of_2, read_frame, read_raw, secret, start, within, write_frame,
-    write_sealed,
+    CLUSTER_ID, address, answer_as, batch, closed_by_the_node, cluster, connect, dial_as, dialed,
+    hello, json, listener, next, node_1_of_2, read_frame, read_raw, secret, start, within,
+    write_frame, write_sealed,
 };
 
 /// A secret that is not the tests' cluster secret.
@@ -429,4 +429,50 @@ async fn a_peer_with_other_peers_sends_them_after_the_proofs() {
         from(2, &batch(2))
     );
     assert_eq!(links.failures().frames, 3);
+}
+
+/// A node of link protocol version 2 (its hello carried a digest of its
+/// `--peers`), meeting one of this version either way: refused by the
+/// hello's protocol and version alone, counted, and told nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_the_previous_version_is_refused_either_way() {
+    let (links, _incoming, node, _, fake) = node_1_of_2().await;
+    let old_hello = |from: NodeId, to: NodeId| {
+        let json = serde_json::json!({
+            "protocol": frame::PROTOCOL, "version": 2, "cluster": CLUSTER_ID,
+            "from": from, "to": to, "members": "0a".repeat(32),
+            "nonce": seglog::cluster::handshake::nonce().expect("a nonce"),
+        });
+        let payload = serde_json::to_vec(&json).expect("JSON encodes");
+        let length = u32::try_from(payload.len() + 1).expect("a short hello");
+        let mut bytes = length.to_be_bytes().to_vec();
+        bytes.push(1);
+        bytes.extend(payload);
+        bytes
+    };
+    // Dialing node 1: refused with the one word, then closed.
+    let mut old = connect(node).await;
+    old.write_all(&old_hello(2, 1))
+        .await
+        .expect("writing a hello");
+    let Frame::Refuse(why) = read_frame(&mut old).await else {
+        panic!("an old hello was not refused")
+    };
+    assert_eq!(why, REFUSAL);
+    assert!(closed_by_the_node(&mut old).await.is_empty());
+    assert_eq!(links.failures().hellos, 1);
+    // Dialed by node 1: its hello answered with an old one, refused by
+    // node 1, which sends no proof and closes.
+    let mut dialed = dialed("node 1's dial", &fake).await;
+    let Frame::Hello(_) = read_frame(&mut dialed).await else {
+        panic!("node 1 sent no hello")
+    };
+    dialed
+        .write_all(&old_hello(2, 1))
+        .await
+        .expect("writing a hello");
+    assert!(closed_by_the_node(&mut dialed).await.is_empty());
+    assert_eq!(links.failures().hellos, 2);
+    assert_eq!(links.failures().proofs, 0);
+    assert!(!links.is_up(2));
 }

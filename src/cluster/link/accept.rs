@@ -21,7 +21,9 @@ use super::{
     BACKOFF_MAX, BEFORE_PROOF_CONNECTIONS_MAX, Budget, Counters, DELIVER_TIMEOUT, HELLO_TIMEOUT,
     IDLE_TIMEOUT, INCOMING_BYTES_MAX, Peer, REFUSAL, Received,
 };
-use crate::cluster::frame::{Frame, Hello, LENGTH_BYTES, body_length, decode, differences, encode};
+use crate::cluster::frame::{
+    Frame, FrameError, Hello, LENGTH_BYTES, body_length, decode, differences, encode,
+};
 use crate::cluster::handshake::{Role, Session, Transcript, nonce};
 use crate::log;
 use crate::raft::types::NodeId;
@@ -314,6 +316,11 @@ async fn accept_handshake(
             ));
         }
         Err(ReadError::Closed) => return Ok(None),
+        // Another version's hello, told by its protocol and version alone.
+        Err(ReadError::Frame(e @ FrameError::Version { .. })) => {
+            refuse(stream).await;
+            return Err(count(&us.counters.hellos, format!("refused: it sent {e}")));
+        }
         Err(e) => return Err(count(&us.counters.hellos, format!("before its hello: {e}"))),
     };
     if let Err(why) = hello.check(&us.cluster, None) {

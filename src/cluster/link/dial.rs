@@ -17,7 +17,7 @@ use super::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, Counters, HELLO_TIMEOUT, IDLE_TIMEOUT,
     KEEPALIVE_EVERY, Peer,
 };
-use crate::cluster::frame::{Frame, Hello, LENGTH_BYTES, encode};
+use crate::cluster::frame::{Frame, FrameError, Hello, LENGTH_BYTES, encode};
 use crate::cluster::handshake::{Role, Session, Transcript, nonce};
 use crate::log;
 use crate::raft::types::NodeId;
@@ -172,7 +172,14 @@ impl Dialer {
         let ours = encode(&Frame::Hello(Hello::new(&us.cluster, self.peer, nonce)))
             .map_err(|e| failed(format!("encoding the hello: {e}")))?;
         write_frame(stream, &ours).await.map_err(failed)?;
-        let answer = |e: ReadError| failed(format!("no hello or proof back: {e}"));
+        let answer = |e: ReadError| match e {
+            // The node there speaks another version: refused, as such.
+            ReadError::Frame(e @ FrameError::Version { .. }) => {
+                Counters::count(&us.counters.hellos);
+                refused(format!("the node there answered with {e}"))
+            }
+            e => failed(format!("no hello or proof back: {e}")),
+        };
         let unexpected = |frame: Frame| match frame {
             Frame::Refuse(why) => refused(format!("refused: {why}")),
             other => {
