@@ -8,8 +8,8 @@
 //!            6 Members)
 //! * payload
 //!     Hello      JSON {"protocol": "seglog-peer", "version": 3, "cluster": "ID",
-//!                      "from": N, "to": M, "members": 64 hex digits,
-//!                      "nonce": 64 hex digits}   (at most HELLO_BYTES_MAX)
+//!                      "from": N, "to": M, "nonce": 64 hex digits}
+//!                (at most HELLO_BYTES_MAX)
 //!     Refuse     UTF-8 text, terse: the reason is in the refusing node's log
 //!                (at most REFUSE_BYTES_MAX)
 //!     Proof      32 bytes: HMAC-SHA-256 (`handshake.rs`)
@@ -26,8 +26,8 @@
 //! with its own Hello, or with a Refuse and closes; the dialing node sends
 //! its Proof, and the other node checks it and sends its own, or refuses
 //! ([`super::handshake`] spells the exchange out). Then only the dialing
-//! node sends: first its Members when the hellos' digests of the two
-//! `--peers` differ, then Batches, and a Keepalive when it has had nothing
+//! node sends: first its Members (the other node compares them with its
+//! own `--peers` and logs how they differ), then Batches, and a Keepalive when it has had nothing
 //! to send for a while, each sealed with its tag. A frame that breaks any
 //! of this is a reason to close the connection; nothing a peer sends is
 //! trusted before it is checked: before the proofs only a Hello, Proof or
@@ -39,7 +39,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::handshake::{TAG_BYTES, Tag, is_nonce, members_digest};
+use super::handshake::{TAG_BYTES, Tag, is_nonce};
 use super::peers::{Cluster, Membership};
 use crate::raft::transport::Batch;
 use crate::raft::types::NodeId;
@@ -96,8 +96,8 @@ const KIND_PROOF: u8 = 5;
 const KIND_MEMBERS: u8 = 6;
 
 /// Who a node is, which node it means to talk to, which cluster it
-/// believes it is in, a digest of its `--peers`, and its nonce for this
-/// connection. A node says hello only to a node its `--peers` lists (the
+/// believes it is in, and its nonce for this connection: nothing of its
+/// `--peers`, which a stranger would be answered with before any proof. A node says hello only to a node its `--peers` lists (the
 /// one it dialed, or one that dialed it and is listed): `to` is the list
 /// entry the receiver checks is its own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,10 +109,6 @@ pub struct Hello {
     pub from: NodeId,
     /// The node it is for: the dialed node, or the one that dialed.
     pub to: NodeId,
-    /// The digest of the sender's `--peers` under its nonce
-    /// ([`members_digest`]): the list itself is sent only after the
-    /// proofs, and only when it differs from the receiver's.
-    pub members: String,
     /// Fresh for each connection (hex of `handshake::NONCE_BYTES`): what
     /// makes this exchange's proofs its own.
     pub nonce: String,
@@ -127,33 +123,8 @@ impl Hello {
             cluster: cluster.id.clone(),
             from: cluster.me,
             to,
-            members: members_digest(&nonce, cluster.membership.nodes()),
             nonce,
         }
-    }
-
-    /// Whether the sender's `--peers` differ from `ours`: then the dialing
-    /// side sends its list after the proofs ([`Frame::Members`]).
-    pub fn members_differ(&self, ours: &Membership) -> bool {
-        members_digest(&self.nonce, ours.nodes()) != self.members
-    }
-
-    /// Whether `nodes`, sent after the proofs, is the list this hello's
-    /// digest was made of, and lists both ends of the connection; the
-    /// error says why not.
-    pub fn check_members(&self, nodes: &BTreeMap<NodeId, String>) -> Result<(), String> {
-        if members_digest(&self.nonce, nodes) != self.members {
-            return Err("sent --peers that are not the ones its hello's digest was of".into());
-        }
-        if !nodes.contains_key(&self.from) || !nodes.contains_key(&self.to) {
-            return Err(format!(
-                "sent --peers of {} nodes without both node {} and node {}",
-                nodes.len(),
-                self.from,
-                self.to
-            ));
-        }
-        Ok(())
     }
 
     /// Whether node `cluster.me` takes this hello, which should come from
@@ -203,10 +174,6 @@ impl Hello {
         if !is_nonce(&self.nonce) {
             return Err("has no valid nonce".into());
         }
-        // The digest has a nonce's form: 32 bytes in hex.
-        if !is_nonce(&self.members) {
-            return Err("has no valid digest of its --peers".into());
-        }
         Ok(())
     }
 }
@@ -241,8 +208,8 @@ pub enum Frame {
     Hello(Hello),
     Refuse(String),
     Proof(Tag),
-    /// A node's `--peers`, sent after the proofs when they differ from
-    /// the other node's.
+    /// The dialing node's `--peers`: always its first frame after the
+    /// proofs.
     Members(BTreeMap<NodeId, String>),
     Batch(Batch),
     Keepalive,
@@ -679,14 +646,6 @@ mod tests {
             ),
             (
                 Hello {
-                    members: "not a digest".into(),
-                    ..good.clone()
-                },
-                None,
-                "no valid digest of its --peers",
-            ),
-            (
-                Hello {
                     nonce: "00".into(),
                     ..good.clone()
                 },
@@ -707,31 +666,12 @@ mod tests {
             .expect("a valid membership");
         let hello = Hello::new(&node(1, &theirs), 2, "0a".repeat(32));
         assert_eq!(hello.check(&node(2, &ours), Some(1)), Ok(()));
-        // The hello carries no address, only the digest that tells the
-        // lists apart.
+        // The hello carries nothing of the membership: the list comes
+        // after the proofs, sealed.
         let bytes = encode(&Frame::Hello(hello.clone())).expect("a frame encodes");
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("b:9") && !text.contains("d:4"), "{text}");
-        assert!(hello.members_differ(&ours));
-        assert!(!hello.members_differ(&theirs));
-        assert!(!self::hello(1, 2).members_differ(&ours));
-        // After the proofs, the list itself: the one the digest was of,
-        // listing both ends.
-        assert_eq!(hello.check_members(theirs.nodes()), Ok(()));
-        let why = hello
-            .check_members(ours.nodes())
-            .expect_err("not the digest's");
-        assert!(
-            why.contains("not the ones its hello's digest was of"),
-            "{why:?}"
-        );
-        let without =
-            Membership::new([(1, "a:1".into()), (3, "c:3".into())]).expect("a valid membership");
-        let lacking = Hello::new(&node(1, &without), 2, "0a".repeat(32));
-        let why = lacking
-            .check_members(without.nodes())
-            .expect_err("lacks node 2");
-        assert!(why.contains("without both node 1 and node 2"), "{why:?}");
+        assert!(!text.contains("members"), "{text}");
         assert_eq!(
             differences(theirs.nodes(), &ours).as_deref(),
             Some(

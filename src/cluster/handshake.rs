@@ -6,11 +6,11 @@
 //! has the frames' bytes):
 //!
 //! ```text
-//! D → A  Hello  {cluster, version, from: D, to: A, members: mD, nonce: nD}
-//! A → D  Hello  {cluster, version, from: A, to: D, members: mA, nonce: nA}  (or Refuse, close)
+//! D → A  Hello  {cluster, version, from: D, to: A, nonce: nD}
+//! A → D  Hello  {cluster, version, from: A, to: D, nonce: nA}  (or Refuse, close)
 //! D → A  Proof  HMAC(secret, "seglog-peer/3 dialer"   || T)                (or D closes)
 //! A → D  Proof  HMAC(secret, "seglog-peer/3 acceptor" || T)                (or Refuse, close)
-//! D → A  [Members {D's --peers}, when mD is not A's list's digest]
+//! D → A  Members {D's --peers}, always the first frame after the proofs
 //! D → A  frames, each body followed by
 //!        HMAC(session, seq || body),  session = HMAC(secret, "seglog-peer/3 session" || T)
 //!
@@ -18,11 +18,14 @@
 //! ```
 //!
 //! where `HD` and `HA` are the two hello frames' bodies, byte for byte as
-//! sent, and `len` is a 4-byte big-endian length; `mD` and `mA` are
-//! digests of each side's `--peers` ([`members_digest`]), so a stranger
-//! answered before any proof learns no address. So the transcript binds
-//! both nonces, both node ids (and which of them dialed), the cluster id,
-//! the protocol version and both membership lists: a MITM that changes
+//! sent, and `len` is a 4-byte big-endian length. What a stranger learns
+//! before any proof is what the acceptor's hello says: that a node listens
+//! there, its cluster id and node id (the stranger must have named both
+//! rightly to be answered at all), the protocol version, and a fresh nonce;
+//! nothing of the membership, which only the dialer sends, sealed, after
+//! both proofs (and which no side answers with). So the transcript binds
+//! both nonces, both node ids (and which of them dialed), the cluster id
+//! and the protocol version: a MITM that changes
 //! any of them makes both proofs fail. Each side draws its nonce fresh
 //! from the OS, so a recorded exchange replayed to either side meets a
 //! nonce it does not match; the role in each proof's label keeps a side
@@ -42,14 +45,11 @@
 //! links carry the Raft groups' entries in the clear (see
 //! `docs/serve-cluster-design.md`).
 
-use std::collections::BTreeMap;
-
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::secret::Secret;
-use crate::raft::types::NodeId;
 
 /// Bytes of a nonce: 256 bits from the OS, never repeated in practice.
 pub const NONCE_BYTES: usize = 32;
@@ -64,7 +64,6 @@ const TRANSCRIPT_LABEL: &[u8] = b"seglog-peer/3 transcript";
 const DIALER_LABEL: &[u8] = b"seglog-peer/3 dialer";
 const ACCEPTOR_LABEL: &[u8] = b"seglog-peer/3 acceptor";
 const SESSION_LABEL: &[u8] = b"seglog-peer/3 session";
-const MEMBERS_LABEL: &[u8] = b"seglog-peer/3 members";
 
 /// Which end of a connection makes a proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,32 +81,12 @@ pub fn nonce() -> Result<String, String> {
 }
 
 /// Whether `text` has a nonce's form: [`NONCE_BYTES`] bytes in lowercase
-/// hex (a [`members_digest`] has the same form).
+/// hex.
 pub fn is_nonce(text: &str) -> bool {
     text.len() == 2 * NONCE_BYTES
         && text
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// The digest of a node's `--peers` that its hello carries in place of
-/// the list, salted with the hello's own nonce (hex): the two sides tell
-/// whether their lists are the same before any proof, and a stranger
-/// answered before any proof learns no address (only a guess of the whole
-/// list, every id and address of it, can be checked against it). The list
-/// itself follows the proofs when the digests differ (`Frame::Members`).
-pub fn members_digest(nonce: &str, nodes: &BTreeMap<NodeId, String>) -> String {
-    let mut hash = Sha256::new();
-    hash.update(MEMBERS_LABEL);
-    hash.update(nonce.as_bytes());
-    for (id, address) in nodes {
-        // Lengths bound: no two lists give the same bytes.
-        hash.update(id.to_be_bytes());
-        let length = u32::try_from(address.len()).unwrap_or(u32::MAX);
-        hash.update(length.to_be_bytes());
-        hash.update(address.as_bytes());
-    }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn mac(key: &[u8], parts: &[&[u8]]) -> Tag {
@@ -256,29 +235,6 @@ mod tests {
         let theirs = sealed(other.seal(b"x"), b"x");
         let mut fresh = t.session(&secret(b'a'));
         assert!(fresh.open(&theirs).is_err());
-    }
-
-    #[test]
-    fn members_digests_tell_lists_apart_and_hide_them() {
-        let list = |pairs: &[(NodeId, &str)]| -> BTreeMap<NodeId, String> {
-            pairs.iter().map(|&(id, a)| (id, a.to_string())).collect()
-        };
-        let ours = list(&[(1, "a:1"), (2, "b:2")]);
-        let digest = members_digest("n1", &ours);
-        assert!(is_nonce(&digest), "{digest:?}");
-        assert_eq!(digest, members_digest("n1", &ours.clone()));
-        // Salted by the nonce, so no two hellos carry the same digest.
-        assert_ne!(digest, members_digest("n2", &ours));
-        for other in [
-            list(&[(1, "a:1")]),
-            list(&[(1, "a:1"), (2, "b:3")]),
-            list(&[(1, "a:1"), (3, "b:2")]),
-            // The same bytes cut elsewhere.
-            list(&[(1, "a:1b"), (2, ":2")]),
-        ] {
-            assert_ne!(digest, members_digest("n1", &other), "{other:?}");
-        }
-        assert!(!digest.contains("a:1"));
     }
 
     #[test]

@@ -8,19 +8,20 @@
 //! connections ever needs telling apart.
 //!
 //! A connection starts with the handshake ([`super::handshake`]): the
-//! dialing node's hello (cluster id, its id, the node it dialed, a digest
-//! of its `--peers`, a fresh nonce, [`super::frame::Hello`]); the other
+//! dialing node's hello (cluster id, its id, the node it dialed, a fresh
+//! nonce, [`super::frame::Hello`]); the other
 //! node answers with its own hello, or refuses ([`REFUSAL`], the reason
 //! only in its log) and closes; the dialing node proves it holds the
 //! cluster secret, then the other node checks that proof and proves it
 //! too (the dialer first, so a stranger gets no proof to test guesses
-//! against, and no address either). Both sides check the other: a node
+//! against; what it does learn is in [`super::handshake`]: nothing of the
+//! membership). Both sides check the other: a node
 //! of another cluster or version, one that cannot prove the secret, or
 //! one dialed at an address that another node answers, is refused, logged
 //! with its address and counted ([`Links::failures`]), never served.
 //! Nothing a peer sends is handed on before both proofs. After them the
-//! dialing node sends its `--peers` when the digests differ (the other
-//! node logs how), then batches, and a keepalive when it has had nothing
+//! dialing node sends its `--peers`, always first (the other node
+//! compares them with its own and logs how they differ), then batches, and a keepalive when it has had nothing
 //! to send for
 //! [`KEEPALIVE_EVERY`], so the other side can tell a silent peer from a
 //! dead link ([`IDLE_TIMEOUT`]); each carries a tag under the session's
@@ -275,8 +276,8 @@ pub struct Failures {
     pub proofs: u64,
     /// Frames after the proofs with a wrong tag (forged, replayed,
     /// reordered), an impossible length, that do not decode, or out of
-    /// place (a second hello; a `--peers` list missing, not due, or not
-    /// the one the hello's digest was of).
+    /// place (a second hello; a `--peers` list that is not the first
+    /// frame, or a second one).
     pub frames: u64,
     /// Connections closed after the proofs because the frames of all
     /// peers left no room in [`INCOMING_BYTES_MAX`] for [`DELIVER_TIMEOUT`].

@@ -17,9 +17,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::links::{
-    CLUSTER_ID, address, answer_as, batch, closed_by_the_node, cluster, connect, dial_as, dialed,
-    hello, json, listener, next, node_1_of_2, read_frame, read_raw, secret, start, within,
-    write_frame, write_sealed,
+    CLUSTER_ID, address, answer_as, batch, closed_by_the_node, cluster, connect, dial_as,
+    dial_bare, dialed, hello, json, listener, next, node_1_of_2, read_frame, read_raw, secret,
+    start, within, write_frame, write_sealed,
 };
 
 /// A secret that is not the tests' cluster secret.
@@ -366,69 +366,77 @@ async fn an_injected_length_does_not_stall_the_other_peers() {
     assert_eq!(links.failures().stalls, 0);
 }
 
-/// Review item 1 of link-auth: the node's hello, sent to whoever
-/// connects before any proof, carried every `--peers` entry. Now it
-/// carries a digest of them: a stranger learns no address.
+/// Review item 1 of link-auth, and of link-fix: the node's hello, sent to
+/// whoever connects before any proof, carried every `--peers` entry, then
+/// a digest of them that a stranger could test guesses against. Now it
+/// carries nothing of the membership: a stranger learns none of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stranger_learns_no_address_before_its_proof() {
+async fn a_stranger_learns_nothing_of_the_membership_before_its_proof() {
     let (_links, _incoming, node, membership, _) = node_1_of_2().await;
     let mut stranger = connect(node).await;
-    write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
-    let (body, Frame::Hello(theirs)) = read_raw(&mut stranger).await else {
+    let sent = write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
+    let (body, Frame::Hello(_)) = read_raw(&mut stranger).await else {
         panic!("no hello back")
     };
     let text = String::from_utf8_lossy(&body);
     for address in membership.nodes().values() {
         assert!(!text.contains(address.as_str()), "{address} in {text}");
     }
-    assert!(!text.contains("127.0.0.1"), "{text}");
-    // Only a digest, which tells the lists apart.
-    assert!(!theirs.members_differ(&membership));
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains("members"),
+        "{text}"
+    );
+    // Without the secret, the next thing it gets is a refusal.
+    let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
+    let proof = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
+    write_frame(&mut stranger, &proof).await;
+    let Frame::Refuse(why) = read_frame(&mut stranger).await else {
+        panic!("a wrong proof was not refused")
+    };
+    assert_eq!(why, REFUSAL);
 }
 
-/// When two nodes' `--peers` differ (the hellos' digests say so), the
-/// dialing peer's list is its first frame after the proofs, sealed: the
-/// node logs how they differ. A peer that sends anything else first, a
-/// list that is not its digest's, or a list when the digests matched, is
+/// The dialing peer's `--peers` are always its first frame after the
+/// proofs, sealed: the node compares them with its own and logs how they
+/// differ. A peer that sends anything else first, or a second list, is
 /// closed and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_with_other_peers_sends_them_after_the_proofs() {
+async fn a_peer_sends_its_peers_first_after_the_proofs() {
     let (links, mut incoming, node, membership, _) = node_1_of_2().await;
     let mut of_2 = membership.nodes().clone();
     of_2.insert(3, "10.9.9.9:7000".into());
     let of_2 = Membership::new(of_2).expect("a valid membership");
     let two = cluster(2, &of_2);
 
-    // A batch where its --peers are due.
-    let mut peer = dial_as(node, &two, 1, &secret()).await;
-    assert!(peer.theirs.members_differ(&of_2));
+    // A batch before its list.
+    let mut peer = dial_bare(node, &two, 1, &secret()).await;
     write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(1))).await;
     closed_by_the_node(&mut peer.stream).await;
     assert_eq!(links.failures().frames, 1);
 
-    // A list other than the one its hello's digest was of.
+    // A second list.
     let mut peer = dial_as(node, &two, 1, &secret()).await;
-    let members = Frame::Members(membership.nodes().clone());
+    let members = Frame::Members(of_2.nodes().clone());
     write_sealed(&mut peer.stream, &mut peer.session, &members).await;
     closed_by_the_node(&mut peer.stream).await;
     assert_eq!(links.failures().frames, 2);
 
-    // A list when the lists are the same.
-    let mut peer = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
-    write_sealed(&mut peer.stream, &mut peer.session, &members).await;
-    closed_by_the_node(&mut peer.stream).await;
-    assert_eq!(links.failures().frames, 3);
-
-    // Its list, then its batches: delivered, none of the above was.
-    let mut peer = dial_as(node, &two, 1, &secret()).await;
-    let members = Frame::Members(of_2.nodes().clone());
-    write_sealed(&mut peer.stream, &mut peer.session, &members).await;
-    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(2))).await;
-    assert_eq!(
-        next_json("the batch after the list", &mut incoming).await,
-        from(2, &batch(2))
-    );
-    assert_eq!(links.failures().frames, 3);
+    // Its list, other than node 1's or the same, then its batches:
+    // delivered, none of the above was.
+    for (us, tag) in [(two, 2), (cluster(2, &membership), 3)] {
+        let mut peer = dial_as(node, &us, 1, &secret()).await;
+        write_sealed(
+            &mut peer.stream,
+            &mut peer.session,
+            &Frame::Batch(batch(tag)),
+        )
+        .await;
+        assert_eq!(
+            next_json("the batch after the list", &mut incoming).await,
+            from(2, &batch(tag))
+        );
+    }
+    assert_eq!(links.failures().frames, 2);
 }
 
 /// A node of link protocol version 2 (its hello carried a digest of its

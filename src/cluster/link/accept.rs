@@ -201,9 +201,8 @@ async fn receive(
         ));
     }
     log::info(format_args!("link from node {peer} is up"));
-    // When the hellos' digests of the two --peers differ, the peer's list
-    // is its first frame.
-    let mut members_due = hello.members_differ(&us.cluster.membership);
+    // The peer's list is always its first frame.
+    let mut members_due = true;
     loop {
         let length = read_length_field(&mut stream, IDLE_TIMEOUT)
             .await
@@ -246,23 +245,24 @@ async fn receive(
         if members_due != matches!(frame, Frame::Members(_)) {
             Counters::count(&us.counters.frames);
             return Err(format!(
-                "node {peer} sent a {} frame where its --peers {}",
+                "node {peer} sent a {} frame where {}",
                 frame.kind(),
-                if members_due { "were due" } else { "were not" }
+                if members_due {
+                    "its --peers come first"
+                } else {
+                    "they came already"
+                }
             ));
         }
         members_due = false;
         match frame {
             Frame::Members(theirs) => {
-                if let Err(why) = hello.check_members(&theirs) {
-                    Counters::count(&us.counters.frames);
-                    return Err(format!("node {peer} {why}"));
-                }
                 // Peer-supplied addresses: escaped by `differences`.
-                let how = differences(&theirs, &us.cluster.membership).unwrap_or_default();
-                log::warn(format_args!(
-                    "node {peer}'s --peers differ from this node's: it {how}"
-                ));
+                if let Some(how) = differences(&theirs, &us.cluster.membership) {
+                    log::warn(format_args!(
+                        "node {peer}'s --peers differ from this node's: it {how}"
+                    ));
+                }
             }
             Frame::Batch(batch) => {
                 let received = Received {

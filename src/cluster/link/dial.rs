@@ -135,8 +135,7 @@ impl Dialer {
         // One deadline over the whole exchange: a peer that accepts and
         // stalls mid-handshake costs this link no more than one that is
         // down.
-        let (theirs, mut session) = match timeout(HELLO_TIMEOUT, self.handshake(&mut stream)).await
-        {
+        let (_, mut session) = match timeout(HELLO_TIMEOUT, self.handshake(&mut stream)).await {
             Err(_) => {
                 return Err(failed(format!(
                     "no hello and proof back within {} ms",
@@ -145,21 +144,14 @@ impl Dialer {
             }
             Ok(done) => done?,
         };
-        // Both sides tell from the digests whether the lists differ; then
-        // this node's list is the link's first frame, sealed, and the
-        // node there logs how they differ (and this node logs how, on
-        // that node's link to this one).
+        // This node's list is always the link's first frame, sealed: the
+        // node there compares it with its own and logs how they differ
+        // (and this node logs how, on that node's link to this one).
         let ours = self.us.cluster.membership.nodes();
-        if theirs.members_differ(&self.us.cluster.membership) {
-            log::warn(format_args!(
-                "node {}'s --peers differ from this node's (the log of each says how)",
-                self.peer
-            ));
-            let mut frame = encode(&Frame::Members(ours.clone()))
-                .map_err(|e| failed(format!("encoding this node's --peers: {e}")))?;
-            seal_next(&mut session, &mut frame);
-            write_frame(&mut stream, &frame).await.map_err(failed)?;
-        }
+        let mut frame = encode(&Frame::Members(ours.clone()))
+            .map_err(|e| failed(format!("encoding this node's --peers: {e}")))?;
+        seal_next(&mut session, &mut frame);
+        write_frame(&mut stream, &frame).await.map_err(failed)?;
         Ok((stream, session))
     }
 
