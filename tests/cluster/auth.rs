@@ -17,9 +17,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::links::{
-    CLUSTER_ID, address, answer_as, batch, closed_by_the_node, cluster, connect, dial_as,
-    dial_bare, dialed, hello, json, listener, next, node_1_of_2, read_frame, read_raw, secret,
-    start, within, write_frame, write_sealed,
+    Authenticated, CLUSTER_ID, address, answer_as, batch, closed_by_the_node, cluster, connect,
+    dial_as, dial_bare, dialed, hello, json, listener, next, node_1_of_2, read_frame, read_raw,
+    secret, start, within, write_frame, write_sealed,
 };
 
 /// A secret that is not the tests' cluster secret.
@@ -50,6 +50,25 @@ async fn next_json(
 
 fn from(node: NodeId, batch: &Batch) -> (NodeId, serde_json::Value) {
     (node, json(batch))
+}
+
+/// Sends `batch(tag)` as raw peer `node`, and checks the node hands it on.
+async fn delivered(
+    peer: &mut Authenticated,
+    node: NodeId,
+    tag: u32,
+    incoming: &mut mpsc::Receiver<seglog::cluster::link::Received>,
+) {
+    write_sealed(
+        &mut peer.stream,
+        &mut peer.session,
+        &Frame::Batch(batch(tag)),
+    )
+    .await;
+    assert_eq!(
+        next_json("the peer's batch", incoming).await,
+        from(node, &batch(tag))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,16 +371,7 @@ async fn an_injected_length_does_not_stall_the_other_peers() {
         from(2, &batch(2))
     );
     for tag in [31, 32, 33] {
-        write_sealed(
-            &mut three.stream,
-            &mut three.session,
-            &Frame::Batch(batch(tag)),
-        )
-        .await;
-        assert_eq!(
-            next_json("node 3's batch", &mut incoming).await,
-            from(3, &batch(tag))
-        );
+        delivered(&mut three, 3, tag, &mut incoming).await;
     }
     assert_eq!(links.failures().stalls, 0);
 }
@@ -425,16 +435,7 @@ async fn a_peer_sends_its_peers_first_after_the_proofs() {
     // delivered, none of the above was.
     for (us, tag) in [(two, 2), (cluster(2, &membership), 3)] {
         let mut peer = dial_as(node, &us, 1, &secret()).await;
-        write_sealed(
-            &mut peer.stream,
-            &mut peer.session,
-            &Frame::Batch(batch(tag)),
-        )
-        .await;
-        assert_eq!(
-            next_json("the batch after the list", &mut incoming).await,
-            from(2, &batch(tag))
-        );
+        delivered(&mut peer, 2, tag, &mut incoming).await;
     }
     assert_eq!(links.failures().frames, 2);
 }
