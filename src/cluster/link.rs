@@ -32,8 +32,8 @@
 //! Everything is bounded: frames and bytes queued for a peer (a send past
 //! them fails at once, [`SendError::Full`], handing the batch back),
 //! connections before their handshake is done
-//! ([`BEFORE_PROOF_CONNECTIONS_MAX`], one of the source address with the
-//! most closed to make room, each given [`HELLO_TIMEOUT`] for the whole
+//! ([`BEFORE_PROOF_CONNECTIONS_MAX`], one without a hello that passed the
+//! check, of the source network with the most, closed to make room, each given [`HELLO_TIMEOUT`] for the whole
 //! handshake) and after it (one per peer: a peer's new, authenticated
 //! connection closes its old one), the
 //! bytes of batches received and not yet taken by the node
@@ -166,11 +166,12 @@ pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// strays and peers in the middle of their handshake; twice the most
 /// peers a node has, so every peer's dial fits with room to spare. When a
 /// connection comes and all are taken, one is closed at random among
-/// those of the source address that has the most: a stranger flooding
-/// connections from one address closes only its own, and strangers from
-/// many addresses close a peer's handshake (one connection of its
-/// address) only by the luck of the draw, never by simply being newer,
-/// as closing the oldest did. Each is closed within [`HELLO_TIMEOUT`]
+/// those whose hello has not passed the check (all, if every one's has),
+/// of the source network (a /24 or /64) that has the most: strangers that
+/// send no valid hello, from one address or many, never close a peer's
+/// handshake; only strangers knowing the cluster id and a member's id can,
+/// by the draw. A connection leaves the pool as soon as the dialer's
+/// proof checks out. Each is closed within [`HELLO_TIMEOUT`]
 /// anyway. Connections past their proof are apart from these: one per
 /// peer, the newest (a peer that dials again replaces its old one).
 pub const BEFORE_PROOF_CONNECTIONS_MAX: usize = 2 * NODES_MAX;

@@ -660,8 +660,10 @@ async fn a_peers_newest_connection_replaces_its_old_one() {
 
 /// Review item 7 of link-auth: a flood of new connections closed the
 /// oldest connection still in its handshake, which is an honest peer's
-/// between its hello and its proof. Now a connection is closed only among
-/// those of the source address with the most: the flood's own.
+/// between its hello and its proof; then (review item 2 of link-fix) a
+/// flood from many addresses closed it by the draw. Now a connection whose
+/// hello passed the check is closed only when every one's has: the
+/// flood's own go first, however many addresses they come from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_connections_does_not_close_a_peer_in_its_handshake() {
     let (links, mut incoming, node, membership, _) = node_1_of_2().await;
@@ -682,8 +684,17 @@ async fn a_flood_of_connections_does_not_close_a_peer_in_its_handshake() {
     // node has made room past the peer's connection many times over.
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
     let mut flood = Vec::new();
-    for _ in 0..2 * BEFORE_PROOF_CONNECTIONS_MAX {
-        let mut stray = connect(node).await;
+    // Each from its own address (127.0.1.3 and up), as the reviewer's
+    // probe did: one network, and none of them has sent a hello.
+    for i in 0..2 * BEFORE_PROOF_CONNECTIONS_MAX {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        let source = format!("127.0.1.{}:0", 3 + i);
+        socket
+            .bind(source.parse().expect("an address"))
+            .expect("binding to 127.0.1.x");
+        let mut stray = within("connecting a stranger", socket.connect(node))
+            .await
+            .expect("connecting to the node");
         let closed = closed_tx.clone();
         flood.push(tokio::spawn(async move {
             let mut rest = Vec::new();

@@ -33,34 +33,65 @@ use crate::raft::types::NodeId;
 struct Accepted {
     /// Numbers the connections, so a task finds its own entry.
     next: u64,
-    /// Connections before their proof: number, source address, task.
-    before_proof: Vec<(u64, IpAddr, AbortHandle)>,
+    /// Connections before their proof: number, source prefix
+    /// ([`prefix`]), whether its hello passed the check, task.
+    before_proof: Vec<(u64, IpAddr, bool, AbortHandle)>,
     /// Each peer's connection past its proof.
     peers: BTreeMap<NodeId, (u64, AbortHandle)>,
 }
 
 impl Accepted {
     /// Takes out a connection before its proof to make room for one more
-    /// ([`BEFORE_PROOF_CONNECTIONS_MAX`]): one at random among those of
-    /// the source address with the most; `None` while there is room.
+    /// ([`BEFORE_PROOF_CONNECTIONS_MAX`]): among those whose hello has not
+    /// passed the check (all, when every one's has), one at random of the
+    /// source prefix with the most; `None` while there is room.
     fn evict(&mut self) -> Option<(IpAddr, AbortHandle)> {
         if self.before_proof.len() < BEFORE_PROOF_CONNECTIONS_MAX {
             return None;
         }
+        let unchecked = self.before_proof.iter().any(|(_, _, checked, _)| !checked);
+        let eligible = |checked: bool| !unchecked || !checked;
         let mut counts: BTreeMap<IpAddr, usize> = BTreeMap::new();
-        for (_, source, _) in &self.before_proof {
-            *counts.entry(*source).or_default() += 1;
+        for (_, source, checked, _) in &self.before_proof {
+            if eligible(*checked) {
+                *counts.entry(*source).or_default() += 1;
+            }
         }
         let most = counts.values().copied().max().unwrap_or_default();
         let candidates: Vec<usize> = (0..self.before_proof.len())
-            .filter(|&at| counts.get(&self.before_proof[at].1) == Some(&most))
+            .filter(|&at| {
+                let (_, source, checked, _) = &self.before_proof[at];
+                eligible(*checked) && counts.get(source) == Some(&most)
+            })
             .collect();
         // No randomness from the OS: the first candidate, still one of
         // the busiest address's.
         let draw = getrandom::u32().map_or(0, |draw| draw as usize);
         let at = candidates.get(draw % candidates.len().max(1)).copied()?;
-        let (_, source, task) = self.before_proof.swap_remove(at);
+        let (_, source, _, task) = self.before_proof.swap_remove(at);
         Some((source, task))
+    }
+}
+
+/// Bits of an IPv4 source that make its group: a /24, so that a stranger
+/// holding many addresses of one network counts as one source.
+const PREFIX_V4_BITS: u32 = 24;
+
+/// Bits of an IPv6 source that make its group: a /64, the least a host
+/// or site is usually given.
+const PREFIX_V6_BITS: u32 = 64;
+
+/// The group of a source address for eviction: its network prefix.
+fn prefix(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX << (32 - PREFIX_V4_BITS);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX << (128 - PREFIX_V6_BITS);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
     }
 }
 
@@ -78,6 +109,19 @@ struct Place {
 }
 
 impl Place {
+    /// Marks this connection's hello as having passed the check: it is
+    /// evicted only when every connection before its proof has one.
+    fn checked(&self) {
+        let mut accepted = lock(&self.shared);
+        if let Some(entry) = accepted
+            .before_proof
+            .iter_mut()
+            .find(|(number, _, _, _)| *number == self.number)
+        {
+            entry.2 = true;
+        }
+    }
+
     /// Moves this connection from the ones before their proof to `peer`'s,
     /// closing the one `peer` had; false when it was closed meanwhile.
     fn promote(&self, peer: NodeId) -> bool {
@@ -86,11 +130,11 @@ impl Place {
             let Some(at) = accepted
                 .before_proof
                 .iter()
-                .position(|(number, _, _)| *number == self.number)
+                .position(|(number, _, _, _)| *number == self.number)
             else {
                 return false;
             };
-            let (number, _, task) = accepted.before_proof.swap_remove(at);
+            let (number, _, _, task) = accepted.before_proof.swap_remove(at);
             accepted.peers.insert(peer, (number, task))
         };
         if let Some((_, old)) = replaced {
@@ -110,7 +154,7 @@ impl Drop for Place {
         let mut accepted = lock(&self.shared);
         accepted
             .before_proof
-            .retain(|(number, _, _)| *number != self.number);
+            .retain(|(number, _, _, _)| *number != self.number);
         accepted
             .peers
             .retain(|_, (number, _)| *number != self.number);
@@ -155,13 +199,15 @@ pub(super) async fn accept(listener: TcpListener, us: Peer, incoming: mpsc::Send
                     Err(why) => log::warn(format_args!("connection from {from} closed: {why}")),
                 }
             });
-            accepted.before_proof.push((number, from.ip(), task));
+            accepted
+                .before_proof
+                .push((number, prefix(from.ip()), false, task));
             evicted
         };
         if let Some((source, task)) = evicted {
             task.abort();
             log::warn(format_args!(
-                "closed a connection from {source} still without its proof: \
+                "closed a connection from network {source} still without its proof: \
                  {BEFORE_PROOF_CONNECTIONS_MAX} are open, the most of them from there"
             ));
         }
@@ -179,27 +225,20 @@ async fn receive(
 ) -> Result<Option<NodeId>, String> {
     let _ = stream.set_nodelay(true);
     // One deadline over the whole handshake, as for the dialing side.
-    let (hello, mut session) = match timeout(HELLO_TIMEOUT, accept_handshake(&mut stream, us)).await
-    {
-        Err(_) => {
-            Counters::count(&us.counters.hellos);
-            return Err(format!(
-                "no hello and proof within {} ms",
-                HELLO_TIMEOUT.as_millis()
-            ));
-        }
-        Ok(Ok(Some(authenticated))) => authenticated,
-        Ok(Ok(None)) => return Ok(None),
-        Ok(Err(why)) => return Err(why),
-    };
+    let (hello, mut session) =
+        match timeout(HELLO_TIMEOUT, accept_handshake(&mut stream, us, place)).await {
+            Err(_) => {
+                Counters::count(&us.counters.hellos);
+                return Err(format!(
+                    "no hello and proof within {} ms",
+                    HELLO_TIMEOUT.as_millis()
+                ));
+            }
+            Ok(Ok(Some(authenticated))) => authenticated,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(why)) => return Err(why),
+        };
     let peer = hello.from;
-    // Only now, the peer proven: a stranger claiming its id cannot close
-    // its real connection.
-    if !place.promote(peer) {
-        return Err(format!(
-            "node {peer}'s proof came after its connection was closed"
-        ));
-    }
     log::info(format_args!("link from node {peer} is up"));
     // The peer's list is always its first frame.
     let mut members_due = true;
@@ -302,6 +341,7 @@ async fn receive(
 async fn accept_handshake(
     stream: &mut TcpStream,
     us: &Peer,
+    place: &Place,
 ) -> Result<Option<(Hello, Session)>, String> {
     let count = |counter: &AtomicU64, why: String| {
         Counters::count(counter);
@@ -330,6 +370,7 @@ async fn accept_handshake(
             format!("refused: the peer {why}"),
         ));
     }
+    place.checked();
     let peer = hello.from;
     let ours = encode(&Frame::Hello(Hello::new(&us.cluster, peer, nonce()?)))
         .map_err(|e| format!("encoding the hello: {e}"))?;
@@ -339,6 +380,14 @@ async fn accept_handshake(
     write_frame(stream, &ours).await?;
     match read_handshake_frame(stream).await {
         Ok((_, Frame::Proof(proof))) if transcript.verify(&us.secret, Role::Dialer, &proof) => {
+            // Only now, the peer proven, and at once: a stranger claiming
+            // its id cannot close its real connection, and no flood can
+            // evict it while this side's proof is written.
+            if !place.promote(peer) {
+                return Err(format!(
+                    "node {peer}'s proof came after its connection was closed"
+                ));
+            }
             let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Acceptor)))
                 .map_err(|e| format!("encoding the proof: {e}"))?;
             write_frame(stream, &proof).await?;
