@@ -289,16 +289,10 @@ mod tests {
         (fs, store)
     }
 
-    fn journal_files(fs: &SimFs) -> usize {
-        fs.tree()
-            .iter()
-            .filter(|(path, _)| path.extension().is_some_and(|e| e == "wal"))
-            .count()
-    }
-
-    #[test]
-    fn sync_points_go_on_while_a_detached_checkpoint_runs_and_it_then_deletes_the_old_journal() {
-        let (fs, mut store) = store();
+    /// Two records of `k` made durable by two sync points, the second of
+    /// which starts a checkpoint that is detached from it, as the group
+    /// commit does: returned to run later.
+    fn detached_after_two_records(store: &mut Store) -> super::Checkpoint {
         store.append("k", b"one").expect("append");
         store.sync().expect("sync");
         store.append("k", b"two").expect("append");
@@ -309,6 +303,20 @@ mod tests {
         assert!(!plan.has_checkpoint(), "the plan goes on without it");
         let executed = plan.execute();
         store.complete_sync(plan, executed).expect("complete");
+        checkpoint
+    }
+
+    fn journal_files(fs: &SimFs) -> usize {
+        fs.tree()
+            .iter()
+            .filter(|(path, _)| path.extension().is_some_and(|e| e == "wal"))
+            .count()
+    }
+
+    #[test]
+    fn sync_points_go_on_while_a_detached_checkpoint_runs_and_it_then_deletes_the_old_journal() {
+        let (fs, mut store) = store();
+        let checkpoint = detached_after_two_records(&mut store);
         assert_eq!(store.durable_next_offset("k").expect("end"), 2);
 
         // While it runs: sync points go through the journal only (a direct
@@ -356,15 +364,7 @@ mod tests {
     fn a_detached_checkpoint_that_fails_poisons_the_store_and_keeps_the_old_journal() {
         use crate::storage::sim::{Fault, FaultOp};
         let (fs, mut store) = store();
-        store.append("k", b"one").expect("append");
-        store.sync().expect("sync");
-        store.append("k", b"two").expect("append");
-        let mut plan = store.prepare_sync().expect("prepare");
-        let checkpoint = store
-            .detach_checkpoint(&mut plan)
-            .expect("a checkpoint is due");
-        let executed = plan.execute();
-        store.complete_sync(plan, executed).expect("complete");
+        let checkpoint = detached_after_two_records(&mut store);
         fs.fail(Fault::new(FaultOp::SyncData).path_contains("logs"));
         let ran = checkpoint.run();
         assert!(ran.is_err());
