@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::links::{
-    Authenticated, CLUSTER_ID, address, answer_as, batch, closed_by_the_node, cluster, connect,
+    Authenticated, address, answer_as, batch, closed_by_the_node, cluster, cluster_id, connect,
     dial_as, dial_bare, dialed, hello, json, listener, next, node_1_of_2, read_frame, read_raw,
     secret, start, within, write_frame, write_sealed,
 };
@@ -448,7 +448,7 @@ async fn a_peer_of_the_previous_version_is_refused_either_way() {
     let (links, _incoming, node, _, fake) = node_1_of_2().await;
     let old_hello = |from: NodeId, to: NodeId| {
         let json = serde_json::json!({
-            "protocol": frame::PROTOCOL, "version": 2, "cluster": CLUSTER_ID,
+            "protocol": frame::PROTOCOL, "version": 2, "cluster": cluster_id(),
             "from": from, "to": to, "members": "0a".repeat(32),
             "nonce": seglog::cluster::handshake::nonce().expect("a nonce"),
         });

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::raft::VoteRequest;
@@ -31,18 +32,34 @@ use crate::proxy::Proxy;
 /// link's backoff of at most two seconds).
 const HANG: Duration = Duration::from_secs(60);
 
-/// The cluster id every node of these tests has.
-pub const CLUSTER_ID: &str = "links-test";
+/// Numbers the tests' cluster ids ([`cluster_id`]).
+static NEXT_CLUSTER: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This test's cluster id: each test runs on a thread of its own, and
+    /// its body on that thread (`block_on`).
+    static CLUSTER_ID: String =
+        format!("links-test-{}", NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed));
+}
+
+/// The cluster id every node of the running test has, and no node of
+/// another test: tests run at once on one loopback, so a node a test has
+/// dropped frees a port another test may bind next, while its peers still
+/// dial it. With one cluster id for all, such a peer proved itself to the
+/// other test's node and replaced that test's own peer's connection.
+pub fn cluster_id() -> String {
+    CLUSTER_ID.with(Clone::clone)
+}
 
 /// The secret every node of these tests holds.
 pub fn secret() -> Secret {
     Secret::new(b"the secret of the peer link tests: 32 bytes or more").expect("a valid secret")
 }
 
-/// Node `me` of `membership`, of [`CLUSTER_ID`].
+/// Node `me` of `membership`, of this test's cluster ([`cluster_id`]).
 pub fn cluster(me: NodeId, membership: &Membership) -> Cluster {
     Cluster {
-        id: CLUSTER_ID.into(),
+        id: cluster_id(),
         me,
         membership: membership.clone(),
     }
@@ -517,7 +534,7 @@ async fn a_dialed_peer_answering_as_another_node_is_refused() {
     };
     assert_eq!(
         (hello.from, hello.to, hello.cluster.as_str()),
-        (1, 2, CLUSTER_ID)
+        (1, 2, cluster_id().as_str())
     );
     write_frame(&mut stream, &self::hello(&cluster(3, &membership), 1)).await;
     assert!(closed_by_the_node(&mut stream).await.is_empty());
