@@ -6,8 +6,9 @@
 //! partitions. Each figure is printed beside the goal of issue 12; nothing
 //! is asserted. Then the produce of batches of 100 again, on a durable
 //! server and on one whose fdatasync, fsync and syncfs are no-ops (an
-//! `LD_PRELOAD` shim the bench compiles with `cc`), one after the other, and
-//! the ratio of their rates: what the flushes cost (issue 24's goal: ≥ 0.9).
+//! `LD_PRELOAD` shim the bench compiles with `cc`), one after the other, three
+//! times, and the median of the rounds' ratios of their rates: what the
+//! flushes cost (issue 24's goal: ≥ 0.9).
 //!
 //! Run with `cargo bench --bench http`. `SEGLOG_BENCH_SECS` sets each timed
 //! phase (default 10 s), `SEGLOG_BENCH_FETCH_MB` the partition the fetch
@@ -18,7 +19,9 @@
 //! `SEGLOG_BENCH_SERVER_PID_FILE` a file the produce and fetch phases write
 //! the server's pid to, for a profiler to attach, and
 //! `SEGLOG_BENCH_SERVER_LOG` a file for the server's stderr, and
-//! `SEGLOG_BENCH_SERVER_ARGS` more options for `seglog serve`, and
+//! `SEGLOG_BENCH_SERVER_ARGS` more options for `seglog serve`,
+//! `SEGLOG_BENCH_BIN` another build's `seglog` to run instead of this
+//! one's (to compare two commits), and
 //! `SEGLOG_BENCH_METRICS` (any value) to print the servers' sync point and
 //! produce histograms after each run of the ratio phase.
 
@@ -186,9 +189,17 @@ async fn produce_phases(parent: &Path, phase: Duration, rows: &mut Rows) -> Resu
     Ok(())
 }
 
+/// Rounds of the ratio phase: a durable run and a no-sync run each. On a
+/// shared machine one pair's ratio moves by ±0.2 from run to run (other
+/// processes' load comes and goes); alternating the two and taking the
+/// median of each round's ratio keeps a passing or failing figure from
+/// being one lucky or unlucky pair.
+const RATIO_ROUNDS: usize = 3;
+
 /// Produce of batches of 100 records from [`CONNECTIONS`] connections on a
 /// fresh durable server, then on a fresh server whose flushes are no-ops,
-/// and the ratio of the two rates with the latencies of each.
+/// [`RATIO_ROUNDS`] times, and the median of the rounds' ratios of the two
+/// rates, with the latencies of each over all rounds.
 async fn ratio_phase(parent: &Path, phase: Duration, rows: &mut Rows) -> Result<(), String> {
     const BATCH: usize = 100;
     let shim_dir = tempfile::tempdir_in(parent).map_err(|e| e.to_string())?;
@@ -200,32 +211,52 @@ async fn ratio_phase(parent: &Path, phase: Duration, rows: &mut Rows) -> Result<
         }
     };
     let value = format!("\"{}\"", "x".repeat(VALUE_BYTES));
-    let mut measured = Vec::new();
-    for preload in [None, Some(shim.as_path())] {
-        let dir = tempfile::tempdir_in(parent).map_err(|e| e.to_string())?;
-        let server = Server::start_preloaded(dir.path(), &[], preload)?;
-        let addr = server.addr;
-        create_topic(addr, "bench", PARTITIONS).await?;
-        let result = produce_closed_loop(addr, phase, &value, BATCH).await?;
-        if std::env::var_os("SEGLOG_BENCH_METRICS").is_some() {
-            for name in ["seglog_sync_point_seconds", "seglog_produce_seconds"] {
-                println!("{}", metrics_line(addr, name).await?);
+    let rate = |m: &Measured| m.requests as f64 * BATCH as f64 / m.elapsed.as_secs_f64();
+    // Per round: (durable rate, no-sync rate); and every latency of each.
+    let mut rounds: Vec<(f64, f64)> = Vec::new();
+    let (mut durable_latencies, mut no_sync_latencies) = (Vec::new(), Vec::new());
+    for _ in 0..RATIO_ROUNDS {
+        let mut rates = Vec::new();
+        for preload in [None, Some(shim.as_path())] {
+            let dir = tempfile::tempdir_in(parent).map_err(|e| e.to_string())?;
+            let server = Server::start_preloaded(dir.path(), &[], preload)?;
+            let addr = server.addr;
+            create_topic(addr, "bench", PARTITIONS).await?;
+            let result = produce_closed_loop(addr, phase, &value, BATCH).await?;
+            if std::env::var_os("SEGLOG_BENCH_METRICS").is_some() {
+                for name in ["seglog_sync_point_seconds", "seglog_produce_seconds"] {
+                    println!("{}", metrics_line(addr, name).await?);
+                }
+            }
+            server.stop()?;
+            rates.push(rate(&result));
+            match preload {
+                None => durable_latencies.extend(result.latencies),
+                Some(_) => no_sync_latencies.extend(result.latencies),
             }
         }
-        server.stop()?;
-        measured.push(result);
+        rounds.push((rates[0], rates[1]));
     }
-    let rate = |m: &Measured| m.requests as f64 * BATCH as f64 / m.elapsed.as_secs_f64();
-    let (durable, no_sync) = (&measured[0], &measured[1]);
-    let (d50, d99) = percentiles(&durable.latencies);
-    let (n50, n99) = percentiles(&no_sync.latencies);
+    let ratio = |(durable, no_sync): (f64, f64)| durable / no_sync.max(f64::MIN_POSITIVE);
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let ratios: Vec<f64> = rounds.iter().copied().map(ratio).collect();
+    let each = ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (d50, d99) = percentiles(&durable_latencies);
+    let (n50, n99) = percentiles(&no_sync_latencies);
     rows.push((
         format!("produce, {BATCH} records/request, {CONNECTIONS} connections: durable / no-sync"),
         format!(
-            "{:.2} ({} / {} records/s)",
-            rate(durable) / rate(no_sync).max(f64::MIN_POSITIVE),
-            thousands(rate(durable)),
-            thousands(rate(no_sync))
+            "{:.2}, median of {RATIO_ROUNDS} rounds ({each}); median rates {} / {} records/s",
+            median(ratios.clone()),
+            thousands(median(rounds.iter().map(|r| r.0).collect())),
+            thousands(median(rounds.iter().map(|r| r.1).collect()))
         ),
         "≥ 0.9".into(),
     ));
@@ -319,7 +350,10 @@ impl Server {
         extra: &[&str],
         preload: Option<&Path>,
     ) -> Result<Server, String> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_seglog"));
+        // Another build's binary, to compare two commits on the same bench.
+        let binary = std::env::var_os("SEGLOG_BENCH_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_seglog").into());
+        let mut command = Command::new(binary);
         if let Some(preload) = preload {
             command.env("LD_PRELOAD", preload);
         }

@@ -49,7 +49,7 @@ use tokio::sync::{oneshot, watch};
 use crate::lock::lock;
 use crate::storage::group_commit::{GroupCommit, Outcome, Synced};
 use crate::storage::space::Space;
-use crate::storage::store::{Retention, Store};
+use crate::storage::store::{PoisonFlag, Retention, Store};
 use catalog::Catalog;
 pub use error::{Error, Result, Written};
 use metrics::Metrics;
@@ -79,6 +79,8 @@ pub struct Limits {
 pub struct Broker {
     /// The partitions' logs and the committed offsets.
     store: Arc<Mutex<Store>>,
+    /// Whether the store is poisoned, without its lock (a reopen holds it).
+    poisoned: PoisonFlag,
     /// The free space of the store's file system: writes are refused
     /// while it is short.
     space: Arc<Space>,
@@ -110,9 +112,11 @@ impl Broker {
         default_retention: Retention,
         space: Arc<Space>,
     ) -> Result<Arc<Broker>> {
+        let poisoned = store.poison_flag();
         let store = Arc::new(Mutex::new(store));
         let broker = Arc::new(Broker {
             store: Arc::clone(&store),
+            poisoned,
             space,
             catalog: RwLock::new(catalog),
             group_commit: Mutex::new(None),
@@ -174,6 +178,13 @@ impl Broker {
         lock(&self.store)
     }
 
+    /// Whether the store is poisoned (a sync failed; the group commit heals
+    /// it in place), read without its lock: for health probes and metrics,
+    /// which must answer while a reopen holds the lock.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_set()
+    }
+
     /// The free space of the store's file system, and whether writes are taken.
     pub fn space(&self) -> &Space {
         &self.space
@@ -213,6 +224,11 @@ impl Broker {
     pub fn writer(&self) -> Result<Writer<'_>> {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
+        }
+        // Refused without waiting for the lock, which a reopen may hold
+        // for as long as recovery takes; checked again under it.
+        if self.is_poisoned() {
+            return Err(Error::refused(crate::storage::error::Error::Poisoned));
         }
         let store = self.store();
         if store.is_poisoned() {
@@ -270,6 +286,10 @@ impl Broker {
                 self.metrics.sync_points.fetch_add(1, Ordering::Relaxed);
                 self.metrics.sync_latency.observe(synced.took);
             }
+            // Writes applied to a run whose sync failed, answered while it
+            // heals, or a sync point a failure elsewhere refused: that
+            // failure was counted where it happened.
+            Err(e) if matches!(**e, crate::storage::error::Error::Poisoned) => {}
             Err(_) => {
                 self.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -520,4 +540,55 @@ pub(crate) fn test_broker(store: Store, catalog: Catalog) -> Arc<Broker> {
     };
     let space = Space::watch(&std::env::temp_dir(), Some(0)).expect("free space");
     Broker::new(store, catalog, limits, retention, space).expect("broker")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::storage::sim::{Fault, FaultOp, SimFs};
+    use crate::storage::store::StoreConfig;
+
+    /// A reopen in place holds the store's lock while recovery runs (here
+    /// the test holds it): a health probe and a write that is refused
+    /// anyway must not wait for it.
+    #[test]
+    fn a_poisoned_store_is_known_and_refuses_writes_without_its_lock() {
+        const PATIENCE: Duration = Duration::from_secs(20);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fs = SimFs::new();
+        let config = StoreConfig {
+            fs: fs.clone(),
+            ..StoreConfig::default()
+        };
+        let store = Store::open(Path::new("/data"), config).expect("store");
+        let catalog = catalog::Catalog::open(dir.path()).expect("catalog");
+        let broker = test_broker(store, catalog);
+        assert!(!broker.is_poisoned());
+        fs.fail(Fault::new(FaultOp::SyncData).persist());
+        {
+            let mut store = broker.store();
+            store.append("k", b"v").expect("append");
+            assert!(store.sync().is_err());
+        }
+        let held = broker.store();
+        let (tx, rx) = mpsc::channel();
+        let probe = Arc::clone(&broker);
+        std::thread::spawn(move || {
+            let refused = matches!(probe.writer(), Err(e) if e.is_poisoned());
+            let _ = tx.send((probe.is_poisoned(), refused));
+        });
+        assert_eq!(
+            rx.recv_timeout(PATIENCE),
+            Ok((true, true)),
+            "answered while the lock was held"
+        );
+        drop(held);
+        fs.heal();
+        broker.store().reopen().expect("reopen");
+        assert!(!broker.is_poisoned(), "the flag follows the reopened store");
+    }
 }

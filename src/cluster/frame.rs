@@ -4,30 +4,35 @@
 //!
 //! ```text
 //! * 4 bytes: length, the body's bytes (1 to FRAME_BYTES_MAX)
-//! * 1 byte:  kind (1 Hello, 2 Refuse, 3 Batch, 4 Keepalive, 5 Proof)
+//! * 1 byte:  kind (1 Hello, 2 Refuse, 3 Batch, 4 Keepalive, 5 Proof,
+//!            6 Members)
 //! * payload
-//!     Hello      JSON {"protocol": "seglog-peer", "version": 2, "cluster": "ID",
-//!                      "from": N, "to": M, "nodes": {"1": "HOST:PORT", ...},
-//!                      "nonce": 64 hex digits}
+//!     Hello      JSON {"protocol": "seglog-peer", "version": 3, "cluster": "ID",
+//!                      "from": N, "to": M, "nonce": 64 hex digits}
+//!                (at most HELLO_BYTES_MAX)
 //!     Refuse     UTF-8 text, terse: the reason is in the refusing node's log
 //!                (at most REFUSE_BYTES_MAX)
 //!     Proof      32 bytes: HMAC-SHA-256 (`handshake.rs`)
+//!     Members    JSON {"1": "HOST:PORT", ...}, the sender's --peers
+//!                (at most MEMBERS_BYTES_MAX)
 //!     Batch      JSON of a `raft::transport::Batch`
 //!     Keepalive  empty
-//! * 32 bytes:  tag, on Batch and Keepalive only (every frame after the
-//!              proofs): HMAC-SHA-256 under the session key of the
+//! * 32 bytes:  tag, on Members, Batch and Keepalive only (every frame after
+//!              the proofs): HMAC-SHA-256 under the session key of the
 //!              frame's sequence number and its kind and payload
 //! ```
 //!
 //! A link starts with the dialing node's Hello; the other node answers
 //! with its own Hello, or with a Refuse and closes; the dialing node sends
 //! its Proof, and the other node checks it and sends its own, or refuses
-//! ([`super::handshake`]
-//! spells the exchange out). Then only the dialing node sends: Batches,
-//! and a Keepalive when it has had nothing to send for a while, each
-//! sealed with its tag. A frame that breaks any of this is a reason to
-//! close the connection; nothing a peer sends is trusted before it is
-//! checked, and nothing after the hello is decoded before its tag is.
+//! ([`super::handshake`] spells the exchange out). Then only the dialing
+//! node sends: first its Members (the other node compares them with its
+//! own `--peers` and logs how they differ), then Batches, and a Keepalive when it has had nothing
+//! to send for a while, each sealed with its tag. A frame that breaks any
+//! of this is a reason to close the connection; nothing a peer sends is
+//! trusted before it is checked: before the proofs only a Hello, Proof or
+//! Refuse is decoded ([`decode_handshake`], the kind byte checked first),
+//! and after them nothing is decoded before its tag is checked.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -53,26 +58,48 @@ pub const LENGTH_BYTES: usize = 4;
 /// the refused side log much.
 pub const REFUSE_BYTES_MAX: usize = 1024;
 
-/// Longest hello: the membership of `NODES_MAX` nodes with host names of
-/// at most 253 bytes fits well within it.
-pub const HELLO_BYTES_MAX: usize = 16 << 10;
+/// Longest hello: its fields are a cluster id of at most
+/// `CLUSTER_ID_BYTES_MAX` (64), two ids, and two 64-digit hex strings,
+/// about 250 bytes of JSON; the rest is room for names a later version
+/// adds. All a stranger can make a node read before any proof.
+pub const HELLO_BYTES_MAX: usize = 1024;
+
+/// Longest members frame: the `--peers` of `NODES_MAX` (16) nodes, each
+/// with a host name of at most 253 bytes, fits well within it.
+pub const MEMBERS_BYTES_MAX: usize = 16 << 10;
+
+/// Longest frame body before the proofs: a hello or a refusal, and the
+/// kind byte (a proof is 33 bytes). What a node allocates for a peer that
+/// has proved nothing.
+pub const HANDSHAKE_BYTES_MAX: usize = 1 + if HELLO_BYTES_MAX > REFUSE_BYTES_MAX {
+    HELLO_BYTES_MAX
+} else {
+    REFUSE_BYTES_MAX
+};
 
 /// The protocol name a hello carries: a stray client of another protocol
 /// is told apart from a peer of another version.
 pub const PROTOCOL: &str = "seglog-peer";
 
-/// The link protocol's version; a peer of another version is refused.
-/// Version 2 authenticates peers and frames (version 1 trusted a hello).
-pub const VERSION: u32 = 2;
+/// The link protocol's version; a peer of another version is refused,
+/// told apart by the hello's `protocol` and `version` alone, read before
+/// anything else of it. Version 2 authenticated peers and frames (version
+/// 1 trusted a hello); version 3 no longer carries a digest of `--peers`
+/// in the hello (the dialer's list is always its first sealed frame).
+pub const VERSION: u32 = 3;
 
 const KIND_HELLO: u8 = 1;
 const KIND_REFUSE: u8 = 2;
 const KIND_BATCH: u8 = 3;
 const KIND_KEEPALIVE: u8 = 4;
 const KIND_PROOF: u8 = 5;
+const KIND_MEMBERS: u8 = 6;
 
 /// Who a node is, which node it means to talk to, which cluster it
-/// believes it is in, and its nonce for this connection.
+/// believes it is in, and its nonce for this connection: nothing of its
+/// `--peers`, which a stranger would be answered with before any proof. A node says hello only to a node its `--peers` lists (the
+/// one it dialed, or one that dialed it and is listed): `to` is the list
+/// entry the receiver checks is its own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub protocol: String,
@@ -82,8 +109,6 @@ pub struct Hello {
     pub from: NodeId,
     /// The node it is for: the dialed node, or the one that dialed.
     pub to: NodeId,
-    /// The sender's `--peers`: compared, and a difference logged.
-    pub nodes: BTreeMap<NodeId, String>,
     /// Fresh for each connection (hex of `handshake::NONCE_BYTES`): what
     /// makes this exchange's proofs its own.
     pub nonce: String,
@@ -98,15 +123,15 @@ impl Hello {
             cluster: cluster.id.clone(),
             from: cluster.me,
             to,
-            nodes: cluster.membership.nodes().clone(),
             nonce,
         }
     }
 
     /// Whether node `cluster.me` takes this hello, which should come from
     /// `expected` when this node dialed it; the error is the reason, for
-    /// the log and the Refuse frame. Two nodes' `--peers` may differ, as
-    /// long as each lists the other ([`Hello::differences`] says how).
+    /// the log (the Refuse frame is terse). Two nodes' `--peers` may
+    /// differ, as long as each lists the other ([`differences`] says how,
+    /// after the proofs).
     pub fn check(&self, cluster: &Cluster, expected: Option<NodeId>) -> Result<(), String> {
         let me = cluster.me;
         if self.protocol != PROTOCOL || self.version != VERSION {
@@ -146,41 +171,35 @@ impl Hello {
                 self.from
             ));
         }
-        if !self.nodes.contains_key(&me) {
-            return Err(format!(
-                "has --peers of {} nodes without node {me}",
-                self.nodes.len()
-            ));
-        }
         if !is_nonce(&self.nonce) {
             return Err("has no valid nonce".into());
         }
         Ok(())
     }
+}
 
-    /// How the sender's `--peers` differ from `ours`, for the log once
-    /// the sender is authenticated; `None` when they are the same.
-    pub fn differences(&self, ours: &Membership) -> Option<String> {
-        let mut parts = Vec::new();
-        for (id, address) in ours.nodes() {
-            match self.nodes.get(id) {
-                None => parts.push(format!("lacks node {id}")),
-                Some(theirs) if theirs != address => {
-                    parts.push(format!("has node {id} at {theirs:?}, not {address}"));
-                }
-                Some(_) => {}
+/// How a peer's `--peers` (`theirs`, sent after the proofs) differ from
+/// `ours`, for the log; `None` when they are the same.
+pub fn differences(theirs: &BTreeMap<NodeId, String>, ours: &Membership) -> Option<String> {
+    let mut parts = Vec::new();
+    for (id, address) in ours.nodes() {
+        match theirs.get(id) {
+            None => parts.push(format!("lacks node {id}")),
+            Some(theirs) if theirs != address => {
+                parts.push(format!("has node {id} at {theirs:?}, not {address}"));
             }
+            Some(_) => {}
         }
-        for (id, address) in &self.nodes {
-            if !ours.contains(*id) {
-                parts.push(format!(
-                    "has node {id} at {address:?}, which this node lacks"
-                ));
-            }
-        }
-        // At most NODES_MAX nodes and a hello of HELLO_BYTES_MAX: short.
-        (!parts.is_empty()).then(|| parts.join("; "))
     }
+    for (id, address) in theirs {
+        if !ours.contains(*id) {
+            parts.push(format!(
+                "has node {id} at {address:?}, which this node lacks"
+            ));
+        }
+    }
+    // At most MEMBERS_BYTES_MAX of peer-supplied addresses: short.
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// One frame.
@@ -189,8 +208,25 @@ pub enum Frame {
     Hello(Hello),
     Refuse(String),
     Proof(Tag),
+    /// The dialing node's `--peers`: always its first frame after the
+    /// proofs.
+    Members(BTreeMap<NodeId, String>),
     Batch(Batch),
     Keepalive,
+}
+
+impl Frame {
+    /// The frame's kind, for the log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::Refuse(_) => "refuse",
+            Frame::Proof(_) => "proof",
+            Frame::Members(_) => "members",
+            Frame::Batch(_) => "batch",
+            Frame::Keepalive => "keepalive",
+        }
+    }
 }
 
 /// Why bytes are not a frame.
@@ -198,12 +234,21 @@ pub enum Frame {
 pub enum FrameError {
     /// A length of zero, or over [`FRAME_BYTES_MAX`].
     Length(u64),
+    /// A length over [`HANDSHAKE_BYTES_MAX`] before the proofs.
+    HandshakeLength(u64),
     /// A kind byte no frame has.
     Kind(u8),
+    /// A frame of a kind the handshake has no place for (a batch, say),
+    /// before the proofs: not decoded.
+    NotHandshake(u8),
     /// The payload does not decode as its kind's.
     Payload { kind: &'static str, why: String },
     /// A frame to send is over [`FRAME_BYTES_MAX`] and cannot be split.
     TooLarge(usize),
+    /// A hello of another protocol or version (its `protocol`, cut short,
+    /// and its `version`): not decoded further, since another version's
+    /// hello may have other fields.
+    Version { protocol: String, version: u64 },
 }
 
 impl fmt::Display for FrameError {
@@ -213,10 +258,22 @@ impl fmt::Display for FrameError {
                 f,
                 "a frame length of {length} bytes (1 to {FRAME_BYTES_MAX})"
             ),
+            FrameError::HandshakeLength(length) => write!(
+                f,
+                "a frame length of {length} bytes in the handshake (1 to {HANDSHAKE_BYTES_MAX})"
+            ),
             FrameError::Kind(kind) => write!(f, "an unknown frame kind {kind}"),
+            FrameError::NotHandshake(kind) => write!(
+                f,
+                "a frame of kind {kind} in the handshake, which has only hello, proof and refuse"
+            ),
             FrameError::Payload { kind, why } => {
                 write!(f, "a {kind} frame that does not decode: {why}")
             }
+            FrameError::Version { protocol, version } => write!(
+                f,
+                "a hello of {protocol:?} version {version}, not {PROTOCOL} version {VERSION}"
+            ),
             FrameError::TooLarge(bytes) => write!(
                 f,
                 "a frame of {bytes} bytes, over the {FRAME_BYTES_MAX}-byte limit"
@@ -235,6 +292,19 @@ pub fn body_length(field: [u8; LENGTH_BYTES]) -> Result<usize, FrameError> {
     }
 }
 
+/// The body length a frame's length field announces before the proofs:
+/// at most [`HANDSHAKE_BYTES_MAX`], checked before anything is allocated.
+pub fn handshake_length(field: [u8; LENGTH_BYTES]) -> Result<usize, FrameError> {
+    let length = body_length(field).map_err(|e| match e {
+        FrameError::Length(length) => FrameError::HandshakeLength(length),
+        other => other,
+    })?;
+    if length > HANDSHAKE_BYTES_MAX {
+        return Err(FrameError::HandshakeLength(length as u64));
+    }
+    Ok(length)
+}
+
 /// A frame's bytes, its length field included (and room for a tag,
 /// [`seal`]).
 pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
@@ -248,6 +318,7 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
             (KIND_REFUSE, why.as_bytes()[..end].to_vec())
         }
         Frame::Proof(proof) => (KIND_PROOF, proof.to_vec()),
+        Frame::Members(nodes) => (KIND_MEMBERS, json(nodes)?),
         Frame::Batch(batch) => (KIND_BATCH, json(batch)?),
         Frame::Keepalive => (KIND_KEEPALIVE, Vec::new()),
     };
@@ -271,7 +342,22 @@ fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
     })
 }
 
-/// Decodes a frame's body (its bytes after the length field).
+/// Decodes a frame's body before the proofs: its kind byte checked first,
+/// and only a hello, a proof or a refusal decoded; any other kind (a
+/// batch's JSON, say) is refused unread.
+pub fn decode_handshake(body: &[u8]) -> Result<Frame, FrameError> {
+    match body.first() {
+        None => Err(FrameError::Length(0)),
+        Some(&(KIND_HELLO | KIND_PROOF | KIND_REFUSE)) => decode(body),
+        Some(&kind @ (KIND_BATCH | KIND_KEEPALIVE | KIND_MEMBERS)) => {
+            Err(FrameError::NotHandshake(kind))
+        }
+        Some(&other) => Err(FrameError::Kind(other)),
+    }
+}
+
+/// Decodes a frame's body (its bytes after the length field): after the
+/// proofs, once its tag holds ([`decode_handshake`] before them).
 pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
     let Some((&kind, payload)) = body.split_first() else {
         return Err(FrameError::Length(0));
@@ -279,12 +365,18 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
     let bad = |kind: &'static str, why: String| FrameError::Payload { kind, why };
     match kind {
         KIND_HELLO => {
-            if payload.len() > HELLO_BYTES_MAX {
-                return Err(bad("hello", format!("{} bytes", payload.len())));
+            // The protocol and version first: another version's hello is
+            // refused as such, whatever its other fields.
+            let greeting: Greeting = json_at_most("hello", payload, HELLO_BYTES_MAX)?;
+            if greeting.protocol != PROTOCOL || greeting.version != u64::from(VERSION) {
+                // Peer-supplied: cut short for the log (escaped there).
+                let protocol = greeting.protocol.chars().take(64).collect();
+                return Err(FrameError::Version {
+                    protocol,
+                    version: greeting.version,
+                });
             }
-            serde_json::from_slice(payload)
-                .map(Frame::Hello)
-                .map_err(|e| bad("hello", e.to_string()))
+            json_at_most("hello", payload, HELLO_BYTES_MAX).map(Frame::Hello)
         }
         KIND_REFUSE => {
             if payload.len() > REFUSE_BYTES_MAX {
@@ -297,6 +389,7 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
         KIND_PROOF => Tag::try_from(payload)
             .map(Frame::Proof)
             .map_err(|_| bad("proof", format!("{} bytes, not {TAG_BYTES}", payload.len()))),
+        KIND_MEMBERS => json_at_most("members", payload, MEMBERS_BYTES_MAX).map(Frame::Members),
         KIND_BATCH => serde_json::from_slice(payload)
             .map(Frame::Batch)
             .map_err(|e| bad("batch", e.to_string())),
@@ -304,6 +397,27 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
         KIND_KEEPALIVE => Err(bad("keepalive", format!("{} payload bytes", payload.len()))),
         other => Err(FrameError::Kind(other)),
     }
+}
+
+/// What every version's hello starts with: read before the rest, so that
+/// a peer of another version is told so, whatever else its hello holds.
+#[derive(Deserialize)]
+struct Greeting {
+    protocol: String,
+    version: u64,
+}
+
+/// A payload of JSON of at most `max` bytes, decoded as `kind`'s.
+fn json_at_most<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    payload: &[u8],
+    max: usize,
+) -> Result<T, FrameError> {
+    let bad = |why: String| FrameError::Payload { kind, why };
+    if payload.len() > max {
+        return Err(bad(format!("{} bytes", payload.len())));
+    }
+    serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))
 }
 
 /// Appends `tag` to an encoded frame (from [`encode`], whose limit left
@@ -378,6 +492,7 @@ pub fn batch_frames(batch: Batch) -> (Vec<(Vec<u8>, Batch)>, Batch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::peers::{CLUSTER_ID_BYTES_MAX, NODE_ID_MAX};
     use crate::raft::standing::Note;
 
     fn membership() -> Membership {
@@ -530,19 +645,6 @@ mod tests {
                 "not in this node's --peers",
             ),
             (
-                Hello::new(
-                    &node(
-                        1,
-                        &Membership::new([(1, "a:1".into()), (3, "c:3".into())])
-                            .expect("a valid membership"),
-                    ),
-                    2,
-                    "0a".repeat(32),
-                ),
-                None,
-                "has --peers of 2 nodes without node 2",
-            ),
-            (
                 Hello {
                     nonce: "00".into(),
                     ..good.clone()
@@ -564,14 +666,135 @@ mod tests {
             .expect("a valid membership");
         let hello = Hello::new(&node(1, &theirs), 2, "0a".repeat(32));
         assert_eq!(hello.check(&node(2, &ours), Some(1)), Ok(()));
+        // The hello carries nothing of the membership: the list comes
+        // after the proofs, sealed.
+        let bytes = encode(&Frame::Hello(hello.clone())).expect("a frame encodes");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("b:9") && !text.contains("d:4"), "{text}");
+        assert!(!text.contains("members"), "{text}");
         assert_eq!(
-            hello.differences(&ours).as_deref(),
+            differences(theirs.nodes(), &ours).as_deref(),
             Some(
                 "has node 2 at \"b:9\", not b:2; lacks node 3; has node 4 at \"d:4\", which \
                  this node lacks"
             )
         );
-        assert_eq!(self::hello(1, 2).differences(&ours), None);
+        assert_eq!(differences(ours.nodes(), &ours), None);
+        let Frame::Members(back) = decode(body(
+            &encode(&Frame::Members(theirs.nodes().clone())).expect("a frame encodes"),
+        ))
+        .expect("a frame decodes") else {
+            panic!("not a members frame")
+        };
+        assert_eq!(&back, theirs.nodes());
+    }
+
+    /// Before the proofs the kind byte is read first: a batch (even one
+    /// that would decode) or a members frame is refused unparsed, and a
+    /// length is bound by the handshake's limit, not a frame's.
+    #[test]
+    fn the_handshake_decodes_only_its_own_frames() {
+        let batch = encode(&Frame::Batch(Batch {
+            notes: vec![Note::Probe { group: 7 }],
+            ..Batch::default()
+        }))
+        .expect("a frame encodes");
+        assert!(matches!(decode(body(&batch)), Ok(Frame::Batch(_))));
+        assert_eq!(
+            decode_handshake(body(&batch)).err(),
+            Some(FrameError::NotHandshake(KIND_BATCH))
+        );
+        // Not JSON at all: still refused by its kind, not by a parse.
+        assert_eq!(
+            decode_handshake(&[KIND_BATCH, b'{', b'x']).err(),
+            Some(FrameError::NotHandshake(KIND_BATCH))
+        );
+        for kind in [KIND_KEEPALIVE, KIND_MEMBERS] {
+            assert_eq!(
+                decode_handshake(&[kind]).err(),
+                Some(FrameError::NotHandshake(kind))
+            );
+        }
+        assert_eq!(decode_handshake(&[9]).err(), Some(FrameError::Kind(9)));
+        let proof = encode(&Frame::Proof([7; TAG_BYTES])).expect("a frame encodes");
+        assert!(matches!(
+            decode_handshake(body(&proof)),
+            Ok(Frame::Proof(_))
+        ));
+        let hello = encode(&Frame::Hello(hello(2, 1))).expect("a frame encodes");
+        assert!(matches!(
+            decode_handshake(body(&hello)),
+            Ok(Frame::Hello(_))
+        ));
+        let over = u32::try_from(HANDSHAKE_BYTES_MAX + 1).expect("small");
+        let why = handshake_length(over.to_be_bytes()).expect_err("over");
+        assert_eq!(why, FrameError::HandshakeLength(u64::from(over)));
+        assert!(
+            why.to_string()
+                .contains(&format!("1 to {HANDSHAKE_BYTES_MAX}"))
+        );
+        assert_eq!(
+            handshake_length([0; 4]),
+            Err(FrameError::HandshakeLength(0))
+        );
+        let at = u32::try_from(HANDSHAKE_BYTES_MAX).expect("small");
+        assert_eq!(handshake_length(at.to_be_bytes()), Ok(HANDSHAKE_BYTES_MAX));
+        // The largest hello a node makes fits its limit.
+        let biggest = Hello {
+            cluster: "c".repeat(CLUSTER_ID_BYTES_MAX),
+            from: NODE_ID_MAX,
+            to: NODE_ID_MAX,
+            ..self::hello(2, 1)
+        };
+        let bytes = encode(&Frame::Hello(biggest)).expect("a frame encodes");
+        assert!(bytes.len() - LENGTH_BYTES - 1 <= HELLO_BYTES_MAX / 2);
+    }
+
+    /// A hello of another version or protocol is refused by those two
+    /// fields alone, before its other fields are decoded (an older
+    /// version's hello has others).
+    #[test]
+    fn a_hello_of_another_version_is_refused_as_such() {
+        let hello_body = |json: serde_json::Value| {
+            let mut body = vec![KIND_HELLO];
+            body.extend(serde_json::to_vec(&json).expect("JSON encodes"));
+            body
+        };
+        // Shaped as version 2 sent it: a digest, and no field this
+        // version wants in its place would matter.
+        let old = hello_body(serde_json::json!({
+            "protocol": PROTOCOL, "version": 2, "cluster": "test", "from": 2, "to": 1,
+            "members": "0a".repeat(32), "nonce": "0a".repeat(32),
+        }));
+        let why = decode_handshake(&old).expect_err("another version");
+        assert_eq!(
+            why,
+            FrameError::Version {
+                protocol: PROTOCOL.into(),
+                version: 2
+            }
+        );
+        assert!(
+            why.to_string()
+                .contains(&format!("version 2, not {PROTOCOL} version {VERSION}")),
+            "{why}"
+        );
+        // A hello of nothing but another protocol's name and version.
+        let stray = hello_body(serde_json::json!({"protocol": "http", "version": 1}));
+        assert_eq!(
+            decode_handshake(&stray).err(),
+            Some(FrameError::Version {
+                protocol: "http".into(),
+                version: 1
+            })
+        );
+        // This version with a field missing is a payload error, not a
+        // version's.
+        let missing = hello_body(serde_json::json!({"protocol": PROTOCOL, "version": VERSION}));
+        assert!(matches!(
+            decode_handshake(&missing),
+            Err(FrameError::Payload { kind: "hello", .. })
+        ));
     }
 
     #[test]

@@ -6,20 +6,26 @@
 //! has the frames' bytes):
 //!
 //! ```text
-//! D → A  Hello  {cluster, version, from: D, to: A, nodes, nonce: nD}
-//! A → D  Hello  {cluster, version, from: A, to: D, nodes, nonce: nA}   (or Refuse, and close)
-//! D → A  Proof  HMAC(secret, "seglog-peer/2 dialer"   || T)            (or D closes)
-//! A → D  Proof  HMAC(secret, "seglog-peer/2 acceptor" || T)            (or Refuse, and close)
+//! D → A  Hello  {cluster, version, from: D, to: A, nonce: nD}
+//! A → D  Hello  {cluster, version, from: A, to: D, nonce: nA}  (or Refuse, close)
+//! D → A  Proof  HMAC(secret, "seglog-peer/3 dialer"   || T)                (or D closes)
+//! A → D  Proof  HMAC(secret, "seglog-peer/3 acceptor" || T)                (or Refuse, close)
+//! D → A  Members {D's --peers}, always the first frame after the proofs
 //! D → A  frames, each body followed by
-//!        HMAC(session, seq || body),  session = HMAC(secret, "seglog-peer/2 session" || T)
+//!        HMAC(session, seq || body),  session = HMAC(secret, "seglog-peer/3 session" || T)
 //!
-//! T = SHA-256("seglog-peer/2 transcript" || len(HD) || HD || len(HA) || HA)
+//! T = SHA-256("seglog-peer/3 transcript" || len(HD) || HD || len(HA) || HA)
 //! ```
 //!
 //! where `HD` and `HA` are the two hello frames' bodies, byte for byte as
-//! sent, and `len` is a 4-byte big-endian length. So the transcript binds
-//! both nonces, both node ids (and which of them dialed), the cluster id,
-//! the protocol version and both membership lists: a MITM that changes
+//! sent, and `len` is a 4-byte big-endian length. What a stranger learns
+//! before any proof is what the acceptor's hello says: that a node listens
+//! there, its cluster id and node id (the stranger must have named both
+//! rightly to be answered at all), the protocol version, and a fresh nonce;
+//! nothing of the membership, which only the dialer sends, sealed, after
+//! both proofs (and which no side answers with). So the transcript binds
+//! both nonces, both node ids (and which of them dialed), the cluster id
+//! and the protocol version: a MITM that changes
 //! any of them makes both proofs fail. Each side draws its nonce fresh
 //! from the OS, so a recorded exchange replayed to either side meets a
 //! nonce it does not match; the role in each proof's label keeps a side
@@ -54,10 +60,10 @@ pub const TAG_BYTES: usize = 32;
 /// A proof, or a frame's tag.
 pub type Tag = [u8; TAG_BYTES];
 
-const TRANSCRIPT_LABEL: &[u8] = b"seglog-peer/2 transcript";
-const DIALER_LABEL: &[u8] = b"seglog-peer/2 dialer";
-const ACCEPTOR_LABEL: &[u8] = b"seglog-peer/2 acceptor";
-const SESSION_LABEL: &[u8] = b"seglog-peer/2 session";
+const TRANSCRIPT_LABEL: &[u8] = b"seglog-peer/3 transcript";
+const DIALER_LABEL: &[u8] = b"seglog-peer/3 dialer";
+const ACCEPTOR_LABEL: &[u8] = b"seglog-peer/3 acceptor";
+const SESSION_LABEL: &[u8] = b"seglog-peer/3 session";
 
 /// Which end of a connection makes a proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

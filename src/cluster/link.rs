@@ -8,18 +8,21 @@
 //! connections ever needs telling apart.
 //!
 //! A connection starts with the handshake ([`super::handshake`]): the
-//! dialing node's hello (cluster id, its id, the node it dialed, its
-//! membership, a fresh nonce, [`super::frame::Hello`]); the other node
-//! answers with its own hello, or refuses ([`REFUSAL`], the reason only in
-//! its log) and closes; the dialing node proves it holds the cluster
-//! secret, then the other node checks that proof and proves it too (the
-//! dialer first, so a stranger gets no proof to test guesses against).
-//! Both sides check the other: a node of
-//! another cluster or version, one that cannot prove the secret, or one
-//! dialed at an address that another node answers, is refused, logged with
-//! its address and counted ([`Links::failures`]), never served. Nothing a
-//! peer sends is handed on before both proofs. After them the dialing
-//! node sends batches, and a keepalive when it has had nothing to send for
+//! dialing node's hello (cluster id, its id, the node it dialed, a fresh
+//! nonce, [`super::frame::Hello`]); the other
+//! node answers with its own hello, or refuses ([`REFUSAL`], the reason
+//! only in its log) and closes; the dialing node proves it holds the
+//! cluster secret, then the other node checks that proof and proves it
+//! too (the dialer first, so a stranger gets no proof to test guesses
+//! against; what it does learn is in [`super::handshake`]: nothing of the
+//! membership). Both sides check the other: a node
+//! of another cluster or version, one that cannot prove the secret, or
+//! one dialed at an address that another node answers, is refused, logged
+//! with its address and counted ([`Links::failures`]), never served.
+//! Nothing a peer sends is handed on before both proofs. After them the
+//! dialing node sends its `--peers`, always first (the other node
+//! compares them with its own and logs how they differ), then batches, and a keepalive when it has had nothing
+//! to send for
 //! [`KEEPALIVE_EVERY`], so the other side can tell a silent peer from a
 //! dead link ([`IDLE_TIMEOUT`]); each carries a tag under the session's
 //! key and sequence number, checked before the frame is decoded. A peer
@@ -29,37 +32,49 @@
 //! Everything is bounded: frames and bytes queued for a peer (a send past
 //! them fails at once, [`SendError::Full`], handing the batch back),
 //! connections before their handshake is done
-//! ([`BEFORE_HELLO_CONNECTIONS_MAX`], the oldest closed to make room, each
-//! given [`HELLO_TIMEOUT`] for the whole handshake) and after it (one per
-//! peer: a peer's new, authenticated connection closes its old one), the
+//! ([`BEFORE_PROOF_CONNECTIONS_MAX`], one without a hello that passed the
+//! check, of the source network with the most, closed to make room, each given [`HELLO_TIMEOUT`] for the whole
+//! handshake) and after it (one per peer: a peer's new, authenticated
+//! connection closes its old one), the
 //! bytes of batches received and not yet taken by the node
 //! ([`INCOMING_BYTES_MAX`], counted as a body arrives), and every
 //! connect, read, write and hand-over has a timeout. While a link is
 //! down, sends to that peer fail at once ([`SendError::Down`]) and what was
 //! queued is dropped: the Raft groups' calls time out and openraft sends
 //! them again, so nothing waits on a dead link.
+//!
+//! # Layout
+//! - this file: the limits, the public types and [`Links`], which starts
+//!   the tasks below and queues what the node sends.
+//! - `dial`: the outgoing side, one task per peer: dialing, the dialing
+//!   side of the handshake, writing the queued frames, dialing again.
+//! - `accept`: the incoming side: accepting, the pool of connections
+//!   before their proof, the accepting side of the handshake, handing
+//!   each peer's batches to the node.
+//! - `io`: reading and writing frames on a socket, each step under its
+//!   timeout (and the receive budget).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
-use tokio::time::timeout;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::task::JoinHandle;
 
-use super::frame::{
-    FRAME_BYTES_MAX, Frame, FrameError, HELLO_BYTES_MAX, Hello, LENGTH_BYTES, batch_frames,
-    body_length, decode, encode, items, merge, seal,
-};
-use super::handshake::{Role, Session, Transcript, nonce};
+use super::frame::{FRAME_BYTES_MAX, batch_frames, items, merge};
 use super::peers::{Cluster, NODES_MAX};
 use super::secret::Secret;
 use crate::log;
 use crate::raft::transport::Batch;
 use crate::raft::types::NodeId;
+use accept::accept;
+use dial::Dialer;
+
+mod accept;
+mod dial;
+mod io;
 
 /// How long a dial may take: a peer on the same network answers in far
 /// less; a peer that is down should not hold the link's retries back.
@@ -148,14 +163,18 @@ pub const RECEIVE_CHUNK_BYTES: usize = 128 << 10;
 pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepted connections that have not yet proved the cluster secret:
-/// strays and peers in the middle of their handshake. When a connection
-/// comes and all are taken, the oldest is closed: a stranger flooding
-/// connections cannot keep a peer from its handshake for longer than the
-/// handshake takes (two round trips), and each is closed within
-/// [`HELLO_TIMEOUT`] anyway. Connections past their proof are apart from
-/// these: one per peer, the newest (a peer that dials again replaces its
-/// old one).
-pub const BEFORE_HELLO_CONNECTIONS_MAX: usize = 2 * NODES_MAX;
+/// strays and peers in the middle of their handshake; twice the most
+/// peers a node has, so every peer's dial fits with room to spare. When a
+/// connection comes and all are taken, one is closed at random among
+/// those whose hello has not passed the check (all, if every one's has),
+/// of the source network (a /24 or /64) that has the most: strangers that
+/// send no valid hello, from one address or many, never close a peer's
+/// handshake; only strangers knowing the cluster id and a member's id can,
+/// by the draw. A connection leaves the pool as soon as the dialer's
+/// proof checks out. Each is closed within [`HELLO_TIMEOUT`]
+/// anyway. Connections past their proof are apart from these: one per
+/// peer, the newest (a peer that dials again replaces its old one).
+pub const BEFORE_PROOF_CONNECTIONS_MAX: usize = 2 * NODES_MAX;
 
 /// A batch received from a peer, and the share of [`INCOMING_BYTES_MAX`]
 /// it holds until it is dropped.
@@ -225,11 +244,13 @@ impl std::fmt::Display for SendError {
             ),
             SendError::Full { peer, .. } => write!(
                 f,
-                "the link to node {peer} has no room within {OUTGOING_FRAMES_MAX} frames and {OUTGOING_BYTES_MAX} bytes ({count} items not sent)"
+                "the link to node {peer} has no room within {OUTGOING_FRAMES_MAX} frames and \
+                 {OUTGOING_BYTES_MAX} bytes ({count} items not sent)"
             ),
             SendError::TooLarge { peer, .. } => write!(
                 f,
-                "{count} items for node {peer} are each over {FRAME_BYTES_MAX} bytes and were left out"
+                "{count} items for node {peer} are each over {FRAME_BYTES_MAX} bytes and were \
+                 left out"
             ),
         }
     }
@@ -249,13 +270,15 @@ struct Outgoing {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Failures {
     /// Connections closed before a proof: garbage, a wrong frame, a hello
-    /// of another cluster, version or node, no hello in time.
+    /// of another cluster, version or node, no hello and proof in time.
     pub hellos: u64,
     /// Proofs that did not match: a peer without the cluster secret, or a
     /// replayed or reflected exchange.
     pub proofs: u64,
     /// Frames after the proofs with a wrong tag (forged, replayed,
-    /// reordered), an impossible length, or that do not decode.
+    /// reordered), an impossible length, that do not decode, or out of
+    /// place (a second hello; a `--peers` list that is not the first
+    /// frame, or a second one).
     pub frames: u64,
     /// Connections closed after the proofs because the frames of all
     /// peers left no room in [`INCOMING_BYTES_MAX`] for [`DELIVER_TIMEOUT`].
@@ -451,165 +474,6 @@ impl Drop for Links {
     }
 }
 
-/// Why reading a frame failed.
-enum ReadError {
-    /// The connection closed between frames.
-    Closed,
-    /// Nothing came for this long.
-    Timeout(Duration),
-    Io(std::io::Error),
-    Frame(FrameError),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Closed => write!(f, "the connection closed"),
-            ReadError::Timeout(wait) => write!(f, "nothing came for {} ms", wait.as_millis()),
-            ReadError::Io(e) => write!(f, "reading: {e}"),
-            ReadError::Frame(e) => write!(f, "the peer sent {e}"),
-        }
-    }
-}
-
-/// Reads a frame's length field, waiting at most `idle` for it.
-async fn read_length<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    idle: Duration,
-) -> Result<usize, ReadError> {
-    let mut field = [0u8; LENGTH_BYTES];
-    match timeout(idle, reader.read_exact(&mut field)).await {
-        Err(_) => return Err(ReadError::Timeout(idle)),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(ReadError::Closed);
-        }
-        Ok(Err(e)) => return Err(ReadError::Io(e)),
-        Ok(Ok(_)) => {}
-    }
-    body_length(field).map_err(ReadError::Frame)
-}
-
-/// Reads a frame's body of `length` bytes (at most [`FRAME_BYTES_MAX`],
-/// checked by [`body_length`]), not yet decoded.
-async fn read_body<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    length: usize,
-) -> Result<Vec<u8>, ReadError> {
-    let mut body = vec![0; length];
-    match timeout(FRAME_READ_TIMEOUT, reader.read_exact(&mut body)).await {
-        Err(_) => return Err(ReadError::Timeout(FRAME_READ_TIMEOUT)),
-        Ok(Err(e)) => return Err(ReadError::Io(e)),
-        Ok(Ok(_)) => {}
-    }
-    Ok(body)
-}
-
-/// Why a frame's body was not read whole.
-enum BodyError {
-    /// The node dropped its links (the budget is closed).
-    Stopping,
-    /// No room in [`INCOMING_BYTES_MAX`] for the next chunk within
-    /// [`DELIVER_TIMEOUT`], `had` bytes of the body read.
-    NoRoom {
-        had: usize,
-    },
-    Read(ReadError),
-}
-
-/// Reads a frame's body of `length` bytes (checked by [`body_length`]) in
-/// chunks of [`RECEIVE_CHUNK_BYTES`], taking each chunk's share of
-/// `budget` ([`DECODE_FACTOR`] per byte) before reading it: the body and
-/// its share. The whole body within [`FRAME_READ_TIMEOUT`]; each wait for
-/// room within [`DELIVER_TIMEOUT`].
-async fn read_budgeted_body<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    length: usize,
-    budget: &Arc<Semaphore>,
-) -> Result<(Vec<u8>, OwnedSemaphorePermit), BodyError> {
-    let deadline = tokio::time::Instant::now() + FRAME_READ_TIMEOUT;
-    let mut body = Vec::new();
-    // An empty share, which each chunk's joins.
-    let mut held = Arc::clone(budget)
-        .acquire_many_owned(0)
-        .await
-        .map_err(|_| BodyError::Stopping)?;
-    while body.len() < length {
-        let had = body.len();
-        let chunk = (length - had).min(RECEIVE_CHUNK_BYTES);
-        // At most RECEIVE_CHUNK_BYTES * DECODE_FACTOR: it fits.
-        let share = u32::try_from(chunk * DECODE_FACTOR).unwrap_or(u32::MAX);
-        let permit = match timeout(
-            DELIVER_TIMEOUT,
-            Arc::clone(budget).acquire_many_owned(share),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(BodyError::Stopping),
-            Err(_) => return Err(BodyError::NoRoom { had }),
-        };
-        held.merge(permit);
-        // Grown as it fills: never more memory than the bytes read (at
-        // most doubled by the vector's growth) and their share covers.
-        body.resize(had + chunk, 0);
-        let unread = body.get_mut(had..).unwrap_or_default();
-        match tokio::time::timeout_at(deadline, reader.read_exact(unread)).await {
-            Err(_) => return Err(BodyError::Read(ReadError::Timeout(FRAME_READ_TIMEOUT))),
-            Ok(Err(e)) => return Err(BodyError::Read(ReadError::Io(e))),
-            Ok(Ok(_)) => {}
-        }
-    }
-    Ok((body, held))
-}
-
-/// Reads one frame of the handshake (a hello, a proof or a refusal): its
-/// body as sent, for the transcript, and the frame decoded; nothing over
-/// [`BEFORE_HELLO_BYTES_MAX`] is allocated. The caller bounds the whole
-/// handshake by [`HELLO_TIMEOUT`].
-async fn read_handshake_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-) -> Result<(Vec<u8>, Frame), ReadError> {
-    let length = read_length(reader, HELLO_TIMEOUT).await?;
-    if length > BEFORE_HELLO_BYTES_MAX {
-        return Err(ReadError::Frame(FrameError::Length(length as u64)));
-    }
-    let body = read_body(reader, length).await?;
-    let frame = decode(&body).map_err(ReadError::Frame)?;
-    Ok((body, frame))
-}
-
-/// Writes one encoded frame, in chunks of [`WRITE_CHUNK_BYTES`] each
-/// within [`WRITE_TIMEOUT`].
-async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> Result<(), String> {
-    for chunk in frame.chunks(WRITE_CHUNK_BYTES) {
-        match timeout(WRITE_TIMEOUT, writer.write_all(chunk)).await {
-            Err(_) => {
-                return Err(format!(
-                    "the peer read nothing for {} ms",
-                    WRITE_TIMEOUT.as_millis()
-                ));
-            }
-            Ok(Err(e)) => return Err(format!("writing: {e}")),
-            Ok(Ok(())) => {}
-        }
-    }
-    Ok(())
-}
-
-/// The largest frame of the handshake: a stranger cannot make a node
-/// allocate more than a hello's worth before it has proved the secret.
-const BEFORE_HELLO_BYTES_MAX: usize = HELLO_BYTES_MAX + 1;
-
-fn kind_of(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello(_) => "hello",
-        Frame::Refuse(_) => "refuse",
-        Frame::Proof(_) => "proof",
-        Frame::Batch(_) => "batch",
-        Frame::Keepalive => "keepalive",
-    }
-}
-
 /// What every connection's task of a node needs: who the node is, the
 /// secret it proves, and where it counts what it refused.
 #[derive(Clone)]
@@ -620,520 +484,7 @@ struct Peer {
     counters: Arc<Counters>,
 }
 
-/// One peer's dialing side: keeps the link up and writes what is queued.
-struct Dialer {
-    us: Peer,
-    peer: NodeId,
-    address: String,
-    frames: mpsc::Receiver<Vec<u8>>,
-    queued_bytes: Arc<AtomicUsize>,
-    up: watch::Sender<bool>,
-}
-
-/// Why a dial did not give a link.
-enum DialError {
-    /// The peer refused this node's hello, or answered as another node
-    /// or cluster, or without proving the secret: a misconfiguration (or
-    /// an impostor) an operator must see.
-    Refused(String),
-    /// Not reachable, closed, timed out: the peer may be down.
-    Failed(String),
-}
-
-/// Why a link ended.
-enum Ended {
-    /// The node dropped its links.
-    Stopped,
-    Lost(String),
-}
-
-impl Dialer {
-    async fn run(mut self) {
-        let mut backoff = BACKOFF_MIN;
-        let mut last_failure = String::new();
-        loop {
-            match self.dial().await {
-                Ok((stream, session)) => {
-                    last_failure.clear();
-                    let since = tokio::time::Instant::now();
-                    self.up.send_replace(true);
-                    log::info(format_args!(
-                        "link to node {} at {} is up",
-                        self.peer, self.address
-                    ));
-                    let ended = self.carry(stream, session).await;
-                    self.up.send_replace(false);
-                    // A link that stayed up a while starts its dials over
-                    // from the shortest wait; one that keeps failing right
-                    // after its hello backs off like a failed dial.
-                    if since.elapsed() >= IDLE_TIMEOUT {
-                        backoff = BACKOFF_MIN;
-                    }
-                    self.drain();
-                    match ended {
-                        Ended::Stopped => return,
-                        Ended::Lost(why) => log::warn(format_args!(
-                            "link to node {} at {} lost: {why}; dialing again",
-                            self.peer, self.address
-                        )),
-                    }
-                }
-                // Peer-supplied text (a refusal, at most REFUSE_BYTES_MAX)
-                // escaped, so it cannot forge log lines.
-                Err(DialError::Refused(why)) => log::warn(format_args!(
-                    "link to node {} at {}: {why:?}",
-                    self.peer, self.address
-                )),
-                // A peer that is down fails every dial the same way: said
-                // once, then only when the reason changes.
-                Err(DialError::Failed(why)) => {
-                    if why != last_failure {
-                        log::info(format_args!(
-                            "link to node {} at {}: {why}; dialing again",
-                            self.peer, self.address
-                        ));
-                        last_failure = why;
-                    }
-                }
-            }
-            // Frames queued by a send that raced the link going down.
-            self.drain();
-            // Between half the backoff and all of it, so peers that lost
-            // each other at once do not dial again in step.
-            // No randomness from the OS: no jitter, the plain backoff.
-            let jitter =
-                getrandom::u32().map_or(0.0, |draw| f64::from(draw) / f64::from(u32::MAX) * 0.5);
-            tokio::time::sleep(backoff.mul_f64(1.0 - jitter)).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
-    }
-
-    /// Connects and runs the dialing side of the handshake: the link's
-    /// stream and its session, once the peer has proved the secret.
-    async fn dial(&self) -> Result<(TcpStream, Session), DialError> {
-        let failed = DialError::Failed;
-        let mut stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address)).await {
-            Err(_) => {
-                return Err(failed(format!(
-                    "no connection within {} ms",
-                    CONNECT_TIMEOUT.as_millis()
-                )));
-            }
-            Ok(Err(e)) => return Err(failed(format!("connecting: {e}"))),
-            Ok(Ok(stream)) => stream,
-        };
-        let _ = stream.set_nodelay(true);
-        // One deadline over the whole exchange: a peer that accepts and
-        // stalls mid-handshake costs this link no more than one that is
-        // down.
-        let (theirs, session) = match timeout(HELLO_TIMEOUT, self.handshake(&mut stream)).await {
-            Err(_) => {
-                return Err(failed(format!(
-                    "no hello and proof back within {} ms",
-                    HELLO_TIMEOUT.as_millis()
-                )));
-            }
-            Ok(done) => done?,
-        };
-        if let Some(differences) = theirs.differences(&self.us.cluster.membership) {
-            log::warn(format_args!(
-                "node {}'s --peers differ from this node's: it {differences}",
-                self.peer
-            ));
-        }
-        Ok((stream, session))
-    }
-
-    /// The dialing side's hello, the peer's hello and proof checked, this
-    /// side's proof: the peer's hello and the session.
-    async fn handshake(&self, stream: &mut TcpStream) -> Result<(Hello, Session), DialError> {
-        let (failed, refused) = (DialError::Failed, DialError::Refused);
-        let us = &self.us;
-        let nonce = nonce().map_err(failed)?;
-        let ours = encode(&Frame::Hello(Hello::new(&us.cluster, self.peer, nonce)))
-            .map_err(|e| failed(format!("encoding the hello: {e}")))?;
-        write_frame(stream, &ours).await.map_err(failed)?;
-        let answer = |e: ReadError| failed(format!("no hello or proof back: {e}"));
-        let unexpected = |frame: Frame| match frame {
-            Frame::Refuse(why) => refused(format!("refused: {why}")),
-            other => {
-                Counters::count(&us.counters.hellos);
-                refused(format!(
-                    "answered the hello with a {} frame",
-                    kind_of(&other)
-                ))
-            }
-        };
-        let (body, theirs) = match read_handshake_frame(stream).await.map_err(answer)? {
-            (body, Frame::Hello(theirs)) => (body, theirs),
-            (_, other) => return Err(unexpected(other)),
-        };
-        if let Err(why) = theirs.check(&us.cluster, Some(self.peer)) {
-            Counters::count(&us.counters.hellos);
-            return Err(refused(format!("the node there {why}")));
-        }
-        // This side proves first: the node dialed is the one at a
-        // configured address, and the acceptor proves nothing to anyone
-        // who has not proved the secret to it.
-        let transcript = Transcript::new(ours.get(LENGTH_BYTES..).unwrap_or_default(), &body);
-        let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Dialer)))
-            .map_err(|e| failed(format!("encoding the proof: {e}")))?;
-        write_frame(stream, &proof).await.map_err(failed)?;
-        let proof = match read_handshake_frame(stream).await.map_err(answer)? {
-            (_, Frame::Proof(proof)) => proof,
-            (_, other) => return Err(unexpected(other)),
-        };
-        if !transcript.verify(&us.secret, Role::Acceptor, &proof) {
-            Counters::count(&us.counters.proofs);
-            return Err(refused(
-                "the node there does not prove it holds the cluster secret (do both nodes' \
-                 --cluster-secret-file hold the same secret?)"
-                    .into(),
-            ));
-        }
-        Ok((theirs, transcript.session(&us.secret)))
-    }
-
-    /// Writes queued frames, and keepalives when idle, each sealed with
-    /// its tag, until the link fails or the node drops its links.
-    async fn carry(&mut self, stream: TcpStream, mut session: Session) -> Ended {
-        let (mut reader, mut writer) = stream.into_split();
-        let keepalive = match encode(&Frame::Keepalive) {
-            Ok(bytes) => bytes,
-            Err(e) => return Ended::Lost(format!("encoding a keepalive: {e}")),
-        };
-        let mut probe = [0u8; 1];
-        loop {
-            let mut frame = tokio::select! {
-                frame = self.frames.recv() => {
-                    let Some(frame) = frame else {
-                        return Ended::Stopped;
-                    };
-                    self.queued_bytes.fetch_sub(frame.len(), Ordering::SeqCst);
-                    frame
-                }
-                () = tokio::time::sleep(KEEPALIVE_EVERY) => keepalive.clone(),
-                // Nothing comes back on a link after the handshake: a read
-                // ends only when the peer closes it or misbehaves.
-                read = reader.read(&mut probe) => {
-                    return Ended::Lost(match read {
-                        Ok(0) => "the peer closed it".into(),
-                        Ok(_) => "the peer sent bytes on the return path".into(),
-                        Err(e) => format!("reading: {e}"),
-                    });
-                }
-            };
-            let tag = session.seal(frame.get(LENGTH_BYTES..).unwrap_or_default());
-            seal(&mut frame, &tag);
-            if let Err(why) = write_frame(&mut writer, &frame).await {
-                return Ended::Lost(why);
-            }
-        }
-    }
-
-    /// Drops what is queued (the link it was for is gone).
-    fn drain(&mut self) {
-        while let Ok(frame) = self.frames.try_recv() {
-            self.queued_bytes.fetch_sub(frame.len(), Ordering::SeqCst);
-        }
-    }
-}
-
-/// The accepted connections, by where they stand.
-#[derive(Default)]
-struct Accepted {
-    /// Numbers the connections, so a task finds its own entry.
-    next: u64,
-    /// Connections before their proof, oldest first.
-    before_hello: VecDeque<(u64, AbortHandle)>,
-    /// Each peer's connection past its proof.
-    peers: BTreeMap<NodeId, (u64, AbortHandle)>,
-}
-
-type Shared = Arc<Mutex<Accepted>>;
-
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Accepted> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A connection's place in [`Accepted`], given up when its task ends or
-/// is aborted.
-struct Place {
-    shared: Shared,
-    number: u64,
-}
-
-impl Place {
-    /// Moves this connection from the ones before their proof to `peer`'s,
-    /// closing the one `peer` had; false when it was closed meanwhile.
-    fn promote(&self, peer: NodeId) -> bool {
-        let replaced = {
-            let mut accepted = lock(&self.shared);
-            let Some(at) = accepted
-                .before_hello
-                .iter()
-                .position(|(number, _)| *number == self.number)
-            else {
-                return false;
-            };
-            let Some(entry) = accepted.before_hello.remove(at) else {
-                return false;
-            };
-            accepted.peers.insert(peer, entry)
-        };
-        if let Some((_, old)) = replaced {
-            // Its batches already handed on stay ahead of this one's; the
-            // rest are dropped, and openraft sends again what matters.
-            old.abort();
-            log::info(format_args!(
-                "node {peer} connected again: its previous connection is closed"
-            ));
-        }
-        true
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut accepted = lock(&self.shared);
-        accepted
-            .before_hello
-            .retain(|(number, _)| *number != self.number);
-        accepted
-            .peers
-            .retain(|_, (number, _)| *number != self.number);
-    }
-}
-
-/// Accepts peers' connections and reads each in a task of its own.
-async fn accept(listener: TcpListener, us: Peer, incoming: mpsc::Sender<Received>) {
-    let budget = Arc::new(Semaphore::new(INCOMING_BYTES_MAX));
-    let shared = Shared::default();
-    // Dropped with this task, which aborts every connection's task.
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let (stream, from) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors, most likely: wait rather than spin.
-                log::warn(format_args!("accepting a peer's connection: {e}"));
-                tokio::time::sleep(BACKOFF_MAX).await;
-                continue;
-            }
-        };
-        let evicted = {
-            // Held while the task is spawned and listed, so the task
-            // cannot look for its entry before it is there.
-            let mut accepted = lock(&shared);
-            let evicted = if accepted.before_hello.len() >= BEFORE_HELLO_CONNECTIONS_MAX {
-                accepted.before_hello.pop_front()
-            } else {
-                None
-            };
-            let place = Place {
-                shared: Arc::clone(&shared),
-                number: accepted.next,
-            };
-            accepted.next += 1;
-            let (us, incoming, budget) = (us.clone(), incoming.clone(), Arc::clone(&budget));
-            let number = place.number;
-            let task = connections.spawn(async move {
-                match receive(stream, &us, &incoming, &budget, &place).await {
-                    Ok(Some(peer)) => {
-                        log::info(format_args!("link from node {peer} ({from}) closed"));
-                    }
-                    Ok(None) => {}
-                    Err(why) => log::warn(format_args!("connection from {from} closed: {why}")),
-                }
-            });
-            accepted.before_hello.push_back((number, task));
-            evicted
-        };
-        if let Some((_, oldest)) = evicted {
-            oldest.abort();
-            log::warn(format_args!(
-                "closed the oldest connection still without a hello: {BEFORE_HELLO_CONNECTIONS_MAX} are open"
-            ));
-        }
-    }
-}
-
-/// Reads one peer's connection: its handshake, then its batches. Returns
-/// the peer's id when the link ended normally.
-async fn receive(
-    mut stream: TcpStream,
-    us: &Peer,
-    incoming: &mpsc::Sender<Received>,
-    budget: &Arc<Semaphore>,
-    place: &Place,
-) -> Result<Option<NodeId>, String> {
-    let _ = stream.set_nodelay(true);
-    // One deadline over the whole handshake, as for the dialing side.
-    let (peer, mut session) = match timeout(HELLO_TIMEOUT, accept_handshake(&mut stream, us)).await
-    {
-        Err(_) => {
-            Counters::count(&us.counters.hellos);
-            return Err(format!(
-                "no hello and proof within {} ms",
-                HELLO_TIMEOUT.as_millis()
-            ));
-        }
-        Ok(Ok(Some(authenticated))) => authenticated,
-        Ok(Ok(None)) => return Ok(None),
-        Ok(Err(why)) => return Err(why),
-    };
-    // Only now, the peer proven: a stranger claiming its id cannot close
-    // its real connection.
-    if !place.promote(peer) {
-        return Err(format!(
-            "node {peer}'s proof came after its connection was closed"
-        ));
-    }
-    log::info(format_args!("link from node {peer} is up"));
-    loop {
-        let length = match read_length(&mut stream, IDLE_TIMEOUT).await {
-            Ok(length) => length,
-            Err(ReadError::Closed) => return Ok(Some(peer)),
-            Err(e @ ReadError::Frame(_)) => {
-                Counters::count(&us.counters.frames);
-                return Err(format!("node {peer}: {e}"));
-            }
-            Err(e) => return Err(format!("node {peer}: {e}")),
-        };
-        // Taken as the body arrives, given back when the node drops the
-        // batch (or this connection closes).
-        let (sealed, permit) = match read_budgeted_body(&mut stream, length, budget).await {
-            Ok(read) => read,
-            Err(BodyError::Stopping) => return Ok(Some(peer)),
-            Err(BodyError::NoRoom { had }) => {
-                Counters::count(&us.counters.stalls);
-                return Err(format!(
-                    "node {peer}: no room for more than {had} of a frame's {length} bytes for {} ms",
-                    DELIVER_TIMEOUT.as_millis()
-                ));
-            }
-            Err(BodyError::Read(e)) => return Err(format!("node {peer}: {e}")),
-        };
-        // The tag first: nothing unauthenticated is decoded.
-        let frame = session.open(&sealed).and_then(|body| {
-            decode(body).map_err(|e| format!("an authenticated frame that does not decode: {e}"))
-        });
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(why) => {
-                Counters::count(&us.counters.frames);
-                return Err(format!("node {peer}: {why}"));
-            }
-        };
-        match frame {
-            Frame::Batch(batch) => {
-                let received = Received {
-                    from: peer,
-                    batch,
-                    budget: Budget { _permit: permit },
-                };
-                match timeout(DELIVER_TIMEOUT, incoming.send(received)).await {
-                    Ok(Ok(())) => {}
-                    // The node stopped taking batches: it is shutting down.
-                    Ok(Err(_)) => return Ok(Some(peer)),
-                    Err(_) => {
-                        return Err(format!(
-                            "node {peer}: the node took no batch for {} ms",
-                            DELIVER_TIMEOUT.as_millis()
-                        ));
-                    }
-                }
-            }
-            Frame::Keepalive => {}
-            other => {
-                Counters::count(&us.counters.frames);
-                return Err(format!(
-                    "node {peer} sent a {} frame after the handshake",
-                    kind_of(&other)
-                ));
-            }
-        }
-    }
-}
-
-/// The accepting side of the handshake: the peer's hello checked, this
-/// node's hello and proof, the peer's proof checked. The peer's id and the
-/// session; `None` when it closed before sending anything. A refusal is
-/// counted, and said to the peer when it is about its hello or proof.
-async fn accept_handshake(
-    stream: &mut TcpStream,
-    us: &Peer,
-) -> Result<Option<(NodeId, Session)>, String> {
-    let count = |counter: &AtomicU64, why: String| {
-        Counters::count(counter);
-        why
-    };
-    let (body, hello) = match read_handshake_frame(stream).await {
-        Ok((body, Frame::Hello(hello))) => (body, hello),
-        Ok((_, other)) => {
-            return Err(count(
-                &us.counters.hellos,
-                format!("it sent a {} frame before a hello", kind_of(&other)),
-            ));
-        }
-        Err(ReadError::Closed) => return Ok(None),
-        Err(e) => return Err(count(&us.counters.hellos, format!("before its hello: {e}"))),
-    };
-    if let Err(why) = hello.check(&us.cluster, None) {
-        refuse(stream).await;
-        return Err(count(
-            &us.counters.hellos,
-            format!("refused: the peer {why}"),
-        ));
-    }
-    let peer = hello.from;
-    let ours = encode(&Frame::Hello(Hello::new(&us.cluster, peer, nonce()?)))
-        .map_err(|e| format!("encoding the hello: {e}"))?;
-    let transcript = Transcript::new(&body, ours.get(LENGTH_BYTES..).unwrap_or_default());
-    // The dialer proves first: a stranger gets no proof of this node's to
-    // test guesses of the secret against.
-    write_frame(stream, &ours).await?;
-    match read_handshake_frame(stream).await {
-        Ok((_, Frame::Proof(proof))) if transcript.verify(&us.secret, Role::Dialer, &proof) => {
-            let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Acceptor)))
-                .map_err(|e| format!("encoding the proof: {e}"))?;
-            write_frame(stream, &proof).await?;
-            Ok(Some((peer, transcript.session(&us.secret))))
-        }
-        Ok((_, Frame::Proof(_))) => {
-            refuse(stream).await;
-            Err(count(
-                &us.counters.proofs,
-                format!(
-                    "refused: the peer, which said it is node {peer}, does not prove it holds \
-                     the cluster secret"
-                ),
-            ))
-        }
-        Ok((_, other)) => Err(count(
-            &us.counters.hellos,
-            format!(
-                "node {peer} (unproven) sent a {} frame instead of its proof",
-                kind_of(&other)
-            ),
-        )),
-        Err(e) => Err(count(
-            &us.counters.hellos,
-            format!("node {peer} (unproven), before its proof: {e}"),
-        )),
-    }
-}
-
 /// What an accepting node tells a peer it refuses: no more, since the
 /// peer has proved nothing (no cluster id, no node id, no membership);
 /// the reason is in the refusing node's log.
 pub const REFUSAL: &str = "refused (the reason is in the log of the node dialed)";
-
-/// Tells the peer it is refused, if it listens within [`HELLO_TIMEOUT`];
-/// the connection closes either way.
-async fn refuse(stream: &mut TcpStream) {
-    if let Ok(bytes) = encode(&Frame::Refuse(REFUSAL.into())) {
-        let _ = timeout(HELLO_TIMEOUT, write_frame(stream, &bytes)).await;
-    }
-}

@@ -5,8 +5,9 @@
 //! ([`crate::raft::transport::Batch`]), each peer authenticated by the
 //! cluster secret and each frame by its session. Not built yet: the
 //! metadata group, replicated partitions and routing
-//! (`docs/serve-cluster-design.md` has the plan; issue 20). Until they are, `seglog serve` refuses to
-//! start with `--peers` rather than run a cluster that is not one.
+//! (`docs/serve-cluster-design.md` has the plan; issue 20). Until they
+//! are, `seglog serve` refuses to start with `--peers` rather than run a
+//! cluster that is not one.
 //!
 //! This layer knows the Raft groups and the leaves; it knows nothing of
 //! HTTP, Kafka or the broker.
@@ -19,7 +20,8 @@
 //!   frame after that is authenticated, without I/O.
 //! - [`frame`]: the peer link's frames and their codec, without I/O.
 //! - [`link`]: the peer links over tokio: dialing, the handshake,
-//!   keepalives, bounded queues, reconnecting.
+//!   keepalives, bounded queues, reconnecting (its outgoing and incoming
+//!   sides in `link/`).
 
 pub mod frame;
 pub mod handshake;

@@ -4,8 +4,9 @@
 //!
 //! It is read from a file, never from the command line, so it stays out of
 //! `ps` and shell histories; and, as ssh treats a private key, a file that
-//! its group or others may read is refused: a secret that every local user
-//! can read proves nothing.
+//! its group or others may read, or that another user owns (and so may
+//! read, or change back to readable), is refused: a secret that every
+//! local user can read proves nothing.
 //!
 //! The file holds the key as text, one line: hex (`openssl rand -hex 32`)
 //! or standard base64 (`head -c 32 /dev/urandom | base64`), decoding to at
@@ -95,8 +96,9 @@ impl Secret {
         secret
     }
 
-    /// Reads the secret from the file at `path`: a regular file that only
-    /// its owner may read or write (mode 0600 or 0400), of
+    /// Reads the secret from the file at `path`: a regular file owned by
+    /// the user running this node (or by root), that only its owner may
+    /// read or write (mode 0600 or 0400), of
     /// [`SECRET_BYTES_MIN`] to [`SECRET_BYTES_MAX`] bytes. The error names
     /// the file and what to do.
     pub fn read(path: &Path) -> Result<Secret, String> {
@@ -118,6 +120,9 @@ impl Secret {
         if !metadata.is_file() {
             return Err(format!("--cluster-secret-file {shown}: not a regular file"));
         }
+        use std::os::unix::fs::MetadataExt;
+        check_owner(metadata.uid(), rustix::process::geteuid().as_raw())
+            .map_err(|why| format!("--cluster-secret-file {shown}: {why}"))?;
         let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(format!(
@@ -139,6 +144,20 @@ impl Secret {
     pub(super) fn key(&self) -> &[u8] {
         &self.bytes
     }
+}
+
+/// Whether a secret file owned by `owner` may be read by a process of
+/// effective user `euid`: only when it owns the file or root does, as
+/// ssh requires of a private key. Another user's file is theirs to read,
+/// or to make readable again, whatever its mode says now.
+fn check_owner(owner: u32, euid: u32) -> Result<(), String> {
+    if owner == euid || owner == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "it is owned by user {owner}, not by the user running this node ({euid}) or root: \
+         another user may read it or change its mode (chown it to the user that runs seglog)"
+    ))
 }
 
 impl Drop for Secret {
@@ -248,5 +267,29 @@ mod tests {
         assert!(made.success());
         let why = Secret::read(&fifo).expect_err("refused");
         assert!(why.contains("not a regular file"), "{why:?}");
+    }
+
+    #[test]
+    fn a_file_of_another_user_is_refused_whatever_its_mode() {
+        assert_eq!(check_owner(1000, 1000), Ok(()));
+        assert_eq!(check_owner(0, 1000), Ok(()));
+        let why = check_owner(1001, 1000).expect_err("refused");
+        assert!(why.contains("owned by user 1001"), "{why:?}");
+        assert!(
+            check_owner(1000, 0).is_err(),
+            "root reads another user's file"
+        );
+        // On a real file: only root can give a file away (chown), and
+        // root is the user another's 0600 file does not stop, so this
+        // part runs as root (as the tests here do); check_owner above
+        // runs everywhere.
+        if rustix::process::geteuid().is_root() {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let path = file(dir.path(), BASE64_LINE, 0o600);
+            std::os::unix::fs::chown(&path, Some(4242), None).expect("chown as root");
+            let why = Secret::read(&path).expect_err("refused");
+            assert!(why.contains("owned by user 4242"), "{why:?}");
+            assert!(why.contains("--cluster-secret-file"), "{why:?}");
+        }
     }
 }

@@ -228,7 +228,8 @@ pub(super) async fn blocking<T: Send + 'static>(
 // ---- health and metrics ----
 
 async fn health(State(app): AppState) -> Response {
-    let poisoned = app.store().is_poisoned();
+    // Without the store's lock: a reopen in place holds it while it runs.
+    let poisoned = app.is_poisoned();
     let space = app.space().status();
     if poisoned {
         // The group commit reopens it in place (`storage/group_commit.rs`);
@@ -250,10 +251,8 @@ async fn health(State(app): AppState) -> Response {
 
 async fn metrics(State(app): AppState, Extension(http): Extension<Arc<HttpMetrics>>) -> Response {
     let topics = app.catalog().len();
-    let (open_keys, poisoned) = {
-        let store = app.store();
-        (store.open_key_count(), store.is_poisoned())
-    };
+    let poisoned = app.is_poisoned();
+    let open_keys = app.store().open_key_count();
     let text = http.render(
         &app.metrics,
         &Gauges {

@@ -29,12 +29,12 @@
 //! before the reopen was applied to the run that failed and is answered
 //! with an error (it may or may not be durable), never with success.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::error::{Error, Result};
-use super::store::Store;
+use super::store::{Checkpoint, Store};
 use crate::lock::lock;
 use crate::log;
 
@@ -194,9 +194,17 @@ impl<T: Send + 'static> GroupCommit<T> {
             wake: Condvar::new(),
         });
         let thread_shared = Arc::clone(&shared);
+        let checkpoints = Checkpoints::start(&store)?;
         let thread = thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || sync_loop(&thread_shared, &store, report, healed))
+            .spawn(move || {
+                let mut checkpoints = checkpoints;
+                sync_loop(&thread_shared, &store, &mut checkpoints, report, healed);
+                // A checkpoint still running finishes before the group
+                // commit is joined: whoever reopens or shuts the store
+                // down next must not meet it.
+                checkpoints.stop();
+            })
             .map_err(|source| Error::Io {
                 context: "start the group commit thread".into(),
                 source,
@@ -242,9 +250,110 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 }
 
+/// The thread that runs the checkpoints the group commit detaches from
+/// its sync points (see `store/checkpointing.rs`): sync points go on while
+/// one runs. The store starts no other checkpoint until it is finished.
+struct Checkpoints {
+    store: Arc<Mutex<Store>>,
+    to_run: Option<mpsc::Sender<Checkpoint>>,
+    /// A message per checkpoint finished.
+    finished: mpsc::Receiver<()>,
+    /// Whether a checkpoint was handed over and not yet seen finished.
+    running: bool,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Checkpoints {
+    fn start(store: &Arc<Mutex<Store>>) -> Result<Checkpoints> {
+        let (to_run, checkpoints) = mpsc::channel::<Checkpoint>();
+        let (finished_tx, finished) = mpsc::channel();
+        let thread_store = Arc::clone(store);
+        let thread = thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                for checkpoint in checkpoints {
+                    run_checkpoint(&thread_store, checkpoint);
+                    if finished_tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| Error::Io {
+                context: "start the checkpoint thread".into(),
+                source,
+            })?;
+        Ok(Checkpoints {
+            store: Arc::clone(store),
+            to_run: Some(to_run),
+            finished,
+            running: false,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands `checkpoint` to the thread (or runs it here if the thread is
+    /// gone, which only a panic of it does).
+    fn run(&mut self, checkpoint: Checkpoint) {
+        self.wait();
+        let sent = match &self.to_run {
+            Some(to_run) => to_run.send(checkpoint).map_err(|e| e.0),
+            None => Err(checkpoint),
+        };
+        match sent {
+            Ok(()) => self.running = true,
+            Err(checkpoint) => run_checkpoint(&self.store, checkpoint),
+        }
+    }
+
+    /// Waits until the checkpoint handed over last has finished.
+    fn wait(&mut self) {
+        if std::mem::take(&mut self.running) && self.finished.recv().is_err() {
+            log::warn(format_args!("the checkpoint thread ended mid-checkpoint"));
+        }
+    }
+
+    /// Waits for the running checkpoint, then ends the thread.
+    fn stop(mut self) {
+        self.wait();
+        self.to_run = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::warn(format_args!("the checkpoint thread panicked"));
+        }
+    }
+}
+
+/// Runs a detached checkpoint and hands its outcome to the store. A panic
+/// of ours in it is an outcome too: the store then counts the checkpoint
+/// finished (else it would refuse every reopen, and start no checkpoint,
+/// for good) and poisoned, so the heal recovers from the journal files the
+/// checkpoint kept.
+fn run_checkpoint(store: &Mutex<Store>, checkpoint: Checkpoint) {
+    let started = Instant::now();
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checkpoint.run()))
+        .unwrap_or_else(|_| {
+            Err(Error::Panicked {
+                what: "a checkpoint".into(),
+            })
+        });
+    let files = checkpoint.file_count();
+    let finished = lock(store).finish_checkpoint(checkpoint, ran);
+    match finished {
+        Ok(()) => log::info(format_args!(
+            "checkpoint of {files} segment files done in {:?}",
+            started.elapsed()
+        )),
+        Err(e) => log::warn(format_args!(
+            "a checkpoint of {files} segment files failed: {e}"
+        )),
+    }
+}
+
 fn sync_loop<T>(
     shared: &Shared<T>,
-    store: &Mutex<Store>,
+    store: &Arc<Mutex<Store>>,
+    checkpoints: &mut Checkpoints,
     mut report: impl FnMut(Synced<T>) -> bool,
     mut healed: Option<HealReport>,
 ) {
@@ -258,6 +367,8 @@ fn sync_loop<T>(
             && !lock(&shared.waiting).closing
             && lock(store).is_poisoned()
         {
+            // The store is not reopened under a running checkpoint.
+            checkpoints.wait();
             if !heal(shared, store, &mut report, healed, &mut backoff) {
                 return;
             }
@@ -296,8 +407,20 @@ fn sync_loop<T>(
             }
             std::mem::take(&mut waiting.items)
         };
-        let mut plan = match lock(store).prepare_sync() {
-            Ok(plan) => plan,
+        let prepared = {
+            let mut store = lock(store);
+            store.prepare_sync().map(|mut plan| {
+                let checkpoint = store.detach_checkpoint(&mut plan);
+                (plan, checkpoint)
+            })
+        };
+        let mut plan = match prepared {
+            Ok((plan, checkpoint)) => {
+                if let Some(checkpoint) = checkpoint {
+                    checkpoints.run(checkpoint);
+                }
+                plan
+            }
             Err(e) => {
                 let result = Err(Arc::new(e));
                 let took = Duration::ZERO;
@@ -438,7 +561,10 @@ mod tests {
     use std::path::Path;
     use std::sync::mpsc;
 
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
+    use crate::storage::backend::{Backend, DirEntry, FileIo, LockGuard, OpenMode, Stat};
     use crate::storage::sim::{Fault, FaultOp, SimFs};
     use crate::storage::store::StoreConfig;
 
@@ -616,5 +742,152 @@ mod tests {
         assert_eq!(waits, [ms(100), ms(200), ms(400), ms(800), ms(1000)]);
         fs.heal();
         join_within(group_commit);
+    }
+
+    /// A backend whose rename onto `checkpoint` (step 5 of a checkpoint)
+    /// waits at a gate until the test opens it: a checkpoint held part way.
+    #[derive(Debug)]
+    struct Gated {
+        fs: Arc<SimFs>,
+        /// Whether the gate stops renames yet.
+        armed: AtomicBool,
+        /// (a rename waits at the gate, the test opened it)
+        gate: Mutex<(bool, bool)>,
+        changed: Condvar,
+    }
+
+    impl Gated {
+        fn open_gate(&self) {
+            lock(&self.gate).1 = true;
+            self.changed.notify_all();
+        }
+
+        fn wait_for_arrival(&self) {
+            let gate = lock(&self.gate);
+            let (gate, _) = self
+                .changed
+                .wait_timeout_while(gate, PATIENCE, |gate| !gate.0)
+                .expect("gate");
+            assert!(gate.0, "no checkpoint reached the gate");
+        }
+    }
+
+    impl Backend for Gated {
+        fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Arc<dyn FileIo>> {
+            self.fs.open(path, mode)
+        }
+        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+            self.fs.read(path)
+        }
+        fn stat(&self, path: &Path) -> std::io::Result<Stat> {
+            self.fs.stat(path)
+        }
+        fn list(&self, dir: &Path) -> std::io::Result<Vec<DirEntry>> {
+            self.fs.list(dir)
+        }
+        fn create_dir(&self, path: &Path) -> std::io::Result<()> {
+            self.fs.create_dir(path)
+        }
+        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+            self.fs.remove_file(path)
+        }
+        fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+            self.fs.remove_dir_all(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            if self.armed.load(Ordering::SeqCst)
+                && to.file_name().is_some_and(|name| name == "checkpoint")
+            {
+                let mut gate = lock(&self.gate);
+                gate.0 = true;
+                self.changed.notify_all();
+                let (gate, _) = self
+                    .changed
+                    .wait_timeout_while(gate, PATIENCE, |gate| !gate.1)
+                    .expect("gate");
+                assert!(gate.1, "the gate was never opened");
+            }
+            self.fs.rename(from, to)
+        }
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            self.fs.sync_dir(dir)
+        }
+        fn sync_file_system(&self, dir: &Path) -> std::io::Result<()> {
+            self.fs.sync_file_system(dir)
+        }
+        fn try_lock(&self, path: &Path) -> std::io::Result<Option<Box<dyn LockGuard>>> {
+            self.fs.try_lock(path)
+        }
+        fn parallel_syncs(&self) -> bool {
+            false
+        }
+    }
+
+    /// A checkpoint held part way (by the gate) does not hold up sync
+    /// points: writes are acknowledged meanwhile. A failed sync point then
+    /// poisons the store, and the heal reopens it only once the checkpoint
+    /// has finished. (Written from helper-43's review probe.)
+    #[test]
+    fn sync_points_go_on_beside_a_running_checkpoint_and_the_heal_waits_for_it() {
+        let sim = SimFs::new();
+        let gated = Arc::new(Gated {
+            fs: sim.clone(),
+            armed: AtomicBool::new(false),
+            gate: Mutex::new((false, false)),
+            changed: Condvar::new(),
+        });
+        let config = StoreConfig {
+            fs: gated.clone(),
+            checkpoint_bytes: 1,
+            ..StoreConfig::default()
+        };
+        let store = Arc::new(Mutex::new(
+            Store::open(Path::new("/data"), config).expect("open"),
+        ));
+        gated.armed.store(true, Ordering::SeqCst);
+        let (synced_tx, synced) = mpsc::channel();
+        let (healed_tx, healed) = mpsc::channel();
+        let released = Arc::new(AtomicBool::new(false));
+        let released_at_heal = Arc::clone(&released);
+        let group_commit = GroupCommit::start_healing(
+            Arc::clone(&store),
+            move |s: Synced<u32>| synced_tx.send((s.items, s.result.is_ok())).is_ok(),
+            Box::new(move |result, _| {
+                let _ = healed_tx.send((result.is_ok(), released_at_heal.load(Ordering::SeqCst)));
+            }),
+        )
+        .expect("start");
+        // The first sync point writes a batch; the second starts a
+        // checkpoint, which the gate holds at its rename.
+        for item in 1..=2 {
+            assert!(write(&store, &group_commit, item));
+            assert_eq!(synced.recv_timeout(PATIENCE), Ok((vec![item], true)));
+        }
+        gated.wait_for_arrival();
+        for item in 3..=5 {
+            assert!(write(&store, &group_commit, item));
+            assert_eq!(
+                synced.recv_timeout(PATIENCE),
+                Ok((vec![item], true)),
+                "sync point {item} beside the held checkpoint"
+            );
+        }
+        assert!(matches!(lock(&store).reopen(), Err(Error::Busy(_))));
+        sim.fail(Fault::new(FaultOp::SyncData).path_contains("journal"));
+        assert!(write(&store, &group_commit, 6));
+        assert_eq!(synced.recv_timeout(PATIENCE), Ok((vec![6], false)));
+        released.store(true, Ordering::SeqCst);
+        gated.open_gate();
+        assert_eq!(
+            healed.recv_timeout(PATIENCE),
+            Ok((true, true)),
+            "healed, and only after the checkpoint was let go"
+        );
+        assert!(write(&store, &group_commit, 7));
+        assert_eq!(synced.recv_timeout(PATIENCE), Ok((vec![7], true)));
+        join_within(group_commit);
+        // Records 1 to 5 and 7 acknowledged; 6 may or may not be there.
+        let end = lock(&store).durable_next_offset("k").expect("end");
+        assert!((6..=7).contains(&end), "durable end {end}");
     }
 }

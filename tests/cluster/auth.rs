@@ -14,24 +14,17 @@ use seglog::cluster::secret::Secret;
 use seglog::raft::transport::Batch;
 use seglog::raft::types::NodeId;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::links::{
-    address, answer_as, batch, closed_by_the_node, cluster, dial_as, hello, json, listener, next,
-    read_frame, read_raw, secret, start, within, write_frame, write_sealed,
+    Authenticated, address, answer_as, batch, closed_by_the_node, cluster, cluster_id, connect,
+    dial_as, dial_bare, dialed, hello, json, listener, next, node_1_of_2, read_frame, read_raw,
+    secret, start, within, write_frame, write_sealed,
 };
 
 /// A secret that is not the tests' cluster secret.
 fn wrong_secret() -> Secret {
     Secret::new(b"another secret altogether, also 32 bytes or more").expect("a valid secret")
-}
-
-/// A raw connection to the node at `node`.
-async fn connect(node: std::net::SocketAddr) -> TcpStream {
-    within("connecting", TcpStream::connect(node))
-        .await
-        .expect("connecting to the node")
 }
 
 /// Waits until `done` holds, looking again every few milliseconds: for a
@@ -59,20 +52,23 @@ fn from(node: NodeId, batch: &Batch) -> (NodeId, serde_json::Value) {
     (node, json(batch))
 }
 
-/// Node 1 of a two-node cluster, started on a fresh port: its links, what
-/// it hands over, its address, and node 2's view of the cluster.
-async fn node_1() -> (
-    Links,
-    mpsc::Receiver<seglog::cluster::link::Received>,
-    std::net::SocketAddr,
-    Membership,
+/// Sends `batch(tag)` as raw peer `node`, and checks the node hands it on.
+async fn delivered(
+    peer: &mut Authenticated,
+    node: NodeId,
+    tag: u32,
+    incoming: &mut mpsc::Receiver<seglog::cluster::link::Received>,
 ) {
-    let (one, two) = (listener().await, listener().await);
-    let node = one.local_addr().expect("a listener's address");
-    let membership =
-        Membership::new([(1, address(&one)), (2, address(&two))]).expect("a valid membership");
-    let (links, incoming) = start(one, 1, &membership);
-    (links, incoming, node, membership)
+    write_sealed(
+        &mut peer.stream,
+        &mut peer.session,
+        &Frame::Batch(batch(tag)),
+    )
+    .await;
+    assert_eq!(
+        next_json("the peer's batch", incoming).await,
+        from(node, &batch(tag))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +120,7 @@ async fn the_right_secret_connects_and_a_wrong_one_never_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_the_secret_is_refused() {
-    let (links, mut incoming, node, membership) = node_1().await;
+    let (links, mut incoming, node, membership, _) = node_1_of_2().await;
     let mut stream = connect(node).await;
     let sent = write_frame(&mut stream, &hello(&cluster(2, &membership), 1)).await;
     let (body, Frame::Hello(_)) = read_raw(&mut stream).await else {
@@ -154,7 +150,7 @@ async fn a_peer_without_the_secret_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_handshake_is_refused_and_delivers_nothing() {
-    let (links, mut incoming, node, membership) = node_1().await;
+    let (links, mut incoming, node, membership, _) = node_1_of_2().await;
     // A real exchange, recorded: the peer's hello, proof and one batch.
     let mut peer = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
     let sealed = write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(1))).await;
@@ -189,30 +185,18 @@ async fn a_reflected_proof_is_refused_on_either_side() {
     // dials node 1 back as node 2, with node 1's nonce in its hello, and
     // answers node 1's dial with node 1's accepting nonce: then hands
     // node 1's dialing proof back to node 1 on either connection.
-    let (one, fake) = (listener().await, listener().await);
-    let node = one.local_addr().expect("a listener's address");
-    let membership =
-        Membership::new([(1, address(&one)), (2, address(&fake))]).expect("a valid membership");
-    let (links, _incoming) = start(one, 1, &membership);
-    let (mut dialed, _) = within("node 1 dialing", fake.accept())
-        .await
-        .expect("accepting node 1");
+    let (links, _incoming, node, membership, fake) = node_1_of_2().await;
+    let mut dialed = dialed("node 1 dialing", &fake).await;
     let Frame::Hello(challenge) = read_frame(&mut dialed).await else {
         panic!("node 1 did not start with its hello")
     };
     let mut back = connect(node).await;
-    let reflected = Hello {
-        nonce: challenge.nonce.clone(),
-        ..Hello::new(&cluster(2, &membership), 1, String::new())
-    };
+    let reflected = Hello::new(&cluster(2, &membership), 1, challenge.nonce.clone());
     write_frame(&mut back, &Frame::Hello(reflected)).await;
     let Frame::Hello(answer) = read_frame(&mut back).await else {
         panic!("node 1 did not answer the hello")
     };
-    let forged = Hello {
-        nonce: answer.nonce,
-        ..Hello::new(&cluster(2, &membership), 1, String::new())
-    };
+    let forged = Hello::new(&cluster(2, &membership), 1, answer.nonce);
     write_frame(&mut dialed, &Frame::Hello(forged)).await;
     let Frame::Proof(proof) = read_frame(&mut dialed).await else {
         panic!("node 1 did not prove itself to the node it dialed")
@@ -232,16 +216,14 @@ async fn a_reflected_proof_is_refused_on_either_side() {
     assert!(!links.is_up(2));
 
     // Node 1 dials again, and the right node 2 gets the link up.
-    let (mut dialed, _) = within("node 1 dialing again", fake.accept())
-        .await
-        .expect("accepting node 1");
+    let mut dialed = self::dialed("node 1 dialing again", &fake).await;
     answer_as(&mut dialed, &cluster(2, &membership), &secret()).await;
     assert!(within("the link up", links.wait_until(2, true)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_reordered_or_replayed_frame_is_refused() {
-    let (links, mut incoming, node, membership) = node_1().await;
+    let (links, mut incoming, node, membership, _) = node_1_of_2().await;
     let two = cluster(2, &membership);
 
     // A frame replayed on its own connection: its sequence number is past.
@@ -261,26 +243,36 @@ async fn a_forged_reordered_or_replayed_frame_is_refused() {
     closed_by_the_node(&mut peer.stream).await;
     assert_eq!(links.failures().frames, 2);
 
-    // A frame changed by one bit, in its payload, then in its tag.
-    for at in [frame::LENGTH_BYTES + 3, sealed.len() - 1] {
+    // A frame changed by one bit, in its payload, then in its tag (its
+    // last byte).
+    for in_tag in [false, true] {
         let mut peer = dial_as(node, &two, 1, &secret()).await;
         let mut bytes = frame::encode(&Frame::Batch(batch(3))).expect("encoding");
         let tag = peer.session.seal(&bytes[frame::LENGTH_BYTES..]);
         frame::seal(&mut bytes, &tag);
-        let at = at.min(bytes.len() - 1);
+        let at = if in_tag {
+            bytes.len() - 1
+        } else {
+            frame::LENGTH_BYTES + 3
+        };
         bytes[at] ^= 1;
         peer.stream.write_all(&bytes).await.expect("writing");
         closed_by_the_node(&mut peer.stream).await;
     }
     assert_eq!(links.failures().frames, 4);
 
-    // Frames out of order: the second sealed before the first is sent.
+    // Two frames swapped: each with a good tag, sent in the wrong order.
     let mut peer = dial_as(node, &two, 1, &secret()).await;
-    let mut first = frame::encode(&Frame::Batch(batch(4))).expect("encoding");
-    let tag = peer.session.seal(&first[frame::LENGTH_BYTES..]);
-    frame::seal(&mut first, &tag);
-    let second = write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(5))).await;
-    assert!(!second.is_empty());
+    let [first, second] = [4, 5].map(|tag| {
+        let mut bytes = frame::encode(&Frame::Batch(batch(tag))).expect("encoding");
+        let tag = peer.session.seal(&bytes[frame::LENGTH_BYTES..]);
+        frame::seal(&mut bytes, &tag);
+        bytes
+    });
+    peer.stream
+        .write_all(&[second, first].concat())
+        .await
+        .expect("writing");
     closed_by_the_node(&mut peer.stream).await;
     assert_eq!(links.failures().frames, 5);
 
@@ -300,7 +292,7 @@ async fn a_forged_reordered_or_replayed_frame_is_refused() {
 /// (closing the one it had) only after its proof has held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_claiming_a_peer_does_not_replace_it() {
-    let (links, mut incoming, node, membership) = node_1().await;
+    let (links, mut incoming, node, membership, _) = node_1_of_2().await;
     let mut real = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
     write_sealed(&mut real.stream, &mut real.session, &Frame::Batch(batch(1))).await;
     assert_eq!(
@@ -329,7 +321,7 @@ async fn a_stranger_claiming_a_peer_does_not_replace_it() {
 /// ([`FRAME_READ_TIMEOUT`]) that a peer past its handshake gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_stalling_in_its_proof_is_closed_by_the_handshake_deadline() {
-    let (links, _incoming, node, membership) = node_1().await;
+    let (links, _incoming, node, membership, _) = node_1_of_2().await;
     let mut stranger = connect(node).await;
     write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
     let _ = read_raw(&mut stranger).await;
@@ -379,16 +371,117 @@ async fn an_injected_length_does_not_stall_the_other_peers() {
         from(2, &batch(2))
     );
     for tag in [31, 32, 33] {
-        write_sealed(
-            &mut three.stream,
-            &mut three.session,
-            &Frame::Batch(batch(tag)),
-        )
-        .await;
-        assert_eq!(
-            next_json("node 3's batch", &mut incoming).await,
-            from(3, &batch(tag))
-        );
+        delivered(&mut three, 3, tag, &mut incoming).await;
     }
     assert_eq!(links.failures().stalls, 0);
+}
+
+/// Review item 1 of link-auth, and of link-fix: the node's hello, sent to
+/// whoever connects before any proof, carried every `--peers` entry, then
+/// a digest of them that a stranger could test guesses against. Now it
+/// carries nothing of the membership: a stranger learns none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_learns_nothing_of_the_membership_before_its_proof() {
+    let (_links, _incoming, node, membership, _) = node_1_of_2().await;
+    let mut stranger = connect(node).await;
+    let sent = write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
+    let (body, Frame::Hello(_)) = read_raw(&mut stranger).await else {
+        panic!("no hello back")
+    };
+    let text = String::from_utf8_lossy(&body);
+    for address in membership.nodes().values() {
+        assert!(!text.contains(address.as_str()), "{address} in {text}");
+    }
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains("members"),
+        "{text}"
+    );
+    // Without the secret, the next thing it gets is a refusal.
+    let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
+    let proof = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
+    write_frame(&mut stranger, &proof).await;
+    let Frame::Refuse(why) = read_frame(&mut stranger).await else {
+        panic!("a wrong proof was not refused")
+    };
+    assert_eq!(why, REFUSAL);
+}
+
+/// The dialing peer's `--peers` are always its first frame after the
+/// proofs, sealed: the node compares them with its own and logs how they
+/// differ. A peer that sends anything else first, or a second list, is
+/// closed and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sends_its_peers_first_after_the_proofs() {
+    let (links, mut incoming, node, membership, _) = node_1_of_2().await;
+    let mut of_2 = membership.nodes().clone();
+    of_2.insert(3, "10.9.9.9:7000".into());
+    let of_2 = Membership::new(of_2).expect("a valid membership");
+    let two = cluster(2, &of_2);
+
+    // A batch before its list.
+    let mut peer = dial_bare(node, &two, 1, &secret()).await;
+    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(1))).await;
+    closed_by_the_node(&mut peer.stream).await;
+    assert_eq!(links.failures().frames, 1);
+
+    // A second list.
+    let mut peer = dial_as(node, &two, 1, &secret()).await;
+    let members = Frame::Members(of_2.nodes().clone());
+    write_sealed(&mut peer.stream, &mut peer.session, &members).await;
+    closed_by_the_node(&mut peer.stream).await;
+    assert_eq!(links.failures().frames, 2);
+
+    // Its list, other than node 1's or the same, then its batches:
+    // delivered, none of the above was.
+    for (us, tag) in [(two, 2), (cluster(2, &membership), 3)] {
+        let mut peer = dial_as(node, &us, 1, &secret()).await;
+        delivered(&mut peer, 2, tag, &mut incoming).await;
+    }
+    assert_eq!(links.failures().frames, 2);
+}
+
+/// A node of link protocol version 2 (its hello carried a digest of its
+/// `--peers`), meeting one of this version either way: refused by the
+/// hello's protocol and version alone, counted, and told nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_the_previous_version_is_refused_either_way() {
+    let (links, _incoming, node, _, fake) = node_1_of_2().await;
+    let old_hello = |from: NodeId, to: NodeId| {
+        let json = serde_json::json!({
+            "protocol": frame::PROTOCOL, "version": 2, "cluster": cluster_id(),
+            "from": from, "to": to, "members": "0a".repeat(32),
+            "nonce": seglog::cluster::handshake::nonce().expect("a nonce"),
+        });
+        let payload = serde_json::to_vec(&json).expect("JSON encodes");
+        let length = u32::try_from(payload.len() + 1).expect("a short hello");
+        let mut bytes = length.to_be_bytes().to_vec();
+        bytes.push(1);
+        bytes.extend(payload);
+        bytes
+    };
+    // Dialing node 1: refused with the one word, then closed.
+    let mut old = connect(node).await;
+    old.write_all(&old_hello(2, 1))
+        .await
+        .expect("writing a hello");
+    let Frame::Refuse(why) = read_frame(&mut old).await else {
+        panic!("an old hello was not refused")
+    };
+    assert_eq!(why, REFUSAL);
+    assert!(closed_by_the_node(&mut old).await.is_empty());
+    assert_eq!(links.failures().hellos, 1);
+    // Dialed by node 1: its hello answered with an old one, refused by
+    // node 1, which sends no proof and closes.
+    let mut dialed = dialed("node 1's dial", &fake).await;
+    let Frame::Hello(_) = read_frame(&mut dialed).await else {
+        panic!("node 1 sent no hello")
+    };
+    dialed
+        .write_all(&old_hello(2, 1))
+        .await
+        .expect("writing a hello");
+    assert!(closed_by_the_node(&mut dialed).await.is_empty());
+    assert_eq!(links.failures().hellos, 2);
+    assert_eq!(links.failures().proofs, 0);
+    assert!(!links.is_up(2));
 }

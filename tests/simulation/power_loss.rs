@@ -49,6 +49,8 @@ fn power_loss_at_every_operation() {
     for seed in 0..seeds {
         let (ops, done) = count_ops(seed);
         covered.checkpoints += done.checkpoints;
+        covered.detached_checkpoints += done.detached_checkpoints;
+        covered.syncs_beside_checkpoint += done.syncs_beside_checkpoint;
         covered.truncations += done.truncations;
         covered.removals += done.removals;
         covered.split_syncs += done.split_syncs;
@@ -61,6 +63,8 @@ fn power_loss_at_every_operation() {
     // The crash points covered every kind of step the test claims.
     assert!(
         covered.checkpoints > 0
+            && covered.detached_checkpoints > 0
+            && covered.syncs_beside_checkpoint > 0
             && covered.truncations > 0
             && covered.removals > 0
             && covered.split_syncs > 0,
@@ -69,11 +73,14 @@ fn power_loss_at_every_operation() {
     println!(
         "power_loss_at_every_operation: {seeds} workload seeds, {} crash points, {} images \
          ({random} random per crash point), {} second power losses in recovery, {} kill -9 restarts (each then \
-         power-lost twice), {:.1} s",
+         power-lost twice), {} checkpoints ({} detached, {} sync points acknowledged beside one), {:.1} s",
         counts.crash_points,
         counts.images,
         counts.recovery_crashes,
         counts.restarts,
+        covered.checkpoints,
+        covered.detached_checkpoints,
+        covered.syncs_beside_checkpoint,
         started.elapsed().as_secs_f64()
     );
 }

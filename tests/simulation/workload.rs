@@ -31,6 +31,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use seglog::storage::sim::{Keep, SimFs};
+use seglog::storage::store::Checkpoint;
 use seglog::{Store, StoreConfig};
 
 /// Returns an error with the message unless the condition holds: the
@@ -198,6 +199,11 @@ pub struct Done {
     pub syncs: u64,
     pub split_syncs: u64,
     pub checkpoints: u64,
+    /// Of those, checkpoints detached from their sync point and finished
+    /// some steps later, as the group commit runs them on their own thread.
+    pub detached_checkpoints: u64,
+    /// Sync points acknowledged while a detached checkpoint had yet to run.
+    pub syncs_beside_checkpoint: u64,
     pub truncations: u64,
     pub removals: u64,
     /// Journal files the store went through (rotations by checkpoints).
@@ -302,7 +308,16 @@ pub fn run_workload_with(
     let Ok(mut store) = open_shaped(fs, &shape) else {
         return Ok(model);
     };
+    // A checkpoint detached from its sync point and not yet run: later
+    // steps go on meanwhile, as they do beside the group commit's
+    // checkpoint thread.
+    let mut detached: Option<Checkpoint> = None;
     for _ in 0..WORKLOAD_STEPS {
+        // It finishes some steps later, and always before a reopen (the
+        // group commit waits for it first).
+        if detached.is_some() && (rng.gen_range(0..4) == 0 || store.is_poisoned()) {
+            finish_detached(&mut store, &mut model, detached.take());
+        }
         if let Some(parity) = heal
             && store.is_poisoned()
         {
@@ -350,11 +365,34 @@ pub fn run_workload_with(
                     *pending = (*pending).max(offset);
                 }
             }
-            50..68 => {
+            50..59 => {
                 let snapshot = model.snapshot();
                 if traced("sync", store.sync()).is_ok() {
                     model.acknowledge(snapshot);
                     model.done.syncs += 1;
+                    model.done.syncs_beside_checkpoint += u64::from(detached.is_some());
+                }
+            }
+            59..68 => {
+                // A sync point as the group commit runs it: a checkpoint due
+                // is detached from it, to finish some steps later.
+                let snapshot = model.snapshot();
+                let prepared = store.prepare_sync();
+                trace(format_args!(
+                    "group commit sync: {:?}",
+                    prepared.as_ref().err()
+                ));
+                if let Ok(mut plan) = prepared {
+                    if let Some(checkpoint) = store.detach_checkpoint(&mut plan) {
+                        ensure!(detached.is_none(), "a second checkpoint started");
+                        detached = Some(checkpoint);
+                    }
+                    let executed = plan.execute();
+                    if traced("group commit sync", store.complete_sync(plan, executed)).is_ok() {
+                        model.acknowledge(snapshot);
+                        model.done.syncs += 1;
+                        model.done.syncs_beside_checkpoint += u64::from(detached.is_some());
+                    }
                 }
             }
             68..78 => {
@@ -377,13 +415,33 @@ pub fn run_workload_with(
                     }
                 }
             }
-            78..83 => {
+            78..81 => {
                 let snapshot = model.snapshot();
                 if traced("checkpoint", store.checkpoint()).is_ok() {
                     model.acknowledge(snapshot);
                     model.done.checkpoints += 1;
                 }
             }
+            81..83 if detached.is_none() => {
+                // A checkpoint detached from its sync point, which completes
+                // (acknowledging what it covers) before the checkpoint runs.
+                let snapshot = model.snapshot();
+                let prepared = store.prepare_checkpoint();
+                trace(format_args!(
+                    "checkpoint to detach: {:?}",
+                    prepared.as_ref().err()
+                ));
+                if let Ok(mut plan) = prepared {
+                    detached = store.detach_checkpoint(&mut plan);
+                    let executed = plan.execute();
+                    if traced("detached sync", store.complete_sync(plan, executed)).is_ok() {
+                        model.acknowledge(snapshot);
+                        model.done.syncs += 1;
+                    }
+                }
+            }
+            // One is detached already: only one runs at a time.
+            81..83 => {}
             83..88 => {
                 let m = model.keys.get_mut(&key).expect("a workload key");
                 if m.acked_end > m.start_acked {
@@ -440,6 +498,7 @@ pub fn run_workload_with(
             }
         }
     }
+    finish_detached(&mut store, &mut model, detached.take());
     let snapshot = model.snapshot();
     model.done.journal_files = store.journal_seq() + 1;
     if store.close().is_ok() {
@@ -447,6 +506,24 @@ pub fn run_workload_with(
         model.done.closed = true;
     }
     Ok(model)
+}
+
+/// Runs a detached checkpoint (if any) and hands its outcome to the store,
+/// as the group commit's checkpoint thread does. It acknowledges nothing:
+/// the sync point it started with did.
+fn finish_detached(store: &mut Store, model: &mut Model, detached: Option<Checkpoint>) {
+    if let Some(checkpoint) = detached {
+        let ran = checkpoint.run();
+        if traced(
+            "detached checkpoint",
+            store.finish_checkpoint(checkpoint, ran),
+        )
+        .is_ok()
+        {
+            model.done.checkpoints += 1;
+            model.done.detached_checkpoints += 1;
+        }
+    }
 }
 
 /// Reads `key` on the live store: every record served must be the one

@@ -1,12 +1,24 @@
 //! Checkpoints as the store starts them: when one is due, the journal
 //! rotation under the lock (one fdatasync), and the lists of files and
 //! directories it syncs, handed to `checkpoint::Job`, which runs its steps
-//! outside the lock (`storage/checkpoint.rs`). A checkpoint rides on a sync
-//! point that starts when no other is in flight, and is done before that
-//! sync point completes.
+//! outside the lock (`storage/checkpoint.rs`). A checkpoint starts with a
+//! sync point when no other is in flight. It either rides on that sync
+//! point, done before it completes ([`Store::sync`], [`Store::checkpoint`]),
+//! or is detached from it ([`Store::detach_checkpoint`]) and runs on a
+//! thread of its own while later sync points go on in the new journal file,
+//! as the group commit does: the segment fdatasyncs of a checkpoint take
+//! tens of milliseconds, and no write should wait for them.
+//!
+//! A detached checkpoint changes no crash state recovery meets: until its
+//! rename of the checkpoint file the old journal files stay live and
+//! recovery replays them and then the new one, as after a crash with no
+//! checkpoint; after it, the segments hold durably what the old files held
+//! (every batch in them was written out before the rotation), and the new
+//! file, however many batches it holds by then, is replayed on top.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::log;
 use crate::storage::checkpoint::{CHECKPOINT_FILES_MAX, Job};
@@ -20,6 +32,11 @@ impl Store {
     /// size: the segments then hold everything durably and the journal only
     /// what comes next. Fails if another sync point is in flight.
     pub fn checkpoint(&mut self) -> Result<()> {
+        if self.checkpoint_running {
+            return Err(Error::Busy(
+                "a checkpoint is running already; try once it finishes".into(),
+            ));
+        }
         if self.in_flight > 0 {
             return Err(Error::Busy(
                 "a checkpoint waits for the sync points in flight".into(),
@@ -50,6 +67,58 @@ impl Store {
             job.run(Some(journal_steps))?;
         }
         self.poisoned = true;
+        Ok(())
+    }
+
+    /// Takes the checkpoint riding on `plan` (just prepared), if one does,
+    /// off it, to be run on a thread of its own ([`Checkpoint::run`], no
+    /// lock held) and then handed to [`Store::finish_checkpoint`]; the plan
+    /// goes on as a sync point of the new journal file. No other checkpoint
+    /// starts, and the store is not reopened, until it is finished.
+    pub fn detach_checkpoint(&mut self, plan: &mut SyncPlan) -> Option<Checkpoint> {
+        let (job, steps) = plan.checkpoint.take()?;
+        self.checkpoint_running = true;
+        Some(Checkpoint {
+            job,
+            steps,
+            sync_failed: Arc::clone(&self.sync_failed),
+        })
+    }
+
+    /// Takes in a detached checkpoint's outcome: its journal files are gone
+    /// and its commits in `offsets.journal` if `ran` is `Ok`; a failure
+    /// poisons the store (a segment's writeback may have failed, and the
+    /// journal files that hold its records stay live).
+    pub fn finish_checkpoint(&mut self, checkpoint: Checkpoint, ran: Result<()>) -> Result<()> {
+        self.checkpoint_running = false;
+        let result = ran.and_then(|()| self.checkpoint_done(&checkpoint.job));
+        if let Err(e) = &result {
+            self.poison(e);
+        }
+        result
+    }
+
+    /// Takes in what a checkpoint that ran did: the commits it wrote to
+    /// `offsets.journal`, the journal files it deleted.
+    pub(super) fn checkpoint_done(&mut self, job: &Job) -> Result<()> {
+        if let Some(write) = &job.offsets {
+            self.offsets.checkpointed(write)?;
+        }
+        // Only a checkpoint rotates the journal, and one runs at a time:
+        // the files it deleted are all the older ones.
+        debug_assert!(
+            self.older_journals
+                .iter()
+                .all(|path| job.stale.contains(path)),
+            "a journal rotation while a checkpoint ran"
+        );
+        self.older_journals.clear();
+        self.older_journal_bytes = 0;
+        log::info(format_args!(
+            "checkpoint: journal files before {} deleted, {} segment files synced",
+            job.first_live,
+            job.files.len()
+        ));
         Ok(())
     }
 
@@ -165,5 +234,149 @@ impl Store {
         self.older_journal_bytes += old.len();
         self.journal_synced = self.journal.len();
         Ok(())
+    }
+}
+
+/// A checkpoint detached from the sync point it started with
+/// ([`Store::detach_checkpoint`]), run without the store's lock.
+pub struct Checkpoint {
+    job: Job,
+    /// Steps to take (all unless a test stops it part way).
+    steps: Option<usize>,
+    /// The store's flag for a failed sync.
+    sync_failed: Arc<AtomicBool>,
+}
+
+impl Checkpoint {
+    /// Takes the checkpoint's steps (`checkpoint.rs`); a failure sets the
+    /// store's failed-sync flag at once, so no sync point is confirmed
+    /// after it. Refused if a sync failed already.
+    pub fn run(&self) -> Result<()> {
+        if self.sync_failed.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        let result = self.job.run(self.steps).map(|_| ());
+        if result.is_err() {
+            self.sync_failed.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Segment files the checkpoint fdatasyncs.
+    pub fn file_count(&self) -> usize {
+        self.job.files.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::storage::error::Error;
+    use crate::storage::sim::SimFs;
+    use crate::storage::store::{Store, StoreConfig};
+
+    /// A store on a simulated disk whose first sync point after one
+    /// record starts a checkpoint.
+    fn store() -> (std::sync::Arc<SimFs>, Store) {
+        let fs = SimFs::new();
+        let config = StoreConfig {
+            fs: fs.clone(),
+            checkpoint_bytes: 1,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(Path::new("/data"), config).expect("open");
+        (fs, store)
+    }
+
+    /// Two records of `k` made durable by two sync points, the second of
+    /// which starts a checkpoint that is detached from it, as the group
+    /// commit does: returned to run later.
+    fn detached_after_two_records(store: &mut Store) -> super::Checkpoint {
+        store.append("k", b"one").expect("append");
+        store.sync().expect("sync");
+        store.append("k", b"two").expect("append");
+        let mut plan = store.prepare_sync().expect("prepare");
+        let checkpoint = store
+            .detach_checkpoint(&mut plan)
+            .expect("a checkpoint is due");
+        assert!(!plan.has_checkpoint(), "the plan goes on without it");
+        let executed = plan.execute();
+        store.complete_sync(plan, executed).expect("complete");
+        checkpoint
+    }
+
+    fn journal_files(fs: &SimFs) -> usize {
+        fs.tree()
+            .iter()
+            .filter(|(path, _)| path.extension().is_some_and(|e| e == "wal"))
+            .count()
+    }
+
+    #[test]
+    fn sync_points_go_on_while_a_detached_checkpoint_runs_and_it_then_deletes_the_old_journal() {
+        let (fs, mut store) = store();
+        let checkpoint = detached_after_two_records(&mut store);
+        assert_eq!(store.durable_next_offset("k").expect("end"), 2);
+
+        // While it runs: sync points go through the journal only (a direct
+        // one counts on what the checkpoint has yet to sync), no second
+        // checkpoint starts, and the store is not reopened under it.
+        store.append("k", b"three").expect("append");
+        let mut plan = store.prepare_sync().expect("prepare");
+        assert!(!plan.is_direct(), "k is mentioned, but a checkpoint runs");
+        assert!(store.detach_checkpoint(&mut plan).is_none());
+        let executed = plan.execute();
+        store.complete_sync(plan, executed).expect("complete");
+        assert_eq!(store.durable_next_offset("k").expect("end"), 3);
+        assert!(matches!(store.checkpoint(), Err(Error::Busy(_))));
+        assert!(matches!(store.reopen(), Err(Error::Busy(_))));
+        assert_eq!(
+            journal_files(&fs),
+            2,
+            "the old file stays live until it ran"
+        );
+
+        let ran = checkpoint.run();
+        store.finish_checkpoint(checkpoint, ran).expect("finish");
+        assert_eq!(journal_files(&fs), 1, "the old journal file is deleted");
+        store.append("k", b"four").expect("append");
+        let mut plan = store.prepare_sync().expect("prepare");
+        let next = store
+            .detach_checkpoint(&mut plan)
+            .expect("the next one may start");
+        let executed = plan.execute();
+        store.complete_sync(plan, executed).expect("complete");
+        let ran = next.run();
+        store.finish_checkpoint(next, ran).expect("finish");
+
+        // Everything acknowledged survives a power loss.
+        let image = fs.power_loss(crate::storage::sim::Keep::Nothing);
+        let config = StoreConfig {
+            fs: image,
+            ..StoreConfig::default()
+        };
+        let mut reopened = Store::open(Path::new("/data"), config).expect("reopen");
+        assert_eq!(reopened.durable_next_offset("k").expect("end"), 4);
+    }
+
+    #[test]
+    fn a_detached_checkpoint_that_fails_poisons_the_store_and_keeps_the_old_journal() {
+        use crate::storage::sim::{Fault, FaultOp};
+        let (fs, mut store) = store();
+        let checkpoint = detached_after_two_records(&mut store);
+        fs.fail(Fault::new(FaultOp::SyncData).path_contains("logs"));
+        let ran = checkpoint.run();
+        assert!(ran.is_err());
+        assert!(store.finish_checkpoint(checkpoint, ran).is_err());
+        assert!(store.is_poisoned());
+        assert!(matches!(store.append("k", b"three"), Err(Error::Poisoned)));
+        assert_eq!(
+            journal_files(&fs),
+            2,
+            "the journal still holds what it failed to sync"
+        );
+        store.reopen().expect("reopen once it finished");
+        assert_eq!(store.durable_next_offset("k").expect("end"), 2);
     }
 }

@@ -85,6 +85,7 @@ mod removal;
 mod sync_point;
 mod views;
 
+pub use checkpointing::Checkpoint;
 use key_cache::OpenKey;
 pub use sync_point::SyncPlan;
 use views::ViewGate;
@@ -232,6 +233,10 @@ pub struct Store {
     /// that ran it: no plan is confirmed after that, even one whose own
     /// fdatasync succeeded (it may report pages the failed one dropped).
     sync_failed: Arc<AtomicBool>,
+    /// `poisoned`, readable without the store's lock ([`PoisonFlag`]).
+    /// This flag and `sync_failed` are carried over by [`Store::reopen`],
+    /// so a handle taken once follows every run.
+    poisoned_flag: Arc<AtomicBool>,
     /// Bytes of records written to segments since the last checkpoint:
     /// recovery may scan them all (a key the journal mentions is checked
     /// from its first journaled offset), so they start a checkpoint at the
@@ -253,6 +258,11 @@ pub struct Store {
     /// Set while a checkpoint is being prepared, so the sync points it may
     /// run itself do not start another.
     checkpointing: bool,
+    /// Set while a checkpoint detached from its sync point runs on its own
+    /// thread ([`Store::detach_checkpoint`] until
+    /// [`Store::finish_checkpoint`]): no other checkpoint starts, and the
+    /// store is not reopened, meanwhile.
+    checkpoint_running: bool,
     /// Why checkpoints are off for this run, if a key the journal holds
     /// records for could not be recovered: the journal must keep them.
     checkpoint_blocked: Option<String>,
@@ -292,6 +302,15 @@ impl Store {
         self.poisoned || self.sync_failed.load(Ordering::SeqCst)
     }
 
+    /// A handle that says whether the store is poisoned without taking its
+    /// lock, through every later reopen.
+    pub fn poison_flag(&self) -> PoisonFlag {
+        PoisonFlag {
+            poisoned: Arc::clone(&self.poisoned_flag),
+            sync_failed: Arc::clone(&self.sync_failed),
+        }
+    }
+
     /// Sequence number of the journal file batches go to now: one more for
     /// every checkpoint since the store was created.
     pub fn journal_seq(&self) -> u64 {
@@ -329,6 +348,26 @@ impl Store {
             ));
         }
         self.poisoned = true;
+        self.poisoned_flag.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether a store is poisoned, read without its lock: a reopen holds the
+/// lock for as long as recovery takes (seconds on a large journal, longer
+/// on a disk that hangs), and neither a health probe nor a write that would
+/// be refused anyway should wait for it. Taken with [`Store::poison_flag`].
+#[derive(Clone, Debug)]
+pub struct PoisonFlag {
+    poisoned: Arc<AtomicBool>,
+    sync_failed: Arc<AtomicBool>,
+}
+
+impl PoisonFlag {
+    /// What [`Store::is_poisoned`] would say; set from the failure on (or
+    /// at once, for a sync that fails on a thread without the lock) until
+    /// a reopen succeeds.
+    pub fn is_set(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst) || self.sync_failed.load(Ordering::SeqCst)
     }
 }
 

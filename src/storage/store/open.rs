@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::log;
@@ -52,8 +53,9 @@ impl Store {
     /// again (`segment-format.md`, "Healing in place", says why this
     /// cannot serve or checkpoint away a byte a lost writeback dropped).
     ///
-    /// Refused while a sync plan is in flight: its thread could still
-    /// write to files the new run recovers.
+    /// Refused while a sync plan is in flight, or a detached checkpoint
+    /// runs: its thread could still write to (or delete) files the new run
+    /// recovers.
     pub fn reopen(&mut self) -> Result<()> {
         if self.closed {
             return Err(Error::Busy("the store is closed".into()));
@@ -63,6 +65,13 @@ impl Store {
                 "{} sync points in flight; reopen once they complete",
                 self.in_flight
             )));
+        }
+        if self.checkpoint_running {
+            // Its thread could still delete journal files the new run
+            // recovers from.
+            return Err(Error::Busy(
+                "a checkpoint is running; reopen once it finishes".into(),
+            ));
         }
         // No reader of this run may still map a file that recovery cuts.
         let live = self.views.close_and_drain(VIEW_DRAIN_WAIT);
@@ -75,7 +84,14 @@ impl Store {
         let lock = std::mem::replace(&mut self._lock, Box::new(Released));
         let (dir, config) = (self.dir.clone(), self.config.clone());
         match Store::open_locked(&dir, config, lock) {
-            Ok(store) => {
+            Ok(mut store) => {
+                // Handles to the flags follow the new run: no thread of the
+                // old one can set them any more (no plan is in flight, no
+                // checkpoint runs).
+                store.sync_failed = Arc::clone(&self.sync_failed);
+                store.poisoned_flag = Arc::clone(&self.poisoned_flag);
+                store.sync_failed.store(false, Ordering::SeqCst);
+                store.poisoned_flag.store(false, Ordering::SeqCst);
                 // The old run's open files and maps close here, after the
                 // new run is in place; dropping them writes nothing.
                 *self = store;
@@ -170,6 +186,7 @@ impl Store {
             dirty_files: HashSet::new(),
             dirty_sealed: HashMap::new(),
             sync_failed: Arc::default(),
+            poisoned_flag: Arc::default(),
             dirty_bytes: 0,
             dirty_dirs: HashMap::new(),
             dir_generation: 0,
@@ -177,6 +194,7 @@ impl Store {
             pending_bytes: 0,
             together: false,
             checkpointing: false,
+            checkpoint_running: false,
             checkpoint_blocked: None,
             closed: false,
             views: Arc::default(),

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::log;
 use crate::storage::backend::{FileIo, Fs, OpenMode};
 use crate::storage::checkpoint::Job;
 use crate::storage::error::{Error, Result};
@@ -199,6 +198,7 @@ impl Store {
         let mut plan = self.empty_plan();
         if self.in_flight == 0
             && !self.checkpointing
+            && !self.checkpoint_running
             && self.checkpoint_blocked.is_none()
             && (force_checkpoint || self.checkpoint_due())
             && let Some(job) = self.start_checkpoint(steps)?
@@ -214,8 +214,13 @@ impl Store {
             .filter(|(_, open)| open.log.has_unclaimed())
             .map(|(key, _)| key.clone())
             .collect();
+        // Not while a detached checkpoint runs: a direct sync point counts
+        // on the last checkpoint having synced the directories and sealed
+        // segments it took off `dirty_dirs` and `dirty_sealed`. A journal
+        // one needs none of that: the journal files it took stay live.
         if unclaimed.len() == 1
             && self.in_flight == 0
+            && !self.checkpoint_running
             && plan.checkpoint.is_none()
             && !self.offsets.has_pending()
             && !self.open[&unclaimed[0]].log.write_needs_new_segment()
@@ -421,16 +426,7 @@ impl Store {
             self.offsets.complete(commits);
         }
         if let Some((job, _)) = &plan.checkpoint {
-            if let Some(write) = &job.offsets {
-                self.offsets.checkpointed(write)?;
-            }
-            self.older_journals.clear();
-            self.older_journal_bytes = 0;
-            log::info(format_args!(
-                "checkpoint: journal files before {} deleted, {} segment files synced",
-                job.first_live,
-                job.files.len()
-            ));
+            self.checkpoint_done(job)?;
         }
         Ok(())
     }
