@@ -879,6 +879,7 @@ impl Groups {
                         pristine,
                         term,
                     },
+                    &group.closed,
                 );
             }
             Note::Known { pristine, term, .. } => {
@@ -896,7 +897,8 @@ impl Groups {
                     crate::log::info(format_args!(
                         "group {g}: node {peer} rejoins; it votes again once it holds entry {upto}"
                     ));
-                    self.transport.note(peer, Note::Readmit { group: g, upto });
+                    self.transport
+                        .note(peer, Note::Readmit { group: g, upto }, &group.closed);
                 }
             }
             Note::Readmit { upto, .. } => lock(&group.standing).0.readmit(upto),
@@ -997,7 +999,7 @@ impl Groups {
         *asked = Some(now);
         drop(standing);
         for &peer in &peers {
-            self.transport.note(peer, note.clone());
+            self.transport.note(peer, note.clone(), &group.closed);
         }
     }
 

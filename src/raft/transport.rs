@@ -186,14 +186,17 @@ impl Transport {
             .push(Answer { id, reply });
     }
 
-    /// Queues a note about standing for a peer.
-    pub fn note(&self, peer: NodeId, note: Note) {
-        lock(&self.inner)
-            .outgoing
-            .entry(peer)
-            .or_default()
-            .notes
-            .push(note);
+    /// Queues a note about standing for a peer; dropped once `closed` (its
+    /// group's) is set. Checked under the lock [`Transport::forget_group`]
+    /// takes after setting it, as [`Transport::call`] does: a task that
+    /// took the group before its removal (answering a probe, asking about
+    /// standing) queues nothing of it after it was forgotten.
+    pub fn note(&self, peer: NodeId, note: Note, closed: &AtomicBool) {
+        let mut inner = lock(&self.inner);
+        if closed.load(Ordering::SeqCst) {
+            return;
+        }
+        inner.outgoing.entry(peer).or_default().notes.push(note);
     }
 
     /// Hands answers from `peer` to the calls that wait for them; answers
@@ -214,11 +217,11 @@ impl Transport {
     }
 
     /// Forgets everything of group `group`, which stopped here for good (it
-    /// was removed, and its network's `closed` is set): its calls waiting to go out and its notes are dropped,
-    /// its calls waiting for answers end (a late answer is dropped like any
-    /// answer to a call given up on), and when it last sent to each peer is
-    /// forgotten. Answers to peers' calls of the group still go out: the
-    /// peers wait for them.
+    /// was removed, and its network's `closed` is set): its calls waiting to
+    /// go out and its notes are dropped, its calls waiting for answers end
+    /// (a late answer is dropped like any answer to a call given up on),
+    /// and when it last sent to each peer is forgotten. Answers to peers'
+    /// calls of the group still go out: the peers wait for them.
     pub fn forget_group(&self, group: u32) {
         let mut inner = lock(&self.inner);
         inner.waiting.retain(|_, (_, g, _)| *g != group);
@@ -449,5 +452,26 @@ mod tests {
             }],
         );
         assert!(lock(&next.inner).waiting.contains_key(&new_id));
+    }
+
+    /// Review finding 4: a note queued by a task that took its group
+    /// before the group was removed must not bring the group's traffic
+    /// back after the transport forgot it.
+    #[test]
+    fn a_late_note_of_a_forgotten_group_is_dropped() {
+        let transport = Transport::new(1);
+        let closed = AtomicBool::new(false);
+        transport.note(2, Note::Probe { group: 3 }, &closed);
+        assert!(transport.holds_group(3));
+        // What a removal does: close the group's network, then forget it.
+        closed.store(true, Ordering::SeqCst);
+        transport.forget_group(3);
+        assert!(!transport.holds_group(3));
+        transport.note(2, Note::Rejoin { group: 3 }, &closed);
+        assert!(
+            !transport.holds_group(3),
+            "a late note recreated a forgotten group's traffic"
+        );
+        assert!(transport.take_batches().is_empty());
     }
 }
