@@ -77,6 +77,14 @@ pub const TIMING_DEFAULT: Timing = Timing {
     election_max_ms: 500,
 };
 
+/// Removed group ids one node remembers, so that [`Groups::add`] refuses
+/// them: groups are removed at the rate topics are deleted, so 65,536 (a
+/// few hundred KiB) outlasts any process. Past it the lowest id goes first
+/// (the oldest, as the metadata group assigns ids from a counter); an id
+/// forgotten is then kept out only by the front end's contract that ids
+/// are never reused, as after a restart.
+pub const REMOVED_REMEMBERED_MAX: usize = 65_536;
+
 /// Entries a group applies between snapshots: a snapshot lets it purge
 /// its log, which is kept in memory.
 pub const SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
@@ -131,6 +139,11 @@ pub struct Groups {
     /// What a heal in place carries over, by group: taken by each group's
     /// start ([`Groups::start_after`]).
     carried: Mutex<BTreeMap<u32, Proposals>>,
+    /// The groups removed here, or whose storage was deleted here, in this
+    /// process and the groups it healed from: never added again
+    /// ([`Groups::add`] says why). Taken after `changing`; at most
+    /// [`REMOVED_REMEMBERED_MAX`].
+    removed: Mutex<BTreeSet<u32>>,
     /// The next proposal's sequence number.
     next_proposal: Mutex<u64>,
     /// Set by [`Groups::shutdown`] and [`Groups::retire`]: no standing is
@@ -299,6 +312,7 @@ impl Groups {
             changing: Mutex::new(BTreeMap::new()),
             starting: Mutex::new(BTreeMap::new()),
             carried: Mutex::new(BTreeMap::new()),
+            removed: Mutex::new(BTreeSet::new()),
             next_proposal: Mutex::new(started_us),
             stopping: AtomicBool::new(false),
         })
@@ -360,6 +374,9 @@ impl Groups {
             .iter()
             .map(|(&g, group)| (g, lock(&group.state.proposals).clone()))
             .collect();
+        // Every removal of `previous` is here: each recorded its group
+        // under the lock it checked `stopping` under.
+        *lock(&groups.removed) = lock(&previous.removed).clone();
         let specs = running
             .iter()
             .map(|(&g, group)| GroupSpec {
@@ -418,8 +435,22 @@ impl Groups {
         match lock(&self.changing).get(&g) {
             Some(Change::Adding) => format!("group {g} is still starting here"),
             Some(Change::Removing) => format!("group {g} is being removed here"),
+            None if lock(&self.removed).contains(&g) => {
+                format!("group {g} does not run here: it was removed")
+            }
             None => format!("group {g} does not run here"),
         }
+    }
+
+    /// Records that group `g` was removed here; called under the
+    /// `changing` lock that marks its removal, before `retire` can stop the
+    /// groups, so that [`Groups::start_after`] carries it over.
+    fn remember_removed(&self, g: u32) {
+        let mut removed = lock(&self.removed);
+        if removed.len() >= REMOVED_REMEMBERED_MAX && !removed.contains(&g) {
+            removed.pop_first();
+        }
+        removed.insert(g);
     }
 
     /// Group `g` if it runs here.
@@ -430,6 +461,21 @@ impl Groups {
     /// Starts group `spec.group` here, on the log, vote and state its log
     /// key holds (none if it is new here: then it probes its peers before
     /// it votes, as after a lost disk; [`super::standing`]).
+    ///
+    /// A group id removed here is refused: while this process (or one it
+    /// healed from) remembers removing it, or its log key still holds the
+    /// `Removed` mark of a removal cut short. A group started under an old
+    /// id could meet what is left of the old group: replicas that have not
+    /// removed it yet, with its votes and log entries, and their calls and
+    /// notes still under way, which would take the new group's fresh
+    /// storage for a disk lost by one of its own replicas and fill it with
+    /// the old group's entries. Refusing is the smallest sound rule, since
+    /// nothing here can tell an old group's traffic from a new one's; a
+    /// group moved away from this node and back would come back under a
+    /// new id. After a restart that followed a finished removal nothing of
+    /// the id is left here, and only the front end's contract (ids come
+    /// from a counter and are never reused, [`GroupSpec::group`]) keeps it
+    /// out.
     pub async fn add(&self, spec: GroupSpec) -> Result<(), String> {
         let g = spec.group;
         self.check_replicas(g, &spec.replicas)?;
@@ -443,6 +489,11 @@ impl Groups {
                 return Err(format!("group {g} runs here already"));
             }
             unchanging(&changing, g)?;
+            if lock(&self.removed).contains(&g) {
+                return Err(format!(
+                    "group {g} was removed here: a removed group's id is never added again (its old replicas may still hold its votes and entries, and their calls and notes may still come)"
+                ));
+            }
             let adding = changing.values().filter(|c| **c == Change::Adding).count();
             if running.len() + adding >= GROUPS_RUNNING_MAX {
                 return Err(format!(
@@ -569,7 +620,8 @@ impl Groups {
     /// in it fail ([`ProposeError::Failed`]), and the transport drops its
     /// calls. A removal cut short by a crash leaves the log key marked, so
     /// that the group is never started again on what is left; the front end
-    /// finishes it with [`Groups::delete_stored`].
+    /// finishes it with [`Groups::delete_stored`]. The id is never added
+    /// again here ([`Groups::add`] says why).
     pub async fn remove(&self, g: u32) -> Result<(), String> {
         let group = {
             let mut running = write(&self.running);
@@ -582,6 +634,7 @@ impl Groups {
                 return Err(format!("group {g} does not run here"));
             };
             changing.insert(g, Change::Removing);
+            self.remember_removed(g);
             group
         };
         // Nothing of it writes once retired (checked under the store's
@@ -600,7 +653,8 @@ impl Groups {
     /// Deletes the storage of group `g`, which does not run here: what a
     /// removal cut short by a crash left (its log key is marked), or a
     /// group that stopped replicating here while the node was down. `keys`
-    /// are the keys its state machine held.
+    /// are the keys its state machine held. The id is never added again
+    /// here ([`Groups::add`] says why).
     pub async fn delete_stored(&self, g: u32, keys: &Keys) -> Result<(), String> {
         {
             let running = read(&self.running);
@@ -615,6 +669,7 @@ impl Groups {
             }
             unchanging(&changing, g)?;
             changing.insert(g, Change::Removing);
+            self.remember_removed(g);
         }
         let deleted = self.delete_storage(g, keys).await;
         lock(&self.changing).remove(&g);

@@ -397,6 +397,14 @@ async fn groups_are_added_and_removed_while_the_nodes_run() {
             twice.as_ref().is_err_and(|e| e.contains("does not run")),
             "{twice:?}"
         );
+        let again = node.groups.add(one.clone()).await;
+        assert!(
+            again
+                .as_ref()
+                .is_err_and(|e| e.contains("was removed here")),
+            "node {id} added a removed group again: {again:?}"
+        );
+        assert_eq!(node.groups.ids(), [2], "node {id}");
     }
     // The group left runs on.
     let results = cluster.commit(2, &all, vec![send("two.a", "2")]).await;
@@ -460,7 +468,71 @@ async fn a_removal_cut_short_is_never_started_again_and_is_finished() {
         Vec::<u32>::new()
     );
     assert!(node.keys().is_empty(), "{:?}", node.keys());
+    // Its mark is gone with its storage; the id is still refused.
+    let again = node.groups.add(four.clone()).await;
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.contains("was removed here")),
+        "{again:?}"
+    );
+    assert!(node.keys().is_empty(), "{:?}", node.keys());
     node.stop().await;
+}
+
+/// A removed group's id is never added again: not in the process that
+/// removed it, nor in the groups a heal in place starts after it over the
+/// reopened store (which holds nothing of the group any more). A group
+/// started under it could meet the old group's votes, entries and calls
+/// on replicas that have not removed it yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_group_id_is_never_added_again_even_after_a_heal_in_place() {
+    let names = BTreeMap::from([(5, "lone".to_string()), (6, "other".to_string())]);
+    let node = Node::start(5, &names);
+    let four = spec(4, &[5, 6], "four.");
+    node.groups.add(four.clone()).await.expect("added");
+    node.groups.remove(4).await.expect("removed");
+    let again = node.groups.add(four.clone()).await;
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.contains("was removed here")),
+        "{again:?}"
+    );
+    let why = unavailable(node.groups.serve(6, 4, vote()).await);
+    assert!(why.contains("it was removed"), "{why}");
+
+    // The heal in place: stopped, the store reopened, started after.
+    node.groups.retire();
+    node.groups.shutdown().await;
+    node.group_commit.close_and_join().expect("group commit");
+    lock(&node.store).reopen().expect("reopened");
+    let commit = Arc::new(OwnGroupCommit::start(Arc::clone(&node.store)).expect("commit"));
+    let after = Groups::start_after(&node.groups, Arc::clone(&node.store), commit.clone())
+        .await
+        .expect("started after");
+    assert!(
+        stored_groups(&lock(&node.store))
+            .expect("groups")
+            .is_empty()
+    );
+    let again = after.add(four.clone()).await;
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.contains("was removed here")),
+        "added again after a heal: {again:?}"
+    );
+    assert!(after.ids().is_empty());
+    assert!(!node.keys().contains(&log_key(4)), "{:?}", node.keys());
+    // Another id is added as ever.
+    after
+        .add(spec(6, &[5, 6], "six."))
+        .await
+        .expect("a new id added");
+    assert_eq!(after.ids(), [6]);
+    after.shutdown().await;
+    commit.close_and_join().expect("group commit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
