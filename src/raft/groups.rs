@@ -13,12 +13,14 @@
 //! its calls or notes, and takes none from a node that is not a replica.
 //!
 //! A group is added with its replicas and the client keys its state
-//! machine holds ([`Groups::add`]), and removed ([`Groups::remove`]):
-//! stopped, its traffic forgotten by the transport, and its storage
-//! deleted: its log key (log, vote, applied state and standing) and its
-//! keys with their committed offsets. A proposal, a call or a note for a
-//! group that does not run here (never added, still starting, being
-//! removed, removed) is refused with an error that says which.
+//! machine holds ([`Groups::add`]), and removed ([`Groups::remove`], on
+//! this node only: a group removed from a majority of its replicas is
+//! stopped for good): stopped, its traffic forgotten by the transport, and
+//! its storage deleted: its log key (log, vote, applied state and
+//! standing) and its keys with their committed offsets; its id is never
+//! added again. A proposal, a call or a note for a group that does not run
+//! here (never added, still starting, being removed, removed) is refused
+//! with an error that says which.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -622,6 +624,14 @@ impl Groups {
     /// that the group is never started again on what is left; the front end
     /// finishes it with [`Groups::delete_stored`]. The id is never added
     /// again here ([`Groups::add`] says why).
+    ///
+    /// Removal is local to this node: nothing is proposed to the group,
+    /// and its other replicas run it on until their own front ends remove
+    /// it. To them this node is a replica that stopped answering. Removed
+    /// from a minority of its replicas, the group commits on without them;
+    /// removed from a majority, it can elect no leader and commit nothing
+    /// ever again, and the replicas still running it only keep its storage
+    /// until they remove it too: it is stopped for good.
     pub async fn remove(&self, g: u32) -> Result<(), String> {
         let group = {
             let mut running = write(&self.running);
