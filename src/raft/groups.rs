@@ -104,7 +104,12 @@ pub struct GroupSpec {
     /// Its voters, the first the node that leads it first. Every one is a
     /// node of the cluster; this node is one of them.
     pub replicas: Vec<NodeId>,
-    /// The client keys its state machine holds.
+    /// The client keys its state machine holds. Two groups of a node
+    /// never share a key: a group's removal deletes its keys, and two
+    /// groups writing one key would break its offsets. `add` refuses a
+    /// group over a stored key another group holds, and a removal refuses
+    /// to delete one; but `Keys` are rules, so keys not stored yet cannot
+    /// be compared: the front end keeps them apart.
     pub keys: Keys,
 }
 
@@ -139,16 +144,48 @@ pub struct Groups {
 }
 
 /// A change to one group in progress.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum Change {
-    Adding,
+    /// Being added, over these client keys: a removal must not delete
+    /// them, nor another add take them.
+    Adding(Keys),
     Removing,
+}
+
+/// The client keys of the groups running or being added here, by group:
+/// read under the `running` and `changing` locks, so before the store's.
+fn keys_in_use(
+    running: &BTreeMap<u32, Arc<Running>>,
+    changing: &BTreeMap<u32, Change>,
+) -> Vec<(u32, Keys)> {
+    let adding = changing.iter().filter_map(|(&g, change)| match change {
+        Change::Adding(keys) => Some((g, keys.clone())),
+        Change::Removing => None,
+    });
+    running
+        .iter()
+        .map(|(&g, group)| (g, group.keys.clone()))
+        .chain(adding)
+        .collect()
+}
+
+/// The first of `keys` one of the groups `in_use` holds, with that group.
+fn shared<'k>(
+    keys: impl IntoIterator<Item = &'k String>,
+    in_use: &[(u32, Keys)],
+) -> Option<(&'k String, u32)> {
+    keys.into_iter().find_map(|key| {
+        in_use
+            .iter()
+            .find(|(_, held)| held.holds(key))
+            .map(|&(g, _)| (key, g))
+    })
 }
 
 /// Refuses another change to group `g` while one is under way.
 fn unchanging(changing: &BTreeMap<u32, Change>, g: u32) -> Result<(), String> {
     match changing.get(&g) {
-        Some(Change::Adding) => Err(format!(
+        Some(Change::Adding(_)) => Err(format!(
             "group {g} is still starting here: change it once its add returned"
         )),
         Some(Change::Removing) => Err(format!(
@@ -156,6 +193,35 @@ fn unchanging(changing: &BTreeMap<u32, Change>, g: u32) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+/// The keys, then the commits, of group `g`'s state machine (`keys`) in
+/// `store`: what its removal deletes. Refused if one of them is held by a
+/// group `in_use` (running or being added here): two groups never share
+/// keys, and a removal never deletes a key another group holds.
+fn deletable(
+    g: u32,
+    store: &Store,
+    keys: &Keys,
+    in_use: &[(u32, Keys)],
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let commits: Vec<String> = store
+        .committed_latest_keys()
+        .filter(|key| keys.holds(key))
+        .map(str::to_string)
+        .collect();
+    let held: Vec<String> = store
+        .keys()
+        .map_err(|e| format!("removing group {g}'s storage: listing the keys: {e}"))?
+        .into_iter()
+        .filter(|key| keys.holds(key))
+        .collect();
+    if let Some((key, other)) = shared(held.iter().chain(&commits), in_use) {
+        return Err(format!(
+            "group {g}'s storage not deleted: its key {key:?} is held by group {other}, which runs here (two groups never share keys); nothing of it was deleted, and nothing is until group {other} is removed"
+        ));
+    }
+    Ok((commits, held))
 }
 
 /// One group running here.
@@ -416,7 +482,7 @@ impl Groups {
     /// Why group `g` does not run here.
     fn absent(&self, g: u32) -> String {
         match lock(&self.changing).get(&g) {
-            Some(Change::Adding) => format!("group {g} is still starting here"),
+            Some(Change::Adding(_)) => format!("group {g} is still starting here"),
             Some(Change::Removing) => format!("group {g} is being removed here"),
             None => format!("group {g} does not run here"),
         }
@@ -429,7 +495,9 @@ impl Groups {
 
     /// Starts group `spec.group` here, on the log, vote and state its log
     /// key holds (none if it is new here: then it probes its peers before
-    /// it votes, as after a lost disk; [`super::standing`]).
+    /// it votes, as after a lost disk; [`super::standing`]). Refused while
+    /// a removal is under way here, and if a stored key it holds is held
+    /// by a group running or being added here.
     pub async fn add(&self, spec: GroupSpec) -> Result<(), String> {
         let g = spec.group;
         self.check_replicas(g, &spec.replicas)?;
@@ -443,13 +511,38 @@ impl Groups {
                 return Err(format!("group {g} runs here already"));
             }
             unchanging(&changing, g)?;
-            let adding = changing.values().filter(|c| **c == Change::Adding).count();
+            let adding = changing
+                .values()
+                .filter(|c| matches!(c, Change::Adding(_)))
+                .count();
             if running.len() + adding >= GROUPS_RUNNING_MAX {
                 return Err(format!(
                     "group {g} not added: {GROUPS_RUNNING_MAX} groups run here already"
                 ));
             }
-            changing.insert(g, Change::Adding);
+            // A removal checks the keys it deletes against the groups
+            // running or being added when it starts: none may come after.
+            if let Some(removing) = changing
+                .iter()
+                .find_map(|(&r, c)| matches!(c, Change::Removing).then_some(r))
+            {
+                return Err(format!(
+                    "group {g} not added: group {removing} is being removed here; add it once the removal ended"
+                ));
+            }
+            // `Keys` are rules, not sets: only the keys stored already can
+            // be compared. Two groups never share keys; this catches a
+            // front end that breaks that over keys that hold records.
+            let stored = lock(&self.store)
+                .keys()
+                .map_err(|e| format!("group {g} not added: listing the keys: {e}"))?;
+            let held = stored.iter().filter(|key| spec.keys.holds(key));
+            if let Some((key, other)) = shared(held, &keys_in_use(&running, &changing)) {
+                return Err(format!(
+                    "group {g} not added: its key {key:?} is group {other}'s, and two groups never share keys"
+                ));
+            }
+            changing.insert(g, Change::Adding(spec.keys.clone()));
         }
         let started = self.start_group(spec).await;
         let refused = {
@@ -569,7 +662,9 @@ impl Groups {
     /// in it fail ([`ProposeError::Failed`]), and the transport drops its
     /// calls. A removal cut short by a crash leaves the log key marked, so
     /// that the group is never started again on what is left; the front end
-    /// finishes it with [`Groups::delete_stored`].
+    /// finishes it with [`Groups::delete_stored`]. Its storage is not
+    /// deleted (the group stops all the same) if one of its keys is held
+    /// by a group running or being added here.
     pub async fn remove(&self, g: u32) -> Result<(), String> {
         let group = {
             let mut running = write(&self.running);
@@ -600,7 +695,8 @@ impl Groups {
     /// Deletes the storage of group `g`, which does not run here: what a
     /// removal cut short by a crash left (its log key is marked), or a
     /// group that stopped replicating here while the node was down. `keys`
-    /// are the keys its state machine held.
+    /// are the keys its state machine held. Refused if one of them is held
+    /// by a group running or being added here.
     pub async fn delete_stored(&self, g: u32, keys: &Keys) -> Result<(), String> {
         {
             let running = read(&self.running);
@@ -642,6 +738,20 @@ impl Groups {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             format!("removing group {g}'s storage: {what}: {e}")
         };
+        // No group is added while this removal is under way, so no group
+        // but these may hold a key it would delete.
+        let in_use = {
+            let running = read(&self.running);
+            let changing = lock(&self.changing);
+            keys_in_use(&running, &changing)
+        };
+        {
+            // Refused before the mark, so that a refusal leaves the group's
+            // storage as it was; checked again where the keys go, as a
+            // running group may have written a key since.
+            let store = self.store().map_err(|e| failed("the store", &e))?;
+            deletable(g, &store, keys, &in_use)?;
+        }
         self.store()
             .map_err(|e| failed("the store", &e))?
             .append(&log, &Record::Removed.encode())
@@ -657,22 +767,12 @@ impl Groups {
         }
         {
             let mut store = self.store().map_err(|e| failed("the store", &e))?;
-            let commits: Vec<String> = store
-                .committed_latest_keys()
-                .filter(|key| keys.holds(key))
-                .map(str::to_string)
-                .collect();
+            let (commits, held) = deletable(g, &store, keys, &in_use)?;
             for key in commits {
                 store
                     .change_committed(&key, None)
                     .map_err(|e| failed(&format!("the commit of {key:?}"), &e))?;
             }
-            let held: Vec<String> = store
-                .keys()
-                .map_err(|e| failed("listing the keys", &e))?
-                .into_iter()
-                .filter(|key| keys.holds(key))
-                .collect();
             for key in held {
                 store
                     .remove_key(&key)

@@ -571,3 +571,86 @@ async fn a_removal_on_groups_stopped_for_a_heal_is_refused() {
         "group 4's log was marked removed under the new groups"
     );
 }
+
+/// A single node running group 4 over `four.` (and `also`, added before
+/// anything is stored), with `four.a` committed and acknowledged, and the
+/// router ticking it.
+async fn lone_with_record(also: Option<GroupSpec>) -> (Node, tokio::task::JoinHandle<()>) {
+    let names = BTreeMap::from([(5, "lone".to_string())]);
+    let node = Node::start(5, &names);
+    node.groups
+        .add(spec(4, &[5], "four."))
+        .await
+        .expect("added");
+    if let Some(also) = also {
+        node.groups.add(also).await.expect("added");
+    }
+    let ticks = tokio::spawn(route(
+        BTreeMap::from([(5, Arc::clone(&node.groups))]),
+        Carried::default(),
+    ));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let proposal = Proposal {
+            id: node.groups.next_proposal_id(),
+            ops: vec![send("four.a", "1")],
+        };
+        match node.groups.propose(4, proposal).await {
+            Ok(_) => break,
+            Err(ProposeError::NotLeader(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(TICK).await;
+            }
+            Err(e) => panic!("proposing: {e:?}"),
+        }
+    }
+    assert!(node.keys().contains(&"four.a".to_string()));
+    (node, ticks)
+}
+
+/// Deleting the storage of a group that does not run never deletes a key
+/// a running group holds: refused, and the record kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_stored_keys_a_running_group_holds_is_refused() {
+    let (node, ticks) = lone_with_record(None).await;
+    let deleted = node
+        .groups
+        .delete_stored(9, &spec(9, &[5], "four.").keys)
+        .await;
+    assert!(
+        deleted
+            .as_ref()
+            .is_err_and(|e| e.contains("\"four.a\" is held by group 4")),
+        "{deleted:?}"
+    );
+    assert!(node.keys().contains(&"four.a".to_string()));
+    ticks.abort();
+    node.stop().await;
+}
+
+/// A group over stored keys a running group holds is not added; and the
+/// removal of a group whose overlap its add could not see (nothing was
+/// stored then) refuses to delete a key the other group holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_over_keys_a_running_group_holds_is_refused() {
+    let (node, ticks) = lone_with_record(Some(spec(9, &[5], "four."))).await;
+    assert_eq!(node.groups.ids(), [4, 9]);
+    let added = node.groups.add(spec(10, &[5], "four.")).await;
+    assert!(
+        added
+            .as_ref()
+            .is_err_and(|e| e.contains("\"four.a\" is group 4's")),
+        "{added:?}"
+    );
+    assert_eq!(node.groups.ids(), [4, 9]);
+    let removed = node.groups.remove(9).await;
+    assert!(
+        removed
+            .as_ref()
+            .is_err_and(|e| e.contains("\"four.a\" is held by group 4")),
+        "{removed:?}"
+    );
+    assert!(node.keys().contains(&"four.a".to_string()));
+    assert_eq!(node.groups.ids(), [4]);
+    ticks.abort();
+    node.stop().await;
+}
