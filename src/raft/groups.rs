@@ -449,7 +449,10 @@ impl Groups {
         }
         // A group still starting is retired here, or sees `stopping` when
         // it registers (under this lock) or when it would run (under the
-        // `running` lock, after it left this map): never missed.
+        // `running` lock, after it left this map): never missed. A group
+        // taken out of `running` or `starting` (removed, or refused) is
+        // retired before that lock is released, so none is retired late:
+        // when this returns, no group of this run can write.
         for group in lock(&self.starting).values() {
             group.retire();
         }
@@ -548,19 +551,23 @@ impl Groups {
         let refused = {
             let mut running = write(&self.running);
             lock(&self.changing).remove(&g);
-            lock(&self.starting).remove(&g);
+            // Held until the group runs or is retired: `retire` walks this
+            // map without the `running` lock.
+            let mut starting = lock(&self.starting);
+            starting.remove(&g);
             let group = started?;
             // Checked again under the lock `retire` and `shutdown` walk
             // the running groups under: stopped meanwhile, they never saw
-            // this one, which must not run on.
+            // this one, which must not run on. Retired before the lock is
+            // released, so that `retire` never returns before it is.
             if !self.stopping.load(Ordering::SeqCst) {
                 running.insert(g, group);
                 return Ok(());
             }
+            group.state.retire();
+            group.closed.store(true, Ordering::SeqCst);
             group
         };
-        refused.state.retire();
-        refused.closed.store(true, Ordering::SeqCst);
         let _ = refused.raft.shutdown().await;
         Err(format!(
             "group {g} not added: the groups stopped while it started"
@@ -677,13 +684,15 @@ impl Groups {
                 return Err(format!("group {g} does not run here"));
             };
             changing.insert(g, Change::Removing);
+            // Nothing of it writes once retired (checked under the store's
+            // lock), not even a command openraft runs after its shutdown;
+            // and its network calls nobody once closed. Done before the
+            // lock is released, so that `retire`, which reads `running`
+            // under it, never returns while the group can still write.
+            group.state.retire();
+            group.closed.store(true, Ordering::SeqCst);
             group
         };
-        // Nothing of it writes once retired (checked under the store's
-        // lock), not even a command openraft runs after its shutdown; and
-        // its network calls nobody once closed.
-        group.state.retire();
-        group.closed.store(true, Ordering::SeqCst);
         let _ = group.raft.shutdown().await;
         self.transport.forget_group(g);
         let deleted = self.delete_storage(g, &group.keys).await;
