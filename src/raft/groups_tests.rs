@@ -534,19 +534,25 @@ async fn an_add_racing_retire_and_shutdown_leaves_no_live_group() {
     );
     if added.is_err() {
         assert_eq!(node.groups.ids(), Vec::<u32>::new());
+    } else {
+        // Its Raft stopped with the others: its metrics channel is closed.
+        assert!(
+            node.groups
+                .raft(7)
+                .is_none_or(|raft| raft.metrics().has_changed().is_err()),
+            "an add racing shutdown left group 7's Raft running"
+        );
     }
 }
 
 /// A removal on groups retired and shut down for a heal is refused: it
-/// must not delete storage under the groups started after them.
+/// must not delete storage under the groups started after them, which
+/// keep group 4's acknowledged record. Each refusal is the `stopping`
+/// check of its own call (the store's check behind it is not reached).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_on_groups_stopped_for_a_heal_is_refused() {
-    let names = BTreeMap::from([(5, "lone".to_string())]);
-    let node = Node::start(5, &names);
-    node.groups
-        .add(spec(4, &[5], "four."))
-        .await
-        .expect("added");
+    let (node, ticks) = lone_with_record(None).await;
+    ticks.abort();
     node.groups.retire();
     node.groups.shutdown().await;
     let after = Groups::start_after(
@@ -558,18 +564,39 @@ async fn a_removal_on_groups_stopped_for_a_heal_is_refused() {
     .expect("started after");
     assert_eq!(after.ids(), [4]);
     let removed = node.groups.remove(4).await;
-    assert!(removed.is_err(), "removed on stopped groups: {removed:?}");
+    assert!(
+        removed
+            .as_ref()
+            .is_err_and(|e| e.contains("not removed: the groups are stopping")),
+        "removed on stopped groups: {removed:?}"
+    );
+    // Group 9 runs in neither: only the stopping check refuses it here.
+    let deleted = node
+        .groups
+        .delete_stored(9, &spec(9, &[5], "nine.").keys)
+        .await;
+    assert!(
+        deleted
+            .as_ref()
+            .is_err_and(|e| e.contains("not deleted: the groups are stopping")),
+        "deleted on stopped groups: {deleted:?}"
+    );
     let deleted = node
         .groups
         .delete_stored(4, &spec(4, &[5], "four.").keys)
         .await;
     assert!(deleted.is_err(), "deleted on stopped groups: {deleted:?}");
-    let mut store = lock(&node.store);
-    let log = super::log::GroupLog::recover(&mut store, &log_key(4)).expect("group 4's log");
-    assert!(
-        !log.removed,
-        "group 4's log was marked removed under the new groups"
-    );
+    {
+        let mut store = lock(&node.store);
+        let log = super::log::GroupLog::recover(&mut store, &log_key(4)).expect("group 4's log");
+        assert!(
+            !log.removed,
+            "group 4's log was marked removed under the new groups"
+        );
+    }
+    assert!(node.keys().contains(&"four.a".to_string()));
+    after.shutdown().await;
+    node.stop().await;
 }
 
 /// A single node running group 4 over `four.` (and `also`, added before
