@@ -139,7 +139,8 @@ pub struct Groups {
     /// The next proposal's sequence number.
     next_proposal: Mutex<u64>,
     /// Set by [`Groups::shutdown`] and [`Groups::retire`]: no standing is
-    /// written after it, and no group is added.
+    /// written after it, no group is added or removed, no stored group
+    /// deleted, and a removal under way writes nothing more to the store.
     stopping: AtomicBool,
 }
 
@@ -671,7 +672,8 @@ impl Groups {
     /// that the group is never started again on what is left; the front end
     /// finishes it with [`Groups::delete_stored`]. Its storage is not
     /// deleted (the group stops all the same) if one of its keys is held
-    /// by a group running or being added here.
+    /// by a group running or being added here. Refused once the groups stop
+    /// (retire or shutdown).
     pub async fn remove(&self, g: u32) -> Result<(), String> {
         let group = {
             let mut running = write(&self.running);
@@ -705,7 +707,8 @@ impl Groups {
     /// removal cut short by a crash left (its log key is marked), or a
     /// group that stopped replicating here while the node was down. `keys`
     /// are the keys its state machine held. Refused if one of them is held
-    /// by a group running or being added here.
+    /// by a group running or being added here, and once the groups stop
+    /// (retire or shutdown): then the groups that run next finish it.
     pub async fn delete_stored(&self, g: u32, keys: &Keys) -> Result<(), String> {
         {
             let running = read(&self.running);
@@ -733,7 +736,10 @@ impl Groups {
     fn store(&self) -> Result<MutexGuard<'_, Store>, String> {
         let store = lock(&self.store);
         if self.stopping.load(Ordering::SeqCst) {
-            return Err("the groups stopped: their store may be reopened".to_string());
+            return Err(
+                "the groups stopped (a heal or a shutdown) and the removal was cut short: the group runs no more, and what is left of its storage is for Groups::delete_stored on the groups that run next"
+                    .to_string(),
+            );
         }
         Ok(store)
     }
