@@ -114,7 +114,12 @@ pub struct GroupSpec {
     /// Its voters, the first the node that leads it first. Every one is a
     /// node of the cluster; this node is one of them.
     pub replicas: Vec<NodeId>,
-    /// The client keys its state machine holds.
+    /// The client keys its state machine holds. Two groups of a node
+    /// never share a key: a group's removal deletes its keys, and two
+    /// groups writing one key would break its offsets. `add` refuses a
+    /// group over a stored key another group holds, and a removal refuses
+    /// to delete one; but `Keys` are rules, so keys not stored yet cannot
+    /// be compared: the front end keeps them apart.
     pub keys: Keys,
 }
 
@@ -149,21 +154,54 @@ pub struct Groups {
     /// The next proposal's sequence number.
     next_proposal: Mutex<u64>,
     /// Set by [`Groups::shutdown`] and [`Groups::retire`]: no standing is
-    /// written after it, and no group is added.
+    /// written after it, no group is added or removed, no stored group
+    /// deleted, and a removal under way writes nothing more to the store.
     stopping: AtomicBool,
 }
 
 /// A change to one group in progress.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum Change {
-    Adding,
+    /// Being added, over these client keys: a removal must not delete
+    /// them, nor another add take them.
+    Adding(Keys),
     Removing,
+}
+
+/// The client keys of the groups running or being added here, by group:
+/// read under the `running` and `changing` locks, so before the store's.
+fn keys_in_use(
+    running: &BTreeMap<u32, Arc<Running>>,
+    changing: &BTreeMap<u32, Change>,
+) -> Vec<(u32, Keys)> {
+    let adding = changing.iter().filter_map(|(&g, change)| match change {
+        Change::Adding(keys) => Some((g, keys.clone())),
+        Change::Removing => None,
+    });
+    running
+        .iter()
+        .map(|(&g, group)| (g, group.keys.clone()))
+        .chain(adding)
+        .collect()
+}
+
+/// The first of `keys` one of the groups `in_use` holds, with that group.
+fn shared<'k>(
+    keys: impl IntoIterator<Item = &'k String>,
+    in_use: &[(u32, Keys)],
+) -> Option<(&'k String, u32)> {
+    keys.into_iter().find_map(|key| {
+        in_use
+            .iter()
+            .find(|(_, held)| held.holds(key))
+            .map(|&(g, _)| (key, g))
+    })
 }
 
 /// Refuses another change to group `g` while one is under way.
 fn unchanging(changing: &BTreeMap<u32, Change>, g: u32) -> Result<(), String> {
     match changing.get(&g) {
-        Some(Change::Adding) => Err(format!(
+        Some(Change::Adding(_)) => Err(format!(
             "group {g} is still starting here: change it once its add returned"
         )),
         Some(Change::Removing) => Err(format!(
@@ -171,6 +209,35 @@ fn unchanging(changing: &BTreeMap<u32, Change>, g: u32) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+/// The keys, then the commits, of group `g`'s state machine (`keys`) in
+/// `store`: what its removal deletes. Refused if one of them is held by a
+/// group `in_use` (running or being added here): two groups never share
+/// keys, and a removal never deletes a key another group holds.
+fn deletable(
+    g: u32,
+    store: &Store,
+    keys: &Keys,
+    in_use: &[(u32, Keys)],
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let commits: Vec<String> = store
+        .committed_latest_keys()
+        .filter(|key| keys.holds(key))
+        .map(str::to_string)
+        .collect();
+    let held: Vec<String> = store
+        .keys()
+        .map_err(|e| format!("removing group {g}'s storage: listing the keys: {e}"))?
+        .into_iter()
+        .filter(|key| keys.holds(key))
+        .collect();
+    if let Some((key, other)) = shared(held.iter().chain(&commits), in_use) {
+        return Err(format!(
+            "group {g}'s storage not deleted: its key {key:?} is held by group {other}, which runs here (two groups never share keys); nothing of it was deleted, and nothing is until group {other} is removed"
+        ));
+    }
+    Ok((commits, held))
 }
 
 /// One group running here.
@@ -402,7 +469,10 @@ impl Groups {
         }
         // A group still starting is retired here, or sees `stopping` when
         // it registers (under this lock) or when it would run (under the
-        // `running` lock, after it left this map): never missed.
+        // `running` lock, after it left this map): never missed. A group
+        // taken out of `running` or `starting` (removed, or refused) is
+        // retired before that lock is released, so none is retired late:
+        // when this returns, no group of this run can write.
         for group in lock(&self.starting).values() {
             group.retire();
         }
@@ -435,7 +505,7 @@ impl Groups {
     /// Why group `g` does not run here.
     fn absent(&self, g: u32) -> String {
         match lock(&self.changing).get(&g) {
-            Some(Change::Adding) => format!("group {g} is still starting here"),
+            Some(Change::Adding(_)) => format!("group {g} is still starting here"),
             Some(Change::Removing) => format!("group {g} is being removed here"),
             None if lock(&self.removed).contains(&g) => {
                 format!("group {g} does not run here: it was removed")
@@ -478,6 +548,9 @@ impl Groups {
     /// the id is left here, and only the front end's contract (ids come
     /// from a counter and are never reused, [`GroupSpec::group`]) keeps it
     /// out.
+    ///
+    /// Also refused while a removal is under way here, and if a stored key
+    /// it holds is held by a group running or being added here.
     pub async fn add(&self, spec: GroupSpec) -> Result<(), String> {
         let g = spec.group;
         self.check_replicas(g, &spec.replicas)?;
@@ -496,31 +569,60 @@ impl Groups {
                     "group {g} was removed here: a removed group's id is never added again (its old replicas may still hold its votes and entries, and their calls and notes may still come)"
                 ));
             }
-            let adding = changing.values().filter(|c| **c == Change::Adding).count();
+            let adding = changing
+                .values()
+                .filter(|c| matches!(c, Change::Adding(_)))
+                .count();
             if running.len() + adding >= GROUPS_RUNNING_MAX {
                 return Err(format!(
                     "group {g} not added: {GROUPS_RUNNING_MAX} groups run here already"
                 ));
             }
-            changing.insert(g, Change::Adding);
+            // A removal checks the keys it deletes against the groups
+            // running or being added when it starts: none may come after.
+            if let Some(removing) = changing
+                .iter()
+                .find_map(|(&r, c)| matches!(c, Change::Removing).then_some(r))
+            {
+                return Err(format!(
+                    "group {g} not added: group {removing} is being removed here; add it once the removal ended"
+                ));
+            }
+            // `Keys` are rules, not sets: only the keys stored already can
+            // be compared. Two groups never share keys; this catches a
+            // front end that breaks that over keys that hold records.
+            let stored = lock(&self.store)
+                .keys()
+                .map_err(|e| format!("group {g} not added: listing the keys: {e}"))?;
+            let held = stored.iter().filter(|key| spec.keys.holds(key));
+            if let Some((key, other)) = shared(held, &keys_in_use(&running, &changing)) {
+                return Err(format!(
+                    "group {g} not added: its key {key:?} is group {other}'s, and two groups never share keys"
+                ));
+            }
+            changing.insert(g, Change::Adding(spec.keys.clone()));
         }
         let started = self.start_group(spec).await;
         let refused = {
             let mut running = write(&self.running);
             lock(&self.changing).remove(&g);
-            lock(&self.starting).remove(&g);
+            // Held until the group runs or is retired: `retire` walks this
+            // map without the `running` lock.
+            let mut starting = lock(&self.starting);
+            starting.remove(&g);
             let group = started?;
             // Checked again under the lock `retire` and `shutdown` walk
             // the running groups under: stopped meanwhile, they never saw
-            // this one, which must not run on.
+            // this one, which must not run on. Retired before the lock is
+            // released, so that `retire` never returns before it is.
             if !self.stopping.load(Ordering::SeqCst) {
                 running.insert(g, group);
                 return Ok(());
             }
+            group.state.retire();
+            group.closed.store(true, Ordering::SeqCst);
             group
         };
-        refused.state.retire();
-        refused.closed.store(true, Ordering::SeqCst);
         let _ = refused.raft.shutdown().await;
         Err(format!(
             "group {g} not added: the groups stopped while it started"
@@ -623,7 +725,10 @@ impl Groups {
     /// calls. A removal cut short by a crash leaves the log key marked, so
     /// that the group is never started again on what is left; the front end
     /// finishes it with [`Groups::delete_stored`]. The id is never added
-    /// again here ([`Groups::add`] says why).
+    /// again here ([`Groups::add`] says why). Its storage is not deleted
+    /// (the group stops all the same) if one of its keys is held by a group
+    /// running or being added here. Refused once the groups stop (retire or
+    /// shutdown).
     ///
     /// Removal is local to this node: nothing is proposed to the group,
     /// and its other replicas run it on until their own front ends remove
@@ -645,13 +750,15 @@ impl Groups {
             };
             changing.insert(g, Change::Removing);
             self.remember_removed(g);
+            // Nothing of it writes once retired (checked under the store's
+            // lock), not even a command openraft runs after its shutdown;
+            // and its network calls nobody once closed. Done before the
+            // lock is released, so that `retire`, which reads `running`
+            // under it, never returns while the group can still write.
+            group.state.retire();
+            group.closed.store(true, Ordering::SeqCst);
             group
         };
-        // Nothing of it writes once retired (checked under the store's
-        // lock), not even a command openraft runs after its shutdown; and
-        // its network calls nobody once closed.
-        group.state.retire();
-        group.closed.store(true, Ordering::SeqCst);
         let _ = group.raft.shutdown().await;
         self.transport.forget_group(g);
         let deleted = self.delete_storage(g, &group.keys).await;
@@ -664,7 +771,9 @@ impl Groups {
     /// removal cut short by a crash left (its log key is marked), or a
     /// group that stopped replicating here while the node was down. `keys`
     /// are the keys its state machine held. The id is never added again
-    /// here ([`Groups::add`] says why).
+    /// here ([`Groups::add`] says why). Refused if one of its keys is held
+    /// by a group running or being added here, and once the groups stop
+    /// (retire or shutdown): then the groups that run next finish it.
     pub async fn delete_stored(&self, g: u32, keys: &Keys) -> Result<(), String> {
         {
             let running = read(&self.running);
@@ -693,7 +802,10 @@ impl Groups {
     fn store(&self) -> Result<MutexGuard<'_, Store>, String> {
         let store = lock(&self.store);
         if self.stopping.load(Ordering::SeqCst) {
-            return Err("the groups stopped: their store may be reopened".to_string());
+            return Err(
+                "the groups stopped (a heal or a shutdown) and the removal was cut short: the group runs no more, and what is left of its storage is for Groups::delete_stored on the groups that run next"
+                    .to_string(),
+            );
         }
         Ok(store)
     }
@@ -707,6 +819,20 @@ impl Groups {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             format!("removing group {g}'s storage: {what}: {e}")
         };
+        // No group is added while this removal is under way, so no group
+        // but these may hold a key it would delete.
+        let in_use = {
+            let running = read(&self.running);
+            let changing = lock(&self.changing);
+            keys_in_use(&running, &changing)
+        };
+        {
+            // Refused before the mark, so that a refusal leaves the group's
+            // storage as it was; checked again where the keys go, as a
+            // running group may have written a key since.
+            let store = self.store().map_err(|e| failed("the store", &e))?;
+            deletable(g, &store, keys, &in_use)?;
+        }
         self.store()
             .map_err(|e| failed("the store", &e))?
             .append(&log, &Record::Removed.encode())
@@ -722,29 +848,22 @@ impl Groups {
         }
         let held: Vec<String> = {
             let mut store = self.store().map_err(|e| failed("the store", &e))?;
-            let commits: Vec<String> = store
-                .committed_latest_keys()
-                .filter(|key| keys.holds(key))
-                .map(str::to_string)
-                .collect();
+            let (commits, held) = deletable(g, &store, keys, &in_use)?;
             for key in commits {
                 store
                     .change_committed(&key, None)
                     .map_err(|e| failed(&format!("the commit of {key:?}"), &e))?;
             }
-            store
-                .keys()
-                .map_err(|e| failed("listing the keys", &e))?
-                .into_iter()
-                .filter(|key| keys.holds(key))
-                .collect()
+            held
         };
         // One key at a time, the store's lock let go between: each removal
         // fdatasyncs the journal and fsyncs logs/ twice (a group of 1,000
         // keys held the lock for 0.9 s in one go, about an election timeout
         // of the other groups, whose appends and sync points wait for it).
-        // Nothing else writes these keys (the group is retired), and a
-        // removal stopped between two leaves the marked log to finish.
+        // Nothing else writes these keys (the group is retired, no group
+        // holding one of them runs, checked above, and none is added while
+        // a removal is under way), and a removal stopped between two leaves
+        // the marked log to finish.
         for key in held {
             self.store()
                 .map_err(|e| failed("the store", &e))?

@@ -574,25 +574,48 @@ async fn a_proposal_waiting_in_a_group_that_is_removed_fails_saying_so() {
 /// An add under way when the groups are retired and shut down (a heal)
 /// either ran before them, and was retired with them, or is refused: no
 /// group of it runs on, writing to a store reopened after them.
+///
+/// The add must be caught under way: on a node where it finished before
+/// the test saw it starting, the test shuts that node down and tries again
+/// on a new one, up to [`RACE_ATTEMPTS`] times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_add_racing_retire_and_shutdown_leaves_no_live_group() {
+    /// Nodes the test may start before it catches an add under way; it
+    /// nearly always does on the first (the add waits for a sync point).
+    const RACE_ATTEMPTS: usize = 20;
     let names = BTreeMap::from([(5, "lone".to_string()), (6, "other".to_string())]);
-    let node = Node::start(5, &names);
-    let adding = tokio::spawn({
-        let groups = Arc::clone(&node.groups);
-        let seven = spec(7, &[5, 6], "seven.");
-        async move { groups.add(seven).await }
-    });
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match node.groups.serve(6, 7, vote()).await {
-            Reply::Unavailable(why) if why.contains("still starting") => break,
-            Reply::Unavailable(_) => {}
-            other => panic!("{other:?}"),
+    let mut caught = None;
+    for _ in 0..RACE_ATTEMPTS {
+        let node = Node::start(5, &names);
+        let adding = tokio::spawn({
+            let groups = Arc::clone(&node.groups);
+            let seven = spec(7, &[5, 6], "seven.");
+            async move { groups.add(seven).await }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let under_way = loop {
+            match node.groups.serve(6, 7, vote()).await {
+                Reply::Unavailable(why) if why.contains("still starting") => break true,
+                // Not started yet: look again.
+                Reply::Unavailable(why) if why.contains("does not run here") => {}
+                // It runs already: too late on this node.
+                Reply::Unavailable(_) => break false,
+                other => panic!("{other:?}"),
+            }
+            assert!(Instant::now() < deadline, "the add neither started nor ran");
+            tokio::task::yield_now().await;
+        };
+        if under_way {
+            caught = Some((node, adding));
+            break;
         }
-        assert!(Instant::now() < deadline, "never saw the add under way");
-        tokio::task::yield_now().await;
+        adding.await.expect("task").expect("added");
+        node.groups.retire();
+        node.groups.shutdown().await;
     }
+    let Some((node, adding)) = caught else {
+        panic!("never saw the add under way in {RACE_ATTEMPTS} attempts");
+    };
     node.groups.retire();
     node.groups.shutdown().await;
     let added = adding.await.expect("task");
@@ -606,19 +629,25 @@ async fn an_add_racing_retire_and_shutdown_leaves_no_live_group() {
     );
     if added.is_err() {
         assert_eq!(node.groups.ids(), Vec::<u32>::new());
+    } else {
+        // Its Raft stopped with the others: its metrics channel is closed.
+        assert!(
+            node.groups
+                .raft(7)
+                .is_none_or(|raft| raft.metrics().has_changed().is_err()),
+            "an add racing shutdown left group 7's Raft running"
+        );
     }
 }
 
 /// A removal on groups retired and shut down for a heal is refused: it
-/// must not delete storage under the groups started after them.
+/// must not delete storage under the groups started after them, which
+/// keep group 4's acknowledged record. Each refusal is the `stopping`
+/// check of its own call (the store's check behind it is not reached).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_on_groups_stopped_for_a_heal_is_refused() {
-    let names = BTreeMap::from([(5, "lone".to_string())]);
-    let node = Node::start(5, &names);
-    node.groups
-        .add(spec(4, &[5], "four."))
-        .await
-        .expect("added");
+    let (node, ticks) = lone_with_record(None).await;
+    ticks.abort();
     node.groups.retire();
     node.groups.shutdown().await;
     let after = Groups::start_after(
@@ -630,16 +659,120 @@ async fn a_removal_on_groups_stopped_for_a_heal_is_refused() {
     .expect("started after");
     assert_eq!(after.ids(), [4]);
     let removed = node.groups.remove(4).await;
-    assert!(removed.is_err(), "removed on stopped groups: {removed:?}");
+    assert!(
+        removed
+            .as_ref()
+            .is_err_and(|e| e.contains("not removed: the groups are stopping")),
+        "removed on stopped groups: {removed:?}"
+    );
+    // Group 9 runs in neither: only the stopping check refuses it here.
+    let deleted = node
+        .groups
+        .delete_stored(9, &spec(9, &[5], "nine.").keys)
+        .await;
+    assert!(
+        deleted
+            .as_ref()
+            .is_err_and(|e| e.contains("not deleted: the groups are stopping")),
+        "deleted on stopped groups: {deleted:?}"
+    );
     let deleted = node
         .groups
         .delete_stored(4, &spec(4, &[5], "four.").keys)
         .await;
     assert!(deleted.is_err(), "deleted on stopped groups: {deleted:?}");
-    let mut store = lock(&node.store);
-    let log = super::log::GroupLog::recover(&mut store, &log_key(4)).expect("group 4's log");
+    {
+        let mut store = lock(&node.store);
+        let log = super::log::GroupLog::recover(&mut store, &log_key(4)).expect("group 4's log");
+        assert!(
+            !log.removed,
+            "group 4's log was marked removed under the new groups"
+        );
+    }
+    assert!(node.keys().contains(&"four.a".to_string()));
+    after.shutdown().await;
+    node.stop().await;
+}
+
+/// A single node running group 4 over `four.` (and `also`, added before
+/// anything is stored), with `four.a` committed and acknowledged, and the
+/// router ticking it.
+async fn lone_with_record(also: Option<GroupSpec>) -> (Node, tokio::task::JoinHandle<()>) {
+    let names = BTreeMap::from([(5, "lone".to_string())]);
+    let node = Node::start(5, &names);
+    node.groups
+        .add(spec(4, &[5], "four."))
+        .await
+        .expect("added");
+    if let Some(also) = also {
+        node.groups.add(also).await.expect("added");
+    }
+    let ticks = tokio::spawn(route(
+        BTreeMap::from([(5, Arc::clone(&node.groups))]),
+        Carried::default(),
+    ));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let proposal = Proposal {
+            id: node.groups.next_proposal_id(),
+            ops: vec![send("four.a", "1")],
+        };
+        match node.groups.propose(4, proposal).await {
+            Ok(_) => break,
+            Err(ProposeError::NotLeader(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(TICK).await;
+            }
+            Err(e) => panic!("proposing: {e:?}"),
+        }
+    }
+    assert!(node.keys().contains(&"four.a".to_string()));
+    (node, ticks)
+}
+
+/// Deleting the storage of a group that does not run never deletes a key
+/// a running group holds: refused, and the record kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_stored_keys_a_running_group_holds_is_refused() {
+    let (node, ticks) = lone_with_record(None).await;
+    let deleted = node
+        .groups
+        .delete_stored(9, &spec(9, &[5], "four.").keys)
+        .await;
     assert!(
-        !log.removed,
-        "group 4's log was marked removed under the new groups"
+        deleted
+            .as_ref()
+            .is_err_and(|e| e.contains("\"four.a\" is held by group 4")),
+        "{deleted:?}"
     );
+    assert!(node.keys().contains(&"four.a".to_string()));
+    ticks.abort();
+    node.stop().await;
+}
+
+/// A group over stored keys a running group holds is not added; and the
+/// removal of a group whose overlap its add could not see (nothing was
+/// stored then) refuses to delete a key the other group holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_over_keys_a_running_group_holds_is_refused() {
+    let (node, ticks) = lone_with_record(Some(spec(9, &[5], "four."))).await;
+    assert_eq!(node.groups.ids(), [4, 9]);
+    let added = node.groups.add(spec(10, &[5], "four.")).await;
+    assert!(
+        added
+            .as_ref()
+            .is_err_and(|e| e.contains("\"four.a\" is group 4's")),
+        "{added:?}"
+    );
+    assert_eq!(node.groups.ids(), [4, 9]);
+    let removed = node.groups.remove(9).await;
+    assert!(
+        removed
+            .as_ref()
+            .is_err_and(|e| e.contains("\"four.a\" is held by group 4")),
+        "{removed:?}"
+    );
+    assert!(node.keys().contains(&"four.a".to_string()));
+    assert_eq!(node.groups.ids(), [4]);
+    ticks.abort();
+    node.stop().await;
 }
