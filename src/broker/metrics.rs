@@ -200,7 +200,7 @@ impl Metrics {
         let gauges = [
             (
                 "seglog_open_keys",
-                "Partition logs open in the store.",
+                "Partition logs open in the store (the last count read, while a heal holds the store).",
                 gauges.open_keys as u64,
             ),
             (

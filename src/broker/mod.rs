@@ -40,7 +40,7 @@ pub mod retention;
 pub mod time;
 pub mod topics;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -101,6 +101,8 @@ pub struct Broker {
     pub default_retention: Retention,
     /// Where the next request's records without key or partition go.
     next_partition: AtomicU32,
+    /// The store's count of open keys when last read ([`Broker::open_keys`]).
+    open_keys: AtomicUsize,
 }
 
 impl Broker {
@@ -126,6 +128,7 @@ impl Broker {
             limits,
             default_retention,
             next_partition: AtomicU32::new(0),
+            open_keys: AtomicUsize::new(0),
         });
         // The group commit thread answers each batch's waiters itself: a
         // hop through a task of the runtime would cost every write a
@@ -183,6 +186,21 @@ impl Broker {
     /// which must answer while a reopen holds the lock.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.is_set()
+    }
+
+    /// How many keys the store holds open, for `/metrics`: read if the
+    /// store's lock is free, else the count last read. A scrape must not
+    /// wait for the lock, which a heal's reopen holds for as long as
+    /// recovery takes, nor add to the writes' waiting for it.
+    pub fn open_keys(&self) -> usize {
+        match self.store.try_lock() {
+            Ok(store) => {
+                let count = store.open_key_count();
+                self.open_keys.store(count, Ordering::Relaxed);
+                count
+            }
+            Err(_) => self.open_keys.load(Ordering::Relaxed),
+        }
     }
 
     /// The free space of the store's file system, and whether writes are taken.
@@ -553,8 +571,8 @@ mod tests {
     use crate::storage::store::StoreConfig;
 
     /// A reopen in place holds the store's lock while recovery runs (here
-    /// the test holds it): a health probe and a write that is refused
-    /// anyway must not wait for it.
+    /// the test holds it): a health probe, a metrics scrape and a write
+    /// that is refused anyway must not wait for it.
     #[test]
     fn a_poisoned_store_is_known_and_refuses_writes_without_its_lock() {
         const PATIENCE: Duration = Duration::from_secs(20);
@@ -574,16 +592,18 @@ mod tests {
             store.append("k", b"v").expect("append");
             assert!(store.sync().is_err());
         }
+        let open_keys = broker.open_keys();
+        assert_eq!(open_keys, 1, "the key appended to");
         let held = broker.store();
         let (tx, rx) = mpsc::channel();
         let probe = Arc::clone(&broker);
         std::thread::spawn(move || {
             let refused = matches!(probe.writer(), Err(e) if e.is_poisoned());
-            let _ = tx.send((probe.is_poisoned(), refused));
+            let _ = tx.send((probe.is_poisoned(), refused, probe.open_keys()));
         });
         assert_eq!(
             rx.recv_timeout(PATIENCE),
-            Ok((true, true)),
+            Ok((true, true, open_keys)),
             "answered while the lock was held"
         );
         drop(held);

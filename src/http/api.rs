@@ -252,7 +252,7 @@ async fn health(State(app): AppState) -> Response {
 async fn metrics(State(app): AppState, Extension(http): Extension<Arc<HttpMetrics>>) -> Response {
     let topics = app.catalog().len();
     let poisoned = app.is_poisoned();
-    let open_keys = app.store().open_key_count();
+    let open_keys = app.open_keys();
     let text = http.render(
         &app.metrics,
         &Gauges {
