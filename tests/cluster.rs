@@ -1,7 +1,8 @@
 //! `seglog serve` as a cluster (issue 20): the peer links between nodes,
 //! over real sockets, through a fault-injecting proxy; their
 //! authentication against strangers, replays, reflections and forged
-//! frames; and the cluster flags of the real binary.
+//! frames; the runtime that joins Raft groups to the links; and the
+//! cluster flags of the real binary.
 
 #[path = "support/proxy.rs"]
 mod proxy;
@@ -10,5 +11,7 @@ mod proxy;
 mod auth;
 #[path = "cluster/links.rs"]
 mod links;
+#[path = "cluster/runtime.rs"]
+mod runtime;
 #[path = "cluster/serve_flags.rs"]
 mod serve_flags;

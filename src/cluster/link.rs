@@ -466,11 +466,21 @@ impl Links {
     }
 }
 
-impl Drop for Links {
-    fn drop(&mut self) {
+impl Links {
+    /// Closes every link: the accepting task and each peer's dialing task
+    /// stop, and their connections close. Sends fail after it (the links
+    /// are down). What dropping the links does, for a holder that shares
+    /// them.
+    pub fn close(&self) {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -22,9 +22,13 @@
 //! - [`link`]: the peer links over tokio: dialing, the handshake,
 //!   keepalives, bounded queues, reconnecting (its outgoing and incoming
 //!   sides in `link/`).
+//! - [`runtime`]: the loop that joins the node's Raft groups to its links:
+//!   the tick, each peer's batch to its link, each batch received to the
+//!   groups.
 
 pub mod frame;
 pub mod handshake;
 pub mod link;
 pub mod peers;
+pub mod runtime;
 pub mod secret;
