@@ -1,10 +1,12 @@
 //! `seglog serve` as a cluster: how nodes find and talk to each other.
 //!
-//! Built so far: the cluster's membership from the command line, and the
+//! Built so far: the cluster's membership from the command line, the
 //! TCP links between nodes that carry the Raft groups' per-peer batches
 //! ([`crate::raft::transport::Batch`]), each peer authenticated by the
-//! cluster secret and each frame by its session. Not built yet: the
-//! metadata group, replicated partitions and routing
+//! cluster secret and each frame by its session, and the runtime that
+//! runs a node's groups over those links. Not built yet: wiring the
+//! runtime into `seglog serve`, the metadata group, replicated partitions
+//! and routing
 //! (`docs/serve-cluster-design.md` has the plan; issue 20). Until they
 //! are, `seglog serve` refuses to start with `--peers` rather than run a
 //! cluster that is not one.
