@@ -101,16 +101,19 @@ impl Runtime {
     /// Stops the loop, closes the links, then stops the groups. Calls
     /// still being served end as the groups stop; what they answer goes
     /// nowhere. The store can close after this (once its durability has
-    /// made the groups' last writes durable).
-    pub async fn shutdown(mut self) {
+    /// made the groups' last writes durable). The links and the groups
+    /// stop either way; an error says the loop had panicked (our bug).
+    pub async fn shutdown(mut self) -> Result<(), String> {
         self.stop.send_replace(true);
-        if let Some(task) = self.task.take()
-            && let Err(e) = task.await
-        {
-            log::warn(format_args!("the cluster loop ended badly: {e}"));
-        }
+        let ended = match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| format!("the cluster loop failed: {e}")),
+            None => Ok(()),
+        };
         self.links.close();
         self.groups.shutdown().await;
+        ended
     }
 }
 

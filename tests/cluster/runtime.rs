@@ -216,7 +216,10 @@ impl Nodes {
     /// commit after a last sync point.
     async fn stop(self) {
         for (id, node) in self.nodes {
-            node.runtime.shutdown().await;
+            node.runtime
+                .shutdown()
+                .await
+                .unwrap_or_else(|e| panic!("stopping node {id}: {e}"));
             let group_commit = node.group_commit;
             tokio::task::spawn_blocking(move || group_commit.close_and_join())
                 .await
