@@ -215,7 +215,7 @@ impl Loop {
 /// back: their callers learn now, not at their deadline, that the peer
 /// did not get them. The batch's answers and notes are dropped: the peer
 /// gives up its calls at their deadline, and notes are sent again.
-pub fn answer_unsent(transport: &Transport, refused: &SendError) {
+fn answer_unsent(transport: &Transport, refused: &SendError) {
     let unsent: &Batch = refused.unsent();
     if unsent.calls.is_empty() {
         return;
