@@ -26,5 +26,6 @@
 pub mod frame;
 pub mod handshake;
 pub mod link;
+pub mod metadata;
 pub mod peers;
 pub mod secret;
