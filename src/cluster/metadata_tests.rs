@@ -134,7 +134,7 @@ fn unreadable_records_are_refused_and_newer_ones_stop_the_fold() {
         assert_eq!(state.next_offset(), offset + 1);
     }
     let newer = br#"{"version":2,"op":{"Anything":{}}}"#;
-    let error = state.apply_record(5, newer).err().expect("stopped");
+    let error = state.apply_record(5, newer).expect_err("stopped");
     assert!(matches!(
         error,
         FollowError::Newer {
@@ -246,7 +246,9 @@ fn a_topic_gets_an_id_and_a_new_group_per_partition() {
 fn bad_topics_are_refused() {
     let mut state = with_nodes(&[1, 2, 3]);
     create_assigned(&mut state, "a", 1, 1);
-    let cases: Vec<(MetaOp, fn(&Refusal) -> bool)> = vec![
+    /// Whether a refusal is the one expected.
+    type Expected = fn(&Refusal) -> bool;
+    let cases: Vec<(MetaOp, Expected)> = vec![
         (create("a", 1, 1, vec![vec![1]]), |r| {
             matches!(r, Refusal::TopicExists(_))
         }),
@@ -720,7 +722,7 @@ fn following_stops_at_a_newer_record_and_at_a_gap() {
     append(&mut store, &register(2));
     store.sync().expect("sync");
     let mut state = Metadata::new();
-    let error = state.follow(&mut store).err().expect("stopped");
+    let error = state.follow(&mut store).expect_err("stopped");
     assert!(
         matches!(
             error,
@@ -737,7 +739,7 @@ fn following_stops_at_a_newer_record_and_at_a_gap() {
 
     assert_eq!(store.truncate_front(METADATA_KEY, 2).expect("truncate"), 2);
     let mut fresh = Metadata::new();
-    let error = fresh.follow(&mut store).err().expect("gap");
+    let error = fresh.follow(&mut store).expect_err("gap");
     assert!(
         matches!(error, FollowError::Gap { start: 2, next: 0 }),
         "{error}"
@@ -899,6 +901,203 @@ mod folds {
                 prop_assert_eq!(&resumed, &whole, "resumed at {}", cut);
                 prop_assert_eq!(&rest[..], &verdicts[cut..]);
             }
+        }
+    }
+}
+
+mod replicated {
+    //! Three nodes' real Raft groups in one process, group 0 on each, a
+    //! router carrying their batches every tick: meta ops proposed by each
+    //! node through group 0 fold to the same metadata on every node.
+
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::lock::lock;
+    use crate::raft::durability::OwnGroupCommit;
+    use crate::raft::groups::{GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
+    use crate::raft::types::{OpResult, Proposal};
+
+    /// How long the test waits for an election or an apply before it
+    /// fails rather than hang; nothing passes by waiting.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    /// How often the router carries batches, as the runtime will tick.
+    const TICK: Duration = Duration::from_millis(10);
+
+    struct Node {
+        _dir: tempfile::TempDir,
+        store: Arc<Mutex<Store>>,
+        group_commit: Arc<OwnGroupCommit>,
+        groups: Arc<Groups>,
+    }
+
+    fn start(me: NodeId, names: &BTreeMap<NodeId, String>) -> Node {
+        let (dir, store) = store();
+        let store = Arc::new(Mutex::new(store));
+        let group_commit = Arc::new(OwnGroupCommit::start(Arc::clone(&store)).expect("commit"));
+        let groups = Groups::new(
+            me,
+            names.clone(),
+            Arc::clone(&store),
+            group_commit.clone(),
+            TIMING_DEFAULT,
+        )
+        .expect("groups");
+        Node {
+            _dir: dir,
+            store,
+            group_commit,
+            groups: Arc::new(groups),
+        }
+    }
+
+    /// Each tick, every node's batches go to their addressees (the
+    /// runtime's loop over peer links will do this; until it lands, the
+    /// same steps as `raft/groups_tests.rs`'s router).
+    async fn route(nodes: BTreeMap<NodeId, Arc<Groups>>) {
+        loop {
+            for (&from, node) in &nodes {
+                node.tick(Instant::now());
+                for (to, batch) in node.transport.take_batches() {
+                    let peer = &nodes[&to];
+                    peer.transport.deliver(from, batch.answers);
+                    batch.notes.into_iter().for_each(|n| peer.on_note(from, n));
+                    for call in batch.calls {
+                        let peer = Arc::clone(peer);
+                        tokio::spawn(async move {
+                            let reply = peer.serve(from, call.group, call.rpc).await;
+                            peer.transport.answer(from, call.id, reply);
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// Proposes `ops`, made by node `by`, at group 0's leader until one
+    /// takes them (the `Forward` frame will carry them there); the
+    /// offset each send got.
+    async fn propose(nodes: &BTreeMap<NodeId, Node>, by: NodeId, ops: Vec<Op>) -> Vec<u64> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let leader = nodes[&by].groups.leader(METADATA_GROUP);
+            if let Some(leader) = leader.and_then(|l| nodes.get(&l)) {
+                let proposal = Proposal {
+                    id: nodes[&by].groups.next_proposal_id(),
+                    ops: ops.clone(),
+                };
+                match leader.groups.propose(METADATA_GROUP, proposal).await {
+                    Ok((_, results)) => {
+                        return results
+                            .into_iter()
+                            .map(|r| match r {
+                                OpResult::Offset(offset) => offset,
+                                other => panic!("a send's result: {other:?}"),
+                            })
+                            .collect();
+                    }
+                    Err(ProposeError::NotLeader(_)) => {}
+                    Err(e) => panic!("proposing to group 0: {e:?}"),
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {by} found no leader to take its ops"
+            );
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// Follows node `id`'s metadata key until `records` are folded.
+    async fn folded(node: &Node, records: u64) -> (Metadata, BTreeMap<u64, Verdict>) {
+        let deadline = Instant::now() + PATIENCE;
+        let mut state = Metadata::new();
+        let mut verdicts = BTreeMap::new();
+        while state.next_offset() < records {
+            let followed = state.follow(&mut lock(&node.store)).expect("follow");
+            verdicts.extend(followed.verdicts);
+            assert!(
+                Instant::now() < deadline,
+                "{} records folded",
+                state.next_offset()
+            );
+            tokio::time::sleep(TICK).await;
+        }
+        (state, verdicts)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn meta_ops_proposed_by_three_nodes_fold_alike_on_all() {
+        let ids = [1, 2, 3];
+        let names: BTreeMap<NodeId, String> =
+            ids.iter().map(|&id| (id, format!("node-{id}"))).collect();
+        let nodes: BTreeMap<NodeId, Node> = ids.iter().map(|&id| (id, start(id, &names))).collect();
+        let groups = nodes
+            .iter()
+            .map(|(&id, node)| (id, Arc::clone(&node.groups)))
+            .collect();
+        let router = tokio::spawn(route(groups));
+        for node in nodes.values() {
+            let spec = GroupSpec {
+                group: METADATA_GROUP,
+                replicas: ids.to_vec(),
+                keys: keys(),
+            };
+            node.groups.add(spec).await.expect("group 0");
+        }
+
+        let mut proposer = Metadata::new();
+        for id in ids {
+            let op = register(id);
+            let at = propose(&nodes, id, vec![send(&op)]).await;
+            proposer.apply(at[0], &op);
+        }
+        let assignment = proposer.assign(3, 3).expect("assignment");
+        let orders = create("orders", 3, 3, assignment);
+        propose(&nodes, 2, vec![send(&orders)]).await;
+        // Two nodes create one name at once: the fold takes the first.
+        let (first, second) = (
+            create("dup", 1, 1, vec![vec![1]]),
+            create("dup", 1, 1, vec![vec![3]]),
+        );
+        let at = propose(&nodes, 3, vec![send(&first), send(&second)]).await;
+        let commits = propose(&nodes, 1, vec![send(&commit("g", "orders", 2, 7))]).await;
+        let records = commits[0] + 1;
+
+        let mut states = Vec::new();
+        for node in nodes.values() {
+            states.push(folded(node, records).await);
+        }
+        let (state, verdicts) = &states[0];
+        for other in &states[1..] {
+            assert_eq!(&other.0, state, "every node folds the same metadata");
+            assert_eq!(&other.1, verdicts, "and the same verdicts");
+        }
+        assert_eq!(state.nodes().keys().copied().collect::<Vec<_>>(), ids);
+        assert!(matches!(
+            verdicts[&at[0]],
+            Verdict::Accepted(Change::TopicCreated { .. })
+        ));
+        assert_eq!(
+            verdicts[&at[1]],
+            Verdict::Refused(Refusal::TopicExists("dup".into()))
+        );
+        let groups: Vec<u32> = state.topics()["orders"]
+            .partitions
+            .iter()
+            .map(|p| p.group)
+            .collect();
+        assert_eq!(groups, [1, 2, 3]);
+        assert_eq!(state.topics()["dup"].partitions[0].replicas, [1]);
+        assert_eq!(state.offsets()["g"]["orders"][&2].offset, 7);
+
+        router.abort();
+        for node in nodes.into_values() {
+            node.groups.shutdown().await;
+            node.group_commit.close_and_join().expect("group commit");
         }
     }
 }
