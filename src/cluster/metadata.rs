@@ -276,6 +276,18 @@ pub struct TopicMeta {
     pub partitions: Vec<PartitionMeta>,
 }
 
+/// A partition whose group a node runs: what the runtime compares with
+/// the groups it runs, to add and remove them as the metadata changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionOf {
+    pub topic: String,
+    pub partition: u32,
+    /// The partition's store key ([`catalog::partition_key`]).
+    pub key: String,
+    /// Its replicas, the preferred leader first.
+    pub replicas: Vec<NodeId>,
+}
+
 /// A committed offset of a consumer group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupOffset {
@@ -865,6 +877,25 @@ impl Metadata {
                     .collect()
             })
             .collect())
+    }
+
+    /// The partitions `node` is a replica of, by group.
+    pub fn groups_on(&self, node: NodeId) -> BTreeMap<u32, PartitionOf> {
+        let mut groups = BTreeMap::new();
+        for (name, topic) in &self.topics {
+            for (p, partition) in topic.partitions.iter().enumerate() {
+                if partition.replicas.contains(&node) {
+                    let of = PartitionOf {
+                        topic: name.clone(),
+                        partition: p as u32,
+                        key: catalog::partition_key(name, topic.id, p as u32),
+                        replicas: partition.replicas.clone(),
+                    };
+                    groups.insert(partition.group, of);
+                }
+            }
+        }
+        groups
     }
 
     /// The topics as the broker's [`Catalog`] holds them, so that the

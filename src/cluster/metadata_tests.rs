@@ -653,6 +653,35 @@ fn the_catalog_view_holds_the_topics() {
     );
 }
 
+#[test]
+fn each_node_runs_the_groups_it_is_a_replica_of() {
+    let mut state = with_nodes(&[1, 2, 3]);
+    create_assigned(&mut state, "a", 3, 2);
+    create_assigned(&mut state, "b", 1, 1);
+    accepted(&mut state, &MetaOp::DeleteTopic { name: "a".into() });
+    create_assigned(&mut state, "c", 2, 3);
+    let c = &state.topics()["c"];
+    for node in [1, 2, 3] {
+        let on = state.groups_on(node);
+        let mut expected: Vec<u32> = vec![5, 6];
+        if state.topics()["b"].partitions[0].replicas == [node] {
+            expected.insert(0, 4);
+        }
+        assert_eq!(
+            on.keys().copied().collect::<Vec<_>>(),
+            expected,
+            "node {node}"
+        );
+        let five = &on[&5];
+        assert_eq!(five.key, catalog::partition_key("c", c.id, 0));
+        assert_eq!((five.topic.as_str(), five.partition), ("c", 0));
+        assert_eq!(five.replicas, c.partitions[0].replicas);
+    }
+    let total: usize = [1, 2, 3].iter().map(|n| state.groups_on(*n).len()).sum();
+    assert_eq!(total, 1 + 2 * 3, "b once, c's two partitions on all three");
+    assert!(state.groups_on(9).is_empty());
+}
+
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), StoreConfig::default()).expect("store");
