@@ -28,8 +28,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The Maelstrom front end: the groups, the engine and the leaves.
     ("node", &["raft", "storage", "log", "lock", "data_dir"]),
     // The cluster of `seglog serve`: membership and peer links, carrying
-    // the groups' batches; no front end, no broker.
-    ("cluster", &["raft", "storage", "log", "lock"]),
+    // the groups' batches, and the metadata, whose topics follow the
+    // broker's catalog rules; no front end.
+    ("cluster", &["broker", "raft", "storage", "log", "lock"]),
     // Who may connect and what they may do: no front end, no broker.
     ("auth", &["storage", "log", "lock", "table"]),
     // The broker core: the engine and the leaves, no front end.

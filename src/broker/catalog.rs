@@ -145,9 +145,10 @@ enum Write {
     Storage(crate::storage::error::Error),
 }
 
-/// The topics, as on disk.
+/// The topics, as on disk, or as a cluster's metadata holds them.
 pub struct Catalog {
-    path: PathBuf,
+    /// The catalog's file; `None` for a cluster's [`Catalog::replica`].
+    path: Option<PathBuf>,
     next_id: u64,
     topics: BTreeMap<String, Topic>,
 }
@@ -162,7 +163,7 @@ impl Catalog {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Catalog {
-                    path,
+                    path: Some(path),
                     next_id: 0,
                     topics: BTreeMap::new(),
                 });
@@ -200,9 +201,30 @@ impl Catalog {
             }
         }
         Ok(Catalog {
-            path,
+            path: Some(path),
             next_id: file.next_id,
             topics,
+        })
+    }
+
+    /// A catalog of `topics` that has no file and refuses every change: a
+    /// node of a cluster reads its topics from the cluster's metadata
+    /// (`cluster::metadata`), which changes only through the metadata
+    /// group, and is rebuilt from it after each change.
+    pub fn replica(next_id: u64, topics: impl IntoIterator<Item = Topic>) -> Catalog {
+        Catalog {
+            path: None,
+            next_id,
+            topics: topics.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        }
+    }
+
+    /// The catalog's file, or the refusal of a change to a replica.
+    fn file(&self) -> Result<PathBuf> {
+        self.path.clone().ok_or_else(|| {
+            Error::Internal(
+                "a cluster's topics change through its metadata group, not a node's catalog".into(),
+            )
         })
     }
 
@@ -225,6 +247,7 @@ impl Catalog {
 
     /// Creates a topic; durable when this returns.
     pub fn create(&mut self, new: NewTopic, now_ms: u64) -> Result<Topic> {
+        self.file()?;
         check_name(&new.name).map_err(Error::Invalid)?;
         if new.partitions == 0 || new.partitions > PARTITIONS_MAX {
             return Err(Error::Invalid(format!(
@@ -286,6 +309,7 @@ impl Catalog {
 
     /// Applies `edit` to a topic and saves the catalog.
     fn change(&mut self, name: &str, edit: impl FnOnce(&mut Topic)) -> Result<Topic> {
+        self.file()?;
         let topic = self.topics.get_mut(name).ok_or_else(|| not_found(name))?;
         edit(topic);
         let changed = topic.clone();
@@ -296,6 +320,7 @@ impl Catalog {
     /// Deletes a topic from the catalog; durable when this returns. Its
     /// partitions' logs are the caller's to remove.
     pub fn delete(&mut self, name: &str) -> Result<Topic> {
+        self.file()?;
         let topic = self.topics.remove(name).ok_or_else(|| not_found(name))?;
         self.save()?;
         Ok(topic)
@@ -318,14 +343,15 @@ impl Catalog {
     /// the file, so that it never differs from what the next start reads,
     /// and the error says the change may or may not have happened.
     fn save(&mut self) -> Result<()> {
-        let source = match self.write() {
+        let path = self.file()?;
+        let source = match self.write(&path) {
             Ok(()) => return Ok(()),
             Err(Write::Storage(source)) => source,
             Err(Write::Encode(e)) => {
                 return Err(Error::Internal(format!("cannot encode the catalog: {e}")));
             }
         };
-        let context = match Catalog::open(self.path.parent().unwrap_or(Path::new("."))) {
+        let context = match Catalog::open(path.parent().unwrap_or(Path::new("."))) {
             Ok(on_disk) => {
                 self.next_id = on_disk.next_id;
                 self.topics = on_disk.topics;
@@ -345,7 +371,7 @@ impl Catalog {
         })
     }
 
-    fn write(&self) -> std::result::Result<(), Write> {
+    fn write(&self, path: &Path) -> std::result::Result<(), Write> {
         let file = CatalogFile {
             version: CATALOG_VERSION,
             next_id: self.next_id,
@@ -357,7 +383,7 @@ impl Catalog {
             Err(e) => return Err(Write::Encode(e.to_string())),
         };
         bytes.push(b'\n');
-        fsutil::rewrite_atomic(&crate::storage::backend::RealFs, &self.path, &bytes)
+        fsutil::rewrite_atomic(&crate::storage::backend::RealFs, path, &bytes)
             .map_err(Write::Storage)
     }
 }
@@ -448,6 +474,28 @@ mod tests {
         assert_eq!(b.id, a.id + 1, "the failed create used no id");
         let reopened = Catalog::open(dir.path()).expect("reopen");
         assert_eq!(reopened.topics().collect::<Vec<_>>(), vec![&a, &b]);
+    }
+
+    #[test]
+    fn a_replica_reads_like_a_catalog_and_refuses_every_change() {
+        let topic = Topic {
+            name: "a".into(),
+            id: 4,
+            partitions: 2,
+            retention_ms: Some(1),
+            retention_bytes: None,
+            created_ms: 9,
+        };
+        let mut replica = Catalog::replica(5, [topic.clone()]);
+        assert_eq!(replica.get("a"), Some(&topic));
+        assert_eq!(replica.owner_of(&topic.key(1)), KeyOwner::Live);
+        assert_eq!(replica.owner_of(&topic.key(2)), KeyOwner::Dead);
+        let refused = |r: Result<Topic>| matches!(r, Err(Error::Internal(why)) if why.contains("metadata group"));
+        assert!(refused(replica.create(new_topic("b", 1), 1)));
+        assert!(refused(replica.add_partitions("a", 3)));
+        assert!(refused(replica.set_retention("a", None, None)));
+        assert!(refused(replica.delete("a")));
+        assert_eq!(replica.topics().collect::<Vec<_>>(), vec![&topic]);
     }
 
     #[test]

@@ -3,16 +3,17 @@
 //! Built so far: the cluster's membership from the command line, the
 //! TCP links between nodes that carry the Raft groups' per-peer batches
 //! ([`crate::raft::transport::Batch`]), each peer authenticated by the
-//! cluster secret and each frame by its session, and the runtime that
-//! runs a node's groups over those links. Not built yet: wiring the
-//! runtime into `seglog serve`, the metadata group, replicated partitions
-//! and routing
-//! (`docs/serve-cluster-design.md` has the plan; issue 20). Until they
-//! are, `seglog serve` refuses to start with `--peers` rather than run a
-//! cluster that is not one.
+//! cluster secret and each frame by its session, the runtime that runs a
+//! node's groups over those links, and the cluster's metadata as the fold
+//! of group 0's log. Not built yet: wiring the runtime and the metadata
+//! into `seglog serve` (proposing to group 0, following its log),
+//! replicated partitions and routing (`docs/serve-cluster-design.md` has
+//! the plan; issue 20). Until they are, `seglog serve` refuses to start
+//! with `--peers` rather than run a cluster that is not one.
 //!
-//! This layer knows the Raft groups and the leaves; it knows nothing of
-//! HTTP, Kafka or the broker.
+//! This layer knows the Raft groups, the leaves and the broker's catalog
+//! and name rules (a cluster's topics are the broker's topics); it knows
+//! nothing of HTTP or Kafka, and the broker knows nothing of it.
 //!
 //! # Layout
 //! - [`peers`]: `--cluster-id`, `--node-id` and `--peers`, parsed and
@@ -27,10 +28,14 @@
 //! - [`runtime`]: the loop that joins the node's Raft groups to its links:
 //!   the tick, each peer's batch to its link, each batch received to the
 //!   groups.
+//! - [`metadata`]: the cluster's metadata (nodes, topics, partitions'
+//!   groups and replicas, committed offsets, id counters), folded from
+//!   the records of group 0's key `cluster.metadata`.
 
 pub mod frame;
 pub mod handshake;
 pub mod link;
+pub mod metadata;
 pub mod peers;
 pub mod runtime;
 pub mod secret;

@@ -160,7 +160,7 @@ pub fn parse(id: &str, me: NodeId, peers: &str) -> Result<Cluster, String> {
 /// Checks that `address` is `HOST:PORT`: a host name, an IPv4 address or a
 /// bracketed IPv6 address, and a port from 1 to 65535 (a peer cannot dial
 /// port 0).
-fn check_address(address: &str) -> Result<(), String> {
+pub(crate) fn check_address(address: &str) -> Result<(), String> {
     let Some((host, port)) = address.rsplit_once(':') else {
         return Err(format!("{address:?} is not HOST:PORT"));
     };
