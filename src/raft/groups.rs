@@ -31,7 +31,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 
 use super::durability::{Durability, synced};
-use super::log::{Record, log_key};
+use super::log::{Record, log_key, marked_removed, stored_groups};
 use super::log_store::{Group, LogStore, Proposals};
 use super::snapshot::Keys;
 use super::standing::{ASK_EVERY_MS, Note, PROBE_AFTER_MS, REJOIN_UNANSWERED_MS, Standing};
@@ -137,7 +137,10 @@ pub struct Groups {
     /// held across an await.
     running: RwLock<BTreeMap<u32, Arc<Running>>>,
     /// Groups being added or removed: not running yet, or no longer, and
-    /// refused another change until this one ends.
+    /// refused another change until this one ends. An entry never outlives
+    /// its change, even when the caller goes away mid-way: an add's goes
+    /// with its future ([`AddUnderWay`]), and a removal runs to its end in
+    /// a task of its own.
     changing: Mutex<BTreeMap<u32, Change>>,
     /// The storage of groups being added, from its opening until the group
     /// runs: [`Groups::retire`] retires it too, so that an instance started
@@ -151,6 +154,11 @@ pub struct Groups {
     /// ([`Groups::add`] says why). Taken after `changing`; at most
     /// [`REMOVED_REMEMBERED_MAX`].
     removed: Mutex<BTreeSet<u32>>,
+    /// The groups whose log key in the store is marked `Removed`: removals
+    /// cut short before these groups started, found by [`Groups::new`],
+    /// and removals under way or cut short since. No group is added while
+    /// one is ([`Groups::add`] says why). Taken after `changing`.
+    marked: Mutex<BTreeSet<u32>>,
     /// The next proposal's sequence number.
     next_proposal: Mutex<u64>,
     /// Set by [`Groups::shutdown`] and [`Groups::retire`]: no standing is
@@ -209,6 +217,52 @@ fn unchanging(changing: &BTreeMap<u32, Change>, g: u32) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+/// Why group `g`, whose log is marked `Removed`, is not started.
+fn cut_short(g: u32) -> String {
+    format!(
+        "group {g} was being removed here and its removal was cut short: its storage must be deleted (Groups::delete_stored), never started again"
+    )
+}
+
+/// An add under way: its entry in `changing` and, once its storage is
+/// open, in `starting`. If the add's caller goes away at an await (a
+/// request cancelled, a `select!`), dropping this ends the add: both
+/// entries go, so the id is not refused for good, and the storage is
+/// retired, so that an instance half started never writes.
+struct AddUnderWay<'a> {
+    groups: &'a Groups,
+    g: u32,
+    /// Set once the add took its entries out itself.
+    ended: bool,
+}
+
+impl Drop for AddUnderWay<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        lock(&self.groups.changing).remove(&self.g);
+        // Retired under the lock `retire` walks this map under, as when an
+        // add takes its group out.
+        if let Some(group) = lock(&self.groups.starting).remove(&self.g) {
+            group.retire();
+        }
+    }
+}
+
+/// The groups whose log in `store` is marked `Removed`.
+fn marked_logs(store: &Mutex<Store>) -> Result<BTreeSet<u32>, String> {
+    let mut store = lock(store);
+    let failed = |e| format!("finding the removals cut short: {e}");
+    let mut marked = BTreeSet::new();
+    for g in stored_groups(&store).map_err(failed)? {
+        if marked_removed(&mut store, g).map_err(failed)? {
+            marked.insert(g);
+        }
+    }
+    Ok(marked)
 }
 
 /// The keys, then the commits, of group `g`'s state machine (`keys`) in
@@ -366,6 +420,7 @@ impl Groups {
         }
         .validate()
         .map_err(|e| format!("the Raft configuration: {e}"))?;
+        let marked = marked_logs(&store)?;
         let started_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -382,6 +437,7 @@ impl Groups {
             starting: Mutex::new(BTreeMap::new()),
             carried: Mutex::new(BTreeMap::new()),
             removed: Mutex::new(BTreeSet::new()),
+            marked: Mutex::new(marked),
             next_proposal: Mutex::new(started_us),
             stopping: AtomicBool::new(false),
         })
@@ -389,7 +445,10 @@ impl Groups {
 
     /// Starts node `me`'s groups `specs` of `nodes`, on `store`; if one
     /// fails to start, those started stop again (none may run on without
-    /// a node, nor write after a reopen that follows).
+    /// a node, nor write after a reopen that follows). Refused while a
+    /// removal cut short is left in `store` ([`Groups::add`]): a front end
+    /// that removes groups starts with [`Groups::new`], finishes those
+    /// with [`Groups::delete_stored`], then adds its groups.
     pub async fn start(
         me: NodeId,
         nodes: BTreeMap<NodeId, String>,
@@ -399,14 +458,15 @@ impl Groups {
         timing: Timing,
     ) -> Result<Groups, String> {
         let groups = Groups::new(me, nodes, store, durability, timing)?;
-        groups.add_all(specs).await?;
+        groups.add_all(specs, false).await?;
         Ok(groups)
     }
 
-    /// Adds `specs` one after another; on a failure, stops those added.
-    async fn add_all(&self, specs: Vec<GroupSpec>) -> Result<(), String> {
+    /// Adds `specs` one after another (`healed` as for
+    /// [`Groups::add_one`]); on a failure, stops those added.
+    async fn add_all(&self, specs: Vec<GroupSpec>, healed: bool) -> Result<(), String> {
         for spec in specs {
-            if let Err(e) = self.add(spec).await {
+            if let Err(e) = self.add_one(spec, healed).await {
                 self.retire();
                 self.shutdown().await;
                 return Err(e);
@@ -443,8 +503,11 @@ impl Groups {
             .iter()
             .map(|(&g, group)| (g, lock(&group.state.proposals).clone()))
             .collect();
-        // Every removal of `previous` is here: each recorded its group
-        // under the lock it checked `stopping` under.
+        // Every removal of `previous` is here, `remove` and
+        // `delete_stored` alike: each checked `stopping` and recorded its
+        // group under one hold of the `running` lock for writing, which
+        // `retire` takes (to read) after setting `stopping`, so one that
+        // found it unset recorded its group before `retire` returned.
         *lock(&groups.removed) = lock(&previous.removed).clone();
         let specs = running
             .iter()
@@ -454,7 +517,7 @@ impl Groups {
                 keys: group.keys.clone(),
             })
             .collect();
-        groups.add_all(specs).await?;
+        groups.add_all(specs, true).await?;
         Ok(groups)
     }
 
@@ -551,49 +614,47 @@ impl Groups {
     ///
     /// Also refused while a removal is under way here, and if a stored key
     /// it holds is held by a group running or being added here.
+    ///
+    /// And refused while a log stored here is marked `Removed` (a removal
+    /// cut short, by a crash or a failed write, left the group's keys):
+    /// the front end finishes it with [`Groups::delete_stored`] first. A
+    /// group added over those keys would take their records for its own,
+    /// and the deletion would then delete its keys. Only the front end
+    /// knows which keys the removed group held (`Keys` are rules, and
+    /// those rules are gone with the group), so whether the new group's
+    /// keys hold one of them cannot be told here: every add is refused,
+    /// which costs little, as such a removal is rare and one call ends it.
+    /// The groups a heal in place starts again ([`Groups::start_after`])
+    /// are the exception: they ran beside the removed group, so they hold
+    /// none of its keys, and refusing them would stop the heal.
+    ///
+    /// An add refused after its group opened may leave what it wrote: a
+    /// log key whose one record says this node does not vote yet. That is
+    /// what an add of a group new here writes first anyway (a later add
+    /// finds it and probes before voting, [`super::standing`]), and it
+    /// holds no client key; deleting it would take writes a refusal for
+    /// stopping groups must not make.
     pub async fn add(&self, spec: GroupSpec) -> Result<(), String> {
+        self.add_one(spec, false).await
+    }
+
+    /// [`Groups::add`]; `healed`: the group ran in the groups this node
+    /// heals from, beside any group whose removal was cut short.
+    async fn add_one(&self, spec: GroupSpec, healed: bool) -> Result<(), String> {
         let g = spec.group;
         self.check_replicas(g, &spec.replicas)?;
-        {
+        // `Keys` are rules, not sets: only the keys stored already can be
+        // compared. Two groups never share keys; this catches a front end
+        // that breaks that over keys that hold records. Listed before the
+        // locks: a key stored after the listing was written by a group
+        // running here, and could as well have been right after the add.
+        let stored = lock(&self.store)
+            .keys()
+            .map_err(|e| format!("group {g} not added: listing the keys: {e}"))?;
+        let mut under_way = {
             let running = read(&self.running);
             let mut changing = lock(&self.changing);
-            if self.stopping.load(Ordering::SeqCst) {
-                return Err(format!("group {g} not added: the groups are stopping"));
-            }
-            if running.contains_key(&g) {
-                return Err(format!("group {g} runs here already"));
-            }
-            unchanging(&changing, g)?;
-            if lock(&self.removed).contains(&g) {
-                return Err(format!(
-                    "group {g} was removed here: a removed group's id is never added again (its old replicas may still hold its votes and entries, and their calls and notes may still come)"
-                ));
-            }
-            let adding = changing
-                .values()
-                .filter(|c| matches!(c, Change::Adding(_)))
-                .count();
-            if running.len() + adding >= GROUPS_RUNNING_MAX {
-                return Err(format!(
-                    "group {g} not added: {GROUPS_RUNNING_MAX} groups run here already"
-                ));
-            }
-            // A removal checks the keys it deletes against the groups
-            // running or being added when it starts: none may come after.
-            if let Some(removing) = changing
-                .iter()
-                .find_map(|(&r, c)| matches!(c, Change::Removing).then_some(r))
-            {
-                return Err(format!(
-                    "group {g} not added: group {removing} is being removed here; add it once the removal ended"
-                ));
-            }
-            // `Keys` are rules, not sets: only the keys stored already can
-            // be compared. Two groups never share keys; this catches a
-            // front end that breaks that over keys that hold records.
-            let stored = lock(&self.store)
-                .keys()
-                .map_err(|e| format!("group {g} not added: listing the keys: {e}"))?;
+            self.addable(g, &running, &changing, healed)?;
             let held = stored.iter().filter(|key| spec.keys.holds(key));
             if let Some((key, other)) = shared(held, &keys_in_use(&running, &changing)) {
                 return Err(format!(
@@ -601,7 +662,12 @@ impl Groups {
                 ));
             }
             changing.insert(g, Change::Adding(spec.keys.clone()));
-        }
+            AddUnderWay {
+                groups: self,
+                g,
+                ended: false,
+            }
+        };
         let started = self.start_group(spec).await;
         let refused = {
             let mut running = write(&self.running);
@@ -610,6 +676,7 @@ impl Groups {
             // map without the `running` lock.
             let mut starting = lock(&self.starting);
             starting.remove(&g);
+            under_way.ended = true;
             let group = started?;
             // Checked again under the lock `retire` and `shutdown` walk
             // the running groups under: stopped meanwhile, they never saw
@@ -629,6 +696,58 @@ impl Groups {
         ))
     }
 
+    /// Refuses to add group `g` (`healed` as for [`Groups::add_one`]) for
+    /// any reason but a key another group holds.
+    fn addable(
+        &self,
+        g: u32,
+        running: &BTreeMap<u32, Arc<Running>>,
+        changing: &BTreeMap<u32, Change>,
+        healed: bool,
+    ) -> Result<(), String> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(format!("group {g} not added: the groups are stopping"));
+        }
+        if running.contains_key(&g) {
+            return Err(format!("group {g} runs here already"));
+        }
+        unchanging(changing, g)?;
+        if lock(&self.removed).contains(&g) {
+            return Err(format!(
+                "group {g} was removed here: a removed group's id is never added again (its old replicas may still hold its votes and entries, and their calls and notes may still come)"
+            ));
+        }
+        let adding = changing
+            .values()
+            .filter(|c| matches!(c, Change::Adding(_)))
+            .count();
+        if running.len() + adding >= GROUPS_RUNNING_MAX {
+            return Err(format!(
+                "group {g} not added: {GROUPS_RUNNING_MAX} groups run here already"
+            ));
+        }
+        // A removal checks the keys it deletes against the groups running
+        // or being added when it starts: none may come after.
+        if let Some(removing) = changing
+            .iter()
+            .find_map(|(&r, c)| matches!(c, Change::Removing).then_some(r))
+        {
+            return Err(format!(
+                "group {g} not added: group {removing} is being removed here; add it once the removal ended"
+            ));
+        }
+        let marked = lock(&self.marked);
+        if marked.contains(&g) {
+            return Err(cut_short(g));
+        }
+        if let Some(m) = marked.first().filter(|_| !healed) {
+            return Err(format!(
+                "group {g} not added: the removal of group {m} was cut short here and left its keys (its log is marked removed); finish it with Groups::delete_stored first: a group added now could take those keys' records, which the deletion would then delete"
+            ));
+        }
+        Ok(())
+    }
+
     /// Opens group `spec.group`'s log and starts its Raft instance.
     async fn start_group(&self, spec: GroupSpec) -> Result<Arc<Running>, String> {
         let g = spec.group;
@@ -636,9 +755,7 @@ impl Groups {
             .map_err(|e| format!("opening group {g}'s log: {e}"))?;
         if lock(&group.log).removed {
             group.retire();
-            return Err(format!(
-                "group {g} was being removed here when the node stopped: its storage must be deleted (Groups::delete_stored), never started again"
-            ));
+            return Err(cut_short(g));
         }
         {
             let mut starting = lock(&self.starting);
@@ -728,7 +845,8 @@ impl Groups {
     /// again here ([`Groups::add`] says why). Its storage is not deleted
     /// (the group stops all the same) if one of its keys is held by a group
     /// running or being added here. Refused once the groups stop (retire or
-    /// shutdown).
+    /// shutdown). Once begun, it runs to its end even if the caller goes
+    /// away.
     ///
     /// Removal is local to this node: nothing is proposed to the group,
     /// and its other replicas run it on until their own front ends remove
@@ -737,7 +855,7 @@ impl Groups {
     /// removed from a majority, it can elect no leader and commit nothing
     /// ever again, and the replicas still running it only keep its storage
     /// until they remove it too: it is stopped for good.
-    pub async fn remove(&self, g: u32) -> Result<(), String> {
+    pub async fn remove(self: &Arc<Self>, g: u32) -> Result<(), String> {
         let group = {
             let mut running = write(&self.running);
             let mut changing = lock(&self.changing);
@@ -759,12 +877,8 @@ impl Groups {
             group.closed.store(true, Ordering::SeqCst);
             group
         };
-        let _ = group.raft.shutdown().await;
-        self.transport.forget_group(g);
-        let deleted = self.delete_storage(g, &group.keys).await;
-        lock(&self.changing).remove(&g);
-        crate::log::info(format_args!("group {g}: removed from this node"));
-        deleted
+        self.removal_in_task(g, group.keys.clone(), Some(group.raft.clone()))
+            .await
     }
 
     /// Deletes the storage of group `g`, which does not run here: what a
@@ -773,10 +887,13 @@ impl Groups {
     /// are the keys its state machine held. The id is never added again
     /// here ([`Groups::add`] says why). Refused if one of its keys is held
     /// by a group running or being added here, and once the groups stop
-    /// (retire or shutdown): then the groups that run next finish it.
-    pub async fn delete_stored(&self, g: u32, keys: &Keys) -> Result<(), String> {
+    /// (retire or shutdown): then the groups that run next finish it. Once
+    /// begun, it runs to its end even if the caller goes away.
+    pub async fn delete_stored(self: &Arc<Self>, g: u32, keys: &Keys) -> Result<(), String> {
         {
-            let running = read(&self.running);
+            // For writing, though nothing is written to it: see
+            // `start_after`, which relies on it.
+            let running = write(&self.running);
             let mut changing = lock(&self.changing);
             if self.stopping.load(Ordering::SeqCst) {
                 return Err(format!(
@@ -790,22 +907,52 @@ impl Groups {
             changing.insert(g, Change::Removing);
             self.remember_removed(g);
         }
-        let deleted = self.delete_storage(g, keys).await;
-        lock(&self.changing).remove(&g);
-        deleted
+        self.removal_in_task(g, keys.clone(), None).await
     }
 
-    /// The store, for a removal's writes; refused once the groups stop
-    /// (checked under the store's lock, which a reopen holds), so that a
-    /// removal on groups stopped for a heal never deletes storage under
-    /// the groups started after them.
-    fn store(&self) -> Result<MutexGuard<'_, Store>, String> {
+    /// The rest of group `g`'s removal, once its entry in `changing` is
+    /// made: stops its Raft instance (`raft`, if it ran here), deletes its
+    /// storage (`keys` the keys its state machine holds), and takes the
+    /// entry out. Done in a task of its own that the caller waits for, so
+    /// that a removal half done (the group stopped, its storage marked or
+    /// partly deleted) finishes even if the caller goes away at an await
+    /// (a request cancelled, a `select!`): its entry, which refuses every
+    /// add meanwhile, never outlives it.
+    async fn removal_in_task(
+        self: &Arc<Self>,
+        g: u32,
+        keys: Keys,
+        raft: Option<Raft<TypeConfig>>,
+    ) -> Result<(), String> {
+        let groups = Arc::clone(self);
+        let removal = tokio::spawn(async move {
+            let ran = raft.is_some();
+            if let Some(raft) = raft {
+                let _ = raft.shutdown().await;
+                groups.transport.forget_group(g);
+            }
+            let deleted = groups.delete_storage(g, &keys).await;
+            lock(&groups.changing).remove(&g);
+            if ran {
+                crate::log::info(format_args!("group {g}: removed from this node"));
+            }
+            deleted
+        });
+        removal
+            .await
+            .map_err(|e| format!("removing group {g}'s storage: its task failed: {e}"))?
+    }
+
+    /// The store, for the writes of group `g`'s removal; refused once the
+    /// groups stop (checked under the store's lock, which a reopen holds),
+    /// so that a removal on groups stopped for a heal never deletes
+    /// storage under the groups started after them.
+    fn store(&self, g: u32) -> Result<MutexGuard<'_, Store>, String> {
         let store = lock(&self.store);
         if self.stopping.load(Ordering::SeqCst) {
-            return Err(
-                "the groups stopped (a heal or a shutdown) and the removal was cut short: the group runs no more, and what is left of its storage is for Groups::delete_stored on the groups that run next"
-                    .to_string(),
-            );
+            return Err(format!(
+                "removing group {g}'s storage: the groups stopped (a heal or a shutdown) and the removal was cut short: the group runs no more, and what is left of its storage is for Groups::delete_stored on the groups that run next"
+            ));
         }
         Ok(store)
     }
@@ -830,11 +977,13 @@ impl Groups {
             // Refused before the mark, so that a refusal leaves the group's
             // storage as it was; checked again where the keys go, as a
             // running group may have written a key since.
-            let store = self.store().map_err(|e| failed("the store", &e))?;
+            let store = self.store(g)?;
             deletable(g, &store, keys, &in_use)?;
         }
-        self.store()
-            .map_err(|e| failed("the store", &e))?
+        // Recorded before the mark is written, as a failed append may
+        // still have stored it: while recorded, no group is added.
+        lock(&self.marked).insert(g);
+        self.store(g)?
             .append(&log, &Record::Removed.encode())
             .map_err(|e| failed("marking its log removed", &e))?;
         // The sync point that makes the mark durable publishes its records
@@ -847,7 +996,7 @@ impl Groups {
                 .map_err(|e| failed("a sync point", &e))?;
         }
         let held: Vec<String> = {
-            let mut store = self.store().map_err(|e| failed("the store", &e))?;
+            let mut store = self.store(g)?;
             let (commits, held) = deletable(g, &store, keys, &in_use)?;
             for key in commits {
                 store
@@ -865,8 +1014,7 @@ impl Groups {
         // a removal is under way), and a removal stopped between two leaves
         // the marked log to finish.
         for key in held {
-            self.store()
-                .map_err(|e| failed("the store", &e))?
+            self.store(g)?
                 .remove_key(&key)
                 .map_err(|e| failed(&format!("key {key:?}"), &e))?;
             tokio::task::yield_now().await;
@@ -875,10 +1023,10 @@ impl Groups {
         synced(&*self.durability)
             .await
             .map_err(|e| failed("a sync point", &e))?;
-        self.store()
-            .map_err(|e| failed("the store", &e))?
+        self.store(g)?
             .remove_key(&log)
             .map_err(|e| failed("its log key", &e))?;
+        lock(&self.marked).remove(&g);
         Ok(())
     }
 

@@ -5,14 +5,16 @@
 //! added and removed while the nodes run.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use openraft::raft::VoteRequest;
 
-use super::durability::{OwnGroupCommit, synced};
+use super::durability::{Done, Durability, OwnGroupCommit, synced};
 use super::groups::{GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
-use super::log::{Record, log_key, stored_groups};
+use super::log::{GroupLog, Record, log_key, stored_groups};
 use super::snapshot::Keys;
 use super::transport::{Reply, Rpc};
 use super::types::{NodeId, Op, OpResult, Proposal};
@@ -33,7 +35,60 @@ struct Node {
     _dir: tempfile::TempDir,
     store: Arc<Mutex<Store>>,
     group_commit: Arc<OwnGroupCommit>,
+    /// What its groups wait on for sync points: the group commit's.
+    gate: Arc<Gate>,
     groups: Arc<Groups>,
+}
+
+/// A durability over a node's group commit that, while closed, holds the
+/// sync points asked for: a test stops an add or a removal at its sync
+/// point for as long as it likes, and lets it go on, without timing.
+struct Gate {
+    group_commit: Arc<OwnGroupCommit>,
+    /// The sync points asked for while closed; `None` while open.
+    held: Mutex<Option<Vec<Done>>>,
+    /// How many are held.
+    count: tokio::sync::watch::Sender<usize>,
+}
+
+impl Durability for Gate {
+    fn after_sync(&self, done: Done) {
+        let mut held = lock(&self.held);
+        match &mut *held {
+            Some(waiting) => {
+                waiting.push(done);
+                self.count.send_replace(waiting.len());
+            }
+            None => {
+                drop(held);
+                self.group_commit.after_sync(done);
+            }
+        }
+    }
+}
+
+impl Gate {
+    fn close(&self) {
+        *lock(&self.held) = Some(Vec::new());
+        self.count.send_replace(0);
+    }
+
+    /// Waits until the gate holds `count` sync points.
+    async fn holding(&self, count: usize) {
+        let mut held = self.count.subscribe();
+        tokio::time::timeout(PATIENCE, held.wait_for(|&n| n >= count))
+            .await
+            .unwrap_or_else(|_| panic!("the gate never held {count} sync points"))
+            .expect("the gate");
+    }
+
+    /// Lets the sync points held go on, and those asked for later.
+    fn open(&self) {
+        let held = lock(&self.held).take();
+        for done in held.into_iter().flatten() {
+            self.group_commit.after_sync(done);
+        }
+    }
 }
 
 impl Node {
@@ -50,11 +105,16 @@ impl Node {
         names: &BTreeMap<NodeId, String>,
     ) -> Node {
         let group_commit = Arc::new(OwnGroupCommit::start(Arc::clone(&store)).expect("commit"));
+        let gate = Arc::new(Gate {
+            group_commit: Arc::clone(&group_commit),
+            held: Mutex::new(None),
+            count: tokio::sync::watch::Sender::new(0),
+        });
         let groups = Groups::new(
             me,
             names.clone(),
             Arc::clone(&store),
-            group_commit.clone(),
+            gate.clone(),
             TIMING_DEFAULT,
         )
         .expect("groups");
@@ -62,6 +122,7 @@ impl Node {
             _dir: dir,
             store,
             group_commit,
+            gate,
             groups: Arc::new(groups),
         }
     }
@@ -221,6 +282,39 @@ async fn route(groups: BTreeMap<NodeId, Arc<Groups>>, carried: Carried) {
         }
         tokio::time::sleep(TICK).await;
     }
+}
+
+/// Marks group `g`'s log in `store` (which no group commit serves any
+/// more) removed, durably: as if the node died right after its removal
+/// marked it.
+async fn mark_removed(store: &Arc<Mutex<Store>>, g: u32) {
+    let commit = OwnGroupCommit::start(Arc::clone(store)).expect("commit");
+    lock(store)
+        .append(&log_key(g), &Record::Removed.encode())
+        .expect("marked");
+    synced(&commit).await.expect("durable");
+    commit.close_and_join().expect("closed");
+}
+
+/// Whether group `g`'s log in `node`'s store is marked removed, durably.
+fn marked(node: &Node, g: u32) -> bool {
+    let mut store = lock(&node.store);
+    GroupLog::recover(&mut store, &log_key(g))
+        .expect("the log")
+        .removed
+}
+
+/// Polls `future` once: its output if it finished; `None` if it waits,
+/// and then it is dropped mid-way, as when its caller goes away.
+async fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match future.as_mut().poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 fn spec(group: u32, replicas: &[NodeId], prefix: &'static str) -> GroupSpec {
@@ -443,13 +537,7 @@ async fn a_removal_cut_short_is_never_started_again_and_is_finished() {
     );
     ticks.abort();
     let (dir, store) = node.stop().await;
-    // As if the node died right after marking the group removed.
-    let commit = OwnGroupCommit::start(Arc::clone(&store)).expect("commit");
-    lock(&store)
-        .append(&log_key(4), &Record::Removed.encode())
-        .expect("marked");
-    synced(&commit).await.expect("durable");
-    commit.close_and_join().expect("closed");
+    mark_removed(&store, 4).await;
 
     let node = Node::on(dir, store, 5, &names);
     let refused = node.groups.add(four.clone()).await;
@@ -774,5 +862,219 @@ async fn a_group_over_keys_a_running_group_holds_is_refused() {
     assert!(node.keys().contains(&"four.a".to_string()));
     assert_eq!(node.groups.ids(), [4]);
     ticks.abort();
+    node.stop().await;
+}
+
+/// A lone node (id 5) running `specs`, with the router never ticking it:
+/// its groups never vote, so they write nothing after their adds, and a
+/// removal is then the only one asking for sync points.
+async fn quiet(specs: &[GroupSpec]) -> Node {
+    let names = BTreeMap::from([(5, "lone".to_string())]);
+    let node = Node::start(5, &names);
+    for spec in specs {
+        node.groups.add(spec.clone()).await.expect("added");
+    }
+    node
+}
+
+/// Stores `four.a` on `node`, as a group holding it would.
+fn store_four_a(node: &Node) {
+    lock(&node.store).append("four.a", b"1").expect("four.a");
+}
+
+/// Starts group `g`'s removal on `node` and holds it where it waits for
+/// the sync point that makes its log's mark durable.
+async fn removal_held(node: &Node, g: u32) -> tokio::task::JoinHandle<Result<(), String>> {
+    node.gate.close();
+    let removal = tokio::spawn({
+        let groups = Arc::clone(&node.groups);
+        async move { groups.remove(g).await }
+    });
+    node.gate.holding(1).await;
+    removal
+}
+
+/// A removal cut short leaves the removed group's keys stored, its log
+/// marked; a group added over those keys would take their records for its
+/// own (offsets and all), and finishing the removal would then delete
+/// them under it. So no group is added until the removal is finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_group_is_added_while_a_removal_cut_short_is_left() {
+    let node = quiet(&[spec(4, &[5], "four.")]).await;
+    store_four_a(&node);
+    let names = node.groups.nodes().clone();
+    let (dir, store) = node.stop().await;
+    mark_removed(&store, 4).await;
+    let node = Node::on(dir, store, 5, &names);
+    // A new group over the old group's key, and any other new group:
+    // which keys the old group held is not known here.
+    for (g, prefix) in [(6, "four."), (7, "seven.")] {
+        let added = node.groups.add(spec(g, &[5], prefix)).await;
+        assert!(
+            added
+                .as_ref()
+                .is_err_and(|e| e.contains("the removal of group 4 was cut short")),
+            "group {g}: {added:?}"
+        );
+        assert!(!node.keys().contains(&log_key(g)), "{:?}", node.keys());
+    }
+    assert!(node.groups.ids().is_empty());
+    node.groups
+        .delete_stored(4, &spec(4, &[5], "four.").keys)
+        .await
+        .expect("finished");
+    assert!(!node.keys().contains(&"four.a".to_string()));
+    node.groups
+        .add(spec(6, &[5], "four."))
+        .await
+        .expect("added once the removal was finished");
+    assert_eq!(node.groups.ids(), [6]);
+    node.stop().await;
+}
+
+/// A removal that finds the groups stopped (a heal) where it next writes
+/// deletes nothing more: its store refuses it once the groups stop. The
+/// groups started after them run the other groups again, the mark left
+/// notwithstanding, and refuse new ones until the removal is finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_cut_short_by_a_heal_deletes_nothing_more() {
+    let node = quiet(&[spec(4, &[5], "four."), spec(9, &[5], "nine.")]).await;
+    store_four_a(&node);
+    let removal = removal_held(&node, 4).await;
+    node.groups.retire();
+    node.gate.open();
+    let removed = removal.await.expect("the removal's task");
+    assert!(
+        removed
+            .as_ref()
+            .is_err_and(|e| e.contains("the removal was cut short")),
+        "{removed:?}"
+    );
+    assert!(node.keys().contains(&"four.a".to_string()));
+    assert!(marked(&node, 4));
+
+    node.groups.shutdown().await;
+    node.group_commit.close_and_join().expect("group commit");
+    lock(&node.store).reopen().expect("reopened");
+    let commit = Arc::new(OwnGroupCommit::start(Arc::clone(&node.store)).expect("commit"));
+    let after = Arc::new(
+        Groups::start_after(&node.groups, Arc::clone(&node.store), commit.clone())
+            .await
+            .expect("started after"),
+    );
+    assert_eq!(after.ids(), [9]);
+    let added = after.add(spec(7, &[5], "seven.")).await;
+    assert!(
+        added
+            .as_ref()
+            .is_err_and(|e| e.contains("the removal of group 4 was cut short")),
+        "{added:?}"
+    );
+    after
+        .delete_stored(4, &spec(4, &[5], "four.").keys)
+        .await
+        .expect("finished");
+    assert!(!node.keys().contains(&"four.a".to_string()));
+    after.add(spec(7, &[5], "seven.")).await.expect("added");
+    after.shutdown().await;
+    commit.close_and_join().expect("group commit");
+}
+
+/// No group is added while a removal is under way: the removal checked
+/// the keys it deletes against the groups there were when it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_group_is_added_while_a_removal_is_under_way() {
+    let node = quiet(&[spec(4, &[5], "four.")]).await;
+    let removal = removal_held(&node, 4).await;
+    let added = poll_once(node.groups.add(spec(7, &[5], "seven."))).await;
+    assert!(
+        added.as_ref().is_some_and(|added| added
+            .as_ref()
+            .is_err_and(|e| e.contains("group 4 is being removed here"))),
+        "{added:?}"
+    );
+    node.gate.open();
+    removal.await.expect("task").expect("removed");
+    node.groups
+        .add(spec(7, &[5], "seven."))
+        .await
+        .expect("added once the removal ended");
+    node.stop().await;
+}
+
+/// A removal checks its keys again where it deletes them: a group running
+/// over the same keys (its add saw none of them stored) may have written
+/// one since the first check. Refused then, the key kept; the log stays
+/// marked, so no group is added until that is sorted out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_written_during_a_removal_by_a_group_holding_it_is_kept() {
+    let node = quiet(&[spec(4, &[5], "four."), spec(9, &[5], "four.")]).await;
+    let removal = removal_held(&node, 9).await;
+    // Written by group 4 meanwhile (its add saw no `four.` key stored).
+    store_four_a(&node);
+    node.gate.open();
+    let removed = removal.await.expect("task");
+    assert!(
+        removed
+            .as_ref()
+            .is_err_and(|e| e.contains("\"four.a\" is held by group 4")),
+        "{removed:?}"
+    );
+    assert!(node.keys().contains(&"four.a".to_string()));
+    assert!(
+        marked(&node, 9),
+        "refused by the first check, before the mark"
+    );
+    node.stop().await;
+}
+
+/// An add whose caller goes away mid-way (a request cancelled) ends: its
+/// id is not left "still starting", refused for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_dropped_mid_way_leaves_the_id_addable() {
+    let node = quiet(&[]).await;
+    node.gate.close();
+    let added = poll_once(node.groups.add(spec(7, &[5], "seven."))).await;
+    assert!(added.is_none(), "the add did not wait: {added:?}");
+    node.gate.open();
+    let why = unavailable(node.groups.serve(5, 7, vote()).await);
+    assert!(why.contains("does not run here"), "{why}");
+    node.groups
+        .add(spec(7, &[5], "seven."))
+        .await
+        .expect("added again");
+    assert_eq!(node.groups.ids(), [7]);
+    node.stop().await;
+}
+
+/// A removal whose caller goes away mid-way finishes all the same: the
+/// group's storage is deleted, and its entry does not refuse adds for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_dropped_mid_way_finishes() {
+    let node = quiet(&[spec(4, &[5], "four.")]).await;
+    store_four_a(&node);
+    node.gate.close();
+    let removed = poll_once(node.groups.remove(4)).await;
+    assert!(removed.is_none(), "the removal did not wait: {removed:?}");
+    node.gate.open();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let why = unavailable(node.groups.serve(5, 4, vote()).await);
+        if !why.contains("being removed") {
+            assert!(why.contains("it was removed"), "{why}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the removal never ended");
+        tokio::time::sleep(TICK).await;
+    }
+    let keys = node.keys();
+    assert!(
+        !keys.iter().any(|k| k == "four.a" || *k == log_key(4)),
+        "{keys:?}"
+    );
+    node.groups
+        .add(spec(7, &[5], "seven."))
+        .await
+        .expect("added after the removal");
     node.stop().await;
 }

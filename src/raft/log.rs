@@ -56,6 +56,23 @@ pub fn stored_groups(store: &Store) -> Result<Vec<u32>> {
     Ok(groups)
 }
 
+/// Whether group `group`'s log key in `store` is marked `Removed`: its
+/// last durable record says so, as nothing is appended to a log after its mark
+/// (the group is retired before it is marked, and a marked log is never
+/// started again).
+pub fn marked_removed(store: &mut Store, group: u32) -> Result<bool> {
+    let key = log_key(group);
+    let Some(last) = store.next_offset(&key)?.checked_sub(1) else {
+        return Ok(false);
+    };
+    let mut marked = false;
+    store.read(&key, last, &mut |_, payload| {
+        marked = matches!(serde_json::from_slice(payload), Ok(Record::Removed));
+        false
+    })?;
+    Ok(marked)
+}
+
 /// One record of a group's log key.
 #[derive(Serialize, Deserialize)]
 pub enum Record {
