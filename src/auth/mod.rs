@@ -172,7 +172,7 @@ impl Authenticator {
 
     /// The credential an exchange uses for a user that does not exist:
     /// salt and keys derived from the mechanism and the name under
-    /// [`Authenticator::secret`], so the same name gets the same salt at
+    /// `Authenticator::secret`, so the same name gets the same salt at
     /// every attempt, a different one per mechanism as a real user has, and
     /// the exchange looks like one of a real user until the proof fails.
     pub fn decoy(&self, mechanism: Mechanism, name: &str) -> Credential {
@@ -224,7 +224,7 @@ impl Authenticator {
         Some(Arc::clone(user))
     }
 
-    /// [`Authenticator::check_password`] off the reactor, with at most
+    /// `Authenticator::check_password` off the reactor, with at most
     /// [`PASSWORD_CHECKS_AT_ONCE`] salting at a time; a remembered
     /// password is answered at once. Refused with [`ChecksBusy`] when the
     /// line is full or the turn does not come within
@@ -268,7 +268,7 @@ impl Authenticator {
 
     /// The user, if this is the last password that matched for it: a
     /// check without salting the password again. `None` says nothing:
-    /// [`Authenticator::check_password`] decides.
+    /// `Authenticator::check_password` decides.
     pub fn remembered(&self, name: &str, password: &[u8]) -> Option<Arc<User>> {
         let user = self.users.get(name)?;
         let known = crate::lock::lock(&self.verified).get(name).copied()?;

@@ -31,7 +31,7 @@ const FOLLOW_WAIT_MS: u64 = 10_000;
 /// Threads (each with a connection, and a waiting fetch on the server)
 /// that follow partitions: one per partition up to this, which covers a
 /// topic of the server's default 100 partitions; past it, a thread takes
-/// several partitions in turn, each fetch waiting [`FOLLOW_WAIT_SHARED_MS`].
+/// several partitions in turn, each fetch waiting `FOLLOW_WAIT_SHARED_MS`.
 pub const FOLLOW_THREADS_MAX: usize = 128;
 
 /// How long a fetch waits at a partition's end when its thread follows

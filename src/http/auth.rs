@@ -14,7 +14,7 @@
 //!
 //! A request's [`Access`] is put in its extensions for the handlers that
 //! list or name topics in their bodies; the routes that name a topic in
-//! their path are checked here ([`topic_in_path`]): GET needs reading it,
+//! their path are checked here (`topic_in_path`): GET needs reading it,
 //! any other method writing it. A topic refused is 403 with code
 //! [`code::TOPIC_FORBIDDEN`]. Without `--users` every request has
 //! [`Access::Open`].

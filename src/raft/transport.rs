@@ -188,7 +188,7 @@ impl Transport {
 
     /// Queues a note about standing for a peer; dropped once `closed` (its
     /// group's) is set. Checked under the lock [`Transport::forget_group`]
-    /// takes after setting it, as [`Transport::call`] does: a task that
+    /// takes after setting it, as `Transport::call` does: a task that
     /// took the group before its removal (answering a probe, asking about
     /// standing) queues nothing of it after it was forgotten.
     pub fn note(&self, peer: NodeId, note: Note, closed: &AtomicBool) {
