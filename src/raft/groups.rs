@@ -243,12 +243,14 @@ impl Drop for AddUnderWay<'_> {
         if self.ended {
             return;
         }
-        lock(&self.groups.changing).remove(&self.g);
         // Retired under the lock `retire` walks this map under, as when an
-        // add takes its group out.
+        // add takes its group out. Taken out before the `changing` entry
+        // goes: until then no other add of this id gets past its check,
+        // so the entry taken out here is this add's, never the next one's.
         if let Some(group) = lock(&self.groups.starting).remove(&self.g) {
             group.retire();
         }
+        lock(&self.groups.changing).remove(&self.g);
     }
 }
 
@@ -509,6 +511,16 @@ impl Groups {
         // `retire` takes (to read) after setting `stopping`, so one that
         // found it unset recorded its group before `retire` returned.
         *lock(&groups.removed) = lock(&previous.removed).clone();
+        // A removal the heal cut short before it marked its log left the
+        // log unmarked, which `Groups::new`'s scan cannot tell from a
+        // group's: it is a removal left to finish all the same, and no
+        // group may be added over its keys until `delete_stored` did.
+        let stored = {
+            let store = lock(&groups.store);
+            stored_groups(&store).map_err(|e| format!("finding the groups stored: {e}"))?
+        };
+        let removed = lock(&groups.removed).clone();
+        lock(&groups.marked).extend(stored.into_iter().filter(|g| removed.contains(g)));
         let specs = running
             .iter()
             .map(|(&g, group)| GroupSpec {

@@ -1078,3 +1078,44 @@ async fn a_removal_dropped_mid_way_finishes() {
         .expect("added after the removal");
     node.stop().await;
 }
+
+/// A removal cut short by a heal *before* its mark (the groups retired
+/// while its task has not written the mark yet) leaves the removed group's
+/// keys stored and its log unmarked: the groups started after the heal
+/// still refuse every add until `delete_stored` finished it. One thread,
+/// so the removal's task runs only when this test waits: deterministic.
+/// (Review groups4, finding 1.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_removal_cut_short_by_a_heal_before_its_mark_is_finished_before_any_add() {
+    let node = quiet(&[spec(4, &[5], "four."), spec(9, &[5], "nine.")]).await;
+    store_four_a(&node);
+    // One poll: group 4 leaves `running`, its removal's task is spawned and
+    // has not run (one thread); then the heal retires the groups.
+    assert!(poll_once(node.groups.remove(4)).await.is_none());
+    node.groups.retire();
+    node.groups.shutdown().await;
+    node.group_commit.close_and_join().expect("group commit");
+    lock(&node.store).reopen().expect("reopened");
+    assert!(!marked(&node, 4), "the mark was never written");
+    assert!(node.keys().contains(&"four.a".to_string()));
+    let commit = Arc::new(OwnGroupCommit::start(Arc::clone(&node.store)).expect("commit"));
+    let after = Arc::new(
+        Groups::start_after(&node.groups, Arc::clone(&node.store), commit.clone())
+            .await
+            .expect("started after"),
+    );
+    assert_eq!(after.ids(), [9]);
+    let refused = after.add(spec(6, &[5], "four.")).await;
+    let kept = node.keys().contains(&"four.a".to_string());
+    let finished = after.delete_stored(4, &spec(4, &[5], "four.").keys).await;
+    let gone = !node.keys().contains(&"four.a".to_string());
+    let added = after.add(spec(6, &[5], "four.")).await;
+    after.shutdown().await;
+    commit.close_and_join().expect("group commit");
+    let why = refused.expect_err("group 6 was added over group 4's stored key four.a");
+    assert!(why.contains("removal of group 4 was cut short"), "{why}");
+    assert!(kept, "the refused add touched four.a");
+    finished.expect("the removal finished");
+    assert!(gone, "delete_stored left four.a");
+    added.expect("added once the removal finished");
+}
