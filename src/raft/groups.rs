@@ -154,10 +154,13 @@ pub struct Groups {
     /// ([`Groups::add`] says why). Taken after `changing`; at most
     /// [`REMOVED_REMEMBERED_MAX`].
     removed: Mutex<BTreeSet<u32>>,
-    /// The groups whose log key in the store is marked `Removed`: removals
-    /// cut short before these groups started, found by [`Groups::new`],
-    /// and removals under way or cut short since. No group is added while
-    /// one is ([`Groups::add`] says why). Taken after `changing`.
+    /// The removals left to finish: groups whose log key in the store is
+    /// marked `Removed` (cut short before these groups started, found by
+    /// [`Groups::new`], or under way or cut short since), and, after a
+    /// heal, groups removed here whose log is still stored though the heal
+    /// cut their removal short before its mark ([`Groups::start_after`]).
+    /// No group is added while one is ([`Groups::add`] says why). Taken
+    /// after `changing`.
     marked: Mutex<BTreeSet<u32>>,
     /// The next proposal's sequence number.
     next_proposal: Mutex<u64>,
@@ -754,7 +757,7 @@ impl Groups {
         }
         if let Some(m) = marked.first().filter(|_| !healed) {
             return Err(format!(
-                "group {g} not added: the removal of group {m} was cut short here and left its keys (its log is marked removed); finish it with Groups::delete_stored first: a group added now could take those keys' records, which the deletion would then delete"
+                "group {g} not added: the removal of group {m} was cut short here and left its keys; finish it with Groups::delete_stored first: a group added now could take those keys' records, which the deletion would then delete"
             ));
         }
         Ok(())
