@@ -10,11 +10,15 @@
 //! could not take ([`Reply::Unavailable`], which the groups' network gives
 //! openraft as `Unreachable`, so the replication stream backs off rather
 //! than waiting out its deadline); its notes and answers are dropped (the
-//! peer asks again, or gives its own calls up). Each batch a peer sends is
-//! handed on as it arrives: its answers to the calls that wait for them,
-//! its notes to the groups, and each call to its group in a task of its
-//! own, at most [`CALLS_SERVING_MAX`] at once; past that a call is answered
-//! `Unavailable` at once rather than queued.
+//! peer asks again, or gives its own calls up). The tick comes before what
+//! peers send, so a peer that keeps sending cannot starve it. Batches
+//! peers send are handed on, at most [`BATCHES_PER_TURN`] between looks at
+//! the tick: their answers to the calls that wait for them, their notes to
+//! the groups, and each call to its group in a task of its own, at most
+//! [`CALLS_SERVING_MAX`] calls and [`SERVING_BYTES_MAX`] bytes of them at
+//! once; past either a call is answered `Unavailable` at once rather than
+//! queued. A panic of the loop (our bug) is logged as it happens.
+//! Shutdown ends this node's own waiting calls at once.
 //!
 //! The caller builds the groups (on the store and with the durability it
 //! owns, the broker's group commit in `serve`) and the links, and closes
