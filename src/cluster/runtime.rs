@@ -431,6 +431,15 @@ mod tests {
         (node, two, dir)
     }
 
+    /// Group 0's network over `transport`.
+    fn network_of(transport: &Arc<Transport>) -> Network {
+        Network {
+            group: 0,
+            transport: Arc::clone(transport),
+            closed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     fn vote() -> VoteRequest<NodeId> {
         VoteRequest::new(Vote::new(1, 1), None)
     }
@@ -443,11 +452,7 @@ mod tests {
         let (mut node, _two, _dir) = node_1("down").await;
         assert!(!node.links.is_up(2));
         let transport = Arc::clone(&node.groups.transport);
-        let mut network = Network {
-            group: 0,
-            transport: Arc::clone(&transport),
-            closed: Arc::new(AtomicBool::new(false)),
-        };
+        let mut network = network_of(&transport);
         let mut client = network.new_client(2, &BasicNode::default()).await;
         // A deadline far past the test's own: only an answer ends the call.
         let option = RPCOption::new(HANG * 100);
@@ -576,11 +581,7 @@ mod tests {
     async fn closing_calls_ends_a_waiting_call_at_once() {
         let (node, _two, _dir) = node_1("close-calls").await;
         let transport = Arc::clone(&node.groups.transport);
-        let mut network = Network {
-            group: 0,
-            transport: Arc::clone(&transport),
-            closed: Arc::new(AtomicBool::new(false)),
-        };
+        let mut network = network_of(&transport);
         let mut client = network.new_client(2, &BasicNode::default()).await;
         let option = RPCOption::new(HANG * 100);
         let call = tokio::spawn(async move { client.vote(vote(), option).await });
@@ -621,11 +622,7 @@ mod tests {
         const QUEUED: usize = 100_000;
         let (node, _two, _dir) = node_1("starve").await;
         let transport = Arc::clone(&node.groups.transport);
-        let mut network = Network {
-            group: 0,
-            transport: Arc::clone(&transport),
-            closed: Arc::new(AtomicBool::new(false)),
-        };
+        let mut network = network_of(&transport);
         let mut client = network.new_client(2, &BasicNode::default()).await;
         let (tx, rx) = mpsc::channel(QUEUED);
         for _ in 0..QUEUED {
