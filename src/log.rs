@@ -20,6 +20,11 @@ fn enabled(level: u8) -> bool {
     LEVEL.load(Ordering::Relaxed) >= level
 }
 
+/// Our own bug, or a part of the node that stopped: always shown.
+pub fn error(args: Arguments<'_>) {
+    eprintln!("seglog: error: {args}");
+}
+
 /// Something an operator should see.
 pub fn warn(args: Arguments<'_>) {
     eprintln!("seglog: warning: {args}");

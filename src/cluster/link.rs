@@ -190,6 +190,18 @@ pub struct Budget {
     _permit: OwnedSemaphorePermit,
 }
 
+#[cfg(test)]
+impl Budget {
+    /// A share of a budget of its own: for tests that feed a node's loop
+    /// batches by hand.
+    pub(crate) fn for_test() -> Budget {
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a permit");
+        Budget { _permit: permit }
+    }
+}
+
 /// Why a batch, or part of it, was not queued for a peer. Each carries
 /// the items not queued, so the caller can answer their calls at once
 /// (openraft's `Unreachable`, or `PayloadTooLarge` for `TooLarge`) rather
@@ -467,10 +479,13 @@ impl Links {
 }
 
 impl Links {
-    /// Closes every link: the accepting task and each peer's dialing task
-    /// stop, and their connections close. Sends fail after it (the links
-    /// are down). What dropping the links does, for a holder that shares
-    /// them.
+    /// Asks every link's task to stop (the accepting task and each peer's
+    /// dialing task are aborted; their connections close as they end).
+    /// It does not wait for them: until they have ended, [`Links::is_up`]
+    /// may still say true and a send may still be queued (it goes
+    /// nowhere); once a peer's task has ended, sends to it fail as
+    /// [`SendError::Down`]. What dropping the links does, for a holder
+    /// that shares them.
     pub fn close(&self) {
         for task in &self.tasks {
             task.abort();

@@ -10,11 +10,15 @@
 //! could not take ([`Reply::Unavailable`], which the groups' network gives
 //! openraft as `Unreachable`, so the replication stream backs off rather
 //! than waiting out its deadline); its notes and answers are dropped (the
-//! peer asks again, or gives its own calls up). Each batch a peer sends is
-//! handed on as it arrives: its answers to the calls that wait for them,
-//! its notes to the groups, and each call to its group in a task of its
-//! own, at most [`CALLS_SERVING_MAX`] at once; past that a call is answered
-//! `Unavailable` at once rather than queued.
+//! peer asks again, or gives its own calls up). The tick comes before what
+//! peers send, so a peer that keeps sending cannot starve it. Batches
+//! peers send are handed on, at most [`BATCHES_PER_TURN`] between looks at
+//! the tick: their answers to the calls that wait for them, their notes to
+//! the groups, and each call to its group in a task of its own, at most
+//! [`CALLS_SERVING_MAX`] calls and [`SERVING_BYTES_MAX`] bytes of them at
+//! once; past either a call is answered `Unavailable` at once rather than
+//! queued. A panic of the loop (our bug) is logged as it happens.
+//! Shutdown ends this node's own waiting calls at once.
 //!
 //! The caller builds the groups (on the store and with the durability it
 //! owns, the broker's group commit in `serve`) and the links, and closes
@@ -23,18 +27,18 @@
 //! be a `Runtime::heal` that stops the ticks, answers calls `Unavailable`
 //! while the groups restart with `Groups::start_after`, then swaps them).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle};
 
-use super::frame::items;
+use super::frame::{FRAME_BYTES_MAX, items};
 use super::link::{Links, Received, SendError};
 use crate::log;
 use crate::raft::groups::{GROUPS_RUNNING_MAX, Groups};
-use crate::raft::transport::{Answer, Batch, Reply, Transport};
+use crate::raft::transport::{Answer, Batch, Call, Reply, Rpc, Transport};
 use crate::raft::types::NodeId;
 
 /// How often the groups tick and their traffic goes to the links: the
@@ -44,13 +48,28 @@ use crate::raft::types::NodeId;
 /// however many groups talk.
 pub const TICK: Duration = Duration::from_millis(10);
 
+/// Batches from peers handed on in one turn of the loop at most, before it
+/// looks at the tick again: a tick is late by at most this many batches'
+/// handing on (each only delivers answers and notes and spawns its calls),
+/// however fast peers send; and the loop takes them a few at a time rather
+/// than one per turn.
+pub const BATCHES_PER_TURN: usize = 64;
+
 /// Peers' calls being served at once: a group has at most a replication
 /// call (AppendEntries or a snapshot chunk) from its leader and a vote
 /// from a candidate in flight to a replica, so twice the groups a node
-/// runs covers every group at work at once. Each holds its request (up to
-/// a frame) until answered; past this, calls are answered
+/// runs covers every group at work at once. Past this, calls are answered
 /// [`Reply::Unavailable`] rather than held without bound.
 pub const CALLS_SERVING_MAX: usize = 2 * GROUPS_RUNNING_MAX;
+
+/// Bytes of peers' calls being served at once, each counted at its
+/// encoded size: a call holds its request until it is answered (the
+/// links' incoming budget is released once its batch is handed on), so
+/// the count alone would let a stalled store hold thousands of full
+/// AppendEntries. Four frames' worth: dozens of full replication calls,
+/// far more small ones; past it a call is answered [`Reply::Unavailable`]
+/// and its leader backs off.
+pub const SERVING_BYTES_MAX: usize = 4 * FRAME_BYTES_MAX;
 
 /// The cluster loop of one node, running in a task of its own. Dropping it
 /// stops the loop and closes the links; [`Runtime::shutdown`] also stops
@@ -60,8 +79,11 @@ pub struct Runtime {
     links: Arc<Links>,
     /// Set to stop the loop.
     stop: watch::Sender<bool>,
-    /// The loop; `None` once joined.
-    task: Option<JoinHandle<()>>,
+    /// Stops the loop at once, when dropped without a shutdown.
+    looping: AbortHandle,
+    /// What watches the loop: logs a panic as it happens, and ends with
+    /// it. `None` once joined.
+    task: Option<JoinHandle<Result<(), String>>>,
 }
 
 impl Runtime {
@@ -71,12 +93,12 @@ impl Runtime {
     pub fn start(groups: Arc<Groups>, links: Links, incoming: mpsc::Receiver<Received>) -> Runtime {
         let links = Arc::new(links);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(
+        let looping = tokio::spawn(
             Loop {
                 groups: Arc::clone(&groups),
                 links: Arc::clone(&links),
-                serving: Arc::new(Semaphore::new(CALLS_SERVING_MAX)),
-                refusing: BTreeSet::new(),
+                serving: Serving::new(CALLS_SERVING_MAX, SERVING_BYTES_MAX),
+                refusing: BTreeMap::new(),
             }
             .run(incoming, stopped),
         );
@@ -84,7 +106,8 @@ impl Runtime {
             groups,
             links,
             stop,
-            task: Some(task),
+            looping: looping.abort_handle(),
+            task: Some(tokio::spawn(watch_loop(looping))),
         }
     }
 
@@ -98,20 +121,26 @@ impl Runtime {
         &self.links
     }
 
-    /// Stops the loop, closes the links, then stops the groups. Calls
-    /// still being served end as the groups stop; what they answer goes
-    /// nowhere. The store can close after this (once its durability has
-    /// made the groups' last writes durable). The links and the groups
-    /// stop either way; an error says the loop had panicked (our bug).
+    /// Stops the loop, closes the links, ends this node's calls waiting for
+    /// answers at once as unreachable (so its groups do not wait out their
+    /// deadlines while they stop), then stops the groups. Peers' calls
+    /// still being served here are not waited for: they end with errors
+    /// as the groups stop, and their answers go nowhere. The store can
+    /// close after this (once its durability has made the groups' last
+    /// writes durable). The links and the groups stop either way; an error
+    /// says the loop had panicked (our bug, logged when it happened).
     pub async fn shutdown(mut self) -> Result<(), String> {
         self.stop.send_replace(true);
         let ended = match self.task.take() {
             Some(task) => task
                 .await
-                .map_err(|e| format!("the cluster loop failed: {e}")),
+                .unwrap_or_else(|e| Err(format!("the cluster loop's watcher failed: {e}"))),
             None => Ok(()),
         };
         self.links.close();
+        self.groups
+            .transport
+            .close_calls("this node is shutting down");
         self.groups.shutdown().await;
         ended
     }
@@ -119,10 +148,80 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.looping.abort();
         self.links.close();
+    }
+}
+
+/// Waits for the loop to end: a panic (our bug) is logged at once, since
+/// the node then stops ticking and sending while its links stay up, and
+/// is also what [`Runtime::shutdown`] returns.
+async fn watch_loop(looping: JoinHandle<()>) -> Result<(), String> {
+    match looping.await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_cancelled() => Ok(()),
+        Err(e) => {
+            let why = format!("the cluster loop failed: {e}");
+            log::error(format_args!(
+                "{why}; this node no longer ticks or sends to its peers"
+            ));
+            Err(why)
+        }
+    }
+}
+
+/// What bounds the peers' calls being served: their count
+/// ([`CALLS_SERVING_MAX`]) and their bytes ([`SERVING_BYTES_MAX`]).
+#[derive(Clone)]
+struct Serving {
+    calls: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Serving {
+    fn new(calls: usize, bytes: usize) -> Serving {
+        Serving {
+            calls: Arc::new(Semaphore::new(calls)),
+            bytes: Arc::new(Semaphore::new(bytes)),
+        }
+    }
+
+    /// The bytes of [`SERVING_BYTES_MAX`] a call holds while served, or
+    /// `None` when they are not free.
+    fn take_bytes(&self, rpc: &Rpc) -> Option<OwnedSemaphorePermit> {
+        let bytes = encoded_bytes(rpc).min(SERVING_BYTES_MAX);
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        Arc::clone(&self.bytes).try_acquire_many_owned(permits).ok()
+    }
+}
+
+/// A call's size as sent (JSON, as in a frame), counted without keeping
+/// the bytes. One that cannot be encoded counts as a whole frame.
+fn encoded_bytes(rpc: &Rpc) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, rpc) {
+        Ok(()) => count.0,
+        Err(_) => FRAME_BYTES_MAX,
+    }
+}
+
+/// Why a link refused a batch, for logging a change of reason.
+fn reason(refused: &SendError) -> &'static str {
+    match refused {
+        SendError::UnknownPeer { .. } => "unknown peer",
+        SendError::Down { .. } => "down",
+        SendError::Full { .. } => "full",
+        SendError::TooLarge { .. } => "too large",
     }
 }
 
@@ -130,11 +229,11 @@ impl Drop for Runtime {
 struct Loop {
     groups: Arc<Groups>,
     links: Arc<Links>,
-    /// Permits for peers' calls being served ([`CALLS_SERVING_MAX`]).
-    serving: Arc<Semaphore>,
-    /// Peers whose link refused the last batch: logged when refusals start
-    /// and when they end, not once per tick.
-    refusing: BTreeSet<NodeId>,
+    serving: Serving,
+    /// Peers whose link refused the last batch, and why: logged when
+    /// refusals start, when their reason changes and when they end, not
+    /// once per tick.
+    refusing: BTreeMap<NodeId, &'static str>,
 }
 
 impl Loop {
@@ -147,17 +246,30 @@ impl Loop {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                // Stopping first, then what peers sent (answers end calls
-                // that would otherwise time out), then the tick.
+                // Stopping first, then the tick, then what peers sent, as
+                // the Maelstrom node orders its timers before its input: a
+                // peer that keeps sending must not starve the tick, which
+                // alone heartbeats, sends calls and answers, and answers
+                // refused calls. Answers that came wait at most a tick.
                 biased;
                 _ = stopped.wait_for(|&stop| stop) => break,
-                Some(received) = incoming.recv() => {
-                    self.on_batch(received.from, received.batch);
-                    // Handed on: its share of the links' budget is free.
-                    drop(received.budget);
-                }
                 _ = tick.tick() => self.on_tick(Instant::now()),
+                Some(received) = incoming.recv() => self.on_received(received, &mut incoming),
             }
+        }
+    }
+
+    /// Hands on `first` and the batches already waiting after it, at most
+    /// [`BATCHES_PER_TURN`] in all.
+    fn on_received(&mut self, first: Received, incoming: &mut mpsc::Receiver<Received>) {
+        let mut next = Some(first);
+        for _ in 0..BATCHES_PER_TURN {
+            let Some(received) = next.take().or_else(|| incoming.try_recv().ok()) else {
+                return;
+            };
+            self.on_batch(received.from, received.batch);
+            // Handed on: its share of the links' budget is free.
+            drop(received.budget);
         }
     }
 
@@ -167,16 +279,16 @@ impl Loop {
         for (peer, batch) in self.groups.transport.take_batches() {
             match self.links.send(peer, batch) {
                 Ok(()) => {
-                    if self.refusing.remove(&peer) {
-                        log::info(format_args!("the link to node {peer} takes batches again"));
+                    if self.refusing.remove(&peer).is_some() {
+                        log::info(format_args!(
+                            "the link to node {peer} takes whole batches again"
+                        ));
                     }
                 }
                 Err(refused) => {
-                    if self.refusing.insert(peer) {
-                        log::warn(format_args!(
-                            "{refused}; answering its calls as unreachable until it takes \
-                             batches again"
-                        ));
+                    let why = reason(&refused);
+                    if self.refusing.insert(peer, why) != Some(why) {
+                        log::warn(format_args!("{}", refusal(&refused)));
                     }
                     answer_unsent(&self.groups.transport, &refused);
                 }
@@ -193,7 +305,7 @@ impl Loop {
             self.groups.on_note(from, note);
         }
         for call in batch.calls {
-            let Ok(permit) = Arc::clone(&self.serving).try_acquire_owned() else {
+            let Ok(permit) = Arc::clone(&self.serving.calls).try_acquire_owned() else {
                 transport.answer(
                     from,
                     call.id,
@@ -201,13 +313,37 @@ impl Loop {
                 );
                 continue;
             };
-            let groups = Arc::clone(&self.groups);
+            let (groups, serving) = (Arc::clone(&self.groups), self.serving.clone());
             tokio::spawn(async move {
-                let reply = groups.serve(from, call.group, call.rpc).await;
-                groups.transport.answer(from, call.id, reply);
+                let (id, reply) = serve(&groups, &serving, from, call).await;
+                // Free before the answer is out: a peer that has its answer
+                // finds the room it held.
                 drop(permit);
+                groups.transport.answer(from, id, reply);
             });
         }
+    }
+}
+
+/// Serves one peer's call within [`SERVING_BYTES_MAX`]: its id and reply.
+async fn serve(groups: &Groups, serving: &Serving, from: NodeId, call: Call) -> (u64, Reply) {
+    let Some(bytes) = serving.take_bytes(&call.rpc) else {
+        let why = format!("{SERVING_BYTES_MAX} bytes of calls are being served here");
+        return (call.id, Reply::Unavailable(why));
+    };
+    let reply = groups.serve(from, call.group, call.rpc).await;
+    drop(bytes);
+    (call.id, reply)
+}
+
+/// What to log when a link starts refusing batches, or for a new reason.
+fn refusal(refused: &SendError) -> String {
+    match refused {
+        SendError::TooLarge { .. } => format!(
+            "{refused}; their calls are answered as unreachable, the rest of the batch was \
+             queued"
+        ),
+        _ => format!("{refused}; answering its calls as unreachable until it takes batches again"),
     }
 }
 
@@ -240,7 +376,6 @@ fn answer_unsent(transport: &Transport, refused: &SendError) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex};
 
@@ -255,7 +390,7 @@ mod tests {
     use crate::cluster::secret::Secret;
     use crate::raft::durability::OwnGroupCommit;
     use crate::raft::groups::TIMING_DEFAULT;
-    use crate::raft::transport::{Call, Network, Rpc};
+    use crate::raft::transport::Network;
     use crate::raft::types::Vote;
     use crate::storage::store::{Store, StoreConfig};
 
@@ -290,10 +425,19 @@ mod tests {
         let node = Loop {
             groups: Arc::new(groups),
             links: Arc::new(links),
-            serving: Arc::new(Semaphore::new(CALLS_SERVING_MAX)),
-            refusing: BTreeSet::new(),
+            serving: Serving::new(CALLS_SERVING_MAX, SERVING_BYTES_MAX),
+            refusing: BTreeMap::new(),
         };
         (node, two, dir)
+    }
+
+    /// Group 0's network over `transport`.
+    fn network_of(transport: &Arc<Transport>) -> Network {
+        Network {
+            group: 0,
+            transport: Arc::clone(transport),
+            closed: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     fn vote() -> VoteRequest<NodeId> {
@@ -308,11 +452,7 @@ mod tests {
         let (mut node, _two, _dir) = node_1("down").await;
         assert!(!node.links.is_up(2));
         let transport = Arc::clone(&node.groups.transport);
-        let mut network = Network {
-            group: 0,
-            transport: Arc::clone(&transport),
-            closed: Arc::new(AtomicBool::new(false)),
-        };
+        let mut network = network_of(&transport);
         let mut client = network.new_client(2, &BasicNode::default()).await;
         // A deadline far past the test's own: only an answer ends the call.
         let option = RPCOption::new(HANG * 100);
@@ -333,7 +473,7 @@ mod tests {
             other => panic!("the refused call ended as {other:?}"),
         }
         assert!(!transport.holds_group(0), "the call still waits");
-        assert!(node.refusing.contains(&2));
+        assert_eq!(node.refusing.get(&2), Some(&"down"));
     }
 
     /// Past [`CALLS_SERVING_MAX`] calls at once, a call is answered
@@ -341,16 +481,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_call_past_the_serving_limit_is_answered_unavailable() {
         let (mut node, _two, _dir) = node_1("serving").await;
-        node.serving = Arc::new(Semaphore::new(0));
-        let batch = Batch {
-            calls: vec![Call {
-                group: 0,
-                id: 77,
-                rpc: Rpc::Vote(vote()),
-            }],
-            ..Batch::default()
-        };
-        node.on_batch(2, batch);
+        node.serving = Serving::new(0, SERVING_BYTES_MAX);
+        node.on_batch(2, one_call(77));
         let batches = node.groups.transport.take_batches();
         let [(2, answered)] = &batches[..] else {
             panic!("not one batch for node 2: {batches:?}");
@@ -366,5 +498,165 @@ mod tests {
             }
             other => panic!("the call was answered {other:?}"),
         }
+    }
+
+    /// A vote for group 0 from node 2, as a batch of one call.
+    fn one_call(id: u64) -> Batch {
+        Batch {
+            calls: vec![Call {
+                group: 0,
+                id,
+                rpc: Rpc::Vote(vote()),
+            }],
+            ..Batch::default()
+        }
+    }
+
+    /// The answers queued for node 2, once there are some (the calls are
+    /// served in tasks of their own).
+    async fn answers_to_node_2(node: &Loop) -> Vec<Answer> {
+        let deadline = Instant::now() + HANG;
+        loop {
+            let batches = node.groups.transport.take_batches();
+            if let [(2, batch)] = &batches[..]
+                && !batch.answers.is_empty()
+            {
+                let [(_, batch)] = <[_; 1]>::try_from(batches).expect("one batch");
+                return batch.answers;
+            }
+            assert!(batches.is_empty(), "not answers for node 2: {batches:?}");
+            assert!(Instant::now() < deadline, "no answer came");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Review finding (a serving limit that only counts): past
+    /// [`SERVING_BYTES_MAX`] bytes of calls being served, a call is
+    /// answered unavailable at once, not served.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_call_past_the_serving_bytes_is_answered_unavailable() {
+        let (mut node, _two, _dir) = node_1("serving-bytes").await;
+        node.serving = Serving::new(CALLS_SERVING_MAX, 0);
+        node.on_batch(2, one_call(78));
+        match &answers_to_node_2(&node).await[..] {
+            [
+                Answer {
+                    id: 78,
+                    reply: Reply::Unavailable(why),
+                },
+            ] => assert!(
+                why.contains("bytes of calls are being served here"),
+                "{why}"
+            ),
+            other => panic!("the call was answered {other:?}"),
+        }
+    }
+
+    /// Review finding (nothing checked that serving gives its room back):
+    /// once a call is answered, the call and the bytes it held are free
+    /// again, so a leak of either fails here.
+    #[tokio::test(flavor = "current_thread")]
+    async fn serving_room_comes_back_once_calls_are_answered() {
+        let (node, _two, _dir) = node_1("serving-room").await;
+        let mut node = node;
+        for round in 0..3 {
+            node.on_batch(2, one_call(round));
+            match &answers_to_node_2(&node).await[..] {
+                [Answer { id, reply }] if *id == round => assert!(
+                    // No group runs here: the groups answer, not the limit.
+                    !format!("{reply:?}").contains("being served here"),
+                    "{reply:?}"
+                ),
+                other => panic!("the call was answered {other:?}"),
+            }
+            assert_eq!(node.serving.calls.available_permits(), CALLS_SERVING_MAX);
+            assert_eq!(node.serving.bytes.available_permits(), SERVING_BYTES_MAX);
+        }
+    }
+
+    /// Review finding (shutdown left this node's calls to their deadline):
+    /// what `Runtime::shutdown` does before stopping the groups ends a
+    /// call waiting for its answer at once, and refuses new calls.
+    #[tokio::test(flavor = "current_thread")]
+    async fn closing_calls_ends_a_waiting_call_at_once() {
+        let (node, _two, _dir) = node_1("close-calls").await;
+        let transport = Arc::clone(&node.groups.transport);
+        let mut network = network_of(&transport);
+        let mut client = network.new_client(2, &BasicNode::default()).await;
+        let option = RPCOption::new(HANG * 100);
+        let call = tokio::spawn(async move { client.vote(vote(), option).await });
+        while !transport.holds_group(0) {
+            tokio::task::yield_now().await;
+        }
+        transport.close_calls("this node is shutting down");
+        let ended = tokio::time::timeout(HANG, call)
+            .await
+            .expect("the waiting call was not ended")
+            .expect("the call's task");
+        match ended {
+            Err(RPCError::Unreachable(why)) => {
+                assert!(why.to_string().contains("shutting down"), "{why}")
+            }
+            other => panic!("the waiting call ended as {other:?}"),
+        }
+        assert!(!transport.holds_group(0), "the call still waits");
+        let mut client = network.new_client(2, &BasicNode::default()).await;
+        let refused = tokio::time::timeout(HANG, client.vote(vote(), RPCOption::new(HANG * 100)))
+            .await
+            .expect("a new call was not refused at once");
+        assert!(
+            matches!(refused, Err(RPCError::Unreachable(_))),
+            "{refused:?}"
+        );
+    }
+
+    /// Review finding (a busy incoming channel starved the tick): with
+    /// batches queued when the loop starts, and a call to the down node 2
+    /// waiting to go out, the first tick (due at once) refuses and answers
+    /// the call while most batches still wait. A loop that takes what
+    /// peers send before the tick answers it only once the channel is
+    /// empty. Counts, not times.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_busy_incoming_channel_does_not_starve_the_tick() {
+        use crate::raft::standing::Note;
+        const QUEUED: usize = 100_000;
+        let (node, _two, _dir) = node_1("starve").await;
+        let transport = Arc::clone(&node.groups.transport);
+        let mut network = network_of(&transport);
+        let mut client = network.new_client(2, &BasicNode::default()).await;
+        let (tx, rx) = mpsc::channel(QUEUED);
+        for _ in 0..QUEUED {
+            let received = Received {
+                from: 2,
+                batch: Batch {
+                    notes: vec![Note::Probe { group: 7 }; 4],
+                    ..Batch::default()
+                },
+                budget: crate::cluster::link::Budget::for_test(),
+            };
+            tx.try_send(received).expect("room for the batch");
+        }
+        let option = RPCOption::new(HANG * 100);
+        let waiting = tx.clone();
+        let call = tokio::spawn(async move {
+            let ended = client.vote(vote(), option).await;
+            // Batches still waiting when the call was answered.
+            (ended, QUEUED - waiting.capacity())
+        });
+        while !transport.holds_group(0) {
+            tokio::task::yield_now().await;
+        }
+        let (_stop, stopped) = watch::channel(false);
+        let looping = tokio::spawn(node.run(rx, stopped));
+        let (ended, left) = tokio::time::timeout(HANG, call)
+            .await
+            .expect("the refused call was not answered")
+            .expect("the call's task");
+        looping.abort();
+        assert!(matches!(ended, Err(RPCError::Unreachable(_))), "{ended:?}");
+        assert!(
+            left > 0,
+            "no tick ran until all {QUEUED} batches were handed on"
+        );
     }
 }

@@ -99,6 +99,8 @@ struct Inner {
     /// When each group last sent AppendEntries to each peer: a leader
     /// whose replication keeps a follower busy needs no heartbeat to it.
     last_append: HashMap<(u32, NodeId), Instant>,
+    /// Set by [`Transport::close_calls`]: why new calls are refused.
+    calls_closed: Option<String>,
 }
 
 /// The node's end of the groups' network.
@@ -151,6 +153,9 @@ impl Transport {
         let mut inner = lock(&self.inner);
         if closed.load(Ordering::SeqCst) {
             return Err(format!("group {group} was removed here"));
+        }
+        if let Some(why) = &inner.calls_closed {
+            return Err(why.clone());
         }
         if inner.waiting.len() >= CALLS_WAITING_MAX {
             return Err(format!("{CALLS_WAITING_MAX} calls wait for answers"));
@@ -229,6 +234,22 @@ impl Transport {
         for batch in inner.outgoing.values_mut() {
             batch.calls.retain(|call| call.group != group);
             batch.notes.retain(|note| note.group() != group);
+        }
+    }
+
+    /// Ends every call of this node at once, as unreachable for `why`, and
+    /// refuses new ones: for a node that stops, whose groups would
+    /// otherwise wait out each call's deadline as they shut down. Calls
+    /// waiting to go out are dropped; answers to peers' calls and notes
+    /// still go out if anything takes them.
+    pub fn close_calls(&self, why: &str) {
+        let mut inner = lock(&self.inner);
+        inner.calls_closed = Some(why.to_owned());
+        for (_, (_, _, tx)) in inner.waiting.drain() {
+            let _ = tx.send(Reply::Unavailable(why.to_owned()));
+        }
+        for batch in inner.outgoing.values_mut() {
+            batch.calls.clear();
         }
     }
 

@@ -154,7 +154,13 @@ impl Nodes {
             };
             match leader.propose(GROUP, proposal).await {
                 Ok((index, _)) => break index,
-                Err(ProposeError::NotLeader(_)) if Instant::now() < deadline => {
+                // Nothing was appended: leadership moved; propose again.
+                Err(
+                    ProposeError::NotLeader(_)
+                    | ProposeError::Failed {
+                        appended: false, ..
+                    },
+                ) if Instant::now() < deadline => {
                     tokio::time::sleep(TICK).await;
                 }
                 Err(e) => panic!("proposing {msg} to group {GROUP}: {e:?}"),
