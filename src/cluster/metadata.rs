@@ -398,6 +398,9 @@ pub enum FollowError {
     Gap { start: u64, next: u64 },
     /// The record at `offset` is of `version`, newer than this build's.
     Newer { offset: u64, version: u32 },
+    /// A record at `offset` was given to fold, but `next` is the next one:
+    /// a caller's bug, refused so that no record is skipped or folded twice.
+    OutOfOrder { offset: u64, next: u64 },
 }
 
 impl fmt::Display for FollowError {
@@ -413,17 +416,28 @@ impl fmt::Display for FollowError {
                 "the metadata record at offset {offset} is of version {version}; this seglog \
                  reads version {METADATA_VERSION}: upgrade it"
             ),
+            FollowError::OutOfOrder { offset, next } => write!(
+                f,
+                "the metadata record at offset {offset} is not the next to fold, {next}"
+            ),
         }
     }
 }
 
-/// What one [`Metadata::follow`] folded.
+/// What one [`Metadata::follow`] folded, and why it stopped short, if it
+/// did.
 #[derive(Debug, Default)]
+#[must_use = "the verdicts are reported once, and a stop must be handled"]
 pub struct Followed {
-    /// Each record's offset and verdict, in order.
+    /// Each record's offset and verdict, in order: every record folded,
+    /// also when the call then stopped.
     pub verdicts: Vec<(u64, Verdict)>,
     /// Whether every durable record of the key is folded now.
     pub caught_up: bool,
+    /// Why the fold stopped before the key's end: the records after the
+    /// verdicts are not folded. The same stop comes again on the next call
+    /// until its cause is gone (a newer build, a store repaired).
+    pub stopped: Option<FollowError>,
 }
 
 /// The metadata as folded up to some offset of [`METADATA_KEY`].
@@ -495,12 +509,13 @@ impl Metadata {
         self.next_producer_id
     }
 
-    /// Folds the record at `offset` (the bytes the key holds); the caller
-    /// folds in offset order. `Err` only for a newer record, which is not
-    /// folded.
+    /// Folds the record at `offset` (the bytes the key holds), which must
+    /// be the next ([`FollowError::OutOfOrder`] otherwise). `Err` also for a
+    /// newer record, which is not folded.
     pub fn apply_record(&mut self, offset: u64, bytes: &[u8]) -> Result<Verdict, FollowError> {
+        self.check_next(offset)?;
         match decode(bytes) {
-            Decoded::Op(op) => Ok(self.apply(offset, &op)),
+            Decoded::Op(op) => self.apply(offset, &op),
             Decoded::Newer(version) => Err(FollowError::Newer { offset, version }),
             Decoded::Unreadable(why) => {
                 self.next_offset = offset + 1;
@@ -509,10 +524,11 @@ impl Metadata {
         }
     }
 
-    /// Folds `op`, the record at `offset`: a refused op changes nothing but
-    /// the offset folded.
-    pub fn apply(&mut self, offset: u64, op: &MetaOp) -> Verdict {
-        debug_assert!(offset >= self.next_offset, "records folded in offset order");
+    /// Folds `op`, the record at `offset`, which must be the next
+    /// ([`FollowError::OutOfOrder`] otherwise, and nothing changes): a
+    /// refused op changes nothing but the offset folded.
+    pub fn apply(&mut self, offset: u64, op: &MetaOp) -> Result<Verdict, FollowError> {
+        self.check_next(offset)?;
         self.next_offset = offset + 1;
         let done = match op {
             MetaOp::RegisterNode {
@@ -549,10 +565,22 @@ impl Metadata {
                 self.allocate_producer_ids(*node, *count)
             }
         };
-        match done {
+        Ok(match done {
             Ok(change) => Verdict::Accepted(change),
             Err(refusal) => Verdict::Refused(refusal),
+        })
+    }
+
+    /// Records are folded each once, in offset order, none skipped; and
+    /// `offset + 1` must not wrap.
+    fn check_next(&self, offset: u64) -> Result<(), FollowError> {
+        if offset != self.next_offset || offset == u64::MAX {
+            return Err(FollowError::OutOfOrder {
+                offset,
+                next: self.next_offset,
+            });
         }
+        Ok(())
     }
 
     fn register_node(
@@ -917,8 +945,25 @@ impl Metadata {
     /// Folds the durable records of [`METADATA_KEY`] from [`Metadata::next_offset`]
     /// on, at most [`FOLLOW_RECORDS_MAX`] of them: what the runtime calls
     /// after each sync point of group 0's applies. A record that is only
-    /// applied, not yet durable, is folded by a later call.
-    pub fn follow(&mut self, store: &mut Store) -> Result<Followed, FollowError> {
+    /// applied, not yet durable, is folded by a later call. The verdicts
+    /// of what was folded come back even when the call then stops
+    /// ([`Followed::stopped`]): the next call starts after them, so they
+    /// would otherwise never be reported.
+    pub fn follow(&mut self, store: &mut Store) -> Followed {
+        let mut followed = Followed::default();
+        if let Err(stop) = self.follow_into(store, &mut followed) {
+            followed.stopped = Some(stop);
+        }
+        followed
+    }
+
+    /// [`Metadata::follow`]'s work; each verdict is in `followed` as soon
+    /// as its record is folded.
+    fn follow_into(
+        &mut self,
+        store: &mut Store,
+        followed: &mut Followed,
+    ) -> Result<(), FollowError> {
         let start = store.log_start(METADATA_KEY).map_err(FollowError::Store)?;
         if start > self.next_offset {
             return Err(FollowError::Gap {
@@ -926,28 +971,27 @@ impl Metadata {
                 next: self.next_offset,
             });
         }
-        let mut followed = Followed::default();
         let mut stopped = None;
         store
             .read(METADATA_KEY, self.next_offset, &mut |offset, bytes| {
                 match self.apply_record(offset, bytes) {
                     Ok(verdict) => followed.verdicts.push((offset, verdict)),
-                    Err(newer) => {
-                        stopped = Some(newer);
+                    Err(stop) => {
+                        stopped = Some(stop);
                         return false;
                     }
                 }
                 followed.verdicts.len() < FOLLOW_RECORDS_MAX
             })
             .map_err(FollowError::Store)?;
-        if let Some(newer) = stopped {
-            return Err(newer);
+        if let Some(stop) = stopped {
+            return Err(stop);
         }
         let end = store
             .durable_next_offset(METADATA_KEY)
             .map_err(FollowError::Store)?;
         followed.caught_up = self.next_offset >= end;
-        Ok(followed)
+        Ok(())
     }
 }
 

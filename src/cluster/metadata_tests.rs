@@ -7,7 +7,9 @@ use crate::storage::store::StoreConfig;
 
 /// Folds `op` as the next record.
 fn fold(state: &mut Metadata, op: &MetaOp) -> Verdict {
-    state.apply(state.next_offset(), op)
+    state
+        .apply(state.next_offset(), op)
+        .expect("the next offset")
 }
 
 fn accepted(state: &mut Metadata, op: &MetaOp) -> Change {
@@ -707,20 +709,29 @@ fn append(store: &mut Store, op: &MetaOp) -> u64 {
         .expect("append")
 }
 
+/// Follows the key, expecting no stop.
+fn follow(state: &mut Metadata, store: &mut Store) -> Followed {
+    let followed = state.follow(store);
+    if let Some(stop) = &followed.stopped {
+        panic!("the fold stopped: {stop}");
+    }
+    followed
+}
+
 #[test]
 fn following_the_key_folds_durable_records_a_bounded_number_at_a_time() {
     let (_dir, mut store) = store();
     let mut state = Metadata::new();
-    let followed = state.follow(&mut store).expect("empty key");
+    let followed = follow(&mut state, &mut store);
     assert!(followed.caught_up && followed.verdicts.is_empty());
     append(&mut store, &register(1));
     append(&mut store, &create("a", 1, 1, vec![vec![1]]));
     let taken = append(&mut store, &create("a", 1, 1, vec![vec![1]]));
     // Not durable yet: nothing to fold.
-    let followed = state.follow(&mut store).expect("follow");
+    let followed = follow(&mut state, &mut store);
     assert!(followed.verdicts.is_empty());
     store.sync().expect("sync");
-    let followed = state.follow(&mut store).expect("follow");
+    let followed = follow(&mut state, &mut store);
     assert!(followed.caught_up);
     let offsets: Vec<u64> = followed.verdicts.iter().map(|(at, _)| *at).collect();
     assert_eq!(offsets, [0, 1, 2]);
@@ -733,10 +744,10 @@ fn following_the_key_folds_durable_records_a_bounded_number_at_a_time() {
         append(&mut store, &commit(&format!("g{i}"), "a", 0, 1));
     }
     store.sync().expect("sync");
-    let first = state.follow(&mut store).expect("follow");
+    let first = follow(&mut state, &mut store);
     assert_eq!(first.verdicts.len(), FOLLOW_RECORDS_MAX);
     assert!(!first.caught_up);
-    let rest = state.follow(&mut store).expect("follow");
+    let rest = follow(&mut state, &mut store);
     assert_eq!(rest.verdicts.len(), 5);
     assert!(rest.caught_up);
     assert_eq!(state.offsets().len(), FOLLOW_RECORDS_MAX + 5);
@@ -751,7 +762,17 @@ fn following_stops_at_a_newer_record_and_at_a_gap() {
     append(&mut store, &register(2));
     store.sync().expect("sync");
     let mut state = Metadata::new();
-    let error = state.follow(&mut store).expect_err("stopped");
+    let followed = state.follow(&mut store);
+    // The record before the newer one is folded and its verdict reported
+    // with the stop: the next call starts after it.
+    assert_eq!(followed.verdicts.len(), 1);
+    assert_eq!(followed.verdicts[0].0, 0);
+    assert!(matches!(
+        followed.verdicts[0].1,
+        Verdict::Accepted(Change::NodeRegistered { id: 1, .. })
+    ));
+    assert!(!followed.caught_up);
+    let error = followed.stopped.expect("stopped");
     assert!(
         matches!(
             error,
@@ -763,15 +784,44 @@ fn following_stops_at_a_newer_record_and_at_a_gap() {
         "{error}"
     );
     assert_eq!(state.next_offset(), 1);
-    assert!(state.follow(&mut store).is_err(), "stays stopped");
+    let again = state.follow(&mut store);
+    assert!(again.verdicts.is_empty(), "nothing is reported twice");
+    assert!(again.stopped.is_some(), "stays stopped");
     assert_eq!(state.nodes().len(), 1);
 
     assert_eq!(store.truncate_front(METADATA_KEY, 2).expect("truncate"), 2);
     let mut fresh = Metadata::new();
-    let error = fresh.follow(&mut store).expect_err("gap");
+    let error = fresh.follow(&mut store).stopped.expect("gap");
     assert!(
         matches!(error, FollowError::Gap { start: 2, next: 0 }),
         "{error}"
+    );
+}
+
+#[test]
+fn records_are_folded_only_at_the_next_offset() {
+    let mut state = Metadata::new();
+    accepted(&mut state, &register(1));
+    let before = state.clone();
+    for offset in [0, 2, u64::MAX] {
+        let error = state.apply(offset, &register(2)).expect_err("out of order");
+        assert!(
+            matches!(error, FollowError::OutOfOrder { next: 1, .. }),
+            "{error}"
+        );
+        let record = encode(&register(2));
+        let error = state.apply_record(offset, record.as_bytes());
+        assert!(matches!(error, Err(FollowError::OutOfOrder { .. })));
+    }
+    assert_eq!(state, before, "nothing folded, no offset moved");
+    let mut at_end = Metadata {
+        next_offset: u64::MAX,
+        ..Metadata::new()
+    };
+    let error = at_end.apply(u64::MAX, &register(1));
+    assert!(
+        matches!(error, Err(FollowError::OutOfOrder { .. })),
+        "no wrap"
     );
 }
 
@@ -1046,7 +1096,7 @@ mod replicated {
         let mut state = Metadata::new();
         let mut verdicts = BTreeMap::new();
         while state.next_offset() < records {
-            let followed = state.follow(&mut lock(&node.store)).expect("follow");
+            let followed = follow(&mut state, &mut lock(&node.store));
             verdicts.extend(followed.verdicts);
             assert!(
                 Instant::now() < deadline,
@@ -1082,7 +1132,7 @@ mod replicated {
         for id in ids {
             let op = register(id);
             let at = propose(&nodes, id, vec![send(&op)]).await;
-            proposer.apply(at[0], &op);
+            proposer.apply(at[0], &op).expect("in order");
         }
         let assignment = proposer.assign(3, 3).expect("assignment");
         let orders = create("orders", 3, 3, assignment);
