@@ -33,8 +33,21 @@
 //! whose nodes all read it (a cluster-wide feature level, as KRaft's
 //! `metadata.version`; later).
 //!
+//! The fold's rules are part of the format: every limit and check it
+//! applies is a constant or function of this module, frozen for version 1
+//! (a test pins each), not the limits of the modules that run the result,
+//! which may change for their own reasons. Two builds that fold one record
+//! differently would diverge silently in a rolling upgrade, so changing a
+//! rule needs a new [`METADATA_VERSION`]. For the same reason a record
+//! with a field this build does not know is refused, never read without
+//! it.
+//!
 //! # Keeping the log bounded (later)
-//! The key grows with every change. The plan: the leader of group 0 writes
+//! The key grows with every change, and group 0's snapshots carry the
+//! key's records, not the folded state. Until the log is bounded, the
+//! runtime must not route consumer offset commits through group 0: a
+//! consumer commits every few seconds, and the log, its snapshots and the
+//! fold from offset 0 at every start would grow without limit. The plan: the leader of group 0 writes
 //! the whole folded state as records of the key (`State` chunks, each
 //! under the proposal limit, the last one naming the offset the state was
 //! folded to; a chunk run that any other record interrupts is refused, so
@@ -51,10 +64,8 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::catalog::{self, Catalog, PARTITIONS_MAX, TOPICS_MAX, Topic};
-use crate::broker::groups::{check_group, check_metadata};
-use crate::cluster::peers::{NODE_ID_MAX, NODES_MAX, check_address};
-use crate::raft::groups::GROUPS_RUNNING_MAX;
+use crate::broker::catalog::{self, Catalog, Topic};
+use crate::cluster::peers::check_address;
 use crate::raft::snapshot::Keys;
 use crate::raft::types::{NodeId, Op};
 use crate::storage::store::Store;
@@ -73,16 +84,50 @@ pub const METADATA_VERSION: u32 = 1;
 /// node catching up on a long log is caught up over several ticks).
 pub const FOLLOW_RECORDS_MAX: usize = 1024;
 
-/// Partition replicas one node may hold: each is a Raft group running on
-/// it, and a node runs at most [`GROUPS_RUNNING_MAX`] groups, group 0
-/// among them. Refused in the fold, so that no node is assigned groups it
-/// would then refuse to start.
-pub const REPLICAS_PER_NODE_MAX: usize = GROUPS_RUNNING_MAX - 1;
+// The fold's limits, frozen for version 1 (see "Versions" above): changing
+// one needs a new metadata version. Each was chosen to match the limit of
+// the module that runs the result at the time; a test checks that those
+// still admit what the fold accepts.
 
-/// Consumer groups with committed offsets: the state is carried whole in
-/// every snapshot of group 0, so it has a bound; ten thousand is the Kafka
-/// front end's bound on live groups (`kafka::groups::GROUPS_MAX`).
+/// Partition replicas one node may hold: each is a Raft group running on
+/// it, and a node ran at most 4,096 groups (`raft::groups::
+/// GROUPS_RUNNING_MAX`), group 0 among them. Refused in the fold, so that
+/// no node is assigned groups it would then refuse to start.
+pub const REPLICAS_PER_NODE_MAX: usize = 4_095;
+
+/// Nodes a cluster may register (`cluster::peers::NODES_MAX`).
+pub const NODES_MAX: usize = 16;
+
+/// Largest node id: Kafka's Metadata names brokers by a signed 32-bit id.
+pub const NODE_ID_MAX: NodeId = i32::MAX as NodeId;
+
+/// Topics a cluster holds (the single node catalog's `TOPICS_MAX`).
+pub const TOPICS_MAX: usize = 10_000;
+
+/// Partitions one topic may have (the catalog's `PARTITIONS_MAX`).
+pub const PARTITIONS_MAX: u32 = 4_096;
+
+/// Longest consumer group name, in bytes, as Kafka's topic names.
+pub const GROUP_NAME_BYTES_MAX: usize = 249;
+
+/// Longest metadata string of a committed offset, in bytes (the store's
+/// `COMMIT_VALUE_BYTES_MAX`).
+pub const COMMIT_METADATA_BYTES_MAX: usize = 4_096;
+
+/// Consumer groups with committed offsets: ten thousand is the Kafka front
+/// end's bound on live groups (`kafka::groups::GROUPS_MAX`). It bounds the
+/// groups only; [`GROUP_PARTITIONS_MAX`] bounds what each holds.
 pub const COMMITTED_GROUPS_MAX: usize = 10_000;
+
+/// Partitions one consumer group may hold offsets of: with
+/// [`COMMITTED_GROUPS_MAX`] and [`COMMIT_METADATA_BYTES_MAX`], what bounds
+/// the offsets' part of the state. A group reads a few topics; one topic's
+/// [`PARTITIONS_MAX`] is far more than a group of a small cluster uses.
+pub const GROUP_PARTITIONS_MAX: usize = 4_096;
+
+/// Kafka's `int64` values (offsets, retention, producer ids) are
+/// non-negative here: a larger one could not be sent to a Kafka client.
+pub const INT64_MAX: u64 = i64::MAX as u64;
 
 /// Most producer ids one allocation hands out: a node asks for blocks of a
 /// thousand (`docs/serve-cluster-design.md` §3); a bound keeps one record
@@ -90,7 +135,7 @@ pub const COMMITTED_GROUPS_MAX: usize = 10_000;
 pub const PRODUCER_IDS_PER_BLOCK_MAX: u64 = 1_000_000;
 
 /// Producer ids are Kafka's non-negative `int64`.
-pub const PRODUCER_ID_END: u64 = i64::MAX as u64;
+pub const PRODUCER_ID_END: u64 = INT64_MAX;
 
 /// The rule that gives group 0 its one key.
 pub fn keys() -> Keys {
@@ -107,6 +152,7 @@ pub fn send(op: &MetaOp) -> Op {
 
 /// One record of the metadata log: `op` at `version`.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Record<T> {
     version: u32,
     op: T,
@@ -127,6 +173,8 @@ pub fn encode(op: &MetaOp) -> String {
 pub enum Decoded {
     Op(MetaOp),
     /// Not a metadata op this build reads at its own version: refused.
+    /// The text (serde's, with its line and column) is for the verdict
+    /// only: it may differ between builds and never enters the state.
     Unreadable(String),
     /// A record of a later version: the fold must stop.
     Newer(u32),
@@ -158,6 +206,7 @@ pub fn decode(bytes: &[u8]) -> Decoded {
 /// A change to the metadata (`docs/serve-cluster-design.md` §1).
 /// Externally tagged: a new kind of change is a new variant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum MetaOp {
     /// A node's addresses: registered on its first start, again when they
     /// change.
@@ -211,6 +260,7 @@ pub enum MetaOp {
 
 /// A topic's own settings; `None` takes the server's default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TopicConfig {
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
@@ -227,6 +277,7 @@ pub enum ConfigKey {
 
 /// One setting changed: `None` returns it to the server's default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConfigChange {
     pub key: ConfigKey,
     pub value: Option<u64>,
@@ -234,6 +285,7 @@ pub struct ConfigChange {
 
 /// One partition's committed offset in a [`MetaOp::CommitOffsets`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OffsetCommit {
     pub topic: String,
     pub partition: u32,
@@ -398,6 +450,9 @@ pub enum FollowError {
     Gap { start: u64, next: u64 },
     /// The record at `offset` is of `version`, newer than this build's.
     Newer { offset: u64, version: u32 },
+    /// A record at `offset` was given to fold, but `next` is the next one:
+    /// a caller's bug, refused so that no record is skipped or folded twice.
+    OutOfOrder { offset: u64, next: u64 },
 }
 
 impl fmt::Display for FollowError {
@@ -413,17 +468,28 @@ impl fmt::Display for FollowError {
                 "the metadata record at offset {offset} is of version {version}; this seglog \
                  reads version {METADATA_VERSION}: upgrade it"
             ),
+            FollowError::OutOfOrder { offset, next } => write!(
+                f,
+                "the metadata record at offset {offset} is not the next to fold, {next}"
+            ),
         }
     }
 }
 
-/// What one [`Metadata::follow`] folded.
+/// What one [`Metadata::follow`] folded, and why it stopped short, if it
+/// did.
 #[derive(Debug, Default)]
+#[must_use = "the verdicts are reported once, and a stop must be handled"]
 pub struct Followed {
-    /// Each record's offset and verdict, in order.
+    /// Each record's offset and verdict, in order: every record folded,
+    /// also when the call then stopped.
     pub verdicts: Vec<(u64, Verdict)>,
     /// Whether every durable record of the key is folded now.
     pub caught_up: bool,
+    /// Why the fold stopped before the key's end: the records after the
+    /// verdicts are not folded. The same stop comes again on the next call
+    /// until its cause is gone (a newer build, a store repaired).
+    pub stopped: Option<FollowError>,
 }
 
 /// The metadata as folded up to some offset of [`METADATA_KEY`].
@@ -458,6 +524,28 @@ impl Default for Metadata {
 
 /// Shorthand inside the fold.
 type Checked<T> = Result<T, Refusal>;
+
+/// A group name: 1 to [`GROUP_NAME_BYTES_MAX`] bytes, no control characters
+/// (the rule of `broker::groups::check_group`, frozen here).
+fn check_group_name(group: &str) -> Checked<()> {
+    if group.is_empty() || group.len() > GROUP_NAME_BYTES_MAX || group.chars().any(char::is_control)
+    {
+        return Err(Refusal::Invalid(format!(
+            "a group name has 1 to {GROUP_NAME_BYTES_MAX} bytes and no control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A topic setting's value: Kafka carries each as an `int64`.
+fn check_config_value(value: Option<u64>) -> Checked<()> {
+    match value {
+        Some(value) if value > INT64_MAX => Err(Refusal::Invalid(format!(
+            "a topic setting of {value} is over Kafka's int64 {INT64_MAX}"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 impl Metadata {
     /// The metadata of an empty log.
@@ -495,12 +583,13 @@ impl Metadata {
         self.next_producer_id
     }
 
-    /// Folds the record at `offset` (the bytes the key holds); the caller
-    /// folds in offset order. `Err` only for a newer record, which is not
-    /// folded.
+    /// Folds the record at `offset` (the bytes the key holds), which must
+    /// be the next ([`FollowError::OutOfOrder`] otherwise). `Err` also for a
+    /// newer record, which is not folded.
     pub fn apply_record(&mut self, offset: u64, bytes: &[u8]) -> Result<Verdict, FollowError> {
+        self.check_next(offset)?;
         match decode(bytes) {
-            Decoded::Op(op) => Ok(self.apply(offset, &op)),
+            Decoded::Op(op) => self.apply(offset, &op),
             Decoded::Newer(version) => Err(FollowError::Newer { offset, version }),
             Decoded::Unreadable(why) => {
                 self.next_offset = offset + 1;
@@ -509,10 +598,11 @@ impl Metadata {
         }
     }
 
-    /// Folds `op`, the record at `offset`: a refused op changes nothing but
-    /// the offset folded.
-    pub fn apply(&mut self, offset: u64, op: &MetaOp) -> Verdict {
-        debug_assert!(offset >= self.next_offset, "records folded in offset order");
+    /// Folds `op`, the record at `offset`, which must be the next
+    /// ([`FollowError::OutOfOrder`] otherwise, and nothing changes): a
+    /// refused op changes nothing but the offset folded.
+    pub fn apply(&mut self, offset: u64, op: &MetaOp) -> Result<Verdict, FollowError> {
+        self.check_next(offset)?;
         self.next_offset = offset + 1;
         let done = match op {
             MetaOp::RegisterNode {
@@ -549,10 +639,22 @@ impl Metadata {
                 self.allocate_producer_ids(*node, *count)
             }
         };
-        match done {
+        Ok(match done {
             Ok(change) => Verdict::Accepted(change),
             Err(refusal) => Verdict::Refused(refusal),
+        })
+    }
+
+    /// Records are folded each once, in offset order, none skipped; and
+    /// `offset + 1` must not wrap.
+    fn check_next(&self, offset: u64) -> Result<(), FollowError> {
+        if offset != self.next_offset || offset == u64::MAX {
+            return Err(FollowError::OutOfOrder {
+                offset,
+                next: self.next_offset,
+            });
         }
+        Ok(())
     }
 
     fn register_node(
@@ -567,18 +669,35 @@ impl Metadata {
                 "node id {id} is over {NODE_ID_MAX} (Kafka's broker ids are 32-bit)"
             )));
         }
-        for address in [Some(http), kafka, Some(peer)].into_iter().flatten() {
+        let addresses: Vec<&str> = [Some(http), kafka, Some(peer)]
+            .into_iter()
+            .flatten()
+            .collect();
+        for (i, address) in addresses.iter().enumerate() {
+            // Pinned by the test of its boundaries: a change to it changes the fold.
             check_address(address)
                 .map_err(|why| Refusal::Invalid(format!("node {id}'s address: {why}")))?;
+            if addresses[..i]
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(address))
+            {
+                return Err(Refusal::Invalid(format!(
+                    "node {id} lists the address {address} twice"
+                )));
+            }
         }
-        if let Some((other, _)) = self
-            .nodes
-            .iter()
-            .find(|(other, node)| **other != id && node.peer == peer)
-        {
-            return Err(Refusal::Invalid(format!(
-                "node {other} has the peer address {peer} already"
-            )));
+        for (other, node) in self.nodes.iter().filter(|(other, _)| **other != id) {
+            let theirs = [Some(&node.http), node.kafka.as_ref(), Some(&node.peer)];
+            // Host names are case-insensitive, and so are IPv6's hex digits.
+            if let Some(taken) = theirs
+                .into_iter()
+                .flatten()
+                .find(|a| addresses.iter().any(|mine| a.eq_ignore_ascii_case(mine)))
+            {
+                return Err(Refusal::Invalid(format!(
+                    "node {other} has the address {taken} already"
+                )));
+            }
         }
         if !self.nodes.contains_key(&id) && self.nodes.len() >= NODES_MAX {
             return Err(Refusal::Limit(format!(
@@ -603,6 +722,7 @@ impl Metadata {
         assignment: &[Vec<NodeId>],
         created_ms: u64,
     ) -> Checked<Change> {
+        // Pinned by the test of its boundaries: a change to it changes the fold.
         catalog::check_name(name).map_err(Refusal::Invalid)?;
         if self.topics.contains_key(name) {
             return Err(Refusal::TopicExists(name.to_string()));
@@ -617,6 +737,8 @@ impl Metadata {
                 "a topic has 1 to {PARTITIONS_MAX} partitions, not {partitions}"
             )));
         }
+        check_config_value(config.retention_ms)?;
+        check_config_value(config.retention_bytes)?;
         self.check_factor(factor)?;
         let groups = self.check_new_partitions(partitions, factor, assignment)?;
         let topic = TopicMeta {
@@ -685,6 +807,9 @@ impl Metadata {
             .get_mut(name)
             .ok_or_else(|| Refusal::UnknownTopic(name.to_string()))?;
         for change in changes {
+            check_config_value(change.value)?;
+        }
+        for change in changes {
             match change.key {
                 ConfigKey::RetentionMs => topic.config.retention_ms = change.value,
                 ConfigKey::RetentionBytes => topic.config.retention_bytes = change.value,
@@ -698,7 +823,7 @@ impl Metadata {
     /// Every offset is checked before any is stored: a commit is taken
     /// whole or not at all.
     fn commit_offsets(&mut self, group_id: &str, offsets: &[OffsetCommit]) -> Checked<Change> {
-        check_group(group_id).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        check_group_name(group_id)?;
         for commit in offsets {
             let topic = self.topic(&commit.topic)?;
             if commit.partition as usize >= topic.partitions.len() {
@@ -707,10 +832,21 @@ impl Metadata {
                     partition: commit.partition,
                 });
             }
-            if let Some(metadata) = &commit.metadata {
-                check_metadata(metadata).map_err(|e| Refusal::Invalid(e.to_string()))?;
+            if commit.offset > INT64_MAX {
+                return Err(Refusal::Invalid(format!(
+                    "offset {} is over Kafka's int64 {INT64_MAX}",
+                    commit.offset
+                )));
+            }
+            let metadata = commit.metadata.as_deref().unwrap_or_default();
+            if metadata.len() > COMMIT_METADATA_BYTES_MAX {
+                return Err(Refusal::Invalid(format!(
+                    "commit metadata of {} bytes, over the limit of {COMMIT_METADATA_BYTES_MAX}",
+                    metadata.len()
+                )));
             }
         }
+        self.check_group_partitions(group_id, offsets)?;
         if !self.offsets.contains_key(group_id) && self.offsets.len() >= COMMITTED_GROUPS_MAX {
             return Err(Refusal::Limit(format!(
                 "the cluster keeps offsets of at most {COMMITTED_GROUPS_MAX} groups"
@@ -737,6 +873,30 @@ impl Metadata {
             group_id: group_id.to_string(),
             count: offsets.len(),
         })
+    }
+
+    /// A group holds offsets of at most [`GROUP_PARTITIONS_MAX`] partitions,
+    /// the ones it has and the ones `offsets` adds.
+    fn check_group_partitions(&self, group_id: &str, offsets: &[OffsetCommit]) -> Checked<()> {
+        let empty = GroupOffsets::new();
+        let held = self.offsets.get(group_id).unwrap_or(&empty);
+        let mut added = std::collections::BTreeSet::new();
+        for commit in offsets {
+            let has = held
+                .get(&commit.topic)
+                .is_some_and(|partitions| partitions.contains_key(&commit.partition));
+            if !has {
+                added.insert((commit.topic.as_str(), commit.partition));
+            }
+        }
+        let count = held.values().map(BTreeMap::len).sum::<usize>() + added.len();
+        if count > GROUP_PARTITIONS_MAX {
+            return Err(Refusal::Limit(format!(
+                "group '{group_id}' would hold offsets of {count} partitions, over \
+                 {GROUP_PARTITIONS_MAX}"
+            )));
+        }
+        Ok(())
     }
 
     fn delete_group(&mut self, group_id: &str) -> Checked<Change> {
@@ -865,7 +1025,13 @@ impl Metadata {
     /// the same node; preferred leaders (`replicas[0]`) spread evenly. The
     /// fold checks the result, so a proposer whose state is behind gets a
     /// refusal, never an invalid topic.
+    /// `count` is checked first: it sizes what is allocated.
     pub fn assign(&self, count: u32, factor: u32) -> Checked<Vec<Vec<NodeId>>> {
+        if count > PARTITIONS_MAX {
+            return Err(Refusal::Partitions(format!(
+                "a topic has at most {PARTITIONS_MAX} partitions, not {count}"
+            )));
+        }
         self.check_factor(factor)?;
         let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
         let n = nodes.len();
@@ -917,8 +1083,25 @@ impl Metadata {
     /// Folds the durable records of [`METADATA_KEY`] from [`Metadata::next_offset`]
     /// on, at most [`FOLLOW_RECORDS_MAX`] of them: what the runtime calls
     /// after each sync point of group 0's applies. A record that is only
-    /// applied, not yet durable, is folded by a later call.
-    pub fn follow(&mut self, store: &mut Store) -> Result<Followed, FollowError> {
+    /// applied, not yet durable, is folded by a later call. The verdicts
+    /// of what was folded come back even when the call then stops
+    /// ([`Followed::stopped`]): the next call starts after them, so they
+    /// would otherwise never be reported.
+    pub fn follow(&mut self, store: &mut Store) -> Followed {
+        let mut followed = Followed::default();
+        if let Err(stop) = self.follow_into(store, &mut followed) {
+            followed.stopped = Some(stop);
+        }
+        followed
+    }
+
+    /// [`Metadata::follow`]'s work; each verdict is in `followed` as soon
+    /// as its record is folded.
+    fn follow_into(
+        &mut self,
+        store: &mut Store,
+        followed: &mut Followed,
+    ) -> Result<(), FollowError> {
         let start = store.log_start(METADATA_KEY).map_err(FollowError::Store)?;
         if start > self.next_offset {
             return Err(FollowError::Gap {
@@ -926,28 +1109,27 @@ impl Metadata {
                 next: self.next_offset,
             });
         }
-        let mut followed = Followed::default();
         let mut stopped = None;
         store
             .read(METADATA_KEY, self.next_offset, &mut |offset, bytes| {
                 match self.apply_record(offset, bytes) {
                     Ok(verdict) => followed.verdicts.push((offset, verdict)),
-                    Err(newer) => {
-                        stopped = Some(newer);
+                    Err(stop) => {
+                        stopped = Some(stop);
                         return false;
                     }
                 }
                 followed.verdicts.len() < FOLLOW_RECORDS_MAX
             })
             .map_err(FollowError::Store)?;
-        if let Some(newer) = stopped {
-            return Err(newer);
+        if let Some(stop) = stopped {
+            return Err(stop);
         }
         let end = store
             .durable_next_offset(METADATA_KEY)
             .map_err(FollowError::Store)?;
         followed.caught_up = self.next_offset >= end;
-        Ok(followed)
+        Ok(())
     }
 }
 

@@ -7,7 +7,9 @@ use crate::storage::store::StoreConfig;
 
 /// Folds `op` as the next record.
 fn fold(state: &mut Metadata, op: &MetaOp) -> Verdict {
-    state.apply(state.next_offset(), op)
+    state
+        .apply(state.next_offset(), op)
+        .expect("the next offset")
 }
 
 fn accepted(state: &mut Metadata, op: &MetaOp) -> Change {
@@ -202,7 +204,8 @@ fn bad_node_registrations_are_refused() {
     };
     let why = refused(&mut state, &op);
     assert!(
-        why.to_string().contains("node 1 has the peer address"),
+        why.to_string()
+            .contains("node 1 has the address node1:7000"),
         "{why}"
     );
     let mut full = with_nodes(&(1..=NODES_MAX as NodeId).collect::<Vec<_>>());
@@ -211,6 +214,248 @@ fn bad_node_registrations_are_refused() {
         Refusal::Limit(_)
     ));
     accepted(&mut full, &register(1));
+}
+
+#[test]
+fn addresses_are_unique_over_nodes_whatever_their_case() {
+    let mut state = with_nodes(&[1]);
+    let node = |http: &str, kafka: Option<&str>, peer: &str| MetaOp::RegisterNode {
+        id: 2,
+        http: http.into(),
+        kafka: kafka.map(str::to_string),
+        peer: peer.into(),
+    };
+    for taken in [
+        node("node2:8080", None, "NODE1:7000"),
+        node("NODE1:8080", None, "node2:7000"),
+        node("node2:8080", Some("node1:9092"), "node2:7000"),
+        node("node2:8080", Some("node1:8080"), "node2:7000"),
+    ] {
+        let why = refused(&mut state, &taken);
+        assert!(why.to_string().contains("node 1 has the address"), "{why}");
+    }
+    let twice = node("node2:8080", Some("NODE2:8080"), "node2:7000");
+    assert!(refused(&mut state, &twice).to_string().contains("twice"));
+    accepted(
+        &mut state,
+        &node("node2:8080", Some("node2:9092"), "node2:7000"),
+    );
+}
+
+/// The address rule is `peers::check_address`; the fold depends on it,
+/// so its boundaries are pinned here: changing it needs a new
+/// [`METADATA_VERSION`].
+#[test]
+fn the_address_rule_is_pinned_for_version_1() {
+    let label = "a".repeat(63);
+    let host = [label.as_str(); 4].join(".");
+    let good = [
+        "h:1".to_string(),
+        "h:65535".into(),
+        "[::1]:7".into(),
+        "a-b.C9:80".into(),
+        "10.0.0.1:80".into(),
+        format!("{label}:1"),
+        format!("{}:1", &host[..253]),
+    ];
+    let bad = [
+        "h:0".to_string(),
+        "h:65536".into(),
+        "h".into(),
+        ":1".into(),
+        "h.:1".into(),
+        "h_x:1".into(),
+        "[::1:7".into(),
+        "[h]:7".into(),
+        format!("a{label}:1"),
+        format!("{}:1", &host[..254]),
+    ];
+    for (i, address) in good.iter().enumerate() {
+        let mut state = Metadata::new();
+        let op = MetaOp::RegisterNode {
+            id: i as NodeId,
+            http: address.clone(),
+            kafka: None,
+            peer: format!("p{i}:7000"),
+        };
+        accepted(&mut state, &op);
+    }
+    for address in bad {
+        let mut state = Metadata::new();
+        let op = MetaOp::RegisterNode {
+            id: 1,
+            http: "h:1".into(),
+            kafka: None,
+            peer: address.clone(),
+        };
+        assert!(
+            matches!(refused(&mut state, &op), Refusal::Invalid(_)),
+            "{address}"
+        );
+    }
+}
+
+/// The topic name rule is `catalog::check_name`; pinned as the address
+/// rule is.
+#[test]
+fn the_topic_name_rule_is_pinned_for_version_1() {
+    let mut state = with_nodes(&[1]);
+    for name in ["a".repeat(249), "a_b-c.D9".into(), "...".into()] {
+        accepted(&mut state, &create(&name, 1, 1, vec![vec![1]]));
+    }
+    for name in [
+        "a".repeat(250),
+        String::new(),
+        ".".into(),
+        "..".into(),
+        "a b".into(),
+        "a/b".into(),
+        "é".into(),
+    ] {
+        let why = refused(&mut state, &create(&name, 1, 1, vec![vec![1]]));
+        assert!(matches!(why, Refusal::Invalid(_)), "{name:?}: {why}");
+    }
+}
+
+#[test]
+fn the_group_name_rule_is_frozen_for_version_1() {
+    let mut state = with_nodes(&[1]);
+    create_assigned(&mut state, "a", 1, 1);
+    accepted(&mut state, &commit(&"g".repeat(249), "a", 0, 1));
+    accepted(&mut state, &commit("a b/é", "a", 0, 1));
+    for group in ["g".repeat(250), String::new(), "a\n".into()] {
+        let why = refused(&mut state, &commit(&group, "a", 0, 1));
+        assert!(matches!(why, Refusal::Invalid(_)), "{group:?}: {why}");
+    }
+}
+
+/// The fold's limits are part of metadata version 1: a replica of another
+/// build must reach the same verdicts. Changing one of these values needs
+/// a new [`METADATA_VERSION`], not an edit here.
+#[test]
+fn the_folds_limits_are_frozen_for_version_1() {
+    assert_eq!(REPLICAS_PER_NODE_MAX, 4_095);
+    assert_eq!(NODES_MAX, 16);
+    assert_eq!(NODE_ID_MAX, 2_147_483_647);
+    assert_eq!(TOPICS_MAX, 10_000);
+    assert_eq!(PARTITIONS_MAX, 4_096);
+    assert_eq!(GROUP_NAME_BYTES_MAX, 249);
+    assert_eq!(COMMIT_METADATA_BYTES_MAX, 4_096);
+    assert_eq!(COMMITTED_GROUPS_MAX, 10_000);
+    assert_eq!(GROUP_PARTITIONS_MAX, 4_096);
+    assert_eq!(INT64_MAX, 9_223_372_036_854_775_807);
+    assert_eq!(PRODUCER_ID_END, INT64_MAX);
+    assert_eq!(PRODUCER_IDS_PER_BLOCK_MAX, 1_000_000);
+}
+
+// What the fold accepts, the modules that run it must admit: a node must
+// start every group it is assigned, a catalog hold every topic. A change
+// there that breaks one of these fails the build, not a cluster.
+const _: () = assert!(REPLICAS_PER_NODE_MAX < crate::raft::groups::GROUPS_RUNNING_MAX);
+const _: () = assert!(NODES_MAX <= crate::cluster::peers::NODES_MAX);
+const _: () = assert!(NODE_ID_MAX <= crate::cluster::peers::NODE_ID_MAX);
+const _: () = assert!(TOPICS_MAX <= crate::broker::catalog::TOPICS_MAX);
+const _: () = assert!(PARTITIONS_MAX <= crate::broker::catalog::PARTITIONS_MAX);
+const _: () = assert!(GROUP_NAME_BYTES_MAX <= crate::broker::groups::GROUP_NAME_BYTES_MAX);
+const _: () = assert!(COMMIT_METADATA_BYTES_MAX <= crate::storage::offsets::COMMIT_VALUE_BYTES_MAX);
+
+#[test]
+fn fields_this_build_does_not_know_are_refused() {
+    let mut state = with_nodes(&[1]);
+    create_assigned(&mut state, "a", 1, 1);
+    for record in [
+        &br#"{"version":1,"extra":1,"op":{"DeleteTopic":{"name":"a"}}}"#[..],
+        br#"{"version":1,"op":{"DeleteTopic":{"name":"a","if_id":77}}}"#,
+        br#"{"version":1,"op":{"AlterConfig":{"name":"a","changes":[
+            {"key":"retention.ms","value":1,"unit":"s"}]}}}"#,
+        br#"{"version":1,"op":{"CommitOffsets":{"group_id":"g","offsets":[
+            {"topic":"a","partition":0,"offset":1,"metadata":null,"epoch":3}]}}}"#,
+        br#"{"version":1,"op":{"CreateTopic":{"name":"b","partitions":1,
+            "replication_factor":1,"config":{"retention_ms":null,"retention_bytes":null,
+            "cleanup":"compact"},"assignment":[[1]],"created_ms":0}}}"#,
+    ] {
+        let verdict = state.apply_record(state.next_offset(), record).expect("v1");
+        assert!(
+            matches!(verdict, Verdict::Refused(Refusal::Unreadable(_))),
+            "{verdict:?}"
+        );
+    }
+    assert!(state.topics().contains_key("a") && state.topics().len() == 1);
+    assert!(state.offsets().is_empty());
+}
+
+#[test]
+fn kafka_int64_values_are_refused_past_its_max() {
+    let mut state = with_nodes(&[1]);
+    create_assigned(&mut state, "a", 1, 1);
+    accepted(&mut state, &commit("g", "a", 0, INT64_MAX));
+    for offset in [INT64_MAX + 1, u64::MAX] {
+        assert!(matches!(
+            refused(&mut state, &commit("g", "a", 0, offset)),
+            Refusal::Invalid(_)
+        ));
+    }
+    for key in [ConfigKey::RetentionMs, ConfigKey::RetentionBytes] {
+        let alter = |value| MetaOp::AlterConfig {
+            name: "a".into(),
+            changes: vec![ConfigChange {
+                key,
+                value: Some(value),
+            }],
+        };
+        accepted(&mut state, &alter(INT64_MAX));
+        assert!(matches!(
+            refused(&mut state, &alter(INT64_MAX + 1)),
+            Refusal::Invalid(_)
+        ));
+    }
+    let mut op = create("b", 1, 1, vec![vec![1]]);
+    if let MetaOp::CreateTopic { config, .. } = &mut op {
+        config.retention_bytes = Some(u64::MAX);
+    }
+    assert!(matches!(refused(&mut state, &op), Refusal::Invalid(_)));
+}
+
+#[test]
+fn an_assignment_of_too_many_partitions_is_refused_before_it_is_built() {
+    let state = with_nodes(&[1]);
+    assert!(matches!(
+        state.assign(u32::MAX, 1),
+        Err(Refusal::Partitions(_))
+    ));
+    assert!(matches!(
+        state.assign(PARTITIONS_MAX + 1, 1),
+        Err(Refusal::Partitions(_))
+    ));
+    assert_eq!(
+        state.assign(PARTITIONS_MAX, 1).expect("the limit").len(),
+        4_096
+    );
+}
+
+#[test]
+fn a_group_holds_offsets_of_a_bounded_number_of_partitions() {
+    let mut state = with_nodes(&[1, 2]);
+    create_assigned(&mut state, "a", PARTITIONS_MAX, 1);
+    create_assigned(&mut state, "b", 1, 1);
+    let all = MetaOp::CommitOffsets {
+        group_id: "g".into(),
+        offsets: (0..PARTITIONS_MAX)
+            .map(|partition| OffsetCommit {
+                topic: "a".into(),
+                partition,
+                offset: 1,
+                metadata: None,
+            })
+            .collect(),
+    };
+    accepted(&mut state, &all);
+    assert!(matches!(
+        refused(&mut state, &commit("g", "b", 0, 1)),
+        Refusal::Limit(_)
+    ));
+    accepted(&mut state, &commit("g", "a", 7, 2));
+    accepted(&mut state, &commit("h", "b", 0, 1));
 }
 
 #[test]
@@ -457,7 +702,7 @@ fn offsets_are_committed_whole_or_not_at_all() {
     );
     let why = refused(&mut state, &two(at("b", 0, None)));
     assert!(matches!(why, Refusal::UnknownTopic(_)), "{why:?}");
-    let long = "x".repeat(crate::broker::groups::METADATA_BYTES_MAX + 1);
+    let long = "x".repeat(COMMIT_METADATA_BYTES_MAX + 1);
     let why = refused(&mut state, &two(at("a", 1, Some(long))));
     assert!(matches!(why, Refusal::Invalid(_)), "{why:?}");
     assert_eq!(
@@ -707,20 +952,29 @@ fn append(store: &mut Store, op: &MetaOp) -> u64 {
         .expect("append")
 }
 
+/// Follows the key, expecting no stop.
+fn follow(state: &mut Metadata, store: &mut Store) -> Followed {
+    let followed = state.follow(store);
+    if let Some(stop) = &followed.stopped {
+        panic!("the fold stopped: {stop}");
+    }
+    followed
+}
+
 #[test]
 fn following_the_key_folds_durable_records_a_bounded_number_at_a_time() {
     let (_dir, mut store) = store();
     let mut state = Metadata::new();
-    let followed = state.follow(&mut store).expect("empty key");
+    let followed = follow(&mut state, &mut store);
     assert!(followed.caught_up && followed.verdicts.is_empty());
     append(&mut store, &register(1));
     append(&mut store, &create("a", 1, 1, vec![vec![1]]));
     let taken = append(&mut store, &create("a", 1, 1, vec![vec![1]]));
     // Not durable yet: nothing to fold.
-    let followed = state.follow(&mut store).expect("follow");
+    let followed = follow(&mut state, &mut store);
     assert!(followed.verdicts.is_empty());
     store.sync().expect("sync");
-    let followed = state.follow(&mut store).expect("follow");
+    let followed = follow(&mut state, &mut store);
     assert!(followed.caught_up);
     let offsets: Vec<u64> = followed.verdicts.iter().map(|(at, _)| *at).collect();
     assert_eq!(offsets, [0, 1, 2]);
@@ -733,10 +987,10 @@ fn following_the_key_folds_durable_records_a_bounded_number_at_a_time() {
         append(&mut store, &commit(&format!("g{i}"), "a", 0, 1));
     }
     store.sync().expect("sync");
-    let first = state.follow(&mut store).expect("follow");
+    let first = follow(&mut state, &mut store);
     assert_eq!(first.verdicts.len(), FOLLOW_RECORDS_MAX);
     assert!(!first.caught_up);
-    let rest = state.follow(&mut store).expect("follow");
+    let rest = follow(&mut state, &mut store);
     assert_eq!(rest.verdicts.len(), 5);
     assert!(rest.caught_up);
     assert_eq!(state.offsets().len(), FOLLOW_RECORDS_MAX + 5);
@@ -751,7 +1005,17 @@ fn following_stops_at_a_newer_record_and_at_a_gap() {
     append(&mut store, &register(2));
     store.sync().expect("sync");
     let mut state = Metadata::new();
-    let error = state.follow(&mut store).expect_err("stopped");
+    let followed = state.follow(&mut store);
+    // The record before the newer one is folded and its verdict reported
+    // with the stop: the next call starts after it.
+    assert_eq!(followed.verdicts.len(), 1);
+    assert_eq!(followed.verdicts[0].0, 0);
+    assert!(matches!(
+        followed.verdicts[0].1,
+        Verdict::Accepted(Change::NodeRegistered { id: 1, .. })
+    ));
+    assert!(!followed.caught_up);
+    let error = followed.stopped.expect("stopped");
     assert!(
         matches!(
             error,
@@ -763,15 +1027,44 @@ fn following_stops_at_a_newer_record_and_at_a_gap() {
         "{error}"
     );
     assert_eq!(state.next_offset(), 1);
-    assert!(state.follow(&mut store).is_err(), "stays stopped");
+    let again = state.follow(&mut store);
+    assert!(again.verdicts.is_empty(), "nothing is reported twice");
+    assert!(again.stopped.is_some(), "stays stopped");
     assert_eq!(state.nodes().len(), 1);
 
     assert_eq!(store.truncate_front(METADATA_KEY, 2).expect("truncate"), 2);
     let mut fresh = Metadata::new();
-    let error = fresh.follow(&mut store).expect_err("gap");
+    let error = fresh.follow(&mut store).stopped.expect("gap");
     assert!(
         matches!(error, FollowError::Gap { start: 2, next: 0 }),
         "{error}"
+    );
+}
+
+#[test]
+fn records_are_folded_only_at_the_next_offset() {
+    let mut state = Metadata::new();
+    accepted(&mut state, &register(1));
+    let before = state.clone();
+    for offset in [0, 2, u64::MAX] {
+        let error = state.apply(offset, &register(2)).expect_err("out of order");
+        assert!(
+            matches!(error, FollowError::OutOfOrder { next: 1, .. }),
+            "{error}"
+        );
+        let record = encode(&register(2));
+        let error = state.apply_record(offset, record.as_bytes());
+        assert!(matches!(error, Err(FollowError::OutOfOrder { .. })));
+    }
+    assert_eq!(state, before, "nothing folded, no offset moved");
+    let mut at_end = Metadata {
+        next_offset: u64::MAX,
+        ..Metadata::new()
+    };
+    let error = at_end.apply(u64::MAX, &register(1));
+    assert!(
+        matches!(error, Err(FollowError::OutOfOrder { .. })),
+        "no wrap"
     );
 }
 
@@ -1046,7 +1339,7 @@ mod replicated {
         let mut state = Metadata::new();
         let mut verdicts = BTreeMap::new();
         while state.next_offset() < records {
-            let followed = state.follow(&mut lock(&node.store)).expect("follow");
+            let followed = follow(&mut state, &mut lock(&node.store));
             verdicts.extend(followed.verdicts);
             assert!(
                 Instant::now() < deadline,
@@ -1082,7 +1375,7 @@ mod replicated {
         for id in ids {
             let op = register(id);
             let at = propose(&nodes, id, vec![send(&op)]).await;
-            proposer.apply(at[0], &op);
+            proposer.apply(at[0], &op).expect("in order");
         }
         let assignment = proposer.assign(3, 3).expect("assignment");
         let orders = create("orders", 3, 3, assignment);
