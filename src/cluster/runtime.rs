@@ -380,9 +380,9 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use openraft::BasicNode;
-    use openraft::error::RPCError;
+    use openraft::error::{RPCError, RaftError};
     use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-    use openraft::raft::VoteRequest;
+    use openraft::raft::{VoteRequest, VoteResponse};
     use tokio::net::TcpListener;
 
     use super::*;
@@ -444,6 +444,22 @@ mod tests {
         VoteRequest::new(Vote::new(1, 1), None)
     }
 
+    /// What a vote call of group 0 to node 2 ends with.
+    type VoteEnd = Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>>;
+
+    /// A vote call of group 0 to node 2 over `network`, waiting in
+    /// `transport` for its answer once this returns; its deadline is far
+    /// past the test's own, so only an answer ends it.
+    async fn waiting_vote(network: &mut Network, transport: &Transport) -> JoinHandle<VoteEnd> {
+        let mut client = network.new_client(2, &BasicNode::default()).await;
+        let option = RPCOption::new(HANG * 100);
+        let call = tokio::spawn(async move { client.vote(vote(), option).await });
+        while !transport.holds_group(0) {
+            tokio::task::yield_now().await;
+        }
+        call
+    }
+
     /// Review finding of stage 2 ("the transport should answer the calls a
     /// send hands back at once"): a call whose batch the link refuses ends
     /// at the tick that refused it, as unreachable, not at its deadline.
@@ -452,14 +468,7 @@ mod tests {
         let (mut node, _two, _dir) = node_1("down").await;
         assert!(!node.links.is_up(2));
         let transport = Arc::clone(&node.groups.transport);
-        let mut network = network_of(&transport);
-        let mut client = network.new_client(2, &BasicNode::default()).await;
-        // A deadline far past the test's own: only an answer ends the call.
-        let option = RPCOption::new(HANG * 100);
-        let call = tokio::spawn(async move { client.vote(vote(), option).await });
-        while !transport.holds_group(0) {
-            tokio::task::yield_now().await;
-        }
+        let call = waiting_vote(&mut network_of(&transport), &transport).await;
         node.on_tick(Instant::now());
         let ended = tokio::time::timeout(HANG, call)
             .await
@@ -582,12 +591,7 @@ mod tests {
         let (node, _two, _dir) = node_1("close-calls").await;
         let transport = Arc::clone(&node.groups.transport);
         let mut network = network_of(&transport);
-        let mut client = network.new_client(2, &BasicNode::default()).await;
-        let option = RPCOption::new(HANG * 100);
-        let call = tokio::spawn(async move { client.vote(vote(), option).await });
-        while !transport.holds_group(0) {
-            tokio::task::yield_now().await;
-        }
+        let call = waiting_vote(&mut network, &transport).await;
         transport.close_calls("this node is shutting down");
         let ended = tokio::time::timeout(HANG, call)
             .await
