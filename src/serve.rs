@@ -16,6 +16,9 @@ use crate::auth::tls::Tls;
 use crate::auth::users::Users;
 use crate::broker::catalog::{Catalog, PARTITIONS_MAX};
 use crate::broker::{Broker, Limits, SHUTDOWN_GRACE, retention, topics};
+use crate::cluster::node::{Addresses, ClusterNode, check_single_dir, claim_dir};
+use crate::cluster::peers::Cluster;
+use crate::cluster::secret::Secret;
 use crate::log;
 use crate::storage::format::MESSAGE_BYTES_MAX;
 use crate::storage::space::Space;
@@ -112,12 +115,13 @@ pub struct ServeArgs {
     /// basic auth on HTTP. Read at start; a change takes a restart.
     #[arg(long, value_name = "PATH", env = "SEGLOG_USERS")]
     pub users: Option<PathBuf>,
-    /// This node's id in a cluster (with --peers). Hidden until cluster
-    /// mode is built: the arguments are checked, then refused.
+    /// This node's id in a cluster (with --peers). Hidden until a
+    /// cluster's partitions are replicated (issue 20, stage 4): a node of
+    /// a cluster takes topic changes and refuses produce.
     #[arg(long, value_name = "N", hide = true, requires = "peers")]
     pub node_id: Option<u64>,
     /// Every node of the cluster, this one included: ID=HOST:PORT,...
-    /// (issue 20; hidden, and refused after its checks, until built).
+    /// (issue 20; hidden until a cluster's partitions are replicated).
     #[arg(
         long,
         value_name = "ID=HOST:PORT,...",
@@ -177,23 +181,25 @@ fn check(args: &ServeArgs) -> Result<(), String> {
             "--kafka-auto-create-partitions is at most {PARTITIONS_MAX}"
         ));
     }
-    if let (Some(me), Some(peers), Some(id), Some(secret)) = (
+    cluster_args(args)?;
+    Ok(())
+}
+
+/// The cluster this node belongs to and its secret, with `--peers` (clap
+/// makes the four cluster flags go together).
+fn cluster_args(args: &ServeArgs) -> Result<Option<(Cluster, Secret)>, String> {
+    match (
         args.node_id,
         &args.peers,
         &args.cluster_id,
         &args.cluster_secret_file,
     ) {
-        crate::cluster::peers::parse(id, me, peers)?;
-        crate::cluster::secret::Secret::read(secret)?;
-        // Refused rather than run as a single node that believes it is in
-        // a cluster: nothing is replicated yet (src/cluster/).
-        return Err(
-            "--peers: cluster mode is not built yet (issue 20): the list is valid, but \
-             seglog serve runs as a single node only; start it without --node-id and --peers"
-                .into(),
-        );
+        (Some(me), Some(peers), Some(id), Some(secret)) => Ok(Some((
+            crate::cluster::peers::parse(id, me, peers)?,
+            Secret::read(secret)?,
+        ))),
+        _ => Ok(None),
     }
-    Ok(())
 }
 
 /// Serves the store in `dir` until `shutdown` resolves, then shuts down
@@ -207,11 +213,20 @@ pub async fn serve(
     // Checked before the store opens: a bad certificate or users file is
     // the operator's to fix, and says so at once.
     let security = security(args)?;
-    let broker = open(args, dir)?;
-    let retention = tokio::spawn(retention::run(
-        Arc::clone(&broker),
-        Duration::from_millis(args.retention_check_ms),
-    ));
+    let cluster = cluster_args(args)?;
+    match &cluster {
+        Some((cluster, _)) => claim_dir(dir, cluster)?,
+        None => check_single_dir(dir)?,
+    }
+    let broker = open(args, dir, cluster.is_some())?;
+    // A cluster's partitions are not replicated yet, so a node of one
+    // holds none to trim.
+    let retention = cluster.is_none().then(|| {
+        tokio::spawn(retention::run(
+            Arc::clone(&broker),
+            Duration::from_millis(args.retention_check_ms),
+        ))
+    });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -219,6 +234,33 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let kafka_listener = match args.kafka {
+        Some(address) => Some(bind_kafka(args, address, cluster.as_ref()).await?),
+        None => None,
+    };
+    // Joined before either front end serves: a request in between would
+    // find a single node's catalog.
+    let node = match cluster {
+        Some((cluster, secret)) => {
+            let addresses = Addresses {
+                http: advertise(address, &cluster),
+                kafka: kafka_listener
+                    .as_ref()
+                    .map(|k| host_port(&k.advertised.0, k.advertised.1)),
+                peer: cluster
+                    .membership
+                    .address(cluster.me)
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            eprintln!(
+                "seglog: node {} of cluster {}, peers on {}",
+                cluster.me, cluster.id, addresses.peer
+            );
+            Some(ClusterNode::start(cluster, secret, &broker, addresses).await?)
+        }
+        None => None,
+    };
     // Always printed: a user (or a test that asked for port 0) needs it.
     let scheme = if security.http.tls.is_some() {
         "https"
@@ -229,10 +271,7 @@ pub async fn serve(
         "seglog: listening on {scheme}://{address}, data in {}; console at {scheme}://{address}/ui/",
         dir.display()
     );
-    let kafka = match args.kafka {
-        Some(address) => Some(start_kafka(args, address, &broker, &security).await?),
-        None => None,
-    };
+    let kafka = kafka_listener.map(|bound| start_kafka(args, bound, &broker, &security));
 
     let stopping = Arc::clone(&broker);
     let console = crate::http::Console {
@@ -254,11 +293,20 @@ pub async fn serve(
     .await
     .map_err(|e| format!("serving failed: {e}"));
 
-    retention.abort();
-    let _ = retention.await;
+    if let Some(retention) = retention {
+        retention.abort();
+        let _ = retention.await;
+    }
     if let Some(kafka) = kafka {
         // Its connections finish what waits on the group commit, closed below.
         let _ = kafka.await;
+    }
+    if let Some(node) = node {
+        // Its groups' last writes are made durable by the group commit's
+        // last sync point, below.
+        if let Err(e) = node.shutdown().await {
+            log::error(format_args!("stopping the cluster node: {e}"));
+        }
     }
     close(&broker).await?;
     eprintln!("seglog: closed cleanly");
@@ -319,8 +367,10 @@ fn security(args: &ServeArgs) -> Result<Security, String> {
     })
 }
 
-/// Opens the store and the catalog, tidies the store, and builds the broker.
-fn open(args: &ServeArgs, dir: &Path) -> Result<Arc<Broker>, String> {
+/// Opens the store and the catalog, tidies the store, and builds the
+/// broker. A node of a cluster starts with no topics: its catalog comes
+/// from the cluster's metadata, and its store's keys are the groups'.
+fn open(args: &ServeArgs, dir: &Path, clustered: bool) -> Result<Arc<Broker>, String> {
     let config = StoreConfig {
         segment_bytes: args.segment_bytes,
         ..StoreConfig::default()
@@ -335,8 +385,13 @@ fn open(args: &ServeArgs, dir: &Path) -> Result<Arc<Broker>, String> {
             "recovered"
         }
     ));
-    let catalog = Catalog::open(dir)?;
-    topics::remove_dead_keys(&mut store, &catalog);
+    let catalog = if clustered {
+        Catalog::replica(0, [])
+    } else {
+        let catalog = Catalog::open(dir)?;
+        topics::remove_dead_keys(&mut store, &catalog);
+        catalog
+    };
     let limits = Limits {
         record_bytes: args.max_record_bytes,
         request_bytes: args.max_request_bytes,
@@ -350,26 +405,51 @@ fn open(args: &ServeArgs, dir: &Path) -> Result<Arc<Broker>, String> {
     Broker::new(store, catalog, limits, default_retention, space).map_err(|e| e.to_string())
 }
 
-/// Binds the Kafka listener and serves it in a task of its own, until the
-/// broker's shutdown begins.
-async fn start_kafka(
+/// The Kafka listener, bound, and the address clients are told.
+struct KafkaListener {
+    listener: tokio::net::TcpListener,
+    advertised: (String, i32),
+}
+
+/// Binds the Kafka listener. A node of a cluster whose listener is on an
+/// unspecified IP advertises the host of its own `--peers` entry, where
+/// the other nodes reach it, unless `--kafka-advertise` says otherwise.
+async fn bind_kafka(
     args: &ServeArgs,
     address: SocketAddr,
-    broker: &Arc<Broker>,
-    security: &Security,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+    cluster: Option<&(Cluster, Secret)>,
+) -> Result<KafkaListener, String> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {address} for Kafka: {e}"))?;
     let bound = listener
         .local_addr()
         .map_err(|e| format!("cannot read the Kafka listening address: {e}"))?;
-    let advertised = crate::kafka::advertised(args.kafka_advertise.as_deref(), bound)?;
+    let given = match (&args.kafka_advertise, cluster) {
+        (Some(given), _) => Some(given.clone()),
+        (None, Some((cluster, _))) => Some(advertise(bound, cluster)),
+        (None, None) => None,
+    };
+    let advertised = crate::kafka::advertised(given.as_deref(), bound)?;
     // Always printed, like the HTTP address.
     eprintln!(
         "seglog: Kafka protocol on {bound}, advertised as {}:{}",
         advertised.0, advertised.1
     );
+    Ok(KafkaListener {
+        listener,
+        advertised,
+    })
+}
+
+/// Serves Kafka on `bound` in a task of its own, until the broker's
+/// shutdown begins.
+fn start_kafka(
+    args: &ServeArgs,
+    bound: KafkaListener,
+    broker: &Arc<Broker>,
+    security: &Security,
+) -> tokio::task::JoinHandle<()> {
     let protocol = match (&security.kafka_tls, &security.http.auth) {
         (None, None) => "PLAINTEXT",
         (Some(_), None) => "SSL",
@@ -379,14 +459,34 @@ async fn start_kafka(
     eprintln!("seglog: Kafka clients connect with security.protocol={protocol}");
     let ctx = Arc::new(crate::kafka::Context {
         broker: Arc::clone(broker),
-        advertised,
+        advertised: bound.advertised,
         groups: crate::kafka::groups::Coordinator::default(),
         auto_create_partitions: args.kafka_auto_create_partitions,
         producer_expiry: Duration::from_millis(args.producer_expiry_ms),
         auth: security.http.auth.clone(),
         tls: security.kafka_tls.clone(),
     });
-    Ok(tokio::spawn(crate::kafka::serve(listener, ctx)))
+    tokio::spawn(crate::kafka::serve(bound.listener, ctx))
+}
+
+/// Where a node of `cluster` listening on `bound` is reached: `bound`,
+/// or on an unspecified IP the host of the node's own `--peers` entry.
+fn advertise(bound: SocketAddr, cluster: &Cluster) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let own = cluster.membership.address(cluster.me).unwrap_or_default();
+    let host = own.rsplit_once(':').map_or(own, |(host, _)| host);
+    format!("{host}:{}", bound.port())
+}
+
+/// `host:port`, an IPv6 host in brackets.
+fn host_port(host: &str, port: i32) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Drains the group commit and closes the store, marked clean. Gives up

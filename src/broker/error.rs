@@ -44,6 +44,12 @@ pub enum Error {
     NoSpace(String),
     /// The server is shutting down.
     ShuttingDown,
+    /// The cluster cannot decide now (its metadata group has no leader,
+    /// or the leader did not answer in time); `written` says whether the
+    /// change may still take effect. A client may retry.
+    Unavailable { why: String, written: Written },
+    /// Something this server does not do (yet); the message says what.
+    Unsupported(String),
     /// The store or the catalog failed: `context` says at what, `source`
     /// why, `written` whether the write may have happened. A store poisoned
     /// by an earlier failed sync refuses writes this way too (`source` is
@@ -111,7 +117,7 @@ impl Error {
     /// Whether the failed request may have changed anything.
     pub fn written(&self) -> Written {
         match self {
-            Error::Storage { written, .. } => *written,
+            Error::Storage { written, .. } | Error::Unavailable { written, .. } => *written,
             _ => Written::No,
         }
     }
@@ -134,7 +140,9 @@ impl fmt::Display for Error {
             Error::Invalid(message)
             | Error::TooLarge(message)
             | Error::NoSpace(message)
+            | Error::Unsupported(message)
             | Error::Internal(message) => f.write_str(message),
+            Error::Unavailable { why, .. } => f.write_str(why),
             Error::Overloaded => {
                 f.write_str("too many writes wait for the disk; try again shortly")
             }

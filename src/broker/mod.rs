@@ -18,6 +18,8 @@
 //! # Layout
 //! - [`error`]: the broker's error, with whether a failed write may have happened.
 //! - [`catalog`]: the topics, in a small durable file beside the store.
+//! - [`cluster`]: what the broker asks of the cluster a node belongs to
+//!   (`serve --peers`): topic changes, its status, whether it takes writes.
 //! - [`payload`]: what a stored record's bytes mean (JSON text or a Kafka record).
 //! - [`groups`]: consumer group offsets as committed offsets of the store.
 //! - [`producers`]: idempotent producers' ids and sequence numbers, as
@@ -31,6 +33,7 @@
 //!   waiting for new records.
 
 pub mod catalog;
+pub mod cluster;
 pub mod error;
 pub mod groups;
 pub mod metrics;
@@ -41,7 +44,7 @@ pub mod time;
 pub mod topics;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -55,7 +58,16 @@ pub use error::{Error, Result, Written};
 use metrics::Metrics;
 
 /// Told the outcome of the sync point that covers a write.
-type Waiter = oneshot::Sender<Outcome>;
+enum Waiter {
+    /// A request's write ([`Writer::finish`]).
+    Reply(oneshot::Sender<Outcome>),
+    /// A callback, run on the group commit's thread ([`Broker::after_sync`]).
+    Call(AfterSync),
+}
+
+/// What [`Broker::after_sync`] runs with the outcome of a sync point: it
+/// must be quick, as it runs on the group commit's thread.
+pub type AfterSync = Box<dyn FnOnce(Outcome) + Send>;
 
 /// How long a long poll may wait at most, in milliseconds: a proxy or a
 /// client usually gives up on an idle request after 30 to 60 seconds.
@@ -103,6 +115,8 @@ pub struct Broker {
     next_partition: AtomicU32,
     /// The store's count of open keys when last read ([`Broker::open_keys`]).
     open_keys: AtomicUsize,
+    /// The cluster this node belongs to, set once at start (`serve --peers`).
+    cluster: OnceLock<Arc<dyn cluster::Cluster>>,
 }
 
 impl Broker {
@@ -129,6 +143,7 @@ impl Broker {
             default_retention,
             next_partition: AtomicU32::new(0),
             open_keys: AtomicUsize::new(0),
+            cluster: OnceLock::new(),
         });
         // The group commit thread answers each batch's waiters itself: a
         // hop through a task of the runtime would cost every write a
@@ -174,6 +189,48 @@ impl Broker {
 
     pub fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
         crate::lock::write(&self.catalog)
+    }
+
+    /// Puts `catalog` in place of the topics: what a node of a cluster does
+    /// after each change of the cluster's metadata.
+    pub fn replace_catalog(&self, catalog: Catalog) {
+        *self.catalog_mut() = catalog;
+    }
+
+    /// Makes this broker a node of `cluster`; an error if it is one already.
+    pub fn join(&self, cluster: Arc<dyn cluster::Cluster>) -> Result<()> {
+        self.cluster
+            .set(cluster)
+            .map_err(|_| Error::Internal("this node belongs to a cluster already".into()))
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<dyn cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The store, shared: for the Raft groups of a node of a cluster, which
+    /// write it themselves.
+    pub fn shared_store(&self) -> Arc<Mutex<Store>> {
+        Arc::clone(&self.store)
+    }
+
+    /// Runs `done` with the outcome of a sync point that covers every write
+    /// applied to the store before this call (at once, with an error, once
+    /// the group commit is closed). `done` must be quick: it runs on the
+    /// group commit's thread.
+    pub fn after_sync(&self, done: AfterSync) {
+        // The lock is let go before `done` runs on a closed group commit.
+        let refused = match lock(&self.group_commit).as_ref() {
+            Some(group_commit) => {
+                group_commit.push(Waiter::Call(done));
+                return;
+            }
+            None => done,
+        };
+        refused(Err(Arc::new(crate::storage::error::Error::Busy(
+            "the group commit is closed".into(),
+        ))));
     }
 
     /// The store, for reads; writes go through [`Broker::writer`].
@@ -242,6 +299,9 @@ impl Broker {
     pub fn writer(&self) -> Result<Writer<'_>> {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
+        }
+        if let Some(why) = self.cluster().and_then(|cluster| cluster.refuses_writes()) {
+            return Err(Error::Unsupported(why));
         }
         // Refused without waiting for the lock, which a reopen may hold
         // for as long as recovery takes; checked again under it.
@@ -313,8 +373,13 @@ impl Broker {
             }
         }
         for waiter in synced.items {
-            // A waiter whose request was dropped (client gone) is fine.
-            let _ = waiter.send(synced.result.clone());
+            match waiter {
+                // A waiter whose request was dropped (client gone) is fine.
+                Waiter::Reply(tx) => {
+                    let _ = tx.send(synced.result.clone());
+                }
+                Waiter::Call(done) => done(synced.result.clone()),
+            }
         }
         self.published.send_modify(|n| *n += 1);
     }
@@ -474,7 +539,7 @@ impl Writer<'_> {
         // Without a group commit (shut down: `writer` refuses writes
         // first), the sender is dropped and the waiter gets an error.
         if let Some(group_commit) = lock(&self.broker.group_commit).as_ref() {
-            group_commit.push(tx);
+            group_commit.push(Waiter::Reply(tx));
         }
         Some(Durable(rx))
     }

@@ -36,15 +36,25 @@ pub const TIMESTAMP_SCAN_RECORDS: usize = 4096;
 /// a hold longer than small ones. A hold reads at least one record.
 pub const TIMESTAMP_SCAN_BYTES: usize = 1 << 20;
 
-/// Creates a topic, durably (blocks on the catalog's file: call it off
-/// the event loop).
-pub fn create(broker: &Broker, new: NewTopic) -> Result<Topic> {
-    broker.catalog_mut().create(new, now_ms())
+/// Creates a topic, durably: in the catalog's file (on a worker thread),
+/// or through the cluster's metadata on a node of a cluster.
+pub async fn create(broker: &Arc<Broker>, new: NewTopic) -> Result<Topic> {
+    if let Some(cluster) = broker.cluster() {
+        return cluster.create_topic(new).await;
+    }
+    let worker = Arc::clone(broker);
+    tokio::task::spawn_blocking(move || worker.catalog_mut().create(new, now_ms()))
+        .await
+        .map_err(|e| Error::Internal(format!("a worker thread failed: {e}")))?
 }
 
 /// Deletes a topic: from the catalog, durably, then its partitions' logs.
-/// A log that cannot be removed now is removed at the next start.
+/// A log that cannot be removed now is removed at the next start. On a
+/// node of a cluster, through the cluster's metadata.
 pub async fn delete(broker: &Arc<Broker>, name: String) -> Result<Topic> {
+    if let Some(cluster) = broker.cluster() {
+        return cluster.delete_topic(name).await;
+    }
     let worker = Arc::clone(broker);
     let topic = tokio::task::spawn_blocking(move || worker.catalog_mut().delete(&name))
         .await

@@ -5,11 +5,11 @@
 //! ([`crate::raft::transport::Batch`]), each peer authenticated by the
 //! cluster secret and each frame by its session, the runtime that runs a
 //! node's groups over those links, and the cluster's metadata as the fold
-//! of group 0's log. Not built yet: wiring the runtime and the metadata
-//! into `seglog serve` (proposing to group 0, following its log),
-//! replicated partitions and routing (`docs/serve-cluster-design.md` has
-//! the plan; issue 20). Until they are, `seglog serve` refuses to start
-//! with `--peers` rather than run a cluster that is not one.
+//! of group 0's log, and the node `seglog serve --peers` runs: group 0
+//! over the broker's store, topics created and deleted through it, the
+//! broker's catalog folded from it. Not built yet: replicated partitions
+//! and routing (`docs/serve-cluster-design.md` has the plan; issue 20).
+//! Until they are, a node of a cluster refuses writes to partitions.
 //!
 //! This layer knows the Raft groups, the leaves and the broker's catalog
 //! and name rules (a cluster's topics are the broker's topics); it knows
@@ -31,11 +31,16 @@
 //! - [`metadata`]: the cluster's metadata (nodes, topics, partitions'
 //!   groups and replicas, committed offsets, id counters), folded from
 //!   the records of group 0's key `cluster.metadata`.
+//! - [`node`]: the node `seglog serve --peers` runs: the above started
+//!   over the broker, its metadata followed into the broker's catalog,
+//!   the broker's topic changes proposed to group 0; whose a data
+//!   directory is.
 
 pub mod frame;
 pub mod handshake;
 pub mod link;
 pub mod metadata;
+pub mod node;
 pub mod peers;
 pub mod runtime;
 pub mod secret;

@@ -38,6 +38,7 @@ pub fn router(app: Arc<Broker>, console: Console, auth: Option<Arc<Authenticator
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/cluster", get(cluster))
         .route("/topics", get(topics::list).post(topics::create))
         .route(
             "/topics/{topic}",
@@ -226,6 +227,20 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 // ---- health and metrics ----
+
+/// The cluster as this node sees it (`seglog serve --peers`): its nodes
+/// and their addresses, which peers it is linked to, the metadata group's
+/// leader. 404 on a single node.
+async fn cluster(State(app): AppState) -> Result<Response, ApiError> {
+    match app.cluster() {
+        Some(cluster) => Ok(Json(cluster.status()).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            code::NO_ROUTE,
+            "this server is a single node, not part of a cluster (it was started without --peers)",
+        )),
+    }
+}
 
 async fn health(State(app): AppState) -> Response {
     // Without the store's lock: a reopen in place holds it while it runs.

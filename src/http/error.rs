@@ -62,6 +62,11 @@ pub mod code {
     pub const OVERLOADED: u32 = 50303;
     /// The server is shutting down.
     pub const SHUTTING_DOWN: u32 = 50304;
+    /// The cluster cannot decide now (its metadata group has no leader):
+    /// retry.
+    pub const UNAVAILABLE: u32 = 50305;
+    /// Something this server does not do (yet).
+    pub const UNSUPPORTED: u32 = 50101;
     /// Writes are refused until the disk has free space again
     /// (`--min-free-bytes`); reads go on. Retry later.
     pub const NO_SPACE: u32 = 50701;
@@ -110,6 +115,8 @@ impl From<Error> for ApiError {
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, code::OVERLOADED),
             Error::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, code::NO_SPACE),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, code::SHUTTING_DOWN),
+            Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE),
+            Error::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, code::UNSUPPORTED),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL),
             Error::Storage { .. } if error.is_poisoned() => {
                 return ApiError::new(

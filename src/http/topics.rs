@@ -66,9 +66,7 @@ pub(super) async fn create(
         retention_ms: request.retention_ms,
         retention_bytes: request.retention_bytes,
     };
-    let worker = Arc::clone(&app);
-    let topic =
-        blocking(move || broker_topics::create(&worker, new).map_err(ApiError::from)).await?;
+    let topic = broker_topics::create(&app, new).await?;
     log::info(format_args!(
         "created topic '{}' (id {}, {} partitions)",
         topic.name, topic.id, topic.partitions

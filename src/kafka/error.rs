@@ -21,6 +21,10 @@ pub fn code(error: &Error) -> i16 {
         // retry it, and the write resumes once space is back.
         Error::NoSpace(_) => ResponseError::KafkaStorageError.code(),
         Error::ShuttingDown => ResponseError::NotLeaderOrFollower.code(),
+        // Retriable: the cluster's metadata group elects a leader.
+        Error::Unavailable { .. } => ResponseError::RequestTimedOut.code(),
+        // Not retriable: trying again changes nothing.
+        Error::Unsupported(_) => ResponseError::InvalidRequest.code(),
         // A failure of the server's own (a worker or the group commit
         // thread ended) is answered as a storage error too: clients retry
         // it, as they should a write whose outcome is unknown, where

@@ -102,6 +102,11 @@ pub async fn expiry_loop(ctx: Arc<Context>) {
 
 /// One expiry pass; durable with the next sync point (nobody waits for it).
 pub fn expire(ctx: &Context) -> crate::broker::Result<()> {
+    // A node that takes no writes to partitions (one of a cluster, for
+    // now) holds no producer states to expire.
+    if ctx.broker.cluster().is_some_and(|c| c.refuses_writes().is_some()) {
+        return Ok(());
+    }
     let mut writer = ctx.broker.writer()?;
     let expired = producers::to_expire(writer.store(), now_ms(), ctx.producer_expiry);
     for key in &expired {

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
     MetadataRequest, MetadataResponse, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use tokio::runtime::Handle;
 
 use super::reply::Reply;
 use super::{CLUSTER_ID, Context, NODE_ID};
@@ -127,7 +128,8 @@ fn metadata_topics(
                     retention_ms: None,
                     retention_bytes: None,
                 };
-                let created = topics::create(&ctx.broker, new);
+                // On a worker thread (see the caller): waits for the creation there.
+                let created = Handle::current().block_on(topics::create(&ctx.broker, new));
                 match created {
                     Ok(topic) => {
                         log::info(format_args!(
@@ -284,7 +286,8 @@ fn create_one(
         result.replication_factor = 1;
         return result;
     }
-    let created = topics::create(&ctx.broker, new);
+    // On a worker thread (see the caller): waits for the creation there.
+    let created = Handle::current().block_on(topics::create(&ctx.broker, new));
     match created {
         Ok(topic) => {
             log::info(format_args!(

@@ -36,7 +36,7 @@ use super::log_store::{Group, LogStore, Proposals};
 use super::snapshot::Keys;
 use super::standing::{ASK_EVERY_MS, Note, PROBE_AFTER_MS, REJOIN_UNANSWERED_MS, Standing};
 use super::state_machine::StateMachine;
-use super::transport::{self, Network, Reply, Rpc, Transport};
+use super::transport::{self, Network, NoAnswer, Reply, Rpc, Transport};
 use super::types::{NodeId, OpResult, Proposal, ProposalId, TypeConfig};
 use crate::lock::{lock, read, write};
 use crate::storage::store::Store;
@@ -358,13 +358,19 @@ impl Running {
 /// and since when it has been rejoining without a leader's answer.
 type GroupStanding = (Standing, Option<Instant>, Option<Instant>);
 
+/// How often [`Groups::propose_at_leader`] tries again while a group has
+/// no leader, or its leader refused: about an election's step, so that a
+/// proposal waits out an election with a few tries, not hundreds.
+pub const FORWARD_RETRY: Duration = Duration::from_millis(50);
+
 /// How long a node waits, after its group has no leader and it votes,
 /// before it initializes the group although another node should have
 /// (that node may never have started).
 pub const INIT_FALLBACK: Duration = Duration::from_secs(3);
 
-/// Why a proposal did not take effect, or may not have.
-#[derive(Debug)]
+/// Why a proposal did not take effect, or may not have. Serializable: a
+/// forwarded proposal's outcome travels back to the node that forwarded it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     /// This node is not the group's leader (the leader it knows of, if
     /// any): nothing was appended.
@@ -1166,6 +1172,89 @@ impl Groups {
         }
     }
 
+    /// Proposes `proposal` to group `g` at its leader: here if this node
+    /// leads it, else forwarded to the leader this node knows of, over the
+    /// groups' transport. While the group has no leader, or leadership
+    /// moves before the proposal is appended, it tries again every
+    /// [`FORWARD_RETRY`] until `patience` has passed, then fails with the
+    /// last refusal (`NotLeader`: nothing was appended). A forward that gets
+    /// no answer in time ends as [`ProposeError::Unknown`]: the leader may
+    /// have appended it, so it is never sent twice.
+    pub async fn propose_at_leader(
+        &self,
+        g: u32,
+        proposal: Proposal,
+        patience: Duration,
+    ) -> Result<(u64, Vec<OpResult>), ProposeError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let attempt = match self.leader(g) {
+                Some(leader) if leader == self.me => self.propose(g, proposal.clone()).await,
+                Some(leader) => self.forward(leader, g, proposal.clone(), deadline).await,
+                None => Err(ProposeError::NotLeader(None)),
+            };
+            match attempt {
+                Err(ProposeError::NotLeader(_)) if Instant::now() + FORWARD_RETRY < deadline => {
+                    tokio::time::sleep(FORWARD_RETRY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends `proposal` to `leader` and waits until `deadline` for what
+    /// proposing it there came to.
+    async fn forward(
+        &self,
+        leader: NodeId,
+        g: u32,
+        proposal: Proposal,
+        deadline: Instant,
+    ) -> Result<(u64, Vec<OpResult>), ProposeError> {
+        if let Some(why) = self.transport.calls_closed() {
+            return Err(ProposeError::NoGroup(why));
+        }
+        let closed = match self.running(g) {
+            Some(group) => Arc::clone(&group.closed),
+            None => Arc::new(AtomicBool::new(false)),
+        };
+        let ttl = deadline.saturating_duration_since(Instant::now());
+        let asked = self
+            .transport
+            .ask(leader, g, Rpc::Propose(proposal), &closed, ttl)
+            .await;
+        match asked {
+            Ok(Reply::Proposed(outcome)) => outcome,
+            Ok(_) => Err(ProposeError::Unknown(format!(
+                "node {leader} answered a forwarded proposal with a reply of another kind"
+            ))),
+            // Closed here after it was sent: node `leader` may have it.
+            Err(NoAnswer::Unreachable(why)) if self.transport.calls_closed().is_some() => {
+                Err(ProposeError::Unknown(why))
+            }
+            // Not sent, or not handed to a Raft instance there: try again.
+            Err(NoAnswer::Unreachable(why)) => {
+                crate::log::debug(format_args!(
+                    "group {g}: a proposal forwarded to node {leader} was not taken: {why}"
+                ));
+                Err(ProposeError::NotLeader(None))
+            }
+            Err(NoAnswer::Timeout(ttl)) => Err(ProposeError::Unknown(format!(
+                "node {leader}, which led group {g}, did not answer a forwarded proposal \
+                 within {ttl:?}"
+            ))),
+        }
+    }
+
+    /// Proposes here a proposal `from` forwarded: any node of the cluster
+    /// may forward one, replica of the group or not.
+    async fn serve_forwarded(&self, from: NodeId, g: u32, proposal: Proposal) -> Reply {
+        if !self.nodes.contains_key(&from) {
+            return Reply::Unavailable(format!("node {from} is not a node of the cluster"));
+        }
+        Reply::Proposed(self.propose(g, proposal).await)
+    }
+
     /// Whether a proposal was appended to group `g`'s log here.
     pub fn was_appended(&self, g: u32, id: ProposalId) -> bool {
         self.running(g)
@@ -1187,6 +1276,9 @@ impl Groups {
     /// group does not run here, when `from` is not one of its replicas,
     /// and a vote while this node may not vote there.
     pub async fn serve(&self, from: NodeId, g: u32, rpc: Rpc) -> Reply {
+        if let Rpc::Propose(proposal) = rpc {
+            return self.serve_forwarded(from, g, proposal).await;
+        }
         let Some(group) = self.running(g) else {
             return Reply::Unavailable(self.absent(g));
         };
@@ -1199,7 +1291,7 @@ impl Groups {
         let leader_term = match &rpc {
             Rpc::Append(request) => Some(request.vote.leader_id().term),
             Rpc::Snapshot(request) => Some(request.vote.leader_id().term),
-            Rpc::Vote(_) => None,
+            Rpc::Vote(_) | Rpc::Propose(_) => None,
         };
         if let Some(term) = leader_term
             && !lock(&group.standing).0.follows(term)

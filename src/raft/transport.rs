@@ -27,8 +27,9 @@ use openraft::{AnyError, BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::groups::ProposeError;
 use super::standing::Note;
-use super::types::{NodeId, TypeConfig};
+use super::types::{NodeId, OpResult, Proposal, TypeConfig};
 use crate::lock::lock;
 
 /// Calls waiting for an answer at once, over all peers and groups: each
@@ -43,6 +44,10 @@ pub enum Rpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A proposal forwarded to the node believed to lead the group
+    /// ([`crate::raft::groups::Groups::propose_at_leader`]): served by the
+    /// groups, which propose it there as its own.
+    Propose(Proposal),
 }
 
 /// What the peer's Raft instance answered.
@@ -51,6 +56,8 @@ pub enum Reply {
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// What proposing a forwarded proposal at the peer came to.
+    Proposed(Result<(u64, Vec<OpResult>), ProposeError>),
     /// The peer could not hand the call to a Raft instance (not started
     /// yet, no such group, shutting down).
     Unavailable(String),
@@ -176,6 +183,40 @@ impl Transport {
         Ok((id, rx))
     }
 
+    /// Calls `target` with `rpc` of group `group` and waits at most `ttl`
+    /// for its answer. `closed` is the group's flag, as for its clients'
+    /// calls.
+    pub async fn ask(
+        &self,
+        target: NodeId,
+        group: u32,
+        rpc: Rpc,
+        closed: &AtomicBool,
+        ttl: Duration,
+    ) -> Result<Reply, NoAnswer> {
+        let (id, rx) = self
+            .call(target, group, rpc, closed)
+            .map_err(NoAnswer::Unreachable)?;
+        // However this call ends (answered, timed out, or dropped by its
+        // caller, as openraft drops a stopped replication stream's), it
+        // stops waiting.
+        let _forget = Forget {
+            transport: self,
+            id,
+        };
+        match tokio::time::timeout(ttl, rx).await {
+            Ok(Ok(Reply::Unavailable(why))) => Err(NoAnswer::Unreachable(why)),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(NoAnswer::Unreachable("the call was dropped".into())),
+            Err(_) => Err(NoAnswer::Timeout(ttl)),
+        }
+    }
+
+    /// Why new calls are refused, once [`Transport::close_calls`] ran.
+    pub fn calls_closed(&self) -> Option<String> {
+        lock(&self.inner).calls_closed.clone()
+    }
+
     /// Forgets a call given up on.
     fn forget(&self, id: u64) {
         lock(&self.inner).waiting.remove(&id);
@@ -289,6 +330,9 @@ pub async fn serve(raft: &Raft<TypeConfig>, rpc: Rpc) -> Reply {
         Rpc::Append(request) => Reply::Append(raft.append_entries(request).await),
         Rpc::Vote(request) => Reply::Vote(raft.vote(request).await),
         Rpc::Snapshot(request) => Reply::Snapshot(raft.install_snapshot(request).await),
+        // `Groups::serve` proposes these itself; one reaching here is a bug
+        // of ours, answered rather than panicked on.
+        Rpc::Propose(_) => Reply::Unavailable("a forwarded proposal reached one Raft instance".into()),
     }
 }
 
@@ -335,30 +379,22 @@ impl Drop for Forget<'_> {
     }
 }
 
-/// Why a call got no answer, as openraft wants it.
-enum NoAnswer {
+/// Why a call got no answer.
+#[derive(Debug)]
+pub enum NoAnswer {
+    /// Not sent, or the peer could not hand it on ([`Reply::Unavailable`]),
+    /// or given up on here: the peer did not act on it, except for a call
+    /// this node's [`Transport::close_calls`] ended after sending it.
     Unreachable(String),
+    /// No answer within the deadline: the peer may have acted on it.
     Timeout(Duration),
 }
 
 impl Client {
     async fn send(&self, rpc: Rpc, ttl: Duration) -> Result<Reply, NoAnswer> {
-        let (id, rx) = self
-            .transport
-            .call(self.target, self.group, rpc, &self.closed)
-            .map_err(NoAnswer::Unreachable)?;
-        // However this call ends (answered, timed out, or dropped by
-        // openraft when a replication stream stops), it stops waiting.
-        let _forget = Forget {
-            transport: &self.transport,
-            id,
-        };
-        match tokio::time::timeout(ttl, rx).await {
-            Ok(Ok(Reply::Unavailable(why))) => Err(NoAnswer::Unreachable(why)),
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(NoAnswer::Unreachable("the call was dropped".into())),
-            Err(_) => Err(NoAnswer::Timeout(ttl)),
-        }
+        self.transport
+            .ask(self.target, self.group, rpc, &self.closed, ttl)
+            .await
     }
 
     fn rpc_error<E: std::error::Error>(

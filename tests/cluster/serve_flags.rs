@@ -1,7 +1,6 @@
 //! `seglog serve --cluster-id NAME --cluster-secret-file PATH --node-id N
-//! --peers ...`: checked (the secret file's mode and length too), and
-//! refused until cluster mode is built, so no one runs a "cluster" that
-//! replicates nothing.
+//! --peers ...`: checked (the secret file's mode and length too), and the
+//! data directory kept to the node that first ran on it.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -19,12 +18,17 @@ const HANG: Duration = Duration::from_secs(60);
 /// [`HANG`].
 fn serve(args: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().expect("a temporary directory");
+    serve_in(dir.path(), args)
+}
+
+/// [`serve`] on the data directory `dir`.
+fn serve_in(dir: &Path, args: &[&str]) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_seglog"))
         .arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -120,14 +124,107 @@ const PEERS: [&str; 4] = [
     "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
 ];
 
+/// Starts `seglog serve` with `args` on `dir`, waits until it listens,
+/// runs `while_up` with its HTTP address, then kills it.
+fn run_in(dir: &Path, args: &[&str], while_up: impl FnOnce(&str)) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seglog"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running seglog serve");
+    let stderr = child.stderr.take().expect("a piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let address = loop {
+        let line = rx.recv_timeout(HANG).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("seglog serve {args:?} did not start: {seen:?}")
+        });
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split(',').next().expect("an address").to_string();
+        }
+        seen.push(line);
+    };
+    while_up(&address);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A port nothing listens on now, for a node's own `--peers` entry.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("its address").port()
+}
+
 #[test]
-fn a_valid_peer_list_is_refused_until_cluster_mode_is_built() {
+fn a_node_keeps_its_data_directory_to_itself() {
     let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("data");
     let secret = secret_file(dir.path(), GOOD_SECRET, 0o600);
-    let (ok, stderr) = serve(&with_cluster(&secret, &PEERS));
-    assert!(!ok, "seglog serve started with --peers");
+    let peers = format!("1=127.0.0.1:7001,2=127.0.0.1:{},3=127.0.0.1:7003", free_port());
+    let node_2 = ["--node-id", "2", "--peers", peers.as_str()];
+    run_in(&data, &with_cluster(&secret, &node_2), |_| {});
+    let (ok, stderr) = serve_in(&data, &[]);
+    assert!(!ok, "node 2's directory started as a single node");
     assert!(
-        stderr.contains("cluster mode is not built yet"),
+        stderr.contains("belongs to node 2 of cluster \"test\"") && stderr.contains("--node-id 2"),
+        "stderr: {stderr:?}"
+    );
+    let node_3 = ["--node-id", "3", "--peers", peers.as_str()];
+    let (ok, stderr) = serve_in(&data, &with_cluster(&secret, &node_3));
+    assert!(!ok, "node 2's directory started as node 3");
+    assert!(
+        stderr.contains("not node 3 of cluster \"test\""),
+        "stderr: {stderr:?}"
+    );
+    let secret_path = secret.to_str().expect("a UTF-8 temporary path");
+    let other = [
+        &["--cluster-id", "other", "--cluster-secret-file", secret_path][..],
+        &node_2,
+    ]
+    .concat();
+    let (ok, stderr) = serve_in(&data, &other);
+    assert!(!ok, "node 2's directory started in another cluster");
+    assert!(
+        stderr.contains("not node 2 of cluster \"other\""),
+        "stderr: {stderr:?}"
+    );
+}
+
+#[test]
+fn a_single_nodes_topics_are_not_taken_for_a_clusters() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("data");
+    run_in(&data, &[], |address| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(HANG))
+            .build()
+            .into();
+        let response = agent
+            .post(format!("{address}/topics"))
+            .content_type("application/json")
+            .send(r#"{"name":"single","partitions":1}"#)
+            .expect("creating a topic");
+        assert_eq!(response.status().as_u16(), 201);
+    });
+    let secret = secret_file(dir.path(), GOOD_SECRET, 0o600);
+    let (ok, stderr) = serve_in(&data, &with_cluster(&secret, &PEERS));
+    assert!(!ok, "a single node's directory started as a node of a cluster");
+    assert!(
+        stderr.contains("holds the topics of a single node"),
         "stderr: {stderr:?}"
     );
 }

@@ -1,0 +1,37 @@
+//! What the broker asks of the cluster a node of `seglog serve --peers`
+//! belongs to. The cluster layer (`src/cluster/`) implements it and knows
+//! the broker; the broker knows only this trait, so that neither front end
+//! nor the broker imports the Raft groups.
+//!
+//! A node of a cluster reads its topics from a catalog the cluster
+//! replaces after each change of its metadata ([`super::Broker::replace_catalog`]),
+//! and changes them only through the cluster ([`Cluster::create_topic`],
+//! [`Cluster::delete_topic`]), which answers once the change is in this
+//! node's catalog.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::catalog::{NewTopic, Topic};
+use super::error::Result;
+
+/// A future the trait's methods return: boxed, so that the trait can be
+/// held as `dyn Cluster`.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The cluster a node belongs to.
+pub trait Cluster: Send + Sync + 'static {
+    /// Creates a topic through the cluster's metadata; `Ok` once this
+    /// node's catalog holds it.
+    fn create_topic(&self, new: NewTopic) -> Pending<'_, Result<Topic>>;
+
+    /// Deletes a topic through the cluster's metadata; `Ok` once this
+    /// node's catalog no longer holds it.
+    fn delete_topic(&self, name: String) -> Pending<'_, Result<Topic>>;
+
+    /// The cluster as this node sees it, for `GET /cluster`.
+    fn status(&self) -> serde_json::Value;
+
+    /// Why this node refuses writes to partitions, if it does.
+    fn refuses_writes(&self) -> Option<String>;
+}

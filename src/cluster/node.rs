@@ -1,0 +1,593 @@
+//! A node of `seglog serve --peers`: its Raft groups over the broker's
+//! store and group commit, its peer links and the runtime that joins them,
+//! and the cluster's metadata, folded from group 0's log and handed to the
+//! broker as its catalog after each change.
+//!
+//! At start the node runs group 0 (every node a replica, the lowest id its
+//! first leader), folds what its store holds of the metadata log already
+//! (so a restarted node lists its topics at once), and registers its
+//! addresses ([`MetaOp::RegisterNode`]) until the group takes them. A
+//! follower task folds the log again after every sync point of the
+//! broker's group commit (a record is folded once durable here) and
+//! replaces the broker's catalog when something changed.
+//!
+//! A change (a topic created or deleted) is proposed to group 0 at its
+//! leader, forwarded there over the links if this node does not lead it
+//! ([`Groups::propose_at_leader`]), and answered once this node has folded
+//! the record: the verdict the fold gave it, the same on every node, and a
+//! catalog that already shows it.
+//!
+//! Partitions are not replicated yet (stage 4 of the design): the node
+//! refuses writes to partitions ([`Cluster::refuses_writes`]).
+//!
+//! The data directory remembers whose it is ([`claim_dir`]): a node's
+//! directory is never started as another node's, nor as a single node's.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::link::Links;
+use super::metadata::{
+    self, METADATA_GROUP, MetaOp, Metadata, NodeInfo, Refusal, TopicConfig, Verdict,
+};
+use super::peers::Cluster;
+use super::runtime::Runtime;
+use super::secret::Secret;
+use crate::broker::catalog::{CATALOG_FILE_NAME, Catalog, NewTopic, Topic, check_name};
+use crate::broker::cluster::{self, Pending};
+use crate::broker::time::now_ms;
+use crate::broker::{Broker, Error, Result, Written};
+use crate::lock::lock;
+use crate::log;
+use crate::raft::durability::{Done, Durability};
+use crate::raft::groups::{GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
+use crate::raft::types::{NodeId, OpResult, Proposal};
+
+/// How long a change waits for group 0 to take it: several elections'
+/// worth (an election takes about a second), so a change made while the
+/// leader is replaced waits it out rather than failing.
+pub const PROPOSE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long a change committed by group 0 waits for this node to fold it
+/// (its record must be durable here first: a sync point or two).
+pub const FOLD_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How often the follower folds when no sync point wakes it: a record
+/// replicated here becomes durable with a sync point, which wakes it, so
+/// this only bounds how late a missed wake-up is seen.
+pub const FOLLOW_IDLE: Duration = Duration::from_millis(100);
+
+/// Verdicts kept for the proposers that wait for theirs: a proposer looks
+/// for its own within a sync point or two of the fold, and far fewer
+/// changes than this are folded meanwhile.
+pub const VERDICTS_KEPT: usize = 4096;
+
+/// How long the registration waits between tries while group 0 has no
+/// leader.
+pub const REGISTER_RETRY: Duration = Duration::from_millis(500);
+
+/// A topic's replication factor when none is asked for: Kafka's usual 3,
+/// or every node of a smaller cluster.
+pub const REPLICATION_FACTOR_DEFAULT: u32 = 3;
+
+/// The file of the data directory that says whose it is.
+pub const IDENTITY_FILE_NAME: &str = "cluster.json";
+
+/// The version of [`IDENTITY_FILE_NAME`] this build writes and reads.
+const IDENTITY_VERSION: u32 = 1;
+
+/// Whose a data directory is.
+#[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
+#[serde(deny_unknown_fields)]
+struct Identity {
+    version: u32,
+    cluster_id: String,
+    node_id: NodeId,
+}
+
+/// Claims `dir` for node `cluster.me` of cluster `cluster.id`: written at
+/// the first start (durably), checked at every later one. Refused when it
+/// belongs to another node or cluster, or holds a single node's topics: a
+/// directory carries one node's logs, and those of a single node would
+/// be taken for the cluster's.
+pub fn claim_dir(dir: &Path, cluster: &Cluster) -> std::result::Result<(), String> {
+    let ours = Identity {
+        version: IDENTITY_VERSION,
+        cluster_id: cluster.id.clone(),
+        node_id: cluster.me,
+    };
+    match read_identity(dir)? {
+        Some(found) if found == ours => Ok(()),
+        Some(found) => Err(format!(
+            "{} belongs to node {} of cluster {:?}, not node {} of cluster {:?}: start each \
+             node on its own directory",
+            dir.display(),
+            found.node_id,
+            found.cluster_id,
+            ours.node_id,
+            ours.cluster_id
+        )),
+        None => {
+            let single = Catalog::open(dir)?;
+            if !single.is_empty() {
+                return Err(format!(
+                    "{} holds the topics of a single node ({}); a node of a cluster starts on \
+                     an empty directory",
+                    dir.display(),
+                    CATALOG_FILE_NAME
+                ));
+            }
+            let mut bytes = serde_json::to_vec_pretty(&ours)
+                .map_err(|e| format!("encoding {IDENTITY_FILE_NAME}: {e}"))?;
+            bytes.push(b'\n');
+            crate::storage::fsutil::rewrite_atomic(
+                &crate::storage::backend::RealFs,
+                &dir.join(IDENTITY_FILE_NAME),
+                &bytes,
+            )
+            .map_err(|e| format!("cannot write {IDENTITY_FILE_NAME}: {e}"))
+        }
+    }
+}
+
+/// Refuses to start a node's directory as a single node: its topics live
+/// in the cluster's metadata, which a single node would not follow.
+pub fn check_single_dir(dir: &Path) -> std::result::Result<(), String> {
+    match read_identity(dir)? {
+        None => Ok(()),
+        Some(found) => Err(format!(
+            "{} belongs to node {} of cluster {:?}: start it with --node-id {} and the \
+             cluster's --peers, --cluster-id and --cluster-secret-file",
+            dir.display(),
+            found.node_id,
+            found.cluster_id,
+            found.node_id
+        )),
+    }
+}
+
+fn read_identity(dir: &Path) -> std::result::Result<Option<Identity>, String> {
+    let path = dir.join(IDENTITY_FILE_NAME);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let identity: Identity = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is not a node's identity: {e}", path.display()))?;
+    if identity.version != IDENTITY_VERSION {
+        return Err(format!(
+            "{} has version {}; this seglog reads version {IDENTITY_VERSION}",
+            path.display(),
+            identity.version
+        ));
+    }
+    Ok(Some(identity))
+}
+
+/// The addresses a node registers: where clients and peers reach it.
+#[derive(Clone, Debug)]
+pub struct Addresses {
+    pub http: String,
+    pub kafka: Option<String>,
+    pub peer: String,
+}
+
+/// The broker's group commit as the groups' durability. Weak: the broker
+/// holds the node, which holds the groups.
+struct BrokerSync(Weak<Broker>);
+
+impl Durability for BrokerSync {
+    fn after_sync(&self, done: Done) {
+        match self.0.upgrade() {
+            Some(broker) => broker.after_sync(done),
+            None => done(Err(Arc::new(crate::storage::error::Error::Busy(
+                "the broker has stopped".into(),
+            )))),
+        }
+    }
+}
+
+/// The metadata as folded here, with the latest verdicts.
+struct Folded {
+    metadata: Metadata,
+    /// The latest verdicts by offset, oldest first.
+    verdicts: VecDeque<(u64, Verdict)>,
+    /// Why the fold stopped, while it does.
+    stopped: Option<String>,
+}
+
+/// A running node of a cluster.
+pub struct ClusterNode {
+    cluster: Cluster,
+    addresses: Addresses,
+    groups: Arc<Groups>,
+    broker: Weak<Broker>,
+    folded: Mutex<Folded>,
+    /// The offset of the next record to fold, as folded here.
+    progress: watch::Sender<u64>,
+    /// `None` once shut down.
+    runtime: Mutex<Option<Runtime>>,
+    /// The follower and the registration.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ClusterNode {
+    /// Starts node `cluster.me` over `broker`'s store: its groups, its
+    /// links (listening on its own `--peers` entry), the runtime, the
+    /// follower and the registration of `addresses`; then makes the broker
+    /// a node of it. Must be called within a tokio runtime.
+    pub async fn start(
+        cluster: Cluster,
+        secret: Secret,
+        broker: &Arc<Broker>,
+        addresses: Addresses,
+    ) -> std::result::Result<Arc<ClusterNode>, String> {
+        let me = cluster.me;
+        let listener = tokio::net::TcpListener::bind(&addresses.peer)
+            .await
+            .map_err(|e| format!("cannot listen for peers on {}: {e}", addresses.peer))?;
+        let durability = Arc::new(BrokerSync(Arc::downgrade(broker)));
+        let nodes = cluster.membership.nodes().clone();
+        let groups = Groups::new(
+            me,
+            nodes.clone(),
+            broker.shared_store(),
+            durability,
+            TIMING_DEFAULT,
+        )?;
+        let groups = Arc::new(groups);
+        groups
+            .add(GroupSpec {
+                group: METADATA_GROUP,
+                replicas: nodes.keys().copied().collect(),
+                keys: metadata::keys(),
+            })
+            .await
+            .map_err(|e| format!("cannot start the metadata group: {e}"))?;
+        let (links, incoming) = Links::start(listener, cluster.clone(), secret);
+        let runtime = Runtime::start(Arc::clone(&groups), links, incoming);
+        let node = Arc::new(ClusterNode {
+            cluster,
+            addresses,
+            groups,
+            broker: Arc::downgrade(broker),
+            folded: Mutex::new(Folded {
+                metadata: Metadata::new(),
+                verdicts: VecDeque::new(),
+                stopped: None,
+            }),
+            progress: watch::Sender::new(0),
+            runtime: Mutex::new(Some(runtime)),
+            tasks: Mutex::new(Vec::new()),
+        });
+        node.follow_once(broker);
+        broker
+            .join(Arc::clone(&node) as Arc<dyn cluster::Cluster>)
+            .map_err(|e| e.to_string())?;
+        let follower = tokio::spawn(Arc::clone(&node).follow(broker.sync_points()));
+        let registration = tokio::spawn(Arc::clone(&node).register());
+        lock(&node.tasks).extend([follower, registration]);
+        Ok(node)
+    }
+
+    /// Stops the follower and the registration, then the runtime (links,
+    /// then groups). The broker's group commit and store close after this.
+    pub async fn shutdown(&self) -> std::result::Result<(), String> {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        let runtime = lock(&self.runtime).take();
+        match runtime {
+            Some(runtime) => runtime.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Folds after every sync point (and every [`FOLLOW_IDLE`]) until the
+    /// broker is gone.
+    async fn follow(self: Arc<Self>, mut sync_points: watch::Receiver<u64>) {
+        loop {
+            tokio::select! {
+                changed = sync_points.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(FOLLOW_IDLE) => {}
+            }
+            let Some(broker) = self.broker.upgrade() else {
+                return;
+            };
+            self.follow_once(&broker);
+        }
+    }
+
+    /// Folds what is durable of the metadata log and not folded yet; puts
+    /// the new catalog in the broker if anything was folded.
+    fn follow_once(&self, broker: &Broker) {
+        let mut folded = lock(&self.folded);
+        let followed = folded.metadata.follow(&mut broker.store());
+        if !followed.verdicts.is_empty() {
+            broker.replace_catalog(folded.metadata.catalog());
+            for (offset, verdict) in followed.verdicts {
+                report(offset, &verdict);
+                if folded.verdicts.len() == VERDICTS_KEPT {
+                    folded.verdicts.pop_front();
+                }
+                folded.verdicts.push_back((offset, verdict));
+            }
+            self.progress.send_replace(folded.metadata.next_offset());
+        }
+        match followed.stopped {
+            Some(stop) => {
+                let why = stop.to_string();
+                if folded.stopped.as_deref() != Some(why.as_str()) {
+                    log::error(format_args!(
+                        "the cluster's metadata is not followed past offset {}: {why}",
+                        folded.metadata.next_offset()
+                    ));
+                }
+                folded.stopped = Some(why);
+            }
+            None => folded.stopped = None,
+        }
+    }
+
+    /// Registers this node's addresses, trying again until group 0 takes
+    /// them (a registration is the same change however often it is made).
+    async fn register(self: Arc<Self>) {
+        let info = NodeInfo {
+            http: self.addresses.http.clone(),
+            kafka: self.addresses.kafka.clone(),
+            peer: self.addresses.peer.clone(),
+        };
+        if lock(&self.folded).metadata.nodes().get(&self.cluster.me) == Some(&info) {
+            return;
+        }
+        let op = MetaOp::RegisterNode {
+            id: self.cluster.me,
+            http: info.http,
+            kafka: info.kafka,
+            peer: info.peer,
+        };
+        loop {
+            match self.propose(&op).await {
+                Ok(Verdict::Accepted(_)) => return,
+                Ok(Verdict::Refused(refusal)) => {
+                    log::error(format_args!(
+                        "the cluster refused this node's addresses: {refusal}; clients will \
+                         not be sent here until it is restarted with others"
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    log::info(format_args!(
+                        "registering this node with the cluster: {e}; trying again"
+                    ));
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Proposes `op` to group 0 and waits for this node to fold it: the
+    /// fold's verdict on it.
+    async fn propose(&self, op: &MetaOp) -> Result<Verdict> {
+        let proposal = Proposal {
+            id: self.groups.next_proposal_id(),
+            ops: vec![metadata::send(op)],
+        };
+        let proposed = self
+            .groups
+            .propose_at_leader(METADATA_GROUP, proposal, PROPOSE_PATIENCE)
+            .await;
+        let offset = match proposed {
+            Ok((_, results)) => match results.as_slice() {
+                [OpResult::Offset(offset)] => *offset,
+                other => {
+                    return Err(Error::Internal(format!(
+                        "a metadata change was applied with the results {other:?}"
+                    )));
+                }
+            },
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut progress = self.progress.subscribe();
+        let folded = tokio::time::timeout(
+            FOLD_PATIENCE,
+            progress.wait_for(|&next| next > offset),
+        )
+        .await;
+        let stopped = || {
+            lock(&self.folded)
+                .stopped
+                .as_ref()
+                .map(|why| format!(" (the fold stopped: {why})"))
+                .unwrap_or_default()
+        };
+        if !matches!(folded, Ok(Ok(_))) {
+            return Err(Error::Unavailable {
+                why: format!(
+                    "the change is at offset {offset} of the cluster's metadata, which this \
+                     node has not folded within {FOLD_PATIENCE:?}{}",
+                    stopped()
+                ),
+                written: Written::Maybe,
+            });
+        }
+        let folded = lock(&self.folded);
+        let verdict = folded
+            .verdicts
+            .iter()
+            .find(|(at, _)| *at == offset)
+            .map(|(_, verdict)| verdict.clone());
+        verdict.ok_or_else(|| {
+            Error::Internal(format!(
+                "the verdict on offset {offset} of the cluster's metadata is no longer kept"
+            ))
+        })
+    }
+
+    async fn create(&self, new: NewTopic) -> Result<Topic> {
+        check_name(&new.name).map_err(Error::Invalid)?;
+        let nodes = u32::try_from(self.cluster.membership.len()).unwrap_or(u32::MAX);
+        let factor = REPLICATION_FACTOR_DEFAULT.min(nodes);
+        let op = {
+            let folded = lock(&self.folded);
+            let assignment = folded
+                .metadata
+                .assign(new.partitions, factor)
+                .map_err(|refusal| refused(refusal, nodes))?;
+            MetaOp::CreateTopic {
+                name: new.name.clone(),
+                partitions: new.partitions,
+                replication_factor: factor,
+                config: TopicConfig {
+                    retention_ms: new.retention_ms,
+                    retention_bytes: new.retention_bytes,
+                },
+                assignment,
+                created_ms: now_ms(),
+            }
+        };
+        match self.propose(&op).await? {
+            Verdict::Accepted(_) => self.topic(&new.name),
+            Verdict::Refused(refusal) => Err(refused(refusal, nodes)),
+        }
+    }
+
+    async fn delete(&self, name: String) -> Result<Topic> {
+        let topic = self.topic(&name)?;
+        let op = MetaOp::DeleteTopic { name: name.clone() };
+        match self.propose(&op).await? {
+            Verdict::Accepted(_) => Ok(topic),
+            Verdict::Refused(refusal) => Err(refused(refusal, 0)),
+        }
+    }
+
+    /// Topic `name` as the broker's catalog has it now.
+    fn topic(&self, name: &str) -> Result<Topic> {
+        let broker = self.broker.upgrade().ok_or(Error::ShuttingDown)?;
+        let found = broker.catalog().get(name).cloned();
+        found.ok_or_else(|| Error::TopicNotFound {
+            topic: name.to_string(),
+        })
+    }
+}
+
+impl cluster::Cluster for ClusterNode {
+    fn create_topic(&self, new: NewTopic) -> Pending<'_, Result<Topic>> {
+        Box::pin(self.create(new))
+    }
+
+    fn delete_topic(&self, name: String) -> Pending<'_, Result<Topic>> {
+        Box::pin(self.delete(name))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let folded = lock(&self.folded);
+        let runtime = lock(&self.runtime);
+        let peers: Vec<serde_json::Value> = self
+            .cluster
+            .membership
+            .nodes()
+            .iter()
+            .map(|(&id, address)| {
+                let up = if id == self.cluster.me {
+                    true
+                } else {
+                    runtime.as_ref().is_some_and(|r| r.links().is_up(id))
+                };
+                json!({"id": id, "address": address, "linked": up})
+            })
+            .collect();
+        let nodes: Vec<serde_json::Value> = folded
+            .metadata
+            .nodes()
+            .iter()
+            .map(|(id, info)| {
+                json!({"id": id, "http": info.http, "kafka": info.kafka, "peer": info.peer})
+            })
+            .collect();
+        json!({
+            "node_id": self.cluster.me,
+            "cluster_id": self.cluster.id,
+            "metadata_leader": self.groups.leader(METADATA_GROUP),
+            "metadata_offset": folded.metadata.next_offset(),
+            "metadata_stopped": folded.stopped,
+            "peers": peers,
+            "nodes": nodes,
+        })
+    }
+
+    fn refuses_writes(&self) -> Option<String> {
+        Some(
+            "this node is part of a cluster, whose partitions are not replicated yet (issue 20, \
+             stage 4): topics can be created, listed and deleted; produce, offset commits and \
+             record deletions are refused"
+                .into(),
+        )
+    }
+}
+
+/// A proposal group 0 did not take (or may not have) as the broker's error.
+fn unavailable(e: ProposeError) -> Error {
+    let (why, written) = match e {
+        ProposeError::NotLeader(_) => (
+            format!(
+                "the cluster's metadata group has no leader within {PROPOSE_PATIENCE:?}: are a \
+                 majority of the nodes up and linked?"
+            ),
+            Written::No,
+        ),
+        ProposeError::NoGroup(why) => (why, Written::No),
+        ProposeError::Unknown(why) => (
+            format!("the change may or may not take effect: {why}"),
+            Written::Maybe,
+        ),
+        ProposeError::Failed { appended, why } => (
+            why,
+            if appended {
+                Written::Maybe
+            } else {
+                Written::No
+            },
+        ),
+    };
+    Error::Unavailable { why, written }
+}
+
+/// The fold's refusal as the broker's error. A replication factor over
+/// the registered nodes, in a cluster of `nodes`, means some have not
+/// registered yet: worth a retry.
+fn refused(refusal: Refusal, nodes: u32) -> Error {
+    match refusal {
+        Refusal::TopicExists(topic) => Error::TopicExists { topic },
+        Refusal::UnknownTopic(topic) => Error::TopicNotFound { topic },
+        Refusal::ReplicationFactor(why) if nodes > 0 => Error::Unavailable {
+            why: format!("{why} (not every node of the {nodes} has registered yet)"),
+            written: Written::No,
+        },
+        other => Error::Invalid(other.to_string()),
+    }
+}
+
+/// Logs what a folded record changed (at info) or why it was refused.
+fn report(offset: u64, verdict: &Verdict) {
+    match verdict {
+        Verdict::Accepted(change) => {
+            log::info(format_args!("metadata {offset}: {change:?}"));
+        }
+        Verdict::Refused(refusal) => {
+            log::debug(format_args!("metadata {offset}: refused: {refusal}"));
+        }
+    }
+}
