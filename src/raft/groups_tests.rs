@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use openraft::raft::VoteRequest;
 
 use super::durability::{Done, Durability, OwnGroupCommit, synced};
-use super::groups::{GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
+use super::groups::{FORWARD_RETRY, GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
 use super::log::{GroupLog, Record, log_key, stored_groups};
 use super::snapshot::Keys;
 use super::transport::{Reply, Rpc};
-use super::types::{NodeId, Op, OpResult, Proposal};
+use super::types::{NodeId, Op, OpResult, Proposal, ProposalId};
 use crate::lock::lock;
 use crate::storage::store::{Store, StoreConfig};
 
@@ -1118,4 +1118,62 @@ async fn a_removal_cut_short_by_a_heal_before_its_mark_is_finished_before_any_ad
     finished.expect("the removal finished");
     assert!(gone, "delete_stored left four.a");
     added.expect("added once the removal finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_made_at_a_follower_is_forwarded_to_the_leader() {
+    let cluster = Cluster::start(&[7, 42, 1000]);
+    let five = spec(5, &[1000, 42], "five.");
+    cluster.add(&[42, 1000], &five).await;
+    let leader = cluster.leader(5, &[1000, 42]).await;
+    let follower = if leader == 42 { 1000 } else { 42 };
+    let groups = &cluster.node(follower).groups;
+    let proposal = Proposal {
+        id: groups.next_proposal_id(),
+        ops: vec![send("five.a", "1"), send("five.a", "2")],
+    };
+    let (index, results) = groups
+        .propose_at_leader(5, proposal, PATIENCE)
+        .await
+        .expect("a forwarded proposal");
+    assert_eq!(results, [OpResult::Offset(0), OpResult::Offset(1)]);
+    assert!(cluster.carried_any(5, follower));
+    while cluster.node(follower).groups.applied(5) < Some(index) {
+        tokio::time::sleep(TICK).await;
+    }
+
+    // Node 7 runs no replica of group 5 and knows no leader of it: after
+    // its patience, a definite refusal, and nothing appended.
+    let seven = &cluster.node(7).groups;
+    let proposal = Proposal {
+        id: seven.next_proposal_id(),
+        ops: vec![send("five.a", "3")],
+    };
+    let refused = seven
+        .propose_at_leader(5, proposal, 4 * FORWARD_RETRY)
+        .await;
+    assert!(
+        matches!(refused, Err(ProposeError::NotLeader(None))),
+        "{refused:?}"
+    );
+    // A forward from a node that is not of the cluster is not taken.
+    let stranger = Proposal {
+        id: ProposalId { node: 99, seq: 1 },
+        ops: vec![send("five.a", "4")],
+    };
+    let why = unavailable(
+        cluster
+            .node(leader)
+            .groups
+            .serve(99, 5, Rpc::Propose(stranger))
+            .await,
+    );
+    assert!(why.contains("not a node of the cluster"), "{why}");
+    assert_eq!(
+        lock(&cluster.node(leader).store)
+            .next_offset("five.a")
+            .expect("offset"),
+        2
+    );
+    cluster.stop().await;
 }
