@@ -355,33 +355,10 @@ impl Cluster {
         );
     }
 
-    /// The topics node `id`'s Kafka `Metadata` lists (as kcat `-L -J`
-    /// prints it), with their partition counts.
+    /// The topics node `id`'s Kafka `Metadata` lists, with their
+    /// partition counts.
     pub fn kafka_topics(&self, id: NodeId) -> Result<BTreeMap<String, usize>, String> {
-        let timeout = KCAT_METADATA_SECS.to_string();
-        let out = run_client(Command::new("kcat").args([
-            "-b",
-            &self.kafka(id),
-            "-L",
-            "-J",
-            "-m",
-            &timeout,
-        ]))?;
-        let metadata: Value = serde_json::from_str(&out)
-            .map_err(|e| format!("kcat -L -J printed no JSON ({e}): {out}"))?;
-        let topics = metadata["topics"]
-            .as_array()
-            .ok_or_else(|| format!("no topics in {metadata}"))?;
-        topics
-            .iter()
-            .map(|topic| {
-                let name = topic["topic"].as_str();
-                let partitions = topic["partitions"].as_array().map(Vec::len);
-                name.zip(partitions)
-                    .map(|(name, partitions)| (name.to_string(), partitions))
-                    .ok_or_else(|| format!("a topic without a name or partitions: {topic}"))
-            })
-            .collect()
+        kafka_topics_at(&self.kafka(id))
     }
 
     /// Waits until Kafka `Metadata` on every one of `among` lists exactly
@@ -456,6 +433,28 @@ pub fn wait_until<T>(
         }
         thread::sleep(POLL);
     }
+}
+
+/// The topics the Kafka broker at `address` lists in its `Metadata` (as
+/// kcat `-L -J` prints it), with their partition counts.
+pub fn kafka_topics_at(address: &str) -> Result<BTreeMap<String, usize>, String> {
+    let timeout = KCAT_METADATA_SECS.to_string();
+    let out = run_client(Command::new("kcat").args(["-b", address, "-L", "-J", "-m", &timeout]))?;
+    let metadata: Value = serde_json::from_str(&out)
+        .map_err(|e| format!("kcat -L -J printed no JSON ({e}): {out}"))?;
+    let topics = metadata["topics"]
+        .as_array()
+        .ok_or_else(|| format!("no topics in {metadata}"))?;
+    topics
+        .iter()
+        .map(|topic| {
+            let name = topic["topic"].as_str();
+            let partitions = topic["partitions"].as_array().map(Vec::len);
+            name.zip(partitions)
+                .map(|(name, partitions)| (name.to_string(), partitions))
+                .ok_or_else(|| format!("a topic without a name or partitions: {topic}"))
+        })
+        .collect()
 }
 
 /// What each of `ids` answered, one `node N: ...` per node, for a failure.
