@@ -1,16 +1,23 @@
 //! `seglog serve` as a cluster (issue 20): the peer links between nodes,
 //! over real sockets, through a fault-injecting proxy; their
 //! authentication against strangers, replays, reflections and forged
-//! frames; the runtime that joins Raft groups to the links; and the
-//! cluster flags of the real binary.
+//! frames; the runtime that joins Raft groups to the links; the cluster
+//! flags of the real binary; and three real processes as one cluster,
+//! their metadata group before all.
 
+#[path = "support/cluster_process.rs"]
+mod cluster_process;
 #[path = "support/proxy.rs"]
 mod proxy;
+#[path = "support/mod.rs"]
+mod support;
 
 #[path = "cluster/auth.rs"]
 mod auth;
 #[path = "cluster/links.rs"]
 mod links;
+#[path = "cluster/metadata.rs"]
+mod metadata;
 #[path = "cluster/runtime.rs"]
 mod runtime;
 #[path = "cluster/serve_flags.rs"]

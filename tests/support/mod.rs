@@ -19,6 +19,9 @@
 //! - `proxy.rs`: a fault-injecting TCP proxy (cut, delay, resume) between
 //!   cluster nodes; the cluster binary includes it as `mod proxy`, as the
 //!   workload is included.
+//! - `cluster_process.rs`: three `seglog serve` processes as one cluster,
+//!   with those proxies between them (kill -9, restart, cut, heal); the
+//!   cluster binary includes it as `mod cluster_process`, beside `proxy`.
 #![allow(dead_code, reason = "each test binary uses its own part")]
 
 pub mod dirs;

@@ -41,10 +41,32 @@ impl Server {
         K: AsRef<OsStr>,
         V: AsRef<OsStr>,
     {
+        let mut args: Vec<&OsStr> = ["--listen", "127.0.0.1:0", "--data-dir"]
+            .iter()
+            .map(OsStr::new)
+            .collect();
+        args.push(dir.as_os_str());
+        args.extend(extra.iter().map(OsStr::new));
+        Server::spawn("serve", &args, env)
+    }
+
+    /// Starts `seglog serve ARGS`, the whole argument list given (its
+    /// `--listen` too), its stderr lines shown as `[label] ...`: for a
+    /// caller that picks its own ports, as a cluster's nodes keep theirs
+    /// across a restart.
+    pub fn start_args<A: AsRef<OsStr>>(label: &str, args: &[A]) -> Server {
+        Server::spawn(label, args, std::iter::empty::<(&str, &str)>())
+    }
+
+    fn spawn<A, K, V>(label: &str, args: &[A], env: impl IntoIterator<Item = (K, V)>) -> Server
+    where
+        A: AsRef<OsStr>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         let mut child = Command::new(env!("CARGO_BIN_EXE_seglog"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .args(extra)
+            .arg("serve")
+            .args(args)
             .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -53,9 +75,10 @@ impl Server {
             .expect("start seglog serve");
         let (tx, stderr) = mpsc::channel();
         let pipe = child.stderr.take().expect("stderr");
+        let prefix = label.to_string();
         thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                eprintln!("[serve] {line}");
+                eprintln!("[{prefix}] {line}");
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -66,7 +89,9 @@ impl Server {
         let base = loop {
             let line = stderr
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the server says where it listens");
+                .unwrap_or_else(|e| {
+                    panic!("{label} never said where it listens ({e}); it said {early:?}")
+                });
             if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.split(',').next().expect("address").to_string();
             }
@@ -97,28 +122,45 @@ impl Server {
     }
 
     pub fn request_text(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.try_request_text(method, path, body, PATIENCE)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// The status and body of a request that may get no answer within
+    /// `timeout` (a node cut off from its cluster may hold it): the error
+    /// then, as every transport error, is a value.
+    pub fn try_request_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(u16, String), ureq::Error> {
+        fn within<B>(
+            request: ureq::RequestBuilder<B>,
+            timeout: Duration,
+        ) -> ureq::RequestBuilder<B> {
+            request.config().timeout_global(Some(timeout)).build()
+        }
         let url = format!("{}{path}", self.base);
         let response = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
-            ("DELETE", _) => self.agent.delete(&url).call(),
-            ("POST", Some(body)) => self
-                .agent
-                .post(&url)
+            ("GET", _) => within(self.agent.get(&url), timeout).call(),
+            ("DELETE", _) => within(self.agent.delete(&url), timeout).call(),
+            ("POST", Some(body)) => within(self.agent.post(&url), timeout)
                 .content_type("application/json")
                 .send(body),
-            ("POST", None) => self.agent.post(&url).send_empty(),
-            ("PUT", _) => self.agent.put(&url).send_empty(),
+            ("POST", None) => within(self.agent.post(&url), timeout).send_empty(),
+            ("PUT", _) => within(self.agent.put(&url), timeout).send_empty(),
             _ => panic!("no such method in these tests: {method}"),
         };
-        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let mut response = response?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .with_config()
             .limit(1 << 30)
-            .read_to_string()
-            .expect("body");
-        (status, text)
+            .read_to_string()?;
+        Ok((status, text))
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
