@@ -1178,8 +1178,9 @@ impl Groups {
     /// moves before the proposal is appended, it tries again every
     /// [`FORWARD_RETRY`] until `patience` has passed, then fails with the
     /// last refusal (`NotLeader`: nothing was appended). A forward that gets
-    /// no answer in time ends as [`ProposeError::Unknown`]: the leader may
-    /// have appended it, so it is never sent twice.
+    /// no answer in time, or a proposal here not committed in time, ends as
+    /// [`ProposeError::Unknown`]: the leader may have appended it (and may
+    /// still commit it), so it is never sent twice.
     pub async fn propose_at_leader(
         &self,
         g: u32,
@@ -1189,7 +1190,19 @@ impl Groups {
         let deadline = Instant::now() + patience;
         loop {
             let attempt = match self.leader(g) {
-                Some(leader) if leader == self.me => self.propose(g, proposal.clone()).await,
+                Some(leader) if leader == self.me => {
+                    // A leader cut off from its majority may not learn so
+                    // for as long as the cut lasts: its proposal waits.
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::timeout(remaining, self.propose(g, proposal.clone()))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ProposeError::Unknown(format!(
+                                "group {g} did not commit the proposal within {patience:?} \
+                                 (this node, its leader, may be cut off from its majority)"
+                            )))
+                        })
+                }
                 Some(leader) => self.forward(leader, g, proposal.clone(), deadline).await,
                 None => Err(ProposeError::NotLeader(None)),
             };

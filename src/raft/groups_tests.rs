@@ -1177,3 +1177,32 @@ async fn a_proposal_made_at_a_follower_is_forwarded_to_the_leader() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_its_leader_cannot_commit_ends_at_its_patience_as_unknown() {
+    let mut cluster = Cluster::start(&[42, 1000]);
+    let five = spec(5, &[1000, 42], "five.");
+    cluster.add(&[42, 1000], &five).await;
+    let leader = cluster.leader(5, &[1000, 42]).await;
+    let follower = if leader == 42 { 1000 } else { 42 };
+    let stopped = cluster.nodes.remove(&follower).expect("the follower");
+    stopped.stop().await;
+    let groups = &cluster.node(leader).groups;
+    let proposal = Proposal {
+        id: groups.next_proposal_id(),
+        ops: vec![send("five.a", "1")],
+    };
+    // Without its own deadline the proposal would wait as long as the
+    // majority is gone; PATIENCE only turns that into a failure.
+    let outcome = tokio::time::timeout(
+        PATIENCE,
+        groups.propose_at_leader(5, proposal, 10 * FORWARD_RETRY),
+    )
+    .await
+    .expect("the proposal ended at its patience");
+    assert!(
+        matches!(&outcome, Err(ProposeError::Unknown(why)) if why.contains("did not commit")),
+        "{outcome:?}"
+    );
+    cluster.stop().await;
+}
