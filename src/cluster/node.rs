@@ -401,11 +401,8 @@ impl ClusterNode {
             Err(e) => return Err(unavailable(e)),
         };
         let mut progress = self.progress.subscribe();
-        let folded = tokio::time::timeout(
-            FOLD_PATIENCE,
-            progress.wait_for(|&next| next > offset),
-        )
-        .await;
+        let folded =
+            tokio::time::timeout(FOLD_PATIENCE, progress.wait_for(|&next| next > offset)).await;
         let stopped = || {
             lock(&self.folded)
                 .stopped

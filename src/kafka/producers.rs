@@ -104,7 +104,11 @@ pub async fn expiry_loop(ctx: Arc<Context>) {
 pub fn expire(ctx: &Context) -> crate::broker::Result<()> {
     // A node that takes no writes to partitions (one of a cluster, for
     // now) holds no producer states to expire.
-    if ctx.broker.cluster().is_some_and(|c| c.refuses_writes().is_some()) {
+    if ctx
+        .broker
+        .cluster()
+        .is_some_and(|c| c.refuses_writes().is_some())
+    {
         return Ok(());
     }
     let mut writer = ctx.broker.writer()?;

@@ -332,7 +332,9 @@ pub async fn serve(raft: &Raft<TypeConfig>, rpc: Rpc) -> Reply {
         Rpc::Snapshot(request) => Reply::Snapshot(raft.install_snapshot(request).await),
         // `Groups::serve` proposes these itself; one reaching here is a bug
         // of ours, answered rather than panicked on.
-        Rpc::Propose(_) => Reply::Unavailable("a forwarded proposal reached one Raft instance".into()),
+        Rpc::Propose(_) => {
+            Reply::Unavailable("a forwarded proposal reached one Raft instance".into())
+        }
     }
 }
 

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::serve_process::Server;
+
 /// How long `seglog serve` may take to refuse its flags before the test
 /// calls it a hang (it refuses before opening anything, in milliseconds):
 /// a refusal that broke would start a server that never exits.
@@ -124,48 +126,20 @@ const PEERS: [&str; 4] = [
     "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
 ];
 
-/// Starts `seglog serve` with `args` on `dir`, waits until it listens,
-/// runs `while_up` with its HTTP address, then kills it.
-fn run_in(dir: &Path, args: &[&str], while_up: impl FnOnce(&str)) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seglog"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running seglog serve");
-    let stderr = child.stderr.take().expect("a piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let address = loop {
-        let line = rx.recv_timeout(HANG).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("seglog serve {args:?} did not start: {seen:?}")
-        });
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split(',').next().expect("an address").to_string();
-        }
-        seen.push(line);
-    };
-    while_up(&address);
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// A port nothing listens on now, for a node's own `--peers` entry.
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     listener.local_addr().expect("its address").port()
+}
+
+/// `seglog serve` with `args` on `dir` refuses to start, saying `says`.
+fn refused_in(dir: &Path, args: &[&str], says: &str) {
+    let (ok, stderr) = serve_in(dir, args);
+    assert!(!ok, "seglog serve {args:?} started");
+    assert!(
+        stderr.contains(says),
+        "{args:?}: {stderr:?} does not say {says:?}"
+    );
 }
 
 #[test]
@@ -173,33 +147,31 @@ fn a_node_keeps_its_data_directory_to_itself() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = dir.path().join("data");
     let secret = secret_file(dir.path(), GOOD_SECRET, 0o600);
-    let peers = format!("1=127.0.0.1:7001,2=127.0.0.1:{},3=127.0.0.1:7003", free_port());
-    let node_2 = ["--node-id", "2", "--peers", peers.as_str()];
-    run_in(&data, &with_cluster(&secret, &node_2), |_| {});
-    let (ok, stderr) = serve_in(&data, &[]);
-    assert!(!ok, "node 2's directory started as a single node");
-    assert!(
-        stderr.contains("belongs to node 2 of cluster \"test\"") && stderr.contains("--node-id 2"),
-        "stderr: {stderr:?}"
+    let peers = format!(
+        "1=127.0.0.1:7001,2=127.0.0.1:{},3=127.0.0.1:7003",
+        free_port()
     );
+    let node_2 = ["--node-id", "2", "--peers", peers.as_str()];
+    Server::start(&data, &with_cluster(&secret, &node_2)).kill();
+    refused_in(&data, &[], "belongs to node 2 of cluster \"test\"");
+    refused_in(&data, &[], "--node-id 2");
     let node_3 = ["--node-id", "3", "--peers", peers.as_str()];
-    let (ok, stderr) = serve_in(&data, &with_cluster(&secret, &node_3));
-    assert!(!ok, "node 2's directory started as node 3");
-    assert!(
-        stderr.contains("not node 3 of cluster \"test\""),
-        "stderr: {stderr:?}"
+    refused_in(
+        &data,
+        &with_cluster(&secret, &node_3),
+        "not node 3 of cluster \"test\"",
     );
     let secret_path = secret.to_str().expect("a UTF-8 temporary path");
     let other = [
-        &["--cluster-id", "other", "--cluster-secret-file", secret_path][..],
-        &node_2,
-    ]
-    .concat();
-    let (ok, stderr) = serve_in(&data, &other);
-    assert!(!ok, "node 2's directory started in another cluster");
-    assert!(
-        stderr.contains("not node 2 of cluster \"other\""),
-        "stderr: {stderr:?}"
+        "--cluster-id",
+        "other",
+        "--cluster-secret-file",
+        secret_path,
+    ];
+    refused_in(
+        &data,
+        &[&other[..], &node_2].concat(),
+        "not node 2 of cluster \"other\"",
     );
 }
 
@@ -207,25 +179,14 @@ fn a_node_keeps_its_data_directory_to_itself() {
 fn a_single_nodes_topics_are_not_taken_for_a_clusters() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = dir.path().join("data");
-    run_in(&data, &[], |address| {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(HANG))
-            .build()
-            .into();
-        let response = agent
-            .post(format!("{address}/topics"))
-            .content_type("application/json")
-            .send(r#"{"name":"single","partitions":1}"#)
-            .expect("creating a topic");
-        assert_eq!(response.status().as_u16(), 201);
-    });
+    let single = Server::start(&data, &[]);
+    single.create_topic("single", 1);
+    single.kill();
     let secret = secret_file(dir.path(), GOOD_SECRET, 0o600);
-    let (ok, stderr) = serve_in(&data, &with_cluster(&secret, &PEERS));
-    assert!(!ok, "a single node's directory started as a node of a cluster");
-    assert!(
-        stderr.contains("holds the topics of a single node"),
-        "stderr: {stderr:?}"
+    refused_in(
+        &data,
+        &with_cluster(&secret, &PEERS),
+        "holds the topics of a single node",
     );
 }
 
