@@ -18,6 +18,8 @@ mod auth;
 mod links;
 #[path = "cluster/metadata.rs"]
 mod metadata;
+#[path = "cluster/partitions.rs"]
+mod partitions;
 #[path = "cluster/runtime.rs"]
 mod runtime;
 #[path = "cluster/serve_flags.rs"]

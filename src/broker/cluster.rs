@@ -34,4 +34,31 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Why this node refuses writes to partitions, if it does.
     fn refuses_writes(&self) -> Option<String>;
+
+    /// This node's id in the cluster.
+    fn node_id(&self) -> u64;
+
+    /// The cluster's registered nodes, by id.
+    fn members(&self) -> Vec<Member>;
+
+    /// Where partition `partition` of `topic` lives, as this node knows:
+    /// `None` for a partition the cluster's metadata does not have.
+    fn placement(&self, topic: &str, partition: u32) -> Option<Placement>;
+}
+
+/// A registered node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Where Kafka clients reach it (`host:port`), if it serves Kafka.
+    pub kafka: Option<String>,
+}
+
+/// Where a partition lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Its replicas, the preferred leader first.
+    pub replicas: Vec<u64>,
+    /// Its leader, if this node runs a replica and knows one.
+    pub leader: Option<u64>,
 }

@@ -23,7 +23,7 @@
 //! The data directory remembers whose it is ([`claim_dir`]): a node's
 //! directory is never started as another node's, nor as a single node's.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -35,19 +35,22 @@ use tokio::task::JoinHandle;
 
 use super::link::Links;
 use super::metadata::{
-    self, METADATA_GROUP, MetaOp, Metadata, NodeInfo, Refusal, TopicConfig, Verdict,
+    self, METADATA_GROUP, MetaOp, Metadata, NodeInfo, PartitionOf, Refusal, TopicConfig, Verdict,
 };
 use super::peers::Cluster;
 use super::runtime::Runtime;
 use super::secret::Secret;
-use crate::broker::catalog::{CATALOG_FILE_NAME, Catalog, NewTopic, Topic, check_name};
-use crate::broker::cluster::{self, Pending};
+use crate::broker::catalog::{CATALOG_FILE_NAME, Catalog, KeyOwner, NewTopic, Topic, check_name};
+use crate::broker::cluster::{self, Member, Pending, Placement};
 use crate::broker::time::now_ms;
 use crate::broker::{Broker, Error, Result, Written};
+use crate::broker::{producers, topics};
 use crate::lock::lock;
 use crate::log;
 use crate::raft::durability::{Done, Durability};
 use crate::raft::groups::{GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
+use crate::raft::log::{marked_removed, stored_groups};
+use crate::raft::snapshot::Keys;
 use crate::raft::types::{NodeId, OpResult, Proposal};
 
 /// How long a change waits for group 0 to take it: several elections'
@@ -72,6 +75,11 @@ pub const VERDICTS_KEPT: usize = 4096;
 /// How long the registration waits between tries while group 0 has no
 /// leader.
 pub const REGISTER_RETRY: Duration = Duration::from_millis(500);
+
+/// How long the reconciler waits before trying again to add or remove a
+/// partition group that failed (a removal still under way, a store
+/// error), when no new fold wakes it first.
+pub const RECONCILE_RETRY: Duration = Duration::from_secs(1);
 
 /// A topic's replication factor when none is asked for: Kafka's usual 3,
 /// or every node of a smaller cluster.
@@ -244,6 +252,16 @@ impl ClusterNode {
             TIMING_DEFAULT,
         )?;
         let groups = Arc::new(groups);
+        // What this node folded before it stopped: the topics whose groups
+        // it ran, so what it holds of others is a crash's leftovers.
+        let mut metadata = Metadata::new();
+        let followed = metadata.follow(&mut broker.store());
+        if let Some(stop) = followed.stopped {
+            return Err(format!(
+                "cannot fold the cluster's metadata stored here: {stop}"
+            ));
+        }
+        finish_removals(&groups, &metadata, broker).await?;
         groups
             .add(GroupSpec {
                 group: METADATA_GROUP,
@@ -259,22 +277,24 @@ impl ClusterNode {
             addresses,
             groups,
             broker: Arc::downgrade(broker),
+            progress: watch::Sender::new(metadata.next_offset()),
             folded: Mutex::new(Folded {
-                metadata: Metadata::new(),
+                metadata,
                 verdicts: VecDeque::new(),
                 stopped: None,
             }),
-            progress: watch::Sender::new(0),
             runtime: Mutex::new(Some(runtime)),
             tasks: Mutex::new(Vec::new()),
         });
+        broker.replace_catalog(lock(&node.folded).metadata.catalog());
         node.follow_once(broker);
         broker
             .join(Arc::clone(&node) as Arc<dyn cluster::Cluster>)
             .map_err(|e| e.to_string())?;
         let follower = tokio::spawn(Arc::clone(&node).follow(broker.sync_points()));
         let registration = tokio::spawn(Arc::clone(&node).register());
-        lock(&node.tasks).extend([follower, registration]);
+        let reconciler = tokio::spawn(Arc::clone(&node).reconcile());
+        lock(&node.tasks).extend([follower, registration, reconciler]);
         Ok(node)
     }
 
@@ -339,6 +359,67 @@ impl ClusterNode {
             }
             None => folded.stopped = None,
         }
+    }
+
+    /// Runs the partition groups the metadata gives this node, and no
+    /// others: after every fold, and every [`RECONCILE_RETRY`] while a
+    /// change failed.
+    async fn reconcile(self: Arc<Self>) {
+        let mut progress = self.progress.subscribe();
+        let mut failing = BTreeMap::new();
+        loop {
+            let wanted = lock(&self.folded).metadata.groups_on(self.cluster.me);
+            let settled = self.reconcile_once(&wanted, &mut failing).await;
+            let changed = if settled {
+                progress.changed().await
+            } else {
+                tokio::select! {
+                    changed = progress.changed() => changed,
+                    () = tokio::time::sleep(RECONCILE_RETRY) => Ok(()),
+                }
+            };
+            if changed.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Removes the partition groups running here that `wanted` does not
+    /// list (their topic was deleted), then adds those it lists that do
+    /// not run; whether all went through. A failure is logged when it
+    /// first happens (`failing` remembers each group's last one).
+    async fn reconcile_once(
+        &self,
+        wanted: &BTreeMap<u32, PartitionOf>,
+        failing: &mut BTreeMap<u32, String>,
+    ) -> bool {
+        let running: BTreeSet<u32> = self
+            .groups
+            .ids()
+            .into_iter()
+            .filter(|&g| g != METADATA_GROUP)
+            .collect();
+        let mut settled = true;
+        for &g in running.iter().filter(|g| !wanted.contains_key(g)) {
+            let removed = self.groups.remove(g).await;
+            settled &= noted(g, "remove", removed, failing);
+        }
+        for (&g, of) in wanted.iter().filter(|(g, _)| !running.contains(g)) {
+            let spec = GroupSpec {
+                group: g,
+                replicas: of.replicas.clone(),
+                keys: partition_keys(&of.key),
+            };
+            let added = self.groups.add(spec).await;
+            if added.is_ok() {
+                log::debug(format_args!(
+                    "group {g}: partition {} of '{}' runs here",
+                    of.partition, of.topic
+                ));
+            }
+            settled &= noted(g, "add", added, failing);
+        }
+        settled
     }
 
     /// Registers this node's addresses, trying again until group 0 takes
@@ -514,14 +595,58 @@ impl cluster::Cluster for ClusterNode {
                 json!({"id": id, "http": info.http, "kafka": info.kafka, "peer": info.peer})
             })
             .collect();
+        let partitions: Vec<serde_json::Value> = folded
+            .metadata
+            .topics()
+            .iter()
+            .flat_map(|(name, topic)| {
+                topic.partitions.iter().enumerate().map(move |(p, of)| {
+                    json!({"topic": name, "partition": p, "group": of.group,
+                        "replicas": of.replicas, "leader": self.groups.leader(of.group)})
+                })
+            })
+            .collect();
         json!({
             "node_id": self.cluster.me,
+            "groups": self.groups.ids(),
+            "partitions": partitions,
             "cluster_id": self.cluster.id,
             "metadata_leader": self.groups.leader(METADATA_GROUP),
             "metadata_offset": folded.metadata.next_offset(),
             "metadata_stopped": folded.stopped,
             "peers": peers,
             "nodes": nodes,
+        })
+    }
+
+    fn node_id(&self) -> u64 {
+        self.cluster.me
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let folded = lock(&self.folded);
+        folded
+            .metadata
+            .nodes()
+            .iter()
+            .map(|(&id, info)| Member {
+                id,
+                kafka: info.kafka.clone(),
+            })
+            .collect()
+    }
+
+    fn placement(&self, topic: &str, partition: u32) -> Option<Placement> {
+        let group = {
+            let folded = lock(&self.folded);
+            let meta = folded.metadata.topics().get(topic)?;
+            meta.partitions
+                .get(usize::try_from(partition).ok()?)?
+                .clone()
+        };
+        Some(Placement {
+            leader: self.groups.leader(group.group),
+            replicas: group.replicas,
         })
     }
 
@@ -587,4 +712,82 @@ fn report(offset: u64, verdict: &Verdict) {
             log::debug(format_args!("metadata {offset}: refused: {refusal}"));
         }
     }
+}
+
+/// The keys of the partition whose log is `key`: its log, its log start
+/// (Kafka's DeleteRecords) and its idempotent producers' states.
+fn partition_keys(key: &str) -> Keys {
+    let log = key.to_string();
+    let log_start = topics::deleted_before_key(key);
+    Keys::matching(move |k| {
+        k == log
+            || k == log_start
+            || (producers::is_state_key(k)
+                && k.strip_prefix("producer ")
+                    .and_then(|rest| rest.split_once(' '))
+                    .is_some_and(|(_, of)| of == log))
+    })
+}
+
+/// Logs a reconciler's change of group `g` that failed, once per reason;
+/// whether it went through.
+fn noted(
+    g: u32,
+    what: &str,
+    result: std::result::Result<(), String>,
+    failing: &mut BTreeMap<u32, String>,
+) -> bool {
+    match result {
+        Ok(()) => {
+            failing.remove(&g);
+            true
+        }
+        Err(why) => {
+            if failing.get(&g) != Some(&why) {
+                log::warn(format_args!(
+                    "cannot {what} group {g} here: {why}; trying again"
+                ));
+                failing.insert(g, why);
+            }
+            false
+        }
+    }
+}
+
+/// Finishes the removals a crash cut short (logs marked `Removed`, which
+/// would make every `add` refused), then removes what this node holds of
+/// partitions whose topic its metadata no longer has: left by a crash in
+/// a removal before its mark. A removed group's keys are those of its
+/// partition if the metadata still names it, else its log alone (its
+/// partition's keys are then removed as dead).
+async fn finish_removals(
+    groups: &Arc<Groups>,
+    metadata: &Metadata,
+    broker: &Broker,
+) -> std::result::Result<(), String> {
+    let stored = stored_groups(&broker.store()).map_err(|e| e.to_string())?;
+    let wanted = metadata.groups_on(groups.me());
+    for g in stored {
+        let marked = marked_removed(&mut broker.store(), g).map_err(|e| e.to_string())?;
+        if !marked {
+            continue;
+        }
+        let keys = match wanted.get(&g) {
+            Some(of) => partition_keys(&of.key),
+            None => Keys::matching(|_| false),
+        };
+        groups.delete_stored(g, &keys).await?;
+        log::info(format_args!("group {g}: finished its removal, cut short"));
+    }
+    let catalog = metadata.catalog();
+    let mut store = broker.store();
+    for key in store.keys().map_err(|e| e.to_string())? {
+        if catalog.owner_of(&key) == KeyOwner::Dead {
+            match store.remove_key(&key) {
+                Ok(()) => log::info(format_args!("removed {key}: its topic was deleted")),
+                Err(e) => log::warn(format_args!("cannot remove {key} of a deleted topic: {e}")),
+            }
+        }
+    }
+    Ok(())
 }

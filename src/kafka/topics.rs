@@ -19,6 +19,7 @@ use tokio::runtime::Handle;
 use super::reply::Reply;
 use super::{CLUSTER_ID, Context, NODE_ID};
 use crate::broker::catalog::{NewTopic, PARTITIONS_MAX, Topic, check_name};
+use crate::broker::cluster::{Cluster, Placement};
 use crate::broker::{Error, topics};
 use crate::log;
 
@@ -43,21 +44,71 @@ fn catalog_error(error: &Error) -> (i16, String) {
     (code, error.to_string())
 }
 
-fn topic_metadata(topic: &Topic, version: i16) -> MetadataResponseTopic {
+fn topic_metadata(
+    topic: &Topic,
+    version: i16,
+    cluster: Option<&dyn Cluster>,
+) -> MetadataResponseTopic {
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(name(&topic.name));
     entry.partitions = (0..topic.partitions)
         .map(|p| {
             let mut partition = MetadataResponsePartition::default();
             partition.partition_index = p as i32;
-            partition.leader_id = BrokerId(NODE_ID);
             partition.leader_epoch = if version >= 7 { 0 } else { -1 };
-            partition.replica_nodes = vec![BrokerId(NODE_ID)];
-            partition.isr_nodes = vec![BrokerId(NODE_ID)];
+            match cluster.map(|c| c.placement(&topic.name, p)) {
+                None => {
+                    partition.leader_id = BrokerId(NODE_ID);
+                    partition.replica_nodes = vec![BrokerId(NODE_ID)];
+                    partition.isr_nodes = vec![BrokerId(NODE_ID)];
+                }
+                Some(placement) => {
+                    let placement = placement.unwrap_or(Placement {
+                        replicas: Vec::new(),
+                        leader: None,
+                    });
+                    // The replicas are Raft voters: in sync as Kafka
+                    // counts them, a majority at any commit.
+                    let replicas: Vec<BrokerId> =
+                        placement.replicas.iter().map(|&id| broker_id(id)).collect();
+                    partition.isr_nodes = replicas.clone();
+                    partition.replica_nodes = replicas;
+                    match placement.leader {
+                        Some(leader) => partition.leader_id = broker_id(leader),
+                        None => {
+                            partition.leader_id = BrokerId(-1);
+                            partition.error_code = ResponseError::LeaderNotAvailable.code();
+                        }
+                    }
+                }
+            }
             partition
         })
         .collect();
     entry
+}
+
+/// A cluster node's id as a Kafka broker id (the metadata keeps ids
+/// within Kafka's 32 bits).
+fn broker_id(id: u64) -> BrokerId {
+    BrokerId(i32::try_from(id).unwrap_or(-1))
+}
+
+/// The brokers of the cluster this node belongs to that serve Kafka.
+fn cluster_brokers(cluster: &dyn Cluster) -> Vec<MetadataResponseBroker> {
+    cluster
+        .members()
+        .into_iter()
+        .filter_map(|member| {
+            let kafka = member.kafka?;
+            let (host, port) = kafka.rsplit_once(':')?;
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = broker_id(member.id);
+            broker.host = StrBytes::from_string(host.trim_matches(['[', ']']).to_string());
+            broker.port = i32::from(port.parse::<u16>().ok()?);
+            Some(broker)
+        })
+        .collect()
 }
 
 /// This broker, every topic asked for (or all), and missing topics
@@ -72,17 +123,29 @@ pub fn metadata(ctx: &Arc<Context>, request: MetadataRequest, version: i16) -> R
                 .await
                 .unwrap_or_default();
         let mut response = MetadataResponse::default();
-        let mut this = MetadataResponseBroker::default();
-        this.node_id = BrokerId(NODE_ID);
-        this.host = StrBytes::from_string(ctx.advertised.0.clone());
-        this.port = ctx.advertised.1;
-        response.brokers = vec![this];
+        let cluster = ctx.broker.cluster();
+        let this_node = match cluster {
+            Some(cluster) => {
+                response.brokers = cluster_brokers(cluster.as_ref());
+                broker_id(cluster.node_id())
+            }
+            None => {
+                let mut this = MetadataResponseBroker::default();
+                this.node_id = BrokerId(NODE_ID);
+                this.host = StrBytes::from_string(ctx.advertised.0.clone());
+                this.port = ctx.advertised.1;
+                response.brokers = vec![this];
+                BrokerId(NODE_ID)
+            }
+        };
         // Fields a version lacks must keep their defaults to encode.
         if version >= 2 {
             response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
         }
         if version >= 1 {
-            response.controller_id = BrokerId(NODE_ID);
+            // No controller of Kafka's kind: the node asked, as KRaft
+            // answers with a random broker.
+            response.controller_id = this_node;
         }
         response.topics = topics;
         Some(ResponseKind::Metadata(response))
@@ -105,12 +168,14 @@ fn metadata_topics(
         ),
         None => None,
     };
+    // The cluster is asked with the catalog's lock let go: it takes its
+    // own lock, then the catalog's, when it replaces the catalog.
+    let cluster = ctx.broker.cluster().map(|c| c.as_ref());
     let Some(wanted) = wanted else {
-        return ctx
-            .broker
-            .catalog()
-            .topics()
-            .map(|t| topic_metadata(t, version))
+        let topics: Vec<Topic> = ctx.broker.catalog().topics().cloned().collect();
+        return topics
+            .iter()
+            .map(|t| topic_metadata(t, version, cluster))
             .collect();
     };
     // Before version 4 every Metadata request allowed creation.
@@ -151,7 +216,7 @@ fn metadata_topics(
             None => Err(ResponseError::UnknownTopicOrPartition.code()),
         };
         out.push(match topic {
-            Ok(topic) => topic_metadata(&topic, version),
+            Ok(topic) => topic_metadata(&topic, version, cluster),
             Err(code) => {
                 let mut entry = MetadataResponseTopic::default();
                 entry.name = Some(name(&topic_name));

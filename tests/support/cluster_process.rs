@@ -438,10 +438,7 @@ pub fn wait_until<T>(
 /// The topics the Kafka broker at `address` lists in its `Metadata` (as
 /// kcat `-L -J` prints it), with their partition counts.
 pub fn kafka_topics_at(address: &str) -> Result<BTreeMap<String, usize>, String> {
-    let timeout = KCAT_METADATA_SECS.to_string();
-    let out = run_client(Command::new("kcat").args(["-b", address, "-L", "-J", "-m", &timeout]))?;
-    let metadata: Value = serde_json::from_str(&out)
-        .map_err(|e| format!("kcat -L -J printed no JSON ({e}): {out}"))?;
+    let metadata = kafka_metadata_at(address)?;
     let topics = metadata["topics"]
         .as_array()
         .ok_or_else(|| format!("no topics in {metadata}"))?;
@@ -455,6 +452,14 @@ pub fn kafka_topics_at(address: &str) -> Result<BTreeMap<String, usize>, String>
                 .ok_or_else(|| format!("a topic without a name or partitions: {topic}"))
         })
         .collect()
+}
+
+/// The Kafka `Metadata` of the broker at `address`, as kcat `-L -J`
+/// prints it.
+pub fn kafka_metadata_at(address: &str) -> Result<Value, String> {
+    let timeout = KCAT_METADATA_SECS.to_string();
+    let out = run_client(Command::new("kcat").args(["-b", address, "-L", "-J", "-m", &timeout]))?;
+    serde_json::from_str(&out).map_err(|e| format!("kcat -L -J printed no JSON ({e}): {out}"))
 }
 
 /// What each of `ids` answered, one `node N: ...` per node, for a failure.

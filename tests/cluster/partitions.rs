@@ -1,0 +1,188 @@
+//! Partition groups in `seglog serve` (issue 20, stage 4, first part):
+//! three real processes ([`Cluster`]) run the Raft group of every
+//! partition the cluster's metadata places on them, and no other; each
+//! partition elects a leader, the preferred leaders spread over the
+//! nodes, and both `GET /cluster` and Kafka `Metadata` (kcat) name every
+//! broker and each partition's leader and replicas alike on every node. A
+//! node killed with SIGKILL loses its leaderships to the survivors and,
+//! restarted, runs its groups again; a deleted topic's groups stop on
+//! every node. Each scenario prints one line (how long it took).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::cluster_process::{
+    Cluster, NODES, NodeId, PATIENCE, each, kafka_metadata_at, wait_until,
+};
+
+/// A partition's group, replicas and leader (`None`: no leader known).
+type Placement = (u64, Vec<NodeId>, Option<NodeId>);
+
+/// Each partition's placement, by (topic, partition).
+type Placements = BTreeMap<(String, u64), Placement>;
+
+/// Node `id`'s `GET /cluster`: the groups it runs, and each partition's
+/// placement by (topic, partition).
+fn view(cluster: &Cluster, id: NodeId) -> Result<(BTreeSet<u64>, Placements), String> {
+    let view = cluster.view(id)?;
+    let number = |v: &Value| {
+        v.as_u64()
+            .ok_or_else(|| format!("not a number: {v} in {view}"))
+    };
+    let groups = view["groups"]
+        .as_array()
+        .ok_or_else(|| format!("no groups in {view}"))?
+        .iter()
+        .map(number)
+        .collect::<Result<_, _>>()?;
+    let mut placements = BTreeMap::new();
+    for p in view["partitions"].as_array().ok_or("no partitions")? {
+        let topic = p["topic"].as_str().ok_or("no topic")?.to_string();
+        let replicas = p["replicas"]
+            .as_array()
+            .ok_or("no replicas")?
+            .iter()
+            .map(number)
+            .collect::<Result<_, _>>()?;
+        let leader = if p["leader"].is_null() {
+            None
+        } else {
+            Some(number(&p["leader"])?)
+        };
+        placements.insert(
+            (topic, number(&p["partition"])?),
+            (number(&p["group"])?, replicas, leader),
+        );
+    }
+    Ok((groups, placements))
+}
+
+/// Waits until every one of `among` runs group 0 and exactly the groups
+/// of the partitions it is a replica of, and all know the same leader of
+/// every partition, one of its replicas in `among`; returns the
+/// placements.
+fn settled(cluster: &Cluster, among: &[NodeId], partitions: usize) -> Placements {
+    wait_until("every partition led, alike on every node", PATIENCE, || {
+        let views: Vec<_> = among.iter().map(|&id| view(cluster, id)).collect();
+        let agreed = (|| {
+            let mut first = None;
+            for (&id, view) in among.iter().zip(&views) {
+                let (groups, placements) = view.as_ref().ok()?;
+                if placements.len() != partitions {
+                    return None;
+                }
+                let mut wanted: BTreeSet<u64> = placements
+                    .values()
+                    .filter(|(_, replicas, _)| replicas.contains(&id))
+                    .map(|(group, _, _)| *group)
+                    .collect();
+                wanted.insert(0);
+                let led = placements.values().all(|(_, replicas, leader)| {
+                    leader.is_some_and(|l| replicas.contains(&l) && among.contains(&l))
+                });
+                if *groups != wanted || !led || first.is_some_and(|f| f != placements) {
+                    return None;
+                }
+                first = Some(placements);
+            }
+            first.cloned()
+        })();
+        agreed.ok_or_else(|| each(among, &views))
+    })
+}
+
+/// Waits until Kafka `Metadata` of node `id` names every node as a broker
+/// and each partition's leader and replicas as `placements` has them.
+fn kafka_agrees(cluster: &Cluster, id: NodeId, placements: &Placements) {
+    wait_until("Kafka Metadata names the same leaders", PATIENCE, || {
+        let metadata = kafka_metadata_at(&cluster.kafka(id))?;
+        let brokers: BTreeSet<u64> = metadata["brokers"]
+            .as_array()
+            .ok_or("no brokers")?
+            .iter()
+            .filter_map(|b| b["id"].as_u64())
+            .collect();
+        let mut seen = BTreeMap::new();
+        for topic in metadata["topics"].as_array().ok_or("no topics")? {
+            let name = topic["topic"].as_str().ok_or("no name")?;
+            for p in topic["partitions"].as_array().ok_or("no partitions")? {
+                let replicas: Vec<NodeId> = p["replicas"]
+                    .as_array()
+                    .ok_or("no replicas")?
+                    .iter()
+                    .filter_map(|r| r["id"].as_u64())
+                    .collect();
+                let leader = p["leader"].as_u64();
+                let partition = p["partition"].as_u64().ok_or("no partition")?;
+                seen.insert((name.to_string(), partition), (replicas, leader));
+            }
+        }
+        let want: BTreeMap<_, _> = placements
+            .iter()
+            .map(|(at, (_, replicas, leader))| (at.clone(), (replicas.clone(), *leader)))
+            .collect();
+        if brokers == NODES.iter().copied().collect() && seen == want {
+            Ok(())
+        } else {
+            Err(format!("node {id}'s Kafka Metadata: {metadata}"))
+        }
+    });
+}
+
+#[test]
+fn partitions_run_on_their_replicas_are_led_and_fail_over() {
+    let mut cluster = Cluster::start();
+    let started = Instant::now();
+    cluster.create_topic_ok(NODES[0], "spread", 3);
+    cluster.create_topic_ok(NODES[1], "gone", 2);
+    let placements = settled(&cluster, &NODES, 5);
+    let preferred: BTreeSet<NodeId> = placements
+        .iter()
+        .filter(|((topic, _), _)| topic == "spread")
+        .map(|(_, (_, replicas, _))| replicas[0])
+        .collect();
+    assert_eq!(
+        preferred.len(),
+        3,
+        "preferred leaders do not spread: {placements:?}"
+    );
+    for id in NODES {
+        kafka_agrees(&cluster, id, &placements);
+    }
+    eprintln!(
+        "partitions/start: 5 partitions on 3 nodes, each led, alike over HTTP and Kafka, \
+         after {:?}",
+        started.elapsed()
+    );
+
+    // A deleted topic's groups stop on every node.
+    let (status, reply) = cluster
+        .try_request(NODES[2], "DELETE", "/topics/gone", None, PATIENCE)
+        .unwrap_or_else(|e| panic!("DELETE gone: {e}"));
+    assert_eq!(status, 204, "DELETE gone: {reply}");
+    let placements = settled(&cluster, &NODES, 3);
+
+    // The node leading partition 0 of spread is killed: its partitions
+    // get leaders among the survivors.
+    let victim = placements[&("spread".to_string(), 0)].2.expect("a leader");
+    let survivors: Vec<NodeId> = NODES.iter().copied().filter(|&id| id != victim).collect();
+    cluster.kill9(victim);
+    let killed = Instant::now();
+    let after = settled(&cluster, &survivors, 3);
+    eprintln!(
+        "partitions/kill: node {victim} killed; every partition led by {:?} after {:?}",
+        after.values().map(|(_, _, l)| *l).collect::<Vec<_>>(),
+        killed.elapsed()
+    );
+
+    cluster.restart(victim);
+    let restarted = Instant::now();
+    let back = settled(&cluster, &NODES, 3);
+    kafka_agrees(&cluster, victim, &back);
+    eprintln!(
+        "partitions/restart: node {victim} runs its groups again after {:?}",
+        restarted.elapsed()
+    );
+}
