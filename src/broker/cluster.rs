@@ -32,7 +32,19 @@ pub trait Cluster: Send + Sync + 'static {
     /// The cluster as this node sees it, for `GET /cluster`.
     fn status(&self) -> serde_json::Value;
 
-    /// Why this node refuses writes to partitions, if it does.
+    /// Appends `payloads` (records as stored: JSON text) to partition
+    /// `partition` of `topic` through the partition's Raft group, at its
+    /// leader: each record's offset, once the records are committed
+    /// (durable on a majority of the partition's replicas) and applied.
+    fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        payloads: Vec<Vec<u8>>,
+    ) -> Pending<'_, Result<Vec<u64>>>;
+
+    /// Why this node refuses writes to partitions other than
+    /// [`Cluster::append`]'s, if it does.
     fn refuses_writes(&self) -> Option<String>;
 
     /// This node's id in the cluster.

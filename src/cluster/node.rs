@@ -40,7 +40,9 @@ use super::metadata::{
 use super::peers::Cluster;
 use super::runtime::Runtime;
 use super::secret::Secret;
-use crate::broker::catalog::{CATALOG_FILE_NAME, Catalog, KeyOwner, NewTopic, Topic, check_name};
+use crate::broker::catalog::{
+    CATALOG_FILE_NAME, Catalog, KeyOwner, NewTopic, Topic, check_name, partition_key,
+};
 use crate::broker::cluster::{self, Member, Pending, Placement};
 use crate::broker::time::now_ms;
 use crate::broker::{Broker, Error, Result, Written};
@@ -51,7 +53,7 @@ use crate::raft::durability::{Done, Durability};
 use crate::raft::groups::{GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
 use crate::raft::log::{marked_removed, stored_groups};
 use crate::raft::snapshot::Keys;
-use crate::raft::types::{NodeId, OpResult, Proposal};
+use crate::raft::types::{NodeId, Op, OpResult, Proposal};
 
 /// How long a change waits for group 0 to take it: several elections'
 /// worth (an election takes about a second), so a change made while the
@@ -75,6 +77,13 @@ pub const VERDICTS_KEPT: usize = 4096;
 /// How long the registration waits between tries while group 0 has no
 /// leader.
 pub const REGISTER_RETRY: Duration = Duration::from_millis(500);
+
+/// Bytes of records one proposal to a partition's group carries at most
+/// (a request with more is proposed in several): an AppendEntries carries
+/// up to `ENTRIES_PER_APPEND_MAX` (16) entries, and their JSON, text
+/// escaped within text, must stay within a peer frame (32 MiB) with room.
+/// At least one record goes in each, whatever its size.
+pub const PROPOSAL_BYTES_MAX: usize = 512 << 10;
 
 /// How long the reconciler waits before trying again to add or remove a
 /// partition group that failed (a removal still under way, a store
@@ -551,6 +560,78 @@ impl ClusterNode {
         }
     }
 
+    /// [`cluster::Cluster::append`].
+    async fn append(
+        &self,
+        topic: String,
+        partition: u32,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<Vec<u64>> {
+        let (group, key) = {
+            let folded = lock(&self.folded);
+            let meta =
+                folded
+                    .metadata
+                    .topics()
+                    .get(&topic)
+                    .ok_or_else(|| Error::TopicNotFound {
+                        topic: topic.clone(),
+                    })?;
+            let of = meta.partitions.get(partition as usize).ok_or_else(|| {
+                Error::PartitionNotFound {
+                    topic: topic.clone(),
+                    partition: u64::from(partition),
+                    partitions: u32::try_from(meta.partitions.len()).unwrap_or(u32::MAX),
+                }
+            })?;
+            (of.group, partition_key(&topic, meta.id, partition))
+        };
+        let total = payloads.len();
+        let mut offsets = Vec::with_capacity(total);
+        for chunk in proposals(payloads) {
+            let ops = chunk
+                .into_iter()
+                .map(|payload| {
+                    String::from_utf8(payload).map(|msg| Op::Send {
+                        key: key.clone(),
+                        msg,
+                    })
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    Error::Unsupported(
+                        "records that are not text (Kafka's) are not replicated yet".into(),
+                    )
+                })?;
+            let proposal = Proposal {
+                id: self.groups.next_proposal_id(),
+                ops,
+            };
+            let proposed = self
+                .groups
+                .propose_at_leader(group, proposal, PROPOSE_PATIENCE)
+                .await;
+            match proposed {
+                Ok((_, results)) => offsets.extend(results.iter().filter_map(|r| match r {
+                    OpResult::Offset(offset) => Some(*offset),
+                    OpResult::Committed => None,
+                })),
+                Err(e) if offsets.is_empty() => return Err(unavailable(e)),
+                Err(e) => {
+                    return Err(Error::Unavailable {
+                        why: format!(
+                            "{} of the {total} records were committed, the others not: {}",
+                            offsets.len(),
+                            unavailable(e)
+                        ),
+                        written: Written::Maybe,
+                    });
+                }
+            }
+        }
+        Ok(offsets)
+    }
+
     /// Topic `name` as the broker's catalog has it now.
     fn topic(&self, name: &str) -> Result<Topic> {
         let broker = self.broker.upgrade().ok_or(Error::ShuttingDown)?;
@@ -650,11 +731,19 @@ impl cluster::Cluster for ClusterNode {
         })
     }
 
+    fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        payloads: Vec<Vec<u8>>,
+    ) -> Pending<'_, Result<Vec<u64>>> {
+        Box::pin(self.append(topic.to_string(), partition, payloads))
+    }
+
     fn refuses_writes(&self) -> Option<String> {
         Some(
-            "this node is part of a cluster, whose partitions are not replicated yet (issue 20, \
-             stage 4): topics can be created, listed and deleted; produce, offset commits and \
-             record deletions are refused"
+            "this node is part of a cluster, which replicates only HTTP produce so far (issue \
+             20, stage 4): Kafka produce, offset commits and record deletions are refused"
                 .into(),
         )
     }
@@ -790,4 +879,24 @@ async fn finish_removals(
         }
     }
     Ok(())
+}
+
+/// `payloads` cut into proposals of at most [`PROPOSAL_BYTES_MAX`] each
+/// (at least one record each), in order.
+fn proposals(payloads: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
+    let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut bytes = 0;
+    for payload in payloads {
+        match out.last_mut() {
+            Some(last) if bytes + payload.len() <= PROPOSAL_BYTES_MAX => {
+                bytes += payload.len();
+                last.push(payload);
+            }
+            _ => {
+                bytes = payload.len();
+                out.push(vec![payload]);
+            }
+        }
+    }
+    out
 }

@@ -107,7 +107,6 @@ pub(super) async fn produce_records(
             }
             encoded.push((partition, payload));
         }
-        let mut writer = app.records_writer()?;
         // Each partition's records are appended all or none
         // (`Writer::append_all`), in the order of their first record.
         let mut partitions: Vec<(u32, Vec<usize>)> = Vec::new();
@@ -117,48 +116,108 @@ pub(super) async fn produce_records(
                 None => partitions.push((*partition, vec![i])),
             }
         }
-        let mut offsets = vec![0u64; encoded.len()];
-        for (done, (partition, indexes)) in partitions.iter().enumerate() {
-            let payloads: Vec<&[u8]> = indexes.iter().map(|&i| encoded[i].1.as_slice()).collect();
-            match writer.append_all(&topic.key(*partition), &payloads) {
-                Ok(first) => {
-                    for (j, &i) in indexes.iter().enumerate() {
-                        offsets[i] = first + j as u64;
+        if app.cluster().is_some() {
+            // Through the partitions' groups, after the catalog's lock is
+            // let go (below).
+            (Err((encoded, partitions)), None)
+        } else {
+            let mut writer = app.records_writer()?;
+            let mut offsets = vec![0u64; encoded.len()];
+            for (done, (partition, indexes)) in partitions.iter().enumerate() {
+                let payloads: Vec<&[u8]> =
+                    indexes.iter().map(|&i| encoded[i].1.as_slice()).collect();
+                match writer.append_all(&topic.key(*partition), &payloads) {
+                    Ok(first) => {
+                        for (j, &i) in indexes.iter().enumerate() {
+                            offsets[i] = first + j as u64;
+                        }
                     }
-                }
-                Err(e) if done == 0 => return Err(ApiError::from(e)),
-                Err(Error::Storage { source, .. }) => {
-                    // The partitions before this one stay appended, and
-                    // become durable with whichever later sync point covers
-                    // them (none, if the store is poisoned); none of this
-                    // one's records is. So the request may have been
-                    // written in part: a storage error that says so.
-                    return Err(ApiError::from(Error::Storage {
-                        context: format!(
-                            "the records of the first {done} of the {} partitions were \
+                    Err(e) if done == 0 => return Err(ApiError::from(e)),
+                    Err(Error::Storage { source, .. }) => {
+                        // The partitions before this one stay appended, and
+                        // become durable with whichever later sync point covers
+                        // them (none, if the store is poisoned); none of this
+                        // one's records is. So the request may have been
+                        // written in part: a storage error that says so.
+                        return Err(ApiError::from(Error::Storage {
+                            context: format!(
+                                "the records of the first {done} of the {} partitions were \
                              appended and may become durable, none of partition {partition}'s",
-                            partitions.len()
-                        ),
-                        source,
-                        written: crate::broker::Written::Maybe,
-                    }));
+                                partitions.len()
+                            ),
+                            source,
+                            written: crate::broker::Written::Maybe,
+                        }));
+                    }
+                    Err(e) => return Err(ApiError::from(e)),
                 }
-                Err(e) => return Err(ApiError::from(e)),
             }
+            let produced: Vec<Produced> = encoded
+                .iter()
+                .zip(offsets)
+                .map(|((partition, _), offset)| Produced {
+                    partition: *partition,
+                    offset,
+                })
+                .collect();
+            (Ok(produced), writer.finish())
         }
-        let produced: Vec<Produced> = encoded
-            .iter()
-            .zip(offsets)
-            .map(|((partition, _), offset)| Produced {
-                partition: *partition,
-                offset,
-            })
-            .collect();
-        (produced, writer.finish())
+    };
+    let produced = match produced {
+        Ok(produced) => produced,
+        Err((encoded, partitions)) => {
+            through_cluster(&app, &topic_name, encoded, partitions).await?
+        }
     };
     if let Some(durable) = synced {
         durable.wait().await?;
     }
     app.metrics.produce_latency.observe(started.elapsed());
     Ok(Json(ProduceReply { offsets: produced }).into_response())
+}
+
+/// Appends each partition's records through the cluster a node belongs
+/// to, partition after partition; each record's partition and offset.
+async fn through_cluster(
+    app: &Broker,
+    topic: &str,
+    encoded: Vec<(u32, Vec<u8>)>,
+    partitions: Vec<(u32, Vec<usize>)>,
+) -> Result<Vec<Produced>, ApiError> {
+    let Some(cluster) = app.cluster() else {
+        return Err(ApiError::from(Error::Internal(
+            "a cluster's produce on a node of none".into(),
+        )));
+    };
+    let mut payloads: Vec<Option<Vec<u8>>> = encoded.iter().map(|_| None).collect();
+    let mut produced: Vec<Produced> = Vec::with_capacity(encoded.len());
+    for (i, (partition, payload)) in encoded.into_iter().enumerate() {
+        produced.push(Produced {
+            partition,
+            offset: 0,
+        });
+        payloads[i] = Some(payload);
+    }
+    for (done, (partition, indexes)) in partitions.iter().enumerate() {
+        let batch: Vec<Vec<u8>> = indexes.iter().filter_map(|&i| payloads[i].take()).collect();
+        match cluster.append(topic, *partition, batch).await {
+            Ok(offsets) => {
+                for (&i, offset) in indexes.iter().zip(offsets) {
+                    produced[i].offset = offset;
+                }
+            }
+            Err(e) if done == 0 => return Err(ApiError::from(e)),
+            Err(e) => {
+                return Err(ApiError::from(Error::Unavailable {
+                    why: format!(
+                        "the records of the first {done} of the {} partitions were committed; \
+                         partition {partition}'s: {e}",
+                        partitions.len()
+                    ),
+                    written: crate::broker::Written::Maybe,
+                }));
+            }
+        }
+    }
+    Ok(produced)
 }

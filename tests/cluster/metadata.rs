@@ -2,7 +2,7 @@
 //! processes started with `--peers` ([`Cluster`]) register themselves,
 //! agree on the metadata leader, take topic changes on any node through
 //! that group and answer `GET /topics` and Kafka `Metadata` alike; they
-//! refuse produce (partitions are not replicated yet); they replace a
+//! refuse offset commits (not replicated yet); they replace a
 //! leader killed with SIGKILL, and the killed node restarted on its
 //! directory catches up; a node cut off from both others creates nothing,
 //! and catches up once healed. Each test prints one line per scenario
@@ -94,7 +94,7 @@ fn others(not: NodeId) -> Vec<NodeId> {
 }
 
 #[test]
-fn three_nodes_agree_on_members_leader_and_topics_and_refuse_produce() {
+fn three_nodes_agree_on_members_leader_and_topics_and_refuse_commits() {
     let started = Instant::now();
     let cluster = Cluster::start();
     for id in NODES {
@@ -153,25 +153,20 @@ fn three_nodes_agree_on_members_leader_and_topics_and_refuse_produce() {
     cluster.wait_for_topics(&NODES, &["alpha", "beta"]);
     eprintln!("metadata/conflicts: a taken name is 409 on every node; a deletion holds on all");
 
-    // Produce is refused until partitions are replicated, and says why.
-    let records = json!({"records": [{"value": "not yet"}]});
+    // Offset commits are refused until they go through the metadata
+    // group (stage 5), and say why.
+    let commit = json!({"offsets": [{"topic": "alpha", "partition": 0, "offset": 1}]});
     for id in NODES {
         let (status, reply) = cluster
-            .try_request(
-                id,
-                "POST",
-                "/topics/alpha/partitions/0",
-                Some(&records),
-                PATIENCE,
-            )
+            .try_request(id, "POST", "/groups/g/offsets", Some(&commit), PATIENCE)
             .unwrap_or_else(|e| panic!("node {id}: {e}"));
         let message = reply["message"].as_str().unwrap_or_default();
         assert!(
-            (500..600).contains(&status) && message.contains("cluster"),
-            "node {id}: produce answered {status} {reply}"
+            status == 501 && message.contains("cluster"),
+            "node {id}: an offset commit answered {status} {reply}"
         );
     }
-    eprintln!("metadata/produce: refused on every node, saying why");
+    eprintln!("metadata/commits: refused on every node, saying why");
 }
 
 #[test]
