@@ -214,11 +214,7 @@ pub async fn serve(
     // the operator's to fix, and says so at once.
     let security = security(args)?;
     let cluster = cluster_args(args)?;
-    match &cluster {
-        Some((cluster, _)) => claim_dir(dir, cluster)?,
-        None => check_single_dir(dir)?,
-    }
-    let broker = open(args, dir, cluster.is_some())?;
+    let broker = open(args, dir, cluster.as_ref().map(|(cluster, _)| cluster))?;
     // A cluster's partitions are not replicated yet, so a node of one
     // holds none to trim.
     let retention = cluster.is_none().then(|| {
@@ -370,7 +366,7 @@ fn security(args: &ServeArgs) -> Result<Security, String> {
 /// Opens the store and the catalog, tidies the store, and builds the
 /// broker. A node of a cluster starts with no topics: its catalog comes
 /// from the cluster's metadata, and its store's keys are the groups'.
-fn open(args: &ServeArgs, dir: &Path, clustered: bool) -> Result<Arc<Broker>, String> {
+fn open(args: &ServeArgs, dir: &Path, cluster: Option<&Cluster>) -> Result<Arc<Broker>, String> {
     let config = StoreConfig {
         segment_bytes: args.segment_bytes,
         ..StoreConfig::default()
@@ -385,12 +381,19 @@ fn open(args: &ServeArgs, dir: &Path, clustered: bool) -> Result<Arc<Broker>, St
             "recovered"
         }
     ));
-    let catalog = if clustered {
-        Catalog::replica(0, [])
-    } else {
-        let catalog = Catalog::open(dir)?;
-        topics::remove_dead_keys(&mut store, &catalog);
-        catalog
+    // Whose the directory is, checked once the store's lock is held (two
+    // processes cannot both claim it), before anything is removed.
+    let catalog = match cluster {
+        Some(cluster) => {
+            claim_dir(dir, cluster)?;
+            Catalog::replica(0, [])
+        }
+        None => {
+            check_single_dir(dir)?;
+            let catalog = Catalog::open(dir)?;
+            topics::remove_dead_keys(&mut store, &catalog);
+            catalog
+        }
     };
     let limits = Limits {
         record_bytes: args.max_record_bytes,
@@ -408,6 +411,7 @@ fn open(args: &ServeArgs, dir: &Path, clustered: bool) -> Result<Arc<Broker>, St
 /// The Kafka listener, bound, and the address clients are told.
 struct KafkaListener {
     listener: tokio::net::TcpListener,
+    bound: SocketAddr,
     advertised: (String, i32),
 }
 
@@ -431,13 +435,9 @@ async fn bind_kafka(
         (None, None) => None,
     };
     let advertised = crate::kafka::advertised(given.as_deref(), bound)?;
-    // Always printed, like the HTTP address.
-    eprintln!(
-        "seglog: Kafka protocol on {bound}, advertised as {}:{}",
-        advertised.0, advertised.1
-    );
     Ok(KafkaListener {
         listener,
+        bound,
         advertised,
     })
 }
@@ -450,6 +450,11 @@ fn start_kafka(
     broker: &Arc<Broker>,
     security: &Security,
 ) -> tokio::task::JoinHandle<()> {
+    // Always printed, like the HTTP address.
+    eprintln!(
+        "seglog: Kafka protocol on {}, advertised as {}:{}",
+        bound.bound, bound.advertised.0, bound.advertised.1
+    );
     let protocol = match (&security.kafka_tls, &security.http.auth) {
         (None, None) => "PLAINTEXT",
         (Some(_), None) => "SSL",

@@ -222,8 +222,10 @@ impl Catalog {
     /// The catalog's file, or the refusal of a change to a replica.
     fn file(&self) -> Result<PathBuf> {
         self.path.clone().ok_or_else(|| {
-            Error::Internal(
-                "a cluster's topics change through its metadata group, not a node's catalog".into(),
+            Error::Unsupported(
+                "a cluster's topics change through its metadata group, which takes creations \
+                 and deletions only so far"
+                    .into(),
             )
         })
     }

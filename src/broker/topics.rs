@@ -43,9 +43,16 @@ pub async fn create(broker: &Arc<Broker>, new: NewTopic) -> Result<Topic> {
         return cluster.create_topic(new).await;
     }
     let worker = Arc::clone(broker);
-    tokio::task::spawn_blocking(move || worker.catalog_mut().create(new, now_ms()))
+    tokio::task::spawn_blocking(move || create_here(&worker, new))
         .await
         .map_err(|e| Error::Internal(format!("a worker thread failed: {e}")))?
+}
+
+/// Creates a topic in this node's own catalog, durably: blocks on the
+/// catalog's file (call it off the event loop). A node of a cluster has
+/// no catalog of its own, and refuses ([`create`] is for both).
+pub fn create_here(broker: &Broker, new: NewTopic) -> Result<Topic> {
+    broker.catalog_mut().create(new, now_ms())
 }
 
 /// Deletes a topic: from the catalog, durably, then its partitions' logs.
@@ -114,10 +121,13 @@ pub struct PartitionState {
     pub bytes: u64,
 }
 
+/// What [`deleted_before_key`] puts before a partition key.
+pub const LOG_START_PREFIX: &str = "log-start ";
+
 /// The store key of the log start that Kafka's DeleteRecords set for the
 /// partition key `key`, kept as that key's committed offset.
 pub fn deleted_before_key(key: &str) -> String {
-    format!("log-start {key}")
+    format!("{LOG_START_PREFIX}{key}")
 }
 
 /// A partition's log start: where its segments start (retention and

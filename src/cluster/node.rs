@@ -50,15 +50,17 @@ use crate::broker::{producers, topics};
 use crate::lock::lock;
 use crate::log;
 use crate::raft::durability::{Done, Durability};
-use crate::raft::groups::{GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
-use crate::raft::log::{marked_removed, stored_groups};
-use crate::raft::snapshot::Keys;
+use crate::raft::groups::{FORWARDED_PATIENCE, GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
+use crate::raft::log::stored_groups;
+use crate::raft::snapshot::{Keys, is_reserved};
 use crate::raft::types::{NodeId, Op, OpResult, Proposal};
+use crate::storage::store::Store;
 
 /// How long a change waits for group 0 to take it: several elections'
 /// worth (an election takes about a second), so a change made while the
-/// leader is replaced waits it out rather than failing.
-pub const PROPOSE_PATIENCE: Duration = Duration::from_secs(10);
+/// leader is replaced waits it out rather than failing. The leader serving
+/// a forwarded one waits as long ([`FORWARDED_PATIENCE`]).
+pub const PROPOSE_PATIENCE: Duration = FORWARDED_PATIENCE;
 
 /// How long a change committed by group 0 waits for this node to fold it
 /// (its record must be durable here first: a sync point or two).
@@ -212,6 +214,16 @@ impl Durability for BrokerSync {
     }
 }
 
+/// How far the fold got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Progress {
+    /// The offset of the next record to fold.
+    next: u64,
+    /// Whether the fold has stopped (a newer record, a gap): it goes no
+    /// further until its cause is gone.
+    stopped: bool,
+}
+
 /// The metadata as folded here, with the latest verdicts.
 struct Folded {
     metadata: Metadata,
@@ -228,8 +240,8 @@ pub struct ClusterNode {
     groups: Arc<Groups>,
     broker: Weak<Broker>,
     folded: Mutex<Folded>,
-    /// The offset of the next record to fold, as folded here.
-    progress: watch::Sender<u64>,
+    /// How far the fold got here: what proposers and the reconciler wait on.
+    progress: watch::Sender<Progress>,
     /// `None` once shut down.
     runtime: Mutex<Option<Runtime>>,
     /// The follower and the registration.
@@ -263,14 +275,8 @@ impl ClusterNode {
         let groups = Arc::new(groups);
         // What this node folded before it stopped: the topics whose groups
         // it ran, so what it holds of others is a crash's leftovers.
-        let mut metadata = Metadata::new();
-        let followed = metadata.follow(&mut broker.store());
-        if let Some(stop) = followed.stopped {
-            return Err(format!(
-                "cannot fold the cluster's metadata stored here: {stop}"
-            ));
-        }
-        finish_removals(&groups, &metadata, broker).await?;
+        let metadata = fold_stored(&mut broker.store())?;
+        finish_removals(&groups, &metadata, &broker.shared_store()).await?;
         groups
             .add(GroupSpec {
                 group: METADATA_GROUP,
@@ -286,7 +292,10 @@ impl ClusterNode {
             addresses,
             groups,
             broker: Arc::downgrade(broker),
-            progress: watch::Sender::new(metadata.next_offset()),
+            progress: watch::Sender::new(Progress {
+                next: metadata.next_offset(),
+                stopped: false,
+            }),
             folded: Mutex::new(Folded {
                 metadata,
                 verdicts: VecDeque::new(),
@@ -296,7 +305,6 @@ impl ClusterNode {
             tasks: Mutex::new(Vec::new()),
         });
         broker.replace_catalog(lock(&node.folded).metadata.catalog());
-        node.follow_once(broker);
         broker
             .join(Arc::clone(&node) as Arc<dyn cluster::Cluster>)
             .map_err(|e| e.to_string())?;
@@ -321,8 +329,13 @@ impl ClusterNode {
     }
 
     /// Folds after every sync point (and every [`FOLLOW_IDLE`]) until the
-    /// broker is gone.
+    /// broker is gone, on a worker thread (the store's lock may be held
+    /// long, by a reopen in place). Only when group 0 applied something
+    /// since, or records were left that were not durable yet: produce
+    /// makes sync points by the thousand.
     async fn follow(self: Arc<Self>, mut sync_points: watch::Receiver<u64>) {
+        let mut seen = None;
+        let mut pending = true;
         loop {
             tokio::select! {
                 changed = sync_points.changed() => {
@@ -332,20 +345,35 @@ impl ClusterNode {
                 }
                 () = tokio::time::sleep(FOLLOW_IDLE) => {}
             }
+            let applied = self.groups.applied(METADATA_GROUP);
+            if applied == seen && !pending {
+                continue;
+            }
+            seen = applied;
             let Some(broker) = self.broker.upgrade() else {
                 return;
             };
-            self.follow_once(&broker);
+            let node = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || node.follow_once(&broker)).await {
+                Ok(left) => pending = left,
+                Err(e) => {
+                    log::error(format_args!("the metadata fold failed: {e}"));
+                    return;
+                }
+            }
         }
     }
 
-    /// Folds what is durable of the metadata log and not folded yet; puts
-    /// the new catalog in the broker if anything was folded.
-    fn follow_once(&self, broker: &Broker) {
+    /// Folds what is durable of the metadata log and not folded yet (all of
+    /// it, in steps); puts the new catalog in the broker if anything was
+    /// folded. Whether records are left to fold (not durable yet, or past a
+    /// stop).
+    fn follow_once(&self, broker: &Broker) -> bool {
         let mut folded = lock(&self.folded);
-        let followed = folded.metadata.follow(&mut broker.store());
-        if !followed.verdicts.is_empty() {
-            broker.replace_catalog(folded.metadata.catalog());
+        let before = folded.metadata.next_offset();
+        let (stopped, end) = loop {
+            let mut store = broker.store();
+            let followed = folded.metadata.follow(&mut store);
             for (offset, verdict) in followed.verdicts {
                 report(offset, &verdict);
                 if folded.verdicts.len() == VERDICTS_KEPT {
@@ -353,9 +381,15 @@ impl ClusterNode {
                 }
                 folded.verdicts.push_back((offset, verdict));
             }
-            self.progress.send_replace(folded.metadata.next_offset());
+            if followed.caught_up || followed.stopped.is_some() {
+                let end = store.next_offset(metadata::METADATA_KEY).unwrap_or(0);
+                break (followed.stopped, end);
+            }
+        };
+        if folded.metadata.next_offset() != before {
+            broker.replace_catalog(folded.metadata.catalog());
         }
-        match followed.stopped {
+        match &stopped {
             Some(stop) => {
                 let why = stop.to_string();
                 if folded.stopped.as_deref() != Some(why.as_str()) {
@@ -368,6 +402,16 @@ impl ClusterNode {
             }
             None => folded.stopped = None,
         }
+        let now = Progress {
+            next: folded.metadata.next_offset(),
+            stopped: stopped.is_some(),
+        };
+        self.progress.send_if_modified(|progress| {
+            let changed = *progress != now;
+            *progress = now;
+            changed
+        });
+        end > folded.metadata.next_offset()
     }
 
     /// Runs the partition groups the metadata gives this node, and no
@@ -376,9 +420,12 @@ impl ClusterNode {
     async fn reconcile(self: Arc<Self>) {
         let mut progress = self.progress.subscribe();
         let mut failing = BTreeMap::new();
+        let mut unfinished = BTreeSet::new();
         loop {
             let wanted = lock(&self.folded).metadata.groups_on(self.cluster.me);
-            let settled = self.reconcile_once(&wanted, &mut failing).await;
+            let settled = self
+                .reconcile_once(&wanted, &mut failing, &mut unfinished)
+                .await;
             let changed = if settled {
                 progress.changed().await
             } else {
@@ -394,13 +441,16 @@ impl ClusterNode {
     }
 
     /// Removes the partition groups running here that `wanted` does not
-    /// list (their topic was deleted), then adds those it lists that do
-    /// not run; whether all went through. A failure is logged when it
-    /// first happens (`failing` remembers each group's last one).
+    /// list (their topic was deleted), deletes the storage of those whose
+    /// removal failed (`unfinished`: a marked log left would refuse every
+    /// add), then adds those it lists that do not run; whether all went
+    /// through. A failure is logged when it first happens (`failing`
+    /// remembers each group's last one).
     async fn reconcile_once(
         &self,
         wanted: &BTreeMap<u32, PartitionOf>,
         failing: &mut BTreeMap<u32, String>,
+        unfinished: &mut BTreeSet<u32>,
     ) -> bool {
         let running: BTreeSet<u32> = self
             .groups
@@ -411,8 +461,27 @@ impl ClusterNode {
         let mut settled = true;
         for &g in running.iter().filter(|g| !wanted.contains_key(g)) {
             let removed = self.groups.remove(g).await;
+            if removed.is_err() {
+                // It runs no more: its storage is deleted below, or a
+                // marked log left would refuse every add.
+                unfinished.insert(g);
+            }
             settled &= noted(g, "remove", removed, failing);
         }
+        for g in std::mem::take(unfinished) {
+            // Its topic is deleted: its partition's keys are dead, swept
+            // at the next start if not deleted with it here.
+            let deleted = self
+                .groups
+                .delete_stored(g, &Keys::matching(|_| false))
+                .await;
+            if deleted.is_err() {
+                unfinished.insert(g);
+            }
+            settled &= noted(g, "delete the storage of", deleted, failing);
+        }
+        failing
+            .retain(|g, _| wanted.contains_key(g) || unfinished.contains(g) || running.contains(g));
         for (&g, of) in wanted.iter().filter(|(g, _)| !running.contains(g)) {
             let spec = GroupSpec {
                 group: g,
@@ -434,11 +503,7 @@ impl ClusterNode {
     /// Registers this node's addresses, trying again until group 0 takes
     /// them (a registration is the same change however often it is made).
     async fn register(self: Arc<Self>) {
-        let info = NodeInfo {
-            http: self.addresses.http.clone(),
-            kafka: self.addresses.kafka.clone(),
-            peer: self.addresses.peer.clone(),
-        };
+        let info = self.registration();
         if lock(&self.folded).metadata.nodes().get(&self.cluster.me) == Some(&info) {
             return;
         }
@@ -458,6 +523,24 @@ impl ClusterNode {
                     ));
                     return;
                 }
+                // Committed, perhaps, but not folded here: proposing it
+                // again could add a record each time, for ever.
+                Err(e) if e.written() == Written::Maybe => {
+                    if lock(&self.folded).stopped.is_some() {
+                        log::error(format_args!(
+                            "this node's registration may be committed, but the node \
+                             cannot fold the cluster's metadata to see it: {e}"
+                        ));
+                        return;
+                    }
+                    log::info(format_args!("registering this node: {e}; checking again"));
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                    if lock(&self.folded).metadata.nodes().get(&self.cluster.me)
+                        == Some(&self.registration())
+                    {
+                        return;
+                    }
+                }
                 Err(e) => {
                     log::info(format_args!(
                         "registering this node with the cluster: {e}; trying again"
@@ -465,6 +548,15 @@ impl ClusterNode {
                     tokio::time::sleep(REGISTER_RETRY).await;
                 }
             }
+        }
+    }
+
+    /// The addresses this node registers.
+    fn registration(&self) -> NodeInfo {
+        NodeInfo {
+            http: self.addresses.http.clone(),
+            kafka: self.addresses.kafka.clone(),
+            peer: self.addresses.peer.clone(),
         }
     }
 
@@ -491,8 +583,15 @@ impl ClusterNode {
             Err(e) => return Err(unavailable(e)),
         };
         let mut progress = self.progress.subscribe();
-        let folded =
-            tokio::time::timeout(FOLD_PATIENCE, progress.wait_for(|&next| next > offset)).await;
+        let folded = tokio::time::timeout(
+            FOLD_PATIENCE,
+            progress.wait_for(|p| p.next > offset || p.stopped),
+        )
+        .await;
+        let folded = match folded {
+            Ok(Ok(p)) if p.next > offset => Ok(()),
+            _ => Err(()),
+        };
         let stopped = || {
             lock(&self.folded)
                 .stopped
@@ -500,11 +599,11 @@ impl ClusterNode {
                 .map(|why| format!(" (the fold stopped: {why})"))
                 .unwrap_or_default()
         };
-        if !matches!(folded, Ok(Ok(_))) {
+        if folded.is_err() {
             return Err(Error::Unavailable {
                 why: format!(
                     "the change is at offset {offset} of the cluster's metadata, which this \
-                     node has not folded within {FOLD_PATIENCE:?}{}",
+                     node has not folded (within {FOLD_PATIENCE:?}){}",
                     stopped()
                 ),
                 written: Written::Maybe,
@@ -524,7 +623,34 @@ impl ClusterNode {
     }
 
     async fn create(&self, new: NewTopic) -> Result<Topic> {
+        // What the fold would refuse is refused before it is proposed: a
+        // refusal still costs a record of the metadata log.
         check_name(&new.name).map_err(Error::Invalid)?;
+        if is_reserved(&partition_key(&new.name, 0, 0)) {
+            return Err(Error::Invalid(format!(
+                "a topic of a cluster may not be named '{}': its partitions' keys would be \
+                 the Raft groups' own",
+                new.name
+            )));
+        }
+        if new.partitions == 0 || new.partitions > metadata::PARTITIONS_MAX {
+            return Err(Error::Invalid(format!(
+                "a topic of a cluster has 1 to {} partitions, not {}",
+                metadata::PARTITIONS_MAX,
+                new.partitions
+            )));
+        }
+        for value in [new.retention_ms, new.retention_bytes]
+            .into_iter()
+            .flatten()
+        {
+            if value > metadata::INT64_MAX {
+                return Err(Error::Invalid(format!(
+                    "a retention of {value} is over Kafka's int64 {}",
+                    metadata::INT64_MAX
+                )));
+            }
+        }
         let nodes = u32::try_from(self.cluster.membership.len()).unwrap_or(u32::MAX);
         let factor = REPLICATION_FACTOR_DEFAULT.min(nodes);
         let op = {
@@ -652,22 +778,23 @@ impl cluster::Cluster for ClusterNode {
     }
 
     fn status(&self) -> serde_json::Value {
+        let peers: Vec<serde_json::Value> = {
+            let runtime = lock(&self.runtime);
+            self.cluster
+                .membership
+                .nodes()
+                .iter()
+                .map(|(&id, address)| {
+                    let up = if id == self.cluster.me {
+                        true
+                    } else {
+                        runtime.as_ref().is_some_and(|r| r.links().is_up(id))
+                    };
+                    json!({"id": id, "address": address, "linked": up})
+                })
+                .collect()
+        };
         let folded = lock(&self.folded);
-        let runtime = lock(&self.runtime);
-        let peers: Vec<serde_json::Value> = self
-            .cluster
-            .membership
-            .nodes()
-            .iter()
-            .map(|(&id, address)| {
-                let up = if id == self.cluster.me {
-                    true
-                } else {
-                    runtime.as_ref().is_some_and(|r| r.links().is_up(id))
-                };
-                json!({"id": id, "address": address, "linked": up})
-            })
-            .collect();
         let nodes: Vec<serde_json::Value> = folded
             .metadata
             .nodes()
@@ -676,25 +803,35 @@ impl cluster::Cluster for ClusterNode {
                 json!({"id": id, "http": info.http, "kafka": info.kafka, "peer": info.peer})
             })
             .collect();
-        let partitions: Vec<serde_json::Value> = folded
+        let mut partitions: Vec<serde_json::Value> = folded
             .metadata
             .topics()
             .iter()
             .flat_map(|(name, topic)| {
                 topic.partitions.iter().enumerate().map(move |(p, of)| {
                     json!({"topic": name, "partition": p, "group": of.group,
-                        "replicas": of.replicas, "leader": self.groups.leader(of.group)})
+                        "replicas": of.replicas})
                 })
             })
             .collect();
+        let (offset, stopped) = (folded.metadata.next_offset(), folded.stopped.clone());
+        drop(folded);
+        // Each group's Raft state is read with the fold's lock let go.
+        for partition in &mut partitions {
+            let leader = partition["group"]
+                .as_u64()
+                .and_then(|g| u32::try_from(g).ok())
+                .and_then(|g| self.groups.leader(g));
+            partition["leader"] = json!(leader);
+        }
         json!({
             "node_id": self.cluster.me,
             "groups": self.groups.ids(),
             "partitions": partitions,
             "cluster_id": self.cluster.id,
             "metadata_leader": self.groups.leader(METADATA_GROUP),
-            "metadata_offset": folded.metadata.next_offset(),
-            "metadata_stopped": folded.stopped,
+            "metadata_offset": offset,
+            "metadata_stopped": stopped,
             "peers": peers,
             "nodes": nodes,
         })
@@ -807,15 +944,7 @@ fn report(offset: u64, verdict: &Verdict) {
 /// (Kafka's DeleteRecords) and its idempotent producers' states.
 fn partition_keys(key: &str) -> Keys {
     let log = key.to_string();
-    let log_start = topics::deleted_before_key(key);
-    Keys::matching(move |k| {
-        k == log
-            || k == log_start
-            || (producers::is_state_key(k)
-                && k.strip_prefix("producer ")
-                    .and_then(|rest| rest.split_once(' '))
-                    .is_some_and(|(_, of)| of == log))
-    })
+    Keys::matching(move |k| partition_of(k) == log)
 }
 
 /// Logs a reconciler's change of group `g` that failed, once per reason;
@@ -843,35 +972,53 @@ fn noted(
     }
 }
 
-/// Finishes the removals a crash cut short (logs marked `Removed`, which
-/// would make every `add` refused), then removes what this node holds of
-/// partitions whose topic its metadata no longer has: left by a crash in
-/// a removal before its mark. A removed group's keys are those of its
-/// partition if the metadata still names it, else its log alone (its
-/// partition's keys are then removed as dead).
+/// Folds every record of the metadata log `store` holds. An error if the
+/// fold stops before the end (a record of a newer seglog, a gap): what
+/// this node may remove at start depends on the whole of it.
+fn fold_stored(store: &mut Store) -> std::result::Result<Metadata, String> {
+    let mut metadata = Metadata::new();
+    loop {
+        let followed = metadata.follow(store);
+        if let Some(stop) = followed.stopped {
+            return Err(format!(
+                "cannot fold the cluster's metadata stored here (a newer seglog may have \
+                 written it: upgrade this node): {stop}"
+            ));
+        }
+        if followed.caught_up {
+            return Ok(metadata);
+        }
+    }
+}
+
+/// Removes, before any group runs, what this node holds of groups and
+/// partitions its metadata (`metadata`, every stored record folded) no
+/// longer places here: the storage of every group stored here that it
+/// does not place here (a removal a crash cut short, marked or not yet:
+/// a group is added only after its topic is folded here, so a stored group
+/// the whole fold does not place here belongs to a deleted topic), then
+/// every partition's keys the fold's catalog calls dead, and their log
+/// starts and producer states. A marked log left would make every `add`
+/// refused.
 async fn finish_removals(
     groups: &Arc<Groups>,
     metadata: &Metadata,
-    broker: &Broker,
+    store: &Mutex<Store>,
 ) -> std::result::Result<(), String> {
-    let stored = stored_groups(&broker.store()).map_err(|e| e.to_string())?;
+    let stored = stored_groups(&lock(store)).map_err(|e| e.to_string())?;
     let wanted = metadata.groups_on(groups.me());
     for g in stored {
-        let marked = marked_removed(&mut broker.store(), g).map_err(|e| e.to_string())?;
-        if !marked {
+        if g == METADATA_GROUP || wanted.contains_key(&g) {
             continue;
         }
-        let keys = match wanted.get(&g) {
-            Some(of) => partition_keys(&of.key),
-            None => Keys::matching(|_| false),
-        };
-        groups.delete_stored(g, &keys).await?;
-        log::info(format_args!("group {g}: finished its removal, cut short"));
+        // Its partition's keys are dead, and swept below.
+        groups.delete_stored(g, &Keys::matching(|_| false)).await?;
+        log::info(format_args!("group {g}: removed what its removal left"));
     }
     let catalog = metadata.catalog();
-    let mut store = broker.store();
+    let mut store = lock(store);
     for key in store.keys().map_err(|e| e.to_string())? {
-        if catalog.owner_of(&key) == KeyOwner::Dead {
+        if catalog.owner_of(partition_of(&key)) == KeyOwner::Dead {
             match store.remove_key(&key) {
                 Ok(()) => log::info(format_args!("removed {key}: its topic was deleted")),
                 Err(e) => log::warn(format_args!("cannot remove {key} of a deleted topic: {e}")),
@@ -879,6 +1026,20 @@ async fn finish_removals(
         }
     }
     Ok(())
+}
+
+/// The partition key a store key belongs to: its own, or that of the
+/// partition whose log start or producer state it is.
+fn partition_of(key: &str) -> &str {
+    if let Some(of) = key.strip_prefix(topics::LOG_START_PREFIX) {
+        return of;
+    }
+    if producers::is_state_key(key)
+        && let Some((_, of)) = key["producer ".len()..].split_once(' ')
+    {
+        return of;
+    }
+    key
 }
 
 /// `payloads` cut into proposals of at most [`PROPOSAL_BYTES_MAX`] each
@@ -899,4 +1060,263 @@ fn proposals(payloads: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::test_broker;
+    use crate::raft::durability::OwnGroupCommit;
+    use crate::storage::store::StoreConfig;
+
+    fn register(id: NodeId) -> MetaOp {
+        MetaOp::RegisterNode {
+            id,
+            http: format!("127.0.0.1:{}", 1000 + id),
+            kafka: None,
+            peer: format!("127.0.0.1:{}", 2000 + id),
+        }
+    }
+
+    fn create(name: &str) -> MetaOp {
+        MetaOp::CreateTopic {
+            name: name.into(),
+            partitions: 1,
+            replication_factor: 1,
+            config: TopicConfig::default(),
+            assignment: vec![vec![1]],
+            created_ms: 0,
+        }
+    }
+
+    /// Appends `op` to the metadata log of `store`, as group 0's apply does.
+    fn append(store: &mut Store, op: &MetaOp) {
+        store
+            .append(metadata::METADATA_KEY, metadata::encode(op).as_bytes())
+            .expect("an append");
+    }
+
+    /// Found by the stage 4 review (its probe): one `follow` folds at most
+    /// `FOLLOW_RECORDS_MAX` records, and a start that swept with what it
+    /// folded would call a later topic's partitions dead.
+    #[test]
+    fn a_start_folds_every_stored_record() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut store = Store::open(dir.path(), StoreConfig::default()).expect("a store");
+        for _ in 0..=metadata::FOLLOW_RECORDS_MAX {
+            append(&mut store, &register(1));
+        }
+        append(&mut store, &create("late"));
+        store.sync().expect("a sync");
+        let metadata = fold_stored(&mut store).expect("the fold");
+        let late = &metadata.topics()["late"];
+        let key = partition_key("late", late.id, 0);
+        assert_eq!(metadata.catalog().owner_of(&key), KeyOwner::Live);
+    }
+
+    /// A partition's group holds its log, log start and producer states,
+    /// and nothing of another partition's, whatever their names share.
+    #[test]
+    fn a_partitions_keys_are_its_own_only() {
+        let key = partition_key("a", 1, 0);
+        let keys = partition_keys(&key);
+        for own in [
+            key.clone(),
+            topics::deleted_before_key(&key),
+            producers::state_key(-1, &key),
+            producers::state_key(7, &key),
+        ] {
+            assert!(keys.holds(&own), "{own}");
+        }
+        for other in [
+            partition_key("a", 1, 1),
+            partition_key("a", 11, 0),
+            partition_key("a", 1, 10),
+            partition_key("a.1", 1, 0),
+            partition_key("b.a", 1, 0),
+            partition_key("a-1", 1, 0),
+            "xa.1-0".to_string(),
+            metadata::METADATA_KEY.to_string(),
+        ] {
+            assert!(!keys.holds(&other), "{other}");
+            assert!(!keys.holds(&producers::state_key(7, &other)), "{other}");
+            assert!(!keys.holds(&topics::deleted_before_key(&other)), "{other}");
+        }
+        // Names whose partitions' keys would be the groups' own are
+        // refused before they are proposed.
+        assert!(is_reserved(&partition_key("seglog.raft", 0, 0)));
+    }
+
+    /// What a crash in a removal leaves (a group's storage, its partition's
+    /// keys), before or after the removal's mark, is deleted at the next
+    /// start; what the metadata places here is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_removes_what_removals_cut_short_left() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut store = Store::open(dir.path(), StoreConfig::default()).expect("a store");
+        append(&mut store, &register(1));
+        append(&mut store, &create("kept"));
+        append(&mut store, &create("gone"));
+        append(
+            &mut store,
+            &MetaOp::DeleteTopic {
+                name: "gone".into(),
+            },
+        );
+        store.sync().expect("a sync");
+        let metadata = fold_stored(&mut store).expect("the fold");
+        let kept = partition_key("kept", metadata.topics()["kept"].id, 0);
+        let gone = partition_key("gone", 1, 0);
+        assert_eq!(metadata.catalog().owner_of(&gone), KeyOwner::Dead);
+        let store = Arc::new(Mutex::new(store));
+        let group_commit =
+            Arc::new(OwnGroupCommit::start(Arc::clone(&store)).expect("a group commit"));
+        let nodes = BTreeMap::from([(1, "node-1".to_string())]);
+        let groups = Arc::new(
+            Groups::new(
+                1,
+                nodes.clone(),
+                Arc::clone(&store),
+                group_commit.clone(),
+                TIMING_DEFAULT,
+            )
+            .expect("groups"),
+        );
+        // Ticked as the runtime ticks them (a lone node elects itself so).
+        let ticking = Arc::clone(&groups);
+        let ticker = tokio::spawn(async move {
+            loop {
+                ticking.tick(std::time::Instant::now());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        // The groups of both partitions ran here, and wrote; then the node
+        // stopped before its removal of "gone"'s group began.
+        for (group, key) in [(1, &kept), (2, &gone)] {
+            groups
+                .add(GroupSpec {
+                    group,
+                    replicas: vec![1],
+                    keys: partition_keys(key),
+                })
+                .await
+                .expect("a group");
+            while groups.leader(group) != Some(1) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let proposal = Proposal {
+                id: groups.next_proposal_id(),
+                ops: vec![Op::Send {
+                    key: key.clone(),
+                    msg: "{}".into(),
+                }],
+            };
+            groups.propose(group, proposal).await.expect("a record");
+        }
+        ticker.abort();
+        groups.shutdown().await;
+        let groups = Arc::new(
+            Groups::new(
+                1,
+                nodes,
+                Arc::clone(&store),
+                group_commit.clone(),
+                TIMING_DEFAULT,
+            )
+            .expect("groups"),
+        );
+        let broker_store = Arc::clone(&store);
+        let keys = || lock(&broker_store).keys().expect("the keys");
+        assert!(keys().contains(&gone));
+        finish_removals(&groups, &metadata, &store)
+            .await
+            .expect("the tidying");
+        let left = keys();
+        assert!(left.contains(&kept), "{left:?}");
+        assert!(left.contains(&crate::raft::log::log_key(1)), "{left:?}");
+        assert!(!left.contains(&gone), "{left:?}");
+        assert!(!left.contains(&crate::raft::log::log_key(2)), "{left:?}");
+        groups.shutdown().await;
+        group_commit
+            .close_and_join()
+            .expect("the group commit's end");
+    }
+
+    /// Found by the stage 3b review (its probe): a node whose fold stopped
+    /// (at a record of a newer version, as a rolling upgrade writes) and
+    /// whose addresses changed since it registered would see its
+    /// registration committed but never folded, and propose it again
+    /// every ten seconds, for ever. It must give up at once instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_registration_a_stopped_fold_cannot_see_is_not_proposed_again() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("a store");
+        let broker = test_broker(store, Catalog::replica(0, []));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("its address")
+            .port();
+        let peer = format!("127.0.0.1:{port}");
+        let cluster = crate::cluster::peers::parse("test", 1, &format!("1={peer}")).expect("peers");
+        let addresses = |http: &str| Addresses {
+            http: http.into(),
+            kafka: None,
+            peer: peer.clone(),
+        };
+        let secret = Secret::new(&[7; 32]).expect("a secret");
+        let node = ClusterNode::start(cluster.clone(), secret, &broker, addresses("127.0.0.1:1"))
+            .await
+            .expect("a node");
+        while lock(&node.folded).metadata.nodes().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let newer = Proposal {
+            id: node.groups.next_proposal_id(),
+            ops: vec![Op::Send {
+                key: metadata::METADATA_KEY.to_string(),
+                msg: r#"{"version":2,"op":{"Something":{}}}"#.to_string(),
+            }],
+        };
+        node.groups
+            .propose_at_leader(METADATA_GROUP, newer, PROPOSE_PATIENCE)
+            .await
+            .expect("the newer record");
+        while lock(&node.folded).stopped.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The node as restarted on another HTTP port: its registration,
+        // over the same groups, with a fold that stops at the same record.
+        let restarted = Arc::new(ClusterNode {
+            cluster,
+            addresses: addresses("127.0.0.1:2"),
+            groups: Arc::clone(&node.groups),
+            broker: Arc::downgrade(&broker),
+            folded: Mutex::new(Folded {
+                metadata: Metadata::new(),
+                verdicts: VecDeque::new(),
+                stopped: None,
+            }),
+            progress: watch::Sender::new(Progress {
+                next: 0,
+                stopped: false,
+            }),
+            runtime: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+        });
+        restarted.follow_once(&broker);
+        let end = || {
+            broker
+                .store()
+                .next_offset(metadata::METADATA_KEY)
+                .expect("the end")
+        };
+        let before = end();
+        // PROPOSE_PATIENCE only turns a hang into a failure.
+        tokio::time::timeout(PROPOSE_PATIENCE, Arc::clone(&restarted).register())
+            .await
+            .expect("the registration gave up");
+        assert_eq!(end() - before, 1, "registrations appended");
+        node.shutdown().await.expect("the node's shutdown");
+    }
 }

@@ -88,6 +88,16 @@ fn topic_metadata(
     entry
 }
 
+/// Creates a topic from a worker thread (the callers run on one): in the
+/// catalog here, or through the cluster a node belongs to, waiting there
+/// for its answer.
+fn create_blocking(ctx: &Context, new: NewTopic) -> Result<Topic, Error> {
+    match ctx.broker.cluster() {
+        None => topics::create_here(&ctx.broker, new),
+        Some(cluster) => Handle::current().block_on(cluster.create_topic(new)),
+    }
+}
+
 /// A cluster node's id as a Kafka broker id (the metadata keeps ids
 /// within Kafka's 32 bits).
 fn broker_id(id: u64) -> BrokerId {
@@ -193,8 +203,7 @@ fn metadata_topics(
                     retention_ms: None,
                     retention_bytes: None,
                 };
-                // On a worker thread (see the caller): waits for the creation there.
-                let created = Handle::current().block_on(topics::create(&ctx.broker, new));
+                let created = create_blocking(ctx, new);
                 match created {
                     Ok(topic) => {
                         log::info(format_args!(
@@ -351,8 +360,7 @@ fn create_one(
         result.replication_factor = 1;
         return result;
     }
-    // On a worker thread (see the caller): waits for the creation there.
-    let created = Handle::current().block_on(topics::create(&ctx.broker, new));
+    let created = create_blocking(ctx, new);
     match created {
         Ok(topic) => {
             log::info(format_args!(

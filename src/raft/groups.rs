@@ -363,6 +363,12 @@ type GroupStanding = (Standing, Option<Instant>, Option<Instant>);
 /// proposal waits out an election with a few tries, not hundreds.
 pub const FORWARD_RETRY: Duration = Duration::from_millis(50);
 
+/// How long a leader waits for a forwarded proposal to commit before it
+/// answers `Unknown`: as long as any forwarder waits (the cluster node's
+/// `PROPOSE_PATIENCE`), so the answer is never later than the forwarder
+/// cares for.
+pub const FORWARDED_PATIENCE: Duration = Duration::from_secs(10);
+
 /// How long a node waits, after its group has no leader and it votes,
 /// before it initializes the group although another node should have
 /// (that node may never have started).
@@ -1265,7 +1271,17 @@ impl Groups {
         if !self.nodes.contains_key(&from) {
             return Reply::Unavailable(format!("node {from} is not a node of the cluster"));
         }
-        Reply::Proposed(self.propose(g, proposal).await)
+        // The forwarder waits at most its own patience; a leader cut off
+        // from its majority would keep this call, and its serving slot,
+        // for as long as the cut lasts.
+        let proposed = tokio::time::timeout(FORWARDED_PATIENCE, self.propose(g, proposal)).await;
+        Reply::Proposed(proposed.unwrap_or_else(|_| {
+            Err(ProposeError::Unknown(format!(
+                "group {g} did not commit a forwarded proposal within {FORWARDED_PATIENCE:?} \
+                 (node {}, its leader, may be cut off from its majority)",
+                self.me
+            )))
+        }))
     }
 
     /// Whether a proposal was appended to group `g`'s log here.

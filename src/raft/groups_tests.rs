@@ -1206,3 +1206,40 @@ async fn a_proposal_its_leader_cannot_commit_ends_at_its_patience_as_unknown() {
     );
     cluster.stop().await;
 }
+
+/// Found by the stage 3b review (its probe): the forwarder gives up at its
+/// deadline, so the leader must too, or the served call (and in `serve`
+/// its serving slot and bytes) stays as long as the majority is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_forward_ends_at_its_patience_when_its_leader_cannot_commit() {
+    let mut cluster = Cluster::start(&[42, 1000]);
+    let five = spec(5, &[1000, 42], "five.");
+    cluster.add(&[42, 1000], &five).await;
+    let leader = cluster.leader(5, &[1000, 42]).await;
+    let follower = if leader == 42 { 1000 } else { 42 };
+    let stopped = cluster.nodes.remove(&follower).expect("the follower");
+    stopped.stop().await;
+    let forwarded = Proposal {
+        id: ProposalId {
+            node: follower,
+            seq: 1,
+        },
+        ops: vec![send("five.a", "1")],
+    };
+    let served = tokio::time::timeout(
+        PATIENCE,
+        cluster
+            .node(leader)
+            .groups
+            .serve(follower, 5, Rpc::Propose(forwarded)),
+    )
+    .await
+    .expect("the served forward ended at its patience");
+    match served {
+        Reply::Proposed(Err(ProposeError::Unknown(why))) => {
+            assert!(why.contains("forwarded"), "{why}");
+        }
+        other => panic!("a forward its leader could not commit answered {other:?}"),
+    }
+    cluster.stop().await;
+}
