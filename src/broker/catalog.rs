@@ -492,7 +492,7 @@ mod tests {
         assert_eq!(replica.get("a"), Some(&topic));
         assert_eq!(replica.owner_of(&topic.key(1)), KeyOwner::Live);
         assert_eq!(replica.owner_of(&topic.key(2)), KeyOwner::Dead);
-        let refused = |r: Result<Topic>| matches!(r, Err(Error::Internal(why)) if why.contains("metadata group"));
+        let refused = |r: Result<Topic>| matches!(r, Err(Error::Unsupported(why)) if why.contains("metadata group"));
         assert!(refused(replica.create(new_topic("b", 1), 1)));
         assert!(refused(replica.add_partitions("a", 3)));
         assert!(refused(replica.set_retention("a", None, None)));

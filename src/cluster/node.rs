@@ -81,10 +81,11 @@ pub const VERDICTS_KEPT: usize = 4096;
 pub const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
 /// Bytes of records one proposal to a partition's group carries at most
-/// (a request with more is proposed in several): an AppendEntries carries
-/// up to `ENTRIES_PER_APPEND_MAX` (16) entries, and their JSON, text
-/// escaped within text, must stay within a peer frame (32 MiB) with room.
-/// At least one record goes in each, whatever its size.
+/// (a request with more is proposed in several), and the largest record
+/// of a cluster's topic: an AppendEntries carries up to
+/// `ENTRIES_PER_APPEND_MAX` (16) entries, and their JSON (records are
+/// compact JSON text, which escaping within JSON at most doubles) must
+/// stay within a peer frame (32 MiB): 16 × 2 × 512 KiB is half of it.
 pub const PROPOSAL_BYTES_MAX: usize = 512 << 10;
 
 /// How long the reconciler waits before trying again to add or remove a
@@ -710,8 +711,23 @@ impl ClusterNode {
                     partitions: u32::try_from(meta.partitions.len()).unwrap_or(u32::MAX),
                 }
             })?;
+            if !of.replicas.contains(&self.cluster.me) {
+                return Err(Error::Unsupported(format!(
+                    "this node holds no replica of partition {partition} of '{topic}', and \
+                     produce is not forwarded to another node's yet: send it to one of nodes \
+                     {:?}",
+                    of.replicas
+                )));
+            }
             (of.group, partition_key(&topic, meta.id, partition))
         };
+        if let Some(large) = payloads.iter().find(|p| p.len() > PROPOSAL_BYTES_MAX) {
+            return Err(Error::TooLarge(format!(
+                "a record of a cluster's topic is at most {PROPOSAL_BYTES_MAX} bytes stored \
+                 (its Raft group's messages must fit the peer links' frames), not {}",
+                large.len()
+            )));
+        }
         let total = payloads.len();
         let mut offsets = Vec::with_capacity(total);
         for chunk in proposals(payloads) {
@@ -746,7 +762,8 @@ impl ClusterNode {
                 Err(e) => {
                     return Err(Error::Unavailable {
                         why: format!(
-                            "{} of the {total} records were committed, the others not: {}",
+                            "{} of the {total} records were committed, the others may or may \
+                             not be: {}",
                             offsets.len(),
                             unavailable(e)
                         ),

@@ -364,9 +364,9 @@ type GroupStanding = (Standing, Option<Instant>, Option<Instant>);
 pub const FORWARD_RETRY: Duration = Duration::from_millis(50);
 
 /// How long a leader waits for a forwarded proposal to commit before it
-/// answers `Unknown`: as long as any forwarder waits (the cluster node's
-/// `PROPOSE_PATIENCE`), so the answer is never later than the forwarder
-/// cares for.
+/// answers `Unknown`: as long as a forwarder waits at most (the cluster
+/// node's `PROPOSE_PATIENCE`). The forwarder has given up by then; what
+/// this bounds is how long the call holds its serving slot here.
 pub const FORWARDED_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long a node waits, after its group has no leader and it votes,

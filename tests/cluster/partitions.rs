@@ -236,6 +236,18 @@ fn records_produced_over_http_survive_their_leader_killed() {
         .find(|&id| id != leader)
         .expect("a follower");
     let survivors: Vec<NodeId> = NODES.iter().copied().filter(|&id| id != leader).collect();
+    // A record over a proposal's bound is refused before it is proposed.
+    let large = serde_json::json!({"records": [{"value": "x".repeat(600 << 10)}]});
+    let (status, reply) = cluster
+        .try_request(
+            at,
+            "POST",
+            "/topics/kept/partitions/0",
+            Some(&large),
+            PATIENCE,
+        )
+        .unwrap_or_else(|e| panic!("a large record: {e}"));
+    assert_eq!(status, 413, "a 600 KiB record: {reply}");
     let mut acknowledged: Vec<(u64, u64)> = Vec::new();
     let (mut unknown, mut refused) = (0, 0);
     let mut stall = std::time::Duration::ZERO;
