@@ -1178,8 +1178,9 @@ async fn a_proposal_made_at_a_follower_is_forwarded_to_the_leader() {
     cluster.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proposal_its_leader_cannot_commit_ends_at_its_patience_as_unknown() {
+/// Group 5 of nodes 42 and 1000 once its leader is left alone: the
+/// follower stopped for good. The cluster, the leader, the follower.
+async fn leader_without_majority() -> (Cluster, NodeId, NodeId) {
     let mut cluster = Cluster::start(&[42, 1000]);
     let five = spec(5, &[1000, 42], "five.");
     cluster.add(&[42, 1000], &five).await;
@@ -1187,6 +1188,12 @@ async fn a_proposal_its_leader_cannot_commit_ends_at_its_patience_as_unknown() {
     let follower = if leader == 42 { 1000 } else { 42 };
     let stopped = cluster.nodes.remove(&follower).expect("the follower");
     stopped.stop().await;
+    (cluster, leader, follower)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_its_leader_cannot_commit_ends_at_its_patience_as_unknown() {
+    let (cluster, leader, _) = leader_without_majority().await;
     let groups = &cluster.node(leader).groups;
     let proposal = Proposal {
         id: groups.next_proposal_id(),
@@ -1212,13 +1219,7 @@ async fn a_proposal_its_leader_cannot_commit_ends_at_its_patience_as_unknown() {
 /// its serving slot and bytes) stays as long as the majority is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_forward_ends_at_its_patience_when_its_leader_cannot_commit() {
-    let mut cluster = Cluster::start(&[42, 1000]);
-    let five = spec(5, &[1000, 42], "five.");
-    cluster.add(&[42, 1000], &five).await;
-    let leader = cluster.leader(5, &[1000, 42]).await;
-    let follower = if leader == 42 { 1000 } else { 42 };
-    let stopped = cluster.nodes.remove(&follower).expect("the follower");
-    stopped.stop().await;
+    let (cluster, leader, follower) = leader_without_majority().await;
     let forwarded = Proposal {
         id: ProposalId {
             node: follower,
