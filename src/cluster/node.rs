@@ -17,8 +17,10 @@
 //! the record: the verdict the fold gave it, the same on every node, and a
 //! catalog that already shows it.
 //!
-//! Partitions are not replicated yet (stage 4 of the design): the node
-//! refuses writes to partitions ([`Cluster::refuses_writes`]).
+//! HTTP produce goes through the partition's Raft group at its leader
+//! ([`ClusterNode`]'s `append`); the other writes to partitions (Kafka
+//! produce, offset commits, record deletions) are refused until they do
+//! too ([`cluster::Cluster::refuses_writes`]).
 //!
 //! The data directory remembers whose it is ([`claim_dir`]): a node's
 //! directory is never started as another node's, nor as a single node's.
