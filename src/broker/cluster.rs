@@ -50,6 +50,9 @@ pub trait Cluster: Send + Sync + 'static {
     /// This node's id in the cluster.
     fn node_id(&self) -> u64;
 
+    /// The replication factor of the topics this cluster creates.
+    fn replication_factor(&self) -> u32;
+
     /// The cluster's registered nodes, by id.
     fn members(&self) -> Vec<Member>;
 

@@ -655,7 +655,7 @@ impl ClusterNode {
             }
         }
         let nodes = u32::try_from(self.cluster.membership.len()).unwrap_or(u32::MAX);
-        let factor = REPLICATION_FACTOR_DEFAULT.min(nodes);
+        let factor = cluster::Cluster::replication_factor(self);
         let op = {
             let folded = lock(&self.folded);
             let assignment = folded
@@ -858,6 +858,11 @@ impl cluster::Cluster for ClusterNode {
 
     fn node_id(&self) -> u64 {
         self.cluster.me
+    }
+
+    fn replication_factor(&self) -> u32 {
+        let nodes = u32::try_from(self.cluster.membership.len()).unwrap_or(u32::MAX);
+        REPLICATION_FACTOR_DEFAULT.min(nodes)
     }
 
     fn members(&self) -> Vec<Member> {

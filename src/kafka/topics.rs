@@ -238,7 +238,8 @@ fn metadata_topics(
 }
 
 /// Creates topics: partitions as asked (-1: [`NUM_PARTITIONS_DEFAULT`]),
-/// replication factor -1 or 1 (one node), no manual assignment, and of the
+/// replication factor -1 or the server's (1 for one node, min(3, nodes) for
+/// a cluster), no manual assignment, and of the
 /// configs only `retention.ms` and `retention.bytes`, which seglog has.
 pub fn create(ctx: &Arc<Context>, request: CreateTopicsRequest, version: i16) -> Reply {
     let ctx = Arc::clone(ctx);
@@ -283,9 +284,17 @@ fn create_one(
         result.error_message = Some(StrBytes::from_string(message));
         result
     };
-    if !matches!(topic.replication_factor, -1 | 1) {
+    // One node: 1. A cluster: the factor it gives every topic, min(3, nodes).
+    let (factor, why) = match ctx.broker.cluster() {
+        None => (1, "seglog serve is one node"),
+        Some(cluster) => (
+            i16::try_from(cluster.replication_factor()).unwrap_or(i16::MAX),
+            "this cluster gives every topic min(3, nodes) replicas",
+        ),
+    };
+    if topic.replication_factor != -1 && topic.replication_factor != factor {
         let message = format!(
-            "replication factor {}: seglog serve is one node, so 1 (or -1)",
+            "replication factor {}: {why}, so {factor} (or -1)",
             topic.replication_factor
         );
         return fail(
@@ -357,7 +366,7 @@ fn create_one(
             return fail(result, code, message);
         }
         result.num_partitions = partitions as i32;
-        result.replication_factor = 1;
+        result.replication_factor = factor;
         return result;
     }
     let created = create_blocking(ctx, new);
@@ -368,7 +377,7 @@ fn create_one(
                 topic.name, topic.id, topic.partitions
             ));
             result.num_partitions = topic.partitions as i32;
-            result.replication_factor = 1;
+            result.replication_factor = factor;
             result
         }
         Err(e) => {

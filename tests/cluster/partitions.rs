@@ -322,3 +322,76 @@ fn records_produced_over_http_survive_their_leader_killed() {
         RECORDS / 3
     );
 }
+
+/// Creates topics with confluent-kafka's AdminClient at `address`: the
+/// cluster's factor (3), the default (-1), and one it does not give (2).
+const ADMIN_SCRIPT: &str = r#"
+import sys
+from confluent_kafka.admin import AdminClient, NewTopic
+admin = AdminClient({"bootstrap.servers": sys.argv[1]})
+for name, factor in (("three", 3), ("default", -1), ("two", 2)):
+    try:
+        admin.create_topics([NewTopic(name, 2, factor)])[name].result(30)
+        print(name, "created")
+    except Exception as e:
+        print(name, e.args[0].name())
+"#;
+
+#[test]
+fn kafka_clients_create_topics_on_any_node() {
+    crate::support::tools::require_kcat();
+    crate::support::tools::require_python_module("confluent_kafka");
+    let cluster = Cluster::start();
+    // A topic of factor 3 needs three registered nodes.
+    wait_until("every node registered on every node", PATIENCE, || {
+        let views: Vec<_> = NODES.iter().map(|&id| cluster.view(id)).collect();
+        let registered = |v: &Result<Value, String>| {
+            v.as_ref().is_ok_and(|v| {
+                v["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.len() == NODES.len())
+            })
+        };
+        if views.iter().all(registered) {
+            Ok(())
+        } else {
+            Err(each(&NODES, &views))
+        }
+    });
+    // Auto-creation by a Metadata request, at one node.
+    let auto = std::process::Command::new("kcat")
+        .args([
+            "-b",
+            &cluster.kafka(NODES[1]),
+            "-X",
+            "allow.auto.create.topics=true",
+        ])
+        .args(["-L", "-t", "auto", "-m", "30"])
+        .output()
+        .expect("running kcat");
+    assert!(auto.status.success(), "kcat: {auto:?}");
+    // CreateTopics at another.
+    let admin = std::process::Command::new("python3")
+        .args(["-c", ADMIN_SCRIPT, &cluster.kafka(NODES[2])])
+        .output()
+        .expect("running python3");
+    let said = String::from_utf8_lossy(&admin.stdout);
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        [
+            "three created",
+            "default created",
+            "two INVALID_REPLICATION_FACTOR"
+        ],
+        "{admin:?}"
+    );
+    cluster.wait_for_topics(&NODES, &["auto", "default", "three"]);
+    let placements = settled(&cluster, &NODES, 5);
+    assert!(
+        placements
+            .values()
+            .all(|(_, replicas, _)| replicas.len() == 3),
+        "{placements:?}"
+    );
+    eprintln!("partitions/kafka: topics auto-created and created by AdminClient, on every node");
+}
