@@ -337,7 +337,9 @@ def confluent_too_large(bootstrap, topic):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(10)
     results = []
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 200,
+    # The six records must go as one batch: a linger far above any stall of
+    # this loop on a loaded machine (200 ms once let the first go alone).
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 3000,
                          "retries": 0})
     for value in [b"small"] * 5 + [b"x" * 2000]:
         producer.produce(topic, value=value, on_delivery=lambda e, m: results.append((e, m.offset())))
