@@ -14,6 +14,7 @@ use std::pin::Pin;
 
 use super::catalog::{NewTopic, Topic};
 use super::error::Result;
+use super::producers::Sequenced;
 
 /// A future the trait's methods return: boxed, so that the trait can be
 /// held as `dyn Cluster`.
@@ -42,6 +43,24 @@ pub trait Cluster: Send + Sync + 'static {
         partition: u32,
         payloads: Vec<Vec<u8>>,
     ) -> Pending<'_, Result<Vec<u64>>>;
+
+    /// Starts appending one partition's records of a Kafka produce (as
+    /// stored), with an idempotent producer's `sequence`, through the
+    /// partition's group: refused at once (`Error::NotLeader`) unless this
+    /// node leads it. The records are in the group's queue when this
+    /// returns, so a connection's batches enter the log in the order it
+    /// sent them; the future resolves once they are committed (durable on
+    /// a majority of the replicas) and applied.
+    fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Vec<u8>>,
+        sequence: Option<Sequenced>,
+    ) -> Result<Pending<'static, Result<Produced>>>;
+
+    /// A producer id unique in the cluster, for Kafka's InitProducerId.
+    fn producer_id(&self) -> Pending<'_, Result<u64>>;
 
     /// Why this node refuses writes to partitions other than
     /// [`Cluster::append`]'s, if it does.
@@ -76,4 +95,18 @@ pub struct Placement {
     pub replicas: Vec<u64>,
     /// Its leader, if this node runs a replica and knows one.
     pub leader: Option<u64>,
+}
+
+/// What a produce through the cluster did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Produced {
+    /// The records were appended from this offset on.
+    Appended(u64),
+    /// An idempotent producer's batch appended before, from this offset:
+    /// nothing appended now.
+    Duplicate(u64),
+    /// Refused: a newer epoch of the producer took over.
+    Fenced { current: i16 },
+    /// Refused: the batch's sequence does not follow the producer's last.
+    OutOfOrder { expected: i32 },
 }

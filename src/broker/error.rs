@@ -50,6 +50,10 @@ pub enum Error {
     Unavailable { why: String, written: Written },
     /// Something this server does not do (yet); the message says what.
     Unsupported(String),
+    /// A write for a partition's leader reached a node that does not lead
+    /// it (a node of a cluster); nothing was written. The message names
+    /// the leader where this node knows it.
+    NotLeader(String),
     /// The store or the catalog failed: `context` says at what, `source`
     /// why, `written` whether the write may have happened. A store poisoned
     /// by an earlier failed sync refuses writes this way too (`source` is
@@ -141,6 +145,7 @@ impl fmt::Display for Error {
             | Error::TooLarge(message)
             | Error::NoSpace(message)
             | Error::Unsupported(message)
+            | Error::NotLeader(message)
             | Error::Internal(message) => f.write_str(message),
             Error::Unavailable { why, .. } => f.write_str(why),
             Error::Overloaded => {

@@ -1367,6 +1367,7 @@ mod replicated {
                 group: METADATA_GROUP,
                 replicas: ids.to_vec(),
                 keys: keys(),
+                appender: None,
             };
             node.groups.add(spec).await.expect("group 0");
         }

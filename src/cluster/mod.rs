@@ -35,12 +35,16 @@
 //!   over the broker, its metadata followed into the broker's catalog,
 //!   the broker's topic changes proposed to group 0; whose a data
 //!   directory is.
+//! - [`partition`]: how a partition's group applies its appends (an
+//!   idempotent producer's batches judged at apply), and a produce's
+//!   outcome from its proposals.
 
 pub mod frame;
 pub mod handshake;
 pub mod link;
 pub mod metadata;
 pub mod node;
+pub mod partition;
 pub mod peers;
 pub mod runtime;
 pub mod secret;

@@ -39,13 +39,15 @@ use super::link::Links;
 use super::metadata::{
     self, METADATA_GROUP, MetaOp, Metadata, NodeInfo, PartitionOf, Refusal, TopicConfig, Verdict,
 };
+use super::partition;
 use super::peers::Cluster;
 use super::runtime::Runtime;
 use super::secret::Secret;
 use crate::broker::catalog::{
     CATALOG_FILE_NAME, Catalog, KeyOwner, NewTopic, Topic, check_name, partition_key,
 };
-use crate::broker::cluster::{self, Member, Pending, Placement};
+use crate::broker::cluster::{self, Member, Pending, Placement, Produced};
+use crate::broker::producers::Sequenced;
 use crate::broker::time::now_ms;
 use crate::broker::{Broker, Error, Result, Written};
 use crate::broker::{producers, topics};
@@ -55,7 +57,7 @@ use crate::raft::durability::{Done, Durability};
 use crate::raft::groups::{FORWARDED_PATIENCE, GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
 use crate::raft::log::stored_groups;
 use crate::raft::snapshot::{Keys, is_reserved};
-use crate::raft::types::{NodeId, Op, OpResult, Proposal};
+use crate::raft::types::{NodeId, OpResult, Proposal};
 use crate::storage::store::Store;
 
 /// How long a change waits for group 0 to take it: several elections'
@@ -83,12 +85,20 @@ pub const VERDICTS_KEPT: usize = 4096;
 pub const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
 /// Bytes of records one proposal to a partition's group carries at most
-/// (a request with more is proposed in several), and the largest record
-/// of a cluster's topic: an AppendEntries carries up to
-/// `ENTRIES_PER_APPEND_MAX` (16) entries, and their JSON (records are
-/// compact JSON text, which escaping within JSON at most doubles) must
-/// stay within a peer frame (32 MiB): 16 × 2 × 512 KiB is half of it.
-pub const PROPOSAL_BYTES_MAX: usize = 512 << 10;
+/// (a request with more is proposed in several, but for an idempotent
+/// producer's batch, which is judged whole), and the largest record of a
+/// cluster's topic: an AppendEntries carries up to
+/// `ENTRIES_PER_APPEND_MAX` (16) entries, and their JSON (records travel
+/// in base64, a third larger) must stay within a peer frame (32 MiB):
+/// 16 × 4/3 × 1 MiB is two thirds of it. As large as the default
+/// `--max-record-bytes`.
+pub const PROPOSAL_BYTES_MAX: usize = 1 << 20;
+
+/// Producer ids a node takes from the cluster's metadata at a time
+/// (Kafka's `AllocateProducerIds` hands out blocks of 1,000 too): one
+/// metadata record per thousand producers; a restart forgets the rest of
+/// its block, which the 2^63 ids can afford.
+pub const PRODUCER_IDS_BLOCK: u64 = 1_000;
 
 /// How long the reconciler waits before trying again to add or remove a
 /// partition group that failed (a removal still under way, a store
@@ -249,6 +259,9 @@ pub struct ClusterNode {
     runtime: Mutex<Option<Runtime>>,
     /// The follower and the registration.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The producer ids this node has yet to hand out, of the last block
+    /// the metadata gave it.
+    producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
 }
 
 impl ClusterNode {
@@ -285,6 +298,7 @@ impl ClusterNode {
                 group: METADATA_GROUP,
                 replicas: nodes.keys().copied().collect(),
                 keys: metadata::keys(),
+                appender: None,
             })
             .await
             .map_err(|e| format!("cannot start the metadata group: {e}"))?;
@@ -306,6 +320,7 @@ impl ClusterNode {
             }),
             runtime: Mutex::new(Some(runtime)),
             tasks: Mutex::new(Vec::new()),
+            producer_ids: tokio::sync::Mutex::new(0..0),
         });
         broker.replace_catalog(lock(&node.folded).metadata.catalog());
         broker
@@ -490,6 +505,7 @@ impl ClusterNode {
                 group: g,
                 replicas: of.replicas.clone(),
                 keys: partition_keys(&of.key),
+                appender: Some(Arc::new(partition::PartitionAppender)),
             };
             let added = self.groups.add(spec).await;
             if added.is_ok() {
@@ -689,6 +705,39 @@ impl ClusterNode {
         }
     }
 
+    /// The group, store key and replicas of partition `partition` of
+    /// `topic`, which must have a replica on this node.
+    fn partition_here(&self, topic: &str, partition: u32) -> Result<(u32, String, Vec<NodeId>)> {
+        let folded = lock(&self.folded);
+        let meta = folded
+            .metadata
+            .topics()
+            .get(topic)
+            .ok_or_else(|| Error::TopicNotFound {
+                topic: topic.to_string(),
+            })?;
+        let of =
+            meta.partitions
+                .get(partition as usize)
+                .ok_or_else(|| Error::PartitionNotFound {
+                    topic: topic.to_string(),
+                    partition: u64::from(partition),
+                    partitions: u32::try_from(meta.partitions.len()).unwrap_or(u32::MAX),
+                })?;
+        if !of.replicas.contains(&self.cluster.me) {
+            return Err(Error::NotLeader(format!(
+                "this node holds no replica of partition {partition} of '{topic}': its \
+                 replicas are nodes {:?}",
+                of.replicas
+            )));
+        }
+        Ok((
+            of.group,
+            partition_key(topic, meta.id, partition),
+            of.replicas.clone(),
+        ))
+    }
+
     /// [`cluster::Cluster::append`].
     async fn append(
         &self,
@@ -696,70 +745,38 @@ impl ClusterNode {
         partition: u32,
         payloads: Vec<Vec<u8>>,
     ) -> Result<Vec<u64>> {
-        let (group, key) = {
-            let folded = lock(&self.folded);
-            let meta =
-                folded
-                    .metadata
-                    .topics()
-                    .get(&topic)
-                    .ok_or_else(|| Error::TopicNotFound {
-                        topic: topic.clone(),
-                    })?;
-            let of = meta.partitions.get(partition as usize).ok_or_else(|| {
-                Error::PartitionNotFound {
-                    topic: topic.clone(),
-                    partition: u64::from(partition),
-                    partitions: u32::try_from(meta.partitions.len()).unwrap_or(u32::MAX),
-                }
+        let (group, key, _) = self
+            .partition_here(&topic, partition)
+            .map_err(|e| match e {
+                Error::NotLeader(why) => Error::Unsupported(format!(
+                    "{why}, and produce is not forwarded to another node's yet: send it to one of \
+                 them"
+                )),
+                other => other,
             })?;
-            if !of.replicas.contains(&self.cluster.me) {
-                return Err(Error::Unsupported(format!(
-                    "this node holds no replica of partition {partition} of '{topic}', and \
-                     produce is not forwarded to another node's yet: send it to one of nodes \
-                     {:?}",
-                    of.replicas
-                )));
-            }
-            (of.group, partition_key(&topic, meta.id, partition))
-        };
-        if let Some(large) = payloads.iter().find(|p| p.len() > PROPOSAL_BYTES_MAX) {
-            return Err(Error::TooLarge(format!(
-                "a record of a cluster's topic is at most {PROPOSAL_BYTES_MAX} bytes stored \
-                 (its Raft group's messages must fit the peer links' frames), not {}",
-                large.len()
-            )));
-        }
+        check_record_sizes(&payloads)?;
         let total = payloads.len();
+        let at_ms = now_ms();
         let mut offsets = Vec::with_capacity(total);
         for chunk in proposals(payloads) {
-            let ops = chunk
-                .into_iter()
-                .map(|payload| {
-                    String::from_utf8(payload).map(|msg| Op::Send {
-                        key: key.clone(),
-                        msg,
-                    })
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|_| {
-                    Error::Unsupported(
-                        "records that are not text (Kafka's) are not replicated yet".into(),
-                    )
-                })?;
+            let count = chunk.len() as u64;
             let proposal = Proposal {
                 id: self.groups.next_proposal_id(),
-                ops,
+                ops: vec![partition::append_op(&key, chunk, None, at_ms)],
             };
             let proposed = self
                 .groups
                 .propose_at_leader(group, proposal, PROPOSE_PATIENCE)
                 .await;
-            match proposed {
-                Ok((_, results)) => offsets.extend(results.iter().filter_map(|r| match r {
-                    OpResult::Offset(offset) => Some(*offset),
-                    OpResult::Committed => None,
-                })),
+            match proposed.map(|(_, results)| results) {
+                Ok(results) => match results.as_slice() {
+                    [OpResult::Offset(base)] => offsets.extend(*base..base + count),
+                    other => {
+                        return Err(Error::Internal(format!(
+                            "an append was applied with the results {other:?}"
+                        )));
+                    }
+                },
                 Err(e) if offsets.is_empty() => return Err(unavailable(e)),
                 Err(e) => {
                     return Err(Error::Unavailable {
@@ -775,6 +792,85 @@ impl ClusterNode {
             }
         }
         Ok(offsets)
+    }
+
+    /// [`cluster::Cluster::produce`]: what can be refused is refused here,
+    /// and the proposals are in the group's queue before this returns.
+    fn start_produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Vec<u8>>,
+        sequence: Option<Sequenced>,
+    ) -> Result<Pending<'static, Result<Produced>>> {
+        let (group, key, replicas) = self.partition_here(topic, partition)?;
+        let me = self.cluster.me;
+        let leader = self.groups.leader(group);
+        if leader != Some(me) {
+            return Err(Error::NotLeader(match leader {
+                Some(leader) => format!(
+                    "node {leader} leads partition {partition} of '{topic}', not this node {me}"
+                ),
+                None => format!(
+                    "partition {partition} of '{topic}' has no leader now (its replicas are \
+                     nodes {replicas:?})"
+                ),
+            }));
+        }
+        check_record_sizes(&records)?;
+        let chunks = match sequence {
+            // An idempotent producer's batch is judged whole, so it is one
+            // proposal (a client splits a batch refused as too large).
+            Some(_) => {
+                let bytes: usize = records.iter().map(Vec::len).sum();
+                if bytes > PROPOSAL_BYTES_MAX {
+                    return Err(Error::TooLarge(format!(
+                        "an idempotent producer's batch of {bytes} bytes stored, over the \
+                         {PROPOSAL_BYTES_MAX} bytes one proposal to a partition's Raft group \
+                         carries: send smaller batches (batch.size)"
+                    )));
+                }
+                vec![records]
+            }
+            None => proposals(records),
+        };
+        let at_ms = now_ms();
+        let sequence = sequence.map(partition::sequence);
+        let submitted: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let proposal = Proposal {
+                    id: self.groups.next_proposal_id(),
+                    ops: vec![partition::append_op(&key, chunk, sequence, at_ms)],
+                };
+                self.groups.submit(group, proposal)
+            })
+            .collect();
+        Ok(Box::pin(partition::produced(submitted, PROPOSE_PATIENCE)))
+    }
+
+    /// [`cluster::Cluster::producer_id`].
+    async fn producer_id(&self) -> Result<u64> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.is_empty() {
+            let op = MetaOp::AllocateProducerIds {
+                node: self.cluster.me,
+                count: PRODUCER_IDS_BLOCK,
+            };
+            match self.propose(&op).await? {
+                Verdict::Accepted(metadata::Change::ProducerIds { ids: block, .. }) => {
+                    *ids = block;
+                }
+                Verdict::Accepted(other) => {
+                    return Err(Error::Internal(format!(
+                        "a block of producer ids was folded as {other:?}"
+                    )));
+                }
+                Verdict::Refused(refusal) => return Err(refused(refusal, 0)),
+            }
+        }
+        ids.next()
+            .ok_or_else(|| Error::Internal("an empty block of producer ids".into()))
     }
 
     /// Topic `name` as the broker's catalog has it now.
@@ -901,10 +997,24 @@ impl cluster::Cluster for ClusterNode {
         Box::pin(self.append(topic.to_string(), partition, payloads))
     }
 
+    fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Vec<u8>>,
+        sequence: Option<Sequenced>,
+    ) -> Result<Pending<'static, Result<Produced>>> {
+        self.start_produce(topic, partition, records, sequence)
+    }
+
+    fn producer_id(&self) -> Pending<'_, Result<u64>> {
+        Box::pin(self.producer_id())
+    }
+
     fn refuses_writes(&self) -> Option<String> {
         Some(
-            "this node is part of a cluster, which replicates only HTTP produce so far (issue \
-             20, stage 4): Kafka produce, offset commits and record deletions are refused"
+            "this node is part of a cluster, which replicates produce only so far (issue 20, \
+             stage 5): offset commits and record deletions are refused"
                 .into(),
         )
     }
@@ -1066,6 +1176,18 @@ fn partition_of(key: &str) -> &str {
     key
 }
 
+/// Refuses a record too large for one proposal.
+fn check_record_sizes(records: &[Vec<u8>]) -> Result<()> {
+    match records.iter().find(|r| r.len() > PROPOSAL_BYTES_MAX) {
+        Some(large) => Err(Error::TooLarge(format!(
+            "a record of a cluster's topic is at most {PROPOSAL_BYTES_MAX} bytes stored (its Raft \
+             group's messages must fit the peer links' frames), not {}",
+            large.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// `payloads` cut into proposals of at most [`PROPOSAL_BYTES_MAX`] each
 /// (at least one record each), in order.
 fn proposals(payloads: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
@@ -1222,6 +1344,7 @@ mod tests {
                     group,
                     replicas: vec![1],
                     keys: partition_keys(key),
+                    appender: None,
                 })
                 .await
                 .expect("a group");
@@ -1327,6 +1450,7 @@ mod tests {
             }),
             runtime: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
+            producer_ids: tokio::sync::Mutex::new(0..0),
         });
         restarted.follow_once(&broker);
         let end = || {

@@ -115,7 +115,11 @@ impl From<Error> for ApiError {
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, code::OVERLOADED),
             Error::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, code::NO_SPACE),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, code::SHUTTING_DOWN),
-            Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE),
+            // HTTP produce is proposed at the leader by the node, so a
+            // leader gone is the cluster's not deciding now: retry.
+            Error::Unavailable { .. } | Error::NotLeader(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE)
+            }
             Error::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, code::UNSUPPORTED),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL),
             Error::Storage { .. } if error.is_poisoned() => {

@@ -20,7 +20,8 @@ pub fn code(error: &Error) -> i16 {
         // Kafka's answer for a log directory it cannot write to: clients
         // retry it, and the write resumes once space is back.
         Error::NoSpace(_) => ResponseError::KafkaStorageError.code(),
-        Error::ShuttingDown => ResponseError::NotLeaderOrFollower.code(),
+        // The client refreshes its metadata and sends to the leader.
+        Error::ShuttingDown | Error::NotLeader(_) => ResponseError::NotLeaderOrFollower.code(),
         // Retriable: the cluster's metadata group elects a leader.
         Error::Unavailable { .. } => ResponseError::RequestTimedOut.code(),
         // Not retriable: trying again changes nothing.

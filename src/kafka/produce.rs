@@ -17,6 +17,7 @@
 //! records still go through the same sync point.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -29,6 +30,7 @@ use super::batch::{self, BatchRecord};
 use super::error::code;
 use super::reply::Reply;
 use crate::broker::Broker;
+use crate::broker::cluster::{Cluster, Produced};
 use crate::broker::payload::{KafkaRecord, encode_kafka, kafka_encoded_len};
 use crate::broker::producers::{self, ProducerState, Sequenced, Verdict};
 use crate::broker::time::now_ms;
@@ -169,6 +171,9 @@ pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Rep
     let broker = &ctx.broker;
     let acks = request.acks;
     let (names, mut parts) = off_reactor(|| decode_parts(broker, request));
+    if let Some(cluster) = broker.cluster() {
+        return through_cluster(broker, cluster.as_ref(), names, parts, acks, version);
+    }
 
     // Applied under the catalog's read lock (a topic deleted meanwhile
     // cannot get records after its logs were removed) and the store's.
@@ -303,36 +308,139 @@ pub fn produce(ctx: &Arc<Context>, request: ProduceRequest, version: i16) -> Rep
                 }
             }
         }
-        let mut response = ProduceResponse::default();
-        response.responses = names
-            .into_iter()
-            .enumerate()
-            .map(|(t, name)| {
-                let mut topic = TopicProduceResponse::default();
-                topic.name = name;
-                topic.partition_responses = parts
-                    .iter()
-                    .filter(|p| p.topic == t)
-                    .map(|p| {
-                        let mut out = PartitionProduceResponse::default();
-                        out.index = p.partition;
-                        out.error_code = p.error;
-                        out.base_offset = if p.error == 0 { p.base_offset } else { -1 };
-                        out.log_append_time_ms = -1;
-                        // Fields a version lacks keep their defaults.
-                        if version >= 5 {
-                            out.log_start_offset = p.log_start;
-                        }
-                        if version >= 8 {
-                            out.error_message = p.message.clone().map(StrBytes::from_string);
-                        }
-                        out
-                    })
-                    .collect();
-                topic
-            })
-            .collect();
-        Some(ResponseKind::Produce(response))
+        Some(ResponseKind::Produce(response(names, &parts, version)))
+    }))
+}
+
+/// The reply to a request whose partitions are done.
+fn response(names: Vec<TopicName>, parts: &[Part], version: i16) -> ProduceResponse {
+    let mut response = ProduceResponse::default();
+    response.responses = names
+        .into_iter()
+        .enumerate()
+        .map(|(t, name)| {
+            let mut topic = TopicProduceResponse::default();
+            topic.name = name;
+            topic.partition_responses = parts
+                .iter()
+                .filter(|p| p.topic == t)
+                .map(|p| {
+                    let mut out = PartitionProduceResponse::default();
+                    out.index = p.partition;
+                    out.error_code = p.error;
+                    out.base_offset = if p.error == 0 { p.base_offset } else { -1 };
+                    out.log_append_time_ms = -1;
+                    // Fields a version lacks keep their defaults.
+                    if version >= 5 {
+                        out.log_start_offset = p.log_start;
+                    }
+                    if version >= 8 {
+                        out.error_message = p.message.clone().map(StrBytes::from_string);
+                    }
+                    out
+                })
+                .collect();
+            topic
+        })
+        .collect();
+    response
+}
+
+/// Produce on a node of a cluster: each partition's records proposed to
+/// its Raft group here, where this node leads it (NOT_LEADER_OR_FOLLOWER
+/// elsewhere: the client refreshes its metadata and goes to the leader),
+/// and answered once committed, durable on a majority of the partition's
+/// replicas: for `acks=1` as for `acks=-1`, which is stronger than Kafka's
+/// `acks=1`. The proposals are submitted in request order before this
+/// returns, so a connection's pipelined batches keep their order; an
+/// idempotent producer's batch is judged where it is applied
+/// (`cluster/partition.rs`), so a retry after a failover is answered with
+/// the offset the first attempt got.
+fn through_cluster(
+    broker: &Arc<Broker>,
+    cluster: &dyn Cluster,
+    names: Vec<TopicName>,
+    mut parts: Vec<Part>,
+    acks: i16,
+    version: i16,
+) -> Reply {
+    let mut pending = Vec::new();
+    for (i, part) in parts.iter_mut().enumerate().filter(|(_, p)| p.error == 0) {
+        let topic = names[part.topic].0.as_str();
+        let Ok(partition) = u32::try_from(part.partition) else {
+            part.error = ResponseError::UnknownTopicOrPartition.code();
+            part.message = Some(format!(
+                "no partition {} of topic '{topic}'",
+                part.partition
+            ));
+            continue;
+        };
+        let records = std::mem::take(&mut part.payloads);
+        match cluster.produce(topic, partition, records, part.sequenced) {
+            Ok(produced) => pending.push((i, produced)),
+            Err(e) => {
+                part.error = code(&e);
+                part.message = Some(e.to_string());
+            }
+        }
+    }
+    if acks == 0 {
+        return Reply::Nothing;
+    }
+    let started = std::time::Instant::now();
+    let broker = Arc::clone(broker);
+    Reply::Later(Box::pin(async move {
+        let metrics = &broker.metrics;
+        let mut committed = false;
+        for (i, produced) in pending {
+            let part = &mut parts[i];
+            match produced.await {
+                Ok(Produced::Appended(base)) => {
+                    part.base_offset = base as i64;
+                    committed = true;
+                }
+                Ok(Produced::Duplicate(base)) => {
+                    part.base_offset = base as i64;
+                    metrics.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Produced::Fenced { current }) => {
+                    metrics.refused_sequences.fetch_add(1, Ordering::Relaxed);
+                    part.error = ResponseError::InvalidProducerEpoch.code();
+                    part.message = Some(format!(
+                        "producer epoch older than {current}: a newer instance of this producer \
+                         took over"
+                    ));
+                }
+                Ok(Produced::OutOfOrder { expected }) => {
+                    metrics.refused_sequences.fetch_add(1, Ordering::Relaxed);
+                    part.error = ResponseError::OutOfOrderSequenceNumber.code();
+                    part.message = Some(format!(
+                        "sequence {} where {expected} was expected",
+                        part.sequenced.map_or(-1, |s| s.first_seq)
+                    ));
+                }
+                Err(e) => {
+                    part.error = code(&e);
+                    part.message = Some(e.to_string());
+                }
+            }
+        }
+        if committed {
+            metrics.produce_latency.observe(started.elapsed());
+        }
+        {
+            let catalog = broker.catalog();
+            let mut store = broker.store();
+            for part in parts.iter_mut().filter(|p| p.error == 0) {
+                let key = catalog
+                    .get(names[part.topic].0.as_str())
+                    .map(|topic| topic.key(part.partition as u32));
+                part.log_start = key
+                    .and_then(|key| log_start(&mut store, &key).ok())
+                    .map_or(-1, |s| s as i64);
+            }
+        }
+        Some(ResponseKind::Produce(response(names, &parts, version)))
     }))
 }
 

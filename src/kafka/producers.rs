@@ -42,6 +42,31 @@ pub fn init_producer_id(ctx: &Arc<Context>, request: InitProducerIdRequest) -> R
         // client stops with a clear error instead of retrying.
         return error_reply(ResponseError::TransactionalIdAuthorizationFailed.code());
     }
+    if let Some(cluster) = ctx.broker.cluster() {
+        // A node of a cluster hands out ids from blocks the cluster's
+        // metadata gives it, so two nodes never give out the same one.
+        let cluster = Arc::clone(cluster);
+        let ctx = Arc::clone(ctx);
+        return Reply::Later(Box::pin(async move {
+            let mut response = InitProducerIdResponse::default();
+            match cluster.producer_id().await {
+                Ok(id) => {
+                    ctx.broker
+                        .metrics
+                        .producer_ids
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    response.producer_id = ProducerId(i64::try_from(id).unwrap_or(-1));
+                    response.producer_epoch = 0;
+                }
+                Err(e) => {
+                    response.error_code = code(&e);
+                    response.producer_id = ProducerId(-1);
+                    response.producer_epoch = -1;
+                }
+            }
+            Some(ResponseKind::InitProducerId(response))
+        }));
+    }
     let mut writer = match ctx.broker.writer() {
         Ok(writer) => writer,
         Err(e) => return error_reply(code(&e)),
@@ -102,13 +127,10 @@ pub async fn expiry_loop(ctx: Arc<Context>) {
 
 /// One expiry pass; durable with the next sync point (nobody waits for it).
 pub fn expire(ctx: &Context) -> crate::broker::Result<()> {
-    // A node that takes no writes to partitions (one of a cluster, for
-    // now) holds no producer states to expire.
-    if ctx
-        .broker
-        .cluster()
-        .is_some_and(|c| c.refuses_writes().is_some())
-    {
+    // A node of a cluster keeps its producers' states in its partitions'
+    // Raft groups, where every replica must drop the same ones at the same
+    // point: not here (`cluster/partition.rs`).
+    if ctx.broker.cluster().is_some() {
         return Ok(());
     }
     let mut writer = ctx.broker.writer()?;

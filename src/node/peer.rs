@@ -159,6 +159,10 @@ pub fn op_bytes(op: &Op) -> usize {
     match op {
         Op::Send { key, msg } => 2 * (key.len() + msg.len()) + FIELDS,
         Op::Commit { key, .. } => 2 * key.len() + FIELDS,
+        // Base64 makes four bytes of three.
+        Op::Append { key, records, .. } => {
+            2 * key.len() + records.iter().map(|r| r.0.len() * 4 / 3 + 4).sum::<usize>() + FIELDS
+        }
     }
 }
 
@@ -199,6 +203,11 @@ fn check(request: &PeerRequest) -> Result<(), String> {
                     }
                 }
                 Op::Commit { key, .. } => super::fields::check_key(key)?,
+                Op::Append { key, .. } => {
+                    return Err(format!(
+                        "a forwarded append to {key:?}: not an operation of the Maelstrom node"
+                    ));
+                }
             }
         }
     }

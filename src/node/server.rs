@@ -208,6 +208,7 @@ fn hashed_groups(nodes: u64, count: u32) -> Vec<GroupSpec> {
             group: g,
             replicas: (0..nodes).map(|i| (u64::from(g) + i) % nodes).collect(),
             keys: Keys::hashed(g, count),
+            appender: None,
         })
         .collect()
 }

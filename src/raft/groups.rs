@@ -23,6 +23,8 @@
 //! with an error that says which.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -35,7 +37,7 @@ use super::log::{Record, log_key, marked_removed, stored_groups};
 use super::log_store::{Group, LogStore, Proposals};
 use super::snapshot::Keys;
 use super::standing::{ASK_EVERY_MS, Note, PROBE_AFTER_MS, REJOIN_UNANSWERED_MS, Standing};
-use super::state_machine::StateMachine;
+use super::state_machine::{Appender, StateMachine};
 use super::transport::{self, Network, NoAnswer, Reply, Rpc, Transport};
 use super::types::{NodeId, OpResult, Proposal, ProposalId, TypeConfig};
 use crate::lock::{lock, read, write};
@@ -106,7 +108,7 @@ pub const ENTRIES_PER_APPEND_MAX: u64 = 16;
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 256 << 10;
 
 /// A group as a front end asks for it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GroupSpec {
     /// Its id, unique over the cluster's life: a removed group's late
     /// traffic must never reach a group added after it.
@@ -121,6 +123,19 @@ pub struct GroupSpec {
     /// to delete one; but `Keys` are rules, so keys not stored yet cannot
     /// be compared: the front end keeps them apart.
     pub keys: Keys,
+    /// How its state machine applies appends (`Op::Append`), if it takes
+    /// any.
+    pub appender: Option<Arc<dyn Appender>>,
+}
+
+impl std::fmt::Debug for GroupSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupSpec")
+            .field("group", &self.group)
+            .field("replicas", &self.replicas)
+            .field("appender", &self.appender.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The groups of one node.
@@ -308,6 +323,8 @@ struct Running {
     replicas: Vec<NodeId>,
     /// The client keys its state machine holds.
     keys: Keys,
+    /// How its state machine applies appends.
+    appender: Option<Arc<dyn Appender>>,
     /// Set when it is removed: its network calls nobody after it.
     closed: Arc<AtomicBool>,
     /// Whether this node may vote in it ([`super::standing`]), when it last
@@ -542,6 +559,7 @@ impl Groups {
                 group: g,
                 replicas: group.replicas.clone(),
                 keys: group.keys.clone(),
+                appender: group.appender.clone(),
             })
             .collect();
         groups.add_all(specs, true).await?;
@@ -806,6 +824,7 @@ impl Groups {
             state: group,
             replicas: spec.replicas,
             keys: spec.keys,
+            appender: spec.appender,
             closed,
             standing: Mutex::new((standing, None, None)),
             heartbeat_asked: Mutex::new(None),
@@ -824,7 +843,8 @@ impl Groups {
         let log_store = LogStore {
             group: Arc::clone(group),
         };
-        let state_machine = StateMachine::new(Arc::clone(group), spec.keys.clone());
+        let state_machine =
+            StateMachine::new(Arc::clone(group), spec.keys.clone(), spec.appender.clone());
         let closed = Arc::new(AtomicBool::new(false));
         let network = Network {
             group: g,
@@ -1175,6 +1195,28 @@ impl Groups {
                 appended: appended(),
                 why: format!("group {g} stopped: {e}"),
             }),
+        }
+    }
+
+    /// [`Groups::propose`], started before this returns: openraft 0.9's
+    /// `client_write` hands the proposal to the group's core (an unbounded
+    /// channel's send) in its first poll, which this makes, so proposals
+    /// submitted one after another enter the log in that order when this
+    /// node leads the group, whenever their futures are awaited. That is
+    /// what keeps a Kafka connection's pipelined batches in the order it
+    /// sent them (`submitted_proposals_enter_the_log_in_order` checks the
+    /// openraft behaviour this relies on).
+    pub fn submit(
+        self: &Arc<Self>,
+        g: u32,
+        proposal: Proposal,
+    ) -> Pin<Box<dyn Future<Output = Result<(u64, Vec<OpResult>), ProposeError>> + Send>> {
+        let groups = Arc::clone(self);
+        let mut proposed = Box::pin(async move { groups.propose(g, proposal).await });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match proposed.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(outcome) => Box::pin(std::future::ready(outcome)),
+            std::task::Poll::Pending => proposed,
         }
     }
 

@@ -322,6 +322,7 @@ fn spec(group: u32, replicas: &[NodeId], prefix: &'static str) -> GroupSpec {
         group,
         replicas: replicas.to_vec(),
         keys: Keys::matching(move |key| key.starts_with(prefix)),
+        appender: None,
     }
 }
 

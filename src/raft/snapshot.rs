@@ -5,13 +5,19 @@
 //! A group that holds other keys (a partition's) is given its own rule.
 //!
 //! The encoding is JSON: `{"keys":[{"key":K,"start":S,"msgs":[M,...]}],
-//! "commits":[[K,O],...]}`, each message the JSON text the store holds.
+//! "commits":[[K,O],...],"values":[[K,O,V],...]}`: each message the text
+//! the store holds when it is UTF-8 (the Maelstrom node's and HTTP's JSON),
+//! else `{"b64":B}` (a Kafka record's bytes, base64); `values` the commits
+//! that keep bytes beside their offset (an idempotent producer's state),
+//! the value in base64.
 
 use serde::{Deserialize, Serialize};
 
 use super::log::RESERVED_KEY_PREFIX;
+use super::types::Bytes64;
 use crate::storage::error::{Error, Result};
 use crate::storage::keyname::fnv1a64;
+use crate::storage::offsets::Committed;
 use crate::storage::store::Store;
 
 /// The group a client key belongs to, of `groups`.
@@ -62,17 +68,60 @@ pub struct KeyRecords {
     /// The offset of the first message.
     pub start: u64,
     /// The messages from `start` on, as the store holds them.
-    pub msgs: Vec<String>,
+    pub msgs: Vec<Message>,
     /// Where the messages end: the key's next offset when planned.
     #[serde(skip)]
     end: u64,
+}
+
+/// One message of a snapshot: its bytes, which travel as a JSON string
+/// when they are UTF-8 and as `{"b64": ...}` otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message(pub Vec<u8>);
+
+/// How a [`Message`] is written in the JSON.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum MessageForm<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Bytes { b64: Bytes64 },
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => MessageForm::Text(text.into()).serialize(serializer),
+            Err(_) => MessageForm::Bytes {
+                b64: Bytes64(self.0.clone()),
+            }
+            .serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        Ok(Message(match MessageForm::deserialize(deserializer)? {
+            MessageForm::Text(text) => text.into_owned().into_bytes(),
+            MessageForm::Bytes { b64 } => b64.0,
+        }))
+    }
 }
 
 /// What a snapshot holds.
 #[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotData {
     pub keys: Vec<KeyRecords>,
+    /// The committed offsets of its keys that keep no value.
     pub commits: Vec<(String, u64)>,
+    /// The commits of its keys that keep a value beside the offset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<(String, u64, Bytes64)>,
 }
 
 impl SnapshotData {
@@ -97,6 +146,7 @@ impl SnapshotData {
         Ok(SnapshotData {
             keys,
             commits: Vec::new(),
+            values: Vec::new(),
         })
     }
 
@@ -106,23 +156,13 @@ impl SnapshotData {
         for key in &mut self.keys {
             let (start, end) = (key.start, key.end);
             let msgs = &mut key.msgs;
-            let mut failure = None;
             store.read(&key.key, start, &mut |offset, payload| {
                 if offset >= end {
                     return false;
                 }
-                match std::str::from_utf8(payload) {
-                    Ok(text) => msgs.push(text.to_string()),
-                    Err(e) => {
-                        failure = Some(format!("offset {offset} is not text: {e}"));
-                        return false;
-                    }
-                }
+                msgs.push(Message(payload.to_vec()));
                 true
             })?;
-            if let Some(why) = failure {
-                return Err(Error::Config(format!("{}: {why}", key.key)));
-            }
             if start + msgs.len() as u64 != end {
                 return Err(Error::Busy(format!(
                     "{} holds {} durable records from {start}, not up to {end}",
@@ -134,14 +174,26 @@ impl SnapshotData {
         Ok(())
     }
 
-    /// Adds the committed offsets of the group's keys.
+    /// Adds the durable commits of the group's keys, with their values.
     pub fn read_commits(&mut self, store: &Store, held: &Keys) {
-        self.commits = store
-            .committed_offsets()
-            .filter(|(key, _)| held.holds(key))
-            .map(|(key, offset)| (key.to_string(), offset))
-            .collect();
+        self.commits.clear();
+        self.values.clear();
+        for (key, committed) in store.committed_entries() {
+            if !held.holds(key) {
+                continue;
+            }
+            if committed.value.is_empty() {
+                self.commits.push((key.to_string(), committed.offset));
+            } else {
+                self.values.push((
+                    key.to_string(),
+                    committed.offset,
+                    Bytes64(committed.value.clone()),
+                ));
+            }
+        }
         self.commits.sort();
+        self.values.sort_by(|a, b| a.0.cmp(&b.0));
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -195,7 +247,7 @@ impl SnapshotData {
                 .skip((next - key.start) as usize)
             {
                 store
-                    .append_at(&key.key, key.start + i as u64, msg.as_bytes())
+                    .append_at(&key.key, key.start + i as u64, &msg.0)
                     .map_err(fail)?;
             }
         }
@@ -211,6 +263,18 @@ impl SnapshotData {
         }
         for (key, offset) in &self.commits {
             store.commit(key, *offset).map_err(fail)?;
+        }
+        for (key, offset, value) in &self.values {
+            if !held.holds(key) {
+                return Err(format!(
+                    "the snapshot of group {group} holds the commit of {key:?}, another's"
+                ));
+            }
+            let committed = Committed {
+                offset: *offset,
+                value: value.0.clone(),
+            };
+            store.change_committed(key, Some(committed)).map_err(fail)?;
         }
         Ok(())
     }

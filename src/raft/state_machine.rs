@@ -22,7 +22,8 @@ use super::log::{GroupLog, Record};
 use super::log_store::Group;
 use super::snapshot::{Keys, SnapshotData, is_reserved};
 use super::types::{
-    Applied, Entry, LogId, Op, OpResult, ProposalId, StorageError, StoredMembership, TypeConfig,
+    Applied, Entry, LogId, Op, OpResult, ProposalId, Sequence, StorageError, StoredMembership,
+    TypeConfig,
 };
 use crate::lock::lock;
 use crate::storage::store::Store;
@@ -46,6 +47,26 @@ struct Current {
     data: Vec<u8>,
 }
 
+/// How a group applies [`Op::Append`]: the front end's rules for the
+/// records it replicates (a Kafka partition's idempotent producers, whose
+/// state it keeps in the store beside the log). Called under the store's
+/// lock, in log order, on every replica alike: it decides from the store
+/// and the operation alone, never the clock or anything of this node.
+pub trait Appender: Send + Sync {
+    /// Appends `records` to `key`'s log, all or none, or refuses them by
+    /// `sequence`: the operation's result ([`OpResult::Offset`] of the
+    /// first record, [`OpResult::Duplicate`] or [`OpResult::Refused`]). An
+    /// error stops the group, as a failed write does.
+    fn append(
+        &self,
+        store: &mut Store,
+        key: &str,
+        records: &[&[u8]],
+        sequence: Option<Sequence>,
+        at_ms: u64,
+    ) -> Result<OpResult, String>;
+}
+
 /// The state machine of one group (cheap to clone: the snapshot builder is
 /// a clone).
 #[derive(Clone)]
@@ -53,6 +74,9 @@ pub struct StateMachine {
     pub group: Arc<Group>,
     /// The client keys this group holds.
     pub keys: Keys,
+    /// How it applies appends; without one, an append with a sequence is
+    /// an error.
+    appender: Option<Arc<dyn Appender>>,
     current: Arc<Mutex<Option<Current>>>,
 }
 
@@ -65,10 +89,11 @@ fn sm_error(what: String) -> StorageError {
 }
 
 impl StateMachine {
-    pub fn new(group: Arc<Group>, keys: Keys) -> StateMachine {
+    pub fn new(group: Arc<Group>, keys: Keys, appender: Option<Arc<dyn Appender>>) -> StateMachine {
         StateMachine {
             group,
             keys,
+            appender,
             current: Arc::new(Mutex::new(None)),
         }
     }
@@ -135,6 +160,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let group = &self.group;
+        let appender = self.appender.as_deref();
         let mut log = lock(&group.log);
         let mut store = group.store().map_err(sm_error)?;
         let mut replies = Vec::new();
@@ -150,7 +176,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     while span_bytes < APPLY_SPAN_BYTES
                         && let Some(entry) = entries.next()
                     {
-                        let (applied, outcome, bytes) = apply_one(&mut log, store, entry)?;
+                        let (applied, outcome, bytes) =
+                            apply_one(&mut log, store, appender, entry)?;
                         span_bytes += bytes;
                         outcomes.extend(outcome);
                         replies.push(applied);
@@ -251,6 +278,7 @@ type AppliedEntry = (Applied, Option<(ProposalId, u64, Vec<OpResult>)>, usize);
 fn apply_one(
     log: &mut GroupLog,
     store: &mut Store,
+    appender: Option<&dyn Appender>,
     entry: Entry,
 ) -> Result<AppliedEntry, Box<StorageError>> {
     let mut applied = Applied::default();
@@ -290,6 +318,36 @@ fn apply_one(
                             .map_err(|e| {
                                 apply_error(entry.log_id, format!("committing {key}: {e}"))
                             })?
+                    }
+                    Op::Append {
+                        key,
+                        records,
+                        sequence,
+                        at_ms,
+                    } => {
+                        if is_reserved(&key) {
+                            return Err(Box::new(apply_error(
+                                entry.log_id,
+                                format!("an append to the reserved key {key:?}"),
+                            )));
+                        }
+                        bytes += key.len() + records.iter().map(|r| r.0.len()).sum::<usize>();
+                        let records: Vec<&[u8]> = records.iter().map(|r| r.0.as_slice()).collect();
+                        let appended = match (appender, sequence) {
+                            (Some(appender), _) => {
+                                appender.append(store, &key, &records, sequence, at_ms)
+                            }
+                            (None, None) => store
+                                .append_all(&key, &records)
+                                .map(OpResult::Offset)
+                                .map_err(|e| e.to_string()),
+                            (None, Some(_)) => {
+                                Err("a sequenced append in a group without an appender".into())
+                            }
+                        };
+                        appended.map_err(|e| {
+                            apply_error(entry.log_id, format!("appending to {key}: {e}"))
+                        })?
                     }
                 };
                 applied.results.push(result);

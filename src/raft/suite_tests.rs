@@ -26,7 +26,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let log_store = LogStore {
             group: Arc::clone(&group),
         };
-        let state_machine = StateMachine::new(group, Keys::hashed(0, 1));
+        let state_machine = StateMachine::new(group, Keys::hashed(0, 1), None);
         Ok((dir, log_store, state_machine))
     }
 }

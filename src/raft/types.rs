@@ -52,6 +52,57 @@ pub enum Op {
     Send { key: String, msg: String },
     /// Record that `key` is processed up to `offset` (forward only).
     Commit { key: String, offset: u64 },
+    /// Append `records` (bytes, as the store keeps them) to `key`'s log, all
+    /// or none, through the group's [`super::Appender`], which judges an
+    /// idempotent producer's `sequence` against the state kept beside the
+    /// log first. `at_ms` is when the proposer took the records: the time
+    /// the state records, the same on every replica.
+    Append {
+        key: String,
+        records: Vec<Bytes64>,
+        sequence: Option<Sequence>,
+        at_ms: u64,
+    },
+}
+
+/// An idempotent producer's batch: who sent it, its epoch, the sequence
+/// number of its first record and how many records it holds (Kafka's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sequence {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    pub count: u32,
+}
+
+/// Bytes that travel in an entry's JSON as one base64 string (RFC 4648,
+/// with padding): a third larger than the bytes, where JSON arrays of
+/// numbers would be three or four times.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Bytes64(pub Vec<u8>);
+
+impl std::fmt::Debug for Bytes64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.0.len())
+    }
+}
+
+impl Serialize for Bytes64 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes64 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map(Bytes64)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// An entry's application data.
@@ -76,10 +127,25 @@ impl std::fmt::Display for Proposal {
 /// What applying one operation did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
-    /// The send got this offset.
+    /// The send got this offset (an append: its first record).
     Offset(u64),
     /// The commit is recorded.
     Committed,
+    /// An [`Op::Append`] of an idempotent producer's batch appended before:
+    /// nothing appended, its records were at this offset.
+    Duplicate(u64),
+    /// An [`Op::Append`] refused by its sequence: nothing appended.
+    Refused(SequenceRefusal),
+}
+
+/// Why an idempotent producer's batch was refused (Kafka's answers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SequenceRefusal {
+    /// An epoch older than the partition has seen: a newer instance of the
+    /// producer took over.
+    Fenced { current: i16 },
+    /// A sequence number that does not follow the producer's last one.
+    OutOfOrder { expected: i32 },
 }
 
 /// What applying an entry did: one result per operation of its proposal

@@ -261,6 +261,7 @@ async fn start_node(
             group: GROUP,
             replicas: NODES.to_vec(),
             keys: Keys::hashed(GROUP, 1),
+            appender: None,
         })
         .await
         .unwrap_or_else(|e| panic!("adding group {GROUP} on node {me}: {e}"));
