@@ -59,6 +59,13 @@ pub trait Cluster: Send + Sync + 'static {
         sequence: Option<Sequenced>,
     ) -> Result<Pending<'static, Result<Produced>>>;
 
+    /// Whether this node serves Kafka's reads of partition `partition` of
+    /// `topic`: its leader does, and says whether it has applied every
+    /// entry it holds (if not, an offset past its end may be of records
+    /// committed and not applied yet); another node refuses
+    /// (`Error::NotLeader`), as Kafka's followers refuse consumers.
+    fn reads_at(&self, topic: &str, partition: u32) -> Result<bool>;
+
     /// A producer id unique in the cluster, for Kafka's InitProducerId.
     fn producer_id(&self) -> Pending<'_, Result<u64>>;
 

@@ -1007,6 +1007,21 @@ impl cluster::Cluster for ClusterNode {
         self.start_produce(topic, partition, records, sequence)
     }
 
+    fn reads_at(&self, topic: &str, partition: u32) -> Result<bool> {
+        let (group, _, replicas) = self.partition_here(topic, partition)?;
+        self.groups.leads_applied(group).ok_or_else(|| {
+            let leader = self.groups.leader(group);
+            Error::NotLeader(format!(
+                "partition {partition} of '{topic}' is read at its leader ({}), not at node {}",
+                leader.map_or_else(
+                    || format!("none now, of nodes {replicas:?}"),
+                    |l| format!("node {l}")
+                ),
+                self.cluster.me
+            ))
+        })
+    }
+
     fn producer_id(&self) -> Pending<'_, Result<u64>> {
         Box::pin(self.producer_id())
     }
@@ -1213,6 +1228,7 @@ mod tests {
     use super::*;
     use crate::broker::test_broker;
     use crate::raft::durability::OwnGroupCommit;
+    use crate::raft::types::Op;
     use crate::storage::store::StoreConfig;
 
     fn register(id: NodeId) -> MetaOp {

@@ -189,6 +189,13 @@ fn read_partition(
             return read;
         }
     };
+    let applied_all = match reads_here(broker, topic_name, w.partition) {
+        Ok(applied_all) => applied_all,
+        Err(code) => {
+            read.error = code;
+            return read;
+        }
+    };
     let mut store = broker.store();
     let start = log_start(&mut store, &key);
     let (start, end) = match (start, store.durable_next_offset(&key)) {
@@ -205,6 +212,12 @@ fn read_partition(
         read.error = ResponseError::OffsetOutOfRange.code();
         return read;
     };
+    if from > end && !applied_all {
+        // Perhaps committed, not applied here yet: the client asks again
+        // (librdkafka and the Java client retry this code).
+        read.error = ResponseError::OffsetNotAvailable.code();
+        return read;
+    }
     if from < start || from > end {
         read.error = ResponseError::OffsetOutOfRange.code();
         return read;
@@ -244,6 +257,19 @@ fn read_partition(
         read.bytes = 0;
     }
     read
+}
+
+/// Whether this node serves reads of a partition (on a node of a cluster:
+/// only its leader does), and whether it holds every record committed;
+/// else the error code to answer.
+fn reads_here(broker: &Broker, topic: &str, partition: i32) -> Result<bool, i16> {
+    match (broker.cluster(), u32::try_from(partition)) {
+        (None, _) => Ok(true),
+        (Some(cluster), Ok(partition)) => cluster
+            .reads_at(topic, partition)
+            .map_err(|e| crate::kafka::error::code(&e)),
+        (Some(_), Err(_)) => Err(ResponseError::UnknownTopicOrPartition.code()),
+    }
 }
 
 /// A stored record as Kafka has it.
@@ -333,6 +359,10 @@ fn list_one(
             return out;
         }
     };
+    if let Err(code) = reads_here(broker, topic_name, partition) {
+        out.error_code = code;
+        return out;
+    }
     let storage = |e: crate::storage::error::Error| {
         log::warn(format_args!("kafka: ListOffsets of {key}: {e}"));
         ResponseError::KafkaStorageError.code()

@@ -1118,6 +1118,20 @@ impl Groups {
     }
 
     /// The leader of group `g` as this node knows it.
+    /// Whether this node leads group `g` and has applied every entry of
+    /// its log: a read of its state machine then sees everything the group
+    /// committed. (A leader newly elected, or one with entries in flight,
+    /// may hold committed entries not applied yet.)
+    pub fn leads_applied(&self, g: u32) -> Option<bool> {
+        let running = self.running(g)?;
+        let metrics = running.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.current_leader != Some(self.me) {
+            return None;
+        }
+        Some(metrics.last_applied.map(|id| id.index) >= metrics.last_log_index)
+    }
+
     pub fn leader(&self, g: u32) -> Option<NodeId> {
         self.running(g)?.raft.metrics().borrow().current_leader
     }

@@ -1245,3 +1245,37 @@ async fn a_served_forward_ends_at_its_patience_when_its_leader_cannot_commit() {
     }
     cluster.stop().await;
 }
+
+/// What `Groups::submit` relies on: openraft hands a proposal to the
+/// group's core in the first poll of `client_write`, so proposals
+/// submitted one after another get log indexes in that order even when
+/// their outcomes are awaited in the reverse order, after every one was
+/// submitted (a Kafka connection's pipelined batches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_proposals_enter_the_log_in_order() {
+    const PROPOSALS: usize = 50;
+    let (node, ticks) = lone_with_record(None).await;
+    let submitted: Vec<_> = (0..PROPOSALS)
+        .map(|i| {
+            let proposal = Proposal {
+                id: node.groups.next_proposal_id(),
+                ops: vec![send("four.order", &i.to_string())],
+            };
+            node.groups.submit(4, proposal)
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for proposed in submitted.into_iter().rev() {
+        outcomes.push(proposed.await.expect("committed"));
+    }
+    outcomes.reverse();
+    let indexes: Vec<u64> = outcomes.iter().map(|(index, _)| *index).collect();
+    assert!(
+        indexes.windows(2).all(|w| w[0] < w[1]),
+        "log indexes out of submission order: {indexes:?}"
+    );
+    let offsets: Vec<OpResult> = outcomes.into_iter().flat_map(|(_, r)| r).collect();
+    let expected: Vec<OpResult> = (0..PROPOSALS as u64).map(OpResult::Offset).collect();
+    assert_eq!(offsets, expected);
+    ticks.abort();
+}

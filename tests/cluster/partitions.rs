@@ -236,8 +236,9 @@ fn records_produced_over_http_survive_their_leader_killed() {
         .find(|&id| id != leader)
         .expect("a follower");
     let survivors: Vec<NodeId> = NODES.iter().copied().filter(|&id| id != leader).collect();
-    // A record over a proposal's bound is refused before it is proposed.
-    let large = serde_json::json!({"records": [{"value": "x".repeat(600 << 10)}]});
+    // A record over a proposal's bound (1 MiB, as large as the default
+    // --max-record-bytes) is refused before it is proposed.
+    let large = serde_json::json!({"records": [{"value": "x".repeat(1100 << 10)}]});
     let (status, reply) = cluster
         .try_request(
             at,
@@ -247,7 +248,7 @@ fn records_produced_over_http_survive_their_leader_killed() {
             PATIENCE,
         )
         .unwrap_or_else(|e| panic!("a large record: {e}"));
-    assert_eq!(status, 413, "a 600 KiB record: {reply}");
+    assert_eq!(status, 413, "a 1.1 MiB record: {reply}");
     let mut acknowledged: Vec<(u64, u64)> = Vec::new();
     let (mut unknown, mut refused) = (0, 0);
     let mut stall = std::time::Duration::ZERO;
