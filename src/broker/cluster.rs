@@ -69,6 +69,17 @@ pub trait Cluster: Send + Sync + 'static {
     /// A producer id unique in the cluster, for Kafka's InitProducerId.
     fn producer_id(&self) -> Pending<'_, Result<u64>>;
 
+    /// Commits consumer groups' offsets through the cluster's metadata
+    /// group: each change names an offset key (`broker::groups::offset_key`)
+    /// and the commit to record there, or `None` to remove it. `Ok` once
+    /// committed and applied on this node, so that this node's reads see
+    /// it; several proposals for a long list, not atomic across them.
+    fn commit_offsets(&self, changes: Vec<OffsetChange>) -> Pending<'_, Result<()>>;
+
+    /// The node that coordinates consumer groups (Kafka's FindCoordinator):
+    /// the metadata group's leader, if this node knows one.
+    fn coordinator(&self) -> Option<u64>;
+
     /// Why this node refuses writes to partitions other than
     /// [`Cluster::append`]'s, if it does.
     fn refuses_writes(&self) -> Option<String>;
@@ -86,6 +97,10 @@ pub trait Cluster: Send + Sync + 'static {
     /// `None` for a partition the cluster's metadata does not have.
     fn placement(&self, topic: &str, partition: u32) -> Option<Placement>;
 }
+
+/// A change of one consumer group offset: its key, and the offset and
+/// metadata string to record (`None`: remove it).
+pub type OffsetChange = (String, Option<(u64, String)>);
 
 /// A registered node of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]

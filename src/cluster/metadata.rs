@@ -137,9 +137,14 @@ pub const PRODUCER_IDS_PER_BLOCK_MAX: u64 = 1_000_000;
 /// Producer ids are Kafka's non-negative `int64`.
 pub const PRODUCER_ID_END: u64 = INT64_MAX;
 
-/// The rule that gives group 0 its one key.
+/// The rule that gives group 0 its keys: the metadata log, and the
+/// consumer groups' committed offsets (kept as the store's commits, one per
+/// group and partition, so they take no more room however often they are
+/// committed, and every node reads them where a single node does).
 pub fn keys() -> Keys {
-    Keys::matching(|key| key == METADATA_KEY)
+    Keys::matching(|key| {
+        key == METADATA_KEY || crate::broker::groups::parse_offset_key(key).is_some()
+    })
 }
 
 /// The operation that proposes `op` to group 0.

@@ -46,7 +46,7 @@ use super::secret::Secret;
 use crate::broker::catalog::{
     CATALOG_FILE_NAME, Catalog, KeyOwner, NewTopic, Topic, check_name, partition_key,
 };
-use crate::broker::cluster::{self, Member, Pending, Placement, Produced};
+use crate::broker::cluster::{self, Member, OffsetChange, Pending, Placement, Produced};
 use crate::broker::producers::Sequenced;
 use crate::broker::time::now_ms;
 use crate::broker::{Broker, Error, Result, Written};
@@ -57,7 +57,7 @@ use crate::raft::durability::{Done, Durability};
 use crate::raft::groups::{FORWARDED_PATIENCE, GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
 use crate::raft::log::stored_groups;
 use crate::raft::snapshot::{Keys, is_reserved};
-use crate::raft::types::{NodeId, OpResult, Proposal};
+use crate::raft::types::{Bytes64, NodeId, Op, OpResult, Proposal};
 use crate::storage::store::Store;
 
 /// How long a change waits for group 0 to take it: several elections'
@@ -849,6 +849,63 @@ impl ClusterNode {
         Ok(Box::pin(partition::produced(submitted, PROPOSE_PATIENCE)))
     }
 
+    /// [`cluster::Cluster::commit_offsets`].
+    async fn commit_offsets(&self, changes: Vec<OffsetChange>) -> Result<()> {
+        let total = changes.len();
+        let mut done = 0;
+        let weight = |(key, commit): &OffsetChange| {
+            key.len() + commit.as_ref().map_or(0, |(_, metadata)| metadata.len())
+        };
+        for chunk in chunks(changes, weight, PROPOSAL_BYTES_MAX) {
+            let count = chunk.len();
+            let ops = chunk
+                .into_iter()
+                .map(|(key, commit)| Op::SetCommit {
+                    key,
+                    commit: commit
+                        .map(|(offset, metadata)| (offset, Bytes64(metadata.into_bytes()))),
+                })
+                .collect();
+            let proposal = Proposal {
+                id: self.groups.next_proposal_id(),
+                ops,
+            };
+            let proposed = self
+                .groups
+                .propose_at_leader(METADATA_GROUP, proposal, PROPOSE_PATIENCE)
+                .await;
+            let index = match proposed {
+                Ok((index, _)) => index,
+                Err(e) if done == 0 => return Err(unavailable(e)),
+                Err(e) => {
+                    return Err(Error::Unavailable {
+                        why: format!(
+                            "{done} of the {total} offsets were committed, the others may or may \
+                             not be: {}",
+                            unavailable(e)
+                        ),
+                        written: Written::Maybe,
+                    });
+                }
+            };
+            if !self
+                .groups
+                .wait_applied(METADATA_GROUP, index, FOLD_PATIENCE)
+                .await
+            {
+                return Err(Error::Unavailable {
+                    why: format!(
+                        "the offsets were committed, but this node has not applied them within \
+                         {FOLD_PATIENCE:?}: its reads may not show them yet"
+                    ),
+                    written: Written::Maybe,
+                });
+            }
+            done += count;
+        }
+        Ok(())
+    }
+
     /// [`cluster::Cluster::producer_id`].
     async fn producer_id(&self) -> Result<u64> {
         let mut ids = self.producer_ids.lock().await;
@@ -1026,10 +1083,18 @@ impl cluster::Cluster for ClusterNode {
         Box::pin(self.producer_id())
     }
 
+    fn commit_offsets(&self, changes: Vec<OffsetChange>) -> Pending<'_, Result<()>> {
+        Box::pin(self.commit_offsets(changes))
+    }
+
+    fn coordinator(&self) -> Option<u64> {
+        self.groups.leader(METADATA_GROUP)
+    }
+
     fn refuses_writes(&self) -> Option<String> {
         Some(
-            "this node is part of a cluster, which replicates produce only so far (issue 20, \
-             stage 5): offset commits and record deletions are refused"
+            "this node is part of a cluster, which replicates produce and offset commits only \
+             so far (issue 20): record deletions, partition and config changes are refused"
                 .into(),
         )
     }
@@ -1206,17 +1271,24 @@ fn check_record_sizes(records: &[Vec<u8>]) -> Result<()> {
 /// `payloads` cut into proposals of at most [`PROPOSAL_BYTES_MAX`] each
 /// (at least one record each), in order.
 fn proposals(payloads: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
-    let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
+    chunks(payloads, Vec::len, PROPOSAL_BYTES_MAX)
+}
+
+/// `items` cut into runs of at most `max` bytes by `weight` (at least one
+/// item each), in order.
+fn chunks<T>(items: Vec<T>, weight: impl Fn(&T) -> usize, max: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
     let mut bytes = 0;
-    for payload in payloads {
+    for item in items {
+        let w = weight(&item);
         match out.last_mut() {
-            Some(last) if bytes + payload.len() <= PROPOSAL_BYTES_MAX => {
-                bytes += payload.len();
-                last.push(payload);
+            Some(last) if bytes + w <= max => {
+                bytes += w;
+                last.push(item);
             }
             _ => {
-                bytes = payload.len();
-                out.push(vec![payload]);
+                bytes = w;
+                out.push(vec![item]);
             }
         }
     }
@@ -1228,7 +1300,6 @@ mod tests {
     use super::*;
     use crate::broker::test_broker;
     use crate::raft::durability::OwnGroupCommit;
-    use crate::raft::types::Op;
     use crate::storage::store::StoreConfig;
 
     fn register(id: NodeId) -> MetaOp {

@@ -19,7 +19,7 @@ use super::api::{AppState, blocking, body, check_partition, parse, path, topic_n
 use super::auth::forbidden;
 use super::error::{ApiError, code};
 use crate::auth::Access;
-use crate::broker::catalog::Topic;
+use crate::broker::catalog::{Catalog, Topic};
 use crate::broker::groups::{check_group, check_metadata, offset_key};
 
 #[derive(Deserialize, Serialize)]
@@ -59,17 +59,22 @@ pub(super) async fn commit(
     if let Some(entry) = request.offsets.iter().find(|e| !access.may_read(&e.topic)) {
         return Err(forbidden(&entry.topic, false));
     }
+    if let Some(cluster) = app.cluster() {
+        // Through the cluster's metadata group, at any node.
+        let keys = offset_keys(&app.catalog(), &group, &request)?;
+        let changes = keys
+            .into_iter()
+            .zip(&request.offsets)
+            .map(|(key, entry)| (key, Some((entry.offset, entry.metadata.clone()))))
+            .collect();
+        cluster.commit_offsets(changes).await?;
+        return Ok(Json(request));
+    }
     let synced = {
+        // Held across the commits: a topic deleted meanwhile gets none
+        // after its keys were removed.
         let catalog = app.catalog();
-        let mut keys = Vec::with_capacity(request.offsets.len());
-        for entry in &request.offsets {
-            let topic = catalog
-                .get(&entry.topic)
-                .ok_or_else(|| topic_not_found(&entry.topic))?;
-            let partition = check_partition(topic, u64::from(entry.partition))?;
-            check_metadata(&entry.metadata)?;
-            keys.push(offset_key(&group, topic, partition));
-        }
+        let keys = offset_keys(&catalog, &group, &request)?;
         let mut writer = app.writer()?;
         for (key, entry) in keys.iter().zip(&request.offsets) {
             writer.commit(key, entry.offset, &entry.metadata)?;
@@ -80,6 +85,24 @@ pub(super) async fn commit(
         durable.wait().await?;
     }
     Ok(Json(request))
+}
+
+/// The offset keys of a commit's entries, each checked.
+fn offset_keys(
+    catalog: &Catalog,
+    group: &str,
+    request: &GroupOffsets,
+) -> Result<Vec<String>, ApiError> {
+    let mut keys = Vec::with_capacity(request.offsets.len());
+    for entry in &request.offsets {
+        let topic = catalog
+            .get(&entry.topic)
+            .ok_or_else(|| topic_not_found(&entry.topic))?;
+        let partition = check_partition(topic, u64::from(entry.partition))?;
+        check_metadata(&entry.metadata)?;
+        keys.push(offset_key(group, topic, partition));
+    }
+    Ok(keys)
 }
 
 /// The group's committed offsets, of every topic or of `?topic=`.

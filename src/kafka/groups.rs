@@ -1,4 +1,7 @@
-//! Consumer groups: FindCoordinator (this broker), the classic group
+//! Consumer groups: FindCoordinator (this broker; on a node of a cluster,
+//! the metadata group's leader, and the other nodes refuse a coordinator's
+//! requests with NOT_COORDINATOR, so that one node holds each group's
+//! membership), the classic group
 //! protocol that `subscribe()` uses (JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup), and OffsetCommit / OffsetFetch on the store's committed
 //! offsets, the same ones the HTTP front end's group routes use.
@@ -324,6 +327,33 @@ pub(super) fn check_group(group: &str) -> Result<(), i16> {
 /// FindCoordinator's key type of a transactional id (0 is a group).
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// The coordinator of every consumer group: this broker, or on a node of a
+/// cluster the metadata group's leader (where the groups' offsets are
+/// committed first), as its id, host and port; else the error to answer.
+fn coordinator(ctx: &Context) -> Result<(i32, String, i32), i16> {
+    let Some(cluster) = ctx.broker.cluster() else {
+        return Ok((NODE_ID, ctx.advertised.0.clone(), ctx.advertised.1));
+    };
+    let id = cluster.coordinator();
+    let member = cluster.members().into_iter().find(|m| Some(m.id) == id);
+    member
+        .and_then(super::topics::member_broker)
+        .map(|(id, host, port)| (id.0, host, port))
+        .ok_or(ResponseError::CoordinatorNotAvailable.code())
+}
+
+/// On a node of a cluster that does not coordinate the consumer groups,
+/// the code a coordinator's request is refused with (the client looks for
+/// the coordinator again); `None` where it may be served.
+pub fn not_coordinator(ctx: &Context) -> Option<i16> {
+    let cluster = ctx.broker.cluster()?;
+    match cluster.coordinator() {
+        Some(id) if id == cluster.node_id() => None,
+        Some(_) => Some(ResponseError::NotCoordinator.code()),
+        None => Some(ResponseError::CoordinatorNotAvailable.code()),
+    }
+}
+
 pub fn find_coordinator(
     ctx: &Arc<Context>,
     request: FindCoordinatorRequest,
@@ -340,14 +370,25 @@ pub fn find_coordinator(
         response.port = -1;
         return Reply::now(ResponseKind::FindCoordinator(response));
     }
-    response.node_id = BrokerId(NODE_ID);
-    response.host = StrBytes::from_string(ctx.advertised.0.clone());
-    response.port = ctx.advertised.1;
+    match coordinator(ctx) {
+        Ok((id, host, port)) => {
+            response.node_id = BrokerId(id);
+            response.host = StrBytes::from_string(host);
+            response.port = port;
+        }
+        Err(code) => {
+            response.error_code = code;
+            response.node_id = BrokerId(-1);
+            response.host = StrBytes::from_static_str("");
+            response.port = -1;
+        }
+    }
     // Version 4 and later list one coordinator per key instead.
     if version >= 4 {
         let mut entry = CoordinatorEntry::default();
         entry.key = request.key;
-        entry.node_id = BrokerId(NODE_ID);
+        entry.error_code = response.error_code;
+        entry.node_id = response.node_id;
         entry.host = response.host.clone();
         entry.port = response.port;
         response.coordinators = vec![entry];
@@ -358,7 +399,10 @@ pub fn find_coordinator(
 pub fn join(ctx: &Arc<Context>, request: JoinGroupRequest, client: &str, version: i16) -> Reply {
     let group_id = request.group_id.0.as_str().to_string();
     let mut member_id = request.member_id.as_str().to_string();
-    if let Err(code) = check_group(&group_id) {
+    if let Some(code) = check_group(&group_id)
+        .err()
+        .or_else(|| not_coordinator(ctx))
+    {
         return Reply::now(error_join(code, &member_id));
     }
     if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&request.session_timeout_ms) {
@@ -502,6 +546,9 @@ pub fn sync(ctx: &Arc<Context>, request: SyncGroupRequest, version: i16) -> Repl
 fn sync_inner(ctx: &Arc<Context>, request: SyncGroupRequest) -> Reply {
     let group_id = request.group_id.0.as_str();
     let member_id = request.member_id.as_str().to_string();
+    if let Some(code) = not_coordinator(ctx) {
+        return Reply::now(sync_reply(code, Bytes::new(), None));
+    }
     let mut groups = lock(&ctx.groups.groups);
     let Some(group) = groups.get_mut(group_id) else {
         return Reply::now(sync_reply(
@@ -592,6 +639,11 @@ fn sync_inner(ctx: &Arc<Context>, request: SyncGroupRequest) -> Reply {
 }
 
 pub fn heartbeat(ctx: &Arc<Context>, request: HeartbeatRequest) -> Reply {
+    if let Some(code) = not_coordinator(ctx) {
+        let mut response = HeartbeatResponse::default();
+        response.error_code = code;
+        return Reply::now(ResponseKind::Heartbeat(response));
+    }
     let mut groups = lock(&ctx.groups.groups);
     let code = match groups.get_mut(request.group_id.0.as_str()) {
         None => ResponseError::UnknownMemberId.code(),
@@ -628,8 +680,12 @@ pub fn leave(ctx: &Arc<Context>, request: LeaveGroupRequest, version: i16) -> Re
             .map(|m| m.member_id.as_str().to_string())
             .collect()
     };
-    let mut groups = lock(&ctx.groups.groups);
     let mut response = LeaveGroupResponse::default();
+    if let Some(code) = not_coordinator(ctx) {
+        response.error_code = code;
+        return Reply::now(ResponseKind::LeaveGroup(response));
+    }
+    let mut groups = lock(&ctx.groups.groups);
     let group_id = request.group_id.0.as_str();
     let group = groups.get_mut(group_id);
     let Some(group) = group else {

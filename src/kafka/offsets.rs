@@ -19,8 +19,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::Context;
-use super::groups::check_group;
+use super::groups::{check_group, not_coordinator};
 use super::reply::Reply;
+use crate::broker::cluster::OffsetChange;
 use crate::broker::groups::{check_metadata, offset_key};
 use crate::log;
 use crate::storage::offsets::Committed;
@@ -40,60 +41,95 @@ fn metadata_of(metadata: &Option<StrBytes>) -> &str {
 pub fn offset_commit(ctx: &Arc<Context>, request: OffsetCommitRequest) -> Reply {
     let broker = &ctx.broker;
     let group_id = request.group_id.0.as_str().to_string();
-    let group_code = check_group(&group_id).err().or_else(|| {
-        ctx.groups.check_commit(
-            &group_id,
-            request.generation_id_or_member_epoch,
-            request.member_id.as_str(),
-        )
-    });
+    let group_code = check_group(&group_id)
+        .err()
+        .or_else(|| not_coordinator(ctx))
+        .or_else(|| {
+            ctx.groups.check_commit(
+                &group_id,
+                request.generation_id_or_member_epoch,
+                request.member_id.as_str(),
+            )
+        });
+    // Each partition's key and commit, or the code it is refused with.
     let mut topics = Vec::with_capacity(request.topics.len());
-    let synced;
+    let mut changes: Vec<(usize, usize, OffsetChange)> = Vec::new();
+    // Held until the commits are applied (a single node's): a topic
+    // deleted meanwhile gets no commit after its keys were removed.
+    let catalog = broker.catalog();
     {
-        let catalog = broker.catalog();
-        let mut writer = broker.writer();
-        for topic in request.topics {
+        for (t, topic) in request.topics.into_iter().enumerate() {
             let mut out = OffsetCommitResponseTopic::default();
             let found = catalog.get(name_of(&topic.name)).cloned();
             out.name = topic.name;
-            for p in topic.partitions {
+            for (i, p) in topic.partitions.into_iter().enumerate() {
                 let mut entry = OffsetCommitResponsePartition::default();
                 entry.partition_index = p.partition_index;
-                entry.error_code = match (&group_code, &found, &mut writer) {
-                    (Some(code), _, _) => *code,
-                    (None, None, _) => ResponseError::UnknownTopicOrPartition.code(),
-                    (None, Some(t), _)
+                let metadata = metadata_of(&p.committed_metadata);
+                entry.error_code = match (&group_code, &found) {
+                    (Some(code), _) => *code,
+                    (None, None) => ResponseError::UnknownTopicOrPartition.code(),
+                    (None, Some(t))
                         if p.partition_index < 0 || p.partition_index as u32 >= t.partitions =>
                     {
                         ResponseError::UnknownTopicOrPartition.code()
                     }
-                    (None, Some(_), _) if p.committed_offset < 0 => {
+                    (None, Some(_)) if p.committed_offset < 0 => {
                         ResponseError::InvalidCommitOffsetSize.code()
                     }
-                    (None, Some(_), _)
-                        if check_metadata(metadata_of(&p.committed_metadata)).is_err() =>
-                    {
+                    (None, Some(_)) if check_metadata(metadata).is_err() => {
                         ResponseError::OffsetMetadataTooLarge.code()
                     }
-                    (None, Some(_), Err(e)) => super::error::code(e),
-                    (None, Some(t), Ok(writer)) => {
-                        let key = offset_key(&group_id, t, p.partition_index as u32);
-                        let metadata = metadata_of(&p.committed_metadata);
-                        match writer.commit(&key, p.committed_offset as u64, metadata) {
-                            Ok(()) => 0,
-                            Err(e) => {
-                                log::warn(format_args!("kafka: cannot commit {key}: {e}"));
-                                ResponseError::KafkaStorageError.code()
-                            }
-                        }
+                    (None, Some(topic)) => {
+                        let key = offset_key(&group_id, topic, p.partition_index as u32);
+                        let commit = (p.committed_offset as u64, metadata.to_string());
+                        changes.push((t, i, (key, Some(commit))));
+                        0
                     }
                 };
                 out.partitions.push(entry);
             }
             topics.push(out);
         }
-        synced = writer.ok().and_then(crate::broker::Writer::finish);
     }
+    if let Some(cluster) = broker.cluster() {
+        drop(catalog);
+        let cluster = Arc::clone(cluster);
+        return Reply::Later(Box::pin(async move {
+            let (places, changes): (Vec<_>, Vec<_>) =
+                changes.into_iter().map(|(t, i, c)| ((t, i), c)).unzip();
+            if !changes.is_empty()
+                && let Err(e) = cluster.commit_offsets(changes).await
+            {
+                log::warn(format_args!(
+                    "kafka: cannot commit offsets of {group_id}: {e}"
+                ));
+                for (t, i) in places {
+                    topics[t].partitions[i].error_code = super::error::code(&e);
+                }
+            }
+            Some(offset_commit_response(topics))
+        }));
+    }
+    let synced = match broker.writer() {
+        Err(e) => {
+            for (t, i, _) in &changes {
+                topics[*t].partitions[*i].error_code = super::error::code(&e);
+            }
+            None
+        }
+        Ok(mut writer) => {
+            for (t, i, (key, commit)) in &changes {
+                let (offset, metadata) = commit.as_ref().expect("a commit, not a removal");
+                if let Err(e) = writer.commit(key, *offset, metadata) {
+                    log::warn(format_args!("kafka: cannot commit {key}: {e}"));
+                    topics[*t].partitions[*i].error_code = ResponseError::KafkaStorageError.code();
+                }
+            }
+            writer.finish()
+        }
+    };
+    drop(catalog);
     Reply::Later(Box::pin(async move {
         if let Some(synced) = synced
             && synced.wait().await.is_err()
@@ -106,10 +142,14 @@ pub fn offset_commit(ctx: &Arc<Context>, request: OffsetCommitRequest) -> Reply 
                 }
             }
         }
-        let mut response = OffsetCommitResponse::default();
-        response.topics = topics;
-        Some(ResponseKind::OffsetCommit(response))
+        Some(offset_commit_response(topics))
     }))
+}
+
+fn offset_commit_response(topics: Vec<OffsetCommitResponseTopic>) -> ResponseKind {
+    let mut response = OffsetCommitResponse::default();
+    response.topics = topics;
+    ResponseKind::OffsetCommit(response)
 }
 
 /// The group's committed offsets (-1 for none), of the partitions asked

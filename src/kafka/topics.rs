@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use super::reply::Reply;
 use super::{CLUSTER_ID, Context, NODE_ID};
 use crate::broker::catalog::{NewTopic, PARTITIONS_MAX, Topic, check_name};
-use crate::broker::cluster::{Cluster, Placement};
+use crate::broker::cluster::{Cluster, Member, Placement};
 use crate::broker::{Error, topics};
 use crate::log;
 
@@ -104,19 +104,31 @@ fn broker_id(id: u64) -> BrokerId {
     BrokerId(i32::try_from(id).unwrap_or(-1))
 }
 
+/// A cluster member as a Kafka broker: its id, host and port, if it
+/// serves Kafka.
+pub fn member_broker(member: Member) -> Option<(BrokerId, String, i32)> {
+    let kafka = member.kafka?;
+    let (host, port) = kafka.rsplit_once(':')?;
+    let port = i32::from(port.parse::<u16>().ok()?);
+    Some((
+        broker_id(member.id),
+        host.trim_matches(['[', ']']).to_string(),
+        port,
+    ))
+}
+
 /// The brokers of the cluster this node belongs to that serve Kafka.
 fn cluster_brokers(cluster: &dyn Cluster) -> Vec<MetadataResponseBroker> {
     cluster
         .members()
         .into_iter()
-        .filter_map(|member| {
-            let kafka = member.kafka?;
-            let (host, port) = kafka.rsplit_once(':')?;
+        .filter_map(member_broker)
+        .map(|(id, host, port)| {
             let mut broker = MetadataResponseBroker::default();
-            broker.node_id = broker_id(member.id);
-            broker.host = StrBytes::from_string(host.trim_matches(['[', ']']).to_string());
-            broker.port = i32::from(port.parse::<u16>().ok()?);
-            Some(broker)
+            broker.node_id = id;
+            broker.host = StrBytes::from_string(host);
+            broker.port = port;
+            broker
         })
         .collect()
 }

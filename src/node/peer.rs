@@ -163,6 +163,9 @@ pub fn op_bytes(op: &Op) -> usize {
         Op::Append { key, records, .. } => {
             2 * key.len() + records.iter().map(|r| r.0.len() * 4 / 3 + 4).sum::<usize>() + FIELDS
         }
+        Op::SetCommit { key, commit } => {
+            2 * key.len() + commit.as_ref().map_or(0, |(_, v)| v.0.len() * 4 / 3 + 4) + FIELDS
+        }
     }
 }
 
@@ -203,9 +206,9 @@ fn check(request: &PeerRequest) -> Result<(), String> {
                     }
                 }
                 Op::Commit { key, .. } => super::fields::check_key(key)?,
-                Op::Append { key, .. } => {
+                Op::Append { key, .. } | Op::SetCommit { key, .. } => {
                     return Err(format!(
-                        "a forwarded append to {key:?}: not an operation of the Maelstrom node"
+                        "a forwarded operation on {key:?} that is not one of the Maelstrom node's"
                     ));
                 }
             }

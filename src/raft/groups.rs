@@ -1118,6 +1118,21 @@ impl Groups {
     }
 
     /// The leader of group `g` as this node knows it.
+    /// Waits at most `patience` until this node has applied group `g`'s
+    /// log up to `index`: what it then reads of the group's state includes
+    /// that entry. Whether it did.
+    pub async fn wait_applied(&self, g: u32, index: u64, patience: Duration) -> bool {
+        let Some(running) = self.running(g) else {
+            return false;
+        };
+        running
+            .raft
+            .wait(Some(patience))
+            .applied_index_at_least(Some(index), "a proposal applied here")
+            .await
+            .is_ok()
+    }
+
     /// Whether this node leads group `g` and has applied every entry of
     /// its log: a read of its state machine then sees everything the group
     /// committed. (A leader newly elected, or one with entries in flight,

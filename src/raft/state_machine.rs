@@ -26,6 +26,7 @@ use super::types::{
     TypeConfig,
 };
 use crate::lock::lock;
+use crate::storage::offsets::Committed;
 use crate::storage::store::Store;
 
 /// Bytes of messages one apply writes before its `Applied` record, in one
@@ -348,6 +349,25 @@ fn apply_one(
                         appended.map_err(|e| {
                             apply_error(entry.log_id, format!("appending to {key}: {e}"))
                         })?
+                    }
+                    Op::SetCommit { key, commit } => {
+                        if is_reserved(&key) {
+                            return Err(Box::new(apply_error(
+                                entry.log_id,
+                                format!("a commit of the reserved key {key:?}"),
+                            )));
+                        }
+                        bytes += key.len() + commit.as_ref().map_or(0, |(_, v)| v.0.len());
+                        let change = commit.map(|(offset, value)| Committed {
+                            offset,
+                            value: value.0,
+                        });
+                        store
+                            .change_committed(&key, change)
+                            .map(|()| OpResult::Committed)
+                            .map_err(|e| {
+                                apply_error(entry.log_id, format!("committing {key}: {e}"))
+                            })?
                     }
                 };
                 applied.results.push(result);

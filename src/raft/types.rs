@@ -63,6 +63,13 @@ pub enum Op {
         sequence: Option<Sequence>,
         at_ms: u64,
     },
+    /// Record `key`'s commit as given, a lower offset than the last
+    /// included (Kafka's rule for a consumer group's offsets), with `value`
+    /// beside it; `None` removes the key's commit.
+    SetCommit {
+        key: String,
+        commit: Option<(u64, Bytes64)>,
+    },
 }
 
 /// An idempotent producer's batch: who sent it, its epoch, the sequence

@@ -2,7 +2,8 @@
 //! processes started with `--peers` ([`Cluster`]) register themselves,
 //! agree on the metadata leader, take topic changes on any node through
 //! that group and answer `GET /topics` and Kafka `Metadata` alike; they
-//! refuse offset commits (not replicated yet); they replace a
+//! take consumer group offsets on any node, and every node reads them
+//! back; they replace a
 //! leader killed with SIGKILL, and the killed node restarted on its
 //! directory catches up; a node cut off from both others creates nothing,
 //! and catches up once healed. Each test prints one line per scenario
@@ -94,7 +95,7 @@ fn others(not: NodeId) -> Vec<NodeId> {
 }
 
 #[test]
-fn three_nodes_agree_on_members_leader_and_topics_and_refuse_commits() {
+fn three_nodes_agree_on_members_leader_topics_and_offsets() {
     let started = Instant::now();
     let cluster = Cluster::start();
     for id in NODES {
@@ -153,20 +154,33 @@ fn three_nodes_agree_on_members_leader_and_topics_and_refuse_commits() {
     cluster.wait_for_topics(&NODES, &["alpha", "beta"]);
     eprintln!("metadata/conflicts: a taken name is 409 on every node; a deletion holds on all");
 
-    // Offset commits are refused until they go through the metadata
-    // group (stage 5), and say why.
-    let commit = json!({"offsets": [{"topic": "alpha", "partition": 0, "offset": 1}]});
-    for id in NODES {
+    // Offset commits go through the metadata group at any node: each
+    // node's commit is answered once this node applied it, so it reads its
+    // own commit at once, and every node reads the last one in the end.
+    for (i, id) in NODES.into_iter().enumerate() {
+        let offset = 10 + i as u64;
+        let commit = json!({"offsets": [{"topic": "alpha", "partition": 0, "offset": offset}]});
         let (status, reply) = cluster
             .try_request(id, "POST", "/groups/g/offsets", Some(&commit), PATIENCE)
             .unwrap_or_else(|e| panic!("node {id}: {e}"));
-        let message = reply["message"].as_str().unwrap_or_default();
-        assert!(
-            status == 501 && message.contains("cluster"),
-            "node {id}: an offset commit answered {status} {reply}"
-        );
+        assert_eq!(status, 200, "node {id}: an offset commit answered {reply}");
+        let read = cluster
+            .get(id, "/groups/g/offsets")
+            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        assert_eq!(read["offsets"][0]["offset"], offset, "node {id}: {read}");
     }
-    eprintln!("metadata/commits: refused on every node, saying why");
+    let last = 10 + NODES.len() as u64 - 1;
+    for id in NODES {
+        wait_until("every node reads the last commit", PATIENCE, || {
+            let read = cluster.get(id, "/groups/g/offsets")?;
+            if read["offsets"][0]["offset"] == last {
+                Ok(())
+            } else {
+                Err(format!("node {id}: {read}"))
+            }
+        });
+    }
+    eprintln!("metadata/commits: taken on every node, each read back where it was committed");
 }
 
 #[test]
