@@ -53,11 +53,12 @@ use crate::broker::{Broker, Error, Result, Written};
 use crate::broker::{producers, topics};
 use crate::lock::lock;
 use crate::log;
-use crate::raft::durability::{Done, Durability};
+use crate::raft::durability::{Done, Durability, synced};
 use crate::raft::groups::{FORWARDED_PATIENCE, GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
 use crate::raft::log::stored_groups;
 use crate::raft::snapshot::{Keys, is_reserved};
 use crate::raft::types::{Bytes64, NodeId, Op, OpResult, Proposal};
+use crate::storage::format::MESSAGE_BYTES_MAX;
 use crate::storage::store::Store;
 
 /// How long a change waits for group 0 to take it: several elections'
@@ -84,15 +85,16 @@ pub const VERDICTS_KEPT: usize = 4096;
 /// leader.
 pub const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
-/// Bytes of records one proposal to a partition's group carries at most
-/// (a request with more is proposed in several, but for an idempotent
-/// producer's batch, which is judged whole), and the largest record of a
-/// cluster's topic: an AppendEntries carries up to
-/// `ENTRIES_PER_APPEND_MAX` (16) entries, and their JSON (records travel
-/// in base64, a third larger) must stay within a peer frame (32 MiB):
-/// 16 × 4/3 × 1 MiB is two thirds of it. As large as the default
-/// `--max-record-bytes`.
-pub const PROPOSAL_BYTES_MAX: usize = 1 << 20;
+/// Bytes one proposal to a partition's group gives its records at most, as
+/// its Raft entry carries them (each a base64 JSON string,
+/// [`partition::entry_bytes`]): an entry is one record of the store (at
+/// most `MESSAGE_BYTES_MAX`, 1 MiB), which also holds the entry's log id,
+/// proposal id and key, given the 64 KiB left. An HTTP request with more
+/// is proposed in several; a Kafka batch with more is refused. The largest
+/// record of a cluster's topic is about three quarters of this (720 KiB).
+/// An AppendEntries of `ENTRIES_PER_APPEND_MAX` (16) entries stays within
+/// half a peer frame (32 MiB).
+pub const PROPOSAL_BYTES_MAX: usize = MESSAGE_BYTES_MAX - (64 << 10);
 
 /// Producer ids a node takes from the cluster's metadata at a time
 /// (Kafka's `AllocateProducerIds` hands out blocks of 1,000 too): one
@@ -817,23 +819,20 @@ impl ClusterNode {
                 ),
             }));
         }
-        check_record_sizes(&records)?;
-        let chunks = match sequence {
-            // An idempotent producer's batch is judged whole, so it is one
-            // proposal (a client splits a batch refused as too large).
-            Some(_) => {
-                let bytes: usize = records.iter().map(Vec::len).sum();
-                if bytes > PROPOSAL_BYTES_MAX {
-                    return Err(Error::TooLarge(format!(
-                        "an idempotent producer's batch of {bytes} bytes stored, over the \
-                         {PROPOSAL_BYTES_MAX} bytes one proposal to a partition's Raft group \
-                         carries: send smaller batches (batch.size)"
-                    )));
-                }
-                vec![records]
-            }
-            None => proposals(records),
-        };
+        // One batch is one proposal: its records get consecutive offsets,
+        // which the reply's one base offset stands for, and an idempotent
+        // producer's batch is judged whole. A client splits a batch refused
+        // as too large (Java's does; librdkafka's fails it).
+        let bytes = partition::entry_bytes(&records);
+        if bytes > PROPOSAL_BYTES_MAX {
+            return Err(Error::TooLarge(format!(
+                "a batch of {} records taking {bytes} bytes in a Raft entry, over the \
+                 {PROPOSAL_BYTES_MAX} one entry of a partition's group carries (records travel \
+                 in base64): send smaller batches (batch.size of about 700000 or less)",
+                records.len()
+            )));
+        }
+        let chunks = vec![records];
         let at_ms = now_ms();
         let sequence = sequence.map(partition::sequence);
         let submitted: Vec<_> = chunks
@@ -853,8 +852,9 @@ impl ClusterNode {
     async fn commit_offsets(&self, changes: Vec<OffsetChange>) -> Result<()> {
         let total = changes.len();
         let mut done = 0;
+        // A key twice over (JSON escaping), the metadata in base64, fields.
         let weight = |(key, commit): &OffsetChange| {
-            key.len() + commit.as_ref().map_or(0, |(_, metadata)| metadata.len())
+            2 * key.len() + commit.as_ref().map_or(0, |(_, m)| m.len().div_ceil(3) * 4) + 64
         };
         for chunk in chunks(changes, weight, PROPOSAL_BYTES_MAX) {
             let count = chunk.len();
@@ -888,15 +888,18 @@ impl ClusterNode {
                     });
                 }
             };
-            if !self
+            // Reads show durable commits: once applied here, the next sync
+            // point of this node's store makes them so.
+            let applied = self
                 .groups
                 .wait_applied(METADATA_GROUP, index, FOLD_PATIENCE)
-                .await
-            {
+                .await;
+            let durable = applied && synced(&BrokerSync(self.broker.clone())).await.is_ok();
+            if !durable {
                 return Err(Error::Unavailable {
                     why: format!(
-                        "the offsets were committed, but this node has not applied them within \
-                         {FOLD_PATIENCE:?}: its reads may not show them yet"
+                        "the offsets were committed, but this node has not made them durable \
+                         within {FOLD_PATIENCE:?}: its reads may not show them yet"
                     ),
                     written: Written::Maybe,
                 });
@@ -1258,20 +1261,23 @@ fn partition_of(key: &str) -> &str {
 
 /// Refuses a record too large for one proposal.
 fn check_record_sizes(records: &[Vec<u8>]) -> Result<()> {
-    match records.iter().find(|r| r.len() > PROPOSAL_BYTES_MAX) {
+    let bytes = |r: &Vec<u8>| partition::entry_bytes(std::slice::from_ref(r));
+    match records.iter().find(|r| bytes(r) > PROPOSAL_BYTES_MAX) {
         Some(large) => Err(Error::TooLarge(format!(
-            "a record of a cluster's topic is at most {PROPOSAL_BYTES_MAX} bytes stored (its Raft \
-             group's messages must fit the peer links' frames), not {}",
-            large.len()
+            "a record of {} bytes stored: a record of a cluster's topic takes at most \
+             {PROPOSAL_BYTES_MAX} bytes in base64 in its Raft group's entry (about {} stored)",
+            large.len(),
+            PROPOSAL_BYTES_MAX / 4 * 3
         ))),
         None => Ok(()),
     }
 }
 
 /// `payloads` cut into proposals of at most [`PROPOSAL_BYTES_MAX`] each
-/// (at least one record each), in order.
+/// as their entry carries them (at least one record each), in order.
 fn proposals(payloads: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
-    chunks(payloads, Vec::len, PROPOSAL_BYTES_MAX)
+    let weight = |r: &Vec<u8>| partition::entry_bytes(std::slice::from_ref(r));
+    chunks(payloads, weight, PROPOSAL_BYTES_MAX)
 }
 
 /// `items` cut into runs of at most `max` bytes by `weight` (at least one
@@ -1553,5 +1559,46 @@ mod tests {
             .expect("the registration gave up");
         assert_eq!(end() - before, 1, "registrations appended");
         node.shutdown().await.expect("the node's shutdown");
+    }
+
+    /// Found by the review of Kafka produce: an entry is one record of the
+    /// store, so a proposal within the bound must encode within
+    /// `MESSAGE_BYTES_MAX` however small its records (each costs its
+    /// base64, quotes and a comma) or large.
+    #[test]
+    fn a_proposal_within_the_bound_fits_one_stored_log_record() {
+        use crate::raft::log::Record;
+        use crate::raft::types::{Entry, LogId, ProposalId};
+        let key = "a-topic-name-of-some-length-0000000000000001.0";
+        for size in [1, 2, 3, 40, 1000, PROPOSAL_BYTES_MAX / 4 * 3 - 3] {
+            let count = (PROPOSAL_BYTES_MAX / (size.div_ceil(3) * 4 + 3)).max(1) + 10;
+            let chunks = proposals(vec![vec![b'x'; size]; count]);
+            assert!(
+                chunks.len() > 1 || count == 11,
+                "size {size}: one chunk of {count}"
+            );
+            for chunk in chunks {
+                let entry = Entry {
+                    log_id: LogId::default(),
+                    payload: openraft::EntryPayload::Normal(Proposal {
+                        id: ProposalId {
+                            node: u64::MAX,
+                            seq: u64::MAX,
+                        },
+                        ops: vec![partition::append_op(key, chunk, None, u64::MAX)],
+                    }),
+                };
+                let stored = Record::Entry(entry).encode().len();
+                assert!(
+                    stored <= MESSAGE_BYTES_MAX,
+                    "records of {size} bytes: an entry of {stored} bytes"
+                );
+            }
+        }
+        let large = vec![vec![b'x'; PROPOSAL_BYTES_MAX / 4 * 3 + 1]];
+        assert!(matches!(
+            check_record_sizes(&large),
+            Err(Error::TooLarge(_))
+        ));
     }
 }

@@ -31,6 +31,12 @@ use crate::storage::store::Store;
 pub type Submitted =
     Pin<Box<dyn Future<Output = Result<(u64, Vec<OpResult>), ProposeError>> + Send>>;
 
+/// Bytes `records` take in a Raft entry's JSON: each a base64 string, its
+/// quotes and a comma.
+pub fn entry_bytes(records: &[Vec<u8>]) -> usize {
+    records.iter().map(|r| r.len().div_ceil(3) * 4 + 3).sum()
+}
+
 /// The operation that appends `records` to `key` at `at_ms`.
 pub fn append_op(key: &str, records: Vec<Vec<u8>>, sequence: Option<Sequence>, at_ms: u64) -> Op {
     Op::Append {

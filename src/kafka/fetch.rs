@@ -212,9 +212,14 @@ fn read_partition(
         read.error = ResponseError::OffsetOutOfRange.code();
         return read;
     };
-    if from > end && !applied_all {
-        // Perhaps committed, not applied here yet: the client asks again
-        // (librdkafka and the Java client retry this code).
+    // On a node of a cluster, records past the durable end may be
+    // committed and not yet applied here, or applied and not yet durable
+    // (a new leader's): the client asks again (librdkafka and the Java
+    // client retry this code, where OFFSET_OUT_OF_RANGE would reset it).
+    let pending = |store: &mut crate::storage::store::Store| {
+        !applied_all || store.next_offset(&key).is_ok_and(|next| from <= next)
+    };
+    if from > end && broker.cluster().is_some() && pending(&mut store) {
         read.error = ResponseError::OffsetNotAvailable.code();
         return read;
     }

@@ -264,6 +264,11 @@ pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     /// Numbers the member ids handed out.
     next_member: AtomicU64,
+    /// Drawn at random when the coordinator starts, in every member id it
+    /// hands out: another process (this server restarted, or another node
+    /// of a cluster coordinating after it) never gives out an id that a
+    /// member of this one still holds (as Kafka's `{client.id}-{UUID}`).
+    instance: String,
     /// Most groups kept: [`GROUPS_MAX`], lowered by tests.
     groups_max: usize,
 }
@@ -277,9 +282,15 @@ impl Default for Coordinator {
 impl Coordinator {
     /// A coordinator that keeps at most `groups_max` groups.
     pub fn with_groups_max(groups_max: usize) -> Coordinator {
+        let mut random = [0u8; 8];
+        if getrandom::fill(&mut random).is_err() {
+            // No randomness from the OS: the start time tells processes apart.
+            random = crate::broker::time::now_ms().to_le_bytes();
+        }
         Coordinator {
             groups: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(0),
+            instance: random.iter().map(|b| format!("{b:02x}")).collect(),
             groups_max,
         }
     }
@@ -431,7 +442,7 @@ pub fn join(ctx: &Arc<Context>, request: JoinGroupRequest, client: &str, version
         let group = groups.entry(group_id.clone()).or_default();
         if member_id.is_empty() {
             let n = ctx.groups.next_member.fetch_add(1, Ordering::Relaxed);
-            member_id = format!("{client}-{n}");
+            member_id = format!("{client}-{}-{n}", ctx.groups.instance);
         } else if !group.members.contains_key(&member_id) {
             return Reply::now(error_join(
                 ResponseError::UnknownMemberId.code(),

@@ -174,14 +174,23 @@ impl SnapshotData {
         Ok(())
     }
 
-    /// Adds the durable commits of the group's keys, with their values.
+    /// Adds the group's keys' commits, with their values, as the state
+    /// machine holds them now (changes not yet durable included): called
+    /// where the snapshot is planned, under the same hold of the store, so
+    /// that no commit from an entry past the snapshot's gets in (an
+    /// idempotent producer's state from after it would make a replica that
+    /// installs it refuse the next batch as a duplicate). They are durable
+    /// once the records are.
     pub fn read_commits(&mut self, store: &Store, held: &Keys) {
         self.commits.clear();
         self.values.clear();
-        for (key, committed) in store.committed_entries() {
+        for key in store.committed_latest_keys() {
             if !held.holds(key) {
                 continue;
             }
+            let Some(committed) = store.committed_latest(key) else {
+                continue;
+            };
             if committed.value.is_empty() {
                 self.commits.push((key.to_string(), committed.offset));
             } else {
@@ -261,20 +270,36 @@ impl SnapshotData {
                 ));
             }
         }
-        for (key, offset) in &self.commits {
-            store.commit(key, *offset).map_err(fail)?;
-        }
-        for (key, offset, value) in &self.values {
+        // The commits become the snapshot's, as given (a consumer group's
+        // may have gone back), and those of the group's keys it lacks go.
+        let commits = self
+            .commits
+            .iter()
+            .map(|(key, offset)| (key, *offset, Vec::new()))
+            .chain(
+                self.values
+                    .iter()
+                    .map(|(key, offset, value)| (key, *offset, value.0.clone())),
+            );
+        let mut given = std::collections::HashSet::new();
+        for (key, offset, value) in commits {
             if !held.holds(key) {
                 return Err(format!(
                     "the snapshot of group {group} holds the commit of {key:?}, another's"
                 ));
             }
-            let committed = Committed {
-                offset: *offset,
-                value: value.0.clone(),
-            };
-            store.change_committed(key, Some(committed)).map_err(fail)?;
+            given.insert(key.as_str());
+            store
+                .change_committed(key, Some(Committed { offset, value }))
+                .map_err(fail)?;
+        }
+        let stale: Vec<String> = store
+            .committed_latest_keys()
+            .filter(|key| held.holds(key) && !given.contains(key))
+            .map(str::to_string)
+            .collect();
+        for key in stale {
+            store.change_committed(&key, None).map_err(fail)?;
         }
         Ok(())
     }
@@ -342,5 +367,82 @@ mod tests {
         assert_eq!(replica.committed_latest("producer 7 t.0"), Some(&state));
         assert_eq!(replica.committed("group t.0"), Some(2));
         assert_eq!(replica.next_offset("other").expect("an end"), 0);
+    }
+
+    /// Found by the review of consumer offsets: a snapshot's commits are
+    /// installed as given (a consumer group's may have gone back, and most
+    /// carry no metadata), and a commit of the group's keys the snapshot
+    /// lacks is removed.
+    #[test]
+    fn a_snapshot_installs_commits_as_given_and_removes_the_others() {
+        let held = Keys::matching(|key| key.starts_with("group "));
+        let commit = |offset| {
+            Some(Committed {
+                offset,
+                value: Vec::new(),
+            })
+        };
+        let dir = tempfile::tempdir().expect("a directory");
+        let mut leader = Store::open(dir.path(), StoreConfig::default()).expect("a store");
+        leader
+            .change_committed("group a", commit(100))
+            .expect("a commit");
+        leader
+            .change_committed("group a", commit(50))
+            .expect("back");
+        let mut data = SnapshotData::plan(&mut leader, &held).expect("a plan");
+        data.read_commits(&leader, &held);
+        leader.sync().expect("a sync");
+        data.read(&mut leader).expect("the records");
+
+        let other = tempfile::tempdir().expect("a directory");
+        let mut follower = Store::open(other.path(), StoreConfig::default()).expect("a store");
+        follower
+            .change_committed("group a", commit(100))
+            .expect("a commit");
+        follower
+            .change_committed("group b", commit(7))
+            .expect("a commit");
+        follower.commit("not held", 3).expect("a commit");
+        follower.sync().expect("a sync");
+        data.install(&mut follower, 0, &held).expect("installed");
+        follower.sync().expect("a sync");
+        assert_eq!(follower.committed("group a"), Some(50));
+        assert_eq!(follower.committed("group b"), None);
+        assert_eq!(follower.committed("not held"), Some(3));
+    }
+
+    /// Found by the review of Kafka produce: the commits are read where the
+    /// snapshot is planned (as `StateMachine::build` does), so a change
+    /// applied while the build waits for its records to be durable (a
+    /// producer's state of a later batch) is not in it.
+    #[test]
+    fn a_snapshot_holds_the_commits_as_of_its_plan() {
+        let held = Keys::matching(|key| key.ends_with("t.0"));
+        let state = |offset| {
+            Some(Committed {
+                offset,
+                value: vec![1, 2, 3],
+            })
+        };
+        let dir = tempfile::tempdir().expect("a directory");
+        let mut store = Store::open(dir.path(), StoreConfig::default()).expect("a store");
+        store.append("t.0", b"r").expect("an append");
+        store
+            .change_committed_after("producer 1 t.0", state(0), "t.0")
+            .expect("a state");
+        let mut data = SnapshotData::plan(&mut store, &held).expect("a plan");
+        data.read_commits(&store, &held);
+        store.append("t.0", b"s").expect("a later append");
+        store
+            .change_committed_after("producer 1 t.0", state(1), "t.0")
+            .expect("a later state");
+        store.sync().expect("a sync");
+        data.read(&mut store).expect("the records");
+        assert_eq!(data.keys[0].msgs, [Message(b"r".to_vec())]);
+        assert_eq!(
+            data.values,
+            [("producer 1 t.0".to_string(), 0, Bytes64(vec![1, 2, 3]))]
+        );
     }
 }

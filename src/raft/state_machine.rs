@@ -107,8 +107,9 @@ impl StateMachine {
         let (last, membership, mut data) = {
             let log = lock(&group.log);
             let mut store = group.store().map_err(sm_error)?;
-            let data =
+            let mut data =
                 SnapshotData::plan(&mut store, &self.keys).map_err(|e| sm_error(e.to_string()))?;
+            data.read_commits(&store, &self.keys);
             (log.applied, log.membership.clone(), data)
         };
         // Once durable, those records can be read, and the log entries the
@@ -117,7 +118,6 @@ impl StateMachine {
         {
             let mut store = group.store().map_err(sm_error)?;
             data.read(&mut store).map_err(|e| sm_error(e.to_string()))?;
-            data.read_commits(&store, &self.keys);
         }
         let bytes = data.encode();
         let meta = SnapshotMeta {

@@ -357,6 +357,15 @@ fn index_entry(
     recovered: &mut RecoveredJournal,
 ) -> usize {
     let header_and_key = journal::ENTRY_HEADER_SIZE + entry.key().map_or(0, str::len);
+    // The entry's data: records' frames, or a commit's value (a producer's
+    // state sits between two keys' records in one batch).
+    let next = data
+        + header_and_key
+        + match entry {
+            Entry::Records { frames, .. } => frames.len(),
+            Entry::Commit { value, .. } => value.len(),
+            _ => 0,
+        };
     let mut add = |key: &str, at: EntryAt| {
         recovered.keys.entry(key.to_string()).or_default().push(at);
     };
@@ -376,7 +385,6 @@ fn index_entry(
                     first,
                 },
             );
-            return end;
         }
         Entry::Commit { key, offset, value } => recovered.commits.push((
             (*key).to_string(),
@@ -402,7 +410,7 @@ fn index_entry(
             recovered.has_removals = true;
         }
     }
-    data + header_and_key
+    next
 }
 
 /// The refusal a file's next-file marker calls for, if any: it must name

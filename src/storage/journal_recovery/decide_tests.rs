@@ -166,6 +166,39 @@ fn a_whole_last_file_after_a_clean_stop_needs_nothing_and_is_indexed() {
     assert_eq!(recovered.next_batch, 2);
 }
 
+/// Regression (found by the cluster's Kafka failover test): a commit's
+/// value was left out of where the next entry starts, so the records of a
+/// key after a producer's state in the same batch (another partition's,
+/// or a Raft group's applied record) were indexed that many bytes early,
+/// and their replay wrote the state's bytes into the key's segment.
+#[test]
+fn records_after_a_commit_with_a_value_are_indexed_where_they_are() {
+    let first = frames(0, 2);
+    let second = frames(0, 3);
+    let value = [7u8; 60];
+    let bytes = file(
+        7,
+        &[batch(0, |b| {
+            b.add_records("a", 0, &first);
+            b.add_commit_value("producer 1 a", 1, &value);
+            b.add_records("b", 0, &second);
+        })],
+    );
+    let mut recovered = RecoveredJournal::default();
+    decide_file(
+        Path::new(JOURNAL_DIR),
+        7,
+        &bytes,
+        true,
+        false,
+        &mut recovered,
+    );
+    let [EntryAt::Records { start, end, .. }] = recovered.keys["b"][..] else {
+        panic!("{:?}", recovered.keys["b"]);
+    };
+    assert_eq!(&bytes[start..end], &second[..]);
+}
+
 #[test]
 fn after_an_unclean_stop_a_live_file_is_rewritten_and_synced() {
     let bytes = file(7, &[batch(0, |b| b.add_commit("k", 1))]);

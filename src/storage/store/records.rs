@@ -387,8 +387,60 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::storage::error::Result;
-    use crate::storage::sim::SimFs;
+    use crate::storage::offsets::Committed;
+    use crate::storage::sim::{Keep, SimFs};
     use crate::storage::store::{PENDING_BYTES_MAX, Store, StoreConfig};
+
+    /// Regression (found by the cluster's Kafka failover test): recovery
+    /// indexed the records that follow a producer's state in a journal
+    /// batch (the next partition of a produce, or a Raft group's applied
+    /// record) as many bytes early as the state's value is long, then
+    /// "repaired" the key's segment with the state's bytes. After a power
+    /// loss that keeps only what was synced (the journal), every record of
+    /// both keys and the state read back.
+    #[test]
+    fn records_after_a_producers_state_in_one_batch_survive_a_power_loss() {
+        let fs = SimFs::new();
+        let open = |fs: std::sync::Arc<SimFs>| {
+            let config = StoreConfig {
+                fs,
+                ..StoreConfig::default()
+            };
+            Store::open(std::path::Path::new("/sim"), config).expect("store")
+        };
+        let mut store = open(fs.clone());
+        let a: Vec<Vec<u8>> = (0..3).map(|i| format!("a{i}").into_bytes()).collect();
+        let b: Vec<Vec<u8>> = (0..4).map(|i| format!("b{i}").into_bytes()).collect();
+        let refs = |v: &[Vec<u8>]| -> Vec<Vec<u8>> { v.to_vec() };
+        let slices = |v: &[Vec<u8>]| refs(v);
+        let (a_owned, b_owned) = (slices(&a), slices(&b));
+        let a_refs: Vec<&[u8]> = a_owned.iter().map(Vec::as_slice).collect();
+        let b_refs: Vec<&[u8]> = b_owned.iter().map(Vec::as_slice).collect();
+        let state = Committed {
+            offset: 0,
+            value: vec![9; 60],
+        };
+        store.append_all("a", &a_refs).expect("append a");
+        store
+            .change_committed_after("producer 1 a", Some(state.clone()), "a")
+            .expect("state");
+        store.append_all("b", &b_refs).expect("append b");
+        store.sync().expect("sync");
+        let mut store = open(fs.power_loss(Keep::Nothing));
+        let mut read = |key: &str| {
+            let mut out = Vec::new();
+            store
+                .read(key, 0, &mut |_, payload| {
+                    out.push(payload.to_vec());
+                    true
+                })
+                .expect("read");
+            out
+        };
+        assert_eq!(read("a"), a);
+        assert_eq!(read("b"), b);
+        assert_eq!(store.committed_latest("producer 1 a"), Some(&state));
+    }
 
     /// Appends more than [`PENDING_BYTES_MAX`] over two keys, inside
     /// [`Store::together`] or not, and returns the durable end of the
