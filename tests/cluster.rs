@@ -3,7 +3,8 @@
 //! authentication against strangers, replays, reflections and forged
 //! frames; the runtime that joins Raft groups to the links; the cluster
 //! flags of the real binary; and three real processes as one cluster,
-//! their metadata group before all.
+//! their metadata group before all, and Kafka clients producing through
+//! their partitions' groups across a kill and a cut.
 
 #[path = "support/cluster_process.rs"]
 mod cluster_process;
@@ -14,6 +15,8 @@ mod support;
 
 #[path = "cluster/auth.rs"]
 mod auth;
+#[path = "cluster/kafka.rs"]
+mod kafka;
 #[path = "cluster/links.rs"]
 mod links;
 #[path = "cluster/metadata.rs"]

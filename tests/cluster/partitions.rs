@@ -21,7 +21,7 @@ use crate::cluster_process::{
 type Placement = (u64, Vec<NodeId>, Option<NodeId>);
 
 /// Each partition's placement, by (topic, partition).
-type Placements = BTreeMap<(String, u64), Placement>;
+pub(crate) type Placements = BTreeMap<(String, u64), Placement>;
 
 /// Node `id`'s `GET /cluster`: the groups it runs, and each partition's
 /// placement by (topic, partition).
@@ -63,7 +63,7 @@ fn view(cluster: &Cluster, id: NodeId) -> Result<(BTreeSet<u64>, Placements), St
 /// of the partitions it is a replica of, and all know the same leader of
 /// every partition, one of its replicas in `among`; returns the
 /// placements.
-fn settled(cluster: &Cluster, among: &[NodeId], partitions: usize) -> Placements {
+pub(crate) fn settled(cluster: &Cluster, among: &[NodeId], partitions: usize) -> Placements {
     wait_until("every partition led, alike on every node", PATIENCE, || {
         let views: Vec<_> = among.iter().map(|&id| view(cluster, id)).collect();
         let agreed = (|| {

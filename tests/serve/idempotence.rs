@@ -14,12 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use kafka_protocol::messages::{
-    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-};
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::kafka::{CLIENTS, raw_batch, raw_record, reply, request, run, start_bound, start_with};
+use crate::support::kafka_wire::produce_v3;
 use crate::support::tier::pick;
 use crate::support::tools;
 
@@ -74,25 +73,7 @@ fn produce(
     topic: &'static str,
     batch: Vec<u8>,
 ) -> (i16, i64) {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    let partition = PartitionProduceData::default()
-        .with_index(0)
-        .with_records(Some(bytes::Bytes::from(batch)));
-    let body = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(StrBytes::from_static_str(topic).into())
-                .with_partition_data(vec![partition]),
-        ]);
-    stream
-        .write_all(&request(3, correlation_id, &body))
-        .expect("send");
-    let response =
-        ProduceResponse::decode(&mut reply(stream, correlation_id), 3).expect("a Produce reply");
-    let p = &response.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+    produce_v3(stream, correlation_id, topic, 0, batch)
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! - `own_process`: runs one test in a process of its own, for a test that
 //!   changes what the whole process shares (its descriptor limit).
 //! - `dirs`: copies of directory trees.
+//! - `kafka_wire`: raw Kafka request frames, replies and record batches.
 //! - `node_process`: a `seglog` node process over its stdin and stdout.
 //! - `serve_process`: a `seglog serve` process and an HTTP client for it.
 //! - `workload/`: the Maelstrom-style workload harness and its checker.
@@ -25,6 +26,7 @@
 #![allow(dead_code, reason = "each test binary uses its own part")]
 
 pub mod dirs;
+pub mod kafka_wire;
 pub mod node_process;
 pub mod own_process;
 pub mod serve_process;
