@@ -115,28 +115,26 @@ pub struct ServeArgs {
     /// basic auth on HTTP. Read at start; a change takes a restart.
     #[arg(long, value_name = "PATH", env = "SEGLOG_USERS")]
     pub users: Option<PathBuf>,
-    /// This node's id in a cluster (with --peers). Hidden until a
-    /// cluster's partitions are replicated (issue 20, stage 4): a node of
-    /// a cluster takes topic changes and refuses produce.
-    #[arg(long, value_name = "N", hide = true, requires = "peers")]
+    /// This node's id in a cluster (with --peers; see the README's
+    /// "Running a cluster").
+    #[arg(long, value_name = "N", requires = "peers")]
     pub node_id: Option<u64>,
-    /// Every node of the cluster, this one included: ID=HOST:PORT,...
-    /// (issue 20; hidden until a cluster's partitions are replicated).
+    /// Every node of the cluster, this one included: ID=HOST:PORT,... (a
+    /// node listens for its peers on its own entry).
     #[arg(
         long,
         value_name = "ID=HOST:PORT,...",
-        hide = true,
         requires_all = ["node_id", "cluster_id", "cluster_secret_file"]
     )]
     pub peers: Option<String>,
     /// The cluster's id, the same on every node (with --peers): a node of
     /// another cluster is refused even if it holds the same secret.
-    #[arg(long, value_name = "NAME", hide = true, requires = "peers")]
+    #[arg(long, value_name = "NAME", requires = "peers")]
     pub cluster_id: Option<String>,
     /// A file (mode 0600) holding the secret every node of the cluster
     /// proves it holds before its peers take anything from it (with
     /// --peers; at least 32 random bytes).
-    #[arg(long, value_name = "PATH", hide = true, requires = "peers")]
+    #[arg(long, value_name = "PATH", requires = "peers")]
     pub cluster_secret_file: Option<PathBuf>,
     /// More logs on stderr (-v: lifecycle and syncs, -vv: every error reply).
     #[arg(short, long, action = clap::ArgAction::Count)]

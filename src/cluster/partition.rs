@@ -14,22 +14,15 @@
 //! must be an entry of the log, so that every replica drops the same
 //! states at the same point.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use crate::broker::cluster::Produced;
 use crate::broker::producers::{self, ProducerState, Sequenced, Verdict};
 use crate::broker::{Error, Result as BrokerResult, Written};
-use crate::raft::groups::ProposeError;
+use crate::raft::groups::{ProposeError, Submitted};
 use crate::raft::state_machine::Appender;
 use crate::raft::types::{Bytes64, Op, OpResult, Sequence, SequenceRefusal};
 use crate::storage::store::Store;
-
-/// A proposal submitted to a group: its log index and results once
-/// committed and applied ([`crate::raft::groups::Groups::submit`]).
-pub type Submitted =
-    Pin<Box<dyn Future<Output = Result<(u64, Vec<OpResult>), ProposeError>> + Send>>;
 
 /// Bytes `records` take in a Raft entry's JSON: each a base64 string, its
 /// quotes and a comma.

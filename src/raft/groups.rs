@@ -138,6 +138,11 @@ impl std::fmt::Debug for GroupSpec {
     }
 }
 
+/// A proposal submitted to a group ([`Groups::submit`]): its log index and
+/// results once committed and applied here.
+pub type Submitted =
+    Pin<Box<dyn Future<Output = Result<(u64, Vec<OpResult>), ProposeError>> + Send>>;
+
 /// The groups of one node.
 pub struct Groups {
     me: NodeId,
@@ -1235,11 +1240,7 @@ impl Groups {
     /// what keeps a Kafka connection's pipelined batches in the order it
     /// sent them (`submitted_proposals_enter_the_log_in_order` checks the
     /// openraft behaviour this relies on).
-    pub fn submit(
-        self: &Arc<Self>,
-        g: u32,
-        proposal: Proposal,
-    ) -> Pin<Box<dyn Future<Output = Result<(u64, Vec<OpResult>), ProposeError>> + Send>> {
+    pub fn submit(self: &Arc<Self>, g: u32, proposal: Proposal) -> Submitted {
         let groups = Arc::clone(self);
         let mut proposed = Box::pin(async move { groups.propose(g, proposal).await });
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
