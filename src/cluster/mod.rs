@@ -7,9 +7,11 @@
 //! node's groups over those links, and the cluster's metadata as the fold
 //! of group 0's log, and the node `seglog serve --peers` runs: group 0
 //! over the broker's store, topics created and deleted through it, the
-//! broker's catalog folded from it. Not built yet: replicated partitions
-//! and routing (`docs/serve-cluster-design.md` has the plan; issue 20).
-//! Until they are, a node of a cluster refuses writes to partitions.
+//! broker's catalog folded from it; partitions replicated by their own
+//! groups (produce, HTTP and Kafka, through them), consumer group offsets
+//! through group 0. Not built yet: forwarding from a node without a
+//! replica, record deletions and config changes
+//! (`docs/serve-cluster-design.md` has the plan; issue 20).
 //!
 //! This layer knows the Raft groups, the leaves and the broker's catalog
 //! and name rules (a cluster's topics are the broker's topics); it knows

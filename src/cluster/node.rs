@@ -1097,7 +1097,8 @@ impl cluster::Cluster for ClusterNode {
     fn refuses_writes(&self) -> Option<String> {
         Some(
             "this node is part of a cluster, which replicates produce and offset commits only \
-             so far (issue 20): record deletions, partition and config changes are refused"
+             so far (issue 20): record deletions, group and offset deletions, new partitions \
+             and config changes are refused"
                 .into(),
         )
     }
