@@ -48,23 +48,8 @@ pub fn init_producer_id(ctx: &Arc<Context>, request: InitProducerIdRequest) -> R
         let cluster = Arc::clone(cluster);
         let ctx = Arc::clone(ctx);
         return Reply::Later(Box::pin(async move {
-            let mut response = InitProducerIdResponse::default();
-            match cluster.producer_id().await {
-                Ok(id) => {
-                    ctx.broker
-                        .metrics
-                        .producer_ids
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    response.producer_id = ProducerId(i64::try_from(id).unwrap_or(-1));
-                    response.producer_epoch = 0;
-                }
-                Err(e) => {
-                    response.error_code = code(&e);
-                    response.producer_id = ProducerId(-1);
-                    response.producer_epoch = -1;
-                }
-            }
-            Some(ResponseKind::InitProducerId(response))
+            let outcome = cluster.producer_id().await;
+            Some(id_response(&ctx, outcome))
         }));
     }
     let mut writer = match ctx.broker.writer() {
@@ -83,31 +68,36 @@ pub fn init_producer_id(ctx: &Arc<Context>, request: InitProducerIdRequest) -> R
         return error_reply(code(&e));
     }
     let durable = writer.finish();
-    let metrics_ctx = Arc::clone(ctx);
+    let ctx = Arc::clone(ctx);
     Reply::Later(Box::pin(async move {
-        let mut response = InitProducerIdResponse::default();
         let outcome = match durable {
             Some(durable) => durable.wait().await,
             None => Ok(()),
         };
-        match outcome {
-            Ok(()) => {
-                metrics_ctx
-                    .broker
-                    .metrics
-                    .producer_ids
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                response.producer_id = ProducerId(i64::try_from(id).unwrap_or(-1));
-                response.producer_epoch = 0;
-            }
-            Err(e) => {
-                response.error_code = code(&e);
-                response.producer_id = ProducerId(-1);
-                response.producer_epoch = -1;
-            }
-        }
-        Some(ResponseKind::InitProducerId(response))
+        Some(id_response(&ctx, outcome.map(|()| id)))
     }))
+}
+
+/// The reply that hands out producer id `id` (epoch 0), counted, or says
+/// why none was.
+fn id_response(ctx: &Context, outcome: crate::broker::Result<u64>) -> ResponseKind {
+    let mut response = InitProducerIdResponse::default();
+    match outcome {
+        Ok(id) => {
+            ctx.broker
+                .metrics
+                .producer_ids
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            response.producer_id = ProducerId(i64::try_from(id).unwrap_or(-1));
+            response.producer_epoch = 0;
+        }
+        Err(e) => {
+            response.error_code = code(&e);
+            response.producer_id = ProducerId(-1);
+            response.producer_epoch = -1;
+        }
+    }
+    ResponseKind::InitProducerId(response)
 }
 
 /// Removes expired producer states (and the least recently used beyond

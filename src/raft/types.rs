@@ -53,7 +53,7 @@ pub enum Op {
     /// Record that `key` is processed up to `offset` (forward only).
     Commit { key: String, offset: u64 },
     /// Append `records` (bytes, as the store keeps them) to `key`'s log, all
-    /// or none, through the group's [`super::Appender`], which judges an
+    /// or none, through the group's [`super::state_machine::Appender`], which judges an
     /// idempotent producer's `sequence` against the state kept beside the
     /// log first. `at_ms` is when the proposer took the records: the time
     /// the state records, the same on every replica.
