@@ -264,6 +264,9 @@ pub struct ClusterNode {
     /// The producer ids this node has yet to hand out, of the last block
     /// the metadata gave it.
     producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
+    /// Held while one Kafka batch's proposals are submitted, so that no
+    /// other batch's come between them.
+    submitting: Mutex<()>,
 }
 
 impl ClusterNode {
@@ -323,6 +326,7 @@ impl ClusterNode {
             runtime: Mutex::new(Some(runtime)),
             tasks: Mutex::new(Vec::new()),
             producer_ids: tokio::sync::Mutex::new(0..0),
+            submitting: Mutex::new(()),
         });
         broker.replace_catalog(lock(&node.folded).metadata.catalog());
         broker
@@ -819,30 +823,41 @@ impl ClusterNode {
                 ),
             }));
         }
-        // One batch is one proposal: its records get consecutive offsets,
-        // which the reply's one base offset stands for, and an idempotent
-        // producer's batch is judged whole. A client splits a batch refused
-        // as too large (Java's does; librdkafka's fails it).
-        let bytes = partition::entry_bytes(&records);
-        if bytes > PROPOSAL_BYTES_MAX {
-            return Err(Error::TooLarge(format!(
-                "a batch of {} records taking {bytes} bytes in a Raft entry, over the \
-                 {PROPOSAL_BYTES_MAX} one entry of a partition's group carries (records travel \
-                 in base64): send smaller batches (batch.size of about 700000 or less)",
-                records.len()
-            )));
-        }
-        let chunks = vec![records];
+        // An idempotent producer's batch is judged whole, so it is one
+        // proposal; a client splits one refused as too large (Java's does;
+        // librdkafka's fails it). Another batch is cut into proposals that
+        // are submitted together, so that they take consecutive entries
+        // and their records consecutive offsets, as the reply's one base
+        // offset says (`partition::produced` checks it).
+        check_record_sizes(&records)?;
+        let chunks = match sequence {
+            Some(_) => {
+                let bytes = partition::entry_bytes(&records);
+                if bytes > PROPOSAL_BYTES_MAX {
+                    return Err(Error::TooLarge(format!(
+                        "an idempotent producer's batch of {} records taking {bytes} bytes in a \
+                         Raft entry, over the {PROPOSAL_BYTES_MAX} one entry of a partition's \
+                         group carries (records travel in base64): send smaller batches \
+                         (batch.size of about 700000 or less)",
+                        records.len()
+                    )));
+                }
+                vec![records]
+            }
+            None => proposals(records),
+        };
         let at_ms = now_ms();
         let sequence = sequence.map(partition::sequence);
+        let _together = lock(&self.submitting);
         let submitted: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
+                let count = chunk.len() as u64;
                 let proposal = Proposal {
                     id: self.groups.next_proposal_id(),
                     ops: vec![partition::append_op(&key, chunk, sequence, at_ms)],
                 };
-                self.groups.submit(group, proposal)
+                (count, self.groups.submit(group, proposal))
             })
             .collect();
         Ok(Box::pin(partition::produced(submitted, PROPOSE_PATIENCE)))
@@ -1545,6 +1560,7 @@ mod tests {
             runtime: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             producer_ids: tokio::sync::Mutex::new(0..0),
+            submitting: Mutex::new(()),
         });
         restarted.follow_once(&broker);
         let end = || {

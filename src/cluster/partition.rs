@@ -51,12 +51,17 @@ pub fn sequence(batch: Sequenced) -> Sequence {
 }
 
 /// The outcome of a produce from its proposals (a batch's records, in
-/// order), each waited for at most `patience`: the first record's offset,
-/// or why none or not all of them were committed.
-pub async fn produced(submitted: Vec<Submitted>, patience: Duration) -> BrokerResult<Produced> {
+/// order, with how many each carries), each waited for at most
+/// `patience`: the first record's offset, or why none or not all of them
+/// were committed, or why their offsets are not consecutive.
+pub async fn produced(
+    submitted: Vec<(u64, Submitted)>,
+    patience: Duration,
+) -> BrokerResult<Produced> {
     let proposals = submitted.len();
     let mut first = None;
-    for (i, proposal) in submitted.into_iter().enumerate() {
+    let mut next = None;
+    for (i, (count, proposal)) in submitted.into_iter().enumerate() {
         let outcome = match tokio::time::timeout(patience, proposal).await {
             Ok(outcome) => outcome,
             Err(_) => Err(ProposeError::Unknown(format!(
@@ -80,7 +85,18 @@ pub async fn produced(submitted: Vec<Submitted>, patience: Duration) -> BrokerRe
         };
         match results.as_slice() {
             [OpResult::Offset(base)] => {
+                if next.is_some_and(|n| n != *base) {
+                    // Another proposal took entries between them (a
+                    // forwarded or HTTP one): written, but not as one run.
+                    return Err(Error::Unavailable {
+                        why: "the batch's records were committed, but not at consecutive \
+                              offsets (another write came between its proposals)"
+                            .into(),
+                        written: Written::Maybe,
+                    });
+                }
                 first.get_or_insert(*base);
+                next = Some(base + count);
             }
             [OpResult::Duplicate(base)] => return Ok(Produced::Duplicate(*base)),
             [OpResult::Refused(SequenceRefusal::Fenced { current })] => {
