@@ -909,12 +909,21 @@ impl ClusterNode {
                 .groups
                 .wait_applied(METADATA_GROUP, index, FOLD_PATIENCE)
                 .await;
-            let durable = applied && synced(&BrokerSync(self.broker.clone())).await.is_ok();
-            if !durable {
+            let durable = if applied {
+                let here = BrokerSync(self.broker.clone());
+                match tokio::time::timeout(FOLD_PATIENCE, synced(&here)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(format!("this node's sync point failed ({e})")),
+                    Err(_) => Err(format!("not made durable here within {FOLD_PATIENCE:?}")),
+                }
+            } else {
+                Err(format!("not applied here within {FOLD_PATIENCE:?}"))
+            };
+            if let Err(why) = durable {
                 return Err(Error::Unavailable {
                     why: format!(
-                        "the offsets were committed, but this node has not made them durable \
-                         within {FOLD_PATIENCE:?}: its reads may not show them yet"
+                        "the offsets were committed, but {why}: this node's reads may not show \
+                         them yet"
                     ),
                     written: Written::Maybe,
                 });
