@@ -3,8 +3,9 @@
 //! authentication against strangers, replays, reflections and forged
 //! frames; the runtime that joins Raft groups to the links; the cluster
 //! flags of the real binary; and three real processes as one cluster,
-//! their metadata group before all, and Kafka clients producing through
-//! their partitions' groups across a kill and a cut.
+//! their metadata group before all, Kafka clients producing through
+//! their partitions' groups across a kill and a cut, and requests routed
+//! from nodes that hold no replica of a partition.
 
 #[path = "support/cluster_process.rs"]
 mod cluster_process;
@@ -23,6 +24,8 @@ mod links;
 mod metadata;
 #[path = "cluster/partitions.rs"]
 mod partitions;
+#[path = "cluster/routing.rs"]
+mod routing;
 #[path = "cluster/runtime.rs"]
 mod runtime;
 #[path = "cluster/serve_flags.rs"]

@@ -113,6 +113,9 @@ pub struct NewTopic {
     pub partitions: u32,
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
+    /// How many nodes of a cluster hold each partition; `None`: the
+    /// cluster's default (min(3, nodes)). A single node takes only 1.
+    pub replication_factor: Option<u32>,
 }
 
 /// Whose a store key is.
@@ -400,6 +403,7 @@ mod tests {
             partitions,
             retention_ms: None,
             retention_bytes: Some(1 << 20),
+            replication_factor: None,
         }
     }
 

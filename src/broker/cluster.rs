@@ -11,6 +11,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use super::catalog::{NewTopic, Topic};
 use super::error::Result;
@@ -19,6 +22,37 @@ use super::producers::Sequenced;
 /// A future the trait's methods return: boxed, so that the trait can be
 /// held as `dyn Cluster`.
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The most bytes of body a relayed request or answer carries
+/// ([`Cluster::relay`]): in base64 (4/3) with its head, within one frame of
+/// the peer links (32 MiB, `cluster::frame::FRAME_BYTES_MAX`; a test there
+/// checks it), so that the link never refuses a relayed answer for its size.
+pub const RELAY_BODY_BYTES_MAX: usize = 16 << 20;
+
+/// What of an HTTP request is relayed to another node besides its body.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// Path and query, as the client sent them.
+    pub uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// What of an HTTP answer is relayed back besides its body.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// Serves a request another node relayed here (from the node with the
+/// given id): the HTTP layer's routes, installed once they exist
+/// ([`Cluster::serve_relayed`]).
+pub type Relayer = Arc<
+    dyn Fn(u64, RequestHead, Vec<u8>) -> Pending<'static, (ResponseHead, Vec<u8>)> + Send + Sync,
+>;
 
 /// The cluster a node belongs to.
 pub trait Cluster: Send + Sync + 'static {
@@ -96,6 +130,22 @@ pub trait Cluster: Send + Sync + 'static {
     /// Where partition `partition` of `topic` lives, as this node knows:
     /// `None` for a partition the cluster's metadata does not have.
     fn placement(&self, topic: &str, partition: u32) -> Option<Placement>;
+
+    /// Relays a read of partition `partition` of `topic`, which has no
+    /// replica on this node, to a node that has one (its leader where
+    /// known), which answers it as its own; waits at most `patience`.
+    /// `Error::Unavailable` when no replica could be reached.
+    fn relay(
+        &self,
+        topic: &str,
+        partition: u32,
+        head: RequestHead,
+        patience: std::time::Duration,
+    ) -> Pending<'_, Result<(ResponseHead, Vec<u8>)>>;
+
+    /// Installs what serves the requests other nodes relay here; until
+    /// then they are refused (the relaying node tries another replica).
+    fn serve_relayed(&self, relayer: Relayer);
 }
 
 /// A change of one consumer group offset: its key, and the offset and

@@ -42,6 +42,11 @@ pub async fn create(broker: &Arc<Broker>, new: NewTopic) -> Result<Topic> {
     if let Some(cluster) = broker.cluster() {
         return cluster.create_topic(new).await;
     }
+    if let Some(factor) = new.replication_factor.filter(|&f| f != 1) {
+        return Err(Error::Invalid(format!(
+            "replication factor {factor}: seglog serve without --peers is one node, so 1"
+        )));
+    }
     let worker = Arc::clone(broker);
     tokio::task::spawn_blocking(move || create_here(&worker, new))
         .await

@@ -429,13 +429,17 @@ pub fn seal(frame: &mut Vec<u8>, tag: &Tag) {
     frame[..LENGTH_BYTES].copy_from_slice(&length.to_be_bytes());
 }
 
-/// How many calls, answers and notes a batch holds.
+/// How many calls, answers and notes a batch holds, its leads counting as
+/// one item (they go whole).
 pub fn items(batch: &Batch) -> usize {
-    batch.calls.len() + batch.answers.len() + batch.notes.len()
+    batch.calls.len()
+        + batch.answers.len()
+        + batch.notes.len()
+        + usize::from(!batch.leads.is_empty())
 }
 
 /// A batch cut in two: the first half of its items (calls first, then
-/// answers, then notes), and the rest. Every item stays whole.
+/// answers, then notes, then leads), and the rest. Every item stays whole.
 pub fn split(mut batch: Batch) -> (Batch, Batch) {
     let mut left = items(&batch) / 2;
     let calls = left.min(batch.calls.len());
@@ -443,10 +447,16 @@ pub fn split(mut batch: Batch) -> (Batch, Batch) {
     let answers = left.min(batch.answers.len());
     left -= answers;
     let notes = left.min(batch.notes.len());
+    left -= notes;
     let first = Batch {
         calls: batch.calls.drain(..calls).collect(),
         answers: batch.answers.drain(..answers).collect(),
         notes: batch.notes.drain(..notes).collect(),
+        leads: if left > 0 {
+            std::mem::take(&mut batch.leads)
+        } else {
+            Vec::new()
+        },
     };
     (first, batch)
 }
@@ -456,6 +466,9 @@ pub fn merge(batch: &mut Batch, more: Batch) {
     batch.calls.extend(more.calls);
     batch.answers.extend(more.answers);
     batch.notes.extend(more.notes);
+    if !more.leads.is_empty() {
+        batch.leads = more.leads;
+    }
 }
 
 /// The frames that carry `batch`: one, or several when it is over

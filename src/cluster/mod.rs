@@ -43,6 +43,7 @@
 
 pub mod frame;
 pub mod handshake;
+pub mod leads;
 pub mod link;
 pub mod metadata;
 pub mod node;

@@ -28,13 +28,14 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::leads::{Leads, Reported};
 use super::link::Links;
 use super::metadata::{
     self, METADATA_GROUP, MetaOp, Metadata, NodeInfo, PartitionOf, Refusal, TopicConfig, Verdict,
@@ -46,7 +47,9 @@ use super::secret::Secret;
 use crate::broker::catalog::{
     CATALOG_FILE_NAME, Catalog, KeyOwner, NewTopic, Topic, check_name, partition_key,
 };
-use crate::broker::cluster::{self, Member, OffsetChange, Pending, Placement, Produced};
+use crate::broker::cluster::{
+    self, Member, OffsetChange, Pending, Placement, Produced, Relayer, RequestHead, ResponseHead,
+};
 use crate::broker::producers::Sequenced;
 use crate::broker::time::now_ms;
 use crate::broker::{Broker, Error, Result, Written};
@@ -57,6 +60,7 @@ use crate::raft::durability::{Done, Durability, synced};
 use crate::raft::groups::{FORWARDED_PATIENCE, GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
 use crate::raft::log::stored_groups;
 use crate::raft::snapshot::{Keys, is_reserved};
+use crate::raft::transport::{NoAnswer, Reply, Rpc};
 use crate::raft::types::{Bytes64, NodeId, Op, OpResult, Proposal};
 use crate::storage::format::MESSAGE_BYTES_MAX;
 use crate::storage::store::Store;
@@ -259,6 +263,8 @@ pub struct ClusterNode {
     progress: watch::Sender<Progress>,
     /// `None` once shut down.
     runtime: Mutex<Option<Runtime>>,
+    /// What peers report leading (the runtime's).
+    leads: Arc<Leads>,
     /// The follower and the registration.
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The producer ids this node has yet to hand out, of the last block
@@ -309,7 +315,9 @@ impl ClusterNode {
             .map_err(|e| format!("cannot start the metadata group: {e}"))?;
         let (links, incoming) = Links::start(listener, cluster.clone(), secret);
         let runtime = Runtime::start(Arc::clone(&groups), links, incoming);
+        let leads = Arc::clone(runtime.leads());
         let node = Arc::new(ClusterNode {
+            leads,
             cluster,
             addresses,
             groups,
@@ -677,7 +685,14 @@ impl ClusterNode {
             }
         }
         let nodes = u32::try_from(self.cluster.membership.len()).unwrap_or(u32::MAX);
-        let factor = cluster::Cluster::replication_factor(self);
+        let factor = new
+            .replication_factor
+            .unwrap_or_else(|| cluster::Cluster::replication_factor(self));
+        if factor == 0 || factor > nodes {
+            return Err(Error::Invalid(format!(
+                "replication factor {factor}: this cluster's topics have 1 to its {nodes} nodes"
+            )));
+        }
         let op = {
             let folded = lock(&self.folded);
             let assignment = folded
@@ -712,8 +727,8 @@ impl ClusterNode {
     }
 
     /// The group, store key and replicas of partition `partition` of
-    /// `topic`, which must have a replica on this node.
-    fn partition_here(&self, topic: &str, partition: u32) -> Result<(u32, String, Vec<NodeId>)> {
+    /// `topic`.
+    fn partition_of(&self, topic: &str, partition: u32) -> Result<(u32, String, Vec<NodeId>)> {
         let folded = lock(&self.folded);
         let meta = folded
             .metadata
@@ -730,18 +745,36 @@ impl ClusterNode {
                     partition: u64::from(partition),
                     partitions: u32::try_from(meta.partitions.len()).unwrap_or(u32::MAX),
                 })?;
-        if !of.replicas.contains(&self.cluster.me) {
-            return Err(Error::NotLeader(format!(
-                "this node holds no replica of partition {partition} of '{topic}': its \
-                 replicas are nodes {:?}",
-                of.replicas
-            )));
-        }
         Ok((
             of.group,
             partition_key(topic, meta.id, partition),
             of.replicas.clone(),
         ))
+    }
+
+    /// [`ClusterNode::partition_of`], for a partition that must have a
+    /// replica on this node.
+    fn partition_here(&self, topic: &str, partition: u32) -> Result<(u32, String, Vec<NodeId>)> {
+        let (group, key, replicas) = self.partition_of(topic, partition)?;
+        if !replicas.contains(&self.cluster.me) {
+            return Err(Error::NotLeader(format!(
+                "this node holds no replica of partition {partition} of '{topic}': its \
+                 replicas are nodes {replicas:?}"
+            )));
+        }
+        Ok((group, key, replicas))
+    }
+
+    /// Group `g`'s leader: as this node's instance of the group knows it,
+    /// or, for a group that does not run here (or knows none yet), as the
+    /// leader last reported to this node ([`Leads`]).
+    fn leader_of(&self, g: u32) -> Option<NodeId> {
+        self.groups.leader(g).or_else(|| self.reported_leader(g))
+    }
+
+    /// Group `g`'s leader as last reported to this node.
+    fn reported_leader(&self, g: u32) -> Option<NodeId> {
+        self.leads.of(g, Instant::now()).map(|held| held.leader)
     }
 
     /// [`cluster::Cluster::append`].
@@ -751,15 +784,10 @@ impl ClusterNode {
         partition: u32,
         payloads: Vec<Vec<u8>>,
     ) -> Result<Vec<u64>> {
-        let (group, key, _) = self
-            .partition_here(&topic, partition)
-            .map_err(|e| match e {
-                Error::NotLeader(why) => Error::Unsupported(format!(
-                    "{why}, and produce is not forwarded to another node's yet: send it to one of \
-                 them"
-                )),
-                other => other,
-            })?;
+        // A node without a replica forwards the proposals to the leader
+        // its peers report, as a replica forwards them to the leader it
+        // follows.
+        let (group, key, _) = self.partition_of(&topic, partition)?;
         check_record_sizes(&payloads)?;
         let total = payloads.len();
         let at_ms = now_ms();
@@ -770,9 +798,10 @@ impl ClusterNode {
                 id: self.groups.next_proposal_id(),
                 ops: vec![partition::append_op(&key, chunk, None, at_ms)],
             };
+            let reported = || self.reported_leader(group);
             let proposed = self
                 .groups
-                .propose_at_leader(group, proposal, PROPOSE_PATIENCE)
+                .propose_at(group, proposal, PROPOSE_PATIENCE, &reported)
                 .await;
             match proposed.map(|(_, results)| results) {
                 Ok(results) => match results.as_slice() {
@@ -957,6 +986,77 @@ impl ClusterNode {
             .ok_or_else(|| Error::Internal("an empty block of producer ids".into()))
     }
 
+    /// [`cluster::Cluster::relay`]: to the partition's leader as known
+    /// here, then to each other replica whose link is up, until one takes
+    /// it.
+    async fn relay(
+        &self,
+        topic: String,
+        partition: u32,
+        head: RequestHead,
+        patience: Duration,
+    ) -> Result<(ResponseHead, Vec<u8>)> {
+        let (group, _, replicas) = self.partition_of(&topic, partition)?;
+        let me = self.cluster.me;
+        let head = serde_json::to_string(&head)
+            .map_err(|e| Error::Internal(format!("a relayed request's head: {e}")))?;
+        let leader = self.leader_of(group).filter(|&l| l != me);
+        let mut targets: Vec<NodeId> = leader.into_iter().collect();
+        targets.extend(replicas.iter().filter(|&&r| r != me && Some(r) != leader));
+        let deadline = Instant::now() + patience;
+        let mut refusals = Vec::new();
+        // Not a group's call: nothing here closes it but the transport.
+        let closed = std::sync::atomic::AtomicBool::new(false);
+        for target in targets {
+            if !self.linked(target) {
+                refusals.push(format!("node {target}: its link is down"));
+                continue;
+            }
+            let rpc = Rpc::Relay {
+                head: head.clone(),
+                body: Bytes64(Vec::new()),
+            };
+            let ttl = deadline.saturating_duration_since(Instant::now());
+            match self
+                .groups
+                .transport
+                .ask(target, group, rpc, &closed, ttl)
+                .await
+            {
+                Ok(Reply::Relayed { head, body }) => {
+                    let head = serde_json::from_str(&head).map_err(|e| {
+                        Error::Internal(format!("node {target}'s relayed answer's head: {e}"))
+                    })?;
+                    return Ok((head, body.0));
+                }
+                Ok(other) => refusals.push(format!(
+                    "node {target} answered with a reply of another kind ({})",
+                    reply_kind(&other)
+                )),
+                Err(NoAnswer::Unreachable(why)) => refusals.push(format!("node {target}: {why}")),
+                Err(NoAnswer::Timeout(ttl)) => {
+                    refusals.push(format!("node {target} did not answer within {ttl:?}"));
+                    break;
+                }
+            }
+        }
+        Err(Error::Unavailable {
+            why: format!(
+                "this node holds no replica of partition {partition} of '{topic}', and none of \
+                 its replicas (nodes {replicas:?}) took the request: {}",
+                refusals.join("; ")
+            ),
+            written: Written::No,
+        })
+    }
+
+    /// Whether this node's link to `peer` is up.
+    fn linked(&self, peer: NodeId) -> bool {
+        lock(&self.runtime)
+            .as_ref()
+            .is_some_and(|runtime| runtime.links().is_up(peer))
+    }
+
     /// Topic `name` as the broker's catalog has it now.
     fn topic(&self, name: &str) -> Result<Topic> {
         let broker = self.broker.upgrade().ok_or(Error::ShuttingDown)?;
@@ -977,29 +1077,23 @@ impl cluster::Cluster for ClusterNode {
     }
 
     fn status(&self) -> serde_json::Value {
-        let peers: Vec<serde_json::Value> = {
-            let runtime = lock(&self.runtime);
-            self.cluster
-                .membership
-                .nodes()
-                .iter()
-                .map(|(&id, address)| {
-                    let up = if id == self.cluster.me {
-                        true
-                    } else {
-                        runtime.as_ref().is_some_and(|r| r.links().is_up(id))
-                    };
-                    json!({"id": id, "address": address, "linked": up})
-                })
-                .collect()
-        };
+        // A node is up, as this one sees it, when their link is.
+        let up = |id: NodeId| id == self.cluster.me || self.linked(id);
+        let peers: Vec<serde_json::Value> = self
+            .cluster
+            .membership
+            .nodes()
+            .iter()
+            .map(|(&id, address)| json!({"id": id, "address": address, "linked": up(id)}))
+            .collect();
         let folded = lock(&self.folded);
         let nodes: Vec<serde_json::Value> = folded
             .metadata
             .nodes()
             .iter()
-            .map(|(id, info)| {
-                json!({"id": id, "http": info.http, "kafka": info.kafka, "peer": info.peer})
+            .map(|(&id, info)| {
+                json!({"id": id, "http": info.http, "kafka": info.kafka, "peer": info.peer,
+                    "up": up(id)})
             })
             .collect();
         let mut partitions: Vec<serde_json::Value> = folded
@@ -1016,12 +1110,38 @@ impl cluster::Cluster for ClusterNode {
         let (offset, stopped) = (folded.metadata.next_offset(), folded.stopped.clone());
         drop(folded);
         // Each group's Raft state is read with the fold's lock let go.
+        let now = Instant::now();
+        let led_here: BTreeMap<u32, Reported> = self
+            .groups
+            .leads()
+            .into_iter()
+            .map(|lead| (lead.group, Reported::of_lead(self.cluster.me, lead, now)))
+            .collect();
         for partition in &mut partitions {
-            let leader = partition["group"]
+            let Some(g) = partition["group"]
                 .as_u64()
                 .and_then(|g| u32::try_from(g).ok())
-                .and_then(|g| self.groups.leader(g));
+            else {
+                continue;
+            };
+            let leader = self.leader_of(g);
             partition["leader"] = json!(leader);
+            // How many entries each replica is behind the leader: as the
+            // leader itself knows, here or as it last reported; `null` for
+            // a replica not known to have matched anything yet.
+            let reported = led_here.get(&g).cloned().or_else(|| self.leads.of(g, now));
+            if let Some(reported) = reported.filter(|r| Some(r.leader) == leader) {
+                let lag: serde_json::Map<String, serde_json::Value> = partition["replicas"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(serde_json::Value::as_u64)
+                    .map(|replica| (replica.to_string(), json!(reported.lag(replica))))
+                    .collect();
+                partition["lag"] = serde_json::Value::Object(lag);
+            } else {
+                partition["lag"] = serde_json::Value::Null;
+            }
         }
         json!({
             "node_id": self.cluster.me,
@@ -1067,9 +1187,25 @@ impl cluster::Cluster for ClusterNode {
                 .clone()
         };
         Some(Placement {
-            leader: self.groups.leader(group.group),
+            leader: self.leader_of(group.group),
             replicas: group.replicas,
         })
+    }
+
+    fn relay(
+        &self,
+        topic: &str,
+        partition: u32,
+        head: RequestHead,
+        patience: Duration,
+    ) -> Pending<'_, Result<(ResponseHead, Vec<u8>)>> {
+        Box::pin(self.relay(topic.to_string(), partition, head, patience))
+    }
+
+    fn serve_relayed(&self, relayer: Relayer) {
+        if let Some(runtime) = lock(&self.runtime).as_ref() {
+            runtime.serve_relayed(relayer);
+        }
     }
 
     fn append(
@@ -1129,6 +1265,18 @@ impl cluster::Cluster for ClusterNode {
 }
 
 /// A proposal group 0 did not take (or may not have) as the broker's error.
+/// What kind of reply `reply` is, for an error message.
+fn reply_kind(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Append(_) => "append",
+        Reply::Vote(_) => "vote",
+        Reply::Snapshot(_) => "snapshot",
+        Reply::Proposed(_) => "proposed",
+        Reply::Unavailable(_) => "unavailable",
+        Reply::Relayed { .. } => "relayed",
+    }
+}
+
 fn unavailable(e: ProposeError) -> Error {
     let (why, written) = match e {
         ProposeError::NotLeader(_) => (

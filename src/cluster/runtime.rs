@@ -28,18 +28,20 @@
 //! while the groups restart with `Groups::start_after`, then swaps them).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::frame::{FRAME_BYTES_MAX, items};
+use super::leads::{LEADS_EVERY, Leads};
 use super::link::{Links, Received, SendError};
+use crate::broker::cluster::{Relayer, RequestHead, ResponseHead};
 use crate::log;
 use crate::raft::groups::{GROUPS_RUNNING_MAX, Groups};
 use crate::raft::transport::{Answer, Batch, Call, Reply, Rpc, Transport};
-use crate::raft::types::NodeId;
+use crate::raft::types::{Bytes64, NodeId};
 
 /// How often the groups tick and their traffic goes to the links: the
 /// Maelstrom node's tick (`node::TICK`), for the same reason. Every batch
@@ -77,6 +79,10 @@ pub const SERVING_BYTES_MAX: usize = 4 * FRAME_BYTES_MAX;
 pub struct Runtime {
     groups: Arc<Groups>,
     links: Arc<Links>,
+    /// What peers report leading ([`Leads`]).
+    leads: Arc<Leads>,
+    /// What serves requests peers relay, once installed.
+    relayer: Arc<OnceLock<Relayer>>,
     /// Set to stop the loop.
     stop: watch::Sender<bool>,
     /// Stops the loop at once, when dropped without a shutdown.
@@ -92,6 +98,8 @@ impl Runtime {
     /// called within a tokio runtime.
     pub fn start(groups: Arc<Groups>, links: Links, incoming: mpsc::Receiver<Received>) -> Runtime {
         let links = Arc::new(links);
+        let leads = Arc::new(Leads::default());
+        let relayer = Arc::new(OnceLock::new());
         let (stop, stopped) = watch::channel(false);
         let looping = tokio::spawn(
             Loop {
@@ -99,12 +107,17 @@ impl Runtime {
                 links: Arc::clone(&links),
                 serving: Serving::new(CALLS_SERVING_MAX, SERVING_BYTES_MAX),
                 refusing: BTreeMap::new(),
+                leads: Arc::clone(&leads),
+                leads_sent: None,
+                relayer: Arc::clone(&relayer),
             }
             .run(incoming, stopped),
         );
         Runtime {
             groups,
             links,
+            leads,
+            relayer,
             stop,
             looping: looping.abort_handle(),
             task: Some(tokio::spawn(watch_loop(looping))),
@@ -119,6 +132,17 @@ impl Runtime {
     /// The node's links (which peers are up, what they refused).
     pub fn links(&self) -> &Links {
         &self.links
+    }
+
+    /// What peers report leading.
+    pub fn leads(&self) -> &Arc<Leads> {
+        &self.leads
+    }
+
+    /// Installs what serves the requests peers relay here; until then
+    /// they are answered `Unavailable`. Only the first call installs.
+    pub fn serve_relayed(&self, relayer: Relayer) {
+        let _ = self.relayer.set(relayer);
     }
 
     /// Stops the loop, closes the links, ends this node's calls waiting for
@@ -234,6 +258,10 @@ struct Loop {
     /// refusals start, when their reason changes and when they end, not
     /// once per tick.
     refusing: BTreeMap<NodeId, &'static str>,
+    leads: Arc<Leads>,
+    /// When this node last told its peers what it leads.
+    leads_sent: Option<Instant>,
+    relayer: Arc<OnceLock<Relayer>>,
 }
 
 impl Loop {
@@ -276,6 +304,19 @@ impl Loop {
     /// The groups tick, then every peer's batch goes to its link.
     fn on_tick(&mut self, now: Instant) {
         self.groups.tick(now);
+        if self
+            .leads_sent
+            .is_none_or(|at| now.duration_since(at) >= LEADS_EVERY)
+        {
+            self.leads_sent = Some(now);
+            let leads = self.groups.leads();
+            let me = self.links.cluster().me;
+            for &peer in self.links.cluster().membership.nodes().keys() {
+                if peer != me {
+                    self.groups.transport.lead(peer, leads.clone());
+                }
+            }
+        }
         for (peer, batch) in self.groups.transport.take_batches() {
             match self.links.send(peer, batch) {
                 Ok(()) => {
@@ -301,6 +342,9 @@ impl Loop {
     fn on_batch(&mut self, from: NodeId, batch: Batch) {
         let transport = &self.groups.transport;
         transport.deliver(from, batch.answers);
+        if !batch.leads.is_empty() {
+            self.leads.record(from, batch.leads, Instant::now());
+        }
         for note in batch.notes {
             self.groups.on_note(from, note);
         }
@@ -314,8 +358,9 @@ impl Loop {
                 continue;
             };
             let (groups, serving) = (Arc::clone(&self.groups), self.serving.clone());
+            let relayer = self.relayer.get().cloned();
             tokio::spawn(async move {
-                let (id, reply) = serve(&groups, &serving, from, call).await;
+                let (id, reply) = serve(&groups, &serving, relayer, from, call).await;
                 // Free before the answer is out: a peer that has its answer
                 // finds the room it held.
                 drop(permit);
@@ -326,14 +371,43 @@ impl Loop {
 }
 
 /// Serves one peer's call within [`SERVING_BYTES_MAX`]: its id and reply.
-async fn serve(groups: &Groups, serving: &Serving, from: NodeId, call: Call) -> (u64, Reply) {
+/// A relayed request goes to `relayer`, any other call to its group.
+async fn serve(
+    groups: &Groups,
+    serving: &Serving,
+    relayer: Option<Relayer>,
+    from: NodeId,
+    call: Call,
+) -> (u64, Reply) {
     let Some(bytes) = serving.take_bytes(&call.rpc) else {
         let why = format!("{SERVING_BYTES_MAX} bytes of calls are being served here");
         return (call.id, Reply::Unavailable(why));
     };
-    let reply = groups.serve(from, call.group, call.rpc).await;
+    let reply = match call.rpc {
+        Rpc::Relay { head, body } => relayed(relayer, from, &head, body.0).await,
+        rpc => groups.serve(from, call.group, rpc).await,
+    };
     drop(bytes);
     (call.id, reply)
+}
+
+/// Serves a request relayed from `from` with `relayer`.
+async fn relayed(relayer: Option<Relayer>, from: NodeId, head: &str, body: Vec<u8>) -> Reply {
+    let Some(relayer) = relayer else {
+        return Reply::Unavailable("this node does not serve relayed requests yet".into());
+    };
+    let head: RequestHead = match serde_json::from_str(head) {
+        Ok(head) => head,
+        Err(e) => return Reply::Unavailable(format!("a relayed request's head: {e}")),
+    };
+    let (answer, body): (ResponseHead, Vec<u8>) = relayer(from, head, body).await;
+    match serde_json::to_string(&answer) {
+        Ok(head) => Reply::Relayed {
+            head,
+            body: Bytes64(body),
+        },
+        Err(e) => Reply::Unavailable(format!("a relayed answer's head: {e}")),
+    }
 }
 
 /// What to log when a link starts refusing batches, or for a new reason.

@@ -67,6 +67,9 @@ pub mod code {
     pub const UNAVAILABLE: u32 = 50305;
     /// Something this server does not do (yet).
     pub const UNSUPPORTED: u32 = 50101;
+    /// A node of a cluster relayed a read to a node holding the partition,
+    /// whose answer was over what a relayed answer carries.
+    pub const RELAY_TOO_LARGE: u32 = 50201;
     /// Writes are refused until the disk has free space again
     /// (`--min-free-bytes`); reads go on. Retry later.
     pub const NO_SPACE: u32 = 50701;

@@ -6,16 +6,18 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::api::{AppState, blocking, check_partition, find_topic, path};
 use super::error::{ApiError, code};
 use super::records::{self};
+use super::relay::{self, Relayed};
 use crate::broker::catalog::Topic;
 use crate::broker::topics::{TIMESTAMP_SEARCH_BYTES_MAX, TimeSearch};
 use crate::broker::{Broker, Error, FETCH_WAIT_MS_MAX};
@@ -57,6 +59,8 @@ pub(super) struct FetchParams {
 /// `wait_ms`, waits at the end of the partition until records arrive.
 pub(super) async fn fetch(
     State(app): AppState,
+    relayed: Option<Extension<Relayed>>,
+    uri: Uri,
     params: Result<Path<(String, u64)>, PathRejection>,
     query: Result<Query<FetchParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -83,6 +87,14 @@ pub(super) async fn fetch(
     }
     let topic = find_topic(&app, &topic_name)?;
     let partition = check_partition(&topic, partition)?;
+    if let Some(cluster) = app.cluster()
+        && let Some(placement) = cluster.placement(&topic.name, partition)
+        && !placement.replicas.contains(&cluster.node_id())
+    {
+        let waits = std::time::Duration::from_millis(wait_ms);
+        let relayed = relayed.map(|Extension(relayed)| relayed);
+        return relay::to_replica(cluster, &topic.name, partition, &uri, waits, relayed).await;
+    }
     let offset = match (query.offset, query.timestamp) {
         (Some(offset), None) => offset,
         (from, Some(timestamp)) => {

@@ -27,6 +27,7 @@ pub mod groups;
 pub mod metrics;
 pub mod produce;
 pub mod records;
+pub mod relay;
 pub mod topics;
 
 use std::future::Future;
@@ -62,7 +63,11 @@ pub async fn serve(
     security: Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let cluster = broker.cluster().cloned();
     let router = api::router(broker, console, security.auth);
+    if let Some(cluster) = cluster {
+        cluster.serve_relayed(relay::relayer(router.clone()));
+    }
     match security.tls {
         None => {
             // Replies go out whole, at once: Nagle's algorithm would hold a

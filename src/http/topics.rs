@@ -34,6 +34,9 @@ struct CreateTopic {
     retention_ms: Option<u64>,
     #[serde(default)]
     retention_bytes: Option<u64>,
+    /// How many nodes of a cluster hold each partition.
+    #[serde(default)]
+    replication_factor: Option<u32>,
 }
 
 /// The topics, those the user may read or write only.
@@ -65,6 +68,7 @@ pub(super) async fn create(
         partitions: request.partitions.unwrap_or(CREATE_PARTITIONS_DEFAULT),
         retention_ms: request.retention_ms,
         retention_bytes: request.retention_bytes,
+        replication_factor: request.replication_factor,
     };
     let topic = broker_topics::create(&app, new).await?;
     log::info(format_args!(

@@ -443,6 +443,7 @@ mod tests {
             partitions: 1,
             retention_ms: None,
             retention_bytes: None,
+            replication_factor: None,
         };
         catalog.create(topic, 0).expect("topic");
         let broker = crate::broker::test_broker(store, catalog);

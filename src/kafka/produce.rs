@@ -527,6 +527,7 @@ mod tests {
                     partitions: 1,
                     retention_ms: None,
                     retention_bytes: None,
+                    replication_factor: None,
                 },
                 0,
             )

@@ -214,6 +214,7 @@ fn metadata_topics(
                     partitions: ctx.auto_create_partitions,
                     retention_ms: None,
                     retention_bytes: None,
+                    replication_factor: None,
                 };
                 let created = create_blocking(ctx, new);
                 match created {
@@ -296,25 +297,32 @@ fn create_one(
         result.error_message = Some(StrBytes::from_string(message));
         result
     };
-    // One node: 1. A cluster: the factor it gives every topic, min(3, nodes).
-    let (factor, why) = match ctx.broker.cluster() {
-        None => (1, "seglog serve is one node"),
-        Some(cluster) => (
-            i16::try_from(cluster.replication_factor()).unwrap_or(i16::MAX),
-            "this cluster gives every topic min(3, nodes) replicas",
-        ),
+    // One node: 1. A cluster: what the request asks for (-1: the
+    // cluster's default, min(3, nodes)); the cluster refuses more
+    // replicas than nodes.
+    let factor = match (ctx.broker.cluster(), topic.replication_factor) {
+        (None, -1 | 1) => 1,
+        (None, asked) => {
+            let message =
+                format!("replication factor {asked}: seglog serve is one node, so 1 (or -1)");
+            return fail(
+                result,
+                ResponseError::InvalidReplicationFactor.code(),
+                message,
+            );
+        }
+        (Some(cluster), -1) => i16::try_from(cluster.replication_factor()).unwrap_or(i16::MAX),
+        (Some(_), asked) if asked >= 1 => asked,
+        (Some(_), asked) => {
+            let message =
+                format!("replication factor {asked}: at least 1 (or -1, the cluster's default)");
+            return fail(
+                result,
+                ResponseError::InvalidReplicationFactor.code(),
+                message,
+            );
+        }
     };
-    if topic.replication_factor != -1 && topic.replication_factor != factor {
-        let message = format!(
-            "replication factor {}: {why}, so {factor} (or -1)",
-            topic.replication_factor
-        );
-        return fail(
-            result,
-            ResponseError::InvalidReplicationFactor.code(),
-            message,
-        );
-    }
     if !topic.assignments.is_empty() {
         let message = "manual replica assignment: seglog serve is one node".to_string();
         return fail(
@@ -366,6 +374,7 @@ fn create_one(
         partitions,
         retention_ms,
         retention_bytes,
+        replication_factor: u32::try_from(factor).ok(),
     };
     if validate_only {
         if let Err(e) = check_name(&topic_name) {

@@ -38,7 +38,7 @@ use super::log_store::{Group, LogStore, Proposals};
 use super::snapshot::Keys;
 use super::standing::{ASK_EVERY_MS, Note, PROBE_AFTER_MS, REJOIN_UNANSWERED_MS, Standing};
 use super::state_machine::{Appender, StateMachine};
-use super::transport::{self, Network, NoAnswer, Reply, Rpc, Transport};
+use super::transport::{self, Lead, Network, NoAnswer, Reply, Rpc, Transport};
 use super::types::{NodeId, OpResult, Proposal, ProposalId, TypeConfig};
 use crate::lock::{lock, read, write};
 use crate::storage::store::Store;
@@ -1156,6 +1156,33 @@ impl Groups {
         self.running(g)?.raft.metrics().borrow().current_leader
     }
 
+    /// The groups this node leads now, each with its term, its last log
+    /// index and how far each follower is known to have matched it.
+    pub fn leads(&self) -> Vec<Lead> {
+        read(&self.running)
+            .iter()
+            .filter_map(|(&g, group)| {
+                let watched = group.raft.metrics();
+                let metrics = watched.borrow();
+                if metrics.current_leader != Some(self.me) {
+                    return None;
+                }
+                let matched = metrics
+                    .replication
+                    .iter()
+                    .flatten()
+                    .filter_map(|(&node, log_id)| Some((node, log_id.as_ref()?.index)))
+                    .collect();
+                Some(Lead {
+                    group: g,
+                    term: metrics.current_term,
+                    last: metrics.last_log_index.unwrap_or(0),
+                    matched,
+                })
+            })
+            .collect()
+    }
+
     /// Group `g`'s current term here.
     pub fn term(&self, g: u32) -> u64 {
         self.running(g)
@@ -1265,9 +1292,22 @@ impl Groups {
         proposal: Proposal,
         patience: Duration,
     ) -> Result<(u64, Vec<OpResult>), ProposeError> {
+        self.propose_at(g, proposal, patience, &|| None).await
+    }
+
+    /// [`Groups::propose_at_leader`], for a group that need not run here:
+    /// where this node knows no leader of it, `reported` may name one
+    /// (what the leader told its peers; `cluster::leads`).
+    pub async fn propose_at(
+        &self,
+        g: u32,
+        proposal: Proposal,
+        patience: Duration,
+        reported: &(dyn Fn() -> Option<NodeId> + Sync),
+    ) -> Result<(u64, Vec<OpResult>), ProposeError> {
         let deadline = Instant::now() + patience;
         loop {
-            let attempt = match self.leader(g) {
+            let attempt = match self.leader(g).or_else(reported) {
                 Some(leader) if leader == self.me => {
                     // A leader cut off from its majority may not learn so
                     // for as long as the cut lasts: its proposal waits.
@@ -1294,7 +1334,7 @@ impl Groups {
     }
 
     /// Sends `proposal` to `leader` and waits until `deadline` for what
-    /// proposing it there came to.
+    /// proposing it there came to. Group `g` need not run here.
     async fn forward(
         &self,
         leader: NodeId,
@@ -1380,6 +1420,9 @@ impl Groups {
         if let Rpc::Propose(proposal) = rpc {
             return self.serve_forwarded(from, g, proposal).await;
         }
+        if matches!(rpc, Rpc::Relay { .. }) {
+            return Reply::Unavailable("a relayed request is not the groups' to serve".into());
+        }
         let Some(group) = self.running(g) else {
             return Reply::Unavailable(self.absent(g));
         };
@@ -1392,7 +1435,7 @@ impl Groups {
         let leader_term = match &rpc {
             Rpc::Append(request) => Some(request.vote.leader_id().term),
             Rpc::Snapshot(request) => Some(request.vote.leader_id().term),
-            Rpc::Vote(_) | Rpc::Propose(_) => None,
+            Rpc::Vote(_) | Rpc::Propose(_) | Rpc::Relay { .. } => None,
         };
         if let Some(term) = leader_term
             && !lock(&group.standing).0.follows(term)

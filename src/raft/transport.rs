@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 
 use super::groups::ProposeError;
 use super::standing::Note;
-use super::types::{NodeId, OpResult, Proposal, TypeConfig};
+use super::types::{Bytes64, NodeId, OpResult, Proposal, TypeConfig};
 use crate::lock::lock;
 
 /// Calls waiting for an answer at once, over all peers and groups: each
@@ -48,6 +48,14 @@ pub enum Rpc {
     /// ([`crate::raft::groups::Groups::propose_at_leader`]): served by the
     /// groups, which propose it there as its own.
     Propose(Proposal),
+    /// A request of the layer above the groups, opaque here: `seglog
+    /// serve`'s HTTP requests for a partition this node holds no replica
+    /// of, relayed to one that does (`cluster::relay`). Never served by a
+    /// group; the Maelstrom node never sends one.
+    Relay {
+        head: String,
+        body: Bytes64,
+    },
 }
 
 /// What the peer's Raft instance answered.
@@ -61,6 +69,27 @@ pub enum Reply {
     /// The peer could not hand the call to a Raft instance (not started
     /// yet, no such group, shutting down).
     Unavailable(String),
+    /// What the layer above answered a [`Rpc::Relay`].
+    Relayed {
+        head: String,
+        body: Bytes64,
+    },
+}
+
+/// A group the sender of a batch leads, as it stood when sent: what lets
+/// a node that runs no replica of the group know its leader, and every
+/// node show how far each replica is behind (`cluster::leads`). Only
+/// `seglog serve` sends these; the Maelstrom node runs every group on
+/// every node and has no use for them.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Lead {
+    pub group: u32,
+    /// The leader's term.
+    pub term: u64,
+    /// The index of the leader's last log entry.
+    pub last: u64,
+    /// The last index each follower is known to hold (absent: not known yet).
+    pub matched: BTreeMap<NodeId, u64>,
 }
 
 /// One call in a batch.
@@ -88,11 +117,17 @@ pub struct Batch {
     /// Where nodes stand in groups ([`super::standing`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<Note>,
+    /// The groups the sender leads ([`Lead`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leads: Vec<Lead>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.calls.is_empty() && self.answers.is_empty() && self.notes.is_empty()
+        self.calls.is_empty()
+            && self.answers.is_empty()
+            && self.notes.is_empty()
+            && self.leads.is_empty()
     }
 }
 
@@ -232,6 +267,12 @@ impl Transport {
             .push(Answer { id, reply });
     }
 
+    /// Queues for `peer` the groups this node leads, in place of any
+    /// queued before and not sent yet.
+    pub fn lead(&self, peer: NodeId, leads: Vec<Lead>) {
+        lock(&self.inner).outgoing.entry(peer).or_default().leads = leads;
+    }
+
     /// Queues a note about standing for a peer; dropped once `closed` (its
     /// group's) is set. Checked under the lock [`Transport::forget_group`]
     /// takes after setting it, as `Transport::call` does: a task that
@@ -334,6 +375,9 @@ pub async fn serve(raft: &Raft<TypeConfig>, rpc: Rpc) -> Reply {
         // of ours, answered rather than panicked on.
         Rpc::Propose(_) => {
             Reply::Unavailable("a forwarded proposal reached one Raft instance".into())
+        }
+        Rpc::Relay { .. } => {
+            Reply::Unavailable("a relayed request reached one Raft instance".into())
         }
     }
 }

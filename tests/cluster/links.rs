@@ -19,7 +19,7 @@ use seglog::cluster::link::{
 use seglog::cluster::peers::{Cluster, Membership};
 use seglog::cluster::secret::Secret;
 use seglog::raft::standing::Note;
-use seglog::raft::transport::{Answer, Batch, Call, Reply, Rpc};
+use seglog::raft::transport::{Answer, Batch, Call, Lead, Reply, Rpc};
 use seglog::raft::types::{NodeId, Vote};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -132,6 +132,12 @@ pub fn batch(tag: u32) -> Batch {
             reply: Reply::Unavailable(format!("tag {tag}")),
         }],
         notes: vec![Note::Probe { group: tag }],
+        leads: vec![Lead {
+            group: tag,
+            term: 1,
+            last: u64::from(tag),
+            matched: [(2, 0)].into(),
+        }],
     }
 }
 

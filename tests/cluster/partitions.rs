@@ -95,7 +95,7 @@ pub(crate) fn settled(cluster: &Cluster, among: &[NodeId], partitions: usize) ->
 
 /// Waits until Kafka `Metadata` of node `id` names every node as a broker
 /// and each partition's leader and replicas as `placements` has them.
-fn kafka_agrees(cluster: &Cluster, id: NodeId, placements: &Placements) {
+pub(crate) fn kafka_agrees(cluster: &Cluster, id: NodeId, placements: &Placements) {
     wait_until("Kafka Metadata names the same leaders", PATIENCE, || {
         let metadata = kafka_metadata_at(&cluster.kafka(id))?;
         let brokers: BTreeSet<u64> = metadata["brokers"]

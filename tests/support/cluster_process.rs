@@ -385,11 +385,15 @@ impl Cluster {
     /// request that gets no answer fails the test: whether it created
     /// the topic is then unknown.
     pub fn create_topic(&self, id: NodeId, name: &str, partitions: u32) -> (u16, Value) {
-        let body = json!({"name": name, "partitions": partitions});
+        self.create_topic_as(id, &json!({"name": name, "partitions": partitions}))
+    }
+
+    /// [`Cluster::create_topic`] with the whole body of `POST /topics`.
+    pub fn create_topic_as(&self, id: NodeId, body: &Value) -> (u16, Value) {
         let mut last = None;
         let what = format!("node {id} answers POST /topics {body} with other than 503");
         wait_until(&what, PATIENCE, || {
-            match self.try_request(id, "POST", "/topics", Some(&body), PATIENCE) {
+            match self.try_request(id, "POST", "/topics", Some(body), PATIENCE) {
                 Ok((503, reply)) => {
                     let why = format!("503 {reply}");
                     last = Some(why.clone());
