@@ -823,4 +823,56 @@ mod tests {
         );
         assert_eq!(second.notes.len(), 3);
     }
+
+    fn leads(count: u32) -> Vec<crate::raft::transport::Lead> {
+        (0..count)
+            .map(|group| crate::raft::transport::Lead {
+                group,
+                term: 1,
+                last: 9,
+                matched: [(2, 7)].into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn leads_go_whole_in_one_half_and_alone_in_a_frame() {
+        let batch = Batch {
+            notes: (0..3).map(|group| Note::Probe { group }).collect(),
+            leads: leads(4),
+            ..Batch::default()
+        };
+        assert_eq!(items(&batch), 4, "three notes, and the leads as one");
+        let (first, second) = split(batch);
+        assert_eq!((first.notes.len(), first.leads.len()), (2, 0));
+        assert_eq!((second.notes.len(), second.leads.len()), (1, 4));
+        let (first, second) = split(second);
+        assert_eq!((first.notes.len(), first.leads.len()), (1, 0));
+        assert_eq!((second.notes.len(), second.leads.len()), (0, 4));
+        // A batch of leads alone still goes out.
+        let (frames, left_out) = batch_frames(second);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].1.leads, leads(4));
+        assert_eq!(items(&left_out), 0);
+    }
+
+    #[test]
+    fn a_relayed_answer_at_its_bound_fits_one_frame() {
+        use crate::broker::cluster::RELAY_BODY_BYTES_MAX;
+        use crate::raft::transport::{Answer, Reply};
+        use crate::raft::types::Bytes64;
+        let batch = Batch {
+            answers: vec![Answer {
+                id: u64::MAX,
+                reply: Reply::Relayed {
+                    head: r#"{"status":200,"content_type":"application/json"}"#.into(),
+                    body: Bytes64(vec![0xff; RELAY_BODY_BYTES_MAX]),
+                },
+            }],
+            ..Batch::default()
+        };
+        let (frames, left_out) = batch_frames(batch);
+        assert_eq!((frames.len(), items(&left_out)), (1, 0));
+        assert!(frames[0].0.len() + TAG_BYTES <= FRAME_BYTES_MAX + LENGTH_BYTES);
+    }
 }

@@ -1715,6 +1715,7 @@ mod tests {
                 stopped: false,
             }),
             runtime: Mutex::new(None),
+            leads: Arc::new(Leads::default()),
             tasks: Mutex::new(Vec::new()),
             producer_ids: tokio::sync::Mutex::new(0..0),
             submitting: Mutex::new(()),

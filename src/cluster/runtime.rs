@@ -501,6 +501,9 @@ mod tests {
             links: Arc::new(links),
             serving: Serving::new(CALLS_SERVING_MAX, SERVING_BYTES_MAX),
             refusing: BTreeMap::new(),
+            leads: Arc::new(Leads::default()),
+            leads_sent: None,
+            relayer: Arc::new(OnceLock::new()),
         };
         (node, two, dir)
     }
