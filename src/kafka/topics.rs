@@ -312,6 +312,20 @@ fn create_one(
             );
         }
         (Some(cluster), -1) => i16::try_from(cluster.replication_factor()).unwrap_or(i16::MAX),
+        // As Kafka checks the brokers it knows of: here, the registered ones.
+        (Some(cluster), asked)
+            if usize::try_from(asked).is_ok_and(|a| a > cluster.members().len()) =>
+        {
+            let message = format!(
+                "replication factor {asked}: larger than the {} nodes of this cluster",
+                cluster.members().len()
+            );
+            return fail(
+                result,
+                ResponseError::InvalidReplicationFactor.code(),
+                message,
+            );
+        }
         (Some(_), asked) if asked >= 1 => asked,
         (Some(_), asked) => {
             let message =

@@ -330,7 +330,7 @@ const ADMIN_SCRIPT: &str = r#"
 import sys
 from confluent_kafka.admin import AdminClient, NewTopic
 admin = AdminClient({"bootstrap.servers": sys.argv[1]})
-for name, factor in (("three", 3), ("default", -1), ("two", 2)):
+for name, factor in (("three", 3), ("default", -1), ("two", 2), ("four", 4)):
     try:
         admin.create_topics([NewTopic(name, 2, factor)])[name].result(30)
         print(name, "created")
@@ -382,16 +382,18 @@ fn kafka_clients_create_topics_on_any_node() {
         [
             "three created",
             "default created",
-            "two INVALID_REPLICATION_FACTOR"
+            "two created",
+            "four INVALID_REPLICATION_FACTOR"
         ],
         "{admin:?}"
     );
-    cluster.wait_for_topics(&NODES, &["auto", "default", "three"]);
-    let placements = settled(&cluster, &NODES, 5);
+    cluster.wait_for_topics(&NODES, &["auto", "default", "three", "two"]);
+    let placements = settled(&cluster, &NODES, 7);
     assert!(
         placements
-            .values()
-            .all(|(_, replicas, _)| replicas.len() == 3),
+            .iter()
+            .all(|((topic, _), (_, replicas, _))| replicas.len()
+                == if topic == "two" { 2 } else { 3 }),
         "{placements:?}"
     );
     eprintln!("partitions/kafka: topics auto-created and created by AdminClient, on every node");
