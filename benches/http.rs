@@ -469,7 +469,7 @@ async fn cluster_produce_phases(
 ) -> Result<(), String> {
     let cluster = Cluster::start(parent)?;
     cluster.registered().await?;
-    create_topic(cluster.nodes[0].server.addr, "bench", PARTITIONS).await?;
+    create_cluster_topic(cluster.nodes[0].server.addr, "bench", PARTITIONS).await?;
     let leaders = cluster.leaders("bench", PARTITIONS).await?;
     let value = format!("\"{}\"", "x".repeat(VALUE_BYTES));
     for (at_leader, where_) in [(true, ""), (false, " at a follower (forwarded)")] {
@@ -510,7 +510,7 @@ async fn cluster_produce_phases(
 async fn cluster_fetch_phase(parent: &Path, fetch_mb: u64, rows: &mut Rows) -> Result<(), String> {
     let cluster = Cluster::start(parent)?;
     cluster.registered().await?;
-    create_topic(cluster.nodes[0].server.addr, "big", 1).await?;
+    create_cluster_topic(cluster.nodes[0].server.addr, "big", 1).await?;
     let leader_id = cluster.leaders("big", 1).await?[0];
     let leader = cluster.node(leader_id)?;
     let follower = cluster
@@ -728,6 +728,33 @@ impl Drop for Cluster {
         for node in &mut self.nodes {
             let _ = node.server.child.kill();
             let _ = node.server.child.wait();
+        }
+    }
+}
+
+/// Creates `topic` with `partitions` at the node at `addr`. A 503 (the
+/// metadata group did not commit in time, as on a loaded machine; the topic
+/// may or may not have been made) is asked again, and a 409 after it means
+/// the earlier attempt took effect, for up to [`CLUSTER_PATIENCE`].
+async fn create_cluster_topic(addr: SocketAddr, name: &str, partitions: u32) -> Result<(), String> {
+    let deadline = Instant::now() + CLUSTER_PATIENCE;
+    let body = format!("{{\"name\":\"{name}\",\"partitions\":{partitions}}}");
+    let mut retried = false;
+    loop {
+        let mut conn = connect(addr).await?;
+        let (status, reply) = request(&mut conn, Method::POST, "/topics", body.clone()).await?;
+        match status {
+            200..300 => return Ok(()),
+            409 if retried => return Ok(()),
+            503 if Instant::now() < deadline => {
+                eprintln!(
+                    "creating {name}: {}; asking again",
+                    String::from_utf8_lossy(&reply)
+                );
+                retried = true;
+                tokio::time::sleep(CLUSTER_POLL).await;
+            }
+            _ => return expect_ok((status, reply)).map(drop),
         }
     }
 }
