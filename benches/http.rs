@@ -10,21 +10,38 @@
 //! times, and the median of the rounds' ratios of their rates: what the
 //! flushes cost (issue 24's goal: ≥ 0.9).
 //!
+//! In the same run, the produce and fetch phases again on a 3-node cluster
+//! on this machine (issue 20's goal): three `seglog serve --peers`
+//! processes on loopback, replication factor 3, each produce answered once
+//! durable on a majority. Once every node has registered, the topic is
+//! created at one node, and the bench waits until every node names the same
+//! leader for each partition (`GET /cluster`). The [`CONNECTIONS`]
+//! connections are spread over the nodes and each sends to the partitions
+//! its node leads (then, as a second figure, to partitions its node
+//! follows, which forwards each produce to the leader). The fetch
+//! partition is filled at its leader, every replica is let catch up, and
+//! it is read at the leader, then at a follower. The table puts the 3-node
+//! figures beside the single node's.
+//!
 //! Run with `cargo bench --bench http`. `SEGLOG_BENCH_SECS` sets each timed
 //! phase (default 10 s), `SEGLOG_BENCH_FETCH_MB` the partition the fetch
 //! phase reads (default 1024 MiB), `SEGLOG_BENCH_DIR` the parent of the data
 //! directories (default `target/`, the disk the tests use),
 //! `SEGLOG_BENCH_ONLY` one phase (`produce`, `paced`, `ratio`, `fetch` or
-//! `memory`),
+//! `memory`; `produce` and `fetch` on both the single node and the cluster;
+//! `cluster` the cluster's produce and fetch alone),
+//! `SEGLOG_BENCH_CLUSTER=0` no cluster phases,
 //! `SEGLOG_BENCH_SERVER_PID_FILE` a file the produce and fetch phases write
-//! the server's pid to, for a profiler to attach, and
-//! `SEGLOG_BENCH_SERVER_LOG` a file for the server's stderr, and
-//! `SEGLOG_BENCH_SERVER_ARGS` more options for `seglog serve`,
+//! the (single) server's pid to, for a profiler to attach, and
+//! `SEGLOG_BENCH_SERVER_LOG` a file for the server's stderr (a cluster
+//! node's goes to that name with `.nodeN` after it), and
+//! `SEGLOG_BENCH_SERVER_ARGS` more options for `seglog serve` (every node's),
 //! `SEGLOG_BENCH_BIN` another build's `seglog` to run instead of this
 //! one's (to compare two commits), and
 //! `SEGLOG_BENCH_METRICS` (any value) to print the servers' sync point and
 //! produce histograms after each run of the ratio phase.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -100,12 +117,16 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 async fn run(parent: &Path, phase: Duration, fetch_mb: u64) -> Result<(), String> {
     std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let mut rows = Rows::default();
     let only = std::env::var("SEGLOG_BENCH_ONLY").ok();
     let wanted = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
+    let cluster = std::env::var("SEGLOG_BENCH_CLUSTER").as_deref() != Ok("0");
     // `paced` alone runs the paced part of the produce phases.
     if wanted("produce") || wanted("paced") {
         produce_phases(parent, phase, &mut rows).await?;
+    }
+    if cluster && (wanted("produce") || only.as_deref() == Some("cluster")) {
+        cluster_produce_phases(parent, phase, &mut rows).await?;
     }
     if wanted("ratio") {
         ratio_phase(parent, phase, &mut rows).await?;
@@ -113,18 +134,105 @@ async fn run(parent: &Path, phase: Duration, fetch_mb: u64) -> Result<(), String
     if wanted("fetch") {
         fetch_phase(parent, fetch_mb, &mut rows).await?;
     }
+    if cluster && (wanted("fetch") || only.as_deref() == Some("cluster")) {
+        cluster_fetch_phase(parent, fetch_mb, &mut rows).await?;
+    }
     if wanted("memory") {
         memory_phase(parent, &mut rows).await?;
     }
     println!();
-    println!("{:<78} {:<42} goal", "seglog serve", "measured");
-    for (what, figure, goal) in rows {
-        println!("{what:<78} {figure:<42} {goal}");
+    if cluster {
+        println!(
+            "3 nodes: {CLUSTER_NODES} `seglog serve --peers` processes on this machine over \
+             loopback, replication factor {CLUSTER_NODES}, each produce answered once durable \
+             on a majority; the {CONNECTIONS} connections are spread over the nodes, and each \
+             sends to partitions that node leads (\"at a follower\": partitions it follows, \
+             whose produce it forwards to their leader); memory is the node that holds \
+             the most."
+        );
+        println!();
+    }
+    println!(
+        "{:<WHAT$} {:<FIGURE$} {:<FIGURE$} goal",
+        "seglog serve", "single node", "3 nodes"
+    );
+    for row in rows.0 {
+        println!(
+            "{:<WHAT$} {:<FIGURE$} {:<FIGURE$} {}",
+            row.what, row.single, row.cluster, row.goal
+        );
     }
     Ok(())
 }
 
-type Rows = Vec<(String, String, String)>;
+/// Widths of the table's columns: what was measured, and each figure.
+const WHAT: usize = 74;
+const FIGURE: usize = 40;
+
+/// One line of the table: what was measured, on a single node and on the
+/// 3-node cluster (`-` where not measured), and the goal.
+struct Row {
+    what: String,
+    single: String,
+    cluster: String,
+    goal: String,
+}
+
+/// The table's lines, in the order first measured.
+#[derive(Default)]
+struct Rows(Vec<Row>);
+
+impl Rows {
+    /// A single node's figure, on a line of its own.
+    fn single(&mut self, (what, figure, goal): (String, String, String)) {
+        self.0.push(Row {
+            what,
+            single: figure,
+            cluster: "-".into(),
+            goal,
+        });
+    }
+
+    /// The cluster's figure, beside the single node's of the same `what`
+    /// if it was measured, else on a line of its own after the cluster's
+    /// last figure.
+    fn cluster(&mut self, what: String, figure: String) {
+        if let Some(row) = self.0.iter_mut().find(|row| row.what == what) {
+            row.cluster = figure;
+            return;
+        }
+        let after = self.0.iter().rposition(|row| row.cluster != "-");
+        self.0.insert(
+            after.map_or(self.0.len(), |at| at + 1),
+            Row {
+                what,
+                single: "-".into(),
+                cluster: figure,
+                goal: String::new(),
+            },
+        );
+    }
+
+    /// The cluster's figure on the line `what` right under the line
+    /// `above`, which is made if the single node has none there.
+    fn cluster_under(&mut self, above: &str, what: &str, figure: String) {
+        let Some(at) = self.0.iter().position(|row| row.what == above) else {
+            return self.cluster(what.into(), figure);
+        };
+        match self.0.get_mut(at + 1) {
+            Some(next) if next.what == what => next.cluster = figure,
+            _ => self.0.insert(
+                at + 1,
+                Row {
+                    what: what.into(),
+                    single: "-".into(),
+                    cluster: figure,
+                    goal: String::new(),
+                },
+            ),
+        }
+    }
+}
 
 /// Durable produce: closed loop with batches of 1 and 100, then paced.
 async fn produce_phases(parent: &Path, phase: Duration, rows: &mut Rows) -> Result<(), String> {
@@ -139,7 +247,7 @@ async fn produce_phases(parent: &Path, phase: Duration, rows: &mut Rows) -> Resu
     // server, not the checkpoint the closed-loop phases leave due.
     let paced = paced(addr, phase, &value).await?;
     let (p50, p99) = percentiles(&paced.latencies);
-    rows.push((
+    rows.single((
         format!("produce paced at {PACED_RATE_PER_SEC} requests/s, p50 / p99"),
         format!("{p50:.2} / {p99:.2} ms"),
         "p99 ≤ 5 ms".into(),
@@ -155,38 +263,44 @@ async fn produce_phases(parent: &Path, phase: Duration, rows: &mut Rows) -> Resu
         (1usize, "≥ 30,000 requests/s"),
         (100, "≥ 300,000 records/s"),
     ] {
-        let result = produce_closed_loop(addr, phase, &value, batch).await?;
-        let (p50, p99) = percentiles(&result.latencies);
-        let rate = result.requests as f64 / result.elapsed.as_secs_f64();
-        let figure = if batch == 1 {
-            format!("{} requests/s", thousands(rate))
-        } else {
-            format!(
-                "{} records/s ({} requests/s)",
-                thousands(rate * batch as f64),
-                thousands(rate)
-            )
-        };
-        rows.push((
-            format!("produce, {batch} record(s)/request, {CONNECTIONS} connections"),
-            figure,
-            goal.into(),
-        ));
-        rows.push((
-            "    latency p50 / p99".into(),
-            format!("{p50:.2} / {p99:.2} ms"),
-            String::new(),
-        ));
+        let result = produce_closed_loop(&single_routes(addr), phase, &value, batch).await?;
+        let (figure, latency) = produce_figures(&result, batch);
+        rows.single((produce_what(batch, ""), figure, goal.into()));
+        rows.single((LATENCY_WHAT.into(), latency, String::new()));
     }
 
     let rss = server.memory()?;
-    rows.push((
-        "server memory after the produce phases (RSS / peak)".into(),
-        rss,
-        String::new(),
-    ));
+    rows.single((MEMORY_WHAT.into(), rss, String::new()));
     server.stop()?;
     Ok(())
+}
+
+/// The line of a closed-loop produce of `batch` records a request;
+/// `where_` says where they were sent, if not to each partition's leader.
+fn produce_what(batch: usize, where_: &str) -> String {
+    format!("produce{where_}, {batch} record(s)/request, {CONNECTIONS} connections")
+}
+
+/// The line under each produce's, with its latencies.
+const LATENCY_WHAT: &str = "    latency p50 / p99";
+
+/// The line of the servers' memory after the produce phases.
+const MEMORY_WHAT: &str = "server memory after the produce phases (RSS / peak)";
+
+/// A closed-loop produce's rate and its latencies, as the table shows them.
+fn produce_figures(result: &Measured, batch: usize) -> (String, String) {
+    let (p50, p99) = percentiles(&result.latencies);
+    let rate = result.requests as f64 / result.elapsed.as_secs_f64();
+    let figure = if batch == 1 {
+        format!("{} requests/s", thousands(rate))
+    } else {
+        format!(
+            "{} records/s ({} requests/s)",
+            thousands(rate * batch as f64),
+            thousands(rate)
+        )
+    };
+    (figure, format!("{p50:.2} / {p99:.2} ms"))
 }
 
 /// Rounds of the ratio phase: a durable run and a no-sync run each. On a
@@ -222,7 +336,7 @@ async fn ratio_phase(parent: &Path, phase: Duration, rows: &mut Rows) -> Result<
             let server = Server::start_preloaded(dir.path(), &[], preload)?;
             let addr = server.addr;
             create_topic(addr, "bench", PARTITIONS).await?;
-            let result = produce_closed_loop(addr, phase, &value, BATCH).await?;
+            let result = produce_closed_loop(&single_routes(addr), phase, &value, BATCH).await?;
             if std::env::var_os("SEGLOG_BENCH_METRICS").is_some() {
                 for name in ["seglog_sync_point_seconds", "seglog_produce_seconds"] {
                     println!("{}", metrics_line(addr, name).await?);
@@ -250,7 +364,7 @@ async fn ratio_phase(parent: &Path, phase: Duration, rows: &mut Rows) -> Result<
         .join(", ");
     let (d50, d99) = percentiles(&durable_latencies);
     let (n50, n99) = percentiles(&no_sync_latencies);
-    rows.push((
+    rows.single((
         format!("produce, {BATCH} records/request, {CONNECTIONS} connections: durable / no-sync"),
         format!(
             "{:.2}, median of {RATIO_ROUNDS} rounds ({each}); median rates {} / {} records/s",
@@ -260,7 +374,7 @@ async fn ratio_phase(parent: &Path, phase: Duration, rows: &mut Rows) -> Result<
         ),
         "≥ 0.9".into(),
     ));
-    rows.push((
+    rows.single((
         "    latency p50 / p99, durable; no-sync".into(),
         format!("{d50:.2} / {d99:.2} ms; {n50:.2} / {n99:.2} ms"),
         String::new(),
@@ -280,29 +394,42 @@ async fn fetch_phase(parent: &Path, fetch_mb: u64, rows: &mut Rows) -> Result<()
     let started = Instant::now();
     let fetched = fetch_all(addr, filled.records).await?;
     let took = started.elapsed();
-    rows.push((
-        format!(
-            "fetch {} MiB ({} records) of one partition from offset 0",
-            fetched.payload_bytes >> 20,
-            fetched.records
-        ),
-        format!(
-            "{:.0} MB/s of records, {:.0} MB/s of JSON",
-            fetched.payload_bytes as f64 / took.as_secs_f64() / 1e6,
-            fetched.body_bytes as f64 / took.as_secs_f64() / 1e6
-        ),
+    rows.single((
+        fetch_what(&fetched),
+        fetch_figure(&fetched, took),
         "≥ 500 MB/s".into(),
     ));
-    rows.push((
-        "    (filling it: durable produce in batches)".into(),
-        format!(
-            "{:.0} MB/s",
-            filled.bytes as f64 / filled.took.as_secs_f64() / 1e6
-        ),
-        String::new(),
-    ));
+    rows.single((FILL_WHAT.into(), fill_figure(&filled), String::new()));
     server.stop()?;
     Ok(())
+}
+
+/// The line of the fetch phase.
+fn fetch_what(fetched: &Fetched) -> String {
+    format!(
+        "fetch {} MiB ({} records) of one partition from offset 0",
+        fetched.payload_bytes >> 20,
+        fetched.records
+    )
+}
+
+/// A fetch's rate of records and of the JSON that carried them.
+fn fetch_figure(fetched: &Fetched, took: Duration) -> String {
+    format!(
+        "{:.0} MB/s of records, {:.0} MB/s of JSON",
+        fetched.payload_bytes as f64 / took.as_secs_f64() / 1e6,
+        fetched.body_bytes as f64 / took.as_secs_f64() / 1e6
+    )
+}
+
+/// The line under the fetch's, with the rate that filled its partition.
+const FILL_WHAT: &str = "    (filling it: durable produce in batches)";
+
+fn fill_figure(filled: &Filled) -> String {
+    format!(
+        "{:.0} MB/s",
+        filled.bytes as f64 / filled.took.as_secs_f64() / 1e6
+    )
 }
 
 /// Memory with 100 topics of 100 partitions, each written and read.
@@ -325,12 +452,371 @@ async fn memory_phase(parent: &Path, rows: &mut Rows) -> Result<(), String> {
         }
     }
     let rss = server.memory()?;
-    rows.push((
+    rows.single((
         "server memory, 100 topics x 100 partitions written and read (RSS / peak)".into(),
         rss,
         "RSS < 100 MB".into(),
     ));
     server.stop()
+}
+
+/// The produce phases' closed loops on a fresh 3-node cluster: batches of
+/// 1 and of 100, sent to each partition's leader, then to a follower of it.
+async fn cluster_produce_phases(
+    parent: &Path,
+    phase: Duration,
+    rows: &mut Rows,
+) -> Result<(), String> {
+    let cluster = Cluster::start(parent)?;
+    cluster.registered().await?;
+    create_cluster_topic(cluster.nodes[0].server.addr, "bench", PARTITIONS).await?;
+    let leaders = cluster.leaders("bench", PARTITIONS).await?;
+    let value = format!("\"{}\"", "x".repeat(VALUE_BYTES));
+    for (at_leader, where_) in [(true, ""), (false, " at a follower (forwarded)")] {
+        // Connection c goes to node c mod 3, for the partitions that node
+        // leads (or follows).
+        let routes: Routes = (0..CONNECTIONS)
+            .map(|c| {
+                let node = &cluster.nodes[c % cluster.nodes.len()];
+                let partitions = (0..PARTITIONS)
+                    .filter(|&p| (leaders[p as usize] == node.id) == at_leader)
+                    .collect();
+                (node.server.addr, partitions)
+            })
+            .collect();
+        for batch in [1usize, 100] {
+            let result = produce_closed_loop(&routes, phase, &value, batch).await?;
+            let (figure, latency) = produce_figures(&result, batch);
+            let what = produce_what(batch, where_);
+            rows.cluster(what.clone(), figure);
+            rows.cluster_under(&what, LATENCY_WHAT, latency);
+        }
+    }
+    // The node that holds the most, as one figure beside the single node's.
+    let mut largest = (0, String::new());
+    for node in &cluster.nodes {
+        let rss = node.server.memory_kb()?.0.unwrap_or_default();
+        if rss >= largest.0 {
+            largest = (rss, format!("{}, node {}", node.server.memory()?, node.id));
+        }
+    }
+    rows.cluster(MEMORY_WHAT.into(), largest.1);
+    cluster.stop()
+}
+
+/// The fetch phase on a fresh 3-node cluster: the partition is filled at
+/// its leader, every replica is let catch up, then it is read from offset
+/// 0 at the leader and again at a follower.
+async fn cluster_fetch_phase(parent: &Path, fetch_mb: u64, rows: &mut Rows) -> Result<(), String> {
+    let cluster = Cluster::start(parent)?;
+    cluster.registered().await?;
+    create_cluster_topic(cluster.nodes[0].server.addr, "big", 1).await?;
+    let leader_id = cluster.leaders("big", 1).await?[0];
+    let leader = cluster.node(leader_id)?;
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|node| node.id != leader_id)
+        .ok_or("a cluster of one node")?;
+    let filled = fill(leader.server.addr, fetch_mb << 20).await?;
+    for node in &cluster.nodes {
+        caught_up(node.server.addr, "big", filled.records).await?;
+    }
+    let started = Instant::now();
+    let fetched = fetch_all(leader.server.addr, filled.records).await?;
+    let took = started.elapsed();
+    rows.cluster(fetch_what(&fetched), fetch_figure(&fetched, took));
+    rows.cluster(FILL_WHAT.into(), fill_figure(&filled));
+    let started = Instant::now();
+    let fetched = fetch_all(follower.server.addr, filled.records).await?;
+    rows.cluster(
+        "    the same fetch at a follower".into(),
+        fetch_figure(&fetched, started.elapsed()),
+    );
+    cluster.stop()
+}
+
+/// Waits until partition 0 of `topic` at `addr` ends at `end` or later
+/// (a follower has applied what the leader acknowledged).
+async fn caught_up(addr: SocketAddr, topic: &str, end: u64) -> Result<(), String> {
+    let deadline = Instant::now() + CLUSTER_PATIENCE;
+    loop {
+        let mut conn = connect(addr).await?;
+        let path = format!("/topics/{topic}");
+        let body = expect_ok(request(&mut conn, Method::GET, &path, String::new()).await?)?;
+        let reply: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let at = reply["partitions"][0]["end_offset"].as_u64();
+        if at.is_some_and(|at| at >= end) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{addr} has {topic} to {at:?}, not {end}, after {CLUSTER_PATIENCE:?}"
+            ));
+        }
+        tokio::time::sleep(CLUSTER_POLL).await;
+    }
+}
+
+/// Nodes of the cluster phases (the issue's three).
+const CLUSTER_NODES: usize = 3;
+/// How long the cluster may take to elect leaders or catch up before the
+/// bench fails rather than hang: an election from a fresh start takes about
+/// two seconds, more on a loaded machine (as `tests/support/cluster_process.rs`
+/// allows).
+const CLUSTER_PATIENCE: Duration = Duration::from_secs(60);
+/// How often the bench asks the cluster again while it waits.
+const CLUSTER_POLL: Duration = Duration::from_millis(50);
+/// Random bytes of the cluster secret (the binary wants at least 32).
+const SECRET_BYTES: usize = 32;
+
+/// One node of the bench's cluster.
+struct ClusterNode {
+    /// Its `--node-id`.
+    id: u64,
+    server: Server,
+    _dir: tempfile::TempDir,
+}
+
+/// [`CLUSTER_NODES`] `seglog serve --peers` processes on loopback, each with
+/// its own data directory and HTTP, Kafka and peer ports.
+struct Cluster {
+    nodes: Vec<ClusterNode>,
+    /// Holds the secret file every node reads.
+    _secret: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts every node at once (a node may wait for its peers before it
+    /// answers), then waits until each says where it listens.
+    fn start(parent: &Path) -> Result<Cluster, String> {
+        let secret_dir = tempfile::tempdir_in(parent).map_err(|e| e.to_string())?;
+        let secret = write_secret(secret_dir.path())?;
+        // Three ports a node: HTTP, Kafka, peers. Bound and let go, as the
+        // cluster tests do: another process could take one in between.
+        let ports = free_ports(3 * CLUSTER_NODES)?;
+        let ids: Vec<u64> = (1..=CLUSTER_NODES as u64).collect();
+        let peers: Vec<String> = ids
+            .iter()
+            .zip(ports.chunks(3))
+            .map(|(id, p)| format!("{id}={}", p[2]))
+            .collect();
+        let mut launched = Vec::new();
+        for (&id, p) in ids.iter().zip(ports.chunks(3)) {
+            let dir = tempfile::tempdir_in(parent).map_err(|e| e.to_string())?;
+            let args: Vec<OsString> = vec![
+                "--listen".into(),
+                p[0].to_string().into(),
+                "--kafka".into(),
+                p[1].to_string().into(),
+                "--data-dir".into(),
+                dir.path().into(),
+                "--node-id".into(),
+                id.to_string().into(),
+                "--peers".into(),
+                peers.join(",").into(),
+                "--cluster-id".into(),
+                "bench".into(),
+                "--cluster-secret-file".into(),
+                secret.clone().into(),
+            ];
+            launched.push((id, Server::launch(&args, None)?, dir));
+        }
+        let mut nodes = Vec::new();
+        let mut failed = None;
+        for (id, child, dir) in launched {
+            match Server::listening(child, Some(&format!(".node{id}"))) {
+                Ok(server) => nodes.push(ClusterNode {
+                    id,
+                    server,
+                    _dir: dir,
+                }),
+                Err(e) => failed = Some(format!("node {id}: {e}")),
+            }
+        }
+        let cluster = Cluster {
+            nodes,
+            _secret: secret_dir,
+        };
+        match failed {
+            None => Ok(cluster),
+            Some(e) => {
+                // The nodes that did start are stopped; the first error is the one to see.
+                let _ = cluster.stop();
+                Err(e)
+            }
+        }
+    }
+
+    fn node(&self, id: u64) -> Result<&ClusterNode, String> {
+        self.nodes
+            .iter()
+            .find(|node| node.id == id)
+            .ok_or_else(|| format!("no node {id}"))
+    }
+
+    /// Waits until every node's `GET /cluster` lists every node registered
+    /// and names a metadata leader: a topic can then be created (before,
+    /// its replicas cannot be chosen).
+    async fn registered(&self) -> Result<(), String> {
+        let deadline = Instant::now() + CLUSTER_PATIENCE;
+        loop {
+            let mut views = Vec::new();
+            for node in &self.nodes {
+                views.push(cluster_view(node.server.addr).await);
+            }
+            let ready = |view: &Result<serde_json::Value, String>| {
+                view.as_ref().is_ok_and(|view| {
+                    !view["metadata_leader"].is_null()
+                        && view["nodes"].as_array().map(Vec::len) == Some(self.nodes.len())
+                })
+            };
+            if views.iter().all(ready) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "after {CLUSTER_PATIENCE:?}, not every node has registered: {views:?}"
+                ));
+            }
+            tokio::time::sleep(CLUSTER_POLL).await;
+        }
+    }
+
+    /// Waits until every node's `GET /cluster` lists the `partitions` of
+    /// `topic`, each with a leader, the same at every node; the leaders.
+    async fn leaders(&self, topic: &str, partitions: u32) -> Result<Vec<u64>, String> {
+        let deadline = Instant::now() + CLUSTER_PATIENCE;
+        loop {
+            let mut views = Vec::new();
+            for node in &self.nodes {
+                views.push(partition_leaders(node.server.addr, topic, partitions).await);
+            }
+            if let Some(Ok(first)) = views.first()
+                && first.iter().all(Option::is_some)
+                && views.iter().all(|view| view.as_ref() == Ok(first))
+            {
+                return Ok(first.iter().flatten().copied().collect());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "after {CLUSTER_PATIENCE:?}, the nodes do not agree on leaders of \
+                     every partition of {topic}: {views:?}"
+                ));
+            }
+            tokio::time::sleep(CLUSTER_POLL).await;
+        }
+    }
+
+    /// Stops every node; the first failure, once all are stopped.
+    fn stop(mut self) -> Result<(), String> {
+        let mut result = Ok(());
+        for node in std::mem::take(&mut self.nodes) {
+            let id = node.id;
+            if let Err(e) = node.server.stop() {
+                result = result.and(Err(format!("node {id}: {e}")));
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Cluster {
+    /// A bench that failed midway leaves no node running: each not stopped
+    /// is killed.
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.server.child.kill();
+            let _ = node.server.child.wait();
+        }
+    }
+}
+
+/// Creates `topic` with `partitions` at the node at `addr`. A 503 (the
+/// metadata group did not commit in time, as on a loaded machine; the topic
+/// may or may not have been made) is asked again, and a 409 after it means
+/// the earlier attempt took effect, for up to [`CLUSTER_PATIENCE`].
+async fn create_cluster_topic(addr: SocketAddr, name: &str, partitions: u32) -> Result<(), String> {
+    let deadline = Instant::now() + CLUSTER_PATIENCE;
+    let body = format!("{{\"name\":\"{name}\",\"partitions\":{partitions}}}");
+    let mut retried = false;
+    loop {
+        let mut conn = connect(addr).await?;
+        let (status, reply) = request(&mut conn, Method::POST, "/topics", body.clone()).await?;
+        match status {
+            200..300 => return Ok(()),
+            409 if retried => return Ok(()),
+            503 if Instant::now() < deadline => {
+                eprintln!(
+                    "creating {name}: {}; asking again",
+                    String::from_utf8_lossy(&reply)
+                );
+                retried = true;
+                tokio::time::sleep(CLUSTER_POLL).await;
+            }
+            _ => return expect_ok((status, reply)).map(drop),
+        }
+    }
+}
+
+/// The leader of each of the first `partitions` partitions of `topic` as
+/// the node at `addr` knows them (`None`: none yet, or not known there).
+async fn partition_leaders(
+    addr: SocketAddr,
+    topic: &str,
+    partitions: u32,
+) -> Result<Vec<Option<u64>>, String> {
+    let view = cluster_view(addr).await?;
+    let mut leaders = vec![None; partitions as usize];
+    for partition in view["partitions"].as_array().into_iter().flatten() {
+        if partition["topic"].as_str() != Some(topic) {
+            continue;
+        }
+        let at = partition["partition"]
+            .as_u64()
+            .and_then(|p| usize::try_from(p).ok());
+        if let Some(slot) = at.and_then(|p| leaders.get_mut(p)) {
+            *slot = partition["leader"].as_u64();
+        }
+    }
+    Ok(leaders)
+}
+
+/// The `GET /cluster` of the node at `addr`.
+async fn cluster_view(addr: SocketAddr) -> Result<serde_json::Value, String> {
+    let mut conn = connect(addr).await?;
+    let body = expect_ok(request(&mut conn, Method::GET, "/cluster", String::new()).await?)?;
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+/// Free loopback ports: bound at once, then let go for the nodes to take.
+fn free_ports(count: usize) -> Result<Vec<SocketAddr>, String> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// A cluster secret file in `dir`: [`SECRET_BYTES`] random bytes as hex,
+/// mode 0600 from its creation (the binary refuses one others may read).
+fn write_secret(dir: &Path) -> Result<PathBuf, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("cluster-secret");
+    let bytes: [u8; SECRET_BYTES] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("creating the secret file: {e}"))?;
+    writeln!(file, "{hex}").map_err(|e| e.to_string())?;
+    Ok(path)
 }
 
 /// The server process.
@@ -350,6 +836,19 @@ impl Server {
         extra: &[&str],
         preload: Option<&Path>,
     ) -> Result<Server, String> {
+        let mut args: Vec<OsString> = vec!["--listen".into(), "127.0.0.1:0".into()];
+        args.extend(["--data-dir".into(), dir.into()]);
+        args.extend(extra.iter().map(OsString::from));
+        let server = Server::listening(Server::launch(&args, preload)?, None)?;
+        if let Ok(path) = std::env::var("SEGLOG_BENCH_SERVER_PID_FILE") {
+            std::fs::write(path, server.child.id().to_string()).map_err(|e| e.to_string())?;
+        }
+        Ok(server)
+    }
+
+    /// Starts `seglog serve` with `args` (and `SEGLOG_BENCH_SERVER_ARGS`),
+    /// `preload` in its `LD_PRELOAD`; [`Server::listening`] waits for it.
+    fn launch(args: &[OsString], preload: Option<&Path>) -> Result<Child, String> {
         // Another build's binary, to compare two commits on the same bench.
         let binary = std::env::var_os("SEGLOG_BENCH_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_seglog").into());
@@ -357,10 +856,9 @@ impl Server {
         if let Some(preload) = preload {
             command.env("LD_PRELOAD", preload);
         }
-        let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .args(extra)
+        command
+            .arg("serve")
+            .args(args)
             .args(
                 std::env::var("SEGLOG_BENCH_SERVER_ARGS")
                     .unwrap_or_default()
@@ -370,7 +868,13 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start seglog serve: {e}"))?;
+            .map_err(|e| format!("cannot start seglog serve: {e}"))
+    }
+
+    /// Waits until `child` says where it listens for HTTP; its stderr goes
+    /// on to `SEGLOG_BENCH_SERVER_LOG`, with `suffix` after that name (one
+    /// file per node of a cluster).
+    fn listening(mut child: Child, suffix: Option<&str>) -> Result<Server, String> {
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
@@ -385,13 +889,13 @@ impl Server {
                     .map_err(|e| format!("bad address {addr}: {e}"))?;
             }
         };
-        if let Ok(path) = std::env::var("SEGLOG_BENCH_SERVER_PID_FILE") {
-            std::fs::write(path, child.id().to_string()).map_err(|e| e.to_string())?;
-        }
         // Keep draining stderr so the server never blocks on it.
         // With SEGLOG_BENCH_SERVER_LOG set, they go to that file (with
         // SEGLOG_LOG=1, the server logs each sync point).
-        let log = std::env::var_os("SEGLOG_BENCH_SERVER_LOG");
+        let log = std::env::var_os("SEGLOG_BENCH_SERVER_LOG").map(|mut path| {
+            path.push(suffix.unwrap_or_default());
+            path
+        });
         std::thread::spawn(move || {
             let mut file = log.and_then(|path| std::fs::File::create(path).ok());
             for line in lines.map_while(Result::ok) {
@@ -405,6 +909,15 @@ impl Server {
 
     /// `VmRSS / VmHWM` of the server.
     fn memory(&self) -> Result<String, String> {
+        let (rss, peak) = self.memory_kb()?;
+        let mb = |kb: Option<u64>| {
+            kb.map_or_else(|| "?".into(), |kb| format!("{:.1} MB", kb as f64 / 1000.0))
+        };
+        Ok(format!("{} / {}", mb(rss), mb(peak)))
+    }
+
+    /// `VmRSS` and `VmHWM` of the server in kB, each if the kernel says.
+    fn memory_kb(&self) -> Result<(Option<u64>, Option<u64>), String> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .map_err(|e| e.to_string())?;
         let field = |name: &str| {
@@ -413,12 +926,8 @@ impl Server {
                 .find(|l| l.starts_with(name))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
-                .map_or_else(
-                    || "?".to_string(),
-                    |kb| format!("{:.1} MB", kb as f64 / 1000.0),
-                )
         };
-        Ok(format!("{} / {}", field("VmRSS:"), field("VmHWM:")))
+        Ok((field("VmRSS:"), field("VmHWM:")))
     }
 
     fn stop(mut self) -> Result<(), String> {
@@ -500,17 +1009,33 @@ struct Measured {
     latencies: Vec<Duration>,
 }
 
+/// Where each of the [`CONNECTIONS`] connections of a closed-loop produce
+/// sends: a server, and the partitions of `bench` it sends to in turn.
+type Routes = Vec<(SocketAddr, Vec<u32>)>;
+
+/// Every connection to the single server at `addr`, for every partition.
+fn single_routes(addr: SocketAddr) -> Routes {
+    vec![(addr, (0..PARTITIONS).collect()); CONNECTIONS]
+}
+
 /// Produce requests of `batch` records of `value` to the partitions of
-/// `bench` in turn, from each of [`CONNECTIONS`] connections, for `phase`.
+/// `bench` in turn, from each of [`CONNECTIONS`] connections as `routes`
+/// has them, for `phase`.
 async fn produce_closed_loop(
-    addr: SocketAddr,
+    routes: &Routes,
     phase: Duration,
     value: &str,
     batch: usize,
 ) -> Result<Measured, String> {
+    if let Some((addr, _)) = routes.iter().find(|(_, partitions)| partitions.is_empty()) {
+        return Err(format!("no partition to send to at {addr}"));
+    }
     let body = produce_body(value, batch);
-    closed_loop(addr, phase, move |conn, i| {
-        let partition = (conn * 7 + i) % PARTITIONS as usize;
+    let partitions: Vec<Vec<u32>> = routes.iter().map(|(_, p)| p.clone()).collect();
+    let addrs: Vec<SocketAddr> = routes.iter().map(|(addr, _)| *addr).collect();
+    closed_loop(&addrs, phase, move |conn, i| {
+        let of = &partitions[conn];
+        let partition = of[(conn * 7 + i) % of.len()];
         (
             format!("/topics/bench/partitions/{partition}"),
             body.clone(),
@@ -519,14 +1044,15 @@ async fn produce_closed_loop(
     .await
 }
 
-/// Each of [`CONNECTIONS`] connections sends requests one after another for `phase`.
-async fn closed_loop<F>(addr: SocketAddr, phase: Duration, make: F) -> Result<Measured, String>
+/// Each of the connections, one to each of `addrs`, sends requests one
+/// after another for `phase`.
+async fn closed_loop<F>(addrs: &[SocketAddr], phase: Duration, make: F) -> Result<Measured, String>
 where
     F: Fn(usize, usize) -> (String, String) + Send + Sync + 'static,
 {
     let make = Arc::new(make);
-    let mut conns = Vec::with_capacity(CONNECTIONS);
-    for _ in 0..CONNECTIONS {
+    let mut conns = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
         conns.push(connect(addr).await?);
     }
     let started = Instant::now();
