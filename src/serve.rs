@@ -247,10 +247,10 @@ pub async fn serve(
                     .unwrap_or_default()
                     .to_string(),
             };
-            eprintln!(
-                "seglog: node {} of cluster {}, peers on {}",
+            crate::log::notice(format_args!(
+                "node {} of cluster {}, peers on {}",
                 cluster.me, cluster.id, addresses.peer
-            );
+            ));
             Some(ClusterNode::start(cluster, secret, &broker, addresses).await?)
         }
         None => None,
@@ -278,7 +278,7 @@ pub async fn serve(
         security.http,
         async move {
             shutdown.await;
-            eprintln!("seglog: shutting down: finishing requests in flight");
+            crate::log::notice(format_args!("shutting down: finishing requests in flight"));
             // Long polls return at once; new writes are refused; the Kafka
             // listener stops accepting.
             stopping.begin_shutdown();
@@ -303,7 +303,7 @@ pub async fn serve(
         }
     }
     close(&broker).await?;
-    eprintln!("seglog: closed cleanly");
+    crate::log::notice(format_args!("closed cleanly"));
     served
 }
 
@@ -343,11 +343,11 @@ fn security(args: &ServeArgs) -> Result<Security, String> {
                 ));
             }
             let auth = Authenticator::new(users)?;
-            eprintln!(
-                "seglog: {} users from {}: Kafka asks for SASL, HTTP for basic auth",
+            crate::log::notice(format_args!(
+                "{} users from {}: Kafka asks for SASL, HTTP for basic auth",
                 auth.user_count(),
                 path.display()
-            );
+            ));
             Some(Arc::new(auth))
         }
         None => None,
@@ -449,17 +449,19 @@ fn start_kafka(
     security: &Security,
 ) -> tokio::task::JoinHandle<()> {
     // Always printed, like the HTTP address.
-    eprintln!(
-        "seglog: Kafka protocol on {}, advertised as {}:{}",
+    crate::log::notice(format_args!(
+        "Kafka protocol on {}, advertised as {}:{}",
         bound.bound, bound.advertised.0, bound.advertised.1
-    );
+    ));
     let protocol = match (&security.kafka_tls, &security.http.auth) {
         (None, None) => "PLAINTEXT",
         (Some(_), None) => "SSL",
         (None, Some(_)) => "SASL_PLAINTEXT",
         (Some(_), Some(_)) => "SASL_SSL",
     };
-    eprintln!("seglog: Kafka clients connect with security.protocol={protocol}");
+    crate::log::notice(format_args!(
+        "Kafka clients connect with security.protocol={protocol}"
+    ));
     let ctx = Arc::new(crate::kafka::Context {
         broker: Arc::clone(broker),
         advertised: bound.advertised,

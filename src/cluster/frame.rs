@@ -432,10 +432,7 @@ pub fn seal(frame: &mut Vec<u8>, tag: &Tag) {
 /// How many calls, answers and notes a batch holds, its leads counting as
 /// one item (they go whole).
 pub fn items(batch: &Batch) -> usize {
-    batch.calls.len()
-        + batch.answers.len()
-        + batch.notes.len()
-        + usize::from(!batch.leads.is_empty())
+    batch.calls.len() + batch.answers.len() + batch.notes.len() + usize::from(batch.leads.is_some())
 }
 
 /// A batch cut in two: the first half of its items (calls first, then
@@ -452,11 +449,7 @@ pub fn split(mut batch: Batch) -> (Batch, Batch) {
         calls: batch.calls.drain(..calls).collect(),
         answers: batch.answers.drain(..answers).collect(),
         notes: batch.notes.drain(..notes).collect(),
-        leads: if left > 0 {
-            std::mem::take(&mut batch.leads)
-        } else {
-            Vec::new()
-        },
+        leads: if left > 0 { batch.leads.take() } else { None },
     };
     (first, batch)
 }
@@ -466,7 +459,7 @@ pub fn merge(batch: &mut Batch, more: Batch) {
     batch.calls.extend(more.calls);
     batch.answers.extend(more.answers);
     batch.notes.extend(more.notes);
-    if !more.leads.is_empty() {
+    if more.leads.is_some() {
         batch.leads = more.leads;
     }
 }
@@ -839,21 +832,30 @@ mod tests {
     fn leads_go_whole_in_one_half_and_alone_in_a_frame() {
         let batch = Batch {
             notes: (0..3).map(|group| Note::Probe { group }).collect(),
-            leads: leads(4),
+            leads: Some(leads(4)),
             ..Batch::default()
         };
         assert_eq!(items(&batch), 4, "three notes, and the leads as one");
         let (first, second) = split(batch);
-        assert_eq!((first.notes.len(), first.leads.len()), (2, 0));
-        assert_eq!((second.notes.len(), second.leads.len()), (1, 4));
+        assert_eq!((first.notes.len(), first.leads), (2, None));
+        assert_eq!(second.notes.len(), 1);
         let (first, second) = split(second);
-        assert_eq!((first.notes.len(), first.leads.len()), (1, 0));
-        assert_eq!((second.notes.len(), second.leads.len()), (0, 4));
-        // A batch of leads alone still goes out.
+        assert_eq!((first.notes.len(), first.leads), (1, None));
+        assert_eq!(
+            (second.notes.len(), second.leads.clone()),
+            (0, Some(leads(4)))
+        );
+        // A batch of leads alone still goes out, an empty list too (the
+        // sender leads nothing now).
         let (frames, left_out) = batch_frames(second);
         assert_eq!(frames.len(), 1);
-        assert_eq!(frames[0].1.leads, leads(4));
+        assert_eq!(frames[0].1.leads, Some(leads(4)));
         assert_eq!(items(&left_out), 0);
+        let nothing = Batch {
+            leads: Some(Vec::new()),
+            ..Batch::default()
+        };
+        assert_eq!(batch_frames(nothing).0.len(), 1);
     }
 
     #[test]

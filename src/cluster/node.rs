@@ -1000,7 +1000,9 @@ impl ClusterNode {
         let me = self.cluster.me;
         let head = serde_json::to_string(&head)
             .map_err(|e| Error::Internal(format!("a relayed request's head: {e}")))?;
-        let leader = self.leader_of(group).filter(|&l| l != me);
+        let leader = self
+            .leader_of(group)
+            .filter(|l| *l != me && replicas.contains(l));
         let mut targets: Vec<NodeId> = leader.into_iter().collect();
         targets.extend(replicas.iter().filter(|&&r| r != me && Some(r) != leader));
         let deadline = Instant::now() + patience;

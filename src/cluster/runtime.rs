@@ -73,6 +73,15 @@ pub const CALLS_SERVING_MAX: usize = 2 * GROUPS_RUNNING_MAX;
 /// and its leader backs off.
 pub const SERVING_BYTES_MAX: usize = 4 * FRAME_BYTES_MAX;
 
+/// Requests relayed from peers (`Rpc::Relay`: HTTP reads of partitions
+/// they hold no replica of) served at once: apart from
+/// [`CALLS_SERVING_MAX`], so that relayed long polls (up to 30 s each)
+/// never take the room the Raft groups' calls need; past it a relay is
+/// answered `Unavailable` and the relaying node answers its client 503.
+/// Each answer is at most `RELAY_BODY_BYTES_MAX` (16 MiB): sixteen of them
+/// are a quarter of a link's queue.
+pub const RELAYS_SERVING_MAX: usize = 16;
+
 /// The cluster loop of one node, running in a task of its own. Dropping it
 /// stops the loop and closes the links; [`Runtime::shutdown`] also stops
 /// the groups.
@@ -199,6 +208,8 @@ async fn watch_loop(looping: JoinHandle<()>) -> Result<(), String> {
 #[derive(Clone)]
 struct Serving {
     calls: Arc<Semaphore>,
+    /// Relayed requests' own room ([`RELAYS_SERVING_MAX`]).
+    relays: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
 }
 
@@ -206,6 +217,7 @@ impl Serving {
     fn new(calls: usize, bytes: usize) -> Serving {
         Serving {
             calls: Arc::new(Semaphore::new(calls)),
+            relays: Arc::new(Semaphore::new(RELAYS_SERVING_MAX)),
             bytes: Arc::new(Semaphore::new(bytes)),
         }
     }
@@ -317,7 +329,21 @@ impl Loop {
                 }
             }
         }
-        for (peer, batch) in self.groups.transport.take_batches() {
+        for (peer, mut batch) in self.groups.transport.take_batches() {
+            // Relayed answers go in a batch of their own, after the
+            // groups' traffic: a link with no room for them refuses them
+            // alone, never the groups' calls and answers with them. Such
+            // an answer is dropped; the relaying node's client gets 503
+            // once its wait is over.
+            let relayed = take_relayed(&mut batch);
+            if !relayed.answers.is_empty()
+                && let Err(refused) = self.links.send(peer, relayed)
+            {
+                log::warn(format_args!("a relayed answer was dropped: {refused}"));
+            }
+            if batch.is_empty() {
+                continue;
+            }
             match self.links.send(peer, batch) {
                 Ok(()) => {
                     if self.refusing.remove(&peer).is_some() {
@@ -342,18 +368,22 @@ impl Loop {
     fn on_batch(&mut self, from: NodeId, batch: Batch) {
         let transport = &self.groups.transport;
         transport.deliver(from, batch.answers);
-        if !batch.leads.is_empty() {
-            self.leads.record(from, batch.leads, Instant::now());
+        if let Some(leads) = batch.leads {
+            self.leads.record(from, leads, Instant::now());
         }
         for note in batch.notes {
             self.groups.on_note(from, note);
         }
         for call in batch.calls {
-            let Ok(permit) = Arc::clone(&self.serving.calls).try_acquire_owned() else {
+            let (room, max) = match call.rpc {
+                Rpc::Relay { .. } => (&self.serving.relays, RELAYS_SERVING_MAX),
+                _ => (&self.serving.calls, CALLS_SERVING_MAX),
+            };
+            let Ok(permit) = Arc::clone(room).try_acquire_owned() else {
                 transport.answer(
                     from,
                     call.id,
-                    Reply::Unavailable(format!("{CALLS_SERVING_MAX} calls are being served here")),
+                    Reply::Unavailable(format!("{max} such calls are being served here")),
                 );
                 continue;
             };
@@ -389,6 +419,18 @@ async fn serve(
     };
     drop(bytes);
     (call.id, reply)
+}
+
+/// The answers of `batch` to relayed requests, taken out of it.
+fn take_relayed(batch: &mut Batch) -> Batch {
+    let (relayed, rest) = std::mem::take(&mut batch.answers)
+        .into_iter()
+        .partition(|answer| matches!(answer.reply, Reply::Relayed { .. }));
+    batch.answers = rest;
+    Batch {
+        answers: relayed,
+        ..Batch::default()
+    }
 }
 
 /// Serves a request relayed from `from` with `relayer`.
@@ -584,6 +626,67 @@ mod tests {
             }
             other => panic!("the call was answered {other:?}"),
         }
+    }
+
+    /// Review finding (routing): a relayed HTTP long poll (`wait_ms` up
+    /// to 30 s) held one of the [`CALLS_SERVING_MAX`] serving slots that
+    /// the Raft calls of every group share, for as long as it waited:
+    /// clients opening that many long polls at nodes without a replica
+    /// left none for AppendEntries and votes. Relays have their own room
+    /// ([`RELAYS_SERVING_MAX`]); past it only relays are refused.
+    #[tokio::test(flavor = "current_thread")]
+    async fn relayed_long_polls_do_not_starve_raft_calls() {
+        let (mut node, _two, _dir) = node_1("relay-starves").await;
+        let (release, released) = watch::channel(false);
+        let relayer: Relayer = Arc::new(move |_, _, _| {
+            let mut released = released.clone();
+            Box::pin(async move {
+                // A long poll: answered once records come (never here).
+                let _ = released.wait_for(|done| *done).await;
+                let head = ResponseHead {
+                    status: 200,
+                    content_type: None,
+                };
+                (head, Vec::new())
+            })
+        });
+        assert!(node.relayer.set(relayer).is_ok());
+        let head = serde_json::to_string(&RequestHead {
+            method: "GET".into(),
+            uri: "/topics/t/partitions/0/records?offset=0&wait_ms=30000".into(),
+            content_type: None,
+        })
+        .expect("a head");
+        let polls = Batch {
+            calls: (0..(CALLS_SERVING_MAX + RELAYS_SERVING_MAX) as u64)
+                .map(|id| Call {
+                    group: 7,
+                    id: 1_000 + id,
+                    rpc: Rpc::Relay {
+                        head: head.clone(),
+                        body: Bytes64(Vec::new()),
+                    },
+                })
+                .collect(),
+            ..Batch::default()
+        };
+        node.on_batch(2, polls);
+        tokio::task::yield_now().await;
+        node.on_batch(2, one_call(79));
+        let batches = node.groups.transport.take_batches();
+        let refused: Vec<String> = batches
+            .iter()
+            .flat_map(|(_, batch)| &batch.answers)
+            .filter(|answer| answer.id == 79)
+            .map(|answer| format!("{:?}", answer.reply))
+            .collect();
+        let _ = release.send(true);
+        assert!(
+            refused
+                .iter()
+                .all(|reply| !reply.contains("being served here")),
+            "a vote was refused while relayed long polls wait: {refused:?}"
+        );
     }
 
     /// A vote for group 0 from node 2, as a batch of one call.

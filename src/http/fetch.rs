@@ -91,9 +91,21 @@ pub(super) async fn fetch(
         && let Some(placement) = cluster.placement(&topic.name, partition)
         && !placement.replicas.contains(&cluster.node_id())
     {
+        // Asked with at most `RELAY_FETCH_BYTES_MAX` of records, so that
+        // the answer fits what a relayed answer carries; a fetch returns
+        // fewer bytes than asked at will, and the client goes on from the
+        // next offset.
+        let mut asked = vec![
+            format!("max_records={max_records}"),
+            format!("max_bytes={}", max_bytes.min(relay::RELAY_FETCH_BYTES_MAX)),
+            format!("wait_ms={wait_ms}"),
+        ];
+        asked.extend(query.offset.map(|o| format!("offset={o}")));
+        asked.extend(query.timestamp.map(|t| format!("timestamp={t}")));
+        let uri = format!("{}?{}", uri.path(), asked.join("&"));
         let waits = std::time::Duration::from_millis(wait_ms);
         let relayed = relayed.map(|Extension(relayed)| relayed);
-        return relay::to_replica(cluster, &topic.name, partition, &uri, waits, relayed).await;
+        return relay::to_replica(cluster, &topic.name, partition, uri, waits, relayed).await;
     }
     let offset = match (query.offset, query.timestamp) {
         (Some(offset), None) => offset,

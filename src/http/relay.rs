@@ -1,10 +1,18 @@
 //! Reads relayed between the nodes of a cluster: a fetch for a partition
 //! this node holds no replica of goes to a node that holds one (its leader
 //! where known), which answers it as its own; the client gets that answer
-//! as if this node had made it, so one address serves every partition
-//! (issue 20, "Routing"). Produce needs no relay: a node without a
-//! replica proposes the records to the partition's leader itself
-//! (`cluster::node`).
+//! as if this node had made it, so one address produces to and fetches
+//! from every partition (issue 20, "Routing"). Produce needs no relay: a
+//! node without a replica proposes the records to the partition's leader
+//! itself (`cluster::node`). Not relayed (yet): a topic's description and
+//! groups' lag, which show the partitions a node holds no replica of as
+//! empty there.
+//!
+//! A relayed fetch asks for at most [`RELAY_FETCH_BYTES_MAX`] of records;
+//! the receiving node serves relayed fetches only, at most
+//! `cluster::runtime::RELAYS_SERVING_MAX` at once, apart from the Raft
+//! groups' calls, and its answers go to the link after the groups'
+//! traffic, never in its way.
 //!
 //! The request travels over the cluster's authenticated peer link
 //! ([`Cluster::relay`]), not HTTP between nodes, so it needs neither TLS
@@ -20,7 +28,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt as _;
 
@@ -33,6 +41,11 @@ pub struct Relayed {
     pub from: u64,
 }
 
+/// Bytes of records a relayed fetch asks for at most (the client's
+/// `max_bytes` is lowered to it): their JSON, with keys and headers in
+/// base64, stays within [`RELAY_BODY_BYTES_MAX`].
+pub const RELAY_FETCH_BYTES_MAX: usize = 4 << 20;
+
 /// How long a relayed read may take beyond its own long poll (`wait_ms`):
 /// a few of the link's round trips, and a replica's read under load.
 pub const RELAY_PATIENCE: Duration = Duration::from_secs(10);
@@ -40,12 +53,22 @@ pub const RELAY_PATIENCE: Duration = Duration::from_secs(10);
 /// What serves requests relayed to this node: `router`, this node's own
 /// routes, as if a client had sent them, with the answer's body collected
 /// up to [`RELAY_BODY_BYTES_MAX`] (a longer one is answered 502 instead,
-/// naming the bound).
+/// naming the bound). Only reads of records are relayed; anything else is
+/// refused (403), whatever the peer that sent it.
 pub fn relayer(router: Router) -> Relayer {
     Arc::new(move |from, head, body| {
         let router = router.clone();
         Box::pin(async move {
             let answer = match request(from, &head, body) {
+                Ok(_) if !is_records_read(&head) => ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    code::UNSUPPORTED,
+                    format!(
+                        "only fetches are relayed between nodes, not {} {}",
+                        head.method, head.uri
+                    ),
+                )
+                .into_response(),
                 Ok(request) => match router.oneshot(request).await {
                     Ok(answer) => answer,
                     Err(never) => match never {},
@@ -55,6 +78,15 @@ pub fn relayer(router: Router) -> Relayer {
             collect(answer).await
         })
     })
+}
+
+/// Whether `head` is a fetch: `GET /topics/{topic}/partitions/{p}/records`.
+fn is_records_read(head: &RequestHead) -> bool {
+    let path = head.uri.split('?').next().unwrap_or_default();
+    let parts: Vec<&str> = path.split('/').collect();
+    head.method == "GET"
+        && matches!(parts.as_slice(), ["", "topics", topic, "partitions", p, "records"]
+            if !topic.is_empty() && !p.is_empty())
 }
 
 /// The request `head` and `body` describe, marked relayed from `from`.
@@ -104,14 +136,14 @@ async fn collect(answer: Response) -> (ResponseHead, Vec<u8>) {
     }
 }
 
-/// Relays the read `uri` of partition `partition` of `topic` to a node
+/// Relays the read `uri` (path and query) of partition `partition` of `topic` to a node
 /// that holds a replica, and answers as it did. `relayed`: the request
 /// came from another node already, which found no replica there either.
 pub(super) async fn to_replica(
     cluster: &Arc<dyn Cluster>,
     topic: &str,
     partition: u32,
-    uri: &Uri,
+    uri: String,
     waits: Duration,
     relayed: Option<Relayed>,
 ) -> Result<Response, ApiError> {
@@ -127,9 +159,7 @@ pub(super) async fn to_replica(
     }
     let head = RequestHead {
         method: "GET".into(),
-        uri: uri
-            .path_and_query()
-            .map_or_else(|| uri.path().to_string(), ToString::to_string),
+        uri,
         content_type: None,
     };
     let (answer, body) = cluster
@@ -148,4 +178,41 @@ pub(super) async fn to_replica(
             .insert(header::CONTENT_TYPE, content_type);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, uri: &str) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            uri: uri.into(),
+            content_type: None,
+        }
+    }
+
+    #[test]
+    fn only_fetches_are_served_relayed() {
+        assert!(is_records_read(&head(
+            "GET",
+            "/topics/t/partitions/0/records?offset=0"
+        )));
+        assert!(is_records_read(&head(
+            "GET",
+            "/topics/t/partitions/0/records"
+        )));
+        for (method, uri) in [
+            ("POST", "/topics/t/partitions/0/records"),
+            ("POST", "/topics/t/partitions/0"),
+            ("DELETE", "/topics/t"),
+            ("GET", "/topics/t"),
+            ("GET", "/groups/g/offsets"),
+            ("GET", "/topics//partitions/0/records"),
+            ("GET", "/topics/t/partitions/0/records/more"),
+            ("GET", "/cluster"),
+        ] {
+            assert!(!is_records_read(&head(method, uri)), "{method} {uri}");
+        }
+    }
 }

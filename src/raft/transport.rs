@@ -117,9 +117,10 @@ pub struct Batch {
     /// Where nodes stand in groups ([`super::standing`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<Note>,
-    /// The groups the sender leads ([`Lead`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub leads: Vec<Lead>,
+    /// The groups the sender leads ([`Lead`]), when it reports them (an
+    /// empty list: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leads: Option<Vec<Lead>>,
 }
 
 impl Batch {
@@ -127,7 +128,7 @@ impl Batch {
         self.calls.is_empty()
             && self.answers.is_empty()
             && self.notes.is_empty()
-            && self.leads.is_empty()
+            && self.leads.is_none()
     }
 }
 
@@ -267,10 +268,10 @@ impl Transport {
             .push(Answer { id, reply });
     }
 
-    /// Queues for `peer` the groups this node leads, in place of any
-    /// queued before and not sent yet.
+    /// Queues for `peer` the groups this node leads (all of them, maybe
+    /// none), in place of any queued before and not sent yet.
     pub fn lead(&self, peer: NodeId, leads: Vec<Lead>) {
-        lock(&self.inner).outgoing.entry(peer).or_default().leads = leads;
+        lock(&self.inner).outgoing.entry(peer).or_default().leads = Some(leads);
     }
 
     /// Queues a note about standing for a peer; dropped once `closed` (its

@@ -132,12 +132,12 @@ pub fn batch(tag: u32) -> Batch {
             reply: Reply::Unavailable(format!("tag {tag}")),
         }],
         notes: vec![Note::Probe { group: tag }],
-        leads: vec![Lead {
+        leads: Some(vec![Lead {
             group: tag,
             term: 1,
             last: u64::from(tag),
             matched: [(2, 0)].into(),
-        }],
+        }]),
     }
 }
 

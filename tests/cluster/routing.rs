@@ -181,3 +181,41 @@ fn a_node_without_a_replica_serves_every_partition_over_http() {
         started.elapsed()
     );
 }
+
+/// Review finding (routing): CreateTopics of more replicas than the
+/// cluster has nodes was valid with `validate_only` and refused as
+/// INVALID_TOPIC_EXCEPTION without; Kafka answers INVALID_REPLICATION_FACTOR
+/// both times, and so does seglog.
+const TOO_MANY_SCRIPT: &str = r#"
+import sys
+from confluent_kafka.admin import AdminClient, NewTopic
+admin = AdminClient({"bootstrap.servers": sys.argv[1]})
+for validate in (True, False):
+    try:
+        admin.create_topics([NewTopic("four", 1, 4)], validate_only=validate)["four"].result(30)
+        print("validate" if validate else "create", "accepted")
+    except Exception as e:
+        print("validate" if validate else "create", e.args[0].name())
+"#;
+
+#[test]
+fn kafka_create_topics_refuses_more_replicas_than_nodes_as_kafka_does() {
+    crate::support::tools::require_python_module("confluent_kafka");
+    let cluster = Cluster::start();
+    let (status, reply) =
+        cluster.create_topic_as(NODES[0], &json!({"name": "warm", "partitions": 1}));
+    assert_eq!(status, 201, "{reply}");
+    let admin = std::process::Command::new("python3")
+        .args(["-c", TOO_MANY_SCRIPT, &cluster.kafka(NODES[1])])
+        .output()
+        .expect("running python3");
+    let said = String::from_utf8_lossy(&admin.stdout);
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        [
+            "validate INVALID_REPLICATION_FACTOR",
+            "create INVALID_REPLICATION_FACTOR"
+        ],
+        "{admin:?}"
+    );
+}

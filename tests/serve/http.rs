@@ -669,6 +669,84 @@ fn sigterm_finishes_cleanly_and_health_and_metrics_answer() {
     );
 }
 
+/// Review finding (a cluster's nodes orphaned by their parent did not
+/// stop on SIGTERM): a log line written to a stderr nobody reads any more
+/// panicked the task that wrote it (`eprintln!`), the shutdown's among
+/// them. Such a server serves, and stops cleanly, with every line dropped.
+#[test]
+fn a_server_whose_log_nobody_reads_serves_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seglog"))
+        .args(["serve", "--listen", "127.0.0.1:0", "-vv", "--data-dir"])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start seglog serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("the server said where it listens")
+            .expect("a line");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split(',').next().expect("address").to_string();
+        }
+    };
+    // The reader goes: every line from now on (-vv: one per request)
+    // meets a pipe without one.
+    drop(lines);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(PATIENCE))
+        .build()
+        .into();
+    let post = |path: &str, body: Value| {
+        agent
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .map(|r| r.status().as_u16())
+            .expect("an answer")
+    };
+    assert_eq!(post("/topics", json!({"name": "t", "partitions": 1})), 201);
+    for value in 0..20 {
+        assert_eq!(
+            post(
+                "/topics/t/partitions/0",
+                json!({"records": [{"value": value}]})
+            ),
+            200
+        );
+    }
+    let mut fetched = agent
+        .get(format!("{base}/topics/t/partitions/0/records?offset=0"))
+        .call()
+        .expect("a fetch");
+    assert_eq!(fetched.status().as_u16(), 200);
+    let records: Value =
+        serde_json::from_str(&fetched.body_mut().read_to_string().expect("body")).expect("JSON");
+    assert_eq!(records.as_array().map(Vec::len), Some(20));
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on our own child's pid with a valid signal.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop after SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(dir.path().join("CLEAN").exists(), "marked clean");
+}
+
 #[test]
 fn a_kill_during_topic_deletion_leaves_no_stale_partitions() {
     let dir = tempfile::tempdir().expect("temp dir");
