@@ -4,7 +4,8 @@
 //! frames; the runtime that joins Raft groups to the links; the cluster
 //! flags of the real binary; and three real processes as one cluster,
 //! their metadata group before all, and Kafka clients producing through
-//! their partitions' groups across a kill and a cut.
+//! their partitions' groups across a kill and a cut; and a node restarted
+//! with an empty data directory, caught up and needed for a majority.
 
 #[path = "support/cluster_process.rs"]
 mod cluster_process;
@@ -23,6 +24,8 @@ mod links;
 mod metadata;
 #[path = "cluster/partitions.rs"]
 mod partitions;
+#[path = "cluster/restart.rs"]
+mod restart;
 #[path = "cluster/runtime.rs"]
 mod runtime;
 #[path = "cluster/serve_flags.rs"]
