@@ -13,10 +13,15 @@
 //! records acknowledged, read back and lost, and how long the catch-up
 //! took for how many bytes.
 //!
-//! Sized by the test tier (`tests/support/tier.rs`); each figure has a
-//! variable of its own, so a manual run can make the partitions as large
-//! as the machine allows and read the catch-up speed off the summary
-//! (README, "Running a cluster").
+//! Sized by the test tier (`tests/support/tier.rs`): the short tier's
+//! groups take a few hundred entries each, so the emptied node is caught
+//! up from its leaders' logs; the long tier's take more than
+//! `SNAPSHOT_EVERY_ENTRIES` (5,000), so their logs are purged below a
+//! snapshot and the node is caught up by InstallSnapshot chunks. Each
+//! figure has a variable of its own (`SEGLOG_RESTART_BATCHES`,
+//! `_BATCHES_AFTER`, `_RECORDS`, `_PADDING`), so a manual run can make the
+//! partitions as large as the machine allows and read the catch-up speed
+//! off the summary line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread;
@@ -51,6 +56,11 @@ const READ_BYTES: usize = 64 << 20;
 /// Most records one read asks for (the server's `FETCH_RECORDS_MAX`).
 const READ_RECORDS: usize = 100_000;
 
+/// How long the catch-up may take per GiB of records before the test
+/// calls it hung, beside [`PATIENCE`]: six times the goal of 10 s per GB,
+/// for a loaded machine; the summary line gives the figure measured.
+const CATCH_UP_SECS_PER_GB: u64 = 60;
+
 /// The sizes of one run.
 struct Size {
     /// Requests each writer sends before the kills.
@@ -65,12 +75,12 @@ struct Size {
 
 impl Size {
     fn of_tier() -> Size {
-        let batches = sized("SEGLOG_RESTART_BATCHES", 40, 500);
         Size {
-            batches,
+            // Long: 4 writers of 1,300 requests, 5,200 entries a group.
+            batches: sized("SEGLOG_RESTART_BATCHES", 40, 1300),
             after: sized("SEGLOG_RESTART_BATCHES_AFTER", 10, 50),
-            records: sized("SEGLOG_RESTART_RECORDS", 10, 20),
-            padding: usize::try_from(sized("SEGLOG_RESTART_PADDING", 100, 1000))
+            records: sized("SEGLOG_RESTART_RECORDS", 10, 10),
+            padding: usize::try_from(sized("SEGLOG_RESTART_PADDING", 100, 100))
                 .expect("a padding that fits memory"),
         }
     }
@@ -357,22 +367,26 @@ fn a_node_restarted_empty_catches_up_and_serves() {
     // The node leading partition 0 loses its directory.
     let emptied = placements[&(TOPIC.to_string(), 0)].2.expect("a leader");
     let survivors: Vec<NodeId> = NODES.iter().copied().filter(|&id| id != emptied).collect();
-    let target: Vec<u64> = {
-        let held: Vec<Vec<(u64, u64)>> = NODES
-            .iter()
-            .map(|&id| ends(&cluster, id).unwrap_or_else(|e| panic!("{e}")))
-            .collect();
-        (0..PARTITIONS as usize)
-            .map(|p| held.iter().map(|h| h[p].0).max().expect("three nodes"))
-            .collect()
-    };
+    let held: Vec<Vec<(u64, u64)>> = NODES
+        .iter()
+        .map(|&id| ends(&cluster, id).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let target: Vec<u64> = (0..PARTITIONS as usize)
+        .map(|p| held.iter().map(|h| h[p].0).max().expect("three nodes"))
+        .collect();
+    let largest: u64 = (0..PARTITIONS as usize)
+        .map(|p| held.iter().map(|h| h[p].1).max().expect("three nodes"))
+        .sum();
+    // Six times the goal's 10 s per GB beside the usual patience, so a
+    // large manual run fails only if it hangs.
+    let patience = PATIENCE + Duration::from_secs(largest.div_ceil(1 << 30) * CATCH_UP_SECS_PER_GB);
     cluster.kill9(emptied);
     cluster.wipe(emptied);
     cluster.restart(emptied);
     let restarted = Instant::now();
     let bytes: u64 = wait_until(
         "the emptied node holds every record its partitions' leaders held",
-        PATIENCE,
+        patience,
         || {
             let held = ends(&cluster, emptied)?;
             if held.iter().zip(&target).all(|((end, _), want)| end >= want) {
