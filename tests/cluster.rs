@@ -3,9 +3,9 @@
 //! authentication against strangers, replays, reflections and forged
 //! frames; the runtime that joins Raft groups to the links; the cluster
 //! flags of the real binary; and three real processes as one cluster,
-//! their metadata group before all, and Kafka clients producing through
-//! their partitions' groups across a kill and a cut; and a node restarted
-//! with an empty data directory, caught up and needed for a majority.
+//! their metadata group before all, Kafka clients producing through
+//! their partitions' groups across a kill and a cut, and a node restarted
+//! with an empty data directory, caught up and then needed for a majority.
 
 #[path = "support/cluster_process.rs"]
 mod cluster_process;
