@@ -4,8 +4,9 @@
 //! frames; the runtime that joins Raft groups to the links; the cluster
 //! flags of the real binary; and three real processes as one cluster,
 //! their metadata group before all, Kafka clients producing through
-//! their partitions' groups across a kill and a cut, and requests routed
-//! from nodes that hold no replica of a partition.
+//! their partitions' groups across a kill and a cut, requests routed
+//! from nodes that hold no replica of a partition, and a node restarted
+//! with an empty data directory, caught up and then needed for a majority.
 
 #[path = "support/cluster_process.rs"]
 mod cluster_process;
@@ -24,6 +25,8 @@ mod links;
 mod metadata;
 #[path = "cluster/partitions.rs"]
 mod partitions;
+#[path = "cluster/restart.rs"]
+mod restart;
 #[path = "cluster/routing.rs"]
 mod routing;
 #[path = "cluster/runtime.rs"]

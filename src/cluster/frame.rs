@@ -85,8 +85,10 @@ pub const PROTOCOL: &str = "seglog-peer";
 /// told apart by the hello's `protocol` and `version` alone, read before
 /// anything else of it. Version 2 authenticated peers and frames (version
 /// 1 trusted a hello); version 3 no longer carries a digest of `--peers`
-/// in the hello (the dialer's list is always its first sealed frame).
-pub const VERSION: u32 = 3;
+/// in the hello (the dialer's list is always its first sealed frame);
+/// version 4 batches carry relayed requests and leads, and snapshot
+/// chunks' data in base64, which version 3 cannot read.
+pub const VERSION: u32 = 4;
 
 const KIND_HELLO: u8 = 1;
 const KIND_REFUSE: u8 = 2;

@@ -35,6 +35,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::frame::FRAME_BYTES_MAX;
 use super::leads::{Leads, Reported};
 use super::link::Links;
 use super::metadata::{
@@ -99,6 +100,19 @@ pub const REGISTER_RETRY: Duration = Duration::from_millis(500);
 /// An AppendEntries of `ENTRIES_PER_APPEND_MAX` (16) entries stays within
 /// half a peer frame (32 MiB).
 pub const PROPOSAL_BYTES_MAX: usize = MESSAGE_BYTES_MAX - (64 << 10);
+
+/// Bytes of a snapshot one InstallSnapshot chunk carries between nodes
+/// (the Maelstrom node's `SNAPSHOT_CHUNK_BYTES`, 256 KiB, is sized for its
+/// 4 MiB lines). A node restarted with an empty directory is caught up by
+/// its groups' snapshots, one chunk per round trip of the peer link (a
+/// tick or two each way) in each group, so the chunk sets the catch-up
+/// speed: 4 MiB a round trip is the 100 MB/s the design asks for (10 s
+/// per GB). A chunk travels as base64 (`raft::types::snapshot_chunk`), a
+/// third larger, so four groups' chunks with their envelopes fit one
+/// peer frame (a batch that holds more is sent as several,
+/// `frame::batch_frames`).
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 << 20;
+const _: () = assert!(4 * SNAPSHOT_CHUNK_BYTES as usize / 3 + (1 << 20) <= FRAME_BYTES_MAX / 4);
 
 /// Producer ids a node takes from the cluster's metadata at a time
 /// (Kafka's `AllocateProducerIds` hands out blocks of 1,000 too): one
@@ -298,7 +312,8 @@ impl ClusterNode {
             broker.shared_store(),
             durability,
             TIMING_DEFAULT,
-        )?;
+        )?
+        .with_snapshot_chunk_bytes(SNAPSHOT_CHUNK_BYTES)?;
         let groups = Arc::new(groups);
         // What this node folded before it stopped: the topics whose groups
         // it ran, so what it holds of others is a crash's leftovers.

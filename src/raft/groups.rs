@@ -104,7 +104,9 @@ pub const LOG_KEPT_BELOW_SNAPSHOT: u64 = 1_000;
 /// tick's writes each) per round trip.
 pub const ENTRIES_PER_APPEND_MAX: u64 = 16;
 
-/// Bytes of a snapshot one InstallSnapshot chunk carries.
+/// Bytes of a snapshot one InstallSnapshot chunk carries, unless the
+/// front end sets its own ([`Groups::with_snapshot_chunk_bytes`]): sized
+/// for the Maelstrom node, whose messages are lines of at most 4 MiB.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 256 << 10;
 
 /// A group as a front end asks for it.
@@ -514,6 +516,22 @@ impl Groups {
         Ok(())
     }
 
+    /// The same groups, their snapshots sent in chunks of `bytes` rather
+    /// than [`SNAPSHOT_CHUNK_BYTES`]: a front end whose transport carries
+    /// larger messages catches an empty replica up in fewer round trips,
+    /// one chunk per round trip. Called before any group is added; kept
+    /// by [`Groups::start_after`].
+    pub fn with_snapshot_chunk_bytes(mut self, bytes: u64) -> Result<Groups, String> {
+        let config = Config {
+            snapshot_max_chunk_size: bytes,
+            ..(*self.config).clone()
+        }
+        .validate()
+        .map_err(|e| format!("the Raft configuration: {e}"))?;
+        self.config = Arc::new(config);
+        Ok(self)
+    }
+
     /// Starts the groups of `previous` again, after [`Groups::retire`] and
     /// [`Groups::shutdown`], on `store` reopened in place: each group's
     /// log, vote and applied state come back from the store as at a
@@ -530,7 +548,8 @@ impl Groups {
             durability,
             previous.timing,
             Transport::new_after(&previous.transport),
-        )?;
+        )?
+        .with_snapshot_chunk_bytes(previous.config.snapshot_max_chunk_size)?;
         let running = read(&previous.running).clone();
         {
             let mut next = lock(&groups.next_proposal);

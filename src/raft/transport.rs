@@ -43,7 +43,10 @@ pub const CALLS_WAITING_MAX: usize = 65_536;
 pub enum Rpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
-    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A chunk's data as base64 ([`crate::raft::types::snapshot_chunk`]).
+    Snapshot(
+        #[serde(with = "crate::raft::types::snapshot_chunk")] InstallSnapshotRequest<TypeConfig>,
+    ),
     /// A proposal forwarded to the node believed to lead the group
     /// ([`crate::raft::groups::Groups::propose_at_leader`]): served by the
     /// groups, which propose it there as its own.

@@ -161,3 +161,73 @@ pub enum SequenceRefusal {
 pub struct Applied {
     pub results: Vec<OpResult>,
 }
+
+/// An InstallSnapshot chunk as it travels between nodes (`#[serde(with)]`
+/// on the transport's call): openraft's fields, its data one base64
+/// string ([`Bytes64`]) rather than serde's array of numbers, a third
+/// larger than the chunk where the array is about four times (measured:
+/// 16.5 MB of JSON for a 4 MiB chunk of a snapshot). A chunk is encoded
+/// and decoded once per round trip of a snapshot's transfer, and its size
+/// is what a peer frame and the receiver's budget must hold.
+pub mod snapshot_chunk {
+    use openraft::raft::InstallSnapshotRequest;
+    use openraft::{BasicNode, SnapshotMeta};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Bytes64, NodeId, TypeConfig, Vote};
+
+    /// The chunk's bytes, encoded where they lie.
+    struct Data<'a>(&'a [u8]);
+
+    impl Serialize for Data<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use base64::Engine;
+            serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0))
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        vote: &'a Vote,
+        meta: &'a SnapshotMeta<NodeId, BasicNode>,
+        offset: u64,
+        data: Data<'a>,
+        done: bool,
+    }
+
+    #[derive(Deserialize)]
+    struct In {
+        vote: Vote,
+        meta: SnapshotMeta<NodeId, BasicNode>,
+        offset: u64,
+        data: Bytes64,
+        done: bool,
+    }
+
+    pub fn serialize<S: Serializer>(
+        chunk: &InstallSnapshotRequest<TypeConfig>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        Out {
+            vote: &chunk.vote,
+            meta: &chunk.meta,
+            offset: chunk.offset,
+            data: Data(&chunk.data),
+            done: chunk.done,
+        }
+        .serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<InstallSnapshotRequest<TypeConfig>, D::Error> {
+        let chunk = In::deserialize(deserializer)?;
+        Ok(InstallSnapshotRequest {
+            vote: chunk.vote,
+            meta: chunk.meta,
+            offset: chunk.offset,
+            data: chunk.data.0,
+            done: chunk.done,
+        })
+    }
+}

@@ -237,6 +237,27 @@ impl Cluster {
         self.node_mut(id).server = Some(server);
     }
 
+    /// Empties node `id`'s data directory, as a lost disk replaced by a
+    /// blank one: the directory stays, everything in it goes. The node
+    /// must be stopped ([`Cluster::kill9`]); [`Cluster::restart`] then
+    /// starts it on the empty directory with the same flags.
+    pub fn wipe(&mut self, id: NodeId) {
+        let node = &self.nodes[&id];
+        assert!(node.server.is_none(), "node {id} is still running");
+        let dir = node.dir.path();
+        let entries = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("listing node {id}'s directory {dir:?}: {e}"));
+        for entry in entries {
+            let path = entry.expect("a directory entry").path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.unwrap_or_else(|e| panic!("removing {path:?}: {e}"));
+        }
+    }
+
     /// Cuts node `id` off from both others, both ways: every link to or
     /// from it is closed, and every new one, until [`Cluster::heal`].
     pub fn cut(&self, id: NodeId) {
