@@ -343,6 +343,7 @@ fn time_search_bench(root: &Path) {
                 partitions: 1,
                 retention_ms: None,
                 retention_bytes: None,
+                replication_factor: None,
             },
             seglog::broker::time::now_ms(),
         )

@@ -1143,6 +1143,16 @@ impl cluster::Cluster for ClusterNode {
             };
             let leader = self.leader_of(g);
             partition["leader"] = json!(leader);
+            // Whether this node's replica votes: `false` while it rejoins
+            // (it lost its state, or started after the others had written;
+            // `raft::standing`), `null` where it holds no replica. A
+            // partition whose replicas do not all vote survives no failure
+            // of one that does.
+            partition["votes_here"] = if self.groups.ids().contains(&g) {
+                json!(self.groups.votes(g))
+            } else {
+                serde_json::Value::Null
+            };
             // How many entries each replica is behind the leader: as the
             // leader itself knows, here or as it last reported; `null` for
             // a replica not known to have matched anything yet.

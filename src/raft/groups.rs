@@ -522,8 +522,17 @@ impl Groups {
     /// one chunk per round trip. Called before any group is added; kept
     /// by [`Groups::start_after`].
     pub fn with_snapshot_chunk_bytes(mut self, bytes: u64) -> Result<Groups, String> {
+        if bytes == 0 {
+            return Err("a snapshot chunk of 0 bytes would never end a snapshot".into());
+        }
+        // Each chunk's call waits at least a second per MiB it carries
+        // (openraft's 200 ms default is for small chunks; a timeout starts
+        // the whole snapshot over, and the last chunk's answer also waits
+        // for the install).
+        let per_chunk_ms = bytes.div_ceil(1 << 20).saturating_mul(1000);
         let config = Config {
             snapshot_max_chunk_size: bytes,
+            install_snapshot_timeout: self.config.install_snapshot_timeout.max(per_chunk_ms),
             ..(*self.config).clone()
         }
         .validate()

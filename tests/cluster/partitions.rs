@@ -24,7 +24,10 @@ type Placement = (u64, Vec<NodeId>, Option<NodeId>);
 pub(crate) type Placements = BTreeMap<(String, u64), Placement>;
 
 /// Node `id`'s `GET /cluster`: the groups it runs, and each partition's
-/// placement by (topic, partition).
+/// placement by (topic, partition). An error while its replica of some
+/// partition does not vote yet (`votes_here`: it rejoins, and knows the
+/// leader from the leader's reports before it follows it): such a
+/// partition survives no failure of another replica.
 fn view(cluster: &Cluster, id: NodeId) -> Result<(BTreeSet<u64>, Placements), String> {
     let view = cluster.view(id)?;
     let number = |v: &Value| {
@@ -46,6 +49,9 @@ fn view(cluster: &Cluster, id: NodeId) -> Result<(BTreeSet<u64>, Placements), St
             .iter()
             .map(number)
             .collect::<Result<_, _>>()?;
+        if p["votes_here"] == Value::Bool(false) {
+            return Err(format!("node {id} does not vote in {p} yet"));
+        }
         let leader = if p["leader"].is_null() {
             None
         } else {
