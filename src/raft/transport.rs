@@ -38,6 +38,17 @@ use crate::lock::lock;
 /// cost and is far above any real need.
 pub const CALLS_WAITING_MAX: usize = 65_536;
 
+/// Bytes of snapshot chunks one peer's batch carries at most (at least one
+/// chunk always goes); the other chunks wait for the next flush. Every
+/// group catching a node up sends its chunk in the same tick: `seglog
+/// serve`'s 4 MiB chunks (5.6 MB as base64) of a dozen groups would be
+/// over a peer link's queue, which refuses a batch whole, the groups'
+/// other traffic with it; and several leaders' large frames at once would
+/// stall each other in the receiver's incoming budget. One serve chunk,
+/// or sixteen of the Maelstrom node's, a flush (every 10 ms) is still
+/// 400 MB/s to a peer.
+pub const SNAPSHOT_BYTES_PER_BATCH_MAX: usize = 4 << 20;
+
 /// A request of one group to its Raft instance on a peer.
 #[derive(Serialize, Deserialize, Debug)]
 pub enum Rpc {
@@ -352,10 +363,25 @@ impl Transport {
 
     /// Takes every batch waiting to go out, one per peer.
     pub fn take_batches(&self) -> Vec<(NodeId, Batch)> {
-        std::mem::take(&mut lock(&self.inner).outgoing)
-            .into_iter()
-            .filter(|(_, batch)| !batch.is_empty())
-            .collect()
+        let mut inner = lock(&self.inner);
+        let outgoing = std::mem::take(&mut inner.outgoing);
+        let mut batches = Vec::with_capacity(outgoing.len());
+        for (peer, mut batch) in outgoing {
+            let held = hold_back_chunks(&mut batch);
+            if !held.is_empty() {
+                inner.outgoing.insert(
+                    peer,
+                    Batch {
+                        calls: held,
+                        ..Batch::default()
+                    },
+                );
+            }
+            if !batch.is_empty() {
+                batches.push((peer, batch));
+            }
+        }
+        batches
     }
 
     /// When group `group` last sent AppendEntries to `peer`.
@@ -367,6 +393,26 @@ impl Transport {
     pub fn me(&self) -> NodeId {
         self.me
     }
+}
+
+/// Takes out of `batch` the snapshot chunks past
+/// [`SNAPSHOT_BYTES_PER_BATCH_MAX`] (the first always stays), in order.
+fn hold_back_chunks(batch: &mut Batch) -> Vec<Call> {
+    let mut bytes = 0;
+    let mut held = Vec::new();
+    let mut kept = Vec::with_capacity(batch.calls.len());
+    for call in std::mem::take(&mut batch.calls) {
+        if let Rpc::Snapshot(request) = &call.rpc {
+            if bytes > 0 && bytes + request.data.len() > SNAPSHOT_BYTES_PER_BATCH_MAX {
+                held.push(call);
+                continue;
+            }
+            bytes += request.data.len().max(1);
+        }
+        kept.push(call);
+    }
+    batch.calls = kept;
+    held
 }
 
 /// Hands a peer's call to this node's Raft instance of its group.
@@ -559,6 +605,64 @@ mod tests {
             }],
         );
         assert!(lock(&next.inner).waiting.contains_key(&new_id));
+    }
+
+    fn chunk(bytes: usize) -> Rpc {
+        Rpc::Snapshot(InstallSnapshotRequest {
+            vote: openraft::Vote::new(1, 1),
+            meta: openraft::SnapshotMeta::default(),
+            offset: 0,
+            data: vec![7; bytes],
+            done: false,
+        })
+    }
+
+    /// Review finding (restart, 2): every group's 4 MiB chunk for a peer
+    /// went in one batch, a dozen of them over the link's queue, which
+    /// refused the batch whole. A batch carries one chunk's worth; the
+    /// rest go at the next flushes, in order, with nothing else held.
+    #[test]
+    fn a_batch_carries_snapshot_chunks_up_to_its_bound_and_the_rest_follow() {
+        let transport = Transport::new(1);
+        let open = AtomicBool::new(false);
+        let chunk_bytes = SNAPSHOT_BYTES_PER_BATCH_MAX / 2 + 1;
+        let mut ids = Vec::new();
+        for group in 1..=5 {
+            let (id, _answer) = transport
+                .call(2, group, chunk(chunk_bytes), &open)
+                .expect("a chunk");
+            ids.push(id);
+            let vote = Rpc::Vote(VoteRequest::new(openraft::Vote::new(1, 1), None));
+            transport.call(2, group, vote, &open).expect("a vote");
+        }
+        let mut sent = Vec::new();
+        for flush in 0..5 {
+            let batches = transport.take_batches();
+            assert_eq!(batches.len(), 1, "flush {flush}");
+            let calls = &batches[0].1.calls;
+            let chunks: Vec<u64> = calls
+                .iter()
+                .filter(|c| matches!(c.rpc, Rpc::Snapshot(_)))
+                .map(|c| c.id)
+                .collect();
+            assert_eq!(chunks.len(), 1, "one chunk a batch, flush {flush}");
+            let votes = calls.len() - chunks.len();
+            assert_eq!(votes, if flush == 0 { 5 } else { 0 }, "votes go at once");
+            sent.extend(chunks);
+        }
+        assert_eq!(sent, ids, "every chunk, in order");
+        assert!(transport.take_batches().is_empty());
+        // Small chunks share a batch up to the bound.
+        for group in 1..=20 {
+            transport
+                .call(2, group, chunk(256 << 10), &open)
+                .expect("a chunk");
+        }
+        let first = transport.take_batches();
+        assert_eq!(
+            first[0].1.calls.len(),
+            SNAPSHOT_BYTES_PER_BATCH_MAX / (256 << 10)
+        );
     }
 
     /// Review finding 4: a note queued by a task that took its group

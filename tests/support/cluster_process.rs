@@ -104,7 +104,8 @@ impl Cluster {
             .expect("a runtime for the proxies");
         let secret_dir = tempfile::tempdir().expect("a directory for the secret");
         let secret = write_secret(secret_dir.path());
-        let mut ports = free_ports(3 * NODES.len()).into_iter();
+        let (ports, held) = free_ports(3 * NODES.len());
+        let mut ports = ports.into_iter();
         let mut nodes = BTreeMap::new();
         for id in NODES {
             let mut port = || ports.next().expect("enough free ports");
@@ -124,6 +125,8 @@ impl Cluster {
                 proxies.insert((from, to), runtime.block_on(Proxy::start(target)));
             }
         }
+        // The proxies have their ports: the nodes' are freed for them.
+        drop(held);
         let mut cluster = Cluster {
             nodes,
             proxies,
@@ -499,18 +502,22 @@ pub fn each<T: std::fmt::Debug>(ids: &[NodeId], answers: &[Result<T, String>]) -
         .join("; ")
 }
 
-/// `count` distinct free loopback ports, all bound at once then freed,
-/// for the nodes to listen on (fixed, so a restarted node is found at the
-/// same address). Another process could take one in between; the node
+/// `count` distinct free loopback ports for the nodes to listen on (fixed,
+/// so a restarted node is found at the same address), with the listeners
+/// that hold them: the caller frees them once its proxies have their own
+/// ports, which could otherwise be one of these (the OS hands a port just
+/// freed to the next bind of port 0: a node's `--peers` then named one
+/// address twice). Another process could take one in between; the node
 /// then fails to start, saying so.
-fn free_ports(count: usize) -> Vec<SocketAddr> {
+fn free_ports(count: usize) -> (Vec<SocketAddr>, Vec<TcpListener>) {
     let listeners: Vec<TcpListener> = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
         .collect();
-    listeners
+    let ports = listeners
         .iter()
         .map(|l| l.local_addr().expect("a listener's address"))
-        .collect()
+        .collect();
+    (ports, listeners)
 }
 
 /// A cluster secret file in `dir`: [`SECRET_BYTES`] random bytes as hex,
