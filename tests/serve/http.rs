@@ -1057,7 +1057,14 @@ fn random_bad_requests_get_errors_and_change_nothing() {
             "/groups/g/offsets",
             "/groups//offsets",
         ][rng.gen_range(0..8)];
-        let (status, text) = server.request_text("POST", path, Some(&body));
+        let (status, text) = match server.try_request_text("POST", path, Some(&body), PATIENCE) {
+            Ok(answer) => answer,
+            // Over --max-request-bytes: the server answers 413 and may
+            // close before the client has written the whole body, which
+            // the client then sees as a broken pipe (CI saw it once).
+            Err(_) if body.len() > 65536 => continue,
+            Err(e) => panic!("round {round}: POST {path} {body:.80}: {e}"),
+        };
         let reply: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
             panic!("round {round}: POST {path} {body:.80}: not JSON ({e}): {text}")
         });
