@@ -59,8 +59,8 @@ pub fn relayer(router: Router) -> Relayer {
     Arc::new(move |from, head, body| {
         let router = router.clone();
         Box::pin(async move {
-            let answer = match request(from, &head, body) {
-                Ok(_) if !is_records_read(&head) => ApiError::new(
+            let answer = if !is_records_read(&head) {
+                ApiError::new(
                     StatusCode::FORBIDDEN,
                     code::UNSUPPORTED,
                     format!(
@@ -68,12 +68,15 @@ pub fn relayer(router: Router) -> Relayer {
                         head.method, head.uri
                     ),
                 )
-                .into_response(),
-                Ok(request) => match router.oneshot(request).await {
-                    Ok(answer) => answer,
-                    Err(never) => match never {},
-                },
-                Err(refusal) => refusal.into_response(),
+                .into_response()
+            } else {
+                match request(from, &head, body) {
+                    Ok(request) => match router.oneshot(request).await {
+                        Ok(answer) => answer,
+                        Err(never) => match never {},
+                    },
+                    Err(refusal) => refusal.into_response(),
+                }
             };
             collect(answer).await
         })
