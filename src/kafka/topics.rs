@@ -301,35 +301,29 @@ fn create_one(
     // cluster's default, min(3, nodes)); the cluster refuses more
     // replicas than nodes.
     let factor = match (ctx.broker.cluster(), topic.replication_factor) {
-        (None, -1 | 1) => 1,
-        (None, asked) => {
-            let message =
-                format!("replication factor {asked}: seglog serve is one node, so 1 (or -1)");
-            return fail(
-                result,
-                ResponseError::InvalidReplicationFactor.code(),
-                message,
-            );
-        }
-        (Some(cluster), -1) => i16::try_from(cluster.replication_factor()).unwrap_or(i16::MAX),
+        (None, -1 | 1) => Ok(1),
+        (None, asked) => Err(format!(
+            "replication factor {asked}: seglog serve is one node, so 1 (or -1)"
+        )),
+        (Some(cluster), -1) => Ok(i16::try_from(cluster.replication_factor()).unwrap_or(i16::MAX)),
+        (Some(_), asked) if asked < 1 => Err(format!(
+            "replication factor {asked}: at least 1 (or -1, the cluster's default)"
+        )),
         // As Kafka checks the brokers it knows of: here, the registered ones.
-        (Some(cluster), asked)
-            if usize::try_from(asked).is_ok_and(|a| a > cluster.members().len()) =>
-        {
-            let message = format!(
-                "replication factor {asked}: larger than the {} nodes of this cluster",
-                cluster.members().len()
-            );
-            return fail(
-                result,
-                ResponseError::InvalidReplicationFactor.code(),
-                message,
-            );
+        (Some(cluster), asked) => {
+            let nodes = cluster.members().len();
+            if usize::try_from(asked).is_ok_and(|a| a > nodes) {
+                Err(format!(
+                    "replication factor {asked}: larger than the {nodes} nodes of this cluster"
+                ))
+            } else {
+                Ok(asked)
+            }
         }
-        (Some(_), asked) if asked >= 1 => asked,
-        (Some(_), asked) => {
-            let message =
-                format!("replication factor {asked}: at least 1 (or -1, the cluster's default)");
+    };
+    let factor = match factor {
+        Ok(factor) => factor,
+        Err(message) => {
             return fail(
                 result,
                 ResponseError::InvalidReplicationFactor.code(),
