@@ -91,7 +91,7 @@ print(json.dumps({"acked": acked, "failed": failed, "errors": errors, "left": le
 /// each record's [partition, offset, value], and the errors it saw.
 const READ_SCRIPT: &str = r#"
 import json, sys, time
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 bootstrap, topic, partitions = sys.argv[1], sys.argv[2], int(sys.argv[3])
 consumer = Consumer({
     "bootstrap.servers": bootstrap,
@@ -100,19 +100,22 @@ consumer = Consumer({
     "auto.offset.reset": "error",
 })
 def high_watermark(p):
-    # Retried as a client does: leadership may still move after a restart
-    # (NOT_LEADER_OR_FOLLOWER, OFFSET_NOT_AVAILABLE), which this call
-    # raises instead of retrying.
+    # Retried as a client does, after a Metadata refresh: leadership may
+    # still move after a heal or a restart (an election answers
+    # LEADER_NOT_AVAILABLE with no leader, as Kafka's does, or
+    # NOT_LEADER_OR_FOLLOWER, OFFSET_NOT_AVAILABLE). This call takes a
+    # partition without a leader in librdkafka's metadata cache as final
+    # (_UNKNOWN_PARTITION) and never asks again, so each retry asks for
+    # the topic's metadata first.
     deadline = time.monotonic() + 30
     while True:
         try:
             return consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        except Exception as e:
-            # librdkafka does not call NOT_LEADER_FOR_PARTITION retriable
-            # here, though a client retries it after a Metadata refresh.
+        except KafkaException:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+            consumer.list_topics(topic, timeout=10)
 high = {p: high_watermark(p) for p in range(partitions)}
 consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
 position = {p: 0 for p in range(partitions)}
