@@ -87,8 +87,10 @@ pub const PROTOCOL: &str = "seglog-peer";
 /// 1 trusted a hello); version 3 no longer carries a digest of `--peers`
 /// in the hello (the dialer's list is always its first sealed frame);
 /// version 4 batches carry relayed requests and leads, and snapshot
-/// chunks' data in base64, which version 3 cannot read.
-pub const VERSION: u32 = 4;
+/// chunks' data in base64, which version 3 cannot read; version 5
+/// snapshots are binary streams of records read from the segments
+/// (`raft::snapshot`), where version 4's were JSON documents.
+pub const VERSION: u32 = 5;
 
 const KIND_HELLO: u8 = 1;
 const KIND_REFUSE: u8 = 2;

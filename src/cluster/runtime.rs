@@ -550,13 +550,23 @@ mod tests {
         (node, two, dir)
     }
 
-    /// Group 0's network over `transport`.
-    fn network_of(transport: &Arc<Transport>) -> Network {
-        Network {
+    /// Group 0's network over `transport`, its storage (which only a
+    /// snapshot's transfer reads) on a store of its own in the directory
+    /// returned.
+    fn network_of(transport: &Arc<Transport>) -> (Network, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("a store");
+        let store = Arc::new(Mutex::new(store));
+        let commit = OwnGroupCommit::start(Arc::clone(&store)).expect("a group commit");
+        let records = crate::raft::log_store::Group::open(0, store, Arc::new(commit))
+            .expect("a group's storage");
+        let network = Network {
             group: 0,
             transport: Arc::clone(transport),
             closed: Arc::new(AtomicBool::new(false)),
-        }
+            records,
+        };
+        (network, dir)
     }
 
     fn vote() -> VoteRequest<NodeId> {
@@ -587,7 +597,8 @@ mod tests {
         let (mut node, _two, _dir) = node_1("down").await;
         assert!(!node.links.is_up(2));
         let transport = Arc::clone(&node.groups.transport);
-        let call = waiting_vote(&mut network_of(&transport), &transport).await;
+        let (mut network, _records) = network_of(&transport);
+        let call = waiting_vote(&mut network, &transport).await;
         node.on_tick(Instant::now());
         let ended = tokio::time::timeout(HANG, call)
             .await
@@ -770,7 +781,7 @@ mod tests {
     async fn closing_calls_ends_a_waiting_call_at_once() {
         let (node, _two, _dir) = node_1("close-calls").await;
         let transport = Arc::clone(&node.groups.transport);
-        let mut network = network_of(&transport);
+        let (mut network, _records) = network_of(&transport);
         let call = waiting_vote(&mut network, &transport).await;
         transport.close_calls("this node is shutting down");
         let ended = tokio::time::timeout(HANG, call)
@@ -806,7 +817,7 @@ mod tests {
         const QUEUED: usize = 100_000;
         let (node, _two, _dir) = node_1("starve").await;
         let transport = Arc::clone(&node.groups.transport);
-        let mut network = network_of(&transport);
+        let (mut network, _records) = network_of(&transport);
         let mut client = network.new_client(2, &BasicNode::default()).await;
         let (tx, rx) = mpsc::channel(QUEUED);
         for _ in 0..QUEUED {

@@ -883,6 +883,7 @@ impl Groups {
             group: g,
             transport: Arc::clone(&self.transport),
             closed: Arc::clone(&closed),
+            records: Arc::clone(group),
         };
         let (has_state, rejoining) = {
             let log = lock(&group.log);

@@ -4,12 +4,17 @@
 //! groups): fixed by the key alone, so every node agrees without asking.
 //! A group that holds other keys (a partition's) is given its own rule.
 //!
-//! The encoding is JSON: `{"keys":[{"key":K,"start":S,"msgs":[M,...]}],
-//! "commits":[[K,O],...],"values":[[K,O,V],...]}`: each message the text
-//! the store holds when it is UTF-8 (the Maelstrom node's and HTTP's JSON),
-//! else `{"b64":B}` (a Kafka record's bytes, base64); `values` the commits
-//! that keep bytes beside their offset (an idempotent producer's state),
-//! the value in base64.
+//! A snapshot *names* records rather than carrying them: its [`Manifest`]
+//! gives each key's range of offsets and the commits, and taking one
+//! costs a listing of the group's keys. The records are in the store
+//! already, durable before the snapshot is used, and a key's log only
+//! grows at its end, so the leader reads them from its segments when it
+//! sends the snapshot ([`StreamReader`]), and a follower installs what it
+//! assembled ([`install`]). The stream is binary: the magic `seglogS2`,
+//! the manifest's length (4 bytes) and the manifest in JSON, then per key
+//! its first offset (8 bytes) and its records, each a length (4 bytes)
+//! and the bytes; numbers big-endian. A snapshot held by a state machine
+//! is the header alone.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,62 +66,35 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-/// One key's records in a snapshot.
-#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
-pub struct KeyRecords {
+/// The first bytes of a snapshot: its format, so that bytes of another
+/// kind (an older build's JSON snapshot) are refused, never misread.
+const MAGIC: &[u8; 8] = b"seglogS2";
+
+/// Bytes of a record's length in a stream (big-endian, as the segments').
+const LENGTH_BYTES: usize = 4;
+
+/// Longest manifest a snapshot may carry: a group's keys (a partition and
+/// its producers' states) and commits are a few KiB; a header past this is
+/// a corrupt length, refused before anything is allocated for it.
+pub const MANIFEST_BYTES_MAX: usize = 64 << 20;
+
+/// One key of a snapshot: the records it holds, `start..end`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
     pub key: String,
-    /// The offset of the first message.
+    /// The offset of its first record (the key's log start).
     pub start: u64,
-    /// The messages from `start` on, as the store holds them.
-    pub msgs: Vec<Message>,
-    /// Where the messages end: the key's next offset when planned.
-    #[serde(skip)]
-    end: u64,
+    /// Its next offset when the snapshot was planned.
+    pub end: u64,
 }
 
-/// One message of a snapshot: its bytes, which travel as a JSON string
-/// when they are UTF-8 and as `{"b64": ...}` otherwise.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Message(pub Vec<u8>);
-
-/// How a [`Message`] is written in the JSON.
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum MessageForm<'a> {
-    Text(std::borrow::Cow<'a, str>),
-    Bytes { b64: Bytes64 },
-}
-
-impl Serialize for Message {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        match std::str::from_utf8(&self.0) {
-            Ok(text) => MessageForm::Text(text.into()).serialize(serializer),
-            Err(_) => MessageForm::Bytes {
-                b64: Bytes64(self.0.clone()),
-            }
-            .serialize(serializer),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Message {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        Ok(Message(match MessageForm::deserialize(deserializer)? {
-            MessageForm::Text(text) => text.into_owned().into_bytes(),
-            MessageForm::Bytes { b64 } => b64.0,
-        }))
-    }
-}
-
-/// What a snapshot holds.
-#[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
-pub struct SnapshotData {
-    pub keys: Vec<KeyRecords>,
+/// What a snapshot names: each of the group's keys with the records it
+/// holds, and the committed offsets. The records themselves stay in the
+/// store, where they are durable before the snapshot is taken; a leader
+/// reads them from there when it sends the snapshot ([`StreamReader`]).
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub keys: Vec<KeyRange>,
     /// The committed offsets of its keys that keep no value.
     pub commits: Vec<(String, u64)>,
     /// The commits of its keys that keep a value beside the offset.
@@ -124,11 +102,16 @@ pub struct SnapshotData {
     pub values: Vec<(String, u64, Bytes64)>,
 }
 
-impl SnapshotData {
-    /// The group's keys and where each ends now, appends not yet durable
-    /// included: the records a snapshot of the state as of now holds, to be
-    /// read by [`SnapshotData::read`] once they are durable.
-    pub fn plan(store: &mut Store, held: &Keys) -> Result<SnapshotData> {
+impl Manifest {
+    /// The group's keys and where each ends now (appends not yet durable
+    /// included), and their commits with their values as the state machine
+    /// holds them now: called under one hold of the store, where the
+    /// group's applied state is read, so that nothing from an entry past
+    /// the snapshot's gets in (an idempotent producer's state from after it
+    /// would make a replica that installs it refuse the next batch as a
+    /// duplicate). The caller waits for a sync point before the snapshot
+    /// is used: its records and commits are durable then.
+    pub fn plan(store: &mut Store, held: &Keys) -> Result<Manifest> {
         let mut keys = Vec::new();
         for key in store.keys()? {
             if !held.holds(&key) {
@@ -136,54 +119,11 @@ impl SnapshotData {
             }
             let start = store.log_start(&key)?;
             let end = store.next_offset(&key)?;
-            keys.push(KeyRecords {
-                key,
-                start,
-                msgs: Vec::new(),
-                end,
-            });
+            keys.push(KeyRange { key, start, end });
         }
-        Ok(SnapshotData {
-            keys,
-            commits: Vec::new(),
-            values: Vec::new(),
-        })
-    }
-
-    /// Reads the planned records, which must all be durable by now, and the
-    /// group's committed offsets.
-    pub fn read(&mut self, store: &mut Store) -> Result<()> {
-        for key in &mut self.keys {
-            let (start, end) = (key.start, key.end);
-            let msgs = &mut key.msgs;
-            store.read(&key.key, start, &mut |offset, payload| {
-                if offset >= end {
-                    return false;
-                }
-                msgs.push(Message(payload.to_vec()));
-                true
-            })?;
-            if start + msgs.len() as u64 != end {
-                return Err(Error::Busy(format!(
-                    "{} holds {} durable records from {start}, not up to {end}",
-                    key.key,
-                    msgs.len()
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds the group's keys' commits, with their values, as the state
-    /// machine holds them now (changes not yet durable included): called
-    /// where the snapshot is planned, under the same hold of the store, so
-    /// that no commit from an entry past the snapshot's gets in (an
-    /// idempotent producer's state from after it would make a replica that
-    /// installs it refuse the next batch as a duplicate). They are durable
-    /// once the records are.
-    pub fn read_commits(&mut self, store: &Store, held: &Keys) {
-        self.commits.clear();
-        self.values.clear();
+        keys.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut commits = Vec::new();
+        let mut values = Vec::new();
         for key in store.committed_latest_keys() {
             if !held.holds(key) {
                 continue;
@@ -192,117 +132,317 @@ impl SnapshotData {
                 continue;
             };
             if committed.value.is_empty() {
-                self.commits.push((key.to_string(), committed.offset));
+                commits.push((key.to_string(), committed.offset));
             } else {
-                self.values.push((
+                values.push((
                     key.to_string(),
                     committed.offset,
                     Bytes64(committed.value.clone()),
                 ));
             }
         }
-        self.commits.sort();
-        self.values.sort_by(|a, b| a.0.cmp(&b.0));
+        commits.sort();
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Manifest {
+            keys,
+            commits,
+            values,
+        })
     }
 
+    /// The snapshot as openraft holds it: the stream's header alone (the
+    /// magic and the manifest), which is what a state machine keeps as its
+    /// current snapshot, and what a stream of it begins with.
     pub fn encode(&self) -> Vec<u8> {
         // Strings and numbers always encode.
-        serde_json::to_vec(self).unwrap_or_default()
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let mut out = Vec::with_capacity(MAGIC.len() + LENGTH_BYTES + json.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(&json);
+        out
     }
 
-    pub fn decode(bytes: &[u8]) -> std::result::Result<SnapshotData, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("a snapshot that does not decode: {e}"))
+    /// The manifest at the front of `bytes`, and the bytes after it.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<(Manifest, &[u8]), String> {
+        let rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or("a snapshot of another format (its first bytes are not seglog's)")?;
+        let (len, rest) = take_u32(rest).ok_or("a snapshot cut short in its header")?;
+        let len = len as usize;
+        if len > MANIFEST_BYTES_MAX || len > rest.len() {
+            return Err(format!(
+                "a snapshot whose manifest of {len} bytes is past its end or the limit of \
+                 {MANIFEST_BYTES_MAX}"
+            ));
+        }
+        let manifest = serde_json::from_slice(&rest[..len])
+            .map_err(|e| format!("a snapshot whose manifest does not decode: {e}"))?;
+        Ok((manifest, &rest[len..]))
+    }
+}
+
+fn take_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, rest) = bytes.split_first_chunk::<4>()?;
+    Some((u32::from_be_bytes(*head), rest))
+}
+
+fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (head, rest) = bytes.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*head), rest))
+}
+
+/// Reads a snapshot's stream from the store, part after part, as a leader
+/// sends it to a follower: the header ([`Manifest::encode`]), then for
+/// each key of the manifest, in its order, a section: the offset of its
+/// first record (8 bytes), then each record from there to the key's end,
+/// its length (4 bytes) and its bytes. Every number is big-endian. What a
+/// follower assembles from the parts is what [`install`] takes.
+///
+/// A snapshot costs nothing to take (it names records) and its records
+/// are read once, when sent, straight from the segments: no copy of a
+/// partition is kept in memory or built again every few thousand entries.
+pub struct StreamReader {
+    keys: Vec<KeyRange>,
+    /// The header, until the first part takes it.
+    header: Option<Vec<u8>>,
+    /// The key being read, an index into `keys`.
+    key: usize,
+    /// The next record of that key to read; `None` before its section's
+    /// first offset was written.
+    next: Option<u64>,
+}
+
+impl StreamReader {
+    pub fn new(manifest: &Manifest) -> StreamReader {
+        StreamReader {
+            keys: manifest.keys.clone(),
+            header: Some(manifest.encode()),
+            key: 0,
+            next: None,
+        }
     }
 
-    /// Brings the group's keys in `store` up to the snapshot: each key gets
-    /// the records it lacks (its log is a prefix of the snapshot's, since
-    /// both come from applying one log in order), and the committed
-    /// offsets. A key holding more than the snapshot, or one the snapshot
-    /// lacks that holds records, is an inconsistency: refused.
-    pub fn install(
-        &self,
+    /// Whether the whole stream has been read.
+    pub fn done(&self) -> bool {
+        self.header.is_none() && self.key == self.keys.len()
+    }
+
+    /// The next part of the stream: records while they fit in
+    /// `bytes_max`, and at least one (a part is longer only by the header
+    /// and the first record). Every part but the last holds a record. A record the manifest names that the store no
+    /// longer holds (retention deleted it since), or does not hold durably
+    /// (the caller waits for a sync point first), is an error: the sender
+    /// gives up this snapshot, and a later one names what is there.
+    pub fn next_part(
+        &mut self,
         store: &mut Store,
-        group: u32,
-        held: &Keys,
-    ) -> std::result::Result<(), String> {
-        let fail = |e: Error| e.to_string();
-        let mut named = std::collections::HashSet::new();
-        for key in &self.keys {
-            if !held.holds(&key.key) {
-                return Err(format!(
-                    "the snapshot of group {group} holds key {:?} of another",
-                    key.key
-                ));
+        bytes_max: usize,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let mut out = self.header.take().unwrap_or_default();
+        let mut records = 0usize;
+        let mut full = false;
+        while self.key < self.keys.len() && !full {
+            let range = &self.keys[self.key];
+            let next = match self.next {
+                Some(next) => next,
+                None => {
+                    let start = store.log_start(&range.key).map_err(|e| e.to_string())?;
+                    if start > range.start {
+                        return Err(format!(
+                            "{}'s records from {} were deleted up to {start} since the \
+                             snapshot named them",
+                            range.key, range.start
+                        ));
+                    }
+                    out.extend_from_slice(&range.start.to_be_bytes());
+                    self.next = Some(range.start);
+                    range.start
+                }
+            };
+            if next >= range.end {
+                self.key += 1;
+                self.next = None;
+                continue;
             }
-            named.insert(key.key.as_str());
-            let next = store.next_offset(&key.key).map_err(fail)?;
-            let end = key.start + key.msgs.len() as u64;
-            if next > end {
-                return Err(format!(
-                    "{} holds records up to {next} here, past the snapshot's {end}",
-                    key.key
-                ));
-            }
-            if next < key.start {
-                return Err(format!(
-                    "{} ends at {next} here, before the snapshot's first record {}",
-                    key.key, key.start
-                ));
-            }
-            for (i, msg) in key
-                .msgs
-                .iter()
-                .enumerate()
-                .skip((next - key.start) as usize)
-            {
-                store
-                    .append_at(&key.key, key.start + i as u64, &msg.0)
-                    .map_err(fail)?;
-            }
-        }
-        for key in store.keys().map_err(fail)? {
-            if held.holds(&key)
-                && !named.contains(key.as_str())
-                && store.next_offset(&key).map_err(fail)? > 0
-            {
-                return Err(format!(
-                    "{key} holds records the snapshot of group {group} lacks"
-                ));
-            }
-        }
-        // The commits become the snapshot's, as given (a consumer group's
-        // may have gone back), and those of the group's keys it lacks go.
-        let commits = self
-            .commits
-            .iter()
-            .map(|(key, offset)| (key, *offset, Vec::new()))
-            .chain(
-                self.values
-                    .iter()
-                    .map(|(key, offset, value)| (key, *offset, value.0.clone())),
-            );
-        let mut given = std::collections::HashSet::new();
-        for (key, offset, value) in commits {
-            if !held.holds(key) {
-                return Err(format!(
-                    "the snapshot of group {group} holds the commit of {key:?}, another's"
-                ));
-            }
-            given.insert(key.as_str());
+            let mut at = next;
+            let mut gap = None;
             store
-                .change_committed(key, Some(Committed { offset, value }))
-                .map_err(fail)?;
+                .read(&range.key, next, &mut |offset, payload| {
+                    if offset != at {
+                        gap = Some(offset);
+                        return false;
+                    }
+                    if offset >= range.end {
+                        return false;
+                    }
+                    if records > 0 && out.len() + LENGTH_BYTES + payload.len() > bytes_max {
+                        full = true;
+                        return false;
+                    }
+                    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+                    out.extend_from_slice(&len.to_be_bytes());
+                    out.extend_from_slice(payload);
+                    records += 1;
+                    at += 1;
+                    true
+                })
+                .map_err(|e| e.to_string())?;
+            if let Some(offset) = gap {
+                return Err(format!(
+                    "{} delivered offset {offset} where {at} was expected",
+                    range.key
+                ));
+            }
+            if at == next && !full {
+                return Err(format!(
+                    "{} holds no durable record at {next}, though the snapshot names \
+                     records up to {}",
+                    range.key, range.end
+                ));
+            }
+            self.next = Some(at);
         }
-        let stale: Vec<String> = store
-            .committed_latest_keys()
-            .filter(|key| held.holds(key) && !given.contains(key))
-            .map(str::to_string)
-            .collect();
-        for key in stale {
-            store.change_committed(&key, None).map_err(fail)?;
-        }
-        Ok(())
+        Ok(out)
     }
+}
+
+/// Records appended to the store in one call while installing: bounds the
+/// slices gathered at once, not the bytes (one span holds them all).
+const INSTALL_RECORDS_PER_APPEND: usize = 4_096;
+
+/// Brings the group's keys in `store` up to a snapshot's `stream` (as
+/// [`StreamReader`] wrote it, or its header alone where the store holds
+/// every record already): each key gets the records it lacks (its log is a
+/// prefix of the snapshot's, since both come from applying one log in
+/// order), and the committed offsets become the snapshot's. A key holding
+/// more than the snapshot, one that lacks records the stream does not
+/// carry, or one the snapshot lacks that holds records, is an
+/// inconsistency: refused. Returns the snapshot's manifest.
+pub fn install(
+    stream: &[u8],
+    store: &mut Store,
+    group: u32,
+    held: &Keys,
+) -> std::result::Result<Manifest, String> {
+    let fail = |e: Error| e.to_string();
+    let (manifest, mut rest) = Manifest::decode(stream)?;
+    let header_only = rest.is_empty();
+    let mut named = std::collections::HashSet::new();
+    for range in &manifest.keys {
+        let key = range.key.as_str();
+        if !held.holds(key) {
+            return Err(format!(
+                "the snapshot of group {group} holds key {key:?} of another"
+            ));
+        }
+        named.insert(key);
+        let next = store.next_offset(key).map_err(fail)?;
+        if next > range.end {
+            return Err(format!(
+                "{key} holds records up to {next} here, past the snapshot's {}",
+                range.end
+            ));
+        }
+        if header_only {
+            if next != range.end {
+                return Err(format!(
+                    "{key} ends at {next} here, and the snapshot carries none of its \
+                     records up to {}",
+                    range.end
+                ));
+            }
+            continue;
+        }
+        let (first, after) = take_u64(rest).ok_or("a snapshot cut short at a key's section")?;
+        rest = after;
+        if next < first {
+            return Err(format!(
+                "{key} ends at {next} here, before the snapshot's first record {first}"
+            ));
+        }
+        if first > range.end {
+            return Err(format!(
+                "{key}'s section starts at {first}, past the snapshot's end {}",
+                range.end
+            ));
+        }
+        let mut offset = first;
+        let mut pending: Vec<&[u8]> = Vec::new();
+        while offset < range.end {
+            let (len, after) = take_u32(rest).ok_or("a snapshot cut short in a record")?;
+            let len = len as usize;
+            if len > after.len() {
+                return Err(format!("a snapshot cut short in {key}'s record {offset}"));
+            }
+            let (record, after) = after.split_at(len);
+            rest = after;
+            if offset >= next {
+                pending.push(record);
+            }
+            offset += 1;
+            if pending.len() == INSTALL_RECORDS_PER_APPEND || offset == range.end {
+                let at = store.next_offset(key).map_err(fail)?;
+                if !pending.is_empty() && at != offset - pending.len() as u64 {
+                    return Err(format!(
+                        "{key} took records at {at}, not at {}",
+                        offset - pending.len() as u64
+                    ));
+                }
+                store.append_all(key, &pending).map_err(fail)?;
+                pending.clear();
+            }
+        }
+    }
+    if !rest.is_empty() {
+        return Err(format!(
+            "a snapshot with {} bytes past its last key's records",
+            rest.len()
+        ));
+    }
+    for key in store.keys().map_err(fail)? {
+        if held.holds(&key)
+            && !named.contains(key.as_str())
+            && store.next_offset(&key).map_err(fail)? > 0
+        {
+            return Err(format!(
+                "{key} holds records the snapshot of group {group} lacks"
+            ));
+        }
+    }
+    // The commits become the snapshot's, as given (a consumer group's
+    // may have gone back), and those of the group's keys it lacks go.
+    let commits = manifest
+        .commits
+        .iter()
+        .map(|(key, offset)| (key, *offset, Vec::new()))
+        .chain(
+            manifest
+                .values
+                .iter()
+                .map(|(key, offset, value)| (key, *offset, value.0.clone())),
+        );
+    let mut given = std::collections::HashSet::new();
+    for (key, offset, value) in commits {
+        if !held.holds(key) {
+            return Err(format!(
+                "the snapshot of group {group} holds the commit of {key:?}, another's"
+            ));
+        }
+        given.insert(key.as_str());
+        store
+            .change_committed(key, Some(Committed { offset, value }))
+            .map_err(fail)?;
+    }
+    let stale: Vec<String> = store
+        .committed_latest_keys()
+        .filter(|key| held.holds(key) && !given.contains(key))
+        .map(str::to_string)
+        .collect();
+    for key in stale {
+        store.change_committed(&key, None).map_err(fail)?;
+    }
+    Ok(manifest)
 }
 
 #[cfg(test)]
@@ -321,17 +461,36 @@ mod tests {
         out
     }
 
-    /// A partition's snapshot carries records that are not text (Kafka's)
-    /// and commits that keep a value (a producer's state), and installs
-    /// both byte for byte on an empty replica.
+    /// The whole stream of `manifest` read from `store` in parts of at
+    /// most `bytes_max`, and the parts' lengths.
+    fn stream(store: &mut Store, manifest: &Manifest, bytes_max: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut reader = StreamReader::new(manifest);
+        let mut out = Vec::new();
+        let mut parts = Vec::new();
+        while !reader.done() {
+            let part = reader.next_part(store, bytes_max).expect("a part");
+            parts.push(part.len());
+            out.extend(part);
+        }
+        (out, parts)
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        Store::open(dir.path(), StoreConfig::default()).expect("a store")
+    }
+
+    /// A partition's snapshot names records that are not text (Kafka's)
+    /// and commits that keep a value (a producer's state); its stream,
+    /// read in parts that each hold a record, installs both byte for byte
+    /// on an empty replica.
     #[test]
     fn binary_records_and_committed_values_survive_a_snapshot() {
         let held = Keys::matching(|key| key.ends_with("t.0"));
         let binary: &[u8] = &[0, 159, 146, 150, 255];
         let dir = tempfile::tempdir().expect("a directory");
-        let mut store = Store::open(dir.path(), StoreConfig::default()).expect("a store");
+        let mut store = open(&dir);
         store
-            .append_all("t.0", &[b"{\"text\":1}", binary])
+            .append_all("t.0", &[b"{\"text\":1}", binary, b"third"])
             .expect("appends");
         let state = Committed {
             offset: 1,
@@ -343,30 +502,128 @@ mod tests {
         store.commit("group t.0", 2).expect("a commit");
         store.append("other", b"not held").expect("an append");
         store.sync().expect("a sync");
-        let mut data = SnapshotData::plan(&mut store, &held).expect("a plan");
-        data.read(&mut store).expect("the records");
-        data.read_commits(&store, &held);
-        let encoded = data.encode();
-        let decoded = SnapshotData::decode(&encoded).expect("decodes");
-        assert_eq!(decoded.encode(), encoded);
-        // Text stays readable; other bytes go in base64.
-        let json = String::from_utf8_lossy(&encoded);
-        assert!(
-            json.contains(r#""msgs":["{\"text\":1}",{"b64":"AJ+Slv8="}]"#),
-            "{json}"
+        let manifest = Manifest::plan(&mut store, &held).expect("a plan");
+        assert_eq!(
+            manifest.keys,
+            [KeyRange {
+                key: "t.0".into(),
+                start: 0,
+                end: 3
+            }]
         );
+        let encoded = manifest.encode();
+        let (header, rest) = Manifest::decode(&encoded).expect("decodes");
+        assert_eq!((header, rest.len()), (manifest.clone(), 0));
+        // Parts of 12 bytes: the header and the first record, then one
+        // record each (the first record's 10 bytes and its length pass 12).
+        let (bytes, parts) = stream(&mut store, &manifest, 12);
+        let header_len = manifest.encode().len();
+        assert_eq!(parts, [header_len + 8 + 4 + 10, 4 + 5, 4 + 5]);
 
         let empty = tempfile::tempdir().expect("a directory");
-        let mut replica = Store::open(empty.path(), StoreConfig::default()).expect("a store");
-        decoded.install(&mut replica, 1, &held).expect("installed");
+        let mut replica = open(&empty);
+        let installed = install(&bytes, &mut replica, 1, &held).expect("installed");
+        assert_eq!(installed, manifest);
         replica.sync().expect("a sync");
         assert_eq!(
             records(&mut replica, "t.0"),
-            [b"{\"text\":1}".to_vec(), binary.to_vec()]
+            [b"{\"text\":1}".to_vec(), binary.to_vec(), b"third".to_vec()]
         );
         assert_eq!(replica.committed_latest("producer 7 t.0"), Some(&state));
         assert_eq!(replica.committed("group t.0"), Some(2));
         assert_eq!(replica.next_offset("other").expect("an end"), 0);
+    }
+
+    /// A follower that holds the first records of a key takes only the
+    /// rest; one that holds more than the snapshot, or lacks records a
+    /// header alone does not carry, refuses it.
+    #[test]
+    fn a_snapshot_installs_what_a_replica_lacks_and_refuses_what_does_not_fit() {
+        let held = Keys::matching(|key| key == "k");
+        let dir = tempfile::tempdir().expect("a directory");
+        let mut leader = open(&dir);
+        leader
+            .append_all("k", &[b"a", b"b", b"c"])
+            .expect("appends");
+        leader.sync().expect("a sync");
+        let manifest = Manifest::plan(&mut leader, &held).expect("a plan");
+        let (bytes, _) = stream(&mut leader, &manifest, 1 << 20);
+
+        let other = tempfile::tempdir().expect("a directory");
+        let mut behind = open(&other);
+        behind.append("k", b"a").expect("the first record");
+        install(&bytes, &mut behind, 0, &held).expect("installed");
+        behind.sync().expect("a sync");
+        assert_eq!(
+            records(&mut behind, "k"),
+            [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+
+        let third = tempfile::tempdir().expect("a directory");
+        let mut ahead = open(&third);
+        ahead
+            .append_all("k", &[b"a", b"b", b"c", b"d"])
+            .expect("appends");
+        let refused = install(&bytes, &mut ahead, 0, &held).expect_err("past the snapshot");
+        assert!(refused.contains("past the snapshot's 3"), "{refused}");
+
+        let fourth = tempfile::tempdir().expect("a directory");
+        let mut lacking = open(&fourth);
+        let refused = install(&manifest.encode(), &mut lacking, 0, &held)
+            .expect_err("a header alone carries no records");
+        assert!(refused.contains("carries none of its records"), "{refused}");
+    }
+
+    /// Bytes that are not a whole stream are refused, never installed in
+    /// part: another format, a stream cut short, bytes past its end.
+    #[test]
+    fn a_stream_cut_short_or_of_another_format_is_refused() {
+        let held = Keys::matching(|key| key == "k");
+        let dir = tempfile::tempdir().expect("a directory");
+        let mut leader = open(&dir);
+        leader.append_all("k", &[b"a", b"bb"]).expect("appends");
+        leader.sync().expect("a sync");
+        let manifest = Manifest::plan(&mut leader, &held).expect("a plan");
+        let (bytes, _) = stream(&mut leader, &manifest, 1 << 20);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let json = br#"{"keys":[],"commits":[]}"#.to_vec();
+        for (bad, why) in [
+            (json, "another format"),
+            (bytes[..bytes.len() - 1].to_vec(), "cut short"),
+            (bytes[..bytes.len() - 6].to_vec(), "cut short"),
+            (bytes[..14].to_vec(), "past its end"),
+            (longer, "past its last key's records"),
+        ] {
+            let other = tempfile::tempdir().expect("a directory");
+            let mut replica = open(&other);
+            let refused = install(&bad, &mut replica, 0, &held).expect_err(why);
+            assert!(refused.contains(why), "{why}: {refused}");
+        }
+    }
+
+    /// Records a snapshot names that retention deleted since are an error
+    /// of the transfer, not a stream with a hole.
+    #[test]
+    fn records_deleted_since_the_plan_end_the_transfer() {
+        let held = Keys::matching(|key| key == "k");
+        let dir = tempfile::tempdir().expect("a directory");
+        let config = StoreConfig {
+            segment_bytes: 256,
+            ..StoreConfig::default()
+        };
+        let mut leader = Store::open(dir.path(), config).expect("a store");
+        for _ in 0..40 {
+            leader.append("k", &[7; 64]).expect("an append");
+        }
+        leader.sync().expect("a sync");
+        let manifest = Manifest::plan(&mut leader, &held).expect("a plan");
+        assert!(leader.truncate_front("k", 30).expect("a truncation") > 0);
+        let mut reader = StreamReader::new(&manifest);
+        let why = reader
+            .next_part(&mut leader, 1 << 20)
+            .expect_err("records are gone");
+        assert!(why.contains("were deleted up to"), "{why}");
     }
 
     /// Found by the review of consumer offsets: a snapshot's commits are
@@ -383,20 +640,18 @@ mod tests {
             })
         };
         let dir = tempfile::tempdir().expect("a directory");
-        let mut leader = Store::open(dir.path(), StoreConfig::default()).expect("a store");
+        let mut leader = open(&dir);
         leader
             .change_committed("group a", commit(100))
             .expect("a commit");
         leader
             .change_committed("group a", commit(50))
             .expect("back");
-        let mut data = SnapshotData::plan(&mut leader, &held).expect("a plan");
-        data.read_commits(&leader, &held);
+        let manifest = Manifest::plan(&mut leader, &held).expect("a plan");
         leader.sync().expect("a sync");
-        data.read(&mut leader).expect("the records");
 
         let other = tempfile::tempdir().expect("a directory");
-        let mut follower = Store::open(other.path(), StoreConfig::default()).expect("a store");
+        let mut follower = open(&other);
         follower
             .change_committed("group a", commit(100))
             .expect("a commit");
@@ -405,7 +660,8 @@ mod tests {
             .expect("a commit");
         follower.commit("not held", 3).expect("a commit");
         follower.sync().expect("a sync");
-        data.install(&mut follower, 0, &held).expect("installed");
+        // A snapshot without keys: its header is its whole stream.
+        install(&manifest.encode(), &mut follower, 0, &held).expect("installed");
         follower.sync().expect("a sync");
         assert_eq!(follower.committed("group a"), Some(50));
         assert_eq!(follower.committed("group b"), None);
@@ -415,9 +671,10 @@ mod tests {
     /// Found by the review of Kafka produce: the commits are read where the
     /// snapshot is planned (as `StateMachine::build` does), so a change
     /// applied while the build waits for its records to be durable (a
-    /// producer's state of a later batch) is not in it.
+    /// producer's state of a later batch) is not in it; nor is a record
+    /// appended since, though its stream is read later.
     #[test]
-    fn a_snapshot_holds_the_commits_as_of_its_plan() {
+    fn a_snapshot_holds_the_records_and_commits_as_of_its_plan() {
         let held = Keys::matching(|key| key.ends_with("t.0"));
         let state = |offset| {
             Some(Committed {
@@ -426,23 +683,26 @@ mod tests {
             })
         };
         let dir = tempfile::tempdir().expect("a directory");
-        let mut store = Store::open(dir.path(), StoreConfig::default()).expect("a store");
+        let mut store = open(&dir);
         store.append("t.0", b"r").expect("an append");
         store
             .change_committed_after("producer 1 t.0", state(0), "t.0")
             .expect("a state");
-        let mut data = SnapshotData::plan(&mut store, &held).expect("a plan");
-        data.read_commits(&store, &held);
+        let manifest = Manifest::plan(&mut store, &held).expect("a plan");
         store.append("t.0", b"s").expect("a later append");
         store
             .change_committed_after("producer 1 t.0", state(1), "t.0")
             .expect("a later state");
         store.sync().expect("a sync");
-        data.read(&mut store).expect("the records");
-        assert_eq!(data.keys[0].msgs, [Message(b"r".to_vec())]);
         assert_eq!(
-            data.values,
+            manifest.values,
             [("producer 1 t.0".to_string(), 0, Bytes64(vec![1, 2, 3]))]
         );
+        let (bytes, _) = stream(&mut store, &manifest, 1 << 20);
+        let other = tempfile::tempdir().expect("a directory");
+        let mut replica = open(&other);
+        install(&bytes, &mut replica, 0, &held).expect("installed");
+        replica.sync().expect("a sync");
+        assert_eq!(records(&mut replica, "t.0"), [b"r".to_vec()]);
     }
 }

@@ -20,7 +20,7 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 
 use super::log::{GroupLog, Record};
 use super::log_store::Group;
-use super::snapshot::{Keys, SnapshotData, is_reserved};
+use super::snapshot::{self, Keys, Manifest, is_reserved};
 use super::types::{
     Applied, Entry, LogId, Op, OpResult, ProposalId, Sequence, StorageError, StoredMembership,
     TypeConfig,
@@ -40,8 +40,9 @@ pub const APPLY_SPAN_BYTES: usize = 8 << 20;
 /// tell two snapshots of the same entry apart.
 static SNAPSHOTS_BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// A snapshot kept in memory: what openraft sends to a follower that is
-/// too far behind.
+/// The snapshot kept in memory: its manifest, which openraft hands to the
+/// network when a follower is too far behind; the records it names are
+/// read from the store as they are sent (`transport::Client::full_snapshot`).
 #[derive(Clone)]
 struct Current {
     meta: SnapshotMeta<u64, openraft::BasicNode>,
@@ -99,27 +100,25 @@ impl StateMachine {
         }
     }
 
-    /// The snapshot of everything applied so far.
+    /// The snapshot of everything applied so far: its manifest, which
+    /// names the records the group's keys hold now
+    /// ([`crate::raft::snapshot`]); nothing is read or copied.
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let group = &self.group;
         // What the state machine holds now: its applied entry, and each
-        // key's end (appends not yet durable included).
-        let (last, membership, mut data) = {
+        // key's end (appends not yet durable included) and commits.
+        let (last, membership, manifest) = {
             let log = lock(&group.log);
             let mut store = group.store().map_err(sm_error)?;
-            let mut data =
-                SnapshotData::plan(&mut store, &self.keys).map_err(|e| sm_error(e.to_string()))?;
-            data.read_commits(&store, &self.keys);
-            (log.applied, log.membership.clone(), data)
+            let manifest =
+                Manifest::plan(&mut store, &self.keys).map_err(|e| sm_error(e.to_string()))?;
+            (log.applied, log.membership.clone(), manifest)
         };
-        // Once durable, those records can be read, and the log entries the
-        // snapshot covers can be purged without losing anything on a crash.
+        // Once durable, the records it names can be read, and the log
+        // entries it covers can be purged without losing anything on a
+        // crash.
         group.synced().await.map_err(sm_error)?;
-        {
-            let mut store = group.store().map_err(sm_error)?;
-            data.read(&mut store).map_err(|e| sm_error(e.to_string()))?;
-        }
-        let bytes = data.encode();
+        let bytes = manifest.encode();
         let meta = SnapshotMeta {
             last_log_id: last,
             last_membership: membership,
@@ -230,32 +229,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
         snapshot: Box<std::io::Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let data = SnapshotData::decode(&bytes).map_err(sm_error)?;
-        {
+        let stream = snapshot.into_inner();
+        let manifest = {
             let group = &self.group;
             let mut log = lock(&group.log);
             let mut store = group.store().map_err(sm_error)?;
             // The snapshot's records and the `Applied` record that covers
-            // them become durable together (the snapshot is in memory
+            // them become durable together (the stream is in memory
             // already, so the span holds no more than it).
-            let at = store.together(|store| -> Result<u64, String> {
-                data.install(store, group.group, &self.keys)?;
+            let installed = store.together(|store| -> Result<(Manifest, u64), String> {
+                let manifest = snapshot::install(&stream, store, group.group, &self.keys)?;
                 let record = Record::Applied {
                     last: meta.last_log_id,
                     membership: meta.last_membership.clone(),
                 };
-                group.append(store, &[record])
+                Ok((manifest, group.append(store, &[record])?))
             });
-            let at = at.map_err(sm_error)?;
+            let (manifest, at) = installed.map_err(sm_error)?;
             log.applied = meta.last_log_id;
             log.membership = meta.last_membership.clone();
             log.applied_offset = Some(at);
             store.settle().map_err(|e| sm_error(e.to_string()))?;
-        }
+            manifest
+        };
+        // Held as the manifest alone: the records are in the store now.
         *lock(&self.current) = Some(Current {
             meta: meta.clone(),
-            data: bytes,
+            data: manifest.encode(),
         });
         Ok(())
     }

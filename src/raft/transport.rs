@@ -16,21 +16,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::groups::ProposeError;
+use super::log_store::Group;
+use super::snapshot::{Manifest, StreamReader};
 use super::standing::Note;
 use super::types::{Bytes64, NodeId, OpResult, Proposal, TypeConfig};
 use crate::lock::lock;
+use crate::log;
 
 /// Calls waiting for an answer at once, over all peers and groups: each
 /// group has at most a few RPCs in flight per peer (one replication
@@ -439,6 +443,9 @@ pub struct Network {
     pub transport: Arc<Transport>,
     /// Set when the group is removed: its clients call nobody after it.
     pub closed: Arc<AtomicBool>,
+    /// The group's storage, where a snapshot's records are read as they
+    /// are sent ([`Client::full_snapshot`]).
+    pub records: Arc<Group>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -450,6 +457,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             transport: Arc::clone(&self.transport),
             closed: Arc::clone(&self.closed),
+            records: Arc::clone(&self.records),
         }
     }
 }
@@ -460,7 +468,18 @@ pub struct Client {
     target: NodeId,
     transport: Arc<Transport>,
     closed: Arc<AtomicBool>,
+    records: Arc<Group>,
 }
+
+/// Times one part of a snapshot is sent again after a timeout or a lost
+/// link before the whole transfer is given up (openraft then starts it
+/// again later, from the first part): openraft's own chunked sender
+/// allows as many.
+const SNAPSHOT_PART_TRIES: u32 = 5;
+
+/// The pause before a part is sent again, doubled at each try: a link
+/// that dropped is dialed again within a few ticks.
+const SNAPSHOT_PART_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// Forgets a call when dropped, so that a call openraft gave up on does
 /// not wait for an answer forever (answered calls are already forgotten).
@@ -549,6 +568,118 @@ impl RaftNetwork<TypeConfig> for Client {
             }
             Ok(_) => Err(self.mismatch()),
             Err(why) => Err(self.rpc_error(RPCTypes::InstallSnapshot, why)),
+        }
+    }
+
+    /// Sends a snapshot by the parts of its stream
+    /// ([`super::snapshot::StreamReader`]), read from the group's store as
+    /// they go, one part per round trip: openraft's own sender would read
+    /// the snapshot's bytes, which are its manifest alone. The follower
+    /// assembles the parts as openraft's chunks (`Raft::install_snapshot`)
+    /// and installs the stream whole.
+    async fn full_snapshot(
+        &mut self,
+        vote: openraft::Vote<NodeId>,
+        snapshot: openraft::Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let (group, target) = (self.group, self.target);
+        let local = move |what: String| {
+            // Not a storage error: openraft stops the whole group on one.
+            // The transfer is given up, and tried again later.
+            NetworkError::new(&AnyError::error(format!(
+                "group {group}'s snapshot for node {target}: {what}"
+            )))
+        };
+        let (manifest, _) = Manifest::decode(snapshot.snapshot.get_ref()).map_err(&local)?;
+        let part_bytes = option
+            .snapshot_chunk_size()
+            .unwrap_or(super::groups::SNAPSHOT_CHUNK_BYTES as usize);
+        let mut cancel = std::pin::pin!(cancel);
+        // The records the manifest names are durable once a sync point
+        // after it has passed: the builder waited for one, and an installed
+        // snapshot's records are appended before it is held.
+        self.records.synced().await.map_err(&local)?;
+        let mut reader = StreamReader::new(&manifest);
+        let mut offset = 0;
+        let mut restarted = false;
+        loop {
+            let data = {
+                let mut store = self.records.store().map_err(&local)?;
+                reader.next_part(&mut store, part_bytes).map_err(&local)?
+            };
+            let done = reader.done();
+            let len = data.len() as u64;
+            let mut tries = 0;
+            let response = loop {
+                let request = InstallSnapshotRequest {
+                    vote,
+                    meta: snapshot.meta.clone(),
+                    offset,
+                    data: data.clone(),
+                    done,
+                };
+                let sent = tokio::select! {
+                    biased;
+                    closed = &mut cancel => return Err(closed.into()),
+                    sent = self.install_snapshot(request, option.clone()) => sent,
+                };
+                let error: StreamingError<TypeConfig, Fatal<NodeId>> = match sent {
+                    Ok(response) => break Some(response),
+                    Err(RPCError::RemoteError(RemoteError {
+                        target,
+                        target_node,
+                        source: RaftError::Fatal(fatal),
+                    })) => {
+                        return Err(RemoteError {
+                            target,
+                            target_node,
+                            source: fatal,
+                        }
+                        .into());
+                    }
+                    // The follower holds another transfer (it started one
+                    // from another leader since, or restarted): from the
+                    // first part again, once.
+                    Err(RPCError::RemoteError(RemoteError {
+                        source: RaftError::APIError(InstallSnapshotError::SnapshotMismatch(why)),
+                        ..
+                    })) if offset > 0 && !restarted => {
+                        log::debug(format_args!(
+                            "group {group}'s snapshot for node {target}: {why}; sent again \
+                             from the start"
+                        ));
+                        reader = StreamReader::new(&manifest);
+                        offset = 0;
+                        restarted = true;
+                        break None;
+                    }
+                    Err(RPCError::RemoteError(e)) => {
+                        return Err(NetworkError::new(&e).into());
+                    }
+                    Err(RPCError::PayloadTooLarge(e)) => return Err(NetworkError::new(&e).into()),
+                    Err(RPCError::Network(e)) => e.into(),
+                    Err(RPCError::Timeout(e)) => e.into(),
+                    Err(RPCError::Unreachable(e)) => e.into(),
+                };
+                tries += 1;
+                if tries >= SNAPSHOT_PART_TRIES {
+                    return Err(error);
+                }
+                tokio::select! {
+                    biased;
+                    closed = &mut cancel => return Err(closed.into()),
+                    () = tokio::time::sleep(SNAPSHOT_PART_RETRY_PAUSE * 2u32.pow(tries - 1)) => {}
+                }
+            };
+            let Some(response) = response else {
+                continue;
+            };
+            if response.vote > vote || done {
+                return Ok(SnapshotResponse::new(response.vote));
+            }
+            offset += len;
         }
     }
 
