@@ -73,9 +73,15 @@ const MAGIC: &[u8; 8] = b"seglogS2";
 /// Bytes of a record's length in a stream (big-endian, as the segments').
 const LENGTH_BYTES: usize = 4;
 
-/// Longest manifest a snapshot may carry: a group's keys (a partition and
-/// its producers' states) and commits are a few KiB; a header past this is
-/// a corrupt length, refused before anything is allocated for it.
+/// Bytes of a key section's first offset in a stream (big-endian).
+const OFFSET_BYTES: usize = 8;
+
+/// Longest manifest a snapshot may carry: a partition's group names a few
+/// keys (the partition and its producers' states), a Maelstrom group tens
+/// of thousands (about 60 bytes each, with its commit); a header past this
+/// is a corrupt length, refused before anything is allocated for it. The
+/// header goes in parts like the records ([`StreamReader`]), so it needs
+/// no room in one frame or line.
 pub const MANIFEST_BYTES_MAX: usize = 64 << 20;
 
 /// One key of a snapshot: the records it holds, `start..end`.
@@ -204,8 +210,11 @@ fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
 /// partition is kept in memory or built again every few thousand entries.
 pub struct StreamReader {
     keys: Vec<KeyRange>,
-    /// The header, until the first part takes it.
-    header: Option<Vec<u8>>,
+    /// The header, and how much of it the parts read so far took: a large
+    /// manifest (the Maelstrom node's groups hold thousands of keys) is
+    /// spread over parts like records.
+    header: Vec<u8>,
+    header_sent: usize,
     /// The key being read, an index into `keys`.
     key: usize,
     /// The next record of that key to read; `None` before its section's
@@ -217,7 +226,8 @@ impl StreamReader {
     pub fn new(manifest: &Manifest) -> StreamReader {
         StreamReader {
             keys: manifest.keys.clone(),
-            header: Some(manifest.encode()),
+            header: manifest.encode(),
+            header_sent: 0,
             key: 0,
             next: None,
         }
@@ -225,12 +235,12 @@ impl StreamReader {
 
     /// Whether the whole stream has been read.
     pub fn done(&self) -> bool {
-        self.header.is_none() && self.key == self.keys.len()
+        self.header_sent == self.header.len() && self.key == self.keys.len()
     }
 
-    /// The next part of the stream: records while they fit in
-    /// `bytes_max`, and at least one (a part is longer only by the header
-    /// and the first record). Every part but the last holds a record. A record the manifest names that the store no
+    /// The next part of the stream, at most `bytes_max` long, or one
+    /// record alone where that record is longer. Every part but the last
+    /// holds something. A record the manifest names that the store no
     /// longer holds (retention deleted it since), or does not hold durably
     /// (the caller waits for a sync point first), is an error: the sender
     /// gives up this snapshot, and a later one names what is there.
@@ -239,14 +249,21 @@ impl StreamReader {
         store: &mut Store,
         bytes_max: usize,
     ) -> std::result::Result<Vec<u8>, String> {
-        let mut out = self.header.take().unwrap_or_default();
-        let mut records = 0usize;
-        let mut full = false;
+        let mut out = Vec::new();
+        if self.header_sent < self.header.len() {
+            let end = self.header.len().min(self.header_sent + bytes_max.max(1));
+            out.extend_from_slice(&self.header[self.header_sent..end]);
+            self.header_sent = end;
+        }
+        let mut full = out.len() >= bytes_max;
         while self.key < self.keys.len() && !full {
             let range = &self.keys[self.key];
             let next = match self.next {
                 Some(next) => next,
                 None => {
+                    if !out.is_empty() && out.len() + OFFSET_BYTES > bytes_max {
+                        break;
+                    }
                     let start = store.log_start(&range.key).map_err(|e| e.to_string())?;
                     if start > range.start {
                         return Err(format!(
@@ -263,6 +280,9 @@ impl StreamReader {
             if next >= range.end {
                 self.key += 1;
                 self.next = None;
+                // Sections of keys without records count too: a group
+                // of many empty keys still comes in parts.
+                full = out.len() >= bytes_max;
                 continue;
             }
             let mut at = next;
@@ -276,14 +296,13 @@ impl StreamReader {
                     if offset >= range.end {
                         return false;
                     }
-                    if records > 0 && out.len() + LENGTH_BYTES + payload.len() > bytes_max {
+                    if !out.is_empty() && out.len() + LENGTH_BYTES + payload.len() > bytes_max {
                         full = true;
                         return false;
                     }
                     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
                     out.extend_from_slice(&len.to_be_bytes());
                     out.extend_from_slice(payload);
-                    records += 1;
                     at += 1;
                     true
                 })
@@ -311,138 +330,193 @@ impl StreamReader {
 /// slices gathered at once, not the bytes (one span holds them all).
 const INSTALL_RECORDS_PER_APPEND: usize = 4_096;
 
-/// Brings the group's keys in `store` up to a snapshot's `stream` (as
-/// [`StreamReader`] wrote it, or its header alone where the store holds
-/// every record already): each key gets the records it lacks (its log is a
-/// prefix of the snapshot's, since both come from applying one log in
-/// order), and the committed offsets become the snapshot's. A key holding
-/// more than the snapshot, one that lacks records the stream does not
-/// carry, or one the snapshot lacks that holds records, is an
-/// inconsistency: refused. Returns the snapshot's manifest.
+/// A snapshot's stream, checked against the store and ready to install:
+/// every check that can refuse it is made here, before anything is
+/// written, so that a refused stream leaves the store as it was (writes
+/// meant to be durable together that stop part way poison the store).
+pub struct Checked<'a> {
+    manifest: Manifest,
+    /// Per key of the manifest, the records the store lacks, in order,
+    /// and the offset of the first.
+    missing: Vec<(u64, Vec<&'a [u8]>)>,
+    /// The group's keys the store holds that the snapshot does not name
+    /// (each empty) and the commits to remove.
+    stale_commits: Vec<String>,
+}
+
+impl<'a> Checked<'a> {
+    /// Reads `stream` (as [`StreamReader`] wrote it, or its header alone
+    /// where the store holds every record already) and checks it against
+    /// the group's keys in `store`: each key's log here must be a prefix of
+    /// the snapshot's (both come from applying one log in order), so a key
+    /// holding more than the snapshot, one that lacks records the stream
+    /// does not carry, one the snapshot lacks that holds records, or bytes
+    /// that are not a whole stream, are refused.
+    pub fn check(
+        stream: &'a [u8],
+        store: &mut Store,
+        group: u32,
+        held: &Keys,
+    ) -> std::result::Result<Checked<'a>, String> {
+        let fail = |e: Error| e.to_string();
+        let (manifest, mut rest) = Manifest::decode(stream)?;
+        let header_only = rest.is_empty();
+        let mut named = std::collections::HashSet::new();
+        let mut missing = Vec::with_capacity(manifest.keys.len());
+        for range in &manifest.keys {
+            let key = range.key.as_str();
+            if !held.holds(key) {
+                return Err(format!(
+                    "the snapshot of group {group} holds key {key:?} of another"
+                ));
+            }
+            if !named.insert(key.to_string()) {
+                return Err(format!("the snapshot of group {group} names {key:?} twice"));
+            }
+            let next = store.next_offset(key).map_err(fail)?;
+            if next > range.end {
+                return Err(format!(
+                    "{key} holds records up to {next} here, past the snapshot's {}",
+                    range.end
+                ));
+            }
+            if header_only {
+                if next != range.end {
+                    return Err(format!(
+                        "{key} ends at {next} here, and the snapshot carries none of its \
+                         records up to {}",
+                        range.end
+                    ));
+                }
+                missing.push((next, Vec::new()));
+                continue;
+            }
+            let (first, after) = take_u64(rest).ok_or("a snapshot cut short at a key's section")?;
+            rest = after;
+            if next < first {
+                return Err(format!(
+                    "{key} ends at {next} here, before the snapshot's first record {first}"
+                ));
+            }
+            if first > range.end {
+                return Err(format!(
+                    "{key}'s section starts at {first}, past the snapshot's end {}",
+                    range.end
+                ));
+            }
+            let mut records = Vec::new();
+            for offset in first..range.end {
+                let (len, after) = take_u32(rest).ok_or("a snapshot cut short in a record")?;
+                let len = len as usize;
+                if len > after.len() {
+                    return Err(format!("a snapshot cut short in {key}'s record {offset}"));
+                }
+                let (record, after) = after.split_at(len);
+                rest = after;
+                if offset >= next {
+                    records.push(record);
+                }
+            }
+            missing.push((next, records));
+        }
+        if !rest.is_empty() {
+            return Err(format!(
+                "a snapshot with {} bytes past its last key's records",
+                rest.len()
+            ));
+        }
+        for key in store.keys().map_err(fail)? {
+            if held.holds(&key)
+                && !named.contains(&key)
+                && store.next_offset(&key).map_err(fail)? > 0
+            {
+                return Err(format!(
+                    "{key} holds records the snapshot of group {group} lacks"
+                ));
+            }
+        }
+        for key in manifest
+            .commits
+            .iter()
+            .map(|(key, _)| key)
+            .chain(manifest.values.iter().map(|(key, _, _)| key))
+        {
+            if !held.holds(key) {
+                return Err(format!(
+                    "the snapshot of group {group} holds the commit of {key:?}, another's"
+                ));
+            }
+        }
+        let given: std::collections::HashSet<&str> = manifest
+            .commits
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .chain(manifest.values.iter().map(|(key, _, _)| key.as_str()))
+            .collect();
+        let stale_commits = store
+            .committed_latest_keys()
+            .filter(|key| held.holds(key) && !given.contains(key))
+            .map(str::to_string)
+            .collect();
+        Ok(Checked {
+            manifest,
+            missing,
+            stale_commits,
+        })
+    }
+
+    /// Brings the group's keys in `store` (the store it was checked
+    /// against, held since) up to the snapshot: each key gets the records
+    /// it lacks, and the committed offsets become the snapshot's, as given
+    /// (a consumer group's may have gone back), those it lacks removed.
+    /// Returns the snapshot's manifest. Only a failing store makes this
+    /// fail.
+    pub fn install(self, store: &mut Store) -> std::result::Result<Manifest, String> {
+        let fail = |e: Error| e.to_string();
+        for (range, (next, records)) in self.manifest.keys.iter().zip(&self.missing) {
+            let mut at = *next;
+            for batch in records.chunks(INSTALL_RECORDS_PER_APPEND) {
+                let first = store.append_all(&range.key, batch).map_err(fail)?;
+                if first != at {
+                    return Err(format!(
+                        "{} took records at {first}, not at {at}",
+                        range.key
+                    ));
+                }
+                at += batch.len() as u64;
+            }
+        }
+        let commits = self
+            .manifest
+            .commits
+            .iter()
+            .map(|(key, offset)| (key, *offset, Vec::new()))
+            .chain(
+                self.manifest
+                    .values
+                    .iter()
+                    .map(|(key, offset, value)| (key, *offset, value.0.clone())),
+            );
+        for (key, offset, value) in commits {
+            store
+                .change_committed(key, Some(Committed { offset, value }))
+                .map_err(fail)?;
+        }
+        for key in &self.stale_commits {
+            store.change_committed(key, None).map_err(fail)?;
+        }
+        Ok(self.manifest)
+    }
+}
+
+/// [`Checked::check`], then [`Checked::install`].
 pub fn install(
     stream: &[u8],
     store: &mut Store,
     group: u32,
     held: &Keys,
 ) -> std::result::Result<Manifest, String> {
-    let fail = |e: Error| e.to_string();
-    let (manifest, mut rest) = Manifest::decode(stream)?;
-    let header_only = rest.is_empty();
-    let mut named = std::collections::HashSet::new();
-    for range in &manifest.keys {
-        let key = range.key.as_str();
-        if !held.holds(key) {
-            return Err(format!(
-                "the snapshot of group {group} holds key {key:?} of another"
-            ));
-        }
-        named.insert(key);
-        let next = store.next_offset(key).map_err(fail)?;
-        if next > range.end {
-            return Err(format!(
-                "{key} holds records up to {next} here, past the snapshot's {}",
-                range.end
-            ));
-        }
-        if header_only {
-            if next != range.end {
-                return Err(format!(
-                    "{key} ends at {next} here, and the snapshot carries none of its \
-                     records up to {}",
-                    range.end
-                ));
-            }
-            continue;
-        }
-        let (first, after) = take_u64(rest).ok_or("a snapshot cut short at a key's section")?;
-        rest = after;
-        if next < first {
-            return Err(format!(
-                "{key} ends at {next} here, before the snapshot's first record {first}"
-            ));
-        }
-        if first > range.end {
-            return Err(format!(
-                "{key}'s section starts at {first}, past the snapshot's end {}",
-                range.end
-            ));
-        }
-        let mut offset = first;
-        let mut pending: Vec<&[u8]> = Vec::new();
-        while offset < range.end {
-            let (len, after) = take_u32(rest).ok_or("a snapshot cut short in a record")?;
-            let len = len as usize;
-            if len > after.len() {
-                return Err(format!("a snapshot cut short in {key}'s record {offset}"));
-            }
-            let (record, after) = after.split_at(len);
-            rest = after;
-            if offset >= next {
-                pending.push(record);
-            }
-            offset += 1;
-            if pending.len() == INSTALL_RECORDS_PER_APPEND || offset == range.end {
-                let at = store.next_offset(key).map_err(fail)?;
-                if !pending.is_empty() && at != offset - pending.len() as u64 {
-                    return Err(format!(
-                        "{key} took records at {at}, not at {}",
-                        offset - pending.len() as u64
-                    ));
-                }
-                store.append_all(key, &pending).map_err(fail)?;
-                pending.clear();
-            }
-        }
-    }
-    if !rest.is_empty() {
-        return Err(format!(
-            "a snapshot with {} bytes past its last key's records",
-            rest.len()
-        ));
-    }
-    for key in store.keys().map_err(fail)? {
-        if held.holds(&key)
-            && !named.contains(key.as_str())
-            && store.next_offset(&key).map_err(fail)? > 0
-        {
-            return Err(format!(
-                "{key} holds records the snapshot of group {group} lacks"
-            ));
-        }
-    }
-    // The commits become the snapshot's, as given (a consumer group's
-    // may have gone back), and those of the group's keys it lacks go.
-    let commits = manifest
-        .commits
-        .iter()
-        .map(|(key, offset)| (key, *offset, Vec::new()))
-        .chain(
-            manifest
-                .values
-                .iter()
-                .map(|(key, offset, value)| (key, *offset, value.0.clone())),
-        );
-    let mut given = std::collections::HashSet::new();
-    for (key, offset, value) in commits {
-        if !held.holds(key) {
-            return Err(format!(
-                "the snapshot of group {group} holds the commit of {key:?}, another's"
-            ));
-        }
-        given.insert(key.as_str());
-        store
-            .change_committed(key, Some(Committed { offset, value }))
-            .map_err(fail)?;
-    }
-    let stale: Vec<String> = store
-        .committed_latest_keys()
-        .filter(|key| held.holds(key) && !given.contains(key))
-        .map(str::to_string)
-        .collect();
-    for key in stale {
-        store.change_committed(&key, None).map_err(fail)?;
-    }
-    Ok(manifest)
+    Checked::check(stream, store, group, held)?.install(store)
 }
 
 #[cfg(test)]
@@ -514,11 +588,16 @@ mod tests {
         let encoded = manifest.encode();
         let (header, rest) = Manifest::decode(&encoded).expect("decodes");
         assert_eq!((header, rest.len()), (manifest.clone(), 0));
-        // Parts of 12 bytes: the header and the first record, then one
-        // record each (the first record's 10 bytes and its length pass 12).
-        let (bytes, parts) = stream(&mut store, &manifest, 12);
-        let header_len = manifest.encode().len();
-        assert_eq!(parts, [header_len + 8 + 4 + 10, 4 + 5, 4 + 5]);
+        // Parts just long enough for the header, the key's first offset and
+        // the first record (4 + 10 bytes): then the other two (4 + 5 each).
+        let first_part = manifest.encode().len() + 8 + 4 + 10;
+        let (bytes, parts) = stream(&mut store, &manifest, first_part);
+        assert_eq!(parts, [first_part, 18]);
+        // Parts of 16 bytes: the header over several, then each record
+        // whole; every part within the bound, the stream the same.
+        let (small, parts) = stream(&mut store, &manifest, 16);
+        assert_eq!(small, bytes);
+        assert!(parts.iter().all(|&len| len <= 16), "{parts:?}");
 
         let empty = tempfile::tempdir().expect("a directory");
         let mut replica = open(&empty);
@@ -600,6 +679,73 @@ mod tests {
             let refused = install(&bad, &mut replica, 0, &held).expect_err(why);
             assert!(refused.contains(why), "{why}: {refused}");
         }
+    }
+
+    /// Found by the review of streamed snapshots: the first part carried the
+    /// whole manifest however long, so a group with many keys (100,000
+    /// with a commit each, as a long Maelstrom run leaves) sent a first
+    /// part far past the chunk size it was given (the Maelstrom node's
+    /// 256 KiB, sized for its 4 MiB lines). The header now goes in parts,
+    /// and sections of keys without records count toward a part.
+    #[test]
+    fn the_first_part_stays_within_the_chunk_size_however_many_keys() {
+        const KEYS: u64 = 100_000;
+        const CHUNK: usize = 256 << 10;
+        let dir = tempfile::tempdir().expect("a directory");
+        let mut store = open(&dir);
+        let manifest = Manifest {
+            keys: (0..KEYS)
+                .map(|i| KeyRange {
+                    key: format!("{i}"),
+                    start: 16,
+                    end: 16,
+                })
+                .collect(),
+            commits: (0..KEYS).map(|i| (format!("{i}"), 15)).collect(),
+            values: Vec::new(),
+        };
+        // The keys' records are not in this store: sections start at
+        // their end, so only the header and the sections' offsets go.
+        let mut reader = StreamReader::new(&manifest);
+        let mut parts = 0;
+        while !reader.done() {
+            let part = reader.next_part(&mut store, CHUNK).expect("a part");
+            assert!(
+                part.len() <= CHUNK,
+                "a part of {} bytes for chunks of {CHUNK} (the header alone is {})",
+                part.len(),
+                manifest.encode().len()
+            );
+            parts += 1;
+        }
+        assert!(parts > 20, "{parts} parts");
+    }
+
+    /// Found by the review of streamed snapshots: a stream cut short in its
+    /// second key was refused only after the first key's records were
+    /// appended, inside the install's `together` span, which poisoned the
+    /// whole store (every group of the node) rather than refusing the one
+    /// snapshot. It is now checked whole before anything is written.
+    #[test]
+    fn a_malformed_stream_is_refused_without_poisoning_the_store() {
+        let held = Keys::matching(|key| key == "a" || key == "b");
+        let dir = tempfile::tempdir().expect("a directory");
+        let mut leader = open(&dir);
+        leader.append_all("a", &[b"1", b"2"]).expect("appends");
+        leader.append_all("b", &[b"3", b"4"]).expect("appends");
+        leader.sync().expect("a sync");
+        let manifest = Manifest::plan(&mut leader, &held).expect("a plan");
+        let (bytes, _) = stream(&mut leader, &manifest, 1 << 20);
+        let cut = &bytes[..bytes.len() - 2];
+        let other = tempfile::tempdir().expect("a directory");
+        let mut replica = open(&other);
+        // What `StateMachine::install_snapshot` does: the check before the
+        // span, the install in it.
+        let refused = Checked::check(cut, &mut replica, 0, &held).map(|_| ());
+        assert!(refused.is_err(), "a stream cut short");
+        replica
+            .append("another group's key", b"x")
+            .expect("the store still takes other groups' appends");
     }
 
     /// Records a snapshot names that retention deleted since are an error

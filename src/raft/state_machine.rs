@@ -129,10 +129,22 @@ impl StateMachine {
                 SNAPSHOTS_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ),
         };
-        *lock(&self.current) = Some(Current {
-            meta: meta.clone(),
-            data: bytes.clone(),
-        });
+        // Held only if no newer snapshot was installed while this one
+        // waited for its sync point: openraft has purged its log up to the
+        // installed one, and a leader sending the older one to a lagging
+        // follower would send it for good.
+        {
+            let mut current = lock(&self.current);
+            if current
+                .as_ref()
+                .is_none_or(|held| held.meta.last_log_id <= meta.last_log_id)
+            {
+                *current = Some(Current {
+                    meta: meta.clone(),
+                    data: bytes.clone(),
+                });
+            }
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(std::io::Cursor::new(bytes)),
@@ -234,11 +246,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let group = &self.group;
             let mut log = lock(&group.log);
             let mut store = group.store().map_err(sm_error)?;
+            // Checked whole before anything is written: a refused stream
+            // leaves the store as it was, where a span stopped part way
+            // would poison it (every group of the node with it).
+            let checked = snapshot::Checked::check(&stream, &mut store, group.group, &self.keys)
+                .map_err(sm_error)?;
             // The snapshot's records and the `Applied` record that covers
             // them become durable together (the stream is in memory
             // already, so the span holds no more than it).
             let installed = store.together(|store| -> Result<(Manifest, u64), String> {
-                let manifest = snapshot::install(&stream, store, group.group, &self.keys)?;
+                let manifest = checked.install(store)?;
                 let record = Record::Applied {
                     last: meta.last_log_id,
                     membership: meta.last_membership.clone(),
@@ -380,4 +397,92 @@ fn apply_one(
     }
     log.applied = Some(entry.log_id);
     Ok((applied, outcome, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::durability::{Done, Durability};
+    use crate::storage::store::StoreConfig;
+
+    /// A durability whose sync points come only when the test says.
+    #[derive(Default)]
+    struct Held(Mutex<Vec<Done>>);
+
+    impl Durability for Held {
+        fn after_sync(&self, done: Done) {
+            lock(&self.0).push(done);
+        }
+    }
+
+    impl Held {
+        fn waiting(&self) -> usize {
+            lock(&self.0).len()
+        }
+        fn release(&self) {
+            for done in std::mem::take(&mut *lock(&self.0)) {
+                done(Ok(()));
+            }
+        }
+    }
+
+    /// Found by the review of streamed snapshots: a build that planned
+    /// before an install and finished after it (it waits for a sync point
+    /// between) set the state machine's current snapshot back to its older
+    /// one, which openraft ignores (its snapshot is the installed one, and
+    /// it purged up to it): the node then handed the older manifest to a
+    /// follower.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_build_finishing_after_an_install_keeps_the_installed_snapshot_current() {
+        let held = Keys::matching(|key| key == "k");
+        // The leader's records and the snapshot it sends.
+        let dir = tempfile::tempdir().expect("a directory");
+        let mut leader = Store::open(dir.path(), StoreConfig::default()).expect("a store");
+        leader
+            .append_all("k", &[b"a", b"b", b"c"])
+            .expect("appends");
+        leader.sync().expect("a sync");
+        let manifest = Manifest::plan(&mut leader, &held).expect("a plan");
+        let mut reader = snapshot::StreamReader::new(&manifest);
+        let mut bytes = Vec::new();
+        while !reader.done() {
+            bytes.extend(reader.next_part(&mut leader, 1 << 20).expect("a part"));
+        }
+        // The follower's state machine.
+        let other = tempfile::tempdir().expect("a directory");
+        let store = Store::open(other.path(), StoreConfig::default()).expect("a store");
+        let durability = Arc::new(Held::default());
+        let group = Group::open(
+            0,
+            Arc::new(Mutex::new(store)),
+            Arc::clone(&durability) as Arc<dyn Durability>,
+        )
+        .expect("a group");
+        let mut sm = StateMachine::new(group, held, None);
+        let mut builder = sm.clone();
+        let build = tokio::spawn(async move { builder.build_snapshot().await });
+        while durability.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let installed = SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 10)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "installed".into(),
+        };
+        sm.install_snapshot(&installed, Box::new(std::io::Cursor::new(bytes)))
+            .await
+            .expect("installed");
+        durability.release();
+        let built = build.await.expect("the build's task").expect("built");
+        assert_eq!(built.meta.last_log_id, None, "the build planned before");
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .expect("the current snapshot")
+            .expect("one");
+        assert_eq!(
+            current.meta.snapshot_id, "installed",
+            "the current snapshot went back to the build's older one"
+        );
+    }
 }
