@@ -10,7 +10,7 @@
 //! already, durable before the snapshot is used, and a key's log only
 //! grows at its end, so the leader reads them from its segments when it
 //! sends the snapshot ([`StreamReader`]), and a follower installs what it
-//! assembled ([`install`]). The stream is binary: the magic `seglogS2`,
+//! assembled ([`Checked`]). The stream is binary: the magic `seglogS2`,
 //! the manifest's length (4 bytes) and the manifest in JSON, then per key
 //! its first offset (8 bytes) and its records, each a length (4 bytes)
 //! and the bytes; numbers big-endian. A snapshot held by a state machine
@@ -203,7 +203,7 @@ fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
 /// each key of the manifest, in its order, a section: the offset of its
 /// first record (8 bytes), then each record from there to the key's end,
 /// its length (4 bytes) and its bytes. Every number is big-endian. What a
-/// follower assembles from the parts is what [`install`] takes.
+/// follower assembles from the parts is what [`Checked::check`] takes.
 ///
 /// A snapshot costs nothing to take (it names records) and its records
 /// are read once, when sent, straight from the segments: no copy of a
@@ -370,7 +370,7 @@ impl<'a> Checked<'a> {
                     "the snapshot of group {group} holds key {key:?} of another"
                 ));
             }
-            if !named.insert(key.to_string()) {
+            if !named.insert(key) {
                 return Err(format!("the snapshot of group {group} names {key:?} twice"));
             }
             let next = store.next_offset(key).map_err(fail)?;
@@ -427,7 +427,7 @@ impl<'a> Checked<'a> {
         }
         for key in store.keys().map_err(fail)? {
             if held.holds(&key)
-                && !named.contains(&key)
+                && !named.contains(key.as_str())
                 && store.next_offset(&key).map_err(fail)? > 0
             {
                 return Err(format!(
@@ -435,6 +435,7 @@ impl<'a> Checked<'a> {
                 ));
             }
         }
+        let mut given = std::collections::HashSet::new();
         for key in manifest
             .commits
             .iter()
@@ -446,13 +447,8 @@ impl<'a> Checked<'a> {
                     "the snapshot of group {group} holds the commit of {key:?}, another's"
                 ));
             }
+            given.insert(key.as_str());
         }
-        let given: std::collections::HashSet<&str> = manifest
-            .commits
-            .iter()
-            .map(|(key, _)| key.as_str())
-            .chain(manifest.values.iter().map(|(key, _, _)| key.as_str()))
-            .collect();
         let stale_commits = store
             .committed_latest_keys()
             .filter(|key| held.holds(key) && !given.contains(key))
@@ -509,20 +505,21 @@ impl<'a> Checked<'a> {
     }
 }
 
-/// [`Checked::check`], then [`Checked::install`].
-pub fn install(
-    stream: &[u8],
-    store: &mut Store,
-    group: u32,
-    held: &Keys,
-) -> std::result::Result<Manifest, String> {
-    Checked::check(stream, store, group, held)?.install(store)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::store::StoreConfig;
+
+    /// [`Checked::check`], then [`Checked::install`] (the state machine
+    /// makes the second in a durable span).
+    fn install(
+        stream: &[u8],
+        store: &mut Store,
+        group: u32,
+        held: &Keys,
+    ) -> std::result::Result<Manifest, String> {
+        Checked::check(stream, store, group, held)?.install(store)
+    }
 
     fn records(store: &mut Store, key: &str) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
