@@ -231,8 +231,9 @@ impl Serving {
     }
 }
 
-/// A call's size as sent (JSON, as in a frame), counted without keeping
-/// the bytes. One that cannot be encoded counts as a whole frame.
+/// A call's size as sent (JSON, as in a frame, and a snapshot chunk's
+/// data raw beside it), counted without keeping the bytes. One that cannot
+/// be encoded counts as a whole frame.
 fn encoded_bytes(rpc: &Rpc) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
@@ -245,7 +246,22 @@ fn encoded_bytes(rpc: &Rpc) -> usize {
         }
     }
     let mut count = Count(0);
-    match serde_json::to_writer(&mut count, rpc) {
+    let counted = match rpc {
+        // Counted without its data, which is not encoded at all.
+        Rpc::Snapshot(request) => {
+            count.0 = request.data.len() + super::frame::LENGTH_BYTES;
+            let without = Rpc::Snapshot(openraft::raft::InstallSnapshotRequest {
+                vote: request.vote,
+                meta: request.meta.clone(),
+                offset: request.offset,
+                data: Vec::new(),
+                done: request.done,
+            });
+            serde_json::to_writer(&mut count, &without)
+        }
+        _ => serde_json::to_writer(&mut count, rpc),
+    };
+    match counted {
         Ok(()) => count.0,
         Err(_) => FRAME_BYTES_MAX,
     }
@@ -824,7 +840,13 @@ mod tests {
             let received = Received {
                 from: 2,
                 batch: Batch {
-                    notes: vec![Note::Probe { group: 7 }; 4],
+                    notes: vec![
+                        Note::Probe {
+                            group: 7,
+                            probing: 1
+                        };
+                        4
+                    ],
                     ..Batch::default()
                 },
                 budget: crate::cluster::link::Budget::for_test(),

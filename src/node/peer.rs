@@ -258,7 +258,7 @@ mod tests {
     fn request(notes: usize, outcomes: usize) -> PeerRequest {
         let mut request = PeerRequest::default();
         request.raft.notes = (0..notes as u32)
-            .map(|group| Note::Probe { group })
+            .map(|group| Note::Probe { group, probing: 1 })
             .collect();
         request.outcomes = (0..outcomes as u64)
             .map(|seq| {

@@ -186,6 +186,12 @@ pub struct Groups {
     marked: Mutex<BTreeSet<u32>>,
     /// The next proposal's sequence number.
     next_proposal: Mutex<u64>,
+    /// When these groups started: probes wait [`PROBE_AFTER_MS`] after it
+    /// ([`super::standing`]), whenever a group was added.
+    started: Instant,
+    /// Names these groups' probes ([`Note::Probe`]): their start in
+    /// microseconds since the epoch, distinct for each process and heal.
+    probing: u64,
     /// Set by [`Groups::shutdown`] and [`Groups::retire`]: no standing is
     /// written after it, no group is added or removed, no stored group
     /// deleted, and a removal under way writes nothing more to the store.
@@ -342,8 +348,8 @@ struct Running {
     heartbeat_asked: Mutex<Option<Instant>>,
     /// Whether its initialization was started here.
     initialized: AtomicBool,
-    /// When it started here: probes wait for [`PROBE_AFTER_MS`] after it,
-    /// and the initialization fallback for [`INIT_FALLBACK`].
+    /// When it started here: the initialization fallback waits for
+    /// [`INIT_FALLBACK`] after it.
     started: Instant,
 }
 
@@ -480,6 +486,8 @@ impl Groups {
             removed: Mutex::new(BTreeSet::new()),
             marked: Mutex::new(marked),
             next_proposal: Mutex::new(started_us),
+            started: Instant::now(),
+            probing: started_us,
             stopping: AtomicBool::new(false),
         })
     }
@@ -1487,7 +1495,7 @@ impl Groups {
             return;
         }
         match note {
-            Note::Probe { group: _ } => {
+            Note::Probe { probing, .. } => {
                 let pristine = lock(&group.standing).0.pristine(group.last_log_id());
                 let term = lock(&group.state.log)
                     .vote
@@ -1496,16 +1504,23 @@ impl Groups {
                     peer,
                     Note::Known {
                         group: g,
+                        probing,
                         pristine,
                         term,
                     },
                     &group.closed,
                 );
             }
-            Note::Known { pristine, term, .. } => {
-                // An answer this group cannot have asked for yet is stale
-                // (a probe of a previous process of this node).
-                if group.started.elapsed() < Duration::from_millis(PROBE_AFTER_MS) {
+            Note::Known {
+                probing,
+                pristine,
+                term,
+                ..
+            } => {
+                // An answer to a probe of a previous process of this node
+                // (or of the groups before a heal) is stale: it may predate
+                // the end of an election that counted this node's vote.
+                if probing != self.probing {
                     return;
                 }
                 lock(&group.standing).0.known(peer, pristine, term);
@@ -1574,12 +1589,12 @@ impl Groups {
     }
 
     /// Probes and rejoin requests of group `g` to its other replicas, every
-    /// [`ASK_EVERY_MS`] (probes only from [`PROBE_AFTER_MS`] after it
-    /// started); and what their answers allow.
+    /// [`ASK_EVERY_MS`] (probes only from [`PROBE_AFTER_MS`] after the
+    /// groups started); and what their answers allow.
     fn ask_standing(self: &Arc<Self>, g: u32, group: &Running, now: Instant) {
         let every = Duration::from_millis(ASK_EVERY_MS);
         let probing_allowed =
-            now.duration_since(group.started) >= Duration::from_millis(PROBE_AFTER_MS);
+            now.saturating_duration_since(self.started) >= Duration::from_millis(PROBE_AFTER_MS);
         let peers = group.peers(self.me);
         let last = group.last_log_id();
         let mut standing = lock(&group.standing);
@@ -1612,7 +1627,10 @@ impl Groups {
             return;
         }
         let note = match group_standing {
-            Standing::Probing { .. } if probing_allowed => Note::Probe { group: g },
+            Standing::Probing { .. } if probing_allowed => Note::Probe {
+                group: g,
+                probing: self.probing,
+            },
             Standing::Rejoining { .. } => Note::Rejoin { group: g },
             _ => return,
         };

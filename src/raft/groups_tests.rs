@@ -16,6 +16,7 @@ use super::durability::{Done, Durability, OwnGroupCommit, synced};
 use super::groups::{FORWARD_RETRY, GroupSpec, Groups, ProposeError, TIMING_DEFAULT};
 use super::log::{GroupLog, Record, log_key, stored_groups};
 use super::snapshot::Keys;
+use super::standing::{Note, PROBE_AFTER_MS};
 use super::transport::{Reply, Rpc};
 use super::types::{NodeId, Op, OpResult, Proposal, ProposalId};
 use crate::lock::lock;
@@ -1278,4 +1279,81 @@ async fn submitted_proposals_enter_the_log_in_order() {
     let expected: Vec<OpResult> = (0..PROPOSALS as u64).map(OpResult::Offset).collect();
     assert_eq!(offsets, expected);
     ticks.abort();
+}
+
+/// A node without a group's state waits [`PROBE_AFTER_MS`] from the start
+/// of its groups, not of the group: a group added later (as `seglog serve`
+/// adds partitions once the metadata names them) probes at once. And only
+/// answers naming this probing count: answers to a previous process's
+/// probes (a history at a high term, here) are dropped, so that the fresh
+/// answers (a new group) settle it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_added_late_probes_at_once_and_takes_only_answers_to_its_own_probes() {
+    let names: BTreeMap<NodeId, String> = [1, 2, 3]
+        .iter()
+        .map(|&id| (id, format!("node-{id}")))
+        .collect();
+    let node = Node::start(1, &names);
+    // Past the wait that follows the groups' start (not a race: the wait
+    // is what the test is about).
+    tokio::time::sleep(Duration::from_millis(PROBE_AFTER_MS)).await;
+    node.groups
+        .add(spec(5, &[1, 2, 3], "k"))
+        .await
+        .expect("adding group 5");
+    assert!(!node.groups.votes(5), "no state: it probes first");
+    node.groups.tick(Instant::now());
+    let mut probing = None;
+    let batches = node.groups.transport.take_batches();
+    for peer in [2, 3] {
+        let notes: Vec<&Note> = batches
+            .iter()
+            .filter(|(to, _)| *to == peer)
+            .flat_map(|(_, batch)| &batch.notes)
+            .collect();
+        let [
+            Note::Probe {
+                group: 5,
+                probing: p,
+            },
+        ] = notes[..]
+        else {
+            panic!("node {peer} was sent {notes:?}, not one probe of group 5");
+        };
+        probing = Some(*p);
+    }
+    let probing = probing.expect("probes went");
+    for peer in [2, 3] {
+        node.groups.on_note(
+            peer,
+            Note::Known {
+                group: 5,
+                probing: probing.wrapping_sub(1),
+                pristine: false,
+                term: 99,
+            },
+        );
+    }
+    node.groups.tick(Instant::now());
+    for peer in [2, 3] {
+        node.groups.on_note(
+            peer,
+            Note::Known {
+                group: 5,
+                probing,
+                pristine: true,
+                term: 0,
+            },
+        );
+    }
+    node.groups.tick(Instant::now());
+    let deadline = Instant::now() + PATIENCE;
+    while !node.groups.votes(5) {
+        assert!(
+            Instant::now() < deadline,
+            "the fresh answers (a new group) never let it vote: a stale one was taken"
+        );
+        tokio::time::sleep(TICK).await;
+    }
+    node.stop().await;
 }

@@ -10,9 +10,13 @@
 //! node that has no state for a group does not vote or stand for election
 //! there until it knows it may:
 //!
-//! 0. It first waits out an election timeout ([`PROBE_AFTER_MS`]): an
-//!    election that counted a vote it cast before it lost its disk is over
-//!    by then, won or expired.
+//! 0. It first waits out an election timeout ([`PROBE_AFTER_MS`]) from
+//!    the start of its groups (not of the group: a group added later, once
+//!    the metadata names it, waits no more): an election that counted a
+//!    vote it cast before it lost its disk is over by then, won or expired,
+//!    since every such vote is older than the groups. Only answers to the
+//!    probes of these groups count ([`Note::Known`] names the probing it
+//!    answers), never a late answer to a probe of a previous process.
 //! 1. **Probing.** It asks every peer whether the group has anything past
 //!    its first entry (the membership every node writes when it
 //!    initializes the group), and its current term, until enough peers
@@ -51,10 +55,11 @@ use super::types::{LogId, NodeId};
 /// soon, and rare enough to cost nothing next to the groups' traffic.
 pub const ASK_EVERY_MS: u64 = 300;
 
-/// How long after its start a node without a group's state waits before
-/// it probes: twice the longest election timeout (`TIMING_DEFAULT`), so
-/// that an election still counting a vote it cast before it lost its disk
-/// has ended, won or expired, before it learns the terms of its peers.
+/// How long after its groups started a node without a group's state waits
+/// before it probes: twice the longest election timeout
+/// (`TIMING_DEFAULT`), so that an election still counting a vote it cast
+/// before it lost its disk has ended, won or expired, before it learns the
+/// terms of its peers.
 pub const PROBE_AFTER_MS: u64 = 1_000;
 
 /// How long a rejoining node waits for a leader's answer before it probes
@@ -96,11 +101,16 @@ pub enum Standing {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Note {
     /// Does the group have anything past its first entry on your side, and
-    /// what is your term?
-    Probe { group: u32 },
-    /// The answer to a probe.
+    /// what is your term? `probing` names the asking node's groups (their
+    /// start, in microseconds since the epoch): distinct for each process
+    /// and each heal.
+    Probe { group: u32, probing: u64 },
+    /// The answer to a probe, naming the probing it answers: an answer to
+    /// a previous process's probe, sent before that process's votes could
+    /// have been counted out, is told apart and dropped.
     Known {
         group: u32,
+        probing: u64,
         pristine: bool,
         term: u64,
     },
@@ -114,7 +124,7 @@ impl Note {
     /// The group the note is about.
     pub fn group(&self) -> u32 {
         match self {
-            Note::Probe { group }
+            Note::Probe { group, .. }
             | Note::Known { group, .. }
             | Note::Rejoin { group }
             | Note::Readmit { group, .. } => *group,

@@ -45,7 +45,7 @@ pub const CALLS_WAITING_MAX: usize = 65_536;
 /// Bytes of snapshot chunks one peer's batch carries at most (at least one
 /// chunk always goes); the other chunks wait for the next flush. Every
 /// group catching a node up sends its chunk in the same tick: `seglog
-/// serve`'s 4 MiB chunks (5.6 MB as base64) of a dozen groups would be
+/// serve`'s 4 MiB chunks of a dozen groups would be
 /// over a peer link's queue, which refuses a batch whole, the groups'
 /// other traffic with it; and several leaders' large frames at once would
 /// stall each other in the receiver's incoming budget. One serve chunk,
@@ -58,7 +58,9 @@ pub const SNAPSHOT_BYTES_PER_BATCH_MAX: usize = 4 << 20;
 pub enum Rpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
-    /// A chunk's data as base64 ([`crate::raft::types::snapshot_chunk`]).
+    /// A chunk's data as base64 in JSON ([`crate::raft::types::snapshot_chunk`]),
+    /// as the Maelstrom node's messages carry it; `seglog serve`'s frames
+    /// carry it raw beside the JSON (`cluster::frame`).
     Snapshot(
         #[serde(with = "crate::raft::types::snapshot_chunk")] InstallSnapshotRequest<TypeConfig>,
     ),
@@ -870,7 +872,14 @@ mod tests {
     fn a_late_note_of_a_forgotten_group_is_dropped() {
         let transport = Transport::new(1);
         let closed = AtomicBool::new(false);
-        transport.note(2, Note::Probe { group: 3 }, &closed);
+        transport.note(
+            2,
+            Note::Probe {
+                group: 3,
+                probing: 1,
+            },
+            &closed,
+        );
         assert!(transport.holds_group(3));
         // What a removal does: close the group's network, then forget it.
         closed.store(true, Ordering::SeqCst);

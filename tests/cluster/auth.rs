@@ -62,7 +62,7 @@ async fn delivered(
     write_sealed(
         &mut peer.stream,
         &mut peer.session,
-        &Frame::Batch(batch(tag)),
+        &mut Frame::Batch(batch(tag)),
     )
     .await;
     assert_eq!(
@@ -122,7 +122,7 @@ async fn the_right_secret_connects_and_a_wrong_one_never_does() {
 async fn a_peer_without_the_secret_is_refused() {
     let (links, mut incoming, node, membership, _) = node_1_of_2().await;
     let mut stream = connect(node).await;
-    let sent = write_frame(&mut stream, &hello(&cluster(2, &membership), 1)).await;
+    let sent = write_frame(&mut stream, &mut hello(&cluster(2, &membership), 1)).await;
     let (body, Frame::Hello(_)) = read_raw(&mut stream).await else {
         panic!("no hello back")
     };
@@ -130,9 +130,9 @@ async fn a_peer_without_the_secret_is_refused() {
     // A proof made with another secret is refused, tersely, and the node
     // sends no proof of its own to a peer that has not proved the secret:
     // the refusal is the next and last thing it sends.
-    let ours = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
-    write_frame(&mut stream, &ours).await;
-    write_frame(&mut stream, &Frame::Batch(batch(1))).await;
+    let mut ours = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
+    write_frame(&mut stream, &mut ours).await;
+    write_frame(&mut stream, &mut Frame::Batch(batch(1))).await;
     let Frame::Refuse(why) = read_frame(&mut stream).await else {
         panic!("a wrong proof was not refused")
     };
@@ -141,7 +141,12 @@ async fn a_peer_without_the_secret_is_refused() {
     assert_eq!(links.failures().proofs, 1);
 
     let mut peer = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
-    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(2))).await;
+    write_sealed(
+        &mut peer.stream,
+        &mut peer.session,
+        &mut Frame::Batch(batch(2)),
+    )
+    .await;
     assert_eq!(
         next_json("the good batch", &mut incoming).await,
         from(2, &batch(2))
@@ -153,7 +158,12 @@ async fn a_replayed_handshake_is_refused_and_delivers_nothing() {
     let (links, mut incoming, node, membership, _) = node_1_of_2().await;
     // A real exchange, recorded: the peer's hello, proof and one batch.
     let mut peer = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
-    let sealed = write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(1))).await;
+    let sealed = write_sealed(
+        &mut peer.stream,
+        &mut peer.session,
+        &mut Frame::Batch(batch(1)),
+    )
+    .await;
     assert_eq!(
         next_json("the recorded batch", &mut incoming).await,
         from(2, &batch(1))
@@ -171,7 +181,12 @@ async fn a_replayed_handshake_is_refused_and_delivers_nothing() {
     assert_eq!(links.failures().proofs, 1);
 
     let mut peer = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
-    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(2))).await;
+    write_sealed(
+        &mut peer.stream,
+        &mut peer.session,
+        &mut Frame::Batch(batch(2)),
+    )
+    .await;
     assert_eq!(
         next_json("the batch after the replay", &mut incoming).await,
         from(2, &batch(2)),
@@ -192,17 +207,17 @@ async fn a_reflected_proof_is_refused_on_either_side() {
     };
     let mut back = connect(node).await;
     let reflected = Hello::new(&cluster(2, &membership), 1, challenge.nonce.clone());
-    write_frame(&mut back, &Frame::Hello(reflected)).await;
+    write_frame(&mut back, &mut Frame::Hello(reflected)).await;
     let Frame::Hello(answer) = read_frame(&mut back).await else {
         panic!("node 1 did not answer the hello")
     };
     let forged = Hello::new(&cluster(2, &membership), 1, answer.nonce);
-    write_frame(&mut dialed, &Frame::Hello(forged)).await;
+    write_frame(&mut dialed, &mut Frame::Hello(forged)).await;
     let Frame::Proof(proof) = read_frame(&mut dialed).await else {
         panic!("node 1 did not prove itself to the node it dialed")
     };
     // As the dialer's proof on the connection back: refused.
-    write_frame(&mut back, &Frame::Proof(proof)).await;
+    write_frame(&mut back, &mut Frame::Proof(proof)).await;
     let Frame::Refuse(why) = read_frame(&mut back).await else {
         panic!("a reflected proof was not refused")
     };
@@ -210,7 +225,7 @@ async fn a_reflected_proof_is_refused_on_either_side() {
     closed_by_the_node(&mut back).await;
     assert_eq!(links.failures().proofs, 1);
     // As the acceptor's proof on node 1's own dial: refused.
-    write_frame(&mut dialed, &Frame::Proof(proof)).await;
+    write_frame(&mut dialed, &mut Frame::Proof(proof)).await;
     closed_by_the_node(&mut dialed).await;
     assert_eq!(links.failures().proofs, 2);
     assert!(!links.is_up(2));
@@ -228,7 +243,12 @@ async fn a_forged_reordered_or_replayed_frame_is_refused() {
 
     // A frame replayed on its own connection: its sequence number is past.
     let mut peer = dial_as(node, &two, 1, &secret()).await;
-    let sealed = write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(1))).await;
+    let sealed = write_sealed(
+        &mut peer.stream,
+        &mut peer.session,
+        &mut Frame::Batch(batch(1)),
+    )
+    .await;
     assert_eq!(
         next_json("the first batch", &mut incoming).await,
         from(2, &batch(1))
@@ -247,7 +267,7 @@ async fn a_forged_reordered_or_replayed_frame_is_refused() {
     // last byte).
     for in_tag in [false, true] {
         let mut peer = dial_as(node, &two, 1, &secret()).await;
-        let mut bytes = frame::encode(&Frame::Batch(batch(3))).expect("encoding");
+        let mut bytes = frame::encode(&mut Frame::Batch(batch(3))).expect("encoding");
         let tag = peer.session.seal(&bytes[frame::LENGTH_BYTES..]);
         frame::seal(&mut bytes, &tag);
         let at = if in_tag {
@@ -264,7 +284,7 @@ async fn a_forged_reordered_or_replayed_frame_is_refused() {
     // Two frames swapped: each with a good tag, sent in the wrong order.
     let mut peer = dial_as(node, &two, 1, &secret()).await;
     let [first, second] = [4, 5].map(|tag| {
-        let mut bytes = frame::encode(&Frame::Batch(batch(tag))).expect("encoding");
+        let mut bytes = frame::encode(&mut Frame::Batch(batch(tag))).expect("encoding");
         let tag = peer.session.seal(&bytes[frame::LENGTH_BYTES..]);
         frame::seal(&mut bytes, &tag);
         bytes
@@ -278,7 +298,12 @@ async fn a_forged_reordered_or_replayed_frame_is_refused() {
 
     // None was delivered: the next batch is a good peer's.
     let mut peer = dial_as(node, &two, 1, &secret()).await;
-    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(6))).await;
+    write_sealed(
+        &mut peer.stream,
+        &mut peer.session,
+        &mut Frame::Batch(batch(6)),
+    )
+    .await;
     assert_eq!(
         next_json("the good batch", &mut incoming).await,
         from(2, &batch(6)),
@@ -294,21 +319,31 @@ async fn a_forged_reordered_or_replayed_frame_is_refused() {
 async fn a_stranger_claiming_a_peer_does_not_replace_it() {
     let (links, mut incoming, node, membership, _) = node_1_of_2().await;
     let mut real = dial_as(node, &cluster(2, &membership), 1, &secret()).await;
-    write_sealed(&mut real.stream, &mut real.session, &Frame::Batch(batch(1))).await;
+    write_sealed(
+        &mut real.stream,
+        &mut real.session,
+        &mut Frame::Batch(batch(1)),
+    )
+    .await;
     assert_eq!(
         next_json("the real node 2's first batch", &mut incoming).await,
         from(2, &batch(1))
     );
     let mut stranger = connect(node).await;
-    let sent = write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
+    let sent = write_frame(&mut stranger, &mut hello(&cluster(2, &membership), 1)).await;
     let (body, _) = read_raw(&mut stranger).await;
     let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
-    let proof = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
-    write_frame(&mut stranger, &proof).await;
+    let mut proof = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
+    write_frame(&mut stranger, &mut proof).await;
     closed_by_the_node(&mut stranger).await;
     assert_eq!(links.failures().proofs, 1);
     // The real node 2's connection is still the one that delivers.
-    write_sealed(&mut real.stream, &mut real.session, &Frame::Batch(batch(2))).await;
+    write_sealed(
+        &mut real.stream,
+        &mut real.session,
+        &mut Frame::Batch(batch(2)),
+    )
+    .await;
     assert_eq!(
         next_json("the real node 2's second batch", &mut incoming).await,
         from(2, &batch(2))
@@ -323,10 +358,10 @@ async fn a_stranger_claiming_a_peer_does_not_replace_it() {
 async fn a_stranger_stalling_in_its_proof_is_closed_by_the_handshake_deadline() {
     let (links, _incoming, node, membership, _) = node_1_of_2().await;
     let mut stranger = connect(node).await;
-    write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
+    write_frame(&mut stranger, &mut hello(&cluster(2, &membership), 1)).await;
     let _ = read_raw(&mut stranger).await;
     // A proof frame's length and kind and half its MAC, then nothing.
-    let proof = frame::encode(&Frame::Proof([0; 32])).expect("encoding a proof");
+    let proof = frame::encode(&mut Frame::Proof([0; 32])).expect("encoding a proof");
     stranger
         .write_all(&proof[..proof.len() / 2])
         .await
@@ -360,7 +395,7 @@ async fn an_injected_length_does_not_stall_the_other_peers() {
     // A batch of node 2's, and the bare length in the same write: once the
     // batch is handed over, node 1's reader of node 2 goes straight on to
     // the length, already there.
-    let mut bytes = frame::encode(&Frame::Batch(batch(2))).expect("encoding");
+    let mut bytes = frame::encode(&mut Frame::Batch(batch(2))).expect("encoding");
     let tag = two.session.seal(&bytes[frame::LENGTH_BYTES..]);
     frame::seal(&mut bytes, &tag);
     let length = u32::try_from(frame::FRAME_BYTES_MAX).expect("a frame's length fits");
@@ -384,7 +419,7 @@ async fn an_injected_length_does_not_stall_the_other_peers() {
 async fn a_stranger_learns_nothing_of_the_membership_before_its_proof() {
     let (_links, _incoming, node, membership, _) = node_1_of_2().await;
     let mut stranger = connect(node).await;
-    let sent = write_frame(&mut stranger, &hello(&cluster(2, &membership), 1)).await;
+    let sent = write_frame(&mut stranger, &mut hello(&cluster(2, &membership), 1)).await;
     let (body, Frame::Hello(_)) = read_raw(&mut stranger).await else {
         panic!("no hello back")
     };
@@ -398,8 +433,8 @@ async fn a_stranger_learns_nothing_of_the_membership_before_its_proof() {
     );
     // Without the secret, the next thing it gets is a refusal.
     let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
-    let proof = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
-    write_frame(&mut stranger, &proof).await;
+    let mut proof = Frame::Proof(transcript.proof(&wrong_secret(), Role::Dialer));
+    write_frame(&mut stranger, &mut proof).await;
     let Frame::Refuse(why) = read_frame(&mut stranger).await else {
         panic!("a wrong proof was not refused")
     };
@@ -420,14 +455,19 @@ async fn a_peer_sends_its_peers_first_after_the_proofs() {
 
     // A batch before its list.
     let mut peer = dial_bare(node, &two, 1, &secret()).await;
-    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(1))).await;
+    write_sealed(
+        &mut peer.stream,
+        &mut peer.session,
+        &mut Frame::Batch(batch(1)),
+    )
+    .await;
     closed_by_the_node(&mut peer.stream).await;
     assert_eq!(links.failures().frames, 1);
 
     // A second list.
     let mut peer = dial_as(node, &two, 1, &secret()).await;
-    let members = Frame::Members(of_2.nodes().clone());
-    write_sealed(&mut peer.stream, &mut peer.session, &members).await;
+    let mut members = Frame::Members(of_2.nodes().clone());
+    write_sealed(&mut peer.stream, &mut peer.session, &mut members).await;
     closed_by_the_node(&mut peer.stream).await;
     assert_eq!(links.failures().frames, 2);
 

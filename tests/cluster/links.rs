@@ -131,7 +131,10 @@ pub fn batch(tag: u32) -> Batch {
             id: u64::from(tag),
             reply: Reply::Unavailable(format!("tag {tag}")),
         }],
-        notes: vec![Note::Probe { group: tag }],
+        notes: vec![Note::Probe {
+            group: tag,
+            probing: 1,
+        }],
         leads: Some(vec![Lead {
             group: tag,
             term: 1,
@@ -195,14 +198,18 @@ pub async fn read_frame(stream: &mut TcpStream) -> Frame {
 }
 
 /// Writes `frame` unsealed; the bytes written.
-pub async fn write_frame(stream: &mut TcpStream, frame: &Frame) -> Vec<u8> {
+pub async fn write_frame(stream: &mut TcpStream, frame: &mut Frame) -> Vec<u8> {
     let bytes = frame::encode(frame).expect("encoding a frame");
     stream.write_all(&bytes).await.expect("writing a frame");
     bytes
 }
 
 /// Writes `frame` sealed with the session's next tag; the bytes written.
-pub async fn write_sealed(stream: &mut TcpStream, session: &mut Session, frame: &Frame) -> Vec<u8> {
+pub async fn write_sealed(
+    stream: &mut TcpStream,
+    session: &mut Session,
+    frame: &mut Frame,
+) -> Vec<u8> {
     let mut bytes = frame::encode(frame).expect("encoding a frame");
     let tag = session.seal(&bytes[frame::LENGTH_BYTES..]);
     frame::seal(&mut bytes, &tag);
@@ -230,8 +237,8 @@ pub struct Authenticated {
 /// `--peers`, the first frame after the proofs.
 pub async fn dial_as(node: SocketAddr, us: &Cluster, to: NodeId, secret: &Secret) -> Authenticated {
     let mut peer = dial_bare(node, us, to, secret).await;
-    let members = Frame::Members(us.membership.nodes().clone());
-    write_sealed(&mut peer.stream, &mut peer.session, &members).await;
+    let mut members = Frame::Members(us.membership.nodes().clone());
+    write_sealed(&mut peer.stream, &mut peer.session, &mut members).await;
     peer
 }
 
@@ -245,14 +252,14 @@ pub async fn dial_bare(
     secret: &Secret,
 ) -> Authenticated {
     let mut stream = connect(node).await;
-    let mut sent = write_frame(&mut stream, &hello(us, to)).await;
+    let mut sent = write_frame(&mut stream, &mut hello(us, to)).await;
     let (body, theirs) = read_raw(&mut stream).await;
     let Frame::Hello(theirs) = theirs else {
         panic!("the node answered the hello with {theirs:?}")
     };
     let transcript = Transcript::new(&sent[frame::LENGTH_BYTES..], &body);
-    let ours = Frame::Proof(transcript.proof(secret, Role::Dialer));
-    sent.extend(write_frame(&mut stream, &ours).await);
+    let mut ours = Frame::Proof(transcript.proof(secret, Role::Dialer));
+    sent.extend(write_frame(&mut stream, &mut ours).await);
     let Frame::Proof(proof) = read_frame(&mut stream).await else {
         panic!("the node sent no proof after this side's")
     };
@@ -278,7 +285,7 @@ pub async fn answer_as(stream: &mut TcpStream, us: &Cluster, secret: &Secret) ->
     let Frame::Hello(theirs) = theirs else {
         panic!("the node started with {theirs:?}, not its hello")
     };
-    let ours = write_frame(stream, &hello(us, theirs.from)).await;
+    let ours = write_frame(stream, &mut hello(us, theirs.from)).await;
     let transcript = Transcript::new(&body, &ours[frame::LENGTH_BYTES..]);
     let Frame::Proof(proof) = read_frame(stream).await else {
         panic!("the node sent no proof")
@@ -289,7 +296,7 @@ pub async fn answer_as(stream: &mut TcpStream, us: &Cluster, secret: &Secret) ->
     );
     write_frame(
         stream,
-        &Frame::Proof(transcript.proof(secret, Role::Acceptor)),
+        &mut Frame::Proof(transcript.proof(secret, Role::Acceptor)),
     )
     .await;
     let mut session = transcript.session(secret);
@@ -456,13 +463,13 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
 
     // A batch before any hello.
     let mut stream = connect().await;
-    write_frame(&mut stream, &Frame::Batch(batch(1))).await;
+    write_frame(&mut stream, &mut Frame::Batch(batch(1))).await;
     assert!(closed_by_the_node(&mut stream).await.is_empty());
 
     // Hellos the node must refuse, with the reason.
     let mut stranger = as_node(2);
     stranger.id = "another-cluster".into();
-    for (hello, says) in [
+    for (mut hello, says) in [
         (
             self::hello(&stranger, 1),
             "is of cluster \"another-cluster\"",
@@ -475,7 +482,7 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
         ),
     ] {
         let mut stream = connect().await;
-        write_frame(&mut stream, &hello).await;
+        write_frame(&mut stream, &mut hello).await;
         let Frame::Refuse(why) = read_frame(&mut stream).await else {
             panic!("a wrong hello was not refused ({says})")
         };
@@ -498,7 +505,7 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
         match bad {
             0 => stream.write_all(&length_over).await.expect("writing"),
             1 => {
-                write_sealed(stream, &mut peer.session, &hello(&as_node(2), 1)).await;
+                write_sealed(stream, &mut peer.session, &mut hello(&as_node(2), 1)).await;
             }
             2 => {
                 let mut bytes = vec![0, 0, 0, 3, 3, b'{', b'x'];
@@ -507,7 +514,7 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
                 stream.write_all(&bytes).await.expect("writing");
             }
             _ => {
-                write_frame(stream, &Frame::Batch(batch(2))).await;
+                write_frame(stream, &mut Frame::Batch(batch(2))).await;
             }
         }
         assert!(closed_by_the_node(stream).await.is_empty());
@@ -518,11 +525,11 @@ async fn strangers_garbage_and_oversized_frames_are_disconnected() {
     // None of them delivered anything: the first batch the node hands
     // over is the one of a well-behaved peer, sent after them all.
     let mut peer = dial_as(node_address, &as_node(2), 1, &secret()).await;
-    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Keepalive).await;
+    write_sealed(&mut peer.stream, &mut peer.session, &mut Frame::Keepalive).await;
     write_sealed(
         &mut peer.stream,
         &mut peer.session,
-        &Frame::Batch(batch(99)),
+        &mut Frame::Batch(batch(99)),
     )
     .await;
     let (from, got) = next("the good batch", &mut incoming).await;
@@ -542,7 +549,7 @@ async fn a_dialed_peer_answering_as_another_node_is_refused() {
         (hello.from, hello.to, hello.cluster.as_str()),
         (1, 2, cluster_id().as_str())
     );
-    write_frame(&mut stream, &self::hello(&cluster(3, &membership), 1)).await;
+    write_frame(&mut stream, &mut self::hello(&cluster(3, &membership), 1)).await;
     assert!(closed_by_the_node(&mut stream).await.is_empty());
     assert!(!links.is_up(2));
     assert_eq!(links.failures().hellos, 1);
@@ -633,7 +640,12 @@ async fn stalled_strangers_do_not_lock_a_peer_out() {
         strays.push(stray);
     }
     let mut peer = dial_as(node_address, &cluster(2, &membership), 1, &secret()).await;
-    write_sealed(&mut peer.stream, &mut peer.session, &Frame::Batch(batch(7))).await;
+    write_sealed(
+        &mut peer.stream,
+        &mut peer.session,
+        &mut Frame::Batch(batch(7)),
+    )
+    .await;
     let (from, got) = next("the peer's batch", &mut incoming).await;
     assert_eq!((from, json(&got)), (2, json(&batch(7))));
     // Every stray is closed: some to make room, the rest at the hello's
@@ -657,12 +669,22 @@ async fn a_peers_newest_connection_replaces_its_old_one() {
     let old_batches = u32::try_from(INCOMING_BATCHES_MAX + 3).expect("small");
     let mut old = connect_as_2().await;
     for tag in 0..old_batches {
-        write_sealed(&mut old.stream, &mut old.session, &Frame::Batch(batch(tag))).await;
+        write_sealed(
+            &mut old.stream,
+            &mut old.session,
+            &mut Frame::Batch(batch(tag)),
+        )
+        .await;
     }
     let mut new = connect_as_2().await;
     closed_by_the_node(&mut old.stream).await;
     for tag in [100_000, 100_001] {
-        write_sealed(&mut new.stream, &mut new.session, &Frame::Batch(batch(tag))).await;
+        write_sealed(
+            &mut new.stream,
+            &mut new.session,
+            &mut Frame::Batch(batch(tag)),
+        )
+        .await;
     }
     let mut order = Vec::new();
     while order.last() != Some(&100_001) {
@@ -698,7 +720,7 @@ async fn a_flood_of_connections_does_not_close_a_peer_in_its_handshake() {
     let mut peer = within("connecting from 127.0.0.2", socket.connect(node))
         .await
         .expect("connecting to the node");
-    let sent = write_frame(&mut peer, &hello(&cluster(2, &membership), 1)).await;
+    let sent = write_frame(&mut peer, &mut hello(&cluster(2, &membership), 1)).await;
     let (body, Frame::Hello(_)) = read_raw(&mut peer).await else {
         panic!("no hello back")
     };
@@ -734,7 +756,7 @@ async fn a_flood_of_connections_does_not_close_a_peer_in_its_handshake() {
     let secret = secret();
     write_frame(
         &mut peer,
-        &Frame::Proof(transcript.proof(&secret, Role::Dialer)),
+        &mut Frame::Proof(transcript.proof(&secret, Role::Dialer)),
     )
     .await;
     let (_, Frame::Proof(proof)) = read_raw(&mut peer).await else {
@@ -742,9 +764,9 @@ async fn a_flood_of_connections_does_not_close_a_peer_in_its_handshake() {
     };
     assert!(transcript.verify(&secret, Role::Acceptor, &proof));
     let mut session = transcript.session(&secret);
-    let members = Frame::Members(membership.nodes().clone());
-    write_sealed(&mut peer, &mut session, &members).await;
-    write_sealed(&mut peer, &mut session, &Frame::Batch(batch(8))).await;
+    let mut members = Frame::Members(membership.nodes().clone());
+    write_sealed(&mut peer, &mut session, &mut members).await;
+    write_sealed(&mut peer, &mut session, &mut Frame::Batch(batch(8))).await;
     let (from, got) = next("the peer's batch", &mut incoming).await;
     assert_eq!((from, json(&got)), (2, json(&batch(8))));
     assert_eq!(links.failures().proofs, 0);

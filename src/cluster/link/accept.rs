@@ -372,7 +372,7 @@ async fn accept_handshake(
     }
     place.checked();
     let peer = hello.from;
-    let ours = encode(&Frame::Hello(Hello::new(&us.cluster, peer, nonce()?)))
+    let ours = encode(&mut Frame::Hello(Hello::new(&us.cluster, peer, nonce()?)))
         .map_err(|e| format!("encoding the hello: {e}"))?;
     let transcript = Transcript::new(&body, ours.get(LENGTH_BYTES..).unwrap_or_default());
     // The dialer proves first: a stranger gets no proof of this node's to
@@ -388,8 +388,10 @@ async fn accept_handshake(
                     "node {peer}'s proof came after its connection was closed"
                 ));
             }
-            let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Acceptor)))
-                .map_err(|e| format!("encoding the proof: {e}"))?;
+            let proof = encode(&mut Frame::Proof(
+                transcript.proof(&us.secret, Role::Acceptor),
+            ))
+            .map_err(|e| format!("encoding the proof: {e}"))?;
             write_frame(stream, &proof).await?;
             Ok(Some((hello, transcript.session(&us.secret))))
         }
@@ -420,7 +422,7 @@ async fn accept_handshake(
 /// Tells the peer it is refused, if it listens within [`HELLO_TIMEOUT`];
 /// the connection closes either way.
 async fn refuse(stream: &mut TcpStream) {
-    if let Ok(bytes) = encode(&Frame::Refuse(REFUSAL.into())) {
+    if let Ok(bytes) = encode(&mut Frame::Refuse(REFUSAL.into())) {
         let _ = timeout(HELLO_TIMEOUT, write_frame(stream, &bytes)).await;
     }
 }

@@ -148,7 +148,7 @@ impl Dialer {
         // node there compares it with its own and logs how they differ
         // (and this node logs how, on that node's link to this one).
         let ours = self.us.cluster.membership.nodes();
-        let mut frame = encode(&Frame::Members(ours.clone()))
+        let mut frame = encode(&mut Frame::Members(ours.clone()))
             .map_err(|e| failed(format!("encoding this node's --peers: {e}")))?;
         seal_next(&mut session, &mut frame);
         write_frame(&mut stream, &frame).await.map_err(failed)?;
@@ -161,7 +161,7 @@ impl Dialer {
         let (failed, refused) = (DialError::Failed, DialError::Refused);
         let us = &self.us;
         let nonce = nonce().map_err(failed)?;
-        let ours = encode(&Frame::Hello(Hello::new(&us.cluster, self.peer, nonce)))
+        let ours = encode(&mut Frame::Hello(Hello::new(&us.cluster, self.peer, nonce)))
             .map_err(|e| failed(format!("encoding the hello: {e}")))?;
         write_frame(stream, &ours).await.map_err(failed)?;
         let answer = |e: ReadError| match e {
@@ -191,8 +191,10 @@ impl Dialer {
         // configured address, and the acceptor proves nothing to anyone
         // who has not proved the secret to it.
         let transcript = Transcript::new(ours.get(LENGTH_BYTES..).unwrap_or_default(), &body);
-        let proof = encode(&Frame::Proof(transcript.proof(&us.secret, Role::Dialer)))
-            .map_err(|e| failed(format!("encoding the proof: {e}")))?;
+        let proof = encode(&mut Frame::Proof(
+            transcript.proof(&us.secret, Role::Dialer),
+        ))
+        .map_err(|e| failed(format!("encoding the proof: {e}")))?;
         write_frame(stream, &proof).await.map_err(failed)?;
         let proof = match read_handshake_frame(stream).await.map_err(answer)? {
             (_, Frame::Proof(proof)) => proof,
@@ -213,7 +215,7 @@ impl Dialer {
     /// its tag, until the link fails or the node drops its links.
     async fn carry(&mut self, stream: TcpStream, mut session: Session) -> Ended {
         let (mut reader, mut writer) = stream.into_split();
-        let keepalive = match encode(&Frame::Keepalive) {
+        let keepalive = match encode(&mut Frame::Keepalive) {
             Ok(bytes) => bytes,
             Err(e) => return Ended::Lost(format!("encoding a keepalive: {e}")),
         };
