@@ -354,6 +354,9 @@ pub fn encode(frame: &mut Frame) -> Result<Vec<u8>, FrameError> {
     }
     let length = u32::try_from(body).map_err(|_| FrameError::TooLarge(body))?;
     bytes[..LENGTH_BYTES].copy_from_slice(&length.to_be_bytes());
+    // A queued frame is counted by its length (`link::OUTGOING_BYTES_MAX`):
+    // it keeps no slack from the buffer's growth, only its tag's room.
+    bytes.shrink_to(bytes.len() + TAG_BYTES);
     bytes.reserve_exact(TAG_BYTES);
     Ok(bytes)
 }
@@ -389,6 +392,10 @@ fn encode_batch(bytes: &mut Vec<u8>, batch: &mut Batch) -> Result<(), FrameError
     encoded?;
     let json_bytes = bytes.len() - at - LENGTH_BYTES;
     bytes[at..at + LENGTH_BYTES].copy_from_slice(&length_field(json_bytes)?);
+    // The chunks go in room made for them exactly: a frame of them is not
+    // copied again to shed the slack of a doubling.
+    let raw: usize = chunks(batch).map(|data| LENGTH_BYTES + data.len()).sum();
+    bytes.reserve_exact(raw + TAG_BYTES);
     for data in chunks(batch) {
         bytes.extend_from_slice(&length_field(data.len())?);
         bytes.extend_from_slice(data);
@@ -1098,5 +1105,108 @@ mod tests {
         let (frames, left_out) = batch_frames(batch);
         assert_eq!((frames.len(), items(&left_out)), (1, 0));
         assert!(frames[0].0.len() + TAG_BYTES <= FRAME_BYTES_MAX + LENGTH_BYTES);
+    }
+
+    /// Found by helper-74's review (a probe, held): a batch of snapshot
+    /// chunks too large for one frame is split; every frame decodes with
+    /// each chunk's data back in its call, and the parts handed back (as
+    /// after a refused send) still hold their data; a chunk over a frame
+    /// alone is left out with its data.
+    #[test]
+    fn split_batches_of_chunks_keep_their_data() {
+        let big = |n: u8| vec![n; 12 << 20];
+        let batch = Batch {
+            calls: vec![
+                snapshot_call(1, big(1)),
+                snapshot_call(2, big(2)),
+                snapshot_call(3, big(3)),
+                snapshot_call(4, vec![4; FRAME_BYTES_MAX]),
+            ],
+            notes: vec![Note::Probe {
+                group: 9,
+                probing: 5,
+            }],
+            ..Batch::default()
+        };
+        let (frames, left_out) = batch_frames(batch);
+        assert!(frames.len() >= 2, "{} frames", frames.len());
+        let mut sent = Vec::new();
+        let mut decoded = Vec::new();
+        for (bytes, part) in &frames {
+            assert!(bytes.len() - LENGTH_BYTES + TAG_BYTES <= FRAME_BYTES_MAX);
+            sent.extend(chunk_data(part));
+            let Frame::Batch(back) = decode(body(bytes)).expect("a frame decodes") else {
+                panic!("not a batch")
+            };
+            decoded.extend(chunk_data(&back));
+        }
+        let expected = vec![(1, big(1)), (2, big(2)), (3, big(3))];
+        assert!(sent == expected, "parts handed back lost data");
+        assert!(decoded == expected, "frames decoded wrong");
+        let left = chunk_data(&left_out);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, 4);
+        assert!(left[0].1.len() == FRAME_BYTES_MAX && left[0].1.iter().all(|&b| b == 4));
+    }
+
+    /// From helper-74's review (a probe, held): any byte of a batch frame
+    /// changed to any value, and any truncation, decodes or fails: never
+    /// panics.
+    #[test]
+    fn mangled_batches_never_panic() {
+        let bytes = encode(&mut Frame::Batch(Batch {
+            calls: vec![
+                snapshot_call(1, vec![5; 40]),
+                snapshot_call(2, Vec::new()),
+                snapshot_call(3, vec![6; 7]),
+            ],
+            notes: vec![Note::Probe {
+                group: 9,
+                probing: 5,
+            }],
+            ..Batch::default()
+        }))
+        .expect("a frame encodes");
+        let good = body(&bytes).to_vec();
+        for at in 0..good.len() {
+            for value in [0u8, 1, 2, 0x22, 0x7f, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[at] = value;
+                let _ = decode(&bad);
+            }
+            let _ = decode(&good[..at]);
+        }
+    }
+
+    /// Found by helper-74's review (low): a frame's buffer grew by doubling
+    /// and kept its slack, up to twice its length, while the link counts
+    /// queued frames by their length (`OUTGOING_BYTES_MAX`). A frame holds
+    /// its length and its tag's room.
+    #[test]
+    fn an_encoded_frame_holds_no_more_memory_than_its_bytes() {
+        let notes = Batch {
+            notes: (0..150_000)
+                .map(|group| Note::Probe { group, probing: 1 })
+                .collect(),
+            ..Batch::default()
+        };
+        let chunks = Batch {
+            calls: (1..=3)
+                .map(|id| snapshot_call(id, vec![7; 1_400_000]))
+                .collect(),
+            ..Batch::default()
+        };
+        let mut over = Vec::new();
+        for (what, batch) in [("notes", notes), ("chunks", chunks)] {
+            let bytes = encode(&mut Frame::Batch(batch)).expect("a frame encodes");
+            if bytes.capacity() > bytes.len() + TAG_BYTES {
+                over.push(format!(
+                    "{what}: {} bytes held for a frame of {}",
+                    bytes.capacity(),
+                    bytes.len()
+                ));
+            }
+        }
+        assert!(over.is_empty(), "{over:?}");
     }
 }

@@ -189,8 +189,8 @@ pub struct Groups {
     /// When these groups started: probes wait [`PROBE_AFTER_MS`] after it
     /// ([`super::standing`]), whenever a group was added.
     started: Instant,
-    /// Names these groups' probes ([`Note::Probe`]): their start in
-    /// microseconds since the epoch, distinct for each process and heal.
+    /// Names these groups' probes ([`Note::Probe`]): random, so distinct
+    /// for each process and heal whatever the clock does.
     probing: u64,
     /// Set by [`Groups::shutdown`] and [`Groups::retire`]: no standing is
     /// written after it, no group is added or removed, no stored group
@@ -487,7 +487,8 @@ impl Groups {
             marked: Mutex::new(marked),
             next_proposal: Mutex::new(started_us),
             started: Instant::now(),
-            probing: started_us,
+            probing: getrandom::u64()
+                .map_err(|e| format!("drawing the groups' probing id: {e}"))?,
             stopping: AtomicBool::new(false),
         })
     }

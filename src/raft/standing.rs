@@ -101,9 +101,8 @@ pub enum Standing {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Note {
     /// Does the group have anything past its first entry on your side, and
-    /// what is your term? `probing` names the asking node's groups (their
-    /// start, in microseconds since the epoch): distinct for each process
-    /// and each heal.
+    /// what is your term? `probing` names the asking node's groups: drawn
+    /// at random when they start, so distinct for each process and heal.
     Probe { group: u32, probing: u64 },
     /// The answer to a probe, naming the probing it answers: an answer to
     /// a previous process's probe, sent before that process's votes could
