@@ -94,6 +94,22 @@ pub struct PartitionLag {
     pub lag: u64,
 }
 
+impl PartitionLag {
+    /// Sets the partition's log start and end, read elsewhere (at a
+    /// replica, by a node of a cluster that holds none), and the lag from
+    /// them.
+    pub fn set_offsets(&mut self, log_start: u64, end: u64) {
+        self.log_start = log_start;
+        self.end = end;
+        self.lag = lag(self.committed, log_start, end);
+    }
+}
+
+/// Records a group has still to read in a partition: see [`PartitionLag::lag`].
+fn lag(committed: Option<u64>, log_start: u64, end: u64) -> u64 {
+    end.saturating_sub(committed.unwrap_or(log_start))
+}
+
 /// A group's lag over every partition of the topics it has committed in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupLag {
@@ -211,7 +227,7 @@ impl Broker {
                     };
                     let committed = commits.get(&at).copied();
                     partitions.push(PartitionLag {
-                        lag: end.saturating_sub(committed.unwrap_or(log_start)),
+                        lag: lag(committed, log_start, end),
                         topic: at.0,
                         partition,
                         committed,

@@ -13,7 +13,7 @@ use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -48,7 +48,7 @@ pub fn router(app: Arc<Broker>, console: Console, auth: Option<Arc<Authenticator
         )
         .route(
             "/topics/{topic}/partitions/{partition}",
-            post(produce::to_partition),
+            get(topics::describe_partition).post(produce::to_partition),
         )
         .route(
             "/topics/{topic}/partitions/{partition}/records",

@@ -87,9 +87,8 @@ pub(super) async fn fetch(
     }
     let topic = find_topic(&app, &topic_name)?;
     let partition = check_partition(&topic, partition)?;
-    if let Some(cluster) = app.cluster()
-        && let Some(placement) = cluster.placement(&topic.name, partition)
-        && !placement.replicas.contains(&cluster.node_id())
+    if !relay::reads_here(&app, &topic.name, partition)
+        && let Some(cluster) = app.cluster()
     {
         // Asked with at most `RELAY_FETCH_BYTES_MAX` of records, so that
         // the answer fits what a relayed answer carries; a fetch returns

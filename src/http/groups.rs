@@ -3,9 +3,12 @@
 //! group's lag), and their offsets: `POST /groups/{group}/offsets`
 //! (commit the offsets given, lower ones included, with an optional
 //! metadata string, durable before the reply) and
-//! `GET /groups/{group}/offsets`.
+//! `GET /groups/{group}/offsets`. In a cluster, the log start and end of a
+//! partition this node holds no replica of are asked of a replica, so
+//! that every node shows the same lag.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -18,9 +21,11 @@ use axum::http::StatusCode;
 use super::api::{AppState, blocking, body, check_partition, parse, path, topic_not_found};
 use super::auth::forbidden;
 use super::error::{ApiError, code};
+use super::relay;
 use crate::auth::Access;
+use crate::broker::Broker;
 use crate::broker::catalog::{Catalog, Topic};
-use crate::broker::groups::{check_group, check_metadata, offset_key};
+use crate::broker::groups::{GroupLag, check_group, check_metadata, offset_key};
 
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -164,21 +169,28 @@ pub(super) struct GroupSummary {
 /// exist, sorted, with its topics, partitions and lag, computed in one
 /// pass over the commits ([`Broker::group_lags`](crate::broker::Broker::group_lags)):
 /// a list of many groups costs one read of each partition's offsets, not
-/// a description per group.
+/// a description per group (in a cluster, one relayed request for each
+/// partition this node holds no replica of).
 pub(super) async fn list_groups(
     State(app): AppState,
     Extension(access): Extension<Access>,
 ) -> Result<Json<Vec<GroupSummary>>, ApiError> {
-    blocking(move || {
-        let mut lags = app.group_lags(None)?;
-        // A user sees the groups' partitions of topics it may read only.
-        for g in &mut lags {
-            g.partitions.retain(|p| access.may_read(&p.topic));
-            g.lag = g.partitions.iter().map(|p| p.lag).sum();
-        }
-        lags.retain(|g| !g.partitions.is_empty());
-        Ok(lags
-            .into_iter()
+    let lags = {
+        let app = Arc::clone(&app);
+        blocking(move || {
+            let mut lags = app.group_lags(None)?;
+            // A user sees the groups' partitions of topics it may read only.
+            for g in &mut lags {
+                g.partitions.retain(|p| access.may_read(&p.topic));
+            }
+            lags.retain(|g| !g.partitions.is_empty());
+            Ok(lags)
+        })
+        .await?
+    };
+    let lags = with_replicas_offsets(&app, lags).await?;
+    Ok(Json(
+        lags.into_iter()
             .map(|g| {
                 let mut topics: Vec<String> =
                     g.partitions.iter().map(|p| p.topic.clone()).collect();
@@ -195,10 +207,42 @@ pub(super) async fn list_groups(
                     lag: g.lag,
                 }
             })
-            .collect())
-    })
-    .await
-    .map(Json)
+            .collect(),
+    ))
+}
+
+/// `lags` with the log start and end of each partition this node holds
+/// no replica of read at a replica ([`relay::relayed_states`]; a node of a
+/// cluster's store has nothing of it), and each group's lag summed anew.
+async fn with_replicas_offsets(
+    app: &Arc<Broker>,
+    mut lags: Vec<GroupLag>,
+) -> Result<Vec<GroupLag>, ApiError> {
+    if let Some(cluster) = app.cluster() {
+        let elsewhere: BTreeSet<(String, u32)> = lags
+            .iter()
+            .flat_map(|g| &g.partitions)
+            .filter(|p| !relay::reads_here(app, &p.topic, p.partition))
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        let elsewhere: Vec<(String, u32)> = elsewhere.into_iter().collect();
+        let states = relay::relayed_states(cluster, elsewhere.clone()).await?;
+        let read: HashMap<(String, u32), (u64, u64)> = elsewhere
+            .into_iter()
+            .zip(states.iter().map(|s| (s.log_start_offset, s.end_offset)))
+            .collect();
+        for g in &mut lags {
+            for p in &mut g.partitions {
+                if let Some(&(log_start, end)) = read.get(&(p.topic.clone(), p.partition)) {
+                    p.set_offsets(log_start, end);
+                }
+            }
+        }
+    }
+    for g in &mut lags {
+        g.lag = g.partitions.iter().map(|p| p.lag).sum();
+    }
+    Ok(lags)
 }
 
 /// One partition of a group's description.
@@ -239,37 +283,43 @@ pub(super) async fn describe(
 ) -> Result<Json<GroupInfo>, ApiError> {
     let group = path(group)?;
     check_group(&group)?;
-    blocking(move || {
-        let lag = app.group_lags(Some(&group))?.pop().map(|mut lag| {
-            // A user sees the partitions of topics it may read only.
-            lag.partitions.retain(|p| access.may_read(&p.topic));
-            lag.lag = lag.partitions.iter().map(|p| p.lag).sum();
-            lag
-        });
-        let Some(lag) = lag.filter(|lag| !lag.partitions.is_empty()) else {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                code::GROUP_NOT_FOUND,
-                format!("group '{group}' has no committed offsets (GET /groups lists the groups)"),
-            ));
-        };
-        Ok(GroupInfo {
-            group: lag.group,
-            lag: lag.lag,
-            partitions: lag
-                .partitions
+    let lags = {
+        let app = Arc::clone(&app);
+        let group = group.clone();
+        blocking(move || {
+            let lag = app.group_lags(Some(&group))?.pop().map(|mut lag| {
+                // A user sees the partitions of topics it may read only.
+                lag.partitions.retain(|p| access.may_read(&p.topic));
+                lag
+            });
+            Ok(lag
+                .filter(|lag| !lag.partitions.is_empty())
                 .into_iter()
-                .map(|p| GroupPartition {
-                    topic: p.topic,
-                    partition: p.partition,
-                    offset: p.committed,
-                    log_start_offset: p.log_start,
-                    end_offset: p.end,
-                    lag: p.lag,
-                })
-                .collect(),
+                .collect())
         })
-    })
-    .await
-    .map(Json)
+        .await?
+    };
+    let Some(lag) = with_replicas_offsets(&app, lags).await?.pop() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            code::GROUP_NOT_FOUND,
+            format!("group '{group}' has no committed offsets (GET /groups lists the groups)"),
+        ));
+    };
+    Ok(Json(GroupInfo {
+        group: lag.group,
+        lag: lag.lag,
+        partitions: lag
+            .partitions
+            .into_iter()
+            .map(|p| GroupPartition {
+                topic: p.topic,
+                partition: p.partition,
+                offset: p.committed,
+                log_start_offset: p.log_start,
+                end_offset: p.end,
+                lag: p.lag,
+            })
+            .collect(),
+    }))
 }

@@ -4,9 +4,11 @@
 //! as if this node had made it, so one address produces to and fetches
 //! from every partition (issue 20, "Routing"). Produce needs no relay: a
 //! node without a replica proposes the records to the partition's leader
-//! itself (`cluster::node`). Not relayed (yet): a topic's description and
-//! groups' lag, which show the partitions a node holds no replica of as
-//! empty there.
+//! itself (`cluster::node`). A partition's state (its log start, end and
+//! bytes, `GET /topics/{t}/partitions/{p}`) is relayed the same way, and a
+//! topic's description and groups' lags ask it of a replica for each
+//! partition this node holds none of ([`relayed_states`]), so that every
+//! node describes every partition alike.
 //!
 //! A relayed fetch asks for at most [`RELAY_FETCH_BYTES_MAX`] of records;
 //! the receiving node serves relayed fetches only, at most
@@ -23,16 +25,20 @@
 //! answered 503, never relayed again, so a request makes one hop at most.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
 use super::error::{ApiError, code};
+use super::topics::PartitionInfo;
+use crate::broker::Broker;
 use crate::broker::cluster::{Cluster, RELAY_BODY_BYTES_MAX, Relayer, RequestHead, ResponseHead};
 
 /// Marks a request another node relayed here, with that node's id.
@@ -53,18 +59,19 @@ pub const RELAY_PATIENCE: Duration = Duration::from_secs(10);
 /// What serves requests relayed to this node: `router`, this node's own
 /// routes, as if a client had sent them, with the answer's body collected
 /// up to [`RELAY_BODY_BYTES_MAX`] (a longer one is answered 502 instead,
-/// naming the bound). Only reads of records are relayed; anything else is
-/// refused (403), whatever the peer that sent it.
+/// naming the bound). Only reads of one partition are relayed (its records,
+/// or its state); anything else is refused (403), whatever the peer that
+/// sent it.
 pub fn relayer(router: Router) -> Relayer {
     Arc::new(move |from, head, body| {
         let router = router.clone();
         Box::pin(async move {
-            let answer = if !is_records_read(&head) {
+            let answer = if !is_partition_read(&head) {
                 ApiError::new(
                     StatusCode::FORBIDDEN,
                     code::UNSUPPORTED,
                     format!(
-                        "only fetches are relayed between nodes, not {} {}",
+                        "only reads of a partition are relayed between nodes, not {} {}",
                         head.method, head.uri
                     ),
                 )
@@ -83,12 +90,15 @@ pub fn relayer(router: Router) -> Relayer {
     })
 }
 
-/// Whether `head` is a fetch: `GET /topics/{topic}/partitions/{p}/records`.
-fn is_records_read(head: &RequestHead) -> bool {
+/// Whether `head` reads one partition: a fetch,
+/// `GET /topics/{topic}/partitions/{p}/records`, or its state,
+/// `GET /topics/{topic}/partitions/{p}`.
+fn is_partition_read(head: &RequestHead) -> bool {
     let path = head.uri.split('?').next().unwrap_or_default();
     let parts: Vec<&str> = path.split('/').collect();
     head.method == "GET"
-        && matches!(parts.as_slice(), ["", "topics", topic, "partitions", p, "records"]
+        && matches!(parts.as_slice(),
+            ["", "topics", topic, "partitions", p, "records"] | ["", "topics", topic, "partitions", p]
             if !topic.is_empty() && !p.is_empty())
 }
 
@@ -183,6 +193,110 @@ pub(super) async fn to_replica(
     Ok(response)
 }
 
+/// Whether this node answers reads of partition `partition` of `topic`
+/// itself: a single node does, and a node of a cluster where it holds a
+/// replica, or where the cluster's metadata places no such partition
+/// (yet); otherwise a replica answers them, relayed.
+pub(super) fn reads_here(app: &Broker, topic: &str, partition: u32) -> bool {
+    app.cluster().is_none_or(|cluster| {
+        cluster
+            .placement(topic, partition)
+            .is_none_or(|placement| placement.replicas.contains(&cluster.node_id()))
+    })
+}
+
+/// Partition states asked of other nodes at once at most: as many as a
+/// node serves relayed requests at once
+/// (`cluster::runtime::RELAYS_SERVING_MAX`) would let one description take
+/// all of a replica's room, so half of them.
+pub const RELAYED_STATES_AT_ONCE: usize = 8;
+
+/// The state of each of `wanted` (a topic's name and a partition of it,
+/// none of which this node holds a replica of), asked of a node that holds
+/// one as `GET /topics/{t}/partitions/{p}`, in the order asked:
+/// [`RELAYED_STATES_AT_ONCE`] at once, all within [`RELAY_PATIENCE`]. The
+/// first that cannot be had fails the whole, answered as the replica
+/// answered it, or 503 where no replica took the request: a partition is
+/// never shown empty for want of an answer.
+pub(super) async fn relayed_states(
+    cluster: &Arc<dyn Cluster>,
+    wanted: Vec<(String, u32)>,
+) -> Result<Vec<PartitionInfo>, ApiError> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let deadline = Instant::now() + RELAY_PATIENCE;
+    let room = Arc::new(Semaphore::new(RELAYED_STATES_AT_ONCE));
+    let mut asking = JoinSet::new();
+    let count = wanted.len();
+    for (index, (topic, partition)) in wanted.into_iter().enumerate() {
+        let cluster = Arc::clone(cluster);
+        let room = Arc::clone(&room);
+        asking.spawn(async move {
+            let _turn = room
+                .acquire_owned()
+                .await
+                .map_err(|e| ApiError::internal(format!("relaying partition states: {e}")))?;
+            let patience = deadline.saturating_duration_since(Instant::now());
+            let state = relayed_state(&cluster, &topic, partition, patience).await?;
+            Ok::<_, ApiError>((index, state))
+        });
+    }
+    let mut states: Vec<Option<PartitionInfo>> = (0..count).map(|_| None).collect();
+    while let Some(done) = asking.join_next().await {
+        // Returning drops the set, which cancels the requests still out.
+        let (index, state) =
+            done.map_err(|e| ApiError::internal(format!("relaying a partition's state: {e}")))??;
+        if let Some(slot) = states.get_mut(index) {
+            *slot = Some(state);
+        }
+    }
+    states
+        .into_iter()
+        .map(|state| {
+            state.ok_or_else(|| ApiError::internal("a relayed partition state went missing"))
+        })
+        .collect()
+}
+
+/// Partition `partition` of `topic`'s state, asked of a replica within
+/// `patience`.
+async fn relayed_state(
+    cluster: &Arc<dyn Cluster>,
+    topic: &str,
+    partition: u32,
+    patience: Duration,
+) -> Result<PartitionInfo, ApiError> {
+    let head = RequestHead {
+        method: "GET".into(),
+        // A topic's name needs no escaping in a path
+        // (`broker::catalog::check_name`).
+        uri: format!("/topics/{topic}/partitions/{partition}"),
+        content_type: None,
+    };
+    let (answer, body) = cluster.relay(topic, partition, head, patience).await?;
+    if answer.status == StatusCode::OK.as_u16() {
+        return serde_json::from_slice(&body).map_err(|e| {
+            ApiError::internal(format!(
+                "a replica's state of partition {partition} of '{topic}': {e}"
+            ))
+        });
+    }
+    // The replica's error, as its own: status, code and message.
+    let said: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let error_code = said["error_code"]
+        .as_u64()
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(code::UNAVAILABLE);
+    let message = said["message"].as_str().unwrap_or("no message");
+    Err(ApiError::new(
+        status,
+        error_code,
+        format!("partition {partition} of '{topic}', asked of a replica: {message}"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,15 +310,14 @@ mod tests {
     }
 
     #[test]
-    fn only_fetches_are_served_relayed() {
-        assert!(is_records_read(&head(
-            "GET",
-            "/topics/t/partitions/0/records?offset=0"
-        )));
-        assert!(is_records_read(&head(
-            "GET",
-            "/topics/t/partitions/0/records"
-        )));
+    fn only_reads_of_a_partition_are_served_relayed() {
+        for uri in [
+            "/topics/t/partitions/0/records?offset=0",
+            "/topics/t/partitions/0/records",
+            "/topics/t/partitions/0",
+        ] {
+            assert!(is_partition_read(&head("GET", uri)), "GET {uri}");
+        }
         for (method, uri) in [
             ("POST", "/topics/t/partitions/0/records"),
             ("POST", "/topics/t/partitions/0"),
@@ -214,8 +327,11 @@ mod tests {
             ("GET", "/topics//partitions/0/records"),
             ("GET", "/topics/t/partitions/0/records/more"),
             ("GET", "/cluster"),
+            ("GET", "/topics/t/partitions"),
+            ("GET", "/topics/t/partitions/"),
+            ("GET", "/groups/g"),
         ] {
-            assert!(!is_records_read(&head(method, uri)), "{method} {uri}");
+            assert!(!is_partition_read(&head(method, uri)), "{method} {uri}");
         }
     }
 }

@@ -1,7 +1,11 @@
 //! Topics: `GET /topics`, `POST /topics` (create), `GET /topics/{topic}`
-//! (describe its partitions) and `DELETE /topics/{topic}`.
+//! (describe its partitions), `GET /topics/{topic}/partitions/{partition}`
+//! (one partition's state) and `DELETE /topics/{topic}`. In a cluster, the
+//! state of a partition this node holds no replica of is asked of a node
+//! that holds one (`relay`), so that every node describes it alike.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -11,9 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::api::{AppState, blocking, body, find_topic, parse, path};
+use super::api::{AppState, blocking, body, check_partition, find_topic, parse, path};
 use super::auth::forbidden;
 use super::error::ApiError;
+use super::relay::{self, Relayed};
 use crate::auth::Access;
 use crate::broker::catalog::{NewTopic, Topic};
 use crate::broker::{Broker, topics as broker_topics};
@@ -75,16 +80,22 @@ pub(super) async fn create(
         "created topic '{}' (id {}, {} partitions)",
         topic.name, topic.id, topic.partitions
     ));
-    let described = partitions_of(&app, topic).await?;
+    // Every partition is new, and empty: none is asked of another node,
+    // so that the creation's answer never waits for a replica's.
+    let described = partitions_of(&app, topic, Held::Anywhere).await?;
     Ok((StatusCode::CREATED, Json(described)).into_response())
 }
 
-#[derive(Serialize)]
+/// One partition's state: `GET /topics/{topic}/partitions/{partition}`,
+/// and each of a topic's description; read back from a replica's answer
+/// where relayed.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct PartitionInfo {
-    partition: u32,
-    log_start_offset: u64,
-    end_offset: u64,
-    bytes: u64,
+    pub(super) partition: u32,
+    pub(super) log_start_offset: u64,
+    pub(super) end_offset: u64,
+    pub(super) bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -96,29 +107,53 @@ pub(super) struct TopicInfo {
     created_ms: u64,
 }
 
+/// Where [`partitions_of`] reads a partition's state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Here, where this node holds a replica; at a replica otherwise.
+    Replicas,
+    /// Here, for every partition: of a topic just created, whose
+    /// partitions are empty wherever they are.
+    Anywhere,
+}
+
 /// A topic with the state of each partition.
-async fn partitions_of(app: &Arc<Broker>, topic: Topic) -> Result<TopicInfo, ApiError> {
-    let app = Arc::clone(app);
-    blocking(move || {
-        let mut partitions = Vec::with_capacity(topic.partitions as usize);
-        for partition in 0..topic.partitions {
-            let state = app.partition_state(&topic.key(partition))?;
-            partitions.push(PartitionInfo {
-                partition,
-                log_start_offset: state.log_start,
-                end_offset: state.end,
-                bytes: state.bytes,
-            });
-        }
-        Ok(TopicInfo {
-            name: topic.name,
-            partitions,
-            retention_ms: topic.retention_ms,
-            retention_bytes: topic.retention_bytes,
-            created_ms: topic.created_ms,
+async fn partitions_of(app: &Arc<Broker>, topic: Topic, held: Held) -> Result<TopicInfo, ApiError> {
+    let (here, elsewhere): (Vec<u32>, Vec<u32>) = (0..topic.partitions)
+        .partition(|&p| held == Held::Anywhere || relay::reads_here(app, &topic.name, p));
+    let mut partitions = {
+        let app = Arc::clone(app);
+        let topic = topic.clone();
+        blocking(move || {
+            here.into_iter()
+                .map(|partition| local_state(&app, &topic, partition))
+                .collect::<Result<Vec<_>, _>>()
         })
+        .await?
+    };
+    if let Some(cluster) = app.cluster() {
+        let wanted = elsewhere.iter().map(|&p| (topic.name.clone(), p)).collect();
+        partitions.extend(relay::relayed_states(cluster, wanted).await?);
+    }
+    partitions.sort_by_key(|p| p.partition);
+    Ok(TopicInfo {
+        name: topic.name,
+        partitions,
+        retention_ms: topic.retention_ms,
+        retention_bytes: topic.retention_bytes,
+        created_ms: topic.created_ms,
     })
-    .await
+}
+
+/// Partition `partition` of `topic`'s state as this node's store has it.
+fn local_state(app: &Broker, topic: &Topic, partition: u32) -> Result<PartitionInfo, ApiError> {
+    let state = app.partition_state(&topic.key(partition))?;
+    Ok(PartitionInfo {
+        partition,
+        log_start_offset: state.log_start,
+        end_offset: state.end,
+        bytes: state.bytes,
+    })
 }
 
 pub(super) async fn describe(
@@ -126,7 +161,37 @@ pub(super) async fn describe(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TopicInfo>, ApiError> {
     let topic = find_topic(&app, &path(name)?)?;
-    Ok(Json(partitions_of(&app, topic).await?))
+    Ok(Json(partitions_of(&app, topic, Held::Replicas).await?))
+}
+
+/// `GET /topics/{topic}/partitions/{partition}`: the partition's log start,
+/// end and bytes; in a cluster, relayed to a replica where this node holds
+/// none, as a fetch is.
+pub(super) async fn describe_partition(
+    State(app): AppState,
+    relayed: Option<Extension<Relayed>>,
+    params: Result<Path<(String, u64)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (name, partition) = path(params)?;
+    let topic = find_topic(&app, &name)?;
+    let partition = check_partition(&topic, partition)?;
+    if !relay::reads_here(&app, &topic.name, partition)
+        && let Some(cluster) = app.cluster()
+    {
+        let uri = format!("/topics/{}/partitions/{partition}", topic.name);
+        let relayed = relayed.map(|Extension(relayed)| relayed);
+        return relay::to_replica(
+            cluster,
+            &topic.name,
+            partition,
+            uri,
+            Duration::ZERO,
+            relayed,
+        )
+        .await;
+    }
+    let state = blocking(move || local_state(&app, &topic, partition)).await?;
+    Ok(Json(state).into_response())
 }
 
 pub(super) async fn delete(
