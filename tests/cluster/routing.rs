@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster_process::{Cluster, NODES, NodeId, PATIENCE, wait_until};
+use crate::cluster_process::{Cluster, NODES, NodeId, PATIENCE, each, wait_until};
 use crate::partitions::{kafka_agrees, settled};
 
 /// Partitions of the routed topic: one led by each node, as the
@@ -217,5 +217,227 @@ fn kafka_create_topics_refuses_more_replicas_than_nodes_as_kafka_does() {
             "create INVALID_REPLICATION_FACTOR"
         ],
         "{admin:?}"
+    );
+}
+
+/// Records produced to partition `partition` of each described topic: a
+/// count of its own, so that a partition shown in another's place shows.
+fn records_in(partition: u32) -> u64 {
+    2 + u64::from(partition)
+}
+
+/// Node `id`'s `GET /topics/{topic}`: each partition's
+/// `[partition, log_start_offset, end_offset, bytes]`.
+fn described(cluster: &Cluster, id: NodeId, topic: &str) -> Result<Vec<[u64; 4]>, String> {
+    let reply = cluster.get(id, &format!("/topics/{topic}"))?;
+    let partitions = reply["partitions"]
+        .as_array()
+        .ok_or_else(|| format!("node {id}: no partitions in {reply}"))?;
+    partitions
+        .iter()
+        .map(|p| {
+            let field = |name: &str| {
+                p[name]
+                    .as_u64()
+                    .ok_or_else(|| format!("node {id}: no {name} in {p}"))
+            };
+            Ok([
+                field("partition")?,
+                field("log_start_offset")?,
+                field("end_offset")?,
+                field("bytes")?,
+            ])
+        })
+        .collect()
+}
+
+/// Issue 20, "a client needs one address": a topic's description and a
+/// consumer group's lag read the partitions a node holds no replica of at
+/// a replica, so that every node shows the same end offsets, bytes and
+/// lag; once a partition's only replica is cut off, a node without it
+/// answers 503 naming the partition rather than show it empty.
+#[test]
+fn every_node_describes_every_partition_and_group_lag_alike() {
+    let cluster = Cluster::start();
+    // Placed over three registered nodes, so that each node lacks a
+    // replica of some partition of each topic.
+    wait_until(
+        "every node registered at the creating node",
+        PATIENCE,
+        || {
+            let view = cluster.view(NODES[0])?;
+            match view["nodes"].as_array() {
+                Some(nodes) if nodes.len() == NODES.len() => Ok(()),
+                _ => Err(view.to_string()),
+            }
+        },
+    );
+    let topics = [("single", 1), ("pair", 2)];
+    for (name, replication_factor) in topics {
+        let body = json!({"name": name, "partitions": PARTITIONS,
+            "replication_factor": replication_factor});
+        let (status, reply) = cluster.create_topic_as(NODES[0], &body);
+        assert_eq!(status, 201, "POST /topics {body}: {reply}");
+    }
+    let placements = settled(&cluster, &NODES, topics.len() * PARTITIONS as usize);
+    for id in NODES {
+        for (name, _) in topics {
+            assert!(
+                placements
+                    .iter()
+                    .any(|((t, _), (_, replicas, _))| t == name && !replicas.contains(&id)),
+                "node {id} holds a replica of every partition of '{name}': {placements:?}"
+            );
+        }
+    }
+
+    for (name, _) in topics {
+        for partition in 0..PARTITIONS {
+            let values: Vec<Value> = (0..records_in(partition))
+                .map(|i| json!({"value": format!("{name}-{partition}-{i}")}))
+                .collect();
+            let path = format!("/topics/{name}/partitions/{partition}");
+            let (status, reply) = cluster
+                .try_request(
+                    NODES[0],
+                    "POST",
+                    &path,
+                    Some(&json!({"records": values})),
+                    PATIENCE,
+                )
+                .unwrap_or_else(|e| panic!("node {}: {e}", NODES[0]));
+            assert_eq!(status, 200, "POST {path}: {reply}");
+        }
+    }
+
+    // A follower applies what its leader committed a moment later, and a
+    // replica counts a segment's bytes once it is written: the nodes
+    // agree once both are done, and a partition shown empty never would.
+    for (name, _) in topics {
+        let shown = wait_until(
+            &format!("every node describes '{name}' alike"),
+            PATIENCE,
+            || {
+                let answers: Vec<_> = NODES
+                    .iter()
+                    .map(|&id| described(&cluster, id, name))
+                    .collect();
+                let first = answers.first().and_then(|a| a.as_ref().ok());
+                let alike = first.is_some_and(|first| {
+                    first.len() == PARTITIONS as usize
+                        && first.iter().zip(0..PARTITIONS).all(|(p, partition)| {
+                            *p == [u64::from(partition), 0, records_in(partition), p[3]] && p[3] > 0
+                        })
+                        && answers.iter().all(|a| a.as_ref().ok() == Some(first))
+                });
+                match first {
+                    Some(first) if alike => Ok(first.clone()),
+                    _ => Err(each(&NODES, &answers)),
+                }
+            },
+        );
+        // One partition's state, local or relayed, as the description has it.
+        for id in NODES {
+            for [partition, log_start, end, bytes] in &shown {
+                let path = format!("/topics/{name}/partitions/{partition}");
+                let reply = cluster
+                    .get(id, &path)
+                    .unwrap_or_else(|e| panic!("node {id}: {e}"));
+                assert_eq!(
+                    reply,
+                    json!({"partition": partition, "log_start_offset": log_start,
+                        "end_offset": end, "bytes": bytes}),
+                    "node {id}: GET {path}"
+                );
+            }
+        }
+    }
+
+    // A group's commits, through another node: (topic, partition, offset).
+    let commits = [
+        ("single", 0, 1),
+        ("single", 2, records_in(2)),
+        ("pair", 1, 1),
+    ];
+    let body = json!({"offsets": commits.iter().map(|(topic, partition, offset)| {
+        json!({"topic": topic, "partition": partition, "offset": offset})
+    }).collect::<Vec<_>>()});
+    let (status, reply) = cluster
+        .try_request(
+            NODES[1],
+            "POST",
+            "/groups/readers/offsets",
+            Some(&body),
+            PATIENCE,
+        )
+        .unwrap_or_else(|e| panic!("node {}: {e}", NODES[1]));
+    assert_eq!(status, 200, "POST /groups/readers/offsets: {reply}");
+    let mut want = Vec::new();
+    for (name, _) in topics {
+        for partition in 0..PARTITIONS {
+            let committed = commits
+                .iter()
+                .find(|(t, p, _)| *t == name && *p == partition)
+                .map(|(_, _, offset)| *offset);
+            let end = records_in(partition);
+            want.push(
+                json!({"topic": name, "partition": partition, "offset": committed,
+                "log_start_offset": 0, "end_offset": end, "lag": end - committed.unwrap_or(0)}),
+            );
+        }
+    }
+    let lag: u64 = want.iter().filter_map(|p| p["lag"].as_u64()).sum();
+    // Sorted by topic, as the group's description is.
+    want.sort_by_key(|p| p["topic"].as_str().map(str::to_string));
+    let described_group = json!({"group": "readers", "lag": lag, "partitions": want});
+    for id in NODES {
+        // Each node answers once the commit is applied there.
+        wait_until(
+            &format!("node {id} shows the group's lag"),
+            PATIENCE,
+            || {
+                let group = cluster.get(id, "/groups/readers")?;
+                let groups = cluster.get(id, "/groups")?;
+                let listed = json!([{"group": "readers", "topics": ["pair", "single"],
+                    "partitions": want.len(), "committed_partitions": commits.len(),
+                    "lag": lag}]);
+                if group == described_group && groups == listed {
+                    Ok(())
+                } else {
+                    Err(format!("node {id}: {group} and {groups}"))
+                }
+            },
+        );
+    }
+
+    // The only replica of a partition cut off: a node without a replica
+    // of it cannot read its state, and says so.
+    let ((_, lost), (_, replicas, _)) = placements
+        .iter()
+        .find(|((t, _), _)| t == "single")
+        .expect("a partition of 'single'");
+    let replica = replicas[0];
+    let asker = NODES
+        .into_iter()
+        .find(|&id| id != replica)
+        .expect("another node");
+    cluster.cut(replica);
+    for path in ["/topics/single", "/groups/readers", "/groups"] {
+        let (status, reply) = cluster
+            .try_request(asker, "GET", path, None, PATIENCE)
+            .unwrap_or_else(|e| panic!("node {asker}: {e}"));
+        assert_eq!(status, 503, "node {asker}: GET {path}: {reply}");
+        assert_eq!(reply["error_code"], 50305, "{reply}");
+        let message = reply["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("partition {lost} of 'single'")),
+            "node {asker}: GET {path}: {reply}"
+        );
+    }
+    cluster.heal(replica);
+    println!(
+        "descriptions: 2 topics of {PARTITIONS} partitions and a group's lag of {lag} shown \
+         alike at {} nodes",
+        NODES.len()
     );
 }

@@ -193,6 +193,15 @@ fn topics_are_created_listed_described_and_deleted() {
     });
     assert_eq!(described["partitions"][1]["end_offset"], 2);
     assert_eq!(described["partitions"][0]["end_offset"], 0);
+    // One partition's state, as the description has it.
+    for partition in [0, 1] {
+        assert_eq!(
+            server.get(&format!("/topics/a.b-c_d/partitions/{partition}")),
+            (200, described["partitions"][partition].clone())
+        );
+    }
+    server.assert_error("GET", "/topics/a.b-c_d/partitions/2", None, 404, 40402);
+    server.assert_error("GET", "/topics/nope/partitions/0", None, 404, 40401);
 
     let (status, _) = server.request("DELETE", "/topics/a.b-c_d", None);
     assert_eq!(status, 204);
