@@ -47,6 +47,20 @@ pub struct ResponseHead {
     pub content_type: Option<String>,
 }
 
+/// What kind of read a relayed request is: the receiving node serves each
+/// kind in room of its own, so that short state reads neither wait behind
+/// nor crowd out long polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayKind {
+    /// A fetch of records, which may long-poll (`wait_ms`).
+    Fetch,
+    /// A partition's state (`GET /topics/{t}/partitions/{p}`): short, no
+    /// long poll. The relaying node bounds how many it has out at once,
+    /// and asks the partition's other replicas where one answers other
+    /// than 200 (say, 404 for a topic it has not applied yet).
+    State,
+}
+
 /// Serves a request another node relayed here (from the node with the
 /// given id): the HTTP layer's routes, installed once they exist
 /// ([`Cluster::serve_relayed`]).
@@ -140,6 +154,7 @@ pub trait Cluster: Send + Sync + 'static {
         topic: &str,
         partition: u32,
         head: RequestHead,
+        kind: RelayKind,
         patience: std::time::Duration,
     ) -> Pending<'_, Result<(ResponseHead, Vec<u8>)>>;
 

@@ -49,7 +49,8 @@ use crate::broker::catalog::{
     CATALOG_FILE_NAME, Catalog, KeyOwner, NewTopic, Topic, check_name, partition_key,
 };
 use crate::broker::cluster::{
-    self, Member, OffsetChange, Pending, Placement, Produced, Relayer, RequestHead, ResponseHead,
+    self, Member, OffsetChange, Pending, Placement, Produced, RelayKind, Relayer, RequestHead,
+    ResponseHead,
 };
 use crate::broker::producers::Sequenced;
 use crate::broker::time::now_ms;
@@ -287,7 +288,18 @@ pub struct ClusterNode {
     /// Held while one Kafka batch's proposals are submitted, so that no
     /// other batch's come between them.
     submitting: Mutex<()>,
+    /// Turns of the partition states this node asks of others at once
+    /// ([`RELAYED_STATES_AT_ONCE`]), whichever requests ask them.
+    relaying_states: Arc<tokio::sync::Semaphore>,
 }
+
+/// Partition states this node asks of other nodes at once, over every
+/// request it serves (a topic's description and groups' lags ask one per
+/// partition held elsewhere): half the room a node keeps for serving them
+/// (`runtime::RELAYED_STATES_SERVING_MAX`), so that two nodes asking at
+/// full speed fit in it, and a client that loops over descriptions costs
+/// a replica at most this many at once from one node.
+pub const RELAYED_STATES_AT_ONCE: usize = 8;
 
 impl ClusterNode {
     /// Starts node `cluster.me` over `broker`'s store: its groups, its
@@ -350,6 +362,7 @@ impl ClusterNode {
             tasks: Mutex::new(Vec::new()),
             producer_ids: tokio::sync::Mutex::new(0..0),
             submitting: Mutex::new(()),
+            relaying_states: Arc::new(tokio::sync::Semaphore::new(RELAYED_STATES_AT_ONCE)),
         });
         broker.replace_catalog(lock(&node.folded).metadata.catalog());
         broker
@@ -1003,15 +1016,39 @@ impl ClusterNode {
 
     /// [`cluster::Cluster::relay`]: to the partition's leader as known
     /// here, then to each other replica whose link is up, until one takes
-    /// it.
+    /// it. A state read waits its turn among this node's
+    /// [`RELAYED_STATES_AT_ONCE`] within `patience`, and goes on to the next
+    /// replica where one answers other than 200: a replica that has not
+    /// applied the topic's creation yet (or has applied its deletion)
+    /// answers 404, another may know it. The first such answer other than
+    /// a 404 is then the one given, else the 404.
     async fn relay(
         &self,
         topic: String,
         partition: u32,
         head: RequestHead,
+        kind: RelayKind,
         patience: Duration,
     ) -> Result<(ResponseHead, Vec<u8>)> {
         let (group, _, replicas) = self.partition_of(&topic, partition)?;
+        let deadline = Instant::now() + patience;
+        let _turn = match kind {
+            RelayKind::Fetch => None,
+            RelayKind::State => Some(
+                tokio::time::timeout(patience, Arc::clone(&self.relaying_states).acquire_owned())
+                    .await
+                    .map_err(|_| Error::Unavailable {
+                        why: format!(
+                            "{RELAYED_STATES_AT_ONCE} partition states are being asked of other \
+                             nodes from here, and none finished within {patience:?}: retry"
+                        ),
+                        written: Written::No,
+                    })?
+                    .map_err(|e| Error::Internal(format!("relaying partition states: {e}")))?,
+            ),
+        };
+        let state = kind == RelayKind::State;
+        let mut answered: Option<(ResponseHead, Vec<u8>)> = None;
         let me = self.cluster.me;
         let head = serde_json::to_string(&head)
             .map_err(|e| Error::Internal(format!("a relayed request's head: {e}")))?;
@@ -1020,7 +1057,6 @@ impl ClusterNode {
             .filter(|l| *l != me && replicas.contains(l));
         let mut targets: Vec<NodeId> = leader.into_iter().collect();
         targets.extend(replicas.iter().filter(|&&r| r != me && Some(r) != leader));
-        let deadline = Instant::now() + patience;
         let mut refusals = Vec::new();
         // Not a group's call: nothing here closes it but the transport.
         let closed = std::sync::atomic::AtomicBool::new(false);
@@ -1032,6 +1068,7 @@ impl ClusterNode {
             let rpc = Rpc::Relay {
                 head: head.clone(),
                 body: Bytes64(Vec::new()),
+                state,
             };
             let ttl = deadline.saturating_duration_since(Instant::now());
             match self
@@ -1041,10 +1078,16 @@ impl ClusterNode {
                 .await
             {
                 Ok(Reply::Relayed { head, body }) => {
-                    let head = serde_json::from_str(&head).map_err(|e| {
+                    let head: ResponseHead = serde_json::from_str(&head).map_err(|e| {
                         Error::Internal(format!("node {target}'s relayed answer's head: {e}"))
                     })?;
-                    return Ok((head, body.0));
+                    if !state || head.status == 200 {
+                        return Ok((head, body.0));
+                    }
+                    refusals.push(format!("node {target} answered {}", head.status));
+                    if answered.as_ref().is_none_or(|(kept, _)| kept.status == 404) {
+                        answered = Some((head, body.0));
+                    }
                 }
                 Ok(other) => refusals.push(format!(
                     "node {target} answered with a reply of another kind ({})",
@@ -1056,6 +1099,9 @@ impl ClusterNode {
                     break;
                 }
             }
+        }
+        if let Some(answer) = answered {
+            return Ok(answer);
         }
         Err(Error::Unavailable {
             why: format!(
@@ -1224,9 +1270,10 @@ impl cluster::Cluster for ClusterNode {
         topic: &str,
         partition: u32,
         head: RequestHead,
+        kind: RelayKind,
         patience: Duration,
     ) -> Pending<'_, Result<(ResponseHead, Vec<u8>)>> {
-        Box::pin(self.relay(topic.to_string(), partition, head, patience))
+        Box::pin(self.relay(topic.to_string(), partition, head, kind, patience))
     }
 
     fn serve_relayed(&self, relayer: Relayer) {
@@ -1746,6 +1793,7 @@ mod tests {
             tasks: Mutex::new(Vec::new()),
             producer_ids: tokio::sync::Mutex::new(0..0),
             submitting: Mutex::new(()),
+            relaying_states: Arc::new(tokio::sync::Semaphore::new(RELAYED_STATES_AT_ONCE)),
         });
         restarted.follow_once(&broker);
         let end = || {

@@ -82,6 +82,16 @@ pub const SERVING_BYTES_MAX: usize = 4 * FRAME_BYTES_MAX;
 /// are a quarter of a link's queue.
 pub const RELAYS_SERVING_MAX: usize = 16;
 
+/// Relayed reads of a partition's state (`Rpc::Relay` with `state` set)
+/// served at once: apart from [`RELAYS_SERVING_MAX`], so that long polls
+/// holding all of that room leave descriptions and group lags working,
+/// and descriptions never take the fetches' room. Each is a short read of
+/// the store, answered in a few hundred bytes; twice what one node asks at
+/// once (`node::RELAYED_STATES_AT_ONCE`), so two nodes asking at full
+/// speed fit. Past it a state read is answered `Unavailable`, and the
+/// asking node tries another replica.
+pub const RELAYED_STATES_SERVING_MAX: usize = 16;
+
 /// The cluster loop of one node, running in a task of its own. Dropping it
 /// stops the loop and closes the links; [`Runtime::shutdown`] also stops
 /// the groups.
@@ -208,8 +218,10 @@ async fn watch_loop(looping: JoinHandle<()>) -> Result<(), String> {
 #[derive(Clone)]
 struct Serving {
     calls: Arc<Semaphore>,
-    /// Relayed requests' own room ([`RELAYS_SERVING_MAX`]).
+    /// Relayed fetches' own room ([`RELAYS_SERVING_MAX`]).
     relays: Arc<Semaphore>,
+    /// Relayed state reads' own room ([`RELAYED_STATES_SERVING_MAX`]).
+    states: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
 }
 
@@ -218,6 +230,7 @@ impl Serving {
         Serving {
             calls: Arc::new(Semaphore::new(calls)),
             relays: Arc::new(Semaphore::new(RELAYS_SERVING_MAX)),
+            states: Arc::new(Semaphore::new(RELAYED_STATES_SERVING_MAX)),
             bytes: Arc::new(Semaphore::new(bytes)),
         }
     }
@@ -392,6 +405,9 @@ impl Loop {
         }
         for call in batch.calls {
             let (room, max) = match call.rpc {
+                Rpc::Relay { state: true, .. } => {
+                    (&self.serving.states, RELAYED_STATES_SERVING_MAX)
+                }
                 Rpc::Relay { .. } => (&self.serving.relays, RELAYS_SERVING_MAX),
                 _ => (&self.serving.calls, CALLS_SERVING_MAX),
             };
@@ -430,7 +446,7 @@ async fn serve(
         return (call.id, Reply::Unavailable(why));
     };
     let reply = match call.rpc {
-        Rpc::Relay { head, body } => relayed(relayer, from, &head, body.0).await,
+        Rpc::Relay { head, body, .. } => relayed(relayer, from, &head, body.0).await,
         rpc => groups.serve(from, call.group, rpc).await,
     };
     drop(bytes);
@@ -692,6 +708,7 @@ mod tests {
                     rpc: Rpc::Relay {
                         head: head.clone(),
                         body: Bytes64(Vec::new()),
+                        state: false,
                     },
                 })
                 .collect(),
@@ -713,6 +730,82 @@ mod tests {
                 .iter()
                 .all(|reply| !reply.contains("being served here")),
             "a vote was refused while relayed long polls wait: {refused:?}"
+        );
+    }
+
+    /// Review finding (topics-relay): relayed state reads shared the
+    /// [`RELAYS_SERVING_MAX`] room of relayed fetches, so long polls
+    /// holding all of it had every description and group lag refused.
+    /// State reads have room of their own ([`RELAYED_STATES_SERVING_MAX`]).
+    #[tokio::test(flavor = "current_thread")]
+    async fn relayed_long_polls_do_not_starve_state_reads() {
+        let (mut node, _two, _dir) = node_1("relay-states").await;
+        let (release, released) = watch::channel(false);
+        let relayer: Relayer = Arc::new(move |_, head: RequestHead, _| {
+            let mut released = released.clone();
+            Box::pin(async move {
+                if head.uri.contains("/records") {
+                    // A long poll: answered once records come (never here).
+                    let _ = released.wait_for(|done| *done).await;
+                }
+                let head = ResponseHead {
+                    status: 200,
+                    content_type: None,
+                };
+                (head, Vec::new())
+            })
+        });
+        assert!(node.relayer.set(relayer).is_ok());
+        let call = |id: u64, uri: &str, state: bool| Call {
+            group: 7,
+            id,
+            rpc: Rpc::Relay {
+                head: serde_json::to_string(&RequestHead {
+                    method: "GET".into(),
+                    uri: uri.into(),
+                    content_type: None,
+                })
+                .expect("a head"),
+                body: Bytes64(Vec::new()),
+                state,
+            },
+        };
+        let poll = "/topics/t/partitions/0/records?offset=0&wait_ms=30000";
+        let polls = Batch {
+            calls: (0..=RELAYS_SERVING_MAX as u64)
+                .map(|id| call(1_000 + id, poll, false))
+                .collect(),
+            ..Batch::default()
+        };
+        node.on_batch(2, polls);
+        tokio::task::yield_now().await;
+        // The room of fetches is full: the one past it was refused.
+        let refused = node
+            .groups
+            .transport
+            .take_batches()
+            .iter()
+            .flat_map(|(_, batch)| &batch.answers)
+            .filter(|answer| matches!(&answer.reply, Reply::Unavailable(why) if why.contains("being served here")))
+            .count();
+        assert_eq!(refused, 1, "the long polls past the room of fetches");
+        node.on_batch(
+            2,
+            Batch {
+                calls: vec![call(79, "/topics/t/partitions/0", true)],
+                ..Batch::default()
+            },
+        );
+        let answers = answers_to_node_2(&node).await;
+        let _ = release.send(true);
+        let replies: Vec<String> = answers
+            .iter()
+            .filter(|answer| answer.id == 79)
+            .map(|answer| format!("{:?}", answer.reply))
+            .collect();
+        assert!(
+            matches!(&replies[..], [reply] if reply.starts_with("Relayed")),
+            "a state read while relayed long polls wait: {replies:?}"
         );
     }
 

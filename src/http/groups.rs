@@ -227,13 +227,22 @@ async fn with_replicas_offsets(
             .collect();
         let elsewhere: Vec<(String, u32)> = elsewhere.into_iter().collect();
         let states = relay::relayed_states(cluster, elsewhere.clone()).await?;
-        let read: HashMap<(String, u32), (u64, u64)> = elsewhere
+        // `None`: no replica knows the topic (its deletion applied there
+        // first, or its creation not yet), and the partition drops out as
+        // a deleted topic's do in `group_lags`.
+        let read: HashMap<(String, u32), Option<(u64, u64)>> = elsewhere
             .into_iter()
-            .zip(states.iter().map(|s| (s.log_start_offset, s.end_offset)))
+            .zip(
+                states
+                    .iter()
+                    .map(|s| s.as_ref().map(|s| (s.log_start_offset, s.end_offset))),
+            )
             .collect();
         for g in &mut lags {
+            g.partitions
+                .retain(|p| !matches!(read.get(&(p.topic.clone(), p.partition)), Some(None)));
             for p in &mut g.partitions {
-                if let Some(&(log_start, end)) = read.get(&(p.topic.clone(), p.partition)) {
+                if let Some(&Some((log_start, end))) = read.get(&(p.topic.clone(), p.partition)) {
                     p.set_offsets(log_start, end);
                 }
             }

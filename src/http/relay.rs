@@ -11,10 +11,11 @@
 //! node describes every partition alike.
 //!
 //! A relayed fetch asks for at most [`RELAY_FETCH_BYTES_MAX`] of records;
-//! the receiving node serves relayed fetches only, at most
-//! `cluster::runtime::RELAYS_SERVING_MAX` at once, apart from the Raft
-//! groups' calls, and its answers go to the link after the groups'
-//! traffic, never in its way.
+//! the receiving node serves at most `cluster::runtime::RELAYS_SERVING_MAX`
+//! relayed fetches at once, and apart from them at most
+//! `cluster::runtime::RELAYED_STATES_SERVING_MAX` relayed state reads, both
+//! apart from the Raft groups' calls, and its answers go to the link after
+//! the groups' traffic, never in its way.
 //!
 //! The request travels over the cluster's authenticated peer link
 //! ([`Cluster::relay`]), not HTTP between nodes, so it needs neither TLS
@@ -32,14 +33,15 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
 use super::error::{ApiError, code};
 use super::topics::PartitionInfo;
 use crate::broker::Broker;
-use crate::broker::cluster::{Cluster, RELAY_BODY_BYTES_MAX, Relayer, RequestHead, ResponseHead};
+use crate::broker::cluster::{
+    Cluster, RELAY_BODY_BYTES_MAX, RelayKind, Relayer, RequestHead, ResponseHead,
+};
 
 /// Marks a request another node relayed here, with that node's id.
 #[derive(Clone, Copy, Debug)]
@@ -149,7 +151,7 @@ async fn collect(answer: Response) -> (ResponseHead, Vec<u8>) {
     }
 }
 
-/// Relays the read `uri` (path and query) of partition `partition` of `topic` to a node
+/// Relays the fetch `uri` (path and query) of partition `partition` of `topic` to a node
 /// that holds a replica, and answers as it did. `relayed`: the request
 /// came from another node already, which found no replica there either.
 pub(super) async fn to_replica(
@@ -160,23 +162,20 @@ pub(super) async fn to_replica(
     waits: Duration,
     relayed: Option<Relayed>,
 ) -> Result<Response, ApiError> {
-    if let Some(Relayed { from }) = relayed {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::UNAVAILABLE,
-            format!(
-                "node {from} relayed this read here, and this node holds no replica of \
-                 partition {partition} of '{topic}' either (it moved): retry"
-            ),
-        ));
-    }
+    relayed_once(relayed, topic, partition)?;
     let head = RequestHead {
         method: "GET".into(),
         uri,
         content_type: None,
     };
     let (answer, body) = cluster
-        .relay(topic, partition, head, waits + RELAY_PATIENCE)
+        .relay(
+            topic,
+            partition,
+            head,
+            RelayKind::Fetch,
+            waits + RELAY_PATIENCE,
+        )
         .await?;
     let status = StatusCode::from_u16(answer.status).map_err(|e| {
         ApiError::internal(format!("a relayed answer's status {}: {e}", answer.status))
@@ -205,68 +204,60 @@ pub(super) fn reads_here(app: &Broker, topic: &str, partition: u32) -> bool {
     })
 }
 
-/// Partition states asked of other nodes at once at most: as many as a
-/// node serves relayed requests at once
-/// (`cluster::runtime::RELAYS_SERVING_MAX`) would let one description take
-/// all of a replica's room, so half of them.
-pub const RELAYED_STATES_AT_ONCE: usize = 8;
+/// Partition states one request has out at once at most: each holds one
+/// of the node's turns (`cluster::node::RELAYED_STATES_AT_ONCE`), which
+/// every request shares; the rest are started as these finish, not all at
+/// once.
+pub const RELAYED_STATES_PER_REQUEST: usize = 8;
 
 /// The state of each of `wanted` (a topic's name and a partition of it,
 /// none of which this node holds a replica of), asked of a node that holds
-/// one as `GET /topics/{t}/partitions/{p}`, in the order asked:
-/// [`RELAYED_STATES_AT_ONCE`] at once, all within [`RELAY_PATIENCE`]. The
-/// first that cannot be had fails the whole, answered as the replica
-/// answered it, or 503 where no replica took the request: a partition is
-/// never shown empty for want of an answer.
+/// one as `GET /topics/{t}/partitions/{p}`, in the order asked, all within
+/// [`RELAY_PATIENCE`]; `None` for a partition no replica knows the topic
+/// of ([`relayed_state`]). The first that cannot be had otherwise fails
+/// the whole: 503 where no replica answered (or a replica answered an
+/// error of its own), so a partition is never shown empty for want of an
+/// answer.
 pub(super) async fn relayed_states(
     cluster: &Arc<dyn Cluster>,
     wanted: Vec<(String, u32)>,
-) -> Result<Vec<PartitionInfo>, ApiError> {
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
+) -> Result<Vec<Option<PartitionInfo>>, ApiError> {
     let deadline = Instant::now() + RELAY_PATIENCE;
-    let room = Arc::new(Semaphore::new(RELAYED_STATES_AT_ONCE));
-    let mut asking = JoinSet::new();
     let count = wanted.len();
-    for (index, (topic, partition)) in wanted.into_iter().enumerate() {
-        let cluster = Arc::clone(cluster);
-        let room = Arc::clone(&room);
-        asking.spawn(async move {
-            let _turn = room
-                .acquire_owned()
-                .await
-                .map_err(|e| ApiError::internal(format!("relaying partition states: {e}")))?;
-            let patience = deadline.saturating_duration_since(Instant::now());
-            let state = relayed_state(&cluster, &topic, partition, patience).await?;
-            Ok::<_, ApiError>((index, state))
-        });
-    }
     let mut states: Vec<Option<PartitionInfo>> = (0..count).map(|_| None).collect();
-    while let Some(done) = asking.join_next().await {
+    let mut wanted = wanted.into_iter().enumerate();
+    let mut asking = JoinSet::new();
+    loop {
+        while asking.len() < RELAYED_STATES_PER_REQUEST
+            && let Some((index, (topic, partition))) = wanted.next()
+        {
+            let cluster = Arc::clone(cluster);
+            asking.spawn(async move {
+                let patience = deadline.saturating_duration_since(Instant::now());
+                let state = relayed_state(&cluster, &topic, partition, patience).await?;
+                Ok::<_, ApiError>((index, state))
+            });
+        }
         // Returning drops the set, which cancels the requests still out.
+        let Some(done) = asking.join_next().await else {
+            return Ok(states);
+        };
         let (index, state) =
             done.map_err(|e| ApiError::internal(format!("relaying a partition's state: {e}")))??;
         if let Some(slot) = states.get_mut(index) {
-            *slot = Some(state);
+            *slot = state;
         }
     }
-    states
-        .into_iter()
-        .map(|state| {
-            state.ok_or_else(|| ApiError::internal("a relayed partition state went missing"))
-        })
-        .collect()
 }
 
 /// Partition `partition` of `topic`'s state, asked of a replica within
-/// `patience`.
-async fn relayed_state(
+/// `patience` ([`state_answer`]).
+pub(super) async fn relayed_state(
     cluster: &Arc<dyn Cluster>,
     topic: &str,
     partition: u32,
     patience: Duration,
-) -> Result<PartitionInfo, ApiError> {
+) -> Result<Option<PartitionInfo>, ApiError> {
     let head = RequestHead {
         method: "GET".into(),
         // A topic's name needs no escaping in a path
@@ -274,27 +265,73 @@ async fn relayed_state(
         uri: format!("/topics/{topic}/partitions/{partition}"),
         content_type: None,
     };
-    let (answer, body) = cluster.relay(topic, partition, head, patience).await?;
-    if answer.status == StatusCode::OK.as_u16() {
-        return serde_json::from_slice(&body).map_err(|e| {
+    let (answer, body) = cluster
+        .relay(topic, partition, head, RelayKind::State, patience)
+        .await?;
+    state_answer(topic, partition, answer.status, &body)
+}
+
+/// What a replica's answer `status` and `body` to a state read of
+/// partition `partition` of `topic` come to. 200: the state. 404 for the
+/// topic or the partition (every replica answered it, the relay tried
+/// them all): no replica has applied the topic's creation yet, or each
+/// has applied its deletion already, so `None`; the caller shows the
+/// partition empty (none holds records of it) or leaves it out. Anything
+/// else is 503 50305 naming what the replica said: a replica that
+/// predates the relaying of state reads refuses the route (403 50101)
+/// during a rolling upgrade, and a retry once it is upgraded, or at a
+/// node that holds a replica, gets the answer.
+fn state_answer(
+    topic: &str,
+    partition: u32,
+    status: u16,
+    body: &[u8],
+) -> Result<Option<PartitionInfo>, ApiError> {
+    if status == StatusCode::OK.as_u16() {
+        return serde_json::from_slice(body).map(Some).map_err(|e| {
             ApiError::internal(format!(
                 "a replica's state of partition {partition} of '{topic}': {e}"
             ))
         });
     }
-    // The replica's error, as its own: status, code and message.
-    let said: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let error_code = said["error_code"]
-        .as_u64()
-        .and_then(|c| u32::try_from(c).ok())
-        .unwrap_or(code::UNAVAILABLE);
+    let said: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let error_code = said["error_code"].as_u64();
+    let unknown = [code::TOPIC_NOT_FOUND, code::PARTITION_NOT_FOUND].map(u64::from);
+    if status == StatusCode::NOT_FOUND.as_u16() && error_code.is_some_and(|c| unknown.contains(&c))
+    {
+        return Ok(None);
+    }
     let message = said["message"].as_str().unwrap_or("no message");
+    let error_code = error_code.map_or_else(|| "none".to_string(), |c| c.to_string());
     Err(ApiError::new(
-        status,
-        error_code,
-        format!("partition {partition} of '{topic}', asked of a replica: {message}"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        code::UNAVAILABLE,
+        format!(
+            "partition {partition} of '{topic}', asked of its replicas: {status} \
+             (error code {error_code}): {message}; retry"
+        ),
     ))
+}
+
+/// A request another node relayed here found no replica here either (the
+/// partition moved meanwhile): answered 503, never relayed again, so a
+/// request makes one hop at most.
+pub(super) fn relayed_once(
+    relayed: Option<Relayed>,
+    topic: &str,
+    partition: u32,
+) -> Result<(), ApiError> {
+    match relayed {
+        Some(Relayed { from }) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::UNAVAILABLE,
+            format!(
+                "node {from} relayed this read here, and this node holds no replica of \
+                 partition {partition} of '{topic}' either (it moved): retry"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +343,47 @@ mod tests {
             method: method.into(),
             uri: uri.into(),
             content_type: None,
+        }
+    }
+
+    /// Review finding (topics-relay): a replica's 404 for a topic it has
+    /// not applied yet (or has deleted already) failed the whole
+    /// description or group listing; an older replica's refusal of the
+    /// route came back as 403 50101. No replica knowing the topic is now
+    /// `None`; any other answer is 503 50305, for the client to retry.
+    #[test]
+    fn a_replicas_answers_to_a_state_read_map_to_a_state_none_or_a_retry() {
+        let state = br#"{"partition":3,"log_start_offset":1,"end_offset":5,"bytes":40}"#;
+        let answered = state_answer("t", 3, 200, state).expect("a state");
+        assert_eq!(
+            answered.map(|s| (s.partition, s.log_start_offset, s.end_offset, s.bytes)),
+            Some((3, 1, 5, 40))
+        );
+        for code in [code::TOPIC_NOT_FOUND, code::PARTITION_NOT_FOUND] {
+            let body = format!(r#"{{"error_code":{code},"message":"not here"}}"#);
+            let answered = state_answer("t", 3, 404, body.as_bytes()).expect("no state");
+            assert!(answered.is_none(), "404 {code}");
+        }
+        for (status, body) in [
+            (
+                403,
+                r#"{"error_code":50101,"message":"only reads of a partition"}"#,
+            ),
+            (404, r#"{"error_code":40400,"message":"no route"}"#),
+            (500, "not JSON"),
+            (503, r#"{"error_code":50305,"message":"busy"}"#),
+        ] {
+            match state_answer("t", 3, status, body.as_bytes()) {
+                Err(refusal) => {
+                    let answer = refusal.into_response();
+                    assert_eq!(
+                        answer.status(),
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "{status} {body}"
+                    );
+                }
+                Ok(state) => panic!("{status} {body}: {:?}", state.map(|s| s.end_offset)),
+            }
         }
     }
 

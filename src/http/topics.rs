@@ -5,7 +5,6 @@
 //! that holds one (`relay`), so that every node describes it alike.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -133,7 +132,13 @@ async fn partitions_of(app: &Arc<Broker>, topic: Topic, held: Held) -> Result<To
     };
     if let Some(cluster) = app.cluster() {
         let wanted = elsewhere.iter().map(|&p| (topic.name.clone(), p)).collect();
-        partitions.extend(relay::relayed_states(cluster, wanted).await?);
+        let states = relay::relayed_states(cluster, wanted).await?;
+        partitions.extend(
+            elsewhere
+                .into_iter()
+                .zip(states)
+                .map(|(partition, state)| state.unwrap_or_else(|| unapplied(partition))),
+        );
     }
     partitions.sort_by_key(|p| p.partition);
     Ok(TopicInfo {
@@ -143,6 +148,17 @@ async fn partitions_of(app: &Arc<Broker>, topic: Topic, held: Held) -> Result<To
         retention_bytes: topic.retention_bytes,
         created_ms: topic.created_ms,
     })
+}
+
+/// The state of a partition whose topic no replica knows yet (or any
+/// longer): none has applied its creation, so none holds records of it.
+fn unapplied(partition: u32) -> PartitionInfo {
+    PartitionInfo {
+        partition,
+        log_start_offset: 0,
+        end_offset: 0,
+        bytes: 0,
+    }
 }
 
 /// Partition `partition` of `topic`'s state as this node's store has it.
@@ -178,17 +194,10 @@ pub(super) async fn describe_partition(
     if !relay::reads_here(&app, &topic.name, partition)
         && let Some(cluster) = app.cluster()
     {
-        let uri = format!("/topics/{}/partitions/{partition}", topic.name);
-        let relayed = relayed.map(|Extension(relayed)| relayed);
-        return relay::to_replica(
-            cluster,
-            &topic.name,
-            partition,
-            uri,
-            Duration::ZERO,
-            relayed,
-        )
-        .await;
+        relay::relayed_once(relayed.map(|Extension(r)| r), &topic.name, partition)?;
+        let state =
+            relay::relayed_state(cluster, &topic.name, partition, relay::RELAY_PATIENCE).await?;
+        return Ok(Json(state.unwrap_or_else(|| unapplied(partition))).into_response());
     }
     let state = blocking(move || local_state(&app, &topic, partition)).await?;
     Ok(Json(state).into_response())

@@ -75,6 +75,12 @@ pub enum Rpc {
     Relay {
         head: String,
         body: Bytes64,
+        /// A read of a partition's state, not a fetch: served in room of
+        /// its own (`cluster::runtime::RELAYED_STATES_SERVING_MAX`). Set
+        /// by the sender; the receiver's relayer still checks the route,
+        /// so a peer that lies here only picks the other room.
+        #[serde(default)]
+        state: bool,
     },
 }
 

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::cluster_process::{Cluster, NODES, NodeId, PATIENCE, each, wait_until};
 use crate::partitions::{kafka_agrees, settled};
+use seglog::cluster::runtime::RELAYS_SERVING_MAX;
 
 /// Partitions of the routed topic: one led by each node, as the
 /// metadata's assignment rotates replicas over the nodes.
@@ -440,4 +441,63 @@ fn every_node_describes_every_partition_and_group_lag_alike() {
          alike at {} nodes",
         NODES.len()
     );
+}
+
+/// Review finding (topics-relay): consumers long-polling a node's
+/// partitions through another node hold all of that node's room for
+/// relayed fetches (`RELAYS_SERVING_MAX`). Descriptions and partition
+/// states asked through that other node shared the room and were all
+/// refused 503 meanwhile; they have room of their own now.
+#[test]
+fn relayed_long_polls_leave_descriptions_answered() {
+    let cluster = Cluster::start();
+    let body = json!({"name": "polled", "partitions": PARTITIONS, "replication_factor": 1});
+    let (status, reply) = cluster.create_topic_as(NODES[0], &body);
+    assert_eq!(status, 201, "POST /topics {body}: {reply}");
+    let placements = settled(&cluster, &NODES, PARTITIONS as usize);
+    let ((_, partition), (_, replicas, _)) = placements.iter().next().expect("a partition");
+    let replica = replicas[0];
+    let poller = NODES
+        .into_iter()
+        .find(|&id| id != replica)
+        .expect("another node");
+    let waiting = format!("/topics/polled/partitions/{partition}/records?offset=0&wait_ms=20000");
+    let state = format!("/topics/polled/partitions/{partition}");
+    let full = format!("{RELAYS_SERVING_MAX} such calls are being served here");
+    let (refused, refusal) = std::sync::mpsc::channel();
+    thread::scope(|scope| {
+        // One poll more than the replica's room: once one is refused for
+        // want of room, the others hold all of it (nothing else is
+        // relayed to the replica meanwhile).
+        for _ in 0..=RELAYS_SERVING_MAX {
+            let refused = refused.clone();
+            let (cluster, waiting, full) = (&cluster, &waiting, &full);
+            scope.spawn(move || {
+                let answer = cluster.try_request(poller, "GET", waiting, None, PATIENCE);
+                if let Ok((503, reply)) = &answer
+                    && reply.to_string().contains(full.as_str())
+                {
+                    let _ = refused.send(());
+                }
+            });
+        }
+        let held = refusal.recv_timeout(PATIENCE);
+        let described = cluster.try_request(poller, "GET", "/topics/polled", None, PATIENCE);
+        let stated = cluster.try_request(poller, "GET", &state, None, PATIENCE);
+        // End the polls.
+        let records = json!({"records": [{"value": "woke"}]});
+        let _ = cluster.try_request(replica, "POST", &state, Some(&records), PATIENCE);
+        assert!(
+            held.is_ok(),
+            "no poll past the {RELAYS_SERVING_MAX} long polls through node {poller} was refused"
+        );
+        for (path, answer) in [("/topics/polled", described), (state.as_str(), stated)] {
+            let (status, reply) = answer.unwrap_or_else(|e| panic!("node {poller}: {e}"));
+            assert_eq!(
+                status, 200,
+                "GET {path} at node {poller} while {RELAYS_SERVING_MAX} consumers long-poll \
+                 through it: {reply}"
+            );
+        }
+    });
 }
