@@ -94,8 +94,9 @@ pub const PROTOCOL: &str = "seglog-peer";
 /// chunks' data in base64, which version 3 cannot read; version 5
 /// snapshots are binary streams of records read from the segments
 /// (`raft::snapshot`), where version 4's were JSON documents; version 6
-/// batches carry snapshot chunks' data raw after the JSON, and probes
-/// name the probing their answers belong to (`raft::standing`).
+/// batches carry snapshot chunks' data raw after the JSON, probes name
+/// the probing their answers belong to (`raft::standing`), and relayed
+/// requests say whether they are reads of a partition's state.
 pub const VERSION: u32 = 6;
 
 const KIND_HELLO: u8 = 1;
