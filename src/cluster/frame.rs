@@ -724,6 +724,7 @@ mod tests {
                     rpc: Rpc::Relay {
                         head: "GET /".into(),
                         body: crate::raft::types::Bytes64(Vec::new()),
+                        state: false,
                     },
                 },
                 snapshot_call(3, Vec::new()),
