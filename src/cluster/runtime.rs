@@ -671,6 +671,25 @@ mod tests {
         }
     }
 
+    /// A relayer that holds every fetch of records as a long poll that no
+    /// record ends until `released` turns true, and answers anything else
+    /// at once, empty.
+    fn holding_fetches(released: watch::Receiver<bool>) -> Relayer {
+        Arc::new(move |_, head: RequestHead, _| {
+            let mut released = released.clone();
+            Box::pin(async move {
+                if head.uri.contains("/records") {
+                    let _ = released.wait_for(|done| *done).await;
+                }
+                let head = ResponseHead {
+                    status: 200,
+                    content_type: None,
+                };
+                (head, Vec::new())
+            })
+        })
+    }
+
     /// Review finding (routing): a relayed HTTP long poll (`wait_ms` up
     /// to 30 s) held one of the [`CALLS_SERVING_MAX`] serving slots that
     /// the Raft calls of every group share, for as long as it waited:
@@ -681,19 +700,7 @@ mod tests {
     async fn relayed_long_polls_do_not_starve_raft_calls() {
         let (mut node, _two, _dir) = node_1("relay-starves").await;
         let (release, released) = watch::channel(false);
-        let relayer: Relayer = Arc::new(move |_, _, _| {
-            let mut released = released.clone();
-            Box::pin(async move {
-                // A long poll: answered once records come (never here).
-                let _ = released.wait_for(|done| *done).await;
-                let head = ResponseHead {
-                    status: 200,
-                    content_type: None,
-                };
-                (head, Vec::new())
-            })
-        });
-        assert!(node.relayer.set(relayer).is_ok());
+        assert!(node.relayer.set(holding_fetches(released)).is_ok());
         let head = serde_json::to_string(&RequestHead {
             method: "GET".into(),
             uri: "/topics/t/partitions/0/records?offset=0&wait_ms=30000".into(),
@@ -741,21 +748,7 @@ mod tests {
     async fn relayed_long_polls_do_not_starve_state_reads() {
         let (mut node, _two, _dir) = node_1("relay-states").await;
         let (release, released) = watch::channel(false);
-        let relayer: Relayer = Arc::new(move |_, head: RequestHead, _| {
-            let mut released = released.clone();
-            Box::pin(async move {
-                if head.uri.contains("/records") {
-                    // A long poll: answered once records come (never here).
-                    let _ = released.wait_for(|done| *done).await;
-                }
-                let head = ResponseHead {
-                    status: 200,
-                    content_type: None,
-                };
-                (head, Vec::new())
-            })
-        });
-        assert!(node.relayer.set(relayer).is_ok());
+        assert!(node.relayer.set(holding_fetches(released)).is_ok());
         let call = |id: u64, uri: &str, state: bool| Call {
             group: 7,
             id,
