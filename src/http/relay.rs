@@ -7,7 +7,7 @@
 //! itself (`cluster::node`). A partition's state (its log start, end and
 //! bytes, `GET /topics/{t}/partitions/{p}`) is relayed the same way, and a
 //! topic's description and groups' lags ask it of a replica for each
-//! partition this node holds none of ([`relayed_states`]), so that every
+//! partition this node holds none of (`relayed_states`), so that every
 //! node describes every partition alike.
 //!
 //! A relayed fetch asks for at most [`RELAY_FETCH_BYTES_MAX`] of records;
