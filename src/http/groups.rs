@@ -240,12 +240,14 @@ async fn with_replicas_offsets(
             .collect();
         for g in &mut lags {
             g.partitions
-                .retain(|p| !matches!(read.get(&(p.topic.clone(), p.partition)), Some(None)));
-            for p in &mut g.partitions {
-                if let Some(&Some((log_start, end))) = read.get(&(p.topic.clone(), p.partition)) {
-                    p.set_offsets(log_start, end);
-                }
-            }
+                .retain_mut(|p| match read.get(&(p.topic.clone(), p.partition)) {
+                    Some(None) => false,
+                    Some(&Some((log_start, end))) => {
+                        p.set_offsets(log_start, end);
+                        true
+                    }
+                    None => true,
+                });
         }
     }
     for g in &mut lags {
